@@ -1,0 +1,154 @@
+/* kiln — an ONNX inference runtime.
+ *
+ * The one public header. Every fallible call returns a kiln_status; the readable message of the
+ * last failure is kiln_last_error() (per thread), and for calls on a session also
+ * kiln_session_error(). Messages name what is wrong: the node, the op, the input and the reason.
+ *
+ * Typical use:
+ *
+ *   kiln_options opt; kiln_options_init(&opt); opt.threads = 4;
+ *   kiln_session *s;
+ *   if (kiln_session_open("model.onnx", &opt, &s) != KILN_OK) { puts(kiln_last_error()); ... }
+ *   kiln_tensor_desc in = { KILN_DTYPE_FLOAT, 2, dims, data };
+ *   const char *in_name = "x";
+ *   kiln_value *out[1];
+ *   kiln_run(s, 1, &in_name, &in, 0, NULL, out);      // 0 outputs named: all of them
+ *   const float *y = kiln_value_data(out[0]);
+ *   kiln_value_free(out[0]);
+ *   kiln_session_close(s);
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KILN_VERSION "0.1.0"
+
+typedef enum kiln_status {
+    KILN_OK = 0,
+    KILN_ERR_INVALID_ARGUMENT = 1, /* a bad argument to a kiln_ call, or a bad input tensor */
+    KILN_ERR_INVALID_MODEL = 2,    /* the model file or graph is malformed */
+    KILN_ERR_NOT_IMPLEMENTED = 3,  /* an op, type or attribute kiln does not support (yet) */
+    KILN_ERR_NO_MEMORY = 4,
+    KILN_ERR_IO = 5,               /* a file could not be opened, mapped or read */
+    KILN_ERR_RUNTIME = 6,          /* a kernel failed while running (e.g. index out of range) */
+    KILN_ERR_NO_PROVIDER = 7       /* a requested execution provider is not available */
+} kiln_status;
+
+/* Element types; the numbers are ONNX's TensorProto.DataType. */
+typedef enum kiln_dtype {
+    KILN_DTYPE_UNDEFINED = 0,
+    KILN_DTYPE_FLOAT = 1,
+    KILN_DTYPE_UINT8 = 2,
+    KILN_DTYPE_INT8 = 3,
+    KILN_DTYPE_UINT16 = 4,
+    KILN_DTYPE_INT16 = 5,
+    KILN_DTYPE_INT32 = 6,
+    KILN_DTYPE_INT64 = 7,
+    KILN_DTYPE_STRING = 8, /* data is an array of NUL-terminated char* */
+    KILN_DTYPE_BOOL = 9,   /* one byte per element, 0 or 1 */
+    KILN_DTYPE_FLOAT16 = 10,
+    KILN_DTYPE_DOUBLE = 11,
+    KILN_DTYPE_UINT32 = 12,
+    KILN_DTYPE_UINT64 = 13,
+    KILN_DTYPE_COMPLEX64 = 14,
+    KILN_DTYPE_COMPLEX128 = 15,
+    KILN_DTYPE_BFLOAT16 = 16,
+    KILN_DTYPE_FLOAT8E4M3FN = 17,
+    KILN_DTYPE_FLOAT8E4M3FNUZ = 18,
+    KILN_DTYPE_FLOAT8E5M2 = 19,
+    KILN_DTYPE_FLOAT8E5M2FNUZ = 20,
+    KILN_DTYPE_UINT4 = 21,
+    KILN_DTYPE_INT4 = 22
+} kiln_dtype;
+
+/* Execution providers, as bit flags for kiln_options.providers. */
+enum { KILN_PROVIDER_CPU = 1, KILN_PROVIDER_CUDA = 2 };
+
+typedef struct kiln_options {
+    int threads;          /* intra-op threads; 0 = one per core */
+    int opt_level;        /* 0 none, 1 basic (constant folding, dead code), 2 extended (fusions) */
+    unsigned providers;   /* KILN_PROVIDER_* bits; CPU is always the fallback */
+    int verbose;          /* 1: log planning and kernel choices to stderr */
+} kiln_options;
+
+typedef struct kiln_session kiln_session;
+typedef struct kiln_value kiln_value; /* an output: a tensor, a sequence of tensors, or none */
+
+/* Describes an input tensor owned by the caller; kiln reads it during kiln_run only. */
+typedef struct kiln_tensor_desc {
+    kiln_dtype dtype;
+    int rank;
+    const int64_t *dims;
+    const void *data;
+} kiln_tensor_desc;
+
+/* Static description of a model input or output. dims[i] < 0 is a symbolic or unknown
+ * dimension; dim_names[i] is then its name (or "" if it has none). rank < 0: unknown rank. */
+typedef struct kiln_io_info {
+    const char *name;
+    kiln_dtype dtype;
+    int rank;
+    const int64_t *dims;
+    const char *const *dim_names;
+    int is_sequence; /* 1 when the value is a sequence of tensors of dtype */
+} kiln_io_info;
+
+void kiln_options_init(kiln_options *opt);
+const char *kiln_status_name(kiln_status st);
+const char *kiln_last_error(void);
+const char *kiln_dtype_name(kiln_dtype dt);
+size_t kiln_dtype_size(kiln_dtype dt); /* bytes per element; 0 for sub-byte and string types */
+
+kiln_status kiln_session_open(const char *path, const kiln_options *opt, kiln_session **out);
+/* The bytes must stay valid for the session's lifetime (initializers point into them). */
+kiln_status kiln_session_open_bytes(const void *bytes, size_t size, const kiln_options *opt,
+                                    kiln_session **out);
+void kiln_session_close(kiln_session *s);
+const char *kiln_session_error(const kiln_session *s);
+
+size_t kiln_session_input_count(const kiln_session *s);
+size_t kiln_session_output_count(const kiln_session *s);
+kiln_status kiln_session_input_info(const kiln_session *s, size_t i, kiln_io_info *info);
+kiln_status kiln_session_output_info(const kiln_session *s, size_t i, kiln_io_info *info);
+
+/* Runs the model. Inputs are matched by name; every graph input without an initializer must be
+ * given. n_out == 0 asks for every graph output (outputs[] then needs output_count entries).
+ * Each outputs[i] is owned by the caller: release it with kiln_value_free. */
+kiln_status kiln_run(kiln_session *s, size_t n_in, const char *const *in_names,
+                     const kiln_tensor_desc *inputs, size_t n_out, const char *const *out_names,
+                     kiln_value **outputs);
+
+/* Outputs. A sequence has kiln_value_sequence_length() items, each read with kiln_value_item. */
+enum { KILN_VALUE_TENSOR = 0, KILN_VALUE_SEQUENCE = 1, KILN_VALUE_NONE = 2 };
+int kiln_value_kind(const kiln_value *v);
+kiln_dtype kiln_value_dtype(const kiln_value *v);
+int kiln_value_rank(const kiln_value *v);
+const int64_t *kiln_value_dims(const kiln_value *v);
+const void *kiln_value_data(const kiln_value *v);
+size_t kiln_value_nbytes(const kiln_value *v);
+size_t kiln_value_sequence_length(const kiln_value *v);
+const kiln_value *kiln_value_item(const kiln_value *v, size_t i);
+void kiln_value_free(kiln_value *v);
+
+/* Statistics of the plan made for the most recent kiln_run's input shapes (or, before any run,
+ * for the declared input shapes with symbolic dimensions bound to 1). */
+typedef struct kiln_plan_stats {
+    size_t arena_bytes;       /* size of the planned intermediate-value arena */
+    size_t naive_bytes;       /* what allocating every intermediate separately would need */
+    size_t initializer_bytes; /* bytes of weights referenced by the model */
+    size_t copied_initializer_bytes; /* of those, bytes copied at load (e.g. misaligned in the file) */
+    size_t nodes;             /* nodes after optimisation */
+    size_t folded_nodes;      /* nodes removed by constant folding */
+} kiln_plan_stats;
+kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

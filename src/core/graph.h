@@ -1,0 +1,129 @@
+/* The in-memory model: graphs of nodes over named values, read from an ONNX ModelProto.
+ * Names and attributes are owned by the model; initializer bytes stay in the mapped file where
+ * they are aligned for their type (see onnx/model_load.c). */
+#ifndef KILN_GRAPH_H
+#define KILN_GRAPH_H
+
+#include "tensor.h"
+
+enum {
+    KILN_ATTR_UNDEFINED = 0, KILN_ATTR_FLOAT = 1, KILN_ATTR_INT = 2, KILN_ATTR_STRING = 3,
+    KILN_ATTR_TENSOR = 4, KILN_ATTR_GRAPH = 5, KILN_ATTR_FLOATS = 6, KILN_ATTR_INTS = 7,
+    KILN_ATTR_STRINGS = 8, KILN_ATTR_TENSORS = 9, KILN_ATTR_GRAPHS = 10,
+    KILN_ATTR_SPARSE_TENSOR = 11, KILN_ATTR_SPARSE_TENSORS = 12, KILN_ATTR_TYPE_PROTO = 13,
+    KILN_ATTR_TYPE_PROTOS = 14
+};
+
+struct kiln_graph;
+struct kiln_model;
+struct kiln_op;
+
+typedef struct kiln_attr {
+    char *name;
+    int type;
+    float f;
+    int64_t i;
+    char *s;               /* NUL-terminated copy; s_len bytes (may contain NULs) */
+    size_t s_len;
+    kiln_tensor *t;        /* TENSOR (and SPARSE_TENSOR, densified) */
+    struct kiln_graph *g;  /* GRAPH */
+    int n;                 /* element count of the list forms */
+    float *floats;
+    int64_t *ints;
+    char **strings;
+    kiln_tensor *tensors;
+    struct kiln_graph **graphs;
+    int tp_elem_type;      /* TYPE_PROTO: tensor elem_type (0 if not a tensor type) */
+} kiln_attr;
+
+typedef struct kiln_node {
+    char *name;            /* never NULL; "" replaced by "<op_type>_<index>" */
+    char *op_type;
+    char *domain;          /* "" for ai.onnx */
+    int n_in, n_out;
+    int *in, *out;         /* indices into graph->values; -1 for an absent optional */
+    int n_attrs;
+    kiln_attr *attrs;
+    int opset;             /* version of the node's domain imported by the model */
+    const struct kiln_op *op;
+    void *state;           /* the kernel's own, made by op->init */
+} kiln_node;
+
+/* Static type of a value: kind (tensor / sequence / optional-of), element type, shape. */
+typedef struct kiln_type {
+    int kind;              /* KILN_KIND_TENSOR, KILN_KIND_SEQUENCE */
+    int optional;          /* wrapped in optional<> */
+    int dtype;
+    int rank;              /* -1 unknown */
+    int64_t dims[KILN_MAX_RANK];
+} kiln_type;
+
+typedef struct kiln_graph_value {
+    char *name;
+    kiln_type type;        /* declared (value_info/input/output) or inferred */
+    int has_type;
+    int is_input;          /* a graph input (fed by the caller or, for a subgraph, the parent op) */
+    int is_const;          /* initializer or folded constant: `konst` holds it */
+    kiln_value konst;
+    int producer;          /* node index, or -1 */
+    int outer;             /* >= 0: index of the value of the same name in the parent graph */
+    int n_consumers;
+} kiln_graph_value;
+
+typedef struct kiln_graph {
+    char *name;
+    int n_values, cap_values;
+    kiln_graph_value *values;
+    int n_nodes, cap_nodes;
+    kiln_node *nodes;
+    int n_inputs;          /* graph inputs that are not initializers */
+    int *inputs;
+    int n_outputs;
+    int *outputs;
+    struct kiln_graph *parent;
+    struct kiln_model *model;
+} kiln_graph;
+
+typedef struct kiln_opset {
+    char *domain;
+    int64_t version;
+} kiln_opset;
+
+typedef struct kiln_mapping {
+    void *addr;
+    size_t size;
+    char *path;
+} kiln_mapping;
+
+typedef struct kiln_model {
+    int64_t ir_version;
+    char *producer;
+    int n_opsets;
+    kiln_opset *opsets;
+    kiln_graph *graph;
+    char *dir;                 /* folder of the model file, for external data; NULL for bytes */
+    int n_maps;
+    kiln_mapping *maps;        /* [0] is the model file when loaded from a path */
+    int n_syms;
+    char **syms;               /* names of symbolic dimensions */
+    size_t init_bytes, copied_init_bytes;
+} kiln_model;
+
+int kiln_graph_find_value(const kiln_graph *g, const char *name);
+int kiln_graph_add_value(kiln_graph *g, const char *name); /* returns index or -1 (no memory) */
+int64_t kiln_model_opset(const kiln_model *m, const char *domain);
+int kiln_model_symbol(kiln_model *m, const char *name);    /* interns; returns id or -1 */
+void kiln_graph_free(kiln_graph *g);
+void kiln_model_free(kiln_model *m);
+
+/* Loading (onnx/model_load.c). path/dir may be NULL for in-memory bytes. */
+kiln_status kiln_model_load_file(const char *path, kiln_model **out, kiln_err *e);
+kiln_status kiln_model_load_bytes(const void *bytes, size_t size, kiln_model **out, kiln_err *e);
+/* Parses a serialized TensorProto (as in test_data_set_N/input_K.pb) into a value; sequence and
+ * optional protos too. The value owns its data. */
+kiln_status kiln_parse_value_proto(const void *bytes, size_t size, kiln_value *v, char **name,
+                                   kiln_err *e);
+
+const kiln_attr *kiln_node_attr(const kiln_node *n, const char *name);
+
+#endif
