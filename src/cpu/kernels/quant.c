@@ -1,0 +1,432 @@
+/* Linear quantisation: QuantizeLinear, DequantizeLinear (per-tensor, per-axis and blocked scales;
+ * 8/16/32-bit integers, packed 4- and 2-bit integers, float8 and float4 codes) and
+ * DynamicQuantizeLinear. The table of the whole quant family is at the end of this file. */
+#include "quant_elem.h"
+#include "quant_kernels.h"
+#include <float.h>
+#include <stdlib.h>
+
+int kiln_quant_int_range(int dt, int64_t *lo, int64_t *hi) {
+    switch (dt) {
+    case KILN_DTYPE_UINT8: *lo = 0; *hi = 255; return 1;
+    case KILN_DTYPE_INT8: *lo = -128; *hi = 127; return 1;
+    case KILN_DTYPE_UINT16: *lo = 0; *hi = 65535; return 1;
+    case KILN_DTYPE_INT16: *lo = -32768; *hi = 32767; return 1;
+    case KILN_DTYPE_INT32: *lo = INT32_MIN; *hi = INT32_MAX; return 1;
+    case KILN_DTYPE_UINT4: *lo = 0; *hi = 15; return 1;
+    case KILN_DTYPE_INT4: *lo = -8; *hi = 7; return 1;
+    case QE_DTYPE_UINT2: *lo = 0; *hi = 3; return 1;
+    case QE_DTYPE_INT2: *lo = -2; *hi = 1; return 1;
+    default: return 0;
+    }
+}
+
+/* How scale element index follows from a flat element index of x. x is viewed as
+ * [outer, D (the axis), inner]; blocked scales have Sa = ceil(D / B) entries along the axis. */
+typedef struct qgran {
+    int mode; /* 0 per-tensor, 1 per-axis, 2 blocked */
+    int64_t outer, D, inner, Sa, B;
+} qgran;
+
+static inline int64_t qgran_index(const qgran *g, int64_t i) {
+    if (g->mode == 0) return 0;
+    int64_t a = (i / g->inner) % g->D;
+    if (g->mode == 1) return a;
+    int64_t o = i / (g->inner * g->D), j = i % g->inner;
+    return (o * g->Sa + a / g->B) * g->inner + j;
+}
+
+/* Works out the granularity from the shapes of x and scale (and checks zero point's shape).
+ * In static mode, unknown dims make the checks that need them pass. */
+static kiln_status resolve_granularity(kiln_ctx *ctx, const kiln_tensor *x, const kiln_tensor *scale,
+                                       const kiln_tensor *zp, int64_t axis_attr, int64_t block,
+                                       qgran *g) {
+    char b1[96], b2[96];
+    memset(g, 0, sizeof *g);
+    g->outer = g->D = g->inner = g->Sa = g->B = 1;
+    if (x->rank < 0 || scale->rank < 0) return KILN_OK;
+    if (zp && zp->rank >= 0 && kiln_shape_concrete(zp) && kiln_shape_concrete(scale) &&
+        kiln_numel(zp) != kiln_numel(scale))
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "zero point shape %s does not match scale shape %s", QE_SHAPE(zp, b1),
+                         QE_SHAPE(scale, b2));
+    if (block < 0)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "block_size %lld is negative",
+                         (long long)block);
+    int64_t sn = kiln_numel(scale);
+    if (block == 0 && (scale->rank == 0 || (scale->rank == 1 && scale->dims[0] == 1))) return KILN_OK;
+    if (block == 0 && scale->rank > 1 && sn == 1) return KILN_OK;
+    if (x->rank == 0)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "scale %s is not a scalar but the input is a scalar", QE_SHAPE(scale, b1));
+    int axis;
+    KILN_TRY(kiln_norm_axis(ctx, axis_attr, x->rank, "axis", &axis));
+    g->D = x->dims[axis];
+    for (int d = 0; d < axis; d++) g->outer *= x->dims[d];
+    for (int d = axis + 1; d < x->rank; d++) g->inner *= x->dims[d];
+    if (block == 0) {
+        if (scale->rank != 1)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "scale %s must be a scalar or 1-D (per-axis) without block_size",
+                             QE_SHAPE(scale, b1));
+        if (scale->dims[0] >= 0 && g->D >= 0 && scale->dims[0] != g->D)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "per-axis scale has %lld entries but input %s has %lld along axis %d",
+                             (long long)scale->dims[0], QE_SHAPE(x, b1), (long long)g->D, axis);
+        g->mode = 1;
+        return KILN_OK;
+    }
+    if (scale->rank != x->rank)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "blocked scale %s must have the rank of input %s", QE_SHAPE(scale, b1),
+                         QE_SHAPE(x, b2));
+    for (int d = 0; d < x->rank; d++) {
+        int64_t xd = x->dims[d], sd = scale->dims[d];
+        if (xd < 0 || sd < 0) continue;
+        int64_t want = d == axis ? (xd + block - 1) / block : xd;
+        if (sd != want)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "blocked scale %s does not fit input %s with block_size %lld on axis %d",
+                             QE_SHAPE(scale, b1), QE_SHAPE(x, b2), (long long)block, axis);
+    }
+    g->mode = 2;
+    g->B = block;
+    g->Sa = scale->dims[axis];
+    return KILN_OK;
+}
+
+static int is_quant_type(int dt) {
+    int64_t lo, hi;
+    return kiln_quant_int_range(dt, &lo, &hi) || qe_is_f8(dt) || dt == QE_DTYPE_FLOAT4E2M1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* QuantizeLinear */
+
+typedef struct quant_job {
+    const kiln_tensor *x, *scale, *zp;
+    kiln_tensor *y;
+    qgran g;
+    int out_dt, saturate, sub_bits, f8;
+    float lo, hi;
+} quant_job;
+
+static inline float quant_zp(const quant_job *j, int64_t s) {
+    return j->zp ? qe_load_f32(j->zp->dtype, j->zp->data, s) : 0.0f;
+}
+
+/* The integer code of one element; lo/hi clamp keeps the float -> int conversion defined. */
+static inline int32_t quant_int(const quant_job *j, float v, float zp) {
+    float r = rintf(v) + zp;
+    if (!(r >= j->lo)) r = isnan(r) ? zp : j->lo;
+    if (r > j->hi) r = j->hi;
+    return (int32_t)r;
+}
+
+static void quant_range_generic(void *arg, int64_t begin, int64_t end) {
+    const quant_job *j = arg;
+    int xdt = j->x->dtype, sdt = j->scale->dtype;
+    if (j->sub_bits) { /* begin/end count bytes so that no two threads share one */
+        int per = 8 / j->sub_bits;
+        int64_t n = kiln_numel(j->x);
+        for (int64_t b = begin; b < end; b++) {
+            for (int64_t i = b * per; i < (b + 1) * per && i < n; i++) {
+                int64_t s = qgran_index(&j->g, i);
+                float v = qe_load_f32(xdt, j->x->data, i) / qe_load_f32(sdt, j->scale->data, s);
+                unsigned code;
+                if (j->out_dt == QE_DTYPE_FLOAT4E2M1) code = qe_f32_to_f4(v + quant_zp(j, s));
+                else code = (unsigned)quant_int(j, v, quant_zp(j, s)) & ((1u << j->sub_bits) - 1u);
+                qe_sub_put(j->y->data, j->sub_bits, i, code);
+            }
+        }
+        return;
+    }
+    for (int64_t i = begin; i < end; i++) {
+        int64_t s = qgran_index(&j->g, i);
+        float v = qe_load_f32(xdt, j->x->data, i) / qe_load_f32(sdt, j->scale->data, s);
+        if (j->f8) {
+            ((uint8_t *)j->y->data)[i] = kiln_f32_to_f8(j->out_dt, v + quant_zp(j, s), j->saturate);
+            continue;
+        }
+        int32_t q = quant_int(j, v, quant_zp(j, s));
+        switch (j->out_dt) {
+        case KILN_DTYPE_UINT8: ((uint8_t *)j->y->data)[i] = (uint8_t)q; break;
+        case KILN_DTYPE_INT8: ((int8_t *)j->y->data)[i] = (int8_t)q; break;
+        case KILN_DTYPE_UINT16: ((uint16_t *)j->y->data)[i] = (uint16_t)q; break;
+        case KILN_DTYPE_INT16: ((int16_t *)j->y->data)[i] = (int16_t)q; break;
+        default: ((int32_t *)j->y->data)[i] = q; break;
+        }
+    }
+}
+
+/* The common case: float input, one scale, 8-bit output. */
+static void quant_range_f32_u8(void *arg, int64_t begin, int64_t end) {
+    const quant_job *j = arg;
+    const float *x = (const float *)j->x->data;
+    float scale = qe_load_f32(j->scale->dtype, j->scale->data, 0), zp = quant_zp(j, 0);
+    uint8_t *y = (uint8_t *)j->y->data;
+    for (int64_t i = begin; i < end; i++) y[i] = (uint8_t)quant_int(j, x[i] / scale, zp);
+}
+
+static void quant_range_f32_i8(void *arg, int64_t begin, int64_t end) {
+    const quant_job *j = arg;
+    const float *x = (const float *)j->x->data;
+    float scale = qe_load_f32(j->scale->dtype, j->scale->data, 0), zp = quant_zp(j, 0);
+    int8_t *y = (int8_t *)j->y->data;
+    for (int64_t i = begin; i < end; i++) y[i] = (int8_t)quant_int(j, x[i] / scale, zp);
+}
+
+static kiln_status quant_out_dtype(kiln_ctx *ctx, const kiln_tensor *zp, int *out) {
+    int64_t attr = ctx->opset >= 21 ? kiln_attr_int(ctx->node, "output_dtype", 0) : 0;
+    int dt = zp ? zp->dtype : (attr ? (int)attr : KILN_DTYPE_UINT8);
+    if (zp && attr && attr != zp->dtype)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "output_dtype %lld differs from the zero point's type %s", (long long)attr,
+                         kiln_dtype_name(zp->dtype));
+    if (!is_quant_type(dt) || dt == KILN_DTYPE_INT32)
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "unsupported quantised output type %d", dt);
+    *out = dt;
+    return KILN_OK;
+}
+
+static kiln_status quantize_infer(kiln_ctx *ctx) {
+    kiln_tensor *x, *scale;
+    KILN_TRY(kiln_need_input(ctx, 0, &x));
+    KILN_TRY(kiln_need_input(ctx, 1, &scale));
+    kiln_tensor *zp = kiln_input(ctx, 2);
+    if (!(qe_is_float(x->dtype) || x->dtype == KILN_DTYPE_INT32))
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "unsupported element type %s for input x",
+                         kiln_dtype_name(x->dtype));
+    if (!qe_is_float(scale->dtype) && scale->dtype != QE_DTYPE_FLOAT8E8M0)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "scale must be a float type, not %s",
+                         kiln_dtype_name(scale->dtype));
+    int dt = 0;
+    KILN_TRY(quant_out_dtype(ctx, zp, &dt));
+    int64_t block = ctx->opset >= 21 ? kiln_attr_int(ctx->node, "block_size", 0) : 0;
+    qgran g;
+    KILN_TRY(resolve_granularity(ctx, x, scale, zp, kiln_attr_int(ctx->node, "axis", 1), block, &g));
+    if (x->rank < 0) return kiln_set_output_unknown(ctx, 0, dt);
+    return kiln_set_output(ctx, 0, dt, x->rank, x->dims);
+}
+
+static kiln_status quantize_compute(kiln_ctx *ctx) {
+    quant_job j;
+    memset(&j, 0, sizeof j);
+    j.x = kiln_input(ctx, 0);
+    j.scale = kiln_input(ctx, 1);
+    j.zp = kiln_input(ctx, 2);
+    j.y = kiln_output(ctx, 0);
+    if (!j.y) return KILN_OK;
+    j.out_dt = j.y->dtype;
+    int64_t block = ctx->opset >= 21 ? kiln_attr_int(ctx->node, "block_size", 0) : 0;
+    KILN_TRY(resolve_granularity(ctx, j.x, j.scale, j.zp, kiln_attr_int(ctx->node, "axis", 1),
+                                 block, &j.g));
+    j.saturate = ctx->opset >= 19 ? (int)kiln_attr_int(ctx->node, "saturate", 1) : 1;
+    j.sub_bits = qe_sub_bits(j.out_dt);
+    j.f8 = qe_is_f8(j.out_dt);
+    int64_t lo = 0, hi = 0;
+    kiln_quant_int_range(j.out_dt, &lo, &hi);
+    j.lo = (float)lo;
+    j.hi = j.out_dt == KILN_DTYPE_INT32 ? 2147483520.0f : (float)hi;
+    int64_t n = kiln_numel(j.x);
+    if (n == 0) return KILN_OK;
+    if (j.sub_bits) {
+        int per = 8 / j.sub_bits;
+        memset(j.y->data, 0, (size_t)((n + per - 1) / per));
+        kiln_parallel_for(ctx, (n + per - 1) / per, 4096, quant_range_generic, &j);
+    } else if (j.g.mode == 0 && j.x->dtype == KILN_DTYPE_FLOAT && j.out_dt == KILN_DTYPE_UINT8) {
+        kiln_parallel_for(ctx, n, 16384, quant_range_f32_u8, &j);
+    } else if (j.g.mode == 0 && j.x->dtype == KILN_DTYPE_FLOAT && j.out_dt == KILN_DTYPE_INT8) {
+        kiln_parallel_for(ctx, n, 16384, quant_range_f32_i8, &j);
+    } else {
+        kiln_parallel_for(ctx, n, 8192, quant_range_generic, &j);
+    }
+    return KILN_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* DequantizeLinear */
+
+typedef struct dequant_job {
+    const kiln_tensor *x, *scale, *zp;
+    kiln_tensor *y;
+    qgran g;
+} dequant_job;
+
+static void dequant_range(void *arg, int64_t begin, int64_t end) {
+    const dequant_job *j = arg;
+    int xdt = j->x->dtype, sdt = j->scale->dtype, ydt = j->y->dtype;
+    if (j->g.mode == 0 && ydt == KILN_DTYPE_FLOAT &&
+        (xdt == KILN_DTYPE_UINT8 || xdt == KILN_DTYPE_INT8)) {
+        float s = qe_load_f32(sdt, j->scale->data, 0);
+        float z = j->zp ? qe_load_f32(j->zp->dtype, j->zp->data, 0) : 0.0f;
+        float *y = (float *)j->y->data;
+        if (xdt == KILN_DTYPE_UINT8) {
+            const uint8_t *x = (const uint8_t *)j->x->data;
+            for (int64_t i = begin; i < end; i++) y[i] = ((float)x[i] - z) * s;
+        } else {
+            const int8_t *x = (const int8_t *)j->x->data;
+            for (int64_t i = begin; i < end; i++) y[i] = ((float)x[i] - z) * s;
+        }
+        return;
+    }
+    for (int64_t i = begin; i < end; i++) {
+        int64_t s = qgran_index(&j->g, i);
+        float v = qe_load_f32(xdt, j->x->data, i);
+        float z = j->zp ? qe_load_f32(j->zp->dtype, j->zp->data, s) : 0.0f;
+        float r;
+        if (xdt == KILN_DTYPE_INT32) /* int32 codes exceed float's exact range: subtract exactly */
+            r = (float)((double)((const int32_t *)j->x->data)[i] - (double)z) *
+                qe_load_f32(sdt, j->scale->data, s);
+        else
+            r = (v - z) * qe_load_f32(sdt, j->scale->data, s);
+        qe_store_f32(ydt, j->y->data, i, r);
+    }
+}
+
+static kiln_status dequantize_infer(kiln_ctx *ctx) {
+    kiln_tensor *x, *scale;
+    KILN_TRY(kiln_need_input(ctx, 0, &x));
+    KILN_TRY(kiln_need_input(ctx, 1, &scale));
+    kiln_tensor *zp = kiln_input(ctx, 2);
+    if (!is_quant_type(x->dtype))
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "unsupported element type %s for input x",
+                         kiln_dtype_name(x->dtype));
+    if (!qe_is_float(scale->dtype) && scale->dtype != QE_DTYPE_FLOAT8E8M0)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "scale must be a float type, not %s",
+                         kiln_dtype_name(scale->dtype));
+    if (zp && zp->dtype != x->dtype)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "zero point type %s differs from input type %s", kiln_dtype_name(zp->dtype),
+                         kiln_dtype_name(x->dtype));
+    int dt = scale->dtype;
+    int64_t attr = ctx->opset >= 23 ? kiln_attr_int(ctx->node, "output_dtype", 0) : 0;
+    if (attr) dt = (int)attr;
+    if (!(dt == KILN_DTYPE_FLOAT || dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16 ||
+          dt == KILN_DTYPE_DOUBLE))
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "unsupported output type %d", dt);
+    int64_t block = ctx->opset >= 21 ? kiln_attr_int(ctx->node, "block_size", 0) : 0;
+    qgran g;
+    KILN_TRY(resolve_granularity(ctx, x, scale, zp, kiln_attr_int(ctx->node, "axis", 1), block, &g));
+    if (x->rank < 0) return kiln_set_output_unknown(ctx, 0, dt);
+    return kiln_set_output(ctx, 0, dt, x->rank, x->dims);
+}
+
+static kiln_status dequantize_compute(kiln_ctx *ctx) {
+    dequant_job j;
+    j.x = kiln_input(ctx, 0);
+    j.scale = kiln_input(ctx, 1);
+    j.zp = kiln_input(ctx, 2);
+    j.y = kiln_output(ctx, 0);
+    if (!j.y) return KILN_OK;
+    int64_t block = ctx->opset >= 21 ? kiln_attr_int(ctx->node, "block_size", 0) : 0;
+    KILN_TRY(resolve_granularity(ctx, j.x, j.scale, j.zp, kiln_attr_int(ctx->node, "axis", 1),
+                                 block, &j.g));
+    int64_t n = kiln_numel(j.x);
+    if (n > 0) kiln_parallel_for(ctx, n, 16384, dequant_range, &j);
+    return KILN_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* DynamicQuantizeLinear: uint8 with a range widened to include 0. */
+
+typedef struct minmax_job {
+    const float *x;
+    float *mins, *maxs;
+    int64_t chunk;
+} minmax_job;
+
+static void minmax_range(void *arg, int64_t begin, int64_t end) {
+    minmax_job *j = arg;
+    for (int64_t c = begin; c < end; c++) {
+        float lo = 0.0f, hi = 0.0f; /* the range always includes 0 */
+        int64_t b = c * j->chunk;
+        for (int64_t i = b; i < b + j->chunk; i++) {
+            float v = j->x[i];
+            if (v < lo) lo = v;
+            if (v > hi) hi = v;
+        }
+        j->mins[c] = lo;
+        j->maxs[c] = hi;
+    }
+}
+
+static kiln_status dynq_infer(kiln_ctx *ctx) {
+    kiln_tensor *x;
+    KILN_TRY(kiln_need_input(ctx, 0, &x));
+    KILN_TRY(kiln_check_dtype(ctx, x, 0, 1, KILN_DTYPE_FLOAT));
+    if (x->rank < 0) KILN_TRY(kiln_set_output_unknown(ctx, 0, KILN_DTYPE_UINT8));
+    else KILN_TRY(kiln_set_output(ctx, 0, KILN_DTYPE_UINT8, x->rank, x->dims));
+    KILN_TRY(kiln_set_output(ctx, 1, KILN_DTYPE_FLOAT, 0, NULL));
+    return kiln_set_output(ctx, 2, KILN_DTYPE_UINT8, 0, NULL);
+}
+
+static kiln_status dynq_compute(kiln_ctx *ctx) {
+    const kiln_tensor *x = kiln_input(ctx, 0);
+    int64_t n = kiln_numel(x);
+    const float *xd = (const float *)x->data;
+    float lo = 0.0f, hi = 0.0f;
+    int64_t chunk = 65536, nchunks = n / chunk;
+    if (nchunks > 1) {
+        float *buf = malloc(sizeof(float) * 2 * (size_t)nchunks);
+        if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+        minmax_job mj = {xd, buf, buf + nchunks, chunk};
+        kiln_parallel_for(ctx, nchunks, 1, minmax_range, &mj);
+        for (int64_t c = 0; c < nchunks; c++) {
+            if (buf[c] < lo) lo = buf[c];
+            if (buf[nchunks + c] > hi) hi = buf[nchunks + c];
+        }
+        free(buf);
+    } else {
+        nchunks = 0;
+    }
+    for (int64_t i = nchunks * chunk; i < n; i++) {
+        if (xd[i] < lo) lo = xd[i];
+        if (xd[i] > hi) hi = xd[i];
+    }
+    if (isnan(lo) || isnan(hi) || isinf(lo) || isinf(hi))
+        return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "input holds NaN or infinity; no scale exists");
+    float scale = (hi - lo) / 255.0f;
+    float zpf = 0.0f;
+    if (scale != 0.0f) {
+        zpf = rintf(0.0f - lo / scale);
+        if (zpf < 0.0f) zpf = 0.0f;
+        if (zpf > 255.0f) zpf = 255.0f;
+    }
+    kiln_tensor *y = kiln_output(ctx, 0), *ys = kiln_output(ctx, 1), *yz = kiln_output(ctx, 2);
+    if (ys) *(float *)ys->data = scale;
+    if (yz) *(uint8_t *)yz->data = (uint8_t)zpf;
+    if (!y) return KILN_OK;
+    quant_job j;
+    memset(&j, 0, sizeof j);
+    j.x = x;
+    j.y = y;
+    j.lo = 0.0f;
+    j.hi = 255.0f;
+    if (scale == 0.0f) { /* all zeros: every code is the zero point */
+        memset(y->data, (int)zpf, (size_t)n);
+        return KILN_OK;
+    }
+    /* the fast path reads scale and zero point from tensors: give it local ones */
+    kiln_tensor st, zt;
+    memset(&st, 0, sizeof st);
+    memset(&zt, 0, sizeof zt);
+    uint8_t zb = (uint8_t)zpf;
+    kiln_tensor_set_shape(&st, KILN_DTYPE_FLOAT, 0, NULL);
+    st.data = &scale;
+    kiln_tensor_set_shape(&zt, KILN_DTYPE_UINT8, 0, NULL);
+    zt.data = &zb;
+    j.scale = &st;
+    j.zp = &zt;
+    kiln_parallel_for(ctx, n, 16384, quant_range_f32_u8, &j);
+    return KILN_OK;
+}
+
+const kiln_op kiln_ops_quant[] = {
+    {"", "QuantizeLinear", 10, 0, NULL, quantize_infer, quantize_compute, NULL},
+    {"", "DequantizeLinear", 10, 0, NULL, dequantize_infer, dequantize_compute, NULL},
+    {"", "DynamicQuantizeLinear", 11, 0, NULL, dynq_infer, dynq_compute, NULL},
+    {"", "QLinearMatMul", 10, 0, NULL, kiln_qlinear_matmul_infer, kiln_qlinear_matmul_compute, NULL},
+    {"", "QLinearConv", 10, 0, NULL, kiln_qlinear_conv_infer, kiln_qlinear_conv_compute, NULL},
+    {0},
+};

@@ -1,0 +1,15 @@
+/* Entry points of the quantisation family that live outside quant.c (which holds the table). */
+#ifndef KILN_QUANT_KERNELS_H
+#define KILN_QUANT_KERNELS_H
+
+#include "ops/op.h"
+
+kiln_status kiln_qlinear_matmul_infer(kiln_ctx *ctx);
+kiln_status kiln_qlinear_matmul_compute(kiln_ctx *ctx);
+kiln_status kiln_qlinear_conv_infer(kiln_ctx *ctx);
+kiln_status kiln_qlinear_conv_compute(kiln_ctx *ctx);
+
+/* Saturation range of an integer quantised type; returns 0 when dt is not one. */
+int kiln_quant_int_range(int dt, int64_t *lo, int64_t *hi);
+
+#endif
