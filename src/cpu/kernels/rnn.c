@@ -1,0 +1,206 @@
+/* RNN, LSTM and GRU (all opsets): the op table and the glue that brings inputs of any layout
+ * and float type into the time-major working buffers of rnn_cells.h and back. float16 and
+ * bfloat16 run in float; double runs in double. */
+#include "rnn_common.h"
+#include <stdlib.h>
+#include <string.h>
+
+static int working_dtype(int dt) { return dt == KILN_DTYPE_DOUBLE ? KILN_DTYPE_DOUBLE : KILN_DTYPE_FLOAT; }
+
+static double load_real(int dt, const void *p, int64_t i) {
+    switch (dt) {
+    case KILN_DTYPE_FLOAT: return ((const float *)p)[i];
+    case KILN_DTYPE_DOUBLE: return ((const double *)p)[i];
+    case KILN_DTYPE_FLOAT16: return kiln_f16_to_f32(((const kiln_f16 *)p)[i]);
+    default: return kiln_bf16_to_f32(((const kiln_bf16 *)p)[i]);
+    }
+}
+
+static void store_real(int dt, void *p, int64_t i, double v) {
+    switch (dt) {
+    case KILN_DTYPE_FLOAT: ((float *)p)[i] = (float)v; break;
+    case KILN_DTYPE_DOUBLE: ((double *)p)[i] = v; break;
+    case KILN_DTYPE_FLOAT16: ((kiln_f16 *)p)[i] = kiln_f32_to_f16((float)v); break;
+    default: ((kiln_bf16 *)p)[i] = kiln_f32_to_bf16((float)v); break;
+    }
+}
+
+static size_t real_size(int dt) {
+    return dt == KILN_DTYPE_DOUBLE ? 8 : dt == KILN_DTYPE_FLOAT ? 4 : 2;
+}
+
+/* Copies src, viewed as [A, M, C], to dst as [A, M, C] (swap = 0) or [M, A, C] (swap = 1),
+ * converting the element type on the way. */
+static void copy_rows(const void *src, int sdt, void *dst, int ddt, int64_t A, int64_t M, int64_t C,
+                      int swap) {
+    const size_t ss = real_size(sdt), ds = real_size(ddt);
+    for (int64_t a = 0; a < A; a++)
+        for (int64_t m = 0; m < M; m++) {
+            const int64_t si = (a * M + m) * C, di = (swap ? m * A + a : a * M + m) * C;
+            if (sdt == ddt) {
+                memcpy((char *)dst + di * ds, (const char *)src + si * ss, (size_t)C * ss);
+            } else {
+                for (int64_t k = 0; k < C; k++)
+                    store_real(ddt, dst, di + k, load_real(sdt, src, si + k));
+            }
+        }
+}
+
+/* The tensor's data in the working type, or a converted copy (tracked in *owned). */
+static const void *as_working(const kiln_tensor *t, int wdt, void **owned) {
+    *owned = NULL;
+    if (!t) return NULL;
+    if (t->dtype == wdt) return t->data;
+    int64_t n = kiln_numel(t);
+    void *buf = malloc((size_t)(n > 0 ? n : 1) * real_size(wdt));
+    if (!buf) return NULL;
+    copy_rows(t->data, t->dtype, buf, wdt, 1, 1, n, 0);
+    *owned = buf;
+    return buf;
+}
+
+static kiln_status get_cfg(kiln_ctx *ctx, int cell, rnn_cfg *cfg) {
+    if (ctx->state) {
+        *cfg = *(const rnn_cfg *)ctx->state;
+        return KILN_OK;
+    }
+    return kiln_rnn_parse_cfg(ctx, cell, cfg);
+}
+
+static kiln_status init_cell(kiln_ctx *ctx, int cell) {
+    rnn_cfg *cfg = malloc(sizeof *cfg);
+    if (!cfg) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    kiln_status st = kiln_rnn_parse_cfg(ctx, cell, cfg);
+    if (st != KILN_OK) {
+        free(cfg);
+        return st;
+    }
+    ctx->state = cfg;
+    return KILN_OK;
+}
+
+static kiln_status infer_cell(kiln_ctx *ctx, int cell) {
+    rnn_cfg cfg;
+    rnn_dims d;
+    KILN_TRY(get_cfg(ctx, cell, &cfg));
+    return kiln_rnn_check_inputs(ctx, &cfg, &d, 1);
+}
+
+static kiln_status compute_cell(kiln_ctx *ctx, int cell) {
+    rnn_cfg cfg;
+    rnn_dims d;
+    KILN_TRY(get_cfg(ctx, cell, &cfg));
+    KILN_TRY(kiln_rnn_check_inputs(ctx, &cfg, &d, 0));
+    const kiln_tensor *X = kiln_input(ctx, 0);
+    const int xdt = X->dtype, wdt = working_dtype(xdt);
+    const size_t es = real_size(wdt);
+    const int64_t S = d.S, B = d.B, I = d.in_size, H = d.H, D = d.D;
+    const int lay = cfg.layout;
+    kiln_tensor *Y = kiln_output(ctx, 0);
+    kiln_tensor *Yh = ctx->n_out > 1 ? kiln_output(ctx, 1) : NULL;
+    kiln_tensor *Yc = ctx->n_out > 2 ? kiln_output(ctx, 2) : NULL;
+
+    void *own[8] = {0};
+    void *xbuf = NULL, *hbuf = NULL, *cbuf = NULL, *ybuf = NULL;
+    int64_t *lens = malloc((size_t)(B > 0 ? B : 1) * sizeof *lens);
+    kiln_status st = KILN_OK;
+
+    rnn_job job = {0};
+    job.cfg = &cfg;
+    job.S = S, job.B = B, job.in_size = I, job.H = H, job.D = D;
+    job.lens = lens;
+    if (!lens) goto oom;
+
+    const kiln_tensor *sl = kiln_input(ctx, 4);
+    for (int64_t b = 0; b < B; b++)
+        lens[b] = !sl ? S
+                : sl->dtype == KILN_DTYPE_INT32 ? ((const int32_t *)sl->data)[b]
+                                                : ((const int64_t *)sl->data)[b];
+
+    if (lay == 0 && xdt == wdt) {
+        job.X = X->data;
+    } else {
+        xbuf = malloc((size_t)(S * B * I > 0 ? S * B * I : 1) * es);
+        if (!xbuf) goto oom;
+        if (lay) copy_rows(X->data, xdt, xbuf, wdt, B, S, I, 1);
+        else copy_rows(X->data, xdt, xbuf, wdt, 1, 1, S * B * I, 0);
+        job.X = xbuf;
+    }
+    static const int param_inputs[4] = {1, 2, 3, 7};
+    const void **param_dst[4] = {&job.W, &job.R, &job.bias, &job.P};
+    for (int k = 0; k < 4; k++) {
+        int idx = param_inputs[k];
+        if (idx >= ctx->n_in || (idx == 7 && cell != RNN_CELL_LSTM)) continue;
+        const kiln_tensor *t = kiln_input(ctx, idx);
+        if (!t) continue;
+        *param_dst[k] = as_working(t, wdt, &own[k]);
+        if (!*param_dst[k]) goto oom;
+    }
+
+    /* states: [D, B, H] working copies, initialised from initial_h / initial_c or zeros */
+    const size_t state_bytes = (size_t)(D * B * H > 0 ? D * B * H : 1) * es;
+    hbuf = calloc(1, state_bytes);
+    if (!hbuf) goto oom;
+    if (cell == RNN_CELL_LSTM && !(cbuf = calloc(1, state_bytes))) goto oom;
+    for (int idx = 5; idx <= 6; idx++) {
+        void *dst = idx == 5 ? hbuf : cbuf;
+        const kiln_tensor *t = idx < ctx->n_in ? kiln_input(ctx, idx) : NULL;
+        if (!dst || !t) continue;
+        if (lay) copy_rows(t->data, t->dtype, dst, wdt, B, D, H, 1);
+        else copy_rows(t->data, t->dtype, dst, wdt, 1, 1, D * B * H, 0);
+    }
+    job.h = hbuf;
+    job.c = cbuf;
+
+    if (Y) {
+        if (lay == 0 && xdt == wdt) {
+            memset(Y->data, 0, (size_t)(S * D * B * H) * es);
+            job.Y = Y->data;
+        } else {
+            if (!(ybuf = calloc(1, (size_t)(S * D * B * H > 0 ? S * D * B * H : 1) * es))) goto oom;
+            job.Y = ybuf;
+        }
+    }
+
+    if ((wdt == KILN_DTYPE_DOUBLE ? kiln_rnn_run_f64 : kiln_rnn_run_f32)(&job) != 0) goto oom;
+
+    if (Y && ybuf) {
+        /* [S, D, B, H] -> [B, S, D, H] for layout 1: S and D travel together */
+        if (lay) copy_rows(ybuf, wdt, Y->data, xdt, S * D, B, H, 1);
+        else copy_rows(ybuf, wdt, Y->data, xdt, 1, 1, S * D * B * H, 0);
+    }
+    kiln_tensor *state_out[2] = {Yh, Yc};
+    void *state_buf[2] = {hbuf, cbuf};
+    for (int k = 0; k < 2; k++) {
+        if (!state_out[k] || !state_buf[k]) continue;
+        if (lay) copy_rows(state_buf[k], wdt, state_out[k]->data, xdt, D, B, H, 1);
+        else copy_rows(state_buf[k], wdt, state_out[k]->data, xdt, 1, 1, D * B * H, 0);
+    }
+    goto done;
+oom:
+    st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for %lldx%lld steps of hidden size %lld",
+                   (long long)S, (long long)B, (long long)H);
+done:
+    for (int k = 0; k < 8; k++) free(own[k]);
+    free(lens), free(xbuf), free(hbuf), free(cbuf), free(ybuf);
+    return st;
+}
+
+static kiln_status rnn_init(kiln_ctx *ctx) { return init_cell(ctx, RNN_CELL_SIMPLE); }
+static kiln_status rnn_infer(kiln_ctx *ctx) { return infer_cell(ctx, RNN_CELL_SIMPLE); }
+static kiln_status rnn_compute(kiln_ctx *ctx) { return compute_cell(ctx, RNN_CELL_SIMPLE); }
+static kiln_status lstm_init(kiln_ctx *ctx) { return init_cell(ctx, RNN_CELL_LSTM); }
+static kiln_status lstm_infer(kiln_ctx *ctx) { return infer_cell(ctx, RNN_CELL_LSTM); }
+static kiln_status lstm_compute(kiln_ctx *ctx) { return compute_cell(ctx, RNN_CELL_LSTM); }
+static kiln_status gru_init(kiln_ctx *ctx) { return init_cell(ctx, RNN_CELL_GRU); }
+static kiln_status gru_infer(kiln_ctx *ctx) { return infer_cell(ctx, RNN_CELL_GRU); }
+static kiln_status gru_compute(kiln_ctx *ctx) { return compute_cell(ctx, RNN_CELL_GRU); }
+
+/* One entry each serves every opset: the versions differ only in attributes (output_sequence
+ * in 1, linear_before_reset from GRU-3, layout from 14) and in allowed types. */
+const kiln_op kiln_ops_rnn[] = {
+    {"", "RNN", 1, 0, rnn_init, rnn_infer, rnn_compute, free},
+    {"", "LSTM", 1, 0, lstm_init, lstm_infer, lstm_compute, free},
+    {"", "GRU", 1, 0, gru_init, gru_infer, gru_compute, free},
+    {0},
+};
