@@ -1,0 +1,283 @@
+/* BLAS wrappers that spread one product over kiln's threads, batched products, integer products
+ * and float16/bfloat16 conversions. */
+#include "gemm_util.h"
+#include <cblas.h>
+#include <stdio.h>
+#include <string.h>
+
+void kgemm_blas_serial(void) {
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+void kgemm_f32_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* an empty sum: only the beta part remains */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    if (N == 1 || M == 1) {
+        /* vector products: gemv avoids gemm's packing of a whole operand. A zero beta must not
+         * read C, which may hold anything (NaN * 0 is NaN). */
+        int64_t incc = N == 1 ? ldc : 1, len = N == 1 ? M : N;
+        if (beta == 0.0f)
+            for (int64_t i = 0; i < len; i++) C[i * incc] = 0.0f;
+        if (N == 1)
+            cblas_sgemv(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ta ? (int)K : (int)M,
+                        ta ? (int)M : (int)K, alpha, A, (int)lda, B, tb ? 1 : (int)ldb, beta, C,
+                        (int)incc);
+        else /* y^T = x^T op(B)  <=>  y = op(B)^T x */
+            cblas_sgemv(CblasRowMajor, tb ? CblasNoTrans : CblasTrans, tb ? (int)N : (int)K,
+                        tb ? (int)K : (int)N, alpha, B, (int)ldb, A, ta ? (int)lda : 1, beta, C,
+                        1);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void kgemm_f64_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha,
+                      const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
+                      double *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0 ? 0.0 : beta * C[i * ldc + j];
+        return;
+    }
+    cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+/* ---- one product split over threads ---- */
+
+typedef struct split_job {
+    int dtype, ta, tb, by_rows;
+    int64_t M, N, K, lda, ldb, ldc, block, nblocks;
+    double alpha, beta;
+    const void *A, *B;
+    void *C;
+} split_job;
+
+static void split_run(void *arg, int64_t b0, int64_t b1) {
+    const split_job *j = arg;
+    int64_t extent = j->by_rows ? j->M : j->N;
+    int64_t s = b0 * j->block, e = b1 * j->block;
+    if (e > extent) e = extent;
+    if (s >= e) return;
+    size_t es = j->dtype == KILN_DTYPE_DOUBLE ? 8 : 4;
+    const char *A = j->A, *B = j->B;
+    char *C = j->C;
+    int64_t M = j->M, N = j->N;
+    if (j->by_rows) {
+        A += (size_t)(j->ta ? s : s * j->lda) * es;
+        C += (size_t)(s * j->ldc) * es;
+        M = e - s;
+    } else {
+        B += (size_t)(j->tb ? s * j->ldb : s) * es;
+        C += (size_t)s * es;
+        N = e - s;
+    }
+    if (j->dtype == KILN_DTYPE_DOUBLE)
+        kgemm_f64_serial(j->ta, j->tb, M, N, j->K, j->alpha, (const double *)A, j->lda,
+                         (const double *)B, j->ldb, j->beta, (double *)C, j->ldc);
+    else
+        kgemm_f32_serial(j->ta, j->tb, M, N, j->K, (float)j->alpha, (const float *)A, j->lda,
+                         (const float *)B, j->ldb, (float)j->beta, (float *)C, j->ldc);
+}
+
+/* Below this many multiply-adds a product is not worth waking other threads for. */
+#define PAR_MIN_FLOPS (48 * 48 * 48)
+
+static void gemm_split(kiln_ctx *ctx, int dtype, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                       double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
+                       double beta, void *C, int64_t ldc) {
+    kgemm_blas_serial();
+    int nt = kiln_num_threads(ctx);
+    split_job j = {dtype, ta, tb, 0, M, N, K, lda, ldb, ldc, 0, 0, alpha, beta, A, B, C};
+    if (nt <= 1 || (double)M * N * K < PAR_MIN_FLOPS || (M < 2 && N < 32)) {
+        j.by_rows = 1;
+        j.block = M;
+        split_run(&j, 0, 1);
+        return;
+    }
+    /* Split the longer side into one block per thread, columns in multiples of 16 so that each
+     * block keeps BLAS's vector width; rows need no alignment. */
+    j.by_rows = M >= N;
+    int64_t extent = j.by_rows ? M : N, align = j.by_rows ? 1 : 16;
+    int64_t block = (extent + nt - 1) / nt;
+    block = (block + align - 1) / align * align;
+    if (block < 1) block = 1;
+    j.block = block;
+    j.nblocks = (extent + block - 1) / block;
+    kiln_parallel_for(ctx, j.nblocks, 1, split_run, &j);
+}
+
+void kgemm_f32(kiln_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+               int64_t ldc) {
+    gemm_split(ctx, KILN_DTYPE_FLOAT, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void kgemm_f64(kiln_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha,
+               const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
+               double *C, int64_t ldc) {
+    gemm_split(ctx, KILN_DTYPE_DOUBLE, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* ---- batches ---- */
+
+static void batch_run(void *arg, int64_t i0, int64_t i1) {
+    const kgemm_batch *b = arg;
+    for (int64_t i = i0; i < i1; i++) {
+        if (b->dtype == KILN_DTYPE_DOUBLE)
+            kgemm_f64_serial(b->ta, b->tb, b->M, b->N, b->K, b->alpha,
+                             (const double *)b->A + b->aoff[i], b->lda,
+                             (const double *)b->B + b->boff[i], b->ldb, b->beta,
+                             (double *)b->C + b->coff[i], b->ldc);
+        else
+            kgemm_f32_serial(b->ta, b->tb, b->M, b->N, b->K, (float)b->alpha,
+                             (const float *)b->A + b->aoff[i], b->lda,
+                             (const float *)b->B + b->boff[i], b->ldb, (float)b->beta,
+                             (float *)b->C + b->coff[i], b->ldc);
+    }
+}
+
+void kgemm_batched(kiln_ctx *ctx, const kgemm_batch *b) {
+    kgemm_blas_serial();
+    int nt = kiln_num_threads(ctx);
+    if (b->count <= 0) return;
+    double flops = (double)b->M * b->N * b->K;
+    /* Whole products per thread balance well when the count divides evenly or is large. */
+    if (nt > 1 && b->count > 1 &&
+        (b->count % nt == 0 || b->count >= 4 * nt || flops < PAR_MIN_FLOPS)) {
+        int64_t grain = flops * b->count < PAR_MIN_FLOPS ? b->count : 1;
+        kiln_parallel_for(ctx, b->count, grain, batch_run, (void *)b);
+        return;
+    }
+    for (int64_t i = 0; i < b->count; i++) {
+        const char *A = (const char *)b->A, *B = (const char *)b->B;
+        char *C = b->C;
+        size_t es = b->dtype == KILN_DTYPE_DOUBLE ? 8 : 4;
+        gemm_split(ctx, b->dtype, b->ta, b->tb, b->M, b->N, b->K, b->alpha, A + b->aoff[i] * es,
+                   b->lda, B + b->boff[i] * es, b->ldb, b->beta, C + b->coff[i] * es, b->ldc);
+    }
+}
+
+/* ---- integer products ---- */
+
+int kgemm_int_supported(int dt) {
+    return dt == KILN_DTYPE_INT32 || dt == KILN_DTYPE_INT64 || dt == KILN_DTYPE_UINT32 ||
+           dt == KILN_DTYPE_UINT64;
+}
+
+typedef struct int_job {
+    int dtype, ta, tb;
+    int64_t M, N, K, lda, ldb, ldc;
+    const void *A, *B;
+    void *C;
+} int_job;
+
+/* Arithmetic in the unsigned type of the same width: wraps without undefined behaviour and gives
+ * the same bits as the signed two's-complement result. */
+#define INT_GEMM_ROWS(NAME, T, U)                                                                  \
+    static void NAME(const int_job *j, int64_t i0, int64_t i1) {                                   \
+        const T *A = j->A, *B = j->B;                                                              \
+        T *C = j->C;                                                                               \
+        for (int64_t i = i0; i < i1; i++) {                                                        \
+            T *c = C + i * j->ldc;                                                                 \
+            if (!j->tb) {                                                                          \
+                for (int64_t n = 0; n < j->N; n++) c[n] = 0;                                       \
+                for (int64_t k = 0; k < j->K; k++) {                                               \
+                    U a = (U)(j->ta ? A[k * j->lda + i] : A[i * j->lda + k]);                      \
+                    const T *b = B + k * j->ldb;                                                   \
+                    for (int64_t n = 0; n < j->N; n++) c[n] = (T)((U)c[n] + a * (U)b[n]);          \
+                }                                                                                  \
+            } else {                                                                               \
+                for (int64_t n = 0; n < j->N; n++) {                                               \
+                    U s = 0;                                                                       \
+                    const T *b = B + n * j->ldb;                                                   \
+                    for (int64_t k = 0; k < j->K; k++)                                             \
+                        s += (U)(j->ta ? A[k * j->lda + i] : A[i * j->lda + k]) * (U)b[k];         \
+                    c[n] = (T)s;                                                           \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+INT_GEMM_ROWS(int_rows_i32, int32_t, uint32_t)
+INT_GEMM_ROWS(int_rows_i64, int64_t, uint64_t)
+INT_GEMM_ROWS(int_rows_u32, uint32_t, uint32_t)
+INT_GEMM_ROWS(int_rows_u64, uint64_t, uint64_t)
+
+static void int_run(void *arg, int64_t i0, int64_t i1) {
+    const int_job *j = arg;
+    switch (j->dtype) {
+    case KILN_DTYPE_INT32: int_rows_i32(j, i0, i1); break;
+    case KILN_DTYPE_INT64: int_rows_i64(j, i0, i1); break;
+    case KILN_DTYPE_UINT32: int_rows_u32(j, i0, i1); break;
+    default: int_rows_u64(j, i0, i1); break;
+    }
+}
+
+void kgemm_int(kiln_ctx *ctx, int dtype, int ta, int tb, int64_t M, int64_t N, int64_t K,
+               const void *A, int64_t lda, const void *B, int64_t ldb, void *C, int64_t ldc) {
+    int_job j = {dtype, ta, tb, M, N, K, lda, ldb, ldc, A, B, C};
+    int64_t per_row = N * (K > 0 ? K : 1);
+    int64_t grain = per_row >= 16384 ? 1 : 16384 / per_row;
+    kiln_parallel_for(ctx, M, grain, int_run, &j);
+}
+
+/* ---- conversions ---- */
+
+typedef struct cvt_job {
+    int dtype, to_f32;
+    const void *src;
+    void *dst;
+} cvt_job;
+
+static void cvt_run(void *arg, int64_t s, int64_t e) {
+    const cvt_job *j = arg;
+    if (j->to_f32) {
+        const uint16_t *in = j->src;
+        float *out = j->dst;
+        if (j->dtype == KILN_DTYPE_FLOAT16)
+            for (int64_t i = s; i < e; i++) out[i] = kiln_f16_to_f32(in[i]);
+        else
+            for (int64_t i = s; i < e; i++) out[i] = kiln_bf16_to_f32(in[i]);
+    } else {
+        const float *in = j->src;
+        uint16_t *out = j->dst;
+        if (j->dtype == KILN_DTYPE_FLOAT16)
+            for (int64_t i = s; i < e; i++) out[i] = kiln_f32_to_f16(in[i]);
+        else
+            for (int64_t i = s; i < e; i++) out[i] = kiln_f32_to_bf16(in[i]);
+    }
+}
+
+void kcvt_to_f32(kiln_ctx *ctx, int dtype, const void *src, float *dst, int64_t n) {
+    cvt_job j = {dtype, 1, src, dst};
+    if (ctx) kiln_parallel_for(ctx, n, 1 << 16, cvt_run, &j);
+    else cvt_run(&j, 0, n);
+}
+
+void kcvt_from_f32(kiln_ctx *ctx, int dtype, const float *src, void *dst, int64_t n) {
+    cvt_job j = {dtype, 0, src, dst};
+    if (ctx) kiln_parallel_for(ctx, n, 1 << 16, cvt_run, &j);
+    else cvt_run(&j, 0, n);
+}
+
+const char *kgemm_dims_str(int rank, const int64_t *dims, char *buf, size_t n) {
+    size_t o = 0;
+    if (n == 0) return buf;
+    buf[0] = 0;
+    o += snprintf(buf + o, n - o, "[");
+    for (int i = 0; i < rank && o < n; i++) {
+        if (dims[i] >= 0)
+            o += snprintf(buf + o, n - o, "%s%lld", i ? "," : "", (long long)dims[i]);
+        else
+            o += snprintf(buf + o, n - o, "%s?", i ? "," : "");
+    }
+    if (o < n) snprintf(buf + o, n - o, "]");
+    return buf;
+}

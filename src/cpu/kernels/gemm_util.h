@@ -1,0 +1,67 @@
+/* Matrix-product building blocks shared by the matmul, gemm, conv, einsum and linalg kernels:
+ * BLAS calls spread over the session's threads, integer products, element-type conversions, and
+ * the entry points of ops whose family table lives in another file. */
+#ifndef KILN_GEMM_UTIL_H
+#define KILN_GEMM_UTIL_H
+
+#include "ops/op.h"
+#include <stdint.h>
+
+/* OpenBLAS keeps its own thread pool; kiln runs BLAS single-threaded inside its own pool instead,
+ * so that two pools never fight over the cores. Call before any BLAS use (cheap when already so). */
+void kgemm_blas_serial(void);
+
+/* Row-major C = alpha * op(A) op(B) + beta * C, on the calling thread only. */
+void kgemm_f32_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void kgemm_f64_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha,
+                      const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
+                      double *C, int64_t ldc);
+/* The same spread over ctx's threads (splits the larger of M and N). */
+void kgemm_f32(kiln_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+               int64_t ldc);
+void kgemm_f64(kiln_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha,
+               const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
+               double *C, int64_t ldc);
+
+/* A batch of equally shaped products C_i = alpha op(A_i) op(B_i) + beta C_i, where the i-th
+ * operands start at element offsets aoff[i], boff[i], coff[i]. Runs whole products in parallel
+ * when there are many small ones, otherwise splits each product. dtype: FLOAT or DOUBLE. */
+typedef struct kgemm_batch {
+    int dtype, ta, tb;
+    int64_t M, N, K, lda, ldb, ldc;
+    double alpha, beta;
+    const void *A, *B;
+    void *C;
+    int64_t count;
+    const int64_t *aoff, *boff, *coff;
+} kgemm_batch;
+void kgemm_batched(kiln_ctx *ctx, const kgemm_batch *b);
+
+/* Integer row-major C[M,N] = A[M,K] B[K,N] (strides given) for INT32/INT64/UINT32/UINT64, with
+ * two's-complement wrap-around like the fixed-width arithmetic of other runtimes. */
+int kgemm_int_supported(int dtype);
+void kgemm_int(kiln_ctx *ctx, int dtype, int ta, int tb, int64_t M, int64_t N, int64_t K,
+               const void *A, int64_t lda, const void *B, int64_t ldb, void *C, int64_t ldc);
+
+/* Conversions between the 16-bit float types and float32 (parallel over ctx when large). */
+void kcvt_to_f32(kiln_ctx *ctx, int dtype, const void *src, float *dst, int64_t n);
+void kcvt_from_f32(kiln_ctx *ctx, int dtype, const float *src, void *dst, int64_t n);
+static inline int kcvt_is_half(int dt) {
+    return dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16;
+}
+
+/* "[2,3,4]" into buf, for messages. */
+const char *kgemm_dims_str(int rank, const int64_t *dims, char *buf, size_t n);
+
+/* Helpers for shapes during static inference: dims may be unknown (< 0). */
+static inline int kdim_known(int64_t d) { return d >= 0; }
+
+/* Op entry points defined in gemm.c and listed in matmul.c's family table. */
+kiln_status kgemm_op_infer(kiln_ctx *ctx);
+kiln_status kgemm_op_compute(kiln_ctx *ctx);
+kiln_status kgemm_op_init(kiln_ctx *ctx);
+void kgemm_op_fini(void *state);
+
+#endif

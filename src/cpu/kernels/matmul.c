@@ -1,0 +1,429 @@
+/* MatMul (numpy.matmul semantics), MatMulInteger and com.microsoft FusedMatMul; the family table
+ * also lists Gemm (gemm.c). Float products go to BLAS: a 2-D right operand folds the left
+ * operand's batch dimensions into M (one large product); otherwise the batch is a list of
+ * products with broadcast offsets. float16/bfloat16 compute in float32. */
+#include "gemm_util.h"
+#include "matmul_plan.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- shape planning ---- */
+
+static int64_t bcast_dim(int64_t a, int64_t b, int *bad) {
+    if (a == b) return a;
+    if (a == 1) return b;
+    if (b == 1) return a;
+    if (a < 0 && b < 0) return KILN_DIM_UNKNOWN;
+    if (a < 0) return b; /* unknown vs n>1: must be n (or 1) */
+    if (b < 0) return a;
+    *bad = 1;
+    return a;
+}
+
+kiln_status kmm_plan(kiln_ctx *ctx, const kiln_tensor *A, const kiln_tensor *B, int trans_a,
+                     int trans_b, kmm_plan_t *p) {
+    char sa[96], sb[96];
+    memset(p, 0, sizeof *p);
+    if (A->rank == 0 || B->rank == 0)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "input %s is a scalar; MatMul needs tensors of rank >= 1",
+                         A->rank == 0 ? "A" : "B");
+    int ra = A->rank, rb = B->rank;
+    p->a_vec = ra == 1;
+    p->b_vec = rb == 1;
+    /* 1-D operands are promoted: A [K] -> [1,K], B [K] -> [K,1] (the added dim is dropped later) */
+    int64_t am = p->a_vec ? 1 : A->dims[ra - 2], ak = A->dims[ra - 1];
+    int64_t bk = p->b_vec ? B->dims[0] : B->dims[rb - 2], bn = p->b_vec ? 1 : B->dims[rb - 1];
+    if (trans_a && !p->a_vec) { int64_t t = am; am = ak; ak = t; }
+    if (trans_b && !p->b_vec) { int64_t t = bk; bk = bn; bn = t; }
+    if (ak >= 0 && bk >= 0 && ak != bk)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "A is %s, B is %s: inner dimensions %lld and %lld differ",
+                         kgemm_dims_str(ra, A->dims, sa, sizeof sa),
+                         kgemm_dims_str(rb, B->dims, sb, sizeof sb), (long long)ak, (long long)bk);
+    p->M = am;
+    p->N = bn;
+    p->K = ak >= 0 ? ak : bk;
+    int nba = ra > 2 ? ra - 2 : 0, nbb = rb > 2 ? rb - 2 : 0;
+    int nb = nba > nbb ? nba : nbb;
+    if (nb + 2 > KILN_MAX_RANK)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "rank too large");
+    p->nb = nb;
+    p->nba = nba;
+    p->nbb = nbb;
+    int bad = 0;
+    for (int i = 0; i < nb; i++) {
+        int ia = i - (nb - nba), ib = i - (nb - nbb);
+        int64_t da = ia >= 0 ? A->dims[ia] : 1, db = ib >= 0 ? B->dims[ib] : 1;
+        p->bdims[i] = bcast_dim(da, db, &bad);
+        if (bad)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "A is %s, B is %s: batch dimensions %lld and %lld cannot be broadcast",
+                             kgemm_dims_str(ra, A->dims, sa, sizeof sa),
+                             kgemm_dims_str(rb, B->dims, sb, sizeof sb), (long long)da,
+                             (long long)db);
+    }
+    int r = 0;
+    for (int i = 0; i < nb; i++) p->out_dims[r++] = p->bdims[i];
+    if (!p->a_vec) p->out_dims[r++] = p->M;
+    if (!p->b_vec) p->out_dims[r++] = p->N;
+    p->out_rank = r;
+    p->count = 1;
+    p->a_batch = 1;
+    p->b_batch = 1;
+    for (int i = 0; i < nb; i++) p->count *= p->bdims[i];
+    for (int i = 0; i < nba; i++) p->a_batch *= A->dims[i];
+    for (int i = 0; i < nbb; i++) p->b_batch *= B->dims[i];
+    return KILN_OK;
+}
+
+/* Offsets of every product's operands, in elements of whole matrices (multiply by the matrix
+ * size). The caller frees *offs (3 * count entries: A, B, C). */
+kiln_status kmm_batch_offsets(kiln_ctx *ctx, const kiln_tensor *A, const kiln_tensor *B,
+                              const kmm_plan_t *p, int64_t **offs) {
+    int64_t n = p->count;
+    int64_t *o = malloc(sizeof(int64_t) * 3 * (size_t)(n > 0 ? n : 1));
+    if (!o) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for batch offsets");
+    int64_t sa[KILN_MAX_RANK], sb[KILN_MAX_RANK];
+    int64_t s = 1;
+    for (int i = p->nb - 1; i >= 0; i--) {
+        int ia = i - (p->nb - p->nba);
+        int64_t d = ia >= 0 ? A->dims[ia] : 1;
+        sa[i] = d == 1 ? 0 : s;
+        s *= d;
+    }
+    s = 1;
+    for (int i = p->nb - 1; i >= 0; i--) {
+        int ib = i - (p->nb - p->nbb);
+        int64_t d = ib >= 0 ? B->dims[ib] : 1;
+        sb[i] = d == 1 ? 0 : s;
+        s *= d;
+    }
+    int64_t idx[KILN_MAX_RANK] = {0};
+    int64_t ao = 0, bo = 0;
+    for (int64_t c = 0; c < n; c++) {
+        o[c] = ao;
+        o[n + c] = bo;
+        o[2 * n + c] = c;
+        for (int i = p->nb - 1; i >= 0; i--) { /* odometer step */
+            idx[i]++;
+            ao += sa[i];
+            bo += sb[i];
+            if (idx[i] < p->bdims[i]) break;
+            ao -= sa[i] * idx[i];
+            bo -= sb[i] * idx[i];
+            idx[i] = 0;
+        }
+    }
+    *offs = o;
+    return KILN_OK;
+}
+
+/* ---- float products (float32 / float64 buffers) ---- */
+
+kiln_status kmm_run_float(kiln_ctx *ctx, int dtype, const kiln_tensor *At, const kiln_tensor *Bt,
+                          const kmm_plan_t *p, int ta, int tb, double alpha, const void *A,
+                          const void *B, void *C) {
+    int64_t M = p->M, N = p->N, K = p->K;
+    int64_t lda = (ta && !p->a_vec) ? M : K, ldb = (tb && !p->b_vec) ? K : N;
+    if (p->count == 0 || M == 0 || N == 0) return KILN_OK;
+    if (p->b_batch == 1 && !ta && p->count == p->a_batch) {
+        /* B is one matrix shared by every batch: stack A's rows into one tall product */
+        if (dtype == KILN_DTYPE_DOUBLE)
+            kgemm_f64(ctx, 0, tb, M * p->count, N, K, alpha, A, lda, B, ldb, 0.0, C, N);
+        else
+            kgemm_f32(ctx, 0, tb, M * p->count, N, K, (float)alpha, A, lda, B, ldb, 0.0f, C, N);
+        return KILN_OK;
+    }
+    int64_t *offs;
+    KILN_TRY(kmm_batch_offsets(ctx, At, Bt, p, &offs));
+    int64_t n = p->count;
+    for (int64_t c = 0; c < n; c++) {
+        offs[c] *= M * K;
+        offs[n + c] *= K * N;
+        offs[2 * n + c] *= M * N;
+    }
+    kgemm_batch b = {dtype, ta, tb, M, N, K, lda, ldb, N, alpha, 0.0, A, B, C,
+                     n, offs, offs + n, offs + 2 * n};
+    kgemm_batched(ctx, &b);
+    free(offs);
+    return KILN_OK;
+}
+
+/* ---- MatMul ---- */
+
+typedef struct mm_state {
+    const void *b_src; /* constant B as seen at init, converted once to float32 */
+    float *b_f32;
+} mm_state;
+
+static int mm_dtype_ok(int dt) {
+    return dt == KILN_DTYPE_FLOAT || dt == KILN_DTYPE_DOUBLE || kcvt_is_half(dt) ||
+           kgemm_int_supported(dt);
+}
+
+static kiln_status mm_inputs(kiln_ctx *ctx, kiln_tensor **A, kiln_tensor **B) {
+    KILN_TRY(kiln_need_input(ctx, 0, A));
+    KILN_TRY(kiln_need_input(ctx, 1, B));
+    if (!mm_dtype_ok((*A)->dtype))
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "unsupported element type %d for input A",
+                         (*A)->dtype);
+    if ((*B)->dtype != (*A)->dtype)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "inputs A and B have different element types (%d and %d)", (*A)->dtype,
+                         (*B)->dtype);
+    return KILN_OK;
+}
+
+static kiln_status matmul_init(kiln_ctx *ctx) {
+    kiln_tensor *B = kiln_input(ctx, 1);
+    if (!B || !B->data || !kcvt_is_half(B->dtype) || !kiln_shape_concrete(B)) return KILN_OK;
+    mm_state *s = calloc(1, sizeof *s);
+    int64_t n = kiln_numel(B);
+    if (!s || !(s->b_f32 = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1)))) {
+        free(s);
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory converting B");
+    }
+    kcvt_to_f32(NULL, B->dtype, B->data, s->b_f32, n);
+    s->b_src = B->data;
+    ctx->state = s;
+    return KILN_OK;
+}
+
+static void matmul_fini(void *state) {
+    mm_state *s = state;
+    if (!s) return;
+    free(s->b_f32);
+    free(s);
+}
+
+static kiln_status matmul_infer(kiln_ctx *ctx) {
+    kiln_tensor *A, *B;
+    KILN_TRY(mm_inputs(ctx, &A, &B));
+    if (A->rank < 0 || B->rank < 0) return kiln_set_output_unknown(ctx, 0, A->dtype);
+    kmm_plan_t p;
+    KILN_TRY(kmm_plan(ctx, A, B, 0, 0, &p));
+    return kiln_set_output(ctx, 0, A->dtype, p.out_rank, p.out_dims);
+}
+
+/* Half-precision products: convert to float32, multiply, convert back. */
+kiln_status kmm_run_half(kiln_ctx *ctx, int dtype, const kiln_tensor *At, const kiln_tensor *Bt,
+                         const kmm_plan_t *p, int ta, int tb, double alpha, const float *b_cached,
+                         void *out) {
+    int64_t na = kiln_numel(At), nb = kiln_numel(Bt), nc = kiln_numel(kiln_output(ctx, 0));
+    float *a = malloc(sizeof(float) * (size_t)(na + (b_cached ? 0 : nb) + nc + 1));
+    if (!a) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for float32 copies");
+    float *b = b_cached ? (float *)b_cached : a + na, *c = a + na + (b_cached ? 0 : nb);
+    kcvt_to_f32(ctx, dtype, At->data, a, na);
+    if (!b_cached) kcvt_to_f32(ctx, dtype, Bt->data, b, nb);
+    kiln_status st = kmm_run_float(ctx, KILN_DTYPE_FLOAT, At, Bt, p, ta, tb, alpha, a, b, c);
+    if (st == KILN_OK) kcvt_from_f32(ctx, dtype, c, out, nc);
+    free(a);
+    return st;
+}
+
+static kiln_status mm_run_int(kiln_ctx *ctx, const kiln_tensor *A, const kiln_tensor *B,
+                              const kmm_plan_t *p, void *C) {
+    if (p->count == 0 || p->M == 0 || p->N == 0) return KILN_OK;
+    int64_t *offs;
+    KILN_TRY(kmm_batch_offsets(ctx, A, B, p, &offs));
+    size_t es = kiln_dtype_bytes(A->dtype, 1);
+    int64_t n = p->count;
+    for (int64_t c = 0; c < n; c++)
+        kgemm_int(ctx, A->dtype, 0, 0, p->M, p->N, p->K,
+                  (const char *)A->data + offs[c] * p->M * p->K * es, p->K,
+                  (const char *)B->data + offs[n + c] * p->K * p->N * es, p->N,
+                  (char *)C + c * p->M * p->N * es, p->N);
+    free(offs);
+    return KILN_OK;
+}
+
+static kiln_status matmul_compute(kiln_ctx *ctx) {
+    kiln_tensor *A = kiln_input(ctx, 0), *B = kiln_input(ctx, 1), *Y = kiln_output(ctx, 0);
+    if (!Y) return KILN_OK;
+    kmm_plan_t p;
+    KILN_TRY(kmm_plan(ctx, A, B, 0, 0, &p));
+    int dt = A->dtype;
+    if (dt == KILN_DTYPE_FLOAT || dt == KILN_DTYPE_DOUBLE)
+        return kmm_run_float(ctx, dt, A, B, &p, 0, 0, 1.0, A->data, B->data, Y->data);
+    if (kcvt_is_half(dt)) {
+        const mm_state *s = ctx->state;
+        return kmm_run_half(ctx, dt, A, B, &p, 0, 0, 1.0,
+                            s && s->b_src == B->data ? s->b_f32 : NULL, Y->data);
+    }
+    return mm_run_int(ctx, A, B, &p, Y->data);
+}
+
+/* ---- MatMulInteger ---- */
+
+static kiln_status mmi_zero_point(kiln_ctx *ctx, int idx, const kiln_tensor *x, int64_t per,
+                                  int64_t batch, const char *what) {
+    kiln_tensor *z = kiln_input(ctx, idx);
+    if (!z) return KILN_OK;
+    if (z->dtype != x->dtype)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "%s has element type %d but its input has %d", what, z->dtype, x->dtype);
+    int64_t n = kiln_numel(z);
+    if (n < 0 || per < 0) return KILN_OK;
+    if (n != 1 && n != per && n != per * batch)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "%s has %lld elements; expected 1 (per tensor) or %lld (per %s)", what,
+                         (long long)n, (long long)per, idx == 2 ? "row" : "column");
+    return KILN_OK;
+}
+
+static kiln_status mmi_infer(kiln_ctx *ctx) {
+    kiln_tensor *A, *B;
+    KILN_TRY(kiln_need_input(ctx, 0, &A));
+    KILN_TRY(kiln_need_input(ctx, 1, &B));
+    for (int i = 0; i < 2; i++) {
+        int dt = (i ? B : A)->dtype;
+        if (dt != KILN_DTYPE_INT8 && dt != KILN_DTYPE_UINT8)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "input %s has element type %d; expected int8 or uint8", i ? "B" : "A",
+                             dt);
+    }
+    if (A->rank < 0 || B->rank < 0) return kiln_set_output_unknown(ctx, 0, KILN_DTYPE_INT32);
+    kmm_plan_t p;
+    KILN_TRY(kmm_plan(ctx, A, B, 0, 0, &p));
+    KILN_TRY(mmi_zero_point(ctx, 2, A, p.M, p.a_batch, "a_zero_point"));
+    KILN_TRY(mmi_zero_point(ctx, 3, B, p.N, p.b_batch, "b_zero_point"));
+    return kiln_set_output(ctx, 0, KILN_DTYPE_INT32, p.out_rank, p.out_dims);
+}
+
+/* Widens an int8/uint8 operand to float or double minus its zero point. rows x cols matrices,
+ * `batch` of them; zero points index by row (per_row) or by column. */
+static void widen_u8(const kiln_tensor *x, const kiln_tensor *z, int per_row, int64_t batch,
+                     int64_t rows, int64_t cols, int dbl, void *out) {
+    int64_t nz = z ? kiln_numel(z) : 0;
+    int sgn = x->dtype == KILN_DTYPE_INT8;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t base = (b * rows + r) * cols;
+            for (int64_t c = 0; c < cols; c++) {
+                int64_t zi = nz <= 1 ? 0 : (per_row ? r : c) + (nz > (per_row ? rows : cols)
+                                                                    ? b * (per_row ? rows : cols)
+                                                                    : 0);
+                int zv = !z ? 0 : sgn ? ((const int8_t *)z->data)[zi] : ((const uint8_t *)z->data)[zi];
+                int v = sgn ? ((const int8_t *)x->data)[base + c] : ((const uint8_t *)x->data)[base + c];
+                if (dbl) ((double *)out)[base + c] = v - zv;
+                else ((float *)out)[base + c] = (float)(v - zv);
+            }
+        }
+}
+
+static kiln_status mmi_compute(kiln_ctx *ctx) {
+    kiln_tensor *A = kiln_input(ctx, 0), *B = kiln_input(ctx, 1), *Y = kiln_output(ctx, 0);
+    if (!Y) return KILN_OK;
+    kmm_plan_t p;
+    KILN_TRY(kmm_plan(ctx, A, B, 0, 0, &p));
+    int64_t na = kiln_numel(A), nb = kiln_numel(B), nc = kiln_numel(Y);
+    /* float32 sums of integers stay exact while every partial sum is below 2^24 */
+    int dbl = (double)p.K * 255.0 * 255.0 >= 16777216.0;
+    size_t es = dbl ? 8 : 4;
+    void *buf = malloc(es * (size_t)(na + nb + nc + 1));
+    if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for MatMulInteger");
+    char *a = buf, *b = a + es * na, *c = b + es * nb;
+    widen_u8(A, kiln_input(ctx, 2), 1, p.a_batch, p.M, p.K, dbl, a);
+    widen_u8(B, kiln_input(ctx, 3), 0, p.b_batch, p.K, p.N, dbl, b);
+    kiln_status st = kmm_run_float(ctx, dbl ? KILN_DTYPE_DOUBLE : KILN_DTYPE_FLOAT, A, B, &p, 0, 0,
+                                   1.0, a, b, c);
+    int32_t *y = Y->data;
+    for (int64_t i = 0; st == KILN_OK && i < nc; i++) {
+        double v = dbl ? ((double *)c)[i] : ((float *)c)[i];
+        y[i] = (int32_t)(uint32_t)(int64_t)v;
+    }
+    free(buf);
+    return st;
+}
+
+/* ---- com.microsoft FusedMatMul: alpha * op(A) op(B) ---- */
+
+/* transBatch moves the leading batch dimension next to the matrix: [b0, d1..dn-1, dn] is read
+ * as [d1..dn-1, b0, dn]; the permuted copy lets the ordinary product run. */
+static kiln_status fmm_view(kiln_ctx *ctx, const kiln_tensor *x, int trans_batch, kiln_tensor *v,
+                            void **tmp) {
+    *v = *x;
+    *tmp = NULL;
+    if (!trans_batch || x->rank < 3) return KILN_OK;
+    int r = x->rank;
+    for (int i = 0; i < r - 2; i++) v->dims[i] = x->dims[i + 1];
+    v->dims[r - 2] = x->dims[0];
+    v->dims[r - 1] = x->dims[r - 1];
+    if (!x->data) return KILN_OK;
+    size_t es = kiln_dtype_bytes(x->dtype, 1);
+    int64_t b0 = x->dims[0], mid = 1, last = x->dims[r - 1];
+    for (int i = 1; i < r - 1; i++) mid *= x->dims[i];
+    char *o = malloc(es * (size_t)(b0 * mid * last + 1));
+    if (!o) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    for (int64_t m = 0; m < mid; m++)
+        for (int64_t b = 0; b < b0; b++)
+            memcpy(o + ((m * b0 + b) * last) * es, (const char *)x->data + ((b * mid + m) * last) * es,
+                   es * last);
+    v->data = o;
+    *tmp = o;
+    return KILN_OK;
+}
+
+static kiln_status fmm_common(kiln_ctx *ctx, kmm_plan_t *p, kiln_tensor *va, kiln_tensor *vb,
+                              void **ta, void **tb) {
+    kiln_tensor *A, *B;
+    KILN_TRY(mm_inputs(ctx, &A, &B));
+    if (A->dtype != KILN_DTYPE_FLOAT && A->dtype != KILN_DTYPE_DOUBLE && !kcvt_is_half(A->dtype))
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "unsupported element type %d", A->dtype);
+    *ta = *tb = NULL;
+    if (A->rank < 0 || B->rank < 0) { *va = *A; return KILN_OK; }
+    KILN_TRY(fmm_view(ctx, A, (int)kiln_attr_int(ctx->node, "transBatchA", 0), va, ta));
+    kiln_status st = fmm_view(ctx, B, (int)kiln_attr_int(ctx->node, "transBatchB", 0), vb, tb);
+    if (st == KILN_OK)
+        st = kmm_plan(ctx, va, vb, (int)kiln_attr_int(ctx->node, "transA", 0),
+                      (int)kiln_attr_int(ctx->node, "transB", 0), p);
+    if (st != KILN_OK) { free(*ta); free(*tb); *ta = *tb = NULL; }
+    return st;
+}
+
+static kiln_status fmm_infer(kiln_ctx *ctx) {
+    kmm_plan_t p;
+    kiln_tensor va, vb;
+    void *ta, *tb;
+    /* shape only: views without data are not copied */
+    kiln_tensor *A, *B;
+    KILN_TRY(mm_inputs(ctx, &A, &B));
+    if (A->rank < 0 || B->rank < 0) return kiln_set_output_unknown(ctx, 0, A->dtype);
+    kiln_tensor a = *A, b = *B;
+    a.data = b.data = NULL;
+    KILN_TRY(fmm_view(ctx, &a, (int)kiln_attr_int(ctx->node, "transBatchA", 0), &va, &ta));
+    KILN_TRY(fmm_view(ctx, &b, (int)kiln_attr_int(ctx->node, "transBatchB", 0), &vb, &tb));
+    KILN_TRY(kmm_plan(ctx, &va, &vb, (int)kiln_attr_int(ctx->node, "transA", 0),
+                      (int)kiln_attr_int(ctx->node, "transB", 0), &p));
+    return kiln_set_output(ctx, 0, A->dtype, p.out_rank, p.out_dims);
+}
+
+static kiln_status fmm_compute(kiln_ctx *ctx) {
+    kiln_tensor *Y = kiln_output(ctx, 0);
+    if (!Y) return KILN_OK;
+    kmm_plan_t p;
+    kiln_tensor va, vb;
+    void *ta = NULL, *tb = NULL;
+    KILN_TRY(fmm_common(ctx, &p, &va, &vb, &ta, &tb));
+    int tra = (int)kiln_attr_int(ctx->node, "transA", 0) && !p.a_vec;
+    int trb = (int)kiln_attr_int(ctx->node, "transB", 0) && !p.b_vec;
+    double alpha = kiln_attr_float(ctx->node, "alpha", 1.0f);
+    kiln_status st;
+    if (kcvt_is_half(va.dtype))
+        st = kmm_run_half(ctx, va.dtype, &va, &vb, &p, tra, trb, alpha, NULL, Y->data);
+    else
+        st = kmm_run_float(ctx, va.dtype, &va, &vb, &p, tra, trb, alpha, va.data, vb.data, Y->data);
+    free(ta);
+    free(tb);
+    return st;
+}
+
+const kiln_op kiln_ops_matmul[] = {
+    {"", "MatMul", 1, 0, matmul_init, matmul_infer, matmul_compute, matmul_fini},
+    {"", "MatMulInteger", 10, 0, NULL, mmi_infer, mmi_compute, NULL},
+    {"", "Gemm", 1, 0, kgemm_op_init, kgemm_op_infer, kgemm_op_compute, kgemm_op_fini},
+    {"com.microsoft", "FusedMatMul", 1, 0, NULL, fmm_infer, fmm_compute, NULL},
+    {0},
+};
