@@ -1,0 +1,225 @@
+/* The typed loops behind Reduce*: one instance per element class (float, double, int64, uint64).
+ * Input is [outer, r, inner]; r >= 1 (empty reductions are filled by the caller). inner == 1 walks
+ * contiguous rows; inner > 1 keeps a block of column accumulators so rows are read in order. */
+#include "reduce_impl.h"
+
+#define COL_BLOCK 128
+
+static inline int64_t clamp_i64(double v) {
+    if (v != v) return 0;
+    if (v <= -9223372036854775808.0) return INT64_MIN;
+    if (v >= 9223372036854775808.0) return INT64_MAX;
+    return (int64_t)v;
+}
+
+static inline uint64_t clamp_u64(double v) {
+    if (!(v > 0)) return 0;
+    if (v >= 18446744073709551616.0) return UINT64_MAX;
+    return (uint64_t)v;
+}
+
+/* Per class: T element, U accumulator for sums and products (integers wrap like the narrow type
+ * they came from, modulo 2^64), F real type of the log/sqrt/exp steps, TO_T rounding F to T,
+ * MEAN_DIV the sum-to-mean step (integer division for integer types, as onnxruntime does). */
+#define F32_TO_T(v) (v)
+#define F64_TO_T(v) (v)
+#define I64_TO_T(v) clamp_i64(v)
+#define U64_TO_T(v) clamp_u64(v)
+#define F32_ABS(v) fabsf(v)
+#define F64_ABS(v) fabs(v)
+#define I64_ABS(v) ((v) < 0 ? (uint64_t)0 - (uint64_t)(v) : (uint64_t)(v))
+#define U64_ABS(v) (v)
+#define F32_MEAN(s, n) ((s) / (float)(n))
+#define F64_MEAN(s, n) ((s) / (double)(n))
+#define I64_MEAN(s, n) ((int64_t)(s) / (int64_t)(n))
+#define U64_MEAN(s, n) ((s) / (uint64_t)(n))
+#define F32_EXP expf
+#define F64_EXP exp
+#define I64_EXP exp
+#define U64_EXP exp
+#define F32_LOG logf
+#define F64_LOG log
+#define I64_LOG log
+#define U64_LOG log
+#define F32_SQRT sqrtf
+#define F64_SQRT sqrt
+#define I64_SQRT sqrt
+#define U64_SQRT sqrt
+
+/* NaN-propagating max/min (the integer forms compile to plain compares). */
+#define GT_OR_NAN(a, b) ((a) > (b) || (a) != (a))
+#define LT_OR_NAN(a, b) ((a) < (b) || (a) != (a))
+
+#define DEFINE_REDUCE_LOOPS(C, T, U, F)                                                             \
+    static T row_##C(int kind, const T *x, int64_t n) {                                             \
+        switch (kind) {                                                                             \
+        case KILN_RK_MAX: {                                                                         \
+            T m = x[0];                                                                             \
+            for (int64_t i = 1; i < n; i++) m = GT_OR_NAN(x[i], m) ? x[i] : m;                     \
+            return m;                                                                               \
+        }                                                                                           \
+        case KILN_RK_MIN: {                                                                         \
+            T m = x[0];                                                                             \
+            for (int64_t i = 1; i < n; i++) m = LT_OR_NAN(x[i], m) ? x[i] : m;                     \
+            return m;                                                                               \
+        }                                                                                           \
+        case KILN_RK_PROD: {                                                                        \
+            U p = 1;                                                                                \
+            for (int64_t i = 0; i < n; i++) p *= (U)x[i];                                           \
+            return (T)p;                                                                            \
+        }                                                                                           \
+        case KILN_RK_SUM: case KILN_RK_MEAN: case KILN_RK_LOGSUM: {                                 \
+            U s = row_sum_##C(x, n);                                                                \
+            if (kind == KILN_RK_SUM) return (T)s;                                                   \
+            if (kind == KILN_RK_MEAN) return (T)C##_MEAN(s, n);                                     \
+            return C##_TO_T(C##_LOG((F)(T)s));                                                      \
+        }                                                                                           \
+        case KILN_RK_L1: {                                                                          \
+            U s = 0;                                                                                \
+            for (int64_t i = 0; i < n; i++) s += (U)C##_ABS(x[i]);                                  \
+            return (T)s;                                                                            \
+        }                                                                                           \
+        case KILN_RK_SUMSQ: case KILN_RK_L2: {                                                      \
+            U s = 0;                                                                                \
+            for (int64_t i = 0; i < n; i++) s += (U)x[i] * (U)x[i];                                 \
+            return kind == KILN_RK_SUMSQ ? (T)s : C##_TO_T(C##_SQRT((F)(T)s));                      \
+        }                                                                                           \
+        case KILN_RK_LOGSUMEXP: {                                                                   \
+            T m = x[0];                                                                             \
+            for (int64_t i = 1; i < n; i++) m = GT_OR_NAN(x[i], m) ? x[i] : m;                     \
+            if ((F)m != (F)m || (F)m == (F)INFINITY || (F)m == -(F)INFINITY) return m;              \
+            F e = 0;                                                                                \
+            for (int64_t i = 0; i < n; i++) e += C##_EXP((F)x[i] - (F)m);                           \
+            return C##_TO_T((F)m + C##_LOG(e));                                                     \
+        }                                                                                           \
+        }                                                                                           \
+        return 0;                                                                                   \
+    }                                                                                               \
+                                                                                                    \
+    /* columns [0, nc) of a [r, inner] slice starting at x, into y[0..nc) */                       \
+    static void cols_##C(int kind, const T *x, int64_t r, int64_t inner, int64_t nc, T *y) {        \
+        U s[COL_BLOCK];                                                                             \
+        T m[COL_BLOCK];                                                                             \
+        F e[COL_BLOCK];                                                                             \
+        switch (kind) {                                                                             \
+        case KILN_RK_MAX: case KILN_RK_MIN: case KILN_RK_LOGSUMEXP: {                               \
+            for (int64_t j = 0; j < nc; j++) m[j] = x[j];                                           \
+            for (int64_t k = 1; k < r; k++) {                                                       \
+                const T *row = x + k * inner;                                                       \
+                if (kind == KILN_RK_MIN)                                                            \
+                    for (int64_t j = 0; j < nc; j++) m[j] = LT_OR_NAN(row[j], m[j]) ? row[j] : m[j]; \
+                else                                                                                \
+                    for (int64_t j = 0; j < nc; j++) m[j] = GT_OR_NAN(row[j], m[j]) ? row[j] : m[j]; \
+            }                                                                                       \
+            if (kind != KILN_RK_LOGSUMEXP) {                                                        \
+                memcpy(y, m, (size_t)nc * sizeof(T));                                               \
+                return;                                                                             \
+            }                                                                                       \
+            for (int64_t j = 0; j < nc; j++) e[j] = 0;                                              \
+            for (int64_t k = 0; k < r; k++) {                                                       \
+                const T *row = x + k * inner;                                                       \
+                for (int64_t j = 0; j < nc; j++) e[j] += C##_EXP((F)row[j] - (F)m[j]);              \
+            }                                                                                       \
+            for (int64_t j = 0; j < nc; j++) {                                                      \
+                F mj = (F)m[j];                                                                     \
+                y[j] = (mj != mj || mj == (F)INFINITY || mj == -(F)INFINITY)                        \
+                           ? m[j] : C##_TO_T(mj + C##_LOG(e[j]));                                   \
+            }                                                                                       \
+            return;                                                                                 \
+        }                                                                                           \
+        case KILN_RK_PROD:                                                                          \
+            for (int64_t j = 0; j < nc; j++) s[j] = 1;                                              \
+            for (int64_t k = 0; k < r; k++) {                                                       \
+                const T *row = x + k * inner;                                                       \
+                for (int64_t j = 0; j < nc; j++) s[j] *= (U)row[j];                                 \
+            }                                                                                       \
+            break;                                                                                  \
+        case KILN_RK_L1:                                                                            \
+            for (int64_t j = 0; j < nc; j++) s[j] = 0;                                              \
+            for (int64_t k = 0; k < r; k++) {                                                       \
+                const T *row = x + k * inner;                                                       \
+                for (int64_t j = 0; j < nc; j++) s[j] += (U)C##_ABS(row[j]);                        \
+            }                                                                                       \
+            break;                                                                                  \
+        case KILN_RK_SUMSQ: case KILN_RK_L2:                                                        \
+            for (int64_t j = 0; j < nc; j++) s[j] = 0;                                              \
+            for (int64_t k = 0; k < r; k++) {                                                       \
+                const T *row = x + k * inner;                                                       \
+                for (int64_t j = 0; j < nc; j++) s[j] += (U)row[j] * (U)row[j];                     \
+            }                                                                                       \
+            break;                                                                                  \
+        default: /* SUM, MEAN, LOGSUM */                                                            \
+            for (int64_t j = 0; j < nc; j++) s[j] = 0;                                              \
+            for (int64_t k = 0; k < r; k++) {                                                       \
+                const T *row = x + k * inner;                                                       \
+                for (int64_t j = 0; j < nc; j++) s[j] += (U)row[j];                                 \
+            }                                                                                       \
+        }                                                                                           \
+        for (int64_t j = 0; j < nc; j++) {                                                          \
+            switch (kind) {                                                                         \
+            case KILN_RK_MEAN: y[j] = (T)C##_MEAN(s[j], r); break;                                  \
+            case KILN_RK_LOGSUM: y[j] = C##_TO_T(C##_LOG((F)(T)s[j])); break;                       \
+            case KILN_RK_L2: y[j] = C##_TO_T(C##_SQRT((F)(T)s[j])); break;                          \
+            default: y[j] = (T)s[j];                                                                \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    static void range_##C(const struct rjob *jb, int64_t b, int64_t e) {                           \
+        const T *x = jb->src;                                                                       \
+        T *y = jb->dst;                                                                             \
+        if (jb->inner == 1) {                                                                       \
+            for (int64_t o = b; o < e; o++) y[o] = row_##C(jb->kind, x + o * jb->r, jb->r);         \
+            return;                                                                                 \
+        }                                                                                           \
+        for (int64_t u = b; u < e; u++) {                                                           \
+            int64_t o = u / jb->nblk, j0 = (u % jb->nblk) * COL_BLOCK;                              \
+            int64_t nc = jb->inner - j0 < COL_BLOCK ? jb->inner - j0 : COL_BLOCK;                   \
+            cols_##C(jb->kind, x + o * jb->r * jb->inner + j0, jb->r, jb->inner, nc,                \
+                     y + o * jb->inner + j0);                                                       \
+        }                                                                                           \
+    }
+
+struct rjob {
+    int cls, kind;
+    const void *src;
+    void *dst;
+    int64_t r, inner, nblk;
+};
+
+static float row_sum_F32(const float *x, int64_t n) { return ru_sum_f32(x, n); }
+static double row_sum_F64(const double *x, int64_t n) { return ru_sum_f64(x, n); }
+static uint64_t row_sum_I64(const int64_t *x, int64_t n) {
+    uint64_t s = 0;
+    for (int64_t i = 0; i < n; i++) s += (uint64_t)x[i];
+    return s;
+}
+static uint64_t row_sum_U64(const uint64_t *x, int64_t n) {
+    uint64_t s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    return s;
+}
+
+DEFINE_REDUCE_LOOPS(F32, float, float, float)
+DEFINE_REDUCE_LOOPS(F64, double, double, double)
+DEFINE_REDUCE_LOOPS(I64, int64_t, uint64_t, double)
+DEFINE_REDUCE_LOOPS(U64, uint64_t, uint64_t, double)
+
+static void reduce_range(void *arg, int64_t b, int64_t e) {
+    const struct rjob *jb = arg;
+    switch (jb->cls) {
+    case KILN_RC_F32: range_F32(jb, b, e); break;
+    case KILN_RC_F64: range_F64(jb, b, e); break;
+    case KILN_RC_I64: range_I64(jb, b, e); break;
+    default: range_U64(jb, b, e);
+    }
+}
+
+void kiln_reduce_run(kiln_ctx *ctx, int cls, int kind, const void *src, void *dst, int64_t outer,
+                     int64_t r, int64_t inner) {
+    struct rjob jb = {cls, kind, src, dst, r, inner, (inner + COL_BLOCK - 1) / COL_BLOCK};
+    if (inner == 1)
+        kiln_parallel_for(ctx, outer, ru_grain(r), reduce_range, &jb);
+    else
+        kiln_parallel_for(ctx, outer * jb.nblk, ru_grain(r * COL_BLOCK), reduce_range, &jb);
+}
