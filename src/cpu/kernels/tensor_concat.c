@@ -1,0 +1,194 @@
+/* Concat and Split: each input (output) is a box of rows [outer, part] inside the big tensor,
+ * copied with the strided engine (contiguous runs become memcpy, big copies are threaded). */
+#include "cpu/kernels/tensor_common.h"
+#include "cpu/kernels/tensor_ops.h"
+
+static int64_t axis_attr(kiln_ctx *ctx, int64_t dflt) { return kiln_attr_int(ctx->node, "axis", dflt); }
+
+/* ---- Concat ---- */
+
+kiln_status kiln_tk_concat_infer(kiln_ctx *ctx) {
+    if (ctx->n_in < 1) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "Concat needs at least one input");
+    if (ctx->opset >= 4 && !kiln_has_attr(ctx->node, "axis"))
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_MODEL, "attribute 'axis' is required");
+    kiln_tensor *first;
+    KILN_TRY(kiln_need_input(ctx, 0, &first));
+    int rank = -1;
+    for (int i = 0; i < ctx->n_in; i++) {
+        kiln_tensor *t;
+        KILN_TRY(kiln_need_input(ctx, i, &t));
+        if (t->dtype != first->dtype)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input %d is %s but input 0 is %s", i,
+                             kiln_dtype_name((kiln_dtype)t->dtype), kiln_dtype_name((kiln_dtype)first->dtype));
+        if (t->rank < 0) continue;
+        if (rank >= 0 && t->rank != rank)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input %d has rank %d, expected %d", i, t->rank, rank);
+        rank = t->rank;
+    }
+    if (rank < 0) return kiln_set_output_unknown(ctx, 0, first->dtype);
+    if (rank == 0) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "cannot concatenate scalars");
+    int axis;
+    KILN_TRY(kiln_norm_axis(ctx, axis_attr(ctx, 1), rank, "axis", &axis));
+    int64_t out[KILN_MAX_RANK];
+    for (int k = 0; k < rank; k++) out[k] = k == axis ? 0 : KILN_DIM_UNKNOWN;
+    int unknown_rank = 0;
+    for (int i = 0; i < ctx->n_in; i++) {
+        kiln_tensor *t = kiln_input(ctx, i);
+        if (t->rank < 0) {
+            unknown_rank = 1;
+            continue;
+        }
+        for (int k = 0; k < rank; k++) {
+            if (k == axis) {
+                if (out[k] >= 0 && t->dims[k] >= 0) out[k] += t->dims[k];
+                else out[k] = KILN_DIM_UNKNOWN;
+                continue;
+            }
+            if (kiln_tk_dims_conflict(out[k], t->dims[k]))
+                return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                                 "input %d has size %lld at dim %d, other inputs have %lld", i,
+                                 (long long)t->dims[k], k, (long long)out[k]);
+            out[k] = kiln_tk_dim_merge(out[k], t->dims[k]);
+        }
+    }
+    if (unknown_rank) out[axis] = KILN_DIM_UNKNOWN;
+    return kiln_set_output(ctx, 0, first->dtype, rank, out);
+}
+
+kiln_status kiln_tk_concat_compute(kiln_ctx *ctx) {
+    kiln_tensor *y = kiln_output(ctx, 0);
+    if (!y) return KILN_OK;
+    size_t elem;
+    KILN_TRY(kiln_tk_movable(ctx, y, 0, &elem));
+    int axis;
+    KILN_TRY(kiln_norm_axis(ctx, axis_attr(ctx, 1), y->rank, "axis", &axis));
+    int64_t outer = kiln_dims_numel(axis, y->dims);
+    int64_t inner = kiln_dims_numel(y->rank - axis - 1, y->dims + axis + 1);
+    int64_t out_row = y->dims[axis] * inner, offset = 0;
+    for (int i = 0; i < ctx->n_in; i++) {
+        kiln_tensor *t = kiln_input(ctx, i);
+        int64_t part = t->dims[axis] * inner;
+        if (offset + part > out_row)
+            return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "input %d does not fit the output", i);
+        int64_t dims[2] = {outer, part}, ds[2] = {out_row, 1}, ss[2] = {part, 1};
+        if (part > 0)
+            kiln_tk_strided_copy(ctx, elem, 2, dims, (char *)y->data + (size_t)offset * elem, ds, t->data, ss);
+        offset += part;
+    }
+    if (y->dtype == KILN_DTYPE_STRING) return kiln_tk_own_strings(ctx, y);
+    return KILN_OK;
+}
+
+/* ---- Split ---- */
+
+/* Sizes of the n_out parts along axis (dim d, maybe not concrete). *known = 0 when they cannot
+ * be told yet (static inference). */
+static kiln_status split_sizes(kiln_ctx *ctx, int64_t d, int64_t *sizes, int *known) {
+    int n = ctx->n_out;
+    int64_t vals[256];
+    int cnt = -1;
+    *known = 1;
+    kiln_tensor *st = (ctx->opset >= 13 || ctx->opset < 2) ? kiln_input(ctx, 1) : NULL;
+    if (st && (st->rank < 0 || kiln_numel(st) != 0 || ctx->opset < 13)) {
+        if (!kiln_tk_has_values(ctx, st)) {
+            *known = 0;
+            return KILN_OK;
+        }
+        KILN_TRY(kiln_tk_read_ints(ctx, st, "input 'split'", vals, 256, &cnt));
+    } else if (ctx->opset < 13 && kiln_has_attr(ctx->node, "split")) {
+        const int64_t *a = kiln_attr_ints(ctx->node, "split", &cnt);
+        if (cnt > 256) return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "too many split sizes (%d)", cnt);
+        for (int i = 0; i < cnt; i++) vals[i] = a[i];
+    }
+    if (ctx->opset >= 18 && kiln_has_attr(ctx->node, "num_outputs")) {
+        if (cnt >= 0)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "give either input 'split' or 'num_outputs', not both");
+        int64_t no = kiln_attr_int(ctx->node, "num_outputs", 0);
+        if (no != n)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "num_outputs is %lld but the node has %d outputs",
+                             (long long)no, n);
+    }
+    if (cnt >= 0) {
+        if (cnt != n)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "split has %d sizes but the node has %d outputs", cnt, n);
+        int64_t sum = 0;
+        for (int i = 0; i < n; i++) {
+            if (vals[i] < 0)
+                return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "split[%d] = %lld is negative", i, (long long)vals[i]);
+            sizes[i] = vals[i];
+            sum += vals[i];
+        }
+        if (d >= 0 && sum != d)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "split sizes add up to %lld, the axis has %lld",
+                             (long long)sum, (long long)d);
+        return KILN_OK;
+    }
+    if (d < 0) {
+        *known = 0;
+        return KILN_OK;
+    }
+    if (d % n == 0) {
+        for (int i = 0; i < n; i++) sizes[i] = d / n;
+        return KILN_OK;
+    }
+    if (ctx->opset < 18)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "axis of size %lld cannot be split evenly into %d parts",
+                         (long long)d, n);
+    /* opset 18: chunks of ceil(d / n), the last one smaller */
+    int64_t chunk = (d + n - 1) / n, last = d - chunk * (n - 1);
+    if (last < 0)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "axis of size %lld cannot be split into %d chunks",
+                         (long long)d, n);
+    for (int i = 0; i < n; i++) sizes[i] = i == n - 1 ? last : chunk;
+    return KILN_OK;
+}
+
+kiln_status kiln_tk_split_infer(kiln_ctx *ctx) {
+    kiln_tensor *x;
+    KILN_TRY(kiln_need_input(ctx, 0, &x));
+    if (ctx->n_out < 1 || ctx->n_out > 256)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "Split has %d outputs", ctx->n_out);
+    if (x->rank < 0) {
+        for (int i = 0; i < ctx->n_out; i++)
+            if (ctx->out[i]) KILN_TRY(kiln_set_output_unknown(ctx, i, x->dtype));
+        return KILN_OK;
+    }
+    int axis;
+    KILN_TRY(kiln_norm_axis(ctx, axis_attr(ctx, 0), x->rank, "axis", &axis));
+    int64_t sizes[256];
+    int known;
+    KILN_TRY(split_sizes(ctx, x->dims[axis], sizes, &known));
+    for (int i = 0; i < ctx->n_out; i++) {
+        if (!ctx->out[i]) continue;
+        int64_t dims[KILN_MAX_RANK];
+        for (int k = 0; k < x->rank; k++) dims[k] = x->dims[k];
+        dims[axis] = known ? sizes[i] : KILN_DIM_UNKNOWN;
+        KILN_TRY(kiln_set_output(ctx, i, x->dtype, x->rank, dims));
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln_tk_split_compute(kiln_ctx *ctx) {
+    kiln_tensor *x;
+    KILN_TRY(kiln_need_input(ctx, 0, &x));
+    size_t elem;
+    KILN_TRY(kiln_tk_movable(ctx, x, 0, &elem));
+    int axis, known;
+    KILN_TRY(kiln_norm_axis(ctx, axis_attr(ctx, 0), x->rank, "axis", &axis));
+    int64_t sizes[256];
+    KILN_TRY(split_sizes(ctx, x->dims[axis], sizes, &known));
+    int64_t outer = kiln_dims_numel(axis, x->dims);
+    int64_t inner = kiln_dims_numel(x->rank - axis - 1, x->dims + axis + 1);
+    int64_t in_row = x->dims[axis] * inner, offset = 0;
+    for (int i = 0; i < ctx->n_out; i++) {
+        int64_t part = sizes[i] * inner;
+        kiln_tensor *y = kiln_output(ctx, i);
+        if (y && part > 0 && outer > 0) {
+            int64_t dims[2] = {outer, part}, ds[2] = {part, 1}, ss[2] = {in_row, 1};
+            kiln_tk_strided_copy(ctx, elem, 2, dims, y->data, ds, (const char *)x->data + (size_t)offset * elem, ss);
+            if (y->dtype == KILN_DTYPE_STRING) KILN_TRY(kiln_tk_own_strings(ctx, y));
+        }
+        offset += part;
+    }
+    return KILN_OK;
+}
