@@ -47,6 +47,9 @@ typedef struct kiln_node {
     int opset;             /* version of the node's domain imported by the model */
     const struct kiln_op *op;
     void *state;           /* the kernel's own, made by op->init */
+    int n_implicit;        /* values of this graph that the node's subgraphs read (outer scope) */
+    int *implicit;
+    int removed;           /* folded into a constant or dead: skipped when running */
 } kiln_node;
 
 /* Static type of a value: kind (tensor / sequence / optional-of), element type, shape. */
@@ -121,8 +124,10 @@ kiln_status kiln_model_load_file(const char *path, kiln_model **out, kiln_err *e
 kiln_status kiln_model_load_bytes(const void *bytes, size_t size, kiln_model **out, kiln_err *e);
 /* Parses a serialized TensorProto (as in test_data_set_N/input_K.pb) into a value; sequence and
  * optional protos too. The value owns its data. */
-kiln_status kiln_parse_value_proto(const void *bytes, size_t size, kiln_value *v, char **name,
-                                   kiln_err *e);
+/* `kind` says which proto the bytes hold: KILN_KIND_TENSOR (TensorProto), KILN_KIND_SEQUENCE
+ * (SequenceProto) or KILN_KIND_NONE (OptionalProto). *name (if not NULL) gets a malloc'd copy. */
+kiln_status kiln_parse_value_proto(const void *bytes, size_t size, int kind, kiln_value *v,
+                                   char **name, kiln_err *e);
 
 const kiln_attr *kiln_node_attr(const kiln_node *n, const char *name);
 

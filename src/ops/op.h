@@ -76,7 +76,8 @@ kiln_status kiln_set_output_like(kiln_ctx *ctx, int i, const kiln_tensor *t);
 kiln_status kiln_set_output_unknown(kiln_ctx *ctx, int i, int dtype);
 /* For KILN_OP_DYNAMIC ops inside compute: sets the shape and allocates the buffer. */
 kiln_status kiln_alloc_output(kiln_ctx *ctx, int i, int dtype, int rank, const int64_t *dims);
-/* Sequence outputs (sequence ops): the runtime owns the result after the call. */
+/* Sequence outputs (sequence ops): the output takes over each item's data (items that do not own
+ * their bytes, owner == NULL, are copied); the `items` array itself stays the caller's. */
 kiln_status kiln_set_output_sequence(kiln_ctx *ctx, int i, int elem_dtype, int n, kiln_tensor *items);
 
 /* ---- attributes ---- */

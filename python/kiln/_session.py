@@ -1,0 +1,199 @@
+"""InferenceSession: the onnxruntime-style Python API over kiln's C library."""
+import ctypes
+
+import numpy as np
+
+from . import _lib
+
+__version__ = "0.1.0"
+
+_lib_handle = None
+
+
+def _L():
+    global _lib_handle
+    if _lib_handle is None:
+        _lib_handle = _lib.load()
+    return _lib_handle
+
+
+# kiln dtype codes (ONNX TensorProto numbering) <-> numpy
+_NP_OF = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+          9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64, 14: np.complex64,
+          15: np.complex128}
+_CODE_OF = {np.dtype(v): k for k, v in _NP_OF.items()}
+_TYPE_NAMES = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 4: "tensor(uint16)",
+               5: "tensor(int16)", 6: "tensor(int32)", 7: "tensor(int64)", 8: "tensor(string)",
+               9: "tensor(bool)", 10: "tensor(float16)", 11: "tensor(double)", 12: "tensor(uint32)",
+               13: "tensor(uint64)", 14: "tensor(complex64)", 15: "tensor(complex128)", 16: "tensor(bfloat16)"}
+
+_PROVIDERS = {"CPUExecutionProvider": 1, "CUDAExecutionProvider": 2}
+
+
+class KilnError(RuntimeError):
+    """An error reported by kiln; the message names the node, input or file and the reason."""
+
+
+def get_available_providers():
+    return ["CPUExecutionProvider"]
+
+
+class NodeArg:
+    def __init__(self, name, type_, shape):
+        self.name, self.type, self.shape = name, type_, shape
+
+    def __repr__(self):
+        return "NodeArg(name=%r, type=%r, shape=%r)" % (self.name, self.type, self.shape)
+
+
+def _node_arg(info):
+    shape = None
+    if info.rank >= 0:
+        shape = []
+        for d in range(info.rank):
+            v = info.dims[d]
+            if v >= 0:
+                shape.append(int(v))
+            else:
+                name = info.dim_names[d] if info.dim_names else None
+                shape.append(name.decode() if name else None)
+    t = _TYPE_NAMES.get(info.dtype, "tensor(%d)" % info.dtype)
+    if info.is_sequence:
+        t = "seq(%s)" % t
+    return NodeArg(info.name.decode(), t, shape)
+
+
+class InferenceSession:
+    """InferenceSession(path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=1)"""
+
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=1,
+                 verbose=False):
+        lib = _L()
+        self._lib = lib
+        self._s = None
+        opt = _lib.Options()
+        lib.kiln_options_init(ctypes.byref(opt))
+        if sess_options is not None and getattr(sess_options, "intra_op_num_threads", 0):
+            opt.threads = int(sess_options.intra_op_num_threads)
+        if threads is not None:
+            opt.threads = int(threads)
+        opt.opt_level = int(opt_level)
+        opt.verbose = int(bool(verbose))
+        mask = 0
+        for p in providers or ["CPUExecutionProvider"]:
+            name = p[0] if isinstance(p, (tuple, list)) else p
+            if name not in _PROVIDERS:
+                raise KilnError("unknown execution provider %r (kiln has %s)" % (name, ", ".join(_PROVIDERS)))
+            mask |= _PROVIDERS[name]
+        opt.providers = mask | 1
+        handle = ctypes.c_void_p()
+        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+            self._bytes = bytes(path_or_bytes)  # initializers point into these bytes: keep them alive
+            st = lib.kiln_session_open_bytes(self._bytes, len(self._bytes), ctypes.byref(opt), ctypes.byref(handle))
+        else:
+            st = lib.kiln_session_open(str(path_or_bytes).encode(), ctypes.byref(opt), ctypes.byref(handle))
+        if st != 0:
+            raise KilnError(lib.kiln_last_error().decode(errors="replace"))
+        self._s = handle
+        self._inputs = self._io(lib.kiln_session_input_count, lib.kiln_session_input_info)
+        self._outputs = self._io(lib.kiln_session_output_count, lib.kiln_session_output_info)
+
+    def _io(self, count, info_fn):
+        out = []
+        for i in range(count(self._s)):
+            info = _lib.IoInfo()
+            info_fn(self._s, i, ctypes.byref(info))
+            out.append(_node_arg(info))
+        return out
+
+    def get_inputs(self):
+        return list(self._inputs)
+
+    def get_outputs(self):
+        return list(self._outputs)
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+    def plan_stats(self):
+        st = _lib.PlanStats()
+        self._lib.kiln_session_plan_stats(self._s, ctypes.byref(st))
+        return {n: getattr(st, n) for n, _ in st._fields_}
+
+    def run(self, output_names, input_feed, run_options=None):
+        lib = self._lib
+        if self._s is None:
+            raise KilnError("session is closed")
+        names, descs, keep = [], [], []
+        for name, value in input_feed.items():
+            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if arr.dtype.kind in "US" or arr.dtype == object:
+                raise KilnError("input %r: string tensors are not supported by the Python binding yet" % name)
+            if arr.dtype not in _CODE_OF:
+                raise KilnError("input %r: unsupported numpy dtype %s" % (name, arr.dtype))
+            arr = np.ascontiguousarray(arr)
+            dims = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
+            keep.append((arr, dims))
+            names.append(str(name).encode())
+            descs.append(_lib.TensorDesc(_CODE_OF[arr.dtype], arr.ndim, dims, arr.ctypes.data))
+        n_in = len(names)
+        c_names = (ctypes.c_char_p * max(n_in, 1))(*names)
+        c_descs = (_lib.TensorDesc * max(n_in, 1))(*descs)
+        if output_names:
+            outs = [str(n).encode() for n in output_names]
+        else:
+            outs = []
+        n_out = len(outs) if outs else len(self._outputs)
+        c_outs = (ctypes.c_char_p * max(len(outs), 1))(*outs)
+        results = (ctypes.c_void_p * max(n_out, 1))()
+        st = lib.kiln_run(self._s, n_in, c_names, c_descs, len(outs), c_outs, results)
+        if st != 0:
+            raise KilnError(lib.kiln_session_error(self._s).decode(errors="replace"))
+        try:
+            return [self._to_python(results[i]) for i in range(n_out)]
+        finally:
+            for i in range(n_out):
+                lib.kiln_value_free(results[i])
+
+    def _to_python(self, v):
+        lib = self._lib
+        kind = lib.kiln_value_kind(v)
+        if kind == 2:
+            return None
+        if kind == 1:
+            return [self._tensor(lib.kiln_value_item(v, i)) for i in range(lib.kiln_value_sequence_length(v))]
+        return self._tensor(v)
+
+    def _tensor(self, v):
+        lib = self._lib
+        code = lib.kiln_value_dtype(v)
+        rank = lib.kiln_value_rank(v)
+        dims = lib.kiln_value_dims(v)
+        shape = tuple(int(dims[i]) for i in range(rank))
+        n = int(np.prod(shape)) if shape else 1
+        data = lib.kiln_value_data(v)
+        if code == 8:
+            ptrs = ctypes.cast(data, ctypes.POINTER(ctypes.c_char_p))
+            return np.array([ptrs[i].decode(errors="replace") for i in range(n)], dtype=object).reshape(shape)
+        if code == 16:  # bfloat16 -> float32 (numpy has no bfloat16)
+            raw = np.ctypeslib.as_array(ctypes.cast(data, ctypes.POINTER(ctypes.c_uint16)), (n,)).copy() if n else np.zeros(0, np.uint16)
+            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        if code not in _NP_OF:
+            raise KilnError("output of type code %d cannot be returned to numpy" % code)
+        dt = np.dtype(_NP_OF[code])
+        nbytes = lib.kiln_value_nbytes(v)
+        if n == 0 or not data:
+            return np.zeros(shape, dt)
+        buf = (ctypes.c_char * nbytes).from_address(data)
+        return np.frombuffer(buf, dtype=dt, count=n).reshape(shape).copy()
+
+    def close(self):
+        if self._s is not None:
+            self._lib.kiln_session_close(self._s)
+            self._s = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

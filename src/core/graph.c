@@ -1,0 +1,119 @@
+#include "graph.h"
+#include "../ops/op.h"
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+int kiln_graph_find_value(const kiln_graph *g, const char *name) {
+    for (int i = 0; i < g->n_values; i++)
+        if (!strcmp(g->values[i].name, name)) return i;
+    return -1;
+}
+
+int kiln_graph_add_value(kiln_graph *g, const char *name) {
+    if (g->n_values == g->cap_values) {
+        int cap = g->cap_values ? g->cap_values * 2 : 64;
+        kiln_graph_value *v = realloc(g->values, (size_t)cap * sizeof *v);
+        if (!v) return -1;
+        g->values = v;
+        g->cap_values = cap;
+    }
+    kiln_graph_value *v = &g->values[g->n_values];
+    memset(v, 0, sizeof *v);
+    v->name = strdup(name);
+    if (!v->name) return -1;
+    v->producer = -1;
+    v->outer = -1;
+    v->type.rank = -1;
+    return g->n_values++;
+}
+
+int64_t kiln_model_opset(const kiln_model *m, const char *domain) {
+    if (!domain || !strcmp(domain, "ai.onnx")) domain = "";
+    for (int i = 0; i < m->n_opsets; i++) {
+        const char *d = m->opsets[i].domain;
+        if (!strcmp(d, "ai.onnx")) d = "";
+        if (!strcmp(d, domain)) return m->opsets[i].version;
+    }
+    return -1;
+}
+
+int kiln_model_symbol(kiln_model *m, const char *name) {
+    for (int i = 0; i < m->n_syms; i++)
+        if (!strcmp(m->syms[i], name)) return i;
+    char **s = realloc(m->syms, (size_t)(m->n_syms + 1) * sizeof *s);
+    if (!s) return -1;
+    m->syms = s;
+    if (!(s[m->n_syms] = strdup(name))) return -1;
+    return m->n_syms++;
+}
+
+const kiln_attr *kiln_node_attr(const kiln_node *n, const char *name) {
+    for (int i = 0; i < n->n_attrs; i++)
+        if (!strcmp(n->attrs[i].name, name)) return &n->attrs[i];
+    return NULL;
+}
+
+static void attr_free(kiln_attr *a) {
+    free(a->name);
+    free(a->s);
+    if (a->t) {
+        kiln_tensor_release(a->t);
+        free(a->t);
+    }
+    if (a->g) kiln_graph_free(a->g);
+    free(a->floats);
+    free(a->ints);
+    if (a->strings)
+        for (int i = 0; i < a->n; i++) free(a->strings[i]);
+    free(a->strings);
+    if (a->tensors)
+        for (int i = 0; i < a->n; i++) kiln_tensor_release(&a->tensors[i]);
+    free(a->tensors);
+    if (a->graphs)
+        for (int i = 0; i < a->n; i++) kiln_graph_free(a->graphs[i]);
+    free(a->graphs);
+}
+
+void kiln_graph_free(kiln_graph *g) {
+    if (!g) return;
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *n = &g->nodes[i];
+        if (n->op && n->op->fini && n->state) n->op->fini(n->state);
+        free(n->name);
+        free(n->op_type);
+        free(n->domain);
+        free(n->in);
+        free(n->out);
+        free(n->implicit);
+        for (int k = 0; k < n->n_attrs; k++) attr_free(&n->attrs[k]);
+        free(n->attrs);
+    }
+    free(g->nodes);
+    for (int i = 0; i < g->n_values; i++) {
+        free(g->values[i].name);
+        kiln_value_release(&g->values[i].konst);
+    }
+    free(g->values);
+    free(g->inputs);
+    free(g->outputs);
+    free(g->name);
+    free(g);
+}
+
+void kiln_model_free(kiln_model *m) {
+    if (!m) return;
+    kiln_graph_free(m->graph);
+    for (int i = 0; i < m->n_opsets; i++) free(m->opsets[i].domain);
+    free(m->opsets);
+    for (int i = 0; i < m->n_maps; i++) {
+        if (m->maps[i].addr) munmap(m->maps[i].addr, m->maps[i].size);
+        free(m->maps[i].path);
+    }
+    free(m->maps);
+    for (int i = 0; i < m->n_syms; i++) free(m->syms[i]);
+    free(m->syms);
+    free(m->producer);
+    free(m->dir);
+    free(m);
+}

@@ -1,0 +1,541 @@
+/* Running a graph: nodes in topological order, each output allocated from the plan's arena (or the
+ * heap when there is no plan yet or the size differs), buffers released after their last reader,
+ * view ops aliasing their input. The first run of an input-shape signature records every value's
+ * size and lifetime; kiln_plan_make turns that into arena offsets for the runs that follow. */
+#include "runner.h"
+#include "session.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_ALIGN 64
+
+struct kiln_runner {
+    kiln_session *s;
+    kiln_graph *g;
+    kiln_value *vals;      /* slots of values owned by this frame */
+    int *uses;             /* readers of each value (nodes, implicit readers, graph outputs) */
+    int *remaining;        /* readers left for each buffer root */
+    int *root;             /* value whose buffer this value's bytes are; -1 = not ours to free */
+    struct kiln_runner *parent;
+    kiln_plan *plan;
+    kiln_lifetime *rec;
+    int *is_output;
+    int step;
+};
+
+static kiln_value *slot(struct kiln_runner *r, int v) {
+    kiln_graph_value *gv = &r->g->values[v];
+    if (gv->is_const) return &gv->konst;
+    if (gv->outer >= 0 && r->parent) return slot(r->parent, gv->outer);
+    return &r->vals[v];
+}
+
+static int is_managed(struct kiln_runner *r, int v) {
+    kiln_graph_value *gv = &r->g->values[v];
+    return !gv->is_const && gv->outer < 0 && !gv->is_input;
+}
+
+kiln_status kiln_runner_alloc_output(kiln_ctx *ctx, int i);
+
+/* Allocates value v's tensor (shape already set) from the arena or the heap. */
+static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
+    kiln_tensor *t = &r->vals[v].t;
+    int64_t n = kiln_numel(t);
+    if (n < 0) return kiln_fail(e, KILN_ERR_RUNTIME, "output shape is not concrete");
+    size_t bytes = kiln_dtype_bytes(t->dtype, n);
+    if (r->rec) {
+        r->rec[v].def = r->step;
+        r->rec[v].last = r->step;
+        r->rec[v].size = bytes;
+    }
+    if (r->plan && !r->is_output[v] && t->dtype != KILN_DTYPE_STRING && v < r->plan->n_values &&
+        r->plan->offset[v] >= 0 && bytes <= r->plan->size[v]) {
+        t->data = (char *)r->plan->arena + r->plan->offset[v];
+        t->owner = NULL;
+        if (bytes) memset(t->data, 0, bytes);
+        return KILN_OK;
+    }
+    return kiln_tensor_alloc(t, e);
+}
+
+kiln_status kiln_runner_alloc_output(kiln_ctx *ctx, int i) {
+    struct kiln_runner *r = ctx->runner;
+    int v = ctx->node->out[i];
+    return alloc_value(r, v, ctx->err);
+}
+
+static void release_root(struct kiln_runner *r, int v) {
+    if (v < 0) return;
+    if (--r->remaining[v] > 0) return;
+    if (r->rec && r->rec[v].def >= 0) r->rec[v].last = r->step;
+    kiln_value_release(&r->vals[v]);
+}
+
+static int root_of(struct kiln_runner *r, int v) {
+    if (!is_managed(r, v)) return -1;
+    return r->root[v];
+}
+
+static int nondeterministic(const kiln_node *n) {
+    static const char *names[] = {"RandomNormal", "RandomUniform", "RandomNormalLike",
+                                  "RandomUniformLike", "Bernoulli", "Multinomial", NULL};
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(n->op_type, names[i])) return 1;
+    return 0;
+}
+
+static kiln_status run_node(struct kiln_runner *r, int ni, kiln_err *e) {
+    kiln_graph *g = r->g;
+    kiln_node *n = &g->nodes[ni];
+    kiln_value *ins[64], *outs[64];
+    kiln_value **in = n->n_in <= 64 ? ins : malloc((size_t)n->n_in * sizeof *in);
+    kiln_value **out = n->n_out <= 64 ? outs : malloc((size_t)n->n_out * sizeof *out);
+    kiln_status st = KILN_OK;
+    if (!in || !out) {
+        st = kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n->n_in; i++) {
+        in[i] = n->in[i] >= 0 ? slot(r, n->in[i]) : NULL;
+        if (in[i] && in[i]->kind == KILN_KIND_NONE && !g->values[n->in[i]].type.optional &&
+            !g->values[n->in[i]].is_input) {
+            /* a value that was never produced (an earlier failure would have stopped us) */
+        }
+    }
+    for (int i = 0; i < n->n_out; i++) {
+        int v = n->out[i];
+        out[i] = v >= 0 ? &r->vals[v] : NULL;
+        if (out[i]) {
+            kiln_value_release(out[i]);
+            memset(out[i], 0, sizeof *out[i]);
+            out[i]->kind = KILN_KIND_TENSOR;
+            out[i]->t.rank = -1;
+        }
+    }
+    kiln_ctx ctx = {n, n->opset, n->n_in, in, n->n_out, out, n->state, e, 0, r->s->tp, r};
+    const kiln_op *op = n->op;
+    int dynamic = op->flags & KILN_OP_DYNAMIC;
+    if (!dynamic) {
+        if (!op->infer) {
+            st = kiln_fail(e, KILN_ERR_NOT_IMPLEMENTED, "kernel has no shape inference");
+            goto done;
+        }
+        if ((st = op->infer(&ctx))) goto done;
+        int aliased = 0;
+        if ((op->flags & KILN_OP_ALIAS) && out[0] && in[0] && in[0]->kind == KILN_KIND_TENSOR &&
+            out[0]->kind == KILN_KIND_TENSOR && !r->is_output[n->out[0]] &&
+            kiln_numel(&out[0]->t) == kiln_numel(&in[0]->t) && out[0]->t.dtype == in[0]->t.dtype) {
+            out[0]->t.data = in[0]->t.data;
+            out[0]->t.owner = NULL;
+            int v = n->out[0], src = root_of(r, n->in[0]);
+            r->root[v] = src;
+            if (src >= 0) r->remaining[src] += r->uses[v];
+            aliased = 1;
+        }
+        for (int i = aliased; i < n->n_out; i++) {
+            if (!out[i] || out[i]->kind != KILN_KIND_TENSOR) continue;
+            if (out[i]->t.rank < 0) {
+                st = kiln_fail(e, KILN_ERR_RUNTIME, "output %d has no shape after inference", i);
+                goto done;
+            }
+            if (out[i]->t.data) continue; /* the kernel's infer filled it (Shape, Constant ...) */
+            if ((st = alloc_value(r, n->out[i], e))) goto done;
+        }
+        if (!aliased && (st = op->compute(&ctx))) goto done;
+    } else {
+        if ((st = op->compute(&ctx))) goto done;
+    }
+    for (int i = 0; i < n->n_out; i++) {
+        if (!out[i]) continue;
+        if (out[i]->kind == KILN_KIND_TENSOR && out[i]->t.rank >= 0 && !out[i]->t.data &&
+            kiln_numel(&out[i]->t) != 0) {
+            st = kiln_fail(e, KILN_ERR_RUNTIME, "kernel left output %d without data", i);
+            goto done;
+        }
+        /* outputs nobody reads are released at once */
+        int v = n->out[i];
+        if (r->root[v] == v && r->uses[v] == 0) {
+            r->remaining[v] = 1;
+            release_root(r, v);
+        }
+    }
+done:
+    if (in != ins) free(in);
+    if (out != outs) free(out);
+    if (st) {
+        kiln_err_prefix(e, "node '%s' (%s%s%s, opset %d)", n->name, n->domain[0] ? n->domain : "",
+                        n->domain[0] ? ":" : "", n->op_type, n->opset);
+        return st;
+    }
+    /* release inputs whose last reader this was */
+    for (int i = 0; i < n->n_in + n->n_implicit; i++) {
+        int v = i < n->n_in ? n->in[i] : n->implicit[i - n->n_in];
+        if (v >= 0) release_root(r, root_of(r, v));
+    }
+    return KILN_OK;
+}
+
+static kiln_status runner_init(struct kiln_runner *r, kiln_session *s, kiln_graph *g,
+                               struct kiln_runner *parent, kiln_err *e) {
+    memset(r, 0, sizeof *r);
+    r->s = s;
+    r->g = g;
+    r->parent = parent;
+    int nv = g->n_values ? g->n_values : 1;
+    r->vals = calloc((size_t)nv, sizeof *r->vals);
+    r->uses = calloc((size_t)nv, sizeof(int));
+    r->remaining = calloc((size_t)nv, sizeof(int));
+    r->root = malloc((size_t)nv * sizeof(int));
+    r->is_output = calloc((size_t)nv, sizeof(int));
+    if (!r->vals || !r->uses || !r->remaining || !r->root || !r->is_output)
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    for (int v = 0; v < g->n_values; v++) r->root[v] = v;
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *n = &g->nodes[i];
+        if (n->removed) continue;
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0) r->uses[n->in[k]]++;
+        for (int k = 0; k < n->n_implicit; k++) r->uses[n->implicit[k]]++;
+    }
+    for (int i = 0; i < g->n_outputs; i++) {
+        r->uses[g->outputs[i]]++;
+        r->is_output[g->outputs[i]] = 1;
+    }
+    memcpy(r->remaining, r->uses, (size_t)g->n_values * sizeof(int));
+    return KILN_OK;
+}
+
+static void runner_free(struct kiln_runner *r) {
+    if (r->vals)
+        for (int v = 0; v < r->g->n_values; v++)
+            if (is_managed(r, v)) kiln_value_release(&r->vals[v]);
+    free(r->vals);
+    free(r->uses);
+    free(r->remaining);
+    free(r->root);
+    free(r->is_output);
+}
+
+/* Hands graph output v to the caller: moved when this frame owns the heap buffer, else copied. */
+static kiln_status take_output(struct kiln_runner *r, int v, kiln_value *dst, int last_use, kiln_err *e) {
+    kiln_value *src = slot(r, v);
+    int movable = last_use && is_managed(r, v) && r->root[v] == v &&
+                  (src->kind != KILN_KIND_TENSOR || src->t.owner == src->t.data || !src->t.data);
+    if (src->kind == KILN_KIND_TENSOR && src->t.owner && src->t.owner != src->t.data) movable = 0;
+    if (movable) {
+        *dst = *src;
+        memset(src, 0, sizeof *src);
+        src->kind = KILN_KIND_NONE;
+        return KILN_OK;
+    }
+    return kiln_value_copy(dst, src, e);
+}
+
+static kiln_status run_frame(struct kiln_runner *r, int n_out, const int *out_idx, kiln_value *outputs,
+                             kiln_err *e) {
+    kiln_graph *g = r->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].removed) continue;
+        r->step = i;
+        KILN_TRY(run_node(r, i, e));
+    }
+    for (int k = 0; k < n_out; k++) {
+        int v = g->outputs[out_idx[k]];
+        int last = 1;
+        for (int j = k + 1; j < n_out; j++) last &= g->outputs[out_idx[j]] != v;
+        kiln_status st = take_output(r, v, &outputs[k], last, e);
+        if (st) {
+            for (int j = 0; j < k; j++) kiln_value_release(&outputs[j]);
+            return st;
+        }
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln_run_graph(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
+                           kiln_lifetime *record, int n_out, const int *out_idx, kiln_value *outputs,
+                           kiln_err *e) {
+    struct kiln_runner r;
+    kiln_status st = runner_init(&r, s, g, NULL, e);
+    if (!st) {
+        for (int i = 0; i < g->n_inputs; i++) r.vals[g->inputs[i]] = input_slots[i];
+        r.plan = plan;
+        r.rec = record;
+        if (record)
+            for (int v = 0; v < g->n_values; v++) record[v].def = record[v].last = -1;
+        st = run_frame(&r, n_out, out_idx, outputs, e);
+        for (int i = 0; i < g->n_inputs; i++) memset(&r.vals[g->inputs[i]], 0, sizeof(kiln_value));
+    }
+    runner_free(&r);
+    return st;
+}
+
+kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value *const *ins,
+                              kiln_value *outs) {
+    struct kiln_runner *parent = ctx->runner;
+    if (!parent) return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "subgraphs can only run inside a session run");
+    if (n_in > g->n_inputs)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_MODEL, "subgraph '%s' takes %d inputs, got %d",
+                         g->name ? g->name : "", g->n_inputs, n_in);
+    struct kiln_runner r;
+    kiln_status st = runner_init(&r, parent->s, g, parent, ctx->err);
+    if (!st) {
+        for (int i = 0; i < n_in; i++) {
+            if (!ins[i]) continue;
+            kiln_value *d = &r.vals[g->inputs[i]];
+            *d = *ins[i];
+            d->t.owner = NULL; /* borrowed from the caller */
+            d->seq = ins[i]->seq;
+        }
+        int *idx = malloc((size_t)(g->n_outputs ? g->n_outputs : 1) * sizeof(int));
+        if (!idx) {
+            st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+        } else {
+            for (int i = 0; i < g->n_outputs; i++) idx[i] = i;
+            st = run_frame(&r, g->n_outputs, idx, outs, ctx->err);
+            free(idx);
+        }
+        for (int i = 0; i < n_in; i++) memset(&r.vals[g->inputs[i]], 0, sizeof(kiln_value));
+    }
+    runner_free(&r);
+    if (st) kiln_err_prefix(ctx->err, "in subgraph '%s'", g->name ? g->name : "");
+    return st;
+}
+
+/* ---------------------------------------------------------------- memory plans */
+
+typedef struct placed { int64_t off; size_t size; int def, last; } placed;
+
+static int by_size_desc(const void *a, const void *b) {
+    const placed *x = a, *y = b;
+    return x->size < y->size ? 1 : x->size > y->size ? -1 : 0;
+}
+
+kiln_plan *kiln_plan_make(const kiln_graph *g, const kiln_lifetime *rec, const char *signature) {
+    kiln_plan *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    int nv = g->n_values;
+    p->n_values = nv;
+    p->offset = malloc((size_t)(nv ? nv : 1) * sizeof(int64_t));
+    p->size = calloc((size_t)(nv ? nv : 1), sizeof(size_t));
+    placed *items = malloc((size_t)(nv ? nv : 1) * sizeof *items);
+    int *order = malloc((size_t)(nv ? nv : 1) * sizeof(int));
+    p->signature = strdup(signature);
+    if (!p->offset || !p->size || !items || !order || !p->signature) {
+        free(items); free(order); kiln_plan_free(p);
+        return NULL;
+    }
+    int m = 0;
+    for (int v = 0; v < nv; v++) {
+        p->offset[v] = -1;
+        if (rec[v].def < 0 || rec[v].size == 0) continue;
+        size_t sz = (rec[v].size + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+        items[m] = (placed){-1, sz, rec[v].def, rec[v].last};
+        order[m] = v;
+        p->naive_bytes += sz;
+        m++;
+    }
+    /* greedy by size: each buffer takes the lowest offset free throughout its lifetime */
+    int *idx = malloc((size_t)(m ? m : 1) * sizeof(int));
+    placed *sorted = malloc((size_t)(m ? m : 1) * sizeof *sorted);
+    if (!idx || !sorted) { free(idx); free(sorted); free(items); free(order); kiln_plan_free(p); return NULL; }
+    for (int i = 0; i < m; i++) { sorted[i] = items[i]; sorted[i].off = i; }
+    qsort(sorted, (size_t)m, sizeof *sorted, by_size_desc);
+    placed *done = malloc((size_t)(m ? m : 1) * sizeof *done);
+    int nd = 0;
+    for (int i = 0; i < m; i++) {
+        int item = (int)sorted[i].off;
+        placed it = items[item];
+        int64_t off = 0;
+        for (int again = 1; again;) {
+            again = 0;
+            for (int j = 0; j < nd; j++) {
+                if (done[j].last < it.def || it.last < done[j].def) continue; /* disjoint in time */
+                if (off + (int64_t)it.size <= done[j].off || done[j].off + (int64_t)done[j].size <= off) continue;
+                off = done[j].off + (int64_t)done[j].size;
+                again = 1;
+            }
+        }
+        it.off = off;
+        done[nd++] = it;
+        int v = order[item];
+        p->offset[v] = off;
+        p->size[v] = it.size;
+        if ((size_t)off + it.size > p->arena_bytes) p->arena_bytes = (size_t)off + it.size;
+    }
+    free(done); free(idx); free(sorted); free(items); free(order);
+    if (p->arena_bytes && posix_memalign(&p->arena, ARENA_ALIGN, p->arena_bytes)) {
+        kiln_plan_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void kiln_plan_free(kiln_plan *p) {
+    if (!p) return;
+    free(p->signature);
+    free(p->offset);
+    free(p->size);
+    free(p->arena);
+    free(p);
+}
+
+/* ---------------------------------------------------------------- static preparation */
+
+static void type_to_value(const kiln_type *t, kiln_value *v) {
+    memset(v, 0, sizeof *v);
+    if (t->kind == KILN_KIND_SEQUENCE) {
+        v->kind = KILN_KIND_SEQUENCE;
+        v->seq_dtype = t->dtype;
+        v->seq_len = -1;
+        return;
+    }
+    v->kind = KILN_KIND_TENSOR;
+    v->t.dtype = t->dtype;
+    v->t.rank = t->rank;
+    if (t->rank > 0) memcpy(v->t.dims, t->dims, (size_t)t->rank * sizeof(int64_t));
+}
+
+static int is_shape_op(const kiln_node *n) {
+    return !n->domain[0] && (!strcmp(n->op_type, "Shape") || !strcmp(n->op_type, "Size"));
+}
+
+kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
+    int nv = g->n_values;
+    kiln_value *tmp = calloc((size_t)(nv ? nv : 1), sizeof *tmp); /* static stand-ins */
+    if (!tmp) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    int fold = s->opt.opt_level >= 1;
+    kiln_err scratch;
+    for (int ni = 0; ni < g->n_nodes; ni++) {
+        kiln_node *n = &g->nodes[ni];
+        if (!n->op) continue;
+        kiln_value *ins[64] = {0}, *outs[64] = {0}, outv[64];
+        if (n->n_in > 64 || n->n_out > 64) continue;
+        int all_const = 1, shape_known = 1;
+        for (int i = 0; i < n->n_in; i++) {
+            int v = n->in[i];
+            if (v < 0) continue;
+            kiln_graph_value *gv = &g->values[v];
+            if (gv->is_const) {
+                ins[i] = &gv->konst;
+            } else {
+                all_const = 0;
+                type_to_value(&gv->type, &tmp[v]);
+                if (!gv->has_type) tmp[v].t.rank = -1;
+                if (!kiln_shape_concrete(&tmp[v].t)) shape_known = 0;
+                ins[i] = &tmp[v];
+            }
+        }
+        if (n->n_implicit) all_const = 0;
+        memset(outv, 0, sizeof outv);
+        for (int i = 0; i < n->n_out; i++) {
+            outv[i].kind = KILN_KIND_TENSOR;
+            outv[i].t.rank = -1;
+            outs[i] = n->out[i] >= 0 ? &outv[i] : NULL;
+        }
+        kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, s->tp, NULL};
+        if (n->op->init && !n->state) {
+            kiln_status st = n->op->init(&ctx);
+            if (st) {
+                kiln_err_prefix(&scratch, "node '%s' (%s, opset %d)", n->name, n->op_type, n->opset);
+                *e = scratch;
+                free(tmp);
+                return st;
+            }
+            n->state = ctx.state;
+        }
+        ctx.state = n->state;
+        int can_fold = fold && !nondeterministic(n) && n->op->compute &&
+                       (all_const || (is_shape_op(n) && shape_known));
+        if (can_fold) {
+            /* run the node now; its outputs become constants */
+            ctx.static_mode = 0;
+            int ok = 1;
+            int dynamic = n->op->flags & KILN_OP_DYNAMIC;
+            if (!dynamic && (!n->op->infer || n->op->infer(&ctx))) ok = 0;
+            for (int i = 0; ok && !dynamic && i < n->n_out; i++) {
+                if (!outs[i] || outs[i]->kind != KILN_KIND_TENSOR || outs[i]->t.data) continue;
+                if (outs[i]->t.rank < 0 || kiln_tensor_alloc(&outs[i]->t, &scratch)) ok = 0;
+            }
+            /* kiln_alloc_output needs a runner: constant folding of dynamic ops allocates on the heap */
+            if (ok && n->op->compute(&ctx)) ok = 0;
+            for (int i = 0; ok && i < n->n_out; i++)
+                if (outs[i] && outs[i]->kind == KILN_KIND_TENSOR && outs[i]->t.data && !outs[i]->t.owner) {
+                    kiln_tensor c; /* infer may have pointed at borrowed bytes */
+                    if (kiln_tensor_copy(&c, &outs[i]->t, &scratch)) ok = 0;
+                    else outs[i]->t = c;
+                }
+            if (ok) {
+                for (int i = 0; i < n->n_out; i++) {
+                    if (!outs[i]) continue;
+                    kiln_graph_value *gv = &g->values[n->out[i]];
+                    gv->is_const = 1;
+                    gv->konst = outv[i];
+                    gv->type.kind = outv[i].kind == KILN_KIND_SEQUENCE ? KILN_KIND_SEQUENCE : KILN_KIND_TENSOR;
+                    gv->type.dtype = outv[i].t.dtype;
+                    gv->type.rank = outv[i].t.rank;
+                    memcpy(gv->type.dims, outv[i].t.dims, sizeof outv[i].t.dims);
+                    gv->has_type = 1;
+                }
+                n->removed = 1;
+                s->folded_nodes++;
+                continue;
+            }
+            for (int i = 0; i < n->n_out; i++) kiln_value_release(&outv[i]);
+            memset(outv, 0, sizeof outv);
+            for (int i = 0; i < n->n_out; i++) {
+                outv[i].kind = KILN_KIND_TENSOR;
+                outv[i].t.rank = -1;
+            }
+            ctx.static_mode = 1;
+        }
+        /* static inference: record what can be known of each output */
+        if (n->op->infer && !(n->op->flags & KILN_OP_DYNAMIC && !n->op->infer)) {
+            if (n->op->infer(&ctx) == KILN_OK) {
+                for (int i = 0; i < n->n_out; i++) {
+                    if (!outs[i] || outs[i]->kind != KILN_KIND_TENSOR) continue;
+                    kiln_graph_value *gv = &g->values[n->out[i]];
+                    if (outs[i]->t.rank >= 0 || !gv->has_type) {
+                        gv->type.kind = KILN_KIND_TENSOR;
+                        if (outs[i]->t.dtype) gv->type.dtype = outs[i]->t.dtype;
+                        gv->type.rank = outs[i]->t.rank;
+                        if (outs[i]->t.rank > 0)
+                            memcpy(gv->type.dims, outs[i]->t.dims, (size_t)outs[i]->t.rank * sizeof(int64_t));
+                        gv->has_type = outs[i]->t.dtype != 0;
+                    }
+                }
+            } else if (s->opt.verbose) {
+                fprintf(stderr, "kiln: static inference of node '%s' (%s): %s\n", n->name, n->op_type, scratch.msg);
+            }
+            for (int i = 0; i < n->n_out; i++)
+                if (outs[i] && outs[i]->t.owner) kiln_tensor_release(&outs[i]->t);
+        }
+    }
+    free(tmp);
+    /* dead nodes: outputs nobody reads (walk backwards so chains die together) */
+    if (fold) {
+        int *uses = calloc((size_t)(nv ? nv : 1), sizeof(int));
+        if (!uses) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+        for (int i = 0; i < g->n_outputs; i++) uses[g->outputs[i]]++;
+        for (int i = 0; i < g->n_nodes; i++) {
+            kiln_node *n = &g->nodes[i];
+            if (n->removed) continue;
+            for (int k = 0; k < n->n_in; k++) if (n->in[k] >= 0) uses[n->in[k]]++;
+            for (int k = 0; k < n->n_implicit; k++) uses[n->implicit[k]]++;
+        }
+        for (int i = g->n_nodes - 1; i >= 0; i--) {
+            kiln_node *n = &g->nodes[i];
+            if (n->removed || nondeterministic(n)) continue;
+            int used = 0;
+            for (int k = 0; k < n->n_out; k++) used |= n->out[k] >= 0 && uses[n->out[k]] > 0;
+            if (used) continue;
+            n->removed = 1;
+            s->folded_nodes++;
+            for (int k = 0; k < n->n_in; k++) if (n->in[k] >= 0) uses[n->in[k]]--;
+            for (int k = 0; k < n->n_implicit; k++) uses[n->implicit[k]]--;
+        }
+        free(uses);
+    }
+    return KILN_OK;
+}

@@ -1,0 +1,465 @@
+/* The public session API: open (load, bind kernels, prepare), describe, run. */
+#include "session.h"
+#include "../ops/op.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_PLANS 8
+
+void kiln_options_init(kiln_options *opt) {
+    memset(opt, 0, sizeof *opt);
+    opt->threads = 0;
+    opt->opt_level = 1;
+    opt->providers = KILN_PROVIDER_CPU;
+}
+
+static kiln_status fail_open(kiln_err *e) {
+    kiln_set_last_error(e);
+    return e->code;
+}
+
+/* Finds a kernel for every node (recursively); appends "name (op, domain, opset)" of each node
+ * without one to *missing. */
+static kiln_status bind_kernels(kiln_graph *g, char **missing, size_t *len, int *count) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_attrs; k++) {
+            if (n->attrs[k].g) KILN_TRY(bind_kernels(n->attrs[k].g, missing, len, count));
+            for (int j = 0; n->attrs[k].graphs && j < n->attrs[k].n; j++)
+                KILN_TRY(bind_kernels(n->attrs[k].graphs[j], missing, len, count));
+        }
+        if (n->opset >= 0) n->op = kiln_find_op(n->domain, n->op_type, n->opset);
+        if (n->op) continue;
+        char line[512];
+        if (n->opset < 0)
+            snprintf(line, sizeof line, "%s'%s' (%s): domain '%s' is not imported by the model",
+                     *count ? "; " : "", n->name, n->op_type, n->domain);
+        else
+            snprintf(line, sizeof line, "%s'%s' (%s%s%s, opset %d)", *count ? "; " : "", n->name,
+                     n->domain[0] ? n->domain : "", n->domain[0] ? ":" : "", n->op_type, n->opset);
+        size_t l = strlen(line);
+        char *m = realloc(*missing, *len + l + 1);
+        if (!m) return KILN_ERR_NO_MEMORY;
+        memcpy(m + *len, line, l + 1);
+        *missing = m;
+        *len += l;
+        (*count)++;
+    }
+    return KILN_OK;
+}
+
+static kiln_status prepare_recursive(kiln_session *s, kiln_graph *g, kiln_err *e) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_attrs; k++) {
+            if (n->attrs[k].g) KILN_TRY(prepare_recursive(s, n->attrs[k].g, e));
+            for (int j = 0; n->attrs[k].graphs && j < n->attrs[k].n; j++)
+                KILN_TRY(prepare_recursive(s, n->attrs[k].graphs[j], e));
+        }
+    }
+    return kiln_graph_prepare(s, g, e);
+}
+
+static kiln_status fill_io(kiln_session *s, const int *idx, size_t n, kiln_io_info **out, kiln_err *e) {
+    kiln_graph *g = s->model->graph;
+    kiln_io_info *info = calloc(n ? n : 1, sizeof *info);
+    if (!info) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    *out = info;
+    for (size_t i = 0; i < n; i++) {
+        kiln_graph_value *v = &g->values[idx[i]];
+        info[i].name = v->name;
+        info[i].dtype = (kiln_dtype)v->type.dtype;
+        info[i].rank = v->has_type ? v->type.rank : -1;
+        info[i].dims = v->type.dims;
+        info[i].is_sequence = v->type.kind == KILN_KIND_SEQUENCE;
+        if (info[i].rank > 0) {
+            const char **names = calloc((size_t)info[i].rank, sizeof *names);
+            if (!names) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+            for (int d = 0; d < info[i].rank; d++) {
+                int64_t x = v->type.dims[d];
+                names[d] = KILN_DIM_IS_SYM(x) && KILN_DIM_SYM_ID(x) < s->model->n_syms
+                               ? s->model->syms[KILN_DIM_SYM_ID(x)] : "";
+            }
+            info[i].dim_names = names;
+        }
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int allow_missing,
+                                    kiln_session **out) {
+    kiln_err e = {0};
+    kiln_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        kiln_model_free(m);
+        kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
+        return fail_open(&e);
+    }
+    s->model = m;
+    if (opt) s->opt = *opt;
+    else kiln_options_init(&s->opt);
+    pthread_mutex_init(&s->run_mu, NULL);
+    if (s->opt.providers & ~(unsigned)KILN_PROVIDER_CPU) {
+#ifndef KILN_WITH_CUDA
+        if (s->opt.providers & KILN_PROVIDER_CUDA) {
+            kiln_fail(&e, KILN_ERR_NO_PROVIDER, "the CUDA provider was requested but this kiln was built without CUDA");
+            kiln_session_close(s);
+            return fail_open(&e);
+        }
+#endif
+    }
+    int threads = s->opt.threads;
+    if (threads <= 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = nc > 0 ? (int)nc : 1;
+    }
+    if (threads > 256) threads = 256;
+    s->tp = kiln_threadpool_create(threads);
+    if (!s->tp) {
+        kiln_fail(&e, KILN_ERR_NO_MEMORY, "cannot create the thread pool");
+        kiln_session_close(s);
+        return fail_open(&e);
+    }
+    size_t len = 0;
+    int count = 0;
+    if (bind_kernels(m->graph, &s->missing_ops, &len, &count)) {
+        kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
+        kiln_session_close(s);
+        return fail_open(&e);
+    }
+    if (count && !allow_missing) {
+        kiln_fail(&e, KILN_ERR_NOT_IMPLEMENTED, "%d node%s use%s ops kiln does not implement: %s", count,
+                  count > 1 ? "s" : "", count > 1 ? "" : "s", s->missing_ops);
+        kiln_session_close(s);
+        return fail_open(&e);
+    }
+    if (!count) {
+        kiln_status st = prepare_recursive(s, m->graph, &e);
+        if (st) {
+            kiln_session_close(s);
+            return fail_open(&e);
+        }
+    }
+    kiln_graph *g = m->graph;
+    s->n_inputs = (size_t)g->n_inputs;
+    s->n_outputs = (size_t)g->n_outputs;
+    if (fill_io(s, g->inputs, s->n_inputs, &s->inputs, &e) ||
+        fill_io(s, g->outputs, s->n_outputs, &s->outputs, &e)) {
+        kiln_session_close(s);
+        return fail_open(&e);
+    }
+    if (s->opt.verbose)
+        fprintf(stderr, "kiln: session ready: %d nodes, %zu folded or dead, %d threads\n", g->n_nodes,
+                s->folded_nodes, threads);
+    *out = s;
+    return KILN_OK;
+}
+
+kiln_status kiln_session_open(const char *path, const kiln_options *opt, kiln_session **out) {
+    kiln_err e = {0};
+    if (!path || !out) {
+        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_session_open: path and out must not be NULL");
+        return fail_open(&e);
+    }
+    *out = NULL;
+    kiln_model *m;
+    if (kiln_model_load_file(path, &m, &e)) {
+        kiln_err_prefix(&e, "%s", path);
+        return fail_open(&e);
+    }
+    return kiln_session_open_model(m, opt, 0, out);
+}
+
+kiln_status kiln_session_open_bytes(const void *bytes, size_t size, const kiln_options *opt,
+                                    kiln_session **out) {
+    kiln_err e = {0};
+    if (!out) {
+        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_session_open_bytes: out must not be NULL");
+        return fail_open(&e);
+    }
+    *out = NULL;
+    kiln_model *m;
+    if (kiln_model_load_bytes(bytes, size, &m, &e)) return fail_open(&e);
+    return kiln_session_open_model(m, opt, 0, out);
+}
+
+void kiln_session_close(kiln_session *s) {
+    if (!s) return;
+    for (kiln_plan *p = s->plans, *nx; p; p = nx) {
+        nx = p->next;
+        kiln_plan_free(p);
+    }
+    for (size_t i = 0; s->inputs && i < s->n_inputs; i++) free((void *)s->inputs[i].dim_names);
+    for (size_t i = 0; s->outputs && i < s->n_outputs; i++) free((void *)s->outputs[i].dim_names);
+    free(s->inputs);
+    free(s->outputs);
+    kiln_model_free(s->model);
+    kiln_threadpool_destroy(s->tp);
+    free(s->missing_ops);
+    pthread_mutex_destroy(&s->run_mu);
+    free(s);
+}
+
+const char *kiln_session_error(const kiln_session *s) { return s ? s->err.msg : kiln_last_error(); }
+size_t kiln_session_input_count(const kiln_session *s) { return s ? s->n_inputs : 0; }
+size_t kiln_session_output_count(const kiln_session *s) { return s ? s->n_outputs : 0; }
+
+kiln_status kiln_session_input_info(const kiln_session *s, size_t i, kiln_io_info *info) {
+    if (!s || !info || i >= s->n_inputs) return KILN_ERR_INVALID_ARGUMENT;
+    *info = s->inputs[i];
+    return KILN_OK;
+}
+
+kiln_status kiln_session_output_info(const kiln_session *s, size_t i, kiln_io_info *info) {
+    if (!s || !info || i >= s->n_outputs) return KILN_ERR_INVALID_ARGUMENT;
+    *info = s->outputs[i];
+    return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- running */
+
+static kiln_status check_input(kiln_session *s, const kiln_graph_value *gv, const kiln_value *v, kiln_err *e) {
+    if (!gv->has_type) return KILN_OK;
+    const kiln_type *t = &gv->type;
+    if (v->kind == KILN_KIND_NONE) {
+        if (t->optional) return KILN_OK;
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' is not optional but was given no value", gv->name);
+    }
+    if (t->kind == KILN_KIND_SEQUENCE) {
+        if (v->kind != KILN_KIND_SEQUENCE)
+            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' must be a sequence of tensors", gv->name);
+        return KILN_OK;
+    }
+    if (v->kind != KILN_KIND_TENSOR)
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' must be a tensor", gv->name);
+    const kiln_tensor *x = &v->t;
+    char want[256], got[256];
+    kiln_tensor wt = {0};
+    wt.dtype = t->dtype;
+    wt.rank = t->rank;
+    if (t->rank > 0) memcpy(wt.dims, t->dims, (size_t)t->rank * sizeof(int64_t));
+    if (t->dtype && x->dtype != t->dtype)
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' has element type %s, the model expects %s",
+                         gv->name, kiln_dtype_name((kiln_dtype)x->dtype), kiln_dtype_name((kiln_dtype)t->dtype));
+    if (t->rank >= 0 && x->rank != t->rank)
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' has rank %d (%s), the model expects rank %d (%s)",
+                         gv->name, x->rank, kiln_shape_str(x, got, sizeof got), t->rank,
+                         kiln_shape_str(&wt, want, sizeof want));
+    for (int d = 0; t->rank > 0 && d < t->rank; d++)
+        if (t->dims[d] >= 0 && x->dims[d] != t->dims[d])
+            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
+                             "input '%s' has shape %s, the model expects %s (dimension %d)", gv->name,
+                             kiln_shape_str(x, got, sizeof got), kiln_shape_str(&wt, want, sizeof want), d);
+    (void)s;
+    return KILN_OK;
+}
+
+static void append_sig(char *buf, size_t cap, size_t *len, const kiln_value *v) {
+    char tmp[400];
+    if (v->kind == KILN_KIND_TENSOR) kiln_shape_str(&v->t, tmp, sizeof tmp);
+    else snprintf(tmp, sizeof tmp, v->kind == KILN_KIND_SEQUENCE ? "seq%d" : "none", v->seq_len);
+    int n = snprintf(buf + *len, cap - *len, "%s;", tmp);
+    if (n > 0 && *len + (size_t)n < cap) *len += (size_t)n;
+}
+
+kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const *names,
+                                    const kiln_value *inputs, int n_out, const int *out_idx,
+                                    kiln_value *outputs) {
+    kiln_err *e = &s->err;
+    kiln_graph *g = s->model->graph;
+    if (s->missing_ops)
+        return kiln_fail(e, KILN_ERR_NOT_IMPLEMENTED, "the model uses ops kiln does not implement: %s", s->missing_ops);
+    kiln_value *slots = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof *slots);
+    int *given = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(int));
+    if (!slots || !given) {
+        free(slots); free(given);
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    kiln_status st = KILN_OK;
+    for (int i = 0; i < n_in && !st; i++) {
+        int k = -1;
+        for (int j = 0; j < g->n_inputs; j++)
+            if (names[i] && !strcmp(g->values[g->inputs[j]].name, names[i])) { k = j; break; }
+        if (k < 0) {
+            char list[512] = "";
+            size_t l = 0;
+            for (int j = 0; j < g->n_inputs && l < sizeof list - 64; j++)
+                l += (size_t)snprintf(list + l, sizeof list - l, "%s'%s'", j ? ", " : "", g->values[g->inputs[j]].name);
+            st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "the model has no input named '%s' (its inputs: %s)",
+                           names[i] ? names[i] : "(null)", list);
+        } else if (given[k]) {
+            st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' is given twice", names[i]);
+        } else {
+            given[k] = 1;
+            slots[k] = inputs[i];
+            st = check_input(s, &g->values[g->inputs[k]], &inputs[i], e);
+        }
+    }
+    for (int j = 0; j < g->n_inputs && !st; j++) {
+        if (given[j]) continue;
+        const kiln_graph_value *gv = &g->values[g->inputs[j]];
+        if (gv->type.optional) { slots[j].kind = KILN_KIND_NONE; continue; }
+        st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' is missing", gv->name);
+    }
+    if (st) {
+        free(slots); free(given);
+        return st;
+    }
+    char sig[4096];
+    size_t sl = 0;
+    sig[0] = 0;
+    for (int j = 0; j < g->n_inputs; j++) append_sig(sig, sizeof sig, &sl, &slots[j]);
+
+    pthread_mutex_lock(&s->run_mu);
+    kiln_plan *plan = NULL;
+    for (kiln_plan *p = s->plans; p; p = p->next)
+        if (!strcmp(p->signature, sig)) { plan = p; break; }
+    kiln_lifetime *rec = NULL;
+    if (!plan) rec = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *rec);
+    st = kiln_run_graph(s, g, slots, plan, rec, n_out, out_idx, outputs, e);
+    if (!st && rec) {
+        kiln_plan *p = kiln_plan_make(g, rec, sig);
+        if (p) {
+            p->next = s->plans;
+            s->plans = p;
+            plan = p;
+            if (++s->n_plans > MAX_PLANS) { /* drop the oldest */
+                kiln_plan *q = s->plans;
+                while (q->next && q->next->next) q = q->next;
+                kiln_plan_free(q->next);
+                q->next = NULL;
+                s->n_plans--;
+            }
+            if (s->opt.verbose)
+                fprintf(stderr, "kiln: planned %s: arena %zu bytes (%zu if allocated one by one)\n", sig,
+                        p->arena_bytes, p->naive_bytes);
+        }
+    }
+    if (plan) s->last_plan = plan;
+    pthread_mutex_unlock(&s->run_mu);
+    free(rec);
+    free(slots);
+    free(given);
+    return st;
+}
+
+kiln_status kiln_run(kiln_session *s, size_t n_in, const char *const *in_names,
+                     const kiln_tensor_desc *inputs, size_t n_out, const char *const *out_names,
+                     kiln_value **outputs) {
+    kiln_err e = {0};
+    if (!s) {
+        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_run: session is NULL");
+        kiln_set_last_error(&e);
+        return e.code;
+    }
+    if ((n_in && (!in_names || !inputs)) || !outputs || (n_out && !out_names)) {
+        kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "kiln_run: NULL array argument");
+        kiln_set_last_error(&s->err);
+        return s->err.code;
+    }
+    kiln_graph *g = s->model->graph;
+    size_t no = n_out ? n_out : (size_t)g->n_outputs;
+    kiln_value *vin = calloc(n_in ? n_in : 1, sizeof *vin), *vout = calloc(no ? no : 1, sizeof *vout);
+    int *idx = calloc(no ? no : 1, sizeof(int));
+    kiln_status st = KILN_OK;
+    if (!vin || !vout || !idx) st = kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
+    for (size_t i = 0; !st && i < n_in; i++) {
+        const kiln_tensor_desc *d = &inputs[i];
+        if (!kiln_dtype_valid(d->dtype) || d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims)) {
+            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d or rank %d",
+                           in_names[i] ? in_names[i] : "(null)", (int)d->dtype, d->rank);
+            break;
+        }
+        vin[i].kind = KILN_KIND_TENSOR;
+        vin[i].t.dtype = d->dtype;
+        vin[i].t.rank = d->rank;
+        for (int k = 0; k < d->rank; k++) {
+            if (d->dims[k] < 0) {
+                st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': dimension %d is negative",
+                               in_names[i] ? in_names[i] : "(null)", k);
+                break;
+            }
+            vin[i].t.dims[k] = d->dims[k];
+        }
+        vin[i].t.data = (void *)d->data;
+        if (!st && !d->data && kiln_numel(&vin[i].t) > 0)
+            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", in_names[i]);
+    }
+    for (size_t k = 0; !st && k < no; k++) {
+        if (!n_out) { idx[k] = (int)k; continue; }
+        idx[k] = -1;
+        for (int j = 0; j < g->n_outputs; j++)
+            if (out_names[k] && !strcmp(g->values[g->outputs[j]].name, out_names[k])) idx[k] = j;
+        if (idx[k] < 0)
+            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "the model has no output named '%s'",
+                           out_names[k] ? out_names[k] : "(null)");
+    }
+    if (!st) st = kiln_session_run_values(s, (int)n_in, in_names, vin, (int)no, idx, vout);
+    if (!st) {
+        for (size_t k = 0; k < no; k++) {
+            outputs[k] = malloc(sizeof(kiln_value));
+            if (!outputs[k]) {
+                for (size_t j = 0; j < k; j++) kiln_value_free(outputs[j]);
+                for (size_t j = k; j < no; j++) kiln_value_release(&vout[j]);
+                st = kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
+                break;
+            }
+            *outputs[k] = vout[k];
+        }
+    }
+    free(vin);
+    free(vout);
+    free(idx);
+    if (st) kiln_set_last_error(&s->err);
+    return st;
+}
+
+kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats) {
+    if (!s || !stats) return KILN_ERR_INVALID_ARGUMENT;
+    memset(stats, 0, sizeof *stats);
+    stats->initializer_bytes = s->model->init_bytes;
+    stats->copied_initializer_bytes = s->model->copied_init_bytes;
+    stats->folded_nodes = s->folded_nodes;
+    kiln_graph *g = s->model->graph;
+    for (int i = 0; i < g->n_nodes; i++) stats->nodes += !g->nodes[i].removed;
+    if (s->last_plan) {
+        stats->arena_bytes = s->last_plan->arena_bytes;
+        stats->naive_bytes = s->last_plan->naive_bytes;
+    }
+    return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- output values */
+
+int kiln_value_kind(const kiln_value *v) { return v ? v->kind : KILN_VALUE_NONE; }
+kiln_dtype kiln_value_dtype(const kiln_value *v) {
+    return !v ? KILN_DTYPE_UNDEFINED : (kiln_dtype)(v->kind == KILN_KIND_SEQUENCE ? v->seq_dtype : v->t.dtype);
+}
+int kiln_value_rank(const kiln_value *v) { return v && v->kind == KILN_KIND_TENSOR ? v->t.rank : 0; }
+const int64_t *kiln_value_dims(const kiln_value *v) { return v ? v->t.dims : NULL; }
+const void *kiln_value_data(const kiln_value *v) { return v && v->kind == KILN_KIND_TENSOR ? v->t.data : NULL; }
+size_t kiln_value_nbytes(const kiln_value *v) {
+    return v && v->kind == KILN_KIND_TENSOR ? kiln_tensor_nbytes(&v->t) : 0;
+}
+size_t kiln_value_sequence_length(const kiln_value *v) {
+    return v && v->kind == KILN_KIND_SEQUENCE ? (size_t)v->seq_len : 0;
+}
+
+/* Items are exposed as views on the sequence's tensors (a kiln_value per item, made on demand). */
+const kiln_value *kiln_value_item(const kiln_value *v, size_t i) {
+    if (!v || v->kind != KILN_KIND_SEQUENCE || i >= (size_t)v->seq_len) return NULL;
+    static _Thread_local kiln_value view;
+    memset(&view, 0, sizeof view);
+    view.kind = KILN_KIND_TENSOR;
+    view.t = v->seq[i];
+    view.t.owner = NULL;
+    return &view;
+}
+
+void kiln_value_free(kiln_value *v) {
+    if (!v) return;
+    kiln_value_release(v);
+    free(v);
+}

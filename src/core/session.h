@@ -1,0 +1,64 @@
+/* Session internals shared by the session, the runner and the tools (kiln info / test). */
+#ifndef KILN_SESSION_H
+#define KILN_SESSION_H
+
+#include "graph.h"
+#include "../cpu/threadpool.h"
+#include <pthread.h>
+
+/* A memory plan for one input-shape signature: where each intermediate value lives in the arena. */
+typedef struct kiln_plan {
+    char *signature;
+    int n_values;
+    int64_t *offset;       /* per value of the main graph; -1 = not in the arena */
+    size_t *size;
+    size_t arena_bytes;
+    size_t naive_bytes;
+    void *arena;
+    struct kiln_plan *next;
+} kiln_plan;
+
+/* What one run records about each value, to make a plan from. */
+typedef struct kiln_lifetime {
+    int def, last;         /* node steps; def -1 = never allocated by the runner */
+    size_t size;
+} kiln_lifetime;
+
+struct kiln_session {
+    kiln_model *model;
+    kiln_options opt;
+    kiln_err err;
+    kiln_threadpool *tp;
+    pthread_mutex_t run_mu;     /* runs on one session are serialised (they share the arena) */
+    kiln_plan *plans;           /* most recent first */
+    int n_plans;
+    kiln_plan *last_plan;
+    size_t folded_nodes;
+    char *missing_ops;          /* non-NULL: ops without a kernel, all named; running fails */
+    /* public io info, filled at open */
+    kiln_io_info *inputs, *outputs;
+    size_t n_inputs, n_outputs;
+    const char ***dim_names;    /* per input then output */
+    int64_t **io_dims;
+};
+
+/* Opens a session; with allow_missing the session is made even when ops lack kernels (kiln info
+ * uses this to report everything at once); s->missing_ops then lists them. */
+kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int allow_missing,
+                                    kiln_session **out);
+/* Runs the main graph with inputs given as values (tensors, sequences, optionals), by name.
+ * outputs[i] receive owned values for out_idx[i] (graph output indices). */
+kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const *names,
+                                    const kiln_value *inputs, int n_out, const int *out_idx,
+                                    kiln_value *outputs);
+
+/* runner.c */
+kiln_status kiln_run_graph(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
+                           kiln_lifetime *record, int n_out, const int *out_idx, kiln_value *outputs,
+                           kiln_err *e);
+kiln_plan *kiln_plan_make(const kiln_graph *g, const kiln_lifetime *rec, const char *signature);
+void kiln_plan_free(kiln_plan *p);
+/* Static pass at open: kernel init, type/shape inference, constant folding, dead-node removal. */
+kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e);
+
+#endif

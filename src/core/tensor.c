@@ -1,0 +1,143 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "tensor.h"
+#include "dtype.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int64_t kiln_dims_numel(int rank, const int64_t *dims) {
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] < 0) return -1;
+        n *= dims[i];
+    }
+    return n;
+}
+
+int64_t kiln_numel(const kiln_tensor *t) { return t->rank < 0 ? -1 : kiln_dims_numel(t->rank, t->dims); }
+
+size_t kiln_tensor_nbytes(const kiln_tensor *t) {
+    int64_t n = kiln_numel(t);
+    return n < 0 ? 0 : kiln_dtype_bytes(t->dtype, n);
+}
+
+int kiln_shape_concrete(const kiln_tensor *t) { return t->rank >= 0 && kiln_numel(t) >= 0; }
+
+int kiln_shape_equal(const kiln_tensor *a, const kiln_tensor *b) {
+    if (a->rank != b->rank) return 0;
+    for (int i = 0; i < a->rank; i++)
+        if (a->dims[i] != b->dims[i]) return 0;
+    return 1;
+}
+
+void kiln_tensor_set_shape(kiln_tensor *t, int dtype, int rank, const int64_t *dims) {
+    t->dtype = dtype;
+    t->rank = rank;
+    for (int i = 0; i < rank && i < KILN_MAX_RANK; i++) t->dims[i] = dims[i];
+}
+
+kiln_status kiln_tensor_alloc(kiln_tensor *t, kiln_err *e) {
+    int64_t n = kiln_numel(t);
+    if (n < 0) return kiln_fail(e, KILN_ERR_RUNTIME, "cannot allocate a tensor of unknown shape");
+    size_t bytes = kiln_dtype_bytes(t->dtype, n);
+    /* one extra cache line keeps zero-sized tensors non-NULL and vector over-reads harmless */
+    void *p = calloc(1, bytes + 64);
+    if (!p) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %zu bytes", bytes);
+    t->data = p;
+    t->owner = p;
+    return KILN_OK;
+}
+
+kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src, kiln_err *e) {
+    kiln_tensor t = *src;
+    t.owner = NULL;
+    t.data = NULL;
+    KILN_TRY(kiln_tensor_alloc(&t, e));
+    int64_t n = kiln_numel(src);
+    if (src->dtype == KILN_DTYPE_STRING) {
+        char **d = t.data, *const *s = src->data;
+        for (int64_t i = 0; i < n; i++) {
+            d[i] = strdup(s && s[i] ? s[i] : "");
+            if (!d[i]) {
+                kiln_tensor_release(&t);
+                return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory copying strings");
+            }
+        }
+    } else if (n > 0 && src->data) {
+        memcpy(t.data, src->data, kiln_dtype_bytes(src->dtype, n));
+    }
+    *dst = t;
+    return KILN_OK;
+}
+
+void kiln_tensor_release(kiln_tensor *t) {
+    if (t->owner) {
+        if (t->dtype == KILN_DTYPE_STRING && t->data == t->owner) {
+            int64_t n = kiln_numel(t);
+            char **s = t->data;
+            for (int64_t i = 0; i < n; i++) free(s[i]);
+        }
+        free(t->owner);
+    }
+    t->owner = NULL;
+    t->data = NULL;
+}
+
+void kiln_strides(int rank, const int64_t *dims, int64_t *strides) {
+    int64_t s = 1;
+    for (int i = rank - 1; i >= 0; i--) {
+        strides[i] = s;
+        s *= dims[i];
+    }
+}
+
+const char *kiln_shape_str(const kiln_tensor *t, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "%s[", kiln_dtype_name((kiln_dtype)t->dtype));
+    if (t->rank < 0) {
+        snprintf(buf + (k < n ? k : n), k < n ? n - k : 0, "?]");
+        return buf;
+    }
+    for (int i = 0; i < t->rank && k < n; i++) {
+        if (t->dims[i] >= 0)
+            k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "", (long long)t->dims[i]);
+        else
+            k += (size_t)snprintf(buf + k, n - k, "%s?", i ? "," : "");
+    }
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+void kiln_value_release(kiln_value *v) {
+    if (!v) return;
+    kiln_tensor_release(&v->t);
+    for (int i = 0; i < v->seq_len; i++) kiln_tensor_release(&v->seq[i]);
+    free(v->seq);
+    v->seq = NULL;
+    v->seq_len = 0;
+}
+
+kiln_status kiln_value_copy(kiln_value *dst, const kiln_value *src, kiln_err *e) {
+    kiln_value v = *src;
+    v.t.owner = NULL;
+    v.seq = NULL;
+    v.seq_len = 0;
+    if (src->kind == KILN_KIND_TENSOR) {
+        KILN_TRY(kiln_tensor_copy(&v.t, &src->t, e));
+    } else if (src->kind == KILN_KIND_SEQUENCE && src->seq_len > 0) {
+        v.seq = calloc((size_t)src->seq_len, sizeof *v.seq);
+        if (!v.seq) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory copying a sequence");
+        for (int i = 0; i < src->seq_len; i++) {
+            kiln_status st = kiln_tensor_copy(&v.seq[i], &src->seq[i], e);
+            if (st) {
+                v.seq_len = i;
+                kiln_value_release(&v);
+                return st;
+            }
+        }
+        v.seq_len = src->seq_len;
+    }
+    *dst = v;
+    return KILN_OK;
+}

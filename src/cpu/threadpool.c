@@ -1,0 +1,119 @@
+#include "threadpool.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct kiln_threadpool {
+    int n_threads; /* including the caller */
+    pthread_t *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    pthread_mutex_t run_mu; /* one job at a time (nested calls run inline) */
+    /* the current job */
+    kiln_pool_fn fn;
+    void *arg;
+    int64_t n, chunk;
+    atomic_llong next;
+    int active;            /* workers still inside the job */
+    unsigned long job_id;
+    int stop;
+};
+
+static _Thread_local int in_pool_job;
+
+static void run_chunks(kiln_threadpool *tp) {
+    for (;;) {
+        int64_t b = atomic_fetch_add(&tp->next, tp->chunk);
+        if (b >= tp->n) break;
+        int64_t e = b + tp->chunk < tp->n ? b + tp->chunk : tp->n;
+        tp->fn(tp->arg, b, e);
+    }
+}
+
+static void *worker_main(void *p) {
+    kiln_threadpool *tp = p;
+    unsigned long seen = 0;
+    in_pool_job = 1;
+    pthread_mutex_lock(&tp->mu);
+    for (;;) {
+        while (!tp->stop && tp->job_id == seen) pthread_cond_wait(&tp->wake, &tp->mu);
+        if (tp->stop) break;
+        seen = tp->job_id;
+        pthread_mutex_unlock(&tp->mu);
+        run_chunks(tp);
+        pthread_mutex_lock(&tp->mu);
+        if (--tp->active == 0) pthread_cond_signal(&tp->done);
+    }
+    pthread_mutex_unlock(&tp->mu);
+    return NULL;
+}
+
+kiln_threadpool *kiln_threadpool_create(int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    kiln_threadpool *tp = calloc(1, sizeof *tp);
+    if (!tp) return NULL;
+    tp->n_threads = n_threads;
+    pthread_mutex_init(&tp->mu, NULL);
+    pthread_mutex_init(&tp->run_mu, NULL);
+    pthread_cond_init(&tp->wake, NULL);
+    pthread_cond_init(&tp->done, NULL);
+    if (n_threads > 1) {
+        tp->workers = calloc((size_t)n_threads - 1, sizeof(pthread_t));
+        if (!tp->workers) { free(tp); return NULL; }
+        for (int i = 0; i < n_threads - 1; i++) {
+            if (pthread_create(&tp->workers[i], NULL, worker_main, tp)) {
+                tp->n_threads = i + 1; /* run with the workers we got */
+                break;
+            }
+        }
+    }
+    return tp;
+}
+
+void kiln_threadpool_destroy(kiln_threadpool *tp) {
+    if (!tp) return;
+    pthread_mutex_lock(&tp->mu);
+    tp->stop = 1;
+    pthread_cond_broadcast(&tp->wake);
+    pthread_mutex_unlock(&tp->mu);
+    for (int i = 0; i < tp->n_threads - 1; i++) pthread_join(tp->workers[i], NULL);
+    free(tp->workers);
+    pthread_mutex_destroy(&tp->mu);
+    pthread_mutex_destroy(&tp->run_mu);
+    pthread_cond_destroy(&tp->wake);
+    pthread_cond_destroy(&tp->done);
+    free(tp);
+}
+
+int kiln_threadpool_size(const kiln_threadpool *tp) { return tp ? tp->n_threads : 1; }
+
+void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_pool_fn fn, void *arg) {
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    /* serial when there is no pool, the work is small, or we are already inside a job */
+    if (!tp || tp->n_threads == 1 || n <= grain || in_pool_job) {
+        fn(arg, 0, n);
+        return;
+    }
+    pthread_mutex_lock(&tp->run_mu);
+    /* about 4 chunks per thread balances uneven work without much counter traffic */
+    int64_t chunk = (n + tp->n_threads * 4 - 1) / (tp->n_threads * 4);
+    if (chunk < grain) chunk = grain;
+    pthread_mutex_lock(&tp->mu);
+    tp->fn = fn;
+    tp->arg = arg;
+    tp->n = n;
+    tp->chunk = chunk;
+    atomic_store(&tp->next, 0);
+    tp->active = tp->n_threads - 1;
+    tp->job_id++;
+    pthread_cond_broadcast(&tp->wake);
+    pthread_mutex_unlock(&tp->mu);
+    in_pool_job = 1;
+    run_chunks(tp);
+    in_pool_job = 0;
+    pthread_mutex_lock(&tp->mu);
+    while (tp->active > 0) pthread_cond_wait(&tp->done, &tp->mu);
+    pthread_mutex_unlock(&tp->mu);
+    pthread_mutex_unlock(&tp->run_mu);
+}

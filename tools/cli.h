@@ -1,0 +1,29 @@
+/* Shared pieces of the kiln command's subcommands. */
+#ifndef KILN_TOOLS_CLI_H
+#define KILN_TOOLS_CLI_H
+
+#include "core/session.h"
+#include "npy.h"
+
+int cmd_run(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_test(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* "--dim NAME=N" bindings for symbolic dimensions when kiln makes inputs itself. */
+typedef struct dim_binding { const char *name; int64_t value; } dim_binding;
+
+/* Opens MODEL or prints the error; returns NULL on failure. */
+kiln_session *cli_open(const char *path, int threads, int allow_missing, int verbose);
+/* Makes an input tensor for model input i from its declared type: symbolic dims from `dims`
+ * (default 1), floats uniform in [-1, 1), integers in [0, 2), bools random. */
+int cli_synthetic_input(kiln_session *s, size_t i, const dim_binding *dims, int n_dims, unsigned *seed,
+                        kiln_tensor *t);
+void cli_print_summary(const char *name, const kiln_value *v);
+double cli_now(void);
+
+typedef struct cli_feed { char *name; kiln_value v; } cli_feed;
+/* Reads test_data_set-style input_K.pb files of folder dir as feeds for the model's inputs. */
+int cli_load_pb_inputs(kiln_session *s, const char *dir, cli_feed **feeds, int *n);
+
+#endif

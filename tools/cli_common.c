@@ -1,0 +1,105 @@
+#include "cli.h"
+#include "core/dtype.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+kiln_session *cli_open(const char *path, int threads, int allow_missing, int verbose) {
+    kiln_options opt;
+    kiln_options_init(&opt);
+    opt.threads = threads;
+    opt.verbose = verbose;
+    kiln_err e = {0};
+    kiln_model *m;
+    if (kiln_model_load_file(path, &m, &e)) {
+        fprintf(stderr, "kiln: %s: %s\n", path, e.msg);
+        return NULL;
+    }
+    kiln_session *s;
+    if (kiln_session_open_model(m, &opt, allow_missing, &s)) {
+        fprintf(stderr, "kiln: %s: %s\n", path, kiln_last_error());
+        return NULL;
+    }
+    return s;
+}
+
+static unsigned next_rand(unsigned *seed) {
+    *seed = *seed * 1103515245u + 12345u;
+    return (*seed >> 8) & 0xffffff;
+}
+
+int cli_synthetic_input(kiln_session *s, size_t i, const dim_binding *dims, int n_dims, unsigned *seed,
+                        kiln_tensor *t) {
+    kiln_io_info info;
+    kiln_session_input_info(s, i, &info);
+    memset(t, 0, sizeof *t);
+    if (info.is_sequence || info.rank < 0 || !info.dtype) {
+        fprintf(stderr, "kiln: input '%s' has no static tensor type; give it with --inputs\n", info.name);
+        return -1;
+    }
+    t->dtype = info.dtype;
+    t->rank = info.rank;
+    for (int d = 0; d < info.rank; d++) {
+        t->dims[d] = info.dims[d] >= 0 ? info.dims[d] : 1;
+        for (int k = 0; k < n_dims; k++)
+            if (info.dim_names && info.dim_names[d] && !strcmp(dims[k].name, info.dim_names[d])) t->dims[d] = dims[k].value;
+    }
+    kiln_err e;
+    if (kiln_tensor_alloc(t, &e)) {
+        fprintf(stderr, "kiln: %s\n", e.msg);
+        return -1;
+    }
+    int64_t n = kiln_numel(t);
+    for (int64_t k = 0; k < n; k++) {
+        unsigned r = next_rand(seed);
+        if (t->dtype == KILN_DTYPE_STRING) ((char **)t->data)[k] = strdup("a");
+        else if (kiln_dtype_is_float(t->dtype)) kiln_store_f64(t->dtype, t->data, k, (double)r / (1 << 23) - 1.0);
+        else kiln_store_f64(t->dtype, t->data, k, (double)(r & 1));
+    }
+    return 0;
+}
+
+void cli_print_summary(const char *name, const kiln_value *v) {
+    if (v->kind == KILN_KIND_NONE) {
+        printf("%s: none (empty optional)\n", name);
+        return;
+    }
+    if (v->kind == KILN_KIND_SEQUENCE) {
+        printf("%s: sequence of %d %s tensors\n", name, v->seq_len, kiln_dtype_name((kiln_dtype)v->seq_dtype));
+        return;
+    }
+    const kiln_tensor *t = &v->t;
+    char shape[256];
+    kiln_shape_str(t, shape, sizeof shape);
+    int64_t n = kiln_numel(t);
+    printf("%s: %s", name, shape);
+    if (t->dtype == KILN_DTYPE_STRING) {
+        printf(" [");
+        for (int64_t i = 0; i < n && i < 4; i++) printf("%s\"%s\"", i ? ", " : "", ((char *const *)t->data)[i]);
+        printf("%s]\n", n > 4 ? ", ..." : "");
+        return;
+    }
+    if (t->dtype == KILN_DTYPE_COMPLEX64 || t->dtype == KILN_DTYPE_COMPLEX128 || !kiln_dtype_size(t->dtype)) {
+        printf("\n");
+        return;
+    }
+    double lo = INFINITY, hi = -INFINITY, sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double x = kiln_load_f64(t->dtype, t->data, i);
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+        sum += x;
+    }
+    if (n > 0) printf(" min %.6g max %.6g mean %.6g", lo, hi, sum / (double)n);
+    printf(" [");
+    for (int64_t i = 0; i < n && i < 6; i++) printf("%s%.6g", i ? ", " : "", kiln_load_f64(t->dtype, t->data, i));
+    printf("%s]\n", n > 6 ? ", ..." : "");
+}
