@@ -1,0 +1,207 @@
+/* The scaled-dot-product core shared by every attention op: a tiled online softmax ("flash
+ * attention" on the CPU). Work items are (batch, head, block of query rows); each walks the key
+ * tiles its rows can see, computes a (rows × keys) score block with one sgemm, adds the score
+ * terms, folds it into running row maxima / sums, and accumulates P·V with a second sgemm.
+ * Scores of masked-out tiles (causal future, beyond a 1-D mask's window) are never computed. */
+#include "attention_common.h"
+#include "attention_vecmath.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Work sizes. With BLAS serial, a 64-row query block against 128-key tiles keeps the score block,
+ * the K/V tiles and the accumulator in L2 while giving sgemm enough work per call. */
+enum { QBLOCK = 64, KTILE = 128 };
+
+typedef struct sdpa_job {
+    const kattn_sdpa *p;
+    int64_t qblocks;   /* query blocks per (batch, head) */
+    int64_t bq, tk;    /* rows per block, keys per tile */
+    atomic_int failed; /* a worker could not allocate its scratch */
+} sdpa_job;
+
+typedef struct row_window {
+    int64_t lo, hi; /* keys this row may see; lo >= hi: none (row of -inf) */
+} row_window;
+
+/* Keys query row s of batch b can see, before additive terms. */
+static row_window window_of(const kattn_sdpa *p, int64_t b, int64_t s, int64_t T) {
+    int64_t lim = T;
+    if (p->causal) {
+        int64_t c = p->past + s + 1;
+        if (c < lim) lim = c;
+        if (lim < 0) lim = 0;
+    }
+    row_window w = {0, lim};
+    if (p->key_lo) {
+        int64_t lo = p->key_lo[b], hi = p->key_hi[b];
+        if (lo < 0) lo = 0;
+        if (hi > lim) hi = lim;
+        if (lo < hi) {
+            w.lo = lo;
+            w.hi = hi;
+        } else if (!p->window_additive) {
+            w.lo = w.hi = 0;
+        }
+        /* additive window with nothing visible: every key carries the same penalty, which the
+         * softmax cancels, so the row attends to all causally visible keys */
+    }
+    return w;
+}
+
+static inline int64_t batch_off(const kattn_sdpa *p, int64_t b, int64_t sb, int64_t ss) {
+    return p->row0 ? p->row0[b] * ss : b * sb;
+}
+
+static float softcap_of(float x, float c) { return c * tanhf(x / c); }
+
+/* One (batch, head, query block). scratch: bq*tk scores, bq*Hv accumulator, 2*bq row stats. */
+static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_window *win) {
+    const kattn_sdpa *p = job->p;
+    const kattn_vec_ops *vo = kattn_vec();
+    int64_t qb = task % job->qblocks, bn = task / job->qblocks;
+    int64_t n = bn % p->N, b = bn / p->N;
+    int64_t S = p->seq_len ? p->seq_len[b] : p->S;
+    int64_t T = p->seq_len ? p->seq_len[b] : p->T;
+    int64_t s0 = qb * job->bq;
+    if (s0 >= S) return;
+    int64_t rows = S - s0 < job->bq ? S - s0 : job->bq;
+    int64_t nk = n / (p->N / p->N_kv);
+    const float *q = p->q.p + batch_off(p, b, p->q.sb, p->q.ss) + n * p->q.sn + s0 * p->q.ss;
+    const float *k = p->k.p + batch_off(p, b, p->k.sb, p->k.ss) + nk * p->k.sn;
+    const float *v = p->v.p + batch_off(p, b, p->v.sb, p->v.ss) + nk * p->v.sn;
+    float *out = p->out + batch_off(p, b, p->o_sb, p->o_ss) + n * p->o_sn + s0 * p->o_ss;
+    int64_t tk = job->tk, Hv = p->Hv;
+    float *sc = scratch, *acc = scratch + job->bq * tk, *mx = acc + job->bq * Hv, *sum = mx + job->bq;
+
+    int64_t klo = T, khi = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        win[i] = window_of(p, b, s0 + i, T);
+        if (win[i].lo < win[i].hi) {
+            if (win[i].lo < klo) klo = win[i].lo;
+            if (win[i].hi > khi) khi = win[i].hi;
+        }
+        mx[i] = -INFINITY;
+        sum[i] = 0.0f;
+    }
+    memset(acc, 0, sizeof(float) * rows * Hv);
+    if (p->qk_out) { /* the scores output needs every column, so one tile spans [0, T) */
+        klo = 0;
+        khi = T;
+    }
+
+    for (int64_t t0 = klo; t0 < khi; t0 += tk) {
+        int64_t tn = khi - t0 < tk ? khi - t0 : tk;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)tn, (int)p->H,
+                    p->scale, q, (int)p->q.ss, k + t0 * p->k.ss, (int)p->k.ss, 0.0f, sc, (int)tn);
+        for (int64_t i = 0; i < rows; i++) {
+            float *x = sc + i * tn;
+            int64_t s = s0 + i;
+            float *qo = p->qk_out ? p->qk_out + ((b * p->N + n) * p->S + s) * p->T : NULL;
+            if (qo && p->qk_mode == 0) memcpy(qo + t0, x, sizeof(float) * tn);
+            if (p->softcap > 0.0f)
+                for (int64_t j = 0; j < tn; j++) x[j] = softcap_of(x[j], p->softcap);
+            if (qo && p->qk_mode == 1) memcpy(qo + t0, x, sizeof(float) * tn);
+            for (int a = 0; a < KATTN_MAX_ADDENDS; a++) {
+                const kattn_addend *ad = &p->add[a];
+                if (!ad->p) continue;
+                const float *ar = ad->p + b * ad->sb + n * ad->sn + s * ad->ss;
+                int64_t have = ad->cols - t0;
+                if (have > tn) have = tn;
+                if (have > 0) vo->add(x, ar + t0, have);
+                for (int64_t j = have < 0 ? 0 : have; j < tn; j++) x[j] = -INFINITY;
+            }
+            /* outside the row's window */
+            int64_t lo = win[i].lo - t0, hi = win[i].hi - t0;
+            if (lo > tn) lo = tn;
+            if (hi < 0) hi = 0;
+            if (lo >= hi) {
+                lo = hi = 0;
+            }
+            for (int64_t j = 0; j < lo; j++) x[j] = -INFINITY;
+            for (int64_t j = hi; j < tn; j++) x[j] = -INFINITY;
+            if (qo && p->qk_mode == 2) memcpy(qo + t0, x, sizeof(float) * tn);
+
+            float m_old = mx[i], m_new = vo->row_max(x, tn);
+            if (m_old > m_new) m_new = m_old;
+            if (m_new == -INFINITY) { /* nothing visible yet in this row */
+                memset(x, 0, sizeof(float) * tn);
+                continue;
+            }
+            float corr = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+            float s_new = vo->exp_shift_sum(x, tn, m_new);
+            sum[i] = sum[i] * corr + s_new;
+            mx[i] = m_new;
+            if (corr != 1.0f) vo->scale(acc + i * Hv, Hv, corr);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)Hv, (int)tn, 1.0f, sc,
+                    (int)tn, v + t0 * p->v.ss, (int)p->v.ss, 1.0f, acc, (int)Hv);
+        if (p->qk_out && p->qk_mode == 3) {
+            for (int64_t i = 0; i < rows; i++) {
+                float *qo = p->qk_out + ((b * p->N + n) * p->S + s0 + i) * p->T;
+                float inv = sum[i] > 0.0f ? 1.0f / sum[i] : NAN;
+                for (int64_t j = 0; j < tn; j++) qo[t0 + j] = sc[i * tn + j] * inv;
+            }
+        }
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        float *o = out + i * p->o_ss;
+        if (sum[i] > 0.0f) {
+            float inv = 1.0f / sum[i];
+            for (int64_t h = 0; h < Hv; h++) o[h] = acc[i * Hv + h] * inv;
+        } else {
+            /* every score was -inf (hard masks only): softmax is 0/0 */
+            float fill = T > 0 ? NAN : 0.0f;
+            for (int64_t h = 0; h < Hv; h++) o[h] = fill;
+            if (p->qk_out && p->qk_mode == 3) {
+                float *qo = p->qk_out + ((b * p->N + n) * p->S + s0 + i) * p->T;
+                for (int64_t j = 0; j < T; j++) qo[j] = NAN;
+            }
+        }
+    }
+}
+
+static void sdpa_range(void *arg, int64_t begin, int64_t end) {
+    sdpa_job *job = arg;
+    const kattn_sdpa *p = job->p;
+    size_t nf = (size_t)(job->bq * job->tk + job->bq * p->Hv + 2 * job->bq);
+    float *scratch = malloc(nf * sizeof(float));
+    row_window *win = malloc(sizeof(row_window) * (size_t)job->bq);
+    if (!scratch || !win) {
+        atomic_store(&job->failed, 1);
+    } else {
+        for (int64_t t = begin; t < end; t++) sdpa_block(job, t, scratch, win);
+    }
+    free(scratch);
+    free(win);
+}
+
+kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p) {
+    if (p->B == 0 || p->N == 0 || p->S == 0) return KILN_OK;
+    /* cblas takes int sizes and strides */
+    int64_t big = p->T;
+    const int64_t dims[] = {p->H, p->Hv, p->q.ss, p->k.ss, p->v.ss};
+    for (int i = 0; i < 5; i++)
+        if (dims[i] > big) big = dims[i];
+    if (big > INT32_MAX / 2)
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "attention dimensions too large (%lld)",
+                         (long long)big);
+    kattn_blas_serial();
+    sdpa_job job;
+    job.p = p;
+    job.bq = p->S < QBLOCK ? p->S : QBLOCK;
+    /* fewer query rows (decoding) leave room for longer key tiles */
+    job.tk = p->qk_out ? p->T : (p->S < QBLOCK ? KTILE * (QBLOCK / job.bq < 8 ? QBLOCK / job.bq : 8)
+                                                : KTILE);
+    if (job.tk < 1) job.tk = 1;
+    job.qblocks = (p->S + job.bq - 1) / job.bq;
+    atomic_init(&job.failed, 0);
+    int64_t tasks = p->B * p->N * job.qblocks;
+    kiln_parallel_for(ctx, tasks, 1, sdpa_range, &job);
+    if (atomic_load(&job.failed))
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for attention scratch");
+    return KILN_OK;
+}

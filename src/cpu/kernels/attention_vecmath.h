@@ -1,0 +1,20 @@
+/* Row operations of the attention softmax, vectorised with AVX2/FMA where the CPU has it (chosen
+ * at run time) and portable C otherwise. */
+#ifndef KILN_ATTENTION_VECMATH_H
+#define KILN_ATTENTION_VECMATH_H
+
+#include <stdint.h>
+
+typedef struct kattn_vec_ops {
+    float (*row_max)(const float *x, int64_t n);
+    /* x[i] = exp(x[i] - m); returns the sum of the new x. exp of -inf (or anything below -87) is 0. */
+    float (*exp_shift_sum)(float *x, int64_t n, float m);
+    void (*scale)(float *x, int64_t n, float c);
+    void (*add)(float *x, const float *a, int64_t n);
+} kattn_vec_ops;
+
+const kattn_vec_ops *kattn_vec(void);
+/* The portable versions, for tests of the vector ones. */
+const kattn_vec_ops *kattn_vec_portable(void);
+
+#endif
