@@ -1,0 +1,122 @@
+/* Window attributes (strides, dilations, pads, auto_pad) and output sizes for Conv and pooling,
+ * plus FusedConv's activations. */
+#include "conv_util.h"
+#include "gemm_util.h"
+#include <math.h>
+#include <string.h>
+
+const char *kconv_dims_str(int rank, const int64_t *dims, char *buf, size_t n) {
+    return kgemm_dims_str(rank, dims, buf, n);
+}
+
+kiln_status kconv_auto_pad(kiln_ctx *ctx, int *mode) {
+    const char *s = kiln_attr_string(ctx->node, "auto_pad", "NOTSET");
+    if (!s || !*s || !strcmp(s, "NOTSET")) *mode = KCONV_PAD_NOTSET;
+    else if (!strcmp(s, "SAME_UPPER")) *mode = KCONV_PAD_SAME_UPPER;
+    else if (!strcmp(s, "SAME_LOWER")) *mode = KCONV_PAD_SAME_LOWER;
+    else if (!strcmp(s, "VALID")) *mode = KCONV_PAD_VALID;
+    else
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "auto_pad '%s' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID", s);
+    return KILN_OK;
+}
+
+static kiln_status read_list(kiln_ctx *ctx, const char *name, int want, int64_t dflt, int64_t min,
+                             int64_t *out) {
+    int n = 0;
+    const int64_t *v = kiln_attr_ints(ctx->node, name, &n);
+    for (int i = 0; i < want; i++) out[i] = dflt;
+    if (!v) return KILN_OK;
+    if (n != want)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "attribute %s has %d values, expected %d",
+                         name, n, want);
+    for (int i = 0; i < want; i++) {
+        if (v[i] < min)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "attribute %s[%d] is %lld; it must be >= %lld", name, i,
+                             (long long)v[i], (long long)min);
+        out[i] = v[i];
+    }
+    return KILN_OK;
+}
+
+void kconv_finish_sizes(kconv_geom *g) {
+    g->in_size = g->out_size = g->k_size = 1;
+    for (int i = 0; i < g->nd; i++) {
+        g->in_size = g->in[i] < 0 || g->in_size < 0 ? -1 : g->in_size * g->in[i];
+        g->out_size = g->out[i] < 0 || g->out_size < 0 ? -1 : g->out_size * g->out[i];
+        g->k_size *= g->k[i];
+    }
+}
+
+kiln_status kconv_window(kiln_ctx *ctx, kconv_geom *g, int use_dilations, int ceil_mode) {
+    int nd = g->nd, mode;
+    int64_t pads[2 * KCONV_MAX_ND];
+    KILN_TRY(kconv_auto_pad(ctx, &mode));
+    KILN_TRY(read_list(ctx, "strides", nd, 1, 1, g->stride));
+    if (use_dilations) KILN_TRY(read_list(ctx, "dilations", nd, 1, 1, g->dil));
+    else for (int i = 0; i < nd; i++) g->dil[i] = 1;
+    KILN_TRY(read_list(ctx, "pads", 2 * nd, 0, 0, pads));
+    for (int i = 0; i < nd; i++) {
+        if (g->k[i] < 1)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "kernel size %lld in dim %d is not positive",
+                             (long long)g->k[i], i);
+        int64_t dk = (g->k[i] - 1) * g->dil[i] + 1, in = g->in[i], s = g->stride[i];
+        g->pad_b[i] = mode == KCONV_PAD_NOTSET ? pads[i] : 0;
+        g->pad_e[i] = mode == KCONV_PAD_NOTSET ? pads[nd + i] : 0;
+        if (in < 0) {
+            g->out[i] = KILN_DIM_UNKNOWN;
+            continue;
+        }
+        if (mode == KCONV_PAD_SAME_UPPER || mode == KCONV_PAD_SAME_LOWER) {
+            int64_t out = (in + s - 1) / s, total = (out - 1) * s + dk - in;
+            if (total < 0) total = 0;
+            g->pad_b[i] = mode == KCONV_PAD_SAME_UPPER ? total / 2 : total - total / 2;
+            g->pad_e[i] = total - g->pad_b[i];
+            g->out[i] = out;
+            continue;
+        }
+        int64_t span = in + g->pad_b[i] + g->pad_e[i] - dk;
+        if (span < 0)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "in spatial dim %d the window (extent %lld) is larger than the padded "
+                             "input (%lld)", i, (long long)dk, (long long)(in + g->pad_b[i] + g->pad_e[i]));
+        int64_t out = span / s + 1;
+        if (ceil_mode && span % s) {
+            out++;
+            /* a window that would start in the end padding is dropped */
+            if ((out - 1) * s >= in + g->pad_b[i]) out--;
+        }
+        g->out[i] = out;
+    }
+    kconv_finish_sizes(g);
+    return KILN_OK;
+}
+
+void kconv_apply_act(const kconv_act *act, float *y, int64_t n) {
+    switch (act->kind) {
+    case KACT_RELU:
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        break;
+    case KACT_TANH:
+        for (int64_t i = 0; i < n; i++) y[i] = tanhf(y[i]);
+        break;
+    case KACT_SIGMOID:
+        for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-y[i]));
+        break;
+    case KACT_LEAKY:
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] >= 0.0f ? y[i] : act->a * y[i];
+        break;
+    case KACT_CLIP:
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] < act->a ? act->a : y[i] > act->b ? act->b : y[i];
+        break;
+    case KACT_HSIGMOID:
+        for (int64_t i = 0; i < n; i++) {
+            float v = act->a * y[i] + act->b;
+            y[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+        }
+        break;
+    default:
+        break;
+    }
+}

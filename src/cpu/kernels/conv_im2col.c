@@ -1,0 +1,122 @@
+/* im2col and col2im for any number of spatial dims. Both walk the output positions in segments
+ * that stay inside one row of the last spatial dim, so the bounds checks of the outer dims run
+ * once per segment and the inner loop is a plain (strided) copy or add. */
+#include "conv_util.h"
+#include <string.h>
+
+/* Input-plane strides of the spatial dims (innermost = 1). */
+static void plane_strides(const int64_t *dims, int nd, int64_t *st) {
+    int64_t s = 1;
+    for (int i = nd - 1; i >= 0; i--) {
+        st[i] = s;
+        s *= dims[i];
+    }
+}
+
+/* Range [lo, hi) of t in [0, len) for which 0 <= base + t*s < lim. */
+static void valid_span(int64_t base, int64_t s, int64_t lim, int64_t len, int64_t *lo, int64_t *hi) {
+    int64_t a = base >= 0 ? 0 : (-base + s - 1) / s;
+    int64_t b = base >= lim ? 0 : (lim - base + s - 1) / s;
+    if (a > len) a = len;
+    if (b > len) b = len;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+#define DEFINE_IM2COL(NAME, T)                                                                     \
+    void NAME(const kconv_geom *g, int64_t Cg, const T *x, int64_t p0, int64_t p1, T *dst,         \
+              int64_t ld) {                                                                        \
+        int nd = g->nd, L = nd - 1;                                                                \
+        int64_t ist[KCONV_MAX_ND], ost[KCONV_MAX_ND], start[KCONV_MAX_ND];                         \
+        plane_strides(g->in, nd, ist);                                                             \
+        plane_strides(g->out, nd, ost);                                                            \
+        for (int d = 0; d < nd; d++) start[d] = (p0 / ost[d]) % g->out[d];                         \
+        int64_t OW = g->out[L], IW = g->in[L], sw = g->stride[L], dw = g->dil[L];                   \
+        int64_t kidx[KCONV_MAX_ND] = {0};                                                          \
+        int64_t rows = Cg * g->k_size;                                                             \
+        for (int64_t r = 0; r < rows; r++) {                                                       \
+            int64_t c = r / g->k_size;                                                             \
+            T *drow = dst + r * ld;                                                                \
+            int64_t o[KCONV_MAX_ND];                                                               \
+            memcpy(o, start, sizeof(int64_t) * nd);                                                \
+            for (int64_t p = p0, j = 0; p < p1;) {                                                 \
+                int64_t len = OW - o[L];                                                           \
+                if (len > p1 - p) len = p1 - p;                                                    \
+                int valid = 1;                                                                     \
+                int64_t off = c * g->in_size;                                                      \
+                for (int d = 0; d < L; d++) {                                                      \
+                    int64_t i = o[d] * g->stride[d] - g->pad_b[d] + kidx[d] * g->dil[d];            \
+                    if (i < 0 || i >= g->in[d]) { valid = 0; break; }                              \
+                    off += i * ist[d];                                                             \
+                }                                                                                  \
+                T *dd = drow + j;                                                                  \
+                if (!valid) {                                                                      \
+                    memset(dd, 0, sizeof(T) * (size_t)len);                                        \
+                } else {                                                                           \
+                    int64_t base = o[L] * sw - g->pad_b[L] + kidx[L] * dw, lo, hi;                 \
+                    valid_span(base, sw, IW, len, &lo, &hi);                                       \
+                    const T *src = x + off;                                                        \
+                    for (int64_t t = 0; t < lo; t++) dd[t] = 0;                                    \
+                    if (sw == 1) memcpy(dd + lo, src + (base + lo), sizeof(T) * (size_t)(hi - lo));\
+                    else for (int64_t t = lo; t < hi; t++) dd[t] = src[base + t * sw];             \
+                    for (int64_t t = hi; t < len; t++) dd[t] = 0;                                  \
+                }                                                                                  \
+                p += len;                                                                          \
+                j += len;                                                                          \
+                o[L] += len;                                                                       \
+                for (int d = L; d > 0 && o[d] >= g->out[d]; d--) { o[d] = 0; o[d - 1]++; }          \
+            }                                                                                      \
+            for (int d = L; d >= 0; d--) { /* next kernel offset */                                \
+                if (++kidx[d] < g->k[d]) break;                                                    \
+                kidx[d] = 0;                                                                       \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_IM2COL(kconv_im2col_f32, float)
+DEFINE_IM2COL(kconv_im2col_f64, double)
+
+/* col rows are (m, kernel offset), columns the g->in positions; adds into the g->out planes. */
+#define DEFINE_COL2IM(NAME, T)                                                                     \
+    void NAME(const kconv_geom *g, const T *col, int64_t m0, int64_t m1, T *y) {                   \
+        int nd = g->nd, L = nd - 1;                                                                \
+        int64_t yst[KCONV_MAX_ND];                                                                 \
+        plane_strides(g->out, nd, yst);                                                            \
+        int64_t IW = g->in[L], OW = g->out[L], sw = g->stride[L], dw = g->dil[L];                   \
+        for (int64_t m = m0; m < m1; m++) {                                                        \
+            T *yp = y + m * g->out_size;                                                           \
+            int64_t kidx[KCONV_MAX_ND] = {0};                                                      \
+            for (int64_t kk = 0; kk < g->k_size; kk++) {                                           \
+                const T *crow = col + (m * g->k_size + kk) * g->in_size;                           \
+                int64_t o[KCONV_MAX_ND] = {0};                                                     \
+                for (int64_t p = 0; p < g->in_size; p += IW) {                                     \
+                    int valid = 1;                                                                 \
+                    int64_t off = 0;                                                               \
+                    for (int d = 0; d < L; d++) {                                                  \
+                        int64_t i = o[d] * g->stride[d] - g->pad_b[d] + kidx[d] * g->dil[d];        \
+                        if (i < 0 || i >= g->out[d]) { valid = 0; break; }                         \
+                        off += i * yst[d];                                                         \
+                    }                                                                              \
+                    if (valid) {                                                                   \
+                        int64_t base = -g->pad_b[L] + kidx[L] * dw, lo, hi;                        \
+                        valid_span(base, sw, OW, IW, &lo, &hi);                                    \
+                        T *dst = yp + off;                                                         \
+                        const T *src = crow + p;                                                   \
+                        for (int64_t t = lo; t < hi; t++) dst[base + t * sw] += src[t];            \
+                    }                                                                              \
+                    for (int d = L - 1; d >= 0; d--) {                                             \
+                        if (++o[d] < g->in[d]) break;                                              \
+                        o[d] = 0;                                                                  \
+                    }                                                                              \
+                }                                                                                  \
+                for (int d = L; d >= 0; d--) {                                                     \
+                    if (++kidx[d] < g->k[d]) break;                                                \
+                    kidx[d] = 0;                                                                   \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_COL2IM(kconv_col2im_f32, float)
+DEFINE_COL2IM(kconv_col2im_f64, double)

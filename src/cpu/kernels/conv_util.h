@@ -1,0 +1,80 @@
+/* Sliding-window geometry shared by the convolution and pooling kernels (kernel, strides,
+ * dilations, pads, auto_pad, output sizes), im2col/col2im, and the entry points of conv ops whose
+ * family table lives in conv.c. */
+#ifndef KILN_CONV_UTIL_H
+#define KILN_CONV_UTIL_H
+
+#include "ops/op.h"
+
+#define KCONV_MAX_ND (KILN_MAX_RANK - 2)
+
+typedef struct kconv_geom {
+    int nd;                         /* spatial rank */
+    int64_t N, C, M, group;         /* batch, input channels, output channels, groups */
+    int64_t in[KCONV_MAX_ND], out[KCONV_MAX_ND], k[KCONV_MAX_ND];
+    int64_t stride[KCONV_MAX_ND], dil[KCONV_MAX_ND], pad_b[KCONV_MAX_ND], pad_e[KCONV_MAX_ND];
+    int64_t in_size, out_size, k_size; /* products over the spatial dims */
+} kconv_geom;
+
+enum { KCONV_PAD_NOTSET, KCONV_PAD_SAME_UPPER, KCONV_PAD_SAME_LOWER, KCONV_PAD_VALID };
+
+/* Reads strides, dilations (if use_dilations), pads and auto_pad for g->nd spatial dims with
+ * g->k already set, checks them, and computes g->out from g->in (which may hold unknown dims:
+ * the matching outputs are then unknown). ceil_mode: pooling's rounding up. */
+kiln_status kconv_window(kiln_ctx *ctx, kconv_geom *g, int use_dilations, int ceil_mode);
+/* auto_pad attribute as KCONV_PAD_*; fails on an unknown value. */
+kiln_status kconv_auto_pad(kiln_ctx *ctx, int *mode);
+void kconv_finish_sizes(kconv_geom *g);
+
+/* Rows [Cg * k_size] x columns [p0, p1) of the im2col matrix of one image's channel block x
+ * (Cg planes of in_size); dst row stride ld. Padding reads as zero. */
+void kconv_im2col_f32(const kconv_geom *g, int64_t Cg, const float *x, int64_t p0, int64_t p1,
+                      float *dst, int64_t ld);
+void kconv_im2col_f64(const kconv_geom *g, int64_t Cg, const double *x, int64_t p0, int64_t p1,
+                      double *dst, int64_t ld);
+/* Adds columns of col [Mg * k_size, in_size] into the output planes [m0, m1) of y (transposed
+ * convolution: g->in is the small input, g->out the large output). */
+void kconv_col2im_f32(const kconv_geom *g, const float *col, int64_t m0, int64_t m1, float *y);
+void kconv_col2im_f64(const kconv_geom *g, const double *col, int64_t m0, int64_t m1, double *y);
+
+/* Depthwise 2-D (or 1-D) convolution, one input channel per group: planes [q0, q1) of the
+ * N * M output planes. bias may be NULL. Returns -1 when out of memory. */
+int kconv_depthwise_ok(const kconv_geom *g);
+int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
+                         float *y, int64_t q0, int64_t q1);
+
+/* FusedConv's activation applied in place to n values. */
+typedef struct kconv_act {
+    int kind;
+    float a, b;
+} kconv_act;
+enum { KACT_NONE, KACT_RELU, KACT_TANH, KACT_SIGMOID, KACT_LEAKY, KACT_CLIP, KACT_HSIGMOID };
+void kconv_apply_act(const kconv_act *act, float *y, int64_t n);
+
+/* Float convolution of the whole batch (x, w, bias, y all float32; z: optional residual added
+ * before the activation, same shape as y). */
+kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
+                          const float *bias, const float *z, const kconv_act *act, float *y);
+kiln_status kconv_run_f64(kiln_ctx *ctx, const kconv_geom *g, const double *x, const double *w,
+                          const double *bias, double *y);
+
+/* Conv's checks of X, W, B (shared with ConvInteger); *shape_known = 0 when the output cannot
+ * be inferred yet (static inference with unknown ranks). */
+kiln_status kconv_check(kiln_ctx *ctx, const kiln_tensor *X, const kiln_tensor *W,
+                        const kiln_tensor *B, kconv_geom *g, int *shape_known);
+/* Init/fini that keep a float32 copy of a constant half-precision W (input 1), and the lookup. */
+kiln_status kconv_init_weight(kiln_ctx *ctx);
+void kconv_fini_weight(void *state);
+const float *kconv_cached_weight(kiln_ctx *ctx, const kiln_tensor *W);
+
+/* Entry points of ops in other conv files, listed in conv.c's table. */
+kiln_status kconvt_infer(kiln_ctx *ctx);
+kiln_status kconvt_compute(kiln_ctx *ctx);
+kiln_status kdeform_infer(kiln_ctx *ctx);
+kiln_status kdeform_compute(kiln_ctx *ctx);
+kiln_status kconvint_infer(kiln_ctx *ctx);
+kiln_status kconvint_compute(kiln_ctx *ctx);
+
+const char *kconv_dims_str(int rank, const int64_t *dims, char *buf, size_t n);
+
+#endif
