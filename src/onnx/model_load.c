@@ -1045,9 +1045,9 @@ static kiln_status parse_model(loader *L, const uint8_t *data, size_t len) {
                          "not a valid ONNX model: the protobuf data is truncated or corrupt");
     if (!have_graph)
         return kiln_fail(L->e, KILN_ERR_INVALID_MODEL, "not an ONNX model: no graph (ModelProto field 7)");
-    if (m->ir_version < 3 || m->ir_version > 12)
+    if (m->ir_version < 3 || m->ir_version > 13)
         return kiln_fail(L->e, KILN_ERR_INVALID_MODEL,
-                         "unsupported IR version %lld (kiln reads IR versions 3 to 12)", (long long)m->ir_version);
+                         "unsupported IR version %lld (kiln reads IR versions 3 to 13)", (long long)m->ir_version);
     if (kiln_model_opset(m, "") < 0 && m->n_opsets == 0)
         return kiln_fail(L->e, KILN_ERR_INVALID_MODEL, "model imports no opset");
     return parse_graph(L, gdata, glen, NULL, &m->graph);

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what kiln needs to build and test on Debian 12, by package name only: the C toolchain
+# and OpenBLAS from Debian, the ONNX conformance data (onnx 1.12) from Debian, and numpy, onnx
+# (1.22, which still ships its node tests), onnxruntime (the oracle) and pytest from PyPI.
+set -euo pipefail
+need_apt=()
+for p in build-essential cmake pkg-config libopenblas-dev zlib1g-dev libonnx-testdata clang libclang-rt-14-dev; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+fi
+PY=${PYTHON:-python3}
+if ! $PY -c "import numpy, onnx, onnxruntime, pytest; assert onnx.__version__.startswith('1.22')" 2>/dev/null; then
+  $PY -m pip install -q "numpy>=1.24" "onnx==1.22.0" "onnxruntime>=1.20" "pytest>=7"
+fi

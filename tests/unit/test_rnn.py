@@ -1,0 +1,211 @@
+"""RNN / LSTM / GRU against onnxruntime: directions, layouts, sequence_lens, initial states,
+peepholes, clip, activations with alpha/beta, linear_before_reset, input_forget, opsets."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from util import assert_same, check, node_model, rand, run_kiln, run_ort  # noqa: E402
+
+GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+
+
+def build(cell, S, B, I, H, direction="forward", layout=0, bias=True, seq_lens=None, init_h=True,
+          init_c=True, peep=False, opset=14, outputs=("Y", "Y_h", "Y_c"), dtype=np.float32, seed=0,
+          attrs=None, as_initializers=False):
+    rng = np.random.default_rng(seed)
+    D = 2 if direction == "bidirectional" else 1
+    G = GATES[cell]
+    X = rand(rng, (B, S, I) if layout else (S, B, I), dtype, -1, 1)
+    W = rand(rng, (D, G * H, I), dtype, -0.7, 0.7)
+    R = rand(rng, (D, G * H, H), dtype, -0.7, 0.7)
+    ins = [("X", X), ("W", W), ("R", R)]
+    ins.append(("B", rand(rng, (D, 2 * G * H), dtype, -0.5, 0.5)) if bias else ("", None))
+    ins.append(("sequence_lens", np.asarray(seq_lens, np.int32)) if seq_lens is not None else ("", None))
+    hshape = (B, D, H) if layout else (D, B, H)
+    ins.append(("initial_h", rand(rng, hshape, dtype, -1, 1)) if init_h else ("", None))
+    if cell == "LSTM":
+        ins.append(("initial_c", rand(rng, hshape, dtype, -1, 1)) if init_c else ("", None))
+        ins.append(("P", rand(rng, (D, 3 * H), dtype, -0.5, 0.5)) if peep else ("", None))
+    while ins and ins[-1][0] == "":
+        ins.pop()
+    a = {"hidden_size": H, "direction": direction}
+    if opset >= 14:
+        a["layout"] = layout
+    a.update(attrs or {})
+    outs = list(outputs) if cell == "LSTM" else [o for o in outputs if o != "Y_c"]
+    feeds = {n: v for n, v in ins if n}
+    inits = {}
+    if as_initializers:
+        inits = {n: feeds.pop(n) for n in ("W", "R", "B") if n in feeds}
+    m = node_model(cell, [(n, v if v is not None else np.zeros(1, np.float32)) for n, v in ins],
+                   [(o, dtype) if o else "" for o in outs], attrs=a, opset=opset, initializers=inits)
+    return m, feeds
+
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_directions(cell, direction):
+    m, feeds = build(cell, S=5, B=3, I=4, H=6, direction=direction, peep=cell == "LSTM",
+                     seed=len(cell) * 10 + len(direction))
+    check(m, feeds, **TOL)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_layout_batch_major(cell, direction):
+    """onnxruntime has no layout=1: compare with its layout=0 result on transposed data."""
+    kw = dict(S=5, B=3, I=4, H=6, direction=direction, peep=cell == "LSTM", seq_lens=[5, 2, 4], seed=17)
+    m1, f1 = build(cell, layout=1, **kw)
+    m0, _ = build(cell, layout=0, **kw)
+    f0 = dict(f1)
+    for k in ("X", "initial_h", "initial_c"):
+        if k in f0:
+            f0[k] = np.ascontiguousarray(f1[k].transpose(1, 0, 2))
+    got = run_kiln(m1, f1)
+    want = run_ort(m0, f0)
+    assert len(got) == len(want)
+    assert_same(got[0], want[0].transpose(2, 0, 1, 3), what="Y", **TOL)
+    for i in range(1, len(got)):
+        assert_same(got[i], want[i].transpose(1, 0, 2), what=f"output {i}", **TOL)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_sequence_lens(cell, direction):
+    m, feeds = build(cell, S=6, B=4, I=3, H=5, direction=direction, seq_lens=[6, 2, 4, 1],
+                     peep=cell == "LSTM", seed=7)
+    check(m, feeds, **TOL)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+def test_no_optional_inputs(cell):
+    m, feeds = build(cell, S=4, B=2, I=3, H=4, bias=False, init_h=False, init_c=False, seed=3)
+    check(m, feeds, **TOL)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("outputs", [("", "Y_h"), ("Y",), ("", "", "Y_c")])
+def test_output_subsets(cell, outputs):
+    if cell != "LSTM" and outputs == ("", "", "Y_c"):
+        outputs = ("", "Y_h")
+    m, feeds = build(cell, S=3, B=2, I=3, H=4, outputs=outputs, seed=11, direction="bidirectional")
+    check(m, feeds, **TOL)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+def test_clip(cell):
+    m, feeds = build(cell, S=5, B=2, I=4, H=3, attrs={"clip": 0.3}, seed=5, peep=cell == "LSTM")
+    for k in ("W", "R"):
+        feeds[k] = feeds[k] * 4  # drive the gates well past the clip
+    check(m, feeds, **TOL)
+
+
+def test_gru_linear_before_reset():
+    for direction in ("forward", "bidirectional"):
+        m, feeds = build("GRU", S=5, B=3, I=4, H=5, direction=direction,
+                         attrs={"linear_before_reset": 1}, seed=21, seq_lens=[5, 3, 1])
+        check(m, feeds, **TOL)
+
+
+def test_lstm_input_forget():
+    m, feeds = build("LSTM", S=4, B=2, I=3, H=4, attrs={"input_forget": 1}, peep=True, seed=9)
+    check(m, feeds, **TOL)
+
+
+ACTS = [
+    ("RNN", ["Relu"], [], []),
+    ("RNN", ["LeakyRelu"], [0.2], []),
+    ("RNN", ["Affine", "ScaledTanh"], [0.5, 0.8], [0.1, 1.3]),
+    ("RNN", ["Softsign", "Softplus"], [], []),
+    ("GRU", ["HardSigmoid", "Elu"], [0.3, 0.7], [0.4]),
+    ("GRU", ["Sigmoid", "Tanh", "Sigmoid", "Softsign"], [], []),
+    ("LSTM", ["HardSigmoid", "Tanh", "Softsign"], [0.25], [0.45]),
+    ("LSTM", ["Sigmoid", "ScaledTanh", "Tanh"], [0.9], [1.1]),
+]
+
+
+@pytest.mark.parametrize("cell,acts,alpha,beta", ACTS)
+def test_activations(cell, acts, alpha, beta):
+    n_per_dir = {"RNN": 1, "GRU": 2, "LSTM": 3}[cell]
+    direction = "bidirectional" if len(acts) == 2 * n_per_dir else "forward"
+    attrs = {"activations": acts}
+    if alpha:
+        attrs["activation_alpha"] = alpha
+    if beta:
+        attrs["activation_beta"] = beta
+    m, feeds = build(cell, S=4, B=2, I=3, H=4, direction=direction, attrs=attrs, seed=len(acts))
+    check(m, feeds, **TOL)
+
+
+@pytest.mark.parametrize("cell,opset", [("RNN", 7), ("GRU", 7), ("LSTM", 7), ("LSTM", 22), ("GRU", 22),
+                                        ("RNN", 22)])
+def test_opsets(cell, opset):
+    attrs = {"linear_before_reset": 1} if cell == "GRU" else {}
+    m, feeds = build(cell, S=3, B=2, I=3, H=4, direction="bidirectional", opset=opset, attrs=attrs, seed=opset)
+    check(m, feeds, **TOL)
+
+
+@pytest.mark.parametrize("opset,attrs", [(1, {}), (3, {"linear_before_reset": 1}), (3, {})])
+def test_gru_early_opsets(opset, attrs):
+    """onnxruntime has no GRU-1/GRU-3 kernels; the math is GRU-7's."""
+    kw = dict(S=4, B=2, I=3, H=4, direction="bidirectional", attrs=attrs, seed=60 + opset)
+    m_old, feeds = build("GRU", opset=opset, **kw)
+    m7, _ = build("GRU", opset=7, **kw)
+    got, want = run_kiln(m_old, feeds), run_ort(m7, feeds)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert_same(g, w, what=f"output {i}", **TOL)
+
+
+def test_weights_as_initializers():
+    for cell in GATES:
+        m, feeds = build(cell, S=4, B=3, I=5, H=4, as_initializers=True, seed=31)
+        check(m, feeds, **TOL)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+def test_double(cell):
+    """onnxruntime runs these in float only: compare with its float32 result."""
+    kw = dict(S=4, B=2, I=3, H=4, direction="bidirectional", seed=41, seq_lens=[4, 2],
+              peep=cell == "LSTM")
+    m64, f64 = build(cell, dtype=np.float64, **kw)
+    m32, _ = build(cell, dtype=np.float32, **kw)
+    got = run_kiln(m64, f64)
+    want = run_ort(m32, {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in f64.items()})
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == np.float64
+        assert_same(g.astype(np.float32), w, what=f"output {i}", rtol=1e-4, atol=1e-5)
+
+
+def test_float16():
+    kw = dict(S=4, B=2, I=3, H=4, seed=43)
+    m16, f16 = build("GRU", dtype=np.float16, **kw)
+    m32, _ = build("GRU", dtype=np.float32, **kw)
+    got = run_kiln(m16, f16)
+    want = run_ort(m32, {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in f16.items()})
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == np.float16
+        assert_same(g.astype(np.float32), w, what=f"output {i}", rtol=2e-2, atol=2e-3)
+
+
+def test_larger_batch_threads():
+    m, feeds = build("LSTM", S=12, B=16, I=32, H=24, direction="bidirectional", peep=True, seed=51)
+    check(m, feeds, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs_fail_cleanly():
+    m, feeds = build("LSTM", S=3, B=2, I=3, H=4, seed=1)
+    feeds["W"] = feeds["W"][:, :-1, :]  # wrong number of gate rows
+    with pytest.raises(Exception, match="W"):
+        run_kiln(m, feeds)
+    m, feeds = build("GRU", S=3, B=2, I=3, H=4, seq_lens=[3, 5], seed=2)
+    with pytest.raises(Exception, match="sequence_lens"):
+        run_kiln(m, feeds)
+    m, feeds = build("RNN", S=3, B=2, I=3, H=4, seed=3, attrs={"activations": ["NoSuchAct"]})
+    with pytest.raises(Exception, match="NoSuchAct"):
+        run_kiln(m, feeds)
