@@ -84,6 +84,12 @@ def test_sequence_lens(cell, direction):
 
 
 @pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+def test_zero_length_entry(cell):
+    m, feeds = build(cell, S=4, B=3, I=3, H=2, seq_lens=[4, 0, 2], direction="bidirectional", seed=1)
+    check(m, feeds, **TOL)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
 def test_no_optional_inputs(cell):
     m, feeds = build(cell, S=4, B=2, I=3, H=4, bias=False, init_h=False, init_c=False, seed=3)
     check(m, feeds, **TOL)

@@ -70,9 +70,9 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
     const rnn_cfg *c = j->cfg;
     const int64_t S = j->S, B = j->B, In = j->in_size, H = j->H, D = j->D;
     const int64_t G = c->n_gates, GH = G * H;
-    if (S == 0 || B == 0 || H == 0) return 0; /* states stay as given, Y is empty or zero */
+    if (B == 0 || H == 0) return 0; /* nothing to compute, outputs are empty */
 
-    RT *xw = malloc((size_t)(S * B * GH) * sizeof(RT));
+    RT *xw = malloc((size_t)(S > 0 ? S * B * GH : 1) * sizeof(RT));
     RT *hr = malloc((size_t)(B * GH) * sizeof(RT));
     RT *rh = c->cell == RNN_CELL_GRU ? malloc((size_t)(B * H) * sizeof(RT)) : NULL;
     if (!xw || !hr || (c->cell == RNN_CELL_GRU && !rh)) {
@@ -182,6 +182,13 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
                 }
         }
     }
+    /* an entry with no steps reports zero states, as onnxruntime does, not its initial ones */
+    for (int64_t d = 0; d < D; d++)
+        for (int64_t b = 0; b < B; b++) {
+            if (j->lens[b] != 0) continue;
+            memset((RT *)j->h + (d * B + b) * H, 0, (size_t)H * sizeof(RT));
+            if (j->c) memset((RT *)j->c + (d * B + b) * H, 0, (size_t)H * sizeof(RT));
+        }
     free(xw), free(hr), free(rh);
     return 0;
 }

@@ -50,13 +50,12 @@ static inline void kiln_seq_items_free(kiln_tensor *items, int n) {
     free(items);
 }
 
-/* Hands n items (each owning its data) to output i; frees them when the output is not wanted. */
+/* Hands n items (each owning its data) to output i; the output takes the items' data over and
+ * the array itself is freed here. */
 static inline kiln_status kiln_seq_emit(kiln_ctx *ctx, int i, int dtype, int n, kiln_tensor *items) {
-    if (i >= ctx->n_out || !ctx->out[i]) {
-        kiln_seq_items_free(items, n);
-        return KILN_OK;
-    }
-    return kiln_set_output_sequence(ctx, i, dtype, n, n ? items : (free(items), (kiln_tensor *)NULL));
+    kiln_status st = kiln_set_output_sequence(ctx, i, dtype, n, items);
+    free(items);
+    return st;
 }
 
 /* Reads an optional scalar int32/int64 position input. */
