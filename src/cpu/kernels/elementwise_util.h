@@ -503,6 +503,10 @@ static inline int64_t ew_f64_to_i64(double v) {
     return (int64_t)v;
 }
 
+/* float8 codecs with Cast's rounding and saturate rules (cast_f8.c). */
+float kiln_cast_f8_to_f32(int dt, uint8_t v);
+uint8_t kiln_cast_f32_to_f8(int dt, float x, int saturate);
+
 /* ---------------------------------------------------------------- scalar helpers ---- */
 
 static inline float ew_sigmoidf(float x) {
