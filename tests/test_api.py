@@ -8,7 +8,7 @@ import onnxruntime as ort
 from util import ROOT, kiln
 
 EXAMPLE = os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx")
-KILN = os.path.join(ROOT, "build", "kiln")
+KILN = os.path.join(os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build")), "kiln")
 
 
 def test_session_api():
@@ -66,6 +66,6 @@ def test_cli_bad_input_file(tmp_path):
 
 
 def test_example_program():
-    r = subprocess.run([os.path.join(ROOT, "build", "example_basic"), EXAMPLE], capture_output=True, text=True)
+    r = subprocess.run([os.path.join(os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build")), "example_basic"), EXAMPLE], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "y: shape [1, 3]" in r.stdout
