@@ -97,7 +97,8 @@ static kiln_status copy_items(kiln_ctx *ctx, const kiln_value *seq, int skip, in
 static kiln_status seq_insert_check(kiln_ctx *ctx, const kiln_value **seq, kiln_tensor **t) {
     KILN_TRY(kiln_seq_input(ctx, 0, seq));
     KILN_TRY(kiln_need_input(ctx, 1, t));
-    if (*seq && (*t)->dtype != (*seq)->seq_dtype)
+    /* an empty sequence read from a proto may not record its element type */
+    if (*seq && (*t)->dtype != (*seq)->seq_dtype && (*seq)->seq_dtype != KILN_DTYPE_UNDEFINED)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                          "tensor has element type %s but the sequence holds %s",
                          kiln_seq_dt((*t)->dtype), kiln_seq_dt((*seq)->seq_dtype));
@@ -132,7 +133,7 @@ static kiln_status seq_insert_compute(kiln_ctx *ctx) {
         kiln_seq_items_free(items, n);
         return st;
     }
-    return kiln_seq_emit(ctx, 0, seq->seq_dtype, n, items);
+    return kiln_seq_emit(ctx, 0, t->dtype, n, items);
 }
 
 static kiln_status seq_erase_infer(kiln_ctx *ctx) {
