@@ -1,0 +1,298 @@
+/* MaxPool (with Indices), AveragePool and LpPool over 1-D, 2-D and 3-D windows; the family table
+ * also lists the global pools, MaxUnpool and MaxRoiPool (pool_global.c, pool_unpool.c).
+ * Lower ranks run as 3-D with leading unit dims. For each output index the valid taps of every
+ * dim are computed once per plane job, so the window loops carry no bounds checks. Planes
+ * (image, channel) are the unit of parallel work. float16/bfloat16 pool in float32. */
+#include "pool_util.h"
+#include "gemm_util.h"
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { POOL_MAX, POOL_AVG, POOL_LP };
+
+typedef struct pool_cfg {
+    int kind;
+    kconv_geom g;
+    int count_include_pad, storage_order;
+    double p;
+} pool_cfg;
+
+static int pool_dtype_ok(int kind, int dt) {
+    if (dt == KILN_DTYPE_FLOAT || dt == KILN_DTYPE_DOUBLE || kcvt_is_half(dt)) return 1;
+    return kind == POOL_MAX && (dt == KILN_DTYPE_INT8 || dt == KILN_DTYPE_UINT8);
+}
+
+static kiln_status pool_setup(kiln_ctx *ctx, int kind, pool_cfg *c, int *known) {
+    kiln_tensor *X;
+    char sx[96];
+    KILN_TRY(kiln_need_input(ctx, 0, &X));
+    memset(c, 0, sizeof *c);
+    c->kind = kind;
+    *known = 0;
+    if (!pool_dtype_ok(kind, X->dtype))
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "unsupported element type %d for input X",
+                         X->dtype);
+    int nk = 0;
+    const int64_t *ks = kiln_attr_ints(ctx->node, "kernel_shape", &nk);
+    if (!ks) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "attribute kernel_shape is required");
+    if (X->rank < 0) return KILN_OK;
+    if (X->rank < 3)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "input X is %s; expected [N, C, spatial...] (rank >= 3)",
+                         kconv_dims_str(X->rank, X->dims, sx, sizeof sx));
+    kconv_geom *g = &c->g;
+    g->nd = X->rank - 2;
+    if (g->nd > 3)
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "pooling over %d spatial dims (at most 3)",
+                         g->nd);
+    if (nk != g->nd)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "kernel_shape has %d values but X has %d spatial dims", nk, g->nd);
+    g->N = X->dims[0];
+    g->C = g->M = X->dims[1];
+    g->group = 1;
+    for (int i = 0; i < g->nd; i++) {
+        g->k[i] = ks[i];
+        g->in[i] = X->dims[i + 2];
+    }
+    int use_dil = (kind == POOL_MAX && ctx->opset >= 10) || (kind == POOL_AVG && ctx->opset >= 19) ||
+                  (kind == POOL_LP && ctx->opset >= 18);
+    int ceil_mode = ((kind != POOL_LP && ctx->opset >= 10) || ctx->opset >= 18) &&
+                    kiln_attr_int(ctx->node, "ceil_mode", 0) != 0;
+    KILN_TRY(kconv_window(ctx, g, use_dil, ceil_mode));
+    c->count_include_pad = (int)kiln_attr_int(ctx->node, "count_include_pad", 0);
+    c->storage_order = (int)kiln_attr_int(ctx->node, "storage_order", 0);
+    if (c->storage_order != 0 && c->storage_order != 1)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "storage_order is %d; expected 0 or 1",
+                         c->storage_order);
+    if (kind == POOL_LP) {
+        const kiln_attr *a = kiln_node_attr(ctx->node, "p");
+        c->p = !a ? 2.0 : a->type == KILN_ATTR_FLOAT ? a->f : (double)a->i;
+        if (!(c->p > 0.0))
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "p is %g; it must be positive", c->p);
+    }
+    *known = 1;
+    return KILN_OK;
+}
+
+static kiln_status pool_infer_kind(kiln_ctx *ctx, int kind) {
+    pool_cfg c;
+    int known;
+    KILN_TRY(pool_setup(ctx, kind, &c, &known));
+    kiln_tensor *X = kiln_input(ctx, 0);
+    if (!known) {
+        KILN_TRY(kiln_set_output_unknown(ctx, 0, X->dtype));
+        if (kind == POOL_MAX && ctx->n_out > 1 && kiln_output(ctx, 1))
+            KILN_TRY(kiln_set_output_unknown(ctx, 1, KILN_DTYPE_INT64));
+        return KILN_OK;
+    }
+    int64_t dims[KILN_MAX_RANK] = {c.g.N, c.g.C};
+    for (int i = 0; i < c.g.nd; i++) dims[i + 2] = c.g.out[i];
+    KILN_TRY(kiln_set_output(ctx, 0, X->dtype, c.g.nd + 2, dims));
+    if (kind == POOL_MAX && ctx->n_out > 1 && ctx->out[1])
+        KILN_TRY(kiln_set_output(ctx, 1, KILN_DTYPE_INT64, c.g.nd + 2, dims));
+    return KILN_OK;
+}
+
+/* ---- the window loops ---- */
+
+typedef struct pool_job {
+    const pool_cfg *c;
+    int dt; /* buffer element type: FLOAT, DOUBLE, INT8, UINT8 */
+    const void *x;
+    void *y;
+    int64_t *idx;
+    /* 3-D view: dims padded with leading ones */
+    int64_t in[3], out[3], k[3], s[3], dil[3], pb[3], pe[3];
+    int64_t *tlo[3], *thi[3], *cnt_pad[3]; /* per output index: valid taps [tlo, thi) */
+} pool_job;
+
+#define DEFINE_POOL_PLANE(NAME, T, ACC)                                                            \
+    static void NAME(const pool_job *j, int64_t q) {                                               \
+        const pool_cfg *c = j->c;                                                                  \
+        const T *x = (const T *)j->x + q * c->g.in_size;                                           \
+        T *y = (T *)j->y + q * c->g.out_size;                                                      \
+        int64_t *ix = j->idx ? j->idx + q * c->g.out_size : NULL;                                  \
+        int64_t D = j->in[0], H = j->in[1], W = j->in[2], base = q * c->g.in_size;                 \
+        int64_t o = 0;                                                                             \
+        for (int64_t od = 0; od < j->out[0]; od++)                                                 \
+            for (int64_t oh = 0; oh < j->out[1]; oh++)                                             \
+                for (int64_t ow = 0; ow < j->out[2]; ow++, o++) {                                  \
+                    int64_t d0 = od * j->s[0] - j->pb[0], h0 = oh * j->s[1] - j->pb[1];            \
+                    int64_t w0 = ow * j->s[2] - j->pb[2];                                          \
+                    int64_t dl = j->tlo[0][od], dh = j->thi[0][od], hl = j->tlo[1][oh];            \
+                    int64_t hh = j->thi[1][oh], wl = j->tlo[2][ow], wh = j->thi[2][ow];            \
+                    if (c->kind == POOL_MAX) {                                                     \
+                        ACC best = 0;                                                              \
+                        int64_t bi = -1;                                                           \
+                        for (int64_t td = dl; td < dh; td++)                                       \
+                            for (int64_t th = hl; th < hh; th++) {                                 \
+                                int64_t id = d0 + td * j->dil[0], ih = h0 + th * j->dil[1];        \
+                                const T *row = x + (id * H + ih) * W;                              \
+                                for (int64_t tw = wl; tw < wh; tw++) {                             \
+                                    int64_t iw = w0 + tw * j->dil[2];                              \
+                                    ACC v = row[iw];                                               \
+                                    if (bi < 0 || v > best) {                                      \
+                                        best = v;                                                  \
+                                        bi = (id * H + ih) * W + iw;                               \
+                                    }                                                              \
+                                }                                                                  \
+                            }                                                                      \
+                        y[o] = bi < 0 ? (T)0 : (T)best;                                            \
+                        if (ix) {                                                                  \
+                            if (bi < 0) ix[o] = -1;                                                \
+                            else if (!c->storage_order) ix[o] = base + bi;                         \
+                            else { /* column-major: the first spatial dim varies fastest */        \
+                                int64_t id = bi / (H * W), ih = (bi / W) % H, iw = bi % W;         \
+                                ix[o] = base + id + D * (ih + H * iw);                             \
+                            }                                                                      \
+                        }                                                                          \
+                        continue;                                                                  \
+                    }                                                                              \
+                    ACC sum = 0;                                                                   \
+                    for (int64_t td = dl; td < dh; td++)                                           \
+                        for (int64_t th = hl; th < hh; th++) {                                     \
+                            const T *row = x + ((d0 + td * j->dil[0]) * H + h0 + th * j->dil[1]) * W; \
+                            for (int64_t tw = wl; tw < wh; tw++) {                                 \
+                                ACC v = row[w0 + tw * j->dil[2]];                                  \
+                                if (c->kind == POOL_AVG) sum += v;                                 \
+                                else if (c->p == 2.0) sum += v * v;                                \
+                                else if (c->p == 1.0) sum += v < 0 ? -v : v;                       \
+                                else sum += (ACC)pow(fabs((double)v), c->p);                       \
+                            }                                                                      \
+                        }                                                                          \
+                    if (c->kind == POOL_AVG) {                                                     \
+                        int64_t n = c->count_include_pad                                           \
+                                        ? j->cnt_pad[0][od] * j->cnt_pad[1][oh] * j->cnt_pad[2][ow] \
+                                        : (dh - dl) * (hh - hl) * (wh - wl);                       \
+                        y[o] = n > 0 ? (T)(sum / (ACC)n) : (T)0;                                   \
+                    } else {                                                                       \
+                        y[o] = c->p == 2.0 ? (T)sqrt((double)sum)                                  \
+                               : c->p == 1.0 ? (T)sum : (T)pow((double)sum, 1.0 / c->p);           \
+                    }                                                                              \
+                }                                                                                  \
+    }
+
+DEFINE_POOL_PLANE(plane_f32, float, float)
+DEFINE_POOL_PLANE(plane_f64, double, double)
+DEFINE_POOL_PLANE(plane_i8, int8_t, int)
+DEFINE_POOL_PLANE(plane_u8, uint8_t, int)
+
+static void pool_run(void *arg, int64_t q0, int64_t q1) {
+    const pool_job *j = arg;
+    for (int64_t q = q0; q < q1; q++) {
+        switch (j->dt) {
+        case KILN_DTYPE_DOUBLE: plane_f64(j, q); break;
+        case KILN_DTYPE_INT8: plane_i8(j, q); break;
+        case KILN_DTYPE_UINT8: plane_u8(j, q); break;
+        default: plane_f32(j, q); break;
+        }
+    }
+}
+
+/* Valid taps [lo, hi) for each output index of one dim, and (count_include_pad) the taps that
+ * fall inside the padded extent. */
+static void dim_ranges(const pool_job *j, int d, int64_t *lo, int64_t *hi, int64_t *cp) {
+    for (int64_t o = 0; o < j->out[d]; o++) {
+        int64_t start = o * j->s[d] - j->pb[d], a = 0, b = 0, n = 0;
+        for (int64_t t = 0; t < j->k[d]; t++) {
+            int64_t i = start + t * j->dil[d];
+            if (i < 0) a = t + 1;
+            if (i < j->in[d]) b = t + 1;
+            if (i < j->in[d] + j->pe[d]) n = t + 1;
+        }
+        if (b < a) b = a;
+        lo[o] = a;
+        hi[o] = b;
+        cp[o] = n; /* start >= -pad_begin always, so every tap before n is in the padded extent */
+    }
+}
+
+static kiln_status pool_compute_kind(kiln_ctx *ctx, int kind) {
+    pool_cfg c;
+    int known;
+    KILN_TRY(pool_setup(ctx, kind, &c, &known));
+    kiln_tensor *X = kiln_input(ctx, 0), *Y = kiln_output(ctx, 0);
+    kiln_tensor *I = kind == POOL_MAX && ctx->n_out > 1 ? kiln_output(ctx, 1) : NULL;
+    if (!Y && !I) return KILN_OK;
+    const kconv_geom *g = &c.g;
+    int64_t planes = g->N * g->C;
+    if (planes == 0 || g->out_size == 0) return KILN_OK;
+    pool_job j;
+    memset(&j, 0, sizeof j);
+    j.c = &c;
+    int off = 3 - g->nd;
+    for (int d = 0; d < 3; d++) {
+        int e = d - off;
+        j.in[d] = e >= 0 ? g->in[e] : 1;
+        j.out[d] = e >= 0 ? g->out[e] : 1;
+        j.k[d] = e >= 0 ? g->k[e] : 1;
+        j.s[d] = e >= 0 ? g->stride[e] : 1;
+        j.dil[d] = e >= 0 ? g->dil[e] : 1;
+        j.pb[d] = e >= 0 ? g->pad_b[e] : 0;
+        j.pe[d] = e >= 0 ? g->pad_e[e] : 0;
+    }
+    int64_t nr = 3 * (j.out[0] + j.out[1] + j.out[2]);
+    int64_t *ranges = malloc(sizeof(int64_t) * (size_t)nr);
+    if (!ranges) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    int64_t *p = ranges;
+    for (int d = 0; d < 3; d++) {
+        j.tlo[d] = p;
+        j.thi[d] = p + j.out[d];
+        j.cnt_pad[d] = p + 2 * j.out[d];
+        dim_ranges(&j, d, j.tlo[d], j.thi[d], j.cnt_pad[d]);
+        p += 3 * j.out[d];
+    }
+    int dt = X->dtype;
+    float *xf = NULL, *yf = NULL;
+    void *ybuf = Y ? Y->data : NULL;
+    if (!Y) { /* only Indices wanted: pool into scratch */
+        ybuf = malloc(kiln_dtype_bytes(dt, planes * g->out_size));
+        if (!ybuf) { free(ranges); return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory"); }
+    }
+    j.x = X->data;
+    j.y = ybuf;
+    j.dt = dt;
+    j.idx = I ? I->data : NULL;
+    if (kcvt_is_half(dt)) {
+        xf = malloc(sizeof(float) * (size_t)(planes * (g->in_size + g->out_size)));
+        if (!xf) {
+            free(ranges);
+            if (!Y) free(ybuf);
+            return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+        }
+        yf = xf + planes * g->in_size;
+        kcvt_to_f32(ctx, dt, X->data, xf, planes * g->in_size);
+        j.x = xf;
+        j.y = yf;
+        j.dt = KILN_DTYPE_FLOAT;
+    }
+    int64_t per = g->out_size * g->k_size;
+    kiln_parallel_for(ctx, planes, per >= 16384 ? 1 : 16384 / (per > 0 ? per : 1), pool_run, &j);
+    if (xf) kcvt_from_f32(ctx, dt, yf, ybuf, planes * g->out_size);
+    free(xf);
+    free(ranges);
+    if (!Y) free(ybuf);
+    return KILN_OK;
+}
+
+static kiln_status maxpool_infer(kiln_ctx *ctx) { return pool_infer_kind(ctx, POOL_MAX); }
+static kiln_status maxpool_compute(kiln_ctx *ctx) { return pool_compute_kind(ctx, POOL_MAX); }
+static kiln_status avgpool_infer(kiln_ctx *ctx) { return pool_infer_kind(ctx, POOL_AVG); }
+static kiln_status avgpool_compute(kiln_ctx *ctx) { return pool_compute_kind(ctx, POOL_AVG); }
+static kiln_status lppool_infer(kiln_ctx *ctx) { return pool_infer_kind(ctx, POOL_LP); }
+static kiln_status lppool_compute(kiln_ctx *ctx) { return pool_compute_kind(ctx, POOL_LP); }
+
+const kiln_op kiln_ops_pool[] = {
+    {"", "MaxPool", 1, 0, NULL, maxpool_infer, maxpool_compute, NULL},
+    {"", "AveragePool", 1, 0, NULL, avgpool_infer, avgpool_compute, NULL},
+    {"", "LpPool", 1, 0, NULL, lppool_infer, lppool_compute, NULL},
+    {"", "GlobalAveragePool", 1, 0, NULL, kgpool_infer, kgpool_avg_compute, NULL},
+    {"", "GlobalMaxPool", 1, 0, NULL, kgpool_infer, kgpool_max_compute, NULL},
+    {"", "GlobalLpPool", 1, 0, NULL, kgpool_infer, kgpool_lp_compute, NULL},
+    {"", "MaxUnpool", 9, 0, NULL, kunpool_infer, kunpool_compute, NULL},
+    {"", "MaxRoiPool", 1, 0, NULL, kroipool_infer, kroipool_compute, NULL},
+    {0},
+};

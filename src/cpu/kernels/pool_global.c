@@ -1,0 +1,102 @@
+/* GlobalAveragePool, GlobalMaxPool, GlobalLpPool: one value per (image, channel) plane, planes
+ * in parallel. Sums accumulate in double so that large planes keep float32 accuracy. */
+#include "pool_util.h"
+#include "gemm_util.h"
+#include <math.h>
+#include <stdlib.h>
+
+enum { G_AVG, G_MAX, G_LP };
+
+kiln_status kgpool_infer(kiln_ctx *ctx) {
+    kiln_tensor *X;
+    char sx[96];
+    KILN_TRY(kiln_need_input(ctx, 0, &X));
+    int dt = X->dtype;
+    if (dt != KILN_DTYPE_FLOAT && dt != KILN_DTYPE_DOUBLE && !kcvt_is_half(dt))
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "unsupported element type %d for input X", dt);
+    if (X->rank < 0) return kiln_set_output_unknown(ctx, 0, dt);
+    if (X->rank < 3)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "input X is %s; expected [N, C, spatial...] (rank >= 3)",
+                         kconv_dims_str(X->rank, X->dims, sx, sizeof sx));
+    int64_t dims[KILN_MAX_RANK];
+    dims[0] = X->dims[0];
+    dims[1] = X->dims[1];
+    for (int i = 2; i < X->rank; i++) dims[i] = 1;
+    return kiln_set_output(ctx, 0, dt, X->rank, dims);
+}
+
+typedef struct gjob {
+    int kind, dt;
+    double p;
+    const void *x;
+    void *y;
+    int64_t size;
+} gjob;
+
+static double load(int dt, const void *x, int64_t i) {
+    switch (dt) {
+    case KILN_DTYPE_FLOAT: return ((const float *)x)[i];
+    case KILN_DTYPE_DOUBLE: return ((const double *)x)[i];
+    case KILN_DTYPE_FLOAT16: return kiln_f16_to_f32(((const uint16_t *)x)[i]);
+    default: return kiln_bf16_to_f32(((const uint16_t *)x)[i]);
+    }
+}
+
+static void store(int dt, void *y, int64_t i, double v) {
+    switch (dt) {
+    case KILN_DTYPE_FLOAT: ((float *)y)[i] = (float)v; break;
+    case KILN_DTYPE_DOUBLE: ((double *)y)[i] = v; break;
+    case KILN_DTYPE_FLOAT16: ((uint16_t *)y)[i] = kiln_f32_to_f16((float)v); break;
+    default: ((uint16_t *)y)[i] = kiln_f32_to_bf16((float)v); break;
+    }
+}
+
+static void grun(void *arg, int64_t q0, int64_t q1) {
+    const gjob *j = arg;
+    for (int64_t q = q0; q < q1; q++) {
+        int64_t b = q * j->size;
+        double acc = 0.0;
+        if (j->dt == KILN_DTYPE_FLOAT && j->kind == G_AVG) { /* the common case, kept simple */
+            const float *x = (const float *)j->x + b;
+            for (int64_t i = 0; i < j->size; i++) acc += x[i];
+        } else if (j->kind == G_MAX) {
+            acc = -INFINITY;
+            for (int64_t i = 0; i < j->size; i++) {
+                double v = load(j->dt, j->x, b + i);
+                if (v > acc || isnan(v)) acc = v;
+                if (isnan(v)) break;
+            }
+        } else {
+            for (int64_t i = 0; i < j->size; i++) {
+                double v = load(j->dt, j->x, b + i);
+                if (j->kind == G_AVG) acc += v;
+                else if (j->p == 2.0) acc += v * v;
+                else acc += pow(fabs(v), j->p);
+            }
+        }
+        if (j->kind == G_AVG) acc = j->size ? acc / (double)j->size : NAN;
+        else if (j->kind == G_LP) acc = j->p == 2.0 ? sqrt(acc) : pow(acc, 1.0 / j->p);
+        store(j->dt, j->y, q, acc);
+    }
+}
+
+static kiln_status gpool(kiln_ctx *ctx, int kind) {
+    kiln_tensor *X = kiln_input(ctx, 0), *Y = kiln_output(ctx, 0);
+    if (!Y) return KILN_OK;
+    gjob j = {kind, X->dtype, 2.0, X->data, Y->data, 1};
+    for (int i = 2; i < X->rank; i++) j.size *= X->dims[i];
+    if (kind == G_LP) {
+        const kiln_attr *a = kiln_node_attr(ctx->node, "p");
+        j.p = !a ? 2.0 : a->type == KILN_ATTR_FLOAT ? a->f : (double)a->i;
+        if (!(j.p > 0.0))
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "p is %g; it must be positive", j.p);
+    }
+    int64_t planes = X->dims[0] * X->dims[1];
+    kiln_parallel_for(ctx, planes, j.size >= 8192 ? 1 : 8192 / (j.size > 0 ? j.size : 1), grun, &j);
+    return KILN_OK;
+}
+
+kiln_status kgpool_avg_compute(kiln_ctx *ctx) { return gpool(ctx, G_AVG); }
+kiln_status kgpool_max_compute(kiln_ctx *ctx) { return gpool(ctx, G_MAX); }
+kiln_status kgpool_lp_compute(kiln_ctx *ctx) { return gpool(ctx, G_LP); }
