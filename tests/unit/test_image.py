@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util import check, node_model, rand, run_kiln  # noqa: E402
+from util import check, node_model, rand, run_kiln, run_ort  # noqa: E402
 
 RNG = np.random.default_rng(5)
 
@@ -35,10 +35,16 @@ def test_grid_sample_3d(mode, padding, align):
 
 
 def test_grid_sample_double_default_attrs():
+    # onnxruntime has no double kernel: compare with its float result on the same values
     x = rand(RNG, (1, 2, 4, 4), np.float64)
     grid = rand(RNG, (1, 3, 3, 2), np.float64, -1, 1)
     m = node_model("GridSample", [("x", x), ("g", grid)], ["y"], opset=16)
-    check(m, {"x": x, "g": grid}, rtol=1e-10, atol=1e-12)
+    got = run_kiln(m, {"x": x, "g": grid})[0]
+    x32, g32 = x.astype(np.float32), grid.astype(np.float32)
+    m32 = node_model("GridSample", [("x", x32), ("g", g32)], ["y"], opset=16)
+    want = run_ort(m32, {"x": x32, "g": g32})[0]
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_grid_sample_bad_grid():
@@ -49,8 +55,8 @@ def test_grid_sample_bad_grid():
         run_kiln(m, {"x": x, "g": grid})
 
 
-@pytest.mark.parametrize("align", [0, 1])
-@pytest.mark.parametrize("size", [[2, 3, 4, 5], [1, 1, 1, 3], [2, 2, 3, 4, 5]])
+@pytest.mark.parametrize("align,size", [(0, [2, 3, 4, 5]), (1, [2, 3, 4, 5]), (0, [1, 1, 1, 3]),
+                                        (0, [2, 2, 3, 4, 5]), (1, [2, 2, 3, 4, 5])])
 def test_affine_grid(align, size):
     k = len(size) - 2
     theta = rand(RNG, (size[0], k, k + 1))
@@ -59,6 +65,19 @@ def test_affine_grid(align, size):
                    initializers={"sz": sz})
     m.graph.node[0].input.append("sz")
     check(m, {"t": theta}, rtol=1e-5, atol=1e-6)
+
+
+def test_affine_grid_single_position_align_corners():
+    # a length-1 axis samples its centre (0), as PyTorch's affine_grid does; onnxruntime and the
+    # ONNX reference disagree with each other here (1 and -1)
+    theta = rand(RNG, (1, 2, 3))
+    m = node_model("AffineGrid", [("t", theta)], ["y"], attrs={"align_corners": 1}, opset=20,
+                   initializers={"sz": np.array([1, 1, 1, 3], np.int64)})
+    m.graph.node[0].input.append("sz")
+    got = run_kiln(m, {"t": theta})[0]
+    base = np.array([[-1, 0, 1], [0, 0, 0], [1, 1, 1]], np.float64)  # x, y, 1 per position
+    want = (theta[0].astype(np.float64) @ base).T.reshape(1, 1, 3, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def roi_inputs(dt=np.float32, n_rois=5):

@@ -128,7 +128,8 @@ static void gs_points(void *arg, int64_t begin, int64_t end) {
             double x = a->align ? (g + 1.0) / 2.0 * (double)(L - 1) : ((g + 1.0) * (double)L - 1.0) / 2.0;
             double lo = a->align ? 0.0 : -0.5, hi = a->align ? (double)(L - 1) : (double)L - 0.5;
             if (a->mode == GS_NEAREST) x = nearbyint(x);
-            if (x < lo || x > hi) {
+            /* cubic taps are clamped one by one instead (as PyTorch and onnxruntime do) */
+            if ((x < lo || x > hi) && !(a->mode == GS_CUBIC && a->padding == GS_BORDER)) {
                 if (a->padding == GS_BORDER) x = x < 0.0 ? 0.0 : (x > (double)(L - 1) ? (double)(L - 1) : x);
                 else if (a->padding == GS_REFLECTION) x = gs_reflect(x, lo, hi);
             }
@@ -247,7 +248,8 @@ kiln_status kiln_affine_grid_infer(kiln_ctx *ctx) {
 }
 
 static double affine_base(int64_t i, int64_t L, int align) {
-    if (align) return L == 1 ? -1.0 : -1.0 + (double)i * (2.0 / (double)(L - 1));
+    if (L == 1) return 0.0; /* a single position sits at the centre, as in PyTorch */
+    if (align) return -1.0 + (double)i * (2.0 / (double)(L - 1));
     double step = 2.0 / (double)L;
     return -1.0 + step / 2.0 + (double)i * step;
 }

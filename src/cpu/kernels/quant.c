@@ -145,7 +145,7 @@ static void quant_range_generic(void *arg, int64_t begin, int64_t end) {
         int64_t s = qgran_index(&j->g, i);
         float v = qe_load_f32(xdt, j->x->data, i) / qe_load_f32(sdt, j->scale->data, s);
         if (j->f8) {
-            ((uint8_t *)j->y->data)[i] = kiln_f32_to_f8(j->out_dt, v + quant_zp(j, s), j->saturate);
+            ((uint8_t *)j->y->data)[i] = qe_f32_to_f8(j->out_dt, v + quant_zp(j, s), j->saturate);
             continue;
         }
         int32_t q = quant_int(j, v, quant_zp(j, s));

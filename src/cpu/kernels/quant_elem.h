@@ -51,6 +51,42 @@ static inline unsigned qe_f32_to_f4(float f) {
     return sign | code;
 }
 
+/* float -> float8 code, rounding to nearest even. Without saturation only values whose rounding
+ * exceeds the largest finite one overflow (to inf for E5M2, NaN otherwise), as in onnxruntime. */
+static inline uint8_t qe_f32_to_f8(int dt, float f, int saturate) {
+    int fnuz = dt == KILN_DTYPE_FLOAT8E4M3FNUZ || dt == KILN_DTYPE_FLOAT8E5M2FNUZ;
+    int mbits = (dt == KILN_DTYPE_FLOAT8E4M3FN || dt == KILN_DTYPE_FLOAT8E4M3FNUZ) ? 3 : 2;
+    int bias = dt == KILN_DTYPE_FLOAT8E4M3FN ? 7 : dt == KILN_DTYPE_FLOAT8E4M3FNUZ ? 8
+             : dt == KILN_DTYPE_FLOAT8E5M2 ? 15 : 16;
+    float maxv = dt == KILN_DTYPE_FLOAT8E4M3FN ? 448.0f : dt == KILN_DTYPE_FLOAT8E4M3FNUZ ? 240.0f
+               : 57344.0f;
+    uint8_t nan_code = fnuz ? 0x80 : 0x7f;
+    if (isnan(f)) return nan_code;
+    uint8_t sign = signbit(f) ? 0x80 : 0;
+    float a = fabsf(f);
+    int emin = 1 - bias;
+    float v;
+    if (isinf(a)) {
+        v = INFINITY;
+    } else if (a < ldexpf(1.0f, emin)) { /* subnormal range: fixed quantum */
+        v = ldexpf(rintf(ldexpf(a, mbits - emin)), emin - mbits);
+    } else {
+        int e = ilogbf(a);
+        v = ldexpf(rintf(ldexpf(a, mbits - e)), e - mbits);
+    }
+    if (v > maxv) {
+        if (saturate) v = maxv;
+        else if (dt == KILN_DTYPE_FLOAT8E5M2) return (uint8_t)(sign | 0x7c);
+        else return nan_code;
+    }
+    if (v == 0.0f) return fnuz ? 0 : sign;
+    int e = ilogbf(v);
+    unsigned code;
+    if (e < emin) code = (unsigned)ldexpf(v, mbits - emin);
+    else code = ((unsigned)(e + bias) << mbits) | ((unsigned)ldexpf(v, mbits - e) - (1u << mbits));
+    return (uint8_t)(sign | code);
+}
+
 /* Raw unpacked code of element i of a packed sub-byte buffer (low bits first). */
 static inline unsigned qe_sub_get(const void *p, int bits, int64_t i) {
     const uint8_t *b = (const uint8_t *)p;

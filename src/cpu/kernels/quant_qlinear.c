@@ -14,7 +14,7 @@ static inline int32_t load_q8(int dt, const void *p, int64_t i) {
 /* Requantises one accumulated value into the output type. */
 static inline void store_requant(int dt, void *y, int64_t i, float v, float zp) {
     if (qe_is_f8(dt)) {
-        ((uint8_t *)y)[i] = kiln_f32_to_f8(dt, v + zp, 1);
+        ((uint8_t *)y)[i] = qe_f32_to_f8(dt, v + zp, 1);
         return;
     }
     float r = rintf(v) + zp;
@@ -112,12 +112,16 @@ kiln_status kiln_qlinear_matmul_infer(kiln_ctx *ctx) {
     if (in[2]->dtype != a->dtype || in[5]->dtype != b->dtype)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                          "zero points must have the types of a and b");
-    for (int i = 1; i < 8; i += 3)
+    static const int scale_inputs[3] = {1, 4, 6};
+    for (int q = 0; q < 3; q++) {
+        int i = scale_inputs[q];
         if (!qe_is_float(in[i]->dtype))
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "scale input %d must be float, not %s", i,
                              kiln_dtype_name(in[i]->dtype));
-    if (in[6]->dtype != in[1]->dtype && !qe_is_float(in[6]->dtype))
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "y_scale must be float");
+    }
+    if (in[7]->dtype != in[0]->dtype && !qe_is_f8(in[0]->dtype))
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "y_zero_point type %s differs from a's %s",
+                         kiln_dtype_name(in[7]->dtype), kiln_dtype_name(in[0]->dtype));
     if (a->rank < 0 || b->rank < 0) return kiln_set_output_unknown(ctx, 0, in[7]->dtype);
     mm_shape s;
     KILN_TRY(mm_resolve(ctx, a, b, &s));

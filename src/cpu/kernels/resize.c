@@ -225,7 +225,9 @@ static kiln_status make_plan(kiln_ctx *ctx, const resize_attrs *a, const kiln_te
     }
     if (scales || (a->is_upsample && a->n_attr_scales)) {
         for (int d = 0; d < r; d++) {
-            double o = floor(p->scale[d] * (double)p->in[d]);
+            /* float product, as onnxruntime computes it (1.4f * 5 gives 7, not 6) */
+            float of = (float)p->scale[d] * (float)p->in[d];
+            double o = floor((double)of);
             if (o > 4e18 || o < 0)
                 return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "output dimension %d is too large", d);
             p->out[d] = (int64_t)o;
@@ -541,14 +543,14 @@ static void convert_range(void *arg, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; i++) {
         double v = j->use_double ? ((const double *)j->src)[i] : (double)((const float *)j->src)[i];
         if (j->is_int) {
-            v = rint(v);
+            v = trunc(v); /* onnxruntime casts the float result, truncating */
             if (!(v >= (double)j->lo)) v = (double)j->lo;
             if (v > (double)j->hi) v = (double)j->hi;
             if (j->dt == KILN_DTYPE_INT64) ((int64_t *)j->dst)[i] = (int64_t)v;
             else if (j->dt == KILN_DTYPE_UINT64) ((uint64_t *)j->dst)[i] = (uint64_t)v;
             else kiln_store_f64(j->dt, j->dst, i, v);
         } else if (qe_is_f8(j->dt)) {
-            ((uint8_t *)j->dst)[i] = kiln_f32_to_f8(j->dt, (float)v, 1);
+            ((uint8_t *)j->dst)[i] = qe_f32_to_f8(j->dt, (float)v, 1);
         } else {
             qe_store_f64(j->dt, j->dst, i, v);
         }
