@@ -240,19 +240,26 @@ def test_cumulative(op, opset):
                     else:
                         x = rand(rng, shape, dt)
                     for adt in (I32, I64):
+                        # the axis as a constant (a 0-d tensor)
                         a = np.array(axis, adt)
                         m = node_model(op, [("x", x), ("axis", a)], ["y"],
-                                       {"exclusive": excl, "reverse": rev}, opset=opset)
+                                       {"exclusive": excl, "reverse": rev}, opset=opset,
+                                       initializers={"axis": a})
                         t = tol(dt) if dt != F32 else dict(rtol=1e-4, atol=1e-4)
-                        check(m, {"x": x, "axis": a}, **t)
+                        check(m, {"x": x}, **t)
 
 
 def test_cumsum_errors():
     x = np.ones((2, 3), F32)
     for a in (np.array(2, I64), np.array([0, 1], I64)):
-        m = node_model("CumSum", [("x", x), ("axis", a)], ["y"], opset=14)
+        m = node_model("CumSum", [("x", x), ("axis", a)], ["y"], opset=14,
+                       initializers={"axis": a})
         with pytest.raises(kiln.KilnError):
-            run_kiln(m, {"x": x, "axis": a})
+            run_kiln(m, {"x": x})
+    # axis fed at run time as a 1-element 1-D tensor
+    a = np.array([1], I64)
+    m = node_model("CumSum", [("x", x), ("axis", a)], ["y"], opset=14)
+    assert_same(run_kiln(m, {"x": x, "axis": a})[0], np.cumsum(x, axis=1))
 
 
 # ---- TopK ----

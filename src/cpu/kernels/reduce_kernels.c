@@ -35,8 +35,14 @@ static inline uint64_t clamp_u64(double v) {
 #define U64_MEAN(s, n) ((s) / (uint64_t)(n))
 #define F32_EXP expf
 #define F64_EXP exp
-#define I64_EXP exp
-#define U64_EXP exp
+/* onnxruntime accumulates exp(x - max) in the integer type itself, so for integers only the
+ * maxima count (exp(0) = 1, the rest truncate to 0); max + log(count) then truncates to T. */
+#define I64_EXP(v) trunc(exp(v))
+#define U64_EXP(v) trunc(exp(v))
+#define F32_LSE(m, e) ((m) + logf(e))
+#define F64_LSE(m, e) ((m) + log(e))
+#define I64_LSE(m, e) clamp_i64((double)(m) + log(e))
+#define U64_LSE(m, e) clamp_u64((double)(m) + log(e))
 #define F32_LOG logf
 #define F64_LOG log
 #define I64_LOG log
@@ -90,7 +96,7 @@ static inline uint64_t clamp_u64(double v) {
             if ((F)m != (F)m || (F)m == (F)INFINITY || (F)m == -(F)INFINITY) return m;              \
             F e = 0;                                                                                \
             for (int64_t i = 0; i < n; i++) e += C##_EXP((F)x[i] - (F)m);                           \
-            return C##_TO_T((F)m + C##_LOG(e));                                                     \
+            return (T)C##_LSE(m, e);                                                     \
         }                                                                                           \
         }                                                                                           \
         return 0;                                                                                   \
@@ -123,7 +129,7 @@ static inline uint64_t clamp_u64(double v) {
             for (int64_t j = 0; j < nc; j++) {                                                      \
                 F mj = (F)m[j];                                                                     \
                 y[j] = (mj != mj || mj == (F)INFINITY || mj == -(F)INFINITY)                        \
-                           ? m[j] : C##_TO_T(mj + C##_LOG(e[j]));                                   \
+                           ? m[j] : (T)C##_LSE(m[j], e[j]);                                   \
             }                                                                                       \
             return;                                                                                 \
         }                                                                                           \

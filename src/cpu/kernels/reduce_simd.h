@@ -110,12 +110,13 @@ RS_AVX2 static void rs_scale_avx2(float *y, int64_t n, float c) {
     for (; i < n; i++) y[i] *= c;
 }
 
-/* y = x - c */
-RS_AVX2 static void rs_sub_avx2(const float *x, float *y, int64_t n, float c) {
-    __m256 vc = _mm256_set1_ps(c);
+/* y = (x - c) - d: two steps, so that x close to c + d does not lose digits to rounding c + d */
+RS_AVX2 static void rs_sub2_avx2(const float *x, float *y, int64_t n, float c, float d) {
+    __m256 vc = _mm256_set1_ps(c), vd = _mm256_set1_ps(d);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_loadu_ps(x + i), vc));
-    for (; i < n; i++) y[i] = x[i] - c;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vc), vd));
+    for (; i < n; i++) y[i] = (x[i] - c) - d;
 }
 
 RS_AVX2 static float rs_sum_avx2(const float *x, int64_t n) {
@@ -219,14 +220,14 @@ static RU_UNUSED void rs_scale(float *y, int64_t n, float c) {
     for (int64_t i = 0; i < n; i++) y[i] *= c;
 }
 
-static RU_UNUSED void rs_sub(const float *x, float *y, int64_t n, float c) {
+static RU_UNUSED void rs_sub2(const float *x, float *y, int64_t n, float c, float d) {
 #if RS_X86
     if (rs_use_avx2()) {
-        rs_sub_avx2(x, y, n, c);
+        rs_sub2_avx2(x, y, n, c, d);
         return;
     }
 #endif
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] - c;
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - c) - d;
 }
 
 static RU_UNUSED float rs_sum(const float *x, int64_t n) {

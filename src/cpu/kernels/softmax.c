@@ -57,7 +57,7 @@ static void sm_row_f32(int kind, const float *x, float *y, int64_t n) {
         rs_scale(y, n, 1.0f / s);
     } else {
         float s = rs_expsum_only(x, n, m);
-        rs_sub(x, y, n, m + logf(s));
+        rs_sub2(x, y, n, m, logf(s));
     }
 }
 
@@ -78,8 +78,8 @@ static void sm_row_f32(int kind, const float *x, float *y, int64_t n) {
             for (int64_t i = 0; i < n; i++) y[i] /= s;                                             \
         } else {                                                                                   \
             for (int64_t i = 0; i < n; i++) s += EXP(x[i] - m);                                    \
-            T c = m + LOG(s);                                                                      \
-            for (int64_t i = 0; i < n; i++) y[i] = x[i] - c;                                       \
+            T c = LOG(s);                                                                          \
+            for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) - c;                                 \
         }                                                                                          \
     }                                                                                              \
     static void sm_cols_##SFX(int kind, const T *x, T *y, int64_t n, int64_t inner, int64_t nc) { \
@@ -112,9 +112,10 @@ static void sm_row_f32(int kind, const float *x, float *y, int64_t n) {
             for (int64_t k = 0; k < n; k++)                                                        \
                 for (int64_t j = 0; j < nc; j++) y[k * inner + j] *= s[j];                         \
         } else {                                                                                   \
-            for (int64_t j = 0; j < nc; j++) s[j] = m[j] + LOG(s[j]);                              \
+            for (int64_t j = 0; j < nc; j++) s[j] = LOG(s[j]);                                     \
             for (int64_t k = 0; k < n; k++)                                                        \
-                for (int64_t j = 0; j < nc; j++) y[k * inner + j] = x[k * inner + j] - s[j];       \
+                for (int64_t j = 0; j < nc; j++)                                                   \
+                    y[k * inner + j] = (x[k * inner + j] - m[j]) - s[j];                           \
         }                                                                                          \
     }
 
