@@ -180,6 +180,15 @@ def test_loop_zero_trips_declared_shape():
     assert got[1].shape == (0, 2, 3)
 
 
+def test_loop_negative_trip_count():
+    rng = np.random.default_rng(16)
+    feeds = {"x": rand(rng, (2,)), "a0": rand(rng, (2,))}
+    nodes = [const("Ms", np.array(-3, np.int64)), N("Loop", ["Ms", "", "a0"], ["acc", "accs"], body=loop_body())]
+    m = model(nodes, feeds, [T("acc", F, None), T("accs", F, None)], inits=[ONE])
+    got = compare(m, feeds)
+    assert_same(got[0], feeds["a0"], what="carried value")
+
+
 def test_loop_while():
     rng = np.random.default_rng(20)
     feeds = {"x": rand(rng, (3,), low=0.5, high=1.0), "a0": rand(rng, (3,), low=0, high=0.1),

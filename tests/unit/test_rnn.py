@@ -168,6 +168,21 @@ def test_gru_early_opsets(opset, attrs):
         assert_same(g, w, what=f"output {i}", **TOL)
 
 
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+def test_hidden_size_from_weights(cell):
+    """hidden_size may be left out (it is R's last dim); onnxruntime insists on it, so it gets it."""
+    m, feeds = build(cell, S=3, B=2, I=3, H=5, direction="bidirectional", seed=71)
+    want = run_ort(m, feeds)
+    attrs = m.graph.node[0].attribute
+    for i, a in enumerate(attrs):
+        if a.name == "hidden_size":
+            del attrs[i]
+            break
+    got = run_kiln(m, feeds)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert_same(g, w, what=f"output {i}", **TOL)
+
+
 def test_weights_as_initializers():
     for cell in GATES:
         m, feeds = build(cell, S=4, B=3, I=5, H=4, as_initializers=True, seed=31)

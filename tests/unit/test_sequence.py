@@ -171,6 +171,26 @@ def test_split_then_concat_roundtrip_int():
     np.testing.assert_array_equal(got[0], feeds["x"])
 
 
+def test_constant_inputs_fold():
+    """All-constant sequence chains are computed once at session creation."""
+    rng = np.random.default_rng(13)
+    w = rand(rng, (6, 2))
+    feeds = {"x": rand(rng, (1, 2))}
+    pos = helper.make_tensor("pos", TensorProto.INT64, [], [-2])
+    nodes = [helper.make_node("SplitToSequence", ["w"], ["s"], axis=0, keepdims=1),
+             helper.make_node("SequenceErase", ["s", "pos"], ["s2"]),
+             helper.make_node("SequenceInsert", ["s2", "x"], ["s3"]),
+             helper.make_node("ConcatFromSequence", ["s3"], ["y"], axis=0),
+             helper.make_node("SequenceAt", ["s2", "pos"], ["z"])]
+    g = helper.make_graph(nodes, "g", [tensor_vi("x", feeds["x"])],
+                          [helper.make_tensor_value_info("y", F, None), helper.make_tensor_value_info("z", F, None)],
+                          initializer=[helper.make_tensor("w", F, w.shape, w.flatten().tolist()), pos])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    got = compare(m, feeds)
+    np.testing.assert_array_equal(got[1], w[3:4])
+
+
 # ---- optionals ----
 
 def test_optional_tensor():
