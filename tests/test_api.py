@@ -69,3 +69,20 @@ def test_example_program():
     r = subprocess.run([os.path.join(os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build")), "example_basic"), EXAMPLE], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "y: shape [1, 3]" in r.stdout
+
+
+def test_pip_install_from_repo(tmp_path):
+    """`pip install ./python` builds and bundles libkiln.so; the installed package runs a model."""
+    target = tmp_path / "site"
+    clean = {k: v for k, v in os.environ.items() if k not in ("KILN_BUILD_DIR", "KILN_LIBRARY", "LD_PRELOAD")}
+    r = subprocess.run(["python3", "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), os.path.join(ROOT, "python")], capture_output=True, text=True,
+                       env=clean)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (target / "kiln" / "libkiln.so").exists()
+    code = ("import kiln, numpy as np; s = kiln.InferenceSession(%r); "
+            "print(s.run(None, {'x': np.ones((2, 4), np.float32)})[0].shape)" % EXAMPLE)
+    env = dict(clean, PYTHONPATH=str(target))
+    r = subprocess.run(["python3", "-c", code], capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(2, 3)"
