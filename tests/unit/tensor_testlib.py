@@ -18,7 +18,8 @@ DTYPES = [np.float32, np.float16, np.float64, np.int64, np.int32, np.int8, np.ui
 def _missing_kernel(err):
     s = str(err)
     return ("NOT_IMPLEMENTED" in s or "Could not find an implementation" in s
-            or "is under development" in s or "not a registered function/op" in s)
+            or "is under development" in s or "not a registered function/op" in s
+            or "data type is not supported" in s)
 
 
 def oracle(model, feeds):
