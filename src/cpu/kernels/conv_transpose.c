@@ -93,9 +93,9 @@ static kiln_status convt_check(kiln_ctx *ctx, const kiln_tensor *X, const kiln_t
             int64_t out = os ? os[i] : g->in[i] * g->stride[i];
             int64_t total = full - out;
             if (total < 0) total = 0; /* a larger output only gets trailing zeros (plus bias) */
-            /* SAME_LOWER puts the odd unit of padding first; SAME_UPPER and an explicit
-             * output_shape put it last */
-            g->pad_b[i] = mode == KCONV_PAD_SAME_LOWER ? total - total / 2 : total / 2;
+            /* SAME_UPPER puts the odd unit of padding last, everything else (SAME_LOWER, an
+             * explicit output_shape) puts it first, as the operator's spec says */
+            g->pad_b[i] = mode == KCONV_PAD_SAME_UPPER ? total / 2 : total - total / 2;
             g->pad_e[i] = total - g->pad_b[i];
             if (out < 0)
                 return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "output_shape[%d] is negative", i);
