@@ -113,10 +113,12 @@ static void load_block(int dt, const void *src, int64_t start, int64_t n, wide *
 
 /* ---- block stores: w holds values of kind `kind`; write n elements of dt at `start` ---- */
 
-/* Integer results of any kind reduce to their low bits; floats convert as x86 does. */
+/* Integer results of any kind reduce to their low bits; floats convert as x86 does, except that
+ * the 4-bit types round half away from zero first, as onnxruntime does. */
 static inline uint64_t wide_bits(int kind, wide v, int width) {
     if (kind == K_FLOAT) {
-        if (width <= 16 || width == 4) return (uint64_t)(int64_t)f64_to_i32(v.f);
+        if (width == 4) return (uint64_t)(int64_t)f64_to_i32(round(v.f));
+        if (width <= 16) return (uint64_t)(int64_t)f64_to_i32(v.f);
         if (width == 64) return (uint64_t)ew_f64_to_i64(v.f);
         return (uint64_t)ew_f64_to_i64(v.f); /* 32: through int64, so -1.0 gives 0xffffffff */
     }
