@@ -152,6 +152,35 @@ static inline void qe_store_f64(int dt, void *p, int64_t i, double v) {
     else qe_store_f32(dt, p, i, (float)v);
 }
 
+/* Stores v into any numeric buffer; integers get C's truncating conversion (numpy's astype), with
+ * out-of-range values clamped so that the conversion stays defined. */
+static inline void qe_store_any(int dt, void *p, int64_t i, double v) {
+    if (qe_is_float(dt)) {
+        qe_store_f64(dt, p, i, v);
+        return;
+    }
+    if (qe_is_f8(dt)) {
+        ((uint8_t *)p)[i] = qe_f32_to_f8(dt, (float)v, 1);
+        return;
+    }
+    if (isnan(v)) v = 0.0;
+    v = trunc(v);
+#define QE_CLAMPED(T, lo, hi) ((T)(v < (double)(lo) ? (lo) : v >= (double)(hi) ? (hi) : v))
+    switch (dt) {
+    case KILN_DTYPE_UINT8: ((uint8_t *)p)[i] = QE_CLAMPED(uint8_t, 0, UINT8_MAX); break;
+    case KILN_DTYPE_INT8: ((int8_t *)p)[i] = QE_CLAMPED(int8_t, INT8_MIN, INT8_MAX); break;
+    case KILN_DTYPE_UINT16: ((uint16_t *)p)[i] = QE_CLAMPED(uint16_t, 0, UINT16_MAX); break;
+    case KILN_DTYPE_INT16: ((int16_t *)p)[i] = QE_CLAMPED(int16_t, INT16_MIN, INT16_MAX); break;
+    case KILN_DTYPE_UINT32: ((uint32_t *)p)[i] = QE_CLAMPED(uint32_t, 0, UINT32_MAX); break;
+    case KILN_DTYPE_INT32: ((int32_t *)p)[i] = QE_CLAMPED(int32_t, INT32_MIN, INT32_MAX); break;
+    case KILN_DTYPE_UINT64: ((uint64_t *)p)[i] = QE_CLAMPED(uint64_t, 0, UINT64_MAX); break;
+    case KILN_DTYPE_INT64: ((int64_t *)p)[i] = QE_CLAMPED(int64_t, INT64_MIN, INT64_MAX); break;
+    case KILN_DTYPE_BOOL: ((uint8_t *)p)[i] = v != 0.0; break;
+    default: kiln_store_f64(dt, p, i, v); break;
+    }
+#undef QE_CLAMPED
+}
+
 /* Shape of t as text, for messages (a static buffer per call site would not be thread-safe). */
 #define QE_SHAPE(t, buf) kiln_shape_str((t), (buf), sizeof(buf))
 
