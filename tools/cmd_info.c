@@ -27,7 +27,7 @@ static void count_ops(const kiln_graph *g, op_count *ops, int *n_ops, int cap) {
         if (k < cap) ops[k].n++;
         for (int a = 0; a < n->n_attrs; a++) {
             if (n->attrs[a].g) count_ops(n->attrs[a].g, ops, n_ops, cap);
-            for (int j = 0; n->attrs[a].graphs && j < n->attrs[a].n; j++) count_ops(n->attrs[a].graphs[j], ops, n_ops, cap);
+            for (int j = 0; n->attrs[a].graphs && j < n->attrs[a].n_graphs; j++) count_ops(n->attrs[a].graphs[j], ops, n_ops, cap);
         }
     }
 }

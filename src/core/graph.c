@@ -65,13 +65,13 @@ static void attr_free(kiln_attr *a) {
     free(a->floats);
     free(a->ints);
     if (a->strings)
-        for (int i = 0; i < a->n; i++) free(a->strings[i]);
+        for (int i = 0; i < a->n_strings; i++) free(a->strings[i]);
     free(a->strings);
     if (a->tensors)
-        for (int i = 0; i < a->n; i++) kiln_tensor_release(&a->tensors[i]);
+        for (int i = 0; i < a->n_tensors; i++) kiln_tensor_release(&a->tensors[i]);
     free(a->tensors);
     if (a->graphs)
-        for (int i = 0; i < a->n; i++) kiln_graph_free(a->graphs[i]);
+        for (int i = 0; i < a->n_graphs; i++) kiln_graph_free(a->graphs[i]);
     free(a->graphs);
 }
 

@@ -34,6 +34,7 @@ typedef struct kiln_attr {
     kiln_tensor *tensors;
     struct kiln_graph **graphs;
     int tp_elem_type;      /* TYPE_PROTO: tensor elem_type (0 if not a tensor type) */
+    int n_strings, n_tensors, n_graphs; /* entries filled in each list (what attr_free releases) */
 } kiln_attr;
 
 typedef struct kiln_node {

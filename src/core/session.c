@@ -27,7 +27,7 @@ static kiln_status bind_kernels(kiln_graph *g, char **missing, size_t *len, int 
         kiln_node *n = &g->nodes[i];
         for (int k = 0; k < n->n_attrs; k++) {
             if (n->attrs[k].g) KILN_TRY(bind_kernels(n->attrs[k].g, missing, len, count));
-            for (int j = 0; n->attrs[k].graphs && j < n->attrs[k].n; j++)
+            for (int j = 0; n->attrs[k].graphs && j < n->attrs[k].n_graphs; j++)
                 KILN_TRY(bind_kernels(n->attrs[k].graphs[j], missing, len, count));
         }
         if (n->opset >= 0) n->op = kiln_find_op(n->domain, n->op_type, n->opset);
@@ -55,7 +55,7 @@ static kiln_status prepare_recursive(kiln_session *s, kiln_graph *g, kiln_err *e
         kiln_node *n = &g->nodes[i];
         for (int k = 0; k < n->n_attrs; k++) {
             if (n->attrs[k].g) KILN_TRY(prepare_recursive(s, n->attrs[k].g, e));
-            for (int j = 0; n->attrs[k].graphs && j < n->attrs[k].n; j++)
+            for (int j = 0; n->attrs[k].graphs && j < n->attrs[k].n_graphs; j++)
                 KILN_TRY(prepare_recursive(s, n->attrs[k].graphs[j], e));
         }
     }

@@ -589,14 +589,17 @@ static kiln_status parse_attr(loader *L, const uint8_t *data, size_t len, kiln_g
         case 7: kf += kiln_pb_read_fixed32(&f, (uint32_t *)a->floats + kf, nf - kf); break;
         case 8: ki += kiln_pb_read_varints(&f, a->ints + ki, ni - ki); break;
         case 9:
-            if (f.type == KILN_PB_LEN && !(a->strings[ks++] = dup_bytes(f.data, f.len)))
-                return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
+            if (f.type == KILN_PB_LEN) {
+                if (!(a->strings[ks] = dup_bytes(f.data, f.len)))
+                    return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
+                a->n_strings = ++ks;
+            }
             break;
         case 10: case 23:
             if (f.type == KILN_PB_LEN) {
                 st = f.num == 10 ? parse_tensor(L, f.data, f.len, &a->tensors[kt], &tname)
                                  : parse_sparse_tensor(L, f.data, f.len, &a->tensors[kt], &tname);
-                if (!st) kt++;
+                if (!st) a->n_tensors = ++kt;
                 free(tname);
                 tname = NULL;
             }
@@ -604,7 +607,7 @@ static kiln_status parse_attr(loader *L, const uint8_t *data, size_t len, kiln_g
         case 11:
             if (f.type == KILN_PB_LEN) {
                 st = parse_graph(L, f.data, f.len, g, &a->graphs[kg]);
-                if (!st) kg++;
+                if (!st) a->n_graphs = ++kg;
             }
             break;
         case 14: { /* TypeProto: keep the tensor elem type (CastLike-style uses) */
@@ -764,7 +767,7 @@ static kiln_status parse_node(loader *L, kiln_graph *g, int idx, const uint8_t *
     for (int k = 0; k < n->n_attrs; k++) {
         kiln_attr *a = &n->attrs[k];
         if (a->g) KILN_TRY(gather_implicit(L, a->g, n));
-        for (int j = 0; a->graphs && j < a->n; j++) KILN_TRY(gather_implicit(L, a->graphs[j], n));
+        for (int j = 0; a->graphs && j < a->n_graphs; j++) KILN_TRY(gather_implicit(L, a->graphs[j], n));
     }
     return KILN_OK;
 }
@@ -1145,6 +1148,10 @@ kiln_status kiln_parse_value_proto(const void *bytes, size_t size, int kind, kil
         while ((rc = kiln_pb_next(&r, &f)) == 1) {
             if (f.type != KILN_PB_LEN) continue;
             if (f.num == 1) { free(nm); nm = dup_bytes(f.data, f.len); }
+            if (f.num == 3 || f.num == 5) { /* a repeated field: the last one wins */
+                kiln_value_release(v);
+                memset(v, 0, sizeof *v);
+            }
             if (f.num == 3) {
                 v->kind = KILN_KIND_TENSOR;
                 char *tn = NULL;
