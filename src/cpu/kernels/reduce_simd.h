@@ -170,6 +170,16 @@ RS_AVX2 static void rs_affine_avx2(const float *x, float *y, int64_t n, float m,
     }
 }
 
+/* y = (x - m) * s + t */
+RS_AVX2 static void rs_scale_shift_avx2(const float *x, float *y, int64_t n, float m, float s,
+                                        float t) {
+    __m256 vm = _mm256_set1_ps(m), vs = _mm256_set1_ps(s), vt = _mm256_set1_ps(t);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vs, vt));
+    for (; i < n; i++) y[i] = (x[i] - m) * s + t;
+}
+
 /* y = a + b + c; c may be NULL */
 RS_AVX2 static void rs_add3_avx2(const float *a, const float *b, const float *c, float *y,
                                  int64_t n) {
@@ -258,6 +268,17 @@ static RU_UNUSED void rs_affine(const float *x, float *y, int64_t n, float m, fl
         if (b) v += b[i];
         y[i] = v;
     }
+}
+
+static RU_UNUSED void rs_scale_shift(const float *x, float *y, int64_t n, float m, float s,
+                                     float t) {
+#if RS_X86
+    if (rs_use_avx2()) {
+        rs_scale_shift_avx2(x, y, n, m, s, t);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * s + t;
 }
 
 static RU_UNUSED void rs_add3(const float *a, const float *b, const float *c, float *y, int64_t n) {
