@@ -44,7 +44,7 @@ static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
     int64_t n = kiln_numel(t);
     if (n < 0) return kiln_fail(e, KILN_ERR_RUNTIME, "output shape is not concrete");
     size_t bytes = kiln_dtype_bytes(t->dtype, n);
-    if (r->rec) {
+    if (r->rec && !r->is_output[v]) { /* graph outputs go to the caller, never to the arena */
         r->rec[v].def = r->step;
         r->rec[v].last = r->step;
         r->rec[v].size = bytes;
