@@ -127,14 +127,18 @@ class InferenceSession:
         names, descs, keep = [], [], []
         for name, value in input_feed.items():
             arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-            if arr.dtype.kind in "US" or arr.dtype == object:
-                raise KilnError("input %r: string tensors are not supported by the Python binding yet" % name)
+            dims = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
+            names.append(str(name).encode())
+            if arr.dtype.kind in "USO":  # strings: an array of NUL-terminated UTF-8 pointers
+                flat = [x.decode() if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
+                ptrs = (ctypes.c_char_p * max(len(flat), 1))(*[f.encode() for f in flat])
+                keep.append((ptrs, dims))
+                descs.append(_lib.TensorDesc(8, arr.ndim, dims, ctypes.cast(ptrs, ctypes.c_void_p)))
+                continue
             if arr.dtype not in _CODE_OF:
                 raise KilnError("input %r: unsupported numpy dtype %s" % (name, arr.dtype))
             arr = np.ascontiguousarray(arr)
-            dims = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
             keep.append((arr, dims))
-            names.append(str(name).encode())
             descs.append(_lib.TensorDesc(_CODE_OF[arr.dtype], arr.ndim, dims, arr.ctypes.data))
         n_in = len(names)
         c_names = (ctypes.c_char_p * max(n_in, 1))(*names)
