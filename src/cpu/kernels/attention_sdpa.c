@@ -4,6 +4,7 @@
  * terms, folds it into running row maxima / sums, and accumulates P·V with a second sgemm.
  * Scores of masked-out tiles (causal future, beyond a 1-D mask's window) are never computed. */
 #include "attention_common.h"
+#include "attention_kernels.h"
 #include "attention_vecmath.h"
 
 #include <cblas.h>
@@ -20,8 +21,16 @@ typedef struct sdpa_job {
     const kattn_sdpa *p;
     int64_t qblocks;   /* query blocks per (batch, head) */
     int64_t bq, tk;    /* rows per block, keys per tile */
+    int avx512;        /* own block kernels instead of cblas_sgemm */
     atomic_int failed; /* a worker could not allocate its scratch */
 } sdpa_job;
+
+/* A worker's transposed copy of one (batch, key head)'s keys, H × Tp, reused by the consecutive
+ * query blocks of that head that the worker takes (AVX-512 path). */
+typedef struct kt_cache {
+    float *kt;
+    int64_t Tp, b, nk;
+} kt_cache;
 
 typedef struct row_window {
     int64_t lo, hi; /* keys this row may see; lo >= hi: none (row of -inf) */
@@ -59,7 +68,8 @@ static inline int64_t batch_off(const kattn_sdpa *p, int64_t b, int64_t sb, int6
 static float softcap_of(float x, float c) { return c * tanhf(x / c); }
 
 /* One (batch, head, query block). scratch: bq*tk scores, bq*Hv accumulator, 2*bq row stats. */
-static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_window *win) {
+static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_window *win,
+                       kt_cache *ktc) {
     const kattn_sdpa *p = job->p;
     const kattn_vec_ops *vo = kattn_vec();
     int64_t qb = task % job->qblocks, bn = task / job->qblocks;
@@ -75,7 +85,13 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
     const float *v = p->v.p + batch_off(p, b, p->v.sb, p->v.ss) + nk * p->v.sn;
     float *out = p->out + batch_off(p, b, p->o_sb, p->o_ss) + n * p->o_sn + s0 * p->o_ss;
     int64_t tk = job->tk, Hv = p->Hv;
-    float *sc = scratch, *acc = scratch + job->bq * tk, *mx = acc + job->bq * Hv, *sum = mx + job->bq;
+    int64_t tkp = (tk + 31) / 32 * 32; /* score rows padded for the 32-key kernel */
+    float *sc = scratch, *acc = sc + job->bq * tkp, *mx = acc + job->bq * Hv, *sum = mx + job->bq;
+    if (job->avx512 && (ktc->b != b || ktc->nk != nk)) {
+        kattn_pack_kt(k, p->k.ss, T, p->H, ktc->kt, ktc->Tp);
+        ktc->b = b;
+        ktc->nk = nk;
+    }
 
     int64_t klo = T, khi = 0;
     for (int64_t i = 0; i < rows; i++) {
@@ -94,11 +110,17 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
     }
 
     for (int64_t t0 = klo; t0 < khi; t0 += tk) {
-        int64_t tn = khi - t0 < tk ? khi - t0 : tk;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)tn, (int)p->H,
-                    p->scale, q, (int)p->q.ss, k + t0 * p->k.ss, (int)p->k.ss, 0.0f, sc, (int)tn);
+        int64_t tn = khi - t0 < tk ? khi - t0 : tk, ld;
+        if (job->avx512) {
+            ld = (tn + 31) / 32 * 32;
+            kattn_qk_avx512(q, p->q.ss, rows, ktc->kt + t0, ktc->Tp, ld, p->H, p->scale, sc, ld);
+        } else {
+            ld = tn;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)tn, (int)p->H,
+                        p->scale, q, (int)p->q.ss, k + t0 * p->k.ss, (int)p->k.ss, 0.0f, sc, (int)ld);
+        }
         for (int64_t i = 0; i < rows; i++) {
-            float *x = sc + i * tn;
+            float *x = sc + i * ld;
             int64_t s = s0 + i;
             float *qo = p->qk_out ? p->qk_out + ((b * p->N + n) * p->S + s) * p->T : NULL;
             if (qo && p->qk_mode == 0) memcpy(qo + t0, x, sizeof(float) * tn);
@@ -131,19 +153,22 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
                 memset(x, 0, sizeof(float) * tn);
                 continue;
             }
-            float corr = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+            float corr = m_old == m_new ? 1.0f : m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
             float s_new = vo->exp_shift_sum(x, tn, m_new);
             sum[i] = sum[i] * corr + s_new;
             mx[i] = m_new;
             if (corr != 1.0f) vo->scale(acc + i * Hv, Hv, corr);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)Hv, (int)tn, 1.0f, sc,
-                    (int)tn, v + t0 * p->v.ss, (int)p->v.ss, 1.0f, acc, (int)Hv);
+        if (job->avx512)
+            kattn_pv_avx512(sc, ld, rows, v + t0 * p->v.ss, p->v.ss, tn, Hv, acc, Hv);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)Hv, (int)tn, 1.0f,
+                        sc, (int)ld, v + t0 * p->v.ss, (int)p->v.ss, 1.0f, acc, (int)Hv);
         if (p->qk_out && p->qk_mode == 3) {
             for (int64_t i = 0; i < rows; i++) {
                 float *qo = p->qk_out + ((b * p->N + n) * p->S + s0 + i) * p->T;
                 float inv = sum[i] > 0.0f ? 1.0f / sum[i] : NAN;
-                for (int64_t j = 0; j < tn; j++) qo[t0 + j] = sc[i * tn + j] * inv;
+                for (int64_t j = 0; j < tn; j++) qo[t0 + j] = sc[i * ld + j] * inv;
             }
         }
     }
@@ -167,16 +192,21 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
 static void sdpa_range(void *arg, int64_t begin, int64_t end) {
     sdpa_job *job = arg;
     const kattn_sdpa *p = job->p;
-    size_t nf = (size_t)(job->bq * job->tk + job->bq * p->Hv + 2 * job->bq);
+    int64_t tkp = (job->tk + 31) / 32 * 32;
+    size_t nf = (size_t)(job->bq * tkp + job->bq * p->Hv + 2 * job->bq);
     float *scratch = malloc(nf * sizeof(float));
     row_window *win = malloc(sizeof(row_window) * (size_t)job->bq);
-    if (!scratch || !win) {
+    /* +32 columns: a tile starting anywhere below T may read a padded 32-column group past T */
+    kt_cache ktc = {NULL, (p->T + 31) / 32 * 32 + 32, -1, -1};
+    if (job->avx512) ktc.kt = malloc(sizeof(float) * (size_t)(p->H * ktc.Tp));
+    if (!scratch || !win || (job->avx512 && !ktc.kt)) {
         atomic_store(&job->failed, 1);
     } else {
-        for (int64_t t = begin; t < end; t++) sdpa_block(job, t, scratch, win);
+        for (int64_t t = begin; t < end; t++) sdpa_block(job, t, scratch, win, &ktc);
     }
     free(scratch);
     free(win);
+    free(ktc.kt);
 }
 
 kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p) {
@@ -198,6 +228,7 @@ kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p) {
                                                 : KTILE);
     if (job.tk < 1) job.tk = 1;
     job.qblocks = (p->S + job.bq - 1) / job.bq;
+    job.avx512 = kattn_have_avx512() && !getenv("KILN_ATTENTION_BLAS");
     atomic_init(&job.failed, 0);
     int64_t tasks = p->B * p->N * job.qblocks;
     kiln_parallel_for(ctx, tasks, 1, sdpa_range, &job);

@@ -129,18 +129,88 @@ AVX2 static void add_avx2(float *x, const float *a, int64_t n) {
 
 static const kattn_vec_ops avx2_ops = {row_max_avx2, exp_shift_sum_avx2, scale_avx2, add_avx2};
 
+/* The same with 16 lanes; tails use masked loads and stores instead of scalar loops. */
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static inline __m512 exp16(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(KATTN_EXP_LOW), hi = _mm512_set1_ps(88.0f);
+    __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ); /* false for -inf and NaN */
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512 y = _mm512_scalef_ps(p, k); /* p · 2^k */
+    return _mm512_maskz_mov_ps(keep, y);
+}
+
+static inline __mmask16 tail_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+AVX512 static float row_max_avx512(const float *x, int64_t n) {
+    __m512 v = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n; i += 16)
+        v = _mm512_max_ps(v, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail_mask(n - i), x + i));
+    return _mm512_reduce_max_ps(v);
+}
+
+AVX512 static float exp_shift_sum_avx512(float *x, int64_t n, float m) {
+    __m512 vm = _mm512_set1_ps(m), acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm));
+        e = _mm512_maskz_mov_ps(k, e);
+        _mm512_mask_storeu_ps(x + i, k, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+AVX512 static void scale_avx512(float *x, int64_t n, float c) {
+    __m512 vc = _mm512_set1_ps(c);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vc));
+    }
+}
+
+AVX512 static void add_avx512(float *x, const float *a, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, a + i)));
+    }
+}
+
+static const kattn_vec_ops avx512_ops = {row_max_avx512, exp_shift_sum_avx512, scale_avx512, add_avx512};
+
 const kattn_vec_ops *kattn_vec(void) {
     /* benign race: every thread computes the same answer */
     static int have = -1;
     if (have < 0) {
         __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        have = __builtin_cpu_supports("avx512f")                                   ? 2
+               : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                                   : 0;
     }
-    return have ? &avx2_ops : &portable_ops;
+    return have == 2 ? &avx512_ops : have == 1 ? &avx2_ops : &portable_ops;
+}
+
+const kattn_vec_ops *kattn_vec_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &avx2_ops : &portable_ops;
 }
 
 #else
 
 const kattn_vec_ops *kattn_vec(void) { return &portable_ops; }
+const kattn_vec_ops *kattn_vec_avx2(void) { return &portable_ops; }
 
 #endif

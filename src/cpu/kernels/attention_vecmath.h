@@ -1,4 +1,4 @@
-/* Row operations of the attention softmax, vectorised with AVX2/FMA where the CPU has it (chosen
+/* Row operations of the attention softmax, vectorised with AVX-512 or AVX2/FMA where the CPU has it (chosen
  * at run time) and portable C otherwise. */
 #ifndef KILN_ATTENTION_VECMATH_H
 #define KILN_ATTENTION_VECMATH_H
@@ -14,7 +14,8 @@ typedef struct kattn_vec_ops {
 } kattn_vec_ops;
 
 const kattn_vec_ops *kattn_vec(void);
-/* The portable versions, for tests of the vector ones. */
+/* The portable and AVX2 versions, for tests of the vector ones. */
 const kattn_vec_ops *kattn_vec_portable(void);
+const kattn_vec_ops *kattn_vec_avx2(void);
 
 #endif
