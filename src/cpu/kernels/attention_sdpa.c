@@ -228,7 +228,7 @@ kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p) {
                                                 : KTILE);
     if (job.tk < 1) job.tk = 1;
     job.qblocks = (p->S + job.bq - 1) / job.bq;
-    job.avx512 = kattn_have_avx512() && !getenv("KILN_ATTENTION_BLAS");
+    job.avx512 = kattn_have_avx512() && kattn_isa_cap() >= 2;
     atomic_init(&job.failed, 0);
     int64_t tasks = p->B * p->N * job.qblocks;
     kiln_parallel_for(ctx, tasks, 1, sdpa_range, &job);

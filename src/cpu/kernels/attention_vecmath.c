@@ -4,6 +4,16 @@
 #include "attention_vecmath.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int kattn_isa_cap(void) {
+    const char *e = getenv("KILN_ATTENTION_ISA");
+    if (!e) return 2;
+    if (!strcmp(e, "portable")) return 0;
+    if (!strcmp(e, "avx2")) return 1;
+    return 2;
+}
 
 /* Below this the result is a denormal or 0; returning 0 keeps masked (-inf) scores exactly 0. */
 #define KATTN_EXP_LOW (-87.0f)
@@ -196,9 +206,11 @@ const kattn_vec_ops *kattn_vec(void) {
     static int have = -1;
     if (have < 0) {
         __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx512f")                                   ? 2
-               : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
-                                                                                   : 0;
+        int h = __builtin_cpu_supports("avx512f")                                   ? 2
+                : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                                    : 0;
+        int cap = kattn_isa_cap();
+        have = h < cap ? h : cap;
     }
     return have == 2 ? &avx512_ops : have == 1 ? &avx2_ops : &portable_ops;
 }

@@ -14,6 +14,11 @@ typedef struct kattn_vec_ops {
 } kattn_vec_ops;
 
 const kattn_vec_ops *kattn_vec(void);
+
+/* KILN_ATTENTION_ISA=portable|avx2|avx512 caps the instruction set the attention kernels use
+ * (0, 1, 2), so that tests can run every path on one machine; unset: 2. Below 2 the block
+ * products go through cblas_sgemm. */
+int kattn_isa_cap(void);
 /* The portable and AVX2 versions, for tests of the vector ones. */
 const kattn_vec_ops *kattn_vec_portable(void);
 const kattn_vec_ops *kattn_vec_avx2(void);
