@@ -92,6 +92,24 @@ static kiln_status map_file(loader *L, const char *path, kiln_mapping **out) {
     return KILN_OK;
 }
 
+/* After a misaligned tensor was copied, its pages in the mapping are not needed again: give them
+ * back so that a model's weights are resident once, not twice (file-backed pages re-read on
+ * demand should anything touch them). */
+static void release_mapped_pages(const kiln_model *m, const void *src, size_t bytes) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    uintptr_t lo = ((uintptr_t)src + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t hi = ((uintptr_t)src + bytes) & ~((uintptr_t)page - 1);
+    if (hi <= lo) return;
+    for (int i = 0; i < m->n_maps; i++) {
+        uintptr_t a = (uintptr_t)m->maps[i].addr;
+        if (lo >= a && hi <= a + m->maps[i].size) {
+            madvise((void *)lo, hi - lo, MADV_DONTNEED);
+            return;
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- TensorProto */
 
 typedef struct tensor_fields {
@@ -258,6 +276,7 @@ static kiln_status parse_tensor(loader *L, const uint8_t *data, size_t len, kiln
             if (bytes) memcpy(p, tf.raw, bytes);
             out->data = out->owner = p;
             if (bytes) L->m->copied_init_bytes += bytes;
+            release_mapped_pages(L->m, tf.raw, bytes);
         }
         *name_out = name;
         free(tf.location);
