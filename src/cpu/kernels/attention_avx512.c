@@ -81,6 +81,25 @@ AVX512 void kattn_qk_avx512(const float *q, int64_t q_ss, int64_t rows, const fl
     }
 }
 
+/* Few query rows (decoding): every key is used once per row, so transposing K would cost more
+ * than the products; dot products straight from the key rows read K exactly once. */
+AVX512 void kattn_qk_direct_avx512(const float *q, int64_t q_ss, int64_t rows, const float *k,
+                                   int64_t k_ss, int64_t tn, int64_t H, float scale, float *s,
+                                   int64_t s_ss) {
+    for (int64_t j = 0; j < tn; j++) {
+        const float *kr = k + j * k_ss;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *qr = q + r * q_ss;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t h = 0; h < H; h += 16) {
+                __mmask16 m = H - h >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (H - h)) - 1);
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qr + h), _mm512_maskz_loadu_ps(m, kr + h), acc);
+            }
+            s[r * s_ss + j] = _mm512_reduce_add_ps(acc) * scale;
+        }
+    }
+}
+
 /* R rows × up to 64 output columns (4 vectors, masked): o[r][c] += Σ_j p[r][j] v[j][c]. */
 #define PV_KERNEL(R)                                                                               \
     AVX512 static inline void pv_rows##R(const float *p, int64_t ps, const float *v, int64_t vs,  \
@@ -135,5 +154,7 @@ void kattn_qk_avx512(const float *q, int64_t q_ss, int64_t rows, const float *kt
                      int64_t cols, int64_t H, float scale, float *s, int64_t s_ss) {}
 void kattn_pv_avx512(const float *p, int64_t p_ss, int64_t rows, const float *v, int64_t v_ss,
                      int64_t tn, int64_t Hv, float *o, int64_t o_ss) {}
+void kattn_qk_direct_avx512(const float *q, int64_t q_ss, int64_t rows, const float *k, int64_t k_ss,
+                            int64_t tn, int64_t H, float scale, float *s, int64_t s_ss) {}
 
 #endif

@@ -22,6 +22,8 @@ typedef struct sdpa_job {
     int64_t qblocks;   /* query blocks per (batch, head) */
     int64_t bq, tk;    /* rows per block, keys per tile */
     int avx512;        /* own block kernels instead of cblas_sgemm */
+    int pack_k;        /* AVX-512 with enough query rows per block to pay for transposing K */
+    int64_t per_task;  /* query blocks per work item (whole heads when there are many heads) */
     atomic_int failed; /* a worker could not allocate its scratch */
 } sdpa_job;
 
@@ -87,7 +89,7 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
     int64_t tk = job->tk, Hv = p->Hv;
     int64_t tkp = (tk + 31) / 32 * 32; /* score rows padded for the 32-key kernel */
     float *sc = scratch, *acc = sc + job->bq * tkp, *mx = acc + job->bq * Hv, *sum = mx + job->bq;
-    if (job->avx512 && (ktc->b != b || ktc->nk != nk)) {
+    if (job->pack_k && (ktc->b != b || ktc->nk != nk)) {
         kattn_pack_kt(k, p->k.ss, T, p->H, ktc->kt, ktc->Tp);
         ktc->b = b;
         ktc->nk = nk;
@@ -111,9 +113,12 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
 
     for (int64_t t0 = klo; t0 < khi; t0 += tk) {
         int64_t tn = khi - t0 < tk ? khi - t0 : tk, ld;
-        if (job->avx512) {
+        if (job->pack_k) {
             ld = (tn + 31) / 32 * 32;
             kattn_qk_avx512(q, p->q.ss, rows, ktc->kt + t0, ktc->Tp, ld, p->H, p->scale, sc, ld);
+        } else if (job->avx512) {
+            ld = tn;
+            kattn_qk_direct_avx512(q, p->q.ss, rows, k + t0 * p->k.ss, p->k.ss, tn, p->H, p->scale, sc, ld);
         } else {
             ld = tn;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)tn, (int)p->H,
@@ -198,11 +203,13 @@ static void sdpa_range(void *arg, int64_t begin, int64_t end) {
     row_window *win = malloc(sizeof(row_window) * (size_t)job->bq);
     /* +32 columns: a tile starting anywhere below T may read a padded 32-column group past T */
     kt_cache ktc = {NULL, (p->T + 31) / 32 * 32 + 32, -1, -1};
-    if (job->avx512) ktc.kt = malloc(sizeof(float) * (size_t)(p->H * ktc.Tp));
-    if (!scratch || !win || (job->avx512 && !ktc.kt)) {
+    if (job->pack_k) ktc.kt = malloc(sizeof(float) * (size_t)(p->H * ktc.Tp));
+    if (!scratch || !win || (job->pack_k && !ktc.kt)) {
         atomic_store(&job->failed, 1);
     } else {
-        for (int64_t t = begin; t < end; t++) sdpa_block(job, t, scratch, win, &ktc);
+        int64_t total = p->B * p->N * job->qblocks;
+        for (int64_t t = begin * job->per_task; t < end * job->per_task && t < total; t++)
+            sdpa_block(job, t, scratch, win, &ktc);
     }
     free(scratch);
     free(win);
@@ -229,8 +236,13 @@ kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p) {
     if (job.tk < 1) job.tk = 1;
     job.qblocks = (p->S + job.bq - 1) / job.bq;
     job.avx512 = kattn_have_avx512() && kattn_isa_cap() >= 2;
+    job.pack_k = job.avx512 && job.bq >= 8;
     atomic_init(&job.failed, 0);
-    int64_t tasks = p->B * p->N * job.qblocks;
+    /* With several heads per thread, whole heads per work item let a worker transpose each head's
+     * keys once; otherwise split heads into query blocks to use every thread. */
+    int64_t heads = p->B * p->N, threads = kiln_num_threads(ctx);
+    job.per_task = heads >= 4 * threads ? job.qblocks : 1;
+    int64_t tasks = (heads * job.qblocks + job.per_task - 1) / job.per_task;
     kiln_parallel_for(ctx, tasks, 1, sdpa_range, &job);
     if (atomic_load(&job.failed))
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for attention scratch");
