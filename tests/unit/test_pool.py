@@ -222,6 +222,21 @@ def test_maxunpool(shape, attrs):
     check(m, {"y": y, "i": i, "s": os_})
 
 
+def test_maxunpool_larger_output_shape():
+    """The unpooled block sits at the start of a larger output_shape (onnx's reference; onnxruntime
+    instead reuses the flat indices in the larger shape and fails this conformance case)."""
+    x = np.array([[[[5, 6], [7, 8]]]], F32)
+    i = np.array([[[[5, 7], [13, 15]]]], np.int64)
+    s = np.array([1, 1, 5, 6], np.int64)
+    m = node_model("MaxUnpool", [("x", x), ("i", i), ("s", s)], ["z"],
+                   {"kernel_shape": [2, 2], "strides": [2, 2]}, opset=11)
+    got = run_kiln(m, {"x": x, "i": i, "s": s})[0]
+    assert_same(got, ReferenceEvaluator(m).run(None, {"x": x, "i": i, "s": s})[0])
+    with pytest.raises(Exception, match="smaller than"):
+        s = np.array([1, 1, 3, 3], np.int64)
+        run_kiln(m, {"x": x, "i": i, "s": s})
+
+
 def test_maxunpool_bad_index():
     x = np.ones((1, 1, 2, 2), F32)
     i = np.array([0, 1, 2, 99], np.int64).reshape(1, 1, 2, 2)

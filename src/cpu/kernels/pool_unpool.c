@@ -14,7 +14,10 @@ static int float_type(int dt) {
 
 /* ---- MaxUnpool ---- */
 
-static kiln_status unpool_shape(kiln_ctx *ctx, int *rank, int64_t *dims, int *known) {
+/* dims: the output shape; inferred: the unpooled shape the indices refer to (output_shape may
+ * only enlarge it: the unpooled block then sits at the start of each dim, as in the reference). */
+static kiln_status unpool_shape(kiln_ctx *ctx, int *rank, int64_t *dims, int64_t *inferred,
+                                int *known) {
     kiln_tensor *X, *I;
     char s1[96], s2[96];
     KILN_TRY(kiln_need_input(ctx, 0, &X));
@@ -47,6 +50,24 @@ static kiln_status unpool_shape(kiln_ctx *ctx, int *rank, int64_t *dims, int *kn
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                          "kernel_shape has %d values but X has %d spatial dims", nk, nd);
     *rank = X->rank;
+    int np = 0, ns = 0;
+    const int64_t *pads = kiln_attr_ints(ctx->node, "pads", &np);
+    const int64_t *st = kiln_attr_ints(ctx->node, "strides", &ns);
+    if ((pads && np != 2 * nd) || (st && ns != nd))
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "%s has the wrong number of values",
+                         pads && np != 2 * nd ? "pads" : "strides");
+    inferred[0] = X->dims[0];
+    inferred[1] = X->dims[1];
+    for (int i = 0; i < nd; i++) {
+        int64_t in = X->dims[i + 2], s = st ? st[i] : 1;
+        if (s < 1 || ks[i] < 1 || (pads && (pads[i] < 0 || pads[nd + i] < 0)))
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "strides and kernel_shape must be >= 1 and pads >= 0");
+        inferred[i + 2] = in < 0 ? -1 : (in - 1) * s + ks[i] - (pads ? pads[i] + pads[nd + i] : 0);
+        if (in >= 0 && inferred[i + 2] < 0)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "pads make spatial dim %d negative", i);
+    }
+    for (int i = 0; i < X->rank; i++) dims[i] = inferred[i];
     if (OS) {
         if (!OS->data) return KILN_OK; /* static inference without the value */
         int n = 0;
@@ -55,33 +76,15 @@ static kiln_status unpool_shape(kiln_ctx *ctx, int *rank, int64_t *dims, int *kn
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                              "output_shape has %d values; expected %d", n, X->rank);
         for (int i = 0; i < n; i++)
-            if (dims[i] < 0)
-                return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "output_shape[%d] is negative", i);
-        if ((X->dims[0] >= 0 && dims[0] != X->dims[0]) || (X->dims[1] >= 0 && dims[1] != X->dims[1]))
+            if (inferred[i] >= 0 && dims[i] < inferred[i])
+                return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                                 "output_shape %s is smaller than the unpooled shape %s",
+                                 kconv_dims_str(n, dims, s1, sizeof s1),
+                                 kconv_dims_str(n, inferred, s2, sizeof s2));
+        if (dims[0] != inferred[0] || dims[1] != inferred[1])
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                              "output_shape %s must keep X's batch and channel dims",
                              kconv_dims_str(n, dims, s1, sizeof s1));
-        *known = 1;
-        return KILN_OK;
-    }
-    kconv_geom g;
-    memset(&g, 0, sizeof g);
-    g.nd = nd;
-    int np = 0, ns = 0;
-    const int64_t *pads = kiln_attr_ints(ctx->node, "pads", &np);
-    const int64_t *st = kiln_attr_ints(ctx->node, "strides", &ns);
-    if ((pads && np != 2 * nd) || (st && ns != nd))
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "%s has the wrong number of values",
-                         pads && np != 2 * nd ? "pads" : "strides");
-    dims[0] = X->dims[0];
-    dims[1] = X->dims[1];
-    for (int i = 0; i < nd; i++) {
-        int64_t in = X->dims[i + 2], s = st ? st[i] : 1;
-        if (s < 1 || ks[i] < 1)
-            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "strides and kernel_shape must be >= 1");
-        dims[i + 2] = in < 0 ? -1 : (in - 1) * s + ks[i] - (pads ? pads[i] + pads[nd + i] : 0);
-        if (in >= 0 && dims[i + 2] < 0)
-            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "pads make spatial dim %d negative", i);
     }
     *known = 1;
     return KILN_OK;
@@ -89,8 +92,8 @@ static kiln_status unpool_shape(kiln_ctx *ctx, int *rank, int64_t *dims, int *kn
 
 kiln_status kunpool_infer(kiln_ctx *ctx) {
     int rank, known;
-    int64_t dims[KILN_MAX_RANK];
-    KILN_TRY(unpool_shape(ctx, &rank, dims, &known));
+    int64_t dims[KILN_MAX_RANK], inferred[KILN_MAX_RANK];
+    KILN_TRY(unpool_shape(ctx, &rank, dims, inferred, &known));
     kiln_tensor *X = kiln_input(ctx, 0);
     if (!known) return kiln_set_output_unknown(ctx, 0, X->dtype);
     return kiln_set_output(ctx, 0, X->dtype, rank, dims);
@@ -99,16 +102,31 @@ kiln_status kunpool_infer(kiln_ctx *ctx) {
 kiln_status kunpool_compute(kiln_ctx *ctx) {
     kiln_tensor *X = kiln_input(ctx, 0), *I = kiln_input(ctx, 1), *Y = kiln_output(ctx, 0);
     if (!Y) return KILN_OK;
-    int64_t n = kiln_numel(X), ny = kiln_numel(Y);
+    int rank, known;
+    int64_t dims[KILN_MAX_RANK], inferred[KILN_MAX_RANK];
+    KILN_TRY(unpool_shape(ctx, &rank, dims, inferred, &known));
+    int64_t n = kiln_numel(X), ny = kiln_numel(Y), ni = kiln_dims_numel(rank, inferred);
     size_t es = kiln_dtype_bytes(X->dtype, 1);
     memset(Y->data, 0, es * (size_t)ny);
     const int64_t *idx = I->data;
+    int same = 1;
+    for (int i = 0; i < rank; i++) same &= dims[i] == inferred[i];
     for (int64_t i = 0; i < n; i++) {
-        if (idx[i] < 0 || idx[i] >= ny)
+        int64_t k = idx[i];
+        if (k < 0 || k >= ni)
             return KILN_FAIL(ctx, KILN_ERR_RUNTIME,
                              "index I[%lld] = %lld is outside the output (%lld elements)",
-                             (long long)i, (long long)idx[i], (long long)ny);
-        memcpy((char *)Y->data + es * (size_t)idx[i], (const char *)X->data + es * (size_t)i, es);
+                             (long long)i, (long long)k, (long long)ni);
+        if (!same) { /* re-address the unpooled position inside the larger output */
+            int64_t o = 0, mul = 1, r = k;
+            for (int d = rank - 1; d >= 0; d--) {
+                o += (r % inferred[d]) * mul;
+                r /= inferred[d];
+                mul *= dims[d];
+            }
+            k = o;
+        }
+        memcpy((char *)Y->data + es * (size_t)k, (const char *)X->data + es * (size_t)i, es);
     }
     return KILN_OK;
 }
