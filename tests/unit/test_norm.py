@@ -321,6 +321,8 @@ def test_dropout_training_random():
     y, mask = run_kiln(m, {"x": x})
     assert mask.dtype == np.bool_ and y.shape == x.shape
     assert abs(mask.mean() - 0.75) < 0.02
+    # the draws are numpy's RandomState(seed).uniform, like the ONNX reference implementation
+    np.testing.assert_array_equal(mask, np.random.RandomState(7).uniform(0, 1, x.shape) >= 0.25)
     assert_same(y, np.where(mask, x / np.float32(0.75), 0).astype(F32), rtol=1e-6, atol=1e-6)
     y2, mask2 = run_kiln(m, {"x": x})
     np.testing.assert_array_equal(mask, mask2)  # same seed, same bits

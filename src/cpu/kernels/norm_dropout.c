@@ -1,9 +1,10 @@
 /* Dropout. In inference (every opset before 12; from 12 unless the training_mode input is true)
  * the output is the input. The mask follows onnxruntime: before opset 12 it is all zeros (of type
  * T before opset 10, bool after), from 12 on all true. In training mode each element is kept
- * with probability 1 - ratio and scaled by 1 / (1 - ratio); the bits come from a splitmix64
- * stream seeded by the 'seed' attribute (or, without it, by a per-process counter), so results
- * match other runtimes only in the seed-independent cases (ratio 0). */
+ * with probability 1 - ratio and scaled by 1 / (1 - ratio). The draws are those of numpy's
+ * RandomState(seed).uniform(), i.e. MT19937 with 53-bit doubles, which is how the ONNX reference
+ * (and so the ONNX test data) makes them; without a 'seed' attribute the generator is seeded from
+ * the clock and a per-process counter. */
 #include "norm_impl.h"
 #include <stdatomic.h>
 #include <time.h>
@@ -58,11 +59,38 @@ kiln_status kiln_dropout_infer(kiln_ctx *ctx) {
     return KILN_OK;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+/* MT19937 (Matsumoto & Nishimura), seeded like init_genrand */
+typedef struct mt_state {
+    uint32_t v[624];
+    int i;
+} mt_state;
+
+static void mt_seed(mt_state *m, uint32_t seed) {
+    m->v[0] = seed;
+    for (int i = 1; i < 624; i++)
+        m->v[i] = 1812433253u * (m->v[i - 1] ^ (m->v[i - 1] >> 30)) + (uint32_t)i;
+    m->i = 624;
+}
+
+static uint32_t mt_next(mt_state *m) {
+    if (m->i >= 624) {
+        for (int k = 0; k < 624; k++) {
+            uint32_t y = (m->v[k] & 0x80000000u) | (m->v[(k + 1) % 624] & 0x7fffffffu);
+            m->v[k] = m->v[(k + 397) % 624] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+        }
+        m->i = 0;
+    }
+    uint32_t y = m->v[m->i++];
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    return y ^ (y >> 18);
+}
+
+/* uniform double in [0, 1) from 53 random bits, as numpy's random_sample */
+static double mt_uniform(mt_state *m) {
+    uint32_t a = mt_next(m) >> 5, b = mt_next(m) >> 6;
+    return (a * 67108864.0 + b) / 9007199254740992.0;
 }
 
 static atomic_uint_fast64_t dropout_calls;
@@ -84,19 +112,20 @@ kiln_status kiln_dropout_compute(kiln_ctx *ctx) {
         }
         return KILN_OK;
     }
-    uint64_t s = kiln_has_attr(ctx->node, "seed")
-                     ? (uint64_t)kiln_attr_int(ctx->node, "seed", 0)
-                     : (uint64_t)time(NULL) ^ (atomic_fetch_add(&dropout_calls, 1) << 32);
+    uint32_t seed = kiln_has_attr(ctx->node, "seed")
+                        ? (uint32_t)kiln_attr_int(ctx->node, "seed", 0)
+                        : (uint32_t)time(NULL) ^ (uint32_t)(atomic_fetch_add(&dropout_calls, 1) * 2654435761u);
+    mt_state *mt = malloc(sizeof *mt);
+    if (!mt) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    mt_seed(mt, seed);
     double scale = 1.0 / (1.0 - ratio);
-    /* keep when a uniform 24-bit draw is >= ratio * 2^24 */
-    uint64_t cut = (uint64_t)(ratio * 16777216.0);
     for (int64_t i = 0; i < n; i++) {
-        int keep = (splitmix64(&s) >> 40) >= cut;
+        int keep = mt_uniform(mt) >= ratio;
         if (mask) ((uint8_t *)mask->data)[i] = (uint8_t)keep;
         if (!y) continue;
         switch (x->dtype) {
-        case KILN_DTYPE_FLOAT:
-            ((float *)y->data)[i] = keep ? (float)(((const float *)x->data)[i] * scale) : 0.0f;
+        case KILN_DTYPE_FLOAT: /* float32 arithmetic, as numpy does for a float32 array */
+            ((float *)y->data)[i] = keep ? ((const float *)x->data)[i] * (float)scale : 0.0f;
             break;
         case KILN_DTYPE_DOUBLE:
             ((double *)y->data)[i] = keep ? ((const double *)x->data)[i] * scale : 0.0;
@@ -105,5 +134,6 @@ kiln_status kiln_dropout_compute(kiln_ctx *ctx) {
             kiln_store_f64(y->dtype, y->data, i, keep ? kiln_load_f64(x->dtype, x->data, i) * scale : 0.0);
         }
     }
+    free(mt);
     return KILN_OK;
 }
