@@ -22,18 +22,41 @@ int kattn_have_avx512(void) {
     return have;
 }
 
+/* 16 key rows × 16 head dims → 16 rows of kt (one per head dim) × 16 keys, in registers. */
+AVX512 static inline void transpose16(const float *src, int64_t ss, float *dst, int64_t ds) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ss);
+    for (int i = 0; i < 16; i += 2) { /* interleave pairs of rows */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* 2×2 blocks of pairs */
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    /* r[4g + c] now holds, in each 128-bit lane L, dims 4L + c of rows 4g .. 4g + 3 */
+    for (int c = 0; c < 4; c++) {
+        __m512 a = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);      /* lanes 0,2 of rows 0-7 */
+        __m512 b = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);      /* lanes 1,3 */
+        __m512 e = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+        __m512 f = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+        t[c] = _mm512_shuffle_f32x4(a, e, 0x88);      /* dim c      */
+        t[c + 8] = _mm512_shuffle_f32x4(a, e, 0xdd);  /* dim c + 8  */
+        t[c + 4] = _mm512_shuffle_f32x4(b, f, 0x88);  /* dim c + 4  */
+        t[c + 12] = _mm512_shuffle_f32x4(b, f, 0xdd); /* dim c + 12 */
+    }
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * ds, t[i]);
+}
+
 AVX512 void kattn_pack_kt(const float *k, int64_t k_ss, int64_t tn, int64_t H, float *kt, int64_t tkp) {
-    /* kt[h][j] = k[j][h]: keys become the vector dimension of the score kernel. 16 keys at a time
-     * are gathered so that every store is a full vector. */
-    int64_t j = 0;
-    if (k_ss <= INT32_MAX / 16) {
-        __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                         _mm512_set1_epi32((int)k_ss));
-        for (; j + 16 <= tn; j += 16) {
-            const float *base = k + j * k_ss;
-            for (int64_t h = 0; h < H; h++)
-                _mm512_storeu_ps(kt + h * tkp + j, _mm512_i32gather_ps(idx, base + h, 4));
-        }
+    /* kt[h][j] = k[j][h]: keys become the vector dimension of the score kernel */
+    int64_t j = 0, H16 = H / 16 * 16;
+    for (; j + 16 <= tn; j += 16) {
+        for (int64_t h = 0; h < H16; h += 16) transpose16(k + j * k_ss + h, k_ss, kt + h * tkp + j, tkp);
+        for (int64_t h = H16; h < H; h++)
+            for (int64_t i = 0; i < 16; i++) kt[h * tkp + j + i] = k[(j + i) * k_ss + h];
     }
     for (; j < tn; j++) {
         const float *row = k + j * k_ss;

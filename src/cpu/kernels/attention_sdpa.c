@@ -180,8 +180,8 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
     for (int64_t i = 0; i < rows; i++) {
         float *o = out + i * p->o_ss;
         if (sum[i] > 0.0f) {
-            float inv = 1.0f / sum[i];
-            for (int64_t h = 0; h < Hv; h++) o[h] = acc[i * Hv + h] * inv;
+            memcpy(o, acc + i * Hv, sizeof(float) * Hv);
+            vo->scale(o, Hv, 1.0f / sum[i]);
         } else {
             /* every score was -inf (hard masks only): softmax is 0/0 */
             float fill = T > 0 ? NAN : 0.0f;
