@@ -55,11 +55,7 @@ static void gather_rows(void *arg, int64_t begin, int64_t end) {
         if (v < 0) v += g->dim;
         const char *s = g->src + (size_t)(o * g->dim + v) * g->row;
         char *d = g->dst + (size_t)r * g->row;
-        switch (g->row) { /* fixed sizes let the compiler inline the move */
-        case 4: memcpy(d, s, 4); break;
-        case 8: memcpy(d, s, 8); break;
-        default: memcpy(d, s, g->row); break;
-        }
+        kiln_tk_move_elem(d, s, g->row);
     }
 }
 
@@ -131,11 +127,39 @@ typedef struct {
     int64_t xstr[KILN_MAX_RANK], dim;
 } gather_el_job;
 
+/* the inner walk of one row, typed by index and element type */
+#define GEL_ROW(IT, ET)                                                                             \
+    do {                                                                                            \
+        const IT *ip_ = (const IT *)g->ind + r * len;                                               \
+        ET *dp_ = (ET *)g->dst + r * len;                                                           \
+        const ET *sp_ = (const ET *)g->src + base;                                                  \
+        for (int64_t j = 0; j < len; j++) {                                                         \
+            int64_t v = ip_[j];                                                                     \
+            if (v < 0) v += g->dim;                                                                 \
+            dp_[j] = sp_[v * sa + j * sl];                                                          \
+        }                                                                                           \
+    } while (0)
+
+#define GEL_BY_ELEM(IT)                                                                             \
+    switch (g->elem) {                                                                              \
+    case 1: GEL_ROW(IT, uint8_t); break;                                                            \
+    case 2: GEL_ROW(IT, uint16_t); break;                                                           \
+    case 4: GEL_ROW(IT, uint32_t); break;                                                           \
+    case 8: GEL_ROW(IT, uint64_t); break;                                                           \
+    default:                                                                                        \
+        for (int64_t j = 0; j < len; j++) {                                                         \
+            int64_t v = ((const IT *)g->ind)[r * len + j];                                          \
+            if (v < 0) v += g->dim;                                                                 \
+            memcpy(g->dst + (size_t)(r * len + j) * g->elem,                                        \
+                   g->src + (size_t)(base + v * sa + j * sl) * g->elem, g->elem);                   \
+        }                                                                                           \
+    }
+
 /* rows = all index dims but the last; each row walks the last dim */
 static void gather_elements_rows(void *arg, int64_t begin, int64_t end) {
     const gather_el_job *g = arg;
     int last = g->rank - 1;
-    int64_t len = g->idims[last];
+    int64_t len = g->idims[last], sa = g->xstr[g->axis], sl = last == g->axis ? 0 : g->xstr[last];
     for (int64_t r = begin; r < end; r++) {
         int64_t rem = r, base = 0;
         for (int k = last - 1; k >= 0; k--) {
@@ -143,11 +167,10 @@ static void gather_elements_rows(void *arg, int64_t begin, int64_t end) {
             rem /= g->idims[k];
             if (k != g->axis) base += i * g->xstr[k];
         }
-        for (int64_t j = 0; j < len; j++) {
-            int64_t v = kiln_tk_index_at(g->ind_dtype, g->ind, r * len + j);
-            if (v < 0) v += g->dim;
-            int64_t off = base + v * g->xstr[g->axis] + (last == g->axis ? 0 : j * g->xstr[last]);
-            memcpy(g->dst + (size_t)(r * len + j) * g->elem, g->src + (size_t)off * g->elem, g->elem);
+        if (g->ind_dtype == KILN_DTYPE_INT32) {
+            GEL_BY_ELEM(int32_t)
+        } else {
+            GEL_BY_ELEM(int64_t)
         }
     }
 }
@@ -360,7 +383,7 @@ static kiln_status onehot_compute(kiln_ctx *ctx) {
             int64_t v = onehot_index(in[0]->dtype, in[0]->data, p * suffix + s);
             if (v < 0 && v >= -depth) v += depth;
             if (v < 0 || v >= depth) continue; /* out-of-range classes stay all "off" */
-            memcpy(d + (size_t)((p * depth + v) * suffix + s) * elem, on, elem);
+            kiln_tk_move_elem(d + (size_t)((p * depth + v) * suffix + s) * elem, on, elem);
         }
     }
     if (y->dtype == KILN_DTYPE_STRING) return kiln_tk_own_strings(ctx, y);

@@ -169,11 +169,11 @@ static void pad_rows(void *arg, int64_t begin, int64_t end) {
         } else {
             const char *s = j->src + (size_t)off * e;
             for (int64_t o = 0; o < j->run_lo; o++)
-                memcpy(d + o * e, lm[o] < 0 ? j->value : s + lm[o] * e, e);
+                kiln_tk_move_elem(d + o * e, lm[o] < 0 ? j->value : s + lm[o] * e, e);
             if (j->run_hi > j->run_lo)
                 memcpy(d + j->run_lo * e, s + j->run_src * e, (size_t)(j->run_hi - j->run_lo) * e);
             for (int64_t o = j->run_hi; o < len; o++)
-                memcpy(d + o * e, lm[o] < 0 ? j->value : s + lm[o] * e, e);
+                kiln_tk_move_elem(d + o * e, lm[o] < 0 ? j->value : s + lm[o] * e, e);
         }
         for (int k = last - 1; k >= 0; k--) {
             if (++idx[k] < j->odims[k]) break;

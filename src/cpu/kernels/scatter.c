@@ -72,7 +72,8 @@ static int reducible(int dt) {
 /* dst[0..n) = dst (red) src, or a plain copy for RED_NONE */
 static void apply_run(int dt, int red, void *dst, const void *src, int64_t n, size_t elem) {
     if (red == RED_NONE) {
-        memcpy(dst, src, (size_t)n * elem);
+        if (n == 1) kiln_tk_move_elem(dst, src, elem);
+        else memcpy(dst, src, (size_t)n * elem);
         return;
     }
     switch (dt) {

@@ -8,6 +8,7 @@
 #include "ops/op.h"
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Strided views may have up to twice the tensor rank (Tile splits each axis in two). */
 #define KILN_TK_MAX_VIEW (2 * KILN_MAX_RANK + 2)
@@ -34,6 +35,19 @@ kiln_status kiln_tk_read_scalar_f64(kiln_ctx *ctx, const kiln_tensor *t, const c
 /* Values of an index-like integer tensor element (int32 or int64 buffer). */
 static inline int64_t kiln_tk_index_at(int dtype, const void *p, int64_t i) {
     return dtype == KILN_DTYPE_INT32 ? (int64_t)((const int32_t *)p)[i] : ((const int64_t *)p)[i];
+}
+
+/* Moves one element of e bytes; the fixed sizes compile to single loads and stores, where a
+ * memcpy of a run-time size would be a library call per element. */
+static inline void kiln_tk_move_elem(void *d, const void *s, size_t e) {
+    switch (e) {
+    case 1: *(uint8_t *)d = *(const uint8_t *)s; break;
+    case 2: memcpy(d, s, 2); break;
+    case 4: memcpy(d, s, 4); break;
+    case 8: memcpy(d, s, 8); break;
+    case 16: memcpy(d, s, 16); break;
+    default: memcpy(d, s, e); break;
+    }
 }
 
 /* Product of dims for static inference: the product when all are concrete, 0 when any is 0, the

@@ -9,6 +9,10 @@
  * there are few, pieces of rows) are spread over the session's threads. */
 #include "cpu/kernels/tensor_common.h"
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define TK_SSE2 1
+#endif
 
 enum { MODE_MEMCPY, MODE_FILL, MODE_STRIDED, MODE_TILED };
 
@@ -71,35 +75,113 @@ static void copy_row(const plan *p, char *d, const char *s, int64_t lo, int64_t 
     }
 }
 
+/* One tile of a transpose: d[j * dj + l] = s[j + l * sl] for j in [j0, j1), l in [l0, l1)
+ * (strides in elements). With SSE2 the inside moves 4x4 (32-bit), 8x8 (16-bit) or 2x2 (64-bit)
+ * register blocks: contiguous loads along j, an in-register transpose, contiguous stores along l. */
+#define TILE_SCALAR(T, jstart)                                                                      \
+    for (int64_t j = (jstart); j < j1; j++)                                                         \
+        for (int64_t l = l0; l < l1; l++) d[j * dj + l] = s[j + l * sl];
+
+static void tile32(uint32_t *d, const uint32_t *s, int64_t dj, int64_t sl, int64_t j0, int64_t j1, int64_t l0,
+                   int64_t l1) {
+    int64_t jv = j0;
+#ifdef TK_SSE2
+    for (; jv + 4 <= j1; jv += 4) {
+        int64_t l = l0;
+        for (; l + 4 <= l1; l += 4) {
+            __m128 r0 = _mm_loadu_ps((const float *)(s + jv + l * sl));
+            __m128 r1 = _mm_loadu_ps((const float *)(s + jv + (l + 1) * sl));
+            __m128 r2 = _mm_loadu_ps((const float *)(s + jv + (l + 2) * sl));
+            __m128 r3 = _mm_loadu_ps((const float *)(s + jv + (l + 3) * sl));
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+            _mm_storeu_ps((float *)(d + jv * dj + l), r0);
+            _mm_storeu_ps((float *)(d + (jv + 1) * dj + l), r1);
+            _mm_storeu_ps((float *)(d + (jv + 2) * dj + l), r2);
+            _mm_storeu_ps((float *)(d + (jv + 3) * dj + l), r3);
+        }
+        for (; l < l1; l++)
+            for (int k = 0; k < 4; k++) d[(jv + k) * dj + l] = s[jv + k + l * sl];
+    }
+#endif
+    TILE_SCALAR(uint32_t, jv)
+}
+
+static void tile16(uint16_t *d, const uint16_t *s, int64_t dj, int64_t sl, int64_t j0, int64_t j1, int64_t l0,
+                   int64_t l1) {
+    int64_t jv = j0;
+#ifdef TK_SSE2
+    for (; jv + 8 <= j1; jv += 8) {
+        int64_t l = l0;
+        for (; l + 8 <= l1; l += 8) {
+            __m128i a[8], b[8], c[8];
+            for (int k = 0; k < 8; k++) a[k] = _mm_loadu_si128((const __m128i *)(s + jv + (l + k) * sl));
+            for (int k = 0; k < 4; k++) {
+                b[2 * k] = _mm_unpacklo_epi16(a[2 * k], a[2 * k + 1]);
+                b[2 * k + 1] = _mm_unpackhi_epi16(a[2 * k], a[2 * k + 1]);
+            }
+            c[0] = _mm_unpacklo_epi32(b[0], b[2]);
+            c[1] = _mm_unpackhi_epi32(b[0], b[2]);
+            c[2] = _mm_unpacklo_epi32(b[1], b[3]);
+            c[3] = _mm_unpackhi_epi32(b[1], b[3]);
+            c[4] = _mm_unpacklo_epi32(b[4], b[6]);
+            c[5] = _mm_unpackhi_epi32(b[4], b[6]);
+            c[6] = _mm_unpacklo_epi32(b[5], b[7]);
+            c[7] = _mm_unpackhi_epi32(b[5], b[7]);
+            for (int k = 0; k < 4; k++) {
+                _mm_storeu_si128((__m128i *)(d + (jv + 2 * k) * dj + l), _mm_unpacklo_epi64(c[k], c[k + 4]));
+                _mm_storeu_si128((__m128i *)(d + (jv + 2 * k + 1) * dj + l), _mm_unpackhi_epi64(c[k], c[k + 4]));
+            }
+        }
+        for (; l < l1; l++)
+            for (int k = 0; k < 8; k++) d[(jv + k) * dj + l] = s[jv + k + l * sl];
+    }
+#endif
+    TILE_SCALAR(uint16_t, jv)
+}
+
+static void tile64(uint64_t *d, const uint64_t *s, int64_t dj, int64_t sl, int64_t j0, int64_t j1, int64_t l0,
+                   int64_t l1) {
+    int64_t jv = j0;
+#ifdef TK_SSE2
+    for (; jv + 2 <= j1; jv += 2) {
+        int64_t l = l0;
+        for (; l + 2 <= l1; l += 2) {
+            __m128d r0 = _mm_loadu_pd((const double *)(s + jv + l * sl));
+            __m128d r1 = _mm_loadu_pd((const double *)(s + jv + (l + 1) * sl));
+            _mm_storeu_pd((double *)(d + jv * dj + l), _mm_unpacklo_pd(r0, r1));
+            _mm_storeu_pd((double *)(d + (jv + 1) * dj + l), _mm_unpackhi_pd(r0, r1));
+        }
+        for (; l < l1; l++)
+            for (int k = 0; k < 2; k++) d[(jv + k) * dj + l] = s[jv + k + l * sl];
+    }
+#endif
+    TILE_SCALAR(uint64_t, jv)
+}
+
+static void tile8(uint8_t *d, const uint8_t *s, int64_t dj, int64_t sl, int64_t j0, int64_t j1, int64_t l0,
+                  int64_t l1) {
+    TILE_SCALAR(uint8_t, j0)
+}
+
 /* MODE_TILED: dim rank-2 (J) is read contiguously, dim rank-1 (L) is written contiguously.
  * Copies J range [j0, j1) of the block at d/s in square tiles. */
 static void copy_tiles(const plan *p, char *d, const char *s, int64_t j0, int64_t j1) {
     int jd = p->rank - 2, ld = p->rank - 1;
     int64_t e = (int64_t)p->elem, nl = p->dims[ld];
-    int64_t dj = p->ds[jd] * e, sl = p->ss[ld] * e, sj = p->ss[jd] * e;
+    int64_t dj = p->ds[jd], sl = p->ss[ld];
     for (int64_t jb = j0; jb < j1; jb += TILE) {
         int64_t je = jb + TILE < j1 ? jb + TILE : j1;
         for (int64_t lb = 0; lb < nl; lb += TILE) {
             int64_t le = lb + TILE < nl ? lb + TILE : nl;
-            for (int64_t j = jb; j < je; j++) {
-                char *dr = d + j * dj;
-                const char *sr = s + j * sj;
-                switch (e) {
-                case 4:
-                    for (int64_t l = lb; l < le; l++) memcpy(dr + l * 4, sr + l * sl, 4);
-                    break;
-                case 2:
-                    for (int64_t l = lb; l < le; l++) memcpy(dr + l * 2, sr + l * sl, 2);
-                    break;
-                case 8:
-                    for (int64_t l = lb; l < le; l++) memcpy(dr + l * 8, sr + l * sl, 8);
-                    break;
-                case 1:
-                    for (int64_t l = lb; l < le; l++) dr[l] = sr[l * sl];
-                    break;
-                default:
-                    for (int64_t l = lb; l < le; l++) move_elem(dr + l * e, sr + l * sl, (size_t)e);
-                }
+            switch (e) {
+            case 4: tile32((uint32_t *)d, (const uint32_t *)s, dj, sl, jb, je, lb, le); break;
+            case 2: tile16((uint16_t *)d, (const uint16_t *)s, dj, sl, jb, je, lb, le); break;
+            case 8: tile64((uint64_t *)d, (const uint64_t *)s, dj, sl, jb, je, lb, le); break;
+            case 1: tile8((uint8_t *)d, (const uint8_t *)s, dj, sl, jb, je, lb, le); break;
+            default:
+                for (int64_t j = jb; j < je; j++)
+                    for (int64_t l = lb; l < le; l++)
+                        move_elem(d + (j * dj + l) * e, s + (j + l * sl) * e, (size_t)e);
             }
         }
     }
@@ -215,6 +297,20 @@ void kiln_tk_strided_copy(kiln_ctx *ctx, size_t elem, int rank, const int64_t *d
                     break;
                 }
             }
+        }
+    }
+    if (p.mode == MODE_STRIDED && p.dims[last] < 16) {
+        /* a short strided last dim (DepthToSpace's block) makes rows of a few elements: walk a
+         * longer dim that one side reads or writes contiguously as the inner loop instead */
+        int best = -1;
+        for (int j = 0; j < last; j++)
+            if ((p.ss[j] == 1 || p.ds[j] == 1) && p.dims[j] > p.dims[last] && (best < 0 || p.dims[j] > p.dims[best]))
+                best = j;
+        if (best >= 0) {
+            int64_t t;
+            t = p.dims[best]; p.dims[best] = p.dims[last]; p.dims[last] = t;
+            t = p.ds[best]; p.ds[best] = p.ds[last]; p.ds[last] = t;
+            t = p.ss[best]; p.ss[best] = p.ss[last]; p.ss[last] = t;
         }
     }
     p.n_outer = p.mode == MODE_TILED ? r - 2 : r - 1;

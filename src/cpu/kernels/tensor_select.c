@@ -205,7 +205,8 @@ kiln_status kiln_tk_compress_compute(kiln_ctx *ctx) {
     for (int64_t o = 0; o < g.outer; o++) {
         for (int64_t i = 0; i < len; i++) {
             if (!cond[i]) continue;
-            memcpy(d, s + (size_t)(o * g.dim + i) * run, run);
+            if (g.inner == 1) kiln_tk_move_elem(d, s + (size_t)(o * g.dim + i) * run, run);
+            else memcpy(d, s + (size_t)(o * g.dim + i) * run, run);
             d += run;
         }
     }
