@@ -1,0 +1,34 @@
+/* String family: shared helpers and the entry points living outside string.c (the table). */
+#ifndef KILN_STRING_KERNELS_H
+#define KILN_STRING_KERNELS_H
+
+#include "ops/op.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* A heap copy of n bytes of s (NUL-terminated); NULL when out of memory. */
+static inline char *str_dup_n(const char *s, size_t n) {
+    char *r = malloc(n + 1);
+    if (!r) return NULL;
+    if (n) memcpy(r, s, n);
+    r[n] = 0;
+    return r;
+}
+
+/* Element i of a string tensor; a NULL slot reads as "". */
+static inline const char *str_at(const kiln_tensor *t, int64_t i) {
+    const char *s = ((char *const *)t->data)[i];
+    return s ? s : "";
+}
+
+kiln_status kiln_regex_init(kiln_ctx *ctx);
+kiln_status kiln_regex_infer(kiln_ctx *ctx);
+kiln_status kiln_regex_compute(kiln_ctx *ctx);
+void kiln_regex_fini(void *state);
+
+kiln_status kiln_tfidf_init(kiln_ctx *ctx);
+kiln_status kiln_tfidf_infer(kiln_ctx *ctx);
+kiln_status kiln_tfidf_compute(kiln_ctx *ctx);
+void kiln_tfidf_fini(void *state);
+
+#endif
