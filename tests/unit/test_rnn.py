@@ -214,9 +214,17 @@ def test_float16():
         assert_same(g.astype(np.float32), w, what=f"output {i}", rtol=2e-2, atol=2e-3)
 
 
-def test_larger_batch_threads():
-    m, feeds = build("LSTM", S=12, B=16, I=32, H=24, direction="bidirectional", peep=True, seed=51)
-    check(m, feeds, rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_hidden_units_split_over_threads(cell, threads):
+    """H large enough that steps are split by hidden unit over the pool (chunks of >= 32)."""
+    attrs = {"linear_before_reset": 1} if cell == "GRU" and threads == 3 else {}
+    m, feeds = build(cell, S=9, B=6, I=20, H=100, direction="bidirectional", peep=cell == "LSTM", seed=51,
+                     seq_lens=[9, 4, 0, 7, 1, 9], attrs=attrs)
+    # a plain tanh RNN this wide amplifies float rounding: kiln and onnxruntime both sit ~5e-5
+    # from a float64 evaluation, so compare at that scale there
+    atol = 2e-4 if cell == "RNN" else 1e-5
+    check(m, feeds, rtol=1e-4, atol=atol, threads=threads)
 
 
 def test_bad_inputs_fail_cleanly():

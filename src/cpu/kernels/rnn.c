@@ -106,6 +106,7 @@ static kiln_status compute_cell(kiln_ctx *ctx, int cell) {
     kiln_status st = KILN_OK;
 
     rnn_job job = {0};
+    job.ctx = ctx;
     job.cfg = &cfg;
     job.S = S, job.B = B, job.in_size = I, job.H = H, job.D = D;
     job.lens = lens;

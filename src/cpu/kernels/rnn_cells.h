@@ -1,15 +1,20 @@
 /* The recurrent step loops of RNN, LSTM and GRU, written once for both working precisions.
  * Included by rnn_cells_f32.c / rnn_cells_f64.c after defining:
- *   RT      element type (float / double)
- *   RSFX    name suffix (f32 / f64)
- *   RGEMM   cblas_sgemm / cblas_dgemm
+ *   RT                    element type (float / double)
+ *   RSFX                  name suffix (f32 / f64)
+ *   RGEMM                 cblas_sgemm / cblas_dgemm
  *   REXP, RTANH, RLOG1P   the matching libm functions
+ *   RVEC_SIGMOID, RVEC_TANH   in-place array versions of the two default activations
  *
- * Per direction: one GEMM projects the input of every time step at once (X[S*B, I] x W^T), the
- * biases that are added unconditionally are folded into that product, then each step does one
- * GEMM of the previous hidden state against R (two for GRU without linear_before_reset, whose
- * hidden gate needs r (.) H first) followed by the element-wise gate math. A batch entry whose
- * sequence has ended keeps its state, so the final state is the last valid one. */
+ * Per direction: one GEMM projects the input of every time step at once (X[S*B, I] x W^T), split
+ * over kiln's threads by rows, with the biases that are added unconditionally folded in. Each
+ * step then runs on the threads split by hidden unit: a thread multiplies the previous hidden
+ * state by the rows of R that feed its units (one GEMM per gate) and does those units' gate
+ * math for the whole batch, so a step needs one pass over the pool (two for GRU without
+ * linear_before_reset, whose hidden gate needs r (.) H of every unit first). The hidden state
+ * is double-buffered because every thread's GEMM reads all of it while units are rewritten.
+ * A batch entry whose sequence has ended keeps its state, so the final state is its last valid
+ * one. OpenBLAS itself runs single-threaded: kiln's pool provides the parallelism. */
 #include "rnn_common.h"
 #include <cblas.h>
 #include <stdlib.h>
@@ -41,147 +46,226 @@ static inline RT RFN(act_one)(const rnn_act *a, RT x) {
 
 /* Clips to [-lim, lim] (when clip) then applies the activation, in place. */
 static void RFN(act_vec)(const rnn_act *a, RT *x, int64_t n, int clip, RT lim) {
-    if (clip) {
+    if (clip)
         for (int64_t k = 0; k < n; k++) x[k] = x[k] < -lim ? -lim : x[k] > lim ? lim : x[k];
-    }
-    /* the two defaults get their own loops so the compiler can vectorise them */
-    if (a->kind == RNN_ACT_SIGMOID) {
-        for (int64_t k = 0; k < n; k++) x[k] = (RT)1 / ((RT)1 + REXP(-x[k]));
-    } else if (a->kind == RNN_ACT_TANH) {
-        for (int64_t k = 0; k < n; k++) x[k] = RTANH(x[k]);
-    } else {
+    if (a->kind == RNN_ACT_SIGMOID) RVEC_SIGMOID(x, n);
+    else if (a->kind == RNN_ACT_TANH) RVEC_TANH(x, n);
+    else
         for (int64_t k = 0; k < n; k++) x[k] = RFN(act_one)(a, x[k]);
-    }
 }
 
-/* out[M, N] (row stride ldc) = a[M, K] x b[N, K]^T */
-static void RFN(gemm_nt)(int64_t M, int64_t N, int64_t K, const RT *a, const RT *b, RT *out,
-                         int64_t ldc) {
+/* out[M, N] (row stride ldc) = a[M, K] (stride lda) x b[N, K]^T (stride ldb) */
+static void RFN(gemm_nt)(int64_t M, int64_t N, int64_t K, const RT *a, int64_t lda, const RT *b,
+                         int64_t ldb, RT *out, int64_t ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         for (int64_t m = 0; m < M; m++) memset(out + m * ldc, 0, (size_t)N * sizeof(RT));
         return;
     }
-    RGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, (RT)1, a, (int)K, b,
-          (int)K, (RT)0, out, (int)ldc);
+    RGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, (RT)1, a, (int)lda, b,
+          (int)ldb, (RT)0, out, (int)ldc);
+}
+
+/* What the pool workers of one direction share. */
+typedef struct RFN(rnn_dir) {
+    const rnn_job *j;
+    const rnn_cfg *c;
+    int64_t S, B, In, H, D, G, GH;
+    int64_t d, t;
+    int rev, clip, gru_split, phase;
+    RT lim;
+    const rnn_act *acts;
+    const RT *Wd, *Rd, *Wb, *Rb, *Rbh, *Pd;
+    RT *xw;          /* [S*B, GH] input projections (+ folded biases) */
+    RT *hr;          /* [B, GH] recurrent products of this step */
+    RT *rh;          /* [B, H] GRU: r (.) H_prev */
+    const RT *hcur;  /* [B, H] state before the step */
+    RT *hnext;       /* [B, H] state after it */
+    RT *cd;          /* [B, H] LSTM cell state, updated in place (each unit by its own thread) */
+} RFN(rnn_dir);
+
+static void RFN(project_rows)(void *arg, int64_t r0, int64_t r1) {
+    RFN(rnn_dir) *s = arg;
+    const RT *X = (const RT *)s->j->X;
+    RFN(gemm_nt)(r1 - r0, s->GH, s->In, X + r0 * s->In, s->In, s->Wd, s->In, s->xw + r0 * s->GH, s->GH);
+    if (!s->Wb) return;
+    /* GRU's hidden-gate recurrent bias sits inside r (.) (...) with linear_before_reset, and is
+     * added after the recurrent product otherwise: keep it out of xw. */
+    const int64_t fold_r = s->c->cell == RNN_CELL_GRU ? 2 * s->H : s->GH;
+    for (int64_t row = r0; row < r1; row++) {
+        RT *x = s->xw + row * s->GH;
+        for (int64_t k = 0; k < s->GH; k++) x[k] += s->Wb[k] + (k < fold_r ? s->Rb[k] : 0);
+    }
+}
+
+static inline int64_t RFN(time_of)(const RFN(rnn_dir) *s, int64_t b) {
+    return s->rev ? s->j->lens[b] - 1 - s->t : s->t;
+}
+
+static void RFN(write_y)(const RFN(rnn_dir) *s, int64_t b, int64_t u0, int64_t w) {
+    if (!s->j->Y) return;
+    RT *y = (RT *)s->j->Y + ((RFN(time_of)(s, b) * s->D + s->d) * s->B + b) * s->H + u0;
+    memcpy(y, s->hnext + b * s->H + u0, (size_t)w * sizeof(RT));
+}
+
+/* One step for hidden units [u0, u1) of every batch entry (GRU without linear_before_reset:
+ * phase 0 does z, r and r (.) H, phase 1 the hidden gate and the new state). */
+static void RFN(step_units)(void *arg, int64_t u0, int64_t u1) {
+    RFN(rnn_dir) *s = arg;
+    const rnn_cfg *c = s->c;
+    const int64_t B = s->B, H = s->H, GH = s->GH, w = u1 - u0;
+    const int64_t *lens = s->j->lens;
+    const rnn_act *acts = s->acts;
+    const int clip = s->clip;
+    const RT lim = s->lim;
+
+    if (s->phase == 1) {
+        RFN(gemm_nt)(B, w, H, s->rh, H, s->Rd + (2 * H + u0) * H, H, s->hr + 2 * H + u0, GH);
+        for (int64_t b = 0; b < B; b++) {
+            if (s->t >= lens[b]) continue; /* phase 0 carried the state over */
+            const RT *x = s->xw + (RFN(time_of)(s, b) * B + b) * GH;
+            RT *g = s->hr + b * GH, *z = g + u0, *hh = g + 2 * H + u0;
+            const RT *hp = s->hcur + b * H + u0;
+            RT *hn = s->hnext + b * H + u0;
+            for (int64_t k = 0; k < w; k++) hh[k] += x[2 * H + u0 + k] + (s->Rbh ? s->Rbh[u0 + k] : 0);
+            RFN(act_vec)(&acts[1], hh, w, clip, lim);
+            for (int64_t k = 0; k < w; k++) hn[k] = (1 - z[k]) * hh[k] + z[k] * hp[k];
+            RFN(write_y)(s, b, u0, w);
+        }
+        return;
+    }
+
+    const int64_t n_gemm = s->gru_split ? 2 : s->G;
+    for (int64_t gi = 0; gi < n_gemm; gi++)
+        RFN(gemm_nt)(B, w, H, s->hcur, H, s->Rd + (gi * H + u0) * H, H, s->hr + gi * H + u0, GH);
+
+    for (int64_t b = 0; b < B; b++) {
+        const RT *hp = s->hcur + b * H + u0;
+        RT *hn = s->hnext + b * H + u0;
+        if (s->t >= lens[b]) {
+            memcpy(hn, hp, (size_t)w * sizeof(RT));
+            if (s->gru_split) memset(s->rh + b * H + u0, 0, (size_t)w * sizeof(RT));
+            continue;
+        }
+        const RT *x = s->xw + (RFN(time_of)(s, b) * B + b) * GH;
+        RT *g = s->hr + b * GH;
+        if (c->cell == RNN_CELL_SIMPLE) {
+            RT *v = g + u0;
+            for (int64_t k = 0; k < w; k++) v[k] += x[u0 + k];
+            RFN(act_vec)(&acts[0], v, w, clip, lim);
+            memcpy(hn, v, (size_t)w * sizeof(RT));
+        } else if (c->cell == RNN_CELL_LSTM) {
+            RT *gi = g + u0, *go = g + H + u0, *gf = g + 2 * H + u0, *gc = g + 3 * H + u0;
+            const RT *xi = x + u0, *xo = x + H + u0, *xf = x + 2 * H + u0, *xc = x + 3 * H + u0;
+            RT *cb = s->cd + b * H + u0;
+            for (int64_t k = 0; k < w; k++) {
+                gi[k] += xi[k];
+                go[k] += xo[k];
+                gf[k] += xf[k];
+                gc[k] += xc[k];
+            }
+            if (s->Pd)
+                for (int64_t k = 0; k < w; k++) {
+                    gi[k] += s->Pd[u0 + k] * cb[k];
+                    gf[k] += s->Pd[2 * H + u0 + k] * cb[k];
+                }
+            RFN(act_vec)(&acts[0], gi, w, clip, lim);
+            if (c->input_forget)
+                for (int64_t k = 0; k < w; k++) gf[k] = 1 - gi[k];
+            else
+                RFN(act_vec)(&acts[0], gf, w, clip, lim);
+            RFN(act_vec)(&acts[1], gc, w, clip, lim);
+            for (int64_t k = 0; k < w; k++) cb[k] = gf[k] * cb[k] + gi[k] * gc[k];
+            if (s->Pd)
+                for (int64_t k = 0; k < w; k++) go[k] += s->Pd[H + u0 + k] * cb[k];
+            RFN(act_vec)(&acts[0], go, w, clip, lim);
+            /* h(C) goes through gc's storage: the cell candidate is no longer needed */
+            memcpy(gc, cb, (size_t)w * sizeof(RT));
+            RFN(act_vec)(&acts[2], gc, w, 0, 0); /* clip bounds gate inputs, not C */
+            for (int64_t k = 0; k < w; k++) hn[k] = go[k] * gc[k];
+        } else {
+            RT *z = g + u0, *r = g + H + u0;
+            for (int64_t k = 0; k < w; k++) {
+                z[k] += x[u0 + k];
+                r[k] += x[H + u0 + k];
+            }
+            RFN(act_vec)(&acts[0], z, w, clip, lim);
+            RFN(act_vec)(&acts[0], r, w, clip, lim);
+            if (s->gru_split) {
+                RT *rhb = s->rh + b * H + u0;
+                for (int64_t k = 0; k < w; k++) rhb[k] = r[k] * hp[k];
+                continue; /* the hidden gate waits for phase 1 */
+            }
+            RT *hh = g + 2 * H + u0;
+            for (int64_t k = 0; k < w; k++)
+                hh[k] = x[2 * H + u0 + k] + r[k] * (hh[k] + (s->Rbh ? s->Rbh[u0 + k] : 0));
+            RFN(act_vec)(&acts[1], hh, w, clip, lim);
+            for (int64_t k = 0; k < w; k++) hn[k] = (1 - z[k]) * hh[k] + z[k] * hp[k];
+        }
+        RFN(write_y)(s, b, u0, w);
+    }
 }
 
 int RFN(kiln_rnn_run_)(const rnn_job *j) {
     const rnn_cfg *c = j->cfg;
-    const int64_t S = j->S, B = j->B, In = j->in_size, H = j->H, D = j->D;
+    const int64_t S = j->S, B = j->B, H = j->H, D = j->D;
     const int64_t G = c->n_gates, GH = G * H;
     if (B == 0 || H == 0) return 0; /* nothing to compute, outputs are empty */
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 
     RT *xw = malloc((size_t)(S > 0 ? S * B * GH : 1) * sizeof(RT));
     RT *hr = malloc((size_t)(B * GH) * sizeof(RT));
+    RT *hbuf = malloc((size_t)(B * H) * sizeof(RT));
     RT *rh = c->cell == RNN_CELL_GRU ? malloc((size_t)(B * H) * sizeof(RT)) : NULL;
-    if (!xw || !hr || (c->cell == RNN_CELL_GRU && !rh)) {
-        free(xw), free(hr), free(rh);
+    if (!xw || !hr || !hbuf || (c->cell == RNN_CELL_GRU && !rh)) {
+        free(xw), free(hr), free(hbuf), free(rh);
         return -1;
     }
 
+    const int64_t nth = kiln_num_threads(j->ctx);
+    /* about one chunk per thread: each chunk re-packs its GEMM operands, so fewer is cheaper */
+    const int64_t unit_grain = H / nth > 32 ? (H + nth - 1) / nth : 32;
+    const int64_t row_grain = S * B / nth > 64 ? (S * B + nth - 1) / nth : 64;
+
     for (int64_t d = 0; d < D; d++) {
-        const int rev = D == 2 ? d == 1 : c->reverse;
-        const RT *Wd = (const RT *)j->W + d * GH * In;
-        const RT *Rd = (const RT *)j->R + d * GH * H;
-        const RT *Wb = j->bias ? (const RT *)j->bias + d * 2 * GH : NULL;
-        const RT *Rb = Wb ? Wb + GH : NULL;
-        const RT *Pd = j->P ? (const RT *)j->P + d * 3 * H : NULL;
+        RFN(rnn_dir) s;
+        memset(&s, 0, sizeof s);
+        s.j = j, s.c = c;
+        s.S = S, s.B = B, s.In = j->in_size, s.H = H, s.D = D, s.G = G, s.GH = GH, s.d = d;
+        s.rev = D == 2 ? d == 1 : c->reverse;
+        s.clip = c->has_clip;
+        s.lim = (RT)c->clip;
+        s.gru_split = c->cell == RNN_CELL_GRU && !c->linear_before_reset;
+        s.acts = c->act[d];
+        s.Wd = (const RT *)j->W + d * GH * s.In;
+        s.Rd = (const RT *)j->R + d * GH * H;
+        s.Wb = j->bias ? (const RT *)j->bias + d * 2 * GH : NULL;
+        s.Rb = s.Wb ? s.Wb + GH : NULL;
+        s.Rbh = s.Rb && c->cell == RNN_CELL_GRU ? s.Rb + 2 * H : NULL;
+        s.Pd = j->P ? (const RT *)j->P + d * 3 * H : NULL;
+        s.xw = xw, s.hr = hr, s.rh = rh;
+        s.cd = j->c ? (RT *)j->c + d * B * H : NULL;
+
+        kiln_parallel_for(j->ctx, S * B, row_grain, RFN(project_rows), &s);
+
         RT *hd = (RT *)j->h + d * B * H;
-        RT *cd = j->c ? (RT *)j->c + d * B * H : NULL;
-        const rnn_act *acts = c->act[d];
-        const int clip = c->has_clip;
-        const RT lim = (RT)c->clip;
-
-        RFN(gemm_nt)(S * B, GH, In, (const RT *)j->X, Wd, xw, GH);
-        if (Wb) {
-            /* GRU's hidden-gate recurrent bias sits inside r (.) (...) with linear_before_reset,
-             * and is added after the recurrent product otherwise: keep it out of xw. */
-            const int64_t fold_r = c->cell == RNN_CELL_GRU ? 2 * H : GH;
-            for (int64_t row = 0; row < S * B; row++) {
-                RT *x = xw + row * GH;
-                for (int64_t k = 0; k < GH; k++) x[k] += Wb[k] + (k < fold_r ? Rb[k] : 0);
-            }
-        }
-        const RT *Rbh = Rb && c->cell == RNN_CELL_GRU ? Rb + 2 * H : NULL;
-
+        s.hcur = hd;
+        s.hnext = hbuf;
         for (int64_t t = 0; t < S; t++) {
-            const int gru_split = c->cell == RNN_CELL_GRU && !c->linear_before_reset;
-            RFN(gemm_nt)(B, gru_split ? 2 * H : GH, H, hd, Rd, hr, GH);
-
-            for (int64_t b = 0; b < B; b++) {
-                if (t >= j->lens[b]) continue;
-                const int64_t ti = rev ? j->lens[b] - 1 - t : t;
-                const RT *x = xw + (ti * B + b) * GH;
-                RT *g = hr + b * GH;
-                RT *hb = hd + b * H;
-                if (c->cell == RNN_CELL_SIMPLE) {
-                    for (int64_t k = 0; k < H; k++) g[k] += x[k];
-                    RFN(act_vec)(&acts[0], g, H, clip, lim);
-                    memcpy(hb, g, (size_t)H * sizeof(RT));
-                } else if (c->cell == RNN_CELL_LSTM) {
-                    RT *gi = g, *go = g + H, *gf = g + 2 * H, *gc = g + 3 * H;
-                    RT *cb = cd + b * H;
-                    for (int64_t k = 0; k < GH; k++) g[k] += x[k];
-                    if (Pd)
-                        for (int64_t k = 0; k < H; k++) {
-                            gi[k] += Pd[k] * cb[k];
-                            gf[k] += Pd[2 * H + k] * cb[k];
-                        }
-                    RFN(act_vec)(&acts[0], gi, H, clip, lim);
-                    if (c->input_forget)
-                        for (int64_t k = 0; k < H; k++) gf[k] = 1 - gi[k];
-                    else
-                        RFN(act_vec)(&acts[0], gf, H, clip, lim);
-                    RFN(act_vec)(&acts[1], gc, H, clip, lim);
-                    for (int64_t k = 0; k < H; k++) cb[k] = gf[k] * cb[k] + gi[k] * gc[k];
-                    if (Pd)
-                        for (int64_t k = 0; k < H; k++) go[k] += Pd[H + k] * cb[k];
-                    RFN(act_vec)(&acts[0], go, H, clip, lim);
-                    /* h(C) goes through gc's storage: the cell candidate is no longer needed */
-                    memcpy(gc, cb, (size_t)H * sizeof(RT));
-                    RFN(act_vec)(&acts[2], gc, H, 0, 0); /* clip bounds gate inputs, not C */
-                    for (int64_t k = 0; k < H; k++) hb[k] = go[k] * gc[k];
-                } else { /* GRU: z and r now, h after r is known */
-                    for (int64_t k = 0; k < 2 * H; k++) g[k] += x[k];
-                    RFN(act_vec)(&acts[0], g, 2 * H, clip, lim);
-                    if (gru_split)
-                        for (int64_t k = 0; k < H; k++) rh[b * H + k] = g[H + k] * hb[k];
-                }
+            s.t = t;
+            s.phase = 0;
+            kiln_parallel_for(j->ctx, H, unit_grain, RFN(step_units), &s);
+            if (s.gru_split) {
+                s.phase = 1;
+                kiln_parallel_for(j->ctx, H, unit_grain, RFN(step_units), &s);
             }
-
-            if (c->cell == RNN_CELL_GRU) {
-                if (gru_split) {
-                    for (int64_t b = 0; b < B; b++)
-                        if (t >= j->lens[b]) memset(rh + b * H, 0, (size_t)H * sizeof(RT));
-                    RFN(gemm_nt)(B, H, H, rh, Rd + 2 * H * H, hr + 2 * H, GH);
-                }
-                for (int64_t b = 0; b < B; b++) {
-                    if (t >= j->lens[b]) continue;
-                    const int64_t ti = rev ? j->lens[b] - 1 - t : t;
-                    const RT *x = xw + (ti * B + b) * GH;
-                    RT *g = hr + b * GH, *z = g, *r = g + H, *hh = g + 2 * H;
-                    RT *hb = hd + b * H;
-                    if (gru_split) {
-                        for (int64_t k = 0; k < H; k++) hh[k] += x[2 * H + k] + (Rbh ? Rbh[k] : 0);
-                    } else {
-                        for (int64_t k = 0; k < H; k++)
-                            hh[k] = x[2 * H + k] + r[k] * (hh[k] + (Rbh ? Rbh[k] : 0));
-                    }
-                    RFN(act_vec)(&acts[1], hh, H, clip, lim);
-                    for (int64_t k = 0; k < H; k++) hb[k] = (1 - z[k]) * hh[k] + z[k] * hb[k];
-                }
-            }
-
-            if (j->Y)
-                for (int64_t b = 0; b < B; b++) {
-                    if (t >= j->lens[b]) continue;
-                    const int64_t ti = rev ? j->lens[b] - 1 - t : t;
-                    memcpy((RT *)j->Y + ((ti * D + d) * B + b) * H, hd + b * H,
-                           (size_t)H * sizeof(RT));
-                }
+            RT *old = (RT *)s.hcur;
+            s.hcur = s.hnext;
+            s.hnext = old;
         }
+        if (s.hcur != hd) memcpy(hd, s.hcur, (size_t)(B * H) * sizeof(RT));
     }
+
     /* an entry with no steps reports zero states, as onnxruntime does, not its initial ones */
     for (int64_t d = 0; d < D; d++)
         for (int64_t b = 0; b < B; b++) {
@@ -189,7 +273,7 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
             memset((RT *)j->h + (d * B + b) * H, 0, (size_t)H * sizeof(RT));
             if (j->c) memset((RT *)j->c + (d * B + b) * H, 0, (size_t)H * sizeof(RT));
         }
-    free(xw), free(hr), free(rh);
+    free(xw), free(hr), free(hbuf), free(rh);
     return 0;
 }
 

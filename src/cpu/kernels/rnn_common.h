@@ -42,6 +42,7 @@ typedef struct rnn_dims {
 /* Work description for one run, in the working precision (float or double); everything
  * time-major ([S, B, ...]) and direction-major ([D, ...]) whatever the node's layout. */
 typedef struct rnn_job {
+    kiln_ctx *ctx;           /* for kiln's thread pool */
     const rnn_cfg *cfg;
     int64_t S, B, in_size, H, D; /* in_size: not I, which complex.h (via cblas.h) takes */
     const int64_t *lens;     /* [B], every entry in [0, S] */

@@ -1,0 +1,81 @@
+/* Vectorised float sigmoid and tanh for the recurrent cells, where libm's tanhf/expf calls (one
+ * per gate element per step) would cost as much as the GEMMs. Written with GCC/Clang vector
+ * extensions, 4 lanes (one SSE / NEON register) at a time, so they vectorise with any -O level
+ * and target.
+ *
+ * exp: x = n ln2 + r with n = round(x log2 e) and |r| <= ln2/2; e^r by its Taylor series to r^6
+ * (truncation error below 2e-7 relative), scaled by 2^n assembled in the exponent bits. Inputs
+ * are clamped to [-87, 88] so 2^n stays a normal float. Absolute error of sigmoid and tanh is
+ * a few 1e-7, relative error of tanh near 0 is kept small by its odd series for |x| < 0.04. */
+#ifndef KILN_RNN_FASTMATH_H
+#define KILN_RNN_FASTMATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+typedef float rnn_v4f __attribute__((vector_size(16)));
+typedef int32_t rnn_v4i __attribute__((vector_size(16)));
+
+static inline rnn_v4f rnn_v4_splat(float v) { return (rnn_v4f){v, v, v, v}; }
+
+static inline rnn_v4f rnn_v4_select(rnn_v4i mask, rnn_v4f a, rnn_v4f b) {
+    return (rnn_v4f)((mask & (rnn_v4i)a) | (~mask & (rnn_v4i)b));
+}
+
+static inline rnn_v4f rnn_v4_exp(rnn_v4f x) {
+    const rnn_v4f lo = rnn_v4_splat(-87.0f), hi = rnn_v4_splat(88.0f);
+    x = rnn_v4_select(x < lo, lo, x);
+    x = rnn_v4_select(x > hi, hi, x);
+    rnn_v4f t = x * rnn_v4_splat(1.44269504089f);
+    t += rnn_v4_select(t < rnn_v4_splat(0.0f), rnn_v4_splat(-0.5f), rnn_v4_splat(0.5f));
+    rnn_v4i ni = __builtin_convertvector(t, rnn_v4i); /* truncation after +-0.5: nearest */
+    rnn_v4f n = __builtin_convertvector(ni, rnn_v4f);
+    /* ln2 in two parts so n * ln2_hi is exact */
+    rnn_v4f r = x - n * rnn_v4_splat(0.693145751953125f) - n * rnn_v4_splat(1.428606765330187e-06f);
+    rnn_v4f p = rnn_v4_splat(1.0f / 720.0f);
+    p = p * r + rnn_v4_splat(1.0f / 120.0f);
+    p = p * r + rnn_v4_splat(1.0f / 24.0f);
+    p = p * r + rnn_v4_splat(1.0f / 6.0f);
+    p = p * r + rnn_v4_splat(0.5f);
+    p = p * r + rnn_v4_splat(1.0f);
+    p = p * r + rnn_v4_splat(1.0f);
+    rnn_v4i bits = (ni + 127) << 23;
+    return p * (rnn_v4f)bits;
+}
+
+static inline rnn_v4f rnn_v4_sigmoid(rnn_v4f x) {
+    const rnn_v4f one = rnn_v4_splat(1.0f);
+    return one / (one + rnn_v4_exp(-x));
+}
+
+static inline rnn_v4f rnn_v4_tanh(rnn_v4f x) {
+    const rnn_v4f one = rnn_v4_splat(1.0f), two = rnn_v4_splat(2.0f);
+    rnn_v4f big = one - two / (rnn_v4_exp(x * two) + one);
+    rnn_v4f x2 = x * x;
+    rnn_v4f small = x - x * x2 * rnn_v4_splat(1.0f / 3.0f);
+    rnn_v4i is_small = (x2 < rnn_v4_splat(0.0016f));
+    return rnn_v4_select(is_small, small, big);
+}
+
+/* Applies f in place to x[0..n), the tail through a padded lane block. */
+#define RNN_V4_APPLY(name, fn)                                                                      \
+    static inline void name(float *x, int64_t n) {                                                  \
+        int64_t k = 0;                                                                              \
+        for (; k + 4 <= n; k += 4) {                                                                \
+            rnn_v4f v;                                                                              \
+            memcpy(&v, x + k, sizeof v);                                                            \
+            v = fn(v);                                                                              \
+            memcpy(x + k, &v, sizeof v);                                                            \
+        }                                                                                           \
+        if (k < n) {                                                                                \
+            rnn_v4f v = rnn_v4_splat(0.0f);                                                         \
+            memcpy(&v, x + k, (size_t)(n - k) * sizeof(float));                                     \
+            v = fn(v);                                                                              \
+            memcpy(x + k, &v, (size_t)(n - k) * sizeof(float));                                     \
+        }                                                                                           \
+    }
+
+RNN_V4_APPLY(rnn_sigmoid_f32, rnn_v4_sigmoid)
+RNN_V4_APPLY(rnn_tanh_f32, rnn_v4_tanh)
+
+#endif
