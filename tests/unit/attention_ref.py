@@ -308,6 +308,8 @@ def onnx_attention(Q, K, V, attn_mask=None, past_key=None, past_value=None, nonp
     x = capped + add
     with np.errstate(invalid="ignore"):
         p = softmax(x)
+    # a row with no finite score: 0/0 in the textbook softmax; kiln and onnxruntime give zeros
+    p = np.where(np.isnan(p) & np.isneginf(x).all(axis=-1, keepdims=True), 0.0, p)
     y = np.einsum("bnst,bnth->bnsh", p, vv)
     qk = {0: raw, 1: capped, 2: x, 3: p}[qk_matmul_output_mode]
     if three_d:

@@ -696,11 +696,11 @@ def test_onnx_attention_qk_output(mode, softcap):
     attrs = dict(qk_matmul_output_mode=mode)
     if softcap:
         attrs["softcap"] = softcap
-    # onnxruntime gives mode 0 the softcapped scores; the operator text says the raw product
-    ort = not (mode == 0 and softcap)
-    compare(*onnx_case(rng, S=5, L=7, mask_shape=(5, 7), attrs=attrs, outs=("Y", "", "", "qk")), ort=ort)
+    # mode 0 is the raw scaled product even with softcap, as the operator text and onnxruntime
+    # have it (onnx's Python reference evaluator returns the softcapped scores there)
+    compare(*onnx_case(rng, S=5, L=7, mask_shape=(5, 7), attrs=attrs, outs=("Y", "", "", "qk")))
     compare(*onnx_case(rng, S=3, L=3, past=4, attrs=dict(attrs, is_causal=1),
-                       outs=("Y", "present_key", "present_value", "qk")), ort=ort)
+                       outs=("Y", "present_key", "present_value", "qk")))
 
 
 @pytest.mark.parametrize("softcap", [1.0, 5.0])
@@ -713,17 +713,26 @@ def test_onnx_attention_softcap_scale(softcap, scale):
     compare(*onnx_case(rng, S=5, L=9, Nq=4, Nkv=2, attrs=attrs, mask_shape=(5, 9)))
 
 
-def test_onnx_attention_neg_inf_mask_rows():
+@pytest.mark.parametrize("mask_dtype", [np.float32, np.bool_])
+def test_onnx_attention_fully_masked_rows(mask_dtype):
+    # a row with every key masked has no defined softmax (0/0); like onnxruntime, kiln gives it
+    # probabilities 0 and output 0 (onnx's reference evaluator gives NaN)
     rng = np.random.default_rng(51)
-    mask = np.zeros((4, 6), np.float32)
-    mask[:, 4:] = -np.inf
-    mask[2, :] = -np.inf  # a fully masked row: softmax of all -inf is NaN, as in the reference
+    keep = np.ones((4, 6), bool)
+    keep[:, 4:] = False
+    keep[2, :] = False
+    mask = keep if mask_dtype == np.bool_ else np.where(keep, 0, -np.inf).astype(np.float32)
     Q, K, V = rand(rng, (1, 2, 4, 8)), rand(rng, (1, 2, 6, 8)), rand(rng, (1, 2, 6, 8))
-    m, feeds = model("Attention", [("Q", Q), ("K", K), ("V", V), ("m", mask)], ["Y"], {})
-    got = run_kiln(m, feeds)[0]
-    ref = R.onnx_attention(Q, K, V, mask)[0]
-    assert np.isnan(got[:, :, 2]).all()
-    np.testing.assert_allclose(got[:, :, [0, 1, 3]], ref[:, :, [0, 1, 3]], rtol=REF_RTOL, atol=REF_ATOL)
+    for mode in (2, 3):
+        m, feeds = model("Attention", [("Q", Q), ("K", K), ("V", V), ("m", mask)], ["Y", "", "", "qk"],
+                         {"qk_matmul_output_mode": mode})
+        ref = R.onnx_attention(Q, K, V, mask, qk_matmul_output_mode=mode)
+        y, _ = compare(m, feeds, [ref[0], ref[3]])
+        assert (y[:, :, 2] == 0).all()
+    # the same through the key-length input of opset 24
+    m, feeds, ref = onnx_case(rng, S=4, L=6, nonpad=[0, 4], opset=24)
+    y = compare(m, feeds, ref, ort=False)[0]
+    assert (y[0] == 0).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float16])

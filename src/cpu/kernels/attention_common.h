@@ -56,7 +56,8 @@ typedef struct kattn_sdpa {
     int qk_mode;
 } kattn_sdpa;
 
-/* Runs the attention described by p over ctx's threads. Fails only on allocation failure. */
+/* Runs the attention described by p over ctx's threads. Fails only on allocation failure. A row
+ * whose scores are all -inf (hard masks) gets zero probabilities and a zero output. */
 kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p);
 
 /* Keeps OpenBLAS on the calling thread: kiln threads the work itself, and two thread pools

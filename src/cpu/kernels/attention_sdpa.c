@@ -172,7 +172,7 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
         if (p->qk_out && p->qk_mode == 3) {
             for (int64_t i = 0; i < rows; i++) {
                 float *qo = p->qk_out + ((b * p->N + n) * p->S + s0 + i) * p->T;
-                float inv = sum[i] > 0.0f ? 1.0f / sum[i] : NAN;
+                float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;
                 for (int64_t j = 0; j < tn; j++) qo[t0 + j] = sc[i * ld + j] * inv;
             }
         }
@@ -183,12 +183,12 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
             memcpy(o, acc + i * Hv, sizeof(float) * Hv);
             vo->scale(o, Hv, 1.0f / sum[i]);
         } else {
-            /* every score was -inf (hard masks only): softmax is 0/0 */
-            float fill = T > 0 ? NAN : 0.0f;
-            for (int64_t h = 0; h < Hv; h++) o[h] = fill;
+            /* Every score was -inf (only hard masks do that) or there are no keys: the softmax is
+             * 0/0. Like onnxruntime, such a row gets probabilities and output 0 rather than NaN. */
+            memset(o, 0, sizeof(float) * Hv);
             if (p->qk_out && p->qk_mode == 3) {
                 float *qo = p->qk_out + ((b * p->N + n) * p->S + s0 + i) * p->T;
-                for (int64_t j = 0; j < T; j++) qo[j] = NAN;
+                memset(qo, 0, sizeof(float) * T);
             }
         }
     }
