@@ -21,12 +21,29 @@ def seq_vi(name, elem):
     return helper.make_tensor_sequence_value_info(name, elem, None)
 
 
+SCALAR = "_as_1d"  # scalar feeds travel as [1] and are reshaped to [] in the graph
+
+
 def model(nodes, feeds, outputs, opset=18):
-    """outputs: list of ValueInfoProto."""
-    g = helper.make_graph(nodes, "g", [tensor_vi(k, v) for k, v in feeds.items()], outputs)
+    """outputs: list of ValueInfoProto. Scalar feeds enter as shape [1] and are reshaped to []
+    inside the graph, so the model sees true scalars whatever the binding does with 0-d arrays."""
+    ins, pre = [], []
+    for k, v in feeds.items():
+        if np.ndim(v) == 0:
+            ins.append(tensor_vi(k + SCALAR, np.reshape(v, (1,))))
+            pre.append(helper.make_node("Reshape", [k + SCALAR, "scalar_shape"], [k]))
+        else:
+            ins.append(tensor_vi(k, v))
+    inits = [helper.make_tensor("scalar_shape", TensorProto.INT64, [0], [])] if pre else []
+    g = helper.make_graph(pre + list(nodes), "g", ins, outputs, initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
     return m
+
+
+def feed(feeds):
+    return {(k + SCALAR if np.ndim(v) == 0 else k): np.reshape(v, (1,)) if np.ndim(v) == 0 else v
+            for k, v in feeds.items()}
 
 
 def same_value(got, want, what):
@@ -42,8 +59,8 @@ def same_value(got, want, what):
 
 
 def compare(m, feeds):
-    want = run_ort(m, feeds)
-    got = run_kiln(m, feeds)
+    want = run_ort(m, feed(feeds))
+    got = run_kiln(m, feed(feeds))
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         same_value(g, w, f"output {i}")
@@ -248,7 +265,7 @@ def test_optional_has_element_without_input():
 
 def expect_error(m, feeds, pattern):
     with pytest.raises(Exception, match=pattern):
-        run_kiln(m, feeds)
+        run_kiln(m, feed(feeds))
 
 
 def test_errors():
