@@ -208,6 +208,28 @@ def test_constant_inputs_fold():
     np.testing.assert_array_equal(got[1], w[3:4])
 
 
+def test_strings():
+    feeds = {"x": np.array([["ab", "c"], ["", "def"], ["g", "hij"]], dtype=object)}
+    S = TensorProto.STRING
+    nodes = [helper.make_node("SplitToSequence", ["x"], ["s"], axis=0, keepdims=0),
+             helper.make_node("SequenceAt", ["s", "one"], ["row"]),
+             helper.make_node("SequenceErase", ["s", "zero"], ["s2"]),
+             helper.make_node("SequenceInsert", ["s2", "row", "zero"], ["s3"]),
+             helper.make_node("ConcatFromSequence", ["s3"], ["y"], axis=0, new_axis=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", S, [3, 2])],
+                          [seq_vi("s", S), helper.make_tensor_value_info("row", S, None),
+                           helper.make_tensor_value_info("y", S, None)],
+                          initializer=[helper.make_tensor("one", TensorProto.INT64, [], [1]),
+                                       helper.make_tensor("zero", TensorProto.INT64, [], [0])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    want = run_ort(m, feeds)
+    got = run_kiln(m, feeds)
+    assert [list(a) for a in got[0]] == [list(a) for a in want[0]]
+    assert list(got[1]) == list(want[1]) == ["", "def"]
+    assert got[2].tolist() == want[2].tolist()
+
+
 # ---- optionals ----
 
 def test_optional_tensor():
