@@ -2,7 +2,7 @@
  * HardSwish Softplus Softsign Mish Gelu Swish Shrink, plus PRelu (broadcast slope) and Clip
  * (bounds as attributes before opset 11, as optional inputs from 11). */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3") /* -O2 keeps these loops scalar; see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 
@@ -13,46 +13,58 @@ typedef struct act_param {
     int approx_tanh; /* Gelu */
 } act_param;
 
-#define PA (((const act_param *)P)->alpha)
-#define PB (((const act_param *)P)->beta)
-#define PG (((const act_param *)P)->gamma)
+#define PA (p.alpha)
+#define PB (p.beta)
+#define PG (p.gamma)
 
 #define ACT_FLOAT(op, EF, ED)                                                                      \
-    EW_UN_ROW(op##_f32, float, float, EF)                                                          \
-    EW_UN_ROW(op##_f64, double, double, ED)                                                        \
+    EW_UN_ROW_P(op##_f32, float, float, act_param, EF)                                             \
+    EW_UN_ROW_P(op##_f64, double, double, act_param, ED)                                           \
     EW_UN_ROW_HALF(op##_f16, op##_f32, ew_f16_load, ew_f16_store)                                  \
     EW_UN_ROW_HALF(op##_bf16, op##_f32, ew_bf16_load, ew_bf16_store)
 #define GELU_K 0.7978845608028654      /* sqrt(2/pi) */
 #define EW_SQRT1_2 0.70710678118654752440 /* 1/sqrt(2) */
-static inline float gelu_erf_f(float x) { return 0.5f * x * (1.0f + erff(x * (float)EW_SQRT1_2)); }
+static inline float gelu_erf_f(float x) { return 0.5f * x * (1.0f + ew_fast_erff(x * (float)EW_SQRT1_2)); }
 static inline double gelu_erf_d(double x) { return 0.5 * x * (1.0 + erf(x * EW_SQRT1_2)); }
 static inline float gelu_tanh_f(float x) {
-    return 0.5f * x * (1.0f + tanhf((float)GELU_K * (x + 0.044715f * x * x * x)));
+    return 0.5f * x * (1.0f + ew_fast_tanhf((float)GELU_K * (x + 0.044715f * x * x * x)));
 }
 static inline double gelu_tanh_d(double x) {
     return 0.5 * x * (1.0 + tanh(GELU_K * (x + 0.044715 * x * x * x)));
 }
 
-ACT_FLOAT(sigmoid, ew_sigmoidf(x), ew_sigmoid(x))
-ACT_FLOAT(tanh, tanhf(x), tanh(x))
+/* tanh(softplus(x)) = n / (n + 2) with n = e^x (e^x + 2); past x = 20 it is 1 in float */
+static inline float mish_f(float x) {
+    const float e = ew_fast_expf(x < 20.0f ? x : 20.0f), n = e * (e + 2.0f);
+    return x * (n / (n + 2.0f));
+}
+
+ACT_FLOAT(sigmoid, ew_fast_sigmoidf(x), ew_sigmoid(x))
+ACT_FLOAT(tanh, ew_fast_tanhf(x), tanh(x))
 ACT_FLOAT(relu, x < 0 ? 0.0f : x, x < 0 ? 0.0 : x) /* NaN passes through */
 ACT_FLOAT(leaky, x >= 0 ? x : PA * x, x >= 0 ? x : (double)PA * x)
-ACT_FLOAT(elu, x >= 0 ? x : PA * expm1f(x), x >= 0 ? x : (double)PA * expm1(x))
-ACT_FLOAT(selu, x > 0 ? PG * x : PG * PA * expm1f(x),
+ACT_FLOAT(elu, x >= 0 ? x : PA * ew_fast_expm1f(x), x >= 0 ? x : (double)PA * expm1(x))
+ACT_FLOAT(selu, x > 0 ? PG * x : PG * PA * ew_fast_expm1f(x),
           x > 0 ? (double)PG * x : (double)PG * (double)PA * expm1(x))
-ACT_FLOAT(celu, fmaxf(0.0f, x) + fminf(0.0f, PA * expm1f(x / PA)),
+ACT_FLOAT(celu, (x > 0 ? x : 0.0f) + (x < 0 ? PA * ew_fast_expm1f(x / PA) : 0.0f),
           fmax(0.0, x) + fmin(0.0, (double)PA * expm1(x / (double)PA)))
 ACT_FLOAT(thresholded, x > PA ? x : 0.0f, x > (double)PA ? x : 0.0)
-ACT_FLOAT(hardsigmoid, fmaxf(0.0f, fminf(1.0f, PA * x + PB)),
+/* comparisons rather than fminf/fmaxf (library calls); NaN passes through */
+static inline float clamp01f(float v) {
+    v = v > 1.0f ? 1.0f : v;
+    return v < 0.0f ? 0.0f : v;
+}
+
+ACT_FLOAT(hardsigmoid, clamp01f(PA * x + PB),
           fmax(0.0, fmin(1.0, (double)PA * x + (double)PB)))
-ACT_FLOAT(hardswish, x * fmaxf(0.0f, fminf(1.0f, x * (1.0f / 6) + 0.5f)),
+ACT_FLOAT(hardswish, x * clamp01f(x * (1.0f / 6) + 0.5f),
           x * fmax(0.0, fmin(1.0, x / 6.0 + 0.5)))
 ACT_FLOAT(softplus, ew_softplusf(x), ew_softplus(x))
 ACT_FLOAT(softsign, x / (1.0f + fabsf(x)), x / (1.0 + fabs(x)))
-ACT_FLOAT(mish, x * tanhf(ew_softplusf(x)), x * tanh(ew_softplus(x)))
-ACT_FLOAT(gelu, ((const act_param *)P)->approx_tanh ? gelu_tanh_f(x) : gelu_erf_f(x),
-          ((const act_param *)P)->approx_tanh ? gelu_tanh_d(x) : gelu_erf_d(x))
-ACT_FLOAT(swish, x * ew_sigmoidf(PA * x), x * ew_sigmoid((double)PA * x))
+ACT_FLOAT(mish, mish_f(x), x * tanh(ew_softplus(x)))
+ACT_FLOAT(gelu, p.approx_tanh ? gelu_tanh_f(x) : gelu_erf_f(x),
+          p.approx_tanh ? gelu_tanh_d(x) : gelu_erf_d(x))
+ACT_FLOAT(swish, x * ew_fast_sigmoidf(PA * x), x * ew_sigmoid((double)PA * x))
 
 /* Relu on integers (opset 14) */
 #define RELU_I(dt, T, UT, sfx) EW_UN_ROW(relu_##sfx, T, T, x > 0 ? x : 0)
@@ -64,7 +76,8 @@ EW_SINT_TYPES(RELU_I)
  * being undefined. */
 #define SHRINK_EXPR(x) ((x) < -(double)PA ? (x) + (double)PB : (x) > (double)PA ? (x) - (double)PB : 0.0)
 ACT_FLOAT(shrink, (float)SHRINK_EXPR(x), SHRINK_EXPR(x))
-#define SHRINK_I(dt, T, UT, sfx) EW_UN_ROW(shrink_##sfx, T, T, (T)(int64_t)SHRINK_EXPR((double)x))
+#define SHRINK_I(dt, T, UT, sfx)                                                                   \
+    EW_UN_ROW_P(shrink_##sfx, T, T, act_param, (T)(int64_t)SHRINK_EXPR((double)x))
 #define SHRINK_E(dt, T, UT, sfx) [dt] = shrink_##sfx,
 EW_INT_TYPES(SHRINK_I)
 
@@ -250,10 +263,9 @@ typedef union clip_bounds {
 
 /* NaN passes through; with lo > hi every element becomes hi, as numpy.clip does. */
 #define CLIP_ROW(dt, T, UT, sfx)                                                                   \
-    EW_UN_ROW(clip_##sfx, T, T,                                                                    \
-              (x < ((const T *)P)[0] ? ((const T *)P)[0] : x) > ((const T *)P)[1]                  \
-                  ? ((const T *)P)[1]                                                              \
-                  : (x < ((const T *)P)[0] ? ((const T *)P)[0] : x))
+    typedef struct clip_##sfx##_pair { T lo, hi; } clip_##sfx##_pair;                              \
+    EW_UN_ROW_P(clip_##sfx, T, T, clip_##sfx##_pair,                                               \
+                (x < p.lo ? p.lo : x) > p.hi ? p.hi : (x < p.lo ? p.lo : x))
 #define CLIP_E(dt, T, UT, sfx) [dt] = clip_##sfx,
 EW_INT_TYPES(CLIP_ROW)
 EW_NATIVE_FLOAT_TYPES(CLIP_ROW)

@@ -4,7 +4,7 @@
  * Integer arithmetic wraps through the unsigned type of the same width (no signed-overflow UB);
  * integer division and modulo by zero are reported as errors, as onnxruntime does. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3") /* -O2 keeps these loops scalar; see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 
@@ -335,8 +335,8 @@ static kiln_status var_compute(kiln_ctx *ctx, const bin_desc *d) {
     return KILN_OK;
 }
 
-EW_UN_ROW(scale_f32, float, float, x / ((const float *)P)[0])
-EW_UN_ROW(scale_f64, double, double, x / ((const double *)P)[0])
+EW_UN_ROW_P(scale_f32, float, float, float, x / p)
+EW_UN_ROW_P(scale_f64, double, double, double, x / p)
 EW_UN_ROW_HALF(scale_f16, scale_f32, ew_f16_load, ew_f16_store)
 EW_UN_ROW_HALF(scale_bf16, scale_f32, ew_bf16_load, ew_bf16_store)
 static const ew_row_fn scale_rows[EW_NDT] = {EW_FLOAT_ROWS(scale)};

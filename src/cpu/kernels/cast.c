@@ -8,7 +8,7 @@
  * final round-to-nearest-even is not spoiled by double rounding. Float to integer follows what
  * x86 (and so onnxruntime) does; ONNX leaves out-of-range values undefined. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3") /* -O2 keeps these loops scalar; see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 

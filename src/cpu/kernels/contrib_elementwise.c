@@ -2,17 +2,17 @@
  * (Gelu of A + B), FastGelu (tanh form, optional bias), QuickGelu (x * sigmoid(alpha x)) and
  * BiasAdd (X + bias + skip). The biases are 1-D over the last axis. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3") /* -O2 keeps these loops scalar; see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 
 #define SQRT1_2 0.70710678118654752440
 #define SQRT_2_PI 0.79788456080286535588 /* sqrt(2/pi) */
 
-static inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * (float)SQRT1_2)); }
+static inline float gelu_f(float x) { return 0.5f * x * (1.0f + ew_fast_erff(x * (float)SQRT1_2)); }
 static inline double gelu_d(double x) { return 0.5 * x * (1.0 + erf(x * SQRT1_2)); }
 static inline float fastgelu_f(float x) {
-    return 0.5f * x * (1.0f + tanhf((float)SQRT_2_PI * x * (1.0f + 0.044715f * x * x)));
+    return 0.5f * x * (1.0f + ew_fast_tanhf((float)SQRT_2_PI * x * (1.0f + 0.044715f * x * x)));
 }
 static inline double fastgelu_d(double x) {
     return 0.5 * x * (1.0 + tanh(SQRT_2_PI * x * (1.0 + 0.044715 * x * x)));
@@ -31,7 +31,10 @@ static inline double fastgelu_d(double x) {
 
 UN_FLOAT(gelu, gelu_f(x), gelu_d(x))
 UN_FLOAT(fastgelu, fastgelu_f(x), fastgelu_d(x))
-UN_FLOAT(quickgelu, x * ew_sigmoidf(*(const float *)P * x), x * ew_sigmoid(*(const float *)P * x))
+EW_UN_ROW_P(quickgelu_f32, float, float, float, x * ew_fast_sigmoidf(p * x))
+EW_UN_ROW_P(quickgelu_f64, double, double, float, x * ew_sigmoid((double)p * x))
+EW_UN_ROW_HALF(quickgelu_f16, quickgelu_f32, ew_f16_load, ew_f16_store)
+EW_UN_ROW_HALF(quickgelu_bf16, quickgelu_f32, ew_bf16_load, ew_bf16_store)
 BIN_FLOAT(biasgelu, gelu_f(x + y), gelu_d(x + y))
 BIN_FLOAT(fastgelu_bias, fastgelu_f(x + y), fastgelu_d(x + y))
 

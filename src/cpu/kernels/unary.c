@@ -2,7 +2,7 @@
  * trigonometric and hyperbolic functions, Erf, and the predicates IsNaN IsInf Not BitwiseNot.
  * Float16/bfloat16 go through float32 in blocks; integer types where the schema allows them. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3") /* -O2 keeps these loops scalar; see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 
@@ -21,7 +21,7 @@ UN_FLOAT(ceil, ceilf(x), ceil(x))
 UN_FLOAT(round, rintf(x), rint(x)) /* default rounding mode: half to even, as ONNX asks */
 UN_FLOAT(sign, x > 0 ? 1.0f : (x < 0 ? -1.0f : x), x > 0 ? 1.0 : (x < 0 ? -1.0 : x))
 UN_FLOAT(sqrt, sqrtf(x), sqrt(x))
-UN_FLOAT(exp, expf(x), exp(x))
+UN_FLOAT(exp, ew_fast_expf(x), exp(x))
 UN_FLOAT(log, logf(x), log(x))
 UN_FLOAT(sin, sinf(x), sin(x))
 UN_FLOAT(cos, cosf(x), cos(x))
@@ -34,7 +34,7 @@ UN_FLOAT(cosh, coshf(x), cosh(x))
 UN_FLOAT(asinh, asinhf(x), asinh(x))
 UN_FLOAT(acosh, acoshf(x), acosh(x))
 UN_FLOAT(atanh, atanhf(x), atanh(x))
-UN_FLOAT(erf, erff(x), erf(x))
+UN_FLOAT(erf, ew_fast_erff(x), erf(x))
 
 /* Integer forms: negation wraps through the unsigned type (no signed-overflow UB on INT_MIN). */
 #define ABS_S(dt, T, UT, sfx) EW_UN_ROW(abs_##sfx, T, T, x < 0 ? (T)(0 - (UT)x) : x)
