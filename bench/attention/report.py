@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Side-by-side table of kiln's attention benchmark and the PyTorch peers (sdpa_peers.py).
+
+Reads kiln_<pass>.json and peers_<pass>.json from a results directory (gpu_run.sh writes them),
+prints per-row TFLOP/s for the first pass and geometric means for every pass (the short table
+last), and writes attention_bench.md and attention_bench.json there.
+
+  python3 bench/attention/report.py out/attention
+"""
+import glob, json, math, os, sys
+
+
+def geomean(xs):
+    xs = [x for x in xs if x]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def fmt(x, w=7):
+    return f"{x:{w}.1f}" if isinstance(x, (int, float)) else f"{'-':>{w}}"
+
+
+def main():
+    d = sys.argv[1] if len(sys.argv) > 1 else "out/attention"
+    passes = []
+    for kf in sorted(glob.glob(os.path.join(d, "kiln_*.json"))):
+        name = os.path.basename(kf)[5:-5]
+        try:
+            kiln = json.load(open(kf))
+        except Exception as e:  # a pass cut short leaves a partial file
+            print(f"# {name}: unreadable kiln json ({e})")
+            continue
+        peers = {}
+        pf = os.path.join(d, f"peers_{name}.json")
+        if os.path.exists(pf):
+            for r in json.load(open(pf))["rows"]:
+                peers[(r["B"], r["S"], r["N"], r["H"])] = r
+        rows = []
+        for r in kiln["rows"]:
+            p = peers.get((r["B"], r["S"], r["N"], r["H"]), {})
+            best_var = max(r.get("variants", {}).items(), key=lambda kv: kv[1], default=(None, None))
+            rows.append(dict(r, fa2=p.get("flash"), cudnn=p.get("cudnn"), best_variant=best_var[0],
+                             best_variant_tflops=best_var[1]))
+        passes.append((name, kiln, rows))
+    order = ["fp16_qkv_sep", "fp16_kv_packed", "fp16_qkv_packed", "fp16_qkv_sep_causal", "bf16_qkv_sep"]
+    passes.sort(key=lambda p: order.index(p[0]) if p[0] in order else 99)
+
+    md = []
+    for name, kiln, rows in passes:
+        md.append(f"### {name} ({kiln.get('device', '')})\n")
+        md.append("| B,S,N,H | kiln | kernel | unfused | best tile | FA2 | cuDNN | kiln/FA2 | kiln/cuDNN |")
+        md.append("|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            rf = "-" if not r.get("fa2") else f"{r['kiln'] / r['fa2']:.2f}"
+            rc = "-" if not r.get("cudnn") else f"{r['kiln'] / r['cudnn']:.2f}"
+            bv = f"{r['best_variant']} {r['best_variant_tflops']:.1f}" if r.get("best_variant") else ""
+            md.append(f"| {r['B']},{r['S']},{r['N']},{r['H']} | {r['kiln']:.1f} | {r['kernel']} | "
+                      f"{fmt(r.get('unfused'), 0).strip()} | {bv} | {fmt(r.get('fa2'), 0).strip()} | "
+                      f"{fmt(r.get('cudnn'), 0).strip()} | {rf} | {rc} |")
+        md.append("")
+
+    summary = []
+    for name, kiln, rows in passes:
+        g = lambda k: geomean([r.get(k) for r in rows])
+        gk = g("kiln")
+        # Geomeans over the rows where a peer number exists, so ratios compare like with like.
+        both_f = [(r["kiln"], r["fa2"]) for r in rows if r.get("fa2")]
+        both_c = [(r["kiln"], r["cudnn"]) for r in rows if r.get("cudnn")]
+        summary.append(dict(name=name, rows=len(rows), kiln=gk, unfused=g("unfused"), best_tile=g("best_variant_tflops"),
+                            fa2=geomean([b for _, b in both_f]), cudnn=geomean([b for _, b in both_c]),
+                            vs_fa2=geomean([a / b for a, b in both_f]), vs_cudnn=geomean([a / b for a, b in both_c])))
+    md.append("### Geometric means (TFLOP/s)\n")
+    md.append("| pass | rows | kiln | kiln best tile | kiln unfused | FA2 | cuDNN | kiln/FA2 | kiln/cuDNN |")
+    md.append("|---|---|---|---|---|---|---|---|---|")
+    for s in summary:
+        r1 = "-" if s["vs_fa2"] is None else f"{s['vs_fa2']:.2f}"
+        r2 = "-" if s["vs_cudnn"] is None else f"{s['vs_cudnn']:.2f}"
+        md.append(f"| {s['name']} | {s['rows']} | {fmt(s['kiln'], 0).strip()} | {fmt(s['best_tile'], 0).strip()} | "
+                  f"{fmt(s['unfused'], 0).strip()} | {fmt(s['fa2'], 0).strip()} | {fmt(s['cudnn'], 0).strip()} | "
+                  f"{r1} | {r2} |")
+    open(os.path.join(d, "attention_bench.md"), "w").write("\n".join(md) + "\n")
+    json.dump({"passes": [dict(name=n, rows=r) for n, _, r in passes], "summary": summary},
+              open(os.path.join(d, "attention_bench.json"), "w"), indent=1)
+
+    # Console: per-row table of the first pass, then the short summary last.
+    if passes:
+        name, _, rows = passes[0]
+        print(f"\n{name}: TFLOP/s")
+        print(f"{'B,S,N,H':>16} {'kiln':>7} {'unfus':>7} {'best':>7} {'FA2':>7} {'cuDNN':>7}  kernel")
+        for r in rows:
+            print(f"{r['B']},{r['S']},{r['N']},{r['H']}".rjust(16) + f" {fmt(r['kiln'])} {fmt(r.get('unfused'))} "
+                  f"{fmt(r.get('best_variant_tflops'))} {fmt(r.get('fa2'))} {fmt(r.get('cudnn'))}  {r['kernel']}")
+    print("\ngeomean TFLOP/s      rows    kiln  best-tile unfused    FA2   cuDNN  k/FA2  k/cuDNN")
+    for s in summary:
+        r1 = "   -  " if s["vs_fa2"] is None else f"{s['vs_fa2']:6.2f}"
+        r2 = "   -  " if s["vs_cudnn"] is None else f"{s['vs_cudnn']:6.2f}"
+        print(f"{s['name']:<20} {s['rows']:>4} {fmt(s['kiln'])} {fmt(s['best_tile'])} {fmt(s['unfused'])} "
+              f"{fmt(s['fa2'])} {fmt(s['cudnn'])} {r1} {r2}")
+
+
+if __name__ == "__main__":
+    main()

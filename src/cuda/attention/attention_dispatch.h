@@ -1,0 +1,138 @@
+/* Fused multi-head attention forward on the GPU (com.microsoft MultiHeadAttention,
+ * PackedMultiHeadAttention, Attention after its projection) — the C-callable entry.
+ *
+ * Two levels:
+ *  - kiln_cuda_attention(): one scaled-dot-product attention over strided views. Every input
+ *    format reduces to it without copying: a view is (pointer, batch/head/row strides) with the
+ *    head dimension contiguous, so BSNH, BNSH, BSN3H, BSN2H and packed-token (cu_seqlens) tensors
+ *    are all read in place.
+ *  - kiln_cuda_mha_forward(): the MultiHeadAttention formats (spec §3.4, §5) plus KV-cache
+ *    append (present = past ++ new), built on the first.
+ *
+ * Semantics follow spec §9: x = scale·q·k (+ bias), softmax over visible keys in fp32, out = p·v.
+ *  - causal: query s of sequence b sees keys j <= s + (T_b − S_b) (bottom-right aligned).
+ *  - key_lens: keys j >= key_lens[b] are masked. The com.microsoft masks are additive (−10000), so
+ *    a batch whose length is <= 0 attends to every key (spec §7.2, quirk Q6); we reproduce that
+ *    and otherwise treat masked keys as exactly zero weight (what −10000 gives in fp32 for any
+ *    score range that fp16/bf16 inputs can produce short of |score| ~ 1e4).
+ *  - A query row that sees no key at all (causal with T_b < S_b) is written as zeros.
+ *
+ * Kernel selection (first match wins), printed to stderr when KILN_ATTENTION_VERBOSE=1:
+ *  1. sm90_wgmma flash (Hopper, H in {64,128}) when built and not disabled.
+ *  2. flash (mma.sync FlashAttention-2 style) when H % 8 == 0, H <= 256, H == H_v, no additive
+ *     bias, scale > 0, fp16/bf16, compute capability >= 8.0.
+ *  3. unfused: cuBLAS Q·Kᵀ into fp32 scores, a softmax kernel (masks, bias), cuBLAS P·V.
+ * Environment (read once per process):
+ *  KILN_DISABLE_FLASH_ATTENTION=1   never take the flash kernels (either kind)
+ *  KILN_DISABLE_SM90_ATTENTION=1    never take the Hopper wgmma kernel
+ *  KILN_FORCE_UNFUSED_ATTENTION=1   always take the unfused path
+ *  KILN_ATTENTION_VERBOSE=1         one line per call naming the kernel that ran and why
+ *  KILN_UNFUSED_WORKSPACE_MB=n      cap on the unfused score buffer (default 4096)
+ */
+#ifndef KILN_CUDA_ATTENTION_DISPATCH_H
+#define KILN_CUDA_ATTENTION_DISPATCH_H
+
+#include "../cuda_provider.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Element (b, n, s, h) lives at p + b*sb + n*sn + s*ss + h (in elements). With cu_seqlens, b's
+ * rows start at token row cu_seqlens[b] instead: p + (cu[b] + s)*ss + n*sn + h, and sb is unused. */
+typedef struct kiln_cuda_view {
+    const void *p;
+    int64_t sb, sn, ss;
+} kiln_cuda_view;
+
+typedef struct kiln_cuda_sdpa {
+    int dtype;          /* KILN_DTYPE_FLOAT16 or KILN_DTYPE_BFLOAT16 */
+    int B, N, N_kv;     /* query head n reads key/value head n / (N / N_kv); N_kv = 0 means N */
+    int S, T;           /* query and key lengths (maxima with cu_seqlens) */
+    int H, Hv;          /* head sizes of q/k and of v/out */
+    float scale;        /* 0 → 1/sqrt(H) */
+    int causal;
+    kiln_cuda_view q, k, v;
+    void *out;          /* (b, n, s, h) at out + b*o_sb + n*o_sn + s*o_ss + h */
+    int64_t o_sb, o_sn, o_ss;
+    const int32_t *key_lens;     /* device, B entries, or NULL */
+    const int32_t *cu_seqlens_q; /* device, B+1 entries, or NULL: packed query rows */
+    const int32_t *cu_seqlens_k; /* device, B+1 entries; NULL with cu_seqlens_q means the same */
+    /* Additive score term (b, n, s, j) at bias + b*bias_sb + n*bias_sn + s*bias_ss + j, same dtype
+     * as the inputs, added after scaling (spec §8); a stride of 0 broadcasts. Unfused path only. */
+    const void *bias;
+    int64_t bias_sb, bias_sn, bias_ss;
+} kiln_cuda_sdpa;
+
+typedef enum kiln_cuda_attn_kernel {
+    KILN_ATTN_KERNEL_NONE = 0,
+    KILN_ATTN_KERNEL_FLASH = 1,      /* mma.sync FlashAttention-2 style */
+    KILN_ATTN_KERNEL_FLASH_SM90 = 2, /* wgmma, Hopper */
+    KILN_ATTN_KERNEL_UNFUSED = 3
+} kiln_cuda_attn_kernel;
+
+typedef struct kiln_cuda_attn_choice {
+    kiln_cuda_attn_kernel kernel;
+    char name[96];   /* e.g. "flash_fwd<fp16,hd128,128x64,4w>" */
+    char why[160];   /* why the faster kinds were not taken ("" when the first was) */
+} kiln_cuda_attn_choice;
+
+/* Forces a kernel regardless of the environment (tests, benchmarks); NONE = normal selection. */
+typedef struct kiln_cuda_attn_opts {
+    kiln_cuda_attn_kernel force;
+    int flash_variant; /* 0: the tuned tile for this head size; n > 0: alternative n (benchmarks) */
+} kiln_cuda_attn_opts;
+
+/* Chooses the kernel for d without running anything. */
+void kiln_cuda_attention_select(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d,
+                                const kiln_cuda_attn_opts *opts, kiln_cuda_attn_choice *out);
+/* Runs attention d on p's stream (asynchronous; no host sync unless the unfused path needs
+ * cu_seqlens on the host). opts may be NULL; chosen may be NULL. */
+kiln_status kiln_cuda_attention(kiln_cuda_provider *p, const kiln_cuda_sdpa *d,
+                                const kiln_cuda_attn_opts *opts, kiln_cuda_attn_choice *chosen);
+
+/* ---- MultiHeadAttention formats ---- */
+typedef enum kiln_cuda_mha_format {
+    KILN_MHA_Q_K_V = 0,    /* q (B,S,N·H), k (B,L,N·H), v (B,L,N·Hv) */
+    KILN_MHA_Q_KV = 1,     /* q (B,S,N·H), kv (B,L,N,2,H) passed as k; v NULL */
+    KILN_MHA_QKV = 2,      /* qkv (B,S,N,3,H) passed as q; k, v NULL; L = S */
+    KILN_MHA_Q_K_V_BNSH = 3 /* q (B,S,N·H), k (B,N,L,H), v (B,N,L,Hv): cached cross-attention K/V */
+} kiln_cuda_mha_format;
+
+typedef struct kiln_cuda_mha_args {
+    int dtype;
+    int format;
+    int B, S, L, N, H, Hv;     /* Hv = 0 means H */
+    float scale;
+    int causal;
+    const void *q, *k, *v;
+    void *out;                 /* (B,S,N·Hv); packed batches: (tokens, N·Hv) */
+    const int32_t *key_lens;   /* device (B) or NULL */
+    /* Packed batches (PackedMultiHeadAttention): q/k/v/out have token rows instead of (B,S);
+     * S and L are the maximum sequence lengths; cu_seqlens (B+1) on the device. Q_K_V and QKV only. */
+    const int32_t *cu_seqlens;
+    /* KV cache (BNSH): past (B,N,P,H) may be NULL (P = 0); present (B,N,P+L,H) may be NULL
+     * unless past is given. With past, attention runs over present (T = P + L). */
+    const void *past_key, *past_value;
+    int P;
+    void *present_key, *present_value;
+    const void *bias; int bias_batch_broadcast; /* additive (B or 1, N, S, T), unfused only */
+} kiln_cuda_mha_args;
+
+kiln_status kiln_cuda_mha_forward(kiln_cuda_provider *p, const kiln_cuda_mha_args *a,
+                                  const kiln_cuda_attn_opts *opts, kiln_cuda_attn_choice *chosen);
+
+/* Copies (b, n, l, h) of src (a view, L rows) into dst (B, N, dst_rows, H) at rows
+ * [row0, row0 + L); rows of dst outside that range are left alone. */
+kiln_status kiln_cuda_copy_bnsh(kiln_cuda_provider *p, int dtype, void *dst, int64_t dst_rows,
+                                int64_t row0, const kiln_cuda_view *src, int B, int N, int L, int H);
+
+/* Number of alternative flash tiles the benchmark may ask for at head size H (flash_variant
+ * 1..n), and the name of each. */
+int kiln_cuda_flash_variants(int H);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

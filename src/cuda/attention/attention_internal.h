@@ -1,0 +1,36 @@
+/* Pieces shared by the attention .cu files; not part of the provider's interface. */
+#ifndef KILN_CUDA_ATTENTION_INTERNAL_H
+#define KILN_CUDA_ATTENTION_INTERNAL_H
+
+#include "attention_dispatch.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Settings read once from the environment. */
+typedef struct kiln_attn_env {
+    int disable_flash, disable_sm90, force_unfused, verbose;
+    size_t unfused_ws_bytes;
+} kiln_attn_env;
+const kiln_attn_env *kiln_attn_env_get(void);
+
+/* The unfused path (attention_unfused.cu): cuBLAS Q·Kᵀ, softmax kernel, cuBLAS P·V. Handles every
+ * case kiln_cuda_attention accepts. scale is already resolved (non-zero). */
+kiln_status kiln_cuda_attention_unfused(kiln_cuda_provider *p, const kiln_cuda_sdpa *d, float scale);
+
+/* Writes zeros to (b, n, s, h) at out + b*sb + n*sn + s*ss + h for all b < B, n < N, s < S,
+ * h < Hv (16-bit elements); for query rows that see no key. */
+kiln_status kiln_cuda_zero_rows(kiln_cuda_provider *p, void *out, int64_t sb, int64_t sn, int64_t ss, int B, int N,
+                                int S, int Hv);
+
+/* Hopper wgmma kernel (flash_fwd_sm90.cu). Returns KILN_ERR_NOT_IMPLEMENTED when it does not
+ * cover d (head size, build without sm90a, ...), in which case the caller falls back. */
+int kiln_cuda_sm90_supports(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, char *name, size_t n);
+kiln_status kiln_cuda_attention_sm90(kiln_cuda_provider *p, const kiln_cuda_sdpa *d, float scale);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
