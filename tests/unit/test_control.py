@@ -180,6 +180,18 @@ def test_loop_zero_trips_declared_shape():
     assert got[1].shape == (0, 2, 3)
 
 
+def test_loop_body_cond_without_cond_input():
+    """Without a 'cond' input the body's condition still ends the loop (as in onnxruntime)."""
+    rng = np.random.default_rng(17)
+    feeds = {"x": rand(rng, (2,)), "a0": rand(rng, (2,))}
+    never = [N("Not", ["cond_in"], ["cond_out"])]
+    nodes = [const("Ms", np.array(3, np.int64)),
+             N("Loop", ["Ms", "", "a0"], ["acc", "accs"], body=loop_body(cond_expr=never))]
+    m = model(nodes, feeds, [T("acc", F, None), T("accs", F, None)], inits=[ONE])
+    got = compare(m, feeds)
+    assert got[1].shape[0] == 1
+
+
 def test_loop_negative_trip_count():
     rng = np.random.default_rng(16)
     feeds = {"x": rand(rng, (2,)), "a0": rand(rng, (2,))}

@@ -120,9 +120,8 @@ kiln_status kiln_loop_compute(kiln_ctx *ctx) {
         max_trip = mv->t.dtype == KILN_DTYPE_INT64 ? *(const int64_t *)mv->t.data
                                                    : *(const int32_t *)mv->t.data;
     }
-    const int has_cond = ctx->in[1] != NULL;
     int cond = 1;
-    if (has_cond) KILN_TRY(kiln_cf_read_bool(ctx, ctx->in[1], "input 'cond'", &cond));
+    if (ctx->in[1]) KILN_TRY(kiln_cf_read_bool(ctx, ctx->in[1], "input 'cond'", &cond));
 
     /* the counters handed to the body: scalars this frame owns */
     int64_t iter_val = 0;
@@ -154,6 +153,8 @@ kiln_status kiln_loop_compute(kiln_ctx *ctx) {
         memset(outs, 0, (size_t)nb_out * sizeof *outs);
         if ((st = kiln_run_subgraph(ctx, ls.body, N + 2, ins, outs))) goto done;
         int next = 1;
+        /* the body's condition ends the loop even without a 'cond' input (the spec's pseudo-code
+         * calls it ignored there, but onnxruntime and the reference evaluator both obey it) */
         st = kiln_cf_read_bool(ctx, &outs[0], "body output 'cond'", &next);
         for (int j = 0; j < N && st == KILN_OK; j++) {
             if (owned) kiln_value_release(&carried[j]);
@@ -165,8 +166,7 @@ kiln_status kiln_loop_compute(kiln_ctx *ctx) {
         for (int k = 0; k < K && st == KILN_OK; k++) st = acc_push(ctx, &acc[k], &outs[1 + N + k], k);
         kiln_cf_release_all(outs, nb_out);
         if (st) goto done;
-        /* without a 'cond' input the body's condition is not consulted (a for loop) */
-        if (has_cond) cond = next;
+        cond = next;
     }
 
     for (int j = 0; j < N && j < ctx->n_out; j++) {

@@ -79,7 +79,7 @@ static size_t elem_size(int dt) {
 
 /* sv = x with axis removed, at index p. A view when the slice is contiguous, else gathered into
  * *scratch (allocated on first use; string pointers are shared, not duplicated: the body only
- * reads them). */
+ * reads them). scratch NULL: the caller knows the slice is contiguous (a leading axis). */
 static kiln_status slice_at(kiln_ctx *ctx, const kiln_tensor *x, int axis, int64_t p, void **scratch,
                             kiln_value *sv) {
     const size_t es = elem_size(x->dtype);
@@ -103,6 +103,7 @@ static kiln_status slice_at(kiln_ctx *ctx, const kiln_tensor *x, int axis, int64
         sv->t.data = (char *)x->data + (size_t)(p * inner) * es;
         return KILN_OK;
     }
+    if (!scratch) return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "slice along axis %d is not contiguous", axis);
     if (!*scratch && !(*scratch = malloc((size_t)(outer * inner) * es)))
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
     for (int64_t o = 0; o < outer; o++)
@@ -334,8 +335,7 @@ static kiln_status scan8(kiln_ctx *ctx, const scan_cfg *c, scan_frame *f) {
         kiln_value *init = calloc((size_t)(c->N + 1), sizeof *init);
         if (!init) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         for (int s = 0; s < c->N && !st; s++) {
-            void *none = NULL;
-            st = slice_at(ctx, kiln_input(ctx, c->first + s), 0, b, &none, &init[s]);
+            st = slice_at(ctx, kiln_input(ctx, c->first + s), 0, b, NULL, &init[s]);
             f->ins[s] = &init[s];
         }
         for (int64_t t = 0; t < len && !st; t++) {
@@ -344,9 +344,8 @@ static kiln_status scan8(kiln_ctx *ctx, const scan_cfg *c, scan_frame *f) {
                 const int64_t p = list_at(c->in_dirs, c->n_in_dirs, j) ? len - 1 - t : t;
                 /* row b of x, then step p of that row: both slices are contiguous */
                 kiln_value row;
-                void *none = NULL;
-                if ((st = slice_at(ctx, x, 0, b, &none, &row))) break;
-                st = slice_at(ctx, &row.t, 0, p, &none, &f->slices[j]);
+                if ((st = slice_at(ctx, x, 0, b, NULL, &row))) break;
+                st = slice_at(ctx, &row.t, 0, p, NULL, &f->slices[j]);
             }
             if (st || (st = frame_step(ctx, c, f))) break;
             for (int k = 0; k < c->K && !st; k++) {
