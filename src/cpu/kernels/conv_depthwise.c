@@ -1,8 +1,9 @@
 /* Depthwise convolution (one input channel per group), 1-D and 2-D, computed directly: im2col
- * and GEMM would do one tiny product per channel. Each input plane is first copied with its
- * horizontal zero padding and split by stride phase, so that every kernel tap of an output row
- * reads a contiguous, in-bounds run; the row loop then keeps several vector accumulators over
- * all taps. An AVX2/FMA version is chosen at run time where the CPU has it. */
+ * and GEMM would do one tiny product per channel. Each input plane is first copied with its zero
+ * padding and split by stride phase (see dw_plan), so that every kernel tap reads one contiguous,
+ * in-bounds run for the whole plane; one loop with several vector accumulators then sums all taps,
+ * which also keeps small maps (7x7, 14x14) vectorised. An AVX2/FMA version is chosen at run time
+ * where the CPU has it. */
 #include "conv_util.h"
 #include <stdlib.h>
 #include <string.h>
@@ -17,133 +18,239 @@ int kconv_depthwise_ok(const kconv_geom *g) {
     return g->k_size <= 4096;
 }
 
-/* out[0, OW) = bias + sum_t wt[t] * src[t][0, OW); every src[t] is readable up to OW rounded up
- * to 8 (the copy's tail holds zeros). */
-static void dw_row_plain(int nt, const float *const *src, const float *wt, float bias, float *out,
-                         int64_t OW) {
-    int64_t ox = 0;
-    for (; ox + 8 <= OW; ox += 8) {
-        float a[8];
-        for (int i = 0; i < 8; i++) a[i] = bias;
-        for (int t = 0; t < nt; t++) {
-            const float *s = src[t] + ox;
-            float w = wt[t];
-            for (int i = 0; i < 8; i++) a[i] += w * s[i];
+/* For each of `rows` rows: out[r*ldo + 0..n) = bias + sum_t wt[t] * src[t][r*ldi + 0..n). Every
+ * src[t] row is readable up to n rounded up to 8 (the plane copy carries zero slack). */
+static void dw_run_plain(int nt, const float *const *src, const float *wt, float bias, float *out,
+                         int64_t rows, int64_t n, int64_t ldi, int64_t ldo) {
+    for (int64_t r = 0; r < rows; r++) {
+        float *o = out + r * ldo;
+        for (int64_t i = 0; i < n; i++) {
+            float a = bias;
+            for (int t = 0; t < nt; t++) a += wt[t] * src[t][r * ldi + i];
+            o[i] = a;
         }
-        memcpy(out + ox, a, sizeof a);
-    }
-    for (; ox < OW; ox++) {
-        float a = bias;
-        for (int t = 0; t < nt; t++) a += wt[t] * src[t][ox];
-        out[ox] = a;
     }
 }
 
 #ifdef DW_HAVE_AVX2
 __attribute__((target("avx2,fma"))) static void dw_row_avx2(int nt, const float *const *src,
-                                                             const float *wt, float bias,
-                                                             float *out, int64_t OW) {
-    int64_t ox = 0;
-    __m256 vb = _mm256_set1_ps(bias);
-    for (; ox + 32 <= OW; ox += 32) {
+                                                             int64_t ro, const float *wt, __m256 vb,
+                                                             float *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
         __m256 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
         for (int t = 0; t < nt; t++) {
-            const float *s = src[t] + ox;
+            const float *s = src[t] + ro + i;
             __m256 w = _mm256_broadcast_ss(wt + t);
             a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s), a0);
             a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 8), a1);
             a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 16), a2);
             a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 24), a3);
         }
-        _mm256_storeu_ps(out + ox, a0);
-        _mm256_storeu_ps(out + ox + 8, a1);
-        _mm256_storeu_ps(out + ox + 16, a2);
-        _mm256_storeu_ps(out + ox + 24, a3);
+        _mm256_storeu_ps(out + i, a0);
+        _mm256_storeu_ps(out + i + 8, a1);
+        _mm256_storeu_ps(out + i + 16, a2);
+        _mm256_storeu_ps(out + i + 24, a3);
     }
-    for (; ox + 16 <= OW; ox += 16) {
-        __m256 a0 = vb, a1 = vb;
+    if (i < n) { /* the last 1..31 outputs: up to four independent accumulators, not one chain */
+        int64_t r = n - i;
+        int v = (int)((r + 7) / 8);
+        __m256 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
         for (int t = 0; t < nt; t++) {
-            const float *s = src[t] + ox;
+            const float *s = src[t] + ro + i;
             __m256 w = _mm256_broadcast_ss(wt + t);
             a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s), a0);
-            a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 8), a1);
+            if (v > 1) a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 8), a1);
+            if (v > 2) a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 16), a2);
+            if (v > 3) a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 24), a3);
         }
-        _mm256_storeu_ps(out + ox, a0);
-        _mm256_storeu_ps(out + ox + 8, a1);
+        float tmp[32];
+        _mm256_storeu_ps(tmp, a0);
+        _mm256_storeu_ps(tmp + 8, a1);
+        _mm256_storeu_ps(tmp + 16, a2);
+        _mm256_storeu_ps(tmp + 24, a3);
+        memcpy(out + i, tmp, sizeof(float) * (size_t)r);
     }
-    for (; ox < OW; ox += 8) {
-        __m256 a = vb;
-        for (int t = 0; t < nt; t++)
-            a = _mm256_fmadd_ps(_mm256_broadcast_ss(wt + t), _mm256_loadu_ps(src[t] + ox), a);
-        if (ox + 8 <= OW) {
-            _mm256_storeu_ps(out + ox, a);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, a);
-            memcpy(out + ox, tmp, sizeof(float) * (size_t)(OW - ox));
-        }
+}
+
+__attribute__((target("avx2,fma"))) static void dw_run_avx2(int nt, const float *const *src,
+                                                             const float *wt, float bias,
+                                                             float *out, int64_t rows, int64_t n,
+                                                             int64_t ldi, int64_t ldo) {
+    __m256 vb = _mm256_set1_ps(bias);
+    for (int64_t r = 0; r < rows; r++) dw_row_avx2(nt, src, r * ldi, wt, vb, out + r * ldo, n);
+}
+#endif
+
+typedef void (*dw_run_fn)(int, const float *const *, const float *, float, float *, int64_t,
+                          int64_t, int64_t, int64_t);
+
+static dw_run_fn pick_run(void) {
+#ifdef DW_HAVE_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dw_run_avx2;
+#endif
+    return dw_run_plain;
+}
+
+/* Plan of one plane: the zero-padded input window region split into stride phases, each phase a
+ * sub-plane of Hq x Wq. Output (oy, ox) then sits at oy * Wq + ox of a "pitched" output, and
+ * kernel tap (ky, kx) reads the pitched position plus a fixed offset: the whole plane is one
+ * long multi-tap vector loop, with (Wq - OW) throwaway columns per row. */
+typedef struct dw_plan {
+    int64_t IH, IW, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl;
+    int64_t Hq, Wq, sub, total, pitched, slack;
+} dw_plan;
+
+static void dw_make_plan(const kconv_geom *g, dw_plan *p) {
+    int two = g->nd == 2, L = g->nd - 1;
+    p->IH = two ? g->in[0] : 1;
+    p->IW = g->in[L];
+    p->OH = two ? g->out[0] : 1;
+    p->OW = g->out[L];
+    p->KH = two ? g->k[0] : 1;
+    p->KW = g->k[L];
+    p->sh = two ? g->stride[0] : 1;
+    p->sw = g->stride[L];
+    p->dh = two ? g->dil[0] : 1;
+    p->dw = g->dil[L];
+    p->pt = two ? g->pad_b[0] : 0;
+    p->pl = g->pad_b[L];
+    int64_t Hp = (p->OH - 1) * p->sh + (p->KH - 1) * p->dh + 1;
+    int64_t Wp = (p->OW - 1) * p->sw + (p->KW - 1) * p->dw + 1;
+    p->Hq = (Hp + p->sh - 1) / p->sh;
+    p->Wq = (Wp + p->sw - 1) / p->sw;
+    p->sub = p->Hq * p->Wq;
+    p->total = p->sh * p->sw * p->sub;
+    p->pitched = p->OH * p->Wq;
+    /* valid outputs read inside their sub-plane; the throwaway columns of the last row and the
+     * rounding up to whole vectors read at most Wq + 8 past its end */
+    p->slack = p->Wq + 16;
+}
+
+#ifdef DW_HAVE_AVX2
+/* x[j] -> phase (j + pl) & 1 at column (j + pl) >> 1; columns past Wq are not needed. */
+__attribute__((target("avx2"))) static void split2_avx2(const float *x, int64_t IW, int64_t pl,
+                                                        int64_t Wq, float *d0, float *d1) {
+    memset(d0, 0, sizeof(float) * (size_t)Wq);
+    memset(d1, 0, sizeof(float) * (size_t)Wq);
+    int64_t j = 0;
+    if (pl & 1) { /* x[0] lands in phase 1: start the pairs at x[1] */
+        if ((pl >> 1) < Wq) d1[pl >> 1] = x[0];
+        j = 1;
+    }
+    /* pairs (x[j], x[j+1]) -> d0[col], d1[col], col = (j + pl) / 2 */
+    int64_t col = (j + pl) >> 1;
+    for (; j + 16 <= IW && col + 8 <= Wq; j += 16, col += 8) {
+        __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + 8);
+        __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8));
+        od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8));
+        _mm256_storeu_ps(d0 + col, ev);
+        _mm256_storeu_ps(d1 + col, od);
+    }
+    for (; j < IW; j++) {
+        int64_t J = j + pl;
+        if ((J >> 1) >= Wq) break;
+        ((J & 1) ? d1 : d0)[J >> 1] = x[j];
     }
 }
 #endif
 
-typedef void (*dw_row_fn)(int, const float *const *, const float *, float, float *, int64_t);
-
-static dw_row_fn pick_row(void) {
+static void dw_fill(const dw_plan *p, const float *x, float *P) {
 #ifdef DW_HAVE_AVX2
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dw_row_avx2;
+    if (p->sw == 2 && __builtin_cpu_supports("avx2")) {
+        for (int64_t qy = 0; qy < p->sh; qy++)
+            for (int64_t r = 0; r < p->Hq; r++) {
+                float *d0 = P + (qy * 2) * p->sub + r * p->Wq, *d1 = d0 + p->sub;
+                int64_t iy = r * p->sh + qy - p->pt;
+                if (iy < 0 || iy >= p->IH) {
+                    memset(d0, 0, sizeof(float) * (size_t)p->Wq);
+                    memset(d1, 0, sizeof(float) * (size_t)p->Wq);
+                } else {
+                    split2_avx2(x + iy * p->IW, p->IW, p->pl, p->Wq, d0, d1);
+                }
+            }
+        memset(P + p->total, 0, sizeof(float) * (size_t)p->slack);
+        return;
+    }
 #endif
-    return dw_row_plain;
+    for (int64_t qy = 0; qy < p->sh; qy++)
+        for (int64_t qx = 0; qx < p->sw; qx++) {
+            float *sp = P + (qy * p->sw + qx) * p->sub;
+            for (int64_t r = 0; r < p->Hq; r++) {
+                float *d = sp + r * p->Wq;
+                int64_t iy = r * p->sh + qy - p->pt;
+                if (iy < 0 || iy >= p->IH) {
+                    memset(d, 0, sizeof(float) * (size_t)p->Wq);
+                    continue;
+                }
+                const float *xr = x + iy * p->IW;
+                if (p->sw == 1) {
+                    int64_t head = p->pl < p->Wq ? p->pl : p->Wq;
+                    int64_t body = p->IW < p->Wq - head ? p->IW : p->Wq - head;
+                    for (int64_t c = 0; c < head; c++) d[c] = 0.0f;
+                    memcpy(d + head, xr, sizeof(float) * (size_t)body);
+                    for (int64_t c = head + body; c < p->Wq; c++) d[c] = 0.0f;
+                } else {
+                    /* columns c with 0 <= c*sw + qx - pl < IW copy, the rest are padding */
+                    int64_t first = p->pl - qx, lo = first > 0 ? (first + p->sw - 1) / p->sw : 0;
+                    int64_t hi = (p->IW + p->pl - qx + p->sw - 1) / p->sw;
+                    if (lo > p->Wq) lo = p->Wq;
+                    if (hi > p->Wq) hi = p->Wq;
+                    if (hi < lo) hi = lo;
+                    const float *xs = xr + (lo * p->sw + qx - p->pl);
+                    for (int64_t c = 0; c < lo; c++) d[c] = 0.0f;
+                    for (int64_t c = lo; c < hi; c++) d[c] = xs[(c - lo) * p->sw];
+                    for (int64_t c = hi; c < p->Wq; c++) d[c] = 0.0f;
+                }
+            }
+        }
+    memset(P + p->total, 0, sizeof(float) * (size_t)p->slack);
 }
 
 int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
                         float *y, int64_t q0, int64_t q1) {
-    int two = g->nd == 2, L = g->nd - 1;
-    int64_t IH = two ? g->in[0] : 1, IW = g->in[L], OH = two ? g->out[0] : 1, OW = g->out[L];
-    int64_t KH = two ? g->k[0] : 1, KW = g->k[L], sh = two ? g->stride[0] : 1, sw = g->stride[L];
-    int64_t dh = two ? g->dil[0] : 1, dw = g->dil[L], pt = two ? g->pad_b[0] : 0, pl = g->pad_b[L];
-    int64_t mult = g->M / g->C;
-    /* phase row length: every tap reads [shift, shift + OW rounded up to 8) */
-    int64_t Lp = ((OW + 7) & ~(int64_t)7) + ((KW - 1) * dw) / sw + 1;
-    int64_t ntaps = KH * KW, nf = (IH * sw * Lp + ntaps + 7) & ~(int64_t)7;
-    float *P = malloc(sizeof(float) * (size_t)nf + sizeof(float *) * (size_t)ntaps);
+    dw_plan p;
+    dw_make_plan(g, &p);
+    int64_t mult = g->M / g->C, ntaps = p.KH * p.KW;
+    int64_t nP = (p.total + p.slack + 15) & ~(int64_t)15, nO = (p.pitched + 15) & ~(int64_t)15;
+    float *P = malloc(sizeof(float) * (size_t)(nP + nO) + sizeof(float *) * (size_t)ntaps);
     if (!P) return -1;
-    float *wt = P + IH * sw * Lp;
-    const float **src = (const float **)(void *)(P + nf);
-    dw_row_fn row = pick_row();
+    float *O = P + nP;
+    const float **src = (const float **)(void *)(O + nO);
+    dw_run_fn run = pick_run();
+    int pitched_is_dense = p.Wq == p.OW;
+    /* where each tap reads, relative to the plane copy: the same for every plane */
+    int64_t *toff = malloc(sizeof(int64_t) * (size_t)ntaps);
+    if (!toff) {
+        free(P);
+        return -1;
+    }
+    for (int64_t ky = 0; ky < p.KH; ky++)
+        for (int64_t kx = 0; kx < p.KW; kx++) {
+            int64_t dy = ky * p.dh, dx = kx * p.dw;
+            toff[ky * p.KW + kx] =
+                ((dy % p.sh) * p.sw + dx % p.sw) * p.sub + (dy / p.sh) * p.Wq + dx / p.sw;
+        }
+    for (int64_t t = 0; t < ntaps; t++) src[t] = P + toff[t];
+    free(toff);
+    int64_t last_c = -1;
     for (int64_t q = q0; q < q1; q++) {
         int64_t n = q / g->M, m = q % g->M, c = m / mult;
-        const float *xp = x + (n * g->C + c) * g->in_size, *wp = w + m * ntaps;
-        float *yp = y + q * g->out_size, b = bias ? bias[m] : 0.0f;
-        for (int64_t iy = 0; iy < IH; iy++) {
-            const float *xr = xp + iy * IW;
-            for (int64_t ph = 0; ph < sw; ph++) {
-                float *d = P + (iy * sw + ph) * Lp;
-                if (sw == 1) {
-                    int64_t head = pl < Lp ? pl : Lp, body = IW < Lp - head ? IW : Lp - head;
-                    memset(d, 0, sizeof(float) * (size_t)head);
-                    memcpy(d + head, xr, sizeof(float) * (size_t)body);
-                    memset(d + head + body, 0, sizeof(float) * (size_t)(Lp - head - body));
-                } else {
-                    for (int64_t pos = 0; pos < Lp; pos++) {
-                        int64_t ix = pos * sw + ph - pl;
-                        d[pos] = ix >= 0 && ix < IW ? xr[ix] : 0.0f;
-                    }
-                }
-            }
-        }
-        for (int64_t oy = 0; oy < OH; oy++) {
-            int nt = 0;
-            for (int64_t ky = 0; ky < KH; ky++) {
-                int64_t iy = oy * sh - pt + ky * dh;
-                if (iy < 0 || iy >= IH) continue;
-                for (int64_t kx = 0; kx < KW; kx++) {
-                    int64_t off = kx * dw;
-                    src[nt] = P + (iy * sw + off % sw) * Lp + off / sw;
-                    wt[nt] = wp[ky * KW + kx];
-                    nt++;
-                }
-            }
-            row(nt, src, wt, b, yp + oy * OW, OW);
+        const float *wp = w + m * ntaps;
+        float *yp = y + q * g->out_size;
+        if (c != last_c || q == q0) dw_fill(&p, x + (n * g->C + c) * g->in_size, P);
+        last_c = c;
+        float b = bias ? bias[m] : 0.0f;
+        if (pitched_is_dense) {
+            run((int)ntaps, src, wp, b, yp, 1, p.pitched, 0, 0);
+        } else if (p.OW >= 16) { /* rows long enough to vectorise: write each in place */
+            run((int)ntaps, src, wp, b, yp, p.OH, p.OW, p.Wq, p.OW);
+        } else { /* small maps: one pitched run, then drop the throwaway columns */
+            run((int)ntaps, src, wp, b, O, 1, p.pitched, 0, 0);
+            for (int64_t oy = 0; oy < p.OH; oy++)
+                memcpy(yp + oy * p.OW, O + oy * p.Wq, sizeof(float) * (size_t)p.OW);
         }
     }
     free(P);

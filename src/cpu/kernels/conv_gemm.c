@@ -20,22 +20,20 @@ typedef struct conv_job {
     volatile int failed;
 } conv_job;
 
-/* bias, residual and activation over rows [0, Mg) x columns [p0, p1) of one (image, group). */
-static void epilogue(const conv_job *j, int64_t n, int64_t grp, int64_t p0, int64_t p1) {
+/* residual and activation over rows [0, Mg) x columns [p0, p1) of one (image, group); with
+ * with_bias also the bias (when the product could not add it itself). */
+static void epilogue(const conv_job *j, int64_t n, int64_t grp, int64_t p0, int64_t p1,
+                     int with_bias) {
     const kconv_geom *g = j->g;
+    int act = j->act && j->act->kind != KACT_NONE;
+    if (!(with_bias && j->bias) && !j->z && !act) return;
     for (int64_t m = 0; m < j->Mg; m++) {
         int64_t oc = grp * j->Mg + m;
         float *yr = j->y + (n * g->M + oc) * g->out_size + p0;
         int64_t len = p1 - p0;
-        if (j->bias) {
-            float b = j->bias[oc];
-            for (int64_t i = 0; i < len; i++) yr[i] += b;
-        }
-        if (j->z) {
-            const float *zr = j->z + (n * g->M + oc) * g->out_size + p0;
-            for (int64_t i = 0; i < len; i++) yr[i] += zr[i];
-        }
-        if (j->act && j->act->kind != KACT_NONE) kconv_apply_act(j->act, yr, len);
+        if (with_bias && j->bias) kvec_add_scalar_f32(yr, j->bias[oc], len);
+        if (j->z) kvec_add_f32(yr, j->z + (n * g->M + oc) * g->out_size + p0, len);
+        if (act) kconv_apply_act(j->act, yr, len);
     }
 }
 
@@ -63,9 +61,9 @@ static void tile_run(void *arg, int64_t i0, int64_t i1) {
             ldb = p1 - p0;
         }
         float *yg = j->y + (n * g->M + grp * j->Mg) * g->out_size + p0;
-        kgemm_f32_serial(0, 0, j->Mg, p1 - p0, j->Kc, 1.0f, j->w + grp * j->Mg * j->Kc, j->Kc, B,
-                         ldb, 0.0f, yg, g->out_size);
-        epilogue(j, n, grp, p0, p1);
+        kgemm_f32_serial_bias(0, 0, j->Mg, p1 - p0, j->Kc, 1.0f, j->w + grp * j->Mg * j->Kc, j->Kc,
+                              B, ldb, 0.0f, yg, g->out_size, j->bias ? j->bias + grp * j->Mg : NULL);
+        epilogue(j, n, grp, p0, p1, 0);
     }
     free(buf);
 }
@@ -95,14 +93,8 @@ static void epi_rows(void *arg, int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; m++) {
         int64_t oc = e->grp * e->cj->Mg + m;
         float *yr = e->cj->y + (e->n * g->M + oc) * g->out_size;
-        if (e->cj->bias) {
-            float b = e->cj->bias[oc];
-            for (int64_t i = 0; i < g->out_size; i++) yr[i] += b;
-        }
-        if (e->cj->z) {
-            const float *zr = e->cj->z + (e->n * g->M + oc) * g->out_size;
-            for (int64_t i = 0; i < g->out_size; i++) yr[i] += zr[i];
-        }
+        if (e->cj->bias) kvec_add_scalar_f32(yr, e->cj->bias[oc], g->out_size);
+        if (e->cj->z) kvec_add_f32(yr, e->cj->z + (e->n * g->M + oc) * g->out_size, g->out_size);
         if (e->cj->act && e->cj->act->kind != KACT_NONE) kconv_apply_act(e->cj->act, yr, g->out_size);
     }
 }
@@ -125,8 +117,7 @@ static void dw_run(void *arg, int64_t q0, int64_t q1) {
     int64_t os = j->g->out_size;
     for (int64_t q = q0; q < q1; q++) {
         float *yp = j->y + q * os;
-        if (j->z)
-            for (int64_t i = 0; i < os; i++) yp[i] += j->z[q * os + i];
+        if (j->z) kvec_add_f32(yp, j->z + q * os, os);
         if (j->act) kconv_apply_act(j->act, yp, os);
     }
 }
@@ -162,7 +153,7 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     if (j.Kc == 0) { /* no input channels: the output is the bias */
         memset(y, 0, sizeof(float) * (size_t)(g->N * g->M * g->out_size));
         for (int64_t n = 0; n < g->N; n++)
-            for (int64_t grp = 0; grp < g->group; grp++) epilogue(&j, n, grp, 0, g->out_size);
+            for (int64_t grp = 0; grp < g->group; grp++) epilogue(&j, n, grp, 0, g->out_size, 1);
         return KILN_OK;
     }
     /* a tile's im2col block of about 256 KB stays in L2 */

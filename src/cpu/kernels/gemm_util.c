@@ -5,6 +5,53 @@
 #include <stdio.h>
 #include <string.h>
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define KVEC_AVX2 1
+#endif
+
+#ifdef KVEC_AVX2
+__attribute__((target("avx2"))) static void add_scalar_avx2(float *y, float b, int64_t n) {
+    __m256 vb = _mm256_set1_ps(b);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), vb));
+    for (; i < n; i++) y[i] += b;
+}
+
+__attribute__((target("avx2"))) static void add_avx2(float *y, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    for (; i < n; i++) y[i] += x[i];
+}
+
+static int have_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx2") ? 1 : 0;
+    return cached;
+}
+#endif
+
+void kvec_add_scalar_f32(float *y, float b, int64_t n) {
+#ifdef KVEC_AVX2
+    if (have_avx2()) {
+        add_scalar_avx2(y, b, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] += b;
+}
+
+void kvec_add_f32(float *y, const float *x, int64_t n) {
+#ifdef KVEC_AVX2
+    if (have_avx2()) {
+        add_avx2(y, x, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 void kgemm_blas_serial(void) {
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
@@ -33,8 +80,22 @@ void kgemm_f32_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, float alp
                         1);
         return;
     }
+    if (kgemm_avx512_available() &&
+        kgemm_sgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL))
+        return;
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void kgemm_f32_serial_bias(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                           float *C, int64_t ldc, const float *row_bias) {
+    if (row_bias && M > 1 && N > 1 && K > 0 && kgemm_avx512_available() &&
+        kgemm_sgemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, row_bias))
+        return;
+    kgemm_f32_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (row_bias)
+        for (int64_t i = 0; i < M; i++) kvec_add_scalar_f32(C + i * ldc, row_bias[i], N);
 }
 
 void kgemm_f64_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, double alpha,

@@ -39,6 +39,17 @@ typedef struct kgemm_batch {
 } kgemm_batch;
 void kgemm_batched(kiln_ctx *ctx, const kgemm_batch *b);
 
+/* The AVX-512 sgemm (gemm_avx512.c), used by kgemm_f32_serial where the CPU has AVX-512F;
+ * returns 0 when it could not run (no buffers), leaving the work to the caller. */
+int kgemm_avx512_available(void);
+int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc, const float *row_bias);
+/* kgemm_f32_serial plus row_bias[i] added to every element of row i (NULL: none); K > 0. */
+void kgemm_f32_serial_bias(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                           float *C, int64_t ldc, const float *row_bias);
+
 /* Integer row-major C[M,N] = A[M,K] B[K,N] (strides given) for INT32/INT64/UINT32/UINT64, with
  * two's-complement wrap-around like the fixed-width arithmetic of other runtimes. */
 int kgemm_int_supported(int dtype);
@@ -51,6 +62,10 @@ void kcvt_from_f32(kiln_ctx *ctx, int dtype, const float *src, void *dst, int64_
 static inline int kcvt_is_half(int dt) {
     return dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16;
 }
+
+/* y[i] += b and y[i] += x[i], vectorised (the build's -O2 leaves such loops scalar). */
+void kvec_add_scalar_f32(float *y, float b, int64_t n);
+void kvec_add_f32(float *y, const float *x, int64_t n);
 
 /* "[2,3,4]" into buf, for messages. */
 const char *kgemm_dims_str(int rank, const int64_t *dims, char *buf, size_t n);

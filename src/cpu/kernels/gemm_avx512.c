@@ -1,0 +1,201 @@
+/* Single-precision GEMM for CPUs with AVX-512F. The OpenBLAS that Debian ships (0.3.21) runs its
+ * AVX2 kernels on CPUs it does not know (recent AMD EPYC among them), at about half of what
+ * those cores can do; this kernel closes that gap. Classic blocking: a KC x NC block of B is
+ * packed into 32-column panels, an MC x KC block of A into 12-row panels, and a 12 x 32 register
+ * tile (24 zmm accumulators) walks the panels. Single-threaded: callers split the work. */
+#include "gemm_util.h"
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+
+#define MR 12
+#define NR 32
+#define KC 256
+#define MC 192
+#define NC 3072
+
+int kgemm_avx512_available(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        const char *env = getenv("KILN_NO_AVX512");
+        if (env && *env && *env != '0') cached = 0;
+    }
+    return cached;
+}
+
+/* One thread's packing buffers (3.3 MB), kept for the thread's life: every product needs them,
+ * and a fresh allocation of that size per call would fault in new pages each time. */
+static _Thread_local float *pack_a, *pack_b;
+static pthread_key_t pack_key;
+static pthread_once_t pack_once = PTHREAD_ONCE_INIT;
+
+static void free_buffers(void *p) { free(p); }
+static void make_key(void) { pthread_key_create(&pack_key, free_buffers); }
+
+static int ensure_buffers(void) {
+    if (pack_a) return 1;
+    pthread_once(&pack_once, make_key);
+    float *buf = aligned_alloc(64, sizeof(float) * (MC * KC + KC * NC));
+    if (!buf) return 0;
+    pack_a = buf;
+    pack_b = buf + MC * KC;
+    pthread_setspecific(pack_key, buf); /* freed when the thread exits */
+    return 1;
+}
+
+/* A rows [i0, i0+mc) x cols [p0, p0+kc) into 12-row panels: panel p holds, for each k, the 12
+ * values of rows 12p..12p+11 (zero rows past mc). */
+static void pack_a_block(int ta, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t p0,
+                         int64_t kc, float *dst) {
+    for (int64_t ip = 0; ip < mc; ip += MR) {
+        int64_t rows = mc - ip < MR ? mc - ip : MR;
+        float *d = dst + ip * kc;
+        if (!ta) {
+            for (int64_t r = 0; r < rows; r++) {
+                const float *src = A + (i0 + ip + r) * lda + p0;
+                for (int64_t k = 0; k < kc; k++) d[k * MR + r] = src[k];
+            }
+        } else {
+            for (int64_t k = 0; k < kc; k++)
+                memcpy(d + k * MR, A + (p0 + k) * lda + i0 + ip, sizeof(float) * (size_t)rows);
+        }
+        for (int64_t r = rows; r < MR; r++)
+            for (int64_t k = 0; k < kc; k++) d[k * MR + r] = 0.0f;
+    }
+}
+
+/* B rows [p0, p0+kc) x cols [j0, j0+nc) into 32-column panels (zero columns past nc). */
+__attribute__((target("avx512f"))) static void pack_b_block(int tb, const float *B, int64_t ldb,
+                                                            int64_t p0, int64_t kc, int64_t j0,
+                                                            int64_t nc, float *dst) {
+    for (int64_t jp = 0; jp < nc; jp += NR) {
+        int64_t cols = nc - jp < NR ? nc - jp : NR;
+        float *d = dst + jp * kc;
+        if (!tb) {
+            const float *src = B + p0 * ldb + j0 + jp;
+            if (cols == NR) {
+                for (int64_t k = 0; k < kc; k++) {
+                    _mm512_store_ps(d + k * NR, _mm512_loadu_ps(src + k * ldb));
+                    _mm512_store_ps(d + k * NR + 16, _mm512_loadu_ps(src + k * ldb + 16));
+                }
+            } else {
+                __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
+                __mmask16 m1 = (__mmask16)(cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+                for (int64_t k = 0; k < kc; k++) {
+                    _mm512_store_ps(d + k * NR, _mm512_maskz_loadu_ps(m0, src + k * ldb));
+                    _mm512_store_ps(d + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + k * ldb + 16));
+                }
+            }
+        } else {
+            for (int64_t c = 0; c < cols; c++) {
+                const float *src = B + (j0 + jp + c) * ldb + p0;
+                for (int64_t k = 0; k < kc; k++) d[k * NR + c] = src[k];
+            }
+            for (int64_t c = cols; c < NR; c++)
+                for (int64_t k = 0; k < kc; k++) d[k * NR + c] = 0.0f;
+        }
+    }
+}
+
+/* C[0..mr, 0..nr) = alpha * (Ap . Bp) + beta * C (+ bias[r]) over kc steps; beta == 0 never
+ * reads C. ROWS (4, 8 or 12) is how many rows the variant computes: the packed panels are always
+ * 12 rows wide, the smaller variants skip the zero rows of a short last panel. */
+#define ACC_DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
+#define ACC_STEP(i)                                                                                \
+    a = _mm512_set1_ps(Ap[i]);                                                                     \
+    c##i##a = _mm512_fmadd_ps(a, b0, c##i##a);                                                     \
+    c##i##b = _mm512_fmadd_ps(a, b1, c##i##b);
+#define ACC_SAVE(i) acc[i][0] = c##i##a; acc[i][1] = c##i##b;
+#define DEFINE_KERNEL(NAME, ROWS, FOR_ROWS)                                                        \
+    __attribute__((target("avx512f"))) static void NAME(                                           \
+        int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float alpha,          \
+        float beta, const float *bias, int mr, int nr) {                                           \
+        FOR_ROWS(ACC_DECL)                                                                         \
+        for (int64_t k = 0; k < kc; k++) {                                                         \
+            __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16), a;                       \
+            _mm_prefetch((const char *)(Bp + 8 * NR), _MM_HINT_T0);                                \
+            FOR_ROWS(ACC_STEP)                                                                     \
+            Ap += MR;                                                                              \
+            Bp += NR;                                                                              \
+        }                                                                                          \
+        __m512 acc[ROWS][2];                                                                       \
+        FOR_ROWS(ACC_SAVE)                                                                         \
+        store_tile(acc, C, ldc, alpha, beta, bias, mr, nr);                                        \
+    }
+#define ROWS4(X) X(0) X(1) X(2) X(3)
+#define ROWS8(X) ROWS4(X) X(4) X(5) X(6) X(7)
+#define ROWS12(X) ROWS8(X) X(8) X(9) X(10) X(11)
+
+__attribute__((target("avx512f"))) static inline void store_tile(__m512 (*acc)[2], float *C,
+                                                                 int64_t ldc, float alpha,
+                                                                 float beta, const float *bias,
+                                                                 int mr, int nr) {
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+    __mmask16 m1 = (__mmask16)(nr <= 16 ? 0 : nr >= 32 ? 0xffff : (1u << (nr - 16)) - 1);
+    for (int r = 0; r < mr; r++) {
+        float *c = C + r * ldc;
+        __m512 x = _mm512_mul_ps(acc[r][0], va), y = _mm512_mul_ps(acc[r][1], va);
+        if (beta != 0.0f) {
+            x = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, c), x);
+            y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, c + 16), y);
+        }
+        if (bias) {
+            __m512 bb = _mm512_set1_ps(bias[r]);
+            x = _mm512_add_ps(x, bb);
+            y = _mm512_add_ps(y, bb);
+        }
+        _mm512_mask_storeu_ps(c, m0, x);
+        _mm512_mask_storeu_ps(c + 16, m1, y);
+    }
+}
+
+DEFINE_KERNEL(kernel_12x32, 12, ROWS12)
+DEFINE_KERNEL(kernel_8x32, 8, ROWS8)
+DEFINE_KERNEL(kernel_4x32, 4, ROWS4)
+
+int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc, const float *row_bias) {
+    if (!ensure_buffers()) return 0;
+    for (int64_t jc = 0; jc < N; jc += NC) {
+        int64_t nc = N - jc < NC ? N - jc : NC;
+        for (int64_t pc = 0; pc < K; pc += KC) {
+            int64_t kc = K - pc < KC ? K - pc : KC;
+            float bet = pc == 0 ? beta : 1.0f;
+            const float *bias = pc + kc >= K ? row_bias : NULL; /* added once, at the last block */
+            pack_b_block(tb, B, ldb, pc, kc, jc, nc, pack_b);
+            for (int64_t ic = 0; ic < M; ic += MC) {
+                int64_t mc = M - ic < MC ? M - ic : MC;
+                pack_a_block(ta, A, lda, ic, mc, pc, kc, pack_a);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int nr = (int)(nc - jr < NR ? nc - jr : NR);
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        int mr = (int)(mc - ir < MR ? mc - ir : MR);
+                        const float *ap = pack_a + ir * kc, *bp = pack_b + jr * kc;
+                        float *c = C + (ic + ir) * ldc + jc + jr;
+                        const float *rb = bias ? bias + ic + ir : NULL;
+                        if (mr > 8) kernel_12x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
+                        else if (mr > 4) kernel_8x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
+                        else kernel_4x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
+                    }
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+#else
+int kgemm_avx512_available(void) { return 0; }
+int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc, const float *row_bias) {
+    return 0;
+}
+#endif
