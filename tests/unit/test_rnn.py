@@ -90,6 +90,16 @@ def test_zero_length_entry(cell):
 
 
 @pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("S,B", [(0, 2), (3, 0)])
+def test_empty_sequence_or_batch(cell, S, B):
+    m, feeds = build(cell, S=S, B=B, I=3, H=4, direction="bidirectional", seed=2)
+    got = run_kiln(m, feeds)
+    assert got[0].shape == (S, 2, B, 4) and got[1].shape == (2, B, 4)
+    assert all(not np.any(g) for g in got)  # no steps: zero outputs and states, as onnxruntime's RNN
+    # (its GRU and LSTM abort the process on empty inputs, so they cannot be asked)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
 def test_no_optional_inputs(cell):
     m, feeds = build(cell, S=4, B=2, I=3, H=4, bias=False, init_h=False, init_c=False, seed=3)
     check(m, feeds, **TOL)

@@ -34,6 +34,7 @@ static size_t real_size(int dt) {
 static void copy_rows(const void *src, int sdt, void *dst, int ddt, int64_t A, int64_t M, int64_t C,
                       int swap) {
     const size_t ss = real_size(sdt), ds = real_size(ddt);
+    if (A <= 0 || M <= 0 || C <= 0) return; /* empty tensors may have no buffer at all */
     for (int64_t a = 0; a < A; a++)
         for (int64_t m = 0; m < M; m++) {
             const int64_t si = (a * M + m) * C, di = (swap ? m * A + a : a * M + m) * C;
@@ -155,7 +156,7 @@ static kiln_status compute_cell(kiln_ctx *ctx, int cell) {
 
     if (Y) {
         if (lay == 0 && xdt == wdt) {
-            memset(Y->data, 0, (size_t)(S * D * B * H) * es);
+            if (S * D * B * H > 0) memset(Y->data, 0, (size_t)(S * D * B * H) * es);
             job.Y = Y->data;
         } else {
             if (!(ybuf = calloc(1, (size_t)(S * D * B * H > 0 ? S * D * B * H : 1) * es))) goto oom;
