@@ -89,12 +89,20 @@ def test_reduce_bool_max_min():
 def test_reduce_large_threaded(op):
     """Rows long enough for the vector paths and several threads; the middle axis path too."""
     rng = np.random.default_rng(4)
-    for shape, axes in [((64, 1037), [1]), ((3, 300, 130), [1]), ((5000, 7), [0])]:
+    # the last two: few long rows, which are cut into chunks reduced in parallel
+    for shape, axes in [((64, 1037), [1]), ((3, 300, 130), [1]), ((5000, 7), [0]),
+                        ((2, 70001), [1]), ((150000,), None)]:
         x = reduce_data(rng, op, shape, F32)
         if op == "ReduceProd":
-            x = rand(rng, shape, F32, low=0.995, high=1.005)
+            x = rand(rng, shape, F32, low=0.999, high=1.001)
         m, feeds = reduce_model(op, x, axes, 18)
-        check(m, feeds, rtol=1e-4, atol=1e-4)
+        check(m, feeds, rtol=1e-3 if op == "ReduceProd" else 1e-4, atol=1e-4)
+    for dt in (I32, I64, F64):
+        x = reduce_data(rng, op, (3, 70000), dt)
+        if op == "ReduceProd":
+            x = rng.integers(-1, 2, (3, 70000)).astype(dt)
+        m, feeds = reduce_model(op, x, [1], 18)
+        check(m, feeds, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("op", REDUCE_OPS)

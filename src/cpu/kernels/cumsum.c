@@ -3,6 +3,7 @@
  * output row combined with one input row, so no accumulator array is needed and rows are read in
  * memory order. Integers wrap (computed in the unsigned type of the same width); float16 and
  * bfloat16 accumulate in float32. */
+#pragma GCC optimize("O3") /* -O2 leaves these typed loops scalar */
 #include "reduce_util.h"
 
 #define CUM_BLOCK 1024

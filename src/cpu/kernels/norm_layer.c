@@ -11,26 +11,29 @@
 
 typedef struct lnjob {
     int simplified, dbl;
+    int half;         /* X's dtype when float16/bfloat16 (rows go through float32), else 0 */
     int64_t n;
     double eps;
     const void *x;
-    void *y;
+    void *y;          /* NULL: only statistics wanted */
     const void *skip; /* skip variants: [skip_rows, n], broadcast over leading rows */
     int64_t skip_rows;
-    const void *bias; /* [n], added with skip */
-    void *sum;        /* input_skip_bias_sum, or NULL */
-    const void *g, *b;
+    const void *bias; /* [n] float or double, added with skip */
+    void *sum;        /* input_skip_bias_sum (X's dtype), or NULL */
+    const void *g, *b; /* float or double */
     int64_t gs, bs;   /* row strides of g and b: 0 or n */
     float *mean, *inv;
+    ru_fail_flag fail;
 } lnjob;
 
-static void ln_row_f32(const lnjob *jb, int64_t r) {
+/* One float32 row: s = x (+ skip + bias), then y = normalise(s) * g + b. s may be x or y
+ * (in place is safe); y may be x. */
+static void ln_core_f32(const lnjob *jb, int64_t r, const float *x, const float *skip, float *s,
+                        float *y) {
     int64_t n = jb->n;
-    const float *src = (const float *)jb->x + r * n;
-    float *y = (float *)jb->y + r * n;
-    if (jb->skip) {
-        float *s = jb->sum ? (float *)jb->sum + r * n : y; /* y doubles as scratch: in place is safe */
-        rs_add3(src, (const float *)jb->skip + (r % jb->skip_rows) * n, jb->bias, s, n);
+    const float *src = x;
+    if (skip) {
+        rs_add3(x, skip, jb->bias, s, n);
         src = s;
     }
     float mean = 0, var;
@@ -48,10 +51,34 @@ static void ln_row_f32(const lnjob *jb, int64_t r) {
     if (jb->inv) jb->inv[r] = inv;
 }
 
-static void ln_row_f64(const lnjob *jb, int64_t r) {
+static void ln_row_f32(const lnjob *jb, int64_t r, float *scratch) {
+    int64_t n = jb->n, ks = (r % (jb->skip_rows ? jb->skip_rows : 1)) * n;
+    const float *x = (const float *)jb->x + r * n;
+    float *y = jb->y ? (float *)jb->y + r * n : scratch;
+    float *s = jb->sum ? (float *)jb->sum + r * n : y;
+    ln_core_f32(jb, r, x, jb->skip ? (const float *)jb->skip + ks : NULL, s, y);
+}
+
+/* float16/bfloat16 rows: converted into scratch (2n floats), computed in place, converted back */
+static void ln_row_half(const lnjob *jb, int64_t r, float *scratch) {
+    int64_t n = jb->n, ks = (r % (jb->skip_rows ? jb->skip_rows : 1)) * n;
+    float *xb = scratch, *kb = scratch + n;
+    ru_half_to_f32(jb->half, (const uint16_t *)jb->x + r * n, xb, n);
+    if (jb->skip) ru_half_to_f32(jb->half, (const uint16_t *)jb->skip + ks, kb, n);
+    if (jb->skip && jb->sum) { /* the sum output needs s before normalising overwrites it */
+        rs_add3(xb, kb, jb->bias, xb, n);
+        ru_f32_to_half(jb->half, xb, (uint16_t *)jb->sum + r * n, n);
+        ln_core_f32(jb, r, xb, NULL, xb, xb);
+    } else {
+        ln_core_f32(jb, r, xb, jb->skip ? kb : NULL, xb, xb);
+    }
+    if (jb->y) ru_f32_to_half(jb->half, xb, (uint16_t *)jb->y + r * n, n);
+}
+
+static void ln_row_f64(const lnjob *jb, int64_t r, double *scratch) {
     int64_t n = jb->n;
     const double *src = (const double *)jb->x + r * n;
-    double *y = (double *)jb->y + r * n;
+    double *y = jb->y ? (double *)jb->y + r * n : scratch;
     if (jb->skip) {
         double *s = jb->sum ? (double *)jb->sum + r * n : y;
         const double *k = (const double *)jb->skip + (r % jb->skip_rows) * n;
@@ -79,14 +106,33 @@ static void ln_row_f64(const lnjob *jb, int64_t r) {
     if (jb->inv) jb->inv[r] = (float)inv;
 }
 
+#define LN_STACK_BYTES 16384
+
 static void ln_range(void *arg, int64_t b, int64_t e) {
-    const lnjob *jb = arg;
+    lnjob *jb = arg;
+    /* per-task scratch: two rows of float (or one of double) */
+    double stackbuf[LN_STACK_BYTES / sizeof(double)];
+    size_t need = (size_t)jb->n * 8;
+    void *scratch = need <= sizeof stackbuf ? (void *)stackbuf : malloc(need);
+    if (!scratch) {
+        jb->fail.failed = 1;
+        return;
+    }
     for (int64_t r = b; r < e; r++) {
         if (jb->dbl)
-            ln_row_f64(jb, r);
+            ln_row_f64(jb, r, scratch);
+        else if (jb->half)
+            ln_row_half(jb, r, scratch);
         else
-            ln_row_f32(jb, r);
+            ln_row_f32(jb, r, scratch);
     }
+    if (scratch != (void *)stackbuf) free(scratch);
+}
+
+static kiln_status ln_run(kiln_ctx *ctx, lnjob *jb, int64_t rows) {
+    kiln_parallel_for(ctx, rows, ru_grain(jb->n * 4), ln_range, jb);
+    if (jb->fail.failed) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    return KILN_OK;
 }
 
 /* ---- shape checks ---- */
@@ -132,51 +178,30 @@ static kiln_status run_axis_norm(kiln_ctx *ctx, int simplified, int has_bias, in
     int axis;
     KILN_TRY(axis_norm_check(ctx, has_bias, &x, &axis));
     kiln_tensor *s = kiln_input(ctx, 1), *bt = has_bias && ctx->n_in > 2 ? kiln_input(ctx, 2) : NULL;
-    int64_t rows = ru_prod(x->dims, 0, axis), n = ru_prod(x->dims, axis, x->rank), total = rows * n;
+    int64_t rows = ru_prod(x->dims, 0, axis), n = ru_prod(x->dims, axis, x->rank);
     kiln_tensor *mo = mean_out >= 0 && mean_out < ctx->n_out ? kiln_output(ctx, mean_out) : NULL;
     kiln_tensor *io = inv_out >= 0 && inv_out < ctx->n_out ? kiln_output(ctx, inv_out) : NULL;
-    if (total == 0) return KILN_OK;
-    lnjob jb = {.simplified = simplified, .dbl = x->dtype == KILN_DTYPE_DOUBLE, .n = n,
-                .eps = kiln_attr_float(ctx->node, "epsilon", 1e-5f)};
-    jb.mean = mo ? mo->data : NULL;
-    jb.inv = io ? io->data : NULL;
+    if (rows * n == 0) return KILN_OK;
+    lnjob jb = {.simplified = simplified, .dbl = x->dtype == KILN_DTYPE_DOUBLE,
+                .half = ru_is_halfish(x->dtype) ? x->dtype : 0, .n = n,
+                .eps = kiln_attr_float(ctx->node, "epsilon", 1e-5f), .x = x->data,
+                .y = y ? y->data : NULL, .mean = mo ? mo->data : NULL, .inv = io ? io->data : NULL};
     void *own_g = NULL, *own_b = NULL;
-    float *xbuf = NULL, *scratch = NULL;
-    kiln_status st = KILN_OK;
+    kiln_status st;
     if (jb.dbl) {
         st = kiln_norm_param_f64(ctx, s, x, axis, (const double **)&jb.g, &jb.gs, (double **)&own_g);
         if (!st && bt)
             st = kiln_norm_param_f64(ctx, bt, x, axis, (const double **)&jb.b, &jb.bs,
                                      (double **)&own_b);
-        jb.x = x->data;
-        jb.y = y ? y->data : NULL;
     } else {
         st = kiln_norm_param_f32(ctx, s, x, axis, (const float **)&jb.g, &jb.gs, (float **)&own_g);
         if (!st && bt)
             st = kiln_norm_param_f32(ctx, bt, x, axis, (const float **)&jb.b, &jb.bs,
                                      (float **)&own_b);
-        jb.x = x->data;
-        jb.y = y ? y->data : NULL;
-        if (!st && ru_is_halfish(x->dtype)) {
-            xbuf = malloc((size_t)total * sizeof(float));
-            if (!xbuf) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-            else ru_half_to_f32(x->dtype, x->data, xbuf, total);
-            jb.x = jb.y = xbuf;
-        }
     }
-    if (!st && !jb.y) { /* only the statistics are wanted */
-        scratch = malloc((size_t)total * (jb.dbl ? 8 : 4));
-        if (!scratch) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-        jb.y = scratch;
-    }
-    if (!st) {
-        kiln_parallel_for(ctx, rows, ru_grain(n * 4), ln_range, &jb);
-        if (xbuf && y) ru_f32_to_half(y->dtype, xbuf, y->data, total);
-    }
+    if (!st) st = ln_run(ctx, &jb, rows);
     free(own_g);
     free(own_b);
-    free(xbuf);
-    free(scratch);
     return st;
 }
 
@@ -302,11 +327,6 @@ static kiln_status skip_infer(kiln_ctx *ctx, int simplified) {
     return KILN_OK;
 }
 
-/* A float32 view of a float16/bfloat16 tensor (copy), or the data itself. */
-static kiln_status f32_view(kiln_ctx *ctx, const kiln_tensor *t, const void **out, float **owned) {
-    return kiln_norm_as_f32(ctx, t, (const float **)out, owned);
-}
-
 static kiln_status skip_compute(kiln_ctx *ctx, int simplified) {
     kiln_tensor *in[5];
     KILN_TRY(skip_check(ctx, simplified, in));
@@ -316,55 +336,27 @@ static kiln_status skip_compute(kiln_ctx *ctx, int simplified) {
     kiln_tensor *io = ctx->n_out > 2 ? kiln_output(ctx, 2) : NULL;
     kiln_tensor *so = ctx->n_out > 3 ? kiln_output(ctx, 3) : NULL;
     int64_t n = x->dims[x->rank - 1], total = kiln_numel(x), rows = n ? total / n : 0;
-    int64_t kn = kiln_numel(k);
     if (total == 0) return KILN_OK;
-    lnjob jb = {.simplified = simplified, .dbl = x->dtype == KILN_DTYPE_DOUBLE, .n = n,
-                .eps = kiln_attr_float(ctx->node, "epsilon", 1e-12f)};
-    jb.skip_rows = kn / n;
-    jb.mean = mo ? mo->data : NULL;
-    jb.inv = io ? io->data : NULL;
-    kiln_status st = KILN_OK;
+    lnjob jb = {.simplified = simplified, .dbl = x->dtype == KILN_DTYPE_DOUBLE,
+                .half = ru_is_halfish(x->dtype) ? x->dtype : 0, .n = n,
+                .eps = kiln_attr_float(ctx->node, "epsilon", 1e-12f), .x = x->data,
+                .y = y ? y->data : NULL, .skip = k->data, .skip_rows = kiln_numel(k) / n,
+                .sum = so ? so->data : NULL, .mean = mo ? mo->data : NULL,
+                .inv = io ? io->data : NULL};
+    /* gamma, beta, bias: the data itself for float/double, float32 copies for halves */
+    const void *v[5] = {NULL, NULL, NULL, NULL, NULL};
     float *own[5] = {NULL, NULL, NULL, NULL, NULL};
-    float *ybuf = NULL, *sbuf = NULL, *scratch = NULL;
-    if (jb.dbl || x->dtype == KILN_DTYPE_FLOAT) {
-        jb.x = x->data;
-        jb.skip = k->data;
-        jb.g = in[2]->data;
-        jb.b = in[3] ? in[3]->data : NULL;
-        jb.bias = in[4] ? in[4]->data : NULL;
-        jb.y = y ? y->data : NULL;
-        jb.sum = so ? so->data : NULL;
-    } else {
-        const void *v[5] = {NULL, NULL, NULL, NULL, NULL};
-        for (int i = 0; i < 5 && !st; i++)
-            if (in[i]) st = f32_view(ctx, in[i], &v[i], &own[i]);
-        jb.x = v[0];
-        jb.skip = v[1];
-        jb.g = v[2];
-        jb.b = v[3];
-        jb.bias = v[4];
-        if (!st) {
-            ybuf = malloc((size_t)total * sizeof(float));
-            if (so) sbuf = malloc((size_t)total * sizeof(float));
-            if (!ybuf || (so && !sbuf)) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-        }
-        jb.y = ybuf;
-        jb.sum = sbuf;
+    kiln_status st = KILN_OK;
+    for (int i = 2; i < 5 && !st; i++) {
+        if (!in[i]) continue;
+        if (jb.dbl) v[i] = in[i]->data;
+        else st = kiln_norm_as_f32(ctx, in[i], (const float **)&v[i], &own[i]);
     }
-    if (!st && !jb.y) {
-        scratch = malloc((size_t)total * (jb.dbl ? 8 : 4));
-        if (!scratch) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-        jb.y = scratch;
-    }
-    if (!st) {
-        kiln_parallel_for(ctx, rows, ru_grain(n * 4), ln_range, &jb);
-        if (ybuf && y) ru_f32_to_half(y->dtype, ybuf, y->data, total);
-        if (sbuf) ru_f32_to_half(so->dtype, sbuf, so->data, total);
-    }
+    jb.g = v[2];
+    jb.b = v[3];
+    jb.bias = v[4];
+    if (!st) st = ln_run(ctx, &jb, rows);
     for (int i = 0; i < 5; i++) free(own[i]);
-    free(ybuf);
-    free(sbuf);
-    free(scratch);
     return st;
 }
 

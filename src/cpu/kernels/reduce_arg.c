@@ -1,6 +1,7 @@
 /* ArgMax / ArgMin: index (int64) of the first (or, with select_last_index, last) extreme value
  * along one axis. Compared in the input's own type so large int64 values stay exact;
  * float16/bfloat16 are compared as float32. */
+#pragma GCC optimize("O3") /* -O2 leaves these typed loops scalar */
 #include "reduce_impl.h"
 
 #define ARG_BLOCK 128

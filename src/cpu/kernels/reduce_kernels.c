@@ -1,7 +1,9 @@
 /* The typed loops behind Reduce*: one instance per element class (float, double, int64, uint64).
  * Input is [outer, r, inner]; r >= 1 (empty reductions are filled by the caller). inner == 1 walks
  * contiguous rows; inner > 1 keeps a block of column accumulators so rows are read in order. */
+#pragma GCC optimize("O3") /* -O2 leaves these typed loops scalar */
 #include "reduce_impl.h"
+#include "reduce_simd.h"
 
 #define COL_BLOCK 128
 
@@ -56,8 +58,16 @@ static inline uint64_t clamp_u64(double v) {
 #define GT_OR_NAN(a, b) ((a) > (b) || (a) != (a))
 #define LT_OR_NAN(a, b) ((a) < (b) || (a) != (a))
 
+/* vector max/min for float rows (NaN-propagating like the scalar loops) */
+#define F32_FAST_EXTREME(kind, x, n) \
+    if ((kind) == KILN_RK_MAX || (kind) == KILN_RK_MIN) return rs_extreme_nan(x, n, (kind) == KILN_RK_MIN);
+#define F64_FAST_EXTREME(kind, x, n)
+#define I64_FAST_EXTREME(kind, x, n)
+#define U64_FAST_EXTREME(kind, x, n)
+
 #define DEFINE_REDUCE_LOOPS(C, T, U, F)                                                             \
     static T row_##C(int kind, const T *x, int64_t n) {                                             \
+        C##_FAST_EXTREME(kind, x, n)                                                                \
         switch (kind) {                                                                             \
         case KILN_RK_MAX: {                                                                         \
             T m = x[0];                                                                             \
@@ -171,6 +181,34 @@ static inline uint64_t clamp_u64(double v) {
         }                                                                                           \
     }                                                                                               \
                                                                                                     \
+    /* final step of a reduction whose associative part gave v (see split_kind) */                \
+    static T post_##C(int kind, T v, int64_t r) {                                                   \
+        switch (kind) {                                                                             \
+        case KILN_RK_MEAN: return (T)C##_MEAN((U)v, r);                                             \
+        case KILN_RK_LOGSUM: return C##_TO_T(C##_LOG((F)v));                                        \
+        case KILN_RK_L2: return C##_TO_T(C##_SQRT((F)v));                                           \
+        default: return v;                                                                          \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    static void split_range_##C(const struct rjob *jb, int64_t b, int64_t e) {                     \
+        const T *x = jb->src;                                                                       \
+        T *part = jb->part;                                                                         \
+        for (int64_t u = b; u < e; u++) {                                                           \
+            int64_t o = u / jb->nparts, p = u % jb->nparts, k0 = p * jb->chunk;                     \
+            int64_t len = jb->r - k0 < jb->chunk ? jb->r - k0 : jb->chunk;                          \
+            part[u] = row_##C(split_kind(jb->kind), x + o * jb->r + k0, len);                       \
+        }                                                                                           \
+    }                                                                                               \
+                                                                                                    \
+    static void split_finish_##C(const struct rjob *jb, int64_t outer) {                            \
+        const T *part = jb->part;                                                                   \
+        T *y = jb->dst;                                                                             \
+        int ck = combine_kind(split_kind(jb->kind));                                                \
+        for (int64_t o = 0; o < outer; o++)                                                         \
+            y[o] = post_##C(jb->kind, row_##C(ck, part + o * jb->nparts, jb->nparts), jb->r);      \
+    }                                                                                               \
+                                                                                                    \
     static void range_##C(const struct rjob *jb, int64_t b, int64_t e) {                           \
         const T *x = jb->src;                                                                       \
         T *y = jb->dst;                                                                             \
@@ -191,7 +229,23 @@ struct rjob {
     const void *src;
     void *dst;
     int64_t r, inner, nblk;
+    void *part;            /* split rows: partial results [outer, nparts] */
+    int64_t nparts, chunk;
 };
+
+/* A long row can be cut into chunks when the reduction is an associative step (this kind)
+ * followed by a final transform (post_*); -1 when it is not (LogSumExp). */
+static int split_kind(int kind) {
+    switch (kind) {
+    case KILN_RK_SUM: case KILN_RK_MEAN: case KILN_RK_LOGSUM: return KILN_RK_SUM;
+    case KILN_RK_SUMSQ: case KILN_RK_L2: return KILN_RK_SUMSQ;
+    case KILN_RK_L1: case KILN_RK_PROD: case KILN_RK_MAX: case KILN_RK_MIN: return kind;
+    default: return -1;
+    }
+}
+
+/* how the chunk results combine */
+static int combine_kind(int k) { return k == KILN_RK_SUMSQ || k == KILN_RK_L1 ? KILN_RK_SUM : k; }
 
 static float row_sum_F32(const float *x, int64_t n) { return ru_sum_f32(x, n); }
 static double row_sum_F64(const double *x, int64_t n) { return ru_sum_f64(x, n); }
@@ -221,9 +275,41 @@ static void reduce_range(void *arg, int64_t b, int64_t e) {
     }
 }
 
+static void split_range(void *arg, int64_t b, int64_t e) {
+    const struct rjob *jb = arg;
+    switch (jb->cls) {
+    case KILN_RC_F32: split_range_F32(jb, b, e); break;
+    case KILN_RC_F64: split_range_F64(jb, b, e); break;
+    case KILN_RC_I64: split_range_I64(jb, b, e); break;
+    default: split_range_U64(jb, b, e);
+    }
+}
+
+#define SPLIT_CHUNK 32768
+
 void kiln_reduce_run(kiln_ctx *ctx, int cls, int kind, const void *src, void *dst, int64_t outer,
                      int64_t r, int64_t inner) {
-    struct rjob jb = {cls, kind, src, dst, r, inner, (inner + COL_BLOCK - 1) / COL_BLOCK};
+    struct rjob jb = {cls, kind, src, dst, r, inner, (inner + COL_BLOCK - 1) / COL_BLOCK, NULL, 0, 0};
+    /* few long rows: reduce chunks of each row in parallel, then combine the chunk results */
+    int threads = kiln_num_threads(ctx);
+    if (inner == 1 && threads > 1 && outer < 2 * threads && r >= 2 * SPLIT_CHUNK &&
+        split_kind(kind) >= 0) {
+        jb.chunk = SPLIT_CHUNK;
+        jb.nparts = (r + SPLIT_CHUNK - 1) / SPLIT_CHUNK;
+        jb.part = malloc((size_t)(outer * jb.nparts) * 8);
+        if (jb.part) {
+            kiln_parallel_for(ctx, outer * jb.nparts, 1, split_range, &jb);
+            switch (cls) {
+            case KILN_RC_F32: split_finish_F32(&jb, outer); break;
+            case KILN_RC_F64: split_finish_F64(&jb, outer); break;
+            case KILN_RC_I64: split_finish_I64(&jb, outer); break;
+            default: split_finish_U64(&jb, outer);
+            }
+            free(jb.part);
+            return;
+        }
+        /* out of memory for the partials: fall through to whole rows */
+    }
     if (inner == 1)
         kiln_parallel_for(ctx, outer, ru_grain(r), reduce_range, &jb);
     else

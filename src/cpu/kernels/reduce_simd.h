@@ -67,6 +67,17 @@ RS_AVX2 static inline __m256 rs_exp_neg256(__m256 x) {
     return _mm256_andnot_ps(under, y);
 }
 
+/* v = exp(v) in place for v <= 0 (NaN stays NaN) */
+RS_AVX2 static void rs_exp_neg_inplace_avx2(float *v, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 a = _mm256_loadu_ps(v + i);
+        __m256 e = rs_exp_neg256(a);
+        _mm256_storeu_ps(v + i, _mm256_blendv_ps(e, a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q)));
+    }
+    for (; i < n; i++) v[i] = expf(v[i]);
+}
+
 RS_AVX2 static float rs_max_avx2(const float *x, int64_t n) {
     int64_t i = 0;
     float m = -INFINITY;
@@ -77,6 +88,31 @@ RS_AVX2 static float rs_max_avx2(const float *x, int64_t n) {
     }
     for (; i < n; i++) m = x[i] > m ? x[i] : m;
     return m;
+}
+
+/* max (or min) of x, NaN if any element is NaN; n >= 1 */
+RS_AVX2 static float rs_extreme_nan_avx2(const float *x, int64_t n, int is_min) {
+    int64_t i = 0;
+    float m = x[0];
+    int nan = 0;
+    if (n >= 8) {
+        __m256 a = _mm256_loadu_ps(x), bad = _mm256_cmp_ps(a, a, _CMP_UNORD_Q);
+        for (i = 8; i + 8 <= n; i += 8) {
+            __m256 v = _mm256_loadu_ps(x + i);
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+            a = is_min ? _mm256_min_ps(a, v) : _mm256_max_ps(a, v);
+        }
+        nan = _mm256_movemask_ps(bad) != 0;
+        float t[8];
+        _mm256_storeu_ps(t, a);
+        m = t[0];
+        for (int l = 1; l < 8; l++) m = is_min ? (t[l] < m ? t[l] : m) : (t[l] > m ? t[l] : m);
+    }
+    for (; i < n; i++) {
+        nan |= x[i] != x[i];
+        m = is_min ? (x[i] < m ? x[i] : m) : (x[i] > m ? x[i] : m);
+    }
+    return nan ? NAN : m;
 }
 
 /* y = exp(x - m); returns the sum of y */
@@ -195,11 +231,34 @@ RS_AVX2 static void rs_add3_avx2(const float *a, const float *b, const float *c,
 
 /* ---- dispatching front ends ---- */
 
+static RU_UNUSED float rs_extreme_nan(const float *x, int64_t n, int is_min) {
+#if RS_X86
+    if (rs_use_avx2()) return rs_extreme_nan_avx2(x, n, is_min);
+#endif
+    float m = x[0];
+    int nan = 0;
+    for (int64_t i = 0; i < n; i++) {
+        nan |= x[i] != x[i];
+        m = is_min ? (x[i] < m ? x[i] : m) : (x[i] > m ? x[i] : m);
+    }
+    return nan ? NAN : m;
+}
+
 static RU_UNUSED float rs_max(const float *x, int64_t n) {
 #if RS_X86
     if (rs_use_avx2()) return rs_max_avx2(x, n);
 #endif
     return ru_max_f32(x, n);
+}
+
+static RU_UNUSED void rs_exp_neg_inplace(float *v, int64_t n) {
+#if RS_X86
+    if (rs_use_avx2()) {
+        rs_exp_neg_inplace_avx2(v, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) v[i] = expf(v[i]);
 }
 
 static RU_UNUSED float rs_expsum(const float *x, float *y, int64_t n, float m) {

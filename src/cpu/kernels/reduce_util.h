@@ -34,19 +34,60 @@ static RU_UNUSED int ru_is_halfish(int dt) {
     return dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16;
 }
 
+/* float16 <-> float32 with the F16C instructions where the CPU has them (both round to nearest
+ * even, like kiln_f32_to_f16). */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define RU_HAVE_F16C_PATH 1
+static RU_UNUSED int ru_use_f16c(void) {
+    static int v = -1;
+    if (v < 0) v = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    return v;
+}
+
+__attribute__((target("avx,f16c"))) static RU_UNUSED int64_t ru_f16_to_f32_f16c(
+    const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    return i;
+}
+
+__attribute__((target("avx,f16c"))) static RU_UNUSED int64_t ru_f32_to_f16_f16c(
+    const float *src, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    return i;
+}
+#else
+#define RU_HAVE_F16C_PATH 0
+#endif
+
 /* float16 / bfloat16 <-> float32 buffers; half kernels compute in float32 through these. */
 static RU_UNUSED void ru_half_to_f32(int dt, const uint16_t *src, float *dst, int64_t n) {
-    if (dt == KILN_DTYPE_FLOAT16)
-        for (int64_t i = 0; i < n; i++) dst[i] = kiln_f16_to_f32(src[i]);
-    else
-        for (int64_t i = 0; i < n; i++) dst[i] = kiln_bf16_to_f32(src[i]);
+    int64_t i = 0;
+    if (dt == KILN_DTYPE_FLOAT16) {
+#if RU_HAVE_F16C_PATH
+        if (ru_use_f16c()) i = ru_f16_to_f32_f16c(src, dst, n);
+#endif
+        for (; i < n; i++) dst[i] = kiln_f16_to_f32(src[i]);
+    } else {
+        for (; i < n; i++) dst[i] = kiln_bf16_to_f32(src[i]);
+    }
 }
 
 static RU_UNUSED void ru_f32_to_half(int dt, const float *src, uint16_t *dst, int64_t n) {
-    if (dt == KILN_DTYPE_FLOAT16)
-        for (int64_t i = 0; i < n; i++) dst[i] = kiln_f32_to_f16(src[i]);
-    else
-        for (int64_t i = 0; i < n; i++) dst[i] = kiln_f32_to_bf16(src[i]);
+    int64_t i = 0;
+    if (dt == KILN_DTYPE_FLOAT16) {
+#if RU_HAVE_F16C_PATH
+        if (ru_use_f16c()) i = ru_f32_to_f16_f16c(src, dst, n);
+#endif
+        for (; i < n; i++) dst[i] = kiln_f32_to_f16(src[i]);
+    } else {
+        for (; i < n; i++) dst[i] = kiln_f32_to_bf16(src[i]);
+    }
 }
 
 /* A float32 copy of a float16/bfloat16/float/double tensor's n elements (malloc'ed; NULL when out

@@ -3,6 +3,7 @@
  * default 1) and the op runs over each row; from 13 on it runs along the single axis (default -1)
  * as [outer, n, inner]. float16/bfloat16 run through a float32 copy; float32 rows (the transformer
  * case) use the vector primitives of reduce_simd.h and are spread over threads by row. */
+#pragma GCC optimize("O3") /* -O2 leaves the column-block loops scalar */
 #include "reduce_simd.h"
 
 enum { SM_SOFT, SM_LOG, SM_HARD };
@@ -119,11 +120,60 @@ static void sm_row_f32(int kind, const float *x, float *y, int64_t n) {
         }                                                                                          \
     }
 
-DEFINE_SM(f32s, float, expf, logf)
 DEFINE_SM(f64, double, exp, log)
+
+/* float32 column blocks: as above, with the exponentials done a row of the block at a time */
+static void sm_cols_f32(int kind, const float *x, float *y, int64_t n, int64_t inner, int64_t nc) {
+    float m[SM_BLOCK], s[SM_BLOCK], t[SM_BLOCK];
+    int64_t bi[SM_BLOCK];
+    for (int64_t j = 0; j < nc; j++) {
+        m[j] = x[j];
+        bi[j] = 0;
+        s[j] = 0;
+    }
+    if (kind == SM_HARD) {
+        for (int64_t k = 1; k < n; k++) {
+            const float *row = x + k * inner;
+            for (int64_t j = 0; j < nc; j++)
+                if (row[j] > m[j]) {
+                    m[j] = row[j];
+                    bi[j] = k;
+                }
+        }
+    } else { /* branch-free, so it vectorises */
+        for (int64_t k = 1; k < n; k++) {
+            const float *row = x + k * inner;
+            for (int64_t j = 0; j < nc; j++) m[j] = row[j] > m[j] ? row[j] : m[j];
+        }
+    }
+    if (kind == SM_HARD) {
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t j = 0; j < nc; j++) y[k * inner + j] = bi[j] == k ? 1.0f : 0.0f;
+        return;
+    }
+    for (int64_t k = 0; k < n; k++) {
+        const float *row = x + k * inner;
+        for (int64_t j = 0; j < nc; j++) t[j] = row[j] - m[j];
+        rs_exp_neg_inplace(t, nc);
+        for (int64_t j = 0; j < nc; j++) s[j] += t[j];
+        if (kind == SM_SOFT) memcpy(y + k * inner, t, (size_t)nc * sizeof(float));
+    }
+    if (kind == SM_SOFT) {
+        for (int64_t j = 0; j < nc; j++) s[j] = 1.0f / s[j];
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t j = 0; j < nc; j++) y[k * inner + j] *= s[j];
+    } else {
+        for (int64_t j = 0; j < nc; j++) s[j] = logf(s[j]);
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t j = 0; j < nc; j++)
+                y[k * inner + j] = (x[k * inner + j] - m[j]) - s[j];
+    }
+}
 
 struct smjob {
     int kind, is_double;
+    int half; /* float16/bfloat16 rows (inner == 1) converted one at a time; else 0 */
+    ru_fail_flag fail;
     const void *x;
     void *y;
     smlayout l;
@@ -133,6 +183,21 @@ struct smjob {
 static void sm_range(void *arg, int64_t b, int64_t e) {
     const struct smjob *jb = arg;
     int64_t n = jb->l.n, inner = jb->l.inner;
+    if (inner == 1 && jb->half) {
+        float stackbuf[4096];
+        float *row = n <= 4096 ? stackbuf : malloc((size_t)n * sizeof(float));
+        if (!row) {
+            ((struct smjob *)arg)->fail.failed = 1;
+            return;
+        }
+        for (int64_t o = b; o < e; o++) {
+            ru_half_to_f32(jb->half, (const uint16_t *)jb->x + o * n, row, n);
+            sm_row_f32(jb->kind, row, row, n);
+            ru_f32_to_half(jb->half, row, (uint16_t *)jb->y + o * n, n);
+        }
+        if (row != stackbuf) free(row);
+        return;
+    }
     if (inner == 1) {
         for (int64_t o = b; o < e; o++) {
             if (jb->is_double)
@@ -148,19 +213,22 @@ static void sm_range(void *arg, int64_t b, int64_t e) {
         if (jb->is_double)
             sm_cols_f64(jb->kind, (const double *)jb->x + off, (double *)jb->y + off, n, inner, nc);
         else
-            sm_cols_f32s(jb->kind, (const float *)jb->x + off, (float *)jb->y + off, n, inner, nc);
+            sm_cols_f32(jb->kind, (const float *)jb->x + off, (float *)jb->y + off, n, inner, nc);
     }
 }
 
 static kiln_status sm_compute(kiln_ctx *ctx, int kind) {
     kiln_tensor *x = kiln_input(ctx, 0), *y = kiln_output(ctx, 0);
     if (!y) return KILN_OK;
-    struct smjob jb = {kind, x->dtype == KILN_DTYPE_DOUBLE, x->data, y->data, {0, 0, 0}, 0};
+    struct smjob jb = {.kind = kind, .is_double = x->dtype == KILN_DTYPE_DOUBLE, .x = x->data,
+                       .y = y->data};
     KILN_TRY(sm_layout(ctx, x, &jb.l));
     int64_t total = kiln_numel(x);
     if (total == 0) return KILN_OK;
     float *tmp = NULL;
-    if (ru_is_halfish(x->dtype)) {
+    if (ru_is_halfish(x->dtype) && jb.l.inner == 1) {
+        jb.half = x->dtype;
+    } else if (ru_is_halfish(x->dtype)) {
         tmp = malloc((size_t)total * sizeof(float));
         if (!tmp) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         ru_half_to_f32(x->dtype, x->data, tmp, total);
@@ -176,6 +244,7 @@ static kiln_status sm_compute(kiln_ctx *ctx, int kind) {
         ru_f32_to_half(y->dtype, tmp, y->data, total);
         free(tmp);
     }
+    if (jb.fail.failed) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
     return KILN_OK;
 }
 
