@@ -250,3 +250,18 @@ def test_tensor_scatter_vs_ort_and_errors():
     expect_error("TensorScatter", [("p", past), ("u", upd), ("w", np.array([0, 4], I64))], opset=24,
                  match="write_indices")
     expect_error("TensorScatter", [("p", past), ("u", data(rng, (2, 2, 4)))], opset=24, match="dim 2")
+
+
+def test_string_indexing():
+    """string tensors through every indexing op (kept as initializers: the binding cannot feed them)"""
+    rng = rng_for("strings")
+    s = data(rng, (3, 4), object)
+    check_op("GatherElements", [("x", s), ("i", np.array([[2, -1, 0, 1]], I64))], inits=("x",), opset=13)
+    check_op("GatherND", [("x", s), ("i", np.array([[2, 1], [-3, 0]], I64))], inits=("x",), opset=13)
+    v = np.array(["off", "on"], dtype=object)
+    check_op("OneHot", [("i", np.array([0, 2, -1], I64)), ("d", np.array([3], I64)), ("v", v)], inits=("v",),
+             opset=11, want=[np.array([["on", "off", "off"], ["off", "off", "on"], ["off", "off", "on"]], object)])
+    p = data(rng, (2, 4, 2), object)
+    u = data(rng, (2, 1, 2), object)
+    check_op("TensorScatter", [("p", p), ("u", u), ("w", np.array([3, 0], I64))], inits=("p", "u"), opset=24,
+             want=[tensor_scatter_ref(p, u, np.array([3, 0]), -2, False)])

@@ -41,6 +41,14 @@ def test_pad_old_opsets(mode):
     check_op("Pad", [("x", xd)], {"mode": mode, "pads": [1, 1, 0, 2], "value": 3.0}, opset=2)
 
 
+def test_pad_opset1():
+    x = data(rng_for("pad1"), (2, 3))
+    check_op("Pad", [("x", x)], {"paddings": [1, 0, 0, 2], "value": 2.0}, opset=1,
+             want=[np.pad(x, ((1, 0), (0, 2)), constant_values=2.0)])
+    check_op("Pad", [("x", x)], {"paddings": [0, 1, 1, 1], "mode": "edge"}, opset=1,
+             want=[np.pad(x, ((0, 1), (1, 1)), mode="edge")])
+
+
 def test_pad_axes_opset18():
     rng = rng_for("pad_axes")
     x = data(rng, (2, 3, 4, 5))

@@ -332,3 +332,15 @@ def test_shape_driven_reshape_graph():
 
 def test_kiln_error_type():
     assert issubclass(kiln.KilnError, Exception)
+
+
+def test_first_opsets():
+    """opset-1 forms onnxruntime no longer loads: Concat's default axis, Split's split as an input
+    or attribute, Tile's tiles/axis inputs"""
+    x = data(rng_for("first"), (2, 3))
+    check_op("Concat", [("a", x), ("b", x)], opset=1, want=[np.concatenate([x, x], 1)])
+    check_op("Split", [("x", x), ("s", np.array([1, 2], I64))], {"axis": 1}, opset=1, outputs=2, inits=("s",),
+             want=[x[:, :1], x[:, 1:]])
+    check_op("Split", [("x", x)], {"axis": 1, "split": [2, 1]}, opset=1, outputs=2, want=[x[:, :2], x[:, 2:]])
+    check_op("Tile", [("x", x), ("t", np.array([3], np.float32)), ("a", np.array([1], np.float32))], opset=1,
+             inits=("t", "a"), want=[np.tile(x, (1, 3))])

@@ -174,3 +174,16 @@ def test_col2im_3d_double_and_errors():
     bad = data(rng, (1, 4, 5))
     expect_error("Col2Im", [("x", bad), ("i", np.array([3, 3], I64)), ("b", np.array([2, 2], I64))],
                  inits=("i", "b"), opset=18, match="block positions")
+
+
+def test_string_movement():
+    rng = rng_for("strings")
+    s = data(rng, (1, 4, 2, 3), object)
+    check_op("DepthToSpace", [("x", s)], {"blocksize": 2, "mode": "CRD"}, inits=("x",), opset=13)
+    check_op("SpaceToDepth", [("x", data(rng, (1, 1, 4, 2), object))], {"blocksize": 2}, inits=("x",), opset=13)
+    check_op("ReverseSequence", [("x", data(rng, (3, 2), object)), ("l", np.array([2, 3], I64))],
+             {"time_axis": 0, "batch_axis": 1}, inits=("x",), opset=10)
+    x = data(rng, (3, 5), object)
+    want = np.full((4, 3), "", dtype=object)
+    want[0:3, 0:3] = x[:, 1:4]
+    check_op("CenterCropPad", [("x", x), ("s", np.array([4, 3], I64))], inits=("x",), opset=18, want=[want])

@@ -171,6 +171,8 @@ kiln_status kiln_tk_split_infer(kiln_ctx *ctx) {
 kiln_status kiln_tk_split_compute(kiln_ctx *ctx) {
     kiln_tensor *x;
     KILN_TRY(kiln_need_input(ctx, 0, &x));
+    if (ctx->n_out < 1 || ctx->n_out > 256)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "Split has %d outputs", ctx->n_out);
     size_t elem;
     KILN_TRY(kiln_tk_movable(ctx, x, 0, &elem));
     int axis, known;
