@@ -63,8 +63,12 @@ typedef enum kiln_dtype {
     KILN_DTYPE_FLOAT8E4M3FNUZ = 18,
     KILN_DTYPE_FLOAT8E5M2 = 19,
     KILN_DTYPE_FLOAT8E5M2FNUZ = 20,
-    KILN_DTYPE_UINT4 = 21,
-    KILN_DTYPE_INT4 = 22
+    KILN_DTYPE_UINT4 = 21,         /* 4-bit types pack two elements per byte, low nibble first */
+    KILN_DTYPE_INT4 = 22,
+    KILN_DTYPE_FLOAT4E2M1 = 23,
+    KILN_DTYPE_FLOAT8E8M0 = 24,
+    KILN_DTYPE_UINT2 = 25,         /* 2-bit types pack four elements per byte, lowest bits first */
+    KILN_DTYPE_INT2 = 26
 } kiln_dtype;
 
 /* Execution providers, as bit flags for kiln_options.providers. */

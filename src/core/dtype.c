@@ -13,7 +13,9 @@ static const struct { const char *name; size_t size; } dtype_table[] = {
     [KILN_DTYPE_BFLOAT16] = {"bfloat16", 2},   [KILN_DTYPE_FLOAT8E4M3FN] = {"float8e4m3fn", 1},
     [KILN_DTYPE_FLOAT8E4M3FNUZ] = {"float8e4m3fnuz", 1}, [KILN_DTYPE_FLOAT8E5M2] = {"float8e5m2", 1},
     [KILN_DTYPE_FLOAT8E5M2FNUZ] = {"float8e5m2fnuz", 1}, [KILN_DTYPE_UINT4] = {"uint4", 0},
-    [KILN_DTYPE_INT4] = {"int4", 0},
+    [KILN_DTYPE_INT4] = {"int4", 0},           [KILN_DTYPE_FLOAT4E2M1] = {"float4e2m1", 0},
+    [KILN_DTYPE_FLOAT8E8M0] = {"float8e8m0", 1}, [KILN_DTYPE_UINT2] = {"uint2", 0},
+    [KILN_DTYPE_INT2] = {"int2", 0},
 };
 #define N_DTYPES ((int)(sizeof dtype_table / sizeof dtype_table[0]))
 
@@ -27,7 +29,8 @@ size_t kiln_dtype_size(kiln_dtype dt) { return kiln_dtype_valid(dt) ? dtype_tabl
 
 size_t kiln_dtype_bytes(int dt, int64_t n) {
     if (n <= 0) return 0;
-    if (dt == KILN_DTYPE_INT4 || dt == KILN_DTYPE_UINT4) return (size_t)(n + 1) / 2;
+    if (dt == KILN_DTYPE_INT4 || dt == KILN_DTYPE_UINT4 || dt == KILN_DTYPE_FLOAT4E2M1) return (size_t)(n + 1) / 2;
+    if (dt == KILN_DTYPE_INT2 || dt == KILN_DTYPE_UINT2) return (size_t)(n + 3) / 4;
     return (size_t)n * kiln_dtype_size(dt);
 }
 
@@ -37,11 +40,11 @@ int kiln_dtype_is_float(int dt) {
 }
 int kiln_dtype_is_signed_int(int dt) {
     return dt == KILN_DTYPE_INT8 || dt == KILN_DTYPE_INT16 || dt == KILN_DTYPE_INT32 ||
-           dt == KILN_DTYPE_INT64 || dt == KILN_DTYPE_INT4;
+           dt == KILN_DTYPE_INT64 || dt == KILN_DTYPE_INT4 || dt == KILN_DTYPE_INT2;
 }
 int kiln_dtype_is_unsigned_int(int dt) {
     return dt == KILN_DTYPE_UINT8 || dt == KILN_DTYPE_UINT16 || dt == KILN_DTYPE_UINT32 ||
-           dt == KILN_DTYPE_UINT64 || dt == KILN_DTYPE_UINT4;
+           dt == KILN_DTYPE_UINT64 || dt == KILN_DTYPE_UINT4 || dt == KILN_DTYPE_UINT2;
 }
 int kiln_dtype_is_integer(int dt) { return kiln_dtype_is_signed_int(dt) || kiln_dtype_is_unsigned_int(dt); }
 

@@ -298,8 +298,10 @@ static kiln_status parse_tensor(loader *L, const uint8_t *data, size_t len, kiln
         if (c < 0) { st = bad(L, "tensor typed data field"); goto fail; }
         count += c;
     }
-    int is4 = tf.dtype == KILN_DTYPE_INT4 || tf.dtype == KILN_DTYPE_UINT4;
-    int64_t want = is4 ? (int64_t)bytes : numel * elems_per_value;
+    /* sub-byte types: each int32_data entry holds one packed byte */
+    int packed = tf.dtype == KILN_DTYPE_INT4 || tf.dtype == KILN_DTYPE_UINT4 || tf.dtype == KILN_DTYPE_FLOAT4E2M1 ||
+                 tf.dtype == KILN_DTYPE_INT2 || tf.dtype == KILN_DTYPE_UINT2;
+    int64_t want = packed ? (int64_t)bytes : numel * elems_per_value;
     if (count != want) {
         st = kiln_fail(L->e, KILN_ERR_INVALID_MODEL,
                        "tensor '%s' holds %lld values, its shape needs %lld", tname,
