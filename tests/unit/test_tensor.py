@@ -344,3 +344,33 @@ def test_first_opsets():
     check_op("Split", [("x", x)], {"axis": 1, "split": [2, 1]}, opset=1, outputs=2, want=[x[:, :2], x[:, 2:]])
     check_op("Tile", [("x", x), ("t", np.array([3], np.float32)), ("a", np.array([1], np.float32))], opset=1,
              inits=("t", "a"), want=[np.tile(x, (1, 3))])
+
+
+# ---------------------------------------------------------------- randomized sweeps
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_movement(seed):
+    """random ranks, shapes, permutations, slices, broadcasts and repeats: the copy engine's dim
+    merging, tiling and threading decisions all get odd shapes"""
+    rng = np.random.default_rng(1000 + seed)
+    rank = int(rng.integers(1, 6))
+    shape = tuple(int(v) for v in rng.integers(1, 7, size=rank))
+    dt = [np.float32, np.float16, np.float64, np.int8, np.int64][seed % 5]
+    x = data(rng, shape, dt)
+    check_op("Transpose", [("x", x)], {"perm": [int(v) for v in rng.permutation(rank)]}, threads=3)
+    starts = [int(v) for v in rng.integers(-8, 8, size=rank)]
+    ends = [int(v) for v in rng.integers(-8, 8, size=rank)]
+    steps = [int(v) for v in rng.choice([-3, -2, -1, 1, 2, 3], size=rank)]
+    check_op("Slice", [("x", x), ("s", np.array(starts, I64)), ("e", np.array(ends, I64)),
+                       ("a", np.array(rng.permutation(rank) - rank * rng.integers(0, 2), I64)),
+                       ("t", np.array(steps, I64))])
+    target = [int(d) if rng.integers(0, 2) else (int(rng.integers(2, 4)) if d == 1 else 1) for d in shape]
+    check_op("Expand", [("x", x), ("s", np.array([2] + target, I64))])
+    check_op("Tile", [("x", x), ("r", np.array(rng.integers(0, 3, size=rank), I64))])
+    pads = [int(v) for v in rng.integers(-1, 3, size=2 * rank)]
+    pads = [max(p, -(shape[i % rank] // 2)) for i, p in enumerate(pads)]
+    for a in range(rank):  # keep every axis non-empty (border modes need something to copy)
+        if shape[a] + min(pads[a], 0) + min(pads[a + rank], 0) < 1:
+            pads[a + rank] = 0
+    check_op("Pad", [("x", x), ("p", np.array(pads, I64))], {"mode": ["constant", "edge", "wrap"][seed % 3]},
+             opset=19)
