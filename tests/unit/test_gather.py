@@ -265,3 +265,12 @@ def test_string_indexing():
     u = data(rng, (2, 1, 2), object)
     check_op("TensorScatter", [("p", p), ("u", u), ("w", np.array([3, 0], I64))], inits=("p", "u"), opset=24,
              want=[tensor_scatter_ref(p, u, np.array([3, 0]), -2, False)])
+
+
+def test_large_threaded():
+    rng = rng_for("large")
+    x = data(rng, (64, 300, 20))
+    check_op("GatherElements", [("x", x), ("i", idx(rng, (64, 200, 20), 300))], {"axis": 1}, threads=4)
+    check_op("GatherND", [("x", x), ("i", np.stack([idx(rng, (500,), 64), idx(rng, (500,), 300)], -1))], threads=4)
+    check_op("GatherND", [("x", x), ("i", idx(rng, (64, 900, 1), 300))], {"batch_dims": 1}, threads=4)
+    check_op("Gather", [("x", x), ("i", idx(rng, (4, 10), 20))], {"axis": 2}, threads=4)

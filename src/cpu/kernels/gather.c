@@ -47,15 +47,41 @@ typedef struct {
     size_t row; /* bytes per gathered slice */
 } gather_job;
 
+/* rows r = o * n_ind + j; walks j with a carry instead of dividing per row (rows are often a
+ * single element) */
+#define GATHER_ROWS(ET)                                                                             \
+    do {                                                                                            \
+        ET *d_ = (ET *)g->dst;                                                                      \
+        const ET *s_ = (const ET *)g->src;                                                          \
+        for (int64_t r = begin; r < end; r++) {                                                     \
+            int64_t v = kiln_tk_index_at(g->ind_dtype, g->ind, j);                                  \
+            if (v < 0) v += g->dim;                                                                 \
+            d_[r] = s_[o * g->dim + v];                                                             \
+            if (++j == g->n_ind) {                                                                  \
+                j = 0;                                                                              \
+                o++;                                                                                \
+            }                                                                                       \
+        }                                                                                           \
+    } while (0)
+
 static void gather_rows(void *arg, int64_t begin, int64_t end) {
     const gather_job *g = arg;
+    int64_t o = begin / g->n_ind, j = begin % g->n_ind;
+    switch (g->row) {
+    case 1: GATHER_ROWS(uint8_t); return;
+    case 2: GATHER_ROWS(uint16_t); return;
+    case 4: GATHER_ROWS(uint32_t); return;
+    case 8: GATHER_ROWS(uint64_t); return;
+    default: break;
+    }
     for (int64_t r = begin; r < end; r++) {
-        int64_t o = r / g->n_ind, j = r % g->n_ind;
         int64_t v = kiln_tk_index_at(g->ind_dtype, g->ind, j);
         if (v < 0) v += g->dim;
-        const char *s = g->src + (size_t)(o * g->dim + v) * g->row;
-        char *d = g->dst + (size_t)r * g->row;
-        kiln_tk_move_elem(d, s, g->row);
+        memcpy(g->dst + (size_t)r * g->row, g->src + (size_t)(o * g->dim + v) * g->row, g->row);
+        if (++j == g->n_ind) {
+            j = 0;
+            o++;
+        }
     }
 }
 
