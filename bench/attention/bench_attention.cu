@@ -207,15 +207,21 @@ int main(int argc, char **argv) {
             if (jf) fprintf(jf, ", \"unfused\": %.1f", flops / tu / 1e12);
         }
         if (variants) {
-            int nv = kiln_cuda_flash_variants(H);
+            // Every compiled tile of both flash kinds, forced, so the defaults can be chosen from data.
             if (jf) fprintf(jf, ", \"variants\": {");
-            for (int v = 0; v < nv; ++v) {
-                kiln_cuda_attn_opts o = {KILN_ATTN_KERNEL_FLASH, v};
-                kiln_cuda_attn_choice vc;
-                const double tv = median_seconds([&] { call(&o); });
-                kiln_cuda_mha_forward(prov, &a, &o, &vc);
-                printf(",%s=%.1f", vc.name, flops / tv / 1e12);
-                if (jf) fprintf(jf, "%s\"%s\": %.1f", v ? ", " : "", vc.name, flops / tv / 1e12);
+            int first = 1;
+            for (int kind = 0; kind < 2; ++kind) {
+                const kiln_cuda_attn_kernel k = kind ? KILN_ATTN_KERNEL_FLASH_SM90 : KILN_ATTN_KERNEL_FLASH;
+                const int nv = kind ? kiln_cuda_sm90_variants(H) : kiln_cuda_flash_variants(H);
+                for (int v = 0; v < nv; ++v) {
+                    kiln_cuda_attn_opts o = {k, v};
+                    kiln_cuda_attn_choice vc;
+                    if (kiln_cuda_mha_forward(prov, &a, &o, &vc) != KILN_OK || vc.kernel != k) continue;
+                    const double tv = median_seconds([&] { call(&o); });
+                    printf(",%s=%.1f", vc.name, flops / tv / 1e12);
+                    if (jf) fprintf(jf, "%s\"%s\": %.1f", first ? "" : ", ", vc.name, flops / tv / 1e12);
+                    first = 0;
+                }
             }
             if (jf) fprintf(jf, "}");
         }

@@ -379,6 +379,16 @@ static std::vector<Case> make_cases(bool quick) {
         c.name = buf;
         cs.push_back(c);
     };
+    // The scenario as selected by default, and again forced onto the Hopper kernel when it has
+    // one for this head size (the test then fails if it does not run there).
+    auto add2 = [&](Case c) {
+        add(c);
+        if (c.force == KILN_ATTN_KERNEL_NONE && kiln_cuda_sm90_variants(c.H) > 0 && c.H % 8 == 0 && c.H <= 256 &&
+            (c.Hv == 0 || c.Hv == c.H) && !c.bias) {
+            c.force = KILN_ATTN_KERNEL_FLASH_SM90;
+            add(c);
+        }
+    };
     if (quick) {
         for (int f16 = 1; f16 >= 0; --f16) {
             Case c;
@@ -389,9 +399,14 @@ static std::vector<Case> make_cases(bool quick) {
             add(c);
             c.force = KILN_ATTN_KERNEL_UNFUSED;
             add(c);
+            c.force = KILN_ATTN_KERNEL_FLASH_SM90;
+            add(c);
             Case v;
             v.f16 = f16, v.B = 4, v.S = 90, v.L = 90, v.N = 2, v.H = 40, v.varlen = 1, v.format = KILN_MHA_QKV;
             add(v);
+            v.force = KILN_ATTN_KERNEL_FLASH_SM90;
+            add(v);
+            v.force = KILN_ATTN_KERNEL_NONE;
             v.force = KILN_ATTN_KERNEL_UNFUSED;
             add(v);
         }
@@ -403,7 +418,7 @@ static std::vector<Case> make_cases(bool quick) {
         for (int H : heads) {
             Case c;
             c.f16 = f16, c.B = 2, c.S = 200, c.L = 333, c.N = 3, c.H = H;
-            add(c);
+            add2(c);
             if (H == 40 || H == 128) {
                 c.force = KILN_ATTN_KERNEL_UNFUSED;
                 add(c);
@@ -421,6 +436,17 @@ static std::vector<Case> make_cases(bool quick) {
                 add(c);
             }
         }
+        for (int H : {16, 32, 48, 64, 80, 96, 128, 160, 192, 256}) {
+            int nv = kiln_cuda_sm90_variants(H);
+            for (int v = 0; v < nv; ++v) {
+                Case c;
+                c.f16 = f16, c.B = 2, c.S = 257, c.L = 257, c.N = 2, c.H = H, c.variant = v;
+                c.force = KILN_ATTN_KERNEL_FLASH_SM90;
+                add(c);
+                c.causal = 1;
+                add(c);
+            }
+        }
         // The three benchmark formats plus BNSH K/V, causal and not.
         for (int fmt : {KILN_MHA_Q_K_V, KILN_MHA_Q_KV, KILN_MHA_QKV, KILN_MHA_Q_K_V_BNSH})
             for (int H : {32, 64, 128})
@@ -428,7 +454,7 @@ static std::vector<Case> make_cases(bool quick) {
                     Case c;
                     c.f16 = f16, c.format = fmt, c.B = 3, c.S = 300, c.L = fmt == KILN_MHA_QKV ? 300 : 180, c.N = 2;
                     c.H = H, c.causal = causal;
-                    add(c);
+                    add2(c);
                     if (H == 64) {
                         c.force = KILN_ATTN_KERNEL_UNFUSED;
                         add(c);
@@ -439,13 +465,13 @@ static std::vector<Case> make_cases(bool quick) {
             Case c;
             c.f16 = f16, c.B = 4, c.N = 2, c.H = H, c.causal = 1;
             c.S = 300, c.L = 77;
-            add(c);
+            add2(c);
             c.S = 77, c.L = 300;
-            add(c);
+            add2(c);
             c.causal = 0, c.key_lens = 1, c.S = 150, c.L = 260;
-            add(c);
+            add2(c);
             c.causal = 1;
-            add(c);
+            add2(c);
             c.force = KILN_ATTN_KERNEL_UNFUSED;
             add(c);
         }
@@ -456,7 +482,7 @@ static std::vector<Case> make_cases(bool quick) {
                     Case c;
                     c.f16 = f16, c.format = fmt, c.B = 5, c.S = 290, c.L = 290, c.N = 3, c.H = H, c.causal = causal;
                     c.varlen = 1;
-                    add(c);
+                    add2(c);
                     if (H == 64) {
                         c.force = KILN_ATTN_KERNEL_UNFUSED;
                         add(c);
@@ -466,9 +492,9 @@ static std::vector<Case> make_cases(bool quick) {
         for (int H : {64, 128}) {
             Case c;
             c.f16 = f16, c.B = 2, c.N = 4, c.H = H, c.P = 100, c.S = 1, c.L = 1;
-            add(c);
+            add2(c);
             c.P = 64, c.S = 33, c.L = 33, c.causal = 1;
-            add(c);
+            add2(c);
             c.force = KILN_ATTN_KERNEL_UNFUSED;
             add(c);
             Case d;
@@ -494,13 +520,13 @@ static std::vector<Case> make_cases(bool quick) {
         {
             Case c;
             c.f16 = f16, c.B = 1, c.N = 2, c.H = 128, c.S = 1500, c.L = 1500;
-            add(c);
+            add2(c);
             c.causal = 1;
-            add(c);
+            add2(c);
             c.H = 64, c.S = 2048, c.L = 2048, c.causal = 0;
-            add(c);
+            add2(c);
             c.H = 32, c.scale = 0.3f;
-            add(c);
+            add2(c);
         }
     }
     return cs;

@@ -18,13 +18,16 @@
  *  - A query row that sees no key at all (causal with T_b < S_b) is written as zeros.
  *
  * Kernel selection (first match wins), printed to stderr when KILN_ATTENTION_VERBOSE=1:
- *  1. sm90_wgmma flash (Hopper, H in {64,128}) when built and not disabled.
- *  2. flash (mma.sync FlashAttention-2 style) when H % 8 == 0, H <= 256, H == H_v, no additive
- *     bias, scale > 0, fp16/bf16, compute capability >= 8.0.
+ *  Flash eligibility (both kinds): H % 8 == 0, H <= 256, H == H_v, no additive bias, scale > 0,
+ *  fp16/bf16, 16-byte aligned pointers and strides, compute capability >= 8.0.
+ *  1. flash_sm90 (wgmma, sm_90a image, compute capability 9.0) for the head sizes where it is the
+ *     measured default (or all, with KILN_ENABLE_SM90_ATTENTION=1).
+ *  2. flash (mma.sync, FlashAttention-2 style), any eligible case.
  *  3. unfused: cuBLAS Q·Kᵀ into fp32 scores, a softmax kernel (masks, bias), cuBLAS P·V.
  * Environment (read once per process):
  *  KILN_DISABLE_FLASH_ATTENTION=1   never take the flash kernels (either kind)
  *  KILN_DISABLE_SM90_ATTENTION=1    never take the Hopper wgmma kernel
+ *  KILN_ENABLE_SM90_ATTENTION=1     take the Hopper kernel for every head size it has
  *  KILN_FORCE_UNFUSED_ATTENTION=1   always take the unfused path
  *  KILN_ATTENTION_VERBOSE=1         one line per call naming the kernel that ran and why
  *  KILN_UNFUSED_WORKSPACE_MB=n      cap on the unfused score buffer (default 4096)
@@ -75,12 +78,13 @@ typedef struct kiln_cuda_attn_choice {
     kiln_cuda_attn_kernel kernel;
     char name[96];   /* e.g. "flash_fwd<fp16,hd128,128x64,4w>" */
     char why[160];   /* why the faster kinds were not taken ("" when the first was) */
+    int variant;     /* tile variant that runs (flash kinds) */
 } kiln_cuda_attn_choice;
 
 /* Forces a kernel regardless of the environment (tests, benchmarks); NONE = normal selection. */
 typedef struct kiln_cuda_attn_opts {
     kiln_cuda_attn_kernel force;
-    int flash_variant; /* 0: the tuned tile for this head size; n > 0: alternative n (benchmarks) */
+    int flash_variant; /* with force = FLASH or FLASH_SM90: tile variant (0 = the default tile) */
 } kiln_cuda_attn_opts;
 
 /* Chooses the kernel for d without running anything. */
@@ -127,9 +131,10 @@ kiln_status kiln_cuda_mha_forward(kiln_cuda_provider *p, const kiln_cuda_mha_arg
 kiln_status kiln_cuda_copy_bnsh(kiln_cuda_provider *p, int dtype, void *dst, int64_t dst_rows,
                                 int64_t row0, const kiln_cuda_view *src, int B, int N, int L, int H);
 
-/* Number of alternative flash tiles the benchmark may ask for at head size H (flash_variant
- * 1..n), and the name of each. */
+/* Number of tile variants compiled for head size H (0 when none): opts.flash_variant 0..n-1 with
+ * force = KILN_ATTN_KERNEL_FLASH, resp. KILN_ATTN_KERNEL_FLASH_SM90. Variant 0 is the default. */
 int kiln_cuda_flash_variants(int H);
+int kiln_cuda_sm90_variants(int H);
 
 #ifdef __cplusplus
 }

@@ -10,7 +10,7 @@ extern "C" {
 
 /* Settings read once from the environment. */
 typedef struct kiln_attn_env {
-    int disable_flash, disable_sm90, force_unfused, verbose;
+    int disable_flash, disable_sm90, enable_sm90, force_unfused, verbose;
     size_t unfused_ws_bytes;
 } kiln_attn_env;
 const kiln_attn_env *kiln_attn_env_get(void);
@@ -24,13 +24,22 @@ kiln_status kiln_cuda_attention_unfused(kiln_cuda_provider *p, const kiln_cuda_s
 kiln_status kiln_cuda_zero_rows(kiln_cuda_provider *p, void *out, int64_t sb, int64_t sn, int64_t ss, int B, int N,
                                 int S, int Hv);
 
-/* Hopper wgmma kernel (flash_fwd_sm90.cu). Returns KILN_ERR_NOT_IMPLEMENTED when it does not
- * cover d (head size, build without sm90a, ...), in which case the caller falls back. */
-int kiln_cuda_sm90_supports(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, char *name, size_t n);
-kiln_status kiln_cuda_attention_sm90(kiln_cuda_provider *p, const kiln_cuda_sdpa *d, float scale);
+/* Head size rounded up to the next compiled tile head dimension (16, 32, 48, 64, 80, 96, 128,
+ * 160, 192, 256); 0 above 256. */
+int kiln_cuda_pad_head(int H);
 
 #ifdef __cplusplus
 }
+
+namespace kiln_flash {
+struct Params;
+}
+/* Hopper wgmma kernel (gpu/flash_fwd_sm90.cu). supports() says whether it runs d on p (forced:
+ * ignore the default-on table) and writes its name, or the reason it does not, into name. */
+int kiln_cuda_sm90_supports(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, int forced, int variant, char *name,
+                            size_t n);
+kiln_status kiln_cuda_run_sm90(kiln_cuda_provider *p, const kiln_flash::Params &fp, int dtype, int variant,
+                               const char *name);
 #endif
 
 #endif

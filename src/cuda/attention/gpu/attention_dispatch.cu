@@ -23,13 +23,6 @@ int env_flag(const char *name) {
 kiln_attn_env g_env;
 bool g_env_ready = false;
 
-int pad_head(int H) {
-    static const int hds[] = {16, 32, 48, 64, 80, 96, 128, 160, 192, 256};
-    for (int hd : hds)
-        if (H <= hd) return hd;
-    return 0;
-}
-
 int flash_variants(int hd, const kiln_flash::Variant **out) {
     switch (hd) {
     case 16: return kiln_flash::variants_hd16(out);
@@ -82,6 +75,7 @@ extern "C" const kiln_attn_env *kiln_attn_env_get(void) {
         kiln_attn_env e;
         e.disable_flash = env_flag("KILN_DISABLE_FLASH_ATTENTION");
         e.disable_sm90 = env_flag("KILN_DISABLE_SM90_ATTENTION");
+        e.enable_sm90 = env_flag("KILN_ENABLE_SM90_ATTENTION");
         e.force_unfused = env_flag("KILN_FORCE_UNFUSED_ATTENTION");
         e.verbose = env_flag("KILN_ATTENTION_VERBOSE");
         const char *ws = getenv("KILN_UNFUSED_WORKSPACE_MB");
@@ -93,50 +87,55 @@ extern "C" const kiln_attn_env *kiln_attn_env_get(void) {
     return &g_env;
 }
 
+extern "C" int kiln_cuda_pad_head(int H) {
+    static const int hds[] = {16, 32, 48, 64, 80, 96, 128, 160, 192, 256};
+    for (int hd : hds)
+        if (H <= hd) return hd;
+    return 0;
+}
+
 extern "C" int kiln_cuda_flash_variants(int H) {
     const kiln_flash::Variant *v;
-    return flash_variants(pad_head(H), &v);
+    return flash_variants(kiln_cuda_pad_head(H), &v);
 }
 
 extern "C" void kiln_cuda_attention_select(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d,
                                            const kiln_cuda_attn_opts *opts, kiln_cuda_attn_choice *out) {
     const kiln_attn_env *env = kiln_attn_env_get();
     memset(out, 0, sizeof *out);
-    kiln_cuda_attn_kernel force = opts ? opts->force : KILN_ATTN_KERNEL_NONE;
+    const kiln_cuda_attn_kernel force = opts ? opts->force : KILN_ATTN_KERNEL_NONE;
+    // Tile variants apply to forced kernels only; normal selection takes each head size's default.
+    const int variant = opts && force != KILN_ATTN_KERNEL_NONE ? opts->flash_variant : 0;
     const char *why = "";
-
-    if (force == KILN_ATTN_KERNEL_NONE && env->force_unfused) {
-        force = KILN_ATTN_KERNEL_UNFUSED;
+    const char *blk = flash_blocker(p, d);
+    char sm90_why[96] = "";
+    if (force == KILN_ATTN_KERNEL_UNFUSED) {
+        why = "forced";
+    } else if (force == KILN_ATTN_KERNEL_NONE && env->force_unfused) {
         why = "KILN_FORCE_UNFUSED_ATTENTION";
-    }
-    if (force == KILN_ATTN_KERNEL_NONE || force == KILN_ATTN_KERNEL_FLASH_SM90) {
-        char name[96] = "";
-        if (force == KILN_ATTN_KERNEL_NONE && (env->disable_flash || env->disable_sm90))
-            why = env->disable_flash ? "KILN_DISABLE_FLASH_ATTENTION" : "KILN_DISABLE_SM90_ATTENTION";
-        else if (flash_blocker(p, d)[0])
-            why = flash_blocker(p, d);
-        else if (kiln_cuda_sm90_supports(p, d, name, sizeof name)) {
-            out->kernel = KILN_ATTN_KERNEL_FLASH_SM90;
-            snprintf(out->name, sizeof out->name, "%s", name);
-            return;
-        } else
-            why = name[0] ? name : "sm90 kernel does not cover this case";
-    }
-    if (force == KILN_ATTN_KERNEL_NONE || force == KILN_ATTN_KERNEL_FLASH) {
-        const char *blk = flash_blocker(p, d);
-        if (force == KILN_ATTN_KERNEL_NONE && env->disable_flash) {
-            why = "KILN_DISABLE_FLASH_ATTENTION";
-        } else if (!blk[0]) {
-            const kiln_flash::Variant *vs;
-            int hd = pad_head(d->H), n = flash_variants(hd, &vs);
-            int vi = opts && opts->flash_variant > 0 && opts->flash_variant < n ? opts->flash_variant : 0;
-            out->kernel = KILN_ATTN_KERNEL_FLASH;
-            snprintf(out->name, sizeof out->name, "flash_fwd<%s,hd%d,%s>", dtype_name(d->dtype), hd, vs[vi].name);
-            snprintf(out->why, sizeof out->why, "%s", why);
-            return;
-        } else {
-            why = blk;
+    } else if (blk[0]) {
+        why = blk;
+    } else if (force == KILN_ATTN_KERNEL_NONE && env->disable_flash) {
+        why = "KILN_DISABLE_FLASH_ATTENTION";
+    } else {
+        if (force == KILN_ATTN_KERNEL_FLASH_SM90 || (force == KILN_ATTN_KERNEL_NONE && !env->disable_sm90)) {
+            char name[96];
+            if (kiln_cuda_sm90_supports(p, d, force == KILN_ATTN_KERNEL_FLASH_SM90, variant, name, sizeof name)) {
+                out->kernel = KILN_ATTN_KERNEL_FLASH_SM90;
+                out->variant = variant > 0 && variant < kiln_cuda_sm90_variants(d->H) ? variant : 0;
+                snprintf(out->name, sizeof out->name, "%s", name);
+                return;
+            }
+            snprintf(sm90_why, sizeof sm90_why, "%s", name);
         }
+        const kiln_flash::Variant *vs;
+        const int hd = kiln_cuda_pad_head(d->H), n = flash_variants(hd, &vs);
+        const int vi = variant > 0 && variant < n ? variant : 0;
+        out->kernel = KILN_ATTN_KERNEL_FLASH;
+        out->variant = vi;
+        snprintf(out->name, sizeof out->name, "flash_fwd<%s,hd%d,%s>", dtype_name(d->dtype), hd, vs[vi].name);
+        snprintf(out->why, sizeof out->why, "%s", sm90_why);
+        return;
     }
     out->kernel = KILN_ATTN_KERNEL_UNFUSED;
     snprintf(out->name, sizeof out->name, "unfused<%s,cublas>", dtype_name(d->dtype));
@@ -174,14 +173,13 @@ extern "C" kiln_status kiln_cuda_attention(kiln_cuda_provider *p, const kiln_cud
     if (chosen) *chosen = c;
     const kiln_attn_env *env = kiln_attn_env_get();
     if (env->verbose)
-        fprintf(stderr, "kiln attention: %s B=%d S=%d T=%d N=%d/%d H=%d Hv=%d causal=%d%s%s%s%s%s\n", c.name, d.B,
+        fprintf(stderr, "kiln attention: %s B=%d S=%d T=%d N=%d/%d H=%d Hv=%d causal=%d%s%s%s%s%s%s\n", c.name, d.B,
                 d.S, d.T, d.N, d.N_kv, d.H, d.Hv, d.causal, d.key_lens ? " key_lens" : "",
-                d.cu_seqlens_q ? " varlen" : "", d.bias ? " bias" : "", c.why[0] ? " (not flash: " : "",
-                c.why[0] ? c.why : "");
+                d.cu_seqlens_q ? " varlen" : "", d.bias ? " bias" : "", c.why[0] ? " (passed over: " : "",
+                c.why[0] ? c.why : "", c.why[0] ? ")" : "");
     if (d.B == 0 || d.S == 0) return KILN_OK;
     const float scale = resolve_scale(&d); // every kernel writes zero rows when no key is visible
 
-    if (c.kernel == KILN_ATTN_KERNEL_FLASH_SM90) return kiln_cuda_attention_sm90(p, &d, scale);
     if (c.kernel == KILN_ATTN_KERNEL_UNFUSED) return kiln_cuda_attention_unfused(p, &d, scale);
 
     kiln_flash::Params fp;
@@ -200,9 +198,11 @@ extern "C" kiln_status kiln_cuda_attention(kiln_cuda_provider *p, const kiln_cud
     fp.S = d.S, fp.T = d.T, fp.H = d.H;
     fp.scale_log2 = scale * 1.4426950408889634f;
     fp.causal = d.causal;
+    const int variant = opts && opts->force != KILN_ATTN_KERNEL_NONE ? opts->flash_variant : 0;
+    if (c.kernel == KILN_ATTN_KERNEL_FLASH_SM90) return kiln_cuda_run_sm90(p, fp, d.dtype, variant, c.name);
     const kiln_flash::Variant *vs;
-    int n = flash_variants(pad_head(d.H), &vs);
-    int vi = opts && opts->flash_variant > 0 && opts->flash_variant < n ? opts->flash_variant : 0;
+    int n = flash_variants(kiln_cuda_pad_head(d.H), &vs);
+    int vi = variant > 0 && variant < n ? variant : 0;
     cudaStream_t stream = (cudaStream_t)kiln_cuda_stream(p);
     cudaError_t e = d.dtype == KILN_DTYPE_FLOAT16 ? vs[vi].fp16(fp, stream) : vs[vi].bf16(fp, stream);
     return kiln_cuda_check(e, c.name);

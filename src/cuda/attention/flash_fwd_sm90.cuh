@@ -1,0 +1,405 @@
+// Hopper (sm_90a) flash attention forward on wgmma.
+//
+// CTA = 2 warpgroups × 64 query rows (BM = 128). Q, K and V tiles sit in shared memory in the
+// canonical 128-byte-swizzled layout that wgmma descriptors read directly: rows of 128 bytes
+// (64 elements), 16-byte chunk j of row r stored at chunk j ^ (r & 7), head dimensions beyond 64
+// in further column blocks. Q·Kᵀ reads both operands from shared memory (K-major); P·V takes P
+// from registers (the S accumulator layout is the A-fragment layout for 16-bit types) and V as a
+// transposed (MN-major) operand, so V is never transposed in memory.
+//
+// Per warpgroup, iteration i overlaps the tensor cores with the softmax (FA3's intra-warpgroup
+// pipelining): issue S_i = Q·K_iᵀ and O += P_{i-1}·V_{i-1} back to back, wait for S_i only, run
+// the softmax of S_i while P·V still runs, then wait for P·V and rescale O. K_{i+1} is loaded
+// (cp.async, all threads) during iteration i, V_{i+1} once P·V_{i-1} has freed its buffer; with
+// P·V lagging one block behind, V gets a full iteration of slack too. Two stages each for K and V.
+//
+// Masking, key lengths, packed batches, strides and the reversed block order are those of the
+// mma.sync kernel (flash_fwd.cuh); see there.
+#pragma once
+
+#include "flash_fwd.cuh"
+#include "wgmma_ops.cuh"
+
+#include <type_traits>
+
+namespace kiln_sm90 {
+
+using kiln_flash::Params;
+using kiln_flash::cp_async16;
+using kiln_flash::cp_async_commit;
+using kiln_flash::ex2;
+using kiln_flash::pow2_at_least;
+using kiln_flash::smem_u32;
+
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// cp.async writes through the generic proxy; wgmma reads through the async proxy.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Pins a register between asm statements so the compiler cannot move reads of an accumulator
+// above the wgmma.wait that makes it valid.
+__device__ __forceinline__ void pin(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+
+// Shared-memory matrix descriptor, 128-byte swizzle. Addresses and offsets in bytes.
+__device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
+           ((uint64_t)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+
+template <typename E, int N>
+__device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db, int scale_d) {
+    if constexpr (std::is_same<E, __half>::value) {
+        if constexpr (N == 64) wgmma_ss_f16_n64(d, da, db, scale_d);
+        else wgmma_ss_f16_n128(d, da, db, scale_d);
+    } else {
+        if constexpr (N == 64) wgmma_ss_bf16_n64(d, da, db, scale_d);
+        else wgmma_ss_bf16_n128(d, da, db, scale_d);
+    }
+}
+
+template <typename E, int N>
+__device__ __forceinline__ void mma_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+    if constexpr (std::is_same<E, __half>::value) {
+        if constexpr (N == 16) wgmma_rs_f16_n16(d, a, db);
+        else if constexpr (N == 32) wgmma_rs_f16_n32(d, a, db);
+        else if constexpr (N == 48) wgmma_rs_f16_n48(d, a, db);
+        else wgmma_rs_f16_n64(d, a, db);
+    } else {
+        if constexpr (N == 16) wgmma_rs_bf16_n16(d, a, db);
+        else if constexpr (N == 32) wgmma_rs_bf16_n32(d, a, db);
+        else if constexpr (N == 48) wgmma_rs_bf16_n48(d, a, db);
+        else wgmma_rs_bf16_n64(d, a, db);
+    }
+}
+
+template <typename E, int HD, int BN, int MINB> struct Cfg {
+    static constexpr int BM = 128, THREADS = 256;
+    static constexpr int CB = (HD + 63) / 64;     // 64-element column blocks (also P·V output chunks)
+    static constexpr int Q_BYTES = BM * 128 * CB;
+    static constexpr int KV_BYTES = BN * 128 * CB; // one stage of K or of V
+    static constexpr int SMEM = Q_BYTES + 4 * KV_BYTES + 1024; // +1024: align to the swizzle period
+    static_assert(HD % 16 == 0 && HD <= 256, "HD is a multiple of 16 up to 256");
+    static_assert(BN == 64 || BN == 128, "Q·Kᵀ is one m64nBNk16 wgmma per 16 head dims");
+};
+
+// Width of P·V output chunk c (one wgmma each): 64 except the last.
+template <int HD> __host__ __device__ constexpr int chunk_n(int c) { return HD - 64 * c < 64 ? HD - 64 * c : 64; }
+
+// R × HD tile into the swizzled layout at s (R rows per column block). Rows past rows_valid and
+// chunks past hch are zero-filled.
+template <int R, int HD, typename E>
+__device__ __forceinline__ void load_sw(uint32_t s, const E *g, int64_t ss, int rows_valid, int hch, const E *fb,
+                                        int tid) {
+    constexpr int CH = HD / 8;
+    constexpr int CHP = pow2_at_least(CH);
+    constexpr int RPP = 256 / CHP; // a multiple of 8, so (r & 7) and with it the swizzle is fixed per thread
+    constexpr int PASSES = (R + RPP - 1) / RPP;
+    static_assert(RPP % 8 == 0, "rows per pass keep the swizzle phase");
+    const int c = tid % CHP, r0 = tid / CHP;
+    if (c >= CH) return;
+    const bool c_ok = c < hch;
+    const uint32_t dst = s + (c >> 3) * (R * 128) + r0 * 128 + (((c & 7) ^ (r0 & 7)) << 4);
+    const E *src = g + r0 * ss + c * 8;
+    const int64_t step = RPP * ss;
+#pragma unroll
+    for (int i = 0; i < PASSES; ++i) {
+        const int r = r0 + i * RPP;
+        if (R % RPP == 0 || r < R) {
+            const bool ok = c_ok && r < rows_valid;
+            cp_async16(dst + i * RPP * 128, ok ? src : fb, ok ? 16 : 0);
+        }
+        src += step;
+    }
+}
+
+template <typename E, int HD, int BN, int MINB> __device__ __forceinline__ void flash_sm90_body(const Params &p) {
+    using C = Cfg<E, HD, BN, MINB>;
+    constexpr int BM = C::BM, CB = C::CB, NT = BN / 8;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    const uint32_t raw = smem_u32(smem_raw);
+    const uint32_t base = (raw + 1023u) & ~1023u;
+    unsigned char *smem = smem_raw + (base - raw);
+    const uint32_t sQ = base, sK = base + C::Q_BYTES, sV = sK + 2 * C::KV_BYTES;
+
+    const int tid = threadIdx.x, wg = tid >> 7, wwarp = (tid >> 5) & 3, lane = tid & 31;
+    const int m_block = gridDim.x - 1 - blockIdx.x;
+    const int n = blockIdx.y, b = blockIdx.z;
+    const int nk = n / p.kv_group;
+
+    int64_t q_off = (int64_t)b * p.q_sb, k_off = (int64_t)b * p.k_sb, v_off = (int64_t)b * p.v_sb,
+            o_off = (int64_t)b * p.o_sb;
+    int seqlen_q = p.S, seqlen_k = p.T;
+    if (p.cu_q) {
+        const int q0 = p.cu_q[b], k0 = p.cu_k[b];
+        seqlen_q = p.cu_q[b + 1] - q0;
+        seqlen_k = p.cu_k[b + 1] - k0;
+        q_off = q0 * p.q_ss;
+        o_off = q0 * p.o_ss;
+        k_off = k0 * p.k_ss;
+        v_off = k0 * p.v_ss;
+    }
+    if (m_block * BM >= seqlen_q) return;
+    int kv_limit = seqlen_k;
+    if (p.key_lens) {
+        const int kl = p.key_lens[b];
+        if (kl > 0 && kl < seqlen_k) kv_limit = kl;
+    }
+    const int causal_off = seqlen_k - seqlen_q;
+    int n_blocks = (kv_limit + BN - 1) / BN;
+    if (p.causal) {
+        const int last_key = (m_block + 1) * BM - 1 + causal_off;
+        n_blocks = min(n_blocks, last_key < 0 ? 0 : last_key / BN + 1);
+    }
+
+    const E *qg = static_cast<const E *>(p.q) + q_off + n * p.q_sn + (int64_t)m_block * BM * p.q_ss;
+    const E *kg = static_cast<const E *>(p.k) + k_off + nk * p.k_sn;
+    const E *vg = static_cast<const E *>(p.v) + v_off + nk * p.v_sn;
+    const E *qfb = static_cast<const E *>(p.q), *kfb = static_cast<const E *>(p.k), *vfb = static_cast<const E *>(p.v);
+    const int hch = p.H / 8;
+    // Key block visited at step i (last block first).
+    auto blk = [&](int i) { return n_blocks - 1 - i; };
+    auto load_k = [&](int i, int st) {
+        const int kb = blk(i);
+        load_sw<BN, HD>(sK + st * C::KV_BYTES, kg + (int64_t)kb * BN * p.k_ss, p.k_ss, kv_limit - kb * BN, hch, kfb, tid);
+    };
+    auto load_v = [&](int i, int st) {
+        const int kb = blk(i);
+        load_sw<BN, HD>(sV + st * C::KV_BYTES, vg + (int64_t)kb * BN * p.v_ss, p.v_ss, kv_limit - kb * BN, hch, vfb, tid);
+    };
+
+    load_sw<BM, HD>(sQ, qg, p.q_ss, seqlen_q - m_block * BM, hch, qfb, tid);
+    if (n_blocks > 0) {
+        load_k(0, 0);
+        load_v(0, 0);
+    }
+    cp_async_commit();
+    if (n_blocks > 1) load_k(1, 1);
+    cp_async_commit();
+
+    float o[CB][32];
+#pragma unroll
+    for (int c = 0; c < CB; ++c)
+#pragma unroll
+        for (int i = 0; i < 32; ++i) o[c][i] = 0.f;
+    float s[BN / 2];
+    uint32_t pf[BN / 16][4];
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    const float sl2 = p.scale_log2;
+    const int row0 = m_block * BM + wg * 64 + wwarp * 16 + (lane >> 2); // + 8h
+    const int col_lane = 2 * (lane & 3);
+
+    auto issue_qk = [&](int st) {
+#pragma unroll
+        for (int ks = 0; ks < HD / 16; ++ks) {
+            const uint64_t da = make_desc(sQ + (ks >> 2) * (BM * 128) + wg * (64 * 128) + (ks & 3) * 32, 16, 1024);
+            const uint64_t db = make_desc(sK + st * C::KV_BYTES + (ks >> 2) * (BN * 128) + (ks & 3) * 32, 16, 1024);
+            mma_ss<E, BN>(s, da, db, ks > 0 ? 1 : 0);
+        }
+    };
+    auto issue_pv = [&](int st) {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+            for (int c = 0; c < CB; ++c) {
+                const uint64_t db = make_desc(sV + st * C::KV_BYTES + c * (BN * 128) + kk * (16 * 128), BN * 128, 1024);
+                if (c < CB - 1) mma_rs<E, 64>(o[c], pf[kk], db);
+                else mma_rs<E, chunk_n<HD>(CB - 1)>(o[c], pf[kk], db);
+            }
+    };
+    auto pin_s = [&] {
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) pin(s[i]);
+    };
+    auto pin_o = [&] {
+#pragma unroll
+        for (int c = 0; c < CB; ++c)
+#pragma unroll
+            for (int i = 0; i < 32; ++i)
+                if (c * 64 + (i >> 2) * 8 < HD) pin(o[c][i]);
+    };
+    // Masks block i's scores, updates the running max/sum, leaves exp'd scores in s and returns
+    // the factor the older accumulator must be scaled by.
+    auto softmax = [&](int i, float (&corr)[2]) {
+        const int kb = blk(i);
+        const bool need_mask = (kb + 1) * BN > kv_limit || (p.causal && (kb + 1) * BN - 1 > m_block * BM + causal_off);
+        if (need_mask) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = row0 + 8 * h;
+                const int lim = p.causal ? min(kv_limit, row + causal_off + 1) : kv_limit;
+#pragma unroll
+                for (int t = 0; t < NT; ++t)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e)
+                        if (kb * BN + t * 8 + col_lane + e >= lim) s[4 * t + 2 * h + e] = -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int t = 0; t < NT; ++t) mx = fmaxf(mx, fmaxf(s[4 * t + 2 * h], s[4 * t + 2 * h + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_run[h], mx * sl2);
+            const float m_use = m_new == -INFINITY ? 0.f : m_new;
+            corr[h] = ex2(m_run[h] - m_use);
+            m_run[h] = m_new;
+            float sum = 0.f;
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const float pv = ex2(fmaf(s[4 * t + 2 * h + e], sl2, -m_use));
+                    s[4 * t + 2 * h + e] = pv;
+                    sum += pv;
+                }
+            l_run[h] = l_run[h] * corr[h] + sum;
+        }
+    };
+    auto pack_p = [&] {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) pf[kk][r] = kiln_flash::Mma<E>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    };
+
+    if (n_blocks > 0) {
+        float corr[2];
+        cp_async_wait<1>();
+        fence_proxy_async();
+        __syncthreads();
+        wg_fence();
+        issue_qk(0);
+        wg_commit();
+        wg_wait<0>();
+        pin_s();
+        softmax(0, corr);
+        pack_p();
+        if (n_blocks > 1) load_v(1, 1);
+        cp_async_commit();
+        for (int i = 1; i < n_blocks; ++i) {
+            cp_async_wait<1>(); // everything but V_i: K_i and V_{i-1} are in
+            fence_proxy_async();
+            __syncthreads();    // ...for every thread; and every warpgroup is done with S_{i-1} (K stage i+1)
+            if (i + 1 < n_blocks) load_k(i + 1, (i + 1) & 1);
+            cp_async_commit();
+            wg_fence();
+            issue_qk(i & 1);
+            wg_commit();
+            issue_pv((i - 1) & 1);
+            wg_commit();
+            wg_wait<1>();
+            pin_s();
+            softmax(i, corr);
+            wg_wait<0>();
+            pin_o();
+#pragma unroll
+            for (int c = 0; c < CB; ++c)
+#pragma unroll
+                for (int t = 0; t < 8; ++t)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        if (c * 64 + t * 8 < HD) o[c][4 * t + e] *= corr[e >> 1];
+            pack_p();
+            __syncthreads(); // every warpgroup is done with V_{i-1}
+            if (i + 1 < n_blocks) load_v(i + 1, (i + 1) & 1);
+            cp_async_commit();
+        }
+        cp_async_wait<0>();
+        fence_proxy_async();
+        __syncthreads();
+        wg_fence();
+        issue_pv((n_blocks - 1) & 1);
+        wg_commit();
+        wg_wait<0>();
+        pin_o();
+    }
+
+    // Epilogue: normalise, stage in the Q tile's (swizzled) bytes, 16-byte coalesced stores.
+    cp_async_wait<0>();
+    __syncthreads();
+    fence_proxy_async();
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float l = l_run[h];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = l > 0.f ? 1.f / l : 0.f;
+        const int r = wg * 64 + wwarp * 16 + (lane >> 2) + 8 * h;
+#pragma unroll
+        for (int c = 0; c < CB; ++c)
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                if (c * 64 + t * 8 >= HD) continue;
+                const int j = t; // chunk within the 128-byte row
+                unsigned char *dst = smem + c * (BM * 128) + r * 128 + ((j ^ (r & 7)) << 4) + col_lane * 2;
+                *reinterpret_cast<uint32_t *>(dst) =
+                    kiln_flash::Mma<E>::pack(o[c][4 * t + 2 * h] * inv, o[c][4 * t + 2 * h + 1] * inv);
+            }
+    }
+    __syncthreads();
+    E *og = static_cast<E *>(p.o) + o_off + n * p.o_sn;
+    constexpr int CH = HD / 8;
+#pragma unroll 4
+    for (int idx = tid; idx < BM * CH; idx += C::THREADS) {
+        const int r = idx / CH, c = idx - r * CH;
+        const int row = m_block * BM + r;
+        if (row < seqlen_q && c < hch)
+            *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) = *reinterpret_cast<const uint4 *>(
+                smem + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+    }
+}
+
+template <typename E, int HD, int BN, int MINB>
+__global__ void __launch_bounds__(256, MINB) flash_sm90_kernel(const __grid_constant__ Params p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    flash_sm90_body<E, HD, BN, MINB>(p);
+#elif defined(__CUDA_ARCH__)
+    __trap(); // wgmma exists only in sm_90a code; the dispatcher checks the image before launching
+#endif
+}
+
+template <typename E, int HD, int BN, int MINB> cudaError_t launch_sm90(const Params &p, cudaStream_t stream) {
+    using C = Cfg<E, HD, BN, MINB>;
+    auto kern = flash_sm90_kernel<E, HD, BN, MINB>;
+    static bool attr_done = false;
+    if (!attr_done) {
+        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+        if (e != cudaSuccess) return e;
+        attr_done = true;
+    }
+    dim3 grid((p.S + C::BM - 1) / C::BM, p.N, p.B);
+    kern<<<grid, C::THREADS, C::SMEM, stream>>>(p);
+    return cudaGetLastError();
+}
+
+struct Variant {
+    const char *name;
+    int hd, bn, minb;
+    cudaError_t (*fp16)(const Params &, cudaStream_t);
+    cudaError_t (*bf16)(const Params &, cudaStream_t);
+    const void *probe; // the fp16 kernel, to ask the runtime whether an sm_90a image is loaded
+};
+
+#define KILN_SM90_VARIANT(HD, BN, MINB)                                                             \
+    {"128x" #BN "x2wg" #MINB, HD, BN, MINB, &launch_sm90<__half, HD, BN, MINB>,                     \
+     &launch_sm90<__nv_bfloat16, HD, BN, MINB>, (const void *)&flash_sm90_kernel<__half, HD, BN, MINB>}
+
+int variants_hd16(const Variant **out);
+int variants_hd32(const Variant **out);
+int variants_hd48(const Variant **out);
+int variants_hd64(const Variant **out);
+int variants_hd80(const Variant **out);
+int variants_hd96(const Variant **out);
+int variants_hd128(const Variant **out);
+int variants_hd160(const Variant **out);
+int variants_hd192(const Variant **out);
+int variants_hd256(const Variant **out);
+
+} // namespace kiln_sm90

@@ -1,0 +1,31 @@
+// Hopper wgmma flash tile variants for head sizes 160, 192, 256. The first entry of
+// each list is the default the dispatcher takes; the others exist for the benchmark to compare.
+#include "../flash_fwd_sm90.cuh"
+
+namespace kiln_sm90 {
+
+static const Variant v160[] = {
+    KILN_SM90_VARIANT(160, 64, 1),
+};
+int variants_hd160(const Variant **out) {
+    *out = v160;
+    return (int)(sizeof v160 / sizeof v160[0]);
+}
+
+static const Variant v192[] = {
+    KILN_SM90_VARIANT(192, 64, 1),
+};
+int variants_hd192(const Variant **out) {
+    *out = v192;
+    return (int)(sizeof v192 / sizeof v192[0]);
+}
+
+static const Variant v256[] = {
+    KILN_SM90_VARIANT(256, 64, 1),
+};
+int variants_hd256(const Variant **out) {
+    *out = v256;
+    return (int)(sizeof v256 / sizeof v256[0]);
+}
+
+} // namespace kiln_sm90

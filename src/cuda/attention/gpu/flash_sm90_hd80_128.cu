@@ -1,0 +1,34 @@
+// Hopper wgmma flash tile variants for head sizes 80, 96, 128. The first entry of
+// each list is the default the dispatcher takes; the others exist for the benchmark to compare.
+#include "../flash_fwd_sm90.cuh"
+
+namespace kiln_sm90 {
+
+static const Variant v80[] = {
+    KILN_SM90_VARIANT(80, 128, 1),
+    KILN_SM90_VARIANT(80, 64, 1),
+};
+int variants_hd80(const Variant **out) {
+    *out = v80;
+    return (int)(sizeof v80 / sizeof v80[0]);
+}
+
+static const Variant v96[] = {
+    KILN_SM90_VARIANT(96, 128, 1),
+    KILN_SM90_VARIANT(96, 64, 1),
+};
+int variants_hd96(const Variant **out) {
+    *out = v96;
+    return (int)(sizeof v96 / sizeof v96[0]);
+}
+
+static const Variant v128[] = {
+    KILN_SM90_VARIANT(128, 128, 1),
+    KILN_SM90_VARIANT(128, 64, 1),
+};
+int variants_hd128(const Variant **out) {
+    *out = v128;
+    return (int)(sizeof v128 / sizeof v128[0]);
+}
+
+} // namespace kiln_sm90
