@@ -137,7 +137,7 @@ class InferenceSession:
                 continue
             if arr.dtype not in _CODE_OF:
                 raise KilnError("input %r: unsupported numpy dtype %s" % (name, arr.dtype))
-            arr = np.ascontiguousarray(arr)
+            arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
             keep.append((arr, dims))
             descs.append(_lib.TensorDesc(_CODE_OF[arr.dtype], arr.ndim, dims, arr.ctypes.data))
         n_in = len(names)
