@@ -1,6 +1,7 @@
 /* The public session API: open (load, bind kernels, prepare), describe, run. */
 #include "session.h"
 #include "../ops/op.h"
+#include "../opt/optimize.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,14 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         kiln_fail(&e, KILN_ERR_NO_MEMORY, "cannot create the thread pool");
         kiln_session_close(s);
         return fail_open(&e);
+    }
+    if (s->opt.opt_level >= 2) {
+        size_t n_rw = 0;
+        if (kiln_graph_optimize(m->graph, s->opt.opt_level, s->opt.verbose, &n_rw, &e)) {
+            kiln_session_close(s);
+            return fail_open(&e);
+        }
+        s->fused_nodes = n_rw;
     }
     size_t len = 0;
     int count = 0;

@@ -34,6 +34,7 @@ struct kiln_session {
     int n_plans;
     kiln_plan *last_plan;
     size_t folded_nodes;
+    size_t fused_nodes;         /* rewrites applied by kiln_graph_optimize */
     char *missing_ops;          /* non-NULL: ops without a kernel, all named; running fails */
     /* public io info, filled at open */
     kiln_io_info *inputs, *outputs;
