@@ -331,3 +331,64 @@ def test_dropout_training_random():
                    initializers={"r": bad, "t": t})
     with pytest.raises(kiln.KilnError):
         run_kiln(m, {"x": x})
+
+
+# ---- bfloat16 (numpy has no bfloat16: every input is cast to it inside the model) ----
+
+def bf16_values(x):
+    u = np.asarray(x, F32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return u.view(F32).astype(F64)
+
+
+def bf16_run(op, inputs, attrs, opset, domain=""):
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Cast", [n], [n + "_b"], to=TensorProto.BFLOAT16) for n, _ in inputs]
+    nodes.append(helper.make_node(op, [n + "_b" for n, _ in inputs], ["yb"], domain=domain or None,
+                                  **attrs))
+    nodes.append(helper.make_node("Cast", ["yb"], ["y"], to=TensorProto.FLOAT))
+    g = helper.make_graph(nodes, "g",
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, v.shape) for n, v in inputs],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    m = helper.make_model(g, opset_imports=imports)
+    m.ir_version = 10
+    return run_kiln(m, dict(inputs))[0]
+
+
+def test_bfloat16_norms():
+    rng = np.random.default_rng(17)
+    x, s, b = rand(rng, (4, 6, 32), F32), rand(rng, (32,), F32), rand(rng, (32,), F32)
+    xb, sb, bb = bf16_values(x), bf16_values(s), bf16_values(b)
+    mu, var = xb.mean(axis=-1, keepdims=True), xb.var(axis=-1, keepdims=True)
+    want = (xb - mu) / np.sqrt(var + 1e-5) * sb + bb
+    y = bf16_run("LayerNormalization", [("x", x), ("s", s), ("b", b)], {}, 17)
+    np.testing.assert_allclose(y, want, rtol=3e-2, atol=3e-2)
+    y = bf16_run("SkipLayerNormalization", [("x", x), ("k", x), ("s", s), ("b", b)], {"epsilon": 1e-5},
+                 17, domain=MS)
+    x2 = 2 * xb
+    want2 = (x2 - x2.mean(axis=-1, keepdims=True)) / np.sqrt(x2.var(axis=-1, keepdims=True) + 1e-5) * sb + bb
+    np.testing.assert_allclose(y, want2, rtol=3e-2, atol=3e-2)
+    y = bf16_run("RMSNormalization", [("x", x), ("s", s)], {}, 23)
+    np.testing.assert_allclose(y, xb / np.sqrt((xb * xb).mean(axis=-1, keepdims=True) + 1e-5) * sb,
+                               rtol=3e-2, atol=3e-2)
+    c = rand(rng, (2, 3, 4, 5), F32)
+    p = [rand(rng, (3,), F32) for _ in range(3)] + [rand(rng, (3,), F32, low=0.5, high=2)]
+    y = bf16_run("BatchNormalization", [("x", c)] + [("p%d" % i, v) for i, v in enumerate(p)], {}, 15)
+    cb, pb = bf16_values(c), [bf16_values(v).reshape(1, 3, 1, 1) for v in p]
+    np.testing.assert_allclose(y, (cb - pb[2]) / np.sqrt(pb[3] + 1e-5) * pb[0] + pb[1],
+                               rtol=3e-2, atol=3e-2)
+
+
+def test_contrib_domain_layernorm_alias():
+    """com.microsoft LayerNormalization (not in onnxruntime's CPU kernels) is the same op as the
+    default-domain contrib form, which onnxruntime runs at opset 16."""
+    rng = np.random.default_rng(18)
+    x, s, b = rand(rng, (3, 4, 16), F32), rand(rng, (16,), F32), rand(rng, (16,), F32)
+    inputs = [("x", x), ("s", s), ("b", b)]
+    want = run_ort(node_model("LayerNormalization", inputs, ["y", "m", "i"], {"epsilon": 1e-4},
+                              opset=16), feeds_of(inputs))
+    got = run_kiln(node_model("LayerNormalization", inputs, ["y", "m", "i"], {"epsilon": 1e-4},
+                              opset=16, domain=MS), feeds_of(inputs))
+    for g, w in zip(got, want):
+        assert_same(g, w, rtol=1e-5, atol=1e-6)

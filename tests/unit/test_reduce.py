@@ -362,3 +362,43 @@ def test_loss_int32_target_and_errors():
     m = node_model("NegativeLogLikelihoodLoss", [("x", x), ("t", bad)], ["y"], opset=13)
     with pytest.raises(kiln.KilnError):
         run_kiln(m, {"x": x, "t": bad})
+
+
+# ---- bfloat16 (numpy has no bfloat16: cast in and out inside the model) ----
+
+def to_bf16_values(x):
+    """float32 values rounded to bfloat16 (nearest even), as float64."""
+    u = np.asarray(x, F32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return u.view(F32).astype(F64)
+
+
+def bf16_model(op, x, attrs, opset, extra_inputs=(), domain=""):
+    """x (float32) -> Cast(bfloat16) -> op -> Cast(float32); extra_inputs are constant
+    initializers given to op as they are."""
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16),
+             helper.make_node(op, ["xb"] + [n for n, _ in extra_inputs], ["yb"], domain=domain or None,
+                              **attrs),
+             helper.make_node("Cast", ["yb"], ["y"], to=TensorProto.FLOAT)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(v, n) for n, v in extra_inputs])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 10
+    return m
+
+
+def test_bfloat16_via_cast():
+    rng = np.random.default_rng(16)
+    x = rand(rng, (3, 5, 8), F32)
+    xb = to_bf16_values(x)
+    cases = [
+        ("ReduceSum", {"keepdims": 0}, 18, [("axes", np.array([1], I64))], xb.sum(axis=1)),
+        ("ReduceMax", {"keepdims": 1}, 18, [("axes", np.array([2], I64))], xb.max(axis=2, keepdims=True)),
+        ("Softmax", {"axis": 1}, 13, [], np.exp(xb) / np.exp(xb).sum(axis=1, keepdims=True)),
+        ("CumSum", {}, 14, [("axis", np.array(2, I64))], np.cumsum(xb, axis=2)),
+    ]
+    for op, attrs, opset, extra, want in cases:
+        (y,) = run_kiln(bf16_model(op, x, attrs, opset, extra), {"x": x})
+        np.testing.assert_allclose(y, want, rtol=2e-2, atol=2e-2, err_msg=op)
