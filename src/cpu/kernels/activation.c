@@ -2,7 +2,7 @@
  * HardSwish Softplus Softsign Mish Gelu Swish Shrink, plus PRelu (broadcast slope) and Clip
  * (bounds as attributes before opset 11, as optional inputs from 11). */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 

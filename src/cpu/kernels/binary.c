@@ -4,7 +4,7 @@
  * Integer arithmetic wraps through the unsigned type of the same width (no signed-overflow UB);
  * integer division and modulo by zero are reported as errors, as onnxruntime does. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 

@@ -1,6 +1,7 @@
 /* Cast, CastLike and BitCast between every element type kiln has: bool, the integers, float16,
- * bfloat16, float, double, the four float8 formats (with `saturate`), int4/uint4 (two per byte,
- * low nibble first) and strings.
+ * bfloat16, float, double, the four float8 formats (with `saturate`), float8e8m0 (with
+ * `round_mode`), float4e2m1 and int4/uint4 (two per byte, low nibble first), int2/uint2 (four
+ * per byte, lowest bits first) and strings.
  *
  * Values move in blocks through one of three wide forms chosen by the source: double for the
  * float types (exact for all of them), int64 for bool and signed integers, uint64 for unsigned
@@ -8,7 +9,7 @@
  * final round-to-nearest-even is not spoiled by double rounding. Float to integer follows what
  * x86 (and so onnxruntime) does; ONNX leaves out-of-range values undefined. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 
@@ -16,15 +17,18 @@
 
 #define CAST_TYPES                                                                                 \
     (EW_NUMERIC | EW_BIT(KILN_DTYPE_BOOL) | EW_BIT(KILN_DTYPE_STRING) | EW_F8S |                   \
-     EW_BIT(KILN_DTYPE_INT4) | EW_BIT(KILN_DTYPE_UINT4))
+     EW_BIT(KILN_DTYPE_INT4) | EW_BIT(KILN_DTYPE_UINT4) | EW_BIT(KILN_DTYPE_FLOAT4E2M1) |           \
+     EW_BIT(KILN_DTYPE_FLOAT8E8M0) | EW_BIT(KILN_DTYPE_INT2) | EW_BIT(KILN_DTYPE_UINT2))
 
 enum { K_FLOAT, K_SINT, K_UINT, K_STRING };
 
 static int kind_of(int dt) {
     if (dt == KILN_DTYPE_STRING) return K_STRING;
-    if ((EW_FLOATS | EW_F8S) & EW_BIT(dt)) return K_FLOAT;
-    if ((EW_UINTS | EW_BIT(KILN_DTYPE_UINT4)) & EW_BIT(dt)) return K_UINT;
-    return K_SINT; /* signed integers, int4, bool */
+    if ((EW_FLOATS | EW_F8S | EW_BIT(KILN_DTYPE_FLOAT4E2M1) | EW_BIT(KILN_DTYPE_FLOAT8E8M0)) &
+        EW_BIT(dt))
+        return K_FLOAT;
+    if ((EW_UINTS | EW_BIT(KILN_DTYPE_UINT4) | EW_BIT(KILN_DTYPE_UINT2)) & EW_BIT(dt)) return K_UINT;
+    return K_SINT; /* signed integers, int4, int2, bool */
 }
 
 typedef union wide {
@@ -98,14 +102,28 @@ static void load_block(int dt, const void *src, int64_t start, int64_t n, wide *
         for (int64_t i = 0; i < n; i++)
             w[i].f = kiln_cast_f8_to_f32(dt, ((const uint8_t *)src)[start + i]);
         return;
+    case KILN_DTYPE_FLOAT8E8M0:
+        for (int64_t i = 0; i < n; i++) w[i].f = kiln_cast_e8m0_to_f32(((const uint8_t *)src)[start + i]);
+        return;
     case KILN_DTYPE_INT4:
     case KILN_DTYPE_UINT4:
+    case KILN_DTYPE_FLOAT4E2M1:
         for (int64_t i = 0; i < n; i++) {
             int64_t k = start + i;
             uint8_t byte = ((const uint8_t *)src)[k >> 1];
             unsigned nib = (k & 1) ? byte >> 4 : byte & 15u;
             if (dt == KILN_DTYPE_INT4) w[i].i = (int64_t)nib - ((nib & 8u) ? 16 : 0);
-            else w[i].u = nib;
+            else if (dt == KILN_DTYPE_UINT4) w[i].u = nib;
+            else w[i].f = kiln_cast_f4_to_f32((uint8_t)nib);
+        }
+        return;
+    case KILN_DTYPE_INT2:
+    case KILN_DTYPE_UINT2:
+        for (int64_t i = 0; i < n; i++) {
+            int64_t k = start + i;
+            unsigned v = (((const uint8_t *)src)[k >> 2] >> (2 * (k & 3))) & 3u;
+            if (dt == KILN_DTYPE_INT2) w[i].i = (int64_t)v - ((v & 2u) ? 4 : 0);
+            else w[i].u = v;
         }
         return;
     }
@@ -117,7 +135,7 @@ static void load_block(int dt, const void *src, int64_t start, int64_t n, wide *
  * the 4-bit types round half away from zero first, as onnxruntime does. */
 static inline uint64_t wide_bits(int kind, wide v, int width) {
     if (kind == K_FLOAT) {
-        if (width == 4) return (uint64_t)(int64_t)f64_to_i32(round(v.f));
+        if (width <= 4) return (uint64_t)(int64_t)f64_to_i32(round(v.f));
         if (width <= 16) return (uint64_t)(int64_t)f64_to_i32(v.f);
         if (width == 64) return (uint64_t)ew_f64_to_i64(v.f);
         return (uint64_t)ew_f64_to_i64(v.f); /* 32: through int64, so -1.0 gives 0xffffffff */
@@ -137,7 +155,7 @@ static inline float wide_f32_odd(int kind, wide v) {
 }
 
 static void store_block(int dt, void *dst, int64_t start, int64_t n, int kind, const wide *w,
-                        int saturate) {
+                        int saturate, int round_mode) {
     switch (dt) {
     case KILN_DTYPE_FLOAT: {
         float *o = (float *)dst + start;
@@ -200,14 +218,36 @@ static void store_block(int dt, void *dst, int64_t start, int64_t n, int kind, c
         else for (int64_t i = 0; i < n; i++) o[i] = w[i].u;
         return;
     }
+    case KILN_DTYPE_FLOAT8E8M0: {
+        /* the reference rounds through float32 first (not to odd) */
+        uint8_t *o = (uint8_t *)dst + start;
+        for (int64_t i = 0; i < n; i++)
+            o[i] = kiln_cast_f32_to_e8m0((float)wide_f64(kind, w[i]), saturate, round_mode);
+        return;
+    }
     case KILN_DTYPE_INT4:
-    case KILN_DTYPE_UINT4: {
+    case KILN_DTYPE_UINT4:
+    case KILN_DTYPE_FLOAT4E2M1: {
         /* blocks start on even indices, so pairs never straddle two tasks */
         uint8_t *o = dst;
         for (int64_t i = 0; i < n; i += 2) {
-            unsigned lo = (unsigned)wide_bits(kind, w[i], 4) & 15u;
-            unsigned hi = i + 1 < n ? (unsigned)wide_bits(kind, w[i + 1], 4) & 15u : 0;
-            o[(start + i) >> 1] = (uint8_t)(lo | hi << 4);
+            unsigned nib[2] = {0, 0};
+            for (int k = 0; k < 2 && i + k < n; k++)
+                nib[k] = dt == KILN_DTYPE_FLOAT4E2M1 ? kiln_cast_f32_to_f4(wide_f32_odd(kind, w[i + k]))
+                                                    : (unsigned)wide_bits(kind, w[i + k], 4) & 15u;
+            o[(start + i) >> 1] = (uint8_t)(nib[0] | nib[1] << 4);
+        }
+        return;
+    }
+    case KILN_DTYPE_INT2:
+    case KILN_DTYPE_UINT2: {
+        /* blocks start on multiples of 4 too */
+        uint8_t *o = dst;
+        for (int64_t i = 0; i < n; i += 4) {
+            unsigned byte = 0;
+            for (int k = 0; k < 4 && i + k < n; k++)
+                byte |= ((unsigned)wide_bits(kind, w[i + k], 2) & 3u) << (2 * k);
+            o[(start + i) >> 2] = (uint8_t)byte;
         }
         return;
     }
@@ -264,7 +304,7 @@ static char *format_wide(int src_dt, int kind, wide v) {
 /* ---- the job ---- */
 
 typedef struct cast_job {
-    int src_dt, dst_dt, saturate;
+    int src_dt, dst_dt, saturate, round_mode;
     const void *src;
     void *dst;
     int64_t n;
@@ -333,7 +373,7 @@ static void cast_blocks(void *arg, int64_t b0, int64_t b1) {
                 if (!out[i]) cast_fail(j, 2, s + i);
             }
         } else {
-            store_block(j->dst_dt, j->dst, s, m, kind, w, j->saturate);
+            store_block(j->dst_dt, j->dst, s, m, kind, w, j->saturate, j->round_mode);
         }
     }
 }
@@ -349,7 +389,7 @@ static kiln_status copy_strings(kiln_ctx *ctx, char **dst, char *const *src, int
     return KILN_OK;
 }
 
-static kiln_status cast_run(kiln_ctx *ctx, int to, int saturate) {
+static kiln_status cast_run(kiln_ctx *ctx, int to, int saturate, int round_mode) {
     kiln_tensor *x = kiln_input(ctx, 0), *y = kiln_output(ctx, 0);
     if (!x || !y || ew_empty(y)) return KILN_OK;
     int64_t n = kiln_numel(x);
@@ -358,7 +398,7 @@ static kiln_status cast_run(kiln_ctx *ctx, int to, int saturate) {
         memcpy(y->data, x->data, kiln_tensor_nbytes(x));
         return KILN_OK;
     }
-    cast_job j = {x->dtype, to, saturate, x->data, y->data, n, 0, 0};
+    cast_job j = {x->dtype, to, saturate, round_mode, x->data, y->data, n, 0, 0};
     int64_t blocks = (n + EW_BLOCK - 1) / EW_BLOCK;
     int slow = x->dtype == KILN_DTYPE_STRING || to == KILN_DTYPE_STRING;
     ew_run_range(ctx, blocks, slow ? 4 : 32, cast_blocks, &j);
@@ -399,19 +439,34 @@ static int cast_saturate(const kiln_ctx *ctx) {
     return ctx->opset < 19 || kiln_attr_int(ctx->node, "saturate", 1) != 0;
 }
 
+/* round_mode (opset 24) only steers casts to float8e8m0 */
+static kiln_status cast_round_mode(kiln_ctx *ctx, int *mode) {
+    const char *m = kiln_attr_string(ctx->node, "round_mode", "up");
+    if (!strcmp(m, "up")) *mode = KILN_E8M0_ROUND_UP;
+    else if (!strcmp(m, "down")) *mode = KILN_E8M0_ROUND_DOWN;
+    else if (!strcmp(m, "nearest")) *mode = KILN_E8M0_ROUND_NEAREST;
+    else
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_MODEL,
+                         "attribute round_mode is '%s', expected 'up', 'down' or 'nearest'", m);
+    return KILN_OK;
+}
+
 static kiln_status cast_infer(kiln_ctx *ctx) {
     kiln_tensor *x;
     int to;
     KILN_TRY(kiln_need_input(ctx, 0, &x));
     KILN_TRY(ew_check_type(ctx, x, 0, CAST_TYPES));
     KILN_TRY(cast_target(ctx, &to));
+    int rm = KILN_E8M0_ROUND_UP;
+    KILN_TRY(cast_round_mode(ctx, &rm));
     return ew_set_like(ctx, 0, to, x);
 }
 
 static kiln_status cast_compute(kiln_ctx *ctx) {
-    int to;
+    int to = 0, rm = KILN_E8M0_ROUND_UP;
     KILN_TRY(cast_target(ctx, &to));
-    return cast_run(ctx, to, cast_saturate(ctx));
+    KILN_TRY(cast_round_mode(ctx, &rm));
+    return cast_run(ctx, to, cast_saturate(ctx), rm);
 }
 
 /* ---- CastLike: the target type is input 1's ---- */
@@ -422,19 +477,24 @@ static kiln_status castlike_infer(kiln_ctx *ctx) {
     KILN_TRY(kiln_need_input(ctx, 1, &like));
     KILN_TRY(ew_check_type(ctx, x, 0, CAST_TYPES));
     KILN_TRY(ew_check_type(ctx, like, 1, CAST_TYPES));
+    int rm = KILN_E8M0_ROUND_UP;
+    KILN_TRY(cast_round_mode(ctx, &rm));
     return ew_set_like(ctx, 0, like->dtype, x);
 }
 
 static kiln_status castlike_compute(kiln_ctx *ctx) {
     kiln_tensor *like = kiln_input(ctx, 1);
     if (!like) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "missing required input 1");
-    return cast_run(ctx, like->dtype, cast_saturate(ctx));
+    int rm = KILN_E8M0_ROUND_UP;
+    KILN_TRY(cast_round_mode(ctx, &rm));
+    return cast_run(ctx, like->dtype, cast_saturate(ctx), rm);
 }
 
 /* ---- BitCast: same bits, another type of the same width ---- */
 
 static int bit_width(int dt) {
-    if (dt == KILN_DTYPE_INT4 || dt == KILN_DTYPE_UINT4) return 4;
+    if (dt == KILN_DTYPE_INT4 || dt == KILN_DTYPE_UINT4 || dt == KILN_DTYPE_FLOAT4E2M1) return 4;
+    if (dt == KILN_DTYPE_INT2 || dt == KILN_DTYPE_UINT2) return 2;
     return 8 * (int)kiln_dtype_size((kiln_dtype)dt);
 }
 

@@ -75,3 +75,59 @@ uint8_t kiln_cast_f32_to_f8(int dt, float x, int saturate) {
     if (code == 0 && f->fnuz) return 0; /* no negative zero */
     return (uint8_t)(sign | code);
 }
+
+/* ---- FLOAT4E2M1: 1 sign, 2 exponent (bias 1), 1 mantissa bit; values 0 .. 6, no inf or NaN.
+ * Out-of-range values and infinities saturate to +-6. NaN has no code: like the ONNX reference
+ * (ml_dtypes) it becomes a zero whose sign bit is the NaN's sign bit inverted. */
+
+float kiln_cast_f4_to_f32(uint8_t v) {
+    static const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    return (v & 8) ? -mag[v & 7] : mag[v & 7];
+}
+
+uint8_t kiln_cast_f32_to_f4(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    uint8_t sign = (uint8_t)((bits >> 28) & 8);
+    if (x != x) return (uint8_t)(sign ^ 8);
+    float ax = fabsf(x);
+    if (ax >= 6.0f) return (uint8_t)(sign | 7);
+    uint32_t code;
+    if (ax < 1.0f) {
+        code = (uint32_t)rintf(ax * 2.0f); /* halves; 2 is the smallest normal, 1.0 */
+    } else {
+        int e;
+        frexpf(ax, &e);
+        int lead = e - 1;                            /* 0, 1 or 2 */
+        float q = rintf(ldexpf(ax, 1 - lead));        /* 2 or 3, or 4 on carry */
+        if (q >= 4.0f) { q = 2.0f; lead++; }
+        code = ((uint32_t)(lead + 1) << 1) | ((uint32_t)q & 1u);
+        if (code > 7) code = 7;
+    }
+    return (uint8_t)(sign | code);
+}
+
+/* ---- FLOAT8E8M0: a bare exponent, 2^(v - 127); 0xFF is NaN; no sign and no zero. Encoding
+ * follows the ONNX reference: the float32 exponent field, moved up when round_mode asks
+ * (up: any fraction; nearest: by the guard/round/sticky rule; down: never), and with saturate
+ * the largest finite code never steps into NaN. */
+
+float kiln_cast_e8m0_to_f32(uint8_t v) {
+    return v == 0xFF ? NAN : ldexpf(1.0f, (int)v - 127);
+}
+
+uint8_t kiln_cast_f32_to_e8m0(float x, int saturate, int round_mode) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    uint32_t e = (bits >> 23) & 0xFF;
+    if (e == 0xFF) return 0xFF;
+    int up = 0;
+    if (round_mode == KILN_E8M0_ROUND_UP) {
+        up = (bits & 0x7FFFFF) != 0;
+    } else if (round_mode == KILN_E8M0_ROUND_NEAREST) {
+        int g = (bits & 0x400000) != 0, r = (bits & 0x200000) != 0, s = (bits & 0x1FFFFF) != 0;
+        up = g && (r || s || e > 0);
+    }
+    if (up && saturate && e == 0xFE) up = 0;
+    return (uint8_t)(e + (uint32_t)up);
+}

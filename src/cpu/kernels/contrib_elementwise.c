@@ -2,7 +2,7 @@
  * (Gelu of A + B), FastGelu (tanh form, optional bias), QuickGelu (x * sigmoid(alpha x)) and
  * BiasAdd (X + bias + skip). The biases are 1-D over the last axis. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 

@@ -4,9 +4,10 @@
  * operands, and the threaded walker that feeds those rows to a typed row function.
  *
  * Everything is static inline so each family file stays self-contained. The family files compile
- * themselves with #pragma GCC optimize("O3", "no-trapping-math"): gcc's -O2 cost model leaves
- * loops of unknown trip count scalar, and trapping math keeps it from if-converting the
- * branch-free selects of the math below (kiln never reads floating-point exception flags). */
+ * themselves with #pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast"): gcc's -O2
+ * cost model leaves loops of unknown trip count scalar, trapping math keeps it from if-converting
+ * the branch-free selects of the math below (kiln never reads floating-point exception flags),
+ * and contraction lets the AVX2/AVX-512 clones use FMA in the polynomials. */
 #ifndef KILN_ELEMENTWISE_UTIL_H
 #define KILN_ELEMENTWISE_UTIL_H
 
@@ -336,10 +337,10 @@ enum { EW_GRAIN_CHEAP = 32768, EW_GRAIN_MATH = 4096 };
 
 /* ---------------------------------------------------------------- row generators ---- */
 
-/* Row functions get an AVX2 twin chosen at load time where the compiler can do that (ifunc):
- * 8-wide loops for the common x86-64 CPUs, the SSE2 baseline everywhere else. */
+/* Row functions get AVX-512 and AVX2+FMA twins chosen at load time where the compiler can do
+ * that (ifunc); the SSE2 baseline runs everywhere else. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define EW_CLONES __attribute__((target_clones("avx2", "default")))
+#define EW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define EW_CLONES
 #endif
@@ -531,9 +532,14 @@ static inline int64_t ew_f64_to_i64(double v) {
     return (int64_t)v;
 }
 
-/* float8 codecs with Cast's rounding and saturate rules (cast_f8.c). */
+/* float8 / float4 codecs with Cast's rounding and saturate rules (cast_f8.c). */
 float kiln_cast_f8_to_f32(int dt, uint8_t v);
 uint8_t kiln_cast_f32_to_f8(int dt, float x, int saturate);
+float kiln_cast_f4_to_f32(uint8_t v);
+uint8_t kiln_cast_f32_to_f4(float x);
+enum { KILN_E8M0_ROUND_UP, KILN_E8M0_ROUND_DOWN, KILN_E8M0_ROUND_NEAREST };
+float kiln_cast_e8m0_to_f32(uint8_t v);
+uint8_t kiln_cast_f32_to_e8m0(float x, int saturate, int round_mode);
 
 /* ---------------------------------------------------------------- fast float32 math ---- */
 

@@ -1,7 +1,7 @@
 /* Boolean logic, comparisons and selection with numpy broadcasting: And Or Xor, Equal (numbers,
  * bool, strings) Less LessOrEqual Greater GreaterOrEqual, and Where (any element type). */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 

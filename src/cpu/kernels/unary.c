@@ -2,7 +2,7 @@
  * trigonometric and hyperbolic functions, Erf, and the predicates IsNaN IsInf Not BitwiseNot.
  * Float16/bfloat16 go through float32 in blocks; integer types where the schema allows them. */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3", "no-trapping-math") /* see elementwise_util.h */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #endif
 #include "elementwise_util.h"
 
@@ -20,7 +20,23 @@ UN_FLOAT(floor, floorf(x), floor(x))
 UN_FLOAT(ceil, ceilf(x), ceil(x))
 UN_FLOAT(round, rintf(x), rint(x)) /* default rounding mode: half to even, as ONNX asks */
 UN_FLOAT(sign, x > 0 ? 1.0f : (x < 0 ? -1.0f : x), x > 0 ? 1.0 : (x < 0 ? -1.0 : x))
+#ifdef EW_X86
+/* sqrtf keeps an errno branch that stops vectorisation (the optimize pragma cannot lift
+ * -fmath-errno), so the float rows use the SSE instruction directly */
+EW_CLONES static void sqrt_f32(void *o_, const void *a_, const void *b_, const void *c_, int64_t n,
+                               unsigned scalar, const void *P) {
+    float *o = o_;
+    const float *a = a_;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) _mm_storeu_ps(o + i, _mm_sqrt_ps(_mm_loadu_ps(a + i)));
+    for (; i < n; i++) _mm_store_ss(o + i, _mm_sqrt_ss(_mm_load_ss(a + i)));
+}
+EW_UN_ROW(sqrt_f64, double, double, sqrt(x))
+EW_UN_ROW_HALF(sqrt_f16, sqrt_f32, ew_f16_load, ew_f16_store)
+EW_UN_ROW_HALF(sqrt_bf16, sqrt_f32, ew_bf16_load, ew_bf16_store)
+#else
 UN_FLOAT(sqrt, sqrtf(x), sqrt(x))
+#endif
 UN_FLOAT(exp, ew_fast_expf(x), exp(x))
 UN_FLOAT(log, logf(x), log(x))
 UN_FLOAT(sin, sinf(x), sin(x))
