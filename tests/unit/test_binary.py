@@ -444,3 +444,20 @@ def test_binary_errors():
     bu = bi.astype(np.uint8)
     with pytest.raises(Exception, match="type"):
         run_kiln(node_model("Pow", [("a", bu), ("b", a)], ["y"], opset=15), {"a": bu, "b": a})
+
+
+def test_symbolic_input_dims():
+    """Declared shapes with named and unknown dimensions; the runtime binds them per run."""
+    g = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Where", ["c", "s", "a"], ["w"]),
+         helper.make_node("Cast", ["w"], ["y"], to=TensorProto.FLOAT16)], "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", None, 4]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, ["N", 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    rng = np.random.default_rng(20)
+    for n, k in ((2, 3), (5, 1)):
+        feeds = {"a": rand(rng, (n, k, 4), F32), "b": rand(rng, (4,), F32), "c": rand(rng, (n, 1, 1), np.bool_)}
+        check(m, feeds)
