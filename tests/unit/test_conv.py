@@ -78,6 +78,12 @@ CONV_CASES = [
     ((1, 64, 7, 7), (96, 64, 3, 3), {"pads": [1, 1, 1, 1]}, True),                  # small maps
     ((1, 32, 28, 28), (48, 32, 3, 3), {"pads": [1, 1, 1, 1]}, True),
     ((1, 3, 5, 5), (2, 3, 5, 5), {}, True),                                         # 1x1 output
+    # wide rows: the direct (im2col-free) kernel where the CPU has AVX-512
+    ((1, 5, 20, 45), (14, 5, 3, 3), {"pads": [1, 1, 1, 1]}, True),
+    ((2, 4, 17, 50), (7, 4, 3, 3), {"strides": [2, 2], "pads": [1, 0, 1, 2], "dilations": [2, 1]}, True),
+    ((1, 6, 9, 70), (10, 3, 3, 5), {"group": 2, "strides": [1, 3], "pads": [0, 2, 1, 2]}, True),
+    ((1, 3, 64), (5, 3, 5), {"strides": [2], "pads": [2, 2]}, False),
+    ((1, 2, 12, 90), (25, 2, 2, 2), {"strides": [4, 4]}, True),
 ]
 
 
@@ -88,7 +94,7 @@ def test_conv_f32(xs, ws, attrs, bias):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("idx", [0, 2, 5, 7, 12, 22])
+@pytest.mark.parametrize("idx", [0, 2, 5, 7, 12, 22, 25, 26])
 def test_conv_threads(threads, idx):
     xs, ws, attrs, bias = CONV_CASES[idx]
     rng = np.random.default_rng(2)
@@ -182,10 +188,11 @@ def test_fused_conv(act, params, group):
     compare("FusedConv", inputs, attrs, F32, domain="com.microsoft")
 
 
-def test_fused_conv_with_z():
+@pytest.mark.parametrize("hw", [(9, 9), (6, 33)])
+def test_fused_conv_with_z(hw):
     rng = np.random.default_rng(8)
-    inputs = conv_inputs(rng, (1, 4, 9, 9), (6, 4, 3, 3), True, F32)
-    inputs.append(("z", rand(rng, (1, 6, 9, 9))))
+    inputs = conv_inputs(rng, (1, 4) + hw, (6, 4, 3, 3), True, F32)
+    inputs.append(("z", rand(rng, (1, 6) + hw)))
     compare("FusedConv", inputs, {"pads": [1, 1, 1, 1], "activation": "Relu"}, F32,
             domain="com.microsoft")
 

@@ -7,8 +7,9 @@
 #include <string.h>
 
 typedef struct conv_state {
-    const void *w_src; /* constant half-precision W, converted once */
-    float *w_f32;
+    const void *w_src; /* the constant W seen at init */
+    float *w_f32;      /* half-precision W converted once, or NULL */
+    float *w_packed;   /* W packed for the AVX-512 product (Conv, FusedConv), or NULL */
 } conv_state;
 
 static int conv_float_type(int dt) {
@@ -95,18 +96,49 @@ static kiln_status conv_inputs(kiln_ctx *ctx, kiln_tensor **X, kiln_tensor **W, 
     return KILN_OK;
 }
 
+/* The weight's geometry as far as W alone tells it (enough to pick the kernel and pack). */
+static int weight_geom(kiln_ctx *ctx, const kiln_tensor *W, kconv_geom *g) {
+    memset(g, 0, sizeof *g);
+    if (W->rank < 3 || W->rank - 2 > KCONV_MAX_ND) return 0;
+    g->nd = W->rank - 2;
+    g->group = kiln_attr_int(ctx->node, "group", 1);
+    if (g->group < 1 || W->dims[0] % g->group) return 0;
+    g->M = W->dims[0];
+    g->C = W->dims[1] * g->group;
+    for (int i = 0; i < g->nd; i++) {
+        g->k[i] = W->dims[i + 2];
+        g->in[i] = g->out[i] = 1;
+    }
+    kconv_finish_sizes(g);
+    return 1;
+}
+
 kiln_status kconv_init_weight(kiln_ctx *ctx) {
     kiln_tensor *W = kiln_input(ctx, 1);
-    if (!W || !W->data || !kcvt_is_half(W->dtype) || !kiln_shape_concrete(W)) return KILN_OK;
+    if (!W || !W->data || !kiln_shape_concrete(W)) return KILN_OK;
+    int half = kcvt_is_half(W->dtype);
+    kconv_geom g;
+    int is_conv = !strcmp(ctx->node->op_type, "Conv") || !strcmp(ctx->node->op_type, "FusedConv");
+    int64_t npk = 0;
+    if (is_conv && (half || W->dtype == KILN_DTYPE_FLOAT) && weight_geom(ctx, W, &g) &&
+        kconv_uses_gemm(&g))
+        npk = kconv_packed_weight_size(&g);
+    if (!half && !npk) return KILN_OK;
     conv_state *s = calloc(1, sizeof *s);
     int64_t n = kiln_numel(W);
-    if (!s || !(s->w_f32 = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1)))) {
-        free(s);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory converting W");
-    }
-    kcvt_to_f32(NULL, W->dtype, W->data, s->w_f32, n);
+    if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory preparing W");
     s->w_src = W->data;
     ctx->state = s;
+    if (half) {
+        if (!(s->w_f32 = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1))))
+            return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory converting W");
+        kcvt_to_f32(NULL, W->dtype, W->data, s->w_f32, n);
+    }
+    if (npk) {
+        if (!(s->w_packed = malloc(sizeof(float) * (size_t)npk)))
+            return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing W");
+        kconv_pack_weight(&g, half ? s->w_f32 : W->data, s->w_packed);
+    }
     return KILN_OK;
 }
 
@@ -114,7 +146,13 @@ void kconv_fini_weight(void *state) {
     conv_state *s = state;
     if (!s) return;
     free(s->w_f32);
+    free(s->w_packed);
     free(s);
+}
+
+static const float *cached_packed(kiln_ctx *ctx, const kiln_tensor *W) {
+    const conv_state *s = ctx->state;
+    return s && s->w_src == W->data ? s->w_packed : NULL;
 }
 
 const float *kconv_cached_weight(kiln_ctx *ctx, const kiln_tensor *W) {
@@ -186,7 +224,7 @@ static kiln_status conv_compute(kiln_ctx *ctx) {
     int dt = X->dtype;
     if (dt == KILN_DTYPE_FLOAT)
         return kconv_run_f32(ctx, &g, X->data, W->data, B ? B->data : NULL, Z ? Z->data : NULL,
-                             &act, Y->data);
+                             &act, cached_packed(ctx, W), Y->data);
     if (dt == KILN_DTYPE_DOUBLE) {
         KILN_TRY(kconv_run_f64(ctx, &g, X->data, W->data, B ? B->data : NULL, Y->data));
         int64_t n = kiln_numel(Y);
@@ -211,7 +249,8 @@ static kiln_status conv_compute(kiln_ctx *ctx) {
     if (!wc) kcvt_to_f32(ctx, dt, W->data, w, nw);
     if (B) kcvt_to_f32(ctx, dt, B->data, b, nb);
     if (Z) kcvt_to_f32(ctx, dt, Z->data, z, nz);
-    kiln_status st = kconv_run_f32(ctx, &g, x, w, B ? b : NULL, Z ? z : NULL, &act, y);
+    kiln_status st = kconv_run_f32(ctx, &g, x, w, B ? b : NULL, Z ? z : NULL, &act,
+                                   cached_packed(ctx, W), y);
     if (st == KILN_OK) kcvt_from_f32(ctx, dt, y, Y->data, ny);
     free(buf);
     return st;

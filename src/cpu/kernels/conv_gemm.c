@@ -14,20 +14,22 @@ typedef struct conv_job {
     const kconv_geom *g;
     const float *x, *w, *bias, *z;
     const kconv_act *act;
+    const float *wpk; /* weights packed per group for the AVX-512 product, or NULL */
+    int64_t wpk_group;  /* floats per group in wpk */
     float *y;
-    int64_t Cg, Mg, Kc, tile, ntiles;
+    int64_t Cg, Mg, Kc, tile, ntiles, mblock, nmb;
     int pointwise;
     volatile int failed;
 } conv_job;
 
-/* residual and activation over rows [0, Mg) x columns [p0, p1) of one (image, group); with
+/* residual and activation over rows [m0, m1) x columns [p0, p1) of one (image, group); with
  * with_bias also the bias (when the product could not add it itself). */
-static void epilogue(const conv_job *j, int64_t n, int64_t grp, int64_t p0, int64_t p1,
-                     int with_bias) {
+static void epilogue(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t m1, int64_t p0,
+                     int64_t p1, int with_bias) {
     const kconv_geom *g = j->g;
     int act = j->act && j->act->kind != KACT_NONE;
     if (!(with_bias && j->bias) && !j->z && !act) return;
-    for (int64_t m = 0; m < j->Mg; m++) {
+    for (int64_t m = m0; m < m1; m++) {
         int64_t oc = grp * j->Mg + m;
         float *yr = j->y + (n * g->M + oc) * g->out_size + p0;
         int64_t len = p1 - p0;
@@ -37,66 +39,70 @@ static void epilogue(const conv_job *j, int64_t n, int64_t grp, int64_t p0, int6
     }
 }
 
+typedef struct panel_src {
+    const kconv_geom *g;
+    const float *x;
+    int64_t col0;
+} panel_src;
+
+static void pack_im2col(void *arg, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float *dst) {
+    const panel_src *s = arg;
+    kconv_im2col_panels_f32(s->g, s->x, s->col0, p0, kc, j0, nc, dst);
+}
+
+/* Work item = (image, group, column tile, row block). Row blocks only exist when there are too
+ * few tiles to keep every thread busy; each then redoes its tile's im2col (cheap next to the
+ * product it feeds). */
 static void tile_run(void *arg, int64_t i0, int64_t i1) {
     conv_job *j = arg;
     const kconv_geom *g = j->g;
     float *buf = NULL;
-    if (!j->pointwise && !(buf = malloc(sizeof(float) * (size_t)(j->Kc * j->tile)))) {
+    /* with packed weights the im2col columns go straight into the product's panels */
+    if (!j->pointwise && !j->wpk && !(buf = malloc(sizeof(float) * (size_t)(j->Kc * j->tile)))) {
         j->failed = 1;
         return;
     }
+    int64_t last_col = -1;
     for (int64_t it = i0; it < i1; it++) {
-        int64_t t = it % j->ntiles, ng = it / j->ntiles, grp = ng % g->group, n = ng / g->group;
+        int64_t mb = it % j->nmb, rest = it / j->nmb;
+        int64_t t = rest % j->ntiles, ng = rest / j->ntiles, grp = ng % g->group, n = ng / g->group;
         int64_t p0 = t * j->tile, p1 = p0 + j->tile < g->out_size ? p0 + j->tile : g->out_size;
-        if (p0 >= p1) continue;
+        int64_t m0 = mb * j->mblock, m1 = m0 + j->mblock < j->Mg ? m0 + j->mblock : j->Mg;
+        if (p0 >= p1 || m0 >= m1) continue;
         const float *xg = j->x + (n * g->C + grp * j->Cg) * g->in_size;
+        float *yg = j->y + (n * g->M + grp * j->Mg + m0) * g->out_size + p0;
+        const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
+        if (!j->pointwise && j->wpk) {
+            panel_src ps = {g, xg, p0};
+            if (kgemm_sgemm_avx512_packed_cb(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0,
+                                             p1 - p0, j->Kc, 1.0f, pack_im2col, &ps, 0.0f, yg,
+                                             g->out_size, bias)) {
+                epilogue(j, n, grp, m0, m1, p0, p1, 0);
+                continue;
+            }
+            j->failed = 1; /* no packing buffers */
+            break;
+        }
         const float *B;
         int64_t ldb;
         if (j->pointwise) {
             B = xg + p0;
             ldb = g->in_size;
         } else {
-            kconv_im2col_f32(g, j->Cg, xg, p0, p1, buf, p1 - p0);
+            if (rest != last_col) kconv_im2col_f32(g, j->Cg, xg, p0, p1, buf, p1 - p0);
+            last_col = rest;
             B = buf;
             ldb = p1 - p0;
         }
-        float *yg = j->y + (n * g->M + grp * j->Mg) * g->out_size + p0;
-        kgemm_f32_serial_bias(0, 0, j->Mg, p1 - p0, j->Kc, 1.0f, j->w + grp * j->Mg * j->Kc, j->Kc,
-                              B, ldb, 0.0f, yg, g->out_size, j->bias ? j->bias + grp * j->Mg : NULL);
-        epilogue(j, n, grp, p0, p1, 0);
+        if (!(j->wpk && kgemm_sgemm_avx512_packed(j->wpk + grp * j->wpk_group, j->Mg, m0, 0, m1 - m0,
+                                                  p1 - p0, j->Kc, 1.0f, B, ldb, 0.0f, yg,
+                                                  g->out_size, bias)))
+            kgemm_f32_serial_bias(0, 0, m1 - m0, p1 - p0, j->Kc, 1.0f,
+                                  j->w + (grp * j->Mg + m0) * j->Kc, j->Kc, B, ldb, 0.0f, yg,
+                                  g->out_size, bias);
+        epilogue(j, n, grp, m0, m1, p0, p1, 0);
     }
     free(buf);
-}
-
-typedef struct cols_job {
-    const kconv_geom *g;
-    int64_t Cg, chunk;
-    const float *x;
-    float *col;
-} cols_job;
-
-static void cols_run(void *arg, int64_t c0, int64_t c1) {
-    const cols_job *j = arg;
-    int64_t p0 = c0 * j->chunk, p1 = c1 * j->chunk;
-    if (p1 > j->g->out_size) p1 = j->g->out_size;
-    if (p0 < p1) kconv_im2col_f32(j->g, j->Cg, j->x, p0, p1, j->col + p0, j->g->out_size);
-}
-
-typedef struct epi_job {
-    const conv_job *cj;
-    int64_t n, grp;
-} epi_job;
-
-static void epi_rows(void *arg, int64_t m0, int64_t m1) {
-    const epi_job *e = arg;
-    const kconv_geom *g = e->cj->g;
-    for (int64_t m = m0; m < m1; m++) {
-        int64_t oc = e->grp * e->cj->Mg + m;
-        float *yr = e->cj->y + (e->n * g->M + oc) * g->out_size;
-        if (e->cj->bias) kvec_add_scalar_f32(yr, e->cj->bias[oc], g->out_size);
-        if (e->cj->z) kvec_add_f32(yr, e->cj->z + (e->n * g->M + oc) * g->out_size, g->out_size);
-        if (e->cj->act && e->cj->act->kind != KACT_NONE) kconv_apply_act(e->cj->act, yr, g->out_size);
-    }
 }
 
 typedef struct dw_job {
@@ -122,12 +128,30 @@ static void dw_run(void *arg, int64_t q0, int64_t q1) {
     }
 }
 
+int64_t kconv_packed_weight_size(const kconv_geom *g) {
+    if (!kgemm_avx512_available()) return 0;
+    int64_t Mg = g->M / g->group, Kc = g->C / g->group * g->k_size;
+    return g->group * kgemm_avx512_packed_size(Mg, Kc);
+}
+
+void kconv_pack_weight(const kconv_geom *g, const float *w, float *dst) {
+    int64_t Mg = g->M / g->group, Kc = g->C / g->group * g->k_size;
+    int64_t per = kgemm_avx512_packed_size(Mg, Kc);
+    for (int64_t grp = 0; grp < g->group; grp++)
+        kgemm_avx512_pack_a(0, Mg, Kc, w + grp * Mg * Kc, Kc, dst + grp * per);
+}
+
+int kconv_uses_gemm(const kconv_geom *g) {
+    return !(g->C / g->group == 1 && kconv_depthwise_ok(g));
+}
+
 kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
-                          const float *bias, const float *z, const kconv_act *act, float *y) {
+                          const float *bias, const float *z, const kconv_act *act,
+                          const float *w_packed, float *y) {
     if (g->N == 0 || g->M == 0 || g->out_size == 0) return KILN_OK;
     kgemm_blas_serial();
     int nt = kiln_num_threads(ctx);
-    if (g->C / g->group == 1 && kconv_depthwise_ok(g)) {
+    if (!kconv_uses_gemm(g)) {
         dw_job j = {g, x, w, bias, z, act, y, 0};
         int64_t planes = g->N * g->M;
         int64_t work = g->out_size * g->k_size;
@@ -153,8 +177,24 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     if (j.Kc == 0) { /* no input channels: the output is the bias */
         memset(y, 0, sizeof(float) * (size_t)(g->N * g->M * g->out_size));
         for (int64_t n = 0; n < g->N; n++)
-            for (int64_t grp = 0; grp < g->group; grp++) epilogue(&j, n, grp, 0, g->out_size, 1);
+            for (int64_t grp = 0; grp < g->group; grp++) epilogue(&j, n, grp, 0, j.Mg, 0, g->out_size, 1);
         return KILN_OK;
+    }
+    float *packed = NULL;
+    if (kgemm_avx512_available() && j.Mg > 1 && g->out_size > 1) {
+        j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.Kc);
+        if (!w_packed) {
+            packed = malloc(sizeof(float) * (size_t)(j.wpk_group * g->group));
+            if (!packed) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
+            kconv_pack_weight(g, w, packed);
+            w_packed = packed;
+        }
+        j.wpk = w_packed;
+    }
+    if (j.wpk && kconv_direct_ok(g)) {
+        kiln_status st = kconv_direct_f32(ctx, g, x, j.wpk, bias, z, act, y);
+        free(packed);
+        return st;
     }
     /* a tile's im2col block of about 256 KB stays in L2 */
     int64_t tile = (64 * 1024) / j.Kc;
@@ -174,33 +214,19 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     ntiles = (g->out_size + tile - 1) / tile;
     j.tile = tile;
     j.ntiles = ntiles;
-    if (nt <= 1 || images * ntiles >= nt) {
-        kiln_parallel_for(ctx, images * ntiles, 1, tile_run, &j);
-        return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for im2col") : KILN_OK;
+    /* still too few items (small maps): also split the output channels, in whole 12-row panels */
+    j.nmb = 1;
+    j.mblock = j.Mg;
+    if (nt > 1 && images * ntiles < nt && j.Mg >= 24) {
+        int64_t want = (nt + images * ntiles - 1) / (images * ntiles);
+        int64_t mb = (j.Mg + want - 1) / want;
+        mb = (mb + 11) / 12 * 12;
+        j.mblock = mb;
+        j.nmb = (j.Mg + mb - 1) / mb;
     }
-    /* Small feature maps: build each image's whole im2col matrix, split the product instead. */
-    float *col = NULL;
-    if (!j.pointwise && !(col = malloc(sizeof(float) * (size_t)(j.Kc * g->out_size))))
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for im2col");
-    for (int64_t n = 0; n < g->N; n++)
-        for (int64_t grp = 0; grp < g->group; grp++) {
-            const float *xg = x + (n * g->C + grp * j.Cg) * g->in_size;
-            const float *B = xg;
-            if (col) {
-                cols_job cj = {g, j.Cg, 64, xg, col};
-                kiln_parallel_for(ctx, (g->out_size + 63) / 64, 1, cols_run, &cj);
-                B = col;
-            }
-            float *yg = y + (n * g->M + grp * j.Mg) * g->out_size;
-            kgemm_f32(ctx, 0, 0, j.Mg, g->out_size, j.Kc, 1.0f, w + grp * j.Mg * j.Kc, j.Kc, B,
-                      g->out_size, 0.0f, yg, g->out_size);
-            if (bias || z || (act && act->kind != KACT_NONE)) {
-                epi_job e = {&j, n, grp};
-                kiln_parallel_for(ctx, j.Mg, 16, epi_rows, &e);
-            }
-        }
-    free(col);
-    return KILN_OK;
+    kiln_parallel_for(ctx, images * ntiles * j.nmb, 1, tile_run, &j);
+    free(packed);
+    return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for im2col") : KILN_OK;
 }
 
 /* float64: one product per (image, group) over the whole im2col matrix */

@@ -120,3 +120,92 @@ DEFINE_IM2COL(kconv_im2col_f64, double)
 
 DEFINE_COL2IM(kconv_col2im_f32, float)
 DEFINE_COL2IM(kconv_col2im_f64, double)
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#include "gemm_util.h"
+
+/* Writes len values of one im2col row into the panel layout, starting at local column col:
+ * value t is src[base + t * sw] when lo <= t < hi, else zero (src NULL: all zero). Each
+ * 16-lane step is one masked load or gather and one masked store; masked-off lanes are never
+ * read, so the window may hang over the row's ends. */
+__attribute__((target("avx512f"))) static void panel_segment(float *drow, int64_t pstride,
+                                                             int64_t col, int64_t len,
+                                                             const float *src, int64_t base,
+                                                             int64_t sw, int64_t lo, int64_t hi) {
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    int64_t t = 0;
+    while (t < len) {
+        int64_t c = col + t, off = c % KGEMM_NR;
+        int64_t n = KGEMM_NR - off < len - t ? KGEMM_NR - off : len - t;
+        float *d = drow + (c / KGEMM_NR) * pstride + off;
+        for (int64_t u = 0; u < n; u += 16) {
+            int64_t m = n - u < 16 ? n - u : 16, t0 = t + u;
+            __mmask16 st = (__mmask16)((1u << m) - 1), ld = 0;
+            if (src) {
+                int64_t a = lo - t0, b = hi - t0; /* valid lanes [a, b) */
+                if (a < 0) a = 0;
+                if (b > m) b = m;
+                if (b > a) ld = (__mmask16)(((1u << b) - 1) & ~((1u << a) - 1));
+            }
+            __m512 v;
+            if (!ld) v = _mm512_setzero_ps();
+            else if (sw == 1) v = _mm512_maskz_loadu_ps(ld, src + (base + t0));
+            else {
+                __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)(base + t0 * sw)),
+                                               _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)sw)));
+                v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ld, idx, src, 4);
+            }
+            _mm512_mask_storeu_ps(d + u, st, v);
+        }
+        t += n;
+    }
+}
+
+__attribute__((target("avx512f"))) void kconv_im2col_panels_f32(const kconv_geom *g, const float *x,
+                                                                int64_t col0, int64_t k0,
+                                                                int64_t kc, int64_t j0,
+                                                                int64_t nc, float *dst) {
+    int nd = g->nd, L = nd - 1;
+    int64_t ist[KCONV_MAX_ND], ost[KCONV_MAX_ND], start[KCONV_MAX_ND], kidx[KCONV_MAX_ND];
+    plane_strides(g->in, nd, ist);
+    plane_strides(g->out, nd, ost);
+    int64_t P0 = col0 + j0;
+    for (int d = 0; d < nd; d++) start[d] = (P0 / ost[d]) % g->out[d];
+    int64_t c = k0 / g->k_size, rem = k0 % g->k_size;
+    for (int d = nd - 1; d >= 0; d--) {
+        kidx[d] = rem % g->k[d];
+        rem /= g->k[d];
+    }
+    int64_t OW = g->out[L], IW = g->in[L], sw = g->stride[L], dw = g->dil[L];
+    int64_t pstride = kc * KGEMM_NR, npad = (nc + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR;
+    for (int64_t r = 0; r < kc; r++) {
+        float *drow = dst + r * KGEMM_NR;
+        int64_t o[KCONV_MAX_ND];
+        memcpy(o, start, sizeof(int64_t) * nd);
+        for (int64_t p = 0; p < nc;) {
+            int64_t len = OW - o[L];
+            if (len > nc - p) len = nc - p;
+            int valid = 1;
+            int64_t off = c * g->in_size;
+            for (int d = 0; d < L; d++) {
+                int64_t i = o[d] * g->stride[d] - g->pad_b[d] + kidx[d] * g->dil[d];
+                if (i < 0 || i >= g->in[d]) { valid = 0; break; }
+                off += i * ist[d];
+            }
+            int64_t base = o[L] * sw - g->pad_b[L] + kidx[L] * dw, lo = 0, hi = 0;
+            if (valid) valid_span(base, sw, IW, len, &lo, &hi);
+            panel_segment(drow, pstride, p, len, valid ? x + off : NULL, base, sw, lo, hi);
+            p += len;
+            o[L] += len;
+            for (int d = L; d > 0 && o[d] >= g->out[d]; d--) { o[d] = 0; o[d - 1]++; }
+        }
+        if (npad > nc) panel_segment(drow, pstride, nc, npad - nc, NULL, 0, 1, 0, 0);
+        for (int d = L; d >= 0; d--) { /* next kernel offset, then the next channel */
+            if (++kidx[d] < g->k[d]) break;
+            kidx[d] = 0;
+            if (d == 0) c++;
+        }
+    }
+}
+#endif

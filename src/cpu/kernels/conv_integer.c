@@ -85,7 +85,7 @@ kiln_status kconvint_compute(kiln_ctx *ctx) {
         st = kconv_run_f64(ctx, &g, x, w, NULL, y);
     } else {
         kconv_act none = {KACT_NONE, 0, 0};
-        st = kconv_run_f32(ctx, &g, x, w, NULL, NULL, &none, y);
+        st = kconv_run_f32(ctx, &g, x, w, NULL, NULL, &none, NULL, y);
     }
     int32_t *out = Y->data;
     for (int64_t i = 0; st == KILN_OK && i < ny; i++) {

@@ -32,6 +32,11 @@ void kconv_im2col_f32(const kconv_geom *g, int64_t Cg, const float *x, int64_t p
                       float *dst, int64_t ld);
 void kconv_im2col_f64(const kconv_geom *g, int64_t Cg, const double *x, int64_t p0, int64_t p1,
                       double *dst, int64_t ld);
+/* Rows [k0, k0 + kc) x columns [j0, j0 + nc) of the im2col matrix of x (one image's channel
+ * block) whose column 0 is output position col0, written straight into the AVX-512 product's
+ * panel layout (see kgemm_pack_b_fn). AVX-512 only. */
+void kconv_im2col_panels_f32(const kconv_geom *g, const float *x, int64_t col0, int64_t k0,
+                             int64_t kc, int64_t j0, int64_t nc, float *dst);
 /* Adds columns of col [Mg * k_size, in_size] into the output planes [m0, m1) of y (transposed
  * convolution: g->in is the small input, g->out the large output). */
 void kconv_col2im_f32(const kconv_geom *g, const float *col, int64_t m0, int64_t m1, float *y);
@@ -52,9 +57,21 @@ enum { KACT_NONE, KACT_RELU, KACT_TANH, KACT_SIGMOID, KACT_LEAKY, KACT_CLIP, KAC
 void kconv_apply_act(const kconv_act *act, float *y, int64_t n);
 
 /* Float convolution of the whole batch (x, w, bias, y all float32; z: optional residual added
- * before the activation, same shape as y). */
+ * before the activation, same shape as y). w_packed: the weights as kconv_pack_weight left
+ * them (a constant weight packed once), or NULL. */
 kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
-                          const float *bias, const float *z, const kconv_act *act, float *y);
+                          const float *bias, const float *z, const kconv_act *act,
+                          const float *w_packed, float *y);
+/* Direct (im2col-free) 2-D convolution on AVX-512 with weights packed by kconv_pack_weight;
+ * kconv_direct_ok says when it applies and pays. */
+int kconv_direct_ok(const kconv_geom *g);
+kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
+                             const float *bias, const float *z, const kconv_act *act, float *y);
+/* Whether the convolution goes through the matrix product (not the depthwise kernel), and the
+ * packed form of its weights: kconv_packed_weight_size floats (0: no packing on this CPU). */
+int kconv_uses_gemm(const kconv_geom *g);
+int64_t kconv_packed_weight_size(const kconv_geom *g);
+void kconv_pack_weight(const kconv_geom *g, const float *w, float *dst);
 kiln_status kconv_run_f64(kiln_ctx *ctx, const kconv_geom *g, const double *x, const double *w,
                           const double *bias, double *y);
 

@@ -11,9 +11,9 @@
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 
-#define MR 12
-#define NR 32
-#define KC 256
+#define MR KGEMM_MR
+#define NR KGEMM_NR
+#define KC KGEMM_KC
 #define MC 192
 #define NC 3072
 
@@ -159,9 +159,12 @@ DEFINE_KERNEL(kernel_12x32, 12, ROWS12)
 DEFINE_KERNEL(kernel_8x32, 8, ROWS8)
 DEFINE_KERNEL(kernel_4x32, 4, ROWS4)
 
-int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                       float *C, int64_t ldc, const float *row_bias) {
+/* ap_all: A packed whole by kgemm_avx512_pack_a (Mpad rows), of which rows [i0, i0 + M) are
+ * wanted; NULL: pack A (ta, lda) block by block here. */
+static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int tb, int64_t M,
+                     int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, kgemm_pack_b_fn pack_fn, void *pack_arg,
+                     float beta, float *C, int64_t ldc, const float *row_bias) {
     if (!ensure_buffers()) return 0;
     for (int64_t jc = 0; jc < N; jc += NC) {
         int64_t nc = N - jc < NC ? N - jc : NC;
@@ -169,15 +172,22 @@ int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float al
             int64_t kc = K - pc < KC ? K - pc : KC;
             float bet = pc == 0 ? beta : 1.0f;
             const float *bias = pc + kc >= K ? row_bias : NULL; /* added once, at the last block */
-            pack_b_block(tb, B, ldb, pc, kc, jc, nc, pack_b);
+            if (pack_fn) pack_fn(pack_arg, pc, kc, jc, nc, pack_b);
+            else pack_b_block(tb, B, ldb, pc, kc, jc, nc, pack_b);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = M - ic < MC ? M - ic : MC;
-                pack_a_block(ta, A, lda, ic, mc, pc, kc, pack_a);
+                const float *apk;
+                if (ap_all) {
+                    apk = ap_all + pc * Mpad + (i0 + ic) * kc;
+                } else {
+                    pack_a_block(ta, A, lda, ic, mc, pc, kc, pack_a);
+                    apk = pack_a;
+                }
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     int nr = (int)(nc - jr < NR ? nc - jr : NR);
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int mr = (int)(mc - ir < MR ? mc - ir : MR);
-                        const float *ap = pack_a + ir * kc, *bp = pack_b + jr * kc;
+                        const float *ap = apk + ir * kc, *bp = pack_b + jr * kc;
                         float *c = C + (ic + ir) * ldc + jc + jr;
                         const float *rb = bias ? bias + ic + ir : NULL;
                         if (mr > 8) kernel_12x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
@@ -191,8 +201,53 @@ int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float al
     return 1;
 }
 
+int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc, const float *row_bias) {
+    return gemm_core(NULL, 0, 0, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, NULL, beta, C, ldc,
+                     row_bias);
+}
+
+int64_t kgemm_avx512_packed_size(int64_t M, int64_t K) { return (M + MR - 1) / MR * MR * K; }
+
+void kgemm_avx512_pack_a(int ta, int64_t M, int64_t K, const float *A, int64_t lda, float *dst) {
+    int64_t Mpad = (M + MR - 1) / MR * MR;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        int64_t kc = K - pc < KC ? K - pc : KC;
+        pack_a_block(ta, A, lda, 0, M, pc, kc, dst + pc * Mpad);
+    }
+}
+
+int kgemm_sgemm_avx512_packed(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,
+                              int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
+                              float beta, float *C, int64_t ldc, const float *row_bias) {
+    int64_t Mpad = (Mfull + MR - 1) / MR * MR;
+    return gemm_core(Ap, Mpad, i0, 0, tb, M, N, K, alpha, NULL, 0, B, ldb, NULL, NULL, beta, C, ldc,
+                     row_bias);
+}
+
+int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int64_t M, int64_t N,
+                                 int64_t K, float alpha, kgemm_pack_b_fn pack_fn, void *pack_arg,
+                                 float beta, float *C, int64_t ldc, const float *row_bias) {
+    int64_t Mpad = (Mfull + MR - 1) / MR * MR;
+    return gemm_core(Ap, Mpad, i0, 0, 0, M, N, K, alpha, NULL, 0, NULL, 0, pack_fn, pack_arg, beta,
+                     C, ldc, row_bias);
+}
+
 #else
 int kgemm_avx512_available(void) { return 0; }
+int64_t kgemm_avx512_packed_size(int64_t M, int64_t K) { return M * K; }
+void kgemm_avx512_pack_a(int ta, int64_t M, int64_t K, const float *A, int64_t lda, float *dst) {}
+int kgemm_sgemm_avx512_packed(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,
+                              int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
+                              float beta, float *C, int64_t ldc, const float *row_bias) {
+    return 0;
+}
+int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int64_t M, int64_t N,
+                                 int64_t K, float alpha, kgemm_pack_b_fn pack_fn, void *pack_arg,
+                                 float beta, float *C, int64_t ldc, const float *row_bias) {
+    return 0;
+}
 int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const float *row_bias) {

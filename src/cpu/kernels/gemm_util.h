@@ -45,6 +45,28 @@ int kgemm_avx512_available(void);
 int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const float *row_bias);
+/* A packed once for many products (a constant weight): kgemm_avx512_packed_size floats, filled
+ * by kgemm_avx512_pack_a; the product then takes rows [i0, i0 + M) of the Mfull packed rows
+ * (i0 a multiple of 12). Only where kgemm_avx512_available(). */
+#define KGEMM_MR 12  /* rows of a packed A panel */
+#define KGEMM_KC 256 /* depth of a packed A block: block b holds k in [b*KC, b*KC + KC) for all
+                      * rows, at b * KC * Mpad (Mpad = M rounded up to MR); row panel i0 of it
+                      * (i0 a multiple of MR) at + i0 * kc, tap k of the panel at + k * MR */
+int64_t kgemm_avx512_packed_size(int64_t M, int64_t K);
+void kgemm_avx512_pack_a(int ta, int64_t M, int64_t K, const float *A, int64_t lda, float *dst);
+int kgemm_sgemm_avx512_packed(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,
+                              int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
+                              float beta, float *C, int64_t ldc, const float *row_bias);
+/* The same with B produced by a callback instead of read from memory (convolution packs its
+ * im2col columns straight into the product's panel layout): pack_fn fills dst with rows
+ * [p0, p0 + kc) x columns [j0, j0 + nc) of B as KGEMM_NR-column panels (panel q at
+ * dst + q * KGEMM_NR * kc, row k of it at + k * KGEMM_NR, zero columns past nc). */
+#define KGEMM_NR 32
+typedef void (*kgemm_pack_b_fn)(void *arg, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+                                float *dst);
+int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int64_t M, int64_t N,
+                                 int64_t K, float alpha, kgemm_pack_b_fn pack_fn, void *pack_arg,
+                                 float beta, float *C, int64_t ldc, const float *row_bias);
 /* kgemm_f32_serial plus row_bias[i] added to every element of row i (NULL: none); K > 0. */
 void kgemm_f32_serial_bias(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

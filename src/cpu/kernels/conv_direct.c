@@ -1,0 +1,247 @@
+/* Direct 2-D convolution for CPUs with AVX-512F ("implicit GEMM"): no im2col matrix. Each input
+ * channel is copied once with its zero padding and split by horizontal stride phase, so that for
+ * any output row and any kernel tap (c, ky, kx) the 32 input values under 32 consecutive output
+ * pixels are one contiguous run. A register tile of 12 output channels x 32 pixels then sums
+ * over all K = C/group * KH * KW taps, reading the input runs through a table of tap offsets and
+ * the weights from the 12-channel panels the AVX-512 product packs (kgemm_avx512_pack_a). Work items are (image, group, channel panel,
+ * output rows). */
+#include "conv_util.h"
+#include "gemm_util.h"
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+
+#define DMR KGEMM_MR
+#define DNR 32
+
+int kconv_direct_ok(const kconv_geom *g) {
+    if (!kgemm_avx512_available() || g->nd < 1 || g->nd > 2) return 0;
+    int L = g->nd - 1;
+    int pointwise = 1;
+    for (int d = 0; d < g->nd; d++)
+        if (g->k[d] != 1 || g->stride[d] != 1 || g->pad_b[d] || g->pad_e[d]) pointwise = 0;
+    if (pointwise) return 0;          /* the plain product reads 1x1 inputs directly already */
+    if (g->out[L] < 20) return 0;     /* narrow rows would leave most of the 32 lanes idle */
+    if (g->stride[L] > 4) return 0;
+    return g->M / g->group >= 4;
+}
+
+/* Geometry of the padded, phase-split channel copies (2-D view; 1-D has H = 1). */
+typedef struct dgeo {
+    int64_t IH, IW, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl;
+    int64_t Hp, Lq, rowlen, cs; /* padded rows, phase row length, sw * Lq, channel stride */
+} dgeo;
+
+static void dgeo_make(const kconv_geom *g, dgeo *d) {
+    int two = g->nd == 2, L = g->nd - 1;
+    d->IH = two ? g->in[0] : 1;
+    d->IW = g->in[L];
+    d->OH = two ? g->out[0] : 1;
+    d->OW = g->out[L];
+    d->KH = two ? g->k[0] : 1;
+    d->KW = g->k[L];
+    d->sh = two ? g->stride[0] : 1;
+    d->sw = g->stride[L];
+    d->dh = two ? g->dil[0] : 1;
+    d->dw = g->dil[L];
+    d->pt = two ? g->pad_b[0] : 0;
+    d->pl = g->pad_b[L];
+    d->Hp = (d->OH - 1) * d->sh + (d->KH - 1) * d->dh + 1;
+    /* every tap reads [shift, shift + OW rounded up to 32) of its phase row */
+    d->Lq = (d->OW + DNR - 1) / DNR * DNR + ((d->KW - 1) * d->dw) / d->sw + 1;
+    d->rowlen = d->sw * d->Lq;
+    d->cs = d->Hp * d->rowlen;
+}
+
+typedef struct djob {
+    const kconv_geom *g;
+    dgeo d;
+    const float *x, *wpk, *bias, *z;
+    const kconv_act *act;
+    float *y, *pad;
+    const int64_t *offs;
+    int64_t n, Cg, Mg, K, panels, rows_per_item, row_items, wpk_group;
+} djob;
+
+static void fill_run(void *arg, int64_t c0, int64_t c1) {
+    const djob *j = arg;
+    const dgeo *d = &j->d;
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xp = j->x + (j->n * j->g->C + c) * j->g->in_size;
+        float *cp = j->pad + c * d->cs;
+        for (int64_t r = 0; r < d->Hp; r++) {
+            int64_t iy = r - d->pt;
+            float *row = cp + r * d->rowlen;
+            if (iy < 0 || iy >= d->IH) {
+                memset(row, 0, sizeof(float) * (size_t)d->rowlen);
+                continue;
+            }
+            const float *xr = xp + iy * d->IW;
+            for (int64_t q = 0; q < d->sw; q++) {
+                float *o = row + q * d->Lq;
+                if (d->sw == 1) {
+                    int64_t head = d->pl < d->Lq ? d->pl : d->Lq;
+                    int64_t body = d->IW < d->Lq - head ? d->IW : d->Lq - head;
+                    memset(o, 0, sizeof(float) * (size_t)head);
+                    memcpy(o + head, xr, sizeof(float) * (size_t)body);
+                    memset(o + head + body, 0, sizeof(float) * (size_t)(d->Lq - head - body));
+                } else {
+                    for (int64_t u = 0; u < d->Lq; u++) {
+                        int64_t ix = u * d->sw + q - d->pl;
+                        o[u] = ix >= 0 && ix < d->IW ? xr[ix] : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define DACC_DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
+#define DACC_STEP(i)                                                                               \
+    a = _mm512_set1_ps(ap[i]);                                                                     \
+    c##i##a = _mm512_fmadd_ps(a, b0, c##i##a);                                                     \
+    c##i##b = _mm512_fmadd_ps(a, b1, c##i##b);
+#define DACC_SAVE(i) acc[i][0] = c##i##a; acc[i][1] = c##i##b;
+#define DROWS4(X) X(0) X(1) X(2) X(3)
+#define DROWS8(X) DROWS4(X) X(4) X(5) X(6) X(7)
+#define DROWS12(X) DROWS8(X) X(8) X(9) X(10) X(11)
+
+__attribute__((target("avx512f"))) static inline void dstore(__m512 (*acc)[2], float *y,
+                                                             int64_t ys, const float *bias, int mr,
+                                                             int nr) {
+    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
+    __mmask16 m1 = (__mmask16)(nr <= 16 ? 0 : nr >= 32 ? 0xffff : (1u << (nr - 16)) - 1);
+    for (int r = 0; r < mr; r++) {
+        __m512 x = acc[r][0], v = acc[r][1];
+        if (bias) {
+            __m512 b = _mm512_set1_ps(bias[r]);
+            x = _mm512_add_ps(x, b);
+            v = _mm512_add_ps(v, b);
+        }
+        _mm512_mask_storeu_ps(y + r * ys, m0, x);
+        _mm512_mask_storeu_ps(y + r * ys + 16, m1, v);
+    }
+}
+
+/* y[r * ys + 0..nr) = bias[r] + sum_k w[m0 + r, k] * xb[offs[k] + 0..32), r < mr, with the
+ * weights in the product's packed blocks (wpk, Mpad rows) */
+#define DEFINE_DKERNEL(NAME, ROWS, FOR_ROWS)                                                       \
+    __attribute__((target("avx512f"))) static void NAME(                                           \
+        const float *wpk, int64_t Mpad, int64_t m0, const float *xb, const int64_t *offs,          \
+        int64_t K, float *y, int64_t ys, const float *bias, int mr, int nr) {                      \
+        FOR_ROWS(DACC_DECL)                                                                        \
+        for (int64_t pc = 0; pc < K; pc += KGEMM_KC) {                                             \
+            int64_t kc = K - pc < KGEMM_KC ? K - pc : KGEMM_KC;                                    \
+            const float *ap = wpk + pc * Mpad + m0 * kc;                                           \
+            const int64_t *ob = offs + pc;                                                         \
+            for (int64_t k = 0; k < kc; k++) {                                                     \
+                const float *p = xb + ob[k];                                                       \
+                __m512 b0 = _mm512_loadu_ps(p), b1 = _mm512_loadu_ps(p + 16), a;                   \
+                FOR_ROWS(DACC_STEP)                                                                \
+                ap += DMR;                                                                         \
+            }                                                                                      \
+        }                                                                                          \
+        __m512 acc[ROWS][2];                                                                       \
+        FOR_ROWS(DACC_SAVE)                                                                        \
+        dstore(acc, y, ys, bias, mr, nr);                                                          \
+    }
+DEFINE_DKERNEL(dkernel_12, 12, DROWS12)
+DEFINE_DKERNEL(dkernel_8, 8, DROWS8)
+DEFINE_DKERNEL(dkernel_4, 4, DROWS4)
+
+static void compute_run(void *arg, int64_t i0, int64_t i1) {
+    const djob *j = arg;
+    const dgeo *d = &j->d;
+    const kconv_geom *g = j->g;
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t rb = it % j->row_items, rest = it / j->row_items;
+        int64_t p = rest % j->panels, grp = rest / j->panels;
+        int64_t m0 = p * DMR, mr = j->Mg - m0 < DMR ? j->Mg - m0 : DMR;
+        const float *wg = j->wpk + grp * j->wpk_group;
+        int64_t Mpad = j->panels * DMR;
+        const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
+        const float *gx = j->pad + grp * j->Cg * d->cs;
+        float *yb = j->y + (j->n * g->M + grp * j->Mg + m0) * g->out_size;
+        int64_t oy0 = rb * j->rows_per_item, oy1 = oy0 + j->rows_per_item;
+        if (oy1 > d->OH) oy1 = d->OH;
+        for (int64_t oy = oy0; oy < oy1; oy++) {
+            const float *xrow = gx + oy * d->sh * d->rowlen;
+            for (int64_t ox = 0; ox < d->OW; ox += DNR) {
+                int nr = (int)(d->OW - ox < DNR ? d->OW - ox : DNR);
+                float *yt = yb + oy * d->OW + ox;
+                const float *xb = xrow + ox;
+                if (mr > 8)
+                    dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr);
+                else if (mr > 4)
+                    dkernel_8(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr);
+                else
+                    dkernel_4(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr);
+            }
+            if (j->z || (j->act && j->act->kind != KACT_NONE))
+                for (int64_t r = 0; r < mr; r++) {
+                    float *yr = yb + r * g->out_size + oy * d->OW;
+                    if (j->z) kvec_add_f32(yr, j->z + (yb - j->y) + r * g->out_size + oy * d->OW, d->OW);
+                    if (j->act) kconv_apply_act(j->act, yr, d->OW);
+                }
+        }
+    }
+}
+
+kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
+                             const float *bias, const float *z, const kconv_act *act, float *y) {
+    djob j;
+    memset(&j, 0, sizeof j);
+    j.g = g;
+    dgeo_make(g, &j.d);
+    j.x = x;
+    j.wpk = wpk;
+    j.bias = bias;
+    j.z = z;
+    j.act = act;
+    j.y = y;
+    j.Cg = g->C / g->group;
+    j.Mg = g->M / g->group;
+    j.K = j.Cg * g->k_size;
+    j.panels = (j.Mg + DMR - 1) / DMR;
+    j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
+    const dgeo *d = &j.d;
+    float *pad = malloc(sizeof(float) * (size_t)(g->C * d->cs + DNR));
+    int64_t *offs = malloc(sizeof(int64_t) * (size_t)(j.K > 0 ? j.K : 1));
+    if (!pad || !offs) {
+        free(pad);
+        free(offs);
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
+    }
+    for (int64_t k = 0; k < j.K; k++) {
+        int64_t c = k / (d->KH * d->KW), t = k % (d->KH * d->KW), ky = t / d->KW, kx = t % d->KW;
+        int64_t dx = kx * d->dw;
+        offs[k] = c * d->cs + ky * d->dh * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
+    }
+    j.pad = pad;
+    j.offs = offs;
+    /* output rows per item: enough items for every thread, each still a few rows of work */
+    int nt = kiln_num_threads(ctx);
+    int64_t base_items = g->group * j.panels;
+    int64_t want = nt > 1 ? (4 * nt + base_items - 1) / base_items : 1;
+    if (want > d->OH) want = d->OH;
+    j.rows_per_item = (d->OH + want - 1) / want;
+    j.row_items = (d->OH + j.rows_per_item - 1) / j.rows_per_item;
+    for (int64_t n = 0; n < g->N; n++) {
+        j.n = n;
+        kiln_parallel_for(ctx, g->C, 1, fill_run, &j);
+        kiln_parallel_for(ctx, base_items * j.row_items, 1, compute_run, &j);
+    }
+    free(pad);
+    free(offs);
+    return KILN_OK;
+}
+
+#else
+int kconv_direct_ok(const kconv_geom *g) { return 0; }
+kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
+                             const float *bias, const float *z, const kconv_act *act, float *y) {
+    return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "direct convolution needs AVX-512");
+}
+#endif
