@@ -307,6 +307,8 @@ def test_dropout_inference(opset):
             m = node_model("Dropout", inputs, ["y", "mask"], opset=opset,
                            initializers={"r": r, "t": t})
             check(m, {"x": x})
+            m = node_model("Dropout", inputs, ["y", "mask"], opset=opset)  # fed at run time
+            check(m, feeds_of(inputs))
 
 
 def test_dropout_training_random():

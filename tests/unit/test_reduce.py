@@ -264,7 +264,10 @@ def test_cumsum_errors():
                        initializers={"axis": a})
         with pytest.raises(kiln.KilnError):
             run_kiln(m, {"x": x})
-    # axis fed at run time as a 1-element 1-D tensor
+    # axis fed at run time: 0-d (checked against onnxruntime) and a 1-element 1-D tensor
+    a = np.array(-1, I32)
+    m = node_model("CumSum", [("x", x), ("axis", a)], ["y"], {"reverse": 1}, opset=14)
+    check(m, {"x": x, "axis": a})
     a = np.array([1], I64)
     m = node_model("CumSum", [("x", x), ("axis", a)], ["y"], opset=14)
     assert_same(run_kiln(m, {"x": x, "axis": a})[0], np.cumsum(x, axis=1))
