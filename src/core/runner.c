@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ARENA_ALIGN 64
 
@@ -84,7 +85,35 @@ static int nondeterministic(const kiln_node *n) {
     return 0;
 }
 
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void profile_add(kiln_session *s, const kiln_node *n, double seconds) {
+    int i;
+    for (i = 0; i < s->n_prof; i++)
+        if (!strcmp(s->prof[i].op, n->op_type) && !strcmp(s->prof[i].domain, n->domain)) break;
+    if (i == s->n_prof) {
+        if (s->n_prof == (int)(sizeof s->prof / sizeof s->prof[0])) return;
+        s->prof[s->n_prof++] = (struct kiln_op_profile){n->op_type, n->domain, 0, 0};
+    }
+    s->prof[i].seconds += seconds;
+    s->prof[i].calls++;
+}
+
+static kiln_status run_node_timed(struct kiln_runner *r, int ni, kiln_err *e);
+
 static kiln_status run_node(struct kiln_runner *r, int ni, kiln_err *e) {
+    if (!r->s->profile) return run_node_timed(r, ni, e);
+    double t0 = now_seconds();
+    kiln_status st = run_node_timed(r, ni, e);
+    profile_add(r->s, &r->g->nodes[ni], now_seconds() - t0);
+    return st;
+}
+
+static kiln_status run_node_timed(struct kiln_runner *r, int ni, kiln_err *e) {
     kiln_graph *g = r->g;
     kiln_node *n = &g->nodes[ni];
     kiln_value *ins[64], *outs[64];

@@ -102,6 +102,8 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     if (opt) s->opt = *opt;
     else kiln_options_init(&s->opt);
     pthread_mutex_init(&s->run_mu, NULL);
+    const char *prof = getenv("KILN_PROFILE");
+    s->profile = prof && prof[0] == '1';
     if (s->opt.providers & ~(unsigned)KILN_PROVIDER_CPU) {
 #ifndef KILN_WITH_CUDA
         if (s->opt.providers & KILN_PROVIDER_CUDA) {
@@ -194,8 +196,28 @@ kiln_status kiln_session_open_bytes(const void *bytes, size_t size, const kiln_o
     return kiln_session_open_model(m, opt, 0, out);
 }
 
+static int by_time(const void *a, const void *b) {
+    double x = ((const struct kiln_op_profile *)a)->seconds, y = ((const struct kiln_op_profile *)b)->seconds;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void print_profile(kiln_session *s) {
+    double total = 0;
+    for (int i = 0; i < s->n_prof; i++) total += s->prof[i].seconds;
+    if (total <= 0) return;
+    qsort(s->prof, (size_t)s->n_prof, sizeof s->prof[0], by_time);
+    fprintf(stderr, "kiln profile (time in kernels by op, all runs):\n  %-34s %8s %10s %6s\n", "op", "calls", "total ms", "%");
+    for (int i = 0; i < s->n_prof; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "%s%s%s", s->prof[i].domain, s->prof[i].domain[0] ? ":" : "", s->prof[i].op);
+        fprintf(stderr, "  %-34s %8ld %10.3f %6.1f\n", name, s->prof[i].calls, s->prof[i].seconds * 1e3,
+                100.0 * s->prof[i].seconds / total);
+    }
+}
+
 void kiln_session_close(kiln_session *s) {
     if (!s) return;
+    if (s->profile) print_profile(s);
     for (kiln_plan *p = s->plans, *nx; p; p = nx) {
         nx = p->next;
         kiln_plan_free(p);

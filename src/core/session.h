@@ -39,8 +39,10 @@ struct kiln_session {
     /* public io info, filled at open */
     kiln_io_info *inputs, *outputs;
     size_t n_inputs, n_outputs;
-    const char ***dim_names;    /* per input then output */
-    int64_t **io_dims;
+    /* KILN_PROFILE=1: time per op type, printed to stderr when the session closes */
+    int profile;
+    int n_prof;
+    struct kiln_op_profile { const char *op; const char *domain; double seconds; long calls; } prof[256];
 };
 
 /* Opens a session; with allow_missing the session is made even when ops lack kernels (kiln info

@@ -228,10 +228,12 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     if (want > d->OH) want = d->OH;
     j.rows_per_item = (d->OH + want - 1) / want;
     j.row_items = (d->OH + j.rows_per_item - 1) / j.rows_per_item;
+    double macs = (double)j.Mg * g->group * j.K * g->out_size;
+    int64_t items = base_items * j.row_items;
     for (int64_t n = 0; n < g->N; n++) {
         j.n = n;
-        kiln_parallel_for(ctx, g->C, 1, fill_run, &j);
-        kiln_parallel_for(ctx, base_items * j.row_items, 1, compute_run, &j);
+        kiln_parallel_for(ctx, g->C, kpar_grain(g->C, (double)g->C * d->cs * 0.3), fill_run, &j);
+        kiln_parallel_for(ctx, items, kpar_grain(items, macs / 100.0), compute_run, &j);
     }
     free(pad);
     free(offs);

@@ -154,8 +154,8 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     if (!kconv_uses_gemm(g)) {
         dw_job j = {g, x, w, bias, z, act, y, 0};
         int64_t planes = g->N * g->M;
-        int64_t work = g->out_size * g->k_size;
-        kiln_parallel_for(ctx, planes, work >= 4096 ? 1 : 4096 / (work > 0 ? work : 1), dw_run, &j);
+        double work = (double)planes * g->out_size * g->k_size;
+        kiln_parallel_for(ctx, planes, kpar_grain(planes, work / 20.0), dw_run, &j);
         return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory in depthwise conv")
                         : KILN_OK;
     }
@@ -217,14 +217,17 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     /* still too few items (small maps): also split the output channels, in whole 12-row panels */
     j.nmb = 1;
     j.mblock = j.Mg;
-    if (nt > 1 && images * ntiles < nt && j.Mg >= 24) {
+    double total = (double)g->N * g->M * j.Kc * g->out_size / 100.0;
+    if (nt > 1 && images * ntiles < nt && j.Mg >= 24 && total >= KPAR_SERIAL_NS) {
         int64_t want = (nt + images * ntiles - 1) / (images * ntiles);
         int64_t mb = (j.Mg + want - 1) / want;
         mb = (mb + 11) / 12 * 12;
         j.mblock = mb;
         j.nmb = (j.Mg + mb - 1) / mb;
     }
-    kiln_parallel_for(ctx, images * ntiles * j.nmb, 1, tile_run, &j);
+    int64_t items = images * ntiles * j.nmb;
+    double macs = (double)g->N * g->M * j.Kc * g->out_size;
+    kiln_parallel_for(ctx, items, kpar_grain(items, macs / 100.0), tile_run, &j);
     free(packed);
     return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for im2col") : KILN_OK;
 }

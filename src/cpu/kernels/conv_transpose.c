@@ -183,8 +183,8 @@ static kiln_status convt_run(kiln_ctx *ctx, const kconv_geom *g, int dbl, const 
                 kgemm_f32(ctx, 1, 0, KK, g->in_size, Cg, 1.0f, (const float *)wg, KK,
                           (const float *)xg, g->in_size, 0.0f, col, g->in_size);
             scatter_job j = {g, col, bias ? (const char *)bias + es * (size_t)(grp * Mg) : NULL, yg, dbl};
-            int64_t per = g->k_size * g->in_size + g->out_size;
-            kiln_parallel_for(ctx, Mg, per >= 8192 ? 1 : 8192 / per, scatter_run, &j);
+            double per = (double)g->k_size * g->in_size + g->out_size;
+            kiln_parallel_for(ctx, Mg, kpar_grain(Mg, Mg * per), scatter_run, &j);
         }
     free(col);
     return KILN_OK;

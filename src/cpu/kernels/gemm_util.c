@@ -52,6 +52,13 @@ void kvec_add_f32(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
+int64_t kpar_grain(int64_t n, double est_ns) {
+    if (n <= 1 || est_ns < KPAR_SERIAL_NS) return n > 1 ? n : 1;
+    double per = est_ns / (double)n, want = KPAR_SERIAL_NS / 4.0;
+    int64_t g = per >= want ? 1 : (int64_t)(want / per) + 1;
+    return g < n ? g : n;
+}
+
 void kgemm_blas_serial(void) {
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
@@ -148,8 +155,9 @@ static void split_run(void *arg, int64_t b0, int64_t b1) {
                          (const float *)B, j->ldb, (float)j->beta, (float *)C, j->ldc);
 }
 
-/* Below this many multiply-adds a product is not worth waking other threads for. */
-#define PAR_MIN_FLOPS (48 * 48 * 48)
+/* Below this many multiply-adds (about 40 us on one core) a product is not worth waking the
+ * pool for. */
+#define PAR_MIN_FLOPS (KPAR_SERIAL_NS * 100.0)
 
 static void gemm_split(kiln_ctx *ctx, int dtype, int ta, int tb, int64_t M, int64_t N, int64_t K,
                        double alpha, const void *A, int64_t lda, const void *B, int64_t ldb,
@@ -213,8 +221,8 @@ void kgemm_batched(kiln_ctx *ctx, const kgemm_batch *b) {
     /* Whole products per thread balance well when the count divides evenly or is large. */
     if (nt > 1 && b->count > 1 &&
         (b->count % nt == 0 || b->count >= 4 * nt || flops < PAR_MIN_FLOPS)) {
-        int64_t grain = flops * b->count < PAR_MIN_FLOPS ? b->count : 1;
-        kiln_parallel_for(ctx, b->count, grain, batch_run, (void *)b);
+        kiln_parallel_for(ctx, b->count, kpar_grain(b->count, flops * b->count / 100.0), batch_run,
+                          (void *)b);
         return;
     }
     for (int64_t i = 0; i < b->count; i++) {
@@ -284,9 +292,7 @@ static void int_run(void *arg, int64_t i0, int64_t i1) {
 void kgemm_int(kiln_ctx *ctx, int dtype, int ta, int tb, int64_t M, int64_t N, int64_t K,
                const void *A, int64_t lda, const void *B, int64_t ldb, void *C, int64_t ldc) {
     int_job j = {dtype, ta, tb, M, N, K, lda, ldb, ldc, A, B, C};
-    int64_t per_row = N * (K > 0 ? K : 1);
-    int64_t grain = per_row >= 16384 ? 1 : 16384 / per_row;
-    kiln_parallel_for(ctx, M, grain, int_run, &j);
+    kiln_parallel_for(ctx, M, kpar_grain(M, (double)M * N * (K > 0 ? K : 1) * 0.5), int_run, &j);
 }
 
 /* ---- conversions ---- */
@@ -318,13 +324,13 @@ static void cvt_run(void *arg, int64_t s, int64_t e) {
 
 void kcvt_to_f32(kiln_ctx *ctx, int dtype, const void *src, float *dst, int64_t n) {
     cvt_job j = {dtype, 1, src, dst};
-    if (ctx) kiln_parallel_for(ctx, n, 1 << 16, cvt_run, &j);
+    if (ctx) kiln_parallel_for(ctx, n, kpar_grain(n, n * 0.5), cvt_run, &j);
     else cvt_run(&j, 0, n);
 }
 
 void kcvt_from_f32(kiln_ctx *ctx, int dtype, const float *src, void *dst, int64_t n) {
     cvt_job j = {dtype, 0, src, dst};
-    if (ctx) kiln_parallel_for(ctx, n, 1 << 16, cvt_run, &j);
+    if (ctx) kiln_parallel_for(ctx, n, kpar_grain(n, n * 0.5), cvt_run, &j);
     else cvt_run(&j, 0, n);
 }
 

@@ -85,6 +85,12 @@ static inline int kcvt_is_half(int dt) {
     return dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16;
 }
 
+/* Grain for kiln_parallel_for over n items whose serial run would take about est_ns: n (run on
+ * the calling thread) below KPAR_SERIAL_NS, where waking the pool costs more than it saves,
+ * else items enough for a few tens of microseconds per chunk. */
+#define KPAR_SERIAL_NS 40000.0
+int64_t kpar_grain(int64_t n, double est_ns);
+
 /* y[i] += b and y[i] += x[i], vectorised (the build's -O2 leaves such loops scalar). */
 void kvec_add_scalar_f32(float *y, float b, int64_t n);
 void kvec_add_f32(float *y, const float *x, int64_t n);

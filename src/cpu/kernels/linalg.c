@@ -72,8 +72,8 @@ static kiln_status det_compute(kiln_ctx *ctx) {
     if (!Y) return KILN_OK;
     det_job j = {X, Y->data, X->dims[X->rank - 1], 0};
     int64_t batch = kiln_numel(Y);
-    int64_t cost = j.n * j.n * j.n;
-    kiln_parallel_for(ctx, batch, cost >= 4096 ? 1 : 4096 / (cost > 0 ? cost : 1), det_run, &j);
+    double cost = (double)j.n * j.n * j.n + j.n * j.n;
+    kiln_parallel_for(ctx, batch, kpar_grain(batch, batch * cost), det_run, &j);
     return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory in Det") : KILN_OK;
 }
 

@@ -269,8 +269,8 @@ static kiln_status pool_compute_kind(kiln_ctx *ctx, int kind) {
         j.y = yf;
         j.dt = KILN_DTYPE_FLOAT;
     }
-    int64_t per = g->out_size * g->k_size;
-    kiln_parallel_for(ctx, planes, per >= 16384 ? 1 : 16384 / (per > 0 ? per : 1), pool_run, &j);
+    double work = (double)planes * g->out_size * g->k_size;
+    kiln_parallel_for(ctx, planes, kpar_grain(planes, work), pool_run, &j);
     if (xf) kcvt_from_f32(ctx, dt, yf, ybuf, planes * g->out_size);
     free(xf);
     free(ranges);
