@@ -303,7 +303,8 @@ static void gather_nd_rows(void *arg, int64_t begin, int64_t end) {
         int64_t batch = r / g->tuples, off = batch * g->batch_len;
         const int64_t *t = j->ind + r * g->k;
         for (int i = 0; i < g->k; i++) off += (t[i] < 0 ? t[i] + j->dims[i] : t[i]) * j->str[i];
-        memcpy(j->dst + (size_t)r * run, j->src + (size_t)off * j->elem, run);
+        if (g->slice == 1) kiln_tk_move_elem(j->dst + (size_t)r * run, j->src + (size_t)off * j->elem, run);
+        else memcpy(j->dst + (size_t)r * run, j->src + (size_t)off * j->elem, run);
     }
 }
 
