@@ -127,12 +127,35 @@ static void dw_make_plan(const kconv_geom *g, dw_plan *p) {
     p->slack = p->Wq + 16;
 }
 
+/* Short copies: most rows here are 7 to 56 floats, where a library call (or the string-move
+ * instruction compilers turn plain copy loops into) costs more than the copy itself. */
 #ifdef DW_HAVE_AVX2
-/* x[j] -> phase (j + pl) & 1 at column (j + pl) >> 1; columns past Wq are not needed. */
+__attribute__((target("avx2"))) static void copy_floats_avx2(float *d, const float *s, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(s + i));
+    if (i < n) {
+        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)),
+                                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        _mm256_maskstore_ps(d + i, m, _mm256_maskload_ps(s + i, m));
+    }
+}
+#endif
+
+static inline void copy_floats(float *d, const float *s, int64_t n, int avx2) {
+#ifdef DW_HAVE_AVX2
+    if (avx2 && n <= 256) {
+        copy_floats_avx2(d, s, n);
+        return;
+    }
+#endif
+    memcpy(d, s, sizeof(float) * (size_t)n);
+}
+
+#ifdef DW_HAVE_AVX2
+/* Writes x[j] to phase (j + pl) & 1 at column (j + pl) >> 1, for the columns below Wq; the other
+ * columns keep the zeros the buffer started with. */
 __attribute__((target("avx2"))) static void split2_avx2(const float *x, int64_t IW, int64_t pl,
                                                         int64_t Wq, float *d0, float *d1) {
-    memset(d0, 0, sizeof(float) * (size_t)Wq);
-    memset(d1, 0, sizeof(float) * (size_t)Wq);
     int64_t j = 0;
     if (pl & 1) { /* x[0] lands in phase 1: start the pairs at x[1] */
         if ((pl >> 1) < Wq) d1[pl >> 1] = x[0];
@@ -157,56 +180,40 @@ __attribute__((target("avx2"))) static void split2_avx2(const float *x, int64_t 
 }
 #endif
 
-static void dw_fill(const dw_plan *p, const float *x, float *P) {
-#ifdef DW_HAVE_AVX2
-    if (p->sw == 2 && __builtin_cpu_supports("avx2")) {
-        for (int64_t qy = 0; qy < p->sh; qy++)
-            for (int64_t r = 0; r < p->Hq; r++) {
-                float *d0 = P + (qy * 2) * p->sub + r * p->Wq, *d1 = d0 + p->sub;
-                int64_t iy = r * p->sh + qy - p->pt;
-                if (iy < 0 || iy >= p->IH) {
-                    memset(d0, 0, sizeof(float) * (size_t)p->Wq);
-                    memset(d1, 0, sizeof(float) * (size_t)p->Wq);
-                } else {
-                    split2_avx2(x + iy * p->IW, p->IW, p->pl, p->Wq, d0, d1);
-                }
-            }
-        memset(P + p->total, 0, sizeof(float) * (size_t)p->slack);
-        return;
-    }
-#endif
+/* Copies one input plane into the padded, phase-split layout. Only input values are written:
+ * the padding positions are the same for every plane and stay zero from the buffer's first
+ * clearing. */
+static void dw_fill(const dw_plan *p, const float *x, float *P, int avx2) {
     for (int64_t qy = 0; qy < p->sh; qy++)
-        for (int64_t qx = 0; qx < p->sw; qx++) {
-            float *sp = P + (qy * p->sw + qx) * p->sub;
-            for (int64_t r = 0; r < p->Hq; r++) {
-                float *d = sp + r * p->Wq;
-                int64_t iy = r * p->sh + qy - p->pt;
-                if (iy < 0 || iy >= p->IH) {
-                    memset(d, 0, sizeof(float) * (size_t)p->Wq);
-                    continue;
-                }
-                const float *xr = x + iy * p->IW;
-                if (p->sw == 1) {
-                    int64_t head = p->pl < p->Wq ? p->pl : p->Wq;
-                    int64_t body = p->IW < p->Wq - head ? p->IW : p->Wq - head;
-                    for (int64_t c = 0; c < head; c++) d[c] = 0.0f;
-                    memcpy(d + head, xr, sizeof(float) * (size_t)body);
-                    for (int64_t c = head + body; c < p->Wq; c++) d[c] = 0.0f;
-                } else {
-                    /* columns c with 0 <= c*sw + qx - pl < IW copy, the rest are padding */
-                    int64_t first = p->pl - qx, lo = first > 0 ? (first + p->sw - 1) / p->sw : 0;
-                    int64_t hi = (p->IW + p->pl - qx + p->sw - 1) / p->sw;
-                    if (lo > p->Wq) lo = p->Wq;
-                    if (hi > p->Wq) hi = p->Wq;
-                    if (hi < lo) hi = lo;
-                    const float *xs = xr + (lo * p->sw + qx - p->pl);
-                    for (int64_t c = 0; c < lo; c++) d[c] = 0.0f;
-                    for (int64_t c = lo; c < hi; c++) d[c] = xs[(c - lo) * p->sw];
-                    for (int64_t c = hi; c < p->Wq; c++) d[c] = 0.0f;
-                }
+        for (int64_t r = 0; r < p->Hq; r++) {
+            int64_t iy = r * p->sh + qy - p->pt;
+            if (iy < 0 || iy >= p->IH) continue;
+            const float *xr = x + iy * p->IW;
+            if (p->sw == 1) {
+                float *d = P + qy * p->sub + r * p->Wq;
+                int64_t head = p->pl < p->Wq ? p->pl : p->Wq;
+                int64_t body = p->IW < p->Wq - head ? p->IW : p->Wq - head;
+                copy_floats(d + head, xr, body, avx2);
+                continue;
+            }
+#ifdef DW_HAVE_AVX2
+            if (p->sw == 2 && avx2) {
+                float *d0 = P + (qy * 2) * p->sub + r * p->Wq;
+                split2_avx2(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
+                continue;
+            }
+#endif
+            for (int64_t qx = 0; qx < p->sw; qx++) {
+                float *d = P + (qy * p->sw + qx) * p->sub + r * p->Wq;
+                /* columns c with 0 <= c*sw + qx - pl < IW hold input values */
+                int64_t first = p->pl - qx, lo = first > 0 ? (first + p->sw - 1) / p->sw : 0;
+                int64_t hi = (p->IW + p->pl - qx + p->sw - 1) / p->sw;
+                if (lo > p->Wq) lo = p->Wq;
+                if (hi > p->Wq) hi = p->Wq;
+                const float *xs = xr + (lo * p->sw + qx - p->pl);
+                for (int64_t c = lo; c < hi; c++) d[c] = xs[(c - lo) * p->sw];
             }
         }
-    memset(P + p->total, 0, sizeof(float) * (size_t)p->slack);
 }
 
 int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
@@ -220,7 +227,9 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
     float *O = P + nP;
     const float **src = (const float **)(void *)(O + nO);
     dw_run_fn run = pick_run();
+    int avx2 = run != dw_run_plain;
     int pitched_is_dense = p.Wq == p.OW;
+    memset(P, 0, sizeof(float) * (size_t)nP); /* padding and slack, once for all planes */
     /* where each tap reads, relative to the plane copy: the same for every plane */
     int64_t *toff = malloc(sizeof(int64_t) * (size_t)ntaps);
     if (!toff) {
@@ -240,8 +249,8 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
         int64_t n = q / g->M, m = q % g->M, c = m / mult;
         const float *wp = w + m * ntaps;
         float *yp = y + q * g->out_size;
-        if (c != last_c || q == q0) dw_fill(&p, x + (n * g->C + c) * g->in_size, P);
-        last_c = c;
+        if (n * g->C + c != last_c) dw_fill(&p, x + (n * g->C + c) * g->in_size, P, avx2);
+        last_c = n * g->C + c;
         float b = bias ? bias[m] : 0.0f;
         if (pitched_is_dense) {
             run((int)ntaps, src, wp, b, yp, 1, p.pitched, 0, 0);
@@ -250,7 +259,7 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
         } else { /* small maps: one pitched run, then drop the throwaway columns */
             run((int)ntaps, src, wp, b, O, 1, p.pitched, 0, 0);
             for (int64_t oy = 0; oy < p.OH; oy++)
-                memcpy(yp + oy * p.OW, O + oy * p.Wq, sizeof(float) * (size_t)p.OW);
+                copy_floats(yp + oy * p.OW, O + oy * p.Wq, p.OW, avx2);
         }
     }
     free(P);
