@@ -273,10 +273,10 @@ kiln_status kiln_tk_unique_infer(kiln_ctx *ctx) {
         KILN_TRY(kiln_norm_axis(ctx, kiln_attr_int(ctx->node, "axis", 0), x->rank, "axis", &axis));
         int64_t dims[KILN_MAX_RANK];
         for (int i = 0; i < x->rank; i++) dims[i] = i == axis ? KILN_DIM_UNKNOWN : x->dims[i];
-        if (ctx->out[0]) KILN_TRY(kiln_set_output(ctx, 0, x->dtype, x->rank, dims));
+        KILN_TRY(kiln_set_output(ctx, 0, x->dtype, x->rank, dims));
         if (ctx->n_out > 2 && ctx->out[2]) KILN_TRY(kiln_set_output(ctx, 2, KILN_DTYPE_INT64, 1, &x->dims[axis]));
     } else {
-        if (ctx->out[0]) KILN_TRY(kiln_set_output(ctx, 0, x->dtype, 1, &unk));
+        KILN_TRY(kiln_set_output(ctx, 0, x->dtype, 1, &unk));
         int64_t n = kiln_tk_dims_product(x->rank < 0 ? 0 : x->rank, x->dims);
         if (x->rank < 0) n = KILN_DIM_UNKNOWN;
         if (ctx->n_out > 2 && ctx->out[2]) KILN_TRY(kiln_set_output(ctx, 2, KILN_DTYPE_INT64, 1, &n));
@@ -332,7 +332,7 @@ kiln_status kiln_tk_unique_compute(kiln_ctx *ctx) {
 
     kiln_status st = KILN_OK;
     int64_t dims[KILN_MAX_RANK];
-    if (ctx->out[0]) {
+    if (kiln_output(ctx, 0)) {
         int rank = axis < 0 ? 1 : x->rank;
         for (int i = 0; i < rank; i++) dims[i] = axis < 0 ? ng : (i == axis ? ng : x->dims[i]);
         st = kiln_alloc_output(ctx, 0, x->dtype, rank, dims);
