@@ -135,7 +135,7 @@ kiln_status kconv_init_weight(kiln_ctx *ctx) {
         kcvt_to_f32(NULL, W->dtype, W->data, s->w_f32, n);
     }
     if (npk) {
-        if (!(s->w_packed = malloc(sizeof(float) * (size_t)npk)))
+        if (!(s->w_packed = kgemm_alloc_packed(npk)))
             return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing W");
         kconv_pack_weight(&g, half ? s->w_f32 : W->data, s->w_packed);
     }

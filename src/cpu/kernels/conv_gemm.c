@@ -184,7 +184,7 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     if (kgemm_avx512_available() && j.Mg > 1 && g->out_size > 1) {
         j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.Kc);
         if (!w_packed) {
-            packed = malloc(sizeof(float) * (size_t)(j.wpk_group * g->group));
+            packed = kgemm_alloc_packed(j.wpk_group * g->group);
             if (!packed) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
             kconv_pack_weight(g, w, packed);
             w_packed = packed;

@@ -5,8 +5,9 @@
 #include <string.h>
 
 typedef struct gemm_state {
-    const void *b_src; /* constant half-precision B, converted once */
-    float *b_f32;
+    const void *b_src; /* the constant B seen at init */
+    float *b_f32;      /* half-precision B converted once, or NULL */
+    float *b_packed;   /* B (as op(B)) packed for the AVX-512 product, or NULL */
 } gemm_state;
 
 typedef struct gemm_dims {
@@ -72,16 +73,27 @@ static kiln_status gemm_check(kiln_ctx *ctx, gemm_dims *g) {
 
 kiln_status kgemm_op_init(kiln_ctx *ctx) {
     kiln_tensor *B = kiln_input(ctx, 1);
-    if (!B || !B->data || !kcvt_is_half(B->dtype) || !kiln_shape_concrete(B)) return KILN_OK;
+    if (!B || !B->data || !kiln_shape_concrete(B) || B->rank != 2) return KILN_OK;
+    int half = kcvt_is_half(B->dtype);
+    int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && kgemm_avx512_available();
+    if (!half && !pack) return KILN_OK;
     gemm_state *s = calloc(1, sizeof *s);
     int64_t n = kiln_numel(B);
-    if (!s || !(s->b_f32 = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1)))) {
-        free(s);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory converting B");
-    }
-    kcvt_to_f32(NULL, B->dtype, B->data, s->b_f32, n);
+    if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory preparing B");
     s->b_src = B->data;
     ctx->state = s;
+    if (half) {
+        if (!(s->b_f32 = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1))))
+            return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory converting B");
+        kcvt_to_f32(NULL, B->dtype, B->data, s->b_f32, n);
+    }
+    if (pack) {
+        int tb = kiln_attr_int(ctx->node, "transB", 0) != 0;
+        int64_t K = B->dims[tb ? 1 : 0], N = B->dims[tb ? 0 : 1];
+        if (!(s->b_packed = kgemm_alloc_packed(kgemm_avx512_packed_b_size(K, N))))
+            return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing B");
+        kgemm_avx512_pack_b(tb, K, N, half ? s->b_f32 : B->data, B->dims[1], s->b_packed);
+    }
     return KILN_OK;
 }
 
@@ -89,6 +101,7 @@ void kgemm_op_fini(void *state) {
     gemm_state *s = state;
     if (!s) return;
     free(s->b_f32);
+    free(s->b_packed);
     free(s);
 }
 
@@ -181,15 +194,21 @@ kiln_status kgemm_op_compute(kiln_ctx *ctx) {
                   Y->data, N);
         return KILN_OK;
     }
+    const gemm_state *s = ctx->state;
+    if (s && s->b_src != B->data) s = NULL;
+    const float *bpk = s && K > 0 ? s->b_packed : NULL;
     if (dt == KILN_DTYPE_FLOAT) {
         int has_c = fill_beta_c(C, g.beta, dt, C ? C->data : NULL, Y->data, M, N);
-        kgemm_f32(ctx, g.ta, g.tb, M, N, K, g.alpha, A->data, lda, B->data, ldb,
-                  has_c ? 1.0f : 0.0f, Y->data, N);
+        if (bpk)
+            kgemm_f32_bpacked(ctx, g.ta, M, N, K, g.alpha, A->data, lda, bpk, has_c ? 1.0f : 0.0f,
+                              Y->data, N);
+        else
+            kgemm_f32(ctx, g.ta, g.tb, M, N, K, g.alpha, A->data, lda, B->data, ldb,
+                      has_c ? 1.0f : 0.0f, Y->data, N);
         return KILN_OK;
     }
     /* float16 / bfloat16 */
-    const gemm_state *s = ctx->state;
-    const float *bc = s && s->b_src == B->data ? s->b_f32 : NULL;
+    const float *bc = s ? s->b_f32 : NULL;
     int64_t na = kiln_numel(A), nb = bc ? 0 : kiln_numel(B), nc = C ? kiln_numel(C) : 0;
     float *buf = malloc(sizeof(float) * (size_t)(na + nb + nc + M * N + 1));
     if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for float32 copies");
@@ -198,7 +217,10 @@ kiln_status kgemm_op_compute(kiln_ctx *ctx) {
     if (!bc) kcvt_to_f32(ctx, dt, B->data, b, nb);
     if (nc) kcvt_to_f32(ctx, dt, C->data, c, nc);
     int has_c = fill_beta_c(C, g.beta, KILN_DTYPE_FLOAT, c, y, M, N);
-    kgemm_f32(ctx, g.ta, g.tb, M, N, K, g.alpha, a, lda, b, ldb, has_c ? 1.0f : 0.0f, y, N);
+    if (bpk)
+        kgemm_f32_bpacked(ctx, g.ta, M, N, K, g.alpha, a, lda, bpk, has_c ? 1.0f : 0.0f, y, N);
+    else
+        kgemm_f32(ctx, g.ta, g.tb, M, N, K, g.alpha, a, lda, b, ldb, has_c ? 1.0f : 0.0f, y, N);
     kcvt_from_f32(ctx, dt, y, Y->data, M * N);
     free(buf);
     return KILN_OK;

@@ -80,15 +80,15 @@ __attribute__((target("avx512f"))) static void pack_b_block(int tb, const float 
             const float *src = B + p0 * ldb + j0 + jp;
             if (cols == NR) {
                 for (int64_t k = 0; k < kc; k++) {
-                    _mm512_store_ps(d + k * NR, _mm512_loadu_ps(src + k * ldb));
-                    _mm512_store_ps(d + k * NR + 16, _mm512_loadu_ps(src + k * ldb + 16));
+                    _mm512_storeu_ps(d + k * NR, _mm512_loadu_ps(src + k * ldb));
+                    _mm512_storeu_ps(d + k * NR + 16, _mm512_loadu_ps(src + k * ldb + 16));
                 }
             } else {
                 __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
                 __mmask16 m1 = (__mmask16)(cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
                 for (int64_t k = 0; k < kc; k++) {
-                    _mm512_store_ps(d + k * NR, _mm512_maskz_loadu_ps(m0, src + k * ldb));
-                    _mm512_store_ps(d + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + k * ldb + 16));
+                    _mm512_storeu_ps(d + k * NR, _mm512_maskz_loadu_ps(m0, src + k * ldb));
+                    _mm512_storeu_ps(d + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + k * ldb + 16));
                 }
             }
         } else {
@@ -117,7 +117,7 @@ __attribute__((target("avx512f"))) static void pack_b_block(int tb, const float 
         float beta, const float *bias, int mr, int nr) {                                           \
         FOR_ROWS(ACC_DECL)                                                                         \
         for (int64_t k = 0; k < kc; k++) {                                                         \
-            __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16), a;                       \
+            __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16), a;                       \
             _mm_prefetch((const char *)(Bp + 8 * NR), _MM_HINT_T0);                                \
             FOR_ROWS(ACC_STEP)                                                                     \
             Ap += MR;                                                                              \
@@ -164,7 +164,8 @@ DEFINE_KERNEL(kernel_4x32, 4, ROWS4)
 static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int tb, int64_t M,
                      int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, kgemm_pack_b_fn pack_fn, void *pack_arg,
-                     float beta, float *C, int64_t ldc, const float *row_bias) {
+                     const float *bp_all, int64_t Npad, int64_t j0, float beta, float *C,
+                     int64_t ldc, const float *row_bias) {
     if (!ensure_buffers()) return 0;
     for (int64_t jc = 0; jc < N; jc += NC) {
         int64_t nc = N - jc < NC ? N - jc : NC;
@@ -172,7 +173,9 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
             int64_t kc = K - pc < KC ? K - pc : KC;
             float bet = pc == 0 ? beta : 1.0f;
             const float *bias = pc + kc >= K ? row_bias : NULL; /* added once, at the last block */
-            if (pack_fn) pack_fn(pack_arg, pc, kc, jc, nc, pack_b);
+            const float *bpk = pack_b;
+            if (bp_all) bpk = bp_all + pc * Npad + (j0 + jc) * kc;
+            else if (pack_fn) pack_fn(pack_arg, pc, kc, jc, nc, pack_b);
             else pack_b_block(tb, B, ldb, pc, kc, jc, nc, pack_b);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = M - ic < MC ? M - ic : MC;
@@ -187,7 +190,7 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
                     int nr = (int)(nc - jr < NR ? nc - jr : NR);
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int mr = (int)(mc - ir < MR ? mc - ir : MR);
-                        const float *ap = apk + ir * kc, *bp = pack_b + jr * kc;
+                        const float *ap = apk + ir * kc, *bp = bpk + jr * kc;
                         float *c = C + (ic + ir) * ldc + jc + jr;
                         const float *rb = bias ? bias + ic + ir : NULL;
                         if (mr > 8) kernel_12x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
@@ -204,8 +207,8 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
 int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const float *row_bias) {
-    return gemm_core(NULL, 0, 0, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, NULL, beta, C, ldc,
-                     row_bias);
+    return gemm_core(NULL, 0, 0, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, NULL, NULL, 0, 0,
+                     beta, C, ldc, row_bias);
 }
 
 int64_t kgemm_avx512_packed_size(int64_t M, int64_t K) { return (M + MR - 1) / MR * MR * K; }
@@ -222,20 +225,45 @@ int kgemm_sgemm_avx512_packed(const float *Ap, int64_t Mfull, int64_t i0, int tb
                               int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
                               float beta, float *C, int64_t ldc, const float *row_bias) {
     int64_t Mpad = (Mfull + MR - 1) / MR * MR;
-    return gemm_core(Ap, Mpad, i0, 0, tb, M, N, K, alpha, NULL, 0, B, ldb, NULL, NULL, beta, C, ldc,
-                     row_bias);
+    return gemm_core(Ap, Mpad, i0, 0, tb, M, N, K, alpha, NULL, 0, B, ldb, NULL, NULL, NULL, 0, 0,
+                     beta, C, ldc, row_bias);
 }
 
 int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int64_t M, int64_t N,
                                  int64_t K, float alpha, kgemm_pack_b_fn pack_fn, void *pack_arg,
                                  float beta, float *C, int64_t ldc, const float *row_bias) {
     int64_t Mpad = (Mfull + MR - 1) / MR * MR;
-    return gemm_core(Ap, Mpad, i0, 0, 0, M, N, K, alpha, NULL, 0, NULL, 0, pack_fn, pack_arg, beta,
-                     C, ldc, row_bias);
+    return gemm_core(Ap, Mpad, i0, 0, 0, M, N, K, alpha, NULL, 0, NULL, 0, pack_fn, pack_arg, NULL,
+                     0, 0, beta, C, ldc, row_bias);
+}
+
+int64_t kgemm_avx512_packed_b_size(int64_t K, int64_t N) { return (N + NR - 1) / NR * NR * K; }
+
+void kgemm_avx512_pack_b(int tb, int64_t K, int64_t N, const float *B, int64_t ldb, float *dst) {
+    int64_t Npad = (N + NR - 1) / NR * NR;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        int64_t kc = K - pc < KC ? K - pc : KC;
+        pack_b_block(tb, B, ldb, pc, kc, 0, N, dst + pc * Npad);
+    }
+}
+
+int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float alpha,
+                               const float *A, int64_t lda, const float *Bp, int64_t Nfull,
+                               int64_t j0, float beta, float *C, int64_t ldc) {
+    int64_t Npad = (Nfull + NR - 1) / NR * NR;
+    return gemm_core(NULL, 0, 0, ta, 0, M, N, K, alpha, A, lda, NULL, 0, NULL, NULL, Bp, Npad, j0,
+                     beta, C, ldc, NULL);
 }
 
 #else
 int kgemm_avx512_available(void) { return 0; }
+int64_t kgemm_avx512_packed_b_size(int64_t K, int64_t N) { return K * N; }
+void kgemm_avx512_pack_b(int tb, int64_t K, int64_t N, const float *B, int64_t ldb, float *dst) {}
+int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float alpha,
+                               const float *A, int64_t lda, const float *Bp, int64_t Nfull,
+                               int64_t j0, float beta, float *C, int64_t ldc) {
+    return 0;
+}
 int64_t kgemm_avx512_packed_size(int64_t M, int64_t K) { return M * K; }
 void kgemm_avx512_pack_a(int ta, int64_t M, int64_t K, const float *A, int64_t lda, float *dst) {}
 int kgemm_sgemm_avx512_packed(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,

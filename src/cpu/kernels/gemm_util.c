@@ -3,6 +3,7 @@
 #include "gemm_util.h"
 #include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -50,6 +51,11 @@ void kvec_add_f32(float *y, const float *x, int64_t n) {
     }
 #endif
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+float *kgemm_alloc_packed(int64_t n) {
+    size_t bytes = (sizeof(float) * (size_t)(n > 0 ? n : 1) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes);
 }
 
 int64_t kpar_grain(int64_t n, double est_ns) {
@@ -193,6 +199,41 @@ void kgemm_f64(kiln_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K, d
                const double *A, int64_t lda, const double *B, int64_t ldb, double beta,
                double *C, int64_t ldc) {
     gemm_split(ctx, KILN_DTYPE_DOUBLE, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* ---- products with a packed B ---- */
+
+typedef struct bp_job {
+    int ta;
+    int64_t M, N, K, lda, ldc, block;
+    float alpha, beta;
+    const float *A, *Bp;
+    float *C;
+} bp_job;
+
+static void bp_run(void *arg, int64_t b0, int64_t b1) {
+    const bp_job *j = arg;
+    int64_t s = b0 * j->block, e = b1 * j->block;
+    if (e > j->N) e = j->N;
+    if (s < e)
+        kgemm_sgemm_avx512_bpacked(j->ta, j->M, e - s, j->K, j->alpha, j->A, j->lda, j->Bp, j->N, s,
+                                   j->beta, j->C + s, j->ldc);
+}
+
+void kgemm_f32_bpacked(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *Bp, float beta, float *C,
+                       int64_t ldc) {
+    bp_job j = {ta, M, N, K, lda, ldc, N, alpha, beta, A, Bp, C};
+    int nt = kiln_num_threads(ctx);
+    double macs = (double)M * N * K;
+    if (nt <= 1 || macs < PAR_MIN_FLOPS || N < 2 * KGEMM_NR) {
+        bp_run(&j, 0, 1);
+        return;
+    }
+    int64_t block = (N + nt - 1) / nt;
+    block = (block + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR;
+    j.block = block;
+    kiln_parallel_for(ctx, (N + block - 1) / block, 1, bp_run, &j);
 }
 
 /* ---- batches ---- */

@@ -67,6 +67,21 @@ typedef void (*kgemm_pack_b_fn)(void *arg, int64_t p0, int64_t kc, int64_t j0, i
 int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int64_t M, int64_t N,
                                  int64_t K, float alpha, kgemm_pack_b_fn pack_fn, void *pack_arg,
                                  float beta, float *C, int64_t ldc, const float *row_bias);
+/* B packed once (a constant weight): kgemm_avx512_packed_b_size floats filled by
+ * kgemm_avx512_pack_b (tb: B stored [N, K]); the product then takes columns [j0, j0 + N) of the
+ * Nfull packed columns (j0 a multiple of KGEMM_NR). */
+int64_t kgemm_avx512_packed_b_size(int64_t K, int64_t N);
+/* 64-byte aligned buffer for n packed floats (free with free()), NULL when out of memory. */
+float *kgemm_alloc_packed(int64_t n);
+void kgemm_avx512_pack_b(int tb, int64_t K, int64_t N, const float *B, int64_t ldb, float *dst);
+int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float alpha,
+                               const float *A, int64_t lda, const float *Bp, int64_t Nfull,
+                               int64_t j0, float beta, float *C, int64_t ldc);
+/* A float32 product whose B is packed (Bp from kgemm_avx512_pack_b, Nfull columns), spread
+ * over ctx's threads by columns. */
+void kgemm_f32_bpacked(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *Bp, float beta, float *C,
+                       int64_t ldc);
 /* kgemm_f32_serial plus row_bias[i] added to every element of row i (NULL: none); K > 0. */
 void kgemm_f32_serial_bias(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

@@ -154,8 +154,9 @@ kiln_status kmm_run_float(kiln_ctx *ctx, int dtype, const kiln_tensor *At, const
 /* ---- MatMul ---- */
 
 typedef struct mm_state {
-    const void *b_src; /* constant B as seen at init, converted once to float32 */
-    float *b_f32;
+    const void *b_src; /* constant B as seen at init */
+    float *b_f32;      /* half-precision B converted once to float32, or NULL */
+    float *b_packed;   /* 2-D B packed for the AVX-512 product, or NULL */
 } mm_state;
 
 static int mm_dtype_ok(int dt) {
@@ -178,16 +179,26 @@ static kiln_status mm_inputs(kiln_ctx *ctx, kiln_tensor **A, kiln_tensor **B) {
 
 static kiln_status matmul_init(kiln_ctx *ctx) {
     kiln_tensor *B = kiln_input(ctx, 1);
-    if (!B || !B->data || !kcvt_is_half(B->dtype) || !kiln_shape_concrete(B)) return KILN_OK;
+    if (!B || !B->data || !kiln_shape_concrete(B)) return KILN_OK;
+    int half = kcvt_is_half(B->dtype);
+    int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && B->rank == 2 && kgemm_avx512_available();
+    if (!half && !pack) return KILN_OK;
     mm_state *s = calloc(1, sizeof *s);
     int64_t n = kiln_numel(B);
-    if (!s || !(s->b_f32 = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1)))) {
-        free(s);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory converting B");
-    }
-    kcvt_to_f32(NULL, B->dtype, B->data, s->b_f32, n);
+    if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory preparing B");
     s->b_src = B->data;
     ctx->state = s;
+    if (half) {
+        if (!(s->b_f32 = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1))))
+            return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory converting B");
+        kcvt_to_f32(NULL, B->dtype, B->data, s->b_f32, n);
+    }
+    if (pack) {
+        int64_t K = B->dims[0], N = B->dims[1];
+        if (!(s->b_packed = kgemm_alloc_packed(kgemm_avx512_packed_b_size(K, N))))
+            return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing B");
+        kgemm_avx512_pack_b(0, K, N, half ? s->b_f32 : B->data, N, s->b_packed);
+    }
     return KILN_OK;
 }
 
@@ -195,6 +206,7 @@ static void matmul_fini(void *state) {
     mm_state *s = state;
     if (!s) return;
     free(s->b_f32);
+    free(s->b_packed);
     free(s);
 }
 
@@ -245,13 +257,27 @@ static kiln_status matmul_compute(kiln_ctx *ctx) {
     kmm_plan_t p;
     KILN_TRY(kmm_plan(ctx, A, B, 0, 0, &p));
     int dt = A->dtype;
+    const mm_state *s = ctx->state;
+    if (s && s->b_src != B->data) s = NULL;
+    if (s && s->b_packed && p.count * p.M > 0 && p.N > 0 && p.K > 0) {
+        /* constant 2-D B, packed at init: A's rows (all batches) times it */
+        int64_t M = p.M * p.count;
+        if (dt == KILN_DTYPE_FLOAT) {
+            kgemm_f32_bpacked(ctx, 0, M, p.N, p.K, 1.0f, A->data, p.K, s->b_packed, 0.0f, Y->data, p.N);
+            return KILN_OK;
+        }
+        int64_t na = kiln_numel(A), ny = kiln_numel(Y);
+        float *buf = malloc(sizeof(float) * (size_t)(na + ny + 1));
+        if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for float32 copies");
+        kcvt_to_f32(ctx, dt, A->data, buf, na);
+        kgemm_f32_bpacked(ctx, 0, M, p.N, p.K, 1.0f, buf, p.K, s->b_packed, 0.0f, buf + na, p.N);
+        kcvt_from_f32(ctx, dt, buf + na, Y->data, ny);
+        free(buf);
+        return KILN_OK;
+    }
     if (dt == KILN_DTYPE_FLOAT || dt == KILN_DTYPE_DOUBLE)
         return kmm_run_float(ctx, dt, A, B, &p, 0, 0, 1.0, A->data, B->data, Y->data);
-    if (kcvt_is_half(dt)) {
-        const mm_state *s = ctx->state;
-        return kmm_run_half(ctx, dt, A, B, &p, 0, 0, 1.0,
-                            s && s->b_src == B->data ? s->b_f32 : NULL, Y->data);
-    }
+    if (kcvt_is_half(dt)) return kmm_run_half(ctx, dt, A, B, &p, 0, 0, 1.0, s ? s->b_f32 : NULL, Y->data);
     return mm_run_int(ctx, A, B, &p, Y->data);
 }
 
