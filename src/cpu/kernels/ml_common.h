@@ -29,7 +29,7 @@ static inline float ml_erf_inv(float x) {
     float sgn = x < 0 ? -1.0f : 1.0f;
     x = (1.0f - x) * (1.0f + x);
     float lg = logf(x);
-    float v = 2.0f / (3.14159265358979323846f * 0.147f) + 0.5f * lg;
+    float v = 2.0f / (3.14159f * 0.147f) + 0.5f * lg; /* onnxruntime's constant, for equal results */
     float v2 = 1.0f / 0.147f * lg;
     float v3 = -v + sqrtf(v * v - v2);
     return sgn * sqrtf(v3);

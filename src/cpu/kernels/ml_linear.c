@@ -124,13 +124,15 @@ kiln_status kiln_ml_linear_classifier_compute(kiln_ctx *ctx) {
         }
         if (z) {
             int64_t nz;
-            ml_write_scores(li.pt, sc, li.classes, li.binary2 ? 0 : -1, out, &nz);
-            if (li.binary2 && li.pt == ML_PT_NONE) { out[0] = -sc[0]; out[1] = sc[0]; }
-            else if (li.binary2 && li.pt != ML_PT_PROBIT) { /* transform the raw score, then widen */
+            if (li.binary2) {
+                /* onnxruntime widens one score s to (1 - t, t) where t is s, or its logistic /
+                 * probit; a softmax of one value is not taken */
                 float t = sc[0];
-                ml_apply_transform(li.pt, &t, 1);
+                if (li.pt == ML_PT_LOGISTIC || li.pt == ML_PT_PROBIT) ml_apply_transform(li.pt, &t, 1);
                 out[0] = 1.0f - t;
                 out[1] = t;
+            } else {
+                ml_write_scores(li.pt, sc, li.classes, -1, out, &nz);
             }
             memcpy((float *)z->data + r * (li.binary2 ? 2 : li.classes), out,
                    sizeof(float) * (size_t)(li.binary2 ? 2 : li.classes));

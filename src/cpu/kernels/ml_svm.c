@@ -285,13 +285,10 @@ static void svm_rows(void *arg, int64_t begin, int64_t end) {
         }
         int add = -1;
         int64_t label_pos = max_class;
-        if (m->n_rho == 1) { /* binary (one decision function) */
-            if (m->n_labels == 2) {
-                add = 2;
-                if (!has_proba && m->weights_positive && max_weight >= 0.5f) label_pos = 1;
-            } else {
-                label_pos = max_weight > 0 ? 1 : 0; /* positive / negative class */
-            }
+        if (m->n_rho == 1 && m->n_labels == 2) { /* binary: one decision function */
+            add = 2;
+            if (!has_votes) label_pos = max_weight > 0 ? 1 : 0; /* linear: positive / negative */
+            else if (!has_proba && m->weights_positive && max_weight >= 0.5f) label_pos = 1;
         }
         if (j->y) {
             if (m->labels_s) {

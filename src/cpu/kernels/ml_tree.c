@@ -235,7 +235,8 @@ static kiln_status build_v1(kiln_ctx *ctx, tree_model *m) {
     st = attach_contribs(ctx, m, cs, nc1);
     if (st != KILN_OK) goto done;
     if (cls) {
-        m->binary_case = m->n_labels == 2 && one_class && nc1 > 0;
+        /* onnxruntime's binary case: two labels and every weight on class 0 (one score) */
+        m->binary_case = m->n_labels == 2 && one_class && nc1 > 0 && first_class == 0;
         m->binary_class = first_class;
     }
     int64_t nb;
@@ -458,9 +459,9 @@ static inline int64_t leaf_of(const tree_model *m, int64_t i, const kiln_tensor 
     while (t->mode != M_LEAF) {
         double v = qe_load_f64(x->dtype, x->data, base + t->feature);
         int go;
-        if (isnan(v)) {
-            go = t->missing_true;
-        } else {
+        if (isnan(v) && t->missing_true) {
+            go = 1;
+        } else { /* NaN otherwise compares as IEEE says (false, true for NEQ), as in onnxruntime */
             switch (t->mode) {
             case M_LEQ: go = v <= t->thr; break;
             case M_LT: go = v < t->thr; break;
@@ -515,7 +516,9 @@ static void tree_rows(void *arg, int64_t begin, int64_t end) {
         }
         for (int64_t t = 0; t < T; t++) {
             if (m->agg == AGG_AVERAGE && m->n_trees > 0) acc[t] /= (double)m->n_trees;
-            if (m->base) acc[t] += m->base[t];
+            /* a target no leaf reached scores 0, without its base value (as onnxruntime does) */
+            if (!has[t]) acc[t] = 0.0;
+            else if (m->base) acc[t] += m->base[t];
             sc[t] = (float)acc[t];
         }
         if (m->kind != KIND_CLASSIFIER) {
@@ -540,6 +543,9 @@ static void tree_rows(void *arg, int64_t begin, int64_t end) {
             if (m->weights_positive) { pos = s > 0.5f ? 1 : 0; add = pos ? 0 : 1; }
             else { pos = s > 0.0f ? 1 : 0; add = pos ? 2 : 3; }
             ml_write_scores(m->pt, &s, 1, add, out, &nz);
+        } else if (T == 2) { /* two classes: the raw class-1 score decides, as in onnxruntime */
+            pos = sc[1] > 0.0f ? 1 : 0;
+            ml_write_scores(m->pt, sc, T, -1, out, &nz);
         } else {
             for (int64_t t = 1; t < T; t++)
                 if (sc[t] > sc[pos]) pos = t;
