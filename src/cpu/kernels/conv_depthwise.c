@@ -19,7 +19,7 @@ int kconv_depthwise_ok(const kconv_geom *g) {
 }
 
 /* For each of `rows` rows: out[r*ldo + 0..n) = bias + sum_t wt[t] * src[t][r*ldi + 0..n). Every
- * src[t] row is readable up to n rounded up to 8 (the plane copy carries zero slack). */
+ * src[t] row is readable up to n rounded up to 16 (the plane copy carries zero slack). */
 static void dw_run_plain(int nt, const float *const *src, const float *wt, float bias, float *out,
                          int64_t rows, int64_t n, int64_t ldi, int64_t ldo) {
     for (int64_t r = 0; r < rows; r++) {
@@ -82,11 +82,63 @@ __attribute__((target("avx2,fma"))) static void dw_run_avx2(int nt, const float 
 }
 #endif
 
+#ifdef DW_HAVE_AVX2
+/* The AVX-512 row: 16 lanes, four accumulators, the ragged end by masked stores. */
+__attribute__((target("avx512f"))) static void dw_row_avx512(int nt, const float *const *src,
+                                                              int64_t ro, const float *wt,
+                                                              __m512 vb, float *out, int64_t n) {
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m512 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
+        for (int t = 0; t < nt; t++) {
+            const float *s = src[t] + ro + i;
+            __m512 w = _mm512_set1_ps(wt[t]);
+            a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(s), a0);
+            a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(s + 16), a1);
+            a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(s + 32), a2);
+            a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(s + 48), a3);
+        }
+        _mm512_storeu_ps(out + i, a0);
+        _mm512_storeu_ps(out + i + 16, a1);
+        _mm512_storeu_ps(out + i + 32, a2);
+        _mm512_storeu_ps(out + i + 48, a3);
+    }
+    if (i < n) {
+        int64_t r = n - i;
+        int v = (int)((r + 15) / 16);
+        __m512 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
+        for (int t = 0; t < nt; t++) {
+            const float *s = src[t] + ro + i;
+            __m512 w = _mm512_set1_ps(wt[t]);
+            a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(s), a0);
+            if (v > 1) a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(s + 16), a1);
+            if (v > 2) a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(s + 32), a2);
+            if (v > 3) a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(s + 48), a3);
+        }
+        __m512 acc[4] = {a0, a1, a2, a3};
+        for (int k = 0; k < v; k++) {
+            int64_t left = r - 16 * k;
+            __mmask16 m = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+            _mm512_mask_storeu_ps(out + i + 16 * k, m, acc[k]);
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void dw_run_avx512(int nt, const float *const *src,
+                                                              const float *wt, float bias,
+                                                              float *out, int64_t rows, int64_t n,
+                                                              int64_t ldi, int64_t ldo) {
+    __m512 vb = _mm512_set1_ps(bias);
+    for (int64_t r = 0; r < rows; r++) dw_row_avx512(nt, src, r * ldi, wt, vb, out + r * ldo, n);
+}
+#endif
+
 typedef void (*dw_run_fn)(int, const float *const *, const float *, float, float *, int64_t,
                           int64_t, int64_t, int64_t);
 
 static dw_run_fn pick_run(void) {
 #ifdef DW_HAVE_AVX2
+    if (__builtin_cpu_supports("avx512f")) return dw_run_avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dw_run_avx2;
 #endif
     return dw_run_plain;
@@ -124,7 +176,7 @@ static void dw_make_plan(const kconv_geom *g, dw_plan *p) {
     p->pitched = p->OH * p->Wq;
     /* valid outputs read inside their sub-plane; the throwaway columns of the last row and the
      * rounding up to whole vectors read at most Wq + 8 past its end */
-    p->slack = p->Wq + 16;
+    p->slack = p->Wq + 32;
 }
 
 /* Short copies: most rows here are 7 to 56 floats, where a library call (or the string-move
@@ -227,7 +279,7 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
     float *O = P + nP;
     const float **src = (const float **)(void *)(O + nO);
     dw_run_fn run = pick_run();
-    int avx2 = run != dw_run_plain;
+    int avx2 = run != dw_run_plain; /* AVX-512 CPUs have AVX2 too */
     int pitched_is_dense = p.Wq == p.OW;
     memset(P, 0, sizeof(float) * (size_t)nP); /* padding and slack, once for all planes */
     /* where each tap reads, relative to the plane copy: the same for every plane */
@@ -254,7 +306,7 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
         float b = bias ? bias[m] : 0.0f;
         if (pitched_is_dense) {
             run((int)ntaps, src, wp, b, yp, 1, p.pitched, 0, 0);
-        } else if (p.OW >= 16) { /* rows long enough to vectorise: write each in place */
+        } else if (p.OW >= 24) { /* rows long enough to vectorise: write each in place */
             run((int)ntaps, src, wp, b, yp, p.OH, p.OW, p.Wq, p.OW);
         } else { /* small maps: one pitched run, then drop the throwaway columns */
             run((int)ntaps, src, wp, b, O, 1, p.pitched, 0, 0);
