@@ -65,6 +65,32 @@ typedef struct djob {
     int64_t n, Cg, Mg, K, panels, rows_per_item, row_items, wpk_group;
 } djob;
 
+/* x[j] -> phase (j + pl) & 1 at column (j + pl) >> 1 for columns below Lq: 32 inputs become 16
+ * even and 16 odd outputs per step. */
+__attribute__((target("avx512f"))) static void split2(const float *x, int64_t IW, int64_t pl,
+                                                      int64_t Lq, float *d0, float *d1) {
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    int64_t j = 0;
+    if (pl & 1) { /* x[0] lands in phase 1: start the pairs at x[1] */
+        if ((pl >> 1) < Lq) d1[pl >> 1] = x[0];
+        j = 1;
+    }
+    int64_t col = (j + pl) >> 1;
+    for (; j + 32 <= IW && col + 16 <= Lq; j += 32, col += 16) {
+        __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + 16);
+        _mm512_storeu_ps(d0 + col, _mm512_permutex2var_ps(a, ev, b));
+        _mm512_storeu_ps(d1 + col, _mm512_permutex2var_ps(a, od, b));
+    }
+    for (; j < IW; j++) {
+        int64_t J = j + pl;
+        if ((J >> 1) >= Lq) break;
+        ((J & 1) ? d1 : d0)[J >> 1] = x[j];
+    }
+}
+
+/* Copies channels [c0, c1) of image n into the padded layout. Only input values are written: the
+ * padding sits at the same places for every image and stays zero from the buffer's clearing. */
 static void fill_run(void *arg, int64_t c0, int64_t c1) {
     const djob *j = arg;
     const dgeo *d = &j->d;
@@ -73,25 +99,22 @@ static void fill_run(void *arg, int64_t c0, int64_t c1) {
         float *cp = j->pad + c * d->cs;
         for (int64_t r = 0; r < d->Hp; r++) {
             int64_t iy = r - d->pt;
-            float *row = cp + r * d->rowlen;
-            if (iy < 0 || iy >= d->IH) {
-                memset(row, 0, sizeof(float) * (size_t)d->rowlen);
-                continue;
-            }
+            if (iy < 0 || iy >= d->IH) continue;
             const float *xr = xp + iy * d->IW;
-            for (int64_t q = 0; q < d->sw; q++) {
-                float *o = row + q * d->Lq;
-                if (d->sw == 1) {
-                    int64_t head = d->pl < d->Lq ? d->pl : d->Lq;
-                    int64_t body = d->IW < d->Lq - head ? d->IW : d->Lq - head;
-                    memset(o, 0, sizeof(float) * (size_t)head);
-                    memcpy(o + head, xr, sizeof(float) * (size_t)body);
-                    memset(o + head + body, 0, sizeof(float) * (size_t)(d->Lq - head - body));
-                } else {
-                    for (int64_t u = 0; u < d->Lq; u++) {
-                        int64_t ix = u * d->sw + q - d->pl;
-                        o[u] = ix >= 0 && ix < d->IW ? xr[ix] : 0.0f;
-                    }
+            float *row = cp + r * d->rowlen;
+            if (d->sw == 1) {
+                int64_t head = d->pl < d->Lq ? d->pl : d->Lq;
+                int64_t body = d->IW < d->Lq - head ? d->IW : d->Lq - head;
+                memcpy(row + head, xr, sizeof(float) * (size_t)body);
+            } else if (d->sw == 2) {
+                split2(xr, d->IW, d->pl, d->Lq, row, row + d->Lq);
+            } else {
+                for (int64_t q = 0; q < d->sw; q++) {
+                    float *o = row + q * d->Lq;
+                    int64_t first = d->pl - q, lo = first > 0 ? (first + d->sw - 1) / d->sw : 0;
+                    int64_t hi = (d->IW + d->pl - q + d->sw - 1) / d->sw;
+                    if (hi > d->Lq) hi = d->Lq;
+                    for (int64_t u = lo; u < hi; u++) o[u] = xr[u * d->sw + q - d->pl];
                 }
             }
         }
@@ -207,7 +230,7 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.panels = (j.Mg + DMR - 1) / DMR;
     j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
     const dgeo *d = &j.d;
-    float *pad = malloc(sizeof(float) * (size_t)(g->C * d->cs + DNR));
+    float *pad = calloc((size_t)(g->C * d->cs + DNR), sizeof(float)); /* the padding: zero */
     int64_t *offs = malloc(sizeof(int64_t) * (size_t)(j.K > 0 ? j.K : 1));
     if (!pad || !offs) {
         free(pad);
