@@ -521,6 +521,36 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
         /* static inference: record what can be known of each output */
         if (n->op->infer && !(n->op->flags & KILN_OP_DYNAMIC && !n->op->infer)) {
             if (n->op->infer(&ctx) == KILN_OK) {
+                /* an infer that could compute its outputs' values (Shape of partly static
+                 * shapes) turns the node into constants */
+                int all_known = fold && !nondeterministic(n) && n->n_out > 0;
+                for (int i = 0; i < n->n_out && all_known; i++)
+                    all_known = outs[i] && outs[i]->kind == KILN_KIND_TENSOR && outs[i]->t.data &&
+                                kiln_shape_concrete(&outs[i]->t) && outs[i]->t.dtype != KILN_DTYPE_STRING;
+                if (all_known) {
+                    int ok = 1;
+                    for (int i = 0; i < n->n_out && ok; i++)
+                        if (!outs[i]->t.owner) {
+                            kiln_tensor c;
+                            if (kiln_tensor_copy(&c, &outs[i]->t, &scratch)) ok = 0;
+                            else outs[i]->t = c;
+                        }
+                    if (ok) {
+                        for (int i = 0; i < n->n_out; i++) {
+                            kiln_graph_value *gv = &g->values[n->out[i]];
+                            gv->is_const = 1;
+                            gv->konst = outv[i];
+                            gv->type.kind = KILN_KIND_TENSOR;
+                            gv->type.dtype = outv[i].t.dtype;
+                            gv->type.rank = outv[i].t.rank;
+                            memcpy(gv->type.dims, outv[i].t.dims, sizeof outv[i].t.dims);
+                            gv->has_type = 1;
+                        }
+                        n->removed = 1;
+                        s->folded_nodes++;
+                        continue;
+                    }
+                }
                 for (int i = 0; i < n->n_out; i++) {
                     if (!outs[i] || outs[i]->kind != KILN_KIND_TENSOR) continue;
                     kiln_graph_value *gv = &g->values[n->out[i]];
