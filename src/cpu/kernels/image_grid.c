@@ -101,6 +101,7 @@ typedef struct gs_job {
     int k;
     int64_t C, in_size, out_size;
     int64_t in_dims[KILN_MAX_RANK], in_strides[KILN_MAX_RANK];
+    int failed;
 } gs_job;
 
 /* Index of tap i along a dim of length L under the padding mode; -1 reads as zero. */
@@ -113,12 +114,22 @@ static int64_t gs_tap_index(const gs_attrs *a, int64_t i, int64_t L, double lo, 
 }
 
 static void gs_points(void *arg, int64_t begin, int64_t end) {
-    const gs_job *j = arg;
+    gs_job *j = arg;
     const gs_attrs *a = j->a;
     int k = j->k;
     int64_t tap_idx[KILN_MAX_RANK][4];
     double tap_w[KILN_MAX_RANK][4];
     int ntap = a->mode == GS_NEAREST ? 1 : (a->mode == GS_LINEAR ? 2 : 4);
+    int64_t max_terms = 1;
+    for (int d = 0; d < k; d++) max_terms *= ntap;
+    int64_t *soff = malloc(sizeof(int64_t) * (size_t)max_terms);
+    double *sw = malloc(sizeof(double) * (size_t)max_terms);
+    if (!soff || !sw) {
+        free(soff);
+        free(sw);
+        j->failed = 1;
+        return;
+    }
     for (int64_t p = begin; p < end; p++) {
         int64_t n = p / j->out_size, o = p % j->out_size;
         int64_t gbase = p * k;
@@ -152,30 +163,46 @@ static void gs_points(void *arg, int64_t begin, int64_t end) {
                 for (int q = 0; q < 4; q++) tap_idx[d][q] = gs_tap_index(a, (int64_t)x0 - 1 + q, L, lo, hi);
             }
         }
-        /* walk every combination of taps: at most 4^k terms */
-        int64_t combos = 1;
+        /* every combination of taps, gathered once per point and reused for all channels */
+        int64_t n_terms = 0, combos = 1;
         for (int d = 0; d < k; d++) combos *= ntap;
+        for (int64_t cb = 0; cb < combos; cb++) {
+            int64_t rem = cb, off = 0;
+            double w = 1.0;
+            int zero = 0;
+            for (int d = k - 1; d >= 0; d--) {
+                int q = (int)(rem % ntap);
+                rem /= ntap;
+                int64_t i = tap_idx[d][q];
+                if (i < 0) { zero = 1; break; }
+                off += i * j->in_strides[d];
+                w *= tap_w[d][q];
+            }
+            if (zero || w == 0.0) continue;
+            soff[n_terms] = off;
+            sw[n_terms] = w;
+            n_terms++;
+        }
         const int64_t xbase = n * j->C * j->in_size;
+        if (j->x->dtype == KILN_DTYPE_FLOAT && j->y->dtype == KILN_DTYPE_FLOAT) {
+            const float *x = (const float *)j->x->data + xbase;
+            float *y = (float *)j->y->data + n * j->C * j->out_size + o;
+            for (int64_t c = 0; c < j->C; c++, x += j->in_size, y += j->out_size) {
+                double acc = 0.0;
+                for (int64_t t = 0; t < n_terms; t++) acc += sw[t] * x[soff[t]];
+                *y = (float)acc;
+            }
+            continue;
+        }
         for (int64_t c = 0; c < j->C; c++) {
             double acc = 0.0;
-            for (int64_t cb = 0; cb < combos; cb++) {
-                int64_t rem = cb, off = 0;
-                double w = 1.0;
-                int zero = 0;
-                for (int d = k - 1; d >= 0; d--) {
-                    int q = (int)(rem % ntap);
-                    rem /= ntap;
-                    int64_t i = tap_idx[d][q];
-                    if (i < 0) { zero = 1; break; }
-                    off += i * j->in_strides[d];
-                    w *= tap_w[d][q];
-                }
-                if (zero || w == 0.0) continue;
-                acc += w * qe_load_f64(j->x->dtype, j->x->data, xbase + c * j->in_size + off);
-            }
+            for (int64_t t = 0; t < n_terms; t++)
+                acc += sw[t] * qe_load_f64(j->x->dtype, j->x->data, xbase + c * j->in_size + soff[t]);
             qe_store_f64(j->y->dtype, j->y->data, (n * j->C + c) * j->out_size + o, acc);
         }
     }
+    free(soff);
+    free(sw);
 }
 
 kiln_status kiln_grid_sample_compute(kiln_ctx *ctx) {
@@ -208,7 +235,13 @@ kiln_status kiln_grid_sample_compute(kiln_ctx *ctx) {
         for (int64_t i = 0; i < kiln_numel(j.y); i++) qe_store_f64(j.y->dtype, j.y->data, i, 0.0);
         return KILN_OK;
     }
+    int64_t terms = 1;
+    for (int d = 0; d < j.k; d++) terms *= a->mode == GS_NEAREST ? 1 : (a->mode == GS_LINEAR ? 2 : 4);
+    if (terms > (1 << 20))
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "%d-D %s sampling needs too many taps", j.k,
+                         a->mode == GS_CUBIC ? "cubic" : "linear");
     kiln_parallel_for(ctx, points, 1 + 4096 / (j.C + 1), gs_points, &j);
+    if (j.failed) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for GridSample taps");
     return KILN_OK;
 }
 

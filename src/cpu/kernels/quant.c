@@ -107,7 +107,7 @@ typedef struct quant_job {
     const kiln_tensor *x, *scale, *zp;
     kiln_tensor *y;
     qgran g;
-    int out_dt, saturate, sub_bits, f8;
+    int out_dt, saturate, sub_bits, f8, wide;
     float lo, hi;
 } quant_job;
 
@@ -115,12 +115,17 @@ static inline float quant_zp(const quant_job *j, int64_t s) {
     return j->zp ? qe_load_f32(j->zp->dtype, j->zp->data, s) : 0.0f;
 }
 
-/* The integer code of one element; lo/hi clamp keeps the float -> int conversion defined. */
+/* The integer code of one element: clamp(round_half_even(v) + zp, lo, hi). The clamp comes first
+ * (bounds shifted by the integral zp, which commutes with rounding) so that the value is small
+ * enough for rounding by adding and subtracting 1.5 * 2^23, which compiles to plain adds instead
+ * of a libm call; NaN maps to lo. int32 outputs exceed that range and use rintf. */
 static inline int32_t quant_int(const quant_job *j, float v, float zp) {
-    float r = rintf(v) + zp;
-    if (!(r >= j->lo)) r = isnan(r) ? zp : j->lo;
-    if (r > j->hi) r = j->hi;
-    return (int32_t)r;
+    float a = j->lo - zp, b = j->hi - zp;
+    v = v >= a ? v : a;
+    v = v <= b ? v : b;
+    if (j->wide) return (int32_t)(rintf(v) + zp);
+    const float magic = 12582912.0f;
+    return (int32_t)(((v + magic) - magic) + zp);
 }
 
 static void quant_range_generic(void *arg, int64_t begin, int64_t end) {
@@ -159,22 +164,25 @@ static void quant_range_generic(void *arg, int64_t begin, int64_t end) {
     }
 }
 
-/* The common case: float input, one scale, 8-bit output. */
-static void quant_range_f32_u8(void *arg, int64_t begin, int64_t end) {
-    const quant_job *j = arg;
-    const float *x = (const float *)j->x->data;
-    float scale = qe_load_f32(j->scale->dtype, j->scale->data, 0), zp = quant_zp(j, 0);
-    uint8_t *y = (uint8_t *)j->y->data;
-    for (int64_t i = begin; i < end; i++) y[i] = (uint8_t)quant_int(j, x[i] / scale, zp);
-}
+/* The common case: float input, one scale, 8-bit output. Everything the loop needs is local:
+ * the byte stores could alias the job struct, which would stop vectorisation. */
+#define QUANT_F32_8BIT(NAME, T)                                                                     \
+    static void NAME(void *arg, int64_t begin, int64_t end) {                                       \
+        const quant_job *j = arg;                                                                   \
+        const float *x = (const float *)j->x->data;                                                 \
+        const float scale = qe_load_f32(j->scale->dtype, j->scale->data, 0), zp = quant_zp(j, 0);   \
+        const float a = j->lo - zp, b = j->hi - zp, magic = 12582912.0f;                            \
+        T *y = (T *)j->y->data;                                                                     \
+        for (int64_t i = begin; i < end; i++) {                                                     \
+            float v = x[i] / scale;                                                                 \
+            v = v >= a ? v : a;                                                                     \
+            v = v <= b ? v : b;                                                                     \
+            y[i] = (T)(int32_t)(((v + magic) - magic) + zp);                                        \
+        }                                                                                           \
+    }
 
-static void quant_range_f32_i8(void *arg, int64_t begin, int64_t end) {
-    const quant_job *j = arg;
-    const float *x = (const float *)j->x->data;
-    float scale = qe_load_f32(j->scale->dtype, j->scale->data, 0), zp = quant_zp(j, 0);
-    int8_t *y = (int8_t *)j->y->data;
-    for (int64_t i = begin; i < end; i++) y[i] = (int8_t)quant_int(j, x[i] / scale, zp);
-}
+QUANT_F32_8BIT(quant_range_f32_u8, uint8_t)
+QUANT_F32_8BIT(quant_range_f32_i8, int8_t)
 
 static kiln_status quant_out_dtype(kiln_ctx *ctx, const kiln_tensor *zp, int *out) {
     int64_t attr = ctx->opset >= 21 ? kiln_attr_int(ctx->node, "output_dtype", 0) : 0;
@@ -228,6 +236,7 @@ static kiln_status quantize_compute(kiln_ctx *ctx) {
     kiln_quant_int_range(j.out_dt, &lo, &hi);
     j.lo = (float)lo;
     j.hi = j.out_dt == KILN_DTYPE_INT32 ? 2147483520.0f : (float)hi;
+    j.wide = j.out_dt == KILN_DTYPE_INT32;
     int64_t n = kiln_numel(j.x);
     if (n == 0) return KILN_OK;
     if (j.sub_bits) {
@@ -339,15 +348,20 @@ typedef struct minmax_job {
 static void minmax_range(void *arg, int64_t begin, int64_t end) {
     minmax_job *j = arg;
     for (int64_t c = begin; c < end; c++) {
-        float lo = 0.0f, hi = 0.0f; /* the range always includes 0 */
-        int64_t b = c * j->chunk;
-        for (int64_t i = b; i < b + j->chunk; i++) {
-            float v = j->x[i];
-            if (v < lo) lo = v;
-            if (v > hi) hi = v;
+        float lo[8] = {0}, hi[8] = {0}; /* the range always includes 0; 8 lanes for the vectoriser */
+        const float *x = j->x + c * j->chunk;
+        for (int64_t i = 0; i + 8 <= j->chunk; i += 8)
+            for (int k = 0; k < 8; k++) {
+                float v = x[i + k];
+                lo[k] = v < lo[k] ? v : lo[k];
+                hi[k] = v > hi[k] ? v : hi[k];
+            }
+        for (int k = 1; k < 8; k++) {
+            lo[0] = lo[k] < lo[0] ? lo[k] : lo[0];
+            hi[0] = hi[k] > hi[0] ? hi[k] : hi[0];
         }
-        j->mins[c] = lo;
-        j->maxs[c] = hi;
+        j->mins[c] = lo[0];
+        j->maxs[c] = hi[0];
     }
 }
 
@@ -384,8 +398,9 @@ static kiln_status dynq_compute(kiln_ctx *ctx) {
         if (xd[i] < lo) lo = xd[i];
         if (xd[i] > hi) hi = xd[i];
     }
-    if (isnan(lo) || isnan(hi) || isinf(lo) || isinf(hi))
-        return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "input holds NaN or infinity; no scale exists");
+    /* NaN elements never win a comparison, so they do not widen the range (and quantise to 0) */
+    if (isinf(lo) || isinf(hi))
+        return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "input holds an infinity; no finite scale exists");
     float scale = (hi - lo) / 255.0f;
     float zpf = 0.0f;
     if (scale != 0.0f) {

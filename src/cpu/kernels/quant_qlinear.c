@@ -1,8 +1,11 @@
-/* QLinearMatMul and QLinearConv: integer products accumulated in int32 after subtracting zero
- * points, then requantised with the float multiplier a_scale * b_scale / y_scale (rounded to
- * nearest even, saturated). Float8 QLinearMatMul (opset 21) goes through float instead. */
+/* QLinearMatMul and QLinearConv: integer products of zero-point-adjusted values, then requantised
+ * with the float multiplier a_scale * b_scale / y_scale (rounded to nearest even, saturated).
+ * Large products run as OpenBLAS dgemm: the operands are integers below 2^8 in magnitude, so
+ * every partial sum is an integer far below 2^53 and double arithmetic is exact, i.e. the same
+ * as int32 accumulation. Float8 QLinearMatMul (opset 21) goes through float instead. */
 #include "quant_elem.h"
 #include "quant_kernels.h"
+#include <cblas.h>
 #include <stdlib.h>
 
 static int is_q8(int dt) { return dt == KILN_DTYPE_UINT8 || dt == KILN_DTYPE_INT8; }
@@ -227,6 +230,51 @@ static void mm_rows(void *arg, int64_t begin, int64_t end) {
     free(facc);
 }
 
+/* Large integer products: one dgemm per batch on zero-point-adjusted operands. */
+static kiln_status mm_dgemm(kiln_ctx *ctx, const mm_job *j) {
+    const mm_shape *s = &j->s;
+    const kiln_tensor *a = j->in[0], *as = j->in[1], *az = j->in[2], *b = j->in[3], *bs = j->in[4],
+                      *bz = j->in[5], *ys = j->in[6], *yz = j->in[7];
+    int64_t M = s->M, K = s->K, N = s->N;
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "matrix product is too large");
+    double *A = malloc(sizeof(double) * (size_t)(M * K + 1)), *B = malloc(sizeof(double) * (size_t)(K * N + 1));
+    double *Cm = malloc(sizeof(double) * (size_t)(M * N + 1));
+    if (!A || !B || !Cm) {
+        free(A); free(B); free(Cm);
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for QLinearMatMul");
+    }
+    float y_scale = qe_load_f32(ys->dtype, ys->data, 0), y_zp = qe_load_f32(yz->dtype, yz->data, 0);
+    for (int64_t bt = 0; bt < s->batch; bt++) {
+        int64_t rem = bt, a_off = 0, b_off = 0;
+        for (int d = s->nbatch_dims - 1; d >= 0; d--) {
+            int64_t c = rem % s->dims[d];
+            rem /= s->dims[d];
+            a_off += c * s->a_batch_stride[d];
+            b_off += c * s->b_batch_stride[d];
+        }
+        for (int64_t i = 0; i < M; i++) {
+            int32_t zp = load_q8(az->dtype, az->data, param_index(az, M, bt, i));
+            for (int64_t k = 0; k < K; k++) A[i * K + k] = (double)(load_q8(a->dtype, a->data, a_off + i * K + k) - zp);
+        }
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t n = 0; n < N; n++)
+                B[k * N + n] = (double)(load_q8(b->dtype, b->data, b_off + k * N + n) -
+                                        load_q8(bz->dtype, bz->data, param_index(bz, N, bt, n)));
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0, A, (int)K, B, (int)N,
+                    0.0, Cm, (int)N);
+        for (int64_t i = 0; i < M; i++) {
+            float a_scale = qe_load_f32(as->dtype, as->data, param_index(as, M, bt, i));
+            for (int64_t n = 0; n < N; n++) {
+                float mult = a_scale * qe_load_f32(bs->dtype, bs->data, param_index(bs, N, bt, n)) / y_scale;
+                store_requant(j->y->dtype, j->y->data, (bt * M + i) * N + n, (float)Cm[i * N + n] * mult, y_zp);
+            }
+        }
+    }
+    free(A); free(B); free(Cm);
+    return KILN_OK;
+}
+
 kiln_status kiln_qlinear_matmul_compute(kiln_ctx *ctx) {
     mm_job j;
     for (int i = 0; i < 8; i++) j.in[i] = kiln_input(ctx, i);
@@ -234,6 +282,8 @@ kiln_status kiln_qlinear_matmul_compute(kiln_ctx *ctx) {
     if (!j.y) return KILN_OK;
     KILN_TRY(mm_resolve(ctx, j.in[0], j.in[3], &j.s));
     int64_t rows = j.s.batch * j.s.M;
+    int f8 = qe_is_f8(j.in[0]->dtype) || qe_is_f8(j.in[3]->dtype);
+    if (!f8 && rows > 0 && j.s.N > 0 && j.s.M * j.s.N * j.s.K >= 32768) return mm_dgemm(ctx, &j);
     if (rows > 0 && j.s.N > 0) {
         int64_t grain = 1 + 65536 / (j.s.K * j.s.N + 1);
         kiln_parallel_for(ctx, rows, grain, mm_rows, &j);
@@ -366,11 +416,7 @@ kiln_status kiln_qlinear_conv_infer(kiln_ctx *ctx) {
 
 typedef struct conv_job {
     const conv_geom *g;
-    const int16_t *col;   /* [Cg * K, out_size], zero point already subtracted */
-    const int16_t *wq;    /* [M, Cg * K], zero point already subtracted */
-    int32_t *acc;         /* [Mg, out_size] */
-    int64_t m0, rows;     /* first filter of the group; Cg * K */
-    int64_t xcg, n;       /* per-group channel count; batch index */
+    double *col;          /* [Cg * K, out_size], zero point already subtracted */
     int64_t x_off;
     const kiln_tensor *x;
     int32_t x_zp;
@@ -381,44 +427,47 @@ typedef struct conv_job {
 static void conv_im2col(void *arg, int64_t begin, int64_t end) {
     const conv_job *j = arg;
     const conv_geom *g = j->g;
-    int16_t *col = (int16_t *)j->col;
+    int nsp = g->nsp;
+    const uint8_t *xu = (const uint8_t *)j->x->data;
+    const int8_t *xs = (const int8_t *)j->x->data;
+    int is_u8 = j->x->dtype == KILN_DTYPE_UINT8;
     for (int64_t r = begin; r < end; r++) {
         int64_t c = r / g->k_size, kk = r % g->k_size;
         int64_t koff[KILN_MAX_RANK], rem = kk;
-        for (int d = g->nsp - 1; d >= 0; d--) {
+        for (int d = nsp - 1; d >= 0; d--) {
             koff[d] = (rem % g->k[d]) * g->dil[d];
             rem /= g->k[d];
         }
         int64_t cbase = j->x_off + c * g->in_size;
-        int16_t *dst = col + r * g->out_size;
-        for (int64_t o = 0; o < g->out_size; o++) {
-            int64_t orem = o, idx = 0, mul = 1;
+        double *dst = j->col + r * g->out_size;
+        int64_t W = g->out_sp[nsp - 1], IW = g->in_sp[nsp - 1], sw = g->stride[nsp - 1];
+        int64_t x0 = koff[nsp - 1] - g->pad_lo[nsp - 1];
+        /* walk the outer output dims by counter; the innermost dim is one contiguous row */
+        int64_t rows = g->out_size / (W ? W : 1);
+        int64_t oc[KILN_MAX_RANK] = {0};
+        for (int64_t orow = 0; orow < rows; orow++, dst += W) {
+            int64_t base = 0, mul = IW;
             int inside = 1;
-            for (int d = g->nsp - 1; d >= 0; d--) {
-                int64_t oc = orem % g->out_sp[d];
-                orem /= g->out_sp[d];
-                int64_t ic = oc * g->stride[d] - g->pad_lo[d] + koff[d];
+            for (int d = nsp - 2; d >= 0; d--) {
+                int64_t ic = oc[d] * g->stride[d] - g->pad_lo[d] + koff[d];
                 if (ic < 0 || ic >= g->in_sp[d]) { inside = 0; break; }
-                idx += ic * mul;
+                base += ic * mul;
                 mul *= g->in_sp[d];
             }
-            dst[o] = inside ? (int16_t)(load_q8(j->x->dtype, j->x->data, cbase + idx) - j->x_zp) : 0;
-        }
-    }
-}
-
-static void conv_gemm(void *arg, int64_t begin, int64_t end) {
-    const conv_job *j = arg;
-    int64_t osz = j->g->out_size;
-    for (int64_t m = begin; m < end; m++) {
-        int32_t *acc = j->acc + m * osz;
-        for (int64_t o = 0; o < osz; o++) acc[o] = 0;
-        const int16_t *w = j->wq + (j->m0 + m) * j->rows;
-        for (int64_t r = 0; r < j->rows; r++) {
-            int32_t wv = w[r];
-            if (!wv) continue;
-            const int16_t *cr = j->col + r * osz;
-            for (int64_t o = 0; o < osz; o++) acc[o] += wv * (int32_t)cr[o];
+            for (int d = nsp - 2; d >= 0; d--) { /* next outer coordinate */
+                if (++oc[d] < g->out_sp[d]) break;
+                oc[d] = 0;
+            }
+            if (!inside) {
+                for (int64_t o = 0; o < W; o++) dst[o] = 0.0;
+                continue;
+            }
+            const int64_t src = cbase + base;
+            for (int64_t o = 0; o < W; o++) {
+                int64_t ix = x0 + o * sw;
+                if (ix < 0 || ix >= IW) { dst[o] = 0.0; continue; }
+                dst[o] = (double)((is_u8 ? (int32_t)xu[src + ix] : (int32_t)xs[src + ix]) - j->x_zp);
+            }
         }
     }
 }
@@ -434,9 +483,11 @@ kiln_status kiln_qlinear_conv_compute(kiln_ctx *ctx) {
     int64_t Cg = g.C / g.group, Mg = g.M / g.group, rows = Cg * g.k_size;
     int64_t ysz = g.N * g.M * g.out_size;
     if (ysz == 0) return KILN_OK;
-    int16_t *wq = malloc(sizeof(int16_t) * (size_t)(g.M * rows + 1));
-    int16_t *col = malloc(sizeof(int16_t) * (size_t)(rows * g.out_size + 1));
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(Mg * g.out_size + 1));
+    if (rows > INT32_MAX || g.out_size > INT32_MAX || Mg > INT32_MAX)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "convolution is too large");
+    double *wq = malloc(sizeof(double) * (size_t)(g.M * rows + 1));
+    double *col = malloc(sizeof(double) * (size_t)(rows * g.out_size + 1));
+    double *acc = malloc(sizeof(double) * (size_t)(Mg * g.out_size + 1));
     float *mult = malloc(sizeof(float) * (size_t)(g.M + 1));
     if (!wq || !col || !acc || !mult) {
         free(wq); free(col); free(acc); free(mult);
@@ -450,24 +501,24 @@ kiln_status kiln_qlinear_conv_compute(kiln_ctx *ctx) {
     for (int64_t m = 0; m < g.M; m++) {
         int32_t wz = load_q8(in[5]->dtype, in[5]->data, per_ch_z ? m : 0);
         for (int64_t r = 0; r < rows; r++)
-            wq[m * rows + r] = (int16_t)(load_q8(w->dtype, w->data, m * rows + r) - wz);
+            wq[m * rows + r] = (double)(load_q8(w->dtype, w->data, m * rows + r) - wz);
         mult[m] = x_scale * qe_load_f32(in[4]->dtype, in[4]->data, per_ch_s ? m : 0) / y_scale;
     }
-    conv_job j = {&g, col, wq, acc, 0, rows, Cg, 0, 0, x, x_zp};
+    conv_job j = {&g, col, 0, x, x_zp};
     for (int64_t n = 0; n < g.N; n++) {
         for (int64_t gr = 0; gr < g.group; gr++) {
-            j.n = n;
-            j.m0 = gr * Mg;
+            int64_t m0 = gr * Mg;
             j.x_off = (n * g.C + gr * Cg) * g.in_size;
-            kiln_parallel_for(ctx, rows, 1 + 4096 / (g.out_size + 1), conv_im2col, &j);
-            kiln_parallel_for(ctx, Mg, 1 + 65536 / (rows * g.out_size + 1), conv_gemm, &j);
+            kiln_parallel_for(ctx, rows, 1 + 16384 / (g.out_size + 1), conv_im2col, &j);
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)g.out_size, (int)rows, 1.0,
+                        wq + m0 * rows, (int)rows, col, (int)g.out_size, 0.0, acc, (int)g.out_size);
             for (int64_t m = 0; m < Mg; m++) {
-                int64_t mm = j.m0 + m;
-                int32_t b = bias ? ((const int32_t *)bias->data)[mm] : 0;
+                int64_t mm = m0 + m;
+                double b = bias ? (double)((const int32_t *)bias->data)[mm] : 0.0;
                 int64_t ybase = (n * g.M + mm) * g.out_size;
+                const double *a = acc + m * g.out_size;
                 for (int64_t o = 0; o < g.out_size; o++)
-                    store_requant(y->dtype, y->data, ybase + o,
-                                  (float)(acc[m * g.out_size + o] + b) * mult[mm], y_zp);
+                    store_requant(y->dtype, y->data, ybase + o, (float)(a[o] + b) * mult[mm], y_zp);
             }
         }
     }

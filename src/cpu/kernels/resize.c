@@ -419,6 +419,7 @@ typedef struct nearest_job {
     int dtype;
     double extrapolation;
     int64_t in_strides[KILN_MAX_RANK];
+    int may_extrapolate; /* tf_crop_and_resize: index maps can hold -1 */
     int failed;
 } nearest_job;
 
@@ -439,6 +440,26 @@ static void nearest_rows(void *arg, int64_t begin, int64_t end) {
             else off += i * j->in_strides[d];
         }
         int64_t ybase = row * wout;
+        if (!extrap && !j->is_string && !j->may_extrapolate) { /* plain gathers */
+            if (j->esize == 4) {
+                const uint32_t *xs = (const uint32_t *)j->x + off;
+                uint32_t *yd = (uint32_t *)j->y + ybase;
+                for (int64_t c = 0; c < wout; c++) yd[c] = xs[lmap[c]];
+                continue;
+            }
+            if (j->esize == 1) {
+                const uint8_t *xs = (const uint8_t *)j->x + off;
+                uint8_t *yd = (uint8_t *)j->y + ybase;
+                for (int64_t c = 0; c < wout; c++) yd[c] = xs[lmap[c]];
+                continue;
+            }
+            if (j->esize == 2) {
+                const uint16_t *xs = (const uint16_t *)j->x + off;
+                uint16_t *yd = (uint16_t *)j->y + ybase;
+                for (int64_t c = 0; c < wout; c++) yd[c] = xs[lmap[c]];
+                continue;
+            }
+        }
         for (int64_t c = 0; c < wout; c++) {
             int64_t i = lmap[c];
             int64_t yi = ybase + c;
@@ -608,6 +629,7 @@ static kiln_status resize_compute(kiln_ctx *ctx) {
         j.is_string = x->dtype == KILN_DTYPE_STRING;
         j.esize = j.is_string ? sizeof(char *) : kiln_dtype_size(x->dtype);
         j.extrapolation = a->extrapolation;
+        j.may_extrapolate = a->ctm == CT_TF_CROP_AND_RESIZE;
         kiln_strides(r, p.in, j.in_strides);
         int64_t rows = ny / p.out[r - 1];
         kiln_parallel_for(ctx, rows, 1 + 16384 / (p.out[r - 1] + 1), nearest_rows, &j);
