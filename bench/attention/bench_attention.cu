@@ -63,15 +63,19 @@ __global__ void fill_random(uint16_t *p, size_t n, uint32_t seed, int bf16) {
     }
 }
 
+// Events go on kiln's stream: it is a non-blocking stream, so events on the legacy default stream
+// would not order with its work and would time nothing.
+static cudaStream_t g_stream;
+
 template <typename F> static double median_seconds(F fn, int blocks = 15, double block_ms = 2.0, int warmup = 10) {
     for (int i = 0; i < warmup; ++i) fn();
     CUDA_OK(cudaDeviceSynchronize());
     cudaEvent_t a, b;
     CUDA_OK(cudaEventCreate(&a));
     CUDA_OK(cudaEventCreate(&b));
-    CUDA_OK(cudaEventRecord(a));
+    CUDA_OK(cudaEventRecord(a, g_stream));
     fn();
-    CUDA_OK(cudaEventRecord(b));
+    CUDA_OK(cudaEventRecord(b, g_stream));
     CUDA_OK(cudaEventSynchronize(b));
     float one;
     CUDA_OK(cudaEventElapsedTime(&one, a, b));
@@ -79,9 +83,9 @@ template <typename F> static double median_seconds(F fn, int blocks = 15, double
     std::vector<cudaEvent_t> ev(2 * blocks);
     for (auto &e : ev) CUDA_OK(cudaEventCreate(&e));
     for (int i = 0; i < blocks; ++i) {
-        CUDA_OK(cudaEventRecord(ev[2 * i]));
+        CUDA_OK(cudaEventRecord(ev[2 * i], g_stream));
         for (int j = 0; j < k; ++j) fn();
-        CUDA_OK(cudaEventRecord(ev[2 * i + 1]));
+        CUDA_OK(cudaEventRecord(ev[2 * i + 1], g_stream));
     }
     CUDA_OK(cudaDeviceSynchronize());
     std::vector<float> t(blocks);
@@ -137,6 +141,7 @@ int main(int argc, char **argv) {
                     format.c_str(), dtype.c_str(), causal ? "true" : "false", info->name);
 
     cudaStream_t stream = (cudaStream_t)kiln_cuda_stream(prov);
+    g_stream = stream;
     for (size_t ci = 0; ci < configs.size(); ++ci) {
         const int B = configs[ci][0], S = configs[ci][1], N = configs[ci][2], H = configs[ci][3];
         const size_t tok = (size_t)B * S * N * H;
@@ -195,9 +200,9 @@ int main(int argc, char **argv) {
             cudaEvent_t e0, e1;
             CUDA_OK(cudaEventCreate(&e0));
             CUDA_OK(cudaEventCreate(&e1));
-            CUDA_OK(cudaEventRecord(e0));
+            CUDA_OK(cudaEventRecord(e0, stream));
             call(&o);
-            CUDA_OK(cudaEventRecord(e1));
+            CUDA_OK(cudaEventRecord(e1, stream));
             CUDA_OK(cudaEventSynchronize(e1));
             float ms;
             CUDA_OK(cudaEventElapsedTime(&ms, e0, e1));
@@ -227,7 +232,10 @@ int main(int argc, char **argv) {
         }
         printf("\n");
         fflush(stdout);
-        if (jf) fprintf(jf, "}%s\n", ci + 1 < configs.size() ? "," : "");
+        if (jf) {
+            fprintf(jf, "}%s\n", ci + 1 < configs.size() ? "," : "");
+            fflush(jf);
+        }
         CUDA_OK(cudaDeviceSynchronize());
         for (void *p : bufs) CUDA_OK(cudaFree(p));
     }

@@ -26,9 +26,20 @@ def main():
         name = os.path.basename(kf)[5:-5]
         try:
             kiln = json.load(open(kf))
-        except Exception as e:  # a pass cut short leaves a partial file
-            print(f"# {name}: unreadable kiln json ({e})")
-            continue
+        except Exception:
+            # A pass cut short leaves a partial file: one row per line, take the complete ones.
+            lines = open(kf).read().splitlines()
+            try:
+                kiln = json.loads(lines[0] + "]}")
+            except Exception as e:
+                print(f"# {name}: unreadable kiln json ({e})")
+                continue
+            for ln in lines[1:]:
+                try:
+                    kiln["rows"].append(json.loads(ln.strip().rstrip(",")))
+                except Exception:
+                    pass
+            print(f"# {name}: partial, {len(kiln['rows'])} rows")
         peers = {}
         pf = os.path.join(d, f"peers_{name}.json")
         if os.path.exists(pf):

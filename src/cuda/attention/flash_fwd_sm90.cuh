@@ -1,6 +1,6 @@
 // Hopper (sm_90a) flash attention forward on wgmma.
 //
-// CTA = 2 warpgroups × 64 query rows (BM = 128). Q, K and V tiles sit in shared memory in the
+// CTA = NWG (2 or 3) warpgroups × 64 query rows (BM = 64·NWG). Q, K and V tiles sit in shared memory in the
 // canonical 128-byte-swizzled layout that wgmma descriptors read directly: rows of 128 bytes
 // (64 elements), 16-byte chunk j of row r stored at chunk j ^ (r & 7), head dimensions beyond 64
 // in further column blocks. Q·Kᵀ reads both operands from shared memory (K-major); P·V takes P
@@ -77,14 +77,15 @@ __device__ __forceinline__ void mma_rs(float (&d)[32], const uint32_t (&a)[4], u
     }
 }
 
-template <typename E, int HD, int BN, int MINB> struct Cfg {
-    static constexpr int BM = 128, THREADS = 256;
+template <typename E, int HD, int BN, int MINB, int NWG> struct Cfg {
+    static constexpr int BM = 64 * NWG, THREADS = 128 * NWG;
     static constexpr int CB = (HD + 63) / 64;     // 64-element column blocks (also P·V output chunks)
     static constexpr int Q_BYTES = BM * 128 * CB;
     static constexpr int KV_BYTES = BN * 128 * CB; // one stage of K or of V
     static constexpr int SMEM = Q_BYTES + 4 * KV_BYTES + 1024; // +1024: align to the swizzle period
     static_assert(HD % 16 == 0 && HD <= 256, "HD is a multiple of 16 up to 256");
     static_assert(BN == 64 || BN == 128, "Q·Kᵀ is one m64nBNk16 wgmma per 16 head dims");
+    static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
 };
 
 // Width of P·V output chunk c (one wgmma each): 64 except the last.
@@ -92,12 +93,12 @@ template <int HD> __host__ __device__ constexpr int chunk_n(int c) { return HD -
 
 // R × HD tile into the swizzled layout at s (R rows per column block). Rows past rows_valid and
 // chunks past hch are zero-filled.
-template <int R, int HD, typename E>
+template <int R, int HD, int THREADS, typename E>
 __device__ __forceinline__ void load_sw(uint32_t s, const E *g, int64_t ss, int rows_valid, int hch, const E *fb,
                                         int tid) {
     constexpr int CH = HD / 8;
     constexpr int CHP = pow2_at_least(CH);
-    constexpr int RPP = 256 / CHP; // a multiple of 8, so (r & 7) and with it the swizzle is fixed per thread
+    constexpr int RPP = THREADS / CHP; // a multiple of 8, so (r & 7) and with it the swizzle is fixed per thread
     constexpr int PASSES = (R + RPP - 1) / RPP;
     static_assert(RPP % 8 == 0, "rows per pass keep the swizzle phase");
     const int c = tid % CHP, r0 = tid / CHP;
@@ -117,9 +118,10 @@ __device__ __forceinline__ void load_sw(uint32_t s, const E *g, int64_t ss, int 
     }
 }
 
-template <typename E, int HD, int BN, int MINB> __device__ __forceinline__ void flash_sm90_body(const Params &p) {
-    using C = Cfg<E, HD, BN, MINB>;
-    constexpr int BM = C::BM, CB = C::CB, NT = BN / 8;
+template <typename E, int HD, int BN, int MINB, int NWG>
+__device__ __forceinline__ void flash_sm90_body(const Params &p) {
+    using C = Cfg<E, HD, BN, MINB, NWG>;
+    constexpr int BM = C::BM, CB = C::CB, NT = BN / 8, THREADS = C::THREADS;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw);
     const uint32_t base = (raw + 1023u) & ~1023u;
@@ -165,14 +167,14 @@ template <typename E, int HD, int BN, int MINB> __device__ __forceinline__ void 
     auto blk = [&](int i) { return n_blocks - 1 - i; };
     auto load_k = [&](int i, int st) {
         const int kb = blk(i);
-        load_sw<BN, HD>(sK + st * C::KV_BYTES, kg + (int64_t)kb * BN * p.k_ss, p.k_ss, kv_limit - kb * BN, hch, kfb, tid);
+        load_sw<BN, HD, THREADS>(sK + st * C::KV_BYTES, kg + (int64_t)kb * BN * p.k_ss, p.k_ss, kv_limit - kb * BN, hch, kfb, tid);
     };
     auto load_v = [&](int i, int st) {
         const int kb = blk(i);
-        load_sw<BN, HD>(sV + st * C::KV_BYTES, vg + (int64_t)kb * BN * p.v_ss, p.v_ss, kv_limit - kb * BN, hch, vfb, tid);
+        load_sw<BN, HD, THREADS>(sV + st * C::KV_BYTES, vg + (int64_t)kb * BN * p.v_ss, p.v_ss, kv_limit - kb * BN, hch, vfb, tid);
     };
 
-    load_sw<BM, HD>(sQ, qg, p.q_ss, seqlen_q - m_block * BM, hch, qfb, tid);
+    load_sw<BM, HD, THREADS>(sQ, qg, p.q_ss, seqlen_q - m_block * BM, hch, qfb, tid);
     if (n_blocks > 0) {
         load_k(0, 0);
         load_v(0, 0);
@@ -356,18 +358,19 @@ template <typename E, int HD, int BN, int MINB> __device__ __forceinline__ void 
     }
 }
 
-template <typename E, int HD, int BN, int MINB>
-__global__ void __launch_bounds__(256, MINB) flash_sm90_kernel(const __grid_constant__ Params p) {
+template <typename E, int HD, int BN, int MINB, int NWG>
+__global__ void __launch_bounds__(128 * NWG, MINB) flash_sm90_kernel(const __grid_constant__ Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    flash_sm90_body<E, HD, BN, MINB>(p);
+    flash_sm90_body<E, HD, BN, MINB, NWG>(p);
 #elif defined(__CUDA_ARCH__)
     __trap(); // wgmma exists only in sm_90a code; the dispatcher checks the image before launching
 #endif
 }
 
-template <typename E, int HD, int BN, int MINB> cudaError_t launch_sm90(const Params &p, cudaStream_t stream) {
-    using C = Cfg<E, HD, BN, MINB>;
-    auto kern = flash_sm90_kernel<E, HD, BN, MINB>;
+template <typename E, int HD, int BN, int MINB, int NWG>
+cudaError_t launch_sm90(const Params &p, cudaStream_t stream) {
+    using C = Cfg<E, HD, BN, MINB, NWG>;
+    auto kern = flash_sm90_kernel<E, HD, BN, MINB, NWG>;
     static bool attr_done = false;
     if (!attr_done) {
         cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
@@ -387,9 +390,11 @@ struct Variant {
     const void *probe; // the fp16 kernel, to ask the runtime whether an sm_90a image is loaded
 };
 
-#define KILN_SM90_VARIANT(HD, BN, MINB)                                                             \
-    {"128x" #BN "x2wg" #MINB, HD, BN, MINB, &launch_sm90<__half, HD, BN, MINB>,                     \
-     &launch_sm90<__nv_bfloat16, HD, BN, MINB>, (const void *)&flash_sm90_kernel<__half, HD, BN, MINB>}
+// Name: warpgroups, key tile, CTAs per SM the registers are capped for.
+#define KILN_SM90_VARIANT(HD, BN, MINB, NWG)                                                        \
+    {"wg" #NWG "_bn" #BN "_occ" #MINB, HD, BN, MINB, &launch_sm90<__half, HD, BN, MINB, NWG>,       \
+     &launch_sm90<__nv_bfloat16, HD, BN, MINB, NWG>,                                               \
+     (const void *)&flash_sm90_kernel<__half, HD, BN, MINB, NWG>}
 
 int variants_hd16(const Variant **out);
 int variants_hd32(const Variant **out);

@@ -5,7 +5,7 @@
 namespace kiln_sm90 {
 
 static const Variant v160[] = {
-    KILN_SM90_VARIANT(160, 64, 1),
+    KILN_SM90_VARIANT(160, 64, 1, 2),
 };
 int variants_hd160(const Variant **out) {
     *out = v160;
@@ -13,7 +13,7 @@ int variants_hd160(const Variant **out) {
 }
 
 static const Variant v192[] = {
-    KILN_SM90_VARIANT(192, 64, 1),
+    KILN_SM90_VARIANT(192, 64, 1, 2),
 };
 int variants_hd192(const Variant **out) {
     *out = v192;
@@ -21,7 +21,7 @@ int variants_hd192(const Variant **out) {
 }
 
 static const Variant v256[] = {
-    KILN_SM90_VARIANT(256, 64, 1),
+    KILN_SM90_VARIANT(256, 64, 1, 2),
 };
 int variants_hd256(const Variant **out) {
     *out = v256;

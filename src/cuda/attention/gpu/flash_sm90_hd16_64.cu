@@ -5,8 +5,9 @@
 namespace kiln_sm90 {
 
 static const Variant v16[] = {
-    KILN_SM90_VARIANT(16, 128, 1),
-    KILN_SM90_VARIANT(16, 64, 2),
+    KILN_SM90_VARIANT(16, 128, 1, 2),
+    KILN_SM90_VARIANT(16, 64, 2, 2),
+    KILN_SM90_VARIANT(16, 128, 1, 3),
 };
 int variants_hd16(const Variant **out) {
     *out = v16;
@@ -14,8 +15,9 @@ int variants_hd16(const Variant **out) {
 }
 
 static const Variant v32[] = {
-    KILN_SM90_VARIANT(32, 128, 1),
-    KILN_SM90_VARIANT(32, 64, 2),
+    KILN_SM90_VARIANT(32, 128, 1, 2),
+    KILN_SM90_VARIANT(32, 64, 2, 2),
+    KILN_SM90_VARIANT(32, 128, 1, 3),
 };
 int variants_hd32(const Variant **out) {
     *out = v32;
@@ -23,8 +25,9 @@ int variants_hd32(const Variant **out) {
 }
 
 static const Variant v48[] = {
-    KILN_SM90_VARIANT(48, 128, 1),
-    KILN_SM90_VARIANT(48, 64, 2),
+    KILN_SM90_VARIANT(48, 128, 1, 2),
+    KILN_SM90_VARIANT(48, 64, 2, 2),
+    KILN_SM90_VARIANT(48, 128, 1, 3),
 };
 int variants_hd48(const Variant **out) {
     *out = v48;
@@ -32,8 +35,9 @@ int variants_hd48(const Variant **out) {
 }
 
 static const Variant v64[] = {
-    KILN_SM90_VARIANT(64, 128, 1),
-    KILN_SM90_VARIANT(64, 64, 2),
+    KILN_SM90_VARIANT(64, 128, 1, 2),
+    KILN_SM90_VARIANT(64, 64, 2, 2),
+    KILN_SM90_VARIANT(64, 128, 1, 3),
 };
 int variants_hd64(const Variant **out) {
     *out = v64;

@@ -5,8 +5,9 @@
 namespace kiln_sm90 {
 
 static const Variant v80[] = {
-    KILN_SM90_VARIANT(80, 128, 1),
-    KILN_SM90_VARIANT(80, 64, 1),
+    KILN_SM90_VARIANT(80, 128, 1, 2),
+    KILN_SM90_VARIANT(80, 64, 1, 2),
+    KILN_SM90_VARIANT(80, 64, 1, 3),
 };
 int variants_hd80(const Variant **out) {
     *out = v80;
@@ -14,8 +15,9 @@ int variants_hd80(const Variant **out) {
 }
 
 static const Variant v96[] = {
-    KILN_SM90_VARIANT(96, 128, 1),
-    KILN_SM90_VARIANT(96, 64, 1),
+    KILN_SM90_VARIANT(96, 128, 1, 2),
+    KILN_SM90_VARIANT(96, 64, 1, 2),
+    KILN_SM90_VARIANT(96, 64, 1, 3),
 };
 int variants_hd96(const Variant **out) {
     *out = v96;
@@ -23,8 +25,9 @@ int variants_hd96(const Variant **out) {
 }
 
 static const Variant v128[] = {
-    KILN_SM90_VARIANT(128, 128, 1),
-    KILN_SM90_VARIANT(128, 64, 1),
+    KILN_SM90_VARIANT(128, 128, 1, 2),
+    KILN_SM90_VARIANT(128, 64, 1, 2),
+    KILN_SM90_VARIANT(128, 64, 1, 3),
 };
 int variants_hd128(const Variant **out) {
     *out = v128;
