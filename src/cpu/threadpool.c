@@ -2,6 +2,18 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* Workers spin this many pause instructions (tens of microseconds) after a job before sleeping:
+ * a model runs many small parallel ops back to back, and waking a sleeping thread through the
+ * condition variable costs about as much as a medium op itself. After that they sleep, so an idle
+ * session uses no CPU. */
+#define SPIN_ITERS 4000
 
 struct kiln_threadpool {
     int n_threads; /* including the caller */
@@ -9,14 +21,15 @@ struct kiln_threadpool {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
     pthread_mutex_t run_mu; /* one job at a time (nested calls run inline) */
-    /* the current job */
+    /* the current job: written before job_id is published (release), read after (acquire) */
     kiln_pool_fn fn;
     void *arg;
     int64_t n, chunk;
     atomic_llong next;
-    int active;            /* workers still inside the job */
-    unsigned long job_id;
-    int stop;
+    atomic_int active;       /* workers still inside the job */
+    atomic_ulong job_id;
+    int sleepers;            /* workers blocked on `wake` (under mu) */
+    atomic_int stop;
 };
 
 static _Thread_local int in_pool_job;
@@ -34,17 +47,31 @@ static void *worker_main(void *p) {
     kiln_threadpool *tp = p;
     unsigned long seen = 0;
     in_pool_job = 1;
-    pthread_mutex_lock(&tp->mu);
     for (;;) {
-        while (!tp->stop && tp->job_id == seen) pthread_cond_wait(&tp->wake, &tp->mu);
-        if (tp->stop) break;
-        seen = tp->job_id;
-        pthread_mutex_unlock(&tp->mu);
+        unsigned long id = seen;
+        for (int i = 0; i < SPIN_ITERS; i++) {
+            id = atomic_load_explicit(&tp->job_id, memory_order_acquire);
+            if (id != seen || atomic_load(&tp->stop)) break;
+            CPU_RELAX();
+        }
+        if (id == seen && !atomic_load(&tp->stop)) {
+            pthread_mutex_lock(&tp->mu);
+            while (!atomic_load(&tp->stop) && (id = atomic_load(&tp->job_id)) == seen) {
+                tp->sleepers++;
+                pthread_cond_wait(&tp->wake, &tp->mu);
+                tp->sleepers--;
+            }
+            pthread_mutex_unlock(&tp->mu);
+        }
+        if (atomic_load(&tp->stop)) break;
+        seen = id;
         run_chunks(tp);
-        pthread_mutex_lock(&tp->mu);
-        if (--tp->active == 0) pthread_cond_signal(&tp->done);
+        if (atomic_fetch_sub(&tp->active, 1) == 1) {
+            pthread_mutex_lock(&tp->mu);
+            pthread_cond_signal(&tp->done);
+            pthread_mutex_unlock(&tp->mu);
+        }
     }
-    pthread_mutex_unlock(&tp->mu);
     return NULL;
 }
 
@@ -73,7 +100,7 @@ kiln_threadpool *kiln_threadpool_create(int n_threads) {
 void kiln_threadpool_destroy(kiln_threadpool *tp) {
     if (!tp) return;
     pthread_mutex_lock(&tp->mu);
-    tp->stop = 1;
+    atomic_store(&tp->stop, 1);
     pthread_cond_broadcast(&tp->wake);
     pthread_mutex_unlock(&tp->mu);
     for (int i = 0; i < tp->n_threads - 1; i++) pthread_join(tp->workers[i], NULL);
@@ -99,21 +126,24 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
     /* about 4 chunks per thread balances uneven work without much counter traffic */
     int64_t chunk = (n + tp->n_threads * 4 - 1) / (tp->n_threads * 4);
     if (chunk < grain) chunk = grain;
-    pthread_mutex_lock(&tp->mu);
     tp->fn = fn;
     tp->arg = arg;
     tp->n = n;
     tp->chunk = chunk;
     atomic_store(&tp->next, 0);
-    tp->active = tp->n_threads - 1;
-    tp->job_id++;
-    pthread_cond_broadcast(&tp->wake);
+    atomic_store(&tp->active, tp->n_threads - 1);
+    pthread_mutex_lock(&tp->mu);
+    atomic_fetch_add_explicit(&tp->job_id, 1, memory_order_release);
+    if (tp->sleepers) pthread_cond_broadcast(&tp->wake);
     pthread_mutex_unlock(&tp->mu);
     in_pool_job = 1;
     run_chunks(tp);
     in_pool_job = 0;
-    pthread_mutex_lock(&tp->mu);
-    while (tp->active > 0) pthread_cond_wait(&tp->done, &tp->mu);
-    pthread_mutex_unlock(&tp->mu);
+    for (int i = 0; i < SPIN_ITERS && atomic_load(&tp->active) > 0; i++) CPU_RELAX();
+    if (atomic_load(&tp->active) > 0) {
+        pthread_mutex_lock(&tp->mu);
+        while (atomic_load(&tp->active) > 0) pthread_cond_wait(&tp->done, &tp->mu);
+        pthread_mutex_unlock(&tp->mu);
+    }
     pthread_mutex_unlock(&tp->run_mu);
 }
