@@ -11,6 +11,8 @@
 #ifndef KILN_ELEMENTWISE_UTIL_H
 #define KILN_ELEMENTWISE_UTIL_H
 
+#include "../cpu_features.h"
+
 #include "ops/op.h"
 
 #include <math.h>
@@ -159,12 +161,7 @@ __attribute__((target("avx,f16c"))) static inline void ew_f16_store_f16c(uint16_
 }
 static inline int ew_have_f16c(void) {
     static int have = -1;
-    /* clang 14's __builtin_cpu_supports has no "f16c"; every AVX2 CPU has F16C */
-#if defined(__clang__) && __clang_major__ < 15
-    if (have < 0) have = __builtin_cpu_supports("avx2");
-#else
-    if (have < 0) have = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-#endif
+    if (have < 0) have = kiln_cpu_has_f16c();
     return have;
 }
 #endif

@@ -3,6 +3,8 @@
 #ifndef KILN_REDUCE_UTIL_H
 #define KILN_REDUCE_UTIL_H
 
+#include "../cpu_features.h"
+
 #include "ops/op.h"
 #include <math.h>
 #include <stdint.h>
@@ -41,7 +43,7 @@ static RU_UNUSED int ru_is_halfish(int dt) {
 #define RU_HAVE_F16C_PATH 1
 static RU_UNUSED int ru_use_f16c(void) {
     static int v = -1;
-    if (v < 0) v = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    if (v < 0) v = kiln_cpu_has_f16c();
     return v;
 }
 
