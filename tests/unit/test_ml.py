@@ -180,6 +180,16 @@ def test_label_encoder_v2(kind):
         check(m, {"x": x})
 
 
+def test_label_encoder_large_int64_exact():
+    keys = [2**60 + 1, 2**60 + 2, -(2**62) + 3]
+    vals = [2**61 + 7, 5, -(2**59) - 1]
+    x = np.array([2**60 + 2, 2**60 + 1, 2**60, -(2**62) + 3], np.int64)
+    m = ml_model("LabelEncoder", [("x", x)], [("y", TensorProto.INT64)],
+                 {"keys_int64s": keys, "values_int64s": vals, "default_int64": 9}, ml_opset=2)
+    check(m, {"x": x})
+    np.testing.assert_array_equal(run_kiln(m, {"x": x})[0], [5, 2**61 + 7, 9, -(2**59) - 1])
+
+
 @pytest.mark.parametrize("kdt,vdt", [(np.int64, np.float64), (np.float64, np.int64), (np.int32, np.int16),
                                      (np.float32, np.int32)])
 def test_label_encoder_v4_tensors(kdt, vdt):

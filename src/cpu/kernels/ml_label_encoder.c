@@ -12,11 +12,14 @@ typedef struct le_state {
     int64_t n;
     char **skeys;            /* borrowed from the attributes */
     double *nkeys;
+    int64_t *ikeys;          /* integer keys, exact (NULL for float / string keys) */
     int64_t *order;          /* key positions sorted by key */
     char **svals;            /* borrowed */
     double *nvals;
+    int64_t *ivals;          /* integer values, exact */
     const char *sdefault;
     double ndefault;
+    int64_t idefault;
 } le_state;
 
 static const le_state *g_sort_state; /* qsort has no context argument; init runs serially */
@@ -29,7 +32,9 @@ static int key_cmp_num(double a, double b) {
 static int order_cmp(const void *pa, const void *pb) {
     int64_t a = *(const int64_t *)pa, b = *(const int64_t *)pb;
     const le_state *s = g_sort_state;
-    int c = s->key_string ? strcmp(s->skeys[a], s->skeys[b]) : key_cmp_num(s->nkeys[a], s->nkeys[b]);
+    int c = s->key_string ? strcmp(s->skeys[a], s->skeys[b])
+          : s->ikeys ? (s->ikeys[a] > s->ikeys[b]) - (s->ikeys[a] < s->ikeys[b])
+                     : key_cmp_num(s->nkeys[a], s->nkeys[b]);
     return c ? c : (a > b) - (a < b); /* equal keys: the first one wins */
 }
 
@@ -42,6 +47,16 @@ static int64_t le_find_str(const le_state *s, const char *k) {
         else hi = mid;
     }
     return lo < s->n && !strcmp(s->skeys[s->order[lo]], k) ? s->order[lo] : -1;
+}
+
+static int64_t le_find_int(const le_state *s, int64_t k) {
+    int64_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (s->ikeys[s->order[mid]] < k) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < s->n && s->ikeys[s->order[lo]] == k ? s->order[lo] : -1;
 }
 
 static int64_t le_find_num(const le_state *s, double k) {
@@ -59,6 +74,8 @@ void kiln_ml_label_encoder_fini(void *p) {
     if (!s) return;
     free(s->nkeys);
     free(s->nvals);
+    free(s->ikeys);
+    free(s->ivals);
     free(s->order);
     free(s->skeys);
     free(s->svals);
@@ -68,7 +85,7 @@ void kiln_ml_label_encoder_fini(void *p) {
 /* Reads a list attribute (floats / ints / strings) or a 1-D tensor attribute into numbers or
  * string pointers; *kind: 1 strings, 2 numbers; returns the count or -1 when absent. */
 static int64_t read_list(const kiln_node *nd, const char *fl, const char *in, const char *st, const char *tn,
-                         double **nums, char ***strs, int *dtype) {
+                         double **nums, int64_t **ints, char ***strs, int *dtype) {
     int n = 0;
     const float *f = kiln_attr_floats(nd, fl, &n);
     if (f) {
@@ -80,7 +97,9 @@ static int64_t read_list(const kiln_node *nd, const char *fl, const char *in, co
     const int64_t *iv = kiln_attr_ints(nd, in, &n);
     if (iv) {
         *nums = malloc(sizeof(double) * (size_t)(n + 1));
+        *ints = malloc(sizeof(int64_t) * (size_t)(n + 1));
         if (*nums) for (int i = 0; i < n; i++) (*nums)[i] = (double)iv[i];
+        if (*ints) memcpy(*ints, iv, sizeof(int64_t) * (size_t)n);
         *dtype = KILN_DTYPE_INT64;
         return n;
     }
@@ -101,6 +120,10 @@ static int64_t read_list(const kiln_node *nd, const char *fl, const char *in, co
         } else {
             *nums = malloc(sizeof(double) * (size_t)(m + 1));
             if (*nums) for (int64_t i = 0; i < m; i++) (*nums)[i] = qe_load_f64(t->dtype, t->data, i);
+            if (kiln_dtype_is_integer(t->dtype)) {
+                *ints = malloc(sizeof(int64_t) * (size_t)(m + 1));
+                if (*ints) for (int64_t i = 0; i < m; i++) (*ints)[i] = kiln_load_i64(t->dtype, t->data, i);
+            }
         }
         return m;
     }
@@ -127,15 +150,16 @@ kiln_status kiln_ml_label_encoder_init(kiln_ctx *ctx) {
     } else {
         int kt = 0, vt = 0;
         int64_t nk = read_list(nd, "keys_floats", "keys_int64s", "keys_strings", ctx->opset >= 4 ? "keys_tensor" : NULL,
-                               &s->nkeys, &s->skeys, &kt);
+                               &s->nkeys, &s->ikeys, &s->skeys, &kt);
         int64_t nv = read_list(nd, "values_floats", "values_int64s", "values_strings",
-                               ctx->opset >= 4 ? "values_tensor" : NULL, &s->nvals, &s->svals, &vt);
+                               ctx->opset >= 4 ? "values_tensor" : NULL, &s->nvals, &s->ivals, &s->svals, &vt);
         if (nk < 0 || nv < 0) { st = KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "keys_* and values_* are required"); goto fail; }
         if (nk != nv) {
             st = KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "%lld keys but %lld values", (long long)nk, (long long)nv);
             goto fail;
         }
-        if ((nk > 0 && !s->nkeys && !s->skeys) || (nv > 0 && !s->nvals && !s->svals)) {
+        if ((nk > 0 && !s->nkeys && !s->skeys) || (nv > 0 && !s->nvals && !s->svals) ||
+            (kiln_dtype_is_integer(kt) && nk > 0 && !s->ikeys) || (kiln_dtype_is_integer(vt) && nv > 0 && !s->ivals)) {
             st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
             goto fail;
         }
@@ -155,12 +179,14 @@ kiln_status kiln_ml_label_encoder_init(kiln_ctx *ctx) {
             }
             if (dt->dtype == KILN_DTYPE_STRING) s->sdefault = ((char **)dt->data)[0] ? ((char **)dt->data)[0] : "";
             else s->ndefault = qe_load_f64(dt->dtype, dt->data, 0);
+            if (kiln_dtype_is_integer(dt->dtype)) s->idefault = kiln_load_i64(dt->dtype, dt->data, 0);
         } else if (vt == KILN_DTYPE_STRING) {
             s->sdefault = kiln_attr_string(nd, "default_string", "_Unused");
         } else if (vt == KILN_DTYPE_FLOAT || vt == KILN_DTYPE_DOUBLE) {
             s->ndefault = kiln_attr_float(nd, "default_float", -0.0f);
         } else {
-            s->ndefault = (double)kiln_attr_int(nd, "default_int64", -1);
+            s->idefault = kiln_attr_int(nd, "default_int64", -1);
+            s->ndefault = (double)s->idefault;
         }
         s->order = malloc(sizeof(int64_t) * (size_t)(nk + 1));
         if (!s->order) { st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory"); goto fail; }
@@ -220,7 +246,19 @@ kiln_status kiln_ml_label_encoder_compute(kiln_ctx *ctx) {
             }
             continue;
         }
-        int64_t k = s->key_string ? le_find_str(s, str_at(x, i)) : le_find_num(s, qe_load_f64(x->dtype, x->data, i));
+        int64_t k;
+        if (s->key_string) {
+            k = le_find_str(s, str_at(x, i));
+        } else if (s->ikeys) { /* integer keys compare exactly; a float input must be integral */
+            if (kiln_dtype_is_integer(x->dtype)) {
+                k = le_find_int(s, kiln_load_i64(x->dtype, x->data, i));
+            } else {
+                double v = qe_load_f64(x->dtype, x->data, i);
+                k = v == floor(v) && fabs(v) < 9.2e18 ? le_find_int(s, (int64_t)v) : -1;
+            }
+        } else {
+            k = le_find_num(s, qe_load_f64(x->dtype, x->data, i));
+        }
         if (y->dtype == KILN_DTYPE_STRING) {
             const char *v = k >= 0 ? s->svals[k] : s->sdefault;
             char *d = str_dup_n(v, strlen(v));
@@ -228,9 +266,12 @@ kiln_status kiln_ml_label_encoder_compute(kiln_ctx *ctx) {
             free(((char **)y->data)[i]);
             ((char **)y->data)[i] = d;
         } else {
-            double v = k >= 0 ? s->nvals[k] : s->ndefault;
-            if (y->dtype == KILN_DTYPE_INT64) ((int64_t *)y->data)[i] = (int64_t)v;
-            else qe_store_any(y->dtype, y->data, i, v);
+            if (s->ivals && y->dtype == KILN_DTYPE_INT64) {
+                ((int64_t *)y->data)[i] = k >= 0 ? s->ivals[k] : s->idefault;
+            } else {
+                double v = k >= 0 ? s->nvals[k] : s->ndefault;
+                qe_store_any(y->dtype, y->data, i, v);
+            }
         }
     }
     return KILN_OK;
