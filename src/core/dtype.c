@@ -71,6 +71,10 @@ uint8_t kiln_f32_to_f8(int dt, float f, int saturate) {
     if (isnan(f)) return fnuz ? 0x80 : 0x7f;
     float maxv = dt == KILN_DTYPE_FLOAT8E4M3FN ? 448.f : dt == KILN_DTYPE_FLOAT8E4M3FNUZ ? 240.f
                : 57344.f;
+    /* beyond the largest finite value but rounding down to it (ties to even) is not overflow */
+    float round_limit = dt == KILN_DTYPE_FLOAT8E4M3FN ? 464.f : dt == KILN_DTYPE_FLOAT8E4M3FNUZ ? 248.f : 61440.f;
+    int rounds_to_max = dt == KILN_DTYPE_FLOAT8E4M3FN ? fabsf(f) <= round_limit : fabsf(f) < round_limit;
+    if (!isinf(f) && fabsf(f) > maxv && rounds_to_max) f = f > 0 ? maxv : -maxv;
     if (isinf(f) || fabsf(f) > maxv) {
         if (saturate) {
             f = f > 0 ? maxv : -maxv;
