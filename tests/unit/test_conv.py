@@ -64,6 +64,8 @@ CONV_CASES = [
     ((1, 4, 10, 10), (8, 1, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}, True),      # multiplier 2
     ((1, 5, 9, 40), (5, 1, 3, 3), {"group": 5, "dilations": [2, 2], "pads": [2, 2, 2, 2]}, False),
     ((1, 3, 8, 9), (3, 1, 3, 4), {"group": 3, "strides": [3, 2], "pads": [0, 1, 2, 3]}, True),
+    ((2, 20, 10, 12), (20, 1, 3, 3), {"group": 20, "dilations": [2, 2], "pads": [2, 2, 2, 2]}, True),
+    ((1, 40, 7, 7), (40, 1, 5, 5), {"group": 40, "pads": [2, 2, 2, 2]}, True),
     ((1, 8, 7, 7), (16, 8, 1, 1), {}, True),                                        # pointwise
     ((2, 16, 20, 20), (24, 16, 1, 1), {}, True),
     ((1, 8, 9, 9), (4, 8, 1, 1), {"strides": [2, 2]}, True),
@@ -96,17 +98,28 @@ def test_conv_f32(xs, ws, attrs, bias):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("idx", [0, 2, 5, 7, 12, 22, 25, 26])
+@pytest.mark.parametrize("idx", [0, 2, 5, 7, 11, 12, 14, 24, 27, 28])
 def test_conv_threads(threads, idx):
     xs, ws, attrs, bias = CONV_CASES[idx]
     rng = np.random.default_rng(2)
     compare("Conv", conv_inputs(rng, xs, ws, bias, F32), attrs, F32, threads=threads)
 
 
+DTYPE_CASES = [
+    ((1, 3, 10, 10), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}, True),
+    ((1, 6, 9, 9), (8, 3, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}, True),
+    ((1, 8, 11, 11), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}, True),
+    ((2, 8, 12, 12), (8, 1, 3, 3), {"group": 8, "strides": [2, 2], "pads": [1, 1, 1, 1]}, True),
+    ((1, 8, 7, 7), (16, 8, 1, 1), {}, True),
+    ((1, 3, 20), (4, 3, 5), {"pads": [2, 1], "strides": [2]}, True),
+    ((1, 2, 6, 7, 8), (3, 2, 3, 3, 3), {"pads": [1, 0, 1, 1, 2, 0]}, True),
+    ((1, 5, 20, 45), (14, 5, 3, 3), {"pads": [1, 1, 1, 1]}, True),
+]
+
+
 @pytest.mark.parametrize("dt", [F16, F64])
-@pytest.mark.parametrize("idx", [0, 4, 5, 6, 13, 18, 20])
-def test_conv_dtypes(dt, idx):
-    xs, ws, attrs, bias = CONV_CASES[idx]
+@pytest.mark.parametrize("xs,ws,attrs,bias", DTYPE_CASES)
+def test_conv_dtypes(dt, xs, ws, attrs, bias):
     rng = np.random.default_rng(3)
     compare("Conv", conv_inputs(rng, xs, ws, bias, dt), attrs, dt)
 
@@ -191,11 +204,12 @@ def test_fused_conv(act, params, group):
 
 
 @pytest.mark.parametrize("hw", [(9, 9), (6, 33)])
-def test_fused_conv_with_z(hw):
+@pytest.mark.parametrize("group", [1, 6])
+def test_fused_conv_with_z(hw, group):
     rng = np.random.default_rng(8)
-    inputs = conv_inputs(rng, (1, 4) + hw, (6, 4, 3, 3), True, F32)
+    inputs = conv_inputs(rng, (1, 6) + hw, (6, 6 // group, 3, 3), True, F32)
     inputs.append(("z", rand(rng, (1, 6) + hw)))
-    compare("FusedConv", inputs, {"pads": [1, 1, 1, 1], "activation": "Relu"}, F32,
+    compare("FusedConv", inputs, {"pads": [1, 1, 1, 1], "activation": "Relu", "group": group}, F32,
             domain="com.microsoft")
 
 

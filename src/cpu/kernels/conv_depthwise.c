@@ -317,3 +317,105 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
     free(P);
     return 0;
 }
+
+/* ---- small maps: 16 channels per vector ----
+ * On 7x7 or 14x14 maps a plane is too short to fill vectors well, so blocks of 16 channels are
+ * interleaved into a padded [Hp][Wp][16] copy (one gather per input position) and every output
+ * position of the block becomes one 16-lane vector: 4 positions at a time sum all taps, then one
+ * scatter per position writes the 16 planes back. AVX-512 only; one input channel per output
+ * channel (multiplier 1). */
+#ifdef DW_HAVE_AVX2
+int kconv_dw_blocked_ok(const kconv_geom *g) {
+    if (!__builtin_cpu_supports("avx512f") || g->M != g->C || !kconv_depthwise_ok(g)) return 0;
+    int L = g->nd - 1;
+    /* lanes index whole planes through 32-bit offsets */
+    if ((double)g->in_size * 16 > 2e9 || (double)g->out_size * 16 > 2e9) return 0;
+    return g->out[L] < 16 && g->out_size <= 256;
+}
+
+__attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g, const float *x,
+                                                           const float *w, const float *bias,
+                                                           float *y, int64_t b0, int64_t b1) {
+    dw_plan p;
+    dw_make_plan(g, &p);
+    int64_t Hp = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
+    int64_t Wp = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
+    int64_t ntaps = p.KH * p.KW, cblocks = (g->C + 15) / 16;
+    float *P = aligned_alloc(64, sizeof(float) * (size_t)(Hp * Wp * 16 + ntaps * 16));
+    if (!P) return -1;
+    float *W16 = P + Hp * Wp * 16;
+    memset(P, 0, sizeof(float) * (size_t)(Hp * Wp * 16)); /* the padding stays zero */
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i xin = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)g->in_size));
+    const __m512i yout = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)g->out_size));
+    const __m512i wtap = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ntaps));
+    int64_t toff[64];
+    int use_toff = ntaps <= 64;
+    for (int64_t ky = 0; ky < p.KH && use_toff; ky++)
+        for (int64_t kx = 0; kx < p.KW; kx++)
+            toff[ky * p.KW + kx] = ((ky * p.dh) * Wp + kx * p.dw) * 16;
+    for (int64_t b = b0; b < b1; b++) {
+        int64_t n = b / cblocks, c0 = (b % cblocks) * 16;
+        int64_t lanes = g->C - c0 < 16 ? g->C - c0 : 16;
+        __mmask16 lm = (__mmask16)(lanes >= 16 ? 0xffff : (1u << lanes) - 1);
+        const float *xb = x + (n * g->C + c0) * g->in_size;
+        float *yb = y + (n * g->M + c0) * g->out_size;
+        for (int64_t iy = 0; iy < p.IH; iy++) {
+            int64_t py = iy + p.pt;
+            if (py >= Hp) break;
+            for (int64_t ix = 0; ix < p.IW; ix++) {
+                int64_t px = ix + p.pl;
+                if (px >= Wp) break;
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, xin,
+                                                    xb + iy * p.IW + ix, 4);
+                _mm512_store_ps(P + (py * Wp + px) * 16, v);
+            }
+        }
+        for (int64_t t = 0; t < ntaps; t++)
+            _mm512_store_ps(W16 + t * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, wtap,
+                                                                   w + c0 * ntaps + t, 4));
+        __m512 vb = bias ? _mm512_maskz_loadu_ps(lm, bias + c0) : _mm512_setzero_ps();
+        for (int64_t oy = 0; oy < p.OH; oy++) {
+            const float *prow = P + (oy * p.sh) * Wp * 16;
+            int64_t ox = 0;
+            for (; ox + 4 <= p.OW; ox += 4) {
+                __m512 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
+                const float *s0 = prow + ox * p.sw * 16, *s1 = s0 + p.sw * 16;
+                const float *s2 = s1 + p.sw * 16, *s3 = s2 + p.sw * 16;
+                for (int64_t t = 0; t < ntaps; t++) {
+                    int64_t o = use_toff ? toff[t]
+                                         : (((t / p.KW) * p.dh) * Wp + (t % p.KW) * p.dw) * 16;
+                    __m512 wv = _mm512_load_ps(W16 + t * 16);
+                    a0 = _mm512_fmadd_ps(wv, _mm512_load_ps(s0 + o), a0);
+                    a1 = _mm512_fmadd_ps(wv, _mm512_load_ps(s1 + o), a1);
+                    a2 = _mm512_fmadd_ps(wv, _mm512_load_ps(s2 + o), a2);
+                    a3 = _mm512_fmadd_ps(wv, _mm512_load_ps(s3 + o), a3);
+                }
+                float *yo = yb + oy * p.OW + ox;
+                _mm512_mask_i32scatter_ps(yo, lm, yout, a0, 4);
+                _mm512_mask_i32scatter_ps(yo + 1, lm, yout, a1, 4);
+                _mm512_mask_i32scatter_ps(yo + 2, lm, yout, a2, 4);
+                _mm512_mask_i32scatter_ps(yo + 3, lm, yout, a3, 4);
+            }
+            for (; ox < p.OW; ox++) {
+                __m512 a = vb;
+                const float *s0 = prow + ox * p.sw * 16;
+                for (int64_t t = 0; t < ntaps; t++) {
+                    int64_t o = use_toff ? toff[t]
+                                         : (((t / p.KW) * p.dh) * Wp + (t % p.KW) * p.dw) * 16;
+                    a = _mm512_fmadd_ps(_mm512_load_ps(W16 + t * 16), _mm512_load_ps(s0 + o), a);
+                }
+                _mm512_mask_i32scatter_ps(yb + oy * p.OW + ox, lm, yout, a, 4);
+            }
+        }
+    }
+    free(P);
+    return 0;
+}
+#else
+int kconv_dw_blocked_ok(const kconv_geom *g) { return 0; }
+int kconv_dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
+                         float *y, int64_t b0, int64_t b1) {
+    return -1;
+}
+#endif

@@ -113,12 +113,32 @@ typedef struct dw_job {
     volatile int failed;
 } dw_job;
 
+static void dw_post(const dw_job *j, int64_t q0, int64_t q1);
+
+static void dw_blocked_run(void *arg, int64_t b0, int64_t b1) {
+    dw_job *j = arg;
+    if (kconv_dw_blocked_f32(j->g, j->x, j->w, j->bias, j->y, b0, b1)) {
+        j->failed = 1;
+        return;
+    }
+    int64_t cb = (j->g->C + 15) / 16;
+    for (int64_t b = b0; b < b1; b++) {
+        int64_t n = b / cb, c0 = (b % cb) * 16, c1 = c0 + 16 < j->g->C ? c0 + 16 : j->g->C;
+        dw_post(j, n * j->g->M + c0, n * j->g->M + c1);
+    }
+}
+
 static void dw_run(void *arg, int64_t q0, int64_t q1) {
     dw_job *j = arg;
     if (kconv_depthwise_f32(j->g, j->x, j->w, j->bias, j->y, q0, q1)) {
         j->failed = 1;
         return;
     }
+    dw_post(j, q0, q1);
+}
+
+/* residual and activation of output planes [q0, q1) */
+static void dw_post(const dw_job *j, int64_t q0, int64_t q1) {
     if (!j->z && (!j->act || j->act->kind == KACT_NONE)) return;
     int64_t os = j->g->out_size;
     for (int64_t q = q0; q < q1; q++) {
@@ -155,7 +175,12 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
         dw_job j = {g, x, w, bias, z, act, y, 0};
         int64_t planes = g->N * g->M;
         double work = (double)planes * g->out_size * g->k_size;
-        kiln_parallel_for(ctx, planes, kpar_grain(planes, work / 20.0), dw_run, &j);
+        if (kconv_dw_blocked_ok(g)) {
+            int64_t blocks = g->N * ((g->C + 15) / 16);
+            kiln_parallel_for(ctx, blocks, kpar_grain(blocks, work / 60.0), dw_blocked_run, &j);
+        } else {
+            kiln_parallel_for(ctx, planes, kpar_grain(planes, work / 20.0), dw_run, &j);
+        }
         return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory in depthwise conv")
                         : KILN_OK;
     }

@@ -48,6 +48,12 @@ int kconv_depthwise_ok(const kconv_geom *g);
 int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
                          float *y, int64_t q0, int64_t q1);
 
+/* Depthwise on small maps with 16 channels per vector (AVX-512): blocks [b0, b1) of the
+ * N * ceil(C / 16) channel blocks. Returns -1 when out of memory. */
+int kconv_dw_blocked_ok(const kconv_geom *g);
+int kconv_dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
+                         float *y, int64_t b0, int64_t b1);
+
 /* FusedConv's activation applied in place to n values. */
 typedef struct kconv_act {
     int kind;
