@@ -1,6 +1,10 @@
-"""Finds and loads libkiln.so and declares the C API's signatures for ctypes."""
+"""Finds and loads libkiln.so and declares the C API's signatures for ctypes; finds the optional
+extension kiln._native (the fast path of run(), see _native.c)."""
 import ctypes
+import importlib.machinery
+import importlib.util
 import os
+import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -14,12 +18,18 @@ def _candidates():
     yield os.path.join(root, "build", "libkiln.so")              # source checkout
 
 
+loaded_path = None  # the libkiln.so that load() opened
+
+
 def load():
+    global loaded_path
     tried = []
     for path in _candidates():
         tried.append(path)
         if os.path.exists(path):
-            return _declare(ctypes.CDLL(path))
+            lib = _declare(ctypes.CDLL(path))
+            loaded_path = os.path.abspath(path)
+            return lib
     raise ImportError("kiln: libkiln.so not found (looked at %s); build it with cmake or set KILN_LIBRARY"
                       % ", ".join(tried))
 
@@ -75,3 +85,37 @@ def _declare(lib):
         f.restype = res
         f.argtypes = args
     return lib
+
+
+def load_native():
+    """Imports kiln._native, or returns None when no build of it fits this interpreter or it will not
+    load. Call after load(): the extension needs libkiln.so by soname, and the dynamic loader reuses
+    the libkiln already loaded under that soname, so the extension and the ctypes handle use one
+    library: the one KILN_LIBRARY names (e.g. the sanitized build), not a copy found by rpath."""
+    mod = sys.modules.get("kiln._native")
+    if mod is not None:
+        return mod
+    dirs = [_HERE]                                                  # installed wheel / pip install
+    if loaded_path:
+        dirs.append(os.path.dirname(loaded_path))                   # beside the library in use
+    dirs.append(os.path.join(os.path.dirname(os.path.dirname(_HERE)), "build"))  # source checkout
+    seen = set()
+    for d in dirs:
+        d = os.path.abspath(d)
+        if d in seen:
+            continue
+        seen.add(d)
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:       # only builds for this interpreter
+            path = os.path.join(d, "_native" + suffix)
+            if not os.path.exists(path):
+                continue
+            try:
+                loader = importlib.machinery.ExtensionFileLoader("kiln._native", path)
+                spec = importlib.util.spec_from_file_location("kiln._native", path, loader=loader)
+                mod = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(mod)
+            except ImportError:
+                continue                    # e.g. built against an older libkiln: try the next one
+            sys.modules["kiln._native"] = mod
+            return mod
+    return None

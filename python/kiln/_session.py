@@ -1,5 +1,11 @@
-"""InferenceSession: the onnxruntime-style Python API over kiln's C library."""
+"""InferenceSession: the onnxruntime-style Python API over kiln's C library.
+
+Two paths share this class: the extension kiln._native (C; used when a build of it is found) and
+ctypes (always available). KILN_PYTHON_CTYPES=1 forces ctypes, read when a session is created.
+Options, providers, NodeArgs and KilnError are handled here for both, so they behave alike."""
 import ctypes
+import os
+import threading
 
 import numpy as np
 
@@ -8,6 +14,7 @@ from . import _lib
 __version__ = "0.1.0"
 
 _lib_handle = None
+_native_mod = False  # not looked for yet; then the module or None
 
 
 def _L():
@@ -15,6 +22,19 @@ def _L():
     if _lib_handle is None:
         _lib_handle = _lib.load()
     return _lib_handle
+
+
+def _native_module():
+    """kiln._native, or None (not built, or forced off by KILN_PYTHON_CTYPES)."""
+    global _native_mod
+    if os.environ.get("KILN_PYTHON_CTYPES", "") not in ("", "0"):
+        return None
+    if _native_mod is False:
+        _L()  # the extension binds to the libkiln loaded here (see _lib.load_native)
+        _native_mod = _lib.load_native()
+        if _native_mod is not None:
+            _native_mod._set_error_class(KilnError)
+    return _native_mod
 
 
 # kiln dtype codes (ONNX TensorProto numbering) <-> numpy
@@ -28,6 +48,7 @@ _TYPE_NAMES = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 4: "te
                13: "tensor(uint64)", 14: "tensor(complex64)", 15: "tensor(complex128)", 16: "tensor(bfloat16)"}
 
 _PROVIDERS = {"CPUExecutionProvider": 1, "CUDAExecutionProvider": 2}
+_PLAN_FIELDS = [n for n, _ in _lib.PlanStats._fields_]
 
 
 class KilnError(RuntimeError):
@@ -46,21 +67,23 @@ class NodeArg:
         return "NodeArg(name=%r, type=%r, shape=%r)" % (self.name, self.type, self.shape)
 
 
-def _node_arg(info):
+def _node_arg(name, dtype, rank, dims, dim_names, is_sequence):
+    """dims[i] < 0 is symbolic: dim_names[i] (str) names it, or None / "" when it has no name."""
     shape = None
-    if info.rank >= 0:
-        shape = []
-        for d in range(info.rank):
-            v = info.dims[d]
-            if v >= 0:
-                shape.append(int(v))
-            else:
-                name = info.dim_names[d] if info.dim_names else None
-                shape.append(name.decode() if name else None)
-    t = _TYPE_NAMES.get(info.dtype, "tensor(%d)" % info.dtype)
-    if info.is_sequence:
+    if rank >= 0:
+        shape = [int(dims[d]) if dims[d] >= 0 else (dim_names[d] or None) for d in range(rank)]
+    t = _TYPE_NAMES.get(dtype, "tensor(%d)" % dtype)
+    if is_sequence:
         t = "seq(%s)" % t
-    return NodeArg(info.name.decode(), t, shape)
+    return NodeArg(name, t, shape)
+
+
+def _node_arg_ctypes(info):
+    rank = info.rank
+    dims = [info.dims[d] for d in range(rank)] if rank > 0 else []
+    names = [(info.dim_names[d].decode() if info.dim_names[d] else None) if info.dim_names else None
+             for d in range(rank)] if rank > 0 else []
+    return _node_arg(info.name.decode(), info.dtype, rank, dims, names, info.is_sequence)
 
 
 class InferenceSession:
@@ -71,21 +94,43 @@ class InferenceSession:
         lib = _L()
         self._lib = lib
         self._s = None
-        opt = _lib.Options()
-        lib.kiln_options_init(ctypes.byref(opt))
+        self._native = None
+        self._run_lock = threading.Lock()
+        self._running = 0
+        self._closing = False
+        n_threads = None
         if sess_options is not None and getattr(sess_options, "intra_op_num_threads", 0):
-            opt.threads = int(sess_options.intra_op_num_threads)
+            n_threads = int(sess_options.intra_op_num_threads)
         if threads is not None:
-            opt.threads = int(threads)
-        opt.opt_level = int(opt_level)
-        opt.verbose = int(bool(verbose))
+            n_threads = int(threads)
+        opt_level = int(opt_level)
+        verbose = int(bool(verbose))
         mask = 0
         for p in providers or ["CPUExecutionProvider"]:
             name = p[0] if isinstance(p, (tuple, list)) else p
             if name not in _PROVIDERS:
                 raise KilnError("unknown execution provider %r (kiln has %s)" % (name, ", ".join(_PROVIDERS)))
             mask |= _PROVIDERS[name]
-        opt.providers = mask | 1
+        mask |= 1
+        native = _native_module()
+        if native is not None:
+            if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+                model, is_bytes = bytes(path_or_bytes), True  # the native session keeps it alive
+            else:
+                model, is_bytes = str(path_or_bytes).encode(), False
+            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose)
+            # the bound C method as an instance attribute: a call goes straight to C, no Python frame
+            self.run = self._native.run
+            self._inputs = [_node_arg(*t) for t in self._native.io(False)]
+            self._outputs = [_node_arg(*t) for t in self._native.io(True)]
+            return
+        opt = _lib.Options()
+        lib.kiln_options_init(ctypes.byref(opt))
+        if n_threads is not None:
+            opt.threads = n_threads
+        opt.opt_level = opt_level
+        opt.verbose = verbose
+        opt.providers = mask
         handle = ctypes.c_void_p()
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             self._bytes = bytes(path_or_bytes)  # initializers point into these bytes: keep them alive
@@ -103,7 +148,7 @@ class InferenceSession:
         for i in range(count(self._s)):
             info = _lib.IoInfo()
             info_fn(self._s, i, ctypes.byref(info))
-            out.append(_node_arg(info))
+            out.append(_node_arg_ctypes(info))
         return out
 
     def get_inputs(self):
@@ -116,14 +161,32 @@ class InferenceSession:
         return ["CPUExecutionProvider"]
 
     def plan_stats(self):
+        if self._native is not None:
+            return dict(zip(_PLAN_FIELDS, self._native.plan_stats()))
         st = _lib.PlanStats()
         self._lib.kiln_session_plan_stats(self._s, ctypes.byref(st))
         return {n: getattr(st, n) for n, _ in st._fields_}
 
     def run(self, output_names, input_feed, run_options=None):
+        if self._native is not None:  # reached only as InferenceSession.run(s, ...): see __init__
+            return self._native.run(output_names, input_feed, run_options)
+        # count this run, so that a close() from another thread meanwhile leaves the session to the
+        # last run in flight instead of freeing it under kiln_run (ctypes releases the GIL)
+        with self._run_lock:
+            if self._s is None or self._closing:
+                raise KilnError("session is closed")
+            self._running += 1
+        try:
+            return self._run_ctypes(output_names, input_feed)
+        finally:
+            with self._run_lock:
+                self._running -= 1
+                last = self._closing and not self._running
+            if last:
+                self.close()
+
+    def _run_ctypes(self, output_names, input_feed):
         lib = self._lib
-        if self._s is None:
-            raise KilnError("session is closed")
         names, descs, keep = [], [], []
         for name, value in input_feed.items():
             arr = value if isinstance(value, np.ndarray) else np.asarray(value)
@@ -192,11 +255,24 @@ class InferenceSession:
         return np.frombuffer(buf, dtype=dt, count=n).reshape(shape).copy()
 
     def close(self):
-        if self._s is not None:
-            self._lib.kiln_session_close(self._s)
-            self._s = None
+        if getattr(self, "_native", None) is not None:
+            self._native.close()  # it waits for its own runs in flight
+        lock = getattr(self, "_run_lock", None)
+        if lock is None:
+            return
+        with lock:
+            if self._running:     # the last run in flight closes it
+                self._closing = True
+                return
+            s, self._s = self._s, None
+        if s is not None:
+            self._lib.kiln_session_close(s)
 
     def __del__(self):
+        # The native session is not closed here: `InferenceSession(m).run(...)` drops this object
+        # while the bound C method it handed out still needs the session, which the native object
+        # closes itself when its last reference goes.
+        self._native = None
         try:
             self.close()
         except Exception:
