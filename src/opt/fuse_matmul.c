@@ -7,7 +7,8 @@
  *
  * Transpose(perm swapping the last two axes) + MatMul -> com.microsoft FusedMatMul with transA /
  * transB: the product reads the operand transposed instead of a copy being made. A Transpose of
- * a constant is left alone: constant folding turns it into a transposed weight, which is better. */
+ * a constant (or of a value computed from constants only) is left alone: constant folding turns it
+ * into a transposed weight, which is better. */
 #include "fusions.h"
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,7 @@ kiln_status opt_fuse_matmul_add(opt_ctx *c) {
 /* v = Transpose(x) swapping the last two axes, read only by the product; returns x or -1. */
 static int swapped_operand(opt_ctx *c, int v, kiln_node **tr) {
     *tr = opt_private(c, v, 1) ? opt_producer(c, v, "Transpose") : NULL;
-    if (!*tr || (*tr)->n_in != 1 || opt_const(c, (*tr)->in[0])) return -1;
+    if (!*tr || (*tr)->n_in != 1 || opt_foldable(c, (*tr)->in[0])) return -1;
     int n = 0;
     const int64_t *perm = kiln_attr_ints(*tr, "perm", &n);
     if (!perm) /* no perm reverses all axes: a swap only for 2-D */

@@ -38,7 +38,9 @@ kiln_status opt_ctx_init(opt_ctx *c, kiln_graph *g, opt_ctx *parent, int verbose
     size_t nv = (size_t)(g->n_values ? g->n_values : 1);
     c->uses = calloc(nv, sizeof(int));
     c->is_output = calloc(nv, sizeof(int));
-    if (!c->uses || !c->is_output) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    c->foldable = malloc(nv);
+    if (!c->uses || !c->is_output || !c->foldable) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    memset(c->foldable, -1, nv);
     count_uses(c);
     return opt_facts_build(c);
 }
@@ -49,6 +51,7 @@ void opt_ctx_free(opt_ctx *c) {
     free(c->facts);
     free(c->uses);
     free(c->is_output);
+    free(c->foldable);
     memset(c, 0, sizeof *c);
 }
 
@@ -109,6 +112,31 @@ const kiln_tensor *opt_const(opt_ctx *c, int v) {
     }
     return NULL;
 }
+
+/* Memoised, so shared inputs are visited once; rewrites keep the answers valid (a fused node
+ * computes the same values from the same inputs). */
+static int foldable(opt_ctx *c, int v, int depth) {
+    static const char *const random_ops[] = {"RandomNormal", "RandomUniform", "RandomNormalLike",
+                                             "RandomUniformLike", "Bernoulli", "Multinomial", NULL};
+    if (v < 0 || v >= c->g->n_values || depth > 256) return 0;
+    const kiln_graph_value *gv = &c->g->values[v];
+    if (gv->is_const) return 1;
+    if (v >= c->n_tracked) return 0;
+    if (c->foldable[v] >= 0) return c->foldable[v];
+    int ok = gv->producer >= 0 && gv->producer < c->g->n_nodes;
+    const kiln_node *n = ok ? &c->g->nodes[gv->producer] : NULL;
+    if (ok && (n->removed || n->n_implicit)) ok = 0;
+    for (int i = 0; ok && random_ops[i]; i++)
+        if (!strcmp(n->op_type, random_ops[i])) ok = 0;
+    for (int k = 0; ok && k < n->n_attrs; k++)
+        if (n->attrs[k].g || n->attrs[k].n_graphs) ok = 0;
+    for (int k = 0; ok && k < n->n_in; k++)
+        if (n->in[k] >= 0 && !foldable(c, n->in[k], depth + 1)) ok = 0;
+    c->foldable[v] = (signed char)ok; /* past the depth limit "no": safe, only less optimal */
+    return ok;
+}
+
+int opt_foldable(opt_ctx *c, int v) { return foldable(c, v, 0); }
 
 int opt_float_type(int dt) {
     return dt == KILN_DTYPE_FLOAT || dt == KILN_DTYPE_DOUBLE || dt == KILN_DTYPE_FLOAT16 ||

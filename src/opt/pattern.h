@@ -18,6 +18,7 @@ typedef struct opt_ctx {
     int *uses;                /* reads of each value: node input slots, subgraph reads, graph outputs */
     int *is_output;
     kiln_value *facts;        /* static type of each non-constant value (rank -1: unknown) */
+    signed char *foldable;    /* opt_foldable's answers: -1 not yet known, 0, 1 */
     int verbose;
     size_t rewrites;
     kiln_err *e;
@@ -40,6 +41,9 @@ int opt_private(const opt_ctx *c, int v, int reads);
 int opt_reads_in(const kiln_node *const *nodes, int n, int v);
 /* The constant tensor behind v (initializer, Constant node's tensor, Identity of either), or NULL. */
 const kiln_tensor *opt_const(opt_ctx *c, int v);
+/* v is a constant or computed from constants only, so that constant folding (opt_level 1, after
+ * the rewrites) will turn it into one. */
+int opt_foldable(opt_ctx *c, int v);
 /* v is a one-element constant of a floating type; *out gets its value, *dtype its type. */
 int opt_const_scalar(opt_ctx *c, int v, double *out, int *dtype);
 /* v is a one-element float constant close to `want` (within what its type can hold) and

@@ -1,0 +1,560 @@
+"""Graph fusions (opt_level 2, src/opt): each unfused pattern, built with the onnx package, must give
+onnxruntime's (optimisations off) and kiln-at-level-1's results at level 2 with fewer nodes, and the
+verbose log must name the fused op. Negative cases (an intermediate read outside the pattern, shapes
+the fused kernel cannot take) must not fuse and must still be right. Then the shared models at
+level 2."""
+import os
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from util import MODELS, assert_same, kiln, rand, run_ort
+
+F32, F16 = np.float32, np.float16
+MS = "com.microsoft"
+
+
+def make_model(nodes, inputs, outputs, inits=None, opset=17):
+    """inputs: {name: (np dtype, shape)}; outputs: names; inits: {name: array}."""
+    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(dt)), shape)
+           for n, (dt, shape) in inputs.items()]
+    outs = [helper.make_empty_tensor_value_info(o) for o in outputs]
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()]
+    g = helper.make_graph(nodes, "g", vis, outs, initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def session(model, level, threads=2, verbose=False):
+    return kiln.InferenceSession(model.SerializeToString(), threads=threads, opt_level=level,
+                                 verbose=verbose)
+
+
+def run_levels(model, feeds, capfd, fused_ops=(), level=2, rtol=1e-5, atol=1e-6, oracle=True):
+    """Runs model at level 1 and `level`; compares both with onnxruntime (when oracle) and with
+    each other; returns (nodes at level 1, nodes at level). fused_ops must appear in the log."""
+    s1 = session(model, 1)
+    capfd.readouterr()
+    s2 = session(model, level, verbose=True)
+    log = capfd.readouterr().err
+    got1, got2 = s1.run(None, feeds), s2.run(None, feeds)
+    want = run_ort(model, feeds) if oracle else got1
+    for i, (a, b, w) in enumerate(zip(got1, got2, want)):
+        assert_same(b, w, rtol, atol, what=f"output {i} at level {level} vs oracle")
+        assert_same(b, a, rtol, atol, what=f"output {i} at level {level} vs level 1")
+    for op in fused_ops:
+        assert f"({op})" in log, f"no {op} fusion in the log:\n{log}"
+    return s1.plan_stats()["nodes"], s2.plan_stats()["nodes"], log
+
+
+def expect_fused(model, feeds, capfd, ops, level=2, **kw):
+    n1, n2, log = run_levels(model, feeds, capfd, ops, level, **kw)
+    assert n2 < n1, (n1, n2, log)
+    return log
+
+
+def expect_unfused(model, feeds, capfd, level=2, **kw):
+    n1, n2, log = run_levels(model, feeds, capfd, (), level, **kw)
+    assert n2 == n1 and "fused" not in log, log
+    return log
+
+
+def c(v, dt=F32):
+    return np.array(v, dtype=dt)
+
+
+# ---------------------------------------------------------------- Gelu (erf form)
+
+def gelu_nodes(variant, x="x", out="y"):
+    """The erf Gelu as exporters write it; constants as initializers named k_*."""
+    if variant == "bert":  # x * (0.5 * (1 + erf(x / sqrt2)))
+        return [helper.make_node("Div", [x, "k_sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+                helper.make_node("Add", ["e", "k_one"], ["a"]), helper.make_node("Mul", ["k_half", "a"], ["h"]),
+                helper.make_node("Mul", [x, "h"], [out])]
+    if variant == "mul_rsqrt2":  # (x * (1 + erf(x * 1/sqrt2))) * 0.5
+        return [helper.make_node("Mul", ["k_rsqrt2", x], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+                helper.make_node("Add", ["k_one", "e"], ["a"]), helper.make_node("Mul", ["a", x], ["h"]),
+                helper.make_node("Mul", ["h", "k_half"], [out])]
+    if variant == "half_x_first":  # (0.5 * x) * (1 + erf(x / sqrt2))
+        return [helper.make_node("Mul", [x, "k_half"], ["hx"]), helper.make_node("Div", [x, "k_sqrt2"], ["d"]),
+                helper.make_node("Erf", ["d"], ["e"]), helper.make_node("Add", ["e", "k_one"], ["a"]),
+                helper.make_node("Mul", ["hx", "a"], [out])]
+    raise ValueError(variant)
+
+
+def gelu_consts(dt=F32):
+    return {"k_sqrt2": c(np.sqrt(2.0), dt), "k_rsqrt2": c(1 / np.sqrt(2.0), dt), "k_one": c(1.0, dt),
+            "k_half": c(0.5, dt)}
+
+
+def used_consts(nodes, consts):
+    names = {i for n in nodes for i in n.input}
+    return {k: v for k, v in consts.items() if k in names}
+
+
+@pytest.mark.parametrize("variant", ["bert", "mul_rsqrt2", "half_x_first"])
+def test_gelu_erf_forms(variant, capfd):
+    rng = np.random.default_rng(1)
+    nodes = gelu_nodes(variant)
+    m = make_model(nodes, {"x": (F32, [2, 8, 32])}, ["y"], used_consts(nodes, gelu_consts()))
+    expect_fused(m, {"x": rand(rng, (2, 8, 32), low=-4, high=4)}, capfd, [f"{MS}:Gelu"])
+
+
+def test_gelu_fused_node_name(capfd):
+    nodes = gelu_nodes("bert")
+    for i, n in enumerate(nodes):
+        n.name = f"n{i}"
+    m = make_model(nodes, {"x": (F32, [4, 16])}, ["y"], used_consts(nodes, gelu_consts()))
+    log = expect_fused(m, {"x": rand(np.random.default_rng(2), (4, 16))}, capfd, [f"{MS}:Gelu"])
+    assert "'n0_fused_Gelu'" in log
+
+
+def test_gelu_constant_nodes_and_scalar_x(capfd):
+    """Constants from Constant nodes (as torch exports them); x a 1-D input."""
+    consts = [helper.make_node("Constant", [], [k], value=numpy_helper.from_array(v, k))
+              for k, v in gelu_consts().items()]
+    nodes = consts + gelu_nodes("bert")
+    m = make_model(nodes, {"x": (F32, [64])}, ["y"])
+    expect_fused(m, {"x": rand(np.random.default_rng(3), (64,), low=-3, high=3)}, capfd, [f"{MS}:Gelu"])
+
+
+def test_bias_gelu(capfd):
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["mm"]), helper.make_node("Add", ["mm", "bias"], ["x1"])]
+    nodes += gelu_nodes("bert", x="x1")
+    inits = dict(used_consts(nodes, gelu_consts()), W=rand(rng, (32, 48), low=-0.5, high=0.5),
+                 bias=rand(rng, (48,)))
+    m = make_model(nodes, {"x": (F32, [2, 8, 32])}, ["y"], inits)
+    expect_fused(m, {"x": rand(rng, (2, 8, 32))}, capfd, [f"{MS}:BiasGelu"], rtol=1e-5, atol=1e-5)
+
+
+def test_bias_gelu_needs_1d_bias_over_last_axis(capfd):
+    """A bias broadcast over another axis ([8, 1]) stays an Add before a plain Gelu."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Add", ["x", "bias"], ["x1"])] + gelu_nodes("bert", x="x1")
+    inits = dict(used_consts(nodes, gelu_consts()), bias=rand(rng, (8, 1)))
+    m = make_model(nodes, {"x": (F32, [2, 8, 32])}, ["y"], inits)
+    log = expect_fused(m, {"x": rand(rng, (2, 8, 32))}, capfd, [f"{MS}:Gelu"])
+    assert "BiasGelu" not in log
+
+
+def test_gelu_float16_matches_level1(capfd):
+    rng = np.random.default_rng(6)
+    nodes = gelu_nodes("bert")
+    m = make_model(nodes, {"x": (F16, [4, 32])}, ["y"], used_consts(nodes, gelu_consts(F16)))
+    expect_fused(m, {"x": rand(rng, (4, 32), F16)}, capfd, [f"{MS}:Gelu"], rtol=2e-3, atol=2e-3,
+                 oracle=False)
+
+
+def test_gelu_intermediate_read_outside_is_not_fused(capfd):
+    nodes = gelu_nodes("bert")
+    m = make_model(nodes, {"x": (F32, [4, 16])}, ["y", "e"], used_consts(nodes, gelu_consts()))
+    expect_unfused(m, {"x": rand(np.random.default_rng(7), (4, 16))}, capfd)
+
+
+def test_gelu_intermediate_read_by_another_node_is_not_fused(capfd):
+    nodes = gelu_nodes("bert") + [helper.make_node("Neg", ["a"], ["z"])]
+    m = make_model(nodes, {"x": (F32, [4, 16])}, ["y", "z"], used_consts(nodes, gelu_consts()))
+    expect_unfused(m, {"x": rand(np.random.default_rng(8), (4, 16))}, capfd)
+
+
+def test_gelu_wrong_constant_is_not_fused(capfd):
+    nodes = gelu_nodes("bert")
+    consts = dict(gelu_consts(), k_sqrt2=c(1.5))
+    m = make_model(nodes, {"x": (F32, [4, 16])}, ["y"], used_consts(nodes, consts))
+    expect_unfused(m, {"x": rand(np.random.default_rng(9), (4, 16))}, capfd)
+
+
+def test_gelu_inside_if_branch(capfd):
+    """Subgraphs are optimised too; x comes from the enclosing graph."""
+    nodes = gelu_nodes("bert")
+    consts = [helper.make_node("Constant", [], [k], value=numpy_helper.from_array(v, k))
+              for k, v in gelu_consts().items() if k != "k_rsqrt2"]
+    then_g = helper.make_graph(consts + nodes, "then", [], [helper.make_empty_tensor_value_info("y")])
+    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["y2"])], "else", [],
+                               [helper.make_empty_tensor_value_info("y2")])
+    m = make_model([helper.make_node("If", ["cond"], ["out"], then_branch=then_g, else_branch=else_g)],
+                   {"cond": (np.bool_, []), "x": (F32, [4, 16])}, ["out"])
+    x = rand(np.random.default_rng(10), (4, 16))
+    _, _, log = run_levels(m, {"cond": np.array(True), "x": x}, capfd, [f"{MS}:Gelu"])
+    run_levels(m, {"cond": np.array(False), "x": x}, capfd)
+
+
+# ---------------------------------------------------------------- FastGelu (tanh form)
+
+def fast_gelu_nodes(cube="pow", x="x", out="y"):
+    """GPT-2: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))"""
+    if cube == "pow":
+        cn = [helper.make_node("Pow", [x, "k_three"], ["x3"])]
+    else:
+        cn = [helper.make_node("Mul", [x, x], ["xx"]), helper.make_node("Mul", ["xx", x], ["x3"])]
+    return cn + [helper.make_node("Mul", [x, "k_half"], ["hx"]),
+                 helper.make_node("Mul", ["x3", "k_cubic"], ["q"]), helper.make_node("Add", [x, "q"], ["p"]),
+                 helper.make_node("Mul", ["p", "k_s2pi"], ["s"]), helper.make_node("Tanh", ["s"], ["t"]),
+                 helper.make_node("Add", ["t", "k_one"], ["a"]), helper.make_node("Mul", ["hx", "a"], [out])]
+
+
+def fast_gelu_consts(dt=F32):
+    return {"k_three": c(3.0, dt), "k_half": c(0.5, dt), "k_cubic": c(0.044715, dt),
+            "k_s2pi": c(np.sqrt(2 / np.pi), dt), "k_one": c(1.0, dt),
+            "k_c2": c(0.044715 * np.sqrt(2 / np.pi), dt)}
+
+
+@pytest.mark.parametrize("cube", ["pow", "mul"])
+def test_fast_gelu(cube, capfd):
+    rng = np.random.default_rng(11)
+    nodes = fast_gelu_nodes(cube)
+    m = make_model(nodes, {"x": (F32, [1, 12, 64])}, ["y"], used_consts(nodes, fast_gelu_consts()))
+    expect_fused(m, {"x": rand(rng, (1, 12, 64), low=-4, high=4)}, capfd, [f"{MS}:FastGelu"],
+                 rtol=1e-5, atol=2e-6)
+
+
+def test_fast_gelu_factored_form(capfd):
+    """x * (sqrt(2/pi) + 0.044715 sqrt(2/pi) x^2) inside the tanh."""
+    nodes = [helper.make_node("Mul", ["x", "x"], ["xx"]), helper.make_node("Mul", ["xx", "k_c2"], ["w"]),
+             helper.make_node("Add", ["w", "k_s2pi"], ["r"]), helper.make_node("Mul", ["x", "r"], ["s"]),
+             helper.make_node("Tanh", ["s"], ["t"]), helper.make_node("Add", ["k_one", "t"], ["a"]),
+             helper.make_node("Mul", ["a", "x"], ["xa"]), helper.make_node("Mul", ["k_half", "xa"], ["y"])]
+    m = make_model(nodes, {"x": (F32, [3, 40])}, ["y"], used_consts(nodes, fast_gelu_consts()))
+    expect_fused(m, {"x": rand(np.random.default_rng(12), (3, 40), low=-4, high=4)}, capfd,
+                 [f"{MS}:FastGelu"], rtol=1e-5, atol=2e-6)
+
+
+def test_fast_gelu_with_bias(capfd):
+    rng = np.random.default_rng(13)
+    nodes = [helper.make_node("Add", ["x", "bias"], ["xb"])] + fast_gelu_nodes("pow", x="xb")
+    inits = dict(used_consts(nodes, fast_gelu_consts()), bias=rand(rng, (64,)))
+    m = make_model(nodes, {"x": (F32, [2, 5, 64])}, ["y"], inits)
+    log = expect_fused(m, {"x": rand(rng, (2, 5, 64))}, capfd, [f"{MS}:FastGelu"], rtol=1e-5, atol=2e-6)
+    assert log.count("FastGelu") >= 2  # the tanh form, then its bias Add
+
+
+def test_fast_gelu_x3_read_outside_is_not_fused(capfd):
+    nodes = fast_gelu_nodes("pow")
+    m = make_model(nodes, {"x": (F32, [2, 16])}, ["y", "x3"], used_consts(nodes, fast_gelu_consts()))
+    expect_unfused(m, {"x": rand(np.random.default_rng(14), (2, 16))}, capfd)
+
+
+# ---------------------------------------------------------------- SkipLayerNormalization
+
+def ln_inits(rng, h, dt=F32):
+    return {"gamma": rand(rng, (h,), dt, 0.5, 1.5), "beta": rand(rng, (h,), dt)}
+
+
+def test_skip_layernorm(capfd):
+    rng = np.random.default_rng(20)
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5)]
+    m = make_model(nodes, {"a": (F32, [2, 8, 64]), "b": (F32, [2, 8, 64])}, ["y"], ln_inits(rng, 64))
+    expect_fused(m, {"a": rand(rng, (2, 8, 64)), "b": rand(rng, (2, 8, 64))}, capfd,
+                 [f"{MS}:SkipLayerNormalization"], rtol=1e-5, atol=1e-5)
+
+
+def test_skip_layernorm_bias_and_sum_kept(capfd):
+    """BERT/GPT-2 residual: LN(MatMul + bias + residual); the sum also feeds the next residual."""
+    rng = np.random.default_rng(21)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["mm"]), helper.make_node("Add", ["mm", "bias"], ["lin"]),
+             helper.make_node("Add", ["lin", "res"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["ln"], epsilon=1e-12),
+             helper.make_node("Mul", ["ln", "k"], ["y"]), helper.make_node("Add", ["s", "y"], ["z"])]
+    inits = dict(ln_inits(rng, 32), W=rand(rng, (48, 32), low=-0.3, high=0.3), bias=rand(rng, (32,)),
+                 k=c(1.5))
+    m = make_model(nodes, {"x": (F32, [2, 6, 48]), "res": (F32, [2, 6, 32])}, ["z"], inits)
+    log = expect_fused(m, {"x": rand(rng, (2, 6, 48)), "res": rand(rng, (2, 6, 32))}, capfd,
+                       [f"{MS}:SkipLayerNormalization"], rtol=1e-5, atol=1e-5)
+    assert "fused 3 nodes" in log  # Add(bias), Add, LayerNormalization
+
+
+def test_skip_layernorm_sum_is_graph_output(capfd):
+    rng = np.random.default_rng(22)
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma"], ["y"])]
+    m = make_model(nodes, {"a": (F32, [3, 16]), "b": (F32, [3, 16])}, ["y", "s"], {"gamma": rand(rng, (16,))})
+    expect_fused(m, {"a": rand(rng, (3, 16)), "b": rand(rng, (3, 16))}, capfd,
+                 [f"{MS}:SkipLayerNormalization"], rtol=1e-5, atol=1e-5)
+
+
+def test_skip_layernorm_broadcast_skip_first(capfd):
+    """Add(position [1, S, H], x [B, S, H]): the full-shape operand becomes the input."""
+    rng = np.random.default_rng(23)
+    nodes = [helper.make_node("Add", ["pos", "x"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"])]
+    inits = dict(ln_inits(rng, 32), pos=rand(rng, (1, 10, 32)))
+    m = make_model(nodes, {"x": (F32, [3, 10, 32])}, ["y"], inits)
+    expect_fused(m, {"x": rand(rng, (3, 10, 32))}, capfd, [f"{MS}:SkipLayerNormalization"],
+                 rtol=1e-5, atol=1e-5)
+
+
+def test_skip_layernorm_symbolic_dims(capfd):
+    rng = np.random.default_rng(24)
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"])]
+    m = make_model(nodes, {"a": (F32, ["batch", "seq", 16]), "b": (F32, ["batch", "seq", 16])}, ["y"],
+                   ln_inits(rng, 16))
+    expect_fused(m, {"a": rand(rng, (2, 5, 16)), "b": rand(rng, (2, 5, 16))}, capfd,
+                 [f"{MS}:SkipLayerNormalization"], rtol=1e-5, atol=1e-5)
+
+
+def test_skip_layernorm_float16_matches_level1(capfd):
+    rng = np.random.default_rng(25)
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"])]
+    m = make_model(nodes, {"a": (F16, [2, 4, 32]), "b": (F16, [2, 4, 32])}, ["y"], ln_inits(rng, 32, F16))
+    expect_fused(m, {"a": rand(rng, (2, 4, 32), F16), "b": rand(rng, (2, 4, 32), F16)}, capfd,
+                 [f"{MS}:SkipLayerNormalization"], rtol=1e-2, atol=1e-2, oracle=False)
+
+
+@pytest.mark.parametrize("case", ["mean_output_read", "other_axis", "skip_broadcast_last_axis",
+                                  "unknown_dims", "sum_read_before"])
+def test_skip_layernorm_not_fused(case, capfd):
+    rng = np.random.default_rng(26)
+    a_shape, b_shape, outs, ln_outs, axis, h = [2, 4, 16], [2, 4, 16], ["y"], ["y"], -1, (16,)
+    if case == "mean_output_read":
+        ln_outs = outs = ["y", "mean"]
+    elif case == "other_axis":
+        axis, h = 1, (4, 16)
+    elif case == "skip_broadcast_last_axis":
+        b_shape = [2, 4, 1]
+    elif case == "unknown_dims":
+        a_shape = b_shape = [None, None, 16]
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ln_outs, axis=axis)]
+    if case == "sum_read_before":  # a reader of the sum before the LN: the fused node would be late
+        nodes.insert(1, helper.make_node("Neg", ["s"], ["ns"]))
+        outs = ["y", "ns"]
+    m = make_model(nodes, {"a": (F32, a_shape), "b": (F32, b_shape)}, outs,
+                   {"gamma": rand(rng, h), "beta": rand(rng, h)})
+    feeds = {"a": rand(rng, (2, 4, 16)), "b": rand(rng, (2, 4, 1) if b_shape[2] == 1 else (2, 4, 16))}
+    expect_unfused(m, feeds, capfd, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- MatMul + Add -> Gemm
+
+@pytest.mark.parametrize("bias_shape", [(24,), (1, 24), (5, 24), ()])
+def test_matmul_add_gemm(bias_shape, capfd):
+    rng = np.random.default_rng(30)
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["mm"]), helper.make_node("Add", ["bias", "mm"], ["y"])]
+    inits = {"W": rand(rng, (16, 24)), "bias": rand(rng, bias_shape)}
+    m = make_model(nodes, {"a": (F32, [5, 16])}, ["y"], inits)
+    expect_fused(m, {"a": rand(rng, (5, 16))}, capfd, ["Gemm"], rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_add_3d_is_not_fused(capfd):
+    """No kernel takes a bias with a batched product."""
+    rng = np.random.default_rng(31)
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["mm"]), helper.make_node("Add", ["mm", "bias"], ["y"])]
+    m = make_model(nodes, {"a": (F32, [2, 5, 16])}, ["y"], {"W": rand(rng, (16, 24)), "bias": rand(rng, (24,))})
+    expect_unfused(m, {"a": rand(rng, (2, 5, 16))}, capfd, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["product_read_outside", "bias_grows_output", "int32"])
+def test_matmul_add_not_fused(case, capfd):
+    rng = np.random.default_rng(32)
+    dt = np.int32 if case == "int32" else F32
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["mm"]), helper.make_node("Add", ["mm", "bias"], ["y"])]
+    outs = ["y", "mm"] if case == "product_read_outside" else ["y"]
+    bias = rand(rng, (3, 5, 24), dt) if case == "bias_grows_output" else rand(rng, (24,), dt)
+    m = make_model(nodes, {"a": (dt, [5, 16])}, outs, {"W": rand(rng, (16, 24), dt), "bias": bias})
+    expect_unfused(m, {"a": rand(rng, (5, 16), dt)}, capfd, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- Transpose + MatMul -> FusedMatMul
+
+@pytest.mark.parametrize("which", ["A", "B", "both", "B4d", "A2d_noperm"])
+def test_transpose_matmul(which, capfd):
+    rng = np.random.default_rng(40)
+    nodes, inputs = [], {}
+    if which == "A":
+        inputs = {"x": (F32, [3, 16, 8]), "y": (F32, [3, 16, 12])}
+        nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["xt", "y"], ["o"])]
+    elif which == "B":
+        inputs = {"x": (F32, [3, 8, 16]), "y": (F32, [12, 16])}
+        nodes = [helper.make_node("Transpose", ["y"], ["yt"], perm=[1, 0]), helper.make_node("MatMul", ["x", "yt"], ["o"])]
+    elif which == "both":
+        inputs = {"x": (F32, [2, 16, 8]), "y": (F32, [2, 12, 16])}
+        nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+                 helper.make_node("Transpose", ["y"], ["yt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["xt", "yt"], ["o"])]
+    elif which == "B4d":  # attention scores q . k^T
+        inputs = {"x": (F32, [2, 4, 10, 8]), "y": (F32, [2, 4, 10, 8])}
+        nodes = [helper.make_node("Transpose", ["y"], ["yt"], perm=[0, 1, 3, 2]), helper.make_node("MatMul", ["x", "yt"], ["o"])]
+    else:
+        inputs = {"x": (F32, [16, 8]), "y": (F32, [16, 12])}
+        nodes = [helper.make_node("Transpose", ["x"], ["xt"]), helper.make_node("MatMul", ["xt", "y"], ["o"])]
+    m = make_model(nodes, inputs, ["o"])
+    feeds = {k: rand(rng, tuple(s)) for k, (_, s) in inputs.items()}
+    expect_fused(m, feeds, capfd, [f"{MS}:FusedMatMul"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["not_last_two", "transpose_read_outside", "int64", "constant",
+                                  "computed_constant"])
+def test_transpose_matmul_not_fused(case, capfd):
+    rng = np.random.default_rng(41)
+    dt = np.int64 if case == "int64" else F32
+    perm = [1, 0, 2] if case == "not_last_two" else [0, 2, 1]
+    inputs = {"x": (dt, [4, 6, 8] if case == "not_last_two" else [4, 4, 8])}
+    inits = {}
+    nodes = []
+    if case == "constant":  # folding makes a transposed weight instead
+        inits["y"] = rand(rng, (4, 4, 6), dt)
+    elif case == "computed_constant":
+        inits.update(y1=rand(rng, (4, 4, 6), dt), y2=rand(rng, (4, 4, 6), dt))
+        nodes.append(helper.make_node("Add", ["y1", "y2"], ["y"]))
+    else:
+        inputs["y"] = (dt, [4, 4, 6])
+    nodes.append(helper.make_node("Transpose", ["y"], ["yt"], perm=perm))
+    nodes.append(helper.make_node("MatMul", ["yt", "x"], ["o"]))
+    outs = ["o", "yt"] if case == "transpose_read_outside" else ["o"]
+    m = make_model(nodes, inputs, outs, inits)
+    feeds = {k: rand(rng, tuple(s), dt) for k, (_, s) in inputs.items()}
+    expect_unfused(m, feeds, capfd, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- Conv fusions
+
+def conv_inits(rng, m, cin, k, group=1, bias=True):
+    w = {"W": rand(rng, (m, cin // group, k, k), low=-0.5, high=0.5)}
+    if bias:
+        w["B"] = rand(rng, (m,))
+    return w
+
+
+def bn_inits(rng, m):
+    return {"scale": rand(rng, (m,), low=0.5, high=1.5), "bnb": rand(rng, (m,)),
+            "mean": rand(rng, (m,)), "var": rand(rng, (m,), low=0.2, high=2.0)}
+
+
+@pytest.mark.parametrize("bias,group", [(True, 1), (False, 1), (True, 4)])
+def test_conv_batchnorm_folding(bias, group, capfd):
+    rng = np.random.default_rng(50)
+    cins = ["x", "W", "B"] if bias else ["x", "W"]
+    nodes = [helper.make_node("Conv", cins, ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=group),
+             helper.make_node("BatchNormalization", ["c", "scale", "bnb", "mean", "var"], ["y"], epsilon=1e-3)]
+    inits = dict(conv_inits(rng, 8, 8, 3, group, bias), **bn_inits(rng, 8))
+    m = make_model(nodes, {"x": (F32, [1, 8, 10, 10])}, ["y"], inits)
+    log = expect_fused(m, {"x": rand(rng, (1, 8, 10, 10))}, capfd, ["Conv"], rtol=1e-5, atol=1e-5)
+    assert "_fused_Conv" in log
+
+
+def test_conv_batchnorm_conv_output_read_outside(capfd):
+    rng = np.random.default_rng(51)
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bnb", "mean", "var"], ["y"])]
+    inits = dict(conv_inits(rng, 4, 3, 1), **bn_inits(rng, 4))
+    m = make_model(nodes, {"x": (F32, [2, 3, 5, 5])}, ["y", "c"], inits)
+    expect_unfused(m, {"x": rand(rng, (2, 3, 5, 5))}, capfd, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_batchnorm_shared_weight(capfd):
+    """Two Convs share W; only one feeds a BN: the other must still see the original weights."""
+    rng = np.random.default_rng(52)
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bnb", "mean", "var"], ["y"]),
+             helper.make_node("Conv", ["x", "W", "B"], ["y2"], kernel_shape=[3, 3])]
+    inits = dict(conv_inits(rng, 4, 3, 3), **bn_inits(rng, 4))
+    m = make_model(nodes, {"x": (F32, [1, 3, 6, 6])}, ["y", "y2"], inits)
+    expect_fused(m, {"x": rand(rng, (1, 3, 6, 6))}, capfd, ["Conv"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("group,k", [(1, 1), (1, 3), (8, 3)])
+def test_conv_add_residual(group, k, capfd):
+    rng = np.random.default_rng(53)
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[k, k], pads=[k // 2] * 4, group=group),
+             helper.make_node("Add", ["z", "c"], ["y"])]
+    m = make_model(nodes, {"x": (F32, ["n", 8, 9, 9]), "z": (F32, ["n", 8, 9, 9])}, ["y"],
+                   conv_inits(rng, 8, 8, k, group))
+    expect_fused(m, {"x": rand(rng, (2, 8, 9, 9)), "z": rand(rng, (2, 8, 9, 9))}, capfd,
+                 [f"{MS}:FusedConv"], rtol=1e-5, atol=1e-5)
+
+
+def test_conv_add_broadcast_is_not_fused(capfd):
+    rng = np.random.default_rng(54)
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["c", "z"], ["y"])]
+    m = make_model(nodes, {"x": (F32, [1, 4, 5, 5]), "z": (F32, [1, 6, 1, 1])}, ["y"], conv_inits(rng, 6, 4, 1))
+    expect_unfused(m, {"x": rand(rng, (1, 4, 5, 5)), "z": rand(rng, (1, 6, 1, 1))}, capfd, rtol=1e-5, atol=1e-5)
+
+
+ACTS = [("Relu", {}, []), ("Sigmoid", {}, []), ("Tanh", {}, []), ("LeakyRelu", {"alpha": 0.2}, []),
+        ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}, []), ("Clip", {}, ["lo", "hi"]), ("Clip", {}, ["", "hi"])]
+
+
+@pytest.mark.parametrize("act,attrs,extra", ACTS, ids=[a[0] + str(i) for i, a in enumerate(ACTS)])
+def test_conv_activation_level3(act, attrs, extra, capfd):
+    """FusedConv's activations are opt_level 3 (their loops are slower than the separate ops)."""
+    rng = np.random.default_rng(55)
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node(act, ["c"] + extra, ["y"], **attrs)]
+    inits = dict(conv_inits(rng, 6, 4, 3), lo=c(-0.5), hi=c(0.7))
+    inits = {k: v for k, v in inits.items() if k in {"W", "B"} | set(extra)}
+    m = make_model(nodes, {"x": (F32, [2, 4, 7, 7])}, ["y"], inits)
+    feeds = {"x": rand(rng, (2, 4, 7, 7))}
+    expect_unfused(m, feeds, capfd, level=2, rtol=1e-5, atol=1e-5)
+    expect_fused(m, feeds, capfd, [f"{MS}:FusedConv"], level=3, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_add_relu_level3(capfd):
+    """Conv + Add(Z) + Relu: one FusedConv with Z and the activation (named once)."""
+    rng = np.random.default_rng(56)
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[1, 1], name="conv"),
+             helper.make_node("Add", ["c", "z"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    m = make_model(nodes, {"x": (F32, [1, 4, 6, 6]), "z": (F32, [1, 5, 6, 6])}, ["y"], conv_inits(rng, 5, 4, 1))
+    n1, n3, log = run_levels(m, {"x": rand(rng, (1, 4, 6, 6)), "z": rand(rng, (1, 5, 6, 6))}, capfd,
+                             [f"{MS}:FusedConv"], level=3, rtol=1e-5, atol=1e-5)
+    assert (n1, n3) == (3, 1) and "'conv_fused_FusedConv'" in log
+
+
+def test_conv_batchnorm_then_relu_level3(capfd):
+    rng = np.random.default_rng(57)
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bnb", "mean", "var"], ["b"]),
+             helper.make_node("Relu", ["b"], ["y"])]
+    inits = dict(conv_inits(rng, 6, 3, 3, bias=False), **bn_inits(rng, 6))
+    m = make_model(nodes, {"x": (F32, [1, 3, 8, 8])}, ["y"], inits)
+    n1, n3, _ = run_levels(m, {"x": rand(rng, (1, 3, 8, 8))}, capfd, [f"{MS}:FusedConv"], level=3,
+                           rtol=1e-5, atol=1e-5)
+    assert (n1, n3) == (3, 1)
+
+
+# ---------------------------------------------------------------- the shared models
+
+MODEL_CASES = [("bert_tiny", 1e-4, 1e-5, True), ("bert_tiny_fused", 1e-4, 1e-5, True),
+               ("bert_tiny_fused_fp16", 1e-2, 1e-2, True), ("gpt2_tiny", 1e-4, 1e-5, True),
+               ("mobilenet_v3_small", 1e-4, 1e-5, True)]
+
+
+@pytest.mark.parametrize("name,rtol,atol,fuses", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shared_model_at_level2(name, rtol, atol, fuses, threads):
+    path = os.path.join(MODELS, name + ".onnx")
+    ref = np.load(os.path.join(MODELS, name + ".ref.npz"))
+    feeds = {k[3:]: ref[k] for k in ref.files if k.startswith("in.")}
+    s1 = kiln.InferenceSession(path, threads=threads, opt_level=1)
+    s2 = kiln.InferenceSession(path, threads=threads, opt_level=2)
+    for _ in range(2):  # first run on the heap, second in the planned arena
+        outs = s2.run(None, feeds)
+        for o, got in zip(s2.get_outputs(), outs):
+            want = ref["out." + o.name]
+            assert got.shape == want.shape and got.dtype == want.dtype, o.name
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=o.name)
+    if fuses:
+        assert s2.plan_stats()["nodes"] < s1.plan_stats()["nodes"]
+
+
+def test_bert_tiny_fusion_counts(capfd):
+    """The unfused BERT gets what onnxruntime's optimizer gave bert_tiny_fused (4 skip layer
+    norms, 2 bias Gelus) plus the embedding's Add + LayerNormalization."""
+    capfd.readouterr()
+    kiln.InferenceSession(os.path.join(MODELS, "bert_tiny.onnx"), threads=1, opt_level=2, verbose=True)
+    log = capfd.readouterr().err
+    assert log.count(f"({MS}:SkipLayerNormalization)") == 5
+    assert log.count(f"({MS}:BiasGelu)") == 2
+
+
+def test_gpt2_tiny_fusion_counts(capfd):
+    capfd.readouterr()
+    kiln.InferenceSession(os.path.join(MODELS, "gpt2_tiny.onnx"), threads=1, opt_level=2, verbose=True)
+    log = capfd.readouterr().err
+    assert log.count(f"({MS}:FastGelu)") == 2
+    assert log.count(f"({MS}:SkipLayerNormalization)") == 5
