@@ -83,3 +83,54 @@ def test_linear_attention_bad_inputs():
     m, feeds = la_case(rng, "linear", Hq=3, Hkv=2)
     with pytest.raises(Exception, match="multiple of kv_num_heads"):
         util.run_kiln(m, feeds)
+
+
+# ---------------------------------------------------------------- CausalConvWithState
+
+def cc_case(rng, B=2, C=5, L=7, K=4, bias=True, past=True, activation=None, dtype=np.float32):
+    x = util.rand(rng, (B, C, L), dtype, -1, 1)
+    ins = [("x", x), ("w", util.rand(rng, (C, 1, K), dtype, -1, 1))]
+    ins.append(("bias", util.rand(rng, (C,), dtype, -1, 1)) if bias else ("", None))
+    ins.append(("past", util.rand(rng, (B, C, K - 1), dtype, -1, 1)) if past else ("", None))
+    while ins[-1][0] == "":
+        ins.pop()
+    attrs = {"activation": activation} if activation else {}
+    m = util.node_model("CausalConvWithState", ins, ["y", "state"], attrs=attrs, opset=27)
+    return m, {n: a for n, a in ins if n}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("past", [True, False])
+@pytest.mark.parametrize("activation", [None, "none", "silu", "swish"])
+def test_causal_conv_vs_ort(bias, past, activation):
+    rng = np.random.default_rng()
+    m, feeds = cc_case(rng, bias=bias, past=past, activation=activation)
+    compare(util.run_kiln(m, feeds), util.run_ort(m, feeds), 1e-5, 1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(K=1), dict(L=1), dict(L=2, K=5), dict(B=3, C=64, L=300, K=4)])
+def test_causal_conv_shapes_vs_ort(kw):
+    rng = np.random.default_rng()
+    m, feeds = cc_case(rng, activation="silu", **kw)
+    want = util.run_ort(m, feeds)
+    for threads in (1, 2):
+        compare(util.run_kiln(m, feeds, threads=threads), want, 1e-5, 1e-5)
+
+
+def test_causal_conv_fp16_vs_ort():
+    rng = np.random.default_rng()
+    m, feeds = cc_case(rng, activation="silu", dtype=np.float16)
+    compare(util.run_kiln(m, feeds), util.run_ort(m, feeds), 2e-3, 2e-3)
+
+
+def test_causal_conv_bad_inputs():
+    rng = np.random.default_rng()
+    m, feeds = cc_case(rng, activation="relu")
+    with pytest.raises(Exception, match="activation 'relu'"):
+        util.run_kiln(m, feeds)
+    m, feeds = cc_case(rng)
+    feeds["past"] = feeds["past"][:, :, :2].copy()
+    m, _ = cc_case(rng)
+    m.graph.input[3].type.tensor_type.shape.dim[2].dim_value = 2
+    with pytest.raises(Exception, match="past_state"):
+        util.run_kiln(m, feeds)
