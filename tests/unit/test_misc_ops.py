@@ -134,3 +134,82 @@ def test_causal_conv_bad_inputs():
     m.graph.input[3].type.tensor_type.shape.dim[2].dim_value = 2
     with pytest.raises(Exception, match="past_state"):
         util.run_kiln(m, feeds)
+
+
+# ---------------------------------------------------------------- FlexAttention
+
+def causal_score_mod(elem=TensorProto.FLOAT):
+    """score_mod writing -inf above the diagonal (reads the shape, so it works for any size)."""
+    c = lambda name, vals, dt=TensorProto.INT64: helper.make_node(  # noqa: E731
+        "Constant", [], [name], value=helper.make_tensor(name, dt, [len(vals)], vals))
+    nodes = [
+        c("zero", [0]), c("one", [1]), c("i2", [2]), c("i3", [3]), c("qs", [1, 1, -1, 1]),
+        c("ks", [1, 1, 1, -1]), c("ninf", [-np.inf], elem),
+        helper.make_node("Shape", ["s"], ["shp"]),
+        helper.make_node("Gather", ["shp", "i2"], ["L1"]), helper.make_node("Gather", ["shp", "i3"], ["S1"]),
+        helper.make_node("Squeeze", ["L1"], ["L"]), helper.make_node("Squeeze", ["S1"], ["S"]),
+        helper.make_node("Squeeze", ["zero"], ["z"]), helper.make_node("Squeeze", ["one"], ["o"]),
+        helper.make_node("Range", ["z", "L", "o"], ["qr"]), helper.make_node("Range", ["z", "S", "o"], ["kr"]),
+        helper.make_node("Reshape", ["qr", "qs"], ["qi"]), helper.make_node("Reshape", ["kr", "ks"], ["ki"]),
+        helper.make_node("GreaterOrEqual", ["qi", "ki"], ["mask"]),
+        helper.make_node("Where", ["mask", "s", "ninf"], ["out"]),
+    ]
+    return helper.make_graph(nodes, "score_mod", [helper.make_tensor_value_info("s", elem, None)],
+                             [helper.make_tensor_value_info("out", elem, None)])
+
+
+def scale_mod(name, factor, elem=TensorProto.FLOAT, op="Mul"):
+    k = helper.make_node("Constant", [], ["f"], value=helper.make_tensor("f", elem, [], [factor]))
+    return helper.make_graph([k, helper.make_node(op, ["x", "f"], ["y"])], name,
+                             [helper.make_tensor_value_info("x", elem, None)],
+                             [helper.make_tensor_value_info("y", elem, None)])
+
+
+def fa_model(q, k, v, **attrs):
+    ins = [("Q", q), ("K", k), ("V", v)]
+    return util.node_model("FlexAttention", ins, ["Y"], attrs=attrs, opset=23, domain="ai.onnx.preview"), \
+        dict(Q=q, K=k, V=v)
+
+
+@pytest.mark.parametrize("shape", [((2, 4, 5, 8), (2, 4, 7, 8), 8), ((1, 6, 4, 16), (1, 2, 9, 16), 12),
+                                   ((2, 8, 33, 32), (2, 1, 40, 32), 32)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flex_attention_plain_vs_reference(shape, dtype):
+    rng = np.random.default_rng()
+    (qs, ks, ev) = shape
+    q, k = util.rand(rng, qs, dtype), util.rand(rng, ks, dtype)
+    v = util.rand(rng, ks[:3] + (ev,), dtype)
+    m, feeds = fa_model(q, k, v)
+    want = ref_run(m, feeds)
+    for threads in (1, 2):
+        compare(util.run_kiln(m, feeds, threads=threads), want, 1e-5, 1e-6)
+
+
+def test_flex_attention_fp16_and_precision_vs_reference():
+    rng = np.random.default_rng()
+    q, k, v = (util.rand(rng, (1, 2, 6, 8), np.float16) for _ in range(3))
+    for attrs in ({}, {"softmax_precision": TensorProto.DOUBLE}, {"softmax_precision": TensorProto.FLOAT16}):
+        m, feeds = fa_model(q, k, v, scale=0.4, **attrs)
+        compare(util.run_kiln(m, feeds), ref_run(m, feeds), 2e-3, 2e-3)
+
+
+def test_flex_attention_mods_vs_reference():
+    rng = np.random.default_rng()
+    q, k, v = util.rand(rng, (2, 4, 6, 8)), util.rand(rng, (2, 2, 6, 8)), util.rand(rng, (2, 2, 6, 5))
+    for attrs in ({"score_mod": causal_score_mod()}, {"prob_mod": scale_mod("p", 0.5)},
+                  {"score_mod": scale_mod("s", 3.0, op="Add"), "prob_mod": scale_mod("p", 2.0)}):
+        m, feeds = fa_model(q, k, v, **attrs)
+        compare(util.run_kiln(m, feeds), ref_run(m, feeds), 1e-5, 1e-6)
+    qd, kd, vd = (a.astype(np.float64) for a in (q, k, v))
+    m, feeds = fa_model(qd, kd, vd, score_mod=causal_score_mod(TensorProto.DOUBLE))
+    compare(util.run_kiln(m, feeds), ref_run(m, feeds), 1e-10, 1e-12)
+
+
+def test_flex_attention_bad_inputs():
+    rng = np.random.default_rng()
+    m, feeds = fa_model(util.rand(rng, (1, 3, 4, 8)), util.rand(rng, (1, 2, 4, 8)), util.rand(rng, (1, 2, 4, 8)))
+    with pytest.raises(Exception, match="multiple of"):
+        util.run_kiln(m, feeds)
+    m, feeds = fa_model(util.rand(rng, (3, 4, 8)), util.rand(rng, (3, 4, 8)), util.rand(rng, (3, 4, 8)))
+    with pytest.raises(Exception, match="rank 4"):
+        util.run_kiln(m, feeds)

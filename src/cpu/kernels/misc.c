@@ -8,10 +8,14 @@ kiln_status kmisc_linear_attention_infer(kiln_ctx *ctx);
 kiln_status kmisc_linear_attention_compute(kiln_ctx *ctx);
 kiln_status kmisc_causal_conv_infer(kiln_ctx *ctx);
 kiln_status kmisc_causal_conv_compute(kiln_ctx *ctx);
+kiln_status kmisc_flex_attention_infer(kiln_ctx *ctx);
+kiln_status kmisc_flex_attention_compute(kiln_ctx *ctx);
 
 const kiln_op kiln_ops_misc[] = {
     {"", "LinearAttention", 27, 0, NULL, kmisc_linear_attention_infer, kmisc_linear_attention_compute,
      NULL},
     {"", "CausalConvWithState", 27, 0, NULL, kmisc_causal_conv_infer, kmisc_causal_conv_compute, NULL},
+    {"ai.onnx.preview", "FlexAttention", 1, 0, NULL, kmisc_flex_attention_infer,
+     kmisc_flex_attention_compute, NULL},
     {0},
 };
