@@ -79,6 +79,32 @@ def main():
         summary.append(dict(name=name, rows=len(rows), kiln=gk, unfused=g("unfused"), best_tile=g("best_variant_tflops"),
                             fa2=geomean([b for _, b in both_f]), cudnn=geomean([b for _, b in both_c]),
                             vs_fa2=geomean([a / b for a, b in both_f]), vs_cudnn=geomean([a / b for a, b in both_c])))
+    # One fixed choice per head size (what a default table can express): the variant with the best
+    # geomean over every row of that head size in all passes that swept variants.
+    per_h = {}
+    for name, _, rows in passes:
+        for r in rows:
+            for v, t in r.get("variants", {}).items():
+                per_h.setdefault(r["H"], {}).setdefault(v, []).append(t)
+    choice = {}
+    for h, vs in per_h.items():
+        n_rows = max(len(t) for t in vs.values())
+        full = {v: geomean(t) for v, t in vs.items() if len(t) == n_rows}
+        if full:
+            choice[h] = max(full.items(), key=lambda kv: kv[1])[0]
+    for s_ in summary:
+        rows = next(r for n, _, r in passes if n == s_["name"])
+        tuned = [r["variants"][choice[r["H"]]] for r in rows if r.get("variants") and choice.get(r["H"]) in r["variants"]]
+        s_["tuned"] = geomean(tuned) if len(tuned) == len(rows) else None
+        both = [(r["variants"][choice[r["H"]]], r["cudnn"]) for r in rows
+                if r.get("cudnn") and r.get("variants") and choice.get(r["H"]) in r["variants"]]
+        s_["tuned_vs_cudnn"] = geomean([a / b for a, b in both]) if both else None
+    md.append("### Default per head size chosen from the sweep\n")
+    md.append("| H | kernel |")
+    md.append("|---|---|")
+    for h in sorted(choice):
+        md.append(f"| {h} | {choice[h]} |")
+    md.append("")
     md.append("### Geometric means (TFLOP/s)\n")
     md.append("| pass | rows | kiln | kiln best tile | kiln unfused | FA2 | cuDNN | kiln/FA2 | kiln/cuDNN |")
     md.append("|---|---|---|---|---|---|---|---|---|")
@@ -100,6 +126,11 @@ def main():
         for r in rows:
             print(f"{r['B']},{r['S']},{r['N']},{r['H']}".rjust(16) + f" {fmt(r['kiln'])} {fmt(r.get('unfused'))} "
                   f"{fmt(r.get('best_variant_tflops'))} {fmt(r.get('fa2'))} {fmt(r.get('cudnn'))}  {r['kernel']}")
+    if choice:
+        print("\nper-head-size choice: " + ", ".join(f"H{h}: {choice[h]}" for h in sorted(choice)))
+        print("tuned = geomean with that choice per row: " +
+              ", ".join(f"{s_['name']} {fmt(s_['tuned'], 0).strip()} (x{s_['tuned_vs_cudnn']:.2f} cuDNN)"
+                        for s_ in summary if s_.get("tuned") and s_.get("tuned_vs_cudnn")))
     print("\ngeomean TFLOP/s      rows    kiln  best-tile unfused    FA2   cuDNN  k/FA2  k/cuDNN")
     for s in summary:
         r1 = "   -  " if s["vs_fa2"] is None else f"{s['vs_fa2']:6.2f}"

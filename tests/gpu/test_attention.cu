@@ -379,14 +379,19 @@ static std::vector<Case> make_cases(bool quick) {
         c.name = buf;
         cs.push_back(c);
     };
-    // The scenario as selected by default, and again forced onto the Hopper kernel when it has
-    // one for this head size (the test then fails if it does not run there).
+    // The scenario as selected by default, and again forced onto each flash kind (the mma.sync
+    // kernel and, where it has this head size, the Hopper one): on Hopper the default is mostly
+    // the wgmma kernel, elsewhere the mma.sync one, and both must stay covered on either.
     auto add2 = [&](Case c) {
         add(c);
-        if (c.force == KILN_ATTN_KERNEL_NONE && kiln_cuda_sm90_variants(c.H) > 0 && c.H % 8 == 0 && c.H <= 256 &&
-            (c.Hv == 0 || c.Hv == c.H) && !c.bias) {
-            c.force = KILN_ATTN_KERNEL_FLASH_SM90;
+        if (c.force == KILN_ATTN_KERNEL_NONE && c.H % 8 == 0 && c.H <= 256 && (c.Hv == 0 || c.Hv == c.H) &&
+            !c.bias) {
+            c.force = KILN_ATTN_KERNEL_FLASH;
             add(c);
+            if (kiln_cuda_sm90_variants(c.H) > 0) {
+                c.force = KILN_ATTN_KERNEL_FLASH_SM90;
+                add(c);
+            }
         }
     };
     if (quick) {
@@ -427,7 +432,7 @@ static std::vector<Case> make_cases(bool quick) {
         // Every flash tile variant, at the head sizes the benchmark table uses.
         for (int H : {16, 32, 40, 64, 80, 128, 160, 256}) {
             int nv = kiln_cuda_flash_variants(H);
-            for (int v = 1; v < nv; ++v) {
+            for (int v = 0; v < nv; ++v) {
                 Case c;
                 c.f16 = f16, c.B = 2, c.S = 257, c.L = 257, c.N = 2, c.H = H, c.variant = v;
                 c.force = KILN_ATTN_KERNEL_FLASH;

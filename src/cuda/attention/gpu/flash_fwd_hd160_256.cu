@@ -1,13 +1,14 @@
 // Flash forward tile variants for head sizes 160, 192, 256. The first entry of each
-// list is the default the dispatcher takes; the others exist for the benchmark to compare.
+// list is the default the dispatcher takes (the fastest in bench/attention/RESULTS.md); the others
+// exist for the benchmark to compare.
 #include "../flash_fwd.cuh"
 
 namespace kiln_flash {
 
 static const Variant v160[] = {
-    KILN_FLASH_VARIANT(160, 128, 64, 8),
-    KILN_FLASH_VARIANT(160, 64, 64, 4),
     KILN_FLASH_VARIANT(160, 128, 32, 4),
+    KILN_FLASH_VARIANT(160, 64, 64, 4),
+    KILN_FLASH_VARIANT(160, 128, 64, 8),
 };
 int variants_hd160(const Variant **out) {
     *out = v160;

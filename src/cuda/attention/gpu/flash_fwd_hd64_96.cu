@@ -1,12 +1,13 @@
 // Flash forward tile variants for head sizes 64, 80, 96. The first entry of each
-// list is the default the dispatcher takes; the others exist for the benchmark to compare.
+// list is the default the dispatcher takes (the fastest in bench/attention/RESULTS.md); the others
+// exist for the benchmark to compare.
 #include "../flash_fwd.cuh"
 
 namespace kiln_flash {
 
 static const Variant v64[] = {
-    KILN_FLASH_VARIANT(64, 128, 64, 4),
     KILN_FLASH_VARIANT(64, 128, 128, 4),
+    KILN_FLASH_VARIANT(64, 128, 64, 4),
     KILN_FLASH_VARIANT(64, 128, 128, 8),
     KILN_FLASH_VARIANT(64, 64, 128, 4),
 };

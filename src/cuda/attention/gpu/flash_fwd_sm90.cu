@@ -23,12 +23,12 @@ int sm90_variants(int hd, const kiln_sm90::Variant **out) {
     }
 }
 
-// Head sizes (padded) whose wgmma kernel is the default on Hopper: the ones measured correct and
-// faster than the mma.sync kernel. KILN_ENABLE_SM90_ATTENTION=1 takes it for every head size.
-bool default_on(int hd) {
-    (void)hd;
-    return false;
-}
+// Head sizes (padded) whose wgmma kernel is the default on Hopper. Measured on an H100
+// (bench/attention/RESULTS.md): faster than every mma.sync tile at H = 32, 40, 64, 80, 128, 160;
+// at H = 16 the mma.sync 64x128 tile is ~10% faster (softmax-bound, more CTAs in flight).
+// 96, 192 and 256 were not in the table; they follow their neighbours.
+// KILN_ENABLE_SM90_ATTENTION=1 takes it for every head size.
+bool default_on(int hd) { return hd != 16; }
 
 } // namespace
 
