@@ -213,3 +213,49 @@ def test_flex_attention_bad_inputs():
     m, feeds = fa_model(util.rand(rng, (3, 4, 8)), util.rand(rng, (3, 4, 8)), util.rand(rng, (3, 4, 8)))
     with pytest.raises(Exception, match="rank 4"):
         util.run_kiln(m, feeds)
+
+
+# ---------------------------------------------------------------- training optimisers
+
+TRAIN = "ai.onnx.preview.training"
+
+
+def opt_model(op, n, per, outs_per, shapes, dtype, t, attrs):
+    rng = np.random.default_rng()
+    kinds = "XGVH" if per == 4 else ("XGH" if op == "Adagrad" else "XGV")
+    ins = [("R", np.array(0.1, dtype)), ("T", np.array(t, np.int64))]
+    for kind in kinds:
+        for i in range(n):
+            lo = 0.1 if kind == "H" else -2.0  # squared-gradient accumulators are positive
+            ins.append((f"{kind}{i}", util.rand(rng, shapes[i], dtype, lo, 2.0)))
+    outs = [f"out{o}" for o in range(n * outs_per)]
+    m = util.node_model(op, ins, outs, attrs=attrs, opset=18, domain=TRAIN)
+    return m, dict(ins)
+
+
+@pytest.mark.parametrize("op,per,outs_per,attrs", [
+    ("Adagrad", 3, 2, dict(decay_factor=0.1, epsilon=1e-5, norm_coefficient=0.01)),
+    ("Adagrad", 3, 2, {}),
+    ("Adam", 4, 3, dict(alpha=0.95, beta=0.9, epsilon=1e-5, norm_coefficient=0.02, norm_coefficient_post=0.1)),
+    ("Adam", 4, 3, {}),
+    ("Momentum", 3, 2, dict(alpha=0.9, beta=0.5, norm_coefficient=0.01, mode="standard")),
+    ("Momentum", 3, 2, dict(alpha=0.9, beta=0.5, norm_coefficient=0.01, mode="nesterov")),
+])
+@pytest.mark.parametrize("t", [0, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_optimizers_vs_reference(op, per, outs_per, attrs, t, dtype):
+    shapes = [(3, 4), (100000,)]
+    for n in (1, 2):
+        m, feeds = opt_model(op, n, per, outs_per, shapes, dtype, t, attrs)
+        want = [np.asarray(w).astype(dtype) for w in ref_run(m, feeds)]
+        compare(util.run_kiln(m, feeds), want, 1e-5 if dtype == np.float32 else 1e-12, 1e-6)
+
+
+def test_optimizers_bad_inputs():
+    m, feeds = opt_model("Momentum", 1, 3, 2, [(3,)], np.float32, 1, dict(alpha=0.9, beta=0.5, mode="standard"))
+    with pytest.raises(Exception, match="norm_coefficient"):
+        util.run_kiln(m, feeds)
+    m, feeds = opt_model("Adam", 1, 4, 3, [(3,)], np.float32, 1, {})
+    m.graph.node[0].input.pop()  # a missing H makes the inputs fit no grouping
+    with pytest.raises(Exception, match="4 tensors per optimised variable"):
+        util.run_kiln(m, feeds)
