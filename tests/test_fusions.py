@@ -330,6 +330,97 @@ def test_skip_layernorm_not_fused(case, capfd):
     expect_unfused(m, feeds, capfd, rtol=1e-5, atol=1e-5)
 
 
+# ---------------------------------------------------------------- self-attention -> Attention
+
+def attention_model(B=2, S=6, N=2, H=8, key_form="exporter", scale="both", mask="input", guard=True,
+                    out_2d=False, extra_outputs=(), axis=-1):
+    """The decomposed scaled_dot_product_attention of torch's exporter, on 3-D q, k, v inputs."""
+    D = N * H
+    s4 = float(H) ** -0.25
+    inits = {"split": np.array([B, S, N, H], np.int64), "merge": np.array([B * S, D] if out_2d else [B, S, D], np.int64),
+             "kflat": np.array([B * N, S, H], np.int64), "kback": np.array([B, N, H, S], np.int64),
+             "s4": c(s4), "sqrt_h": c(np.sqrt(H)), "zero": c(0.0)}
+    nodes = []
+    for x in "qv":
+        nodes += [helper.make_node("Reshape", [x, "split"], [x + "r"]),
+                  helper.make_node("Transpose", [x + "r"], [x + "4"], perm=[0, 2, 1, 3])]
+    nodes.append(helper.make_node("Reshape", ["k", "split"], ["kr"]))
+    if key_form == "exporter":
+        nodes += [helper.make_node("Transpose", ["kr"], ["k4"], perm=[0, 2, 1, 3]),
+                  helper.make_node("Reshape", ["k4", "kflat"], ["k3f"]),
+                  helper.make_node("Transpose", ["k3f"], ["k3t"], perm=[0, 2, 1]),
+                  helper.make_node("Reshape", ["k3t", "kback"], ["kt"])]
+    elif key_form == "swap_last":
+        nodes += [helper.make_node("Transpose", ["kr"], ["k4"], perm=[0, 2, 1, 3]),
+                  helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 1, 3, 2])]
+    else:  # split then swap in one Transpose
+        nodes.append(helper.make_node("Transpose", ["kr"], ["kt"], perm=[0, 2, 3, 1]))
+    q, k = "q4", "kt"
+    if scale == "both":
+        nodes += [helper.make_node("Mul", ["q4", "s4"], ["qs"]), helper.make_node("Mul", ["kt", "s4"], ["ks"])]
+        q, k = "qs", "ks"
+    nodes.append(helper.make_node("MatMul", [q, k], ["sc"]))
+    sc = "sc"
+    if scale == "div":
+        nodes.append(helper.make_node("Div", ["sc", "sqrt_h"], ["scd"]))
+        sc = "scd"
+    if mask:
+        nodes.append(helper.make_node("Add", [sc, "mask"], ["scm"]))
+        sc = "scm"
+    nodes.append(helper.make_node("Softmax", [sc], ["p"], axis=axis))
+    p = "p"
+    if guard:
+        nodes += [helper.make_node("IsNaN", ["p"], ["nan"]), helper.make_node("Where", ["nan", "zero", "p"], ["pg"])]
+        p = "pg"
+    nodes += [helper.make_node("MatMul", [p, "v4"], ["o4"]),
+              helper.make_node("Transpose", ["o4"], ["o3"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["o3", "merge"], ["y"])]
+    inputs = {x: (F32, [B, S, D]) for x in "qkv"}
+    rng = np.random.default_rng(60)
+    feeds = {x: rand(rng, (B, S, D)) for x in "qkv"}
+    if mask == "input":
+        inputs["mask"] = (F32, [B, 1, S, S])
+        m = np.zeros((B, 1, S, S), np.float32)
+        m[0, 0, :, S - 2:] = -np.inf     # padded keys
+        m[1, 0, 2, :] = -np.inf          # a fully masked row: zeros through the NaN guard
+        feeds["mask"] = m
+    elif mask == "causal":
+        inits["mask"] = np.triu(np.full((S, S), -np.inf, np.float32), 1)[None, None]
+    model = make_model(nodes, inputs, ["y", *extra_outputs], inits)
+    return model, feeds
+
+
+@pytest.mark.parametrize("key_form", ["exporter", "swap_last", "split_swap"])
+def test_attention_bert_style(key_form, capfd):
+    m, feeds = attention_model(key_form=key_form)
+    n1, n2, _ = run_levels(m, feeds, capfd, ["Attention"], rtol=1e-5, atol=1e-5)
+    assert n2 == 1, (n1, n2)
+
+
+def test_attention_scaled_scores_no_mask_no_guard(capfd):
+    m, feeds = attention_model(scale="div", mask=None, guard=False, key_form="swap_last")
+    n1, n2, _ = run_levels(m, feeds, capfd, ["Attention"], rtol=1e-5, atol=1e-5)
+    assert n2 == 1
+
+
+def test_attention_causal_constant_mask_gpt2_merge(capfd):
+    """A constant causal mask needs no NaN guard; the 2-D head merge Reshape stays after the node."""
+    m, feeds = attention_model(mask="causal", guard=False, out_2d=True, scale="none")
+    n1, n2, _ = run_levels(m, feeds, capfd, ["Attention"], rtol=1e-5, atol=1e-5)
+    assert n2 == 2
+
+
+@pytest.mark.parametrize("case", ["mask_without_guard", "probs_read_outside", "softmax_other_axis"])
+def test_attention_not_fused(case, capfd):
+    kw = {"mask_without_guard": dict(guard=False), "probs_read_outside": dict(extra_outputs=("p",)),
+          "softmax_other_axis": dict(axis=2)}[case]
+    m, feeds = attention_model(**kw)
+    if case == "mask_without_guard":
+        feeds["mask"][1, 0, 2, :] = 0.0  # no NaN rows, so kiln and onnxruntime agree anyway
+    n1, n2, log = run_levels(m, feeds, capfd, (), rtol=1e-5, atol=1e-5)
+    assert "Attention" not in log
+
+
 # ---------------------------------------------------------------- MatMul + Add -> Gemm
 
 @pytest.mark.parametrize("bias_shape", [(24,), (1, 24), (5, 24), ()])
@@ -544,12 +635,13 @@ def test_shared_model_at_level2(name, rtol, atol, fuses, threads):
 
 def test_bert_tiny_fusion_counts(capfd):
     """The unfused BERT gets what onnxruntime's optimizer gave bert_tiny_fused (4 skip layer
-    norms, 2 bias Gelus) plus the embedding's Add + LayerNormalization."""
+    norms, 2 bias Gelus) plus the embedding's Add + LayerNormalization and both attentions."""
     capfd.readouterr()
     kiln.InferenceSession(os.path.join(MODELS, "bert_tiny.onnx"), threads=1, opt_level=2, verbose=True)
     log = capfd.readouterr().err
     assert log.count(f"({MS}:SkipLayerNormalization)") == 5
     assert log.count(f"({MS}:BiasGelu)") == 2
+    assert log.count("(Attention)") == 2
 
 
 def test_gpt2_tiny_fusion_counts(capfd):
@@ -558,3 +650,4 @@ def test_gpt2_tiny_fusion_counts(capfd):
     log = capfd.readouterr().err
     assert log.count(f"({MS}:FastGelu)") == 2
     assert log.count(f"({MS}:SkipLayerNormalization)") == 5
+    assert log.count("(Attention)") == 2

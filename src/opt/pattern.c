@@ -353,7 +353,7 @@ kiln_status opt_replace(opt_ctx *c, kiln_node **pattern, int n_pattern, const ch
     return KILN_OK;
 }
 
-int opt_add_const(opt_ctx *c, const char *name, kiln_tensor *t) {
+int opt_add_value(opt_ctx *c, const char *name) {
     kiln_graph *g = c->g;
     size_t len = strlen(name) + 24;
     char *unique = malloc(len);
@@ -362,6 +362,19 @@ int opt_add_const(opt_ctx *c, const char *name, kiln_tensor *t) {
     for (int k = 1; kiln_graph_find_value(g, unique) >= 0; k++) snprintf(unique, len, "%s_%d", name, k);
     int v = kiln_graph_add_value(g, unique);
     free(unique);
+    return v;
+}
+
+void opt_set_input(opt_ctx *c, kiln_node *n, int i, int v) {
+    int old = n->in[i];
+    if (old >= 0 && old < c->n_tracked) c->uses[old]--;
+    n->in[i] = v;
+    if (v >= 0 && v < c->n_tracked) c->uses[v]++;
+}
+
+int opt_add_const(opt_ctx *c, const char *name, kiln_tensor *t) {
+    kiln_graph *g = c->g;
+    int v = opt_add_value(c, name);
     if (v < 0) return -1;
     kiln_graph_value *gv = &g->values[v];
     gv->is_const = 1;

@@ -79,6 +79,11 @@ kiln_status opt_attrs_take(opt_ctx *c, kiln_node *n, int extra, kiln_attr **out,
 kiln_status opt_replace(opt_ctx *c, kiln_node **pattern, int n_pattern, const char *domain,
                         const char *op, int opset, const int *ins, int n_in, const int *outs,
                         int n_out, kiln_attr *attrs, int n_attrs);
+/* Adds an intermediate value (a fused node's output feeding nodes outside the pattern); returns
+ * its index or -1 (no memory). The name is made unique. */
+int opt_add_value(opt_ctx *c, const char *name);
+/* Points input slot i of node n at value v. */
+void opt_set_input(opt_ctx *c, kiln_node *n, int i, int v);
 /* Adds an initializer owning *t (moved); returns its value index or -1 (no memory). */
 int opt_add_const(opt_ctx *c, const char *name, kiln_tensor *t);
 /* Drops removed nodes from the array (freeing them) and renumbers producers. */

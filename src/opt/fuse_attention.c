@@ -1,0 +1,241 @@
+/* Self-attention as exporters write it (torch's scaled_dot_product_attention decomposed; BERT,
+ * GPT-2) -> one ONNX Attention node (opset 23 kernel) on the 3-D projections:
+ *
+ *   q4 = Transpose(Reshape(q3, [B, S, N, H]), [0, 2, 1, 3])           (likewise v4; k4 for K)
+ *   kT = k4 with its last two axes swapped: Transpose(k4, [0, 1, 3, 2]), the exporter's
+ *        Reshape([B*N, L, H]) -> Transpose([0, 2, 1]) -> Reshape([B, N, H, L]) chain, or
+ *        Transpose(Reshape(k3, [B, L, N, H]), [0, 2, 3, 1])
+ *   scores = MatMul(q4 [* s1], kT [* s2]) [* s3 | / d] [+ mask]
+ *   p = Softmax(scores, last axis) [then Where(IsNaN(p), 0, p)]
+ *   y = Reshape(Transpose(MatMul(p, v4), [0, 2, 1, 3]), [B, S, N*H])
+ *
+ * becomes Attention(q3, k3, v3, mask; q_num_heads = kv_num_heads = N, scale = s1*s2*s3). The
+ * kernel reads the heads of the 3-D inputs in place and writes the 3-D output, so the head
+ * split/merge copies, the score tensor and the probability tensor all disappear.
+ *
+ * Rows whose scores are all -inf: Softmax gives NaN, the exporter's Where(IsNaN) turns them into
+ * zeros, and the kernel gives zeros too. Without that guard the fusion is made only when such a
+ * row cannot happen (no mask, or a constant mask with a finite entry in every row). */
+#include "fusions.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_NODES 24
+
+typedef struct attn_match {
+    kiln_node *nodes[MAX_NODES];
+    int n;
+    double scale;
+} attn_match;
+
+static int take(attn_match *m, kiln_node *n) {
+    if (!n || m->n == MAX_NODES) return 0;
+    m->nodes[m->n++] = n;
+    return 1;
+}
+
+static kiln_node *inner(opt_ctx *c, int v, const char *op) {
+    return opt_private(c, v, 1) ? opt_producer(c, v, op) : NULL;
+}
+
+static int has_perm(const kiln_node *tr, int n, const int64_t *want) {
+    int k = 0;
+    const int64_t *perm = kiln_attr_ints(tr, "perm", &k);
+    if (!perm || k != n || tr->n_in != 1) return 0;
+    for (int i = 0; i < n; i++)
+        if (perm[i] != want[i]) return 0;
+    return 1;
+}
+
+/* Dimensions equal and known (or the same symbol). */
+static int same_dim(int64_t a, int64_t b) { return a == b && a != KILN_DIM_UNKNOWN; }
+
+/* v = Mul(x, s) or Div(x, s) with a one-element constant s, read only here: *v becomes x and
+ * m->scale takes s in. */
+static void strip_scale(opt_ctx *c, int *v, attn_match *m) {
+    for (int div = 0; div < 2; div++) {
+        kiln_node *n = inner(c, *v, div ? "Div" : "Mul");
+        if (!n || n->n_in != 2) continue;
+        for (int k = div ? 1 : 0; k < 2; k++) {
+            double s;
+            int dt;
+            const kiln_tensor *t = opt_const(c, n->in[k]);
+            if (!opt_const_scalar(c, n->in[k], &s, &dt) || (t && t->rank > 4) || s == 0.0) continue;
+            if (!take(m, n)) return;
+            m->scale *= div ? 1.0 / s : s;
+            *v = n->in[1 - k];
+            return;
+        }
+    }
+}
+
+/* x4 = Transpose(Reshape(x3, [B, T, N, H]), perm): sets *x3, *heads, *head_size. */
+static int head_split(opt_ctx *c, int x4, const int64_t *perm, attn_match *m, int *x3,
+                      int64_t *heads, int64_t *head_size) {
+    kiln_node *tr = inner(c, x4, "Transpose");
+    if (!tr || !has_perm(tr, 4, perm)) return 0;
+    kiln_node *rs = inner(c, tr->in[0], "Reshape");
+    if (!rs || rs->n_in != 2) return 0;
+    const kiln_tensor *f4 = opt_fact(c, tr->in[0]), *f3 = opt_fact(c, rs->in[0]);
+    if (f4->rank != 4 || f3->rank != 3 || f4->dims[2] <= 0 || f4->dims[3] <= 0) return 0;
+    if (!same_dim(f3->dims[0], f4->dims[0]) || !same_dim(f3->dims[1], f4->dims[1]) ||
+        f3->dims[2] != f4->dims[2] * f4->dims[3])
+        return 0;
+    *x3 = rs->in[0];
+    *heads = f4->dims[2];
+    *head_size = f4->dims[3];
+    return take(m, tr) && take(m, rs);
+}
+
+/* kT (B, N, H, L) from k3 (B, L, N*H) in one of the three forms; sets *k3, heads, head size. */
+static int key_transposed(opt_ctx *c, int kt, attn_match *m, int *k3, int64_t *heads,
+                          int64_t *head_size) {
+    static const int64_t split_then_swap[4] = {0, 2, 3, 1}, swap_last[4] = {0, 1, 3, 2},
+                         heads_first[4] = {0, 2, 1, 3}, swap3[3] = {0, 2, 1};
+    if (head_split(c, kt, split_then_swap, m, k3, heads, head_size)) return 1;
+    kiln_node *tr = inner(c, kt, "Transpose");
+    if (tr && has_perm(tr, 4, swap_last))
+        return take(m, tr) && head_split(c, tr->in[0], heads_first, m, k3, heads, head_size);
+    /* Reshape(k4 -> [B*N, L, H]) -> Transpose([0, 2, 1]) -> Reshape([B, N, H, L]) */
+    kiln_node *r2 = inner(c, kt, "Reshape");
+    kiln_node *t3 = r2 && r2->n_in == 2 ? inner(c, r2->in[0], "Transpose") : NULL;
+    kiln_node *r1 = t3 && has_perm(t3, 3, swap3) ? inner(c, t3->in[0], "Reshape") : NULL;
+    if (!r1 || r1->n_in != 2) return 0;
+    const kiln_tensor *f4 = opt_fact(c, r1->in[0]), *f1 = opt_fact(c, t3->in[0]), *ft = opt_fact(c, kt);
+    /* r1 keeps the last two axes (it only merges B and N) and r2 splits them back */
+    if (f4->rank != 4 || f1->rank != 3 || ft->rank != 4 || !same_dim(f1->dims[1], f4->dims[2]) ||
+        !same_dim(f1->dims[2], f4->dims[3]) || !same_dim(ft->dims[0], f4->dims[0]) ||
+        !same_dim(ft->dims[1], f4->dims[1]) || !same_dim(ft->dims[2], f4->dims[3]) ||
+        !same_dim(ft->dims[3], f4->dims[2]))
+        return 0;
+    return take(m, r2) && take(m, t3) && take(m, r1) &&
+           head_split(c, r1->in[0], heads_first, m, k3, heads, head_size);
+}
+
+/* The additive mask broadcasts onto scores (B, N, S, L) without growing them. */
+static int mask_fits(const kiln_tensor *fm, const kiln_tensor *fs, int dtype) {
+    if (fm->rank < 1 || fm->rank > 4 || fs->rank != 4 || fm->dtype != dtype) return 0;
+    for (int i = 0; i < fm->rank; i++) {
+        int64_t d = fm->dims[fm->rank - 1 - i], s = fs->dims[3 - i];
+        if (d != 1 && !same_dim(d, s)) return 0;
+    }
+    return 1;
+}
+
+/* A constant mask leaves at least one finite score in every row (no all -inf softmax rows). */
+static int mask_rows_finite(opt_ctx *c, int mask) {
+    const kiln_tensor *t = opt_const(c, mask);
+    if (!t || t->rank < 1 || !opt_float_type(t->dtype)) return 0;
+    int64_t n = kiln_numel(t), row = t->dims[t->rank - 1];
+    for (int64_t r = 0; row > 0 && r < n / row; r++) {
+        int finite = 0;
+        for (int64_t j = 0; j < row && !finite; j++) finite = isfinite(kiln_load_f64(t->dtype, t->data, r * row + j));
+        if (!finite) return 0;
+    }
+    return row > 0;
+}
+
+static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
+    static const int64_t heads_first[4] = {0, 2, 1, 3};
+    attn_match m = {{0}, 0, 1.0};
+    if (out->n_in != 2 || out->n_out != 1 || !take(&m, out)) return KILN_OK;
+    kiln_node *tr = inner(c, out->in[0], "Transpose");
+    if (!tr || !has_perm(tr, 4, heads_first) || !take(&m, tr)) return KILN_OK;
+    kiln_node *pv = inner(c, tr->in[0], "MatMul");
+    if (!pv || pv->n_in != 2 || !take(&m, pv)) return KILN_OK;
+
+    /* probabilities, with or without the NaN guard */
+    int p = pv->in[0], guarded = 0;
+    kiln_node *where = inner(c, p, "Where");
+    if (where && where->n_in == 3) {
+        p = where->in[2];
+        kiln_node *isnan_n = inner(c, where->in[0], "IsNaN");
+        if (!isnan_n || isnan_n->in[0] != p || !opt_private(c, p, 2) ||
+            !opt_is_scalar(c, where->in[1], 0.0, opt_fact(c, p)) || !take(&m, where) ||
+            !take(&m, isnan_n))
+            return KILN_OK;
+        guarded = 1;
+    } else if (!opt_private(c, p, 1)) {
+        return KILN_OK;
+    }
+    kiln_node *sm = opt_producer(c, p, "Softmax");
+    if (!sm || sm->n_in != 1 || !take(&m, sm)) return KILN_OK;
+    int64_t axis = kiln_attr_int(sm, "axis", sm->opset < 13 ? 1 : -1);
+    if (axis != -1 && axis != 3) return KILN_OK;
+
+    /* scores [+ mask] */
+    int s = sm->in[0], mask = -1;
+    kiln_node *add = inner(c, s, "Add");
+    if (add && add->n_in == 2) {
+        for (int k = 0; k < 2 && mask < 0; k++) {
+            int sv = add->in[k], before = m.n;
+            double scale = m.scale;
+            strip_scale(c, &sv, &m);
+            m.n = before; /* only looked */
+            m.scale = scale;
+            if (inner(c, sv, "MatMul")) {
+                mask = add->in[1 - k];
+                s = add->in[k];
+            }
+        }
+        if (mask < 0 || !take(&m, add)) return KILN_OK;
+    }
+    const kiln_tensor *fs = opt_fact(c, s);
+    strip_scale(c, &s, &m);
+    kiln_node *qk = inner(c, s, "MatMul");
+    if (!qk || qk->n_in != 2 || !take(&m, qk)) return KILN_OK;
+    int q4 = qk->in[0], kt = qk->in[1];
+    strip_scale(c, &q4, &m);
+    strip_scale(c, &kt, &m);
+
+    int q3, k3, v3;
+    int64_t nq, hq, nk, hk, nv, hv;
+    if (!head_split(c, q4, heads_first, &m, &q3, &nq, &hq) ||
+        !key_transposed(c, kt, &m, &k3, &nk, &hk) ||
+        !head_split(c, pv->in[1], heads_first, &m, &v3, &nv, &hv))
+        return KILN_OK;
+    const kiln_tensor *fq = opt_fact(c, q3), *fk = opt_fact(c, k3), *fv = opt_fact(c, v3);
+    const kiln_tensor *fo = opt_fact(c, out->out[0]);
+    if (nq != nk || nk != nv || hq != hk || !opt_float_type(fq->dtype) || fk->dtype != fq->dtype ||
+        fv->dtype != fq->dtype || !same_dim(fk->dims[0], fq->dims[0]) ||
+        !same_dim(fv->dims[0], fq->dims[0]) || !same_dim(fv->dims[1], fk->dims[1]))
+        return KILN_OK;
+    /* the head merge's Reshape is absorbed when it gives the kernel's (B, S, N*Hv) output; any
+     * other target shape (GPT-2 merges B and S for the next Gemm) stays, reading the output */
+    int keep_reshape = fo->rank != 3 || !same_dim(fo->dims[0], fq->dims[0]) ||
+                       !same_dim(fo->dims[1], fq->dims[1]) || fo->dims[2] != nq * hv;
+    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype)) return KILN_OK;
+    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask)) return KILN_OK;
+
+    kiln_attr *attrs = calloc(3, sizeof *attrs);
+    if (!attrs || !opt_attr_int(&attrs[0], "q_num_heads", nq) ||
+        !opt_attr_int(&attrs[1], "kv_num_heads", nq) ||
+        !opt_attr_float(&attrs[2], "scale", (float)m.scale)) {
+        opt_attrs_free(attrs, attrs ? 3 : 0);
+        return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    int ins[4] = {q3, k3, v3, mask}, y = out->out[0];
+    if (keep_reshape) {
+        char name[300];
+        snprintf(name, sizeof name, "%s_attention", c->g->values[tr->out[0]].name);
+        if ((y = opt_add_value(c, name)) < 0) {
+            opt_attrs_free(attrs, 3);
+            return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
+        }
+        opt_set_input(c, out, 0, y);
+    }
+    /* m.nodes[0] is the Reshape */
+    return opt_replace(c, m.nodes + keep_reshape, m.n - keep_reshape, "", "Attention", 23, ins,
+                       mask >= 0 ? 4 : 3, &y, 1, attrs, 3);
+}
+
+kiln_status opt_fuse_attention(opt_ctx *c) {
+    kiln_graph *g = c->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *n = &g->nodes[i];
+        if (!n->removed && !n->domain[0] && !strcmp(n->op_type, "Reshape")) KILN_TRY(fuse_one(c, n));
+    }
+    return KILN_OK;
+}
