@@ -204,7 +204,7 @@ void kgemm_f64(kiln_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K, d
 /* ---- products with a packed B ---- */
 
 typedef struct bp_job {
-    int ta;
+    int ta, by_rows;
     int64_t M, N, K, lda, ldc, block;
     float alpha, beta;
     const float *A, *Bp;
@@ -213,9 +213,14 @@ typedef struct bp_job {
 
 static void bp_run(void *arg, int64_t b0, int64_t b1) {
     const bp_job *j = arg;
-    int64_t s = b0 * j->block, e = b1 * j->block;
-    if (e > j->N) e = j->N;
-    if (s < e)
+    int64_t ext = j->by_rows ? j->M : j->N, s = b0 * j->block, e = b1 * j->block;
+    if (e > ext) e = ext;
+    if (s >= e) return;
+    if (j->by_rows)
+        kgemm_sgemm_avx512_bpacked(j->ta, e - s, j->N, j->K, j->alpha,
+                                   j->A + (j->ta ? s : s * j->lda), j->lda, j->Bp, j->N, 0,
+                                   j->beta, j->C + s * j->ldc, j->ldc);
+    else
         kgemm_sgemm_avx512_bpacked(j->ta, j->M, e - s, j->K, j->alpha, j->A, j->lda, j->Bp, j->N, s,
                                    j->beta, j->C + s, j->ldc);
 }
@@ -223,17 +228,24 @@ static void bp_run(void *arg, int64_t b0, int64_t b1) {
 void kgemm_f32_bpacked(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *Bp, float beta, float *C,
                        int64_t ldc) {
-    bp_job j = {ta, M, N, K, lda, ldc, N, alpha, beta, A, Bp, C};
+    bp_job j = {ta, 1, M, N, K, lda, ldc, M, alpha, beta, A, Bp, C};
     int nt = kiln_num_threads(ctx);
     double macs = (double)M * N * K;
-    if (nt <= 1 || macs < PAR_MIN_FLOPS || N < 2 * KGEMM_NR) {
+    if (nt <= 1 || macs < PAR_MIN_FLOPS || (M < 24 && N < 2 * KGEMM_NR)) {
         bp_run(&j, 0, 1);
         return;
     }
-    int64_t block = (N + nt - 1) / nt;
-    block = (block + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR;
+    /* B is packed already, so row blocks share it and pack only their own rows of A: cut them
+     * small (a few per thread, whole 12-row panels) so that a thread that wakes late still
+     * finds work. Few rows: split the columns instead, in whole 32-column panels. */
+    j.by_rows = M >= 24;
+    int64_t ext = j.by_rows ? M : N, align = j.by_rows ? KGEMM_MR : KGEMM_NR;
+    int64_t pieces = j.by_rows ? 4 * nt : nt;
+    int64_t block = (ext + pieces - 1) / pieces;
+    block = (block + align - 1) / align * align;
+    if (j.by_rows && block < 2 * KGEMM_MR) block = 2 * KGEMM_MR;
     j.block = block;
-    kiln_parallel_for(ctx, (N + block - 1) / block, 1, bp_run, &j);
+    kiln_parallel_for(ctx, (ext + block - 1) / block, 1, bp_run, &j);
 }
 
 /* ---- batches ---- */
