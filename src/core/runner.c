@@ -141,7 +141,7 @@ static kiln_status run_node_timed(struct kiln_runner *r, int ni, kiln_err *e) {
             out[i]->t.rank = -1;
         }
     }
-    kiln_ctx ctx = {n, n->opset, n->n_in, in, n->n_out, out, n->state, e, 0, r->s->tp, r};
+    kiln_ctx ctx = {n, n->opset, n->n_in, in, n->n_out, out, n->state, e, 0, r->s->tp, r, r->s->cuda};
     const kiln_op *op = n->op;
     int dynamic = op->flags & KILN_OP_DYNAMIC;
     if (!dynamic) {
@@ -462,7 +462,7 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
             outv[i].t.rank = -1;
             outs[i] = n->out[i] >= 0 ? &outv[i] : NULL;
         }
-        kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, s->tp, NULL};
+        kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, s->tp, NULL, s->cuda};
         if (n->op->init && !n->state) {
             kiln_status st = n->op->init(&ctx);
             if (st) {

@@ -2,6 +2,9 @@
 #include "session.h"
 #include "../ops/op.h"
 #include "../opt/optimize.h"
+#ifdef KILN_WITH_CUDA
+#include "../cuda/cuda_provider.h"
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,15 +26,17 @@ static kiln_status fail_open(kiln_err *e) {
 
 /* Finds a kernel for every node (recursively); appends "name (op, domain, opset)" of each node
  * without one to *missing. */
-static kiln_status bind_kernels(kiln_graph *g, char **missing, size_t *len, int *count) {
+static kiln_status bind_kernels(kiln_session *s, kiln_graph *g, char **missing, size_t *len, int *count) {
     for (int i = 0; i < g->n_nodes; i++) {
         kiln_node *n = &g->nodes[i];
         for (int k = 0; k < n->n_attrs; k++) {
-            if (n->attrs[k].g) KILN_TRY(bind_kernels(n->attrs[k].g, missing, len, count));
+            if (n->attrs[k].g) KILN_TRY(bind_kernels(s, n->attrs[k].g, missing, len, count));
             for (int j = 0; n->attrs[k].graphs && j < n->attrs[k].n_graphs; j++)
-                KILN_TRY(bind_kernels(n->attrs[k].graphs[j], missing, len, count));
+                KILN_TRY(bind_kernels(s, n->attrs[k].graphs[j], missing, len, count));
         }
-        if (n->opset >= 0) n->op = kiln_find_op(n->domain, n->op_type, n->opset);
+        if (n->opset >= 0 && s->cuda) n->op = kiln_find_op_ep(n->domain, n->op_type, n->opset, KILN_EP_CUDA);
+        if (n->op && s->opt.verbose) fprintf(stderr, "kiln: node '%s' (%s) -> CUDA provider\n", n->name, n->op_type);
+        if (!n->op && n->opset >= 0) n->op = kiln_find_op(n->domain, n->op_type, n->opset);
         if (n->op) continue;
         char line[512];
         if (n->opset < 0)
@@ -104,13 +109,20 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     pthread_mutex_init(&s->run_mu, NULL);
     const char *prof = getenv("KILN_PROFILE");
     s->profile = prof && prof[0] == '1';
-    if (s->opt.providers & ~(unsigned)KILN_PROVIDER_CPU) {
-#ifndef KILN_WITH_CUDA
-        if (s->opt.providers & KILN_PROVIDER_CUDA) {
-            kiln_fail(&e, KILN_ERR_NO_PROVIDER, "the CUDA provider was requested but this kiln was built without CUDA");
+    if (s->opt.providers & KILN_PROVIDER_CUDA) {
+#ifdef KILN_WITH_CUDA
+        kiln_cuda_provider *cp = NULL;
+        if (kiln_cuda_provider_create(0, &cp)) {
+            kiln_fail(&e, KILN_ERR_NO_PROVIDER, "the CUDA provider could not start: %s", kiln_cuda_last_error());
             kiln_session_close(s);
             return fail_open(&e);
         }
+        s->cuda = cp;
+        if (s->opt.verbose) fprintf(stderr, "kiln: CUDA provider on %s\n", kiln_cuda_info(cp)->name);
+#else
+        kiln_fail(&e, KILN_ERR_NO_PROVIDER, "the CUDA provider was requested but this kiln was built without CUDA");
+        kiln_session_close(s);
+        return fail_open(&e);
 #endif
     }
     int threads = s->opt.threads;
@@ -135,7 +147,7 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     }
     size_t len = 0;
     int count = 0;
-    if (bind_kernels(m->graph, &s->missing_ops, &len, &count)) {
+    if (bind_kernels(s, m->graph, &s->missing_ops, &len, &count)) {
         kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
         kiln_session_close(s);
         return fail_open(&e);
@@ -228,6 +240,9 @@ void kiln_session_close(kiln_session *s) {
     free(s->outputs);
     kiln_model_free(s->model);
     kiln_threadpool_destroy(s->tp);
+#ifdef KILN_WITH_CUDA
+    if (s->cuda) kiln_cuda_provider_destroy(s->cuda);
+#endif
     free(s->missing_ops);
     pthread_mutex_destroy(&s->run_mu);
     free(s);

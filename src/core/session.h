@@ -29,6 +29,7 @@ struct kiln_session {
     kiln_options opt;
     kiln_err err;
     kiln_threadpool *tp;
+    void *cuda;                 /* kiln_cuda_provider when the CUDA provider is enabled */
     pthread_mutex_t run_mu;     /* runs on one session are serialised (they share the arena) */
     kiln_plan *plans;           /* most recent first */
     int n_plans;

@@ -48,6 +48,7 @@ typedef struct kiln_ctx {
     int static_mode;
     struct kiln_threadpool *tp;  /* may be NULL: run serially */
     struct kiln_runner *runner;  /* for control-flow ops: runs subgraphs (see core/runner.h) */
+    void *cuda;                  /* the session's kiln_cuda_provider, when CUDA is enabled */
 } kiln_ctx;
 
 enum { KILN_OP_DYNAMIC = 1, KILN_OP_ALIAS = 2 };
@@ -61,7 +62,12 @@ typedef struct kiln_op {
     kiln_status (*infer)(kiln_ctx *ctx);
     kiln_status (*compute)(kiln_ctx *ctx);
     void (*fini)(void *state);
+    int provider;                /* KILN_EP_CPU (0) or KILN_EP_CUDA: which provider runs it */
 } kiln_op;
+
+/* Execution providers of kernels. A CUDA kernel takes and returns host tensors like every kernel
+ * (the runtime keeps values on the host); it stages them to the device itself. */
+enum { KILN_EP_CPU = 0, KILN_EP_CUDA = 1 };
 
 #define KILN_FAIL(ctx, code, ...) kiln_fail((ctx)->err, (code), __VA_ARGS__)
 
@@ -113,6 +119,8 @@ int kiln_num_threads(const kiln_ctx *ctx);
 
 /* ---- registry (ops/registry.c) ---- */
 const kiln_op *kiln_find_op(const char *domain, const char *name, int opset);
+/* Same, among one provider's kernels (kiln_find_op is the CPU provider's). */
+const kiln_op *kiln_find_op_ep(const char *domain, const char *name, int opset, int provider);
 /* Fills names of all registered ops "domain:name" (for coverage listings); returns count. */
 int kiln_list_ops(const kiln_op **out, int max);
 
