@@ -259,3 +259,112 @@ def test_optimizers_bad_inputs():
     m.graph.node[0].input.pop()  # a missing H makes the inputs fit no grouping
     with pytest.raises(Exception, match="4 tensors per optimised variable"):
         util.run_kiln(m, feeds)
+
+
+# ---------------------------------------------------------------- ImageDecoder (BMP, PNM)
+
+def bmp_bytes(rgb, bpp=24, top_down=False, palette=None, idx=None):
+    """A BITMAPINFOHEADER BMP of rgb (H, W, 3); bpp 1/4/8 use palette (P, 3) and indices idx."""
+    h, w, _ = rgb.shape
+    stride = (w * bpp + 31) // 32 * 4
+    rows = []
+    for y in range(h):
+        r = rgb[y]
+        if bpp == 24:
+            raw = r[:, ::-1].tobytes()
+        elif bpp == 32:
+            raw = np.concatenate([r[:, ::-1], np.full((w, 1), 255, np.uint8)], 1).tobytes()
+        elif bpp == 16:  # 5-5-5
+            v = (r[:, 0].astype(np.uint16) >> 3 << 10) | (r[:, 1].astype(np.uint16) >> 3 << 5) | (r[:, 2] >> 3)
+            raw = v.astype("<u2").tobytes()
+        else:
+            bits = "".join(format(int(i), f"0{bpp}b") for i in idx[y])
+            bits += "0" * (-len(bits) % 8)
+            raw = bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
+        rows.append(raw + b"\0" * (stride - len(raw)))
+    if not top_down:
+        rows = rows[::-1]
+    pal = b"" if bpp > 8 else b"".join(bytes([c[2], c[1], c[0], 0]) for c in palette)
+    off = 14 + 40 + len(pal)
+    data = b"".join(rows)
+    hdr = b"BM" + np.array([off + len(data), 0, off], "<u4").tobytes()
+    info = np.array([40, w, -h if top_down else h], "<i4").tobytes() + np.array([1, bpp], "<u2").tobytes()
+    info += np.array([0, len(data), 2835, 2835, len(pal) // 4, 0], "<u4").tobytes()
+    return hdr + info + pal + data
+
+
+def decode(data, fmt):
+    arr = np.frombuffer(data, np.uint8).copy()
+    m = util.node_model("ImageDecoder", [("img", arr)], [("y", np.uint8)], attrs={"pixel_format": fmt}, opset=20)
+    return util.run_kiln(m, {"img": arr})[0]
+
+
+def expect(rgb, fmt):
+    if fmt == "RGB":
+        return rgb
+    if fmt == "BGR":
+        return rgb[:, :, ::-1]
+    r, g, b = (rgb[:, :, i].astype(np.uint32) for i in range(3))  # Pillow's ITU-R 601-2 luma
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[:, :, None]
+
+
+@pytest.mark.parametrize("fmt", ["RGB", "BGR", "Grayscale"])
+@pytest.mark.parametrize("kind", ["24", "24td", "32", "16", "8", "4", "1"])
+def test_image_decoder_bmp(fmt, kind):
+    rng = np.random.default_rng()
+    h, w = 7, 13
+    if kind in ("8", "4", "1"):
+        bpp = int(kind)
+        palette = rng.integers(0, 256, (1 << bpp, 3)).astype(np.uint8)
+        idx = rng.integers(0, 1 << bpp, (h, w))
+        rgb = palette[idx]
+        data = bmp_bytes(rgb, bpp, palette=palette, idx=idx)
+    else:
+        rgb = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        if kind == "16":
+            # 5-bit channels scaled to 0..255 with rounding, so that 5-5-5 encoding is lossless
+            rgb = (((rgb >> 3).astype(np.uint32) * 255 + 15) // 31).astype(np.uint8)
+        data = bmp_bytes(rgb, int(kind[:2]), top_down=kind.endswith("td"))
+    util.assert_same(decode(data, fmt), expect(rgb, fmt))
+
+
+@pytest.mark.parametrize("fmt", ["RGB", "BGR", "Grayscale"])
+@pytest.mark.parametrize("kind", ["P1", "P2", "P3", "P4", "P5", "P6", "P6-16", "P3-max1000"])
+def test_image_decoder_pnm(fmt, kind):
+    rng = np.random.default_rng()
+    h, w = 5, 11
+    header = f"{kind[:2]}\n# a comment\n{w} {h}\n".encode()
+    if kind in ("P1", "P4"):
+        bits = rng.integers(0, 2, (h, w))
+        rgb = np.repeat(np.where(bits, 0, 255).astype(np.uint8)[:, :, None], 3, 2)
+        if kind == "P1":
+            body = "\n".join(" ".join(str(b) for b in row) for row in bits).encode()
+        else:
+            body = b"".join(np.packbits(row).tobytes() for row in bits.astype(np.uint8))
+        data = header + body
+    else:
+        ch = 3 if kind[1] in "36" else 1
+        maxval = 65535 if kind.endswith("16") else (1000 if "1000" in kind else 255)
+        vals = rng.integers(0, maxval + 1, (h, w, ch))
+        scaled = vals if maxval == 255 else (vals * 255 + maxval // 2) // maxval
+        rgb = np.repeat(scaled, 3 // ch, 2).astype(np.uint8)
+        header += f"{maxval}\n".encode()
+        if kind[1] in "23":
+            body = " ".join(str(v) for v in vals.ravel()).encode()
+        else:
+            body = vals.astype(">u2" if maxval > 255 else np.uint8).tobytes()
+        data = header + body
+    util.assert_same(decode(data, fmt), expect(rgb, fmt))
+
+
+def test_image_decoder_errors():
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+    with pytest.raises(Exception, match="PNG decoding needs libpng"):
+        decode(png, "RGB")
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    good = bmp_bytes(rgb)
+    for bad in (good[:40], good[:-5], b"P6\n4 4\n255\n" + b"\0" * 10, b"P3\n2 2\n255\n1 2 3", b"XYZ"):
+        with pytest.raises(Exception, match="ImageDecoder"):
+            decode(bad, "RGB")
+    with pytest.raises(Exception, match="pixel_format"):
+        decode(good, "RGBA")

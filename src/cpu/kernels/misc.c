@@ -16,6 +16,8 @@ kiln_status kmisc_adam_infer(kiln_ctx *ctx);
 kiln_status kmisc_adam_compute(kiln_ctx *ctx);
 kiln_status kmisc_momentum_infer(kiln_ctx *ctx);
 kiln_status kmisc_momentum_compute(kiln_ctx *ctx);
+kiln_status kmisc_image_decoder_infer(kiln_ctx *ctx);
+kiln_status kmisc_image_decoder_compute(kiln_ctx *ctx);
 
 const kiln_op kiln_ops_misc[] = {
     {"", "LinearAttention", 27, 0, NULL, kmisc_linear_attention_infer, kmisc_linear_attention_compute,
@@ -26,6 +28,8 @@ const kiln_op kiln_ops_misc[] = {
     {"ai.onnx.preview.training", "Adagrad", 1, 0, NULL, kmisc_adagrad_infer, kmisc_adagrad_compute, NULL},
     {"ai.onnx.preview.training", "Adam", 1, 0, NULL, kmisc_adam_infer, kmisc_adam_compute, NULL},
     {"ai.onnx.preview.training", "Momentum", 1, 0, NULL, kmisc_momentum_infer, kmisc_momentum_compute,
+     NULL},
+    {"", "ImageDecoder", 20, KILN_OP_DYNAMIC, NULL, kmisc_image_decoder_infer, kmisc_image_decoder_compute,
      NULL},
     {0},
 };
