@@ -102,6 +102,27 @@ def test_forced_ctypes_in_a_fresh_interpreter():
     assert r.stdout.split() == ["True", "(2,", "3)"]
 
 
+def test_pip_install_ships_the_extension(tmp_path):
+    """`pip install ./python` builds kiln._native beside the bundled libkiln.so, and the installed
+    package takes the native path."""
+    target = tmp_path / "site"
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("KILN_BUILD_DIR", "KILN_LIBRARY", "LD_PRELOAD", "KILN_PYTHON_CTYPES")}
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), os.path.join(ROOT, "python")], capture_output=True, text=True,
+                       env=clean)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert glob.glob(str(target / "kiln" / "_native*.so")), r.stdout + r.stderr
+    code = ("import kiln, sys, numpy as np; s = kiln.InferenceSession(sys.argv[1]); "
+            "print(s._native is not None, sys.modules['kiln._native'].__file__.startswith(sys.argv[2]), "
+            "kiln._lib.loaded_path.startswith(sys.argv[2]), s.run(None, {'x': np.ones((2, 4), np.float32)})[0].shape)")
+    example = os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx")
+    r = subprocess.run([sys.executable, "-c", code, example, str(target)], capture_output=True, text=True,
+                       env=dict(clean, PYTHONPATH=str(target)), cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True", "(2,", "3)"]
+
+
 # ---------------------------------------------------------------- dtypes, in and out
 
 NUMERIC = [np.float32, np.float16, np.float64, np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32,
