@@ -1,9 +1,8 @@
-"""Graph fusions (opt_level 2, src/opt): each unfused pattern, built with the onnx package, must give
-onnxruntime's (optimisations off) and kiln-at-level-1's results at level 2 (3 for Conv + activation
-and attention) with fewer nodes, and the
-verbose log must name the fused op. Negative cases (an intermediate read outside the pattern, shapes
-the fused kernel cannot take) must not fuse and must still be right. Then the shared models at
-level 2."""
+"""Graph fusions (src/opt): each unfused pattern, built with the onnx package, must give onnxruntime's
+(optimisations off) and kiln-at-level-1's results at opt_level 2 (3 for Conv + activation and
+attention) with fewer nodes, and the verbose log must name the fused op. Negative cases (an
+intermediate read outside the pattern, shapes the fused kernel cannot take) must not fuse and must
+still be right. Then the shared models at levels 2 and 3."""
 import os
 
 import numpy as np
