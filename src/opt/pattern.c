@@ -74,13 +74,6 @@ int opt_private(const opt_ctx *c, int v, int reads) {
     return v >= 0 && v < c->n_tracked && !c->is_output[v] && c->uses[v] == reads;
 }
 
-int opt_reads_in(const kiln_node *const *nodes, int n, int v) {
-    int r = 0;
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < nodes[i]->n_in; k++) r += nodes[i]->in[k] == v;
-    return r;
-}
-
 int opt_other_input(const kiln_node *n, int v) {
     if (n->n_in != 2) return -1;
     if (n->in[0] == v) return n->in[1];

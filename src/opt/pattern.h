@@ -37,8 +37,6 @@ int opt_node_index(const opt_ctx *c, const kiln_node *n);
 /* v is read exactly `reads` times and is not a graph output: a pattern holding all those reads may
  * absorb it. */
 int opt_private(const opt_ctx *c, int v, int reads);
-/* How many input slots of the given nodes read v. */
-int opt_reads_in(const kiln_node *const *nodes, int n, int v);
 /* The constant tensor behind v (initializer, Constant node's tensor, Identity of either), or NULL. */
 const kiln_tensor *opt_const(opt_ctx *c, int v);
 /* v is a constant or computed from constants only, so that constant folding (opt_level 1, after
