@@ -2,6 +2,7 @@
 #include "session.h"
 #include "../ops/op.h"
 #include "../opt/optimize.h"
+#include <cblas.h>
 #ifdef KILN_WITH_CUDA
 #include "../cuda/cuda_provider.h"
 #endif
@@ -131,6 +132,9 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         threads = nc > 0 ? (int)nc : 1;
     }
     if (threads > 256) threads = 256;
+    /* BLAS calls run inside kiln's own pool, one per worker: OpenBLAS's own threads would only
+     * spin on the cores kiln's workers need (they busy-wait after each call) */
+    openblas_set_num_threads(1);
     s->tp = kiln_threadpool_create(threads);
     if (!s->tp) {
         kiln_fail(&e, KILN_ERR_NO_MEMORY, "cannot create the thread pool");
