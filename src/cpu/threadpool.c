@@ -26,8 +26,12 @@ struct kiln_threadpool {
     void *arg;
     int64_t n, chunk;
     atomic_llong next;
-    atomic_int active;       /* workers still inside the job */
     atomic_ulong job_id;
+    /* Workers join a job only while it is open (under mu). The caller closes it once it has run
+     * out of chunks and then waits only for the workers that joined: a worker the scheduler has
+     * not run yet costs the job nothing. */
+    int open;
+    int joined;
     int sleepers;            /* workers blocked on `wake` (under mu) */
     atomic_int stop;
 };
@@ -54,23 +58,25 @@ static void *worker_main(void *p) {
             if (id != seen || atomic_load(&tp->stop)) break;
             CPU_RELAX();
         }
-        if (id == seen && !atomic_load(&tp->stop)) {
-            pthread_mutex_lock(&tp->mu);
-            while (!atomic_load(&tp->stop) && (id = atomic_load(&tp->job_id)) == seen) {
-                tp->sleepers++;
-                pthread_cond_wait(&tp->wake, &tp->mu);
-                tp->sleepers--;
-            }
-            pthread_mutex_unlock(&tp->mu);
+        pthread_mutex_lock(&tp->mu);
+        while (!atomic_load(&tp->stop) && (id = atomic_load(&tp->job_id)) == seen) {
+            tp->sleepers++;
+            pthread_cond_wait(&tp->wake, &tp->mu);
+            tp->sleepers--;
         }
-        if (atomic_load(&tp->stop)) break;
+        if (atomic_load(&tp->stop)) {
+            pthread_mutex_unlock(&tp->mu);
+            break;
+        }
         seen = id;
+        int join = tp->open;
+        if (join) tp->joined++;
+        pthread_mutex_unlock(&tp->mu);
+        if (!join) continue; /* woke too late: the caller already finished that job */
         run_chunks(tp);
-        if (atomic_fetch_sub(&tp->active, 1) == 1) {
-            pthread_mutex_lock(&tp->mu);
-            pthread_cond_signal(&tp->done);
-            pthread_mutex_unlock(&tp->mu);
-        }
+        pthread_mutex_lock(&tp->mu);
+        if (--tp->joined == 0 && !tp->open) pthread_cond_signal(&tp->done);
+        pthread_mutex_unlock(&tp->mu);
     }
     return NULL;
 }
@@ -126,24 +132,23 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
     /* about 4 chunks per thread balances uneven work without much counter traffic */
     int64_t chunk = (n + tp->n_threads * 4 - 1) / (tp->n_threads * 4);
     if (chunk < grain) chunk = grain;
+    pthread_mutex_lock(&tp->mu);
     tp->fn = fn;
     tp->arg = arg;
     tp->n = n;
     tp->chunk = chunk;
     atomic_store(&tp->next, 0);
-    atomic_store(&tp->active, tp->n_threads - 1);
-    pthread_mutex_lock(&tp->mu);
+    tp->open = 1;
+    tp->joined = 0;
     atomic_fetch_add_explicit(&tp->job_id, 1, memory_order_release);
     if (tp->sleepers) pthread_cond_broadcast(&tp->wake);
     pthread_mutex_unlock(&tp->mu);
     in_pool_job = 1;
     run_chunks(tp);
     in_pool_job = 0;
-    for (int i = 0; i < SPIN_ITERS && atomic_load(&tp->active) > 0; i++) CPU_RELAX();
-    if (atomic_load(&tp->active) > 0) {
-        pthread_mutex_lock(&tp->mu);
-        while (atomic_load(&tp->active) > 0) pthread_cond_wait(&tp->done, &tp->mu);
-        pthread_mutex_unlock(&tp->mu);
-    }
+    pthread_mutex_lock(&tp->mu);
+    tp->open = 0;
+    while (tp->joined > 0) pthread_cond_wait(&tp->done, &tp->mu);
+    pthread_mutex_unlock(&tp->mu);
     pthread_mutex_unlock(&tp->run_mu);
 }
