@@ -149,8 +149,30 @@ def run_kiln(model, feeds, capfd):
     return outs, err
 
 
+def kernels(err):
+    """Kernel names from the dispatcher's verbose lines ("kiln attention: <name> B=...")."""
+    return [ln.split()[2] for ln in err.splitlines() if ln.startswith("kiln attention: ")]
+
+
 def ran_flash(err):
-    return "flash" in err.lower() and "cpu kernel" not in err.lower()
+    ks = kernels(err)
+    return bool(ks) and all(k.startswith("flash") for k in ks) and "cpu kernel" not in err.lower()
+
+
+def ran_unfused(err):
+    return any(k.startswith("unfused") for k in kernels(err))
+
+
+def ort_cpu(model, feeds):
+    """onnxruntime CPU on float32 copies; skips where ORT does not take the case."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        pytest.skip("onnxruntime is not installed")
+    try:
+        return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)
+    except Exception as e:
+        pytest.skip("onnxruntime CPU does not take this case: %s" % str(e).splitlines()[0][:200])
 
 
 # ---------------------------------------------------------------- MultiHeadAttention
@@ -265,7 +287,7 @@ def test_mha_relative_position_bias_unfused(bdim, capfd):
     ref = ref_sdpa(bnsh(quant(q, F16), N), bnsh(quant(k, F16), N), bnsh(quant(v, F16), N), H ** -0.5,
                    bias=quant(rpb, F16))
     assert rel_err(out, ref) <= TOL[F16]
-    assert "unfused" in err.lower(), err
+    assert ran_unfused(err), err
 
 
 def test_mha_2d_mask_falls_back(capfd):
@@ -286,7 +308,6 @@ def test_mha_2d_mask_falls_back(capfd):
 
 
 def test_mha_float32_delegates_and_matches_ort(capfd):
-    ort = pytest.importorskip("onnxruntime")
     B, S, L, N, H = 2, 20, 28, 2, 32
     q, k, v, bias = rnd(B, S, N * H), rnd(B, L, N * H), rnd(B, L, N * H), rnd(3 * N * H)
     lens = np.array([28, 9], np.int32)
@@ -296,13 +317,12 @@ def test_mha_float32_delegates_and_matches_ort(capfd):
     feeds = {"q": feed(q, F32), "k": feed(k, F32), "v": feed(v, F32), "bias": feed(bias, F32), "mask": lens}
     (out,), err = run_kiln(m, feeds, capfd)
     assert "cpu kernel" in err.lower(), err
-    (o_ort,) = ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, feeds)
+    (o_ort,) = ort_cpu(m, feeds)
     assert rel_err(out, o_ort.astype(np.float64)) <= 1e-4
 
 
 def test_mha_fp16_vs_ort_float32(capfd):
     """fp16 GPU result vs onnxruntime CPU on the same values in float32 (bias, (B) mask, past)."""
-    ort = pytest.importorskip("onnxruntime")
     B, S, P, N, H = 2, 8, 24, 4, 64
     q, k, v, bias = rnd(B, S, N * H), rnd(B, S, N * H), rnd(B, S, N * H), rnd(3 * N * H)
     pk, pv = rnd(B, N, P, H), rnd(B, N, P, H)
@@ -318,7 +338,7 @@ def test_mha_fp16_vs_ort_float32(capfd):
     f16["mask"] = lens
     f32 = {n: (x.astype(np.float32) if x.dtype == np.float16 else x) for n, x in f16.items()}
     outs, _ = run_kiln(args[F16], f16, capfd)
-    o_ort = ort.InferenceSession(args[F32], providers=["CPUExecutionProvider"]).run(None, f32)
+    o_ort = ort_cpu(args[F32], f32)
     for a, b in zip(outs, o_ort):
         assert rel_err(a, b.astype(np.float64)) <= TOL[F16]
 
@@ -369,7 +389,7 @@ def test_packed_mha(fmt, capfd):
     if fmt != "q_k_v_rpb":
         assert ran_flash(err), err
     else:
-        assert "unfused" in err.lower(), err
+        assert ran_unfused(err), err
 
 
 # ---------------------------------------------------------------- Attention (projection + attention)
@@ -442,13 +462,12 @@ def test_attention(case, capfd):
     if case == "mask2d_fallback":
         assert "cpu kernel" in err.lower(), err
     elif case == "rpb":
-        assert "unfused" in err.lower(), err
+        assert ran_unfused(err), err
     elif case in ("plain", "uni", "bf16", "past_prefill_uni"):
         assert ran_flash(err), err
 
 
 def test_attention_fp16_vs_ort_float32(capfd):
-    ort = pytest.importorskip("onnxruntime")
     m16, feeds, _, _ = _attention_case(2, 32, 128, 2, 64, mask=np.array([32, 11], np.int32), past_len=8,
                                        uni=1)
     m32 = m16  # same graph with float32 types
@@ -459,6 +478,6 @@ def test_attention_fp16_vs_ort_float32(capfd):
     m32 = g.SerializeToString()
     f32 = {n: (x.astype(np.float32) if x.dtype == np.float16 else x) for n, x in feeds.items()}
     outs, _ = run_kiln(m16, feeds, capfd)
-    o_ort = ort.InferenceSession(m32, providers=["CPUExecutionProvider"]).run(None, f32)
+    o_ort = ort_cpu(m32, f32)
     for a, b in zip(outs, o_ort):
         assert rel_err(a, b.astype(np.float64)) <= 2 * TOL[F16]
