@@ -1,5 +1,7 @@
 /* The kiln command: run, info, test and bench over ONNX models. */
 #include "cli.h"
+#include "ops/op.h"
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -11,8 +13,30 @@ static void usage(void) {
           "                 [--output-dir DIR] [--threads N] [--verbose]\n"
           "  kiln info MODEL [--dim NAME=N ...]\n"
           "  kiln test DIR... [--expect-fail FILE] [--write-failures FILE] [--rtol X] [--atol X] [--quiet]\n"
-          "  kiln bench MODEL [--threads N] [--runs N] [--warmup N] [--inputs FILE.npz] [--dim NAME=N ...]\n",
+          "  kiln bench MODEL [--threads N] [--runs N] [--warmup N] [--inputs FILE.npz] [--dim NAME=N ...]\n"
+          "  kiln ops          (every operator kiln has a kernel for: domain, name, first opset, provider)\n",
           stderr);
+}
+
+static int cmp_op(const void *a, const void *b) {
+    const kiln_op *x = *(const kiln_op *const *)a, *y = *(const kiln_op *const *)b;
+    int c = strcmp(x->domain ? x->domain : "", y->domain ? y->domain : "");
+    if (!c) c = strcmp(x->name, y->name);
+    if (!c) c = x->since - y->since;
+    return c ? c : x->provider - y->provider;
+}
+
+static int cmd_ops(void) {
+    int n = kiln_list_ops(NULL, 0);
+    const kiln_op **ops = malloc((size_t)(n ? n : 1) * sizeof *ops);
+    if (!ops) return 1;
+    kiln_list_ops(ops, n);
+    qsort(ops, (size_t)n, sizeof *ops, cmp_op);
+    for (int i = 0; i < n; i++)
+        printf("%s\t%s\t%d\t%s\n", ops[i]->domain && ops[i]->domain[0] ? ops[i]->domain : "ai.onnx", ops[i]->name,
+               ops[i]->since, ops[i]->provider == KILN_EP_CUDA ? "cuda" : "cpu");
+    free(ops);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -28,6 +52,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "test")) return cmd_test(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "ops")) return cmd_ops();
     fprintf(stderr, "kiln: unknown command '%s'\n", argv[1]);
     usage();
     return 2;
