@@ -54,7 +54,7 @@ const kiln_attr *kiln_node_attr(const kiln_node *n, const char *name) {
     return NULL;
 }
 
-static void attr_free(kiln_attr *a) {
+void kiln_attr_free(kiln_attr *a) {
     free(a->name);
     free(a->s);
     if (a->t) {
@@ -86,7 +86,7 @@ void kiln_graph_free(kiln_graph *g) {
         free(n->in);
         free(n->out);
         free(n->implicit);
-        for (int k = 0; k < n->n_attrs; k++) attr_free(&n->attrs[k]);
+        for (int k = 0; k < n->n_attrs; k++) kiln_attr_free(&n->attrs[k]);
         free(n->attrs);
     }
     free(g->nodes);

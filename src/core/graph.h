@@ -131,5 +131,7 @@ kiln_status kiln_parse_value_proto(const void *bytes, size_t size, int kind, kil
                                    char **name, kiln_err *e);
 
 const kiln_attr *kiln_node_attr(const kiln_node *n, const char *name);
+/* Frees what an attribute owns (names, lists, tensors, subgraphs); the struct itself stays. */
+void kiln_attr_free(kiln_attr *a);
 
 #endif

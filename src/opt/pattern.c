@@ -230,27 +230,9 @@ int opt_attr_floats(kiln_attr *a, const char *name, const float *v, int n) {
     return 1;
 }
 
-/* Frees what graph.c's attr_free frees (the attributes of nodes this pass drops). */
-static void attr_release(kiln_attr *a) {
-    free(a->name);
-    free(a->s);
-    if (a->t) {
-        kiln_tensor_release(a->t);
-        free(a->t);
-    }
-    if (a->g) kiln_graph_free(a->g);
-    free(a->floats);
-    free(a->ints);
-    for (int i = 0; a->strings && i < a->n_strings; i++) free(a->strings[i]);
-    free(a->strings);
-    for (int i = 0; a->tensors && i < a->n_tensors; i++) kiln_tensor_release(&a->tensors[i]);
-    free(a->tensors);
-    for (int i = 0; a->graphs && i < a->n_graphs; i++) kiln_graph_free(a->graphs[i]);
-    free(a->graphs);
-}
 
 void opt_attrs_free(kiln_attr *attrs, int n) {
-    for (int i = 0; attrs && i < n; i++) attr_release(&attrs[i]);
+    for (int i = 0; attrs && i < n; i++) kiln_attr_free(&attrs[i]);
     free(attrs);
 }
 
