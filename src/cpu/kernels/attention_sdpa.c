@@ -6,6 +6,7 @@
 #include "attention_common.h"
 #include "attention_kernels.h"
 #include "attention_vecmath.h"
+#include "gemm_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -243,7 +244,11 @@ kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p) {
     int64_t heads = p->B * p->N, threads = kiln_num_threads(ctx);
     job.per_task = heads >= 4 * threads ? job.qblocks : 1;
     int64_t tasks = (heads * job.qblocks + job.per_task - 1) / job.per_task;
-    kiln_parallel_for(ctx, tasks, 1, sdpa_range, &job);
+    /* Work-based grain: QK^T and PV are about S*T*(H+Hv) multiply-adds per head (~0.1 ns each
+     * with the vector kernels, plus the softmax), so a tiny model's attention stays on the
+     * calling thread instead of waiting for a worker on every layer. */
+    double ns = (double)heads * p->S * p->T * (double)(p->H + p->Hv) * 0.1;
+    kiln_parallel_for(ctx, tasks, kpar_grain(tasks, ns), sdpa_range, &job);
     if (atomic_load(&job.failed))
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for attention scratch");
     return KILN_OK;

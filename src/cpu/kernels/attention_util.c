@@ -1,6 +1,7 @@
 /* Data movement around the attention core: the QKV projection, bias-add copies into layouts the
  * core reads, KV-cache concatenation, and small shared helpers. */
 #include "attention_common.h"
+#include "gemm_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -55,7 +56,8 @@ void kattn_project(kiln_ctx *ctx, int64_t M, int64_t N, int64_t K, const float *
         }
         return;
     }
-    kiln_parallel_for(ctx, tasks, 1, project_range, &j);
+    /* small projections (a tiny model's) are not worth handing to the pool */
+    kiln_parallel_for(ctx, tasks, kpar_grain(tasks, (double)M * N * K * 0.01), project_range, &j);
 }
 
 typedef struct gather_job {

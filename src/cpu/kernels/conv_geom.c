@@ -93,10 +93,62 @@ kiln_status kconv_window(kiln_ctx *ctx, kconv_geom *g, int use_dilations, int ce
     return KILN_OK;
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+/* The piecewise-linear activations as max/min/fma over 16 lanes: FusedConv applies them to each
+ * output tile while it is still in cache, so they must cost no more than the separate vectorised
+ * Relu/Clip/HardSigmoid kernels they replace. y = min(max(a*y + b, lo), hi) covers Relu
+ * (a=1,b=0,lo=0), Clip and HardSigmoid; LeakyRelu blends by sign. Same values as the
+ * scalar loops below (fma rounds a*y+b once; HardSigmoid's tests allow that). */
+__attribute__((target("avx512f"))) static int act_avx512(const kconv_act *act, float *y, int64_t n) {
+    float a = 1.0f, b = 0.0f, lo = 0.0f, hi = INFINITY;
+    switch (act->kind) {
+    case KACT_RELU: break;
+    case KACT_CLIP: lo = act->a; hi = act->b; break;
+    case KACT_HSIGMOID: a = act->a; b = act->b; hi = 1.0f; break;
+    case KACT_LEAKY: {
+        __m512 va = _mm512_set1_ps(act->a), z = _mm512_setzero_ps();
+        int64_t i = 0;
+        for (; i < n; i += 16) {
+            __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(m, y + i);
+            __mmask16 neg = _mm512_cmp_ps_mask(v, z, _CMP_LT_OQ);
+            _mm512_mask_storeu_ps(y + i, m, _mm512_mask_mul_ps(v, neg, v, va));
+        }
+        return 1;
+    }
+    default: return 0;
+    }
+    __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vlo = _mm512_set1_ps(lo),
+           vhi = _mm512_set1_ps(hi);
+    int plain = act->kind != KACT_HSIGMOID, relu = act->kind == KACT_RELU;
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, y + i);
+        if (!plain) v = _mm512_fmadd_ps(va, v, vb);
+        /* max/min return their second operand on NaN, so v goes second: NaN passes through, as
+         * in the separate Relu/Clip/HardSigmoid kernels (level 1) */
+        v = relu ? _mm512_max_ps(vlo, v) : _mm512_min_ps(vhi, _mm512_max_ps(vlo, v));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+    return 1;
+}
+
+static int have_avx512(void) {
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return cached;
+}
+#define KCONV_ACT_SIMD 1
+#endif
+
 void kconv_apply_act(const kconv_act *act, float *y, int64_t n) {
+#ifdef KCONV_ACT_SIMD
+    if (n >= 16 && have_avx512() && act_avx512(act, y, n)) return;
+#endif
     switch (act->kind) {
     case KACT_RELU:
-        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] < 0.0f ? 0.0f : y[i]; /* NaN stays NaN */
         break;
     case KACT_TANH:
         for (int64_t i = 0; i < n; i++) y[i] = tanhf(y[i]);

@@ -356,8 +356,50 @@ typedef struct cvt_job {
     void *dst;
 } cvt_job;
 
+#ifdef KVEC_AVX2
+/* float16 <-> float32 with the F16C instructions: both directions are exact or round to nearest
+ * even like kiln_f16_to_f32/kiln_f32_to_f16, and 8 values per instruction instead of a branchy
+ * scalar routine per value (the fp16 BERT converts every MatMul's input and output). */
+__attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(const uint16_t *in, float *out,
+                                                                  int64_t s, int64_t e) {
+    int64_t i = s;
+    for (; i + 8 <= e; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + i))));
+    for (; i < e; i++) out[i] = kiln_f16_to_f32(in[i]);
+}
+
+__attribute__((target("avx2,f16c"))) static void f32_to_f16_f16c(const float *in, uint16_t *out,
+                                                                  int64_t s, int64_t e) {
+    int64_t i = s;
+    for (; i + 8 <= e; i += 8)
+        _mm_storeu_si128((__m128i *)(out + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < e; i++) out[i] = kiln_f32_to_f16(in[i]);
+}
+
+static int have_f16c(void) {
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    return cached;
+}
+#endif
+
+/* estimated ns per converted value: vector F16C is about 0.1, the scalar routines about 0.5 */
+#ifdef KVEC_AVX2
+#define CVT_NS (have_f16c() ? 0.1 : 0.5)
+#else
+#define CVT_NS 0.5
+#endif
+
 static void cvt_run(void *arg, int64_t s, int64_t e) {
     const cvt_job *j = arg;
+#ifdef KVEC_AVX2
+    if (j->dtype == KILN_DTYPE_FLOAT16 && have_f16c()) {
+        if (j->to_f32) f16_to_f32_f16c(j->src, j->dst, s, e);
+        else f32_to_f16_f16c(j->src, j->dst, s, e);
+        return;
+    }
+#endif
     if (j->to_f32) {
         const uint16_t *in = j->src;
         float *out = j->dst;
@@ -377,13 +419,13 @@ static void cvt_run(void *arg, int64_t s, int64_t e) {
 
 void kcvt_to_f32(kiln_ctx *ctx, int dtype, const void *src, float *dst, int64_t n) {
     cvt_job j = {dtype, 1, src, dst};
-    if (ctx) kiln_parallel_for(ctx, n, kpar_grain(n, n * 0.5), cvt_run, &j);
+    if (ctx) kiln_parallel_for(ctx, n, kpar_grain(n, n * CVT_NS), cvt_run, &j);
     else cvt_run(&j, 0, n);
 }
 
 void kcvt_from_f32(kiln_ctx *ctx, int dtype, const float *src, void *dst, int64_t n) {
     cvt_job j = {dtype, 0, src, dst};
-    if (ctx) kiln_parallel_for(ctx, n, kpar_grain(n, n * 0.5), cvt_run, &j);
+    if (ctx) kiln_parallel_for(ctx, n, kpar_grain(n, n * CVT_NS), cvt_run, &j);
     else cvt_run(&j, 0, n);
 }
 
