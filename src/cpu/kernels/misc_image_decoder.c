@@ -1,8 +1,9 @@
 /* ImageDecoder (opset 20): encoded image bytes -> (H, W, C) uint8 in RGB, BGR or Grayscale
  * (C = 1, luma as ITU-R 601-2 with the same fixed-point rounding as Pillow, which the ONNX reference
  * uses). BMP and PNM are simple enough to decode here in plain C; JPEG, PNG, TIFF, WebP and
- * JPEG2000 need real codec libraries, which this build does not link, so those fail with a message
- * naming the library. Every read is bounds-checked: corrupt or truncated streams fail cleanly. */
+ * JPEG2000 go through Debian's codec libraries (misc_image_<fmt>.c), each compiled in only when
+ * CMake found it (KILN_HAVE_<FMT>); without one, that format fails with a message naming the
+ * library to install. Every read is bounds-checked: corrupt or truncated streams fail cleanly. */
 #include "../../ops/op.h"
 
 #include <stdlib.h>
@@ -11,6 +12,19 @@
 enum { FMT_RGB, FMT_BGR, FMT_GRAY };
 /* Largest image accepted (pixels): keeps every size computation far from overflow. */
 #define MAX_PIXELS ((int64_t)1 << 28)
+
+/* Shared with the library decoders (misc_image_<fmt>.c), which declare the same prototypes: each
+ * fills *rgb (w*h*3, top row first, allocated with kimg_alloc_rgb and freed by the caller even on
+ * failure) and the size. */
+kiln_status kimg_check_size(kiln_ctx *ctx, const char *format, int64_t w, int64_t h);
+kiln_status kimg_alloc_rgb(kiln_ctx *ctx, const char *format, int64_t w, int64_t h, uint8_t **rgb);
+#define KIMG_DECODER(name) \
+    kiln_status name(kiln_ctx *ctx, const uint8_t *p, size_t n, uint8_t **rgb, int64_t *w, int64_t *h)
+KIMG_DECODER(kimg_decode_jpeg);
+KIMG_DECODER(kimg_decode_png);
+KIMG_DECODER(kimg_decode_tiff);
+KIMG_DECODER(kimg_decode_webp);
+KIMG_DECODER(kimg_decode_jpeg2000);
 
 typedef struct img {
     int64_t w, h;
@@ -28,13 +42,25 @@ static kiln_status parse_format(kiln_ctx *ctx, int *fmt) {
     return KILN_OK;
 }
 
-static kiln_status alloc_img(kiln_ctx *ctx, img *im, int64_t w, int64_t h) {
+/* The library decoders check a header's size here before they allocate anything, so a hostile
+ * header cannot make kiln (or the library) ask for gigabytes. */
+kiln_status kimg_check_size(kiln_ctx *ctx, const char *format, int64_t w, int64_t h) {
     if (w <= 0 || h <= 0 || w > MAX_PIXELS || h > MAX_PIXELS || w * h > MAX_PIXELS)
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "ImageDecoder: bad image size %lld x %lld",
-                         (long long)w, (long long)h);
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "ImageDecoder: bad %s image size %lld x %lld",
+                         format, (long long)w, (long long)h);
+    return KILN_OK;
+}
+
+kiln_status kimg_alloc_rgb(kiln_ctx *ctx, const char *format, int64_t w, int64_t h, uint8_t **rgb) {
+    KILN_TRY(kimg_check_size(ctx, format, w, h));
+    *rgb = malloc((size_t)(w * h * 3));
+    if (!*rgb) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    return KILN_OK;
+}
+
+static kiln_status alloc_img(kiln_ctx *ctx, img *im, int64_t w, int64_t h) {
+    KILN_TRY(kimg_alloc_rgb(ctx, "image", w, h, &im->rgb));
     im->w = w, im->h = h;
-    im->rgb = malloc((size_t)(w * h * 3));
-    if (!im->rgb) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
     return KILN_OK;
 }
 
@@ -210,14 +236,47 @@ static kiln_status decode_pnm(kiln_ctx *ctx, const uint8_t *p, size_t n, img *im
 
 /* ---- dispatch ---- */
 
-static const char *needs_library(const uint8_t *p, size_t n) {
-    if (n >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) return "JPEG decoding needs libjpeg (libjpeg62-turbo-dev)";
-    if (n >= 8 && !memcmp(p, "\x89PNG\r\n\x1a\n", 8)) return "PNG decoding needs libpng (libpng-dev)";
-    if (n >= 4 && (!memcmp(p, "II*\0", 4) || !memcmp(p, "MM\0*", 4))) return "TIFF decoding needs libtiff (libtiff-dev)";
-    if (n >= 12 && !memcmp(p, "RIFF", 4) && !memcmp(p + 8, "WEBP", 4)) return "WebP decoding needs libwebp (libwebp-dev)";
-    if ((n >= 12 && !memcmp(p, "\0\0\0\x0cjP  \r\n\x87\n", 12)) || (n >= 4 && !memcmp(p, "\xff\x4f\xff\x51", 4)))
-        return "JPEG2000 decoding needs OpenJPEG (libopenjp2-7-dev)";
-    return NULL;
+/* Library formats, told apart by their magic bytes; each decoder exists only in builds that link
+ * its library, the others fail naming the Debian package that provides it. */
+typedef kiln_status (*lib_decoder)(kiln_ctx *, const uint8_t *, size_t, uint8_t **, int64_t *, int64_t *);
+
+static kiln_status decode_with_library(kiln_ctx *ctx, const uint8_t *p, size_t n, img *im, int *handled) {
+    const char *need = NULL;
+    lib_decoder dec = NULL;
+    *handled = 1;
+    if (n >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) {
+        need = "JPEG decoding needs libjpeg (libjpeg62-turbo-dev)";
+#ifdef KILN_HAVE_JPEG
+        dec = kimg_decode_jpeg;
+#endif
+    } else if (n >= 8 && !memcmp(p, "\x89PNG\r\n\x1a\n", 8)) {
+        need = "PNG decoding needs libpng (libpng-dev)";
+#ifdef KILN_HAVE_PNG
+        dec = kimg_decode_png;
+#endif
+    } else if (n >= 4 && (!memcmp(p, "II*\0", 4) || !memcmp(p, "MM\0*", 4))) {
+        need = "TIFF decoding needs libtiff (libtiff-dev)";
+#ifdef KILN_HAVE_TIFF
+        dec = kimg_decode_tiff;
+#endif
+    } else if (n >= 12 && !memcmp(p, "RIFF", 4) && !memcmp(p + 8, "WEBP", 4)) {
+        need = "WebP decoding needs libwebp (libwebp-dev)";
+#ifdef KILN_HAVE_WEBP
+        dec = kimg_decode_webp;
+#endif
+    } else if ((n >= 12 && !memcmp(p, "\0\0\0\x0cjP  \r\n\x87\n", 12)) ||
+               (n >= 4 && !memcmp(p, "\xff\x4f\xff\x51", 4))) {
+        need = "JPEG2000 decoding needs OpenJPEG (libopenjp2-7-dev)";
+#ifdef KILN_HAVE_OPENJP2
+        dec = kimg_decode_jpeg2000;
+#endif
+    } else {
+        *handled = 0;
+        return KILN_OK;
+    }
+    if (!dec)
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "ImageDecoder: %s, which this build does not link", need);
+    return dec(ctx, p, n, &im->rgb, &im->w, &im->h);
 }
 
 static kiln_status check_input(kiln_ctx *ctx, int *fmt) {
@@ -248,10 +307,10 @@ kiln_status kmisc_image_decoder_compute(kiln_ctx *ctx) {
     const uint8_t *p = in->data;
     size_t n = (size_t)kiln_numel(in);
     img im = {0, 0, NULL};
-    const char *lib = needs_library(p, n);
-    kiln_status st;
-    if (lib)
-        st = KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "ImageDecoder: %s, which this build does not link", lib);
+    int handled;
+    kiln_status st = decode_with_library(ctx, p, n, &im, &handled);
+    if (handled)
+        ; /* st holds the library decoder's result */
     else if (n >= 2 && p[0] == 'B' && p[1] == 'M')
         st = decode_bmp(ctx, p, n, &im);
     else if (n >= 2 && p[0] == 'P' && p[1] >= '1' && p[1] <= '6')
