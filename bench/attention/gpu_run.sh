@@ -13,6 +13,7 @@
 #   PEERS          path of sdpa_peers.py (default: ../shared/bench, shared/bench, build-gpu/peers)
 #   BUDGET_S       seconds the benchmark part may run until (default 420, counted from the start);
 #                  passes are cut or skipped rather than letting the run hit its limit unreported
+#   SKIP_SANITIZER=1  skip compute-sanitizer;  SWEEP_ONLY=1  variant sweep in every pass, no unfused
 #   KILN_ENABLE_SM90_ATTENTION=1 and the other KILN_* switches of attention_dispatch.h apply
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -84,7 +85,16 @@ log "correctness tests"
 timeout 240 env -u KILN_ENABLE_SM90_ATTENTION "$BIN/test_attention" > "$OUT/test.log" 2>&1
 TEST_RC=$?
 grep -E "^FAIL|^# " "$OUT/test.log" | head -40
-if command -v compute-sanitizer > /dev/null; then
+# Instruction check of the sm90 kernels (the build machine may lack cuobjdump): HGMMA = wgmma,
+# UTMALDG = TMA loads, SYNCS = mbarrier operations (the TMA variant's pipeline).
+if command -v cuobjdump > /dev/null; then
+    cuobjdump -sass "$BIN/test_attention" 2>/dev/null | grep -oE "HGMMA|UTMALDG|SYNCS[.A-Z]*|USETMAXREG" | sort | uniq -c \
+        > "$OUT/sass_counts.txt"
+    log "sass: $(tr -s ' \n' ' ' < "$OUT/sass_counts.txt")"
+fi
+if [ -n "${SKIP_SANITIZER:-}" ]; then
+    SAN_RC=skipped
+elif command -v compute-sanitizer > /dev/null; then
     log "compute-sanitizer memcheck (quick set)"
     timeout 150 env -u KILN_ENABLE_SM90_ATTENTION compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_attention" --quick \
         > "$OUT/sanitizer.log" 2>&1
@@ -119,11 +129,22 @@ run_pass() { # name, kiln args..., -- , peer args...
             || log "peers $name failed (rc $?)"
     fi
 }
+if [ -n "${SWEEP_ONLY:-}" ]; then
+    # Variant sweep without the unfused column, every pass (bf16 included) sweeping the tiles, so
+    # a default can be chosen per head size and format from one call; EXTRA_ARGS (e.g.
+    # "--configs ...") narrows the rows.
+    run_pass fp16_qkv_sep --format qkv_sep --variants ${EXTRA_ARGS:-} -- --format qkv_sep ${EXTRA_ARGS:-}
+    run_pass fp16_qkv_sep_causal --format qkv_sep --causal --variants ${EXTRA_ARGS:-} -- --format qkv_sep --causal ${EXTRA_ARGS:-}
+    run_pass bf16_qkv_sep --format qkv_sep --dtype bf16 --variants ${EXTRA_ARGS:-} -- --format qkv_sep --dtype bf16 ${EXTRA_ARGS:-}
+    run_pass fp16_kv_packed --format kv_packed --variants ${EXTRA_ARGS:-} -- --format kv_packed ${EXTRA_ARGS:-}
+    run_pass fp16_qkv_packed --format qkv_packed --variants ${EXTRA_ARGS:-} -- --format qkv_packed ${EXTRA_ARGS:-}
+else
 run_pass fp16_qkv_sep --format qkv_sep --unfused --variants -- --format qkv_sep
 run_pass fp16_kv_packed --format kv_packed --unfused --variants -- --format kv_packed
 run_pass fp16_qkv_packed --format qkv_packed --unfused --variants -- --format qkv_packed
 run_pass fp16_qkv_sep_causal --format qkv_sep --causal --variants -- --format qkv_sep --causal
 run_pass bf16_qkv_sep --format qkv_sep --dtype bf16 -- --format qkv_sep --dtype bf16
+fi
 
 log "tests rc=$TEST_RC sanitizer rc=$SAN_RC peers=${PEERS:-none}"
 python3 "$ROOT/bench/attention/report.py" "$OUT" > "$OUT/summary.txt" 2>&1

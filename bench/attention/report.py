@@ -131,6 +131,23 @@ def main():
         print("tuned = geomean with that choice per row: " +
               ", ".join(f"{s_['name']} {fmt(s_['tuned'], 0).strip()} (x{s_['tuned_vs_cudnn']:.2f} cuDNN)"
                         for s_ in summary if s_.get("tuned") and s_.get("tuned_vs_cudnn")))
+    # Per head size and pass: the default path, the best cp.async sm90 tile, the best TMA tile
+    # (variants named "tma_"), and the peers, as geomeans over that head size's rows.
+    print("\nper head size (geomean TFLOP/s): pass H rows default best-cp.async best-tma [tma tile] FA2 cuDNN")
+    for name, _, rows in passes:
+        for h in sorted({r["H"] for r in rows}):
+            rs = [r for r in rows if r["H"] == h]
+            vs = {}
+            for r in rs:
+                for v, t in r.get("variants", {}).items():
+                    vs.setdefault(v, []).append(t)
+            full = {v: geomean(t) for v, t in vs.items() if len(t) == len(rs)}
+            tma = {v: g for v, g in full.items() if "tma_" in v}
+            cpa = {v: g for v, g in full.items() if "flash_sm90" in v and "tma_" not in v}
+            bt = max(tma.items(), key=lambda kv: kv[1], default=(None, None))
+            bc = max(cpa.items(), key=lambda kv: kv[1], default=(None, None))
+            print(f"{name:<20} H{h:<4} {len(rs):>2} {fmt(geomean([r['kiln'] for r in rs]))} {fmt(bc[1])} {fmt(bt[1])} "
+                  f"[{bt[0] or '-'}] {fmt(geomean([r.get('fa2') for r in rs]))} {fmt(geomean([r.get('cudnn') for r in rs]))}")
     print("\ngeomean TFLOP/s      rows    kiln  best-tile unfused    FA2   cuDNN  k/FA2  k/cuDNN")
     for s in summary:
         r1 = "   -  " if s["vs_fa2"] is None else f"{s['vs_fa2']:6.2f}"

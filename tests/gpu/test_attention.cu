@@ -452,6 +452,39 @@ static std::vector<Case> make_cases(bool quick) {
                 add(c);
             }
         }
+        // The TMA-fed sm90 variants (opt-in until measured): every strided format (their tensor
+        // maps encode the views' strides), causal with S > L and S < L, key lengths (rows past the
+        // limit are loaded and must be masked), odd lengths, and packed batches (which fall back
+        // to the cp.async kernel).
+        for (int H : {40, 64, 80, 128, 160}) {
+            const int nv = kiln_cuda_sm90_variants(H);
+            for (int v = 0; v < nv; ++v) {
+                const char *vn = kiln_cuda_sm90_variant_name(H, v);
+                if (!vn || strncmp(vn, "tma", 3) != 0) continue;
+                Case c;
+                c.f16 = f16, c.N = 2, c.H = H, c.variant = v, c.force = KILN_ATTN_KERNEL_FLASH_SM90;
+                for (int fmt : {KILN_MHA_Q_K_V, KILN_MHA_Q_KV, KILN_MHA_QKV, KILN_MHA_Q_K_V_BNSH}) {
+                    Case d = c;
+                    d.format = fmt, d.B = 3, d.S = 300, d.L = fmt == KILN_MHA_QKV ? 300 : 180, d.causal = 1;
+                    add(d);
+                }
+                Case d = c;
+                d.B = 4, d.causal = 1, d.S = 300, d.L = 77;
+                add(d);
+                d.S = 77, d.L = 300;
+                add(d);
+                d.causal = 0, d.key_lens = 1, d.S = 150, d.L = 260;
+                add(d);
+                d.causal = 1;
+                add(d);
+                d = c;
+                d.B = 1, d.S = 1000, d.L = 1000;
+                add(d);
+                d = c;
+                d.format = KILN_MHA_QKV, d.B = 5, d.S = 290, d.L = 290, d.varlen = 1;
+                add(d);
+            }
+        }
         // The three benchmark formats plus BNSH K/V, causal and not.
         for (int fmt : {KILN_MHA_Q_K_V, KILN_MHA_Q_KV, KILN_MHA_QKV, KILN_MHA_Q_K_V_BNSH})
             for (int H : {32, 64, 128})

@@ -135,6 +135,8 @@ kiln_status kiln_cuda_copy_bnsh(kiln_cuda_provider *p, int dtype, void *dst, int
  * force = KILN_ATTN_KERNEL_FLASH, resp. KILN_ATTN_KERNEL_FLASH_SM90. Variant 0 is the default. */
 int kiln_cuda_flash_variants(int H);
 int kiln_cuda_sm90_variants(int H);
+/* Name of sm90 tile variant v for head size H ("tma_..." for the TMA-fed kernel), NULL if none. */
+const char *kiln_cuda_sm90_variant_name(int H, int v);
 
 #ifdef __cplusplus
 }

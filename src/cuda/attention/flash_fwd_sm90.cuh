@@ -396,6 +396,16 @@ struct Variant {
      &launch_sm90<__nv_bfloat16, HD, BN, MINB, NWG>,                                               \
      (const void *)&flash_sm90_kernel<__half, HD, BN, MINB, NWG>}
 
+// TMA-fed, warp-specialised kernel (flash_fwd_sm90_tma.cuh), declared only: its instantiations
+// live in gpu/flash_sm90_tma_*.cu so the variant lists do not compile it again.
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP>
+cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream);
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP> const void *tma_probe();
+// Name: "tma_", then as above, "_pp" with ping-pong of the two consumer warpgroups.
+#define KILN_SM90_TMA_VARIANT(HD, BN, MINB, PP, SUFFIX)                                             \
+    {"tma_wg2_bn" #BN "_occ" #MINB SUFFIX, HD, BN, MINB, &launch_sm90_tma<__half, HD, BN, MINB, 2, PP>, \
+     &launch_sm90_tma<__nv_bfloat16, HD, BN, MINB, 2, PP>, tma_probe<__half, HD, BN, MINB, 2, PP>()}
+
 int variants_hd16(const Variant **out);
 int variants_hd32(const Variant **out);
 int variants_hd48(const Variant **out);

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 namespace {
 
@@ -67,6 +68,12 @@ int kiln_cuda_sm90_supports(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d
     return 1;
 }
 
+const char *kiln_cuda_sm90_variant_name(int H, int v) {
+    const kiln_sm90::Variant *vs;
+    const int nv = sm90_variants(kiln_cuda_pad_head(H), &vs);
+    return v >= 0 && v < nv ? vs[v].name : nullptr;
+}
+
 kiln_status kiln_cuda_run_sm90(kiln_cuda_provider *p, const kiln_flash::Params &fp, int dtype, int variant,
                                const char *name) {
     const kiln_sm90::Variant *vs;
@@ -77,3 +84,60 @@ kiln_status kiln_cuda_run_sm90(kiln_cuda_provider *p, const kiln_flash::Params &
     cudaError_t e = dtype == KILN_DTYPE_FLOAT16 ? vs[vi].fp16(fp, stream) : vs[vi].bf16(fp, stream);
     return kiln_cuda_check(e, name);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Host side of the TMA-fed kernel (flash_fwd_sm90_tma.cuh).
+
+#include "../flash_fwd_sm90_tma.cuh"
+
+namespace kiln_sm90 {
+
+PFN_cuTensorMapEncodeTiled_v12000 tma_encoder() {
+    // Resolved once; the runtime hands out the driver's function, so kiln needs no -lcuda.
+    static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+    static bool tried = false;
+    if (!tried) {
+        void *f = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) ==
+                cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = (PFN_cuTensorMapEncodeTiled_v12000)f;
+        else
+            cudaGetLastError();
+        tried = true;
+    }
+    return fn;
+}
+
+bool tma_make_map(CUtensorMap *m, bool f16, const void *ptr, int H, int rows, int heads, int batches, int64_t ss,
+                  int64_t sn, int64_t sb, int box_rows) {
+    PFN_cuTensorMapEncodeTiled_v12000 enc = tma_encoder();
+    if (!enc || rows <= 0) return false;
+    // Dimensions innermost first: head dim (true H: TMA zero-fills the padded columns), sequence,
+    // head, batch; strides in bytes for dims 1..3. A single-entry dim's stride is never used, so
+    // a zero or odd one is replaced by a legal value.
+    const cuuint64_t dims[4] = {(cuuint64_t)H, (cuuint64_t)rows, (cuuint64_t)heads, (cuuint64_t)batches};
+    int64_t st[3] = {ss * 2, sn * 2, sb * 2};
+    const int64_t n_of[3] = {rows, heads, batches};
+    for (int i = 0; i < 3; ++i)
+        if (n_of[i] == 1 && (st[i] <= 0 || st[i] % 16)) st[i] = 16;
+    const cuuint64_t strides[3] = {(cuuint64_t)st[0], (cuuint64_t)st[1], (cuuint64_t)st[2]};
+    // Box: 64 elements (128 bytes, the swizzle span) by box_rows rows of one head and batch.
+    const cuuint32_t box[4] = {64, (cuuint32_t)box_rows, 1, 1};
+    const cuuint32_t estr[4] = {1, 1, 1, 1};
+    CUresult r = enc(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
+                     const_cast<void *>(ptr), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS;
+}
+
+cudaError_t tma_fallback(int hd, bool f16, const Params &p, cudaStream_t stream) {
+    const Variant *vs;
+    const int nv = sm90_variants(hd, &vs);
+    for (int i = 0; i < nv; ++i)
+        if (strncmp(vs[i].name, "tma", 3) != 0) return f16 ? vs[i].fp16(p, stream) : vs[i].bf16(p, stream);
+    return cudaErrorInvalidValue;
+}
+
+} // namespace kiln_sm90

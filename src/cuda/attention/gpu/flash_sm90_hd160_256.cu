@@ -6,6 +6,7 @@ namespace kiln_sm90 {
 
 static const Variant v160[] = {
     KILN_SM90_VARIANT(160, 64, 1, 2),
+    KILN_SM90_TMA_VARIANT(160, 64, 1, true, "_pp"),
 };
 int variants_hd160(const Variant **out) {
     *out = v160;

@@ -29,6 +29,7 @@ static const Variant v48[] = {
     KILN_SM90_VARIANT(48, 64, 2, 2),
     KILN_SM90_VARIANT(48, 128, 1, 2),
     KILN_SM90_VARIANT(48, 128, 1, 3),
+    KILN_SM90_TMA_VARIANT(48, 64, 2, true, "_pp"),
 };
 int variants_hd48(const Variant **out) {
     *out = v48;
@@ -39,6 +40,8 @@ static const Variant v64[] = {
     KILN_SM90_VARIANT(64, 64, 2, 2),
     KILN_SM90_VARIANT(64, 128, 1, 2),
     KILN_SM90_VARIANT(64, 128, 1, 3),
+    KILN_SM90_TMA_VARIANT(64, 64, 1, true, "_pp"),
+    KILN_SM90_TMA_VARIANT(64, 128, 1, true, "_pp"),
 };
 int variants_hd64(const Variant **out) {
     *out = v64;

@@ -9,6 +9,8 @@ static const Variant v80[] = {
     KILN_SM90_VARIANT(80, 64, 1, 2),
     KILN_SM90_VARIANT(80, 128, 1, 2),
     KILN_SM90_VARIANT(80, 64, 1, 3),
+    KILN_SM90_TMA_VARIANT(80, 128, 1, true, "_pp"),
+    KILN_SM90_TMA_VARIANT(80, 64, 1, true, "_pp"),
 };
 int variants_hd80(const Variant **out) {
     *out = v80;
@@ -29,6 +31,8 @@ static const Variant v128[] = {
     KILN_SM90_VARIANT(128, 128, 1, 2),
     KILN_SM90_VARIANT(128, 64, 1, 2),
     KILN_SM90_VARIANT(128, 64, 1, 3),
+    KILN_SM90_TMA_VARIANT(128, 128, 1, true, "_pp"),
+    KILN_SM90_TMA_VARIANT(128, 128, 1, false, ""),
 };
 int variants_hd128(const Variant **out) {
     *out = v128;

@@ -1,0 +1,407 @@
+// Hopper (sm_90a) flash attention forward, warp-specialised and TMA-fed (opt-in tile variants
+// named "tma_*"; the cp.async kernel of flash_fwd_sm90.cuh stays the default until measured).
+//
+// Why: the cp.async kernel spends every consumer thread's issue slots on address arithmetic and
+// cp.async, and synchronises the whole CTA twice per key block. Here one producer warpgroup (one
+// elected thread) issues cp.async.bulk.tensor loads that complete on mbarriers, so:
+//   * loads need no consumer instructions and no __syncthreads: consumers wait on "full"
+//     mbarriers and hand buffers back by arriving on "empty" ones (one arrive per consumer warp);
+//   * the producer gives its registers away (setmaxnreg.dec) and the consumers take them
+//     (setmaxnreg.inc), so the S/O accumulators of large key tiles fit without spills;
+//   * ping-pong (PP): the two consumer warpgroups take turns issuing their GEMMs through named
+//     barriers, so one warpgroup's softmax runs while the other's wgmmas own the tensor cores.
+// The SMEM tile layout is exactly that of flash_fwd_sm90.cuh (128-byte rows, 16-byte chunk j of
+// row r at j ^ (r & 7), 64-column blocks): a TMA box of {64 elements, rows} with
+// CU_TENSOR_MAP_SWIZZLE_128B writes that layout, so the wgmma descriptors and the softmax are
+// the same. Out-of-range rows (past S or T) and columns (past the true head size) are zero-filled
+// by TMA, which is what load_sw did by hand. Key-length and causal masking are unchanged.
+//
+// Tensor maps (built on the host per call, passed in the __grid_constant__ parameter block) are
+// 4-D: {head dim, sequence, heads, batch} with the view's strides, so every strided format
+// (Q,K,V / Q+KV / QKV / BNSH) maps without copies. Packed batches (cu_seqlens) cannot be
+// expressed as a box-aligned 4-D map; those calls, and any map the driver refuses, run the
+// first cp.async variant of the same head size instead.
+#pragma once
+
+#include "flash_fwd_sm90.cuh"
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+namespace kiln_sm90 {
+
+struct TmaParams {
+    Params p;
+    CUtensorMap tq, tk, tv; // 64-byte aligned by type
+};
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Spins until the barrier's phase with the given parity has completed.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile("{\n.reg .pred P1;\nKILN_MBAR_WAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+                 "@!P1 bra KILN_MBAR_WAIT;\n}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const CUtensorMap *map, int c0, int c1, int c2, int c3,
+                                            uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
+                 "%4, %5}], [%6];\n" ::"r"(dst),
+                 "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+                 : "memory");
+}
+__device__ __forceinline__ void named_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void named_arrive(int id, int n) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+template <int HD, int BN, int MINB, int NWG> struct TCfg {
+    static constexpr int BM = 64 * NWG, THREADS = 128 * (NWG + 1); // + the producer warpgroup
+    static constexpr int CB = (HD + 63) / 64;
+    static constexpr int STAGES = 2;
+    static constexpr int Q_BYTES = BM * 128 * CB;
+    static constexpr int KV_BYTES = BN * 128 * CB;
+    static constexpr int BAR_BYTES = 8 * (1 + 4 * STAGES);
+    static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + BAR_BYTES + 1024;
+    // Register split. A CTA is granted THREADS x (the count ptxas compiles for, which with
+    // setmaxnreg in the kernel is the __launch_bounds__ cap: 65536 / (THREADS * MINB), rounded
+    // down to 8) at launch; setmaxnreg only moves registers inside that pool, so an .inc beyond
+    // what the producer's .dec freed would wait forever. Producer keeps 24, consumers get the rest
+    // (MINB 1: 168 -> 24 / 240; MINB 2: 80 -> 24 / 104).
+    static constexpr int CAP = (65536 / (THREADS * MINB)) & ~7;
+    static constexpr int PROD_REGS = 24;
+    static constexpr int CONS_REGS_RAW = ((CAP * THREADS - 128 * PROD_REGS) / (128 * NWG)) & ~7;
+    static constexpr int CONS_REGS = CONS_REGS_RAW > 240 ? 240 : CONS_REGS_RAW;
+    static_assert(128 * PROD_REGS + 128 * NWG * CONS_REGS <= CAP * THREADS, "register split fits the launch pool");
+    static_assert(NWG == 2, "ping-pong pairs two consumer warpgroups");
+    static_assert(SMEM <= 227 * 1024, "fits in shared memory");
+};
+
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP>
+__device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
+    const Params &p = tp.p;
+    using C = TCfg<HD, BN, MINB, NWG>;
+    constexpr int BM = C::BM, CB = C::CB, NT = BN / 8, ST = C::STAGES, NCT = 128 * NWG;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    const uint32_t raw = smem_u32(smem_raw);
+    const uint32_t base = (raw + 1023u) & ~1023u; // the 128B swizzle repeats every 1024 bytes
+    unsigned char *smem = smem_raw + (base - raw);
+    const uint32_t sQ = base, sK = base + C::Q_BYTES, sV = sK + ST * C::KV_BYTES;
+    const uint32_t bars = sV + ST * C::KV_BYTES;
+    const uint32_t q_full = bars;
+    auto k_full = [&](int s) { return bars + 8 * (1 + s); };
+    auto v_full = [&](int s) { return bars + 8 * (1 + ST + s); };
+    auto k_empty = [&](int s) { return bars + 8 * (1 + 2 * ST + s); };
+    auto v_empty = [&](int s) { return bars + 8 * (1 + 3 * ST + s); };
+
+    const int tid = threadIdx.x, wg = tid >> 7, wwarp = (tid >> 5) & 3, lane = tid & 31;
+    const int m_block = gridDim.x - 1 - blockIdx.x;
+    const int n = blockIdx.y, b = blockIdx.z;
+    const int nk = n / p.kv_group;
+    // The launcher never sends packed batches here, so lengths are the plain S and T.
+    const int seqlen_q = p.S, seqlen_k = p.T;
+    if (m_block * BM >= seqlen_q) return; // whole CTA, before any barrier exists
+    int kv_limit = seqlen_k;
+    if (p.key_lens) {
+        const int kl = p.key_lens[b];
+        if (kl > 0 && kl < seqlen_k) kv_limit = kl;
+    }
+    const int causal_off = seqlen_k - seqlen_q;
+    int n_blocks = (kv_limit + BN - 1) / BN;
+    if (p.causal) {
+        const int last_key = (m_block + 1) * BM - 1 + causal_off;
+        n_blocks = min(n_blocks, last_key < 0 ? 0 : last_key / BN + 1);
+    }
+    auto blk = [&](int i) { return n_blocks - 1 - i; }; // last key block first, as in the cp.async kernel
+
+    if (tid == 0) {
+        mbar_init(q_full, 1);
+        for (int s = 0; s < ST; ++s) {
+            mbar_init(k_full(s), 1); // the producer's arrive.expect_tx; the bytes complete it
+            mbar_init(v_full(s), 1);
+            mbar_init(k_empty(s), 4 * NWG); // one arrive per consumer warp
+            mbar_init(v_empty(s), 4 * NWG);
+        }
+        // Make the initialised barriers visible to the async proxy (TMA) before first use.
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        fence_proxy_async();
+    }
+    __syncthreads(); // the only CTA-wide barrier: producer and consumers split after it
+
+    if (wg == NWG) {
+        // ---- producer warpgroup ----
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::PROD_REGS));
+        if (wwarp == 0 && lane == 0) {
+            mbar_expect_tx(q_full, C::Q_BYTES); // a box counts its full size, zero-filled parts included
+#pragma unroll
+            for (int c = 0; c < CB; ++c) tma_load_4d(sQ + c * (BM * 128), &tp.tq, c * 64, m_block * BM, n, b, q_full);
+            for (int i = 0; i < n_blocks; ++i) {
+                const int s = i % ST, use = i / ST, kb = blk(i);
+                // K_i then V_i: the consumers need K_i first (S = Q·K_iᵀ) and V_i one step later.
+                if (use > 0) mbar_wait(k_empty(s), (use - 1) & 1);
+                mbar_expect_tx(k_full(s), C::KV_BYTES);
+#pragma unroll
+                for (int c = 0; c < CB; ++c)
+                    tma_load_4d(sK + s * C::KV_BYTES + c * (BN * 128), &tp.tk, c * 64, kb * BN, nk, b, k_full(s));
+                if (use > 0) mbar_wait(v_empty(s), (use - 1) & 1);
+                mbar_expect_tx(v_full(s), C::KV_BYTES);
+#pragma unroll
+                for (int c = 0; c < CB; ++c)
+                    tma_load_4d(sV + s * C::KV_BYTES + c * (BN * 128), &tp.tv, c * 64, kb * BN, nk, b, v_full(s));
+            }
+        }
+        return; // the loads in flight complete on barriers the consumers wait on
+    }
+
+    // ---- consumer warpgroups ----
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::CONS_REGS));
+
+    float o[CB][32];
+#pragma unroll
+    for (int c = 0; c < CB; ++c)
+#pragma unroll
+        for (int i = 0; i < 32; ++i) o[c][i] = 0.f;
+    float s[BN / 2];
+    uint32_t pf[BN / 16][4];
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    const float sl2 = p.scale_log2;
+    const int row0 = m_block * BM + wg * 64 + wwarp * 16 + (lane >> 2); // + 8h
+    const int col_lane = 2 * (lane & 3);
+
+    auto issue_qk = [&](int st) {
+#pragma unroll
+        for (int ks = 0; ks < HD / 16; ++ks) {
+            const uint64_t da = make_desc(sQ + (ks >> 2) * (BM * 128) + wg * (64 * 128) + (ks & 3) * 32, 16, 1024);
+            const uint64_t db = make_desc(sK + st * C::KV_BYTES + (ks >> 2) * (BN * 128) + (ks & 3) * 32, 16, 1024);
+            mma_ss<E, BN>(s, da, db, ks > 0 ? 1 : 0);
+        }
+    };
+    auto issue_pv = [&](int st) {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+            for (int c = 0; c < CB; ++c) {
+                const uint64_t db = make_desc(sV + st * C::KV_BYTES + c * (BN * 128) + kk * (16 * 128), BN * 128, 1024);
+                if (c < CB - 1) mma_rs<E, 64>(o[c], pf[kk], db);
+                else mma_rs<E, chunk_n<HD>(CB - 1)>(o[c], pf[kk], db);
+            }
+    };
+    auto pin_s = [&] {
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) pin(s[i]);
+    };
+    auto pin_o = [&] {
+#pragma unroll
+        for (int c = 0; c < CB; ++c)
+#pragma unroll
+            for (int i = 0; i < 32; ++i)
+                if (c * 64 + (i >> 2) * 8 < HD) pin(o[c][i]);
+    };
+    auto softmax = [&](int i, float (&corr)[2]) {
+        const int kb = blk(i);
+        const bool need_mask = (kb + 1) * BN > kv_limit || (p.causal && (kb + 1) * BN - 1 > m_block * BM + causal_off);
+        if (need_mask) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = row0 + 8 * h;
+                const int lim = p.causal ? min(kv_limit, row + causal_off + 1) : kv_limit;
+#pragma unroll
+                for (int t = 0; t < NT; ++t)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e)
+                        if (kb * BN + t * 8 + col_lane + e >= lim) s[4 * t + 2 * h + e] = -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int t = 0; t < NT; ++t) mx = fmaxf(mx, fmaxf(s[4 * t + 2 * h], s[4 * t + 2 * h + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_run[h], mx * sl2);
+            const float m_use = m_new == -INFINITY ? 0.f : m_new;
+            corr[h] = ex2(m_run[h] - m_use);
+            m_run[h] = m_new;
+            float sum = 0.f;
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const float pv = ex2(fmaf(s[4 * t + 2 * h + e], sl2, -m_use));
+                    s[4 * t + 2 * h + e] = pv;
+                    sum += pv;
+                }
+            l_run[h] = l_run[h] * corr[h] + sum;
+        }
+    };
+    auto pack_p = [&] {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) pf[kk][r] = kiln_flash::Mma<E>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    };
+    // A consumer warp is done with a buffer once its own wgmmas that read it have completed.
+    auto release = [&](uint32_t bar) {
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bar);
+    };
+    // Ping-pong: warpgroup w issues its GEMMs only after the other has issued its previous ones
+    // (named barrier 2 + w, 256 threads: 128 syncing + 128 arriving). Each warpgroup has
+    // n_blocks + 1 issue points; warpgroup 1 kicks off warpgroup 0 once and skips its last
+    // arrive, so every barrier phase completes exactly.
+    int issue_pt = 0;
+    auto turn_begin = [&] {
+        if constexpr (PP) named_sync(2 + wg, 256);
+    };
+    auto turn_end = [&] {
+        if constexpr (PP) {
+            ++issue_pt;
+            if (!(wg == 1 && issue_pt == n_blocks + 1)) named_arrive(2 + (wg ^ 1), 256);
+        }
+    };
+
+    mbar_wait(q_full, 0); // also before the epilogue reuses the Q bytes when there is no key block
+    if (n_blocks > 0) {
+        if constexpr (PP)
+            if (wg == 1) named_arrive(2, 256);
+        float corr[2];
+        mbar_wait(k_full(0), 0);
+        turn_begin();
+        wg_fence();
+        issue_qk(0);
+        wg_commit();
+        turn_end();
+        wg_wait<0>();
+        pin_s();
+        release(k_empty(0));
+        softmax(0, corr);
+        pack_p();
+        for (int i = 1; i < n_blocks; ++i) {
+            const int sk = i % ST, sv = (i - 1) % ST;
+            mbar_wait(k_full(sk), (i / ST) & 1);
+            mbar_wait(v_full(sv), ((i - 1) / ST) & 1);
+            turn_begin();
+            wg_fence();
+            issue_qk(sk);
+            wg_commit();
+            issue_pv(sv);
+            wg_commit();
+            turn_end();
+            wg_wait<1>();
+            pin_s();
+            release(k_empty(sk));
+            softmax(i, corr);
+            wg_wait<0>();
+            pin_o();
+            release(v_empty(sv));
+#pragma unroll
+            for (int c = 0; c < CB; ++c)
+#pragma unroll
+                for (int t = 0; t < 8; ++t)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        if (c * 64 + t * 8 < HD) o[c][4 * t + e] *= corr[e >> 1];
+            pack_p();
+        }
+        const int sv = (n_blocks - 1) % ST;
+        mbar_wait(v_full(sv), ((n_blocks - 1) / ST) & 1);
+        turn_begin();
+        wg_fence();
+        issue_pv(sv);
+        wg_commit();
+        turn_end();
+        wg_wait<0>();
+        pin_o();
+    }
+
+    // Epilogue (consumers only; barrier 1 counts the consumer threads): normalise, stage in the
+    // Q tile's swizzled bytes, 16-byte coalesced stores.
+    named_sync(1, NCT); // every warpgroup's Q·Kᵀ reads of the Q tile are done
+    fence_proxy_async();
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float l = l_run[h];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = l > 0.f ? 1.f / l : 0.f;
+        const int r = wg * 64 + wwarp * 16 + (lane >> 2) + 8 * h;
+#pragma unroll
+        for (int c = 0; c < CB; ++c)
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                if (c * 64 + t * 8 >= HD) continue;
+                unsigned char *dst = smem + c * (BM * 128) + r * 128 + ((t ^ (r & 7)) << 4) + col_lane * 2;
+                *reinterpret_cast<uint32_t *>(dst) =
+                    kiln_flash::Mma<E>::pack(o[c][4 * t + 2 * h] * inv, o[c][4 * t + 2 * h + 1] * inv);
+            }
+    }
+    named_sync(1, NCT);
+    E *og = static_cast<E *>(p.o) + (int64_t)b * p.o_sb + n * p.o_sn;
+    constexpr int CH = HD / 8;
+    const int hch = p.H / 8;
+#pragma unroll 4
+    for (int idx = tid; idx < BM * CH; idx += NCT) {
+        const int r = idx / CH, c = idx - r * CH;
+        const int row = m_block * BM + r;
+        if (row < seqlen_q && c < hch)
+            *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) = *reinterpret_cast<const uint4 *>(
+                smem + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+    }
+}
+
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP>
+__global__ void __launch_bounds__(128 * (NWG + 1), MINB) flash_sm90_tma_kernel(const __grid_constant__ TmaParams tp) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    flash_sm90_tma_body<E, HD, BN, MINB, NWG, PP>(tp);
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#endif
+}
+
+// Host: driver's cuTensorMapEncodeTiled through the runtime's entry-point query (no -lcuda).
+PFN_cuTensorMapEncodeTiled_v12000 tma_encoder();
+// 4-D map over a strided (b, n, s, h) view of 16-bit elements; false if the driver refuses it.
+bool tma_make_map(CUtensorMap *m, bool f16, const void *ptr, int H, int rows, int heads, int batches, int64_t ss,
+                  int64_t sn, int64_t sb, int box_rows);
+// Runs the head size's first cp.async variant (packed batches, refused maps).
+cudaError_t tma_fallback(int hd, bool f16, const Params &p, cudaStream_t stream);
+
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP>
+cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream) {
+    using C = TCfg<HD, BN, MINB, NWG>;
+    constexpr bool f16 = std::is_same<E, __half>::value;
+    if (p.cu_q) return tma_fallback(HD, f16, p, stream);
+    TmaParams tp;
+    tp.p = p;
+    const int nkv = p.N / p.kv_group;
+    if (!tma_make_map(&tp.tq, f16, p.q, p.H, p.S, p.N, p.B, p.q_ss, p.q_sn, p.q_sb, C::BM) ||
+        !tma_make_map(&tp.tk, f16, p.k, p.H, p.T, nkv, p.B, p.k_ss, p.k_sn, p.k_sb, BN) ||
+        !tma_make_map(&tp.tv, f16, p.v, p.H, p.T, nkv, p.B, p.v_ss, p.v_sn, p.v_sb, BN))
+        return tma_fallback(HD, f16, p, stream);
+    auto kern = flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP>;
+    static bool attr_done = false;
+    if (!attr_done) {
+        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
+        if (e != cudaSuccess) return e;
+        attr_done = true;
+    }
+    dim3 grid((p.S + C::BM - 1) / C::BM, p.N, p.B);
+    kern<<<grid, C::THREADS, C::SMEM, stream>>>(tp);
+    return cudaGetLastError();
+}
+
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP> const void *tma_probe() {
+    return (const void *)&flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP>;
+}
+
+} // namespace kiln_sm90
