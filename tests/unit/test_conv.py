@@ -88,6 +88,15 @@ CONV_CASES = [
     ((1, 2, 12, 90), (25, 2, 2, 2), {"strides": [4, 4]}, True),
     ((2, 3, 20, 61), (13, 3, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, True),
     ((1, 3, 21, 80), (16, 3, 3, 3), {"strides": [2, 2], "pads": [1, 3, 1, 0]}, True),
+    # depthwise on small maps (the 16-channel blocked kernel): partial channel blocks, rows not a
+    # multiple of 4, more than 16 taps, strides, dilations, uneven pads
+    ((1, 20, 7, 7), (20, 1, 3, 3), {"group": 20, "pads": [1, 1, 1, 1]}, True),
+    ((2, 35, 14, 14), (35, 1, 5, 5), {"group": 35, "strides": [2, 2], "pads": [2, 2, 2, 2]}, True),
+    ((1, 17, 5, 3), (17, 1, 3, 3), {"group": 17, "pads": [1, 0, 1, 2]}, False),
+    ((1, 24, 20, 9), (24, 1, 3, 3), {"group": 24, "pads": [1, 1, 1, 1]}, True),
+    ((1, 18, 9, 9), (18, 1, 7, 7), {"group": 18, "pads": [3, 3, 3, 3]}, True),
+    ((1, 33, 11, 11), (33, 1, 3, 3), {"group": 33, "dilations": [2, 2], "pads": [2, 2, 2, 2]}, True),
+    ((1, 16, 1, 1), (16, 1, 1, 1), {"group": 16}, True),
 ]
 
 

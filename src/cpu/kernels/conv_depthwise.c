@@ -320,9 +320,11 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
 
 /* ---- small maps: 16 channels per vector ----
  * On 7x7 or 14x14 maps a plane is too short to fill vectors well, so blocks of 16 channels are
- * interleaved into a padded [Hp][Wp][16] copy (one gather per input position) and every output
- * position of the block becomes one 16-lane vector: 4 positions at a time sum all taps, then one
- * scatter per position writes the 16 planes back. AVX-512 only; one input channel per output
+ * interleaved into a padded [Hp][Wp][16] copy and every output position of the block becomes one
+ * 16-lane vector: 4 positions at a time sum all taps into a [position][16] buffer, and the 16
+ * planes are written back from it. Both interleavings are 16x16 register transposes (tr16x16);
+ * they replaced one gather per input and one scatter per output position, which cost as much
+ * as the taps themselves on AMD cores. AVX-512 only; one input channel per output
  * channel (multiplier 1). */
 #ifdef DW_HAVE_AVX2
 int kconv_dw_blocked_ok(const kconv_geom *g) {
@@ -333,6 +335,36 @@ int kconv_dw_blocked_ok(const kconv_geom *g) {
     return g->out[L] < 16 && g->out_size <= 256;
 }
 
+/* r[0..16) (16 rows of 16 floats) transposed in registers: afterwards r[k] holds column k. Two
+ * in-lane unpack/shuffle rounds, then a 4x4 transpose of the 128-bit lanes. Gathers and scatters
+ * are slow on some cores (several cycles per element on AMD), and this is about a quarter cycle
+ * per element. */
+__attribute__((target("avx512f"), always_inline)) static inline void tr16x16(__m512 *r) {
+    __m512 a[16], b[16];
+    for (int i = 0; i < 8; i++) {
+        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* b[4g + k], lane L: rows 4g..4g+3 at column 4L + k */
+    for (int g = 0; g < 4; g++) {
+        __m512 a0 = a[4 * g], a1 = a[4 * g + 1], a2 = a[4 * g + 2], a3 = a[4 * g + 3];
+        b[4 * g] = _mm512_shuffle_ps(a0, a2, 0x44);
+        b[4 * g + 1] = _mm512_shuffle_ps(a0, a2, 0xEE);
+        b[4 * g + 2] = _mm512_shuffle_ps(a1, a3, 0x44);
+        b[4 * g + 3] = _mm512_shuffle_ps(a1, a3, 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512 c0 = _mm512_shuffle_f32x4(b[k], b[4 + k], 0x88);
+        __m512 c1 = _mm512_shuffle_f32x4(b[k], b[4 + k], 0xDD);
+        __m512 c2 = _mm512_shuffle_f32x4(b[8 + k], b[12 + k], 0x88);
+        __m512 c3 = _mm512_shuffle_f32x4(b[8 + k], b[12 + k], 0xDD);
+        r[k] = _mm512_shuffle_f32x4(c0, c2, 0x88);      /* column k      (lane 0) */
+        r[4 + k] = _mm512_shuffle_f32x4(c1, c3, 0x88);  /* column 4 + k  (lane 1) */
+        r[8 + k] = _mm512_shuffle_f32x4(c0, c2, 0xDD);  /* column 8 + k  (lane 2) */
+        r[12 + k] = _mm512_shuffle_f32x4(c1, c3, 0xDD); /* column 12 + k (lane 3) */
+    }
+}
+
 __attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g, const float *x,
                                                            const float *w, const float *bias,
                                                            float *y, int64_t b0, int64_t b1) {
@@ -341,14 +373,13 @@ __attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g,
     int64_t Hp = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
     int64_t Wp = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
     int64_t ntaps = p.KH * p.KW, cblocks = (g->C + 15) / 16;
-    float *P = aligned_alloc(64, sizeof(float) * (size_t)(Hp * Wp * 16 + ntaps * 16));
+    int64_t opad = (g->out_size + 15) / 16 * 16;
+    float *P = aligned_alloc(64, sizeof(float) * (size_t)(Hp * Wp * 16 + ntaps * 16 + opad * 16));
     if (!P) return -1;
     float *W16 = P + Hp * Wp * 16;
+    float *O = W16 + ntaps * 16; /* outputs, [position][16 channels], transposed back at the end */
+    memset(O + g->out_size * 16, 0, sizeof(float) * (size_t)((opad - g->out_size) * 16));
     memset(P, 0, sizeof(float) * (size_t)(Hp * Wp * 16)); /* the padding stays zero */
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512i xin = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)g->in_size));
-    const __m512i yout = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)g->out_size));
-    const __m512i wtap = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ntaps));
     int64_t toff[64];
     int use_toff = ntaps <= 64;
     for (int64_t ky = 0; ky < p.KH && use_toff; ky++)
@@ -360,28 +391,46 @@ __attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g,
         __mmask16 lm = (__mmask16)(lanes >= 16 ? 0xffff : (1u << lanes) - 1);
         const float *xb = x + (n * g->C + c0) * g->in_size;
         float *yb = y + (n * g->M + c0) * g->out_size;
+        /* interleave: 16 pixels of a row from each of the 16 planes, transposed in registers */
+        int64_t iw = p.IW < Wp - p.pl ? p.IW : Wp - p.pl;
         for (int64_t iy = 0; iy < p.IH; iy++) {
             int64_t py = iy + p.pt;
             if (py >= Hp) break;
-            for (int64_t ix = 0; ix < p.IW; ix++) {
-                int64_t px = ix + p.pl;
-                if (px >= Wp) break;
-                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, xin,
-                                                    xb + iy * p.IW + ix, 4);
-                _mm512_store_ps(P + (py * Wp + px) * 16, v);
+            for (int64_t ix = 0; ix < iw; ix += 16) {
+                int64_t cnt = iw - ix < 16 ? iw - ix : 16;
+                __mmask16 pm = (__mmask16)(cnt >= 16 ? 0xffff : (1u << cnt) - 1);
+                __m512 r[16];
+                for (int c = 0; c < 16; c++)
+                    r[c] = c < lanes ? _mm512_maskz_loadu_ps(pm, xb + c * g->in_size + iy * p.IW + ix)
+                                     : _mm512_setzero_ps();
+                tr16x16(r);
+                float *dst = P + (py * Wp + ix + p.pl) * 16;
+                for (int64_t k = 0; k < cnt; k++) _mm512_store_ps(dst + k * 16, r[k]);
             }
         }
-        for (int64_t t = 0; t < ntaps; t++)
-            _mm512_store_ps(W16 + t * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, wtap,
-                                                                   w + c0 * ntaps + t, 4));
+        for (int64_t t0 = 0; t0 < ntaps; t0 += 16) { /* the block's taps, [tap][16 channels] */
+            int64_t cnt = ntaps - t0 < 16 ? ntaps - t0 : 16;
+            __mmask16 tm = (__mmask16)(cnt >= 16 ? 0xffff : (1u << cnt) - 1);
+            __m512 r[16];
+            for (int c = 0; c < 16; c++)
+                r[c] = c < lanes ? _mm512_maskz_loadu_ps(tm, w + (c0 + c) * ntaps + t0)
+                                 : _mm512_setzero_ps();
+            tr16x16(r);
+            for (int64_t k = 0; k < cnt; k++) _mm512_store_ps(W16 + (t0 + k) * 16, r[k]);
+        }
         __m512 vb = bias ? _mm512_maskz_loadu_ps(lm, bias + c0) : _mm512_setzero_ps();
         for (int64_t oy = 0; oy < p.OH; oy++) {
             const float *prow = P + (oy * p.sh) * Wp * 16;
             int64_t ox = 0;
-            for (; ox + 4 <= p.OW; ox += 4) {
+            /* 4 positions at a time, so four independent FMA chains; the last group of a row
+             * repeats its final position (same value written twice) rather than falling back to
+             * one chain, which is latency-bound on the 7- and 14-wide maps */
+            for (; ox < p.OW; ox += 4) {
+                int64_t x1 = ox + 1 < p.OW ? ox + 1 : p.OW - 1, x2 = ox + 2 < p.OW ? ox + 2 : p.OW - 1;
+                int64_t x3 = ox + 3 < p.OW ? ox + 3 : p.OW - 1;
                 __m512 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
-                const float *s0 = prow + ox * p.sw * 16, *s1 = s0 + p.sw * 16;
-                const float *s2 = s1 + p.sw * 16, *s3 = s2 + p.sw * 16;
+                const float *s0 = prow + ox * p.sw * 16, *s1 = prow + x1 * p.sw * 16;
+                const float *s2 = prow + x2 * p.sw * 16, *s3 = prow + x3 * p.sw * 16;
                 for (int64_t t = 0; t < ntaps; t++) {
                     int64_t o = use_toff ? toff[t]
                                          : (((t / p.KW) * p.dh) * Wp + (t % p.KW) * p.dw) * 16;
@@ -391,22 +440,20 @@ __attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g,
                     a2 = _mm512_fmadd_ps(wv, _mm512_load_ps(s2 + o), a2);
                     a3 = _mm512_fmadd_ps(wv, _mm512_load_ps(s3 + o), a3);
                 }
-                float *yo = yb + oy * p.OW + ox;
-                _mm512_mask_i32scatter_ps(yo, lm, yout, a0, 4);
-                _mm512_mask_i32scatter_ps(yo + 1, lm, yout, a1, 4);
-                _mm512_mask_i32scatter_ps(yo + 2, lm, yout, a2, 4);
-                _mm512_mask_i32scatter_ps(yo + 3, lm, yout, a3, 4);
+                float *orow = O + oy * p.OW * 16;
+                _mm512_store_ps(orow + ox * 16, a0);
+                _mm512_store_ps(orow + x1 * 16, a1);
+                _mm512_store_ps(orow + x2 * 16, a2);
+                _mm512_store_ps(orow + x3 * 16, a3);
             }
-            for (; ox < p.OW; ox++) {
-                __m512 a = vb;
-                const float *s0 = prow + ox * p.sw * 16;
-                for (int64_t t = 0; t < ntaps; t++) {
-                    int64_t o = use_toff ? toff[t]
-                                         : (((t / p.KW) * p.dh) * Wp + (t % p.KW) * p.dw) * 16;
-                    a = _mm512_fmadd_ps(_mm512_load_ps(W16 + t * 16), _mm512_load_ps(s0 + o), a);
-                }
-                _mm512_mask_i32scatter_ps(yb + oy * p.OW + ox, lm, yout, a, 4);
-            }
+        }
+        for (int64_t q = 0; q < g->out_size; q += 16) {
+            int64_t cnt = g->out_size - q < 16 ? g->out_size - q : 16;
+            __mmask16 pm = (__mmask16)(cnt >= 16 ? 0xffff : (1u << cnt) - 1);
+            __m512 r[16];
+            for (int k = 0; k < 16; k++) r[k] = _mm512_load_ps(O + (q + k) * 16);
+            tr16x16(r);
+            for (int64_t c = 0; c < lanes; c++) _mm512_mask_storeu_ps(yb + c * g->out_size + q, pm, r[c]);
         }
     }
     free(P);
