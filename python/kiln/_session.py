@@ -87,9 +87,9 @@ def _node_arg_ctypes(info):
 
 
 class InferenceSession:
-    """InferenceSession(path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=1)"""
+    """InferenceSession(path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2)"""
 
-    def __init__(self, path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=1,
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2,
                  verbose=False):
         lib = _L()
         self._lib = lib

@@ -16,7 +16,7 @@
 void kiln_options_init(kiln_options *opt) {
     memset(opt, 0, sizeof *opt);
     opt->threads = 0;
-    opt->opt_level = 1;
+    opt->opt_level = 2; /* the fusions of level 2 all measure faster on the shared models */
     opt->providers = KILN_PROVIDER_CPU;
 }
 
