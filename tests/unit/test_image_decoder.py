@@ -163,7 +163,7 @@ def test_huge_jpeg_header_fails_before_allocating():
         decode(bytes(data))
 
 
-def test_huge_webp_and_tiff_headers_fail():
+def test_huge_tiff_header_fails():
     tiff = bytearray(sample("TIFF"))
     # patch ImageWidth / ImageLength (tags 256/257) in the first IFD of the little-endian file
     ifd = struct.unpack("<I", tiff[4:8])[0]
