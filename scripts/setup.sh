@@ -15,6 +15,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
 fi
 PY=${PYTHON:-python3}
-if ! $PY -c "import numpy, onnx, onnxruntime, pytest, wheel; assert onnx.__version__.startswith('1.22')" 2>/dev/null; then
-  $PY -m pip install -q "numpy>=1.24" "onnx==1.22.0" "onnxruntime>=1.20" "pytest>=7" wheel
+if ! $PY -c "import numpy, onnx, onnxruntime, pytest, wheel, PIL; assert onnx.__version__.startswith('1.22')" 2>/dev/null; then
+  $PY -m pip install -q "numpy>=1.24" "onnx==1.22.0" "onnxruntime>=1.20" "pytest>=7" wheel pillow
 fi
