@@ -13,6 +13,7 @@
 #   PEERS          path of sdpa_peers.py (default: ../shared/bench, shared/bench, build-gpu/peers)
 #   BUDGET_S       seconds the benchmark part may run until (default 420, counted from the start);
 #                  passes are cut or skipped rather than letting the run hit its limit unreported
+#   SMOKE_FILTER   run these test cases alone first (60 s); if they hang, exclude them after
 #   SKIP_SANITIZER=1  skip compute-sanitizer;  SWEEP_ONLY=1  variant sweep in every pass, no unfused
 #   KILN_ENABLE_SM90_ATTENTION=1 and the other KILN_* switches of attention_dispatch.h apply
 set -uo pipefail
@@ -80,9 +81,20 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,po
     --format=csv > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 
-log "correctness tests"
+TEST_ARGS=()
+if [ -n "${SMOKE_FILTER:-}" ]; then
+    # A new kernel first, alone and briefly: a hang (e.g. an mbarrier never completing) then costs
+    # 60 s and the full run goes on without those cases instead of losing the whole call.
+    log "smoke tests: $SMOKE_FILTER"
+    timeout 60 "$BIN/test_attention" --filter "$SMOKE_FILTER" > "$OUT/smoke.log" 2>&1
+    SMOKE_RC=$?
+    grep -E "^FAIL|^# " "$OUT/smoke.log" | head -20
+    log "smoke rc=$SMOKE_RC"
+    [ $SMOKE_RC = 124 ] || [ $SMOKE_RC -gt 1 ] && TEST_ARGS=(--exclude "$SMOKE_FILTER")
+fi
+log "correctness tests ${TEST_ARGS[*]:-}"
 # Tests force each kernel kind themselves; the default path stays the mma.sync kernel here.
-timeout 240 env -u KILN_ENABLE_SM90_ATTENTION "$BIN/test_attention" > "$OUT/test.log" 2>&1
+timeout 240 env -u KILN_ENABLE_SM90_ATTENTION "$BIN/test_attention" "${TEST_ARGS[@]}" > "$OUT/test.log" 2>&1
 TEST_RC=$?
 grep -E "^FAIL|^# " "$OUT/test.log" | head -40
 # Instruction check of the sm90 kernels (the build machine may lack cuobjdump): HGMMA = wgmma,

@@ -377,6 +377,11 @@ static std::vector<Case> make_cases(bool quick) {
                  c.f16 ? "fp16" : "bf16", c.format, c.B, c.S, c.L, c.N, c.H, c.Hv, c.causal, c.key_lens, c.varlen,
                  c.P, c.present, c.bias, kname(c.force), c.variant);
         c.name = buf;
+        // Name the TMA tiles so --filter / --exclude can pick them ("tma_").
+        if (c.force == KILN_ATTN_KERNEL_FLASH_SM90) {
+            const char *vn = kiln_cuda_sm90_variant_name(c.H, c.variant);
+            if (vn && !strncmp(vn, "tma", 3)) c.name += std::string(" ") + vn;
+        }
         cs.push_back(c);
     };
     // The scenario as selected by default, and again forced onto each flash kind (the mma.sync
@@ -572,10 +577,11 @@ static std::vector<Case> make_cases(bool quick) {
 
 int main(int argc, char **argv) {
     bool quick = false;
-    const char *filter = nullptr;
+    const char *filter = nullptr, *exclude = nullptr;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
+        else if (!strcmp(argv[i], "--exclude") && i + 1 < argc) exclude = argv[++i];
     }
     kiln_cuda_provider *prov;
     if (kiln_cuda_provider_create(0, &prov) != KILN_OK) {
@@ -588,6 +594,7 @@ int main(int argc, char **argv) {
     int fails = 0, ran = 0;
     for (const Case &c : cs) {
         if (filter && !strstr(c.name.c_str(), filter)) continue;
+        if (exclude && strstr(c.name.c_str(), exclude)) continue;
         std::string msg;
         int bad = run_case(prov, c, &msg);
         ++ran;

@@ -1,5 +1,6 @@
-// Hopper (sm_90a) flash attention forward, warp-specialised and TMA-fed (opt-in tile variants
-// named "tma_*"; the cp.async kernel of flash_fwd_sm90.cuh stays the default until measured).
+// Hopper (sm_90a) flash attention forward, warp-specialised and TMA-fed (tile variants named
+// "tma_*"; the default at head sizes 48, 80, 128, 160 from the measured sweep in
+// bench/attention/RESULTS.md, opt-in at 64 where the cp.async kernel at 2 CTAs/SM is faster).
 //
 // Why: the cp.async kernel spends every consumer thread's issue slots on address arithmetic and
 // cp.async, and synchronises the whole CTA twice per key block. Here one producer warpgroup (one
