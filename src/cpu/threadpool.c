@@ -2,18 +2,24 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define CPU_RELAX() _mm_pause()
-#else
-#define CPU_RELAX() ((void)0)
-#endif
+#include <time.h>
 
-/* Workers spin this many pause instructions (tens of microseconds) after a job before sleeping:
- * a model runs many small parallel ops back to back, and waking a sleeping thread through the
- * condition variable costs about as much as a medium op itself. After that they sleep, so an idle
- * session uses no CPU. */
-#define SPIN_ITERS 4000
+/* Workers spin for SPIN_NS after a job before sleeping: a model runs many small parallel ops back
+ * to back, and waking a sleeping thread through the condition variable costs about as much as a
+ * medium op itself. After that they sleep, so an idle session uses no CPU. The spin is bounded by
+ * time and uses no PAUSE: under KVM a vCPU that executes PAUSE in a loop is taken off the CPU
+ * (pause-loop exiting) after a few thousand cycles, so a PAUSE spin put the worker to sleep in
+ * the host exactly when the next op needed it (bert_tiny at 2 threads ran slower than at 1). */
+#define SPIN_NS 200000
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* empty statement the compiler may not remove or hoist loads across */
+#define SPIN_BARRIER() __asm__ __volatile__("" ::: "memory")
 
 struct kiln_threadpool {
     int n_threads; /* including the caller */
@@ -53,10 +59,12 @@ static void *worker_main(void *p) {
     in_pool_job = 1;
     for (;;) {
         unsigned long id = seen;
-        for (int i = 0; i < SPIN_ITERS; i++) {
+        int64_t t0 = now_ns();
+        for (int i = 1;; i++) {
             id = atomic_load_explicit(&tp->job_id, memory_order_acquire);
             if (id != seen || atomic_load(&tp->stop)) break;
-            CPU_RELAX();
+            if (!(i & 255) && now_ns() - t0 > SPIN_NS) break; /* the clock read is ~20 ns */
+            SPIN_BARRIER();
         }
         pthread_mutex_lock(&tp->mu);
         while (!atomic_load(&tp->stop) && (id = atomic_load(&tp->job_id)) == seen) {
@@ -132,6 +140,14 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
     /* about 4 chunks per thread balances uneven work without much counter traffic */
     int64_t chunk = (n + tp->n_threads * 4 - 1) / (tp->n_threads * 4);
     if (chunk < grain) chunk = grain;
+    /* Whole rounds of chunks: a count just above a multiple of the thread count leaves one
+     * thread a last chunk while the others wait (3 chunks of 32K on 2 threads take as long as 4),
+     * so round the count down to a multiple and widen the chunks to match. */
+    int64_t nchunks = (n + chunk - 1) / chunk;
+    if (nchunks > tp->n_threads && nchunks % tp->n_threads) {
+        nchunks -= nchunks % tp->n_threads;
+        chunk = (n + nchunks - 1) / nchunks;
+    }
     pthread_mutex_lock(&tp->mu);
     tp->fn = fn;
     tp->arg = arg;
@@ -152,7 +168,11 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
     /* A joined worker is usually a few microseconds from finishing its last chunk; sleeping on
      * `done` would add a futex wake-up (tens of microseconds) to every parallel op, so spin first.
      * The worker still signals under mu, so the fallback wait cannot miss its wake-up. */
-    for (int i = 0; i < SPIN_ITERS && atomic_load(&tp->joined) > 0; i++) CPU_RELAX();
+    int64_t t0 = now_ns();
+    for (int i = 1; atomic_load(&tp->joined) > 0; i++) {
+        if (!(i & 255) && now_ns() - t0 > SPIN_NS) break;
+        SPIN_BARRIER();
+    }
     if (atomic_load(&tp->joined) > 0) {
         pthread_mutex_lock(&tp->mu);
         while (atomic_load(&tp->joined) > 0) pthread_cond_wait(&tp->done, &tp->mu);
