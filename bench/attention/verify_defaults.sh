@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One GPU call that checks and times kiln's attention DEFAULT path (no variant sweep): the full
+# correctness suite, then each benchmark pass (fp16 Q,K,V / Q+KV / QKV, causal, bf16) with the
+# PyTorch peers (flash = FlashAttention-2, cuDNN) right after it, then the summary table.
+#   KILN_PREBUILT=build-carry PEERS=build-carry/peers/sdpa_peers.py bash bench/attention/verify_defaults.sh
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+B=${KILN_PREBUILT:-$ROOT/build-gpu}
+PEERS=${PEERS:-$ROOT/../shared/bench/sdpa_peers.py}
+OUT=${OUT:-$ROOT/out/attention}
+mkdir -p "$OUT"
+SECONDS=0
+nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu --format=csv,noheader
+timeout 150 "$B/test_attention" > "$OUT/tests.log" 2>&1
+echo "[${SECONDS}s] tests rc=$?: $(tail -1 "$OUT/tests.log")"
+pass() { # name, args common to kiln and the peers
+    local name=$1; shift
+    timeout 60 "$B/bench_attention" "$@" --json "$OUT/kiln_$name.json" > "$OUT/kiln_$name.log" 2>&1 || echo "kiln $name rc=$?"
+    PYTHONUNBUFFERED=1 timeout 90 python3 "$PEERS" "$@" --backends flash,cudnn --json "$OUT/peers_$name.json" \
+        > "$OUT/peers_$name.log" 2>&1 || echo "peers $name rc=$?"
+    echo "[${SECONDS}s] $name done"
+}
+pass fp16_qkv_sep --format qkv_sep
+pass fp16_kv_packed --format kv_packed
+pass fp16_qkv_packed --format qkv_packed
+pass fp16_qkv_sep_causal --format qkv_sep --causal
+pass bf16_qkv_sep --format qkv_sep --dtype bf16
+python3 "$ROOT/bench/attention/report.py" "$OUT" > "$OUT/summary.txt" 2>&1
+tar czf "$OUT/attention_results.tgz" -C "$OUT" --exclude attention_results.tgz . 2>/dev/null
+cat "$OUT/summary.txt"
