@@ -589,17 +589,18 @@ def test_conv_activation_level2(act, attrs, extra, capfd):
 
 
 @pytest.mark.parametrize("act,attrs,extra", ACTS, ids=[a[0] + str(i) for i, a in enumerate(ACTS)])
-@pytest.mark.parametrize("shape,group", [((1, 8, 19, 23), 1), ((1, 8, 19, 23), 8), ((2, 32, 7, 7), 32)])
-def test_conv_activation_vector_paths(act, attrs, extra, shape, group, capfd):
+@pytest.mark.parametrize("shape,group,k", [((1, 8, 19, 23), 1, 3), ((1, 8, 19, 23), 8, 3),
+                                           ((2, 32, 7, 7), 32, 3), ((2, 32, 1, 1), 1, 1)])
+def test_conv_activation_vector_paths(act, attrs, extra, shape, group, k, capfd):
     """The vectorised activation over rows longer and shorter than a vector, odd tails, depthwise
-    (plane-wise and 16-channel blocked) and GEMM convolutions, with NaN inputs: FusedConv must
+    (plane-wise and 16-channel blocked), GEMM and 1x1-map (sgemv) convolutions, with NaN inputs: FusedConv must
     give what the separate activation gives at level 1."""
     rng = np.random.default_rng(58)
     C = shape[1]
-    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[k, k], pads=[k // 2] * 4,
                               group=group),
              helper.make_node(act, ["c"] + extra, ["y"], **attrs)]
-    inits = dict(W=rand(rng, (C, C // group, 3, 3)), B=rand(rng, (C,)), lo=c(-0.5), hi=c(0.7))
+    inits = dict(W=rand(rng, (C, C // group, k, k)), B=rand(rng, (C,)), lo=c(-0.5), hi=c(0.7))
     inits = {k: v for k, v in inits.items() if k in {"W", "B"} | set(extra)}
     m = make_model(nodes, {"x": (F32, list(shape))}, ["y"], inits)
     x = rand(rng, shape) * 3

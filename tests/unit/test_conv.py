@@ -97,6 +97,10 @@ CONV_CASES = [
     ((1, 18, 9, 9), (18, 1, 7, 7), {"group": 18, "pads": [3, 3, 3, 3]}, True),
     ((1, 33, 11, 11), (33, 1, 3, 3), {"group": 33, "dilations": [2, 2], "pads": [2, 2, 2, 2]}, True),
     ((1, 16, 1, 1), (16, 1, 1, 1), {"group": 16}, True),
+    # 1x1 convolutions of 1x1 maps (squeeze-excite): matrix-vector products
+    ((1, 24, 1, 1), (40, 24, 1, 1), {}, True),
+    ((2, 12, 1, 1), (8, 6, 1, 1), {"group": 2}, False),
+    ((3, 7, 1), (5, 7, 1), {}, True),
 ]
 
 

@@ -7,6 +7,7 @@
  * convolutions go to the direct kernel (conv_depthwise.c). */
 #include "conv_util.h"
 #include "gemm_util.h"
+#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -203,6 +204,21 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
         memset(y, 0, sizeof(float) * (size_t)(g->N * g->M * g->out_size));
         for (int64_t n = 0; n < g->N; n++)
             for (int64_t grp = 0; grp < g->group; grp++) epilogue(&j, n, grp, 0, j.Mg, 0, g->out_size, 1);
+        return KILN_OK;
+    }
+    if (j.pointwise && g->out_size == 1) {
+        /* 1x1 convolution of a 1x1 map (squeeze-excite blocks): a matrix-vector product per
+         * (image, group). sgemv streams the weights once; the tiled sgemm path would run its
+         * 12x32 kernels over a single output column. */
+        for (int64_t n = 0; n < g->N; n++)
+            for (int64_t grp = 0; grp < g->group; grp++) {
+                float *yg = y + n * g->M + grp * j.Mg;
+                if (bias) memcpy(yg, bias + grp * j.Mg, sizeof(float) * (size_t)j.Mg);
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)j.Mg, (int)j.Kc, 1.0f,
+                            w + grp * j.Mg * j.Kc, (int)j.Kc, x + n * g->C + grp * j.Cg, 1,
+                            bias ? 1.0f : 0.0f, yg, 1);
+                epilogue(&j, n, grp, 0, j.Mg, 0, 1, 0);
+            }
         return KILN_OK;
     }
     float *packed = NULL;
