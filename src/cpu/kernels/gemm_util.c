@@ -1,6 +1,7 @@
 /* BLAS wrappers that spread one product over kiln's threads, batched products, integer products
  * and float16/bfloat16 conversions. */
 #include "gemm_util.h"
+#include "../cpu_features.h"
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -379,7 +380,7 @@ __attribute__((target("avx2,f16c"))) static void f32_to_f16_f16c(const float *in
 
 static int have_f16c(void) {
     static int cached = -1;
-    if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    if (cached < 0) cached = __builtin_cpu_supports("avx2") && kiln_cpu_has_f16c();
     return cached;
 }
 #endif
