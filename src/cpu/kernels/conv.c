@@ -17,11 +17,11 @@ static int conv_float_type(int dt) {
 }
 
 /* Checks X, W (and B) and fills g; g->out may hold unknown dims in static inference. */
-kiln_status kconv_check(kiln_ctx *ctx, const kiln_tensor *X, const kiln_tensor *W,
-                        const kiln_tensor *B, kconv_geom *g, int *shape_known) {
+kiln_status kconv_check_ranks(kiln_ctx *ctx, const kiln_tensor *X, const kiln_tensor *W, kconv_geom *g,
+                              int *ranks_known) {
     char sx[96], sw[96];
     memset(g, 0, sizeof *g);
-    *shape_known = 0;
+    *ranks_known = 0;
     g->group = kiln_attr_int(ctx->node, "group", 1);
     if (g->group < 1)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "group is %lld; it must be >= 1",
@@ -35,6 +35,17 @@ kiln_status kconv_check(kiln_ctx *ctx, const kiln_tensor *X, const kiln_tensor *
                          kconv_dims_str(W->rank, W->dims, sw, sizeof sw),
                          kconv_dims_str(X->rank, X->dims, sx, sizeof sx));
     g->nd = X->rank - 2;
+    *ranks_known = 1;
+    return KILN_OK;
+}
+
+kiln_status kconv_check(kiln_ctx *ctx, const kiln_tensor *X, const kiln_tensor *W,
+                        const kiln_tensor *B, kconv_geom *g, int *shape_known) {
+    char sx[96], sw[96];
+    int ranks_known;
+    *shape_known = 0;
+    KILN_TRY(kconv_check_ranks(ctx, X, W, g, &ranks_known));
+    if (!ranks_known) return KILN_OK;
     g->N = X->dims[0];
     g->C = X->dims[1];
     g->M = W->dims[0];

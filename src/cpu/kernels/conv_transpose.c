@@ -9,21 +9,11 @@
 static kiln_status convt_check(kiln_ctx *ctx, const kiln_tensor *X, const kiln_tensor *W,
                                const kiln_tensor *B, kconv_geom *g, int *known) {
     char sx[96], sw[96];
-    memset(g, 0, sizeof *g);
+    int ranks_known;
     *known = 0;
-    g->group = kiln_attr_int(ctx->node, "group", 1);
-    if (g->group < 1)
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "group is %lld; it must be >= 1",
-                         (long long)g->group);
-    if (X->rank < 0 || W->rank < 0) return KILN_OK;
-    if (X->rank < 3)
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
-                         "input X has rank %d; expected [N, C, spatial...] (rank >= 3)", X->rank);
-    if (W->rank != X->rank)
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "W is %s but X is %s: ranks differ",
-                         kconv_dims_str(W->rank, W->dims, sw, sizeof sw),
-                         kconv_dims_str(X->rank, X->dims, sx, sizeof sx));
-    int nd = g->nd = X->rank - 2;
+    KILN_TRY(kconv_check_ranks(ctx, X, W, g, &ranks_known));
+    if (!ranks_known) return KILN_OK;
+    int nd = g->nd;
     g->N = X->dims[0];
     g->C = X->dims[1];
     g->M = W->dims[1] < 0 ? -1 : W->dims[1] * g->group;

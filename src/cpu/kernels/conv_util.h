@@ -83,6 +83,10 @@ kiln_status kconv_run_f64(kiln_ctx *ctx, const kconv_geom *g, const double *x, c
 
 /* Conv's checks of X, W, B (shared with ConvInteger); *shape_known = 0 when the output cannot
  * be inferred yet (static inference with unknown ranks). */
+/* The checks Conv and ConvTranspose share: group, ranks of X and W (fills g->group, g->nd);
+ * *ranks_known is 0 when static inference does not know them yet. */
+kiln_status kconv_check_ranks(kiln_ctx *ctx, const kiln_tensor *X, const kiln_tensor *W, kconv_geom *g,
+                              int *ranks_known);
 kiln_status kconv_check(kiln_ctx *ctx, const kiln_tensor *X, const kiln_tensor *W,
                         const kiln_tensor *B, kconv_geom *g, int *shape_known);
 /* Init/fini that keep a float32 copy of a constant half-precision W (input 1), and the lookup. */
