@@ -405,6 +405,10 @@ template <typename E, int HD, int BN, int MINB, int NWG, bool PP> const void *tm
 #define KILN_SM90_TMA_VARIANT(HD, BN, MINB, PP, SUFFIX)                                             \
     {"tma_wg2_bn" #BN "_occ" #MINB SUFFIX, HD, BN, MINB, &launch_sm90_tma<__half, HD, BN, MINB, 2, PP>, \
      &launch_sm90_tma<__nv_bfloat16, HD, BN, MINB, 2, PP>, tma_probe<__half, HD, BN, MINB, 2, PP>()}
+// The same with NWG consumer warpgroups (BM = 64 * NWG); 3 is the BM 192 tile.
+#define KILN_SM90_TMA_VARIANT_WG(HD, BN, MINB, NWG, PP, SUFFIX)                                             \
+    {"tma_wg" #NWG "_bn" #BN "_occ" #MINB SUFFIX, HD, BN, MINB, &launch_sm90_tma<__half, HD, BN, MINB, NWG, PP>, \
+     &launch_sm90_tma<__nv_bfloat16, HD, BN, MINB, NWG, PP>, tma_probe<__half, HD, BN, MINB, NWG, PP>()}
 
 int variants_hd16(const Variant **out);
 int variants_hd32(const Variant **out);

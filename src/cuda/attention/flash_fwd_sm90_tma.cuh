@@ -1,6 +1,7 @@
 // Hopper (sm_90a) flash attention forward, warp-specialised and TMA-fed (tile variants named
 // "tma_*"; the default at head sizes 48, 80, 128, 160 from the measured sweep in
 // bench/attention/RESULTS.md, opt-in at 64 where the cp.async kernel at 2 CTAs/SM is faster).
+// NWG = 2 or 3 consumer warpgroups (BM 128 / 192); BM 192 with BN 128 is the default at 48.
 //
 // Why: the cp.async kernel spends every consumer thread's issue slots on address arithmetic and
 // cp.async, and synchronises the whole CTA twice per key block. Here one producer warpgroup (one
@@ -83,7 +84,8 @@ template <int HD, int BN, int MINB, int NWG> struct TCfg {
     static constexpr int CONS_REGS_RAW = ((CAP * THREADS - 128 * PROD_REGS) / (128 * NWG)) & ~7;
     static constexpr int CONS_REGS = CONS_REGS_RAW > 240 ? 240 : CONS_REGS_RAW;
     static_assert(128 * PROD_REGS + 128 * NWG * CONS_REGS <= CAP * THREADS, "register split fits the launch pool");
-    static_assert(NWG == 2, "ping-pong pairs two consumer warpgroups");
+    // 2 consumer warpgroups (BM 128) or 3 (BM 192; ping-pong then takes turns round-robin).
+    static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
     static_assert(SMEM <= 227 * 1024, "fits in shared memory");
 };
 
@@ -256,10 +258,11 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
         __syncwarp();
         if (lane == 0) mbar_arrive(bar);
     };
-    // Ping-pong: warpgroup w issues its GEMMs only after the other has issued its previous ones
-    // (named barrier 2 + w, 256 threads: 128 syncing + 128 arriving). Each warpgroup has
-    // n_blocks + 1 issue points; warpgroup 1 kicks off warpgroup 0 once and skips its last
-    // arrive, so every barrier phase completes exactly.
+    // Ping-pong: warpgroup w issues its GEMMs only after warpgroup w - 1 (mod NWG) has issued its
+    // previous ones (named barrier 2 + w, 256 threads: 128 syncing + 128 arriving). Each
+    // warpgroup has n_blocks + 1 issue points; the last warpgroup kicks off warpgroup 0 once and
+    // skips its last arrive, so every barrier phase completes exactly (with NWG 3 the ring
+    // 0 -> 1 -> 2 -> 0 cannot arrive twice on one barrier before its sync).
     int issue_pt = 0;
     auto turn_begin = [&] {
         if constexpr (PP) named_sync(2 + wg, 256);
@@ -267,14 +270,14 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     auto turn_end = [&] {
         if constexpr (PP) {
             ++issue_pt;
-            if (!(wg == 1 && issue_pt == n_blocks + 1)) named_arrive(2 + (wg ^ 1), 256);
+            if (!(wg == NWG - 1 && issue_pt == n_blocks + 1)) named_arrive(2 + (wg + 1) % NWG, 256);
         }
     };
 
     mbar_wait(q_full, 0); // also before the epilogue reuses the Q bytes when there is no key block
     if (n_blocks > 0) {
         if constexpr (PP)
-            if (wg == 1) named_arrive(2, 256);
+            if (wg == NWG - 1) named_arrive(2, 256);
         float corr[2];
         mbar_wait(k_full(0), 0);
         turn_begin();

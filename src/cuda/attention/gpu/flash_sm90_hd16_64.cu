@@ -26,12 +26,17 @@ int variants_hd32(const Variant **out) {
 }
 
 static const Variant v48[] = {
-    // Default since the 2026-11-25 TMA sweep (RESULTS.md): faster than every cp.async tile in all five passes; its
-    // forced-variant tests passed in that call.
+    // Default since the 2026-11-25 BM 192 sweep (RESULTS.md, "H=64/H=40/H=128 BM 192 TMA tiles"):
+    // BM 192 (three consumer warpgroups; flash_sm90_tma_c.cu), faster than the previous default
+    // (the next entry) in all five passes at H=40 (geomean +3..+13%); its forced-variant tests
+    // passed in that call.
+    KILN_SM90_TMA_VARIANT_WG(48, 128, 1, 3, true, "_pp"),
+    // Default from the 2026-11-25 TMA sweep until the BM 192 one.
     KILN_SM90_TMA_VARIANT(48, 64, 2, true, "_pp"),
     KILN_SM90_VARIANT(48, 64, 2, 2),
     KILN_SM90_VARIANT(48, 128, 1, 2),
     KILN_SM90_VARIANT(48, 128, 1, 3),
+    KILN_SM90_TMA_VARIANT_WG(48, 64, 1, 3, true, "_pp"),
 };
 int variants_hd48(const Variant **out) {
     *out = v48;
@@ -44,6 +49,11 @@ static const Variant v64[] = {
     KILN_SM90_VARIANT(64, 128, 1, 3),
     KILN_SM90_TMA_VARIANT(64, 64, 1, true, "_pp"),
     KILN_SM90_TMA_VARIANT(64, 128, 1, true, "_pp"),
+    // BM 192 (three consumer warpgroups; flash_sm90_tma_c.cu), opt-in: measured 2026-11-25,
+    // faster than the default at S >= 384 but ~25% slower at S = 128 and in the causal pass.
+    KILN_SM90_TMA_VARIANT_WG(64, 64, 1, 3, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_WG(64, 128, 1, 3, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_WG(64, 128, 1, 3, false, ""),
 };
 int variants_hd64(const Variant **out) {
     *out = v64;
