@@ -34,7 +34,7 @@ def test_random_normal_stats(dt, seeded):
     m = node_model("RandomNormal", [], ["y"], attrs=attrs, opset=15)
     ort_has = dt != TensorProto.FLOAT16
     y = same_meta(m, {}, *(() if ort_has else (NP_OF[dt], (200, 300)))).astype(np.float64)
-    assert abs(y.mean() - 1.5) < 0.03 and abs(y.std() - 2.0) < 0.03
+    assert abs(y.mean() - 1.5) < 0.05 and abs(y.std() - 2.0) < 0.035  # ~6 standard errors each
     y2 = run_kiln(m, {})[0].astype(np.float64)
     assert (np.array_equal(y, y2)) == seeded  # a seed repeats the stream, no seed does not
 
@@ -63,7 +63,7 @@ def test_like(op, in_dt, attr_dt):
     ort_has = want_dt != np.float64 or op == "RandomUniformLike"
     y = same_meta(m, {"x": x}, *(() if ort_has else (want_dt, x.shape))).astype(np.float64)
     if op == "RandomNormalLike":
-        assert abs(y.mean()) < 0.05 and abs(y.std() - 1) < 0.05
+        assert abs(y.mean()) < 0.08 and abs(y.std() - 1) < 0.055  # ~6 standard errors each
     else:
         assert 0 <= y.min() and y.max() <= 1 and abs(y.mean() - 0.5) < 0.02
 
@@ -105,7 +105,10 @@ def test_bernoulli(in_dt, out_dt, seeded):
     m = node_model("Bernoulli", [("x", x)], ["y"], attrs=attrs, opset=15)
     y = same_meta(m, {"x": x})
     assert set(np.unique(y.astype(np.float64))) <= {0.0, 1.0}
-    np.testing.assert_allclose(y.astype(np.float64).mean(axis=0), p[0], atol=0.08)
+    # six standard deviations of each column's mean: a real bias fails, chance essentially never does
+    p64 = p[0].astype(np.float64)
+    tol = 6 * np.sqrt(p64 * (1 - p64) / x.shape[0])
+    assert np.all(np.abs(y.astype(np.float64).mean(axis=0) - p64) <= tol)
 
 
 def test_bernoulli_bad_probability():
@@ -131,4 +134,5 @@ def test_multinomial(out_dt, seeded, in_dt):
     probs /= probs.sum(axis=1, keepdims=True)
     for b in range(3):
         freq = np.bincount(y[b], minlength=5) / y.shape[1]
-        np.testing.assert_allclose(freq, probs[b], atol=0.015)
+        tol = 6 * np.sqrt(probs[b] * (1 - probs[b]) / y.shape[1])  # six standard errors
+        assert np.all(np.abs(freq - probs[b]) <= tol), (freq, probs[b])
