@@ -7,9 +7,10 @@
 // block time / k. FLOPs = 4·B·S·T·N·H, halved when causal.
 //
 //   bench_attention --format qkv_sep|kv_packed|qkv_packed [--dtype fp16|bf16] [--causal]
-//                   [--unfused] [--variants] [--configs B,S,N,H ...] [--json FILE]
+//                   [--unfused] [--variants [--only SUBSTR]] [--configs B,S,N,H ...] [--json FILE]
 //   --unfused   also time the unfused cuBLAS path (fewer repetitions when a call is slow)
 //   --variants  also time every compiled flash tile variant for the row's head size
+//   --only S    of those, only the variants whose kernel name contains S
 #include "cuda/attention/attention_dispatch.h"
 
 #include <cuda_fp16.h>
@@ -98,7 +99,7 @@ template <typename F> static double median_seconds(F fn, int blocks = 15, double
 }
 
 int main(int argc, char **argv) {
-    std::string format = "qkv_sep", dtype = "fp16", json;
+    std::string format = "qkv_sep", dtype = "fp16", json, only;
     bool causal = false, unfused = false, variants = false;
     std::vector<std::vector<int>> configs;
     for (int i = 1; i < argc; ++i) {
@@ -108,6 +109,7 @@ int main(int argc, char **argv) {
         else if (a == "--causal") causal = true;
         else if (a == "--unfused") unfused = true;
         else if (a == "--variants") variants = true;
+        else if (a == "--only" && i + 1 < argc) only = argv[++i];
         else if (a == "--json" && i + 1 < argc) json = argv[++i];
         else if (a == "--configs") {
             while (i + 1 < argc && argv[i + 1][0] != '-') {
@@ -222,6 +224,7 @@ int main(int argc, char **argv) {
                     kiln_cuda_attn_opts o = {k, v};
                     kiln_cuda_attn_choice vc;
                     if (kiln_cuda_mha_forward(prov, &a, &o, &vc) != KILN_OK || vc.kernel != k) continue;
+                    if (!only.empty() && !strstr(vc.name, only.c_str())) continue;
                     const double tv = median_seconds([&] { call(&o); });
                     printf(",%s=%.1f", vc.name, flops / tv / 1e12);
                     if (jf) fprintf(jf, "%s\"%s\": %.1f", first ? "" : ", ", vc.name, flops / tv / 1e12);

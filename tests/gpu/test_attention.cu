@@ -488,6 +488,24 @@ static std::vector<Case> make_cases(bool quick) {
                 d = c;
                 d.format = KILN_MHA_QKV, d.B = 5, d.S = 290, d.L = 290, d.varlen = 1;
                 add(d);
+                if (!strstr(vn, "persist")) continue;
+                // Persistent CTAs: more tiles than SMs, so each CTA walks several tiles of
+                // different heads and batches (the Q/K/V rings and the ping-pong barriers carry
+                // over from tile to tile), with lengths differing per batch.
+                for (int fmt : {KILN_MHA_Q_K_V, KILN_MHA_Q_KV, KILN_MHA_QKV}) {
+                    d = c;
+                    d.format = fmt, d.B = 8, d.N = 12, d.S = 300, d.L = 300;
+                    add(d);
+                }
+                d = c;
+                d.B = 16, d.N = 12, d.key_lens = 1, d.S = 150, d.L = 260;
+                add(d);
+                d = c;
+                d.format = KILN_MHA_Q_KV, d.B = 48, d.N = 12, d.S = 128, d.L = 128;
+                add(d);
+                d = c;
+                d.B = 7, d.N = 40, d.S = 1, d.L = 200;
+                add(d);
             }
         }
         // The three benchmark formats plus BNSH K/V, causal and not.

@@ -84,7 +84,9 @@ typedef struct kiln_cuda_attn_choice {
 /* Forces a kernel regardless of the environment (tests, benchmarks); NONE = normal selection. */
 typedef struct kiln_cuda_attn_opts {
     kiln_cuda_attn_kernel force;
-    int flash_variant; /* with force = FLASH or FLASH_SM90: tile variant (0 = the default tile) */
+    int flash_variant; /* with force = FLASH or FLASH_SM90: tile variant, an index into the head
+                          size's list (0 = its first entry; normal selection may take another
+                          tile for some shapes, see default_variant in gpu/flash_fwd_sm90.cu) */
 } kiln_cuda_attn_opts;
 
 /* Chooses the kernel for d without running anything. */

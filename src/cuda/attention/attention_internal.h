@@ -36,6 +36,8 @@ struct Params;
 }
 /* Hopper wgmma kernel (gpu/flash_fwd_sm90.cu). supports() says whether it runs d on p (forced:
  * ignore the default-on table) and writes its name, or the reason it does not, into name. */
+// The sm90 tile index that runs for d: variant itself when in range (forced), else the default.
+int kiln_cuda_sm90_resolve_variant(const kiln_cuda_sdpa *d, int variant);
 int kiln_cuda_sm90_supports(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, int forced, int variant, char *name,
                             size_t n);
 kiln_status kiln_cuda_run_sm90(kiln_cuda_provider *p, const kiln_flash::Params &fp, int dtype, int variant,

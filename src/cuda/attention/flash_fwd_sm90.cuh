@@ -53,13 +53,22 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint3
 
 template <typename E, int N>
 __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db, int scale_d) {
+    static_assert(N == 64 || N == 128 || N == 176, "Q·Kᵀ tile widths with a wrapper");
     if constexpr (std::is_same<E, __half>::value) {
         if constexpr (N == 64) wgmma_ss_f16_n64(d, da, db, scale_d);
-        else wgmma_ss_f16_n128(d, da, db, scale_d);
+        else if constexpr (N == 128) wgmma_ss_f16_n128(d, da, db, scale_d);
+        else wgmma_ss_f16_n176(d, da, db, scale_d);
     } else {
         if constexpr (N == 64) wgmma_ss_bf16_n64(d, da, db, scale_d);
-        else wgmma_ss_bf16_n128(d, da, db, scale_d);
+        else if constexpr (N == 128) wgmma_ss_bf16_n128(d, da, db, scale_d);
+        else wgmma_ss_bf16_n176(d, da, db, scale_d);
     }
+}
+
+// P·V over a whole 128-wide head in one instruction (B spans two 64-column blocks, LBO apart).
+template <typename E> __device__ __forceinline__ void mma_rs_w128(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+    if constexpr (std::is_same<E, __half>::value) wgmma_rs_f16_w128(d, a, db);
+    else wgmma_rs_bf16_w128(d, a, db);
 }
 
 template <typename E, int N>
@@ -87,6 +96,20 @@ template <typename E, int HD, int BN, int MINB, int NWG> struct Cfg {
     static_assert(BN == 64 || BN == 128, "Q·Kᵀ is one m64nBNk16 wgmma per 16 head dims");
     static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
 };
+
+// O *= corr per row (the online softmax's correction after the running max moved). Skipped when
+// no row of the warp moved: corr is then exactly 1 (ex2(0)), so skipping is exact, and after
+// the first key blocks a new maximum is rare.
+template <int HD, int CB> __device__ __forceinline__ void rescale_o(float (&o)[CB][32], const float (&corr)[2]) {
+    if (!__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) return;
+#pragma unroll
+    for (int c = 0; c < CB; ++c)
+#pragma unroll
+        for (int t = 0; t < 8; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (c * 64 + t * 8 < HD) o[c][4 * t + e] *= corr[e >> 1];
+}
 
 // Width of P·V output chunk c (one wgmma each): 64 except the last.
 template <int HD> __host__ __device__ constexpr int chunk_n(int c) { return HD - 64 * c < 64 ? HD - 64 * c : 64; }
@@ -301,13 +324,7 @@ __device__ __forceinline__ void flash_sm90_body(const Params &p) {
             softmax(i, corr);
             wg_wait<0>();
             pin_o();
-#pragma unroll
-            for (int c = 0; c < CB; ++c)
-#pragma unroll
-                for (int t = 0; t < 8; ++t)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        if (c * 64 + t * 8 < HD) o[c][4 * t + e] *= corr[e >> 1];
+            rescale_o<HD>(o, corr);
             pack_p();
             __syncthreads(); // every warpgroup is done with V_{i-1}
             if (i + 1 < n_blocks) load_v(i + 1, (i + 1) & 1);
@@ -398,17 +415,22 @@ struct Variant {
 
 // TMA-fed, warp-specialised kernel (flash_fwd_sm90_tma.cuh), declared only: its instantiations
 // live in gpu/flash_sm90_tma_*.cu so the variant lists do not compile it again.
-template <typename E, int HD, int BN, int MINB, int NWG, bool PP>
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST>
 cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream);
-template <typename E, int HD, int BN, int MINB, int NWG, bool PP> const void *tma_probe();
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST> const void *tma_probe();
+#define KILN_SM90_TMA_VARIANT_X(NAME, HD, BN, MINB, NWG, PP, PERSIST)                                    \
+    {NAME, HD, BN, MINB, &launch_sm90_tma<__half, HD, BN, MINB, NWG, PP, PERSIST>,                      \
+     &launch_sm90_tma<__nv_bfloat16, HD, BN, MINB, NWG, PP, PERSIST>,                                   \
+     tma_probe<__half, HD, BN, MINB, NWG, PP, PERSIST>()}
 // Name: "tma_", then as above, "_pp" with ping-pong of the two consumer warpgroups.
 #define KILN_SM90_TMA_VARIANT(HD, BN, MINB, PP, SUFFIX)                                             \
-    {"tma_wg2_bn" #BN "_occ" #MINB SUFFIX, HD, BN, MINB, &launch_sm90_tma<__half, HD, BN, MINB, 2, PP>, \
-     &launch_sm90_tma<__nv_bfloat16, HD, BN, MINB, 2, PP>, tma_probe<__half, HD, BN, MINB, 2, PP>()}
+    KILN_SM90_TMA_VARIANT_X("tma_wg2_bn" #BN "_occ" #MINB SUFFIX, HD, BN, MINB, 2, PP, false)
 // The same with NWG consumer warpgroups (BM = 64 * NWG); 3 is the BM 192 tile.
-#define KILN_SM90_TMA_VARIANT_WG(HD, BN, MINB, NWG, PP, SUFFIX)                                             \
-    {"tma_wg" #NWG "_bn" #BN "_occ" #MINB SUFFIX, HD, BN, MINB, &launch_sm90_tma<__half, HD, BN, MINB, NWG, PP>, \
-     &launch_sm90_tma<__nv_bfloat16, HD, BN, MINB, NWG, PP>, tma_probe<__half, HD, BN, MINB, NWG, PP>()}
+#define KILN_SM90_TMA_VARIANT_WG(HD, BN, MINB, NWG, PP, SUFFIX)                                     \
+    KILN_SM90_TMA_VARIANT_X("tma_wg" #NWG "_bn" #BN "_occ" #MINB SUFFIX, HD, BN, MINB, NWG, PP, false)
+// Persistent CTAs (one per SM, striding over the tiles; "_persist"), one CTA per SM.
+#define KILN_SM90_TMA_VARIANT_PERSIST(HD, BN, NWG, PP, SUFFIX)                                      \
+    KILN_SM90_TMA_VARIANT_X("tma_wg" #NWG "_bn" #BN "_persist" SUFFIX, HD, BN, 1, NWG, PP, true)
 
 int variants_hd16(const Variant **out);
 int variants_hd32(const Variant **out);

@@ -29,6 +29,7 @@
 
 #include <cuda.h>
 #include <cudaTypedefs.h>
+#include <stdint.h>
 
 namespace kiln_sm90 {
 
@@ -66,14 +67,21 @@ __device__ __forceinline__ void named_arrive(int id, int n) {
     asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }
 
-template <int HD, int BN, int MINB, int NWG> struct TCfg {
+template <int HD, int BN, int MINB, int NWG, bool PERSIST> struct TCfg {
     static constexpr int BM = 64 * NWG, THREADS = 128 * (NWG + 1); // + the producer warpgroup
     static constexpr int CB = (HD + 63) / 64;
     static constexpr int STAGES = 2;
     static constexpr int Q_BYTES = BM * 128 * CB;
     static constexpr int KV_BYTES = BN * 128 * CB;
-    static constexpr int BAR_BYTES = 8 * (1 + 4 * STAGES);
-    static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + BAR_BYTES + 1024;
+    // Persistent CTAs stage O in their own buffer (the next tile's Q is already loading into the
+    // Q buffer) and double-buffer Q where shared memory allows, so the next tile's Q lands while
+    // this tile's last P·V and epilogue run.
+    static constexpr int O_BYTES = PERSIST ? Q_BYTES : 0;
+    static constexpr int LIMIT = 227 * 1024;
+    static constexpr int FIXED = 2 * STAGES * KV_BYTES + O_BYTES + 1024;
+    static constexpr int QST = PERSIST && FIXED + 2 * Q_BYTES + 8 * (4 + 4 * STAGES) <= LIMIT ? 2 : 1;
+    static constexpr int BAR_BYTES = 8 * (2 * QST + 4 * STAGES);
+    static constexpr int SMEM = QST * Q_BYTES + FIXED + BAR_BYTES;
     // Register split. A CTA is granted THREADS x (the count ptxas compiles for, which with
     // setmaxnreg in the kernel is the __launch_bounds__ cap: 65536 / (THREADS * MINB), rounded
     // down to 8) at launch; setmaxnreg only moves registers inside that pool, so an .inc beyond
@@ -86,48 +94,67 @@ template <int HD, int BN, int MINB, int NWG> struct TCfg {
     static_assert(128 * PROD_REGS + 128 * NWG * CONS_REGS <= CAP * THREADS, "register split fits the launch pool");
     // 2 consumer warpgroups (BM 128) or 3 (BM 192; ping-pong then takes turns round-robin).
     static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
-    static_assert(SMEM <= 227 * 1024, "fits in shared memory");
+    static_assert(SMEM <= LIMIT, "fits in shared memory");
 };
 
-template <typename E, int HD, int BN, int MINB, int NWG, bool PP>
+// Tiles are numbered with the query block fastest (a head's query blocks run side by side and
+// share its K/V in L2), last query block first (under a causal mask the longest go first).
+struct TileOf {
+    int m_block, n, b;
+    __device__ __forceinline__ TileOf(int t, int n_m, int heads) {
+        const int mi = t % n_m, nb = t / n_m;
+        m_block = n_m - 1 - mi;
+        n = nb % heads;
+        b = nb / heads;
+    }
+};
+
+template <int BM, int BN> __device__ __forceinline__ int key_blocks(const Params &p, int m_block, int b, int &kv_limit) {
+    // The launcher never sends packed batches here, so lengths are the plain S and T.
+    kv_limit = p.T;
+    if (p.key_lens) {
+        const int kl = p.key_lens[b];
+        if (kl > 0 && kl < p.T) kv_limit = kl;
+    }
+    int n_blocks = (kv_limit + BN - 1) / BN;
+    if (p.causal) {
+        const int last_key = (m_block + 1) * BM - 1 + (p.T - p.S);
+        n_blocks = min(n_blocks, last_key < 0 ? 0 : last_key / BN + 1);
+    }
+    return n_blocks;
+}
+
+// Named barriers: 0 is __syncthreads, 2 + w the ping-pong turn of consumer warpgroup w (2..4),
+// 5 + w warpgroup w's epilogue (5..7).
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST>
 __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     const Params &p = tp.p;
-    using C = TCfg<HD, BN, MINB, NWG>;
-    constexpr int BM = C::BM, CB = C::CB, NT = BN / 8, ST = C::STAGES, NCT = 128 * NWG;
+    using C = TCfg<HD, BN, MINB, NWG, PERSIST>;
+    constexpr int BM = C::BM, CB = C::CB, NT = BN / 8, ST = C::STAGES, QST = C::QST;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw);
     const uint32_t base = (raw + 1023u) & ~1023u; // the 128B swizzle repeats every 1024 bytes
     unsigned char *smem = smem_raw + (base - raw);
-    const uint32_t sQ = base, sK = base + C::Q_BYTES, sV = sK + ST * C::KV_BYTES;
-    const uint32_t bars = sV + ST * C::KV_BYTES;
-    const uint32_t q_full = bars;
-    auto k_full = [&](int s) { return bars + 8 * (1 + s); };
-    auto v_full = [&](int s) { return bars + 8 * (1 + ST + s); };
-    auto k_empty = [&](int s) { return bars + 8 * (1 + 2 * ST + s); };
-    auto v_empty = [&](int s) { return bars + 8 * (1 + 3 * ST + s); };
+    const uint32_t sQ = base, sK = base + QST * C::Q_BYTES, sV = sK + ST * C::KV_BYTES;
+    const uint32_t sO = sV + ST * C::KV_BYTES; // persistent only (O_BYTES is 0 otherwise)
+    const uint32_t bars = sO + C::O_BYTES;
+    auto q_full = [&](int s) { return bars + 8 * s; };
+    auto q_empty = [&](int s) { return bars + 8 * (QST + s); };
+    auto k_full = [&](int s) { return bars + 8 * (2 * QST + s); };
+    auto v_full = [&](int s) { return bars + 8 * (2 * QST + ST + s); };
+    auto k_empty = [&](int s) { return bars + 8 * (2 * QST + 2 * ST + s); };
+    auto v_empty = [&](int s) { return bars + 8 * (2 * QST + 3 * ST + s); };
 
     const int tid = threadIdx.x, wg = tid >> 7, wwarp = (tid >> 5) & 3, lane = tid & 31;
-    const int m_block = gridDim.x - 1 - blockIdx.x;
-    const int n = blockIdx.y, b = blockIdx.z;
-    const int nk = n / p.kv_group;
-    // The launcher never sends packed batches here, so lengths are the plain S and T.
-    const int seqlen_q = p.S, seqlen_k = p.T;
-    if (m_block * BM >= seqlen_q) return; // whole CTA, before any barrier exists
-    int kv_limit = seqlen_k;
-    if (p.key_lens) {
-        const int kl = p.key_lens[b];
-        if (kl > 0 && kl < seqlen_k) kv_limit = kl;
-    }
-    const int causal_off = seqlen_k - seqlen_q;
-    int n_blocks = (kv_limit + BN - 1) / BN;
-    if (p.causal) {
-        const int last_key = (m_block + 1) * BM - 1 + causal_off;
-        n_blocks = min(n_blocks, last_key < 0 ? 0 : last_key / BN + 1);
-    }
-    auto blk = [&](int i) { return n_blocks - 1 - i; }; // last key block first, as in the cp.async kernel
+    const int n_m = (p.S + BM - 1) / BM;
+    const int n_tiles = n_m * p.N * p.B; // the launcher checked it fits an int
+    // Without PERSIST the grid has one CTA per tile and the loops below run once.
 
     if (tid == 0) {
-        mbar_init(q_full, 1);
+        for (int s = 0; s < QST; ++s) {
+            mbar_init(q_full(s), 1);
+            mbar_init(q_empty(s), 4 * NWG);
+        }
         for (int s = 0; s < ST; ++s) {
             mbar_init(k_full(s), 1); // the producer's arrive.expect_tx; the bytes complete it
             mbar_init(v_full(s), 1);
@@ -144,22 +171,34 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
         // ---- producer warpgroup ----
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(C::PROD_REGS));
         if (wwarp == 0 && lane == 0) {
-            mbar_expect_tx(q_full, C::Q_BYTES); // a box counts its full size, zero-filled parts included
-#pragma unroll
-            for (int c = 0; c < CB; ++c) tma_load_4d(sQ + c * (BM * 128), &tp.tq, c * 64, m_block * BM, n, b, q_full);
-            for (int i = 0; i < n_blocks; ++i) {
-                const int s = i % ST, use = i / ST, kb = blk(i);
-                // K_i then V_i: the consumers need K_i first (S = Q·K_iᵀ) and V_i one step later.
-                if (use > 0) mbar_wait(k_empty(s), (use - 1) & 1);
-                mbar_expect_tx(k_full(s), C::KV_BYTES);
-#pragma unroll
-                for (int c = 0; c < CB; ++c)
-                    tma_load_4d(sK + s * C::KV_BYTES + c * (BN * 128), &tp.tk, c * 64, kb * BN, nk, b, k_full(s));
-                if (use > 0) mbar_wait(v_empty(s), (use - 1) & 1);
-                mbar_expect_tx(v_full(s), C::KV_BYTES);
+            int ring = 0; // K/V ring position, running across this CTA's tiles
+            int it = 0;
+            for (int t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
+                const TileOf tl(t, n_m, p.N);
+                const int nk = tl.n / p.kv_group;
+                int kv_limit;
+                const int n_blocks = key_blocks<BM, BN>(p, tl.m_block, tl.b, kv_limit);
+                const int qs = it % QST, quse = it / QST;
+                if (quse > 0) mbar_wait(q_empty(qs), (quse - 1) & 1);
+                mbar_expect_tx(q_full(qs), C::Q_BYTES); // a box counts its full size, zero-filled parts included
 #pragma unroll
                 for (int c = 0; c < CB; ++c)
-                    tma_load_4d(sV + s * C::KV_BYTES + c * (BN * 128), &tp.tv, c * 64, kb * BN, nk, b, v_full(s));
+                    tma_load_4d(sQ + qs * C::Q_BYTES + c * (BM * 128), &tp.tq, c * 64, tl.m_block * BM, tl.n, tl.b,
+                                q_full(qs));
+                for (int i = 0; i < n_blocks; ++i, ++ring) {
+                    const int s = ring % ST, use = ring / ST, kb = n_blocks - 1 - i;
+                    // K_i then V_i: the consumers need K_i first (S = Q·K_iᵀ) and V_i one step later.
+                    if (use > 0) mbar_wait(k_empty(s), (use - 1) & 1);
+                    mbar_expect_tx(k_full(s), C::KV_BYTES);
+#pragma unroll
+                    for (int c = 0; c < CB; ++c)
+                        tma_load_4d(sK + s * C::KV_BYTES + c * (BN * 128), &tp.tk, c * 64, kb * BN, nk, tl.b, k_full(s));
+                    if (use > 0) mbar_wait(v_empty(s), (use - 1) & 1);
+                    mbar_expect_tx(v_full(s), C::KV_BYTES);
+#pragma unroll
+                    for (int c = 0; c < CB; ++c)
+                        tma_load_4d(sV + s * C::KV_BYTES + c * (BN * 128), &tp.tv, c * 64, kb * BN, nk, tl.b, v_full(s));
+                }
             }
         }
         return; // the loads in flight complete on barriers the consumers wait on
@@ -169,204 +208,242 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(C::CONS_REGS));
 
     float o[CB][32];
-#pragma unroll
-    for (int c = 0; c < CB; ++c)
-#pragma unroll
-        for (int i = 0; i < 32; ++i) o[c][i] = 0.f;
     float s[BN / 2];
     uint32_t pf[BN / 16][4];
-    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+    float m_run[2], l_run[2];
     const float sl2 = p.scale_log2;
-    const int row0 = m_block * BM + wg * 64 + wwarp * 16 + (lane >> 2); // + 8h
     const int col_lane = 2 * (lane & 3);
+    const int causal_off = p.T - p.S;
 
-    auto issue_qk = [&](int st) {
-#pragma unroll
-        for (int ks = 0; ks < HD / 16; ++ks) {
-            const uint64_t da = make_desc(sQ + (ks >> 2) * (BM * 128) + wg * (64 * 128) + (ks & 3) * 32, 16, 1024);
-            const uint64_t db = make_desc(sK + st * C::KV_BYTES + (ks >> 2) * (BN * 128) + (ks & 3) * 32, 16, 1024);
-            mma_ss<E, BN>(s, da, db, ks > 0 ? 1 : 0);
-        }
+    // Ping-pong: warpgroup w issues its GEMMs only after warpgroup w - 1 (mod NWG) has issued its
+    // previous ones (named barrier 2 + w, 256 threads: 128 syncing + 128 arriving). The ring runs
+    // on across a persistent CTA's tiles (every warpgroup works on the same tiles, so all take the
+    // same number of turns): the last warpgroup opens it once with an arrive on warpgroup 0's
+    // barrier, and warpgroup 0 takes the last warpgroup's final arrive with one extra sync at the
+    // end, so every barrier phase completes exactly. A warpgroup cannot arrive twice on one
+    // barrier before its sync: its next arrive follows its own next turn, which waits for the
+    // warpgroup it would be arriving for.
+    bool pp_open = false;
+    auto turn_begin = [&] {
+        if constexpr (PP) named_sync(2 + wg, 256);
     };
-    auto issue_pv = [&](int st) {
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk)
-#pragma unroll
-            for (int c = 0; c < CB; ++c) {
-                const uint64_t db = make_desc(sV + st * C::KV_BYTES + c * (BN * 128) + kk * (16 * 128), BN * 128, 1024);
-                if (c < CB - 1) mma_rs<E, 64>(o[c], pf[kk], db);
-                else mma_rs<E, chunk_n<HD>(CB - 1)>(o[c], pf[kk], db);
-            }
-    };
-    auto pin_s = [&] {
-#pragma unroll
-        for (int i = 0; i < BN / 2; ++i) pin(s[i]);
-    };
-    auto pin_o = [&] {
-#pragma unroll
-        for (int c = 0; c < CB; ++c)
-#pragma unroll
-            for (int i = 0; i < 32; ++i)
-                if (c * 64 + (i >> 2) * 8 < HD) pin(o[c][i]);
-    };
-    auto softmax = [&](int i, float (&corr)[2]) {
-        const int kb = blk(i);
-        const bool need_mask = (kb + 1) * BN > kv_limit || (p.causal && (kb + 1) * BN - 1 > m_block * BM + causal_off);
-        if (need_mask) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = row0 + 8 * h;
-                const int lim = p.causal ? min(kv_limit, row + causal_off + 1) : kv_limit;
-#pragma unroll
-                for (int t = 0; t < NT; ++t)
-#pragma unroll
-                    for (int e = 0; e < 2; ++e)
-                        if (kb * BN + t * 8 + col_lane + e >= lim) s[4 * t + 2 * h + e] = -INFINITY;
-            }
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int t = 0; t < NT; ++t) mx = fmaxf(mx, fmaxf(s[4 * t + 2 * h], s[4 * t + 2 * h + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_run[h], mx * sl2);
-            const float m_use = m_new == -INFINITY ? 0.f : m_new;
-            corr[h] = ex2(m_run[h] - m_use);
-            m_run[h] = m_new;
-            float sum = 0.f;
-#pragma unroll
-            for (int t = 0; t < NT; ++t)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const float pv = ex2(fmaf(s[4 * t + 2 * h + e], sl2, -m_use));
-                    s[4 * t + 2 * h + e] = pv;
-                    sum += pv;
-                }
-            l_run[h] = l_run[h] * corr[h] + sum;
-        }
-    };
-    auto pack_p = [&] {
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) pf[kk][r] = kiln_flash::Mma<E>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+    auto turn_end = [&] {
+        if constexpr (PP) named_arrive(2 + (wg + 1) % NWG, 256);
     };
     // A consumer warp is done with a buffer once its own wgmmas that read it have completed.
     auto release = [&](uint32_t bar) {
         __syncwarp();
         if (lane == 0) mbar_arrive(bar);
     };
-    // Ping-pong: warpgroup w issues its GEMMs only after warpgroup w - 1 (mod NWG) has issued its
-    // previous ones (named barrier 2 + w, 256 threads: 128 syncing + 128 arriving). Each
-    // warpgroup has n_blocks + 1 issue points; the last warpgroup kicks off warpgroup 0 once and
-    // skips its last arrive, so every barrier phase completes exactly (with NWG 3 the ring
-    // 0 -> 1 -> 2 -> 0 cannot arrive twice on one barrier before its sync).
-    int issue_pt = 0;
-    auto turn_begin = [&] {
-        if constexpr (PP) named_sync(2 + wg, 256);
-    };
-    auto turn_end = [&] {
-        if constexpr (PP) {
-            ++issue_pt;
-            if (!(wg == NWG - 1 && issue_pt == n_blocks + 1)) named_arrive(2 + (wg + 1) % NWG, 256);
-        }
-    };
 
-    mbar_wait(q_full, 0); // also before the epilogue reuses the Q bytes when there is no key block
-    if (n_blocks > 0) {
-        if constexpr (PP)
-            if (wg == NWG - 1) named_arrive(2, 256);
-        float corr[2];
-        mbar_wait(k_full(0), 0);
-        turn_begin();
-        wg_fence();
-        issue_qk(0);
-        wg_commit();
-        turn_end();
-        wg_wait<0>();
-        pin_s();
-        release(k_empty(0));
-        softmax(0, corr);
-        pack_p();
-        for (int i = 1; i < n_blocks; ++i) {
-            const int sk = i % ST, sv = (i - 1) % ST;
-            mbar_wait(k_full(sk), (i / ST) & 1);
-            mbar_wait(v_full(sv), ((i - 1) / ST) & 1);
-            turn_begin();
-            wg_fence();
-            issue_qk(sk);
-            wg_commit();
-            issue_pv(sv);
-            wg_commit();
-            turn_end();
-            wg_wait<1>();
-            pin_s();
-            release(k_empty(sk));
-            softmax(i, corr);
-            wg_wait<0>();
-            pin_o();
-            release(v_empty(sv));
-#pragma unroll
-            for (int c = 0; c < CB; ++c)
-#pragma unroll
-                for (int t = 0; t < 8; ++t)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        if (c * 64 + t * 8 < HD) o[c][4 * t + e] *= corr[e >> 1];
-            pack_p();
-        }
-        const int sv = (n_blocks - 1) % ST;
-        mbar_wait(v_full(sv), ((n_blocks - 1) / ST) & 1);
-        turn_begin();
-        wg_fence();
-        issue_pv(sv);
-        wg_commit();
-        turn_end();
-        wg_wait<0>();
-        pin_o();
-    }
-
-    // Epilogue (consumers only; barrier 1 counts the consumer threads): normalise, stage in the
-    // Q tile's swizzled bytes, 16-byte coalesced stores.
-    named_sync(1, NCT); // every warpgroup's Q·Kᵀ reads of the Q tile are done
-    fence_proxy_async();
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        float l = l_run[h];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        const int r = wg * 64 + wwarp * 16 + (lane >> 2) + 8 * h;
+    int ring = 0, it = 0;
+    for (int t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
+        const TileOf tl(t, n_m, p.N);
+        const int m_block = tl.m_block;
+        int kv_limit;
+        const int n_blocks = key_blocks<BM, BN>(p, m_block, tl.b, kv_limit);
+        const int qs = it % QST;
+        const uint32_t sQt = sQ + qs * C::Q_BYTES;
+        const int row0 = m_block * BM + wg * 64 + wwarp * 16 + (lane >> 2); // + 8h
 #pragma unroll
         for (int c = 0; c < CB; ++c)
 #pragma unroll
-            for (int t = 0; t < 8; ++t) {
-                if (c * 64 + t * 8 >= HD) continue;
-                unsigned char *dst = smem + c * (BM * 128) + r * 128 + ((t ^ (r & 7)) << 4) + col_lane * 2;
-                *reinterpret_cast<uint32_t *>(dst) =
-                    kiln_flash::Mma<E>::pack(o[c][4 * t + 2 * h] * inv, o[c][4 * t + 2 * h + 1] * inv);
+            for (int i = 0; i < 32; ++i) o[c][i] = 0.f;
+        m_run[0] = m_run[1] = -INFINITY;
+        l_run[0] = l_run[1] = 0.f;
+
+        auto issue_qk = [&](int st) {
+#pragma unroll
+            for (int ks = 0; ks < HD / 16; ++ks) {
+                const uint64_t da = make_desc(sQt + (ks >> 2) * (BM * 128) + wg * (64 * 128) + (ks & 3) * 32, 16, 1024);
+                const uint64_t db = make_desc(sK + st * C::KV_BYTES + (ks >> 2) * (BN * 128) + (ks & 3) * 32, 16, 1024);
+                mma_ss<E, BN>(s, da, db, ks > 0 ? 1 : 0);
             }
-    }
-    named_sync(1, NCT);
-    E *og = static_cast<E *>(p.o) + (int64_t)b * p.o_sb + n * p.o_sn;
-    constexpr int CH = HD / 8;
-    const int hch = p.H / 8;
+        };
+        auto issue_pv = [&](int st) {
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk) {
+                if constexpr (HD == 128) {
+                    // One m64n128k16 per 16 keys instead of two m64n64k16: half the instructions,
+                    // P sent to the tensor cores once. o[0], o[1] are the accumulator's two halves.
+                    const uint64_t db = make_desc(sV + st * C::KV_BYTES + kk * (16 * 128), BN * 128, 1024);
+                    mma_rs_w128<E>(*reinterpret_cast<float(*)[64]>(&o[0][0]), pf[kk], db);
+                } else {
+#pragma unroll
+                    for (int c = 0; c < CB; ++c) {
+                        const uint64_t db =
+                            make_desc(sV + st * C::KV_BYTES + c * (BN * 128) + kk * (16 * 128), BN * 128, 1024);
+                        if (c < CB - 1) mma_rs<E, 64>(o[c], pf[kk], db);
+                        else mma_rs<E, chunk_n<HD>(CB - 1)>(o[c], pf[kk], db);
+                    }
+                }
+            }
+        };
+        auto pin_s = [&] {
+#pragma unroll
+            for (int i = 0; i < BN / 2; ++i) pin(s[i]);
+        };
+        auto pin_o = [&] {
+#pragma unroll
+            for (int c = 0; c < CB; ++c)
+#pragma unroll
+                for (int i = 0; i < 32; ++i)
+                    if (c * 64 + (i >> 2) * 8 < HD) pin(o[c][i]);
+        };
+        auto softmax = [&](int i, float (&corr)[2]) {
+            const int kb = n_blocks - 1 - i; // last key block first, as in the cp.async kernel
+            const bool need_mask =
+                (kb + 1) * BN > kv_limit || (p.causal && (kb + 1) * BN - 1 > m_block * BM + causal_off);
+            if (need_mask) {
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int row = row0 + 8 * h;
+                    const int lim = p.causal ? min(kv_limit, row + causal_off + 1) : kv_limit;
+#pragma unroll
+                    for (int t8 = 0; t8 < NT; ++t8)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e)
+                            if (kb * BN + t8 * 8 + col_lane + e >= lim) s[4 * t8 + 2 * h + e] = -INFINITY;
+                }
+            }
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int t8 = 0; t8 < NT; ++t8) mx = fmaxf(mx, fmaxf(s[4 * t8 + 2 * h], s[4 * t8 + 2 * h + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float m_new = fmaxf(m_run[h], mx * sl2);
+                const float m_use = m_new == -INFINITY ? 0.f : m_new;
+                corr[h] = ex2(m_run[h] - m_use);
+                m_run[h] = m_new;
+                float sum = 0.f;
+#pragma unroll
+                for (int t8 = 0; t8 < NT; ++t8)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const float pv = ex2(fmaf(s[4 * t8 + 2 * h + e], sl2, -m_use));
+                        s[4 * t8 + 2 * h + e] = pv;
+                        sum += pv;
+                    }
+                l_run[h] = l_run[h] * corr[h] + sum;
+            }
+        };
+        auto pack_p = [&] {
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+                for (int r = 0; r < 4; ++r)
+                    pf[kk][r] = kiln_flash::Mma<E>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+        };
+
+        // Also before the epilogue reuses the Q bytes (non-persistent) when there is no key block.
+        mbar_wait(q_full(qs), (it / QST) & 1);
+        if (n_blocks > 0) {
+            if constexpr (PP)
+                if (!pp_open) {
+                    if (wg == NWG - 1) named_arrive(2, 256);
+                    pp_open = true;
+                }
+            float corr[2];
+            const int s0 = ring % ST;
+            mbar_wait(k_full(s0), (ring / ST) & 1);
+            turn_begin();
+            wg_fence();
+            issue_qk(s0);
+            wg_commit();
+            turn_end();
+            wg_wait<0>();
+            pin_s();
+            release(k_empty(s0));
+            if (n_blocks == 1) release(q_empty(qs)); // its last Q·Kᵀ is done: the producer may refill Q
+            softmax(0, corr);
+            pack_p();
+            for (int i = 1; i < n_blocks; ++i) {
+                const int rk = ring + i, rv = rk - 1;
+                const int sk = rk % ST, sv = rv % ST;
+                mbar_wait(k_full(sk), (rk / ST) & 1);
+                mbar_wait(v_full(sv), (rv / ST) & 1);
+                turn_begin();
+                wg_fence();
+                issue_qk(sk);
+                wg_commit();
+                issue_pv(sv);
+                wg_commit();
+                turn_end();
+                wg_wait<1>();
+                pin_s();
+                release(k_empty(sk));
+                if (i == n_blocks - 1) release(q_empty(qs));
+                softmax(i, corr);
+                wg_wait<0>();
+                pin_o();
+                release(v_empty(sv));
+                rescale_o<HD>(o, corr);
+                pack_p();
+            }
+            const int rv = ring + n_blocks - 1, sv = rv % ST;
+            mbar_wait(v_full(sv), (rv / ST) & 1);
+            turn_begin();
+            wg_fence();
+            issue_pv(sv);
+            wg_commit();
+            turn_end();
+            wg_wait<0>();
+            pin_o();
+            release(v_empty(sv));
+            ring += n_blocks;
+        } else {
+            release(q_empty(qs));
+        }
+
+        // Epilogue, per warpgroup (its own 64 rows; barrier 5 + wg counts its 128 threads):
+        // normalise, stage swizzled in shared memory, 16-byte coalesced stores. The staging
+        // buffer is the warpgroup's own Q rows (one tile per CTA) or the O buffer (persistent).
+        const uint32_t stage = PERSIST ? sO : sQt;
+        unsigned char *so = smem + (stage - base);
+        // Persistent: this warpgroup's stores of the previous tile have read the buffer. Otherwise:
+        // every warp's Q·Kᵀ reads of these Q rows are done (the wgmmas are warpgroup-wide).
+        named_sync(5 + wg, 128);
+        if constexpr (!PERSIST) fence_proxy_async(); // the Q bytes were last written by TMA
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float l = l_run[h];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const float inv = l > 0.f ? 1.f / l : 0.f;
+            const int r = wg * 64 + wwarp * 16 + (lane >> 2) + 8 * h;
+#pragma unroll
+            for (int c = 0; c < CB; ++c)
+#pragma unroll
+                for (int t8 = 0; t8 < 8; ++t8) {
+                    if (c * 64 + t8 * 8 >= HD) continue;
+                    unsigned char *dst = so + c * (BM * 128) + r * 128 + ((t8 ^ (r & 7)) << 4) + col_lane * 2;
+                    *reinterpret_cast<uint32_t *>(dst) =
+                        kiln_flash::Mma<E>::pack(o[c][4 * t8 + 2 * h] * inv, o[c][4 * t8 + 2 * h + 1] * inv);
+                }
+        }
+        named_sync(5 + wg, 128);
+        E *og = static_cast<E *>(p.o) + (int64_t)tl.b * p.o_sb + tl.n * p.o_sn;
+        constexpr int CH = HD / 8;
+        const int hch = p.H / 8;
 #pragma unroll 4
-    for (int idx = tid; idx < BM * CH; idx += NCT) {
-        const int r = idx / CH, c = idx - r * CH;
-        const int row = m_block * BM + r;
-        if (row < seqlen_q && c < hch)
-            *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) = *reinterpret_cast<const uint4 *>(
-                smem + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+        for (int idx = tid & 127; idx < 64 * CH; idx += 128) {
+            const int r = wg * 64 + idx / CH, c = idx % CH;
+            const int row = m_block * BM + r;
+            if (row < p.S && c < hch)
+                *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) = *reinterpret_cast<const uint4 *>(
+                    so + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+        }
     }
+    if constexpr (PP)
+        if (pp_open && wg == 0) named_sync(2, 256); // the last warpgroup's final arrive
 }
 
-template <typename E, int HD, int BN, int MINB, int NWG, bool PP>
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST>
 __global__ void __launch_bounds__(128 * (NWG + 1), MINB) flash_sm90_tma_kernel(const __grid_constant__ TmaParams tp) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    flash_sm90_tma_body<E, HD, BN, MINB, NWG, PP>(tp);
+    flash_sm90_tma_body<E, HD, BN, MINB, NWG, PP, PERSIST>(tp);
 #elif defined(__CUDA_ARCH__)
     __trap();
 #endif
@@ -379,12 +456,16 @@ bool tma_make_map(CUtensorMap *m, bool f16, const void *ptr, int H, int rows, in
                   int64_t sn, int64_t sb, int box_rows);
 // Runs the head size's first cp.async variant (packed batches, refused maps).
 cudaError_t tma_fallback(int hd, bool f16, const Params &p, cudaStream_t stream);
+// Streaming multiprocessors of the current device (cached per device).
+int tma_sm_count();
 
-template <typename E, int HD, int BN, int MINB, int NWG, bool PP>
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST>
 cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream) {
-    using C = TCfg<HD, BN, MINB, NWG>;
+    using C = TCfg<HD, BN, MINB, NWG, PERSIST>;
     constexpr bool f16 = std::is_same<E, __half>::value;
     if (p.cu_q) return tma_fallback(HD, f16, p, stream);
+    const int64_t n_tiles = (int64_t)((p.S + C::BM - 1) / C::BM) * p.N * p.B;
+    if (n_tiles > INT32_MAX) return tma_fallback(HD, f16, p, stream);
     TmaParams tp;
     tp.p = p;
     const int nkv = p.N / p.kv_group;
@@ -392,20 +473,34 @@ cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream) {
         !tma_make_map(&tp.tk, f16, p.k, p.H, p.T, nkv, p.B, p.k_ss, p.k_sn, p.k_sb, BN) ||
         !tma_make_map(&tp.tv, f16, p.v, p.H, p.T, nkv, p.B, p.v_ss, p.v_sn, p.v_sb, BN))
         return tma_fallback(HD, f16, p, stream);
-    auto kern = flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP>;
+    auto kern = flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP, PERSIST>;
     static bool attr_done = false;
     if (!attr_done) {
         cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
         if (e != cudaSuccess) return e;
         attr_done = true;
     }
-    dim3 grid((p.S + C::BM - 1) / C::BM, p.N, p.B);
-    kern<<<grid, C::THREADS, C::SMEM, stream>>>(tp);
+    // Persistent: one CTA per SM slot walks the tiles with a stride of the grid. Causal tiles
+    // differ in length and a static stride would leave SMs idle at the end, so a causal call
+    // keeps one CTA per tile and the hardware's scheduling.
+    int64_t grid = n_tiles;
+    if (PERSIST && !p.causal) {
+        const int64_t slots = (int64_t)tma_sm_count() * MINB;
+        if (slots > 0 && slots < grid) grid = slots;
+    }
+    kern<<<(unsigned)grid, C::THREADS, C::SMEM, stream>>>(tp);
     return cudaGetLastError();
 }
 
-template <typename E, int HD, int BN, int MINB, int NWG, bool PP> const void *tma_probe() {
-    return (const void *)&flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP>;
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST> const void *tma_probe() {
+    return (const void *)&flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP, PERSIST>;
 }
+
+// Explicit instantiation of one tile, both element types (gpu/flash_sm90_tma_*.cu).
+#define KILN_TMA_INSTANTIATE(HD, BN, MINB, NWG, PP, PERSIST)                                                 \
+    template cudaError_t launch_sm90_tma<__half, HD, BN, MINB, NWG, PP, PERSIST>(const Params &, cudaStream_t); \
+    template cudaError_t launch_sm90_tma<__nv_bfloat16, HD, BN, MINB, NWG, PP, PERSIST>(const Params &,          \
+                                                                                       cudaStream_t);           \
+    template const void *tma_probe<__half, HD, BN, MINB, NWG, PP, PERSIST>();
 
 } // namespace kiln_sm90

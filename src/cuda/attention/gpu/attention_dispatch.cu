@@ -104,8 +104,9 @@ extern "C" void kiln_cuda_attention_select(const kiln_cuda_provider *p, const ki
     const kiln_attn_env *env = kiln_attn_env_get();
     memset(out, 0, sizeof *out);
     const kiln_cuda_attn_kernel force = opts ? opts->force : KILN_ATTN_KERNEL_NONE;
-    // Tile variants apply to forced kernels only; normal selection takes each head size's default.
-    const int variant = opts && force != KILN_ATTN_KERNEL_NONE ? opts->flash_variant : 0;
+    // Tile variants apply to forced kernels only; normal selection (-1) takes each head size's
+    // default tile, which for the Hopper kernel may depend on the shape.
+    const int variant = opts && force != KILN_ATTN_KERNEL_NONE ? opts->flash_variant : -1;
     const char *why = "";
     const char *blk = flash_blocker(p, d);
     char sm90_why[96] = "";
@@ -122,7 +123,7 @@ extern "C" void kiln_cuda_attention_select(const kiln_cuda_provider *p, const ki
             char name[96];
             if (kiln_cuda_sm90_supports(p, d, force == KILN_ATTN_KERNEL_FLASH_SM90, variant, name, sizeof name)) {
                 out->kernel = KILN_ATTN_KERNEL_FLASH_SM90;
-                out->variant = variant > 0 && variant < kiln_cuda_sm90_variants(d->H) ? variant : 0;
+                out->variant = kiln_cuda_sm90_resolve_variant(d, variant);
                 snprintf(out->name, sizeof out->name, "%s", name);
                 return;
             }
@@ -199,7 +200,7 @@ extern "C" kiln_status kiln_cuda_attention(kiln_cuda_provider *p, const kiln_cud
     fp.scale_log2 = scale * 1.4426950408889634f;
     fp.causal = d.causal;
     const int variant = opts && opts->force != KILN_ATTN_KERNEL_NONE ? opts->flash_variant : 0;
-    if (c.kernel == KILN_ATTN_KERNEL_FLASH_SM90) return kiln_cuda_run_sm90(p, fp, d.dtype, variant, c.name);
+    if (c.kernel == KILN_ATTN_KERNEL_FLASH_SM90) return kiln_cuda_run_sm90(p, fp, d.dtype, c.variant, c.name);
     const kiln_flash::Variant *vs;
     int n = flash_variants(kiln_cuda_pad_head(d.H), &vs);
     int vi = variant > 0 && variant < n ? variant : 0;

@@ -33,6 +33,24 @@ int sm90_variants(int hd, const kiln_sm90::Variant **out) {
 // KILN_ENABLE_SM90_ATTENTION=1 takes it for every head size.
 bool default_on(int hd) { return hd != 16; }
 
+int find_variant(const kiln_sm90::Variant *vs, int nv, const char *name) {
+    for (int i = 0; i < nv; ++i)
+        if (!strcmp(vs[i].name, name)) return i;
+    return 0;
+}
+
+// The tile normal selection takes: the list's first entry, except at head size 64 where the
+// fastest tile depends on the mask and the query length (bench/attention/RESULTS.md, persistent
+// sweep): under a causal mask the cp.async tile at 2 CTAs/SM (first entry); otherwise the
+// persistent TMA tiles, BM 128 while a BM 192 tile would be mostly padding (S <= 256), BM 192
+// above. Packed batches run the first entry (the TMA kernel cannot map them).
+int default_variant(int hd, int S, int causal, bool packed, const kiln_sm90::Variant *vs, int nv) {
+    if (hd != 64 || causal || packed) return 0;
+    static const int small = find_variant(vs, nv, "tma_wg2_bn64_persist_pp");
+    static const int large = find_variant(vs, nv, "tma_wg3_bn128_persist_pp");
+    return S <= 256 ? small : large;
+}
+
 } // namespace
 
 int kiln_cuda_sm90_variants(int H) {
@@ -58,7 +76,7 @@ int kiln_cuda_sm90_supports(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d
         snprintf(name, n, "sm90 kernel not enabled for hd%d", hd);
         return 0;
     }
-    const int vi = variant > 0 && variant < nv ? variant : 0;
+    const int vi = kiln_cuda_sm90_resolve_variant(d, variant);
     // A build without sm_90a machine code has no image for this device.
     cudaFuncAttributes attr;
     if (cudaFuncGetAttributes(&attr, vs[vi].probe) != cudaSuccess) {
@@ -68,6 +86,14 @@ int kiln_cuda_sm90_supports(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d
     }
     snprintf(name, n, "flash_sm90<%s,hd%d,%s>", d->dtype == KILN_DTYPE_FLOAT16 ? "fp16" : "bf16", hd, vs[vi].name);
     return 1;
+}
+
+int kiln_cuda_sm90_resolve_variant(const kiln_cuda_sdpa *d, int variant) {
+    const int hd = kiln_cuda_pad_head(d->H);
+    const kiln_sm90::Variant *vs;
+    const int nv = sm90_variants(hd, &vs);
+    if (variant >= 0 && variant < nv) return variant;
+    return default_variant(hd, d->S, d->causal, d->cu_seqlens_q != nullptr, vs, nv);
 }
 
 const char *kiln_cuda_sm90_variant_name(int H, int v) {
@@ -81,7 +107,7 @@ kiln_status kiln_cuda_run_sm90(kiln_cuda_provider *p, const kiln_flash::Params &
     const kiln_sm90::Variant *vs;
     const int nv = sm90_variants(kiln_cuda_pad_head(fp.H), &vs);
     if (nv == 0) return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "no sm90 attention kernel for head size %d", fp.H);
-    const int vi = variant > 0 && variant < nv ? variant : 0;
+    const int vi = variant >= 0 && variant < nv ? variant : 0; // resolved by the selection
     cudaStream_t stream = (cudaStream_t)kiln_cuda_stream(p);
     cudaError_t e = dtype == KILN_DTYPE_FLOAT16 ? vs[vi].fp16(fp, stream) : vs[vi].bf16(fp, stream);
     return kiln_cuda_check(e, name);
@@ -132,6 +158,25 @@ bool tma_make_map(CUtensorMap *m, bool f16, const void *ptr, int H, int rows, in
                      const_cast<void *>(ptr), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
                      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     return r == CUDA_SUCCESS;
+}
+
+int tma_sm_count() {
+    // Cached per device: the launch path must not pay an attribute query per call.
+    static int cached[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (cached[dev] == 0) {
+        int n = 0;
+        if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+            cudaGetLastError();
+            return 0;
+        }
+        cached[dev] = n;
+    }
+    return cached[dev];
 }
 
 cudaError_t tma_fallback(int hd, bool f16, const Params &p, cudaStream_t stream) {

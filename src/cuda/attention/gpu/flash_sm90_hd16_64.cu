@@ -26,7 +26,10 @@ int variants_hd32(const Variant **out) {
 }
 
 static const Variant v48[] = {
-    // Default since the 2026-11-25 BM 192 sweep (RESULTS.md, "H=64/H=40/H=128 BM 192 TMA tiles"):
+    // Default since the 2026-11-25 persistent sweep (RESULTS.md): the BM 192 tile below, run by
+    // persistent CTAs; faster than it in all five passes (+2..+4% geomean).
+    KILN_SM90_TMA_VARIANT_PERSIST(48, 128, 3, true, "_pp"),
+    // Default from the BM 192 sweep until the persistent one. Before that: the 2026-11-25 BM 192 sweep (RESULTS.md, "H=64/H=40/H=128 BM 192 TMA tiles"):
     // BM 192 (three consumer warpgroups; flash_sm90_tma_c.cu), faster than the previous default
     // (the next entry) in all five passes at H=40 (geomean +3..+13%); its forced-variant tests
     // passed in that call.
@@ -44,6 +47,9 @@ int variants_hd48(const Variant **out) {
 }
 
 static const Variant v64[] = {
+    // First entry: the default under a causal mask and for packed batches. Without a mask the
+    // default is a persistent TMA tile chosen by the query length (default_variant in
+    // flash_fwd_sm90.cu; 2026-11-25 persistent sweep in RESULTS.md).
     KILN_SM90_VARIANT(64, 64, 2, 2),
     KILN_SM90_VARIANT(64, 128, 1, 2),
     KILN_SM90_VARIANT(64, 128, 1, 3),
@@ -54,6 +60,9 @@ static const Variant v64[] = {
     KILN_SM90_TMA_VARIANT_WG(64, 64, 1, 3, true, "_pp"),
     KILN_SM90_TMA_VARIANT_WG(64, 128, 1, 3, true, "_pp"),
     KILN_SM90_TMA_VARIANT_WG(64, 128, 1, 3, false, ""),
+    KILN_SM90_TMA_VARIANT_PERSIST(64, 64, 2, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_PERSIST(64, 128, 2, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_PERSIST(64, 128, 3, true, "_pp"),
 };
 int variants_hd64(const Variant **out) {
     *out = v64;

@@ -6,7 +6,10 @@
 namespace kiln_sm90 {
 
 static const Variant v80[] = {
-    // Default since the 2026-11-25 TMA sweep (RESULTS.md): faster than every cp.async tile in all five passes; its
+    // Default since the 2026-11-25 persistent sweep (RESULTS.md): the next tile run by persistent
+    // CTAs, faster than it in all five passes (+3..+6% geomean).
+    KILN_SM90_TMA_VARIANT_PERSIST(80, 128, 2, true, "_pp"),
+    // Default from the 2026-11-25 TMA sweep (RESULTS.md): faster than every cp.async tile in all five passes; its
     // forced-variant tests passed in that call.
     KILN_SM90_TMA_VARIANT(80, 128, 1, true, "_pp"),
     KILN_SM90_VARIANT(80, 64, 1, 2),
@@ -30,7 +33,10 @@ int variants_hd96(const Variant **out) {
 }
 
 static const Variant v128[] = {
-    // Default since the 2026-11-25 TMA sweep (RESULTS.md): faster than every cp.async tile in all five passes; its
+    // Default since the 2026-11-25 persistent sweep (RESULTS.md): the next tile run by persistent
+    // CTAs, level or faster in the four non-causal passes (causal calls launch one CTA per tile).
+    KILN_SM90_TMA_VARIANT_PERSIST(128, 128, 2, true, "_pp"),
+    // Default from the 2026-11-25 TMA sweep (RESULTS.md): faster than every cp.async tile in all five passes; its
     // forced-variant tests passed in that call.
     KILN_SM90_TMA_VARIANT(128, 128, 1, true, "_pp"),
     KILN_SM90_VARIANT(128, 128, 1, 2),
@@ -40,6 +46,8 @@ static const Variant v128[] = {
     // BM 192 (three consumer warpgroups; flash_sm90_tma_c.cu), opt-in: measured 2026-11-25,
     // ~9% slower than the default.
     KILN_SM90_TMA_VARIANT_WG(128, 64, 1, 3, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_PERSIST(128, 128, 2, false, ""),
+    KILN_SM90_TMA_VARIANT(128, 176, 1, true, "_pp"),
 };
 int variants_hd128(const Variant **out) {
     *out = v128;

@@ -5,15 +5,10 @@
 
 namespace kiln_sm90 {
 
-#define KILN_TMA_INST(HD, BN, MINB, PP)                                                                      \
-    template cudaError_t launch_sm90_tma<__half, HD, BN, MINB, 2, PP>(const Params &, cudaStream_t);         \
-    template cudaError_t launch_sm90_tma<__nv_bfloat16, HD, BN, MINB, 2, PP>(const Params &, cudaStream_t);  \
-    template const void *tma_probe<__half, HD, BN, MINB, 2, PP>();
-
-KILN_TMA_INST(48, 64, 2, true)
-KILN_TMA_INST(64, 64, 1, true)
-KILN_TMA_INST(64, 128, 1, true)
-KILN_TMA_INST(80, 128, 1, true)
-KILN_TMA_INST(80, 64, 1, true)
+KILN_TMA_INSTANTIATE(48, 64, 2, 2, true, false)
+KILN_TMA_INSTANTIATE(64, 64, 1, 2, true, false)
+KILN_TMA_INSTANTIATE(64, 128, 1, 2, true, false)
+KILN_TMA_INSTANTIATE(80, 128, 1, 2, true, false)
+KILN_TMA_INSTANTIATE(80, 64, 1, 2, true, false)
 
 } // namespace kiln_sm90

@@ -5,16 +5,11 @@
 
 namespace kiln_sm90 {
 
-#define KILN_TMA_INST3(HD, BN, MINB, PP)                                                                     \
-    template cudaError_t launch_sm90_tma<__half, HD, BN, MINB, 3, PP>(const Params &, cudaStream_t);         \
-    template cudaError_t launch_sm90_tma<__nv_bfloat16, HD, BN, MINB, 3, PP>(const Params &, cudaStream_t);  \
-    template const void *tma_probe<__half, HD, BN, MINB, 3, PP>();
-
-KILN_TMA_INST3(64, 64, 1, true)
-KILN_TMA_INST3(64, 128, 1, true)
-KILN_TMA_INST3(64, 128, 1, false)
-KILN_TMA_INST3(48, 64, 1, true)
-KILN_TMA_INST3(48, 128, 1, true)
-KILN_TMA_INST3(128, 64, 1, true)
+KILN_TMA_INSTANTIATE(64, 64, 1, 3, true, false)
+KILN_TMA_INSTANTIATE(64, 128, 1, 3, true, false)
+KILN_TMA_INSTANTIATE(64, 128, 1, 3, false, false)
+KILN_TMA_INSTANTIATE(48, 64, 1, 3, true, false)
+KILN_TMA_INSTANTIATE(48, 128, 1, 3, true, false)
+KILN_TMA_INSTANTIATE(128, 64, 1, 3, true, false)
 
 } // namespace kiln_sm90
