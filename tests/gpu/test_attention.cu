@@ -506,6 +506,15 @@ static std::vector<Case> make_cases(bool quick) {
                 d = c;
                 d.B = 7, d.N = 40, d.S = 1, d.L = 200;
                 add(d);
+                // Causal calls run persistent too (snake order): tiles of unequal length, and
+                // with S > L tiles that see no key at all.
+                d = c;
+                d.B = 8, d.N = 12, d.S = 300, d.L = 300, d.causal = 1;
+                add(d);
+                d.B = 16, d.S = 300, d.L = 77;
+                add(d);
+                d.S = 77, d.L = 300, d.key_lens = 1;
+                add(d);
             }
         }
         // The three benchmark formats plus BNSH K/V, causal and not.

@@ -148,7 +148,15 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     const int tid = threadIdx.x, wg = tid >> 7, wwarp = (tid >> 5) & 3, lane = tid & 31;
     const int n_m = (p.S + BM - 1) / BM;
     const int n_tiles = n_m * p.N * p.B; // the launcher checked it fits an int
-    // Without PERSIST the grid has one CTA per tile and the loops below run once.
+    // Round k of a persistent CTA takes tile k·G + c (k even) or k·G + G-1-c (k odd), G the grid,
+    // c the CTA: a round's tiles are neighbours (same heads, K/V shared in L2), and under a causal
+    // mask, where query block j costs j+1 key blocks, the snake pairs a long tile with a short
+    // one, so the CTAs' totals even out. Increasing in k, so the first one past the end ends the
+    // loop. Without PERSIST the grid has one CTA per tile and the loops run once.
+    auto first_tile = [&](int k) -> int {
+        const int64_t t = (int64_t)k * gridDim.x + ((k & 1) ? gridDim.x - 1 - blockIdx.x : blockIdx.x);
+        return t < n_tiles ? (int)t : n_tiles;
+    };
 
     if (tid == 0) {
         for (int s = 0; s < QST; ++s) {
@@ -173,7 +181,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
         if (wwarp == 0 && lane == 0) {
             int ring = 0; // K/V ring position, running across this CTA's tiles
             int it = 0;
-            for (int t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
+            for (int t = first_tile(0); t < n_tiles; t = first_tile(++it)) {
                 const TileOf tl(t, n_m, p.N);
                 const int nk = tl.n / p.kv_group;
                 int kv_limit;
@@ -237,7 +245,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     };
 
     int ring = 0, it = 0;
-    for (int t = blockIdx.x; t < n_tiles; t += gridDim.x, ++it) {
+    for (int t = first_tile(0); t < n_tiles; t = first_tile(++it)) {
         const TileOf tl(t, n_m, p.N);
         const int m_block = tl.m_block;
         int kv_limit;
@@ -480,11 +488,9 @@ cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream) {
         if (e != cudaSuccess) return e;
         attr_done = true;
     }
-    // Persistent: one CTA per SM slot walks the tiles with a stride of the grid. Causal tiles
-    // differ in length and a static stride would leave SMs idle at the end, so a causal call
-    // keeps one CTA per tile and the hardware's scheduling.
+    // Persistent: one CTA per SM slot walks the tiles (snake order, see first_tile).
     int64_t grid = n_tiles;
-    if (PERSIST && !p.causal) {
+    if (PERSIST) {
         const int64_t slots = (int64_t)tma_sm_count() * MINB;
         if (slots > 0 && slots < grid) grid = slots;
     }
