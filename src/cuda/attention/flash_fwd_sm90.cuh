@@ -40,6 +40,16 @@ template <int N> __device__ __forceinline__ void wg_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 // cp.async writes through the generic proxy; wgmma reads through the async proxy.
+// wgmma.wait_group 0 that ptxas cannot hoist above the computation of dep. ptxas takes the wait
+// for a cheap instruction and schedules it early to fill a latency gap; after the softmax that
+// put it before the exponentials, serialising the softmax behind the P·V GEMM it is meant to
+// overlap (seen in the SASS, 2026-11-25). A branch on dep (the row sums, produced by the last
+// exponential) pins it after them. Both sides wait; their asm text differs so the front end
+// cannot merge them back above the branch.
+__device__ __forceinline__ void wg_wait0_after(float dep) {
+    if (!(dep < 0.f)) asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    else asm volatile("wgmma.wait_group.sync.aligned 0; // dep < 0\n" ::: "memory");
+}
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Pins a register between asm statements so the compiler cannot move reads of an accumulator
 // above the wgmma.wait that makes it valid.
@@ -97,6 +107,51 @@ template <typename E, int HD, int BN, int MINB, int NWG> struct Cfg {
     static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
 };
 
+// One key block of the online softmax, for the two rows (h = 0, 1) a thread holds in the wgmma
+// accumulator layout (s[4t + 2h + e]: n-tile t, column 2·(lane&3) + e). With need_mask, columns
+// from lim[h] on (relative to the block's first key) become -inf. Updates the running max and sum,
+// leaves the exponentials in s and the factor for the older accumulator in corr. The max and the
+// sum run on four partial values each: the chains of dependent FMNMX / FADD are a quarter as
+// long, and the warps (two per scheduler) have little else to hide that latency with.
+template <int BN>
+__device__ __forceinline__ void softmax_block(float (&s)[BN / 2], float (&m_run)[2], float (&l_run)[2],
+                                              float (&corr)[2], float sl2, bool need_mask, const int (&lim)[2],
+                                              int col_lane) {
+    constexpr int NT = BN / 8;
+    if (need_mask) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int e = 0; e < 2; ++e)
+                    if (t * 8 + col_lane + e >= lim[h]) s[4 * t + 2 * h + e] = -INFINITY;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float mp[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+#pragma unroll
+        for (int t = 0; t < NT; ++t) mp[t & 3] = fmaxf(mp[t & 3], fmaxf(s[4 * t + 2 * h], s[4 * t + 2 * h + 1]));
+        float mx = fmaxf(fmaxf(mp[0], mp[1]), fmaxf(mp[2], mp[3]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[h], mx * sl2);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        corr[h] = ex2(m_run[h] - m_use);
+        m_run[h] = m_new;
+        float sp[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const float pv = ex2(fmaf(s[4 * t + 2 * h + e], sl2, -m_use));
+                s[4 * t + 2 * h + e] = pv;
+                sp[t & 3] += pv;
+            }
+        l_run[h] = l_run[h] * corr[h] + ((sp[0] + sp[1]) + (sp[2] + sp[3]));
+    }
+}
+
 // O *= corr per row (the online softmax's correction after the running max moved). From head size
 // 128 up it is skipped when no row of the warp moved: corr is then exactly 1 (ex2(0)), so skipping
 // is exact, and after the first key blocks a new maximum is rare. Below that the vote and branch
@@ -146,7 +201,7 @@ __device__ __forceinline__ void load_sw(uint32_t s, const E *g, int64_t ss, int 
 template <typename E, int HD, int BN, int MINB, int NWG>
 __device__ __forceinline__ void flash_sm90_body(const Params &p) {
     using C = Cfg<E, HD, BN, MINB, NWG>;
-    constexpr int BM = C::BM, CB = C::CB, NT = BN / 8, THREADS = C::THREADS;
+    constexpr int BM = C::BM, CB = C::CB, THREADS = C::THREADS;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw);
     const uint32_t base = (raw + 1023u) & ~1023u;
@@ -254,40 +309,11 @@ __device__ __forceinline__ void flash_sm90_body(const Params &p) {
     auto softmax = [&](int i, float (&corr)[2]) {
         const int kb = blk(i);
         const bool need_mask = (kb + 1) * BN > kv_limit || (p.causal && (kb + 1) * BN - 1 > m_block * BM + causal_off);
-        if (need_mask) {
+        int lim[2];
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = row0 + 8 * h;
-                const int lim = p.causal ? min(kv_limit, row + causal_off + 1) : kv_limit;
-#pragma unroll
-                for (int t = 0; t < NT; ++t)
-#pragma unroll
-                    for (int e = 0; e < 2; ++e)
-                        if (kb * BN + t * 8 + col_lane + e >= lim) s[4 * t + 2 * h + e] = -INFINITY;
-            }
-        }
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int t = 0; t < NT; ++t) mx = fmaxf(mx, fmaxf(s[4 * t + 2 * h], s[4 * t + 2 * h + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_run[h], mx * sl2);
-            const float m_use = m_new == -INFINITY ? 0.f : m_new;
-            corr[h] = ex2(m_run[h] - m_use);
-            m_run[h] = m_new;
-            float sum = 0.f;
-#pragma unroll
-            for (int t = 0; t < NT; ++t)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const float pv = ex2(fmaf(s[4 * t + 2 * h + e], sl2, -m_use));
-                    s[4 * t + 2 * h + e] = pv;
-                    sum += pv;
-                }
-            l_run[h] = l_run[h] * corr[h] + sum;
-        }
+        for (int h = 0; h < 2; ++h)
+            lim[h] = (p.causal ? min(kv_limit, row0 + 8 * h + causal_off + 1) : kv_limit) - kb * BN;
+        softmax_block<BN>(s, m_run, l_run, corr, sl2, need_mask, lim, col_lane);
     };
     auto pack_p = [&] {
 #pragma unroll
@@ -324,7 +350,7 @@ __device__ __forceinline__ void flash_sm90_body(const Params &p) {
             wg_wait<1>();
             pin_s();
             softmax(i, corr);
-            wg_wait<0>();
+            wg_wait0_after(l_run[0] + l_run[1]);
             pin_o();
             rescale_o<HD>(o, corr);
             pack_p();

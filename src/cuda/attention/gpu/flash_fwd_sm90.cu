@@ -41,13 +41,15 @@ int find_variant(const kiln_sm90::Variant *vs, int nv, const char *name) {
 
 // The tile normal selection takes: the list's first entry, except at head size 64 where the
 // fastest tile depends on the mask and the query length (bench/attention/RESULTS.md, persistent
-// sweep): under a causal mask the cp.async tile at 2 CTAs/SM (first entry); otherwise the
-// persistent TMA tiles, BM 128 while a BM 192 tile would be mostly padding (S <= 256), BM 192
-// above. Packed batches run the first entry (the TMA kernel cannot map them).
+// sweeps): under a causal mask the persistent BM 128 x BN 128 tile; otherwise BM 128 x BN 64
+// while a BM 192 tile would be mostly padding (S <= 256), the BM 192 tile above. Packed batches
+// run the first entry, the cp.async tile (the TMA kernel cannot map them).
 int default_variant(int hd, int S, int causal, bool packed, const kiln_sm90::Variant *vs, int nv) {
-    if (hd != 64 || causal || packed) return 0;
+    if (hd != 64 || packed) return 0;
     static const int small = find_variant(vs, nv, "tma_wg2_bn64_persist_pp");
     static const int large = find_variant(vs, nv, "tma_wg3_bn128_persist_pp");
+    static const int masked = find_variant(vs, nv, "tma_wg2_bn128_persist_pp");
+    if (causal) return masked;
     return S <= 256 ? small : large;
 }
 

@@ -47,9 +47,9 @@ int variants_hd48(const Variant **out) {
 }
 
 static const Variant v64[] = {
-    // First entry: the default under a causal mask and for packed batches. Without a mask the
-    // default is a persistent TMA tile chosen by the query length (default_variant in
-    // flash_fwd_sm90.cu; 2026-11-25 persistent sweep in RESULTS.md).
+    // First entry: the default for packed batches only. Otherwise the default is a persistent
+    // TMA tile chosen by the mask and the query length (default_variant in flash_fwd_sm90.cu;
+    // 2026-11-25 persistent sweeps in RESULTS.md).
     KILN_SM90_VARIANT(64, 64, 2, 2),
     KILN_SM90_VARIANT(64, 128, 1, 2),
     KILN_SM90_VARIANT(64, 128, 1, 3),

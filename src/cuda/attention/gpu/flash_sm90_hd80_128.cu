@@ -47,7 +47,6 @@ static const Variant v128[] = {
     // ~9% slower than the default.
     KILN_SM90_TMA_VARIANT_WG(128, 64, 1, 3, true, "_pp"),
     KILN_SM90_TMA_VARIANT_PERSIST(128, 128, 2, false, ""),
-    KILN_SM90_TMA_VARIANT(128, 176, 1, true, "_pp"),
 };
 int variants_hd128(const Variant **out) {
     *out = v128;

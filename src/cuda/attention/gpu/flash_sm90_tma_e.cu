@@ -1,5 +1,5 @@
 // Instantiations of the persistent TMA-fed sm90 kernel (flash_fwd_sm90_tma.cuh, PERSIST) at head
-// sizes 128 and 160, and the BN 176 tile at 128.
+// sizes 128 and 160.
 #include "../flash_fwd_sm90_tma.cuh"
 
 namespace kiln_sm90 {
@@ -7,8 +7,5 @@ namespace kiln_sm90 {
 KILN_TMA_INSTANTIATE(128, 128, 1, 2, true, true)
 KILN_TMA_INSTANTIATE(128, 128, 1, 2, false, true)
 KILN_TMA_INSTANTIATE(160, 64, 1, 2, true, true)
-// BN 176 (fewer, longer key steps: per-block costs spread over more keys); too big for the
-// persistent kernel's extra O buffer.
-KILN_TMA_INSTANTIATE(128, 176, 1, 2, true, false)
 
 } // namespace kiln_sm90
