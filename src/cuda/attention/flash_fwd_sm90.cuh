@@ -40,15 +40,21 @@ template <int N> __device__ __forceinline__ void wg_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 // cp.async writes through the generic proxy; wgmma reads through the async proxy.
-// wgmma.wait_group 0 that ptxas cannot hoist above the computation of dep. ptxas takes the wait
-// for a cheap instruction and schedules it early to fill a latency gap; after the softmax that
-// put it before the exponentials, serialising the softmax behind the P·V GEMM it is meant to
-// overlap (seen in the SASS, 2026-11-25). A branch on dep (the row sums, produced by the last
-// exponential) pins it after them. Both sides wait; their asm text differs so the front end
-// cannot merge them back above the branch.
-__device__ __forceinline__ void wg_wait0_after(float dep) {
-    if (!(dep < 0.f)) asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-    else asm volatile("wgmma.wait_group.sync.aligned 0; // dep < 0\n" ::: "memory");
+// The P·V wait after the softmax. ptxas takes wgmma.wait_group for a cheap instruction and
+// schedules it early to fill a latency gap, before the exponentials (seen in the SASS,
+// 2026-11-25): the softmax then runs after P·V instead of beside it. With PIN a branch on dep (the
+// row sums, produced by the last exponential) keeps the wait after them; both sides wait, their
+// asm text differs so the front end cannot merge them back above the branch. Measured (A/B on the
+// H100, 2026-11-25): +2% at head size 128 and 160, -3..-7% at 32..64 (the ping-pong of the
+// other warpgroup already hides the softmax there), so kernels pin from 128 up.
+template <bool PIN> __device__ __forceinline__ void wg_wait0_after(float dep) {
+    if constexpr (PIN) {
+        if (!(dep < 0.f)) asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        else asm volatile("wgmma.wait_group.sync.aligned 0; // dep < 0\n" ::: "memory");
+    } else {
+        (void)dep;
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    }
 }
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Pins a register between asm statements so the compiler cannot move reads of an accumulator
@@ -110,9 +116,8 @@ template <typename E, int HD, int BN, int MINB, int NWG> struct Cfg {
 // One key block of the online softmax, for the two rows (h = 0, 1) a thread holds in the wgmma
 // accumulator layout (s[4t + 2h + e]: n-tile t, column 2·(lane&3) + e). With need_mask, columns
 // from lim[h] on (relative to the block's first key) become -inf. Updates the running max and sum,
-// leaves the exponentials in s and the factor for the older accumulator in corr. The max and the
-// sum run on four partial values each: the chains of dependent FMNMX / FADD are a quarter as
-// long, and the warps (two per scheduler) have little else to hide that latency with.
+// leaves the exponentials in s and the factor for the older accumulator in corr. (Four partial
+// maxima and sums, to shorten the dependent chains, measured no faster: 2026-11-25 A/B.)
 template <int BN>
 __device__ __forceinline__ void softmax_block(float (&s)[BN / 2], float (&m_run)[2], float (&l_run)[2],
                                               float (&corr)[2], float sl2, bool need_mask, const int (&lim)[2],
@@ -129,26 +134,25 @@ __device__ __forceinline__ void softmax_block(float (&s)[BN / 2], float (&m_run)
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-        float mp[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        float mx = -INFINITY;
 #pragma unroll
-        for (int t = 0; t < NT; ++t) mp[t & 3] = fmaxf(mp[t & 3], fmaxf(s[4 * t + 2 * h], s[4 * t + 2 * h + 1]));
-        float mx = fmaxf(fmaxf(mp[0], mp[1]), fmaxf(mp[2], mp[3]));
+        for (int t = 0; t < NT; ++t) mx = fmaxf(mx, fmaxf(s[4 * t + 2 * h], s[4 * t + 2 * h + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m_run[h], mx * sl2);
         const float m_use = m_new == -INFINITY ? 0.f : m_new;
         corr[h] = ex2(m_run[h] - m_use);
         m_run[h] = m_new;
-        float sp[4] = {0.f, 0.f, 0.f, 0.f};
+        float sum = 0.f;
 #pragma unroll
         for (int t = 0; t < NT; ++t)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const float pv = ex2(fmaf(s[4 * t + 2 * h + e], sl2, -m_use));
                 s[4 * t + 2 * h + e] = pv;
-                sp[t & 3] += pv;
+                sum += pv;
             }
-        l_run[h] = l_run[h] * corr[h] + ((sp[0] + sp[1]) + (sp[2] + sp[3]));
+        l_run[h] = l_run[h] * corr[h] + sum;
     }
 }
 
@@ -350,7 +354,7 @@ __device__ __forceinline__ void flash_sm90_body(const Params &p) {
             wg_wait<1>();
             pin_s();
             softmax(i, corr);
-            wg_wait0_after(l_run[0] + l_run[1]);
+            wg_wait0_after<(HD >= 128)>(l_run[0] + l_run[1]);
             pin_o();
             rescale_o<HD>(o, corr);
             pack_p();

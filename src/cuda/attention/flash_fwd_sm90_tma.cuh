@@ -355,7 +355,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
                 release(k_empty(sk));
                 if (i == n_blocks - 1) release(q_empty(qs));
                 softmax(i, corr);
-                wg_wait0_after(l_run[0] + l_run[1]);
+                wg_wait0_after<(HD >= 128)>(l_run[0] + l_run[1]);
                 pin_o();
                 release(v_empty(sv));
                 rescale_o<HD>(o, corr);

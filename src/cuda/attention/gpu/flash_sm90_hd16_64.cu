@@ -19,6 +19,9 @@ static const Variant v32[] = {
     KILN_SM90_VARIANT(32, 64, 2, 2),
     KILN_SM90_VARIANT(32, 128, 1, 2),
     KILN_SM90_VARIANT(32, 128, 1, 3),
+    KILN_SM90_TMA_VARIANT_PERSIST(32, 64, 2, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_PERSIST(32, 128, 2, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_PERSIST(32, 128, 3, true, "_pp"),
 };
 int variants_hd32(const Variant **out) {
     *out = v32;
@@ -40,6 +43,7 @@ static const Variant v48[] = {
     KILN_SM90_VARIANT(48, 128, 1, 2),
     KILN_SM90_VARIANT(48, 128, 1, 3),
     KILN_SM90_TMA_VARIANT_WG(48, 64, 1, 3, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_PERSIST(48, 128, 2, true, "_pp"),
 };
 int variants_hd48(const Variant **out) {
     *out = v48;
