@@ -461,7 +461,7 @@ static std::vector<Case> make_cases(bool quick) {
         // maps encode the views' strides), causal with S > L and S < L, key lengths (rows past the
         // limit are loaded and must be masked), odd lengths, and packed batches (which fall back
         // to the cp.async kernel).
-        for (int H : {32, 40, 64, 80, 128, 160}) {
+        for (int H : {16, 32, 40, 64, 80, 128, 160}) {
             const int nv = kiln_cuda_sm90_variants(H);
             for (int v = 0; v < nv; ++v) {
                 const char *vn = kiln_cuda_sm90_variant_name(H, v);
