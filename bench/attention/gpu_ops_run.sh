@@ -6,8 +6,9 @@
 #
 # Prepared on the build machine (carry build-carry-ops/, ~9 MB):
 #   cmake -S . -B build-cuda && cmake --build build-cuda -j2
-#   stage/: libkiln.so, lib/ (libopenblas.so.0, libgfortran.so.5, libquadmath.so.0: the GPU image
-#   has no OpenBLAS), build-carry/ (test_attention, bench_attention, peers/) -> bundle.tar.xz
+#   stage/: libkiln.so, lib/ (every non-system library `ldd libkiln.so` names: OpenBLAS and its
+#   Fortran runtime, the image codecs and their compressors; the GPU image has none of them),
+#   optionally build-carry/ (test_attention, bench_attention, peers/) -> bundle.tar.xz
 #   (compressed because the carry limit is 64 MiB and the uncompressed set is ~77 MB).
 #
 # Environment: OUT (default out/ops), BUDGET_S (for gpu_run.sh, default 200), SKIP_GPU_RUN=1.

@@ -1,7 +1,8 @@
 // Hopper (sm_90a) flash attention forward, warp-specialised and TMA-fed (tile variants named
-// "tma_*"; the default at head sizes 48, 80, 128, 160 from the measured sweep in
-// bench/attention/RESULTS.md, opt-in at 64 where the cp.async kernel at 2 CTAs/SM is faster).
-// NWG = 2 or 3 consumer warpgroups (BM 128 / 192); BM 192 with BN 128 is the default at 48.
+// "tma_*"; its persistent tiles, "_persist", are the default at head sizes 32 to 160, from the
+// measured sweeps in bench/attention/RESULTS.md). NWG = 2 or 3 consumer warpgroups (BM 128 / 192).
+// PERSIST: one CTA per SM walks the tiles (first_tile), the producer running ahead into the next
+// tile; otherwise one CTA per tile.
 //
 // Why: the cp.async kernel spends every consumer thread's issue slots on address arithmetic and
 // cp.async, and synchronises the whole CTA twice per key block. Here one producer warpgroup (one

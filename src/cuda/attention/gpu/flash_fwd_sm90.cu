@@ -28,8 +28,8 @@ int sm90_variants(int hd, const kiln_sm90::Variant **out) {
 // (bench/attention/RESULTS.md): faster than every mma.sync tile at H = 32, 40, 64, 80, 128, 160;
 // at H = 16 the mma.sync 64x128 tile is ~10% faster (softmax-bound, more CTAs in flight).
 // 96, 192 and 256 were not in the table; they follow their neighbours. Within a head size, the
-// variant list's first entry is the tile taken: the TMA-fed kernel at 48, 80, 128, 160 (see the
-// lists in flash_sm90_hd*.cu).
+// variant list's first entry is the tile taken (default_variant below for the exception at 64):
+// the persistent TMA-fed kernel from 32 to 160 (see the lists in flash_sm90_hd*.cu).
 // KILN_ENABLE_SM90_ATTENTION=1 takes it for every head size.
 bool default_on(int hd) { return hd != 16; }
 
