@@ -156,6 +156,58 @@ __device__ __forceinline__ void softmax_block(float (&s)[BN / 2], float (&m_run)
     }
 }
 
+// Width of P·V output chunk c (one wgmma each): 64 except the last.
+template <int HD> __host__ __device__ constexpr int chunk_n(int c) { return HD - 64 * c < 64 ? HD - 64 * c : 64; }
+
+// O += P·V for one key block: one wgmma per 16 keys and 64-column chunk of the head (the last
+// chunk narrower when HD is not a multiple of 64). sv: the V stage (BN rows per column block).
+template <typename E, int HD, int BN, int CB>
+__device__ __forceinline__ void issue_pv_chunks(float (&o)[CB][32], const uint32_t (&pf)[BN / 16][4], uint32_t sv) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+        for (int c = 0; c < CB; ++c) {
+            const uint64_t db = make_desc(sv + c * (BN * 128) + kk * (16 * 128), BN * 128, 1024);
+            if (c < CB - 1) mma_rs<E, 64>(o[c], pf[kk], db);
+            else mma_rs<E, chunk_n<HD>(CB - 1)>(o[c], pf[kk], db);
+        }
+}
+
+// Register pins (see pin) for a whole accumulator: the S tile, and the used columns of O.
+template <int N> __device__ __forceinline__ void pin_all(float (&a)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) pin(a[i]);
+}
+template <int HD, int CB> __device__ __forceinline__ void pin_acc(float (&o)[CB][32]) {
+#pragma unroll
+    for (int c = 0; c < CB; ++c)
+#pragma unroll
+        for (int i = 0; i < 32; ++i)
+            if (c * 64 + (i >> 2) * 8 < HD) pin(o[c][i]);
+}
+
+// softmax_block for key block kb of query block m_block: masks keys at or past kv_limit and, when
+// causal, past each row's diagonal (row0: the thread's first row; causal_off = T - S).
+template <int BM, int BN>
+__device__ __forceinline__ void softmax_key_block(float (&s)[BN / 2], float (&m_run)[2], float (&l_run)[2],
+                                                  float (&corr)[2], float sl2, int causal, int kb, int kv_limit,
+                                                  int m_block, int row0, int causal_off, int col_lane) {
+    const bool need_mask = (kb + 1) * BN > kv_limit || (causal && (kb + 1) * BN - 1 > m_block * BM + causal_off);
+    int lim[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) lim[h] = (causal ? min(kv_limit, row0 + 8 * h + causal_off + 1) : kv_limit) - kb * BN;
+    softmax_block<BN>(s, m_run, l_run, corr, sl2, need_mask, lim, col_lane);
+}
+
+// P (the exponentials in s) as the A fragments of the P·V wgmmas, 16 keys each.
+template <typename E, int BN>
+__device__ __forceinline__ void pack_p_frag(uint32_t (&pf)[BN / 16][4], const float (&s)[BN / 2]) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) pf[kk][r] = kiln_flash::Mma<E>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+}
+
 // O *= corr per row (the online softmax's correction after the running max moved). From head size
 // 128 up it is skipped when no row of the warp moved: corr is then exactly 1 (ex2(0)), so skipping
 // is exact, and after the first key blocks a new maximum is rare. Below that the vote and branch
@@ -172,8 +224,31 @@ template <int HD, int CB> __device__ __forceinline__ void rescale_o(float (&o)[C
                 if (c * 64 + t * 8 < HD) o[c][4 * t + e] *= corr[e >> 1];
 }
 
-// Width of P·V output chunk c (one wgmma each): 64 except the last.
-template <int HD> __host__ __device__ constexpr int chunk_n(int c) { return HD - 64 * c < 64 ? HD - 64 * c : 64; }
+// Epilogue: O / l (the row sums, completed over the quad) as E into the swizzled tile at so (rows
+// of 128 bytes, BM rows per 64-column block), the layout the 16-byte store loops read back. r0 is
+// the first of the thread's two rows (r0 and r0 + 8).
+template <typename E, int HD, int BM, int CB>
+__device__ __forceinline__ void stage_o(unsigned char *so, const float (&o)[CB][32], const float (&l_run)[2], int r0,
+                                        int col_lane) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float l = l_run[h];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = l > 0.f ? 1.f / l : 0.f;
+        const int r = r0 + 8 * h;
+#pragma unroll
+        for (int c = 0; c < CB; ++c)
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                if (c * 64 + t * 8 >= HD) continue;
+                unsigned char *dst = so + c * (BM * 128) + r * 128 + ((t ^ (r & 7)) << 4) + col_lane * 2;
+                *reinterpret_cast<uint32_t *>(dst) =
+                    kiln_flash::Mma<E>::pack(o[c][4 * t + 2 * h] * inv, o[c][4 * t + 2 * h + 1] * inv);
+            }
+    }
+}
+
 
 // R × HD tile into the swizzled layout at s (R rows per column block). Rows past rows_valid and
 // chunks past hch are zero-filled.
@@ -287,44 +362,16 @@ __device__ __forceinline__ void flash_sm90_body(const Params &p) {
             mma_ss<E, BN>(s, da, db, ks > 0 ? 1 : 0);
         }
     };
-    auto issue_pv = [&](int st) {
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk)
-#pragma unroll
-            for (int c = 0; c < CB; ++c) {
-                const uint64_t db = make_desc(sV + st * C::KV_BYTES + c * (BN * 128) + kk * (16 * 128), BN * 128, 1024);
-                if (c < CB - 1) mma_rs<E, 64>(o[c], pf[kk], db);
-                else mma_rs<E, chunk_n<HD>(CB - 1)>(o[c], pf[kk], db);
-            }
-    };
-    auto pin_s = [&] {
-#pragma unroll
-        for (int i = 0; i < BN / 2; ++i) pin(s[i]);
-    };
-    auto pin_o = [&] {
-#pragma unroll
-        for (int c = 0; c < CB; ++c)
-#pragma unroll
-            for (int i = 0; i < 32; ++i)
-                if (c * 64 + (i >> 2) * 8 < HD) pin(o[c][i]);
-    };
+    auto issue_pv = [&](int st) { issue_pv_chunks<E, HD, BN>(o, pf, sV + st * C::KV_BYTES); };
+    auto pin_s = [&] { pin_all(s); };
+    auto pin_o = [&] { pin_acc<HD>(o); };
     // Masks block i's scores, updates the running max/sum, leaves exp'd scores in s and returns
     // the factor the older accumulator must be scaled by.
     auto softmax = [&](int i, float (&corr)[2]) {
-        const int kb = blk(i);
-        const bool need_mask = (kb + 1) * BN > kv_limit || (p.causal && (kb + 1) * BN - 1 > m_block * BM + causal_off);
-        int lim[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-            lim[h] = (p.causal ? min(kv_limit, row0 + 8 * h + causal_off + 1) : kv_limit) - kb * BN;
-        softmax_block<BN>(s, m_run, l_run, corr, sl2, need_mask, lim, col_lane);
+        softmax_key_block<BM, BN>(s, m_run, l_run, corr, sl2, p.causal, blk(i), kv_limit, m_block, row0, causal_off,
+                                  col_lane);
     };
-    auto pack_p = [&] {
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) pf[kk][r] = kiln_flash::Mma<E>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
-    };
+    auto pack_p = [&] { pack_p_frag<E, BN>(pf, s); };
 
     if (n_blocks > 0) {
         float corr[2];
@@ -376,24 +423,7 @@ __device__ __forceinline__ void flash_sm90_body(const Params &p) {
     cp_async_wait<0>();
     __syncthreads();
     fence_proxy_async();
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        float l = l_run[h];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        const int r = wg * 64 + wwarp * 16 + (lane >> 2) + 8 * h;
-#pragma unroll
-        for (int c = 0; c < CB; ++c)
-#pragma unroll
-            for (int t = 0; t < 8; ++t) {
-                if (c * 64 + t * 8 >= HD) continue;
-                const int j = t; // chunk within the 128-byte row
-                unsigned char *dst = smem + c * (BM * 128) + r * 128 + ((j ^ (r & 7)) << 4) + col_lane * 2;
-                *reinterpret_cast<uint32_t *>(dst) =
-                    kiln_flash::Mma<E>::pack(o[c][4 * t + 2 * h] * inv, o[c][4 * t + 2 * h + 1] * inv);
-            }
-    }
+    stage_o<E, HD, BM>(smem, o, l_run, wg * 64 + wwarp * 16 + (lane >> 2), col_lane);
     __syncthreads();
     E *og = static_cast<E *>(p.o) + o_off + n * p.o_sn;
     constexpr int CH = HD / 8;

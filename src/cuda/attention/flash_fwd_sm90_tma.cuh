@@ -270,52 +270,26 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
             }
         };
         auto issue_pv = [&](int st) {
+            if constexpr (HD == 128) {
+                // One m64n128k16 per 16 keys instead of two m64n64k16: half the instructions, P
+                // sent to the tensor cores once. o[0], o[1] are the accumulator's two halves.
 #pragma unroll
-            for (int kk = 0; kk < BN / 16; ++kk) {
-                if constexpr (HD == 128) {
-                    // One m64n128k16 per 16 keys instead of two m64n64k16: half the instructions,
-                    // P sent to the tensor cores once. o[0], o[1] are the accumulator's two halves.
+                for (int kk = 0; kk < BN / 16; ++kk) {
                     const uint64_t db = make_desc(sV + st * C::KV_BYTES + kk * (16 * 128), BN * 128, 1024);
                     mma_rs_w128<E>(*reinterpret_cast<float(*)[64]>(&o[0][0]), pf[kk], db);
-                } else {
-#pragma unroll
-                    for (int c = 0; c < CB; ++c) {
-                        const uint64_t db =
-                            make_desc(sV + st * C::KV_BYTES + c * (BN * 128) + kk * (16 * 128), BN * 128, 1024);
-                        if (c < CB - 1) mma_rs<E, 64>(o[c], pf[kk], db);
-                        else mma_rs<E, chunk_n<HD>(CB - 1)>(o[c], pf[kk], db);
-                    }
                 }
+            } else {
+                issue_pv_chunks<E, HD, BN>(o, pf, sV + st * C::KV_BYTES);
             }
         };
-        auto pin_s = [&] {
-#pragma unroll
-            for (int i = 0; i < BN / 2; ++i) pin(s[i]);
-        };
-        auto pin_o = [&] {
-#pragma unroll
-            for (int c = 0; c < CB; ++c)
-#pragma unroll
-                for (int i = 0; i < 32; ++i)
-                    if (c * 64 + (i >> 2) * 8 < HD) pin(o[c][i]);
-        };
+        auto pin_s = [&] { pin_all(s); };
+        auto pin_o = [&] { pin_acc<HD>(o); };
         auto softmax = [&](int i, float (&corr)[2]) {
-            const int kb = n_blocks - 1 - i; // last key block first, as in the cp.async kernel
-            const bool need_mask =
-                (kb + 1) * BN > kv_limit || (p.causal && (kb + 1) * BN - 1 > m_block * BM + causal_off);
-            int lim[2];
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-                lim[h] = (p.causal ? min(kv_limit, row0 + 8 * h + causal_off + 1) : kv_limit) - kb * BN;
-            softmax_block<BN>(s, m_run, l_run, corr, sl2, need_mask, lim, col_lane);
+            // last key block first, as in the cp.async kernel
+            softmax_key_block<BM, BN>(s, m_run, l_run, corr, sl2, p.causal, n_blocks - 1 - i, kv_limit, m_block, row0,
+                                      causal_off, col_lane);
         };
-        auto pack_p = [&] {
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; ++kk)
-#pragma unroll
-                for (int r = 0; r < 4; ++r)
-                    pf[kk][r] = kiln_flash::Mma<E>::pack(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
-        };
+        auto pack_p = [&] { pack_p_frag<E, BN>(pf, s); };
 
         // Also before the epilogue reuses the Q bytes (non-persistent) when there is no key block.
         mbar_wait(q_full(qs), (it / QST) & 1);
@@ -386,23 +360,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
         // every warp's Q·Kᵀ reads of these Q rows are done (the wgmmas are warpgroup-wide).
         named_sync(5 + wg, 128);
         if constexpr (!PERSIST) fence_proxy_async(); // the Q bytes were last written by TMA
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            float l = l_run[h];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            const float inv = l > 0.f ? 1.f / l : 0.f;
-            const int r = wg * 64 + wwarp * 16 + (lane >> 2) + 8 * h;
-#pragma unroll
-            for (int c = 0; c < CB; ++c)
-#pragma unroll
-                for (int t8 = 0; t8 < 8; ++t8) {
-                    if (c * 64 + t8 * 8 >= HD) continue;
-                    unsigned char *dst = so + c * (BM * 128) + r * 128 + ((t8 ^ (r & 7)) << 4) + col_lane * 2;
-                    *reinterpret_cast<uint32_t *>(dst) =
-                        kiln_flash::Mma<E>::pack(o[c][4 * t8 + 2 * h] * inv, o[c][4 * t8 + 2 * h + 1] * inv);
-                }
-        }
+        stage_o<E, HD, BM>(so, o, l_run, wg * 64 + wwarp * 16 + (lane >> 2), col_lane);
         named_sync(5 + wg, 128);
         E *og = static_cast<E *>(p.o) + (int64_t)tl.b * p.o_sb + tl.n * p.o_sn;
         constexpr int CH = HD / 8;

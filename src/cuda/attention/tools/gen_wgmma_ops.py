@@ -35,24 +35,12 @@ def ss(dt, n):
 '''
 
 
-def rs(dt, n):
+def rs(dt, n, wide=False):
+    # wide: the whole N/2-float accumulator (wgmma_rs_*_w<N>); else a 32-float chunk (wgmma_rs_*_n<N>)
     k = n // 2
     outs = ", ".join(f'"+f"(d[{i}])' for i in range(k))
-    return f'''__device__ __forceinline__ void wgmma_rs_{dt}_n{n}(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {{
-    asm volatile(
-        "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{k + 5}, 0;\\n"
-        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dt}.{dt} "
-        "{{{regs(k)}}}, {{%{k}, %{k + 1}, %{k + 2}, %{k + 3}}}, %{k + 4}, p, 1, 1, 1;\\n}}\\n"
-        : {outs}
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-}}
-'''
-
-
-def rs_wide(dt, n):
-    k = n // 2
-    outs = ", ".join(f'"+f"(d[{i}])' for i in range(k))
-    return f'''__device__ __forceinline__ void wgmma_rs_{dt}_w{n}(float (&d)[{k}], const uint32_t (&a)[4], uint64_t db) {{
+    name, acc = (f"w{n}", k) if wide else (f"n{n}", 32)
+    return f'''__device__ __forceinline__ void wgmma_rs_{dt}_{name}(float (&d)[{acc}], const uint32_t (&a)[4], uint64_t db) {{
     asm volatile(
         "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{k + 5}, 0;\\n"
         "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dt}.{dt} "
@@ -76,7 +64,7 @@ def main():
         for n in RS_N:
             out.append(rs(dt, n))
         for n in RS_WIDE_N:
-            out.append(rs_wide(dt, n))
+            out.append(rs(dt, n, wide=True))
     out.append("} // namespace kiln_sm90")
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "wgmma_ops.cuh")
     open(path, "w").write("\n".join(out) + "\n")
