@@ -49,7 +49,7 @@ def main():
         for r in kiln["rows"]:
             p = peers.get((r["B"], r["S"], r["N"], r["H"]), {})
             best_var = max(r.get("variants", {}).items(), key=lambda kv: kv[1], default=(None, None))
-            rows.append(dict(r, fa2=p.get("flash"), cudnn=p.get("cudnn"), best_variant=best_var[0],
+            rows.append(dict(r, fa2=p.get("flash"), eff=p.get("efficient"), cudnn=p.get("cudnn"), best_variant=best_var[0],
                              best_variant_tflops=best_var[1]))
         passes.append((name, kiln, rows))
     order = ["fp16_qkv_sep", "fp16_kv_packed", "fp16_qkv_packed", "fp16_qkv_sep_causal", "bf16_qkv_sep"]
@@ -58,15 +58,15 @@ def main():
     md = []
     for name, kiln, rows in passes:
         md.append(f"### {name} ({kiln.get('device', '')})\n")
-        md.append("| B,S,N,H | kiln | kernel | unfused | best tile | FA2 | cuDNN | kiln/FA2 | kiln/cuDNN |")
-        md.append("|---|---|---|---|---|---|---|---|---|")
+        md.append("| B,S,N,H | kiln | kernel | unfused | best tile | FA2 | mem-efficient | cuDNN | kiln/FA2 | kiln/cuDNN |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             rf = "-" if not r.get("fa2") else f"{r['kiln'] / r['fa2']:.2f}"
             rc = "-" if not r.get("cudnn") else f"{r['kiln'] / r['cudnn']:.2f}"
             bv = f"{r['best_variant']} {r['best_variant_tflops']:.1f}" if r.get("best_variant") else ""
             md.append(f"| {r['B']},{r['S']},{r['N']},{r['H']} | {r['kiln']:.1f} | {r['kernel']} | "
                       f"{fmt(r.get('unfused'), 0).strip()} | {bv} | {fmt(r.get('fa2'), 0).strip()} | "
-                      f"{fmt(r.get('cudnn'), 0).strip()} | {rf} | {rc} |")
+                      f"{fmt(r.get('eff'), 0).strip()} | {fmt(r.get('cudnn'), 0).strip()} | {rf} | {rc} |")
         md.append("")
 
     summary = []
@@ -77,7 +77,7 @@ def main():
         both_f = [(r["kiln"], r["fa2"]) for r in rows if r.get("fa2")]
         both_c = [(r["kiln"], r["cudnn"]) for r in rows if r.get("cudnn")]
         summary.append(dict(name=name, rows=len(rows), kiln=gk, unfused=g("unfused"), best_tile=g("best_variant_tflops"),
-                            fa2=geomean([b for _, b in both_f]), cudnn=geomean([b for _, b in both_c]),
+                            fa2=geomean([b for _, b in both_f]), eff=g("eff"), cudnn=geomean([b for _, b in both_c]),
                             vs_fa2=geomean([a / b for a, b in both_f]), vs_cudnn=geomean([a / b for a, b in both_c])))
     # One fixed choice per head size (what a default table can express): the variant with the best
     # geomean over every row of that head size in all passes that swept variants.
@@ -106,14 +106,14 @@ def main():
         md.append(f"| {h} | {choice[h]} |")
     md.append("")
     md.append("### Geometric means (TFLOP/s)\n")
-    md.append("| pass | rows | kiln | kiln best tile | kiln unfused | FA2 | cuDNN | kiln/FA2 | kiln/cuDNN |")
-    md.append("|---|---|---|---|---|---|---|---|---|")
+    md.append("| pass | rows | kiln | kiln best tile | kiln unfused | FA2 | mem-efficient | cuDNN | kiln/FA2 | kiln/cuDNN |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|")
     for s in summary:
         r1 = "-" if s["vs_fa2"] is None else f"{s['vs_fa2']:.2f}"
         r2 = "-" if s["vs_cudnn"] is None else f"{s['vs_cudnn']:.2f}"
         md.append(f"| {s['name']} | {s['rows']} | {fmt(s['kiln'], 0).strip()} | {fmt(s['best_tile'], 0).strip()} | "
-                  f"{fmt(s['unfused'], 0).strip()} | {fmt(s['fa2'], 0).strip()} | {fmt(s['cudnn'], 0).strip()} | "
-                  f"{r1} | {r2} |")
+                  f"{fmt(s['unfused'], 0).strip()} | {fmt(s['fa2'], 0).strip()} | {fmt(s['eff'], 0).strip()} | "
+                  f"{fmt(s['cudnn'], 0).strip()} | {r1} | {r2} |")
     open(os.path.join(d, "attention_bench.md"), "w").write("\n".join(md) + "\n")
     json.dump({"passes": [dict(name=n, rows=r) for n, _, r in passes], "summary": summary},
               open(os.path.join(d, "attention_bench.json"), "w"), indent=1)
@@ -122,10 +122,11 @@ def main():
     if passes:
         name, _, rows = passes[0]
         print(f"\n{name}: TFLOP/s")
-        print(f"{'B,S,N,H':>16} {'kiln':>7} {'unfus':>7} {'best':>7} {'FA2':>7} {'cuDNN':>7}  kernel")
+        print(f"{'B,S,N,H':>16} {'kiln':>7} {'unfus':>7} {'best':>7} {'FA2':>7} {'memeff':>7} {'cuDNN':>7}  kernel")
         for r in rows:
             print(f"{r['B']},{r['S']},{r['N']},{r['H']}".rjust(16) + f" {fmt(r['kiln'])} {fmt(r.get('unfused'))} "
-                  f"{fmt(r.get('best_variant_tflops'))} {fmt(r.get('fa2'))} {fmt(r.get('cudnn'))}  {r['kernel']}")
+                  f"{fmt(r.get('best_variant_tflops'))} {fmt(r.get('fa2'))} {fmt(r.get('eff'))} {fmt(r.get('cudnn'))}"
+                  f"  {r['kernel']}")
     if choice:
         print("\nper-head-size choice: " + ", ".join(f"H{h}: {choice[h]}" for h in sorted(choice)))
         print("tuned = geomean with that choice per row: " +
@@ -148,12 +149,12 @@ def main():
             bc = max(cpa.items(), key=lambda kv: kv[1], default=(None, None))
             print(f"{name:<20} H{h:<4} {len(rs):>2} {fmt(geomean([r['kiln'] for r in rs]))} {fmt(bc[1])} {fmt(bt[1])} "
                   f"[{bt[0] or '-'}] {fmt(geomean([r.get('fa2') for r in rs]))} {fmt(geomean([r.get('cudnn') for r in rs]))}")
-    print("\ngeomean TFLOP/s      rows    kiln  best-tile unfused    FA2   cuDNN  k/FA2  k/cuDNN")
+    print("\ngeomean TFLOP/s      rows    kiln  best-tile unfused    FA2  memeff   cuDNN  k/FA2  k/cuDNN")
     for s in summary:
         r1 = "   -  " if s["vs_fa2"] is None else f"{s['vs_fa2']:6.2f}"
         r2 = "   -  " if s["vs_cudnn"] is None else f"{s['vs_cudnn']:6.2f}"
         print(f"{s['name']:<20} {s['rows']:>4} {fmt(s['kiln'])} {fmt(s['best_tile'])} {fmt(s['unfused'])} "
-              f"{fmt(s['fa2'])} {fmt(s['cudnn'])} {r1} {r2}")
+              f"{fmt(s['fa2'])} {fmt(s['eff'])} {fmt(s['cudnn'])} {r1} {r2}")
 
 
 if __name__ == "__main__":
