@@ -38,3 +38,39 @@ def test_node_suite(version):
     assert not fixed, "cases now pass; remove them from " + listing + ":\n" + "\n".join(fixed[:50])
     assert total > 500
     assert passed / total >= MIN_PASS_RATE, f"{passed}/{total} below {MIN_PASS_RATE:.0%}"
+
+
+def _case(root, name, expected):
+    """A one-node test-case folder (Identity) whose reference output is `expected`."""
+    from onnx import helper, numpy_helper, TensorProto
+    import numpy as np
+    d = os.path.join(root, name)
+    os.makedirs(os.path.join(d, "test_data_set_0"))
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], name,
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), os.path.join(d, "model.onnx"))
+    x = np.array([1.5, -2.0, 3.25], np.float32)
+    for k, (v, n) in enumerate([(x, "input_0"), (np.asarray(expected, np.float32), "output_0")]):
+        t = numpy_helper.from_array(v, "x" if k == 0 else "y")
+        open(os.path.join(d, "test_data_set_0", n + ".pb"), "wb").write(t.SerializeToString())
+
+
+def test_expect_fail_list_semantics(tmp_path):
+    # A listed case that passes is reported (XPASS, the list must shrink); a "?name" case (random
+    # outcome) is not; an unlisted failure is a FAIL; a listed failure is expected.
+    root = str(tmp_path / "cases")
+    _case(root, "test_pass_listed", [1.5, -2.0, 3.25])
+    _case(root, "test_pass_random", [1.5, -2.0, 3.25])
+    _case(root, "test_fail_listed", [0.0, 0.0, 0.0])
+    _case(root, "test_fail_unlisted", [9.0, 9.0, 9.0])
+    listing = tmp_path / "failing.txt"
+    listing.write_text("# comment\ntest_pass_listed  # reason\n?test_pass_random  # random\ntest_fail_listed\n")
+    out = subprocess.run([KILN, "test", root, "--expect-fail", str(listing), "--quiet"],
+                         capture_output=True, text=True, timeout=120).stdout
+    lines = out.splitlines()
+    assert any(l.startswith("XPASS test_pass_listed") for l in lines), out
+    assert not any("test_pass_random" in l for l in lines), out
+    assert any(l.startswith("FAIL test_fail_unlisted") for l in lines), out
+    assert not any(l.startswith("FAIL test_fail_listed") for l in lines), out
+    assert re.search(r"^2 of 4 test cases pass", out, re.M), out
