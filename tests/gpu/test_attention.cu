@@ -116,6 +116,7 @@ struct Case {
     int P = -1;       // >= 0: past of this length, present requested
     int present = 0;  // present without past
     int bias = 0;
+    int kv_group = 1; // > 1: grouped K/V heads (N / kv_group of them), through kiln_cuda_attention; Q,K,V only
     kiln_cuda_attn_kernel force = KILN_ATTN_KERNEL_NONE;
     int variant = 0;
     float scale = 0.f;
@@ -179,6 +180,18 @@ static int run_case(kiln_cuda_provider *prov, const Case &c, std::string *msg) {
                 for (int h = 0; h < Hv; ++h) V[(((size_t)b * N + n) * T + j) * Hv + h] = rnd(1.f);
             }
         }
+    // Grouped K/V: query heads n share K/V head n / G, so the reference reads head n's copy.
+    const int G = c.kv_group, Nkv = N / G;
+    if (G > 1)
+        for (int b = 0; b < B; ++b)
+            for (int n = 0; n < N; ++n)
+                if (n % G)
+                    for (int j = 0; j < T; ++j) {
+                        for (int h = 0; h < H; ++h)
+                            K[(((size_t)b * N + n) * T + j) * H + h] = K[(((size_t)b * N + n - n % G) * T + j) * H + h];
+                        for (int h = 0; h < Hv; ++h)
+                            V[(((size_t)b * N + n) * T + j) * Hv + h] = V[(((size_t)b * N + n - n % G) * T + j) * Hv + h];
+                    }
     std::vector<float> bias;
     if (c.bias) {
         bias.resize((size_t)B * N * S * T);
@@ -200,6 +213,24 @@ static int run_case(kiln_cuda_provider *prov, const Case &c, std::string *msg) {
                         hq[base + H] = to_bits(K[(((size_t)b * N + n) * T + P + s) * H + h], f16);
                         hq[base + 2 * H] = to_bits(V[(((size_t)b * N + n) * T + P + s) * Hv + h], f16);
                     }
+    } else if (G > 1) {
+        hq.assign((size_t)tokens * N * H, 0);
+        hk.assign((size_t)B * L * Nkv * H, 0);
+        hv.assign((size_t)B * L * Nkv * Hv, 0);
+        for (int b = 0; b < B; ++b)
+            for (int n = 0; n < N; ++n) {
+                for (int s = 0; s < S; ++s)
+                    for (int h = 0; h < H; ++h)
+                        hq[(((size_t)b * S + s) * N + n) * H + h] = to_bits(Q[(((size_t)b * N + n) * S + s) * H + h], f16);
+                if (n % G) continue;
+                for (int l = 0; l < L; ++l) {
+                    for (int h = 0; h < H; ++h)
+                        hk[(((size_t)b * L + l) * Nkv + n / G) * H + h] = to_bits(K[(((size_t)b * N + n) * T + l) * H + h], f16);
+                    for (int h = 0; h < Hv; ++h)
+                        hv[(((size_t)b * L + l) * Nkv + n / G) * Hv + h] =
+                            to_bits(V[(((size_t)b * N + n) * T + l) * Hv + h], f16);
+                }
+            }
     } else {
         hq.assign((size_t)tokens * N * H, 0);
         for (int b = 0; b < B; ++b)
@@ -286,7 +317,25 @@ static int run_case(kiln_cuda_provider *prov, const Case &c, std::string *msg) {
     kiln_cuda_attn_opts opts = {c.force, c.variant};
     kiln_cuda_attn_choice ch;
     memset(&ch, 0, sizeof ch);
-    kiln_status st = kiln_cuda_mha_forward(prov, &a, &opts, &ch);
+    kiln_status st;
+    if (G > 1) {
+        // No MultiHeadAttention format has grouped heads: the attention entry point takes views.
+        kiln_cuda_sdpa d;
+        memset(&d, 0, sizeof d);
+        d.dtype = a.dtype;
+        d.B = B, d.N = N, d.N_kv = Nkv, d.S = S, d.T = L, d.H = H, d.Hv = Hv;
+        d.scale = c.scale;
+        d.causal = c.causal;
+        d.q = {a.q, (int64_t)S * N * H, H, (int64_t)N * H};
+        d.k = {a.k, (int64_t)L * Nkv * H, H, (int64_t)Nkv * H};
+        d.v = {a.v, (int64_t)L * Nkv * Hv, Hv, (int64_t)Nkv * Hv};
+        d.out = out;
+        d.o_sb = (int64_t)S * N * Hv, d.o_sn = Hv, d.o_ss = (int64_t)N * Hv;
+        d.key_lens = a.key_lens;
+        st = kiln_cuda_attention(prov, &d, &opts, &ch);
+    } else {
+        st = kiln_cuda_mha_forward(prov, &a, &opts, &ch);
+    }
     if (st == KILN_OK) st = kiln_cuda_sync(prov);
     if (st != KILN_OK) {
         *msg = std::string("kiln error: ") + kiln_cuda_last_error();
@@ -373,9 +422,10 @@ static std::vector<Case> make_cases(bool quick) {
     std::vector<Case> cs;
     auto add = [&](Case c) {
         char buf[256];
-        snprintf(buf, sizeof buf, "%s fmt=%d B=%d S=%d L=%d N=%d H=%d Hv=%d c=%d kl=%d vl=%d P=%d pr=%d bias=%d %s v%d",
+        snprintf(buf, sizeof buf, "%s fmt=%d B=%d S=%d L=%d N=%d H=%d Hv=%d c=%d kl=%d vl=%d P=%d pr=%d bias=%d %s v%d%s",
                  c.f16 ? "fp16" : "bf16", c.format, c.B, c.S, c.L, c.N, c.H, c.Hv, c.causal, c.key_lens, c.varlen,
-                 c.P, c.present, c.bias, kname(c.force), c.variant);
+                 c.P, c.present, c.bias, kname(c.force), c.variant,
+                 c.kv_group > 1 ? (" gqa" + std::to_string(c.kv_group)).c_str() : "");
         c.name = buf;
         // Name the TMA tiles so --filter / --exclude can pick them ("tma_").
         if (c.force == KILN_ATTN_KERNEL_FLASH_SM90) {
@@ -517,6 +567,27 @@ static std::vector<Case> make_cases(bool quick) {
                 add(d);
             }
         }
+        // Grouped K/V heads (N / G of them, through kiln_cuda_attention): the default path, each
+        // flash kind, the unfused path, and every sm90 tile with more tiles than SMs.
+        for (int H : {32, 64, 128})
+            for (int G : {2, 4})
+                for (int causal = 0; causal < 2; ++causal) {
+                    Case c;
+                    c.f16 = f16, c.B = 4, c.S = 300, c.L = 300, c.N = 16, c.H = H, c.causal = causal, c.kv_group = G;
+                    add(c);
+                    c.key_lens = 1;
+                    add(c);
+                    c.key_lens = 0;
+                    c.force = KILN_ATTN_KERNEL_FLASH;
+                    add(c);
+                    c.force = KILN_ATTN_KERNEL_UNFUSED;
+                    add(c);
+                    c.force = KILN_ATTN_KERNEL_FLASH_SM90;
+                    for (int v = 0; v < kiln_cuda_sm90_variants(H); ++v) {
+                        c.variant = v;
+                        add(c);
+                    }
+                }
         // The three benchmark formats plus BNSH K/V, causal and not.
         for (int fmt : {KILN_MHA_Q_K_V, KILN_MHA_Q_KV, KILN_MHA_QKV, KILN_MHA_Q_K_V_BNSH})
             for (int H : {32, 64, 128})
