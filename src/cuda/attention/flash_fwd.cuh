@@ -36,6 +36,33 @@ struct Params {
     int causal;
 };
 
+// Batch b's slice of the views: where its rows start and how many there are (packed batches take
+// their cu_seqlens ranges, the others the plain S and T), and kv_limit, the key-length limit
+// (key_lens entries <= 0 attend to every key, as the additive-mask path does).
+__device__ __forceinline__ int key_limit(const Params &p, int b, int seqlen_k) {
+    const int kl = p.key_lens ? p.key_lens[b] : 0;
+    return kl > 0 && kl < seqlen_k ? kl : seqlen_k;
+}
+struct BatchSpan {
+    int64_t q_off, k_off, v_off, o_off;
+    int seqlen_q, seqlen_k, kv_limit;
+};
+__device__ __forceinline__ BatchSpan batch_span(const Params &p, int b) {
+    BatchSpan s;
+    s.q_off = (int64_t)b * p.q_sb, s.k_off = (int64_t)b * p.k_sb, s.v_off = (int64_t)b * p.v_sb;
+    s.o_off = (int64_t)b * p.o_sb;
+    s.seqlen_q = p.S, s.seqlen_k = p.T;
+    if (p.cu_q) {
+        const int q0 = p.cu_q[b], k0 = p.cu_k[b];
+        s.seqlen_q = p.cu_q[b + 1] - q0;
+        s.seqlen_k = p.cu_k[b + 1] - k0;
+        s.q_off = q0 * p.q_ss, s.o_off = q0 * p.o_ss;
+        s.k_off = k0 * p.k_ss, s.v_off = k0 * p.v_ss;
+    }
+    s.kv_limit = key_limit(p, b, s.seqlen_k);
+    return s;
+}
+
 __device__ __forceinline__ uint32_t smem_u32(const void *p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -154,24 +181,10 @@ __device__ __forceinline__ void flash_fwd_body(const Params &p) {
     const int n = blockIdx.y, b = blockIdx.z;
     const int nk = n / p.kv_group;
 
-    int64_t q_off = (int64_t)b * p.q_sb, k_off = (int64_t)b * p.k_sb, v_off = (int64_t)b * p.v_sb,
-            o_off = (int64_t)b * p.o_sb;
-    int seqlen_q = p.S, seqlen_k = p.T;
-    if (p.cu_q) {
-        const int q0 = p.cu_q[b], k0 = p.cu_k[b];
-        seqlen_q = p.cu_q[b + 1] - q0;
-        seqlen_k = p.cu_k[b + 1] - k0;
-        q_off = q0 * p.q_ss;
-        o_off = q0 * p.o_ss;
-        k_off = k0 * p.k_ss;
-        v_off = k0 * p.v_ss;
-    }
+    const BatchSpan span = batch_span(p, b);
+    const int64_t q_off = span.q_off, k_off = span.k_off, v_off = span.v_off, o_off = span.o_off;
+    const int seqlen_q = span.seqlen_q, seqlen_k = span.seqlen_k, kv_limit = span.kv_limit;
     if (m_block * BM >= seqlen_q) return;
-    int kv_limit = seqlen_k;
-    if (p.key_lens) {
-        const int kl = p.key_lens[b];
-        if (kl > 0 && kl < seqlen_k) kv_limit = kl; // kl <= 0: additive-mask parity, attend to all
-    }
     const int causal_off = seqlen_k - seqlen_q;
     int n_blocks = (kv_limit + BN - 1) / BN;
     if (p.causal) {

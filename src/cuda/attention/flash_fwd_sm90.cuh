@@ -24,7 +24,9 @@
 
 namespace kiln_sm90 {
 
+using kiln_flash::BatchSpan;
 using kiln_flash::Params;
+using kiln_flash::batch_span;
 using kiln_flash::cp_async16;
 using kiln_flash::cp_async_commit;
 using kiln_flash::ex2;
@@ -292,24 +294,10 @@ __device__ __forceinline__ void flash_sm90_body(const Params &p) {
     const int n = blockIdx.y, b = blockIdx.z;
     const int nk = n / p.kv_group;
 
-    int64_t q_off = (int64_t)b * p.q_sb, k_off = (int64_t)b * p.k_sb, v_off = (int64_t)b * p.v_sb,
-            o_off = (int64_t)b * p.o_sb;
-    int seqlen_q = p.S, seqlen_k = p.T;
-    if (p.cu_q) {
-        const int q0 = p.cu_q[b], k0 = p.cu_k[b];
-        seqlen_q = p.cu_q[b + 1] - q0;
-        seqlen_k = p.cu_k[b + 1] - k0;
-        q_off = q0 * p.q_ss;
-        o_off = q0 * p.o_ss;
-        k_off = k0 * p.k_ss;
-        v_off = k0 * p.v_ss;
-    }
+    const BatchSpan span = batch_span(p, b);
+    const int64_t q_off = span.q_off, k_off = span.k_off, v_off = span.v_off, o_off = span.o_off;
+    const int seqlen_q = span.seqlen_q, seqlen_k = span.seqlen_k, kv_limit = span.kv_limit;
     if (m_block * BM >= seqlen_q) return;
-    int kv_limit = seqlen_k;
-    if (p.key_lens) {
-        const int kl = p.key_lens[b];
-        if (kl > 0 && kl < seqlen_k) kv_limit = kl;
-    }
     const int causal_off = seqlen_k - seqlen_q;
     int n_blocks = (kv_limit + BN - 1) / BN;
     if (p.causal) {

@@ -112,11 +112,7 @@ struct TileOf {
 
 template <int BM, int BN> __device__ __forceinline__ int key_blocks(const Params &p, int m_block, int b, int &kv_limit) {
     // The launcher never sends packed batches here, so lengths are the plain S and T.
-    kv_limit = p.T;
-    if (p.key_lens) {
-        const int kl = p.key_lens[b];
-        if (kl > 0 && kl < p.T) kv_limit = kl;
-    }
+    kv_limit = kiln_flash::key_limit(p, b, p.T);
     int n_blocks = (kv_limit + BN - 1) / BN;
     if (p.causal) {
         const int last_key = (m_block + 1) * BM - 1 + (p.T - p.S);
