@@ -28,6 +28,19 @@ static kiln_status as_f64(kiln_ctx *ctx, const kiln_tensor *x, const double **ou
     return KILN_OK;
 }
 
+/* x in double (as_f64) and a double result buffer of total elements; on failure nothing is held. */
+static kiln_status f64_in_out(kiln_ctx *ctx, const kiln_tensor *x, int64_t total, const double **v, double **own,
+                              double **out) {
+    *out = malloc((size_t)total * sizeof(double));
+    if (!*out) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    kiln_status st = as_f64(ctx, x, v, own);
+    if (st) {
+        free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 static void store_all(kiln_tensor *y, const double *v, int64_t n) {
     if (y->dtype == KILN_DTYPE_DOUBLE) {
         memcpy(y->data, v, (size_t)n * sizeof(double));
@@ -67,13 +80,8 @@ kiln_status kiln_lpnorm_compute(kiln_ctx *ctx) {
     int64_t outer = ru_prod(x->dims, 0, axis), inner = ru_prod(x->dims, axis + 1, x->rank);
     if (total == 0) return KILN_OK;
     const double *v;
-    double *own, *out = malloc((size_t)total * sizeof(double));
-    if (!out) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-    kiln_status st = as_f64(ctx, x, &v, &own);
-    if (st) {
-        free(out);
-        return st;
-    }
+    double *own, *out;
+    KILN_TRY(f64_in_out(ctx, x, total, &v, &own, &out));
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t j = 0; j < inner; j++) {
             const double *xs = v + o * n * inner + j;
@@ -137,7 +145,7 @@ kiln_status kiln_mvn_compute(kiln_ctx *ctx) {
         if (red[i]) cnt *= x->dims[i];
         else kept *= x->dims[i];
     }
-    const double *v;
+    const double *v = NULL;
     double *own;
     KILN_TRY(as_f64(ctx, x, &v, &own));
     double *st = calloc((size_t)kept * 2, sizeof(double));
@@ -216,13 +224,8 @@ kiln_status kiln_lrn_compute(kiln_ctx *ctx) {
     if (total == 0) return KILN_OK;
     int64_t lo = (size - 1) / 2, hi = size - 1 - lo; /* floor and ceil of (size - 1) / 2 */
     const double *v;
-    double *own, *out = malloc((size_t)total * sizeof(double));
-    if (!out) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-    kiln_status st = as_f64(ctx, x, &v, &own);
-    if (st) {
-        free(out);
-        return st;
-    }
+    double *own, *out;
+    KILN_TRY(f64_in_out(ctx, x, total, &v, &own, &out));
     for (int64_t b = 0; b < n; b++) {
         for (int64_t ch = 0; ch < c; ch++) {
             int64_t c0 = ch - lo < 0 ? 0 : ch - lo, c1 = ch + hi > c - 1 ? c - 1 : ch + hi;
