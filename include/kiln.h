@@ -71,7 +71,11 @@ typedef enum kiln_dtype {
     KILN_DTYPE_INT2 = 26
 } kiln_dtype;
 
-/* Execution providers, as bit flags for kiln_options.providers. */
+/* Execution providers, as bit flags for kiln_options.providers. Nodes no other provider takes
+ * always run on the CPU. The CPU bit says what happens when another provider asked for cannot
+ * start (no GPU, no driver, libkiln_cuda.so missing): with KILN_PROVIDER_CPU set the session falls
+ * back to the CPU and kiln_session_warning() says why (ONNX Runtime's behaviour for
+ * ["CUDAExecutionProvider", "CPUExecutionProvider"]); without it, opening the session fails. */
 enum { KILN_PROVIDER_CPU = 1, KILN_PROVIDER_CUDA = 2 };
 
 typedef struct kiln_options {
@@ -120,6 +124,24 @@ size_t kiln_session_input_count(const kiln_session *s);
 size_t kiln_session_output_count(const kiln_session *s);
 kiln_status kiln_session_input_info(const kiln_session *s, size_t i, kiln_io_info *info);
 kiln_status kiln_session_output_info(const kiln_session *s, size_t i, kiln_io_info *info);
+
+/* The providers the session really uses, ONNX Runtime's names, preferred first (the CPU last). */
+size_t kiln_session_provider_count(const kiln_session *s);
+const char *kiln_session_provider_name(const kiln_session *s, size_t i);
+/* Why a provider asked for was replaced by the CPU, or "" when none was. */
+const char *kiln_session_warning(const kiln_session *s);
+
+/* Where each node of the main graph runs, after optimisation and placement, in execution order.
+ * Copies between memory spaces are nodes too (domain "kiln", MemcpyFromHost / MemcpyToHost). */
+typedef struct kiln_node_info {
+    const char *name;
+    const char *op_type;
+    const char *domain;
+    const char *provider;  /* e.g. "CUDAExecutionProvider" */
+    const char *reason;    /* why it is not on the session's first provider; "" when it is */
+} kiln_node_info;
+size_t kiln_session_node_count(const kiln_session *s);
+kiln_status kiln_session_node_info(const kiln_session *s, size_t i, kiln_node_info *info);
 
 /* Runs the model. Inputs are matched by name; every graph input without an initializer must be
  * given. n_out == 0 asks for every graph output (outputs[] then needs output_count entries).

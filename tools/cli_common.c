@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 double cli_now(void) {
@@ -12,11 +13,27 @@ double cli_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-kiln_session *cli_open(const char *path, int threads, int allow_missing, int verbose) {
+unsigned cli_parse_providers(const char *list) {
+    unsigned mask = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (!strcasecmp(tok, "cpu") || !strcmp(tok, "CPUExecutionProvider")) mask |= KILN_PROVIDER_CPU;
+        else if (!strcasecmp(tok, "cuda") || !strcmp(tok, "CUDAExecutionProvider")) mask |= KILN_PROVIDER_CUDA;
+        else {
+            fprintf(stderr, "kiln: unknown provider '%s' (cpu, cuda)\n", tok);
+            return 0;
+        }
+    }
+    return mask;
+}
+
+kiln_session *cli_open(const char *path, int threads, unsigned providers, int allow_missing, int verbose) {
     kiln_options opt;
     kiln_options_init(&opt);
     opt.threads = threads;
     opt.verbose = verbose;
+    if (providers) opt.providers = providers;
     kiln_err e = {0};
     kiln_model *m;
     if (kiln_model_load_file(path, &m, &e)) {
@@ -28,6 +45,7 @@ kiln_session *cli_open(const char *path, int threads, int allow_missing, int ver
         fprintf(stderr, "kiln: %s: %s\n", path, kiln_last_error());
         return NULL;
     }
+    if (kiln_session_warning(s)[0]) fprintf(stderr, "kiln: warning: %s\n", kiln_session_warning(s));
     return s;
 }
 

@@ -13,6 +13,7 @@ static int cmp_double(const void *a, const void *b) {
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *npz = NULL;
     int threads = 0, runs = 100, warmup = 10;
+    unsigned providers = 0;
     dim_binding dims[32];
     int n_dims = 0;
     for (int i = 1; i < argc; i++) {
@@ -21,6 +22,9 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(argv[i], "--runs") && more) runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && more) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--inputs") && more) npz = argv[++i];
+        else if (!strcmp(argv[i], "--providers") && more) {
+            if (!(providers = cli_parse_providers(argv[++i]))) return 2;
+        }
         else if (!strcmp(argv[i], "--dim") && more && n_dims < 32) {
             char *eq = strchr(argv[++i], '=');
             if (!eq) { fprintf(stderr, "kiln bench: --dim needs NAME=N\n"); return 2; }
@@ -30,7 +34,7 @@ int cmd_bench(int argc, char **argv) {
         else { fprintf(stderr, "kiln bench: unknown or incomplete option '%s'\n", argv[i]); return 2; }
     }
     if (!model || runs < 1 || warmup < 0) { fprintf(stderr, "kiln bench: need a model and --runs >= 1\n"); return 2; }
-    kiln_session *s = cli_open(model, threads, 0, 0);
+    kiln_session *s = cli_open(model, threads, providers, 0, 0);
     if (!s) return 1;
     size_t ni = kiln_session_input_count(s), no = kiln_session_output_count(s);
     kiln_value *vals = calloc(ni ? ni : 1, sizeof *vals);

@@ -34,12 +34,38 @@ static void count_ops(const kiln_graph *g, op_count *ops, int *n_ops, int cap) {
 
 static int by_count(const void *a, const void *b) { return ((const op_count *)b)->n - ((const op_count *)a)->n; }
 
+/* Which provider runs each node, and why a node is not on the first one. */
+static void print_placement(kiln_session *s) {
+    size_t np = kiln_session_provider_count(s), nn = kiln_session_node_count(s);
+    printf("providers:");
+    for (size_t p = 0; p < np; p++) printf("%s %s", p ? "," : "", kiln_session_provider_name(s, p));
+    printf("\n");
+    if (np < 2) return;
+    for (size_t p = 0; p < np; p++) {
+        const char *name = kiln_session_provider_name(s, p);
+        size_t count = 0;
+        kiln_node_info ni;
+        for (size_t i = 0; i < nn; i++)
+            if (!kiln_session_node_info(s, i, &ni) && !strcmp(ni.provider, name) && strcmp(ni.domain, "kiln")) count++;
+        printf("  %zu nodes on %s\n", count, name);
+    }
+    printf("placement (node, op, provider, why not on %s):\n", kiln_session_provider_name(s, 0));
+    for (size_t i = 0; i < nn; i++) {
+        kiln_node_info ni;
+        if (kiln_session_node_info(s, i, &ni)) continue;
+        printf("  %-40s %-28s %-22s %s\n", ni.name, ni.op_type, ni.provider, ni.reason);
+    }
+}
+
 int cmd_info(int argc, char **argv) {
     const char *model = NULL;
     dim_binding dims[32];
     int n_dims = 0;
+    unsigned providers = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--dim") && i + 1 < argc && n_dims < 32) {
+        if (!strcmp(argv[i], "--providers") && i + 1 < argc) {
+            if (!(providers = cli_parse_providers(argv[++i]))) return 2;
+        } else if (!strcmp(argv[i], "--dim") && i + 1 < argc && n_dims < 32) {
             char *eq = strchr(argv[++i], '=');
             if (!eq) { fprintf(stderr, "kiln info: --dim needs NAME=N\n"); return 2; }
             *eq = 0;
@@ -52,7 +78,7 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) { fprintf(stderr, "kiln info: no model given\n"); return 2; }
-    kiln_session *s = cli_open(model, 1, 1, 0);
+    kiln_session *s = cli_open(model, 1, providers, 1, 0);
     if (!s) return 1;
     kiln_model *m = s->model;
     printf("model: %s\n", model);
@@ -124,6 +150,7 @@ int cmd_info(int argc, char **argv) {
         for (size_t i = 0; i < ni; i++) kiln_value_release(&vals[i]);
         free(vals); free(names); free(outs); free(idx);
         printf("missing ops: none\n");
+        print_placement(s);
     }
     kiln_session_close(s);
     return rc;

@@ -59,6 +59,7 @@ static const char *strip_prefix(const char *name) { return !strncmp(name, "in.",
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *outdir = ".", *npz = NULL, *testdir = NULL;
     int threads = 0, verbose = 0, quiet = 0;
+    unsigned providers = 0;
     char **singles = calloc((size_t)argc, sizeof(char *));
     int n_singles = 0;
     for (int i = 1; i < argc; i++) {
@@ -71,6 +72,9 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--verbose")) verbose = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--providers") && more) {
+            if (!(providers = cli_parse_providers(argv[++i]))) { free(singles); return 2; }
+        }
         else if (a[0] != '-' && !model) model = a;
         else {
             fprintf(stderr, "kiln run: unknown or incomplete option '%s'\n", a);
@@ -83,7 +87,7 @@ int cmd_run(int argc, char **argv) {
         free(singles);
         return 2;
     }
-    kiln_session *s = cli_open(model, threads, 0, verbose);
+    kiln_session *s = cli_open(model, threads, providers, 0, verbose);
     if (!s) { free(singles); return 1; }
     feed *feeds = NULL;
     int n = 0, rc = 1;

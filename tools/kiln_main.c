@@ -10,10 +10,11 @@ static void usage(void) {
     fputs("kiln " KILN_VERSION " - an ONNX inference runtime\n"
           "usage:\n"
           "  kiln run MODEL [--input NAME=FILE.npy ...] [--inputs FILE.npz] [--test-data DIR]\n"
-          "                 [--output-dir DIR] [--threads N] [--verbose]\n"
-          "  kiln info MODEL [--dim NAME=N ...]\n"
+          "                 [--output-dir DIR] [--threads N] [--providers cuda,cpu] [--verbose]\n"
+          "  kiln info MODEL [--dim NAME=N ...] [--providers cuda,cpu]\n"
           "  kiln test DIR... [--expect-fail FILE] [--write-failures FILE] [--rtol X] [--atol X] [--quiet]\n"
           "  kiln bench MODEL [--threads N] [--runs N] [--warmup N] [--inputs FILE.npz] [--dim NAME=N ...]\n"
+          "                   [--providers cuda,cpu]\n"
           "  kiln ops          (every operator kiln has a kernel for: domain, name, first opset, provider)\n",
           stderr);
 }
@@ -23,7 +24,7 @@ static int cmp_op(const void *a, const void *b) {
     int c = strcmp(x->domain ? x->domain : "", y->domain ? y->domain : "");
     if (!c) c = strcmp(x->name, y->name);
     if (!c) c = x->since - y->since;
-    return c ? c : x->provider - y->provider;
+    return c;
 }
 
 static int cmd_ops(void) {
@@ -33,8 +34,8 @@ static int cmd_ops(void) {
     kiln_list_ops(ops, n);
     qsort(ops, (size_t)n, sizeof *ops, cmp_op);
     for (int i = 0; i < n; i++)
-        printf("%s\t%s\t%d\t%s\n", ops[i]->domain && ops[i]->domain[0] ? ops[i]->domain : "ai.onnx", ops[i]->name,
-               ops[i]->since, ops[i]->provider == KILN_EP_CUDA ? "cuda" : "cpu");
+        printf("%s\t%s\t%d\tcpu\n", ops[i]->domain && ops[i]->domain[0] ? ops[i]->domain : "ai.onnx", ops[i]->name,
+               ops[i]->since);
     free(ops);
     return 0;
 }

@@ -79,12 +79,22 @@ def _declare(lib):
         "kiln_value_item": (vp, [vp, c_size_t]),
         "kiln_value_free": (None, [vp]),
         "kiln_session_plan_stats": (c_int, [vp, P(PlanStats)]),
+        "kiln_session_provider_count": (c_size_t, [vp]),
+        "kiln_session_provider_name": (ctypes.c_char_p, [vp, c_size_t]),
+        "kiln_session_warning": (ctypes.c_char_p, [vp]),
+        "kiln_session_node_count": (c_size_t, [vp]),
+        "kiln_session_node_info": (c_int, [vp, c_size_t, P(NodeInfo)]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
         f.restype = res
         f.argtypes = args
     return lib
+
+
+class NodeInfo(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("op_type", ctypes.c_char_p), ("domain", ctypes.c_char_p),
+                ("provider", ctypes.c_char_p), ("reason", ctypes.c_char_p)]
 
 
 def load_native():

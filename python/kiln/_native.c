@@ -306,6 +306,11 @@ static PyObject *Session_io(Session *self, PyObject *arg) {
     return list;
 }
 
+/* The kiln_session pointer, for the metadata calls the Python layer makes through ctypes. */
+static PyObject *Session_handle(Session *self, PyObject *unused) {
+    return PyLong_FromVoidPtr(self->s);
+}
+
 static PyObject *Session_plan_stats(Session *self, PyObject *unused) {
     kiln_plan_stats st;
     memset(&st, 0, sizeof st); /* a closed session reports zeros, as the ctypes path does */
@@ -587,6 +592,7 @@ static PyMethodDef Session_methods[] = {
      "run(output_names, input_feed, run_options=None) -> list of outputs"},
     {"io", (PyCFunction)Session_io, METH_O,
      "io(is_output) -> list of (name, dtype, rank, dims, dim_names, is_sequence)"},
+    {"handle", (PyCFunction)Session_handle, METH_NOARGS, "the kiln_session pointer as an int"},
     {"plan_stats", (PyCFunction)Session_plan_stats, METH_NOARGS,
      "(arena, naive, initializer, copied_initializer bytes, nodes, folded_nodes)"},
     {"close", (PyCFunction)Session_close, METH_NOARGS, "releases the session (after runs in flight end)"},

@@ -56,7 +56,13 @@ class KilnError(RuntimeError):
 
 
 def get_available_providers():
-    return ["CPUExecutionProvider"]
+    """The providers this build can use: CUDA when libkiln_cuda.so sits beside libkiln (it may
+    still fail to start on a machine without a GPU; sessions then fall back with a warning)."""
+    lib_path = getattr(_lib, "loaded_path", None) or ""
+    found = ["CPUExecutionProvider"]
+    if lib_path and os.path.exists(os.path.join(os.path.dirname(lib_path), "libkiln_cuda.so")):
+        found.insert(0, "CUDAExecutionProvider")
+    return found
 
 
 class NodeArg:
@@ -105,13 +111,15 @@ class InferenceSession:
             n_threads = int(threads)
         opt_level = int(opt_level)
         verbose = int(bool(verbose))
+        # As in ONNX Runtime: nodes no provider takes run on the CPU anyway; naming the CPU too
+        # (["CUDAExecutionProvider", "CPUExecutionProvider"]) also lets the session fall back to it,
+        # with a warning, when CUDA cannot start; naming CUDA alone makes that an error.
         mask = 0
         for p in providers or ["CPUExecutionProvider"]:
             name = p[0] if isinstance(p, (tuple, list)) else p
             if name not in _PROVIDERS:
                 raise KilnError("unknown execution provider %r (kiln has %s)" % (name, ", ".join(_PROVIDERS)))
             mask |= _PROVIDERS[name]
-        mask |= 1
         native = _native_module()
         if native is not None:
             if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
@@ -123,6 +131,7 @@ class InferenceSession:
             self.run = self._native.run
             self._inputs = [_node_arg(*t) for t in self._native.io(False)]
             self._outputs = [_node_arg(*t) for t in self._native.io(True)]
+            self._after_open()
             return
         opt = _lib.Options()
         lib.kiln_options_init(ctypes.byref(opt))
@@ -142,6 +151,21 @@ class InferenceSession:
         self._s = handle
         self._inputs = self._io(lib.kiln_session_input_count, lib.kiln_session_input_info)
         self._outputs = self._io(lib.kiln_session_output_count, lib.kiln_session_output_info)
+        self._after_open()
+
+    def _handle(self):
+        if self._native is not None:
+            return ctypes.c_void_p(self._native.handle())
+        return self._s
+
+    def _after_open(self):
+        h = self._handle()
+        self._providers = [self._lib.kiln_session_provider_name(h, i).decode()
+                           for i in range(self._lib.kiln_session_provider_count(h))]
+        warning = self._lib.kiln_session_warning(h)
+        if warning:
+            import warnings
+            warnings.warn(warning.decode(errors="replace"), RuntimeWarning, stacklevel=3)
 
     def _io(self, count, info_fn):
         out = []
@@ -158,7 +182,30 @@ class InferenceSession:
         return list(self._outputs)
 
     def get_providers(self):
-        return ["CPUExecutionProvider"]
+        """The providers this session really uses, preferred first."""
+        return list(self._providers)
+
+    def node_placement(self):
+        """[(node name, provider name)] for the main graph's nodes in execution order, including the
+        copies between memory spaces (op types MemcpyFromHost / MemcpyToHost)."""
+        return [(n["name"], n["provider"]) for n in self.nodes()]
+
+    def placement_reason(self, node_name):
+        """Why a node is not on the session's first provider ("" when it is)."""
+        for n in self.nodes():
+            if n["name"] == node_name:
+                return n["reason"]
+        raise KilnError("no node named %r" % node_name)
+
+    def nodes(self):
+        """Each node of the main graph after optimisation: name, op_type, domain, provider, reason."""
+        h = self._handle()
+        out = []
+        info = _lib.NodeInfo()
+        for i in range(self._lib.kiln_session_node_count(h)):
+            if self._lib.kiln_session_node_info(h, i, ctypes.byref(info)) == 0:
+                out.append({k: getattr(info, k).decode(errors="replace") for k, _ in info._fields_})
+        return out
 
     def plan_stats(self):
         if self._native is not None:

@@ -1,4 +1,5 @@
 #include "graph.h"
+#include "provider.h"
 #include "../ops/op.h"
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,8 @@ void kiln_graph_free(kiln_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         kiln_node *n = &g->nodes[i];
         if (n->op && n->op->fini && n->state) n->op->fini(n->state);
+        if (n->kernel && n->kernel->fini && n->kernel_state) n->kernel->fini(n->kernel_state);
+        free(n->placement_why);
         free(n->name);
         free(n->op_type);
         free(n->domain);

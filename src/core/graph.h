@@ -17,6 +17,7 @@ enum {
 struct kiln_graph;
 struct kiln_model;
 struct kiln_op;
+struct kiln_kernel;
 
 typedef struct kiln_attr {
     char *name;
@@ -51,6 +52,12 @@ typedef struct kiln_node {
     int n_implicit;        /* values of this graph that the node's subgraphs read (outer scope) */
     int *implicit;
     int removed;           /* folded into a constant or dead: skipped when running */
+    /* placement (core/placement.c): the provider that runs the node (index into the session's
+     * providers; 0 = the CPU) and, for other providers, the kernel and its state */
+    int ep;
+    const struct kiln_kernel *kernel;
+    void *kernel_state;
+    char *placement_why;   /* why the node is not on the preferred provider (NULL: it is) */
 } kiln_node;
 
 /* Static type of a value: kind (tensor / sequence / optional-of), element type, shape. */
@@ -72,6 +79,7 @@ typedef struct kiln_graph_value {
     int producer;          /* node index, or -1 */
     int outer;             /* >= 0: index of the value of the same name in the parent graph */
     int n_consumers;
+    int dev;               /* memory space the value lives in: a session provider index, 0 = host */
 } kiln_graph_value;
 
 typedef struct kiln_graph {

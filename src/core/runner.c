@@ -4,6 +4,7 @@
  * size and lifetime; kiln_plan_make turns that into arena offsets for the runs that follow. */
 #include "runner.h"
 #include "session.h"
+#include "placement.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,24 +40,35 @@ static int is_managed(struct kiln_runner *r, int v) {
 
 kiln_status kiln_runner_alloc_output(kiln_ctx *ctx, int i);
 
-/* Allocates value v's tensor (shape already set) from the arena or the heap. */
+/* Allocates value v's tensor (shape already set) in its memory space, from the arena or the heap. */
 static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
     kiln_tensor *t = &r->vals[v].t;
     int64_t n = kiln_numel(t);
     if (n < 0) return kiln_fail(e, KILN_ERR_RUNTIME, "output shape is not concrete");
     size_t bytes = kiln_dtype_bytes(t->dtype, n);
-    if (r->rec && !r->is_output[v]) { /* graph outputs go to the caller, never to the arena */
+    int dev = r->g->values[v].dev;
+    /* graph outputs go to the caller, never to the arena (device outputs may go to the caller too) */
+    int arena_ok = !r->is_output[v] && t->dtype != KILN_DTYPE_STRING;
+    if (r->rec && arena_ok) {
         r->rec[v].def = r->step;
         r->rec[v].last = r->step;
         r->rec[v].size = bytes;
+        r->rec[v].dev = dev;
     }
-    if (r->plan && !r->is_output[v] && t->dtype != KILN_DTYPE_STRING && v < r->plan->n_values &&
-        r->plan->offset[v] >= 0 && bytes <= r->plan->size[v]) {
-        t->data = (char *)r->plan->arena + r->plan->offset[v];
+    if (r->plan && arena_ok && v < r->plan->n_values && r->plan->offset[v] >= 0 && bytes <= r->plan->size[v] &&
+        r->plan->arena[dev]) {
+        t->data = (char *)r->plan->arena[dev] + r->plan->offset[v];
         t->owner = NULL; /* not zeroed: kernels write every element (the repeated-run tests check) */
+        t->dev = dev ? r->s->eps.ep[dev] : NULL;
         return KILN_OK;
     }
-    return kiln_tensor_alloc(t, e);
+    if (!dev) return kiln_tensor_alloc(t, e);
+    kiln_provider *p = r->s->eps.ep[dev];
+    void *mem;
+    KILN_TRY(p->vt->alloc(p, bytes, &mem, e));
+    t->data = t->owner = mem;
+    t->dev = p;
+    return KILN_OK;
 }
 
 kiln_status kiln_runner_alloc_output(kiln_ctx *ctx, int i) {
@@ -141,8 +153,10 @@ static kiln_status run_node_timed(struct kiln_runner *r, int ni, kiln_err *e) {
             out[i]->t.rank = -1;
         }
     }
-    kiln_ctx ctx = {n, n->opset, n->n_in, in, n->n_out, out, n->state, e, 0, r->s->tp, r, r->s->cuda};
+    kiln_provider *ep = r->parent ? r->s->eps.ep[0] : r->s->eps.ep[n->ep];
+    kiln_ctx ctx = {n, n->opset, n->n_in, in, n->n_out, out, n->state, e, 0, r->s->tp, r, ep, n->kernel_state};
     const kiln_op *op = n->op;
+    kiln_status (*compute)(kiln_ctx *) = n->kernel && !r->parent ? n->kernel->compute : op->compute;
     int dynamic = op->flags & KILN_OP_DYNAMIC;
     if (!dynamic) {
         if (!op->infer) {
@@ -153,9 +167,11 @@ static kiln_status run_node_timed(struct kiln_runner *r, int ni, kiln_err *e) {
         int aliased = 0;
         if ((op->flags & KILN_OP_ALIAS) && out[0] && in[0] && in[0]->kind == KILN_KIND_TENSOR &&
             out[0]->kind == KILN_KIND_TENSOR && !r->is_output[n->out[0]] &&
+            in[0]->t.dev == (g->values[n->out[0]].dev ? r->s->eps.ep[g->values[n->out[0]].dev] : NULL) &&
             kiln_numel(&out[0]->t) == kiln_numel(&in[0]->t) && out[0]->t.dtype == in[0]->t.dtype) {
             out[0]->t.data = in[0]->t.data;
             out[0]->t.owner = NULL;
+            out[0]->t.dev = in[0]->t.dev;
             int v = n->out[0], src = root_of(r, n->in[0]);
             r->root[v] = src;
             if (src >= 0) r->remaining[src] += r->uses[v];
@@ -170,9 +186,9 @@ static kiln_status run_node_timed(struct kiln_runner *r, int ni, kiln_err *e) {
             if (out[i]->t.data) continue; /* the kernel's infer filled it (Shape, Constant ...) */
             if ((st = alloc_value(r, n->out[i], e))) goto done;
         }
-        if (!aliased && (st = op->compute(&ctx))) goto done;
+        if (!aliased && (st = compute(&ctx))) goto done;
     } else {
-        if ((st = op->compute(&ctx))) goto done;
+        if ((st = compute(&ctx))) goto done;
     }
     for (int i = 0; i < n->n_out; i++) {
         if (!out[i]) continue;
@@ -248,6 +264,19 @@ static void runner_free(struct kiln_runner *r) {
 /* Hands graph output v to the caller: moved when this frame owns the heap buffer, else copied. */
 static kiln_status take_output(struct kiln_runner *r, int v, kiln_value *dst, int last_use, kiln_err *e) {
     kiln_value *src = slot(r, v);
+    if (src->kind == KILN_KIND_TENSOR && src->t.dev && !r->s->outputs_on_device) {
+        /* to the host: the caller reads it there */
+        kiln_provider *p = src->t.dev;
+        *dst = *src;
+        dst->t.owner = dst->t.data = NULL;
+        dst->t.dev = NULL;
+        KILN_TRY(kiln_tensor_alloc(&dst->t, e));
+        size_t bytes = kiln_tensor_nbytes(&src->t);
+        kiln_status st = bytes ? p->vt->to_host(p, dst->t.data, src->t.data, bytes, e) : KILN_OK;
+        if (!st) st = p->vt->sync(p, e);
+        if (st) kiln_tensor_release(&dst->t);
+        return st;
+    }
     int movable = last_use && is_managed(r, v) && r->root[v] == v &&
                   (src->kind != KILN_KIND_TENSOR || src->t.owner == src->t.data || !src->t.data);
     if (src->kind == KILN_KIND_TENSOR && src->t.owner && src->t.owner != src->t.data) movable = 0;
@@ -260,14 +289,26 @@ static kiln_status take_output(struct kiln_runner *r, int v, kiln_value *dst, in
     return kiln_value_copy(dst, src, e);
 }
 
+static kiln_status sync_devices(kiln_session *s, kiln_err *e) {
+    kiln_err scratch;
+    for (int p = 1; p < s->eps.n; p++)
+        if (s->eps.ep[p]->vt->sync(s->eps.ep[p], e ? e : &scratch) && e) return e->code;
+    return KILN_OK;
+}
+
 static kiln_status run_frame(struct kiln_runner *r, int n_out, const int *out_idx, kiln_value *outputs,
                              kiln_err *e) {
     kiln_graph *g = r->g;
     for (int i = 0; i < g->n_nodes; i++) {
         if (g->nodes[i].removed) continue;
         r->step = i;
-        KILN_TRY(run_node(r, i, e));
+        kiln_status st = run_node(r, i, e);
+        if (st) {
+            sync_devices(r->s, NULL); /* let queued device work finish before buffers go */
+            return st;
+        }
     }
+    if (!r->parent) KILN_TRY(sync_devices(r->s, e));
     for (int k = 0; k < n_out; k++) {
         int v = g->outputs[out_idx[k]];
         int last = 1;
@@ -333,14 +374,15 @@ kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value
 
 /* ---------------------------------------------------------------- memory plans */
 
-typedef struct placed { int64_t off; size_t size; int def, last; } placed;
+typedef struct placed { int64_t off; size_t size; int def, last, dev; } placed;
 
 static int by_size_desc(const void *a, const void *b) {
     const placed *x = a, *y = b;
     return x->size < y->size ? 1 : x->size > y->size ? -1 : 0;
 }
 
-kiln_plan *kiln_plan_make(const kiln_graph *g, const kiln_lifetime *rec, const char *signature) {
+kiln_plan *kiln_plan_make(kiln_session *s, const kiln_graph *g, const kiln_lifetime *rec,
+                          const char *signature) {
     kiln_plan *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     int nv = g->n_values;
@@ -359,7 +401,7 @@ kiln_plan *kiln_plan_make(const kiln_graph *g, const kiln_lifetime *rec, const c
         p->offset[v] = -1;
         if (rec[v].def < 0 || rec[v].size == 0) continue;
         size_t sz = (rec[v].size + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-        items[m] = (placed){-1, sz, rec[v].def, rec[v].last};
+        items[m] = (placed){-1, sz, rec[v].def, rec[v].last, rec[v].dev};
         order[m] = v;
         p->naive_bytes += sz;
         m++;
@@ -379,6 +421,7 @@ kiln_plan *kiln_plan_make(const kiln_graph *g, const kiln_lifetime *rec, const c
         for (int again = 1; again;) {
             again = 0;
             for (int j = 0; j < nd; j++) {
+                if (done[j].dev != it.dev) continue;                          /* another arena */
                 if (done[j].last < it.def || it.last < done[j].def) continue; /* disjoint in time */
                 if (off + (int64_t)it.size <= done[j].off || done[j].off + (int64_t)done[j].size <= off) continue;
                 off = done[j].off + (int64_t)done[j].size;
@@ -390,12 +433,19 @@ kiln_plan *kiln_plan_make(const kiln_graph *g, const kiln_lifetime *rec, const c
         int v = order[item];
         p->offset[v] = off;
         p->size[v] = it.size;
-        if ((size_t)off + it.size > p->arena_bytes) p->arena_bytes = (size_t)off + it.size;
+        if ((size_t)off + it.size > p->dev_bytes[it.dev]) p->dev_bytes[it.dev] = (size_t)off + it.size;
     }
     free(done); free(idx); free(sorted); free(items); free(order);
-    if (p->arena_bytes && posix_memalign(&p->arena, ARENA_ALIGN, p->arena_bytes)) {
-        kiln_plan_free(p);
-        return NULL;
+    for (int d = 0; d < s->eps.n; d++) {
+        p->arena_bytes += p->dev_bytes[d];
+        if (!p->dev_bytes[d]) continue;
+        kiln_err scratch;
+        p->ep[d] = s->eps.ep[d];
+        if (p->ep[d]->vt->alloc(p->ep[d], p->dev_bytes[d], &p->arena[d], &scratch)) {
+            p->arena[d] = NULL;
+            kiln_plan_free(p);
+            return NULL;
+        }
     }
     return p;
 }
@@ -405,7 +455,8 @@ void kiln_plan_free(kiln_plan *p) {
     free(p->signature);
     free(p->offset);
     free(p->size);
-    free(p->arena);
+    for (int d = 0; d < KILN_MAX_PROVIDERS; d++)
+        if (p->arena[d]) p->ep[d]->vt->free(p->ep[d], p->arena[d]);
     free(p);
 }
 
@@ -462,7 +513,7 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
             outv[i].t.rank = -1;
             outs[i] = n->out[i] >= 0 ? &outv[i] : NULL;
         }
-        kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, s->tp, NULL, s->cuda};
+        kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, s->tp, NULL, s->eps.ep[0], NULL};
         if (n->op->init && !n->state) {
             kiln_status st = n->op->init(&ctx);
             if (st) {

@@ -2,10 +2,7 @@
 #include "session.h"
 #include "../ops/op.h"
 #include "../opt/optimize.h"
-#include <cblas.h>
-#ifdef KILN_WITH_CUDA
-#include "../cuda/cuda_provider.h"
-#endif
+#include "placement.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,8 +32,6 @@ static kiln_status bind_kernels(kiln_session *s, kiln_graph *g, char **missing, 
             for (int j = 0; n->attrs[k].graphs && j < n->attrs[k].n_graphs; j++)
                 KILN_TRY(bind_kernels(s, n->attrs[k].graphs[j], missing, len, count));
         }
-        if (n->opset >= 0 && s->cuda) n->op = kiln_find_op_ep(n->domain, n->op_type, n->opset, KILN_EP_CUDA);
-        if (n->op && s->opt.verbose) fprintf(stderr, "kiln: node '%s' (%s) -> CUDA provider\n", n->name, n->op_type);
         if (!n->op && n->opset >= 0) n->op = kiln_find_op(n->domain, n->op_type, n->opset);
         if (n->op) continue;
         char line[512];
@@ -55,6 +50,26 @@ static kiln_status bind_kernels(kiln_session *s, kiln_graph *g, char **missing, 
         (*count)++;
     }
     return KILN_OK;
+}
+
+/* One line per provider with its node count, then each node left on the CPU with the reason. */
+static void print_placement(kiln_session *s) {
+    kiln_graph *g = s->model->graph;
+    if (s->eps.n < 2) return;
+    int count[KILN_MAX_PROVIDERS] = {0};
+    for (int i = 0; i < g->n_nodes; i++)
+        if (!g->nodes[i].removed && !kiln_is_memcpy_node(&g->nodes[i])) count[g->nodes[i].ep]++;
+    for (int p = 0; p < s->eps.n; p++)
+        fprintf(stderr, "kiln: placement: %d node%s on %s\n", count[p], count[p] == 1 ? "" : "s",
+                s->eps.ep[p]->vt->name);
+    fprintf(stderr, "kiln: placement: %d copies between memory spaces, %d constants uploaded\n",
+            s->copies, s->uploads);
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *n = &g->nodes[i];
+        if (n->removed || !n->placement_why) continue;
+        fprintf(stderr, "kiln: node '%s' (%s) on %s: %s\n", n->name, n->op_type, s->eps.ep[n->ep]->vt->name,
+                n->placement_why);
+    }
 }
 
 static kiln_status prepare_recursive(kiln_session *s, kiln_graph *g, kiln_err *e) {
@@ -110,37 +125,16 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     pthread_mutex_init(&s->run_mu, NULL);
     const char *prof = getenv("KILN_PROFILE");
     s->profile = prof && prof[0] == '1';
-    if (s->opt.providers & KILN_PROVIDER_CUDA) {
-#ifdef KILN_WITH_CUDA
-        kiln_cuda_provider *cp = NULL;
-        if (kiln_cuda_provider_create(0, &cp)) {
-            kiln_fail(&e, KILN_ERR_NO_PROVIDER, "the CUDA provider could not start: %s", kiln_cuda_last_error());
-            kiln_session_close(s);
-            return fail_open(&e);
-        }
-        s->cuda = cp;
-        if (s->opt.verbose) fprintf(stderr, "kiln: CUDA provider on %s\n", kiln_cuda_info(cp)->name);
-#else
-        kiln_fail(&e, KILN_ERR_NO_PROVIDER, "the CUDA provider was requested but this kiln was built without CUDA");
-        kiln_session_close(s);
-        return fail_open(&e);
-#endif
-    }
-    int threads = s->opt.threads;
-    if (threads <= 0) {
-        long nc = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = nc > 0 ? (int)nc : 1;
-    }
-    if (threads > 256) threads = 256;
-    /* BLAS calls run inside kiln's own pool, one per worker: OpenBLAS's own threads would only
-     * spin on the cores kiln's workers need (they busy-wait after each call) */
-    openblas_set_num_threads(1);
-    s->tp = kiln_threadpool_create(threads);
-    if (!s->tp) {
-        kiln_fail(&e, KILN_ERR_NO_MEMORY, "cannot create the thread pool");
+    if (kiln_providers_open(&s->opt, &s->eps, &e)) {
         kiln_session_close(s);
         return fail_open(&e);
     }
+    s->tp = s->eps.tp;
+    int threads = s->eps.threads;
+    /* the CLI and Python report the fallback themselves (kiln_session_warning) */
+    if (s->eps.warning[0] && s->opt.verbose) fprintf(stderr, "kiln: warning: %s\n", s->eps.warning);
+    for (int p = 1; s->opt.verbose && p < s->eps.n; p++)
+        fprintf(stderr, "kiln: %s on %s\n", s->eps.ep[p]->vt->name, s->eps.ep[p]->vt->describe(s->eps.ep[p]));
     if (s->opt.opt_level >= 2) {
         size_t n_rw = 0;
         if (kiln_graph_optimize(m->graph, s->opt.opt_level, s->opt.verbose, &n_rw, &e)) {
@@ -163,11 +157,16 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         return fail_open(&e);
     }
     if (!count) {
+        kiln_session_place_args pa = {&s->eps, 0, 0};
         kiln_status st = prepare_recursive(s, m->graph, &e);
+        if (!st) st = kiln_place(&pa, m->graph, &e);
         if (st) {
             kiln_session_close(s);
             return fail_open(&e);
         }
+        s->copies = pa.copies;
+        s->uploads = pa.uploads;
+        if (s->opt.verbose) print_placement(s);
     }
     kiln_graph *g = m->graph;
     s->n_inputs = (size_t)g->n_inputs;
@@ -243,10 +242,7 @@ void kiln_session_close(kiln_session *s) {
     free(s->inputs);
     free(s->outputs);
     kiln_model_free(s->model);
-    kiln_threadpool_destroy(s->tp);
-#ifdef KILN_WITH_CUDA
-    if (s->cuda) kiln_cuda_provider_destroy(s->cuda);
-#endif
+    kiln_providers_close(&s->eps);
     free(s->missing_ops);
     pthread_mutex_destroy(&s->run_mu);
     free(s);
@@ -370,7 +366,7 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
     if (!plan) rec = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *rec);
     st = kiln_run_graph(s, g, slots, plan, rec, n_out, out_idx, outputs, e);
     if (!st && rec) {
-        kiln_plan *p = kiln_plan_make(g, rec, sig);
+        kiln_plan *p = kiln_plan_make(s, g, rec, sig);
         if (p) {
             p->next = s->plans;
             s->plans = p;
@@ -512,4 +508,41 @@ void kiln_value_free(kiln_value *v) {
     if (!v) return;
     kiln_value_release(v);
     free(v);
+}
+
+/* ---------------------------------------------------------------- providers and placement */
+
+size_t kiln_session_provider_count(const kiln_session *s) { return s ? (size_t)s->eps.n : 0; }
+
+const char *kiln_session_provider_name(const kiln_session *s, size_t i) {
+    if (!s || i >= (size_t)s->eps.n) return NULL;
+    /* preferred first: the others in the order opened, the CPU last */
+    return i + 1 < (size_t)s->eps.n ? s->eps.ep[i + 1]->vt->name : s->eps.ep[0]->vt->name;
+}
+
+const char *kiln_session_warning(const kiln_session *s) { return s ? s->eps.warning : ""; }
+
+size_t kiln_session_node_count(const kiln_session *s) {
+    if (!s) return 0;
+    size_t n = 0;
+    kiln_graph *g = s->model->graph;
+    for (int i = 0; i < g->n_nodes; i++) n += !g->nodes[i].removed;
+    return n;
+}
+
+kiln_status kiln_session_node_info(const kiln_session *s, size_t i, kiln_node_info *info) {
+    if (!s || !info) return KILN_ERR_INVALID_ARGUMENT;
+    kiln_graph *g = s->model->graph;
+    for (int k = 0; k < g->n_nodes; k++) {
+        const kiln_node *n = &g->nodes[k];
+        if (n->removed) continue;
+        if (i--) continue;
+        info->name = n->name;
+        info->op_type = n->op_type;
+        info->domain = n->domain;
+        info->provider = s->eps.n ? s->eps.ep[n->ep]->vt->name : "CPUExecutionProvider";
+        info->reason = n->placement_why ? n->placement_why : "";
+        return KILN_OK;
+    }
+    return KILN_ERR_INVALID_ARGUMENT;
 }

@@ -4,17 +4,21 @@
 
 #include "graph.h"
 #include "../cpu/threadpool.h"
+#include "../providers/registry.h"
 #include <pthread.h>
 
-/* A memory plan for one input-shape signature: where each intermediate value lives in the arena. */
+/* A memory plan for one input-shape signature: where each intermediate value lives in the arena
+ * of its memory space (one arena per provider memory; [0] is the host's). */
 typedef struct kiln_plan {
     char *signature;
     int n_values;
-    int64_t *offset;       /* per value of the main graph; -1 = not in the arena */
+    int64_t *offset;       /* per value of the main graph, in its memory space's arena; -1 = none */
     size_t *size;
-    size_t arena_bytes;
+    size_t arena_bytes;    /* all arenas together */
     size_t naive_bytes;
-    void *arena;
+    size_t dev_bytes[KILN_MAX_PROVIDERS];
+    void *arena[KILN_MAX_PROVIDERS];
+    kiln_provider *ep[KILN_MAX_PROVIDERS]; /* who frees each arena */
     struct kiln_plan *next;
 } kiln_plan;
 
@@ -22,14 +26,17 @@ typedef struct kiln_plan {
 typedef struct kiln_lifetime {
     int def, last;         /* node steps; def -1 = never allocated by the runner */
     size_t size;
+    int dev;               /* memory space */
 } kiln_lifetime;
 
 struct kiln_session {
     kiln_model *model;
     kiln_options opt;
     kiln_err err;
-    kiln_threadpool *tp;
-    void *cuda;                 /* kiln_cuda_provider when the CUDA provider is enabled */
+    kiln_threadpool *tp;        /* the CPU provider's pool */
+    kiln_provider_set eps;      /* [0] the CPU, then the providers asked for that started */
+    int copies, uploads;        /* copy nodes inserted and constants uploaded by placement */
+    int outputs_on_device;      /* the current run hands device outputs over as they are */
     pthread_mutex_t run_mu;     /* runs on one session are serialised (they share the arena) */
     kiln_plan *plans;           /* most recent first */
     int n_plans;
@@ -60,7 +67,8 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
 kiln_status kiln_run_graph(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
                            kiln_lifetime *record, int n_out, const int *out_idx, kiln_value *outputs,
                            kiln_err *e);
-kiln_plan *kiln_plan_make(const kiln_graph *g, const kiln_lifetime *rec, const char *signature);
+kiln_plan *kiln_plan_make(kiln_session *s, const kiln_graph *g, const kiln_lifetime *rec,
+                          const char *signature);
 void kiln_plan_free(kiln_plan *p);
 /* Static pass at open: kernel init, type/shape inference, constant folding, dead-node removal. */
 kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #endif
 #include "tensor.h"
+#include "provider.h"
 #include "dtype.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +74,9 @@ kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src, kiln_err 
 }
 
 void kiln_tensor_release(kiln_tensor *t) {
-    if (t->owner) {
+    if (t->owner && t->dev) {
+        t->dev->vt->free(t->dev, t->owner);
+    } else if (t->owner) {
         if (t->dtype == KILN_DTYPE_STRING && t->data == t->owner) {
             int64_t n = kiln_numel(t);
             char **s = t->data;
@@ -83,6 +86,7 @@ void kiln_tensor_release(kiln_tensor *t) {
     }
     t->owner = NULL;
     t->data = NULL;
+    t->dev = NULL;
 }
 
 void kiln_strides(int rank, const int64_t *dims, int64_t *strides) {

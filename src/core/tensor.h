@@ -25,6 +25,8 @@ typedef struct kiln_tensor {
     int64_t dims[KILN_MAX_RANK];
     void *data;                   /* NULL during static inference unless the value is known */
     void *owner;                  /* heap block to free, or NULL */
+    struct kiln_provider *dev;    /* NULL: host memory; else the provider whose memory holds data
+                                     (owner is then freed through it) */
 } kiln_tensor;
 
 enum { KILN_KIND_TENSOR = 0, KILN_KIND_SEQUENCE = 1, KILN_KIND_NONE = 2 };

@@ -1,5 +1,7 @@
-/* The kernel interface. An op is a table entry: (domain, name, first opset) plus up to four
- * functions. Every kernel family file (src/cpu/kernels/<family>.c) defines one array
+/* Op definitions and the CPU kernels. An op is a table entry: (domain, name, first opset) plus up
+ * to four functions. init, infer and fini are the op's definition, shared by every provider;
+ * compute is the CPU provider's kernel. Other providers register compute-only kernels against the
+ * same definitions (core/provider.h). Every kernel family file (src/cpu/kernels/<family>.c) defines one array
  *
  *     const kiln_op kiln_ops_<family>[] = { {...}, {...}, {0} };
  *
@@ -48,10 +50,13 @@ typedef struct kiln_ctx {
     int static_mode;
     struct kiln_threadpool *tp;  /* may be NULL: run serially */
     struct kiln_runner *runner;  /* for control-flow ops: runs subgraphs (see core/runner.h) */
-    void *cuda;                  /* the session's kiln_cuda_provider, when CUDA is enabled */
+    struct kiln_provider *ep;    /* the provider running the node (NULL in static inference) */
+    void *kernel_state;          /* a non-CPU kernel's own state (kiln_kernel.init) */
 } kiln_ctx;
 
-enum { KILN_OP_DYNAMIC = 1, KILN_OP_ALIAS = 2 };
+/* KILN_OP_SHAPE_ONLY: the op reads its input's shape, never its elements (Shape, Size): the input
+ * may stay in any provider's memory. */
+enum { KILN_OP_DYNAMIC = 1, KILN_OP_ALIAS = 2, KILN_OP_SHAPE_ONLY = 4 };
 
 typedef struct kiln_op {
     const char *domain;          /* "" = ai.onnx, "ai.onnx.ml", "com.microsoft" */
@@ -62,12 +67,7 @@ typedef struct kiln_op {
     kiln_status (*infer)(kiln_ctx *ctx);
     kiln_status (*compute)(kiln_ctx *ctx);
     void (*fini)(void *state);
-    int provider;                /* KILN_EP_CPU (0) or KILN_EP_CUDA: which provider runs it */
 } kiln_op;
-
-/* Execution providers of kernels. A CUDA kernel takes and returns host tensors like every kernel
- * (the runtime keeps values on the host); it stages them to the device itself. */
-enum { KILN_EP_CPU = 0, KILN_EP_CUDA = 1 };
 
 #define KILN_FAIL(ctx, code, ...) kiln_fail((ctx)->err, (code), __VA_ARGS__)
 
@@ -119,8 +119,6 @@ int kiln_num_threads(const kiln_ctx *ctx);
 
 /* ---- registry (ops/registry.c) ---- */
 const kiln_op *kiln_find_op(const char *domain, const char *name, int opset);
-/* Same, among one provider's kernels (kiln_find_op is the CPU provider's). */
-const kiln_op *kiln_find_op_ep(const char *domain, const char *name, int opset, int provider);
 /* Fills names of all registered ops "domain:name" (for coverage listings); returns count. */
 int kiln_list_ops(const kiln_op **out, int max);
 

@@ -7,7 +7,7 @@
     X(elementwise) X(unary) X(binary) X(logical) X(cast) X(activation) X(reduce) X(softmax)        \
     X(norm) X(tensor) X(shape) X(gather) X(scatter) X(pad) X(matmul) X(conv) X(pool) X(quant)      \
     X(image) X(rnn) X(control) X(sequence) X(optional) X(random) X(signal) X(string) X(ml)          \
-    X(contrib) X(attention) X(misc) X(einsum) X(linalg) X(nms) X(resize) X(topk) X(cumsum) X(cuda)
+    X(contrib) X(attention) X(misc) X(einsum) X(linalg) X(nms) X(resize) X(topk) X(cumsum)
 
 #define DECLARE(f) extern const kiln_op kiln_ops_##f[] __attribute__((weak));
 FAMILIES(DECLARE)
@@ -31,17 +31,13 @@ static int domain_eq(const char *a, const char *b) {
 }
 
 const kiln_op *kiln_find_op(const char *domain, const char *name, int opset) {
-    return kiln_find_op_ep(domain, name, opset, KILN_EP_CPU);
-}
-
-const kiln_op *kiln_find_op_ep(const char *domain, const char *name, int opset, int provider) {
     const kiln_op *best = NULL;
     const kiln_op *const *fam = families();
     for (int f = 0; f < N_FAMILIES; f++) {
         if (!fam[f]) continue;
         for (const kiln_op *op = fam[f]; op->name; op++) {
             if (strcmp(op->name, name) || !domain_eq(op->domain, domain)) continue;
-            if (op->since > opset || op->provider != provider) continue;
+            if (op->since > opset) continue;
             if (!best || op->since > best->since) best = op;
         }
     }

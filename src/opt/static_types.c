@@ -75,7 +75,7 @@ static void infer_node(opt_ctx *c, kiln_node *n) {
         outs[i] = n->out[i] >= 0 ? &outv[i] : NULL;
     }
     kiln_err scratch;
-    kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, NULL, NULL};
+    kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, NULL, NULL, NULL, NULL};
     if (op->infer(&ctx) == KILN_OK) {
         for (int i = 0; i < n->n_out; i++) {
             int v = n->out[i];

@@ -114,6 +114,16 @@ void kattn_mask_apply(const kattn_mask *m, kattn_sdpa *p, int addend_slot);
 
 /* ---- element types (ONNX Attention / RotaryEmbedding accept float16, bfloat16, double) ---- */
 int kattn_float_type(int dtype); /* float, float16, bfloat16, double */
+/* The com.microsoft ops' element type T: input idx[0]'s dtype, which must be float32, float16 or
+ * bfloat16; every other listed input that is present must have T too. */
+kiln_status kattn_check_float_inputs(kiln_ctx *ctx, const int *idx, int n, int *dtype);
+/* 1 when a tensor input or a wanted output of ctx is float16 or bfloat16. */
+int kattn_has_half(kiln_ctx *ctx);
+/* Runs a float32 compute on a copy of ctx whose float16/bfloat16 inputs and outputs are float32
+ * scratch: inputs converted in, outputs converted back afterwards. Other tensors are shared. */
+kiln_status kattn_compute_as_f32(kiln_ctx *ctx, kiln_status (*compute)(kiln_ctx *));
+/* 1 when t's elements can be read on the host (not in a device provider's memory). */
+int kattn_host_readable(const kiln_tensor *t);
 /* A float32 copy of t's elements (or t's own data when it is float32; *owned is then NULL). */
 kiln_status kattn_as_f32(kiln_ctx *ctx, const kiln_tensor *t, const float **out, float **owned);
 void kattn_store_as(int dtype, const float *src, void *dst, int64_t n);

@@ -13,6 +13,7 @@ typedef struct contrib_cfg {
     int64_t B, S, Di, D, Dv, N, H, Hv, P, T;
     int64_t M;     /* share-buffer capacity (past.dim3), else -1 */
     int share, causal;
+    int dtype;     /* T: float32, float16 or bfloat16 */
     float scale, filter;
 } contrib_cfg;
 
@@ -31,13 +32,8 @@ static kiln_status parse(kiln_ctx *ctx, contrib_cfg *c) {
     c->rpb = kiln_input(ctx, IN_RPB);
     c->past_len = kiln_input(ctx, IN_PAST_LEN);
 
-    const kiln_tensor *fl[] = {c->input, c->weights, c->bias, c->past, c->rpb};
-    const int fl_idx[] = {IN_INPUT, IN_WEIGHTS, IN_BIAS, IN_PAST, IN_RPB};
-    for (int i = 0; i < 5; i++)
-        if (fl[i] && fl[i]->dtype != KILN_DTYPE_FLOAT)
-            return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED,
-                             "input %d has element type %s; the CPU Attention kernel supports float32",
-                             fl_idx[i], kiln_dtype_name(fl[i]->dtype));
+    static const int fl_idx[] = {IN_INPUT, IN_WEIGHTS, IN_BIAS, IN_PAST, IN_RPB};
+    KILN_TRY(kattn_check_float_inputs(ctx, fl_idx, 5, &c->dtype));
 
     int64_t N = kiln_attr_int(node, "num_heads", 0);
     if (N <= 0) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "num_heads must be > 0, got %lld", (long long)N);
@@ -131,7 +127,7 @@ static kiln_status parse(kiln_ctx *ctx, contrib_cfg *c) {
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "past_sequence_length must be int32");
         c->M = c->past->dims[3];
         c->P = 0;
-        if (c->past_len->data) {
+        if (kattn_host_readable(c->past_len)) {
             c->P = *(const int32_t *)c->past_len->data;
             if (c->P < 0)
                 return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
@@ -164,19 +160,21 @@ static kiln_status parse(kiln_ctx *ctx, contrib_cfg *c) {
 
 kiln_status kattn_contrib_infer(kiln_ctx *ctx) {
     static const int ins[] = {IN_INPUT, IN_WEIGHTS, IN_BIAS, IN_MASK, IN_PAST, IN_RPB};
-    if (kattn_static_unknown(ctx, ins, 6, KILN_DTYPE_FLOAT)) return KILN_OK;
+    const kiln_tensor *x = kiln_input(ctx, IN_INPUT);
+    if (kattn_static_unknown(ctx, ins, 6, x ? x->dtype : KILN_DTYPE_FLOAT)) return KILN_OK;
     contrib_cfg c;
     KILN_TRY(parse(ctx, &c));
     int64_t od[3] = {c.B, c.S, c.Dv};
-    KILN_TRY(kiln_set_output(ctx, 0, KILN_DTYPE_FLOAT, 3, od));
+    KILN_TRY(kiln_set_output(ctx, 0, c.dtype, 3, od));
     if (kiln_output(ctx, 1)) {
         int64_t pd[5] = {2, c.B, c.N, c.share ? c.M : c.T, c.H};
-        KILN_TRY(kiln_set_output(ctx, 1, KILN_DTYPE_FLOAT, 5, pd));
+        KILN_TRY(kiln_set_output(ctx, 1, c.dtype, 5, pd));
     }
     return KILN_OK;
 }
 
 kiln_status kattn_contrib_compute(kiln_ctx *ctx) {
+    if (kattn_has_half(ctx)) return kattn_compute_as_f32(ctx, kattn_contrib_compute);
     contrib_cfg c;
     KILN_TRY(parse(ctx, &c));
     int64_t W = 2 * c.D + c.Dv, BS = c.B * c.S;

@@ -16,6 +16,7 @@ typedef struct mha_cfg {
     int format;
     int64_t B, S, L, P, T, N, D, Dv, H, Hv;
     int causal;
+    int dtype; /* T: float32, float16 or bfloat16 */
     float scale, filter;
 } mha_cfg;
 
@@ -37,13 +38,8 @@ static kiln_status parse(kiln_ctx *ctx, mha_cfg *c) {
         if (kiln_input(ctx, i))
             return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED,
                              "MultiHeadAttention input %d is not supported (inputs 0-7 are)", i);
-    const kiln_tensor *fl[] = {c->q, c->k, c->v, c->bias, c->rpb, c->past_k, c->past_v};
-    const int fl_idx[] = {IN_Q, IN_K, IN_V, IN_BIAS, IN_RPB, IN_PAST_K, IN_PAST_V};
-    for (int i = 0; i < 7; i++)
-        if (fl[i] && fl[i]->dtype != KILN_DTYPE_FLOAT)
-            return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED,
-                             "input %d has element type %s; the CPU MultiHeadAttention kernel "
-                             "supports float32", fl_idx[i], kiln_dtype_name(fl[i]->dtype));
+    static const int fl_idx[] = {IN_Q, IN_K, IN_V, IN_BIAS, IN_RPB, IN_PAST_K, IN_PAST_V};
+    KILN_TRY(kattn_check_float_inputs(ctx, fl_idx, 7, &c->dtype));
 
     int64_t N = kiln_attr_int(node, "num_heads", 0);
     if (N <= 0) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "num_heads must be > 0, got %lld", (long long)N);
@@ -191,14 +187,15 @@ static kiln_status parse(kiln_ctx *ctx, mha_cfg *c) {
 
 kiln_status kattn_mha_infer(kiln_ctx *ctx) {
     static const int ins[] = {IN_Q, IN_K, IN_V, IN_BIAS, IN_MASK, IN_RPB, IN_PAST_K, IN_PAST_V};
-    if (kattn_static_unknown(ctx, ins, 8, KILN_DTYPE_FLOAT)) return KILN_OK;
+    const kiln_tensor *q = kiln_input(ctx, IN_Q);
+    if (kattn_static_unknown(ctx, ins, 8, q ? q->dtype : KILN_DTYPE_FLOAT)) return KILN_OK;
     mha_cfg c;
     KILN_TRY(parse(ctx, &c));
     int64_t od[3] = {c.B, c.S, c.Dv};
-    KILN_TRY(kiln_set_output(ctx, 0, KILN_DTYPE_FLOAT, 3, od));
+    KILN_TRY(kiln_set_output(ctx, 0, c.dtype, 3, od));
     int64_t kd[4] = {c.B, c.N, c.T, c.H}, vd[4] = {c.B, c.N, c.T, c.Hv};
-    if (ctx->n_out > 1 && kiln_output(ctx, 1)) KILN_TRY(kiln_set_output(ctx, 1, KILN_DTYPE_FLOAT, 4, kd));
-    if (ctx->n_out > 2 && kiln_output(ctx, 2)) KILN_TRY(kiln_set_output(ctx, 2, KILN_DTYPE_FLOAT, 4, vd));
+    if (ctx->n_out > 1 && kiln_output(ctx, 1)) KILN_TRY(kiln_set_output(ctx, 1, c.dtype, 4, kd));
+    if (ctx->n_out > 2 && kiln_output(ctx, 2)) KILN_TRY(kiln_set_output(ctx, 2, c.dtype, 4, vd));
     return KILN_OK;
 }
 
@@ -233,6 +230,7 @@ static kiln_status cache_kv(kiln_ctx *ctx, kattn_view *v, const kiln_tensor *pas
 }
 
 kiln_status kattn_mha_compute(kiln_ctx *ctx) {
+    if (kattn_has_half(ctx)) return kattn_compute_as_f32(ctx, kattn_mha_compute);
     mha_cfg c;
     KILN_TRY(parse(ctx, &c));
     kiln_tensor *out = kiln_output(ctx, 0);

@@ -11,6 +11,7 @@ typedef struct packed_cfg {
     const kiln_tensor *q, *k, *v, *weights, *bias, *offsets, *cu, *rpb;
     int64_t tokens, B, S, N, Di, D, Dv, H, Hv;
     int qkv_packed;
+    int dtype; /* T: float32, float16 or bfloat16 */
     float scale;
 } packed_cfg;
 
@@ -37,7 +38,7 @@ static kiln_status check_packing(kiln_ctx *ctx, packed_cfg *c, int off_idx, int 
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                          "%lld tokens do not fit in token_offset's B*S = %lld slots",
                          (long long)c->tokens, (long long)(c->B * c->S));
-    if (c->cu->data) {
+    if (kattn_host_readable(c->cu)) { /* device values are validated by their provider's kernel */
         const int32_t *cu = c->cu->data;
         if (cu[0] != 0)
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
@@ -62,22 +63,16 @@ static kiln_status check_rpb(kiln_ctx *ctx, packed_cfg *c) {
     char b1[128];
     if (!c->rpb) return KILN_OK;
     const int64_t *d = c->rpb->dims;
-    if (c->rpb->dtype != KILN_DTYPE_FLOAT)
-        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "relative_position_bias must be float32");
+    if (c->rpb->dtype != c->dtype)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "relative_position_bias has element type %s, the other inputs %s",
+                         kiln_dtype_name(c->rpb->dtype), kiln_dtype_name(c->dtype));
     if (c->rpb->rank != 4 || (d[0] != c->B && d[0] != 1) || d[1] != c->N || d[2] != c->S ||
         d[3] != c->S)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                          "relative_position_bias must be (B or 1, N, S, S) = (%lld, %lld, %lld, %lld), "
                          "got %s", (long long)c->B, (long long)c->N, (long long)c->S,
                          (long long)c->S, kattn_shape(c->rpb, b1, sizeof b1));
-    return KILN_OK;
-}
-
-static kiln_status check_float(kiln_ctx *ctx, const kiln_tensor *t, int idx) {
-    if (t && t->dtype != KILN_DTYPE_FLOAT)
-        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED,
-                         "input %d has element type %s; the CPU kernel supports float32", idx,
-                         kiln_dtype_name(t->dtype));
     return KILN_OK;
 }
 
@@ -102,9 +97,8 @@ static kiln_status parse_packed(kiln_ctx *ctx, packed_cfg *c) {
     KILN_TRY(kiln_need_input(ctx, 2, &t));
     c->bias = t;
     c->rpb = kiln_input(ctx, 5);
-    KILN_TRY(check_float(ctx, c->q, 0));
-    KILN_TRY(check_float(ctx, c->weights, 1));
-    KILN_TRY(check_float(ctx, c->bias, 2));
+    static const int fl_idx[] = {0, 1, 2};
+    KILN_TRY(kattn_check_float_inputs(ctx, fl_idx, 3, &c->dtype));
     if (c->q->rank != 2)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input must be 2-D (token_count, D_i), got %s",
                          kattn_shape(c->q, b1, sizeof b1));
@@ -155,11 +149,12 @@ static kiln_status parse_packed(kiln_ctx *ctx, packed_cfg *c) {
 
 kiln_status kattn_packed_infer(kiln_ctx *ctx) {
     static const int ins[] = {0, 1, 2, 3, 4, 5};
-    if (kattn_static_unknown(ctx, ins, 6, KILN_DTYPE_FLOAT)) return KILN_OK;
+    const kiln_tensor *x = kiln_input(ctx, 0);
+    if (kattn_static_unknown(ctx, ins, 6, x ? x->dtype : KILN_DTYPE_FLOAT)) return KILN_OK;
     packed_cfg c;
     KILN_TRY(parse_packed(ctx, &c));
     int64_t od[2] = {c.tokens, c.Dv};
-    return kiln_set_output(ctx, 0, KILN_DTYPE_FLOAT, 2, od);
+    return kiln_set_output(ctx, 0, c.dtype, 2, od);
 }
 
 /* Runs the core over the packed sequences; q/k/v views are per token row (row0 = cu). */
@@ -200,6 +195,7 @@ static kiln_status run_packed(kiln_ctx *ctx, const packed_cfg *c, kattn_sdpa *p)
 }
 
 kiln_status kattn_packed_compute(kiln_ctx *ctx) {
+    if (kattn_has_half(ctx)) return kattn_compute_as_f32(ctx, kattn_packed_compute);
     packed_cfg c;
     KILN_TRY(parse_packed(ctx, &c));
     int64_t W = 2 * c.D + c.Dv;
@@ -230,10 +226,8 @@ static kiln_status parse_packed_mha(kiln_ctx *ctx, packed_cfg *c) {
     c->v = kiln_input(ctx, 2);
     c->bias = kiln_input(ctx, 3);
     c->rpb = kiln_input(ctx, 6);
-    KILN_TRY(check_float(ctx, c->q, 0));
-    KILN_TRY(check_float(ctx, c->k, 1));
-    KILN_TRY(check_float(ctx, c->v, 2));
-    KILN_TRY(check_float(ctx, c->bias, 3));
+    static const int fl_idx[] = {0, 1, 2, 3};
+    KILN_TRY(kattn_check_float_inputs(ctx, fl_idx, 4, &c->dtype));
     const kiln_tensor *q = c->q;
     if (q->rank == 4) {
         if (c->k || c->v)
@@ -282,14 +276,16 @@ static kiln_status parse_packed_mha(kiln_ctx *ctx, packed_cfg *c) {
 
 kiln_status kattn_packed_mha_infer(kiln_ctx *ctx) {
     static const int ins[] = {0, 1, 2, 3, 4, 5, 6};
-    if (kattn_static_unknown(ctx, ins, 7, KILN_DTYPE_FLOAT)) return KILN_OK;
+    const kiln_tensor *q = kiln_input(ctx, 0);
+    if (kattn_static_unknown(ctx, ins, 7, q ? q->dtype : KILN_DTYPE_FLOAT)) return KILN_OK;
     packed_cfg c;
     KILN_TRY(parse_packed_mha(ctx, &c));
     int64_t od[2] = {c.tokens, c.Dv};
-    return kiln_set_output(ctx, 0, KILN_DTYPE_FLOAT, 2, od);
+    return kiln_set_output(ctx, 0, c.dtype, 2, od);
 }
 
 kiln_status kattn_packed_mha_compute(kiln_ctx *ctx) {
+    if (kattn_has_half(ctx)) return kattn_compute_as_f32(ctx, kattn_packed_mha_compute);
     packed_cfg c;
     KILN_TRY(parse_packed_mha(ctx, &c));
     kattn_sdpa p;

@@ -171,7 +171,7 @@ static kiln_status parse_onnx(kiln_ctx *ctx, rope_cfg *c) {
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                              "with position_ids, cos_cache must be (max_position, %lld), got %s",
                              (long long)half, kattn_shape(c->cosc, b1, sizeof b1));
-        if (c->pos->data) {
+        if (kattn_host_readable(c->pos)) {
             const int64_t *p = c->pos->data;
             int64_t n = j->B * j->S, maxp = c->cosc->dims[0];
             for (int64_t i = 0; i < n; i++)
@@ -272,7 +272,7 @@ static kiln_status parse_ms(kiln_ctx *ctx, rope_cfg *c) {
     int64_t maxp = c->cosc->dims[0];
     if (kiln_numel(p) == 1 && p->rank <= 1) {
         j->pos_scalar = 1;
-        if (p->data) {
+        if (kattn_host_readable(p)) {
             j->pos_base = *(const int64_t *)p->data;
             if (j->pos_base < 0 || j->pos_base + j->S > maxp)
                 return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
@@ -280,7 +280,7 @@ static kiln_status parse_ms(kiln_ctx *ctx, rope_cfg *c) {
                                  (long long)j->pos_base, (long long)(j->pos_base + j->S - 1), (long long)maxp);
         }
     } else if (p->rank == 2 && p->dims[0] == j->B && p->dims[1] == j->S) {
-        if (p->data) {
+        if (kattn_host_readable(p)) {
             const int64_t *pd = p->data;
             for (int64_t i = 0; i < j->B * j->S; i++)
                 if (pd[i] < 0 || pd[i] >= maxp)

@@ -167,6 +167,95 @@ void kattn_store_as(int dtype, const float *src, void *dst, int64_t n) {
     }
 }
 
+kiln_status kattn_check_float_inputs(kiln_ctx *ctx, const int *idx, int n, int *dtype) {
+    const kiln_tensor *first = idx[0] < ctx->n_in ? kiln_input(ctx, idx[0]) : NULL;
+    int T = first ? first->dtype : KILN_DTYPE_FLOAT;
+    if (T != KILN_DTYPE_FLOAT && T != KILN_DTYPE_FLOAT16 && T != KILN_DTYPE_BFLOAT16)
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED,
+                         "input %d has element type %s; expected float32, float16 or bfloat16", idx[0],
+                         kiln_dtype_name(T));
+    for (int i = 1; i < n; i++) {
+        const kiln_tensor *t = idx[i] < ctx->n_in ? kiln_input(ctx, idx[i]) : NULL;
+        if (t && t->dtype != T)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "input %d has element type %s but input %d has %s (they must match)", idx[i],
+                             kiln_dtype_name(t->dtype), idx[0], kiln_dtype_name(T));
+    }
+    *dtype = T;
+    return KILN_OK;
+}
+
+static int is_half(int dtype) { return dtype == KILN_DTYPE_FLOAT16 || dtype == KILN_DTYPE_BFLOAT16; }
+
+int kattn_has_half(kiln_ctx *ctx) {
+    for (int i = 0; i < ctx->n_in; i++) {
+        const kiln_tensor *t = kiln_input(ctx, i);
+        if (t && is_half(t->dtype)) return 1;
+    }
+    for (int i = 0; i < ctx->n_out; i++) {
+        const kiln_tensor *t = kiln_output(ctx, i);
+        if (t && is_half(t->dtype)) return 1;
+    }
+    return 0;
+}
+
+/* Points a shadow value at a float32 buffer of the same shape (taken from bufs[*nb]). */
+static kiln_status shadow_f32(kiln_ctx *ctx, kiln_value *v, int convert, float **bufs, int *nb) {
+    kiln_tensor *t = &v->t;
+    int64_t n = kiln_numel(t);
+    float *f = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
+    if (!f) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory converting to float32");
+    bufs[(*nb)++] = f;
+    if (convert) {
+        if (t->dtype == KILN_DTYPE_FLOAT16)
+            for (int64_t i = 0; i < n; i++) f[i] = kiln_f16_to_f32(((const kiln_f16 *)t->data)[i]);
+        else
+            for (int64_t i = 0; i < n; i++) f[i] = kiln_bf16_to_f32(((const kiln_bf16 *)t->data)[i]);
+    }
+    t->dtype = KILN_DTYPE_FLOAT;
+    t->data = f;
+    t->owner = NULL; /* the shadow never frees; bufs[] does */
+    t->dev = NULL;
+    return KILN_OK;
+}
+
+kiln_status kattn_compute_as_f32(kiln_ctx *ctx, kiln_status (*compute)(kiln_ctx *)) {
+    int nv = ctx->n_in + ctx->n_out;
+    kiln_value *vals = calloc((size_t)(nv ? nv : 1), sizeof *vals);
+    kiln_value **ptrs = calloc((size_t)(nv ? nv : 1), sizeof *ptrs);
+    float **bufs = calloc((size_t)(nv ? nv : 1), sizeof *bufs);
+    int nb = 0;
+    kiln_status st = KILN_OK;
+    if (!vals || !ptrs || !bufs) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    for (int i = 0; i < nv && st == KILN_OK; i++) {
+        int is_in = i < ctx->n_in;
+        kiln_value *src = is_in ? ctx->in[i] : ctx->out[i - ctx->n_in];
+        if (!src) continue;
+        vals[i] = *src;
+        ptrs[i] = &vals[i];
+        if (src->kind == KILN_KIND_TENSOR && is_half(src->t.dtype))
+            st = shadow_f32(ctx, &vals[i], is_in, bufs, &nb);
+    }
+    if (st == KILN_OK) {
+        kiln_ctx sh = *ctx;
+        sh.in = ptrs;
+        sh.out = ptrs + ctx->n_in;
+        st = compute(&sh);
+    }
+    for (int o = 0; o < ctx->n_out && st == KILN_OK; o++) {
+        kiln_value *dst = ctx->out[o];
+        if (dst && dst->kind == KILN_KIND_TENSOR && is_half(dst->t.dtype))
+            kattn_store_as(dst->t.dtype, vals[ctx->n_in + o].t.data, dst->t.data, kiln_numel(&dst->t));
+    }
+    for (int i = 0; i < nb; i++) free(bufs[i]);
+    free(bufs);
+    free(ptrs);
+    free(vals);
+    return st;
+}
+
+int kattn_host_readable(const kiln_tensor *t) { return t && t->data && !t->dev; }
+
 const char *kattn_shape(const kiln_tensor *t, char *buf, size_t n) {
     if (!t) {
         snprintf(buf, n, "(absent)");

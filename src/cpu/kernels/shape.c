@@ -381,8 +381,8 @@ static kiln_status range_compute(kiln_ctx *ctx) {
 }
 
 const kiln_op kiln_ops_shape[] = {
-    {"", "Shape", 1, 0, NULL, shape_infer, shape_compute, NULL},
-    {"", "Size", 1, 0, NULL, size_infer, size_compute, NULL},
+    {"", "Shape", 1, KILN_OP_SHAPE_ONLY, NULL, shape_infer, shape_compute, NULL},
+    {"", "Size", 1, KILN_OP_SHAPE_ONLY, NULL, size_infer, size_compute, NULL},
     {"", "ConstantOfShape", 9, 0, NULL, cos_infer, cos_compute, NULL},
     {"", "Constant", 1, 0, constant_init, constant_infer, constant_compute, constant_fini},
     {"", "Range", 11, 0, NULL, range_infer, range_compute, NULL},

@@ -1,0 +1,98 @@
+/* The CPU execution provider: host memory, the session's thread pool, and every op definition's
+ * own compute function as its kernel. It is always present and takes whatever the other providers
+ * leave. */
+#include "cpu_provider.h"
+#include "../ops/op.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { HOST_ALIGN = 64 };
+
+static void cpu_claim(kiln_provider *p, const kiln_graph *g, const kiln_node *n, kiln_claim *out) {
+    (void)p;
+    (void)g;
+    out->kernel = NULL;
+    out->claimed = n->op && n->op->compute;
+    if (!out->claimed) snprintf(out->why, sizeof out->why, "no CPU kernel");
+}
+
+static kiln_status cpu_alloc(kiln_provider *p, size_t bytes, void **out, kiln_err *e) {
+    (void)p;
+    *out = NULL;
+    if (posix_memalign(out, HOST_ALIGN, bytes ? bytes : HOST_ALIGN))
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %zu bytes", bytes);
+    return KILN_OK;
+}
+
+static void cpu_free(kiln_provider *p, void *ptr) {
+    (void)p;
+    free(ptr);
+}
+
+static kiln_status cpu_copy(kiln_provider *p, void *dst, const void *src, size_t bytes, kiln_err *e) {
+    (void)p;
+    (void)e;
+    if (bytes) memmove(dst, src, bytes);
+    return KILN_OK;
+}
+
+static kiln_status cpu_sync(kiln_provider *p, kiln_err *e) {
+    (void)p;
+    (void)e;
+    return KILN_OK;
+}
+
+static const char *cpu_describe(kiln_provider *p) {
+    kiln_cpu_provider *c = (kiln_cpu_provider *)p;
+    return c->desc;
+}
+
+static void cpu_destroy(kiln_provider *p) {
+    kiln_cpu_provider *c = (kiln_cpu_provider *)p;
+    if (!c) return;
+    kiln_threadpool_destroy(c->tp);
+    free(c);
+}
+
+static const kiln_provider_vtable cpu_vtable = {
+    .name = "CPUExecutionProvider",
+    .short_name = "cpu",
+    .host_memory = 1,
+    .claim = cpu_claim,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .copy = cpu_copy,
+    .sync = cpu_sync,
+    .describe = cpu_describe,
+    .destroy = cpu_destroy,
+};
+
+kiln_status kiln_cpu_provider_open(int threads, kiln_cpu_provider **out, kiln_err *e) {
+    *out = NULL;
+    if (threads <= 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = nc > 0 ? (int)nc : 1;
+    }
+    if (threads > 256) threads = 256;
+    kiln_cpu_provider *c = calloc(1, sizeof *c);
+    if (!c) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    c->base.vt = &cpu_vtable;
+    c->threads = threads;
+    /* BLAS calls run inside kiln's own pool, one per worker: OpenBLAS's own threads would only
+     * spin on the cores kiln's workers need (they busy-wait after each call) */
+    openblas_set_num_threads(1);
+    c->tp = kiln_threadpool_create(threads);
+    if (!c->tp) {
+        free(c);
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "cannot create the thread pool");
+    }
+    snprintf(c->desc, sizeof c->desc, "CPU, %d threads", threads);
+    *out = c;
+    return KILN_OK;
+}

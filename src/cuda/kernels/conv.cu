@@ -1,0 +1,385 @@
+// Device kernels of the CUDA conv family: the convolution epilogue (bias, residual, activation),
+// the window copy that pads or crops around cuDNN's symmetric padding, and pooling.
+//
+// All arithmetic is in float32 (double for the global average's sum, which can span millions of
+// values); half types are converted on load and rounded once on store, as the CPU kernels do.
+// Every kernel is a grid-stride loop with 64-bit indices: outputs can exceed 2^31 elements.
+#include "conv.h"
+#include "../cuda_provider.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <type_traits>
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 1 << 20; // grid-stride loops cover the rest
+
+int64_t blocks_for(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    return b < 1 ? 1 : b > kMaxBlocks ? kMaxBlocks : b;
+}
+
+// Element traits: Acc is what a value is computed in (float for float types, int for the int8 /
+// uint8 that MaxPool takes); load and store convert, store rounding to nearest even.
+template <typename T> struct Num;
+template <> struct Num<float> {
+    using Acc = float;
+    static __device__ __forceinline__ float load(float v) { return v; }
+    static __device__ __forceinline__ float store(float v) { return v; }
+};
+template <> struct Num<__half> {
+    using Acc = float;
+    static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
+    static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
+};
+template <> struct Num<__nv_bfloat16> {
+    using Acc = float;
+    static __device__ __forceinline__ float load(__nv_bfloat16 v) { return __bfloat162float(v); }
+    static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
+};
+template <> struct Num<int8_t> {
+    using Acc = int;
+    static __device__ __forceinline__ int load(int8_t v) { return v; }
+    static __device__ __forceinline__ int8_t store(int v) { return (int8_t)v; }
+};
+template <> struct Num<uint8_t> {
+    using Acc = int;
+    static __device__ __forceinline__ int load(uint8_t v) { return v; }
+    static __device__ __forceinline__ uint8_t store(int v) { return (uint8_t)v; }
+};
+
+// The same comparisons as the CPU's kconv_apply_act, so NaN propagates the same way.
+__device__ __forceinline__ float activate(int act, float v, float a, float b) {
+    switch (act) {
+    case KILN_CUDA_ACT_RELU: return v < 0.0f ? 0.0f : v;
+    case KILN_CUDA_ACT_TANH: return tanhf(v);
+    case KILN_CUDA_ACT_SIGMOID: return 1.0f / (1.0f + expf(-v));
+    case KILN_CUDA_ACT_LEAKY: return v >= 0.0f ? v : a * v;
+    case KILN_CUDA_ACT_CLIP: return v < a ? a : v > b ? b : v;
+    case KILN_CUDA_ACT_HSIGMOID: {
+        float t = a * v + b;
+        return t < 0.0f ? 0.0f : t > 1.0f ? 1.0f : t;
+    }
+    default: return v;
+    }
+}
+
+// ---- epilogue ----
+
+// threadIdx.y / blockIdx.y pick the plane (so the bias is read once per plane, with no division
+// per element); threadIdx.x / blockIdx.x walk along it. Small planes get several per block.
+template <typename T>
+__global__ void epilogue_kernel(T *y, const T *bias, const T *z, int64_t planes, int64_t channels,
+                                int64_t plane_size, int act, float a, float b) {
+    const int64_t pstep = (int64_t)gridDim.y * blockDim.y, step = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t p = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; p < planes; p += pstep) {
+        const float bv = bias ? Num<T>::load(bias[p % channels]) : 0.0f;
+        T *yp = y + p * plane_size;
+        const T *zp = z ? z + p * plane_size : nullptr;
+        for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < plane_size; i += step) {
+            float v = Num<T>::load(yp[i]) + bv;
+            if (zp) v += Num<T>::load(zp[i]);
+            yp[i] = Num<T>::store(activate(act, v, a, b));
+        }
+    }
+}
+
+// ---- window copy ----
+
+struct Dims3 {
+    int64_t d[3];
+};
+
+template <typename T>
+__global__ void shift_copy_kernel(const T *src, T *dst, int64_t total, Dims3 sd, Dims3 dd, Dims3 sh) {
+    const int64_t step = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        int64_t r = i;
+        const int64_t o2 = r % dd.d[2];
+        r /= dd.d[2];
+        const int64_t o1 = r % dd.d[1];
+        r /= dd.d[1];
+        const int64_t o0 = r % dd.d[0], q = r / dd.d[0];
+        const int64_t i0 = o0 - sh.d[0], i1 = o1 - sh.d[1], i2 = o2 - sh.d[2];
+        const bool in = i0 >= 0 && i0 < sd.d[0] && i1 >= 0 && i1 < sd.d[1] && i2 >= 0 && i2 < sd.d[2];
+        dst[i] = in ? src[((q * sd.d[0] + i0) * sd.d[1] + i1) * sd.d[2] + i2] : T(0);
+    }
+}
+
+// ---- pooling ----
+
+// Valid taps [lo, hi) of one dim for the window starting at `start`, and the taps inside the
+// padded extent (count_include_pad): the closed forms of the CPU's dim_ranges loop.
+struct Taps {
+    int64_t lo, hi, padded;
+};
+
+__device__ __forceinline__ int64_t clamp_taps(int64_t v, int64_t k) { return v < 0 ? 0 : v > k ? k : v; }
+
+__device__ __forceinline__ Taps taps(int64_t start, int64_t in, int64_t pad_e, int64_t k, int64_t dil) {
+    Taps t;
+    t.lo = start < 0 ? clamp_taps((-start + dil - 1) / dil, k) : 0;
+    t.hi = start < in ? clamp_taps((in - start + dil - 1) / dil, k) : 0;
+    if (t.hi < t.lo) t.hi = t.lo;
+    const int64_t end = in + pad_e;
+    t.padded = start < end ? clamp_taps((end - start + dil - 1) / dil, k) : 0;
+    return t;
+}
+
+template <typename T>
+__global__ void pool_kernel(const T *x, T *y, int64_t *indices, kiln_cuda_pool_geom g, int64_t total) {
+    using Acc = typename Num<T>::Acc;
+    const int64_t D = g.in[0], H = g.in[1], W = g.in[2], in_size = D * H * W;
+    const int64_t step = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += step) {
+        int64_t r = o;
+        const int64_t ow = r % g.out[2];
+        r /= g.out[2];
+        const int64_t oh = r % g.out[1];
+        r /= g.out[1];
+        const int64_t od = r % g.out[0], q = r / g.out[0];
+        const int64_t d0 = od * g.stride[0] - g.pad_b[0], h0 = oh * g.stride[1] - g.pad_b[1];
+        const int64_t w0 = ow * g.stride[2] - g.pad_b[2];
+        const Taps td = taps(d0, D, g.pad_e[0], g.k[0], g.dil[0]);
+        const Taps th = taps(h0, H, g.pad_e[1], g.k[1], g.dil[1]);
+        const Taps tw = taps(w0, W, g.pad_e[2], g.k[2], g.dil[2]);
+        const T *xp = x + q * in_size;
+        if (g.is_max) {
+            Acc best = 0;
+            int64_t bd = -1, bh = 0, bw = 0;
+            for (int64_t a = td.lo; a < td.hi; a++) {
+                const int64_t id = d0 + a * g.dil[0];
+                for (int64_t b = th.lo; b < th.hi; b++) {
+                    const int64_t ih = h0 + b * g.dil[1];
+                    const T *row = xp + (id * H + ih) * W;
+                    for (int64_t c = tw.lo; c < tw.hi; c++) {
+                        const int64_t iw = w0 + c * g.dil[2];
+                        const Acc v = Num<T>::load(row[iw]);
+                        if (bd < 0 || v > best) { // the first tap wins ties and keeps a leading NaN
+                            best = v;
+                            bd = id;
+                            bh = ih;
+                            bw = iw;
+                        }
+                    }
+                }
+            }
+            if (y) y[o] = Num<T>::store(bd < 0 ? Acc(0) : best);
+            if (indices)
+                indices[o] = bd < 0 ? -1
+                             : g.storage_order ? q * in_size + bd + D * (bh + H * bw) // column-major
+                                               : q * in_size + (bd * H + bh) * W + bw;
+            continue;
+        }
+        if constexpr (!std::is_integral<Acc>::value) {
+            // summed in tap order in float32, as the CPU does
+            float sum = 0.0f;
+            for (int64_t a = td.lo; a < td.hi; a++) {
+                const int64_t id = d0 + a * g.dil[0];
+                for (int64_t b = th.lo; b < th.hi; b++) {
+                    const T *row = xp + (id * H + h0 + b * g.dil[1]) * W;
+                    for (int64_t c = tw.lo; c < tw.hi; c++) sum += Num<T>::load(row[w0 + c * g.dil[2]]);
+                }
+            }
+            const int64_t n = g.count_include_pad ? td.padded * th.padded * tw.padded
+                                                  : (td.hi - td.lo) * (th.hi - th.lo) * (tw.hi - tw.lo);
+            y[o] = Num<T>::store(n > 0 ? sum / (float)n : 0.0f);
+        }
+    }
+}
+
+// ---- global pooling ----
+
+// max that keeps NaN (the CPU stops at the first NaN of a plane)
+__device__ __forceinline__ float max_nan(float a, float b) { return a != a ? a : b != b ? b : fmaxf(a, b); }
+
+template <bool kMax> struct GlobalAcc;
+template <> struct GlobalAcc<true> {
+    using Acc = float;
+    static __device__ __forceinline__ float init() { return -INFINITY; }
+    static __device__ __forceinline__ float add(float a, float v) { return max_nan(a, v); }
+    static __device__ __forceinline__ float shfl(float a, int off) {
+        return max_nan(a, __shfl_xor_sync(0xffffffffu, a, off));
+    }
+    static __device__ __forceinline__ float finish(float a, int64_t) { return a; }
+};
+template <> struct GlobalAcc<false> {
+    using Acc = double; // one plane may hold millions of values
+    static __device__ __forceinline__ double init() { return 0.0; }
+    static __device__ __forceinline__ double add(double a, float v) { return a + v; }
+    static __device__ __forceinline__ double shfl(double a, int off) {
+        return a + __shfl_xor_sync(0xffffffffu, a, off);
+    }
+    static __device__ __forceinline__ float finish(double a, int64_t n) { return (float)(a / (double)n); }
+};
+
+template <bool kMax>
+__device__ __forceinline__ typename GlobalAcc<kMax>::Acc warp_reduce(typename GlobalAcc<kMax>::Acc a) {
+    for (int off = 16; off > 0; off >>= 1) a = GlobalAcc<kMax>::shfl(a, off);
+    return a;
+}
+
+// One warp per plane: the small planes of CNN heads and squeeze-excite blocks (7x7 .. 32x32).
+template <typename T, bool kMax>
+__global__ void global_pool_warp_kernel(const T *x, T *y, int64_t planes, int64_t size) {
+    using G = GlobalAcc<kMax>;
+    const int lane = threadIdx.x & 31;
+    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    for (int64_t p = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; p < planes; p += nwarps) {
+        const T *xp = x + p * size;
+        typename G::Acc a = G::init();
+        for (int64_t i = lane; i < size; i += 32) a = G::add(a, Num<T>::load(xp[i]));
+        a = warp_reduce<kMax>(a);
+        if (lane == 0) y[p] = Num<T>::store(G::finish(a, size));
+    }
+}
+
+// One block per plane for large planes.
+template <typename T, bool kMax>
+__global__ void global_pool_block_kernel(const T *x, T *y, int64_t planes, int64_t size) {
+    using G = GlobalAcc<kMax>;
+    __shared__ typename G::Acc part[kThreads / 32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
+        const T *xp = x + p * size;
+        typename G::Acc a = G::init();
+        for (int64_t i = threadIdx.x; i < size; i += blockDim.x) a = G::add(a, Num<T>::load(xp[i]));
+        a = warp_reduce<kMax>(a);
+        if (lane == 0) part[warp] = a;
+        __syncthreads();
+        if (warp == 0) {
+            a = lane < (int)(blockDim.x >> 5) ? part[lane] : G::init();
+            a = warp_reduce<kMax>(a);
+            if (lane == 0) y[p] = Num<T>::store(G::finish(a, size));
+        }
+        __syncthreads(); // part[] is reused by the next plane
+    }
+}
+
+// ---- launchers ----
+
+template <typename T>
+kiln_status launch_epilogue(cudaStream_t s, void *y, const void *bias, const void *z, int64_t planes,
+                            int64_t channels, int64_t plane_size, int act, float a, float b) {
+    int bx = 32;
+    while (bx < kThreads && bx < plane_size) bx *= 2;
+    dim3 block(bx, kThreads / bx);
+    int64_t gx = (plane_size + bx - 1) / bx, gy = (planes + block.y - 1) / block.y;
+    dim3 grid((unsigned)(gx > 4096 ? 4096 : gx), (unsigned)(gy > 65535 ? 65535 : gy));
+    epilogue_kernel<T><<<grid, block, 0, s>>>((T *)y, (const T *)bias, (const T *)z, planes, channels,
+                                              plane_size, act, a, b);
+    return kiln_cuda_check(cudaGetLastError(), "conv epilogue kernel");
+}
+
+template <typename T>
+kiln_status launch_pool(cudaStream_t s, const kiln_cuda_pool_geom *g, const void *x, void *y,
+                        int64_t *indices) {
+    const int64_t total = g->planes * g->out[0] * g->out[1] * g->out[2];
+    pool_kernel<T><<<(unsigned)blocks_for(total, kThreads), kThreads, 0, s>>>((const T *)x, (T *)y,
+                                                                              indices, *g, total);
+    return kiln_cuda_check(cudaGetLastError(), "pool kernel");
+}
+
+template <typename T, bool kMax>
+kiln_status launch_global(cudaStream_t s, const void *x, void *y, int64_t planes, int64_t size) {
+    if (size <= 1024) {
+        const int64_t warps_per_block = kThreads / 32;
+        global_pool_warp_kernel<T, kMax>
+            <<<(unsigned)blocks_for(planes, (int)warps_per_block), kThreads, 0, s>>>((const T *)x, (T *)y,
+                                                                                     planes, size);
+    } else {
+        global_pool_block_kernel<T, kMax>
+            <<<(unsigned)(planes > kMaxBlocks ? kMaxBlocks : planes), kThreads, 0, s>>>((const T *)x, (T *)y,
+                                                                                       planes, size);
+    }
+    return kiln_cuda_check(cudaGetLastError(), "global pool kernel");
+}
+
+kiln_status bad_dtype(const char *what, int dtype) {
+    return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "%s: element type %d is not supported", what, dtype);
+}
+
+} // namespace
+
+extern "C" kiln_status kiln_cuda_conv_epilogue(void *stream, int dtype, void *y, const void *bias,
+                                               const void *z, int64_t planes, int64_t channels,
+                                               int64_t plane_size, int act, float act_a, float act_b) {
+    if (planes <= 0 || plane_size <= 0 || (!bias && !z && act == KILN_CUDA_ACT_NONE)) return KILN_OK;
+    cudaStream_t s = (cudaStream_t)stream;
+    switch (dtype) {
+    case KILN_DTYPE_FLOAT:
+        return launch_epilogue<float>(s, y, bias, z, planes, channels, plane_size, act, act_a, act_b);
+    case KILN_DTYPE_FLOAT16:
+        return launch_epilogue<__half>(s, y, bias, z, planes, channels, plane_size, act, act_a, act_b);
+    case KILN_DTYPE_BFLOAT16:
+        return launch_epilogue<__nv_bfloat16>(s, y, bias, z, planes, channels, plane_size, act, act_a,
+                                              act_b);
+    default: return bad_dtype("conv epilogue", dtype);
+    }
+}
+
+extern "C" kiln_status kiln_cuda_conv_shift_copy(void *stream, int elem_size, const void *src, void *dst,
+                                                 int64_t planes, const int64_t src_dims[3],
+                                                 const int64_t dst_dims[3], const int64_t shift[3]) {
+    Dims3 sd, dd, sh;
+    for (int i = 0; i < 3; i++) {
+        sd.d[i] = src_dims[i];
+        dd.d[i] = dst_dims[i];
+        sh.d[i] = shift[i];
+    }
+    const int64_t total = planes * dd.d[0] * dd.d[1] * dd.d[2];
+    if (total <= 0) return KILN_OK;
+    cudaStream_t s = (cudaStream_t)stream;
+    const unsigned blocks = (unsigned)blocks_for(total, kThreads);
+    if (elem_size == 2)
+        shift_copy_kernel<uint16_t><<<blocks, kThreads, 0, s>>>((const uint16_t *)src, (uint16_t *)dst, total,
+                                                               sd, dd, sh);
+    else if (elem_size == 4)
+        shift_copy_kernel<uint32_t><<<blocks, kThreads, 0, s>>>((const uint32_t *)src, (uint32_t *)dst, total,
+                                                               sd, dd, sh);
+    else
+        return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "conv window copy: element size %d", elem_size);
+    return kiln_cuda_check(cudaGetLastError(), "conv window copy kernel");
+}
+
+extern "C" kiln_status kiln_cuda_pool(void *stream, int dtype, const kiln_cuda_pool_geom *g, const void *x,
+                                      void *y, int64_t *indices) {
+    if (g->planes * g->out[0] * g->out[1] * g->out[2] <= 0 || (!y && !indices)) return KILN_OK;
+    if (!g->is_max && !y) return KILN_OK;
+    cudaStream_t s = (cudaStream_t)stream;
+    switch (dtype) {
+    case KILN_DTYPE_FLOAT: return launch_pool<float>(s, g, x, y, indices);
+    case KILN_DTYPE_FLOAT16: return launch_pool<__half>(s, g, x, y, indices);
+    case KILN_DTYPE_BFLOAT16: return launch_pool<__nv_bfloat16>(s, g, x, y, indices);
+    case KILN_DTYPE_INT8:
+        if (g->is_max) return launch_pool<int8_t>(s, g, x, y, indices);
+        break;
+    case KILN_DTYPE_UINT8:
+        if (g->is_max) return launch_pool<uint8_t>(s, g, x, y, indices);
+        break;
+    default: break;
+    }
+    return bad_dtype(g->is_max ? "MaxPool" : "AveragePool", dtype);
+}
+
+extern "C" kiln_status kiln_cuda_global_pool(void *stream, int dtype, int is_max, const void *x, void *y,
+                                             int64_t planes, int64_t plane_size) {
+    if (planes <= 0) return KILN_OK;
+    cudaStream_t s = (cudaStream_t)stream;
+    switch (dtype) {
+    case KILN_DTYPE_FLOAT:
+        return is_max ? launch_global<float, true>(s, x, y, planes, plane_size)
+                      : launch_global<float, false>(s, x, y, planes, plane_size);
+    case KILN_DTYPE_FLOAT16:
+        return is_max ? launch_global<__half, true>(s, x, y, planes, plane_size)
+                      : launch_global<__half, false>(s, x, y, planes, plane_size);
+    case KILN_DTYPE_BFLOAT16:
+        return is_max ? launch_global<__nv_bfloat16, true>(s, x, y, planes, plane_size)
+                      : launch_global<__nv_bfloat16, false>(s, x, y, planes, plane_size);
+    default: return bad_dtype(is_max ? "GlobalMaxPool" : "GlobalAveragePool", dtype);
+    }
+}

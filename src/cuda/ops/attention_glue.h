@@ -1,0 +1,19 @@
+/* Pieces shared by the attention family's glue files (ops/attention.c, ops/attention_rotary.c). */
+#ifndef KILN_CUDA_OPS_ATTENTION_GLUE_H
+#define KILN_CUDA_OPS_ATTENTION_GLUE_H
+
+#include "../cuda_ep.h"
+
+/* The static type of node input i, or NULL when it is absent or its type is unknown. */
+const kiln_type *kattn_cuda_type(const kiln_node *n, const kiln_graph_value *const *in, int i);
+
+/* RotaryEmbedding, com.microsoft (input, position_ids, cos_cache, sin_cache) and ONNX opset 23
+ * (X, cos_cache, sin_cache, position_ids). */
+int kattn_cuda_ms_rotary_supports(const kiln_node *n, const kiln_graph_value *const *in,
+                                  const kiln_graph_value *const *out, char *why, size_t cap);
+kiln_status kattn_cuda_ms_rotary_compute(kiln_ctx *ctx);
+int kattn_cuda_rotary_supports(const kiln_node *n, const kiln_graph_value *const *in,
+                               const kiln_graph_value *const *out, char *why, size_t cap);
+kiln_status kattn_cuda_rotary_compute(kiln_ctx *ctx);
+
+#endif
