@@ -88,12 +88,20 @@ typedef struct kiln_options {
 typedef struct kiln_session kiln_session;
 typedef struct kiln_value kiln_value; /* an output: a tensor, a sequence of tensors, or none */
 
-/* Describes an input tensor owned by the caller; kiln reads it during kiln_run only. */
+/* Where a tensor's bytes are. KILN_MEMORY_DEVICE is the memory of the session's device provider
+ * (a CUDA device pointer for the CUDA provider). */
+typedef enum kiln_memory { KILN_MEMORY_HOST = 0, KILN_MEMORY_DEVICE = 1 } kiln_memory;
+
+/* Describes an input tensor owned by the caller; kiln reads it during kiln_run only. A device
+ * input is read in place, without a copy, by the nodes that run on the device; work queued on the
+ * device before the run must be complete or on the legacy default stream (which kiln's stream
+ * waits for). */
 typedef struct kiln_tensor_desc {
     kiln_dtype dtype;
     int rank;
     const int64_t *dims;
     const void *data;
+    kiln_memory memory;   /* 0 (host) when left zero */
 } kiln_tensor_desc;
 
 /* Static description of a model input or output. dims[i] < 0 is a symbolic or unknown
@@ -150,6 +158,27 @@ kiln_status kiln_run(kiln_session *s, size_t n_in, const char *const *in_names,
                      const kiln_tensor_desc *inputs, size_t n_out, const char *const *out_names,
                      kiln_value **outputs);
 
+/* kiln_run with per-run options (IOBinding): outputs left in device memory, or written into
+ * buffers the caller owns. */
+typedef struct kiln_run_options {
+    /* 1: an output computed on the device is handed over in device memory (kiln_value_memory()
+     * says where each output is). Free device outputs before closing the session. */
+    int outputs_on_device;
+    /* NULL, or one entry per requested output: a caller-owned buffer (host or device, of exactly
+     * the output's dtype and shape) that receives it; outputs[i] is then set to NULL. An entry
+     * whose data is NULL is not bound. */
+    const kiln_tensor_desc *bound_outputs;
+} kiln_run_options;
+kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *options, size_t n_in,
+                                  const char *const *in_names, const kiln_tensor_desc *inputs,
+                                  size_t n_out, const char *const *out_names, kiln_value **outputs);
+
+/* A host tensor copied into the session's device memory, as an owned value (kiln_value_free
+ * releases it; free it before closing the session). Fails when the session has no device. */
+kiln_status kiln_value_to_device(kiln_session *s, const kiln_tensor_desc *host, kiln_value **out);
+/* A copy of v in host memory (v may be on the host or the device). */
+kiln_status kiln_value_to_host(const kiln_value *v, kiln_value **out);
+
 /* Outputs. A sequence has kiln_value_sequence_length() items, each read with kiln_value_item. */
 enum { KILN_VALUE_TENSOR = 0, KILN_VALUE_SEQUENCE = 1, KILN_VALUE_NONE = 2 };
 int kiln_value_kind(const kiln_value *v);
@@ -157,6 +186,7 @@ kiln_dtype kiln_value_dtype(const kiln_value *v);
 int kiln_value_rank(const kiln_value *v);
 const int64_t *kiln_value_dims(const kiln_value *v);
 const void *kiln_value_data(const kiln_value *v);
+kiln_memory kiln_value_memory(const kiln_value *v);
 size_t kiln_value_nbytes(const kiln_value *v);
 size_t kiln_value_sequence_length(const kiln_value *v);
 const kiln_value *kiln_value_item(const kiln_value *v, size_t i);

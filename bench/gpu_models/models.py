@@ -119,7 +119,8 @@ class Gpt2Decode(torch.nn.Module):
 
 
 def build_graphs(name, tiny=False, attn="eager"):
-    """{graph name: wrapper module} for one model, in eval mode, float32, on the CPU. attn picks the
+    """{graph name: wrapper module} for one model, in eval mode (the wrapper too: export restores
+    the wrapper's mode recursively), float32, on the CPU. attn picks the
     transformers attention ("eager" exports as plain MatMul/Softmax; "sdpa" is PyTorch's fast path);
     it changes no weight. ResNet needs torchvision: ImportError when it is missing."""
     torch.manual_seed(SEED)
@@ -127,15 +128,15 @@ def build_graphs(name, tiny=False, attn="eager"):
         import torchvision
         m = torchvision.models.resnet50(weights=None) if not tiny else \
             torchvision.models.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 1, 1], num_classes=10)
-        return {"resnet50": ResNet(m.eval(), 32 if tiny else 224)}
+        return {"resnet50": ResNet(m, 32 if tiny else 224).eval()}
     import transformers as tf
     cfg = _configs(name, tiny, attn)
     if name == "bert":
-        return {"bert": Bert(tf.BertModel(cfg).eval())}
+        return {"bert": Bert(tf.BertModel(cfg)).eval()}
     if name == "vit":
-        return {"vit": Vit(tf.ViTModel(cfg).eval())}
-    m = tf.GPT2LMHeadModel(cfg).eval()
-    return {"gpt2_prefill": Gpt2Prefill(m), "gpt2_decode": Gpt2Decode(m)}
+        return {"vit": Vit(tf.ViTModel(cfg)).eval()}
+    m = tf.GPT2LMHeadModel(cfg)
+    return {"gpt2_prefill": Gpt2Prefill(m).eval(), "gpt2_decode": Gpt2Decode(m).eval()}
 
 
 def weight_checksum(module):

@@ -5,6 +5,8 @@
     [i.name for i in s.get_inputs()]
     outputs = s.run(None, {"x": numpy_array})
 """
+from ._device import IOBinding, OrtValue
 from ._session import InferenceSession, KilnError, NodeArg, get_available_providers, __version__
 
-__all__ = ["InferenceSession", "KilnError", "NodeArg", "get_available_providers", "__version__"]
+__all__ = ["InferenceSession", "IOBinding", "KilnError", "NodeArg", "OrtValue", "get_available_providers",
+           "__version__"]

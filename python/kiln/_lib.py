@@ -41,7 +41,11 @@ class Options(ctypes.Structure):
 
 class TensorDesc(ctypes.Structure):
     _fields_ = [("dtype", ctypes.c_int), ("rank", ctypes.c_int), ("dims", ctypes.POINTER(ctypes.c_int64)),
-                ("data", ctypes.c_void_p)]
+                ("data", ctypes.c_void_p), ("memory", ctypes.c_int)]
+
+
+class RunOptions(ctypes.Structure):
+    _fields_ = [("outputs_on_device", ctypes.c_int), ("bound_outputs", ctypes.POINTER(TensorDesc))]
 
 
 class IoInfo(ctypes.Structure):
@@ -79,6 +83,11 @@ def _declare(lib):
         "kiln_value_item": (vp, [vp, c_size_t]),
         "kiln_value_free": (None, [vp]),
         "kiln_session_plan_stats": (c_int, [vp, P(PlanStats)]),
+        "kiln_run_with_options": (c_int, [vp, P(RunOptions), c_size_t, P(ctypes.c_char_p), P(TensorDesc), c_size_t,
+                                          P(ctypes.c_char_p), P(vp)]),
+        "kiln_value_memory": (c_int, [vp]),
+        "kiln_value_to_device": (c_int, [vp, P(TensorDesc), P(vp)]),
+        "kiln_value_to_host": (c_int, [vp, P(vp)]),
         "kiln_session_provider_count": (c_size_t, [vp]),
         "kiln_session_provider_name": (ctypes.c_char_p, [vp, c_size_t]),
         "kiln_session_warning": (ctypes.c_char_p, [vp]),

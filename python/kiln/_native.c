@@ -369,6 +369,7 @@ static int string_feed(PyArrayObject *arr, feed_keep *k, kiln_tensor_desc *desc)
     desc->rank = PyArray_NDIM(arr);
     desc->dims = (const int64_t *)PyArray_DIMS(arr);
     desc->data = k->ptrs;
+    desc->memory = KILN_MEMORY_HOST;
     return 0;
 fail:
     Py_DECREF(flat);
@@ -406,6 +407,7 @@ static int make_feed(PyObject *key, PyObject *value, feed_keep *k, kiln_tensor_d
     desc->rank = PyArray_NDIM(arr);
     desc->dims = (const int64_t *)PyArray_DIMS(arr);
     desc->data = PyArray_DATA(arr);
+    desc->memory = KILN_MEMORY_HOST;
     return 0;
 }
 

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 
 from . import _lib
+from ._device import IOBinding, OrtValue, device_feed
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,12 @@ _TYPE_NAMES = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 4: "te
 
 _PROVIDERS = {"CPUExecutionProvider": 1, "CUDAExecutionProvider": 2}
 _PLAN_FIELDS = [n for n, _ in _lib.PlanStats._fields_]
+
+
+def _device_feed_of_bound(b):
+    from ._device import DeviceFeed
+    code, shape, ptr, _ = b
+    return DeviceFeed(ptr, code, shape, None)
 
 
 class KilnError(RuntimeError):
@@ -127,11 +134,13 @@ class InferenceSession:
             else:
                 model, is_bytes = str(path_or_bytes).encode(), False
             self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose)
-            # the bound C method as an instance attribute: a call goes straight to C, no Python frame
-            self.run = self._native.run
             self._inputs = [_node_arg(*t) for t in self._native.io(False)]
             self._outputs = [_node_arg(*t) for t in self._native.io(True)]
             self._after_open()
+            if len(self._providers) == 1:
+                # CPU only: the bound C method as an instance attribute, so that a call goes straight
+                # to C with no Python frame (a device session first looks for device feeds)
+                self.run = self._native.run
             return
         opt = _lib.Options()
         lib.kiln_options_init(ctypes.byref(opt))
@@ -215,7 +224,11 @@ class InferenceSession:
         return {n: getattr(st, n) for n, _ in st._fields_}
 
     def run(self, output_names, input_feed, run_options=None):
-        if self._native is not None:  # reached only as InferenceSession.run(s, ...): see __init__
+        if len(self._providers) > 1 and any(not isinstance(v, np.ndarray) and device_feed(k, v) is not None
+                                            for k, v in input_feed.items()):
+            return [self._to_python(v) if isinstance(v, int) else v.numpy()
+                    for v in self._run_device(output_names, input_feed, on_device=False)]
+        if self._native is not None:  # CPU-only sessions bind the C method directly: see __init__
             return self._native.run(output_names, input_feed, run_options)
         # count this run, so that a close() from another thread meanwhile leaves the session to the
         # last run in flight instead of freeing it under kiln_run (ctypes releases the GIL)
@@ -232,6 +245,91 @@ class InferenceSession:
             if last:
                 self.close()
 
+    # ---- values on the device (OrtValue, IOBinding, torch / cupy feeds) ----
+    def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):
+        """Runs with OrtValue (or torch / cupy / numpy) inputs; returns OrtValues, left on the device
+        when the device computed them."""
+        return self._run_device(output_names, input_dict_ort_values, on_device=True)
+
+    def io_binding(self):
+        return IOBinding(self)
+
+    def run_with_iobinding(self, iobinding, run_options=None):
+        names = list(iobinding._outputs) or [o.name for o in self._outputs]
+        bound = [iobinding._outputs.get(n, ("cpu", None))[1] for n in names]
+        iobinding._results = self._run_device(names, iobinding._inputs, on_device=True, bound=bound,
+                                              want_cpu=[iobinding._outputs.get(n, ("cpu",))[0] == "cpu"
+                                                        for n in names])
+
+    def _run_device(self, output_names, input_feed, on_device, bound=None, want_cpu=None):
+        lib = self._lib
+        names, descs, keep = [], [], []
+        for name, value in input_feed.items():
+            feed = device_feed(name, value)
+            if feed is not None:
+                dims = (ctypes.c_int64 * max(len(feed.shape), 1))(*feed.shape)
+                keep.append((feed, dims))
+                names.append(str(name).encode())
+                descs.append(_lib.TensorDesc(feed.element_type, len(feed.shape), dims, feed.ptr, 1))
+                continue
+            if isinstance(value, OrtValue):
+                value = value.numpy()
+            self._host_desc(name, value, names, descs, keep)
+        outs = [str(n).encode() for n in output_names] if output_names else []
+        n_out = len(outs) if outs else len(self._outputs)
+        ro = _lib.RunOptions(1 if on_device else 0, None)
+        if bound and any(b is not None for b in bound):
+            bdescs = (_lib.TensorDesc * n_out)()
+            for i, b in enumerate(bound):
+                if b is not None:
+                    code, shape, ptr, memory = b
+                    dims = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+                    keep.append(dims)
+                    bdescs[i] = _lib.TensorDesc(code, len(shape), dims, ptr, memory)
+            ro.bound_outputs = bdescs
+            keep.append(bdescs)
+        c_names = (ctypes.c_char_p * max(len(names), 1))(*names)
+        c_descs = (_lib.TensorDesc * max(len(descs), 1))(*descs)
+        c_outs = (ctypes.c_char_p * max(len(outs), 1))(*outs)
+        results = (ctypes.c_void_p * max(n_out, 1))()
+        h = self._handle()
+        st = lib.kiln_run_with_options(h, ctypes.byref(ro), len(names), c_names, c_descs, len(outs), c_outs, results)
+        if st != 0:
+            raise KilnError(lib.kiln_session_error(h).decode(errors="replace"))
+        values = []
+        for i in range(n_out):
+            if not results[i]:
+                b = bound[i]
+                if b[3]:
+                    values.append(OrtValue(feed=_device_feed_of_bound(b)))
+                else:
+                    dt = np.dtype(_NP_OF[b[0]])
+                    n = int(np.prod(b[1])) if b[1] else 1
+                    buf = (ctypes.c_char * (n * dt.itemsize)).from_address(b[2])
+                    values.append(OrtValue(array=np.frombuffer(buf, dt, n).reshape(b[1])))
+                continue
+            v = OrtValue(results[i], lib, self)
+            if want_cpu and want_cpu[i] and v.device_name() == "cuda":
+                v = OrtValue(array=v.numpy())
+            values.append(v)
+        return values
+
+    def _host_desc(self, name, value, names, descs, keep):
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        dims = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
+        names.append(str(name).encode())
+        if arr.dtype.kind in "USO":  # strings: an array of NUL-terminated UTF-8 pointers
+            flat = [x.decode() if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
+            ptrs = (ctypes.c_char_p * max(len(flat), 1))(*[f.encode() for f in flat])
+            keep.append((ptrs, dims))
+            descs.append(_lib.TensorDesc(8, arr.ndim, dims, ctypes.cast(ptrs, ctypes.c_void_p), 0))
+            return
+        if arr.dtype not in _CODE_OF:
+            raise KilnError("input %r: unsupported numpy dtype %s" % (name, arr.dtype))
+        arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
+        keep.append((arr, dims))
+        descs.append(_lib.TensorDesc(_CODE_OF[arr.dtype], arr.ndim, dims, arr.ctypes.data, 0))
+
     def _run_ctypes(self, output_names, input_feed):
         lib = self._lib
         names, descs, keep = [], [], []
@@ -243,13 +341,13 @@ class InferenceSession:
                 flat = [x.decode() if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
                 ptrs = (ctypes.c_char_p * max(len(flat), 1))(*[f.encode() for f in flat])
                 keep.append((ptrs, dims))
-                descs.append(_lib.TensorDesc(8, arr.ndim, dims, ctypes.cast(ptrs, ctypes.c_void_p)))
+                descs.append(_lib.TensorDesc(8, arr.ndim, dims, ctypes.cast(ptrs, ctypes.c_void_p), 0))
                 continue
             if arr.dtype not in _CODE_OF:
                 raise KilnError("input %r: unsupported numpy dtype %s" % (name, arr.dtype))
             arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
             keep.append((arr, dims))
-            descs.append(_lib.TensorDesc(_CODE_OF[arr.dtype], arr.ndim, dims, arr.ctypes.data))
+            descs.append(_lib.TensorDesc(_CODE_OF[arr.dtype], arr.ndim, dims, arr.ctypes.data, 0))
         n_in = len(names)
         c_names = (ctypes.c_char_p * max(n_in, 1))(*names)
         c_descs = (_lib.TensorDesc * max(n_in, 1))(*descs)

@@ -1,4 +1,4 @@
-/* The execution-provider interface: what every provider (the CPU, CUDA, ...) implements.
+/* The execution-provider interface: what every provider (the CPU, a GPU, ...) implements.
  *
  * A provider owns one memory space (its device), allocates in it, copies between it and the
  * host, and runs the nodes it claims. The session opens its providers in the order the caller
@@ -53,9 +53,9 @@ typedef struct kiln_claim {
 } kiln_claim;
 
 typedef struct kiln_provider_vtable {
-    /* ONNX Runtime's name for it ("CPUExecutionProvider", "CUDAExecutionProvider") */
+    /* ONNX Runtime's name for it ("CPUExecutionProvider", ...) */
     const char *name;
-    /* a short name for logs and copy values ("cpu", "cuda") */
+    /* a short name for logs and copy values ("cpu", ...) */
     const char *short_name;
     /* 1: memory is the host's (values need no copy to be read by the CPU) */
     int host_memory;
@@ -70,7 +70,7 @@ typedef struct kiln_provider_vtable {
     kiln_status (*copy)(struct kiln_provider *p, void *dst, const void *src, size_t bytes, kiln_err *e);
     /* Waits for everything enqueued so far. */
     kiln_status (*sync)(struct kiln_provider *p, kiln_err *e);
-    /* Optional graph capture (CUDA graphs): begin recording the work a run enqueues, end it, and
+    /* Optional graph capture (a recorded launch sequence): begin recording the work a run enqueues, end it, and
      * replay the recording. NULL when the provider cannot capture. */
     kiln_status (*capture_begin)(struct kiln_provider *p, kiln_err *e);
     kiln_status (*capture_end)(struct kiln_provider *p, void **graph, kiln_err *e);

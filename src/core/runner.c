@@ -264,6 +264,21 @@ static void runner_free(struct kiln_runner *r) {
 /* Hands graph output v to the caller: moved when this frame owns the heap buffer, else copied. */
 static kiln_status take_output(struct kiln_runner *r, int v, kiln_value *dst, int last_use, kiln_err *e) {
     kiln_value *src = slot(r, v);
+    int movable_dev = last_use && is_managed(r, v) && r->root[v] == v && src->t.owner == src->t.data;
+    if (src->kind == KILN_KIND_TENSOR && src->t.dev && r->s->outputs_on_device && !movable_dev) {
+        kiln_provider *p = src->t.dev;
+        *dst = *src;
+        size_t bytes = kiln_tensor_nbytes(&src->t);
+        void *mem;
+        KILN_TRY(p->vt->alloc(p, bytes, &mem, e));
+        kiln_status st = bytes ? p->vt->copy(p, mem, src->t.data, bytes, e) : KILN_OK;
+        if (st) {
+            p->vt->free(p, mem);
+            return st;
+        }
+        dst->t.data = dst->t.owner = mem;
+        return KILN_OK;
+    }
     if (src->kind == KILN_KIND_TENSOR && src->t.dev && !r->s->outputs_on_device) {
         /* to the host: the caller reads it there */
         kiln_provider *p = src->t.dev;

@@ -52,6 +52,28 @@ static kiln_status bind_kernels(kiln_session *s, kiln_graph *g, char **missing, 
     return KILN_OK;
 }
 
+/* Which graph inputs some node reads on the host (a CPU kernel, or a device kernel's host input). */
+static kiln_status find_host_readers(kiln_session *s) {
+    kiln_graph *g = s->model->graph;
+    s->input_host_readers = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(int));
+    if (!s->input_host_readers) return KILN_ERR_NO_MEMORY;
+    for (int j = 0; j < g->n_inputs; j++) {
+        int v = g->inputs[j];
+        for (int i = 0; i < g->n_nodes && !s->input_host_readers[j]; i++) {
+            kiln_node *n = &g->nodes[i];
+            if (n->removed || kiln_is_memcpy_node(n)) continue;
+            for (int k = 0; k < n->n_in + n->n_implicit; k++) {
+                int x = k < n->n_in ? n->in[k] : n->implicit[k - n->n_in];
+                if (x != v) continue;
+                int host_kernel = n->ep == 0 && !(k < n->n_in && (n->op->flags & KILN_OP_SHAPE_ONLY));
+                int host_input = n->kernel && k < n->n_in && k < 32 && (n->kernel->host_inputs & (1u << k));
+                if (host_kernel || host_input || k >= n->n_in) s->input_host_readers[j] = 1;
+            }
+        }
+    }
+    return KILN_OK;
+}
+
 /* One line per provider with its node count, then each node left on the CPU with the reason. */
 static void print_placement(kiln_session *s) {
     kiln_graph *g = s->model->graph;
@@ -166,6 +188,11 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         }
         s->copies = pa.copies;
         s->uploads = pa.uploads;
+        if (find_host_readers(s)) {
+            kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
+            kiln_session_close(s);
+            return fail_open(&e);
+        }
         if (s->opt.verbose) print_placement(s);
     }
     kiln_graph *g = m->graph;
@@ -244,6 +271,7 @@ void kiln_session_close(kiln_session *s) {
     kiln_model_free(s->model);
     kiln_providers_close(&s->eps);
     free(s->missing_ops);
+    free(s->input_host_readers);
     pthread_mutex_destroy(&s->run_mu);
     free(s);
 }
@@ -353,6 +381,31 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
         free(slots); free(given);
         return st;
     }
+    /* a device input that some node reads on the host gets a host copy for this run */
+    kiln_value *staged = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof *staged);
+    if (!staged) {
+        free(slots); free(given);
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    for (int j = 0; j < g->n_inputs && !st; j++) {
+        if (slots[j].kind != KILN_KIND_TENSOR || !slots[j].t.dev || !s->input_host_readers ||
+            !s->input_host_readers[j])
+            continue;
+        kiln_value *h;
+        if (kiln_value_to_host(&slots[j], &h)) {
+            st = kiln_fail(e, KILN_ERR_RUNTIME, "input '%s': %s", g->values[g->inputs[j]].name, kiln_last_error());
+            break;
+        }
+        staged[j] = *h;
+        free(h);
+        slots[j] = staged[j];
+        slots[j].t.owner = NULL;
+    }
+    if (st) {
+        for (int j = 0; j < g->n_inputs; j++) kiln_value_release(&staged[j]);
+        free(staged); free(slots); free(given);
+        return st;
+    }
     char sig[4096];
     size_t sl = 0;
     sig[0] = 0;
@@ -385,6 +438,8 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
     }
     if (plan) s->last_plan = plan;
     pthread_mutex_unlock(&s->run_mu);
+    for (int j = 0; j < g->n_inputs; j++) kiln_value_release(&staged[j]);
+    free(staged);
     free(rec);
     free(slots);
     free(given);
@@ -394,6 +449,48 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
 kiln_status kiln_run(kiln_session *s, size_t n_in, const char *const *in_names,
                      const kiln_tensor_desc *inputs, size_t n_out, const char *const *out_names,
                      kiln_value **outputs) {
+    return kiln_run_with_options(s, NULL, n_in, in_names, inputs, n_out, out_names, outputs);
+}
+
+/* The session's device provider (the first one that is not the CPU), or NULL. */
+static kiln_provider *device_provider(const kiln_session *s) {
+    return s->eps.n > 1 ? s->eps.ep[1] : NULL;
+}
+
+/* Writes output value v into the caller's buffer b (same dtype and shape). */
+static kiln_status write_bound(kiln_session *s, const char *name, const kiln_value *v, const kiln_tensor_desc *b) {
+    kiln_err *e = &s->err;
+    if (v->kind != KILN_KIND_TENSOR)
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "output '%s' is not a tensor and cannot be bound", name);
+    const kiln_tensor *t = &v->t;
+    int same = b->dtype == (kiln_dtype)t->dtype && b->rank == t->rank;
+    for (int d = 0; same && d < t->rank; d++) same = b->dims && b->dims[d] == t->dims[d];
+    if (!same) {
+        char shape[256];
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "output '%s' is %s, the bound buffer has another type or shape",
+                         name, kiln_shape_str(t, shape, sizeof shape));
+    }
+    if (t->dtype == KILN_DTYPE_STRING)
+        return kiln_fail(e, KILN_ERR_NOT_IMPLEMENTED, "output '%s': string outputs cannot be bound", name);
+    size_t bytes = kiln_tensor_nbytes(t);
+    if (!bytes) return KILN_OK;
+    kiln_provider *dev = device_provider(s);
+    if (b->memory == KILN_MEMORY_DEVICE && !dev)
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "output '%s' is bound to device memory but the session has no device", name);
+    if (!t->dev && b->memory == KILN_MEMORY_HOST) {
+        memcpy((void *)b->data, t->data, bytes);
+        return KILN_OK;
+    }
+    kiln_provider *p = t->dev ? t->dev : dev;
+    kiln_status st = !t->dev ? p->vt->to_device(p, (void *)b->data, t->data, bytes, e)
+                     : b->memory == KILN_MEMORY_HOST ? p->vt->to_host(p, (void *)b->data, t->data, bytes, e)
+                                                     : p->vt->copy(p, (void *)b->data, t->data, bytes, e);
+    return st ? st : p->vt->sync(p, e);
+}
+
+kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *options, size_t n_in,
+                                  const char *const *in_names, const kiln_tensor_desc *inputs,
+                                  size_t n_out, const char *const *out_names, kiln_value **outputs) {
     kiln_err e = {0};
     if (!s) {
         kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_run: session is NULL");
@@ -432,6 +529,19 @@ kiln_status kiln_run(kiln_session *s, size_t n_in, const char *const *in_names,
         vin[i].t.data = (void *)d->data;
         if (!st && !d->data && kiln_numel(&vin[i].t) > 0)
             st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", in_names[i]);
+        if (!st && d->memory == KILN_MEMORY_DEVICE) {
+            vin[i].t.dev = device_provider(s);
+            if (!vin[i].t.dev)
+                st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
+                               "input '%s' is in device memory but the session runs on the CPU only (providers: %s)",
+                               in_names[i], kiln_session_provider_name(s, 0));
+            else if (d->dtype == KILN_DTYPE_STRING)
+                st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': strings cannot be in device memory",
+                               in_names[i]);
+        } else if (!st && d->memory != KILN_MEMORY_HOST) {
+            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': unknown memory kind %d", in_names[i],
+                           (int)d->memory);
+        }
     }
     for (size_t k = 0; !st && k < no; k++) {
         if (!n_out) { idx[k] = (int)k; continue; }
@@ -442,7 +552,19 @@ kiln_status kiln_run(kiln_session *s, size_t n_in, const char *const *in_names,
             st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "the model has no output named '%s'",
                            out_names[k] ? out_names[k] : "(null)");
     }
+    s->outputs_on_device = options && (options->outputs_on_device || options->bound_outputs);
     if (!st) st = kiln_session_run_values(s, (int)n_in, in_names, vin, (int)no, idx, vout);
+    s->outputs_on_device = 0;
+    for (size_t k = 0; !st && options && options->bound_outputs && k < no; k++) {
+        const kiln_tensor_desc *b = &options->bound_outputs[k];
+        if (!b->data) continue;
+        st = write_bound(s, s->model->graph->values[s->model->graph->outputs[idx[k]]].name, &vout[k], b);
+        kiln_value_release(&vout[k]);
+        memset(&vout[k], 0, sizeof vout[k]);
+        vout[k].kind = KILN_KIND_NONE;
+    }
+    if (st && options && options->bound_outputs)
+        for (size_t k = 0; k < no; k++) kiln_value_release(&vout[k]);
     if (!st) {
         for (size_t k = 0; k < no; k++) {
             outputs[k] = malloc(sizeof(kiln_value));
@@ -453,6 +575,23 @@ kiln_status kiln_run(kiln_session *s, size_t n_in, const char *const *in_names,
                 break;
             }
             *outputs[k] = vout[k];
+            if (options && options->bound_outputs && options->bound_outputs[k].data) {
+                free(outputs[k]);
+                outputs[k] = NULL;
+            } else if (!options || !options->outputs_on_device) {
+                /* outputs_on_device was set only for bound outputs: hand the rest over on the host */
+                kiln_value *h;
+                if (outputs[k]->kind == KILN_KIND_TENSOR && outputs[k]->t.dev) {
+                    if (kiln_value_to_host(outputs[k], &h)) {
+                        for (size_t j = 0; j <= k; j++) kiln_value_free(outputs[j]);
+                        for (size_t j = k + 1; j < no; j++) kiln_value_release(&vout[j]);
+                        st = kiln_fail(&s->err, KILN_ERR_RUNTIME, "%s", kiln_last_error());
+                        break;
+                    }
+                    kiln_value_free(outputs[k]);
+                    outputs[k] = h;
+                }
+            }
         }
     }
     free(vin);
@@ -486,6 +625,81 @@ kiln_dtype kiln_value_dtype(const kiln_value *v) {
 int kiln_value_rank(const kiln_value *v) { return v && v->kind == KILN_KIND_TENSOR ? v->t.rank : 0; }
 const int64_t *kiln_value_dims(const kiln_value *v) { return v ? v->t.dims : NULL; }
 const void *kiln_value_data(const kiln_value *v) { return v && v->kind == KILN_KIND_TENSOR ? v->t.data : NULL; }
+kiln_memory kiln_value_memory(const kiln_value *v) {
+    return v && v->kind == KILN_KIND_TENSOR && v->t.dev ? KILN_MEMORY_DEVICE : KILN_MEMORY_HOST;
+}
+
+kiln_status kiln_value_to_device(kiln_session *s, const kiln_tensor_desc *d, kiln_value **out) {
+    kiln_err e = {0};
+    if (!out) return KILN_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    kiln_provider *p = s ? device_provider(s) : NULL;
+    if (!s || !d || !p) {
+        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_value_to_device: %s",
+                  !s || !d ? "NULL argument" : "the session has no device provider");
+        kiln_set_last_error(&e);
+        return e.code;
+    }
+    if (!kiln_dtype_valid(d->dtype) || d->dtype == KILN_DTYPE_STRING || d->rank < 0 || d->rank > KILN_MAX_RANK ||
+        (d->rank && !d->dims)) {
+        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_value_to_device: invalid dtype %d or rank %d", (int)d->dtype, d->rank);
+        kiln_set_last_error(&e);
+        return e.code;
+    }
+    kiln_value *v = calloc(1, sizeof *v);
+    if (!v) return KILN_ERR_NO_MEMORY;
+    v->kind = KILN_KIND_TENSOR;
+    v->t.dtype = d->dtype;
+    v->t.rank = d->rank;
+    for (int k = 0; k < d->rank; k++) v->t.dims[k] = d->dims[k] < 0 ? 0 : d->dims[k];
+    size_t bytes = kiln_tensor_nbytes(&v->t);
+    void *mem = NULL;
+    kiln_status st = p->vt->alloc(p, bytes, &mem, &e);
+    if (!st && bytes) {
+        st = d->memory == KILN_MEMORY_DEVICE ? p->vt->copy(p, mem, d->data, bytes, &e)
+                                             : p->vt->to_device(p, mem, d->data, bytes, &e);
+    }
+    if (!st) st = p->vt->sync(p, &e);
+    if (st) {
+        if (mem) p->vt->free(p, mem);
+        free(v);
+        kiln_set_last_error(&e);
+        return st;
+    }
+    v->t.data = v->t.owner = mem;
+    v->t.dev = p;
+    *out = v;
+    return KILN_OK;
+}
+
+kiln_status kiln_value_to_host(const kiln_value *v, kiln_value **out) {
+    kiln_err e = {0};
+    if (!v || !out) return KILN_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    kiln_value *h = calloc(1, sizeof *h);
+    if (!h) return KILN_ERR_NO_MEMORY;
+    kiln_status st;
+    if (v->kind == KILN_KIND_TENSOR && v->t.dev) {
+        kiln_provider *p = v->t.dev;
+        *h = *v;
+        h->t.data = h->t.owner = NULL;
+        h->t.dev = NULL;
+        st = kiln_tensor_alloc(&h->t, &e);
+        size_t bytes = kiln_tensor_nbytes(&v->t);
+        if (!st && bytes) st = p->vt->to_host(p, h->t.data, v->t.data, bytes, &e);
+        if (!st) st = p->vt->sync(p, &e);
+        if (st) kiln_tensor_release(&h->t);
+    } else {
+        st = kiln_value_copy(h, v, &e);
+    }
+    if (st) {
+        free(h);
+        kiln_set_last_error(&e);
+        return st;
+    }
+    *out = h;
+    return KILN_OK;
+}
 size_t kiln_value_nbytes(const kiln_value *v) {
     return v && v->kind == KILN_KIND_TENSOR ? kiln_tensor_nbytes(&v->t) : 0;
 }

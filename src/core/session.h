@@ -37,6 +37,8 @@ struct kiln_session {
     kiln_provider_set eps;      /* [0] the CPU, then the providers asked for that started */
     int copies, uploads;        /* copy nodes inserted and constants uploaded by placement */
     int outputs_on_device;      /* the current run hands device outputs over as they are */
+    int *input_host_readers;    /* per graph input: read on the host by some node (a device input
+                                   is then staged to the host before the run) */
     pthread_mutex_t run_mu;     /* runs on one session are serialised (they share the arena) */
     kiln_plan *plans;           /* most recent first */
     int n_plans;

@@ -853,3 +853,187 @@ def test_ms_rotary_partial_dim():
     m, feeds = model("RotaryEmbedding", [("X", X), ("p", pos), ("c", cosc), ("s", sinc)], ["Y"],
                      dict(num_heads=N, rotary_embedding_dim=rd), MS)
     compare(m, feeds, [R.ms_rotary(X, pos, cosc, sinc, 0, rd, N)])
+
+
+# =============================================================== float16 / bfloat16 (com.microsoft)
+# The CPU kernels compute half types in float32 scratch: each output must be the float32 op's on
+# the same (rounded) inputs, rounded once to the input's type. bfloat16 goes through Casts (numpy
+# has none): float32 graph inputs rounded to bfloat16, outputs Cast back to float32.
+
+from onnx import TensorProto, helper  # noqa: E402
+
+HALF_TOL = {"float16": 1e-3, "bfloat16": 8e-3}  # of the output's largest magnitude
+
+
+def round_to(a, kind):
+    a = np.asarray(a, np.float32)
+    if kind == "float16":
+        return a.astype(np.float16).astype(np.float32)
+    b = a.view(np.uint32).astype(np.uint64)
+    b = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16
+    return b.astype(np.uint32).view(np.float32).reshape(a.shape)
+
+
+def half_model(op, ins, outs, attrs, kind, domain=MS):
+    """The op with its float32 inputs given as `kind` (ins: [(name, array or None)])."""
+    ins = list(ins)
+    while ins and ins[-1][0] == "":
+        ins.pop()
+    nodes, g_in, g_out, node_in, feeds = [], [], [], [], {}
+    for name, a in ins:
+        node_in.append(name)
+        if not name:
+            continue
+        a = np.asarray(a)
+        if a.dtype != np.float32:
+            g_in.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape))
+            feeds[name] = a
+        elif kind == "float16":
+            g_in.append(helper.make_tensor_value_info(name, TensorProto.FLOAT16, a.shape))
+            feeds[name] = a.astype(np.float16)
+        else:
+            g_in.append(helper.make_tensor_value_info(name + "_f", TensorProto.FLOAT, a.shape))
+            feeds[name + "_f"] = round_to(a, kind)
+            nodes.append(helper.make_node("Cast", [name + "_f"], [name], to=TensorProto.BFLOAT16))
+    nodes.append(helper.make_node(op, node_in, list(outs), domain=domain, **attrs))
+    for o in outs:
+        if kind == "bfloat16":
+            nodes.append(helper.make_node("Cast", [o], [o + "_f"], to=TensorProto.FLOAT))
+            o += "_f"
+        g_out.append(helper.make_empty_tensor_value_info(o))
+    graph = helper.make_graph(nodes, "g", g_in, g_out)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(domain, 1)])
+    m.ir_version = 10
+    return m, feeds
+
+
+def half_vs_f32(op, ins, outs, attrs, kind, threads=2):
+    """Runs op in `kind` and in float32 on the rounded values; compares every output."""
+    rounded = [(n, round_to(a, kind) if n and np.asarray(a).dtype == np.float32 else a) for n, a in ins]
+    m32, f32 = model(op, rounded, outs, attrs, MS)
+    want = run_kiln(m32, f32, threads=threads)
+    m, feeds = half_model(op, ins, outs, attrs, kind)
+    got = run_kiln(m, feeds, threads=threads)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        if kind == "float16":
+            assert g.dtype == np.float16, f"output {i} is {g.dtype}"
+        assert g.shape == w.shape, f"output {i}: shape {g.shape} != {w.shape}"
+        g64, w64 = g.astype(np.float64), w.astype(np.float64)
+        scale = max(float(np.abs(w64).max()) if w64.size else 0.0, 1e-6)
+        err = float(np.abs(g64 - w64).max()) if w64.size else 0.0
+        assert err <= HALF_TOL[kind] * scale, f"output {i}: max error {err:.3g} (scale {scale:.3g})"
+    return got
+
+
+HALF_KINDS = ["float16", "bfloat16"]
+
+
+@pytest.mark.parametrize("kind", HALF_KINDS)
+@pytest.mark.parametrize("case", ["plain", "lens_uni", "past", "rpb", "mask2d", "v_width"])
+def test_attention_half(kind, case):
+    rng = np.random.default_rng(90)
+    B, S, N, H, Di = 2, 6, 2, 8, 12
+    D = Dv = N * H
+    attrs = {"num_heads": N}
+    if case == "v_width":
+        Dv = N * 4
+        attrs["qkv_hidden_sizes"] = [D, D, Dv]
+    x = rand(rng, (B, S, Di))
+    w = rand(rng, (Di, 2 * D + Dv), low=-1.0, high=1.0) / np.float32(np.sqrt(Di))
+    ins = [("x", x), ("w", w), ("b", rand(rng, (2 * D + Dv,))), ("", None), ("", None), ("", None)]
+    outs = ["y"]
+    if case == "lens_uni":
+        ins[3] = ("m", i32([6, 3]))
+        attrs["unidirectional"] = 1
+    elif case == "past":
+        ins[3] = ("m", i32([9, 4]))
+        ins[4] = ("past", rand(rng, (2, B, N, 3, H)))
+        outs.append("present")
+    elif case == "rpb":
+        ins[5] = ("rpb", rand(rng, (1, N, S, S)))
+    elif case == "mask2d":
+        ins[3] = ("m", i32(np.where(np.arange(S)[None] % 3 == 1, 0, 1).repeat(B, 0)))
+    half_vs_f32("Attention", ins, outs, attrs, kind)
+
+
+@pytest.mark.parametrize("kind", HALF_KINDS)
+@pytest.mark.parametrize("fmt", ["q_k_v", "q_kv", "qkv", "cached"])
+def test_mha_half_formats(kind, fmt):
+    rng = np.random.default_rng(91)
+    B, S, L, N, H = 2, 5, 7, 2, 8
+    D = N * H
+    if fmt == "qkv":
+        L = S
+    ins = {"q_k_v": [("q", rand(rng, (B, S, D))), ("k", rand(rng, (B, L, D))), ("v", rand(rng, (B, L, D)))],
+           "q_kv": [("q", rand(rng, (B, S, D))), ("k", rand(rng, (B, L, N, 2, H))), ("", None)],
+           "qkv": [("q", rand(rng, (B, S, N, 3, H))), ("", None), ("", None)],
+           "cached": [("q", rand(rng, (B, S, D))), ("k", rand(rng, (B, N, L, H))), ("v", rand(rng, (B, N, L, H)))]}[fmt]
+    bias = ("bias", rand(rng, (3 * D,))) if fmt != "q_kv" else ("", None)
+    ins += [bias, ("mask", i32([L, 3]))]
+    half_vs_f32("MultiHeadAttention", ins, ["y", "pk", "pv"], {"num_heads": N}, kind)
+
+
+@pytest.mark.parametrize("kind", HALF_KINDS)
+@pytest.mark.parametrize("case", ["past_uni", "mask2d_rpb"])
+def test_mha_half_cache_and_masks(kind, case):
+    rng = np.random.default_rng(92)
+    B, S, N, H, P = 2, 4, 2, 8, 3
+    D = N * H
+    ins = [("q", rand(rng, (B, S, D))), ("k", rand(rng, (B, S, D))), ("v", rand(rng, (B, S, D))),
+           ("bias", rand(rng, (3 * D,)))]
+    attrs = {"num_heads": N}
+    if case == "past_uni":
+        attrs["unidirectional"] = 1
+        ins += [("", None), ("", None), ("pk", rand(rng, (B, N, P, H))), ("pv", rand(rng, (B, N, P, H)))]
+    else:
+        ins += [("mask", i32([[1, 0, 1, 1], [1, 1, 1, 0]])), ("rpb", rand(rng, (B, N, S, S)))]
+    half_vs_f32("MultiHeadAttention", ins, ["y", "pk_out", "pv_out"], attrs, kind)
+
+
+@pytest.mark.parametrize("kind", HALF_KINDS)
+@pytest.mark.parametrize("fmt", ["q_k_v", "qkv"])
+def test_packed_mha_half(kind, fmt):
+    rng = np.random.default_rng(93)
+    B, S, N, H = 3, 6, 2, 8
+    D = N * H
+    lens = [6, 2, 4]
+    if fmt == "qkv":
+        q, off, cu = R.pack(rand(rng, (B, S, N, 3, H)), lens)
+        ins = [("q", q), ("", None), ("", None)]
+    else:
+        q, off, cu = R.pack(rand(rng, (B, S, D)), lens)
+        ins = [("q", q), ("k", R.pack(rand(rng, (B, S, D)), lens)[0]), ("v", R.pack(rand(rng, (B, S, D)), lens)[0])]
+    ins += [("bias", rand(rng, (3 * D,))), ("off", off), ("cu", cu), ("rpb", rand(rng, (1, N, S, S)))]
+    half_vs_f32("PackedMultiHeadAttention", ins, ["y"], {"num_heads": N}, kind)
+
+
+@pytest.mark.parametrize("kind", HALF_KINDS)
+def test_packed_attention_half(kind):
+    rng = np.random.default_rng(94)
+    B, S, N, D, Di = 2, 5, 2, 8, 6
+    x, off, cu = R.pack(rand(rng, (B, S, Di)), [5, 2])
+    ins = [("x", x), ("w", rand(rng, (Di, 3 * D), low=-0.5, high=0.5)), ("b", rand(rng, (3 * D,))),
+           ("off", off), ("cu", cu)]
+    half_vs_f32("PackedAttention", ins, ["y"], {"num_heads": N}, kind)
+
+
+@pytest.mark.parametrize("kind", HALF_KINDS)
+@pytest.mark.parametrize("interleaved", [0, 1])
+def test_ms_rotary_half(kind, interleaved):
+    rng = np.random.default_rng(95)
+    B, N, S, H = 2, 3, 5, 8
+    ins = [("X", rand(rng, (B, S, N * H))), ("p", rng.integers(0, 16, (B, S)).astype(np.int64)),
+           ("c", rand(rng, (16, H // 2))), ("s", rand(rng, (16, H // 2)))]
+    half_vs_f32("RotaryEmbedding", ins, ["Y"], {"interleaved": interleaved}, kind)
+
+
+def test_attention_half_type_mismatch():
+    rng = np.random.default_rng(96)
+    q = rand(rng, (1, 2, 8)).astype(np.float16)
+    m, feeds = model("MultiHeadAttention", [("q", q), ("k", rand(rng, (1, 2, 8))), ("v", q)], ["y"],
+                     {"num_heads": 2}, MS)
+    expect_error(m, feeds, "must match")
+    w = rand(rng, (8, 24))
+    m, feeds = model("Attention", [("x", q), ("w", w)], ["y"], {"num_heads": 2}, MS)
+    expect_error(m, feeds, "must match")

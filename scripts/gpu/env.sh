@@ -1,0 +1,27 @@
+# Sourced on the GPU machine: unpacks build-carry/kiln.tar.xz (scripts/gpu/stage.sh) and points
+# the loader and kiln's Python package at it and at the CUDA 13 libraries found there (the
+# toolkit's, else the pip wheels PyTorch brings: cuBLAS, cuDNN).
+KILN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+KILN_STAGE=${KILN_STAGE:-/tmp/kiln-stage}
+mkdir -p "$KILN_STAGE"
+tar -C "$KILN_STAGE" -xJf "$KILN_ROOT/build-carry/kiln.tar.xz"
+_kiln_libs="$KILN_STAGE/kiln:$KILN_STAGE/kiln/lib"
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$d" ] && _kiln_libs="$_kiln_libs:$d"
+done
+for d in $(python3 - <<'PY' 2>/dev/null
+import glob, os, site
+seen = set()
+for s in site.getsitepackages():
+    for pat in ("libcublas.so.13", "libcudnn.so.9", "libcudart.so.13", "libcublasLt.so.13"):
+        for p in glob.glob(os.path.join(s, "nvidia", "**", pat), recursive=True):
+            d = os.path.dirname(p)
+            if d not in seen:
+                seen.add(d); print(d)
+PY
+); do _kiln_libs="$_kiln_libs:$d"; done
+export LD_LIBRARY_PATH="$_kiln_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export KILN_LIBRARY="$KILN_STAGE/kiln/libkiln.so"
+export KILN_BIN="$KILN_STAGE/kiln/kiln"
+export PYTHONPATH="$KILN_ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
+unset _kiln_libs

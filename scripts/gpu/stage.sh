@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Prepares, on this (GPU-less) machine, what the GPU machine's call needs: a CUDA build of kiln
+# (libkiln.so, libkiln_cuda.so, the kiln command) and every non-system library libkiln links
+# (OpenBLAS and its Fortran runtime, zlib, the image codecs: the GPU image has none of them),
+# packed as build-carry/kiln.tar.xz (the device call's carry limit is 64 MiB).
+#
+#   bash scripts/gpu/stage.sh          # then run with carry ["build-carry"]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${KILN_BUILD_DIR:-build}
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target kiln kiln_cuda kiln_cli
+STAGE=$(mktemp -d)
+mkdir -p "$STAGE/kiln/lib"
+cp "$BUILD/libkiln.so" "$BUILD/libkiln_cuda.so" "$BUILD/kiln" "$STAGE/kiln/"
+# libkiln's own dependencies that are not in the base image (CUDA's come from the GPU machine)
+ldd "$BUILD/libkiln.so" "$BUILD/kiln" | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
+    case "$(basename "$lib")" in
+        libc.so*|libm.so*|libpthread*|libdl.so*|librt.so*|ld-linux*|libgcc_s*|libstdc++*) ;;
+        libkiln*) ;;
+        *) cp -L "$lib" "$STAGE/kiln/lib/" ;;
+    esac
+done
+mkdir -p build-carry
+tar -C "$STAGE" -cJf build-carry/kiln.tar.xz kiln
+rm -rf "$STAGE"
+ls -la build-carry/kiln.tar.xz

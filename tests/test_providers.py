@@ -1,0 +1,170 @@
+"""The provider architecture as a user meets it without a GPU (what CI has): the CUDA provider is
+its own library that a CPU-only session never loads, CUDA falls back to the CPU with a warning when
+the CPU is also named and fails clearly when it is named alone, and the session says where every
+node runs. The GPU side is tests/gpu/ (run on the GPU machine)."""
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from util import ROOT, kiln
+
+BUILD = os.path.join(ROOT, "build")
+LIBKILN = os.path.join(BUILD, "libkiln.so")
+LIBCUDA = os.path.join(BUILD, "libkiln_cuda.so")
+EXAMPLE = os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx")
+CUDA_LIBS = re.compile(r"libcudart|libcublas|libcudnn|libkiln_cuda|libcuda\.so")
+
+
+def example_feed():
+    return {"x": np.random.default_rng(3).uniform(-1, 1, (2, 4)).astype(np.float32)}
+
+
+def gpu_present(s):
+    return "CUDAExecutionProvider" in s.get_providers()
+
+
+def test_core_and_op_definitions_name_no_provider():
+    """src/core and src/ops know providers only through core/provider.h."""
+    hits = []
+    for folder in ("src/core", "src/ops"):
+        for name in sorted(os.listdir(os.path.join(ROOT, folder))):
+            path = os.path.join(ROOT, folder, name)
+            with open(path, encoding="utf-8") as f:
+                for k, line in enumerate(f, 1):
+                    if re.search(r"cuda|cublas|cudnn|KILN_WITH_", line, re.IGNORECASE):
+                        hits.append("%s/%s:%d: %s" % (folder, name, k, line.strip()))
+    assert not hits, "\n".join(hits)
+
+
+def test_cuda_kernels_call_no_cpu_kernel():
+    """CUDA glue uses op definitions (infer) through the runtime only: no CPU op lookups."""
+    hits = []
+    for folder in ("src/cuda", "src/cuda/ops", "src/cuda/kernels"):
+        d = os.path.join(ROOT, folder)
+        for name in sorted(os.listdir(d)):
+            if not name.endswith((".c", ".cu", ".h", ".cuh")):
+                continue
+            with open(os.path.join(d, name), encoding="utf-8") as f:
+                text = f.read()
+            for bad in ("kiln_find_op", "kiln_ops_", "->compute("):
+                if bad in text:
+                    hits.append("%s/%s uses %s" % (folder, name, bad))
+            if re.search(r'#include\s+"[^"]*cpu/', text):
+                hits.append("%s/%s includes a CPU provider header" % (folder, name))
+    assert not hits, "\n".join(hits)
+
+
+def test_libkiln_does_not_link_cuda():
+    out = subprocess.run(["ldd", LIBKILN], capture_output=True, text=True).stdout
+    assert not CUDA_LIBS.search(out), out
+
+
+@pytest.mark.skipif(not os.path.exists(LIBCUDA), reason="this build has no CUDA provider library (no nvcc)")
+def test_cuda_library_is_separate():
+    out = subprocess.run(["ldd", LIBCUDA], capture_output=True, text=True).stdout
+    assert "libcudart" in out and "libcublas" in out, out
+    syms = subprocess.run(["nm", "-D", "--defined-only", LIBCUDA], capture_output=True, text=True).stdout
+    assert " kiln_provider_open" in syms and " kiln_provider_abi" in syms
+
+
+PROBE = r"""
+import os, resource, sys, time, warnings
+sys.path.insert(0, %(py)r)
+import numpy as np
+t0 = time.perf_counter()
+import kiln
+warnings.simplefilter("ignore")
+s = kiln.InferenceSession(%(model)r, providers=%(providers)r)
+s.run(None, {"x": np.ones((2, 4), np.float32)})
+t1 = time.perf_counter()
+maps = open("/proc/self/maps").read()
+cuda = sorted({l.split()[-1] for l in maps.splitlines() if any(k in l for k in
+              ("libcudart", "libcublas", "libcudnn", "libkiln_cuda"))})
+print("RESULT", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, t1 - t0, len(cuda), ",".join(cuda))
+"""
+
+
+def probe(providers):
+    code = PROBE % {"py": os.path.join(ROOT, "python"), "model": EXAMPLE, "providers": providers}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    line = [l for l in out.stdout.splitlines() if l.startswith("RESULT")]
+    assert line, out.stdout + out.stderr
+    _, rss_kb, seconds, n, names = (line[0].split(" ") + [""])[:5]
+    return int(rss_kb) / 1024.0, float(seconds), int(n), names
+
+
+def test_cpu_session_loads_no_cuda_library():
+    """A CPU-only session of a CUDA build maps no CUDA library, so it costs what a build without
+    CUDA costs; a session that asks for CUDA is what pays for loading it."""
+    rss_cpu, t_cpu, n_cuda_libs, names = probe(["CPUExecutionProvider"])
+    assert n_cuda_libs == 0, names
+    assert rss_cpu < 120, "CPU-only session peak RSS %.0f MiB" % rss_cpu
+    if os.path.exists(LIBCUDA):
+        rss_cuda, t_cuda, n_loaded, _ = probe(["CUDAExecutionProvider", "CPUExecutionProvider"])
+        assert n_loaded > 0  # asking for CUDA does load it (then falls back without a GPU)
+        print("peak RSS: CPU-only %.0f MiB, asking for CUDA %.0f MiB; open+run %.3f s vs %.3f s"
+              % (rss_cpu, rss_cuda, t_cpu, t_cuda))
+        assert rss_cuda > rss_cpu + 20
+
+
+def test_cuda_with_cpu_falls_back_with_a_warning():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = kiln.InferenceSession(EXAMPLE, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    if gpu_present(s):
+        assert s.get_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return
+    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert any("CUDA" in m and "falling back to CPUExecutionProvider" in m for m in msgs), msgs
+    assert s.get_providers() == ["CPUExecutionProvider"]
+    cpu = kiln.InferenceSession(EXAMPLE)
+    feed = example_feed()
+    np.testing.assert_array_equal(s.run(None, feed)[0], cpu.run(None, feed)[0])
+    assert all(p == "CPUExecutionProvider" for _, p in s.node_placement())
+
+
+def test_cuda_alone_fails_clearly_without_a_gpu():
+    try:
+        s = kiln.InferenceSession(EXAMPLE, providers=["CUDAExecutionProvider"])
+    except kiln.KilnError as e:
+        msg = str(e)
+        assert "CUDA" in msg, msg
+        assert "could not" in msg, msg
+        return
+    assert gpu_present(s), "CUDA alone opened without a GPU and without an error"
+
+
+def test_unknown_provider_is_refused():
+    with pytest.raises(kiln.KilnError, match="unknown execution provider"):
+        kiln.InferenceSession(EXAMPLE, providers=["TensorrtExecutionProvider"])
+
+
+def test_placement_is_reported():
+    s = kiln.InferenceSession(EXAMPLE)
+    assert s.get_providers() == ["CPUExecutionProvider"]
+    nodes = s.nodes()
+    assert nodes and all(n["provider"] == "CPUExecutionProvider" for n in nodes)
+    assert {n["name"] for n in nodes} == {name for name, _ in s.node_placement()}
+    assert s.placement_reason(nodes[0]["name"]) == ""
+    with pytest.raises(kiln.KilnError):
+        s.placement_reason("no such node")
+
+
+def test_cli_providers_option():
+    kiln_cmd = os.path.join(BUILD, "kiln")
+    out = subprocess.run([kiln_cmd, "info", EXAMPLE, "--providers", "cuda,cpu"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "providers:" in out.stdout
+    if "CUDAExecutionProvider" not in out.stdout.split("providers:")[1].splitlines()[0]:
+        assert "falling back to CPUExecutionProvider" in out.stderr
+    bad = subprocess.run([kiln_cmd, "run", EXAMPLE, "--providers", "tpu"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown provider 'tpu'" in bad.stderr
+    alone = subprocess.run([kiln_cmd, "bench", EXAMPLE, "--providers", "cuda", "--runs", "2"],
+                           capture_output=True, text=True)
+    if alone.returncode != 0:
+        assert "CUDA" in alone.stderr and "could not" in alone.stderr, alone.stderr
