@@ -83,6 +83,13 @@ typedef struct kiln_options {
     int opt_level;        /* 0 none, 1 basic (constant folding, dead code), 2 extended (fusions) */
     unsigned providers;   /* KILN_PROVIDER_* bits; CPU is always the fallback */
     int verbose;          /* 1: log planning and kernel choices to stderr */
+    /* 1: record each input shape's device work once and replay it (CUDA graphs; ONNX Runtime's
+     * enable_cuda_graph): every node must run on the device provider and shapes must not depend
+     * on values. Lowers the per-node launch cost at small batches. */
+    int graph_capture;
+    /* 1: run a float32 model in float16 on the device (weights and activations converted once
+     * when the session is made; inputs and outputs stay float32). */
+    int float16;
 } kiln_options;
 
 typedef struct kiln_session kiln_session;

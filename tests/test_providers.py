@@ -168,3 +168,8 @@ def test_cli_providers_option():
                            capture_output=True, text=True)
     if alone.returncode != 0:
         assert "CUDA" in alone.stderr and "could not" in alone.stderr, alone.stderr
+
+
+def test_graph_capture_needs_a_device():
+    with pytest.raises(kiln.KilnError, match="graph capture needs a device provider"):
+        kiln.InferenceSession(EXAMPLE, providers=[("CPUExecutionProvider", {"enable_cuda_graph": "1"})])

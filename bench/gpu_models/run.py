@@ -38,7 +38,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "python"))
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(HERE)), "python"))  # PYTHONPATH's kiln first
 import models as M  # noqa: E402
 
 LABEL = {"bert": "BERT-base", "gpt2_prefill": "GPT-2 prefill", "gpt2_decode": "GPT-2 decode",
@@ -55,7 +55,9 @@ class Budget:
 
 
 class Timer:
-    """Median milliseconds of fn() after warm-up; as many runs as fit target_s, within [lo, hi]."""
+    """Median milliseconds of fn(). The first call (lazy set-up included) and up to `warmup` more are
+    not timed; then as many runs as fit target_s, at least lo (3 where one run is over target_s, as a
+    32-step decode at batch 32 with host copies is), at most hi."""
 
     def __init__(self, sync, warmup, target_s, lo, hi):
         self.sync, self.warmup, self.target_s, self.lo, self.hi = sync, warmup, target_s, lo, hi
@@ -67,12 +69,15 @@ class Timer:
         self.sync()
         return time.perf_counter() - t0
 
-    def median_ms(self, fn, warmup=None):
-        for _ in range(self.warmup if warmup is None else warmup):
-            fn()
+    def median_ms(self, fn):
         first = self.once(fn)
-        n = int(min(self.hi, max(self.lo, self.target_s / max(first, 1e-6))))
-        return statistics.median([first] + [self.once(fn) for _ in range(n - 1)]) * 1e3
+        for _ in range(min(self.warmup - 1, int(self.target_s / first))):
+            fn()
+        t = [self.once(fn)]
+        lo = self.lo if t[0] < self.target_s else min(self.lo, 3)
+        n = int(min(self.hi, max(lo, self.target_s / t[0])))
+        t += [self.once(fn) for _ in range(n - 1)]
+        return statistics.median(t) * 1e3
 
 
 class Alarm:
@@ -219,6 +224,9 @@ class Bench:
                     try:
                         sess, info = self.kiln_session(self.path(graph, "fp16"), [CUDA_EP, CPU_EP])
                         print("    kiln session: %s" % info, flush=True)
+                        if CUDA_EP not in info["providers"] or not info.get("cuda_node_frac", 1):
+                            self.note(None, "%s: kiln's GPU session reports providers %s, %s of nodes on CUDA"
+                                      % (graph, info["providers"], info.get("cuda_node_frac", "?")))
                     except Exception as e:  # noqa: BLE001 - reported once, for every row of the graph
                         kiln_err = "kiln GPU session: %s" % first_line(e)
                 if kiln_err:
@@ -262,7 +270,7 @@ class Bench:
                     sess = make(self.path(graph, "fp32"), threads)
                     run = onnx_runner(sess, entry_names(entry, "fp32"))
                     row[col + "_rel_err"] = rel_err(ref, run([np_ids[0]] + np_xs[1:] if ids else np_xs))
-                    row[col + "_ms"] = self.timer.median_ms(workload(run, np_xs, np_ids), warmup=1) / per
+                    row[col + "_ms"] = self.timer.median_ms(workload(run, np_xs, np_ids)) / per
                     del sess
                 except Exception as e:  # noqa: BLE001
                     self.note(row, "%s: %s" % (col, first_line(e)))
@@ -283,7 +291,7 @@ class Bench:
     # ---- phase 3: torch.compile ---------------------------------------------------------------
     def phase_compile(self):
         failed = {}
-        for row in self.rows:
+        for row in sorted(self.rows, key=lambda r: r["batch"] == 1):  # batch 1 recompiles: last
             graph = row["graph"]
             if "eager_ms" not in row:
                 continue

@@ -202,7 +202,9 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         PyErr_SetString(PyExc_TypeError, "Session() takes no keyword arguments");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "SpOiIp:Session", &model, &is_bytes, &threads, &opt_level, &providers, &verbose))
+    int flags = 0; /* bit 0: graph capture, bit 1: float16 */
+    if (!PyArg_ParseTuple(args, "SpOiIp|i:Session", &model, &is_bytes, &threads, &opt_level, &providers, &verbose,
+                          &flags))
         return NULL;
     kiln_options opt;
     kiln_options_init(&opt);
@@ -218,6 +220,8 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     opt.opt_level = opt_level;
     opt.providers = providers;
     opt.verbose = verbose;
+    opt.graph_capture = flags & 1;
+    opt.float16 = (flags >> 1) & 1;
 
     Session *self = (Session *)type->tp_alloc(type, 0);
     if (!self) return NULL;

@@ -103,7 +103,7 @@ class InferenceSession:
     """InferenceSession(path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2)"""
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2,
-                 verbose=False):
+                 verbose=False, provider_options=None, float16=False):
         lib = _L()
         self._lib = lib
         self._s = None
@@ -122,18 +122,25 @@ class InferenceSession:
         # (["CUDAExecutionProvider", "CPUExecutionProvider"]) also lets the session fall back to it,
         # with a warning, when CUDA cannot start; naming CUDA alone makes that an error.
         mask = 0
-        for p in providers or ["CPUExecutionProvider"]:
+        flags = 2 if float16 else 0
+        providers = list(providers or ["CPUExecutionProvider"])
+        for k, p in enumerate(providers):
             name = p[0] if isinstance(p, (tuple, list)) else p
             if name not in _PROVIDERS:
                 raise KilnError("unknown execution provider %r (kiln has %s)" % (name, ", ".join(_PROVIDERS)))
             mask |= _PROVIDERS[name]
+            options = dict(p[1]) if isinstance(p, (tuple, list)) and len(p) > 1 else {}
+            if provider_options and k < len(provider_options):
+                options.update(provider_options[k] or {})
+            if str(options.get("enable_cuda_graph", "0")).lower() in ("1", "true"):
+                flags |= 1
         native = _native_module()
         if native is not None:
             if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
                 model, is_bytes = bytes(path_or_bytes), True  # the native session keeps it alive
             else:
                 model, is_bytes = str(path_or_bytes).encode(), False
-            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose)
+            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose, flags)
             self._inputs = [_node_arg(*t) for t in self._native.io(False)]
             self._outputs = [_node_arg(*t) for t in self._native.io(True)]
             self._after_open()
@@ -149,6 +156,8 @@ class InferenceSession:
         opt.opt_level = opt_level
         opt.verbose = verbose
         opt.providers = mask
+        opt.graph_capture = flags & 1
+        opt.float16 = (flags >> 1) & 1
         handle = ctypes.c_void_p()
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             self._bytes = bytes(path_or_bytes)  # initializers point into these bytes: keep them alive

@@ -5,6 +5,7 @@
 #include "runner.h"
 #include "session.h"
 #include "placement.h"
+#include "capture.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,21 @@ static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
         t->owner = NULL; /* not zeroed: kernels write every element (the repeated-run tests check) */
         t->dev = dev ? r->s->eps.ep[dev] : NULL;
         return KILN_OK;
+    }
+    if (r->s->capturing && !r->parent) {
+        /* a recording replays at fixed addresses: outputs go to their staging buffers, and every
+         * other value must come from the arena */
+        kiln_capture *c = r->s->capturing;
+        for (int i = 0; r->is_output[v] && i < r->g->n_outputs; i++)
+            if (r->g->outputs[i] == v && i < c->n_out && c->out_stage[i].data &&
+                kiln_tensor_nbytes(&c->out_stage[i]) == bytes) {
+                t->data = c->out_stage[i].data;
+                t->owner = NULL;
+                t->dev = c->dev;
+                return KILN_OK;
+            }
+        return kiln_fail(e, KILN_ERR_RUNTIME, "value '%s' is not in the planned arena (graph capture needs it there)",
+                         r->g->values[v].name);
     }
     if (!dev) return kiln_tensor_alloc(t, e);
     kiln_provider *p = r->s->eps.ep[dev];
@@ -306,6 +322,7 @@ static kiln_status take_output(struct kiln_runner *r, int v, kiln_value *dst, in
 
 static kiln_status sync_devices(kiln_session *s, kiln_err *e) {
     kiln_err scratch;
+    if (s->capturing) return KILN_OK; /* a recording cannot wait; the replay's caller does */
     for (int p = 1; p < s->eps.n; p++)
         if (s->eps.ep[p]->vt->sync(s->eps.ep[p], e ? e : &scratch) && e) return e->code;
     return KILN_OK;
@@ -324,6 +341,11 @@ static kiln_status run_frame(struct kiln_runner *r, int n_out, const int *out_id
         }
     }
     if (!r->parent) KILN_TRY(sync_devices(r->s, e));
+    if (!r->parent && r->plan && !r->rec && r->s->opt.graph_capture && !r->plan->capture && g->n_outputs <= 256) {
+        const kiln_value *outs[256];
+        for (int k = 0; k < g->n_outputs; k++) outs[k] = slot(r, g->outputs[k]);
+        kiln_capture_note_outputs(r->s, r->plan, outs, g->n_outputs);
+    }
     for (int k = 0; k < n_out; k++) {
         int v = g->outputs[out_idx[k]];
         int last = 1;
@@ -470,6 +492,7 @@ void kiln_plan_free(kiln_plan *p) {
     free(p->signature);
     free(p->offset);
     free(p->size);
+    kiln_capture_free(p);
     for (int d = 0; d < KILN_MAX_PROVIDERS; d++)
         if (p->arena[d]) p->ep[d]->vt->free(p->ep[d], p->arena[d]);
     free(p);

@@ -3,6 +3,7 @@
 #include "../ops/op.h"
 #include "../opt/optimize.h"
 #include "placement.h"
+#include "capture.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +189,10 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         }
         s->copies = pa.copies;
         s->uploads = pa.uploads;
+        if (kiln_capture_check(s, &e)) {
+            kiln_session_close(s);
+            return fail_open(&e);
+        }
         if (find_host_readers(s)) {
             kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
             kiln_session_close(s);
@@ -417,7 +422,9 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
         if (!strcmp(p->signature, sig)) { plan = p; break; }
     kiln_lifetime *rec = NULL;
     if (!plan) rec = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *rec);
-    st = kiln_run_graph(s, g, slots, plan, rec, n_out, out_idx, outputs, e);
+    int replayed = 0;
+    if (plan && s->opt.graph_capture) st = kiln_capture_run(s, plan, slots, n_out, out_idx, outputs, &replayed, e);
+    if (!st && !replayed) st = kiln_run_graph(s, g, slots, plan, rec, n_out, out_idx, outputs, e);
     if (!st && rec) {
         kiln_plan *p = kiln_plan_make(s, g, rec, sig);
         if (p) {

@@ -19,6 +19,7 @@ typedef struct kiln_plan {
     size_t dev_bytes[KILN_MAX_PROVIDERS];
     void *arena[KILN_MAX_PROVIDERS];
     kiln_provider *ep[KILN_MAX_PROVIDERS]; /* who frees each arena */
+    struct kiln_capture *capture;          /* graph capture of this signature (capture.c) */
     struct kiln_plan *next;
 } kiln_plan;
 
@@ -37,6 +38,7 @@ struct kiln_session {
     kiln_provider_set eps;      /* [0] the CPU, then the providers asked for that started */
     int copies, uploads;        /* copy nodes inserted and constants uploaded by placement */
     int outputs_on_device;      /* the current run hands device outputs over as they are */
+    struct kiln_capture *capturing; /* the recording in progress (capture.c), else NULL */
     int *input_host_readers;    /* per graph input: read on the host by some node (a device input
                                    is then staged to the host before the run) */
     pthread_mutex_t run_mu;     /* runs on one session are serialised (they share the arena) */

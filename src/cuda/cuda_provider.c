@@ -84,7 +84,9 @@ kiln_status kiln_cuda_provider_create(int device, kiln_cuda_provider **out) {
     p->info.total_mem = prop.totalGlobalMem;
     snprintf(p->info.name, sizeof p->info.name, "%s", prop.name);
 
-    kiln_status st = kiln_cuda_check(cudaStreamCreateWithFlags(&p->stream, cudaStreamNonBlocking),
+    /* a blocking stream: it waits for the legacy default stream, where torch and cupy queue the
+     * work that fills device inputs handed to kiln, and that stream waits for it in turn */
+    kiln_status st = kiln_cuda_check(cudaStreamCreateWithFlags(&p->stream, cudaStreamDefault),
                                      "cudaStreamCreateWithFlags");
     if (st == KILN_OK) {
         st = kiln_cublas_check(cublasCreate(&p->cublas), "cublasCreate");

@@ -28,7 +28,8 @@ typedef struct kiln_cuda_device_info {
     char name[256];
 } kiln_cuda_device_info;
 
-/* Creates a provider on `device` with its own non-blocking stream and cuBLAS handle. */
+/* Creates a provider on `device` with its own stream (ordered with the legacy default stream)
+ * and cuBLAS handle. */
 kiln_status kiln_cuda_provider_create(int device, kiln_cuda_provider **out);
 void kiln_cuda_provider_destroy(kiln_cuda_provider *p);
 

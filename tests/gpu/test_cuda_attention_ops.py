@@ -113,6 +113,15 @@ def test_mha_relative_position_bias(dt, b0):  # the unfused path
 
 
 @pytest.mark.parametrize("dt", HALF)
+def test_mha_bias_rpb_past(dt):  # the unfused path behind this node's own scratch (biased Q/K/V)
+    B, S, P, N, H = 2, 16, 20, 2, 64
+    ins = mha_inputs("q_k_v", dt, B, S, S, N, H) + [rand((3 * N * H,), dt), i32([P + S, 9]),
+                                                    rand((1, N, S, P + S), dt), rand((B, N, P, H), dt),
+                                                    rand((B, N, P, H), dt)]
+    run_mha(ins, n_outputs=3, N=N)
+
+
+@pytest.mark.parametrize("dt", HALF)
 def test_mha_unfused_head_sizes(dt):
     run_mha(mha_inputs("q_k_v", dt, 2, 19, 23, 3, 12), N=3)           # H not a multiple of 8
     run_mha(mha_inputs("q_k_v", dt, 2, 19, 23, 2, 32, Hv=24), N=2)    # H_v != H
@@ -281,10 +290,6 @@ def test_ms_rotary_variants(dt):
 def test_ms_rotary_large_and_empty():
     ms_rotary(F16, (2, 1024, 32 * 128), i64([7]), 2048, 64, num_heads=32)  # 8M elements
     ms_rotary(F16, (2, 0, 4 * 16), i64([0]), 8, 8, num_heads=4)
-
-
-def test_ms_rotary_rejects():
-    ms_rotary(F16, (1, 4, 16), i64([0]), 8, 8, is_packed_batching=1, expect_cuda=False)
 
 
 @pytest.mark.parametrize("dt", [F32, F16, BF16])

@@ -56,10 +56,12 @@ struct Buf {
         }
         cudaMalloc(&d, raw.size());
         cudaMemcpy(d, raw.data(), n * esize(dt), cudaMemcpyHostToDevice);
+        cudaDeviceSynchronize();
     }
     void alloc() {
         cudaMalloc(&d, n * esize(dt) + 1);
         cudaMemset(d, 0xff, n * esize(dt) + 1);
+        cudaDeviceSynchronize();
     }
     std::vector<double> download() {
         cudaStreamSynchronize(stream);
@@ -346,6 +348,8 @@ static void test_reduce(int dt, int kind, std::vector<int64_t> dims, std::vector
         default: ref[o] = (double)best[o];
         }
     }
+    if (!isint && !arg)
+        for (auto &v : ref) v = round_to(dt, (float)v);
     std::vector<double> got = y.download();
     got.resize(outs);
     double tol = isint || arg ? 0 : tol_of(dt) * (dt == KILN_DTYPE_FLOAT ? 5 : 1);
@@ -356,6 +360,63 @@ static void test_reduce(int dt, int kind, std::vector<int64_t> dims, std::vector
         tol *= std::max(1.0, std::sqrt((double)r) * sa / 3);
     }
     compare(name, got, ref, tol, isint || arg);
+}
+
+
+template <typename F> static void bench(const char *name, double bytes, F f) {
+    f();
+    cudaEvent_t a, b;
+    cudaEventCreate(&a); cudaEventCreate(&b);
+    cudaEventRecord(a, stream);
+    for (int i = 0; i < 20; i++) f();
+    cudaEventRecord(b, stream);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    ms /= 20;
+    printf("BENCH %-40s %8.1f us %7.0f GB/s\n", name, ms * 1e3, bytes / (ms * 1e-3) / 1e9);
+}
+
+static void benches() {
+    const int H = KILN_DTYPE_FLOAT16, F = KILN_DTYPE_FLOAT;
+    {   // BERT-base LN with skip, f16, 16k rows x 768
+        int64_t rows = 16384, n = 768;
+        Buf x(H, rows * n), k(H, rows * n), g(H, n), b(H, n), y(H, rows * n);
+        x.alloc(); k.alloc(); g.alloc(); b.alloc(); y.alloc();
+        kiln_cuda_ln_args a; memset(&a, 0, sizeof a);
+        a.dtype = H; a.rows = rows; a.n = n; a.eps = 1e-5f; a.x = x.d; a.skip = k.d; a.skip_rows = rows;
+        a.gamma = g.d; a.beta = b.d; a.y = y.d;
+        bench("skipLN f16 16384x768", 3.0 * rows * n * 2, [&] { kiln_cuda_layer_norm(stream, &a); });
+        a.skip = nullptr;
+        bench("LN f16 16384x768", 2.0 * rows * n * 2, [&] { kiln_cuda_layer_norm(stream, &a); });
+        a.dtype = F; a.rows = rows / 2;
+        bench("LN f32 8192x768", 2.0 * rows / 2 * n * 4, [&] { kiln_cuda_layer_norm(stream, &a); });
+        a.dtype = H; a.rows = 2048; a.n = 4096; a.simplified = 1; a.beta = nullptr;
+        bench("RMS f16 2048x4096", 2.0 * 2048 * 4096 * 2, [&] { kiln_cuda_layer_norm(stream, &a); });
+        bench("softmax f16 98304x128", 2.0 * 98304 * 128 * 2,
+              [&] { kiln_cuda_softmax(stream, 0, H, x.d, y.d, 98304, 128, 1); });
+        bench("softmax f16 3072x4096", 2.0 * 3072 * 4096 * 2,
+              [&] { kiln_cuda_softmax(stream, 0, H, x.d, y.d, 3072, 4096, 1); });
+        bench("softmax f16 64x32x4096 (axis 1)", 2.0 * 64 * 32 * 4096 * 2,
+              [&] { kiln_cuda_softmax(stream, 0, H, x.d, y.d, 64, 32, 4096); });
+        kiln_cuda_gn_args gn; memset(&gn, 0, sizeof gn);
+        gn.dtype = H; gn.scale_dtype = gn.bias_dtype = H; gn.batch = 2; gn.channels = 320; gn.groups = 32;
+        gn.inner = 64 * 64; gn.param_div = 1; gn.eps = 1e-5f; gn.x = x.d; gn.scale = g.d; gn.bias = b.d; gn.y = y.d;
+        bench("groupnorm f16 2x320x64x64", 2.0 * 2 * 320 * 4096 * 2, [&] { kiln_cuda_group_norm(prov, &gn); });
+        kiln_cuda_reduce_args r; memset(&r, 0, sizeof r);
+        r.kind = KILN_CUDA_RK_SUM; r.dtype = H; r.rank = 2; r.dims[0] = 16384; r.dims[1] = 768; r.reduced[1] = 1;
+        r.x = x.d; r.y = y.d;
+        bench("reduce sum f16 rows 16384x768", 16384.0 * 768 * 2, [&] { kiln_cuda_reduce(prov, &r); });
+        r.reduced[1] = 0; r.reduced[0] = 1;
+        bench("reduce sum f16 cols 16384x768", 16384.0 * 768 * 2, [&] { kiln_cuda_reduce(prov, &r); });
+        r.reduced[1] = 1;
+        bench("reduce sum f16 all 16384x768", 16384.0 * 768 * 2, [&] { kiln_cuda_reduce(prov, &r); });
+        r.kind = KILN_CUDA_RK_ARGMAX; r.reduced[0] = 0; r.dims[0] = 256; r.dims[1] = 32000;
+        bench("argmax f16 256x32000", 256.0 * 32000 * 2, [&] { kiln_cuda_reduce(prov, &r); });
+        r.kind = KILN_CUDA_RK_MEAN; r.rank = 4; r.dims[0] = 60; r.dims[1] = 256; r.dims[2] = 28; r.dims[3] = 28;
+        r.reduced[0] = 1; r.reduced[1] = 0; r.reduced[2] = 1; r.reduced[3] = 1;
+        bench("reduce mean f16 general 60x256x28x28", 60.0 * 256 * 784 * 2, [&] { kiln_cuda_reduce(prov, &r); });
+    }
 }
 
 int main() {
@@ -415,6 +476,7 @@ int main() {
         for (int kind : {(int)KILN_CUDA_RK_ARGMAX, (int)KILN_CUDA_RK_ARGMIN})
             for (int last = 0; last < 2; last++)
                 for (auto &sh : ashapes) test_reduce(dt, kind, sh.first, sh.second, last);
+    benches();
     cudaError_t e = cudaDeviceSynchronize();
     printf("%d checks, %d failures, sync: %s\n", checks, failures, cudaGetErrorString(e));
     return failures != 0;

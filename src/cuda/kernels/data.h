@@ -98,10 +98,15 @@ typedef struct kiln_cuda_resize_desc {
 
 /* 1 when mode linear takes dtype: float32, float16, bfloat16, uint8, int8. */
 int kiln_cuda_resize_linear_dtype(int dtype);
-/* Resizes src (shape d->in) into dst (shape d->out). Coordinates are computed in double and the
- * linear weights applied in float one axis after another (last axis first), the same arithmetic
- * as the CPU provider, so results match it bit for bit up to the final rounding. */
-kiln_status kiln_cuda_resize(void *stream, const kiln_cuda_resize_desc *d, const void *src, void *dst);
+/* Device scratch (bytes) kiln_cuda_resize needs: a table of taps per resized axis and output
+ * coordinate, a few KiB (0 when the resize is a plain copy). */
+size_t kiln_cuda_resize_workspace(const kiln_cuda_resize_desc *d);
+/* Resizes src (shape d->in) into dst (shape d->out); workspace: kiln_cuda_resize_workspace(d)
+ * bytes of device memory, free for the kernels' use until they complete. Coordinates are computed
+ * in double and the linear weights applied in float one axis after another (last axis first),
+ * the same arithmetic as the CPU provider, so results match it bit for bit. */
+kiln_status kiln_cuda_resize(void *stream, const kiln_cuda_resize_desc *d, const void *src, void *dst,
+                             void *workspace);
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,16 @@
-// Resize, modes nearest and linear, one launch: each thread maps its output index to input
-// coordinates per axis and reads the taps itself.
+// Resize, modes nearest and linear.
 //
 // The arithmetic copies the CPU provider's (cpu/kernels/resize.c) so that results agree bit for
 // bit: coordinates in double through the _rn intrinsics (no fused multiply-add, which the host
 // compiler does not use either), weights rounded to float, and linear taps combined one resized
-// axis at a time, last axis first, exactly the order of the CPU's separable passes. The passes
-// form a binary tree over the 2^m corner values (m resized axes); it is evaluated depth-first
-// with a stack of m partial sums, so m up to the full rank works without a 2^m buffer.
+// axis at a time, last axis first, exactly the order of the CPU's separable passes.
+//
+// Two launches: a tiny one fills a table of taps per resized axis and output coordinate (input
+// offsets and weights, the double arithmetic done once per coordinate instead of once per output
+// element, where it would dominate), then one thread per output element reads its taps from the
+// table (cached: a few KiB) and its 2^m corners. The passes form a binary tree over the corners;
+// for m <= 3 resized axes it is unrolled in registers, beyond that evaluated depth-first with a
+// stack of m partial sums.
 #include "data_common.cuh"
 
 #include <cuda_bf16.h>
@@ -19,19 +23,42 @@ namespace {
 
 constexpr int kMaxRank = KILN_CUDA_RESIZE_MAX_RANK;
 
-template <typename IX> struct ResizeGeom {
-    int rank, ctm, nearest, exclude;
-    unsigned lin_mask;   // bit d: axis d is resized (linear)
-    unsigned ident_mask; // bit d: axis d maps output index o to input o (nearest)
-    typename IX::Div out[kMaxRank];
-    typename IX::S in[kMaxRank], istr[kMaxRank];
+// One output coordinate of one axis: its input taps (offsets, already times the axis stride)
+// and their weights. Nearest uses off0 alone.
+struct Tap {
+    int64_t off0, off1;
+    float w0, w1;
+};
+
+// Which axes get a table: nearest, those whose index map is not the identity (at scale 1 every
+// coordinate mode but tf_half_pixel_for_nn maps o to o); linear, those the CPU runs a pass over
+// (any axis but one keeping its size at scale 1), in pass order, the last axis first.
+struct Slots {
+    int n;
+    int axis[kMaxRank];
+    int64_t first[kMaxRank + 1]; // slot j's entries: [first[j], first[j + 1])
+};
+
+static Slots plan_slots(const kiln_cuda_resize_desc *d) {
+    Slots s;
+    s.n = 0;
+    s.first[0] = 0;
+    for (int k = d->rank - 1; k >= 0; k--) {
+        bool same = d->out[k] == d->in[k] && d->scale[k] == 1.0;
+        bool table = d->mode == KILN_CUDA_RESIZE_LINEAR ? !same
+                                                        : !(same && d->coord_mode != KILN_CUDA_CT_TF_HALF_PIXEL_FOR_NN);
+        if (!table) continue;
+        s.axis[s.n] = k;
+        s.first[s.n + 1] = s.first[s.n] + d->out[k];
+        s.n++;
+    }
+    return s;
+}
+
+struct TableGeom {
+    int n, ctm, nearest, exclude, linear;
+    int64_t first[kMaxRank + 1], in[kMaxRank], out[kMaxRank], istr[kMaxRank];
     double scale[kMaxRank];
-    // linear: the resized axes in pass order (the last axis first), each with what its output
-    // coordinate needs: o = (i / inner) % out
-    int n_lin;
-    typename IX::Div lin_inner[kMaxRank], lin_out[kMaxRank];
-    typename IX::S lin_in[kMaxRank], lin_istr[kMaxRank];
-    double lin_scale[kMaxRank];
 };
 
 __device__ __forceinline__ double original_coord(int ctm, double s, int64_t in, int64_t out, int64_t o) {
@@ -64,32 +91,6 @@ __device__ __forceinline__ int64_t nearest_index(int mode, double x, double scal
     }
 }
 
-__device__ __forceinline__ int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
-
-template <typename T, typename IX>
-__global__ void __launch_bounds__(kThreads)
-    resize_nearest_kernel(T *__restrict__ dst, const T *__restrict__ src, ResizeGeom<IX> g, typename IX::T n) {
-    using I = typename IX::T;
-    using S = typename IX::S;
-    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
-        I rem = i;
-        S off = 0;
-#pragma unroll
-        for (int k = kMaxRank - 1; k >= 0; --k) {
-            if (k < g.rank) {
-                I q = g.out[k].div(rem);
-                S o = (S)(rem - q * g.out[k].d());
-                rem = q;
-                if (!(g.ident_mask >> k & 1)) {
-                    double x = original_coord(g.ctm, g.scale[k], g.in[k], (int64_t)g.out[k].d(), o);
-                    o = (S)clamp_index(nearest_index(g.nearest, x, g.scale[k]), g.in[k]);
-                }
-                off += o * g.istr[k];
-            }
-        }
-        dst[i] = src[off];
-    }
-}
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
@@ -121,31 +122,75 @@ __device__ __forceinline__ float combine(float w0, float a, float w1, float b) {
     return w1 != 0.0f ? __fadd_rn(d, __fmul_rn(w1, b)) : d;
 }
 
-// The two taps of resized axis t (pass order) for output index i: offsets and float weights.
-template <typename IX>
-__device__ __forceinline__ void linear_taps(const ResizeGeom<IX> &g, int t, typename IX::T i, typename IX::S &off0,
-                                            typename IX::S &off1, float &w0, float &w1) {
-    using I = typename IX::T;
-    I q = g.lin_inner[t].div(i);
-    int64_t o = (int64_t)(q - g.lin_out[t].div(q) * g.lin_out[t].d()), in = (int64_t)g.lin_in[t];
-    double x = original_coord(g.ctm, g.lin_scale[t], in, (int64_t)g.lin_out[t].d(), o);
-    // i0 is the tap left of x; an integral x counts as the right end of its interval
-    double i0f = ceil(x) - 1.0, ratio = x - i0f;
-    int64_t i0 = (int64_t)i0f;
-    double a = 1.0 - ratio, b = ratio;
-    if (g.exclude) {
-        if (i0 < 0 || i0 >= in) a = 0.0;
-        if (i0 + 1 < 0 || i0 + 1 >= in) b = 0.0;
-        double sum = a + b;
-        if (sum != 0.0) {
-            a = __ddiv_rn(a, sum);
-            b = __ddiv_rn(b, sum);
+__device__ __forceinline__ int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
+
+__global__ void __launch_bounds__(kThreads) tap_table_kernel(Tap *__restrict__ tab, TableGeom g) {
+    int64_t total = g.first[g.n];
+    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int j = 0;
+        while (j + 1 < g.n && e >= g.first[j + 1]) j++;
+        int64_t o = e - g.first[j], in = g.in[j];
+        double x = original_coord(g.ctm, g.scale[j], in, g.out[j], o);
+        Tap t;
+        if (!g.linear) {
+            t.off0 = t.off1 = clamp_index(nearest_index(g.nearest, x, g.scale[j]), in) * g.istr[j];
+            t.w0 = 1.0f;
+            t.w1 = 0.0f;
+            tab[e] = t;
+            continue;
         }
+        // i0 is the tap left of x; an integral x counts as the right end of its interval
+        double i0f = ceil(x) - 1.0, ratio = x - i0f;
+        int64_t i0 = (int64_t)i0f;
+        double a = 1.0 - ratio, b = ratio;
+        if (g.exclude) {
+            if (i0 < 0 || i0 >= in) a = 0.0;
+            if (i0 + 1 < 0 || i0 + 1 >= in) b = 0.0;
+            double sum = a + b;
+            if (sum != 0.0) {
+                a = __ddiv_rn(a, sum);
+                b = __ddiv_rn(b, sum);
+            }
+        }
+        t.off0 = clamp_index(i0, in) * g.istr[j];
+        t.off1 = clamp_index(i0 + 1, in) * g.istr[j];
+        t.w0 = __double2float_rn(a);
+        t.w1 = __double2float_rn(b);
+        tab[e] = t;
     }
-    w0 = __double2float_rn(a);
-    w1 = __double2float_rn(b);
-    off0 = (typename IX::S)clamp_index(i0, in) * g.lin_istr[t];
-    off1 = (typename IX::S)clamp_index(i0 + 1, in) * g.lin_istr[t];
+}
+
+template <typename IX> struct ResizeGeom {
+    int rank, n_lin;
+    const Tap *tab;
+    typename IX::Div out[kMaxRank];
+    typename IX::S istr[kMaxRank];
+    int64_t tab_first[kMaxRank]; // nearest: axis k's first table entry, -1 when o maps to o
+    unsigned lin_mask;           // linear: bit k set when axis k is resized
+    // linear, per resized axis in pass order: o = (i / inner) % out, taps at tab[first + o]
+    typename IX::Div lin_inner[kMaxRank], lin_out[kMaxRank];
+    int64_t lin_first[kMaxRank];
+};
+
+template <typename T, typename IX>
+__global__ void __launch_bounds__(kThreads)
+    resize_nearest_kernel(T *__restrict__ dst, const T *__restrict__ src, ResizeGeom<IX> g, typename IX::T n) {
+    using I = typename IX::T;
+    using S = typename IX::S;
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        I rem = i;
+        S off = 0;
+#pragma unroll
+        for (int k = kMaxRank - 1; k >= 0; --k) {
+            if (k < g.rank) {
+                I q = g.out[k].div(rem);
+                I o = rem - q * g.out[k].d();
+                rem = q;
+                off += g.tab_first[k] < 0 ? (S)o * g.istr[k] : (S)__ldg(&g.tab[g.tab_first[k] + (int64_t)o].off0);
+            }
+        }
+        dst[i] = src[off];
+    }
 }
 
 // Offset of the axes that are not resized.
@@ -163,6 +208,19 @@ template <typename IX> __device__ __forceinline__ typename IX::S linear_base(con
         }
     }
     return base;
+}
+
+template <typename IX>
+__device__ __forceinline__ void linear_taps(const ResizeGeom<IX> &g, int t, typename IX::T i, typename IX::S &off0,
+                                            typename IX::S &off1, float &w0, float &w1) {
+    using I = typename IX::T;
+    I q = g.lin_inner[t].div(i);
+    I o = q - g.lin_out[t].div(q) * g.lin_out[t].d();
+    const Tap *tp = g.tab + g.lin_first[t] + (int64_t)o;
+    off0 = (typename IX::S)__ldg(&tp->off0);
+    off1 = (typename IX::S)__ldg(&tp->off1);
+    w0 = __ldg(&tp->w0);
+    w1 = __ldg(&tp->w1);
 }
 
 // NL resized axes known at compile time: taps and the 2^NL corners stay in registers, and the
@@ -220,44 +278,65 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-template <typename IX> static ResizeGeom<IX> make_geom(const kiln_cuda_resize_desc *d) {
-    using S = typename IX::S;
+template <typename IX> static ResizeGeom<IX> make_geom(const kiln_cuda_resize_desc *d, const Slots &s, const Tap *tab) {
     ResizeGeom<IX> g;
     memset(&g, 0, sizeof g);
     g.rank = d->rank;
-    g.ctm = d->coord_mode;
-    g.nearest = d->nearest_mode;
-    g.exclude = d->exclude_outside;
-    int64_t str = 1, inner = 1;
+    g.tab = tab;
+    int64_t str[kMaxRank], inner[kMaxRank], a = 1, b = 1;
     for (int k = kMaxRank - 1; k >= 0; k--) {
         bool live = k < d->rank;
         g.out[k] = IX::make(live ? d->out[k] : 1);
-        g.in[k] = (S)(live ? d->in[k] : 1);
-        g.scale[k] = live ? d->scale[k] : 1.0;
-        g.istr[k] = (S)(live ? str : 0);
-        if (!live) continue;
-        bool same = d->out[k] == d->in[k] && d->scale[k] == 1.0;
-        // at scale 1 every mode but tf_half_pixel_for_nn maps o to exactly o
-        if (same && d->coord_mode != KILN_CUDA_CT_TF_HALF_PIXEL_FOR_NN) g.ident_mask |= 1u << k;
-        // the CPU skips the linear pass of an axis that keeps its size at scale 1
-        if (!same) {
-            int t = g.n_lin++;
-            g.lin_mask |= 1u << k;
-            g.lin_inner[t] = IX::make(inner);
-            g.lin_out[t] = IX::make(d->out[k]);
-            g.lin_in[t] = (S)d->in[k];
-            g.lin_istr[t] = (S)str;
-            g.lin_scale[t] = d->scale[k];
+        g.istr[k] = (typename IX::S)(live ? a : 0);
+        g.tab_first[k] = -1;
+        str[k] = a;
+        inner[k] = b;
+        if (live) {
+            a *= d->in[k];
+            b *= d->out[k];
         }
-        str *= d->in[k];
-        inner *= d->out[k];
     }
+    g.n_lin = d->mode == KILN_CUDA_RESIZE_LINEAR ? s.n : 0;
+    for (int j = 0; j < s.n; j++) {
+        int k = s.axis[j];
+        g.tab_first[k] = s.first[j];
+        if (d->mode != KILN_CUDA_RESIZE_LINEAR) continue;
+        g.lin_mask |= 1u << k;
+        g.lin_inner[j] = IX::make(inner[k]);
+        g.lin_out[j] = IX::make(d->out[k]);
+        g.lin_first[j] = s.first[j];
+    }
+    (void)str;
     return g;
 }
 
+static kiln_status fill_table(cudaStream_t st, const kiln_cuda_resize_desc *d, const Slots &s, Tap *tab) {
+    TableGeom t;
+    memset(&t, 0, sizeof t);
+    t.n = s.n;
+    t.ctm = d->coord_mode;
+    t.nearest = d->nearest_mode;
+    t.exclude = d->exclude_outside;
+    t.linear = d->mode == KILN_CUDA_RESIZE_LINEAR;
+    int64_t str[kMaxRank], a = 1;
+    for (int k = d->rank - 1; k >= 0; k--) {
+        str[k] = a;
+        a *= d->in[k];
+    }
+    for (int j = 0; j <= s.n; j++) t.first[j] = s.first[j];
+    for (int j = 0; j < s.n; j++) {
+        int k = s.axis[j];
+        t.in[j] = d->in[k];
+        t.out[j] = d->out[k];
+        t.istr[j] = str[k];
+        t.scale[j] = d->scale[k];
+    }
+    tap_table_kernel<<<grid_for(s.first[s.n]), kThreads, 0, st>>>(tab, t);
+    return launched("Resize table kernel");
+}
+
 template <typename T, typename IX>
-static void launch_linear(cudaStream_t st, const kiln_cuda_resize_desc *d, const void *src, void *dst, int64_t n) {
-    ResizeGeom<IX> g = make_geom<IX>(d);
+static void launch_linear(cudaStream_t st, const ResizeGeom<IX> &g, const void *src, void *dst, int64_t n) {
     unsigned blocks = grid_for(n);
     T *y = (T *)dst;
     const T *x = (const T *)src;
@@ -271,30 +350,30 @@ static void launch_linear(cudaStream_t st, const kiln_cuda_resize_desc *d, const
 }
 
 template <typename IX>
-static kiln_status resize_linear(cudaStream_t st, const kiln_cuda_resize_desc *d, const void *src, void *dst,
-                                 int64_t n) {
-    switch (d->dtype) {
-    case KILN_DTYPE_FLOAT: launch_linear<float, IX>(st, d, src, dst, n); break;
-    case KILN_DTYPE_FLOAT16: launch_linear<__half, IX>(st, d, src, dst, n); break;
-    case KILN_DTYPE_BFLOAT16: launch_linear<__nv_bfloat16, IX>(st, d, src, dst, n); break;
-    case KILN_DTYPE_UINT8: launch_linear<uint8_t, IX>(st, d, src, dst, n); break;
-    case KILN_DTYPE_INT8: launch_linear<int8_t, IX>(st, d, src, dst, n); break;
-    default: return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "linear Resize of element type %d", d->dtype);
+static kiln_status resize_run(cudaStream_t st, const kiln_cuda_resize_desc *d, const Slots &s, const Tap *tab,
+                              const void *src, void *dst, int64_t n) {
+    ResizeGeom<IX> g = make_geom<IX>(d, s, tab);
+    if (d->mode == KILN_CUDA_RESIZE_LINEAR) {
+        switch (d->dtype) {
+        case KILN_DTYPE_FLOAT: launch_linear<float, IX>(st, g, src, dst, n); break;
+        case KILN_DTYPE_FLOAT16: launch_linear<__half, IX>(st, g, src, dst, n); break;
+        case KILN_DTYPE_BFLOAT16: launch_linear<__nv_bfloat16, IX>(st, g, src, dst, n); break;
+        case KILN_DTYPE_UINT8: launch_linear<uint8_t, IX>(st, g, src, dst, n); break;
+        case KILN_DTYPE_INT8: launch_linear<int8_t, IX>(st, g, src, dst, n); break;
+        default: return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "linear Resize of element type %d", d->dtype);
+        }
+        return launched("Resize (linear) kernel");
     }
-    return launched("Resize (linear) kernel");
-}
-
-template <typename IX>
-static kiln_status resize_nearest(cudaStream_t st, const kiln_cuda_resize_desc *d, const void *src, void *dst,
-                                  int64_t n) {
     if (d->elem > 8) return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "Resize of %zu-byte elements", d->elem);
-    kiln_status s = with_unit(d->elem, [&](auto tag) {
+    kiln_status r = with_unit(d->elem, [&](auto tag) {
         using T = typename decltype(tag)::type;
         resize_nearest_kernel<T, IX>
-            <<<grid_for(n), kThreads, 0, st>>>((T *)dst, (const T *)src, make_geom<IX>(d), (typename IX::T)n);
+            <<<grid_for(n), kThreads, 0, st>>>((T *)dst, (const T *)src, g, (typename IX::T)n);
     });
-    return s != KILN_OK ? s : launched("Resize (nearest) kernel");
+    return r != KILN_OK ? r : launched("Resize (nearest) kernel");
 }
+
+static bool plain_copy(const kiln_cuda_resize_desc *d) { return plan_slots(d).n == 0; }
 
 } // namespace
 
@@ -303,7 +382,14 @@ extern "C" int kiln_cuda_resize_linear_dtype(int dtype) {
            dtype == KILN_DTYPE_UINT8 || dtype == KILN_DTYPE_INT8;
 }
 
-extern "C" kiln_status kiln_cuda_resize(void *stream, const kiln_cuda_resize_desc *d, const void *src, void *dst) {
+extern "C" size_t kiln_cuda_resize_workspace(const kiln_cuda_resize_desc *d) {
+    if (d->rank < 1 || d->rank > kMaxRank) return 0;
+    Slots s = plan_slots(d);
+    return (size_t)s.first[s.n] * sizeof(Tap);
+}
+
+extern "C" kiln_status kiln_cuda_resize(void *stream, const kiln_cuda_resize_desc *d, const void *src, void *dst,
+                                        void *workspace) {
     if (d->rank < 1 || d->rank > kMaxRank)
         return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "Resize of rank %d (at most %d)", d->rank, kMaxRank);
     int64_t n = 1, n_in = 1;
@@ -315,13 +401,14 @@ extern "C" kiln_status kiln_cuda_resize(void *stream, const kiln_cuda_resize_des
     if (n_in <= 0)
         return kiln_cuda_fail(KILN_ERR_INVALID_ARGUMENT, "cannot resize an empty input to a non-empty output");
     cudaStream_t st = (cudaStream_t)stream;
-    bool same = true;
-    for (int k = 0; k < d->rank; k++) same = same && d->out[k] == d->in[k] && d->scale[k] == 1.0;
-    if (same && (d->mode == KILN_CUDA_RESIZE_LINEAR || d->coord_mode != KILN_CUDA_CT_TF_HALF_PIXEL_FOR_NN))
+    if (plain_copy(d)) /* every axis keeps its size and maps o to o (the CPU's result, exactly) */
         return kiln_cuda_check((int)cudaMemcpyAsync(dst, src, (size_t)n * d->elem, cudaMemcpyDeviceToDevice, st),
                                "cudaMemcpyAsync (Resize to the same shape)");
-    bool small = fits32(n) && fits32(n_in);
-    if (d->mode == KILN_CUDA_RESIZE_LINEAR)
-        return small ? resize_linear<Ix32>(st, d, src, dst, n) : resize_linear<Ix64>(st, d, src, dst, n);
-    return small ? resize_nearest<Ix32>(st, d, src, dst, n) : resize_nearest<Ix64>(st, d, src, dst, n);
+    if (!workspace) return kiln_cuda_fail(KILN_ERR_INVALID_ARGUMENT, "Resize needs its workspace");
+    Slots s = plan_slots(d);
+    Tap *tab = (Tap *)workspace;
+    kiln_status r = fill_table(st, d, s, tab);
+    if (r != KILN_OK) return r;
+    if (fits32(n) && fits32(n_in)) return resize_run<Ix32>(st, d, s, tab, src, dst, n);
+    return resize_run<Ix64>(st, d, s, tab, src, dst, n);
 }

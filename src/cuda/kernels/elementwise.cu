@@ -72,26 +72,28 @@ struct FastGeluBiasF {
     template <class X> static __device__ __forceinline__ X f(const Params &, X a, X b) { return fast_gelu(a + b); }
 };
 
-/* A power with an integral exponent and an integer base is exact in double while it stays below
- * 2^53; CUDA's pow may be an ulp off there, which the truncation to an integer would expose. */
+/* An integer base to a non-negative integral power, exactly: the magnitude in 64-bit integers
+ * (anything past 2^64 is out of int64's range whatever its digits), then rounded to double once,
+ * which is what the CPU's correctly rounded pow gives before its truncation. CUDA's pow may be an
+ * ulp off, which the truncation to an integer would expose. Other exponents go through pow. */
 __device__ __forceinline__ double pow_for_int_base(double x, double e) {
-    const double limit = 9007199254740992.0; /* 2^53 */
-    if (e >= 0 && e <= 1024 && e == floor(e)) {
-        double r = 1, b = x;
-        unsigned k = (unsigned)e;
-        bool exact = true;
-        while (k) {
-            if (k & 1u) r *= b;
-            k >>= 1;
-            if (k) b *= b;
-            if (fabs(r) >= limit || (k && fabs(b) >= limit)) {
-                exact = false;
-                break;
-            }
+    if (!(e >= 0 && e < 4294967296.0 && e == floor(e))) return pow(x, e);
+    uint64_t k = (uint64_t)e, m = (uint64_t)fabs(x), r = 1;
+    const bool negative = x < 0 && (k & 1u);
+    bool over = false;
+    while (k) {
+        if (k & 1u) {
+            over |= __umul64hi(r, m) != 0;
+            r *= m;
         }
-        if (exact) return r;
+        k >>= 1;
+        if (k) {
+            over |= __umul64hi(m, m) != 0 && r != 0;
+            m *= m;
+        }
     }
-    return pow(x, e);
+    const double mag = over ? 1e300 : (double)r;
+    return negative ? -mag : mag;
 }
 
 /* Mixed types (and integer bases): the power in double, converted to the base's type (integers

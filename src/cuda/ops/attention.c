@@ -73,6 +73,10 @@ static int mha_supports(const kiln_node *n, const kiln_graph_value *const *in,
         }
     if (!need_int32(n, in, 4, "key_padding_mask", why, cap)) return 0;
     const kiln_type *mask = kattn_cuda_type(n, in, 4);
+    if (mask && mask->rank < 0) {
+        snprintf(why, cap, "the rank of key_padding_mask is not known before running");
+        return 0;
+    }
     if (mask && mask->rank != 1) {
         snprintf(why, cap, "key_padding_mask of rank %d: raw 0/1 masks ((B,L), (B,T), (B,S,T)) have no "
                  "form in the GPU kernels, only (B) and (3B+2) key lengths", mask->rank);
@@ -135,6 +139,10 @@ static int attention_supports(const kiln_node *n, const kiln_graph_value *const 
     if (!need_int32(n, in, 3, "mask_index", why, cap)) return 0;
     const kiln_type *mask = kattn_cuda_type(n, in, 3), *x = kattn_cuda_type(n, in, 0);
     if (!mask) return 1;
+    if (mask->rank < 0) {
+        snprintf(why, cap, "the rank of mask_index is not known before running");
+        return 0;
+    }
     int64_t B = x && x->rank == 3 ? x->dims[0] : KILN_DIM_UNKNOWN;
     if (mask->rank == 1 && B > 0 && mask->dims[0] == 2 * B) {
         snprintf(why, cap, "mask_index (2B) (key end and start positions) has no form in the GPU kernels");

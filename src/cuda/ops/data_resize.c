@@ -146,5 +146,8 @@ kiln_status kiln_cuda_resize_compute(kiln_ctx *ctx) {
         d.out[i] = y->dims[i];
     }
     KILN_TRY(resize_scales(ctx, x, &d));
-    return kiln_cuda_data_launched(ctx, kiln_cuda_resize(kiln_cuda_data_stream(ctx), &d, x->data, y->data));
+    void *ws = NULL;
+    size_t ws_bytes = kiln_cuda_resize_workspace(&d);
+    if (ws_bytes) KILN_CUDA_TRY(ctx, kiln_cuda_workspace(kiln_cuda_of(ctx), ws_bytes, &ws));
+    return kiln_cuda_data_launched(ctx, kiln_cuda_resize(kiln_cuda_data_stream(ctx), &d, x->data, y->data, ws));
 }
