@@ -146,6 +146,13 @@ const char *kiln_session_provider_name(const kiln_session *s, size_t i);
 /* Why a provider asked for was replaced by the CPU, or "" when none was. */
 const char *kiln_session_warning(const kiln_session *s);
 
+/* Profiling: from start_profiling on, every run records a Chrome-trace / Perfetto timeline (one
+ * event per node, with its provider, op and output shape; one per run); end_profiling writes it to
+ * `path` and returns the path (NULL on failure: kiln_session_error says why). Device nodes are
+ * synchronised around while profiling, so each shows its own device time. */
+kiln_status kiln_session_start_profiling(kiln_session *s, const char *path);
+const char *kiln_session_end_profiling(kiln_session *s);
+
 /* Where each node of the main graph runs, after optimisation and placement, in execution order.
  * Copies between memory spaces are nodes too (domain "kiln", MemcpyFromHost / MemcpyToHost). */
 typedef struct kiln_node_info {

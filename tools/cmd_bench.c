@@ -14,6 +14,7 @@ int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *npz = NULL;
     int threads = 0, runs = 100, warmup = 10;
     unsigned providers = 0;
+    const char *profile = NULL;
     dim_binding dims[32];
     int n_dims = 0;
     for (int i = 1; i < argc; i++) {
@@ -22,6 +23,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(argv[i], "--runs") && more) runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && more) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--inputs") && more) npz = argv[++i];
+        else if (!strcmp(argv[i], "--profile") && more) profile = argv[++i];
         else if (!strcmp(argv[i], "--providers") && more) {
             if (!(providers = cli_parse_providers(argv[++i]))) return 2;
         }
@@ -36,6 +38,7 @@ int cmd_bench(int argc, char **argv) {
     if (!model || runs < 1 || warmup < 0) { fprintf(stderr, "kiln bench: need a model and --runs >= 1\n"); return 2; }
     kiln_session *s = cli_open(model, threads, providers, 0, 0);
     if (!s) return 1;
+    if (profile) kiln_session_start_profiling(s, profile);
     size_t ni = kiln_session_input_count(s), no = kiln_session_output_count(s);
     kiln_value *vals = calloc(ni ? ni : 1, sizeof *vals);
     const char **names = calloc(ni ? ni : 1, sizeof *names);
@@ -89,6 +92,11 @@ out:
     for (size_t i = 0; i < ni; i++) if (vals[i].t.owner) kiln_value_release(&vals[i]);
     npz_free(ents, ne);
     free(vals); free(names); free(outs); free(idx); free(lat);
+    if (profile) {
+        const char *written = kiln_session_end_profiling(s);
+        if (written) fprintf(stderr, "kiln: profile written to %s\n", written);
+        else fprintf(stderr, "kiln: %s\n", kiln_session_error(s));
+    }
     kiln_session_close(s);
     return rc;
 }

@@ -60,6 +60,7 @@ int cmd_run(int argc, char **argv) {
     const char *model = NULL, *outdir = ".", *npz = NULL, *testdir = NULL;
     int threads = 0, verbose = 0, quiet = 0;
     unsigned providers = 0;
+    const char *profile = NULL;
     char **singles = calloc((size_t)argc, sizeof(char *));
     int n_singles = 0;
     for (int i = 1; i < argc; i++) {
@@ -72,6 +73,7 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--verbose")) verbose = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--profile") && more) profile = argv[++i];
         else if (!strcmp(a, "--providers") && more) {
             if (!(providers = cli_parse_providers(argv[++i]))) { free(singles); return 2; }
         }
@@ -89,6 +91,7 @@ int cmd_run(int argc, char **argv) {
     }
     kiln_session *s = cli_open(model, threads, providers, 0, verbose);
     if (!s) { free(singles); return 1; }
+    if (profile) kiln_session_start_profiling(s, profile);
     feed *feeds = NULL;
     int n = 0, rc = 1;
     char err[512];
@@ -169,6 +172,11 @@ out:
     }
     free(feeds);
     free(singles);
+    if (profile) {
+        const char *written = kiln_session_end_profiling(s);
+        if (written) fprintf(stderr, "kiln: profile written to %s\n", written);
+        else fprintf(stderr, "kiln: %s\n", kiln_session_error(s));
+    }
     kiln_session_close(s);
     return rc;
 }

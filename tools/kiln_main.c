@@ -10,11 +10,12 @@ static void usage(void) {
     fputs("kiln " KILN_VERSION " - an ONNX inference runtime\n"
           "usage:\n"
           "  kiln run MODEL [--input NAME=FILE.npy ...] [--inputs FILE.npz] [--test-data DIR]\n"
-          "                 [--output-dir DIR] [--threads N] [--providers cuda,cpu] [--verbose]\n"
+          "                 [--output-dir DIR] [--threads N] [--providers cuda,cpu] [--profile TRACE.json]\n"
+          "                 [--verbose]\n"
           "  kiln info MODEL [--dim NAME=N ...] [--providers cuda,cpu]\n"
           "  kiln test DIR... [--expect-fail FILE] [--write-failures FILE] [--rtol X] [--atol X] [--quiet]\n"
           "  kiln bench MODEL [--threads N] [--runs N] [--warmup N] [--inputs FILE.npz] [--dim NAME=N ...]\n"
-          "                   [--providers cuda,cpu]\n"
+          "                   [--providers cuda,cpu] [--profile TRACE.json]\n"
           "  kiln ops          (every operator kiln has a kernel for: domain, name, first opset, provider)\n",
           stderr);
 }

@@ -88,6 +88,8 @@ def _declare(lib):
         "kiln_value_memory": (c_int, [vp]),
         "kiln_value_to_device": (c_int, [vp, P(TensorDesc), P(vp)]),
         "kiln_value_to_host": (c_int, [vp, P(vp)]),
+        "kiln_session_start_profiling": (c_int, [vp, ctypes.c_char_p]),
+        "kiln_session_end_profiling": (ctypes.c_char_p, [vp]),
         "kiln_session_provider_count": (c_size_t, [vp]),
         "kiln_session_provider_name": (ctypes.c_char_p, [vp, c_size_t]),
         "kiln_session_warning": (ctypes.c_char_p, [vp]),

@@ -106,6 +106,7 @@ class InferenceSession:
                  verbose=False, provider_options=None, float16=False):
         lib = _L()
         self._lib = lib
+        self._sess_options = sess_options
         self._s = None
         self._native = None
         self._run_lock = threading.Lock()
@@ -180,6 +181,12 @@ class InferenceSession:
         h = self._handle()
         self._providers = [self._lib.kiln_session_provider_name(h, i).decode()
                            for i in range(self._lib.kiln_session_provider_count(h))]
+        self._profile_path = None
+        if self._sess_options is not None and getattr(self._sess_options, "enable_profiling", False):
+            import datetime
+            prefix = getattr(self._sess_options, "profile_file_prefix", None) or "kiln_profile"
+            stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+            self.start_profiling("%s_%s.json" % (prefix, stamp))
         warning = self._lib.kiln_session_warning(h)
         if warning:
             import warnings
@@ -198,6 +205,22 @@ class InferenceSession:
 
     def get_outputs(self):
         return list(self._outputs)
+
+    def start_profiling(self, path):
+        """Records a Chrome-trace timeline of the following runs (one event per node)."""
+        if self._lib.kiln_session_start_profiling(self._handle(), str(path).encode()) != 0:
+            raise KilnError("cannot start profiling to %r" % path)
+        self._profile_path = str(path)
+
+    def end_profiling(self):
+        """Writes the timeline and returns its file name (None when not profiling)."""
+        if self._profile_path is None:
+            return None
+        written = self._lib.kiln_session_end_profiling(self._handle())
+        self._profile_path = None
+        if written is None:
+            raise KilnError(self._lib.kiln_session_error(self._handle()).decode(errors="replace"))
+        return written.decode()
 
     def get_providers(self):
         """The providers this session really uses, preferred first."""

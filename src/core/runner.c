@@ -133,7 +133,30 @@ static void profile_add(kiln_session *s, const kiln_node *n, double seconds) {
 
 static kiln_status run_node_timed(struct kiln_runner *r, int ni, kiln_err *e);
 
+/* Tracing: the device is idle before the node starts and waited for after it, so that its span
+ * is the node's own work. */
+static kiln_status run_node_traced(struct kiln_runner *r, int ni, kiln_err *e) {
+    kiln_session *s = r->s;
+    kiln_node *n = &r->g->nodes[ni];
+    int ep = r->parent ? 0 : n->ep;
+    kiln_provider *p = s->eps.ep[ep];
+    kiln_err scratch;
+    if (ep) p->vt->sync(p, &scratch);
+    double t0 = kiln_trace_now();
+    kiln_status st = run_node_timed(r, ni, e);
+    if (ep) p->vt->sync(p, &scratch);
+    double t1 = kiln_trace_now();
+    kiln_trace_event ev = {n->name, n->op_type, p->vt->name, (t0 - s->trace.t0) * 1e6, (t1 - t0) * 1e6, ep, ""};
+    if (n->n_out > 0 && n->out[0] >= 0 && !r->g->values[n->out[0]].is_const) {
+        kiln_value *v = slot(r, n->out[0]);
+        if (v->kind == KILN_KIND_TENSOR && v->t.rank >= 0) kiln_shape_str(&v->t, ev.shapes, sizeof ev.shapes);
+    }
+    kiln_trace_add(&s->trace, &ev);
+    return st;
+}
+
 static kiln_status run_node(struct kiln_runner *r, int ni, kiln_err *e) {
+    if (r->s->trace.path && !r->s->capturing) return run_node_traced(r, ni, e);
     if (!r->s->profile) return run_node_timed(r, ni, e);
     double t0 = now_seconds();
     kiln_status st = run_node_timed(r, ni, e);

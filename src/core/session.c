@@ -277,6 +277,7 @@ void kiln_session_close(kiln_session *s) {
     kiln_providers_close(&s->eps);
     free(s->missing_ops);
     free(s->input_host_readers);
+    kiln_trace_free(&s->trace);
     pthread_mutex_destroy(&s->run_mu);
     free(s);
 }
@@ -423,6 +424,7 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
     kiln_lifetime *rec = NULL;
     if (!plan) rec = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *rec);
     int replayed = 0;
+    double run_t0 = s->trace.path ? kiln_trace_now() : 0;
     if (plan && s->opt.graph_capture) st = kiln_capture_run(s, plan, slots, n_out, out_idx, outputs, &replayed, e);
     if (!st && !replayed) st = kiln_run_graph(s, g, slots, plan, rec, n_out, out_idx, outputs, e);
     if (!st && rec) {
@@ -444,6 +446,11 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
         }
     }
     if (plan) s->last_plan = plan;
+    if (s->trace.path) {
+        double t1 = kiln_trace_now();
+        kiln_trace_event ev = {"model_run", NULL, NULL, (run_t0 - s->trace.t0) * 1e6, (t1 - run_t0) * 1e6, 0, ""};
+        kiln_trace_add(&s->trace, &ev);
+    }
     pthread_mutex_unlock(&s->run_mu);
     for (int j = 0; j < g->n_inputs; j++) kiln_value_release(&staged[j]);
     free(staged);
@@ -766,4 +773,32 @@ kiln_status kiln_session_node_info(const kiln_session *s, size_t i, kiln_node_in
         return KILN_OK;
     }
     return KILN_ERR_INVALID_ARGUMENT;
+}
+
+/* ---------------------------------------------------------------- profiling */
+
+kiln_status kiln_session_start_profiling(kiln_session *s, const char *path) {
+    if (!s || !path || !path[0]) return KILN_ERR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&s->run_mu);
+    kiln_trace_free(&s->trace);
+    s->trace.path = strdup(path);
+    s->trace.t0 = kiln_trace_now();
+    pthread_mutex_unlock(&s->run_mu);
+    return s->trace.path ? KILN_OK : KILN_ERR_NO_MEMORY;
+}
+
+const char *kiln_session_end_profiling(kiln_session *s) {
+    if (!s || !s->trace.path) return NULL;
+    static _Thread_local char written[1024];
+    pthread_mutex_lock(&s->run_mu);
+    int rc = kiln_trace_write(&s->trace);
+    snprintf(written, sizeof written, "%s", s->trace.path);
+    kiln_trace_free(&s->trace);
+    pthread_mutex_unlock(&s->run_mu);
+    if (rc) {
+        kiln_fail(&s->err, KILN_ERR_IO, "cannot write the profile to '%s'", written);
+        kiln_set_last_error(&s->err);
+        return NULL;
+    }
+    return written;
 }

@@ -5,6 +5,7 @@
 #include "graph.h"
 #include "../cpu/threadpool.h"
 #include "../providers/registry.h"
+#include "trace.h"
 #include <pthread.h>
 
 /* A memory plan for one input-shape signature: where each intermediate value lives in the arena
@@ -39,6 +40,7 @@ struct kiln_session {
     int copies, uploads;        /* copy nodes inserted and constants uploaded by placement */
     int outputs_on_device;      /* the current run hands device outputs over as they are */
     struct kiln_capture *capturing; /* the recording in progress (capture.c), else NULL */
+    kiln_trace trace;           /* path set: profiling to a Chrome trace (trace.h) */
     int *input_host_readers;    /* per graph input: read on the host by some node (a device input
                                    is then staged to the host before the run) */
     pthread_mutex_t run_mu;     /* runs on one session are serialised (they share the arena) */

@@ -366,8 +366,6 @@ def test_fallbacks():
           attrs={"reduction": "add"}, opset=18, expect_cuda=False)
     check("Transpose", [("x", np.array([["a", "bc"], ["d", ""]], dtype=object))], expect_cuda=False)
     check("Tile", [("x", rand((1,) * 9, F32)), ("r", arr([1] * 9))], const_inputs=["r"], expect_cuda=False)
-    check("Pad", [("x", rand((3, 4), F32)), ("p", arr([1, 1, 1, 1]))], attrs={"mode": "wrap"}, opset=18,
-          const_inputs=["p"], expect_cuda=False) if False else None  # wrap before 19 is invalid: not a fallback
 
 
 def test_gather_const_out_of_range_stays_on_cpu():
