@@ -1,10 +1,12 @@
-/* The kiln command: run, info, test and bench over ONNX models. */
+/* The kiln command: run, info, test, bench and convert over ONNX models. */
 #include "cli.h"
 #include "ops/op.h"
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+int cmd_convert(int argc, char **argv); /* cmd_convert.c */
 
 static void usage(void) {
     fputs("kiln " KILN_VERSION " - an ONNX inference runtime\n"
@@ -16,6 +18,9 @@ static void usage(void) {
           "  kiln test DIR... [--expect-fail FILE] [--write-failures FILE] [--rtol X] [--atol X] [--quiet]\n"
           "  kiln bench MODEL [--threads N] [--runs N] [--warmup N] [--inputs FILE.npz] [--dim NAME=N ...]\n"
           "                   [--providers cuda,cpu] [--profile TRACE.json]\n"
+          "  kiln convert MODEL OUT.onnx [--fp16] [--optimize] [--verbose]\n"
+          "                  (writes the model back as ONNX: --fp16 computes in float16 with float32\n"
+          "                   inputs/outputs, --optimize applies kiln's fusions)\n"
           "  kiln ops          (every operator kiln has a kernel for: domain, name, first opset, provider)\n",
           stderr);
 }
@@ -54,6 +59,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "test")) return cmd_test(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "convert")) return cmd_convert(argc - 1, argv + 1);
     if (!strcmp(argv[1], "ops")) return cmd_ops();
     fprintf(stderr, "kiln: unknown command '%s'\n", argv[1]);
     usage();

@@ -18,20 +18,20 @@ import torch
 
 SEED = 20261205
 MODELS = ["bert", "gpt2", "vit", "resnet50"]
-GRAPHS_OF = {"bert": ["bert"], "gpt2": ["gpt2_prefill", "gpt2_decode"], "vit": ["vit"], "resnet50": ["resnet50"]}
 
 
 def _configs(name, tiny, attn):
+    """The transformers config: the library's defaults (BERT-base, GPT-2 small, ViT-B/16), or with
+    tiny a toy of the same architecture (2 layers, width 32, 32x32 images)."""
     import transformers as tf
-    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64) if tiny else {}
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     if name == "bert":
-        return tf.BertConfig(attn_implementation=attn, **small)
+        return tf.BertConfig(attn_implementation=attn, **(small if tiny else {}))
     if name == "gpt2":
-        return tf.GPT2Config(attn_implementation=attn, use_cache=True,
-                             **(dict(n_embd=32, n_layer=2, n_head=2, vocab_size=1000, n_positions=1024, bos_token_id=0, eos_token_id=0) if tiny else {}))
+        toy = dict(n_embd=32, n_layer=2, n_head=2, vocab_size=1000, bos_token_id=0, eos_token_id=0)
+        return tf.GPT2Config(attn_implementation=attn, use_cache=True, **(toy if tiny else {}))
     if name == "vit":
-        return tf.ViTConfig(attn_implementation=attn,
-                            **(dict(small, image_size=32, patch_size=8) if tiny else {}))
+        return tf.ViTConfig(attn_implementation=attn, **(dict(small, image_size=32, patch_size=8) if tiny else {}))
     raise KeyError(name)
 
 
@@ -83,9 +83,6 @@ def _cache_tensors(cache):
     return [t for kv in cache for t in kv]
 
 
-def _make_cache(flat):
-    from transformers import DynamicCache
-    return DynamicCache([(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
 
 
 class Gpt2Prefill(torch.nn.Module):
@@ -108,13 +105,15 @@ class Gpt2Decode(torch.nn.Module):
     the K/V grown to P + 1 (feed them back as the next step's past)."""
 
     def __init__(self, m):
+        from transformers import DynamicCache  # here, not in forward: torch.compile breaks on the import
         super().__init__()
-        self.m = m
+        self.m, self.cache_cls = m, DynamicCache
         self.inputs = ["input_ids"] + kv_names(m.config.n_layer, "past")
         self.outputs = ["logits"] + kv_names(m.config.n_layer, "present")
 
     def forward(self, input_ids, *past):
-        o = self.m(input_ids=input_ids, past_key_values=_make_cache(list(past)), use_cache=True, return_dict=True)
+        cache = self.cache_cls([(past[i], past[i + 1]) for i in range(0, len(past), 2)])
+        o = self.m(input_ids=input_ids, past_key_values=cache, use_cache=True, return_dict=True)
         return (o.logits, *_cache_tensors(o.past_key_values))
 
 

@@ -23,5 +23,6 @@ PY
 export LD_LIBRARY_PATH="$_kiln_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export KILN_LIBRARY="$KILN_STAGE/kiln/libkiln.so"
 export KILN_BIN="$KILN_STAGE/kiln/kiln"
+export KILN_MODELS="$KILN_STAGE/kiln/models"
 export PYTHONPATH="$KILN_ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
 unset _kiln_libs

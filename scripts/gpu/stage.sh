@@ -21,6 +21,12 @@ ldd "$BUILD/libkiln.so" "$BUILD/kiln" | awk '/=> \//{print $3}' | sort -u | whil
         *) cp -L "$lib" "$STAGE/kiln/lib/" ;;
     esac
 done
+# the shared models (../shared does not travel to the GPU machine)
+SHARED=${KILN_SHARED:-../shared}
+if [ -d "$SHARED/models" ]; then
+    mkdir -p "$STAGE/kiln/models"
+    cp "$SHARED"/models/*.onnx "$SHARED"/models/*.npz "$STAGE/kiln/models/"
+fi
 mkdir -p build-carry
 tar -C "$STAGE" -cJf build-carry/kiln.tar.xz kiln
 rm -rf "$STAGE"

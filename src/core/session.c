@@ -158,9 +158,16 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     if (s->eps.warning[0] && s->opt.verbose) fprintf(stderr, "kiln: warning: %s\n", s->eps.warning);
     for (int p = 1; s->opt.verbose && p < s->eps.n; p++)
         fprintf(stderr, "kiln: %s on %s\n", s->eps.ep[p]->vt->name, s->eps.ep[p]->vt->describe(s->eps.ep[p]));
+    if (s->opt.float16) {
+        size_t converted = 0;
+        if (kiln_graph_to_float16(m, s->opt.verbose, &converted, &e)) {
+            kiln_session_close(s);
+            return fail_open(&e);
+        }
+    }
     if (s->opt.opt_level >= 2) {
         size_t n_rw = 0;
-        if (kiln_graph_optimize(m->graph, s->opt.opt_level, s->opt.verbose, &n_rw, &e)) {
+        if (kiln_graph_optimize_for(m->graph, s->opt.opt_level, s->opt.verbose, s->eps.n > 1, &n_rw, &e)) {
             kiln_session_close(s);
             return fail_open(&e);
         }

@@ -27,17 +27,18 @@ static const fusion_pass passes[] = {
     {opt_fuse_attention, 2},      {opt_fuse_matmul_add, 2},  {opt_fuse_transpose_matmul, 2},
 };
 
-static kiln_status optimize_graph(kiln_graph *g, opt_ctx *parent, int level, int verbose,
+static kiln_status optimize_graph(kiln_graph *g, opt_ctx *parent, int level, int verbose, int device,
                                   size_t *n_rewrites, kiln_err *e) {
     opt_ctx c;
     kiln_status st = opt_ctx_init(&c, g, parent, verbose, e);
+    c.device = device;
     for (int i = 0; !st && i < g->n_nodes; i++) {
         kiln_node *n = &g->nodes[i];
         for (int k = 0; !st && k < n->n_attrs; k++) {
             kiln_attr *a = &n->attrs[k];
-            if (a->g) st = optimize_graph(a->g, &c, level, verbose, n_rewrites, e);
+            if (a->g) st = optimize_graph(a->g, &c, level, verbose, device, n_rewrites, e);
             for (int j = 0; !st && a->graphs && j < a->n_graphs; j++)
-                st = optimize_graph(a->graphs[j], &c, level, verbose, n_rewrites, e);
+                st = optimize_graph(a->graphs[j], &c, level, verbose, device, n_rewrites, e);
         }
     }
     for (size_t p = 0; !st && p < sizeof passes / sizeof *passes; p++)
@@ -49,7 +50,12 @@ static kiln_status optimize_graph(kiln_graph *g, opt_ctx *parent, int level, int
 }
 
 kiln_status kiln_graph_optimize(kiln_graph *g, int level, int verbose, size_t *n_rewrites, kiln_err *e) {
+    return kiln_graph_optimize_for(g, level, verbose, 0, n_rewrites, e);
+}
+
+kiln_status kiln_graph_optimize_for(kiln_graph *g, int level, int verbose, int device, size_t *n_rewrites,
+                                    kiln_err *e) {
     *n_rewrites = 0;
     if (level < 2 || !g) return KILN_OK;
-    return optimize_graph(g, NULL, level, verbose, n_rewrites, e);
+    return optimize_graph(g, NULL, level, verbose, device, n_rewrites, e);
 }

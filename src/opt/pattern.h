@@ -20,6 +20,7 @@ typedef struct opt_ctx {
     kiln_value *facts;        /* static type of each non-constant value (rank -1: unknown) */
     signed char *foldable;    /* opt_foldable's answers: -1 not yet known, 0, 1 */
     int verbose;
+    int device;               /* the session also runs on a device provider */
     size_t rewrites;
     kiln_err *e;
 } opt_ctx;

@@ -340,6 +340,15 @@ def test_resize_scales_policies_axes_opset10():
           const_inputs=["sc"])  # same shape: a copy
 
 
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("ct", COORDS)
+def test_resize_long_rows(mode, ct):
+    # rows of >= 128 outputs take the row path: last axis resized, and last axis kept
+    for shape, sizes in [((1, 3, 4, 130), [1, 3, 7, 260]), ((2, 5, 300), [2, 9, 300]), ((3, 129), [3, 200])]:
+        check("Resize", [("x", rand(shape, F16)), ("roi", None), ("sc", None), ("sz", arr(sizes))],
+              attrs={"mode": mode, "coordinate_transformation_mode": ct, "nearest_mode": "ceil"}, const_inputs=["sz"])
+
+
 def test_resize_large():
     check("Resize", [("x", rand((1, 16, 128, 160), F16)), ("roi", None), ("sc", np.array([1, 1, 2, 2], np.float32))],
           attrs={"mode": "linear"}, const_inputs=["sc"])

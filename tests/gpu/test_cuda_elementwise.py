@@ -134,7 +134,9 @@ def test_pow_mixed(base, exp):
 
 
 def test_pow_int_large():
-    a = rand((200,), I64, 2, 40)
+    """Powers up to 12^14 (< 2^53, so exact in double on both sides; past 2^53 the CPU's libm pow
+    may round an exact tie the other way)."""
+    a = rand((200,), I64, 2, 12)
     b = rand((200,), I64, 5, 14)
     check("Pow", [("a", a), ("b", b)])
 

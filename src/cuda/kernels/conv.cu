@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdint.h>
 #include <type_traits>
 
 namespace {
@@ -68,22 +69,51 @@ __device__ __forceinline__ float activate(int act, float v, float a, float b) {
     }
 }
 
+// ---- vector access ----
+
+// VEC elements moved as one 16-byte access (VEC = 1: plain scalar access).
+template <typename T, int VEC> struct alignas(sizeof(T) * VEC) Vec {
+    T e[VEC];
+};
+
+template <typename T, int VEC> __device__ __forceinline__ Vec<T, VEC> load_vec(const T *p) {
+    return *reinterpret_cast<const Vec<T, VEC> *>(p);
+}
+
+template <typename T, int VEC> __device__ __forceinline__ void store_vec(T *p, const Vec<T, VEC> &v) {
+    *reinterpret_cast<Vec<T, VEC> *>(p) = v;
+}
+
+// 16-byte vectors apply when every plane starts on a 16-byte boundary.
+bool vec_ok(int64_t plane_size, size_t elem, const void *a, const void *b) {
+    const int64_t vec = 16 / (int64_t)elem;
+    return plane_size % vec == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0;
+}
+
 // ---- epilogue ----
 
 // threadIdx.y / blockIdx.y pick the plane (so the bias is read once per plane, with no division
-// per element); threadIdx.x / blockIdx.x walk along it. Small planes get several per block.
-template <typename T>
+// per element); threadIdx.x / blockIdx.x walk along it in VEC-element vectors. Small planes get
+// several per block.
+template <typename T, int VEC>
 __global__ void epilogue_kernel(T *y, const T *bias, const T *z, int64_t planes, int64_t channels,
                                 int64_t plane_size, int act, float a, float b) {
     const int64_t pstep = (int64_t)gridDim.y * blockDim.y, step = (int64_t)gridDim.x * blockDim.x;
+    const int64_t nvec = plane_size / VEC;
     for (int64_t p = (int64_t)blockIdx.y * blockDim.y + threadIdx.y; p < planes; p += pstep) {
         const float bv = bias ? Num<T>::load(bias[p % channels]) : 0.0f;
         T *yp = y + p * plane_size;
         const T *zp = z ? z + p * plane_size : nullptr;
-        for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < plane_size; i += step) {
-            float v = Num<T>::load(yp[i]) + bv;
-            if (zp) v += Num<T>::load(zp[i]);
-            yp[i] = Num<T>::store(activate(act, v, a, b));
+        for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < nvec; i += step) {
+            Vec<T, VEC> v = load_vec<T, VEC>(yp + i * VEC), r;
+            if (zp) r = load_vec<T, VEC>(zp + i * VEC);
+#pragma unroll
+            for (int j = 0; j < VEC; j++) {
+                float f = Num<T>::load(v.e[j]) + bv;
+                if (zp) f += Num<T>::load(r.e[j]);
+                v.e[j] = Num<T>::store(activate(act, f, a, b));
+            }
+            store_vec<T, VEC>(yp + i * VEC, v);
         }
     }
 }
@@ -94,19 +124,24 @@ struct Dims3 {
     int64_t d[3];
 };
 
-template <typename T>
-__global__ void shift_copy_kernel(const T *src, T *dst, int64_t total, Dims3 sd, Dims3 dd, Dims3 sh) {
+// I: the index type, 32-bit whenever both tensors are under 2^31 elements (64-bit division is
+// many times slower than 32-bit on the GPU).
+template <typename T, typename I>
+__global__ void shift_copy_kernel(const T *src, T *dst, int64_t total, Dims3 sd64, Dims3 dd64, Dims3 sh64) {
+    const I s0 = (I)sd64.d[0], s1 = (I)sd64.d[1], s2 = (I)sd64.d[2];
+    const I d0 = (I)dd64.d[0], d1 = (I)dd64.d[1], d2 = (I)dd64.d[2];
+    const I h0 = (I)sh64.d[0], h1 = (I)sh64.d[1], h2 = (I)sh64.d[2];
     const int64_t step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        int64_t r = i;
-        const int64_t o2 = r % dd.d[2];
-        r /= dd.d[2];
-        const int64_t o1 = r % dd.d[1];
-        r /= dd.d[1];
-        const int64_t o0 = r % dd.d[0], q = r / dd.d[0];
-        const int64_t i0 = o0 - sh.d[0], i1 = o1 - sh.d[1], i2 = o2 - sh.d[2];
-        const bool in = i0 >= 0 && i0 < sd.d[0] && i1 >= 0 && i1 < sd.d[1] && i2 >= 0 && i2 < sd.d[2];
-        dst[i] = in ? src[((q * sd.d[0] + i0) * sd.d[1] + i1) * sd.d[2] + i2] : T(0);
+        I r = (I)i;
+        const I o2 = r % d2;
+        r /= d2;
+        const I o1 = r % d1;
+        r /= d1;
+        const I o0 = r % d0, q = r / d0;
+        const I i0 = o0 - h0, i1 = o1 - h1, i2 = o2 - h2;
+        const bool in = i0 >= 0 && i0 < s0 && i1 >= 0 && i1 < s1 && i2 >= 0 && i2 < s2;
+        dst[i] = in ? src[((q * s0 + i0) * s1 + i1) * s2 + i2] : T(0);
     }
 }
 
@@ -114,50 +149,59 @@ __global__ void shift_copy_kernel(const T *src, T *dst, int64_t total, Dims3 sd,
 
 // Valid taps [lo, hi) of one dim for the window starting at `start`, and the taps inside the
 // padded extent (count_include_pad): the closed forms of the CPU's dim_ranges loop.
-struct Taps {
-    int64_t lo, hi, padded;
+template <typename I> struct Taps {
+    I lo, hi, padded;
 };
 
-__device__ __forceinline__ int64_t clamp_taps(int64_t v, int64_t k) { return v < 0 ? 0 : v > k ? k : v; }
+template <typename I> __device__ __forceinline__ I clamp_taps(I v, I k) { return v < 0 ? 0 : v > k ? k : v; }
 
-__device__ __forceinline__ Taps taps(int64_t start, int64_t in, int64_t pad_e, int64_t k, int64_t dil) {
-    Taps t;
-    t.lo = start < 0 ? clamp_taps((-start + dil - 1) / dil, k) : 0;
-    t.hi = start < in ? clamp_taps((in - start + dil - 1) / dil, k) : 0;
+// taps t with start + t * dil < bound (bound > start)
+template <typename I> __device__ __forceinline__ I taps_below(I bound, I start, I dil) {
+    return dil == 1 ? bound - start : (bound - start + dil - 1) / dil;
+}
+
+template <typename I> __device__ __forceinline__ Taps<I> taps(I start, I in, I pad_e, I k, I dil) {
+    Taps<I> t;
+    t.lo = start < 0 ? clamp_taps<I>(taps_below<I>(0, start, dil), k) : 0;
+    t.hi = start < in ? clamp_taps<I>(taps_below<I>(in, start, dil), k) : 0;
     if (t.hi < t.lo) t.hi = t.lo;
-    const int64_t end = in + pad_e;
-    t.padded = start < end ? clamp_taps((end - start + dil - 1) / dil, k) : 0;
+    t.padded = start < in + pad_e ? clamp_taps<I>(taps_below<I>(in + pad_e, start, dil), k) : 0;
     return t;
 }
 
-template <typename T>
+// One thread per output. I: the index type, 32-bit when the input and output fit (the common
+// case), which makes the index arithmetic several times cheaper.
+template <typename T, typename I>
 __global__ void pool_kernel(const T *x, T *y, int64_t *indices, kiln_cuda_pool_geom g, int64_t total) {
     using Acc = typename Num<T>::Acc;
-    const int64_t D = g.in[0], H = g.in[1], W = g.in[2], in_size = D * H * W;
+    const I D = (I)g.in[0], H = (I)g.in[1], W = (I)g.in[2], in_size = D * H * W;
+    const I O0 = (I)g.out[0], O1 = (I)g.out[1], O2 = (I)g.out[2];
+    const I k0 = (I)g.k[0], k1 = (I)g.k[1], k2 = (I)g.k[2];
+    const I s0 = (I)g.stride[0], s1 = (I)g.stride[1], s2 = (I)g.stride[2];
+    const I dl0 = (I)g.dil[0], dl1 = (I)g.dil[1], dl2 = (I)g.dil[2];
     const int64_t step = (int64_t)gridDim.x * blockDim.x;
     for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += step) {
-        int64_t r = o;
-        const int64_t ow = r % g.out[2];
-        r /= g.out[2];
-        const int64_t oh = r % g.out[1];
-        r /= g.out[1];
-        const int64_t od = r % g.out[0], q = r / g.out[0];
-        const int64_t d0 = od * g.stride[0] - g.pad_b[0], h0 = oh * g.stride[1] - g.pad_b[1];
-        const int64_t w0 = ow * g.stride[2] - g.pad_b[2];
-        const Taps td = taps(d0, D, g.pad_e[0], g.k[0], g.dil[0]);
-        const Taps th = taps(h0, H, g.pad_e[1], g.k[1], g.dil[1]);
-        const Taps tw = taps(w0, W, g.pad_e[2], g.k[2], g.dil[2]);
+        I r = (I)o;
+        const I ow = r % O2;
+        r /= O2;
+        const I oh = r % O1;
+        r /= O1;
+        const I od = r % O0, q = r / O0;
+        const I d0 = od * s0 - (I)g.pad_b[0], h0 = oh * s1 - (I)g.pad_b[1], w0 = ow * s2 - (I)g.pad_b[2];
+        const Taps<I> td = taps<I>(d0, D, (I)g.pad_e[0], k0, dl0);
+        const Taps<I> th = taps<I>(h0, H, (I)g.pad_e[1], k1, dl1);
+        const Taps<I> tw = taps<I>(w0, W, (I)g.pad_e[2], k2, dl2);
         const T *xp = x + q * in_size;
         if (g.is_max) {
             Acc best = 0;
-            int64_t bd = -1, bh = 0, bw = 0;
-            for (int64_t a = td.lo; a < td.hi; a++) {
-                const int64_t id = d0 + a * g.dil[0];
-                for (int64_t b = th.lo; b < th.hi; b++) {
-                    const int64_t ih = h0 + b * g.dil[1];
+            I bd = -1, bh = 0, bw = 0;
+            for (I a = td.lo; a < td.hi; a++) {
+                const I id = d0 + a * dl0;
+                for (I b = th.lo; b < th.hi; b++) {
+                    const I ih = h0 + b * dl1;
                     const T *row = xp + (id * H + ih) * W;
-                    for (int64_t c = tw.lo; c < tw.hi; c++) {
-                        const int64_t iw = w0 + c * g.dil[2];
+                    for (I c = tw.lo; c < tw.hi; c++) {
+                        const I iw = w0 + c * dl2;
                         const Acc v = Num<T>::load(row[iw]);
                         if (bd < 0 || v > best) { // the first tap wins ties and keeps a leading NaN
                             best = v;
@@ -169,24 +213,26 @@ __global__ void pool_kernel(const T *x, T *y, int64_t *indices, kiln_cuda_pool_g
                 }
             }
             if (y) y[o] = Num<T>::store(bd < 0 ? Acc(0) : best);
-            if (indices)
+            if (indices) {
+                const int64_t base = (int64_t)q * in_size;
                 indices[o] = bd < 0 ? -1
-                             : g.storage_order ? q * in_size + bd + D * (bh + H * bw) // column-major
-                                               : q * in_size + (bd * H + bh) * W + bw;
+                             : g.storage_order ? base + bd + (int64_t)D * (bh + (int64_t)H * bw) // column-major
+                                               : base + ((int64_t)bd * H + bh) * W + bw;
+            }
             continue;
         }
         if constexpr (!std::is_integral<Acc>::value) {
             // summed in tap order in float32, as the CPU does
             float sum = 0.0f;
-            for (int64_t a = td.lo; a < td.hi; a++) {
-                const int64_t id = d0 + a * g.dil[0];
-                for (int64_t b = th.lo; b < th.hi; b++) {
-                    const T *row = xp + (id * H + h0 + b * g.dil[1]) * W;
-                    for (int64_t c = tw.lo; c < tw.hi; c++) sum += Num<T>::load(row[w0 + c * g.dil[2]]);
+            for (I a = td.lo; a < td.hi; a++) {
+                const I id = d0 + a * dl0;
+                for (I b = th.lo; b < th.hi; b++) {
+                    const T *row = xp + (id * H + h0 + b * dl1) * W;
+                    for (I c = tw.lo; c < tw.hi; c++) sum += Num<T>::load(row[w0 + c * dl2]);
                 }
             }
-            const int64_t n = g.count_include_pad ? td.padded * th.padded * tw.padded
-                                                  : (td.hi - td.lo) * (th.hi - th.lo) * (tw.hi - tw.lo);
+            const I n = g.count_include_pad ? td.padded * th.padded * tw.padded
+                                            : (td.hi - td.lo) * (th.hi - th.lo) * (tw.hi - tw.lo);
             y[o] = Num<T>::store(n > 0 ? sum / (float)n : 0.0f);
         }
     }
@@ -223,32 +269,43 @@ __device__ __forceinline__ typename GlobalAcc<kMax>::Acc warp_reduce(typename Gl
     return a;
 }
 
-// One warp per plane: the small planes of CNN heads and squeeze-excite blocks (7x7 .. 32x32).
-template <typename T, bool kMax>
+// This thread's part of one plane: vectors tid, tid + nthreads, ...
+template <typename T, bool kMax, int VEC>
+__device__ __forceinline__ typename GlobalAcc<kMax>::Acc plane_part(const T *xp, int64_t size, int tid,
+                                                                     int nthreads) {
+    using G = GlobalAcc<kMax>;
+    typename G::Acc a = G::init();
+    const int64_t nvec = size / VEC;
+#pragma unroll 4
+    for (int64_t i = tid; i < nvec; i += nthreads) {
+        const Vec<T, VEC> v = load_vec<T, VEC>(xp + i * VEC);
+#pragma unroll
+        for (int j = 0; j < VEC; j++) a = G::add(a, Num<T>::load(v.e[j]));
+    }
+    return a;
+}
+
+// One warp per plane: the small planes of CNN heads and squeeze-excite blocks (7x7 .. 90x90).
+template <typename T, bool kMax, int VEC>
 __global__ void global_pool_warp_kernel(const T *x, T *y, int64_t planes, int64_t size) {
     using G = GlobalAcc<kMax>;
     const int lane = threadIdx.x & 31;
     const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
     for (int64_t p = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; p < planes; p += nwarps) {
-        const T *xp = x + p * size;
-        typename G::Acc a = G::init();
-        for (int64_t i = lane; i < size; i += 32) a = G::add(a, Num<T>::load(xp[i]));
-        a = warp_reduce<kMax>(a);
+        typename G::Acc a = warp_reduce<kMax>(plane_part<T, kMax, VEC>(x + p * size, size, lane, 32));
         if (lane == 0) y[p] = Num<T>::store(G::finish(a, size));
     }
 }
 
 // One block per plane for large planes.
-template <typename T, bool kMax>
+template <typename T, bool kMax, int VEC>
 __global__ void global_pool_block_kernel(const T *x, T *y, int64_t planes, int64_t size) {
     using G = GlobalAcc<kMax>;
     __shared__ typename G::Acc part[kThreads / 32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
-        const T *xp = x + p * size;
-        typename G::Acc a = G::init();
-        for (int64_t i = threadIdx.x; i < size; i += blockDim.x) a = G::add(a, Num<T>::load(xp[i]));
-        a = warp_reduce<kMax>(a);
+        typename G::Acc a =
+            warp_reduce<kMax>(plane_part<T, kMax, VEC>(x + p * size, size, threadIdx.x, blockDim.x));
         if (lane == 0) part[warp] = a;
         __syncthreads();
         if (warp == 0) {
@@ -262,41 +319,61 @@ __global__ void global_pool_block_kernel(const T *x, T *y, int64_t planes, int64
 
 // ---- launchers ----
 
+template <typename T, int VEC>
+kiln_status launch_epilogue_vec(cudaStream_t s, void *y, const void *bias, const void *z, int64_t planes,
+                                int64_t channels, int64_t plane_size, int act, float a, float b) {
+    const int64_t nvec = plane_size / VEC;
+    int bx = 32;
+    while (bx < kThreads && bx < nvec) bx *= 2;
+    dim3 block(bx, kThreads / bx);
+    int64_t gx = (nvec + bx - 1) / bx, gy = (planes + block.y - 1) / block.y;
+    dim3 grid((unsigned)(gx > 4096 ? 4096 : gx), (unsigned)(gy > 65535 ? 65535 : gy));
+    epilogue_kernel<T, VEC><<<grid, block, 0, s>>>((T *)y, (const T *)bias, (const T *)z, planes, channels,
+                                                   plane_size, act, a, b);
+    return kiln_cuda_check(cudaGetLastError(), "conv epilogue kernel");
+}
+
 template <typename T>
 kiln_status launch_epilogue(cudaStream_t s, void *y, const void *bias, const void *z, int64_t planes,
                             int64_t channels, int64_t plane_size, int act, float a, float b) {
-    int bx = 32;
-    while (bx < kThreads && bx < plane_size) bx *= 2;
-    dim3 block(bx, kThreads / bx);
-    int64_t gx = (plane_size + bx - 1) / bx, gy = (planes + block.y - 1) / block.y;
-    dim3 grid((unsigned)(gx > 4096 ? 4096 : gx), (unsigned)(gy > 65535 ? 65535 : gy));
-    epilogue_kernel<T><<<grid, block, 0, s>>>((T *)y, (const T *)bias, (const T *)z, planes, channels,
-                                              plane_size, act, a, b);
-    return kiln_cuda_check(cudaGetLastError(), "conv epilogue kernel");
+    if (vec_ok(plane_size, sizeof(T), y, z))
+        return launch_epilogue_vec<T, 16 / sizeof(T)>(s, y, bias, z, planes, channels, plane_size, act, a, b);
+    return launch_epilogue_vec<T, 1>(s, y, bias, z, planes, channels, plane_size, act, a, b);
 }
 
 template <typename T>
 kiln_status launch_pool(cudaStream_t s, const kiln_cuda_pool_geom *g, const void *x, void *y,
                         int64_t *indices) {
     const int64_t total = g->planes * g->out[0] * g->out[1] * g->out[2];
-    pool_kernel<T><<<(unsigned)blocks_for(total, kThreads), kThreads, 0, s>>>((const T *)x, (T *)y,
-                                                                              indices, *g, total);
+    const int64_t in_total = g->planes * g->in[0] * g->in[1] * g->in[2];
+    const unsigned blocks = (unsigned)blocks_for(total, kThreads);
+    if (total < INT32_MAX && in_total < INT32_MAX)
+        pool_kernel<T, int32_t><<<blocks, kThreads, 0, s>>>((const T *)x, (T *)y, indices, *g, total);
+    else
+        pool_kernel<T, int64_t><<<blocks, kThreads, 0, s>>>((const T *)x, (T *)y, indices, *g, total);
     return kiln_cuda_check(cudaGetLastError(), "pool kernel");
 }
 
-template <typename T, bool kMax>
-kiln_status launch_global(cudaStream_t s, const void *x, void *y, int64_t planes, int64_t size) {
-    if (size <= 1024) {
-        const int64_t warps_per_block = kThreads / 32;
-        global_pool_warp_kernel<T, kMax>
-            <<<(unsigned)blocks_for(planes, (int)warps_per_block), kThreads, 0, s>>>((const T *)x, (T *)y,
-                                                                                     planes, size);
+template <typename T, bool kMax, int VEC>
+kiln_status launch_global_vec(cudaStream_t s, const void *x, void *y, int64_t planes, int64_t size) {
+    // a warp per plane while that leaves each lane a few vectors; a block per plane beyond
+    if (size <= 512 * VEC) {
+        const int warps_per_block = kThreads / 32;
+        global_pool_warp_kernel<T, kMax, VEC>
+            <<<(unsigned)blocks_for(planes, warps_per_block), kThreads, 0, s>>>((const T *)x, (T *)y, planes, size);
     } else {
-        global_pool_block_kernel<T, kMax>
+        global_pool_block_kernel<T, kMax, VEC>
             <<<(unsigned)(planes > kMaxBlocks ? kMaxBlocks : planes), kThreads, 0, s>>>((const T *)x, (T *)y,
                                                                                        planes, size);
     }
     return kiln_cuda_check(cudaGetLastError(), "global pool kernel");
+}
+
+template <typename T, bool kMax>
+kiln_status launch_global(cudaStream_t s, const void *x, void *y, int64_t planes, int64_t size) {
+    if (size > 0 && vec_ok(size, sizeof(T), x, x))
+        return launch_global_vec<T, kMax, 16 / sizeof(T)>(s, x, y, planes, size);
+    return launch_global_vec<T, kMax, 1>(s, x, y, planes, size);
 }
 
 kiln_status bad_dtype(const char *what, int dtype) {
@@ -335,12 +412,19 @@ extern "C" kiln_status kiln_cuda_conv_shift_copy(void *stream, int elem_size, co
     if (total <= 0) return KILN_OK;
     cudaStream_t s = (cudaStream_t)stream;
     const unsigned blocks = (unsigned)blocks_for(total, kThreads);
-    if (elem_size == 2)
-        shift_copy_kernel<uint16_t><<<blocks, kThreads, 0, s>>>((const uint16_t *)src, (uint16_t *)dst, total,
-                                                               sd, dd, sh);
+    const bool small = total < INT32_MAX && planes * sd.d[0] * sd.d[1] * sd.d[2] < INT32_MAX;
+    if (elem_size == 2 && small)
+        shift_copy_kernel<uint16_t, int32_t><<<blocks, kThreads, 0, s>>>((const uint16_t *)src, (uint16_t *)dst,
+                                                                        total, sd, dd, sh);
+    else if (elem_size == 2)
+        shift_copy_kernel<uint16_t, int64_t><<<blocks, kThreads, 0, s>>>((const uint16_t *)src, (uint16_t *)dst,
+                                                                        total, sd, dd, sh);
+    else if (elem_size == 4 && small)
+        shift_copy_kernel<uint32_t, int32_t><<<blocks, kThreads, 0, s>>>((const uint32_t *)src, (uint32_t *)dst,
+                                                                        total, sd, dd, sh);
     else if (elem_size == 4)
-        shift_copy_kernel<uint32_t><<<blocks, kThreads, 0, s>>>((const uint32_t *)src, (uint32_t *)dst, total,
-                                                               sd, dd, sh);
+        shift_copy_kernel<uint32_t, int64_t><<<blocks, kThreads, 0, s>>>((const uint32_t *)src, (uint32_t *)dst,
+                                                                        total, sd, dd, sh);
     else
         return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "conv window copy: element size %d", elem_size);
     return kiln_cuda_check(cudaGetLastError(), "conv window copy kernel");

@@ -170,7 +170,19 @@ template <typename IX> struct ResizeGeom {
     // linear, per resized axis in pass order: o = (i / inner) % out, taps at tab[first + o]
     typename IX::Div lin_inner[kMaxRank], lin_out[kMaxRank];
     int64_t lin_first[kMaxRank];
+    // row path: rows of W outputs along the last axis; each warp covers 32 * kRowV outputs of
+    // one row (lane + 32 v), so the leading axes are worked out once per kRowV outputs and every
+    // store instruction is coalesced
+    typename IX::T W;
+    typename IX::Div chunks;           // chunks of 32 * kRowV per row
+    typename IX::Div lin_inner_row[kMaxRank]; // lin_inner / W
+    int64_t last_first;                // the last axis' table, -1 when it maps o to o
+    typename IX::S last_istr;
+    int last_lin;                      // linear: the last axis is resized (slot 0)
 };
+
+constexpr int kRowV = 4;
+constexpr int64_t kRowMin = 32 * kRowV; // rows at least this long take the row path
 
 template <typename T, typename IX>
 __global__ void __launch_bounds__(kThreads)
@@ -278,6 +290,128 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
+// ---- the row path ----
+
+template <typename IX> struct RowPos {
+    typename IX::T row, c0; // c0: this lane's first column
+};
+
+template <typename IX> __device__ __forceinline__ RowPos<IX> row_pos(const ResizeGeom<IX> &g, typename IX::T idx) {
+    using I = typename IX::T;
+    I seg = idx >> 5, lane = idx & 31;
+    RowPos<IX> p;
+    p.row = g.chunks.div(seg);
+    p.c0 = (seg - p.row * g.chunks.d()) * (32 * kRowV) + lane;
+    return p;
+}
+
+// Offset of the leading axes (all but the last) of a row: nearest through the tables, linear
+// only the axes that are not resized (their taps come separately).
+template <typename IX>
+__device__ __forceinline__ typename IX::S row_base(const ResizeGeom<IX> &g, typename IX::T row, bool nearest) {
+    using I = typename IX::T;
+    using S = typename IX::S;
+    I rem = row;
+    S off = 0;
+#pragma unroll
+    for (int k = kMaxRank - 2; k >= 0; --k) {
+        if (k < g.rank - 1) {
+            I q = g.out[k].div(rem);
+            I o = rem - q * g.out[k].d();
+            rem = q;
+            if (nearest)
+                off += g.tab_first[k] < 0 ? (S)o * g.istr[k] : (S)__ldg(&g.tab[g.tab_first[k] + (int64_t)o].off0);
+            else if (!(g.lin_mask >> k & 1))
+                off += (S)o * g.istr[k];
+        }
+    }
+    return off;
+}
+
+template <typename T, typename IX>
+__global__ void __launch_bounds__(kThreads)
+    resize_nearest_rows_kernel(T *__restrict__ dst, const T *__restrict__ src, ResizeGeom<IX> g, typename IX::T n) {
+    using I = typename IX::T;
+    using S = typename IX::S;
+    for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (I)gridDim.x * blockDim.x) {
+        RowPos<IX> p = row_pos(g, idx);
+        S base = row_base(g, p.row, true);
+        T *out = dst + (S)p.row * (S)g.W;
+#pragma unroll
+        for (int v = 0; v < kRowV; v++) {
+            I c = p.c0 + 32 * v;
+            if (c < g.W) {
+                S o = g.last_first < 0 ? (S)c * g.last_istr : (S)__ldg(&g.tab[g.last_first + (int64_t)c].off0);
+                out[c] = src[base + o];
+            }
+        }
+    }
+}
+
+template <typename IX>
+__device__ __forceinline__ void tap_at(const ResizeGeom<IX> &g, int64_t entry, typename IX::S &off0,
+                                       typename IX::S &off1, float &w0, float &w1) {
+    const Tap *tp = g.tab + entry;
+    off0 = (typename IX::S)__ldg(&tp->off0);
+    off1 = (typename IX::S)__ldg(&tp->off1);
+    w0 = __ldg(&tp->w0);
+    w1 = __ldg(&tp->w1);
+}
+
+template <typename T, typename IX, int NL>
+__global__ void __launch_bounds__(kThreads)
+    resize_linear_rows_kernel(T *__restrict__ dst, const T *__restrict__ src, ResizeGeom<IX> g, typename IX::T n) {
+    using I = typename IX::T;
+    using S = typename IX::S;
+    for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += (I)gridDim.x * blockDim.x) {
+        RowPos<IX> p = row_pos(g, idx);
+        S base = row_base(g, p.row, false), off0[NL], off1[NL];
+        float w0[NL], w1[NL];
+#pragma unroll
+        for (int t = 0; t < NL; t++) { // the taps of the leading axes, shared by the row
+            off0[t] = off1[t] = 0;
+            w0[t] = w1[t] = 0.0f;
+            if (t > 0 || !g.last_lin) {
+                I q = g.lin_inner_row[t].div(p.row);
+                I o = q - g.lin_out[t].div(q) * g.lin_out[t].d();
+                tap_at(g, g.lin_first[t] + (int64_t)o, off0[t], off1[t], w0[t], w1[t]);
+            }
+        }
+        T *out = dst + (S)p.row * (S)g.W;
+#pragma unroll
+        for (int v = 0; v < kRowV; v++) {
+            I c = p.c0 + 32 * v;
+            if (c >= g.W) break;
+            S off_c = 0;
+            if (g.last_lin) tap_at(g, g.lin_first[0] + (int64_t)c, off0[0], off1[0], w0[0], w1[0]);
+            else off_c = (S)c * g.last_istr;
+            float val[1 << NL];
+#pragma unroll
+            for (int leaf = 0; leaf < (1 << NL); leaf++) {
+                S off = base + off_c;
+#pragma unroll
+                for (int t = 0; t < NL; t++) off += (leaf >> t & 1) ? off1[t] : off0[t];
+                val[leaf] = to_f(src[off]);
+            }
+#pragma unroll
+            for (int t = 0; t < NL; t++) {
+#pragma unroll
+                for (int j = 0; j < (1 << (NL - t - 1)); j++)
+                    val[j] = combine(w0[t], val[2 * j], w1[t], val[2 * j + 1]);
+            }
+            out[c] = from_f<T>(val[0]);
+        }
+    }
+}
+
+// Threads the row path launches, 0 when rows are too short for it.
+static int64_t row_threads(const kiln_cuda_resize_desc *d) {
+    int64_t W = d->out[d->rank - 1], rows = 1;
+    if (W < kRowMin) return 0;
+    for (int k = 0; k < d->rank - 1; k++) rows *= d->out[k];
+    return rows * ((W + kRowMin - 1) / kRowMin) * 32;
+}
+
 template <typename IX> static ResizeGeom<IX> make_geom(const kiln_cuda_resize_desc *d, const Slots &s, const Tap *tab) {
     ResizeGeom<IX> g;
     memset(&g, 0, sizeof g);
@@ -306,7 +440,14 @@ template <typename IX> static ResizeGeom<IX> make_geom(const kiln_cuda_resize_de
         g.lin_out[j] = IX::make(d->out[k]);
         g.lin_first[j] = s.first[j];
     }
-    (void)str;
+    int last = d->rank - 1;
+    int64_t W = d->out[last];
+    g.W = (typename IX::T)W;
+    g.chunks = IX::make((W + kRowMin - 1) / kRowMin);
+    g.last_first = g.tab_first[last];
+    g.last_istr = (typename IX::S)str[last];
+    g.last_lin = (int)(g.lin_mask >> last & 1);
+    for (int j = 0; j < g.n_lin; j++) g.lin_inner_row[j] = IX::make(inner[s.axis[j]] / (W > 0 ? W : 1));
     return g;
 }
 
@@ -336,10 +477,20 @@ static kiln_status fill_table(cudaStream_t st, const kiln_cuda_resize_desc *d, c
 }
 
 template <typename T, typename IX>
-static void launch_linear(cudaStream_t st, const ResizeGeom<IX> &g, const void *src, void *dst, int64_t n) {
-    unsigned blocks = grid_for(n);
+static void launch_linear(cudaStream_t st, const ResizeGeom<IX> &g, const void *src, void *dst, int64_t n,
+                          int64_t rows_n) {
     T *y = (T *)dst;
     const T *x = (const T *)src;
+    if (rows_n > 0 && g.n_lin <= 3) {
+        unsigned blocks = grid_for(rows_n);
+        typename IX::T m = (typename IX::T)rows_n;
+        switch (g.n_lin) {
+        case 1: resize_linear_rows_kernel<T, IX, 1><<<blocks, kThreads, 0, st>>>(y, x, g, m); return;
+        case 2: resize_linear_rows_kernel<T, IX, 2><<<blocks, kThreads, 0, st>>>(y, x, g, m); return;
+        default: resize_linear_rows_kernel<T, IX, 3><<<blocks, kThreads, 0, st>>>(y, x, g, m); return;
+        }
+    }
+    unsigned blocks = grid_for(n);
     typename IX::T m = (typename IX::T)n;
     switch (g.n_lin) {
     case 1: resize_linear_kernel<T, IX, 1><<<blocks, kThreads, 0, st>>>(y, x, g, m); break;
@@ -351,15 +502,15 @@ static void launch_linear(cudaStream_t st, const ResizeGeom<IX> &g, const void *
 
 template <typename IX>
 static kiln_status resize_run(cudaStream_t st, const kiln_cuda_resize_desc *d, const Slots &s, const Tap *tab,
-                              const void *src, void *dst, int64_t n) {
+                              const void *src, void *dst, int64_t n, int64_t rows_n) {
     ResizeGeom<IX> g = make_geom<IX>(d, s, tab);
     if (d->mode == KILN_CUDA_RESIZE_LINEAR) {
         switch (d->dtype) {
-        case KILN_DTYPE_FLOAT: launch_linear<float, IX>(st, g, src, dst, n); break;
-        case KILN_DTYPE_FLOAT16: launch_linear<__half, IX>(st, g, src, dst, n); break;
-        case KILN_DTYPE_BFLOAT16: launch_linear<__nv_bfloat16, IX>(st, g, src, dst, n); break;
-        case KILN_DTYPE_UINT8: launch_linear<uint8_t, IX>(st, g, src, dst, n); break;
-        case KILN_DTYPE_INT8: launch_linear<int8_t, IX>(st, g, src, dst, n); break;
+        case KILN_DTYPE_FLOAT: launch_linear<float, IX>(st, g, src, dst, n, rows_n); break;
+        case KILN_DTYPE_FLOAT16: launch_linear<__half, IX>(st, g, src, dst, n, rows_n); break;
+        case KILN_DTYPE_BFLOAT16: launch_linear<__nv_bfloat16, IX>(st, g, src, dst, n, rows_n); break;
+        case KILN_DTYPE_UINT8: launch_linear<uint8_t, IX>(st, g, src, dst, n, rows_n); break;
+        case KILN_DTYPE_INT8: launch_linear<int8_t, IX>(st, g, src, dst, n, rows_n); break;
         default: return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "linear Resize of element type %d", d->dtype);
         }
         return launched("Resize (linear) kernel");
@@ -367,8 +518,12 @@ static kiln_status resize_run(cudaStream_t st, const kiln_cuda_resize_desc *d, c
     if (d->elem > 8) return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "Resize of %zu-byte elements", d->elem);
     kiln_status r = with_unit(d->elem, [&](auto tag) {
         using T = typename decltype(tag)::type;
-        resize_nearest_kernel<T, IX>
-            <<<grid_for(n), kThreads, 0, st>>>((T *)dst, (const T *)src, g, (typename IX::T)n);
+        if (rows_n > 0)
+            resize_nearest_rows_kernel<T, IX>
+                <<<grid_for(rows_n), kThreads, 0, st>>>((T *)dst, (const T *)src, g, (typename IX::T)rows_n);
+        else
+            resize_nearest_kernel<T, IX>
+                <<<grid_for(n), kThreads, 0, st>>>((T *)dst, (const T *)src, g, (typename IX::T)n);
     });
     return r != KILN_OK ? r : launched("Resize (nearest) kernel");
 }
@@ -409,6 +564,7 @@ extern "C" kiln_status kiln_cuda_resize(void *stream, const kiln_cuda_resize_des
     Tap *tab = (Tap *)workspace;
     kiln_status r = fill_table(st, d, s, tab);
     if (r != KILN_OK) return r;
-    if (fits32(n) && fits32(n_in)) return resize_run<Ix32>(st, d, s, tab, src, dst, n);
-    return resize_run<Ix64>(st, d, s, tab, src, dst, n);
+    int64_t rows_n = row_threads(d);
+    if (fits32(n) && fits32(n_in) && fits32(rows_n)) return resize_run<Ix32>(st, d, s, tab, src, dst, n, rows_n);
+    return resize_run<Ix64>(st, d, s, tab, src, dst, n, rows_n);
 }

@@ -240,16 +240,17 @@ __global__ void col_kernel(const T *__restrict__ x, TO *__restrict__ y, typename
     }
 }
 
-/* Merges each output's partials. */
+/* Merges each output's partials: a warp per output. */
 template <typename TO, typename Op>
 __global__ void finish_kernel(const typename Op::A *__restrict__ part, TO *__restrict__ y,
                               int64_t outs, int64_t splits, int64_t r) {
-    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < outs;
-         o += (int64_t)gridDim.x * blockDim.x) {
-        typename Op::A acc = Op::init();
-        for (int64_t s = 0; s < splits; s++) acc = Op::merge(acc, part[o * splits + s]);
-        put(y + o, Op::fin(acc, r));
-    }
+    const int lane = threadIdx.x & 31;
+    const int64_t o = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (o >= outs) return;
+    typename Op::A acc = Op::init();
+    for (int64_t s = lane; s < splits; s += 32) acc = Op::merge(acc, part[o * splits + s]);
+    acc = nr::warp_all<Op>(acc);
+    if (lane == 0) put(y + o, Op::fin(acc, r));
 }
 
 /* Reduced runs separated by kept ones: kept dims (output order) and reduced dims with their
@@ -271,17 +272,28 @@ __device__ __forceinline__ int64_t offset_of(int64_t i, int n, const int64_t *di
     return off;
 }
 
-/* a block per output: threads walk the flattened reduced index (the innermost reduced dim is the
- * fastest, so neighbouring threads read neighbouring elements when it is contiguous) */
-template <typename T, typename TO, typename Op>
+/* A block per output. With a long innermost reduced dim (NEST), the threads walk that dim for
+ * each index of the other reduced dims (one index split per step, no division per element);
+ * otherwise they walk the flattened reduced index. Either way the innermost reduced dim is the
+ * fastest, so neighbouring threads read neighbouring elements when it is contiguous. */
+template <typename T, typename TO, typename Op, bool NEST>
 __global__ void gen_block_kernel(const T *__restrict__ x, TO *__restrict__ y, const Gen g) {
     typedef typename Op::A A;
     __shared__ A red[32];
     const int64_t o = blockIdx.x;
     const T *xo = x + offset_of(o, g.nk, g.kdim, g.kstr);
     A acc = Op::init();
-    for (int64_t k = threadIdx.x; k < g.r; k += blockDim.x)
-        acc = Op::add(acc, ld(xo + offset_of(k, g.nr, g.rdim, g.rstr)), k);
+    if (NEST) {
+        const int last = g.nr - 1;
+        const int64_t len = g.rdim[last], step = g.rstr[last], outer = g.r / len;
+        for (int64_t q = 0; q < outer; q++) {
+            const T *xq = xo + offset_of(q, last, g.rdim, g.rstr);
+            for (int64_t j = threadIdx.x; j < len; j += blockDim.x) acc = Op::add(acc, ld(xq + j * step), q * len + j);
+        }
+    } else {
+        for (int64_t k = threadIdx.x; k < g.r; k += blockDim.x)
+            acc = Op::add(acc, ld(xo + offset_of(k, g.nr, g.rdim, g.rstr)), k);
+    }
     acc = nr::block_all<Op>(acc, Op::init(), red);
     if (threadIdx.x == 0) put(y + o, Op::fin(acc, g.r));
 }
@@ -374,7 +386,9 @@ template <typename T, typename TO, typename Op>
 kiln_status finish(cudaStream_t st, typename Op::A *part, TO *y, int64_t outs, const Split &sp,
                    int64_t r) {
     if (sp.splits == 1) return KILN_OK;
-    finish_kernel<TO, Op><<<grid_for(outs, kThreads), kThreads, 0, st>>>(part, y, outs, sp.splits, r);
+    const int64_t blocks = nr::ceil_div(outs, kThreads / 32);
+    if (blocks > 0x7fffffffLL) return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "reduce: too many outputs");
+    finish_kernel<TO, Op><<<(unsigned)blocks, kThreads, 0, st>>>(part, y, outs, sp.splits, r);
     return kiln_cuda_check(cudaGetLastError(), "reduce (merge chunks)");
 }
 
@@ -454,8 +468,10 @@ kiln_status run_general(kiln_cuda_provider *p, const T *x, TO *y, const Plan &pl
     g.r = pl.r;
     if (g.outs >= 16LL * kThreads * sm_count(p) || g.outs > 0x7fffffffLL) {
         gen_thread_kernel<T, TO, Op><<<grid_for(g.outs, kThreads), kThreads, 0, st>>>(x, y, g);
+    } else if (g.rdim[g.nr - 1] >= kThreads / 2) {
+        gen_block_kernel<T, TO, Op, true><<<(unsigned)g.outs, kThreads, 0, st>>>(x, y, g);
     } else {
-        gen_block_kernel<T, TO, Op><<<(unsigned)g.outs, kThreads, 0, st>>>(x, y, g);
+        gen_block_kernel<T, TO, Op, false><<<(unsigned)g.outs, kThreads, 0, st>>>(x, y, g);
     }
     return kiln_cuda_check(cudaGetLastError(), "reduce (general)");
 }

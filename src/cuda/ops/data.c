@@ -18,8 +18,8 @@ size_t kiln_cuda_data_elem(int dtype) {
     return e == 1 || e == 2 || e == 4 || e == 8 || e == 16 ? e : 0;
 }
 
-int kiln_cuda_data_movable(const kiln_graph_value *const *in, int i, char *why, size_t cap) {
-    int dt = kiln_cuda_in_dtype(in, i);
+int kiln_cuda_data_movable(const kiln_node *n, const kiln_graph_value *const *in, int i, char *why, size_t cap) {
+    int dt = i < n->n_in ? kiln_cuda_in_dtype(in, i) : 0;
     if (!dt) {
         snprintf(why, cap, "the element type of input %d is not known before running", i);
         return 0;
@@ -32,8 +32,9 @@ int kiln_cuda_data_movable(const kiln_graph_value *const *in, int i, char *why, 
     return 1;
 }
 
-int kiln_cuda_data_rank_at_most(const kiln_graph_value *const *in, int i, int max, char *why, size_t cap) {
-    int r = in[i] && in[i]->has_type ? in[i]->type.rank : -1;
+int kiln_cuda_data_rank_at_most(const kiln_node *n, const kiln_graph_value *const *in, int i, int max, char *why,
+                                size_t cap) {
+    int r = i < n->n_in && in[i] && in[i]->has_type ? in[i]->type.rank : -1;
     if (r < 0) {
         snprintf(why, cap, "the rank of input %d is not known before running", i);
         return 0;
@@ -83,6 +84,10 @@ static kiln_status movable_input(kiln_ctx *ctx, kiln_tensor **x, size_t *elem) {
 
 static int view_supports(const kiln_node *n, const kiln_graph_value *const *in, const kiln_graph_value *const *out,
                          char *why, size_t cap) {
+    if (n->n_in < 1) {
+        snprintf(why, cap, "input 0 is missing");
+        return 0;
+    }
     if (in[0] && in[0]->has_type && (in[0]->type.kind != KILN_KIND_TENSOR || in[0]->type.optional)) {
         snprintf(why, cap, "input 0 is a sequence or optional, the CUDA kernel copies tensors only");
         return 0;
@@ -109,7 +114,7 @@ static kiln_status view_compute(kiln_ctx *ctx) {
 
 static int movable_supports(const kiln_node *n, const kiln_graph_value *const *in, const kiln_graph_value *const *out,
                             char *why, size_t cap) {
-    return kiln_cuda_data_movable(in, 0, why, cap);
+    return kiln_cuda_data_movable(n, in, 0, why, cap);
 }
 
 /* y = x viewed as view[] with its dims permuted by perm[] (both of rank r). */
@@ -180,7 +185,7 @@ static int concat_supports(const kiln_node *n, const kiln_graph_value *const *in
         return 0;
     }
     for (int i = 0; i < n->n_in; i++)
-        if (!kiln_cuda_data_movable(in, i, why, cap)) return 0;
+        if (!kiln_cuda_data_movable(n, in, i, why, cap)) return 0;
     return 1;
 }
 
@@ -211,7 +216,7 @@ static int split_supports(const kiln_node *n, const kiln_graph_value *const *in,
         snprintf(why, cap, "Split into %d outputs (at most 256)", n->n_out);
         return 0;
     }
-    return kiln_cuda_data_movable(in, 0, why, cap);
+    return kiln_cuda_data_movable(n, in, 0, why, cap);
 }
 
 /* The part sizes along the axis (size d), as infer worked them out: input 'split' (opset 13+, and

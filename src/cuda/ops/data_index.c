@@ -19,8 +19,13 @@ static kiln_status input_elem(kiln_ctx *ctx, kiln_tensor **x, size_t *elem) {
     return KILN_OK;
 }
 
-/* supports(): input i holds indices of an accepted type. */
-static int index_type_ok(const kiln_graph_value *const *in, int i, int int64_only, char *why, size_t cap) {
+/* supports(): input i is present and holds indices of an accepted type. */
+static int index_type_ok(const kiln_node *n, const kiln_graph_value *const *in, int i, int int64_only, char *why,
+                         size_t cap) {
+    if (i >= n->n_in || !in[i]) {
+        snprintf(why, cap, "input %d (indices) is missing", i);
+        return 0;
+    }
     int dt = kiln_cuda_in_dtype(in, i);
     if (dt == KILN_DTYPE_INT64 || (!int64_only && dt == KILN_DTYPE_INT32)) return 1;
     if (!dt) snprintf(why, cap, "the element type of input %d is not known before running", i);
@@ -54,11 +59,7 @@ static int const_indices_in_range(const kiln_node *n, const kiln_graph_value *co
 
 int kiln_cuda_gather_supports(const kiln_node *n, const kiln_graph_value *const *in,
                               const kiln_graph_value *const *out, char *why, size_t cap) {
-    if (n->n_in < 2 || !in[1]) {
-        snprintf(why, cap, "input 'indices' is missing");
-        return 0;
-    }
-    return kiln_cuda_data_movable(in, 0, why, cap) && index_type_ok(in, 1, 0, why, cap) &&
+    return kiln_cuda_data_movable(n, in, 0, why, cap) && index_type_ok(n, in, 1, 0, why, cap) &&
            const_indices_in_range(n, in, why, cap);
 }
 
@@ -81,7 +82,7 @@ kiln_status kiln_cuda_gather_compute(kiln_ctx *ctx) {
 
 int kiln_cuda_gather_elements_supports(const kiln_node *n, const kiln_graph_value *const *in,
                                        const kiln_graph_value *const *out, char *why, size_t cap) {
-    return kiln_cuda_data_movable(in, 0, why, cap) && index_type_ok(in, 1, 0, why, cap);
+    return kiln_cuda_data_movable(n, in, 0, why, cap) && index_type_ok(n, in, 1, 0, why, cap);
 }
 
 kiln_status kiln_cuda_gather_elements_compute(kiln_ctx *ctx) {
@@ -102,7 +103,7 @@ kiln_status kiln_cuda_gather_elements_compute(kiln_ctx *ctx) {
 
 int kiln_cuda_gather_nd_supports(const kiln_node *n, const kiln_graph_value *const *in,
                                  const kiln_graph_value *const *out, char *why, size_t cap) {
-    return kiln_cuda_data_movable(in, 0, why, cap) && index_type_ok(in, 1, 1, why, cap);
+    return kiln_cuda_data_movable(n, in, 0, why, cap) && index_type_ok(n, in, 1, 1, why, cap);
 }
 
 kiln_status kiln_cuda_gather_nd_compute(kiln_ctx *ctx) {
@@ -132,8 +133,8 @@ int kiln_cuda_scatter_nd_supports(const kiln_node *n, const kiln_graph_value *co
         snprintf(why, cap, "input 'updates' is missing");
         return 0;
     }
-    return kiln_cuda_data_movable(in, 0, why, cap) && index_type_ok(in, 1, 1, why, cap) &&
-           kiln_cuda_data_movable(in, 2, why, cap);
+    return kiln_cuda_data_movable(n, in, 0, why, cap) && index_type_ok(n, in, 1, 1, why, cap) &&
+           kiln_cuda_data_movable(n, in, 2, why, cap);
 }
 
 kiln_status kiln_cuda_scatter_nd_compute(kiln_ctx *ctx) {

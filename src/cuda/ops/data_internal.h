@@ -13,9 +13,10 @@
  * and unknown types, which they cannot address. */
 size_t kiln_cuda_data_elem(int dtype);
 /* supports(): 1 when input i has a known type the element-moving kernels take, else 0 with why. */
-int kiln_cuda_data_movable(const kiln_graph_value *const *in, int i, char *why, size_t cap);
+int kiln_cuda_data_movable(const kiln_node *n, const kiln_graph_value *const *in, int i, char *why, size_t cap);
 /* supports(): 1 when input i's rank is known and at most max, else 0 with why. */
-int kiln_cuda_data_rank_at_most(const kiln_graph_value *const *in, int i, int max, char *why, size_t cap);
+int kiln_cuda_data_rank_at_most(const kiln_node *n, const kiln_graph_value *const *in, int i, int max, char *why,
+                                size_t cap);
 /* The provider's stream (a cudaStream_t) for the launchers. */
 void *kiln_cuda_data_stream(kiln_ctx *ctx);
 /* Reads a host int32/int64 tensor of rank <= 1 (an empty one gives *count = 0). */

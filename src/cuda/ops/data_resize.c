@@ -59,7 +59,7 @@ int kiln_cuda_resize_supports(const kiln_node *n, const kiln_graph_value *const 
                               const kiln_graph_value *const *out, char *why, size_t cap) {
     kiln_cuda_resize_desc d;
     if (!resize_modes(n, n->opset, &d, why, cap)) return 0;
-    if (!kiln_cuda_data_rank_at_most(in, 0, KILN_CUDA_RESIZE_MAX_RANK, why, cap)) return 0;
+    if (!kiln_cuda_data_rank_at_most(n, in, 0, KILN_CUDA_RESIZE_MAX_RANK, why, cap)) return 0;
     int dt = kiln_cuda_in_dtype(in, 0);
     if (d.mode == KILN_CUDA_RESIZE_LINEAR) {
         if (!kiln_cuda_resize_linear_dtype(dt)) {
@@ -69,7 +69,7 @@ int kiln_cuda_resize_supports(const kiln_node *n, const kiln_graph_value *const 
         }
         return 1;
     }
-    if (!kiln_cuda_data_movable(in, 0, why, cap)) return 0;
+    if (!kiln_cuda_data_movable(n, in, 0, why, cap)) return 0;
     if (kiln_cuda_data_elem(dt) > 8) {
         snprintf(why, cap, "Resize of %s is not supported on CUDA", kiln_dtype_name((kiln_dtype)dt));
         return 0;

@@ -7,8 +7,8 @@
 
 #include <string.h>
 
-static int movable0(const kiln_graph_value *const *in, char *why, size_t cap) {
-    return kiln_cuda_data_movable(in, 0, why, cap);
+static int movable0(const kiln_node *n, const kiln_graph_value *const *in, char *why, size_t cap) {
+    return kiln_cuda_data_movable(n, in, 0, why, cap);
 }
 
 static kiln_status input_elem(kiln_ctx *ctx, kiln_tensor **x, size_t *elem) {
@@ -30,7 +30,7 @@ static kiln_status strided(kiln_ctx *ctx, size_t elem, int rank, const int64_t *
 
 int kiln_cuda_slice_supports(const kiln_node *n, const kiln_graph_value *const *in,
                              const kiln_graph_value *const *out, char *why, size_t cap) {
-    return movable0(in, why, cap);
+    return movable0(n, in, why, cap);
 }
 
 /* One of starts / axes / steps: an input (opset 10+) or an attribute (1-9). *n = -1: absent. */
@@ -102,7 +102,7 @@ int kiln_cuda_pad_supports(const kiln_node *n, const kiln_graph_value *const *in
         snprintf(why, cap, "mode '%s' is not supported", kiln_attr_string(n, "mode", "constant"));
         return 0;
     }
-    return movable0(in, why, cap);
+    return movable0(n, in, why, cap);
 }
 
 /* The constant, one element of x's type: attribute 'value' (before opset 11) or input 2. */
@@ -174,7 +174,7 @@ kiln_status kiln_cuda_pad_compute(kiln_ctx *ctx) {
 
 int kiln_cuda_expand_supports(const kiln_node *n, const kiln_graph_value *const *in,
                               const kiln_graph_value *const *out, char *why, size_t cap) {
-    return movable0(in, why, cap);
+    return movable0(n, in, why, cap);
 }
 
 kiln_status kiln_cuda_expand_compute(kiln_ctx *ctx) {
@@ -205,7 +205,7 @@ enum { TILE_MAX_RANK = KILN_CUDA_DATA_MAX_DIMS / 2 };
 
 int kiln_cuda_tile_supports(const kiln_node *n, const kiln_graph_value *const *in,
                             const kiln_graph_value *const *out, char *why, size_t cap) {
-    return movable0(in, why, cap) && kiln_cuda_data_rank_at_most(in, 0, TILE_MAX_RANK, why, cap);
+    return movable0(n, in, why, cap) && kiln_cuda_data_rank_at_most(n, in, 0, TILE_MAX_RANK, why, cap);
 }
 
 kiln_status kiln_cuda_tile_compute(kiln_ctx *ctx) {
@@ -232,7 +232,7 @@ kiln_status kiln_cuda_tile_compute(kiln_ctx *ctx) {
 
 int kiln_cuda_trilu_supports(const kiln_node *n, const kiln_graph_value *const *in,
                              const kiln_graph_value *const *out, char *why, size_t cap) {
-    return movable0(in, why, cap);
+    return movable0(n, in, why, cap);
 }
 
 kiln_status kiln_cuda_trilu_compute(kiln_ctx *ctx) {

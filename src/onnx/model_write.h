@@ -1,0 +1,17 @@
+/* Writing the in-memory model back to an ONNX file (onnx/model_write.c). */
+#ifndef KILN_MODEL_WRITE_H
+#define KILN_MODEL_WRITE_H
+
+#include "../core/graph.h"
+
+/* Serialises m as an ONNX ModelProto to `path`: producer "kiln", the model's opset imports (plus
+ * any domain or newer version a rewritten node needs, with the IR version that opset requires),
+ * the graph and its subgraphs with every attribute kind, initializers as raw_data (strings as
+ * string_data), inputs, outputs and value_info with their types and (symbolic) shapes. Nodes
+ * marked removed are left out; constants made by folding that live nodes still read are written
+ * as initializers. Sparse tensors were densified by the loader and are written dense. The file is
+ * written beside `path` and renamed over it at the end, so a failed write leaves no partial file
+ * and the model may be written over the file it was loaded (mapped) from. */
+kiln_status kiln_model_write(const kiln_model *m, const char *path, kiln_err *e);
+
+#endif
