@@ -323,40 +323,38 @@ static void node_fn(pbw *w, const void *arg) {
 
 static int node_live(const kiln_graph *g, int i) { return i >= 0 && i < g->n_nodes && !g->nodes[i].removed; }
 
-static int is_output(const kiln_graph *g, int v) {
-    for (int i = 0; i < g->n_outputs; i++)
-        if (g->outputs[i] == v) return 1;
-    return 0;
-}
+enum { READ_BY_NODE = 1, GRAPH_OUTPUT = 2 };
 
-static int is_read(const kiln_graph *g, int v) {
-    if (is_output(g, v)) return 1;
+/* Per value: read by a live node (an input or, for a subgraph, an implicit read) or a graph
+ * output. NULL when out of memory. */
+static unsigned char *value_uses(const kiln_graph *g) {
+    unsigned char *u = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    if (!u) return NULL;
     for (int i = 0; i < g->n_nodes; i++) {
         const kiln_node *n = &g->nodes[i];
         if (n->removed) continue;
         for (int k = 0; k < n->n_in; k++)
-            if (n->in[k] == v) return 1;
-        for (int k = 0; k < n->n_implicit; k++)
-            if (n->implicit[k] == v) return 1;
+            if (n->in[k] >= 0) u[n->in[k]] |= READ_BY_NODE;
+        for (int k = 0; k < n->n_implicit; k++) u[n->implicit[k]] |= READ_BY_NODE;
     }
-    return 0;
+    for (int i = 0; i < g->n_outputs; i++) u[g->outputs[i]] |= GRAPH_OUTPUT;
+    return u;
 }
 
-/* Initializers: those loaded or added (no producer), and constants that folding made out of a
- * removed node, when something still reads them (a folded intermediate nobody reads is left out). */
-static int writes_as_initializer(const kiln_graph *g, int v) {
+/* Initializers: constants loaded, added by rewrites, or made by folding (out of a removed node),
+ * when something reads them. Unread ones are left out: the fusions orphan the constants of the
+ * nodes they replace, and an initializer nobody reads changes nothing. */
+static int writes_as_initializer(const kiln_graph *g, const unsigned char *uses, int v) {
     const kiln_graph_value *gv = &g->values[v];
-    if (!gv->is_const || gv->outer >= 0) return 0;
-    if (gv->producer < 0) return 1;
-    if (node_live(g, gv->producer)) return 0; /* a live node makes it at run time */
-    return is_read(g, v);
+    if (!gv->is_const || gv->outer >= 0 || !uses[v]) return 0;
+    return gv->producer < 0 || !node_live(g, gv->producer); /* else a live node makes it */
 }
 
 /* value_info: typed intermediates that a live node makes. */
-static int writes_value_info(const kiln_graph *g, int v) {
+static int writes_value_info(const kiln_graph *g, const unsigned char *uses, int v) {
     const kiln_graph_value *gv = &g->values[v];
     return gv->has_type && gv->type.dtype && !gv->is_input && !gv->is_const && gv->outer < 0 &&
-           node_live(g, gv->producer) && !is_output(g, v);
+           node_live(g, gv->producer) && !(uses[v] & GRAPH_OUTPUT);
 }
 
 static void put_initializer(pbw *w, const kiln_graph_value *gv) {
@@ -372,6 +370,11 @@ static void put_initializer(pbw *w, const kiln_graph_value *gv) {
 /* GraphProto {1 node, 2 name, 5 initializer, 11 input, 12 output, 13 value_info}. */
 static void graph_fn(pbw *w, const void *arg) {
     const kiln_graph *g = arg;
+    unsigned char *uses = value_uses(g);
+    if (!uses) {
+        if (!w->wr->st) w->wr->st = kiln_fail(w->wr->e, KILN_ERR_NO_MEMORY, "out of memory");
+        return;
+    }
     for (int i = 0; i < g->n_nodes; i++) {
         if (g->nodes[i].removed) continue;
         node_arg na = {g, &g->nodes[i]};
@@ -380,15 +383,16 @@ static void graph_fn(pbw *w, const void *arg) {
     /* the checker wants a name; a graph built in memory may have none */
     put_str(w, 2, g->name && g->name[0] ? g->name : "graph");
     for (int v = 0; v < g->n_values; v++)
-        if (writes_as_initializer(g, v)) put_initializer(w, &g->values[v]);
+        if (writes_as_initializer(g, uses, v)) put_initializer(w, &g->values[v]);
     for (int i = 0; i < g->n_inputs; i++) put_value_info(w, 11, &g->values[g->inputs[i]]);
     /* before IR 4 every initializer had to be listed as an input as well */
     if (w->wr->ir_version < 4)
         for (int v = 0; v < g->n_values; v++)
-            if (writes_as_initializer(g, v)) put_value_info(w, 11, &g->values[v]);
+            if (writes_as_initializer(g, uses, v)) put_value_info(w, 11, &g->values[v]);
     for (int i = 0; i < g->n_outputs; i++) put_value_info(w, 12, &g->values[g->outputs[i]]);
     for (int v = 0; v < g->n_values; v++)
-        if (writes_value_info(g, v)) put_value_info(w, 13, &g->values[v]);
+        if (writes_value_info(g, uses, v)) put_value_info(w, 13, &g->values[v]);
+    free(uses);
 }
 
 /* ---------------------------------------------------------------- model */

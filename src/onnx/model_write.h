@@ -8,10 +8,11 @@
  * any domain or newer version a rewritten node needs, with the IR version that opset requires),
  * the graph and its subgraphs with every attribute kind, initializers as raw_data (strings as
  * string_data), inputs, outputs and value_info with their types and (symbolic) shapes. Nodes
- * marked removed are left out; constants made by folding that live nodes still read are written
- * as initializers. Sparse tensors were densified by the loader and are written dense. The file is
- * written beside `path` and renamed over it at the end, so a failed write leaves no partial file
- * and the model may be written over the file it was loaded (mapped) from. */
+ * marked removed are left out; constants (initializers, and those folding made) are written as
+ * initializers when something reads them, unread ones are dropped. Sparse tensors were densified
+ * by the loader and are written dense. The file is written beside `path` and renamed over it at
+ * the end, so a failed write leaves no partial file and the model may be written over the file
+ * it was loaded (mapped) from. */
 kiln_status kiln_model_write(const kiln_model *m, const char *path, kiln_err *e);
 
 #endif

@@ -198,10 +198,12 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
         return KILN_OK;
     const kiln_tensor *fq = opt_fact(c, q3), *fk = opt_fact(c, k3), *fv = opt_fact(c, v3);
     const kiln_tensor *fo = opt_fact(c, out->out[0]);
-    /* float16/bfloat16 only for a device: the CPU Attention kernel converts half inputs to
-     * float32 and back on every call, slower than the unfused MatMul path (bert_tiny_fused_fp16
-     * 0.203 -> 0.223 ms), while the GPU's flash kernels take them directly */
-    if (!c->device && (fq->dtype == KILN_DTYPE_FLOAT16 || fq->dtype == KILN_DTYPE_BFLOAT16)) return KILN_OK;
+    /* The CPU Attention kernel converts half inputs to float32 and back on every call, slower than
+     * the unfused MatMul path (bert_tiny_fused_fp16 0.203 -> 0.223 ms); the GPU's flash kernels
+     * take float16/bfloat16 only. So a CPU session fuses float32 attention, a device session the
+     * half types (its float32 attention stays as MatMul/Softmax, which the device runs). */
+    int half = fq->dtype == KILN_DTYPE_FLOAT16 || fq->dtype == KILN_DTYPE_BFLOAT16;
+    if (c->device ? !half : half) return KILN_OK;
     if (nq != nk || nk != nv || hq != hk || !opt_float_type(fq->dtype) || fk->dtype != fq->dtype ||
         fv->dtype != fq->dtype || !same_dim(fk->dims[0], fq->dims[0]) ||
         !same_dim(fv->dims[0], fq->dims[0]) || !same_dim(fv->dims[1], fk->dims[1]))
