@@ -380,14 +380,16 @@ def report(rows, notes, env, elapsed_s):
             x(ratio(k, r.get("eager_copy_ms"))), x(ratio(k, r.get("compile_ms"))),
             sci(err) + (" !" if err is not None and err >= 2e-2 else ""),
             "?" if frac is None else "%.0f%%" % (100 * frac)]) + " |")
+    dec = [r for r in rows if r["steps"]]
+    decode = " (decode: per token, %d steps from a %d-token cache)" % (dec[0]["steps"], dec[0]["past"]) if dec else ""
     gm = {k: geomean([ratio(r.get("kiln_gpu_ms"), r.get(k + "_ms")) for r in rows])
           for k in ("eager", "eager_copy", "compile")}
     lines += ["", "Geometric mean of kiln GPU's speedup (>1: kiln faster; rows that have both): vs eager %s, "
               "vs eager+copy %s, vs torch.compile %s." % (x(gm["eager"]), x(gm["eager_copy"]), x(gm["compile"])),
-              "", "Medians in ms (decode: per token, 32 steps from a 512-token cache). kiln GPU: numpy in and out, "
+              "", "Medians in ms%s. kiln GPU: numpy in and out, "
               "upload and download included. eager, compile: inputs and outputs on the GPU. eager+copy: host "
               "tensors in, every output .cpu(), like kiln. CPU columns: the float32 file, batch 1, %s threads. "
-              "rel err: max|kiln - eager| / max|eager| over all outputs (! at 2e-2 or more)." % env["cpu_threads"]]
+              "rel err: max|kiln - eager| / max|eager| over all outputs (! at 2e-2 or more)." % (decode, env["cpu_threads"])]
     row_notes = ["%s batch %d %s: %s" % (LABEL[r["graph"]], r["batch"], seq_label(r), n)
                  for r in rows for n in r["notes"]]
     if notes + row_notes:

@@ -40,8 +40,9 @@ BRC=skipped
 if [ -z "${SKIP_BENCH:-}" ] && [ -f bench/gpu_models/run.py ]; then
     log "bench/gpu_models"
     mkdir -p "$OUT/models"
-    timeout ${BENCH_TIMEOUT:-360} bash -c "python3 bench/gpu_models/export.py --out /tmp/gpu_models && \
-        python3 bench/gpu_models/run.py --models /tmp/gpu_models --out $OUT/bench" > "$OUT/bench.log" 2>&1
+    timeout ${BENCH_TIMEOUT:-360} bash -c "python3 bench/gpu_models/export.py --out /tmp/gpu_models \
+        ${BENCH_MODELS:+--models $BENCH_MODELS} --precisions fp16 && \
+        python3 bench/gpu_models/run.py --models /tmp/gpu_models --out $OUT/bench ${BENCH_ARGS:-}" > "$OUT/bench.log" 2>&1
     BRC=$?
     tail -30 "$OUT/bench.log"
 fi

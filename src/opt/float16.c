@@ -201,9 +201,19 @@ static kiln_status infer_dtypes(f16_ctx *c) {
 
 static int is_float(const f16_ctx *c, int v) { return v >= 0 && v < c->n_vals && c->dtype[v] == KILN_DTYPE_FLOAT; }
 
+/* Readers that take any element type and whose result does not depend on it (Cast converts
+ * from whatever it gets, Shape and Size read only the shape): they read a value in its home
+ * precision, so a graph input read only by them needs no Cast. */
+static int any_precision_reader(const kiln_node *n) {
+    return !n->domain[0] && (!strcmp(n->op_type, "Cast") || !strcmp(n->op_type, "Shape") ||
+                             !strcmp(n->op_type, "Size"));
+}
+
+/* The precision input k of node `node` wants, P_NONE when any will do. */
 static int reader_prec(const f16_ctx *c, int node, int k) {
     const kiln_node *n = &c->g->nodes[node];
-    return c->fp32_node[node] || input_fixed_fp32(n, k) ? P32 : P16;
+    if (c->fp32_node[node] || input_fixed_fp32(n, k)) return P32;
+    return any_precision_reader(n) ? P_NONE : P16;
 }
 
 /* A float32-only node fed by a value of unknown type could be fed float16 unnoticed: refuse. */
@@ -228,8 +238,10 @@ static void collect_wants(f16_ctx *c) {
     for (int i = 0; i < c->n_nodes; i++) {
         const kiln_node *n = &g->nodes[i];
         if (n->removed) continue;
-        for (int k = 0; k < n->n_in; k++)
-            if (is_float(c, n->in[k])) c->want[n->in[k]] |= reader_prec(c, i, k) == P32 ? WANT32 : WANT16;
+        for (int k = 0; k < n->n_in; k++) {
+            int p = reader_prec(c, i, k);
+            if (is_float(c, n->in[k]) && p != P_NONE) c->want[n->in[k]] |= p == P32 ? WANT32 : WANT16;
+        }
     }
     for (int i = 0; i < g->n_outputs; i++)
         if (is_float(c, g->outputs[i])) c->want[g->outputs[i]] |= WANT32; /* keep_io_types */
@@ -574,8 +586,8 @@ static void rewire_readers(f16_ctx *c) {
         kiln_node *n = &c->g->nodes[i];
         if (n->removed) continue;
         for (int k = 0; k < n->n_in; k++) {
-            int v = n->in[k];
-            if (is_float(c, v) && reader_prec(c, i, k) != c->home[v]) n->in[k] = c->twin[v];
+            int v = n->in[k], p = reader_prec(c, i, k);
+            if (is_float(c, v) && p != P_NONE && p != c->home[v]) n->in[k] = c->twin[v];
         }
     }
 }
@@ -707,10 +719,11 @@ kiln_status kiln_graph_to_float16(kiln_model *m, int verbose, size_t *converted,
         cast_count = g->n_nodes - c.n_nodes;
     }
     if (!st && verbose) {
-        int fp32_nodes = 0;
+        int fp32_nodes = 0, untyped = 0;
         for (int i = 0; i < c.n_nodes; i++) fp32_nodes += c.fp32_node[i];
-        fprintf(stderr, "kiln: float16: %zu tensors converted, %d Casts inserted, %d nodes kept in float32",
-                c.converted, cast_count, fp32_nodes);
+        for (int v = 0; v < c.n_vals; v++) untyped += !c.dtype[v];
+        fprintf(stderr, "kiln: float16: %zu tensors converted, %d Casts inserted, %d nodes kept in float32, "
+                "%d values of unknown type", c.converted, cast_count, fp32_nodes, untyped);
         if (c.clamped) fprintf(stderr, ", %zu values clamped to float16's range", c.clamped);
         fprintf(stderr, "\n");
     }

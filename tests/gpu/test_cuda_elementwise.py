@@ -268,7 +268,7 @@ def test_clip(dt):
     check("Clip", [("x", x)])
 
 
-@pytest.mark.parametrize("dt", FLOATS)
+@pytest.mark.parametrize("dt", [F32, F16])  # Clip-6 predates bfloat16
 def test_clip_attributes(dt):
     x = with_specials(rand((5, 99), dt, -3, 3), dt)
     check("Clip", [("x", x)], attrs={"min": -0.5, "max": 0.75}, opset=6)

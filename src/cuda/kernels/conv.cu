@@ -3,7 +3,9 @@
 //
 // All arithmetic is in float32 (double for the global average's sum, which can span millions of
 // values); half types are converted on load and rounded once on store, as the CPU kernels do.
-// Every kernel is a grid-stride loop with 64-bit indices: outputs can exceed 2^31 elements.
+// Every kernel is a grid-stride loop over 64-bit positions (outputs can exceed 2^31 elements); the
+// index arithmetic inside is 32-bit where the tensors allow, since 64-bit division is slow on the
+// GPU. Planes move as 16-byte vectors where their size and alignment allow.
 #include "conv.h"
 #include "../cuda_provider.h"
 

