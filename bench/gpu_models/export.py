@@ -58,7 +58,7 @@ def export_one(module, args, path, dims, opset):
         auto = torch.export.Dim.AUTO
         shapes = [{i: auto for i, d in enumerate(dims[n]) if d} for n in module.inputs]
         if len(module.inputs) > 1 and module.inputs[1].startswith("past"):  # forward(input_ids, *past)
-            shapes = [shapes[0], shapes[1:]]
+            shapes = [shapes[0], tuple(shapes[1:])]
         prog = torch.onnx.export(module, args, opset_version=max(opset, 18), dynamo=True,
                                  input_names=module.inputs, output_names=module.outputs, dynamic_shapes=shapes)
         prog.save(path, external_data=False)

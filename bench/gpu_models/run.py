@@ -321,6 +321,8 @@ class Bench:
                     fn()  # compiles (first shape of this graph) or recompiles
                     self.sync()
                 row["compile_s"] = round(time.time() - t0, 1)
+                if row["compile_s"] > min(self.a.compile_timeout, left) + 5:  # the alarm was caught inside
+                    self.note(row, "torch.compile ran past its time box (%s s)" % row["compile_s"])
                 row["compile_ms"] = self.timer.median_ms(fn) / (len(ids) if ids else 1)
             except Exception as e:  # noqa: BLE001 - TimeoutError or a compiler error: n/a for the graph
                 row["compile"] = failed[graph] = "n/a (%s)" % first_line(e)
@@ -338,8 +340,10 @@ class Bench:
 
 
 def first_line(e):
-    text = str(e).strip()
-    return "%s: %s" % (type(e).__name__, text.splitlines()[0][:300] if text else "")
+    """The exception's type and first line (two where the first ends in ':', as inductor's do)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines or [""])[0]
+    return "%s: %s" % (type(e).__name__, text[:300])
 
 
 def ms(v):

@@ -74,21 +74,19 @@ static int is_int_type(int dt) {
            dt == KILN_DTYPE_UINT16 || dt == KILN_DTYPE_UINT32 || dt == KILN_DTYPE_UINT64;
 }
 
-/* Integer-only node whose inputs all live on the host: shape arithmetic. */
+/* Shape arithmetic: a node on integer scalars and vectors (what Shape, Gather of a shape, Concat
+ * of dims make) whose inputs all live on the host. Integer tensors of higher rank are data, which
+ * the device takes. */
 static int shape_arithmetic(const kiln_graph *g, const kiln_node *n) {
     int any = 0;
-    for (int i = 0; i < n->n_in; i++) {
-        int v = n->in[i];
+    for (int i = 0; i < n->n_in + n->n_out; i++) {
+        int is_in = i < n->n_in;
+        int v = is_in ? n->in[i] : n->out[i - n->n_in];
         if (v < 0) continue;
         const kiln_graph_value *gv = &g->values[v];
-        if (!gv->has_type || !is_int_type(gv->type.dtype) || gv->dev != 0) return 0;
-        any = 1;
-    }
-    for (int i = 0; i < n->n_out; i++) {
-        int v = n->out[i];
-        if (v < 0) continue;
-        const kiln_graph_value *gv = &g->values[v];
-        if (!gv->has_type || !is_int_type(gv->type.dtype)) return 0;
+        if (!gv->has_type || !is_int_type(gv->type.dtype) || gv->type.rank < 0 || gv->type.rank > 1) return 0;
+        if (is_in && gv->dev != 0) return 0;
+        any |= is_in;
     }
     return any;
 }

@@ -50,7 +50,8 @@ static void cuda_claim(kiln_provider *p, const kiln_graph *g, const kiln_node *n
         snprintf(out->why, sizeof out->why, "more than %d inputs or outputs", MAX_IO);
         return;
     }
-    const kiln_graph_value *in[MAX_IO], *outs[MAX_IO];
+    /* absent trailing inputs read as NULL: supports() may look past n_in for optional inputs */
+    const kiln_graph_value *in[MAX_IO] = {0}, *outs[MAX_IO] = {0};
     for (int i = 0; i < n->n_in; i++) in[i] = n->in[i] >= 0 ? &g->values[n->in[i]] : NULL;
     for (int i = 0; i < n->n_out; i++) outs[i] = n->out[i] >= 0 ? &g->values[n->out[i]] : NULL;
     if (k->supports && !k->supports(n, in, outs, out->why, sizeof out->why)) return;
