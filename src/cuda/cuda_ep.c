@@ -179,12 +179,53 @@ static const kiln_provider_vtable cuda_vtable = {
 
 KILN_EXPORT int kiln_provider_abi(void) { return KILN_PROVIDER_ABI; }
 
+/* KILN_CUDA_PLACEMENT_ONLY=1 on a machine without a usable GPU: a provider that claims nodes as
+ * the real one would but has no device, so `kiln info --providers cuda` can show a model's
+ * placement anywhere (running fails with a clear error). */
+static const kiln_provider_vtable placement_only_vtable;
+
+/* memory stands in on the host (constants are still "uploaded" at placement); kernels fail at
+ * their first CUDA call, so a run reports the missing device */
+static kiln_status po_alloc(kiln_provider *p, size_t b, void **out, kiln_err *e) {
+    *out = malloc(b ? b : 1);
+    return *out ? KILN_OK : kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+}
+static void po_free(kiln_provider *p, void *ptr) { free(ptr); }
+static kiln_status po_copy(kiln_provider *p, void *d, const void *s, size_t b, kiln_err *e) {
+    if (b) memmove(d, s, b);
+    return KILN_OK;
+}
+static kiln_status po_sync(kiln_provider *p, kiln_err *e) { return KILN_OK; }
+static void po_destroy(kiln_provider *p) { free(p); }
+
+static const kiln_provider_vtable placement_only_vtable = {
+    .name = "CUDAExecutionProvider",
+    .short_name = "cuda",
+    .host_memory = 0,
+    .claim = cuda_claim,
+    .alloc = po_alloc,
+    .free = po_free,
+    .to_device = po_copy,
+    .to_host = po_copy,
+    .copy = po_copy,
+    .sync = po_sync,
+    .describe = cuda_describe,
+    .destroy = po_destroy,
+};
+
 KILN_EXPORT kiln_status kiln_provider_open(const kiln_provider_config *cfg, kiln_provider **out, kiln_err *e) {
     *out = NULL;
     kiln_cuda_ep *c = calloc(1, sizeof *c);
     if (!c) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
     c->base.vt = &cuda_vtable;
     kiln_status st = kiln_cuda_provider_create(cfg->device_id, &c->cp);
+    const char *po = getenv("KILN_CUDA_PLACEMENT_ONLY");
+    if (st && po && po[0] == '1') {
+        c->base.vt = &placement_only_vtable;
+        snprintf(c->desc, sizeof c->desc, "no device, placement only (%s)", kiln_cuda_last_error());
+        *out = &c->base;
+        return KILN_OK;
+    }
     if (st) {
         kiln_fail(e, st == KILN_ERR_NO_MEMORY ? st : KILN_ERR_NO_PROVIDER, "%s", kiln_cuda_last_error());
         free(c);

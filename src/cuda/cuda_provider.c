@@ -109,9 +109,12 @@ void kiln_cuda_provider_destroy(kiln_cuda_provider *p) {
     free(p);
 }
 
-const kiln_cuda_device_info *kiln_cuda_info(const kiln_cuda_provider *p) { return &p->info; }
-void *kiln_cuda_stream(const kiln_cuda_provider *p) { return p->stream; }
-void *kiln_cuda_cublas(const kiln_cuda_provider *p) { return p->cublas; }
+/* p is NULL for a provider opened for placement only (no device): the accessors then give what
+ * makes the first CUDA call fail with the runtime's own error instead of crashing. */
+static const kiln_cuda_device_info no_device_info;
+const kiln_cuda_device_info *kiln_cuda_info(const kiln_cuda_provider *p) { return p ? &p->info : &no_device_info; }
+void *kiln_cuda_stream(const kiln_cuda_provider *p) { return p ? p->stream : NULL; }
+void *kiln_cuda_cublas(const kiln_cuda_provider *p) { return p ? p->cublas : NULL; }
 
 kiln_status kiln_cuda_malloc(kiln_cuda_provider *p, size_t bytes, void **out) {
     (void)p;
@@ -129,6 +132,7 @@ void kiln_cuda_free(kiln_cuda_provider *p, void *ptr) {
 }
 
 kiln_status kiln_cuda_workspace(kiln_cuda_provider *p, size_t bytes, void **out) {
+    if (!p) return kiln_cuda_fail(KILN_ERR_NO_PROVIDER, "no CUDA device (placement only)");
     if (bytes <= p->ws_bytes && p->ws) {
         *out = p->ws;
         return KILN_OK;
@@ -148,16 +152,19 @@ kiln_status kiln_cuda_workspace(kiln_cuda_provider *p, size_t bytes, void **out)
 }
 
 kiln_status kiln_cuda_h2d(kiln_cuda_provider *p, void *dst, const void *src, size_t bytes) {
+    if (!p) return kiln_cuda_fail(KILN_ERR_NO_PROVIDER, "no CUDA device (placement only)");
     CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, p->stream), "cudaMemcpyAsync H2D");
     return KILN_OK;
 }
 
 kiln_status kiln_cuda_d2h(kiln_cuda_provider *p, void *dst, const void *src, size_t bytes) {
+    if (!p) return kiln_cuda_fail(KILN_ERR_NO_PROVIDER, "no CUDA device (placement only)");
     CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, p->stream), "cudaMemcpyAsync D2H");
     return KILN_OK;
 }
 
 kiln_status kiln_cuda_d2d(kiln_cuda_provider *p, void *dst, const void *src, size_t bytes) {
+    if (!p) return kiln_cuda_fail(KILN_ERR_NO_PROVIDER, "no CUDA device (placement only)");
     CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, p->stream), "cudaMemcpyAsync D2D");
     return KILN_OK;
 }
@@ -173,11 +180,13 @@ kiln_status kiln_cuda_d2h_sync(kiln_cuda_provider *p, void *dst, const void *src
 }
 
 kiln_status kiln_cuda_memset(kiln_cuda_provider *p, void *dst, int value, size_t bytes) {
+    if (!p) return kiln_cuda_fail(KILN_ERR_NO_PROVIDER, "no CUDA device (placement only)");
     CK(cudaMemsetAsync(dst, value, bytes, p->stream), "cudaMemsetAsync");
     return KILN_OK;
 }
 
 kiln_status kiln_cuda_sync(kiln_cuda_provider *p) {
+    if (!p) return kiln_cuda_fail(KILN_ERR_NO_PROVIDER, "no CUDA device (placement only)");
     CK(cudaStreamSynchronize(p->stream), "cudaStreamSynchronize");
     return KILN_OK;
 }
