@@ -90,6 +90,10 @@ typedef struct kiln_options {
     /* 1: run a float32 model in float16 on the device (weights and activations converted once
      * when the session is made; inputs and outputs stay float32). */
     int float16;
+    /* NULL, or "NAME=N[,NAME=N...]": symbolic dimensions fixed for the session's life (ONNX
+     * Runtime's free dimension overrides). Shapes then become static, so shape arithmetic folds
+     * away (and graph capture can take the whole model); inputs must have those sizes. */
+    const char *dim_overrides;
 } kiln_options;
 
 typedef struct kiln_session kiln_session;

@@ -386,6 +386,17 @@ def attention_model(B=2, S=6, N=2, H=8, key_form="exporter", scale="both", mask=
         feeds["mask"] = m
     elif mask == "causal":
         inits["mask"] = np.triu(np.full((S, S), -np.inf, np.float32), 1)[None, None]
+    elif mask == "padding_where":
+        # torch's exporter for a padding mask: Where(keep, 0, lowest finite) expanded over rows
+        inputs["keep"] = (np.bool_, [B, 1, 1, S])
+        inits["lowest"] = c(np.finfo(np.float32).min)
+        inits["mshape"] = np.array([B, 1, S, S], np.int64)
+        nodes.insert(0, helper.make_node("Where", ["keep", "zero", "lowest"], ["m1"]))
+        nodes.insert(1, helper.make_node("Expand", ["m1", "mshape"], ["mask"]))
+        keep = np.ones((B, 1, 1, S), bool)
+        keep[0, ..., S - 2:] = False
+        keep[1, ..., :] = False  # a fully padded sequence: finite scores, a uniform softmax
+        feeds["keep"] = keep
     model = make_model(nodes, inputs, ["y", *extra_outputs], inits)
     return model, feeds
 
@@ -411,6 +422,13 @@ def test_attention_causal_constant_mask_gpt2_merge(capfd):
     m, feeds = attention_model(mask="causal", guard=False, out_2d=True, scale="none")
     n1, n3, _ = run_levels(m, feeds, capfd, ["Attention"], level=3, rtol=1e-5, atol=1e-5)
     assert n3 == 2
+
+
+def test_attention_finite_padding_mask_needs_no_guard(capfd):
+    """torch's padding mask, Where(keep, 0, lowest) expanded: finite, so fused without a guard."""
+    m, feeds = attention_model(mask="padding_where", guard=False)
+    n1, n2, log = run_levels(m, feeds, capfd, ["Attention"], level=2, rtol=1e-5, atol=1e-5)
+    assert "Attention" in log
 
 
 @pytest.mark.parametrize("case", ["mask_without_guard", "probs_read_outside", "softmax_other_axis"])

@@ -9,12 +9,14 @@ import numpy as np
 
 from util import ROOT, kiln
 
+BUILD = os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build"))
+
 EXAMPLE = os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx")
 
 
 def test_cli_bench_writes_a_trace(tmp_path):
     trace = tmp_path / "trace.json"
-    out = subprocess.run([os.path.join(ROOT, "build", "kiln"), "bench", EXAMPLE, "--runs", "4", "--warmup", "1",
+    out = subprocess.run([os.path.join(BUILD, "kiln"), "bench", EXAMPLE, "--runs", "4", "--warmup", "1",
                           "--profile", str(trace)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     events = json.loads(trace.read_text())

@@ -14,6 +14,8 @@ import pytest
 
 from util import ROOT
 
+BUILD = os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build"))
+
 FAKE_SRC = os.path.join(ROOT, "tests", "providers", "fake_device.c")
 
 
@@ -23,7 +25,7 @@ def fake_dir(tmp_path_factory):
     lib = d / "libkiln_cuda.so"
     cmd = ["gcc", "-std=c11", "-O1", "-g", "-shared", "-fPIC", "-fvisibility=hidden", "-D_GNU_SOURCE",
            "-I" + os.path.join(ROOT, "src"), "-I" + os.path.join(ROOT, "include"), FAKE_SRC, "-o", str(lib),
-           "-L" + os.path.join(ROOT, "build"), "-lkiln"]
+           "-L" + BUILD, "-lkiln", "-Wl,-rpath," + BUILD]
     subprocess.run(cmd, check=True)
     return str(d)
 
@@ -162,7 +164,7 @@ print(s.end_profiling())
 def test_cli_info_lists_placement(fake_dir, tmp_path):
     env = dict(os.environ, KILN_PROVIDER_PATH=fake_dir)
     path = os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx")
-    out = subprocess.run([os.path.join(ROOT, "build", "kiln"), "info", path, "--providers", "cuda"],
+    out = subprocess.run([os.path.join(BUILD, "kiln"), "info", path, "--providers", "cuda"],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert "providers: CUDAExecutionProvider, CPUExecutionProvider" in out.stdout

@@ -13,7 +13,7 @@ import pytest
 
 from util import ROOT, kiln
 
-BUILD = os.path.join(ROOT, "build")
+BUILD = os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build"))
 LIBKILN = os.path.join(BUILD, "libkiln.so")
 LIBCUDA = os.path.join(BUILD, "libkiln_cuda.so")
 EXAMPLE = os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx")

@@ -18,6 +18,18 @@ typedef struct dim_binding { const char *name; int64_t value; } dim_binding;
 kiln_session *cli_open(const char *path, int threads, unsigned providers, int allow_missing, int verbose);
 /* "cuda,cpu" -> KILN_PROVIDER_CUDA | KILN_PROVIDER_CPU; 0 (after printing why) on an unknown name. */
 unsigned cli_parse_providers(const char *list);
+
+/* Session options shared by run, info and bench: --providers LIST, --free-dim NAME=N (repeatable:
+ * fixes a symbolic dimension), --cuda-graph (graph capture), --fp16 (run float32 in float16). */
+typedef struct cli_session_opts {
+    unsigned providers;
+    int graph_capture, float16;
+    char dims[1024];
+} cli_session_opts;
+extern cli_session_opts cli_opts;
+/* At argv[*i]: 1 when it was a session option (consumed, *i advanced past its value), 0 when it is
+ * not one, -1 on a bad value (the reason printed). */
+int cli_parse_session_opt(int argc, char **argv, int *i);
 /* Makes an input tensor for model input i from its declared type: symbolic dims from `dims`
  * (default 1), floats uniform in [-1, 1), integers in [0, 2), bools random. */
 int cli_synthetic_input(kiln_session *s, size_t i, const dim_binding *dims, int n_dims, unsigned *seed,

@@ -28,12 +28,47 @@ unsigned cli_parse_providers(const char *list) {
     return mask;
 }
 
+/* Session options the subcommands share (--providers, --static with --dim, --cuda-graph). */
+cli_session_opts cli_opts;
+
+int cli_parse_session_opt(int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    int more = *i + 1 < argc;
+    if (!strcmp(a, "--providers") && more) {
+        if (!(cli_opts.providers = cli_parse_providers(argv[++*i]))) return -1;
+        return 1;
+    }
+    if (!strcmp(a, "--cuda-graph")) {
+        cli_opts.graph_capture = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--fp16")) {
+        cli_opts.float16 = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--free-dim") && more) {
+        const char *d = argv[++*i];
+        size_t l = strlen(cli_opts.dims);
+        if (!strchr(d, '=') || l + strlen(d) + 2 > sizeof cli_opts.dims) {
+            fprintf(stderr, "kiln: --free-dim needs NAME=N\n");
+            return -1;
+        }
+        snprintf(cli_opts.dims + l, sizeof cli_opts.dims - l, "%s%s", l ? "," : "", d);
+        return 1;
+    }
+    return 0;
+}
+
 kiln_session *cli_open(const char *path, int threads, unsigned providers, int allow_missing, int verbose) {
     kiln_options opt;
     kiln_options_init(&opt);
     opt.threads = threads;
     opt.verbose = verbose;
     if (providers) opt.providers = providers;
+    if (cli_opts.providers) opt.providers = cli_opts.providers;
+    opt.graph_capture = cli_opts.graph_capture;
+    opt.float16 = cli_opts.float16;
+    opt.dim_overrides = cli_opts.dims[0] ? cli_opts.dims : NULL;
     kiln_err e = {0};
     kiln_model *m;
     if (kiln_model_load_file(path, &m, &e)) {

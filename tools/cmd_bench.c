@@ -14,6 +14,7 @@ int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *npz = NULL;
     int threads = 0, runs = 100, warmup = 10;
     unsigned providers = 0;
+    int sopt;
     const char *profile = NULL;
     dim_binding dims[32];
     int n_dims = 0;
@@ -24,8 +25,8 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(argv[i], "--warmup") && more) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--inputs") && more) npz = argv[++i];
         else if (!strcmp(argv[i], "--profile") && more) profile = argv[++i];
-        else if (!strcmp(argv[i], "--providers") && more) {
-            if (!(providers = cli_parse_providers(argv[++i]))) return 2;
+        else if ((sopt = cli_parse_session_opt(argc, argv, &i)) != 0) {
+            if (sopt < 0) return 2;
         }
         else if (!strcmp(argv[i], "--dim") && more && n_dims < 32) {
             char *eq = strchr(argv[++i], '=');

@@ -63,8 +63,10 @@ int cmd_info(int argc, char **argv) {
     int n_dims = 0;
     unsigned providers = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--providers") && i + 1 < argc) {
-            if (!(providers = cli_parse_providers(argv[++i]))) return 2;
+        int sopt = cli_parse_session_opt(argc, argv, &i);
+        if (sopt < 0) return 2;
+        if (sopt) {
+            continue;
         } else if (!strcmp(argv[i], "--dim") && i + 1 < argc && n_dims < 32) {
             char *eq = strchr(argv[++i], '=');
             if (!eq) { fprintf(stderr, "kiln info: --dim needs NAME=N\n"); return 2; }

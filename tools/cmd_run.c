@@ -60,6 +60,7 @@ int cmd_run(int argc, char **argv) {
     const char *model = NULL, *outdir = ".", *npz = NULL, *testdir = NULL;
     int threads = 0, verbose = 0, quiet = 0;
     unsigned providers = 0;
+    int sopt;
     const char *profile = NULL;
     char **singles = calloc((size_t)argc, sizeof(char *));
     int n_singles = 0;
@@ -74,8 +75,8 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--verbose")) verbose = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--profile") && more) profile = argv[++i];
-        else if (!strcmp(a, "--providers") && more) {
-            if (!(providers = cli_parse_providers(argv[++i]))) { free(singles); return 2; }
+        else if ((sopt = cli_parse_session_opt(argc, argv, &i)) != 0) {
+            if (sopt < 0) { free(singles); return 2; }
         }
         else if (a[0] != '-' && !model) model = a;
         else {

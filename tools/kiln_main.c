@@ -12,16 +12,19 @@ static void usage(void) {
     fputs("kiln " KILN_VERSION " - an ONNX inference runtime\n"
           "usage:\n"
           "  kiln run MODEL [--input NAME=FILE.npy ...] [--inputs FILE.npz] [--test-data DIR]\n"
-          "                 [--output-dir DIR] [--threads N] [--providers cuda,cpu] [--profile TRACE.json]\n"
-          "                 [--verbose]\n"
-          "  kiln info MODEL [--dim NAME=N ...] [--providers cuda,cpu]\n"
+          "                 [--output-dir DIR] [--threads N] [--profile TRACE.json] [--verbose] [SESSION]\n"
+          "  kiln info MODEL [--dim NAME=N ...] [SESSION]\n"
           "  kiln test DIR... [--expect-fail FILE] [--write-failures FILE] [--rtol X] [--atol X] [--quiet]\n"
           "  kiln bench MODEL [--threads N] [--runs N] [--warmup N] [--inputs FILE.npz] [--dim NAME=N ...]\n"
-          "                   [--providers cuda,cpu] [--profile TRACE.json]\n"
+          "                   [--profile TRACE.json] [SESSION]\n"
           "  kiln convert MODEL OUT.onnx [--fp16] [--optimize] [--verbose]\n"
           "                  (writes the model back as ONNX: --fp16 computes in float16 with float32\n"
           "                   inputs/outputs, --optimize applies kiln's fusions)\n"
-          "  kiln ops          (every operator kiln has a kernel for: domain, name, first opset, provider)\n",
+          "  kiln ops          (every operator kiln has a kernel for: domain, name, first opset, provider)\n"
+          "SESSION options: --providers cuda[,cpu] (cuda alone: fail without a GPU; with cpu: fall back)\n"
+          "                 --free-dim NAME=N (fix a symbolic dimension; repeatable)\n"
+          "                 --cuda-graph (record and replay each input shape's device work)\n"
+          "                 --fp16 (run a float32 model in float16, float32 inputs and outputs)\n",
           stderr);
 }
 

@@ -36,7 +36,8 @@ def load():
 
 class Options(ctypes.Structure):
     _fields_ = [("threads", ctypes.c_int), ("opt_level", ctypes.c_int), ("providers", ctypes.c_uint),
-                ("verbose", ctypes.c_int), ("graph_capture", ctypes.c_int), ("float16", ctypes.c_int)]
+                ("verbose", ctypes.c_int), ("graph_capture", ctypes.c_int), ("float16", ctypes.c_int),
+                ("dim_overrides", ctypes.c_char_p)]
 
 
 class TensorDesc(ctypes.Structure):

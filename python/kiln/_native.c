@@ -203,8 +203,9 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         return NULL;
     }
     int flags = 0; /* bit 0: graph capture, bit 1: float16 */
-    if (!PyArg_ParseTuple(args, "SpOiIp|i:Session", &model, &is_bytes, &threads, &opt_level, &providers, &verbose,
-                          &flags))
+    const char *dims = NULL;
+    if (!PyArg_ParseTuple(args, "SpOiIp|iz:Session", &model, &is_bytes, &threads, &opt_level, &providers, &verbose,
+                          &flags, &dims))
         return NULL;
     kiln_options opt;
     kiln_options_init(&opt);
@@ -222,6 +223,7 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     opt.verbose = verbose;
     opt.graph_capture = flags & 1;
     opt.float16 = (flags >> 1) & 1;
+    opt.dim_overrides = dims; /* read while the session opens, below */
 
     Session *self = (Session *)type->tp_alloc(type, 0);
     if (!self) return NULL;

@@ -118,6 +118,11 @@ class InferenceSession:
         if threads is not None:
             n_threads = int(threads)
         opt_level = int(opt_level)
+        dims = None
+        if sess_options is not None and hasattr(sess_options, "_dim_spec"):
+            dims = sess_options._dim_spec()
+            if opt_level == 2:
+                opt_level = sess_options._opt_level()
         verbose = int(bool(verbose))
         # As in ONNX Runtime: nodes no provider takes run on the CPU anyway; naming the CPU too
         # (["CUDAExecutionProvider", "CPUExecutionProvider"]) also lets the session fall back to it,
@@ -141,7 +146,8 @@ class InferenceSession:
                 model, is_bytes = bytes(path_or_bytes), True  # the native session keeps it alive
             else:
                 model, is_bytes = str(path_or_bytes).encode(), False
-            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose, flags)
+            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose, flags,
+                                          dims.encode() if dims else None)
             self._inputs = [_node_arg(*t) for t in self._native.io(False)]
             self._outputs = [_node_arg(*t) for t in self._native.io(True)]
             self._after_open()
@@ -159,6 +165,7 @@ class InferenceSession:
         opt.providers = mask
         opt.graph_capture = flags & 1
         opt.float16 = (flags >> 1) & 1
+        opt.dim_overrides = dims.encode() if dims else None
         handle = ctypes.c_void_p()
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             self._bytes = bytes(path_or_bytes)  # initializers point into these bytes: keep them alive

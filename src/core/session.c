@@ -4,6 +4,7 @@
 #include "../opt/optimize.h"
 #include "placement.h"
 #include "capture.h"
+#include "dims.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,11 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     if (s->eps.warning[0] && s->opt.verbose) fprintf(stderr, "kiln: warning: %s\n", s->eps.warning);
     for (int p = 1; s->opt.verbose && p < s->eps.n; p++)
         fprintf(stderr, "kiln: %s on %s\n", s->eps.ep[p]->vt->name, s->eps.ep[p]->vt->describe(s->eps.ep[p]));
+    if (kiln_apply_dim_overrides(m, s->opt.dim_overrides, &e)) {
+        kiln_session_close(s);
+        return fail_open(&e);
+    }
+    s->opt.dim_overrides = NULL; /* the caller's string need not outlive the call */
     if (s->opt.float16) {
         size_t converted = 0;
         if (kiln_graph_to_float16(m, s->opt.verbose, &converted, &e)) {

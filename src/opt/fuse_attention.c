@@ -137,6 +137,29 @@ static int mask_rows_finite(opt_ctx *c, int mask) {
     return row > 0;
 }
 
+/* Every value of the mask is finite whatever the inputs: a constant of finite values, or a view
+ * (Expand, Reshape, Unsqueeze, Squeeze) or Where of such values. A finite mask cannot make a
+ * whole softmax row -inf, so no NaN guard is needed (torch's exporter fills padding with the
+ * type's lowest finite value, through Where(mask, 0, lowest)). */
+static int mask_values_finite(opt_ctx *c, int v, int depth) {
+    if (v < 0 || depth > 8) return 0;
+    const kiln_tensor *t = opt_const(c, v);
+    if (t) {
+        if (!opt_float_type(t->dtype)) return 0;
+        for (int64_t i = 0, n = kiln_numel(t); i < n; i++)
+            if (!isfinite(kiln_load_f64(t->dtype, t->data, i))) return 0;
+        return 1;
+    }
+    static const char *views[] = {"Expand", "Reshape", "Unsqueeze", "Squeeze", NULL};
+    for (int i = 0; views[i]; i++) {
+        kiln_node *n = opt_producer(c, v, views[i]);
+        if (n) return mask_values_finite(c, n->in[0], depth + 1);
+    }
+    kiln_node *w = opt_producer(c, v, "Where");
+    return w && w->n_in == 3 && mask_values_finite(c, w->in[1], depth + 1) &&
+           mask_values_finite(c, w->in[2], depth + 1);
+}
+
 static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     static const int64_t heads_first[4] = {0, 2, 1, 3};
     attn_match m = {{0}, 0, 1.0};
@@ -213,7 +236,7 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     int keep_reshape = fo->rank != 3 || !same_dim(fo->dims[0], fq->dims[0]) ||
                        !same_dim(fo->dims[1], fq->dims[1]) || fo->dims[2] != nq * hv;
     if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype)) return KILN_OK;
-    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask)) return KILN_OK;
+    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0)) return KILN_OK;
 
     kiln_attr *attrs = calloc(3, sizeof *attrs);
     if (!attrs || !opt_attr_int(&attrs[0], "q_num_heads", nq) ||
