@@ -146,8 +146,7 @@ class InferenceSession:
                 model, is_bytes = bytes(path_or_bytes), True  # the native session keeps it alive
             else:
                 model, is_bytes = str(path_or_bytes).encode(), False
-            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose, flags,
-                                          dims.encode() if dims else None)
+            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose, flags, dims)
             self._inputs = [_node_arg(*t) for t in self._native.io(False)]
             self._outputs = [_node_arg(*t) for t in self._native.io(True)]
             self._after_open()
