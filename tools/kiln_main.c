@@ -1,5 +1,6 @@
 /* The kiln command: run, info, test, bench and convert over ONNX models. */
 #include "cli.h"
+#include "providers/registry.h"
 #include "ops/op.h"
 #include <stdlib.h>
 #include <stdio.h>
@@ -36,6 +37,12 @@ static int cmp_op(const void *a, const void *b) {
     return c;
 }
 
+static void print_kernel(void *arg, const char *provider, const kiln_kernel *k) {
+    (void)arg;
+    printf("%s\t%s\t%d\t%s\n", k->domain && k->domain[0] ? k->domain : "ai.onnx", k->name, k->since,
+           strcmp(provider, "CUDAExecutionProvider") ? provider : "cuda");
+}
+
 static int cmd_ops(void) {
     int n = kiln_list_ops(NULL, 0);
     const kiln_op **ops = malloc((size_t)(n ? n : 1) * sizeof *ops);
@@ -46,6 +53,7 @@ static int cmd_ops(void) {
         printf("%s\t%s\t%d\tcpu\n", ops[i]->domain && ops[i]->domain[0] ? ops[i]->domain : "ai.onnx", ops[i]->name,
                ops[i]->since);
     free(ops);
+    kiln_providers_each_kernel(print_kernel, NULL);
     return 0;
 }
 

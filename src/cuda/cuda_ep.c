@@ -179,6 +179,9 @@ static const kiln_provider_vtable cuda_vtable = {
 
 KILN_EXPORT int kiln_provider_abi(void) { return KILN_PROVIDER_ABI; }
 
+/* The kernel tables (NULL-terminated), for listings (`kiln ops`); needs no device. */
+KILN_EXPORT const kiln_kernel *const *kiln_provider_kernels(void) { return kernel_tables(); }
+
 /* KILN_CUDA_PLACEMENT_ONLY=1 on a machine without a usable GPU: a provider that claims nodes as
  * the real one would but has no device, so `kiln info --providers cuda` can show a model's
  * placement anywhere (running fails with a clear error). */

@@ -129,3 +129,20 @@ void kiln_providers_close(kiln_provider_set *set) {
         if (set->ep[i]) set->ep[i]->vt->destroy(set->ep[i]);
     set->n = 0;
 }
+
+int kiln_providers_each_kernel(void (*fn)(void *arg, const char *provider, const kiln_kernel *k), void *arg) {
+    int listed = 0;
+    for (int i = 0; i < N_KNOWN; i++) {
+        char why[1024];
+        pthread_mutex_lock(&load_mu);
+        void *h = load_library(KNOWN[i].library, why, sizeof why);
+        pthread_mutex_unlock(&load_mu);
+        if (!h) continue;
+        const kiln_kernel *const *(*tables)(void) = (const kiln_kernel *const *(*)(void))dlsym(h, "kiln_provider_kernels");
+        if (!tables) continue;
+        for (const kiln_kernel *const *t = tables(); *t; t++)
+            for (const kiln_kernel *k = *t; k->name; k++) fn(arg, KNOWN[i].ort_name, k);
+        listed++;
+    }
+    return listed;
+}

@@ -22,6 +22,10 @@ typedef struct kiln_provider_set {
 kiln_status kiln_providers_open(const kiln_options *opt, kiln_provider_set *set, kiln_err *e);
 void kiln_providers_close(kiln_provider_set *set);
 
+/* Calls fn for every kernel of every provider library that loads here (no device needed), with
+ * the provider's ONNX Runtime name; returns the number of libraries listed. */
+int kiln_providers_each_kernel(void (*fn)(void *arg, const char *provider, const kiln_kernel *k), void *arg);
+
 /* ONNX Runtime's names of the providers this build can load, for get_available_providers(). */
 int kiln_providers_known(const char **names, int max);
 
