@@ -372,20 +372,7 @@ class InferenceSession:
         lib = self._lib
         names, descs, keep = [], [], []
         for name, value in input_feed.items():
-            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-            dims = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
-            names.append(str(name).encode())
-            if arr.dtype.kind in "USO":  # strings: an array of NUL-terminated UTF-8 pointers
-                flat = [x.decode() if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
-                ptrs = (ctypes.c_char_p * max(len(flat), 1))(*[f.encode() for f in flat])
-                keep.append((ptrs, dims))
-                descs.append(_lib.TensorDesc(8, arr.ndim, dims, ctypes.cast(ptrs, ctypes.c_void_p), 0))
-                continue
-            if arr.dtype not in _CODE_OF:
-                raise KilnError("input %r: unsupported numpy dtype %s" % (name, arr.dtype))
-            arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
-            keep.append((arr, dims))
-            descs.append(_lib.TensorDesc(_CODE_OF[arr.dtype], arr.ndim, dims, arr.ctypes.data, 0))
+            self._host_desc(name, value, names, descs, keep)
         n_in = len(names)
         c_names = (ctypes.c_char_p * max(n_in, 1))(*names)
         c_descs = (_lib.TensorDesc * max(n_in, 1))(*descs)

@@ -45,6 +45,9 @@ int kiln_cuda_in_dtype(const kiln_graph_value *const *in, int i);
  * and returns 0 unless every present input in mask has a float type equal to input 0's. */
 int kiln_cuda_need_float(const kiln_node *n, const kiln_graph_value *const *in, unsigned mask,
                          char *why, size_t cap);
+/* The same with the accepted types given by ok() and described by `takes` for the message. */
+int kiln_cuda_need_same_type(const kiln_node *n, const kiln_graph_value *const *in, unsigned mask,
+                             int (*ok)(int dtype), const char *takes, char *why, size_t cap);
 
 /* Kernel families (each table ends with an entry whose name is NULL). */
 #define KILN_CUDA_FAMILIES(X)                                                                       \

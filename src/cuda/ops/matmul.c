@@ -350,22 +350,9 @@ static kiln_status gemm_compute(kiln_ctx *ctx) {
 /* Inputs in mask must have one known element type that cuBLASLt multiplies. */
 static int same_float_type(const kiln_node *n, const kiln_graph_value *const *in, unsigned mask,
                            char *why, size_t cap) {
-    int want = kiln_cuda_in_dtype(in, 0);
-    for (int i = 0; i < n->n_in && i < 32; i++) {
-        if (!(mask & (1u << i)) || !in[i]) continue;
-        int dt = kiln_cuda_in_dtype(in, i);
-        if (!dt) {
-            snprintf(why, cap, "the element type of input %d is not known before running", i);
-            return 0;
-        }
-        if (!lt_dtype_ok(dt) || dt != want) {
-            snprintf(why, cap, "input %d has element type %s; the CUDA matmul takes float32, float16, "
-                     "bfloat16 or float64, the same for every input (integer products run on the CPU)",
-                     i, kiln_dtype_name((kiln_dtype)dt));
-            return 0;
-        }
-    }
-    return 1;
+    return kiln_cuda_need_same_type(n, in, mask, lt_dtype_ok,
+                                    "float32, float16, bfloat16 or float64 (integer products run on the CPU)",
+                                    why, cap);
 }
 
 static int matmul_supports(const kiln_node *n, const kiln_graph_value *const *in,
