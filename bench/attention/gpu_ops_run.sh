@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU machine for the attention operators through the runtime
-# (src/cuda/ops/cuda_attention_ops.c): runs tests/gpu/test_cuda_ops.py against a libkiln.so built
+# (src/cuda/ops/attention.c): runs tests/gpu/test_cuda_ops.py against a libkiln.so built
 # elsewhere with CUDA, then (if it fits) bench/attention/gpu_run.sh on the prebuilt kernel tests,
 # and prints a short summary table last. Logs go under $OUT.
 #
