@@ -514,3 +514,19 @@ def test_fp16_refuses_subgraphs(tmp_path):
     assert r.returncode == 1
     assert "'branch' (If)" in r.stderr and "subgraph" in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["bert_tiny", "gpt2_tiny"])
+def test_float16_session_option(name):
+    """InferenceSession(..., float16=True) converts at open: float32 in and out, float16 inside."""
+    path = os.path.join(MODELS, name + ".onnx")
+    ref = np.load(os.path.join(MODELS, name + ".ref.npz"))
+    feeds = {k[3:]: ref[k] for k in ref.files if k.startswith("in.")}
+    s = kiln.InferenceSession(path, float16=True)
+    assert all(o.type == "tensor(float)" for o in s.get_outputs() if o.type.startswith("tensor(float"))
+    for o, got in zip(s.get_outputs(), s.run(None, feeds)):
+        want = ref["out." + o.name]
+        assert got.dtype == want.dtype
+        if want.dtype.kind == "f":
+            err = float(np.max(np.abs(got.astype(np.float64) - want))) / max(float(np.max(np.abs(want))), 1e-6)
+            assert err < 2e-2, (o.name, err)
