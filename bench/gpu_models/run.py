@@ -254,6 +254,11 @@ class Bench:
                     row["kiln_gpu_ms"] = self.timer.median_ms(workload(run, np_xs, np_ids)) / per
                 except Exception as e:  # noqa: BLE001
                     self.note(row, "kiln GPU: %s" % first_line(e))
+                if self.a.graph and not row["steps"] and self.left() > self.a.row_reserve_s:
+                    try:
+                        row["kiln_graph_ms"] = self._kiln_graph(graph, row, dev_xs)
+                    except Exception as e:  # noqa: BLE001 - e.g. a node the GPU does not take
+                        self.note(row, "kiln graph: %s" % first_line(e))
                 print("    kiln %s ms  eager %s  eager+copy %s  rel err %s" % (
                     ms(row.get("kiln_gpu_ms")), ms(row["eager_ms"]), ms(row["eager_copy_ms"]),
                     sci(row.get("rel_err"))), flush=True)
@@ -261,6 +266,23 @@ class Bench:
             del sess
             if self.dev == "cuda":
                 torch.cuda.empty_cache()
+
+    # ---- kiln with the row's shapes fixed, CUDA graphs and device-resident inputs and outputs ----
+    def _kiln_graph(self, graph, row, dev_xs):
+        """A session per row: its symbolic dims fixed to the row's sizes (shape arithmetic folds,
+        every node can run on the GPU), enable_cuda_graph, torch inputs read in place and outputs
+        left on the device, as eager has them."""
+        names = self.names(graph, "fp16")
+        opts = self.kiln.SessionOptions()
+        for spec, x in zip(self.manifest["graphs"][graph]["inputs"]["fp16"], dev_xs):
+            for d, size in zip(spec["dims"], x.shape):
+                if isinstance(d, str):
+                    opts.add_free_dimension_override_by_name(d, int(size))
+        sess = self.kiln.InferenceSession(self.path(graph, "fp16"), sess_options=opts,
+                                          providers=[(CUDA_EP, {"enable_cuda_graph": "1"})])
+        feed = dict(zip(names, [x.contiguous() for x in dev_xs]))
+        run = lambda: sess.run_with_ort_values(None, feed)  # noqa: E731
+        return self.timer.median_ms(run)
 
     # ---- phase 2: the CPU columns, batch 1, float32 file ----------------------------------------
     def phase_cpu(self):
@@ -372,13 +394,13 @@ def geomean(xs):
 def report(rows, notes, env, elapsed_s):
     def x(v):
         return "-" if v is None else "%.2fx" % v
-    head = ["model", "batch", "seq", "kiln GPU ms", "eager ms", "eager+copy ms", "compile ms", "kiln CPU ms",
+    head = ["model", "batch", "seq", "kiln GPU ms", "kiln graph ms", "eager ms", "eager+copy ms", "compile ms", "kiln CPU ms",
             "ORT CPU ms", "vs eager", "vs eager+copy", "vs compile", "rel err", "% nodes CUDA"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         k, err, frac = r.get("kiln_gpu_ms"), r.get("rel_err"), r.get("cuda_node_frac")
         lines.append("| " + " | ".join([
-            LABEL[r["graph"]], str(r["batch"]), seq_label(r), ms(k), ms(r.get("eager_ms")),
+            LABEL[r["graph"]], str(r["batch"]), seq_label(r), ms(k), ms(r.get("kiln_graph_ms")), ms(r.get("eager_ms")),
             ms(r.get("eager_copy_ms")), "n/a" if "compile" in r else ms(r.get("compile_ms")),
             ms(r.get("kiln_cpu_ms")), ms(r.get("ort_cpu_ms")), x(ratio(k, r.get("eager_ms"))),
             x(ratio(k, r.get("eager_copy_ms"))), x(ratio(k, r.get("compile_ms"))),
@@ -388,10 +410,14 @@ def report(rows, notes, env, elapsed_s):
     decode = " (decode: per token, %d steps from a %d-token cache)" % (dec[0]["steps"], dec[0]["past"]) if dec else ""
     gm = {k: geomean([ratio(r.get("kiln_gpu_ms"), r.get(k + "_ms")) for r in rows])
           for k in ("eager", "eager_copy", "compile")}
+    gg = {k: geomean([ratio(r.get("kiln_graph_ms"), r.get(k + "_ms")) for r in rows]) for k in ("eager", "compile")}
     lines += ["", "Geometric mean of kiln GPU's speedup (>1: kiln faster; rows that have both): vs eager %s, "
               "vs eager+copy %s, vs torch.compile %s." % (x(gm["eager"]), x(gm["eager_copy"]), x(gm["compile"])),
+              "Geometric mean of kiln graph's speedup: vs eager %s, vs torch.compile %s." % (
+                  x(gg["eager"]), x(gg["compile"])),
               "", "Medians in ms%s. kiln GPU: numpy in and out, "
-              "upload and download included. eager, compile: inputs and outputs on the GPU. eager+copy: host "
+              "upload and download included. kiln graph: symbolic dims fixed to the row's sizes, CUDA graph "
+              "replay, torch inputs read in place and outputs left on the GPU (like eager). eager, compile: inputs and outputs on the GPU. eager+copy: host "
               "tensors in, every output .cpu(), like kiln. CPU columns: the float32 file, batch 1, %s threads. "
               "rel err: max|kiln - eager| / max|eager| over all outputs (! at 2e-2 or more)." % (decode, env["cpu_threads"])]
     row_notes = ["%s batch %d %s: %s" % (LABEL[r["graph"]], r["batch"], seq_label(r), n)
@@ -417,6 +443,8 @@ def main():
     ap.add_argument("--cpu-threads", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--no-cpu", dest="cpu", action="store_false", help="skip the CPU columns")
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
+    ap.add_argument("--no-graph", dest="graph", action="store_false",
+                    help="skip the kiln column with fixed shapes and CUDA graphs")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode (default: PyTorch's default)")
     ap.add_argument("--compile-timeout", type=float, default=150, help="seconds for one graph's compile")
     ap.add_argument("--cpu-smoke", action="store_true", help="PyTorch on the CPU: exercises the code, no GPU")
