@@ -431,6 +431,54 @@ def test_attention_finite_padding_mask_needs_no_guard(capfd):
     assert "Attention" in log
 
 
+def dynamic_split_attention():
+    """The exporter's form for dynamic batch and sequence axes: the head split and merge shapes are
+    computed from Shape(q) at run time, and the softmax goes through Cast(float) -> Cast(back)."""
+    B, S, N, H = 2, 6, 2, 8
+    D = N * H
+    inits = {"i0": np.array([0], np.int64), "i1": np.array([1], np.int64), "nh": np.array([N, H], np.int64),
+             "d": np.array([D], np.int64), "scale": c(1 / np.sqrt(H))}
+    nodes = [helper.make_node("Shape", ["q"], ["shp"]),
+             helper.make_node("Gather", ["shp", "i0"], ["b"], axis=0),
+             helper.make_node("Gather", ["shp", "i1"], ["s"], axis=0),
+             helper.make_node("Concat", ["b", "s", "nh"], ["split"], axis=0),
+             helper.make_node("Concat", ["b", "s", "d"], ["merge"], axis=0)]
+    for x in "qkv":
+        nodes.append(helper.make_node("Reshape", [x, "split"], [x + "r"]))
+    nodes += [helper.make_node("Transpose", ["qr"], ["q4"], perm=[0, 2, 1, 3]),
+              helper.make_node("Transpose", ["vr"], ["v4"], perm=[0, 2, 1, 3]),
+              helper.make_node("Transpose", ["kr"], ["kt"], perm=[0, 2, 3, 1]),
+              helper.make_node("MatMul", ["q4", "kt"], ["sc"]),
+              helper.make_node("Mul", ["sc", "scale"], ["scs"]),
+              helper.make_node("Softmax", ["scs"], ["p"], axis=-1),
+              helper.make_node("Cast", ["p"], ["p32"], to=TensorProto.FLOAT),
+              helper.make_node("Cast", ["p32"], ["pc"], to=TensorProto.FLOAT),
+              helper.make_node("MatMul", ["pc", "v4"], ["o4"]),
+              helper.make_node("Transpose", ["o4"], ["o3"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["o3", "merge"], ["y"])]
+    model = make_model(nodes, {x: (F32, ["batch", "seq", D]) for x in "qkv"}, ["y"], inits)
+    rng = np.random.default_rng(61)
+    return model, {x: rand(rng, (B, S, D)) for x in "qkv"}
+
+
+def test_attention_with_shapes_fixed_at_open():
+    """Dynamic axes keep the split shapes unknown while the fusions run; fixing them
+    (add_free_dimension_override_by_name) folds the shape arithmetic first, and the attention,
+    with its identity Casts, becomes one node whose outputs match onnxruntime."""
+    m, feeds = dynamic_split_attention()
+    free = kiln.InferenceSession(m.SerializeToString())
+    assert "Attention" not in [n["op_type"] for n in free.nodes()]
+    opts = kiln.SessionOptions()
+    opts.add_free_dimension_override_by_name("batch", 2)
+    opts.add_free_dimension_override_by_name("seq", 6)
+    fixed = kiln.InferenceSession(m.SerializeToString(), sess_options=opts)
+    ops = [n["op_type"] for n in fixed.nodes()]
+    assert ops.count("Attention") == 1 and "Softmax" not in ops and "Cast" not in ops, ops
+    want = run_ort(m, feeds)
+    assert_same(fixed.run(None, feeds)[0], want[0], 1e-5, 1e-6, what="fused")
+    assert_same(free.run(None, feeds)[0], want[0], 1e-5, 1e-6, what="unfused")
+
+
 @pytest.mark.parametrize("case", ["mask_without_guard", "probs_read_outside", "softmax_other_axis"])
 def test_attention_not_fused(case, capfd):
     kw = {"mask_without_guard": dict(guard=False), "probs_read_outside": dict(extra_outputs=("p",)),

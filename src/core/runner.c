@@ -549,7 +549,7 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
     kiln_err scratch;
     for (int ni = 0; ni < g->n_nodes; ni++) {
         kiln_node *n = &g->nodes[ni];
-        if (!n->op) continue;
+        if (!n->op || n->removed) continue;
         kiln_value *ins[64] = {0}, *outs[64] = {0}, outv[64];
         if (n->n_in > 64 || n->n_out > 64) continue;
         int all_const = 1, shape_known = 1;

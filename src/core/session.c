@@ -172,8 +172,18 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         }
     }
     if (s->opt.opt_level >= 2) {
+        /* fold first: shapes computed from static dimensions (Shape -> Gather -> Concat chains of
+         * exported models, or dims fixed by dim_overrides) become constants the fusions can read */
+        size_t len0 = 0;
+        int count0 = 0;
+        char *missing0 = NULL;
+        kiln_status st = bind_kernels(s, m->graph, &missing0, &len0, &count0);
+        free(missing0);
+        if (!st && !count0) st = prepare_recursive(s, m->graph, &e);
         size_t n_rw = 0;
-        if (kiln_graph_optimize_for(m->graph, s->opt.opt_level, s->opt.verbose, s->eps.n > 1, &n_rw, &e)) {
+        if (!st) st = kiln_graph_optimize_for(m->graph, s->opt.opt_level, s->opt.verbose, s->eps.n > 1, &n_rw, &e);
+        if (st) {
+            if (!e.code) kiln_fail(&e, st, "out of memory");
             kiln_session_close(s);
             return fail_open(&e);
         }

@@ -160,6 +160,36 @@ static int mask_values_finite(opt_ctx *c, int v, int depth) {
            mask_values_finite(c, w->in[2], depth + 1);
 }
 
+/* Every value of type `from` survives a round trip through `to` (fp16/bf16 -> fp32 -> back). */
+static int widens_exactly(int from, int to) {
+    return from == to || (to == KILN_DTYPE_FLOAT && (from == KILN_DTYPE_FLOAT16 || from == KILN_DTYPE_BFLOAT16)) ||
+           (to == KILN_DTYPE_DOUBLE && opt_float_type(from));
+}
+
+/* Casts between the Softmax and P.V that change no value (torch's exporter writes softmax's
+ * result through Cast(float) -> Cast(back)): skipped, and taken into the match. */
+static int skip_identity_casts(opt_ctx *c, int *v, attn_match *m) {
+    for (int hops = 0; hops < 4; hops++) {
+        kiln_node *outer = inner(c, *v, "Cast");
+        if (!outer) return 1;
+        int to_outer = (int)kiln_attr_int(outer, "to", 0);
+        int x = outer->in[0];
+        int t = opt_fact(c, x)->dtype;
+        if (t == to_outer) {                       /* a Cast to its own type */
+            if (!take(m, outer)) return 0;
+            *v = x;
+            continue;
+        }
+        kiln_node *inner_cast = inner(c, x, "Cast");
+        if (!inner_cast) return 1;
+        int src = opt_fact(c, inner_cast->in[0])->dtype;
+        if (src != to_outer || !widens_exactly(src, (int)kiln_attr_int(inner_cast, "to", 0))) return 1;
+        if (!take(m, outer) || !take(m, inner_cast)) return 0;
+        *v = inner_cast->in[0];
+    }
+    return 1;
+}
+
 static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     static const int64_t heads_first[4] = {0, 2, 1, 3};
     attn_match m = {{0}, 0, 1.0};
@@ -171,6 +201,7 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
 
     /* probabilities, with or without the NaN guard */
     int p = pv->in[0], guarded = 0;
+    if (!skip_identity_casts(c, &p, &m)) return KILN_OK;
     kiln_node *where = inner(c, p, "Where");
     if (where && where->n_in == 3) {
         p = where->in[2];

@@ -251,6 +251,8 @@ kiln_status opt_attrs_take(opt_ctx *c, kiln_node *n, int extra, kiln_attr **out,
 /* ---------------------------------------------------------------- editing */
 
 static void node_release(kiln_node *n) {
+    /* a node the session prepared before optimising holds its kernel state */
+    if (n->op && n->op->fini && n->state) n->op->fini(n->state);
     free(n->name);
     free(n->op_type);
     free(n->domain);
