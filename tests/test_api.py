@@ -87,3 +87,19 @@ def test_pip_install_from_repo(tmp_path):
     r = subprocess.run(["python3", "-c", code], capture_output=True, text=True, env=env, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "(2, 3)"
+
+
+def test_cli_run_creates_output_folders(tmp_path):
+    """--output-dir a/b/c with missing parents is created (mkdir -p); a path through a file is a
+    clear error, with nothing claimed written."""
+    npz = os.path.join(ROOT, "examples", "models", "tiny_mlp_inputs.npz")
+    deep = tmp_path / "a" / "b" / "c"
+    r = subprocess.run([KILN, "run", EXAMPLE, "--inputs", npz, "--output-dir", str(deep)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert (deep / "y.npy").exists() and "outputs written to" in r.stdout
+    (tmp_path / "file").write_text("x")
+    bad = subprocess.run([KILN, "run", EXAMPLE, "--inputs", npz, "--output-dir", str(tmp_path / "file" / "x")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "cannot create the output folder" in bad.stderr
+    assert "outputs written" not in bad.stdout and "cannot write" not in bad.stderr

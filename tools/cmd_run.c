@@ -56,6 +56,29 @@ int cli_load_pb_inputs(kiln_session *s, const char *dir, cli_feed **feeds, int *
 
 static const char *strip_prefix(const char *name) { return !strncmp(name, "in.", 3) ? name + 3 : name; }
 
+/* mkdir -p: the output folder and its missing parents. */
+static int make_dirs(const char *dir, char *err, size_t cap) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1;; p++) {
+        int end = !*p;
+        if (*p != '/' && !end) continue;
+        *p = 0;
+        if (mkdir(path, 0777) && errno != EEXIST) {
+            snprintf(err, cap, "cannot create the output folder '%s': %s", path, strerror(errno));
+            return 1;
+        }
+        if (end) break;
+        *p = '/';
+    }
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+        snprintf(err, cap, "'%s' is not a folder", dir);
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *outdir = ".", *npz = NULL, *testdir = NULL;
     int threads = 0, verbose = 0, quiet = 0;
@@ -144,13 +167,14 @@ int cmd_run(int argc, char **argv) {
         if (st) {
             fprintf(stderr, "kiln: %s: %s\n", model, kiln_session_error(s));
         } else {
-            mkdir(outdir, 0777);
-            rc = 0;
+            int no_dir = make_dirs(outdir, err, sizeof err);
+            if (no_dir) fprintf(stderr, "kiln: %s\n", err);
+            rc = no_dir;
             for (size_t k = 0; k < no; k++) {
                 kiln_io_info info;
                 kiln_session_output_info(s, k, &info);
                 if (!quiet) cli_print_summary(info.name, &outs[k]);
-                if (outs[k].kind == KILN_KIND_TENSOR) {
+                if (!no_dir && outs[k].kind == KILN_KIND_TENSOR) {
                     char path[4096], fname[1024];
                     snprintf(fname, sizeof fname, "%s", info.name);
                     for (char *c = fname; *c; c++) if (*c == '/' || *c == '\\') *c = '_';
@@ -162,7 +186,7 @@ int cmd_run(int argc, char **argv) {
                 }
                 kiln_value_release(&outs[k]);
             }
-            if (!quiet) printf("ran in %.3f ms; outputs written to %s/\n", (t1 - t0) * 1e3, outdir);
+            if (!quiet && !rc) printf("ran in %.3f ms; outputs written to %s/\n", (t1 - t0) * 1e3, outdir);
         }
         free(names); free(vals); free(idx); free(outs);
     }
