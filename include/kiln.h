@@ -37,7 +37,8 @@ typedef enum kiln_status {
     KILN_ERR_NO_MEMORY = 4,
     KILN_ERR_IO = 5,               /* a file could not be opened, mapped or read */
     KILN_ERR_RUNTIME = 6,          /* a kernel failed while running (e.g. index out of range) */
-    KILN_ERR_NO_PROVIDER = 7       /* a requested execution provider is not available */
+    KILN_ERR_NO_PROVIDER = 7,      /* a requested execution provider is not available */
+    KILN_ERR_CANCELLED = 8         /* the run was terminated or passed its deadline (kiln_run_options) */
 } kiln_status;
 
 /* Element types; the numbers are ONNX's TensorProto.DataType. */
@@ -94,6 +95,12 @@ typedef struct kiln_options {
      * Runtime's free dimension overrides). Shapes then become static, so shape arithmetic folds
      * away (and graph capture can take the whole model); inputs must have those sizes. */
     const char *dim_overrides;
+    /* 0, or the most bytes of intermediate values one run may hold at a time (the planned arena
+     * and values on the heap, counted as the runner allocates and releases them; weights and
+     * kernels' own scratch are not counted). A run that would pass it fails the node with
+     * KILN_ERR_NO_MEMORY, so a runaway graph (a Loop stacking outputs forever) stops with an
+     * error before the system runs out of memory. */
+    size_t memory_limit;
 } kiln_options;
 
 typedef struct kiln_session kiln_session;
@@ -176,8 +183,9 @@ kiln_status kiln_run(kiln_session *s, size_t n_in, const char *const *in_names,
                      const kiln_tensor_desc *inputs, size_t n_out, const char *const *out_names,
                      kiln_value **outputs);
 
-/* kiln_run with per-run options (IOBinding): outputs left in device memory, or written into
- * buffers the caller owns. */
+/* kiln_run with per-run options: outputs left in device memory, or written into buffers the
+ * caller owns (IOBinding); a terminate flag and a deadline. Zero-initialise it (= {0}) so that
+ * fields added later stay off. */
 typedef struct kiln_run_options {
     /* 1: an output computed on the device is handed over in device memory (kiln_value_memory()
      * says where each output is). Free device outputs before closing the session. */
@@ -186,10 +194,28 @@ typedef struct kiln_run_options {
      * the output's dtype and shape) that receives it; outputs[i] is then set to NULL. An entry
      * whose data is NULL is not bound. */
     const kiln_tensor_desc *bound_outputs;
+    /* NULL, or a flag the caller may set to nonzero from any thread (or a signal handler): the run
+     * then stops at the next node or loop iteration and returns KILN_ERR_CANCELLED. A flag already
+     * set when the run starts cancels it at once; the caller clears it for the next run. */
+    volatile int *terminate;
+    /* 0: no deadline; else the run fails with KILN_ERR_CANCELLED once this many milliseconds have
+     * passed since the call (checked between nodes and loop iterations: a single long node is not
+     * interrupted). */
+    double timeout_ms;
 } kiln_run_options;
 kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *options, size_t n_in,
                                   const char *const *in_names, const kiln_tensor_desc *inputs,
                                   size_t n_out, const char *const *out_names, kiln_value **outputs);
+
+/* Ctrl-C for bindings and tools: while forwarding, SIGINT sets *flag (pass the run's terminate
+ * flag) and then calls the SIGINT handler that was installed before (e.g. Python's, which then
+ * raises KeyboardInterrupt once the run has returned), so a run in progress stops. Begin returns
+ * 1 when it installed the forwarding; 0 when SIGINT is ignored or left to the default action (which
+ * ends the process anyway), or when another thread is forwarding already. End restores the
+ * previous handler and returns 1 when a SIGINT arrived meanwhile. Call end only after a begin
+ * that returned 1, from the same thread. */
+int kiln_sigint_forward_begin(volatile int *flag);
+int kiln_sigint_forward_end(void);
 
 /* A host tensor copied into the session's device memory, as an owned value (kiln_value_free
  * releases it; free it before closing the session). Fails when the session has no device. */

@@ -2,16 +2,59 @@
 #include "provider.h"
 #include "../ops/op.h"
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/mman.h>
 
+/* FNV-1a: short names, mostly distinct suffixes; good enough spread for linear probing. */
+static size_t name_hash(const char *name) {
+    size_t h = (size_t)1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        h ^= *p;
+        h *= (size_t)1099511628211ULL;
+    }
+    return h;
+}
+
+/* Puts value i in the first free slot of its probe chain. Duplicate names (which the loader
+ * refuses, but later passes could add) land after the earlier ones, so a lookup still finds the
+ * lowest index first, as the linear scan this replaces did. */
+static void index_insert(int *slots, size_t n_slots, const kiln_graph_value *values, int i) {
+    size_t mask = n_slots - 1;
+    for (size_t s = name_hash(values[i].name) & mask;; s = (s + 1) & mask)
+        if (!slots[s]) {
+            slots[s] = i + 1;
+            return;
+        }
+}
+
+/* Keeps the table at most half full so that probe chains stay short. */
+static int index_reserve(kiln_graph *g, int n_values) {
+    if (g->n_name_slots >= 2 * (size_t)n_values && g->n_name_slots) return 0;
+    size_t n = g->n_name_slots ? g->n_name_slots : 128;
+    while (n < 2 * (size_t)n_values) n *= 2;
+    int *slots = calloc(n, sizeof *slots);
+    if (!slots) return -1;
+    for (int i = 0; i < g->n_values; i++) index_insert(slots, n, g->values, i);
+    free(g->name_slots);
+    g->name_slots = slots;
+    g->n_name_slots = n;
+    return 0;
+}
+
 int kiln_graph_find_value(const kiln_graph *g, const char *name) {
-    for (int i = 0; i < g->n_values; i++)
+    if (!g->name_slots) return -1;
+    size_t mask = g->n_name_slots - 1;
+    for (size_t s = name_hash(name) & mask; g->name_slots[s]; s = (s + 1) & mask) {
+        int i = g->name_slots[s] - 1;
         if (!strcmp(g->values[i].name, name)) return i;
+    }
     return -1;
 }
 
 int kiln_graph_add_value(kiln_graph *g, const char *name) {
+    if (g->n_values == INT_MAX - 1) return -1;
+    if (index_reserve(g, g->n_values + 1)) return -1;
     if (g->n_values == g->cap_values) {
         int cap = g->cap_values ? g->cap_values * 2 : 64;
         kiln_graph_value *v = realloc(g->values, (size_t)cap * sizeof *v);
@@ -26,6 +69,7 @@ int kiln_graph_add_value(kiln_graph *g, const char *name) {
     v->producer = -1;
     v->outer = -1;
     v->type.rank = -1;
+    index_insert(g->name_slots, g->n_name_slots, g->values, g->n_values);
     return g->n_values++;
 }
 
@@ -98,6 +142,7 @@ void kiln_graph_free(kiln_graph *g) {
         kiln_value_release(&g->values[i].konst);
     }
     free(g->values);
+    free(g->name_slots);
     free(g->inputs);
     free(g->outputs);
     free(g->name);

@@ -94,6 +94,10 @@ typedef struct kiln_graph {
     int *outputs;
     struct kiln_graph *parent;
     struct kiln_model *model;
+    /* name -> value index, open addressing with linear probing (slots hold index + 1, 0 = empty);
+     * kept by kiln_graph_add_value so that lookups stay O(1) in graphs of 100k+ values */
+    int *name_slots;
+    size_t n_name_slots;   /* a power of two, at least twice n_values */
 } kiln_graph;
 
 typedef struct kiln_opset {
@@ -121,6 +125,8 @@ typedef struct kiln_model {
     size_t init_bytes, copied_init_bytes;
 } kiln_model;
 
+/* The lowest index of a value named `name`, or -1. Values are only ever added through
+ * kiln_graph_add_value (never renamed or removed), which keeps the name index current. */
 int kiln_graph_find_value(const kiln_graph *g, const char *name);
 int kiln_graph_add_value(kiln_graph *g, const char *name); /* returns index or -1 (no memory) */
 int64_t kiln_model_opset(const kiln_model *m, const char *domain);

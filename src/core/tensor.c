@@ -6,15 +6,50 @@
 #include "dtype.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
-int64_t kiln_dims_numel(int rank, const int64_t *dims) {
-    int64_t n = 1;
+int kiln_mul_overflow_i64(int64_t a, int64_t b, int64_t *out) { return __builtin_mul_overflow(a, b, out); }
+
+int kiln_add_overflow_i64(int64_t a, int64_t b, int64_t *out) { return __builtin_add_overflow(a, b, out); }
+
+/* Product of non-negative dims, or -1 for a negative dim; *overflow set when it exceeds INT64_MAX.
+ * Any zero dim gives 0, even next to dims whose product alone would overflow. */
+static int64_t dims_product(int rank, const int64_t *dims, int *overflow) {
+    *overflow = 0;
     for (int i = 0; i < rank; i++) {
         if (dims[i] < 0) return -1;
-        n *= dims[i];
     }
+    for (int i = 0; i < rank; i++)
+        if (dims[i] == 0) return 0;
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++)
+        if (kiln_mul_overflow_i64(n, dims[i], &n)) {
+            *overflow = 1;
+            return INT64_MAX;
+        }
     return n;
+}
+
+int64_t kiln_dims_numel(int rank, const int64_t *dims) {
+    int overflow;
+    int64_t n = dims_product(rank, dims, &overflow);
+    return overflow ? -1 : n;
+}
+
+int64_t kiln_checked_numel(int rank, const int64_t *dims) {
+    int overflow;
+    int64_t n = dims_product(rank, dims, &overflow);
+    return overflow || n > KILN_MAX_NUMEL ? KILN_NUMEL_TOO_LARGE : n;
+}
+
+size_t kiln_checked_nbytes(int dtype, int64_t n, int *ok) {
+    *ok = 0;
+    if (n < 0) return 0;
+    size_t item = kiln_dtype_size(dtype); /* 0 for sub-byte types, whose count fits anyway */
+    if (item && (uint64_t)n > (uint64_t)PTRDIFF_MAX / item) return 0;
+    *ok = 1;
+    return kiln_dtype_bytes(dtype, n);
 }
 
 int64_t kiln_numel(const kiln_tensor *t) { return t->rank < 0 ? -1 : kiln_dims_numel(t->rank, t->dims); }
@@ -41,8 +76,19 @@ void kiln_tensor_set_shape(kiln_tensor *t, int dtype, int rank, const int64_t *d
 
 kiln_status kiln_tensor_alloc(kiln_tensor *t, kiln_err *e) {
     int64_t n = kiln_numel(t);
-    if (n < 0) return kiln_fail(e, KILN_ERR_RUNTIME, "cannot allocate a tensor of unknown shape");
-    size_t bytes = kiln_dtype_bytes(t->dtype, n);
+    if (n < 0) {
+        if (t->rank >= 0 && kiln_checked_numel(t->rank, t->dims) == KILN_NUMEL_TOO_LARGE) {
+            char shape[400];
+            return kiln_fail(e, KILN_ERR_NO_MEMORY, "cannot allocate a tensor of shape %s: its size overflows",
+                             kiln_shape_str(t, shape, sizeof shape));
+        }
+        return kiln_fail(e, KILN_ERR_RUNTIME, "cannot allocate a tensor of unknown shape");
+    }
+    int size_ok;
+    size_t bytes = kiln_checked_nbytes(t->dtype, n, &size_ok);
+    if (!size_ok || bytes > SIZE_MAX - 64)
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %lld elements of %s", (long long)n,
+                         kiln_dtype_name((kiln_dtype)t->dtype));
     /* one extra cache line keeps zero-sized tensors non-NULL and vector over-reads harmless */
     void *p = calloc(1, bytes + 64);
     if (!p) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %zu bytes", bytes);

@@ -40,8 +40,26 @@ struct kiln_value {
     int none_is_seq;      /* KILN_KIND_NONE: the optional's element would be a sequence */
 };
 
-int64_t kiln_numel(const kiln_tensor *t);          /* product of dims; -1 if any is not concrete */
+/* Product of dims; -1 if any is not concrete or the product overflows int64 (so that a wrapped,
+ * too-small count never sizes a buffer). */
+int64_t kiln_numel(const kiln_tensor *t);
 int64_t kiln_dims_numel(int rank, const int64_t *dims);
+
+/* The most elements a tensor may have at run time: far beyond any memory (2^48 float32 is 1 PiB),
+ * yet small enough that element count times element size and any in-bounds offset fit in int64
+ * and size_t. Shapes from data (Reshape, Expand, a .npy header, kiln_run dims) are checked
+ * against it, as onnxruntime refuses such shapes. */
+#define KILN_MAX_NUMEL ((int64_t)1 << 48)
+#define KILN_NUMEL_TOO_LARGE (-2)
+/* 1 when a*b or a+b overflows int64 (*out is then unspecified), else 0 with *out set. */
+int kiln_mul_overflow_i64(int64_t a, int64_t b, int64_t *out);
+int kiln_add_overflow_i64(int64_t a, int64_t b, int64_t *out);
+/* Product of dims: -1 if any dim is negative, KILN_NUMEL_TOO_LARGE if it exceeds KILN_MAX_NUMEL
+ * (overflowing int64 included); a zero dim makes it 0 whatever the others are. */
+int64_t kiln_checked_numel(int rank, const int64_t *dims);
+/* Bytes that n elements of dtype take; 0 when n is negative or the size would not fit in what
+ * malloc could ever return (PTRDIFF_MAX), with *ok cleared. */
+size_t kiln_checked_nbytes(int dtype, int64_t n, int *ok);
 size_t kiln_tensor_nbytes(const kiln_tensor *t);
 int kiln_shape_concrete(const kiln_tensor *t);     /* rank known and every dim >= 0 */
 int kiln_shape_equal(const kiln_tensor *a, const kiln_tensor *b);

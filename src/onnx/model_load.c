@@ -793,23 +793,51 @@ static kiln_status parse_node(loader *L, kiln_graph *g, int idx, const uint8_t *
     return KILN_OK;
 }
 
-/* Kahn's algorithm; the ONNX spec asks for sorted nodes, but exporters do not always comply. */
+/* The k-th value node nd reads: its inputs, then the outer values its subgraphs read. */
+static int node_read(const kiln_node *nd, int k) {
+    return k < nd->n_in ? nd->in[k] : nd->implicit[k - nd->n_in];
+}
+
+/* Kahn's algorithm; the ONNX spec asks for sorted nodes, but exporters do not always comply.
+ * Each value's readers are listed once up front (CSR: first[v]..first[v+1] in readers) so that
+ * the sort is linear in the graph's size. */
 static kiln_status topo_sort(loader *L, kiln_graph *g) {
-    int n = g->n_nodes;
+    int n = g->n_nodes, nv = g->n_values;
     if (n <= 0) return KILN_OK;
+    size_t n_reads = 0;
+    for (int i = 0; i < n; i++) n_reads += (size_t)g->nodes[i].n_in + (size_t)g->nodes[i].n_implicit;
     int *indeg = calloc((size_t)n, sizeof(int)), *order = malloc((size_t)n * sizeof(int));
     int *queue = malloc((size_t)n * sizeof(int));
-    if (!indeg || !order || !queue) {
-        free(indeg); free(order); free(queue);
+    int *first = calloc((size_t)nv + 1, sizeof(int));
+    int *readers = malloc((n_reads ? n_reads : 1) * sizeof(int));
+    if (!indeg || !order || !queue || !first || !readers || n_reads > INT_MAX) {
+        free(indeg); free(order); free(queue); free(first); free(readers);
         return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
     }
     for (int i = 0; i < n; i++) {
         kiln_node *nd = &g->nodes[i];
         for (int k = 0; k < nd->n_in + nd->n_implicit; k++) {
-            int v = k < nd->n_in ? nd->in[k] : nd->implicit[k - nd->n_in];
-            if (v >= 0 && g->values[v].producer >= 0) indeg[i]++;
+            int v = node_read(nd, k);
+            if (v < 0) continue;
+            first[v + 1]++;
+            if (g->values[v].producer >= 0) indeg[i]++;
         }
     }
+    for (int v = 0; v < nv; v++) first[v + 1] += first[v];
+    int *cursor = malloc((size_t)(nv ? nv : 1) * sizeof(int)); /* where value v's next reader goes */
+    if (!cursor) {
+        free(indeg); free(order); free(queue); free(first); free(readers);
+        return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    memcpy(cursor, first, (size_t)nv * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        kiln_node *nd = &g->nodes[i];
+        for (int k = 0; k < nd->n_in + nd->n_implicit; k++) {
+            int v = node_read(nd, k);
+            if (v >= 0) readers[cursor[v]++] = i;
+        }
+    }
+    free(cursor);
     int head = 0, tail = 0, done = 0;
     for (int i = 0; i < n; i++)
         if (!indeg[i]) queue[tail++] = i;
@@ -820,15 +848,12 @@ static kiln_status topo_sort(loader *L, kiln_graph *g) {
         for (int o = 0; o < nd->n_out; o++) {
             int v = nd->out[o];
             if (v < 0) continue;
-            for (int j = 0; j < n; j++) {
-                kiln_node *c = &g->nodes[j];
-                for (int k = 0; k < c->n_in + c->n_implicit; k++) {
-                    int u = k < c->n_in ? c->in[k] : c->implicit[k - c->n_in];
-                    if (u == v && --indeg[j] == 0) queue[tail++] = j;
-                }
-            }
+            for (int r = first[v]; r < first[v + 1]; r++)
+                if (--indeg[readers[r]] == 0) queue[tail++] = readers[r];
         }
     }
+    free(first);
+    free(readers);
     kiln_status st = KILN_OK;
     if (done < n) {
         int bad_node = 0;

@@ -1,0 +1,240 @@
+"""Shapes whose element counts or byte sizes overflow (issue 9, item 1): each case gets a clear
+error naming the node or input, never a crash or a wrapped, too-small buffer. Every case runs in
+a child process, so that a crash shows up as a failed test rather than taking pytest down; where
+onnxruntime refuses the same model, the test checks that it does."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from util import ROOT
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KILN_CLI = os.path.join(ROOT, "build", "kiln")
+
+# 7 * 7905747460161236407 wraps to 1 modulo 2^64: the wrapped count matches a one-element input
+WRAPS_TO_ONE = 7905747460161236407
+
+
+def make_model(nodes, inputs, outputs, inits=(), opset=18):
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def run_child(code, *args):
+    """Runs `code` in a fresh interpreter with tests/ on the path; returns the JSON it prints last
+    (or the crash)."""
+    prelude = "import sys, json; sys.path.insert(0, %r)\n" % HERE
+    p = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code), *args],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"child crashed (rc {p.returncode}): {p.stderr[-2000:]}"
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+RUN_BOTH = """
+import numpy as np
+from util import kiln, run_ort
+model_path, feeds_path = sys.argv[1], sys.argv[2]
+data = open(model_path, "rb").read()
+feeds = dict(np.load(feeds_path))
+res = {}
+try:
+    outs = kiln.InferenceSession(data).run(None, feeds)
+    res["kiln"] = "ok " + repr([o.shape for o in outs])
+except kiln.KilnError as e:
+    res["kiln"] = "error " + str(e)
+if "--ort" in sys.argv:
+    try:
+        outs = run_ort(data, feeds)
+        res["ort"] = "ok " + repr([o.shape for o in outs])
+    except Exception as e:
+        res["ort"] = "error " + str(e)
+print(json.dumps(res))
+"""
+
+
+def run_both(tmp_path, model, feeds, ort=True):
+    mp, fp = tmp_path / "m.onnx", tmp_path / "feeds.npz"
+    mp.write_bytes(model.SerializeToString())
+    np.savez(fp, **feeds)
+    return run_child(RUN_BOTH, str(mp), str(fp), *(["--ort"] if ort else []))
+
+
+def assert_refused(res, *words):
+    msg = res["kiln"]
+    assert msg.startswith("error "), f"kiln accepted the model: {msg}"
+    for w in words:
+        assert w in msg, f"{w!r} not in {msg!r}"
+    if "ort" in res:
+        assert res["ort"].startswith("error "), f"onnxruntime accepted it: {res['ort']}"
+
+
+def test_reshape_to_a_wrapping_shape_then_slice(tmp_path):
+    """The target shape's count wraps to 1, matching the one-element input; a Slice after it used
+    to read far out of bounds."""
+    m = make_model(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape_huge"),
+         helper.make_node("Slice", ["r", "starts", "ends", "axes"], ["y"], name="slice_after")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([0], np.int64), "starts"),
+         numpy_helper.from_array(np.array([1000000], np.int64), "ends"),
+         numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    res = run_both(tmp_path, m, {"x": np.ones(1, np.float32),
+                                 "shape": np.array([7, WRAPS_TO_ONE], np.int64)})
+    assert_refused(res, "reshape_huge", str(WRAPS_TO_ONE))
+
+
+def test_reshape_to_a_wrapping_constant_shape(tmp_path):
+    """The same with the shape an initializer, which constant folding and static inference see."""
+    m = make_model(
+        [helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape_const"),
+         helper.make_node("Slice", ["r", "starts", "ends"], ["y"], name="slice_after")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([7, WRAPS_TO_ONE], np.int64), "shape"),
+         numpy_helper.from_array(np.array([0, 0], np.int64), "starts"),
+         numpy_helper.from_array(np.array([7, 1000000], np.int64), "ends")])
+    res = run_both(tmp_path, m, {"x": np.ones(1, np.float32)}, ort=False)
+    assert_refused(res, "reshape_const")
+
+
+@pytest.mark.parametrize("shape", [[7, WRAPS_TO_ONE], [1 << 32, 1 << 32], [1 << 62, 4]])
+def test_expand_to_a_huge_shape(tmp_path, shape):
+    m = make_model(
+        [helper.make_node("Expand", ["x", "shape"], ["y"], name="expand_huge")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [len(shape)])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    res = run_both(tmp_path, m, {"x": np.ones(1, np.float32), "shape": np.array(shape, np.int64)})
+    assert_refused(res, "expand_huge")
+
+
+def test_constant_of_shape_2_40_squared(tmp_path):
+    m = make_model(
+        [helper.make_node("ConstantOfShape", ["shape"], ["y"], name="fill_huge")],
+        [helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    res = run_both(tmp_path, m, {"shape": np.array([1 << 40, 1 << 40], np.int64)})
+    assert_refused(res, "fill_huge")
+
+
+def test_tile_repeats_overflowing(tmp_path):
+    m = make_model(
+        [helper.make_node("Tile", ["x", "repeats"], ["y"], name="tile_huge")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("repeats", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    res = run_both(tmp_path, m, {"x": np.ones((2, 3), np.float32),
+                                 "repeats": np.array([1 << 62, 1 << 62], np.int64)})
+    assert_refused(res, "tile_huge")
+
+
+def test_onehot_depth_2_62(tmp_path):
+    m = make_model(
+        [helper.make_node("OneHot", ["idx", "depth", "values"], ["y"], name="onehot_huge")],
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, [3]),
+         helper.make_tensor_value_info("depth", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([0, 1], np.float32), "values")])
+    res = run_both(tmp_path, m, {"idx": np.array([0, 1, 2], np.int64),
+                                 "depth": np.array(1 << 62, np.int64)})
+    assert_refused(res, "onehot_huge")
+
+
+def test_range_with_a_huge_count(tmp_path):
+    m = make_model(
+        [helper.make_node("Range", ["start", "limit", "delta"], ["y"], name="range_huge")],
+        [helper.make_tensor_value_info(n, TensorProto.INT64, []) for n in ("start", "limit", "delta")],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
+    res = run_both(tmp_path, m, {"start": np.array(-(1 << 62), np.int64),
+                                 "limit": np.array(1 << 62, np.int64), "delta": np.array(1, np.int64)})
+    assert_refused(res, "range_huge")
+
+
+def test_pad_to_a_huge_shape(tmp_path):
+    m = make_model(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], name="pad_huge")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2]),
+         helper.make_tensor_value_info("pads", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    res = run_both(tmp_path, m, {"x": np.ones((2, 2), np.float32),
+                                 "pads": np.array([0, 0, 1 << 40, 1 << 40], np.int64)})
+    assert_refused(res, "pad_huge")
+
+
+def test_resize_sizes_huge(tmp_path):
+    m = make_model(
+        [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="resize_huge")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2]),
+         helper.make_tensor_value_info("sizes", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    res = run_both(tmp_path, m, {"x": np.ones((1, 1, 2, 2), np.float32),
+                                 "sizes": np.array([1, 1, 1 << 40, 1 << 40], np.int64)})
+    assert_refused(res, "resize_huge")
+
+
+def test_npy_input_with_a_huge_shape(tmp_path):
+    """A .npy header declaring shape (2^62, 4) (whose count wraps to 0) is refused by `kiln run`."""
+    if not os.path.exists(KILN_CLI):
+        pytest.skip("the kiln CLI is not built")
+    m = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    mp = tmp_path / "m.onnx"
+    mp.write_bytes(m.SerializeToString())
+    for shape in ("(4611686018427387904, 4)", "(4611686018427387904, 2)", "(65536, 65536, 65536)"):
+        hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }" % shape
+        hdr += " " * ((64 - (10 + len(hdr) + 1) % 64) % 64) + "\n"
+        npy = tmp_path / "x.npy"
+        npy.write_bytes(b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr.encode() + b"\0" * 64)
+        p = subprocess.run([KILN_CLI, "run", str(mp), "--input", f"x={npy}"], capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode not in (0,) and p.returncode > 0, (p.returncode, p.stderr)
+        assert "x.npy" in p.stderr or "'x'" in p.stderr, p.stderr
+        assert "too large" in p.stderr or "truncated" in p.stderr, p.stderr
+
+
+KILN_RUN_DIMS = """
+import ctypes
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from kiln import _lib
+lib = _lib.load()
+g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"], name="id")], "g",
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+m.ir_version = 8
+data = m.SerializeToString()
+sess = ctypes.c_void_p()
+assert lib.kiln_session_open_bytes(data, len(data), None, ctypes.byref(sess)) == 0
+res = {}
+buf = (ctypes.c_float * 16)()
+for label, dims in (("wrap_to_1", [7, %d]), ("wrap_to_0", [1 << 62, 4]), ("huge", [1 << 30, 1 << 30])):
+    d = (ctypes.c_int64 * len(dims))(*dims)
+    desc = _lib.TensorDesc(1, len(dims), d, ctypes.cast(buf, ctypes.c_void_p), 0)
+    names = (ctypes.c_char_p * 1)(b"x")
+    outs = (ctypes.c_void_p * 1)()
+    st = lib.kiln_run(sess, 1, names, ctypes.byref(desc), 0, None, outs)
+    res[label] = [st, lib.kiln_session_error(sess).decode() if st else ""]
+lib.kiln_session_close(sess)
+print(json.dumps(res))
+""" % WRAPS_TO_ONE
+
+
+def test_kiln_run_dims_that_overflow():
+    res = run_child(KILN_RUN_DIMS)
+    for label, (st, msg) in res.items():
+        assert st != 0, f"{label}: kiln_run accepted it"
+        assert "input 'x'" in msg and "too large" in msg, f"{label}: {msg}"
