@@ -207,15 +207,16 @@ kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *optio
                                   const char *const *in_names, const kiln_tensor_desc *inputs,
                                   size_t n_out, const char *const *out_names, kiln_value **outputs);
 
-/* Ctrl-C for bindings and tools: while forwarding, SIGINT sets *flag (pass the run's terminate
- * flag) and then calls the SIGINT handler that was installed before (e.g. Python's, which then
- * raises KeyboardInterrupt once the run has returned), so a run in progress stops. Begin returns
- * 1 when it installed the forwarding; 0 when SIGINT is ignored or left to the default action (which
- * ends the process anyway), or when another thread is forwarding already. End restores the
- * previous handler and returns 1 when a SIGINT arrived meanwhile. Call end only after a begin
- * that returned 1, from the same thread. */
-int kiln_sigint_forward_begin(volatile int *flag);
-int kiln_sigint_forward_end(void);
+/* Ctrl-C for bindings and tools (a Python run holds no interpreter lock, so Python's own SIGINT
+ * handling cannot reach it). kiln_sigint_chain() puts kiln's SIGINT handler in front of the one
+ * installed now, which kiln's goes on calling (Python still raises KeyboardInterrupt once the run
+ * has returned; a tool's handler still runs). It returns 1 when kiln's handler is in place, 0 when
+ * SIGINT is ignored or left to its default action (which ends the process, run and all). Call it
+ * again after installing another SIGINT handler. kiln_sigint_redirect(flag) makes SIGINT also set
+ * *flag (pass the run's terminate flag; NULL: no flag) and returns the flag it set until now; it
+ * makes no system call, so a binding can afford it around every run. */
+int kiln_sigint_chain(void);
+volatile int *kiln_sigint_redirect(volatile int *flag);
 
 /* A host tensor copied into the session's device memory, as an owned value (kiln_value_free
  * releases it; free it before closing the session). Fails when the session has no device. */

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from util import ROOT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KILN_CLI = os.path.join(ROOT, "build", "kiln")
+KILN_CLI = os.path.join(os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build")), "kiln")
 
 # 7 * 7905747460161236407 wraps to 1 modulo 2^64: the wrapped count matches a one-element input
 WRAPS_TO_ONE = 7905747460161236407
@@ -209,6 +209,7 @@ import ctypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+import util  # noqa: F401  (puts python/ on the path)
 from kiln import _lib
 lib = _lib.load()
 g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"], name="id")], "g",
@@ -238,3 +239,111 @@ def test_kiln_run_dims_that_overflow():
     for label, (st, msg) in res.items():
         assert st != 0, f"{label}: kiln_run accepted it"
         assert "input 'x'" in msg and "too large" in msg, f"{label}: {msg}"
+
+
+BIG = (1 << 63) - 1
+
+
+def test_split_sizes_whose_sum_wraps(tmp_path):
+    """[2^63-1, 2^63-1, 3] adds up to 1 modulo 2^64, the size of the axis."""
+    m = make_model(
+        [helper.make_node("Split", ["x", "split"], ["a", "b", "c"], name="split_wrap", axis=0)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("split", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "abc"])
+    res = run_both(tmp_path, m, {"x": np.ones(1, np.float32), "split": np.array([BIG, BIG, 3], np.int64)})
+    assert_refused(res, "split_wrap", "overflow")
+
+
+def test_split_to_sequence_sizes_whose_sum_wraps(tmp_path):
+    m = make_model(
+        [helper.make_node("SplitToSequence", ["x", "split"], ["s"], name="seqsplit_wrap", axis=0),
+         helper.make_node("SequenceLength", ["s"], ["n"], name="len")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("split", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("n", TensorProto.INT64, None)])
+    # onnxruntime 1.32 accepts this one (its sum wraps too): no comparison
+    res = run_both(tmp_path, m, {"x": np.ones(1, np.float32), "split": np.array([BIG, BIG, 3], np.int64)},
+                   ort=False)
+    assert_refused(res, "seqsplit_wrap", "overflow")
+
+
+def test_tile_message_names_the_overflow(tmp_path):
+    m = make_model(
+        [helper.make_node("Tile", ["x", "repeats"], ["y"], name="tile_wrap")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info("repeats", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    # 3 * 6148914691236517206 wraps to 2 modulo 2^64
+    res = run_both(tmp_path, m, {"x": np.ones(3, np.float32), "repeats": np.array([6148914691236517206], np.int64)})
+    assert_refused(res, "tile_wrap", "overflows")
+
+
+def test_reshape_minus_one_with_dims_that_wrap(tmp_path):
+    """[-1, 7, 7905747460161236407]: the known dims multiply to 1 modulo 2^64."""
+    m = make_model(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape_fill")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    res = run_both(tmp_path, m, {"x": np.ones(2, np.float32), "shape": np.array([-1, 7, WRAPS_TO_ONE], np.int64)})
+    assert_refused(res, "reshape_fill", "int64")
+
+
+def test_pad_with_int64_min(tmp_path):
+    m = make_model(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], name="pad_min")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("pads", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    # onnxruntime 1.32 accepts this one, its size wrapping to 1: no comparison
+    res = run_both(tmp_path, m, {"x": np.ones(2, np.float32), "pads": np.array([-(1 << 63), BIG], np.int64)},
+                   ort=False)
+    assert_refused(res, "pad_min", "too large")
+
+
+def test_empty_tensor_with_a_huge_dim_is_refused(tmp_path):
+    """[0, 2^62, 4] holds no element, but kernels loop over its dims and take products of them."""
+    m = make_model(
+        [helper.make_node("ConstantOfShape", ["shape"], ["y"], name="fill_empty_huge")],
+        [helper.make_tensor_value_info("shape", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    res = run_both(tmp_path, m, {"shape": np.array([0, 1 << 62, 4], np.int64)}, ort=False)
+    assert_refused(res, "fill_empty_huge")
+
+
+def test_shapes_below_the_limit_still_work(tmp_path):
+    """Large but sane shapes are untouched: an empty [0, 2^40] and a Reshape to [2^20, 1]."""
+    m = make_model(
+        [helper.make_node("ConstantOfShape", ["shape"], ["e"], name="fill_empty"),
+         helper.make_node("Reshape", ["x", "rs"], ["r"], name="reshape_ok")],
+        [helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1 << 20]),
+         helper.make_tensor_value_info("rs", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+    res = run_both(tmp_path, m, {"shape": np.array([0, 1 << 40], np.int64), "x": np.ones(1 << 20, np.float32),
+                                 "rs": np.array([1 << 20, 1], np.int64)})
+    assert res["kiln"] == "ok [(0, 1099511627776), (1048576, 1)]", res
+    assert res["kiln"] == res["ort"]
+
+
+def test_conv_with_a_huge_dilation(tmp_path):
+    m = make_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv_dil", dilations=[1 << 62, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")])
+    res = run_both(tmp_path, m, {"x": np.ones((1, 1, 4, 4), np.float32)})
+    assert_refused(res, "conv_dil", "too large")
+
+
+def test_pool_window_larger_than_any_tensor(tmp_path):
+    """Padding lets a [2^40, 2^40] window fit a 1x1 input: the window's size must still be bounded."""
+    m = make_model(
+        [helper.make_node("AveragePool", ["x"], ["y"], name="pool_huge", kernel_shape=[1 << 40, 1 << 40],
+                          pads=[1 << 40] * 4)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    res = run_both(tmp_path, m, {"x": np.ones((1, 1, 1, 1), np.float32)}, ort=False)
+    assert_refused(res, "pool_huge")

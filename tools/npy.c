@@ -34,6 +34,9 @@ static const char *dtype_descr(int dt) {
     return NULL;
 }
 
+/* Wider 'S'/'U' strings than this are refused (a header could claim any width). */
+#define NPY_MAX_STRING_WIDTH (1 << 24)
+
 int npy_parse(const void *bytes, size_t size, kiln_tensor *t, char *err, size_t errlen) {
     const unsigned char *p = bytes;
     memset(t, 0, sizeof *t);
@@ -84,13 +87,24 @@ int npy_parse(const void *bytes, size_t size, kiln_tensor *t, char *err, size_t 
         t->dims[t->rank++] = v;
         s = end;
     }
-    int64_t n = kiln_numel(t);
-    size_t item = dtype == KILN_DTYPE_STRING ? (size_t)strw * (ucs ? 4 : 1) : kiln_dtype_size(dtype);
-    size_t need = (size_t)n * item, off = hstart + hlen;
-    if (n < 0 || off + need > size || (item && need / item != (size_t)n)) {
-        snprintf(err, errlen, ".npy data is truncated (%zu bytes, need %zu)", size - off, need);
+    /* the header's shape and string width are data: a count or byte size that overflows must not
+     * wrap to one the file seems to hold */
+    if (dtype == KILN_DTYPE_STRING && (strw < 0 || strw > NPY_MAX_STRING_WIDTH)) {
+        snprintf(err, errlen, "unsupported .npy string width in dtype '%s'", descr);
         return -1;
     }
+    int64_t n = kiln_checked_numel(t->rank, t->dims);
+    size_t item = dtype == KILN_DTYPE_STRING ? (size_t)strw * (ucs ? 4 : 1) : kiln_dtype_size(dtype);
+    size_t off = hstart + hlen, have = size - off;
+    if (n < 0 || (item && (uint64_t)n > have / item)) {
+        char shape[400];
+        kiln_shape_str(t, shape, sizeof shape);
+        if (n < 0) snprintf(err, errlen, ".npy shape %s is too large", shape);
+        else snprintf(err, errlen, ".npy data is truncated (%zu bytes, shape %s needs %lld elements of %zu bytes)",
+                      have, shape, (long long)n, item);
+        return -1;
+    }
+    size_t need = (size_t)n * item;
     kiln_err e;
     if (kiln_tensor_alloc(t, &e)) { snprintf(err, errlen, "%s", e.msg); return -1; }
     if (dtype != KILN_DTYPE_STRING) {

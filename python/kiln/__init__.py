@@ -6,8 +6,8 @@
     outputs = s.run(None, {"x": numpy_array})
 """
 from ._device import IOBinding, OrtValue
-from ._options import SessionOptions
+from ._options import RunOptions, SessionOptions
 from ._session import InferenceSession, KilnError, NodeArg, get_available_providers, __version__
 
-__all__ = ["InferenceSession", "IOBinding", "KilnError", "NodeArg", "OrtValue", "SessionOptions", "get_available_providers",
+__all__ = ["InferenceSession", "IOBinding", "KilnError", "NodeArg", "OrtValue", "RunOptions", "SessionOptions", "get_available_providers",
            "__version__"]

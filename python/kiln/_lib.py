@@ -21,13 +21,31 @@ def _candidates():
 loaded_path = None  # the libkiln.so that load() opened
 
 
+def _load_without_blas_threads(path):
+    """Opens libkiln with OPENBLAS_NUM_THREADS=1 in the environment while its OpenBLAS initialises,
+    then puts the variable back (other BLAS copies in the process keep the user's setting). kiln
+    runs BLAS in its own pool and sets OpenBLAS to one thread anyway, but OpenBLAS starts its
+    helper threads as it loads, and each reserves a 128 MiB buffer: under an address-space limit
+    (ulimit -v) that reservation fails and OpenBLAS retries it forever, so the helper spins on a
+    core and the process hangs at exit, joining it."""
+    saved = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        return ctypes.CDLL(path)
+    finally:
+        if saved is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = saved
+
+
 def load():
     global loaded_path
     tried = []
     for path in _candidates():
         tried.append(path)
         if os.path.exists(path):
-            lib = _declare(ctypes.CDLL(path))
+            lib = _declare(_load_without_blas_threads(path))
             loaded_path = os.path.abspath(path)
             return lib
     raise ImportError("kiln: libkiln.so not found (looked at %s); build it with cmake or set KILN_LIBRARY"
@@ -37,7 +55,7 @@ def load():
 class Options(ctypes.Structure):
     _fields_ = [("threads", ctypes.c_int), ("opt_level", ctypes.c_int), ("providers", ctypes.c_uint),
                 ("verbose", ctypes.c_int), ("graph_capture", ctypes.c_int), ("float16", ctypes.c_int),
-                ("dim_overrides", ctypes.c_char_p)]
+                ("dim_overrides", ctypes.c_char_p), ("memory_limit", ctypes.c_size_t)]
 
 
 class TensorDesc(ctypes.Structure):
@@ -46,7 +64,8 @@ class TensorDesc(ctypes.Structure):
 
 
 class RunOptions(ctypes.Structure):
-    _fields_ = [("outputs_on_device", ctypes.c_int), ("bound_outputs", ctypes.POINTER(TensorDesc))]
+    _fields_ = [("outputs_on_device", ctypes.c_int), ("bound_outputs", ctypes.POINTER(TensorDesc)),
+                ("terminate", ctypes.POINTER(ctypes.c_int)), ("timeout_ms", ctypes.c_double)]
 
 
 class IoInfo(ctypes.Structure):
@@ -96,6 +115,8 @@ def _declare(lib):
         "kiln_session_warning": (ctypes.c_char_p, [vp]),
         "kiln_session_node_count": (c_size_t, [vp]),
         "kiln_session_node_info": (c_int, [vp, c_size_t, P(NodeInfo)]),
+        "kiln_sigint_chain": (c_int, []),
+        "kiln_sigint_redirect": (vp, [vp]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)

@@ -177,6 +177,59 @@ static PyObject *value_to_python(kiln_value *v) {
     return res;
 }
 
+/* ------------------------------------------------------------------ Ctrl-C and run options */
+
+/* Python runs its SIGINT handler only in the main thread, between bytecodes: never while a run
+ * holds no GIL. So kiln's SIGINT handler sits in front of Python's (kiln_sigint_chain) and, while a
+ * main-thread run is in flight, also sets that run's terminate flag; the run stops, and the
+ * KeyboardInterrupt that Python's handler recorded is raised when it returns. The chain is put
+ * back whenever signal.getsignal(SIGINT) has changed (signal.signal replaces kiln's handler). */
+static PyObject *getsignal_fn, *sigint_number, *chained_handler;
+static unsigned long main_thread_ident;
+static int chained;
+
+/* 1 when a SIGINT during this thread's run must stop it (the main thread, kiln's handler in place). */
+static int sigint_reaches_run(void) {
+    if (!getsignal_fn || PyThread_get_thread_ident() != main_thread_ident) return 0;
+    PyObject *h = PyObject_CallOneArg(getsignal_fn, sigint_number);
+    if (!h) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (h == chained_handler) {
+        Py_DECREF(h);
+        return chained;
+    }
+    Py_XSETREF(chained_handler, h);
+    chained = kiln_sigint_chain();
+    return chained;
+}
+
+/* A kiln.RunOptions: the address of its terminate flag and its timeout_ms. */
+static int read_run_options(PyObject *ro, volatile int **flag, double *timeout_ms) {
+    PyObject *addr = PyObject_GetAttrString(ro, "_terminate_address");
+    if (!addr) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "run_options must be a kiln.RunOptions, not %.100s", Py_TYPE(ro)->tp_name);
+        }
+        return -1;
+    }
+    *flag = (volatile int *)PyLong_AsVoidPtr(addr);
+    Py_DECREF(addr);
+    if (!*flag && PyErr_Occurred()) return -1;
+    PyObject *t = PyObject_GetAttrString(ro, "timeout_ms");
+    if (!t) return -1;
+    *timeout_ms = t == Py_None ? 0 : PyFloat_AsDouble(t);
+    Py_DECREF(t);
+    if (*timeout_ms == -1 && PyErr_Occurred()) return -1;
+    if (!(*timeout_ms >= 0)) {
+        PyErr_Format(PyExc_ValueError, "RunOptions.timeout_ms must be >= 0 (0: no deadline), got %g", *timeout_ms);
+        return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ the Session type */
 
 typedef struct {
@@ -204,8 +257,9 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     }
     int flags = 0; /* bit 0: graph capture, bit 1: float16 */
     const char *dims = NULL;
-    if (!PyArg_ParseTuple(args, "SpOiIp|iz:Session", &model, &is_bytes, &threads, &opt_level, &providers, &verbose,
-                          &flags, &dims))
+    unsigned long long memory_limit = 0;
+    if (!PyArg_ParseTuple(args, "SpOiIp|izK:Session", &model, &is_bytes, &threads, &opt_level, &providers, &verbose,
+                          &flags, &dims, &memory_limit))
         return NULL;
     kiln_options opt;
     kiln_options_init(&opt);
@@ -224,6 +278,7 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     opt.graph_capture = flags & 1;
     opt.float16 = (flags >> 1) & 1;
     opt.dim_overrides = dims; /* read while the session opens, below */
+    opt.memory_limit = (size_t)memory_limit;
 
     Session *self = (Session *)type->tp_alloc(type, 0);
     if (!self) return NULL;
@@ -456,6 +511,9 @@ static PyObject *Session_run(Session *self, PyObject *const *args, Py_ssize_t na
         }
     if (!self->s || self->closed) return raise_kiln("session is closed");
     PyObject *out_arg = a[0], *feed = a[1];
+    volatile int *user_flag = NULL;
+    double timeout_ms = 0;
+    if (a[2] && a[2] != Py_None && read_run_options(a[2], &user_flag, &timeout_ms) < 0) return NULL;
 
     PyObject *result = NULL, *items = NULL, *out_seq = NULL;
     const char *in_names_small[SMALL], *out_names_small[SMALL];
@@ -557,13 +615,28 @@ static PyObject *Session_run(Session *self, PyObject *const *args, Py_ssize_t na
     kiln_status st;
     const char *msg = NULL;
     kiln_session *s = self->s;
+    volatile int sigint_flag = 0;
+    kiln_run_options ro;
+    memset(&ro, 0, sizeof ro);
+    ro.terminate = user_flag ? user_flag : &sigint_flag;
+    ro.timeout_ms = timeout_ms;
+    int user_flag_before = user_flag ? *user_flag : 0;
+    int ctrl_c = sigint_reaches_run();
+    volatile int *outer_target = ctrl_c ? kiln_sigint_redirect(ro.terminate) : NULL;
+    const kiln_run_options *opts = user_flag || ctrl_c ? &ro : NULL;
     self->running++;
     Py_BEGIN_ALLOW_THREADS
-    st = kiln_run(s, n_in, in_names, descs, n_out_names, out_names, results);
+    st = kiln_run_with_options(s, opts, n_in, in_names, descs, n_out_names, out_names, results);
     if (st != KILN_OK) msg = kiln_last_error(); /* this thread's copy: safe with concurrent runs */
     Py_END_ALLOW_THREADS
     self->running--;
-    if (st != KILN_OK) {
+    if (ctrl_c) kiln_sigint_redirect(outer_target);
+    if (st == KILN_ERR_CANCELLED && ctrl_c && PyErr_CheckSignals() < 0) {
+        /* stopped by Ctrl-C: the caller sees what Python's SIGINT handler raised (KeyboardInterrupt);
+         * the signal's mark on the caller's own terminate flag is taken back */
+        if (user_flag) *user_flag = user_flag_before;
+        n_res = 0;
+    } else if (st != KILN_OK) {
         raise_kiln(msg);
         n_res = 0;
     } else {
@@ -612,7 +685,8 @@ static PyTypeObject SessionType = {
     .tp_basicsize = sizeof(Session),
     .tp_dealloc = (destructor)Session_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Session(model: bytes, is_bytes, threads or None, opt_level, providers mask, verbose)",
+    .tp_doc = "Session(model: bytes, is_bytes, threads or None, opt_level, providers mask, verbose, flags, dims, "
+              "memory_limit)",
     .tp_methods = Session_methods,
     .tp_new = Session_new,
 };
@@ -641,6 +715,20 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&SessionType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
+    PyObject *signal_mod = PyImport_ImportModule("_signal"), *threading = PyImport_ImportModule("threading");
+    PyObject *main_thread = threading ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
+    PyObject *ident = main_thread ? PyObject_GetAttrString(main_thread, "ident") : NULL;
+    if (signal_mod) getsignal_fn = PyObject_GetAttrString(signal_mod, "getsignal");
+    if (signal_mod) sigint_number = PyObject_GetAttrString(signal_mod, "SIGINT");
+    if (ident) main_thread_ident = PyLong_AsUnsignedLong(ident);
+    Py_XDECREF(signal_mod);
+    Py_XDECREF(threading);
+    Py_XDECREF(main_thread);
+    Py_XDECREF(ident);
+    if (PyErr_Occurred() || !getsignal_fn || !sigint_number || !main_thread_ident) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(m, "Session", (PyObject *)&SessionType) < 0 ||
         PyModule_AddStringConstant(m, "kiln_version", KILN_VERSION) < 0) {
         Py_DECREF(m);

@@ -7,6 +7,8 @@ import ctypes
 import os
 import threading
 
+import _signal  # getsignal without the enum conversion of signal.getsignal (3 us a call)
+
 import numpy as np
 
 from . import _lib
@@ -60,6 +62,67 @@ def _device_feed_of_bound(b):
 
 class KilnError(RuntimeError):
     """An error reported by kiln; the message names the node, input or file and the reason."""
+
+
+_sigint_chained = [None, False]  # the Python SIGINT handler kiln's was put in front of; in place
+_MAIN_THREAD = threading.main_thread().ident
+
+
+def _ctrl_c_reaches_run(lib):
+    """Whether a SIGINT during this thread's ctypes run can stop it, as _native.c's
+    sigint_reaches_run decides: Python handles signals only between bytecodes, never during the C
+    call, so for a run on the main thread kiln's SIGINT handler (chained in front of Python's) sets
+    the run's terminate flag; the KeyboardInterrupt Python's handler recorded is raised as the call
+    returns."""
+    if threading.get_ident() != _MAIN_THREAD:
+        return False
+    handler = _signal.getsignal(_signal.SIGINT)
+    if handler is not _sigint_chained[0]:  # signal.signal() replaced kiln's handler
+        _sigint_chained[:] = [handler, bool(lib.kiln_sigint_chain())]
+    return _sigint_chained[1]
+
+
+_main_run = []  # the main thread's (RunOptions struct, flag) for runs without options, made once
+
+
+def _run_options_struct(run_options, on_device=0, reuse=False):
+    """(the C kiln_run_options, the terminate flag it points to, whether that flag is the caller's).
+    reuse: without run_options, the main thread may take a struct made once (the caller must not
+    change it)."""
+    if run_options is None:
+        if reuse and threading.get_ident() == _MAIN_THREAD:
+            if not _main_run:
+                flag = ctypes.c_int(0)
+                _main_run[:] = [_lib.RunOptions(0, None, ctypes.pointer(flag), 0.0), flag]
+            _main_run[1].value = 0
+            return _main_run[0], _main_run[1], False
+        flag = ctypes.c_int(0)
+        return _lib.RunOptions(on_device, None, ctypes.pointer(flag), 0.0), flag, False
+    if not hasattr(run_options, "_flag"):
+        raise TypeError("run_options must be a kiln.RunOptions, not %s" % type(run_options).__name__)
+    timeout = float(run_options.timeout_ms or 0)
+    if not timeout >= 0:
+        raise ValueError("RunOptions.timeout_ms must be >= 0 (0: no deadline), got %r" % run_options.timeout_ms)
+    return _lib.RunOptions(on_device, None, ctypes.pointer(run_options._flag), timeout), run_options._flag, True
+
+
+def _call_run(lib, flag, user_flag, results, n_out, call):
+    """call() (a kiln_run_with_options whose terminate is flag), stoppable by Ctrl-C."""
+    ctrl_c = _ctrl_c_reaches_run(lib)
+    before = flag.value
+    prev = lib.kiln_sigint_redirect(ctypes.addressof(flag)) if ctrl_c else None
+    try:
+        return call()
+    except KeyboardInterrupt:
+        if user_flag:
+            flag.value = before  # the signal's mark, not the caller's
+        for i in range(n_out):  # a run that ended just as Ctrl-C came: its outputs go
+            if results[i]:
+                lib.kiln_value_free(results[i])
+        raise
+    finally:
+        if ctrl_c:
+            lib.kiln_sigint_redirect(prev)
 
 
 def get_available_providers():
@@ -119,6 +182,9 @@ class InferenceSession:
             n_threads = int(threads)
         opt_level = int(opt_level)
         dims = None
+        memory_limit = int(getattr(sess_options, "memory_limit", 0) or 0)
+        if memory_limit < 0:
+            raise ValueError("SessionOptions.memory_limit must be >= 0 (0: no limit)")
         if sess_options is not None and hasattr(sess_options, "_dim_spec"):
             dims = sess_options._dim_spec()
             if opt_level == 2:
@@ -146,7 +212,8 @@ class InferenceSession:
                 model, is_bytes = bytes(path_or_bytes), True  # the native session keeps it alive
             else:
                 model, is_bytes = str(path_or_bytes).encode(), False
-            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose, flags, dims)
+            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose, flags, dims,
+                                          memory_limit)
             self._inputs = [_node_arg(*t) for t in self._native.io(False)]
             self._outputs = [_node_arg(*t) for t in self._native.io(True)]
             self._after_open()
@@ -165,6 +232,7 @@ class InferenceSession:
         opt.graph_capture = flags & 1
         opt.float16 = (flags >> 1) & 1
         opt.dim_overrides = dims.encode() if dims else None
+        opt.memory_limit = memory_limit
         handle = ctypes.c_void_p()
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             self._bytes = bytes(path_or_bytes)  # initializers point into these bytes: keep them alive
@@ -265,7 +333,7 @@ class InferenceSession:
         if len(self._providers) > 1 and any(not isinstance(v, np.ndarray) and device_feed(k, v) is not None
                                             for k, v in input_feed.items()):
             return [self._to_python(v) if isinstance(v, int) else v.numpy()
-                    for v in self._run_device(output_names, input_feed, on_device=False)]
+                    for v in self._run_device(output_names, input_feed, on_device=False, run_options=run_options)]
         if self._native is not None:  # CPU-only sessions bind the C method directly: see __init__
             return self._native.run(output_names, input_feed, run_options)
         # count this run, so that a close() from another thread meanwhile leaves the session to the
@@ -275,7 +343,7 @@ class InferenceSession:
                 raise KilnError("session is closed")
             self._running += 1
         try:
-            return self._run_ctypes(output_names, input_feed)
+            return self._run_ctypes(output_names, input_feed, run_options)
         finally:
             with self._run_lock:
                 self._running -= 1
@@ -287,7 +355,7 @@ class InferenceSession:
     def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):
         """Runs with OrtValue (or torch / cupy / numpy) inputs; returns OrtValues, left on the device
         when the device computed them."""
-        return self._run_device(output_names, input_dict_ort_values, on_device=True)
+        return self._run_device(output_names, input_dict_ort_values, on_device=True, run_options=run_options)
 
     def io_binding(self):
         return IOBinding(self)
@@ -297,9 +365,9 @@ class InferenceSession:
         bound = [iobinding._outputs.get(n, ("cpu", None))[1] for n in names]
         iobinding._results = self._run_device(names, iobinding._inputs, on_device=True, bound=bound,
                                               want_cpu=[iobinding._outputs.get(n, ("cpu",))[0] == "cpu"
-                                                        for n in names])
+                                                        for n in names], run_options=run_options)
 
-    def _run_device(self, output_names, input_feed, on_device, bound=None, want_cpu=None):
+    def _run_device(self, output_names, input_feed, on_device, bound=None, want_cpu=None, run_options=None):
         lib = self._lib
         names, descs, keep = [], [], []
         for name, value in input_feed.items():
@@ -315,7 +383,7 @@ class InferenceSession:
             self._host_desc(name, value, names, descs, keep)
         outs = [str(n).encode() for n in output_names] if output_names else []
         n_out = len(outs) if outs else len(self._outputs)
-        ro = _lib.RunOptions(1 if on_device else 0, None)
+        ro, flag, user_flag = _run_options_struct(run_options, 1 if on_device else 0)
         if bound and any(b is not None for b in bound):
             bdescs = (_lib.TensorDesc * n_out)()
             for i, b in enumerate(bound):
@@ -331,7 +399,8 @@ class InferenceSession:
         c_outs = (ctypes.c_char_p * max(len(outs), 1))(*outs)
         results = (ctypes.c_void_p * max(n_out, 1))()
         h = self._handle()
-        st = lib.kiln_run_with_options(h, ctypes.byref(ro), len(names), c_names, c_descs, len(outs), c_outs, results)
+        st = _call_run(lib, flag, user_flag, results, n_out, lambda: lib.kiln_run_with_options(
+            h, ctypes.byref(ro), len(names), c_names, c_descs, len(outs), c_outs, results))
         if st != 0:
             raise KilnError(lib.kiln_session_error(h).decode(errors="replace"))
         values = []
@@ -368,7 +437,7 @@ class InferenceSession:
         keep.append((arr, dims))
         descs.append(_lib.TensorDesc(_CODE_OF[arr.dtype], arr.ndim, dims, arr.ctypes.data, 0))
 
-    def _run_ctypes(self, output_names, input_feed):
+    def _run_ctypes(self, output_names, input_feed, run_options=None):
         lib = self._lib
         names, descs, keep = [], [], []
         for name, value in input_feed.items():
@@ -383,7 +452,9 @@ class InferenceSession:
         n_out = len(outs) if outs else len(self._outputs)
         c_outs = (ctypes.c_char_p * max(len(outs), 1))(*outs)
         results = (ctypes.c_void_p * max(n_out, 1))()
-        st = lib.kiln_run(self._s, n_in, c_names, c_descs, len(outs), c_outs, results)
+        ro, flag, user_flag = _run_options_struct(run_options, reuse=True)
+        st = _call_run(lib, flag, user_flag, results, n_out, lambda: lib.kiln_run_with_options(
+            self._s, ctypes.byref(ro), n_in, c_names, c_descs, len(outs), c_outs, results))
         if st != 0:
             raise KilnError(lib.kiln_session_error(self._s).decode(errors="replace"))
         try:

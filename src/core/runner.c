@@ -6,6 +6,7 @@
 #include "session.h"
 #include "placement.h"
 #include "capture.h"
+#include "arena_plan.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,8 @@ struct kiln_runner {
     kiln_lifetime *rec;
     int *is_output;
     int step;
+    kiln_run_limits *lim;  /* the run's, shared with parent and child frames */
+    size_t *charged;       /* per value: heap bytes counted against the memory limit; NULL: no limit */
 };
 
 static kiln_value *slot(struct kiln_runner *r, int v) {
@@ -41,12 +44,87 @@ static int is_managed(struct kiln_runner *r, int v) {
 
 kiln_status kiln_runner_alloc_output(kiln_ctx *ctx, int i);
 
+static double now_seconds(void);
+
+/* ---------------------------------------------------------------- run limits */
+
+void kiln_run_limits_init(kiln_run_limits *lim, const kiln_session *s, const kiln_run_options *ro) {
+    memset(lim, 0, sizeof *lim);
+    lim->memory_limit = s->opt.memory_limit;
+    if (!ro) return;
+    lim->terminate = ro->terminate;
+    lim->timeout_ms = ro->timeout_ms;
+    if (ro->timeout_ms > 0) lim->deadline = now_seconds() + ro->timeout_ms / 1000.0;
+}
+
+/* The deadline costs a clock read; reading it on every DEADLINE_STRIDE-th check keeps short nodes
+ * and loop iterations cheap while a run stays within a few nodes of its deadline. */
+#define DEADLINE_STRIDE 4
+
+/* Called between nodes and at each subgraph run and loop iteration. `where` names what was about
+ * to run, for the deadline message. */
+static kiln_status check_limits(kiln_run_limits *lim, const char *kind, const char *where, kiln_err *e) {
+    if (lim->terminate && *lim->terminate)
+        return kiln_fail(e, KILN_ERR_CANCELLED, "the run was terminated (at %s '%s')", kind, where);
+    if (lim->deadline && lim->ticks++ % DEADLINE_STRIDE == 0 && now_seconds() > lim->deadline)
+        return kiln_fail(e, KILN_ERR_CANCELLED, "the run passed its deadline of %g ms at %s '%s'",
+                         lim->timeout_ms, kind, where);
+    return KILN_OK;
+}
+
+static inline int has_checks(const kiln_run_limits *lim) { return lim->terminate || lim->deadline; }
+
+static kiln_status charge(kiln_run_limits *lim, size_t bytes, const char *what, kiln_err *e) {
+    if (!lim->memory_limit) return KILN_OK;
+    if (bytes > lim->memory_limit - lim->held || lim->held > lim->memory_limit)
+        return kiln_fail(e, KILN_ERR_NO_MEMORY,
+                         "%s needs %zu bytes, which would pass the session's memory limit of %zu bytes "
+                         "(%zu held by the run already)",
+                         what, bytes, lim->memory_limit, lim->held);
+    lim->held += bytes;
+    return KILN_OK;
+}
+
+static void uncharge(kiln_run_limits *lim, size_t bytes) {
+    lim->held = bytes < lim->held ? lim->held - bytes : 0;
+}
+
+/* Value v's heap bytes leave this frame's count (released, or moved to the caller). */
+static void uncharge_value(struct kiln_runner *r, int v) {
+    if (!r->charged || v < 0 || !r->charged[v]) return;
+    uncharge(r->lim, r->charged[v]);
+    r->charged[v] = 0;
+}
+
+kiln_status kiln_run_check(kiln_ctx *ctx) {
+    struct kiln_runner *r = ctx->runner;
+    if (!r || !has_checks(r->lim)) return KILN_OK;
+    return check_limits(r->lim, "node", ctx->node->name, ctx->err);
+}
+
+kiln_status kiln_run_charge(kiln_ctx *ctx, size_t bytes, const char *what) {
+    struct kiln_runner *r = ctx->runner;
+    return r ? charge(r->lim, bytes, what, ctx->err) : KILN_OK;
+}
+
+void kiln_run_uncharge(kiln_ctx *ctx, size_t bytes) {
+    struct kiln_runner *r = ctx->runner;
+    if (r && r->lim->memory_limit) uncharge(r->lim, bytes);
+}
+
 /* Allocates value v's tensor (shape already set) in its memory space, from the arena or the heap. */
 static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
     kiln_tensor *t = &r->vals[v].t;
     int64_t n = kiln_numel(t);
-    if (n < 0) return kiln_fail(e, KILN_ERR_RUNTIME, "output shape is not concrete");
-    size_t bytes = kiln_dtype_bytes(t->dtype, n);
+    int too_large = t->rank >= 0 && kiln_checked_numel(t->rank, t->dims) == KILN_NUMEL_TOO_LARGE;
+    if (n < 0 && !too_large) return kiln_fail(e, KILN_ERR_RUNTIME, "output shape is not concrete");
+    int size_ok;
+    size_t bytes = kiln_checked_nbytes(t->dtype, n, &size_ok);
+    if (too_large || !size_ok) {
+        char shape[400];
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "cannot allocate value '%s' of shape %s: too large",
+                         r->g->values[v].name, kiln_shape_str(t, shape, sizeof shape));
+    }
     int dev = r->g->values[v].dev;
     /* graph outputs go to the caller, never to the arena (device outputs may go to the caller too) */
     int arena_ok = !r->is_output[v] && t->dtype != KILN_DTYPE_STRING;
@@ -78,13 +156,28 @@ static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
         return kiln_fail(e, KILN_ERR_RUNTIME, "value '%s' is not in the planned arena (graph capture needs it there)",
                          r->g->values[v].name);
     }
-    if (!dev) return kiln_tensor_alloc(t, e);
-    kiln_provider *p = r->s->eps.ep[dev];
-    void *mem;
-    KILN_TRY(p->vt->alloc(p, bytes, &mem, e));
-    t->data = t->owner = mem;
-    t->dev = p;
-    return KILN_OK;
+    if (r->charged) {
+        char what[300];
+        snprintf(what, sizeof what, "value '%s'", r->g->values[v].name);
+        KILN_TRY(charge(r->lim, bytes, what, e));
+    }
+    kiln_status st;
+    if (!dev) {
+        st = kiln_tensor_alloc(t, e);
+    } else {
+        kiln_provider *p = r->s->eps.ep[dev];
+        void *mem;
+        st = p->vt->alloc(p, bytes, &mem, e);
+        if (!st) {
+            t->data = t->owner = mem;
+            t->dev = p;
+        }
+    }
+    if (r->charged) {
+        if (st) uncharge(r->lim, bytes);
+        else r->charged[v] = bytes;
+    }
+    return st;
 }
 
 kiln_status kiln_runner_alloc_output(kiln_ctx *ctx, int i) {
@@ -97,6 +190,7 @@ static void release_root(struct kiln_runner *r, int v) {
     if (v < 0) return;
     if (--r->remaining[v] > 0) return;
     if (r->rec && r->rec[v].def >= 0) r->rec[v].last = r->step;
+    uncharge_value(r, v);
     kiln_value_release(&r->vals[v]);
 }
 
@@ -186,6 +280,7 @@ static kiln_status run_node_timed(struct kiln_runner *r, int ni, kiln_err *e) {
         int v = n->out[i];
         out[i] = v >= 0 ? &r->vals[v] : NULL;
         if (out[i]) {
+            uncharge_value(r, v);
             kiln_value_release(out[i]);
             memset(out[i], 0, sizeof *out[i]);
             out[i]->kind = KILN_KIND_TENSOR;
@@ -260,7 +355,7 @@ done:
 }
 
 static kiln_status runner_init(struct kiln_runner *r, kiln_session *s, kiln_graph *g,
-                               struct kiln_runner *parent, kiln_err *e) {
+                               struct kiln_runner *parent, kiln_run_limits *lim, kiln_err *e) {
     memset(r, 0, sizeof *r);
     r->s = s;
     r->g = g;
@@ -271,7 +366,10 @@ static kiln_status runner_init(struct kiln_runner *r, kiln_session *s, kiln_grap
     r->remaining = calloc((size_t)nv, sizeof(int));
     r->root = malloc((size_t)nv * sizeof(int));
     r->is_output = calloc((size_t)nv, sizeof(int));
-    if (!r->vals || !r->uses || !r->remaining || !r->root || !r->is_output)
+    r->lim = lim;
+    /* accounting per value only when there is a limit to count against */
+    if (lim->memory_limit) r->charged = calloc((size_t)nv, sizeof(size_t));
+    if (!r->vals || !r->uses || !r->remaining || !r->root || !r->is_output || (lim->memory_limit && !r->charged))
         return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
     for (int v = 0; v < g->n_values; v++) r->root[v] = v;
     for (int i = 0; i < g->n_nodes; i++) {
@@ -292,7 +390,11 @@ static kiln_status runner_init(struct kiln_runner *r, kiln_session *s, kiln_grap
 static void runner_free(struct kiln_runner *r) {
     if (r->vals)
         for (int v = 0; v < r->g->n_values; v++)
-            if (is_managed(r, v)) kiln_value_release(&r->vals[v]);
+            if (is_managed(r, v)) {
+                uncharge_value(r, v);
+                kiln_value_release(&r->vals[v]);
+            }
+    free(r->charged);
     free(r->vals);
     free(r->uses);
     free(r->remaining);
@@ -335,6 +437,7 @@ static kiln_status take_output(struct kiln_runner *r, int v, kiln_value *dst, in
                   (src->kind != KILN_KIND_TENSOR || src->t.owner == src->t.data || !src->t.data);
     if (src->kind == KILN_KIND_TENSOR && src->t.owner && src->t.owner != src->t.data) movable = 0;
     if (movable) {
+        uncharge_value(r, v); /* the caller holds it now */
         *dst = *src;
         memset(src, 0, sizeof *src);
         src->kind = KILN_KIND_NONE;
@@ -354,10 +457,12 @@ static kiln_status sync_devices(kiln_session *s, kiln_err *e) {
 static kiln_status run_frame(struct kiln_runner *r, int n_out, const int *out_idx, kiln_value *outputs,
                              kiln_err *e) {
     kiln_graph *g = r->g;
+    int checks = has_checks(r->lim);
     for (int i = 0; i < g->n_nodes; i++) {
         if (g->nodes[i].removed) continue;
         r->step = i;
-        kiln_status st = run_node(r, i, e);
+        kiln_status st = checks ? check_limits(r->lim, "node", g->nodes[i].name, e) : KILN_OK;
+        if (!st) st = run_node(r, i, e);
         if (st) {
             sync_devices(r->s, NULL); /* let queued device work finish before buffers go */
             return st;
@@ -369,24 +474,52 @@ static kiln_status run_frame(struct kiln_runner *r, int n_out, const int *out_id
         for (int k = 0; k < g->n_outputs; k++) outs[k] = slot(r, g->outputs[k]);
         kiln_capture_note_outputs(r->s, r->plan, outs, g->n_outputs);
     }
-    for (int k = 0; k < n_out; k++) {
-        int v = g->outputs[out_idx[k]];
-        int last = 1;
-        for (int j = k + 1; j < n_out; j++) last &= g->outputs[out_idx[j]] != v;
-        kiln_status st = take_output(r, v, &outputs[k], last, e);
-        if (st) {
-            for (int j = 0; j < k; j++) kiln_value_release(&outputs[j]);
-            return st;
-        }
+    /* an output asked for twice is copied at all but its last position; one backward pass finds
+     * the last positions (graphs can have tens of thousands of outputs) */
+    char *is_last = malloc((size_t)(n_out ? n_out : 1)), *seen = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    if (!is_last || !seen) {
+        free(is_last); free(seen);
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
     }
-    return KILN_OK;
+    for (int k = n_out - 1; k >= 0; k--) {
+        int v = g->outputs[out_idx[k]];
+        is_last[k] = !seen[v];
+        seen[v] = 1;
+    }
+    free(seen);
+    kiln_status st = KILN_OK;
+    for (int k = 0; k < n_out && !st; k++) {
+        st = take_output(r, g->outputs[out_idx[k]], &outputs[k], is_last[k], e);
+        if (st)
+            for (int j = 0; j < k; j++) kiln_value_release(&outputs[j]);
+    }
+    free(is_last);
+    return st;
 }
 
 kiln_status kiln_run_graph(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
                            kiln_lifetime *record, int n_out, const int *out_idx, kiln_value *outputs,
                            kiln_err *e) {
+    return kiln_run_graph_limited(s, g, input_slots, plan, record, NULL, n_out, out_idx, outputs, e);
+}
+
+kiln_status kiln_run_graph_limited(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
+                                   kiln_lifetime *record, kiln_run_limits *lim, int n_out, const int *out_idx,
+                                   kiln_value *outputs, kiln_err *e) {
+    kiln_run_limits own;
+    if (!lim) {
+        kiln_run_limits_init(&own, s, NULL);
+        lim = &own;
+    }
+    if (has_checks(lim)) KILN_TRY(check_limits(lim, "graph", g->name ? g->name : "", e));
+    /* a planned arena larger than the limit (it can exceed the first run's peak) is not used:
+     * the run allocates on the heap instead, value by value, under the limit */
+    if (plan && lim->memory_limit) {
+        if (plan->arena_bytes > lim->memory_limit - lim->held) plan = NULL;
+        else lim->held += plan->arena_bytes;
+    }
     struct kiln_runner r;
-    kiln_status st = runner_init(&r, s, g, NULL, e);
+    kiln_status st = runner_init(&r, s, g, NULL, lim, e);
     if (!st) {
         for (int i = 0; i < g->n_inputs; i++) r.vals[g->inputs[i]] = input_slots[i];
         r.plan = plan;
@@ -407,8 +540,10 @@ kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value
     if (n_in > g->n_inputs)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_MODEL, "subgraph '%s' takes %d inputs, got %d",
                          g->name ? g->name : "", g->n_inputs, n_in);
+    if (has_checks(parent->lim))
+        KILN_TRY(check_limits(parent->lim, "subgraph", g->name ? g->name : "", ctx->err));
     struct kiln_runner r;
-    kiln_status st = runner_init(&r, parent->s, g, parent, ctx->err);
+    kiln_status st = runner_init(&r, parent->s, g, parent, parent->lim, ctx->err);
     if (!st) {
         for (int i = 0; i < n_in; i++) {
             if (!ins[i]) continue;
@@ -434,13 +569,6 @@ kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value
 
 /* ---------------------------------------------------------------- memory plans */
 
-typedef struct placed { int64_t off; size_t size; int def, last, dev; } placed;
-
-static int by_size_desc(const void *a, const void *b) {
-    const placed *x = a, *y = b;
-    return x->size < y->size ? 1 : x->size > y->size ? -1 : 0;
-}
-
 kiln_plan *kiln_plan_make(kiln_session *s, const kiln_graph *g, const kiln_lifetime *rec,
                           const char *signature) {
     kiln_plan *p = calloc(1, sizeof *p);
@@ -449,7 +577,7 @@ kiln_plan *kiln_plan_make(kiln_session *s, const kiln_graph *g, const kiln_lifet
     p->n_values = nv;
     p->offset = malloc((size_t)(nv ? nv : 1) * sizeof(int64_t));
     p->size = calloc((size_t)(nv ? nv : 1), sizeof(size_t));
-    placed *items = malloc((size_t)(nv ? nv : 1) * sizeof *items);
+    kiln_arena_item *items = malloc((size_t)(nv ? nv : 1) * sizeof *items);
     int *order = malloc((size_t)(nv ? nv : 1) * sizeof(int));
     p->signature = strdup(signature);
     if (!p->offset || !p->size || !items || !order || !p->signature) {
@@ -461,41 +589,21 @@ kiln_plan *kiln_plan_make(kiln_session *s, const kiln_graph *g, const kiln_lifet
         p->offset[v] = -1;
         if (rec[v].def < 0 || rec[v].size == 0) continue;
         size_t sz = (rec[v].size + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-        items[m] = (placed){-1, sz, rec[v].def, rec[v].last, rec[v].dev};
+        items[m] = (kiln_arena_item){sz, rec[v].def, rec[v].last, rec[v].dev, -1};
         order[m] = v;
         p->naive_bytes += sz;
         m++;
     }
     /* greedy by size: each buffer takes the lowest offset free throughout its lifetime */
-    int *idx = malloc((size_t)(m ? m : 1) * sizeof(int));
-    placed *sorted = malloc((size_t)(m ? m : 1) * sizeof *sorted);
-    if (!idx || !sorted) { free(idx); free(sorted); free(items); free(order); kiln_plan_free(p); return NULL; }
-    for (int i = 0; i < m; i++) { sorted[i] = items[i]; sorted[i].off = i; }
-    qsort(sorted, (size_t)m, sizeof *sorted, by_size_desc);
-    placed *done = malloc((size_t)(m ? m : 1) * sizeof *done);
-    int nd = 0;
+    if (kiln_arena_place(items, m)) { free(items); free(order); kiln_plan_free(p); return NULL; }
     for (int i = 0; i < m; i++) {
-        int item = (int)sorted[i].off;
-        placed it = items[item];
-        int64_t off = 0;
-        for (int again = 1; again;) {
-            again = 0;
-            for (int j = 0; j < nd; j++) {
-                if (done[j].dev != it.dev) continue;                          /* another arena */
-                if (done[j].last < it.def || it.last < done[j].def) continue; /* disjoint in time */
-                if (off + (int64_t)it.size <= done[j].off || done[j].off + (int64_t)done[j].size <= off) continue;
-                off = done[j].off + (int64_t)done[j].size;
-                again = 1;
-            }
-        }
-        it.off = off;
-        done[nd++] = it;
-        int v = order[item];
-        p->offset[v] = off;
-        p->size[v] = it.size;
-        if ((size_t)off + it.size > p->dev_bytes[it.dev]) p->dev_bytes[it.dev] = (size_t)off + it.size;
+        const kiln_arena_item *it = &items[i];
+        int v = order[i];
+        p->offset[v] = it->off;
+        p->size[v] = it->size;
+        if ((size_t)it->off + it->size > p->dev_bytes[it->dev]) p->dev_bytes[it->dev] = (size_t)it->off + it->size;
     }
-    free(done); free(idx); free(sorted); free(items); free(order);
+    free(items); free(order);
     for (int d = 0; d < s->eps.n; d++) {
         p->arena_bytes += p->dev_bytes[d];
         if (!p->dev_bytes[d]) continue;

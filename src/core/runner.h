@@ -12,4 +12,13 @@
 kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value *const *ins,
                               kiln_value *outs);
 
+/* A loop kernel's check once per iteration: KILN_ERR_CANCELLED when the run's terminate flag is
+ * set or its deadline has passed. */
+kiln_status kiln_run_check(kiln_ctx *ctx);
+/* Bytes a kernel holds for the run outside its outputs (e.g. a Loop's stacked scan items), counted
+ * against the session's memory limit: charge fails with KILN_ERR_NO_MEMORY (and counts nothing)
+ * when they would pass it; uncharge gives back what was charged. */
+kiln_status kiln_run_charge(kiln_ctx *ctx, size_t bytes, const char *what);
+void kiln_run_uncharge(kiln_ctx *ctx, size_t bytes);
+
 #endif

@@ -54,26 +54,53 @@ static kiln_status bind_kernels(kiln_session *s, kiln_graph *g, char **missing, 
     return KILN_OK;
 }
 
-/* Which graph inputs some node reads on the host (a CPU kernel, or a device kernel's host input). */
+/* Which graph inputs some node reads on the host (a CPU kernel, or a device kernel's host input).
+ * One pass over the nodes marks the values read on the host, so that graphs with many inputs do
+ * not cost inputs x nodes. */
 static kiln_status find_host_readers(kiln_session *s) {
     kiln_graph *g = s->model->graph;
     s->input_host_readers = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(int));
-    if (!s->input_host_readers) return KILN_ERR_NO_MEMORY;
-    for (int j = 0; j < g->n_inputs; j++) {
-        int v = g->inputs[j];
-        for (int i = 0; i < g->n_nodes && !s->input_host_readers[j]; i++) {
-            kiln_node *n = &g->nodes[i];
-            if (n->removed || kiln_is_memcpy_node(n)) continue;
-            for (int k = 0; k < n->n_in + n->n_implicit; k++) {
-                int x = k < n->n_in ? n->in[k] : n->implicit[k - n->n_in];
-                if (x != v) continue;
-                int host_kernel = n->ep == 0 && !(k < n->n_in && (n->op->flags & KILN_OP_SHAPE_ONLY));
-                int host_input = n->kernel && k < n->n_in && k < 32 && (n->kernel->host_inputs & (1u << k));
-                if (host_kernel || host_input || k >= n->n_in) s->input_host_readers[j] = 1;
-            }
+    char *on_host = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    if (!s->input_host_readers || !on_host) {
+        free(on_host);
+        return KILN_ERR_NO_MEMORY;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *n = &g->nodes[i];
+        if (n->removed || kiln_is_memcpy_node(n)) continue;
+        for (int k = 0; k < n->n_in + n->n_implicit; k++) {
+            int x = k < n->n_in ? n->in[k] : n->implicit[k - n->n_in];
+            if (x < 0) continue;
+            int host_kernel = n->ep == 0 && !(k < n->n_in && n->op && (n->op->flags & KILN_OP_SHAPE_ONLY));
+            int host_input = n->kernel && k < n->n_in && k < 32 && (n->kernel->host_inputs & (1u << k));
+            if (host_kernel || host_input || k >= n->n_in) on_host[x] = 1;
         }
     }
+    for (int j = 0; j < g->n_inputs; j++) s->input_host_readers[j] = on_host[g->inputs[j]];
+    free(on_host);
     return KILN_OK;
+}
+
+/* input_at / output_at for the final main graph. An output listed twice maps to its last
+ * position, as the name scan this replaces did. */
+static kiln_status map_io_positions(kiln_session *s, kiln_err *e) {
+    kiln_graph *g = s->model->graph;
+    size_t nv = (size_t)(g->n_values ? g->n_values : 1);
+    s->input_at = malloc(nv * sizeof(int));
+    s->output_at = malloc(nv * sizeof(int));
+    if (!s->input_at || !s->output_at) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    s->n_at = g->n_values;
+    for (int v = 0; v < g->n_values; v++) s->input_at[v] = s->output_at[v] = -1;
+    for (int j = g->n_inputs - 1; j >= 0; j--) s->input_at[g->inputs[j]] = j; /* first wins */
+    for (int j = 0; j < g->n_outputs; j++) s->output_at[g->outputs[j]] = j;  /* last wins */
+    return KILN_OK;
+}
+
+/* Position of the input (or output) named `name` among the main graph's, or -1. */
+static int io_position(const kiln_session *s, const int *at, const char *name) {
+    if (!name) return -1;
+    int v = kiln_graph_find_value(s->model->graph, name);
+    return v < 0 || v >= s->n_at ? -1 : at[v];
 }
 
 /* One line per provider with its node count, then each node left on the CPU with the reason. */
@@ -227,7 +254,7 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     s->n_inputs = (size_t)g->n_inputs;
     s->n_outputs = (size_t)g->n_outputs;
     if (fill_io(s, g->inputs, s->n_inputs, &s->inputs, &e) ||
-        fill_io(s, g->outputs, s->n_outputs, &s->outputs, &e)) {
+        fill_io(s, g->outputs, s->n_outputs, &s->outputs, &e) || map_io_positions(s, &e)) {
         kiln_session_close(s);
         return fail_open(&e);
     }
@@ -300,6 +327,8 @@ void kiln_session_close(kiln_session *s) {
     kiln_providers_close(&s->eps);
     free(s->missing_ops);
     free(s->input_host_readers);
+    free(s->input_at);
+    free(s->output_at);
     kiln_trace_free(&s->trace);
     pthread_mutex_destroy(&s->run_mu);
     free(s);
@@ -370,7 +399,15 @@ static void append_sig(char *buf, size_t cap, size_t *len, const kiln_value *v) 
 kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const *names,
                                     const kiln_value *inputs, int n_out, const int *out_idx,
                                     kiln_value *outputs) {
+    return kiln_session_run_values_opts(s, NULL, n_in, names, inputs, n_out, out_idx, outputs);
+}
+
+kiln_status kiln_session_run_values_opts(kiln_session *s, const kiln_run_options *ro, int n_in,
+                                         const char *const *names, const kiln_value *inputs, int n_out,
+                                         const int *out_idx, kiln_value *outputs) {
     kiln_err *e = &s->err;
+    kiln_run_limits lim; /* the deadline counts from here: waiting for the session is part of the run */
+    kiln_run_limits_init(&lim, s, ro);
     kiln_graph *g = s->model->graph;
     if (s->missing_ops)
         return kiln_fail(e, KILN_ERR_NOT_IMPLEMENTED, "the model uses ops kiln does not implement: %s", s->missing_ops);
@@ -382,9 +419,7 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
     }
     kiln_status st = KILN_OK;
     for (int i = 0; i < n_in && !st; i++) {
-        int k = -1;
-        for (int j = 0; j < g->n_inputs; j++)
-            if (names[i] && !strcmp(g->values[g->inputs[j]].name, names[i])) { k = j; break; }
+        int k = io_position(s, s->input_at, names[i]);
         if (k < 0) {
             char list[512] = "";
             size_t l = 0;
@@ -449,7 +484,7 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
     int replayed = 0;
     double run_t0 = s->trace.path ? kiln_trace_now() : 0;
     if (plan && s->opt.graph_capture) st = kiln_capture_run(s, plan, slots, n_out, out_idx, outputs, &replayed, e);
-    if (!st && !replayed) st = kiln_run_graph(s, g, slots, plan, rec, n_out, out_idx, outputs, e);
+    if (!st && !replayed) st = kiln_run_graph_limited(s, g, slots, plan, rec, &lim, n_out, out_idx, outputs, e);
     if (!st && rec) {
         kiln_plan *p = kiln_plan_make(s, g, rec, sig);
         if (p) {
@@ -563,6 +598,12 @@ kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *optio
             }
             vin[i].t.dims[k] = d->dims[k];
         }
+        if (!st && kiln_checked_numel(d->rank, vin[i].t.dims) == KILN_NUMEL_TOO_LARGE) {
+            char shape[400];
+            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
+                           "input '%s': shape %s is too large (its element count overflows or exceeds 2^48)",
+                           in_names[i] ? in_names[i] : "(null)", kiln_shape_str(&vin[i].t, shape, sizeof shape));
+        }
         vin[i].t.data = (void *)d->data;
         if (!st && !d->data && kiln_numel(&vin[i].t) > 0)
             st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", in_names[i]);
@@ -582,15 +623,16 @@ kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *optio
     }
     for (size_t k = 0; !st && k < no; k++) {
         if (!n_out) { idx[k] = (int)k; continue; }
-        idx[k] = -1;
-        for (int j = 0; j < g->n_outputs; j++)
-            if (out_names[k] && !strcmp(g->values[g->outputs[j]].name, out_names[k])) idx[k] = j;
+        idx[k] = io_position(s, s->output_at, out_names[k]);
         if (idx[k] < 0)
             st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "the model has no output named '%s'",
                            out_names[k] ? out_names[k] : "(null)");
     }
+    if (!st && options && !(options->timeout_ms >= 0)) /* also NaN */
+        st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "kiln_run: timeout_ms is %g, it must be >= 0 (0: none)",
+                       options->timeout_ms);
     s->outputs_on_device = options && (options->outputs_on_device || options->bound_outputs);
-    if (!st) st = kiln_session_run_values(s, (int)n_in, in_names, vin, (int)no, idx, vout);
+    if (!st) st = kiln_session_run_values_opts(s, options, (int)n_in, in_names, vin, (int)no, idx, vout);
     s->outputs_on_device = 0;
     for (size_t k = 0; !st && options && options->bound_outputs && k < no; k++) {
         const kiln_tensor_desc *b = &options->bound_outputs[k];

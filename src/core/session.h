@@ -24,6 +24,21 @@ typedef struct kiln_plan {
     struct kiln_plan *next;
 } kiln_plan;
 
+/* One run's limits (kiln_run_options' terminate flag and deadline, the session's memory_limit)
+ * and what the run holds against them; shared by the main graph's frame and every subgraph frame
+ * of the run, all on the calling thread. */
+typedef struct kiln_run_limits {
+    volatile int *terminate;   /* NULL: none */
+    double timeout_ms;
+    double deadline;           /* CLOCK_MONOTONIC seconds; 0: none */
+    size_t memory_limit;       /* 0: none */
+    size_t held;               /* bytes of intermediate values held now (counted only with a limit) */
+    unsigned ticks;            /* checks so far: the clock is read on every few */
+} kiln_run_limits;
+
+/* Fills the limits of a run that starts now. */
+void kiln_run_limits_init(kiln_run_limits *lim, const kiln_session *s, const kiln_run_options *ro);
+
 /* What one run records about each value, to make a plan from. */
 typedef struct kiln_lifetime {
     int def, last;         /* node steps; def -1 = never allocated by the runner */
@@ -43,6 +58,9 @@ struct kiln_session {
     kiln_trace trace;           /* path set: profiling to a Chrome trace (trace.h) */
     int *input_host_readers;    /* per graph input: read on the host by some node (a device input
                                    is then staged to the host before the run) */
+    int *input_at, *output_at;  /* per value of the main graph: its position among the graph's
+                                   inputs / outputs, or -1 (names bind in O(1) per run) */
+    int n_at;                   /* values input_at / output_at cover */
     pthread_mutex_t run_mu;     /* runs on one session are serialised (they share the arena) */
     kiln_plan *plans;           /* most recent first */
     int n_plans;
@@ -69,7 +87,16 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
                                     const kiln_value *inputs, int n_out, const int *out_idx,
                                     kiln_value *outputs);
 
+/* kiln_session_run_values with per-run options (terminate flag, deadline); ro may be NULL. */
+kiln_status kiln_session_run_values_opts(kiln_session *s, const kiln_run_options *ro, int n_in,
+                                         const char *const *names, const kiln_value *inputs, int n_out,
+                                         const int *out_idx, kiln_value *outputs);
+
 /* runner.c */
+/* kiln_run_graph under a run's limits (NULL: none but the session's memory limit). */
+kiln_status kiln_run_graph_limited(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
+                                   kiln_lifetime *record, kiln_run_limits *lim, int n_out, const int *out_idx,
+                                   kiln_value *outputs, kiln_err *e);
 kiln_status kiln_run_graph(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
                            kiln_lifetime *record, int n_out, const int *out_idx, kiln_value *outputs,
                            kiln_err *e);

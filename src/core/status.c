@@ -40,6 +40,7 @@ const char *kiln_status_name(kiln_status st) {
     case KILN_ERR_IO: return "i/o error";
     case KILN_ERR_RUNTIME: return "runtime error";
     case KILN_ERR_NO_PROVIDER: return "provider unavailable";
+    case KILN_ERR_CANCELLED: return "cancelled";
     }
     return "unknown status";
 }

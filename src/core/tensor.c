@@ -13,34 +13,36 @@ int kiln_mul_overflow_i64(int64_t a, int64_t b, int64_t *out) { return __builtin
 
 int kiln_add_overflow_i64(int64_t a, int64_t b, int64_t *out) { return __builtin_add_overflow(a, b, out); }
 
-/* Product of non-negative dims, or -1 for a negative dim; *overflow set when it exceeds INT64_MAX.
- * Any zero dim gives 0, even next to dims whose product alone would overflow. */
-static int64_t dims_product(int rank, const int64_t *dims, int *overflow) {
-    *overflow = 0;
+/* The product of the non-zero dims (INT64_MAX when it overflows), or -1 for a negative dim;
+ * *has_zero tells whether some dim is 0 (the element count is then 0). */
+static int64_t nonzero_dims_product(int rank, const int64_t *dims, int *has_zero) {
+    int64_t n = 1;
+    int overflow = 0;
+    *has_zero = 0;
     for (int i = 0; i < rank; i++) {
         if (dims[i] < 0) return -1;
+        if (dims[i] == 0) *has_zero = 1;
+        else if (!overflow && kiln_mul_overflow_i64(n, dims[i], &n)) overflow = 1;
     }
-    for (int i = 0; i < rank; i++)
-        if (dims[i] == 0) return 0;
-    int64_t n = 1;
-    for (int i = 0; i < rank; i++)
-        if (kiln_mul_overflow_i64(n, dims[i], &n)) {
-            *overflow = 1;
-            return INT64_MAX;
-        }
-    return n;
+    return overflow ? INT64_MAX : n;
 }
 
 int64_t kiln_dims_numel(int rank, const int64_t *dims) {
-    int overflow;
-    int64_t n = dims_product(rank, dims, &overflow);
-    return overflow ? -1 : n;
+    int has_zero;
+    int64_t n = nonzero_dims_product(rank, dims, &has_zero);
+    if (n < 0) return -1;
+    if (has_zero) return 0;
+    return n == INT64_MAX ? -1 : n;
 }
 
 int64_t kiln_checked_numel(int rank, const int64_t *dims) {
-    int overflow;
-    int64_t n = dims_product(rank, dims, &overflow);
-    return overflow || n > KILN_MAX_NUMEL ? KILN_NUMEL_TOO_LARGE : n;
+    int has_zero;
+    int64_t n = nonzero_dims_product(rank, dims, &has_zero);
+    if (n < 0) return -1;
+    /* an empty tensor's other dims are still bounded: kernels loop over them, and strides are
+     * products of them */
+    if (n > KILN_MAX_NUMEL) return KILN_NUMEL_TOO_LARGE;
+    return has_zero ? 0 : n;
 }
 
 size_t kiln_checked_nbytes(int dtype, int64_t n, int *ok) {

@@ -54,8 +54,9 @@ int64_t kiln_dims_numel(int rank, const int64_t *dims);
 /* 1 when a*b or a+b overflows int64 (*out is then unspecified), else 0 with *out set. */
 int kiln_mul_overflow_i64(int64_t a, int64_t b, int64_t *out);
 int kiln_add_overflow_i64(int64_t a, int64_t b, int64_t *out);
-/* Product of dims: -1 if any dim is negative, KILN_NUMEL_TOO_LARGE if it exceeds KILN_MAX_NUMEL
- * (overflowing int64 included); a zero dim makes it 0 whatever the others are. */
+/* Product of dims: -1 if any dim is negative, KILN_NUMEL_TOO_LARGE if the product of the non-zero
+ * dims exceeds KILN_MAX_NUMEL (overflowing int64 included: an empty tensor's other dims are
+ * bounded too, as kernels loop over them). */
 int64_t kiln_checked_numel(int rank, const int64_t *dims);
 /* Bytes that n elements of dtype take; 0 when n is negative or the size would not fit in what
  * malloc could ever return (PTRDIFF_MAX), with *ok cleared. */

@@ -20,6 +20,7 @@ typedef struct loader {
     kiln_model *m;
     kiln_err *e;
     int depth;
+    char real_dir[PATH_MAX]; /* the model's folder with links resolved ("" until external data needs it) */
 } loader;
 
 static kiln_status bad(loader *L, const char *what) {
@@ -55,19 +56,38 @@ static int path_is_safe(const char *loc) {
     return 1;
 }
 
-static kiln_status map_file(loader *L, const char *path, kiln_mapping **out) {
+static const char *file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a named pipe (FIFO)";
+    if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "a special file";
+}
+
+/* Maps a regular file read-only. O_NONBLOCK keeps a named pipe from blocking the open (it is then
+ * refused by fstat, before any read); extra_flags adds O_NOFOLLOW for external data. */
+static kiln_status map_file(loader *L, const char *path, int extra_flags, kiln_mapping **out) {
     kiln_model *m = L->m;
     for (int i = 0; i < m->n_maps; i++)
         if (m->maps[i].path && !strcmp(m->maps[i].path, path)) {
             *out = &m->maps[i];
             return KILN_OK;
         }
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return kiln_fail(L->e, KILN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | extra_flags);
+    if (fd < 0) {
+        if (errno == ELOOP && (extra_flags & O_NOFOLLOW))
+            return kiln_fail(L->e, KILN_ERR_IO, "'%s' became a symbolic link while loading", path);
+        return kiln_fail(L->e, KILN_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    }
     struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st)) {
+        int err = errno;
         close(fd);
-        return kiln_fail(L->e, KILN_ERR_IO, "'%s' is not a regular file", path);
+        return kiln_fail(L->e, KILN_ERR_IO, "cannot stat '%s': %s", path, strerror(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return kiln_fail(L->e, KILN_ERR_IO, "'%s' is %s, not a regular file", path, file_kind(st.st_mode));
     }
     void *addr = NULL;
     if (st.st_size > 0) {
@@ -90,6 +110,34 @@ static kiln_status map_file(loader *L, const char *path, kiln_mapping **out) {
     mp->path = strdup(path);
     *out = mp;
     return KILN_OK;
+}
+
+/* Resolves external data `location` (already checked to be relative, without "..") against the
+ * model's folder and maps it. The resolved path must lie inside the folder's resolved path: a
+ * symbolic link in the folder may not lead out of it. */
+static kiln_status map_external(loader *L, const char *tname, const char *location, kiln_mapping **out) {
+    if (!L->real_dir[0] && !realpath(L->m->dir, L->real_dir)) {
+        L->real_dir[0] = 0;
+        return kiln_fail(L->e, KILN_ERR_IO, "tensor '%s': cannot resolve the model's folder '%s': %s", tname,
+                         L->m->dir, strerror(errno));
+    }
+    char joined[PATH_MAX], real[PATH_MAX];
+    if (snprintf(joined, sizeof joined, "%s/%s", L->real_dir, location) >= (int)sizeof joined)
+        return kiln_fail(L->e, KILN_ERR_INVALID_MODEL, "tensor '%s': external data path '%s' is too long", tname,
+                         location);
+    if (!realpath(joined, real))
+        return kiln_fail(L->e, KILN_ERR_IO, "tensor '%s': external data file '%s': %s", tname, location,
+                         strerror(errno));
+    size_t n = strlen(L->real_dir);
+    int inside = !strncmp(real, L->real_dir, n) && (real[n] == '/' || (n == 1 && L->real_dir[0] == '/'));
+    if (!inside)
+        return kiln_fail(L->e, KILN_ERR_INVALID_MODEL,
+                         "tensor '%s': external data location '%s' resolves to '%s', outside the model's "
+                         "folder '%s' (a symbolic link may not lead out of it)", tname, location, real,
+                         L->real_dir);
+    kiln_status st = map_file(L, real, O_NOFOLLOW, out);
+    if (st) kiln_err_prefix(L->e, "tensor '%s': external data '%s'", tname, location);
+    return st;
 }
 
 /* After a misaligned tensor was copied, its pages in the mapping are not needed again: give them
@@ -239,13 +287,8 @@ static kiln_status parse_tensor(loader *L, const uint8_t *data, size_t len, kiln
                            "the model's folder", tname, tf.location);
             goto fail;
         }
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s", L->m->dir, tf.location);
         kiln_mapping *mp;
-        if ((st = map_file(L, path, &mp))) {
-            kiln_err_prefix(L->e, "tensor '%s': external data", tname);
-            goto fail;
-        }
+        if ((st = map_external(L, tname, tf.location, &mp))) goto fail;
         int64_t length = tf.length < 0 ? (int64_t)bytes : tf.length;
         if (tf.offset < 0 || length != (int64_t)bytes || (uint64_t)tf.offset > mp->size ||
             (uint64_t)length > mp->size - (uint64_t)tf.offset) {
@@ -1129,7 +1172,7 @@ kiln_status kiln_model_load_file(const char *path, kiln_model **out, kiln_err *e
     if (slash == path) { free(m->dir); m->dir = strdup("/"); }
     loader L = {m, e, 0};
     kiln_mapping *mp;
-    kiln_status st = map_file(&L, path, &mp);
+    kiln_status st = map_file(&L, path, 0, &mp);
     if (st) { kiln_model_free(m); return st; }
     if (mp->size == 0) {
         kiln_model_free(m);

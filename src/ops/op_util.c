@@ -28,6 +28,22 @@ kiln_tensor *kiln_output(kiln_ctx *ctx, int i) {
     return &ctx->out[i]->t;
 }
 
+/* A shape taken from data ([7, 7905747460161236407], whose count wraps to 1) must never size a
+ * buffer: refuse it while its dims are still all there to name. Unknown dims (static inference)
+ * are checked when they become known. */
+static kiln_status check_output_size(kiln_ctx *ctx, int i, const kiln_tensor *t) {
+    for (int k = 0; k < t->rank; k++)
+        if (t->dims[k] < 0) return KILN_OK;
+    int64_t n = kiln_checked_numel(t->rank, t->dims);
+    int bytes_ok = 0;
+    if (n >= 0) kiln_checked_nbytes(t->dtype, n, &bytes_ok);
+    if (bytes_ok) return KILN_OK;
+    char shape[400];
+    return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                     "output %d would have shape %s: too large (its element count overflows or exceeds "
+                     "2^48)", i, kiln_shape_str(t, shape, sizeof shape));
+}
+
 kiln_status kiln_set_output(kiln_ctx *ctx, int i, int dtype, int rank, const int64_t *dims) {
     if (i < 0 || i >= ctx->n_out || !ctx->out[i]) return KILN_OK;
     if (rank > KILN_MAX_RANK)
@@ -43,7 +59,7 @@ kiln_status kiln_set_output(kiln_ctx *ctx, int i, int dtype, int rank, const int
                              (long long)dims[k]);
         v->t.dims[k] = dims[k];
     }
-    return KILN_OK;
+    return check_output_size(ctx, i, &v->t);
 }
 
 kiln_status kiln_set_output_like(kiln_ctx *ctx, int i, const kiln_tensor *t) {

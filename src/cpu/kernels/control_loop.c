@@ -43,6 +43,7 @@ kiln_status kiln_loop_infer(kiln_ctx *ctx) {
 typedef struct scan_acc {
     kiln_tensor *items;
     int64_t n, cap;
+    size_t charged; /* bytes of items counted against the session's memory limit */
 } scan_acc;
 
 static kiln_status acc_push(kiln_ctx *ctx, scan_acc *a, kiln_value *v, int k) {
@@ -58,6 +59,10 @@ static kiln_status acc_push(kiln_ctx *ctx, scan_acc *a, kiln_value *v, int k) {
     kiln_tensor *t = &a->items[a->n];
     KILN_TRY(kiln_cf_take_tensor(ctx, v, what, t));
     a->n++;
+    /* the stacked items live until the loop ends: a loop without end must meet the memory limit */
+    size_t bytes = kiln_tensor_nbytes(t);
+    KILN_TRY(kiln_run_charge(ctx, bytes, what));
+    a->charged += bytes;
     if (a->n > 1 && (!kiln_shape_equal(t, &a->items[0]) || t->dtype != a->items[0].dtype)) {
         char s0[96], s1[96];
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
@@ -68,11 +73,13 @@ static kiln_status acc_push(kiln_ctx *ctx, scan_acc *a, kiln_value *v, int k) {
     return KILN_OK;
 }
 
-static void acc_free(scan_acc *a) {
+static void acc_free(kiln_ctx *ctx, scan_acc *a) {
     for (int64_t i = 0; i < a->n; i++) kiln_tensor_release(&a->items[i]);
     free(a->items);
+    kiln_run_uncharge(ctx, a->charged);
     a->items = NULL;
     a->n = a->cap = 0;
+    a->charged = 0;
 }
 
 static kiln_status acc_emit(kiln_ctx *ctx, int i, scan_acc *a, const kiln_graph_value *decl) {
@@ -148,6 +155,8 @@ kiln_status kiln_loop_compute(kiln_ctx *ctx) {
     for (int j = 0; j < N; j++) ins[2 + j] = ctx->in[2 + j];
 
     for (int64_t i = 0; i < max_trip && cond; i++) {
+        /* a loop of 2^62 trips must stay stoppable (terminate flag, deadline) */
+        if ((st = kiln_run_check(ctx))) goto done;
         iter_val = i;
         cond_val = (uint8_t)cond;
         memset(outs, 0, (size_t)nb_out * sizeof *outs);
@@ -190,7 +199,7 @@ done:
     if (owned && carried) kiln_cf_release_all(carried, N);
     if (outs) kiln_cf_release_all(outs, nb_out);
     if (acc)
-        for (int k = 0; k < K; k++) acc_free(&acc[k]);
+        for (int k = 0; k < K; k++) acc_free(ctx, &acc[k]);
     free(ins), free(carried), free(outs), free(acc);
     return st;
 }

@@ -35,6 +35,10 @@ static kiln_status read_list(kiln_ctx *ctx, const char *name, int want, int64_t 
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                              "attribute %s[%d] is %lld; it must be >= %lld", name, i,
                              (long long)v[i], (long long)min);
+        /* bounded like a tensor's size, so that the window arithmetic below stays in int64 */
+        if (v[i] > KILN_MAX_NUMEL)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "attribute %s[%d] is %lld: too large", name, i,
+                             (long long)v[i]);
         out[i] = v[i];
     }
     return KILN_OK;
@@ -61,7 +65,12 @@ kiln_status kconv_window(kiln_ctx *ctx, kconv_geom *g, int use_dilations, int ce
         if (g->k[i] < 1)
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "kernel size %lld in dim %d is not positive",
                              (long long)g->k[i], i);
-        int64_t dk = (g->k[i] - 1) * g->dil[i] + 1, in = g->in[i], s = g->stride[i];
+        int64_t dk, in = g->in[i], s = g->stride[i];
+        if (kiln_mul_overflow_i64(g->k[i] - 1, g->dil[i], &dk) || dk > KILN_MAX_NUMEL)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "the window of dim %d (kernel %lld, dilation %lld) is too large", i,
+                             (long long)g->k[i], (long long)g->dil[i]);
+        dk += 1;
         g->pad_b[i] = mode == KCONV_PAD_NOTSET ? pads[i] : 0;
         g->pad_e[i] = mode == KCONV_PAD_NOTSET ? pads[nd + i] : 0;
         if (in < 0) {
@@ -89,6 +98,10 @@ kiln_status kconv_window(kiln_ctx *ctx, kconv_geom *g, int use_dilations, int ce
         }
         g->out[i] = out;
     }
+    int64_t k_size = 1; /* padding lets a window outgrow the input: its size must still fit */
+    for (int i = 0; i < nd; i++)
+        if (kiln_mul_overflow_i64(k_size, g->k[i], &k_size) || k_size > KILN_MAX_NUMEL)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the kernel window has too many elements");
     kconv_finish_sizes(g);
     return KILN_OK;
 }

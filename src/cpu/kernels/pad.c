@@ -115,6 +115,11 @@ static kiln_status pad_out_dims(kiln_ctx *ctx, const kiln_tensor *x, const pad_p
             out[i] = p->pb[i] == 0 && p->pe[i] == 0 ? d : KILN_DIM_UNKNOWN;
             continue;
         }
+        if (p->pb[i] < -KILN_MAX_NUMEL || p->pb[i] > KILN_MAX_NUMEL || p->pe[i] < -KILN_MAX_NUMEL ||
+            p->pe[i] > KILN_MAX_NUMEL || d > KILN_MAX_NUMEL)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "pads %lld, %lld of axis %d (size %lld) are too large",
+                             (long long)p->pb[i], (long long)p->pe[i], i, (long long)d);
+        /* every term is now within +-2^48: the sums below cannot overflow */
         int64_t kept = d - (p->pb[i] < 0 ? -p->pb[i] : 0) - (p->pe[i] < 0 ? -p->pe[i] : 0);
         if (kept < 0)
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "pads %lld, %lld crop more than axis %d has (%lld)",

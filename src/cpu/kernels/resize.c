@@ -262,7 +262,10 @@ static kiln_status make_plan(kiln_ctx *ctx, const resize_attrs *a, const kiln_te
     for (int i = 0; i < n; i++) {
         int d = axes[i];
         p->scale[d] = s;
-        p->out[d] = (int64_t)(s * (double)p->in[d] + 0.5);
+        double o = s * (double)p->in[d] + 0.5;
+        if (!(o < 4e18)) /* converting a larger double to int64 is undefined */
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "output dimension %d is too large", d);
+        p->out[d] = (int64_t)o;
     }
     return KILN_OK;
 }

@@ -35,7 +35,8 @@ static kiln_status concat_shape(kiln_ctx *ctx, const kiln_value *seq, int *axis_
                                  "item %d is %s but item 0 is %s: they differ off axis %d", i,
                                  kiln_shape_str(t, a, sizeof a), kiln_shape_str(first, b, sizeof b),
                                  axis);
-        total += new_axis ? 1 : t->dims[axis];
+        if (kiln_add_overflow_i64(total, new_axis ? 1 : t->dims[axis], &total))
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the items' sizes along axis %d overflow int64", axis);
     }
     int k = 0;
     for (int d = 0; d < r + new_axis; d++) {

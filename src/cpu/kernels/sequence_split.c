@@ -64,7 +64,12 @@ static kiln_status plan_split(kiln_ctx *ctx, const kiln_tensor *x, split_plan *p
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "split[%lld] = %lld is negative",
                              (long long)i, (long long)bad);
         }
-        sum += p->sizes[i];
+        if (kiln_add_overflow_i64(sum, p->sizes[i], &sum)) { /* a wrapped sum could equal dim */
+            free(p->sizes);
+            p->sizes = NULL;
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "split sizes overflow int64 (at split[%lld])",
+                             (long long)i);
+        }
     }
     if (sum != dim) {
         free(p->sizes);

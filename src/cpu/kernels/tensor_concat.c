@@ -40,8 +40,10 @@ kiln_status kiln_tk_concat_infer(kiln_ctx *ctx) {
         }
         for (int k = 0; k < rank; k++) {
             if (k == axis) {
-                if (out[k] >= 0 && t->dims[k] >= 0) out[k] += t->dims[k];
-                else out[k] = KILN_DIM_UNKNOWN;
+                if (out[k] < 0 || t->dims[k] < 0) out[k] = KILN_DIM_UNKNOWN;
+                else if (kiln_add_overflow_i64(out[k], t->dims[k], &out[k]))
+                    return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the inputs' sizes along axis %d overflow int64",
+                                     axis);
                 continue;
             }
             if (kiln_tk_dims_conflict(out[k], t->dims[k]))
@@ -116,7 +118,10 @@ static kiln_status split_sizes(kiln_ctx *ctx, int64_t d, int64_t *sizes, int *kn
             if (vals[i] < 0)
                 return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "split[%d] = %lld is negative", i, (long long)vals[i]);
             sizes[i] = vals[i];
-            sum += vals[i];
+            /* a wrapped sum could equal the axis: [2^63-1, 2^63-1, 3] adds up to 1 */
+            if (kiln_add_overflow_i64(sum, vals[i], &sum))
+                return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "split sizes overflow int64 (at split[%d] = %lld)",
+                                 i, (long long)vals[i]);
         }
         if (d >= 0 && sum != d)
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "split sizes add up to %lld, the axis has %lld",

@@ -137,7 +137,10 @@ kiln_status kiln_tk_tile_infer(kiln_ctx *ctx) {
         if (!known) out[i] = KILN_DIM_UNKNOWN;
         else if (reps[i] == 1 || x->dims[i] == 0) out[i] = x->dims[i];
         else if (reps[i] == 0) out[i] = 0;
-        else out[i] = x->dims[i] >= 0 ? x->dims[i] * reps[i] : KILN_DIM_UNKNOWN;
+        else if (x->dims[i] < 0) out[i] = KILN_DIM_UNKNOWN;
+        else if (kiln_mul_overflow_i64(x->dims[i], reps[i], &out[i]))
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "output dimension %d (%lld x repeats %lld) overflows",
+                             i, (long long)x->dims[i], (long long)reps[i]);
     }
     return kiln_set_output(ctx, 0, x->dtype, x->rank, out);
 }

@@ -23,13 +23,13 @@ static int64_t reshape_symbolic_fill(const kiln_tensor *x, const int64_t *out, i
     for (int i = 0; i < x->rank; i++) {
         if (x->dims[i] == KILN_DIM_UNKNOWN) return KILN_DIM_UNKNOWN;
         if (KILN_DIM_IS_SYM(x->dims[i])) syms[n_syms++] = x->dims[i];
-        else in_conc *= x->dims[i];
+        else if (kiln_mul_overflow_i64(in_conc, x->dims[i], &in_conc)) return KILN_DIM_UNKNOWN;
     }
     for (int i = 0; i < n; i++) {
         if (i == skip) continue;
         if (out[i] == KILN_DIM_UNKNOWN) return KILN_DIM_UNKNOWN;
         if (out[i] >= 0) {
-            out_conc *= out[i];
+            if (kiln_mul_overflow_i64(out_conc, out[i], &out_conc)) return KILN_DIM_UNKNOWN;
             continue;
         }
         int k = 0;
@@ -104,7 +104,11 @@ kiln_status kiln_tk_reshape_infer(kiln_ctx *ctx) {
     for (int i = 0; i < n; i++) {
         if (i == neg) continue;
         if (out[i] < 0) all_known = 0;
-        else known *= out[i];
+        else if (kiln_mul_overflow_i64(known, out[i], &known))
+            /* a wrapped product could match the input's count: [7, 7905747460161236407] is 1 */
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "the target shape's dims multiply past int64 (at shape[%d] = %lld)", i,
+                             (long long)out[i]);
     }
     if (neg >= 0) {
         if (in_total >= 0 && all_known) {
