@@ -226,3 +226,22 @@ def test_ctrl_c_interrupts_run(mode):
     assert "interrupted 4.0" in out, (out, err)
     assert p.returncode != 0
     assert took < 1.0 + (2.0 if UNDER_ASAN else 0), "exited %.2f s after SIGINT" % took
+
+
+def test_cli_timeout_and_memory_limit(tmp_path):
+    """kiln run --timeout stops an endless Loop; --memory-limit stops a growing scan output."""
+    kiln_cmd = os.path.join(os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build")), "kiln")
+    model = tmp_path / "loop.onnx"
+    model.write_bytes(loop_model(scan=True))
+    np.savez(tmp_path / "in.npz", **feeds(ENDLESS))
+    t0 = time.monotonic()
+    r = subprocess.run([kiln_cmd, "run", str(model), "--inputs", str(tmp_path / "in.npz"), "--timeout", "300",
+                        "--memory-limit", "4096", "--output-dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "deadline of 300 ms" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 30
+    r = subprocess.run([kiln_cmd, "run", str(model), "--inputs", str(tmp_path / "in.npz"), "--memory-limit", "50",
+                        "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "memory limit" in r.stderr, r.stderr
+    bad = subprocess.run([kiln_cmd, "run", str(model), "--timeout", "-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--timeout" in bad.stderr

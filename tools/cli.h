@@ -20,11 +20,14 @@ kiln_session *cli_open(const char *path, int threads, unsigned providers, int al
 unsigned cli_parse_providers(const char *list);
 
 /* Session options shared by run, info and bench: --providers LIST, --free-dim NAME=N (repeatable:
- * fixes a symbolic dimension), --cuda-graph (graph capture), --fp16 (run float32 in float16). */
+ * fixes a symbolic dimension), --cuda-graph (graph capture), --fp16 (run float32 in float16),
+ * --memory-limit MB (a run's intermediate values), --timeout MS (each run; cli_opts.run). */
 typedef struct cli_session_opts {
     unsigned providers;
     int graph_capture, float16;
     char dims[1024];
+    size_t memory_limit;      /* --memory-limit MB */
+    kiln_run_options run;     /* --timeout MS */
 } cli_session_opts;
 extern cli_session_opts cli_opts;
 /* At argv[*i]: 1 when it was a session option (consumed, *i advanced past its value), 0 when it is

@@ -46,6 +46,26 @@ int cli_parse_session_opt(int argc, char **argv, int *i) {
         cli_opts.float16 = 1;
         return 1;
     }
+    if (!strcmp(a, "--memory-limit") && more) {
+        char *end;
+        double mb = strtod(argv[++*i], &end);
+        if (*end || !(mb > 0)) {
+            fprintf(stderr, "kiln: --memory-limit needs a positive number of MiB\n");
+            return -1;
+        }
+        cli_opts.memory_limit = (size_t)(mb * 1024 * 1024);
+        return 1;
+    }
+    if (!strcmp(a, "--timeout") && more) {
+        char *end;
+        double ms = strtod(argv[++*i], &end);
+        if (*end || !(ms > 0)) {
+            fprintf(stderr, "kiln: --timeout needs a positive number of milliseconds\n");
+            return -1;
+        }
+        cli_opts.run.timeout_ms = ms;
+        return 1;
+    }
     if (!strcmp(a, "--free-dim") && more) {
         const char *d = argv[++*i];
         size_t l = strlen(cli_opts.dims);
@@ -69,6 +89,7 @@ kiln_session *cli_open(const char *path, int threads, unsigned providers, int al
     opt.graph_capture = cli_opts.graph_capture;
     opt.float16 = cli_opts.float16;
     opt.dim_overrides = cli_opts.dims[0] ? cli_opts.dims : NULL;
+    opt.memory_limit = cli_opts.memory_limit;
     kiln_err e = {0};
     kiln_model *m;
     if (kiln_model_load_file(path, &m, &e)) {

@@ -67,7 +67,7 @@ int cmd_bench(int argc, char **argv) {
     for (size_t k = 0; k < no; k++) idx[k] = (int)k;
     for (int r = -warmup; r < runs; r++) {
         double t0 = cli_now();
-        if (kiln_session_run_values(s, (int)ni, names, vals, (int)no, idx, outs)) {
+        if (kiln_session_run_values_opts(s, &cli_opts.run, (int)ni, names, vals, (int)no, idx, outs)) {
             fprintf(stderr, "kiln: %s: %s\n", model, kiln_session_error(s));
             goto out;
         }

@@ -162,7 +162,7 @@ int cmd_run(int argc, char **argv) {
         for (int i = 0; i < n; i++) { names[i] = feeds[i].name; vals[i] = feeds[i].v; }
         for (size_t k = 0; k < no; k++) idx[k] = (int)k;
         double t0 = cli_now();
-        kiln_status st = kiln_session_run_values(s, n, names, vals, (int)no, idx, outs);
+        kiln_status st = kiln_session_run_values_opts(s, &cli_opts.run, n, names, vals, (int)no, idx, outs);
         double t1 = cli_now();
         if (st) {
             fprintf(stderr, "kiln: %s: %s\n", model, kiln_session_error(s));

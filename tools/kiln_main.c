@@ -25,7 +25,8 @@ static void usage(void) {
           "SESSION options: --providers cuda[,cpu] (cuda alone: fail without a GPU; with cpu: fall back)\n"
           "                 --free-dim NAME=N (fix a symbolic dimension; repeatable)\n"
           "                 --cuda-graph (record and replay each input shape's device work)\n"
-          "                 --fp16 (run a float32 model in float16, float32 inputs and outputs)\n",
+          "                 --fp16 (run a float32 model in float16, float32 inputs and outputs)\n"
+          "                 --memory-limit MB (intermediate values of a run)  --timeout MS (per run)\n",
           stderr);
 }
 
