@@ -12,6 +12,8 @@
 
 #define MAX_PLANS 8
 
+static int live_nodes(kiln_session *s);
+
 void kiln_options_init(kiln_options *opt) {
     memset(opt, 0, sizeof *opt);
     opt->threads = 0;
@@ -243,7 +245,7 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
             kiln_session_close(s);
             return fail_open(&e);
         }
-        if (find_host_readers(s)) {
+        if (find_host_readers(s) || !live_nodes(s)) {
             kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
             kiln_session_close(s);
             return fail_open(&e);
@@ -327,6 +329,7 @@ void kiln_session_close(kiln_session *s) {
     kiln_providers_close(&s->eps);
     free(s->missing_ops);
     free(s->input_host_readers);
+    free(s->live);
     free(s->input_at);
     free(s->output_at);
     kiln_trace_free(&s->trace);
@@ -815,29 +818,35 @@ const char *kiln_session_provider_name(const kiln_session *s, size_t i) {
 
 const char *kiln_session_warning(const kiln_session *s) { return s ? s->eps.warning : ""; }
 
-size_t kiln_session_node_count(const kiln_session *s) {
-    if (!s) return 0;
-    size_t n = 0;
+/* The live (not removed) nodes in order, made on first use: node_info is then O(1). */
+static int live_nodes(kiln_session *s) {
+    if (s->live) return 1;
     kiln_graph *g = s->model->graph;
-    for (int i = 0; i < g->n_nodes; i++) n += !g->nodes[i].removed;
-    return n;
+    s->live = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof(int));
+    if (!s->live) return 0;
+    s->n_live = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (!g->nodes[i].removed) s->live[s->n_live++] = i;
+    return 1;
+}
+
+size_t kiln_session_node_count(const kiln_session *s) {
+    if (!s || !live_nodes((kiln_session *)s)) return 0;
+    return (size_t)s->n_live;
 }
 
 kiln_status kiln_session_node_info(const kiln_session *s, size_t i, kiln_node_info *info) {
-    if (!s || !info) return KILN_ERR_INVALID_ARGUMENT;
+    if (!s || !info || !live_nodes((kiln_session *)s) || i >= (size_t)s->n_live) return KILN_ERR_INVALID_ARGUMENT;
     kiln_graph *g = s->model->graph;
-    for (int k = 0; k < g->n_nodes; k++) {
-        const kiln_node *n = &g->nodes[k];
-        if (n->removed) continue;
-        if (i--) continue;
+    {
+        const kiln_node *n = &g->nodes[s->live[i]];
         info->name = n->name;
         info->op_type = n->op_type;
         info->domain = n->domain;
         info->provider = s->eps.n ? s->eps.ep[n->ep]->vt->name : "CPUExecutionProvider";
         info->reason = n->placement_why ? n->placement_why : "";
-        return KILN_OK;
     }
-    return KILN_ERR_INVALID_ARGUMENT;
+    return KILN_OK;
 }
 
 /* ---------------------------------------------------------------- profiling */

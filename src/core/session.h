@@ -56,6 +56,7 @@ struct kiln_session {
     int outputs_on_device;      /* the current run hands device outputs over as they are */
     struct kiln_capture *capturing; /* the recording in progress (capture.c), else NULL */
     kiln_trace trace;           /* path set: profiling to a Chrome trace (trace.h) */
+    int *live, n_live;          /* indices of the main graph's live nodes (kiln_session_node_info) */
     int *input_host_readers;    /* per graph input: read on the host by some node (a device input
                                    is then staged to the host before the run) */
     int *input_at, *output_at;  /* per value of the main graph: its position among the graph's
