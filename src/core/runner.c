@@ -649,6 +649,17 @@ static int is_shape_op(const kiln_node *n) {
     return !n->domain[0] && (!strcmp(n->op_type, "Shape") || !strcmp(n->op_type, "Size"));
 }
 
+/* Folding at load makes a constant the model keeps for its whole life, outside any run's memory
+ * limit: an output larger than 64 MiB (or the session's memory limit) is left to run time, where
+ * the limit applies (a hostile HannWindow of 2^31 points would otherwise take 8 GiB at open). */
+static int fold_size_ok(const kiln_session *s, const kiln_tensor *t) {
+    int64_t n = kiln_numel(t);
+    if (n < 0) return 0;
+    size_t bytes = kiln_dtype_bytes(t->dtype, n), cap = (size_t)64 << 20;
+    if (s->opt.memory_limit && s->opt.memory_limit < cap) cap = s->opt.memory_limit;
+    return bytes <= cap;
+}
+
 kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
     int nv = g->n_values;
     kiln_value *tmp = calloc((size_t)(nv ? nv : 1), sizeof *tmp); /* static stand-ins */
@@ -704,7 +715,9 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
             if (!dynamic && (!n->op->infer || n->op->infer(&ctx))) ok = 0;
             for (int i = 0; ok && !dynamic && i < n->n_out; i++) {
                 if (!outs[i] || outs[i]->kind != KILN_KIND_TENSOR || outs[i]->t.data) continue;
-                if (outs[i]->t.rank < 0 || kiln_tensor_alloc(&outs[i]->t, &scratch)) ok = 0;
+                if (outs[i]->t.rank < 0 || !fold_size_ok(s, &outs[i]->t) ||
+                    kiln_tensor_alloc(&outs[i]->t, &scratch))
+                    ok = 0;
             }
             /* kiln_alloc_output needs a runner: constant folding of dynamic ops allocates on the heap */
             if (ok && n->op->compute(&ctx)) ok = 0;

@@ -304,13 +304,15 @@ static void build_model(recipe *r, model *m) {
         if (op->since > opset[dom]) opset[dom] = op->since;
         int n_in = 1 + (int)pick(r, 3), n_out = chance(r, 3) ? 2 + (int)pick(r, 2) : 1;
         for (int i = 0; i < n_in; i++) {
+            /* 0-2: a new graph input (an exhausted recipe reads 0: a fed input, not an absent
+             * one), 3-5: an earlier value, 6: an initializer, 7: an absent optional input */
             unsigned src = pick(r, 8);
-            if (src == 0) { put_str(&node, 1, ""); continue; } /* an absent optional input */
-            if (src < 4 && n_values > 0) { put_str(&node, 1, values[pick(r, n_values)]); continue; }
+            if (src == 7) { put_str(&node, 1, ""); continue; }
+            if (src >= 3 && src < 6 && n_values > 0) { put_str(&node, 1, values[pick(r, n_values)]); continue; }
             if (n_values >= MAX_VALUES - 4) { put_str(&node, 1, ""); continue; }
             tensor t;
             make_tensor(r, &t, DTYPES[pick(r, N_DTYPES)]);
-            if (src < 6 && m->n_feeds < MAX_VALUES) {
+            if (src != 6 && m->n_feeds < MAX_VALUES) {
                 char *name = m->feed_names[m->n_feeds];
                 snprintf(name, 8, "x%d", m->n_feeds);
                 write_value_info(&sub, name, &t);
@@ -359,18 +361,31 @@ static void build_model(recipe *r, model *m) {
     free(graph.p), free(node.p), free(sub.p);
 }
 
+/* FUZZ_GRAPH_DUMP=path writes the decoded model there, so a reproducer can be read with onnx. */
+static void dump_model(const model *m) {
+    const char *path = getenv("FUZZ_GRAPH_DUMP");
+    FILE *f = path ? fopen(path, "wb") : NULL;
+    if (!f) return;
+    fwrite(m->bytes.p, 1, m->bytes.n, f);
+    fclose(f);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     recipe r = {data, size, 0};
     model m;
     memset(&m, 0, sizeof m);
     build_model(&r, &m);
+    dump_model(&m);
     kiln_options opt;
     kiln_options_init(&opt);
     opt.threads = 1;
     opt.opt_level = (int)pick(&r, 3);
     opt.memory_limit = (size_t)256 << 20; /* a runaway graph fails instead of exhausting the host */
     kiln_session *s = NULL;
-    if (kiln_session_open_bytes(m.bytes.p, m.bytes.n, &opt, &s) == KILN_OK) {
+    int verbose = getenv("FUZZ_GRAPH_VERBOSE") != NULL; /* says how far each input got, and why */
+    kiln_status st = kiln_session_open_bytes(m.bytes.p, m.bytes.n, &opt, &s);
+    if (verbose) fprintf(stderr, "open: %s %s\n", kiln_status_name(st), st ? kiln_last_error() : "");
+    if (st == KILN_OK) {
         const char *names[MAX_VALUES];
         kiln_tensor_desc in[MAX_VALUES];
         for (int i = 0; i < m.n_feeds; i++) {
@@ -383,7 +398,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!outs) abort();
         kiln_run_options ro = {0};
         ro.timeout_ms = 2000; /* loops with hostile trip counts stop; libFuzzer's -timeout is the backstop */
-        if (kiln_run_with_options(s, &ro, (size_t)m.n_feeds, names, in, 0, NULL, outs) == KILN_OK) {
+        st = kiln_run_with_options(s, &ro, (size_t)m.n_feeds, names, in, 0, NULL, outs);
+        if (verbose) fprintf(stderr, "run: %s %s\n", kiln_status_name(st), st ? kiln_session_error(s) : "");
+        if (st == KILN_OK) {
             for (size_t i = 0; i < n_out; i++) kiln_value_free(outs[i]);
         }
         free(outs);

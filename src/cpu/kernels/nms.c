@@ -133,7 +133,10 @@ static kiln_status nms_infer(kiln_ctx *ctx) {
 }
 
 static kiln_status nms_compute(kiln_ctx *ctx) {
-    const kiln_tensor *boxes = kiln_input(ctx, 0), *scores = kiln_input(ctx, 1);
+    kiln_tensor *boxes, *scores;
+    /* a dynamic op: compute runs without infer, so it checks its required inputs itself */
+    KILN_TRY(kiln_need_input(ctx, 0, &boxes));
+    KILN_TRY(kiln_need_input(ctx, 1, &scores));
     const kiln_tensor *tmax = kiln_input(ctx, 2), *tiou = kiln_input(ctx, 3), *tsc = kiln_input(ctx, 4);
     KILN_TRY(nms_check(ctx, boxes, scores));
     nms_job j;

@@ -116,7 +116,10 @@ static kiln_status split_infer(kiln_ctx *ctx) {
 }
 
 static kiln_status split_compute(kiln_ctx *ctx) {
-    const kiln_tensor *x = kiln_input(ctx, 0);
+    kiln_tensor *x;
+    /* a dynamic op: compute runs without infer, so it checks its input itself */
+    KILN_TRY(kiln_need_input(ctx, 0, &x));
+    KILN_TRY(kiln_check_dtype(ctx, x, 0, 1, KILN_DTYPE_STRING));
     const char *delim = kiln_attr_string(ctx->node, "delimiter", "");
     int64_t maxsplit = kiln_has_attr(ctx->node, "maxsplit") ? kiln_attr_int(ctx->node, "maxsplit", -1) : -1;
     if (x->rank + 1 > KILN_MAX_RANK)
@@ -322,7 +325,10 @@ static int is_stopword(const norm_state *s, const char *w) {
 
 static kiln_status norm_compute(kiln_ctx *ctx) {
     const norm_state *s = ctx->state;
-    const kiln_tensor *x = kiln_input(ctx, 0);
+    kiln_tensor *x;
+    /* a dynamic op: compute runs without infer, so it checks its input itself */
+    KILN_TRY(kiln_need_input(ctx, 0, &x));
+    KILN_TRY(kiln_check_dtype(ctx, x, 0, 1, KILN_DTYPE_STRING));
     KILN_TRY(norm_check(ctx, x));
     int64_t n = kiln_numel(x), kept = 0;
     unsigned char *keep = malloc((size_t)n + 1);
