@@ -13,9 +13,8 @@ int cmd_bench(int argc, char **argv);
 /* "--dim NAME=N" bindings for symbolic dimensions when kiln makes inputs itself. */
 typedef struct dim_binding { const char *name; int64_t value; } dim_binding;
 
-/* Opens MODEL or prints the error; returns NULL on failure. providers: KILN_PROVIDER_* bits, 0 for
- * the default (the CPU). */
-kiln_session *cli_open(const char *path, int threads, unsigned providers, int allow_missing, int verbose);
+/* Opens MODEL with the session options in cli_opts, or prints the error; returns NULL on failure. */
+kiln_session *cli_open(const char *path, int threads, int allow_missing, int verbose);
 /* "cuda,cpu" -> KILN_PROVIDER_CUDA | KILN_PROVIDER_CPU; 0 (after printing why) on an unknown name. */
 unsigned cli_parse_providers(const char *list);
 

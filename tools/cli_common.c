@@ -79,12 +79,11 @@ int cli_parse_session_opt(int argc, char **argv, int *i) {
     return 0;
 }
 
-kiln_session *cli_open(const char *path, int threads, unsigned providers, int allow_missing, int verbose) {
+kiln_session *cli_open(const char *path, int threads, int allow_missing, int verbose) {
     kiln_options opt;
     kiln_options_init(&opt);
     opt.threads = threads;
     opt.verbose = verbose;
-    if (providers) opt.providers = providers;
     if (cli_opts.providers) opt.providers = cli_opts.providers;
     opt.graph_capture = cli_opts.graph_capture;
     opt.float16 = cli_opts.float16;

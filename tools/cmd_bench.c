@@ -13,7 +13,6 @@ static int cmp_double(const void *a, const void *b) {
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *npz = NULL;
     int threads = 0, runs = 100, warmup = 10;
-    unsigned providers = 0;
     int sopt;
     const char *profile = NULL;
     dim_binding dims[32];
@@ -37,7 +36,7 @@ int cmd_bench(int argc, char **argv) {
         else { fprintf(stderr, "kiln bench: unknown or incomplete option '%s'\n", argv[i]); return 2; }
     }
     if (!model || runs < 1 || warmup < 0) { fprintf(stderr, "kiln bench: need a model and --runs >= 1\n"); return 2; }
-    kiln_session *s = cli_open(model, threads, providers, 0, 0);
+    kiln_session *s = cli_open(model, threads, 0, 0);
     if (!s) return 1;
     if (profile) kiln_session_start_profiling(s, profile);
     size_t ni = kiln_session_input_count(s), no = kiln_session_output_count(s);

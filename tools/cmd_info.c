@@ -61,7 +61,6 @@ int cmd_info(int argc, char **argv) {
     const char *model = NULL;
     dim_binding dims[32];
     int n_dims = 0;
-    unsigned providers = 0;
     for (int i = 1; i < argc; i++) {
         int sopt = cli_parse_session_opt(argc, argv, &i);
         if (sopt < 0) return 2;
@@ -80,7 +79,7 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (!model) { fprintf(stderr, "kiln info: no model given\n"); return 2; }
-    kiln_session *s = cli_open(model, 1, providers, 1, 0);
+    kiln_session *s = cli_open(model, 1, 1, 0);
     if (!s) return 1;
     kiln_model *m = s->model;
     printf("model: %s\n", model);

@@ -82,7 +82,6 @@ static int make_dirs(const char *dir, char *err, size_t cap) {
 int cmd_run(int argc, char **argv) {
     const char *model = NULL, *outdir = ".", *npz = NULL, *testdir = NULL;
     int threads = 0, verbose = 0, quiet = 0;
-    unsigned providers = 0;
     int sopt;
     const char *profile = NULL;
     char **singles = calloc((size_t)argc, sizeof(char *));
@@ -113,7 +112,7 @@ int cmd_run(int argc, char **argv) {
         free(singles);
         return 2;
     }
-    kiln_session *s = cli_open(model, threads, providers, 0, verbose);
+    kiln_session *s = cli_open(model, threads, 0, verbose);
     if (!s) { free(singles); return 1; }
     if (profile) kiln_session_start_profiling(s, profile);
     feed *feeds = NULL;

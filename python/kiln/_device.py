@@ -12,18 +12,11 @@ import numpy as np
 
 from . import _lib
 
-# ONNX element types <-> numpy / __cuda_array_interface__ typestr (numpy has no bfloat16)
-_NP_OF = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
-          9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
-_TYPE_NAMES = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 4: "tensor(uint16)",
-               5: "tensor(int16)", 6: "tensor(int32)", 7: "tensor(int64)", 9: "tensor(bool)",
-               10: "tensor(float16)", 11: "tensor(double)", 12: "tensor(uint32)", 13: "tensor(uint64)",
-               16: "tensor(bfloat16)"}
-_SIZE_OF = {k: np.dtype(v).itemsize for k, v in _NP_OF.items()}
-_SIZE_OF[16] = 2
-_TYPESTR_OF = {k: np.dtype(v).str for k, v in _NP_OF.items()}
-_TYPESTR_OF[16] = "<V2"
-_ELEMENT_TYPE_OF = {np.dtype(v): k for k, v in _NP_OF.items()}
+# ONNX element types <-> numpy (_lib.py) and __cuda_array_interface__ typestr (bfloat16: "<V2")
+_NP_OF, _TYPE_NAMES, _ELEMENT_TYPE_OF = _lib.NP_OF, _lib.TYPE_NAMES, _lib.CODE_OF
+_SIZE_OF = {**{k: np.dtype(v).itemsize for k, v in _NP_OF.items()}, 16: 2}
+_TYPESTR_OF = {**{k: np.dtype(v).str for k, v in _NP_OF.items()}, 16: "<V2"}
+_CODE_OF_TYPESTR = {v: k for k, v in _TYPESTR_OF.items() if k != 16}
 
 # DLPack (unversioned "dltensor" capsules)
 _kDLCPU, _kDLCUDA, _kDLCUDAManaged = 1, 2, 13
@@ -70,7 +63,7 @@ def _contiguous(shape, strides_elems):
 def _from_cai(name, x):
     cai = x.__cuda_array_interface__
     typestr = cai["typestr"]
-    code = {np.dtype(v).str: k for k, v in _NP_OF.items()}.get(np.dtype(typestr).str if typestr[1] != "V" else "")
+    code = _CODE_OF_TYPESTR.get(np.dtype(typestr).str if typestr[1] != "V" else "")
     if code is None:
         raise TypeError("input %r: element type %s is not supported" % (name, typestr))
     shape = tuple(cai["shape"])

@@ -6,6 +6,8 @@ import importlib.util
 import os
 import sys
 
+import numpy as np
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -19,6 +21,16 @@ def _candidates():
 
 
 loaded_path = None  # the libkiln.so that load() opened
+
+# kiln dtype codes (ONNX TensorProto numbering) <-> numpy (numpy has no bfloat16, code 16)
+NP_OF = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
+         9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64, 14: np.complex64,
+         15: np.complex128}
+CODE_OF = {np.dtype(v): k for k, v in NP_OF.items()}
+TYPE_NAMES = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 4: "tensor(uint16)",
+              5: "tensor(int16)", 6: "tensor(int32)", 7: "tensor(int64)", 8: "tensor(string)",
+              9: "tensor(bool)", 10: "tensor(float16)", 11: "tensor(double)", 12: "tensor(uint32)",
+              13: "tensor(uint64)", 14: "tensor(complex64)", 15: "tensor(complex128)", 16: "tensor(bfloat16)"}
 
 
 def _load_without_blas_threads(path):

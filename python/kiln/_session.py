@@ -40,15 +40,8 @@ def _native_module():
     return _native_mod
 
 
-# kiln dtype codes (ONNX TensorProto numbering) <-> numpy
-_NP_OF = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
-          9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64, 14: np.complex64,
-          15: np.complex128}
-_CODE_OF = {np.dtype(v): k for k, v in _NP_OF.items()}
-_TYPE_NAMES = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 4: "tensor(uint16)",
-               5: "tensor(int16)", 6: "tensor(int32)", 7: "tensor(int64)", 8: "tensor(string)",
-               9: "tensor(bool)", 10: "tensor(float16)", 11: "tensor(double)", 12: "tensor(uint32)",
-               13: "tensor(uint64)", 14: "tensor(complex64)", 15: "tensor(complex128)", 16: "tensor(bfloat16)"}
+# kiln dtype codes (ONNX TensorProto numbering) <-> numpy: one table for the whole package (_lib.py)
+_NP_OF, _CODE_OF, _TYPE_NAMES = _lib.NP_OF, _lib.CODE_OF, _lib.TYPE_NAMES
 
 _PROVIDERS = {"CPUExecutionProvider": 1, "CUDAExecutionProvider": 2}
 _PLAN_FIELDS = [n for n, _ in _lib.PlanStats._fields_]

@@ -43,15 +43,8 @@ static kiln_status copy_compute(kiln_ctx *ctx) {
     }
     if (!x->dev) return y->dev->vt->to_device(y->dev, y->data, x->data, bytes, ctx->err);
     if (x->dev == y->dev) return y->dev->vt->copy(y->dev, y->data, x->data, bytes, ctx->err);
-    /* between two devices: through the host */
-    void *tmp = malloc(bytes);
-    if (!tmp) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-    kiln_status st = x->dev->vt->to_host(x->dev, tmp, x->data, bytes, ctx->err);
-    if (!st) st = x->dev->vt->sync(x->dev, ctx->err);
-    if (!st) st = y->dev->vt->to_device(y->dev, y->data, tmp, bytes, ctx->err);
-    if (!st) st = y->dev->vt->sync(y->dev, ctx->err);
-    free(tmp);
-    return st;
+    /* a session has one device provider, so placement never asks for this */
+    return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "copies between two devices are not supported");
 }
 
 /* KILN_OP_ALIAS: when the value is already where it must go (a device input bound by the caller),
@@ -244,7 +237,6 @@ static void repoint_outer(kiln_node *n, int from, int to) {
 }
 
 static kiln_status place_inputs(placer *pl, kiln_node *n) {
-    kiln_provider *p = pl->ps->ep[n->ep];
     int dev = value_dev(pl, n->ep);
     for (int i = 0; i < n->n_in; i++) {
         int v = n->in[i];
@@ -267,7 +259,6 @@ static kiln_status place_inputs(placer *pl, kiln_node *n) {
         n->implicit[i] = nv;
         repoint_outer(n, v, nv);
     }
-    (void)p;
     return KILN_OK;
 }
 

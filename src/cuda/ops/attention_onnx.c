@@ -44,7 +44,7 @@ static int onnx_attention_supports(const kiln_node *n, const kiln_graph_value *c
             snprintf(why, cap, "output %d (present KV / qk_matmul_output) is not produced on CUDA", i);
             return 0;
         }
-    if (n->n_in > IN_MASK && in[IN_MASK] && kiln_cuda_in_dtype(in, IN_MASK) != dt) {
+    if (in[IN_MASK] && kiln_cuda_in_dtype(in, IN_MASK) != dt) {
         snprintf(why, cap, "attn_mask must be additive of Q's type on CUDA (it is %s)",
                  kiln_dtype_name((kiln_dtype)kiln_cuda_in_dtype(in, IN_MASK)));
         return 0;
