@@ -84,9 +84,12 @@ typedef struct kiln_options {
     int opt_level;        /* 0 none, 1 basic (constant folding, dead code), 2 extended (fusions) */
     unsigned providers;   /* KILN_PROVIDER_* bits; CPU is always the fallback */
     int verbose;          /* 1: log planning and kernel choices to stderr */
-    /* 1: record each input shape's device work once and replay it (CUDA graphs; ONNX Runtime's
-     * enable_cuda_graph): every node must run on the device provider and shapes must not depend
-     * on values. Lowers the per-node launch cost at small batches. */
+    /* Recording each input shape's device work once and replaying it (CUDA graphs; ONNX Runtime's
+     * enable_cuda_graph), which turns one launch per node into one per run:
+     *   0 (default) auto: on when every node runs on the device provider and no device kernel
+     *     reads a host value that can change between runs of one shape (a shape fed as an input);
+     *   1 required: the session fails to open, naming the node, when that does not hold;
+     *  -1 off. */
     int graph_capture;
     /* 1: run a float32 model in float16 on the device (weights and activations converted once
      * when the session is made; inputs and outputs stay float32). */

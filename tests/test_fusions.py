@@ -501,11 +501,25 @@ def test_matmul_add_gemm(bias_shape, capfd):
     expect_fused(m, {"a": rand(rng, (5, 16))}, capfd, ["Gemm"], rtol=1e-5, atol=1e-5)
 
 
-def test_matmul_add_3d_is_not_fused(capfd):
-    """No kernel takes a bias with a batched product."""
+@pytest.mark.parametrize("shape,dims", [((2, 5, 16), ["B", "S", 16]), ((3, 1, 4, 16), [3, 1, 4, 16]),
+                                        ((1, 7, 16), [1, "S", 16])])
+@pytest.mark.parametrize("dt", [F32, np.float16])
+def test_matmul_add_batched_makes_matmul_bias(shape, dims, dt, capfd):
+    """A batched left operand times a 2-D weight plus a bias over the last axis: kiln:MatMulBias."""
     rng = np.random.default_rng(31)
     nodes = [helper.make_node("MatMul", ["a", "W"], ["mm"]), helper.make_node("Add", ["mm", "bias"], ["y"])]
-    m = make_model(nodes, {"a": (F32, [2, 5, 16])}, ["y"], {"W": rand(rng, (16, 24)), "bias": rand(rng, (24,))})
+    m = make_model(nodes, {"a": (dt, dims)}, ["y"], {"W": rand(rng, (16, 24), dt), "bias": rand(rng, (24,), dt)})
+    tol = 1e-5 if dt == F32 else 2e-3
+    expect_fused(m, {"a": rand(rng, shape, dt)}, capfd, ["kiln:MatMulBias"], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", ["bias_2d", "batched_weight"])
+def test_matmul_add_batched_not_fused(case, capfd):
+    rng = np.random.default_rng(33)
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["mm"]), helper.make_node("Add", ["mm", "bias"], ["y"])]
+    w = rand(rng, (2, 16, 24)) if case == "batched_weight" else rand(rng, (16, 24))
+    bias = rand(rng, (5, 24)) if case == "bias_2d" else rand(rng, (24,))
+    m = make_model(nodes, {"a": (F32, [2, 5, 16])}, ["y"], {"W": w, "bias": bias})
     expect_unfused(m, {"a": rand(rng, (2, 5, 16))}, capfd, rtol=1e-5, atol=1e-5)
 
 

@@ -28,7 +28,7 @@ unsigned cli_parse_providers(const char *list) {
     return mask;
 }
 
-/* Session options the subcommands share (--providers, --static with --dim, --cuda-graph). */
+/* Session options the subcommands share (--providers, --static with --dim, --[no-]cuda-graph). */
 cli_session_opts cli_opts;
 
 int cli_parse_session_opt(int argc, char **argv, int *i) {
@@ -40,6 +40,10 @@ int cli_parse_session_opt(int argc, char **argv, int *i) {
     }
     if (!strcmp(a, "--cuda-graph")) {
         cli_opts.graph_capture = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--no-cuda-graph")) {
+        cli_opts.graph_capture = -1;
         return 1;
     }
     if (!strcmp(a, "--fp16")) {

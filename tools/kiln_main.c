@@ -24,7 +24,8 @@ static void usage(void) {
           "  kiln ops          (every operator kiln has a kernel for: domain, name, first opset, provider)\n"
           "SESSION options: --providers cuda[,cpu] (cuda alone: fail without a GPU; with cpu: fall back)\n"
           "                 --free-dim NAME=N (fix a symbolic dimension; repeatable)\n"
-          "                 --cuda-graph (record and replay each input shape's device work)\n"
+          "                 --cuda-graph (record and replay each input shape's device work; fail if the\n"
+          "                  model cannot be recorded)  --no-cuda-graph (default: record when safe)\n"
           "                 --fp16 (run a float32 model in float16, float32 inputs and outputs)\n"
           "                 --memory-limit MB (intermediate values of a run)  --timeout MS (per run)\n",
           stderr);

@@ -275,7 +275,7 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     opt.opt_level = opt_level;
     opt.providers = providers;
     opt.verbose = verbose;
-    opt.graph_capture = flags & 1;
+    opt.graph_capture = flags & 1 ? 1 : flags & 4 ? -1 : 0;
     opt.float16 = (flags >> 1) & 1;
     opt.dim_overrides = dims; /* read while the session opens, below */
     opt.memory_limit = (size_t)memory_limit;

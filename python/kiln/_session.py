@@ -197,8 +197,14 @@ class InferenceSession:
             options = dict(p[1]) if isinstance(p, (tuple, list)) and len(p) > 1 else {}
             if provider_options and k < len(provider_options):
                 options.update(provider_options[k] or {})
-            if str(options.get("enable_cuda_graph", "0")).lower() in ("1", "true"):
+            # absent: kiln records by itself where a replay is safe (kiln_options.graph_capture)
+            graph = str(options.get("enable_cuda_graph", "auto")).lower()
+            if graph in ("1", "true"):
                 flags |= 1
+            elif graph in ("0", "false"):
+                flags |= 4
+            elif graph != "auto":
+                raise KilnError("enable_cuda_graph must be 0, 1 or auto, not %r" % graph)
         native = _native_module()
         if native is not None:
             if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
@@ -222,7 +228,7 @@ class InferenceSession:
         opt.opt_level = opt_level
         opt.verbose = verbose
         opt.providers = mask
-        opt.graph_capture = flags & 1
+        opt.graph_capture = 1 if flags & 1 else -1 if flags & 4 else 0
         opt.float16 = (flags >> 1) & 1
         opt.dim_overrides = dims.encode() if dims else None
         opt.memory_limit = memory_limit

@@ -2,8 +2,13 @@
  * recorded once through the provider's capture hooks and replayed on later runs, so a run costs
  * one launch instead of one per node.
  *
+ * A replay repeats the recorded run exactly, so the session must have nothing that varies between
+ * runs of one shape outside the device work: every node on the device provider and every host
+ * value a device kernel reads (a Reshape's shape, say) a constant. Both are checked when the
+ * session opens; by default (auto) a session that passes records, one that does not runs node by
+ * node, and graph_capture = 1 makes a failure an error.
+ *
  * A recording can only use device memory whose address never changes, so it needs:
- *  - every node on the device provider (checked when the session opens);
  *  - a plan for the signature (every intermediate value in the device arena), and the output
  *    shapes from a run with that plan, so that outputs get fixed staging buffers;
  *  - inputs in fixed staging buffers: each run copies its inputs there first, outside the
@@ -18,8 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-kiln_status kiln_capture_check(kiln_session *s, kiln_err *e) {
-    if (!s->opt.graph_capture) return KILN_OK;
+/* Why the session cannot record (into e), or KILN_OK. */
+static kiln_status capture_blocker(kiln_session *s, kiln_err *e) {
     kiln_provider *dev = s->eps.n > 1 ? s->eps.ep[1] : NULL;
     if (!dev || !dev->vt->capture_begin)
         return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
@@ -35,7 +40,34 @@ kiln_status kiln_capture_check(kiln_session *s, kiln_err *e) {
                              "graph capture needs every node on %s, but node '%s' (%s) runs on the CPU%s%s",
                              dev->vt->name, n->name, n->op_type, n->placement_why ? ": " : "",
                              n->placement_why ? n->placement_why : "");
+        for (int k = 0; n->kernel && k < n->n_in && k < 32; k++) {
+            int v = n->in[k];
+            if (v >= 0 && (n->kernel->host_inputs >> k & 1u) && !g->values[v].is_const)
+                return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
+                                 "graph capture needs the host values device kernels read to be constants, but "
+                                 "node '%s' (%s) reads '%s', which can change from run to run",
+                                 n->name, n->op_type, g->values[v].name);
+        }
     }
+    return KILN_OK;
+}
+
+kiln_status kiln_capture_check(kiln_session *s, kiln_err *e) {
+    s->capture_on = 0;
+    if (s->opt.graph_capture < 0 || s->eps.n < 2) {
+        if (s->opt.graph_capture > 0) return capture_blocker(s, e);
+        return KILN_OK;
+    }
+    kiln_err why = {0};
+    if (capture_blocker(s, &why)) {
+        if (s->opt.graph_capture > 0) {
+            *e = why;
+            return why.code;
+        }
+        if (s->opt.verbose) fprintf(stderr, "kiln: runs go node by node: %s\n", why.msg);
+        return KILN_OK;
+    }
+    s->capture_on = 1;
     return KILN_OK;
 }
 
@@ -56,7 +88,7 @@ void kiln_capture_free(kiln_plan *p) {
 
 /* After a planned run: the graph outputs' types, needed to give them staging buffers. */
 void kiln_capture_note_outputs(kiln_session *s, kiln_plan *p, const kiln_value *const *outs, int n) {
-    if (!s->opt.graph_capture || p->capture) return;
+    if (!s->capture_on || p->capture) return;
     kiln_capture *c = calloc(1, sizeof *c);
     if (!c) return;
     p->capture = c;

@@ -469,7 +469,7 @@ static kiln_status run_frame(struct kiln_runner *r, int n_out, const int *out_id
         }
     }
     if (!r->parent) KILN_TRY(sync_devices(r->s, e));
-    if (!r->parent && r->plan && !r->rec && r->s->opt.graph_capture && !r->plan->capture && g->n_outputs <= 256) {
+    if (!r->parent && r->plan && !r->rec && r->s->capture_on && !r->plan->capture && g->n_outputs <= 256) {
         const kiln_value *outs[256];
         for (int k = 0; k < g->n_outputs; k++) outs[k] = slot(r, g->outputs[k]);
         kiln_capture_note_outputs(r->s, r->plan, outs, g->n_outputs);

@@ -486,7 +486,7 @@ kiln_status kiln_session_run_values_opts(kiln_session *s, const kiln_run_options
     if (!plan) rec = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *rec);
     int replayed = 0;
     double run_t0 = s->trace.path ? kiln_trace_now() : 0;
-    if (plan && s->opt.graph_capture) st = kiln_capture_run(s, plan, slots, n_out, out_idx, outputs, &replayed, e);
+    if (plan && s->capture_on) st = kiln_capture_run(s, plan, slots, n_out, out_idx, outputs, &replayed, e);
     if (!st && !replayed) st = kiln_run_graph_limited(s, g, slots, plan, rec, &lim, n_out, out_idx, outputs, e);
     if (!st && rec) {
         kiln_plan *p = kiln_plan_make(s, g, rec, sig);

@@ -55,6 +55,7 @@ struct kiln_session {
     int copies, uploads;        /* copy nodes inserted and constants uploaded by placement */
     int outputs_on_device;      /* the current run hands device outputs over as they are */
     struct kiln_capture *capturing; /* the recording in progress (capture.c), else NULL */
+    int capture_on;             /* runs record and replay (kiln_capture_check decided at open) */
     kiln_trace trace;           /* path set: profiling to a Chrome trace (trace.h) */
     int *live, n_live;          /* indices of the main graph's live nodes (kiln_session_node_info) */
     int *input_host_readers;    /* per graph input: read on the host by some node (a device input

@@ -12,6 +12,10 @@ struct kiln_cuda_provider {
     cublasHandle_t cublas;
     void *ws;
     size_t ws_bytes;
+    /* Outgrown workspaces stay allocated until the provider goes: a recorded CUDA graph may still
+     * point at one. Growth at least doubles, so these hold less than the current buffer. */
+    void *retired[48];
+    int n_retired;
 };
 
 static _Thread_local char last_error[1024];
@@ -104,6 +108,7 @@ void kiln_cuda_provider_destroy(kiln_cuda_provider *p) {
     if (!p) return;
     if (p->stream) cudaStreamSynchronize(p->stream);
     if (p->ws) cudaFree(p->ws);
+    for (int i = 0; i < p->n_retired; i++) cudaFree(p->retired[i]);
     if (p->cublas) cublasDestroy(p->cublas);
     if (p->stream) cudaStreamDestroy(p->stream);
     free(p);
@@ -137,15 +142,19 @@ kiln_status kiln_cuda_workspace(kiln_cuda_provider *p, size_t bytes, void **out)
         *out = p->ws;
         return KILN_OK;
     }
-    if (p->ws) {
-        /* Work already queued may still read the old buffer. */
-        CK(cudaStreamSynchronize(p->stream), "cudaStreamSynchronize");
-        cudaFree(p->ws);
-        p->ws = NULL;
-        p->ws_bytes = 0;
-    }
-    kiln_status st = kiln_cuda_malloc(p, bytes, &p->ws);
+    if (bytes < 2 * p->ws_bytes) bytes = 2 * p->ws_bytes;
+    void *fresh = NULL;
+    kiln_status st = kiln_cuda_malloc(p, bytes, &fresh);
     if (st != KILN_OK) return st;
+    if (p->ws) {
+        if (p->n_retired < (int)(sizeof p->retired / sizeof p->retired[0])) {
+            p->retired[p->n_retired++] = p->ws;
+        } else { /* not reached with doubling growth; queued work may still read it */
+            CK(cudaStreamSynchronize(p->stream), "cudaStreamSynchronize");
+            cudaFree(p->ws);
+        }
+    }
+    p->ws = fresh;
     p->ws_bytes = bytes;
     *out = p->ws;
     return KILN_OK;

@@ -43,7 +43,8 @@ void *kiln_cuda_cublas(const kiln_cuda_provider *p);
 kiln_status kiln_cuda_malloc(kiln_cuda_provider *p, size_t bytes, void **out);
 void kiln_cuda_free(kiln_cuda_provider *p, void *ptr);
 /* Scratch memory of at least `bytes`, valid until the next call of kiln_cuda_workspace on this
- * provider. Grows (freeing the old buffer after a stream sync), never shrinks. */
+ * provider. Grows (at least doubling; an outgrown buffer is kept until the provider goes, since
+ * recorded graphs may use it), never shrinks. */
 kiln_status kiln_cuda_workspace(kiln_cuda_provider *p, size_t bytes, void **out);
 
 /* Copies on the provider's stream. The _sync variants wait for the stream afterwards. */

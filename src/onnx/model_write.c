@@ -319,6 +319,49 @@ static void node_fn(pbw *w, const void *arg) {
     if (n->domain[0]) put_str(w, 7, n->domain);
 }
 
+/* kiln:MatMulBias (an optimizer product no other runtime knows) is written as the MatMul and the
+ * Add it was made of, so that an optimized file stays portable. */
+typedef struct split_arg {
+    const kiln_graph *g;
+    const kiln_node *n;
+    int add; /* 0: the MatMul, 1: the Add */
+    const char *product;
+} split_arg;
+
+static void split_node_fn(pbw *w, const void *arg) {
+    const split_arg *sa = arg;
+    const kiln_node *n = sa->n;
+    char name[512];
+    snprintf(name, sizeof name, "%s%s", n->name, sa->add ? "_bias" : "");
+    if (!sa->add) {
+        put_str(w, 1, value_name(sa->g, n->in[0]));
+        put_str(w, 1, value_name(sa->g, n->in[1]));
+        put_str(w, 2, sa->product);
+        put_str(w, 3, name);
+        put_str(w, 4, "MatMul");
+    } else {
+        put_str(w, 1, sa->product);
+        put_str(w, 1, value_name(sa->g, n->in[2]));
+        put_str(w, 2, value_name(sa->g, n->out[0]));
+        put_str(w, 3, name);
+        put_str(w, 4, "Add");
+    }
+}
+
+static void put_node(pbw *w, const kiln_graph *g, const kiln_node *n) {
+    if (!strcmp(n->domain, "kiln") && !strcmp(n->op_type, "MatMulBias") && n->n_in == 3 && n->n_out == 1) {
+        char product[512];
+        snprintf(product, sizeof product, "%s_product", n->name);
+        for (int add = 0; add < 2; add++) {
+            split_arg sa = {g, n, add, product};
+            put_msg(w, 1, split_node_fn, &sa);
+        }
+        return;
+    }
+    node_arg na = {g, n};
+    put_msg(w, 1, node_fn, &na);
+}
+
 /* ---------------------------------------------------------------- graphs */
 
 static int node_live(const kiln_graph *g, int i) { return i >= 0 && i < g->n_nodes && !g->nodes[i].removed; }
@@ -375,11 +418,8 @@ static void graph_fn(pbw *w, const void *arg) {
         if (!w->wr->st) w->wr->st = kiln_fail(w->wr->e, KILN_ERR_NO_MEMORY, "out of memory");
         return;
     }
-    for (int i = 0; i < g->n_nodes; i++) {
-        if (g->nodes[i].removed) continue;
-        node_arg na = {g, &g->nodes[i]};
-        put_msg(w, 1, node_fn, &na);
-    }
+    for (int i = 0; i < g->n_nodes; i++)
+        if (!g->nodes[i].removed) put_node(w, g, &g->nodes[i]);
     /* the checker wants a name; a graph built in memory may have none */
     put_str(w, 2, g->name && g->name[0] ? g->name : "graph");
     for (int v = 0; v < g->n_values; v++)

@@ -2,8 +2,9 @@
  *
  * MatMul(A, B) + Add(bias) -> Gemm(A, B, bias) when A and B are 2-D: the Gemm kernel writes the
  * broadcast bias into the output and lets the product accumulate onto it, so the sum needs no
- * second pass and no intermediate buffer. kiln has no kernel taking a bias for batched (3-D)
- * products, so those stay as they are.
+ * second pass and no intermediate buffer. With batch dimensions on A only (a transformer's
+ * [B, S, K] x [K, N] projections) and a bias of N values, kiln:MatMulBias instead: one node, and
+ * on the GPU one cuBLASLt call with a bias epilogue.
  *
  * Transpose(perm swapping the last two axes) + MatMul -> com.microsoft FusedMatMul with transA /
  * transB: the product reads the operand transposed instead of a copy being made. A Transpose of
@@ -35,10 +36,15 @@ kiln_status opt_fuse_matmul_add(opt_ctx *c) {
             kiln_node *mm = opt_private(c, p, 1) ? opt_producer(c, p, "MatMul") : NULL;
             if (!mm || mm->n_in != 2 || p == bias) continue;
             const kiln_tensor *fa = opt_fact(c, mm->in[0]), *fb = opt_fact(c, mm->in[1]);
-            const kiln_tensor *fp = opt_fact(c, p);
-            if (fa->rank != 2 || fb->rank != 2 || !opt_float_type(fa->dtype) ||
-                opt_fact(c, bias)->dtype != fa->dtype || !bias_fits(opt_fact(c, bias), fp))
-                continue;
+            const kiln_tensor *fp = opt_fact(c, p), *fbias = opt_fact(c, bias);
+            if (!opt_float_type(fa->dtype) || fbias->dtype != fa->dtype || fb->rank != 2) continue;
+            if (fa->rank > 2 && fbias->rank == 1 && opt_dim_known(fb->dims[1]) && fbias->dims[0] == fb->dims[1]) {
+                int ins[3] = {mm->in[0], mm->in[1], bias}, out = add->out[0];
+                kiln_node *pattern[2] = {mm, add};
+                KILN_TRY(opt_replace(c, pattern, 2, "kiln", "MatMulBias", 1, ins, 3, &out, 1, NULL, 0));
+                break;
+            }
+            if (fa->rank != 2 || !bias_fits(fbias, fp)) continue;
             kiln_attr *attrs = calloc(2, sizeof *attrs);
             if (!attrs || !opt_attr_float(&attrs[0], "alpha", 1.0f) ||
                 !opt_attr_float(&attrs[1], "beta", 1.0f)) {

@@ -1,5 +1,7 @@
-/* MatMul (numpy.matmul semantics), MatMulInteger and com.microsoft FusedMatMul; the family table
- * also lists Gemm (gemm.c). Float products go to BLAS: a 2-D right operand folds the left
+/* MatMul (numpy.matmul semantics), MatMulInteger, com.microsoft FusedMatMul and kiln:MatMulBias
+ * (MatMul + a bias over the last axis, which the optimizer makes of MatMul + Add when the left
+ * operand has batch dimensions, so that Gemm cannot take it); the family table also lists Gemm
+ * (gemm.c). Float products go to BLAS: a 2-D right operand folds the left
  * operand's batch dimensions into M (one large product); otherwise the batch is a list of
  * products with broadcast offsets. float16/bfloat16 compute in float32. */
 #include "gemm_util.h"
@@ -281,6 +283,73 @@ static kiln_status matmul_compute(kiln_ctx *ctx) {
     return mm_run_int(ctx, A, B, &p, Y->data);
 }
 
+/* ---- kiln:MatMulBias: Y = MatMul(A, B) + bias, bias of N elements ---- */
+
+static kiln_status mmb_infer(kiln_ctx *ctx) {
+    KILN_TRY(matmul_infer(ctx));
+    kiln_tensor *bias, *Y = kiln_output(ctx, 0);
+    KILN_TRY(kiln_need_input(ctx, 2, &bias));
+    if (bias->dtype != kiln_input(ctx, 0)->dtype)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "bias has element type %d, A %d", bias->dtype,
+                         kiln_input(ctx, 0)->dtype);
+    if (bias->rank != 1)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "bias has rank %d, expected 1", bias->rank);
+    int64_t n = Y && Y->rank > 0 ? Y->dims[Y->rank - 1] : -1;
+    if (Y && Y->rank == 0) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the product is a scalar; bias needs a last axis");
+    if (n >= 0 && bias->dims[0] >= 0 && bias->dims[0] != n)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "bias has %lld elements, the product's last axis %lld",
+                         (long long)bias->dims[0], (long long)n);
+    return KILN_OK;
+}
+
+typedef struct {
+    void *y;
+    const void *bias;
+    int64_t n;
+    int dtype;
+} mmb_rows;
+
+static void mmb_add_rows(void *arg, int64_t r0, int64_t r1) {
+    const mmb_rows *a = arg;
+    if (a->dtype == KILN_DTYPE_DOUBLE) {
+        const double *b = a->bias;
+        for (int64_t r = r0; r < r1; r++) {
+            double *y = (double *)a->y + r * a->n;
+            for (int64_t j = 0; j < a->n; j++) y[j] += b[j];
+        }
+        return;
+    }
+    const float *b = a->bias;
+    for (int64_t r = r0; r < r1; r++) {
+        float *y = (float *)a->y + r * a->n;
+        for (int64_t j = 0; j < a->n; j++) y[j] += b[j];
+    }
+}
+
+static kiln_status mmb_compute(kiln_ctx *ctx) {
+    KILN_TRY(matmul_compute(ctx));
+    kiln_tensor *bias = kiln_input(ctx, 2), *Y = kiln_output(ctx, 0);
+    if (!Y || !bias) return KILN_OK;
+    int64_t n = bias->dims[0], total = kiln_numel(Y);
+    if (total == 0 || n == 0) return KILN_OK;
+    int dt = Y->dtype;
+    mmb_rows a = {Y->data, bias->data, n, dt};
+    if (dt == KILN_DTYPE_FLOAT || dt == KILN_DTYPE_DOUBLE) {
+        kiln_parallel_for(ctx, total / n, 1 + 16384 / n, mmb_add_rows, &a);
+        return KILN_OK;
+    }
+    /* float16 / bfloat16: in float32, rounded once, as MatMul then Add would */
+    float *buf = malloc(sizeof(float) * (size_t)(total + n));
+    if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for float32 copies");
+    kcvt_to_f32(ctx, dt, Y->data, buf, total);
+    kcvt_to_f32(ctx, dt, bias->data, buf + total, n);
+    a = (mmb_rows){buf, buf + total, n, KILN_DTYPE_FLOAT};
+    kiln_parallel_for(ctx, total / n, 1 + 16384 / n, mmb_add_rows, &a);
+    kcvt_from_f32(ctx, dt, buf, Y->data, total);
+    free(buf);
+    return KILN_OK;
+}
+
 /* ---- MatMulInteger ---- */
 
 static kiln_status mmi_zero_point(kiln_ctx *ctx, int idx, const kiln_tensor *x, int64_t per,
@@ -451,5 +520,6 @@ const kiln_op kiln_ops_matmul[] = {
     {"", "MatMulInteger", 10, 0, NULL, mmi_infer, mmi_compute, NULL},
     {"", "Gemm", 1, 0, kgemm_op_init, kgemm_op_infer, kgemm_op_compute, kgemm_op_fini},
     {"com.microsoft", "FusedMatMul", 1, 0, NULL, fmm_infer, fmm_compute, NULL},
+    {"kiln", "MatMulBias", 1, 0, matmul_init, mmb_infer, mmb_compute, matmul_fini},
     {0},
 };

@@ -16,6 +16,7 @@
  * (kernels/matmul.cu) and accumulated onto with beta. K == 0 gives zeros / beta*C. */
 #include "matmul_lt.h"
 #include "../cuda_ep.h"
+#include "../kernels/conv.h"
 #include "../kernels/matmul.h"
 
 #include <cublasLt.h>
@@ -284,6 +285,23 @@ static kiln_status fused_matmul_compute(kiln_ctx *ctx) {
     return kiln_cuda_matmul_product(ctx, ctx->kernel_state, A, B, &f, NULL, KILN_LT_ACT_NONE, Y);
 }
 
+/* kiln:MatMulBias: the bias as cuBLASLt's epilogue, or (no fused form for the shape) added after. */
+static kiln_status matmul_bias_compute(kiln_ctx *ctx) {
+    kiln_tensor *A, *B, *bias, *Y = kiln_output(ctx, 0);
+    KILN_TRY(kiln_need_input(ctx, 0, &A));
+    KILN_TRY(kiln_need_input(ctx, 1, &B));
+    KILN_TRY(kiln_need_input(ctx, 2, &bias));
+    if (!Y) return KILN_OK;
+    kiln_status st = kiln_cuda_matmul_product(ctx, ctx->kernel_state, A, B, NULL, bias, KILN_LT_ACT_NONE, Y);
+    if (st != KILN_ERR_NOT_IMPLEMENTED || A->dtype == KILN_DTYPE_DOUBLE) return st;
+    KILN_TRY(kiln_cuda_matmul_product(ctx, ctx->kernel_state, A, B, NULL, NULL, KILN_LT_ACT_NONE, Y));
+    int64_t n = kiln_numel(bias);
+    if (kiln_numel(Y) == 0 || n == 0) return KILN_OK;
+    KILN_CUDA_TRY(ctx, kiln_cuda_conv_epilogue(kiln_cuda_stream(kiln_cuda_of(ctx)), Y->dtype, Y->data, bias->data,
+                                               NULL, kiln_numel(Y), n, 1, KILN_CUDA_ACT_NONE, 0.0f, 0.0f));
+    return KILN_OK;
+}
+
 /* ---- Gemm: Y = alpha op(A) op(B) + beta C ---- */
 
 /* C's shape as rows x cols of the (M, N) it broadcasts to: scalar (1,1), (n) -> (1,n). */
@@ -369,5 +387,6 @@ const kiln_kernel kiln_cuda_kernels_matmul[] = {
     {"", "MatMul", 1, 0, matmul_supports, mm_init, mm_fini, matmul_compute},
     {"", "Gemm", 1, 0, gemm_supports, mm_init, mm_fini, gemm_compute},
     {"com.microsoft", "FusedMatMul", 1, 0, matmul_supports, mm_init, mm_fini, fused_matmul_compute},
+    {"kiln", "MatMulBias", 1, 0, gemm_supports, mm_init, mm_fini, matmul_bias_compute},
     {0},
 };
