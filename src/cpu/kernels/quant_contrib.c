@@ -109,12 +109,11 @@ typedef struct bin_job {
     int32_t az, bz, cz;
 } bin_job;
 
-static const int BIN_TYPES[] = {KILN_DTYPE_UINT8, KILN_DTYPE_INT8, KILN_DTYPE_UINT16};
+static const int BIN_TYPES[] = {KILN_DTYPE_UINT8, KILN_DTYPE_INT8};
 
 static kiln_status bin_check(kiln_ctx *ctx, int op, bin_job *j, int *rank, int64_t *dims) {
     kiln_tensor *a, *b;
-    int ntypes = op == BIN_ADD ? 3 : 2;
-    KILN_TRY(qc_need(ctx, 0, "A", &a, ntypes, BIN_TYPES));
+    KILN_TRY(qc_need(ctx, 0, "A", &a, 2, BIN_TYPES));
     KILN_TRY(qc_need(ctx, 3, "B", &b, 1, &a->dtype));
     KILN_TRY(qc_scale1(ctx, 1, "A_scale", 1, &j->as));
     KILN_TRY(qc_zp1(ctx, 2, "A_zero_point", a->dtype, 0, &j->az));
@@ -198,20 +197,6 @@ static void add8_span(const bin_job *j, const void *pa, int64_t oa, int64_t ia, 
     }
 }
 
-/* uint16 QLinearAdd uses onnxruntime's portable loop: dequantise, add, divide, round. */
-static void add16_span(const bin_job *j, const uint16_t *pa, int64_t oa, int64_t ia,
-                       const uint16_t *pb, int64_t ob, int64_t ib, uint16_t *y, int64_t oy,
-                       int64_t n) {
-    float lo = (float)(0 - j->cz), hi = (float)(65535 - j->cz);
-    for (int64_t i = 0; i < n; i++) {
-        float va = j->as * (float)((int32_t)pa[oa + i * ia] - j->az);
-        float vb = j->bs * (float)((int32_t)pb[ob + i * ib] - j->bz);
-        float v = (va + vb) / j->cs;
-        v = fminf(fmaxf(v, lo), hi);
-        y[oy + i] = (uint16_t)(int32_t)rintf(v + (float)j->cz);
-    }
-}
-
 /* onnxruntime's QLinearMul: the exact integer product of the zero-point-adjusted operands times
  * one ratio, plus the output zero point, rounded. */
 static void mul8_span(const bin_job *j, const void *pa, int64_t oa, int64_t ia, const void *pb,
@@ -244,8 +229,6 @@ static void bin_range(void *arg, int64_t begin, int64_t end) {
         oa += w * ia;
         ob += w * ib;
         if (j->op == BIN_MUL) mul8_span(j, j->a->data, oa, ia, j->b->data, ob, ib, j->y, i, n);
-        else if (j->dt == KILN_DTYPE_UINT16)
-            add16_span(j, j->a->data, oa, ia, j->b->data, ob, ib, j->y, i, n);
         else add8_span(j, j->a->data, oa, ia, j->b->data, ob, ib, j->y, i, n);
         i += n;
     }

@@ -335,8 +335,11 @@ enum { I_A, I_B, I_AS, I_BS, I_AZ, I_BZ, I_BIAS };
 
 static kiln_status mmitf_check(kiln_ctx *ctx, mmf *p, float *as, int32_t *az) {
     memset(p, 0, sizeof *p);
+    static const int S8[] = {KILN_DTYPE_INT8};
     KILN_TRY(qc_need(ctx, I_A, "A", &p->a, 2, Q8_TYPES));
-    KILN_TRY(qc_need(ctx, I_B, "B", &p->b, 2, Q8_TYPES));
+    /* as onnxruntime: int8 A pairs with int8 B only */
+    KILN_TRY(qc_need(ctx, I_B, "B", &p->b, p->a->dtype == KILN_DTYPE_UINT8 ? 2 : 1,
+                     p->a->dtype == KILN_DTYPE_UINT8 ? Q8_TYPES : S8));
     KILN_TRY(qc_scale1(ctx, I_AS, "a_scale", 1, as));
     KILN_TRY(qc_need(ctx, I_BS, "b_scale", &p->bs, 1, F32));
     KILN_TRY(qc_zp1(ctx, I_AZ, "a_zero_point", p->a->dtype, 0, az));

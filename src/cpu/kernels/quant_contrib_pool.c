@@ -253,7 +253,8 @@ static kiln_status qsm_check(kiln_ctx *ctx, qsm *s) {
     s->opset = (int)kiln_attr_int(ctx->node, "opset", 13);
     s->axis = 0;
     if (s->x->rank < 0) return KILN_OK;
-    int64_t axis = kiln_attr_int(ctx->node, "axis", s->opset < 13 ? 1 : -1);
+    /* the schema defaults axis to -1 for every opset value */
+    int64_t axis = kiln_attr_int(ctx->node, "axis", -1);
     if (s->x->rank == 0)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input X must have rank >= 1");
     return kiln_norm_axis(ctx, axis, s->x->rank, "axis", &s->axis);
