@@ -604,3 +604,29 @@ def test_ort_fused_dynamic_model(tmp_path, wt):
     assert MS + ":QAttention" in ops and (MS + ":DynamicQuantizeMatMul" in ops or
                                           MS + ":MatMulIntegerToFloat" in ops), ops
     compare_model(om, "bert", shapes, rng, exact=False)
+
+
+def test_hostile_scales_do_not_crash():
+    """Zero, infinite and NaN scales and windows that lie wholly in the padding: onnxruntime's
+    conversions saturate such values to the type's low end; kiln must give a result of the right
+    shape (checked under the sanitizers) rather than reach an undefined conversion."""
+    rng = np.random.default_rng(79)
+    for bad in (0.0, np.inf, np.nan, 1e-38):
+        for op in ("QLinearAdd", "QLinearMul"):
+            ins = [("A", qrand(rng, np.uint8, (3, 9))), ("as", f32(1e30)), ("az", np.array(1, np.uint8)),
+                   ("B", qrand(rng, np.uint8, (3, 1))), ("bs", f32(0.5)), ("bz", np.array(2, np.uint8)),
+                   ("cs", f32(bad)), ("cz", np.array(3, np.uint8))]
+            y = run_kiln(ms_model(op, ins), feeds_of(ins))[0]
+            assert y.shape == (3, 9) and y.dtype == np.uint8
+        ins = [("X", qrand(rng, np.int8, (2, 7))), ("xs", f32(0.1)), ("xz", np.array(0, np.int8)),
+               ("ys", f32(bad)), ("yz", np.array(-128, np.int8))]
+        y = run_kiln(ms_model("QLinearSoftmax", ins, attrs={"opset": 13}), feeds_of(ins))[0]
+        assert y.shape == (2, 7) and y.dtype == np.int8
+        ins = [("X", qrand(rng, np.uint8, (1, 2, 4, 4))), ("xs", f32(0.1)), ("xz", np.array(0, np.uint8)),
+               ("ys", f32(bad)), ("yz", np.array(0, np.uint8))]
+        y = run_kiln(ms_model("QLinearAveragePool", ins, attrs={"kernel_shape": [2, 2], "pads": [3, 3, 3, 3]}),
+                     feeds_of(ins))[0]
+        assert y.shape == (1, 2, 9, 9) and y.dtype == np.uint8
+        ins = [("A", f32([[np.inf, -1.0], [bad, 2.0]])), ("B", qrand(rng, np.int8, (2, 3))), ("bs", f32(0.1))]
+        y = run_kiln(ms_model("DynamicQuantizeMatMul", ins), feeds_of(ins))[0]
+        assert y.shape == (2, 3) and y.dtype == np.float32

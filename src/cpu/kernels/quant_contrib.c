@@ -192,8 +192,7 @@ static void add8_span(const bin_job *j, const void *pa, int64_t oa, int64_t ia, 
         float t = fixed;
         if (j->kind == SPAN_GENERAL) t = fmaf((float)qc_q8(dt, xb, oxb + i * ixb), rB, t);
         t = fmaf((float)qc_q8(dt, xa, oxa + i * ixa), rA, t);
-        int32_t r = (int32_t)rintf(t);
-        qc_store8(dt, y, oy + i, r < lo ? lo : r > hi ? hi : r);
+        qc_store8(dt, y, oy + i, qc_clamp(qc_cvt(t), lo, hi));
     }
 }
 
@@ -207,8 +206,7 @@ static void mul8_span(const bin_job *j, const void *pa, int64_t oa, int64_t ia, 
     float ratio = j->as * j->bs / j->cs, zc = (float)j->cz;
     for (int64_t i = 0; i < n; i++) {
         int32_t p = (qc_q8(dt, pa, oa + i * ia) - j->az) * (qc_q8(dt, pb, ob + i * ib) - j->bz);
-        int32_t r = (int32_t)rintf((float)p * ratio + zc);
-        qc_store8(dt, y, oy + i, r < lo ? lo : r > hi ? hi : r);
+        qc_store8(dt, y, oy + i, qc_clamp(qc_cvt((float)p * ratio + zc), lo, hi));
     }
 }
 

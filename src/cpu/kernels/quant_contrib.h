@@ -19,6 +19,14 @@ static inline void qc_q8_range(int dt, int32_t *lo, int32_t *hi) {
     *hi = dt == KILN_DTYPE_INT8 ? 127 : 255;
 }
 
+/* Rounds half to even like CVTPS2DQ, which also maps NaN and out-of-range values to INT32_MIN
+ * (so hostile scales saturate to the low end instead of reaching an undefined C conversion). */
+static inline int32_t qc_cvt(float v) {
+    return v >= -2147483648.0f && v < 2147483648.0f ? (int32_t)rintf(v) : INT32_MIN;
+}
+
+static inline int32_t qc_clamp(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
 /* onnxruntime's MlasQuantizeLinear for one value: v / scale clamped to the type's range shifted by
  * the zero point (a NaN quotient takes the lower bound, as MAXPS does), rounded half to even. */
 static inline int32_t qc_quantize(float v, float scale, int32_t zp, int32_t lo, int32_t hi) {

@@ -321,7 +321,7 @@ kiln_status qc_dqmm_compute(kiln_ctx *ctx) {
     }
     float scale = mx == mn ? 1.0f : (mx - mn) / 255.0f;
     float z0 = 0.0f - mn / scale;
-    z0 = z0 < 0.0f ? 0.0f : z0 > 255.0f ? 255.0f : z0;
+    z0 = !(z0 >= 0.0f) ? 0.0f : z0 > 255.0f ? 255.0f : z0; /* NaN (an infinite input) -> 0 */
     int32_t zp = (int32_t)rintf(z0);
     uint8_t *aq = malloc((size_t)(n + 1));
     if (!aq) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for DynamicQuantizeMatMul");

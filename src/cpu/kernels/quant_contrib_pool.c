@@ -188,8 +188,7 @@ static void avg_range(void *arg, int64_t b, int64_t e) {
                         sum += j->xf[xi];
                     }
             sum /= (float)count;
-            int32_t r = (int32_t)rintf(sum / p->ys + (float)p->yz);
-            r = r < j->lo ? j->lo : r > j->hi ? j->hi : r;
+            int32_t r = qc_clamp(qc_cvt(sum / p->ys + (float)p->yz), j->lo, j->hi);
             int64_t yi = p->channels_last ? (n * g->out_size + o) * p->C + c : (n * p->C + c) * g->out_size + o;
             qc_store8(dt, j->y, yi, r);
         }
@@ -298,10 +297,9 @@ static void qsm_range(void *arg, int64_t b, int64_t e) {
             int64_t i = base + k * j->inner;
             int32_t v = qc_q8(dt, x, i);
             float t = dt == KILN_DTYPE_INT8 ? j->table[(uint8_t)(127 - xmax + v)] : j->table[255 - xmax + v];
-            int32_t q = (int32_t)rintf((t * j->y_scale) / sum) + j->s->yz;
-            if (sum == 0.0f) q = j->s->yz;
-            if (dt == KILN_DTYPE_INT8) ((int8_t *)j->y)[i] = (int8_t)(q > 127 ? 127 : q < -128 ? -128 : q);
-            else ((uint8_t *)j->y)[i] = (uint8_t)(q > 255 ? 255 : q < 0 ? 0 : q);
+            int32_t q = sum == 0.0f ? j->s->yz : qc_clamp(qc_cvt((t * j->y_scale) / sum), -1024, 1024) + j->s->yz;
+            if (dt == KILN_DTYPE_INT8) ((int8_t *)j->y)[i] = (int8_t)qc_clamp(q, -128, 127);
+            else ((uint8_t *)j->y)[i] = (uint8_t)qc_clamp(q, 0, 255);
         }
     }
 }
