@@ -3,9 +3,12 @@ GlobalAveragePool/AveragePool, QGemm, DynamicQuantizeMatMul, MatMulIntegerToFloa
 the com.microsoft QuantizeLinear/DequantizeLinear) against onnxruntime on fresh random inputs, plus
 models quantised end to end by onnxruntime.quantization.
 
-Integer outputs must equal onnxruntime's exactly. Float outputs (QGemm without y_scale,
-MatMulIntegerToFloat, DynamicQuantizeMatMul, QAttention and the quantised models) must agree within
-FLOAT_RTOL relative plus FLOAT_ATOL times the largest reference magnitude."""
+Integer outputs must equal onnxruntime's exactly, and so must the outputs of QOperator models
+(integers up to the final DequantizeLinear). Float outputs (QGemm without y_scale,
+MatMulIntegerToFloat, DynamicQuantizeMatMul, QAttention, dynamically quantised models) must agree
+within FLOAT_RTOL relative plus FLOAT_ATOL times the largest reference magnitude. Models that keep
+float ops between quantised ones (QDQ form, BERT's LayerNormalization) are compared in output
+quantisation steps or within 1e-3 of the largest magnitude: see those tests."""
 import os
 
 import numpy as np
@@ -630,3 +633,66 @@ def test_hostile_scales_do_not_crash():
         ins = [("A", f32([[np.inf, -1.0], [bad, 2.0]])), ("B", qrand(rng, np.int8, (2, 3))), ("bs", f32(0.1))]
         y = run_kiln(ms_model("DynamicQuantizeMatMul", ins), feeds_of(ins))[0]
         assert y.shape == (2, 3) and y.dtype == np.float32
+
+
+# ---- real models from ../shared/models ----
+
+def _shared_feeds(name):
+    from util import MODELS
+    z = np.load(os.path.join(MODELS, name + ".ref.npz"))
+    return os.path.join(MODELS, name + ".onnx"), {k[3:]: z[k] for k in z.files if k.startswith("in.")}
+
+
+class _ListReader(quant.CalibrationDataReader if hasattr(quant, "CalibrationDataReader") else object):
+    def __init__(self, items):
+        self.items = iter(items)
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def _jitter(base, rng):
+    return {k: (v + rng.normal(0, 0.5, v.shape)).astype(v.dtype) if v.dtype == np.float32 else v
+            for k, v in base.items()}
+
+
+def test_mobilenet_v3_small_qoperator(tmp_path):
+    """torchvision MobileNetV3-small quantised to QOperator form (QLinearConv, QLinearAdd,
+    QLinearMul, QLinearGlobalAveragePool, QGemm, per-channel int8 weights): identical logits."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    rng = np.random.default_rng(83)
+    src, base = _shared_feeds("mobilenet_v3_small")
+    pre, dst = str(tmp_path / "pre.onnx"), str(tmp_path / "q.onnx")
+    quant_pre_process(src, pre, skip_symbolic_shape=True)
+    quant.quantize_static(pre, dst, _ListReader([_jitter(base, rng) for _ in range(2)]),
+                          quant_format=quant.QuantFormat.QOperator, per_channel=True,
+                          activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8)
+    qm = onnx.load(dst)
+    assert {MS + ":QLinearAdd", MS + ":QLinearMul", MS + ":QLinearGlobalAveragePool", MS + ":QGemm"} <= ops_of(qm)
+    for feeds in (base, _jitter(base, rng)):
+        np.testing.assert_array_equal(run_kiln(qm, feeds)[0], run_ort(qm, feeds)[0])
+
+
+@pytest.mark.parametrize("kind", ["qoperator", "qdq", "dynamic"])
+def test_bert_tiny_quantized(tmp_path, kind):
+    """The 2-layer BERT quantised three ways. Float ops stay between the quantised ones
+    (LayerNormalization, Erf, Softmax in QDQ form) and round differently from onnxruntime's, and
+    a value that moves across a quantisation midpoint then moves by a whole step, so outputs are
+    compared within 1e-3 of their largest magnitude."""
+    rng = np.random.default_rng(89)
+    src, base = _shared_feeds("bert_tiny")
+    dst = str(tmp_path / "q.onnx")
+    if kind == "dynamic":
+        quant.quantize_dynamic(src, dst, weight_type=quant.QuantType.QInt8)
+    else:
+        fmt = quant.QuantFormat.QOperator if kind == "qoperator" else quant.QuantFormat.QDQ
+        quant.quantize_static(src, dst, _ListReader([_jitter(base, rng) for _ in range(2)]), quant_format=fmt,
+                              per_channel=True, activation_type=quant.QuantType.QUInt8,
+                              weight_type=quant.QuantType.QInt8)
+    qm = onnx.load(dst)
+    if kind == "qoperator":
+        assert {MS + ":QGemm", MS + ":QLinearAdd", MS + ":QLinearSoftmax"} <= ops_of(qm), ops_of(qm)
+    want = run_ort(qm, base)
+    got = run_kiln(qm, base)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-3 * float(np.abs(w).max()))
