@@ -415,6 +415,43 @@ def test_error_bad_shapes_and_attributes():
     assert "triples" in msg, msg
 
 
+def test_symbolic_batch_dim():
+    """Graph inputs whose first dim is symbolic ('N'): shape inference at session creation must not
+    reject them, and the run must still match onnxruntime."""
+    rng = np.random.default_rng(97)
+    u8 = lambda shape: qrand(rng, np.uint8, shape)  # noqa: E731
+    s8 = lambda shape: qrand(rng, np.int8, shape)  # noqa: E731
+    pool = [("xs", f32(0.1)), ("xz", u8(())), ("ys", f32(0.1)), ("yz", u8(()))]
+    cases = [
+        ("QLinearAdd", [("A", u8((3, 4))), ("as", f32(0.1)), ("az", u8(())), ("B", u8((3, 4))), ("bs", f32(0.1)),
+                        ("bz", u8(())), ("cs", f32(0.2)), ("cz", u8(()))], {}, ("as", "az", "bs", "bz", "cs", "cz")),
+        ("QLinearSoftmax", [("X", s8((3, 4))), ("xs", f32(0.1)), ("xz", s8(())), ("ys", f32(1 / 256)),
+                            ("yz", np.array(-128, np.int8))], {"opset": 13}, ("xs", "xz", "ys", "yz")),
+        ("QLinearAveragePool", [("X", u8((2, 3, 5, 5)))] + pool, {"kernel_shape": [2, 2]}, ("xs", "xz", "ys", "yz")),
+        ("QLinearGlobalAveragePool", [("X", u8((2, 3, 5, 5)))] + pool, {}, ("xs", "xz", "ys", "yz")),
+        ("QLinearConcat", [("ys", f32(0.1)), ("yz", u8(())), ("x0", u8((2, 3))), ("s0", f32(0.1)), ("z0", u8(())),
+                           ("x1", u8((2, 2))), ("s1", f32(0.2)), ("z1", u8(()))], {"axis": 1},
+         ("ys", "yz", "s0", "z0", "s1", "z1")),
+        ("DynamicQuantizeMatMul", [("A", f32(rng.uniform(-1, 1, (2, 3, 4)))), ("B", s8((4, 5))), ("bs", f32(0.1))],
+         {}, ("B", "bs")),
+        ("MatMulIntegerToFloat", [("A", u8((2, 3, 4))), ("B", s8((2, 4, 5))), ("as", f32(0.1)), ("bs", f32(0.1))],
+         {}, ("as", "bs")),
+        ("QGemm", [("A", u8((3, 4))), ("as", f32(0.1)), ("az", u8(())), ("B", s8((4, 5))), ("bs", f32(0.1)),
+                   ("bz", np.array(0, np.int8))], {}, ("as", "az", "B", "bs", "bz")),
+        ("QAttention", [("input", u8((2, 3, 8))), ("w", s8((8, 24))), ("bias", f32(np.zeros(24))), ("is", f32(0.1)),
+                        ("ws", f32(0.01)), ("mask", np.array([3, 2], np.int32))], {"num_heads": 2},
+         ("w", "bias", "is", "ws")),
+    ]
+    for op, ins, attrs, const in cases:
+        m = ms_model(op, ins, attrs=attrs, const=const)
+        for vi in m.graph.input:
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims) >= 1:
+                dims[0].ClearField("dim_value")
+                dims[0].dim_param = "N"
+        compare(m, feeds_of(ins, const))
+
+
 # ---- end to end: models quantised by onnxruntime.quantization ----
 
 quant = pytest.importorskip("onnxruntime.quantization")

@@ -234,7 +234,8 @@ static kiln_status mmf_shapes(kiln_ctx *ctx, mmf *p) {
     p->b_batch = 1;
     if (b->rank > 2) {
         int same = b->rank == a->rank;
-        for (int d = 0; same && d < a->rank - 2; d++) same = a->dims[d] == b->dims[d];
+        for (int d = 0; same && d < a->rank - 2; d++)
+            same = a->dims[d] == b->dims[d] || a->dims[d] < 0 || b->dims[d] < 0;
         if (!same)
             return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED,
                              "batched B %s must have A %s's batch dims", QE_SHAPE(b, b2), QE_SHAPE(a, b1));
@@ -436,7 +437,13 @@ static kiln_status qattn_check(kiln_ctx *ctx, qattn *q) {
 
 kiln_status qc_qattention_infer(kiln_ctx *ctx) {
     qattn q;
-    KILN_TRY(qattn_check(ctx, &q));
+    int unknown = 0; /* static inference with symbolic or unknown dims: outputs unknown */
+    for (int i = 0; i < ctx->n_in; i++) {
+        const kiln_tensor *t = kiln_input(ctx, i);
+        if (t && !kiln_shape_concrete(t)) unknown = 1;
+    }
+    if (unknown) q.B = -2;
+    else KILN_TRY(qattn_check(ctx, &q));
     if (q.B == -2) {
         KILN_TRY(kiln_set_output_unknown(ctx, 0, KILN_DTYPE_FLOAT));
         return kiln_output(ctx, 1) ? kiln_set_output_unknown(ctx, 1, KILN_DTYPE_FLOAT) : KILN_OK;
