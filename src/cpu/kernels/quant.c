@@ -197,7 +197,7 @@ static kiln_status quant_out_dtype(kiln_ctx *ctx, const kiln_tensor *zp, int *ou
     return KILN_OK;
 }
 
-static kiln_status quantize_infer(kiln_ctx *ctx) {
+kiln_status kiln_quantize_linear_infer(kiln_ctx *ctx) {
     kiln_tensor *x, *scale;
     KILN_TRY(kiln_need_input(ctx, 0, &x));
     KILN_TRY(kiln_need_input(ctx, 1, &scale));
@@ -217,7 +217,7 @@ static kiln_status quantize_infer(kiln_ctx *ctx) {
     return kiln_set_output(ctx, 0, dt, x->rank, x->dims);
 }
 
-static kiln_status quantize_compute(kiln_ctx *ctx) {
+kiln_status kiln_quantize_linear_compute(kiln_ctx *ctx) {
     quant_job j;
     memset(&j, 0, sizeof j);
     j.x = kiln_input(ctx, 0);
@@ -293,7 +293,7 @@ static void dequant_range(void *arg, int64_t begin, int64_t end) {
     }
 }
 
-static kiln_status dequantize_infer(kiln_ctx *ctx) {
+kiln_status kiln_dequantize_linear_infer(kiln_ctx *ctx) {
     kiln_tensor *x, *scale;
     KILN_TRY(kiln_need_input(ctx, 0, &x));
     KILN_TRY(kiln_need_input(ctx, 1, &scale));
@@ -321,7 +321,7 @@ static kiln_status dequantize_infer(kiln_ctx *ctx) {
     return kiln_set_output(ctx, 0, dt, x->rank, x->dims);
 }
 
-static kiln_status dequantize_compute(kiln_ctx *ctx) {
+kiln_status kiln_dequantize_linear_compute(kiln_ctx *ctx) {
     dequant_job j;
     j.x = kiln_input(ctx, 0);
     j.scale = kiln_input(ctx, 1);
@@ -438,8 +438,8 @@ static kiln_status dynq_compute(kiln_ctx *ctx) {
 }
 
 const kiln_op kiln_ops_quant[] = {
-    {"", "QuantizeLinear", 10, 0, NULL, quantize_infer, quantize_compute, NULL},
-    {"", "DequantizeLinear", 10, 0, NULL, dequantize_infer, dequantize_compute, NULL},
+    {"", "QuantizeLinear", 10, 0, NULL, kiln_quantize_linear_infer, kiln_quantize_linear_compute, NULL},
+    {"", "DequantizeLinear", 10, 0, NULL, kiln_dequantize_linear_infer, kiln_dequantize_linear_compute, NULL},
     {"", "DynamicQuantizeLinear", 11, 0, NULL, dynq_infer, dynq_compute, NULL},
     {"", "QLinearMatMul", 10, 0, NULL, kiln_qlinear_matmul_infer, kiln_qlinear_matmul_compute, NULL},
     {"", "QLinearConv", 10, 0, NULL, kiln_qlinear_conv_infer, kiln_qlinear_conv_compute, NULL},

@@ -4,6 +4,11 @@
 
 #include "ops/op.h"
 
+/* QuantizeLinear / DequantizeLinear, shared with their com.microsoft versions. */
+kiln_status kiln_quantize_linear_infer(kiln_ctx *ctx);
+kiln_status kiln_quantize_linear_compute(kiln_ctx *ctx);
+kiln_status kiln_dequantize_linear_infer(kiln_ctx *ctx);
+kiln_status kiln_dequantize_linear_compute(kiln_ctx *ctx);
 kiln_status kiln_qlinear_matmul_infer(kiln_ctx *ctx);
 kiln_status kiln_qlinear_matmul_compute(kiln_ctx *ctx);
 kiln_status kiln_qlinear_conv_infer(kiln_ctx *ctx);
