@@ -121,13 +121,13 @@ kiln_status kiln_ml_featvec_infer(kiln_ctx *ctx) {
     kiln_tensor *x0 = kiln_input(ctx, 0);
     if (x0->rank < 0) return kiln_set_output_unknown(ctx, 0, KILN_DTYPE_FLOAT);
     int64_t n = x0->rank == 1 ? 1 : x0->dims[0];
-    /* an input with more rows than the first would write past the output in onnxruntime: refused */
+    /* one row per example in every input (onnxruntime checks the same) */
     for (int i = 1; i < ctx->n_in && n >= 0; i++) {
         kiln_tensor *t = kiln_input(ctx, i);
         int64_t r = t->rank < 0 ? -1 : t->rank == 1 ? 1 : t->dims[0];
-        if (r > n)
-            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input %d has %lld rows, more than input 0's %lld", i,
-                             (long long)r, (long long)n);
+        if (r >= 0 && r != n)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input %d has %lld rows, input 0 has %lld; all inputs "
+                             "need the same batch size", i, (long long)r, (long long)n);
     }
     int64_t dims[2] = {n, total};
     return kiln_set_output(ctx, 0, KILN_DTYPE_FLOAT, 2, dims);
