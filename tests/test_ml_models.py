@@ -1,6 +1,7 @@
 """Models the converters really produce: scikit-learn, LightGBM and XGBoost models trained here on
 generated data (fixed seeds) and converted with skl2onnx / onnxmltools at their default options,
-so every classifier ends in ZipMap (probabilities as a list of dicts). Each runs on kiln and on
+so every scikit-learn and LightGBM classifier with probabilities ends in ZipMap (a list of dicts;
+onnxmltools gives XGBoost classifiers a probability tensor instead, and skl2onnx LinearSVC scores). Each runs on kiln and on
 onnxruntime: labels equal, probabilities and regression outputs within 1e-5 (relative and
 absolute), the list of dicts equal in keys and key types and close in values. Both Python paths
 (kiln._native and ctypes over the C API) and `kiln run` (the JSON it writes) are checked.
@@ -256,3 +257,43 @@ def test_cli_run_writes_zipmap_json(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "output_label.npy"), label)
     got = json.loads((tmp_path / "out" / "output_probability.json").read_text())
     assert_close([{int(k): v for k, v in row.items()} for row in got], probs, "output_probability.json")
+
+
+def test_cli_run_writes_sequence_json(tmp_path):
+    """A sequence of tensors (SplitToSequence) is written as JSON too: one nested list per item."""
+    from onnx import TensorProto, helper
+    node = helper.make_node("SplitToSequence", ["x", "split"], ["seq"], axis=0)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 3])],
+                          [helper.make_value_info("seq", helper.make_sequence_type_proto(
+                              helper.make_tensor_type_proto(TensorProto.FLOAT, None)))],
+                          initializer=[helper.make_tensor("split", TensorProto.INT64, [2], [2, 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    (tmp_path / "seq.onnx").write_bytes(m.SerializeToString())
+    x = np.random.default_rng(3).normal(size=(5, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    build = os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build"))
+    r = subprocess.run([os.path.join(build, "kiln"), "run", str(tmp_path / "seq.onnx"), "--input",
+                        "x=%s" % (tmp_path / "x.npy"), "--output-dir", str(tmp_path / "out")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "out" / "seq.json").read_text())
+    want = run_ort(m, {"x": x})[0]
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.array(g, np.float32), w, rtol=0, atol=0)
+
+
+def test_convert_keeps_map_types(tmp_path):
+    """`kiln convert` writes the sequence-of-maps output type back: onnxruntime loads the result
+    and it gives the same dicts."""
+    data_bytes, feeds = converted("LGBMClassifier")
+    (tmp_path / "m.onnx").write_bytes(data_bytes)
+    build = os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build"))
+    r = subprocess.run([os.path.join(build, "kiln"), "convert", str(tmp_path / "m.onnx"), str(tmp_path / "c.onnx"),
+                        "--optimize"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import onnxruntime as ort
+    c = ort.InferenceSession(str(tmp_path / "c.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.type for o in c.get_outputs()] == ["tensor(int64)", "seq(map(int64,tensor(float)))"]
+    assert_close(c.run(None, feeds), run_ort(data_bytes, feeds), "converted model")

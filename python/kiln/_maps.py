@@ -88,7 +88,7 @@ def _map_value(lib, name, feed, types):
 
 def run_with_maps(session, output_names, input_feed, run_options=None):
     """session.run for feeds that include dicts (map inputs), through kiln_run_values."""
-    from ._session import KilnError, _run_options_struct
+    from ._session import KilnError, _call_run, _run_options_struct
     lib = session._lib
     names, values = [], []
     try:
@@ -106,11 +106,13 @@ def run_with_maps(session, output_names, input_feed, run_options=None):
         outs = [str(n).encode() for n in output_names] if output_names else []
         n_out = len(outs) if outs else len(session.get_outputs())
         results = (ctypes.c_void_p * max(n_out, 1))()
-        ro, _, _ = _run_options_struct(run_options)
+        ro, flag, user_flag = _run_options_struct(run_options)
         h = session._handle()
-        st = lib.kiln_run_values(h, ctypes.byref(ro), len(names), (ctypes.c_char_p * max(len(names), 1))(*names),
-                                 (ctypes.c_void_p * max(len(values), 1))(*values), len(outs),
-                                 (ctypes.c_char_p * max(len(outs), 1))(*outs), results)
+        c_names = (ctypes.c_char_p * max(len(names), 1))(*names)
+        c_values = (ctypes.c_void_p * max(len(values), 1))(*values)
+        c_outs = (ctypes.c_char_p * max(len(outs), 1))(*outs)
+        st = _call_run(lib, flag, user_flag, results, n_out, lambda: lib.kiln_run_values(
+            h, ctypes.byref(ro), len(names), c_names, c_values, len(outs), c_outs, results))
         if st != 0:
             raise KilnError(lib.kiln_session_error(h).decode(errors="replace"))
         try:
