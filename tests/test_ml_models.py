@@ -297,3 +297,27 @@ def test_convert_keeps_map_types(tmp_path):
     c = ort.InferenceSession(str(tmp_path / "c.onnx"), providers=["CPUExecutionProvider"])
     assert [o.type for o in c.get_outputs()] == ["tensor(int64)", "seq(map(int64,tensor(float)))"]
     assert_close(c.run(None, feeds), run_ort(data_bytes, feeds), "converted model")
+
+
+def test_c_api_map_in_and_out():
+    """examples/maps.c: a map fed through kiln_value_map_new / kiln_run_values, ZipMap's sequence of
+    maps read with kiln_value_item and kiln_value_map_*; printed values match onnxruntime's."""
+    data_bytes, feeds = converted("Pipeline-DictVectorizer")
+    build = os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build"))
+    exe = os.path.join(build, "example_maps")
+    if not os.path.exists(exe):
+        pytest.skip("example_maps is not built")
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "dv.onnx")
+        with open(path, "wb") as f:
+            f.write(data_bytes)
+        for feed in feeds[:4]:
+            pairs = ["%s=%r" % (k, np.float32(v).item()) for k, v in feed["X"].items()]
+            r = subprocess.run([exe, path] + pairs, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            lines = dict(line.split(":", 1) for line in r.stdout.strip().splitlines())
+            label, probs = run_ort(data_bytes, {"X": {k: float(np.float32(v)) for k, v in feed["X"].items()}})
+            assert [int(v) for v in lines["output_label"].split()] == label.tolist()
+            got = {int(k): float(v) for k, v in (kv.split("=") for kv in lines["output_probability[0]"].split())}
+            assert_close([got], probs, "example_maps")

@@ -130,6 +130,9 @@ def test_zipmap_beside_tensor_outputs(path):
     # asking for the map output alone, twice in a row (the plan made by the first run is reused)
     for _ in range(2):
         assert_values(s.run(["z"], {"x": x}), run_ort(m, {"x": x}, ["z"]))
+    # an output asked for twice: the first is a copy, the second the value itself
+    want = run_ort(m, {"x": x}, ["z"])[0]
+    assert_values(s.run(["z", "label", "z"], {"x": x})[::2], [want, want])
 
 
 def test_zipmap_errors():
