@@ -84,7 +84,7 @@ def words(n, prefix="w"):
 # ---------------------------------------------------------------- ZipMap
 
 @pytest.mark.parametrize("labels", ["int64", "string", "unicode"])
-@pytest.mark.parametrize("shape", [(1, 3), (4, 3), (300, 3), (3,), (7, 1)])
+@pytest.mark.parametrize("shape", [(1, 3), (4, 3), (300, 3), (3,), (7, 1), (0, 2)])
 def test_zipmap(path, labels, shape):
     c = shape[-1]
     if labels == "int64":
