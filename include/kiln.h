@@ -133,7 +133,11 @@ typedef struct kiln_io_info {
     int rank;
     const int64_t *dims;
     const char *const *dim_names;
-    int is_sequence; /* 1 when the value is a sequence of tensors of dtype */
+    int is_sequence; /* 1 when the value is a sequence of tensors of dtype (of maps, with is_map) */
+    /* 1 when the value (or, with is_sequence, each item) is a map from map_key_dtype (int64 or
+     * string) to dtype (ai.onnx.ml: ZipMap's output is a sequence of maps); rank is then -1 */
+    int is_map;
+    kiln_dtype map_key_dtype;
 } kiln_io_info;
 
 void kiln_options_init(kiln_options *opt);
@@ -227,8 +231,9 @@ kiln_status kiln_value_to_device(kiln_session *s, const kiln_tensor_desc *host, 
 /* A copy of v in host memory (v may be on the host or the device). */
 kiln_status kiln_value_to_host(const kiln_value *v, kiln_value **out);
 
-/* Outputs. A sequence has kiln_value_sequence_length() items, each read with kiln_value_item. */
-enum { KILN_VALUE_TENSOR = 0, KILN_VALUE_SEQUENCE = 1, KILN_VALUE_NONE = 2 };
+/* Outputs. A sequence has kiln_value_sequence_length() items, each read with kiln_value_item (a
+ * view that lives as long as the sequence, until the next kiln_value_item call of the thread). */
+enum { KILN_VALUE_TENSOR = 0, KILN_VALUE_SEQUENCE = 1, KILN_VALUE_NONE = 2, KILN_VALUE_MAP = 3 };
 int kiln_value_kind(const kiln_value *v);
 kiln_dtype kiln_value_dtype(const kiln_value *v);
 int kiln_value_rank(const kiln_value *v);
@@ -239,6 +244,32 @@ size_t kiln_value_nbytes(const kiln_value *v);
 size_t kiln_value_sequence_length(const kiln_value *v);
 const kiln_value *kiln_value_item(const kiln_value *v, size_t i);
 void kiln_value_free(kiln_value *v);
+
+/* Maps (ai.onnx.ml). ZipMap's output is a sequence of maps (one per row): kiln_value_kind says
+ * KILN_VALUE_SEQUENCE and each kiln_value_item is a KILN_VALUE_MAP. A map has kiln_value_map_size()
+ * distinct keys in ascending order (strcmp order for strings), of kiln_value_map_key_dtype()
+ * (KILN_DTYPE_INT64 or KILN_DTYPE_STRING), and as many values of kiln_value_dtype() (float,
+ * double, int64 or string); keys and values are arrays of int64_t / float / double / char*:
+ *
+ *   const kiln_value *row = kiln_value_item(out[1], 0);
+ *   const int64_t *labels = kiln_value_map_keys(row);
+ *   const float *probs = kiln_value_map_values(row);    // probs[i] belongs to labels[i]
+ *
+ * A map input (DictVectorizer, CastMap) is made with kiln_value_map_new, which copies the n keys
+ * and values (a key given twice fails), and fed with kiln_run_values; so are tensors there
+ * (kiln_value_tensor_new copies a host tensor), and outputs of an earlier run may be fed back. */
+kiln_dtype kiln_value_map_key_dtype(const kiln_value *v); /* KILN_DTYPE_UNDEFINED: not a map */
+size_t kiln_value_map_size(const kiln_value *v);
+const void *kiln_value_map_keys(const kiln_value *v);
+const void *kiln_value_map_values(const kiln_value *v);
+kiln_status kiln_value_map_new(kiln_dtype key_dtype, kiln_dtype value_dtype, size_t n, const void *keys,
+                               const void *values, kiln_value **out);
+kiln_status kiln_value_tensor_new(const kiln_tensor_desc *desc, kiln_value **out);
+/* kiln_run_with_options with inputs given as values (read during the call only; the caller still
+ * owns and frees them). options may be NULL. */
+kiln_status kiln_run_values(kiln_session *s, const kiln_run_options *options, size_t n_in,
+                            const char *const *in_names, const kiln_value *const *inputs, size_t n_out,
+                            const char *const *out_names, kiln_value **outputs);
 
 /* Statistics of the plan made for the most recent kiln_run's input shapes (or, before any run,
  * for the declared input shapes with symbolic dimensions bound to 1). */

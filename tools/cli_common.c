@@ -118,7 +118,7 @@ int cli_synthetic_input(kiln_session *s, size_t i, const dim_binding *dims, int 
     kiln_io_info info;
     kiln_session_input_info(s, i, &info);
     memset(t, 0, sizeof *t);
-    if (info.is_sequence || info.rank < 0 || !info.dtype) {
+    if (info.is_sequence || info.is_map || info.rank < 0 || !info.dtype) {
         fprintf(stderr, "kiln: input '%s' has no static tensor type; give it with --inputs\n", info.name);
         return -1;
     }
@@ -151,6 +151,13 @@ void cli_print_summary(const char *name, const kiln_value *v) {
     }
     if (v->kind == KILN_KIND_SEQUENCE) {
         printf("%s: sequence of %d %s tensors\n", name, v->seq_len, kiln_dtype_name((kiln_dtype)v->seq_dtype));
+        return;
+    }
+    if (kiln_kind_is_map(v->kind)) {
+        char t[64];
+        kiln_map_type_str(KILN_KIND_MAP, v->map_key_dtype, v->map_val_dtype, t, sizeof t);
+        if (v->kind == KILN_KIND_MAP) printf("%s: %s of %lld entries\n", name, t, (long long)v->maps[0].keys.dims[0]);
+        else printf("%s: sequence of %d %s\n", name, v->n_maps, t);
         return;
     }
     const kiln_tensor *t = &v->t;

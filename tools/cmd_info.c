@@ -5,6 +5,13 @@
 #include <string.h>
 
 static void print_io(kiln_session *s, const kiln_io_info *io) {
+    if (io->is_map) {
+        char t[64];
+        kiln_map_type_str(io->is_sequence ? KILN_KIND_MAP_SEQUENCE : KILN_KIND_MAP, io->map_key_dtype, io->dtype, t,
+                          sizeof t);
+        printf("  %s: %s\n", io->name, t);
+        return;
+    }
     printf("  %s: %s%s[", io->name, io->is_sequence ? "sequence of " : "", kiln_dtype_name(io->dtype));
     if (io->rank < 0) printf("?");
     for (int d = 0; d < io->rank; d++) {

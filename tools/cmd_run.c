@@ -1,5 +1,7 @@
-/* kiln run: feed inputs from .npy/.npz/.pb files, run once, write each output as NAME.npy. */
+/* kiln run: feed inputs from .npy/.npz/.pb files, run once, write each output as NAME.npy (a
+ * tensor) or NAME.json (a sequence, a map or a sequence of maps). */
 #include "cli.h"
+#include "json_out.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,12 +175,14 @@ int cmd_run(int argc, char **argv) {
                 kiln_io_info info;
                 kiln_session_output_info(s, k, &info);
                 if (!quiet) cli_print_summary(info.name, &outs[k]);
-                if (!no_dir && outs[k].kind == KILN_KIND_TENSOR) {
+                if (!no_dir && outs[k].kind != KILN_KIND_NONE) {
                     char path[4096], fname[1024];
+                    int npy = outs[k].kind == KILN_KIND_TENSOR;
                     snprintf(fname, sizeof fname, "%s", info.name);
                     for (char *c = fname; *c; c++) if (*c == '/' || *c == '\\') *c = '_';
-                    snprintf(path, sizeof path, "%s/%s.npy", outdir, fname);
-                    if (npy_write_file(path, &outs[k].t, err, sizeof err)) {
+                    snprintf(path, sizeof path, "%s/%s.%s", outdir, fname, npy ? "npy" : "json");
+                    if (npy ? npy_write_file(path, &outs[k].t, err, sizeof err)
+                            : json_write_value(path, &outs[k], err, sizeof err)) {
                         fprintf(stderr, "kiln: %s\n", err);
                         rc = 1;
                     }

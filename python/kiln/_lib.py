@@ -83,7 +83,7 @@ class RunOptions(ctypes.Structure):
 class IoInfo(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("rank", ctypes.c_int),
                 ("dims", ctypes.POINTER(ctypes.c_int64)), ("dim_names", ctypes.POINTER(ctypes.c_char_p)),
-                ("is_sequence", ctypes.c_int)]
+                ("is_sequence", ctypes.c_int), ("is_map", ctypes.c_int), ("map_key_dtype", ctypes.c_int)]
 
 
 class PlanStats(ctypes.Structure):
@@ -129,6 +129,14 @@ def _declare(lib):
         "kiln_session_node_info": (c_int, [vp, c_size_t, P(NodeInfo)]),
         "kiln_sigint_chain": (c_int, []),
         "kiln_sigint_redirect": (vp, [vp]),
+        "kiln_value_map_key_dtype": (c_int, [vp]),
+        "kiln_value_map_size": (c_size_t, [vp]),
+        "kiln_value_map_keys": (vp, [vp]),
+        "kiln_value_map_values": (vp, [vp]),
+        "kiln_value_map_new": (c_int, [c_int, c_int, c_size_t, vp, vp, P(vp)]),
+        "kiln_value_tensor_new": (c_int, [P(TensorDesc), P(vp)]),
+        "kiln_run_values": (c_int, [vp, P(RunOptions), c_size_t, P(ctypes.c_char_p), P(vp), c_size_t,
+                                    P(ctypes.c_char_p), P(vp)]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)

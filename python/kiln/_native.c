@@ -153,11 +153,60 @@ static PyObject *tensor_array(const kiln_value *v, kiln_value *owner, PyObject *
     return arr;
 }
 
+/* One element of a map's keys or values as a Python object (what onnxruntime returns: int, float
+ * or str). */
+static PyObject *map_elem(kiln_dtype dt, const void *p, size_t i) {
+    switch (dt) {
+    case KILN_DTYPE_INT64: return PyLong_FromLongLong(((const int64_t *)p)[i]);
+    case KILN_DTYPE_FLOAT: return PyFloat_FromDouble(((const float *)p)[i]);
+    case KILN_DTYPE_DOUBLE: return PyFloat_FromDouble(((const double *)p)[i]);
+    case KILN_DTYPE_STRING: {
+        const char *str = ((const char *const *)p)[i];
+        return PyUnicode_DecodeUTF8(str, (Py_ssize_t)strlen(str), "replace");
+    }
+    default: return raise_kiln("a map of an element type Python cannot take");
+    }
+}
+
+/* A map value as a dict. */
+static PyObject *map_dict(const kiln_value *m) {
+    size_t n = kiln_value_map_size(m);
+    kiln_dtype kt = kiln_value_map_key_dtype(m), vt = kiln_value_dtype(m);
+    const void *keys = kiln_value_map_keys(m), *vals = kiln_value_map_values(m);
+    PyObject *d = PyDict_New();
+    for (size_t i = 0; d && i < n; i++) {
+        PyObject *k = map_elem(kt, keys, i), *v = k ? map_elem(vt, vals, i) : NULL;
+        if (!v || PyDict_SetItem(d, k, v) < 0) Py_CLEAR(d);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
+/* A map output as a dict, a sequence of maps (ZipMap) as a list of dicts; v is freed. */
+static PyObject *maps_to_python(kiln_value *v) {
+    PyObject *res;
+    if (kiln_value_kind(v) == KILN_VALUE_MAP) {
+        res = map_dict(v);
+    } else {
+        size_t len = kiln_value_sequence_length(v);
+        res = PyList_New((Py_ssize_t)len);
+        for (size_t i = 0; res && i < len; i++) {
+            PyObject *d = map_dict(kiln_value_item(v, i));
+            if (!d) Py_CLEAR(res);
+            else PyList_SET_ITEM(res, (Py_ssize_t)i, d);
+        }
+    }
+    kiln_value_free(v);
+    return res;
+}
+
 /* Converts output v and gives up the binding's ownership of it: either a capsule now owns it (an
  * array still uses its buffer) or it is freed here. */
 static PyObject *value_to_python(kiln_value *v) {
     PyObject *cap = NULL, *res = NULL;
     int kind = kiln_value_kind(v);
+    if (kiln_value_map_key_dtype(v) != KILN_DTYPE_UNDEFINED) return maps_to_python(v);
     if (kind == KILN_VALUE_NONE) {
         res = Py_NewRef(Py_None);
     } else if (kind == KILN_VALUE_SEQUENCE) {
@@ -320,7 +369,8 @@ static PyObject *str_or_none(const char *s) {
     return PyUnicode_FromString(s);
 }
 
-/* io(is_output) -> [(name, dtype, rank, dims, dim_names, is_sequence)], _session builds NodeArgs. */
+/* io(is_output) -> [(name, dtype, rank, dims, dim_names, is_sequence, map_key_dtype)], _session
+ * builds NodeArgs (map_key_dtype is 0 unless the value is a map or a sequence of maps). */
 static PyObject *Session_io(Session *self, PyObject *arg) {
     int is_output = PyObject_IsTrue(arg);
     if (is_output < 0) return NULL;
@@ -351,8 +401,9 @@ static PyObject *Session_io(Session *self, PyObject *arg) {
             PyTuple_SET_ITEM(names, d, nv);
         }
         PyObject *name = dims && names ? PyUnicode_FromString(info.name ? info.name : "") : NULL;
-        PyObject *t = name ? Py_BuildValue("(NiiNNO)", name, (int)info.dtype, info.rank, dims, names,
-                                           info.is_sequence ? Py_True : Py_False)
+        PyObject *t = name ? Py_BuildValue("(NiiNNOi)", name, (int)info.dtype, info.rank, dims, names,
+                                           info.is_sequence ? Py_True : Py_False,
+                                           info.is_map ? (int)info.map_key_dtype : 0)
                            : NULL;
         if (!t) {
             if (!name) {
@@ -388,6 +439,8 @@ typedef struct {
     PyObject *arr;     /* the (contiguous) array whose buffer kiln reads */
     PyObject *strs;    /* string feeds: the str objects whose UTF-8 kiln reads */
     const char **ptrs; /* string feeds: the char* array */
+    kiln_value *value; /* a dict feed's map (then fed with kiln_run_values), or a tensor feed's
+                        * copy for such a run */
 } feed_keep;
 
 /* UTF-8 of str(obj); *hold gets a reference to the str object that owns it (the caller releases it
@@ -437,8 +490,114 @@ fail:
     return -1;
 }
 
+/* The key and value types of map input `name` as the model declares them; 0 when it is no map. */
+static void declared_map_types(kiln_session *s, const char *name, kiln_dtype *key, kiln_dtype *val) {
+    *key = *val = KILN_DTYPE_UNDEFINED;
+    for (size_t i = 0, n = kiln_session_input_count(s); i < n; i++) {
+        kiln_io_info info;
+        if (kiln_session_input_info(s, i, &info) == KILN_OK && info.is_map && !info.is_sequence &&
+            !strcmp(info.name, name)) {
+            *key = info.map_key_dtype;
+            *val = info.dtype;
+        }
+    }
+}
+
+/* Element i of dict keys or values, converted to dt, written to arr (int64 / float / double /
+ * char* held in k->strs). -1 with an exception set when it does not convert. */
+static int map_elem_store(PyObject *o, kiln_dtype dt, void *arr, Py_ssize_t i, feed_keep *k) {
+    if (dt == KILN_DTYPE_STRING) {
+        PyObject *hold;
+        const char *u = PyBytes_Check(o) ? NULL : utf8_of(o, &hold);
+        if (PyBytes_Check(o)) {
+            hold = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o), NULL);
+            u = hold ? PyUnicode_AsUTF8(hold) : NULL;
+        }
+        if (!u) return -1;
+        int rc = PyList_Append(k->strs, hold);
+        Py_DECREF(hold);
+        ((const char **)arr)[i] = u;
+        return rc;
+    }
+    if (dt == KILN_DTYPE_INT64) {
+        long long v = PyLong_AsLongLong(o);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        ((int64_t *)arr)[i] = v;
+        return 0;
+    }
+    double v = PyFloat_AsDouble(o);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    if (dt == KILN_DTYPE_FLOAT) ((float *)arr)[i] = (float)v;
+    else ((double *)arr)[i] = v;
+    return 0;
+}
+
+/* A dict feed: a kiln map of the input's declared key and value types (or, for an input that is no
+ * map, of types guessed from the first entry, so that the run names the input). */
+static int map_feed(kiln_session *s, PyObject *dict, feed_keep *k, const char *name) {
+    kiln_dtype kt, vt;
+    declared_map_types(s, name, &kt, &vt);
+    Py_ssize_t n = PyDict_GET_SIZE(dict), pos = 0, i = 0;
+    PyObject *key, *value;
+    if (!kt) {
+        kt = KILN_DTYPE_INT64;
+        vt = KILN_DTYPE_FLOAT;
+        if (PyDict_Next(dict, &pos, &key, &value)) {
+            kt = PyUnicode_Check(key) || PyBytes_Check(key) ? KILN_DTYPE_STRING : KILN_DTYPE_INT64;
+            vt = PyUnicode_Check(value) ? KILN_DTYPE_STRING : PyLong_Check(value) ? KILN_DTYPE_INT64 : KILN_DTYPE_FLOAT;
+        }
+        pos = 0;
+    }
+    size_t ks = kt == KILN_DTYPE_STRING ? sizeof(char *) : 8, vs = vt == KILN_DTYPE_STRING ? sizeof(char *) : kiln_dtype_size(vt);
+    void *keys = PyMem_Malloc(ks * (size_t)(n ? n : 1)), *vals = PyMem_Malloc(vs * (size_t)(n ? n : 1));
+    k->strs = PyList_New(0);
+    int rc = -1;
+    if (!keys || !vals || !k->strs) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto out;
+    }
+    /* the dict is read by index into C arrays first: conversions may run Python code */
+    PyObject *items = PyDict_Items(dict);
+    if (!items) goto out;
+    n = PyList_GET_SIZE(items);
+    for (i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i);
+        if (map_elem_store(PyTuple_GET_ITEM(pair, 0), kt, keys, i, k) < 0 ||
+            map_elem_store(PyTuple_GET_ITEM(pair, 1), vt, vals, i, k) < 0) {
+            Py_DECREF(items);
+            PyObject *t, *v, *tb;
+            PyErr_Fetch(&t, &v, &tb);
+            PyErr_Format(PyExc_TypeError, "input '%s': map entries must be %s keys and %s values", name,
+                         kiln_dtype_name(kt), kiln_dtype_name(vt));
+            Py_XDECREF(t); Py_XDECREF(v); Py_XDECREF(tb);
+            goto out;
+        }
+    }
+    Py_DECREF(items);
+    if (kiln_value_map_new(kt, vt, (size_t)n, keys, vals, &k->value) != KILN_OK) {
+        PyObject *msg = PyUnicode_FromFormat("input '%s': %s", name, kiln_last_error());
+        if (msg) {
+            PyErr_SetObject(kiln_error_class ? kiln_error_class : PyExc_RuntimeError, msg);
+            Py_DECREF(msg);
+        }
+        goto out;
+    }
+    rc = 0;
+out:
+    PyMem_Free(keys);
+    PyMem_Free(vals);
+    return rc;
+}
+
 /* Fills desc (and k) for one feed; -1 with an exception set on failure. */
-static int make_feed(PyObject *key, PyObject *value, feed_keep *k, kiln_tensor_desc *desc, const char **name) {
+static int make_feed(kiln_session *s, PyObject *key, PyObject *value, feed_keep *k, kiln_tensor_desc *desc,
+                     const char **name) {
+    if (PyDict_Check(value)) {
+        *name = utf8_of(key, &k->name);
+        if (!*name) return -1;
+        memset(desc, 0, sizeof *desc);
+        return map_feed(s, value, k, *name);
+    }
     /* value before name, then the dtype check: the ctypes path's order, so a feed with several
      * faults raises the same error on both paths */
     PyArrayObject *arr;
@@ -478,6 +637,7 @@ static void feeds_release(feed_keep *keep, size_t n) {
         Py_XDECREF(keep[i].arr);
         Py_XDECREF(keep[i].strs);
         PyMem_Free(keep[i].ptrs);
+        kiln_value_free(keep[i].value);
     }
 }
 
@@ -558,7 +718,7 @@ static PyObject *Session_run(Session *self, PyObject *const *args, Py_ssize_t na
             }
             memset(&keep[n_kept], 0, sizeof *keep);
             n_kept++;
-            if (make_feed(PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), &keep[n_in], &descs[n_in],
+            if (make_feed(self->s, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), &keep[n_in], &descs[n_in],
                           &in_names[n_in]) < 0)
                 goto done;
             n_in++;
@@ -573,7 +733,7 @@ static PyObject *Session_run(Session *self, PyObject *const *args, Py_ssize_t na
              * value, and let PyDict_Next and n_feed bound the walk */
             Py_INCREF(key);
             Py_INCREF(value);
-            int bad = make_feed(key, value, &keep[n_in], &descs[n_in], &in_names[n_in]) < 0;
+            int bad = make_feed(self->s, key, value, &keep[n_in], &descs[n_in], &in_names[n_in]) < 0;
             Py_DECREF(key);
             Py_DECREF(value);
             if (bad) goto done;
@@ -615,6 +775,25 @@ static PyObject *Session_run(Session *self, PyObject *const *args, Py_ssize_t na
     kiln_status st;
     const char *msg = NULL;
     kiln_session *s = self->s;
+    /* a dict among the feeds (a map input): every feed goes as a value, tensors copied */
+    const kiln_value **values = NULL;
+    int any_map = 0;
+    for (size_t i = 0; i < n_in; i++) any_map |= keep[i].value != NULL;
+    if (any_map) {
+        values = PyMem_Malloc(sizeof *values * (n_in ? n_in : 1));
+        if (!values) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (size_t i = 0; i < n_in; i++) {
+            if (!keep[i].value && kiln_value_tensor_new(&descs[i], &keep[i].value) != KILN_OK) {
+                PyMem_Free(values);
+                raise_kiln(kiln_last_error());
+                goto done;
+            }
+            values[i] = keep[i].value;
+        }
+    }
     volatile int sigint_flag = 0;
     kiln_run_options ro;
     memset(&ro, 0, sizeof ro);
@@ -626,10 +805,12 @@ static PyObject *Session_run(Session *self, PyObject *const *args, Py_ssize_t na
     const kiln_run_options *opts = user_flag || ctrl_c ? &ro : NULL;
     self->running++;
     Py_BEGIN_ALLOW_THREADS
-    st = kiln_run_with_options(s, opts, n_in, in_names, descs, n_out_names, out_names, results);
+    st = values ? kiln_run_values(s, opts, n_in, in_names, values, n_out_names, out_names, results)
+                : kiln_run_with_options(s, opts, n_in, in_names, descs, n_out_names, out_names, results);
     if (st != KILN_OK) msg = kiln_last_error(); /* this thread's copy: safe with concurrent runs */
     Py_END_ALLOW_THREADS
     self->running--;
+    PyMem_Free(values);
     if (ctrl_c) kiln_sigint_redirect(outer_target);
     if (st == KILN_ERR_CANCELLED && ctrl_c && PyErr_CheckSignals() < 0) {
         /* stopped by Ctrl-C: the caller sees what Python's SIGINT handler raised (KeyboardInterrupt);
@@ -672,7 +853,7 @@ static PyMethodDef Session_methods[] = {
     {"run", (PyCFunction)(void (*)(void))Session_run, METH_FASTCALL | METH_KEYWORDS,
      "run(output_names, input_feed, run_options=None) -> list of outputs"},
     {"io", (PyCFunction)Session_io, METH_O,
-     "io(is_output) -> list of (name, dtype, rank, dims, dim_names, is_sequence)"},
+     "io(is_output) -> list of (name, dtype, rank, dims, dim_names, is_sequence, map_key_dtype)"},
     {"handle", (PyCFunction)Session_handle, METH_NOARGS, "the kiln_session pointer as an int"},
     {"plan_stats", (PyCFunction)Session_plan_stats, METH_NOARGS,
      "(arena, naive, initializer, copied_initializer bytes, nodes, folded_nodes)"},

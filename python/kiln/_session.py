@@ -11,7 +11,7 @@ import _signal  # getsignal without the enum conversion of signal.getsignal (3 u
 
 import numpy as np
 
-from . import _lib
+from . import _lib, _maps
 from ._device import IOBinding, OrtValue, device_feed
 
 __version__ = "0.1.0"
@@ -136,8 +136,10 @@ class NodeArg:
         return "NodeArg(name=%r, type=%r, shape=%r)" % (self.name, self.type, self.shape)
 
 
-def _node_arg(name, dtype, rank, dims, dim_names, is_sequence):
+def _node_arg(name, dtype, rank, dims, dim_names, is_sequence, map_key=0):
     """dims[i] < 0 is symbolic: dim_names[i] (str) names it, or None / "" when it has no name."""
+    if map_key:
+        return NodeArg(name, _maps.type_name(map_key, dtype, is_sequence), [])
     shape = None
     if rank >= 0:
         shape = [int(dims[d]) if dims[d] >= 0 else (dim_names[d] or None) for d in range(rank)]
@@ -152,7 +154,8 @@ def _node_arg_ctypes(info):
     dims = [info.dims[d] for d in range(rank)] if rank > 0 else []
     names = [(info.dim_names[d].decode() if info.dim_names[d] else None) if info.dim_names else None
              for d in range(rank)] if rank > 0 else []
-    return _node_arg(info.name.decode(), info.dtype, rank, dims, names, info.is_sequence)
+    return _node_arg(info.name.decode(), info.dtype, rank, dims, names, info.is_sequence,
+                     info.map_key_dtype if info.is_map else 0)
 
 
 class InferenceSession:
@@ -437,6 +440,8 @@ class InferenceSession:
         descs.append(_lib.TensorDesc(_CODE_OF[arr.dtype], arr.ndim, dims, arr.ctypes.data, 0))
 
     def _run_ctypes(self, output_names, input_feed, run_options=None):
+        if any(isinstance(v, dict) for v in input_feed.values()):
+            return _maps.run_with_maps(self, output_names, input_feed, run_options)
         lib = self._lib
         names, descs, keep = [], [], []
         for name, value in input_feed.items():
@@ -464,6 +469,9 @@ class InferenceSession:
 
     def _to_python(self, v):
         lib = self._lib
+        maps = _maps.to_python(lib, v)
+        if maps is not None:
+            return maps
         kind = lib.kiln_value_kind(v)
         if kind == 2:
             return None

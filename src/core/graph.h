@@ -60,13 +60,15 @@ typedef struct kiln_node {
     char *placement_why;   /* why the node is not on the preferred provider (NULL: it is) */
 } kiln_node;
 
-/* Static type of a value: kind (tensor / sequence / optional-of), element type, shape. */
+/* Static type of a value: kind (tensor / sequence / optional-of / map / sequence of maps), element
+ * type, shape. */
 typedef struct kiln_type {
-    int kind;              /* KILN_KIND_TENSOR, KILN_KIND_SEQUENCE */
+    int kind;              /* KILN_KIND_TENSOR, KILN_KIND_SEQUENCE, KILN_KIND_MAP, KILN_KIND_MAP_SEQUENCE */
     int optional;          /* wrapped in optional<> */
     int dtype;
     int rank;              /* -1 unknown */
     int64_t dims[KILN_MAX_RANK];
+    int key_dtype;         /* maps: the key type (dtype is then the value type) */
 } kiln_type;
 
 typedef struct kiln_graph_value {

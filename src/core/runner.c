@@ -633,6 +633,13 @@ void kiln_plan_free(kiln_plan *p) {
 
 static void type_to_value(const kiln_type *t, kiln_value *v) {
     memset(v, 0, sizeof *v);
+    if (kiln_kind_is_map(t->kind)) {
+        v->kind = t->kind;
+        v->map_key_dtype = t->key_dtype;
+        v->map_val_dtype = t->dtype;
+        v->n_maps = -1;
+        return;
+    }
     if (t->kind == KILN_KIND_SEQUENCE) {
         v->kind = KILN_KIND_SEQUENCE;
         v->seq_dtype = t->dtype;
@@ -733,8 +740,10 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
                     kiln_graph_value *gv = &g->values[n->out[i]];
                     gv->is_const = 1;
                     gv->konst = outv[i];
-                    gv->type.kind = outv[i].kind == KILN_KIND_SEQUENCE ? KILN_KIND_SEQUENCE : KILN_KIND_TENSOR;
-                    gv->type.dtype = outv[i].t.dtype;
+                    gv->type.kind = outv[i].kind == KILN_KIND_SEQUENCE || kiln_kind_is_map(outv[i].kind)
+                                        ? outv[i].kind : KILN_KIND_TENSOR;
+                    gv->type.dtype = kiln_kind_is_map(outv[i].kind) ? outv[i].map_val_dtype : outv[i].t.dtype;
+                    gv->type.key_dtype = outv[i].map_key_dtype;
                     gv->type.rank = outv[i].t.rank;
                     memcpy(gv->type.dims, outv[i].t.dims, sizeof outv[i].t.dims);
                     gv->has_type = 1;
@@ -785,6 +794,15 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
                     }
                 }
                 for (int i = 0; i < n->n_out; i++) {
+                    if (outs[i] && kiln_kind_is_map(outs[i]->kind)) { /* maps have no shape to refine */
+                        kiln_graph_value *gv = &g->values[n->out[i]];
+                        gv->type.kind = outs[i]->kind;
+                        gv->type.key_dtype = outs[i]->map_key_dtype;
+                        gv->type.dtype = outs[i]->map_val_dtype;
+                        gv->type.rank = -1;
+                        gv->has_type = 1;
+                        continue;
+                    }
                     if (!outs[i] || outs[i]->kind != KILN_KIND_TENSOR) continue;
                     kiln_graph_value *gv = &g->values[n->out[i]];
                     if (outs[i]->t.rank >= 0 || !gv->has_type) {

@@ -148,7 +148,10 @@ static kiln_status fill_io(kiln_session *s, const int *idx, size_t n, kiln_io_in
         info[i].dtype = (kiln_dtype)v->type.dtype;
         info[i].rank = v->has_type ? v->type.rank : -1;
         info[i].dims = v->type.dims;
-        info[i].is_sequence = v->type.kind == KILN_KIND_SEQUENCE;
+        info[i].is_sequence = v->type.kind == KILN_KIND_SEQUENCE || v->type.kind == KILN_KIND_MAP_SEQUENCE;
+        info[i].is_map = kiln_kind_is_map(v->type.kind);
+        info[i].map_key_dtype = info[i].is_map ? (kiln_dtype)v->type.key_dtype : KILN_DTYPE_UNDEFINED;
+        if (info[i].is_map) info[i].rank = -1;
         if (info[i].rank > 0) {
             const char **names = calloc((size_t)info[i].rank, sizeof *names);
             if (!names) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
@@ -362,13 +365,23 @@ static kiln_status check_input(kiln_session *s, const kiln_graph_value *gv, cons
         if (t->optional) return KILN_OK;
         return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' is not optional but was given no value", gv->name);
     }
+    char vt[64], tt[64];
+    if (kiln_kind_is_map(v->kind)) kiln_map_type_str(v->kind, v->map_key_dtype, v->map_val_dtype, vt, sizeof vt);
+    else snprintf(vt, sizeof vt, "%s", v->kind == KILN_KIND_SEQUENCE ? "sequence" : "tensor");
+    if (kiln_kind_is_map(t->kind)) {
+        kiln_map_type_str(t->kind, t->key_dtype, t->dtype, tt, sizeof tt);
+        if (v->kind != t->kind || v->map_key_dtype != t->key_dtype || v->map_val_dtype != t->dtype)
+            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' must be a %s, got a %s", gv->name, tt, vt);
+        return KILN_OK;
+    }
     if (t->kind == KILN_KIND_SEQUENCE) {
         if (v->kind != KILN_KIND_SEQUENCE)
-            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' must be a sequence of tensors", gv->name);
+            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' must be a sequence of tensors, got a %s",
+                             gv->name, vt);
         return KILN_OK;
     }
     if (v->kind != KILN_KIND_TENSOR)
-        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' must be a tensor", gv->name);
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' must be a tensor, got a %s", gv->name, vt);
     const kiln_tensor *x = &v->t;
     char want[256], got[256];
     kiln_tensor wt = {0};
@@ -394,6 +407,7 @@ static kiln_status check_input(kiln_session *s, const kiln_graph_value *gv, cons
 static void append_sig(char *buf, size_t cap, size_t *len, const kiln_value *v) {
     char tmp[400];
     if (v->kind == KILN_KIND_TENSOR) kiln_shape_str(&v->t, tmp, sizeof tmp);
+    else if (kiln_kind_is_map(v->kind)) snprintf(tmp, sizeof tmp, "map%d", v->n_maps);
     else snprintf(tmp, sizeof tmp, v->kind == KILN_KIND_SEQUENCE ? "seq%d" : "none", v->seq_len);
     int n = snprintf(buf + *len, cap - *len, "%s;", tmp);
     if (n > 0 && *len + (size_t)n < cap) *len += (size_t)n;
@@ -563,16 +577,30 @@ static kiln_status write_bound(kiln_session *s, const char *name, const kiln_val
     return st ? st : p->vt->sync(p, e);
 }
 
-kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *options, size_t n_in,
-                                  const char *const *in_names, const kiln_tensor_desc *inputs,
-                                  size_t n_out, const char *const *out_names, kiln_value **outputs) {
+/* An input given as a value (kiln_run_values): borrowed for the run, as a desc's bytes are. */
+static kiln_status value_input(kiln_session *s, const char *name, const kiln_value *v, kiln_value *dst) {
+    name = name ? name : "(null)";
+    if (!v) return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': the value is NULL", name);
+    if (v->kind < KILN_KIND_TENSOR || v->kind > KILN_KIND_MAP_SEQUENCE)
+        return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': not a kiln value", name);
+    if (v->kind == KILN_KIND_TENSOR && v->t.dev && v->t.dev != device_provider(s))
+        return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s' is in another session's device memory", name);
+    *dst = *v;
+    dst->t.owner = NULL;
+    return KILN_OK;
+}
+
+static kiln_status run_common(kiln_session *s, const kiln_run_options *options, size_t n_in,
+                              const char *const *in_names, const kiln_tensor_desc *inputs,
+                              const kiln_value *const *values, size_t n_out, const char *const *out_names,
+                              kiln_value **outputs) {
     kiln_err e = {0};
     if (!s) {
         kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_run: session is NULL");
         kiln_set_last_error(&e);
         return e.code;
     }
-    if ((n_in && (!in_names || !inputs)) || !outputs || (n_out && !out_names)) {
+    if ((n_in && (!in_names || (!inputs && !values))) || !outputs || (n_out && !out_names)) {
         kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "kiln_run: NULL array argument");
         kiln_set_last_error(&s->err);
         return s->err.code;
@@ -584,6 +612,10 @@ kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *optio
     kiln_status st = KILN_OK;
     if (!vin || !vout || !idx) st = kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; !st && i < n_in; i++) {
+        if (values) {
+            st = value_input(s, in_names[i], values[i], &vin[i]);
+            continue;
+        }
         const kiln_tensor_desc *d = &inputs[i];
         if (!kiln_dtype_valid(d->dtype) || d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims)) {
             st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d or rank %d",
@@ -683,6 +715,18 @@ kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *optio
     return st;
 }
 
+kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *options, size_t n_in,
+                                  const char *const *in_names, const kiln_tensor_desc *inputs,
+                                  size_t n_out, const char *const *out_names, kiln_value **outputs) {
+    return run_common(s, options, n_in, in_names, inputs, NULL, n_out, out_names, outputs);
+}
+
+kiln_status kiln_run_values(kiln_session *s, const kiln_run_options *options, size_t n_in,
+                            const char *const *in_names, const kiln_value *const *inputs, size_t n_out,
+                            const char *const *out_names, kiln_value **outputs) {
+    return run_common(s, options, n_in, in_names, NULL, inputs, n_out, out_names, outputs);
+}
+
 kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats) {
     if (!s || !stats) return KILN_ERR_INVALID_ARGUMENT;
     memset(stats, 0, sizeof *stats);
@@ -700,9 +744,14 @@ kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats) {
 
 /* ---------------------------------------------------------------- output values */
 
-int kiln_value_kind(const kiln_value *v) { return v ? v->kind : KILN_VALUE_NONE; }
+int kiln_value_kind(const kiln_value *v) {
+    if (!v) return KILN_VALUE_NONE;
+    return v->kind == KILN_KIND_MAP_SEQUENCE ? KILN_VALUE_SEQUENCE : v->kind;
+}
 kiln_dtype kiln_value_dtype(const kiln_value *v) {
-    return !v ? KILN_DTYPE_UNDEFINED : (kiln_dtype)(v->kind == KILN_KIND_SEQUENCE ? v->seq_dtype : v->t.dtype);
+    if (!v) return KILN_DTYPE_UNDEFINED;
+    if (kiln_kind_is_map(v->kind)) return (kiln_dtype)v->map_val_dtype;
+    return (kiln_dtype)(v->kind == KILN_KIND_SEQUENCE ? v->seq_dtype : v->t.dtype);
 }
 int kiln_value_rank(const kiln_value *v) { return v && v->kind == KILN_KIND_TENSOR ? v->t.rank : 0; }
 const int64_t *kiln_value_dims(const kiln_value *v) { return v ? v->t.dims : NULL; }
@@ -786,18 +835,119 @@ size_t kiln_value_nbytes(const kiln_value *v) {
     return v && v->kind == KILN_KIND_TENSOR ? kiln_tensor_nbytes(&v->t) : 0;
 }
 size_t kiln_value_sequence_length(const kiln_value *v) {
+    if (v && v->kind == KILN_KIND_MAP_SEQUENCE) return v->n_maps > 0 ? (size_t)v->n_maps : 0;
     return v && v->kind == KILN_KIND_SEQUENCE ? (size_t)v->seq_len : 0;
 }
 
-/* Items are exposed as views on the sequence's tensors (a kiln_value per item, made on demand). */
+/* Items are exposed as views on the sequence's tensors or maps (a kiln_value per item, made on
+ * demand). */
 const kiln_value *kiln_value_item(const kiln_value *v, size_t i) {
-    if (!v || v->kind != KILN_KIND_SEQUENCE || i >= (size_t)v->seq_len) return NULL;
     static _Thread_local kiln_value view;
+    if (v && v->kind == KILN_KIND_MAP_SEQUENCE && v->maps && i < (size_t)(v->n_maps > 0 ? v->n_maps : 0)) {
+        memset(&view, 0, sizeof view);
+        view.kind = KILN_KIND_MAP;
+        view.map_key_dtype = v->map_key_dtype;
+        view.map_val_dtype = v->map_val_dtype;
+        view.n_maps = 1;
+        view.maps = &v->maps[i];
+        return &view;
+    }
+    if (!v || v->kind != KILN_KIND_SEQUENCE || i >= (size_t)v->seq_len) return NULL;
     memset(&view, 0, sizeof view);
     view.kind = KILN_KIND_TENSOR;
     view.t = v->seq[i];
     view.t.owner = NULL;
     return &view;
+}
+
+/* ---------------------------------------------------------------- maps */
+
+static const kiln_map *one_map(const kiln_value *v) {
+    return v && v->kind == KILN_KIND_MAP && v->n_maps == 1 && v->maps ? &v->maps[0] : NULL;
+}
+
+kiln_dtype kiln_value_map_key_dtype(const kiln_value *v) {
+    return v && kiln_kind_is_map(v->kind) ? (kiln_dtype)v->map_key_dtype : KILN_DTYPE_UNDEFINED;
+}
+size_t kiln_value_map_size(const kiln_value *v) {
+    const kiln_map *m = one_map(v);
+    return m ? (size_t)m->keys.dims[0] : 0;
+}
+const void *kiln_value_map_keys(const kiln_value *v) {
+    const kiln_map *m = one_map(v);
+    return m ? m->keys.data : NULL;
+}
+const void *kiln_value_map_values(const kiln_value *v) {
+    const kiln_map *m = one_map(v);
+    return m ? m->vals.data : NULL;
+}
+
+kiln_status kiln_value_map_new(kiln_dtype key_dtype, kiln_dtype value_dtype, size_t n, const void *keys,
+                               const void *values, kiln_value **out) {
+    kiln_err e = {0};
+    if (!out) return KILN_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    kiln_value *v = calloc(1, sizeof *v);
+    kiln_map *m = calloc(1, sizeof *m);
+    kiln_status st = !v || !m ? kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory")
+                              : kiln_map_make(m, key_dtype, value_dtype, n > (size_t)INT32_MAX ? -1 : (int64_t)n, keys,
+                                              values, "kiln_value_map_new", &e);
+    if (st) {
+        free(v);
+        free(m);
+        kiln_set_last_error(&e);
+        return st;
+    }
+    v->kind = KILN_KIND_MAP;
+    v->map_key_dtype = key_dtype;
+    v->map_val_dtype = value_dtype;
+    v->n_maps = 1;
+    v->maps = m;
+    *out = v;
+    return KILN_OK;
+}
+
+kiln_status kiln_value_tensor_new(const kiln_tensor_desc *d, kiln_value **out) {
+    kiln_err e = {0};
+    if (!out) return KILN_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    kiln_status st = KILN_OK;
+    kiln_tensor t;
+    memset(&t, 0, sizeof t);
+    if (!d || !kiln_dtype_valid(d->dtype) || d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims) ||
+        d->memory != KILN_MEMORY_HOST) {
+        st = kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_value_tensor_new: %s",
+                       !d ? "desc is NULL" : d->memory != KILN_MEMORY_HOST ? "only host tensors are copied"
+                                                                          : "invalid dtype or rank");
+    } else {
+        t.dtype = d->dtype;
+        t.rank = d->rank;
+        for (int k = 0; k < d->rank && !st; k++) {
+            if (d->dims[k] < 0) st = kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_value_tensor_new: dimension %d is negative", k);
+            t.dims[k] = d->dims[k];
+        }
+        if (!st && kiln_checked_numel(t.rank, t.dims) == KILN_NUMEL_TOO_LARGE)
+            st = kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_value_tensor_new: the shape is too large");
+        if (!st && !d->data && kiln_numel(&t) > 0)
+            st = kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_value_tensor_new: data is NULL");
+        t.data = (void *)d->data;
+    }
+    kiln_value *v = st ? NULL : calloc(1, sizeof *v);
+    if (!st && !v) st = kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
+    if (!st) {
+        v->kind = KILN_KIND_TENSOR;
+        st = kiln_tensor_copy(&v->t, &t, &e);
+        if (st) {
+            free(v);
+            v = NULL;
+        }
+    }
+    if (st) {
+        kiln_set_last_error(&e);
+        return st;
+    }
+    *out = v;
+    return KILN_OK;
 }
 
 void kiln_value_free(kiln_value *v) {

@@ -168,6 +168,10 @@ void kiln_value_release(kiln_value *v) {
     free(v->seq);
     v->seq = NULL;
     v->seq_len = 0;
+    for (int i = 0; v->maps && i < v->n_maps; i++) kiln_map_release(&v->maps[i]);
+    free(v->maps);
+    v->maps = NULL;
+    v->n_maps = 0;
 }
 
 kiln_status kiln_value_copy(kiln_value *dst, const kiln_value *src, kiln_err *e) {
@@ -175,7 +179,21 @@ kiln_status kiln_value_copy(kiln_value *dst, const kiln_value *src, kiln_err *e)
     v.t.owner = NULL;
     v.seq = NULL;
     v.seq_len = 0;
-    if (src->kind == KILN_KIND_TENSOR) {
+    v.maps = NULL;
+    v.n_maps = 0;
+    if (kiln_kind_is_map(src->kind) && src->n_maps > 0 && src->maps) {
+        v.maps = calloc((size_t)src->n_maps, sizeof *v.maps);
+        if (!v.maps) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory copying a map");
+        for (int i = 0; i < src->n_maps; i++) {
+            kiln_status st = kiln_tensor_copy(&v.maps[i].keys, &src->maps[i].keys, e);
+            if (!st) st = kiln_tensor_copy(&v.maps[i].vals, &src->maps[i].vals, e);
+            v.n_maps = i + 1;
+            if (st) {
+                kiln_value_release(&v);
+                return st;
+            }
+        }
+    } else if (src->kind == KILN_KIND_TENSOR) {
         KILN_TRY(kiln_tensor_copy(&v.t, &src->t, e));
     } else if (src->kind == KILN_KIND_SEQUENCE && src->seq_len > 0) {
         v.seq = calloc((size_t)src->seq_len, sizeof *v.seq);

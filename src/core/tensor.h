@@ -1,7 +1,8 @@
 /* Tensors and values. A tensor is a dtype, a shape and a pointer to its elements; it owns its
  * buffer only when `owner` is set (heap), otherwise the bytes belong to someone else: the mapped
  * model file, the session arena, or the caller. A value is what flows along a graph edge: a
- * tensor, a sequence of tensors, or an empty optional. */
+ * tensor, a sequence of tensors, an empty optional, a map (ai.onnx.ml: DictVectorizer's input) or a
+ * sequence of maps (ZipMap's output). */
 #ifndef KILN_TENSOR_H
 #define KILN_TENSOR_H
 
@@ -29,7 +30,16 @@ typedef struct kiln_tensor {
                                      (owner is then freed through it) */
 } kiln_tensor;
 
-enum { KILN_KIND_TENSOR = 0, KILN_KIND_SEQUENCE = 1, KILN_KIND_NONE = 2 };
+/* KILN_KIND_MAP_SEQUENCE is a kind of its own (not a KILN_KIND_SEQUENCE with other items) so that
+ * the sequence ops, which read tensors, refuse it by kind. */
+enum { KILN_KIND_TENSOR = 0, KILN_KIND_SEQUENCE = 1, KILN_KIND_NONE = 2, KILN_KIND_MAP = 3,
+       KILN_KIND_MAP_SEQUENCE = 4 };
+
+/* A map: n distinct keys (int64 or string) in ascending order (strcmp order for strings, as
+ * onnxruntime's std::map keeps them) and their values, both 1-D tensors that own their bytes. */
+typedef struct kiln_map {
+    kiln_tensor keys, vals;
+} kiln_map;
 
 struct kiln_value {
     int kind;
@@ -38,7 +48,14 @@ struct kiln_value {
     int seq_len;
     kiln_tensor *seq;     /* seq_len tensors, each owning its data */
     int none_is_seq;      /* KILN_KIND_NONE: the optional's element would be a sequence */
+    /* KILN_KIND_MAP (n_maps == 1) and KILN_KIND_MAP_SEQUENCE: key and value types (also when
+     * empty, and in static inference, where n_maps is -1 and maps NULL) */
+    int map_key_dtype, map_val_dtype;
+    int n_maps;
+    kiln_map *maps;
 };
+
+static inline int kiln_kind_is_map(int kind) { return kind == KILN_KIND_MAP || kind == KILN_KIND_MAP_SEQUENCE; }
 
 /* Product of dims; -1 if any is not concrete or the product overflows int64 (so that a wrapped,
  * too-small count never sizes a buffer). */
@@ -76,6 +93,17 @@ void kiln_strides(int rank, const int64_t *dims, int64_t *strides);
 const char *kiln_shape_str(const kiln_tensor *t, char *buf, size_t n);
 
 void kiln_value_release(kiln_value *v);            /* releases content, keeps the struct */
+/* Key and value types a map may have (onnxruntime's: int64 or string keys; float, double, int64
+ * or string values). */
+int kiln_map_key_dtype_ok(int dtype);
+int kiln_map_val_dtype_ok(int dtype);
+/* Builds map m from n keys and values (copied), sorted by key; a key given twice fails, naming
+ * `what`. */
+kiln_status kiln_map_make(kiln_map *m, int key_dtype, int val_dtype, int64_t n, const void *keys,
+                          const void *vals, const char *what, kiln_err *e);
+void kiln_map_release(kiln_map *m);
+/* "map(string,float)" / "seq(map(int64,double))"-style text of a map-kind value, for messages. */
+const char *kiln_map_type_str(int kind, int key_dtype, int val_dtype, char *buf, size_t n);
 kiln_status kiln_value_copy(kiln_value *dst, const kiln_value *src, kiln_err *e);
 
 #endif

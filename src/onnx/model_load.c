@@ -540,10 +540,31 @@ static kiln_status parse_type(loader *L, const uint8_t *data, size_t len, kiln_t
                     kiln_type inner = *t;
                     KILN_TRY(parse_type(L, sf.data, sf.len, &inner, depth + 1));
                     t->dtype = inner.dtype;
+                    t->key_dtype = inner.key_dtype;
                     t->rank = inner.rank;
                     memcpy(t->dims, inner.dims, sizeof t->dims);
                 }
-            t->kind = KILN_KIND_SEQUENCE;
+            t->kind = t->key_dtype ? KILN_KIND_MAP_SEQUENCE : KILN_KIND_SEQUENCE;
+        } else if (f.num == 5) { /* map_type { 1 key_type, 2 value_type } */
+            kiln_pb mr = kiln_pb_make(f.data, f.len);
+            kiln_pb_field mf;
+            int in_seq = t->kind == KILN_KIND_SEQUENCE;
+            while ((rc = kiln_pb_next(&mr, &mf)) == 1) {
+                if (mf.num == 1 && mf.type == KILN_PB_VARINT) t->key_dtype = (int)mf.u;
+                else if (mf.num == 2 && mf.type == KILN_PB_LEN) {
+                    kiln_type inner;
+                    memset(&inner, 0, sizeof inner);
+                    inner.rank = -1;
+                    KILN_TRY(parse_type(L, mf.data, mf.len, &inner, depth + 1));
+                    if (inner.kind != KILN_KIND_TENSOR)
+                        return kiln_fail(L->e, KILN_ERR_NOT_IMPLEMENTED, "maps of %s values",
+                                         kiln_kind_is_map(inner.kind) ? "map" : "sequence");
+                    t->dtype = inner.dtype;
+                }
+            }
+            if (rc < 0) return bad(L, "map type");
+            t->kind = in_seq ? KILN_KIND_MAP_SEQUENCE : KILN_KIND_MAP;
+            t->rank = -1;
         } else if (f.num == 9) { /* optional_type { elem_type } */
             kiln_pb orr = kiln_pb_make(f.data, f.len);
             kiln_pb_field of;

@@ -207,15 +207,27 @@ static void elem_fn(pbw *w, const void *arg) {
     const kiln_type *t = arg;
     kiln_type inner = *t;
     if (inner.optional) inner.optional = 0;
-    else inner.kind = KILN_KIND_TENSOR;
+    else inner.kind = inner.kind == KILN_KIND_MAP_SEQUENCE ? KILN_KIND_MAP : KILN_KIND_TENSOR;
     put_msg(w, 1, type_fn, &inner);
 }
 
-/* TypeProto {1 tensor_type, 4 sequence_type, 9 optional_type}. */
+/* TypeProto.Map {1 key_type, 2 value_type (a tensor type without shape)}. */
+static void map_fn(pbw *w, const void *arg) {
+    const kiln_type *t = arg;
+    kiln_type inner = *t;
+    inner.kind = KILN_KIND_TENSOR;
+    inner.key_dtype = 0;
+    inner.rank = -1;
+    put_int(w, 1, t->key_dtype);
+    put_msg(w, 2, type_fn, &inner);
+}
+
+/* TypeProto {1 tensor_type, 4 sequence_type, 5 map_type, 9 optional_type}. */
 static void type_fn(pbw *w, const void *arg) {
     const kiln_type *t = arg;
     if (t->optional) put_msg(w, 9, elem_fn, t);
-    else if (t->kind == KILN_KIND_SEQUENCE) put_msg(w, 4, elem_fn, t);
+    else if (t->kind == KILN_KIND_SEQUENCE || t->kind == KILN_KIND_MAP_SEQUENCE) put_msg(w, 4, elem_fn, t);
+    else if (t->kind == KILN_KIND_MAP) put_msg(w, 5, map_fn, t);
     else put_msg(w, 1, tensor_type_fn, t);
 }
 

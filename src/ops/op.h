@@ -86,6 +86,15 @@ kiln_status kiln_alloc_output(kiln_ctx *ctx, int i, int dtype, int rank, const i
  * their bytes, owner == NULL, are copied); the `items` array itself stays the caller's. */
 kiln_status kiln_set_output_sequence(kiln_ctx *ctx, int i, int elem_dtype, int n, kiln_tensor *items);
 
+/* Map inputs and outputs (ai.onnx.ml). kiln_need_map_input fails unless input i is one map (in
+ * static inference its n_maps is -1 and maps NULL: only the key and value types are known).
+ * kiln_set_output_map_type marks output i as a map or a sequence of maps (infer);
+ * kiln_set_output_maps hands it `maps` (malloc'd, n of them; taken over, also on failure). */
+kiln_status kiln_need_map_input(kiln_ctx *ctx, int i, kiln_value **v);
+kiln_status kiln_set_output_map_type(kiln_ctx *ctx, int i, int kind, int key_dtype, int val_dtype);
+kiln_status kiln_set_output_maps(kiln_ctx *ctx, int i, int kind, int key_dtype, int val_dtype, int n,
+                                 kiln_map *maps);
+
 /* ---- attributes ---- */
 int64_t kiln_attr_int(const kiln_node *n, const char *name, int64_t dflt);
 float kiln_attr_float(const kiln_node *n, const char *name, float dflt);

@@ -3,6 +3,7 @@
 #include "../core/session.h"
 #include "../cpu/threadpool.h"
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,10 +17,57 @@ kiln_tensor *kiln_input(kiln_ctx *ctx, int i) {
 kiln_status kiln_need_input(kiln_ctx *ctx, int i, kiln_tensor **t) {
     if (i >= ctx->n_in || !ctx->in[i])
         return KILN_FAIL(ctx, KILN_ERR_INVALID_MODEL, "required input %d is missing", i);
-    if (ctx->in[i]->kind != KILN_KIND_TENSOR)
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input %d must be a tensor, got a %s", i,
-                         ctx->in[i]->kind == KILN_KIND_SEQUENCE ? "sequence" : "empty optional");
+    if (ctx->in[i]->kind != KILN_KIND_TENSOR) {
+        const kiln_value *v = ctx->in[i];
+        char what[64];
+        if (kiln_kind_is_map(v->kind)) kiln_map_type_str(v->kind, v->map_key_dtype, v->map_val_dtype, what, sizeof what);
+        else snprintf(what, sizeof what, "%s", v->kind == KILN_KIND_SEQUENCE ? "sequence" : "empty optional");
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input %d must be a tensor, got a %s", i, what);
+    }
     *t = &ctx->in[i]->t;
+    return KILN_OK;
+}
+
+kiln_status kiln_need_map_input(kiln_ctx *ctx, int i, kiln_value **v) {
+    if (i >= ctx->n_in || !ctx->in[i])
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_MODEL, "required input %d is missing", i);
+    kiln_value *x = ctx->in[i];
+    if (x->kind != KILN_KIND_MAP) {
+        char what[400];
+        if (x->kind == KILN_KIND_TENSOR) kiln_shape_str(&x->t, what, sizeof what);
+        else if (x->kind == KILN_KIND_MAP_SEQUENCE) kiln_map_type_str(x->kind, x->map_key_dtype, x->map_val_dtype, what, sizeof what);
+        else snprintf(what, sizeof what, "%s", x->kind == KILN_KIND_SEQUENCE ? "sequence" : "empty optional");
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input %d must be a map, got a %s%s", i,
+                         x->kind == KILN_KIND_TENSOR ? "tensor " : "", what);
+    }
+    if (!ctx->static_mode && (x->n_maps != 1 || !x->maps))
+        return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "input %d: a map value without its entries", i);
+    *v = x;
+    return KILN_OK;
+}
+
+kiln_status kiln_set_output_map_type(kiln_ctx *ctx, int i, int kind, int key_dtype, int val_dtype) {
+    if (i < 0 || i >= ctx->n_out || !ctx->out[i]) return KILN_OK;
+    kiln_value *v = ctx->out[i];
+    kiln_value_release(v);
+    memset(v, 0, sizeof *v);
+    v->kind = kind;
+    v->map_key_dtype = key_dtype;
+    v->map_val_dtype = val_dtype;
+    v->n_maps = -1;
+    return KILN_OK;
+}
+
+kiln_status kiln_set_output_maps(kiln_ctx *ctx, int i, int kind, int key_dtype, int val_dtype, int n,
+                                 kiln_map *maps) {
+    if (i < 0 || i >= ctx->n_out || !ctx->out[i]) {
+        for (int k = 0; k < n; k++) kiln_map_release(&maps[k]);
+        free(maps);
+        return KILN_OK;
+    }
+    kiln_set_output_map_type(ctx, i, kind, key_dtype, val_dtype);
+    ctx->out[i]->n_maps = n;
+    ctx->out[i]->maps = maps;
     return KILN_OK;
 }
 

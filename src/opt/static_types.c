@@ -29,6 +29,13 @@ static void declared(const kiln_graph_value *gv, kiln_value *f) {
     f->kind = KILN_KIND_TENSOR;
     f->t.rank = -1;
     if (!gv->has_type) return;
+    if (kiln_kind_is_map(gv->type.kind)) {
+        f->kind = gv->type.kind;
+        f->map_key_dtype = gv->type.key_dtype;
+        f->map_val_dtype = gv->type.dtype;
+        f->n_maps = -1;
+        return;
+    }
     if (gv->type.kind == KILN_KIND_SEQUENCE) {
         f->kind = KILN_KIND_SEQUENCE;
         f->seq_dtype = gv->type.dtype;

@@ -10,6 +10,7 @@
 
 static inline const char *kiln_seq_kind_name(const kiln_value *v) {
     if (!v) return "absent";
+    if (kiln_kind_is_map(v->kind)) return v->kind == KILN_KIND_MAP ? "map" : "sequence of maps";
     return v->kind == KILN_KIND_SEQUENCE ? "sequence" : v->kind == KILN_KIND_NONE ? "empty optional"
                                                                                  : "tensor";
 }
