@@ -289,6 +289,10 @@ typedef struct kiln_plan_stats {
 } kiln_plan_stats;
 kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats);
 
+/* Frees the memory plans and arenas kept for the input shapes run so far (ONNX Runtime's arena
+ * shrinkage); the next run plans again. Waits for a run in flight. */
+void kiln_session_release_memory(kiln_session *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -142,6 +142,7 @@ def _declare(lib):
         "kiln_session_node_count": (c_size_t, [vp]),
         "kiln_session_node_info": (c_int, [vp, c_size_t, P(NodeInfo)]),
         "kiln_last_status": (c_int, []),
+        "kiln_session_release_memory": (None, [vp]),
         "kiln_session_profiling_start_ns": (ctypes.c_int64, [vp]),
         "kiln_session_model_metadata": (c_int, [vp, P(ModelMetadata)]),
         "kiln_sigint_chain": (c_int, []),

@@ -973,3 +973,17 @@ kiln_status kiln_session_model_metadata(const kiln_session *s, kiln_model_metada
     md->custom_values = (const char *const *)m->prop_values;
     return KILN_OK;
 }
+
+/* ---------------------------------------------------------------- memory */
+
+void kiln_session_release_memory(kiln_session *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->run_mu);
+    for (kiln_plan *p = s->plans, *nx; p; p = nx) {
+        nx = p->next;
+        kiln_plan_free(p);
+    }
+    s->plans = s->last_plan = NULL;
+    s->n_plans = 0;
+    pthread_mutex_unlock(&s->run_mu);
+}
