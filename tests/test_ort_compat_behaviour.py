@@ -200,3 +200,25 @@ def test_unchanged_ort_script_same_outputs(tmp_path):
     assert outs["kiln"][0] == outs["onnxruntime"][0]  # names, shapes, types, errors, metadata
     assert "InvalidArgument" in outs["kiln"][0]
     np.testing.assert_allclose(outs["kiln"][1], outs["onnxruntime"][1], rtol=1e-5, atol=1e-5)
+
+
+def test_c_example_program(tmp_path):
+    """examples/session_features.c: metadata, initializers, the optimised model, run options with
+    terminate, profiling and device values through the C API."""
+    build = os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build"))
+    model = os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx")
+    r = subprocess.run([os.path.join(build, "example_session_features"), model, str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "graph 'tiny_mlp'" in r.stdout and "with terminate set: cancelled" in r.stdout
+    assert os.path.exists(tmp_path / "tiny_mlp.optimized.onnx") and os.path.exists(tmp_path / "tiny_mlp.trace.json")
+    # the optimised model holds the replacement bias (zeros): ONNX Runtime agrees with kiln on it
+    import onnxruntime
+    x = np.array([[0.5, -1.0, 2.0, 0.25]], np.float32)
+    got = onnxruntime.InferenceSession(str(tmp_path / "tiny_mlp.optimized.onnx"),
+                                       providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    y0 = float(r.stdout.split("y[0] = ")[1].split(";")[0])
+    assert abs(got[0, 0] - y0) < 1e-5
+    so = ort.SessionOptions()
+    so.add_initializer("b2", np.zeros(3, np.float32))
+    np.testing.assert_allclose(ort.InferenceSession(model, so).run(None, {"x": x})[0], got, rtol=1e-5, atol=1e-6)
