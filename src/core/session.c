@@ -388,7 +388,7 @@ static kiln_status check_input(kiln_session *s, const kiln_graph_value *gv, cons
     if (t->kind == KILN_KIND_SEQUENCE) {
         if (v->kind != KILN_KIND_SEQUENCE)
             return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' must be a sequence of tensors", gv->name);
-        if (t->dtype && v->seq_dtype != t->dtype)
+        if (t->dtype && v->seq_dtype && v->seq_dtype != t->dtype) /* an empty test-data sequence has none */
             return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' is a sequence of %s, the model expects %s",
                              gv->name, kiln_dtype_name((kiln_dtype)v->seq_dtype), kiln_dtype_name((kiln_dtype)t->dtype));
         return KILN_OK;
