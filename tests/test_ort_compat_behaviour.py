@@ -222,3 +222,44 @@ def test_c_example_program(tmp_path):
     so = ort.SessionOptions()
     so.add_initializer("b2", np.zeros(3, np.float32))
     np.testing.assert_allclose(ort.InferenceSession(model, so).run(None, {"x": x})[0], got, rtol=1e-5, atol=1e-6)
+
+
+def test_same_error_class_as_onnxruntime(mul, tmp_path):
+    """For each mistake, kiln.onnxruntime raises the class onnxruntime raises."""
+    import onnxruntime as real
+    x = np.ones((3, 2), np.float32)
+    mistakes = {
+        "wrong element type": lambda m: m.InferenceSession(mul, providers=["CPUExecutionProvider"]).run(
+            None, {"X": x.astype(np.float64)}),
+        "wrong shape": lambda m: m.InferenceSession(mul, providers=["CPUExecutionProvider"]).run(
+            None, {"X": np.ones((2, 2), np.float32)}),
+        "unknown input": lambda m: m.InferenceSession(mul, providers=["CPUExecutionProvider"]).run(
+            None, {"X": x, "nope": x}),
+        "missing input": lambda m: m.InferenceSession(mul, providers=["CPUExecutionProvider"]).run(None, {}),
+        "missing file": lambda m: m.InferenceSession(str(tmp_path / "none.onnx"), providers=["CPUExecutionProvider"]),
+        "garbage model": lambda m: m.InferenceSession(b"\x08\x07garbage-bytes", providers=["CPUExecutionProvider"]),
+        "unknown config key": lambda m: m.SessionOptions().get_session_config_entry("nope"),
+    }
+    import builtins
+    for what, mistake in mistakes.items():
+        raised = []
+        for mod in (real, ort):
+            try:
+                mistake(mod)
+            except Exception as e:  # noqa: BLE001
+                raised.append(e)
+            else:
+                raised.append(None)
+        assert raised[0] is not None and raised[1] is not None, (what, raised)
+        # the same class (kiln's copy of it), or a subclass of the builtin one onnxruntime raised
+        name = type(raised[0]).__name__
+        cls = getattr(ort, name, None) or getattr(builtins, name)
+        assert isinstance(raised[1], cls), (what, name, type(raised[1]).__name__)
+
+
+def test_unavailable_provider_left_out_with_a_warning(mul):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA is available here")
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
+        s = ort.InferenceSession(mul, providers=["CUDAExecutionProvider"])
+    assert s.get_providers() == ["CPUExecutionProvider"]

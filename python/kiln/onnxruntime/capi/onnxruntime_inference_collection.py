@@ -19,7 +19,6 @@ from . import onnxruntime_pybind11_state as C
 from .onnxruntime_pybind11_state import (Fail, InvalidArgument, ModelMetadata, NotImplemented, OrtSparseFormat,
                                          OrtValueVector, RunOptions, SessionOptions, from_kiln_error, ort_error)
 
-_KILN_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 _NP_OF_TYPE = {v: k for k, v in _lib.TYPE_NAMES.items()}  # "tensor(float)" -> code
 
 
@@ -343,13 +342,11 @@ class InferenceSession(_KilnSession, Session):
         self._create(providers, provider_options)
 
     def _create(self, providers, provider_options):
-        names, options = check_and_normalize_provider_args(providers, provider_options, C.get_available_providers())
-        chosen = []
-        for name, opts in zip(names, options):
-            if name not in _KILN_PROVIDERS:
-                warnings.warn("kiln has no %s; it is left out" % name)
-                continue
-            chosen.append((name, opts))
+        available = C.get_available_providers()
+        names, options = check_and_normalize_provider_args(providers, provider_options, available)
+        # as ONNX Runtime does, a provider this build cannot use is left out (the warning above
+        # named it) and the session runs on what remains, the CPU at least
+        chosen = [(n, o) for n, o in zip(names, options) if n in available]
         if not chosen:
             chosen = [("CPUExecutionProvider", {})]
         so = self._ort_options
