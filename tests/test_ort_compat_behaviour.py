@@ -263,3 +263,21 @@ def test_unavailable_provider_left_out_with_a_warning(mul):
     with pytest.warns(UserWarning, match="CUDAExecutionProvider"):
         s = ort.InferenceSession(mul, providers=["CUDAExecutionProvider"])
     assert s.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_profile_in_ort_event_format(mul, tmp_path):
+    import json
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp_path / "prof")
+    s = ort.InferenceSession(mul, so)
+    s.run(None, {"X": np.ones((3, 2), np.float32)})
+    path = s.end_profiling()
+    events = json.load(open(path))
+    nodes = [e for e in events if e["cat"] == "Node"]
+    assert nodes and all(e["name"].endswith("_kernel_time") and e["args"]["op_name"] == "Mul" for e in nodes)
+    assert nodes[0]["args"]["output_type_shape"] == [{"float": [3, 2]}]
+    assert nodes[0]["args"]["provider"] == "CPUExecutionProvider" and isinstance(nodes[0]["dur"], int)
+    assert any(e["name"] == "model_run" and e["cat"] == "Session" for e in events)
+    assert all(e["pid"] == os.getpid() for e in events)
+    assert s.end_profiling() == ""

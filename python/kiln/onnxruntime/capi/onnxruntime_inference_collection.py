@@ -149,6 +149,10 @@ class OrtValue(_KilnOrtValue):
         except KilnError as e:
             raise from_kiln_error(e) from None
 
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
     def update_inplace(self, np_arr):
         if self._array is None:
             raise ort_error(NotImplemented, "update_inplace of a value in device memory")
@@ -414,10 +418,17 @@ class InferenceSession(_KilnSession, Session):
 
     # ---- profiling
     def end_profiling(self):
+        """Writes the profile and returns its file name ("" when not profiling). The events are
+        ONNX Runtime's: one per line, Node events named <node>_kernel_time with op_name, provider
+        and output_type_shape, integer microseconds."""
         try:
-            return super().end_profiling() or ""
+            path = super().end_profiling()
         except KilnError as e:
             raise from_kiln_error(e, self._lib) from None
+        if not path:
+            return ""
+        _ort_profile(path)
+        return path
 
     def get_profiling_start_time_ns(self):
         return int(self._lib.kiln_session_profiling_start_ns(self._handle()))
@@ -536,6 +547,44 @@ class InferenceSession(_KilnSession, Session):
             super().run_with_iobinding(iobinding, run_options)
         except KilnError as e:
             raise from_kiln_error(e, self._lib) from None
+
+
+# kiln's dtype names (kiln_dtype_name) -> ONNX Runtime's, as its profiles write them
+_ORT_TYPE_NAMES = {"float32": "float", "float64": "double", "float16": "float16", "bfloat16": "bfloat16",
+                   "bool": "bool", "string": "string"}
+
+
+def _type_shape(text):
+    """"float32[2,4]" -> [{"float": [2, 4]}] (ONNX Runtime's output_type_shape)."""
+    if "[" not in text or not text.endswith("]"):
+        return []
+    name, dims = text[:-1].split("[", 1)
+    try:
+        shape = [int(d) for d in dims.split(",") if d.strip()]
+    except ValueError:
+        return []
+    return [{_ORT_TYPE_NAMES.get(name, name): shape}]
+
+
+def _ort_profile(path):
+    """Rewrites kiln's trace at path in ONNX Runtime's event layout."""
+    import json
+    with open(path) as f:
+        events = json.load(f)
+    out = []
+    for i, ev in enumerate(events):
+        e = {"cat": ev.get("cat", "Session"), "pid": ev.get("pid", os.getpid()), "tid": ev.get("tid", 0),
+             "dur": int(round(ev.get("dur", 0))), "ts": int(round(ev.get("ts", 0))), "ph": "X",
+             "name": ev.get("name", ""), "args": {}}
+        if e["cat"] == "Node":
+            args = ev.get("args", {})
+            e["name"] += "_kernel_time"
+            e["args"] = {"op_name": args.get("op_name", ""), "provider": args.get("provider", ""),
+                         "output_type_shape": _type_shape(args.get("output_shapes", "")),
+                         "graph_index": "0", "exec_plan_index": str(i)}
+        out.append(e)
+    with open(path, "w") as f:
+        f.write("[\n" + ",\n".join(json.dumps(e) for e in out) + "\n]\n")
 
 
 def _elem_type(arg):
