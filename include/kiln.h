@@ -133,7 +133,8 @@ typedef struct kiln_options {
     /* NULL, or a path: once optimised, the model is written there as ONNX while the session opens
      * (ONNX Runtime's optimized_model_filepath); a failed write fails the open. With
      * optimized_model_external_data (a file name, relative to that path's folder), initializers of
-     * at least optimized_model_external_min_bytes bytes are written to that file instead. */
+     * at least optimized_model_external_min_bytes bytes are written to that file instead (but for
+     * strings and int32 / int64 vectors: shapes and axes stay where shape inference reads them). */
     const char *optimized_model_path;
     const char *optimized_model_external_data;
     size_t optimized_model_external_min_bytes;

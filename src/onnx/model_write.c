@@ -585,6 +585,10 @@ static int64_t plan_external(writer *wr) {
         if (numel < 0) continue;
         size_t bytes = kiln_dtype_bytes(gv->konst.t.dtype, numel);
         if (bytes < wr->ext_min || bytes == 0) continue;
+        /* shapes, axes, pads: shape inference (ONNX Runtime's included) reads them from the model
+         * and refuses external data, so integer vectors stay inside */
+        int dt = gv->konst.t.dtype;
+        if (gv->konst.t.rank <= 1 && (dt == KILN_DTYPE_INT64 || dt == KILN_DTYPE_INT32)) continue;
         end = (end + 63) & ~(int64_t)63;
         wr->ext_at[v] = end;
         end += (int64_t)bytes;
