@@ -79,6 +79,27 @@ typedef enum kiln_dtype {
  * ["CUDAExecutionProvider", "CPUExecutionProvider"]); without it, opening the session fails. */
 enum { KILN_PROVIDER_CPU = 1, KILN_PROVIDER_CUDA = 2 };
 
+/* Where a tensor's bytes are. KILN_MEMORY_DEVICE is the memory of the session's device provider
+ * (a CUDA device pointer for the CUDA provider). */
+typedef enum kiln_memory { KILN_MEMORY_HOST = 0, KILN_MEMORY_DEVICE = 1 } kiln_memory;
+
+/* Describes an input tensor owned by the caller; kiln reads it during kiln_run only. A device
+ * input is read in place, without a copy, by the nodes that run on the device; work queued on the
+ * device before the run must be complete or on the legacy default stream (which kiln's stream
+ * waits for). */
+typedef struct kiln_tensor_desc {
+    kiln_dtype dtype;
+    int rank;
+    const int64_t *dims;
+    const void *data;
+    kiln_memory memory;   /* 0 (host) when left zero */
+} kiln_tensor_desc;
+
+/* A sequence input (ONNX seq(tensor(T))) is described by a kiln_tensor_desc whose rank is
+ * KILN_RANK_SEQUENCE: dtype is the element type T (which an empty sequence needs too), dims[0] is
+ * the number of items and data points to that many kiln_tensor_desc, one per item, on the host. */
+#define KILN_RANK_SEQUENCE (-2)
+
 typedef struct kiln_options {
     int threads;          /* intra-op threads; 0 = one per core */
     int opt_level;        /* 0 none, 1 basic (constant folding, dead code), 2 extended (fusions) */
@@ -96,7 +117,8 @@ typedef struct kiln_options {
     int float16;
     /* NULL, or "NAME=N[,NAME=N...]": symbolic dimensions fixed for the session's life (ONNX
      * Runtime's free dimension overrides). Shapes then become static, so shape arithmetic folds
-     * away (and graph capture can take the whole model); inputs must have those sizes. */
+     * away (and graph capture can take the whole model); inputs must have those sizes.
+     * "@DENOTATION=N" fixes every symbolic dimension with that denotation (e.g. @DATA_BATCH=1). */
     const char *dim_overrides;
     /* 0, or the most bytes of intermediate values one run may hold at a time (the planned arena
      * and values on the heap, counted as the runner allocates and releases them; weights and
@@ -104,26 +126,25 @@ typedef struct kiln_options {
      * KILN_ERR_NO_MEMORY, so a runaway graph (a Loop stacking outputs forever) stops with an
      * error before the system runs out of memory. */
     size_t memory_limit;
+    /* Initializers the caller supplies (ONNX Runtime's AddInitializer and AddExternalInitializers):
+     * each replaces the main graph's initializer of that name, whose own data (in the model or in
+     * an external data file, which then need not exist) is not read. Each must name an initializer
+     * of the model and have its element type; kiln copies them while the session opens. */
+    size_t n_initializers;
+    const char *const *initializer_names;
+    const kiln_tensor_desc *initializers;
+    /* NULL, or a path: once optimised, the model is written there as ONNX while the session opens
+     * (ONNX Runtime's optimized_model_filepath); a failed write fails the open. With
+     * optimized_model_external_data (a file name, relative to that path's folder), initializers of
+     * at least optimized_model_external_min_bytes bytes are written to that file instead (but for
+     * strings and int32 / int64 vectors: shapes and axes stay where shape inference reads them). */
+    const char *optimized_model_path;
+    const char *optimized_model_external_data;
+    size_t optimized_model_external_min_bytes;
 } kiln_options;
 
 typedef struct kiln_session kiln_session;
 typedef struct kiln_value kiln_value; /* an output: a tensor, a sequence of tensors, or none */
-
-/* Where a tensor's bytes are. KILN_MEMORY_DEVICE is the memory of the session's device provider
- * (a CUDA device pointer for the CUDA provider). */
-typedef enum kiln_memory { KILN_MEMORY_HOST = 0, KILN_MEMORY_DEVICE = 1 } kiln_memory;
-
-/* Describes an input tensor owned by the caller; kiln reads it during kiln_run only. A device
- * input is read in place, without a copy, by the nodes that run on the device; work queued on the
- * device before the run must be complete or on the legacy default stream (which kiln's stream
- * waits for). */
-typedef struct kiln_tensor_desc {
-    kiln_dtype dtype;
-    int rank;
-    const int64_t *dims;
-    const void *data;
-    kiln_memory memory;   /* 0 (host) when left zero */
-} kiln_tensor_desc;
 
 /* Static description of a model input or output. dims[i] < 0 is a symbolic or unknown
  * dimension; dim_names[i] is then its name (or "" if it has none). rank < 0: unknown rank. */
@@ -143,6 +164,7 @@ typedef struct kiln_io_info {
 void kiln_options_init(kiln_options *opt);
 const char *kiln_status_name(kiln_status st);
 const char *kiln_last_error(void);
+kiln_status kiln_last_status(void); /* the code of the thread's last failure (KILN_OK: none yet) */
 const char *kiln_dtype_name(kiln_dtype dt);
 size_t kiln_dtype_size(kiln_dtype dt); /* bytes per element; 0 for sub-byte and string types */
 
@@ -170,6 +192,25 @@ const char *kiln_session_warning(const kiln_session *s);
  * synchronised around while profiling, so each shows its own device time. */
 kiln_status kiln_session_start_profiling(kiln_session *s, const char *path);
 const char *kiln_session_end_profiling(kiln_session *s);
+/* When profiling started, in nanoseconds since the Unix epoch (the system clock); 0 when the
+ * session is not profiling. Event times in the trace are microseconds from this moment. */
+int64_t kiln_session_profiling_start_ns(const kiln_session *s);
+
+/* What the model file says about itself (ModelProto and GraphProto fields). The strings belong to
+ * the session and stay valid until it is closed; absent fields are "" (version 0). */
+typedef struct kiln_model_metadata {
+    const char *producer_name;
+    const char *producer_version;
+    const char *domain;
+    const char *description;        /* the model's doc_string */
+    const char *graph_name;
+    const char *graph_description;  /* the main graph's doc_string */
+    int64_t version;                /* model_version */
+    size_t n_custom;                /* metadata_props: n_custom key / value pairs, in file order */
+    const char *const *custom_keys;
+    const char *const *custom_values;
+} kiln_model_metadata;
+kiln_status kiln_session_model_metadata(const kiln_session *s, kiln_model_metadata *md);
 
 /* Where each node of the main graph runs, after optimisation and placement, in execution order.
  * Copies between memory spaces are nodes too (domain "kiln", MemcpyFromHost / MemcpyToHost). */
@@ -282,6 +323,10 @@ typedef struct kiln_plan_stats {
     size_t folded_nodes;      /* nodes removed by constant folding */
 } kiln_plan_stats;
 kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats);
+
+/* Frees the memory plans and arenas kept for the input shapes run so far (ONNX Runtime's arena
+ * shrinkage); the next run plans again. Waits for a run in flight. */
+void kiln_session_release_memory(kiln_session *s);
 
 #ifdef __cplusplus
 }

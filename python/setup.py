@@ -68,7 +68,7 @@ setup(
     name="kiln",
     version="0.1.0",
     description="kiln: an ONNX inference runtime in C (Python binding)",
-    packages=["kiln"],
+    packages=["kiln", "kiln.onnxruntime", "kiln.onnxruntime.capi"],
     package_dir={"kiln": "kiln"},
     install_requires=["numpy"],
     ext_modules=native_extensions(),

@@ -64,15 +64,29 @@ def load():
                       % ", ".join(tried))
 
 
-class Options(ctypes.Structure):
-    _fields_ = [("threads", ctypes.c_int), ("opt_level", ctypes.c_int), ("providers", ctypes.c_uint),
-                ("verbose", ctypes.c_int), ("graph_capture", ctypes.c_int), ("float16", ctypes.c_int),
-                ("dim_overrides", ctypes.c_char_p), ("memory_limit", ctypes.c_size_t)]
-
-
 class TensorDesc(ctypes.Structure):
     _fields_ = [("dtype", ctypes.c_int), ("rank", ctypes.c_int), ("dims", ctypes.POINTER(ctypes.c_int64)),
                 ("data", ctypes.c_void_p), ("memory", ctypes.c_int)]
+
+
+RANK_SEQUENCE = -2  # KILN_RANK_SEQUENCE: a TensorDesc describing a sequence input
+
+
+class Options(ctypes.Structure):
+    _fields_ = [("threads", ctypes.c_int), ("opt_level", ctypes.c_int), ("providers", ctypes.c_uint),
+                ("verbose", ctypes.c_int), ("graph_capture", ctypes.c_int), ("float16", ctypes.c_int),
+                ("dim_overrides", ctypes.c_char_p), ("memory_limit", ctypes.c_size_t),
+                ("n_initializers", ctypes.c_size_t), ("initializer_names", ctypes.POINTER(ctypes.c_char_p)),
+                ("initializers", ctypes.POINTER(TensorDesc)), ("optimized_model_path", ctypes.c_char_p),
+                ("optimized_model_external_data", ctypes.c_char_p),
+                ("optimized_model_external_min_bytes", ctypes.c_size_t)]
+
+
+class ModelMetadata(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_char_p) for n in ("producer_name", "producer_version", "domain", "description",
+                                                "graph_name", "graph_description")] + [
+        ("version", ctypes.c_int64), ("n_custom", ctypes.c_size_t),
+        ("custom_keys", ctypes.POINTER(ctypes.c_char_p)), ("custom_values", ctypes.POINTER(ctypes.c_char_p))]
 
 
 class RunOptions(ctypes.Structure):
@@ -127,6 +141,10 @@ def _declare(lib):
         "kiln_session_warning": (ctypes.c_char_p, [vp]),
         "kiln_session_node_count": (c_size_t, [vp]),
         "kiln_session_node_info": (c_int, [vp, c_size_t, P(NodeInfo)]),
+        "kiln_last_status": (c_int, []),
+        "kiln_session_release_memory": (None, [vp]),
+        "kiln_session_profiling_start_ns": (ctypes.c_int64, [vp]),
+        "kiln_session_model_metadata": (c_int, [vp, P(ModelMetadata)]),
         "kiln_sigint_chain": (c_int, []),
         "kiln_sigint_redirect": (vp, [vp]),
         "kiln_value_map_key_dtype": (c_int, [vp]),

@@ -33,6 +33,22 @@ _Static_assert(sizeof(npy_intp) == sizeof(int64_t), "npy_intp must be 64-bit");
 /* _session.KilnError, registered at import by _session (one class for both paths). */
 static PyObject *kiln_error_class;
 
+/* raise_kiln with kiln's status code kept as the exception's `status` attribute (bindings map it
+ * to their own error classes, as kiln.onnxruntime does to ONNX Runtime's). */
+static PyObject *raise_kiln_status(kiln_status code, const char *msg) {
+    PyObject *cls = kiln_error_class ? kiln_error_class : PyExc_RuntimeError;
+    PyObject *text = PyUnicode_DecodeUTF8(msg ? msg : "", msg ? (Py_ssize_t)strlen(msg) : 0, "replace");
+    PyObject *exc = text ? PyObject_CallOneArg(cls, text) : NULL;
+    Py_XDECREF(text);
+    if (!exc) return NULL;
+    PyObject *c = PyLong_FromLong((long)code);
+    if (!c || PyObject_SetAttrString(exc, "status", c) < 0) PyErr_Clear(); /* the message still goes */
+    Py_XDECREF(c);
+    PyErr_SetObject(cls, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
 static PyObject *raise_kiln(const char *msg) {
     /* kiln's messages are UTF-8 but may quote bytes from a model; never fail on decoding them */
     PyObject *text = PyUnicode_DecodeUTF8(msg ? msg : "", msg ? (Py_ssize_t)strlen(msg) : 0, "replace");
@@ -307,8 +323,9 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     int flags = 0; /* bit 0: graph capture, bit 1: float16 */
     const char *dims = NULL;
     unsigned long long memory_limit = 0;
-    if (!PyArg_ParseTuple(args, "SpOiIp|izK:Session", &model, &is_bytes, &threads, &opt_level, &providers, &verbose,
-                          &flags, &dims, &memory_limit))
+    unsigned long long opt_address = 0; /* a complete kiln_options the caller filled (ctypes), or 0 */
+    if (!PyArg_ParseTuple(args, "SpOiIp|izKK:Session", &model, &is_bytes, &threads, &opt_level, &providers, &verbose,
+                          &flags, &dims, &memory_limit, &opt_address))
         return NULL;
     kiln_options opt;
     kiln_options_init(&opt);
@@ -328,6 +345,7 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     opt.float16 = (flags >> 1) & 1;
     opt.dim_overrides = dims; /* read while the session opens, below */
     opt.memory_limit = (size_t)memory_limit;
+    if (opt_address) opt = *(const kiln_options *)(uintptr_t)opt_address; /* read while opening, below */
 
     Session *self = (Session *)type->tp_alloc(type, 0);
     if (!self) return NULL;
@@ -342,7 +360,7 @@ static PyObject *Session_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     Py_END_ALLOW_THREADS
     if (st != KILN_OK) {
         Py_DECREF(self);
-        return raise_kiln(msg);
+        return raise_kiln_status(st, msg);
     }
     self->s = s;
     if (is_bytes) self->model = Py_NewRef(model);
@@ -818,7 +836,7 @@ static PyObject *Session_run(Session *self, PyObject *const *args, Py_ssize_t na
         if (user_flag) *user_flag = user_flag_before;
         n_res = 0;
     } else if (st != KILN_OK) {
-        raise_kiln(msg);
+        raise_kiln_status(st, msg);
         n_res = 0;
     } else {
         /* convert every output; after a failure the rest are still freed (value_to_python owns them) */

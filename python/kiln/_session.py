@@ -208,22 +208,6 @@ class InferenceSession:
                 flags |= 4
             elif graph != "auto":
                 raise KilnError("enable_cuda_graph must be 0, 1 or auto, not %r" % graph)
-        native = _native_module()
-        if native is not None:
-            if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-                model, is_bytes = bytes(path_or_bytes), True  # the native session keeps it alive
-            else:
-                model, is_bytes = str(path_or_bytes).encode(), False
-            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose, flags, dims,
-                                          memory_limit)
-            self._inputs = [_node_arg(*t) for t in self._native.io(False)]
-            self._outputs = [_node_arg(*t) for t in self._native.io(True)]
-            self._after_open()
-            if len(self._providers) == 1:
-                # CPU only: the bound C method as an instance attribute, so that a call goes straight
-                # to C with no Python frame (a device session first looks for device feeds)
-                self.run = self._native.run
-            return
         opt = _lib.Options()
         lib.kiln_options_init(ctypes.byref(opt))
         if n_threads is not None:
@@ -235,6 +219,26 @@ class InferenceSession:
         opt.float16 = (flags >> 1) & 1
         opt.dim_overrides = dims.encode() if dims else None
         opt.memory_limit = memory_limit
+        # options that only a kiln_options struct carries (initializers, the optimised model's path):
+        # the SessionOptions fills them; what it returns keeps their memory alive while opening
+        fill = getattr(sess_options, "_fill_kiln_options", None)
+        opt_keep = fill(opt) if fill is not None else None  # noqa: F841
+        native = _native_module()
+        if native is not None:
+            if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+                model, is_bytes = bytes(path_or_bytes), True  # the native session keeps it alive
+            else:
+                model, is_bytes = str(path_or_bytes).encode(), False
+            self._native = native.Session(model, is_bytes, n_threads, opt_level, mask, verbose, flags, dims,
+                                          memory_limit, ctypes.addressof(opt))
+            self._inputs = [_node_arg(*t) for t in self._native.io(False)]
+            self._outputs = [_node_arg(*t) for t in self._native.io(True)]
+            self._after_open()
+            if len(self._providers) == 1:
+                # CPU only: the bound C method as an instance attribute, so that a call goes straight
+                # to C with no Python frame (a device session first looks for device feeds)
+                self.run = self._native.run
+            return
         handle = ctypes.c_void_p()
         if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
             self._bytes = bytes(path_or_bytes)  # initializers point into these bytes: keep them alive

@@ -36,6 +36,18 @@ kiln_status kiln_apply_dim_overrides(kiln_model *m, const char *spec, kiln_err *
             break;
         }
         *eq = 0;
+        if (item[0] == '@') { /* by dimension denotation: every symbol that carries it */
+            int found = 0;
+            for (int i = 0; i < m->n_denots; i++)
+                if (!strcmp(m->denots[i].name, item + 1)) {
+                    bind_symbol(m->graph, m->denots[i].sym, (int64_t)value);
+                    found = 1;
+                }
+            if (!found)
+                st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
+                               "no symbolic dimension of the model has the denotation '%s'", item + 1);
+            continue;
+        }
         int sym = -1;
         for (int i = 0; i < m->n_syms; i++)
             if (!strcmp(m->syms[i], item)) sym = i;

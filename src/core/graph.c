@@ -162,6 +162,18 @@ void kiln_model_free(kiln_model *m) {
     for (int i = 0; i < m->n_syms; i++) free(m->syms[i]);
     free(m->syms);
     free(m->producer);
+    free(m->producer_version);
+    free(m->domain);
+    free(m->doc);
+    free(m->graph_doc);
+    for (int i = 0; i < m->n_props; i++) {
+        free(m->prop_keys[i]);
+        free(m->prop_values[i]);
+    }
+    free(m->prop_keys);
+    free(m->prop_values);
+    for (int i = 0; i < m->n_denots; i++) free(m->denots[i].name);
+    free(m->denots);
     free(m->dir);
     free(m);
 }

@@ -125,7 +125,22 @@ typedef struct kiln_model {
     int n_syms;
     char **syms;               /* names of symbolic dimensions */
     size_t init_bytes, copied_init_bytes;
+    /* what the file says about itself (kiln_session_model_metadata); NULL when absent */
+    char *producer_version, *domain, *doc, *graph_doc;
+    int64_t model_version;
+    int n_props;
+    char **prop_keys, **prop_values;  /* metadata_props, in file order */
+    int n_denots;
+    struct kiln_denotation { char *name; int sym; } *denots; /* dimension denotations of symbols */
 } kiln_model;
+
+/* Initializers supplied by the caller when loading (kiln_options.initializers): the main graph's
+ * initializer of each name takes that tensor (copied) and its own data is never read. */
+typedef struct kiln_load_overrides {
+    size_t n;
+    const char *const *names;
+    const kiln_tensor_desc *tensors;
+} kiln_load_overrides;
 
 /* The lowest index of a value named `name`, or -1. Values are only ever added through
  * kiln_graph_add_value (never renamed or removed), which keeps the name index current. */
@@ -139,6 +154,11 @@ void kiln_model_free(kiln_model *m);
 /* Loading (onnx/model_load.c). path/dir may be NULL for in-memory bytes. */
 kiln_status kiln_model_load_file(const char *path, kiln_model **out, kiln_err *e);
 kiln_status kiln_model_load_bytes(const void *bytes, size_t size, kiln_model **out, kiln_err *e);
+/* The same with initializers supplied by the caller (ov may be NULL). */
+kiln_status kiln_model_load_file_with(const char *path, const kiln_load_overrides *ov, kiln_model **out,
+                                      kiln_err *e);
+kiln_status kiln_model_load_bytes_with(const void *bytes, size_t size, const kiln_load_overrides *ov,
+                                       kiln_model **out, kiln_err *e);
 /* Parses a serialized TensorProto (as in test_data_set_N/input_K.pb) into a value; sequence and
  * optional protos too. The value owns its data. */
 /* `kind` says which proto the bytes hold: KILN_KIND_TENSOR (TensorProto), KILN_KIND_SEQUENCE

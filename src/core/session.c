@@ -1,10 +1,12 @@
 /* The public session API: open (load, bind kernels, prepare), describe, run. */
 #include "session.h"
+#include "../onnx/model_write.h"
 #include "../ops/op.h"
 #include "../opt/optimize.h"
 #include "placement.h"
 #include "capture.h"
 #include "dims.h"
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +198,12 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         return fail_open(&e);
     }
     s->opt.dim_overrides = NULL; /* the caller's string need not outlive the call */
+    /* the loader has copied these; the optimised model path is used below, during this call */
+    s->opt.n_initializers = 0;
+    s->opt.initializer_names = NULL;
+    s->opt.initializers = NULL;
+    const char *opt_path = s->opt.optimized_model_path, *opt_ext = s->opt.optimized_model_external_data;
+    s->opt.optimized_model_path = s->opt.optimized_model_external_data = NULL;
     if (s->opt.float16) {
         size_t converted = 0;
         if (kiln_graph_to_float16(m, s->opt.verbose, &converted, &e)) {
@@ -237,6 +245,9 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     if (!count) {
         kiln_session_place_args pa = {&s->eps, 0, 0};
         kiln_status st = prepare_recursive(s, m->graph, &e);
+        /* written before placement: constants are still on the host, copy nodes not yet in */
+        if (!st && opt_path)
+            st = kiln_model_write_ext(m, opt_path, opt_ext, s->opt.optimized_model_external_min_bytes, &e);
         if (!st) st = kiln_place(&pa, m->graph, &e);
         if (st) {
             kiln_session_close(s);
@@ -270,6 +281,16 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     return KILN_OK;
 }
 
+static kiln_load_overrides load_overrides(const kiln_options *opt) {
+    kiln_load_overrides ov = {0, NULL, NULL};
+    if (opt && opt->n_initializers) {
+        ov.n = opt->n_initializers;
+        ov.names = opt->initializer_names;
+        ov.tensors = opt->initializers;
+    }
+    return ov;
+}
+
 kiln_status kiln_session_open(const char *path, const kiln_options *opt, kiln_session **out) {
     kiln_err e = {0};
     if (!path || !out) {
@@ -278,7 +299,8 @@ kiln_status kiln_session_open(const char *path, const kiln_options *opt, kiln_se
     }
     *out = NULL;
     kiln_model *m;
-    if (kiln_model_load_file(path, &m, &e)) {
+    kiln_load_overrides ov = load_overrides(opt);
+    if (kiln_model_load_file_with(path, &ov, &m, &e)) {
         kiln_err_prefix(&e, "%s", path);
         return fail_open(&e);
     }
@@ -294,7 +316,8 @@ kiln_status kiln_session_open_bytes(const void *bytes, size_t size, const kiln_o
     }
     *out = NULL;
     kiln_model *m;
-    if (kiln_model_load_bytes(bytes, size, &m, &e)) return fail_open(&e);
+    kiln_load_overrides ov = load_overrides(opt);
+    if (kiln_model_load_bytes_with(bytes, size, &ov, &m, &e)) return fail_open(&e);
     return kiln_session_open_model(m, opt, 0, out);
 }
 
@@ -378,6 +401,9 @@ static kiln_status check_input(kiln_session *s, const kiln_graph_value *gv, cons
         if (v->kind != KILN_KIND_SEQUENCE)
             return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' must be a sequence of tensors, got a %s",
                              gv->name, vt);
+        if (t->dtype && v->seq_dtype && v->seq_dtype != t->dtype) /* an empty test-data sequence has none */
+            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' is a sequence of %s, the model expects %s",
+                             gv->name, kiln_dtype_name((kiln_dtype)v->seq_dtype), kiln_dtype_name((kiln_dtype)t->dtype));
         return KILN_OK;
     }
     if (v->kind != KILN_KIND_TENSOR)
@@ -590,6 +616,46 @@ static kiln_status value_input(kiln_session *s, const char *name, const kiln_val
     return KILN_OK;
 }
 
+/* A KILN_RANK_SEQUENCE desc as a sequence value whose items view the caller's tensors. */
+static kiln_status sequence_input(kiln_session *s, const char *name, const kiln_tensor_desc *d, kiln_value *v) {
+    name = name ? name : "(null)";
+    if (!kiln_dtype_valid(d->dtype) || !d->dims || d->dims[0] < 0 || d->dims[0] > INT32_MAX ||
+        (d->dims[0] && !d->data) || d->memory != KILN_MEMORY_HOST)
+        return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
+                         "input '%s': a sequence needs an element type, an item count in dims[0] and, for "
+                         "items, a host array of kiln_tensor_desc", name);
+    int n = (int)d->dims[0];
+    const kiln_tensor_desc *items = d->data;
+    v->kind = KILN_KIND_SEQUENCE;
+    v->seq_dtype = d->dtype;
+    v->seq = calloc((size_t)(n ? n : 1), sizeof *v->seq);
+    if (!v->seq) return kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
+    for (int k = 0; k < n; k++) {
+        const kiln_tensor_desc *it = &items[k];
+        kiln_tensor *t = &v->seq[k];
+        if (it->dtype != d->dtype || it->rank < 0 || it->rank > KILN_MAX_RANK || (it->rank && !it->dims) ||
+            it->memory != KILN_MEMORY_HOST)
+            return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
+                             "input '%s': sequence item %d must be a host tensor of element type %s (rank 0 to %d)",
+                             name, k, kiln_dtype_name(d->dtype), KILN_MAX_RANK);
+        t->dtype = it->dtype;
+        t->rank = it->rank;
+        for (int j = 0; j < it->rank; j++) {
+            if (it->dims[j] < 0)
+                return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d has a negative dimension",
+                                 name, k);
+            t->dims[j] = it->dims[j];
+        }
+        if (kiln_checked_numel(t->rank, t->dims) == KILN_NUMEL_TOO_LARGE)
+            return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d is too large", name, k);
+        t->data = (void *)it->data;
+        if (!t->data && kiln_numel(t) > 0)
+            return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d has no data", name, k);
+        v->seq_len = k + 1;
+    }
+    return KILN_OK;
+}
+
 static kiln_status run_common(kiln_session *s, const kiln_run_options *options, size_t n_in,
                               const char *const *in_names, const kiln_tensor_desc *inputs,
                               const kiln_value *const *values, size_t n_out, const char *const *out_names,
@@ -617,6 +683,10 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
             continue;
         }
         const kiln_tensor_desc *d = &inputs[i];
+        if (d->rank == KILN_RANK_SEQUENCE) {
+            st = sequence_input(s, in_names[i], d, &vin[i]);
+            continue;
+        }
         if (!kiln_dtype_valid(d->dtype) || d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims)) {
             st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d or rank %d",
                            in_names[i] ? in_names[i] : "(null)", (int)d->dtype, d->rank);
@@ -708,6 +778,8 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
             }
         }
     }
+    for (size_t i = 0; vin && !values && i < n_in; i++) /* values given as such stay the caller's */
+        if (vin[i].kind == KILN_KIND_SEQUENCE) free(vin[i].seq); /* the items' data is the caller's */
     free(vin);
     free(vout);
     free(idx);
@@ -1007,6 +1079,7 @@ kiln_status kiln_session_start_profiling(kiln_session *s, const char *path) {
     kiln_trace_free(&s->trace);
     s->trace.path = strdup(path);
     s->trace.t0 = kiln_trace_now();
+    s->trace.start_ns = kiln_trace_wall_ns();
     pthread_mutex_unlock(&s->run_mu);
     return s->trace.path ? KILN_OK : KILN_ERR_NO_MEMORY;
 }
@@ -1025,4 +1098,42 @@ const char *kiln_session_end_profiling(kiln_session *s) {
         return NULL;
     }
     return written;
+}
+
+int64_t kiln_session_profiling_start_ns(const kiln_session *s) {
+    return s && s->trace.path ? s->trace.start_ns : 0;
+}
+
+/* ---------------------------------------------------------------- model metadata */
+
+static const char *or_empty(const char *p) { return p ? p : ""; }
+
+kiln_status kiln_session_model_metadata(const kiln_session *s, kiln_model_metadata *md) {
+    if (!s || !md) return KILN_ERR_INVALID_ARGUMENT;
+    const kiln_model *m = s->model;
+    md->producer_name = or_empty(m->producer);
+    md->producer_version = or_empty(m->producer_version);
+    md->domain = or_empty(m->domain);
+    md->description = or_empty(m->doc);
+    md->graph_name = or_empty(m->graph ? m->graph->name : NULL);
+    md->graph_description = or_empty(m->graph_doc);
+    md->version = m->model_version;
+    md->n_custom = (size_t)m->n_props;
+    md->custom_keys = (const char *const *)m->prop_keys;
+    md->custom_values = (const char *const *)m->prop_values;
+    return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- memory */
+
+void kiln_session_release_memory(kiln_session *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->run_mu);
+    for (kiln_plan *p = s->plans, *nx; p; p = nx) {
+        nx = p->next;
+        kiln_plan_free(p);
+    }
+    s->plans = s->last_plan = NULL;
+    s->n_plans = 0;
+    pthread_mutex_unlock(&s->run_mu);
 }

@@ -30,6 +30,8 @@ void kiln_set_last_error(const kiln_err *e) { last_error = *e; }
 
 const char *kiln_last_error(void) { return last_error.msg; }
 
+kiln_status kiln_last_status(void) { return last_error.code; }
+
 const char *kiln_status_name(kiln_status st) {
     switch (st) {
     case KILN_OK: return "ok";

@@ -5,11 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 double kiln_trace_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int64_t kiln_trace_wall_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 void kiln_trace_add(kiln_trace *t, const kiln_trace_event *ev) {
@@ -38,10 +45,11 @@ int kiln_trace_write(const kiln_trace *t) {
     FILE *f = fopen(t->path, "w");
     if (!f) return -1;
     fprintf(f, "[\n");
+    int pid = (int)getpid();
     for (size_t i = 0; i < t->n; i++) {
         const kiln_trace_event *e = &t->ev[i];
-        fprintf(f, "%s{\"cat\":\"%s\",\"pid\":1,\"tid\":%d,\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,\"name\":\"",
-                i ? ",\n" : "", e->op ? "Node" : "Session", e->tid, e->ts_us, e->dur_us);
+        fprintf(f, "%s{\"cat\":\"%s\",\"pid\":%d,\"tid\":%d,\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,\"name\":\"",
+                i ? ",\n" : "", e->op ? "Node" : "Session", pid, e->tid, e->ts_us, e->dur_us);
         put_json(f, e->name);
         fprintf(f, "\",\"args\":{");
         if (e->op) {

@@ -22,9 +22,11 @@ typedef struct kiln_trace {
     kiln_trace_event *ev;
     size_t n, cap;
     double t0;             /* seconds, monotonic, when profiling started */
+    int64_t start_ns;      /* the same moment on the system clock, ns since the epoch */
 } kiln_trace;
 
 double kiln_trace_now(void);
+int64_t kiln_trace_wall_ns(void);
 void kiln_trace_add(kiln_trace *t, const kiln_trace_event *ev);
 /* Writes the trace as Chrome-trace JSON; returns 0 on success. */
 int kiln_trace_write(const kiln_trace *t);

@@ -21,6 +21,8 @@ typedef struct loader {
     kiln_err *e;
     int depth;
     char real_dir[PATH_MAX]; /* the model's folder with links resolved ("" until external data needs it) */
+    const kiln_load_overrides *ov; /* initializers the caller supplies, or NULL */
+    unsigned char *ov_used;        /* per override: an initializer took it */
 } loader;
 
 static kiln_status bad(loader *L, const char *what) {
@@ -480,6 +482,22 @@ done:
 
 /* ---------------------------------------------------------------- TypeProto / ValueInfoProto */
 
+/* Remembers that symbol `sym` carries a dimension denotation (free dimension overrides may name
+ * dimensions by denotation, e.g. DATA_BATCH). */
+static kiln_status add_denotation(loader *L, const uint8_t *p, size_t n, int sym) {
+    kiln_model *m = L->m;
+    for (int i = 0; i < m->n_denots; i++)
+        if (m->denots[i].sym == sym && strlen(m->denots[i].name) == n && !memcmp(m->denots[i].name, p, n))
+            return KILN_OK;
+    struct kiln_denotation *d = realloc(m->denots, (size_t)(m->n_denots + 1) * sizeof *d);
+    if (!d) return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
+    m->denots = d;
+    d[m->n_denots].name = dup_bytes(p, n);
+    if (!d[m->n_denots].name) return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
+    d[m->n_denots++].sym = sym;
+    return KILN_OK;
+}
+
 static kiln_status parse_shape(loader *L, const uint8_t *data, size_t len, kiln_type *t) {
     kiln_pb r = kiln_pb_make(data, len);
     kiln_pb_field f;
@@ -489,9 +507,15 @@ static kiln_status parse_shape(loader *L, const uint8_t *data, size_t len, kiln_
         if (f.num != 1 || f.type != KILN_PB_LEN) continue;
         if (t->rank >= KILN_MAX_RANK) return bad(L, "value has too many dimensions");
         int64_t d = KILN_DIM_UNKNOWN;
+        const uint8_t *denot = NULL;
+        size_t denot_len = 0;
         kiln_pb dr = kiln_pb_make(f.data, f.len);
         kiln_pb_field df;
         while ((rc = kiln_pb_next(&dr, &df)) == 1) {
+            if (df.num == 3 && df.type == KILN_PB_LEN && df.len) {
+                denot = df.data;
+                denot_len = df.len;
+            }
             if (df.num == 1 && df.type == KILN_PB_VARINT) {
                 d = (int64_t)df.u;
                 if (d < 0) d = KILN_DIM_UNKNOWN;
@@ -505,6 +529,7 @@ static kiln_status parse_shape(loader *L, const uint8_t *data, size_t len, kiln_
             }
         }
         if (rc < 0) return bad(L, "tensor shape dimension");
+        if (denot && KILN_DIM_IS_SYM(d)) KILN_TRY(add_denotation(L, denot, denot_len, KILN_DIM_SYM_ID(d)));
         t->dims[t->rank++] = d;
     }
     return rc < 0 ? bad(L, "tensor shape") : KILN_OK;
@@ -943,6 +968,76 @@ static kiln_status topo_sort(loader *L, kiln_graph *g) {
     return st;
 }
 
+/* ---------------------------------------------------------------- caller-supplied initializers */
+
+/* The name and data_type of a TensorProto, without reading its data. */
+static void peek_tensor(const uint8_t *data, size_t len, const uint8_t **name, size_t *name_len, int *dtype) {
+    kiln_pb r = kiln_pb_make(data, len);
+    kiln_pb_field f;
+    *name = NULL;
+    *name_len = 0;
+    *dtype = 0;
+    while (kiln_pb_next(&r, &f) == 1) {
+        if (f.num == 8 && f.type == KILN_PB_LEN) { *name = f.data; *name_len = f.len; }
+        if (f.num == 2 && f.type == KILN_PB_VARINT) *dtype = (int)f.u;
+    }
+}
+
+/* Which override, if any, replaces the initializer in these TensorProto bytes (-1: none). */
+static int override_index(loader *L, const uint8_t *data, size_t len) {
+    if (!L->ov || !L->ov->n) return -1;
+    const uint8_t *nm;
+    size_t nl;
+    int dt;
+    peek_tensor(data, len, &nm, &nl, &dt);
+    for (size_t i = 0; nm && i < L->ov->n; i++) {
+        const char *want = L->ov->names[i];
+        if (want && strlen(want) == nl && !memcmp(want, nm, nl)) return (int)i;
+    }
+    return -1;
+}
+
+static kiln_status override_tensor(loader *L, int i, const uint8_t *data, size_t len, kiln_tensor *out,
+                                   char **name_out) {
+    const kiln_tensor_desc *d = &L->ov->tensors[i];
+    const char *name = L->ov->names[i];
+    const uint8_t *nm;
+    size_t nl;
+    int dt;
+    peek_tensor(data, len, &nm, &nl, &dt);
+    if (d->dtype != dt)
+        return kiln_fail(L->e, KILN_ERR_INVALID_ARGUMENT,
+                         "initializer '%s' given in the options has element type %s, the model's has %s", name,
+                         kiln_dtype_name(d->dtype), kiln_dtype_name((kiln_dtype)dt));
+    if (d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims) || d->memory != KILN_MEMORY_HOST)
+        return kiln_fail(L->e, KILN_ERR_INVALID_ARGUMENT,
+                         "initializer '%s' given in the options: a host tensor of rank 0 to %d is needed", name,
+                         KILN_MAX_RANK);
+    kiln_tensor view;
+    memset(&view, 0, sizeof view);
+    view.dtype = d->dtype;
+    view.rank = d->rank;
+    for (int k = 0; k < d->rank; k++) {
+        if (d->dims[k] < 0)
+            return kiln_fail(L->e, KILN_ERR_INVALID_ARGUMENT,
+                             "initializer '%s' given in the options has a negative dimension", name);
+        view.dims[k] = d->dims[k];
+    }
+    if (kiln_checked_numel(view.rank, view.dims) == KILN_NUMEL_TOO_LARGE)
+        return kiln_fail(L->e, KILN_ERR_INVALID_ARGUMENT, "initializer '%s' given in the options is too large", name);
+    view.data = (void *)d->data;
+    if (!view.data && kiln_numel(&view) > 0)
+        return kiln_fail(L->e, KILN_ERR_INVALID_ARGUMENT, "initializer '%s' given in the options has no data", name);
+    KILN_TRY(kiln_tensor_copy(out, &view, L->e));
+    *name_out = strdup(name);
+    if (!*name_out) {
+        kiln_tensor_release(out);
+        return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    L->ov_used[i] = 1;
+    return KILN_OK;
+}
+
 static kiln_status parse_graph(loader *L, const uint8_t *data, size_t len, kiln_graph *parent,
                                kiln_graph **out) {
     if (L->depth >= MAX_GRAPH_DEPTH) return bad(L, "subgraphs nested too deeply");
@@ -964,10 +1059,13 @@ static kiln_status parse_graph(loader *L, const uint8_t *data, size_t len, kiln_
     while ((rc = kiln_pb_next(&r, &f)) == 1) {
         if (f.type != KILN_PB_LEN) continue;
         if (f.num == 2) { free(g->name); g->name = dup_bytes(f.data, f.len); }
+        if (f.num == 10 && !parent) { free(L->m->graph_doc); L->m->graph_doc = dup_bytes(f.data, f.len); }
         if (f.num != 5 && f.num != 15) continue;
         kiln_tensor t;
-        st = f.num == 5 ? parse_tensor(L, f.data, f.len, &t, &name)
-                        : parse_sparse_tensor(L, f.data, f.len, &t, &name);
+        int ov = !parent && f.num == 5 ? override_index(L, f.data, f.len) : -1;
+        st = ov >= 0 ? override_tensor(L, ov, f.data, f.len, &t, &name)
+             : f.num == 5 ? parse_tensor(L, f.data, f.len, &t, &name)
+                          : parse_sparse_tensor(L, f.data, f.len, &t, &name);
         if (st) goto fail;
         if (!name || !name[0]) {
             kiln_tensor_release(&t);
@@ -1112,6 +1210,34 @@ fail:
 
 /* ---------------------------------------------------------------- ModelProto */
 
+/* metadata_props: StringStringEntryProto {1 key, 2 value} */
+static kiln_status parse_prop(loader *L, const uint8_t *data, size_t len) {
+    kiln_model *m = L->m;
+    kiln_pb r = kiln_pb_make(data, len);
+    kiln_pb_field f;
+    int rc;
+    char *key = NULL, *val = NULL;
+    while ((rc = kiln_pb_next(&r, &f)) == 1) {
+        if (f.type != KILN_PB_LEN) continue;
+        if (f.num == 1) { free(key); key = dup_bytes(f.data, f.len); }
+        if (f.num == 2) { free(val); val = dup_bytes(f.data, f.len); }
+    }
+    if (!key) key = strdup("");
+    if (!val) val = strdup("");
+    char **k = key && val ? realloc(m->prop_keys, (size_t)(m->n_props + 1) * sizeof *k) : NULL;
+    if (k) m->prop_keys = k;
+    char **v = k ? realloc(m->prop_values, (size_t)(m->n_props + 1) * sizeof *v) : NULL;
+    if (v) m->prop_values = v;
+    if (!k || !v) {
+        free(key);
+        free(val);
+        return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    m->prop_keys[m->n_props] = key;
+    m->prop_values[m->n_props++] = val;
+    return rc < 0 ? bad(L, "metadata_props") : KILN_OK;
+}
+
 static kiln_status parse_model(loader *L, const uint8_t *data, size_t len) {
     kiln_model *m = L->m;
     kiln_pb r = kiln_pb_make(data, len);
@@ -1124,6 +1250,11 @@ static kiln_status parse_model(loader *L, const uint8_t *data, size_t len) {
         switch (f.num) {
         case 1: m->ir_version = (int64_t)f.u; break;
         case 2: if (f.type == KILN_PB_LEN) { free(m->producer); m->producer = dup_bytes(f.data, f.len); } break;
+        case 3: if (f.type == KILN_PB_LEN) { free(m->producer_version); m->producer_version = dup_bytes(f.data, f.len); } break;
+        case 4: if (f.type == KILN_PB_LEN) { free(m->domain); m->domain = dup_bytes(f.data, f.len); } break;
+        case 5: if (f.type == KILN_PB_VARINT) m->model_version = (int64_t)f.u; break;
+        case 6: if (f.type == KILN_PB_LEN) { free(m->doc); m->doc = dup_bytes(f.data, f.len); } break;
+        case 14: if (f.type == KILN_PB_LEN) KILN_TRY(parse_prop(L, f.data, f.len)); break;
         case 7:
             if (f.type != KILN_PB_LEN) return bad(L, "graph field");
             gdata = f.data;
@@ -1166,9 +1297,25 @@ static kiln_status parse_model(loader *L, const uint8_t *data, size_t len) {
     return parse_graph(L, gdata, glen, NULL, &m->graph);
 }
 
-static kiln_status load_common(kiln_model *m, const void *bytes, size_t size, kiln_model **out, kiln_err *e) {
+static kiln_status load_common(kiln_model *m, const void *bytes, size_t size, const kiln_load_overrides *ov,
+                               kiln_model **out, kiln_err *e) {
     loader L = {m, e, 0};
-    kiln_status st = parse_model(&L, bytes, size);
+    L.ov = ov;
+    kiln_status st = KILN_OK;
+    if (ov && ov->n) {
+        L.ov_used = calloc(ov->n, 1);
+        if (!L.ov_used) st = kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+        for (size_t i = 0; !st && i < ov->n; i++)
+            if (!ov->names || !ov->names[i] || !ov->tensors)
+                st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "initializer %zu given in the options has no name or tensor", i);
+    }
+    if (!st) st = parse_model(&L, bytes, size);
+    for (size_t i = 0; !st && ov && i < ov->n; i++)
+        if (!L.ov_used[i])
+            st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
+                           "initializer '%s' given in the options is not an initializer of the model's main graph",
+                           ov->names[i]);
+    free(L.ov_used);
     if (st) {
         kiln_model_free(m);
         return st;
@@ -1177,15 +1324,21 @@ static kiln_status load_common(kiln_model *m, const void *bytes, size_t size, ki
     return KILN_OK;
 }
 
-kiln_status kiln_model_load_bytes(const void *bytes, size_t size, kiln_model **out, kiln_err *e) {
+kiln_status kiln_model_load_bytes_with(const void *bytes, size_t size, const kiln_load_overrides *ov,
+                                       kiln_model **out, kiln_err *e) {
     if (!bytes && size) return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "model bytes are NULL");
     if (size == 0) return kiln_fail(e, KILN_ERR_INVALID_MODEL, "the model is empty (0 bytes)");
     kiln_model *m = calloc(1, sizeof *m);
     if (!m) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
-    return load_common(m, bytes, size, out, e);
+    return load_common(m, bytes, size, ov, out, e);
 }
 
-kiln_status kiln_model_load_file(const char *path, kiln_model **out, kiln_err *e) {
+kiln_status kiln_model_load_bytes(const void *bytes, size_t size, kiln_model **out, kiln_err *e) {
+    return kiln_model_load_bytes_with(bytes, size, NULL, out, e);
+}
+
+kiln_status kiln_model_load_file_with(const char *path, const kiln_load_overrides *ov, kiln_model **out,
+                                      kiln_err *e) {
     kiln_model *m = calloc(1, sizeof *m);
     if (!m) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
     char *slash = strrchr(path, '/');
@@ -1199,7 +1352,11 @@ kiln_status kiln_model_load_file(const char *path, kiln_model **out, kiln_err *e
         kiln_model_free(m);
         return kiln_fail(e, KILN_ERR_INVALID_MODEL, "'%s' is empty (0 bytes)", path);
     }
-    return load_common(m, mp->addr, mp->size, out, e);
+    return load_common(m, mp->addr, mp->size, ov, out, e);
+}
+
+kiln_status kiln_model_load_file(const char *path, kiln_model **out, kiln_err *e) {
+    return kiln_model_load_file_with(path, NULL, out, e);
 }
 
 /* ---------------------------------------------------------------- test data protos */

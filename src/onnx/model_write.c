@@ -23,6 +23,11 @@ typedef struct writer {
     int n_opsets;
     kiln_opset *opsets;  /* the imports written: the model's, plus what its nodes need */
     int64_t ir_version;
+    const char *ext_name;  /* external data file (relative to the model), or NULL */
+    size_t ext_min;        /* initializers of at least this many bytes go there */
+    FILE *ext;             /* open while writing for real; NULL while counting */
+    int64_t *ext_at;       /* per value of the main graph: its offset in the external file, or -1 */
+    int ext_err;           /* errno of a failed write to it */
 } writer;
 
 typedef struct pbw {
@@ -108,7 +113,35 @@ static void content_error(pbw *w, kiln_status code, const char *what, const char
 typedef struct tensor_arg {
     const kiln_tensor *t;
     const char *name;    /* NULL: none (attribute tensors) */
+    int64_t ext_off;     /* >= 0: the bytes go to the external data file at this offset */
 } tensor_arg;
+
+/* StringStringEntryProto {1 key, 2 value}. */
+typedef struct entry_arg { const char *key, *value; } entry_arg;
+static void entry_fn(pbw *w, const void *arg) {
+    const entry_arg *a = arg;
+    put_str(w, 1, a->key);
+    put_str(w, 2, a->value);
+}
+
+/* Places the tensor's bytes in the external file (for real only when writing) and writes the
+ * TensorProto fields that point there: 13 external_data, 14 data_location = EXTERNAL. */
+static void put_external(pbw *w, const void *data, size_t bytes, int64_t off) {
+    writer *wr = w->wr;
+    /* put_msg calls this once more for every enclosing message while counting, and exactly once
+     * while writing for real (w->f set): the bytes go out then, at the offset planned up front */
+    if (wr->ext && w->f && !wr->ext_err && bytes &&
+        (fseeko(wr->ext, (off_t)off, SEEK_SET) || fwrite(data, 1, bytes, wr->ext) != bytes))
+        wr->ext_err = errno ? errno : EIO;
+    char o[32], l[32];
+    snprintf(o, sizeof o, "%llu", (unsigned long long)off);
+    snprintf(l, sizeof l, "%llu", (unsigned long long)bytes);
+    entry_arg loc = {"location", wr->ext_name}, eo = {"offset", o}, el = {"length", l};
+    put_msg(w, 13, entry_fn, &loc);
+    put_msg(w, 13, entry_fn, &eo);
+    put_msg(w, 13, entry_fn, &el);
+    put_int(w, 14, 1);
+}
 
 /* TensorProto {1 dims, 2 data_type, 6 string_data, 8 name, 9 raw_data}. */
 static void tensor_fn(pbw *w, const void *arg) {
@@ -134,7 +167,9 @@ static void tensor_fn(pbw *w, const void *arg) {
         char *const *s = t->data;
         for (int64_t i = 0; i < numel; i++) put_str(w, 6, s[i] ? s[i] : "");
     } else {
-        put_bytes(w, 9, t->data, kiln_dtype_bytes(t->dtype, numel));
+        size_t bytes = kiln_dtype_bytes(t->dtype, numel);
+        if (ta->ext_off >= 0) put_external(w, t->data, bytes, ta->ext_off);
+        else put_bytes(w, 9, t->data, bytes);
     }
 }
 
@@ -163,7 +198,7 @@ static void sparse_fn(pbw *w, const void *arg) {
     kiln_tensor flat = *t;
     flat.rank = 1;
     flat.dims[0] = numel;
-    tensor_arg values = {&flat, NULL};
+    tensor_arg values = {&flat, NULL, -1};
     put_msg(w, 1, tensor_fn, &values);
     put_msg(w, 2, iota_fn, &numel);
     for (int d = 0; d < t->rank; d++) put_int(w, 3, t->dims[d]);
@@ -264,7 +299,7 @@ static void attr_fn(pbw *w, const void *arg) {
     case KILN_ATTR_INT: put_int(w, 3, a->i); break;
     case KILN_ATTR_STRING: put_bytes(w, 4, a->s, a->s ? a->s_len : 0); break;
     case KILN_ATTR_TENSOR: {
-        tensor_arg ta = {a->t, NULL};
+        tensor_arg ta = {a->t, NULL, -1};
         if (a->t) put_msg(w, 5, tensor_fn, &ta);
         break;
     }
@@ -291,7 +326,7 @@ static void attr_fn(pbw *w, const void *arg) {
         break;
     case KILN_ATTR_TENSORS:
         for (int i = 0; a->tensors && i < list_count(a, a->n_tensors); i++) {
-            tensor_arg ta = {&a->tensors[i], NULL};
+            tensor_arg ta = {&a->tensors[i], NULL, -1};
             put_msg(w, 10, tensor_fn, &ta);
         }
         break;
@@ -418,7 +453,10 @@ static void put_initializer(pbw *w, const kiln_graph_value *gv) {
                       gv->name);
         return;
     }
-    tensor_arg ta = {&gv->konst.t, gv->name};
+    tensor_arg ta = {&gv->konst.t, gv->name, -1};
+    const kiln_graph *main = w->wr->m->graph;
+    if (w->wr->ext_at && gv >= main->values && gv < main->values + main->n_values)
+        ta.ext_off = w->wr->ext_at[gv - main->values];
     put_msg(w, 5, tensor_fn, &ta);
 }
 
@@ -434,6 +472,7 @@ static void graph_fn(pbw *w, const void *arg) {
         if (!g->nodes[i].removed) put_node(w, g, &g->nodes[i]);
     /* the checker wants a name; a graph built in memory may have none */
     put_str(w, 2, g->name && g->name[0] ? g->name : "graph");
+    if (g == w->wr->m->graph && w->wr->m->graph_doc) put_str(w, 10, w->wr->m->graph_doc);
     for (int v = 0; v < g->n_values; v++)
         if (writes_as_initializer(g, uses, v)) put_initializer(w, &g->values[v]);
     for (int i = 0; i < g->n_inputs; i++) put_value_info(w, 11, &g->values[g->inputs[i]]);
@@ -455,14 +494,23 @@ static void opset_fn(pbw *w, const void *arg) {
     put_int(w, 2, o->version);
 }
 
-/* ModelProto {1 ir_version, 2 producer_name, 3 producer_version, 7 graph, 8 opset_import}. */
+/* ModelProto {1 ir_version, 2 producer_name, 3 producer_version, 4 domain, 5 model_version,
+ * 6 doc_string, 7 graph, 8 opset_import, 14 metadata_props}. */
 static void model_fn(pbw *w, const void *arg) {
     const writer *wr = arg;
+    const kiln_model *m = wr->m;
     put_int(w, 1, wr->ir_version);
     put_str(w, 2, "kiln");
     put_str(w, 3, KILN_VERSION);
-    put_msg(w, 7, graph_fn, wr->m->graph);
+    if (m->domain) put_str(w, 4, m->domain);
+    if (m->model_version) put_int(w, 5, m->model_version);
+    if (m->doc) put_str(w, 6, m->doc);
+    put_msg(w, 7, graph_fn, m->graph);
     for (int i = 0; i < wr->n_opsets; i++) put_msg(w, 8, opset_fn, &wr->opsets[i]);
+    for (int i = 0; i < m->n_props; i++) {
+        entry_arg p = {m->prop_keys[i], m->prop_values[i]};
+        put_msg(w, 14, entry_fn, &p);
+    }
 }
 
 static const char *norm_domain(const char *d) { return !d || !strcmp(d, "ai.onnx") ? "" : d; }
@@ -568,10 +616,78 @@ static kiln_status write_file(writer *wr, const char *path, uint64_t size) {
     return KILN_OK;
 }
 
+/* Offsets in the external data file for the main graph's initializers that go there (64-byte
+ * aligned, so that a loader can use them in place); returns the file's size. */
+static int64_t plan_external(writer *wr) {
+    const kiln_graph *g = wr->m->graph;
+    unsigned char *uses = value_uses(g);
+    wr->ext_at = malloc((size_t)(g->n_values ? g->n_values : 1) * sizeof *wr->ext_at);
+    if (!uses || !wr->ext_at) {
+        free(uses);
+        return -1;
+    }
+    int64_t end = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        wr->ext_at[v] = -1;
+        const kiln_graph_value *gv = &g->values[v];
+        if (!writes_as_initializer(g, uses, v) || gv->konst.kind != KILN_KIND_TENSOR ||
+            gv->konst.t.dtype == KILN_DTYPE_STRING || gv->konst.t.dev)
+            continue;
+        int64_t numel = kiln_numel(&gv->konst.t);
+        if (numel < 0) continue;
+        size_t bytes = kiln_dtype_bytes(gv->konst.t.dtype, numel);
+        if (bytes < wr->ext_min || bytes == 0) continue;
+        /* shapes, axes, pads: shape inference (ONNX Runtime's included) reads them from the model
+         * and refuses external data, so integer vectors stay inside */
+        int dt = gv->konst.t.dtype;
+        if (gv->konst.t.rank <= 1 && (dt == KILN_DTYPE_INT64 || dt == KILN_DTYPE_INT32)) continue;
+        end = (end + 63) & ~(int64_t)63;
+        wr->ext_at[v] = end;
+        end += (int64_t)bytes;
+    }
+    free(uses);
+    return end;
+}
+
+/* The external data file's path: beside the model file. */
+static char *external_path(const char *model_path, const char *name) {
+    const char *slash = strrchr(model_path, '/');
+    size_t dir = slash ? (size_t)(slash - model_path) + 1 : 0;
+    char *p = malloc(dir + strlen(name) + 1);
+    if (!p) return NULL;
+    memcpy(p, model_path, dir);
+    strcpy(p + dir, name);
+    return p;
+}
+
 kiln_status kiln_model_write(const kiln_model *m, const char *path, kiln_err *e) {
+    return kiln_model_write_ext(m, path, NULL, 0, e);
+}
+
+kiln_status kiln_model_write_ext(const kiln_model *m, const char *path, const char *external, size_t min_bytes,
+                                 kiln_err *e) {
     if (!m || !m->graph) return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "kiln_model_write: no model");
     if (!path || !path[0]) return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "kiln_model_write: no output path");
-    writer wr = {m, e, KILN_OK, 0, NULL, 0};
+    writer wr = {m, e, KILN_OK, 0, NULL, 0, NULL, 0, NULL, NULL, 0};
+    char *ext_path = NULL, *ext_tmp = NULL;
+    if (external) {
+        if (!external[0] || external[0] == '/' || strstr(external, ".."))
+            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
+                             "external data file name '%s' must be a relative name inside the model's folder", external);
+        wr.ext_name = external;
+        wr.ext_min = min_bytes;
+        ext_path = external_path(path, external);
+        ext_tmp = ext_path ? malloc(strlen(ext_path) + 32) : NULL;
+        if (!ext_tmp || plan_external(&wr) < 0) {
+            free(ext_path);
+            free(ext_tmp);
+            free(wr.ext_at);
+            return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+        }
+        /* a new file renamed into place once written: the model being written may be the one
+         * mapped from the old external file (the session reads its initializers from there) */
+        snprintf(ext_tmp, strlen(ext_path) + 32, "%s.tmp%ld", ext_path, (long)getpid());
+    }
     kiln_status st = plan_opsets(&wr);
     /* the counting pass also finds what cannot be written, before any file is touched */
     pbw count = {NULL, 0, 0, &wr};
@@ -584,7 +700,21 @@ kiln_status kiln_model_write(const kiln_model *m, const char *path, kiln_err *e)
                        "cannot write '%s': the model takes %llu bytes, more than the 2 GiB a protobuf "
                        "file can hold (the writer does not produce external data files)", path,
                        (unsigned long long)count.n);
+    if (!st && ext_tmp) {
+        wr.ext = fopen(ext_tmp, "wb");
+        if (!wr.ext) st = kiln_fail(e, KILN_ERR_IO, "cannot write '%s': %s", ext_path, strerror(errno));
+    }
     if (!st) st = write_file(&wr, path, count.n);
+    if (wr.ext) {
+        int err = wr.ext_err;
+        if (fclose(wr.ext) && !err) err = errno ? errno : EIO;
+        if (!st && !err && rename(ext_tmp, ext_path)) err = errno;
+        if (!st && err) st = kiln_fail(e, KILN_ERR_IO, "cannot write '%s': %s", ext_path, strerror(err));
+        if (st) unlink(ext_tmp);
+    }
+    free(ext_path);
+    free(ext_tmp);
+    free(wr.ext_at);
     free(wr.opsets);
     return st;
 }

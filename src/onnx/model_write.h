@@ -15,4 +15,11 @@
  * it was loaded (mapped) from. */
 kiln_status kiln_model_write(const kiln_model *m, const char *path, kiln_err *e);
 
+/* kiln_model_write, with the main graph's initializers of at least min_bytes bytes (strings and
+ * int32 / int64 vectors, which shape inference must read, excepted) written to the file `external` (a name relative to the folder of `path`) and referred
+ * to as ONNX external data, each at an offset aligned to 64 bytes. external NULL: as
+ * kiln_model_write. */
+kiln_status kiln_model_write_ext(const kiln_model *m, const char *path, const char *external, size_t min_bytes,
+                                 kiln_err *e);
+
 #endif

@@ -1,0 +1,1 @@
+"""onnxruntime.capi over kiln (see kiln.onnxruntime)."""
