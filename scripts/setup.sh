@@ -16,5 +16,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 PY=${PYTHON:-python3}
 if ! $PY -c "import numpy, onnx, onnxruntime, pytest, wheel, PIL; assert onnx.__version__.startswith('1.22')" 2>/dev/null; then
-  $PY -m pip install -q "numpy>=1.24" "onnx==1.22.0" "onnxruntime>=1.20" "pytest>=7" wheel pillow
+  $PY -m pip install -q "numpy>=1.24" "onnx==1.22.0" "onnxruntime>=1.20" "pytest>=7" wheel pillow "scikit-learn==1.9.1" "skl2onnx==1.20.0" "onnx-ir==1.1.0"
 fi
