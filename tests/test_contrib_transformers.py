@@ -161,3 +161,221 @@ def test_matmul_nbits_bad_input():
     m = ms_model("MatMulNBits", [("A", A), ("B", B), ("scales", scales), ("", None), ("g", gidx)],
                  ["Y"], attrs=dict(K=K, N=N, bits=4, block_size=block))
     expect_error(m, {"A": A, "B": B, "scales": scales, "g": gidx}, "g_idx")
+
+
+# ---------------------------------------------------------------- GatherBlockQuantized
+
+def gbq_model(data_t, idx, scales, zp_t, attrs):
+    """data_t / zp_t: TensorProto initializers (int4/uint4/uint8); idx is a graph input."""
+    names = ["data", "idx", "scales"] + (["zp"] if zp_t is not None else [])
+    node = helper.make_node("GatherBlockQuantized", names, ["Y"], domain=MS, **attrs)
+    inits = [data_t, numpy_helper.from_array(scales, "scales")]
+    if zp_t is not None:
+        inits.append(zp_t)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("idx", helper.np_dtype_to_tensor_dtype(idx.dtype), idx.shape)],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)])
+    m.ir_version = 10
+    return m
+
+
+@pytest.mark.parametrize("qtype", ["int4", "uint4"])
+@pytest.mark.parametrize("shape,gaxis,qaxis", [((6, 64), 0, 1), ((5, 32), 0, 1), ((4, 3, 32), 0, 2),
+                                               ((64, 6), 1, 0), ((3, 5, 48), 1, 2)])
+@pytest.mark.parametrize("with_zp", [False, True])
+def test_gather_block_quantized_4bit(qtype, shape, gaxis, qaxis, with_zp):
+    rng = np.random.default_rng(sum(shape) + gaxis + with_zp)
+    block = 16
+    lo, hi = (-8, 8) if qtype == "int4" else (0, 16)
+    tt = TensorProto.INT4 if qtype == "int4" else TensorProto.UINT4
+    q = rng.integers(lo, hi, size=shape)
+    sshape = list(shape)
+    sshape[qaxis] = (shape[qaxis] + block - 1) // block
+    scales = rng.uniform(0.1, 1.0, size=sshape).astype(np.float32)
+    data_t = helper.make_tensor("data", tt, shape, q.reshape(-1).tolist())
+    zp_t = None
+    if with_zp:
+        z = rng.integers(lo, hi, size=sshape)
+        zp_t = helper.make_tensor("zp", tt, sshape, z.reshape(-1).tolist())
+    G = shape[gaxis]
+    for idx in (np.array([0, G - 1, 1], np.int64), rng.integers(-G, G, size=(2, 3)).astype(np.int32)):
+        m = gbq_model(data_t, idx, scales, zp_t, dict(gather_axis=gaxis, quantize_axis=qaxis, block_size=block))
+        compare(m, {"idx": idx}, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("with_zp", [False, True])
+def test_gather_block_quantized_uint8(bits, with_zp):
+    rng = np.random.default_rng(bits * 3 + with_zp)
+    V, D, block = 10, 64, 32
+    per = 8 // bits
+    q = rng.integers(0, 2 ** bits, size=(V, D)).astype(np.uint8)
+    packed = np.zeros((V, D // per), np.uint8)
+    for i in range(per):
+        packed |= (q[:, i::per] << (bits * i)).astype(np.uint8)
+    nb = D // block
+    scales = rng.uniform(0.1, 1.0, size=(V, nb)).astype(np.float32)
+    zp_t = None
+    if with_zp:
+        z = rng.integers(0, 2 ** bits, size=(V, nb)).astype(np.uint8)
+        zr = (nb + per - 1) // per
+        zpad = np.zeros((V, zr * per), np.uint8)
+        zpad[:, :nb] = z
+        zp = np.zeros((V, zr), np.uint8)
+        for i in range(per):
+            zp |= (zpad[:, i::per] << (bits * i)).astype(np.uint8)
+        zp_t = numpy_helper.from_array(zp, "zp")
+    idx = rng.integers(0, V, size=(3, 4)).astype(np.int64)
+    m = gbq_model(numpy_helper.from_array(packed, "data"), idx, scales, zp_t,
+                  dict(gather_axis=0, quantize_axis=1, block_size=block, bits=bits))
+    compare(m, {"idx": idx}, rtol=1e-6, atol=1e-6)
+
+
+def test_gather_block_quantized_bad_input():
+    rng = np.random.default_rng(1)
+    q = rng.integers(0, 16, size=(4, 32))
+    data_t = helper.make_tensor("data", TensorProto.UINT4, (4, 32), q.reshape(-1).tolist())
+    idx = np.array([1, 2], np.int64)
+    m = gbq_model(data_t, idx, rng.uniform(0.1, 1, size=(4, 3)).astype(np.float32), None,
+                  dict(gather_axis=0, quantize_axis=1, block_size=16))
+    expect_error(m, {"idx": idx}, "scales")
+    m = gbq_model(data_t, idx, rng.uniform(0.1, 1, size=(4, 2)).astype(np.float32), None,
+                  dict(gather_axis=0, quantize_axis=1, block_size=12))
+    expect_error(m, {"idx": idx}, "block_size")
+
+
+# ---------------------------------------------------------------- EmbedLayerNormalization
+
+@pytest.mark.parametrize("B,S,H", [(2, 5, 16), (3, 7, 32), (1, 1, 8)])
+@pytest.mark.parametrize("segment", [False, True])
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("posids", [None, "full", "bcast"])
+def test_embed_layer_norm(B, S, H, segment, mask, posids):
+    rng = np.random.default_rng(B * 100 + S * 10 + H + segment * 3 + mask)
+    V, P, G = 50, 20, 3
+    ids = rng.integers(0, V, size=(B, S)).astype(np.int32)
+    ins = [("ids", ids)]
+    ins.append(("seg", rng.integers(0, G, size=(B, S)).astype(np.int32)) if segment else ("", None))
+    ins += [("word", rand(rng, (V, H))), ("pos", rand(rng, (P, H)))]
+    ins.append(("segemb", rand(rng, (G, H))) if segment else ("", None))
+    ins += [("gamma", rand(rng, (H,))), ("beta", rand(rng, (H,)))]
+    if mask or posids:
+        m = rng.integers(0, 2, size=(B, S)).astype(np.int32)
+        m[:, 0] = 1
+        ins.append(("mask", m) if mask else ("", None))
+    if posids:
+        shape = (B, S) if posids == "full" else (1, S)
+        ins.append(("posids", rng.integers(0, P, size=shape).astype(np.int32)))
+    for outs in (["Y", "mask_index"], ["Y", "mask_index", "sum"], ["Y", "", "sum"]):
+        model = ms_model("EmbedLayerNormalization", ins, outs, attrs=dict(epsilon=1e-5))
+        compare(model, feeds_of(ins), rtol=1e-4, atol=1e-4)
+
+
+def test_embed_layer_norm_mask_values_and_fp16():
+    """mask_index counts the mask's ones (other values do not count); float16 tables."""
+    rng = np.random.default_rng(7)
+    B, S, H = 3, 6, 8
+    ids = rng.integers(0, 30, size=(B, S)).astype(np.int32)
+    mask = rng.integers(0, 3, size=(B, S)).astype(np.int32)
+    ins = [("ids", ids), ("", None), ("word", rand(rng, (30, H))), ("pos", rand(rng, (S, H))),
+           ("", None), ("gamma", rand(rng, (H,))), ("beta", rand(rng, (H,))), ("mask", mask)]
+    for mit in (0, 1):
+        compare(ms_model("EmbedLayerNormalization", ins, ["Y", "mi"], attrs=dict(mask_index_type=mit)),
+                feeds_of(ins), rtol=1e-4, atol=1e-4)
+    ins16 = [(n, a.astype(np.float16) if a is not None and a.dtype == np.float32 else a) for n, a in ins]
+    m = ms_model("EmbedLayerNormalization", ins16, ["Y", "mi"])
+    want, got = run_ort(m, feeds_of(ins16)), run_kiln(m, feeds_of(ins16))
+    assert got[0].dtype == np.float16
+    np.testing.assert_allclose(got[0].astype(np.float32), want[0].astype(np.float32), atol=2e-2, rtol=2e-2)
+    assert_same(got[1], want[1])
+
+
+def test_embed_layer_norm_bad_input():
+    rng = np.random.default_rng(2)
+    ids = np.array([[1, 2, 40]], np.int32)
+    ins = [("ids", ids), ("", None), ("word", rand(rng, (30, 8))), ("pos", rand(rng, (4, 8))),
+           ("", None), ("gamma", rand(rng, (8,))), ("beta", rand(rng, (8,)))]
+    expect_error(ms_model("EmbedLayerNormalization", ins, ["Y", "mi"]), feeds_of(ins), "input_ids", "40")
+    ins[5] = ("gamma", rand(rng, (7,)))
+    ins[0] = ("ids", np.array([[1, 2, 3]], np.int32))
+    expect_error(ms_model("EmbedLayerNormalization", ins, ["Y", "mi"]), feeds_of(ins), "gamma")
+
+
+# ---------------------------------------------------------------- BiasSplitGelu, GemmFastGelu, BiasAdd
+
+def ort_reference(nodes, inputs, out, opset=20):
+    """Runs a graph of standard ONNX ops on onnxruntime (the oracle for GPU-only contrib ops)."""
+    vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+           for n, a in inputs]
+    g = helper.make_graph(nodes, "ref", vis, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 10
+    return run_ort(m, dict(inputs))[0]
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 16), (1, 7, 64), (3, 1, 2560)])
+def test_bias_split_gelu(shape):
+    rng = np.random.default_rng(shape[2])
+    X, b = rand(rng, shape), rand(rng, (shape[2],))
+    half = shape[2] // 2
+    got = run_kiln(ms_model("BiasSplitGelu", [("X", X), ("b", b)], ["Y"]), {"X": X, "b": b})[0]
+    want = ort_reference([helper.make_node("Add", ["X", "b"], ["z"]),
+                          helper.make_node("Split", ["z"], ["l", "r"], axis=-1, num_outputs=2),
+                          helper.make_node("Gelu", ["r"], ["g"]),
+                          helper.make_node("Mul", ["l", "g"], ["Y"])], [("X", X), ("b", b)], "Y")
+    assert got.shape == shape[:2] + (half,)
+    assert_same(got, want, rtol=1e-5, atol=1e-5)
+    expect_error(ms_model("BiasSplitGelu", [("X", X), ("b", b[:-1])], ["Y"]), {"X": X, "b": b[:-1]}, "bias")
+
+
+@pytest.mark.parametrize("xshape,N", [((4, 16), 24), ((2, 3, 32), 8), ((1, 64), 100)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_gemm_fast_gelu(xshape, N, with_bias):
+    rng = np.random.default_rng(N + with_bias)
+    X, W, b = rand(rng, xshape), rand(rng, (xshape[-1], N), low=-0.5, high=0.5), rand(rng, (N,))
+    ins = [("X", X), ("W", W)] + ([("b", b)] if with_bias else [])
+    got = run_kiln(ms_model("GemmFastGelu", ins, ["Y"]), dict(ins))[0]
+    fg = helper.make_node("FastGelu", ["m"] + (["b"] if with_bias else []), ["Y"], domain=MS)
+    vis = [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in ins]
+    g = helper.make_graph([helper.make_node("MatMul", ["X", "W"], ["m"]), fg], "ref", vis,
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS, 1)])
+    m.ir_version = 10
+    want = run_ort(m, dict(ins))[0]
+    assert_same(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_gemm_fast_gelu_bad_input():
+    rng = np.random.default_rng(0)
+    X, W = rand(rng, (2, 8)), rand(rng, (7, 4))
+    expect_error(ms_model("GemmFastGelu", [("X", X), ("W", W)], ["Y"]), {"X": X, "W": W}, "(K, N)")
+
+
+def test_bias_add_matches_ort_definition():
+    rng = np.random.default_rng(4)
+    X, b, s = rand(rng, (2, 5, 12)), rand(rng, (12,)), rand(rng, (2, 5, 12))
+    got = run_kiln(ms_model("BiasAdd", [("X", X), ("b", b), ("s", s)], ["Y"]), {"X": X, "b": b, "s": s})[0]
+    want = ort_reference([helper.make_node("Add", ["X", "b"], ["t"]), helper.make_node("Add", ["t", "s"], ["Y"])],
+                         [("X", X), ("b", b), ("s", s)], "Y")
+    assert_same(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [None, 1.0, 1.702, -0.5])
+def test_quick_gelu(alpha):
+    rng = np.random.default_rng(6)
+    X = rand(rng, (3, 4, 33), low=-6, high=6)
+    attrs = {} if alpha is None else {"alpha": alpha}
+    compare(ms_model("QuickGelu", [("X", X)], ["Y"], attrs=attrs), {"X": X}, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 16), (4, 64), (1, 5, 7)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_skip_simplified_layer_norm(shape, with_bias):
+    rng = np.random.default_rng(shape[-1] + with_bias)
+    H = shape[-1]
+    ins = [("X", rand(rng, shape)), ("skip", rand(rng, shape)), ("gamma", rand(rng, (H,)))]
+    if with_bias:
+        ins.append(("bias", rand(rng, (H,))))
+    for outs in (["Y"], ["Y", "mean", "inv", "sum"]):
+        compare(ms_model("SkipSimplifiedLayerNormalization", ins, outs, attrs=dict(epsilon=1e-5)),
+                dict(ins), rtol=1e-4, atol=1e-5)
