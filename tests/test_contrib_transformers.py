@@ -379,3 +379,188 @@ def test_skip_simplified_layer_norm(shape, with_bias):
     for outs in (["Y"], ["Y", "mean", "inv", "sum"]):
         compare(ms_model("SkipSimplifiedLayerNormalization", ins, outs, attrs=dict(epsilon=1e-5)),
                 dict(ins), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- GroupQueryAttention
+
+def gqa_model(B, S, N, Nkv, H, P, packed=False, rotary=None, with_pos=False, bias_shape=None,
+              attrs=None, dtype=np.float32):
+    """A GroupQueryAttention node with every input a graph input; P = past buffer rows."""
+    tt = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    vi = helper.make_tensor_value_info
+    ins = [vi("q", tt, [B, S, (N + 2 * Nkv) * H if packed else N * H])]
+    names = ["q"]
+    if packed:
+        names += ["", ""]
+    else:
+        ins += [vi("k", tt, [B, S, Nkv * H]), vi("v", tt, [B, S, Nkv * H])]
+        names += ["k", "v"]
+    ins += [vi("pk", tt, [B, Nkv, P, H]), vi("pv", tt, [B, Nkv, P, H]),
+            vi("seqlens", TensorProto.INT32, [B]), vi("total", TensorProto.INT32, [])]
+    names += ["pk", "pv", "seqlens", "total"]
+    if rotary:
+        ins += [vi("cos", tt, list(rotary)), vi("sin", tt, list(rotary))]
+        names += ["cos", "sin"]
+    elif with_pos or bias_shape:
+        names += ["", ""]
+    if with_pos:
+        ins.append(vi("pos", TensorProto.INT64, [B, S]))
+        names.append("pos")
+    elif bias_shape:
+        names.append("")
+    if bias_shape:
+        ins.append(vi("bias", tt, list(bias_shape)))
+        names.append("bias")
+    a = dict(num_heads=N, kv_num_heads=Nkv)
+    if rotary:
+        a["do_rotary"] = 1
+    a.update(attrs or {})
+    node = helper.make_node("GroupQueryAttention", names, ["out", "pres_k", "pres_v"], domain=MS, **a)
+    outs = [vi("out", tt, None), vi("pres_k", tt, None), vi("pres_v", tt, None)]
+    g = helper.make_graph([node], "gqa", ins, outs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)])
+    m.ir_version = 10
+    return m
+
+
+def gqa_compare(m, feeds, totals, rtol=1e-4, atol=1e-5):
+    """Compares the output and the valid rows [0, total_b) of the present caches."""
+    want = run_ort(m, feeds)
+    got = run_kiln(m, feeds)
+    assert_same(got[0], want[0], rtol, atol, what="output")
+    for i in (1, 2):
+        assert got[i].shape == want[i].shape, (got[i].shape, want[i].shape)
+        for b, t in enumerate(totals):
+            assert_same(got[i][b, :, :t], want[i][b, :, :t], rtol, atol, what=f"present {i} batch {b}")
+    return got
+
+
+def rope_cache(rng, rows, half):
+    ang = rng.uniform(0, 6.28, size=(rows, half))
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+@pytest.mark.parametrize("N,Nkv,H", [(4, 2, 16), (4, 4, 16), (6, 1, 32), (8, 2, 64)])
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("rotary", [None, "half", "interleaved", "partial"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_gqa_prompt_then_decode(N, Nkv, H, packed, rotary, shared):
+    rng = np.random.default_rng(N * 31 + Nkv * 7 + H + packed + shared * 5)
+    B, S, steps, maxlen = 2, 5, 3, 12
+    rot = None
+    cos = sin = None
+    if rotary:
+        half = H // 4 if rotary == "partial" and H >= 32 else H // 2  # onnxruntime: a multiple of 8
+        cos, sin = rope_cache(rng, maxlen, half)
+        rot = cos.shape
+    attrs = {"rotary_interleaved": 1} if rotary == "interleaved" else {}
+
+    def run_step(S_, past_k, past_v, total):
+        m = gqa_model(B, S_, N, Nkv, H, past_k.shape[2], packed=packed, rotary=rot, attrs=attrs)
+        feeds = {"q": rand(rng, (B, S_, (N + 2 * Nkv) * H if packed else N * H)),
+                 "pk": past_k, "pv": past_v,
+                 "seqlens": np.full((B,), total - 1, np.int32), "total": np.array(total, np.int32)}
+        if not packed:
+            feeds["k"] = rand(rng, (B, S_, Nkv * H))
+            feeds["v"] = rand(rng, (B, S_, Nkv * H))
+        if rotary:
+            feeds["cos"], feeds["sin"] = cos, sin
+        return gqa_compare(m, feeds, [total] * B)
+
+    P0 = maxlen if shared else 0
+    pk = rand(rng, (B, Nkv, P0, H))
+    pv = rand(rng, (B, Nkv, P0, H))
+    out = run_step(S, pk, pv, S)
+    total = S
+    for _ in range(steps):
+        pk, pv = out[1], out[2]
+        total += 1
+        out = run_step(1, pk, pv, total)
+        assert out[1].shape[2] == (maxlen if shared else total)
+
+
+@pytest.mark.parametrize("attrs", [{"local_window_size": 2}, {"local_window_size": 4}, {"softcap": 2.0},
+                                   {"scale": 0.3}, {"softcap": 1.5, "local_window_size": 3, "scale": 0.5}])
+def test_gqa_attributes(attrs):
+    rng = np.random.default_rng(len(str(attrs)))
+    B, S, N, Nkv, H = 2, 7, 4, 2, 16
+    feeds = {"q": rand(rng, (B, S, N * H)), "k": rand(rng, (B, S, Nkv * H)), "v": rand(rng, (B, S, Nkv * H)),
+             "pk": rand(rng, (B, Nkv, 0, H)), "pv": rand(rng, (B, Nkv, 0, H)),
+             "seqlens": np.full((B,), S - 1, np.int32), "total": np.array(S, np.int32)}
+    gqa_compare(gqa_model(B, S, N, Nkv, H, 0, attrs=attrs), feeds, [S] * B)
+    # decode steps with the window sliding over a longer cache
+    past = 9
+    feeds = {"q": rand(rng, (B, 1, N * H)), "k": rand(rng, (B, 1, Nkv * H)), "v": rand(rng, (B, 1, Nkv * H)),
+             "pk": rand(rng, (B, Nkv, past, H)), "pv": rand(rng, (B, Nkv, past, H)),
+             "seqlens": np.full((B,), past, np.int32), "total": np.array(past + 1, np.int32)}
+    gqa_compare(gqa_model(B, 1, N, Nkv, H, past, attrs=attrs), feeds, [past + 1] * B)
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_gqa_ragged_batch_decode(rotary):
+    """Decode with a different length per batch entry in one shared max-length buffer."""
+    rng = np.random.default_rng(21 + rotary)
+    B, N, Nkv, H, maxlen = 3, 4, 2, 16, 16
+    seqlens = np.array([6, 3, 10], np.int32)
+    rot = None
+    feeds = {"q": rand(rng, (B, 1, N * H)), "k": rand(rng, (B, 1, Nkv * H)), "v": rand(rng, (B, 1, Nkv * H)),
+             "pk": rand(rng, (B, Nkv, maxlen, H)), "pv": rand(rng, (B, Nkv, maxlen, H)),
+             "seqlens": seqlens, "total": np.array(seqlens.max() + 1, np.int32)}
+    if rotary:
+        feeds["cos"], feeds["sin"] = rope_cache(rng, maxlen, H // 2)
+        rot = feeds["cos"].shape
+    m = gqa_model(B, 1, N, Nkv, H, maxlen, rotary=rot, attrs={"local_window_size": 5})
+    gqa_compare(m, feeds, (seqlens + 1).tolist())
+
+
+def test_gqa_subsequent_prompt_position_ids_and_bias():
+    """A second chunk of a prompt (B=1, S>1 with past), explicit position_ids, attention_bias."""
+    rng = np.random.default_rng(33)
+    B, S, N, Nkv, H, past = 1, 4, 4, 2, 16, 6
+    total = past + S
+    cos, sin = rope_cache(rng, 32, H // 2)
+    feeds = {"q": rand(rng, (B, S, N * H)), "k": rand(rng, (B, S, Nkv * H)), "v": rand(rng, (B, S, Nkv * H)),
+             "pk": rand(rng, (B, Nkv, past, H)), "pv": rand(rng, (B, Nkv, past, H)),
+             "seqlens": np.array([total - 1], np.int32), "total": np.array(total, np.int32),
+             "cos": cos, "sin": sin}
+    gqa_compare(gqa_model(B, S, N, Nkv, H, past, rotary=cos.shape), feeds, [total])
+    feeds["pos"] = rng.integers(0, 32, size=(B, S)).astype(np.int64)
+    gqa_compare(gqa_model(B, S, N, Nkv, H, past, rotary=cos.shape, with_pos=True), feeds, [total])
+    del feeds["pos"], feeds["cos"], feeds["sin"]
+    for bshape in [(1, 1, S, total), (B, N, S, total)]:
+        feeds["bias"] = rand(rng, bshape)
+        gqa_compare(gqa_model(B, S, N, Nkv, H, past, bias_shape=bshape), feeds, [total])
+
+
+def test_gqa_fp16():
+    rng = np.random.default_rng(44)
+    B, S, N, Nkv, H = 2, 3, 4, 2, 16
+    f = lambda a: a.astype(np.float16)
+    feeds = {"q": f(rand(rng, (B, S, N * H))), "k": f(rand(rng, (B, S, Nkv * H))), "v": f(rand(rng, (B, S, Nkv * H))),
+             "pk": f(rand(rng, (B, Nkv, 0, H))), "pv": f(rand(rng, (B, Nkv, 0, H))),
+             "seqlens": np.full((B,), S - 1, np.int32), "total": np.array(S, np.int32)}
+    m = gqa_model(B, S, N, Nkv, H, 0, dtype=np.float16)
+    want, got = run_ort(m, feeds), run_kiln(m, feeds)
+    for g, w in zip(got, want):
+        assert g.dtype == np.float16
+        np.testing.assert_allclose(g.astype(np.float32), w.astype(np.float32), rtol=1e-2, atol=1e-2)
+
+
+def test_gqa_bad_input():
+    rng = np.random.default_rng(55)
+    B, S, N, Nkv, H = 2, 3, 4, 3, 16
+    feeds = {"q": rand(rng, (B, S, N * H)), "k": rand(rng, (B, S, Nkv * H)), "v": rand(rng, (B, S, Nkv * H)),
+             "pk": rand(rng, (B, Nkv, 0, H)), "pv": rand(rng, (B, Nkv, 0, H)),
+             "seqlens": np.full((B,), S - 1, np.int32), "total": np.array(S, np.int32)}
+    expect_error(gqa_model(B, S, N, Nkv, H, 0), feeds, "kv_num_heads")
+    Nkv = 2
+    feeds.update(k=rand(rng, (B, S, Nkv * H)), v=rand(rng, (B, S, Nkv * H)),
+                 pk=rand(rng, (B, Nkv, 0, H)), pv=rand(rng, (B, Nkv, 0, H)))
+    bad = dict(feeds, seqlens=np.array([S - 1, S + 3], np.int32))
+    expect_error(gqa_model(B, S, N, Nkv, H, 0), bad, "seqlens_k[1]")
+    bad = dict(feeds, k=rand(rng, (B, S, Nkv * H + 1)))
+    m = gqa_model(B, S, N, Nkv, H, 0)
+    m.graph.input[1].type.tensor_type.shape.dim[2].dim_value = Nkv * H + 1
+    expect_error(m, bad, "key")
+    cos, sin = rope_cache(rng, 2, H // 2)
+    expect_error(gqa_model(B, S, N, Nkv, H, 0, rotary=cos.shape), dict(feeds, cos=cos, sin=sin), "cos_cache")

@@ -41,16 +41,17 @@ typedef struct row_window {
 
 /* Keys query row s of batch b can see, before additive terms. */
 static row_window window_of(const kattn_sdpa *p, int64_t b, int64_t s, int64_t T) {
-    int64_t lim = T;
+    int64_t lim = T, lo0 = 0;
     if (p->causal) {
-        int64_t c = p->past + s + 1;
+        int64_t c = (p->past_b ? p->past_b[b] : p->past) + s + 1;
         if (c < lim) lim = c;
         if (lim < 0) lim = 0;
+        if (p->local_window > 0 && c - p->local_window > 0) lo0 = c - p->local_window;
     }
-    row_window w = {0, lim};
+    row_window w = {lo0, lim};
     if (p->key_lo) {
         int64_t lo = p->key_lo[b], hi = p->key_hi[b];
-        if (lo < 0) lo = 0;
+        if (lo < lo0) lo = lo0;
         if (hi > lim) hi = lim;
         if (lo < hi) {
             w.lo = lo;
