@@ -480,7 +480,8 @@ def test_gqa_prompt_then_decode(N, Nkv, H, packed, rotary, shared):
 
 
 @pytest.mark.parametrize("attrs", [{"local_window_size": 2}, {"local_window_size": 4}, {"softcap": 2.0},
-                                   {"scale": 0.3}, {"softcap": 1.5, "local_window_size": 3, "scale": 0.5}])
+                                   {"scale": 0.3}, {"softcap": 1.5, "local_window_size": 3, "scale": 0.5},
+                                   {"causal": 0}])
 def test_gqa_attributes(attrs):
     rng = np.random.default_rng(len(str(attrs)))
     B, S, N, Nkv, H = 2, 7, 4, 2, 16
@@ -511,6 +512,16 @@ def test_gqa_ragged_batch_decode(rotary):
         rot = feeds["cos"].shape
     m = gqa_model(B, 1, N, Nkv, H, maxlen, rotary=rot, attrs={"local_window_size": 5})
     gqa_compare(m, feeds, (seqlens + 1).tolist())
+
+
+def test_gqa_right_padded_prompt():
+    """First prompt where one batch entry is shorter (seqlens_k < S - 1)."""
+    rng = np.random.default_rng(66)
+    B, S, N, Nkv, H = 2, 6, 4, 2, 16
+    feeds = {"q": rand(rng, (B, S, N * H)), "k": rand(rng, (B, S, Nkv * H)), "v": rand(rng, (B, S, Nkv * H)),
+             "pk": rand(rng, (B, Nkv, 0, H)), "pv": rand(rng, (B, Nkv, 0, H)),
+             "seqlens": np.array([S - 1, 2], np.int32), "total": np.array(S, np.int32)}
+    gqa_compare(gqa_model(B, S, N, Nkv, H, 0), feeds, [S, 3])
 
 
 def test_gqa_subsequent_prompt_position_ids_and_bias():
