@@ -12,6 +12,7 @@
 #include "gemm_util.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -156,6 +157,11 @@ static kiln_status parse(kiln_ctx *ctx, gqa_cfg *c) {
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                              "batch_size must be 1 when sequence_length > 1 and past context is given");
         c->L = c->total_len > c->P ? c->total_len : c->P;
+        int64_t pd[4] = {c->B, c->Nkv, c->L, c->H};
+        if (kiln_dims_numel(4, pd) < 0 || kiln_dims_numel(4, pd) > INT64_MAX / 8)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "a KV cache of (%lld, %lld, %lld, %lld) is too large", (long long)pd[0],
+                             (long long)pd[1], (long long)pd[2], (long long)pd[3]);
     }
     float sc = kiln_attr_float(node, "scale", 0.0f);
     c->scale = sc != 0.0f ? sc : 1.0f / sqrtf((float)c->H);

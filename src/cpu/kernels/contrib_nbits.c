@@ -13,6 +13,7 @@
 #include "gemm_util.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,15 +61,17 @@ static kiln_status nbits_parse(kiln_ctx *ctx, nbits_cfg *c) {
     c->N = kiln_attr_int(node, "N", -1);
     c->bits = kiln_attr_int(node, "bits", 4);
     c->block = kiln_attr_int(node, "block_size", -1);
-    if (c->K <= 0 || c->N <= 0)
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "attributes K and N must be > 0 (got %lld, %lld)",
-                         (long long)c->K, (long long)c->N);
+    /* bounded so that products like N * k_blocks * blob stay far from int64 overflow */
+    if (c->K <= 0 || c->N <= 0 || c->K > INT32_MAX || c->N > INT32_MAX)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                         "attributes K and N must be in [1, 2^31), got %lld and %lld", (long long)c->K,
+                         (long long)c->N);
     if (c->bits != 2 && c->bits != 4 && c->bits != 8)
         return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "bits=%lld is not supported (2, 4 or 8)",
                          (long long)c->bits);
-    if (c->block < 16 || (c->block & (c->block - 1)))
+    if (c->block < 16 || c->block > (1 << 20) || (c->block & (c->block - 1)))
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
-                         "block_size must be a power of 2 and >= 16, got %lld", (long long)c->block);
+                         "block_size must be a power of 2 in [16, 2^20], got %lld", (long long)c->block);
     c->kb = (c->K + c->block - 1) / c->block;
     c->blob = c->block * c->bits / 8;
     if (a->rank < 0) return KILN_OK; /* static inference without A's shape */
@@ -300,9 +303,9 @@ static kiln_status gbq_parse(kiln_ctx *ctx, gbq_cfg *c) {
     if (c->bits != 4 && c->bits != 8 && c->bits != 2)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "bits must be 2, 4 or 8, got %d", c->bits);
     c->block = kiln_attr_int(node, "block_size", 128);
-    if (c->block < 16 || (c->block & (c->block - 1)))
+    if (c->block < 16 || c->block > (1 << 20) || (c->block & (c->block - 1)))
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
-                         "block_size must be a power of 2 and >= 16, got %lld", (long long)c->block);
+                         "block_size must be a power of 2 in [16, 2^20], got %lld", (long long)c->block);
     if (d->rank < 0 || ix->rank < 0) return KILN_OK;
     if (d->rank < 1) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "data must have rank >= 1");
     c->rank = d->rank;

@@ -224,8 +224,9 @@ static void tokenize_chars(const char *str, size_t len, plist *row) {
 
 kiln_status kiln_tokenizer_compute(kiln_ctx *ctx) {
     const tok_state *s = ctx->state;
-    const kiln_tensor *x = kiln_input(ctx, 0);
+    kiln_tensor *x;
     if (!s) return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "tokenizer was not initialised");
+    KILN_TRY(kiln_need_input(ctx, 0, &x));
     KILN_TRY(kiln_check_dtype(ctx, x, 0, 1, KILN_DTYPE_STRING));
     if (x->rank != 1 && x->rank != 2) /* infer does not run for this dynamic op */
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input has rank %d; expected [C] or [N, C]", x->rank);
