@@ -575,3 +575,72 @@ def test_gqa_bad_input():
     expect_error(m, bad, "key")
     cos, sin = rope_cache(rng, 2, H // 2)
     expect_error(gqa_model(B, S, N, Nkv, H, 0, rotary=cos.shape), dict(feeds, cos=cos, sin=sin), "cos_cache")
+
+
+# ---------------------------------------------------------------- hostile inputs
+
+def run_or_error(model, feeds):
+    """Runs the model; kiln may refuse it with a KilnError but must not crash (run under ASan)."""
+    try:
+        s = kiln.InferenceSession(model.SerializeToString(), threads=2)
+        return s.run(None, feeds)
+    except kiln.KilnError as e:
+        assert str(e)
+        return None
+
+
+@pytest.mark.parametrize("op,n_in", [("MatMulNBits", 3), ("GatherBlockQuantized", 3),
+                                     ("EmbedLayerNormalization", 6), ("BiasSplitGelu", 2),
+                                     ("GemmFastGelu", 2), ("GroupQueryAttention", 7)])
+def test_absent_required_inputs_are_refused(op, n_in):
+    m = ms_model(op, [("", None)] * n_in, ["y"], attrs={})
+    with pytest.raises(kiln.KilnError):
+        kiln.InferenceSession(m.SerializeToString(), threads=1).run(None, {})
+
+
+def test_hostile_shapes_and_values():
+    rng = np.random.default_rng(99)
+    f = lambda *s: rand(rng, s)
+    cases = []
+    # MatMulNBits: zero rows, wrong byte counts, scalar A, absurd attributes
+    B, sc, zp = quantize_nbits(rng, 8, 64, 32, 4, "packed")
+    for K, N, blk, A in [(64, 8, 32, f(0, 64)), (64, 8, 32, np.float32(1.0)), (64, 9, 32, f(2, 64)),
+                         (2 ** 40, 8, 32, f(2, 64)), (64, 8, 2 ** 40, f(2, 64)), (64, 8, 32, f(2, 63))]:
+        cases.append((ms_model("MatMulNBits", [("A", A), ("B", B), ("s", sc), ("z", zp)], ["Y"],
+                               attrs=dict(K=K, N=N, bits=4, block_size=blk)),
+                       {"A": A, "B": B, "s": sc, "z": zp}))
+    cases.append((ms_model("MatMulNBits", [("A", f(2, 64)), ("B", B), ("s", sc), ("z", zp[:-1])], ["Y"],
+                           attrs=dict(K=64, N=8, bits=4, block_size=32)),
+                  {"A": f(2, 64), "B": B, "s": sc, "z": zp[:-1]}))
+    # EmbedLayerNormalization: empty batch, negative ids, mask of the wrong shape
+    for ids, mask in [(np.zeros((0, 3), np.int32), None), (np.array([[-1, 0]], np.int32), None),
+                      (np.array([[1, 0]], np.int32), np.ones((1, 3), np.int32))]:
+        ins = [("ids", ids), ("", None), ("w", f(5, 4)), ("p", f(3, 4)), ("", None), ("g", f(4)), ("b", f(4))]
+        if mask is not None:
+            ins.append(("m", mask))
+        cases.append((ms_model("EmbedLayerNormalization", ins, ["Y", "mi"]), feeds_of(ins)))
+    # BiasSplitGelu / GemmFastGelu: odd or empty channels, rank 1
+    cases.append((ms_model("BiasSplitGelu", [("X", f(2, 3, 5)), ("b", f(5))], ["Y"]),
+                  {"X": f(2, 3, 5), "b": f(5)}))
+    cases.append((ms_model("BiasSplitGelu", [("X", f(2, 0, 4)), ("b", f(4))], ["Y"]),
+                  {"X": f(2, 0, 4), "b": f(4)}))
+    cases.append((ms_model("GemmFastGelu", [("X", f(0, 4)), ("W", f(4, 3))], ["Y"]), {"X": f(0, 4), "W": f(4, 3)}))
+    cases.append((ms_model("GemmFastGelu", [("X", f(2, 0)), ("W", f(0, 3))], ["Y"]), {"X": f(2, 0), "W": f(0, 3)}))
+    # GroupQueryAttention: negative / huge lengths, empty batch
+    Bq, S, N, Nkv, H = 2, 3, 4, 2, 16
+    base = {"q": f(Bq, S, N * H), "k": f(Bq, S, Nkv * H), "v": f(Bq, S, Nkv * H),
+            "pk": f(Bq, Nkv, 0, H), "pv": f(Bq, Nkv, 0, H),
+            "seqlens": np.full((Bq,), S - 1, np.int32), "total": np.array(S, np.int32)}
+    for over in [dict(seqlens=np.array([-5, 2], np.int32)), dict(total=np.array(-1, np.int32)),
+                 dict(total=np.array(2 ** 31 - 1, np.int32), seqlens=np.array([9, 9], np.int32)),
+                 dict(seqlens=np.array([2 ** 31 - 1, 2], np.int32))]:
+        cases.append((gqa_model(Bq, S, N, Nkv, H, 0), dict(base, **over)))
+    e = {"q": f(0, S, N * H), "k": f(0, S, Nkv * H), "v": f(0, S, Nkv * H), "pk": f(0, Nkv, 0, H),
+         "pv": f(0, Nkv, 0, H), "seqlens": np.zeros((0,), np.int32), "total": np.array(S, np.int32)}
+    cases.append((gqa_model(0, S, N, Nkv, H, 0), e))
+    one = {k: (v[:1] if k != "total" else v) for k, v in base.items()}
+    one.update(q=f(1, 1, N * H), k=f(1, 1, Nkv * H), v=f(1, 1, Nkv * H), total=np.array(2 ** 31 - 1, np.int32),
+               seqlens=np.array([5], np.int32))
+    cases.append((gqa_model(1, 1, N, Nkv, H, 0), one))
+    ran = sum(run_or_error(m, feeds) is not None for m, feeds in cases)
+    assert ran == 6  # exactly the six empty-size cases run; every other one is refused

@@ -133,3 +133,14 @@ def test_skl2onnx_text_pipeline(kind, kwargs):
     got = run_kiln(onx, {"input": x})
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_tokenizer_absent_input_is_refused():
+    node = helper.make_node("Tokenizer", [""], ["Y"], domain=MS, mark=0, pad_value="#", mincharnum=1,
+                            tokenexp=r"\w+")
+    g = helper.make_graph([node], "tok", [], [helper.make_tensor_value_info("Y", TensorProto.STRING, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS, 1)])
+    m.ir_version = 10
+    with pytest.raises(Exception) as ei:
+        run_kiln(m, {})
+    assert "missing" in str(ei.value)
