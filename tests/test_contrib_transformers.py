@@ -95,6 +95,25 @@ def test_matmul_nbits(bits, block, zp_mode):
             compare(m, {"A": A}, rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("isa", ["portable", "native"])
+@pytest.mark.parametrize("M", [1, 3, 8, 9, 40])
+def test_matmul_nbits_paths(isa, M, monkeypatch):
+    """The fused few-row product (M <= 8) and the tiled sgemm one, vectorised and portable, with
+    a K that is not a multiple of the block size."""
+    if isa == "portable":
+        monkeypatch.setenv("KILN_NBITS_ISA", "portable")
+    rng = np.random.default_rng(M)
+    for K, N, block, zp_mode in [(200, 37, 32, "packed"), (256, 16, 16, "none"), (130, 70, 128, "float")]:
+        B, scales, zp = quantize_nbits(rng, N, K, block, 4, zp_mode)
+        A, bias = rand(rng, (M, K)), rand(rng, (N,))
+        ins = [("A", A), ("B", B), ("s", scales), ("z" if zp is not None else "", zp), ("", None), ("bias", bias)]
+        inits = {"B": B, "s": scales, "bias": bias}
+        if zp is not None:
+            inits["z"] = zp
+        m = ms_model("MatMulNBits", ins, ["Y"], attrs=dict(K=K, N=N, bits=4, block_size=block), initializers=inits)
+        compare(m, {"A": A}, rtol=2e-4, atol=2e-4)
+
+
 def test_matmul_nbits_accuracy_level():
     """accuracy_level 4 lets onnxruntime quantize A to int8; kiln accepts it and computes in
     float32, so the two agree to within that quantization error."""

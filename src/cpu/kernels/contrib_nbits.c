@@ -13,6 +13,7 @@
 #include "gemm_util.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,15 +131,26 @@ static kiln_status nbits_infer(kiln_ctx *ctx) {
     return kiln_set_output(ctx, 0, c.dtype, c.a->rank, d);
 }
 
-/* ---- the product ---- */
+/* ---- the product ----
+ * Two paths. Few rows of A (decoding, M <= GEMV_ROWS) with 4-bit codes: a fused product that
+ * dequantizes 16 codes at a time in registers and multiplies them into every row of A, so W is
+ * read once per call and never written out. Otherwise: per tile of output columns, dequantize the
+ * tile (N_t x K floats, about 256 KiB) and multiply with sgemm, which amortises the dequantization
+ * over the rows of A. AVX2/FMA versions are picked at run time; the portable C is the reference. */
+
+enum { GEMV_ROWS = 8 };
 
 typedef struct nbits_job {
     const nbits_cfg *c;
     const float *a, *scales, *zpf, *bias; /* float32 views */
     const uint8_t *b, *zpq;
+    int64_t lda;        /* row stride of a (>= K: rows padded with zeros to whole blocks) */
     float *y;
-    int64_t nt;         /* output columns per tile */
-    int failed;
+    int64_t nt;         /* output columns per work item */
+    int64_t ldw;        /* row stride of a dequantized tile: K rounded up to whole blocks */
+    const float *ap;    /* a packed once for kiln's AVX-512 sgemm (NULL: cblas per tile) */
+    int avx2;
+    atomic_int failed;
 } nbits_job;
 
 /* Code k of a bits-packed byte row (low bits first). */
@@ -148,43 +160,311 @@ static inline int code_at(const uint8_t *p, int64_t k, int bits) {
     return (p[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
 }
 
-/* Rows [n0, n0 + cnt) of W (each K floats) into w. */
-static void dequant_rows(const nbits_job *j, int64_t n0, int64_t cnt, float *w) {
+/* Scale and zero point of block blk of column n. */
+static inline void block_params(const nbits_job *j, int64_t n, int64_t blk, float *s, float *zp) {
     const nbits_cfg *c = j->c;
     int bits = (int)c->bits;
-    float dflt = (float)(1 << (bits - 1));
-    int64_t zp_row = (c->kb * bits + 7) / 8;
+    int64_t i = n * c->kb + blk, zp_row = (c->kb * bits + 7) / 8;
+    *s = j->scales[i];
+    *zp = j->zpf ? j->zpf[i] : j->zpq ? (float)code_at(j->zpq + n * zp_row, blk, bits)
+                                      : (float)(1 << (bits - 1));
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define NB_AVX2 __attribute__((target("avx2,fma")))
+
+/* 16 4-bit codes (8 bytes, low nibble first) as two vectors of 8 floats, in order. */
+NB_AVX2 static inline void unpack16(const uint8_t *p, __m256 *c0, __m256 *c1) {
+    __m128i v = _mm_loadl_epi64((const __m128i *)p), m = _mm_set1_epi8(0x0f);
+    __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+    __m128i codes = _mm_unpacklo_epi8(lo, hi);
+    *c0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
+    *c1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)));
+}
+
+NB_AVX2 static float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* One row of a against four columns at once: eight independent FMA chains (one chain would wait
+ * on FMA latency) and each load of a serves four columns. */
+NB_AVX2 static void gemv4_row_x4(const nbits_job *j, int64_t n) {
+    const nbits_cfg *c = j->c;
+    __m256 acc[4][2];
+    for (int t = 0; t < 4; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t blk = 0; blk < c->kb; blk++) {
+        __m256 sv[4], nzs[4];
+        const uint8_t *q[4];
+        for (int t = 0; t < 4; t++) {
+            float s, zp;
+            block_params(j, n + t, blk, &s, &zp);
+            sv[t] = _mm256_set1_ps(s);
+            nzs[t] = _mm256_set1_ps(-zp * s);
+            q[t] = j->b + ((n + t) * c->kb + blk) * c->blob;
+        }
+        const float *a = j->a + blk * c->block;
+        for (int64_t k = 0; k < c->block; k += 16) {
+            __m256 x0 = _mm256_loadu_ps(a + k), x1 = _mm256_loadu_ps(a + k + 8);
+            for (int t = 0; t < 4; t++) {
+                __m256 w0, w1;
+                unpack16(q[t] + k / 2, &w0, &w1);
+                acc[t][0] = _mm256_fmadd_ps(_mm256_fmadd_ps(w0, sv[t], nzs[t]), x0, acc[t][0]);
+                acc[t][1] = _mm256_fmadd_ps(_mm256_fmadd_ps(w1, sv[t], nzs[t]), x1, acc[t][1]);
+            }
+        }
+    }
+    for (int t = 0; t < 4; t++)
+        j->y[n + t] = hsum8(_mm256_add_ps(acc[t][0], acc[t][1])) + (j->bias ? j->bias[n + t] : 0.0f);
+}
+
+/* Columns [n0, n1) of y = a · Wᵀ for 4-bit W and M <= GEMV_ROWS rows of a (padded to lda). */
+NB_AVX2 static void gemv4_avx2(const nbits_job *j, int64_t n0, int64_t n1) {
+    const nbits_cfg *c = j->c;
+    int64_t M = c->M;
+    if (M == 1)
+        for (; n0 + 4 <= n1; n0 += 4) gemv4_row_x4(j, n0);
+    for (int64_t n = n0; n < n1; n++) {
+        __m256 acc[GEMV_ROWS][2];
+        for (int64_t m = 0; m < M; m++) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+        for (int64_t blk = 0; blk < c->kb; blk++) {
+            float s, zp;
+            block_params(j, n, blk, &s, &zp);
+            __m256 sv = _mm256_set1_ps(s), nzs = _mm256_set1_ps(-zp * s);
+            const uint8_t *q = j->b + (n * c->kb + blk) * c->blob;
+            const float *a = j->a + blk * c->block;
+            for (int64_t k = 0; k < c->block; k += 16) {
+                __m256 w0, w1;
+                unpack16(q + k / 2, &w0, &w1);
+                w0 = _mm256_fmadd_ps(w0, sv, nzs); /* (q - zp) * s */
+                w1 = _mm256_fmadd_ps(w1, sv, nzs);
+                for (int64_t m = 0; m < M; m++) {
+                    const float *am = a + m * j->lda + k;
+                    acc[m][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(am), acc[m][0]);
+                    acc[m][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(am + 8), acc[m][1]);
+                }
+            }
+        }
+        for (int64_t m = 0; m < M; m++)
+            j->y[m * c->N + n] = hsum8(_mm256_add_ps(acc[m][0], acc[m][1])) + (j->bias ? j->bias[n] : 0.0f);
+    }
+}
+
+/* Rows [n0, n0 + cnt) of W into w (row stride ldw), 4-bit codes. */
+NB_AVX2 static void dequant4_avx2(const nbits_job *j, int64_t n0, int64_t cnt, float *w) {
+    const nbits_cfg *c = j->c;
     for (int64_t r = 0; r < cnt; r++) {
         int64_t n = n0 + r;
-        float *wr = w + r * c->K;
         for (int64_t blk = 0; blk < c->kb; blk++) {
-            float s = j->scales[n * c->kb + blk];
-            float zp = j->zpf ? j->zpf[n * c->kb + blk]
-                     : j->zpq ? (float)code_at(j->zpq + n * zp_row, blk, bits) : dflt;
+            float s, zp;
+            block_params(j, n, blk, &s, &zp);
+            __m256 sv = _mm256_set1_ps(s), nzs = _mm256_set1_ps(-zp * s);
             const uint8_t *q = j->b + (n * c->kb + blk) * c->blob;
-            int64_t k0 = blk * c->block, len = c->K - k0 < c->block ? c->K - k0 : c->block;
-            float *o = wr + k0;
-            if (bits == 4) {
-                int64_t k = 0;
-                for (; k + 1 < len; k += 2) {
-                    uint8_t v = q[k >> 1];
-                    o[k] = ((float)(v & 15) - zp) * s;
-                    o[k + 1] = ((float)(v >> 4) - zp) * s;
-                }
-                if (k < len) o[k] = ((float)(q[k >> 1] & 15) - zp) * s;
-            } else {
-                for (int64_t k = 0; k < len; k++) o[k] = ((float)code_at(q, k, bits) - zp) * s;
+            float *o = w + r * j->ldw + blk * c->block;
+            for (int64_t k = 0; k < c->block; k += 16) {
+                __m256 w0, w1;
+                unpack16(q + k / 2, &w0, &w1);
+                _mm256_storeu_ps(o + k, _mm256_fmadd_ps(w0, sv, nzs));
+                _mm256_storeu_ps(o + k + 8, _mm256_fmadd_ps(w1, sv, nzs));
             }
         }
     }
 }
 
-static void nbits_range(void *arg, int64_t begin, int64_t end) {
+/* Codes [k0, k0 + len) of column n (4-bit), k0 a multiple of 16, into out. */
+NB_AVX2 static void span4_avx2(const nbits_job *j, int64_t n, int64_t k0, int64_t len, float *out) {
+    const nbits_cfg *c = j->c;
+    int64_t k = k0, end = k0 + len;
+    while (k < end) {
+        int64_t blk = k / c->block, bend = (blk + 1) * c->block < end ? (blk + 1) * c->block : end;
+        float s, zp;
+        block_params(j, n, blk, &s, &zp);
+        __m256 sv = _mm256_set1_ps(s), nzs = _mm256_set1_ps(-zp * s);
+        const uint8_t *q = j->b + (n * c->kb + blk) * c->blob - blk * c->block / 2;
+        for (; k + 16 <= bend; k += 16) {
+            __m256 w0, w1;
+            unpack16(q + k / 2, &w0, &w1);
+            _mm256_storeu_ps(out + (k - k0), _mm256_fmadd_ps(w0, sv, nzs));
+            _mm256_storeu_ps(out + (k - k0) + 8, _mm256_fmadd_ps(w1, sv, nzs));
+        }
+        for (; k < bend; k++) out[k - k0] = ((float)code_at(q, k, 4) - zp) * s;
+    }
+}
+
+/* Panel rows [0, kc) of 8 columns: cols[c] holds column c's kc values; row k goes to
+ * pd + k * ld (8 floats). 8 x 8 blocks are transposed in registers. */
+NB_AVX2 static void transpose8_store(float *const cols[8], int64_t kc, float *pd, int64_t ld) {
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r[8], t[8];
+        for (int c = 0; c < 8; c++) r[c] = _mm256_loadu_ps(cols[c] + k);
+        t[0] = _mm256_unpacklo_ps(r[0], r[1]);
+        t[1] = _mm256_unpackhi_ps(r[0], r[1]);
+        t[2] = _mm256_unpacklo_ps(r[2], r[3]);
+        t[3] = _mm256_unpackhi_ps(r[2], r[3]);
+        t[4] = _mm256_unpacklo_ps(r[4], r[5]);
+        t[5] = _mm256_unpackhi_ps(r[4], r[5]);
+        t[6] = _mm256_unpacklo_ps(r[6], r[7]);
+        t[7] = _mm256_unpackhi_ps(r[6], r[7]);
+        r[0] = _mm256_shuffle_ps(t[0], t[2], 0x44);
+        r[1] = _mm256_shuffle_ps(t[0], t[2], 0xee);
+        r[2] = _mm256_shuffle_ps(t[1], t[3], 0x44);
+        r[3] = _mm256_shuffle_ps(t[1], t[3], 0xee);
+        r[4] = _mm256_shuffle_ps(t[4], t[6], 0x44);
+        r[5] = _mm256_shuffle_ps(t[4], t[6], 0xee);
+        r[6] = _mm256_shuffle_ps(t[5], t[7], 0x44);
+        r[7] = _mm256_shuffle_ps(t[5], t[7], 0xee);
+        for (int i = 0; i < 4; i++) {
+            _mm256_storeu_ps(pd + (k + i) * ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+            _mm256_storeu_ps(pd + (k + i + 4) * ld, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+        }
+    }
+    for (; k < kc; k++)
+        for (int c = 0; c < 8; c++) pd[k * ld + c] = cols[c][k];
+}
+
+/* KILN_NBITS_ISA=portable keeps to the portable C (for tests of it on AVX2 machines). */
+static int have_avx2(void) {
+    const char *isa = getenv("KILN_NBITS_ISA");
+    if (isa && !strcmp(isa, "portable")) return 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+static void transpose8_store(float *const cols[8], int64_t kc, float *pd, int64_t ld) {
+    (void)cols; (void)kc; (void)pd; (void)ld;
+}
+static int have_avx2(void) { return 0; }
+static void span4_avx2(const nbits_job *j, int64_t n, int64_t k0, int64_t len, float *out) {
+    (void)j; (void)n; (void)k0; (void)len; (void)out;
+}
+static void gemv4_avx2(const nbits_job *j, int64_t n0, int64_t n1) { (void)j; (void)n0; (void)n1; }
+static void dequant4_avx2(const nbits_job *j, int64_t n0, int64_t cnt, float *w) {
+    (void)j; (void)n0; (void)cnt; (void)w;
+}
+#endif
+
+/* The portable fused product (any bits). */
+static void gemv_portable(const nbits_job *j, int64_t n0, int64_t n1) {
+    const nbits_cfg *c = j->c;
+    int bits = (int)c->bits;
+    float acc[GEMV_ROWS];
+    for (int64_t n = n0; n < n1; n++) {
+        for (int64_t m = 0; m < c->M; m++) acc[m] = 0.0f;
+        for (int64_t blk = 0; blk < c->kb; blk++) {
+            float s, zp;
+            block_params(j, n, blk, &s, &zp);
+            const uint8_t *q = j->b + (n * c->kb + blk) * c->blob;
+            const float *a = j->a + blk * c->block;
+            for (int64_t k = 0; k < c->block; k++) {
+                float w = ((float)code_at(q, k, bits) - zp) * s;
+                for (int64_t m = 0; m < c->M; m++) acc[m] += w * a[m * j->lda + k];
+            }
+        }
+        for (int64_t m = 0; m < c->M; m++) j->y[m * c->N + n] = acc[m] + (j->bias ? j->bias[n] : 0.0f);
+    }
+}
+
+/* Rows [n0, n0 + cnt) of W into w (row stride ldw; the padding of a last partial block is
+ * dequantized too and meets zeros of a or is outside the product's K). */
+static void dequant_rows(const nbits_job *j, int64_t n0, int64_t cnt, float *w) {
+    const nbits_cfg *c = j->c;
+    int bits = (int)c->bits;
+    if (bits == 4 && j->avx2) {
+        dequant4_avx2(j, n0, cnt, w);
+        return;
+    }
+    for (int64_t r = 0; r < cnt; r++) {
+        int64_t n = n0 + r;
+        for (int64_t blk = 0; blk < c->kb; blk++) {
+            float s, zp;
+            block_params(j, n, blk, &s, &zp);
+            const uint8_t *q = j->b + (n * c->kb + blk) * c->blob;
+            float *o = w + r * j->ldw + blk * c->block;
+            for (int64_t k = 0; k < c->block; k++) o[k] = ((float)code_at(q, k, bits) - zp) * s;
+        }
+    }
+}
+
+static void gemv_range(void *arg, int64_t begin, int64_t end) {
+    nbits_job *j = arg;
+    int64_t n0 = begin * j->nt, n1 = end * j->nt < j->c->N ? end * j->nt : j->c->N;
+    if (j->c->bits == 4 && j->avx2) gemv4_avx2(j, n0, n1);
+    else gemv_portable(j, n0, n1);
+}
+
+/* Codes [k0, k0 + len) of column n into out (any bits). */
+static void span_portable(const nbits_job *j, int64_t n, int64_t k0, int64_t len, float *out) {
+    const nbits_cfg *c = j->c;
+    int bits = (int)c->bits;
+    for (int64_t k = k0; k < k0 + len;) {
+        int64_t blk = k / c->block, bend = (blk + 1) * c->block < k0 + len ? (blk + 1) * c->block : k0 + len;
+        float s, zp;
+        block_params(j, n, blk, &s, &zp);
+        const uint8_t *q = j->b + (n * c->kb + blk) * c->blob;
+        for (; k < bend; k++) out[k - k0] = ((float)code_at(q, k - blk * c->block, bits) - zp) * s;
+    }
+}
+
+typedef struct panel_arg {
+    const nbits_job *j;
+    int64_t n0;     /* first W row of this product's columns */
+    float *col;     /* 8 * KGEMM_KC floats of scratch */
+} panel_arg;
+
+/* The sgemm's B panels (Wᵀ rows [p0, p0 + kc) x columns [j0, j0 + nc), KGEMM_NR columns a panel,
+ * row k at k * KGEMM_NR) dequantized straight from the codes: W never exists whole. */
+static void pack_panel(void *arg, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float *dst) {
+    const panel_arg *pa = arg;
+    const nbits_job *j = pa->j;
+    int64_t panels = (nc + KGEMM_NR - 1) / KGEMM_NR;
+    int fast = j->c->bits == 4 && j->avx2 && p0 % 16 == 0;
+    for (int64_t q = 0; q < panels; q++) {
+        float *pd = dst + q * KGEMM_NR * kc;
+        int64_t jj = 0;
+        for (; fast && jj + 8 <= KGEMM_NR && q * KGEMM_NR + jj + 8 <= nc; jj += 8) {
+            float *cols[8];
+            for (int c = 0; c < 8; c++) {
+                cols[c] = pa->col + c * KGEMM_KC;
+                span4_avx2(j, pa->n0 + j0 + q * KGEMM_NR + jj + c, p0, kc, cols[c]);
+            }
+            transpose8_store(cols, kc, pd + jj, KGEMM_NR);
+        }
+        for (; jj < KGEMM_NR; jj++) {
+            int64_t col = q * KGEMM_NR + jj;
+            if (col >= nc) {
+                for (int64_t k = 0; k < kc; k++) pd[k * KGEMM_NR + jj] = 0.0f;
+                continue;
+            }
+            if (fast) span4_avx2(j, pa->n0 + j0 + col, p0, kc, pa->col);
+            else span_portable(j, pa->n0 + j0 + col, p0, kc, pa->col);
+            for (int64_t k = 0; k < kc; k++) pd[k * KGEMM_NR + jj] = pa->col[k];
+        }
+    }
+}
+
+static void tile_range(void *arg, int64_t begin, int64_t end) {
     nbits_job *j = arg;
     const nbits_cfg *c = j->c;
-    float *w = malloc(sizeof(float) * (size_t)(j->nt * c->K));
+    if (j->ap) { /* B panels dequantized by the sgemm's packing callback */
+        float col[8 * KGEMM_KC];
+        for (int64_t t = begin; t < end; t++) {
+            int64_t n0 = t * j->nt, cnt = c->N - n0 < j->nt ? c->N - n0 : j->nt;
+            panel_arg pa = {j, n0, col};
+            float *y = j->y + n0;
+            if (j->bias)
+                for (int64_t m = 0; m < c->M; m++) memcpy(y + m * c->N, j->bias + n0, sizeof(float) * (size_t)cnt);
+            if (!kgemm_sgemm_avx512_packed_cb(j->ap, c->M, 0, c->M, cnt, c->K, 1.0f, pack_panel, &pa,
+                                              j->bias ? 1.0f : 0.0f, y, c->N, NULL))
+                atomic_store(&j->failed, 1);
+        }
+        return;
+    }
+    float *w = malloc(sizeof(float) * (size_t)(j->nt * j->ldw));
     if (!w) {
-        j->failed = 1;
+        atomic_store(&j->failed, 1);
         return;
     }
     for (int64_t t = begin; t < end; t++) {
@@ -193,8 +473,8 @@ static void nbits_range(void *arg, int64_t begin, int64_t end) {
         float *y = j->y + n0;
         if (j->bias)
             for (int64_t m = 0; m < c->M; m++) memcpy(y + m * c->N, j->bias + n0, sizeof(float) * (size_t)cnt);
-        kgemm_f32_serial(0, 1, c->M, cnt, c->K, 1.0f, j->a, c->K, w, c->K, j->bias ? 1.0f : 0.0f, y,
-                         c->N);
+        kgemm_f32_serial(0, 1, c->M, cnt, c->K, 1.0f, j->a, j->lda, w, j->ldw, j->bias ? 1.0f : 0.0f,
+                         y, c->N);
     }
     free(w);
 }
@@ -228,10 +508,11 @@ static kiln_status nbits_compute(kiln_ctx *ctx) {
     kgemm_blas_serial();
     nbits_job j;
     memset(&j, 0, sizeof j);
+    atomic_init(&j.failed, 0);
     j.c = &c;
     j.b = c.b->data;
     if (c.zp && !c.zp_float) j.zpq = c.zp->data;
-    float *own[5] = {0};
+    float *own[6] = {0};
     kiln_status st = as_f32(ctx, c.a, &j.a, &own[0]);
     if (st == KILN_OK) st = as_f32(ctx, c.scales, &j.scales, &own[1]);
     if (st == KILN_OK && c.zp_float) st = as_f32(ctx, c.zp, &j.zpf, &own[2]);
@@ -240,23 +521,56 @@ static kiln_status nbits_compute(kiln_ctx *ctx) {
         own[4] = malloc(sizeof(float) * (size_t)(c.M * c.N));
         if (!own[4]) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
     }
+    int gemv = c.M <= GEMV_ROWS;
+    j.avx2 = have_avx2();
+    j.lda = c.K;
+    j.ldw = c.kb * c.block;
+    if (st == KILN_OK && gemv && j.ldw != c.K) {
+        /* the fused product reads whole blocks: rows of A padded with zeros to ldw */
+        own[5] = calloc((size_t)(c.M * j.ldw), sizeof(float));
+        if (!own[5]) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+        for (int64_t m = 0; st == KILN_OK && m < c.M; m++)
+            memcpy(own[5] + m * j.ldw, j.a + m * c.K, sizeof(float) * (size_t)c.K);
+        j.a = own[5];
+        j.lda = j.ldw;
+    }
     if (st == KILN_OK) {
         j.y = own[4] ? own[4] : y->data;
-        /* a tile of about 256 KiB of dequantized weight stays in L2 while sgemm streams A by it */
-        int64_t nt = (64 * 1024) / c.K;
-        nt = nt < 8 ? 8 : nt > 256 ? 256 : nt / 8 * 8;
-        int64_t tiles = (c.N + nt - 1) / nt, threads = kiln_num_threads(ctx);
-        while (tiles < 2 * threads && nt > 8) { /* enough tiles for every thread */
-            nt = nt / 2 < 8 ? 8 : nt / 2;
-            tiles = (c.N + nt - 1) / nt;
+        int64_t threads = kiln_num_threads(ctx);
+        if (gemv) {
+            /* columns per item: a few per thread at least, W read once in all */
+            int64_t nt = c.N / (8 * threads);
+            j.nt = nt < 16 ? 16 : nt;
+            int64_t items = (c.N + j.nt - 1) / j.nt;
+            double ns = (double)c.N * (double)c.kb * (double)c.block * (0.3 + 0.15 * (double)c.M);
+            kiln_parallel_for(ctx, items, kpar_grain(items, ns), gemv_range, &j);
+        } else {
+            /* With kiln's AVX-512 sgemm, A is packed once and the sgemm's B panels are
+             * dequantized by its packing callback, so a work item can span many columns. */
+            if (kgemm_avx512_available() && c.M >= KGEMM_MR) {
+                own[5] = kgemm_alloc_packed(kgemm_avx512_packed_size(c.M, c.K));
+                if (own[5]) kgemm_avx512_pack_a(0, c.M, c.K, j.a, j.lda, own[5]);
+                j.ap = own[5];
+            }
+            int64_t nt;
+            if (j.ap) {
+                nt = (c.N + 2 * threads - 1) / (2 * threads);
+                nt = (nt + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR;
+            } else {
+                /* a dequantized tile of about 256 KiB stays in L2 while sgemm streams A by it */
+                nt = (64 * 1024) / j.ldw;
+                nt = nt < 8 ? 8 : nt > 256 ? 256 : nt / 8 * 8;
+                while ((c.N + nt - 1) / nt < 2 * threads && nt > 8) nt = nt / 2 < 8 ? 8 : nt / 2;
+            }
+            int64_t tiles = (c.N + nt - 1) / nt;
+            j.nt = nt;
+            double ns = (double)c.N * c.K * (1.0 + 0.2 * (double)c.M);
+            kiln_parallel_for(ctx, tiles, kpar_grain(tiles, ns), tile_range, &j);
         }
-        j.nt = nt;
-        double ns = (double)c.N * c.K * (1.0 + 0.2 * (double)c.M);
-        kiln_parallel_for(ctx, tiles, kpar_grain(tiles, ns), nbits_range, &j);
-        if (j.failed) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for a dequantized tile");
+        if (atomic_load(&j.failed)) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for a dequantized tile");
         else if (own[4]) kcvt_from_f32(ctx, y->dtype, own[4], y->data, c.M * c.N);
     }
-    for (int i = 0; i < 5; i++) free(own[i]);
+    for (int i = 0; i < 6; i++) free(own[i]);
     return st;
 }
 
