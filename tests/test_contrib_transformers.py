@@ -659,3 +659,28 @@ def test_hostile_shapes_and_values():
     cases.append((gqa_model(0, S, N, Nkv, H, 0), e))
     ran = sum(run_or_error(m, feeds) is not None for m, feeds in cases)
     assert ran == 6  # exactly the six empty-size cases run; every other one is refused
+
+
+def test_float16_variants():
+    """float16 BiasSplitGelu / GemmFastGelu (against the float32 reference of the same float16
+    values) and GatherBlockQuantized with float16 scales (against onnxruntime)."""
+    rng = np.random.default_rng(123)
+    X, b = rand(rng, (2, 3, 16)).astype(np.float16), rand(rng, (16,)).astype(np.float16)
+    got = run_kiln(ms_model("BiasSplitGelu", [("X", X), ("b", b)], ["Y"]), {"X": X, "b": b})[0]
+    X32, b32 = X.astype(np.float32), b.astype(np.float32)
+    want = run_kiln(ms_model("BiasSplitGelu", [("X", X32), ("b", b32)], ["Y"]), {"X": X32, "b": b32})[0]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), want, rtol=1e-2, atol=1e-2)
+    Xg, W, bg = (rand(rng, s, low=-1, high=1).astype(np.float16) for s in [(3, 8), (8, 5), (5,)])
+    got = run_kiln(ms_model("GemmFastGelu", [("X", Xg), ("W", W), ("b", bg)], ["Y"]), {"X": Xg, "W": W, "b": bg})[0]
+    f32 = {k: v.astype(np.float32) for k, v in {"X": Xg, "W": W, "b": bg}.items()}
+    want = run_kiln(ms_model("GemmFastGelu", [(k, v) for k, v in f32.items()], ["Y"]), f32)[0]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), want, rtol=1e-2, atol=1e-2)
+    q = rng.integers(0, 16, size=(6, 32))
+    data_t = helper.make_tensor("data", TensorProto.UINT4, (6, 32), q.reshape(-1).tolist())
+    scales = rng.uniform(0.1, 1, size=(6, 2)).astype(np.float16)
+    idx = np.array([[5, 0], [2, 2]], np.int64)
+    m = gbq_model(data_t, idx, scales, None, dict(gather_axis=0, quantize_axis=1, block_size=16))
+    m.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    compare(m, {"idx": idx}, rtol=1e-3, atol=1e-3)
