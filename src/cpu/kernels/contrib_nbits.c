@@ -4,8 +4,7 @@
  * stored as B (N, k_blocks, block_size * bits / 8) bytes of `bits`-bit codes, low bits first,
  * dequantized per block as (q - zp) * scale. zero_points are either packed like B (N,
  * ceil(k_blocks * bits / 8)) or float of A's type (N * k_blocks); absent, zp = 2^(bits - 1).
- * W is never dequantized whole: each worker dequantizes a tile of output columns (N_t × K floats)
- * and runs sgemm on it, so memory stays O(tile) while the product still goes through BLAS.
+ * W is never dequantized whole (nothing is cached between runs): see "the product" below.
  *
  * GatherBlockQuantized(data, indices, scales, zero_points?): Gather on 4-bit (int4/uint4, or
  * bits-packed uint8) block-quantized data, dequantized as (q - zp) * scale. */
@@ -132,11 +131,13 @@ static kiln_status nbits_infer(kiln_ctx *ctx) {
 }
 
 /* ---- the product ----
- * Two paths. Few rows of A (decoding, M <= GEMV_ROWS) with 4-bit codes: a fused product that
- * dequantizes 16 codes at a time in registers and multiplies them into every row of A, so W is
- * read once per call and never written out. Otherwise: per tile of output columns, dequantize the
- * tile (N_t x K floats, about 256 KiB) and multiply with sgemm, which amortises the dequantization
- * over the rows of A. AVX2/FMA versions are picked at run time; the portable C is the reference. */
+ * Few rows of A (decoding, M <= GEMV_ROWS): a fused product that dequantizes 16 codes at a time
+ * in registers and multiplies them into every row of A, so W is read once and never written out.
+ * More rows: sgemm, which amortises the dequantization over the rows of A. With kiln's AVX-512
+ * sgemm, A is packed once and the sgemm's own B panels (KGEMM_KC x KGEMM_NR, L1-sized) are filled
+ * by dequantizing straight from the codes; otherwise each work item dequantizes a tile of output
+ * columns (about 256 KiB) and calls cblas on it. AVX2/FMA code for 4-bit weights is picked at run
+ * time; the portable C serves every bit width. */
 
 enum { GEMV_ROWS = 8 };
 
