@@ -68,7 +68,7 @@ def quantize_nbits(rng, N, K, block, bits=4, zp_mode="packed"):
 
 # onnxruntime takes float zero points only with bits=4
 @pytest.mark.parametrize("bits,zp_mode", [(4, "none"), (4, "packed"), (4, "float"), (8, "none"),
-                                          (8, "packed")])
+                                          (8, "packed"), (2, "none"), (2, "packed")])
 @pytest.mark.parametrize("block", [16, 32, 64, 128, 256])
 def test_matmul_nbits(bits, block, zp_mode):
     rng = np.random.default_rng(block * 7 + bits)
@@ -222,7 +222,7 @@ def test_gather_block_quantized_4bit(qtype, shape, gaxis, qaxis, with_zp):
         compare(m, {"idx": idx}, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("with_zp", [False, True])
 def test_gather_block_quantized_uint8(bits, with_zp):
     rng = np.random.default_rng(bits * 3 + with_zp)
