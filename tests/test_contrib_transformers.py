@@ -403,33 +403,22 @@ def test_skip_simplified_layer_norm(shape, with_bias):
 # ---------------------------------------------------------------- GroupQueryAttention
 
 def gqa_model(B, S, N, Nkv, H, P, packed=False, rotary=None, with_pos=False, bias_shape=None,
-              attrs=None, dtype=np.float32):
+              attrs=None, dtype=np.float32, sink=False):
     """A GroupQueryAttention node with every input a graph input; P = past buffer rows."""
     tt = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     vi = helper.make_tensor_value_info
-    ins = [vi("q", tt, [B, S, (N + 2 * Nkv) * H if packed else N * H])]
-    names = ["q"]
-    if packed:
-        names += ["", ""]
-    else:
-        ins += [vi("k", tt, [B, S, Nkv * H]), vi("v", tt, [B, S, Nkv * H])]
-        names += ["k", "v"]
-    ins += [vi("pk", tt, [B, Nkv, P, H]), vi("pv", tt, [B, Nkv, P, H]),
-            vi("seqlens", TensorProto.INT32, [B]), vi("total", TensorProto.INT32, [])]
-    names += ["pk", "pv", "seqlens", "total"]
-    if rotary:
-        ins += [vi("cos", tt, list(rotary)), vi("sin", tt, list(rotary))]
-        names += ["cos", "sin"]
-    elif with_pos or bias_shape:
-        names += ["", ""]
-    if with_pos:
-        ins.append(vi("pos", TensorProto.INT64, [B, S]))
-        names.append("pos")
-    elif bias_shape:
-        names.append("")
-    if bias_shape:
-        ins.append(vi("bias", tt, list(bias_shape)))
-        names.append("bias")
+    slots = [("q", [B, S, (N + 2 * Nkv) * H if packed else N * H], tt)]
+    slots += [None, None] if packed else [("k", [B, S, Nkv * H], tt), ("v", [B, S, Nkv * H], tt)]
+    slots += [("pk", [B, Nkv, P, H], tt), ("pv", [B, Nkv, P, H], tt),
+              ("seqlens", [B], TensorProto.INT32), ("total", [], TensorProto.INT32)]
+    slots += [("cos", list(rotary), tt), ("sin", list(rotary), tt)] if rotary else [None, None]
+    slots.append(("pos", [B, S], TensorProto.INT64) if with_pos else None)
+    slots.append(("bias", list(bias_shape), tt) if bias_shape else None)
+    slots.append(("sink", [N], tt) if sink else None)
+    while slots[-1] is None:
+        slots.pop()
+    names = [sl[0] if sl else "" for sl in slots]
+    ins = [vi(n, t, shape) for sl in slots if sl for n, shape, t in [sl]]
     a = dict(num_heads=N, kv_num_heads=Nkv)
     if rotary:
         a["do_rotary"] = 1
@@ -531,6 +520,25 @@ def test_gqa_ragged_batch_decode(rotary):
         rot = feeds["cos"].shape
     m = gqa_model(B, 1, N, Nkv, H, maxlen, rotary=rot, attrs={"local_window_size": 5})
     gqa_compare(m, feeds, (seqlens + 1).tolist())
+
+
+@pytest.mark.parametrize("sink,smooth", [(True, 0), (False, 1), (True, 1)])
+def test_gqa_head_sink_and_smooth_softmax(sink, smooth):
+    rng = np.random.default_rng(77 + sink + 2 * smooth)
+    B, S, N, Nkv, H = 2, 5, 4, 2, 16
+    attrs = {"smooth_softmax": smooth} if smooth else {}
+    feeds = {"q": rand(rng, (B, S, N * H)), "k": rand(rng, (B, S, Nkv * H)), "v": rand(rng, (B, S, Nkv * H)),
+             "pk": rand(rng, (B, Nkv, 0, H)), "pv": rand(rng, (B, Nkv, 0, H)),
+             "seqlens": np.full((B,), S - 1, np.int32), "total": np.array(S, np.int32)}
+    if sink:
+        feeds["sink"] = rand(rng, (N,))
+    gqa_compare(gqa_model(B, S, N, Nkv, H, 0, attrs=attrs, sink=sink), feeds, [S] * B)
+    past = 7
+    feeds.update(q=rand(rng, (B, 1, N * H)), k=rand(rng, (B, 1, Nkv * H)), v=rand(rng, (B, 1, Nkv * H)),
+                 pk=rand(rng, (B, Nkv, past, H)), pv=rand(rng, (B, Nkv, past, H)),
+                 seqlens=np.array([past, past - 3], np.int32), total=np.array(past + 1, np.int32))
+    gqa_compare(gqa_model(B, 1, N, Nkv, H, past, attrs=dict(attrs, local_window_size=3), sink=sink),
+                feeds, [past + 1, past - 2])
 
 
 def test_gqa_right_padded_prompt():

@@ -38,6 +38,10 @@ typedef struct kattn_sdpa {
     const int64_t *past_b; /* per-batch causal offsets instead of past (NULL: use past) */
     int64_t local_window;  /* > 0 with causal: query s sees at most local_window keys, the last
                               * being past + s (onnxruntime's GroupQueryAttention window) */
+    /* Smooth softmax: the denominator also holds exp(sink[n] - max) for query head n (sink NULL
+     * and smooth set: a sink of 0), as onnxruntime's head_sink / smooth_softmax. */
+    const float *sink;
+    int smooth;
     float scale;
     float softcap;      /* > 0: x = softcap * tanh(x / softcap) before the addends */
     int causal;

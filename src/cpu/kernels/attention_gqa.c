@@ -6,8 +6,10 @@
  * past length), H) is the past buffer updated in place, as when onnxruntime shares one buffer for
  * past and present: the past rows are copied whole and the S new rows written from row past_b.
  * Query row s then sees keys (past_b + s - local_window_size, past_b + s] within [0, total_b).
- * Rotary (do_rotary) rotates the new Q and K rows at positions past_b + s (or position_ids) before
- * they are cached. The attention itself is kattn_run, the core every attention op shares. */
+ * head_sink / smooth_softmax add a sink score to each softmax. Rotary (do_rotary) rotates the new
+ * Q and K rows at positions past_b + s (or position_ids) before they are cached. The attention
+ * itself is kattn_run, the core every attention op shares. Not supported (refused by name):
+ * quantized KV caches, sliding_window_cache, qk_output, q/k_norm_weight. */
 #include "attention_common.h"
 #include "gemm_util.h"
 
@@ -17,16 +19,15 @@
 #include <string.h>
 
 enum { IN_Q, IN_K, IN_V, IN_PK, IN_PV, IN_SEQLENS, IN_TOTAL, IN_COS, IN_SIN, IN_POS, IN_BIAS,
-       GQA_SUPPORTED };
+       IN_SINK, GQA_SUPPORTED };
 
-static const char *const unsupported_inputs[] = {"head_sink", "k_scale", "v_scale", "q_norm_weight",
-                                                 "k_norm_weight"};
+static const char *const unsupported_inputs[] = {"k_scale", "v_scale", "q_norm_weight", "k_norm_weight"};
 
 typedef struct gqa_cfg {
-    const kiln_tensor *q, *k, *v, *pk, *pv, *seqlens, *total, *cosc, *sinc, *pos, *bias;
+    const kiln_tensor *q, *k, *v, *pk, *pv, *seqlens, *total, *cosc, *sinc, *pos, *bias, *sink;
     int64_t B, S, N, Nkv, H, P, L; /* L: present rows */
     int64_t total_len;             /* total_sequence_length (-1: unknown in static inference) */
-    int packed, rotary, interleaved, causal, dtype;
+    int packed, rotary, interleaved, causal, dtype, smooth;
     int64_t local_window, rd;
     float scale, softcap;
 } gqa_cfg;
@@ -50,14 +51,15 @@ static kiln_status parse(kiln_ctx *ctx, gqa_cfg *c) {
     c->sinc = ctx->n_in > IN_SIN ? kiln_input(ctx, IN_SIN) : NULL;
     c->pos = ctx->n_in > IN_POS ? kiln_input(ctx, IN_POS) : NULL;
     c->bias = ctx->n_in > IN_BIAS ? kiln_input(ctx, IN_BIAS) : NULL;
+    c->sink = ctx->n_in > IN_SINK ? kiln_input(ctx, IN_SINK) : NULL;
     for (int i = GQA_SUPPORTED; i < ctx->n_in; i++)
         if (kiln_input(ctx, i))
             return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "input %d (%s) is not supported", i,
-                             i - GQA_SUPPORTED < 5 ? unsupported_inputs[i - GQA_SUPPORTED] : "unknown");
+                             i - GQA_SUPPORTED < 4 ? unsupported_inputs[i - GQA_SUPPORTED] : "unknown");
     if (ctx->n_out > 3 && kiln_output(ctx, 3))
         return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "output 3 (output_qk) is not supported");
-    static const char *const zero_attrs[] = {"smooth_softmax", "qk_output", "sliding_window_cache"};
-    for (int i = 0; i < 3; i++)
+    static const char *const zero_attrs[] = {"qk_output", "sliding_window_cache"};
+    for (int i = 0; i < 2; i++)
         if (kiln_attr_int(node, zero_attrs[i], 0) != 0)
             return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "attribute %s=%lld is not supported",
                              zero_attrs[i], (long long)kiln_attr_int(node, zero_attrs[i], 0));
@@ -66,8 +68,9 @@ static kiln_status parse(kiln_ctx *ctx, gqa_cfg *c) {
     if (strcmp(kq, "NONE") || strcmp(vq, "NONE"))
         return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED,
                          "quantized KV cache (k_quant_type %s, v_quant_type %s) is not supported", kq, vq);
-    static const int fl[] = {IN_Q, IN_K, IN_V, IN_PK, IN_PV, IN_COS, IN_SIN, IN_BIAS};
-    KILN_TRY(kattn_check_float_inputs(ctx, fl, 8, &c->dtype));
+    static const int fl[] = {IN_Q, IN_K, IN_V, IN_PK, IN_PV, IN_COS, IN_SIN, IN_BIAS, IN_SINK};
+    KILN_TRY(kattn_check_float_inputs(ctx, fl, 9, &c->dtype));
+    c->smooth = kiln_attr_int(node, "smooth_softmax", 0) != 0;
     if (c->seqlens->dtype != KILN_DTYPE_INT32 || c->total->dtype != KILN_DTYPE_INT32)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
                          "seqlens_k and total_sequence_length must be int32, got %s and %s",
@@ -193,6 +196,9 @@ static kiln_status parse(kiln_ctx *ctx, gqa_cfg *c) {
                              "total_sequence_length=%lld)", kattn_shape(c->bias, b1, sizeof b1),
                              (long long)c->S, (long long)c->total_len);
     }
+    if (c->sink && (c->sink->rank != 1 || c->sink->dims[0] != c->N))
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "head_sink %s must be 1-D of length num_heads=%lld",
+                         kattn_shape(c->sink, b1, sizeof b1), (long long)c->N);
     return KILN_OK;
 }
 
@@ -360,6 +366,8 @@ kiln_status kattn_gqa_compute(kiln_ctx *ctx) {
         p.causal = c.causal;
         p.past_b = pb;
         p.local_window = c.causal ? c.local_window : 0;
+        p.sink = c.sink ? c.sink->data : NULL;
+        p.smooth = c.smooth;
         p.q = qv;
         p.k = (kattn_view){cache[0], Nkv * L * H, L * H, H};
         p.v = (kattn_view){cache[1], Nkv * L * H, L * H, H};

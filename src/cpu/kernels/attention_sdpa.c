@@ -104,8 +104,10 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
             if (win[i].lo < klo) klo = win[i].lo;
             if (win[i].hi > khi) khi = win[i].hi;
         }
-        mx[i] = -INFINITY;
-        sum[i] = 0.0f;
+        /* a sink is one more score in the softmax whose value adds nothing to the output */
+        int sink = p->sink || p->smooth;
+        mx[i] = sink ? (p->sink ? p->sink[n] : 0.0f) : -INFINITY;
+        sum[i] = sink ? 1.0f : 0.0f;
     }
     memset(acc, 0, sizeof(float) * rows * Hv);
     if (p->qk_out) { /* the scores output needs every column, so one tile spans [0, T) */
