@@ -47,6 +47,8 @@ ATTR_SETS = [
     dict(mark=0, pad_value="#", mincharnum=2, separators=[r"\s+", "[.:!]"]),
     dict(mark=0, pad_value="@", mincharnum=1, separators=["e"]),
     dict(mark=1, pad_value="#", mincharnum=1, separators=[""]),
+    dict(mark=0, pad_value="#", mincharnum=1, tokenexp="e*"),  # empty matches move on by a character
+    dict(mark=0, pad_value="#", mincharnum=2, tokenexp=r"^\w+|\w+$"),
 ]
 
 
