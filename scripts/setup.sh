@@ -18,9 +18,10 @@ PY=${PYTHON:-python3}
 if ! $PY -c "import numpy, onnx, onnxruntime, pytest, wheel, PIL; assert onnx.__version__.startswith('1.22')" 2>/dev/null; then
   $PY -m pip install -q "numpy>=1.24" "onnx==1.22.0" "onnxruntime>=1.20" "pytest>=7" wheel pillow
 fi
-# tests/test_ml_models.py: scikit-learn, LightGBM and XGBoost models converted by skl2onnx /
-# onnxmltools (xgboost-cpu: the wheel without the CUDA libraries)
-if ! $PY -c "import sklearn, skl2onnx, onnxmltools, lightgbm, xgboost" 2>/dev/null; then
+# tests/test_ml_models.py, test_tokenizer.py: scikit-learn, LightGBM and XGBoost models converted by
+# skl2onnx / onnxmltools (xgboost-cpu: the wheel without the CUDA libraries); onnx-ir for
+# onnxruntime's MatMulNBits quantizer (test_contrib_transformers.py)
+if ! $PY -c "import sklearn, skl2onnx, onnxmltools, lightgbm, xgboost, onnx_ir" 2>/dev/null; then
   $PY -m pip install -q "scikit-learn==1.9.1" "skl2onnx==1.20.0" "onnxmltools==1.16.0" "lightgbm==4.6.0" \
-    "xgboost-cpu==3.1.2"
+    "xgboost-cpu==3.1.2" "onnx-ir==1.1.0"
 fi

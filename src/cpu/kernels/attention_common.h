@@ -35,6 +35,13 @@ typedef struct kattn_sdpa {
     int64_t S, T;       /* query rows and key rows (maxima when seq_len is set) */
     int64_t H, Hv;
     int64_t past;       /* causal offset: query s sees keys j <= past + s */
+    const int64_t *past_b; /* per-batch causal offsets instead of past (NULL: use past) */
+    int64_t local_window;  /* > 0 with causal: query s sees at most local_window keys, the last
+                              * being past + s (onnxruntime's GroupQueryAttention window) */
+    /* Smooth softmax: the denominator also holds exp(sink[n] - max) for query head n (sink NULL
+     * and smooth set: a sink of 0), as onnxruntime's head_sink / smooth_softmax. */
+    const float *sink;
+    int smooth;
     float scale;
     float softcap;      /* > 0: x = softcap * tanh(x / softcap) before the addends */
     int causal;
@@ -150,5 +157,14 @@ kiln_status kattn_rotary_infer(kiln_ctx *ctx);
 kiln_status kattn_rotary_compute(kiln_ctx *ctx);
 kiln_status kattn_ms_rotary_infer(kiln_ctx *ctx);
 kiln_status kattn_ms_rotary_compute(kiln_ctx *ctx);
+kiln_status kattn_gqa_infer(kiln_ctx *ctx);
+kiln_status kattn_gqa_compute(kiln_ctx *ctx);
+
+/* Rotates, in place, the first rd entries of each head vector of x laid out (B, S, N, H)
+ * contiguous: pairs (i, i + rd/2), or (2i, 2i + 1) when interleaved, by the angle whose cosine
+ * and sine are row pos[b*S + s] of cosc / sinc ((rows, rd/2), positions already checked). */
+void kattn_rope_bsnh(kiln_ctx *ctx, float *x, int64_t B, int64_t S, int64_t N, int64_t H,
+                     int64_t rd, const float *cosc, const float *sinc, const int64_t *pos,
+                     int interleaved);
 
 #endif

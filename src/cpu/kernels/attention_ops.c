@@ -9,6 +9,7 @@ const kiln_op kiln_ops_attention[] = {
      kattn_packed_mha_compute, NULL},
     {"com.microsoft", "RotaryEmbedding", 1, 0, NULL, kattn_ms_rotary_infer, kattn_ms_rotary_compute,
      NULL},
+    {"com.microsoft", "GroupQueryAttention", 1, 0, NULL, kattn_gqa_infer, kattn_gqa_compute, NULL},
     {"", "Attention", 23, 0, NULL, kattn_onnx_infer, kattn_onnx_compute, NULL},
     {"", "RotaryEmbedding", 23, 0, NULL, kattn_rotary_infer, kattn_rotary_compute, NULL},
     {0},

@@ -60,6 +60,25 @@ static void rope_range(void *arg, int64_t begin, int64_t end) {
     }
 }
 
+void kattn_rope_bsnh(kiln_ctx *ctx, float *x, int64_t B, int64_t S, int64_t N, int64_t H,
+                     int64_t rd, const float *cosc, const float *sinc, const int64_t *pos,
+                     int interleaved) {
+    rope_job j;
+    memset(&j, 0, sizeof j);
+    j.x = x;
+    j.y = x;
+    j.cosc = cosc;
+    j.sinc = sinc;
+    j.pos = pos;
+    j.B = B;
+    j.N = N;
+    j.S = S;
+    j.H = H;
+    j.rd = rd;
+    j.interleaved = interleaved;
+    kiln_parallel_for(ctx, B * N * S, 256, rope_range, &j);
+}
+
 /* Converts to float32 where needed, runs, converts back. */
 static kiln_status rope_run(kiln_ctx *ctx, rope_job *j, const kiln_tensor *x, const kiln_tensor *cosc,
                             const kiln_tensor *sinc) {

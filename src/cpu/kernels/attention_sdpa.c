@@ -41,16 +41,17 @@ typedef struct row_window {
 
 /* Keys query row s of batch b can see, before additive terms. */
 static row_window window_of(const kattn_sdpa *p, int64_t b, int64_t s, int64_t T) {
-    int64_t lim = T;
+    int64_t lim = T, lo0 = 0;
     if (p->causal) {
-        int64_t c = p->past + s + 1;
+        int64_t c = (p->past_b ? p->past_b[b] : p->past) + s + 1;
         if (c < lim) lim = c;
         if (lim < 0) lim = 0;
+        if (p->local_window > 0 && c - p->local_window > 0) lo0 = c - p->local_window;
     }
-    row_window w = {0, lim};
+    row_window w = {lo0, lim};
     if (p->key_lo) {
         int64_t lo = p->key_lo[b], hi = p->key_hi[b];
-        if (lo < 0) lo = 0;
+        if (lo < lo0) lo = lo0;
         if (hi > lim) hi = lim;
         if (lo < hi) {
             w.lo = lo;
@@ -103,8 +104,10 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
             if (win[i].lo < klo) klo = win[i].lo;
             if (win[i].hi > khi) khi = win[i].hi;
         }
-        mx[i] = -INFINITY;
-        sum[i] = 0.0f;
+        /* a sink is one more score in the softmax whose value adds nothing to the output */
+        int sink = p->sink || p->smooth;
+        mx[i] = sink ? (p->sink ? p->sink[n] : 0.0f) : -INFINITY;
+        sum[i] = sink ? 1.0f : 0.0f;
     }
     memset(acc, 0, sizeof(float) * rows * Hv);
     if (p->qk_out) { /* the scores output needs every column, so one tile spans [0, T) */

@@ -368,5 +368,7 @@ const kiln_op kiln_ops_string[] = {
     {"", "StringNormalizer", 10, KILN_OP_DYNAMIC, norm_init, norm_infer, norm_compute, norm_fini},
     {"", "RegexFullMatch", 20, 0, kiln_regex_init, kiln_regex_infer, kiln_regex_compute, kiln_regex_fini},
     {"", "TfIdfVectorizer", 9, 0, kiln_tfidf_init, kiln_tfidf_infer, kiln_tfidf_compute, kiln_tfidf_fini},
+    {"com.microsoft", "Tokenizer", 1, KILN_OP_DYNAMIC, kiln_tokenizer_init, kiln_tokenizer_infer,
+     kiln_tokenizer_compute, kiln_tokenizer_fini},
     {0},
 };

@@ -61,8 +61,13 @@ static int c_escape(char c) {
     }
 }
 
+/* KILN_RE_ASCII patterns run in the C locale over UTF-8 bytes (so that \w, \b are ASCII as in RE2);
+ * these match one whole non-ASCII character, or any character but newline (RE2's '.'). */
+#define RX_MB "[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf][\x80-\xbf]|[\xf0-\xf4][\x80-\xbf][\x80-\xbf][\x80-\xbf]"
+#define RX_DOT "([\x01-\x09\x0b-\x7f]|" RX_MB ")"
+
 /* Translates a bracket expression starting after '['; *pp ends after the closing ']'. */
-static const char *bracket(const char **pp, rx_buf *out) {
+static const char *bracket(const char **pp, rx_buf *out, int ascii) {
     const char *p = *pp;
     int neg = 0, has_close = 0, has_dash = 0, has_caret = 0;
     rx_buf body = {0};
@@ -83,8 +88,9 @@ static const char *bracket(const char **pp, rx_buf *out) {
             if (!c) { free(body.s); return "trailing backslash"; }
             p += 2;
             if (c == 'd') { puts_(&body, "[:digit:]"); continue; }
-            if (c == 'w') { puts_(&body, "[:alnum:]_"); continue; }
-            if (c == 's') { puts_(&body, "[:space:]"); continue; }
+            if (c == 'd' && ascii) { puts_(&body, "0-9"); continue; }
+            if (c == 'w') { puts_(&body, ascii ? "0-9A-Za-z_" : "[:alnum:]_"); continue; }
+            if (c == 's') { puts_(&body, ascii ? "\t\n\f\r " : "[:space:]"); continue; }
             if (c == 'D' || c == 'W' || c == 'S' || c == 'p' || c == 'P') {
                 free(body.s);
                 return "negated or Unicode classes inside brackets are not supported";
@@ -104,6 +110,7 @@ static const char *bracket(const char **pp, rx_buf *out) {
             }
             p += ln;
         }
+        if (ascii && ln > 1) { free(body.s); return "non-ASCII characters inside brackets are not supported"; }
         if (ln == 1 && lit[0] == ']') { has_close = 1; continue; }
         if (ln == 1 && lit[0] == '^') { has_caret = 1; continue; }
         if (ln == 1 && lit[0] == '-') {
@@ -122,6 +129,7 @@ static const char *bracket(const char **pp, rx_buf *out) {
                 q += 2;
             } else {
                 hn = utf8_len((unsigned char)*q);
+                if (ascii && hn > 1) { free(body.s); return "non-ASCII characters inside brackets are not supported"; }
                 for (size_t k = 0; k < hn; k++) hi[k] = q[k];
                 q += hn;
             }
@@ -140,19 +148,22 @@ static const char *bracket(const char **pp, rx_buf *out) {
         free(body.s);
         return NULL;
     }
-    puts_(out, neg ? "[^" : "[");
+    int mb = neg && ascii; /* a negated class also matches whole non-ASCII characters */
+    puts_(out, mb ? "([^" : neg ? "[^" : "[");
     if (has_close) puts_(out, "]");
     if (body.s) puts_(out, body.s);
+    if (mb) puts_(out, "\x80-\xff");
     if (has_caret) puts_(out, "^");
     if (has_dash) puts_(out, "-");
-    puts_(out, "]");
+    puts_(out, mb ? "]|" RX_MB ")" : "]");
     free(body.s);
     return NULL;
 }
 
-/* RE2 pattern -> anchored POSIX ERE; returns an error text or NULL. */
-static const char *translate(const char *re, rx_buf *out) {
-    puts_(out, "^(");
+/* RE2 pattern -> POSIX ERE (KILN_RE_ANCHORED: for a full match); returns an error text or NULL. */
+static const char *translate(const char *re, rx_buf *out, int flags) {
+    int ascii = (flags & KILN_RE_ASCII) != 0;
+    puts_(out, flags & KILN_RE_ANCHORED ? "^(" : "(");
     const char *p = re;
     while (*p) {
         char c = *p;
@@ -162,11 +173,11 @@ static const char *translate(const char *re, rx_buf *out) {
             p += 2;
             switch (e) {
             case 'd': puts_(out, "[0-9]"); continue;
-            case 'D': puts_(out, "[^0-9]"); continue;
-            case 'w': puts_(out, "[[:alnum:]_]"); continue;
-            case 'W': puts_(out, "[^[:alnum:]_]"); continue;
-            case 's': puts_(out, "[[:space:]]"); continue;
-            case 'S': puts_(out, "[^[:space:]]"); continue;
+            case 'D': puts_(out, ascii ? "([^0-9\x80-\xff]|" RX_MB ")" : "[^0-9]"); continue;
+            case 'w': puts_(out, ascii ? "[0-9A-Za-z_]" : "[[:alnum:]_]"); continue;
+            case 'W': puts_(out, ascii ? "([^0-9A-Za-z_\x80-\xff]|" RX_MB ")" : "[^[:alnum:]_]"); continue;
+            case 's': puts_(out, ascii ? "[\t\n\f\r ]" : "[[:space:]]"); continue;
+            case 'S': puts_(out, ascii ? "([^\t\n\f\r \x80-\xff]|" RX_MB ")" : "[^[:space:]]"); continue;
             case 'b': puts_(out, "\\b"); continue;
             case 'B': puts_(out, "\\B"); continue;
             case 'A': puts_(out, "^"); continue;
@@ -194,7 +205,7 @@ static const char *translate(const char *re, rx_buf *out) {
         }
         if (c == '[') {
             p++;
-            const char *err = bracket(&p, out);
+            const char *err = bracket(&p, out, ascii);
             if (err) return err;
             continue;
         }
@@ -215,14 +226,33 @@ static const char *translate(const char *re, rx_buf *out) {
             if (*p == '?') p++; /* lazy: same full-match result */
             continue;
         }
+        if (ascii && c == '.') {
+            puts_(out, RX_DOT);
+            p++;
+            continue;
+        }
         size_t n = utf8_len((unsigned char)c);
         for (size_t k = 0; k < n; k++)
             if (!p[k]) return "truncated UTF-8 sequence";
+        if (ascii && n > 1) puts_(out, "("); /* a quantifier applies to the whole character */
         put(out, p, n);
+        if (ascii && n > 1) puts_(out, ")");
         p += n;
     }
-    puts_(out, ")$");
+    puts_(out, flags & KILN_RE_ANCHORED ? ")$" : ")");
     return out->oom ? "out of memory" : NULL;
+}
+
+const char *kiln_re2_to_ere(const char *re, int flags, char **out) {
+    rx_buf b = {0};
+    const char *err = translate(re, &b, flags);
+    if (err || !b.s) {
+        free(b.s);
+        *out = NULL;
+        return err ? err : "out of memory";
+    }
+    *out = b.s;
+    return NULL;
 }
 
 void kiln_regex_fini(void *p) {
@@ -237,7 +267,7 @@ kiln_status kiln_regex_init(kiln_ctx *ctx) {
     const char *pattern = kiln_attr_string(ctx->node, "pattern", NULL);
     if (!pattern) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "attribute 'pattern' is required");
     rx_buf b = {0};
-    const char *err = translate(pattern, &b);
+    const char *err = translate(pattern, &b, KILN_RE_ANCHORED);
     if (err) {
         free(b.s);
         return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "pattern '%s': %s", pattern, err);
