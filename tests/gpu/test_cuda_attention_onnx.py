@@ -28,6 +28,22 @@ def test_attention_additive_mask(mask_shape):
     check("Attention", [("q", q), ("k", k), ("v", v), ("m", m)], {}, opset=23)
 
 
+@pytest.mark.parametrize("dt", [F16, BF16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("B,S,H,pad", [(2, 128, 64, -10000.0), (3, 77, 64, "min"), (2, 200, 128, -10000.0),
+                                       (1, 33, 32, "min")])
+def test_attention_padding_mask(dt, B, S, H, pad):
+    """BERT's padding mask, (B, 1, 1, T) with 0 for kept keys and a large negative value for padded
+    ones (-10000 or the type's lowest, as exporters write it), on 3-D inputs: the flash kernel adds
+    it to the scores. Each batch row keeps a different number of keys, at least one."""
+    N = 4
+    q, k, v = rand((B, S, N * H), dt), rand((B, S, N * H), dt), rand((B, S, N * H), dt)
+    low = float(np.finfo(np.float16).min) if pad == "min" else pad
+    keep = np.random.default_rng(B * S).integers(1, S + 1, B)
+    m = np.where(np.arange(S)[None, :] < keep[:, None], 0.0, low).reshape(B, 1, 1, S)
+    check("Attention", [("q", q), ("k", k), ("v", v), ("m", m.astype(q.dtype) if dt == F16 else type(q)(m))],
+          {"q_num_heads": N, "kv_num_heads": N}, opset=23)
+
+
 @pytest.mark.parametrize("S", [1, 64, 129])
 def test_attention_causal_and_scale(S):
     q, k, v = rand((2, S, 4 * 64), F16), rand((2, S, 4 * 64), F16), rand((2, S, 4 * 64), F16)

@@ -107,13 +107,13 @@ def test_mha_unidirectional_self(dt):
 
 @pytest.mark.parametrize("dt", HALF)
 @pytest.mark.parametrize("b0", [1, 2])
-def test_mha_relative_position_bias(dt, b0):  # the unfused path
+def test_mha_relative_position_bias(dt, b0):  # flash with an additive bias
     B, S, L, N, H = 2, 48, 56, 4, 64
     run_mha(mha_inputs("q_k_v", dt, B, S, L, N, H) + [None, None, rand((b0, N, S, L), dt)], N=N)
 
 
 @pytest.mark.parametrize("dt", HALF)
-def test_mha_bias_rpb_past(dt):  # the unfused path behind this node's own scratch (biased Q/K/V)
+def test_mha_bias_rpb_past(dt):  # additive bias behind this node's own scratch (biased Q/K/V)
     B, S, P, N, H = 2, 16, 20, 2, 64
     ins = mha_inputs("q_k_v", dt, B, S, S, N, H) + [rand((3 * N * H,), dt), i32([P + S, 9]),
                                                     rand((1, N, S, P + S), dt), rand((B, N, P, H), dt),
@@ -232,7 +232,7 @@ def test_attention_past_present_unidirectional(dt, S, P):
 
 @pytest.mark.parametrize("dt", HALF)
 def test_attention_variants(dt):
-    attention(dt, 2, 32, 64, 2, 32, rpb=True)                  # unfused: additive bias
+    attention(dt, 2, 32, 64, 2, 32, rpb=True)                  # additive bias (the mma.sync flash kernel)
     attention(dt, 2, 32, 64, 2, 32, Dv=48)                     # unfused: H_v != H
     attention(dt, 2, 32, 64, 2, 32, bias=False, const_w=False, scale=0.3)
     attention(dt, 2, 20, 64, 2, 32, present=True)              # present without past

@@ -18,11 +18,12 @@
  *  - A query row that sees no key at all (causal with T_b < S_b) is written as zeros.
  *
  * Kernel selection (first match wins), printed to stderr when KILN_ATTENTION_VERBOSE=1:
- *  Flash eligibility (both kinds): H % 8 == 0, H <= 256, H == H_v, no additive bias, scale > 0,
- *  fp16/bf16, 16-byte aligned pointers and strides, compute capability >= 8.0.
+ *  Flash eligibility (both kinds): H % 8 == 0, H <= 256, H == H_v, scale > 0, fp16/bf16,
+ *  16-byte aligned pointers and strides, compute capability >= 8.0, no additive bias with packed
+ *  batches.
  *  1. flash_sm90 (wgmma, sm_90a image, compute capability 9.0) for the head sizes where it is the
- *     measured default (or all, with KILN_ENABLE_SM90_ATTENTION=1).
- *  2. flash (mma.sync, FlashAttention-2 style), any eligible case.
+ *     measured default (or all, with KILN_ENABLE_SM90_ATTENTION=1), without an additive bias.
+ *  2. flash (mma.sync, FlashAttention-2 style), any eligible case; it adds the bias to the scores.
  *  3. unfused: cuBLAS Q·Kᵀ into fp32 scores, a softmax kernel (masks, bias), cuBLAS P·V.
  * Environment (read once per process):
  *  KILN_DISABLE_FLASH_ATTENTION=1   never take the flash kernels (either kind)

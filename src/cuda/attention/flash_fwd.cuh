@@ -34,6 +34,11 @@ struct Params {
     int S, T, H;            // H: true head size (multiple of 8)
     float scale_log2;       // scale · log2(e), > 0
     int causal;
+    // Additive score term (b, n, s, t) at bias[b*bias_sb + n*bias_sn + s*bias_ss + t] (element type
+    // E, a padding mask broadcast with zero strides), or NULL; not with packed batches.
+    const void *bias;
+    int64_t bias_sb, bias_sn, bias_ss;
+    float inv_scale; // 1 / scale: the bias in the units of Q·Kᵀ
 };
 
 // Batch b's slice of the views: where its rows start and how many there are (packed batches take
@@ -85,6 +90,9 @@ __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
 }
+
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 template <typename E> struct Mma;
 template <> struct Mma<__half> {
@@ -260,6 +268,26 @@ __device__ __forceinline__ void flash_fwd_body(const Params &p) {
                     Mma<E>::run(acc_s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
                 }
             }
+        }
+
+        if (p.bias) {
+            const E *bias = static_cast<const E *>(p.bias) + (int64_t)b * p.bias_sb + (int64_t)n * p.bias_sn;
+            const int col0 = nb * BN + 2 * (lane & 3);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int row = m_block * BM + warp_row0 + mt * 16 + h * 8 + row_in_tile;
+                    if (row >= seqlen_q) continue;
+                    const E *brow = bias + (int64_t)row * p.bias_ss;
+#pragma unroll
+                    for (int t = 0; t < NT; ++t)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int col = col0 + t * 8 + e;
+                            if (col < kv_limit) acc_s[mt][t][2 * h + e] += to_f32(brow[col]) * p.inv_scale;
+                        }
+                }
         }
 
         const bool need_mask = (nb + 1) * BN > kv_limit ||

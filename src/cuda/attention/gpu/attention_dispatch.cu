@@ -57,7 +57,7 @@ const char *flash_blocker(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d) 
     if (d->H % 8 != 0) return "head size not a multiple of 8";
     if (d->H > 256) return "head size > 256";
     if (d->H != d->Hv) return "H != H_v";
-    if (d->bias) return "additive bias";
+    if (d->bias && d->cu_seqlens_q) return "additive bias with packed batches";
     float s = resolve_scale(d);
     if (!(s > 0.f) || isinf(s)) return "scale <= 0";
     if (!view_ok(d->q) || !view_ok(d->k) || !view_ok(d->v) || !aligned16(d->out) || !mult8(d->o_sb) ||
@@ -199,6 +199,9 @@ extern "C" kiln_status kiln_cuda_attention(kiln_cuda_provider *p, const kiln_cud
     fp.S = d.S, fp.T = d.T, fp.H = d.H;
     fp.scale_log2 = scale * 1.4426950408889634f;
     fp.causal = d.causal;
+    fp.bias = d.bias;
+    fp.bias_sb = d.bias_sb, fp.bias_sn = d.bias_sn, fp.bias_ss = d.bias_ss;
+    fp.inv_scale = 1.f / scale;
     const int variant = opts && opts->force != KILN_ATTN_KERNEL_NONE ? opts->flash_variant : 0;
     if (c.kernel == KILN_ATTN_KERNEL_FLASH_SM90) return kiln_cuda_run_sm90(p, fp, d.dtype, c.variant, c.name);
     const kiln_flash::Variant *vs;
