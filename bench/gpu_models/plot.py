@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Bar chart of run.py's results: one panel per model (and sequence length), batch sizes along x,
-one bar per engine (kiln GPU, eager, eager+copy, torch.compile), latency in ms (decode: per token).
+one bar per engine (kiln GPU, kiln graph, eager, eager+copy, torch.compile), latency in ms (decode: per token).
 
   python3 bench/gpu_models/plot.py RESULTS/results.json              # writes RESULTS/results.png
   python3 bench/gpu_models/plot.py RESULTS/results.json --out x.png
@@ -13,7 +13,8 @@ import math
 import os
 import sys
 
-SERIES = [("kiln_gpu_ms", "kiln GPU", "#d62728"), ("eager_ms", "torch eager", "#1f77b4"),
+SERIES = [("kiln_gpu_ms", "kiln GPU", "#d62728"), ("kiln_graph_ms", "kiln graph (fixed dims, device I/O)", "#ff9896"),
+          ("eager_ms", "torch eager", "#1f77b4"),
           ("eager_copy_ms", "eager + copies", "#aec7e8"), ("compile_ms", "torch.compile", "#2ca02c")]
 LABEL = {"bert": "BERT-base", "gpt2_prefill": "GPT-2 prefill", "gpt2_decode": "GPT-2 decode (per token)",
          "vit": "ViT-B/16", "resnet50": "ResNet-50"}
