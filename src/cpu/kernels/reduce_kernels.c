@@ -58,6 +58,9 @@ static inline uint64_t clamp_u64(double v) {
 #define GT_OR_NAN(a, b) ((a) > (b) || (a) != (a))
 #define LT_OR_NAN(a, b) ((a) < (b) || (a) != (a))
 
+/* rows per partial sum in the column loops */
+#define SUM_RUN 256
+
 /* vector max/min for float rows (NaN-propagating like the scalar loops) */
 #define F32_FAST_EXTREME(kind, x, n) \
     if ((kind) == KILN_RK_MAX || (kind) == KILN_RK_MIN) return rs_extreme_nan(x, n, (kind) == KILN_RK_MIN);
@@ -150,26 +153,26 @@ static inline uint64_t clamp_u64(double v) {
                 for (int64_t j = 0; j < nc; j++) s[j] *= (U)row[j];                                 \
             }                                                                                       \
             break;                                                                                  \
-        case KILN_RK_L1:                                                                            \
+        default: { /* SUM, MEAN, LOGSUM, L1, SUMSQ, L2 */                                          \
+            /* two-level sums (runs of SUM_RUN rows, then the runs' totals): a long float column    \
+             * would otherwise drift by about r * eps (1e-4 relative over 2^20 rows) */             \
+            U c[COL_BLOCK];                                                                         \
             for (int64_t j = 0; j < nc; j++) s[j] = 0;                                              \
-            for (int64_t k = 0; k < r; k++) {                                                       \
-                const T *row = x + k * inner;                                                       \
-                for (int64_t j = 0; j < nc; j++) s[j] += (U)C##_ABS(row[j]);                        \
+            for (int64_t k0 = 0; k0 < r; k0 += SUM_RUN) {                                           \
+                const int64_t k1 = r - k0 < SUM_RUN ? r : k0 + SUM_RUN;                             \
+                for (int64_t j = 0; j < nc; j++) c[j] = 0;                                          \
+                for (int64_t k = k0; k < k1; k++) {                                                 \
+                    const T *row = x + k * inner;                                                   \
+                    if (kind == KILN_RK_L1)                                                         \
+                        for (int64_t j = 0; j < nc; j++) c[j] += (U)C##_ABS(row[j]);                \
+                    else if (kind == KILN_RK_SUMSQ || kind == KILN_RK_L2)                           \
+                        for (int64_t j = 0; j < nc; j++) c[j] += (U)row[j] * (U)row[j];             \
+                    else                                                                            \
+                        for (int64_t j = 0; j < nc; j++) c[j] += (U)row[j];                         \
+                }                                                                                   \
+                for (int64_t j = 0; j < nc; j++) s[j] += c[j];                                      \
             }                                                                                       \
-            break;                                                                                  \
-        case KILN_RK_SUMSQ: case KILN_RK_L2:                                                        \
-            for (int64_t j = 0; j < nc; j++) s[j] = 0;                                              \
-            for (int64_t k = 0; k < r; k++) {                                                       \
-                const T *row = x + k * inner;                                                       \
-                for (int64_t j = 0; j < nc; j++) s[j] += (U)row[j] * (U)row[j];                     \
-            }                                                                                       \
-            break;                                                                                  \
-        default: /* SUM, MEAN, LOGSUM */                                                            \
-            for (int64_t j = 0; j < nc; j++) s[j] = 0;                                              \
-            for (int64_t k = 0; k < r; k++) {                                                       \
-                const T *row = x + k * inner;                                                       \
-                for (int64_t j = 0; j < nc; j++) s[j] += (U)row[j];                                 \
-            }                                                                                       \
+        }                                                                                           \
         }                                                                                           \
         for (int64_t j = 0; j < nc; j++) {                                                          \
             switch (kind) {                                                                         \
