@@ -424,6 +424,43 @@ def test_attention_causal_constant_mask_gpt2_merge(capfd):
     assert n3 == 2
 
 
+@pytest.mark.parametrize("mask", ["causal", "padding_where"])
+def test_attention_gpt2_present_outputs(mask, capfd):
+    """GPT-2's form: k4 and v4 are also the present key/value outputs (through a one-input Concat),
+    so the 3-D form cannot take them; the fusion starts from the 4-D tensors and the head merge
+    stays."""
+    B, S, N, H = 2, 7, 3, 8
+    D = N * H
+    lowest = np.finfo(np.float32).min
+    inits = {"split": np.array([B, S, N, H], np.int64), "merge": np.array([B * S, D], np.int64),
+             "scale": c(H ** -0.5)}
+    nodes = []
+    for x in "qkv":
+        nodes += [helper.make_node("Reshape", [x, "split"], [x + "r"]),
+                  helper.make_node("Transpose", [x + "r"], [x + "t"], perm=[0, 2, 1, 3])]
+    nodes += [helper.make_node("Concat", ["kt"], ["present_k"], axis=-2),
+              helper.make_node("Concat", ["vt"], ["present_v"], axis=-2),
+              helper.make_node("Transpose", ["present_k"], ["kT"], perm=[0, 1, 3, 2]),
+              helper.make_node("MatMul", ["qt", "kT"], ["sc"]), helper.make_node("Mul", ["sc", "scale"], ["ss"]),
+              helper.make_node("Add", ["ss", "mask"], ["sm"]), helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+              helper.make_node("MatMul", ["p", "present_v"], ["o4"]),
+              helper.make_node("Transpose", ["o4"], ["o3"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["o3", "merge"], ["y"])]
+    rng = np.random.default_rng(61)
+    inputs = {x: (F32, [B, S, D]) for x in "qkv"}
+    feeds = {x: rand(rng, (B, S, D)) for x in "qkv"}
+    if mask == "causal":  # what GPT-2's mask folds to once the dims are fixed
+        inits["mask"] = np.triu(np.full((S, S), lowest, np.float32), 1)[None, None]
+    else:  # a padding mask as torch writes it: Where(keep, 0, lowest), finite
+        inputs["keep"] = (np.bool_, [B, 1, 1, S])
+        inits.update(zero=c(0.0), lowest=c(lowest))
+        nodes.insert(0, helper.make_node("Where", ["keep", "zero", "lowest"], ["mask"]))
+        feeds["keep"] = np.arange(S)[None, None, None, :] < np.array([S, 3]).reshape(B, 1, 1, 1)
+    m = make_model(nodes, inputs, ["y", "present_k", "present_v"], inits)
+    n1, n2, log = run_levels(m, feeds, capfd, ["Attention"], level=2, rtol=1e-5, atol=1e-5)
+    assert n2 == n1 - 5, (n1, n2, log)  # Transpose, MatMul, Mul, Add, Softmax, MatMul become one
+
+
 def test_attention_finite_padding_mask_needs_no_guard(capfd):
     """torch's padding mask, Where(keep, 0, lowest) expanded: finite, so fused without a guard."""
     m, feeds = attention_model(mask="padding_where", guard=False)

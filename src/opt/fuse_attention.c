@@ -13,6 +13,11 @@
  * kernel reads the heads of the 3-D inputs in place and writes the 3-D output, so the head
  * split/merge copies, the score tensor and the probability tensor all disappear.
  *
+ * When the head-split tensors are needed elsewhere (GPT-2 returns k4 and v4 as its present
+ * key/value outputs, through a one-input Concat) the 3-D form cannot take them; the fusion then
+ * starts from the 4-D tensors instead: kT = Transpose(k4, [0, 1, 3, 2]) and
+ * Attention(q4, k4, v4, mask) writes the (B, N, S, Hv) product that the head merge reads.
+ *
  * Rows whose scores are all -inf: Softmax gives NaN, the exporter's Where(IsNaN) turns them into
  * zeros, and the kernel gives zeros too. Without that guard the fusion is made only when such a
  * row cannot happen (no mask, or a constant mask with a finite entry in every row). */
@@ -190,6 +195,34 @@ static int skip_identity_casts(opt_ctx *c, int *v, attn_match *m) {
     return 1;
 }
 
+static int half_type(int dt) { return dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16; }
+
+/* The 4-D form (see the top): m holds the head merge (nodes 0 and 1) and the core through Q·Kᵀ. */
+static kiln_status fuse_bnsh(opt_ctx *c, attn_match *m, kiln_node *pv, int q4, int kt, int mask, int guarded,
+                             const kiln_tensor *fs) {
+    static const int64_t swap_last[4] = {0, 1, 3, 2};
+    kiln_node *trk = inner(c, kt, "Transpose");
+    if (!trk || !has_perm(trk, 4, swap_last) || !take(m, trk)) return KILN_OK;
+    int k4 = trk->in[0], v4 = pv->in[1];
+    const kiln_tensor *fq = opt_fact(c, q4), *fk = opt_fact(c, k4), *fv = opt_fact(c, v4);
+    if (fq->rank != 4 || fk->rank != 4 || fv->rank != 4 || fq->dims[1] <= 0 || fq->dims[3] <= 0) return KILN_OK;
+    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype)) return KILN_OK;
+    if (!opt_float_type(fq->dtype) || fk->dtype != fq->dtype || fv->dtype != fq->dtype ||
+        !same_dim(fk->dims[0], fq->dims[0]) || !same_dim(fv->dims[0], fq->dims[0]) ||
+        !same_dim(fk->dims[1], fq->dims[1]) || !same_dim(fv->dims[1], fq->dims[1]) ||
+        !same_dim(fv->dims[2], fk->dims[2]) || !same_dim(fk->dims[3], fq->dims[3]))
+        return KILN_OK;
+    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype)) return KILN_OK;
+    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0)) return KILN_OK;
+    kiln_attr *attrs = calloc(1, sizeof *attrs);
+    if (!attrs || !opt_attr_float(&attrs[0], "scale", (float)m->scale)) {
+        opt_attrs_free(attrs, attrs ? 1 : 0);
+        return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    int ins[4] = {q4, k4, v4, mask}, y = pv->out[0];
+    return opt_replace(c, m->nodes + 2, m->n - 2, "", "Attention", 23, ins, mask >= 0 ? 4 : 3, &y, 1, attrs, 1);
+}
+
 static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     static const int64_t heads_first[4] = {0, 2, 1, 3};
     attn_match m = {{0}, 0, 1.0};
@@ -244,20 +277,21 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     strip_scale(c, &q4, &m);
     strip_scale(c, &kt, &m);
 
-    int q3, k3, v3;
+    int q3, k3, v3, core = m.n;
     int64_t nq, hq, nk, hk, nv, hv;
     if (!head_split(c, q4, heads_first, &m, &q3, &nq, &hq) ||
         !key_transposed(c, kt, &m, &k3, &nk, &hk) ||
-        !head_split(c, pv->in[1], heads_first, &m, &v3, &nv, &hv))
-        return KILN_OK;
+        !head_split(c, pv->in[1], heads_first, &m, &v3, &nv, &hv)) {
+        m.n = core;
+        return fuse_bnsh(c, &m, pv, q4, kt, mask, guarded, fs);
+    }
     const kiln_tensor *fq = opt_fact(c, q3), *fk = opt_fact(c, k3), *fv = opt_fact(c, v3);
     const kiln_tensor *fo = opt_fact(c, out->out[0]);
     /* The CPU Attention kernel converts half inputs to float32 and back on every call, slower than
      * the unfused MatMul path (bert_tiny_fused_fp16 0.203 -> 0.223 ms); the GPU's flash kernels
      * take float16/bfloat16 only. So a CPU session fuses float32 attention, a device session the
      * half types (its float32 attention stays as MatMul/Softmax, which the device runs). */
-    int half = fq->dtype == KILN_DTYPE_FLOAT16 || fq->dtype == KILN_DTYPE_BFLOAT16;
-    if (c->device ? !half : half) return KILN_OK;
+    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype)) return KILN_OK;
     if (nq != nk || nk != nv || hq != hk || !opt_float_type(fq->dtype) || fk->dtype != fq->dtype ||
         fv->dtype != fq->dtype || !same_dim(fk->dims[0], fq->dims[0]) ||
         !same_dim(fv->dims[0], fq->dims[0]) || !same_dim(fv->dims[1], fk->dims[1]))
