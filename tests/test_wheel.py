@@ -139,6 +139,11 @@ def test_kiln_entry_point_in_clean_venv(installed):
     ref = reference()
     for k, v in ref.items():
         np.testing.assert_allclose(np.load(out_dir / (k + ".npy")), v, rtol=1e-5, atol=1e-6)
+    # --plot through the bundled libpng
+    run([kiln_cmd, "bench", "model.onnx", "--runs", "20", "--plot", "bench.png"], clean_env(venv), cwd=str(work))
+    from PIL import Image
+    with Image.open(work / "bench.png") as im:
+        assert im.format == "PNG" and im.size == (960, 720)
     # a failing command keeps its exit status through the launcher
     bad = subprocess.run([kiln_cmd, "run", "missing.onnx"], env=clean_env(venv), cwd=str(work),
                          capture_output=True, text=True, timeout=60)
