@@ -39,15 +39,18 @@ def bar_rows(img):
     return starts, mask(img, ORANGE)
 
 
-@pytest.mark.parametrize("model,runs", [
-    (os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx"), 50),
-    (os.path.join(SHARED, "bert_tiny.onnx"), 30),
+@pytest.mark.parametrize("model,runs,trace", [
+    (os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx"), 50, False),
+    (os.path.join(SHARED, "bert_tiny.onnx"), 30, False),
+    # with --profile the runs are traced, and the op times come from the trace's events
+    (os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx"), 20, True),
 ])
-def test_bench_plot(tmp_path, model, runs):
+def test_bench_plot(tmp_path, model, runs, trace):
     if not os.path.exists(model):
         pytest.fail("shared model missing: %s" % model)
     png = tmp_path / "bench.png"
-    r = bench(model, "--runs", str(runs), "--warmup", "2", "--threads", "2", "--plot", str(png))
+    extra = ["--profile", str(tmp_path / "trace.json")] if trace else []
+    r = bench(model, "--runs", str(runs), "--warmup", "2", "--threads", "2", "--plot", str(png), *extra)
     assert r.returncode == 0, r.stderr
     assert "latency ms: p50" in r.stdout and "plot written to" in r.stderr
     with Image.open(png) as im:

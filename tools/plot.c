@@ -5,9 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <ctype.h>
-#ifdef KILN_HAVE_PNG
+#ifdef KILN_HAVE_PNG   /* to the end of write_png: the drawing is only reachable with libpng */
 #include <png.h>
-#endif
 
 enum { W = PLOT_WIDTH, H = PLOT_HEIGHT, MAX_ROWS = 12, BINS = 40, PROFILED_RUNS = 20 };
 
@@ -88,27 +87,39 @@ static void label(canvas *c, int x, int y, const char *s, rgb col) {
     text(c, x, y, s, 2, col);
 }
 
-/* Panel 1: latency histogram over [lo, hi] with p50 and p99 marked. */
+static int pct(int runs, double q) { int i = (int)(runs * q); return i < runs ? i : runs - 1; }
+
+/* Panel 1: latency histogram with p50 and p99 marked. The axis ends at twice the p95 when slower
+ * runs lie beyond it (a stall of a busy machine would squeeze the rest into one bar): those runs
+ * are counted in a red last bar, and the percentiles are written out above. */
 static void draw_histogram(canvas *c, const double *lat, int runs, int top) {
     const int x0 = 80, x1 = W - 40, y0 = top + 40, y1 = top + 280;
     text(c, 40, top, "LATENCY PER RUN (MS)", 2, INK);
-    double lo = lat[0], hi = lat[runs - 1];
+    char buf[96], v[4][32];
+    const double q[4] = {lat[pct(runs, 0.5)], lat[pct(runs, 0.9)], lat[pct(runs, 0.99)], lat[runs - 1]};
+    for (int k = 0; k < 4; k++) fmt_ms(v[k], sizeof v[k], q[k]);
+    snprintf(buf, sizeof buf, "P50 %s  P90 %s  P99 %s  MAX %s", v[0], v[1], v[2], v[3]);
+    text(c, x1 - text_width(buf, 2), top, buf, 2, INK);
+    double lo = lat[0], hi = lat[runs - 1], cap = 2 * lat[pct(runs, 0.95)];
+    if (hi > cap && cap > lo) hi = cap;
     if (hi - lo < 1e-9) lo -= 0.5e-3, hi += 0.5e-3;
     double step = nice_step(hi - lo, 6);
     lo = step * (double)(long long)(lo / step);   /* axis starts on a tick */
     if (lo > lat[0]) lo -= step;
     hi = lo + step * (double)(long long)((hi - lo) / step + 1);
-    int count[BINS] = {0}, most = 0;
+    int count[BINS] = {0}, most = 0, over = 0;
     for (int r = 0; r < runs; r++) {
         int b = (int)((lat[r] - lo) / (hi - lo) * BINS);
+        over += lat[r] > hi;
         b = b < 0 ? 0 : b >= BINS ? BINS - 1 : b;
         if (++count[b] > most) most = count[b];
     }
-    int ystep = (most + 3) / 4;   /* run counts on 4 whole-number grid lines */
-    most = 4 * ystep;
-    char buf[64];
-    for (int k = 0; k <= 4; k++) {
-        int y = y1 - (y1 - y0) * k / 4;
+    int ystep = (int)(nice_step(most, 5) + 0.5);   /* run counts on round grid lines */
+    if (ystep < 1) ystep = 1;
+    int lines = (most + ystep - 1) / ystep;
+    most = lines * ystep;
+    for (int k = 0; k <= lines; k++) {
+        int y = y1 - (y1 - y0) * k / lines;
         fill(c, x0, y, x1 - x0, 1, GRID);
         snprintf(buf, sizeof buf, "%d", ystep * k);
         text(c, x0 - 10 - text_width(buf, 2), y - 7, buf, 2, INK);
@@ -117,6 +128,14 @@ static void draw_histogram(canvas *c, const double *lat, int runs, int top) {
     for (int b = 0; b < BINS; b++) {
         int h = (int)((double)count[b] / most * (y1 - y0));
         fill(c, x0 + b * bw + 1, y1 - h, bw - 2, h, BLUE);
+    }
+    if (over) {
+        int h = (int)((double)over / most * (y1 - y0));
+        fill(c, x0 + (BINS - 1) * bw + 1, y1 - (h > 2 ? h : 2), bw - 2, h > 2 ? h : 2, RED);
+        char at[32];
+        fmt_tick(at, sizeof at, hi, step);
+        snprintf(buf, sizeof buf, "%d RUNS OVER %s MS: RED BAR", over, at);
+        label(c, x1 - text_width(buf, 2), y0 + 64, buf, RED);
     }
     fill(c, x0, y1, x1 - x0, 2, INK);
     fill(c, x0, y0, 2, y1 - y0 + 2, INK);
@@ -127,14 +146,12 @@ static void draw_histogram(canvas *c, const double *lat, int runs, int top) {
         int tx = x - text_width(buf, 2) / 2;
         text(c, tx + text_width(buf, 2) > W - 4 ? W - 4 - text_width(buf, 2) : tx, y1 + 14, buf, 2, INK);
     }
-    int p99 = (int)(runs * 0.99) < runs ? (int)(runs * 0.99) : runs - 1;
-    const struct { double v; const char *name; rgb col; } marks[2] = {{lat[runs / 2], "P50", GREEN}, {lat[p99], "P99", RED}};
+    const struct { int i; const char *name; rgb col; } marks[2] = {{0, "P50", GREEN}, {2, "P99", RED}};
     for (int m = 0; m < 2; m++) {
-        int x = x0 + (int)((marks[m].v - lo) / (hi - lo) * (bw * BINS));
+        if (q[marks[m].i] > hi) continue;   /* off the axis: written above only */
+        int x = x0 + (int)((q[marks[m].i] - lo) / (hi - lo) * (bw * BINS));
         for (int y = y0; y < y1; y += 8) fill(c, x, y, 2, 4, marks[m].col);
-        char v[32];
-        fmt_ms(v, sizeof v, marks[m].v);
-        snprintf(buf, sizeof buf, "%s %s", marks[m].name, v);
+        snprintf(buf, sizeof buf, "%s %s", marks[m].name, v[marks[m].i]);
         label(c, x + 6 + text_width(buf, 2) > x1 ? x - 6 - text_width(buf, 2) : x + 6, y0 + m * 20, buf,
               marks[m].col);
     }
@@ -181,7 +198,6 @@ static void draw_ops(canvas *c, op_time *ops, int n, int prof_runs, int top) {
     fill(c, x0 - 2, top + 32, 2, n * row_h + 2, INK);
 }
 
-#ifdef KILN_HAVE_PNG
 static int write_png(const char *path, const unsigned char *px) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
