@@ -148,3 +148,22 @@ def test_kiln_entry_point_in_clean_venv(installed):
     bad = subprocess.run([kiln_cmd, "run", "missing.onnx"], env=clean_env(venv), cwd=str(work),
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "missing.onnx" in bad.stderr, (bad.returncode, bad.stderr, p.stdout)
+
+
+def test_provider_with_a_missing_dependency_names_it(tmp_path):
+    """A CUDA provider library that is found but whose CUDA libraries are not (a wheel installed
+    without the nvidia-* wheels or toolkit): the error names the missing library and where it comes
+    from, not a later 'libkiln_cuda.so not found'."""
+    dep, prov = tmp_path / "dep", tmp_path / "prov"
+    dep.mkdir(), prov.mkdir()
+    (tmp_path / "d.c").write_text("int kiln_test_dep(void) { return 1; }\n")
+    (tmp_path / "p.c").write_text("int kiln_test_dep(void);\nint kiln_provider_abi(void) { return kiln_test_dep(); }\n")
+    run(["gcc", "-shared", "-fPIC", "-o", str(dep / "libkiln_test_cudart.so"), str(tmp_path / "d.c")], os.environ, str(tmp_path))
+    run(["gcc", "-shared", "-fPIC", "-o", str(prov / "libkiln_cuda.so"), str(tmp_path / "p.c"), "-L", str(dep),
+         "-lkiln_test_cudart"], os.environ, str(tmp_path))
+    code = ("import sys; sys.path.insert(0, %r); import kiln\n"
+            "try:\n    kiln.InferenceSession(%r, providers=['CUDAExecutionProvider'])\n"
+            "except kiln.KilnError as e:\n    print(e)\n") % (os.path.join(ROOT, "python"), MODEL)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, KILN_PROVIDER_PATH=str(prov)))
+    assert "libkiln_test_cudart.so" in out.stdout and "nvidia-cuda-runtime" in out.stdout, out.stdout + out.stderr

@@ -134,7 +134,7 @@ static void draw_histogram(canvas *c, const double *lat, int runs, int top) {
         fill(c, x0 + (BINS - 1) * bw + 1, y1 - (h > 2 ? h : 2), bw - 2, h > 2 ? h : 2, RED);
         char at[32];
         fmt_tick(at, sizeof at, hi, step);
-        snprintf(buf, sizeof buf, "%d RUNS OVER %s MS: RED BAR", over, at);
+        snprintf(buf, sizeof buf, "%d RUN%s OVER %s MS: RED BAR", over, over > 1 ? "S" : "", at);
         label(c, x1 - text_width(buf, 2), y0 + 64, buf, RED);
     }
     fill(c, x0, y1, x1 - x0, 2, INK);
