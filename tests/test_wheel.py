@@ -167,3 +167,33 @@ def test_provider_with_a_missing_dependency_names_it(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, KILN_PROVIDER_PATH=str(prov)))
     assert "libkiln_test_cudart.so" in out.stdout and "nvidia-cuda-runtime" in out.stdout, out.stdout + out.stderr
+
+
+def test_cuda_provider_packaging_without_cuda(tmp_path):
+    """What the wheel build does to libkiln_cuda.so (python/wheel_libs.py), on a stand-in built
+    here: its CUDA libraries are left out of the wheel, any other dependency is bundled, and its
+    RUNPATH finds the CUDA runtime in the nvidia-* wheels' folder of the same site-packages."""
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    import wheel_libs
+    cuda_dir, site = tmp_path / "cuda", tmp_path / "site"
+    pkg, libs = site / "kiln", site / "kiln.libs"
+    for d in (cuda_dir, pkg, site / "nvidia" / "cu13" / "lib"):
+        d.mkdir(parents=True)
+    (tmp_path / "rt.c").write_text("int cudaStub(void) { return 13; }\n")
+    (tmp_path / "prov.c").write_text("#include <zlib.h>\nint cudaStub(void);\n"
+                                     "int kiln_provider_abi(void) { return cudaStub() + (int)zlibVersion()[0]; }\n")
+    run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcudart.so.13", "-o", str(cuda_dir / "libcudart.so.13"),
+         str(tmp_path / "rt.c")], os.environ, str(tmp_path))
+    prov = pkg / "libkiln_cuda.so"
+    run(["gcc", "-shared", "-fPIC", "-o", str(prov), str(tmp_path / "prov.c"), str(cuda_dir / "libcudart.so.13"), "-lz"],
+        os.environ, str(tmp_path))
+    runpath = wheel_libs.runpaths(str(pkg), str(libs), str(prov))
+    assert runpath[:3] == ["$ORIGIN", "$ORIGIN/../kiln.libs", "$ORIGIN/../nvidia/cu13/lib"], runpath
+    copied = wheel_libs.bundle(str(pkg), str(libs), {str(prov): runpath})
+    assert [c for c in copied if c.startswith("libz-")] and not [c for c in copied if "cudart" in c], copied
+    shutil.copy(cuda_dir / "libcudart.so.13", site / "nvidia" / "cu13" / "lib")
+    ldd = run(["ldd", str(prov)], clean_env(), cwd="/").stdout
+    found = {parts[0]: os.path.dirname(os.path.realpath(parts[2]))
+             for parts in map(str.split, ldd.splitlines()) if len(parts) > 2 and parts[1] == "=>"}
+    assert found.get("libcudart.so.13") == str(site / "nvidia" / "cu13" / "lib"), ldd
+    assert [d for n, d in found.items() if re.match(r"libz-[0-9a-f]{8}\.so\.1$", n)] == [str(libs)], ldd
