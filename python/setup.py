@@ -6,8 +6,9 @@ installs on a machine without them. Also builds the extension kiln._native (the 
 InferenceSession.run) against that libkiln, when Python's headers and numpy are there; without them,
 or if it fails to compile, the package uses ctypes only.
 
-Environment: KILN_CUDA=OFF|ON|AUTO (default AUTO: the CUDA provider when nvcc is found) is passed
-to CMake; KILN_BUILD_DIR is the CMake build folder (default build/ of the repository)."""
+Environment: KILN_CUDA=OFF|ON|AUTO is passed to CMake (unset: the build folder's setting, AUTO in a
+new one: the CUDA provider when nvcc is found; OFF for a CPU-only wheel); KILN_BUILD_DIR is the CMake
+build folder (default build/ of the repository)."""
 import os
 import shutil
 import subprocess

@@ -158,9 +158,9 @@ def test_provider_with_a_missing_dependency_names_it(tmp_path):
     dep.mkdir(), prov.mkdir()
     (tmp_path / "d.c").write_text("int kiln_test_dep(void) { return 1; }\n")
     (tmp_path / "p.c").write_text("int kiln_test_dep(void);\nint kiln_provider_abi(void) { return kiln_test_dep(); }\n")
-    run(["gcc", "-shared", "-fPIC", "-o", str(dep / "libkiln_test_cudart.so"), str(tmp_path / "d.c")], os.environ, str(tmp_path))
+    run(["gcc", "-shared", "-fPIC", "-o", str(dep / "libkiln_test_cudart.so"), str(tmp_path / "d.c")], clean_env(), str(tmp_path))
     run(["gcc", "-shared", "-fPIC", "-o", str(prov / "libkiln_cuda.so"), str(tmp_path / "p.c"), "-L", str(dep),
-         "-lkiln_test_cudart"], os.environ, str(tmp_path))
+         "-lkiln_test_cudart"], clean_env(), str(tmp_path))
     code = ("import sys; sys.path.insert(0, %r); import kiln\n"
             "try:\n    kiln.InferenceSession(%r, providers=['CUDAExecutionProvider'])\n"
             "except kiln.KilnError as e:\n    print(e)\n") % (os.path.join(ROOT, "python"), MODEL)
@@ -183,10 +183,10 @@ def test_cuda_provider_packaging_without_cuda(tmp_path):
     (tmp_path / "prov.c").write_text("#include <zlib.h>\nint cudaStub(void);\n"
                                      "int kiln_provider_abi(void) { return cudaStub() + (int)zlibVersion()[0]; }\n")
     run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcudart.so.13", "-o", str(cuda_dir / "libcudart.so.13"),
-         str(tmp_path / "rt.c")], os.environ, str(tmp_path))
+         str(tmp_path / "rt.c")], clean_env(), str(tmp_path))
     prov = pkg / "libkiln_cuda.so"
     run(["gcc", "-shared", "-fPIC", "-o", str(prov), str(tmp_path / "prov.c"), str(cuda_dir / "libcudart.so.13"), "-lz"],
-        os.environ, str(tmp_path))
+        clean_env(), str(tmp_path))
     runpath = wheel_libs.runpaths(str(pkg), str(libs), str(prov))
     assert runpath[:3] == ["$ORIGIN", "$ORIGIN/../kiln.libs", "$ORIGIN/../nvidia/cu13/lib"], runpath
     copied = wheel_libs.bundle(str(pkg), str(libs), {str(prov): runpath})
