@@ -132,10 +132,6 @@ static void draw_histogram(canvas *c, const double *lat, int runs, int top) {
     if (over) {
         int h = (int)((double)over / most * (y1 - y0));
         fill(c, x0 + (BINS - 1) * bw + 1, y1 - (h > 2 ? h : 2), bw - 2, h > 2 ? h : 2, RED);
-        char at[32];
-        fmt_tick(at, sizeof at, hi, step);
-        snprintf(buf, sizeof buf, "%d RUN%s OVER %s MS: RED BAR", over, over > 1 ? "S" : "", at);
-        label(c, x1 - text_width(buf, 2), y0 + 64, buf, RED);
     }
     fill(c, x0, y1, x1 - x0, 2, INK);
     fill(c, x0, y0, 2, y1 - y0 + 2, INK);
@@ -154,6 +150,12 @@ static void draw_histogram(canvas *c, const double *lat, int runs, int top) {
         snprintf(buf, sizeof buf, "%s %s", marks[m].name, v[marks[m].i]);
         label(c, x + 6 + text_width(buf, 2) > x1 ? x - 6 - text_width(buf, 2) : x + 6, y0 + m * 20, buf,
               marks[m].col);
+    }
+    if (over) {   /* last: over the marker lines */
+        char at[32];
+        fmt_tick(at, sizeof at, hi, step);
+        snprintf(buf, sizeof buf, "%d RUN%s OVER %s MS: RED BAR", over, over > 1 ? "S" : "", at);
+        label(c, x1 - text_width(buf, 2), y0 + 64, buf, RED);
     }
 }
 
