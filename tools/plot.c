@@ -89,9 +89,9 @@ static void label(canvas *c, int x, int y, const char *s, rgb col) {
 
 static int pct(int runs, double q) { int i = (int)(runs * q); return i < runs ? i : runs - 1; }
 
-/* Panel 1: latency histogram with p50 and p99 marked. The axis ends at twice the p95 when slower
- * runs lie beyond it (a stall of a busy machine would squeeze the rest into one bar): those runs
- * are counted in a red last bar, and the percentiles are written out above. */
+/* Panel 1: latency histogram with p50 and p99 marked. Far-out runs (past Tukey's fence or twice
+ * the p95, but never more than a tenth of them) would squeeze the rest into one bar, as a stall of
+ * a busy machine does: they are counted in a red last bar, and the percentiles written out above. */
 static void draw_histogram(canvas *c, const double *lat, int runs, int top) {
     const int x0 = 80, x1 = W - 40, y0 = top + 40, y1 = top + 280;
     text(c, 40, top, "LATENCY PER RUN (MS)", 2, INK);
@@ -100,7 +100,10 @@ static void draw_histogram(canvas *c, const double *lat, int runs, int top) {
     for (int k = 0; k < 4; k++) fmt_ms(v[k], sizeof v[k], q[k]);
     snprintf(buf, sizeof buf, "P50 %s  P90 %s  P99 %s  MAX %s", v[0], v[1], v[2], v[3]);
     text(c, x1 - text_width(buf, 2), top, buf, 2, INK);
-    double lo = lat[0], hi = lat[runs - 1], cap = 2 * lat[pct(runs, 0.95)];
+    double lo = lat[0], hi = lat[runs - 1], p75 = lat[pct(runs, 0.75)];
+    double cap = p75 + 3 * (p75 - lat[pct(runs, 0.25)]);   /* Tukey's far-out fence */
+    if (cap > 2 * lat[pct(runs, 0.95)]) cap = 2 * lat[pct(runs, 0.95)];
+    if (cap < q[1]) cap = q[1];   /* at most a tenth of the runs in the red bar */
     if (hi > cap && cap > lo) hi = cap;
     if (hi - lo < 1e-9) lo -= 0.5e-3, hi += 0.5e-3;
     double step = nice_step(hi - lo, 6);
@@ -169,7 +172,9 @@ static int by_seconds(const void *a, const void *b) {
 /* Panel 2: one bar per op type, the slowest first, the rest summed into one row. */
 static void draw_ops(canvas *c, op_time *ops, int n, int prof_runs, int top) {
     const int label_w = 20 * 12, x0 = 40 + label_w + 10, x1 = W - 260, row_h = 22;
-    text(c, 40, top, "TIME BY OP TYPE (MS PER RUN, SHARE)", 2, INK);
+    char title[64];
+    snprintf(title, sizeof title, "TIME BY OP TYPE (MEDIAN OF %d RUNS: MS, SHARE)", prof_runs);
+    text(c, 40, top, title, 2, INK);
     double total = 0;
     for (int i = 0; i < n; i++) total += ops[i].seconds;
     if (n == 0 || total <= 0) {
@@ -193,11 +198,49 @@ static void draw_ops(canvas *c, op_time *ops, int n, int prof_runs, int top) {
         text(c, 40 + label_w - text_width(name, 2), y + 3, name, 2, INK);
         int w = (int)(ops[i].seconds / most * (x1 - x0));
         fill(c, x0, y, w > 1 ? w : 1, row_h - 4, ORANGE);
-        fmt_ms(ms, sizeof ms, ops[i].seconds * 1e3 / prof_runs);
+        fmt_ms(ms, sizeof ms, ops[i].seconds * 1e3);
         snprintf(buf, sizeof buf, "%s  %.1f%%", ms, 100.0 * ops[i].seconds / total);
         text(c, x0 + w + 8, y + 3, buf, 2, INK);
     }
     fill(c, x0 - 2, top + 32, 2, n * row_h + 2, INK);
+}
+
+static int cmp_seconds(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Seconds per op type spent since the plot's runs began, from the session's per-op counters
+ * (KILN_PROFILE's, which it may already have been counting: `before` is subtracted), or from the
+ * trace's node events when --profile traces the runs instead (runner.c). Entries keep their order
+ * from call to call: both sources only append. */
+typedef struct op_sampler {
+    const kiln_session *s;
+    struct kiln_op_profile before[sizeof ((kiln_session *)0)->prof / sizeof ((kiln_session *)0)->prof[0]];
+    int n_before;
+    size_t ev_before;
+} op_sampler;
+
+static int op_totals(const op_sampler *sm, op_time *ops, int cap) {
+    const kiln_session *s = sm->s;
+    int n = 0;
+    if (!s->trace.path) {
+        for (; n < s->n_prof && n < cap; n++)
+            ops[n] = (op_time){s->prof[n].op, s->prof[n].seconds - (n < sm->n_before ? sm->before[n].seconds : 0)};
+        return n;
+    }
+    for (size_t e = sm->ev_before; e < s->trace.n; e++) {
+        const kiln_trace_event *ev = &s->trace.ev[e];
+        if (!ev->op) continue;   /* the run's own event */
+        int i = 0;
+        while (i < n && strcmp(ops[i].op, ev->op)) i++;
+        if (i == n) {
+            if (n == cap) continue;
+            ops[n++] = (op_time){ev->op, 0};
+        }
+        ops[i].seconds += ev->dur_us * 1e-6;
+    }
+    return n;
 }
 
 static int write_png(const char *path, const unsigned char *px) {
@@ -231,41 +274,37 @@ int bench_plot(const char *png, kiln_session *s, const char *model, const double
     return 1;
 #else
     fflush(stdout);   /* bench's report first, then ours on stderr */
-    /* per-op times from the session's own counters (KILN_PROFILE's), over runs of their own: the
-     * difference of the counters around them (entries are only appended while runs go on) */
-    struct kiln_op_profile before[sizeof s->prof / sizeof s->prof[0]];
-    int n_before = s->n_prof, was = s->profile;
-    size_t ev_before = s->trace.n;
-    memcpy(before, s->prof, sizeof before);
+    enum { CAP = sizeof s->prof / sizeof s->prof[0] };
+    op_time prev[CAP], now[CAP], ops[CAP];
+    double *per_run = calloc((size_t)PROFILED_RUNS * CAP, sizeof *per_run);   /* [run][op] seconds */
+    if (!per_run) { fprintf(stderr, "kiln bench: out of memory\n"); return 1; }
+    op_sampler sm = {s, {{0}}, s->n_prof, s->trace.n};
+    memcpy(sm.before, s->prof, sizeof sm.before);
+    int was = s->profile, n_prev = 0, n = 0;
     s->profile = 1;
     int prof_runs = runs < PROFILED_RUNS ? runs : PROFILED_RUNS;
     for (int r = 0; r < prof_runs; r++) {
         if (kiln_session_run_values_opts(s, &cli_opts.run, ni, names, vals, no, idx, outs)) {
             fprintf(stderr, "kiln: %s: %s\n", model, kiln_session_error(s));
             s->profile = was;
+            free(per_run);
             return 1;
         }
         for (int k = 0; k < no; k++) kiln_value_release(&outs[k]);
+        n = op_totals(&sm, now, CAP);
+        for (int i = 0; i < n; i++) per_run[(size_t)r * CAP + i] = now[i].seconds - (i < n_prev ? prev[i].seconds : 0);
+        memcpy(prev, now, sizeof now);
+        n_prev = n;
     }
     s->profile = was;
-    op_time ops[sizeof s->prof / sizeof s->prof[0]];
-    int n = s->n_prof;
-    for (int i = 0; i < n; i++)
-        ops[i] = (op_time){s->prof[i].op, s->prof[i].seconds - (i < n_before ? before[i].seconds : 0)};
-    if (s->trace.path) {   /* --profile: runs are traced instead (runner.c), one event per node */
-        n = 0;
-        for (size_t e = ev_before; e < s->trace.n; e++) {
-            const kiln_trace_event *ev = &s->trace.ev[e];
-            if (!ev->op) continue;   /* the run's own event */
-            int i = 0;
-            while (i < n && strcmp(ops[i].op, ev->op)) i++;
-            if (i == n) {
-                if (n == (int)(sizeof ops / sizeof ops[0])) continue;
-                ops[n++] = (op_time){ev->op, 0};
-            }
-            ops[i].seconds += ev->dur_us * 1e-6;
-        }
+    /* the median run of each op: a stall of the machine in one run does not move it */
+    double col[PROFILED_RUNS];
+    for (int i = 0; i < n; i++) {
+        for (int r = 0; r < prof_runs; r++) col[r] = per_run[(size_t)r * CAP + i];
+        qsort(col, (size_t)prof_runs, sizeof col[0], cmp_seconds);
+        ops[i] = (op_time){now[i].op, col[prof_runs / 2]};
     }
+    free(per_run);
 
     canvas c = {malloc((size_t)W * H * 3)};
     if (!c.px) { fprintf(stderr, "kiln bench: out of memory\n"); return 1; }
