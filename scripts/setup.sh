@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what kiln needs to build and test on Debian 12, by package name only: the C toolchain,
 # OpenBLAS, the image codec libraries ImageDecoder links when present and the ONNX conformance data
-# (onnx 1.12) from Debian, and numpy, onnx (1.22, which still ships its node tests), onnxruntime (the
-# oracle) and pytest from PyPI.
+# (onnx 1.12) from Debian (with python3-venv and patchelf for tests/test_wheel.py), and numpy, onnx
+# (1.22, which still ships its node tests), onnxruntime (the oracle) and pytest from PyPI.
 set -euo pipefail
 need_apt=()
 for p in build-essential cmake pkg-config libopenblas-dev zlib1g-dev libonnx-testdata clang libclang-rt-14-dev \
-         libjpeg62-turbo-dev libpng-dev libtiff-dev libwebp-dev libopenjp2-7-dev; do
+         libjpeg62-turbo-dev libpng-dev libtiff-dev libwebp-dev libopenjp2-7-dev python3-venv patchelf; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,5 +1,6 @@
 /* kiln bench: latency percentiles, throughput and peak memory of repeated runs. */
 #include "cli.h"
+#include "plot.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@ int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *npz = NULL;
     int threads = 0, runs = 100, warmup = 10;
     int sopt;
-    const char *profile = NULL;
+    const char *profile = NULL, *plot = NULL;
     dim_binding dims[32];
     int n_dims = 0;
     for (int i = 1; i < argc; i++) {
@@ -24,6 +25,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(argv[i], "--warmup") && more) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--inputs") && more) npz = argv[++i];
         else if (!strcmp(argv[i], "--profile") && more) profile = argv[++i];
+        else if (!strcmp(argv[i], "--plot") && more) plot = argv[++i];
         else if ((sopt = cli_parse_session_opt(argc, argv, &i)) != 0) {
             if (sopt < 0) return 2;
         }
@@ -87,6 +89,7 @@ int cmd_bench(int argc, char **argv) {
            total / runs);
     printf("throughput: %.1f runs/s\n", runs / (total / 1e3));
     printf("peak RSS: %.1f MiB; arena %zu bytes\n", ru.ru_maxrss / 1024.0, st.arena_bytes);
+    if (plot && bench_plot(plot, s, model, lat, runs, (int)ni, names, vals, (int)no, idx, outs)) goto out;
     rc = 0;
 out:
     for (size_t i = 0; i < ni; i++) if (vals[i].t.owner) kiln_value_release(&vals[i]);

@@ -17,7 +17,7 @@ static void usage(void) {
           "  kiln info MODEL [--dim NAME=N ...] [SESSION]\n"
           "  kiln test DIR... [--expect-fail FILE] [--write-failures FILE] [--rtol X] [--atol X] [--quiet]\n"
           "  kiln bench MODEL [--threads N] [--runs N] [--warmup N] [--inputs FILE.npz] [--dim NAME=N ...]\n"
-          "                   [--profile TRACE.json] [SESSION]\n"
+          "                   [--profile TRACE.json] [--plot FILE.png] [SESSION]\n"
           "  kiln convert MODEL OUT.onnx [--fp16] [--optimize] [--verbose]\n"
           "                  (writes the model back as ONNX: --fp16 computes in float16 with float32\n"
           "                   inputs/outputs, --optimize applies kiln's fusions)\n"

@@ -10,16 +10,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct known_provider {
     unsigned bit;          /* KILN_PROVIDER_* */
     const char *ort_name;
     const char *library;
     const char *label;     /* for messages */
+    const char *deps_hint; /* where the libraries it needs come from, when one of them is missing */
 } known_provider;
 
 static const known_provider KNOWN[] = {
-    {KILN_PROVIDER_CUDA, "CUDAExecutionProvider", "libkiln_cuda.so", "CUDA"},
+    {KILN_PROVIDER_CUDA, "CUDAExecutionProvider", "libkiln_cuda.so", "CUDA",
+     "the CUDA runtime, cuBLAS and cuDNN come from the CUDA toolkit (on LD_LIBRARY_PATH) or from pip: "
+     "pip install nvidia-cuda-runtime nvidia-cublas nvidia-cudnn-cu13 (kiln[cuda])"},
 };
 enum { N_KNOWN = sizeof KNOWN / sizeof KNOWN[0] };
 
@@ -33,7 +37,9 @@ int kiln_providers_known(const char **names, int max) {
 
 static pthread_mutex_t load_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* dlopen from a folder, or by bare name when dir is NULL; NULL with the loader's message. */
+/* dlopen from a folder, or by bare name when dir is NULL; NULL with the loader's message. The
+ * message of a library that exists but failed (a missing dependency) is kept over later attempts'
+ * "not found", which would hide it. */
 static void *open_in(const char *dir, const char *lib, char *why, size_t cap) {
     char path[4096];
     if (dir) snprintf(path, sizeof path, "%s/%s", dir, lib);
@@ -41,7 +47,7 @@ static void *open_in(const char *dir, const char *lib, char *why, size_t cap) {
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *m = dlerror();
-        snprintf(why, cap, "%s", m ? m : "dlopen failed");
+        if (!why[0] || (dir && access(path, F_OK) == 0)) snprintf(why, cap, "%s", m ? m : "dlopen failed");
     }
     return h;
 }
@@ -70,8 +76,9 @@ static kiln_status open_library_provider(const known_provider *k, const kiln_opt
     void *h = load_library(k->library, why, sizeof why);
     pthread_mutex_unlock(&load_mu);
     if (!h)
-        return kiln_fail(e, KILN_ERR_NO_PROVIDER, "the %s provider library %s could not be loaded: %s",
-                         k->label, k->library, why);
+        return kiln_fail(e, KILN_ERR_NO_PROVIDER, "the %s provider library %s could not be loaded: %s%s%s",
+                         k->label, k->library, why, strstr(why, k->library) ? "" : "; ",
+                         strstr(why, k->library) ? "" : k->deps_hint);
     int (*abi)(void) = (int (*)(void))dlsym(h, "kiln_provider_abi");
     kiln_provider_open_fn entry = (kiln_provider_open_fn)dlsym(h, KILN_PROVIDER_ENTRY);
     if (!abi || !entry)
@@ -133,7 +140,7 @@ void kiln_providers_close(kiln_provider_set *set) {
 int kiln_providers_each_kernel(void (*fn)(void *arg, const char *provider, const kiln_kernel *k), void *arg) {
     int listed = 0;
     for (int i = 0; i < N_KNOWN; i++) {
-        char why[1024];
+        char why[1024] = "";
         pthread_mutex_lock(&load_mu);
         void *h = load_library(KNOWN[i].library, why, sizeof why);
         pthread_mutex_unlock(&load_mu);
