@@ -1,5 +1,6 @@
 /* Opening providers. A provider library is found, in order, in the folder named by
- * KILN_PROVIDER_PATH, in the folder libkiln itself was loaded from, and on the loader's path. It
+ * KILN_PROVIDER_PATH (one there that fails to load is final), in the folder libkiln itself was
+ * loaded from, and on the loader's path. It
  * must export kiln_provider_abi() returning KILN_PROVIDER_ABI and the entry KILN_PROVIDER_ENTRY.
  * Libraries stay loaded once opened (unloading the CUDA runtime while its threads live is unsafe). */
 #include "registry.h"
@@ -55,7 +56,14 @@ static void *open_in(const char *dir, const char *lib, char *why, size_t cap) {
 static void *load_library(const char *lib, char *why, size_t cap) {
     const char *env = getenv("KILN_PROVIDER_PATH");
     void *h = NULL;
-    if (env && env[0] && (h = open_in(env, lib, why, cap))) return h;
+    if (env && env[0]) {
+        if ((h = open_in(env, lib, why, cap))) return h;
+        /* a library that is there but fails (a missing dependency) is the answer, not a reason to
+         * take another copy from elsewhere */
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", env, lib);
+        if (access(path, F_OK) == 0) return NULL;
+    }
     Dl_info info;
     if (dladdr((void *)&kiln_providers_open, &info) && info.dli_fname) {
         char dir[4096];
