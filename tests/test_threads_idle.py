@@ -137,3 +137,35 @@ def test_idle_after_many_tiny_runs(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, ROOT, path], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.strip()) < 0.02, r.stdout
+
+
+def test_pool_covers_every_index_once():
+    """Stress of the pool's hand-out (one job at a time, back to back, sizes around the chunk and
+    thread counts): every index of [0, n) runs exactly once, also with oversubscribed pools."""
+    import ctypes
+    from kiln import _lib
+    lib = _lib.load()
+    fn_t = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+    lib.kiln_threadpool_create.restype = ctypes.c_void_p
+    lib.kiln_threadpool_create.argtypes = [ctypes.c_int]
+    lib.kiln_threadpool_run.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, fn_t, ctypes.c_void_p]
+    lib.kiln_threadpool_destroy.argtypes = [ctypes.c_void_p]
+    lib.kiln_threadpool_size.argtypes = [ctypes.c_void_p]
+    hits = None
+
+    def body(_arg, b, e):
+        assert 0 <= b < e <= len(hits)
+        hits[b:e] += 1
+
+    cb = fn_t(body)
+    rng = np.random.default_rng(5)
+    for threads in (2, 3, 5):
+        tp = lib.kiln_threadpool_create(threads)
+        assert lib.kiln_threadpool_size(tp) == threads
+        for _ in range(300):
+            n = int(rng.integers(1, 200))
+            grain = int(rng.integers(1, 8))
+            hits = np.zeros(n, np.int64)
+            lib.kiln_threadpool_run(tp, n, grain, cb, None)
+            assert (hits == 1).all(), (threads, n, grain, hits)
+        lib.kiln_threadpool_destroy(tp)

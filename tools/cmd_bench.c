@@ -87,6 +87,7 @@ int cmd_bench(int argc, char **argv) {
            total / runs);
     printf("throughput: %.1f runs/s\n", runs / (total / 1e3));
     printf("peak RSS: %.1f MiB; arena %zu bytes\n", ru.ru_maxrss / 1024.0, st.arena_bytes);
+    cli_print_overheads(s, threads);
     rc = 0;
 out:
     for (size_t i = 0; i < ni; i++) if (vals[i].t.owner) kiln_value_release(&vals[i]);
