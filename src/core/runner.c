@@ -566,6 +566,8 @@ typedef struct kiln_subframe {
     int n_outer;
     int64_t *key;          /* scratch: this call's signature */
     int key_len;
+    long hits, misses;     /* a body whose shapes change every call (a growing loop-carried value)
+                              stops recording: a plan per call would cost more than the heap */
     sub_plan *plans;       /* most recent first */
     int n_plans;
     struct kiln_subframe *next; /* the session's list */
@@ -641,8 +643,10 @@ static void subframe_pick_plan(struct kiln_runner *r, kiln_subframe *f, int n_in
     for (sub_plan *p = f->plans; p; p = p->next)
         if (p->key_len == len && !memcmp(p->key, f->key, (size_t)len * sizeof(int64_t))) {
             r->plan = p->plan;
+            f->hits++;
             return;
         }
+    if (++f->misses > 4 * SUB_MAX_PLANS && f->hits < f->misses) return;
     f->key_len = len;
     r->rec = f->rec;
     for (int v = 0; v < r->g->n_values; v++) f->rec[v].def = f->rec[v].last = -1;
