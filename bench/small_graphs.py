@@ -116,6 +116,17 @@ def chain_model(n=200, width=16):
     return _model(nodes, [_vi("x", [1, width])], [_vi("y", [1, width])], [c])
 
 
+def rnn_model(cell="LSTM", S=100, I=64, H=128):
+    """A bidirectional LSTM or GRU over S steps of batch 1: its per-step recurrent products."""
+    rng = np.random.default_rng(13)
+    G = 4 if cell == "LSTM" else 3
+    W = numpy_helper.from_array((rng.standard_normal((2, G * H, I)) * 0.1).astype(np.float32), "W")
+    R = numpy_helper.from_array((rng.standard_normal((2, G * H, H)) * 0.1).astype(np.float32), "R")
+    Bi = numpy_helper.from_array((rng.standard_normal((2, 2 * G * H)) * 0.1).astype(np.float32), "B")
+    nodes = [helper.make_node(cell, ["x", "W", "R", "B"], ["y", "yh"], hidden_size=H, direction="bidirectional")]
+    return _model(nodes, [_vi("x", [S, 1, I])], [_vi("y", [S, 2, 1, H]), _vi("yh", [2, 1, H])], [W, R, Bi])
+
+
 def feeds(name, seed=0):
     rng = np.random.default_rng(seed)
     if name == "loop":
@@ -127,6 +138,8 @@ def feeds(name, seed=0):
         return f
     if name == "scan":
         return {"s0": rng.standard_normal(W).astype(np.float32), "xs": rng.standard_normal((200, W)).astype(np.float32)}
+    if name in ("lstm", "gru"):
+        return {"x": rng.standard_normal((100, 1, 64)).astype(np.float32)}
     return {"x": rng.standard_normal((1, 16)).astype(np.float32)}
 
 
@@ -135,6 +148,8 @@ MODELS = {
     "nested_if": ("If nested 3 deep, all then-branches taken, [1,64]", nested_if_model),
     "scan": ("Scan, 200 steps of a 4-node body on [64]", scan_model),
     "chain": ("200 Add nodes on [1,16] (per-node cost)", chain_model),
+    "lstm": ("bidirectional LSTM, 100 steps, batch 1, 64 in, 128 hidden", lambda: rnn_model("LSTM")),
+    "gru": ("bidirectional GRU, 100 steps, batch 1, 64 in, 128 hidden", lambda: rnn_model("GRU")),
 }
 
 

@@ -116,8 +116,9 @@ void kiln_run_uncharge(kiln_ctx *ctx, size_t bytes) {
 /* Allocates value v's tensor (shape already set) in its memory space, from the arena or the heap. */
 static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
     kiln_tensor *t = &r->vals[v].t;
-    int64_t n = kiln_numel(t);
-    int too_large = t->rank >= 0 && kiln_checked_numel(t->rank, t->dims) == KILN_NUMEL_TOO_LARGE;
+    int64_t n = t->rank < 0 ? -1 : kiln_checked_numel(t->rank, t->dims); /* one pass over the dims */
+    int too_large = n == KILN_NUMEL_TOO_LARGE;
+    if (too_large) n = -1;
     if (n < 0 && !too_large) return kiln_fail(e, KILN_ERR_RUNTIME, "output shape is not concrete");
     int size_ok;
     size_t bytes = kiln_checked_nbytes(t->dtype, n, &size_ok);
