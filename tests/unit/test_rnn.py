@@ -246,9 +246,11 @@ def test_whole_step_products(cell, attrs, threads, B, H):
     packed panels' 32-column grid)."""
     m, feeds = build(cell, S=12, B=B, I=24, H=H, direction="bidirectional", peep=cell == "LSTM", seed=61,
                      seq_lens=[12, 5, 9][:B], attrs=attrs)
-    # 128 units with weights of +-0.7 amplify float rounding (kiln before this path, too, sat
-    # ~2e-5 from onnxruntime there)
-    atol = 3e-4 if H >= 128 else 1e-4 if cell == "RNN" else 1e-5
+    # 128 units with recurrent weights of +-0.7 make a chaotic map that amplifies float rounding
+    # step by step: scale R so that the comparison measures the kernels, not the chaos
+    if H >= 128:
+        feeds["R"] = (feeds["R"] * 0.1).astype(np.float32)
+    atol = 1e-4 if cell == "RNN" else 1e-5
     check(m, feeds, rtol=1e-4, atol=atol, threads=threads)
 
 
