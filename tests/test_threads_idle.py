@@ -169,3 +169,22 @@ def test_pool_covers_every_index_once():
             lib.kiln_threadpool_run(tp, n, grain, cb, None)
             assert (hits == 1).all(), (threads, n, grain, hits)
         lib.kiln_threadpool_destroy(tp)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bench_prints_overheads(model_file, threads):
+    """kiln bench reports one parallel-for's cost on the session's pool and the per-node cost."""
+    import re
+    kiln_cli = os.path.join(os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build")), "kiln")
+    r = subprocess.run([kiln_cli, "bench", model_file, "--threads", str(threads), "--runs", "3", "--warmup", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"^parallel-for: ([0-9.]+) us \((\d+) threads\)$", r.stdout, re.M)
+    assert m, r.stdout
+    assert int(m.group(2)) == threads
+    pf = float(m.group(1))
+    if threads == 1:
+        assert pf == 0.0  # no pool: the call is the plain function call
+    m = re.search(r"^per-node overhead: ([0-9.]+) us \(chain of 200 tiny Add nodes\)$", r.stdout, re.M)
+    assert m, r.stdout
+    assert 0.0 < float(m.group(1)) < 1000.0

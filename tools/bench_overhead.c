@@ -153,10 +153,11 @@ static double chain_run_us(int threads, int n) {
     opt.threads = threads;
     opt.opt_level = 1; /* no fusions: every Add stays a node */
     kiln_session *s;
+    /* the session may keep pointing into the model's bytes (initializer data): free them after it */
     kiln_status st = kiln_session_open_bytes(m.p, m.n, &opt, &s);
-    free(m.p);
     if (st) {
         fprintf(stderr, "kiln: per-node benchmark: %s\n", kiln_last_error());
+        free(m.p);
         return -1;
     }
     float x[WIDTH];
@@ -172,6 +173,7 @@ static double chain_run_us(int threads, int n) {
             if (kiln_run(s, 1, names, &in, 1, outs, out)) {
                 fprintf(stderr, "kiln: per-node benchmark: %s\n", kiln_session_error(s));
                 kiln_session_close(s);
+                free(m.p);
                 return -1;
             }
             kiln_value_free(out[0]);
@@ -179,6 +181,7 @@ static double chain_run_us(int threads, int n) {
         if (k >= 0) t[k] = (cli_now() - t0) * 1e6 / RUNS;
     }
     kiln_session_close(s);
+    free(m.p);
     qsort(t, BATCHES, sizeof t[0], cmp_d);
     return t[BATCHES / 2];
 }
