@@ -597,13 +597,13 @@ void kiln_subframes_free(kiln_session *s) {
 
 #define KEY_PER_VALUE (3 + KILN_MAX_RANK)
 
-static kiln_subframe *subframe_make(struct kiln_runner *parent, kiln_graph *g) {
+static kiln_subframe *subframe_make(kiln_session *s, kiln_graph *g, struct kiln_runner *parent) {
     kiln_subframe *f = calloc(1, sizeof *f);
     if (!f) return NULL;
     struct kiln_runner r;
     kiln_run_limits none = {0};
     kiln_err scratch;
-    kiln_status st = runner_init(&r, parent->s, g, parent, &none, &scratch);
+    kiln_status st = runner_init(&r, s, g, parent, &none, &scratch);
     f->g = g;
     f->uses = r.uses, f->is_output = r.is_output, f->vals = r.vals, f->remaining = r.remaining, f->root = r.root;
     int nv = g->n_values ? g->n_values : 1;
@@ -620,8 +620,8 @@ static kiln_subframe *subframe_make(struct kiln_runner *parent, kiln_graph *g) {
         subframe_free(f);
         return NULL;
     }
-    f->next = parent->s->subframes;
-    parent->s->subframes = f;
+    f->next = s->subframes;
+    s->subframes = f;
     g->run_cache = f;
     return f;
 }
@@ -675,6 +675,28 @@ static void subframe_keep_plan(struct kiln_runner *r, kiln_subframe *f) {
     }
 }
 
+/* A frame for subgraph g: its cached arrays when they are free, else new ones. */
+static kiln_status frame_open(struct kiln_runner *r, kiln_session *s, kiln_graph *g, struct kiln_runner *parent,
+                              kiln_run_limits *lim, kiln_err *e) {
+    kiln_subframe *f = g->run_cache ? g->run_cache : subframe_make(s, g, parent);
+    if (!f || f->busy) return runner_init(r, s, g, parent, lim, e);
+    f->busy = 1;
+    memset(r, 0, sizeof *r);
+    r->s = s, r->g = g, r->parent = parent, r->lim = lim, r->frame = f;
+    r->vals = f->vals, r->uses = f->uses, r->is_output = f->is_output, r->remaining = f->remaining, r->root = f->root;
+    memset(r->vals, 0, (size_t)g->n_values * sizeof *r->vals);
+    memcpy(r->remaining, r->uses, (size_t)g->n_values * sizeof(int));
+    for (int v = 0; v < g->n_values; v++) r->root[v] = v;
+    if (lim->memory_limit && !(r->charged = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(size_t))))
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory"); /* frame_close still frees it */
+    return KILN_OK;
+}
+
+static void frame_close(struct kiln_runner *r) {
+    runner_free(r);
+    if (r->frame) r->frame->busy = 0;
+}
+
 kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value *const *ins,
                               kiln_value *outs) {
     struct kiln_runner *parent = ctx->runner;
@@ -684,23 +706,9 @@ kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value
                          g->name ? g->name : "", g->n_inputs, n_in);
     if (has_checks(parent->lim))
         KILN_TRY(check_limits(parent->lim, "subgraph", g->name ? g->name : "", ctx->err));
-    kiln_subframe *f = g->run_cache ? g->run_cache : subframe_make(parent, g);
     struct kiln_runner r;
-    kiln_status st = KILN_OK;
-    if (f && !f->busy) {
-        f->busy = 1;
-        memset(&r, 0, sizeof r);
-        r.s = parent->s, r.g = g, r.parent = parent, r.lim = parent->lim, r.frame = f;
-        r.vals = f->vals, r.uses = f->uses, r.is_output = f->is_output, r.remaining = f->remaining, r.root = f->root;
-        memset(r.vals, 0, (size_t)g->n_values * sizeof *r.vals);
-        memcpy(r.remaining, r.uses, (size_t)g->n_values * sizeof(int));
-        for (int v = 0; v < g->n_values; v++) r.root[v] = v;
-        if (r.lim->memory_limit && !(r.charged = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(size_t))))
-            st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-    } else {
-        f = NULL;
-        st = runner_init(&r, parent->s, g, parent, parent->lim, ctx->err);
-    }
+    kiln_status st = frame_open(&r, parent->s, g, parent, parent->lim, ctx->err);
+    kiln_subframe *f = r.frame;
     if (!st) {
         for (int i = 0; i < n_in; i++) {
             if (!ins[i]) continue;
@@ -723,8 +731,7 @@ kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value
         if (!st && f && r.rec) subframe_keep_plan(&r, f);
         for (int i = 0; i < n_in; i++) memset(&r.vals[g->inputs[i]], 0, sizeof(kiln_value));
     }
-    runner_free(&r);
-    if (f) f->busy = 0;
+    frame_close(&r);
     if (st) kiln_err_prefix(ctx->err, "in subgraph '%s'", g->name ? g->name : "");
     return st;
 }
