@@ -178,3 +178,15 @@ def test_failure_inside_body_then_good_runs():
         assert_same(s.run(None, good)[0], want)
     other = {"v": v, "shape": np.array([2, 12], np.int64)}
     assert_same(s.run(None, other)[0], run_ort(m, other)[0])
+
+
+def test_release_memory_drops_body_plans():
+    """kiln_session_release_memory frees the bodies' frames and plans too; runs after it re-plan."""
+    m = sg.loop_model(trips=20)
+    s = session(m)
+    f = {"x": np.random.default_rng(8).standard_normal((1, sg.W)).astype(np.float32)}
+    want = run_ort(m, f)
+    for _ in range(2):
+        for g, w in zip(s.run(None, f), want):
+            assert_same(g, w, rtol=1e-5, atol=1e-5)
+        s._lib.kiln_session_release_memory(s._handle())
