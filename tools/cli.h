@@ -38,6 +38,9 @@ int cli_synthetic_input(kiln_session *s, size_t i, const dim_binding *dims, int 
                         kiln_tensor *t);
 void cli_print_summary(const char *name, const kiln_value *v);
 double cli_now(void);
+/* kiln bench's model-independent lines: one parallel-for's cost on s's pool, the runtime's cost
+ * per node (bench_overhead.c). */
+void cli_print_overheads(kiln_session *s, int threads);
 
 typedef struct cli_feed { char *name; kiln_value v; } cli_feed;
 /* Reads test_data_set-style input_K.pb files of folder dir as feeds for the model's inputs. */

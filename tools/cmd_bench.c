@@ -89,6 +89,7 @@ int cmd_bench(int argc, char **argv) {
            total / runs);
     printf("throughput: %.1f runs/s\n", runs / (total / 1e3));
     printf("peak RSS: %.1f MiB; arena %zu bytes\n", ru.ru_maxrss / 1024.0, st.arena_bytes);
+    cli_print_overheads(s, threads);
     if (plot && bench_plot(plot, s, model, lat, runs, (int)ni, names, vals, (int)no, idx, outs)) goto out;
     rc = 0;
 out:

@@ -28,6 +28,7 @@ struct kiln_runner {
     int step;
     kiln_run_limits *lim;  /* the run's, shared with parent and child frames */
     size_t *charged;       /* per value: heap bytes counted against the memory limit; NULL: no limit */
+    struct kiln_subframe *frame; /* the arrays above belong to this cached subgraph frame */
 };
 
 static kiln_value *slot(struct kiln_runner *r, int v) {
@@ -115,8 +116,9 @@ void kiln_run_uncharge(kiln_ctx *ctx, size_t bytes) {
 /* Allocates value v's tensor (shape already set) in its memory space, from the arena or the heap. */
 static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
     kiln_tensor *t = &r->vals[v].t;
-    int64_t n = kiln_numel(t);
-    int too_large = t->rank >= 0 && kiln_checked_numel(t->rank, t->dims) == KILN_NUMEL_TOO_LARGE;
+    int64_t n = t->rank < 0 ? -1 : kiln_checked_numel(t->rank, t->dims); /* one pass over the dims */
+    int too_large = n == KILN_NUMEL_TOO_LARGE;
+    if (too_large) n = -1;
     if (n < 0 && !too_large) return kiln_fail(e, KILN_ERR_RUNTIME, "output shape is not concrete");
     int size_ok;
     size_t bytes = kiln_checked_nbytes(t->dtype, n, &size_ok);
@@ -395,6 +397,7 @@ static void runner_free(struct kiln_runner *r) {
                 kiln_value_release(&r->vals[v]);
             }
     free(r->charged);
+    if (r->frame) return; /* the arrays stay with the frame for its next call */
     free(r->vals);
     free(r->uses);
     free(r->remaining);
@@ -476,9 +479,13 @@ static kiln_status run_frame(struct kiln_runner *r, int n_out, const int *out_id
     }
     /* an output asked for twice is copied at all but its last position; one backward pass finds
      * the last positions (graphs can have tens of thousands of outputs) */
-    char *is_last = malloc((size_t)(n_out ? n_out : 1)), *seen = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    char last_buf[64], seen_buf[1024]; /* small graphs (subgraph bodies every iteration) skip the heap */
+    int small = n_out <= (int)sizeof last_buf && g->n_values <= (int)sizeof seen_buf;
+    char *is_last = small ? last_buf : malloc((size_t)(n_out ? n_out : 1));
+    char *seen = small ? seen_buf : calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    if (small) memset(seen_buf, 0, (size_t)g->n_values);
     if (!is_last || !seen) {
-        free(is_last); free(seen);
+        if (!small) { free(is_last); free(seen); }
         return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
     }
     for (int k = n_out - 1; k >= 0; k--) {
@@ -486,14 +493,14 @@ static kiln_status run_frame(struct kiln_runner *r, int n_out, const int *out_id
         is_last[k] = !seen[v];
         seen[v] = 1;
     }
-    free(seen);
+    if (!small) free(seen);
     kiln_status st = KILN_OK;
     for (int k = 0; k < n_out && !st; k++) {
         st = take_output(r, g->outputs[out_idx[k]], &outputs[k], is_last[k], e);
         if (st)
             for (int j = 0; j < k; j++) kiln_value_release(&outputs[j]);
     }
-    free(is_last);
+    if (!small) free(is_last);
     return st;
 }
 
@@ -533,6 +540,163 @@ kiln_status kiln_run_graph_limited(kiln_session *s, kiln_graph *g, kiln_value *i
     return st;
 }
 
+/* ---------------------------------------------------------------- subgraph frames */
+
+/* A subgraph runs once per If, per Loop iteration, per Scan step. Its frame's arrays and reader
+ * counts are made on the first call and kept; each shape signature of what it reads (its formal
+ * inputs and the enclosing graphs' values it uses) gets a memory plan, as the main graph's input
+ * shapes do, so that a body's intermediate values come from one arena rather than the heap on
+ * every call. A value larger than its planned slot still goes to the heap (alloc_value). */
+#define SUB_MAX_PLANS 4
+
+typedef struct sub_plan {
+    int64_t *key;
+    int key_len;
+    kiln_plan *plan;
+    struct sub_plan *next;
+} sub_plan;
+
+typedef struct kiln_subframe {
+    kiln_graph *g;
+    int busy;              /* in use: a second, nested run of g makes a frame of its own */
+    int *uses, *is_output; /* fixed for the graph */
+    kiln_value *vals;
+    int *remaining, *root;
+    kiln_lifetime *rec;
+    int *outer;            /* values g reads from enclosing graphs */
+    int n_outer;
+    int64_t *key;          /* scratch: this call's signature */
+    int key_len;
+    long hits, misses;     /* a body whose shapes change every call (a growing loop-carried value)
+                              stops recording: a plan per call would cost more than the heap */
+    sub_plan *plans;       /* most recent first */
+    int n_plans;
+    struct kiln_subframe *next; /* the session's list */
+} kiln_subframe;
+
+static void subframe_free(kiln_subframe *f) {
+    for (sub_plan *p = f->plans, *nx; p; p = nx) {
+        nx = p->next;
+        kiln_plan_free(p->plan);
+        free(p->key);
+        free(p);
+    }
+    free(f->uses), free(f->is_output), free(f->vals), free(f->remaining), free(f->root);
+    free(f->rec), free(f->outer), free(f->key);
+    free(f);
+}
+
+void kiln_subframes_free(kiln_session *s) {
+    for (kiln_subframe *f = s->subframes, *nx; f; f = nx) {
+        nx = f->next;
+        f->g->run_cache = NULL;
+        subframe_free(f);
+    }
+    s->subframes = NULL;
+}
+
+#define KEY_PER_VALUE (3 + KILN_MAX_RANK)
+
+static kiln_subframe *subframe_make(kiln_session *s, kiln_graph *g, struct kiln_runner *parent) {
+    kiln_subframe *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    struct kiln_runner r;
+    kiln_run_limits none = {0};
+    kiln_err scratch;
+    kiln_status st = runner_init(&r, s, g, parent, &none, &scratch);
+    f->g = g;
+    f->uses = r.uses, f->is_output = r.is_output, f->vals = r.vals, f->remaining = r.remaining, f->root = r.root;
+    int nv = g->n_values ? g->n_values : 1;
+    f->rec = malloc((size_t)nv * sizeof *f->rec);
+    f->outer = malloc((size_t)nv * sizeof(int));
+    if (st || !f->rec || !f->outer) {
+        subframe_free(f);
+        return NULL;
+    }
+    for (int v = 0; v < g->n_values; v++)
+        if (!g->values[v].is_const && g->values[v].outer >= 0) f->outer[f->n_outer++] = v;
+    f->key = malloc((size_t)(g->n_inputs + f->n_outer + 1) * KEY_PER_VALUE * sizeof(int64_t));
+    if (!f->key) {
+        subframe_free(f);
+        return NULL;
+    }
+    f->next = s->subframes;
+    s->subframes = f;
+    g->run_cache = f;
+    return f;
+}
+
+static int key_value(int64_t *k, const kiln_value *v) {
+    if (!v) { k[0] = -1; return 1; }
+    k[0] = v->kind;
+    if (v->kind != KILN_KIND_TENSOR) { k[1] = v->kind == KILN_KIND_SEQUENCE ? v->seq_len : v->n_maps; return 2; }
+    k[1] = v->t.dtype;
+    k[2] = v->t.rank;
+    for (int d = 0; d < v->t.rank; d++) k[3 + d] = v->t.dims[d];
+    return 3 + (v->t.rank > 0 ? v->t.rank : 0);
+}
+
+/* The frame r (already made from f) runs with the plan of its signature, or records one. */
+static void subframe_pick_plan(struct kiln_runner *r, kiln_subframe *f, int n_in, kiln_value *const *ins) {
+    int len = 0;
+    for (int i = 0; i < r->g->n_inputs; i++) len += key_value(f->key + len, i < n_in ? ins[i] : NULL);
+    for (int i = 0; i < f->n_outer; i++) len += key_value(f->key + len, slot(r, f->outer[i]));
+    for (sub_plan *p = f->plans; p; p = p->next)
+        if (p->key_len == len && !memcmp(p->key, f->key, (size_t)len * sizeof(int64_t))) {
+            r->plan = p->plan;
+            f->hits++;
+            return;
+        }
+    if (++f->misses > 4 * SUB_MAX_PLANS && f->hits < f->misses) return;
+    f->key_len = len;
+    r->rec = f->rec;
+    for (int v = 0; v < r->g->n_values; v++) f->rec[v].def = f->rec[v].last = -1;
+}
+
+static void subframe_keep_plan(struct kiln_runner *r, kiln_subframe *f) {
+    sub_plan *p = calloc(1, sizeof *p);
+    int64_t *key = malloc((size_t)(f->key_len ? f->key_len : 1) * sizeof(int64_t));
+    kiln_plan *plan = p && key ? kiln_plan_make(r->s, r->g, f->rec, "") : NULL;
+    if (!plan) { free(p); free(key); return; }
+    memcpy(key, f->key, (size_t)f->key_len * sizeof(int64_t));
+    p->key = key;
+    p->key_len = f->key_len;
+    p->plan = plan;
+    p->next = f->plans;
+    f->plans = p;
+    if (++f->n_plans > SUB_MAX_PLANS) { /* drop the oldest */
+        sub_plan *q = f->plans;
+        while (q->next && q->next->next) q = q->next;
+        kiln_plan_free(q->next->plan);
+        free(q->next->key);
+        free(q->next);
+        q->next = NULL;
+        f->n_plans--;
+    }
+}
+
+/* A frame for subgraph g: its cached arrays when they are free, else new ones. */
+static kiln_status frame_open(struct kiln_runner *r, kiln_session *s, kiln_graph *g, struct kiln_runner *parent,
+                              kiln_run_limits *lim, kiln_err *e) {
+    kiln_subframe *f = g->run_cache ? g->run_cache : subframe_make(s, g, parent);
+    if (!f || f->busy) return runner_init(r, s, g, parent, lim, e);
+    f->busy = 1;
+    memset(r, 0, sizeof *r);
+    r->s = s, r->g = g, r->parent = parent, r->lim = lim, r->frame = f;
+    r->vals = f->vals, r->uses = f->uses, r->is_output = f->is_output, r->remaining = f->remaining, r->root = f->root;
+    memset(r->vals, 0, (size_t)g->n_values * sizeof *r->vals);
+    memcpy(r->remaining, r->uses, (size_t)g->n_values * sizeof(int));
+    for (int v = 0; v < g->n_values; v++) r->root[v] = v;
+    if (lim->memory_limit && !(r->charged = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(size_t))))
+        return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory"); /* frame_close still frees it */
+    return KILN_OK;
+}
+
+static void frame_close(struct kiln_runner *r) {
+    runner_free(r);
+    if (r->frame) r->frame->busy = 0;
+}
+
 kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value *const *ins,
                               kiln_value *outs) {
     struct kiln_runner *parent = ctx->runner;
@@ -543,7 +707,8 @@ kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value
     if (has_checks(parent->lim))
         KILN_TRY(check_limits(parent->lim, "subgraph", g->name ? g->name : "", ctx->err));
     struct kiln_runner r;
-    kiln_status st = runner_init(&r, parent->s, g, parent, parent->lim, ctx->err);
+    kiln_status st = frame_open(&r, parent->s, g, parent, parent->lim, ctx->err);
+    kiln_subframe *f = r.frame;
     if (!st) {
         for (int i = 0; i < n_in; i++) {
             if (!ins[i]) continue;
@@ -552,17 +717,21 @@ kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value
             d->t.owner = NULL; /* borrowed from the caller */
             d->seq = ins[i]->seq;
         }
-        int *idx = malloc((size_t)(g->n_outputs ? g->n_outputs : 1) * sizeof(int));
+        /* under a memory limit values are counted one by one on the heap, as before plans */
+        if (f && !r.lim->memory_limit) subframe_pick_plan(&r, f, n_in, ins);
+        int idx_buf[64] = {0};
+        int *idx = g->n_outputs <= 64 ? idx_buf : malloc((size_t)g->n_outputs * sizeof(int));
         if (!idx) {
             st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         } else {
             for (int i = 0; i < g->n_outputs; i++) idx[i] = i;
             st = run_frame(&r, g->n_outputs, idx, outs, ctx->err);
-            free(idx);
+            if (idx != idx_buf) free(idx);
         }
+        if (!st && f && r.rec) subframe_keep_plan(&r, f);
         for (int i = 0; i < n_in; i++) memset(&r.vals[g->inputs[i]], 0, sizeof(kiln_value));
     }
-    runner_free(&r);
+    frame_close(&r);
     if (st) kiln_err_prefix(ctx->err, "in subgraph '%s'", g->name ? g->name : "");
     return st;
 }

@@ -347,6 +347,7 @@ void kiln_session_close(kiln_session *s) {
         nx = p->next;
         kiln_plan_free(p);
     }
+    kiln_subframes_free(s);
     for (size_t i = 0; s->inputs && i < s->n_inputs; i++) free((void *)s->inputs[i].dim_names);
     for (size_t i = 0; s->outputs && i < s->n_outputs; i++) free((void *)s->outputs[i].dim_names);
     free(s->inputs);
@@ -1135,5 +1136,6 @@ void kiln_session_release_memory(kiln_session *s) {
     }
     s->plans = s->last_plan = NULL;
     s->n_plans = 0;
+    kiln_subframes_free(s);
     pthread_mutex_unlock(&s->run_mu);
 }

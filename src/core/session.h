@@ -67,6 +67,7 @@ struct kiln_session {
     kiln_plan *plans;           /* most recent first */
     int n_plans;
     kiln_plan *last_plan;
+    struct kiln_subframe *subframes; /* runner.c: each subgraph's reusable frame and plans */
     size_t folded_nodes;
     size_t fused_nodes;         /* rewrites applied by kiln_graph_optimize */
     char *missing_ops;          /* non-NULL: ops without a kernel, all named; running fails */
@@ -95,6 +96,8 @@ kiln_status kiln_session_run_values_opts(kiln_session *s, const kiln_run_options
                                          const int *out_idx, kiln_value *outputs);
 
 /* runner.c */
+/* Frees every subgraph frame and plan (at close, and when the session gives memory back). */
+void kiln_subframes_free(kiln_session *s);
 /* kiln_run_graph under a run's limits (NULL: none but the session's memory limit). */
 kiln_status kiln_run_graph_limited(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
                                    kiln_lifetime *record, kiln_run_limits *lim, int n_out, const int *out_idx,

@@ -22,7 +22,7 @@ static int64_t nonzero_dims_product(int rank, const int64_t *dims, int *has_zero
     for (int i = 0; i < rank; i++) {
         if (dims[i] < 0) return -1;
         if (dims[i] == 0) *has_zero = 1;
-        else if (!overflow && kiln_mul_overflow_i64(n, dims[i], &n)) overflow = 1;
+        else if (!overflow && __builtin_mul_overflow(n, dims[i], &n)) overflow = 1; /* inline: runs per node */
     }
     return overflow ? INT64_MAX : n;
 }

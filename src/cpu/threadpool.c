@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <time.h>
 
 /* Workers spin for SPIN_NS after a job before sleeping: a model runs many small parallel ops back
@@ -9,8 +10,12 @@
  * medium op itself. After that they sleep, so an idle session uses no CPU. The spin is bounded by
  * time and uses no PAUSE: under KVM a vCPU that executes PAUSE in a loop is taken off the CPU
  * (pause-loop exiting) after a few thousand cycles, so a PAUSE spin put the worker to sleep in
- * the host exactly when the next op needed it (bert_tiny at 2 threads ran slower than at 1). */
+ * the host exactly when the next op needed it (bert_tiny at 2 threads ran slower than at 1).
+ * Past the first YIELD_AFTER_NS a spinner calls sched_yield between looks: on a machine with more
+ * runnable threads than cores (more threads than cores, or other processes) the thread that owes
+ * the job its last chunk gets the core, instead of waiting out the spinner's time slice. */
 #define SPIN_NS 200000
+#define YIELD_AFTER_NS 2000
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -21,24 +26,30 @@ static int64_t now_ns(void) {
 /* empty statement the compiler may not remove or hoist loads across */
 #define SPIN_BARRIER() __asm__ __volatile__("" ::: "memory")
 
+/* One job's admission word: OPEN while the caller still hands out chunks, WANT the most workers
+ * that may join (chunks - 1: the caller takes one), JOINED those that did and have not finished.
+ * Joining, closing and finishing are single atomic operations, so the fast path takes no lock. */
+#define ST_OPEN 0x80000000u
+#define ST_WANT_SHIFT 16
+#define ST_JOINED 0xffffu
+#define ST_WANT(s) (((s) >> ST_WANT_SHIFT) & 0x7fffu)
+
 struct kiln_threadpool {
     int n_threads; /* including the caller */
     pthread_t *workers;
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;     /* only for sleeping and waking */
     pthread_cond_t wake, done;
     pthread_mutex_t run_mu; /* one job at a time (nested calls run inline) */
-    /* the current job: written before job_id is published (release), read after (acquire) */
+    /* the current job: written while no worker can join (state closed, none joined), published
+     * by the release store that opens state, read by a worker after it joined (acquire) */
     kiln_pool_fn fn;
     void *arg;
     int64_t n, chunk;
     atomic_llong next;
-    atomic_ulong job_id;
-    /* Workers join a job only while it is open (under mu). The caller closes it once it has run
-     * out of chunks and then waits only for the workers that joined: a worker the scheduler has
-     * not run yet costs the job nothing. */
-    int open;
-    atomic_int joined;       /* changed under mu; the caller also polls it without the lock */
-    int sleepers;            /* workers blocked on `wake` (under mu) */
+    atomic_uint state;
+    atomic_ulong job_id;     /* bumped per job: what spinning and sleeping workers watch */
+    atomic_int sleepers;     /* workers blocked on `wake` or about to be */
+    atomic_int caller_waits; /* the caller sleeps on `done` */
     atomic_int stop;
 };
 
@@ -53,44 +64,70 @@ static void run_chunks(kiln_threadpool *tp) {
     }
 }
 
+/* A worker that saw a new job: joins while it is open and short of workers. */
+static int try_join(kiln_threadpool *tp) {
+    unsigned s = atomic_load_explicit(&tp->state, memory_order_relaxed);
+    for (;;) {
+        if (!(s & ST_OPEN) || (s & ST_JOINED) >= ST_WANT(s)) return 0;
+        if (atomic_compare_exchange_weak_explicit(&tp->state, &s, s + 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return 1;
+    }
+}
+
+static void finish(kiln_threadpool *tp) {
+    unsigned prev = atomic_fetch_sub(&tp->state, 1); /* seq_cst: against caller_waits */
+    /* the last worker out of a closed job wakes the caller if it went to sleep */
+    if ((prev & ST_JOINED) == 1 && !(prev & ST_OPEN) && atomic_load(&tp->caller_waits)) {
+        pthread_mutex_lock(&tp->mu);
+        pthread_cond_signal(&tp->done);
+        pthread_mutex_unlock(&tp->mu);
+    }
+}
+
+/* Spins until job_id moves past `seen` (returns it) or SPIN_NS pass (returns seen). */
+static unsigned long spin_for_job(kiln_threadpool *tp, unsigned long seen) {
+    int64_t t0 = now_ns(), t;
+    for (int i = 1;; i++) {
+        unsigned long id = atomic_load_explicit(&tp->job_id, memory_order_acquire);
+        if (id != seen || atomic_load_explicit(&tp->stop, memory_order_relaxed)) return id;
+        if (!(i & 63)) { /* the clock read is ~20 ns */
+            t = now_ns() - t0;
+            if (t > SPIN_NS) return seen;
+            if (t > YIELD_AFTER_NS) sched_yield();
+        }
+        SPIN_BARRIER();
+    }
+}
+
 static void *worker_main(void *p) {
     kiln_threadpool *tp = p;
     unsigned long seen = 0;
     in_pool_job = 1;
     for (;;) {
-        unsigned long id = seen;
-        int64_t t0 = now_ns();
-        for (int i = 1;; i++) {
-            id = atomic_load_explicit(&tp->job_id, memory_order_acquire);
-            if (id != seen || atomic_load(&tp->stop)) break;
-            if (!(i & 255) && now_ns() - t0 > SPIN_NS) break; /* the clock read is ~20 ns */
-            SPIN_BARRIER();
-        }
-        pthread_mutex_lock(&tp->mu);
-        while (!atomic_load(&tp->stop) && (id = atomic_load(&tp->job_id)) == seen) {
-            tp->sleepers++;
-            pthread_cond_wait(&tp->wake, &tp->mu);
-            tp->sleepers--;
-        }
-        if (atomic_load(&tp->stop)) {
+        unsigned long id = spin_for_job(tp, seen);
+        if (id == seen && !atomic_load(&tp->stop)) {
+            pthread_mutex_lock(&tp->mu);
+            /* seq_cst: the caller bumps job_id, then reads sleepers; this thread counts itself,
+             * then reads job_id. One of the two sees the other, so no wake-up is lost. */
+            atomic_fetch_add(&tp->sleepers, 1);
+            while (!atomic_load(&tp->stop) && (id = atomic_load(&tp->job_id)) == seen)
+                pthread_cond_wait(&tp->wake, &tp->mu);
+            atomic_fetch_sub(&tp->sleepers, 1);
             pthread_mutex_unlock(&tp->mu);
-            break;
         }
+        if (atomic_load(&tp->stop)) break;
         seen = id;
-        int join = tp->open;
-        if (join) atomic_fetch_add(&tp->joined, 1);
-        pthread_mutex_unlock(&tp->mu);
-        if (!join) continue; /* woke too late: the caller already finished that job */
+        if (!try_join(tp)) continue; /* too late, or enough workers already */
         run_chunks(tp);
-        pthread_mutex_lock(&tp->mu);
-        if (atomic_fetch_sub(&tp->joined, 1) == 1 && !tp->open) pthread_cond_signal(&tp->done);
-        pthread_mutex_unlock(&tp->mu);
+        finish(tp);
     }
     return NULL;
 }
 
 kiln_threadpool *kiln_threadpool_create(int n_threads) {
     if (n_threads < 1) n_threads = 1;
+    if (n_threads > 0x7fff) n_threads = 0x7fff; /* ST_WANT's width */
     kiln_threadpool *tp = calloc(1, sizeof *tp);
     if (!tp) return NULL;
     tp->n_threads = n_threads;
@@ -148,35 +185,48 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
         nchunks -= nchunks % tp->n_threads;
         chunk = (n + nchunks - 1) / nchunks;
     }
-    pthread_mutex_lock(&tp->mu);
+    /* the caller takes a chunk itself: only chunks - 1 workers are of use */
+    unsigned want = (unsigned)(nchunks - 1 < tp->n_threads - 1 ? nchunks - 1 : tp->n_threads - 1);
     tp->fn = fn;
     tp->arg = arg;
     tp->n = n;
     tp->chunk = chunk;
-    atomic_store(&tp->next, 0);
-    tp->open = 1;
-    atomic_store(&tp->joined, 0);
-    atomic_fetch_add_explicit(&tp->job_id, 1, memory_order_release);
-    if (tp->sleepers) pthread_cond_broadcast(&tp->wake);
-    pthread_mutex_unlock(&tp->mu);
+    atomic_store_explicit(&tp->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&tp->state, ST_OPEN | want << ST_WANT_SHIFT, memory_order_release);
+    atomic_fetch_add(&tp->job_id, 1); /* seq_cst: see worker_main */
+    int sleeping = atomic_load(&tp->sleepers);
+    if (sleeping) {
+        /* wake no more sleepers than the job can use; spinning workers may take some places */
+        pthread_mutex_lock(&tp->mu);
+        if (want >= (unsigned)sleeping) pthread_cond_broadcast(&tp->wake);
+        else
+            for (unsigned i = 0; i < want; i++) pthread_cond_signal(&tp->wake);
+        pthread_mutex_unlock(&tp->mu);
+    }
     in_pool_job = 1;
     run_chunks(tp);
     in_pool_job = 0;
-    pthread_mutex_lock(&tp->mu);
-    tp->open = 0;
-    pthread_mutex_unlock(&tp->mu);
-    /* A joined worker is usually a few microseconds from finishing its last chunk; sleeping on
-     * `done` would add a futex wake-up (tens of microseconds) to every parallel op, so spin first.
-     * The worker still signals under mu, so the fallback wait cannot miss its wake-up. */
-    int64_t t0 = now_ns();
-    for (int i = 1; atomic_load(&tp->joined) > 0; i++) {
-        if (!(i & 255) && now_ns() - t0 > SPIN_NS) break;
-        SPIN_BARRIER();
-    }
-    if (atomic_load(&tp->joined) > 0) {
-        pthread_mutex_lock(&tp->mu);
-        while (atomic_load(&tp->joined) > 0) pthread_cond_wait(&tp->done, &tp->mu);
-        pthread_mutex_unlock(&tp->mu);
+    /* close: a worker that has not joined yet stays out, and costs the job nothing */
+    unsigned s = atomic_fetch_and_explicit(&tp->state, ~ST_OPEN, memory_order_acq_rel);
+    if (s & ST_JOINED) {
+        /* A joined worker is usually a few microseconds from finishing its last chunk; sleeping
+         * on `done` would add a futex wake-up (tens of microseconds), so spin first. */
+        int64_t t0 = now_ns(), t;
+        for (int i = 1; atomic_load_explicit(&tp->state, memory_order_acquire) & ST_JOINED; i++) {
+            if (!(i & 63)) {
+                t = now_ns() - t0;
+                if (t > SPIN_NS) break;
+                if (t > YIELD_AFTER_NS) sched_yield();
+            }
+            SPIN_BARRIER();
+        }
+        if (atomic_load(&tp->state) & ST_JOINED) {
+            pthread_mutex_lock(&tp->mu);
+            atomic_store(&tp->caller_waits, 1);
+            while (atomic_load(&tp->state) & ST_JOINED) pthread_cond_wait(&tp->done, &tp->mu);
+            atomic_store(&tp->caller_waits, 0);
+            pthread_mutex_unlock(&tp->mu);
+        }
     }
     pthread_mutex_unlock(&tp->run_mu);
 }

@@ -159,6 +159,36 @@ DEFINE_KERNEL(kernel_12x32, 12, ROWS12)
 DEFINE_KERNEL(kernel_8x32, 8, ROWS8)
 DEFINE_KERNEL(kernel_4x32, 4, ROWS4)
 
+/* One row (a batch-1 recurrent step, a single decoder token against packed weights): the 4-row
+ * kernel would spend three quarters of its multiply-adds on zero rows, and one accumulator pair
+ * waits out each FMA's latency, so four taps at a time go to separate accumulators. */
+#define K1_TAP(j)                                                                                  \
+    x = _mm512_set1_ps(Ap[(j) * MR]);                                                              \
+    c##j##a = _mm512_fmadd_ps(x, _mm512_loadu_ps(Bp + (j) * NR), c##j##a);                          \
+    c##j##b = _mm512_fmadd_ps(x, _mm512_loadu_ps(Bp + (j) * NR + 16), c##j##b);
+__attribute__((target("avx512f"))) static void kernel_1x32(int64_t kc, const float *Ap, const float *Bp,
+                                                           float *C, int64_t ldc, float alpha, float beta,
+                                                           const float *bias, int mr, int nr) {
+    ROWS4(ACC_DECL)
+    __m512 x;
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        _mm_prefetch((const char *)(Bp + 8 * NR), _MM_HINT_T0);
+        K1_TAP(0) K1_TAP(1) K1_TAP(2) K1_TAP(3)
+        Ap += 4 * MR;
+        Bp += 4 * NR;
+    }
+    for (; k < kc; k++) {
+        K1_TAP(0)
+        Ap += MR;
+        Bp += NR;
+    }
+    __m512 acc[1][2];
+    acc[0][0] = _mm512_add_ps(_mm512_add_ps(c0a, c1a), _mm512_add_ps(c2a, c3a));
+    acc[0][1] = _mm512_add_ps(_mm512_add_ps(c0b, c1b), _mm512_add_ps(c2b, c3b));
+    store_tile(acc, C, ldc, alpha, beta, bias, mr, nr);
+}
+
 /* ap_all: A packed whole by kgemm_avx512_pack_a (Mpad rows), of which rows [i0, i0 + M) are
  * wanted; NULL: pack A (ta, lda) block by block here. */
 static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int tb, int64_t M,
@@ -195,7 +225,8 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
                         const float *rb = bias ? bias + ic + ir : NULL;
                         if (mr > 8) kernel_12x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
                         else if (mr > 4) kernel_8x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
-                        else kernel_4x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
+                        else if (mr > 1) kernel_4x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
+                        else kernel_1x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
                     }
                 }
             }

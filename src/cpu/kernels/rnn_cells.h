@@ -2,14 +2,18 @@
  * Included by rnn_cells_f32.c / rnn_cells_f64.c after defining:
  *   RT                    element type (float / double)
  *   RSFX                  name suffix (f32 / f64)
- *   RGEMM                 cblas_sgemm / cblas_dgemm
+ *   RGEMM, RGEMV          cblas_sgemm / cblas_dgemm, cblas_sgemv / cblas_dgemv
  *   REXP, RTANH, RLOG1P   the matching libm functions
  *   RVEC_SIGMOID, RVEC_TANH   in-place array versions of the two default activations
+ *   RPACK                 1 (float): R is packed once per run for kiln's AVX-512 product, which
+ *                         then serves each step's recurrent product for all gates in one call
  *
  * Per direction: one GEMM projects the input of every time step at once (X[S*B, I] x W^T), split
  * over kiln's threads by rows, with the biases that are added unconditionally folded in. Each
  * step then runs on the threads split by hidden unit: a thread multiplies the previous hidden
- * state by the rows of R that feed its units (one GEMM per gate) and does those units' gate
+ * state by the rows of R that feed its units (one GEMM for all gates when it has all units, else
+ * one per gate; a matrix-vector product per batch row when the batch is small, since a GEMM
+ * re-packs all of R on every step for a single row) and does those units' gate
  * math for the whole batch, so a step needs one pass over the pool (two for GRU without
  * linear_before_reset, whose hidden gate needs r (.) H of every unit first). The hidden state
  * is double-buffered because every thread's GEMM reads all of it while units are rewritten.
@@ -17,6 +21,7 @@
  * one. OpenBLAS itself runs single-threaded: kiln's pool provides the parallelism. */
 #include "rnn_common.h"
 #include <cblas.h>
+#include "gemm_util.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +67,17 @@ static void RFN(gemm_nt)(int64_t M, int64_t N, int64_t K, const RT *a, int64_t l
         for (int64_t m = 0; m < M; m++) memset(out + m * ldc, 0, (size_t)N * sizeof(RT));
         return;
     }
+#if RPACK
+    /* kiln's product: AVX-512 where the CPU has it, a matrix-vector product for one row */
+    kgemm_f32_serial(0, 1, M, N, K, 1.0f, a, lda, b, ldb, 0.0f, out, ldc);
+    return;
+#endif
+    if (M <= 4) { /* a step of a small batch: packing b would cost more than the product */
+        for (int64_t m = 0; m < M; m++)
+            RGEMV(CblasRowMajor, CblasNoTrans, (int)N, (int)K, (RT)1, b, (int)ldb, a + m * lda, 1, (RT)0,
+                  out + m * ldc, 1);
+        return;
+    }
     RGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, (RT)1, a, (int)lda, b,
           (int)ldb, (RT)0, out, (int)ldc);
 }
@@ -82,6 +98,7 @@ typedef struct RFN(rnn_dir) {
     const RT *hcur;  /* [B, H] state before the step */
     RT *hnext;       /* [B, H] state after it */
     RT *cd;          /* [B, H] LSTM cell state, updated in place (each unit by its own thread) */
+    const float *Rp; /* Rd packed as the B operand of kgemm_sgemm_avx512_bpacked, or NULL */
 } RFN(rnn_dir);
 
 static void RFN(project_rows)(void *arg, int64_t r0, int64_t r1) {
@@ -120,7 +137,11 @@ static void RFN(step_units)(void *arg, int64_t u0, int64_t u1) {
     const RT lim = s->lim;
 
     if (s->phase == 1) {
-        RFN(gemm_nt)(B, w, H, s->rh, H, s->Rd + (2 * H + u0) * H, H, s->hr + 2 * H + u0, GH);
+#if RPACK
+        if (!(s->Rp && w == H && (2 * H) % KGEMM_NR == 0 &&
+              kgemm_sgemm_avx512_bpacked(0, B, H, H, 1.0f, s->rh, H, s->Rp, GH, 2 * H, 0.0f, s->hr + 2 * H, GH)))
+#endif
+            RFN(gemm_nt)(B, w, H, s->rh, H, s->Rd + (2 * H + u0) * H, H, s->hr + 2 * H + u0, GH);
         for (int64_t b = 0; b < B; b++) {
             if (s->t >= lens[b]) continue; /* phase 0 carried the state over */
             const RT *x = s->xw + (RFN(time_of)(s, b) * B + b) * GH;
@@ -136,8 +157,15 @@ static void RFN(step_units)(void *arg, int64_t u0, int64_t u1) {
     }
 
     const int64_t n_gemm = s->gru_split ? 2 : s->G;
-    for (int64_t gi = 0; gi < n_gemm; gi++)
-        RFN(gemm_nt)(B, w, H, s->hcur, H, s->Rd + (gi * H + u0) * H, H, s->hr + gi * H + u0, GH);
+    if (w == H) { /* all units (one thread, or one chunk): the gates' rows of R are contiguous */
+#if RPACK
+        if (!(s->Rp && kgemm_sgemm_avx512_bpacked(0, B, n_gemm * H, H, 1.0f, s->hcur, H, s->Rp, GH, 0, 0.0f,
+                                                  s->hr, GH)))
+#endif
+            RFN(gemm_nt)(B, n_gemm * H, H, s->hcur, H, s->Rd, H, s->hr, GH);
+    } else
+        for (int64_t gi = 0; gi < n_gemm; gi++)
+            RFN(gemm_nt)(B, w, H, s->hcur, H, s->Rd + (gi * H + u0) * H, H, s->hr + gi * H + u0, GH);
 
     for (int64_t b = 0; b < B; b++) {
         const RT *hp = s->hcur + b * H + u0;
@@ -224,7 +252,11 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
 
     const int64_t nth = kiln_num_threads(j->ctx);
     /* about one chunk per thread: each chunk re-packs its GEMM operands, so fewer is cheaper */
-    const int64_t unit_grain = H / nth > 32 ? (H + nth - 1) / nth : 32;
+    int64_t unit_grain = H / nth > 32 ? (H + nth - 1) / nth : 32;
+    /* a step split over threads pays a parallel-for (microseconds) every step: split only steps
+     * with at least ~128K multiply-adds per chunk (an LSTM of 128 units at batch 1 has 64K) */
+    const int64_t min_units = (((int64_t)1 << 17) + G * H * B - 1) / (G * H * B);
+    if (unit_grain < min_units) unit_grain = min_units;
     const int64_t row_grain = S * B / nth > 64 ? (S * B + nth - 1) / nth : 64;
 
     for (int64_t d = 0; d < D; d++) {
@@ -247,6 +279,14 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
         s.cd = j->c ? (RT *)j->c + d * B * H : NULL;
 
         kiln_parallel_for(j->ctx, S * B, row_grain, RFN(project_rows), &s);
+#if RPACK
+        /* one chunk does every unit of a step (unit_grain >= H): pack R once for its steps */
+        float *Rp = NULL;
+        if (S > 1 && unit_grain >= H && kgemm_avx512_available() &&
+            (Rp = kgemm_alloc_packed(kgemm_avx512_packed_b_size(H, GH))))
+            kgemm_avx512_pack_b(1, H, GH, s.Rd, H, Rp);
+        s.Rp = Rp;
+#endif
 
         RT *hd = (RT *)j->h + d * B * H;
         s.hcur = hd;
@@ -264,6 +304,9 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
             s.hnext = old;
         }
         if (s.hcur != hd) memcpy(hd, s.hcur, (size_t)(B * H) * sizeof(RT));
+#if RPACK
+        free(Rp);
+#endif
     }
 
     /* an entry with no steps reports zero states, as onnxruntime does, not its initial ones */

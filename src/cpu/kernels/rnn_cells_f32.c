@@ -1,9 +1,11 @@
 /* Single-precision instance of the recurrent step loops (also serves float16 / bfloat16). */
 #include "rnn_fastmath.h"
 #include <math.h>
+#define RPACK 1
 #define RT float
 #define RSFX f32
 #define RGEMM cblas_sgemm
+#define RGEMV cblas_sgemv
 #define REXP expf
 #define RTANH tanhf
 #define RLOG1P log1pf

@@ -10,9 +10,11 @@ static void tanh_f64(double *x, int64_t n) {
     for (int64_t k = 0; k < n; k++) x[k] = tanh(x[k]);
 }
 
+#define RPACK 0
 #define RT double
 #define RSFX f64
 #define RGEMM cblas_dgemm
+#define RGEMV cblas_dgemv
 #define REXP exp
 #define RTANH tanh
 #define RLOG1P log1p
