@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 
 import numpy as np
 import onnxruntime as ort
@@ -92,7 +93,9 @@ class Server:
 
     def log_tail(self, n=4000):
         with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")[-n:]
+            text = f.read().decode(errors="replace")
+        keep = [ln for ln in text.splitlines() if not ln.startswith(("I1", "|", "+"))]   # Triton's info and tables
+        return "\n".join(keep)[-n:]
 
     def wait_ready(self):
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -106,6 +109,8 @@ class Server:
         raise RuntimeError("%s not ready after %d s:\n%s" % (self.name, START_TIMEOUT_S, self.log_tail()))
 
     def stop(self, grace_s=20):
+        if self.log.closed:
+            return
         try:
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGTERM)
@@ -133,26 +138,40 @@ class Server:
             self.log.close()
 
 
-def _start(request, tmp_path_factory, name, argv, env_extra=None):
-    server = Server(name, argv, str(tmp_path_factory.mktemp(name)), env_extra)
-    request.addfinalizer(server.stop)
-    try:
-        server.wait_ready()
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    return server
+def _start(request, tmp_path_factory, name, make_argv, env_extra=None):
+    """Starts a server from make_argv() -> (argv, ports) and returns its ports. A server that dies
+    before it is ready is started once more on fresh ports (picking a free port and binding it later
+    is a race with every other process on the machine), with the first log kept in a warning."""
+    first = None
+    for _ in range(2):
+        argv, ports = make_argv()
+        server = Server(name, argv, str(tmp_path_factory.mktemp(name)), env_extra)
+        request.addfinalizer(server.stop)
+        try:
+            server.wait_ready()
+        except RuntimeError as e:
+            server.stop()
+            if first is not None:
+                pytest.fail("%s\n--- first try ---\n%s" % (e, first), pytrace=False)
+            first = str(e)
+            continue
+        if first is not None:
+            warnings.warn("%s needed a second start; the first:\n%s" % (name, first))
+        return ports
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
 def ray_server(request, tmp_path_factory):
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (scripts/setup.sh installs ray[serve])")
-    port, = _free_ports(1)
     ray_tmp = tempfile.mkdtemp(prefix="kiln-ray-")    # short: Ray's socket paths must fit 107 bytes
     request.addfinalizer(lambda: subprocess.run(["rm", "-rf", ray_tmp]))
-    argv = [sys.executable, RAY_EXAMPLE, "--model", MODEL, "--port", str(port), "--engines", ",".join(ENGINES),
-            "--replicas", "2", "--threads", "1", "--ray-temp-dir", ray_tmp]
-    _start(request, tmp_path_factory, "ray", argv)
-    return port
+
+    def argv():
+        port, = _free_ports(1)
+        return [sys.executable, RAY_EXAMPLE, "--model", MODEL, "--port", str(port), "--engines", ",".join(ENGINES),
+                "--replicas", "2", "--threads", "1", "--ray-temp-dir", ray_tmp], port
+    return _start(request, tmp_path_factory, "ray", argv)
 
 
 def _pytriton_usable():
@@ -167,13 +186,14 @@ def triton_server(request, tmp_path_factory):
     if not _pytriton_usable():
         pytest.skip("PyTriton is not installed: scripts/setup.sh puts nvidia-pytriton in %s's venv "
                     "(or set KILN_PYTRITON_PYTHON)" % PYTRITON_PYTHON)
-    http_port, grpc_port, metrics_port = _free_ports(3)
-    argv = [PYTRITON_PYTHON, TRITON_EXAMPLE, "--model", MODEL, "--engines", ",".join(ENGINES),
-            "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
-            "--instances", "2", "--threads", "1"]
-    _start(request, tmp_path_factory, "triton", argv,
-           {"PYTHONPATH": os.pathsep.join(p for p in (os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH")) if p)})
-    return {"http": http_port, "grpc": grpc_port}
+
+    def argv():
+        http_port, grpc_port, metrics_port = _free_ports(3)
+        return ([PYTRITON_PYTHON, TRITON_EXAMPLE, "--model", MODEL, "--engines", ",".join(ENGINES),
+                 "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+                 "--instances", "2", "--threads", "1"], {"http": http_port, "grpc": grpc_port})
+    pypath = os.pathsep.join(p for p in (os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH")) if p)
+    return _start(request, tmp_path_factory, "triton", argv, {"PYTHONPATH": pypath})
 
 
 # ---- requests and their expected answers ----------------------------------------------------------
