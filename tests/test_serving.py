@@ -303,6 +303,8 @@ def check_and_record(server, engine, port, make_request):
     wx, ww = _workload(4 * CLIENTS, seed=99)
     replies, _, errors, _ = run_load(port, make_request, wx, CLIENTS)
     assert not errors, errors[:5]
+    for got, exp in zip(replies, ww):
+        np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-6)
     replies, lat, errors, wall = run_load(port, make_request, xs, CLIENTS)
     assert not errors, "%d of %d requests failed, e.g. %s" % (len(errors), len(xs), errors[:5])
     missing = [i for i, r in enumerate(replies) if r is None]
