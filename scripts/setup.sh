@@ -25,3 +25,13 @@ if ! $PY -c "import sklearn, skl2onnx, onnxmltools, lightgbm, xgboost, onnx_ir" 
   $PY -m pip install -q "scikit-learn==1.9.1" "skl2onnx==1.20.0" "onnxmltools==1.16.0" "lightgbm==4.6.0" \
     "xgboost-cpu==3.1.2" "onnx-ir==1.1.0"
 fi
+# tests/test_serving.py, examples/serving/: Ray Serve in this interpreter (~370 MB, ~20 s), and
+# PyTriton, which bundles tritonserver (~350 MB, ~20 s), in a venv of its own: PyTriton 0.7 pins
+# numpy < 2, which the rest of the suite has outgrown. The venv sees this interpreter's packages
+# (onnxruntime) but keeps its own numpy. The test finds it here (or at $KILN_PYTRITON_PYTHON).
+PYTRITON_VENV=${KILN_PYTRITON_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln/pytriton-venv}
+if ! $PY -c "import ray, ray.serve" 2>/dev/null || ! "$PYTRITON_VENV/bin/python" -c "import pytriton" 2>/dev/null; then
+  $PY -m pip install -q "ray[serve]==2.60.0"
+  $PY -m venv --system-site-packages "$PYTRITON_VENV"
+  "$PYTRITON_VENV/bin/python" -m pip install -q "nvidia-pytriton==0.7.0"
+fi
