@@ -4,6 +4,7 @@ import resource
 import time
 
 import numpy as np
+import pytest
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -126,3 +127,28 @@ def test_cycle_is_reported():
         assert False, "expected an error"
     except kiln.KilnError as e:
         assert "cycle" in str(e)
+
+
+def test_com_microsoft_node_without_its_opset_import():
+    """ONNX Runtime takes com.microsoft nodes in a model that does not import the domain (its
+    transformers optimizer writes such graphs at opt_level 0); kiln reads them as version 1. Other
+    domains stay strict."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    x = np.random.default_rng(8).standard_normal((3, 5)).astype(np.float32)
+    node = helper.make_node("FastGelu", ["x"], ["y"], domain="com.microsoft")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    data = m.SerializeToString()
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = kiln.InferenceSession(data).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    node.domain = "ai.onnx.ml"
+    node.op_type = "Normalizer"
+    g2 = helper.make_graph([node], "g", list(g.input), list(g.output))
+    m2 = helper.make_model(g2, opset_imports=[helper.make_opsetid("", 17)])
+    m2.ir_version = 8
+    with pytest.raises(kiln.KilnError, match="domain 'ai.onnx.ml' is not imported"):
+        kiln.InferenceSession(m2.SerializeToString())

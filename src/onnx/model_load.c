@@ -838,6 +838,9 @@ static kiln_status parse_node(loader *L, kiln_graph *g, int idx, const uint8_t *
     }
     if (!n->name || !n->domain) return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
     int64_t ver = kiln_model_opset(L->m, n->domain);
+    /* com.microsoft has one version; ONNX Runtime takes nodes of it without the import (its
+     * transformers optimizer writes such models), so kiln does too */
+    if (ver < 0 && !strcmp(n->domain, "com.microsoft")) ver = 1;
     n->opset = ver < 0 ? -1 : (int)(ver > INT32_MAX ? INT32_MAX : ver);
     if (nattr) {
         n->attrs = calloc((size_t)nattr, sizeof *n->attrs);
