@@ -7,6 +7,7 @@
  * output rows). */
 #include "conv_util.h"
 #include "gemm_util.h"
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,6 +192,36 @@ DEFINE_DKERNEL(dkernel_12, 12, DROWS12)
 DEFINE_DKERNEL(dkernel_8, 8, DROWS8)
 DEFINE_DKERNEL(dkernel_4, 4, DROWS4)
 
+/* The padded copy is kept by the calling thread between calls: a fresh one would fault in and
+ * clear its pages every time, which costs as much as the product on small convolutions. Copies
+ * only ever write input values, so a kept buffer whose layout matches (the same padding places)
+ * needs no clearing; another layout clears it once. Large maps allocate per call. */
+#define PAD_CACHE_MAX ((int64_t)4 << 20) /* floats */
+static _Thread_local float *pad_buf;
+static _Thread_local int64_t pad_cap, pad_key[10];
+static pthread_key_t pad_tkey;
+static pthread_once_t pad_once = PTHREAD_ONCE_INIT;
+static void pad_free(void *p) { free(p); }
+static void pad_make_key(void) { pthread_key_create(&pad_tkey, pad_free); }
+
+static float *cached_pad(const kconv_geom *g, const dgeo *d, int64_t n) {
+    if (n > PAD_CACHE_MAX) return NULL;
+    int64_t key[10] = {g->C, d->IH, d->IW, d->pt, d->pl, d->Hp, d->Lq, d->sw, d->cs, n};
+    if (pad_buf && pad_cap >= n && !memcmp(key, pad_key, sizeof key)) return pad_buf;
+    if (!pad_buf || pad_cap < n) {
+        pthread_once(&pad_once, pad_make_key);
+        float *b = aligned_alloc(64, (size_t)((n + 15) / 16 * 16) * sizeof(float));
+        if (!b) return NULL;
+        free(pad_buf);
+        pad_buf = b;
+        pad_cap = (n + 15) / 16 * 16;
+        pthread_setspecific(pad_tkey, b); /* freed when the thread exits */
+    }
+    memset(pad_buf, 0, sizeof(float) * (size_t)n);
+    memcpy(pad_key, key, sizeof key);
+    return pad_buf;
+}
+
 static void compute_run(void *arg, int64_t i0, int64_t i1) {
     const djob *j = arg;
     const dgeo *d = &j->d;
@@ -301,10 +332,16 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
     const dgeo *d = &j.d;
     /* the padding: zero; flat chunks past the last row read up to a row and a chunk further */
-    float *pad = calloc((size_t)(g->C * d->cs + d->rowlen + 2 * DNR), sizeof(float));
+    int64_t npad = g->C * d->cs + d->rowlen + 2 * DNR;
+    int own = 0;
+    float *pad = cached_pad(g, d, npad);
+    if (!pad) {
+        pad = calloc((size_t)npad, sizeof(float));
+        own = 1;
+    }
     int64_t *offs = malloc(sizeof(int64_t) * (size_t)(j.K > 0 ? j.K : 1));
     if (!pad || !offs) {
-        free(pad);
+        if (own) free(pad);
         free(offs);
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
     }
@@ -331,7 +368,7 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
         kiln_parallel_for(ctx, items, kpar_grain(items, macs / 100.0),
                           d->flat ? compute_flat_run : compute_run, &j);
     }
-    free(pad);
+    if (own) free(pad);
     free(offs);
     return KILN_OK;
 }
