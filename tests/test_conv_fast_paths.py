@@ -253,3 +253,33 @@ def test_maxpool_fast_nan_same_as_indices_path(xs, attrs):
     assert np.isnan(fast).any() and not np.isnan(fast).all()
     assert np.array_equal(np.isnan(fast), np.isnan(general))
     assert np.array_equal(np.nan_to_num(fast), np.nan_to_num(general))
+
+
+def test_direct_pad_buffer_reuse_across_layouts():
+    """Convs with different paddings/strides in one model, run several times on the same threads:
+    the kept padded copy must be cleared whenever its layout changes."""
+    rng = np.random.default_rng(91)
+    x = rand(rng, (2, 8, 15, 17))
+    specs = [((12, 8, 3, 3), [1, 1, 1, 1], [1, 1]), ((12, 12, 5, 5), [2, 0, 1, 2], [1, 1]),
+             ((16, 12, 3, 3), [1, 1, 1, 1], [2, 2]), ((16, 16, 3, 3), [0, 0, 0, 0], [1, 1]),
+             ((8, 16, 3, 3), [1, 1, 1, 1], [1, 1])]
+    nodes, inits, prev = [], [], "x"
+    for i, (ws, pads, strides) in enumerate(specs):
+        w = rand(rng, ws, low=-0.5, high=0.5)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        out = "y" if i == len(specs) - 1 else f"t{i}"
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [out], pads=pads, strides=strides))
+        prev = out
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    want = run_ort(m, {"x": x})[0]
+    import kiln
+    for threads in (1, 2):
+        s = kiln.InferenceSession(m.SerializeToString(), threads=threads)
+        for _ in range(3):
+            for xx in (x, rand(rng, x.shape)):
+                got = s.run(None, {"x": xx})[0]
+                assert_same(got, run_ort(m, {"x": xx})[0], rtol=1e-4, atol=1e-4)
+    assert want.shape == got.shape

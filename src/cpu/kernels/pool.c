@@ -192,6 +192,30 @@ __attribute__((target("avx512f"))) static void colmax_avx512(float *r, const flo
         _mm512_mask_storeu_ps(r + i, m & take, b);
     }
 }
+/* Outputs [oa, ob) of a row whose windows lie inside it: y[o] = the largest of the kw reduced
+ * columns from o * s - pb, or NaN when the window's first tap (in first) is NaN. */
+__attribute__((target("avx512f"))) static int64_t rowmax_avx512(const float *rowbuf,
+                                                              const float *first, int64_t s,
+                                                              int64_t pb, int64_t kw, int64_t oa,
+                                                              int64_t ob, float *y) {
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i step = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)s));
+    const __m512i one = _mm512_set1_epi32(1);
+    int64_t o = oa;
+    for (; o + 16 <= ob; o += 16) {
+        __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)(o * s - pb)), step);
+        __m512 best = _mm512_i32gather_ps(idx, rowbuf, 4);
+        __m512 f = _mm512_i32gather_ps(idx, first, 4);
+        for (int64_t t = 1; t < kw; t++) {
+            idx = _mm512_add_epi32(idx, one);
+            __m512 v = _mm512_i32gather_ps(idx, rowbuf, 4);
+            best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ), v);
+        }
+        best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), f);
+        _mm512_storeu_ps(y + o, best);
+    }
+    return o;
+}
 #define HAVE_COLMAX_AVX512 1
 #endif
 
@@ -229,7 +253,17 @@ static void plane_max_f32(const pool_job *j, int64_t q, float *rowbuf) {
             for (int64_t td = dl; td < dh; td++)
                 for (int64_t th = hl; th < hh; th++)
                     if (td != dl || th != hl) colmax(rowbuf, x + ((d0 + td) * H + h0 + th) * W, W);
-            for (int64_t ow = 0; ow < j->out[2]; ow++, o++) {
+            /* outputs whose whole window lies inside the row: [oa, ob) */
+            int64_t S = j->s[2], PB = j->pb[2], KW = j->k[2], OW = j->out[2];
+            int64_t oa = (PB + S - 1) / S, ob = W - KW + PB >= 0 ? (W - KW + PB) / S + 1 : 0;
+            if (ob > OW) ob = OW;
+            int64_t vec_end = oa;
+#ifdef HAVE_COLMAX_AVX512
+            if (oa < ob && kgemm_avx512_available())
+                vec_end = rowmax_avx512(rowbuf, first, S, PB, KW, oa, ob, y + o);
+#endif
+            for (int64_t ow = 0; ow < OW; ow++, o++) {
+                if (ow >= oa && ow < vec_end) continue;
                 int64_t w0 = ow * j->s[2] - j->pb[2], wl = j->tlo[2][ow], wh = j->thi[2][ow];
                 if (wl >= wh) {
                     y[o] = 0.0f;
