@@ -281,5 +281,8 @@ def test_direct_pad_buffer_reuse_across_layouts():
         for _ in range(3):
             for xx in (x, rand(rng, x.shape)):
                 got = s.run(None, {"x": xx})[0]
-                assert_same(got, run_ort(m, {"x": xx})[0], rtol=1e-4, atol=1e-4)
+                ref = run_ort(m, {"x": xx})[0]
+                # five chained sums of up to 300 products: rounding, not stale padding (which
+                # would be off by whole products)
+                assert_same(got, ref, rtol=1e-3, atol=1e-4 * float(np.abs(ref).max()))
     assert want.shape == got.shape
