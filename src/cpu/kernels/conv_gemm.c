@@ -1,19 +1,18 @@
-/* Convolution as matrix products. The output positions of each (image, group) are cut into
- * column tiles; a tile's im2col block fits in cache, one single-threaded sgemm turns it into the
- * tile's outputs, and bias, residual and activation are applied while the tile is still hot.
- * Tiles are the unit of parallel work. When there are too few tiles to feed every thread (small
- * feature maps), the whole im2col matrix is built once and the product itself is split instead.
- * 1x1 convolutions with unit strides and no padding read the input directly. Depthwise
- * convolutions go to the direct kernel (conv_depthwise.c). */
+/* Convolution as matrix products. The output positions are cut into column tiles; one
+ * single-threaded product per tile (and per block of output channels when tiles alone cannot
+ * feed every thread) turns it into outputs, and bias, residual and activation are applied while
+ * the tile is still hot. Tiles are the unit of parallel work. With weights packed for the AVX-512
+ * product, the im2col columns go straight into its panels a KC-deep slice at a time, so tiles
+ * are wide (KCONV_TILE_COLS) and, on maps smaller than that at batch > 1, run on across images.
+ * Without packing, a tile's im2col block is kept to about 256 KB. 1x1 convolutions with unit
+ * strides and no padding read the input directly; strided ones read a subsampled copy.
+ * Depthwise convolutions go to the direct kernels (conv_depthwise.c), stride-1 ones mostly to
+ * conv_direct.c. */
 #include "conv_util.h"
 #include "gemm_util.h"
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Columns (output positions) per product when the weights are packed: enough that the packed
- * weights are streamed few times, few enough that a batch-1 map still splits over threads. */
-#define CONV_TILE_COLS 512
 
 typedef struct conv_job {
     const kconv_geom *g;
@@ -61,7 +60,8 @@ static void pack_im2col(void *arg, int64_t p0, int64_t kc, int64_t j0, int64_t n
 
 /* The same over batch columns (image n, position p) = n * out_size + p: each image's run of
  * columns lands at its place in the shared panels. */
-static void pack_im2col_span(void *arg, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float *dst) {
+static void pack_im2col_span(void *arg, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+                             float *dst) {
     const panel_src *s = arg;
     const kconv_geom *g = s->g;
     int64_t q = s->col0 + j0, end = q + nc;
@@ -382,10 +382,10 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
         /* The product packs a KC-deep slice of a tile's columns at a time, so a tile may be wide:
          * each tile streams the whole weight matrix once, and wider tiles stream it fewer times.
          * Maps smaller than a tile let a tile run on into the next image (span). */
-        j.span = g->N > 1 && g->out_size < CONV_TILE_COLS;
+        j.span = g->N > 1 && g->out_size < KCONV_TILE_COLS;
         j.cols = j.span ? g->N * g->out_size : g->out_size;
         images = j.span ? g->group : g->N * g->group;
-        ntiles = (j.cols + CONV_TILE_COLS - 1) / CONV_TILE_COLS;
+        ntiles = (j.cols + KCONV_TILE_COLS - 1) / KCONV_TILE_COLS;
         /* too few tiles for the threads: narrower ones, down to a few kernel panels wide */
         if (nt > 1 && images * ntiles < 2 * nt) {
             int64_t want = (2 * nt + images - 1) / images, most = j.cols / (3 * KGEMM_NR);

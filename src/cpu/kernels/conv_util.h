@@ -7,6 +7,9 @@
 #include "ops/op.h"
 
 #define KCONV_MAX_ND (KILN_MAX_RANK - 2)
+/* Columns (output positions) per product when the weights are packed: enough that the packed
+ * weights are streamed few times, few enough that a batch-1 map still splits over threads. */
+#define KCONV_TILE_COLS 512
 
 typedef struct kconv_geom {
     int nd;                         /* spatial rank */

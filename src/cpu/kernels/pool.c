@@ -188,7 +188,8 @@ __attribute__((target("avx512f"))) static void colmax_avx512(float *r, const flo
     for (; i < n; i += 16) {
         __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
         __m512 a = _mm512_maskz_loadu_ps(m, r + i), b = _mm512_maskz_loadu_ps(m, v + i);
-        __mmask16 take = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+        __mmask16 take =
+            _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
         _mm512_mask_storeu_ps(r + i, m & take, b);
     }
 }
