@@ -139,9 +139,19 @@ ACTS = [("Relu", None), ("LeakyRelu", [0.1]), ("Clip", [-0.5, 0.6]), ("Sigmoid",
         ("HardSigmoid", [0.2, 0.5]), ("Tanh", None)]
 
 
+FUSED_CASES = [
+    SPAN_CASES[2], STRIDED_CASES[0], SPAN_CASES[0], ((2, 1, 3000), (16, 1, 128), {"strides": [64]}),
+    # one image per product: the residual and activation go into the product's store
+    ((1, 20, 9, 11), (30, 20, 1, 1), {}),                                  # 1x1, batch 1
+    ((2, 8, 30, 30), (28, 8, 1, 1), {}),                                   # 1x1, maps above a tile
+    ((1, 12, 15, 15), (40, 12, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # im2col panels
+    ((1, 1, 3000), (16, 1, 128), {"strides": [64]}),
+    ((1, 6, 9, 9), (24, 3, 1, 1), {"group": 2}),
+]
+
+
 @pytest.mark.parametrize("act,params", ACTS)
-@pytest.mark.parametrize("xs,ws,attrs", [SPAN_CASES[2], STRIDED_CASES[0], SPAN_CASES[0],
-                                         ((2, 1, 3000), (16, 1, 128), {"strides": [64]})])
+@pytest.mark.parametrize("xs,ws,attrs", FUSED_CASES)
 @pytest.mark.parametrize("z", [False, True])
 def test_fused_conv(act, params, xs, ws, attrs, z):
     attrs = dict(attrs, activation=act)
@@ -286,3 +296,33 @@ def test_direct_pad_buffer_reuse_across_layouts():
                 # would be off by whole products)
                 assert_same(got, ref, rtol=1e-3, atol=1e-4 * float(np.abs(ref).max()))
     assert want.shape == got.shape
+
+
+@pytest.mark.parametrize("act,params", [("Relu", None), ("LeakyRelu", [0.1]), ("Clip", [-0.5, 0.6])])
+@pytest.mark.parametrize("xs,ws,attrs", FUSED_CASES[4:8])
+def test_fused_store_nan(act, params, xs, ws, attrs):
+    """NaN through the activation fused into the product's store: NaN stays NaN (x < 0 ? 0 : x and
+    the like), as in kiln's separate activation; everything else as ORT's Conv + Add + activation."""
+    rng = np.random.default_rng(101)
+    x = rand(rng, xs)
+    x.reshape(-1)[::29] = np.nan
+    w = rand(rng, ws, low=-1, high=1)
+    b = rand(rng, (ws[0],))
+    plain = run_kiln(*conv_model(x, w, b, attrs))[0]
+    z = rand(rng, plain.shape)
+    z.reshape(-1)[::31] = np.nan
+    fattrs = dict(attrs, activation=act)
+    if params:
+        fattrs["activation_params"] = params
+    got = run_kiln(*conv_model(x, w, b, fattrs, op="FusedConv", z=z))[0]
+    s = plain + z
+    with np.errstate(invalid="ignore"):
+        if act == "Relu":
+            want = np.where(s < 0, np.float32(0), s)
+        elif act == "LeakyRelu":
+            want = np.where(s >= 0, s, np.float32(params[0]) * s)
+        else:
+            want = np.where(s < params[0], np.float32(params[0]), np.where(s > params[1], np.float32(params[1]), s))
+    assert np.isnan(got).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert_same(got, want.astype(np.float32), rtol=1e-6, atol=1e-6)

@@ -30,17 +30,48 @@ typedef struct conv_job {
 
 /* residual and activation over rows [m0, m1) x columns [p0, p1) of one (image, group); with
  * with_bias also the bias (when the product could not add it itself). */
+static void epilogue_fused(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t m1,
+                           int64_t p0, int64_t p1, int with_bias, int fused);
+
 static void epilogue(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t m1, int64_t p0,
                      int64_t p1, int with_bias) {
+    epilogue_fused(j, n, grp, m0, m1, p0, p1, with_bias, 0);
+}
+
+/* The part of the epilogue the product's store can do (kgemm_epi): the residual, and Relu, Clip
+ * or LeakyRelu after it. Returns what it took on: 0 nothing, 1 the residual, 2 both. */
+static int fuse_epi(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t p0,
+                    kgemm_epi *ep) {
     const kconv_geom *g = j->g;
-    int act = j->act && j->act->kind != KACT_NONE;
-    if (!(with_bias && j->bias) && !j->z && !act) return;
+    memset(ep, 0, sizeof *ep);
+    int kind = j->act ? j->act->kind : KACT_NONE, fused = 2;
+    if (kind == KACT_RELU) ep->act = KGEMM_EPI_RELU;
+    else if (kind == KACT_CLIP) ep->act = KGEMM_EPI_CLIP;
+    else if (kind == KACT_LEAKY) ep->act = KGEMM_EPI_LEAKY;
+    else if (kind != KACT_NONE) fused = 1;
+    if (j->act) {
+        ep->a = j->act->a;
+        ep->b = j->act->b;
+    }
+    if (j->z) {
+        ep->z = j->z + (n * g->M + grp * j->Mg + m0) * g->out_size + p0;
+        ep->ldz = g->out_size;
+    }
+    return fused;
+}
+
+static void epilogue_fused(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t m1,
+                           int64_t p0, int64_t p1, int with_bias, int fused) {
+    const kconv_geom *g = j->g;
+    int act = j->act && j->act->kind != KACT_NONE && fused < 2;
+    const float *z = fused ? NULL : j->z;
+    if (!(with_bias && j->bias) && !z && !act) return;
     for (int64_t m = m0; m < m1; m++) {
         int64_t oc = grp * j->Mg + m;
         float *yr = j->y + (n * g->M + oc) * g->out_size + p0;
         int64_t len = p1 - p0;
         if (with_bias && j->bias) kvec_add_scalar_f32(yr, j->bias[oc], len);
-        if (j->z) kvec_add_f32(yr, j->z + (n * g->M + oc) * g->out_size + p0, len);
+        if (z) kvec_add_f32(yr, z + (n * g->M + oc) * g->out_size + p0, len);
         if (act) kconv_apply_act(j->act, yr, len);
     }
 }
@@ -137,12 +168,14 @@ static void tile_run(void *arg, int64_t i0, int64_t i1) {
         const float *xg = j->x + (n * g->C + grp * j->Cg) * g->in_size;
         float *yg = j->y + (n * g->M + grp * j->Mg + m0) * g->out_size + p0;
         const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
+        kgemm_epi ep;
+        int fused = j->wpk ? fuse_epi(j, n, grp, m0, p0, &ep) : 0;
         if (!j->pointwise && j->wpk) {
             panel_src ps = {g, xg, p0};
-            if (kgemm_sgemm_avx512_packed_cb(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0,
-                                             p1 - p0, j->Kc, 1.0f, pack_im2col, &ps, 0.0f, yg,
-                                             g->out_size, bias)) {
-                epilogue(j, n, grp, m0, m1, p0, p1, 0);
+            if (kgemm_sgemm_avx512_packed_cb_epi(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0,
+                                                 p1 - p0, j->Kc, 1.0f, pack_im2col, &ps, 0.0f, yg,
+                                                 g->out_size, bias, &ep)) {
+                epilogue_fused(j, n, grp, m0, m1, p0, p1, 0, fused);
                 continue;
             }
             j->failed = 1; /* no packing buffers */
@@ -159,13 +192,15 @@ static void tile_run(void *arg, int64_t i0, int64_t i1) {
             B = buf;
             ldb = p1 - p0;
         }
-        if (!(j->wpk && kgemm_sgemm_avx512_packed(j->wpk + grp * j->wpk_group, j->Mg, m0, 0, m1 - m0,
-                                                  p1 - p0, j->Kc, 1.0f, B, ldb, 0.0f, yg,
-                                                  g->out_size, bias)))
+        if (!(j->wpk && kgemm_sgemm_avx512_packed_epi(j->wpk + grp * j->wpk_group, j->Mg, m0, 0,
+                                                      m1 - m0, p1 - p0, j->Kc, 1.0f, B, ldb, 0.0f,
+                                                      yg, g->out_size, bias, &ep))) {
             kgemm_f32_serial_bias(0, 0, m1 - m0, p1 - p0, j->Kc, 1.0f,
                                   j->w + (grp * j->Mg + m0) * j->Kc, j->Kc, B, ldb, 0.0f, yg,
                                   g->out_size, bias);
-        epilogue(j, n, grp, m0, m1, p0, p1, 0);
+            fused = 0;
+        }
+        epilogue_fused(j, n, grp, m0, m1, p0, p1, 0, fused);
     }
     free(buf);
 }
