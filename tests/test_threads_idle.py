@@ -93,8 +93,10 @@ def model_file(tmp_path_factory):
 
 def probe(model_file, threads, tmp_path, seconds=1.5):
     out = str(tmp_path / f"y{threads}.npy")
+    # numpy's own OpenBLAS keeps a pool of its own (it woke for a few ticks on a loaded machine);
+    # one thread there leaves only the interpreter's and the session's threads to count
     r = subprocess.run([sys.executable, "-c", PROBE, ROOT, str(threads), model_file, str(seconds), out],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1]), np.load(out)
 

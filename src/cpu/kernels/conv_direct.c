@@ -7,6 +7,7 @@
  * output rows). */
 #include "conv_util.h"
 #include "gemm_util.h"
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,16 @@
 #define DMR KGEMM_MR
 #define DNR 32
 
+/* Unit strides: the padded rows are laid end to end (no rounding), and the 32 lanes run over
+ * consecutive positions of that flat map, across row ends. A tap is then one fixed offset for
+ * every lane; the few lanes that land in the padding columns are computed and dropped. Small maps
+ * (7x7, 14x14) keep most lanes busy this way, and need no im2col. */
+static int flat_ok(const kconv_geom *g) {
+    for (int d = 0; d < g->nd; d++)
+        if (g->stride[d] != 1) return 0;
+    return 1;
+}
+
 int kconv_direct_ok(const kconv_geom *g) {
     if (!kgemm_avx512_available() || g->nd < 1 || g->nd > 2) return 0;
     int L = g->nd - 1;
@@ -23,15 +34,18 @@ int kconv_direct_ok(const kconv_geom *g) {
     for (int d = 0; d < g->nd; d++)
         if (g->k[d] != 1 || g->stride[d] != 1 || g->pad_b[d] || g->pad_e[d]) pointwise = 0;
     if (pointwise) return 0;          /* the plain product reads 1x1 inputs directly already */
+    if (g->M / g->group < 4) return 0;
+    if (flat_ok(g)) return 1;
     if (g->out[L] < 20) return 0;     /* narrow rows would leave most of the 32 lanes idle */
-    if (g->stride[L] > 4) return 0;
-    return g->M / g->group >= 4;
+    return g->stride[L] <= 4;
 }
 
 /* Geometry of the padded, phase-split channel copies (2-D view; 1-D has H = 1). */
 typedef struct dgeo {
     int64_t IH, IW, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl;
     int64_t Hp, Lq, rowlen, cs; /* padded rows, phase row length, sw * Lq, channel stride */
+    int flat;                   /* lanes over the flat padded map (see flat_ok) */
+    int64_t chunks;             /* flat: 32-lane chunks covering OH rows of rowlen */
 } dgeo;
 
 static void dgeo_make(const kconv_geom *g, dgeo *d) {
@@ -49,10 +63,14 @@ static void dgeo_make(const kconv_geom *g, dgeo *d) {
     d->pt = two ? g->pad_b[0] : 0;
     d->pl = g->pad_b[L];
     d->Hp = (d->OH - 1) * d->sh + (d->KH - 1) * d->dh + 1;
-    /* every tap reads [shift, shift + OW rounded up to 32) of its phase row */
-    d->Lq = (d->OW + DNR - 1) / DNR * DNR + ((d->KW - 1) * d->dw) / d->sw + 1;
+    d->flat = flat_ok(g);
+    /* every tap reads [shift, shift + OW rounded up to 32) of its phase row; flat: the rows
+     * hold just the padded input, and reads run on into the next rows */
+    if (d->flat) d->Lq = d->OW + (d->KW - 1) * d->dw;
+    else d->Lq = (d->OW + DNR - 1) / DNR * DNR + ((d->KW - 1) * d->dw) / d->sw + 1;
     d->rowlen = d->sw * d->Lq;
     d->cs = d->Hp * d->rowlen;
+    d->chunks = (d->OH * d->rowlen + DNR - 1) / DNR;
 }
 
 typedef struct djob {
@@ -174,6 +192,36 @@ DEFINE_DKERNEL(dkernel_12, 12, DROWS12)
 DEFINE_DKERNEL(dkernel_8, 8, DROWS8)
 DEFINE_DKERNEL(dkernel_4, 4, DROWS4)
 
+/* The padded copy is kept by the calling thread between calls: a fresh one would fault in and
+ * clear its pages every time, which costs as much as the product on small convolutions. Copies
+ * only ever write input values, so a kept buffer whose layout matches (the same padding places)
+ * needs no clearing; another layout clears it once. Large maps allocate per call. */
+#define PAD_CACHE_MAX ((int64_t)4 << 20) /* floats */
+static _Thread_local float *pad_buf;
+static _Thread_local int64_t pad_cap, pad_key[10];
+static pthread_key_t pad_tkey;
+static pthread_once_t pad_once = PTHREAD_ONCE_INIT;
+static void pad_free(void *p) { free(p); }
+static void pad_make_key(void) { pthread_key_create(&pad_tkey, pad_free); }
+
+static float *cached_pad(const kconv_geom *g, const dgeo *d, int64_t n) {
+    if (n > PAD_CACHE_MAX) return NULL;
+    int64_t key[10] = {g->C, d->IH, d->IW, d->pt, d->pl, d->Hp, d->Lq, d->sw, d->cs, n};
+    if (pad_buf && pad_cap >= n && !memcmp(key, pad_key, sizeof key)) return pad_buf;
+    if (!pad_buf || pad_cap < n) {
+        pthread_once(&pad_once, pad_make_key);
+        float *b = aligned_alloc(64, (size_t)((n + 15) / 16 * 16) * sizeof(float));
+        if (!b) return NULL;
+        free(pad_buf);
+        pad_buf = b;
+        pad_cap = (n + 15) / 16 * 16;
+        pthread_setspecific(pad_tkey, b); /* freed when the thread exits */
+    }
+    memset(pad_buf, 0, sizeof(float) * (size_t)n);
+    memcpy(pad_key, key, sizeof key);
+    return pad_buf;
+}
+
 static void compute_run(void *arg, int64_t i0, int64_t i1) {
     const djob *j = arg;
     const dgeo *d = &j->d;
@@ -212,6 +260,59 @@ static void compute_run(void *arg, int64_t i0, int64_t i1) {
     }
 }
 
+/* Flat chunk [f0, f0 + 32) of mr output channels, computed into tile (32 floats a row), goes to
+ * its (row, column) places in y; residual and activation follow there. */
+static void flat_scatter(const djob *j, const float *tile, int64_t f0, int64_t mr, float *yb) {
+    const dgeo *d = &j->d;
+    const kconv_geom *g = j->g;
+    int act = j->act && j->act->kind != KACT_NONE;
+    int64_t end = f0 + DNR < d->OH * d->rowlen ? f0 + DNR : d->OH * d->rowlen;
+    for (int64_t f = f0; f < end;) {
+        int64_t oy = f / d->rowlen, ox = f - oy * d->rowlen;
+        if (ox >= d->OW) {
+            f += d->rowlen - ox;
+            continue;
+        }
+        int64_t len = d->OW - ox < end - f ? d->OW - ox : end - f;
+        for (int64_t r = 0; r < mr; r++) {
+            float *yr = yb + r * g->out_size + oy * d->OW + ox;
+            memcpy(yr, tile + r * DNR + (f - f0), sizeof(float) * (size_t)len);
+            if (j->z) kvec_add_f32(yr, j->z + (yr - j->y), len);
+            if (act) kconv_apply_act(j->act, yr, len);
+        }
+        f += len;
+    }
+}
+
+static void compute_flat_run(void *arg, int64_t i0, int64_t i1) {
+    const djob *j = arg;
+    const dgeo *d = &j->d;
+    const kconv_geom *g = j->g;
+    float tile[DMR * DNR];
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t rb = it % j->row_items, rest = it / j->row_items;
+        int64_t p = rest % j->panels, grp = rest / j->panels;
+        int64_t m0 = p * DMR, mr = j->Mg - m0 < DMR ? j->Mg - m0 : DMR;
+        const float *wg = j->wpk + grp * j->wpk_group;
+        int64_t Mpad = j->panels * DMR;
+        const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
+        const float *gx = j->pad + grp * j->Cg * d->cs;
+        float *yb = j->y + (j->n * g->M + grp * j->Mg + m0) * g->out_size;
+        int64_t c0 = rb * j->rows_per_item, c1 = c0 + j->rows_per_item;
+        if (c1 > d->chunks) c1 = d->chunks;
+        for (int64_t c = c0; c < c1; c++) {
+            const float *xb = gx + c * DNR;
+            if (mr > 8)
+                dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR);
+            else if (mr > 4)
+                dkernel_8(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR);
+            else
+                dkernel_4(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR);
+            flat_scatter(j, tile, c * DNR, mr, yb);
+        }
+    }
+}
+
 kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
                              const float *bias, const float *z, const kconv_act *act, float *y) {
     djob j;
@@ -230,10 +331,17 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.panels = (j.Mg + DMR - 1) / DMR;
     j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
     const dgeo *d = &j.d;
-    float *pad = calloc((size_t)(g->C * d->cs + DNR), sizeof(float)); /* the padding: zero */
+    /* the padding: zero; flat chunks past the last row read up to a row and a chunk further */
+    int64_t npad = g->C * d->cs + d->rowlen + 2 * DNR;
+    int own = 0;
+    float *pad = cached_pad(g, d, npad);
+    if (!pad) {
+        pad = calloc((size_t)npad, sizeof(float));
+        own = 1;
+    }
     int64_t *offs = malloc(sizeof(int64_t) * (size_t)(j.K > 0 ? j.K : 1));
     if (!pad || !offs) {
-        free(pad);
+        if (own) free(pad);
         free(offs);
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
     }
@@ -248,17 +356,19 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     int nt = kiln_num_threads(ctx);
     int64_t base_items = g->group * j.panels;
     int64_t want = nt > 1 ? (4 * nt + base_items - 1) / base_items : 1;
-    if (want > d->OH) want = d->OH;
-    j.rows_per_item = (d->OH + want - 1) / want;
-    j.row_items = (d->OH + j.rows_per_item - 1) / j.rows_per_item;
+    int64_t rows = d->flat ? d->chunks : d->OH; /* flat: an item's "rows" are 32-lane chunks */
+    if (want > rows) want = rows;
+    j.rows_per_item = (rows + want - 1) / want;
+    j.row_items = (rows + j.rows_per_item - 1) / j.rows_per_item;
     double macs = (double)j.Mg * g->group * j.K * g->out_size;
     int64_t items = base_items * j.row_items;
     for (int64_t n = 0; n < g->N; n++) {
         j.n = n;
         kiln_parallel_for(ctx, g->C, kpar_grain(g->C, (double)g->C * d->cs * 0.3), fill_run, &j);
-        kiln_parallel_for(ctx, items, kpar_grain(items, macs / 100.0), compute_run, &j);
+        kiln_parallel_for(ctx, items, kpar_grain(items, macs / 100.0),
+                          d->flat ? compute_flat_run : compute_run, &j);
     }
-    free(pad);
+    if (own) free(pad);
     free(offs);
     return KILN_OK;
 }

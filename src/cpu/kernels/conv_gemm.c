@@ -1,10 +1,13 @@
-/* Convolution as matrix products. The output positions of each (image, group) are cut into
- * column tiles; a tile's im2col block fits in cache, one single-threaded sgemm turns it into the
- * tile's outputs, and bias, residual and activation are applied while the tile is still hot.
- * Tiles are the unit of parallel work. When there are too few tiles to feed every thread (small
- * feature maps), the whole im2col matrix is built once and the product itself is split instead.
- * 1x1 convolutions with unit strides and no padding read the input directly. Depthwise
- * convolutions go to the direct kernel (conv_depthwise.c). */
+/* Convolution as matrix products. The output positions are cut into column tiles; one
+ * single-threaded product per tile (and per block of output channels when tiles alone cannot
+ * feed every thread) turns it into outputs, and bias, residual and activation are applied while
+ * the tile is still hot. Tiles are the unit of parallel work. With weights packed for the AVX-512
+ * product, the im2col columns go straight into its panels a KC-deep slice at a time, so tiles
+ * are wide (KCONV_TILE_COLS) and, on maps smaller than that at batch > 1, run on across images.
+ * Without packing, a tile's im2col block is kept to about 256 KB. 1x1 convolutions with unit
+ * strides and no padding read the input directly; strided ones read a subsampled copy.
+ * Depthwise convolutions go to the direct kernels (conv_depthwise.c), stride-1 ones mostly to
+ * conv_direct.c. */
 #include "conv_util.h"
 #include "gemm_util.h"
 #include <cblas.h>
@@ -19,41 +22,120 @@ typedef struct conv_job {
     int64_t wpk_group;  /* floats per group in wpk */
     float *y;
     int64_t Cg, Mg, Kc, tile, ntiles, mblock, nmb;
+    int64_t cols; /* columns a tile index runs over: N * out_size when span, else out_size */
+    int span;     /* tiles run over the whole batch, so one product may cover several images */
     int pointwise;
     volatile int failed;
 } conv_job;
 
 /* residual and activation over rows [m0, m1) x columns [p0, p1) of one (image, group); with
  * with_bias also the bias (when the product could not add it itself). */
+static void epilogue_fused(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t m1,
+                           int64_t p0, int64_t p1, int with_bias, int fused);
+
 static void epilogue(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t m1, int64_t p0,
                      int64_t p1, int with_bias) {
+    epilogue_fused(j, n, grp, m0, m1, p0, p1, with_bias, 0);
+}
+
+/* The part of the epilogue the product's store can do (kgemm_epi): the residual, and Relu, Clip
+ * or LeakyRelu after it. Returns what it took on: 0 nothing, 1 the residual, 2 both. */
+static int fuse_epi(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t p0,
+                    kgemm_epi *ep) {
     const kconv_geom *g = j->g;
-    int act = j->act && j->act->kind != KACT_NONE;
-    if (!(with_bias && j->bias) && !j->z && !act) return;
+    memset(ep, 0, sizeof *ep);
+    int kind = j->act ? j->act->kind : KACT_NONE, fused = 2;
+    if (kind == KACT_RELU) ep->act = KGEMM_EPI_RELU;
+    else if (kind == KACT_CLIP) ep->act = KGEMM_EPI_CLIP;
+    else if (kind == KACT_LEAKY) ep->act = KGEMM_EPI_LEAKY;
+    else if (kind != KACT_NONE) fused = 1;
+    if (j->act) {
+        ep->a = j->act->a;
+        ep->b = j->act->b;
+    }
+    if (j->z) {
+        ep->z = j->z + (n * g->M + grp * j->Mg + m0) * g->out_size + p0;
+        ep->ldz = g->out_size;
+    }
+    return fused;
+}
+
+static void epilogue_fused(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t m1,
+                           int64_t p0, int64_t p1, int with_bias, int fused) {
+    const kconv_geom *g = j->g;
+    int act = j->act && j->act->kind != KACT_NONE && fused < 2;
+    const float *z = fused ? NULL : j->z;
+    if (!(with_bias && j->bias) && !z && !act) return;
     for (int64_t m = m0; m < m1; m++) {
         int64_t oc = grp * j->Mg + m;
         float *yr = j->y + (n * g->M + oc) * g->out_size + p0;
         int64_t len = p1 - p0;
         if (with_bias && j->bias) kvec_add_scalar_f32(yr, j->bias[oc], len);
-        if (j->z) kvec_add_f32(yr, j->z + (n * g->M + oc) * g->out_size + p0, len);
+        if (z) kvec_add_f32(yr, z + (n * g->M + oc) * g->out_size + p0, len);
         if (act) kconv_apply_act(j->act, yr, len);
     }
 }
 
 typedef struct panel_src {
     const kconv_geom *g;
-    const float *x;
-    int64_t col0;
+    const float *x;  /* one image's channel block, or (span) the batch's first image + group */
+    int64_t col0;    /* first column: an output position, or (span) a batch column */
 } panel_src;
+
+static int64_t round_nr(int64_t n) { return (n + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR; }
 
 static void pack_im2col(void *arg, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float *dst) {
     const panel_src *s = arg;
-    kconv_im2col_panels_f32(s->g, s->x, s->col0, p0, kc, j0, nc, dst);
+    kconv_im2col_panels_f32(s->g, s->x, s->col0, p0, kc, j0, nc, dst, 0, round_nr(nc));
 }
 
-/* Work item = (image, group, column tile, row block). Row blocks only exist when there are too
- * few tiles to keep every thread busy; each then redoes its tile's im2col (cheap next to the
- * product it feeds). */
+/* The same over batch columns (image n, position p) = n * out_size + p: each image's run of
+ * columns lands at its place in the shared panels. */
+static void pack_im2col_span(void *arg, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+                             float *dst) {
+    const panel_src *s = arg;
+    const kconv_geom *g = s->g;
+    int64_t q = s->col0 + j0, end = q + nc;
+    while (q < end) {
+        int64_t n = q / g->out_size, p = q - n * g->out_size;
+        int64_t len = g->out_size - p < end - q ? g->out_size - p : end - q;
+        int64_t dcol = q - (s->col0 + j0);
+        kconv_im2col_panels_f32(g, s->x + n * g->C * g->in_size, p, p0, kc, 0, len, dst, dcol,
+                                q + len == end ? round_nr(nc) : 0);
+        q += len;
+    }
+}
+
+/* A tile whose columns cover parts of several images (small maps, batch > 1): one product into
+ * tmp, then each image's part is copied to its place, where the residual and activation go. */
+static int span_tile(conv_job *j, int64_t grp, int64_t q0, int64_t q1, int64_t m0, int64_t m1) {
+    const kconv_geom *g = j->g;
+    int64_t nc = q1 - q0, os = g->out_size;
+    float *tmp = malloc(sizeof(float) * (size_t)((m1 - m0) * nc));
+    if (!tmp) return 0;
+    panel_src ps = {g, j->x + grp * j->Cg * g->in_size, q0};
+    const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
+    if (!kgemm_sgemm_avx512_packed_cb(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0, nc, j->Kc,
+                                      1.0f, pack_im2col_span, &ps, 0.0f, tmp, nc, bias)) {
+        free(tmp);
+        return 0;
+    }
+    for (int64_t q = q0; q < q1;) {
+        int64_t n = q / os, p = q - n * os, len = os - p < q1 - q ? os - p : q1 - q;
+        for (int64_t m = m0; m < m1; m++)
+            memcpy(j->y + (n * g->M + grp * j->Mg + m) * os + p, tmp + (m - m0) * nc + (q - q0),
+                   sizeof(float) * (size_t)len);
+        epilogue(j, n, grp, m0, m1, p, p + len, 0);
+        q += len;
+    }
+    free(tmp);
+    return 1;
+}
+
+/* Work item = (image unless span, group, column tile, row block). Row blocks only exist when
+ * there are too few tiles to keep every thread busy; each then redoes its tile's im2col (cheap
+ * next to the product it feeds). How the items are cut never changes what any output sums, or
+ * in which order: results do not depend on the thread count. */
 static void tile_run(void *arg, int64_t i0, int64_t i1) {
     conv_job *j = arg;
     const kconv_geom *g = j->g;
@@ -67,18 +149,33 @@ static void tile_run(void *arg, int64_t i0, int64_t i1) {
     for (int64_t it = i0; it < i1; it++) {
         int64_t mb = it % j->nmb, rest = it / j->nmb;
         int64_t t = rest % j->ntiles, ng = rest / j->ntiles, grp = ng % g->group, n = ng / g->group;
-        int64_t p0 = t * j->tile, p1 = p0 + j->tile < g->out_size ? p0 + j->tile : g->out_size;
+        int64_t c0 = t * j->tile, c1 = c0 + j->tile < j->cols ? c0 + j->tile : j->cols;
         int64_t m0 = mb * j->mblock, m1 = m0 + j->mblock < j->Mg ? m0 + j->mblock : j->Mg;
-        if (p0 >= p1 || m0 >= m1) continue;
+        if (c0 >= c1 || m0 >= m1) continue;
+        int64_t p0 = c0, p1 = c1;
+        if (j->span) {
+            n = c0 / g->out_size;
+            if ((c1 - 1) / g->out_size != n) {
+                if (!span_tile(j, grp, c0, c1, m0, m1)) {
+                    j->failed = 1;
+                    break;
+                }
+                continue;
+            }
+            p0 = c0 - n * g->out_size;
+            p1 = c1 - n * g->out_size;
+        }
         const float *xg = j->x + (n * g->C + grp * j->Cg) * g->in_size;
         float *yg = j->y + (n * g->M + grp * j->Mg + m0) * g->out_size + p0;
         const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
+        kgemm_epi ep;
+        int fused = j->wpk ? fuse_epi(j, n, grp, m0, p0, &ep) : 0;
         if (!j->pointwise && j->wpk) {
             panel_src ps = {g, xg, p0};
-            if (kgemm_sgemm_avx512_packed_cb(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0,
-                                             p1 - p0, j->Kc, 1.0f, pack_im2col, &ps, 0.0f, yg,
-                                             g->out_size, bias)) {
-                epilogue(j, n, grp, m0, m1, p0, p1, 0);
+            if (kgemm_sgemm_avx512_packed_cb_epi(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0,
+                                                 p1 - p0, j->Kc, 1.0f, pack_im2col, &ps, 0.0f, yg,
+                                                 g->out_size, bias, &ep)) {
+                epilogue_fused(j, n, grp, m0, m1, p0, p1, 0, fused);
                 continue;
             }
             j->failed = 1; /* no packing buffers */
@@ -95,13 +192,15 @@ static void tile_run(void *arg, int64_t i0, int64_t i1) {
             B = buf;
             ldb = p1 - p0;
         }
-        if (!(j->wpk && kgemm_sgemm_avx512_packed(j->wpk + grp * j->wpk_group, j->Mg, m0, 0, m1 - m0,
-                                                  p1 - p0, j->Kc, 1.0f, B, ldb, 0.0f, yg,
-                                                  g->out_size, bias)))
+        if (!(j->wpk && kgemm_sgemm_avx512_packed_epi(j->wpk + grp * j->wpk_group, j->Mg, m0, 0,
+                                                      m1 - m0, p1 - p0, j->Kc, 1.0f, B, ldb, 0.0f,
+                                                      yg, g->out_size, bias, &ep))) {
             kgemm_f32_serial_bias(0, 0, m1 - m0, p1 - p0, j->Kc, 1.0f,
                                   j->w + (grp * j->Mg + m0) * j->Kc, j->Kc, B, ldb, 0.0f, yg,
                                   g->out_size, bias);
-        epilogue(j, n, grp, m0, m1, p0, p1, 0);
+            fused = 0;
+        }
+        epilogue_fused(j, n, grp, m0, m1, p0, p1, 0, fused);
     }
     free(buf);
 }
@@ -163,12 +262,88 @@ void kconv_pack_weight(const kconv_geom *g, const float *w, float *dst) {
 }
 
 int kconv_uses_gemm(const kconv_geom *g) {
-    return !(g->C / g->group == 1 && kconv_depthwise_ok(g));
+    if (g->C / g->group != 1 || !kconv_depthwise_ok(g)) return 1;
+    /* One input channel feeding many outputs through a long kernel (a 1-D audio front end:
+     * 1 -> 256 channels, kernel 512, stride 160) is a real product over the taps: the direct
+     * kernel, made for 3x3 and 5x5 windows, would walk every stride phase of the input instead. */
+    return g->M / g->group >= 8 && g->k_size >= 32;
+}
+
+static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
+                           const float *bias, const float *z, const kconv_act *act,
+                           const float *w_packed, float *y);
+
+/* A 1x1 convolution with strides and no padding (ResNet's downsampling shortcuts) reads every
+ * stride-th input only. */
+static int strided_pointwise(const kconv_geom *g) {
+    int strided = 0;
+    for (int d = 0; d < g->nd; d++) {
+        if (g->k[d] != 1 || g->pad_b[d] || g->pad_e[d]) return 0;
+        if (g->stride[d] != 1) strided = 1;
+    }
+    return strided;
+}
+
+typedef struct sub_job {
+    const kconv_geom *g;
+    const float *x;
+    float *xs;
+} sub_job;
+
+/* planes [q0, q1) of the N * C input planes, subsampled to the output grid */
+static void subsample_run(void *arg, int64_t q0, int64_t q1) {
+    const sub_job *s = arg;
+    const kconv_geom *g = s->g;
+    int nd = g->nd, L = nd - 1;
+    int64_t OW = g->out[L], sw = g->stride[L];
+    for (int64_t q = q0; q < q1; q++) {
+        const float *xp = s->x + q * g->in_size;
+        float *d = s->xs + q * g->out_size;
+        int64_t o[KCONV_MAX_ND] = {0};
+        for (int64_t p = 0; p < g->out_size; p += OW) {
+            int64_t off = 0, st = 1;
+            for (int i = nd - 1; i >= 0; i--) {
+                if (i < L) off += o[i] * g->stride[i] * st;
+                st *= g->in[i];
+            }
+            const float *src = xp + off;
+            if (sw == 1) memcpy(d + p, src, sizeof(float) * (size_t)OW);
+            else for (int64_t t = 0; t < OW; t++) d[p + t] = src[t * sw];
+            for (int i = L - 1; i >= 0; i--) {
+                if (++o[i] < g->out[i]) break;
+                o[i] = 0;
+            }
+        }
+    }
 }
 
 kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                           const float *bias, const float *z, const kconv_act *act,
                           const float *w_packed, float *y) {
+    if (g->N == 0 || g->M == 0 || g->out_size == 0 || !strided_pointwise(g))
+        return run_f32(ctx, g, x, w, bias, z, act, w_packed, y);
+    /* gather the inputs the strides pick into a dense map once, then run a plain 1x1 product
+     * on it (the im2col or direct kernels would hop across channel planes for every tap) */
+    kconv_geom gs = *g;
+    for (int d = 0; d < g->nd; d++) {
+        gs.in[d] = g->out[d];
+        gs.stride[d] = gs.dil[d] = 1;
+    }
+    kconv_finish_sizes(&gs);
+    int64_t planes = g->N * g->C;
+    float *xs = malloc(sizeof(float) * (size_t)(planes * g->out_size + 1));
+    if (!xs) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory subsampling X");
+    sub_job sj = {g, x, xs};
+    kiln_parallel_for(ctx, planes, kpar_grain(planes, (double)planes * g->out_size * 0.5),
+                      subsample_run, &sj);
+    kiln_status st = run_f32(ctx, &gs, xs, w, bias, z, act, w_packed, y);
+    free(xs);
+    return st;
+}
+
+static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
+                           const float *bias, const float *z, const kconv_act *act,
+                           const float *w_packed, float *y) {
     if (g->N == 0 || g->M == 0 || g->out_size == 0) return KILN_OK;
     kgemm_blas_serial();
     int nt = kiln_num_threads(ctx);
@@ -237,32 +412,54 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
         free(packed);
         return st;
     }
-    /* a tile's im2col block of about 256 KB stays in L2 */
-    int64_t tile = (64 * 1024) / j.Kc;
-    if (tile < 64) tile = 64;
-    tile = (tile + 15) / 16 * 16;
-    if (tile > g->out_size) tile = g->out_size;
-    int64_t ntiles = (g->out_size + tile - 1) / tile, images = g->N * g->group;
-    if (nt > 1 && images * ntiles < 4 * nt) {
-        /* even out the threads' shares with smaller tiles, if they stay reasonably wide */
-        int64_t best = ntiles;
-        for (int64_t k = ntiles; k <= ntiles + 4 * nt; k++) {
-            if ((images * k) % nt == 0) { best = k; break; }
+    int64_t tile, ntiles, images;
+    if (j.wpk) {
+        /* The product packs a KC-deep slice of a tile's columns at a time, so a tile may be wide:
+         * each tile streams the whole weight matrix once, and wider tiles stream it fewer times.
+         * Maps smaller than a tile let a tile run on into the next image (span). */
+        j.span = g->N > 1 && g->out_size < KCONV_TILE_COLS;
+        j.cols = j.span ? g->N * g->out_size : g->out_size;
+        images = j.span ? g->group : g->N * g->group;
+        ntiles = (j.cols + KCONV_TILE_COLS - 1) / KCONV_TILE_COLS;
+        /* too few tiles for the threads: narrower ones, down to a few kernel panels wide */
+        if (nt > 1 && images * ntiles < 2 * nt) {
+            int64_t want = (2 * nt + images - 1) / images, most = j.cols / (3 * KGEMM_NR);
+            if (want > most) want = most;
+            if (want > ntiles) ntiles = want;
         }
-        if ((g->out_size + best - 1) / best >= 48) ntiles = best;
+        tile = round_nr((j.cols + ntiles - 1) / ntiles);
+        if (tile > j.cols) tile = j.cols;
+    } else {
+        /* a tile's im2col block of about 256 KB stays in L2 */
+        j.cols = g->out_size;
+        images = g->N * g->group;
+        tile = (64 * 1024) / j.Kc;
+        if (tile < 64) tile = 64;
+        tile = (tile + 15) / 16 * 16;
+        if (tile > g->out_size) tile = g->out_size;
+        ntiles = (g->out_size + tile - 1) / tile;
+        if (nt > 1 && images * ntiles < 4 * nt) {
+            /* even out the threads' shares with smaller tiles, if they stay reasonably wide */
+            int64_t best = ntiles;
+            for (int64_t k = ntiles; k <= ntiles + 4 * nt; k++) {
+                if ((images * k) % nt == 0) { best = k; break; }
+            }
+            if ((g->out_size + best - 1) / best >= 48) ntiles = best;
+        }
+        tile = (g->out_size + ntiles - 1) / ntiles;
     }
-    tile = (g->out_size + ntiles - 1) / ntiles;
-    ntiles = (g->out_size + tile - 1) / tile;
+    ntiles = (j.cols + tile - 1) / tile;
     j.tile = tile;
     j.ntiles = ntiles;
     /* still too few items (small maps): also split the output channels, in whole 12-row panels */
     j.nmb = 1;
     j.mblock = j.Mg;
     double total = (double)g->N * g->M * j.Kc * g->out_size / 100.0;
-    if (nt > 1 && images * ntiles < nt && j.Mg >= 24 && total >= KPAR_SERIAL_NS) {
-        int64_t want = (nt + images * ntiles - 1) / (images * ntiles);
+    if (nt > 1 && images * ntiles < 2 * nt && j.Mg >= 24 && total >= KPAR_SERIAL_NS) {
+        int64_t want = (2 * nt + images * ntiles - 1) / (images * ntiles);
         int64_t mb = (j.Mg + want - 1) / want;
         mb = (mb + 11) / 12 * 12;
+        if (mb < 24) mb = 24;
         j.mblock = mb;
         j.nmb = (j.Mg + mb - 1) / mb;
     }

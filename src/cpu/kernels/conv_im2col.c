@@ -165,7 +165,8 @@ __attribute__((target("avx512f"))) static void panel_segment(float *drow, int64_
 __attribute__((target("avx512f"))) void kconv_im2col_panels_f32(const kconv_geom *g, const float *x,
                                                                 int64_t col0, int64_t k0,
                                                                 int64_t kc, int64_t j0,
-                                                                int64_t nc, float *dst) {
+                                                                int64_t nc, float *dst,
+                                                                int64_t dcol, int64_t pad_to) {
     int nd = g->nd, L = nd - 1;
     int64_t ist[KCONV_MAX_ND], ost[KCONV_MAX_ND], start[KCONV_MAX_ND], kidx[KCONV_MAX_ND];
     plane_strides(g->in, nd, ist);
@@ -178,7 +179,7 @@ __attribute__((target("avx512f"))) void kconv_im2col_panels_f32(const kconv_geom
         rem /= g->k[d];
     }
     int64_t OW = g->out[L], IW = g->in[L], sw = g->stride[L], dw = g->dil[L];
-    int64_t pstride = kc * KGEMM_NR, npad = (nc + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR;
+    int64_t pstride = kc * KGEMM_NR;
     for (int64_t r = 0; r < kc; r++) {
         float *drow = dst + r * KGEMM_NR;
         int64_t o[KCONV_MAX_ND];
@@ -195,12 +196,13 @@ __attribute__((target("avx512f"))) void kconv_im2col_panels_f32(const kconv_geom
             }
             int64_t base = o[L] * sw - g->pad_b[L] + kidx[L] * dw, lo = 0, hi = 0;
             if (valid) valid_span(base, sw, IW, len, &lo, &hi);
-            panel_segment(drow, pstride, p, len, valid ? x + off : NULL, base, sw, lo, hi);
+            panel_segment(drow, pstride, dcol + p, len, valid ? x + off : NULL, base, sw, lo, hi);
             p += len;
             o[L] += len;
             for (int d = L; d > 0 && o[d] >= g->out[d]; d--) { o[d] = 0; o[d - 1]++; }
         }
-        if (npad > nc) panel_segment(drow, pstride, nc, npad - nc, NULL, 0, 1, 0, 0);
+        if (pad_to > dcol + nc)
+            panel_segment(drow, pstride, dcol + nc, pad_to - dcol - nc, NULL, 0, 1, 0, 0);
         for (int d = L; d >= 0; d--) { /* next kernel offset, then the next channel */
             if (++kidx[d] < g->k[d]) break;
             kidx[d] = 0;

@@ -7,6 +7,9 @@
 #include "ops/op.h"
 
 #define KCONV_MAX_ND (KILN_MAX_RANK - 2)
+/* Columns (output positions) per product when the weights are packed: enough that the packed
+ * weights are streamed few times, few enough that a batch-1 map still splits over threads. */
+#define KCONV_TILE_COLS 512
 
 typedef struct kconv_geom {
     int nd;                         /* spatial rank */
@@ -34,9 +37,11 @@ void kconv_im2col_f64(const kconv_geom *g, int64_t Cg, const double *x, int64_t 
                       double *dst, int64_t ld);
 /* Rows [k0, k0 + kc) x columns [j0, j0 + nc) of the im2col matrix of x (one image's channel
  * block) whose column 0 is output position col0, written straight into the AVX-512 product's
- * panel layout (see kgemm_pack_b_fn). AVX-512 only. */
+ * panel layout (see kgemm_pack_b_fn) at panel columns [dcol, dcol + nc); columns from there up
+ * to pad_to are zeroed (several images can share one set of panels). AVX-512 only. */
 void kconv_im2col_panels_f32(const kconv_geom *g, const float *x, int64_t col0, int64_t k0,
-                             int64_t kc, int64_t j0, int64_t nc, float *dst);
+                             int64_t kc, int64_t j0, int64_t nc, float *dst, int64_t dcol,
+                             int64_t pad_to);
 /* Adds columns of col [Mg * k_size, in_size] into the output planes [m0, m1) of y (transposed
  * convolution: g->in is the small input, g->out the large output). */
 void kconv_col2im_f32(const kconv_geom *g, const float *col, int64_t m0, int64_t m1, float *y);

@@ -114,7 +114,7 @@ __attribute__((target("avx512f"))) static void pack_b_block(int tb, const float 
 #define DEFINE_KERNEL(NAME, ROWS, FOR_ROWS)                                                        \
     __attribute__((target("avx512f"))) static void NAME(                                           \
         int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float alpha,          \
-        float beta, const float *bias, int mr, int nr) {                                           \
+        float beta, const float *bias, int mr, int nr, const kgemm_epi *ep, const float *z) {      \
         FOR_ROWS(ACC_DECL)                                                                         \
         for (int64_t k = 0; k < kc; k++) {                                                         \
             __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16), a;                       \
@@ -125,16 +125,39 @@ __attribute__((target("avx512f"))) static void pack_b_block(int tb, const float 
         }                                                                                          \
         __m512 acc[ROWS][2];                                                                       \
         FOR_ROWS(ACC_SAVE)                                                                         \
-        store_tile(acc, C, ldc, alpha, beta, bias, mr, nr);                                        \
+        store_tile(acc, C, ldc, alpha, beta, bias, mr, nr, ep, z);                                 \
     }
 #define ROWS4(X) X(0) X(1) X(2) X(3)
 #define ROWS8(X) ROWS4(X) X(4) X(5) X(6) X(7)
 #define ROWS12(X) ROWS8(X) X(8) X(9) X(10) X(11)
 
+/* the fused epilogue on one stored vector: + z, then the activation (see kgemm_epi) */
+__attribute__((target("avx512f"))) static inline __m512 epi_vec(const kgemm_epi *ep, __m512 x,
+                                                                const float *z, __mmask16 m) {
+    if (z) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, z));
+    switch (ep->act) {
+    case KGEMM_EPI_RELU: /* x < 0 ? 0 : x; NaN stays */
+        return _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ),
+                                  _mm512_setzero_ps());
+    case KGEMM_EPI_CLIP: { /* x < a ? a : x > b ? b : x */
+        __m512 a = _mm512_set1_ps(ep->a), b = _mm512_set1_ps(ep->b);
+        __m512 r = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, b, _CMP_GT_OQ), b);
+        return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, a, _CMP_LT_OQ), a);
+    }
+    case KGEMM_EPI_LEAKY: /* x >= 0 ? x : a * x */
+        return _mm512_mask_mov_ps(_mm512_mul_ps(x, _mm512_set1_ps(ep->a)),
+                                  _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), x);
+    default:
+        return x;
+    }
+}
+
 __attribute__((target("avx512f"))) static inline void store_tile(__m512 (*acc)[2], float *C,
                                                                  int64_t ldc, float alpha,
                                                                  float beta, const float *bias,
-                                                                 int mr, int nr) {
+                                                                 int mr, int nr,
+                                                                 const kgemm_epi *ep,
+                                                                 const float *z) {
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
     __mmask16 m1 = (__mmask16)(nr <= 16 ? 0 : nr >= 32 ? 0xffff : (1u << (nr - 16)) - 1);
@@ -149,6 +172,11 @@ __attribute__((target("avx512f"))) static inline void store_tile(__m512 (*acc)[2
             __m512 bb = _mm512_set1_ps(bias[r]);
             x = _mm512_add_ps(x, bb);
             y = _mm512_add_ps(y, bb);
+        }
+        if (ep) {
+            const float *zr = z ? z + r * ep->ldz : NULL;
+            x = epi_vec(ep, x, zr, m0);
+            y = epi_vec(ep, y, zr ? zr + 16 : NULL, m1);
         }
         _mm512_mask_storeu_ps(c, m0, x);
         _mm512_mask_storeu_ps(c + 16, m1, y);
@@ -168,7 +196,8 @@ DEFINE_KERNEL(kernel_4x32, 4, ROWS4)
     c##j##b = _mm512_fmadd_ps(x, _mm512_loadu_ps(Bp + (j) * NR + 16), c##j##b);
 __attribute__((target("avx512f"))) static void kernel_1x32(int64_t kc, const float *Ap, const float *Bp,
                                                            float *C, int64_t ldc, float alpha, float beta,
-                                                           const float *bias, int mr, int nr) {
+                                                           const float *bias, int mr, int nr,
+                                                           const kgemm_epi *ep, const float *z) {
     ROWS4(ACC_DECL)
     __m512 x;
     int64_t k = 0;
@@ -186,7 +215,7 @@ __attribute__((target("avx512f"))) static void kernel_1x32(int64_t kc, const flo
     __m512 acc[1][2];
     acc[0][0] = _mm512_add_ps(_mm512_add_ps(c0a, c1a), _mm512_add_ps(c2a, c3a));
     acc[0][1] = _mm512_add_ps(_mm512_add_ps(c0b, c1b), _mm512_add_ps(c2b, c3b));
-    store_tile(acc, C, ldc, alpha, beta, bias, mr, nr);
+    store_tile(acc, C, ldc, alpha, beta, bias, mr, nr, ep, z);
 }
 
 /* ap_all: A packed whole by kgemm_avx512_pack_a (Mpad rows), of which rows [i0, i0 + M) are
@@ -195,7 +224,7 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
                      int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, kgemm_pack_b_fn pack_fn, void *pack_arg,
                      const float *bp_all, int64_t Npad, int64_t j0, float beta, float *C,
-                     int64_t ldc, const float *row_bias) {
+                     int64_t ldc, const float *row_bias, const kgemm_epi *epi) {
     if (!ensure_buffers()) return 0;
     for (int64_t jc = 0; jc < N; jc += NC) {
         int64_t nc = N - jc < NC ? N - jc : NC;
@@ -203,6 +232,7 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
             int64_t kc = K - pc < KC ? K - pc : KC;
             float bet = pc == 0 ? beta : 1.0f;
             const float *bias = pc + kc >= K ? row_bias : NULL; /* added once, at the last block */
+            const kgemm_epi *ep = pc + kc >= K ? epi : NULL;
             const float *bpk = pack_b;
             if (bp_all) bpk = bp_all + pc * Npad + (j0 + jc) * kc;
             else if (pack_fn) pack_fn(pack_arg, pc, kc, jc, nc, pack_b);
@@ -223,10 +253,13 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
                         const float *ap = apk + ir * kc, *bp = bpk + jr * kc;
                         float *c = C + (ic + ir) * ldc + jc + jr;
                         const float *rb = bias ? bias + ic + ir : NULL;
-                        if (mr > 8) kernel_12x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
-                        else if (mr > 4) kernel_8x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
-                        else if (mr > 1) kernel_4x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
-                        else kernel_1x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr);
+                        const float *z = ep && ep->z ? ep->z + (ic + ir) * ep->ldz + jc + jr : NULL;
+                        if (mr > 8) kernel_12x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr, ep, z);
+                        else if (mr > 4)
+                            kernel_8x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr, ep, z);
+                        else if (mr > 1)
+                            kernel_4x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr, ep, z);
+                        else kernel_1x32(kc, ap, bp, c, ldc, alpha, bet, rb, mr, nr, ep, z);
                     }
                 }
             }
@@ -239,7 +272,7 @@ int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float al
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const float *row_bias) {
     return gemm_core(NULL, 0, 0, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, NULL, NULL, 0, 0,
-                     beta, C, ldc, row_bias);
+                     beta, C, ldc, row_bias, NULL);
 }
 
 int64_t kgemm_avx512_packed_size(int64_t M, int64_t K) { return (M + MR - 1) / MR * MR * K; }
@@ -255,17 +288,33 @@ void kgemm_avx512_pack_a(int ta, int64_t M, int64_t K, const float *A, int64_t l
 int kgemm_sgemm_avx512_packed(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,
                               int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
                               float beta, float *C, int64_t ldc, const float *row_bias) {
+    return kgemm_sgemm_avx512_packed_epi(Ap, Mfull, i0, tb, M, N, K, alpha, B, ldb, beta, C, ldc,
+                                         row_bias, NULL);
+}
+
+int kgemm_sgemm_avx512_packed_epi(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,
+                                  int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
+                                  float beta, float *C, int64_t ldc, const float *row_bias,
+                                  const kgemm_epi *ep) {
     int64_t Mpad = (Mfull + MR - 1) / MR * MR;
     return gemm_core(Ap, Mpad, i0, 0, tb, M, N, K, alpha, NULL, 0, B, ldb, NULL, NULL, NULL, 0, 0,
-                     beta, C, ldc, row_bias);
+                     beta, C, ldc, row_bias, ep);
 }
 
 int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int64_t M, int64_t N,
                                  int64_t K, float alpha, kgemm_pack_b_fn pack_fn, void *pack_arg,
                                  float beta, float *C, int64_t ldc, const float *row_bias) {
+    return kgemm_sgemm_avx512_packed_cb_epi(Ap, Mfull, i0, M, N, K, alpha, pack_fn, pack_arg, beta,
+                                            C, ldc, row_bias, NULL);
+}
+
+int kgemm_sgemm_avx512_packed_cb_epi(const float *Ap, int64_t Mfull, int64_t i0, int64_t M,
+                                     int64_t N, int64_t K, float alpha, kgemm_pack_b_fn pack_fn,
+                                     void *pack_arg, float beta, float *C, int64_t ldc,
+                                     const float *row_bias, const kgemm_epi *ep) {
     int64_t Mpad = (Mfull + MR - 1) / MR * MR;
     return gemm_core(Ap, Mpad, i0, 0, 0, M, N, K, alpha, NULL, 0, NULL, 0, pack_fn, pack_arg, NULL,
-                     0, 0, beta, C, ldc, row_bias);
+                     0, 0, beta, C, ldc, row_bias, ep);
 }
 
 int64_t kgemm_avx512_packed_b_size(int64_t K, int64_t N) { return (N + NR - 1) / NR * NR * K; }
@@ -283,7 +332,7 @@ int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float al
                                int64_t j0, float beta, float *C, int64_t ldc) {
     int64_t Npad = (Nfull + NR - 1) / NR * NR;
     return gemm_core(NULL, 0, 0, ta, 0, M, N, K, alpha, A, lda, NULL, 0, NULL, NULL, Bp, Npad, j0,
-                     beta, C, ldc, NULL);
+                     beta, C, ldc, NULL, NULL);
 }
 
 #else
@@ -305,6 +354,18 @@ int kgemm_sgemm_avx512_packed(const float *Ap, int64_t Mfull, int64_t i0, int tb
 int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int64_t M, int64_t N,
                                  int64_t K, float alpha, kgemm_pack_b_fn pack_fn, void *pack_arg,
                                  float beta, float *C, int64_t ldc, const float *row_bias) {
+    return 0;
+}
+int kgemm_sgemm_avx512_packed_epi(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,
+                                  int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
+                                  float beta, float *C, int64_t ldc, const float *row_bias,
+                                  const kgemm_epi *ep) {
+    return 0;
+}
+int kgemm_sgemm_avx512_packed_cb_epi(const float *Ap, int64_t Mfull, int64_t i0, int64_t M,
+                                     int64_t N, int64_t K, float alpha, kgemm_pack_b_fn pack_fn,
+                                     void *pack_arg, float beta, float *C, int64_t ldc,
+                                     const float *row_bias, const kgemm_epi *ep) {
     return 0;
 }
 int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,

@@ -67,6 +67,25 @@ typedef void (*kgemm_pack_b_fn)(void *arg, int64_t p0, int64_t kc, int64_t j0, i
 int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int64_t M, int64_t N,
                                  int64_t K, float alpha, kgemm_pack_b_fn pack_fn, void *pack_arg,
                                  float beta, float *C, int64_t ldc, const float *row_bias);
+/* The same two with a fused epilogue in the store of the last K block, after the bias (a
+ * convolution's residual and activation, without another pass over C): C += Z (z: the element
+ * matching C's [0, 0], row stride ldz; NULL: none), then the activation, with kconv_apply_act's
+ * semantics (NaN stays NaN). */
+enum { KGEMM_EPI_NONE, KGEMM_EPI_RELU, KGEMM_EPI_CLIP, KGEMM_EPI_LEAKY };
+typedef struct kgemm_epi {
+    const float *z;
+    int64_t ldz;
+    int act;    /* KGEMM_EPI_* */
+    float a, b; /* Clip's bounds; LeakyRelu's slope in a */
+} kgemm_epi;
+int kgemm_sgemm_avx512_packed_epi(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,
+                                  int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
+                                  float beta, float *C, int64_t ldc, const float *row_bias,
+                                  const kgemm_epi *ep);
+int kgemm_sgemm_avx512_packed_cb_epi(const float *Ap, int64_t Mfull, int64_t i0, int64_t M,
+                                     int64_t N, int64_t K, float alpha, kgemm_pack_b_fn pack_fn,
+                                     void *pack_arg, float beta, float *C, int64_t ldc,
+                                     const float *row_bias, const kgemm_epi *ep);
 /* B packed once (a constant weight): kgemm_avx512_packed_b_size floats filled by
  * kgemm_avx512_pack_b (tb: B stored [N, K]); the product then takes columns [j0, j0 + N) of the
  * Nfull packed columns (j0 a multiple of KGEMM_NR). */

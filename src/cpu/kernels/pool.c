@@ -180,8 +180,121 @@ DEFINE_POOL_PLANE(plane_f64, double, double)
 DEFINE_POOL_PLANE(plane_i8, int8_t, int)
 DEFINE_POOL_PLANE(plane_u8, uint8_t, int)
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+/* r[i] = v[i] where v[i] > r[i] or r[i] is NaN (a column's first NaN gives way to any number) */
+__attribute__((target("avx512f"))) static void colmax_avx512(float *r, const float *v, int64_t n) {
+    int64_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+        __m512 a = _mm512_maskz_loadu_ps(m, r + i), b = _mm512_maskz_loadu_ps(m, v + i);
+        __mmask16 take =
+            _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+        _mm512_mask_storeu_ps(r + i, m & take, b);
+    }
+}
+/* Outputs [oa, ob) of a row whose windows lie inside it: y[o] = the largest of the kw reduced
+ * columns from o * s - pb, or NaN when the window's first tap (in first) is NaN. */
+__attribute__((target("avx512f"))) static int64_t rowmax_avx512(const float *rowbuf,
+                                                              const float *first, int64_t s,
+                                                              int64_t pb, int64_t kw, int64_t oa,
+                                                              int64_t ob, float *y) {
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i step = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)s));
+    const __m512i one = _mm512_set1_epi32(1);
+    int64_t o = oa;
+    for (; o + 16 <= ob; o += 16) {
+        __m512i idx = _mm512_add_epi32(_mm512_set1_epi32((int)(o * s - pb)), step);
+        __m512 best = _mm512_i32gather_ps(idx, rowbuf, 4);
+        __m512 f = _mm512_i32gather_ps(idx, first, 4);
+        for (int64_t t = 1; t < kw; t++) {
+            idx = _mm512_add_epi32(idx, one);
+            __m512 v = _mm512_i32gather_ps(idx, rowbuf, 4);
+            best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ), v);
+        }
+        best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), f);
+        _mm512_storeu_ps(y + o, best);
+    }
+    return o;
+}
+#define HAVE_COLMAX_AVX512 1
+#endif
+
+static void colmax(float *r, const float *v, int64_t n) {
+#ifdef HAVE_COLMAX_AVX512
+    if (kgemm_avx512_available()) {
+        colmax_avx512(r, v, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++)
+        if (v[i] > r[i] || r[i] != r[i]) r[i] = v[i];
+}
+
+/* float32 MaxPool without Indices or dilations: for each output row the window's input rows are
+ * first reduced column by column (vectorised), then each output takes the max of its kw columns.
+ * Same result as plane_f32, NaN included: an output is NaN exactly when its window's first tap
+ * is, otherwise the largest number in the window. rowbuf: W floats. */
+static void plane_max_f32(const pool_job *j, int64_t q, float *rowbuf) {
+    const pool_cfg *c = j->c;
+    const float *x = (const float *)j->x + q * c->g.in_size;
+    float *y = (float *)j->y + q * c->g.out_size;
+    int64_t H = j->in[1], W = j->in[2], o = 0;
+    for (int64_t od = 0; od < j->out[0]; od++)
+        for (int64_t oh = 0; oh < j->out[1]; oh++) {
+            int64_t d0 = od * j->s[0] - j->pb[0], h0 = oh * j->s[1] - j->pb[1];
+            int64_t dl = j->tlo[0][od], dh = j->thi[0][od], hl = j->tlo[1][oh], hh = j->thi[1][oh];
+            if (dl >= dh || hl >= hh) {
+                memset(y + o, 0, sizeof(float) * (size_t)j->out[2]);
+                o += j->out[2];
+                continue;
+            }
+            const float *first = x + ((d0 + dl) * H + h0 + hl) * W;
+            memcpy(rowbuf, first, sizeof(float) * (size_t)W);
+            for (int64_t td = dl; td < dh; td++)
+                for (int64_t th = hl; th < hh; th++)
+                    if (td != dl || th != hl) colmax(rowbuf, x + ((d0 + td) * H + h0 + th) * W, W);
+            /* outputs whose whole window lies inside the row: [oa, ob) */
+            int64_t S = j->s[2], PB = j->pb[2], KW = j->k[2], OW = j->out[2];
+            int64_t oa = (PB + S - 1) / S, ob = W - KW + PB >= 0 ? (W - KW + PB) / S + 1 : 0;
+            if (ob > OW) ob = OW;
+            int64_t vec_end = oa;
+#ifdef HAVE_COLMAX_AVX512
+            if (oa < ob && kgemm_avx512_available())
+                vec_end = rowmax_avx512(rowbuf, first, S, PB, KW, oa, ob, y + o);
+#endif
+            for (int64_t ow = 0; ow < OW; ow++, o++) {
+                if (ow >= oa && ow < vec_end) continue;
+                int64_t w0 = ow * j->s[2] - j->pb[2], wl = j->tlo[2][ow], wh = j->thi[2][ow];
+                if (wl >= wh) {
+                    y[o] = 0.0f;
+                    continue;
+                }
+                float best = rowbuf[w0 + wl];
+                if (first[w0 + wl] != first[w0 + wl]) best = first[w0 + wl];
+                else
+                    for (int64_t tw = wl + 1; tw < wh; tw++)
+                        if (rowbuf[w0 + tw] > best) best = rowbuf[w0 + tw];
+                y[o] = best;
+            }
+        }
+}
+
+static int fast_max_ok(const pool_job *j) {
+    return j->c->kind == POOL_MAX && j->dt == KILN_DTYPE_FLOAT && !j->idx && j->dil[0] == 1 &&
+           j->dil[1] == 1 && j->dil[2] == 1;
+}
+
 static void pool_run(void *arg, int64_t q0, int64_t q1) {
     const pool_job *j = arg;
+    if (fast_max_ok(j)) {
+        float *rowbuf = malloc(sizeof(float) * (size_t)j->in[2]);
+        if (rowbuf) {
+            for (int64_t q = q0; q < q1; q++) plane_max_f32(j, q, rowbuf);
+            free(rowbuf);
+            return;
+        }
+    }
     for (int64_t q = q0; q < q1; q++) {
         switch (j->dt) {
         case KILN_DTYPE_DOUBLE: plane_f64(j, q); break;

@@ -1,0 +1,328 @@
+"""The fast convolution paths against onnxruntime, on fresh random data: wide packed-weight tiles
+that run across images (small maps, batch > 1), strided 1x1 convolutions (subsampled, then a plain
+1x1 product), single-channel long-kernel convolutions (the 1-D audio front end) through the product,
+fused bias/activation/residual on each of them, float16 inputs, results that do not depend on the
+thread count, and the float32 MaxPool fast path. The weights are initializers (packed once at load)
+unless a test says otherwise."""
+import os
+import sys
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from util import assert_same, check, node_model, rand, run_kiln, run_ort  # noqa: E402
+
+F32, F16 = np.float32, np.float16
+MS = "com.microsoft"
+
+
+def tol(dt, k=1):
+    """Tolerance for a sum over k products of values in [-2, 2] x [-1, 1]."""
+    if dt == F16:
+        return dict(rtol=2e-2, atol=3e-3 * np.sqrt(k) + 2e-2)
+    return dict(rtol=1e-4, atol=2e-6 * np.sqrt(k) + 1e-5)
+
+
+def conv_model(x, w, b, attrs, op="Conv", z=None, w_init=True):
+    """Conv (or FusedConv) with W and B as initializers (w_init) or graph inputs."""
+    inputs = [("x", x), ("w", w), ("b" if b is not None else "", b)]
+    if z is not None:
+        inputs.append(("z", z))
+    inits = {"w": w, **({"b": b} if b is not None else {})} if w_init else {}
+    dom = MS if op == "FusedConv" else ""
+    m = node_model(op, inputs, ["y"], attrs, domain=dom, initializers=inits)
+    feeds = {"x": x}
+    if not w_init:
+        feeds["w"] = w
+        if b is not None:
+            feeds["b"] = b
+    if z is not None:
+        feeds["z"] = z
+    return m, feeds
+
+
+def run_case(rng, xs, ws, attrs, bias=True, dt=F32, threads=2, op="Conv", z=False, w_init=True):
+    x = rand(rng, xs, dt)
+    w = rand(rng, ws, dt, low=-1, high=1)
+    b = rand(rng, (ws[0],), dt) if bias else None
+    ys = None
+    if z:
+        ys = run_ort(*conv_model(x.astype(F32), w.astype(F32), None if b is None else b.astype(F32),
+                                 {k: v for k, v in attrs.items() if k not in ("activation", "activation_params")}))[0].shape
+    zz = rand(rng, ys, dt) if z else None
+    m, feeds = conv_model(x, w, b, attrs, op=op, z=zz, w_init=w_init)
+    k = int(np.prod(ws[1:]))
+    return check(m, feeds, threads=threads, **tol(dt, k))
+
+
+# ---- wide tiles, across images (small maps, batch > 1) ----
+
+SPAN_CASES = [
+    # (x, w, attrs)
+    ((3, 20, 7, 7), (30, 20, 1, 1), {}),                                   # 1x1 across images
+    ((5, 33, 5, 9), (40, 33, 1, 1), {}),
+    ((4, 16, 7, 7), (24, 16, 3, 3), {"pads": [1, 1, 1, 1]}),               # 3x3 on small maps
+    ((3, 13, 11, 13), (27, 13, 3, 3), {"pads": [1, 0, 2, 1]}),
+    ((6, 8, 9, 6), (16, 8, 3, 3), {"dilations": [2, 1], "pads": [2, 1, 2, 1]}),
+    ((3, 12, 14, 14), (24, 3, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),  # grouped
+    ((2, 24, 13, 13), (256, 24, 3, 3), {"pads": [1, 1, 1, 1]}),            # many output channels
+    ((3, 8, 23), (20, 8, 5), {"pads": [2, 2]}),                            # 1-D
+    ((2, 4, 5, 6, 7), (10, 4, 3, 3, 3), {"pads": [1] * 6}),                 # 3-D
+    ((1, 64, 14, 14), (96, 64, 3, 3), {"pads": [1, 1, 1, 1]}),             # batch 1, one wide tile
+    ((2, 16, 40, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]}),             # maps above a tile
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", SPAN_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_span_tiles(xs, ws, attrs, bias):
+    run_case(np.random.default_rng(hash((xs, ws)) % 1000), xs, ws, attrs, bias)
+
+
+@pytest.mark.parametrize("xs,ws,attrs", SPAN_CASES[:4])
+def test_weight_as_input(xs, ws, attrs):
+    """W a graph input: packed per call instead of at load."""
+    run_case(np.random.default_rng(5), xs, ws, attrs, w_init=False)
+
+
+# ---- strided 1x1 ----
+
+STRIDED_CASES = [
+    ((2, 32, 14, 14), (48, 32, 1, 1), {"strides": [2, 2]}),
+    ((1, 17, 15, 13), (20, 17, 1, 1), {"strides": [2, 3]}),
+    ((3, 9, 10, 11), (12, 9, 1, 1), {"strides": [3, 1]}),
+    ((2, 12, 30), (16, 12, 1), {"strides": [4]}),
+    ((2, 6, 7, 8, 9), (8, 6, 1, 1, 1), {"strides": [2, 2, 3]}),
+    ((1, 8, 12, 12), (16, 2, 1, 1), {"strides": [2, 2], "group": 4}),
+    ((2, 8, 12, 12), (16, 8, 1, 1), {"strides": [2, 2], "dilations": [3, 2]}),  # dilation: no effect
+    ((1, 256, 56, 56), (128, 256, 1, 1), {"strides": [2, 2]}),                  # ResNet downsample
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", STRIDED_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_strided_pointwise(xs, ws, attrs, bias):
+    run_case(np.random.default_rng(11), xs, ws, attrs, bias)
+
+
+def test_strided_pointwise_auto_pad():
+    """SAME_UPPER on a 1x1 kernel pads nothing; VALID likewise."""
+    rng = np.random.default_rng(12)
+    for ap in ("SAME_UPPER", "VALID"):
+        run_case(rng, (2, 8, 9, 9), (12, 8, 1, 1), {"strides": [2, 2], "auto_pad": ap})
+
+
+def test_strided_pointwise_padded():
+    """Padding with a 1x1 kernel keeps the general path (pads read as zeros)."""
+    run_case(np.random.default_rng(13), (2, 8, 9, 9), (12, 8, 1, 1),
+             {"strides": [2, 2], "pads": [1, 0, 1, 2]})
+
+
+# ---- one input channel, long kernel ----
+
+@pytest.mark.parametrize("xs,ws,attrs", [
+    ((1, 1, 4000), (64, 1, 400), {"strides": [160]}),                     # audio front end
+    ((3, 1, 3001), (32, 1, 256), {"strides": [100], "pads": [50, 7]}),
+    ((2, 1, 41, 37), (16, 1, 8, 8), {"strides": [4, 4]}),                 # 2-D, 64 taps
+    ((2, 2, 500), (24, 1, 64), {"strides": [16], "group": 2}),             # depthwise-like, 2 groups
+    ((1, 1, 20, 20), (8, 1, 3, 3), {"pads": [1, 1, 1, 1]}),               # short kernel: direct kernel
+])
+def test_single_channel_long_kernel(xs, ws, attrs):
+    run_case(np.random.default_rng(21), xs, ws, attrs)
+
+
+# ---- fused bias, activation and residual ----
+
+ACTS = [("Relu", None), ("LeakyRelu", [0.1]), ("Clip", [-0.5, 0.6]), ("Sigmoid", None),
+        ("HardSigmoid", [0.2, 0.5]), ("Tanh", None)]
+
+
+FUSED_CASES = [
+    SPAN_CASES[2], STRIDED_CASES[0], SPAN_CASES[0], ((2, 1, 3000), (16, 1, 128), {"strides": [64]}),
+    # one image per product: the residual and activation go into the product's store
+    ((1, 20, 9, 11), (30, 20, 1, 1), {}),                                  # 1x1, batch 1
+    ((2, 8, 30, 30), (28, 8, 1, 1), {}),                                   # 1x1, maps above a tile
+    ((1, 12, 15, 15), (40, 12, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # im2col panels
+    ((1, 1, 3000), (16, 1, 128), {"strides": [64]}),
+    ((1, 6, 9, 9), (24, 3, 1, 1), {"group": 2}),
+]
+
+
+@pytest.mark.parametrize("act,params", ACTS)
+@pytest.mark.parametrize("xs,ws,attrs", FUSED_CASES)
+@pytest.mark.parametrize("z", [False, True])
+def test_fused_conv(act, params, xs, ws, attrs, z):
+    attrs = dict(attrs, activation=act)
+    if params:
+        attrs["activation_params"] = params
+    run_case(np.random.default_rng(31), xs, ws, attrs, op="FusedConv", z=z)
+
+
+def test_conv_add_relu_fused_graph():
+    """Conv -> Add(residual) -> Relu as a model: kiln fuses it into FusedConv; ORT is the oracle."""
+    rng = np.random.default_rng(41)
+    x = rand(rng, (3, 32, 7, 7))
+    r = rand(rng, (3, 64, 4, 4))
+    w = rand(rng, (64, 32, 1, 1), low=-1, high=1)
+    b = rand(rng, (64,))
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], strides=[2, 2]),
+             helper.make_node("Add", ["c", "r"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+                                       helper.make_tensor_value_info("r", TensorProto.FLOAT, r.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    check(m, {"x": x, "r": r}, **tol(F32, 32))
+
+
+# ---- float16 ----
+
+@pytest.mark.parametrize("xs,ws,attrs", [SPAN_CASES[2], SPAN_CASES[0], STRIDED_CASES[1],
+                                         ((2, 1, 2000), (16, 1, 100), {"strides": [50]})])
+def test_float16(xs, ws, attrs):
+    run_case(np.random.default_rng(51), xs, ws, attrs, dt=F16)
+
+
+# ---- thread-count independence ----
+
+@pytest.mark.parametrize("xs,ws,attrs", [SPAN_CASES[2], SPAN_CASES[6], SPAN_CASES[9], STRIDED_CASES[0],
+                                         ((2, 1, 4000), (64, 1, 400), {"strides": [160]}),
+                                         ((2, 16, 40, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]})])
+def test_same_bits_any_thread_count(xs, ws, attrs):
+    rng = np.random.default_rng(61)
+    x = rand(rng, xs)
+    w = rand(rng, ws, low=-1, high=1)
+    b = rand(rng, (ws[0],))
+    m, feeds = conv_model(x, w, b, dict(attrs, activation="Relu"), op="FusedConv")
+    ref = run_kiln(m, feeds, threads=1)[0]
+    for t in (2, 3, 5, 16):
+        got = run_kiln(m, feeds, threads=t)[0]
+        assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), f"threads={t}"
+    want = run_ort(m, feeds)[0]
+    assert_same(ref, want, **tol(F32, int(np.prod(ws[1:]))))
+
+
+# ---- bad input ----
+
+def test_bad_channels_named():
+    rng = np.random.default_rng(71)
+    x = rand(rng, (2, 8, 7, 7))
+    w = rand(rng, (16, 6, 1, 1))
+    m, feeds = conv_model(x, w, None, {"strides": [2, 2]})
+    with pytest.raises(Exception, match="channels"):
+        run_kiln(m, feeds)
+
+
+def test_bad_bias_shape_named():
+    rng = np.random.default_rng(72)
+    x = rand(rng, (1, 1, 300))
+    w = rand(rng, (16, 1, 64))
+    b = rand(rng, (15,))
+    m, feeds = conv_model(x, w, b, {"strides": [16]})
+    with pytest.raises(Exception, match="bias"):
+        run_kiln(m, feeds)
+
+
+# ---- MaxPool float32 fast path ----
+
+POOL_CASES = [
+    ((1, 64, 112, 112), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((2, 5, 11, 13), {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1]}),
+    ((2, 3, 111, 111), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ((1, 4, 9, 10), {"kernel_shape": [4, 4], "strides": [3, 3], "pads": [2, 2, 2, 2]}),
+    ((3, 2, 40), {"kernel_shape": [5], "strides": [2], "pads": [2, 1]}),
+    ((1, 2, 6, 7, 8), {"kernel_shape": [2, 3, 3], "strides": [1, 2, 2], "pads": [1, 1, 1, 0, 1, 1]}),
+    ((1, 3, 8, 8), {"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER"}),
+]
+
+
+@pytest.mark.parametrize("xs,attrs", POOL_CASES)
+def test_maxpool_fast(xs, attrs):
+    x = rand(np.random.default_rng(81), xs)
+    check(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x}, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("xs,attrs", POOL_CASES[1:])
+def test_maxpool_fast_nan_same_as_indices_path(xs, attrs):
+    """With NaN inputs ORT's answer depends on which of its loops a window falls in (NaN is kept
+    or dropped by position), so the fast path is held to kiln's general one (taken when Indices is
+    asked for): a window whose first tap is NaN gives NaN, else the largest number (zeros of
+    either sign among the inputs; 0.0 and -0.0 compare equal)."""
+    rng = np.random.default_rng(82)
+    x = rand(rng, xs)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, size=max(1, flat.size // 7), replace=False)] = np.nan
+    flat[rng.choice(flat.size, size=max(1, flat.size // 9), replace=False)] = -0.0
+    flat[rng.choice(flat.size, size=max(1, flat.size // 9), replace=False)] = 0.0
+    fast = run_kiln(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x})[0]
+    general = run_kiln(node_model("MaxPool", [("x", x)], ["y", ("i", np.int64)], attrs), {"x": x})[0]
+    assert np.isnan(fast).any() and not np.isnan(fast).all()
+    assert np.array_equal(np.isnan(fast), np.isnan(general))
+    assert np.array_equal(np.nan_to_num(fast), np.nan_to_num(general))
+
+
+def test_direct_pad_buffer_reuse_across_layouts():
+    """Convs with different paddings/strides in one model, run several times on the same threads:
+    the kept padded copy must be cleared whenever its layout changes."""
+    rng = np.random.default_rng(91)
+    x = rand(rng, (2, 8, 15, 17))
+    specs = [((12, 8, 3, 3), [1, 1, 1, 1], [1, 1]), ((12, 12, 5, 5), [2, 0, 1, 2], [1, 1]),
+             ((16, 12, 3, 3), [1, 1, 1, 1], [2, 2]), ((16, 16, 3, 3), [0, 0, 0, 0], [1, 1]),
+             ((8, 16, 3, 3), [1, 1, 1, 1], [1, 1])]
+    nodes, inits, prev = [], [], "x"
+    for i, (ws, pads, strides) in enumerate(specs):
+        w = rand(rng, ws, low=-0.5, high=0.5)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        out = "y" if i == len(specs) - 1 else f"t{i}"
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [out], pads=pads, strides=strides))
+        prev = out
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    want = run_ort(m, {"x": x})[0]
+    import kiln
+    for threads in (1, 2):
+        s = kiln.InferenceSession(m.SerializeToString(), threads=threads)
+        for _ in range(3):
+            for xx in (x, rand(rng, x.shape)):
+                got = s.run(None, {"x": xx})[0]
+                ref = run_ort(m, {"x": xx})[0]
+                # five chained sums of up to 300 products: rounding, not stale padding (which
+                # would be off by whole products)
+                assert_same(got, ref, rtol=1e-3, atol=1e-4 * float(np.abs(ref).max()))
+    assert want.shape == got.shape
+
+
+@pytest.mark.parametrize("act,params", [("Relu", None), ("LeakyRelu", [0.1]), ("Clip", [-0.5, 0.6])])
+@pytest.mark.parametrize("xs,ws,attrs", FUSED_CASES[4:8])
+def test_fused_store_nan(act, params, xs, ws, attrs):
+    """NaN through the activation fused into the product's store: NaN stays NaN (x < 0 ? 0 : x and
+    the like), as in kiln's separate activation; everything else as ORT's Conv + Add + activation."""
+    rng = np.random.default_rng(101)
+    x = rand(rng, xs)
+    x.reshape(-1)[::29] = np.nan
+    w = rand(rng, ws, low=-1, high=1)
+    b = rand(rng, (ws[0],))
+    plain = run_kiln(*conv_model(x, w, b, attrs))[0]
+    z = rand(rng, plain.shape)
+    z.reshape(-1)[::31] = np.nan
+    fattrs = dict(attrs, activation=act)
+    if params:
+        fattrs["activation_params"] = params
+    got = run_kiln(*conv_model(x, w, b, fattrs, op="FusedConv", z=z))[0]
+    s = plain + z
+    with np.errstate(invalid="ignore"):
+        if act == "Relu":
+            want = np.where(s < 0, np.float32(0), s)
+        elif act == "LeakyRelu":
+            want = np.where(s >= 0, s, np.float32(params[0]) * s)
+        else:
+            want = np.where(s < params[0], np.float32(params[0]), np.where(s > params[1], np.float32(params[1]), s))
+    assert np.isnan(got).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert_same(got, want.astype(np.float32), rtol=1e-6, atol=1e-6)
