@@ -797,3 +797,23 @@ def test_gpt2_tiny_fusion_counts(capfd):
     assert log.count(f"({MS}:FastGelu)") == 2
     assert log.count(f"({MS}:SkipLayerNormalization)") == 5
     assert log.count("(Attention)") == 2
+
+
+@pytest.mark.parametrize("case", ["bias_len", "bias_rank", "bias_type"])
+def test_matmul_bias_rejects_a_bad_bias(case):
+    """kiln:MatMulBias written into a model by hand: a bias that is not N values of A's type fails
+    at open, naming the problem."""
+    bias = {"bias_len": np.zeros(23, np.float32), "bias_rank": np.zeros((1, 24), np.float32),
+            "bias_type": np.zeros(24, np.float64)}[case]
+    bias = bias + 0.5
+    node = helper.make_node("MatMulBias", ["a", "W", "bias"], ["y"], domain="kiln")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 5, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(np.full((16, 24), 0.25, np.float32), "W"),
+                                       numpy_helper.from_array(bias, "bias")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("kiln", 1)])
+    m.ir_version = 8
+    want = {"bias_len": "bias has 23 elements, the product's last axis 24", "bias_rank": "bias has rank 2",
+            "bias_type": "bias has element type"}[case]
+    with pytest.raises(kiln.KilnError, match=want):
+        kiln.InferenceSession(m.SerializeToString()).run(None, {"a": np.ones((2, 5, 16), np.float32)})

@@ -175,3 +175,12 @@ def test_cli_providers_option():
 def test_graph_capture_needs_a_device():
     with pytest.raises(kiln.KilnError, match="graph capture needs a device provider"):
         kiln.InferenceSession(EXAMPLE, providers=[("CPUExecutionProvider", {"enable_cuda_graph": "1"})])
+
+
+def test_enable_cuda_graph_takes_only_known_values():
+    """enable_cuda_graph is 0, 1 or auto (absent); anything else is refused before any provider
+    starts, so the mistake shows on a machine without a GPU too."""
+    with pytest.raises(kiln.KilnError, match="enable_cuda_graph must be 0, 1 or auto, not 'yes please'"):
+        kiln.InferenceSession(os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx"),
+                              providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "yes please"}),
+                                         "CPUExecutionProvider"])
