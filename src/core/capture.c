@@ -54,10 +54,7 @@ static kiln_status capture_blocker(kiln_session *s, kiln_err *e) {
 
 kiln_status kiln_capture_check(kiln_session *s, kiln_err *e) {
     s->capture_on = 0;
-    if (s->opt.graph_capture < 0 || s->eps.n < 2) {
-        if (s->opt.graph_capture > 0) return capture_blocker(s, e);
-        return KILN_OK;
-    }
+    if (s->opt.graph_capture < 0 || (s->opt.graph_capture == 0 && s->eps.n < 2)) return KILN_OK;
     kiln_err why = {0};
     if (capture_blocker(s, &why)) {
         if (s->opt.graph_capture > 0) {
