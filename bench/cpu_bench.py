@@ -16,7 +16,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = os.path.join(os.path.dirname(ROOT), "shared", "models")
+MODELS = os.environ.get("KILN_MODELS") or os.path.join(os.path.dirname(ROOT), "shared", "models")
 NAMES = ["bert_tiny", "bert_tiny_fused", "bert_tiny_fused_fp16", "gpt2_tiny", "mobilenet_v3_small"]
 
 

@@ -6,7 +6,7 @@ first result (session open + first run) are that engine's alone. Reports median 
 kiln/ORT, peak RSS and time to first result; writes OUT.md and OUT.json.
 
   python3 bench/gpu_models/export.py --out /tmp/gpu_models --precisions fp32 --no-check
-  python3 bench/cpu_scaling.py --models /tmp/gpu_models --threads 1 4 16 --out bench/results/cpu_scaling
+  python3 bench/cpu_scaling.py --models /tmp/gpu_models --threads 1 4 16 --batches 1 8 --out bench/results/cpu_scaling
 """
 import argparse
 import json
@@ -81,6 +81,7 @@ def main():
     ap.add_argument("--models", required=True, help="the folder bench/gpu_models/export.py wrote")
     ap.add_argument("--only", nargs="*", default=list(ROWS))
     ap.add_argument("--threads", nargs="*", type=int, default=[1, 4, 16])
+    ap.add_argument("--batches", nargs="*", type=int, default=[1], help="batch sizes (each model's row per batch)")
     ap.add_argument("--target-s", type=float, default=1.5)
     ap.add_argument("--min-runs", type=int, default=5)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "cpu_scaling"))
@@ -99,14 +100,14 @@ def main():
     import tempfile
     tmp = tempfile.mkdtemp()
     rows = []
-    for graph in a.only:
-        spec = ROWS[graph]
+    for graph, batch in [(g, b) for g in a.only for b in a.batches]:
+        spec = dict(ROWS[graph], batch=batch)
         try:
             path, feeds = feeds_for(a.models, graph, spec["batch"], spec.get("seq"))
         except Exception as e:  # noqa: BLE001 - a model the export did not write
             print("%s: skipped (%s)" % (graph, e))
             continue
-        npz = os.path.join(tmp, graph + ".npz")
+        npz = os.path.join(tmp, "%s_b%d.npz" % (graph, batch))
         np.savez(npz, **feeds)
         for threads in a.threads:
             row = dict(model=graph, threads=threads, **spec)
@@ -122,14 +123,15 @@ def main():
             k, o = row["kiln"], row["ort"]
             if "median_ms" in k and "median_ms" in o:
                 row["ratio"] = k["median_ms"] / o["median_ms"]
-            print("%-13s %2d threads  kiln %s  ort %s  kiln/ORT %s" % (
-                graph, threads, k.get("median_ms", k.get("error")), o.get("median_ms", o.get("error")),
+            print("%-13s b%-2d %2d threads  kiln %s  ort %s  kiln/ORT %s" % (
+                graph, batch, threads, k.get("median_ms", k.get("error")), o.get("median_ms", o.get("error")),
                 "%.2f" % row["ratio"] if "ratio" in row else "-"), flush=True)
             rows.append(row)
+            write(a, rows, quiet=True)  # after every row, so a run cut short still leaves its table
     write(a, rows)
 
 
-def write(a, rows):
+def write(a, rows, quiet=False):
     os.makedirs(os.path.dirname(os.path.abspath(a.out)) or ".", exist_ok=True)
     env = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
     try:
@@ -139,13 +141,13 @@ def write(a, rows):
         pass
     with open(a.out + ".json", "w") as f:
         json.dump({"env": env, "rows": rows}, f, indent=1)
-    lines = ["| model | threads | kiln ms (p99) | ORT ms (p99) | kiln/ORT | kiln RSS MB | ORT RSS MB | kiln first s | ORT first s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | batch | threads | kiln ms (p99) | ORT ms (p99) | kiln/ORT | kiln RSS MB | ORT RSS MB | kiln first s | ORT first s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         k, o = r["kiln"], r["ort"]
         cell = lambda d, key, fmt: fmt % d[key] if key in d else d.get("error", "-")  # noqa: E731
-        lines.append("| %s | %d | %s (%s) | %s (%s) | %s | %s | %s | %s | %s |" % (
-            r["model"], r["threads"], cell(k, "median_ms", "%.2f"), cell(k, "p99_ms", "%.2f"),
+        lines.append("| %s | %d | %d | %s (%s) | %s (%s) | %s | %s | %s | %s | %s |" % (
+            r["model"], r["batch"], r["threads"], cell(k, "median_ms", "%.2f"), cell(k, "p99_ms", "%.2f"),
             cell(o, "median_ms", "%.2f"), cell(o, "p99_ms", "%.2f"), "%.2f" % r["ratio"] if "ratio" in r else "-",
             cell(k, "rss_mb", "%.0f"), cell(o, "rss_mb", "%.0f"), cell(k, "first_s", "%.2f"), cell(o, "first_s", "%.2f")))
     per_t = {}
@@ -160,7 +162,8 @@ def write(a, rows):
     lines.append("Environment: %s" % json.dumps(env))
     with open(a.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if not quiet:
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":
