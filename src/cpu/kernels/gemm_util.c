@@ -127,39 +127,64 @@ void kgemm_f64_serial(int ta, int tb, int64_t M, int64_t N, int64_t K, double al
 
 /* ---- one product split over threads ---- */
 
+/* A product split over threads cuts C into tiles of rb rows x cb columns. Splitting one side only
+ * left most of 16 threads idle on transformer shapes (M = 128 tokens in blocks of 24 rows gives 6
+ * pieces), so both sides are halved, the longer first, until there are a few tiles per thread or a
+ * tile would drop below the kernel's panel (12 x 32) or about 10 us of work. Square-ish tiles also
+ * keep the operands each tile packs small next to its work. */
+typedef struct tile_plan {
+    int64_t rb, cb, nr, nc;
+} tile_plan;
+
+#define TILE_MIN_MACS (1 << 19)
+
+static tile_plan plan_tiles(int64_t M, int64_t N, int64_t K, int nt, int64_t ralign, int64_t calign) {
+    tile_plan t = {M, N, 1, 1};
+    int64_t want = 3 * (int64_t)nt;
+    for (;;) {
+        if (t.nr * t.nc >= want) break;
+        int64_t r2 = (t.rb + 1) / 2, c2 = (t.cb + 1) / 2;
+        r2 = (r2 + ralign - 1) / ralign * ralign;
+        c2 = (c2 + calign - 1) / calign * calign;
+        int can_r = r2 < t.rb && r2 >= ralign && (double)r2 * t.cb * K >= TILE_MIN_MACS;
+        int can_c = c2 < t.cb && c2 >= calign && (double)t.rb * c2 * K >= TILE_MIN_MACS;
+        if (!can_r && !can_c) break;
+        /* rows weigh double: a row panel is 12 high, a column panel 32 wide */
+        if (can_r && (!can_c || 2 * t.rb >= t.cb)) t.rb = r2;
+        else t.cb = c2;
+        t.nr = (M + t.rb - 1) / t.rb;
+        t.nc = (N + t.cb - 1) / t.cb;
+    }
+    return t;
+}
+
 typedef struct split_job {
-    int dtype, ta, tb, by_rows;
-    int64_t M, N, K, lda, ldb, ldc, block, nblocks;
+    int dtype, ta, tb;
+    int64_t M, N, K, lda, ldb, ldc;
+    tile_plan t;
     double alpha, beta;
     const void *A, *B;
     void *C;
 } split_job;
 
-static void split_run(void *arg, int64_t b0, int64_t b1) {
+static void split_run(void *arg, int64_t t0, int64_t t1) {
     const split_job *j = arg;
-    int64_t extent = j->by_rows ? j->M : j->N;
-    int64_t s = b0 * j->block, e = b1 * j->block;
-    if (e > extent) e = extent;
-    if (s >= e) return;
     size_t es = j->dtype == KILN_DTYPE_DOUBLE ? 8 : 4;
-    const char *A = j->A, *B = j->B;
-    char *C = j->C;
-    int64_t M = j->M, N = j->N;
-    if (j->by_rows) {
-        A += (size_t)(j->ta ? s : s * j->lda) * es;
-        C += (size_t)(s * j->ldc) * es;
-        M = e - s;
-    } else {
-        B += (size_t)(j->tb ? s * j->ldb : s) * es;
-        C += (size_t)s * es;
-        N = e - s;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t r0 = t / j->t.nc * j->t.rb, c0 = t % j->t.nc * j->t.cb;
+        int64_t M = j->M - r0 < j->t.rb ? j->M - r0 : j->t.rb;
+        int64_t N = j->N - c0 < j->t.cb ? j->N - c0 : j->t.cb;
+        if (M <= 0 || N <= 0) continue;
+        const char *A = (const char *)j->A + (size_t)(j->ta ? r0 : r0 * j->lda) * es;
+        const char *B = (const char *)j->B + (size_t)(j->tb ? c0 * j->ldb : c0) * es;
+        char *C = (char *)j->C + (size_t)(r0 * j->ldc + c0) * es;
+        if (j->dtype == KILN_DTYPE_DOUBLE)
+            kgemm_f64_serial(j->ta, j->tb, M, N, j->K, j->alpha, (const double *)A, j->lda,
+                             (const double *)B, j->ldb, j->beta, (double *)C, j->ldc);
+        else
+            kgemm_f32_serial(j->ta, j->tb, M, N, j->K, (float)j->alpha, (const float *)A, j->lda,
+                             (const float *)B, j->ldb, (float)j->beta, (float *)C, j->ldc);
     }
-    if (j->dtype == KILN_DTYPE_DOUBLE)
-        kgemm_f64_serial(j->ta, j->tb, M, N, j->K, j->alpha, (const double *)A, j->lda,
-                         (const double *)B, j->ldb, j->beta, (double *)C, j->ldc);
-    else
-        kgemm_f32_serial(j->ta, j->tb, M, N, j->K, (float)j->alpha, (const float *)A, j->lda,
-                         (const float *)B, j->ldb, (float)j->beta, (float *)C, j->ldc);
 }
 
 /* Below this many multiply-adds (about 40 us on one core) a product is not worth waking the
@@ -171,23 +196,15 @@ static void gemm_split(kiln_ctx *ctx, int dtype, int ta, int tb, int64_t M, int6
                        double beta, void *C, int64_t ldc) {
     kgemm_blas_serial();
     int nt = kiln_num_threads(ctx);
-    split_job j = {dtype, ta, tb, 0, M, N, K, lda, ldb, ldc, 0, 0, alpha, beta, A, B, C};
+    split_job j = {dtype, ta, tb, M, N, K, lda, ldb, ldc, {M, N, 1, 1}, alpha, beta, A, B, C};
     if (nt <= 1 || (double)M * N * K < PAR_MIN_FLOPS || (M < 2 && N < 32)) {
-        j.by_rows = 1;
-        j.block = M;
         split_run(&j, 0, 1);
         return;
     }
-    /* Split the longer side into one block per thread, columns in multiples of 16 so that each
-     * block keeps BLAS's vector width; rows need no alignment. */
-    j.by_rows = M >= N;
-    int64_t extent = j.by_rows ? M : N, align = j.by_rows ? 1 : 16;
-    int64_t block = (extent + nt - 1) / nt;
-    block = (block + align - 1) / align * align;
-    if (block < 1) block = 1;
-    j.block = block;
-    j.nblocks = (extent + block - 1) / block;
-    kiln_parallel_for(ctx, j.nblocks, 1, split_run, &j);
+    /* columns in multiples of 16 keep BLAS's vector width; a single row is a gemv, split by
+     * columns only */
+    j.t = plan_tiles(M, N, K, nt, M < 2 ? M : 1, 16);
+    kiln_parallel_for(ctx, j.t.nr * j.t.nc, 1, split_run, &j);
 }
 
 void kgemm_f32(kiln_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
@@ -205,48 +222,40 @@ void kgemm_f64(kiln_ctx *ctx, int ta, int tb, int64_t M, int64_t N, int64_t K, d
 /* ---- products with a packed B ---- */
 
 typedef struct bp_job {
-    int ta, by_rows;
-    int64_t M, N, K, lda, ldc, block;
+    int ta;
+    int64_t M, N, K, lda, ldc;
+    tile_plan t;
     float alpha, beta;
     const float *A, *Bp;
     float *C;
 } bp_job;
 
-static void bp_run(void *arg, int64_t b0, int64_t b1) {
+static void bp_run(void *arg, int64_t t0, int64_t t1) {
     const bp_job *j = arg;
-    int64_t ext = j->by_rows ? j->M : j->N, s = b0 * j->block, e = b1 * j->block;
-    if (e > ext) e = ext;
-    if (s >= e) return;
-    if (j->by_rows)
-        kgemm_sgemm_avx512_bpacked(j->ta, e - s, j->N, j->K, j->alpha,
-                                   j->A + (j->ta ? s : s * j->lda), j->lda, j->Bp, j->N, 0,
-                                   j->beta, j->C + s * j->ldc, j->ldc);
-    else
-        kgemm_sgemm_avx512_bpacked(j->ta, j->M, e - s, j->K, j->alpha, j->A, j->lda, j->Bp, j->N, s,
-                                   j->beta, j->C + s, j->ldc);
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t r0 = t / j->t.nc * j->t.rb, c0 = t % j->t.nc * j->t.cb;
+        int64_t M = j->M - r0 < j->t.rb ? j->M - r0 : j->t.rb;
+        int64_t N = j->N - c0 < j->t.cb ? j->N - c0 : j->t.cb;
+        if (M <= 0 || N <= 0) continue;
+        kgemm_sgemm_avx512_bpacked(j->ta, M, N, j->K, j->alpha, j->A + (j->ta ? r0 : r0 * j->lda),
+                                   j->lda, j->Bp, j->N, c0, j->beta, j->C + r0 * j->ldc + c0, j->ldc);
+    }
 }
 
 void kgemm_f32_bpacked(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *Bp, float beta, float *C,
                        int64_t ldc) {
-    bp_job j = {ta, 1, M, N, K, lda, ldc, M, alpha, beta, A, Bp, C};
+    bp_job j = {ta, M, N, K, lda, ldc, {M, N, 1, 1}, alpha, beta, A, Bp, C};
     int nt = kiln_num_threads(ctx);
     double macs = (double)M * N * K;
     if (nt <= 1 || macs < PAR_MIN_FLOPS || (M < 24 && N < 2 * KGEMM_NR)) {
         bp_run(&j, 0, 1);
         return;
     }
-    /* B is packed already, so row blocks share it and pack only their own rows of A: cut them
-     * small (a few per thread, whole 12-row panels) so that a thread that wakes late still
-     * finds work. Few rows: split the columns instead, in whole 32-column panels. */
-    j.by_rows = M >= 24;
-    int64_t ext = j.by_rows ? M : N, align = j.by_rows ? KGEMM_MR : KGEMM_NR;
-    int64_t pieces = j.by_rows ? 4 * nt : nt;
-    int64_t block = (ext + pieces - 1) / pieces;
-    block = (block + align - 1) / align * align;
-    if (j.by_rows && block < 2 * KGEMM_MR) block = 2 * KGEMM_MR;
-    j.block = block;
-    kiln_parallel_for(ctx, (ext + block - 1) / block, 1, bp_run, &j);
+    /* B is packed already; a tile packs only its rows of A, and column offsets must start a
+     * packed panel */
+    j.t = plan_tiles(M, N, K, nt, KGEMM_MR, KGEMM_NR);
+    kiln_parallel_for(ctx, j.t.nr * j.t.nc, 1, bp_run, &j);
 }
 
 /* ---- batches ---- */

@@ -97,7 +97,7 @@ int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float al
                                const float *A, int64_t lda, const float *Bp, int64_t Nfull,
                                int64_t j0, float beta, float *C, int64_t ldc);
 /* A float32 product whose B is packed (Bp from kgemm_avx512_pack_b, Nfull columns), spread
- * over ctx's threads by columns. */
+ * over ctx's threads in tiles of rows and columns. */
 void kgemm_f32_bpacked(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *Bp, float beta, float *C,
                        int64_t ldc);
