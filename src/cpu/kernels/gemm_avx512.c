@@ -218,6 +218,93 @@ __attribute__((target("avx512f"))) static void kernel_1x32(int64_t kc, const flo
     store_tile(acc, C, ldc, alpha, beta, bias, mr, nr, ep, z);
 }
 
+/* The same kernels reading A where it lies (row-major, lda) instead of from a packed panel. With B
+ * packed once (a weight), packing A was the only per-call copy, and a product split into tiles
+ * over many threads packed each row block once per column tile: at 16 threads on BERT-base's
+ * projections that copy, done element by element, cost more than the tiles' multiply-adds. Rows
+ * past mr read row mr - 1 again (their sums are never stored), so no row outside A is touched. */
+#define ROWPTR(i) const float *r##i = A + (int64_t)((i) < mr ? (i) : mr - 1) * lda;
+#define ACC_STEP_U(i)                                                                              \
+    a = _mm512_set1_ps(r##i[k]);                                                                   \
+    c##i##a = _mm512_fmadd_ps(a, b0, c##i##a);                                                     \
+    c##i##b = _mm512_fmadd_ps(a, b1, c##i##b);
+#define DEFINE_KERNEL_U(NAME, ROWS, FOR_ROWS)                                                      \
+    __attribute__((target("avx512f"))) static void NAME(                                           \
+        int64_t kc, const float *A, int64_t lda, const float *Bp, float *C, int64_t ldc,           \
+        float alpha, float beta, int mr, int nr) {                                                 \
+        FOR_ROWS(ROWPTR)                                                                           \
+        FOR_ROWS(ACC_DECL)                                                                         \
+        for (int64_t k = 0; k < kc; k++) {                                                         \
+            __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16), a;                       \
+            _mm_prefetch((const char *)(Bp + 8 * NR), _MM_HINT_T0);                                \
+            FOR_ROWS(ACC_STEP_U)                                                                   \
+            Bp += NR;                                                                              \
+        }                                                                                          \
+        __m512 acc[ROWS][2];                                                                       \
+        FOR_ROWS(ACC_SAVE)                                                                         \
+        store_tile(acc, C, ldc, alpha, beta, NULL, mr, nr, NULL, NULL);                            \
+    }
+DEFINE_KERNEL_U(kernel_u12x32, 12, ROWS12)
+DEFINE_KERNEL_U(kernel_u8x32, 8, ROWS8)
+DEFINE_KERNEL_U(kernel_u4x32, 4, ROWS4)
+
+#define K1U_TAP(j)                                                                                 \
+    x = _mm512_set1_ps(A[k + (j)]);                                                                \
+    c##j##a = _mm512_fmadd_ps(x, _mm512_loadu_ps(Bp + (j) * NR), c##j##a);                          \
+    c##j##b = _mm512_fmadd_ps(x, _mm512_loadu_ps(Bp + (j) * NR + 16), c##j##b);
+__attribute__((target("avx512f"))) static void kernel_u1x32(int64_t kc, const float *A, int64_t lda,
+                                                            const float *Bp, float *C, int64_t ldc,
+                                                            float alpha, float beta, int mr, int nr) {
+    (void)lda;
+    ROWS4(ACC_DECL)
+    __m512 x;
+    int64_t k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        _mm_prefetch((const char *)(Bp + 8 * NR), _MM_HINT_T0);
+        K1U_TAP(0) K1U_TAP(1) K1U_TAP(2) K1U_TAP(3)
+        Bp += 4 * NR;
+    }
+    for (; k < kc; k++) {
+        x = _mm512_set1_ps(A[k]);
+        c0a = _mm512_fmadd_ps(x, _mm512_loadu_ps(Bp), c0a);
+        c0b = _mm512_fmadd_ps(x, _mm512_loadu_ps(Bp + 16), c0b);
+        Bp += NR;
+    }
+    __m512 acc[1][2];
+    acc[0][0] = _mm512_add_ps(_mm512_add_ps(c0a, c1a), _mm512_add_ps(c2a, c3a));
+    acc[0][1] = _mm512_add_ps(_mm512_add_ps(c0b, c1b), _mm512_add_ps(c2b, c3b));
+    store_tile(acc, C, ldc, alpha, beta, NULL, mr, nr, NULL, NULL);
+}
+
+/* C = alpha * A . B + beta * C with B packed whole (Npad columns, this product's start at column
+ * j0) and A row-major, read in place. For each KC-deep slice, a 32-column panel of B (32 KB) stays
+ * in L1/L2 while every row block of an MC-high band of A passes over it. */
+static void gemm_bp_direct(int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                           int64_t lda, const float *bp_all, int64_t Npad, int64_t j0, float beta,
+                           float *C, int64_t ldc) {
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        int64_t kc = K - pc < KC ? K - pc : KC;
+        float bet = pc == 0 ? beta : 1.0f;
+        const float *bpk = bp_all + pc * Npad + j0 * kc;
+        for (int64_t ic = 0; ic < M; ic += MC) {
+            int64_t mc = M - ic < MC ? M - ic : MC;
+            for (int64_t jr = 0; jr < N; jr += NR) {
+                int nr = (int)(N - jr < NR ? N - jr : NR);
+                const float *bp = bpk + jr * kc;
+                for (int64_t ir = 0; ir < mc; ir += MR) {
+                    int mr = (int)(mc - ir < MR ? mc - ir : MR);
+                    const float *a = A + (ic + ir) * lda + pc;
+                    float *c = C + (ic + ir) * ldc + jr;
+                    if (mr > 8) kernel_u12x32(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
+                    else if (mr > 4) kernel_u8x32(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
+                    else if (mr > 1) kernel_u4x32(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
+                    else kernel_u1x32(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
+                }
+            }
+        }
+    }
+}
+
 /* ap_all: A packed whole by kgemm_avx512_pack_a (Mpad rows), of which rows [i0, i0 + M) are
  * wanted; NULL: pack A (ta, lda) block by block here. */
 static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int tb, int64_t M,
@@ -331,6 +418,10 @@ int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float al
                                const float *A, int64_t lda, const float *Bp, int64_t Nfull,
                                int64_t j0, float beta, float *C, int64_t ldc) {
     int64_t Npad = (Nfull + NR - 1) / NR * NR;
+    if (!ta && M > 0 && N > 0 && K > 0) {
+        gemm_bp_direct(M, N, K, alpha, A, lda, Bp, Npad, j0, beta, C, ldc);
+        return 1;
+    }
     return gemm_core(NULL, 0, 0, ta, 0, M, N, K, alpha, A, lda, NULL, 0, NULL, NULL, Bp, Npad, j0,
                      beta, C, ldc, NULL, NULL);
 }
