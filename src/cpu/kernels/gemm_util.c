@@ -136,11 +136,11 @@ typedef struct tile_plan {
     int64_t rb, cb, nr, nc;
 } tile_plan;
 
-#define TILE_MIN_MACS (1 << 19)
+#define TILE_MIN_MACS (1 << 18)
 
-static tile_plan plan_tiles(int64_t M, int64_t N, int64_t K, int nt, int64_t ralign, int64_t calign) {
+static tile_plan plan_tiles(int64_t M, int64_t N, int64_t K, int64_t want, int64_t ralign,
+                            int64_t calign) {
     tile_plan t = {M, N, 1, 1};
-    int64_t want = 3 * (int64_t)nt;
     for (;;) {
         if (t.nr * t.nc >= want) break;
         int64_t r2 = (t.rb + 1) / 2, c2 = (t.cb + 1) / 2;
@@ -203,7 +203,7 @@ static void gemm_split(kiln_ctx *ctx, int dtype, int ta, int tb, int64_t M, int6
     }
     /* columns in multiples of 16 keep BLAS's vector width; a single row is a gemv, split by
      * columns only */
-    j.t = plan_tiles(M, N, K, nt, M < 2 ? M : 1, 16);
+    j.t = plan_tiles(M, N, K, 3 * (int64_t)nt, M < 2 ? M : 1, 16);
     kiln_parallel_for(ctx, j.t.nr * j.t.nc, 1, split_run, &j);
 }
 
@@ -254,25 +254,40 @@ void kgemm_f32_bpacked(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, f
     }
     /* B is packed already; a tile packs only its rows of A, and column offsets must start a
      * packed panel */
-    j.t = plan_tiles(M, N, K, nt, KGEMM_MR, KGEMM_NR);
+    j.t = plan_tiles(M, N, K, 3 * (int64_t)nt, KGEMM_MR, KGEMM_NR);
     kiln_parallel_for(ctx, j.t.nr * j.t.nc, 1, bp_run, &j);
 }
 
 /* ---- batches ---- */
 
+/* A batch is cut into (product, tile) items: attention's 12 heads of 128 x 128 products on 16
+ * threads left a quarter of the threads idle when whole products were the items, and splitting
+ * each small product on its own gave the pool only two tiles at a time. */
+typedef struct batch_job {
+    const kgemm_batch *b;
+    tile_plan t;
+} batch_job;
+
 static void batch_run(void *arg, int64_t i0, int64_t i1) {
-    const kgemm_batch *b = arg;
+    const batch_job *j = arg;
+    const kgemm_batch *b = j->b;
+    int64_t per = j->t.nr * j->t.nc;
     for (int64_t i = i0; i < i1; i++) {
+        int64_t p = i / per, t = i % per;
+        int64_t r0 = t / j->t.nc * j->t.rb, c0 = t % j->t.nc * j->t.cb;
+        int64_t M = b->M - r0 < j->t.rb ? b->M - r0 : j->t.rb;
+        int64_t N = b->N - c0 < j->t.cb ? b->N - c0 : j->t.cb;
+        if (M <= 0 || N <= 0) continue;
+        int64_t ao = b->aoff[p] + (b->ta ? r0 : r0 * b->lda);
+        int64_t bo = b->boff[p] + (b->tb ? c0 * b->ldb : c0);
+        int64_t co = b->coff[p] + r0 * b->ldc + c0;
         if (b->dtype == KILN_DTYPE_DOUBLE)
-            kgemm_f64_serial(b->ta, b->tb, b->M, b->N, b->K, b->alpha,
-                             (const double *)b->A + b->aoff[i], b->lda,
-                             (const double *)b->B + b->boff[i], b->ldb, b->beta,
-                             (double *)b->C + b->coff[i], b->ldc);
+            kgemm_f64_serial(b->ta, b->tb, M, N, b->K, b->alpha, (const double *)b->A + ao, b->lda,
+                             (const double *)b->B + bo, b->ldb, b->beta, (double *)b->C + co, b->ldc);
         else
-            kgemm_f32_serial(b->ta, b->tb, b->M, b->N, b->K, (float)b->alpha,
-                             (const float *)b->A + b->aoff[i], b->lda,
-                             (const float *)b->B + b->boff[i], b->ldb, (float)b->beta,
-                             (float *)b->C + b->coff[i], b->ldc);
+            kgemm_f32_serial(b->ta, b->tb, M, N, b->K, (float)b->alpha, (const float *)b->A + ao,
+                             b->lda, (const float *)b->B + bo, b->ldb, (float)b->beta,
+                             (float *)b->C + co, b->ldc);
     }
 }
 
@@ -281,20 +296,18 @@ void kgemm_batched(kiln_ctx *ctx, const kgemm_batch *b) {
     int nt = kiln_num_threads(ctx);
     if (b->count <= 0) return;
     double flops = (double)b->M * b->N * b->K;
-    /* Whole products per thread balance well when the count divides evenly or is large. */
-    if (nt > 1 && b->count > 1 &&
-        (b->count % nt == 0 || b->count >= 4 * nt || flops < PAR_MIN_FLOPS)) {
-        kiln_parallel_for(ctx, b->count, kpar_grain(b->count, flops * b->count / 100.0), batch_run,
-                          (void *)b);
+    batch_job j = {b, {b->M, b->N, 1, 1}};
+    if (nt <= 1 || flops * b->count < PAR_MIN_FLOPS) {
+        batch_run(&j, 0, b->count);
         return;
     }
-    for (int64_t i = 0; i < b->count; i++) {
-        const char *A = (const char *)b->A, *B = (const char *)b->B;
-        char *C = b->C;
-        size_t es = b->dtype == KILN_DTYPE_DOUBLE ? 8 : 4;
-        gemm_split(ctx, b->dtype, b->ta, b->tb, b->M, b->N, b->K, b->alpha, A + b->aoff[i] * es,
-                   b->lda, B + b->boff[i] * es, b->ldb, b->beta, C + b->coff[i] * es, b->ldc);
+    /* whole products when there are enough of them to balance; else tiles of each */
+    if (b->count < 4 * nt && b->count % nt) {
+        int64_t want = (3 * (int64_t)nt + b->count - 1) / b->count;
+        j.t = plan_tiles(b->M, b->N, b->K, want, b->M < 2 ? b->M : 1, 16);
     }
+    int64_t items = b->count * j.t.nr * j.t.nc;
+    kiln_parallel_for(ctx, items, kpar_grain(items, flops * b->count / 100.0), batch_run, &j);
 }
 
 /* ---- integer products ---- */
