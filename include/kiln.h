@@ -323,6 +323,10 @@ typedef struct kiln_plan_stats {
     size_t folded_nodes;      /* nodes removed by constant folding */
 } kiln_plan_stats;
 kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats);
+/* Weights packed at open into the layouts the kernels read (packed_bytes), and the bytes of
+ * original weights handed back because every use reads the packed copy (released_bytes): each
+ * weight is then held once. Either pointer may be NULL. */
+kiln_status kiln_session_weight_stats(kiln_session *s, size_t *packed_bytes, size_t *released_bytes);
 
 /* Frees the memory plans and arenas kept for the input shapes run so far (ONNX Runtime's arena
  * shrinkage); the next run plans again. Waits for a run in flight. */

@@ -117,6 +117,10 @@ int cmd_info(int argc, char **argv) {
     kiln_session_plan_stats(s, &st);
     printf("initializers: %zu bytes (%zu mapped in place, %zu copied at load because misaligned in the file)\n",
            st.initializer_bytes, st.initializer_bytes - st.copied_initializer_bytes, st.copied_initializer_bytes);
+    size_t packed = 0, released = 0;
+    kiln_session_weight_stats(s, &packed, &released);
+    printf("packed weights: %zu bytes (%zu bytes of the originals handed back: every use reads the packed copy)\n",
+           packed, released);
     int rc = 0;
     if (s->missing_ops) {
         printf("missing ops (kiln has no kernel for these nodes): %s\n", s->missing_ops);

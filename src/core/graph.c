@@ -159,6 +159,7 @@ void kiln_model_free(kiln_model *m) {
         free(m->maps[i].path);
     }
     free(m->maps);
+    free(m->copies);
     for (int i = 0; i < m->n_syms; i++) free(m->syms[i]);
     free(m->syms);
     free(m->producer);

@@ -58,6 +58,11 @@ typedef struct kiln_node {
     const struct kiln_kernel *kernel;
     void *kernel_state;
     char *placement_why;   /* why the node is not on the preferred provider (NULL: it is) */
+    /* inputs (bit i) whose constant the CPU kernel copied at init into a packed form it reads
+     * instead, and those copies' size (kiln_input_packed; core/weights.c) */
+    uint64_t packed_inputs;
+    size_t packed_bytes;
+    const void **packed_src; /* the kernel's note of which bytes it packed (compared at run time) */
 } kiln_node;
 
 /* Static type of a value: kind (tensor / sequence / optional-of / map / sequence of maps), element
@@ -126,6 +131,11 @@ typedef struct kiln_model {
     int n_syms;
     char **syms;               /* names of symbolic dimensions */
     size_t init_bytes, copied_init_bytes;
+    size_t packed_bytes, released_init_bytes; /* core/weights.c */
+    /* initializers copied at load (misaligned in the file): the copy and the file bytes it came
+     * from, so that core/weights.c can drop a copy every use has packed */
+    int n_copies;
+    struct kiln_init_copy { const void *heap, *file; } *copies;
     /* what the file says about itself (kiln_session_model_metadata); NULL when absent */
     char *producer_version, *domain, *doc, *graph_doc;
     int64_t model_version;

@@ -255,6 +255,7 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         }
         s->copies = pa.copies;
         s->uploads = pa.uploads;
+        kiln_release_packed_weights(m);
         if (kiln_capture_check(s, &e)) {
             kiln_session_close(s);
             return fail_open(&e);
@@ -798,6 +799,13 @@ kiln_status kiln_run_values(kiln_session *s, const kiln_run_options *options, si
                             const char *const *in_names, const kiln_value *const *inputs, size_t n_out,
                             const char *const *out_names, kiln_value **outputs) {
     return run_common(s, options, n_in, in_names, NULL, inputs, n_out, out_names, outputs);
+}
+
+kiln_status kiln_session_weight_stats(kiln_session *s, size_t *packed_bytes, size_t *released_bytes) {
+    if (!s) return KILN_ERR_INVALID_ARGUMENT;
+    if (packed_bytes) *packed_bytes = s->model->packed_bytes;
+    if (released_bytes) *released_bytes = s->model->released_init_bytes;
+    return KILN_OK;
 }
 
 kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats) {

@@ -36,6 +36,9 @@ typedef struct kiln_run_limits {
     unsigned ticks;            /* checks so far: the clock is read on every few */
 } kiln_run_limits;
 
+/* Hands back the mapped pages of constants that every consumer packed at init (core/weights.c). */
+void kiln_release_packed_weights(kiln_model *m);
+
 /* Fills the limits of a run that starts now. */
 void kiln_run_limits_init(kiln_run_limits *lim, const kiln_session *s, const kiln_run_options *ro);
 

@@ -322,6 +322,11 @@ static kiln_status parse_tensor(loader *L, const uint8_t *data, size_t len, kiln
             out->data = out->owner = p;
             if (bytes) L->m->copied_init_bytes += bytes;
             release_mapped_pages(L->m, tf.raw, bytes);
+            struct kiln_init_copy *c = realloc(L->m->copies, (size_t)(L->m->n_copies + 1) * sizeof *c);
+            if (c) { /* without the note the copy is merely kept (core/weights.c) */
+                L->m->copies = c;
+                c[L->m->n_copies++] = (struct kiln_init_copy){p, tf.raw};
+            }
         }
         *name_out = name;
         free(tf.location);
@@ -1440,6 +1445,7 @@ kiln_status kiln_parse_value_proto(const void *bytes, size_t size, int kind, kil
     }
     for (int i = 0; i < tmp.n_maps; i++) { munmap(tmp.maps[i].addr, tmp.maps[i].size); free(tmp.maps[i].path); }
     free(tmp.maps);
+    free(tmp.copies);
     for (int i = 0; i < tmp.n_syms; i++) free(tmp.syms[i]);
     free(tmp.syms);
     if (st) {

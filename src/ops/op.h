@@ -74,6 +74,11 @@ typedef struct kiln_op {
 /* ---- inputs and outputs ---- */
 /* Tensor input i, or NULL when absent (or when it is not a tensor). */
 kiln_tensor *kiln_input(kiln_ctx *ctx, int i);
+/* From init: constant input i has been copied into a packed form of `bytes` bytes that compute
+ * reads instead, so its original need not stay in memory (core/weights.c). src_note: where the
+ * kernel keeps the input's data pointer to recognise it at run time (NULL: nowhere); the runtime
+ * updates it if the original moves. */
+void kiln_input_packed(kiln_ctx *ctx, int i, size_t bytes, const void **src_note);
 /* Like kiln_input but fails with "missing required input i" / wrong kind. */
 kiln_status kiln_need_input(kiln_ctx *ctx, int i, kiln_tensor **t);
 kiln_tensor *kiln_output(kiln_ctx *ctx, int i); /* NULL when not wanted */

@@ -9,6 +9,14 @@
 
 kiln_status kiln_runner_alloc_output(kiln_ctx *ctx, int i);
 
+void kiln_input_packed(kiln_ctx *ctx, int i, size_t bytes, const void **src_note) {
+    kiln_node *n = (kiln_node *)ctx->node; /* init is the node's single writer */
+    if (!n || i < 0 || i >= 64) return;
+    n->packed_inputs |= (uint64_t)1 << i;
+    n->packed_bytes += bytes;
+    n->packed_src = src_note;
+}
+
 kiln_tensor *kiln_input(kiln_ctx *ctx, int i) {
     if (i < 0 || i >= ctx->n_in || !ctx->in[i] || ctx->in[i]->kind != KILN_KIND_TENSOR) return NULL;
     return &ctx->in[i]->t;

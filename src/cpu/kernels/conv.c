@@ -150,6 +150,7 @@ kiln_status kconv_init_weight(kiln_ctx *ctx) {
             return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing W");
         kconv_pack_weight(&g, half ? s->w_f32 : W->data, s->w_packed);
     }
+    kiln_input_packed(ctx, 1, sizeof(float) * (size_t)(npk + (half ? n : 0)), &s->w_src);
     return KILN_OK;
 }
 

@@ -93,7 +93,9 @@ kiln_status kgemm_op_init(kiln_ctx *ctx) {
         if (!(s->b_packed = kgemm_alloc_packed(kgemm_avx512_packed_b_size(K, N))))
             return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing B");
         kgemm_avx512_pack_b(tb, K, N, half ? s->b_f32 : B->data, B->dims[1], s->b_packed);
+        kiln_input_packed(ctx, 1, sizeof(float) * (size_t)kgemm_avx512_packed_b_size(K, N), &s->b_src);
     }
+    if (half) kiln_input_packed(ctx, 1, sizeof(float) * (size_t)n, &s->b_src);
     return KILN_OK;
 }
 

@@ -201,6 +201,8 @@ static kiln_status matmul_init(kiln_ctx *ctx) {
             return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing B");
         kgemm_avx512_pack_b(0, K, N, half ? s->b_f32 : B->data, N, s->b_packed);
     }
+    kiln_input_packed(ctx, 1, (pack ? sizeof(float) * (size_t)kgemm_avx512_packed_b_size(B->dims[0], B->dims[1]) : 0) +
+                                  (half ? sizeof(float) * (size_t)n : 0), &s->b_src);
     return KILN_OK;
 }
 
