@@ -307,8 +307,10 @@ kiln_status kiln_regex_compute(kiln_ctx *ctx) {
     if (!s) return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "regex was not compiled");
     int64_t n = kiln_numel(x);
     locale_t old = s->loc ? uselocale(s->loc) : (locale_t)0;
-    for (int64_t i = 0; i < n; i++)
-        ((uint8_t *)y->data)[i] = regexec(&s->re, str_at(x, i), 0, NULL, 0) == 0;
+    for (int64_t i = 0; i < n; i++) { /* REG_STARTEND: the string's length, not a NUL, ends it */
+        regmatch_t m = {0, (regoff_t)str_len_at(x, i)};
+        ((uint8_t *)y->data)[i] = regexec(&s->re, str_at(x, i), 1, &m, REG_STARTEND) == 0;
+    }
     if (s->loc) uselocale(old);
     return KILN_OK;
 }

@@ -73,7 +73,7 @@ kiln_status kiln_tokenizer_init(kiln_ctx *ctx) {
     if (kiln_has_attr(node, "separators")) {
         if (nsep == 0)
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "separators must not be empty");
-        s->chars = nsep == 1 && seps[0][0] == 0;
+        s->chars = nsep == 1 && kiln_str_len(seps[0]) == 0;
         s->separators = 1;
     } else {
         if (!texp || !texp[0])
@@ -246,7 +246,7 @@ kiln_status kiln_tokenizer_compute(kiln_ctx *ctx) {
     locale_t old = s->loc ? uselocale(s->loc) : (locale_t)0;
     for (int64_t i = 0; i < n && st == KILN_OK; i++) {
         const char *str = str_at(x, i);
-        size_t len = strlen(str), chars;
+        size_t len = str_len_at(x, i), chars;
         if (!utf8_valid(str, len, &chars)) {
             st = KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input string %lld is not valid UTF-8",
                            (long long)i);
