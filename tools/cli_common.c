@@ -1,5 +1,6 @@
 #include "cli.h"
 #include "core/dtype.h"
+#include "json_out.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,15 +168,16 @@ void cli_print_summary(const char *name, const kiln_value *v) {
     printf("%s: %s", name, shape);
     if (t->dtype == KILN_DTYPE_STRING) {
         printf(" [");
-        for (int64_t i = 0; i < n && i < 4; i++) { /* control bytes (NUL included) escaped; UTF-8 as is */
-            const char *s = ((char *const *)t->data)[i];
+        for (int64_t i = 0; i < n && i < 4; i++) { /* control bytes (NUL included) and non-UTF-8 escaped */
+            const unsigned char *s = (const unsigned char *)kiln_str_bytes(((char *const *)t->data)[i]);
             printf("%s\"", i ? ", " : "");
-            for (size_t k = 0, len = kiln_str_len(s); k < len && k < 64; k++) {
-                unsigned char c = (unsigned char)s[k];
-                if (c >= 0x20 && c != 0x7f && c != '"' && c != '\\') putchar(c);
-                else printf("\\x%02x", c);
+            for (size_t k = 0, len = kiln_str_len((const char *)s), l; k < len && k < 64; k += l) {
+                l = utf8_seq_len(s + k, len - k);
+                if (l > 1) fwrite(s + k, 1, l, stdout);
+                else if (l == 1 && s[k] >= 0x20 && s[k] != 0x7f && s[k] != '"' && s[k] != '\\') putchar(s[k]);
+                else printf("\\x%02x", s[k]), l = 1;
             }
-            printf("%s\"", kiln_str_len(s) > 64 ? "..." : "");
+            printf("%s\"", kiln_str_len((const char *)s) > 64 ? "..." : "");
         }
         printf("%s]\n", n > 4 ? ", ..." : "");
         return;

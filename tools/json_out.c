@@ -7,8 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Bytes of the UTF-8 sequence at p (n bytes left), or 0 when it is not valid UTF-8. */
-static size_t utf8_seq(const unsigned char *p, size_t n) {
+size_t utf8_seq_len(const unsigned char *p, size_t n) {
     size_t l = p[0] < 0x80 ? 1 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2 : p[0] >= 0xe0 && p[0] < 0xf0 ? 3
              : p[0] >= 0xf0 && p[0] < 0xf5 ? 4 : 0;
     if (!l || l > n) return 0;
@@ -26,7 +25,7 @@ static void put_string(FILE *f, const char *s) {
     const unsigned char *p = (const unsigned char *)kiln_str_bytes(s);
     for (size_t i = 0, n = kiln_str_len(s); i < n;) {
         unsigned char c = p[i];
-        size_t l = utf8_seq(p + i, n - i);
+        size_t l = utf8_seq_len(p + i, n - i);
         if (!l) fprintf(f, "\\udc%02x", c), l = 1;
         else if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
         else if (c == '\n') fputs("\\n", f);

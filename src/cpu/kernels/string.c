@@ -67,9 +67,9 @@ static int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r
 /* Splits s like Python's str.split(sep or None, maxsplit), the ONNX reference: whitespace is
  * space, \t, \n, \v, \f and \r (onnxruntime splits on spaces only). With out == NULL it only
  * counts. */
-static int64_t split_one(const char *s, size_t len, const char *delim, int64_t maxsplit, char **out, int *oom) {
+static int64_t split_one(const char *s, size_t len, const char *delim, size_t dl, int64_t maxsplit, char **out,
+                         int *oom) {
     int64_t n = 0;
-    size_t dl = delim ? strlen(delim) : 0;
     const char *end = s + len; /* strings may hold NUL bytes: lengths, never terminators */
     if (dl == 0) { /* runs of whitespace separate; ends are trimmed */
         const char *p = s;
@@ -124,14 +124,15 @@ static kiln_status split_compute(kiln_ctx *ctx) {
     /* a dynamic op: compute runs without infer, so it checks its input itself */
     KILN_TRY(kiln_need_input(ctx, 0, &x));
     KILN_TRY(kiln_check_dtype(ctx, x, 0, 1, KILN_DTYPE_STRING));
-    const char *delim = kiln_attr_string(ctx->node, "delimiter", "");
+    size_t dl;
+    const char *delim = kiln_attr_bytes(ctx->node, "delimiter", "", &dl); /* it may be or hold a NUL byte */
     int64_t maxsplit = kiln_has_attr(ctx->node, "maxsplit") ? kiln_attr_int(ctx->node, "maxsplit", -1) : -1;
     if (x->rank + 1 > KILN_MAX_RANK)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input rank %d is too large", x->rank);
     int64_t n = kiln_numel(x), width = 0;
     int oom = 0;
     for (int64_t i = 0; i < n; i++) {
-        int64_t c = split_one(str_at(x, i), str_len_at(x, i), delim, maxsplit, NULL, &oom);
+        int64_t c = split_one(str_at(x, i), str_len_at(x, i), delim, dl, maxsplit, NULL, &oom);
         if (c > width) width = c;
     }
     int64_t dims[KILN_MAX_RANK];
@@ -145,11 +146,11 @@ static kiln_status split_compute(kiln_ctx *ctx) {
         int64_t c;
         if (row) {
             for (int64_t k = 0; k < width; k++) { kiln_str_free(row[k]); row[k] = NULL; }
-            c = split_one(str_at(x, i), str_len_at(x, i), delim, maxsplit, row, &oom);
+            c = split_one(str_at(x, i), str_len_at(x, i), delim, dl, maxsplit, row, &oom);
             for (int64_t k = c; k < width && !oom; k++)
                 if (!(row[k] = str_dup_n("", 0))) oom = 1;
         } else {
-            c = split_one(str_at(x, i), str_len_at(x, i), delim, maxsplit, NULL, &oom);
+            c = split_one(str_at(x, i), str_len_at(x, i), delim, dl, maxsplit, NULL, &oom);
         }
         if (oom) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         if (z) ((int64_t *)z->data)[i] = c;
