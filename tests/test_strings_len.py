@@ -570,3 +570,30 @@ def test_cli_npy_refuses_surrogates(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "U+D800" in r.stderr and "UTF-8 cannot encode" in r.stderr
+
+
+def test_c_api_sequence_of_sized_strings():
+    """A seq(tensor(string)) input given as KILN_RANK_SEQUENCE with KILN_DTYPE_SIZED_STRING items."""
+    lib = kiln._lib.load()
+    seq_type = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.STRING, None))
+    data = model([helper.make_node("ConcatFromSequence", ["s"], ["y"], axis=0)], [helper.make_value_info("s", seq_type)],
+                 [svi("y")], opset=18)
+    items, keep = [], []
+    for strs in ([b"a\x00", b"\x00b"], [b"c\x00\x00"]):
+        views, owners = kiln._lib.string_views(strs, "item")
+        dims = (ctypes.c_int64 * 1)(len(strs))
+        keep += [views, owners, dims]
+        items.append(kiln._lib.TensorDesc(kiln._lib.SIZED_STRING, 1, dims, ctypes.cast(views, ctypes.c_void_p), 0))
+    arr = (kiln._lib.TensorDesc * 2)(*items)
+    sdims = (ctypes.c_int64 * 1)(2)
+    desc = kiln._lib.TensorDesc(kiln._lib.SIZED_STRING, kiln._lib.RANK_SEQUENCE, sdims, ctypes.cast(arr, ctypes.c_void_p), 0)
+    h = ctypes.c_void_p()
+    assert lib.kiln_session_open_bytes(data, len(data), None, ctypes.byref(h)) == 0, lib.kiln_last_error()
+    try:
+        outs = (ctypes.c_void_p * 1)()
+        assert lib.kiln_run(h, 1, (ctypes.c_char_p * 1)(b"s"), ctypes.byref(desc), 0, None, outs) == 0, \
+            lib.kiln_session_error(h)
+        assert kiln._lib.decode_strings(lib, lib.kiln_value_data(outs[0]), 3, "y") == ["a\x00", "\x00b", "c\x00\x00"]
+        lib.kiln_value_free(outs[0])
+    finally:
+        lib.kiln_session_close(h)

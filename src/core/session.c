@@ -635,12 +635,13 @@ static kiln_status sequence_input(kiln_session *s, const char *name, const kiln_
     for (int k = 0; k < n; k++) {
         const kiln_tensor_desc *it = &items[k];
         kiln_tensor *t = &v->seq[k];
-        if ((it->dtype == KILN_DTYPE_SIZED_STRING ? KILN_DTYPE_STRING : it->dtype) != seq_dtype || it->rank < 0 || it->rank > KILN_MAX_RANK || (it->rank && !it->dims) ||
+        int item_dtype = it->dtype == KILN_DTYPE_SIZED_STRING ? KILN_DTYPE_STRING : it->dtype;
+        if (item_dtype != seq_dtype || it->rank < 0 || it->rank > KILN_MAX_RANK || (it->rank && !it->dims) ||
             it->memory != KILN_MEMORY_HOST)
             return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
                              "input '%s': sequence item %d must be a host tensor of element type %s (rank 0 to %d)",
                              name, k, kiln_dtype_name(d->dtype), KILN_MAX_RANK);
-        t->dtype = it->dtype == KILN_DTYPE_SIZED_STRING ? KILN_DTYPE_STRING : it->dtype;
+        t->dtype = item_dtype;
         t->rank = it->rank;
         for (int j = 0; j < it->rank; j++) {
             if (it->dims[j] < 0)
