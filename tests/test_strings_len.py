@@ -597,3 +597,22 @@ def test_c_api_sequence_of_sized_strings():
         lib.kiln_value_free(outs[0])
     finally:
         lib.kiln_session_close(h)
+
+
+def test_cli_json_map_keys(tmp_path):
+    """A map output written as JSON: NUL bytes escaped (\\u0000), bytes that are not UTF-8 as lone
+    surrogates (\\udcXX, Python's surrogateescape), so json.load reads every key back."""
+    import json
+    zm = model([helper.make_node("ZipMap", ["x"], ["y"], domain="ai.onnx.ml",
+                                 classlabels_strings=[b"a\x00b", b"\xff", "\u00e9".encode()])],
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+               [helper.make_value_info("y", helper.make_sequence_type_proto(helper.make_map_type_proto(
+                   TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, []))))],
+               opset=17, extra={"ai.onnx.ml": 1})
+    (tmp_path / "m.onnx").write_bytes(zm)
+    np.save(tmp_path / "x.npy", np.array([[0.25, 0.5, 0.75]], np.float32))
+    r = subprocess.run([KILN, "run", str(tmp_path / "m.onnx"), "--input", f"x={tmp_path / 'x.npy'}",
+                        "--output-dir", str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "out" / "y.json").read_text())
+    assert got == [{"a\x00b": 0.25, "\udcff": 0.5, "\u00e9": 0.75}]
