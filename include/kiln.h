@@ -51,7 +51,7 @@ typedef enum kiln_dtype {
     KILN_DTYPE_INT16 = 5,
     KILN_DTYPE_INT32 = 6,
     KILN_DTYPE_INT64 = 7,
-    KILN_DTYPE_STRING = 8, /* data is an array of NUL-terminated char* */
+    KILN_DTYPE_STRING = 8, /* data is an array of char*: see "Strings" below */
     KILN_DTYPE_BOOL = 9,   /* one byte per element, 0 or 1 */
     KILN_DTYPE_FLOAT16 = 10,
     KILN_DTYPE_DOUBLE = 11,
@@ -69,8 +69,25 @@ typedef enum kiln_dtype {
     KILN_DTYPE_FLOAT4E2M1 = 23,
     KILN_DTYPE_FLOAT8E8M0 = 24,
     KILN_DTYPE_UINT2 = 25,         /* 2-bit types pack four elements per byte, lowest bits first */
-    KILN_DTYPE_INT2 = 26
+    KILN_DTYPE_INT2 = 26,
+    KILN_DTYPE_SIZED_STRING = 108  /* only in an input's kiln_tensor_desc: see "Strings" below */
 } kiln_dtype;
+
+/* Strings. ONNX strings are byte strings and may hold NUL bytes; kiln keeps every string's length.
+ * - In: a kiln_tensor_desc of dtype KILN_DTYPE_STRING has data pointing to NUL-terminated char*
+ *   (NULL reads as ""): such a string ends at its first NUL. To pass any bytes, give dtype
+ *   KILN_DTYPE_SIZED_STRING and data pointing to kiln_string elements {data, len}; the value is a
+ *   string tensor. Both are accepted by kiln_run*, kiln_value_tensor_new, kiln_options.initializers,
+ *   and (as key or value dtype) by kiln_value_map_new.
+ * - Out: a string tensor's kiln_value_data (and a map's keys or values) is an array of char*, each
+ *   followed by a NUL, so code that stops at the first NUL still works on strings without NULs;
+ *   kiln_string_length(element) gives the full length of an element kiln handed out, and
+ *   kiln_value_strings() copies a string tensor's elements out as kiln_string views.
+ * Bytes are passed as they are: kiln neither checks nor changes their encoding. */
+typedef struct kiln_string {
+    const char *data;
+    size_t len;
+} kiln_string;
 
 /* Execution providers, as bit flags for kiln_options.providers. Nodes no other provider takes
  * always run on the CPU. The CPU bit says what happens when another provider asked for cannot
@@ -288,7 +305,7 @@ void kiln_value_free(kiln_value *v);
 
 /* Maps (ai.onnx.ml). ZipMap's output is a sequence of maps (one per row): kiln_value_kind says
  * KILN_VALUE_SEQUENCE and each kiln_value_item is a KILN_VALUE_MAP. A map has kiln_value_map_size()
- * distinct keys in ascending order (strcmp order for strings), of kiln_value_map_key_dtype()
+ * distinct keys in ascending order (byte order for strings), of kiln_value_map_key_dtype()
  * (KILN_DTYPE_INT64 or KILN_DTYPE_STRING), and as many values of kiln_value_dtype() (float,
  * double, int64 or string); keys and values are arrays of int64_t / float / double / char*:
  *
@@ -306,6 +323,11 @@ const void *kiln_value_map_values(const kiln_value *v);
 kiln_status kiln_value_map_new(kiln_dtype key_dtype, kiln_dtype value_dtype, size_t n, const void *keys,
                                const void *values, kiln_value **out);
 kiln_status kiln_value_tensor_new(const kiln_tensor_desc *desc, kiln_value **out);
+/* The byte length of a string element read from kiln_value_data, kiln_value_map_keys or
+ * kiln_value_map_values (only such pointers; NULL: 0). */
+size_t kiln_string_length(const char *element);
+/* Views of the n elements of string tensor v (n must be its element count), valid while v lives. */
+kiln_status kiln_value_strings(const kiln_value *v, kiln_string *out, size_t n);
 /* kiln_run_with_options with inputs given as values (read during the call only; the caller still
  * owns and frees them). options may be NULL. */
 kiln_status kiln_run_values(kiln_session *s, const kiln_run_options *options, size_t n_in,

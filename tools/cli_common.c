@@ -1,5 +1,6 @@
 #include "cli.h"
 #include "core/dtype.h"
+#include "json_out.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,7 +138,7 @@ int cli_synthetic_input(kiln_session *s, size_t i, const dim_binding *dims, int 
     int64_t n = kiln_numel(t);
     for (int64_t k = 0; k < n; k++) {
         unsigned r = next_rand(seed);
-        if (t->dtype == KILN_DTYPE_STRING) ((char **)t->data)[k] = strdup("a");
+        if (t->dtype == KILN_DTYPE_STRING) ((char **)t->data)[k] = kiln_str_new("a", 1);
         else if (kiln_dtype_is_float(t->dtype)) kiln_store_f64(t->dtype, t->data, k, (double)r / (1 << 23) - 1.0);
         else kiln_store_f64(t->dtype, t->data, k, (double)(r & 1));
     }
@@ -167,7 +168,17 @@ void cli_print_summary(const char *name, const kiln_value *v) {
     printf("%s: %s", name, shape);
     if (t->dtype == KILN_DTYPE_STRING) {
         printf(" [");
-        for (int64_t i = 0; i < n && i < 4; i++) printf("%s\"%s\"", i ? ", " : "", ((char *const *)t->data)[i]);
+        for (int64_t i = 0; i < n && i < 4; i++) { /* control bytes (NUL included) and non-UTF-8 escaped */
+            const unsigned char *s = (const unsigned char *)kiln_str_bytes(((char *const *)t->data)[i]);
+            printf("%s\"", i ? ", " : "");
+            for (size_t k = 0, len = kiln_str_len((const char *)s), l; k < len && k < 64; k += l) {
+                l = utf8_seq_len(s + k, len - k);
+                if (l > 1) fwrite(s + k, 1, l, stdout);
+                else if (l == 1 && s[k] >= 0x20 && s[k] != 0x7f && s[k] != '"' && s[k] != '\\') putchar(s[k]);
+                else printf("\\x%02x", s[k]), l = 1;
+            }
+            printf("%s\"", kiln_str_len((const char *)s) > 64 ? "..." : "");
+        }
         printf("%s]\n", n > 4 ? ", ..." : "");
         return;
     }

@@ -59,9 +59,10 @@ static int compare_tensor(const kiln_tensor *got, const kiln_tensor *want, char 
     int64_t n = kiln_numel(want);
     if (want->dtype == KILN_DTYPE_STRING) {
         for (int64_t i = 0; i < n; i++)
-            if (strcmp(((char *const *)got->data)[i], ((char *const *)want->data)[i])) {
-                snprintf(why, wl, "string %lld: got \"%s\", expected \"%s\"", (long long)i,
-                         ((char *const *)got->data)[i], ((char *const *)want->data)[i]);
+            if (!kiln_str_eq(((char *const *)got->data)[i], ((char *const *)want->data)[i])) {
+                snprintf(why, wl, "string %lld: got \"%s\" (%zu bytes), expected \"%s\" (%zu bytes)", (long long)i,
+                         kiln_str_bytes(((char *const *)got->data)[i]), kiln_str_len(((char *const *)got->data)[i]),
+                         kiln_str_bytes(((char *const *)want->data)[i]), kiln_str_len(((char *const *)want->data)[i]));
                 return 0;
             }
         return 1;

@@ -7,15 +7,33 @@
 #include <stdio.h>
 #include <string.h>
 
+size_t utf8_seq_len(const unsigned char *p, size_t n) {
+    size_t l = p[0] < 0x80 ? 1 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2 : p[0] >= 0xe0 && p[0] < 0xf0 ? 3
+             : p[0] >= 0xf0 && p[0] < 0xf5 ? 4 : 0;
+    if (!l || l > n) return 0;
+    for (size_t k = 1; k < l; k++)
+        if ((p[k] & 0xc0) != 0x80) return 0;
+    if (l == 3 && ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] >= 0xa0))) return 0; /* overlong, surrogate */
+    if (l == 4 && ((p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] >= 0x90))) return 0;
+    return l;
+}
+
+/* A kiln string (its length, NULs included). UTF-8 passes through; a byte that is not part of
+ * valid UTF-8 is written as the lone surrogate \udcXX, as Python's "surrogateescape" does. */
 static void put_string(FILE *f, const char *s) {
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p == '\t') fputs("\\t", f);
-        else if (*p == '\r') fputs("\\r", f);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f); /* UTF-8 passes through */
+    const unsigned char *p = (const unsigned char *)kiln_str_bytes(s);
+    for (size_t i = 0, n = kiln_str_len(s); i < n;) {
+        unsigned char c = p[i];
+        size_t l = utf8_seq_len(p + i, n - i);
+        if (!l) fprintf(f, "\\udc%02x", c), l = 1;
+        else if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c == '\n') fputs("\\n", f);
+        else if (c == '\t') fputs("\\t", f);
+        else if (c == '\r') fputs("\\r", f);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fwrite(p + i, 1, l, f);
+        i += l;
     }
     fputc('"', f);
 }

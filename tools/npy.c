@@ -111,24 +111,41 @@ int npy_parse(const void *bytes, size_t size, kiln_tensor *t, char *err, size_t 
         memcpy(t->data, p + off, need);
         return 0;
     }
+    /* numpy pads an item with trailing NULs (which it drops on reading), so only those end a string:
+     * NULs inside it are kept. 'S' items are bytes, kept as they are; 'U' items are code points,
+     * written as UTF-8. */
     char **out = t->data;
+    char *tmp = malloc((size_t)strw * 4 + 1);
+    if (!tmp) { kiln_tensor_release(t); snprintf(err, errlen, "out of memory"); return -1; }
     for (int64_t i = 0; i < n; i++) {
         const unsigned char *src = p + off + (size_t)i * item;
-        char *str = calloc((size_t)strw * 4 + 1, 1);
-        if (!str) { kiln_tensor_release(t); snprintf(err, errlen, "out of memory"); return -1; }
+        int w = strw;
         size_t k = 0;
-        for (int c = 0; c < strw; c++) {
-            uint32_t cp = ucs ? (uint32_t)src[4 * c] | (uint32_t)src[4 * c + 1] << 8 | (uint32_t)src[4 * c + 2] << 16 |
-                                    (uint32_t)src[4 * c + 3] << 24
-                              : src[c];
-            if (!cp) break;
-            if (cp < 0x80) str[k++] = (char)cp;
-            else if (cp < 0x800) { str[k++] = (char)(0xc0 | cp >> 6); str[k++] = (char)(0x80 | (cp & 63)); }
-            else if (cp < 0x10000) { str[k++] = (char)(0xe0 | cp >> 12); str[k++] = (char)(0x80 | ((cp >> 6) & 63)); str[k++] = (char)(0x80 | (cp & 63)); }
-            else { str[k++] = (char)(0xf0 | cp >> 18); str[k++] = (char)(0x80 | ((cp >> 12) & 63)); str[k++] = (char)(0x80 | ((cp >> 6) & 63)); str[k++] = (char)(0x80 | (cp & 63)); }
+        if (!ucs) {
+            while (w > 0 && !src[w - 1]) w--;
+            out[i] = kiln_str_new(src, (size_t)w);
+        } else {
+            while (w > 0 && !(src[4 * (w - 1)] | src[4 * (w - 1) + 1] | src[4 * (w - 1) + 2] | src[4 * (w - 1) + 3])) w--;
+            for (int c = 0; c < w; c++) {
+                uint32_t cp = (uint32_t)src[4 * c] | (uint32_t)src[4 * c + 1] << 8 | (uint32_t)src[4 * c + 2] << 16 |
+                              (uint32_t)src[4 * c + 3] << 24;
+                if (cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) {
+                    snprintf(err, errlen, ".npy string %lld holds U+%04X at character %d, which UTF-8 cannot encode",
+                             (long long)i, cp, c);
+                    free(tmp);
+                    kiln_tensor_release(t);
+                    return -1;
+                }
+                if (cp < 0x80) tmp[k++] = (char)cp;
+                else if (cp < 0x800) { tmp[k++] = (char)(0xc0 | cp >> 6); tmp[k++] = (char)(0x80 | (cp & 63)); }
+                else if (cp < 0x10000) { tmp[k++] = (char)(0xe0 | cp >> 12); tmp[k++] = (char)(0x80 | ((cp >> 6) & 63)); tmp[k++] = (char)(0x80 | (cp & 63)); }
+                else { tmp[k++] = (char)(0xf0 | cp >> 18); tmp[k++] = (char)(0x80 | ((cp >> 12) & 63)); tmp[k++] = (char)(0x80 | ((cp >> 6) & 63)); tmp[k++] = (char)(0x80 | (cp & 63)); }
+            }
+            out[i] = kiln_str_new(tmp, k);
         }
-        out[i] = str;
+        if (!out[i]) { free(tmp); kiln_tensor_release(t); snprintf(err, errlen, "out of memory"); return -1; }
     }
+    free(tmp);
     return 0;
 }
 
@@ -159,7 +176,7 @@ int npy_write_file(const char *path, const kiln_tensor *t, char *err, size_t err
     }
     if (t->dtype == KILN_DTYPE_STRING)
         for (int64_t i = 0; i < n; i++) {
-            size_t l = strlen(((char *const *)t->data)[i]);
+            size_t l = kiln_str_len(((char *const *)t->data)[i]);
             if (l > maxlen) maxlen = l;
         }
     if (!code && t->dtype != KILN_DTYPE_STRING) {
@@ -191,7 +208,7 @@ int npy_write_file(const char *path, const kiln_tensor *t, char *err, size_t err
         for (int64_t i = 0; i < n && buf; i++) {
             memset(buf, 0, maxlen);
             const char *s = ((char *const *)t->data)[i];
-            memcpy(buf, s, strlen(s));
+            memcpy(buf, kiln_str_bytes(s), kiln_str_len(s)); /* bytes as they are, NULs included */
             fwrite(buf, 1, maxlen, f);
         }
         free(buf);

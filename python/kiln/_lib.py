@@ -100,6 +100,56 @@ class IoInfo(ctypes.Structure):
                 ("is_sequence", ctypes.c_int), ("is_map", ctypes.c_int), ("map_key_dtype", ctypes.c_int)]
 
 
+class KilnString(ctypes.Structure):
+    """kiln_string: a string element's bytes and length (NUL bytes included)."""
+    _fields_ = [("data", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+SIZED_STRING = 108  # KILN_DTYPE_SIZED_STRING: an input desc whose data is an array of kiln_string
+
+
+def string_views(items, what):
+    """(kiln_string array, objects that own its bytes) for string elements: bytes as they are, str
+    (or str(obj)) as UTF-8; NUL bytes are kept. A str that UTF-8 cannot encode (a lone surrogate)
+    fails with a KilnError."""
+    keep = []
+    for i, x in enumerate(items):
+        if isinstance(x, (bytes, bytearray, memoryview)):
+            keep.append(bytes(x))
+            continue
+        try:
+            keep.append(str(x).encode("utf-8"))
+        except UnicodeEncodeError:
+            from ._session import KilnError
+            raise KilnError("%s: string %d cannot be encoded as UTF-8 (it holds a lone surrogate); pass bytes "
+                            "to give other bytes" % (what, i)) from None
+    arr = (KilnString * max(len(keep), 1))()
+    for i, b in enumerate(keep):
+        arr[i].data = ctypes.cast(ctypes.c_char_p(b), ctypes.c_void_p).value if b else None
+        arr[i].len = len(b)
+    return arr, keep
+
+
+def decode_strings(lib, ptr, n, what):
+    """The n kiln string elements at ptr (a char* array kiln handed out) as str, each read to its
+    full length. Bytes that are not UTF-8 fail with a KilnError saying where (onnxruntime raises
+    UnicodeDecodeError there)."""
+    if not n:
+        return []
+    ptrs = ctypes.cast(ptr, ctypes.POINTER(ctypes.c_void_p))
+    out = []
+    for i in range(n):
+        p = ptrs[i]
+        b = ctypes.string_at(p, lib.kiln_string_length(p)) if p else b""
+        try:
+            out.append(b.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            from ._session import KilnError
+            raise KilnError("%s element %d is not valid UTF-8 (byte 0x%02x at offset %d of %d), so it cannot "
+                            "become a Python str" % (what, i, b[exc.start], exc.start, len(b))) from None
+    return out
+
+
 class PlanStats(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena_bytes", "naive_bytes", "initializer_bytes",
                                                 "copied_initializer_bytes", "nodes", "folded_nodes")]
@@ -153,6 +203,7 @@ def _declare(lib):
         "kiln_value_map_values": (vp, [vp]),
         "kiln_value_map_new": (c_int, [c_int, c_int, c_size_t, vp, vp, P(vp)]),
         "kiln_value_tensor_new": (c_int, [P(TensorDesc), P(vp)]),
+        "kiln_string_length": (c_size_t, [vp]),
         "kiln_run_values": (c_int, [vp, P(RunOptions), c_size_t, P(ctypes.c_char_p), P(vp), c_size_t,
                                     P(ctypes.c_char_p), P(vp)]),
     }

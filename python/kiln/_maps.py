@@ -18,10 +18,9 @@ def type_name(key_dtype, dtype, is_sequence):
     return "seq(%s)" % t if is_sequence else t
 
 
-def _array(ptr, dtype, n):
+def _array(lib, ptr, dtype, n):
     if dtype == _STRING:
-        strs = ctypes.cast(ptr, ctypes.POINTER(ctypes.c_char_p))
-        return [strs[i].decode(errors="replace") for i in range(n)]
+        return _lib.decode_strings(lib, ptr, n, "map string")
     if dtype not in _C_OF:
         raise RuntimeError("map of element type code %d" % dtype)
     return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(_C_OF[dtype])), (n,)).tolist() if n else []
@@ -29,8 +28,8 @@ def _array(ptr, dtype, n):
 
 def _dict(lib, m):
     n = lib.kiln_value_map_size(m)
-    keys = _array(lib.kiln_value_map_keys(m), lib.kiln_value_map_key_dtype(m), n)
-    values = _array(lib.kiln_value_map_values(m), lib.kiln_value_dtype(m), n)
+    keys = _array(lib, lib.kiln_value_map_keys(m), lib.kiln_value_map_key_dtype(m), n)
+    values = _array(lib, lib.kiln_value_map_values(m), lib.kiln_value_dtype(m), n)
     return dict(zip(keys, values))
 
 
@@ -66,9 +65,9 @@ def _map_value(lib, name, feed, types):
 
     def c_array(items, dtype, what):
         try:
-            if dtype == _STRING:
-                enc = [(x.decode() if isinstance(x, bytes) else str(x)).encode() for x in items]
-                arr = (ctypes.c_char_p * max(len(enc), 1))(*enc)
+            if dtype == _STRING:  # {bytes, length} views: NUL bytes kept
+                arr, owners = _lib.string_views(items, "map input")
+                keep.append(owners)
             else:
                 conv = int if dtype == _INT64 else float
                 arr = (_C_OF[dtype] * max(len(items), 1))(*[conv(x) for x in items])
@@ -78,7 +77,8 @@ def _map_value(lib, name, feed, types):
         return ctypes.cast(arr, ctypes.c_void_p)
 
     out = ctypes.c_void_p()
-    st = lib.kiln_value_map_new(types[0], types[1], len(keys), c_array(keys, types[0], "keys"),
+    sized = [_lib.SIZED_STRING if t == _STRING else t for t in types]
+    st = lib.kiln_value_map_new(sized[0], sized[1], len(keys), c_array(keys, types[0], "keys"),
                                 c_array(values, types[1], "values"), ctypes.byref(out))
     if st != 0:
         from ._session import KilnError

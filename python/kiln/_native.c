@@ -101,6 +101,23 @@ static int npy_of_code(int code) {
 
 /* ------------------------------------------------------------------ outputs */
 
+/* A kiln string element (its full length: NUL bytes included) as str. Bytes that are not UTF-8
+ * fail as onnxruntime's do, but with a kiln error that says where, never a bare UnicodeDecodeError. */
+static PyObject *output_str(const char *s, const char *what, long long i) {
+    size_t len = kiln_string_length(s);
+    PyObject *u = PyUnicode_DecodeUTF8(s ? s : "", (Py_ssize_t)len, NULL);
+    if (u || !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) return u;
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    Py_ssize_t at = 0;
+    if (v) PyUnicodeDecodeError_GetStart(v, &at);
+    Py_XDECREF(t); Py_XDECREF(v); Py_XDECREF(tb);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s element %lld is not valid UTF-8 (byte 0x%02x at offset %zd of %zu), so it cannot "
+             "become a Python str", what, i, at >= 0 && (size_t)at < len ? (unsigned char)s[at] : 0, at, len);
+    return raise_kiln(msg);
+}
+
 static void value_capsule_free(PyObject *cap) {
     kiln_value_free((kiln_value *)PyCapsule_GetPointer(cap, "kiln.value"));
 }
@@ -121,14 +138,13 @@ static PyObject *tensor_array(const kiln_value *v, kiln_value *owner, PyObject *
     }
     const void *data = kiln_value_data(v);
 
-    if (code == KILN_DTYPE_STRING) { /* an object array of str, decoded leniently as the ctypes path does */
+    if (code == KILN_DTYPE_STRING) { /* an object array of str, as onnxruntime returns */
         PyObject *arr = PyArray_SimpleNew(rank, shape, NPY_OBJECT);
         if (!arr || n == 0) return arr;
         PyObject **dst = (PyObject **)PyArray_DATA((PyArrayObject *)arr);
         const char *const *src = (const char *const *)data;
         for (npy_intp i = 0; i < n; i++) {
-            const char *s = src && src[i] ? src[i] : "";
-            PyObject *u = PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
+            PyObject *u = output_str(src ? src[i] : NULL, "string output", (long long)i);
             if (!u) {
                 Py_DECREF(arr);
                 return NULL;
@@ -176,10 +192,7 @@ static PyObject *map_elem(kiln_dtype dt, const void *p, size_t i) {
     case KILN_DTYPE_INT64: return PyLong_FromLongLong(((const int64_t *)p)[i]);
     case KILN_DTYPE_FLOAT: return PyFloat_FromDouble(((const float *)p)[i]);
     case KILN_DTYPE_DOUBLE: return PyFloat_FromDouble(((const double *)p)[i]);
-    case KILN_DTYPE_STRING: {
-        const char *str = ((const char *const *)p)[i];
-        return PyUnicode_DecodeUTF8(str, (Py_ssize_t)strlen(str), "replace");
-    }
+    case KILN_DTYPE_STRING: return output_str(((const char *const *)p)[i], "map string", (long long)i);
     default: return raise_kiln("a map of an element type Python cannot take");
     }
 }
@@ -455,8 +468,8 @@ typedef struct {
     PyObject *name;    /* str(key): held, since kiln reads its UTF-8 with the GIL released, while
                         * another thread may change the feed dict */
     PyObject *arr;     /* the (contiguous) array whose buffer kiln reads */
-    PyObject *strs;    /* string feeds: the str objects whose UTF-8 kiln reads */
-    const char **ptrs; /* string feeds: the char* array */
+    PyObject *strs;    /* string feeds: the bytes / str objects whose bytes kiln reads */
+    kiln_string *ptrs; /* string feeds: the {bytes, length} array */
     kiln_value *value; /* a dict feed's map (then fed with kiln_run_values), or a tensor feed's
                         * copy for such a run */
 } feed_keep;
@@ -470,13 +483,40 @@ static const char *utf8_of(PyObject *obj, PyObject **hold) {
     return PyUnicode_AsUTF8AndSize(*hold, &len);
 }
 
-/* A string feed: every element as str (bytes decoded as UTF-8), as an array of char*. */
-static int string_feed(PyArrayObject *arr, feed_keep *k, kiln_tensor_desc *desc) {
+/* The bytes of a string element: bytes as they are, str (or str(obj)) as UTF-8, NUL bytes kept.
+ * *hold gets the object owning them. -1 with a kiln error when a str holds what UTF-8 cannot
+ * encode (a lone surrogate), which onnxruntime refuses with UnicodeEncodeError. */
+static int element_bytes(PyObject *item, const char *what, Py_ssize_t i, PyObject **hold, kiln_string *out) {
+    if (PyBytes_Check(item)) {
+        *hold = Py_NewRef(item);
+        out->data = PyBytes_AS_STRING(item);
+        out->len = (size_t)PyBytes_GET_SIZE(item);
+        return 0;
+    }
+    *hold = PyUnicode_Check(item) ? Py_NewRef(item) : PyObject_Str(item);
+    if (!*hold) return -1;
+    Py_ssize_t len;
+    out->data = PyUnicode_AsUTF8AndSize(*hold, &len);
+    out->len = (size_t)len;
+    if (out->data) return 0;
+    if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+        PyErr_Clear();
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s: string %zd cannot be encoded as UTF-8 (it holds a lone surrogate); pass bytes "
+                 "to give other bytes", what, i);
+        raise_kiln(msg);
+    }
+    Py_CLEAR(*hold);
+    return -1;
+}
+
+/* A string feed: every element's bytes (see element_bytes), as kiln_string views. */
+static int string_feed(PyArrayObject *arr, feed_keep *k, kiln_tensor_desc *desc, const char *name) {
     PyArrayObject *flat = (PyArrayObject *)PyArray_Ravel(arr, NPY_CORDER); /* contiguous, 1-D */
     if (!flat) return -1;
     npy_intp n = PyArray_SIZE(flat);
     k->strs = PyList_New(n);
-    k->ptrs = PyMem_Malloc(sizeof(char *) * (size_t)(n ? n : 1));
+    k->ptrs = PyMem_Malloc(sizeof(kiln_string) * (size_t)(n ? n : 1));
     if (!k->strs || !k->ptrs) {
         Py_DECREF(flat);
         if (!PyErr_Occurred()) PyErr_NoMemory();
@@ -485,19 +525,17 @@ static int string_feed(PyArrayObject *arr, feed_keep *k, kiln_tensor_desc *desc)
     char *p = PyArray_BYTES(flat);
     npy_intp step = PyArray_ITEMSIZE(flat);
     for (npy_intp i = 0; i < n; i++, p += step) {
-        PyObject *item = PyArray_GETITEM(flat, p), *s;
+        PyObject *item = PyArray_GETITEM(flat, p), *s; /* 'S' / 'U' items lose only numpy's NUL padding */
         if (!item) goto fail;
-        if (PyBytes_Check(item)) s = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item), NULL);
-        else s = PyObject_Str(item);
+        char what[300];
+        snprintf(what, sizeof what, "input '%s'", name);
+        int rc = element_bytes(item, what, (Py_ssize_t)i, &s, &k->ptrs[i]);
         Py_DECREF(item);
-        if (!s) goto fail;
+        if (rc < 0) goto fail;
         PyList_SET_ITEM(k->strs, i, s);
-        Py_ssize_t len;
-        k->ptrs[i] = PyUnicode_AsUTF8AndSize(s, &len);
-        if (!k->ptrs[i]) goto fail;
     }
     Py_DECREF(flat);
-    desc->dtype = KILN_DTYPE_STRING;
+    desc->dtype = KILN_DTYPE_SIZED_STRING;
     desc->rank = PyArray_NDIM(arr);
     desc->dims = (const int64_t *)PyArray_DIMS(arr);
     desc->data = k->ptrs;
@@ -526,15 +564,9 @@ static void declared_map_types(kiln_session *s, const char *name, kiln_dtype *ke
 static int map_elem_store(PyObject *o, kiln_dtype dt, void *arr, Py_ssize_t i, feed_keep *k) {
     if (dt == KILN_DTYPE_STRING) {
         PyObject *hold;
-        const char *u = PyBytes_Check(o) ? NULL : utf8_of(o, &hold);
-        if (PyBytes_Check(o)) {
-            hold = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o), NULL);
-            u = hold ? PyUnicode_AsUTF8(hold) : NULL;
-        }
-        if (!u) return -1;
+        if (element_bytes(o, "map input", i, &hold, &((kiln_string *)arr)[i]) < 0) return -1;
         int rc = PyList_Append(k->strs, hold);
         Py_DECREF(hold);
-        ((const char **)arr)[i] = u;
         return rc;
     }
     if (dt == KILN_DTYPE_INT64) {
@@ -566,7 +598,8 @@ static int map_feed(kiln_session *s, PyObject *dict, feed_keep *k, const char *n
         }
         pos = 0;
     }
-    size_t ks = kt == KILN_DTYPE_STRING ? sizeof(char *) : 8, vs = vt == KILN_DTYPE_STRING ? sizeof(char *) : kiln_dtype_size(vt);
+    size_t ks = kt == KILN_DTYPE_STRING ? sizeof(kiln_string) : 8,
+           vs = vt == KILN_DTYPE_STRING ? sizeof(kiln_string) : kiln_dtype_size(vt);
     void *keys = PyMem_Malloc(ks * (size_t)(n ? n : 1)), *vals = PyMem_Malloc(vs * (size_t)(n ? n : 1));
     k->strs = PyList_New(0);
     int rc = -1;
@@ -583,6 +616,7 @@ static int map_feed(kiln_session *s, PyObject *dict, feed_keep *k, const char *n
         if (map_elem_store(PyTuple_GET_ITEM(pair, 0), kt, keys, i, k) < 0 ||
             map_elem_store(PyTuple_GET_ITEM(pair, 1), vt, vals, i, k) < 0) {
             Py_DECREF(items);
+            if (kiln_error_class && PyErr_ExceptionMatches(kiln_error_class)) goto out; /* it says what is wrong */
             PyObject *t, *v, *tb;
             PyErr_Fetch(&t, &v, &tb);
             PyErr_Format(PyExc_TypeError, "input '%s': map entries must be %s keys and %s values", name,
@@ -592,7 +626,10 @@ static int map_feed(kiln_session *s, PyObject *dict, feed_keep *k, const char *n
         }
     }
     Py_DECREF(items);
-    if (kiln_value_map_new(kt, vt, (size_t)n, keys, vals, &k->value) != KILN_OK) {
+    /* strings go as {bytes, length}: NUL bytes kept */
+    if (kiln_value_map_new(kt == KILN_DTYPE_STRING ? KILN_DTYPE_SIZED_STRING : kt,
+                           vt == KILN_DTYPE_STRING ? KILN_DTYPE_SIZED_STRING : vt, (size_t)n, keys, vals,
+                           &k->value) != KILN_OK) {
         PyObject *msg = PyUnicode_FromFormat("input '%s': %s", name, kiln_last_error());
         if (msg) {
             PyErr_SetObject(kiln_error_class ? kiln_error_class : PyExc_RuntimeError, msg);
@@ -625,7 +662,7 @@ static int make_feed(kiln_session *s, PyObject *key, PyObject *value, feed_keep 
     *name = utf8_of(key, &k->name);
     if (!*name) return -1;
     PyArray_Descr *d = PyArray_DESCR(arr);
-    if (d->kind == 'U' || d->kind == 'S' || d->kind == 'O') return string_feed(arr, k, desc);
+    if (d->kind == 'U' || d->kind == 'S' || d->kind == 'O') return string_feed(arr, k, desc, *name);
     int code = code_of_descr(d, PyArray_ITEMSIZE(arr));
     if (!code) {
         PyObject *msg = PyUnicode_FromFormat("input %R: unsupported numpy dtype %S", key, (PyObject *)d);

@@ -431,11 +431,10 @@ class InferenceSession:
         arr = value if isinstance(value, np.ndarray) else np.asarray(value)
         dims = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape)
         names.append(str(name).encode())
-        if arr.dtype.kind in "USO":  # strings: an array of NUL-terminated UTF-8 pointers
-            flat = [x.decode() if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
-            ptrs = (ctypes.c_char_p * max(len(flat), 1))(*[f.encode() for f in flat])
-            keep.append((ptrs, dims))
-            descs.append(_lib.TensorDesc(8, arr.ndim, dims, ctypes.cast(ptrs, ctypes.c_void_p), 0))
+        if arr.dtype.kind in "USO":  # strings: {bytes, length} views ('S'/'U' items lose only their NUL padding)
+            views, owners = _lib.string_views(arr.reshape(-1).tolist(), "input %r" % (name,))
+            keep.append((views, owners, dims))
+            descs.append(_lib.TensorDesc(_lib.SIZED_STRING, arr.ndim, dims, ctypes.cast(views, ctypes.c_void_p), 0))
             return
         if arr.dtype not in _CODE_OF:
             raise KilnError("input %r: unsupported numpy dtype %s" % (name, arr.dtype))
@@ -492,8 +491,9 @@ class InferenceSession:
         n = int(np.prod(shape)) if shape else 1
         data = lib.kiln_value_data(v)
         if code == 8:
-            ptrs = ctypes.cast(data, ctypes.POINTER(ctypes.c_char_p))
-            return np.array([ptrs[i].decode(errors="replace") for i in range(n)], dtype=object).reshape(shape)
+            out = np.empty(n, dtype=object)
+            out[:] = _lib.decode_strings(lib, data, n, "string output")
+            return out.reshape(shape)
         if code == 16:  # bfloat16 -> float32 (numpy has no bfloat16)
             raw = np.ctypeslib.as_array(ctypes.cast(data, ctypes.POINTER(ctypes.c_uint16)), (n,)).copy() if n else np.zeros(0, np.uint16)
             return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)

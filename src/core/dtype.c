@@ -22,6 +22,7 @@ static const struct { const char *name; size_t size; } dtype_table[] = {
 int kiln_dtype_valid(int dt) { return dt > 0 && dt < N_DTYPES; }
 
 const char *kiln_dtype_name(kiln_dtype dt) {
+    if (dt == KILN_DTYPE_SIZED_STRING) return "string (sized)";
     return ((int)dt >= 0 && (int)dt < N_DTYPES) ? dtype_table[dt].name : "invalid-dtype";
 }
 

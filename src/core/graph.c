@@ -110,7 +110,7 @@ void kiln_attr_free(kiln_attr *a) {
     free(a->floats);
     free(a->ints);
     if (a->strings)
-        for (int i = 0; i < a->n_strings; i++) free(a->strings[i]);
+        for (int i = 0; i < a->n_strings; i++) kiln_str_free(a->strings[i]);
     free(a->strings);
     if (a->tensors)
         for (int i = 0; i < a->n_tensors; i++) kiln_tensor_release(&a->tensors[i]);

@@ -42,7 +42,7 @@ static int cmp_keys(const void *pa, const void *pb, void *arg) {
     int c;
     if (o->dtype == KILN_DTYPE_STRING) {
         const char *const *s = o->keys;
-        c = strcmp(s[a] ? s[a] : "", s[b] ? s[b] : "");
+        c = kiln_str_cmp(s[a], s[b]);
     } else {
         const int64_t *k = o->keys;
         c = (k[a] > k[b]) - (k[a] < k[b]);
@@ -66,8 +66,7 @@ static kiln_status alloc_1d(kiln_tensor *t, int dtype, int64_t n, kiln_err *e) {
 /* Copies element src[i] of a tensor of dtype into dst[j]; strings duplicated (NULL as ""). */
 static int put_elem(int dtype, void *dst, int64_t j, const void *src, int64_t i) {
     if (dtype == KILN_DTYPE_STRING) {
-        const char *s = ((const char *const *)src)[i];
-        char *d = strdup(s ? s : "");
+        char *d = kiln_str_dup(((const char *const *)src)[i]);
         ((char **)dst)[j] = d;
         return d != NULL;
     }
@@ -96,14 +95,13 @@ kiln_status kiln_map_make(kiln_map *m, int key_dtype, int val_dtype, int64_t n, 
     for (int64_t i = 1; i < n; i++) {
         int64_t a = order[i - 1], b = order[i];
         int same = key_dtype == KILN_DTYPE_STRING
-                       ? !strcmp(((const char *const *)keys)[a] ? ((const char *const *)keys)[a] : "",
-                                 ((const char *const *)keys)[b] ? ((const char *const *)keys)[b] : "")
+                       ? kiln_str_eq(((const char *const *)keys)[a], ((const char *const *)keys)[b])
                        : ((const int64_t *)keys)[a] == ((const int64_t *)keys)[b];
         if (!same) continue;
         free(order);
         if (key_dtype == KILN_DTYPE_STRING)
             return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "%s: map key '%s' is given twice", what,
-                             ((const char *const *)keys)[a] ? ((const char *const *)keys)[a] : "");
+                             kiln_str_bytes(((const char *const *)keys)[a]));
         return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "%s: map key %lld is given twice", what,
                          (long long)((const int64_t *)keys)[a]);
     }

@@ -621,7 +621,8 @@ static kiln_status value_input(kiln_session *s, const char *name, const kiln_val
 /* A KILN_RANK_SEQUENCE desc as a sequence value whose items view the caller's tensors. */
 static kiln_status sequence_input(kiln_session *s, const char *name, const kiln_tensor_desc *d, kiln_value *v) {
     name = name ? name : "(null)";
-    if (!kiln_dtype_valid(d->dtype) || !d->dims || d->dims[0] < 0 || d->dims[0] > INT32_MAX ||
+    int seq_dtype = d->dtype == KILN_DTYPE_SIZED_STRING ? KILN_DTYPE_STRING : d->dtype;
+    if (!kiln_dtype_valid(seq_dtype) || !d->dims || d->dims[0] < 0 || d->dims[0] > INT32_MAX ||
         (d->dims[0] && !d->data) || d->memory != KILN_MEMORY_HOST)
         return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
                          "input '%s': a sequence needs an element type, an item count in dims[0] and, for "
@@ -629,18 +630,19 @@ static kiln_status sequence_input(kiln_session *s, const char *name, const kiln_
     int n = (int)d->dims[0];
     const kiln_tensor_desc *items = d->data;
     v->kind = KILN_KIND_SEQUENCE;
-    v->seq_dtype = d->dtype;
+    v->seq_dtype = seq_dtype;
     v->seq = calloc((size_t)(n ? n : 1), sizeof *v->seq);
     if (!v->seq) return kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
     for (int k = 0; k < n; k++) {
         const kiln_tensor_desc *it = &items[k];
         kiln_tensor *t = &v->seq[k];
-        if (it->dtype != d->dtype || it->rank < 0 || it->rank > KILN_MAX_RANK || (it->rank && !it->dims) ||
+        int item_dtype = it->dtype == KILN_DTYPE_SIZED_STRING ? KILN_DTYPE_STRING : it->dtype;
+        if (item_dtype != seq_dtype || it->rank < 0 || it->rank > KILN_MAX_RANK || (it->rank && !it->dims) ||
             it->memory != KILN_MEMORY_HOST)
             return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
                              "input '%s': sequence item %d must be a host tensor of element type %s (rank 0 to %d)",
                              name, k, kiln_dtype_name(d->dtype), KILN_MAX_RANK);
-        t->dtype = it->dtype;
+        t->dtype = item_dtype;
         t->rank = it->rank;
         for (int j = 0; j < it->rank; j++) {
             if (it->dims[j] < 0)
@@ -653,6 +655,12 @@ static kiln_status sequence_input(kiln_session *s, const char *name, const kiln_
         t->data = (void *)it->data;
         if (!t->data && kiln_numel(t) > 0)
             return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d has no data", name, k);
+        if (t->dtype == KILN_DTYPE_STRING) { /* the caller's strings become kiln strings (owned: freed after the run) */
+            kiln_tensor view = *t;
+            view.dtype = it->dtype;
+            memset(t, 0, sizeof *t);
+            KILN_TRY(kiln_tensor_import(t, &view, name, &s->err));
+        }
         v->seq_len = k + 1;
     }
     return KILN_OK;
@@ -676,9 +684,11 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
     kiln_graph *g = s->model->graph;
     size_t no = n_out ? n_out : (size_t)g->n_outputs;
     kiln_value *vin = calloc(n_in ? n_in : 1, sizeof *vin), *vout = calloc(no ? no : 1, sizeof *vout);
+    /* string inputs copied into kiln strings (which carry their length), freed after the run */
+    kiln_tensor *imported = calloc(n_in ? n_in : 1, sizeof *imported);
     int *idx = calloc(no ? no : 1, sizeof(int));
     kiln_status st = KILN_OK;
-    if (!vin || !vout || !idx) st = kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
+    if (!vin || !vout || !idx || !imported) st = kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; !st && i < n_in; i++) {
         if (values) {
             st = value_input(s, in_names[i], values[i], &vin[i]);
@@ -689,13 +699,14 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
             st = sequence_input(s, in_names[i], d, &vin[i]);
             continue;
         }
-        if (!kiln_dtype_valid(d->dtype) || d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims)) {
+        int sized = d->dtype == KILN_DTYPE_SIZED_STRING;
+        if ((!kiln_dtype_valid(d->dtype) && !sized) || d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims)) {
             st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d or rank %d",
                            in_names[i] ? in_names[i] : "(null)", (int)d->dtype, d->rank);
             break;
         }
         vin[i].kind = KILN_KIND_TENSOR;
-        vin[i].t.dtype = d->dtype;
+        vin[i].t.dtype = sized ? KILN_DTYPE_STRING : d->dtype;
         vin[i].t.rank = d->rank;
         for (int k = 0; k < d->rank; k++) {
             if (d->dims[k] < 0) {
@@ -720,12 +731,17 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
                 st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
                                "input '%s' is in device memory but the session runs on the CPU only (providers: %s)",
                                in_names[i], kiln_session_provider_name(s, 0));
-            else if (d->dtype == KILN_DTYPE_STRING)
+            else if (vin[i].t.dtype == KILN_DTYPE_STRING)
                 st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': strings cannot be in device memory",
                                in_names[i]);
         } else if (!st && d->memory != KILN_MEMORY_HOST) {
             st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': unknown memory kind %d", in_names[i],
                            (int)d->memory);
+        } else if (!st && vin[i].t.dtype == KILN_DTYPE_STRING) {
+            kiln_tensor view = vin[i].t;
+            view.dtype = d->dtype;
+            st = kiln_tensor_import(&imported[i], &view, in_names[i], &s->err);
+            vin[i].t.data = imported[i].data; /* owner stays NULL: a borrowed input to the run */
         }
     }
     for (size_t k = 0; !st && k < no; k++) {
@@ -780,8 +796,14 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
             }
         }
     }
-    for (size_t i = 0; vin && !values && i < n_in; i++) /* values given as such stay the caller's */
-        if (vin[i].kind == KILN_KIND_SEQUENCE) free(vin[i].seq); /* the items' data is the caller's */
+    for (size_t i = 0; vin && !values && i < n_in; i++) { /* values given as such stay the caller's */
+        if (vin[i].kind != KILN_KIND_SEQUENCE) continue;
+        for (int k = 0; k < vin[i].seq_len; k++) /* the items' data is the caller's, but for imported strings */
+            if (vin[i].seq[k].owner) kiln_tensor_release(&vin[i].seq[k]);
+        free(vin[i].seq);
+    }
+    for (size_t i = 0; imported && i < n_in; i++) kiln_tensor_release(&imported[i]);
+    free(imported);
     free(vin);
     free(vout);
     free(idx);
@@ -963,16 +985,46 @@ const void *kiln_value_map_values(const kiln_value *v) {
     return m ? m->vals.data : NULL;
 }
 
+/* The caller's strings of a map's keys or values as kiln strings (*out NULL when there are none). */
+static kiln_status import_map_strings(kiln_dtype *dt, size_t n, const void *src, char ***out, kiln_err *e) {
+    *out = NULL;
+    if (*dt != KILN_DTYPE_STRING && *dt != KILN_DTYPE_SIZED_STRING) return KILN_OK;
+    if (n > (size_t)INT32_MAX || (n && !src)) return KILN_OK; /* kiln_map_make says what is wrong */
+    char **s = calloc(n ? n : 1, sizeof *s);
+    if (!s) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    kiln_status st = kiln_strs_import(s, src, (int64_t)n, *dt == KILN_DTYPE_SIZED_STRING, "kiln_value_map_new", e);
+    if (st) {
+        free(s);
+        return st;
+    }
+    *dt = KILN_DTYPE_STRING;
+    *out = s;
+    return KILN_OK;
+}
+
+static void free_map_strings(char **s, size_t n) {
+    if (!s) return;
+    kiln_strs_free(s, (int64_t)n);
+    free(s);
+}
+
 kiln_status kiln_value_map_new(kiln_dtype key_dtype, kiln_dtype value_dtype, size_t n, const void *keys,
                                const void *values, kiln_value **out) {
     kiln_err e = {0};
     if (!out) return KILN_ERR_INVALID_ARGUMENT;
     *out = NULL;
-    kiln_value *v = calloc(1, sizeof *v);
-    kiln_map *m = calloc(1, sizeof *m);
-    kiln_status st = !v || !m ? kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory")
-                              : kiln_map_make(m, key_dtype, value_dtype, n > (size_t)INT32_MAX ? -1 : (int64_t)n, keys,
-                                              values, "kiln_value_map_new", &e);
+    char **ks = NULL, **vs = NULL;
+    kiln_status st = import_map_strings(&key_dtype, n, keys, &ks, &e);
+    if (!st) st = import_map_strings(&value_dtype, n, values, &vs, &e);
+    kiln_value *v = st ? NULL : calloc(1, sizeof *v);
+    kiln_map *m = st ? NULL : calloc(1, sizeof *m);
+    if (!st)
+        st = !v || !m ? kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory")
+                      : kiln_map_make(m, key_dtype, value_dtype, n > (size_t)INT32_MAX ? -1 : (int64_t)n,
+                                      ks ? (const void *)ks : keys, vs ? (const void *)vs : values,
+                                      "kiln_value_map_new", &e);
+    free_map_strings(ks, n);
+    free_map_strings(vs, n);
     if (st) {
         free(v);
         free(m);
@@ -988,6 +1040,28 @@ kiln_status kiln_value_map_new(kiln_dtype key_dtype, kiln_dtype value_dtype, siz
     return KILN_OK;
 }
 
+size_t kiln_string_length(const char *element) { return kiln_str_len(element); }
+
+kiln_status kiln_value_strings(const kiln_value *v, kiln_string *out, size_t n) {
+    kiln_err e = {0};
+    if (!v || v->kind != KILN_KIND_TENSOR || v->t.dtype != KILN_DTYPE_STRING || v->t.dev || (n && !out)) {
+        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_value_strings: %s",
+                  !v ? "the value is NULL" : n && !out ? "out is NULL" : "the value is not a host string tensor");
+    } else if (kiln_numel(&v->t) != (int64_t)n) {
+        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_value_strings: the tensor has %lld strings, n is %zu",
+                  (long long)kiln_numel(&v->t), n);
+    } else {
+        char *const *s = v->t.data;
+        for (size_t i = 0; i < n; i++) {
+            out[i].data = kiln_str_bytes(s[i]);
+            out[i].len = kiln_str_len(s[i]);
+        }
+        return KILN_OK;
+    }
+    kiln_set_last_error(&e);
+    return e.code;
+}
+
 kiln_status kiln_value_tensor_new(const kiln_tensor_desc *d, kiln_value **out) {
     kiln_err e = {0};
     if (!out) return KILN_ERR_INVALID_ARGUMENT;
@@ -995,7 +1069,7 @@ kiln_status kiln_value_tensor_new(const kiln_tensor_desc *d, kiln_value **out) {
     kiln_status st = KILN_OK;
     kiln_tensor t;
     memset(&t, 0, sizeof t);
-    if (!d || !kiln_dtype_valid(d->dtype) || d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims) ||
+    if (!d || (!kiln_dtype_valid(d->dtype) && d->dtype != KILN_DTYPE_SIZED_STRING) || d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims) ||
         d->memory != KILN_MEMORY_HOST) {
         st = kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_value_tensor_new: %s",
                        !d ? "desc is NULL" : d->memory != KILN_MEMORY_HOST ? "only host tensors are copied"
@@ -1017,7 +1091,7 @@ kiln_status kiln_value_tensor_new(const kiln_tensor_desc *d, kiln_value **out) {
     if (!st && !v) st = kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
     if (!st) {
         v->kind = KILN_KIND_TENSOR;
-        st = kiln_tensor_copy(&v->t, &t, &e);
+        st = kiln_tensor_import(&v->t, &t, "kiln_value_tensor_new", &e);
         if (st) {
             free(v);
             v = NULL;

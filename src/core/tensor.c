@@ -108,7 +108,7 @@ kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src, kiln_err 
     if (src->dtype == KILN_DTYPE_STRING) {
         char **d = t.data, *const *s = src->data;
         for (int64_t i = 0; i < n; i++) {
-            d[i] = strdup(s && s[i] ? s[i] : "");
+            d[i] = kiln_str_dup(s ? s[i] : NULL);
             if (!d[i]) {
                 kiln_tensor_release(&t);
                 return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory copying strings");
@@ -121,14 +121,30 @@ kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src, kiln_err 
     return KILN_OK;
 }
 
+kiln_status kiln_tensor_import(kiln_tensor *dst, const kiln_tensor *src, const char *what, kiln_err *e) {
+    if (src->dtype != KILN_DTYPE_STRING && src->dtype != KILN_DTYPE_SIZED_STRING) return kiln_tensor_copy(dst, src, e);
+    kiln_tensor t = *src;
+    t.dtype = KILN_DTYPE_STRING;
+    t.owner = NULL;
+    t.data = NULL;
+    t.dev = NULL;
+    KILN_TRY(kiln_tensor_alloc(&t, e));
+    kiln_status st = kiln_strs_import(t.data, src->data, kiln_numel(src), src->dtype == KILN_DTYPE_SIZED_STRING, what, e);
+    if (st) {
+        kiln_tensor_release(&t);
+        return st;
+    }
+    *dst = t;
+    return KILN_OK;
+}
+
 void kiln_tensor_release(kiln_tensor *t) {
     if (t->owner && t->dev) {
         t->dev->vt->free(t->dev, t->owner);
     } else if (t->owner) {
         if (t->dtype == KILN_DTYPE_STRING && t->data == t->owner) {
             int64_t n = kiln_numel(t);
-            char **s = t->data;
-            for (int64_t i = 0; i < n; i++) free(s[i]);
+            kiln_strs_free(t->data, n);
         }
         free(t->owner);
     }

@@ -8,6 +8,7 @@
 
 #include "kiln.h"
 #include "status.h"
+#include "kstring.h"
 #include <stdint.h>
 #include <stddef.h>
 
@@ -35,7 +36,7 @@ typedef struct kiln_tensor {
 enum { KILN_KIND_TENSOR = 0, KILN_KIND_SEQUENCE = 1, KILN_KIND_NONE = 2, KILN_KIND_MAP = 3,
        KILN_KIND_MAP_SEQUENCE = 4 };
 
-/* A map: n distinct keys (int64 or string) in ascending order (strcmp order for strings, as
+/* A map: n distinct keys (int64 or string) in ascending order (byte order for strings, as
  * onnxruntime's std::map keeps them) and their values, both 1-D tensors that own their bytes. */
 typedef struct kiln_map {
     kiln_tensor keys, vals;
@@ -86,6 +87,10 @@ void kiln_tensor_set_shape(kiln_tensor *t, int dtype, int rank, const int64_t *d
 kiln_status kiln_tensor_alloc(kiln_tensor *t, kiln_err *e);
 /* Deep copy (src may alias anything; dst owns its copy). Strings are duplicated. */
 kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src, kiln_err *e);
+/* kiln_tensor_copy of a caller's host tensor: src's dtype may be KILN_DTYPE_SIZED_STRING (kiln_string
+ * elements) and a KILN_DTYPE_STRING src holds NUL-terminated char* (see kiln_strs_import); dst is
+ * then a string tensor of kiln strings. */
+kiln_status kiln_tensor_import(kiln_tensor *dst, const kiln_tensor *src, const char *what, kiln_err *e);
 void kiln_tensor_release(kiln_tensor *t);          /* frees owned data (and strings) */
 /* Strides in elements for a contiguous row-major tensor. */
 void kiln_strides(int rank, const int64_t *dims, int64_t *strides);

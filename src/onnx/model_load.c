@@ -367,8 +367,8 @@ static kiln_status parse_tensor(loader *L, const uint8_t *data, size_t len, kiln
     int64_t *tmp = NULL;
     while (kiln_pb_next(&r, &f) == 1) {
         if ((int)f.num != fnum) continue;
-        if (fnum == 6) {
-            char *s = dup_bytes(f.data, f.len);
+        if (fnum == 6) { /* string_data: bytes, NULs included */
+            char *s = kiln_str_new(f.data, f.len);
             if (!s) { st = kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory"); goto fail_buf; }
             ((char **)buf)[k++] = s;
         } else if (fnum == 4) {
@@ -402,7 +402,7 @@ static kiln_status parse_tensor(loader *L, const uint8_t *data, size_t len, kiln
 fail_buf:
     free(tmp);
     if (tf.dtype == KILN_DTYPE_STRING) {
-        for (int64_t i = 0; i < k; i++) free(((char **)buf)[i]);
+        kiln_strs_free(buf, k);
     }
     free(buf);
     out->data = out->owner = NULL;
@@ -705,7 +705,7 @@ static kiln_status parse_attr(loader *L, const uint8_t *data, size_t len, kiln_g
         case 8: ki += kiln_pb_read_varints(&f, a->ints + ki, ni - ki); break;
         case 9:
             if (f.type == KILN_PB_LEN) {
-                if (!(a->strings[ks] = dup_bytes(f.data, f.len)))
+                if (!(a->strings[ks] = kiln_str_new(f.data, f.len))) /* bytes, NULs included */
                     return kiln_fail(L->e, KILN_ERR_NO_MEMORY, "out of memory");
                 a->n_strings = ++ks;
             }
@@ -1013,7 +1013,7 @@ static kiln_status override_tensor(loader *L, int i, const uint8_t *data, size_t
     size_t nl;
     int dt;
     peek_tensor(data, len, &nm, &nl, &dt);
-    if (d->dtype != dt)
+    if ((d->dtype == KILN_DTYPE_SIZED_STRING ? KILN_DTYPE_STRING : d->dtype) != dt)
         return kiln_fail(L->e, KILN_ERR_INVALID_ARGUMENT,
                          "initializer '%s' given in the options has element type %s, the model's has %s", name,
                          kiln_dtype_name(d->dtype), kiln_dtype_name((kiln_dtype)dt));
@@ -1036,7 +1036,7 @@ static kiln_status override_tensor(loader *L, int i, const uint8_t *data, size_t
     view.data = (void *)d->data;
     if (!view.data && kiln_numel(&view) > 0)
         return kiln_fail(L->e, KILN_ERR_INVALID_ARGUMENT, "initializer '%s' given in the options has no data", name);
-    KILN_TRY(kiln_tensor_copy(out, &view, L->e));
+    KILN_TRY(kiln_tensor_import(out, &view, name, L->e));
     *name_out = strdup(name);
     if (!*name_out) {
         kiln_tensor_release(out);

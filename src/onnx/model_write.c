@@ -165,7 +165,7 @@ static void tensor_fn(pbw *w, const void *arg) {
     if (ta->name) put_str(w, 8, ta->name);
     if (t->dtype == KILN_DTYPE_STRING) {
         char *const *s = t->data;
-        for (int64_t i = 0; i < numel; i++) put_str(w, 6, s[i] ? s[i] : "");
+        for (int64_t i = 0; i < numel; i++) put_bytes(w, 6, kiln_str_bytes(s[i]), kiln_str_len(s[i]));
     } else {
         size_t bytes = kiln_dtype_bytes(t->dtype, numel);
         if (ta->ext_off >= 0) put_external(w, t->data, bytes, ta->ext_off);
@@ -322,7 +322,8 @@ static void attr_fn(pbw *w, const void *arg) {
         break;
     }
     case KILN_ATTR_STRINGS:
-        for (int i = 0; a->strings && i < list_count(a, a->n_strings); i++) put_str(w, 9, a->strings[i]);
+        for (int i = 0; a->strings && i < list_count(a, a->n_strings); i++)
+            put_bytes(w, 9, kiln_str_bytes(a->strings[i]), kiln_str_len(a->strings[i]));
         break;
     case KILN_ATTR_TENSORS:
         for (int i = 0; a->tensors && i < list_count(a, a->n_tensors); i++) {

@@ -104,9 +104,13 @@ kiln_status kiln_set_output_maps(kiln_ctx *ctx, int i, int kind, int key_dtype, 
 int64_t kiln_attr_int(const kiln_node *n, const char *name, int64_t dflt);
 float kiln_attr_float(const kiln_node *n, const char *name, float dflt);
 const char *kiln_attr_string(const kiln_node *n, const char *name, const char *dflt);
+/* kiln_attr_string with the value's length in bytes (*len; it may hold NUL bytes, as string
+ * attributes that become string elements may). */
+const char *kiln_attr_bytes(const kiln_node *n, const char *name, const char *dflt, size_t *len);
 /* List attributes: returns the array and sets *count; NULL and 0 when absent. */
 const int64_t *kiln_attr_ints(const kiln_node *n, const char *name, int *count);
 const float *kiln_attr_floats(const kiln_node *n, const char *name, int *count);
+/* The elements are kiln strings (kstring.h): read their length with kiln_str_len. */
 char *const *kiln_attr_strings(const kiln_node *n, const char *name, int *count);
 const kiln_tensor *kiln_attr_tensor(const kiln_node *n, const char *name);
 struct kiln_graph *kiln_attr_graph(const kiln_node *n, const char *name);

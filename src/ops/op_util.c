@@ -197,6 +197,12 @@ const char *kiln_attr_string(const kiln_node *n, const char *name, const char *d
     return a ? a->s : dflt;
 }
 
+const char *kiln_attr_bytes(const kiln_node *n, const char *name, const char *dflt, size_t *len) {
+    const kiln_attr *a = find(n, name, KILN_ATTR_STRING);
+    *len = a ? a->s_len : dflt ? strlen(dflt) : 0;
+    return a ? a->s : dflt;
+}
+
 const int64_t *kiln_attr_ints(const kiln_node *n, const char *name, int *count) {
     const kiln_attr *a = find(n, name, KILN_ATTR_INTS);
     *count = a ? a->n : 0;

@@ -295,10 +295,7 @@ static char *format_wide(int src_dt, int kind, wide v) {
         snprintf(buf, sizeof buf, "%llu", (unsigned long long)v.u);
     }
     (void)src_dt;
-    size_t len = strlen(buf);
-    char *s = malloc(len + 1);
-    if (s) memcpy(s, buf, len + 1);
-    return s;
+    return kiln_str_new(buf, strlen(buf));
 }
 
 /* ---- the job ---- */
@@ -380,11 +377,8 @@ static void cast_blocks(void *arg, int64_t b0, int64_t b1) {
 
 static kiln_status copy_strings(kiln_ctx *ctx, char **dst, char *const *src, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        const char *s = src[i] ? src[i] : "";
-        size_t len = strlen(s);
-        dst[i] = malloc(len + 1);
+        dst[i] = kiln_str_dup(src[i]);
         if (!dst[i]) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory copying strings");
-        memcpy(dst[i], s, len + 1);
     }
     return KILN_OK;
 }

@@ -41,7 +41,7 @@ static void eq_str(void *o_, const void *a_, const void *b_, const void *c_, int
     const int64_t sa = (scalar & 1u) ? 0 : 1, sb = (scalar & 2u) ? 0 : 1;
     for (int64_t i = 0; i < n; i++) {
         const char *x = a[i * sa], *y = b[i * sb];
-        o[i] = (x && y) ? strcmp(x, y) == 0 : x == y;
+        o[i] = (uint8_t)kiln_str_eq(x, y);
     }
 }
 
@@ -141,15 +141,8 @@ static void where_str(void *o_, const void *c_, const void *x_, const void *y_, 
     int failed = 0;
     for (int64_t i = 0; i < n; i++) {
         const char *s = c[i * sc] ? x[i * sx] : y[i * sy];
-        size_t len = s ? strlen(s) : 0;
-        char *d = malloc(len + 1);
-        if (!d) {
-            failed = 1;
-            o[i] = NULL;
-            continue;
-        }
-        memcpy(d, s ? s : "", len);
-        d[len] = 0;
+        char *d = kiln_str_dup(s);
+        if (!d) failed = 1;
         o[i] = d;
     }
     if (failed) __atomic_store_n((int *)P, 1, __ATOMIC_RELAXED);

@@ -13,6 +13,7 @@ typedef struct category_state {
     char *const *strs;         /* borrowed from the attributes */
     const int64_t *ints;
     const char *default_string;
+    size_t default_len;
     int64_t default_int;
 } category_state;
 
@@ -35,7 +36,7 @@ kiln_status kiln_ml_category_init(kiln_ctx *ctx) {
     if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
     s->strs = strs;
     s->ints = ints;
-    s->default_string = kiln_attr_string(ctx->node, "default_string", "_Unused");
+    s->default_string = kiln_attr_bytes(ctx->node, "default_string", "_Unused", &s->default_len);
     s->default_int = kiln_attr_int(ctx->node, "default_int64", -1);
     if (ml_keys_build(&s->by_str, ns, NULL, strs, 1) || ml_keys_build(&s->by_int, ni, ints, NULL, 1)) {
         kiln_ml_category_fini(s);
@@ -77,7 +78,7 @@ static void category_range(void *arg, int64_t begin, int64_t end) {
     char **y = j->y->data;
     for (int64_t i = begin; i < end; i++) {
         int64_t at = ml_keys_find_int(&s->by_int, x[i]);
-        if (!(y[i] = strdup(at >= 0 ? s->strs[at] : s->default_string))) j->failed = 1;
+        if (!(y[i] = at >= 0 ? kiln_str_dup(s->strs[at]) : kiln_str_new(s->default_string, s->default_len))) j->failed = 1;
     }
 }
 

@@ -17,7 +17,7 @@ typedef struct le_state {
     char **svals;            /* borrowed */
     double *nvals;
     int64_t *ivals;          /* integer values, exact */
-    const char *sdefault;
+    char *sdefault;          /* an owned kiln string */
     double ndefault;
     int64_t idefault;
 } le_state;
@@ -32,7 +32,7 @@ static int key_cmp_num(double a, double b) {
 static int order_cmp(const void *pa, const void *pb) {
     int64_t a = *(const int64_t *)pa, b = *(const int64_t *)pb;
     const le_state *s = g_sort_state;
-    int c = s->key_string ? strcmp(s->skeys[a], s->skeys[b])
+    int c = s->key_string ? kiln_str_cmp(s->skeys[a], s->skeys[b])
           : s->ikeys ? (s->ikeys[a] > s->ikeys[b]) - (s->ikeys[a] < s->ikeys[b])
                      : key_cmp_num(s->nkeys[a], s->nkeys[b]);
     return c ? c : (a > b) - (a < b); /* equal keys: the first one wins */
@@ -42,11 +42,11 @@ static int64_t le_find_str(const le_state *s, const char *k) {
     int64_t lo = 0, hi = s->n;
     while (lo < hi) {
         int64_t mid = (lo + hi) / 2;
-        int c = strcmp(s->skeys[s->order[mid]], k);
+        int c = kiln_str_cmp(s->skeys[s->order[mid]], k);
         if (c < 0) lo = mid + 1;
         else hi = mid;
     }
-    return lo < s->n && !strcmp(s->skeys[s->order[lo]], k) ? s->order[lo] : -1;
+    return lo < s->n && kiln_str_eq(s->skeys[s->order[lo]], k) ? s->order[lo] : -1;
 }
 
 static int64_t le_find_int(const le_state *s, int64_t k) {
@@ -79,6 +79,7 @@ void kiln_ml_label_encoder_fini(void *p) {
     free(s->order);
     free(s->skeys);
     free(s->svals);
+    kiln_str_free(s->sdefault);
     free(s);
 }
 
@@ -116,7 +117,7 @@ static int64_t read_list(const kiln_node *nd, const char *fl, const char *in, co
         *dtype = t->dtype;
         if (t->dtype == KILN_DTYPE_STRING) {
             *strs = malloc(sizeof(char *) * (size_t)(m + 1));
-            if (*strs) for (int64_t i = 0; i < m; i++) (*strs)[i] = ((char **)t->data)[i] ? ((char **)t->data)[i] : (char *)"";
+            if (*strs) for (int64_t i = 0; i < m; i++) (*strs)[i] = (char *)kiln_str_bytes(((char **)t->data)[i]);
         } else {
             *nums = malloc(sizeof(double) * (size_t)(m + 1));
             if (*nums) for (int64_t i = 0; i < m; i++) (*nums)[i] = qe_load_f64(t->dtype, t->data, i);
@@ -145,7 +146,9 @@ kiln_status kiln_ml_label_encoder_init(kiln_ctx *ctx) {
         s->order = malloc(sizeof(int64_t) * (size_t)(n + 1));
         if (!s->skeys || !s->order) { st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory"); goto fail; }
         for (int i = 0; i < n; i++) { s->skeys[i] = cls[i]; s->order[i] = i; }
-        s->sdefault = kiln_attr_string(nd, "default_string", "_Unused");
+        size_t dl;
+        const char *d = kiln_attr_bytes(nd, "default_string", "_Unused", &dl);
+        if (!(s->sdefault = kiln_str_new(d, dl))) { st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory"); goto fail; }
         s->ndefault = (double)kiln_attr_int(nd, "default_int64", -1);
     } else {
         int kt = 0, vt = 0;
@@ -177,11 +180,17 @@ kiln_status kiln_ml_label_encoder_init(kiln_ctx *ctx) {
                 st = KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "default_tensor type does not match the values");
                 goto fail;
             }
-            if (dt->dtype == KILN_DTYPE_STRING) s->sdefault = ((char **)dt->data)[0] ? ((char **)dt->data)[0] : "";
-            else s->ndefault = qe_load_f64(dt->dtype, dt->data, 0);
+            if (dt->dtype == KILN_DTYPE_STRING) {
+                if (!(s->sdefault = kiln_str_dup(((char **)dt->data)[0]))) {
+                    st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+                    goto fail;
+                }
+            } else s->ndefault = qe_load_f64(dt->dtype, dt->data, 0);
             if (kiln_dtype_is_integer(dt->dtype)) s->idefault = kiln_load_i64(dt->dtype, dt->data, 0);
         } else if (vt == KILN_DTYPE_STRING) {
-            s->sdefault = kiln_attr_string(nd, "default_string", "_Unused");
+            size_t dl;
+            const char *d = kiln_attr_bytes(nd, "default_string", "_Unused", &dl);
+            if (!(s->sdefault = kiln_str_new(d, dl))) { st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory"); goto fail; }
         } else if (vt == KILN_DTYPE_FLOAT || vt == KILN_DTYPE_DOUBLE) {
             s->ndefault = kiln_attr_float(nd, "default_float", -0.0f);
         } else {
@@ -238,10 +247,9 @@ kiln_status kiln_ml_label_encoder_compute(kiln_ctx *ctx) {
                 ((int64_t *)y->data)[i] = k >= 0 ? k : (int64_t)s->ndefault;
             } else {
                 int64_t k = ((const int64_t *)x->data)[i];
-                const char *v = k >= 0 && k < s->n ? s->skeys[k] : s->sdefault;
-                char *d = str_dup_n(v, strlen(v));
+                char *d = kiln_str_dup(k >= 0 && k < s->n ? s->skeys[k] : s->sdefault);
                 if (!d) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-                free(((char **)y->data)[i]);
+                kiln_str_free(((char **)y->data)[i]);
                 ((char **)y->data)[i] = d;
             }
             continue;
@@ -260,10 +268,9 @@ kiln_status kiln_ml_label_encoder_compute(kiln_ctx *ctx) {
             k = le_find_num(s, qe_load_f64(x->dtype, x->data, i));
         }
         if (y->dtype == KILN_DTYPE_STRING) {
-            const char *v = k >= 0 ? s->svals[k] : s->sdefault;
-            char *d = str_dup_n(v, strlen(v));
+            char *d = kiln_str_dup(k >= 0 ? s->svals[k] : s->sdefault);
             if (!d) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-            free(((char **)y->data)[i]);
+            kiln_str_free(((char **)y->data)[i]);
             ((char **)y->data)[i] = d;
         } else {
             if (s->ivals && y->dtype == KILN_DTYPE_INT64) {

@@ -110,11 +110,10 @@ kiln_status kiln_ml_linear_classifier_compute(kiln_ctx *ctx) {
         }
         if (y) {
             if (li.n_strs > 0) {
-                const char *lab = li.classes == 1 && li.n_strs != 2 ? (label_pos ? "1" : "0")
-                                                                    : li.strs[label_pos < li.n_strs ? label_pos : 0];
-                char *d = str_dup_n(lab, strlen(lab));
+                char *d = li.classes == 1 && li.n_strs != 2 ? str_dup_n(label_pos ? "1" : "0", 1)
+                                                            : kiln_str_dup(li.strs[label_pos < li.n_strs ? label_pos : 0]);
                 if (!d) { st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory"); break; }
-                free(((char **)y->data)[r]);
+                kiln_str_free(((char **)y->data)[r]);
                 ((char **)y->data)[r] = d;
             } else {
                 ((int64_t *)y->data)[r] = li.classes == 1 && li.n_ints != 2

@@ -20,12 +20,12 @@
 static int keys_cmp(const void *pa, const void *pb, void *arg) {
     const ml_keys *k = arg;
     int64_t a = *(const int64_t *)pa, b = *(const int64_t *)pb;
-    int c = k->is_str ? strcmp(k->strs[a], k->strs[b]) : (k->ints[a] > k->ints[b]) - (k->ints[a] < k->ints[b]);
+    int c = k->is_str ? kiln_str_cmp(k->strs[a], k->strs[b]) : (k->ints[a] > k->ints[b]) - (k->ints[a] < k->ints[b]);
     return c ? c : (a > b) - (a < b);
 }
 
 static int keys_equal(const ml_keys *k, int64_t a, int64_t b) {
-    return k->is_str ? !strcmp(k->strs[a], k->strs[b]) : k->ints[a] == k->ints[b];
+    return k->is_str ? kiln_str_eq(k->strs[a], k->strs[b]) : k->ints[a] == k->ints[b];
 }
 
 int ml_keys_build(ml_keys *k, int64_t n, const int64_t *ints, char *const *strs, int keep_last) {
@@ -68,10 +68,10 @@ int64_t ml_keys_find_str(const ml_keys *k, const char *x) {
     int64_t lo = 0, hi = k->n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (strcmp(k->strs[k->order[mid]], x) < 0) lo = mid + 1;
+        if (kiln_str_cmp(k->strs[k->order[mid]], x) < 0) lo = mid + 1;
         else hi = mid;
     }
-    return lo < k->n && !strcmp(k->strs[k->order[lo]], x) ? k->order[lo] : -1;
+    return lo < k->n && kiln_str_eq(k->strs[k->order[lo]], x) ? k->order[lo] : -1;
 }
 
 /* Position of key x in map m (keys sorted), or -1. */
@@ -91,10 +91,10 @@ static int64_t map_find_str(const kiln_map *m, const char *x) {
     int64_t lo = 0, hi = m->keys.dims[0];
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (strcmp(k[mid], x) < 0) lo = mid + 1;
+        if (kiln_str_cmp(k[mid], x) < 0) lo = mid + 1;
         else hi = mid;
     }
-    return lo < m->keys.dims[0] && !strcmp(k[lo], x) ? lo : -1;
+    return lo < m->keys.dims[0] && kiln_str_eq(k[lo], x) ? lo : -1;
 }
 
 static const char *type_name(int dtype) { return kiln_dtype_name((kiln_dtype)dtype); }
@@ -179,7 +179,7 @@ static void zipmap_rows(void *arg, int64_t begin, int64_t end) {
         }
         char **kk = m->keys.data;
         for (int64_t i = 0; i < n; i++)
-            if (!(kk[i] = strdup(k->strs[k->order[i]]))) {
+            if (!(kk[i] = kiln_str_dup(k->strs[k->order[i]]))) {
                 j->failed = 1; /* the strings made so far go with the map */
                 return;
             }
@@ -254,7 +254,7 @@ static kiln_status dictvec_compute(kiln_ctx *ctx) {
         int64_t at = strs ? map_find_str(m, strs[i]) : map_find_int(m, ints[i]);
         if (vt == KILN_DTYPE_STRING) {
             /* a word not in the map reads as "", the default std::string */
-            char *s = strdup(at >= 0 ? ((char *const *)m->vals.data)[at] : "");
+            char *s = kiln_str_dup(at >= 0 ? ((char *const *)m->vals.data)[at] : NULL);
             if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
             ((char **)y->data)[i] = s;
         } else if (at >= 0) {
@@ -319,11 +319,11 @@ static kiln_status castmap_infer(kiln_ctx *ctx) {
  * start with a number, or one out of range), std::to_string ("%f"), static_cast. */
 static kiln_status cast_elem(kiln_ctx *ctx, int to, int from, const void *src, int64_t i, void *dst, int64_t j) {
     if (from == KILN_DTYPE_STRING) {
-        const char *str = ((char *const *)src)[i];
+        const char *str = kiln_str_bytes(((char *const *)src)[i]);
         char *end;
         errno = 0;
         if (to == CAST_TO_STRING) {
-            char *d = strdup(str);
+            char *d = kiln_str_dup(str);
             if (!d) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
             ((char **)dst)[j] = d;
         } else if (to == CAST_TO_FLOAT) {
@@ -348,8 +348,9 @@ static kiln_status cast_elem(kiln_ctx *ctx, int to, int from, const void *src, i
     } else {
         char buf[64], *d;
         int len = snprintf(buf, sizeof buf, "%f", (double)f);
-        if (len < (int)sizeof buf) d = strdup(buf);
-        else if ((d = malloc((size_t)len + 1))) snprintf(d, (size_t)len + 1, "%f", (double)f);
+        if (len < 0) len = 0;
+        if (len < (int)sizeof buf) d = kiln_str_new(buf, (size_t)len);
+        else if ((d = kiln_str_alloc((size_t)len))) snprintf(d, (size_t)len + 1, "%f", (double)f);
         if (!d) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         ((char **)dst)[j] = d;
     }
@@ -358,7 +359,7 @@ static kiln_status cast_elem(kiln_ctx *ctx, int to, int from, const void *src, i
 
 static kiln_status castmap_pad(kiln_ctx *ctx, int to, void *dst, int64_t j) {
     if (to == CAST_TO_STRING) {
-        char *d = strdup("0.f"); /* onnxruntime's pad text */
+        char *d = kiln_str_new("0.f", 3); /* onnxruntime's pad text */
         if (!d) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         ((char **)dst)[j] = d;
     } else if (to == CAST_TO_FLOAT) {

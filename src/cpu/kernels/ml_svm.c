@@ -292,10 +292,9 @@ static void svm_rows(void *arg, int64_t begin, int64_t end) {
         }
         if (j->y) {
             if (m->labels_s) {
-                const char *lab = label_pos < m->n_labels ? m->labels_s[label_pos] : "";
-                char *d = str_dup_n(lab, strlen(lab));
+                char *d = kiln_str_dup(label_pos < m->n_labels ? m->labels_s[label_pos] : NULL);
                 if (!d) { j->failed = 1; break; }
-                free(((char **)j->y->data)[r]);
+                kiln_str_free(((char **)j->y->data)[r]);
                 ((char **)j->y->data)[r] = d;
             } else {
                 ((int64_t *)j->y->data)[r] = m->n_labels > 0 && label_pos < m->n_labels ? m->labels_i[label_pos] : label_pos;

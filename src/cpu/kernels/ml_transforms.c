@@ -68,10 +68,9 @@ static kiln_status afe_compute(kiln_ctx *ctx) {
         for (int64_t j = 0; j < k; j++) {
             int64_t src = r * C + ix[j], dst = r * k + j;
             if (x->dtype == KILN_DTYPE_STRING) {
-                const char *s = str_at(x, src);
-                char *d = str_dup_n(s, strlen(s));
+                char *d = kiln_str_dup(str_at(x, src));
                 if (!d) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-                free(((char **)y->data)[dst]);
+                kiln_str_free(((char **)y->data)[dst]);
                 ((char **)y->data)[dst] = d;
             } else {
                 memcpy((char *)y->data + dst * es, (const char *)x->data + src * es, es);
@@ -183,7 +182,7 @@ static kiln_status ohe_compute(kiln_ctx *ctx) {
         if (ns > 0) {
             const char *s = str_at(x, i);
             for (int64_t c = 0; c < k && hit < 0; c++)
-                if (!strcmp(cs[c], s)) hit = c;
+                if (kiln_str_eq(cs[c], s)) hit = c;
         } else {
             int64_t v = x->dtype == KILN_DTYPE_INT64 || x->dtype == KILN_DTYPE_INT32
                             ? kiln_load_i64(x->dtype, x->data, i)

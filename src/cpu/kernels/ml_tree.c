@@ -553,10 +553,9 @@ static void tree_rows(void *arg, int64_t begin, int64_t end) {
         }
         if (j->y) {
             if (m->labels_s) {
-                const char *lab = m->labels_s[pos];
-                char *d = str_dup_n(lab, strlen(lab));
+                char *d = kiln_str_dup(m->labels_s[pos]);
                 if (!d) { j->failed = 1; break; }
-                free(((char **)j->y->data)[r]);
+                kiln_str_free(((char **)j->y->data)[r]);
                 ((char **)j->y->data)[r] = d;
             } else {
                 ((int64_t *)j->y->data)[r] = m->labels_i[pos];

@@ -18,7 +18,7 @@ typedef struct {
     unsigned char value[16];        /* the constant, one element */
 } pad_params;
 
-static const char *const empty_string = "";
+static const char *const empty_string = NULL; /* kiln's empty string */
 
 static kiln_status pad_mode(kiln_ctx *ctx, int *mode) {
     const char *m = kiln_attr_string(ctx->node, "mode", "constant");

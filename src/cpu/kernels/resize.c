@@ -468,9 +468,8 @@ static void nearest_rows(void *arg, int64_t begin, int64_t end) {
             int64_t yi = ybase + c;
             if (extrap || i < 0) {
                 if (j->is_string) {
-                    char *s = malloc(1);
+                    char *s = kiln_str_new(NULL, 0);
                     if (!s) { j->failed = 1; return; }
-                    s[0] = 0;
                     ((char **)j->y)[yi] = s;
                 } else {
                     qe_store_f64(j->dtype, j->y, yi, j->extrapolation);
@@ -479,12 +478,8 @@ static void nearest_rows(void *arg, int64_t begin, int64_t end) {
             }
             int64_t xi = off + i;
             if (j->is_string) {
-                const char *src = ((char *const *)j->x)[xi];
-                size_t len = src ? strlen(src) : 0;
-                char *s = malloc(len + 1);
+                char *s = kiln_str_dup(((char *const *)j->x)[xi]);
                 if (!s) { j->failed = 1; return; }
-                if (len) memcpy(s, src, len);
-                s[len] = 0;
                 ((char **)j->y)[yi] = s;
             } else if (j->esize == 4) {
                 ((uint32_t *)j->y)[yi] = ((const uint32_t *)j->x)[xi];

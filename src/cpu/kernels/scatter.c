@@ -132,10 +132,10 @@ static kiln_status replace_strings(kiln_ctx *ctx, char *dst, const char *src, in
     for (int64_t e = 0; e < n; e++) {
         char *s, *old;
         memcpy(&s, src + e * sizeof(char *), sizeof s);
-        char *c = strdup(s ? s : "");
+        char *c = kiln_str_dup(s);
         if (!c) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory copying strings");
         memcpy(&old, dst + e * sizeof(char *), sizeof old);
-        free(old);
+        kiln_str_free(old);
         memcpy(dst + e * sizeof(char *), &c, sizeof c);
     }
     return KILN_OK;

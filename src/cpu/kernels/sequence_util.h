@@ -87,12 +87,8 @@ static inline kiln_status kiln_seq_copy_range(kiln_ctx *ctx, int dt, void *dst, 
     if (dt == KILN_DTYPE_STRING) {
         char **d = (char **)dst + doff;
         char *const *s = (char *const *)src + soff;
-        for (int64_t k = 0; k < count; k++) {
-            const char *v = s[k] ? s[k] : "";
-            size_t len = strlen(v);
-            if (!(d[k] = malloc(len + 1))) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-            memcpy(d[k], v, len + 1);
-        }
+        for (int64_t k = 0; k < count; k++)
+            if (!(d[k] = kiln_str_dup(s[k]))) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         return KILN_OK;
     }
     size_t es = kiln_dtype_size((kiln_dtype)dt);

@@ -192,11 +192,11 @@ static kiln_status constant_init(kiln_ctx *ctx) {
         kiln_tensor_set_shape(t, KILN_DTYPE_INT64, 1, &d);
         if ((st = kiln_tensor_alloc(t, ctx->err)) == KILN_OK && n) memcpy(t->data, v, (size_t)n * sizeof *v);
     } else if (!strcmp(which, "value_string")) {
-        const char *v = kiln_attr_string(ctx->node, which, "");
+        size_t len;
+        const char *v = kiln_attr_bytes(ctx->node, which, "", &len);
         kiln_tensor_set_shape(t, KILN_DTYPE_STRING, 0, NULL);
-        kiln_tensor src = *t;
-        src.data = (void *)&v;
-        st = kiln_tensor_copy(t, &src, ctx->err);
+        if ((st = kiln_tensor_alloc(t, ctx->err)) == KILN_OK && !(*(char **)t->data = kiln_str_new(v, len)))
+            st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
     } else {
         char *const *v = kiln_attr_strings(ctx->node, which, &n);
         int64_t d = n;

@@ -1,6 +1,9 @@
 /* StringConcat, StringSplit (opset 20) and StringNormalizer (opset 10); the string family table is at
  * the end. Case changes work on UTF-8 text for the scripts with simple one-to-one case pairs
  * (Latin, Greek, Cyrillic, Armenian); other characters pass through unchanged. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include "string_kernels.h"
 #include <stdint.h>
 
@@ -41,12 +44,12 @@ static kiln_status concat_compute(kiln_ctx *ctx) {
     for (int64_t i = 0; i < n; i++) {
         const char *sa = str_at(a, bcast_index(a, y->rank, coord));
         const char *sb = str_at(b, bcast_index(b, y->rank, coord));
-        size_t la = strlen(sa), lb = strlen(sb);
-        char *s = malloc(la + lb + 1);
+        size_t la = kiln_str_len(sa), lb = kiln_str_len(sb);
+        char *s = la + lb < la ? NULL : kiln_str_alloc(la + lb);
         if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         memcpy(s, sa, la);
-        memcpy(s + la, sb, lb + 1);
-        free(out[i]);
+        memcpy(s + la, sb, lb);
+        kiln_str_free(out[i]);
         out[i] = s;
         for (int d = y->rank - 1; d >= 0; d--) { /* next coordinate, row-major */
             if (++coord[d] < y->dims[d]) break;
@@ -64,22 +67,23 @@ static int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r
 /* Splits s like Python's str.split(sep or None, maxsplit), the ONNX reference: whitespace is
  * space, \t, \n, \v, \f and \r (onnxruntime splits on spaces only). With out == NULL it only
  * counts. */
-static int64_t split_one(const char *s, const char *delim, int64_t maxsplit, char **out, int *oom) {
+static int64_t split_one(const char *s, size_t len, const char *delim, size_t dl, int64_t maxsplit, char **out,
+                         int *oom) {
     int64_t n = 0;
-    size_t dl = delim ? strlen(delim) : 0;
+    const char *end = s + len; /* strings may hold NUL bytes: lengths, never terminators */
     if (dl == 0) { /* runs of whitespace separate; ends are trimmed */
         const char *p = s;
-        while (*p) {
-            while (*p && is_space((unsigned char)*p)) p++;
-            if (!*p) break;
+        while (p < end) {
+            while (p < end && is_space((unsigned char)*p)) p++;
+            if (p == end) break;
             const char *start = p;
             if (maxsplit >= 0 && n == maxsplit) {
                 /* the remainder after the last split is kept whole, trailing whitespace included,
                  * as Python's str.split (the ONNX reference) does */
-                if (out && !(out[n] = str_dup_n(start, strlen(start)))) *oom = 1;
+                if (out && !(out[n] = str_dup_n(start, (size_t)(end - start)))) *oom = 1;
                 return n + 1;
             }
-            while (*p && !is_space((unsigned char)*p)) p++;
+            while (p < end && !is_space((unsigned char)*p)) p++;
             if (out && !(out[n] = str_dup_n(start, (size_t)(p - start)))) *oom = 1;
             n++;
         }
@@ -87,9 +91,9 @@ static int64_t split_one(const char *s, const char *delim, int64_t maxsplit, cha
     }
     const char *p = s;
     for (;;) {
-        const char *hit = (maxsplit >= 0 && n == maxsplit) ? NULL : strstr(p, delim);
+        const char *hit = (maxsplit >= 0 && n == maxsplit) ? NULL : memmem(p, (size_t)(end - p), delim, dl);
         if (!hit) {
-            if (out && !(out[n] = str_dup_n(p, strlen(p)))) *oom = 1;
+            if (out && !(out[n] = str_dup_n(p, (size_t)(end - p)))) *oom = 1;
             return n + 1;
         }
         if (out && !(out[n] = str_dup_n(p, (size_t)(hit - p)))) *oom = 1;
@@ -120,14 +124,15 @@ static kiln_status split_compute(kiln_ctx *ctx) {
     /* a dynamic op: compute runs without infer, so it checks its input itself */
     KILN_TRY(kiln_need_input(ctx, 0, &x));
     KILN_TRY(kiln_check_dtype(ctx, x, 0, 1, KILN_DTYPE_STRING));
-    const char *delim = kiln_attr_string(ctx->node, "delimiter", "");
+    size_t dl;
+    const char *delim = kiln_attr_bytes(ctx->node, "delimiter", "", &dl); /* it may be or hold a NUL byte */
     int64_t maxsplit = kiln_has_attr(ctx->node, "maxsplit") ? kiln_attr_int(ctx->node, "maxsplit", -1) : -1;
     if (x->rank + 1 > KILN_MAX_RANK)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input rank %d is too large", x->rank);
     int64_t n = kiln_numel(x), width = 0;
     int oom = 0;
     for (int64_t i = 0; i < n; i++) {
-        int64_t c = split_one(str_at(x, i), delim, maxsplit, NULL, &oom);
+        int64_t c = split_one(str_at(x, i), str_len_at(x, i), delim, dl, maxsplit, NULL, &oom);
         if (c > width) width = c;
     }
     int64_t dims[KILN_MAX_RANK];
@@ -140,12 +145,12 @@ static kiln_status split_compute(kiln_ctx *ctx) {
         char **row = y ? (char **)y->data + i * width : NULL;
         int64_t c;
         if (row) {
-            for (int64_t k = 0; k < width; k++) { free(row[k]); row[k] = NULL; }
-            c = split_one(str_at(x, i), delim, maxsplit, row, &oom);
+            for (int64_t k = 0; k < width; k++) { kiln_str_free(row[k]); row[k] = NULL; }
+            c = split_one(str_at(x, i), str_len_at(x, i), delim, dl, maxsplit, row, &oom);
             for (int64_t k = c; k < width && !oom; k++)
                 if (!(row[k] = str_dup_n("", 0))) oom = 1;
         } else {
-            c = split_one(str_at(x, i), delim, maxsplit, NULL, &oom);
+            c = split_one(str_at(x, i), str_len_at(x, i), delim, dl, maxsplit, NULL, &oom);
         }
         if (oom) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         if (z) ((int64_t *)z->data)[i] = c;
@@ -224,9 +229,10 @@ static uint32_t to_upper_cp(uint32_t c) {
     return c;
 }
 
-/* Case-mapped heap copy (upper != 0: upper case). Mapped characters never grow in length. */
+/* Case-mapped copy of the kiln string s, as a kiln string (upper != 0: upper case). Mapped
+ * characters never grow in length. (utf8_next may look at the NUL after s's bytes, never beyond.) */
 static char *case_map(const char *s, int upper) {
-    size_t n = strlen(s);
+    size_t n = kiln_str_len(s);
     char *out = malloc(n + 4);
     if (!out) return NULL;
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
@@ -245,8 +251,9 @@ static char *case_map(const char *s, int upper) {
             o += len;
         }
     }
-    out[o] = 0;
-    return out;
+    char *r = kiln_str_new(out, o);
+    free(out);
+    return r;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -262,7 +269,7 @@ typedef struct norm_state {
 static void norm_fini(void *p) {
     norm_state *s = p;
     if (!s) return;
-    for (int i = 0; i < s->n_stop; i++) free(s->stop[i]);
+    for (int i = 0; i < s->n_stop; i++) kiln_str_free(s->stop[i]);
     free(s->stop);
     free(s);
 }
@@ -285,7 +292,7 @@ static kiln_status norm_init(kiln_ctx *ctx) {
         s->stop = calloc((size_t)n, sizeof(char *));
         if (!s->stop) { norm_fini(s); return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory"); }
         for (int i = 0; i < n; i++) {
-            s->stop[i] = s->sensitive ? str_dup_n(stop[i], strlen(stop[i])) : case_map(stop[i], 0);
+            s->stop[i] = s->sensitive ? kiln_str_dup(stop[i]) : case_map(stop[i], 0);
             s->n_stop = i + 1;
             if (!s->stop[i]) { norm_fini(s); return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory"); }
         }
@@ -318,8 +325,8 @@ static int is_stopword(const norm_state *s, const char *w) {
     char *key = s->sensitive ? NULL : case_map(w, 0);
     const char *k = key ? key : w;
     int hit = 0;
-    for (int i = 0; i < s->n_stop && !hit; i++) hit = !strcmp(s->stop[i], k);
-    free(key);
+    for (int i = 0; i < s->n_stop && !hit; i++) hit = kiln_str_eq(s->stop[i], k);
+    kiln_str_free(key);
     return hit;
 }
 
@@ -345,16 +352,16 @@ static kiln_status norm_compute(kiln_ctx *ctx) {
         char **out = (char **)y->data;
         int64_t o = 0;
         if (!kept) {
-            free(out[0]);
+            kiln_str_free(out[0]);
             out[0] = str_dup_n("", 0);
             if (!out[0]) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
         }
         for (int64_t i = 0; i < n && st == KILN_OK; i++) {
             if (!keep[i]) continue;
             const char *w = str_at(x, i);
-            char *r = s->action == CASE_NONE ? str_dup_n(w, strlen(w)) : case_map(w, s->action == CASE_UPPER);
+            char *r = s->action == CASE_NONE ? kiln_str_dup(w) : case_map(w, s->action == CASE_UPPER);
             if (!r) { st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory"); break; }
-            free(out[o]);
+            kiln_str_free(out[o]);
             out[o++] = r;
         }
     }

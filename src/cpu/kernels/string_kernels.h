@@ -6,20 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A heap copy of n bytes of s (NUL-terminated); NULL when out of memory. */
-static inline char *str_dup_n(const char *s, size_t n) {
-    char *r = malloc(n + 1);
-    if (!r) return NULL;
-    if (n) memcpy(r, s, n);
-    r[n] = 0;
-    return r;
-}
+/* A string element (kiln string, kstring.h) holding n bytes of s; NULL when out of memory. */
+static inline char *str_dup_n(const char *s, size_t n) { return kiln_str_new(s, n); }
 
-/* Element i of a string tensor; a NULL slot reads as "". */
+/* Element i of a string tensor (a kiln string; a NULL slot reads as the empty one) and its length. */
 static inline const char *str_at(const kiln_tensor *t, int64_t i) {
-    const char *s = ((char *const *)t->data)[i];
-    return s ? s : "";
+    return kiln_str_bytes(((char *const *)t->data)[i]);
 }
+static inline size_t str_len_at(const kiln_tensor *t, int64_t i) { return kiln_str_len(((char *const *)t->data)[i]); }
 
 kiln_status kiln_regex_init(kiln_ctx *ctx);
 kiln_status kiln_regex_infer(kiln_ctx *ctx);

@@ -10,6 +10,10 @@
 #include <regex.h>
 #include <stdio.h>
 
+/* The C library's regcomp takes a NUL-terminated pattern: a NUL byte cannot be a literal in it
+ * (strings holding NULs are matched whole all the same: REG_STARTEND). */
+#define NUL_UNSUPPORTED "\\x00 (a NUL byte) is not supported in patterns"
+
 typedef struct rx_state {
     regex_t re;
     locale_t loc; /* (locale_t)0 when no UTF-8 locale exists: then bytes are characters */
@@ -99,6 +103,7 @@ static const char *bracket(const char **pp, rx_buf *out, int ascii) {
             if (c == 'x' && hexval(p[0]) >= 0 && hexval(p[1]) >= 0) {
                 e = hexval(p[0]) * 16 + hexval(p[1]);
                 p += 2;
+                if (!e) { free(body.s); return NUL_UNSUPPORTED; }
             }
             lit[0] = (char)(e >= 0 ? e : c);
             ln = 1;
@@ -186,6 +191,7 @@ static const char *translate(const char *re, rx_buf *out, int flags) {
             }
             if (e == 'x' && hexval(p[0]) >= 0 && hexval(p[1]) >= 0) {
                 char lit[3] = {'\\', (char)(hexval(p[0]) * 16 + hexval(p[1])), 0};
+                if (!lit[1]) return NUL_UNSUPPORTED;
                 p += 2;
                 if ((unsigned char)lit[1] < 0x80 && !strchr("\\^$.|?*+()[]{}", lit[1])) put(out, lit + 1, 1);
                 else put(out, lit, 2);
@@ -264,8 +270,10 @@ void kiln_regex_fini(void *p) {
 }
 
 kiln_status kiln_regex_init(kiln_ctx *ctx) {
-    const char *pattern = kiln_attr_string(ctx->node, "pattern", NULL);
+    size_t plen;
+    const char *pattern = kiln_attr_bytes(ctx->node, "pattern", NULL, &plen);
     if (!pattern) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "attribute 'pattern' is required");
+    if (strlen(pattern) != plen) return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "pattern: " NUL_UNSUPPORTED);
     rx_buf b = {0};
     const char *err = translate(pattern, &b, KILN_RE_ANCHORED);
     if (err) {
@@ -307,8 +315,10 @@ kiln_status kiln_regex_compute(kiln_ctx *ctx) {
     if (!s) return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "regex was not compiled");
     int64_t n = kiln_numel(x);
     locale_t old = s->loc ? uselocale(s->loc) : (locale_t)0;
-    for (int64_t i = 0; i < n; i++)
-        ((uint8_t *)y->data)[i] = regexec(&s->re, str_at(x, i), 0, NULL, 0) == 0;
+    for (int64_t i = 0; i < n; i++) { /* REG_STARTEND: the string's length, not a NUL, ends it */
+        regmatch_t m = {0, (regoff_t)str_len_at(x, i)};
+        ((uint8_t *)y->data)[i] = regexec(&s->re, str_at(x, i), 1, &m, REG_STARTEND) == 0;
+    }
     if (s->loc) uselocale(old);
     return KILN_OK;
 }

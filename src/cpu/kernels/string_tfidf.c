@@ -31,9 +31,9 @@ static uint64_t mix(uint64_t h, uint64_t v) {
     return h;
 }
 
-static uint64_t str_hash(const char *s) {
+static uint64_t str_hash(const char *s) { /* a kiln string: NUL bytes count */
     uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (size_t i = 0, n = kiln_str_len(s); i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     return h;
 }
 
@@ -43,7 +43,7 @@ static uint64_t seq_hash(const tf_state *s, const int64_t *iv, const int32_t *iv
     uint64_t h = (uint64_t)n * 0x100000001b3ull;
     for (int64_t k = 0; k < n; k++) {
         int64_t p = first + k * step;
-        uint64_t v = sv ? str_hash(sv[p] ? sv[p] : "") : iv ? (uint64_t)iv[p] : (uint64_t)(int64_t)iv32[p];
+        uint64_t v = sv ? str_hash(sv[p]) : iv ? (uint64_t)iv[p] : (uint64_t)(int64_t)iv32[p];
         h = mix(h, v);
     }
     return h ? h : 1;
@@ -55,8 +55,7 @@ static int seq_equal(const tf_state *s, const tf_entry *e, const int64_t *iv, co
     for (int64_t k = 0; k < n; k++) {
         int64_t p = first + k * step;
         if (s->is_string) {
-            const char *a = s->pool_s[e->start + k], *b = sv[p] ? sv[p] : "";
-            if (strcmp(a ? a : "", b)) return 0;
+            if (!kiln_str_eq(s->pool_s[e->start + k], sv[p])) return 0;
         } else {
             int64_t v = iv ? iv[p] : (int64_t)iv32[p];
             if (s->pool_i[e->start + k] != v) return 0;

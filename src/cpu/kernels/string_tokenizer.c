@@ -20,6 +20,7 @@ typedef struct tok_state {
     int mark, chars;      /* chars: character tokenization */
     int64_t mincharnum;
     const char *pad;
+    size_t pad_len;       /* pad_value may hold NUL bytes */
     int nre;
     regex_t *re;          /* the separators, or the one token expression */
     int separators;
@@ -35,7 +36,9 @@ void kiln_tokenizer_fini(void *p) {
     free(s);
 }
 
-static kiln_status compile(kiln_ctx *ctx, tok_state *s, const char *pattern, const char *what) {
+static kiln_status compile(kiln_ctx *ctx, tok_state *s, const char *pattern, size_t len, const char *what) {
+    if (strlen(pattern) != len) /* regcomp takes a NUL-terminated pattern */
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "%s: a NUL byte is not supported in patterns", what);
     char *ere;
     const char *err = kiln_re2_to_ere(pattern, KILN_RE_ASCII, &ere);
     if (err) return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "%s '%s': %s", what, pattern, err);
@@ -62,18 +65,19 @@ kiln_status kiln_tokenizer_init(kiln_ctx *ctx) {
     if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
     ctx->state = s;
     s->mark = kiln_attr_int(node, "mark", 0) != 0;
-    s->pad = kiln_attr_string(node, "pad_value", "");
+    s->pad = kiln_attr_bytes(node, "pad_value", "", &s->pad_len);
     s->mincharnum = kiln_attr_int(node, "mincharnum", 0);
     if (s->mincharnum <= 0)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "mincharnum must be > 0, got %lld",
                          (long long)s->mincharnum);
     int nsep = 0;
     char *const *seps = kiln_attr_strings(node, "separators", &nsep);
-    const char *texp = kiln_attr_string(node, "tokenexp", NULL);
+    size_t texp_len;
+    const char *texp = kiln_attr_bytes(node, "tokenexp", NULL, &texp_len);
     if (kiln_has_attr(node, "separators")) {
         if (nsep == 0)
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "separators must not be empty");
-        s->chars = nsep == 1 && seps[0][0] == 0;
+        s->chars = nsep == 1 && kiln_str_len(seps[0]) == 0;
         s->separators = 1;
     } else {
         if (!texp || !texp[0])
@@ -90,7 +94,8 @@ kiln_status kiln_tokenizer_init(kiln_ctx *ctx) {
     s->re = calloc((size_t)n, sizeof(regex_t));
     if (!s->re) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
     for (int i = 0; i < n; i++)
-        KILN_TRY(compile(ctx, s, s->separators ? seps[i] : texp, s->separators ? "separator" : "tokenexp"));
+        KILN_TRY(compile(ctx, s, s->separators ? seps[i] : texp, s->separators ? kiln_str_len(seps[i]) : texp_len,
+                         s->separators ? "separator" : "tokenexp"));
     return KILN_OK;
 }
 
@@ -246,7 +251,7 @@ kiln_status kiln_tokenizer_compute(kiln_ctx *ctx) {
     locale_t old = s->loc ? uselocale(s->loc) : (locale_t)0;
     for (int64_t i = 0; i < n && st == KILN_OK; i++) {
         const char *str = str_at(x, i);
-        size_t len = strlen(str), chars;
+        size_t len = str_len_at(x, i), chars;
         if (!utf8_valid(str, len, &chars)) {
             st = KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input string %lld is not valid UTF-8",
                            (long long)i);
@@ -273,7 +278,7 @@ kiln_status kiln_tokenizer_compute(kiln_ctx *ctx) {
             for (size_t t = 0; t < rows[i].n; t++)
                 oom |= !(out[k++] = str_dup_n(rows[i].v[t].p, rows[i].v[t].n));
             if (s->mark) oom |= !(out[k++] = str_dup_n(end_text, 1));
-            while (k < width) oom |= !(out[k++] = str_dup_n(s->pad, strlen(s->pad)));
+            while (k < width) oom |= !(out[k++] = str_dup_n(s->pad, s->pad_len));
         }
         if (oom) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
     }

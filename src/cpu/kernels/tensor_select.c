@@ -15,7 +15,7 @@ static int elem_nonzero(int dt, const char *p) {
     case KILN_DTYPE_FLOAT8E4M3FN: case KILN_DTYPE_FLOAT8E5M2: return (*(const uint8_t *)p & 0x7f) != 0;
     case KILN_DTYPE_COMPLEX64: { float v[2]; memcpy(v, p, 8); return v[0] != 0.0f || v[1] != 0.0f; }
     case KILN_DTYPE_COMPLEX128: { double v[2]; memcpy(v, p, 16); return v[0] != 0.0 || v[1] != 0.0; }
-    case KILN_DTYPE_STRING: { const char *s; memcpy(&s, p, sizeof s); return s && *s; }
+    case KILN_DTYPE_STRING: { const char *s; memcpy(&s, p, sizeof s); return kiln_str_len(s) != 0; }
     default: { /* integers, bool, fnuz float8 (whose only zero is 0x00) */
         size_t n = kiln_tk_elem_size(dt);
         for (size_t i = 0; i < n; i++)
@@ -75,7 +75,7 @@ static int elem_cmp(int dt, const char *a, const char *b) {
     case KILN_DTYPE_STRING: {
         const char *x, *y;
         memcpy(&x, a, sizeof x); memcpy(&y, b, sizeof y);
-        int c = strcmp(x ? x : "", y ? y : "");
+        int c = kiln_str_cmp(x, y);
         return c < 0 ? -1 : (c > 0);
     }
     default: { /* float8: compare as float */

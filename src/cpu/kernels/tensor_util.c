@@ -122,7 +122,7 @@ kiln_status kiln_tk_own_strings(kiln_ctx *ctx, kiln_tensor *t) {
     int64_t n = kiln_numel(t);
     char **s = t->data;
     for (int64_t i = 0; i < n; i++) {
-        char *c = strdup(s[i] ? s[i] : "");
+        char *c = kiln_str_dup(s[i]);
         if (!c) {
             for (int64_t j = i; j < n; j++) s[j] = NULL;
             return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory copying strings");
