@@ -39,7 +39,8 @@ struct kiln_threadpool {
     pthread_t *workers;
     pthread_mutex_t mu;     /* only for sleeping and waking */
     pthread_cond_t wake, done;
-    pthread_mutex_t run_mu; /* one job at a time (nested calls run inline) */
+    pthread_mutex_t run_mu; /* one job at a time: nested calls, and calls from other threads while
+                               a job runs (concurrent runs of a session), run inline */
     /* the current job: written while no worker can join (state closed, none joined), published
      * by the release store that opens state, read by a worker after it joined (acquire) */
     kiln_pool_fn fn;
@@ -173,7 +174,14 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
         fn(arg, 0, n);
         return;
     }
-    pthread_mutex_lock(&tp->run_mu);
+    /* Another thread's job has the workers: this caller's own core is all it would get from them
+     * anyway (they are busy), and waiting for the pool would serialise concurrent runs. */
+    if (pthread_mutex_trylock(&tp->run_mu)) {
+        in_pool_job = 1; /* calls nested in fn run inline too, without trying the lock again */
+        fn(arg, 0, n);
+        in_pool_job = 0;
+        return;
+    }
     /* about 4 chunks per thread balances uneven work without much counter traffic */
     int64_t chunk = (n + tp->n_threads * 4 - 1) / (tp->n_threads * 4);
     if (chunk < grain) chunk = grain;

@@ -160,7 +160,7 @@ __attribute__((target("avx,f16c"))) static inline void ew_f16_store_f16c(uint16_
     for (; i < n; i++) d[i] = kiln_f32_to_f16(s[i]);
 }
 static inline int ew_have_f16c(void) {
-    static int have = -1;
+    static _Atomic int have = -1;
     if (have < 0) have = kiln_cpu_has_f16c();
     return have;
 }
