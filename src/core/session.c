@@ -631,7 +631,7 @@ static kiln_status run_values(kiln_session *s, const kiln_run_options *ro, int n
     int traced = atomic_load_explicit(&s->tracing, memory_order_relaxed);
     double run_t0 = traced ? kiln_trace_now() : 0;
     lim.rc = kiln_run_ctx_take(s);
-    if (plan && s->capture_on) st = kiln_capture_run(s, plan, slots, n_out, out_idx, outputs, &replayed, e);
+    if (plan && s->capture_on) st = kiln_capture_run(s, plan, arena, slots, n_out, out_idx, outputs, &replayed, e);
     if (!st && !replayed)
         st = kiln_run_graph_limited(s, g, slots, plan, arena, rec, &lim, n_out, out_idx, outputs, e);
     kiln_run_ctx_give(s, lim.rc);

@@ -149,8 +149,8 @@ void kiln_arena_set_free(const kiln_plan *p, kiln_arena_set *a);
 /* Adds a trace event for the span [t0, t1] (kiln_trace_now seconds) when the session traces. */
 void kiln_session_trace(kiln_session *s, kiln_trace_event *ev, double t0, double t1);
 /* kiln_run_graph under a run's limits (NULL: none but the session's memory limit), with the
- * plan's memory in `arena` (NULL with a plan: the plan's first idle set, for callers that run
- * one at a time: graph capture, which holds dev_mu). */
+ * plan's memory in `arena` (NULL with a plan: the plan's first idle set, for a caller that holds
+ * no set and runs alone; no plan is used when there is none idle). */
 kiln_status kiln_run_graph_limited(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
                                    kiln_arena_set *arena, kiln_lifetime *record, kiln_run_limits *lim, int n_out,
                                    const int *out_idx, kiln_value *outputs, kiln_err *e);
