@@ -313,7 +313,7 @@ C_STRESS = os.path.join(BUILD, "test_concurrent_runs")
 def test_c_stress_pthreads(tmp_path, intra):
     if not os.path.exists(C_STRESS):
         pytest.fail("%s is not built (cmake --build build)" % C_STRESS)
-    names = ["mlp", "convnet", "control_flow", "strings", "bert_tiny_fused"]
+    names = ["mlp", "convnet", "control_flow", "strings", "bert_tiny_fused", "gpt2_tiny"]
     runs = int(os.environ.get("KILN_STRESS_RUNS", "40"))
     r = subprocess.run([C_STRESS, "-t", str(THREADS), "-n", str(runs), "-j", str(intra)] + stress_args(tmp_path, names),
                        capture_output=True, text=True, timeout=600)

@@ -540,7 +540,10 @@ kiln_status kiln_session_run_values_opts(kiln_session *s, const kiln_run_options
                                          const char *const *names, const kiln_value *inputs, int n_out,
                                          const int *out_idx, kiln_value *outputs) {
     kiln_err err = {0}, *e = &err; /* the run's own: concurrent runs fail independently */
+    int dev = s->eps.n > 1; /* device sessions run one call at a time (see run_common) */
+    if (dev) pthread_mutex_lock(&s->dev_mu);
     kiln_status st = run_values(s, ro, n_in, names, inputs, n_out, out_idx, outputs, e);
+    if (dev) pthread_mutex_unlock(&s->dev_mu);
     return st ? run_failed(s, e) : KILN_OK;
 }
 
