@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 
 import numpy as np
 import onnx
@@ -332,6 +333,50 @@ def test_failing_runs_report_their_own_error():
     for t in ts:
         t.join()
     assert not errors, errors
+
+
+def endless_loop():
+    """y = x + M: a Loop adding 1 per trip, its trip count M a graph input."""
+    vi = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c2"]), helper.make_node("Add", ["v", "one"], ["v2"])], "body",
+        [vi("i", TP.INT64, []), vi("c", TP.BOOL, []), vi("v", TP.FLOAT, [4])],
+        [vi("c2", TP.BOOL, []), vi("v2", TP.FLOAT, [4])], [numpy_helper.from_array(np.ones(4, np.float32), "one")])
+    return _model([helper.make_node("Loop", ["M", "", "x"], ["y"], body=body)],
+                  [vi("M", TP.INT64, []), vi("x", TP.FLOAT, [4])], [vi("y", TP.FLOAT, [4])])
+
+
+def test_a_run_finishes_while_another_holds_the_session():
+    """No lock around a run: while one run loops without end, another run of the same session
+    starts and finishes; then the endless one is stopped through its terminate flag. (With runs
+    serialised the second would wait for ever.)"""
+    s = kiln.InferenceSession(endless_loop().SerializeToString(), threads=1)
+    ro = kiln.RunOptions()
+    endless, short, done = {}, {}, threading.Event()
+
+    def run_endless():
+        try:
+            s.run(None, {"M": np.array(2 ** 62, np.int64), "x": np.zeros(4, np.float32)}, ro)
+            endless["result"] = "finished"
+        except kiln.KilnError as e:
+            endless["result"] = str(e)
+
+    def run_short():
+        short["y"] = s.run(None, {"M": np.array(5, np.int64), "x": np.zeros(4, np.float32)})[0]
+        done.set()
+
+    a = threading.Thread(target=run_endless)
+    a.start()
+    time.sleep(0.3)  # inside its Loop by now
+    b = threading.Thread(target=run_short)
+    b.start()
+    finished = done.wait(30)
+    ro.terminate = True
+    a.join()
+    b.join()
+    assert finished, "the second run waited for the first"
+    np.testing.assert_array_equal(short["y"], np.full(4, 5, np.float32))
+    assert "terminated" in endless["result"], endless
 
 
 def write_feeds(tmp_path, name):
