@@ -3,11 +3,14 @@
 thread, small MLP (batch 16, 256-512-512-128), intra-op threads 1, kiln and onnxruntime measured
 alternately in the same process. Each figure is the median of --reps windows of --seconds each.
 The machine's load average is recorded with the results, since other processes change how much
-of the cores the threads get. Writes bench/results/concurrent_runs.md.
+of the cores the threads get, and so is a calibration measured the same way: SHA-256 of 256 KiB
+buffers, which Python computes with the GIL released, i.e. what the machine lets 8 threads reach
+on perfectly parallel work at that moment. Writes bench/results/concurrent_runs.md.
 
     python3 bench/concurrent_runs.py [--seconds 2] [--reps 5] [--threads 8]
 """
 import argparse
+import hashlib
 import os
 import statistics
 import sys
@@ -40,6 +43,14 @@ def model():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m.SerializeToString()
+
+
+class Sha256:
+    """The calibration 'session': perfectly parallel work outside the GIL."""
+    buf = os.urandom(256 << 10)
+
+    def run(self, _names, _feed):
+        hashlib.sha256(self.buf).digest()
 
 
 def sessions(data):
@@ -91,6 +102,7 @@ def main():
     ss = sessions(data)
     ref = ss["onnxruntime"].run(None, feeds[0])[0]
     np.testing.assert_allclose(ss["kiln"].run(None, feeds[0])[0], ref, rtol=1e-4, atol=1e-5)
+    ss["calibration: sha256 (no GIL)"] = Sha256()
     for s in ss.values():  # warm-up: plans, pages, caches
         throughput(s, feeds, a.threads, 0.3)
     load0 = os.getloadavg()
@@ -111,7 +123,9 @@ def main():
           "the engines and thread counts alternate window by window.\n"
           "Load average (1, 5, 15 min) before: %.2f %.2f %.2f; after: %.2f %.2f %.2f (other\n"
           "engineers' builds and tests share this machine).\n\n"
-          "| engine | 1 thread | %d threads | ratio |\n|---|---|---|---|\n%s\n"
+          "| engine | 1 thread | %d threads | ratio |\n|---|---|---|---|\n%s\n\n"
+          "Runs per second are not comparable between the calibration and the engines; its ratio is\n"
+          "the most any engine could reach in these windows.\n"
           % (a.seconds, a.reps, a.threads, time.strftime("%Y-%m-%d %H:%M", time.gmtime()), os.cpu_count(), a.reps,
              a.seconds, *load0, *load1, a.threads, "\n".join(rows)))
     print(md)

@@ -270,6 +270,20 @@ def test_threads_share_a_session_bitwise(name, intra):
     assert not failures, "\n".join(failures[:10])
 
 
+@pytest.mark.parametrize("name", ["mlp", "control_flow", "strings"])
+def test_threads_share_a_session_ctypes_path(name, monkeypatch):
+    # the ctypes fallback (ctypes releases the GIL around kiln_run too)
+    monkeypatch.setenv("KILN_PYTHON_CTYPES", "1")
+    m, feeds = MODEL_MAKERS[name]()
+    data = m.SerializeToString()
+    ref_session = kiln.InferenceSession(data, threads=1)
+    refs = [ref_session.run(None, f) for f in feeds]
+    s = kiln.InferenceSession(data, threads=1)
+    assert s._native is None
+    failures = run_threads(s, feeds, refs, rounds=3)
+    assert not failures, "\n".join(failures[:10])
+
+
 def test_memory_limit_counts_concurrent_runs_together():
     # a limit 8 runs fit in together: none fails, and afterwards the session's count is back at
     # zero (a run needing nearly the whole limit still fits)
