@@ -353,15 +353,16 @@ def test_failing_runs_report_their_own_error():
     assert not errors, errors
 
 
-def endless_loop():
+def endless_loop(width=4):
     """y = x + M: a Loop adding 1 per trip, its trip count M a graph input."""
     vi = helper.make_tensor_value_info
     body = helper.make_graph(
         [helper.make_node("Identity", ["c"], ["c2"]), helper.make_node("Add", ["v", "one"], ["v2"])], "body",
-        [vi("i", TP.INT64, []), vi("c", TP.BOOL, []), vi("v", TP.FLOAT, [4])],
-        [vi("c2", TP.BOOL, []), vi("v2", TP.FLOAT, [4])], [numpy_helper.from_array(np.ones(4, np.float32), "one")])
+        [vi("i", TP.INT64, []), vi("c", TP.BOOL, []), vi("v", TP.FLOAT, [width])],
+        [vi("c2", TP.BOOL, []), vi("v2", TP.FLOAT, [width])],
+        [numpy_helper.from_array(np.ones(width, np.float32), "one")])
     return _model([helper.make_node("Loop", ["M", "", "x"], ["y"], body=body)],
-                  [vi("M", TP.INT64, []), vi("x", TP.FLOAT, [4])], [vi("y", TP.FLOAT, [4])])
+                  [vi("M", TP.INT64, []), vi("x", TP.FLOAT, [width])], [vi("y", TP.FLOAT, [width])])
 
 
 def test_a_run_finishes_while_another_holds_the_session():
@@ -395,6 +396,50 @@ def test_a_run_finishes_while_another_holds_the_session():
     assert finished, "the second run waited for the first"
     np.testing.assert_array_equal(short["y"], np.full(4, 5, np.float32))
     assert "terminated" in endless["result"], endless
+
+
+def test_memory_limit_is_the_sessions():
+    """The limit counts every run of the session together: while one run loops holding a 4 MiB
+    value, another that needs 8 MiB more passes the 10 MiB limit and fails saying the other runs
+    hold the rest; alone it fits."""
+    n = 1 << 20
+    vi = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c2"]), helper.make_node("Add", ["v", "one"], ["v2"])], "body",
+        [vi("i", TP.INT64, []), vi("c", TP.BOOL, []), vi("v", TP.FLOAT, [1])],
+        [vi("c2", TP.BOOL, []), vi("v2", TP.FLOAT, [1])], [numpy_helper.from_array(np.ones(1, np.float32), "one")])
+    nodes = [helper.make_node("Expand", ["x", "shape"], ["t"]),         # 4 MiB, alive across the Loop
+             helper.make_node("Loop", ["M", "", "x"], ["l"], body=body),
+             helper.make_node("Add", ["t", "l"], ["z"]),                # 4 MiB more
+             helper.make_node("ReduceSum", ["z"], ["y"], keepdims=0)]
+    m = _model(nodes, [vi("M", TP.INT64, []), vi("x", TP.FLOAT, [1])], [vi("y", TP.FLOAT, [])],
+               [numpy_helper.from_array(np.array([n], np.int64), "shape")])
+    so = kiln.SessionOptions()
+    so.memory_limit = 10 << 20
+    s = kiln.InferenceSession(m.SerializeToString(), so, threads=1)
+    ro = kiln.RunOptions()
+    endless = {}
+    feed = {"M": np.array(3, np.int64), "x": np.zeros(1, np.float32)}
+
+    def run_endless():
+        try:
+            s.run(None, dict(feed, M=np.array(2 ** 62, np.int64)), ro)
+        except kiln.KilnError as e:
+            endless["result"] = str(e)
+
+    a = threading.Thread(target=run_endless)
+    a.start()
+    time.sleep(0.3)  # in its Loop, holding t
+    try:
+        with pytest.raises(kiln.KilnError) as e:
+            s.run(None, feed)
+    finally:
+        ro.terminate = True
+        a.join()
+    assert "memory limit of %d bytes" % (10 << 20) in str(e.value), str(e.value)
+    assert "by the session's other runs" in str(e.value), str(e.value)
+    assert "terminated" in endless["result"], endless
+    assert s.run(None, feed)[0] == 3.0 * n  # alone it fits: what the others held was given back
 
 
 def write_feeds(tmp_path, name):
