@@ -13,7 +13,9 @@ import argparse
 import hashlib
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -51,6 +53,25 @@ class Sha256:
 
     def run(self, _names, _feed):
         hashlib.sha256(self.buf).digest()
+
+
+class CStress:
+    """kiln from C threads, no Python: build/test_concurrent_runs running the same model and feed
+    (each call opens the sessions and checks outputs too, so its rate is a little low)."""
+
+    def __init__(self, data, feed):
+        self.exe = os.path.join(os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build")), "test_concurrent_runs")
+        self.dir = tempfile.mkdtemp()
+        self.model, self.feed = os.path.join(self.dir, "m.onnx"), os.path.join(self.dir, "f.npz")
+        open(self.model, "wb").write(data)
+        np.savez(self.feed, **feed)
+
+    def throughput(self, threads, seconds, rate_guess=3000):
+        runs = max(1, int(rate_guess * seconds / threads))
+        t0 = time.perf_counter()
+        subprocess.run([self.exe, "-t", str(threads), "-n", str(runs), self.model, self.feed], check=True,
+                       stdout=subprocess.DEVNULL)
+        return runs * threads / (time.perf_counter() - t0)
 
 
 def sessions(data):
@@ -103,17 +124,21 @@ def main():
     ref = ss["onnxruntime"].run(None, feeds[0])[0]
     np.testing.assert_allclose(ss["kiln"].run(None, feeds[0])[0], ref, rtol=1e-4, atol=1e-5)
     ss["calibration: sha256 (no GIL)"] = Sha256()
+    cs = CStress(data, feeds[0])
+    cstress = os.path.exists(cs.exe)
     for s in ss.values():  # warm-up: plans, pages, caches
         throughput(s, feeds, a.threads, 0.3)
     load0 = os.getloadavg()
-    res = {k: {1: [], a.threads: []} for k in ss}
+    res = {k: {1: [], a.threads: []} for k in list(ss) + (["kiln from C threads (no Python)"] if cstress else [])}
     for _ in range(a.reps):  # the engines and thread counts alternate, so that load changes hit all
         for name, s in ss.items():
             for n in (1, a.threads):
                 res[name][n].append(throughput(s, feeds, n, a.seconds))
+        for n in (1, a.threads) if cstress else ():
+            res["kiln from C threads (no Python)"][n].append(cs.throughput(n, a.seconds))
     load1 = os.getloadavg()
     rows = []
-    for name in ss:
+    for name in res:
         one, many = statistics.median(res[name][1]), statistics.median(res[name][a.threads])
         rows.append("| %s | %.0f | %.0f | %.2f× |" % (name, one, many, many / one))
     md = ("# Concurrent runs on one session\n\n"
