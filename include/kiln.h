@@ -137,9 +137,10 @@ typedef struct kiln_options {
      * away (and graph capture can take the whole model); inputs must have those sizes.
      * "@DENOTATION=N" fixes every symbolic dimension with that denotation (e.g. @DATA_BATCH=1). */
     const char *dim_overrides;
-    /* 0, or the most bytes of intermediate values one run may hold at a time (the planned arena
-     * and values on the heap, counted as the runner allocates and releases them; weights and
-     * kernels' own scratch are not counted). A run that would pass it fails the node with
+    /* 0, or the most bytes of intermediate values the session's runs may hold at a time, all
+     * concurrent runs together (each run's planned arena and values on the heap, counted as the
+     * runner allocates and releases them; weights and kernels' own scratch are not counted). A
+     * run that would pass it fails the node with
      * KILN_ERR_NO_MEMORY, so a runaway graph (a Loop stacking outputs forever) stops with an
      * error before the system runs out of memory. */
     size_t memory_limit;
@@ -243,7 +244,11 @@ kiln_status kiln_session_node_info(const kiln_session *s, size_t i, kiln_node_in
 
 /* Runs the model. Inputs are matched by name; every graph input without an initializer must be
  * given. n_out == 0 asks for every graph output (outputs[] then needs output_count entries).
- * Each outputs[i] is owned by the caller: release it with kiln_value_free. */
+ * Each outputs[i] is owned by the caller: release it with kiln_value_free.
+ * Several threads may run one session at once (each run has its own working memory); a session
+ * with a device provider runs them one at a time. Close a session only after its last run has
+ * returned. On a failure read kiln_last_error() (per thread): kiln_session_error() is the latest
+ * failed run's, whichever thread ran it. */
 kiln_status kiln_run(kiln_session *s, size_t n_in, const char *const *in_names,
                      const kiln_tensor_desc *inputs, size_t n_out, const char *const *out_names,
                      kiln_value **outputs);

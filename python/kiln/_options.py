@@ -13,8 +13,9 @@ class SessionOptions:
         self.enable_profiling = False
         self.profile_file_prefix = "kiln_profile"
         self.log_severity_level = 2
-        # kiln's own: the most bytes of intermediate values one run may hold (0: no limit); a run
-        # that would pass it fails with KilnError instead of exhausting the machine's memory
+        # kiln's own: the most bytes of intermediate values the session's runs (concurrent ones
+        # together) may hold (0: no limit); a run that would pass it fails with KilnError instead
+        # of exhausting the machine's memory
         self.memory_limit = 0
         self._free_dims = {}
         self._config = {}

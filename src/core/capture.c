@@ -128,7 +128,7 @@ static kiln_status stage_inputs(kiln_session *s, kiln_capture *c, const kiln_val
     return KILN_OK;
 }
 
-static kiln_status record(kiln_session *s, kiln_plan *p, kiln_value *staged, kiln_err *e) {
+static kiln_status record(kiln_session *s, kiln_plan *p, kiln_arena_set *arena, kiln_value *staged, kiln_err *e) {
     kiln_capture *c = p->capture;
     kiln_provider *dev = s->eps.ep[1];
     for (int i = 0; i < c->n_out; i++)
@@ -138,7 +138,7 @@ static kiln_status record(kiln_session *s, kiln_plan *p, kiln_value *staged, kil
     KILN_TRY(dev->vt->sync(dev, e));
     KILN_TRY(dev->vt->capture_begin(dev, e));
     s->capturing = c;
-    kiln_status st = kiln_run_graph(s, s->model->graph, staged, p, NULL, 0, NULL, NULL, e);
+    kiln_status st = kiln_run_graph_limited(s, s->model->graph, staged, p, arena, NULL, NULL, 0, NULL, NULL, e);
     s->capturing = NULL;
     void *graph = NULL;
     kiln_err end_err = {0};
@@ -155,8 +155,8 @@ static kiln_status record(kiln_session *s, kiln_plan *p, kiln_value *staged, kil
     return KILN_OK;
 }
 
-kiln_status kiln_capture_run(kiln_session *s, kiln_plan *p, kiln_value *slots, int n_out, const int *out_idx,
-                             kiln_value *outputs, int *done, kiln_err *e) {
+kiln_status kiln_capture_run(kiln_session *s, kiln_plan *p, kiln_arena_set *arena, kiln_value *slots, int n_out,
+                             const int *out_idx, kiln_value *outputs, int *done, kiln_err *e) {
     *done = 0;
     kiln_capture *c = p ? p->capture : NULL;
     if (!c || c->failed) return KILN_OK;
@@ -177,7 +177,7 @@ kiln_status kiln_capture_run(kiln_session *s, kiln_plan *p, kiln_value *slots, i
             staged[i].t.dev = dev;
         }
         kiln_err why = {0};
-        st = record(s, p, staged, &why);
+        st = record(s, p, arena, staged, &why);
         free(staged);
         if (st) {
             c->failed = 1;

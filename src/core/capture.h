@@ -17,10 +17,11 @@ typedef struct kiln_capture {
 kiln_status kiln_capture_check(kiln_session *s, kiln_err *e);
 /* After a planned run: remembers the graph outputs' types (outs[i] for graph output i). */
 void kiln_capture_note_outputs(kiln_session *s, kiln_plan *p, const kiln_value *const *outs, int n);
-/* Runs signature p from its recording (recording it first when it can). *done = 0: the run must
- * go the normal way. */
-kiln_status kiln_capture_run(kiln_session *s, kiln_plan *p, kiln_value *slots, int n_out, const int *out_idx,
-                             kiln_value *outputs, int *done, kiln_err *e);
+/* Runs signature p from its recording (recording it first, in the arena set the run holds, when
+ * it can). *done = 0: the run must go the normal way. Runs of a device session come one at a
+ * time (session.c's dev_mu), so the plan's one arena set is the one every replay finds. */
+kiln_status kiln_capture_run(kiln_session *s, kiln_plan *p, kiln_arena_set *arena, kiln_value *slots, int n_out,
+                             const int *out_idx, kiln_value *outputs, int *done, kiln_err *e);
 void kiln_capture_free(kiln_plan *p);
 
 #endif

@@ -101,7 +101,7 @@ typedef struct kiln_graph {
     int *outputs;
     struct kiln_graph *parent;
     struct kiln_model *model;
-    struct kiln_subframe *run_cache; /* a subgraph's reusable frame (runner.c); NULL until it runs */
+    int sub_id;            /* a subgraph's index in each run context's frames (runner.c); 0: none */
     /* name -> value index, open addressing with linear probing (slots hold index + 1, 0 = empty);
      * kept by kiln_graph_add_value so that lookups stay O(1) in graphs of 100k+ values */
     int *name_slots;

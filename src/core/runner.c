@@ -23,6 +23,7 @@ struct kiln_runner {
     int *root;             /* value whose buffer this value's bytes are; -1 = not ours to free */
     struct kiln_runner *parent;
     kiln_plan *plan;
+    void *const *arena;    /* the plan's memory for this run, per memory space */
     kiln_lifetime *rec;
     int *is_output;
     int step;
@@ -49,9 +50,10 @@ static double now_seconds(void);
 
 /* ---------------------------------------------------------------- run limits */
 
-void kiln_run_limits_init(kiln_run_limits *lim, const kiln_session *s, const kiln_run_options *ro) {
+void kiln_run_limits_init(kiln_run_limits *lim, kiln_session *s, const kiln_run_options *ro) {
     memset(lim, 0, sizeof *lim);
     lim->memory_limit = s->opt.memory_limit;
+    lim->session_held = &s->mem_held;
     if (!ro) return;
     lim->terminate = ro->terminate;
     lim->timeout_ms = ro->timeout_ms;
@@ -75,19 +77,38 @@ static kiln_status check_limits(kiln_run_limits *lim, const char *kind, const ch
 
 static inline int has_checks(const kiln_run_limits *lim) { return lim->terminate || lim->deadline; }
 
+/* The session's count is one atomic word that every concurrent run adds to and takes from: a
+ * compare-and-swap admits a charge only while the total stays under the limit. */
 static kiln_status charge(kiln_run_limits *lim, size_t bytes, const char *what, kiln_err *e) {
     if (!lim->memory_limit) return KILN_OK;
-    if (bytes > lim->memory_limit - lim->held || lim->held > lim->memory_limit)
-        return kiln_fail(e, KILN_ERR_NO_MEMORY,
-                         "%s needs %zu bytes, which would pass the session's memory limit of %zu bytes "
-                         "(%zu held by the run already)",
-                         what, bytes, lim->memory_limit, lim->held);
+    size_t cur = atomic_load_explicit(lim->session_held, memory_order_relaxed);
+    do {
+        if (bytes > lim->memory_limit - cur || cur > lim->memory_limit) {
+            if (!e) return KILN_ERR_NO_MEMORY;
+            if (cur == lim->held)
+                return kiln_fail(e, KILN_ERR_NO_MEMORY,
+                                 "%s needs %zu bytes, which would pass the session's memory limit of %zu bytes "
+                                 "(%zu held by the run already)",
+                                 what, bytes, lim->memory_limit, lim->held);
+            return kiln_fail(e, KILN_ERR_NO_MEMORY,
+                             "%s needs %zu bytes, which would pass the session's memory limit of %zu bytes "
+                             "(%zu held by the run already, %zu by the session's other runs)",
+                             what, bytes, lim->memory_limit, lim->held, cur - lim->held);
+        }
+    } while (!atomic_compare_exchange_weak_explicit(lim->session_held, &cur, cur + bytes, memory_order_relaxed,
+                                                    memory_order_relaxed));
     lim->held += bytes;
     return KILN_OK;
 }
 
 static void uncharge(kiln_run_limits *lim, size_t bytes) {
-    lim->held = bytes < lim->held ? lim->held - bytes : 0;
+    if (bytes > lim->held) bytes = lim->held;
+    lim->held -= bytes;
+    if (bytes) atomic_fetch_sub_explicit(lim->session_held, bytes, memory_order_relaxed);
+}
+
+void kiln_run_limits_end(kiln_run_limits *lim) {
+    if (lim->memory_limit) uncharge(lim, lim->held);
 }
 
 /* Value v's heap bytes leave this frame's count (released, or moved to the caller). */
@@ -137,8 +158,8 @@ static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
         r->rec[v].dev = dev;
     }
     if (r->plan && arena_ok && v < r->plan->n_values && r->plan->offset[v] >= 0 && bytes <= r->plan->size[v] &&
-        r->plan->arena[dev]) {
-        t->data = (char *)r->plan->arena[dev] + r->plan->offset[v];
+        r->arena[dev]) {
+        t->data = (char *)r->arena[dev] + r->plan->offset[v];
         t->owner = NULL; /* not zeroed: kernels write every element (the repeated-run tests check) */
         t->dev = dev ? r->s->eps.ep[dev] : NULL;
         return KILN_OK;
@@ -216,15 +237,30 @@ static double now_seconds(void) {
 }
 
 static void profile_add(kiln_session *s, const kiln_node *n, double seconds) {
+    pthread_mutex_lock(&s->trace_mu);
     int i;
     for (i = 0; i < s->n_prof; i++)
         if (!strcmp(s->prof[i].op, n->op_type) && !strcmp(s->prof[i].domain, n->domain)) break;
     if (i == s->n_prof) {
-        if (s->n_prof == (int)(sizeof s->prof / sizeof s->prof[0])) return;
+        if (s->n_prof == (int)(sizeof s->prof / sizeof s->prof[0])) {
+            pthread_mutex_unlock(&s->trace_mu);
+            return;
+        }
         s->prof[s->n_prof++] = (struct kiln_op_profile){n->op_type, n->domain, 0, 0};
     }
     s->prof[i].seconds += seconds;
     s->prof[i].calls++;
+    pthread_mutex_unlock(&s->trace_mu);
+}
+
+void kiln_session_trace(kiln_session *s, kiln_trace_event *ev, double t0, double t1) {
+    pthread_mutex_lock(&s->trace_mu);
+    if (s->trace.path) { /* profiling may have ended during the span */
+        ev->ts_us = (t0 - s->trace.t0) * 1e6;
+        ev->dur_us = (t1 - t0) * 1e6;
+        kiln_trace_add(&s->trace, ev);
+    }
+    pthread_mutex_unlock(&s->trace_mu);
 }
 
 static kiln_status run_node_timed(struct kiln_runner *r, int ni, kiln_err *e);
@@ -242,17 +278,18 @@ static kiln_status run_node_traced(struct kiln_runner *r, int ni, kiln_err *e) {
     kiln_status st = run_node_timed(r, ni, e);
     if (ep) p->vt->sync(p, &scratch);
     double t1 = kiln_trace_now();
-    kiln_trace_event ev = {n->name, n->op_type, p->vt->name, (t0 - s->trace.t0) * 1e6, (t1 - t0) * 1e6, ep, ""};
+    kiln_trace_event ev = {n->name, n->op_type, p->vt->name, 0, 0, ep, ""};
     if (n->n_out > 0 && n->out[0] >= 0 && !r->g->values[n->out[0]].is_const) {
         kiln_value *v = slot(r, n->out[0]);
         if (v->kind == KILN_KIND_TENSOR && v->t.rank >= 0) kiln_shape_str(&v->t, ev.shapes, sizeof ev.shapes);
     }
-    kiln_trace_add(&s->trace, &ev);
+    kiln_session_trace(s, &ev, t0, t1);
     return st;
 }
 
 static kiln_status run_node(struct kiln_runner *r, int ni, kiln_err *e) {
-    if (r->s->trace.path && !r->s->capturing) return run_node_traced(r, ni, e);
+    if (atomic_load_explicit(&r->s->tracing, memory_order_relaxed) && !r->s->capturing)
+        return run_node_traced(r, ni, e);
     if (!r->s->profile) return run_node_timed(r, ni, e);
     double t0 = now_seconds();
     kiln_status st = run_node_timed(r, ni, e);
@@ -507,29 +544,35 @@ static kiln_status run_frame(struct kiln_runner *r, int n_out, const int *out_id
 kiln_status kiln_run_graph(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
                            kiln_lifetime *record, int n_out, const int *out_idx, kiln_value *outputs,
                            kiln_err *e) {
-    return kiln_run_graph_limited(s, g, input_slots, plan, record, NULL, n_out, out_idx, outputs, e);
+    return kiln_run_graph_limited(s, g, input_slots, plan, NULL, record, NULL, n_out, out_idx, outputs, e);
 }
 
 kiln_status kiln_run_graph_limited(kiln_session *s, kiln_graph *g, kiln_value *input_slots, kiln_plan *plan,
-                                   kiln_lifetime *record, kiln_run_limits *lim, int n_out, const int *out_idx,
-                                   kiln_value *outputs, kiln_err *e) {
+                                   kiln_arena_set *arena, kiln_lifetime *record, kiln_run_limits *lim, int n_out,
+                                   const int *out_idx, kiln_value *outputs, kiln_err *e) {
     kiln_run_limits own;
     if (!lim) {
         kiln_run_limits_init(&own, s, NULL);
         lim = &own;
     }
     if (has_checks(lim)) KILN_TRY(check_limits(lim, "graph", g->name ? g->name : "", e));
-    /* a planned arena larger than the limit (it can exceed the first run's peak) is not used:
-     * the run allocates on the heap instead, value by value, under the limit */
+    if (plan && !arena) arena = plan->arenas;
+    if (!arena) plan = NULL;
+    /* a planned arena larger than what the limit leaves (it can exceed the first run's peak) is
+     * not used: the run allocates on the heap instead, value by value, under the limit */
+    size_t arena_charged = 0;
     if (plan && lim->memory_limit) {
-        if (plan->arena_bytes > lim->memory_limit - lim->held) plan = NULL;
-        else lim->held += plan->arena_bytes;
+        if (charge(lim, plan->arena_bytes, "the planned arena", NULL)) plan = NULL;
+        else arena_charged = plan->arena_bytes;
     }
+    kiln_run_ctx *rc = NULL;
+    if (!lim->rc) lim->rc = rc = kiln_run_ctx_take(s);
     struct kiln_runner r;
     kiln_status st = runner_init(&r, s, g, NULL, lim, e);
     if (!st) {
         for (int i = 0; i < g->n_inputs; i++) r.vals[g->inputs[i]] = input_slots[i];
         r.plan = plan;
+        r.arena = plan ? arena->mem : NULL;
         r.rec = record;
         if (record)
             for (int v = 0; v < g->n_values; v++) record[v].def = record[v].last = -1;
@@ -537,6 +580,11 @@ kiln_status kiln_run_graph_limited(kiln_session *s, kiln_graph *g, kiln_value *i
         for (int i = 0; i < g->n_inputs; i++) memset(&r.vals[g->inputs[i]], 0, sizeof(kiln_value));
     }
     runner_free(&r);
+    if (rc) {
+        kiln_run_ctx_give(s, rc);
+        lim->rc = NULL;
+    }
+    if (arena_charged) uncharge(lim, arena_charged);
     return st;
 }
 
@@ -558,7 +606,8 @@ typedef struct sub_plan {
 
 typedef struct kiln_subframe {
     kiln_graph *g;
-    int busy;              /* in use: a second, nested run of g makes a frame of its own */
+    int busy;              /* in use: a second, nested run of g makes a frame of its own (a frame
+                              belongs to one run context, so only its run's thread sees this) */
     int *uses, *is_output; /* fixed for the graph */
     kiln_value *vals;
     int *remaining, *root;
@@ -571,7 +620,7 @@ typedef struct kiln_subframe {
                               stops recording: a plan per call would cost more than the heap */
     sub_plan *plans;       /* most recent first */
     int n_plans;
-    struct kiln_subframe *next; /* the session's list */
+    struct kiln_subframe *next; /* the run context's list */
 } kiln_subframe;
 
 static void subframe_free(kiln_subframe *f) {
@@ -586,18 +635,75 @@ static void subframe_free(kiln_subframe *f) {
     free(f);
 }
 
-void kiln_subframes_free(kiln_session *s) {
-    for (kiln_subframe *f = s->subframes, *nx; f; f = nx) {
+static void run_ctx_free(kiln_run_ctx *rc) {
+    for (kiln_subframe *f = rc->all, *nx; f; f = nx) {
         nx = f->next;
-        f->g->run_cache = NULL;
         subframe_free(f);
     }
-    s->subframes = NULL;
+    free(rc->frames);
+    free(rc);
+}
+
+void kiln_subframes_free(kiln_session *s) {
+    pthread_mutex_lock(&s->mu);
+    kiln_run_ctx *idle = s->idle_ctx;
+    s->idle_ctx = NULL;
+    pthread_mutex_unlock(&s->mu);
+    for (kiln_run_ctx *rc = idle, *nx; rc; rc = nx) {
+        nx = rc->next;
+        run_ctx_free(rc);
+    }
+}
+
+kiln_run_ctx *kiln_run_ctx_take(kiln_session *s) {
+    pthread_mutex_lock(&s->mu);
+    kiln_run_ctx *rc = s->idle_ctx;
+    if (rc) s->idle_ctx = rc->next;
+    pthread_mutex_unlock(&s->mu);
+    if (rc) return rc;
+    rc = calloc(1, sizeof *rc);
+    if (rc) rc->frames = calloc((size_t)s->n_sub + 1, sizeof *rc->frames);
+    if (rc && !rc->frames) {
+        free(rc);
+        return NULL;
+    }
+    if (rc) rc->n_sub = s->n_sub;
+    return rc;
+}
+
+void kiln_run_ctx_give(kiln_session *s, kiln_run_ctx *rc) {
+    if (!rc) return;
+    pthread_mutex_lock(&s->mu);
+    rc->next = s->idle_ctx;
+    s->idle_ctx = rc;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void number_graphs(kiln_graph *g, int *n) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *nd = &g->nodes[i];
+        for (int k = 0; k < nd->n_attrs; k++) {
+            if (nd->attrs[k].g) {
+                nd->attrs[k].g->sub_id = ++*n;
+                number_graphs(nd->attrs[k].g, n);
+            }
+            for (int j = 0; nd->attrs[k].graphs && j < nd->attrs[k].n_graphs; j++) {
+                nd->attrs[k].graphs[j]->sub_id = ++*n;
+                number_graphs(nd->attrs[k].graphs[j], n);
+            }
+        }
+    }
+}
+
+void kiln_subgraphs_number(kiln_session *s) {
+    int n = 0;
+    number_graphs(s->model->graph, &n);
+    s->n_sub = n;
 }
 
 #define KEY_PER_VALUE (3 + KILN_MAX_RANK)
 
-static kiln_subframe *subframe_make(kiln_session *s, kiln_graph *g, struct kiln_runner *parent) {
+static kiln_subframe *subframe_make(kiln_session *s, kiln_run_ctx *rc, kiln_graph *g, struct kiln_runner *parent) {
     kiln_subframe *f = calloc(1, sizeof *f);
     if (!f) return NULL;
     struct kiln_runner r;
@@ -620,9 +726,9 @@ static kiln_subframe *subframe_make(kiln_session *s, kiln_graph *g, struct kiln_
         subframe_free(f);
         return NULL;
     }
-    f->next = s->subframes;
-    s->subframes = f;
-    g->run_cache = f;
+    f->next = rc->all;
+    rc->all = f;
+    rc->frames[g->sub_id] = f;
     return f;
 }
 
@@ -675,10 +781,14 @@ static void subframe_keep_plan(struct kiln_runner *r, kiln_subframe *f) {
     }
 }
 
-/* A frame for subgraph g: its cached arrays when they are free, else new ones. */
+/* A frame for subgraph g: its cached arrays in the run's context when they are free, else new
+ * ones. */
 static kiln_status frame_open(struct kiln_runner *r, kiln_session *s, kiln_graph *g, struct kiln_runner *parent,
                               kiln_run_limits *lim, kiln_err *e) {
-    kiln_subframe *f = g->run_cache ? g->run_cache : subframe_make(s, g, parent);
+    kiln_run_ctx *rc = lim->rc;
+    kiln_subframe *f = NULL;
+    if (rc && g->sub_id > 0 && g->sub_id <= rc->n_sub)
+        f = rc->frames[g->sub_id] ? rc->frames[g->sub_id] : subframe_make(s, rc, g, parent);
     if (!f || f->busy) return runner_init(r, s, g, parent, lim, e);
     f->busy = 1;
     memset(r, 0, sizeof *r);
@@ -719,6 +829,7 @@ kiln_status kiln_run_subgraph(kiln_ctx *ctx, kiln_graph *g, int n_in, kiln_value
         }
         /* under a memory limit values are counted one by one on the heap, as before plans */
         if (f && !r.lim->memory_limit) subframe_pick_plan(&r, f, n_in, ins);
+        if (r.plan) r.arena = r.plan->arenas->mem; /* the context's own plan: no other run uses it */
         int idx_buf[64] = {0};
         int *idx = g->n_outputs <= 64 ? idx_buf : malloc((size_t)g->n_outputs * sizeof(int));
         if (!idx) {
@@ -775,16 +886,35 @@ kiln_plan *kiln_plan_make(kiln_session *s, const kiln_graph *g, const kiln_lifet
     free(items); free(order);
     for (int d = 0; d < s->eps.n; d++) {
         p->arena_bytes += p->dev_bytes[d];
+        if (p->dev_bytes[d]) p->ep[d] = s->eps.ep[d];
+    }
+    if (!(p->arenas = kiln_arena_set_make(p))) {
+        kiln_plan_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+kiln_arena_set *kiln_arena_set_make(const kiln_plan *p) {
+    kiln_arena_set *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    for (int d = 0; d < KILN_MAX_PROVIDERS; d++) {
         if (!p->dev_bytes[d]) continue;
         kiln_err scratch;
-        p->ep[d] = s->eps.ep[d];
-        if (p->ep[d]->vt->alloc(p->ep[d], p->dev_bytes[d], &p->arena[d], &scratch)) {
-            p->arena[d] = NULL;
-            kiln_plan_free(p);
+        if (p->ep[d]->vt->alloc(p->ep[d], p->dev_bytes[d], &a->mem[d], &scratch)) {
+            a->mem[d] = NULL;
+            kiln_arena_set_free(p, a);
             return NULL;
         }
     }
-    return p;
+    return a;
+}
+
+void kiln_arena_set_free(const kiln_plan *p, kiln_arena_set *a) {
+    if (!a) return;
+    for (int d = 0; d < KILN_MAX_PROVIDERS; d++)
+        if (a->mem[d]) p->ep[d]->vt->free(p->ep[d], a->mem[d]);
+    free(a);
 }
 
 void kiln_plan_free(kiln_plan *p) {
@@ -793,8 +923,10 @@ void kiln_plan_free(kiln_plan *p) {
     free(p->offset);
     free(p->size);
     kiln_capture_free(p);
-    for (int d = 0; d < KILN_MAX_PROVIDERS; d++)
-        if (p->arena[d]) p->ep[d]->vt->free(p->ep[d], p->arena[d]);
+    for (kiln_arena_set *a = p->arenas, *nx; a; a = nx) {
+        nx = a->next;
+        kiln_arena_set_free(p, a);
+    }
     free(p);
 }
 

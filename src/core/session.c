@@ -180,7 +180,10 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     s->model = m;
     if (opt) s->opt = *opt;
     else kiln_options_init(&s->opt);
-    pthread_mutex_init(&s->run_mu, NULL);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->err_mu, NULL);
+    pthread_mutex_init(&s->trace_mu, NULL);
+    pthread_mutex_init(&s->dev_mu, NULL);
     const char *prof = getenv("KILN_PROFILE");
     s->profile = prof && prof[0] == '1';
     if (kiln_providers_open(&s->opt, &s->eps, &e)) {
@@ -266,6 +269,7 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
             return fail_open(&e);
         }
         if (s->opt.verbose) print_placement(s);
+        kiln_subgraphs_number(s);
     }
     kiln_graph *g = m->graph;
     s->n_inputs = (size_t)g->n_inputs;
@@ -361,7 +365,10 @@ void kiln_session_close(kiln_session *s) {
     free(s->input_at);
     free(s->output_at);
     kiln_trace_free(&s->trace);
-    pthread_mutex_destroy(&s->run_mu);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->err_mu);
+    pthread_mutex_destroy(&s->trace_mu);
+    pthread_mutex_destroy(&s->dev_mu);
     free(s);
 }
 
@@ -432,6 +439,10 @@ static kiln_status check_input(kiln_session *s, const kiln_graph_value *gv, cons
     return KILN_OK;
 }
 
+static kiln_status run_values(kiln_session *s, const kiln_run_options *ro, int n_in, const char *const *names,
+                              const kiln_value *inputs, int n_out, const int *out_idx, kiln_value *outputs,
+                              kiln_err *e);
+
 static void append_sig(char *buf, size_t cap, size_t *len, const kiln_value *v) {
     char tmp[400];
     if (v->kind == KILN_KIND_TENSOR) kiln_shape_str(&v->t, tmp, sizeof tmp);
@@ -447,10 +458,99 @@ kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const
     return kiln_session_run_values_opts(s, NULL, n_in, names, inputs, n_out, out_idx, outputs);
 }
 
+/* The failure of a run becomes the session's error (kiln_session_error; with concurrent runs, the
+ * latest one's) and the calling thread's (kiln_last_error). */
+static kiln_status run_failed(kiln_session *s, const kiln_err *e) {
+    pthread_mutex_lock(&s->err_mu);
+    s->err = *e;
+    pthread_mutex_unlock(&s->err_mu);
+    kiln_set_last_error(e);
+    return e->code;
+}
+
+/* The plan of signature sig with an arena set for this run, both taken under s->mu (plan NULL:
+ * none yet, or no memory for another arena set). */
+static kiln_plan *plan_take(kiln_session *s, const char *sig, kiln_arena_set **arena) {
+    *arena = NULL;
+    pthread_mutex_lock(&s->mu);
+    kiln_plan *plan = NULL;
+    for (kiln_plan *p = s->plans; p; p = p->next)
+        if (!strcmp(p->signature, sig)) { plan = p; break; }
+    if (plan) {
+        plan->users++;
+        if ((*arena = plan->arenas)) plan->arenas = (*arena)->next;
+    }
+    pthread_mutex_unlock(&s->mu);
+    /* every idle set is in another run: this one gets its own (outside the lock: it is large) */
+    if (plan && !*arena && !(*arena = kiln_arena_set_make(plan))) {
+        pthread_mutex_lock(&s->mu);
+        int last = --plan->users == 0 && plan->dropped;
+        pthread_mutex_unlock(&s->mu);
+        if (last) kiln_plan_free(plan);
+        return NULL;
+    }
+    return plan;
+}
+
+/* Gives the arena set back to its plan and the plan back to the session. A plan evicted while
+ * runs held it is freed by the last of them. */
+static void plan_give(kiln_session *s, kiln_plan *plan, kiln_arena_set *arena) {
+    pthread_mutex_lock(&s->mu);
+    if (!plan->dropped) s->last_plan = plan;
+    arena->next = plan->arenas;
+    plan->arenas = arena;
+    int last = --plan->users == 0 && plan->dropped;
+    pthread_mutex_unlock(&s->mu);
+    if (last) kiln_plan_free(plan);
+}
+
+/* Unlinks plan p (s->mu held); returns 1 when nobody holds it, so that the caller frees it. */
+static int plan_drop(kiln_session *s, kiln_plan *p) {
+    if (s->last_plan == p) s->last_plan = NULL;
+    s->n_plans--;
+    p->dropped = 1;
+    return p->users == 0;
+}
+
+/* Adds a plan made from a recording run (or keeps the one a concurrent run of the same
+ * signature added first) and drops the oldest beyond MAX_PLANS. */
+static void plan_insert(kiln_session *s, kiln_plan *p) {
+    kiln_plan *old = NULL, *dup = NULL;
+    pthread_mutex_lock(&s->mu);
+    for (kiln_plan *q = s->plans; q; q = q->next)
+        if (!strcmp(q->signature, p->signature)) { dup = q; break; }
+    if (dup) {
+        s->last_plan = dup;
+    } else {
+        p->next = s->plans;
+        s->plans = p;
+        s->last_plan = p;
+        if (++s->n_plans > MAX_PLANS) {
+            kiln_plan *q = s->plans;
+            while (q->next && q->next->next) q = q->next;
+            if (plan_drop(s, q->next)) old = q->next;
+            q->next = NULL;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (dup) kiln_plan_free(p);
+    kiln_plan_free(old);
+}
+
 kiln_status kiln_session_run_values_opts(kiln_session *s, const kiln_run_options *ro, int n_in,
                                          const char *const *names, const kiln_value *inputs, int n_out,
                                          const int *out_idx, kiln_value *outputs) {
-    kiln_err *e = &s->err;
+    kiln_err err = {0}, *e = &err; /* the run's own: concurrent runs fail independently */
+    int dev = s->eps.n > 1; /* device sessions run one call at a time (see run_common) */
+    if (dev) pthread_mutex_lock(&s->dev_mu);
+    kiln_status st = run_values(s, ro, n_in, names, inputs, n_out, out_idx, outputs, e);
+    if (dev) pthread_mutex_unlock(&s->dev_mu);
+    return st ? run_failed(s, e) : KILN_OK;
+}
+
+static kiln_status run_values(kiln_session *s, const kiln_run_options *ro, int n_in, const char *const *names,
+                              const kiln_value *inputs, int n_out, const int *out_idx, kiln_value *outputs,
+                              kiln_err *e) {
     kiln_run_limits lim; /* the deadline counts from here: waiting for the session is part of the run */
     kiln_run_limits_init(&lim, s, ro);
     kiln_graph *g = s->model->graph;
@@ -520,41 +620,41 @@ kiln_status kiln_session_run_values_opts(kiln_session *s, const kiln_run_options
     sig[0] = 0;
     for (int j = 0; j < g->n_inputs; j++) append_sig(sig, sizeof sig, &sl, &slots[j]);
 
-    pthread_mutex_lock(&s->run_mu);
-    kiln_plan *plan = NULL;
-    for (kiln_plan *p = s->plans; p; p = p->next)
-        if (!strcmp(p->signature, sig)) { plan = p; break; }
+    kiln_arena_set *arena;
+    kiln_plan *plan = plan_take(s, sig, &arena);
     kiln_lifetime *rec = NULL;
-    if (!plan) rec = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *rec);
+    /* a signature that has a plan but no memory for another arena set runs on the heap */
+    if (!plan) {
+        pthread_mutex_lock(&s->mu);
+        int planned = 0;
+        for (kiln_plan *p = s->plans; p && !planned; p = p->next) planned = !strcmp(p->signature, sig);
+        pthread_mutex_unlock(&s->mu);
+        if (!planned) rec = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *rec);
+    }
     int replayed = 0;
-    double run_t0 = s->trace.path ? kiln_trace_now() : 0;
-    if (plan && s->capture_on) st = kiln_capture_run(s, plan, slots, n_out, out_idx, outputs, &replayed, e);
-    if (!st && !replayed) st = kiln_run_graph_limited(s, g, slots, plan, rec, &lim, n_out, out_idx, outputs, e);
+    int traced = atomic_load_explicit(&s->tracing, memory_order_relaxed);
+    double run_t0 = traced ? kiln_trace_now() : 0;
+    lim.rc = kiln_run_ctx_take(s);
+    if (plan && s->capture_on) st = kiln_capture_run(s, plan, arena, slots, n_out, out_idx, outputs, &replayed, e);
+    if (!st && !replayed)
+        st = kiln_run_graph_limited(s, g, slots, plan, arena, rec, &lim, n_out, out_idx, outputs, e);
+    kiln_run_ctx_give(s, lim.rc);
+    lim.rc = NULL;
+    kiln_run_limits_end(&lim);
+    if (plan) plan_give(s, plan, arena);
     if (!st && rec) {
         kiln_plan *p = kiln_plan_make(s, g, rec, sig);
         if (p) {
-            p->next = s->plans;
-            s->plans = p;
-            plan = p;
-            if (++s->n_plans > MAX_PLANS) { /* drop the oldest */
-                kiln_plan *q = s->plans;
-                while (q->next && q->next->next) q = q->next;
-                kiln_plan_free(q->next);
-                q->next = NULL;
-                s->n_plans--;
-            }
             if (s->opt.verbose)
                 fprintf(stderr, "kiln: planned %s: arena %zu bytes (%zu if allocated one by one)\n", sig,
                         p->arena_bytes, p->naive_bytes);
+            plan_insert(s, p);
         }
     }
-    if (plan) s->last_plan = plan;
-    if (s->trace.path) {
-        double t1 = kiln_trace_now();
-        kiln_trace_event ev = {"model_run", NULL, NULL, (run_t0 - s->trace.t0) * 1e6, (t1 - run_t0) * 1e6, 0, ""};
-        kiln_trace_add(&s->trace, &ev);
+    if (traced) {
+        kiln_trace_event ev = {"model_run", NULL, NULL, 0, 0, 0, ""};
+        kiln_session_trace(s, &ev, run_t0, kiln_trace_now());
     }
-    pthread_mutex_unlock(&s->run_mu);
     for (int j = 0; j < g->n_inputs; j++) kiln_value_release(&staged[j]);
     free(staged);
     free(rec);
@@ -575,8 +675,8 @@ static kiln_provider *device_provider(const kiln_session *s) {
 }
 
 /* Writes output value v into the caller's buffer b (same dtype and shape). */
-static kiln_status write_bound(kiln_session *s, const char *name, const kiln_value *v, const kiln_tensor_desc *b) {
-    kiln_err *e = &s->err;
+static kiln_status write_bound(kiln_session *s, const char *name, const kiln_value *v, const kiln_tensor_desc *b,
+                               kiln_err *e) {
     if (v->kind != KILN_KIND_TENSOR)
         return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "output '%s' is not a tensor and cannot be bound", name);
     const kiln_tensor *t = &v->t;
@@ -606,25 +706,27 @@ static kiln_status write_bound(kiln_session *s, const char *name, const kiln_val
 }
 
 /* An input given as a value (kiln_run_values): borrowed for the run, as a desc's bytes are. */
-static kiln_status value_input(kiln_session *s, const char *name, const kiln_value *v, kiln_value *dst) {
+static kiln_status value_input(kiln_session *s, const char *name, const kiln_value *v, kiln_value *dst,
+                               kiln_err *e) {
     name = name ? name : "(null)";
-    if (!v) return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': the value is NULL", name);
+    if (!v) return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': the value is NULL", name);
     if (v->kind < KILN_KIND_TENSOR || v->kind > KILN_KIND_MAP_SEQUENCE)
-        return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': not a kiln value", name);
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': not a kiln value", name);
     if (v->kind == KILN_KIND_TENSOR && v->t.dev && v->t.dev != device_provider(s))
-        return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s' is in another session's device memory", name);
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s' is in another session's device memory", name);
     *dst = *v;
     dst->t.owner = NULL;
     return KILN_OK;
 }
 
 /* A KILN_RANK_SEQUENCE desc as a sequence value whose items view the caller's tensors. */
-static kiln_status sequence_input(kiln_session *s, const char *name, const kiln_tensor_desc *d, kiln_value *v) {
+static kiln_status sequence_input(kiln_session *s, const char *name, const kiln_tensor_desc *d, kiln_value *v,
+                                  kiln_err *e) {
     name = name ? name : "(null)";
     int seq_dtype = d->dtype == KILN_DTYPE_SIZED_STRING ? KILN_DTYPE_STRING : d->dtype;
     if (!kiln_dtype_valid(seq_dtype) || !d->dims || d->dims[0] < 0 || d->dims[0] > INT32_MAX ||
         (d->dims[0] && !d->data) || d->memory != KILN_MEMORY_HOST)
-        return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
                          "input '%s': a sequence needs an element type, an item count in dims[0] and, for "
                          "items, a host array of kiln_tensor_desc", name);
     int n = (int)d->dims[0];
@@ -632,34 +734,34 @@ static kiln_status sequence_input(kiln_session *s, const char *name, const kiln_
     v->kind = KILN_KIND_SEQUENCE;
     v->seq_dtype = seq_dtype;
     v->seq = calloc((size_t)(n ? n : 1), sizeof *v->seq);
-    if (!v->seq) return kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
+    if (!v->seq) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
     for (int k = 0; k < n; k++) {
         const kiln_tensor_desc *it = &items[k];
         kiln_tensor *t = &v->seq[k];
         int item_dtype = it->dtype == KILN_DTYPE_SIZED_STRING ? KILN_DTYPE_STRING : it->dtype;
         if (item_dtype != seq_dtype || it->rank < 0 || it->rank > KILN_MAX_RANK || (it->rank && !it->dims) ||
             it->memory != KILN_MEMORY_HOST)
-            return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
+            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
                              "input '%s': sequence item %d must be a host tensor of element type %s (rank 0 to %d)",
                              name, k, kiln_dtype_name(d->dtype), KILN_MAX_RANK);
         t->dtype = item_dtype;
         t->rank = it->rank;
         for (int j = 0; j < it->rank; j++) {
             if (it->dims[j] < 0)
-                return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d has a negative dimension",
+                return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d has a negative dimension",
                                  name, k);
             t->dims[j] = it->dims[j];
         }
         if (kiln_checked_numel(t->rank, t->dims) == KILN_NUMEL_TOO_LARGE)
-            return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d is too large", name, k);
+            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d is too large", name, k);
         t->data = (void *)it->data;
         if (!t->data && kiln_numel(t) > 0)
-            return kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d has no data", name, k);
+            return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': sequence item %d has no data", name, k);
         if (t->dtype == KILN_DTYPE_STRING) { /* the caller's strings become kiln strings (owned: freed after the run) */
             kiln_tensor view = *t;
             view.dtype = it->dtype;
             memset(t, 0, sizeof *t);
-            KILN_TRY(kiln_tensor_import(t, &view, name, &s->err));
+            KILN_TRY(kiln_tensor_import(t, &view, name, e));
         }
         v->seq_len = k + 1;
     }
@@ -670,16 +772,15 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
                               const char *const *in_names, const kiln_tensor_desc *inputs,
                               const kiln_value *const *values, size_t n_out, const char *const *out_names,
                               kiln_value **outputs) {
-    kiln_err e = {0};
+    kiln_err err = {0}, *e = &err; /* the run's own: concurrent runs fail independently */
     if (!s) {
-        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_run: session is NULL");
-        kiln_set_last_error(&e);
-        return e.code;
+        kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "kiln_run: session is NULL");
+        kiln_set_last_error(e);
+        return e->code;
     }
     if ((n_in && (!in_names || (!inputs && !values))) || !outputs || (n_out && !out_names)) {
-        kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "kiln_run: NULL array argument");
-        kiln_set_last_error(&s->err);
-        return s->err.code;
+        kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "kiln_run: NULL array argument");
+        return run_failed(s, e);
     }
     kiln_graph *g = s->model->graph;
     size_t no = n_out ? n_out : (size_t)g->n_outputs;
@@ -688,20 +789,20 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
     kiln_tensor *imported = calloc(n_in ? n_in : 1, sizeof *imported);
     int *idx = calloc(no ? no : 1, sizeof(int));
     kiln_status st = KILN_OK;
-    if (!vin || !vout || !idx || !imported) st = kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
+    if (!vin || !vout || !idx || !imported) st = kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
     for (size_t i = 0; !st && i < n_in; i++) {
         if (values) {
-            st = value_input(s, in_names[i], values[i], &vin[i]);
+            st = value_input(s, in_names[i], values[i], &vin[i], e);
             continue;
         }
         const kiln_tensor_desc *d = &inputs[i];
         if (d->rank == KILN_RANK_SEQUENCE) {
-            st = sequence_input(s, in_names[i], d, &vin[i]);
+            st = sequence_input(s, in_names[i], d, &vin[i], e);
             continue;
         }
         int sized = d->dtype == KILN_DTYPE_SIZED_STRING;
         if ((!kiln_dtype_valid(d->dtype) && !sized) || d->rank < 0 || d->rank > KILN_MAX_RANK || (d->rank && !d->dims)) {
-            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d or rank %d",
+            st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d or rank %d",
                            in_names[i] ? in_names[i] : "(null)", (int)d->dtype, d->rank);
             break;
         }
@@ -710,7 +811,7 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
         vin[i].t.rank = d->rank;
         for (int k = 0; k < d->rank; k++) {
             if (d->dims[k] < 0) {
-                st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': dimension %d is negative",
+                st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': dimension %d is negative",
                                in_names[i] ? in_names[i] : "(null)", k);
                 break;
             }
@@ -718,29 +819,29 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
         }
         if (!st && kiln_checked_numel(d->rank, vin[i].t.dims) == KILN_NUMEL_TOO_LARGE) {
             char shape[400];
-            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
+            st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
                            "input '%s': shape %s is too large (its element count overflows or exceeds 2^48)",
                            in_names[i] ? in_names[i] : "(null)", kiln_shape_str(&vin[i].t, shape, sizeof shape));
         }
         vin[i].t.data = (void *)d->data;
         if (!st && !d->data && kiln_numel(&vin[i].t) > 0)
-            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", in_names[i]);
+            st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", in_names[i]);
         if (!st && d->memory == KILN_MEMORY_DEVICE) {
             vin[i].t.dev = device_provider(s);
             if (!vin[i].t.dev)
-                st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT,
+                st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT,
                                "input '%s' is in device memory but the session runs on the CPU only (providers: %s)",
                                in_names[i], kiln_session_provider_name(s, 0));
             else if (vin[i].t.dtype == KILN_DTYPE_STRING)
-                st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': strings cannot be in device memory",
+                st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': strings cannot be in device memory",
                                in_names[i]);
         } else if (!st && d->memory != KILN_MEMORY_HOST) {
-            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "input '%s': unknown memory kind %d", in_names[i],
+            st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input '%s': unknown memory kind %d", in_names[i],
                            (int)d->memory);
         } else if (!st && vin[i].t.dtype == KILN_DTYPE_STRING) {
             kiln_tensor view = vin[i].t;
             view.dtype = d->dtype;
-            st = kiln_tensor_import(&imported[i], &view, in_names[i], &s->err);
+            st = kiln_tensor_import(&imported[i], &view, in_names[i], e);
             vin[i].t.data = imported[i].data; /* owner stays NULL: a borrowed input to the run */
         }
     }
@@ -748,19 +849,29 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
         if (!n_out) { idx[k] = (int)k; continue; }
         idx[k] = io_position(s, s->output_at, out_names[k]);
         if (idx[k] < 0)
-            st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "the model has no output named '%s'",
+            st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "the model has no output named '%s'",
                            out_names[k] ? out_names[k] : "(null)");
     }
     if (!st && options && !(options->timeout_ms >= 0)) /* also NaN */
-        st = kiln_fail(&s->err, KILN_ERR_INVALID_ARGUMENT, "kiln_run: timeout_ms is %g, it must be >= 0 (0: none)",
+        st = kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "kiln_run: timeout_ms is %g, it must be >= 0 (0: none)",
                        options->timeout_ms);
-    s->outputs_on_device = options && (options->outputs_on_device || options->bound_outputs);
-    if (!st) st = kiln_session_run_values_opts(s, options, (int)n_in, in_names, vin, (int)no, idx, vout);
-    s->outputs_on_device = 0;
+    /* The device path keeps one run at a time: the recording and replay of graph capture, the
+     * device outputs' hand-over flag and the provider's stream belong to the session. A CPU-only
+     * session takes no lock here: its device flags are never set. */
+    int dev = s->eps.n > 1;
+    if (dev) {
+        pthread_mutex_lock(&s->dev_mu);
+        s->outputs_on_device = options && (options->outputs_on_device || options->bound_outputs);
+    }
+    if (!st) st = run_values(s, options, (int)n_in, in_names, vin, (int)no, idx, vout, e);
+    if (dev) {
+        s->outputs_on_device = 0;
+        pthread_mutex_unlock(&s->dev_mu);
+    }
     for (size_t k = 0; !st && options && options->bound_outputs && k < no; k++) {
         const kiln_tensor_desc *b = &options->bound_outputs[k];
         if (!b->data) continue;
-        st = write_bound(s, s->model->graph->values[s->model->graph->outputs[idx[k]]].name, &vout[k], b);
+        st = write_bound(s, s->model->graph->values[s->model->graph->outputs[idx[k]]].name, &vout[k], b, e);
         kiln_value_release(&vout[k]);
         memset(&vout[k], 0, sizeof vout[k]);
         vout[k].kind = KILN_KIND_NONE;
@@ -773,7 +884,7 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
             if (!outputs[k]) {
                 for (size_t j = 0; j < k; j++) kiln_value_free(outputs[j]);
                 for (size_t j = k; j < no; j++) kiln_value_release(&vout[j]);
-                st = kiln_fail(&s->err, KILN_ERR_NO_MEMORY, "out of memory");
+                st = kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
                 break;
             }
             *outputs[k] = vout[k];
@@ -787,7 +898,7 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
                     if (kiln_value_to_host(outputs[k], &h)) {
                         for (size_t j = 0; j <= k; j++) kiln_value_free(outputs[j]);
                         for (size_t j = k + 1; j < no; j++) kiln_value_release(&vout[j]);
-                        st = kiln_fail(&s->err, KILN_ERR_RUNTIME, "%s", kiln_last_error());
+                        st = kiln_fail(e, KILN_ERR_RUNTIME, "%s", kiln_last_error());
                         break;
                     }
                     kiln_value_free(outputs[k]);
@@ -807,8 +918,7 @@ static kiln_status run_common(kiln_session *s, const kiln_run_options *options, 
     free(vin);
     free(vout);
     free(idx);
-    if (st) kiln_set_last_error(&s->err);
-    return st;
+    return st ? run_failed(s, e) : KILN_OK;
 }
 
 kiln_status kiln_run_with_options(kiln_session *s, const kiln_run_options *options, size_t n_in,
@@ -838,10 +948,12 @@ kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats) {
     stats->folded_nodes = s->folded_nodes;
     kiln_graph *g = s->model->graph;
     for (int i = 0; i < g->n_nodes; i++) stats->nodes += !g->nodes[i].removed;
+    pthread_mutex_lock(&s->mu);
     if (s->last_plan) {
         stats->arena_bytes = s->last_plan->arena_bytes;
         stats->naive_bytes = s->last_plan->naive_bytes;
     }
+    pthread_mutex_unlock(&s->mu);
     return KILN_OK;
 }
 
@@ -1158,33 +1270,45 @@ kiln_status kiln_session_node_info(const kiln_session *s, size_t i, kiln_node_in
 
 kiln_status kiln_session_start_profiling(kiln_session *s, const char *path) {
     if (!s || !path || !path[0]) return KILN_ERR_INVALID_ARGUMENT;
-    pthread_mutex_lock(&s->run_mu);
+    pthread_mutex_lock(&s->trace_mu);
     kiln_trace_free(&s->trace);
     s->trace.path = strdup(path);
     s->trace.t0 = kiln_trace_now();
     s->trace.start_ns = kiln_trace_wall_ns();
-    pthread_mutex_unlock(&s->run_mu);
-    return s->trace.path ? KILN_OK : KILN_ERR_NO_MEMORY;
+    int ok = s->trace.path != NULL;
+    atomic_store(&s->tracing, ok);
+    pthread_mutex_unlock(&s->trace_mu);
+    return ok ? KILN_OK : KILN_ERR_NO_MEMORY;
 }
 
 const char *kiln_session_end_profiling(kiln_session *s) {
-    if (!s || !s->trace.path) return NULL;
+    if (!s) return NULL;
     static _Thread_local char written[1024];
-    pthread_mutex_lock(&s->run_mu);
+    pthread_mutex_lock(&s->trace_mu);
+    if (!s->trace.path) {
+        pthread_mutex_unlock(&s->trace_mu);
+        return NULL;
+    }
+    atomic_store(&s->tracing, 0);
     int rc = kiln_trace_write(&s->trace);
     snprintf(written, sizeof written, "%s", s->trace.path);
     kiln_trace_free(&s->trace);
-    pthread_mutex_unlock(&s->run_mu);
+    pthread_mutex_unlock(&s->trace_mu);
     if (rc) {
-        kiln_fail(&s->err, KILN_ERR_IO, "cannot write the profile to '%s'", written);
-        kiln_set_last_error(&s->err);
+        kiln_err e = {0};
+        kiln_fail(&e, KILN_ERR_IO, "cannot write the profile to '%s'", written);
+        run_failed(s, &e);
         return NULL;
     }
     return written;
 }
 
 int64_t kiln_session_profiling_start_ns(const kiln_session *s) {
-    return s && s->trace.path ? s->trace.start_ns : 0;
+    if (!s) return 0;
+    pthread_mutex_lock((pthread_mutex_t *)&s->trace_mu);
+    int64_t ns = s->trace.path ? s->trace.start_ns : 0;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->trace_mu);
+    return ns;
 }
 
 /* ---------------------------------------------------------------- model metadata */
@@ -1211,13 +1335,22 @@ kiln_status kiln_session_model_metadata(const kiln_session *s, kiln_model_metada
 
 void kiln_session_release_memory(kiln_session *s) {
     if (!s) return;
-    pthread_mutex_lock(&s->run_mu);
+    /* plans that runs hold now are freed by the last of them; their contexts stay with them */
+    kiln_plan *free_list = NULL;
+    pthread_mutex_lock(&s->mu);
     for (kiln_plan *p = s->plans, *nx; p; p = nx) {
         nx = p->next;
-        kiln_plan_free(p);
+        if (plan_drop(s, p)) {
+            p->next = free_list;
+            free_list = p;
+        }
     }
     s->plans = s->last_plan = NULL;
     s->n_plans = 0;
+    pthread_mutex_unlock(&s->mu);
+    for (kiln_plan *p = free_list, *nx; p; p = nx) {
+        nx = p->next;
+        kiln_plan_free(p);
+    }
     kiln_subframes_free(s);
-    pthread_mutex_unlock(&s->run_mu);
 }

@@ -39,7 +39,8 @@ struct kiln_threadpool {
     pthread_t *workers;
     pthread_mutex_t mu;     /* only for sleeping and waking */
     pthread_cond_t wake, done;
-    pthread_mutex_t run_mu; /* one job at a time (nested calls run inline) */
+    pthread_mutex_t run_mu; /* one job at a time: nested calls, and calls from other threads while
+                               a job runs (concurrent runs of a session), run inline */
     /* the current job: written while no worker can join (state closed, none joined), published
      * by the release store that opens state, read by a worker after it joined (acquire) */
     kiln_pool_fn fn;
@@ -173,7 +174,6 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
         fn(arg, 0, n);
         return;
     }
-    pthread_mutex_lock(&tp->run_mu);
     /* about 4 chunks per thread balances uneven work without much counter traffic */
     int64_t chunk = (n + tp->n_threads * 4 - 1) / (tp->n_threads * 4);
     if (chunk < grain) chunk = grain;
@@ -184,6 +184,15 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
     if (nchunks > tp->n_threads && nchunks % tp->n_threads) {
         nchunks -= nchunks % tp->n_threads;
         chunk = (n + nchunks - 1) / nchunks;
+    }
+    /* Another thread's job has the workers (concurrent runs of a session): this caller runs its
+     * job alone, rather than wait for the pool and serialise the runs. The same chunks as on the
+     * pool, so that a kernel's result never depends on which way its job went. */
+    if (pthread_mutex_trylock(&tp->run_mu)) {
+        in_pool_job = 1; /* calls nested in fn run inline too, without trying the lock again */
+        for (int64_t b = 0; b < n; b += chunk) fn(arg, b, b + chunk < n ? b + chunk : n);
+        in_pool_job = 0;
+        return;
     }
     /* the caller takes a chunk itself: only chunks - 1 workers are of use */
     unsigned want = (unsigned)(nchunks - 1 < tp->n_threads - 1 ? nchunks - 1 : tp->n_threads - 1);

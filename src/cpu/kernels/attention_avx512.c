@@ -14,7 +14,7 @@
 #define AVX512 __attribute__((target("avx512f")))
 
 int kattn_have_avx512(void) {
-    static int have = -1; /* benign race: every thread computes the same answer */
+    static _Atomic int have = -1; /* threads that race here all compute the same answer */
     if (have < 0) {
         __builtin_cpu_init();
         have = __builtin_cpu_supports("avx512f") ? 1 : 0;

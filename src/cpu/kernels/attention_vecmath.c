@@ -202,8 +202,8 @@ AVX512 static void add_avx512(float *x, const float *a, int64_t n) {
 static const kattn_vec_ops avx512_ops = {row_max_avx512, exp_shift_sum_avx512, scale_avx512, add_avx512};
 
 const kattn_vec_ops *kattn_vec(void) {
-    /* benign race: every thread computes the same answer */
-    static int have = -1;
+    /* threads that race here all compute the same answer */
+    static _Atomic int have = -1;
     if (have < 0) {
         __builtin_cpu_init();
         int h = __builtin_cpu_supports("avx512f")                                   ? 2

@@ -148,7 +148,7 @@ __attribute__((target("avx512f"))) static int act_avx512(const kconv_act *act, f
 }
 
 static int have_avx512(void) {
-    static int cached = -1;
+    static _Atomic int cached = -1;
     if (cached < 0) cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
     return cached;
 }

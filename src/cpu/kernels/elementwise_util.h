@@ -160,7 +160,7 @@ __attribute__((target("avx,f16c"))) static inline void ew_f16_store_f16c(uint16_
     for (; i < n; i++) d[i] = kiln_f32_to_f16(s[i]);
 }
 static inline int ew_have_f16c(void) {
-    static int have = -1;
+    static _Atomic int have = -1;
     if (have < 0) have = kiln_cpu_has_f16c();
     return have;
 }
@@ -335,8 +335,10 @@ enum { EW_GRAIN_CHEAP = 32768, EW_GRAIN_MATH = 4096 };
 /* ---------------------------------------------------------------- row generators ---- */
 
 /* Row functions get AVX-512 and AVX2+FMA twins chosen at load time where the compiler can do
- * that (ifunc); the SSE2 baseline runs everywhere else. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+ * that (ifunc); the SSE2 baseline runs everywhere else. Not under ThreadSanitizer: its
+ * instrumented ifunc resolvers would run while the library is relocated, before TSan starts. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(__SANITIZE_THREAD__)
 #define EW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define EW_CLONES

@@ -18,7 +18,7 @@
 #define NC 3072
 
 int kgemm_avx512_available(void) {
-    static int cached = -1;
+    static _Atomic int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("avx512f") ? 1 : 0;

@@ -28,7 +28,7 @@ __attribute__((target("avx2"))) static void add_avx2(float *y, const float *x, i
 }
 
 static int have_avx2(void) {
-    static int cached = -1;
+    static _Atomic int cached = -1;
     if (cached < 0) cached = __builtin_cpu_supports("avx2") ? 1 : 0;
     return cached;
 }
@@ -401,7 +401,7 @@ __attribute__((target("avx2,f16c"))) static void f32_to_f16_f16c(const float *in
 }
 
 static int have_f16c(void) {
-    static int cached = -1;
+    static _Atomic int cached = -1;
     if (cached < 0) cached = __builtin_cpu_supports("avx2") && kiln_cpu_has_f16c();
     return cached;
 }

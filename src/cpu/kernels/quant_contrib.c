@@ -177,7 +177,7 @@ static void bin_plan(bin_job *j) {
 #define QC_X86 1
 
 static int have_avx2_fma(void) {
-    static int cached = -1;
+    static _Atomic int cached = -1;
     if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return cached;
 }

@@ -20,7 +20,7 @@
 
 static RU_UNUSED int rs_use_avx2(void) {
 #if RS_X86
-    static int v = -1;
+    static _Atomic int v = -1;
     if (v < 0) v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return v;
 #else

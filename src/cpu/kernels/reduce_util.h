@@ -42,7 +42,7 @@ static RU_UNUSED int ru_is_halfish(int dt) {
 #include <immintrin.h>
 #define RU_HAVE_F16C_PATH 1
 static RU_UNUSED int ru_use_f16c(void) {
-    static int v = -1;
+    static _Atomic int v = -1;
     if (v < 0) v = kiln_cpu_has_f16c();
     return v;
 }
