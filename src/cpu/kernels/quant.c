@@ -441,7 +441,9 @@ const kiln_op kiln_ops_quant[] = {
     {"", "QuantizeLinear", 10, 0, NULL, kiln_quantize_linear_infer, kiln_quantize_linear_compute, NULL},
     {"", "DequantizeLinear", 10, 0, NULL, kiln_dequantize_linear_infer, kiln_dequantize_linear_compute, NULL},
     {"", "DynamicQuantizeLinear", 11, 0, NULL, dynq_infer, dynq_compute, NULL},
-    {"", "QLinearMatMul", 10, 0, NULL, kiln_qlinear_matmul_infer, kiln_qlinear_matmul_compute, NULL},
-    {"", "QLinearConv", 10, 0, NULL, kiln_qlinear_conv_infer, kiln_qlinear_conv_compute, NULL},
+    {"", "QLinearMatMul", 10, 0, kiln_qlinear_matmul_init, kiln_qlinear_matmul_infer,
+     kiln_qlinear_matmul_compute, kiln_qlinear_matmul_fini},
+    {"", "QLinearConv", 10, 0, kiln_qlinear_conv_init, kiln_qlinear_conv_infer, kiln_qlinear_conv_compute,
+     kiln_qlinear_conv_fini},
     {0},
 };

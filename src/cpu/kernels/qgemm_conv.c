@@ -1,0 +1,252 @@
+/* 8-bit integer convolution on the qgemm.h product: the weights are the packed A (one block per
+ * group, prepacked once), the im2col matrix of each image the B packed per call (1x1 stride-1
+ * convolutions pack the input planes directly). Depthwise 2-D convolutions, where a product would
+ * have one row, run a direct kernel instead. */
+#include "qgemm.h"
+#include "gemm_util.h"
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define KQC_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#endif
+
+static int is_depthwise(const kqg_conv_geom *g) {
+    return g->nsp == 2 && g->group > 1 && g->C == g->group && g->M == g->group;
+}
+
+kiln_status kqg_conv_pack_w(kiln_ctx *ctx, const kqg_conv_geom *g, int wdt, const void *w,
+                            kqg_conv_w *out) {
+    memset(out, 0, sizeof *out);
+    out->group = g->group;
+    int64_t Mg = g->M / g->group, Kg = g->C / g->group * g->k_size;
+    if (is_depthwise(g)) {
+        out->depthwise = 1;
+        int64_t n = g->M * g->k_size;
+        out->taps = malloc(sizeof(int32_t) * (size_t)(n + 1));
+        if (!out->taps) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
+        for (int64_t i = 0; i < n; i++)
+            out->taps[i] = wdt == KILN_DTYPE_INT8 ? ((const int8_t *)w)[i] : ((const uint8_t *)w)[i];
+        return KILN_OK;
+    }
+    out->a = calloc((size_t)g->group, sizeof(kqg_a));
+    if (!out->a) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
+    for (int64_t gr = 0; gr < g->group; gr++) {
+        kiln_status st = kqg_a_init(ctx, &out->a[gr], Mg, Kg);
+        if (st != KILN_OK) {
+            kqg_conv_w_free(out);
+            return st;
+        }
+        kqg_pack_a(ctx, &out->a[gr], wdt, (const uint8_t *)w + gr * Mg * Kg, Kg);
+    }
+    return KILN_OK;
+}
+
+void kqg_conv_w_free(kqg_conv_w *w) {
+    if (w->a)
+        for (int64_t gr = 0; gr < w->group; gr++) kqg_a_free(&w->a[gr]);
+    free(w->a);
+    free(w->taps);
+    memset(w, 0, sizeof *w);
+}
+
+/* ---- im2col of raw bytes: row r = (channel, kernel offset), column = output position; padding
+ * reads as the zero point's byte ---- */
+
+typedef struct col_job {
+    const kqg_conv_geom *g;
+    const uint8_t *x; /* the group's first input plane */
+    uint8_t pad;
+    uint8_t *col;
+} col_job;
+
+static void im2col_rows(void *arg, int64_t begin, int64_t end) {
+    const col_job *j = arg;
+    const kqg_conv_geom *g = j->g;
+    int nsp = g->nsp;
+    int64_t W = g->out_sp[nsp - 1], IW = g->in_sp[nsp - 1], sw = g->stride[nsp - 1];
+    for (int64_t r = begin; r < end; r++) {
+        int64_t c = r / g->k_size, rem = r % g->k_size, koff[KILN_MAX_RANK];
+        for (int d = nsp - 1; d >= 0; d--) {
+            koff[d] = (rem % g->k[d]) * g->dil[d];
+            rem /= g->k[d];
+        }
+        const uint8_t *plane = j->x + c * g->in_size;
+        uint8_t *dst = j->col + r * g->out_size;
+        int64_t x0 = koff[nsp - 1] - g->pad_lo[nsp - 1];
+        /* the positions whose input column is inside: ix = x0 + o sw in [0, IW) */
+        int64_t lo = x0 >= 0 ? 0 : (-x0 + sw - 1) / sw;
+        int64_t hi = IW - x0 <= 0 ? 0 : (IW - x0 - 1) / sw + 1;
+        if (hi > W) hi = W;
+        if (lo > hi) lo = hi;
+        int64_t rows = W ? g->out_size / W : 0, oc[KILN_MAX_RANK] = {0};
+        for (int64_t orow = 0; orow < rows; orow++, dst += W) {
+            int64_t base = 0, mul = IW;
+            int inside = 1;
+            for (int d = nsp - 2; d >= 0; d--) {
+                int64_t ic = oc[d] * g->stride[d] - g->pad_lo[d] + koff[d];
+                if (ic < 0 || ic >= g->in_sp[d]) inside = 0;
+                base += ic * mul;
+                mul *= g->in_sp[d];
+            }
+            for (int d = nsp - 2; d >= 0; d--) {
+                if (++oc[d] < g->out_sp[d]) break;
+                oc[d] = 0;
+            }
+            if (!inside) {
+                memset(dst, j->pad, (size_t)W);
+                continue;
+            }
+            const uint8_t *src = plane + base;
+            memset(dst, j->pad, (size_t)lo);
+            if (sw == 1) memcpy(dst + lo, src + x0 + lo, (size_t)(hi - lo));
+            else
+                for (int64_t o = lo; o < hi; o++) dst[o] = src[x0 + o * sw];
+            memset(dst + hi, j->pad, (size_t)(W - hi));
+        }
+    }
+}
+
+/* ---- depthwise 2-D: per channel, int32 sums of (x - xz)(w - wz) over the taps inside ---- */
+
+typedef struct dw_job {
+    const kqg_conv_geom *g;
+    const kqg_conv_w *w;
+    const int32_t *wz;
+    int wz_per_ch, s8;
+    const uint8_t *x;
+    int32_t xz;
+    kqg_conv_epi_fn epi;
+    void *arg;
+    int failed; /* a worker ran out of memory */
+} dw_job;
+
+#ifdef KQC_X86
+/* acc[o] += wv * (x[o] - xz) for o in [0, n), unit stride */
+AVX512 static void dw_row_avx512(int32_t *acc, const uint8_t *x, int64_t n, int32_t wv, int32_t xz, int s8) {
+    const __m512i vw = _mm512_set1_epi32(wv), vz = _mm512_set1_epi32(xz);
+    for (int64_t o = 0; o < n; o += 16) {
+        __mmask16 m = n - o >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - o)) - 1u);
+        __m128i b = _mm_maskz_loadu_epi8(m, x + o);
+        __m512i v = s8 ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+        __m512i a = _mm512_maskz_loadu_epi32(m, acc + o);
+        a = _mm512_add_epi32(a, _mm512_mullo_epi32(_mm512_sub_epi32(v, vz), vw));
+        _mm512_mask_storeu_epi32(acc + o, m, a);
+    }
+}
+
+static int dw_avx512(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl");
+    }
+    return cached;
+}
+#endif
+
+static void dw_channels(void *arg, int64_t begin, int64_t end) {
+    const dw_job *j = arg;
+    const kqg_conv_geom *g = j->g;
+    int64_t OH = g->out_sp[0], OW = g->out_sp[1], IH = g->in_sp[0], IW = g->in_sp[1];
+    int64_t KH = g->k[0], KW = g->k[1], sh = g->stride[0], sw = g->stride[1];
+    int64_t P = g->out_size;
+    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(P + 1));
+    if (!acc) {
+        __atomic_store_n(&((dw_job *)arg)->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+#ifdef KQC_X86
+    int vec = dw_avx512();
+#endif
+    for (int64_t nc = begin; nc < end; nc++) {
+        int64_t n = nc / g->C, c = nc % g->C;
+        const uint8_t *xp = j->x + nc * g->in_size;
+        int32_t wz = j->wz ? j->wz[j->wz_per_ch ? c : 0] : 0;
+        memset(acc, 0, sizeof(int32_t) * (size_t)P);
+        for (int64_t kh = 0; kh < KH; kh++)
+            for (int64_t kw = 0; kw < KW; kw++) {
+                int32_t wv = j->w->taps[c * g->k_size + kh * KW + kw] - wz;
+                if (wv == 0) continue;
+                int64_t x0 = kw * g->dil[1] - g->pad_lo[1];
+                int64_t lo = x0 >= 0 ? 0 : (-x0 + sw - 1) / sw;
+                int64_t hi = IW - x0 <= 0 ? 0 : (IW - x0 - 1) / sw + 1;
+                if (hi > OW) hi = OW;
+                if (lo >= hi) continue;
+                for (int64_t oh = 0; oh < OH; oh++) {
+                    int64_t ih = oh * sh - g->pad_lo[0] + kh * g->dil[0];
+                    if (ih < 0 || ih >= IH) continue;
+                    const uint8_t *xr = xp + ih * IW;
+                    int32_t *ar = acc + oh * OW;
+#ifdef KQC_X86
+                    if (vec && sw == 1) {
+                        dw_row_avx512(ar + lo, xr + x0 + lo, hi - lo, wv, j->xz, j->s8);
+                        continue;
+                    }
+#endif
+                    if (j->s8)
+                        for (int64_t o = lo; o < hi; o++) ar[o] += wv * ((int32_t)(int8_t)xr[x0 + o * sw] - j->xz);
+                    else
+                        for (int64_t o = lo; o < hi; o++) ar[o] += wv * ((int32_t)xr[x0 + o * sw] - j->xz);
+                }
+            }
+        j->epi(j->arg, n, c, 0, 1, P, acc, P);
+    }
+    free(acc);
+}
+
+typedef struct epi_wrap {
+    kqg_conv_epi_fn epi;
+    void *arg;
+    int64_t n, m0;
+} epi_wrap;
+
+static void conv_epi(void *arg, int64_t m0, int64_t n0, int64_t mc, int64_t nc, const int32_t *acc,
+                     int64_t ld) {
+    const epi_wrap *w = arg;
+    w->epi(w->arg, w->n, w->m0 + m0, n0, mc, nc, acc, ld);
+}
+
+kiln_status kqg_conv_run(kiln_ctx *ctx, const kqg_conv_geom *g, const kqg_conv_w *w,
+                         const int32_t *wz, int wz_per_ch, int xdt, const void *x, int32_t xz,
+                         kqg_conv_epi_fn epi, void *arg) {
+    int64_t P = g->out_size, Cg = g->C / g->group, Mg = g->M / g->group, Kg = Cg * g->k_size;
+    if (P <= 0 || g->N <= 0 || g->M <= 0) return KILN_OK;
+    if (w->depthwise) {
+        dw_job j = {g, w, wz, wz_per_ch, xdt == KILN_DTYPE_INT8, x, xz, epi, arg, 0};
+        int64_t n = g->N * g->C;
+        kiln_parallel_for(ctx, n, kpar_grain(n, (double)n * P * g->k_size * 0.5), dw_channels, &j);
+        return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the convolution") : KILN_OK;
+    }
+    int direct = 1; /* 1x1, stride 1, no padding: the input planes are the im2col matrix */
+    for (int d = 0; d < g->nsp; d++)
+        direct &= g->k[d] == 1 && g->stride[d] == 1 && g->pad_lo[d] == 0 && g->out_sp[d] == g->in_sp[d];
+    kqg_b B;
+    KILN_TRY(kqg_b_init(ctx, &B, Kg, P));
+    uint8_t *col = direct ? NULL : malloc((size_t)(Kg * P + 1));
+    if (!direct && !col) {
+        kqg_b_free(&B);
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the convolution's columns");
+    }
+    const uint8_t *xb = x;
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t gr = 0; gr < g->group; gr++) {
+            const uint8_t *xs = xb + (n * g->C + gr * Cg) * g->in_size;
+            if (direct) {
+                kqg_pack_b(ctx, &B, xdt, xs, g->in_size, 0);
+            } else {
+                col_job cj = {g, xs, (uint8_t)xz, col};
+                kiln_parallel_for(ctx, Kg, kpar_grain(Kg, (double)Kg * P * 0.3), im2col_rows, &cj);
+                kqg_pack_b(ctx, &B, xdt, col, P, 0);
+            }
+            epi_wrap ew = {epi, arg, n, gr * Mg};
+            kqg_gemm(ctx, &w->a[gr], &B, wz ? (wz_per_ch ? wz + gr * Mg : wz) : NULL, wz_per_ch, &xz, 0,
+                     conv_epi, &ew);
+        }
+    free(col);
+    kqg_b_free(&B);
+    return KILN_OK;
+}
