@@ -3,6 +3,7 @@
  * float attention core of the Attention kernels). */
 #include "attention_common.h"
 #include "gemm_util.h"
+#include "qgemm.h"
 #include "quant_contrib.h"
 #include <stdlib.h>
 
@@ -10,40 +11,36 @@ static const int Q8_TYPES[] = {KILN_DTYPE_UINT8, KILN_DTYPE_INT8};
 static const int F32[] = {KILN_DTYPE_FLOAT};
 static const int I32[] = {KILN_DTYPE_INT32};
 
+typedef struct igemm_out {
+    int32_t *C;
+    int64_t ldc;
+} igemm_out;
+
+static void igemm_store(void *arg, int64_t m0, int64_t n0, int64_t mc, int64_t nc, const int32_t *acc,
+                        int64_t ld) {
+    const igemm_out *o = arg;
+    for (int64_t i = 0; i < mc; i++)
+        memcpy(o->C + (m0 + i) * o->ldc + n0, acc + i * ld, sizeof(int32_t) * (size_t)nc);
+}
+
 kiln_status qc_igemm(kiln_ctx *ctx, int64_t M, int64_t N, int64_t K, int adt, const void *A,
                      int64_t lda, int32_t a_zp, int bdt, const void *B, int64_t ldb,
                      const int32_t *b_zp, int b_zp_per_col, int32_t *C, int64_t ldc) {
     if (M <= 0 || N <= 0) return KILN_OK;
-    if (K <= 0) {
-        for (int64_t m = 0; m < M; m++) memset(C + m * ldc, 0, sizeof(int32_t) * (size_t)N);
-        return KILN_OK;
+    kqg_a a;
+    kqg_b b;
+    KILN_TRY(kqg_a_init(ctx, &a, M, K));
+    kiln_status st = kqg_b_init(ctx, &b, K, N);
+    if (st != KILN_OK) {
+        kqg_a_free(&a);
+        return st;
     }
-    /* float32 sums of integers are exact while every partial sum stays below 2^24 */
-    int dbl = (double)K * 255.0 * 255.0 >= 16777216.0;
-    size_t es = dbl ? 8 : 4;
-    char *buf = malloc(es * (size_t)(M * K + K * N + M * N));
-    if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for an integer product");
-    void *a = buf, *b = buf + es * (size_t)(M * K), *c = buf + es * (size_t)(M * K + K * N);
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t k = 0; k < K; k++) {
-            int32_t v = qc_q8(adt, A, m * lda + k) - a_zp;
-            if (dbl) ((double *)a)[m * K + k] = v;
-            else ((float *)a)[m * K + k] = (float)v;
-        }
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t n = 0; n < N; n++) {
-            int32_t v = qc_q8(bdt, B, k * ldb + n) - b_zp[b_zp_per_col ? n : 0];
-            if (dbl) ((double *)b)[k * N + n] = v;
-            else ((float *)b)[k * N + n] = (float)v;
-        }
-    if (dbl) kgemm_f64(ctx, 0, 0, M, N, K, 1.0, a, K, b, N, 0.0, c, N);
-    else kgemm_f32(ctx, 0, 0, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            double v = dbl ? ((double *)c)[m * N + n] : ((float *)c)[m * N + n];
-            C[m * ldc + n] = (int32_t)(uint32_t)(int64_t)v;
-        }
-    free(buf);
+    kqg_pack_a(ctx, &a, adt, A, lda);
+    kqg_pack_b(ctx, &b, bdt, B, ldb, 0);
+    igemm_out o = {C, ldc};
+    kqg_gemm(ctx, &a, &b, &a_zp, 0, b_zp, b_zp_per_col, igemm_store, &o);
+    kqg_a_free(&a);
+    kqg_b_free(&b);
     return KILN_OK;
 }
 
