@@ -256,6 +256,31 @@ static void ukr_portable(int mr, int np, int64_t K4, const uint8_t *a, int64_t l
 
 /* ---- driver ---- */
 
+/* row[c] += colterm[c] - zb[c] * rs modulo 2^32 (zb NULL: all zero) */
+#ifdef KQG_X86
+AVX512 static void correct_row_avx512(int32_t *row, int64_t n, const uint32_t *colterm, const uint32_t *zb,
+                                      uint32_t rs) {
+    const __m512i vr = _mm512_set1_epi32((int32_t)rs);
+    for (int64_t c = 0; c < n; c += 16) {
+        __mmask16 m = n - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - c)) - 1u);
+        __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, row + c), _mm512_maskz_loadu_epi32(m, colterm + c));
+        if (zb) v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m, zb + c), vr));
+        _mm512_mask_storeu_epi32(row + c, m, v);
+    }
+}
+#endif
+
+static void correct_row(int32_t *row, int64_t n, const uint32_t *colterm, const uint32_t *zb, uint32_t rs) {
+#ifdef KQG_X86
+    if (have_avx512()) {
+        correct_row_avx512(row, n, colterm, zb, rs);
+        return;
+    }
+#endif
+    for (int64_t c = 0; c < n; c++)
+        row[c] = (int32_t)((uint32_t)row[c] + colterm[c] - (zb ? zb[c] * rs : 0u));
+}
+
 typedef struct gemm_job {
     const kqg_a *a;
     const kqg_b *b;
@@ -271,7 +296,7 @@ static void gemm_blocks(void *arg, int64_t t0, int64_t t1) {
     const kqg_a *A = j->a;
     const kqg_b *B = j->b;
     _Alignas(64) int32_t tile[MB * NB];
-    uint32_t zbv[NB], csv[NB];
+    uint32_t zbv[NB], csv[NB], colterm[NB];
     int64_t lda = A->K4 * 4, ps = B->K4 * 64;
     uint32_t K = (uint32_t)A->K;
     for (int64_t t = t0; t < t1; t++) {
@@ -291,24 +316,25 @@ static void gemm_blocks(void *arg, int64_t t0, int64_t t1) {
 #endif
             ukr_portable(mr, np, A->K4, ap, lda, bp, ps, tile + i * NB, NB);
         }
-        /* zero-point corrections, see qgemm.h */
+        /* zero-point corrections, see qgemm.h: acc += colterm[c] - ZB[c] rowsum, with
+         * colterm[c] = K ZA ZB[c] - ZA colsum[c] (per row when za is) */
         int any_zb = 0;
         for (int64_t c = 0; c < nc; c++) {
             zbv[c] = (uint32_t)(j->zb ? j->zb[j->zb_cols ? n0 + c : 0] : 0) - (uint32_t)B->off;
             csv[c] = (uint32_t)B->colsum[n0 + c];
             any_zb |= zbv[c] != 0;
         }
+        uint32_t za_prev = 0;
+        int have_colterm = 0;
         for (int64_t i = 0; i < mc; i++) {
             uint32_t ZA = (uint32_t)(j->za ? j->za[j->za_rows ? m0 + i : 0] : 0) + (uint32_t)A->off;
-            uint32_t rs = (uint32_t)A->rowsum[m0 + i], kza = K * ZA;
-            int32_t *row = tile + i * NB;
             if (ZA == 0 && !any_zb) continue;
-            if (!any_zb) {
-                for (int64_t c = 0; c < nc; c++) row[c] = (int32_t)((uint32_t)row[c] - ZA * csv[c]);
-                continue;
+            if (!have_colterm || ZA != za_prev) {
+                for (int64_t c = 0; c < nc; c++) colterm[c] = K * ZA * zbv[c] - ZA * csv[c];
+                za_prev = ZA;
+                have_colterm = 1;
             }
-            for (int64_t c = 0; c < nc; c++)
-                row[c] = (int32_t)((uint32_t)row[c] - ZA * csv[c] - zbv[c] * rs + kza * zbv[c]);
+            correct_row(tile + i * NB, nc, colterm, any_zb ? zbv : NULL, (uint32_t)A->rowsum[m0 + i]);
         }
         j->epi(j->arg, m0, n0, mc, nc, tile, NB);
     }

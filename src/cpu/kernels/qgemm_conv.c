@@ -109,7 +109,11 @@ static void im2col_rows(void *arg, int64_t begin, int64_t end) {
     }
 }
 
-/* ---- depthwise 2-D: per channel, int32 sums of (x - xz)(w - wz) over the taps inside ---- */
+/* ---- depthwise 2-D: per channel, int32 sums of (x - xz)(w - wz) over the window ----
+ * Each channel's plane is copied once as int16 x - xz into a buffer padded with zeros (the
+ * padding's x - xz) and split by column into `stride` phases, so that every tap of every output
+ * row reads one contiguous run: input column o * s + kw * d is phase (kw * d) % s, index
+ * o + (kw * d) / s. */
 
 typedef struct dw_job {
     const kqg_conv_geom *g;
@@ -120,20 +124,33 @@ typedef struct dw_job {
     int32_t xz;
     kqg_conv_epi_fn epi;
     void *arg;
-    int failed; /* a worker ran out of memory */
+    int64_t Hp, Wq; /* padded rows, columns per phase */
+    int failed;     /* a worker ran out of memory */
 } dw_job;
 
 #ifdef KQC_X86
-/* acc[o] += wv * (x[o] - xz) for o in [0, n), unit stride */
-AVX512 static void dw_row_avx512(int32_t *acc, const uint8_t *x, int64_t n, int32_t wv, int32_t xz, int s8) {
-    const __m512i vw = _mm512_set1_epi32(wv), vz = _mm512_set1_epi32(xz);
+/* One output row: acc[o] = sum over taps t of wt[t] * src[t][o], o in [0, n). */
+AVX512 static void dw_row_avx512(int32_t *acc, int64_t n, int ntaps, const int16_t *const *src,
+                                 const int32_t *wt) {
     for (int64_t o = 0; o < n; o += 16) {
         __mmask16 m = n - o >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - o)) - 1u);
-        __m128i b = _mm_maskz_loadu_epi8(m, x + o);
-        __m512i v = s8 ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
-        __m512i a = _mm512_maskz_loadu_epi32(m, acc + o);
-        a = _mm512_add_epi32(a, _mm512_mullo_epi32(_mm512_sub_epi32(v, vz), vw));
+        __m512i a = _mm512_setzero_si512();
+        for (int t = 0; t < ntaps; t++) {
+            __m512i v = _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(m, src[t] + o));
+            a = _mm512_add_epi32(a, _mm512_mullo_epi32(v, _mm512_set1_epi32(wt[t])));
+        }
         _mm512_mask_storeu_epi32(acc + o, m, a);
+    }
+}
+
+/* d[o] = x[o] - xz as int16, o in [0, n) */
+AVX512 static void widen_row_avx512(int16_t *d, const uint8_t *x, int64_t n, int32_t xz, int s8) {
+    const __m512i vz = _mm512_set1_epi16((short)xz);
+    for (int64_t o = 0; o < n; o += 32) {
+        __mmask32 m = n - o >= 32 ? 0xffffffffu : (__mmask32)((1u << (n - o)) - 1u);
+        __m256i b = _mm256_maskz_loadu_epi8(m, x + o);
+        __m512i v = s8 ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
+        _mm512_mask_storeu_epi16(d + o, m, _mm512_sub_epi16(v, vz));
     }
 }
 
@@ -149,53 +166,84 @@ static int dw_avx512(void) {
 #endif
 
 static void dw_channels(void *arg, int64_t begin, int64_t end) {
-    const dw_job *j = arg;
+    dw_job *j = arg;
     const kqg_conv_geom *g = j->g;
     int64_t OH = g->out_sp[0], OW = g->out_sp[1], IH = g->in_sp[0], IW = g->in_sp[1];
     int64_t KH = g->k[0], KW = g->k[1], sh = g->stride[0], sw = g->stride[1];
-    int64_t P = g->out_size;
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(P + 1));
-    if (!acc) {
-        __atomic_store_n(&((dw_job *)arg)->failed, 1, __ATOMIC_RELAXED);
+    int64_t dh = g->dil[0], dwl = g->dil[1], pt = g->pad_lo[0], pl = g->pad_lo[1];
+    int64_t P = g->out_size, Hp = j->Hp, Wq = j->Wq, ntaps = KH * KW;
+    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(P + ntaps + 1));
+    int16_t *buf = malloc(sizeof(int16_t) * (size_t)(sw * Hp * Wq + 1));
+    const int16_t **src = malloc(sizeof(int16_t *) * (size_t)(ntaps + 1));
+    if (!acc || !buf || !src) {
+        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+        free(acc);
+        free(buf);
+        free(src);
         return;
     }
+    int32_t *wt = acc + P;
+    int64_t *toff = malloc(sizeof(int64_t) * (size_t)(ntaps + 1));
+    if (!toff) {
+        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+        free(acc);
+        free(buf);
+        free(src);
+        return;
+    }
+    for (int64_t kh = 0; kh < KH; kh++) /* where each tap's run starts for output row 0 */
+        for (int64_t kw = 0; kw < KW; kw++) {
+            int64_t col = kw * dwl;
+            toff[kh * KW + kw] = ((col % sw) * Hp + kh * dh) * Wq + col / sw;
+        }
 #ifdef KQC_X86
     int vec = dw_avx512();
 #endif
+    memset(buf, 0, sizeof(int16_t) * (size_t)(sw * Hp * Wq));
     for (int64_t nc = begin; nc < end; nc++) {
         int64_t n = nc / g->C, c = nc % g->C;
         const uint8_t *xp = j->x + nc * g->in_size;
         int32_t wz = j->wz ? j->wz[j->wz_per_ch ? c : 0] : 0;
-        memset(acc, 0, sizeof(int32_t) * (size_t)P);
-        for (int64_t kh = 0; kh < KH; kh++)
-            for (int64_t kw = 0; kw < KW; kw++) {
-                int32_t wv = j->w->taps[c * g->k_size + kh * KW + kw] - wz;
-                if (wv == 0) continue;
-                int64_t x0 = kw * g->dil[1] - g->pad_lo[1];
-                int64_t lo = x0 >= 0 ? 0 : (-x0 + sw - 1) / sw;
-                int64_t hi = IW - x0 <= 0 ? 0 : (IW - x0 - 1) / sw + 1;
-                if (hi > OW) hi = OW;
-                if (lo >= hi) continue;
-                for (int64_t oh = 0; oh < OH; oh++) {
-                    int64_t ih = oh * sh - g->pad_lo[0] + kh * g->dil[0];
-                    if (ih < 0 || ih >= IH) continue;
-                    const uint8_t *xr = xp + ih * IW;
-                    int32_t *ar = acc + oh * OW;
+        for (int64_t t = 0; t < ntaps; t++) wt[t] = j->w->taps[c * ntaps + t] - wz;
+        /* the plane into the padded phases (the padding stays 0 from the first memset) */
+        for (int64_t ih = 0; ih < IH; ih++) {
+            const uint8_t *xr = xp + ih * IW;
+            for (int64_t p = 0; p < sw; p++) {
+                int64_t iw0 = ((p - pl) % sw + sw) % sw; /* first column of this phase */
+                int16_t *d = buf + (p * Hp + ih + pt) * Wq + (iw0 + pl) / sw;
 #ifdef KQC_X86
-                    if (vec && sw == 1) {
-                        dw_row_avx512(ar + lo, xr + x0 + lo, hi - lo, wv, j->xz, j->s8);
-                        continue;
-                    }
-#endif
-                    if (j->s8)
-                        for (int64_t o = lo; o < hi; o++) ar[o] += wv * ((int32_t)(int8_t)xr[x0 + o * sw] - j->xz);
-                    else
-                        for (int64_t o = lo; o < hi; o++) ar[o] += wv * ((int32_t)xr[x0 + o * sw] - j->xz);
+                if (vec && sw == 1) {
+                    widen_row_avx512(d, xr, IW, j->xz, j->s8);
+                    continue;
                 }
+#endif
+                if (j->s8)
+                    for (int64_t iw = iw0, k = 0; iw < IW; iw += sw, k++) d[k] = (int16_t)((int8_t)xr[iw] - j->xz);
+                else
+                    for (int64_t iw = iw0, k = 0; iw < IW; iw += sw, k++) d[k] = (int16_t)(xr[iw] - j->xz);
             }
+        }
+        for (int64_t oh = 0; oh < OH; oh++) {
+            for (int64_t t = 0; t < ntaps; t++) src[t] = buf + toff[t] + oh * sh * Wq;
+            int32_t *ar = acc + oh * OW;
+#ifdef KQC_X86
+            if (vec) {
+                dw_row_avx512(ar, OW, (int)ntaps, src, wt);
+                continue;
+            }
+#endif
+            for (int64_t o = 0; o < OW; o++) {
+                int32_t a = 0;
+                for (int64_t t = 0; t < ntaps; t++) a += wt[t] * src[t][o];
+                ar[o] = a;
+            }
+        }
         j->epi(j->arg, n, c, 0, 1, P, acc, P);
     }
+    free(toff);
     free(acc);
+    free(buf);
+    free(src);
 }
 
 typedef struct epi_wrap {
@@ -216,7 +264,14 @@ kiln_status kqg_conv_run(kiln_ctx *ctx, const kqg_conv_geom *g, const kqg_conv_w
     int64_t P = g->out_size, Cg = g->C / g->group, Mg = g->M / g->group, Kg = Cg * g->k_size;
     if (P <= 0 || g->N <= 0 || g->M <= 0) return KILN_OK;
     if (w->depthwise) {
-        dw_job j = {g, w, wz, wz_per_ch, xdt == KILN_DTYPE_INT8, x, xz, epi, arg, 0};
+        dw_job j = {g, w, wz, wz_per_ch, xdt == KILN_DTYPE_INT8, x, xz, epi, arg, 0, 0, 0};
+        /* padded extent: every input row and column, and every one a window reads */
+        int64_t need_h = (g->out_sp[0] - 1) * g->stride[0] + (g->k[0] - 1) * g->dil[0] + 1;
+        int64_t need_w = (g->out_sp[1] - 1) * g->stride[1] + (g->k[1] - 1) * g->dil[1] + 1;
+        int64_t hp = g->in_sp[0] + g->pad_lo[0], wp = g->in_sp[1] + g->pad_lo[1];
+        j.Hp = hp > need_h ? hp : need_h;
+        wp = wp > need_w ? wp : need_w;
+        j.Wq = (wp + g->stride[1] - 1) / g->stride[1];
         int64_t n = g->N * g->C;
         kiln_parallel_for(ctx, n, kpar_grain(n, (double)n * P * g->k_size * 0.5), dw_channels, &j);
         return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the convolution") : KILN_OK;

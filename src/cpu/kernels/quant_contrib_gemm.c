@@ -25,24 +25,63 @@ static void igemm_store(void *arg, int64_t m0, int64_t n0, int64_t mc, int64_t n
 
 kiln_status qc_igemm(kiln_ctx *ctx, int64_t M, int64_t N, int64_t K, int adt, const void *A,
                      int64_t lda, int32_t a_zp, int bdt, const void *B, int64_t ldb,
-                     const int32_t *b_zp, int b_zp_per_col, int32_t *C, int64_t ldc) {
+                     const int32_t *b_zp, int b_zp_per_col, int32_t *C, int64_t ldc,
+                     const kqg_b *packed) {
     if (M <= 0 || N <= 0) return KILN_OK;
     kqg_a a;
     kqg_b b;
+    memset(&b, 0, sizeof b);
     KILN_TRY(kqg_a_init(ctx, &a, M, K));
-    kiln_status st = kqg_b_init(ctx, &b, K, N);
+    kiln_status st = packed ? KILN_OK : kqg_b_init(ctx, &b, K, N);
     if (st != KILN_OK) {
         kqg_a_free(&a);
         return st;
     }
     kqg_pack_a(ctx, &a, adt, A, lda);
-    kqg_pack_b(ctx, &b, bdt, B, ldb, 0);
+    if (!packed) kqg_pack_b(ctx, &b, bdt, B, ldb, 0);
     igemm_out o = {C, ldc};
-    kqg_gemm(ctx, &a, &b, &a_zp, 0, b_zp, b_zp_per_col, igemm_store, &o);
+    kqg_gemm(ctx, &a, packed ? packed : &b, &a_zp, 0, b_zp, b_zp_per_col, igemm_store, &o);
     kqg_a_free(&a);
     kqg_b_free(&b);
     return KILN_OK;
 }
+
+/* A constant 2-D B packed once at init (B [K, N], or [N, K] with trans). */
+typedef struct bpack {
+    const void *src;
+    kqg_b b;
+} bpack;
+
+static kiln_status bpack_init(kiln_ctx *ctx, int idx, int trans) {
+    const kiln_tensor *B = kiln_input(ctx, idx);
+    if (!B || !B->data || B->rank != 2 || !kiln_shape_concrete(B) || !qc_is_q8(B->dtype)) return KILN_OK;
+    bpack *s = calloc(1, sizeof *s);
+    if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing B");
+    ctx->state = s;
+    KILN_TRY(kqg_b_init(ctx, &s->b, B->dims[trans ? 1 : 0], B->dims[trans ? 0 : 1]));
+    kqg_pack_b(ctx, &s->b, B->dtype, B->data, B->dims[1], trans);
+    s->src = B->data;
+    return KILN_OK;
+}
+
+/* The packed B when it is still the tensor b. */
+static const kqg_b *bpack_get(const kiln_ctx *ctx, const kiln_tensor *b) {
+    const bpack *s = ctx->state;
+    return s && s->src == b->data && b->rank == 2 ? &s->b : NULL;
+}
+
+void qc_bpack_fini(void *state) {
+    bpack *s = state;
+    if (!s) return;
+    kqg_b_free(&s->b);
+    free(s);
+}
+
+kiln_status qc_qgemm_init(kiln_ctx *ctx) {
+    return bpack_init(ctx, 3, kiln_attr_int(ctx->node, "transB", 0) != 0);
+}
+
+kiln_status qc_mm_b1_init(kiln_ctx *ctx) { return bpack_init(ctx, 1, 0); }
 
 /* A scale or zero point of B: one value, or one per column (n entries). */
 static kiln_status per_col(kiln_ctx *ctx, const kiln_tensor *t, const char *name, int64_t n, int *pc) {
@@ -154,17 +193,18 @@ kiln_status qc_qgemm_compute(kiln_ctx *ctx) {
     int bpc = kiln_numel(g.bs) != 1, zpc = g.bz && kiln_numel(g.bz) != 1;
     const uint8_t *a = g.a->data, *b = g.b->data;
     uint8_t *at = NULL, *bt = NULL;
+    const kqg_b *bp = bpack_get(ctx, g.b);
     if (g.ta) a = at = transpose8(a, K, M);
-    if (g.tb) b = bt = transpose8(b, N, K);
+    if (g.tb && !bp) b = bt = transpose8(b, N, K);
     int32_t *acc = malloc(sizeof(int32_t) * (size_t)(M * N));
     int32_t *bz = zp_vector(g.bz, N, zpc);
     float *scale = malloc(sizeof(float) * (size_t)N);
     kiln_status st = KILN_OK;
-    if ((g.ta && !at) || (g.tb && !bt) || !acc || !bz || !scale) {
+    if ((g.ta && !at) || (g.tb && !bp && !bt) || !acc || !bz || !scale) {
         st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for QGemm");
         goto done;
     }
-    st = qc_igemm(ctx, M, N, K, g.a->dtype, a, K, g.az, g.b->dtype, b, N, bz, zpc, acc, N);
+    st = qc_igemm(ctx, M, N, K, g.a->dtype, a, K, g.az, g.b->dtype, b, N, bz, zpc, acc, N, bp);
     if (st != KILN_OK) goto done;
     if (g.c) {
         const int32_t *c = g.c->data;
@@ -267,7 +307,8 @@ static kiln_status mmf_run(kiln_ctx *ctx, const mmf *p, int adt, const void *a, 
     for (int64_t bt = 0; bt < p->batch && st == KILN_OK; bt++) {
         const uint8_t *ab = (const uint8_t *)a + bt * M * K;
         const uint8_t *bb = (const uint8_t *)p->b->data + (p->b_batch > 1 ? bt : 0) * K * N;
-        st = qc_igemm(ctx, M, N, K, adt, ab, K, az, p->b->dtype, bb, N, bz, zpc, acc, N);
+        st = qc_igemm(ctx, M, N, K, adt, ab, K, az, p->b->dtype, bb, N, bz, zpc, acc, N,
+                      p->b_batch > 1 ? NULL : bpack_get(ctx, p->b));
         float *yb = y + bt * M * N;
         for (int64_t i = 0; st == KILN_OK && i < M * N; i++) {
             int64_t n = i % N;
@@ -472,7 +513,7 @@ kiln_status qc_qattention_compute(kiln_ctx *ctx) {
         goto done;
     }
     st = qc_igemm(ctx, BS, W, q.Di, KILN_DTYPE_UINT8, q.input->data, q.Di, q.iz, q.w->dtype,
-                  q.w->data, W, wz, zpc, acc, W);
+                  q.w->data, W, wz, zpc, acc, W, NULL);
     if (st != KILN_OK) goto done;
     const float *ws = q.ws->data, *bias = q.bias->data;
     for (int64_t i = 0; i < BS * W; i++) {
