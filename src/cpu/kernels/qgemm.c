@@ -212,19 +212,26 @@ static inline __attribute__((always_inline)) VNNI void
 ukr_body(const int mr, const int np, int64_t K4, const uint8_t *a, int64_t lda, const int8_t *b,
          int64_t ps, int32_t *c, int64_t ldc) {
     __m512i acc[MR][MAXNP];
+#pragma GCC unroll 8
     for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
         for (int q = 0; q < np; q++) acc[i][q] = _mm512_setzero_si512();
     for (int64_t k = 0; k < K4; k++) {
         __m512i bv[MAXNP];
+#pragma GCC unroll 4
         for (int q = 0; q < np; q++) bv[q] = _mm512_load_si512((const void *)(b + q * ps + k * 64));
+#pragma GCC unroll 8
         for (int i = 0; i < mr; i++) {
             int32_t w;
             memcpy(&w, a + i * lda + k * 4, 4);
             __m512i av = _mm512_set1_epi32(w);
+#pragma GCC unroll 4
             for (int q = 0; q < np; q++) acc[i][q] = _mm512_dpbusd_epi32(acc[i][q], av, bv[q]);
         }
     }
+#pragma GCC unroll 8
     for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
         for (int q = 0; q < np; q++) _mm512_storeu_si512((void *)(c + i * ldc + q * 16), acc[i][q]);
 }
 
