@@ -205,6 +205,83 @@ static kiln_status fuse_gemm(opt_ctx *c, kiln_node *q) {
     return opt_replace(c, pattern, np, "com.microsoft", "QGemm", -1, ins, 9, &out, 1, attrs, 3);
 }
 
+/* ---- dynamic quantisation (onnxruntime.quantization.quantize_dynamic) ----
+ * DynamicQuantizeLinear(x) -> MatMulInteger(xq, Wq, xz, wz) -> Cast(float) -> Mul(Mul(xs, ws))
+ * [-> Add(bias)] => com.microsoft DynamicQuantizeMatMul(x, Wq, ws, wz [, bias]), whose kernel
+ * quantises x the same way and scales the int32 sums by xs * ws in the same order. */
+
+/* mul = Mul(float(MatMulInteger(DQL(x)...)), Mul(xs, ws)) matched; fills the fused node's inputs. */
+static int match_dyn_mul(opt_ctx *c, kiln_node *mul, int *ins, kiln_node **pat, int *np) {
+    if (mul->removed || mul->domain[0] || strcmp(mul->op_type, "Mul") || mul->n_in != 2 || mul->n_out != 1)
+        return 0;
+    for (int k = 0; k < 2; k++) {
+        int yf = mul->in[k], s = mul->in[1 - k];
+        kiln_node *cast = opt_private(c, yf, 1) ? opt_producer(c, yf, "Cast") : NULL;
+        if (!cast || kiln_attr_int(cast, "to", 0) != KILN_DTYPE_FLOAT) continue;
+        kiln_node *mmi = opt_private(c, cast->in[0], 1) ? opt_producer(c, cast->in[0], "MatMulInteger") : NULL;
+        if (!mmi || mmi->n_in < 3 || mmi->in[2] < 0) continue;
+        kiln_node *dql = opt_producer(c, mmi->in[0], "DynamicQuantizeLinear");
+        if (!dql || dql->n_out < 3 || dql->out[0] != mmi->in[0] || dql->out[2] != mmi->in[2]) continue;
+        const kiln_tensor *fx = opt_fact(c, dql->in[0]), *w = opt_const(c, mmi->in[1]);
+        if (fx->dtype != KILN_DTYPE_FLOAT || fx->rank < 2 || !w || w->rank != 2 || !is_q8(w->dtype)) continue;
+        int64_t N = w->dims[1];
+        const kiln_tensor *wz = opt_in(mmi, 3) >= 0 ? opt_const(c, mmi->in[3]) : NULL;
+        if (opt_in(mmi, 3) >= 0 && (!wz || (kiln_numel(wz) != 1 && (wz->rank != 1 || kiln_numel(wz) != N))))
+            continue;
+        kiln_node *sm = opt_private(c, s, 1) ? opt_producer(c, s, "Mul") : NULL;
+        if (!sm || sm->n_in != 2) continue;
+        int ws = sm->in[0] == dql->out[1] ? sm->in[1] : sm->in[1] == dql->out[1] ? sm->in[0] : -1;
+        const kiln_tensor *wst = ws >= 0 ? opt_const(c, ws) : NULL;
+        if (!wst || wst->dtype != KILN_DTYPE_FLOAT || (kiln_numel(wst) != 1 && (wst->rank != 1 || kiln_numel(wst) != N)))
+            continue;
+        ins[0] = dql->in[0];
+        ins[1] = mmi->in[1];
+        ins[2] = ws;
+        ins[3] = opt_in(mmi, 3);
+        *np = 0;
+        /* DynamicQuantizeLinear is usually shared (Q, K and V read one); it goes when nobody is left */
+        pat[(*np)++] = sm;
+        pat[(*np)++] = mmi;
+        pat[(*np)++] = cast;
+        pat[(*np)++] = mul;
+        return 1;
+    }
+    return 0;
+}
+
+static kiln_status fuse_dynamic(opt_ctx *c) {
+    kiln_graph *g = c->g;
+    int ins[5];
+    kiln_node *pat[6];
+    int np;
+    for (int i = 0; i < g->n_nodes; i++) { /* with the bias Add first */
+        kiln_node *add = &g->nodes[i];
+        if (add->removed || add->domain[0] || strcmp(add->op_type, "Add") || add->n_in != 2 || add->n_out != 1)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            int v = add->in[k];
+            kiln_node *mul = opt_private(c, v, 1) ? opt_producer(c, v, "Mul") : NULL;
+            const kiln_tensor *bias = opt_const(c, add->in[1 - k]);
+            if (!mul || !bias || bias->dtype != KILN_DTYPE_FLOAT || bias->rank != 1 || !match_dyn_mul(c, mul, ins, pat, &np))
+                continue;
+            if (bias->dims[0] != opt_const(c, ins[1])->dims[1]) continue;
+            ins[4] = add->in[1 - k];
+            pat[np++] = add;
+            int out = add->out[0];
+            KILN_TRY(opt_replace(c, pat, np, "com.microsoft", "DynamicQuantizeMatMul", -1, ins, 5, &out, 1, NULL, 0));
+            break;
+        }
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *mul = &g->nodes[i];
+        if (!match_dyn_mul(c, mul, ins, pat, &np)) continue;
+        int out = mul->out[0];
+        KILN_TRY(opt_replace(c, pat, np, "com.microsoft", "DynamicQuantizeMatMul", -1, ins, ins[3] >= 0 ? 4 : 3, &out,
+                             1, NULL, 0));
+    }
+    return KILN_OK;
+}
+
 kiln_status opt_fuse_qdq(opt_ctx *c) {
     kiln_graph *g = c->g;
     if (c->device) return KILN_OK; /* the device runs the float ops; it has no integer kernels */
@@ -217,5 +294,5 @@ kiln_status opt_fuse_qdq(opt_ctx *c) {
         if (q->removed) continue;
         KILN_TRY(fuse_gemm(c, q));
     }
-    return KILN_OK;
+    return fuse_dynamic(c);
 }

@@ -423,22 +423,7 @@ typedef struct minmax_job {
 
 static void minmax_range(void *arg, int64_t begin, int64_t end) {
     minmax_job *j = arg;
-    for (int64_t c = begin; c < end; c++) {
-        float lo[8] = {0}, hi[8] = {0}; /* the range always includes 0; 8 lanes for the vectoriser */
-        const float *x = j->x + c * j->chunk;
-        for (int64_t i = 0; i + 8 <= j->chunk; i += 8)
-            for (int k = 0; k < 8; k++) {
-                float v = x[i + k];
-                lo[k] = v < lo[k] ? v : lo[k];
-                hi[k] = v > hi[k] ? v : hi[k];
-            }
-        for (int k = 1; k < 8; k++) {
-            lo[0] = lo[k] < lo[0] ? lo[k] : lo[0];
-            hi[0] = hi[k] > hi[0] ? hi[k] : hi[0];
-        }
-        j->mins[c] = lo[0];
-        j->maxs[c] = hi[0];
-    }
+    for (int64_t c = begin; c < end; c++) kiln_quant_minmax(j->x + c * j->chunk, j->chunk, &j->mins[c], &j->maxs[c]);
 }
 
 static kiln_status dynq_infer(kiln_ctx *ctx) {
@@ -470,10 +455,10 @@ static kiln_status dynq_compute(kiln_ctx *ctx) {
     } else {
         nchunks = 0;
     }
-    for (int64_t i = nchunks * chunk; i < n; i++) {
-        if (xd[i] < lo) lo = xd[i];
-        if (xd[i] > hi) hi = xd[i];
-    }
+    float tlo, thi; /* the rest */
+    kiln_quant_minmax(xd + nchunks * chunk, n - nchunks * chunk, &tlo, &thi);
+    lo = tlo < lo ? tlo : lo;
+    hi = thi > hi ? thi : hi;
     /* NaN elements never win a comparison, so they do not widen the range (and quantise to 0) */
     if (isinf(lo) || isinf(hi))
         return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "input holds an infinity; no finite scale exists");
@@ -511,6 +496,66 @@ static kiln_status dynq_compute(kiln_ctx *ctx) {
     j.zp = &zt;
     kiln_parallel_for(ctx, n, 16384, quant_range_f32_u8, &j);
     return KILN_OK;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f"))) static void minmax_avx512(const float *x, int64_t n, float *lo, float *hi) {
+    __m512 l = _mm512_setzero_ps(), h = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        l = _mm512_min_ps(v, l); /* a NaN element yields the second operand: it is skipped */
+        h = _mm512_max_ps(v, h);
+    }
+    float a = _mm512_reduce_min_ps(l), b = _mm512_reduce_max_ps(h);
+    for (; i < n; i++) {
+        a = x[i] < a ? x[i] : a;
+        b = x[i] > b ? x[i] : b;
+    }
+    *lo = a;
+    *hi = b;
+}
+#endif
+
+void kiln_quant_minmax(const float *x, int64_t n, float *lo, float *hi) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (quant_avx512()) {
+        minmax_avx512(x, n, lo, hi);
+        return;
+    }
+#endif
+    float a = 0.0f, b = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        a = x[i] < a ? x[i] : a;
+        b = x[i] > b ? x[i] : b;
+    }
+    *lo = a;
+    *hi = b;
+}
+
+void kiln_quantize_f32_u8(kiln_ctx *ctx, const float *x, int64_t n, float scale, uint8_t zp, uint8_t *y) {
+    kiln_tensor xt, yt, st, zt;
+    memset(&xt, 0, sizeof xt);
+    memset(&yt, 0, sizeof yt);
+    memset(&st, 0, sizeof st);
+    memset(&zt, 0, sizeof zt);
+    kiln_tensor_set_shape(&xt, KILN_DTYPE_FLOAT, 1, &n);
+    xt.data = (void *)x;
+    kiln_tensor_set_shape(&yt, KILN_DTYPE_UINT8, 1, &n);
+    yt.data = y;
+    kiln_tensor_set_shape(&st, KILN_DTYPE_FLOAT, 0, NULL);
+    st.data = &scale;
+    kiln_tensor_set_shape(&zt, KILN_DTYPE_UINT8, 0, NULL);
+    zt.data = &zp;
+    quant_job j;
+    memset(&j, 0, sizeof j);
+    j.x = &xt;
+    j.y = &yt;
+    j.scale = &st;
+    j.zp = &zt;
+    j.lo = 0.0f;
+    j.hi = 255.0f;
+    if (n > 0) kiln_parallel_for(ctx, n, 16384, quant_range_f32_u8, &j);
 }
 
 const kiln_op kiln_ops_quant[] = {

@@ -5,6 +5,7 @@
 #include "gemm_util.h"
 #include "qgemm.h"
 #include "quant_contrib.h"
+#include "quant_kernels.h"
 #include <stdlib.h>
 
 static const int Q8_TYPES[] = {KILN_DTYPE_UINT8, KILN_DTYPE_INT8};
@@ -290,34 +291,51 @@ static kiln_status mmf_shapes(kiln_ctx *ctx, mmf *p) {
     return KILN_OK;
 }
 
-/* y = float(acc) * a_scale * b_scale[n] + bias[n] over every batch. */
+typedef struct mmf_epi {
+    float *y;
+    int64_t N;
+    const float *scale_v; /* a_scale * b_scale[n], or NULL for scale_s */
+    float scale_s;
+    const float *bias;
+} mmf_epi;
+
+static void mmf_store(void *arg, int64_t m0, int64_t n0, int64_t mc, int64_t nc, const int32_t *acc,
+                      int64_t ld) {
+    const mmf_epi *e = arg;
+    for (int64_t i = 0; i < mc; i++)
+        kqg_scale_row(acc + i * ld, nc, e->scale_v ? e->scale_v + n0 : NULL, e->scale_s,
+                      e->bias ? e->bias + n0 : NULL, e->y + (m0 + i) * e->N + n0);
+}
+
+/* y = float(acc) * (a_scale * b_scale[n]) + bias[n] over every batch; a B shared by every batch
+ * makes one product of batch * M rows. */
 static kiln_status mmf_run(kiln_ctx *ctx, const mmf *p, int adt, const void *a, int32_t az, float as,
                            float *y) {
     int64_t M = p->M, N = p->N, K = p->K;
     int spc = kiln_numel(p->bs) != 1, zpc = p->bz && kiln_numel(p->bz) != 1;
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(M * N + 1));
+    int fold = p->b_batch == 1;
+    int64_t rows = fold ? p->batch * M : M, nprod = fold ? 1 : p->batch;
+    const kqg_b *bp = fold ? bpack_get(ctx, p->b) : NULL;
     int32_t *bz = zp_vector(p->bz, N, zpc);
-    if (!acc || !bz) {
-        free(acc);
-        free(bz);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the integer product");
+    float *scale = malloc(sizeof(float) * (size_t)(N + 1));
+    kqg_a A;
+    kqg_b B;
+    memset(&B, 0, sizeof B);
+    kiln_status st = kqg_a_init(ctx, &A, rows, K);
+    if (st == KILN_OK && !bp) st = kqg_b_init(ctx, &B, K, N);
+    if (st == KILN_OK && (!bz || !scale)) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the integer product");
+    const float *bs = st == KILN_OK ? p->bs->data : NULL;
+    for (int64_t n = 0; st == KILN_OK && n < (spc ? N : 1); n++) scale[n] = as * bs[n];
+    for (int64_t bt = 0; st == KILN_OK && bt < nprod; bt++) {
+        kqg_pack_a(ctx, &A, adt, (const uint8_t *)a + bt * M * K, K);
+        if (!bp) kqg_pack_b(ctx, &B, p->b->dtype, (const uint8_t *)p->b->data + (fold ? 0 : bt) * K * N, N, 0);
+        mmf_epi e = {y + bt * M * N, N, spc ? scale : NULL, scale[0], p->bias ? p->bias->data : NULL};
+        kqg_gemm(ctx, &A, bp ? bp : &B, &az, 0, bz, zpc, mmf_store, &e);
     }
-    const float *bs = p->bs->data, *bias = p->bias ? p->bias->data : NULL;
-    kiln_status st = KILN_OK;
-    for (int64_t bt = 0; bt < p->batch && st == KILN_OK; bt++) {
-        const uint8_t *ab = (const uint8_t *)a + bt * M * K;
-        const uint8_t *bb = (const uint8_t *)p->b->data + (p->b_batch > 1 ? bt : 0) * K * N;
-        st = qc_igemm(ctx, M, N, K, adt, ab, K, az, p->b->dtype, bb, N, bz, zpc, acc, N,
-                      p->b_batch > 1 ? NULL : bpack_get(ctx, p->b));
-        float *yb = y + bt * M * N;
-        for (int64_t i = 0; st == KILN_OK && i < M * N; i++) {
-            int64_t n = i % N;
-            float v = (float)acc[i] * (as * bs[spc ? n : 0]);
-            yb[i] = bias ? v + bias[n] : v;
-        }
-    }
-    free(acc);
+    kqg_a_free(&A);
+    kqg_b_free(&B);
     free(bz);
+    free(scale);
     return st;
 }
 
@@ -353,18 +371,15 @@ kiln_status qc_dqmm_compute(kiln_ctx *ctx) {
     if (!y || kiln_numel(y) == 0) return KILN_OK;
     int64_t n = kiln_numel(p.a);
     const float *a = p.a->data;
-    float mn = 0.0f, mx = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        mn = a[i] < mn ? a[i] : mn;
-        mx = a[i] > mx ? a[i] : mx;
-    }
+    float mn, mx;
+    kiln_quant_minmax(a, n, &mn, &mx);
     float scale = mx == mn ? 1.0f : (mx - mn) / 255.0f;
     float z0 = 0.0f - mn / scale;
     z0 = !(z0 >= 0.0f) ? 0.0f : z0 > 255.0f ? 255.0f : z0; /* NaN (an infinite input) -> 0 */
     int32_t zp = (int32_t)rintf(z0);
     uint8_t *aq = malloc((size_t)(n + 1));
     if (!aq) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for DynamicQuantizeMatMul");
-    for (int64_t i = 0; i < n; i++) aq[i] = (uint8_t)qc_quantize(a[i], scale, zp, 0, 255);
+    kiln_quantize_f32_u8(ctx, a, n, scale, (uint8_t)zp, aq);
     kiln_status st = mmf_run(ctx, &p, KILN_DTYPE_UINT8, aq, zp, scale, y->data);
     free(aq);
     return st;
