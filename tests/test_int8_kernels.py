@@ -261,3 +261,160 @@ def test_qlinear_conv_bad_per_channel_scale():
     m, feeds = model("QLinearConv", inputs, const=("w", "ws", "wz", "b"), opset=10)
     with pytest.raises(Exception, match="w_scale"):
         run_kiln(m, feeds)
+
+
+# ---- fused QDQ and dynamic-quantisation models (src/opt/fuse_qdq.c) ----
+#
+# Float models quantised with onnxruntime.quantization, run by kiln (which fuses
+# DequantizeLinear -> Conv / MatMul / Gemm -> QuantizeLinear into QLinearConv / QLinearMatMul /
+# QGemm, and DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul [-> Add] into
+# DynamicQuantizeMatMul) and by onnxruntime with its default graph optimisations, which fuse the
+# same patterns: the outputs must be identical.
+
+def float_model(nodes, inputs, outputs, inits, opset=17):
+    g = helper.make_graph(nodes, "g", inputs, outputs,
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def cnn_model():
+    w = lambda *s: (RNG.standard_normal(s) * (2.0 / np.prod(s[1:])) ** 0.5).astype(np.float32)  # noqa: E731
+    inits = {"w1": w(8, 3, 3, 3), "b1": RNG.standard_normal(8).astype(np.float32) * 0.1,
+             "w2": w(8, 1, 3, 3), "b2": RNG.standard_normal(8).astype(np.float32) * 0.1,
+             "w3": w(16, 8, 1, 1), "b3": RNG.standard_normal(16).astype(np.float32) * 0.1,
+             "w4": w(12, 16, 3, 3)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], group=8),
+             helper.make_node("Conv", ["c2", "w3", "b3"], ["c3"]),
+             helper.make_node("Conv", ["c3", "w4"], ["y"], pads=[0, 1, 1, 0])]
+    return float_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 21, 19])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits), \
+        {"x": (1, 3, 21, 19)}
+
+
+def mlp_model():
+    inits = {"w1": RNG.standard_normal((40, 72)).astype(np.float32) * 0.2,
+             "w2": RNG.standard_normal((72, 24)).astype(np.float32) * 0.2,
+             "g1": RNG.standard_normal((24, 24)).astype(np.float32) * 0.3,
+             "gb": RNG.standard_normal(24).astype(np.float32) * 0.1}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"]),
+             helper.make_node("MatMul", ["m1", "w2"], ["m2"]),
+             helper.make_node("Reshape", ["m2", "shape"], ["r"]),
+             helper.make_node("Gemm", ["r", "g1", "gb"], ["y"], transB=1)]
+    inits["shape"] = np.array([-1, 24], np.int64)
+    return float_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5, 40])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits), {"x": (3, 5, 40)}
+
+
+def dyn_model():
+    inits = {"w1": RNG.standard_normal((64, 96)).astype(np.float32) * 0.2,
+             "b1": RNG.standard_normal(96).astype(np.float32) * 0.1,
+             "w2": RNG.standard_normal((96, 33)).astype(np.float32) * 0.2}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"]), helper.make_node("Add", ["m1", "b1"], ["a1"]),
+             helper.make_node("Relu", ["a1"], ["r1"]), helper.make_node("MatMul", ["r1", "w2"], ["y"])]
+    return float_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 7, 64])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits), {"x": (2, 7, 64)}
+
+
+def quantise(model, shapes, tmp_path, mode, per_channel=False, act=None):
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    src, dst = str(tmp_path / "f.onnx"), str(tmp_path / f"q_{mode}.onnx")
+    with open(src, "wb") as f:
+        f.write(model.SerializeToString())
+    if mode == "dynamic":
+        quantize_dynamic(src, dst)
+        return dst
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            self.i += 1
+            if self.i > 6:
+                return None
+            return {k: RNG.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=act or QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return dst
+
+
+def kiln_ops_after_fusion(path, tmp_path):
+    import onnx
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+    import kiln.onnxruntime as kort  # the onnxruntime-compatible API writes the optimised model
+    so = kort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "kiln_opt.onnx")
+    kort.InferenceSession(path, sess_options=so)
+    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+def run_both(path, shapes):
+    import onnxruntime as ort
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+    import kiln
+    feeds = {k: RNG.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = kiln.InferenceSession(path, threads=2).run(None, feeds)[0]
+    return got, want
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("act", ["u8", "s8"])
+def test_qdq_cnn_fused_and_exact(tmp_path, per_channel, act):
+    from onnxruntime.quantization import QuantType
+    model, shapes = cnn_model()
+    path = quantise(model, shapes, tmp_path, "qdq", per_channel, QuantType.QUInt8 if act == "u8" else QuantType.QInt8)
+    ops = kiln_ops_after_fusion(path, tmp_path)
+    assert ops.count("QLinearConv") == 4 and "Conv" not in ops, ops
+    got, want = run_both(path, shapes)
+    assert np.unique(want).size > 20, "the output should span many codes"
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qdq_matmul_gemm_fused_and_exact(tmp_path, per_channel):
+    model, shapes = mlp_model()
+    path = quantise(model, shapes, tmp_path, "qdq", per_channel)
+    ops = kiln_ops_after_fusion(path, tmp_path)
+    assert ops.count("QLinearMatMul") == 2 and ops.count("QGemm") == 1, ops
+    assert "MatMul" not in ops and "Gemm" not in ops, ops
+    got, want = run_both(path, shapes)
+    assert np.unique(want).size > 20
+    np.testing.assert_array_equal(got, want)
+
+
+def test_dynamic_quantisation_fused_and_exact(tmp_path):
+    model, shapes = dyn_model()
+    path = quantise(model, shapes, tmp_path, "dynamic")
+    ops = kiln_ops_after_fusion(path, tmp_path)
+    assert ops.count("DynamicQuantizeMatMul") == 2 and "MatMulInteger" not in ops, ops
+    got, want = run_both(path, shapes)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_qdq_fusion_left_alone_when_bias_scale_differs(tmp_path):
+    """A bias whose scale is not x_scale * w_scale cannot become QLinearConv's int32 bias: the
+    pattern stays as it is, and still computes the same as onnxruntime's unfused graph."""
+    import onnx
+    model, shapes = cnn_model()
+    path = quantise(model, shapes, tmp_path, "qdq", False)
+    m = onnx.load(path)
+    for t in m.graph.initializer:
+        if t.name.endswith("b1_quantized_scale"):
+            arr = numpy_helper.to_array(t) * 1.5
+            t.CopyFrom(numpy_helper.from_array(arr.astype(np.float32), t.name))
+            break
+    else:
+        pytest.fail("no bias scale found: the quantiser's naming changed")
+    onnx.save(m, path)
+    ops = kiln_ops_after_fusion(path, tmp_path)
+    assert ops.count("QLinearConv") == 3 and ops.count("Conv") == 1, ops
+    feeds = {k: RNG.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    want = run_ort(m, feeds)[0]  # no graph optimisations: the reference computes the graph as written
+    got = run_kiln(m, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=float(np.abs(want).max()) * 0.02)
