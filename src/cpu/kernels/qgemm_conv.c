@@ -129,17 +129,47 @@ typedef struct dw_job {
 } dw_job;
 
 #ifdef KQC_X86
-/* One output row: acc[o] = sum over taps t of wt[t] * src[t][o], o in [0, n). */
+/* One output row: acc[o] = sum over taps t of wt[t] * src[t][o], o in [0, n). Two taps at a
+ * time with vpmaddwd: their int16 inputs interleaved in pairs (unpack works within 128-bit
+ * lanes, so the sums come out permuted and are put back in order at the end). The products of
+ * int16 values are formed in 32 bits and x - xz, w - wz stay within +-255: exact. */
 AVX512 static void dw_row_avx512(int32_t *acc, int64_t n, int ntaps, const int16_t *const *src,
                                  const int32_t *wt) {
-    for (int64_t o = 0; o < n; o += 16) {
-        __mmask16 m = n - o >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - o)) - 1u);
-        __m512i a = _mm512_setzero_si512();
-        for (int t = 0; t < ntaps; t++) {
-            __m512i v = _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(m, src[t] + o));
-            a = _mm512_add_epi32(a, _mm512_mullo_epi32(v, _mm512_set1_epi32(wt[t])));
+    const __m512i idx0 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i idx1 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    for (int64_t o = 0; o < n; o += 32) {
+        __mmask32 m = n - o >= 32 ? 0xffffffffu : (__mmask32)((1u << (n - o)) - 1u);
+        __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+        for (int t = 0; t < ntaps; t += 2) {
+            __m512i a = _mm512_maskz_loadu_epi16(m, src[t] + o);
+            __m512i b = t + 1 < ntaps ? _mm512_maskz_loadu_epi16(m, src[t + 1] + o) : _mm512_setzero_si512();
+            int32_t w1 = t + 1 < ntaps ? wt[t + 1] : 0;
+            __m512i w = _mm512_set1_epi32((int32_t)(((uint32_t)w1 << 16) | ((uint32_t)wt[t] & 0xffffu)));
+            lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), w));
+            hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), w));
         }
-        _mm512_mask_storeu_epi32(acc + o, m, a);
+        __m512i r0 = _mm512_permutex2var_epi32(lo, idx0, hi), r1 = _mm512_permutex2var_epi32(lo, idx1, hi);
+        __mmask16 m0 = (__mmask16)(m & 0xffffu), m1 = (__mmask16)(m >> 16);
+        _mm512_mask_storeu_epi32(acc + o, m0, r0);
+        _mm512_mask_storeu_epi32(acc + o + 16, m1, r1);
+    }
+}
+
+/* x[0, n) - xz as int16 split by parity: even elements to ev[0, ...), odd ones to od[0, ...). */
+AVX512 static void widen_split2_avx512(int16_t *ev, int16_t *od, const uint8_t *x, int64_t n, int32_t xz, int s8) {
+    const __m512i vz = _mm512_set1_epi16((short)xz);
+    const __m512i perm = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7); /* after the pack below */
+    for (int64_t i = 0; i < n; i += 32) {
+        int64_t c = n - i < 32 ? n - i : 32;
+        __mmask32 m = c == 32 ? 0xffffffffu : (__mmask32)((1u << c) - 1u);
+        __m256i b = _mm256_maskz_loadu_epi8(m, x + i);
+        __m512i v = _mm512_sub_epi16(s8 ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b), vz);
+        /* evens are the low halves of the 32-bit pairs, odds the high halves */
+        __m512i e = _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 16), d = _mm512_srai_epi32(v, 16);
+        __m512i pk = _mm512_permutexvar_epi64(perm, _mm512_packs_epi32(e, d));
+        int64_t ne = (c + 1) / 2, no = c / 2;
+        _mm256_mask_storeu_epi16(ev + i / 2, (__mmask16)((1u << ne) - 1u), _mm512_castsi512_si256(pk));
+        _mm256_mask_storeu_epi16(od + i / 2, (__mmask16)((1u << no) - 1u), _mm512_extracti64x4_epi64(pk, 1));
     }
 }
 
@@ -215,6 +245,13 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
                 if (vec && sw == 1) {
                     widen_row_avx512(d, xr, IW, j->xz, j->s8);
                     continue;
+                }
+                if (vec && sw == 2) { /* both phases in one pass */
+                    int16_t *other = buf + ((1 - p) * Hp + ih + pt) * Wq + (iw0 + 1 + pl) / sw;
+                    widen_split2_avx512(d, other, xr + iw0, IW - iw0, j->xz, j->s8);
+                    if (iw0 == 1) /* column 0 is the other phase's first element */
+                        buf[((pl % 2) * Hp + ih + pt) * Wq + pl / 2] = (int16_t)((j->s8 ? (int32_t)(int8_t)xr[0] : (int32_t)xr[0]) - j->xz);
+                    break;
                 }
 #endif
                 if (j->s8)
