@@ -227,7 +227,9 @@ def test_portable_kernel_matches(tmp_path):
         "t.test_qlinear_matmul(t.U8, t.S8, ((50, 130), (130, 129)), True)\n"
         "t.test_qlinear_matmul_per_column(t.S8, t.S8, True)\n"
         "t.test_matmul_integer_extreme_values()\n"
-        "for c in t.CONV_CASES[:5]: t.test_qlinear_conv(t.U8, t.S8, True, c, True)\n"
+        "for c in t.CONV_CASES: t.test_qlinear_conv(t.U8, t.S8, True, c, True)\n"
+        "for c in t.CONV_CASES[4:7]: t.test_qlinear_conv(t.S8, t.S8, False, c, False)\n"
+        "t.test_matmul_integer_per_row_zero_points((3, 6, 21))\n"
         "print('portable ok')\n")
     env = dict(os.environ, KILN_NO_VNNI="1")
     r = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.abspath(__file__)),

@@ -36,7 +36,8 @@ typedef struct kqg_b {
     int32_t off;     /* 0 for int8 sources, 128 for uint8 */
 } kqg_b;
 
-/* 1 when the CPU runs the VNNI kernel (KILN_NO_VNNI=1 forces the portable one, for tests). */
+/* 1 when the CPU runs the VNNI kernel (KILN_NO_VNNI=1 forces the portable kernels, the AVX-512
+ * packing and epilogue loops included, for tests). */
 int kqg_have_vnni(void);
 
 kiln_status kqg_a_init(kiln_ctx *ctx, kqg_a *a, int64_t M, int64_t K);

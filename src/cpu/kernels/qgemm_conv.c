@@ -188,8 +188,9 @@ static int dw_avx512(void) {
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
+        const char *env = getenv("KILN_NO_VNNI"); /* the portable loops, for tests */
         cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl");
+                 __builtin_cpu_supports("avx512vl") && !(env && *env && *env != '0');
     }
     return cached;
 }
@@ -213,13 +214,19 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
         return;
     }
     int32_t *wt = acc + P;
-    int64_t *toff = malloc(sizeof(int64_t) * (size_t)(ntaps + 1));
+    int64_t *toff = malloc(sizeof(int64_t) * (size_t)(ntaps + 2 * sw + 1));
     if (!toff) {
         __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
         free(acc);
         free(buf);
         free(src);
         return;
+    }
+    int64_t *ph_first = toff + ntaps, *ph_index = ph_first + sw; /* per phase: first input column,
+                                                                   * its index in the phase */
+    for (int64_t p = 0; p < sw; p++) {
+        ph_first[p] = ((p - pl) % sw + sw) % sw;
+        ph_index[p] = (ph_first[p] + pl) / sw;
     }
     for (int64_t kh = 0; kh < KH; kh++) /* where each tap's run starts for output row 0 */
         for (int64_t kw = 0; kw < KW; kw++) {
@@ -239,15 +246,15 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
         for (int64_t ih = 0; ih < IH; ih++) {
             const uint8_t *xr = xp + ih * IW;
             for (int64_t p = 0; p < sw; p++) {
-                int64_t iw0 = ((p - pl) % sw + sw) % sw; /* first column of this phase */
-                int16_t *d = buf + (p * Hp + ih + pt) * Wq + (iw0 + pl) / sw;
+                int64_t iw0 = ph_first[p];
+                int16_t *d = buf + (p * Hp + ih + pt) * Wq + ph_index[p];
 #ifdef KQC_X86
                 if (vec && sw == 1) {
                     widen_row_avx512(d, xr, IW, j->xz, j->s8);
                     continue;
                 }
                 if (vec && sw == 2) { /* both phases in one pass */
-                    int16_t *other = buf + ((1 - p) * Hp + ih + pt) * Wq + (iw0 + 1 + pl) / sw;
+                    int16_t *other = buf + ((1 - p) * Hp + ih + pt) * Wq + (iw0 + 1 + pl) / 2;
                     widen_split2_avx512(d, other, xr + iw0, IW - iw0, j->xz, j->s8);
                     if (iw0 == 1) /* column 0 is the other phase's first element */
                         buf[((pl % 2) * Hp + ih + pt) * Wq + pl / 2] = (int16_t)((j->s8 ? (int32_t)(int8_t)xr[0] : (int32_t)xr[0]) - j->xz);
