@@ -12,10 +12,14 @@ Models, built on the first run into --models-dir and reused after:
   mnv3_qop   the same in QOperator format (QLinearConv, QLinearAdd, ... nodes)
 
 Each (model, runtime, threads) runs in its own process: load, one first run, 5 warm-up runs, then
---runs timed runs.
+--runs timed runs. Besides wall-clock latency each run's process CPU time is recorded: on a shared
+machine it moves much less than the wall clock (at one thread it is the run's own work; at two it
+is both threads' work added). --baseline DIR adds a column for another kiln checkout built in
+DIR/build (e.g. the commit before the int8 work), run through its own python/ package.
 
   python3 bench/int8_bench.py                       # 1 and 2 threads, prints a table
   python3 bench/int8_bench.py --write               # also bench/results/int8_cpu.md
+  python3 bench/int8_bench.py --baseline /tmp/base  # plus a column for an older build
 """
 import argparse
 import json
@@ -101,6 +105,7 @@ def feeds_of(name):
 
 def worker(runtime, name, path, threads, runs, out_npy):
     feeds = feeds_of(name)
+    kiln_root = os.environ.get("INT8_BENCH_KILN_ROOT", ROOT)
     t0 = time.perf_counter()
     if runtime == "ort":
         import onnxruntime as ort
@@ -110,7 +115,7 @@ def worker(runtime, name, path, threads, runs, out_npy):
         s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         run = lambda: s.run(None, feeds)  # noqa: E731
     else:
-        sys.path.insert(0, os.path.join(ROOT, "python"))
+        sys.path.insert(0, os.path.join(kiln_root, "python"))
         import kiln
         s = kiln.InferenceSession(path, threads=threads)
         run = lambda: s.run(None, feeds)  # noqa: E731
@@ -119,17 +124,21 @@ def worker(runtime, name, path, threads, runs, out_npy):
     np.save(out_npy, np.asarray(out[0]))
     for _ in range(5):
         run()
-    ts = []
+    ts, cs = [], []
     for _ in range(runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         run()
         ts.append(time.perf_counter() - t)
-    ts = np.array(ts) * 1e3
-    print(json.dumps({"median": float(np.median(ts)), "p99": float(np.percentile(ts, 99)), "first": first * 1e3}))
+        cs.append(time.process_time() - c)
+    ts, cs = np.array(ts) * 1e3, np.array(cs) * 1e3
+    print(json.dumps({"median": float(np.median(ts)), "p99": float(np.percentile(ts, 99)), "first": first * 1e3,
+                      "cpu": float(np.median(cs))}))
 
 
-def measure(runtime, name, path, threads, runs, out_npy):
+def measure(runtime, name, path, threads, runs, out_npy, baseline=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    if runtime == "base":
+        env.update(INT8_BENCH_KILN_ROOT=baseline, KILN_LIBRARY=os.path.join(baseline, "build", "libkiln.so"))
     r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", runtime, name, path, str(threads),
                         str(runs), out_npy], capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -155,6 +164,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--models", default="bert_dyn,mnv3_qdq,mnv3_qop")
+    ap.add_argument("--baseline", help="another kiln checkout with a build/ (a column 'kiln base')")
     ap.add_argument("--write", action="store_true", help="write bench/results/int8_cpu.md")
     ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -169,17 +179,19 @@ def main():
     for name in a.models.split(","):
         for th in threads:
             res = {}
-            for rt in ("ort", "kiln"):
-                res[rt] = measure(rt, name, paths[name], th, a.runs, os.path.join(tmp, f"{name}_{rt}.npy"))
+            for rt in ("ort", "kiln") + (("base",) if a.baseline else ()):
+                res[rt] = measure(rt, name, paths[name], th, a.runs, os.path.join(tmp, f"{name}_{rt}.npy"), a.baseline)
             ko, oo = np.load(os.path.join(tmp, f"{name}_kiln.npy")), np.load(os.path.join(tmp, f"{name}_ort.npy"))
             diff = float(np.abs(ko.astype(np.float64) - oo).max())
             same = float(np.mean(ko == oo))
-            row = dict(model=name, threads=th, ort=res["ort"], kiln=res["kiln"], diff=diff, same=same,
-                       ref_max=float(np.abs(oo).max()))
+            row = dict(model=name, threads=th, ort=res["ort"], kiln=res["kiln"], base=res.get("base"), diff=diff,
+                       same=same, ref_max=float(np.abs(oo).max()))
             rows.append(row)
             print(f"{name:9s} {th} thr  ORT {res['ort']['median']:8.3f} ms (p99 {res['ort']['p99']:8.3f})  "
                   f"kiln {res['kiln']['median']:8.3f} ms (p99 {res['kiln']['p99']:8.3f})  "
-                  f"kiln/ORT {res['kiln']['median'] / res['ort']['median']:.2f}  "
+                  f"kiln/ORT {res['kiln']['median'] / res['ort']['median']:.2f} (CPU time "
+                  f"{res['kiln']['cpu'] / res['ort']['cpu']:.2f})  "
+                  + (f"base {res['base']['median']:8.3f} ms  " if 'base' in res else "") +
                   f"max|diff| {diff:.3g} (outputs up to {row['ref_max']:.3g}), identical {same:.1%}", flush=True)
     if a.write:
         write_md(rows, a)
@@ -193,14 +205,16 @@ def write_md(rows, a):
              f"({os.cpu_count()} cores, shared with other jobs: figures move by 10-20 % between runs), "
              f"onnxruntime {ort.__version__}, {time.strftime('%Y-%m-%d', time.gmtime())}. Each runtime in its own "
              "process; median and p99 over the timed runs, first = load plus first run.", "",
-             "| model | threads | ORT median ms | ORT p99 | kiln median ms | kiln p99 | kiln/ORT | ORT first ms | "
-             "kiln first ms | max abs diff (output scale) | identical |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | threads | ORT median ms | ORT p99 | kiln median ms | kiln p99 | kiln/ORT | "
+             "kiln/ORT CPU time | kiln base median ms (/ORT) | ORT first ms | kiln first ms | "
+             "max abs diff (output scale) | identical |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        o, k = r["ort"], r["kiln"]
+        o, k, b = r["ort"], r["kiln"], r["base"]
+        base = f"{b['median']:.3f} ({b['median'] / o['median']:.2f})" if b else "-"
         lines.append(f"| {r['model']} | {r['threads']} | {o['median']:.3f} | {o['p99']:.3f} | {k['median']:.3f} | "
-                     f"{k['p99']:.3f} | {k['median'] / o['median']:.2f} | {o['first']:.1f} | {k['first']:.1f} | "
-                     f"{r['diff']:.3g} ({r['ref_max']:.3g}) | {r['same']:.1%} |")
+                     f"{k['p99']:.3f} | {k['median'] / o['median']:.2f} | {k['cpu'] / o['cpu']:.2f} | {base} | "
+                     f"{o['first']:.1f} | {k['first']:.1f} | {r['diff']:.3g} ({r['ref_max']:.3g}) | {r['same']:.1%} |")
     notes = ""  # a hand-written "## Notes" section of the previous file is kept
     if os.path.exists(p):
         with open(p) as f:

@@ -420,3 +420,27 @@ def test_qdq_fusion_left_alone_when_bias_scale_differs(tmp_path):
     want = run_ort(m, feeds)[0]  # no graph optimisations: the reference computes the graph as written
     got = run_kiln(m, feeds)[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=float(np.abs(want).max()) * 0.02)
+
+
+def test_qdq_add_mul_pool_fused_and_exact(tmp_path):
+    """DQ -> Add / Mul / GlobalAveragePool -> Q become QLinearAdd / QLinearMul /
+    QLinearGlobalAveragePool, as onnxruntime fuses them (MobileNetV3's residuals and SE blocks)."""
+    w = lambda *s: (RNG.standard_normal(s) * 0.4).astype(np.float32)  # noqa: E731
+    inits = {"w1": w(6, 4, 3, 3), "w2": w(6, 4, 1, 1), "w3": w(6, 6, 1, 1)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w2"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("GlobalAveragePool", ["s"], ["g"]),
+             helper.make_node("Conv", ["g", "w3"], ["e"]),
+             helper.make_node("Mul", ["s", "e"], ["y"])]
+    model = float_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 11])],
+                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    shapes = {"x": (1, 4, 9, 11)}
+    path = quantise(model, shapes, tmp_path, "qdq", True)
+    ops = kiln_ops_after_fusion(path, tmp_path)
+    for op in ("QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool"):
+        assert ops.count(op) == 1, ops
+    assert ops.count("QLinearConv") == 3, ops
+    got, want = run_both(path, shapes)
+    assert np.unique(want).size > 20
+    np.testing.assert_array_equal(got, want)

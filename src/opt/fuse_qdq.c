@@ -5,6 +5,8 @@
  *   DequantizeLinear(a), DequantizeLinear(b) -> MatMul -> QuantizeLinear => QLinearMatMul
  *   DequantizeLinear(a), DequantizeLinear(b) [, DequantizeLinear(int32 C)] -> Gemm
  *       -> QuantizeLinear                                   => com.microsoft QGemm
+ *   DequantizeLinear -> Add / Mul / GlobalAveragePool -> QuantizeLinear
+ *                                        => com.microsoft QLinearAdd / QLinearMul / QLinearGlobalAveragePool
  *
  * so that the product runs on the integer kernels instead of dequantising to float, multiplying
  * in float and quantising again. The fused node reads the quantised tensors directly; the
@@ -205,6 +207,48 @@ static kiln_status fuse_gemm(opt_ctx *c, kiln_node *q) {
     return opt_replace(c, pattern, np, "com.microsoft", "QGemm", -1, ins, 9, &out, 1, attrs, 3);
 }
 
+/* DQ(a), DQ(b) -> Add / Mul -> Q => com.microsoft QLinearAdd / QLinearMul, and
+ * DQ(x) -> GlobalAveragePool -> Q => QLinearGlobalAveragePool, as onnxruntime fuses them: the
+ * three tensors of one 8-bit type, each with one scale and zero point. */
+static kiln_status fuse_elementwise(opt_ctx *c, kiln_node *q) {
+    static const char *const ops[3] = {"Add", "Mul", "GlobalAveragePool"};
+    static const char *const fused[3] = {"QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool"};
+    int qdt = opt_fact(c, q->in[2])->dtype;
+    for (int k = 0; k < 3; k++) {
+        kiln_node *p = q_of(c, q, ops[k]);
+        if (!p) continue;
+        int binary = k < 2;
+        if (p->n_in != (binary ? 2 : 1) || (binary && p->in[0] == p->in[1])) return KILN_OK;
+        kiln_node *da = dq_tensor(c, p->in[0]), *db = binary ? dq_tensor(c, p->in[1]) : NULL;
+        if (!da || (binary && !db) || opt_fact(c, da->in[0])->dtype != qdt ||
+            (db && opt_fact(c, db->in[0])->dtype != qdt))
+            return KILN_OK;
+        if (!binary && opt_fact(c, da->in[0])->rank < 3) return KILN_OK;
+        kiln_attr *attrs = NULL;
+        if (!binary && (!(attrs = calloc(1, sizeof *attrs)) || !opt_attr_int(&attrs[0], "channels_last", 0))) {
+            free(attrs);
+            return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
+        }
+        int ins[8] = {da->in[0], da->in[1], da->in[2]}, n = 3;
+        if (binary) {
+            ins[n++] = db->in[0];
+            ins[n++] = db->in[1];
+            ins[n++] = db->in[2];
+        }
+        ins[n++] = q->in[1];
+        ins[n++] = q->in[2];
+        kiln_node *pattern[4];
+        int np = 0;
+        take_if_private(c, pattern, &np, da, 1);
+        if (db) take_if_private(c, pattern, &np, db, 1);
+        pattern[np++] = p;
+        pattern[np++] = q;
+        int out = q->out[0];
+        return opt_replace(c, pattern, np, "com.microsoft", fused[k], -1, ins, n, &out, 1, attrs, binary ? 0 : 1);
+    }
+    return KILN_OK;
+}
+
 /* ---- dynamic quantisation (onnxruntime.quantization.quantize_dynamic) ----
  * DynamicQuantizeLinear(x) -> MatMulInteger(xq, Wq, xz, wz) -> Cast(float) -> Mul(Mul(xs, ws))
  * [-> Add(bias)] => com.microsoft DynamicQuantizeMatMul(x, Wq, ws, wz [, bias]), whose kernel
@@ -293,6 +337,8 @@ kiln_status opt_fuse_qdq(opt_ctx *c) {
         KILN_TRY(fuse_matmul(c, q));
         if (q->removed) continue;
         KILN_TRY(fuse_gemm(c, q));
+        if (q->removed) continue;
+        KILN_TRY(fuse_elementwise(c, q));
     }
     return fuse_dynamic(c);
 }
