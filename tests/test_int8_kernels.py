@@ -166,6 +166,8 @@ CONV_CASES = [  # x shape, w shape, attrs
     ((1, 8, 14, 14), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
     ((2, 12, 15, 13), (12, 1, 5, 5), {"group": 12, "strides": [2, 2], "pads": [2, 2, 2, 2]}),
     ((1, 6, 7, 7), (6, 1, 3, 3), {"group": 6, "dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((2, 4, 13, 17), (4, 1, 3, 4), {"group": 4, "strides": [3, 3], "pads": [1, 2, 0, 1], "dilations": [2, 1]}),
+    ((1, 5, 1, 9), (5, 1, 1, 3), {"group": 5, "strides": [1, 2]}),
     ((1, 8, 9, 9), (12, 2, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
     ((1, 6, 40), (10, 6, 5), {"strides": [3], "pads": [2, 1]}),
     ((1, 3, 5, 6, 7), (4, 3, 2, 3, 2), {"pads": [1, 0, 1, 0, 1, 1]}),
@@ -228,7 +230,7 @@ def test_portable_kernel_matches(tmp_path):
         "t.test_qlinear_matmul_per_column(t.S8, t.S8, True)\n"
         "t.test_matmul_integer_extreme_values()\n"
         "for c in t.CONV_CASES: t.test_qlinear_conv(t.U8, t.S8, True, c, True)\n"
-        "for c in t.CONV_CASES[4:7]: t.test_qlinear_conv(t.S8, t.S8, False, c, False)\n"
+        "for c in t.CONV_CASES[4:9]: t.test_qlinear_conv(t.S8, t.S8, False, c, False)\n"
         "t.test_matmul_integer_per_row_zero_points((3, 6, 21))\n"
         "print('portable ok')\n")
     env = dict(os.environ, KILN_NO_VNNI="1")

@@ -124,7 +124,7 @@ typedef struct dw_job {
     int32_t xz;
     kqg_conv_epi_fn epi;
     void *arg;
-    int64_t Hp, Wq; /* padded rows, columns per phase */
+    int64_t Hq, Wq; /* rows and columns per phase of the padded plane */
     int failed;     /* a worker ran out of memory */
 } dw_job;
 
@@ -202,41 +202,38 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
     int64_t OH = g->out_sp[0], OW = g->out_sp[1], IH = g->in_sp[0], IW = g->in_sp[1];
     int64_t KH = g->k[0], KW = g->k[1], sh = g->stride[0], sw = g->stride[1];
     int64_t dh = g->dil[0], dwl = g->dil[1], pt = g->pad_lo[0], pl = g->pad_lo[1];
-    int64_t P = g->out_size, Hp = j->Hp, Wq = j->Wq, ntaps = KH * KW;
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(P + ntaps + 1));
-    int16_t *buf = malloc(sizeof(int16_t) * (size_t)(sw * Hp * Wq + 1));
+    int64_t P = g->out_size, Hq = j->Hq, Wq = j->Wq, ntaps = KH * KW;
+    /* the flat runs below read up to Wq past the last phase plane: the slack, kept 0 */
+    int64_t plane = Hq * Wq, nflat = OH * Wq, nbuf = sh * sw * plane + Wq + 64;
+    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(nflat + ntaps + 1));
+    int16_t *buf = malloc(sizeof(int16_t) * (size_t)nbuf);
     const int16_t **src = malloc(sizeof(int16_t *) * (size_t)(ntaps + 1));
-    if (!acc || !buf || !src) {
-        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
-        free(acc);
-        free(buf);
-        free(src);
-        return;
-    }
-    int32_t *wt = acc + P;
     int64_t *toff = malloc(sizeof(int64_t) * (size_t)(ntaps + 2 * sw + 1));
-    if (!toff) {
+    if (!acc || !buf || !src || !toff) {
         __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
         free(acc);
         free(buf);
         free(src);
+        free(toff);
         return;
     }
-    int64_t *ph_first = toff + ntaps, *ph_index = ph_first + sw; /* per phase: first input column,
-                                                                   * its index in the phase */
+    int32_t *wt = acc + nflat;
+    int64_t *ph_first = toff + ntaps, *ph_index = ph_first + sw; /* per column phase: first input
+                                                                   * column, its index in the phase */
     for (int64_t p = 0; p < sw; p++) {
         ph_first[p] = ((p - pl) % sw + sw) % sw;
         ph_index[p] = (ph_first[p] + pl) / sw;
     }
-    for (int64_t kh = 0; kh < KH; kh++) /* where each tap's run starts for output row 0 */
+    for (int64_t kh = 0; kh < KH; kh++) /* where each tap's run starts for output (0, 0) */
         for (int64_t kw = 0; kw < KW; kw++) {
-            int64_t col = kw * dwl;
-            toff[kh * KW + kw] = ((col % sw) * Hp + kh * dh) * Wq + col / sw;
+            int64_t r = kh * dh, col = kw * dwl;
+            toff[kh * KW + kw] = (((r % sh) * sw + col % sw) * Hq + r / sh) * Wq + col / sw;
         }
 #ifdef KQC_X86
     int vec = dw_avx512();
 #endif
-    memset(buf, 0, sizeof(int16_t) * (size_t)(sw * Hp * Wq));
+    memset(buf, 0, sizeof(int16_t) * (size_t)nbuf);
+    for (int64_t t = 0; t < ntaps; t++) src[t] = buf + toff[t];
     for (int64_t nc = begin; nc < end; nc++) {
         int64_t n = nc / g->C, c = nc % g->C;
         const uint8_t *xp = j->x + nc * g->in_size;
@@ -245,19 +242,22 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
         /* the plane into the padded phases (the padding stays 0 from the first memset) */
         for (int64_t ih = 0; ih < IH; ih++) {
             const uint8_t *xr = xp + ih * IW;
+            int64_t r = ih + pt;
+            int16_t *rows = buf + ((r % sh) * sw * Hq + r / sh) * Wq; /* column phase 0's row */
             for (int64_t p = 0; p < sw; p++) {
                 int64_t iw0 = ph_first[p];
-                int16_t *d = buf + (p * Hp + ih + pt) * Wq + ph_index[p];
+                int16_t *d = rows + p * plane + ph_index[p];
 #ifdef KQC_X86
                 if (vec && sw == 1) {
                     widen_row_avx512(d, xr, IW, j->xz, j->s8);
                     continue;
                 }
                 if (vec && sw == 2) { /* both phases in one pass */
-                    int16_t *other = buf + ((1 - p) * Hp + ih + pt) * Wq + (iw0 + 1 + pl) / 2;
+                    int16_t *other = rows + (1 - p) * plane + (iw0 + 1 + pl) / 2;
                     widen_split2_avx512(d, other, xr + iw0, IW - iw0, j->xz, j->s8);
                     if (iw0 == 1) /* column 0 is the other phase's first element */
-                        buf[((pl % 2) * Hp + ih + pt) * Wq + pl / 2] = (int16_t)((j->s8 ? (int32_t)(int8_t)xr[0] : (int32_t)xr[0]) - j->xz);
+                        rows[(pl % 2) * plane + pl / 2] =
+                            (int16_t)((j->s8 ? (int32_t)(int8_t)xr[0] : (int32_t)xr[0]) - j->xz);
                     break;
                 }
 #endif
@@ -267,21 +267,21 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
                     for (int64_t iw = iw0, k = 0; iw < IW; iw += sw, k++) d[k] = (int16_t)(xr[iw] - j->xz);
             }
         }
-        for (int64_t oh = 0; oh < OH; oh++) {
-            for (int64_t t = 0; t < ntaps; t++) src[t] = buf + toff[t] + oh * sh * Wq;
-            int32_t *ar = acc + oh * OW;
+        /* every output row at once: output (oh, ow) is flat index oh * Wq + ow of each tap's run;
+         * the columns past OW are discarded */
 #ifdef KQC_X86
-            if (vec) {
-                dw_row_avx512(ar, OW, (int)ntaps, src, wt);
-                continue;
-            }
+        if (vec) {
+            dw_row_avx512(acc, nflat, (int)ntaps, src, wt);
+        } else
 #endif
-            for (int64_t o = 0; o < OW; o++) {
+        {
+            for (int64_t o = 0; o < nflat; o++) {
                 int32_t a = 0;
                 for (int64_t t = 0; t < ntaps; t++) a += wt[t] * src[t][o];
-                ar[o] = a;
+                acc[o] = a;
             }
         }
+        for (int64_t oh = 1; oh < OH; oh++) memmove(acc + oh * OW, acc + oh * Wq, sizeof(int32_t) * (size_t)OW);
         j->epi(j->arg, n, c, 0, 1, P, acc, P);
     }
     free(toff);
@@ -313,7 +313,8 @@ kiln_status kqg_conv_run(kiln_ctx *ctx, const kqg_conv_geom *g, const kqg_conv_w
         int64_t need_h = (g->out_sp[0] - 1) * g->stride[0] + (g->k[0] - 1) * g->dil[0] + 1;
         int64_t need_w = (g->out_sp[1] - 1) * g->stride[1] + (g->k[1] - 1) * g->dil[1] + 1;
         int64_t hp = g->in_sp[0] + g->pad_lo[0], wp = g->in_sp[1] + g->pad_lo[1];
-        j.Hp = hp > need_h ? hp : need_h;
+        hp = hp > need_h ? hp : need_h;
+        j.Hq = (hp + g->stride[0] - 1) / g->stride[0];
         wp = wp > need_w ? wp : need_w;
         j.Wq = (wp + g->stride[1] - 1) / g->stride[1];
         int64_t n = g->N * g->C;
