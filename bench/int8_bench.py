@@ -201,8 +201,10 @@ def write_md(rows, a):
     import onnxruntime as ort
     p = os.path.join(ROOT, "bench", "results", "int8_cpu.md")
     lines = ["# int8 models: kiln next to onnxruntime on the CPU", "",
-             f"`python3 bench/int8_bench.py --write --runs {a.runs}` on {cpu_name()} "
-             f"({os.cpu_count()} cores, shared with other jobs: figures move by 10-20 % between runs), "
+             f"`python3 bench/int8_bench.py {' '.join(sys.argv[1:])}` on {cpu_name()} "
+             f"({os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end of the run: on a "
+             "shared machine wall-clock figures move by tens of percent between runs, the CPU-time "
+             "ratio much less), "
              f"onnxruntime {ort.__version__}, {time.strftime('%Y-%m-%d', time.gmtime())}. Each runtime in its own "
              "process; median and p99 over the timed runs, first = load plus first run.", "",
              "| model | threads | ORT median ms | ORT p99 | kiln median ms | kiln p99 | kiln/ORT | "
