@@ -213,10 +213,10 @@ static kiln_status fuse_gemm(opt_ctx *c, kiln_node *q) {
 static kiln_status fuse_elementwise(opt_ctx *c, kiln_node *q) {
     static const char *const ops[3] = {"Add", "Mul", "GlobalAveragePool"};
     static const char *const fused[3] = {"QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool"};
-    int qdt = opt_fact(c, q->in[2])->dtype;
     for (int k = 0; k < 3; k++) {
         kiln_node *p = q_of(c, q, ops[k]);
         if (!p) continue;
+        int qdt = opt_fact(c, q->in[2])->dtype; /* q_of proved the zero point is there */
         int binary = k < 2;
         if (p->n_in != (binary ? 2 : 1) || (binary && p->in[0] == p->in[1])) return KILN_OK;
         kiln_node *da = dq_tensor(c, p->in[0]), *db = binary ? dq_tensor(c, p->in[1]) : NULL;
@@ -262,10 +262,12 @@ static int match_dyn_mul(opt_ctx *c, kiln_node *mul, int *ins, kiln_node **pat, 
         int yf = mul->in[k], s = mul->in[1 - k];
         kiln_node *cast = opt_private(c, yf, 1) ? opt_producer(c, yf, "Cast") : NULL;
         if (!cast || kiln_attr_int(cast, "to", 0) != KILN_DTYPE_FLOAT) continue;
-        kiln_node *mmi = opt_private(c, cast->in[0], 1) ? opt_producer(c, cast->in[0], "MatMulInteger") : NULL;
+        int ci = opt_in(cast, 0);
+        kiln_node *mmi = opt_private(c, ci, 1) ? opt_producer(c, ci, "MatMulInteger") : NULL;
         if (!mmi || mmi->n_in < 3 || mmi->in[2] < 0) continue;
         kiln_node *dql = opt_producer(c, mmi->in[0], "DynamicQuantizeLinear");
-        if (!dql || dql->n_out < 3 || dql->out[0] != mmi->in[0] || dql->out[2] != mmi->in[2]) continue;
+        if (!dql || dql->n_in < 1 || dql->n_out < 3 || dql->out[0] != mmi->in[0] || dql->out[2] != mmi->in[2])
+            continue;
         const kiln_tensor *fx = opt_fact(c, dql->in[0]), *w = opt_const(c, mmi->in[1]);
         if (fx->dtype != KILN_DTYPE_FLOAT || fx->rank < 2 || !w || w->rank != 2 || !is_q8(w->dtype)) continue;
         int64_t N = w->dims[1];
