@@ -79,8 +79,9 @@ typedef struct kqg_conv_geom {
     int64_t in_size, out_size, k_size;
 } kqg_conv_geom;
 
-/* Weights [M, C / group, k...] packed once: one kqg_a per group (Mg rows), plus for depthwise
- * convolutions (one input and one output channel per group, 2-D) the raw taps minus nothing. */
+/* Weights [M, C / group, k...] packed once: one kqg_a per group (Mg rows); depthwise 2-D
+ * convolutions (one input and one output channel per group) keep their taps as int32 instead,
+ * for the direct kernel. */
 typedef struct kqg_conv_w {
     int64_t group;
     kqg_a *a;
