@@ -24,4 +24,8 @@ kiln_status opt_fuse_attention(opt_ctx *c);
 kiln_status opt_fuse_matmul_add(opt_ctx *c);
 kiln_status opt_fuse_transpose_matmul(opt_ctx *c);
 
+/* fuse_qdq.c: DequantizeLinear -> Conv / MatMul / Gemm -> QuantizeLinear -> QLinearConv,
+ * QLinearMatMul, com.microsoft QGemm (CPU sessions only). */
+kiln_status opt_fuse_qdq(opt_ctx *c);
+
 #endif

@@ -1,9 +1,9 @@
-/* ConvInteger: int8/uint8 convolution with zero points, int32 output. The operands minus their
- * zero points are widened to float32 when every partial sum stays below 2^24 (so the float
- * convolution is exact), otherwise to float64; padding then reads as the zero point, as the
- * operator requires. */
+/* ConvInteger: int8/uint8 convolution with zero points, int32 output, on the qgemm.h integer
+ * kernels (padding reads as the zero point, as the operator requires). */
 #include "conv_util.h"
+#include "qgemm.h"
 #include <stdlib.h>
+#include <string.h>
 
 static int is_q8(int dt) { return dt == KILN_DTYPE_INT8 || dt == KILN_DTYPE_UINT8; }
 
@@ -53,45 +53,56 @@ static int q8(const kiln_tensor *t, int64_t i) {
     return t->dtype == KILN_DTYPE_INT8 ? ((const int8_t *)t->data)[i] : ((const uint8_t *)t->data)[i];
 }
 
+typedef struct ci_epi {
+    int32_t *y;
+    int64_t M, P;
+} ci_epi;
+
+static void ci_store(void *arg, int64_t n, int64_t m0, int64_t p0, int64_t mc, int64_t pc,
+                     const int32_t *acc, int64_t ld) {
+    const ci_epi *e = arg;
+    for (int64_t i = 0; i < mc; i++)
+        memcpy(e->y + (n * e->M + m0 + i) * e->P + p0, acc + i * ld, sizeof(int32_t) * (size_t)pc);
+}
+
 kiln_status kconvint_compute(kiln_ctx *ctx) {
     kiln_tensor *X = kiln_input(ctx, 0), *W = kiln_input(ctx, 1), *Y = kiln_output(ctx, 0);
     if (!Y) return KILN_OK;
     kconv_geom g;
     int known;
     KILN_TRY(ci_check(ctx, &g, &known));
+    if (kiln_numel(Y) == 0) return KILN_OK;
     kiln_tensor *xz = kiln_input(ctx, 2), *wz = kiln_input(ctx, 3);
-    int64_t nx = kiln_numel(X), nw = kiln_numel(W), ny = kiln_numel(Y);
-    int64_t Kc = g.C / g.group * g.k_size, per_m = g.M > 0 ? nw / g.M : 0;
-    int dbl = (double)Kc * 255.0 * 255.0 >= 16777216.0;
-    size_t es = dbl ? 8 : 4;
-    char *buf = malloc(es * (size_t)(nx + nw + ny + 1));
-    if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for ConvInteger");
-    void *x = buf, *w = buf + es * nx, *y = buf + es * (nx + nw);
-    int zx = xz && kiln_numel(xz) ? q8(xz, 0) : 0;
+    kqg_conv_geom q;
+    memset(&q, 0, sizeof q);
+    q.nsp = g.nd;
+    q.N = g.N;
+    q.C = g.C;
+    q.M = g.M;
+    q.group = g.group;
+    for (int d = 0; d < g.nd; d++) {
+        q.in_sp[d] = g.in[d];
+        q.out_sp[d] = g.out[d];
+        q.k[d] = g.k[d];
+        q.stride[d] = g.stride[d];
+        q.dil[d] = g.dil[d];
+        q.pad_lo[d] = g.pad_b[d];
+    }
+    q.in_size = g.in_size;
+    q.out_size = g.out_size;
+    q.k_size = g.k_size;
     int64_t nwz = wz ? kiln_numel(wz) : 0;
-    for (int64_t i = 0; i < nx; i++) {
-        int v = q8(X, i) - zx;
-        if (dbl) ((double *)x)[i] = v;
-        else ((float *)x)[i] = (float)v;
+    int32_t *wzv = malloc(sizeof(int32_t) * (size_t)(g.M + 1));
+    if (!wzv) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for ConvInteger");
+    for (int64_t m = 0; m < (nwz > 1 ? g.M : 1); m++) wzv[m] = nwz == 0 ? 0 : q8(wz, nwz > 1 ? m : 0);
+    kqg_conv_w pw;
+    kiln_status st = kqg_conv_pack_w(ctx, &q, W->dtype, W->data, &pw);
+    if (st == KILN_OK) {
+        ci_epi e = {Y->data, g.M, g.out_size};
+        st = kqg_conv_run(ctx, &q, &pw, wzv, nwz > 1, X->dtype, X->data,
+                          xz && kiln_numel(xz) ? q8(xz, 0) : 0, ci_store, &e);
+        kqg_conv_w_free(&pw);
     }
-    for (int64_t i = 0; i < nw; i++) {
-        int z = nwz == 0 ? 0 : nwz == 1 ? q8(wz, 0) : q8(wz, i / per_m);
-        int v = q8(W, i) - z;
-        if (dbl) ((double *)w)[i] = v;
-        else ((float *)w)[i] = (float)v;
-    }
-    kiln_status st;
-    if (dbl) {
-        st = kconv_run_f64(ctx, &g, x, w, NULL, y);
-    } else {
-        kconv_act none = {KACT_NONE, 0, 0};
-        st = kconv_run_f32(ctx, &g, x, w, NULL, NULL, &none, NULL, y);
-    }
-    int32_t *out = Y->data;
-    for (int64_t i = 0; st == KILN_OK && i < ny; i++) {
-        double v = dbl ? ((double *)y)[i] : ((float *)y)[i];
-        out[i] = (int32_t)(uint32_t)(int64_t)v;
-    }
-    free(buf);
+    free(wzv);
     return st;
 }

@@ -6,6 +6,7 @@
  * products with broadcast offsets. float16/bfloat16 compute in float32. */
 #include "gemm_util.h"
 #include "matmul_plan.h"
+#include "qgemm.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -389,25 +390,57 @@ static kiln_status mmi_infer(kiln_ctx *ctx) {
     return kiln_set_output(ctx, 0, KILN_DTYPE_INT32, p.out_rank, p.out_dims);
 }
 
-/* Widens an int8/uint8 operand to float or double minus its zero point. rows x cols matrices,
- * `batch` of them; zero points index by row (per_row) or by column. */
-static void widen_u8(const kiln_tensor *x, const kiln_tensor *z, int per_row, int64_t batch,
-                     int64_t rows, int64_t cols, int dbl, void *out) {
-    int64_t nz = z ? kiln_numel(z) : 0;
-    int sgn = x->dtype == KILN_DTYPE_INT8;
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t r = 0; r < rows; r++) {
-            int64_t base = (b * rows + r) * cols;
-            for (int64_t c = 0; c < cols; c++) {
-                int64_t zi = nz <= 1 ? 0 : (per_row ? r : c) + (nz > (per_row ? rows : cols)
-                                                                    ? b * (per_row ? rows : cols)
-                                                                    : 0);
-                int zv = !z ? 0 : sgn ? ((const int8_t *)z->data)[zi] : ((const uint8_t *)z->data)[zi];
-                int v = sgn ? ((const int8_t *)x->data)[base + c] : ((const uint8_t *)x->data)[base + c];
-                if (dbl) ((double *)out)[base + c] = v - zv;
-                else ((float *)out)[base + c] = (float)(v - zv);
-            }
-        }
+/* On the qgemm.h kernels; a constant 2-D B is packed once at init. */
+typedef struct mmi_state {
+    const void *b_src;
+    kqg_b b;
+} mmi_state;
+
+static kiln_status mmi_init(kiln_ctx *ctx) {
+    const kiln_tensor *B = kiln_input(ctx, 1);
+    if (!B || !B->data || B->rank != 2 || !kiln_shape_concrete(B) ||
+        (B->dtype != KILN_DTYPE_INT8 && B->dtype != KILN_DTYPE_UINT8))
+        return KILN_OK;
+    mmi_state *s = calloc(1, sizeof *s);
+    if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing B");
+    ctx->state = s;
+    KILN_TRY(kqg_b_init(ctx, &s->b, B->dims[0], B->dims[1]));
+    kqg_pack_b(ctx, &s->b, B->dtype, B->data, B->dims[1], 0);
+    s->b_src = B->data;
+    return KILN_OK;
+}
+
+static void mmi_fini(void *state) {
+    mmi_state *s = state;
+    if (!s) return;
+    kqg_b_free(&s->b);
+    free(s);
+}
+
+static int32_t mmi_q8(const kiln_tensor *t, int64_t i) {
+    return t->dtype == KILN_DTYPE_INT8 ? ((const int8_t *)t->data)[i] : ((const uint8_t *)t->data)[i];
+}
+
+/* Zero point z (1 value, `per` values, or `per` for each of the operand's matrices) of matrix idx. */
+static void mmi_zp(const kiln_tensor *z, int64_t per, int64_t idx, int32_t *out, int *vec) {
+    int64_t n = z ? kiln_numel(z) : 0;
+    *vec = n > 1;
+    if (n == 0) out[0] = 0;
+    else if (n == 1) out[0] = mmi_q8(z, 0);
+    else
+        for (int64_t i = 0; i < per; i++) out[i] = mmi_q8(z, n == per ? i : idx * per + i);
+}
+
+typedef struct mmi_epi {
+    int32_t *y; /* the product's [M, N] output */
+    int64_t N;
+} mmi_epi;
+
+static void mmi_store(void *arg, int64_t m0, int64_t n0, int64_t mc, int64_t nc, const int32_t *acc,
+                      int64_t ld) {
+    const mmi_epi *e = arg;
+    for (int64_t i = 0; i < mc; i++)
+        memcpy(e->y + (m0 + i) * e->N + n0, acc + i * ld, sizeof(int32_t) * (size_t)nc);
 }
 
 static kiln_status mmi_compute(kiln_ctx *ctx) {
@@ -415,24 +448,44 @@ static kiln_status mmi_compute(kiln_ctx *ctx) {
     if (!Y) return KILN_OK;
     kmm_plan_t p;
     KILN_TRY(kmm_plan(ctx, A, B, 0, 0, &p));
-    int64_t na = kiln_numel(A), nb = kiln_numel(B), nc = kiln_numel(Y);
-    /* float32 sums of integers stay exact while every partial sum is below 2^24 */
-    int dbl = (double)p.K * 255.0 * 255.0 >= 16777216.0;
-    size_t es = dbl ? 8 : 4;
-    void *buf = malloc(es * (size_t)(na + nb + nc + 1));
-    if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for MatMulInteger");
-    char *a = buf, *b = a + es * na, *c = b + es * nb;
-    widen_u8(A, kiln_input(ctx, 2), 1, p.a_batch, p.M, p.K, dbl, a);
-    widen_u8(B, kiln_input(ctx, 3), 0, p.b_batch, p.K, p.N, dbl, b);
-    kiln_status st = kmm_run_float(ctx, dbl ? KILN_DTYPE_DOUBLE : KILN_DTYPE_FLOAT, A, B, &p, 0, 0,
-                                   1.0, a, b, c);
-    int32_t *y = Y->data;
-    for (int64_t i = 0; st == KILN_OK && i < nc; i++) {
-        double v = dbl ? ((double *)c)[i] : ((float *)c)[i];
-        y[i] = (int32_t)(uint32_t)(int64_t)v;
+    if (kiln_numel(Y) == 0) return KILN_OK;
+    const kiln_tensor *za_t = kiln_input(ctx, 2), *zb_t = kiln_input(ctx, 3);
+    const mmi_state *st = ctx->state;
+    int b_packed = st && st->b_src == B->data && B->rank == 2;
+    int64_t M = p.M, N = p.N, K = p.K, n = p.count;
+    /* B one matrix, A's matrices each once in order, zero points not per matrix: one product */
+    int fold = p.b_batch == 1 && p.a_batch == n && (!za_t || kiln_numel(za_t) <= M);
+    int64_t rows = fold ? n * M : M, nprod = fold ? 1 : n;
+    int64_t *offs = NULL;
+    if (!fold) KILN_TRY(kmm_batch_offsets(ctx, A, B, &p, &offs));
+    kqg_a a;
+    kqg_b b;
+    memset(&b, 0, sizeof b);
+    int32_t *za = malloc(sizeof(int32_t) * (size_t)(rows + 1)), *zb = malloc(sizeof(int32_t) * (size_t)(N + 1));
+    kiln_status s = kqg_a_init(ctx, &a, rows, K);
+    if (s == KILN_OK && !b_packed) s = kqg_b_init(ctx, &b, K, N);
+    if (s == KILN_OK && (!za || !zb)) s = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for MatMulInteger");
+    int64_t last_b = -1;
+    for (int64_t c = 0; s == KILN_OK && c < nprod; c++) {
+        int64_t ai = fold ? 0 : offs[c], bi = fold ? 0 : offs[n + c], ci = fold ? 0 : offs[2 * n + c];
+        kqg_pack_a(ctx, &a, A->dtype, (const uint8_t *)A->data + ai * M * K, K);
+        if (!b_packed && bi != last_b) {
+            kqg_pack_b(ctx, &b, B->dtype, (const uint8_t *)B->data + bi * K * N, N, 0);
+            last_b = bi;
+        }
+        int za_vec, zb_vec;
+        mmi_zp(za_t, M, ai, za, &za_vec);
+        for (int64_t r = M; za_vec && r < rows; r++) za[r] = za[r % M]; /* folded: every matrix's rows */
+        mmi_zp(zb_t, N, bi, zb, &zb_vec);
+        mmi_epi e = {(int32_t *)Y->data + ci * M * N, N};
+        kqg_gemm(ctx, &a, b_packed ? &st->b : &b, za, za_vec, zb, zb_vec, mmi_store, &e);
     }
-    free(buf);
-    return st;
+    kqg_a_free(&a);
+    kqg_b_free(&b);
+    free(za);
+    free(zb);
+    free(offs);
+    return s;
 }
 
 /* ---- com.microsoft FusedMatMul: alpha * op(A) op(B) ---- */
@@ -519,7 +572,7 @@ static kiln_status fmm_compute(kiln_ctx *ctx) {
 
 const kiln_op kiln_ops_matmul[] = {
     {"", "MatMul", 1, 0, matmul_init, matmul_infer, matmul_compute, matmul_fini},
-    {"", "MatMulInteger", 10, 0, NULL, mmi_infer, mmi_compute, NULL},
+    {"", "MatMulInteger", 10, 0, mmi_init, mmi_infer, mmi_compute, mmi_fini},
     {"", "Gemm", 1, 0, kgemm_op_init, kgemm_op_infer, kgemm_op_compute, kgemm_op_fini},
     {"com.microsoft", "FusedMatMul", 1, 0, NULL, fmm_infer, fmm_compute, NULL},
     {"kiln", "MatMulBias", 1, 0, matmul_init, mmb_infer, mmb_compute, matmul_fini},

@@ -4,6 +4,7 @@
 #ifndef KILN_QUANT_CONTRIB_H
 #define KILN_QUANT_CONTRIB_H
 
+#include "qgemm.h"
 #include "quant_elem.h"
 #include <math.h>
 #include <stdint.h>
@@ -68,11 +69,17 @@ void qc_apply_table(kiln_ctx *ctx, const uint8_t *x, uint8_t *y, int64_t n, cons
 
 /* Integer product C[M,N] (int32, row stride ldc) = sum_k (A[m,k] - a_zp) (B[k,n] - b_zp[n]) for
  * int8/uint8 A (row stride lda) and B (row stride ldb); b_zp has N entries (per column) or 1.
- * Exact: the operands are widened to float32 where every partial sum stays below 2^24, else to
- * float64, and multiplied with the BLAS helpers over ctx's threads. */
+ * packed: B already packed (then B and ldb are not read), or NULL.
+ * Exact int32 sums (modulo 2^32) on the qgemm.h kernels over ctx's threads. */
 kiln_status qc_igemm(kiln_ctx *ctx, int64_t M, int64_t N, int64_t K, int adt, const void *A,
                      int64_t lda, int32_t a_zp, int bdt, const void *B, int64_t ldb,
-                     const int32_t *b_zp, int b_zp_per_col, int32_t *C, int64_t ldc);
+                     const int32_t *b_zp, int b_zp_per_col, int32_t *C, int64_t ldc,
+                     const kqg_b *packed);
+/* init/fini of the products whose constant B is packed once: QGemm (input 3, transB), and
+ * MatMulIntegerToFloat / DynamicQuantizeMatMul (input 1). */
+kiln_status qc_qgemm_init(kiln_ctx *ctx);
+kiln_status qc_mm_b1_init(kiln_ctx *ctx);
+void qc_bpack_fini(void *state);
 
 /* Entry points in quant_contrib_pool.c and quant_contrib_gemm.c (the family table is in
  * quant_contrib.c). */

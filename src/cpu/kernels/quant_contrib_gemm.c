@@ -3,49 +3,86 @@
  * float attention core of the Attention kernels). */
 #include "attention_common.h"
 #include "gemm_util.h"
+#include "qgemm.h"
 #include "quant_contrib.h"
+#include "quant_kernels.h"
 #include <stdlib.h>
 
 static const int Q8_TYPES[] = {KILN_DTYPE_UINT8, KILN_DTYPE_INT8};
 static const int F32[] = {KILN_DTYPE_FLOAT};
 static const int I32[] = {KILN_DTYPE_INT32};
 
+typedef struct igemm_out {
+    int32_t *C;
+    int64_t ldc;
+} igemm_out;
+
+static void igemm_store(void *arg, int64_t m0, int64_t n0, int64_t mc, int64_t nc, const int32_t *acc,
+                        int64_t ld) {
+    const igemm_out *o = arg;
+    for (int64_t i = 0; i < mc; i++)
+        memcpy(o->C + (m0 + i) * o->ldc + n0, acc + i * ld, sizeof(int32_t) * (size_t)nc);
+}
+
 kiln_status qc_igemm(kiln_ctx *ctx, int64_t M, int64_t N, int64_t K, int adt, const void *A,
                      int64_t lda, int32_t a_zp, int bdt, const void *B, int64_t ldb,
-                     const int32_t *b_zp, int b_zp_per_col, int32_t *C, int64_t ldc) {
+                     const int32_t *b_zp, int b_zp_per_col, int32_t *C, int64_t ldc,
+                     const kqg_b *packed) {
     if (M <= 0 || N <= 0) return KILN_OK;
-    if (K <= 0) {
-        for (int64_t m = 0; m < M; m++) memset(C + m * ldc, 0, sizeof(int32_t) * (size_t)N);
-        return KILN_OK;
+    kqg_a a;
+    kqg_b b;
+    memset(&b, 0, sizeof b);
+    KILN_TRY(kqg_a_init(ctx, &a, M, K));
+    kiln_status st = packed ? KILN_OK : kqg_b_init(ctx, &b, K, N);
+    if (st != KILN_OK) {
+        kqg_a_free(&a);
+        return st;
     }
-    /* float32 sums of integers are exact while every partial sum stays below 2^24 */
-    int dbl = (double)K * 255.0 * 255.0 >= 16777216.0;
-    size_t es = dbl ? 8 : 4;
-    char *buf = malloc(es * (size_t)(M * K + K * N + M * N));
-    if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for an integer product");
-    void *a = buf, *b = buf + es * (size_t)(M * K), *c = buf + es * (size_t)(M * K + K * N);
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t k = 0; k < K; k++) {
-            int32_t v = qc_q8(adt, A, m * lda + k) - a_zp;
-            if (dbl) ((double *)a)[m * K + k] = v;
-            else ((float *)a)[m * K + k] = (float)v;
-        }
-    for (int64_t k = 0; k < K; k++)
-        for (int64_t n = 0; n < N; n++) {
-            int32_t v = qc_q8(bdt, B, k * ldb + n) - b_zp[b_zp_per_col ? n : 0];
-            if (dbl) ((double *)b)[k * N + n] = v;
-            else ((float *)b)[k * N + n] = (float)v;
-        }
-    if (dbl) kgemm_f64(ctx, 0, 0, M, N, K, 1.0, a, K, b, N, 0.0, c, N);
-    else kgemm_f32(ctx, 0, 0, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t n = 0; n < N; n++) {
-            double v = dbl ? ((double *)c)[m * N + n] : ((float *)c)[m * N + n];
-            C[m * ldc + n] = (int32_t)(uint32_t)(int64_t)v;
-        }
-    free(buf);
+    kqg_pack_a(ctx, &a, adt, A, lda);
+    if (!packed) kqg_pack_b(ctx, &b, bdt, B, ldb, 0);
+    igemm_out o = {C, ldc};
+    kqg_gemm(ctx, &a, packed ? packed : &b, &a_zp, 0, b_zp, b_zp_per_col, igemm_store, &o);
+    kqg_a_free(&a);
+    kqg_b_free(&b);
     return KILN_OK;
 }
+
+/* A constant 2-D B packed once at init (B [K, N], or [N, K] with trans). */
+typedef struct bpack {
+    const void *src;
+    kqg_b b;
+} bpack;
+
+static kiln_status bpack_init(kiln_ctx *ctx, int idx, int trans) {
+    const kiln_tensor *B = kiln_input(ctx, idx);
+    if (!B || !B->data || B->rank != 2 || !kiln_shape_concrete(B) || !qc_is_q8(B->dtype)) return KILN_OK;
+    bpack *s = calloc(1, sizeof *s);
+    if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing B");
+    ctx->state = s;
+    KILN_TRY(kqg_b_init(ctx, &s->b, B->dims[trans ? 1 : 0], B->dims[trans ? 0 : 1]));
+    kqg_pack_b(ctx, &s->b, B->dtype, B->data, B->dims[1], trans);
+    s->src = B->data;
+    return KILN_OK;
+}
+
+/* The packed B when it is still the tensor b. */
+static const kqg_b *bpack_get(const kiln_ctx *ctx, const kiln_tensor *b) {
+    const bpack *s = ctx->state;
+    return s && s->src == b->data && b->rank == 2 ? &s->b : NULL;
+}
+
+void qc_bpack_fini(void *state) {
+    bpack *s = state;
+    if (!s) return;
+    kqg_b_free(&s->b);
+    free(s);
+}
+
+kiln_status qc_qgemm_init(kiln_ctx *ctx) {
+    return bpack_init(ctx, 3, kiln_attr_int(ctx->node, "transB", 0) != 0);
+}
+
+kiln_status qc_mm_b1_init(kiln_ctx *ctx) { return bpack_init(ctx, 1, 0); }
 
 /* A scale or zero point of B: one value, or one per column (n entries). */
 static kiln_status per_col(kiln_ctx *ctx, const kiln_tensor *t, const char *name, int64_t n, int *pc) {
@@ -157,17 +194,18 @@ kiln_status qc_qgemm_compute(kiln_ctx *ctx) {
     int bpc = kiln_numel(g.bs) != 1, zpc = g.bz && kiln_numel(g.bz) != 1;
     const uint8_t *a = g.a->data, *b = g.b->data;
     uint8_t *at = NULL, *bt = NULL;
+    const kqg_b *bp = bpack_get(ctx, g.b);
     if (g.ta) a = at = transpose8(a, K, M);
-    if (g.tb) b = bt = transpose8(b, N, K);
+    if (g.tb && !bp) b = bt = transpose8(b, N, K);
     int32_t *acc = malloc(sizeof(int32_t) * (size_t)(M * N));
     int32_t *bz = zp_vector(g.bz, N, zpc);
     float *scale = malloc(sizeof(float) * (size_t)N);
     kiln_status st = KILN_OK;
-    if ((g.ta && !at) || (g.tb && !bt) || !acc || !bz || !scale) {
+    if ((g.ta && !at) || (g.tb && !bp && !bt) || !acc || !bz || !scale) {
         st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for QGemm");
         goto done;
     }
-    st = qc_igemm(ctx, M, N, K, g.a->dtype, a, K, g.az, g.b->dtype, b, N, bz, zpc, acc, N);
+    st = qc_igemm(ctx, M, N, K, g.a->dtype, a, K, g.az, g.b->dtype, b, N, bz, zpc, acc, N, bp);
     if (st != KILN_OK) goto done;
     if (g.c) {
         const int32_t *c = g.c->data;
@@ -253,33 +291,51 @@ static kiln_status mmf_shapes(kiln_ctx *ctx, mmf *p) {
     return KILN_OK;
 }
 
-/* y = float(acc) * a_scale * b_scale[n] + bias[n] over every batch. */
+typedef struct mmf_epi {
+    float *y;
+    int64_t N;
+    const float *scale_v; /* a_scale * b_scale[n], or NULL for scale_s */
+    float scale_s;
+    const float *bias;
+} mmf_epi;
+
+static void mmf_store(void *arg, int64_t m0, int64_t n0, int64_t mc, int64_t nc, const int32_t *acc,
+                      int64_t ld) {
+    const mmf_epi *e = arg;
+    for (int64_t i = 0; i < mc; i++)
+        kqg_scale_row(acc + i * ld, nc, e->scale_v ? e->scale_v + n0 : NULL, e->scale_s,
+                      e->bias ? e->bias + n0 : NULL, e->y + (m0 + i) * e->N + n0);
+}
+
+/* y = float(acc) * (a_scale * b_scale[n]) + bias[n] over every batch; a B shared by every batch
+ * makes one product of batch * M rows. */
 static kiln_status mmf_run(kiln_ctx *ctx, const mmf *p, int adt, const void *a, int32_t az, float as,
                            float *y) {
     int64_t M = p->M, N = p->N, K = p->K;
     int spc = kiln_numel(p->bs) != 1, zpc = p->bz && kiln_numel(p->bz) != 1;
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(M * N + 1));
+    int fold = p->b_batch == 1;
+    int64_t rows = fold ? p->batch * M : M, nprod = fold ? 1 : p->batch;
+    const kqg_b *bp = fold ? bpack_get(ctx, p->b) : NULL;
     int32_t *bz = zp_vector(p->bz, N, zpc);
-    if (!acc || !bz) {
-        free(acc);
-        free(bz);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the integer product");
+    float *scale = malloc(sizeof(float) * (size_t)(N + 1));
+    kqg_a A;
+    kqg_b B;
+    memset(&B, 0, sizeof B);
+    kiln_status st = kqg_a_init(ctx, &A, rows, K);
+    if (st == KILN_OK && !bp) st = kqg_b_init(ctx, &B, K, N);
+    if (st == KILN_OK && (!bz || !scale)) st = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the integer product");
+    const float *bs = st == KILN_OK ? p->bs->data : NULL;
+    for (int64_t n = 0; st == KILN_OK && n < (spc ? N : 1); n++) scale[n] = as * bs[n];
+    for (int64_t bt = 0; st == KILN_OK && bt < nprod; bt++) {
+        kqg_pack_a(ctx, &A, adt, (const uint8_t *)a + bt * M * K, K);
+        if (!bp) kqg_pack_b(ctx, &B, p->b->dtype, (const uint8_t *)p->b->data + (fold ? 0 : bt) * K * N, N, 0);
+        mmf_epi e = {y + bt * M * N, N, spc ? scale : NULL, scale[0], p->bias ? p->bias->data : NULL};
+        kqg_gemm(ctx, &A, bp ? bp : &B, &az, 0, bz, zpc, mmf_store, &e);
     }
-    const float *bs = p->bs->data, *bias = p->bias ? p->bias->data : NULL;
-    kiln_status st = KILN_OK;
-    for (int64_t bt = 0; bt < p->batch && st == KILN_OK; bt++) {
-        const uint8_t *ab = (const uint8_t *)a + bt * M * K;
-        const uint8_t *bb = (const uint8_t *)p->b->data + (p->b_batch > 1 ? bt : 0) * K * N;
-        st = qc_igemm(ctx, M, N, K, adt, ab, K, az, p->b->dtype, bb, N, bz, zpc, acc, N);
-        float *yb = y + bt * M * N;
-        for (int64_t i = 0; st == KILN_OK && i < M * N; i++) {
-            int64_t n = i % N;
-            float v = (float)acc[i] * (as * bs[spc ? n : 0]);
-            yb[i] = bias ? v + bias[n] : v;
-        }
-    }
-    free(acc);
+    kqg_a_free(&A);
+    kqg_b_free(&B);
     free(bz);
+    free(scale);
     return st;
 }
 
@@ -315,18 +371,15 @@ kiln_status qc_dqmm_compute(kiln_ctx *ctx) {
     if (!y || kiln_numel(y) == 0) return KILN_OK;
     int64_t n = kiln_numel(p.a);
     const float *a = p.a->data;
-    float mn = 0.0f, mx = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        mn = a[i] < mn ? a[i] : mn;
-        mx = a[i] > mx ? a[i] : mx;
-    }
+    float mn, mx;
+    kiln_quant_minmax(a, n, &mn, &mx);
     float scale = mx == mn ? 1.0f : (mx - mn) / 255.0f;
     float z0 = 0.0f - mn / scale;
     z0 = !(z0 >= 0.0f) ? 0.0f : z0 > 255.0f ? 255.0f : z0; /* NaN (an infinite input) -> 0 */
     int32_t zp = (int32_t)rintf(z0);
     uint8_t *aq = malloc((size_t)(n + 1));
     if (!aq) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for DynamicQuantizeMatMul");
-    for (int64_t i = 0; i < n; i++) aq[i] = (uint8_t)qc_quantize(a[i], scale, zp, 0, 255);
+    kiln_quantize_f32_u8(ctx, a, n, scale, (uint8_t)zp, aq);
     kiln_status st = mmf_run(ctx, &p, KILN_DTYPE_UINT8, aq, zp, scale, y->data);
     free(aq);
     return st;
@@ -475,7 +528,7 @@ kiln_status qc_qattention_compute(kiln_ctx *ctx) {
         goto done;
     }
     st = qc_igemm(ctx, BS, W, q.Di, KILN_DTYPE_UINT8, q.input->data, q.Di, q.iz, q.w->dtype,
-                  q.w->data, W, wz, zpc, acc, W);
+                  q.w->data, W, wz, zpc, acc, W, NULL);
     if (st != KILN_OK) goto done;
     const float *ws = q.ws->data, *bias = q.bias->data;
     for (int64_t i = 0; i < BS * W; i++) {

@@ -1,11 +1,10 @@
-/* QLinearMatMul and QLinearConv: integer products of zero-point-adjusted values, then requantised
- * with the float multiplier a_scale * b_scale / y_scale (rounded to nearest even, saturated).
- * Large products run as OpenBLAS dgemm: the operands are integers below 2^8 in magnitude, so
- * every partial sum is an integer far below 2^53 and double arithmetic is exact, i.e. the same
- * as int32 accumulation. Float8 QLinearMatMul (opset 21) goes through float instead. */
+/* QLinearMatMul and QLinearConv: integer products of zero-point-adjusted values (int32
+ * accumulation on the qgemm.h kernels, constant weights packed once at init), then requantised
+ * with the float multiplier a_scale * b_scale / y_scale as onnxruntime does (clamped, rounded half
+ * to even, zero point added). Float8 QLinearMatMul (opset 21) goes through float instead. */
 #include "quant_elem.h"
 #include "quant_kernels.h"
-#include <cblas.h>
+#include "qgemm.h"
 #include <stdlib.h>
 
 static int is_q8(int dt) { return dt == KILN_DTYPE_UINT8 || dt == KILN_DTYPE_INT8; }
@@ -151,22 +150,17 @@ static inline int64_t param_index(const kiln_tensor *t, int64_t per, int64_t bt,
     return bt * per + r;
 }
 
-static void mm_rows(void *arg, int64_t begin, int64_t end) {
+/* Float8 products (opset 21): rows of dequantised values multiplied in float. */
+static void mm_rows_f8(void *arg, int64_t begin, int64_t end) {
     const mm_job *j = arg;
     const mm_shape *s = &j->s;
     const kiln_tensor *a = j->in[0], *as = j->in[1], *az = j->in[2], *b = j->in[3], *bs = j->in[4],
                       *bz = j->in[5], *ys = j->in[6], *yz = j->in[7];
     int64_t M = s->M, K = s->K, N = s->N;
-    int f8 = qe_is_f8(a->dtype) || qe_is_f8(b->dtype);
     float y_scale = qe_load_f32(ys->dtype, ys->data, 0);
     float y_zp = qe_load_f32(yz->dtype, yz->data, 0);
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(N > 0 ? N : 1));
     float *facc = malloc(sizeof(float) * (size_t)(N > 0 ? N : 1));
-    if (!acc || !facc) { /* cannot report from a worker: leave rows untouched */
-        free(acc);
-        free(facc);
-        return;
-    }
+    if (!facc) return; /* cannot report from a worker: leave rows untouched */
     int64_t prev_batch = -1, a_off = 0, b_off = 0;
     for (int64_t row = begin; row < end; row++) {
         int64_t bt = row / (M > 0 ? M : 1), i = row % (M > 0 ? M : 1);
@@ -181,71 +175,110 @@ static void mm_rows(void *arg, int64_t begin, int64_t end) {
             }
             prev_batch = bt;
         }
-        int64_t ai = param_index(as, M, bt, i);
-        float a_scale = qe_load_f32(as->dtype, as->data, ai);
+        float a_scale = qe_load_f32(as->dtype, as->data, param_index(as, M, bt, i));
         int64_t y_off = row * N;
-        if (f8) {
-            for (int64_t n = 0; n < N; n++) facc[n] = 0.0f;
-            float a_zp = qe_load_f32(az->dtype, az->data, param_index(az, M, bt, i));
-            for (int64_t k = 0; k < K; k++) {
-                float av = (qe_load_f32(a->dtype, a->data, a_off + i * K + k) - a_zp) * a_scale;
-                for (int64_t n = 0; n < N; n++) {
-                    int64_t bi = param_index(bs, N, bt, n);
-                    float bv = (qe_load_f32(b->dtype, b->data, b_off + k * N + n) -
-                                qe_load_f32(bz->dtype, bz->data, param_index(bz, N, bt, n))) *
-                               qe_load_f32(bs->dtype, bs->data, bi);
-                    facc[n] += av * bv;
-                }
-            }
-            for (int64_t n = 0; n < N; n++)
-                store_requant(j->y->dtype, j->y->data, y_off + n, facc[n] / y_scale, y_zp);
-            continue;
-        }
-        int32_t a_zp = load_q8(az->dtype, az->data, param_index(az, M, bt, i));
-        int b_zp_scalar = kiln_numel(bz) == 1;
-        int32_t b_zp0 = load_q8(bz->dtype, bz->data, 0);
-        for (int64_t n = 0; n < N; n++) acc[n] = 0;
+        for (int64_t n = 0; n < N; n++) facc[n] = 0.0f;
+        float a_zp = qe_load_f32(az->dtype, az->data, param_index(az, M, bt, i));
         for (int64_t k = 0; k < K; k++) {
-            int32_t av = load_q8(a->dtype, a->data, a_off + i * K + k) - a_zp;
-            if (av == 0) continue;
-            int64_t brow = b_off + k * N;
-            if (b_zp_scalar && b->dtype == KILN_DTYPE_UINT8) {
-                const uint8_t *bp = (const uint8_t *)b->data + brow;
-                for (int64_t n = 0; n < N; n++) acc[n] += av * ((int32_t)bp[n] - b_zp0);
-            } else if (b_zp_scalar) {
-                const int8_t *bp = (const int8_t *)b->data + brow;
-                for (int64_t n = 0; n < N; n++) acc[n] += av * ((int32_t)bp[n] - b_zp0);
-            } else {
-                for (int64_t n = 0; n < N; n++)
-                    acc[n] += av * (load_q8(b->dtype, b->data, brow + n) -
-                                    load_q8(bz->dtype, bz->data, param_index(bz, N, bt, n)));
+            float av = (qe_load_f32(a->dtype, a->data, a_off + i * K + k) - a_zp) * a_scale;
+            for (int64_t n = 0; n < N; n++) {
+                int64_t bi = param_index(bs, N, bt, n);
+                float bv = (qe_load_f32(b->dtype, b->data, b_off + k * N + n) -
+                            qe_load_f32(bz->dtype, bz->data, param_index(bz, N, bt, n))) *
+                           qe_load_f32(bs->dtype, bs->data, bi);
+                facc[n] += av * bv;
             }
         }
-        for (int64_t n = 0; n < N; n++) {
-            float mult = a_scale * qe_load_f32(bs->dtype, bs->data, param_index(bs, N, bt, n)) / y_scale;
-            store_requant(j->y->dtype, j->y->data, y_off + n, (float)acc[n] * mult, y_zp);
-        }
+        for (int64_t n = 0; n < N; n++)
+            store_requant(j->y->dtype, j->y->data, y_off + n, facc[n] / y_scale, y_zp);
     }
-    free(acc);
     free(facc);
 }
 
-/* Large integer products: one dgemm per batch on zero-point-adjusted operands. */
-static kiln_status mm_dgemm(kiln_ctx *ctx, const mm_job *j) {
+/* ---- the 8-bit path ---- */
+
+typedef struct qmm_state {
+    const void *b_src; /* constant B as seen at init */
+    kqg_b b;
+} qmm_state;
+
+kiln_status kiln_qlinear_matmul_init(kiln_ctx *ctx) {
+    const kiln_tensor *b = kiln_input(ctx, 3);
+    if (!b || !b->data || b->rank != 2 || !is_q8(b->dtype) || !kiln_shape_concrete(b)) return KILN_OK;
+    qmm_state *st = calloc(1, sizeof *st);
+    if (!st) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing b");
+    ctx->state = st;
+    KILN_TRY(kqg_b_init(ctx, &st->b, b->dims[0], b->dims[1]));
+    kqg_pack_b(ctx, &st->b, b->dtype, b->data, b->dims[1], 0);
+    st->b_src = b->data;
+    return KILN_OK;
+}
+
+void kiln_qlinear_matmul_fini(void *state) {
+    qmm_state *st = state;
+    if (!st) return;
+    kqg_b_free(&st->b);
+    free(st);
+}
+
+typedef struct qmm_epi {
+    const mm_job *j;
+    int64_t row0;      /* global row (batch * M + i) of the product's row 0 */
+    const float *bsv;  /* b_scale per column of this batch, or NULL for one value */
+    float bs, y_scale;
+    int32_t y_zp;
+} qmm_epi;
+
+static void qmm_epilogue(void *arg, int64_t m0, int64_t n0, int64_t mc, int64_t nc, const int32_t *acc,
+                         int64_t ld) {
+    const qmm_epi *e = arg;
+    const mm_shape *s = &e->j->s;
+    const kiln_tensor *as = e->j->in[1];
+    kiln_tensor *y = e->j->y;
+    int64_t M = s->M > 0 ? s->M : 1, N = s->N;
+    float mult[64];
+    for (int64_t i = 0; i < mc; i++) {
+        int64_t r = e->row0 + m0 + i, bt = r / M;
+        float a_scale = qe_load_f32(as->dtype, as->data, param_index(as, M, bt, r % M));
+        const int32_t *row = acc + i * ld;
+        void *out = (char *)y->data + r * N + n0;
+        if (!e->bsv) {
+            kqg_requant_row(row, nc, NULL, a_scale * e->bs / e->y_scale, NULL, 0, e->y_zp, y->dtype, out);
+            continue;
+        }
+        for (int64_t c0 = 0; c0 < nc; c0 += 64) {
+            int64_t cn = nc - c0 < 64 ? nc - c0 : 64;
+            for (int64_t c = 0; c < cn; c++) mult[c] = a_scale * e->bsv[n0 + c0 + c] / e->y_scale;
+            kqg_requant_row(row + c0, cn, mult, 0.0f, NULL, 0, e->y_zp, y->dtype, (char *)out + c0);
+        }
+    }
+}
+
+static kiln_status mm_int8(kiln_ctx *ctx, const mm_job *j) {
     const mm_shape *s = &j->s;
-    const kiln_tensor *a = j->in[0], *as = j->in[1], *az = j->in[2], *b = j->in[3], *bs = j->in[4],
+    const kiln_tensor *a = j->in[0], *az = j->in[2], *b = j->in[3], *bs = j->in[4],
                       *bz = j->in[5], *ys = j->in[6], *yz = j->in[7];
     int64_t M = s->M, K = s->K, N = s->N;
-    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "matrix product is too large");
-    double *A = malloc(sizeof(double) * (size_t)(M * K + 1)), *B = malloc(sizeof(double) * (size_t)(K * N + 1));
-    double *Cm = malloc(sizeof(double) * (size_t)(M * N + 1));
-    if (!A || !B || !Cm) {
-        free(A); free(B); free(Cm);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for QLinearMatMul");
-    }
-    float y_scale = qe_load_f32(ys->dtype, ys->data, 0), y_zp = qe_load_f32(yz->dtype, yz->data, 0);
-    for (int64_t bt = 0; bt < s->batch; bt++) {
+    const qmm_state *st = ctx->state;
+    int b_packed = st && st->b_src == b->data && b->rank == 2;
+    /* B shared by every batch and A's batches contiguous: one product over batch * M rows */
+    int64_t nbs = kiln_numel(bs), nbz = kiln_numel(bz);
+    int fold = !(s->batch > 1 && ((nbs != 1 && nbs != N) || (nbz != 1 && nbz != N)));
+    for (int d = 0; d < s->nbatch_dims; d++)
+        fold &= s->b_batch_stride[d] == 0 && (s->a_batch_stride[d] != 0 || s->dims[d] == 1);
+    int64_t rows = fold ? s->batch * M : M, nprod = fold ? 1 : s->batch;
+    kqg_a A;
+    kqg_b B;
+    memset(&B, 0, sizeof B);
+    int32_t *za = malloc(sizeof(int32_t) * (size_t)(rows + 1));
+    int32_t *zb = malloc(sizeof(int32_t) * (size_t)(N + 1));
+    float *bsv = malloc(sizeof(float) * (size_t)(N + 1));
+    kiln_status stt = kqg_a_init(ctx, &A, rows, K);
+    if (stt == KILN_OK && !b_packed) stt = kqg_b_init(ctx, &B, K, N);
+    if (stt == KILN_OK && (!za || !zb || !bsv))
+        stt = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for QLinearMatMul");
+    int64_t last_b = -1;
+    for (int64_t bt = 0; stt == KILN_OK && bt < nprod; bt++) {
         int64_t rem = bt, a_off = 0, b_off = 0;
         for (int d = s->nbatch_dims - 1; d >= 0; d--) {
             int64_t c = rem % s->dims[d];
@@ -253,26 +286,35 @@ static kiln_status mm_dgemm(kiln_ctx *ctx, const mm_job *j) {
             a_off += c * s->a_batch_stride[d];
             b_off += c * s->b_batch_stride[d];
         }
-        for (int64_t i = 0; i < M; i++) {
-            int32_t zp = load_q8(az->dtype, az->data, param_index(az, M, bt, i));
-            for (int64_t k = 0; k < K; k++) A[i * K + k] = (double)(load_q8(a->dtype, a->data, a_off + i * K + k) - zp);
+        kqg_pack_a(ctx, &A, a->dtype, (const uint8_t *)a->data + a_off, K);
+        if (!b_packed && b_off != last_b) {
+            kqg_pack_b(ctx, &B, b->dtype, (const uint8_t *)b->data + b_off, N, 0);
+            last_b = b_off;
         }
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t n = 0; n < N; n++)
-                B[k * N + n] = (double)(load_q8(b->dtype, b->data, b_off + k * N + n) -
-                                        load_q8(bz->dtype, bz->data, param_index(bz, N, bt, n)));
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0, A, (int)K, B, (int)N,
-                    0.0, Cm, (int)N);
-        for (int64_t i = 0; i < M; i++) {
-            float a_scale = qe_load_f32(as->dtype, as->data, param_index(as, M, bt, i));
-            for (int64_t n = 0; n < N; n++) {
-                float mult = a_scale * qe_load_f32(bs->dtype, bs->data, param_index(bs, N, bt, n)) / y_scale;
-                store_requant(j->y->dtype, j->y->data, (bt * M + i) * N + n, (float)Cm[i * N + n] * mult, y_zp);
-            }
+        int64_t row0 = fold ? 0 : bt * M;
+        int za_rows = kiln_numel(az) != 1;
+        for (int64_t r = 0; za_rows && r < rows; r++) {
+            int64_t g = row0 + r;
+            za[r] = load_q8(az->dtype, az->data, param_index(az, M, g / M, g % M));
         }
+        if (!za_rows) za[0] = load_q8(az->dtype, az->data, 0);
+        int zb_cols = kiln_numel(bz) != 1, bs_cols = kiln_numel(bs) != 1;
+        int64_t pb = fold ? 0 : bt;
+        for (int64_t n = 0; n < N; n++) {
+            if (zb_cols) zb[n] = load_q8(bz->dtype, bz->data, param_index(bz, N, pb, n));
+            if (bs_cols) bsv[n] = qe_load_f32(bs->dtype, bs->data, param_index(bs, N, pb, n));
+        }
+        if (!zb_cols) zb[0] = load_q8(bz->dtype, bz->data, 0);
+        qmm_epi e = {j, row0, bs_cols ? bsv : NULL, qe_load_f32(bs->dtype, bs->data, 0),
+                     qe_load_f32(ys->dtype, ys->data, 0), load_q8(yz->dtype, yz->data, 0)};
+        kqg_gemm(ctx, &A, b_packed ? &st->b : &B, za, za_rows, zb, zb_cols, qmm_epilogue, &e);
     }
-    free(A); free(B); free(Cm);
-    return KILN_OK;
+    kqg_a_free(&A);
+    kqg_b_free(&B);
+    free(za);
+    free(zb);
+    free(bsv);
+    return stt;
 }
 
 kiln_status kiln_qlinear_matmul_compute(kiln_ctx *ctx) {
@@ -283,10 +325,10 @@ kiln_status kiln_qlinear_matmul_compute(kiln_ctx *ctx) {
     KILN_TRY(mm_resolve(ctx, j.in[0], j.in[3], &j.s));
     int64_t rows = j.s.batch * j.s.M;
     int f8 = qe_is_f8(j.in[0]->dtype) || qe_is_f8(j.in[3]->dtype);
-    if (!f8 && rows > 0 && j.s.N > 0 && j.s.M * j.s.N * j.s.K >= 32768) return mm_dgemm(ctx, &j);
+    if (!f8 && rows > 0 && j.s.N > 0) return mm_int8(ctx, &j);
     if (rows > 0 && j.s.N > 0) {
         int64_t grain = 1 + 65536 / (j.s.K * j.s.N + 1);
-        kiln_parallel_for(ctx, rows, grain, mm_rows, &j);
+        kiln_parallel_for(ctx, rows, grain, mm_rows_f8, &j);
     }
     return KILN_OK;
 }
@@ -294,13 +336,7 @@ kiln_status kiln_qlinear_matmul_compute(kiln_ctx *ctx) {
 /* ------------------------------------------------------------------------------------------ */
 /* QLinearConv */
 
-typedef struct conv_geom {
-    int nsp;                          /* spatial rank */
-    int64_t N, C, M, group;
-    int64_t in_sp[KILN_MAX_RANK], out_sp[KILN_MAX_RANK], k[KILN_MAX_RANK];
-    int64_t stride[KILN_MAX_RANK], dil[KILN_MAX_RANK], pad_lo[KILN_MAX_RANK];
-    int64_t in_size, out_size, k_size;
-} conv_geom;
+typedef kqg_conv_geom conv_geom;
 
 static kiln_status conv_geometry(kiln_ctx *ctx, const kiln_tensor *x, const kiln_tensor *w,
                                  conv_geom *g) {
@@ -414,61 +450,59 @@ kiln_status kiln_qlinear_conv_infer(kiln_ctx *ctx) {
     return kiln_set_output(ctx, 0, in[7]->dtype, x->rank, dims);
 }
 
-typedef struct conv_job {
-    const conv_geom *g;
-    double *col;          /* [Cg * K, out_size], zero point already subtracted */
-    int64_t x_off;
-    const kiln_tensor *x;
-    int32_t x_zp;
-} conv_job;
+/* The weights' geometry alone (what packing needs), from w's shape and the group attribute. */
+static int conv_w_geometry(const kiln_ctx *ctx, const kiln_tensor *w, conv_geom *g) {
+    memset(g, 0, sizeof *g);
+    if (w->rank < 3 || !kiln_shape_concrete(w)) return 0;
+    g->nsp = w->rank - 2;
+    g->group = kiln_attr_int(ctx->node, "group", 1);
+    g->M = w->dims[0];
+    g->C = w->dims[1] * g->group;
+    if (g->group < 1 || g->M % g->group) return 0;
+    g->k_size = 1;
+    for (int d = 0; d < g->nsp; d++) g->k[d] = w->dims[2 + d], g->k_size *= g->k[d];
+    return 1;
+}
 
-/* im2col over one (batch, group): each row is one (channel, kernel offset), each column one
- * output position. Padding reads as the zero point, which is 0 after subtraction. */
-static void conv_im2col(void *arg, int64_t begin, int64_t end) {
-    const conv_job *j = arg;
-    const conv_geom *g = j->g;
-    int nsp = g->nsp;
-    const uint8_t *xu = (const uint8_t *)j->x->data;
-    const int8_t *xs = (const int8_t *)j->x->data;
-    int is_u8 = j->x->dtype == KILN_DTYPE_UINT8;
-    for (int64_t r = begin; r < end; r++) {
-        int64_t c = r / g->k_size, kk = r % g->k_size;
-        int64_t koff[KILN_MAX_RANK], rem = kk;
-        for (int d = nsp - 1; d >= 0; d--) {
-            koff[d] = (rem % g->k[d]) * g->dil[d];
-            rem /= g->k[d];
-        }
-        int64_t cbase = j->x_off + c * g->in_size;
-        double *dst = j->col + r * g->out_size;
-        int64_t W = g->out_sp[nsp - 1], IW = g->in_sp[nsp - 1], sw = g->stride[nsp - 1];
-        int64_t x0 = koff[nsp - 1] - g->pad_lo[nsp - 1];
-        /* walk the outer output dims by counter; the innermost dim is one contiguous row */
-        int64_t rows = g->out_size / (W ? W : 1);
-        int64_t oc[KILN_MAX_RANK] = {0};
-        for (int64_t orow = 0; orow < rows; orow++, dst += W) {
-            int64_t base = 0, mul = IW;
-            int inside = 1;
-            for (int d = nsp - 2; d >= 0; d--) {
-                int64_t ic = oc[d] * g->stride[d] - g->pad_lo[d] + koff[d];
-                if (ic < 0 || ic >= g->in_sp[d]) { inside = 0; break; }
-                base += ic * mul;
-                mul *= g->in_sp[d];
-            }
-            for (int d = nsp - 2; d >= 0; d--) { /* next outer coordinate */
-                if (++oc[d] < g->out_sp[d]) break;
-                oc[d] = 0;
-            }
-            if (!inside) {
-                for (int64_t o = 0; o < W; o++) dst[o] = 0.0;
-                continue;
-            }
-            const int64_t src = cbase + base;
-            for (int64_t o = 0; o < W; o++) {
-                int64_t ix = x0 + o * sw;
-                if (ix < 0 || ix >= IW) { dst[o] = 0.0; continue; }
-                dst[o] = (double)((is_u8 ? (int32_t)xu[src + ix] : (int32_t)xs[src + ix]) - j->x_zp);
-            }
-        }
+typedef struct qconv_state {
+    const void *w_src; /* constant w as seen at init */
+    kqg_conv_w w;
+} qconv_state;
+
+kiln_status kiln_qlinear_conv_init(kiln_ctx *ctx) {
+    const kiln_tensor *w = kiln_input(ctx, 3);
+    conv_geom g;
+    if (!w || !w->data || !is_q8(w->dtype) || !conv_w_geometry(ctx, w, &g)) return KILN_OK;
+    qconv_state *st = calloc(1, sizeof *st);
+    if (!st) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing w");
+    ctx->state = st;
+    KILN_TRY(kqg_conv_pack_w(ctx, &g, w->dtype, w->data, &st->w));
+    st->w_src = w->data;
+    return KILN_OK;
+}
+
+void kiln_qlinear_conv_fini(void *state) {
+    qconv_state *st = state;
+    if (!st) return;
+    kqg_conv_w_free(&st->w);
+    free(st);
+}
+
+typedef struct qconv_epi {
+    kiln_tensor *y;
+    const float *mult;
+    const int32_t *bias;
+    int32_t y_zp;
+    int64_t M, P;
+} qconv_epi;
+
+static void qconv_epilogue(void *arg, int64_t n, int64_t m0, int64_t p0, int64_t mc, int64_t pc,
+                           const int32_t *acc, int64_t ld) {
+    const qconv_epi *e = arg;
+    for (int64_t i = 0; i < mc; i++) {
+        int64_t m = m0 + i;
+        kqg_requant_row(acc + i * ld, pc, NULL, e->mult[m], NULL, e->bias ? e->bias[m] : 0, e->y_zp,
+                        e->y->dtype, (uint8_t *)e->y->data + (n * e->M + m) * e->P + p0);
     }
 }
 
@@ -480,48 +514,34 @@ kiln_status kiln_qlinear_conv_compute(kiln_ctx *ctx) {
     if (!y) return KILN_OK;
     conv_geom g;
     KILN_TRY(conv_geometry(ctx, x, w, &g));
-    int64_t Cg = g.C / g.group, Mg = g.M / g.group, rows = Cg * g.k_size;
-    int64_t ysz = g.N * g.M * g.out_size;
-    if (ysz == 0) return KILN_OK;
-    if (rows > INT32_MAX || g.out_size > INT32_MAX || Mg > INT32_MAX)
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "convolution is too large");
-    double *wq = malloc(sizeof(double) * (size_t)(g.M * rows + 1));
-    double *col = malloc(sizeof(double) * (size_t)(rows * g.out_size + 1));
-    double *acc = malloc(sizeof(double) * (size_t)(Mg * g.out_size + 1));
-    float *mult = malloc(sizeof(float) * (size_t)(g.M + 1));
-    if (!wq || !col || !acc || !mult) {
-        free(wq); free(col); free(acc); free(mult);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for QLinearConv scratch");
+    if (g.N * g.M * g.out_size == 0) return KILN_OK;
+    qconv_state *st = ctx->state;
+    kqg_conv_w local;
+    const kqg_conv_w *pw = st && st->w_src == w->data ? &st->w : NULL;
+    if (!pw) {
+        KILN_TRY(kqg_conv_pack_w(ctx, &g, w->dtype, w->data, &local));
+        pw = &local;
     }
-    float x_scale = qe_load_f32(in[1]->dtype, in[1]->data, 0);
-    float y_scale = qe_load_f32(in[6]->dtype, in[6]->data, 0);
-    float y_zp = qe_load_f32(in[7]->dtype, in[7]->data, 0);
-    int32_t x_zp = load_q8(in[2]->dtype, in[2]->data, 0);
-    int per_ch_s = kiln_numel(in[4]) != 1, per_ch_z = kiln_numel(in[5]) != 1;
-    for (int64_t m = 0; m < g.M; m++) {
-        int32_t wz = load_q8(in[5]->dtype, in[5]->data, per_ch_z ? m : 0);
-        for (int64_t r = 0; r < rows; r++)
-            wq[m * rows + r] = (double)(load_q8(w->dtype, w->data, m * rows + r) - wz);
-        mult[m] = x_scale * qe_load_f32(in[4]->dtype, in[4]->data, per_ch_s ? m : 0) / y_scale;
-    }
-    conv_job j = {&g, col, 0, x, x_zp};
-    for (int64_t n = 0; n < g.N; n++) {
-        for (int64_t gr = 0; gr < g.group; gr++) {
-            int64_t m0 = gr * Mg;
-            j.x_off = (n * g.C + gr * Cg) * g.in_size;
-            kiln_parallel_for(ctx, rows, 1 + 16384 / (g.out_size + 1), conv_im2col, &j);
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)g.out_size, (int)rows, 1.0,
-                        wq + m0 * rows, (int)rows, col, (int)g.out_size, 0.0, acc, (int)g.out_size);
-            for (int64_t m = 0; m < Mg; m++) {
-                int64_t mm = m0 + m;
-                double b = bias ? (double)((const int32_t *)bias->data)[mm] : 0.0;
-                int64_t ybase = (n * g.M + mm) * g.out_size;
-                const double *a = acc + m * g.out_size;
-                for (int64_t o = 0; o < g.out_size; o++)
-                    store_requant(y->dtype, y->data, ybase + o, (float)(a[o] + b) * mult[mm], y_zp);
-            }
+    float *mult = malloc(sizeof(float) * (size_t)g.M);
+    int32_t *wz = malloc(sizeof(int32_t) * (size_t)g.M);
+    kiln_status stt = KILN_OK;
+    if (!mult || !wz) {
+        stt = KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for QLinearConv");
+    } else {
+        float x_scale = qe_load_f32(in[1]->dtype, in[1]->data, 0);
+        float y_scale = qe_load_f32(in[6]->dtype, in[6]->data, 0);
+        int per_ch_s = kiln_numel(in[4]) != 1, per_ch_z = kiln_numel(in[5]) != 1;
+        for (int64_t m = 0; m < g.M; m++) {
+            wz[m] = load_q8(in[5]->dtype, in[5]->data, per_ch_z ? m : 0);
+            mult[m] = x_scale * qe_load_f32(in[4]->dtype, in[4]->data, per_ch_s ? m : 0) / y_scale;
         }
+        qconv_epi e = {y, mult, bias ? (const int32_t *)bias->data : NULL,
+                       load_q8(in[7]->dtype, in[7]->data, 0), g.M, g.out_size};
+        stt = kqg_conv_run(ctx, &g, pw, wz, per_ch_z, x->dtype, x->data,
+                           load_q8(in[2]->dtype, in[2]->data, 0), qconv_epilogue, &e);
     }
-    free(wq); free(col); free(acc); free(mult);
-    return KILN_OK;
+    free(mult);
+    free(wz);
+    if (pw == &local) kqg_conv_w_free(&local);
+    return stt;
 }
