@@ -1,0 +1,120 @@
+/* kiln:MaxPoolGrad(dY, X) and kiln:AveragePoolGrad(dY, X): the gradients of ONNX MaxPool and
+ * AveragePool (kernel_shape, strides, pads, auto_pad, ceil_mode, dilations, count_include_pad;
+ * any number of spatial dims). MaxPool's window maximum is found again from X (the first one on
+ * ties) and takes the whole gradient; AveragePool spreads it over the window with the forward's
+ * divisor. Planes (image, channel) run in parallel. */
+#include "grad_common.h"
+#include "conv_util.h"
+
+static kiln_status pg_geometry(kiln_ctx *ctx, const kiln_tensor *x, kconv_geom *g) {
+    memset(g, 0, sizeof *g);
+    if (x->rank < 3) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "X has rank %d, expected >= 3", x->rank);
+    g->nd = x->rank - 2;
+    g->N = x->dims[0];
+    g->C = g->M = x->dims[1];
+    g->group = 1;
+    int nk = 0;
+    const int64_t *ks = kiln_attr_ints(ctx->node, "kernel_shape", &nk);
+    if (!ks || nk != g->nd)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "kernel_shape must have %d entries", g->nd);
+    for (int d = 0; d < g->nd; d++) {
+        g->in[d] = x->dims[d + 2];
+        g->k[d] = ks[d];
+    }
+    return kconv_window(ctx, g, 1, (int)kiln_attr_int(ctx->node, "ceil_mode", 0));
+}
+
+static kiln_status pg_infer(kiln_ctx *ctx) {
+    kiln_tensor *dy, *x;
+    KILN_TRY(gk_float_input(ctx, 0, NULL, &dy));
+    KILN_TRY(gk_float_input(ctx, 1, dy, &x));
+    return gk_out_like(ctx, 0, dy->dtype, x);
+}
+
+typedef struct {
+    const kconv_geom *g;
+    const void *dy, *x;
+    void *dx;
+    int dt, max, include_pad;
+} pg_job;
+
+static void pg_planes(void *arg, int64_t q0, int64_t q1) {
+    const pg_job *j = arg;
+    const kconv_geom *g = j->g;
+    int nd = g->nd, dt = j->dt;
+    int64_t ist[KCONV_MAX_ND];
+    for (int d = nd - 1, s = 1; d >= 0; d--) {
+        ist[d] = s;
+        s *= (int)g->in[d];
+    }
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t xo = q * g->in_size, yo = q * g->out_size;
+        int64_t o[KCONV_MAX_ND] = {0};
+        for (int64_t p = 0; p < g->out_size; p++) {
+            double gv = gk_ld(j->dy, yo + p, dt), best = 0;
+            int64_t best_at = -1, valid = 0, padded = 1;
+            if (!j->max && j->include_pad)
+                for (int d = 0; d < nd; d++) {
+                    /* window clipped to the padded extent, as the forward's divisor */
+                    int64_t lo = o[d] * g->stride[d] - g->pad_b[d], hi = lo + (g->k[d] - 1) * g->dil[d] + 1;
+                    if (hi > g->in[d] + g->pad_e[d]) hi = g->in[d] + g->pad_e[d];
+                    padded *= (hi - lo + g->dil[d] - 1) / g->dil[d];
+                }
+            for (int pass = 0; pass < (j->max ? 1 : 2); pass++) {
+                int64_t kidx[KCONV_MAX_ND] = {0};
+                for (int64_t kk = 0; kk < g->k_size; kk++) {
+                    int64_t off = 0, ok = 1;
+                    for (int d = 0; d < nd; d++) {
+                        int64_t i = o[d] * g->stride[d] - g->pad_b[d] + kidx[d] * g->dil[d];
+                        if (i < 0 || i >= g->in[d]) { ok = 0; break; }
+                        off += i * ist[d];
+                    }
+                    if (ok) {
+                        if (j->max) {
+                            double v = gk_ld(j->x, xo + off, dt);
+                            if (best_at < 0 || v > best) { best = v; best_at = off; }
+                        } else if (pass == 0) {
+                            valid++;
+                        } else {
+                            int64_t div = j->include_pad ? padded : valid;
+                            gk_add(j->dx, xo + off, dt, div > 0 ? gv / (double)div : 0.0);
+                        }
+                    }
+                    for (int d = nd - 1; d >= 0; d--) {
+                        if (++kidx[d] < g->k[d]) break;
+                        kidx[d] = 0;
+                    }
+                }
+            }
+            if (j->max && best_at >= 0) gk_add(j->dx, xo + best_at, dt, gv);
+            for (int d = nd - 1; d >= 0; d--) {
+                if (++o[d] < g->out[d]) break;
+                o[d] = 0;
+            }
+        }
+    }
+}
+
+static kiln_status pg_compute(kiln_ctx *ctx, int max) {
+    kiln_tensor *dy = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *dx = kiln_output(ctx, 0);
+    kconv_geom g;
+    KILN_TRY(pg_geometry(ctx, x, &g));
+    if (dy->rank != x->rank || dy->dims[0] != g.N || dy->dims[1] != g.C)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's shape does not match the pooling's output");
+    for (int d = 0; d < g.nd; d++)
+        if (dy->dims[d + 2] != g.out[d])
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's spatial dim %d is %lld, the output's %lld",
+                             d, (long long)dy->dims[d + 2], (long long)g.out[d]);
+    gk_zero(dx);
+    pg_job j = {&g, dy->data, x->data, dx->data, dy->dtype, max, (int)kiln_attr_int(ctx->node, "count_include_pad", 0)};
+    kiln_parallel_for(ctx, g.N * g.C, gk_grain(g.out_size * g.k_size), pg_planes, &j);
+    return KILN_OK;
+}
+
+static kiln_status maxpg_compute(kiln_ctx *ctx) { return pg_compute(ctx, 1); }
+static kiln_status avgpg_compute(kiln_ctx *ctx) { return pg_compute(ctx, 0); }
+
+const kiln_op kiln_ops_grad_pool[] = {
+    {"kiln", "MaxPoolGrad", 1, 0, NULL, pg_infer, maxpg_compute, NULL},
+    {"kiln", "AveragePoolGrad", 1, 0, NULL, pg_infer, avgpg_compute, NULL},
+    {0}};
