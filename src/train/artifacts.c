@@ -7,25 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__has_include)
-#if __has_include("train/train_graph.h")
 #include "train/train_graph.h"
-#define KILN_HAVE_TRAIN_GRAPH_H 1
-#endif
-#endif
-
-#ifndef KILN_HAVE_TRAIN_GRAPH_H
-/* The graph builder's interface as the training contract fixes it, for builds without it. */
-typedef struct {
-    const char *const *requires_grad; int n_requires_grad;
-    const char *const *frozen; int n_frozen;
-    const char *loss;
-    const char *output;
-} kiln_train_graph_opts;
-#endif
-/* Weak: a library built without the graph builder still links and says so at run time. */
-extern int kiln_train_build_graphs(const char *model_path, const kiln_train_graph_opts *o, const char *out_dir)
-    __attribute__((weak));
 
 static kiln_status fail_last(kiln_err *e) {
     kiln_set_last_error(e);
@@ -82,9 +64,6 @@ kiln_status kiln_train_artifacts(const char *model, const kiln_train_artifacts_o
             if (o->requires_grad[i] && o->frozen[j] && !strcmp(o->requires_grad[i], o->frozen[j]))
                 return kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "train artifacts: '%s' is both trainable and frozen",
                                  o->requires_grad[i]), fail_last(&e);
-    if (!kiln_train_build_graphs)
-        return kiln_fail(&e, KILN_ERR_NOT_IMPLEMENTED,
-                         "train artifacts: this libkiln was built without the training graph builder"), fail_last(&e);
     kiln_train_graph_opts go = {o->requires_grad, (int)o->n_requires_grad, o->frozen, (int)o->n_frozen, o->loss,
                                 o->output};
     if (kiln_train_build_graphs(model, &go, out_dir) != 0) {
