@@ -6,6 +6,7 @@ import struct
 import zlib
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -394,3 +395,83 @@ def test_onnxruntime_namespace():
     assert api.Module is Module and api.CheckpointState is CheckpointState
     assert artifacts.generate_artifacts is training.generate_artifacts
     assert artifacts.OptimType.AdamW.value == "adamw"
+
+
+# ---- end to end: artifacts from kiln's graph builder, training against a numpy reference ----
+
+import train_ref  # noqa: E402
+
+E2E = {
+    "mlp": (train_ref.mlp, train_ref.mlp_params, [], lambda r: r.standard_normal((8, 16)), (["N", 16], 5)),
+    "cnn": (train_ref.cnn, train_ref.cnn_params, train_ref.CNN_FROZEN, lambda r: r.standard_normal((4, 3, 8, 8)),
+            (["N", 3, 8, 8], 4)),
+    "bert": (train_ref.bert, train_ref.bert_params, [],
+             lambda r: r.integers(0, train_ref.V_, (train_ref.B_, train_ref.S_)), ([train_ref.B_, train_ref.S_], 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(E2E))
+def test_end_to_end_training_matches_numpy(tmp_path, name):
+    build, make_params, frozen, make_x, (x_shape, classes) = E2E[name]
+    rng = np.random.default_rng(5)
+    params = make_params(rng)
+    x_dtype = onnx.TensorProto.INT64 if name == "bert" else onnx.TensorProto.FLOAT
+    o = train_ref.Onnx({k: v.astype(np.float32) for k, v in params.items()})
+    model = o.model(build(o, "x"), "x", x_dtype, x_shape, [x_shape[0], classes])
+    trainable = [k for k in params if k not in frozen]
+    art = str(tmp_path / "art")
+    training.generate_artifacts(model, requires_grad=trainable, frozen_params=frozen,
+                                loss=training.LossType.CrossEntropyLoss, optimizer=training.OptimType.AdamW,
+                                artifact_directory=art)
+    assert sorted(os.listdir(art)) == ["checkpoint.kckpt", "eval_model.onnx", "inference_model.onnx",
+                                       "training_model.onnx"]
+    state = CheckpointState.load_checkpoint(os.path.join(art, "checkpoint.kckpt"))
+    assert list(state.parameters) == trainable and state.optimizer == "adamw"
+    lr = 0.01
+    state.set_hyperparameter("lr", lr)
+    mod = Module(os.path.join(art, "training_model.onnx"), state, os.path.join(art, "eval_model.onnx"))
+    opt = Optimizer("adamw", mod)
+    ref = {k: v.astype(np.float32).astype(np.float64) for k, v in params.items()}
+    m = {k: np.zeros_like(ref[k]) for k in trainable}
+    v = {k: np.zeros_like(ref[k]) for k in trainable}
+    for step in range(1, 21):
+        x = make_x(rng)
+        x = x.astype(np.int64) if name == "bert" else x.astype(np.float32)
+        labels = rng.integers(0, classes, len(x)).astype(np.int64)
+        want, grads = train_ref.ref_step(build, ref, x, labels)
+        loss = float(mod(x, labels))
+        assert abs(loss - want) <= 1e-4 * abs(want), (step, loss, want)
+        opt.step()
+        mod.lazy_reset_grad()
+        for k in trainable:
+            ref[k], m[k], v[k] = train_ref.adamw64(ref[k], grads[k], m[k], v[k], step, lr)
+    moved = [k for k in trainable if np.max(np.abs(ref[k] - params[k])) > 0.05]
+    assert len(moved) >= len(trainable) // 2  # the parameters really trained
+    for k in trainable:
+        if k.endswith(".k.b"):
+            continue  # exact gradient 0 (softmax ignores a shift of every key): AdamW moves it by rounding noise
+        np.testing.assert_allclose(state.parameters[k].data, ref[k], rtol=1e-3, atol=2e-4 * np.abs(ref[k]).max(),
+                                   err_msg=k)
+    # eval model and the exported inference model give the trained model's outputs
+    x = make_x(rng)
+    x = x.astype(np.int64) if name == "bert" else x.astype(np.float32)
+    labels = rng.integers(0, classes, len(x)).astype(np.int64)
+    want_loss, _ = train_ref.ref_step(build, {k: (state.parameters[k].data if k in trainable else ref[k])
+                                              for k in ref}, x, labels)
+    mod.eval()
+    ev_loss, logits = mod(x, labels)
+    assert float(ev_loss) == pytest.approx(want_loss, rel=1e-4)
+    out = str(tmp_path / "trained.onnx")
+    mod.export_model_for_inferencing(out, ["logits"])
+    got_k = kiln.InferenceSession(out).run(None, {"x": x})[0]
+    got_o = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got_k, logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_o, logits, rtol=1e-4, atol=1e-5)
+
+
+def test_generate_artifacts_errors_from_the_builder(tmp_path):
+    o = train_ref.Onnx({k: v.astype(np.float32) for k, v in train_ref.mlp_params(np.random.default_rng(1)).items()})
+    model = o.model(train_ref.mlp(o, "x"), "x", onnx.TensorProto.FLOAT, ["N", 16], ["N", 5])
+    with pytest.raises(kiln.KilnError, match="nope"):
+        training.generate_artifacts(model, ["fc1.w", "nope"], loss="cross_entropy", optimizer="sgd",
+                                    artifact_directory=str(tmp_path))
