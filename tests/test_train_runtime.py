@@ -373,6 +373,8 @@ def test_module_errors(tmp_path):
         CheckpointState.new({"W": W}, optimizer="sgd").set_hyperparameter("beta1", 0.5)
     with pytest.raises(kiln.KilnError, match="opened without an eval model"):
         Module(train, st).eval()(x, y)
+    with pytest.raises(kiln.KilnError, match="'W' is float64; training takes float32 parameters"):
+        Module(train, CheckpointState.new({"W": W.astype(np.float64), "b": b}, optimizer="sgd"))
     with pytest.raises(ValueError, match="device 'tpu'"):
         Module(train, st, device="tpu")
 
@@ -475,3 +477,33 @@ def test_generate_artifacts_errors_from_the_builder(tmp_path):
     with pytest.raises(kiln.KilnError, match="nope"):
         training.generate_artifacts(model, ["fc1.w", "nope"], loss="cross_entropy", optimizer="sgd",
                                     artifact_directory=str(tmp_path))
+
+
+KILN_CLI = os.path.join(os.environ.get("KILN_BUILD_DIR", os.path.join(util.ROOT, "build")), "kiln")
+
+
+def test_cli_train_artifacts(tmp_path):
+    import subprocess
+    o = train_ref.Onnx({k: v.astype(np.float32) for k, v in train_ref.cnn_params(np.random.default_rng(2)).items()})
+    src = str(tmp_path / "cnn.onnx")
+    onnx.save(o.model(train_ref.cnn(o, "x"), "x", onnx.TensorProto.FLOAT, ["N", 3, 8, 8], ["N", 4]), src)
+    out = str(tmp_path / "art")
+    r = subprocess.run([KILN_CLI, "train-artifacts", src, "--requires-grad", "c1.w", "c1.b", "fc.w", "--frozen",
+                        "bn.mean", "bn.var", "--loss", "cross_entropy", "--optimizer", "sgd", out],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "3 trainable parameter(s)" in r.stdout
+    st = CheckpointState.load_checkpoint(os.path.join(out, "checkpoint.kckpt"))
+    assert list(st.parameters) == ["c1.w", "c1.b", "fc.w"] and st.optimizer == "sgd"
+    assert np.array_equal(st.parameters["c1.w"].data, onnx.numpy_helper.to_array(
+        [i for i in onnx.load(src).graph.initializer if i.name == "c1.w"][0]))
+    mod = Module(os.path.join(out, "training_model.onnx"), st)
+    loss = mod(rand(2, 3, 8, 8), np.array([1, 3], np.int64))
+    assert np.isfinite(loss)
+    for args, msg in ((["--requires-grad", "c1.w", "--loss", "mse", out], "--optimizer"),
+                      (["--requires-grad", "--loss", "mse", "--optimizer", "sgd", out], "needs at least one name"),
+                      (["--requires-grad", "c1.w", "--loss", "mse", "--optimizer", "lamb", out], "unknown optimizer 'lamb'"),
+                      (["--requires-grad", "zz", "--loss", "mse", "--optimizer", "sgd", out], "zz"),
+                      (["--requires-grad", "c1.w", "--bogus", "--loss", "mse", "--optimizer", "sgd", out], "'--bogus'")):
+        r = subprocess.run([KILN_CLI, "train-artifacts", src] + args, capture_output=True, text=True)
+        assert r.returncode != 0 and msg in r.stderr, (args, r.stderr)

@@ -132,6 +132,11 @@ kiln_status kiln_train_module_open(const char *training_model, const char *eval_
         kiln_ckpt_param *p = m->tp[i];
         char gname[KILN_CKPT_NAME_MAX + 8];
         snprintf(gname, sizeof gname, "%s_grad", p->name);
+        if (p->dtype != KILN_DTYPE_FLOAT) {
+            kiln_fail(&e, KILN_ERR_NOT_IMPLEMENTED, "trainable parameter '%s' is %s; training takes float32 parameters",
+                      p->name, kiln_dtype_name((kiln_dtype)p->dtype));
+            goto fail;
+        }
         if (check_feed(m->train, training_model, p, &e)) goto fail;
         if (!session_output(m->train, gname)) {
             kiln_fail(&e, KILN_ERR_INVALID_MODEL, "%s has no output '%s' for trainable parameter '%s'", training_model,
@@ -294,7 +299,7 @@ kiln_status kiln_train_step(kiln_train_module *m, size_t n_in, const char *const
     for (int i = 0; i < m->n_train; i++) {
         const kiln_ckpt_param *p = m->tp[i];
         const float *g = kiln_value_data(outs[i + 1]);
-        if (!m->grad_valid || p->dtype != KILN_DTYPE_FLOAT) memcpy(m->grad[i], g, p->nbytes);
+        if (!m->grad_valid) memcpy(m->grad[i], g, p->nbytes);
         else
             for (int64_t j = 0; j < p->numel; j++) m->grad[i][j] += g[j];
     }
