@@ -38,7 +38,7 @@ int kiln_ad_node(kiln_ad *a, const char *domain, const char *op, const int *ins,
     }
     kiln_node n = {0};
     char name[96];
-    snprintf(name, sizeof name, "grad_%s_%d", op, g->n_nodes);
+    snprintf(name, sizeof name, "%s_%s_%d", a->prefix ? a->prefix : "grad", op, g->n_nodes);
     n.name = strdup(name);
     n.op_type = strdup(op);
     n.domain = strdup(domain);

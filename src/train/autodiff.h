@@ -15,6 +15,7 @@ typedef struct kiln_ad {
     opt_ctx oc;            /* static types of the forward graph */
     int n_fwd;             /* values of the forward graph (before any gradient node) */
     int opset;             /* the model's ai.onnx opset */
+    const char *prefix;    /* names of the nodes added: "<prefix>_<op>_<index>" */
     int *dtype;            /* per forward value: its element type (0 unknown) */
     unsigned char *active; /* per forward value: depends on a trainable parameter and reaches the loss */
     int *n_contrib, *cap_contrib;

@@ -261,7 +261,9 @@ static kiln_status prepare(build *b, const char *model_path, int *loss) {
     if (!b->orig_outputs) return oom(b->e);
     memcpy(b->orig_outputs, g->outputs, sizeof(int) * (size_t)g->n_outputs);
     KILN_TRY(check_names(b));
+    b->ad.prefix = "loss";
     *loss = append_loss(b);
+    b->ad.prefix = "grad";
     return *loss < 0 ? b->e->code : KILN_OK;
 }
 
