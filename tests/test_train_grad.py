@@ -756,3 +756,24 @@ def test_error_integer_output_and_name_clash():
     m = graph_model([helper.make_node("Relu", ["w"], ["loss"])], {}, {"w": rnd(rng, 3)}, {"loss": np.float64})
     with pytest.raises(RuntimeError, match="already has a value named 'loss'"):
         build_artifacts(m, ["w"])
+
+
+def test_error_training_dropout_and_subgraph_reads():
+    rng = np.random.default_rng(4)
+    t = {"tm": np.array(True)}
+    m = graph_model([helper.make_node("Dropout", ["w", "", "tm"], ["y"], name="drop")], {}, {"w": rnd(rng, 3)},
+                    {"y": np.float64}, opset=13, consts=t)
+    with pytest.raises(RuntimeError, match=r"node 'drop' \(op Dropout\).*training mode"):
+        build_artifacts(m, ["w"])
+    m = graph_model([helper.make_node("Dropout", ["w", "", "tm"], ["y"])], {}, {"w": rnd(rng, 3)},
+                    {"y": np.float64}, opset=13, consts={"tm": np.array(False)})
+    build_artifacts(m, ["w"])
+    # a parameter read inside a subgraph is never silently constant
+    then_g = helper.make_graph([helper.make_node("Add", ["w", "x"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.DOUBLE, [3])])
+    else_g = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.DOUBLE, [3])])
+    m = graph_model([helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)],
+                    {"c": np.array(True), "x": rnd(rng, 3)}, {"w": rnd(rng, 3)}, {"y": np.float64})
+    with pytest.raises(RuntimeError, match=r"node 'branch' \(op If\): no gradient"):
+        build_artifacts(m, ["w"])

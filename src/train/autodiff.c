@@ -285,6 +285,8 @@ kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_para
         if (n->removed || kiln_grad_blocks(n)) continue;
         int any = 0;
         for (int k = 0; k < n->n_in; k++) any |= n->in[k] >= 0 && reached[n->in[k]];
+        /* a parameter read inside a subgraph (If, Loop, Scan) reaches the node's outputs too */
+        for (int k = 0; k < n->n_implicit; k++) any |= reached[n->implicit[k]];
         if (!any) continue;
         for (int k = 0; k < n->n_out; k++) {
             int v = n->out[k];
@@ -302,6 +304,7 @@ kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_para
         if (!any) continue;
         for (int k = 0; k < n->n_in; k++)
             if (n->in[k] >= 0) toloss[n->in[k]] = 1;
+        for (int k = 0; k < n->n_implicit; k++) toloss[n->implicit[k]] = 1;
     }
     for (int v = 0; v < nv; v++) a->active[v] = reached[v] && toloss[v];
     if (!a->active[loss]) {
@@ -324,6 +327,7 @@ kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_para
             int any_out = 0, any_in = 0;
             for (int k = 0; k < n->n_out; k++) any_out |= n->out[k] >= 0 && a->active[n->out[k]] && a->n_contrib[n->out[k]];
             for (int k = 0; k < n->n_in; k++) any_in |= n->in[k] >= 0 && a->active[n->in[k]];
+            for (int k = 0; k < n->n_implicit; k++) any_in |= a->active[n->implicit[k]];
             if (!any_out || !any_in) continue;
             if (n->n_out > 64 || n->n_in > 64) {
                 st = kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "node '%s' (op %s): too many inputs or outputs to "
@@ -344,7 +348,7 @@ kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_para
                 need[k] = n->in[k] >= 0 && a->active[n->in[k]];
                 dx[k] = -1;
             }
-            kiln_grad_rule rule = kiln_grad_rule_for(n);
+            kiln_grad_rule rule = n->n_implicit ? NULL : kiln_grad_rule_for(n);
             if (!rule) {
                 st = kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "node '%s' (op %s%s%s): no gradient", n->name,
                                n->domain[0] ? n->domain : "", n->domain[0] ? ":" : "", n->op_type);

@@ -109,6 +109,22 @@ static kiln_status g_identity(kiln_ad *a, const kiln_node *n, const int *dy, con
     return KILN_OK;
 }
 
+/* Dropout as exported for inference (no training_mode, or a constant false one) is the identity;
+ * a training-mode Dropout's random mask is not differentiated. */
+static kiln_status g_dropout(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    int tm = fwd_in(n, 2);
+    if (tm >= 0) {
+        const kiln_graph_value *gv = &a->g->values[tm];
+        const kiln_tensor *t = gv->is_const && gv->konst.kind == KILN_KIND_TENSOR ? &gv->konst.t : NULL;
+        if (!t || t->dtype != KILN_DTYPE_BOOL || kiln_numel(t) != 1 || *(const unsigned char *)t->data)
+            return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for Dropout in training mode (export the "
+                             "model in eval mode)");
+    }
+    if (n->opset < 12 && kiln_attr_int(n, "is_test", 1) == 0 && n->opset < 7)
+        return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for Dropout in training mode");
+    return g_identity(a, n, dy, need, dx);
+}
+
 static kiln_status g_exp(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
     if (need[0]) CHECK(dx[0] = op2(a, "Mul", dy[0], n->out[0]));
     return KILN_OK;
@@ -424,7 +440,7 @@ static const struct { const char *domain, *op; kiln_grad_rule rule; } rules[] = 
     {"", "Relu", g_unary}, {"", "LeakyRelu", g_unary}, {"", "Sigmoid", g_unary}, {"", "Tanh", g_unary},
     {"", "Sqrt", g_unary}, {"", "Erf", g_unary}, {"", "Abs", g_unary}, {"", "Softplus", g_unary},
     {"", "Gelu", g_unary}, {"com.microsoft", "Gelu", g_unary}, {"", "Reciprocal", g_unary},
-    {"", "Identity", g_identity}, {"", "Dropout", g_identity}, {"", "Cast", g_cast}, {"", "Where", g_where},
+    {"", "Identity", g_identity}, {"", "Dropout", g_dropout}, {"", "Cast", g_cast}, {"", "Where", g_where},
     {"", "MatMul", g_matmul}, {"", "Gemm", g_gemm},
     {"", "Reshape", g_reshape_like}, {"", "Flatten", g_reshape_like}, {"", "Squeeze", g_reshape_like},
     {"", "Unsqueeze", g_reshape_like}, {"", "Transpose", g_transpose}, {"", "Concat", g_concat},
