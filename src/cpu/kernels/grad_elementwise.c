@@ -126,10 +126,20 @@ static void unary_range(void *arg, int64_t b, int64_t e) {
             return;
         }
         if (j->kind == U_SIGMOID) {
-            for (int64_t i = b; i < e; i++) y[i] = g[i] * t[i] * (1.0f - t[i]);
+            for (int64_t i = b; i < e; i++) y[i] = gk_ftz(g[i] * t[i] * (1.0f - t[i]));
             return;
         }
-        for (int64_t i = b; i < e; i++) y[i] = (float)(g[i] * unary_d(j->kind, t[i], j->alpha));
+        if (j->kind == U_GELU || j->kind == U_ERF) {
+            /* the float32 functions: these two dominate a transformer's element-wise backward */
+            for (int64_t i = b; i < e; i++) {
+                float x = t[i], d = j->kind == U_ERF ? 1.12837917f * expf(-x * x)
+                                                     : 0.5f * (1.0f + erff(x * 0.70710678f)) +
+                                                           x * 0.39894228f * expf(-0.5f * x * x);
+                y[i] = gk_ftz(g[i] * d);
+            }
+            return;
+        }
+        for (int64_t i = b; i < e; i++) y[i] = gk_ftz((float)(g[i] * unary_d(j->kind, t[i], j->alpha)));
         return;
     }
     const double *g = j->g, *t = j->t;
