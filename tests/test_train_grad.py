@@ -47,7 +47,8 @@ def build_artifacts(model, params, loss="mse", output=None, frozen=()):
 
 
 NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
-              np.dtype(np.int64): TensorProto.INT64, np.dtype(np.bool_): TensorProto.BOOL}
+              np.dtype(np.int64): TensorProto.INT64, np.dtype(np.int32): TensorProto.INT32,
+              np.dtype(np.bool_): TensorProto.BOOL}
 
 
 def graph_model(nodes, inputs, params, outputs, opset=17, consts=None, domains=None):
@@ -776,4 +777,78 @@ def test_error_training_dropout_and_subgraph_reads():
     m = graph_model([helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)],
                     {"c": np.array(True), "x": rnd(rng, 3)}, {"w": rnd(rng, 3)}, {"y": np.float64})
     with pytest.raises(RuntimeError, match=r"node 'branch' \(op If\): no gradient"):
+        build_artifacts(m, ["w"])
+
+# ---------------------------------------------------------------- com.microsoft Attention
+
+
+def attention_by_hand(dt, ins, ps, cs, N, with_mask, scale):
+    """What com.microsoft Attention computes, in standard ops (float64 runs anywhere)."""
+    D = ps["w"].shape[0]
+    H = D // N
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["qkv0"]), helper.make_node("Add", ["qkv0", "b"], ["qkv"]),
+             helper.make_node("Reshape", ["qkv", "split"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["tq"], perm=[2, 0, 3, 1, 4]),
+             helper.make_node("Transpose", ["r"], ["tk"], perm=[2, 0, 3, 4, 1]),
+             helper.make_node("Gather", ["tq", "i0"], ["q"]), helper.make_node("Gather", ["tk", "i1"], ["kT"]),
+             helper.make_node("Gather", ["tq", "i2"], ["v"]), helper.make_node("MatMul", ["q", "kT"], ["s0"]),
+             helper.make_node("Mul", ["s0", "scale"], ["s1"])]
+    last = "s1"
+    consts = {"split": np.array([0, 0, 3, N, H], dtype=np.int64), "i0": np.array(0, dtype=np.int64),
+              "i1": np.array(1, dtype=np.int64), "i2": np.array(2, dtype=np.int64),
+              "scale": np.array(scale, dtype=dt), "merge": np.array([0, 0, -1], dtype=np.int64)}
+    if with_mask:
+        nodes += [helper.make_node("Cast", ["mask"], ["mf"], to=NP_TO_ONNX[np.dtype(dt)]),
+                  helper.make_node("Sub", ["one", "mf"], ["inv"]), helper.make_node("Mul", ["inv", "filt"], ["madd"]),
+                  helper.make_node("Reshape", ["madd", "mshape"], ["m4"]), helper.make_node("Add", ["s1", "m4"], ["s2"])]
+        consts.update({"one": np.array(1.0, dtype=dt), "filt": np.array(-10000.0, dtype=dt),
+                       "mshape": np.array([0, 1, 1, -1], dtype=np.int64)})
+        last = "s2"
+    nodes += [helper.make_node("Softmax", [last], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["c"]),
+              helper.make_node("Transpose", ["c"], ["ct"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["ct", "merge"], ["y"])]
+    return graph_model(nodes, ins, ps, {"y": dt}, consts=consts)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_contrib_attention(with_mask):
+    """com.microsoft Attention is rewritten into standard ops in the training model. kiln's fused
+    kernel is float32 only, so: the float64 gradients of the same computation written by hand are
+    checked by finite differences, the float32 gradients of the fused op's training model against
+    those, and its loss against onnxruntime running the fused op (the eval model)."""
+    rng = np.random.default_rng(40)
+    B, S, D, N = 2, 4, 6, 2
+    ins = {}
+    if with_mask:
+        m = np.ones((B, S), dtype=np.int32)
+        m[1, -1] = 0
+        ins["mask"] = m
+    ps = {"x": rnd(rng, B, S, D), "w": rnd(rng, D, 3 * D) * 0.5, "b": rnd(rng, 3 * D) * 0.2}
+    scale = float(np.float32(1 / np.sqrt(D // N)))
+    ref = attention_by_hand(np.float64, ins, ps, {}, N, with_mask, scale)
+    labels = labels_for(ref, ins, ps, "mse", rng)
+    feeds = {**ins, "labels": labels}
+    tr = Trainer(ref, list(ps))
+    _, ana = tr.grads(feeds, ps)
+    num = numeric_grads(tr, feeds, ps, rng, 1e-6)
+    assert_grads_close(ana, num, 1e-6, "attention by hand, float64")
+    make = one_node("Attention", ["x", "w", "b"] + (["mask"] if with_mask else []), {"num_heads": N},
+                    domain="com.microsoft", domains={"com.microsoft": 1})
+    p32 = {k: v.astype(np.float32) for k, v in ps.items()}
+    tr32 = Trainer(make(np.float32, ins, p32, {}), list(ps))
+    f32 = {**ins, "labels": labels.astype(np.float32)}
+    loss32, ana32 = tr32.grads(f32, p32)
+    assert_grads_close(ana32, num, 2e-3, "fused attention, float32")
+    tm = onnx.load(os.path.join(tr32.dir, "training_model.onnx"))
+    assert not any(n.op_type == "Attention" for n in tm.graph.node)
+    ort_loss = run_ort(open(os.path.join(tr32.dir, "eval_model.onnx"), "rb").read(), {**f32, **p32})[0]
+    np.testing.assert_allclose(loss32, ort_loss, rtol=1e-4)
+
+
+def test_contrib_attention_unsupported_forms():
+    rng = np.random.default_rng(41)
+    make = one_node("Attention", ["x", "w"], {"num_heads": 2, "unidirectional": 1}, domain="com.microsoft",
+                    domains={"com.microsoft": 1})
+    m = make(np.float64, {"x": rnd(rng, 2, 4, 6)}, {"w": rnd(rng, 6, 18)}, {})
+    with pytest.raises(RuntimeError, match=r"op com.microsoft:Attention\): no gradient for unidirectional"):
         build_artifacts(m, ["w"])

@@ -63,5 +63,8 @@ kiln_status kiln_ad_init(kiln_ad *a, kiln_model *m, kiln_err *e);
 kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_params, const int *frozen,
                              int n_frozen, int *grads);
 void kiln_ad_free(kiln_ad *a);
+/* expand_attention.c: rewrites com.microsoft Attention nodes that a parameter reaches into
+ * standard ops (before kiln_ad_backward); refuses the forms it cannot express. */
+kiln_status kiln_ad_expand_attention(kiln_ad *a, const int *params, int n_params);
 
 #endif

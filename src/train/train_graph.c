@@ -296,7 +296,8 @@ static kiln_status build_training(build *b, const char *model_path, const char *
         free(outs);
         return oom(b->e);
     }
-    kiln_status st = kiln_ad_backward(&b->ad, loss, b->params, np, b->frozen, b->o->n_frozen, grads);
+    kiln_status st = kiln_ad_expand_attention(&b->ad, b->params, np);
+    if (!st) st = kiln_ad_backward(&b->ad, loss, b->params, np, b->frozen, b->o->n_frozen, grads);
     outs[0] = loss;
     for (int i = 0; !st && i < np; i++) {
         char name[512];
