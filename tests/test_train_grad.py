@@ -852,3 +852,22 @@ def test_contrib_attention_unsupported_forms():
     m = make(np.float64, {"x": rnd(rng, 2, 4, 6)}, {"w": rnd(rng, 6, 18)}, {})
     with pytest.raises(RuntimeError, match=r"op com.microsoft:Attention\): no gradient for unidirectional"):
         build_artifacts(m, ["w"])
+
+
+def test_output_declared_without_type():
+    """The loss output's type then comes from static inference."""
+    rng = np.random.default_rng(42)
+    w = rnd(rng, 4, 3)
+    x = rnd(rng, 5, 4)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [5, 4])],
+                          [helper.make_empty_tensor_value_info("y")], initializer=[numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    tr = Trainer(m, ["w"])
+    tm = onnx.load(os.path.join(tr.dir, "training_model.onnx"))
+    lab = tm.graph.input[1].type.tensor_type
+    assert lab.elem_type == TensorProto.DOUBLE and [d.dim_value for d in lab.shape.dim] == [5, 3]
+    y = rng.standard_normal((5, 3))
+    _, gr = tr.grads({"x": x, "labels": y}, {"w": w})
+    np.testing.assert_allclose(gr["w"], x.T @ (2 * (x @ w - y) / y.size), rtol=1e-12)

@@ -253,7 +253,9 @@ static kiln_status forward_types(kiln_ad *a) {
     /* what static inference could not type: most ops keep the element type of their first input */
     for (int i = 0; i < g->n_nodes; i++) {
         const kiln_node *n = &g->nodes[i];
-        int guess = n->n_in > 0 && n->in[0] >= 0 ? a->dtype[n->in[0]] : 0;
+        int guess = 0;
+        for (int k = 0; k < n->n_in && !kiln_dtype_is_float(guess); k++)
+            if (n->in[k] >= 0 && a->dtype[n->in[k]]) guess = a->dtype[n->in[k]];
         for (int k = 0; k < n->n_out; k++)
             if (n->out[k] >= 0 && !a->dtype[n->out[k]]) a->dtype[n->out[k]] = guess;
     }

@@ -116,7 +116,24 @@ static int op(build *b, const char *name, const int *ins, int n_in, kiln_attr *a
 /* labels input and the loss nodes; returns the `loss` value or -1 */
 static int append_loss(build *b) {
     kiln_graph *g = b->m->graph;
-    const kiln_graph_value *ov = &g->values[b->out];
+    kiln_graph_value *ov = &g->values[b->out];
+    if (!ov->has_type || !ov->type.dtype) {
+        /* an output declared without a type: static inference gives it */
+        opt_ctx oc;
+        kiln_status st = opt_ctx_init(&oc, g, NULL, 0, b->e);
+        if (!st) {
+            const kiln_tensor *f = opt_fact(&oc, b->out);
+            if (f->dtype) {
+                ov->has_type = 1;
+                ov->type.kind = KILN_KIND_TENSOR;
+                ov->type.dtype = f->dtype;
+                ov->type.rank = f->rank;
+                if (f->rank > 0) memcpy(ov->type.dims, f->dims, sizeof(int64_t) * (size_t)f->rank);
+            }
+        }
+        opt_ctx_free(&oc);
+        if (st) return -1;
+    }
     int dt = ov->has_type ? ov->type.dtype : 0;
     if (dt != KILN_DTYPE_FLOAT && dt != KILN_DTYPE_DOUBLE) {
         kiln_fail(b->e, KILN_ERR_INVALID_ARGUMENT, "output '%s' has element type %s; the loss takes a float or "
