@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from util import run_ort
+from util import MODELS as SHARED_MODELS, run_ort
 
 import kiln
 from kiln import _lib
@@ -871,3 +871,215 @@ def test_output_declared_without_type():
     y = rng.standard_normal((5, 3))
     _, gr = tr.grads({"x": x, "labels": y}, {"w": w})
     np.testing.assert_allclose(gr["w"], x.T @ (2 * (x @ w - y) / y.size), rtol=1e-12)
+
+# ---------------------------------------------------------------- Split, hard activations, fused contrib ops
+
+
+@pytest.mark.parametrize("opset,form", [(13, "input"), (18, "num_outputs"), (11, "attribute")])
+def test_split(opset, form):
+    rng = np.random.default_rng(43)
+    if form == "input":
+        make = one_node("Split", ["x", "s"], {"axis": 1}, n_out=3, opset=opset)
+        consts = {"s": np.array([1, 3, 2], dtype=np.int64)}
+    elif form == "num_outputs":
+        make = one_node("Split", ["x"], {"axis": 1, "num_outputs": 3}, n_out=3, opset=opset)
+        consts = {}
+    else:
+        make = one_node("Split", ["x"], {"axis": 1, "split": [1, 3, 2]}, n_out=3, opset=opset)
+        consts = {}
+    # only the first part takes the loss: the others get zero gradients
+    check_rule(make, {}, {"x": rnd(rng, 2, 6, 3)}, consts=consts, rng=rng)
+
+
+def test_split_two_parts_used():
+    rng = np.random.default_rng(44)
+
+    def make(dt, ins, ps, cs):
+        nodes = [helper.make_node("Split", ["x", "s"], ["p0", "p1"], axis=0),
+                 helper.make_node("Mul", ["p0", "p1"], ["y"])]
+        return graph_model(nodes, ins, ps, {"y": dt}, opset=13, consts=cs)
+    check_rule(make, {}, {"x": rnd(rng, 4, 3)}, consts={"s": np.array([2, 2], dtype=np.int64)}, rng=rng)
+
+
+@pytest.mark.parametrize("op,attrs", [("HardSigmoid", {}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}),
+                                      ("HardSwish", {})])
+def test_hard_activations(op, attrs):
+    rng = np.random.default_rng(45)
+    x = rnd(rng, 4, 6, low=-5, high=5)
+    check_rule(one_node(op, ["x"], attrs, opset=14), {}, {"x": x}, rng=rng)
+
+
+def fused_vs_reference(fused, reference, ins, ps, rng, rtol32=2e-3):
+    """kiln runs these contrib ops in float32 only: the float64 gradients of the same computation
+    in standard ops are checked by finite differences, then the fused op's float32 gradients (and
+    its eval loss, computed by the fused kernel) against them."""
+    ref = reference(np.float64, ins, ps, {})
+    labels = labels_for(ref, ins, ps, "mse", rng)
+    tr = Trainer(ref, list(ps))
+    feeds = {**ins, "labels": labels}
+    loss64, ana = tr.grads(feeds, ps)
+    num = numeric_grads(tr, feeds, ps, rng, 1e-6)
+    assert_grads_close(ana, num, 1e-6, "reference, float64")
+    p32 = {k: v.astype(np.float32) for k, v in ps.items()}
+    i32 = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in ins.items()}
+    tr32 = Trainer(fused(np.float32, i32, p32, {}), list(ps))
+    f32 = {**i32, "labels": labels.astype(np.float32)}
+    loss32, ana32 = tr32.grads(f32, p32)
+    np.testing.assert_allclose(loss32, loss64, rtol=1e-4)
+    np.testing.assert_allclose(tr32.loss(f32, p32), loss64, rtol=1e-4)
+    assert_grads_close(ana32, num, rtol32, "fused, float32")
+
+
+MS = {"com.microsoft": 1}
+
+
+@pytest.mark.parametrize("op", ["BiasGelu", "FastGelu"])
+def test_bias_gelu_fast_gelu(op):
+    rng = np.random.default_rng(46)
+    fused = one_node(op, ["x", "b"], domain="com.microsoft", domains=MS)
+
+    def reference(dt, ins, ps, cs):
+        nodes = [helper.make_node("Add", ["x", "b"], ["z"]),
+                 helper.make_node("Gelu", ["z"], ["y"], approximate="tanh" if op == "FastGelu" else "none")]
+        return graph_model(nodes, ins, ps, {"y": dt}, opset=20, consts=cs)
+    fused_vs_reference(fused, reference, {}, {"x": rnd(rng, 3, 8), "b": rnd(rng, 8)}, rng)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_skip_layernorm(with_bias):
+    rng = np.random.default_rng(47)
+    names = ["x", "skip", "g", "beta"] + (["bias"] if with_bias else [])
+    ps = {"x": rnd(rng, 2, 3, 8), "skip": rnd(rng, 2, 3, 8), "g": rnd(rng, 8, low=0.5, high=1.5), "beta": rnd(rng, 8)}
+    if with_bias:
+        ps["bias"] = rnd(rng, 8)
+
+    def fused(dt, ins, ps_, cs):
+        # output 3 (input + skip + bias) is read too: its gradient joins the normalised one
+        nodes = [helper.make_node("SkipLayerNormalization", names, ["ln", "", "", "sum"], domain="com.microsoft",
+                                  epsilon=1e-5),
+                 helper.make_node("Mul", ["ln", "sum"], ["y"])]
+        return graph_model(nodes, ins, ps_, {"y": dt}, consts=cs, domains=MS)
+
+    def reference(dt, ins, ps_, cs):
+        nodes = [helper.make_node("Add", ["x", "skip"], ["s0"])]
+        last = "s0"
+        if with_bias:
+            nodes.append(helper.make_node("Add", ["s0", "bias"], ["s1"]))
+            last = "s1"
+        nodes += [helper.make_node("LayerNormalization", [last, "g", "beta"], ["ln"], axis=-1, epsilon=1e-5),
+                  helper.make_node("Mul", ["ln", last], ["y"])]
+        return graph_model(nodes, ins, ps_, {"y": dt}, consts=cs)
+    fused_vs_reference(fused, reference, {}, ps, rng)
+
+# ---------------------------------------------------------------- real exported models
+
+
+def to_float64(m):
+    """The model with float32 replaced by float64 everywhere (initializers, declared types, Cast
+    targets, tensor attributes): the finite differences need float64."""
+    m = onnx.ModelProto.FromString(m.SerializeToString())
+    F, D = TensorProto.FLOAT, TensorProto.DOUBLE
+
+    def fix_tensor(t):
+        if t.data_type == F:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
+    for t in m.graph.initializer:
+        fix_tensor(t)
+    for vi in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):
+        if vi.type.tensor_type.elem_type == F:
+            vi.type.tensor_type.elem_type = D
+    for n in m.graph.node:
+        for a in n.attribute:
+            if a.name == "to" and a.i == F:
+                a.i = D
+            if a.type == onnx.AttributeProto.TENSOR:
+                fix_tensor(a.t)
+    return m
+
+
+def real_model_check(m, params, feeds, rng, loss="mse", output=None, n_dirs=2, per_param=3, n_params=6):
+    """float64 copy: gradients along random directions and at sampled elements of a few parameters
+    against central differences; then the float32 model's gradients against the float64 ones."""
+    m64 = to_float64(m)
+    f64 = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
+    tr = Trainer(m64, params, loss, output=output)
+    vals = {i.name: numpy_helper.to_array(i) for i in m64.graph.initializer if i.name in params}
+    _, g = tr.grads(f64, vals)
+    gmax = max(float(np.abs(v).max()) for v in g.values())
+    assert gmax > 0 and all(np.isfinite(v).all() for v in g.values())
+    for _ in range(n_dirs):
+        d = {k: rng.standard_normal(v.shape) for k, v in vals.items()}
+        eps = 1e-6
+        plus = {k: v + eps * d[k] for k, v in vals.items()}
+        minus = {k: v - eps * d[k] for k, v in vals.items()}
+        num = (tr.loss(f64, plus) - tr.loss(f64, minus)) / (2 * eps)
+        ana = sum(float(np.sum(g[k] * d[k])) for k in vals)
+        assert abs(num - ana) <= 1e-5 * max(abs(num), abs(ana)), f"directional derivative {ana} vs {num}"
+    # elements: the parameters with the largest gradients (the others are below what differences resolve)
+    pick = sorted(params, key=lambda k: -float(np.abs(g[k]).max()))[:n_params]
+    sub = Trainer.__new__(Trainer)
+    sub.__dict__.update(tr.__dict__)
+    sub.params = pick
+    num = numeric_grads(sub, f64, vals, rng, 1e-6, per_param)
+    for k, (idx, n) in num.items():
+        err = np.max(np.abs(g[k].reshape(-1)[idx] - n))
+        assert err <= 1e-6 * gmax + 1e-9 * max(1.0, abs(tr.loss(f64, vals))), f"gradient of {k}: {err} (max {gmax})"
+    # float32: the model as exported, against the float64 gradients
+    tr32 = Trainer(m, params, loss, output=output)
+    v32 = {k: v.astype(np.float32) for k, v in vals.items()}
+    _, g32 = tr32.grads(feeds, v32)
+    for k in params:
+        err = float(np.abs(g32[k].astype(np.float64) - g[k]).max())
+        assert err <= 1e-3 * gmax, f"float32 gradient of {k} off by {err} (max {gmax})"
+
+
+def shared_model(name):
+    path = os.path.join(SHARED_MODELS, name + ".onnx")
+    if not os.path.exists(path):
+        pytest.fail(f"shared model {path} is missing")
+    m = onnx.load(path)
+    ref = np.load(os.path.join(SHARED_MODELS, name + ".ref.npz"))
+    feeds = {k[3:]: ref[k] for k in ref.files if k.startswith("in.")}
+    # the weights: float tensors of ordinary magnitude (not a causal mask's -3.4e38)
+    params = [i.name for i in m.graph.initializer if i.data_type == TensorProto.FLOAT and len(i.dims) >= 1
+              and np.abs(numpy_helper.to_array(i)).max() < 1e4]
+    return m, feeds, params
+
+
+@pytest.mark.parametrize("name", ["bert_tiny", "gpt2_tiny"])
+def test_real_transformers(name):
+    rng = np.random.default_rng(48)
+    m, feeds, params = shared_model(name)
+    out = m.graph.output[-1].name
+    y = kiln.InferenceSession(m.SerializeToString()).run([out], feeds)[0]
+    feeds["labels"] = rng.standard_normal(y.shape).astype(np.float32)
+    real_model_check(m, params, feeds, rng, output=out)
+
+
+def test_real_bert_fused_float32():
+    """bert_tiny after onnxruntime's optimizer (SkipLayerNormalization, BiasGelu: float32 kernels
+    only) has the gradients of the unfused bert_tiny, whose float64 copy is checked above."""
+    rng = np.random.default_rng(50)
+    m, feeds, params = shared_model("bert_tiny")
+    mf, _, params_f = shared_model("bert_tiny_fused")
+    out = m.graph.output[-1].name
+    y = kiln.InferenceSession(m.SerializeToString()).run([out], feeds)[0]
+    feeds["labels"] = rng.standard_normal(y.shape).astype(np.float32)
+    common = [p for p in params if p in params_f]
+    assert len(common) >= 10
+    g = Trainer(to_float64(m), common, output=out)
+    vals = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in m.graph.initializer if i.name in common}
+    _, g64 = g.grads({k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}, vals)
+    vf = {i.name: numpy_helper.to_array(i) for i in mf.graph.initializer if i.name in common}
+    _, gf = Trainer(mf, common, output=out).grads(feeds, vf)
+    gmax = max(float(np.abs(v).max()) for v in g64.values())
+    for k in common:
+        assert float(np.abs(gf[k] - g64[k]).max()) <= 1e-3 * gmax, k
+
+
+def test_real_mobilenet():
+    # mse: with random weights the logits are nearly uniform and cross entropy is flat (ln 1000)
+    rng = np.random.default_rng(49)
+    m, feeds, params = shared_model("mobilenet_v3_small")
+    feeds["labels"] = rng.standard_normal((1, 1000)).astype(np.float32)
+    real_model_check(m, params, feeds, rng, n_dirs=1, per_param=2, n_params=4)
