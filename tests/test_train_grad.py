@@ -1083,3 +1083,27 @@ def test_real_mobilenet():
     m, feeds, params = shared_model("mobilenet_v3_small")
     feeds["labels"] = rng.standard_normal((1, 1000)).astype(np.float32)
     real_model_check(m, params, feeds, rng, n_dirs=1, per_param=2, n_params=4)
+
+
+@pytest.mark.parametrize("op,attrs", [("Sin", {}), ("Cos", {}), ("Elu", {}), ("Elu", {"alpha": 0.5})])
+def test_more_unary(op, attrs):
+    rng = np.random.default_rng(51)
+    check_rule(one_node(op, ["x"], attrs), {}, {"x": rnd(rng, 3, 5)}, rng=rng)
+
+
+@pytest.mark.parametrize("opset", [10, 13])
+def test_clip(opset):
+    rng = np.random.default_rng(52)
+    x = rnd(rng, 4, 6)
+    x = np.where(np.abs(np.abs(x) - 1.0) < 0.05, 0.5, x)  # away from the bounds
+    if opset < 11:
+        check_rule(one_node("Clip", ["x"], {"min": -1.0, "max": 1.0}, opset=opset), {}, {"x": x}, rng=rng)
+    else:
+        check_rule(one_node("Clip", ["x", "lo", "hi"], opset=opset), {}, {"x": x},
+                   consts={"lo": np.array(-1.0), "hi": np.array(1.0)}, rng=rng)
+
+
+def test_mean():
+    rng = np.random.default_rng(53)
+    check_rule(one_node("Mean", ["a", "b", "c"]), {}, {"a": rnd(rng, 3, 4), "b": rnd(rng, 4), "c": rnd(rng, 3, 1)},
+               rng=rng)

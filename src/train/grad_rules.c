@@ -147,7 +147,8 @@ static const struct { const char *domain, *op, *kind; int from_output; } unary_t
     {"", "Sqrt", "sqrt", 1},       {"", "Erf", "erf", 0},         {"", "Abs", "abs", 0},
     {"", "Softplus", "softplus", 0}, {"", "LeakyRelu", "leakyrelu", 0}, {"", "Gelu", "gelu", 0},
     {"com.microsoft", "Gelu", "gelu", 0}, {"", "Reciprocal", "reciprocal", 1},
-    {"", "HardSigmoid", "hardsigmoid", 0}, {"", "HardSwish", "hardswish", 0},
+    {"", "HardSigmoid", "hardsigmoid", 0}, {"", "HardSwish", "hardswish", 0}, {"", "Sin", "sin", 0},
+    {"", "Cos", "cos", 0}, {"", "Elu", "elu", 0},
     {NULL, NULL, NULL, 0}};
 
 static kiln_status g_unary(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
@@ -157,6 +158,7 @@ static kiln_status g_unary(kiln_ad *a, const kiln_node *n, const int *dy, const 
         const char *kind = unary_table[i].kind;
         double alpha = 0, beta = 0;
         if (!strcmp(kind, "leakyrelu")) alpha = kiln_attr_float(n, "alpha", 0.01f);
+        if (!strcmp(kind, "elu")) alpha = kiln_attr_float(n, "alpha", 1.0f);
         if (!strcmp(kind, "hardsigmoid")) {
             alpha = kiln_attr_float(n, "alpha", 0.2f);
             beta = kiln_attr_float(n, "beta", 0.5f);
@@ -445,6 +447,39 @@ static kiln_status g_nll(kiln_ad *a, const kiln_node *n, const int *dy, const un
 
 /* ---------------------------------------------------------------- more shapes, fused contrib ops */
 
+/* Clip with constant bounds (attributes before opset 11, inputs after): the gradient passes
+ * strictly inside them. */
+static kiln_status g_clip(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    for (int k = 1; k < n->n_in; k++)
+        if (need[k]) return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for the bounds");
+    if (!need[0]) return KILN_OK;
+    double lo = -INFINITY, hi = INFINITY;
+    if (n->opset < 11) {
+        lo = kiln_attr_float(n, "min", -INFINITY);
+        hi = kiln_attr_float(n, "max", INFINITY);
+    } else {
+        for (int k = 1; k <= 2; k++) {
+            int v = fwd_in(n, k);
+            if (v < 0) continue;
+            double b;
+            int dt;
+            if (!opt_const_scalar(&a->oc, v, &b, &dt))
+                return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient unless the bounds are constants");
+            if (k == 1) lo = b;
+            else hi = b;
+        }
+    }
+    CHECK(dx[0] = unary_grad2(a, dy[0], n->in[0], "clip", lo, hi));
+    return KILN_OK;
+}
+
+/* Mean of n inputs: each gets dY / n, summed to its shape */
+static kiln_status g_mean(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    for (int i = 0; i < n->n_in; i++)
+        if (need[i]) CHECK(dx[i] = sum_to(a, dy[0], n->in[i], -1, 1.0 / n->n_in));
+    return KILN_OK;
+}
+
 /* zeros of v's run-time shape */
 static int zeros_like(kiln_ad *a, int v) { return sum_to(a, v, v, -1, 0.0); }
 
@@ -526,7 +561,8 @@ static const struct { const char *domain, *op; kiln_grad_rule rule; } rules[] = 
     {"", "LayerNormalization", g_layernorm}, {"", "BatchNormalization", g_batchnorm},
     {"", "Conv", g_conv}, {"", "MaxPool", g_pool}, {"", "AveragePool", g_pool},
     {"", "NegativeLogLikelihoodLoss", g_nll}, {"", "Split", g_split},
-    {"", "HardSigmoid", g_unary}, {"", "HardSwish", g_unary},
+    {"", "HardSigmoid", g_unary}, {"", "HardSwish", g_unary}, {"", "Sin", g_unary}, {"", "Cos", g_unary},
+    {"", "Elu", g_unary}, {"", "Clip", g_clip}, {"", "Mean", g_mean},
     {"com.microsoft", "BiasGelu", g_bias_gelu}, {"com.microsoft", "FastGelu", g_bias_gelu},
     {"com.microsoft", "SkipLayerNormalization", g_skip_layernorm},
     {NULL, NULL, NULL}};

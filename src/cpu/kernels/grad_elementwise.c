@@ -77,11 +77,12 @@ static kiln_status sumto_compute(kiln_ctx *ctx) {
 /* ---------------------------------------------------------------- UnaryGrad(dY, T) */
 
 enum { U_RELU, U_LEAKY, U_SIGMOID, U_TANH, U_SQRT, U_ERF, U_ABS, U_SOFTPLUS, U_GELU, U_GELU_TANH, U_RECIP,
-       U_HARDSIGMOID, U_HARDSWISH };
+       U_HARDSIGMOID, U_HARDSWISH, U_SIN, U_COS, U_CLIP, U_ELU };
 
 static int unary_kind(const char *s) {
     static const char *const k[] = {"relu", "leakyrelu", "sigmoid", "tanh", "sqrt", "erf", "abs", "softplus",
-                                    "gelu", "gelu_tanh", "reciprocal", "hardsigmoid", "hardswish", NULL};
+                                    "gelu", "gelu_tanh", "reciprocal", "hardsigmoid", "hardswish", "sin", "cos",
+                                    "clip", "elu", NULL};
     for (int i = 0; k[i]; i++)
         if (!strcmp(k[i], s)) return i;
     return -1;
@@ -122,6 +123,10 @@ static inline double unary_d(int kind, double t, double alpha, double beta) {
         return u > 0 && u < 1 ? alpha : 0.0;
     }
     case U_HARDSWISH: return t < -3 ? 0.0 : t > 3 ? 1.0 : (2 * t + 3) / 6;
+    case U_SIN: return cos(t);
+    case U_COS: return -sin(t);
+    case U_CLIP: return t > alpha && t < beta ? 1.0 : 0.0; /* alpha, beta: the bounds */
+    case U_ELU: return t > 0 ? 1.0 : alpha * exp(t);
     default: return 0;
     }
 }
