@@ -38,7 +38,7 @@ int kiln_ad_node(kiln_ad *a, const char *domain, const char *op, const int *ins,
     }
     kiln_node n = {0};
     char name[96];
-    snprintf(name, sizeof name, "grad_%s_%d", op, g->n_nodes);
+    snprintf(name, sizeof name, "%s_%s_%d", a->prefix ? a->prefix : "grad", op, g->n_nodes);
     n.name = strdup(name);
     n.op_type = strdup(op);
     n.domain = strdup(domain);
@@ -253,7 +253,9 @@ static kiln_status forward_types(kiln_ad *a) {
     /* what static inference could not type: most ops keep the element type of their first input */
     for (int i = 0; i < g->n_nodes; i++) {
         const kiln_node *n = &g->nodes[i];
-        int guess = n->n_in > 0 && n->in[0] >= 0 ? a->dtype[n->in[0]] : 0;
+        int guess = 0;
+        for (int k = 0; k < n->n_in && !kiln_dtype_is_float(guess); k++)
+            if (n->in[k] >= 0 && a->dtype[n->in[k]]) guess = a->dtype[n->in[k]];
         for (int k = 0; k < n->n_out; k++)
             if (n->out[k] >= 0 && !a->dtype[n->out[k]]) a->dtype[n->out[k]] = guess;
     }
@@ -285,6 +287,8 @@ kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_para
         if (n->removed || kiln_grad_blocks(n)) continue;
         int any = 0;
         for (int k = 0; k < n->n_in; k++) any |= n->in[k] >= 0 && reached[n->in[k]];
+        /* a parameter read inside a subgraph (If, Loop, Scan) reaches the node's outputs too */
+        for (int k = 0; k < n->n_implicit; k++) any |= reached[n->implicit[k]];
         if (!any) continue;
         for (int k = 0; k < n->n_out; k++) {
             int v = n->out[k];
@@ -302,6 +306,7 @@ kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_para
         if (!any) continue;
         for (int k = 0; k < n->n_in; k++)
             if (n->in[k] >= 0) toloss[n->in[k]] = 1;
+        for (int k = 0; k < n->n_implicit; k++) toloss[n->implicit[k]] = 1;
     }
     for (int v = 0; v < nv; v++) a->active[v] = reached[v] && toloss[v];
     if (!a->active[loss]) {
@@ -324,6 +329,7 @@ kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_para
             int any_out = 0, any_in = 0;
             for (int k = 0; k < n->n_out; k++) any_out |= n->out[k] >= 0 && a->active[n->out[k]] && a->n_contrib[n->out[k]];
             for (int k = 0; k < n->n_in; k++) any_in |= n->in[k] >= 0 && a->active[n->in[k]];
+            for (int k = 0; k < n->n_implicit; k++) any_in |= a->active[n->implicit[k]];
             if (!any_out || !any_in) continue;
             if (n->n_out > 64 || n->n_in > 64) {
                 st = kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "node '%s' (op %s): too many inputs or outputs to "
@@ -344,7 +350,7 @@ kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_para
                 need[k] = n->in[k] >= 0 && a->active[n->in[k]];
                 dx[k] = -1;
             }
-            kiln_grad_rule rule = kiln_grad_rule_for(n);
+            kiln_grad_rule rule = n->n_implicit ? NULL : kiln_grad_rule_for(n);
             if (!rule) {
                 st = kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "node '%s' (op %s%s%s): no gradient", n->name,
                                n->domain[0] ? n->domain : "", n->domain[0] ? ":" : "", n->op_type);

@@ -15,6 +15,7 @@ typedef struct kiln_ad {
     opt_ctx oc;            /* static types of the forward graph */
     int n_fwd;             /* values of the forward graph (before any gradient node) */
     int opset;             /* the model's ai.onnx opset */
+    const char *prefix;    /* names of the nodes added: "<prefix>_<op>_<index>" */
     int *dtype;            /* per forward value: its element type (0 unknown) */
     unsigned char *active; /* per forward value: depends on a trainable parameter and reaches the loss */
     int *n_contrib, *cap_contrib;
@@ -62,5 +63,8 @@ kiln_status kiln_ad_init(kiln_ad *a, kiln_model *m, kiln_err *e);
 kiln_status kiln_ad_backward(kiln_ad *a, int loss, const int *params, int n_params, const int *frozen,
                              int n_frozen, int *grads);
 void kiln_ad_free(kiln_ad *a);
+/* expand_attention.c: rewrites com.microsoft Attention nodes that a parameter reaches into
+ * standard ops (before kiln_ad_backward); refuses the forms it cannot express. */
+kiln_status kiln_ad_expand_attention(kiln_ad *a, const int *params, int n_params);
 
 #endif

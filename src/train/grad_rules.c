@@ -42,15 +42,21 @@ static int sum_to(kiln_ad *a, int grad, int ref, int fwd_out, double scale) {
     return kiln_ad_op1(a, "kiln", "SumTo", ins, 2, at, na);
 }
 
-/* kiln:UnaryGrad(dY, T) with kind (and alpha) */
-static int unary_grad(kiln_ad *a, int dy, int t, const char *kind, double alpha) {
-    kiln_attr *at = attrs_new(a, 2);
-    if (!at || !kiln_ad_attr_string(&at[0], "kind", kind) || !kiln_ad_attr_float(&at[1], "alpha", (float)alpha)) {
-        if (at) { kiln_attr_free(&at[0]); free(at); }
+/* kiln:UnaryGrad(dY, T) with kind (and alpha, beta) */
+static int unary_grad2(kiln_ad *a, int dy, int t, const char *kind, double alpha, double beta) {
+    kiln_attr *at = attrs_new(a, 3);
+    if (!at || !kiln_ad_attr_string(&at[0], "kind", kind) || !kiln_ad_attr_float(&at[1], "alpha", (float)alpha) ||
+        !kiln_ad_attr_float(&at[2], "beta", (float)beta)) {
+        if (at) for (int k = 0; k < 3; k++) kiln_attr_free(&at[k]);
+        free(at);
         return OOM, -1;
     }
     int ins[2] = {dy, t};
-    return kiln_ad_op1(a, "kiln", "UnaryGrad", ins, 2, at, 2);
+    return kiln_ad_op1(a, "kiln", "UnaryGrad", ins, 2, at, 3);
+}
+
+static int unary_grad(kiln_ad *a, int dy, int t, const char *kind, double alpha) {
+    return unary_grad2(a, dy, t, kind, alpha, 0.0);
 }
 
 /* ---------------------------------------------------------------- elementwise */
@@ -109,6 +115,22 @@ static kiln_status g_identity(kiln_ad *a, const kiln_node *n, const int *dy, con
     return KILN_OK;
 }
 
+/* Dropout as exported for inference (no training_mode, or a constant false one) is the identity;
+ * a training-mode Dropout's random mask is not differentiated. */
+static kiln_status g_dropout(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    int tm = fwd_in(n, 2);
+    if (tm >= 0) {
+        const kiln_graph_value *gv = &a->g->values[tm];
+        const kiln_tensor *t = gv->is_const && gv->konst.kind == KILN_KIND_TENSOR ? &gv->konst.t : NULL;
+        if (!t || t->dtype != KILN_DTYPE_BOOL || kiln_numel(t) != 1 || *(const unsigned char *)t->data)
+            return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for Dropout in training mode (export the "
+                             "model in eval mode)");
+    }
+    if (n->opset < 12 && kiln_attr_int(n, "is_test", 1) == 0 && n->opset < 7)
+        return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for Dropout in training mode");
+    return g_identity(a, n, dy, need, dx);
+}
+
 static kiln_status g_exp(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
     if (need[0]) CHECK(dx[0] = op2(a, "Mul", dy[0], n->out[0]));
     return KILN_OK;
@@ -125,6 +147,8 @@ static const struct { const char *domain, *op, *kind; int from_output; } unary_t
     {"", "Sqrt", "sqrt", 1},       {"", "Erf", "erf", 0},         {"", "Abs", "abs", 0},
     {"", "Softplus", "softplus", 0}, {"", "LeakyRelu", "leakyrelu", 0}, {"", "Gelu", "gelu", 0},
     {"com.microsoft", "Gelu", "gelu", 0}, {"", "Reciprocal", "reciprocal", 1},
+    {"", "HardSigmoid", "hardsigmoid", 0}, {"", "HardSwish", "hardswish", 0}, {"", "Sin", "sin", 0},
+    {"", "Cos", "cos", 0}, {"", "Elu", "elu", 0},
     {NULL, NULL, NULL, 0}};
 
 static kiln_status g_unary(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
@@ -132,10 +156,15 @@ static kiln_status g_unary(kiln_ad *a, const kiln_node *n, const int *dy, const 
     for (int i = 0; unary_table[i].op; i++) {
         if (strcmp(unary_table[i].op, n->op_type) || strcmp(unary_table[i].domain, n->domain)) continue;
         const char *kind = unary_table[i].kind;
-        double alpha = 0;
+        double alpha = 0, beta = 0;
         if (!strcmp(kind, "leakyrelu")) alpha = kiln_attr_float(n, "alpha", 0.01f);
+        if (!strcmp(kind, "elu")) alpha = kiln_attr_float(n, "alpha", 1.0f);
+        if (!strcmp(kind, "hardsigmoid")) {
+            alpha = kiln_attr_float(n, "alpha", 0.2f);
+            beta = kiln_attr_float(n, "beta", 0.5f);
+        }
         if (!strcmp(kind, "gelu") && !strcmp(kiln_attr_string(n, "approximate", "none"), "tanh")) kind = "gelu_tanh";
-        CHECK(dx[0] = unary_grad(a, dy[0], unary_table[i].from_output ? n->out[0] : n->in[0], kind, alpha));
+        CHECK(dx[0] = unary_grad2(a, dy[0], unary_table[i].from_output ? n->out[0] : n->in[0], kind, alpha, beta));
         return KILN_OK;
     }
     return KILN_ERR_NOT_IMPLEMENTED;
@@ -416,6 +445,103 @@ static kiln_status g_nll(kiln_ad *a, const kiln_node *n, const int *dy, const un
     return KILN_OK;
 }
 
+/* ---------------------------------------------------------------- more shapes, fused contrib ops */
+
+/* Clip with constant bounds (attributes before opset 11, inputs after): the gradient passes
+ * strictly inside them. */
+static kiln_status g_clip(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    for (int k = 1; k < n->n_in; k++)
+        if (need[k]) return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for the bounds");
+    if (!need[0]) return KILN_OK;
+    double lo = -INFINITY, hi = INFINITY;
+    if (n->opset < 11) {
+        lo = kiln_attr_float(n, "min", -INFINITY);
+        hi = kiln_attr_float(n, "max", INFINITY);
+    } else {
+        for (int k = 1; k <= 2; k++) {
+            int v = fwd_in(n, k);
+            if (v < 0) continue;
+            double b;
+            int dt;
+            if (!opt_const_scalar(&a->oc, v, &b, &dt))
+                return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient unless the bounds are constants");
+            if (k == 1) lo = b;
+            else hi = b;
+        }
+    }
+    CHECK(dx[0] = unary_grad2(a, dy[0], n->in[0], "clip", lo, hi));
+    return KILN_OK;
+}
+
+/* Mean of n inputs: each gets dY / n, summed to its shape */
+static kiln_status g_mean(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    for (int i = 0; i < n->n_in; i++)
+        if (need[i]) CHECK(dx[i] = sum_to(a, dy[0], n->in[i], -1, 1.0 / n->n_in));
+    return KILN_OK;
+}
+
+/* zeros of v's run-time shape */
+static int zeros_like(kiln_ad *a, int v) { return sum_to(a, v, v, -1, 0.0); }
+
+static kiln_status g_split(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    if (!need[0]) return KILN_OK;
+    int parts[64];
+    for (int k = 0; k < n->n_out; k++) {
+        if (n->out[k] < 0) return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient with an absent output");
+        CHECK(parts[k] = dy[k] >= 0 ? dy[k] : zeros_like(a, n->out[k]));
+    }
+    kiln_attr *at = attrs_new(a, 1);
+    if (!at || !kiln_ad_attr_int(&at[0], "axis", kiln_attr_int(n, "axis", 0))) {
+        free(at);
+        return OOM;
+    }
+    CHECK(dx[0] = kiln_ad_op1(a, "", "Concat", parts, n->n_out, at, 1));
+    return KILN_OK;
+}
+
+/* BiasGelu(X, bias) and FastGelu(X[, bias]) = gelu(X + bias), exact and tanh-approximated */
+static kiln_status g_bias_gelu(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    int b = fwd_in(n, 1), z = n->in[0];
+    if (b >= 0) CHECK(z = op2(a, "Add", n->in[0], b));
+    int d = unary_grad(a, dy[0], z, !strcmp(n->op_type, "FastGelu") ? "gelu_tanh" : "gelu", 0);
+    CHECK(d);
+    if (need[0]) CHECK(dx[0] = sum_to(a, d, n->in[0], n->out[0], 1.0));
+    if (b >= 0 && need[1]) CHECK(dx[1] = sum_to(a, d, b, -1, 1.0));
+    return KILN_OK;
+}
+
+/* SkipLayerNormalization(input, skip, gamma[, beta, bias]) = LayerNorm(input + skip + bias) over the
+ * last axis; output 3 (if read) is that sum. */
+static kiln_status g_skip_layernorm(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    for (int k = 1; k < 3 && k < n->n_out; k++)
+        if (dy[k] >= 0) return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient through the mean / inv_std outputs");
+    int bias = fwd_in(n, 4);
+    int s = op2(a, "Add", n->in[0], n->in[1]);
+    CHECK(s);
+    if (bias >= 0) CHECK(s = op2(a, "Add", s, bias));
+    int ds = -1, outs[3] = {-2, need[2] ? -2 : -1, n->n_in > 3 && n->in[3] >= 0 && need[3] ? -2 : -1};
+    if (dy[0] >= 0) {
+        kiln_attr *at = attrs_new(a, 2);
+        if (!at || !kiln_ad_attr_int(&at[0], "axis", -1) ||
+            !kiln_ad_attr_float(&at[1], "epsilon", kiln_attr_float(n, "epsilon", 1e-12f))) {
+            if (at) for (int k = 0; k < 2; k++) kiln_attr_free(&at[k]);
+            free(at);
+            return OOM;
+        }
+        int ins[3] = {dy[0], s, n->in[2]};
+        if (kiln_ad_node(a, "kiln", "LayerNormGrad", ins, 3, outs, 3, at, 2) < 0) return a->e->code;
+        ds = outs[0];
+        dx[2] = outs[1];
+        if (n->n_in > 3) dx[3] = outs[2];
+    }
+    if (n->n_out > 3 && dy[3] >= 0) CHECK(ds = ds >= 0 ? op2(a, "Add", ds, dy[3]) : dy[3]);
+    if (ds < 0) return KILN_OK;
+    if (need[0]) CHECK(dx[0] = sum_to(a, ds, n->in[0], -1, 1.0));
+    if (need[1]) CHECK(dx[1] = sum_to(a, ds, n->in[1], -1, 1.0));
+    if (bias >= 0 && need[4]) CHECK(dx[4] = sum_to(a, ds, bias, -1, 1.0));
+    return KILN_OK;
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const struct { const char *domain, *op; kiln_grad_rule rule; } rules[] = {
@@ -424,7 +550,7 @@ static const struct { const char *domain, *op; kiln_grad_rule rule; } rules[] = 
     {"", "Relu", g_unary}, {"", "LeakyRelu", g_unary}, {"", "Sigmoid", g_unary}, {"", "Tanh", g_unary},
     {"", "Sqrt", g_unary}, {"", "Erf", g_unary}, {"", "Abs", g_unary}, {"", "Softplus", g_unary},
     {"", "Gelu", g_unary}, {"com.microsoft", "Gelu", g_unary}, {"", "Reciprocal", g_unary},
-    {"", "Identity", g_identity}, {"", "Dropout", g_identity}, {"", "Cast", g_cast}, {"", "Where", g_where},
+    {"", "Identity", g_identity}, {"", "Dropout", g_dropout}, {"", "Cast", g_cast}, {"", "Where", g_where},
     {"", "MatMul", g_matmul}, {"", "Gemm", g_gemm},
     {"", "Reshape", g_reshape_like}, {"", "Flatten", g_reshape_like}, {"", "Squeeze", g_reshape_like},
     {"", "Unsqueeze", g_reshape_like}, {"", "Transpose", g_transpose}, {"", "Concat", g_concat},
@@ -434,7 +560,11 @@ static const struct { const char *domain, *op; kiln_grad_rule rule; } rules[] = 
     {"", "Softmax", g_softmax}, {"", "LogSoftmax", g_softmax},
     {"", "LayerNormalization", g_layernorm}, {"", "BatchNormalization", g_batchnorm},
     {"", "Conv", g_conv}, {"", "MaxPool", g_pool}, {"", "AveragePool", g_pool},
-    {"", "NegativeLogLikelihoodLoss", g_nll},
+    {"", "NegativeLogLikelihoodLoss", g_nll}, {"", "Split", g_split},
+    {"", "HardSigmoid", g_unary}, {"", "HardSwish", g_unary}, {"", "Sin", g_unary}, {"", "Cos", g_unary},
+    {"", "Elu", g_unary}, {"", "Clip", g_clip}, {"", "Mean", g_mean},
+    {"com.microsoft", "BiasGelu", g_bias_gelu}, {"com.microsoft", "FastGelu", g_bias_gelu},
+    {"com.microsoft", "SkipLayerNormalization", g_skip_layernorm},
     {NULL, NULL, NULL}};
 
 static int domain_is(const char *d, const char *want) {

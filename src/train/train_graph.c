@@ -116,7 +116,24 @@ static int op(build *b, const char *name, const int *ins, int n_in, kiln_attr *a
 /* labels input and the loss nodes; returns the `loss` value or -1 */
 static int append_loss(build *b) {
     kiln_graph *g = b->m->graph;
-    const kiln_graph_value *ov = &g->values[b->out];
+    kiln_graph_value *ov = &g->values[b->out];
+    if (!ov->has_type || !ov->type.dtype) {
+        /* an output declared without a type: static inference gives it */
+        opt_ctx oc;
+        kiln_status st = opt_ctx_init(&oc, g, NULL, 0, b->e);
+        if (!st) {
+            const kiln_tensor *f = opt_fact(&oc, b->out);
+            if (f->dtype) {
+                ov->has_type = 1;
+                ov->type.kind = KILN_KIND_TENSOR;
+                ov->type.dtype = f->dtype;
+                ov->type.rank = f->rank;
+                if (f->rank > 0) memcpy(ov->type.dims, f->dims, sizeof(int64_t) * (size_t)f->rank);
+            }
+        }
+        opt_ctx_free(&oc);
+        if (st) return -1;
+    }
     int dt = ov->has_type ? ov->type.dtype : 0;
     if (dt != KILN_DTYPE_FLOAT && dt != KILN_DTYPE_DOUBLE) {
         kiln_fail(b->e, KILN_ERR_INVALID_ARGUMENT, "output '%s' has element type %s; the loss takes a float or "
@@ -261,7 +278,9 @@ static kiln_status prepare(build *b, const char *model_path, int *loss) {
     if (!b->orig_outputs) return oom(b->e);
     memcpy(b->orig_outputs, g->outputs, sizeof(int) * (size_t)g->n_outputs);
     KILN_TRY(check_names(b));
+    b->ad.prefix = "loss";
     *loss = append_loss(b);
+    b->ad.prefix = "grad";
     return *loss < 0 ? b->e->code : KILN_OK;
 }
 
@@ -294,7 +313,8 @@ static kiln_status build_training(build *b, const char *model_path, const char *
         free(outs);
         return oom(b->e);
     }
-    kiln_status st = kiln_ad_backward(&b->ad, loss, b->params, np, b->frozen, b->o->n_frozen, grads);
+    kiln_status st = kiln_ad_expand_attention(&b->ad, b->params, np);
+    if (!st) st = kiln_ad_backward(&b->ad, loss, b->params, np, b->frozen, b->o->n_frozen, grads);
     outs[0] = loss;
     for (int i = 0; !st && i < np; i++) {
         char name[512];

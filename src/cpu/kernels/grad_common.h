@@ -11,9 +11,14 @@ static inline double gk_ld(const void *p, int64_t i, int dt) {
     return dt == KILN_DTYPE_DOUBLE ? ((const double *)p)[i] : (double)((const float *)p)[i];
 }
 
+/* float32 results below the normal range are stored as zero: a gradient that underflows (the
+ * tail of exp(-x^2), a masked attention probability) would otherwise feed denormals to the GEMMs
+ * downstream, which run many times slower on them, for a change below 1e-38. */
+static inline float gk_ftz(float v) { return fabsf(v) < 1.17549435e-38f ? 0.0f : v; }
+
 static inline void gk_st(void *p, int64_t i, int dt, double v) {
     if (dt == KILN_DTYPE_DOUBLE) ((double *)p)[i] = v;
-    else ((float *)p)[i] = (float)v;
+    else ((float *)p)[i] = gk_ftz((float)v);
 }
 
 static inline void gk_add(void *p, int64_t i, int dt, double v) {

@@ -29,12 +29,16 @@ static kiln_status sumto_compute(kiln_ctx *ctx) {
     double scale = kiln_attr_float(ctx->node, "scale", 1.0f);
     int dt = g->dtype, r = g->rank, off = g->rank - y->rank;
     int64_t n = kiln_numel(g), ny = kiln_numel(y);
+    if (scale == 0.0) { /* zeros of the target's shape (a gradient that nothing reaches) */
+        gk_zero(y);
+        return KILN_OK;
+    }
     if (ny == n) { /* same element count: a broadcast never repeats, the shapes agree up to 1s */
         for (int64_t i = 0; i < n; i++) gk_st(y->data, i, dt, scale * gk_ld(g->data, i, dt));
         return KILN_OK;
     }
     gk_zero(y);
-    if (n == 0 || scale == 0.0) return KILN_OK;
+    if (n == 0) return KILN_OK;
     int64_t ystr[KILN_MAX_RANK], ys[KILN_MAX_RANK] = {0}, idx[KILN_MAX_RANK] = {0};
     kiln_strides(y->rank, y->dims, ystr);
     for (int d = 0; d < r; d++) ys[d] = d >= off && y->dims[d - off] != 1 ? ystr[d - off] : 0;
@@ -72,11 +76,13 @@ static kiln_status sumto_compute(kiln_ctx *ctx) {
 
 /* ---------------------------------------------------------------- UnaryGrad(dY, T) */
 
-enum { U_RELU, U_LEAKY, U_SIGMOID, U_TANH, U_SQRT, U_ERF, U_ABS, U_SOFTPLUS, U_GELU, U_GELU_TANH, U_RECIP };
+enum { U_RELU, U_LEAKY, U_SIGMOID, U_TANH, U_SQRT, U_ERF, U_ABS, U_SOFTPLUS, U_GELU, U_GELU_TANH, U_RECIP,
+       U_HARDSIGMOID, U_HARDSWISH, U_SIN, U_COS, U_CLIP, U_ELU };
 
 static int unary_kind(const char *s) {
     static const char *const k[] = {"relu", "leakyrelu", "sigmoid", "tanh", "sqrt", "erf", "abs", "softplus",
-                                    "gelu", "gelu_tanh", "reciprocal", NULL};
+                                    "gelu", "gelu_tanh", "reciprocal", "hardsigmoid", "hardswish", "sin", "cos",
+                                    "clip", "elu", NULL};
     for (int i = 0; k[i]; i++)
         if (!strcmp(k[i], s)) return i;
     return -1;
@@ -93,9 +99,9 @@ static kiln_status unary_infer(kiln_ctx *ctx) {
     return gk_out_like(ctx, 0, g->dtype, t);
 }
 
-typedef struct { const void *g, *t; void *y; int dt, kind; double alpha; } unary_job;
+typedef struct { const void *g, *t; void *y; int dt, kind; double alpha, beta; } unary_job;
 
-static inline double unary_d(int kind, double t, double alpha) {
+static inline double unary_d(int kind, double t, double alpha, double beta) {
     const double k2pi = 0.7978845608028654, kc = 0.044715, kirt2 = 0.7071067811865476, k1rt2pi = 0.3989422804014327;
     switch (kind) {
     case U_RELU: return t > 0 ? 1.0 : 0.0;
@@ -112,6 +118,15 @@ static inline double unary_d(int kind, double t, double alpha) {
         return 0.5 * (1 + th) + 0.5 * t * (1 - th * th) * k2pi * (1 + 3 * kc * t * t);
     }
     case U_RECIP: return -t * t; /* from the output y = 1/x: d/dx = -y^2 */
+    case U_HARDSIGMOID: {
+        double u = alpha * t + beta;
+        return u > 0 && u < 1 ? alpha : 0.0;
+    }
+    case U_HARDSWISH: return t < -3 ? 0.0 : t > 3 ? 1.0 : (2 * t + 3) / 6;
+    case U_SIN: return cos(t);
+    case U_COS: return -sin(t);
+    case U_CLIP: return t > alpha && t < beta ? 1.0 : 0.0; /* alpha, beta: the bounds */
+    case U_ELU: return t > 0 ? 1.0 : alpha * exp(t);
     default: return 0;
     }
 }
@@ -126,22 +141,32 @@ static void unary_range(void *arg, int64_t b, int64_t e) {
             return;
         }
         if (j->kind == U_SIGMOID) {
-            for (int64_t i = b; i < e; i++) y[i] = g[i] * t[i] * (1.0f - t[i]);
+            for (int64_t i = b; i < e; i++) y[i] = gk_ftz(g[i] * t[i] * (1.0f - t[i]));
             return;
         }
-        for (int64_t i = b; i < e; i++) y[i] = (float)(g[i] * unary_d(j->kind, t[i], j->alpha));
+        if (j->kind == U_GELU || j->kind == U_ERF) {
+            /* the float32 functions: these two dominate a transformer's element-wise backward */
+            for (int64_t i = b; i < e; i++) {
+                float x = t[i], d = j->kind == U_ERF ? 1.12837917f * expf(-x * x)
+                                                     : 0.5f * (1.0f + erff(x * 0.70710678f)) +
+                                                           x * 0.39894228f * expf(-0.5f * x * x);
+                y[i] = gk_ftz(g[i] * d);
+            }
+            return;
+        }
+        for (int64_t i = b; i < e; i++) y[i] = gk_ftz((float)(g[i] * unary_d(j->kind, t[i], j->alpha, j->beta)));
         return;
     }
     const double *g = j->g, *t = j->t;
     double *y = j->y;
-    for (int64_t i = b; i < e; i++) y[i] = g[i] * unary_d(j->kind, t[i], j->alpha);
+    for (int64_t i = b; i < e; i++) y[i] = g[i] * unary_d(j->kind, t[i], j->alpha, j->beta);
 }
 
 static kiln_status unary_compute(kiln_ctx *ctx) {
     kiln_tensor *g = kiln_input(ctx, 0), *t = kiln_input(ctx, 1), *y = kiln_output(ctx, 0);
     if (!gk_same_shape(g, t)) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient and the operand differ in shape");
     unary_job j = {g->data, t->data, y->data, g->dtype, unary_kind(kiln_attr_string(ctx->node, "kind", "")),
-                   kiln_attr_float(ctx->node, "alpha", 0.0f)};
+                   kiln_attr_float(ctx->node, "alpha", 0.0f), kiln_attr_float(ctx->node, "beta", 0.0f)};
     kiln_parallel_for(ctx, kiln_numel(y), 4096, unary_range, &j);
     return KILN_OK;
 }

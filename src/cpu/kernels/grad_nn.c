@@ -139,9 +139,29 @@ static kiln_status smg_infer(kiln_ctx *ctx) {
 
 typedef struct { const void *g, *y; void *x; int64_t n, inner; int dt, log; } smg_job;
 
+/* the common case: float32 over the last axis, contiguous rows */
+static void smg_rows_f32(const smg_job *j, int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; o++) {
+        const float *g = (const float *)j->g + o * j->n, *y = (const float *)j->y + o * j->n;
+        float *x = (float *)j->x + o * j->n;
+        double acc = 0;
+        if (j->log) {
+            for (int64_t k = 0; k < j->n; k++) acc += g[k];
+            for (int64_t k = 0; k < j->n; k++) x[k] = gk_ftz(g[k] - expf(y[k]) * (float)acc);
+        } else {
+            for (int64_t k = 0; k < j->n; k++) acc += (double)g[k] * y[k];
+            for (int64_t k = 0; k < j->n; k++) x[k] = gk_ftz(y[k] * (g[k] - (float)acc));
+        }
+    }
+}
+
 static void smg_range(void *arg, int64_t b, int64_t e) {
     const smg_job *j = arg;
     int dt = j->dt;
+    if (dt == KILN_DTYPE_FLOAT && j->inner == 1) {
+        smg_rows_f32(j, b, e);
+        return;
+    }
     for (int64_t o = b; o < e; o++)
         for (int64_t in = 0; in < j->inner; in++) {
             int64_t base = o * j->n * j->inner + in, s = j->inner;
@@ -196,50 +216,73 @@ typedef struct {
     int dt;
 } lng_job;
 
+/* Per row: mean and 1/std again, and dX = rstd (g s - mean(g s) - xhat mean(g s xhat)). */
+#define LNG_ROWS(NAME, T)                                                                            \
+    static void NAME(const lng_job *j, int64_t b, int64_t e) {                                      \
+        const T *X = j->x, *G = j->g, *S = j->s;                                                    \
+        T *DX = j->dx;                                                                               \
+        int64_t D = j->D;                                                                            \
+        for (int64_t r = b; r < e; r++) {                                                            \
+            const T *x = X + r * D, *g = G + r * D;                                                  \
+            double mu = 0, var = 0;                                                                  \
+            for (int64_t k = 0; k < D; k++) mu += x[k];                                              \
+            mu /= (double)D;                                                                         \
+            for (int64_t k = 0; k < D; k++) var += ((double)x[k] - mu) * ((double)x[k] - mu);        \
+            double rs = 1.0 / sqrt(var / (double)D + j->eps);                                        \
+            j->mean[r] = mu;                                                                         \
+            j->rstd[r] = rs;                                                                         \
+            if (!DX) continue;                                                                       \
+            double m1 = 0, m2 = 0;                                                                   \
+            for (int64_t k = 0; k < D; k++) {                                                        \
+                double gs = (double)g[k] * S[k];                                                     \
+                m1 += gs;                                                                            \
+                m2 += gs * ((double)x[k] - mu);                                                      \
+            }                                                                                        \
+            m1 /= (double)D;                                                                         \
+            m2 *= rs / (double)D;                                                                    \
+            T *dx = DX + r * D;                                                                      \
+            for (int64_t k = 0; k < D; k++)                                                          \
+                dx[k] = (T)(rs * ((double)g[k] * S[k] - m1 - ((double)x[k] - mu) * rs * m2));        \
+        }                                                                                            \
+    }
+LNG_ROWS(lng_rows_f32, float)
+LNG_ROWS(lng_rows_f64, double)
+
 static void lng_rows(void *arg, int64_t b, int64_t e) {
     const lng_job *j = arg;
-    int dt = j->dt;
-    int64_t D = j->D;
-    for (int64_t r = b; r < e; r++) {
-        int64_t o = r * D;
-        double mu = 0, var = 0;
-        for (int64_t k = 0; k < D; k++) mu += gk_ld(j->x, o + k, dt);
-        mu /= (double)D;
-        for (int64_t k = 0; k < D; k++) {
-            double c = gk_ld(j->x, o + k, dt) - mu;
-            var += c * c;
-        }
-        double rs = 1.0 / sqrt(var / (double)D + j->eps);
-        j->mean[r] = mu;
-        j->rstd[r] = rs;
-        if (!j->dx) continue;
-        double m1 = 0, m2 = 0; /* means of g*scale and g*scale*xhat */
-        for (int64_t k = 0; k < D; k++) {
-            double gs = gk_ld(j->g, o + k, dt) * gk_ld(j->s, k, dt), xh = (gk_ld(j->x, o + k, dt) - mu) * rs;
-            m1 += gs;
-            m2 += gs * xh;
-        }
-        m1 /= (double)D;
-        m2 /= (double)D;
-        for (int64_t k = 0; k < D; k++) {
-            double gs = gk_ld(j->g, o + k, dt) * gk_ld(j->s, k, dt), xh = (gk_ld(j->x, o + k, dt) - mu) * rs;
-            gk_st(j->dx, o + k, dt, rs * (gs - m1 - xh * m2));
-        }
-    }
+    if (j->dt == KILN_DTYPE_DOUBLE) lng_rows_f64(j, b, e);
+    else lng_rows_f32(j, b, e);
 }
+
+/* dScale and dBias for columns [b, e): rows outer, so that each row is read contiguously */
+#define LNG_COLS(NAME, T)                                                                            \
+    static void NAME(const lng_job *j, int64_t b, int64_t e, double *as, double *ab) {              \
+        const T *X = j->x, *G = j->g;                                                               \
+        int64_t n = e - b;                                                                           \
+        for (int64_t k = 0; k < n; k++) as[k] = ab[k] = 0;                                           \
+        for (int64_t r = 0; r < j->M; r++) {                                                         \
+            const T *x = X + r * j->D + b, *g = G + r * j->D + b;                                    \
+            double mu = j->mean[r], rs = j->rstd[r];                                                 \
+            for (int64_t k = 0; k < n; k++) {                                                        \
+                as[k] += (double)g[k] * ((double)x[k] - mu) * rs;                                    \
+                ab[k] += g[k];                                                                       \
+            }                                                                                        \
+        }                                                                                            \
+    }
+LNG_COLS(lng_cols_f32, float)
+LNG_COLS(lng_cols_f64, double)
 
 static void lng_cols(void *arg, int64_t b, int64_t e) {
     const lng_job *j = arg;
-    int dt = j->dt;
-    for (int64_t k = b; k < e; k++) {
-        double as = 0, ab = 0;
-        for (int64_t r = 0; r < j->M; r++) {
-            double gv = gk_ld(j->g, r * j->D + k, dt);
-            as += gv * (gk_ld(j->x, r * j->D + k, dt) - j->mean[r]) * j->rstd[r];
-            ab += gv;
+    for (int64_t c0 = b; c0 < e; c0 += 256) {
+        int64_t c1 = c0 + 256 < e ? c0 + 256 : e;
+        double as[256], ab[256];
+        if (j->dt == KILN_DTYPE_DOUBLE) lng_cols_f64(j, c0, c1, as, ab);
+        else lng_cols_f32(j, c0, c1, as, ab);
+        for (int64_t k = c0; k < c1; k++) {
+            if (j->ds) gk_st(j->ds, k, j->dt, as[k - c0]);
+            if (j->db) gk_st(j->db, k, j->dt, ab[k - c0]);
         }
-        if (j->ds) gk_st(j->ds, k, dt, as);
-        if (j->db) gk_st(j->db, k, dt, ab);
     }
 }
 
