@@ -320,6 +320,19 @@ def test_linear_training_matches_numpy(tmp_path):
     assert mod.output_names() == ["loss", "y"]
 
 
+def test_contiguous_parameters(tmp_path):
+    d, st, mod, opt, W, b = _linear(tmp_path)
+    assert mod.get_parameters_size() == D * K + K
+    flat = mod.get_contiguous_parameters()
+    np.testing.assert_array_equal(flat, np.concatenate([W.ravel(), b]))
+    new = rand(D * K + K)
+    mod.copy_buffer_to_parameters(new)
+    np.testing.assert_array_equal(st.parameters["W"].data, new[:D * K].reshape(D, K))
+    np.testing.assert_array_equal(st.parameters["b"].data, new[D * K:])
+    with pytest.raises(ValueError, match="buffer has 3 elements, the parameters 18"):
+        mod.copy_buffer_to_parameters(rand(3))
+
+
 def test_export_gives_trained_outputs(tmp_path):
     d, st, mod, opt, W0, b0 = _linear(tmp_path, "sgd", lr=0.1, momentum=0.9)
     for _ in range(5):

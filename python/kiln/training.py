@@ -426,6 +426,31 @@ class Module:
                 lib.kiln_value_free(outs[i])
         return res
 
+    def _param_names(self, trainable_only):
+        ps = self._state.parameters
+        return [n for n in ps if not trainable_only or ps[n].requires_grad]
+
+    def get_parameters_size(self, trainable_only=True):
+        """Elements in the (trainable) parameters, as ONNX Runtime's Module."""
+        return int(sum(self._state.parameters[n].data.size for n in self._param_names(trainable_only)))
+
+    def get_contiguous_parameters(self, trainable_only=False):
+        """The parameters flattened and concatenated in checkpoint order (a copy)."""
+        parts = [self._state.parameters[n].data.ravel() for n in self._param_names(trainable_only)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def copy_buffer_to_parameters(self, buffer, trainable_only=True):
+        """Writes a flat buffer (get_contiguous_parameters' layout) back into the parameters."""
+        buf = np.asarray(buffer).ravel()
+        need = self.get_parameters_size(trainable_only)
+        if buf.size != need:
+            raise ValueError("buffer has %d elements, the parameters %d" % (buf.size, need))
+        at = 0
+        for n in self._param_names(trainable_only):
+            p = self._state.parameters[n].data
+            self._state._set(n, buf[at:at + p.size].astype(p.dtype).reshape(p.shape))
+            at += p.size
+
     def lazy_reset_grad(self):
         _lib_t().kiln_train_module_lazy_reset_grad(self._h)
 
