@@ -167,6 +167,29 @@ def test_checkpoint_malformed_payload_refused(tmp_path):
             _load_bytes(tmp_path, _reheader(payload))
 
 
+def test_checkpoint_random_mutations_never_crash(tmp_path):
+    """Bytes of a valid file changed at random, with the CRC made right again so that the parser
+    itself sees them: each load either succeeds or fails with a message (run under ASan too)."""
+    p, data = _good_file(tmp_path)
+    payload = bytearray(data[32:])
+    rng = np.random.default_rng(3)
+    loaded = refused = 0
+    for i in range(300):
+        bad = bytearray(payload)
+        for _ in range(rng.integers(1, 4)):
+            pos = int(rng.integers(0, len(bad)))
+            bad[pos] = int(rng.integers(0, 256)) if rng.random() < 0.5 else bad[pos] ^ (1 << int(rng.integers(0, 8)))
+        if rng.random() < 0.2:
+            bad = bad[:int(rng.integers(0, len(bad)))]
+        try:
+            _load_bytes(tmp_path, _reheader(bytes(bad)), "m%d.kckpt" % (i % 4))
+            loaded += 1
+        except kiln.KilnError as e:
+            assert str(e).startswith("checkpoint '") and len(str(e)) > 20
+            refused += 1
+    assert refused > 100 and loaded + refused == 300
+
+
 def test_checkpoint_save_is_atomic(tmp_path):
     p = str(tmp_path / "c.kckpt")
     st = _sample_state()
