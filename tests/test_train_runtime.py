@@ -90,8 +90,15 @@ def test_checkpoint_set_parameter(tmp_path):
 
 
 def _good_file(tmp_path):
+    """A checkpoint with parameters, hyper-parameters, a step count and AdamW state."""
+    d = str(tmp_path / "pt")
+    passthrough_artifacts(d, [(3, 4), (4,)])
+    st = CheckpointState.new({"P0": rand(3, 4), "P1": rand(4), "extra": rand(2)}, optimizer="adamw")
+    mod = Module(os.path.join(d, "training_model.onnx"), st)
+    mod(rand(3, 4), rand(4))
+    Optimizer("adamw", mod).step()
     p = str(tmp_path / "good.kckpt")
-    _sample_state().save(p)
+    st.save(p)
     return p, open(p, "rb").read()
 
 
