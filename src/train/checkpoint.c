@@ -530,7 +530,9 @@ static kiln_status parse(const unsigned char *bytes, size_t size, const char *pa
     str = take_str(&r, 64);
     NEED(str, "bad or truncated optimizer name");
     NEED(!str[0] || !strcmp(str, "adamw") || !strcmp(str, "sgd"), "unknown optimizer '%s'", str);
-    if (str[0]) ck->optimizer = str, str = NULL;
+    if (str[0]) ck->optimizer = str;
+    else free(str);
+    str = NULL;
     uint32_t n_hp;
     NEED(take(&r, &n_hp, 4), "truncated hyper-parameter count");
     NEED(n_hp <= KILN_CKPT_MAX_HPARAMS, "%u hyper-parameters (at most %d)", n_hp, KILN_CKPT_MAX_HPARAMS);
