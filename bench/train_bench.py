@@ -154,6 +154,7 @@ def torch_opt(name, params):
 
 
 def run_one(mname, oname, steps, threads, device, work, time_steps=60):
+    tdev = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     model = MODELS[mname][1]()
     perturb_norms(model, torch.Generator().manual_seed(2))
@@ -177,13 +178,15 @@ def run_one(mname, oname, steps, threads, device, work, time_steps=60):
                              device=device, threads=threads)
     opt = training.Optimizer(oname, module)
     module.train()
+    kiln_providers = module.get_providers()
 
+    model.to(tdev)  # after the export: the batches and weights above were made on the CPU
     topt = torch_opt(oname, model.parameters())
     lossf = nn.CrossEntropyLoss()
     t_losses, k_losses = [], []
     for x, y in batches:
         topt.zero_grad()
-        loss = lossf(model(x), y)
+        loss = lossf(model(x.to(tdev)), y.to(tdev))
         loss.backward()
         topt.step()
         t_losses.append(loss.item())
@@ -196,7 +199,7 @@ def run_one(mname, oname, steps, threads, device, work, time_steps=60):
     # final parameters
     worst_param, worst_name, exempt = 0.0, "", {}
     for n, p in model.named_parameters():
-        a, b = state.parameters[n].data, p.detach().numpy()
+        a, b = state.parameters[n].data, p.detach().cpu().numpy()
         err = float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
         if n.endswith(".k.bias"):
             exempt[n] = err  # its exact gradient is 0 (softmax ignores a shift of every key); AdamW scales rounding noise
@@ -208,7 +211,7 @@ def run_one(mname, oname, steps, threads, device, work, time_steps=60):
     module.export_model_for_inferencing(exported, ["logits"])
     x = batches[-1][0]
     with torch.no_grad():
-        want = model(x).numpy()
+        want = model(x.to(tdev)).cpu().numpy()
     got_k = kiln.InferenceSession(exported, threads=threads).run(None, {"x": x.numpy()})[0]
     got_o = ort.InferenceSession(exported, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
     exp_err = max(float(np.max(np.abs(got_k - want))), float(np.max(np.abs(got_o - want))))
@@ -216,13 +219,16 @@ def run_one(mname, oname, steps, threads, device, work, time_steps=60):
     # lets one's idle threads steal the other's cores), so a burst of load hits both alike
     t_times, k_times = [], []
     feeds = [(x.numpy(), y.numpy().astype(np.int64)) for x, y in batches]
+    on_dev = [(x.to(tdev), y.to(tdev)) for x, y in batches]
     for block in range(6):
         for i in range(block * time_steps // 6, (block + 1) * time_steps // 6):
-            x, y = batches[i % len(batches)]
+            x, y = on_dev[i % len(on_dev)]
             t0 = time.perf_counter()
             topt.zero_grad()
             lossf(model(x), y).backward()
             topt.step()
+            if tdev.type == "cuda":
+                torch.cuda.synchronize()
             t_times.append(time.perf_counter() - t0)
         for i in range(block * time_steps // 6, (block + 1) * time_steps // 6):
             x, y = feeds[i % len(feeds)]
@@ -233,7 +239,7 @@ def run_one(mname, oname, steps, threads, device, work, time_steps=60):
             k_times.append(time.perf_counter() - t0)
     return dict(model=mname, opt=oname, t_losses=t_losses, k_losses=k_losses, max_rel=float(rel.max()),
                 worst_step=int(rel.argmax()) + 1, param_err=worst_param, param_name=worst_name, export_err=exp_err,
-                exempt=exempt,
+                exempt=exempt, torch_device=str(tdev), kiln_providers=kiln_providers,
                 t_ms=1e3 * float(np.median(t_times[1:])), k_ms=1e3 * float(np.median(k_times[1:])),
                 time_steps=len(t_times),
                 n_params=sum(p.numel() for p in model.parameters()))
@@ -285,8 +291,14 @@ def main():
         have = "CUDAExecutionProvider" in kiln.get_available_providers()
         msg = ("--device cuda: kiln's training keeps parameters and gradients in host memory and its gradient "
                "kernels are CPU kernels; the module asks for the CUDA provider (with the CPU as fallback) for the "
-               "forward ops it has. CUDA provider %s in this build. PyTorch runs on the CPU for the comparison."
+               "forward ops it has. CUDA provider %s in this build."
                % ("available" if have else "NOT available (the session falls back to the CPU)"))
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = False  # float32 products, as kiln computes them
+            torch.backends.cudnn.allow_tf32 = False
+            msg += " PyTorch runs on CUDA (TF32 off)."
+        else:
+            msg += " PyTorch has no CUDA device here and runs on the CPU."
         print(msg)
         notes.append(msg)
     results, failures = [], []
@@ -306,7 +318,7 @@ def main():
     png, csvp = os.path.join(args.out, "training_loss.png"), os.path.join(args.out, "training_loss.csv")
     plotted = plot(results, png, csvp)
     buf = io.StringIO()
-    buf.write("# Training: kiln against PyTorch (CPU)\n\n")
+    buf.write("# Training: kiln against PyTorch (%s)\n\n" % args.device.upper())
     buf.write("`%s` on %s, %s, %d thread(s) for both (torch.set_num_threads), PyTorch %s, device %s, %d steps.\n"
               "The machine's 2 cores are shared with other jobs (load average %.1f at the end): timings are "
               "indicative.\n\n"
@@ -328,6 +340,8 @@ def main():
               % (LOSS_RTOL, "all pass" if not failures else "FAILED for " + ", ".join(failures)))
     buf.write("Loss curves: %s (per-step values in training_loss.csv).\n" % (
         "![loss curves](training_loss.png)" if plotted else "matplotlib is not installed, so no plot: see training_loss.csv"))
+    buf.write("\nProviders kiln's training session used: %s; PyTorch device: %s.\n" % (
+        ", ".join(results[0]["kiln_providers"]), results[0]["torch_device"]))
     ex = ["%s/%s %s %.1e" % (r["model"], r["opt"], n, e) for r in results for n, e in r["exempt"].items()]
     if ex:
         buf.write("\nLeft out of the parameter check: the attention key biases, whose exact gradient is 0 (softmax "

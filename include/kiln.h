@@ -381,6 +381,9 @@ int64_t kiln_checkpoint_step(const kiln_checkpoint *ck); /* optimizer steps take
 kiln_status kiln_train_module_open(const char *training_model, const char *eval_model, kiln_checkpoint *ck,
                                    const kiln_options *opt, kiln_train_module **out);
 void kiln_train_module_close(kiln_train_module *m);
+/* The session running the training (eval 0) or eval (eval 1) model, e.g. for
+ * kiln_session_provider_name and kiln_session_warning; NULL when there is none. */
+const kiln_session *kiln_train_module_session(const kiln_train_module *m, int eval);
 /* The inputs a step takes from the caller (model inputs, then labels), in the model's order. */
 size_t kiln_train_module_input_count(const kiln_train_module *m, int eval);
 const char *kiln_train_module_input_name(const kiln_train_module *m, int eval, size_t i);

@@ -348,6 +348,8 @@ def test_linear_training_matches_numpy(tmp_path):
     np.testing.assert_allclose(pred, x @ Wt + bt, rtol=1e-5, atol=1e-5)
     assert float(loss) == pytest.approx(float(np.mean((x @ Wt + bt - y) ** 2)), rel=1e-5)
     assert mod.output_names() == ["loss", "y"]
+    assert mod.get_providers() == ["CPUExecutionProvider"] and mod.get_provider_warning() == ""
+    assert mod.get_providers(training=False) == ["CPUExecutionProvider"]
 
 
 def test_contiguous_parameters(tmp_path):

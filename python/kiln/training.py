@@ -57,6 +57,7 @@ _SIGS = {
     "kiln_checkpoint_step": (_i64, [_vp]),
     "kiln_train_module_open": (_c_int, [_cp, _cp, _vp, _P(_lib.Options), _P(_vp)]),
     "kiln_train_module_close": (None, [_vp]),
+    "kiln_train_module_session": (_vp, [_vp, _c_int]),
     "kiln_train_module_input_count": (_size_t, [_vp, _c_int]),
     "kiln_train_module_input_name": (_cp, [_vp, _c_int, _size_t]),
     "kiln_train_module_eval_output_count": (_size_t, [_vp]),
@@ -371,6 +372,19 @@ class Module:
         lib = _lib_t()
         return [lib.kiln_train_module_input_name(self._h, ev, i).decode()
                 for i in range(lib.kiln_train_module_input_count(self._h, ev))]
+
+    def get_providers(self, training=True):
+        """The providers the training (or eval) session really uses, preferred first."""
+        lib = _lib_t()
+        s = lib.kiln_train_module_session(self._h, 0 if training else 1)
+        if not s:
+            return []
+        return [lib.kiln_session_provider_name(s, i).decode() for i in range(lib.kiln_session_provider_count(s))]
+
+    def get_provider_warning(self):
+        """Why a provider asked for was replaced by the CPU ("" when none was)."""
+        lib = _lib_t()
+        return lib.kiln_session_warning(lib.kiln_train_module_session(self._h, 0)).decode()
 
     def input_names(self, training=None):
         return list(self._in[0 if (self._training if training is None else training) else 1])

@@ -168,6 +168,8 @@ fail:
 
 static kiln_session *pick(const kiln_train_module *m, int eval) { return eval ? m->eval : m->train; }
 
+const kiln_session *kiln_train_module_session(const kiln_train_module *m, int eval) { return m ? pick(m, eval) : NULL; }
+
 /* The caller's inputs: graph inputs that are not checkpoint parameters. */
 size_t kiln_train_module_input_count(const kiln_train_module *m, int eval) {
     if (!m || !pick(m, eval)) return 0;
