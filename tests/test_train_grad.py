@@ -1107,3 +1107,22 @@ def test_mean():
     rng = np.random.default_rng(53)
     check_rule(one_node("Mean", ["a", "b", "c"]), {}, {"a": rnd(rng, 3, 4), "b": rnd(rng, 4), "c": rnd(rng, 3, 1)},
                rng=rng)
+
+
+def test_cross_entropy_ignores_minus_100():
+    """PyTorch's default ignore_index: those targets take no part in the loss or its mean."""
+    rng = np.random.default_rng(54)
+    z = rnd(rng, 6, 3)
+    m = graph_model([helper.make_node("Identity", ["z"], ["y"])], {}, {"z": z}, {"y": np.float64})
+    cls = np.array([0, 2, -100, 1, -100, 2], dtype=np.int64)
+    keep = cls != -100
+    lsm = z - np.log(np.exp(z).sum(1, keepdims=True))
+    want = -np.mean(lsm[np.arange(6)[keep], cls[keep]])
+    dz = np.exp(lsm) - np.eye(3)[np.where(keep, cls, 0)]
+    dz[~keep] = 0
+    tr = Trainer(m, ["z"], "cross_entropy")
+    loss, g = tr.grads({"labels": cls}, {"z": z})
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    np.testing.assert_allclose(g["z"], dz / keep.sum(), rtol=1e-10, atol=1e-14)
+    em = os.path.join(tr.dir, "eval_model.onnx")
+    np.testing.assert_allclose(run_ort(open(em, "rb").read(), {"labels": cls, "z": z})[0], want, rtol=1e-10)
