@@ -181,7 +181,6 @@ def one_node(op, in_names, attrs=None, n_out=1, opset=17, domain=None, extra_nod
     return make
 
 
-R = np.random.default_rng(7)
 
 # ---------------------------------------------------------------- element-wise
 
@@ -504,7 +503,6 @@ def test_mlp_float32_against_numpy():
 
 
 def cnn_make(dt, ins, ps, cs):
-    i64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
     nodes = [helper.make_node("Conv", ["x", "w1", "cb1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["n1"], epsilon=1e-3),
              helper.make_node("Relu", ["n1"], ["r1"]),
@@ -514,7 +512,6 @@ def cnn_make(dt, ins, ps, cs):
              helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    del i64
     return graph_model(nodes, ins, ps, {"y": dt}, consts=cs)
 
 

@@ -45,7 +45,8 @@ static kiln_status mmg_compute(kiln_ctx *ctx) {
     bt.rank = ba > bb ? ba : bb;
     bt.n = 1;
     int64_t ca = 1, cb = 1; /* batch counts of A and B */
-    for (int d = bt.rank - 1, sa = 1, sb = 1; d >= 0; d--) {
+    int64_t sa = 1, sb = 1;
+    for (int d = bt.rank - 1; d >= 0; d--) {
         int da = d - (bt.rank - ba), db = d - (bt.rank - bb);
         int64_t xa = da >= 0 ? A->dims[da] : 1, xb = db >= 0 ? B->dims[db] : 1;
         if (xa != xb && xa != 1 && xb != 1)
@@ -53,8 +54,8 @@ static kiln_status mmg_compute(kiln_ctx *ctx) {
         bt.dims[d] = xa > xb ? xa : xb;
         bt.sa[d] = xa == 1 ? 0 : sa;
         bt.sb[d] = xb == 1 ? 0 : sb;
-        sa *= (int)xa;
-        sb *= (int)xb;
+        sa *= xa;
+        sb *= xb;
         bt.n *= bt.dims[d];
         ca *= xa;
         cb *= xb;

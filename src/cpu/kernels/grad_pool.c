@@ -42,10 +42,10 @@ static void pg_planes(void *arg, int64_t q0, int64_t q1) {
     const pg_job *j = arg;
     const kconv_geom *g = j->g;
     int nd = g->nd, dt = j->dt;
-    int64_t ist[KCONV_MAX_ND];
-    for (int d = nd - 1, s = 1; d >= 0; d--) {
-        ist[d] = s;
-        s *= (int)g->in[d];
+    int64_t ist[KCONV_MAX_ND], st = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        ist[d] = st;
+        st *= g->in[d];
     }
     for (int64_t q = q0; q < q1; q++) {
         const int64_t xo = q * g->in_size, yo = q * g->out_size;
@@ -63,7 +63,8 @@ static void pg_planes(void *arg, int64_t q0, int64_t q1) {
             for (int pass = 0; pass < (j->max ? 1 : 2); pass++) {
                 int64_t kidx[KCONV_MAX_ND] = {0};
                 for (int64_t kk = 0; kk < g->k_size; kk++) {
-                    int64_t off = 0, ok = 1;
+                    int64_t off = 0;
+                    int ok = 1;
                     for (int d = 0; d < nd; d++) {
                         int64_t i = o[d] * g->stride[d] - g->pad_b[d] + kidx[d] * g->dil[d];
                         if (i < 0 || i >= g->in[d]) { ok = 0; break; }
