@@ -1123,3 +1123,32 @@ def test_cross_entropy_ignores_minus_100():
     np.testing.assert_allclose(g["z"], dz / keep.sum(), rtol=1e-10, atol=1e-14)
     em = os.path.join(tr.dir, "eval_model.onnx")
     np.testing.assert_allclose(run_ort(open(em, "rb").read(), {"labels": cls, "z": z})[0], want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("opset,pads,axes", [(13, [1, 0, 2, 0, 2, 1], None), (13, [0, -1, 1, 1, 2, -1], None),
+                                             (18, [1, 2, 0, 1], [2, 0]), (10, [1, 0, 1, 0, 1, 2], None)])
+def test_pad_constant(opset, pads, axes):
+    rng = np.random.default_rng(55)
+    x = {"x": rnd(rng, 2, 3, 4)}
+    if opset < 11:
+        check_rule(one_node("Pad", ["x"], {"pads": pads, "value": 0.5}, opset=opset), {}, x, rng=rng)
+        return
+    names = ["x", "p", "c"] + (["a"] if axes else [])
+    cs = {"p": np.array(pads, dtype=np.int64), "c": np.array(0.5)}
+    if axes:
+        cs["a"] = np.array(axes, dtype=np.int64)
+    check_rule(one_node("Pad", names, opset=opset), {}, x, consts=cs, rng=rng)
+
+
+def test_pad_reflect_refused():
+    rng = np.random.default_rng(56)
+    m = graph_model([helper.make_node("Pad", ["w", "p"], ["y"], mode="reflect", name="pad")], {}, {"w": rnd(rng, 3, 4)},
+                    {"y": np.float64}, opset=13, consts={"p": np.array([0, 1, 0, 1], dtype=np.int64)})
+    with pytest.raises(RuntimeError, match=r"node 'pad' \(op Pad\).*mode 'reflect'"):
+        build_artifacts(m, ["w"])
+
+
+def test_tile():
+    rng = np.random.default_rng(57)
+    check_rule(one_node("Tile", ["x", "r"]), {}, {"x": rnd(rng, 2, 3)}, consts={"r": np.array([3, 2], dtype=np.int64)},
+               rng=rng)

@@ -480,6 +480,28 @@ static kiln_status g_mean(kiln_ad *a, const kiln_node *n, const int *dy, const u
     return KILN_OK;
 }
 
+static kiln_status g_pad(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    for (int k = 1; k < n->n_in; k++)
+        if (need[k]) return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for the pads or the constant");
+    if (!need[0]) return KILN_OK;
+    if (strcmp(kiln_attr_string(n, "mode", "constant"), "constant"))
+        return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for Pad in mode '%s' (only constant)",
+                         kiln_attr_string(n, "mode", "constant"));
+    kiln_attr *at = NULL;
+    int na = 0;
+    KILN_TRY(kiln_ad_copy_attrs(a, n, 0, &at, &na));
+    int ins[4] = {dy[0], n->in[0], fwd_in(n, 1), fwd_in(n, 3)}, cnt = ins[3] >= 0 ? 4 : ins[2] >= 0 ? 3 : 2;
+    CHECK(dx[0] = kiln_ad_op1(a, "kiln", "PadGrad", ins, cnt, at, na));
+    return KILN_OK;
+}
+
+static kiln_status g_tile(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    if (!need[0]) return KILN_OK;
+    int ins[2] = {dy[0], n->in[0]};
+    CHECK(dx[0] = kiln_ad_op1(a, "kiln", "TileGrad", ins, 2, NULL, 0));
+    return KILN_OK;
+}
+
 /* zeros of v's run-time shape */
 static int zeros_like(kiln_ad *a, int v) { return sum_to(a, v, v, -1, 0.0); }
 
@@ -562,7 +584,7 @@ static const struct { const char *domain, *op; kiln_grad_rule rule; } rules[] = 
     {"", "Conv", g_conv}, {"", "MaxPool", g_pool}, {"", "AveragePool", g_pool},
     {"", "NegativeLogLikelihoodLoss", g_nll}, {"", "Split", g_split},
     {"", "HardSigmoid", g_unary}, {"", "HardSwish", g_unary}, {"", "Sin", g_unary}, {"", "Cos", g_unary},
-    {"", "Elu", g_unary}, {"", "Clip", g_clip}, {"", "Mean", g_mean},
+    {"", "Elu", g_unary}, {"", "Clip", g_clip}, {"", "Mean", g_mean}, {"", "Pad", g_pad}, {"", "Tile", g_tile},
     {"com.microsoft", "BiasGelu", g_bias_gelu}, {"com.microsoft", "FastGelu", g_bias_gelu},
     {"com.microsoft", "SkipLayerNormalization", g_skip_layernorm},
     {NULL, NULL, NULL}};
