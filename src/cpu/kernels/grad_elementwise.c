@@ -1,6 +1,7 @@
 /* Gradient kernels of the kiln training domain for element-wise, reduction and indexing ops:
  * SumTo (un-broadcasting), UnaryGrad, PowGrad, ReduceGrad, GatherGrad, SliceGrad, ConcatGrad and
  * NLLLossGrad. The autodiff builder (src/train/) emits them; inputs are float32 or float64. */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #include "grad_common.h"
 #include <stdlib.h>
 

@@ -2,6 +2,7 @@
  * (numpy matmul semantics: 1-D promotion, broadcast batches summed back), SoftmaxGrad (also for
  * LogSoftmax), LayerNormGrad and BatchNormGrad (inference form: running statistics are
  * constants). Products go through the GEMM helpers. */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #include "grad_common.h"
 #include "gemm_util.h"
 #include <stdlib.h>
