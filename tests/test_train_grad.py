@@ -408,6 +408,14 @@ def test_conv(xs, ws, attrs, bias):
     check_rule(one_node("Conv", names, attrs), {}, ps, rng=rng, per_param=8)
 
 
+@pytest.mark.parametrize("attrs", [{"group": 2, "pads": [1, 1, 1, 1], "strides": [2, 1]}, {}])
+def test_conv_many_images(attrs):
+    """Batches of at least twice the threads run image blocks in parallel, each into its own dW."""
+    rng = np.random.default_rng(58)
+    ps = {"x": rnd(rng, 7, 4, 5, 6), "w": rnd(rng, 6, 4 // attrs.get("group", 1), 3, 3), "b": rnd(rng, 6)}
+    check_rule(one_node("Conv", ["x", "w", "b"], attrs), {}, ps, rng=rng, per_param=8)
+
+
 POOLS = [("MaxPool", {"kernel_shape": [2, 2]}), ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
          ("MaxPool", {"kernel_shape": [2, 3], "strides": [2, 2], "ceil_mode": 1, "dilations": [1, 2]}),
          ("AveragePool", {"kernel_shape": [2, 2]}),
