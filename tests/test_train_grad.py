@@ -1160,3 +1160,18 @@ def test_tile():
     rng = np.random.default_rng(57)
     check_rule(one_node("Tile", ["x", "r"]), {}, {"x": rnd(rng, 2, 3)}, consts={"r": np.array([3, 2], dtype=np.int64)},
                rng=rng)
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([0, 2], 0), (None, 0)])
+def test_reduce_max_min(op, axes, keepdims):
+    rng = np.random.default_rng(59)
+    attrs = {"keepdims": keepdims, **({"axes": axes} if axes else {})}
+    check_rule(one_node(op, ["x"], attrs, opset=13), {}, {"x": rnd(rng, 2, 3, 4)}, rng=rng)
+
+
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_min_max(op):
+    rng = np.random.default_rng(60)
+    check_rule(one_node(op, ["a", "b", "c"], opset=13), {}, {"a": rnd(rng, 3, 4), "b": rnd(rng, 4), "c": rnd(rng, 3, 1)},
+               rng=rng)
