@@ -1175,3 +1175,11 @@ def test_min_max(op):
     rng = np.random.default_rng(60)
     check_rule(one_node(op, ["a", "b", "c"], opset=13), {}, {"a": rnd(rng, 3, 4), "b": rnd(rng, 4), "c": rnd(rng, 3, 1)},
                rng=rng)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 2, 6)])
+def test_instance_norm(shape):
+    rng = np.random.default_rng(61)
+    C = shape[1]
+    ps = {"x": rnd(rng, *shape), "s": rnd(rng, C, low=0.5, high=1.5), "b": rnd(rng, C)}
+    check_rule(one_node("InstanceNormalization", ["x", "s", "b"], {"epsilon": 1e-3}), {}, ps, rng=rng)

@@ -421,6 +421,18 @@ static kiln_status g_layernorm(kiln_ad *a, const kiln_node *n, const int *dy, co
     return KILN_OK;
 }
 
+static kiln_status g_instancenorm(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    kiln_attr *at = attrs_new(a, 1);
+    if (!at || !kiln_ad_attr_float(&at[0], "epsilon", kiln_attr_float(n, "epsilon", 1e-5f))) {
+        free(at);
+        return OOM;
+    }
+    int ins[3] = {dy[0], n->in[0], n->in[1]}, outs[3] = {need[0] ? -2 : -1, need[1] ? -2 : -1, need[2] ? -2 : -1};
+    if (kiln_ad_node(a, "kiln", "InstanceNormGrad", ins, 3, outs, 3, at, 1) < 0) return a->e->code;
+    for (int k = 0; k < 3; k++) dx[k] = outs[k];
+    return KILN_OK;
+}
+
 static kiln_status g_batchnorm(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
     if (kiln_attr_int(n, "training_mode", 0))
         return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "training-mode BatchNormalization (batch statistics) is "
@@ -614,6 +626,7 @@ static const struct { const char *domain, *op; kiln_grad_rule rule; } rules[] = 
     {"", "GlobalAveragePool", g_global_avg},
     {"", "Softmax", g_softmax}, {"", "LogSoftmax", g_softmax},
     {"", "LayerNormalization", g_layernorm}, {"", "BatchNormalization", g_batchnorm},
+    {"", "InstanceNormalization", g_instancenorm},
     {"", "Conv", g_conv}, {"", "MaxPool", g_pool}, {"", "AveragePool", g_pool},
     {"", "NegativeLogLikelihoodLoss", g_nll}, {"", "Split", g_split},
     {"", "HardSigmoid", g_unary}, {"", "HardSwish", g_unary}, {"", "Sin", g_unary}, {"", "Cos", g_unary},
