@@ -181,7 +181,6 @@ def one_node(op, in_names, attrs=None, n_out=1, opset=17, domain=None, extra_nod
     return make
 
 
-R = np.random.default_rng(7)
 
 # ---------------------------------------------------------------- element-wise
 
@@ -409,6 +408,14 @@ def test_conv(xs, ws, attrs, bias):
     check_rule(one_node("Conv", names, attrs), {}, ps, rng=rng, per_param=8)
 
 
+@pytest.mark.parametrize("attrs", [{"group": 2, "pads": [1, 1, 1, 1], "strides": [2, 1]}, {}])
+def test_conv_many_images(attrs):
+    """Batches of at least twice the threads run image blocks in parallel, each into its own dW."""
+    rng = np.random.default_rng(58)
+    ps = {"x": rnd(rng, 7, 4, 5, 6), "w": rnd(rng, 6, 4 // attrs.get("group", 1), 3, 3), "b": rnd(rng, 6)}
+    check_rule(one_node("Conv", ["x", "w", "b"], attrs), {}, ps, rng=rng, per_param=8)
+
+
 POOLS = [("MaxPool", {"kernel_shape": [2, 2]}), ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
          ("MaxPool", {"kernel_shape": [2, 3], "strides": [2, 2], "ceil_mode": 1, "dilations": [1, 2]}),
          ("AveragePool", {"kernel_shape": [2, 2]}),
@@ -504,7 +511,6 @@ def test_mlp_float32_against_numpy():
 
 
 def cnn_make(dt, ins, ps, cs):
-    i64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
     nodes = [helper.make_node("Conv", ["x", "w1", "cb1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["n1"], epsilon=1e-3),
              helper.make_node("Relu", ["n1"], ["r1"]),
@@ -514,7 +520,6 @@ def cnn_make(dt, ins, ps, cs):
              helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
-    del i64
     return graph_model(nodes, ins, ps, {"y": dt}, consts=cs)
 
 
@@ -1107,3 +1112,74 @@ def test_mean():
     rng = np.random.default_rng(53)
     check_rule(one_node("Mean", ["a", "b", "c"]), {}, {"a": rnd(rng, 3, 4), "b": rnd(rng, 4), "c": rnd(rng, 3, 1)},
                rng=rng)
+
+
+def test_cross_entropy_ignores_minus_100():
+    """PyTorch's default ignore_index: those targets take no part in the loss or its mean."""
+    rng = np.random.default_rng(54)
+    z = rnd(rng, 6, 3)
+    m = graph_model([helper.make_node("Identity", ["z"], ["y"])], {}, {"z": z}, {"y": np.float64})
+    cls = np.array([0, 2, -100, 1, -100, 2], dtype=np.int64)
+    keep = cls != -100
+    lsm = z - np.log(np.exp(z).sum(1, keepdims=True))
+    want = -np.mean(lsm[np.arange(6)[keep], cls[keep]])
+    dz = np.exp(lsm) - np.eye(3)[np.where(keep, cls, 0)]
+    dz[~keep] = 0
+    tr = Trainer(m, ["z"], "cross_entropy")
+    loss, g = tr.grads({"labels": cls}, {"z": z})
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    np.testing.assert_allclose(g["z"], dz / keep.sum(), rtol=1e-10, atol=1e-14)
+    em = os.path.join(tr.dir, "eval_model.onnx")
+    np.testing.assert_allclose(run_ort(open(em, "rb").read(), {"labels": cls, "z": z})[0], want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("opset,pads,axes", [(13, [1, 0, 2, 0, 2, 1], None), (13, [0, -1, 1, 1, 2, -1], None),
+                                             (18, [1, 2, 0, 1], [2, 0]), (10, [1, 0, 1, 0, 1, 2], None)])
+def test_pad_constant(opset, pads, axes):
+    rng = np.random.default_rng(55)
+    x = {"x": rnd(rng, 2, 3, 4)}
+    if opset < 11:
+        check_rule(one_node("Pad", ["x"], {"pads": pads, "value": 0.5}, opset=opset), {}, x, rng=rng)
+        return
+    names = ["x", "p", "c"] + (["a"] if axes else [])
+    cs = {"p": np.array(pads, dtype=np.int64), "c": np.array(0.5)}
+    if axes:
+        cs["a"] = np.array(axes, dtype=np.int64)
+    check_rule(one_node("Pad", names, opset=opset), {}, x, consts=cs, rng=rng)
+
+
+def test_pad_reflect_refused():
+    rng = np.random.default_rng(56)
+    m = graph_model([helper.make_node("Pad", ["w", "p"], ["y"], mode="reflect", name="pad")], {}, {"w": rnd(rng, 3, 4)},
+                    {"y": np.float64}, opset=13, consts={"p": np.array([0, 1, 0, 1], dtype=np.int64)})
+    with pytest.raises(RuntimeError, match=r"node 'pad' \(op Pad\).*mode 'reflect'"):
+        build_artifacts(m, ["w"])
+
+
+def test_tile():
+    rng = np.random.default_rng(57)
+    check_rule(one_node("Tile", ["x", "r"]), {}, {"x": rnd(rng, 2, 3)}, consts={"r": np.array([3, 2], dtype=np.int64)},
+               rng=rng)
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("axes,keepdims", [([1], 1), ([0, 2], 0), (None, 0)])
+def test_reduce_max_min(op, axes, keepdims):
+    rng = np.random.default_rng(59)
+    attrs = {"keepdims": keepdims, **({"axes": axes} if axes else {})}
+    check_rule(one_node(op, ["x"], attrs, opset=13), {}, {"x": rnd(rng, 2, 3, 4)}, rng=rng)
+
+
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_min_max(op):
+    rng = np.random.default_rng(60)
+    check_rule(one_node(op, ["a", "b", "c"], opset=13), {}, {"a": rnd(rng, 3, 4), "b": rnd(rng, 4), "c": rnd(rng, 3, 1)},
+               rng=rng)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 2, 6)])
+def test_instance_norm(shape):
+    rng = np.random.default_rng(61)
+    C = shape[1]
+    ps = {"x": rnd(rng, *shape), "s": rnd(rng, C, low=0.5, high=1.5), "b": rnd(rng, C)}
+    check_rule(one_node("InstanceNormalization", ["x", "s", "b"], {"epsilon": 1e-3}), {}, ps, rng=rng)

@@ -325,19 +325,51 @@ static kiln_status g_expand(kiln_ad *a, const kiln_node *n, const int *dy, const
 
 /* ---------------------------------------------------------------- reductions, normalisation */
 
-static kiln_status reduce_grad(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx,
-                               int mean, int from_axis) {
-    if (!need[0]) return KILN_OK;
+/* kiln:ReduceGrad: g (shaped as the reduction's output) spread back over X's shape (/ count) */
+static int spread(kiln_ad *a, const kiln_node *n, int g, int mean, int from_axis) {
     kiln_attr *at = NULL;
     int na = 0;
-    KILN_TRY(kiln_ad_copy_attrs(a, n, 2, &at, &na));
+    if (kiln_ad_copy_attrs(a, n, 2, &at, &na)) return -1;
     if (!kiln_ad_attr_int(&at[na++], "mean", mean) || !kiln_ad_attr_int(&at[na++], "from_axis", from_axis)) {
         for (int k = 0; k < na; k++) kiln_attr_free(&at[k]);
         free(at);
-        return OOM;
+        return OOM, -1;
     }
-    int ins[3] = {dy[0], n->in[0], fwd_in(n, 1)};
-    CHECK(dx[0] = kiln_ad_op1(a, "kiln", "ReduceGrad", ins, ins[2] >= 0 ? 3 : 2, at, na));
+    int ins[3] = {g, n->in[0], fwd_in(n, 1)};
+    return kiln_ad_op1(a, "kiln", "ReduceGrad", ins, ins[2] >= 0 ? 3 : 2, at, na);
+}
+
+static kiln_status reduce_grad(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx,
+                               int mean, int from_axis) {
+    if (need[0]) CHECK(dx[0] = spread(a, n, dy[0], mean, from_axis));
+    return KILN_OK;
+}
+
+/* the gradient goes where x equals the selected value (every tied element gets all of it) */
+static int where_equal(kiln_ad *a, int x, int sel, int g, int dt) {
+    int eq = op2(a, "Equal", x, sel), zero = eq < 0 ? -1 : kiln_ad_scalar(a, dt, 0.0);
+    if (zero < 0) return -1;
+    int ins[3] = {eq, g, zero};
+    return kiln_ad_op1(a, "", "Where", ins, 3, NULL, 0);
+}
+
+static kiln_status g_reduce_extreme(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    if (!need[0]) return KILN_OK;
+    if (a->opset < 11) return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient before opset 11 (float Equal)");
+    int yb = spread(a, n, n->out[0], 0, -1), gb = yb < 0 ? -1 : spread(a, n, dy[0], 0, -1);
+    CHECK(gb);
+    CHECK(dx[0] = where_equal(a, n->in[0], yb, gb, kiln_ad_dtype(a, n->out[0])));
+    return KILN_OK;
+}
+
+static kiln_status g_min_max(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    if (a->opset < 11) return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient before opset 11 (float Equal)");
+    for (int i = 0; i < n->n_in; i++) {
+        if (!need[i]) continue;
+        int w = where_equal(a, n->in[i], n->out[0], dy[0], kiln_ad_dtype(a, n->out[0]));
+        CHECK(w);
+        CHECK(dx[i] = sum_to(a, w, n->in[i], -1, 1.0));
+    }
     return KILN_OK;
 }
 
@@ -386,6 +418,18 @@ static kiln_status g_layernorm(kiln_ad *a, const kiln_node *n, const int *dy, co
     int outs[3] = {need[0] ? -2 : -1, need[1] ? -2 : -1, n->n_in > 2 && need[2] ? -2 : -1};
     if (kiln_ad_node(a, "kiln", "LayerNormGrad", ins, 3, outs, 3, at, 2) < 0) return a->e->code;
     for (int k = 0; k < 3 && k < n->n_in; k++) dx[k] = outs[k];
+    return KILN_OK;
+}
+
+static kiln_status g_instancenorm(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    kiln_attr *at = attrs_new(a, 1);
+    if (!at || !kiln_ad_attr_float(&at[0], "epsilon", kiln_attr_float(n, "epsilon", 1e-5f))) {
+        free(at);
+        return OOM;
+    }
+    int ins[3] = {dy[0], n->in[0], n->in[1]}, outs[3] = {need[0] ? -2 : -1, need[1] ? -2 : -1, need[2] ? -2 : -1};
+    if (kiln_ad_node(a, "kiln", "InstanceNormGrad", ins, 3, outs, 3, at, 1) < 0) return a->e->code;
+    for (int k = 0; k < 3; k++) dx[k] = outs[k];
     return KILN_OK;
 }
 
@@ -480,6 +524,28 @@ static kiln_status g_mean(kiln_ad *a, const kiln_node *n, const int *dy, const u
     return KILN_OK;
 }
 
+static kiln_status g_pad(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    for (int k = 1; k < n->n_in; k++)
+        if (need[k]) return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for the pads or the constant");
+    if (!need[0]) return KILN_OK;
+    if (strcmp(kiln_attr_string(n, "mode", "constant"), "constant"))
+        return kiln_fail(a->e, KILN_ERR_NOT_IMPLEMENTED, "no gradient for Pad in mode '%s' (only constant)",
+                         kiln_attr_string(n, "mode", "constant"));
+    kiln_attr *at = NULL;
+    int na = 0;
+    KILN_TRY(kiln_ad_copy_attrs(a, n, 0, &at, &na));
+    int ins[4] = {dy[0], n->in[0], fwd_in(n, 1), fwd_in(n, 3)}, cnt = ins[3] >= 0 ? 4 : ins[2] >= 0 ? 3 : 2;
+    CHECK(dx[0] = kiln_ad_op1(a, "kiln", "PadGrad", ins, cnt, at, na));
+    return KILN_OK;
+}
+
+static kiln_status g_tile(kiln_ad *a, const kiln_node *n, const int *dy, const unsigned char *need, int *dx) {
+    if (!need[0]) return KILN_OK;
+    int ins[2] = {dy[0], n->in[0]};
+    CHECK(dx[0] = kiln_ad_op1(a, "kiln", "TileGrad", ins, 2, NULL, 0));
+    return KILN_OK;
+}
+
 /* zeros of v's run-time shape */
 static int zeros_like(kiln_ad *a, int v) { return sum_to(a, v, v, -1, 0.0); }
 
@@ -555,14 +621,16 @@ static const struct { const char *domain, *op; kiln_grad_rule rule; } rules[] = 
     {"", "Reshape", g_reshape_like}, {"", "Flatten", g_reshape_like}, {"", "Squeeze", g_reshape_like},
     {"", "Unsqueeze", g_reshape_like}, {"", "Transpose", g_transpose}, {"", "Concat", g_concat},
     {"", "Slice", g_slice}, {"", "Gather", g_gather}, {"", "Expand", g_expand},
-    {"", "ReduceMean", g_reduce_mean}, {"", "ReduceSum", g_reduce_sum},
+    {"", "ReduceMean", g_reduce_mean}, {"", "ReduceSum", g_reduce_sum}, {"", "ReduceMax", g_reduce_extreme},
+    {"", "ReduceMin", g_reduce_extreme}, {"", "Max", g_min_max}, {"", "Min", g_min_max},
     {"", "GlobalAveragePool", g_global_avg},
     {"", "Softmax", g_softmax}, {"", "LogSoftmax", g_softmax},
     {"", "LayerNormalization", g_layernorm}, {"", "BatchNormalization", g_batchnorm},
+    {"", "InstanceNormalization", g_instancenorm},
     {"", "Conv", g_conv}, {"", "MaxPool", g_pool}, {"", "AveragePool", g_pool},
     {"", "NegativeLogLikelihoodLoss", g_nll}, {"", "Split", g_split},
     {"", "HardSigmoid", g_unary}, {"", "HardSwish", g_unary}, {"", "Sin", g_unary}, {"", "Cos", g_unary},
-    {"", "Elu", g_unary}, {"", "Clip", g_clip}, {"", "Mean", g_mean},
+    {"", "Elu", g_unary}, {"", "Clip", g_clip}, {"", "Mean", g_mean}, {"", "Pad", g_pad}, {"", "Tile", g_tile},
     {"com.microsoft", "BiasGelu", g_bias_gelu}, {"com.microsoft", "FastGelu", g_bias_gelu},
     {"com.microsoft", "SkipLayerNormalization", g_skip_layernorm},
     {NULL, NULL, NULL}};

@@ -180,11 +180,14 @@ static int append_loss(build *b) {
         if (!kiln_ad_attr_int(&at[0], "axis", 1)) goto fail;
         int lsm = op(b, "LogSoftmax", &x, 1, at, 1);
         if (lsm < 0) return -1;
-        if (!(at = calloc(1, sizeof *at)) || !kiln_ad_attr_string(&at[0], "reduction", "mean")) goto fail;
+        /* ignore_index -100: PyTorch's default, so that padded targets are skipped the same way */
+        if (!(at = calloc(2, sizeof *at)) || !kiln_ad_attr_string(&at[0], "reduction", "mean") ||
+            !kiln_ad_attr_int(&at[1], "ignore_index", -100))
+            goto fail;
         ins[0] = lsm;
         ins[1] = labels;
         int outs[1] = {loss};
-        if (kiln_ad_node(&b->ad, "", "NegativeLogLikelihoodLoss", ins, 2, outs, 1, at, 1) < 0) return -1;
+        if (kiln_ad_node(&b->ad, "", "NegativeLogLikelihoodLoss", ins, 2, outs, 1, at, 2) < 0) return -1;
     } else {
         ins[0] = x;
         ins[1] = labels;
@@ -223,6 +226,7 @@ static int append_loss(build *b) {
 fail:
     if (at) {
         kiln_attr_free(&at[0]);
+        kiln_attr_free(&at[1]);
         free(at);
     }
     if (!b->e->code) oom(b->e);

@@ -71,29 +71,64 @@ static void gemm(kiln_ctx *ctx, int dt, int ta, int tb, int64_t M, int64_t N, in
     else kgemm_f32(ctx, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, (float)beta, C, ldc);
 }
 
-static kiln_status cg_compute(kiln_ctx *ctx) {
-    kiln_tensor *dy = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *w = kiln_input(ctx, 2);
-    kiln_tensor *dx = kiln_output(ctx, 0), *dw = ctx->n_out > 1 ? kiln_output(ctx, 1) : NULL,
-                *db = ctx->n_out > 2 ? kiln_output(ctx, 2) : NULL;
-    kconv_geom g;
-    KILN_TRY(geometry(ctx, x, w, &g));
-    if (dy->rank != x->rank || dy->dims[0] != g.N || dy->dims[1] != g.M)
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's shape does not match the convolution's output");
-    for (int d = 0; d < g.nd; d++)
-        if (dy->dims[d + 2] != g.out[d])
-            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's spatial dim %d is %lld, the output's %lld",
-                             d, (long long)dy->dims[d + 2], (long long)g.out[d]);
+static void gemm_serial(int dt, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A, int64_t lda,
+                        const void *B, int64_t ldb, double beta, void *C, int64_t ldc) {
+    if (M == 0 || N == 0) return;
+    if (dt == KILN_DTYPE_DOUBLE) kgemm_f64_serial(ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
+    else kgemm_f32_serial(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, (float)beta, C, ldc);
+}
+
+/* Many small images: each block of images runs on one thread with serial products, into its own
+ * dW (summed at the end), since per-image products are too small to split. */
+typedef struct {
+    const kconv_geom *g, *tg;
+    const char *x, *w, *dy;
+    char *dx;
+    char *dw_blocks;  /* one dW per block, or NULL */
+    char *cols;       /* one im2col buffer per block */
+    int64_t n_blocks, dw_size;
+    int dt;
+    int fail;
+} cg_images;
+
+static void cg_image_blocks(void *arg, int64_t b0, int64_t b1) {
+    cg_images *j = arg;
+    const kconv_geom *g = j->g;
+    int dt = j->dt;
+    size_t es = dt == KILN_DTYPE_DOUBLE ? 8 : 4;
+    int64_t G = g->group, Cg = g->C / G, Mg = g->M / G, CK = Cg * g->k_size, P = g->out_size;
+    for (int64_t b = b0; b < b1; b++) {
+        int64_t n0 = g->N * b / j->n_blocks, n1 = g->N * (b + 1) / j->n_blocks;
+        char *col = j->cols + (size_t)(b * CK * P) * es, *dwb = j->dw_blocks ? j->dw_blocks + (size_t)(b * j->dw_size) * es : NULL;
+        for (int64_t n = n0; n < n1; n++)
+            for (int64_t gr = 0; gr < G; gr++) {
+                const char *dyg = j->dy + (size_t)((n * g->M + gr * Mg) * P) * es;
+                const char *xg = j->x + (size_t)((n * g->C + gr * Cg) * g->in_size) * es;
+                if (dwb) {
+                    if (dt == KILN_DTYPE_DOUBLE) kconv_im2col_f64(g, Cg, (const double *)xg, 0, P, (double *)col, P);
+                    else kconv_im2col_f32(g, Cg, (const float *)xg, 0, P, (float *)col, P);
+                    gemm_serial(dt, 0, 1, Mg, CK, P, dyg, P, col, P, n > n0 ? 1.0 : 0.0, dwb + (size_t)(gr * Mg * CK) * es, CK);
+                }
+                if (j->dx) {
+                    char *dxg = j->dx + (size_t)((n * g->C + gr * Cg) * g->in_size) * es;
+                    gemm_serial(dt, 1, 0, CK, P, Mg, j->w + (size_t)(gr * Mg * CK) * es, CK, dyg, P, 0.0, col, P);
+                    if (dt == KILN_DTYPE_DOUBLE) kconv_col2im_f64(j->tg, (const double *)col, 0, Cg, (double *)dxg);
+                    else kconv_col2im_f32(j->tg, (const float *)col, 0, Cg, (float *)dxg);
+                }
+            }
+        if (dwb && n1 == n0) memset(dwb, 0, (size_t)j->dw_size * es);
+    }
+}
+
+/* One image and group at a time, each product and im2col spread over the threads. */
+static kiln_status cg_by_image(kiln_ctx *ctx, const kconv_geom *gp_, const kconv_geom *tgp, const kiln_tensor *x,
+                               const kiln_tensor *w, const kiln_tensor *dy, kiln_tensor *dx, kiln_tensor *dw) {
+    const kconv_geom g = *gp_, tg = *tgp;
     int dt = dy->dtype;
     size_t es = dt == KILN_DTYPE_DOUBLE ? 8 : 4;
     int64_t G = g.group, Cg = g.C / G, Mg = g.M / G, CK = Cg * g.k_size, P = g.out_size;
-    kconv_geom tg = g; /* col2im's view: the gradient positions are the small side */
-    memcpy(tg.in, g.out, sizeof g.out);
-    memcpy(tg.out, g.in, sizeof g.in);
-    tg.in_size = g.out_size;
-    tg.out_size = g.in_size;
     void *col = malloc(es * (size_t)(CK * P > 0 ? CK * P : 1));
     if (!col) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-    if (dx) gk_zero(dx);
     const char *xp = x->data, *wp = w->data, *gp = dy->data;
     for (int64_t n = 0; n < g.N; n++)
         for (int64_t gr = 0; gr < G; gr++) {
@@ -112,6 +147,53 @@ static kiln_status cg_compute(kiln_ctx *ctx) {
         }
     if (dw && g.N == 0) gk_zero(dw);
     free(col);
+    return KILN_OK;
+}
+
+static kiln_status cg_compute(kiln_ctx *ctx) {
+    kiln_tensor *dy = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *w = kiln_input(ctx, 2);
+    kiln_tensor *dx = kiln_output(ctx, 0), *dw = ctx->n_out > 1 ? kiln_output(ctx, 1) : NULL,
+                *db = ctx->n_out > 2 ? kiln_output(ctx, 2) : NULL;
+    kconv_geom g;
+    KILN_TRY(geometry(ctx, x, w, &g));
+    if (dy->rank != x->rank || dy->dims[0] != g.N || dy->dims[1] != g.M)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's shape does not match the convolution's output");
+    for (int d = 0; d < g.nd; d++)
+        if (dy->dims[d + 2] != g.out[d])
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's spatial dim %d is %lld, the output's %lld",
+                             d, (long long)dy->dims[d + 2], (long long)g.out[d]);
+    int dt = dy->dtype;
+    size_t es = dt == KILN_DTYPE_DOUBLE ? 8 : 4;
+    int64_t G = g.group, Cg = g.C / G, CK = Cg * g.k_size, P = g.out_size;
+    kconv_geom tg = g; /* col2im's view: the gradient positions are the small side */
+    memcpy(tg.in, g.out, sizeof g.out);
+    memcpy(tg.out, g.in, sizeof g.in);
+    tg.in_size = g.out_size;
+    tg.out_size = g.in_size;
+    if (dx) gk_zero(dx);
+    int64_t threads = kiln_num_threads(ctx), work = CK * P * g.M / (G ? G : 1);
+    if (threads > 1 && g.N >= 2 * threads && work < ((int64_t)1 << 22)) {
+        int64_t nb = threads, dws = kiln_numel(w);
+        cg_images j = {&g, &tg, x->data, w->data, dy->data, dx ? dx->data : NULL, NULL, NULL, nb, dws, dt, 0};
+        j.cols = malloc(es * (size_t)(nb * CK * P > 0 ? nb * CK * P : 1));
+        if (dw) j.dw_blocks = malloc(es * (size_t)(nb * dws > 0 ? nb * dws : 1));
+        if (!j.cols || (dw && !j.dw_blocks)) {
+            free(j.cols);
+            free(j.dw_blocks);
+            return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+        }
+        kiln_parallel_for(ctx, nb, 1, cg_image_blocks, &j);
+        if (dw)
+            for (int64_t i = 0; i < dws; i++) {
+                double acc = 0;
+                for (int64_t b = 0; b < nb; b++) acc += gk_ld(j.dw_blocks, b * dws + i, dt);
+                gk_st(dw->data, i, dt, acc);
+            }
+        free(j.cols);
+        free(j.dw_blocks);
+    } else {
+        KILN_TRY(cg_by_image(ctx, &g, &tg, x, w, dy, dx, dw));
+    }
     if (db) {
         for (int64_t m = 0; m < g.M; m++) {
             double s = 0;

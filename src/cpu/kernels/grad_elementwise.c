@@ -1,6 +1,7 @@
 /* Gradient kernels of the kiln training domain for element-wise, reduction and indexing ops:
  * SumTo (un-broadcasting), UnaryGrad, PowGrad, ReduceGrad, GatherGrad, SliceGrad, ConcatGrad and
  * NLLLossGrad. The autodiff builder (src/train/) emits them; inputs are float32 or float64. */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #include "grad_common.h"
 #include <stdlib.h>
 
@@ -483,7 +484,86 @@ static kiln_status nllgrad_compute(kiln_ctx *ctx) {
     return KILN_OK;
 }
 
+/* ---------------------------------------------------------------- PadGrad(dY, X[, pads, axes]), constant mode */
+
+static kiln_status padgrad_infer(kiln_ctx *ctx) {
+    kiln_tensor *g, *x;
+    KILN_TRY(gk_float_input(ctx, 0, NULL, &g));
+    KILN_TRY(kiln_need_input(ctx, 1, &x));
+    return gk_out_like(ctx, 0, g->dtype, x);
+}
+
+static kiln_status padgrad_compute(kiln_ctx *ctx) {
+    kiln_tensor *g = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *y = kiln_output(ctx, 0);
+    int r = x->rank, n = 0, na = r, dt = g->dtype;
+    int64_t pads[2 * KILN_MAX_RANK], axes[KILN_MAX_RANK], pb[KILN_MAX_RANK] = {0};
+    kiln_tensor *pt = ctx->n_in > 2 ? kiln_input(ctx, 2) : NULL, *at = ctx->n_in > 3 ? kiln_input(ctx, 3) : NULL;
+    if (pt) {
+        KILN_TRY(kiln_read_ints(ctx, pt, pads, 2 * KILN_MAX_RANK, &n));
+    } else {
+        const int64_t *a = kiln_attr_ints(ctx->node, kiln_has_attr(ctx->node, "pads") ? "pads" : "paddings", &n);
+        if (n > 2 * KILN_MAX_RANK) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "too many pads");
+        if (n) memcpy(pads, a, sizeof(int64_t) * (size_t)n);
+    }
+    for (int i = 0; i < r; i++) axes[i] = i;
+    if (at) KILN_TRY(kiln_read_ints(ctx, at, axes, KILN_MAX_RANK, &na));
+    if (n != 2 * na) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "pads has %d values for %d axes", n, na);
+    for (int i = 0; i < na; i++) {
+        int ax;
+        KILN_TRY(kiln_norm_axis(ctx, axes[i], r, "axes", &ax));
+        pb[ax] = pads[i];
+        if (g->rank != r || g->dims[ax] != x->dims[ax] + pads[i] + pads[i + na])
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's shape does not match the padding");
+    }
+    int64_t nx = kiln_numel(y), gs[KILN_MAX_RANK], idx[KILN_MAX_RANK] = {0};
+    kiln_strides(r, g->dims, gs);
+    /* X element i is Y element i + pb when that lies inside Y (negative pads crop) */
+    for (int64_t i = 0; i < nx; i++) {
+        int64_t off = 0;
+        int in = 1;
+        for (int d = 0; d < r && in; d++) {
+            int64_t k = idx[d] + pb[d];
+            in = k >= 0 && k < g->dims[d];
+            off += k * gs[d];
+        }
+        gk_st(y->data, i, dt, in ? gk_ld(g->data, off, dt) : 0.0);
+        for (int d = r - 1; d >= 0; d--) {
+            if (++idx[d] < x->dims[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- TileGrad(dY, X): the tiles summed */
+
+static kiln_status tilegrad_compute(kiln_ctx *ctx) {
+    kiln_tensor *g = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *y = kiln_output(ctx, 0);
+    int r = x->rank, dt = g->dtype;
+    if (g->rank != r) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient has rank %d, X %d", g->rank, r);
+    for (int d = 0; d < r; d++)
+        if (x->dims[d] == 0 ? g->dims[d] != 0 : g->dims[d] % x->dims[d])
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's dim %d (%lld) is not a multiple of X's (%lld)",
+                             d, (long long)g->dims[d], (long long)x->dims[d]);
+    gk_zero(y);
+    int64_t n = kiln_numel(g), xs[KILN_MAX_RANK], idx[KILN_MAX_RANK] = {0};
+    if (kiln_numel(y) == 0) return KILN_OK;
+    kiln_strides(r, x->dims, xs);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t off = 0;
+        for (int d = 0; d < r; d++) off += (idx[d] % x->dims[d]) * xs[d];
+        gk_add(y->data, off, dt, gk_ld(g->data, i, dt));
+        for (int d = r - 1; d >= 0; d--) {
+            if (++idx[d] < g->dims[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return KILN_OK;
+}
+
 const kiln_op kiln_ops_grad_elementwise[] = {
+    {"kiln", "PadGrad", 1, 0, NULL, padgrad_infer, padgrad_compute, NULL},
+    {"kiln", "TileGrad", 1, 0, NULL, padgrad_infer, tilegrad_compute, NULL},
     {"kiln", "SumTo", 1, 0, NULL, sumto_infer, sumto_compute, NULL},
     {"kiln", "UnaryGrad", 1, 0, NULL, unary_infer, unary_compute, NULL},
     {"kiln", "PowGrad", 1, 0, NULL, pow_infer, pow_compute, NULL},

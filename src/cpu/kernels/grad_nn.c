@@ -2,6 +2,7 @@
  * (numpy matmul semantics: 1-D promotion, broadcast batches summed back), SoftmaxGrad (also for
  * LogSoftmax), LayerNormGrad and BatchNormGrad (inference form: running statistics are
  * constants). Products go through the GEMM helpers. */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #include "grad_common.h"
 #include "gemm_util.h"
 #include <stdlib.h>
@@ -45,7 +46,8 @@ static kiln_status mmg_compute(kiln_ctx *ctx) {
     bt.rank = ba > bb ? ba : bb;
     bt.n = 1;
     int64_t ca = 1, cb = 1; /* batch counts of A and B */
-    for (int d = bt.rank - 1, sa = 1, sb = 1; d >= 0; d--) {
+    int64_t sa = 1, sb = 1;
+    for (int d = bt.rank - 1; d >= 0; d--) {
         int da = d - (bt.rank - ba), db = d - (bt.rank - bb);
         int64_t xa = da >= 0 ? A->dims[da] : 1, xb = db >= 0 ? B->dims[db] : 1;
         if (xa != xb && xa != 1 && xb != 1)
@@ -53,8 +55,8 @@ static kiln_status mmg_compute(kiln_ctx *ctx) {
         bt.dims[d] = xa > xb ? xa : xb;
         bt.sa[d] = xa == 1 ? 0 : sa;
         bt.sb[d] = xb == 1 ? 0 : sb;
-        sa *= (int)xa;
-        sb *= (int)xb;
+        sa *= xa;
+        sb *= xb;
         bt.n *= bt.dims[d];
         ca *= xa;
         cb *= xb;
@@ -370,7 +372,79 @@ static kiln_status bng_compute(kiln_ctx *ctx) {
     return KILN_OK;
 }
 
+/* ---------------------------------------------------------------- InstanceNormGrad(dY, X, scale) -> dX, dScale, dB */
+
+typedef struct {
+    const void *g, *x, *s;
+    void *dx;
+    double *row_s, *row_b; /* per (image, channel): sum of g xhat, sum of g */
+    int64_t C, D;
+    double eps;
+    int dt;
+} ing_job;
+
+static void ing_rows(void *arg, int64_t b, int64_t e) {
+    const ing_job *j = arg;
+    int dt = j->dt;
+    int64_t D = j->D;
+    for (int64_t r = b; r < e; r++) {
+        int64_t o = r * D;
+        double mu = 0, var = 0, sc = gk_ld(j->s, r % j->C, dt);
+        for (int64_t k = 0; k < D; k++) mu += gk_ld(j->x, o + k, dt);
+        mu /= (double)(D ? D : 1);
+        for (int64_t k = 0; k < D; k++) {
+            double c = gk_ld(j->x, o + k, dt) - mu;
+            var += c * c;
+        }
+        double rs = 1.0 / sqrt(var / (double)(D ? D : 1) + j->eps), sg = 0, sgx = 0;
+        for (int64_t k = 0; k < D; k++) {
+            double gv = gk_ld(j->g, o + k, dt);
+            sg += gv;
+            sgx += gv * (gk_ld(j->x, o + k, dt) - mu) * rs;
+        }
+        j->row_s[r] = sgx;
+        j->row_b[r] = sg;
+        if (!j->dx) continue;
+        /* the layer-norm formula with the scale constant over the row */
+        double m1 = sg / (double)D, m2 = sgx / (double)D;
+        for (int64_t k = 0; k < D; k++) {
+            double xh = (gk_ld(j->x, o + k, dt) - mu) * rs;
+            gk_st(j->dx, o + k, dt, sc * rs * (gk_ld(j->g, o + k, dt) - m1 - xh * m2));
+        }
+    }
+}
+
+static kiln_status ing_compute(kiln_ctx *ctx) {
+    kiln_tensor *g = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *s = kiln_input(ctx, 2);
+    if (!gk_same_shape(g, x)) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient and X differ in shape");
+    if (x->rank < 3) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "X has rank %d, expected >= 3", x->rank);
+    int64_t N = x->dims[0], C = x->dims[1], D = 1;
+    for (int d = 2; d < x->rank; d++) D *= x->dims[d];
+    if (kiln_numel(s) != C)
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "scale has %lld elements, expected C = %lld",
+                         (long long)kiln_numel(s), (long long)C);
+    double *rows = malloc(sizeof(double) * (size_t)(2 * N * C + 1));
+    if (!rows) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    kiln_tensor *dx = kiln_output(ctx, 0), *ds = ctx->n_out > 1 ? kiln_output(ctx, 1) : NULL,
+                *db = ctx->n_out > 2 ? kiln_output(ctx, 2) : NULL;
+    ing_job j = {g->data, x->data, s->data, dx ? dx->data : NULL, rows, rows + N * C, C, D,
+                 kiln_attr_float(ctx->node, "epsilon", 1e-5f), g->dtype};
+    kiln_parallel_for(ctx, N * C, gk_grain(D * 4), ing_rows, &j);
+    for (int64_t c = 0; c < C; c++) {
+        double as = 0, ab = 0;
+        for (int64_t n = 0; n < N; n++) {
+            as += j.row_s[n * C + c];
+            ab += j.row_b[n * C + c];
+        }
+        if (ds) gk_st(ds->data, c, g->dtype, as);
+        if (db) gk_st(db->data, c, g->dtype, ab);
+    }
+    free(rows);
+    return KILN_OK;
+}
+
 const kiln_op kiln_ops_grad_nn[] = {
+    {"kiln", "InstanceNormGrad", 1, 0, NULL, lng_infer, ing_compute, NULL},
     {"kiln", "MatMulGrad", 1, 0, NULL, mmg_infer, mmg_compute, NULL},
     {"kiln", "SoftmaxGrad", 1, 0, NULL, smg_infer, smg_compute, NULL},
     {"kiln", "LayerNormGrad", 1, 0, NULL, lng_infer, lng_compute, NULL},

@@ -3,6 +3,7 @@
  * any number of spatial dims). MaxPool's window maximum is found again from X (the first one on
  * ties) and takes the whole gradient; AveragePool spreads it over the window with the forward's
  * divisor. Planes (image, channel) run in parallel. */
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=fast") /* see elementwise_util.h */
 #include "grad_common.h"
 #include "conv_util.h"
 
@@ -42,10 +43,10 @@ static void pg_planes(void *arg, int64_t q0, int64_t q1) {
     const pg_job *j = arg;
     const kconv_geom *g = j->g;
     int nd = g->nd, dt = j->dt;
-    int64_t ist[KCONV_MAX_ND];
-    for (int d = nd - 1, s = 1; d >= 0; d--) {
-        ist[d] = s;
-        s *= (int)g->in[d];
+    int64_t ist[KCONV_MAX_ND], st = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        ist[d] = st;
+        st *= g->in[d];
     }
     for (int64_t q = q0; q < q1; q++) {
         const int64_t xo = q * g->in_size, yo = q * g->out_size;
@@ -63,7 +64,8 @@ static void pg_planes(void *arg, int64_t q0, int64_t q1) {
             for (int pass = 0; pass < (j->max ? 1 : 2); pass++) {
                 int64_t kidx[KCONV_MAX_ND] = {0};
                 for (int64_t kk = 0; kk < g->k_size; kk++) {
-                    int64_t off = 0, ok = 1;
+                    int64_t off = 0;
+                    int ok = 1;
                     for (int d = 0; d < nd; d++) {
                         int64_t i = o[d] * g->stride[d] - g->pad_b[d] + kidx[d] * g->dil[d];
                         if (i < 0 || i >= g->in[d]) { ok = 0; break; }
@@ -95,6 +97,60 @@ static void pg_planes(void *arg, int64_t q0, int64_t q1) {
     }
 }
 
+/* 2-D windows, the common case, with the bounds of each window clipped once instead of tested
+ * per tap */
+#define PG2D(NAME, T)                                                                                \
+    static void NAME(const pg_job *j, int64_t q0, int64_t q1) {                                      \
+        const kconv_geom *g = j->g;                                                                  \
+        int64_t IH = g->in[0], IW = g->in[1], OH = g->out[0], OW = g->out[1];                        \
+        int64_t sh = g->stride[0], sw = g->stride[1], dh = g->dil[0], dw = g->dil[1];                \
+        for (int64_t q = q0; q < q1; q++) {                                                          \
+            const T *x = (const T *)j->x + q * IH * IW, *gy = (const T *)j->dy + q * OH * OW;         \
+            T *dx = (T *)j->dx + q * IH * IW;                                                        \
+            for (int64_t oh = 0; oh < OH; oh++) {                                                    \
+                int64_t h0 = oh * sh - g->pad_b[0], kh0 = 0, kh1 = g->k[0];                          \
+                while (kh0 < kh1 && h0 + kh0 * dh < 0) kh0++;                                        \
+                while (kh1 > kh0 && h0 + (kh1 - 1) * dh >= IH) kh1--;                               \
+                for (int64_t ow = 0; ow < OW; ow++) {                                                \
+                    int64_t w0 = ow * sw - g->pad_b[1], kw0 = 0, kw1 = g->k[1];                      \
+                    while (kw0 < kw1 && w0 + kw0 * dw < 0) kw0++;                                    \
+                    while (kw1 > kw0 && w0 + (kw1 - 1) * dw >= IW) kw1--;                            \
+                    T gv = gy[oh * OW + ow];                                                         \
+                    if (j->max) {                                                                    \
+                        int64_t best_at = -1;                                                        \
+                        T best = 0;                                                                  \
+                        for (int64_t a = kh0; a < kh1; a++)                                          \
+                            for (int64_t b = kw0; b < kw1; b++) {                                    \
+                                int64_t off = (h0 + a * dh) * IW + w0 + b * dw;                      \
+                                if (best_at < 0 || x[off] > best) { best = x[off]; best_at = off; }  \
+                            }                                                                        \
+                        if (best_at >= 0) dx[best_at] += gv;                                         \
+                        continue;                                                                    \
+                    }                                                                                \
+                    int64_t div = (kh1 - kh0) * (kw1 - kw0);                                         \
+                    if (j->include_pad) {                                                            \
+                        int64_t he = h0 + (g->k[0] - 1) * dh + 1, we = w0 + (g->k[1] - 1) * dw + 1;   \
+                        if (he > IH + g->pad_e[0]) he = IH + g->pad_e[0];                            \
+                        if (we > IW + g->pad_e[1]) we = IW + g->pad_e[1];                            \
+                        div = ((he - h0 + dh - 1) / dh) * ((we - w0 + dw - 1) / dw);                 \
+                    }                                                                                \
+                    if (div <= 0) continue;                                                          \
+                    T share = gv / (T)div;                                                           \
+                    for (int64_t a = kh0; a < kh1; a++)                                              \
+                        for (int64_t b = kw0; b < kw1; b++) dx[(h0 + a * dh) * IW + w0 + b * dw] += share; \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+    }
+PG2D(pg2d_f32, float)
+PG2D(pg2d_f64, double)
+
+static void pg_planes2d(void *arg, int64_t q0, int64_t q1) {
+    const pg_job *j = arg;
+    if (j->dt == KILN_DTYPE_DOUBLE) pg2d_f64(j, q0, q1);
+    else pg2d_f32(j, q0, q1);
+}
+
 static kiln_status pg_compute(kiln_ctx *ctx, int max) {
     kiln_tensor *dy = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *dx = kiln_output(ctx, 0);
     kconv_geom g;
@@ -107,7 +163,7 @@ static kiln_status pg_compute(kiln_ctx *ctx, int max) {
                              d, (long long)dy->dims[d + 2], (long long)g.out[d]);
     gk_zero(dx);
     pg_job j = {&g, dy->data, x->data, dx->data, dy->dtype, max, (int)kiln_attr_int(ctx->node, "count_include_pad", 0)};
-    kiln_parallel_for(ctx, g.N * g.C, gk_grain(g.out_size * g.k_size), pg_planes, &j);
+    kiln_parallel_for(ctx, g.N * g.C, gk_grain(g.out_size * g.k_size), g.nd == 2 ? pg_planes2d : pg_planes, &j);
     return KILN_OK;
 }
 
