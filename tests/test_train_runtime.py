@@ -552,3 +552,44 @@ def test_cli_train_artifacts(tmp_path):
                       (["--requires-grad", "c1.w", "--bogus", "--loss", "mse", "--optimizer", "sgd", out], "'--bogus'")):
         r = subprocess.run([KILN_CLI, "train-artifacts", src] + args, capture_output=True, text=True)
         assert r.returncode != 0 and msg in r.stderr, (args, r.stderr)
+
+
+def test_cli_train_loop(tmp_path):
+    """kiln train: the same steps as the Python API, from an .npz, then the checkpoint and export."""
+    import subprocess
+    d = str(tmp_path / "art")
+    W, b = rand(D, K), rand(K)
+    linear_artifacts(d, N, D, K, W, b)
+    st = CheckpointState.new({"W": W, "b": b}, optimizer="sgd")
+    st.save(os.path.join(d, "checkpoint.kckpt"))
+    x, y = rand(3 * N, D), rand(3 * N, K)
+    np.savez(str(tmp_path / "data.npz"), x=x, labels=y)
+    out = str(tmp_path / "trained.onnx")
+    r = subprocess.run([KILN_CLI, "train", d, "--inputs", str(tmp_path / "data.npz"), "--steps", "5", "--batch",
+                        str(N), "--lr", "0.1", "--threads", "1", "--export", out], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = [float(line.split()[3]) for line in r.stdout.splitlines() if line.startswith("step ")]
+    # the same training through the Python API
+    mod = Module(os.path.join(d, "training_model.onnx"), st)
+    opt = Optimizer("sgd", mod)
+    opt.set_learning_rate(0.1)
+    want = []
+    for s in range(5):
+        i = s % 3
+        want.append(float(mod(x[i * N:(i + 1) * N], y[i * N:(i + 1) * N])))
+        opt.step()
+        mod.lazy_reset_grad()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    saved = CheckpointState.load_checkpoint(os.path.join(d, "checkpoint.kckpt"))
+    assert saved.step == 5
+    np.testing.assert_allclose(saved.parameters["W"].data, st.parameters["W"].data, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(kiln.InferenceSession(out).run(None, {"x": x[:N]})[0],
+                               x[:N] @ saved.parameters["W"].data + saved.parameters["b"].data, rtol=1e-5, atol=1e-5)
+    np.savez(str(tmp_path / "bad.npz"), x=x, labels=y[:5])
+    for args, msg in ((["--inputs", str(tmp_path / "bad.npz")], "has 5 rows, another has 24"),
+                      (["--steps", "2"], "--inputs FILE.npz is required"),
+                      (["--inputs", str(tmp_path / "data.npz"), "--batch", "100"], "fewer than a batch of 100"),
+                      (["--inputs", str(tmp_path / "data.npz"), "--lr", "-1"], "bad --lr"),
+                      (["--inputs", str(tmp_path / "data.npz"), "--batch", "5"], "input 'x' has shape float32[5,5]")):
+        r = subprocess.run([KILN_CLI, "train", d] + args, capture_output=True, text=True)
+        assert r.returncode != 0 and msg in r.stderr, (args, r.stderr)
