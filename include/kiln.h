@@ -359,6 +359,109 @@ kiln_status kiln_session_weight_stats(kiln_session *s, size_t *packed_bytes, siz
  * shrinkage); the next run plans again. Waits for a run in flight. */
 void kiln_session_release_memory(kiln_session *s);
 
+
+/* ---- Training (docs/training.md) ----
+ *
+ * ONNX Runtime's on-device training API in C: artifacts made from an inference model (a training
+ * model with the loss and gradients as outputs, an eval model, a checkpoint), then a checkpoint,
+ * a module that runs train and eval steps, and a fused optimizer:
+ *
+ *   kiln_checkpoint *ck;  kiln_checkpoint_load("art/checkpoint.kckpt", &ck);
+ *   kiln_train_module *m; kiln_train_module_open("art/training_model.onnx", "art/eval_model.onnx", ck, NULL, &m);
+ *   kiln_optimizer *o;    kiln_optimizer_open(m, &o);
+ *   for (...) { float loss; kiln_train_step(m, 2, names, batch, &loss); kiln_optimizer_step(o);
+ *               kiln_train_module_lazy_reset_grad(m); }
+ *   kiln_train_module_export(m, "trained.onnx", 0, NULL);  kiln_checkpoint_save(ck, "art/checkpoint.kckpt");
+ *
+ * The module and the optimizer borrow the checkpoint (free it last): the parameters and the
+ * optimizer state live in it, so saving it after training saves the trained values. */
+typedef struct kiln_checkpoint kiln_checkpoint;
+typedef struct kiln_train_module kiln_train_module;
+typedef struct kiln_optimizer kiln_optimizer;
+typedef struct kiln_lr_scheduler kiln_lr_scheduler;
+
+/* Loading refuses a truncated, corrupt (CRC32), oversized or otherwise malformed file, saying
+ * why. Saving writes a temporary file beside `path` and renames it over it. */
+kiln_status kiln_checkpoint_load(const char *path, kiln_checkpoint **out);
+kiln_status kiln_checkpoint_save(const kiln_checkpoint *ck, const char *path);
+void kiln_checkpoint_free(kiln_checkpoint *ck);
+/* An empty checkpoint, filled with kiln_checkpoint_add_param and kiln_checkpoint_set_optimizer. */
+kiln_status kiln_checkpoint_new(kiln_checkpoint **out);
+kiln_status kiln_checkpoint_add_param(kiln_checkpoint *ck, const char *name, const kiln_tensor_desc *value,
+                                      int requires_grad);
+size_t kiln_checkpoint_param_count(const kiln_checkpoint *ck);
+const char *kiln_checkpoint_param_name(const kiln_checkpoint *ck, size_t i);
+int kiln_checkpoint_param_requires_grad(const kiln_checkpoint *ck, size_t i);
+/* A view of the parameter's current value (valid until the checkpoint is freed). */
+kiln_status kiln_checkpoint_get_param(const kiln_checkpoint *ck, const char *name, kiln_tensor_desc *out);
+/* Copies value over the parameter, which must have the same dtype and shape. */
+kiln_status kiln_checkpoint_set_param(kiln_checkpoint *ck, const char *name, const kiln_tensor_desc *value);
+/* The optimizer: "adamw" or "sgd" ("" when none is recorded). set_optimizer writes torch.optim's
+ * defaults (AdamW: lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8, weight_decay 0.01; SGD: lr 1e-3,
+ * momentum 0, dampening 0, weight_decay 0, nesterov 0) and clears the state and the step count. */
+const char *kiln_checkpoint_optimizer(const kiln_checkpoint *ck);
+kiln_status kiln_checkpoint_set_optimizer(kiln_checkpoint *ck, const char *name);
+kiln_status kiln_checkpoint_get_hparam(const kiln_checkpoint *ck, const char *key, double *value);
+kiln_status kiln_checkpoint_set_hparam(kiln_checkpoint *ck, const char *key, double value);
+int64_t kiln_checkpoint_step(const kiln_checkpoint *ck); /* optimizer steps taken */
+
+/* Opens the training model (and the eval model, or NULL) with the session options opt (NULL:
+ * defaults; opt->providers picks the provider). The trainable parameters are the training model's
+ * metadata kiln.train.params; every graph input that names a checkpoint parameter is fed from the
+ * checkpoint, the others (the model's inputs and `labels`) from each step's caller. */
+kiln_status kiln_train_module_open(const char *training_model, const char *eval_model, kiln_checkpoint *ck,
+                                   const kiln_options *opt, kiln_train_module **out);
+void kiln_train_module_close(kiln_train_module *m);
+/* The session running the training (eval 0) or eval (eval 1) model, e.g. for
+ * kiln_session_provider_name and kiln_session_warning; NULL when there is none. */
+const kiln_session *kiln_train_module_session(const kiln_train_module *m, int eval);
+/* The inputs a step takes from the caller (model inputs, then labels), in the model's order. */
+size_t kiln_train_module_input_count(const kiln_train_module *m, int eval);
+const char *kiln_train_module_input_name(const kiln_train_module *m, int eval, size_t i);
+size_t kiln_train_module_eval_output_count(const kiln_train_module *m);
+const char *kiln_train_module_eval_output_name(const kiln_train_module *m, size_t i);
+/* Runs the training model: *loss gets the loss, and the gradients are added to the module's
+ * gradient buffers (overwritten after kiln_train_module_lazy_reset_grad, as ONNX Runtime's Module). */
+kiln_status kiln_train_step(kiln_train_module *m, size_t n_in, const char *const *in_names,
+                            const kiln_tensor_desc *inputs, float *loss);
+/* Runs the eval model: outputs[] gets kiln_train_module_eval_output_count values (loss first). */
+kiln_status kiln_eval_step(kiln_train_module *m, size_t n_in, const char *const *in_names,
+                           const kiln_tensor_desc *inputs, kiln_value **outputs);
+void kiln_train_module_lazy_reset_grad(kiln_train_module *m);
+/* A view of a trainable parameter's accumulated gradient (zeros while a reset is pending). */
+kiln_status kiln_train_module_get_grad(kiln_train_module *m, const char *name, kiln_tensor_desc *out);
+/* Writes the inference model (inference_model.onnx beside the training model) with the
+ * checkpoint's current parameter values to path; n_out > 0 keeps only those graph outputs. */
+kiln_status kiln_train_module_export(kiln_train_module *m, const char *path, size_t n_out,
+                                     const char *const *output_names);
+
+/* The checkpoint's optimizer over the module's trainable parameters (float32), a fused kernel
+ * with torch.optim's arithmetic, run on the training session's CPU threads. */
+kiln_status kiln_optimizer_open(kiln_train_module *m, kiln_optimizer **out);
+void kiln_optimizer_close(kiln_optimizer *o);
+kiln_status kiln_optimizer_step(kiln_optimizer *o);
+kiln_status kiln_optimizer_set_lr(kiln_optimizer *o, double lr);
+double kiln_optimizer_get_lr(const kiln_optimizer *o);
+/* ONNX Runtime's LinearLRScheduler: sets the learning rate to initial_lr, then each
+ * kiln_lr_scheduler_step sets it to initial_lr * f(t), t = the optimizer's step count, with
+ * f(t) = t / max(1, warmup) while t < warmup, else max(0, (total - t) / max(1, total - warmup)). */
+kiln_status kiln_lr_scheduler_linear(kiln_optimizer *o, int64_t warmup_steps, int64_t total_steps,
+                                     double initial_lr, kiln_lr_scheduler **out);
+kiln_status kiln_lr_scheduler_step(kiln_lr_scheduler *s);
+void kiln_lr_scheduler_free(kiln_lr_scheduler *s);
+
+/* Makes training artifacts from an inference model in out_dir (an existing folder):
+ * training_model.onnx, eval_model.onnx, inference_model.onnx and checkpoint.kckpt, whose
+ * parameters are the model's initializers named in requires_grad. */
+typedef struct kiln_train_artifacts_options {
+    const char *const *requires_grad; size_t n_requires_grad;
+    const char *const *frozen; size_t n_frozen;
+    const char *loss;        /* "mse", "cross_entropy", "bce_with_logits" or "l1" */
+    const char *output;      /* the model output the loss takes; NULL: the first */
+    const char *optimizer;   /* "adamw" or "sgd" */
+} kiln_train_artifacts_options;
+kiln_status kiln_train_artifacts(const char *model, const kiln_train_artifacts_options *o, const char *out_dir);
+
 #ifdef __cplusplus
 }
 #endif

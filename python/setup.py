@@ -131,7 +131,8 @@ setup(
     name="kiln",
     version="0.1.0",
     description="kiln: an ONNX inference runtime in C (Python binding)",
-    packages=["kiln", "kiln.onnxruntime", "kiln.onnxruntime.capi"],
+    packages=["kiln", "kiln.onnxruntime", "kiln.onnxruntime.capi", "kiln.onnxruntime.training",
+              "kiln.onnxruntime.training.api"],
     package_dir={"kiln": "kiln"},
     install_requires=["numpy"],
     # the CUDA runtime, cuBLAS and cuDNN for the CUDA provider (libkiln_cuda.so looks in these

@@ -8,6 +8,8 @@
 #include <time.h>
 
 int cmd_convert(int argc, char **argv); /* cmd_convert.c */
+int cmd_train_artifacts(int argc, char **argv); /* cmd_train.c */
+int cmd_train(int argc, char **argv);           /* cmd_train.c */
 
 static void usage(void) {
     fputs("kiln " KILN_VERSION " - an ONNX inference runtime\n"
@@ -22,6 +24,11 @@ static void usage(void) {
           "                  (writes the model back as ONNX: --fp16 computes in float16 with float32\n"
           "                   inputs/outputs, --optimize applies kiln's fusions)\n"
           "  kiln ops          (every operator kiln has a kernel for: domain, name, first opset, provider)\n"
+          "  kiln train-artifacts MODEL --requires-grad NAME... [--frozen NAME...] --loss mse|cross_entropy|\n"
+          "                  bce_with_logits|l1 --optimizer adamw|sgd [--output NAME] OUT_DIR\n"
+          "                  (training, eval and inference models and the checkpoint; docs/training.md)\n"
+          "  kiln train ART_DIR --inputs FILE.npz [--steps N] [--batch B] [--lr X] [--threads N]\n"
+          "                  [--save CKPT] [--export MODEL.onnx]  (a training loop over the arrays' rows)\n"
           "SESSION options: --providers cuda[,cpu] (cuda alone: fail without a GPU; with cpu: fall back)\n"
           "                 --free-dim NAME=N (fix a symbolic dimension; repeatable)\n"
           "                 --cuda-graph (record and replay each input shape's device work; fail if the\n"
@@ -74,6 +81,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(argv[1], "convert")) return cmd_convert(argc - 1, argv + 1);
     if (!strcmp(argv[1], "ops")) return cmd_ops();
+    if (!strcmp(argv[1], "train-artifacts")) return cmd_train_artifacts(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
     fprintf(stderr, "kiln: unknown command '%s'\n", argv[1]);
     usage();
     return 2;

@@ -8,7 +8,8 @@
     X(norm) X(tensor) X(shape) X(gather) X(scatter) X(pad) X(matmul) X(conv) X(pool) X(quant)      \
     X(image) X(rnn) X(control) X(sequence) X(optional) X(random) X(signal) X(string) X(ml)          \
     X(contrib) X(attention) X(misc) X(einsum) X(linalg) X(nms) X(resize) X(topk) X(cumsum)      \
-    X(quantcontrib) X(ml_maps) X(transformers)
+    X(quantcontrib) X(ml_maps) X(transformers)                                      \
+    X(grad_elementwise) X(grad_nn) X(grad_conv) X(grad_pool)
 
 #define DECLARE(f) extern const kiln_op kiln_ops_##f[] __attribute__((weak));
 FAMILIES(DECLARE)
