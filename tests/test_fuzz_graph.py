@@ -57,3 +57,43 @@ def test_large_constant_is_not_folded_at_open():
         assert "memory limit" in str(e)
     else:
         raise AssertionError("a 8 GiB output passed a 64 MiB memory limit")
+
+
+# ---- found by the differential mode (tests/fuzz/differential.py), compared with onnxruntime ----
+
+def test_celu_passes_nan_through():
+    """Celu gave 0 for NaN (neither branch of its comparisons held); onnxruntime gives NaN."""
+    import numpy as np
+    from util import assert_same, run_kiln, run_ort
+    rng = np.random.default_rng(9)
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal((3, 5)).astype(dt) * 4
+        x[0, 1] = x[2, 4] = np.nan
+        x[1, 2], x[1, 3] = np.inf, -np.inf
+        for alpha in (1.0, 0.5, -2.0):
+            m = node_model("Celu", [("x", x)], ["y"], {"alpha": alpha}, opset=12)
+            got = run_kiln(m, {"x": x})[0]
+            assert np.isnan(got[0, 1]) and np.isnan(got[2, 4])
+            if dt == np.float32:
+                want = run_ort(m, {"x": x})[0]
+            else:  # onnxruntime has no float64 Celu: the specification's formula, NaN kept
+                with np.errstate(all="ignore"):
+                    want = np.where(np.isnan(x), x, np.maximum(0, x) +
+                                    np.minimum(0, alpha * np.expm1(x / alpha))).astype(dt)
+            assert_same(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_dynamic_quantize_linear_zero_range_reports_scale_one():
+    """An input whose range is zero (all zeros, or NaN only) has scale 1 and zero point 0 in
+    onnxruntime; kiln reported the formula's 0."""
+    import numpy as np
+    from util import assert_same, run_kiln, run_ort
+    rng = np.random.default_rng(10)
+    cases = [np.zeros((4, 3), np.float32), np.array([np.nan, np.nan], np.float32),
+             np.zeros((0,), np.float32), rng.standard_normal((2, 7)).astype(np.float32)]
+    for x in cases:
+        m = node_model("DynamicQuantizeLinear", [("x", x)], ["y", "s", "z"], opset=11)
+        want = run_ort(m, {"x": x})
+        got = run_kiln(m, {"x": x})
+        for g, w, what in zip(got, want, ("y", "scale", "zero point")):
+            assert_same(g, w, what=f"{what} of {x.tolist()}")

@@ -193,6 +193,7 @@ def fit_to_schemas(model):
                 continue
             cast = f"c{k}_{i}"
             g.node.append(helper.make_node("Cast", [x], [cast], name=cast, to=to))
+            g.output.append(helper.make_empty_tensor_value_info(cast))  # compared, and charged, too
             known[cast] = to
             ins[i] = cast
         del node.input[:]
@@ -237,8 +238,29 @@ def _run_kiln(data, feeds):
     return dict(zip(names, s.run(None, feeds, run_options=ro)))
 
 
-def _compare(got, want):
-    """None when the same, else (kind, detail)."""
+# Ops whose values are random draws (and what depends on them): only types and shapes compare.
+RANDOM_OPS = {"Bernoulli", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
+              "Multinomial", "Dropout"}
+
+
+def _random(model, name):
+    """Whether a value depends on a random op's output."""
+    made_by = {o: n for n in model.graph.node for o in n.output}
+    todo, seen = [name], set()
+    while todo:
+        v = todo.pop()
+        n = made_by.get(v)
+        if n is None or v in seen:
+            continue
+        seen.add(v)
+        if n.op_type in RANDOM_OPS:
+            return True
+        todo += list(n.input)
+    return False
+
+
+def _compare(got, want, values=True):
+    """None when the same, else (kind, detail). values=False: types and shapes only."""
     import numpy as np
     if isinstance(want, (list, tuple)) or isinstance(got, (list, tuple)):
         if not isinstance(got, (list, tuple)) or not isinstance(want, (list, tuple)):
@@ -246,7 +268,7 @@ def _compare(got, want):
         if len(got) != len(want):
             return "shape", f"sequence length kiln {len(got)}, ort {len(want)}"
         for i, (g, w) in enumerate(zip(got, want)):
-            d = _compare(g, w)
+            d = _compare(g, w, values)
             if d:
                 return d[0], f"[{i}] {d[1]}"
         return None
@@ -256,7 +278,7 @@ def _compare(got, want):
         if sorted(got) != sorted(want):
             return "values", "map keys differ"
         for k in want:
-            d = _compare(np.asarray(got[k]), np.asarray(want[k]))
+            d = _compare(np.asarray(got[k]), np.asarray(want[k]), values)
             if d:
                 return d[0], f"[{k!r}] {d[1]}"
         return None
@@ -267,6 +289,8 @@ def _compare(got, want):
         return "dtype", f"kiln {g.dtype}, ort {w.dtype}"
     if g.shape != w.shape:
         return "shape", f"kiln {g.shape}, ort {w.shape}"
+    if not values:
+        return None
     if w.dtype.kind == "f":
         gf, wf = g.astype(np.float64), w.astype(np.float64)
         gn, wn = np.isnan(gf), np.isnan(wf)
@@ -341,7 +365,7 @@ def run_case(case, say):
         if name not in got:
             diffs.append((name, ("type", "output missing in kiln")))
             continue
-        d = _compare(got[name], w)
+        d = _compare(got[name], w, values=not _random(model, name))
         if d:
             diffs.append((name, d))
     if not diffs:
@@ -424,7 +448,7 @@ class Worker:
             pass
 
 
-def dump_cases(inputs, fuzz_bin, out):
+def dump_cases(inputs, fuzz_bin, out, mutations=0, seed=1):
     """Runs the fuzz target over recipe files and corpus directories in dump mode."""
     files = []
     for p in inputs:
@@ -436,6 +460,14 @@ def dump_cases(inputs, fuzz_bin, out):
     for i in range(0, len(files), 500):  # libFuzzer runs each file named on its command line once
         subprocess.run([fuzz_bin, *files[i:i + 500]], env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=True)
+    if mutations:
+        # libFuzzer's own mutations of the corpus, decoded and dumped (nothing runs in this mode,
+        # so its coverage guidance sees only the decoder: these are plain random variations)
+        dirs = [p for p in inputs if os.path.isdir(p)]
+        with tempfile.TemporaryDirectory(prefix="kiln-diff-mut-") as scratch:
+            subprocess.run([fuzz_bin, scratch, *dirs, f"-runs={mutations}", f"-seed={seed}",
+                            "-max_len=4096"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=True)
     return sorted(os.path.join(out, d) for d in os.listdir(out))
 
 
@@ -457,6 +489,10 @@ def main():
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--fuzz-bin", default=os.path.join(ROOT, "build-fuzz", "fuzz_graph"))
     ap.add_argument("--cases", help="already dumped cases (a FUZZ_GRAPH_DUMP_DIR) instead of recipes")
+    ap.add_argument("--mutations", type=int, default=0,
+                    help="also this many libFuzzer mutations of the corpus directories")
+    ap.add_argument("--seed", type=int, default=1, help="libFuzzer's seed for --mutations")
+    ap.add_argument("--keep", help="keep the dumped cases in this directory (for --cases)")
     ap.add_argument("--known", default=KNOWN)
     ap.add_argument("--limit", type=int, default=0, help="at most this many cases")
     ap.add_argument("--json", help="write every case's result here")
@@ -468,10 +504,14 @@ def main():
         ap.error("give corpus directories or recipe files, or --cases")
 
     with tempfile.TemporaryDirectory(prefix="kiln-diff-") as tmp:
+        if args.keep:
+            tmp = args.keep
+            os.makedirs(tmp, exist_ok=True)
         if args.cases:
             cases = sorted(os.path.join(args.cases, d) for d in os.listdir(args.cases))
         else:
-            cases = dump_cases(args.inputs, args.fuzz_bin, os.path.join(tmp, "cases"))
+            cases = dump_cases(args.inputs, args.fuzz_bin, os.path.join(tmp, "cases"), args.mutations,
+                               args.seed)
         if args.limit:
             cases = cases[:args.limit]
         known = read_known(args.known)
