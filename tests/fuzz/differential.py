@@ -345,6 +345,7 @@ def _failing_node(model, message):
 def run_case(case, say):
     model, feeds = _load_case(case)
     if FIT:
+        say({"phase": "fit"})  # ONNX's shape inference runs here (and has crashed on recipes)
         model = fit_to_schemas(model)
     data = model.SerializeToString()
     say({"phase": "ort"})
@@ -397,6 +398,9 @@ def worker():
 
 
 # ---------------------------------------------------------------- parent: cases, workers, report
+_WHO = {"load": "onnx", "fit": "onnx", "ort": "ort", "kiln": "kiln"}  # who runs in each phase
+
+
 class Worker:
     def __init__(self):
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
@@ -428,11 +432,11 @@ class Worker:
             line = self._line(deadline)
             if line is None:
                 self.kill()
-                return {"status": "hang" if phase == "kiln" else "ort-hang", "phase": phase,
+                return {"status": "hang" if phase == "kiln" else f"{_WHO[phase]}-hang", "phase": phase,
                         "why": f"no answer in {CASE_SECONDS} s during {phase}"}
             if not line:
                 code = self.p.wait()
-                return {"status": "crash" if phase == "kiln" else "ort-crash", "phase": phase,
+                return {"status": "crash" if phase == "kiln" else f"{_WHO[phase]}-crash", "phase": phase,
                         "why": f"worker died with {code} during {phase}"}
             msg = json.loads(line)
             if "phase" in msg and "status" not in msg:
