@@ -97,3 +97,59 @@ def test_dynamic_quantize_linear_zero_range_reports_scale_one():
         got = run_kiln(m, {"x": x})
         for g, w, what in zip(got, want, ("y", "scale", "zero point")):
             assert_same(g, w, what=f"{what} of {x.tolist()}")
+
+
+def _differential():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), "fuzz", "differential.py")
+    spec = importlib.util.spec_from_file_location("differential", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_differential_compare_rules():
+    """The differential mode's comparison: dtype and shape first, NaN places, tolerances by dtype,
+    integers exactly."""
+    import numpy as np
+    d = _differential()
+    x = np.array([1.0, np.nan, -0.0, np.inf], np.float32)
+    assert d._compare(x.copy(), x) is None
+    assert d._compare(np.array([1.0, np.nan, 0.0, np.inf], np.float32), x) is None  # -0 == 0
+    assert d._compare(np.array([1.0, 0.0, 0.0, np.inf], np.float32), x)[0] == "nan"
+    assert d._compare(np.array([1.0, np.nan, 0.0, -np.inf], np.float32), x)[0] == "values"
+    assert d._compare(np.array([1.001, np.nan, 0.0, np.inf], np.float32), x)[0] == "values"
+    assert d._compare(np.array([1.001, np.nan, 0.0, np.inf], np.float16), x.astype(np.float16)) is None
+    assert d._compare(x.astype(np.float64), x)[0] == "dtype"
+    assert d._compare(x[:3], x)[0] == "shape"
+    assert d._compare(np.array([5, 7], np.int64), np.array([5, 8], np.int64))[0] == "values"
+    assert d._compare([x, x], [x, x]) is None and d._compare([x], [x, x])[0] == "shape"
+    assert d._compare(x, x, values=False) is None
+    assert d._compare(x + 1, x, values=False) is None
+
+
+def test_differential_fit_makes_onnxruntime_accept_a_recipe_graph():
+    """A graph as recipes make it (an attribute Celu lacks, a repeated one, an int32 input that
+    Celu does not take, an extra input and output) is fitted to onnxruntime's schemas and then
+    runs there and in kiln with the same result."""
+    import numpy as np
+    from onnx import TensorProto, helper
+    from util import assert_same, run_kiln, run_ort
+    d = _differential()
+    node = helper.make_node("Celu", ["x", "x"], ["y", "z"], name="n0", alpha=0.5, axis=3)
+    node.attribute.append(helper.make_attribute("alpha", 2.0))
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.INT32, [2, 3])],
+                          [helper.make_empty_tensor_value_info("y"), helper.make_empty_tensor_value_info("z")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    m = d.fit_to_schemas(m)
+    n = [n for n in m.graph.node if n.op_type == "Celu"][0]
+    assert [a.name for a in n.attribute] == ["alpha"] and n.attribute[0].f == 0.5
+    assert len(n.input) == 1 and list(n.output) == ["y"]
+    assert [o.name for o in m.graph.output] == ["y", "c0_0"]  # z dropped, the Cast compared
+    x = np.random.default_rng(3).integers(-5, 5, (2, 3)).astype(np.int32)
+    want = run_ort(m, {"x": x})
+    got = run_kiln(m, {"x": x})
+    for g_, w in zip(got, want):
+        assert_same(g_, w)

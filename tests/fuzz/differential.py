@@ -469,7 +469,8 @@ def dump_cases(inputs, fuzz_bin, out, mutations=0, seed=1):
         # so its coverage guidance sees only the decoder: these are plain random variations)
         dirs = [p for p in inputs if os.path.isdir(p)]
         with tempfile.TemporaryDirectory(prefix="kiln-diff-mut-") as scratch:
-            subprocess.run([fuzz_bin, scratch, *dirs, f"-runs={mutations}", f"-seed={seed}",
+            # libFuzzer counts the corpus it loads first among its -runs
+            subprocess.run([fuzz_bin, scratch, *dirs, f"-runs={mutations + len(files)}", f"-seed={seed}",
                             "-max_len=4096"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, check=True)
     return sorted(os.path.join(out, d) for d in os.listdir(out))
