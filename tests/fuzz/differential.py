@@ -4,7 +4,9 @@ Decodes fuzz_graph recipes into ONNX models and their feeds (the target's FUZZ_G
 runs each model in kiln and in onnxruntime with the same feeds and, where onnxruntime accepts the
 graph and runs it, compares every output: type, dtype, shape, then values (integers, bools and
 strings exactly; floats within a tolerance that fits the dtype, NaN in the same places, infinities
-with the same sign). kiln refusing a graph that onnxruntime runs is reported too.
+with the same sign). kiln refusing a graph that onnxruntime runs is reported too. Recipes are made
+for kiln's op table, so each graph is first fitted to onnxruntime's operator schemas
+(fit_to_schemas; KILN_DIFF_AS_IS=1 skips it), or onnxruntime would refuse nearly all of them.
 
 Graphs are chains of up to six nodes, so one wrong value makes every later output that uses it
 wrong as well: a case is charged to the first node (in graph order) with a differing output, and
@@ -13,7 +15,9 @@ Keys listed in tests/fuzz/differential_known.txt are triaged (with the reason th
 key is new, and the script exits 1.
 
     python3 tests/fuzz/differential.py build-fuzz/graph_corpus [more corpus dirs or recipe files]
-        [--fuzz-bin build-fuzz/fuzz_graph] [--limit N] [--json report.json] [--show 3]
+        [--mutations N] [--fuzz-bin build-fuzz/fuzz_graph] [--limit N] [--json report.json]
+        [--keep DIR] [--show 3]
+    python3 tests/fuzz/differential.py --cases DIR/cases    # cases kept by an earlier --keep DIR
 
 Each case runs in a worker process with an address-space limit and a deadline, so that a hang, an
 allocation storm or a crash in either runtime costs one case, not the whole run; a crash is
