@@ -153,3 +153,30 @@ def test_differential_fit_makes_onnxruntime_accept_a_recipe_graph():
     got = run_kiln(m, {"x": x})
     for g_, w in zip(got, want):
         assert_same(g_, w)
+
+
+@pytest.mark.parametrize("op", ["DepthToSpace", "SpaceToDepth"])
+@pytest.mark.parametrize("blocksize", [2 ** 24 + 1, 2 ** 32, 2 ** 40, 2 ** 62])
+def test_huge_blocksize_is_refused(op, blocksize):
+    """Found by the confirmation fuzz run: DepthToSpace with blocksize 2^40 squared it in int64
+    (wrapping to 0) and then divided the channel count by it (SIGFPE). A blocksize whose square
+    passes 2^48 elements is now refused by name."""
+    import numpy as np
+    rng = np.random.default_rng(11)
+    for shape in [(1, 4, 2, 2), (1, 0, 3, 3), (0, 1, 0, 0)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        m = node_model(op, [("x", x)], ["y"], {"blocksize": blocksize}, opset=13)
+        with pytest.raises(kiln.KilnError) as e:
+            kiln.InferenceSession(m.SerializeToString(), threads=1).run(None, {"x": x})
+        assert op in str(e.value) and "blocksize" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("op", ["DepthToSpace", "SpaceToDepth"])
+def test_block_ops_still_match_onnxruntime(op):
+    import numpy as np
+    from util import assert_same, run_kiln, run_ort
+    rng = np.random.default_rng(12)
+    for b, shape in [(2, (2, 8, 4, 6)), (3, (1, 9, 3, 6))]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        m = node_model(op, [("x", x)], ["y"], {"blocksize": b}, opset=13)
+        assert_same(run_kiln(m, {"x": x})[0], run_ort(m, {"x": x})[0])
