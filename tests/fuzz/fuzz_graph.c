@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 
 /* Keeps every execution fast: no tensor the recipe builds holds more elements than this. */
 #define MAX_ELEMS 4096
@@ -370,12 +372,50 @@ static void dump_model(const model *m) {
     fclose(f);
 }
 
+/* FUZZ_GRAPH_DUMP_DIR=dir writes each decoded recipe as dir/<hash>/model.onnx with its feeds in
+ * dir/<hash>/test_data_set_0/input_<i>.pb (the layout of ONNX's backend tests) and runs nothing:
+ * tests/fuzz/differential.py runs the dumps in kiln and onnxruntime. The name is a hash of the
+ * recipe, so replaying a corpus twice writes the same directories. Returns 1 when in that mode. */
+static int dump_case(const uint8_t *data, size_t size, const model *m) {
+    const char *dir = getenv("FUZZ_GRAPH_DUMP_DIR");
+    if (!dir) return 0;
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (size_t i = 0; i < size; i++) h = (h ^ data[i]) * 1099511628211ull;
+    char path[4096];
+    mkdir(dir, 0777);
+    snprintf(path, sizeof path, "%s/%016llx", dir, (unsigned long long)h);
+    mkdir(path, 0777);
+    snprintf(path, sizeof path, "%s/%016llx/test_data_set_0", dir, (unsigned long long)h);
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) abort(); /* the harness cannot write: stop loudly */
+    snprintf(path, sizeof path, "%s/%016llx/model.onnx", dir, (unsigned long long)h);
+    FILE *f = fopen(path, "wb");
+    if (!f) abort();
+    fwrite(m->bytes.p, 1, m->bytes.n, f);
+    fclose(f);
+    for (int i = 0; i < m->n_feeds; i++) {
+        buf tp = {0};
+        write_tensor_proto(&tp, &m->feeds[i], m->feed_names[i]);
+        snprintf(path, sizeof path, "%s/%016llx/test_data_set_0/input_%d.pb", dir, (unsigned long long)h, i);
+        f = fopen(path, "wb");
+        if (!f) abort();
+        fwrite(tp.p, 1, tp.n, f);
+        fclose(f);
+        free(tp.p);
+    }
+    return 1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     recipe r = {data, size, 0};
     model m;
     memset(&m, 0, sizeof m);
     build_model(&r, &m);
     dump_model(&m);
+    if (dump_case(data, size, &m)) {
+        for (int i = 0; i < m.n_feeds; i++) free_tensor(&m.feeds[i]);
+        free(m.bytes.p);
+        return 0;
+    }
     kiln_options opt;
     kiln_options_init(&opt);
     opt.threads = 1;

@@ -46,8 +46,9 @@ ACT_FLOAT(leaky, x >= 0 ? x : PA * x, x >= 0 ? x : (double)PA * x)
 ACT_FLOAT(elu, x >= 0 ? x : PA * ew_fast_expm1f(x), x >= 0 ? x : (double)PA * expm1(x))
 ACT_FLOAT(selu, x > 0 ? PG * x : PG * PA * ew_fast_expm1f(x),
           x > 0 ? (double)PG * x : (double)PG * (double)PA * expm1(x))
-ACT_FLOAT(celu, (x > 0 ? x : 0.0f) + (x < 0 ? PA * ew_fast_expm1f(x / PA) : 0.0f),
-          fmax(0.0, x) + fmin(0.0, (double)PA * expm1(x / (double)PA)))
+/* x itself when neither branch holds, so that NaN passes through (found by the differential fuzzer) */
+ACT_FLOAT(celu, x > 0 ? x : x < 0 ? PA * ew_fast_expm1f(x / PA) : x,
+          x > 0 ? x : x < 0 ? (double)PA * expm1(x / (double)PA) : x)
 ACT_FLOAT(thresholded, x > PA ? x : 0.0f, x > (double)PA ? x : 0.0)
 /* comparisons rather than fminf/fmaxf (library calls); NaN passes through */
 static inline float clamp01f(float v) {

@@ -470,7 +470,9 @@ static kiln_status dynq_compute(kiln_ctx *ctx) {
         if (zpf > 255.0f) zpf = 255.0f;
     }
     kiln_tensor *y = kiln_output(ctx, 0), *ys = kiln_output(ctx, 1), *yz = kiln_output(ctx, 2);
-    if (ys) *(float *)ys->data = scale;
+    /* a zero range (all zeros, or NaN only) reports scale 1 as onnxruntime does, not the formula's
+     * 0, which would make a later DequantizeLinear/QuantizeLinear divide by zero */
+    if (ys) *(float *)ys->data = scale != 0.0f ? scale : 1.0f;
     if (yz) *(uint8_t *)yz->data = (uint8_t)zpf;
     if (!y) return KILN_OK;
     quant_job j;

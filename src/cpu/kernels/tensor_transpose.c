@@ -62,6 +62,11 @@ static kiln_status block_size(kiln_ctx *ctx, const kiln_tensor *x, int64_t *b) {
     *b = kiln_attr_int(ctx->node, "blocksize", 0);
     if (*b <= 0)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "blocksize must be positive, got %lld", (long long)*b);
+    /* blocksize^2 must not overflow (the fuzzer's 2^40 made it 0, then a division by it); past
+     * 2^24 it exceeds any tensor's element count (KILN_MAX_NUMEL = 2^48) */
+    if (*b > ((int64_t)1 << 24))
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "blocksize %lld is too large (at most 2^24)",
+                         (long long)*b);
     if (x->rank >= 0 && x->rank != 4)
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input must have rank 4 (NCHW), got rank %d", x->rank);
     return KILN_OK;
@@ -87,8 +92,11 @@ kiln_status kiln_tk_depth_to_space_infer(kiln_ctx *ctx) {
     if (d[1] >= 0 && d[1] % (b * b))
         return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "channels %lld are not divisible by blocksize^2 = %lld",
                          (long long)d[1], (long long)(b * b));
-    int64_t out[4] = {d[0], d[1] >= 0 ? d[1] / (b * b) : KILN_DIM_UNKNOWN,
-                      d[2] >= 0 ? d[2] * b : KILN_DIM_UNKNOWN, d[3] >= 0 ? d[3] * b : KILN_DIM_UNKNOWN};
+    int64_t out[4] = {d[0], d[1] >= 0 ? d[1] / (b * b) : KILN_DIM_UNKNOWN, KILN_DIM_UNKNOWN, KILN_DIM_UNKNOWN};
+    for (int i = 2; i < 4; i++)
+        if (d[i] >= 0 && kiln_mul_overflow_i64(d[i], b, &out[i]))
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "dim %d (%lld) times blocksize %lld overflows", i,
+                             (long long)d[i], (long long)b);
     return kiln_set_output(ctx, 0, x->dtype, 4, out);
 }
 
@@ -121,8 +129,11 @@ kiln_status kiln_tk_space_to_depth_infer(kiln_ctx *ctx) {
         if (d[i] >= 0 && d[i] % b)
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "dim %d (%lld) is not divisible by blocksize %lld", i,
                              (long long)d[i], (long long)b);
-    int64_t out[4] = {d[0], d[1] >= 0 ? d[1] * b * b : KILN_DIM_UNKNOWN,
-                      d[2] >= 0 ? d[2] / b : KILN_DIM_UNKNOWN, d[3] >= 0 ? d[3] / b : KILN_DIM_UNKNOWN};
+    int64_t out[4] = {d[0], KILN_DIM_UNKNOWN, d[2] >= 0 ? d[2] / b : KILN_DIM_UNKNOWN,
+                      d[3] >= 0 ? d[3] / b : KILN_DIM_UNKNOWN};
+    if (d[1] >= 0 && kiln_mul_overflow_i64(d[1], b * b, &out[1]))
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "channels %lld times blocksize^2 %lld overflow",
+                         (long long)d[1], (long long)(b * b));
     return kiln_set_output(ctx, 0, x->dtype, 4, out);
 }
 
