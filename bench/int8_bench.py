@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "models")
+SHARED = os.environ.get("KILN_MODELS") or os.path.join(os.path.dirname(ROOT), "shared", "models")
 
 
 # ---- models ----

@@ -264,6 +264,9 @@ def test_gather_const_indices_and_embedding():
 @pytest.mark.parametrize("it", [np.int32, np.int64])
 @pytest.mark.parametrize("dt", MOVED)
 def test_gather_elements(shape, axis, ishape, it, dt):
+    if len(shape) == 1 and dt in (I64, BOOL):
+        # integer vectors are shape arithmetic, which placement keeps on the host: one row instead
+        shape, axis, ishape = (1,) + shape, 1, (1,) + ishape
     d = shape[axis]
     check("GatherElements", [("x", rand(shape, dt)), ("i", ints(ishape, -d, d, it))], attrs={"axis": axis})
 
