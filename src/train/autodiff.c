@@ -88,6 +88,25 @@ int kiln_ad_op1(kiln_ad *a, const char *domain, const char *op, const int *ins, 
     return kiln_ad_node(a, domain, op, ins, n_in, &out, 1, attrs, n_attrs);
 }
 
+int kiln_ad_const(kiln_ad *a, const char *base, kiln_tensor *t) {
+    int c = kiln_ad_value(a, base);
+    if (c < 0) {
+        kiln_tensor_release(t);
+        kiln_fail(a->e, KILN_ERR_NO_MEMORY, "out of memory");
+        return -1;
+    }
+    kiln_graph_value *gv = &a->g->values[c];
+    gv->is_const = 1;
+    gv->konst.kind = KILN_KIND_TENSOR;
+    gv->konst.t = *t;
+    gv->type.kind = KILN_KIND_TENSOR;
+    gv->type.dtype = t->dtype;
+    gv->type.rank = t->rank;
+    for (int i = 0; i < t->rank; i++) gv->type.dims[i] = t->dims[i];
+    gv->has_type = 1;
+    return c;
+}
+
 int kiln_ad_scalar(kiln_ad *a, int dtype, double v) {
     kiln_tensor t = {0};
     t.dtype = dtype;
@@ -101,21 +120,7 @@ int kiln_ad_scalar(kiln_ad *a, int dtype, double v) {
                   kiln_dtype_name(dtype));
         return -1;
     }
-    int c = kiln_ad_value(a, "grad_const");
-    if (c < 0) {
-        kiln_tensor_release(&t);
-        kiln_fail(a->e, KILN_ERR_NO_MEMORY, "out of memory");
-        return -1;
-    }
-    kiln_graph_value *gv = &a->g->values[c];
-    gv->is_const = 1;
-    gv->konst.kind = KILN_KIND_TENSOR;
-    gv->konst.t = t;
-    gv->type.kind = KILN_KIND_TENSOR;
-    gv->type.dtype = dtype;
-    gv->type.rank = 0;
-    gv->has_type = 1;
-    return c;
+    return kiln_ad_const(a, "grad_const", &t);
 }
 
 static int attr_named(kiln_attr *at, const char *name, int type) {

@@ -25,6 +25,8 @@ typedef struct kiln_ad {
 /* ---- graph building (autodiff.c) ---- */
 /* A new value named after `base` (made unique); -1 when out of memory. */
 int kiln_ad_value(kiln_ad *a, const char *base);
+/* A new constant value holding t (taken over: released on failure); returns its index or -1. */
+int kiln_ad_const(kiln_ad *a, const char *base, kiln_tensor *t);
 /* Appends node domain:op reading ins and writing n_out values: outs[k] = -2 beforehand makes a
  * new value (written back into outs[k]), -1 leaves output k absent, >= 0 names the value. Attributes are taken over. Returns the
  * node's first output or -1 (out of memory, reported in a->e). */

@@ -16,22 +16,7 @@ static int const_ints(kiln_ad *a, const int64_t *v, int n, int rank) {
     t.dims[0] = n;
     if (kiln_tensor_alloc(&t, a->e) != KILN_OK) return -1;
     memcpy(t.data, v, sizeof(int64_t) * (size_t)n);
-    int c = kiln_ad_value(a, "grad_attention_const");
-    if (c < 0) {
-        kiln_tensor_release(&t);
-        kiln_fail(a->e, KILN_ERR_NO_MEMORY, "out of memory");
-        return -1;
-    }
-    kiln_graph_value *gv = &a->g->values[c];
-    gv->is_const = 1;
-    gv->konst.kind = KILN_KIND_TENSOR;
-    gv->konst.t = t;
-    gv->type.kind = KILN_KIND_TENSOR;
-    gv->type.dtype = KILN_DTYPE_INT64;
-    gv->type.rank = rank;
-    gv->type.dims[0] = n;
-    gv->has_type = 1;
-    return c;
+    return kiln_ad_const(a, "grad_attention_const", &t);
 }
 
 static int op2(kiln_ad *a, const char *op, int x, int y) {
