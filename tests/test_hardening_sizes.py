@@ -347,3 +347,22 @@ def test_pool_window_larger_than_any_tensor(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     res = run_both(tmp_path, m, {"x": np.ones((1, 1, 1, 1), np.float32)}, ort=False)
     assert_refused(res, "pool_huge")
+
+
+def test_layernorm_row_of_huge_values_stays_finite():
+    """A row near float's range overflows a float sum of squares: kiln redoes it in double. A row of
+    equal 3e38 values normalises to 0 (the bias), as in onnxruntime, not NaN; a row of +-3e38 gives
+    the exact finite answer (onnxruntime's float variance overflows to NaN there); NaN stays NaN."""
+    from util import node_model, run_kiln, run_ort
+    x = np.array([[3e38, 3e38, 3e38, 3e38], [1, 2, 3, 4], [3e38, -3e38, 1, 2], [np.nan, 1, 2, 3]], np.float32)
+    s = np.array([1, 2, 3, 4], np.float32)
+    b = np.array([0.5, 0, 0, 1], np.float32)
+    m = node_model("LayerNormalization", [("x", x), ("s", s), ("b", b)], ["y"], attrs={"axis": -1}, opset=17,
+                   initializers={"s": s, "b": b})
+    got = run_kiln(m, {"x": x})[0]
+    want = run_ort(m, {"x": x})[0]
+    np.testing.assert_allclose(got[:2], want[:2], rtol=1e-5, atol=1e-6)
+    xd = x[2].astype(np.float64)
+    ref = (xd - xd.mean()) / np.sqrt(((xd - xd.mean()) ** 2).mean() + 1e-5) * s + b
+    np.testing.assert_allclose(got[2], ref, rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[3]).all()

@@ -7,6 +7,7 @@
  * float32 (halves through float32 copies; Mean/InvStdDev are float32 as in onnxruntime), double
  * in double. Rows are spread over threads; float32 rows use the AVX2 primitives. */
 #include "norm_impl.h"
+#include <math.h>
 #include "reduce_simd.h"
 
 typedef struct lnjob {
@@ -46,6 +47,26 @@ static void ln_core_f32(const lnjob *jb, int64_t r, const float *x, const float 
     float inv = 1.0f / sqrtf(var + (float)jb->eps);
     const float *g = jb->g ? (const float *)jb->g + r * jb->gs : NULL;
     const float *b = jb->b ? (const float *)jb->b + r * jb->bs : NULL;
+    if (!isfinite(mean) || !isfinite(var)) {
+        /* the float sums overflowed (a row of values near 3e38): redo the row in double, where
+         * they fit, instead of turning finite inputs into NaN (a NaN input stays NaN) */
+        double md = 0, vd = 0;
+        if (!jb->simplified) {
+            for (int64_t i = 0; i < n; i++) md += src[i];
+            md /= (double)n;
+        }
+        for (int64_t i = 0; i < n; i++) vd += ((double)src[i] - md) * ((double)src[i] - md);
+        double invd = 1.0 / sqrt(vd / (double)n + jb->eps);
+        for (int64_t i = 0; i < n; i++) {
+            double v = ((double)src[i] - md) * invd;
+            if (g) v *= g[i];
+            if (b) v += b[i];
+            y[i] = (float)v;
+        }
+        if (jb->mean) jb->mean[r] = (float)md;
+        if (jb->inv) jb->inv[r] = (float)invd;
+        return;
+    }
     rs_affine(src, y, n, mean, inv, g, b);
     if (jb->mean) jb->mean[r] = mean;
     if (jb->inv) jb->inv[r] = inv;
