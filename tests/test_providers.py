@@ -184,3 +184,19 @@ def test_enable_cuda_graph_takes_only_known_values():
         kiln.InferenceSession(os.path.join(ROOT, "examples", "models", "tiny_mlp.onnx"),
                               providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "yes please"}),
                                          "CPUExecutionProvider"])
+
+
+def test_available_providers_same_before_any_session():
+    """A fresh process asking first (before the library was loaded by a session) gets the same list as
+    after opening one: it once answered CPU only there, so a training script saw no CUDA."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.path.insert(0, %r); import kiln; a = kiln.get_available_providers(); "
+            "import numpy; from onnx import helper, TensorProto as T; "
+            "g = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g', "
+            "[helper.make_tensor_value_info('x', T.FLOAT, [2])], [helper.make_tensor_value_info('y', T.FLOAT, [2])]); "
+            "kiln.InferenceSession(helper.make_model(g).SerializeToString()); "
+            "b = kiln.get_available_providers(); print(a == b, a, b)") % os.path.join(ROOT, "python")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("True"), out.stdout

@@ -121,6 +121,7 @@ def _call_run(lib, flag, user_flag, results, n_out, call):
 def get_available_providers():
     """The providers this build can use: CUDA when libkiln_cuda.so sits beside libkiln (it may
     still fail to start on a machine without a GPU; sessions then fall back with a warning)."""
+    _L()  # the library's path is known once it is loaded: asking first must not answer "CPU only"
     lib_path = getattr(_lib, "loaded_path", None) or ""
     found = ["CPUExecutionProvider"]
     if lib_path and os.path.exists(os.path.join(os.path.dirname(lib_path), "libkiln_cuda.so")):
