@@ -239,7 +239,8 @@ static kiln_status reduce_axes(kiln_ctx *ctx, const kiln_tensor *x, int *mask, i
     return KILN_OK;
 }
 
-static kiln_status reducegrad_infer(kiln_ctx *ctx) {
+/* ReduceGrad, SliceGrad, PadGrad, TileGrad: dX has dY's element type and X's shape */
+static kiln_status grad_like_x_infer(kiln_ctx *ctx) {
     kiln_tensor *g, *x;
     KILN_TRY(gk_float_input(ctx, 0, NULL, &g));
     KILN_TRY(kiln_need_input(ctx, 1, &x));
@@ -327,13 +328,6 @@ static kiln_status gathergrad_compute(kiln_ctx *ctx) {
 }
 
 /* ---------------------------------------------------------------- SliceGrad(dY, X, starts, ends[, axes, steps]) */
-
-static kiln_status slicegrad_infer(kiln_ctx *ctx) {
-    kiln_tensor *g, *x;
-    KILN_TRY(gk_float_input(ctx, 0, NULL, &g));
-    KILN_TRY(kiln_need_input(ctx, 1, &x));
-    return gk_out_like(ctx, 0, g->dtype, x);
-}
 
 static kiln_status slicegrad_compute(kiln_ctx *ctx) {
     kiln_tensor *g = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *y = kiln_output(ctx, 0);
@@ -486,13 +480,6 @@ static kiln_status nllgrad_compute(kiln_ctx *ctx) {
 
 /* ---------------------------------------------------------------- PadGrad(dY, X[, pads, axes]), constant mode */
 
-static kiln_status padgrad_infer(kiln_ctx *ctx) {
-    kiln_tensor *g, *x;
-    KILN_TRY(gk_float_input(ctx, 0, NULL, &g));
-    KILN_TRY(kiln_need_input(ctx, 1, &x));
-    return gk_out_like(ctx, 0, g->dtype, x);
-}
-
 static kiln_status padgrad_compute(kiln_ctx *ctx) {
     kiln_tensor *g = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *y = kiln_output(ctx, 0);
     int r = x->rank, n = 0, na = r, dt = g->dtype;
@@ -562,14 +549,14 @@ static kiln_status tilegrad_compute(kiln_ctx *ctx) {
 }
 
 const kiln_op kiln_ops_grad_elementwise[] = {
-    {"kiln", "PadGrad", 1, 0, NULL, padgrad_infer, padgrad_compute, NULL},
-    {"kiln", "TileGrad", 1, 0, NULL, padgrad_infer, tilegrad_compute, NULL},
+    {"kiln", "PadGrad", 1, 0, NULL, grad_like_x_infer, padgrad_compute, NULL},
+    {"kiln", "TileGrad", 1, 0, NULL, grad_like_x_infer, tilegrad_compute, NULL},
     {"kiln", "SumTo", 1, 0, NULL, sumto_infer, sumto_compute, NULL},
     {"kiln", "UnaryGrad", 1, 0, NULL, unary_infer, unary_compute, NULL},
     {"kiln", "PowGrad", 1, 0, NULL, pow_infer, pow_compute, NULL},
-    {"kiln", "ReduceGrad", 1, 0, NULL, reducegrad_infer, reducegrad_compute, NULL},
+    {"kiln", "ReduceGrad", 1, 0, NULL, grad_like_x_infer, reducegrad_compute, NULL},
     {"kiln", "GatherGrad", 1, 0, NULL, gathergrad_infer, gathergrad_compute, NULL},
-    {"kiln", "SliceGrad", 1, 0, NULL, slicegrad_infer, slicegrad_compute, NULL},
+    {"kiln", "SliceGrad", 1, 0, NULL, grad_like_x_infer, slicegrad_compute, NULL},
     {"kiln", "ConcatGrad", 1, 0, NULL, concatgrad_infer, concatgrad_compute, NULL},
     {"kiln", "NLLLossGrad", 1, 0, NULL, nllgrad_infer, nllgrad_compute, NULL},
     {0}};
