@@ -17,6 +17,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 
+def by_node(path, runs):
+    """kiln's trace only: ms per run of each node, with its op type and output shape."""
+    with open(path) as f:
+        d = json.load(f)
+    ev = d["traceEvents"] if isinstance(d, dict) else d
+    total, info = collections.Counter(), {}
+    for e in ev:
+        a = e.get("args", {})
+        if e.get("cat") == "Node" and "op_name" in a:
+            total[e["name"]] += e["dur"]
+            info[e["name"]] = (a["op_name"], a.get("output_shapes", ""))
+    return {k: (v / runs / 1e3, info[k]) for k, v in total.items()}
+
+
 def by_op(path, runs):
     with open(path) as f:
         d = json.load(f)
@@ -33,6 +47,9 @@ def by_op(path, runs):
     return {k: v / runs / 1e3 for k, v in total.items()}  # ms per run
 
 
+PATHS = {}  # kiln's trace per thread count, for --nodes
+
+
 def profile(engine, path, feeds, threads, runs):
     tmp = tempfile.mkdtemp()
     if engine == "kiln":
@@ -45,6 +62,7 @@ def profile(engine, path, feeds, threads, runs):
         for _ in range(runs):
             s.run(None, feeds)
         out = s.end_profiling()
+        PATHS[threads] = out
     else:
         import onnxruntime as ort
         so = ort.SessionOptions()
@@ -69,6 +87,7 @@ def main():
     ap.add_argument("--threads", nargs="*", type=int, default=[1, 16])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--nodes", type=int, default=0, help="also list kiln's N slowest nodes at the last thread count")
     a = ap.parse_args()
     import cpu_scaling
     spec = dict(cpu_scaling.ROWS[a.graph], batch=a.batch)
@@ -84,6 +103,13 @@ def main():
     for op, _ in ops.most_common(a.top):
         print("%-28s" % op + "".join("%12.2f" % res[c].get(op, 0.0) for c in cols))
     print("%-28s" % "total" + "".join("%12.2f" % sum(res[c].values()) for c in cols))
+    if a.nodes and a.threads:
+        t0, t1 = a.threads[0], a.threads[-1]
+        n0, n1 = by_node(PATHS[t0], a.runs), by_node(PATHS[t1], a.runs)
+        print("\nkiln's slowest nodes at %d threads (ms per run; speed-up over %d thread%s)" % (t1, t0, "s" if t0 > 1 else ""))
+        for name, (ms, (op, shape)) in sorted(n1.items(), key=lambda kv: -kv[1][0])[:a.nodes]:
+            base = n0.get(name, (0.0,))[0]
+            print("%-40s %-18s %-24s %8.3f %6.1fx" % (name[:40], op[:18], shape[:24], ms, base / ms if ms else 0))
 
 
 if __name__ == "__main__":
