@@ -188,11 +188,9 @@ def test_options_auto_config_entry_and_cli(tmp_path):
         kiln.InferenceSession(m, sess_options=bad)
     path = tmp_path / "m.onnx"
     path.write_bytes(m)
-    for flag in ("--specialize", "--no-specialize"):
+    for flag in ("--specialize", "--no-specialize"):  # the CLI's session option (bench runs one shape)
         out = subprocess.run([os.path.join(BUILD, "kiln"), "bench", str(path), "--dim", "batch=2", "--dim", "seq=3",
-                              "--runs", "3", flag, "--verbose"], capture_output=True, text=True)
-        if out.returncode != 0 and "unknown" in out.stderr:  # bench's own flags differ: the option still parses
-            out = subprocess.run([os.path.join(BUILD, "kiln"), "info", str(path), flag], capture_output=True, text=True)
+                              "--runs", "3", flag], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
 
 
@@ -218,12 +216,11 @@ def test_profiling_of_child_runs_lands_in_the_parent_trace(tmp_path):
         s.run(None, {"x": x})
     assert s.kiln_specializations() == 1
     events = json.loads(open(s.end_profiling()).read())
-    runs = [e for e in events if e["name"] == "model_run"]
-    nodes = [e for e in events if e.get("cat") == "Node"]
-    assert len(runs) == 3, runs
-    # the generic plan runs 7 nodes; the child's (shape arithmetic folded) fewer, traced all the same
-    assert sum(1 for e in nodes if e["name"].startswith("Mul") or e["args"].get("op_name") == "Mul") >= 3 or \
-        len(nodes) >= 7 + 2 * 2, nodes
+    assert [e["name"] for e in events if e["name"] == "model_run"] == ["model_run"] * 3
+    nodes = [e["name"] for e in events if e.get("cat") == "Node"]
+    generic = ["Shape_0", "Gather_1", "Unsqueeze_2", "Concat_3", "Reshape_4", "Mul_5", "Add_6"]
+    child = ["Reshape_4", "Mul_5", "Add_6"]  # its shape arithmetic folded away
+    assert nodes == generic + child + child, nodes
 
 
 def test_concurrent_runs_alternating_shapes():
