@@ -159,6 +159,15 @@ typedef struct kiln_options {
     const char *optimized_model_path;
     const char *optimized_model_external_data;
     size_t optimized_model_external_min_bytes;
+    /* Shape specialisation: a session whose inputs have symbolic dimensions opens, on the second
+     * run of an input shape, a child session with those dimensions fixed (as dim_overrides would)
+     * and runs that shape there: shape arithmetic folds away, fusions that need static shapes
+     * apply and graph capture can take the whole model. At most 8 children per session (the least
+     * recently used idle one makes room); the generic plan stays the fallback, and a child that
+     * cannot open leaves its shape on it. Children share the session's providers and device
+     * copies of constants. 0 (default) auto: on with a device provider, off for CPU-only
+     * sessions; 1 on; -1 off. */
+    int specialize;
 } kiln_options;
 
 typedef struct kiln_session kiln_session;
@@ -350,6 +359,8 @@ typedef struct kiln_plan_stats {
     size_t folded_nodes;      /* nodes removed by constant folding */
 } kiln_plan_stats;
 kiln_status kiln_session_plan_stats(kiln_session *s, kiln_plan_stats *stats);
+/* How many shape-specialised children the session holds now (kiln_options.specialize). */
+int kiln_session_specializations(const kiln_session *s);
 /* Weights packed at open into the layouts the kernels read (packed_bytes), and the bytes of
  * original weights handed back because every use reads the packed copy (released_bytes): each
  * weight is then held once. Either pointer may be NULL. */

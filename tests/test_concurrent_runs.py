@@ -477,13 +477,15 @@ def stress_args(tmp_path, names):
 C_STRESS = os.path.join(BUILD, "test_concurrent_runs")
 
 
-@pytest.mark.parametrize("intra", [1, 2])
-def test_c_stress_pthreads(tmp_path, intra):
+@pytest.mark.parametrize("intra,specialize", [(1, 0), (2, 0), (2, 1)])
+def test_c_stress_pthreads(tmp_path, intra, specialize):
+    """specialize 1: shape-specialised children open while other threads run (src/core/specialize.c)."""
     if not os.path.exists(C_STRESS):
         pytest.fail("%s is not built (cmake --build build)" % C_STRESS)
     names = ["mlp", "convnet", "control_flow", "strings", "kernel_states", "bert_tiny_fused", "gpt2_tiny"]
     runs = int(os.environ.get("KILN_STRESS_RUNS", "40"))
-    r = subprocess.run([C_STRESS, "-t", str(THREADS), "-n", str(runs), "-j", str(intra)] + stress_args(tmp_path, names),
+    r = subprocess.run([C_STRESS, "-t", str(THREADS), "-n", str(runs), "-j", str(intra), "-s", str(specialize)] +
+                       stress_args(tmp_path, names),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "%d runs on %d threads over %d models, 0 failures" % (runs * THREADS, THREADS, len(names)) in r.stdout

@@ -47,6 +47,10 @@ int cli_parse_session_opt(int argc, char **argv, int *i) {
         cli_opts.graph_capture = -1;
         return 1;
     }
+    if (!strcmp(a, "--specialize") || !strcmp(a, "--no-specialize")) {
+        cli_opts.specialize = a[2] == 'n' ? -1 : 1;
+        return 1;
+    }
     if (!strcmp(a, "--fp16")) {
         cli_opts.float16 = 1;
         return 1;
@@ -94,6 +98,7 @@ kiln_session *cli_open(const char *path, int threads, int allow_missing, int ver
     opt.float16 = cli_opts.float16;
     opt.dim_overrides = cli_opts.dims[0] ? cli_opts.dims : NULL;
     opt.memory_limit = cli_opts.memory_limit;
+    opt.specialize = cli_opts.specialize;
     kiln_err e = {0};
     kiln_model *m;
     if (kiln_model_load_file(path, &m, &e)) {

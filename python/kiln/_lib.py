@@ -79,7 +79,7 @@ class Options(ctypes.Structure):
                 ("n_initializers", ctypes.c_size_t), ("initializer_names", ctypes.POINTER(ctypes.c_char_p)),
                 ("initializers", ctypes.POINTER(TensorDesc)), ("optimized_model_path", ctypes.c_char_p),
                 ("optimized_model_external_data", ctypes.c_char_p),
-                ("optimized_model_external_min_bytes", ctypes.c_size_t)]
+                ("optimized_model_external_min_bytes", ctypes.c_size_t), ("specialize", ctypes.c_int)]
 
 
 class ModelMetadata(ctypes.Structure):
@@ -179,6 +179,7 @@ def _declare(lib):
         "kiln_value_item": (vp, [vp, c_size_t]),
         "kiln_value_free": (None, [vp]),
         "kiln_session_plan_stats": (c_int, [vp, P(PlanStats)]),
+        "kiln_session_specializations": (c_int, [vp]),
         "kiln_run_with_options": (c_int, [vp, P(RunOptions), c_size_t, P(ctypes.c_char_p), P(TensorDesc), c_size_t,
                                           P(ctypes.c_char_p), P(vp)]),
         "kiln_value_memory": (c_int, [vp]),

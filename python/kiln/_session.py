@@ -159,11 +159,28 @@ def _node_arg_ctypes(info):
                      info.map_key_dtype if info.is_map else 0)
 
 
+def _specialize_option(sess_options, specialize):
+    """kiln_options.specialize from the kwarg (True / False / None) or, failing that, the session
+    config entry "kiln.specialize_shapes" ("1" / "0" / "auto"); None and "auto" leave kiln's
+    default (on with a device provider, off on the CPU only)."""
+    if specialize is not None:
+        return 1 if specialize else -1
+    config = getattr(sess_options, "_config", None) or {}
+    value = str(config.get("kiln.specialize_shapes", "auto")).lower()
+    if value in ("1", "true"):
+        return 1
+    if value in ("0", "false"):
+        return -1
+    if value != "auto":
+        raise KilnError("kiln.specialize_shapes must be 1, 0 or auto, not %r" % value)
+    return 0
+
+
 class InferenceSession:
     """InferenceSession(path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2)"""
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2,
-                 verbose=False, provider_options=None, float16=False):
+                 verbose=False, provider_options=None, float16=False, specialize=None):
         lib = _L()
         self._lib = lib
         self._sess_options = sess_options
@@ -220,6 +237,7 @@ class InferenceSession:
         opt.float16 = (flags >> 1) & 1
         opt.dim_overrides = dims.encode() if dims else None
         opt.memory_limit = memory_limit
+        opt.specialize = _specialize_option(sess_options, specialize)
         # options that only a kiln_options struct carries (initializers, the optimised model's path):
         # the SessionOptions fills them; what it returns keeps their memory alive while opening
         fill = getattr(sess_options, "_fill_kiln_options", None)
@@ -328,6 +346,10 @@ class InferenceSession:
             if self._lib.kiln_session_node_info(h, i, ctypes.byref(info)) == 0:
                 out.append({k: getattr(info, k).decode(errors="replace") for k, _ in info._fields_})
         return out
+
+    def kiln_specializations(self):
+        """How many shape-specialised children the session holds now (kiln_options.specialize)."""
+        return int(self._lib.kiln_session_specializations(self._handle()))
 
     def plan_stats(self):
         if self._native is not None:

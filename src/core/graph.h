@@ -143,6 +143,10 @@ typedef struct kiln_model {
     char **prop_keys, **prop_values;  /* metadata_props, in file order */
     int n_denots;
     struct kiln_denotation { char *name; int sym; } *denots; /* dimension denotations of symbols */
+    /* loaded from bytes: the caller's bytes (valid for the session's life), which a shape
+     * specialisation loads again; NULL when loaded from a path (maps[0].path) */
+    const void *src_bytes;
+    size_t src_size;
 } kiln_model;
 
 /* Initializers supplied by the caller when loading (kiln_options.initializers): the main graph's

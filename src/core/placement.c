@@ -136,6 +136,8 @@ typedef struct placer {
     int n_orig_values;
     int *copy_of[KILN_MAX_PROVIDERS]; /* per original value: its copy in memory space d, or -1 */
     int n_copies, n_uploads;
+    kiln_dev_cache *cache;
+    kiln_dev_holds *holds;
     kiln_err *e;
 } placer;
 
@@ -162,6 +164,16 @@ static kiln_status upload_constant(placer *pl, int v, int dev, int nv) {
     kiln_tensor *dst = &g->values[nv].konst.t;
     size_t bytes = kiln_tensor_nbytes(src);
     void *mem;
+    if (pl->cache && bytes && src->dtype != KILN_DTYPE_STRING) {
+        /* the buffer belongs to the cache (the family's sessions share it): the value only borrows it */
+        KILN_TRY(kiln_dev_cache_upload(pl->cache, pl->holds, p, src->dtype, src->data, bytes, &mem, pl->e));
+        *dst = *src;
+        dst->data = mem;
+        dst->owner = NULL;
+        dst->dev = p;
+        pl->n_uploads++;
+        return KILN_OK;
+    }
     KILN_TRY(p->vt->alloc(p, bytes, &mem, pl->e));
     *dst = *src;
     dst->data = mem;
@@ -292,6 +304,8 @@ kiln_status kiln_place(kiln_session_place_args *a, kiln_graph *g, kiln_err *e) {
     pl.ps = ps;
     pl.g = g;
     pl.e = e;
+    pl.cache = a->cache;
+    pl.holds = a->holds;
     pl.n_orig_values = g->n_values;
     kiln_status st = KILN_OK;
     for (int d = 0; d < ps->n && !st; d++) {

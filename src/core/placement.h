@@ -5,11 +5,14 @@
 
 #include "../providers/registry.h"
 #include "graph.h"
+#include "devcache.h"
 
 typedef struct kiln_session_place_args {
     kiln_provider_set *ps;
     int copies;            /* copy nodes inserted */
     int uploads;           /* constants uploaded to a device */
+    kiln_dev_cache *cache; /* NULL: each constant gets a buffer of its own (owned by its value) */
+    kiln_dev_holds *holds; /* with a cache: the entries this session's constants use */
 } kiln_session_place_args;
 
 /* Decides every node's provider, inserts copy nodes, uploads the constants device kernels read,

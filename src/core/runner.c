@@ -53,7 +53,7 @@ static double now_seconds(void);
 void kiln_run_limits_init(kiln_run_limits *lim, kiln_session *s, const kiln_run_options *ro) {
     memset(lim, 0, sizeof *lim);
     lim->memory_limit = s->opt.memory_limit;
-    lim->session_held = &s->mem_held;
+    lim->session_held = &s->root->mem_held; /* a child's runs count against the caller's session */
     if (!ro) return;
     lim->terminate = ro->terminate;
     lim->timeout_ms = ro->timeout_ms;
@@ -237,16 +237,23 @@ static double now_seconds(void) {
 }
 
 static void profile_add(kiln_session *s, const kiln_node *n, double seconds) {
+    s = s->root;
     pthread_mutex_lock(&s->trace_mu);
     int i;
     for (i = 0; i < s->n_prof; i++)
-        if (!strcmp(s->prof[i].op, n->op_type) && !strcmp(s->prof[i].domain, n->domain)) break;
+        if (!strncmp(s->prof[i].op, n->op_type, sizeof s->prof[i].op - 1) &&
+            !strncmp(s->prof[i].domain, n->domain, sizeof s->prof[i].domain - 1))
+            break;
     if (i == s->n_prof) {
         if (s->n_prof == (int)(sizeof s->prof / sizeof s->prof[0])) {
             pthread_mutex_unlock(&s->trace_mu);
             return;
         }
-        s->prof[s->n_prof++] = (struct kiln_op_profile){n->op_type, n->domain, 0, 0};
+        struct kiln_op_profile *pr = &s->prof[s->n_prof++];
+        snprintf(pr->op, sizeof pr->op, "%s", n->op_type);
+        snprintf(pr->domain, sizeof pr->domain, "%s", n->domain);
+        pr->seconds = 0;
+        pr->calls = 0;
     }
     s->prof[i].seconds += seconds;
     s->prof[i].calls++;
@@ -254,6 +261,7 @@ static void profile_add(kiln_session *s, const kiln_node *n, double seconds) {
 }
 
 void kiln_session_trace(kiln_session *s, kiln_trace_event *ev, double t0, double t1) {
+    s = s->root; /* a specialised child's events land in the trace of the caller's session */
     pthread_mutex_lock(&s->trace_mu);
     if (s->trace.path) { /* profiling may have ended during the span */
         ev->ts_us = (t0 - s->trace.t0) * 1e6;
@@ -288,9 +296,9 @@ static kiln_status run_node_traced(struct kiln_runner *r, int ni, kiln_err *e) {
 }
 
 static kiln_status run_node(struct kiln_runner *r, int ni, kiln_err *e) {
-    if (atomic_load_explicit(&r->s->tracing, memory_order_relaxed) && !r->s->capturing)
+    if (atomic_load_explicit(&r->s->root->tracing, memory_order_relaxed) && !r->s->capturing)
         return run_node_traced(r, ni, e);
-    if (!r->s->profile) return run_node_timed(r, ni, e);
+    if (!r->s->root->profile) return run_node_timed(r, ni, e);
     double t0 = now_seconds();
     kiln_status st = run_node_timed(r, ni, e);
     profile_add(r->s, &r->g->nodes[ni], now_seconds() - t0);

@@ -6,6 +6,7 @@
 #include "placement.h"
 #include "capture.h"
 #include "dims.h"
+#include "specialize.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,16 +169,29 @@ static kiln_status fill_io(kiln_session *s, const int *idx, size_t n, kiln_io_in
     return KILN_OK;
 }
 
-kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int allow_missing,
-                                    kiln_session **out) {
+/* A failed open: the caller's error (a child's, eo) or the thread's. */
+static kiln_status open_failed(const kiln_err *e, kiln_err *eo) {
+    if (eo) {
+        *eo = *e;
+        return e->code;
+    }
+    kiln_set_last_error(e);
+    return e->code;
+}
+
+/* Opens a session on m; a child (parent not NULL) uses the parent's providers and constant cache
+ * and reports failure into eo. */
+static kiln_status open_impl(kiln_model *m, const kiln_options *opt, int allow_missing, kiln_session *parent,
+                             kiln_session **out, kiln_err *eo) {
     kiln_err e = {0};
     kiln_session *s = calloc(1, sizeof *s);
     if (!s) {
         kiln_model_free(m);
         kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
-        return fail_open(&e);
+        return open_failed(&e, eo);
     }
     s->model = m;
+    s->root = parent ? parent : s;
     if (opt) s->opt = *opt;
     else kiln_options_init(&s->opt);
     pthread_mutex_init(&s->mu, NULL);
@@ -186,19 +200,35 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     pthread_mutex_init(&s->dev_mu, NULL);
     const char *prof = getenv("KILN_PROFILE");
     s->profile = prof && prof[0] == '1';
-    if (kiln_providers_open(&s->opt, &s->eps, &e)) {
+    if (s->opt.dim_overrides && !(s->dim_spec = strdup(s->opt.dim_overrides))) {
+        kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
         kiln_session_close(s);
-        return fail_open(&e);
+        return open_failed(&e, eo);
+    }
+    if (parent) {
+        /* one context, stream and thread pool for the family: the child borrows the parent's */
+        s->eps = parent->eps;
+        s->eps_borrowed = 1;
+        s->dcache = parent->dcache;
+    } else if (kiln_providers_open(&s->opt, &s->eps, &e)) {
+        kiln_session_close(s);
+        return open_failed(&e, eo);
     }
     s->tp = s->eps.tp;
     int threads = s->eps.threads;
     /* the CLI and Python report the fallback themselves (kiln_session_warning) */
     if (s->eps.warning[0] && s->opt.verbose) fprintf(stderr, "kiln: warning: %s\n", s->eps.warning);
-    for (int p = 1; s->opt.verbose && p < s->eps.n; p++)
+    for (int p = 1; s->opt.verbose && !parent && p < s->eps.n; p++)
         fprintf(stderr, "kiln: %s on %s\n", s->eps.ep[p]->vt->name, s->eps.ep[p]->vt->describe(s->eps.ep[p]));
     if (kiln_apply_dim_overrides(m, s->opt.dim_overrides, &e)) {
         kiln_session_close(s);
-        return fail_open(&e);
+        return open_failed(&e, eo);
+    }
+    /* a family that may specialise keeps one device copy of each constant's bytes */
+    if (!parent && kiln_spec_wanted(s) && !(s->dcache = kiln_dev_cache_new())) {
+        kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
+        kiln_session_close(s);
+        return open_failed(&e, eo);
     }
     s->opt.dim_overrides = NULL; /* the caller's string need not outlive the call */
     /* the loader has copied these; the optimised model path is used below, during this call */
@@ -211,7 +241,7 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         size_t converted = 0;
         if (kiln_graph_to_float16(m, s->opt.verbose, &converted, &e)) {
             kiln_session_close(s);
-            return fail_open(&e);
+            return open_failed(&e, eo);
         }
     }
     if (s->opt.opt_level >= 2) {
@@ -228,7 +258,7 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         if (st) {
             if (!e.code) kiln_fail(&e, st, "out of memory");
             kiln_session_close(s);
-            return fail_open(&e);
+            return open_failed(&e, eo);
         }
         s->fused_nodes = n_rw;
     }
@@ -237,16 +267,16 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     if (bind_kernels(s, m->graph, &s->missing_ops, &len, &count)) {
         kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
         kiln_session_close(s);
-        return fail_open(&e);
+        return open_failed(&e, eo);
     }
     if (count && !allow_missing) {
         kiln_fail(&e, KILN_ERR_NOT_IMPLEMENTED, "%d node%s use%s ops kiln does not implement: %s", count,
                   count > 1 ? "s" : "", count > 1 ? "" : "s", s->missing_ops);
         kiln_session_close(s);
-        return fail_open(&e);
+        return open_failed(&e, eo);
     }
     if (!count) {
-        kiln_session_place_args pa = {&s->eps, 0, 0};
+        kiln_session_place_args pa = {&s->eps, 0, 0, s->dcache, &s->holds};
         kiln_status st = prepare_recursive(s, m->graph, &e);
         /* written before placement: constants are still on the host, copy nodes not yet in */
         if (!st && opt_path)
@@ -254,19 +284,19 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
         if (!st) st = kiln_place(&pa, m->graph, &e);
         if (st) {
             kiln_session_close(s);
-            return fail_open(&e);
+            return open_failed(&e, eo);
         }
         s->copies = pa.copies;
         s->uploads = pa.uploads;
         kiln_release_packed_weights(m);
         if (kiln_capture_check(s, &e)) {
             kiln_session_close(s);
-            return fail_open(&e);
+            return open_failed(&e, eo);
         }
         if (find_host_readers(s) || !live_nodes(s)) {
             kiln_fail(&e, KILN_ERR_NO_MEMORY, "out of memory");
             kiln_session_close(s);
-            return fail_open(&e);
+            return open_failed(&e, eo);
         }
         if (s->opt.verbose) print_placement(s);
         kiln_subgraphs_number(s);
@@ -277,14 +307,26 @@ kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int 
     if (fill_io(s, g->inputs, s->n_inputs, &s->inputs, &e) ||
         fill_io(s, g->outputs, s->n_outputs, &s->outputs, &e) || map_io_positions(s, &e)) {
         kiln_session_close(s);
-        return fail_open(&e);
+        return open_failed(&e, eo);
     }
     if (s->opt.verbose)
         fprintf(stderr, "kiln: session ready: %d nodes, %zu folded or dead, %d threads\n", g->n_nodes,
                 s->folded_nodes, threads);
+    if (!parent && !s->missing_ops) kiln_spec_init(s, opt && opt->n_initializers);
     *out = s;
     return KILN_OK;
 }
+
+kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int allow_missing,
+                                    kiln_session **out) {
+    return open_impl(m, opt, allow_missing, NULL, out, NULL);
+}
+
+kiln_status kiln_session_open_child(kiln_session *parent, kiln_model *m, const kiln_options *opt,
+                                    kiln_session **out, kiln_err *e) {
+    return open_impl(m, opt, 0, parent, out, e);
+}
+
 
 static kiln_load_overrides load_overrides(const kiln_options *opt) {
     kiln_load_overrides ov = {0, NULL, NULL};
@@ -347,7 +389,8 @@ static void print_profile(kiln_session *s) {
 
 void kiln_session_close(kiln_session *s) {
     if (!s) return;
-    if (s->profile) print_profile(s);
+    kiln_spec_free(s); /* children first: they use this session's providers and constants */
+    if (s->profile && s->root == s) print_profile(s);
     for (kiln_plan *p = s->plans, *nx; p; p = nx) {
         nx = p->next;
         kiln_plan_free(p);
@@ -357,8 +400,13 @@ void kiln_session_close(kiln_session *s) {
     for (size_t i = 0; s->outputs && i < s->n_outputs; i++) free((void *)s->outputs[i].dim_names);
     free(s->inputs);
     free(s->outputs);
-    kiln_model_free(s->model);
-    kiln_providers_close(&s->eps);
+    kiln_model_free(s->model); /* kernel states first: they may reference the shared constants */
+    kiln_dev_holds_release(s->dcache, &s->holds);
+    if (!s->eps_borrowed) {
+        kiln_dev_cache_free(s->dcache);
+        kiln_providers_close(&s->eps);
+    }
+    free(s->dim_spec);
     free(s->missing_ops);
     free(s->input_host_readers);
     free(s->live);
@@ -590,6 +638,23 @@ static kiln_status run_values(kiln_session *s, const kiln_run_options *ro, int n
         free(slots); free(given);
         return st;
     }
+    /* a shape seen before may have a child with its dims fixed: the run is the child's */
+    kiln_session *child = s->spec ? kiln_spec_take(s, slots) : NULL;
+    if (child) {
+        int dev = s->eps.n > 1; /* then runs come one at a time (dev_mu): the flag is this run's */
+        if (dev) child->outputs_on_device = s->outputs_on_device;
+        st = run_values(child, ro, n_in, names, inputs, n_out, out_idx, outputs, e);
+        if (dev) child->outputs_on_device = 0;
+        if (!st || st == KILN_ERR_CANCELLED) {
+            kiln_spec_give(s, child, 0);
+            free(slots); free(given);
+            return st;
+        }
+        /* the generic plan decides: an error of the data fails there too, one of the child's
+         * static shapes does not (and the shape is then not specialised again) */
+        st = KILN_OK;
+        memset(e, 0, sizeof *e);
+    }
     /* a device input that some node reads on the host gets a host copy for this run */
     kiln_value *staged = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof *staged);
     if (!staged) {
@@ -613,6 +678,7 @@ static kiln_status run_values(kiln_session *s, const kiln_run_options *ro, int n
     if (st) {
         for (int j = 0; j < g->n_inputs; j++) kiln_value_release(&staged[j]);
         free(staged); free(slots); free(given);
+        if (child) kiln_spec_give(s, child, 0);
         return st;
     }
     char sig[4096];
@@ -632,7 +698,7 @@ static kiln_status run_values(kiln_session *s, const kiln_run_options *ro, int n
         if (!planned) rec = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *rec);
     }
     int replayed = 0;
-    int traced = atomic_load_explicit(&s->tracing, memory_order_relaxed);
+    int traced = atomic_load_explicit(&s->root->tracing, memory_order_relaxed);
     double run_t0 = traced ? kiln_trace_now() : 0;
     lim.rc = kiln_run_ctx_take(s);
     if (plan && s->capture_on) st = kiln_capture_run(s, plan, arena, slots, n_out, out_idx, outputs, &replayed, e);
@@ -657,6 +723,7 @@ static kiln_status run_values(kiln_session *s, const kiln_run_options *ro, int n
     }
     for (int j = 0; j < g->n_inputs; j++) kiln_value_release(&staged[j]);
     free(staged);
+    if (child) kiln_spec_give(s, child, !st);
     free(rec);
     free(slots);
     free(given);
@@ -1353,4 +1420,5 @@ void kiln_session_release_memory(kiln_session *s) {
         kiln_plan_free(p);
     }
     kiln_subframes_free(s);
+    kiln_spec_release_memory(s);
 }

@@ -6,6 +6,7 @@
 #include "../cpu/threadpool.h"
 #include "../providers/registry.h"
 #include "trace.h"
+#include "devcache.h"
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -115,16 +116,31 @@ struct kiln_session {
     /* public io info, filled at open */
     kiln_io_info *inputs, *outputs;
     size_t n_inputs, n_outputs;
-    /* KILN_PROFILE=1: time per op type, printed to stderr when the session closes */
+    /* KILN_PROFILE=1: time per op type, printed to stderr when the session closes (names copied:
+     * a specialised child's runs count here too, and the child may close first) */
     int profile;
     int n_prof;
-    struct kiln_op_profile { const char *op; const char *domain; double seconds; long calls; } prof[256];
+    struct kiln_op_profile { char op[64]; char domain[48]; double seconds; long calls; } prof[256];
+    /* Shape specialisation (specialize.c). A child is a session of the same model with the
+     * symbolic dimensions of one input shape fixed; its parent routes the runs of that shape to
+     * it. Traces, profiles and the memory limit of a child's runs are its root's. */
+    struct kiln_session *root;      /* the session the caller opened: itself, or a child's parent */
+    int eps_borrowed;               /* a child: eps are the parent's, opened and closed by it */
+    char *dim_spec;                 /* the caller's dim_overrides (a child fixes these too) */
+    struct kiln_spec_table *spec;   /* NULL: runs never specialise */
+    kiln_dev_cache *dcache;         /* device constants of the family (the root's); NULL: none */
+    kiln_dev_holds holds;           /* the entries of dcache this session's constants use */
 };
 
 /* Opens a session; with allow_missing the session is made even when ops lack kernels (kiln info
  * uses this to report everything at once); s->missing_ops then lists them. */
 kiln_status kiln_session_open_model(kiln_model *m, const kiln_options *opt, int allow_missing,
                                     kiln_session **out);
+/* Opens a specialised child of parent on model m (taken, as by kiln_session_open_model): it uses
+ * the parent's providers and device-constant cache. Fails into *e without touching the thread's
+ * last error. */
+kiln_status kiln_session_open_child(kiln_session *parent, kiln_model *m, const kiln_options *opt,
+                                    kiln_session **out, kiln_err *e);
 /* Runs the main graph with inputs given as values (tensors, sequences, optionals), by name.
  * outputs[i] receive owned values for out_idx[i] (graph output indices). */
 kiln_status kiln_session_run_values(kiln_session *s, int n_in, const char *const *names,

@@ -1338,6 +1338,8 @@ kiln_status kiln_model_load_bytes_with(const void *bytes, size_t size, const kil
     if (size == 0) return kiln_fail(e, KILN_ERR_INVALID_MODEL, "the model is empty (0 bytes)");
     kiln_model *m = calloc(1, sizeof *m);
     if (!m) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    m->src_bytes = bytes;
+    m->src_size = size;
     return load_common(m, bytes, size, ov, out, e);
 }
 

@@ -302,7 +302,7 @@ def _refuse(what, why):
 # session config keys kiln acts on (ONNX Runtime's names)
 _EXT_FILE = "session.optimized_model_external_initializers_file_name"
 _EXT_MIN = "session.optimized_model_external_initializers_min_size_in_bytes"
-_KNOWN_CONFIG = {_EXT_FILE, _EXT_MIN}
+_KNOWN_CONFIG = {_EXT_FILE, _EXT_MIN, "kiln.specialize_shapes"}
 
 
 class SessionOptions(_KilnSessionOptions):
