@@ -330,9 +330,11 @@ int occupancy(split_fn fn, int idx) {
 
 int ceil_div(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
 
-// Splits: enough CTAs for every SM at the kernel's occupancy, given B·N_kv·row groups CTAs
-// without splitting; no slice shorter than MIN_KEYS_PER_SPLIT keys per row group (the partial
-// output and the combine pass then stay small next to the K/V bytes), at most MAX_SPLITS.
+// Splits: enough CTAs to fill every SM at the kernel's occupancy (the target), given the
+// B·N_kv·row-group CTAs there are without splitting, choosing the count whose last wave is
+// fullest; none when those CTAs already come within 80 % of the target; no slice shorter than
+// MIN_KEYS_PER_SPLIT keys per row group (the partial output and the combine pass then stay small
+// next to the K/V bytes) and at most MAX_SPLITS.
 bool plan_decode(const kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, Plan *pl) {
     const int nkv = d->N_kv ? d->N_kv : d->N;
     const int G = d->N / nkv, R = G * d->S;
@@ -347,11 +349,26 @@ bool plan_decode(const kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, Plan *
     const int64_t target = (int64_t)kiln_cuda_info(prov)->sm_count * occ;
     const int64_t base = (int64_t)d->B * nkv * pl->rowgroups;
     const int T = d->T > 0 ? d->T : 1;
-    int splits = base >= target ? 1 : ceil_div(target, base);
-    const int by_len = ceil_div(T, (int64_t)MIN_KEYS_PER_SPLIT * pl->rowgroups);
-    if (splits > by_len) splits = by_len;
-    if (splits > MAX_SPLITS) splits = MAX_SPLITS;
-    if (splits < 1) splits = 1;
+    int max_splits = ceil_div(T, (int64_t)MIN_KEYS_PER_SPLIT * pl->rowgroups);
+    if (max_splits > MAX_SPLITS) max_splits = MAX_SPLITS;
+    int splits = 1;
+    if (base * 5 < target * 4 && max_splits > 1) {
+        // Wave efficiency (CTAs / slots filled in the last wave) of each count; the smallest count
+        // within 85 % of the best, since every split adds partial output and combine work.
+        float best = 0.f;
+        for (int s = 1; s <= max_splits; ++s) {
+            const double w = (double)base * s / target;
+            const float eff = (float)(w / ceil(w));
+            if (eff > best) best = eff;
+        }
+        for (int s = 1; s <= max_splits; ++s) {
+            const double w = (double)base * s / target;
+            if ((float)(w / ceil(w)) >= 0.85f * best) {
+                splits = s;
+                break;
+            }
+        }
+    }
     // Whole tiles per slice, then drop slices that would start past the end.
     const int tk = (THREADS / pl->L) * 8;
     pl->chunk = ceil_div(ceil_div(T, splits), tk) * tk;
