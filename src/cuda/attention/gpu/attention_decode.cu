@@ -12,9 +12,9 @@
 // Inside a CTA, key tiles of TK = 1024/L rows stream through registers: L lanes (L = H/8 rounded
 // up to 8, 16 or 32) each hold 16 bytes of a key row, so a tile is 8 16-byte loads per thread for
 // K and 8 for V, both issued before any arithmetic so that plenty of bytes are in flight. Scores
-// are dot products reduced across the L lanes with shuffles, in the exp2 domain (Q is pre-scaled
-// by scale·log2 e), masked per row (key length, causal diagonal aligned bottom-right as in
-// flash_fwd.cuh), and turned into probabilities in shared memory by one warp per row.
+// are dot products reduced across the L lanes with shuffles (group_reduce), in the exp2 domain
+// (Q is pre-scaled by scale·log2 e), masked per row (key length, causal diagonal aligned
+// bottom-right as in flash_fwd.cuh), and turned into probabilities in shared memory by one warp per row.
 #include "../attention_internal.h"
 #include "../flash_fwd.cuh"
 
@@ -64,6 +64,28 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                  : "l"(p));
     return r;
+}
+
+// Sums each of d[0..M) over the L lanes of a lane group (L >= M, both powers of two) with M − 1 +
+// log2(L / M) shuffles instead of M·log2(L): each exchange step halves the values a lane holds,
+// keeping one half and sending the other to its partner. On return d[0] is the full sum of row
+// `row`; the L / M lanes that share c / (L / M) share the row.
+template <int L, int M> __device__ __forceinline__ float group_reduce(float (&d)[M], int c, int &row) {
+    row = 0;
+#pragma unroll
+    for (int cnt = M, off = L / 2; cnt > 1; cnt >>= 1, off >>= 1) {
+        const bool up = (c & off) != 0;
+#pragma unroll
+        for (int i = 0; i < cnt / 2; ++i) {
+            const float send = up ? d[i] : d[i + cnt / 2];
+            const float keep = up ? d[i + cnt / 2] : d[i];
+            d[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+        }
+        if (up) row += cnt / 2;
+    }
+#pragma unroll
+    for (int off = L / M / 2; off > 0; off >>= 1) d[0] += __shfl_xor_sync(0xffffffffu, d[0], off);
+    return d[0];
 }
 
 template <typename E, int L, int M> __global__ void __launch_bounds__(THREADS) decode_split(const DecodeArgs a) {
@@ -142,16 +164,17 @@ template <typename E, int L, int M> __global__ void __launch_bounds__(THREADS) d
             float kf[8];
             unpack8(kr[j], kf, E());
             const int kidx = kg + j * KG, key = t0 + kidx;
+            float dots[M];
 #pragma unroll
             for (int m = 0; m < M; ++m) {
                 const float4 q0 = *reinterpret_cast<const float4 *>(&sq[m][c * 8]);
                 const float4 q1 = *reinterpret_cast<const float4 *>(&sq[m][c * 8 + 4]);
-                float d = q0.x * kf[0] + q0.y * kf[1] + q0.z * kf[2] + q0.w * kf[3] + q1.x * kf[4] + q1.y * kf[5] +
+                dots[m] = q0.x * kf[0] + q0.y * kf[1] + q0.z * kf[2] + q0.w * kf[3] + q1.x * kf[4] + q1.y * kf[5] +
                           q1.z * kf[6] + q1.w * kf[7];
-#pragma unroll
-                for (int off = L / 2; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
-                if (c == 0) sp_[m][kidx] = key < k_end && key < s_lim[m] ? d : -INFINITY;
             }
+            int row;
+            const float d = group_reduce<L, M>(dots, c, row);
+            if (c % (L / M) == 0) sp_[row][kidx] = key < k_end && key < s_lim[row] ? d : -INFINITY;
         }
         __syncthreads();
         // Online softmax over the tile, one warp per row.
