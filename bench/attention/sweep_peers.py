@@ -85,11 +85,11 @@ def make_mask(r):
     if r["lens"]:
         lens = torch.tensor(r["lens"], device="cuda").view(B, 1, 1, 1)
         j = torch.arange(T, device="cuda").view(1, 1, 1, T)
-        m = j < lens
+        m = j < lens  # (B, 1, 1, T), broadcast over heads and query rows
         if r["causal"]:
             s = torch.arange(Sq, device="cuda").view(1, 1, Sq, 1)
-            m = m & (j <= s + (T - Sq))
-        return m.expand(B, 1, Sq, T), False
+            m = (m & (j <= s + (T - Sq))).contiguous()
+        return m, False
     if r["causal"] and Sq != T:
         from torch.nn.attention.bias import causal_lower_right
         return causal_lower_right(Sq, T), False
