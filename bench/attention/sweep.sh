@@ -5,9 +5,9 @@
 #
 #   bash bench/attention/sweep.sh        # on the GPU machine, carry ["build-carry"]
 #
-# Needs build-carry/kiln.tar.xz (scripts/gpu/stage.sh) and build-carry/attn/{bench_sweep,
-# test_attention} (bench/attention/build_sweep.sh, run by stage.sh); builds them itself only where
-# nvcc exists. Results under $OUT (the device call's folder; default out/sweep): kiln_<dt>.jsonl,
+# Needs build-carry/kiln.tar.xz (scripts/gpu/stage.sh: cuBLAS and the loader path) and
+# build-carry/attn.tar.xz (bench/attention/build_sweep.sh: bench_sweep, test_attention); builds
+# the latter itself only where nvcc and a CUDA build exist. Results under $OUT (the device call's folder; default out/sweep): kiln_<dt>.jsonl,
 # peers_<dt>.jsonl, logs, summary.txt, sweep.png. BUDGET_S (default 330) bounds the whole run:
 # later parts are cut short rather than the call hitting its limit unreported.
 set -uo pipefail
@@ -16,7 +16,7 @@ cd "$ROOT"
 OUT=${OUT:-$ROOT/out/sweep}
 BUDGET_S=${BUDGET_S:-330}
 SHAPES=${SHAPES:-$ROOT/bench/attention/sweep_shapes.csv}
-BIN=${SWEEP_BIN:-$ROOT/build-carry/attn}
+BIN=${SWEEP_BIN:-/tmp/kiln-attn/attn}
 mkdir -p "$OUT"
 SECONDS=0
 log() { echo "[sweep ${SECONDS}s] $*"; }
@@ -28,9 +28,12 @@ if [ -f build-carry/kiln.tar.xz ]; then
 else
     log "no build-carry/kiln.tar.xz: run scripts/gpu/stage.sh first"
 fi
-if [ ! -x "$BIN/bench_sweep" ] && command -v nvcc >/dev/null; then
+if [ ! -f build-carry/attn.tar.xz ] && command -v nvcc >/dev/null; then
     log "building the sweep binaries"
     bash bench/attention/build_sweep.sh > "$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
+fi
+if [ -z "${SWEEP_BIN:-}" ] && [ -f build-carry/attn.tar.xz ]; then
+    mkdir -p /tmp/kiln-attn && tar -C /tmp/kiln-attn -xJf build-carry/attn.tar.xz
 fi
 [ -x "$BIN/bench_sweep" ] || { log "missing $BIN/bench_sweep (bench/attention/build_sweep.sh)"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit --format=csv > "$OUT/gpu.txt" 2>&1
