@@ -141,7 +141,11 @@ struct Dev {
 };
 
 static const char *kname(kiln_cuda_attn_kernel k) {
-    return k == KILN_ATTN_KERNEL_FLASH ? "flash" : k == KILN_ATTN_KERNEL_FLASH_SM90 ? "sm90" : k == KILN_ATTN_KERNEL_UNFUSED ? "unfused" : "auto";
+    return k == KILN_ATTN_KERNEL_FLASH        ? "flash"
+           : k == KILN_ATTN_KERNEL_FLASH_SM90 ? "sm90"
+           : k == KILN_ATTN_KERNEL_UNFUSED    ? "unfused"
+           : k == KILN_ATTN_KERNEL_DECODE     ? "decode"
+                                              : "auto";
 }
 
 static int run_case(kiln_cuda_provider *prov, const Case &c, std::string *msg) {
@@ -355,6 +359,9 @@ static int run_case(kiln_cuda_provider *prov, const Case &c, std::string *msg) {
     int *dlq = (int *)dev.up(lq.data(), B * 4), *dlk = (int *)dev.up(lk.data(), B * 4);
     const float scale = c.scale != 0.f ? c.scale : 1.f / sqrtf((float)H);
     if (B * N * S > 0) {
+        // Long KV caches: the reference keeps a row's T scores in shared memory.
+        if ((size_t)T * 4 + 16 > 48 * 1024)
+            CUDA_OK(cudaFuncSetAttribute(ref_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, T * 4 + 16));
         ref_attention<<<dim3(S, N, B), 128, T * 4 + 16>>>(dQ, dK, dV, dB, dO, dlq, dlk,
                                                           c.key_lens ? (const int *)a.key_lens : nullptr, B, N, S, T, H,
                                                           Hv, scale, c.causal);
@@ -449,6 +456,28 @@ static std::vector<Case> make_cases(bool quick) {
             }
         }
     };
+    // Split-KV decode: one to four query rows per sequence against a KV cache, through the grouped
+    // entry (K/V (B, L, N_kv, H)) and MultiHeadAttention's past/present (BNSH), with key lengths
+    // (0 = all keys, 1, T, random), forced onto the decode kernel; one split (direct write) and many
+    // (combine pass).
+    auto add_decode = [&](bool f16, int B, int N, int G, int H, int S, int T, int key_lens, int causal) {
+        Case c;
+        c.f16 = f16, c.B = B, c.N = N, c.H = H, c.key_lens = key_lens, c.causal = causal;
+        c.force = KILN_ATTN_KERNEL_DECODE;
+        if (G > 1) {
+            c.kv_group = G, c.S = S, c.L = T;
+        } else {
+            c.P = T - S, c.S = S, c.L = S;
+        }
+        add(c);
+    };
+    if (quick) {
+        for (int f16 = 1; f16 >= 0; --f16) {
+            add_decode(f16, 2, 4, 2, 64, 1, 1000, 1, 0);
+            add_decode(f16, 2, 4, 1, 128, 1, 200, 1, 0);
+            add_decode(f16, 2, 8, 4, 128, 3, 777, 1, 1);
+        }
+    }
     if (quick) {
         for (int f16 = 1; f16 >= 0; --f16) {
             Case c;
@@ -657,6 +686,20 @@ static std::vector<Case> make_cases(bool quick) {
             d.H = 264, d.Hv = 0;
             add(d);
         }
+        // Split-KV decode (see add_decode): head sizes 64..256 (80/96/192: padded lanes), GQA 1/4/8,
+        // short and 32k caches, speculative query lengths 2..4 with the causal diagonal.
+        for (int H : {64, 128, 256})
+            for (int G : {1, 4, 8})
+                for (int T : {1000, 4099}) add_decode(f16, 3, 8, G, H, 1, T, G != 4, 0);
+        add_decode(f16, 2, 8, 4, 80, 1, 3000, 1, 0);
+        add_decode(f16, 2, 8, 1, 96, 1, 2500, 0, 0);
+        add_decode(f16, 2, 4, 1, 192, 1, 5000, 1, 0);
+        add_decode(f16, 1, 8, 8, 128, 1, 32768, 0, 0);
+        add_decode(f16, 2, 8, 4, 64, 1, 16384, 1, 0);
+        add_decode(f16, 2, 8, 4, 128, 3, 777, 1, 1);
+        add_decode(f16, 2, 4, 1, 128, 4, 2004, 0, 1);
+        add_decode(f16, 4, 16, 8, 64, 2, 1500, 1, 1);
+        add_decode(f16, 1, 64, 64, 128, 1, 3000, 0, 0); // 64 rows per KV head: eight row groups
         // Longer sequences: accumulation over many key blocks.
         {
             Case c;

@@ -19,6 +19,18 @@ def test_attention_3d(dt, B, S, T, Nq, Nkv, H):
     check("Attention", [("q", q), ("k", k), ("v", v)], {"q_num_heads": Nq, "kv_num_heads": Nkv}, opset=23)
 
 
+@pytest.mark.parametrize("dt", [F16, BF16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("ratio", [1, 4, 8])
+@pytest.mark.parametrize("H,T", [(64, 1000), (128, 5000), (256, 2049), (128, 32768)])
+def test_attention_decode_gqa(dt, ratio, H, T):
+    """Decoding with grouped K/V heads: one query row per head against a long cache, 4-D inputs
+    (the split-KV decode kernel; the query heads sharing a KV head read it once)."""
+    B, Nkv = 2, 2
+    Nq = Nkv * ratio
+    q, k, v = rand((B, Nq, 1, H), dt), rand((B, Nkv, T, H), dt), rand((B, Nkv, T, H), dt)
+    check("Attention", [("q", q), ("k", k), ("v", v)], {}, opset=23)
+
+
 @pytest.mark.parametrize("mask_shape", ["b11t", "11st", "bnst", "st"])
 def test_attention_additive_mask(mask_shape):
     B, S, T, N, H = 2, 24, 40, 4, 32

@@ -92,6 +92,20 @@ def test_mha_past_present(dt, S, uni):
     run_mha(ins, n_outputs=3, N=N, unidirectional=uni)
 
 
+@pytest.mark.parametrize("dt", HALF)
+@pytest.mark.parametrize("H,P", [(64, 1023), (128, 8191), (256, 4000), (128, 32767)])
+def test_mha_decode_long_cache(dt, H, P):
+    """One new token against a long KV cache with per-batch key lengths (the key padding mask):
+    the split-KV decode kernel, whose partial results sit in the workspace in front of this
+    node's biased Q/K/V scratch."""
+    B, S, N = 3, 1, 4
+    T = P + S
+    lens = i32([T, T // 3, 0])  # 0: an additive mask over every key masks nothing
+    ins = mha_inputs("q_k_v", dt, B, S, S, N, H) + [rand((3 * N * H,), dt), lens, None,
+                                                    rand((B, N, P, H), dt), rand((B, N, P, H), dt)]
+    run_mha(ins, n_outputs=3, N=N)
+
+
 def test_mha_past_without_present_outputs():
     B, S, P, N, H = 2, 3, 9, 2, 32
     ins = mha_inputs("q_k_v", F16, B, S, S, N, H) + [None, None, None, rand((B, N, P, H), F16),

@@ -21,6 +21,10 @@
  *  Flash eligibility (both kinds): H % 8 == 0, H <= 256, H == H_v, scale > 0, fp16/bf16,
  *  16-byte aligned pointers and strides, compute capability >= 8.0, no additive bias with packed
  *  batches.
+ *  0. decode (split-KV, flash-decoding) when the query is a few rows per KV head against the
+ *     keys: S <= KILN_DECODE_MAX_S, (N / N_kv)·S <= 64, no bias, no packed batches, H == H_v. It
+ *     splits the keys over CTAs to fill the SMs and combines the partial results (workspace:
+ *     kiln_cuda_decode_workspace bytes from offset 0, as the unfused path).
  *  1. flash_sm90 (wgmma, sm_90a image, compute capability 9.0) for the head sizes where it is the
  *     measured default (or all, with KILN_ENABLE_SM90_ATTENTION=1), without an additive bias.
  *  2. flash (mma.sync, FlashAttention-2 style), any eligible case; it adds the bias to the scores.
@@ -30,6 +34,7 @@
  *  KILN_DISABLE_SM90_ATTENTION=1    never take the Hopper wgmma kernel
  *  KILN_ENABLE_SM90_ATTENTION=1     take the Hopper kernel for every head size it has
  *  KILN_FORCE_UNFUSED_ATTENTION=1   always take the unfused path
+ *  KILN_DISABLE_DECODE_ATTENTION=1  never take the split-KV decode kernel
  *  KILN_ATTENTION_VERBOSE=1         one line per call naming the kernel that ran and why
  *  KILN_UNFUSED_WORKSPACE_MB=n      cap on the unfused score buffer (default 4096)
  */
@@ -72,7 +77,8 @@ typedef enum kiln_cuda_attn_kernel {
     KILN_ATTN_KERNEL_NONE = 0,
     KILN_ATTN_KERNEL_FLASH = 1,      /* mma.sync FlashAttention-2 style */
     KILN_ATTN_KERNEL_FLASH_SM90 = 2, /* wgmma, Hopper */
-    KILN_ATTN_KERNEL_UNFUSED = 3
+    KILN_ATTN_KERNEL_UNFUSED = 3,
+    KILN_ATTN_KERNEL_DECODE = 4      /* split-KV decode (gpu/attention_decode.cu) */
 } kiln_cuda_attn_kernel;
 
 typedef struct kiln_cuda_attn_choice {
@@ -97,6 +103,14 @@ void kiln_cuda_attention_select(const kiln_cuda_provider *p, const kiln_cuda_sdp
  * cu_seqlens on the host). opts may be NULL; chosen may be NULL. */
 kiln_status kiln_cuda_attention(kiln_cuda_provider *p, const kiln_cuda_sdpa *d,
                                 const kiln_cuda_attn_opts *opts, kiln_cuda_attn_choice *chosen);
+
+/* The split-KV decode kernel: the most query rows it takes; why it cannot run d ("" when it can,
+ * apart from the flash kernels' common conditions); the workspace it takes from offset 0 and the
+ * number of key splits it would use on p (0 when it has no plan). */
+#define KILN_DECODE_MAX_S 4
+const char *kiln_cuda_decode_blocker(const kiln_cuda_sdpa *d);
+size_t kiln_cuda_decode_workspace(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d);
+int kiln_cuda_decode_splits(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d);
 
 /* ---- MultiHeadAttention formats ---- */
 typedef enum kiln_cuda_mha_format {

@@ -10,7 +10,7 @@ extern "C" {
 
 /* Settings read once from the environment. */
 typedef struct kiln_attn_env {
-    int disable_flash, disable_sm90, enable_sm90, force_unfused, verbose;
+    int disable_flash, disable_sm90, enable_sm90, force_unfused, verbose, disable_decode;
     size_t unfused_ws_bytes;
 } kiln_attn_env;
 const kiln_attn_env *kiln_attn_env_get(void);
@@ -40,6 +40,9 @@ struct Params;
 int kiln_cuda_sm90_resolve_variant(const kiln_cuda_sdpa *d, int variant);
 int kiln_cuda_sm90_supports(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, int forced, int variant, char *name,
                             size_t n);
+// Split-KV decode kernel (gpu/attention_decode.cu); d must pass kiln_cuda_decode_blocker.
+kiln_status kiln_cuda_run_decode(kiln_cuda_provider *p, const kiln_cuda_sdpa *d, const kiln_flash::Params &fp,
+                                 const char *name);
 kiln_status kiln_cuda_run_sm90(kiln_cuda_provider *p, const kiln_flash::Params &fp, int dtype, int variant,
                                const char *name);
 #endif

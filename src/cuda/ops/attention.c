@@ -63,7 +63,9 @@ static kiln_status get_scratch(kiln_ctx *ctx, const kiln_cuda_sdpa *probe, size_
     kiln_cuda_provider *p = kiln_cuda_of(ctx);
     kiln_cuda_attn_choice c;
     kiln_cuda_attention_select(p, probe, NULL, &c);
-    size_t front = c.kernel == KILN_ATTN_KERNEL_UNFUSED ? al256(unfused_scratch_bound(probe)) : 0;
+    size_t front = c.kernel == KILN_ATTN_KERNEL_UNFUSED ? al256(unfused_scratch_bound(probe))
+                   : c.kernel == KILN_ATTN_KERNEL_DECODE ? al256(kiln_cuda_decode_workspace(p, probe))
+                                                          : 0;
     void *ws;
     KILN_CUDA_TRY(ctx, kiln_cuda_workspace(p, front + bytes, &ws));
     *base = (char *)ws + front;

@@ -78,6 +78,7 @@ extern "C" const kiln_attn_env *kiln_attn_env_get(void) {
         e.enable_sm90 = env_flag("KILN_ENABLE_SM90_ATTENTION");
         e.force_unfused = env_flag("KILN_FORCE_UNFUSED_ATTENTION");
         e.verbose = env_flag("KILN_ATTENTION_VERBOSE");
+        e.disable_decode = env_flag("KILN_DISABLE_DECODE_ATTENTION");
         const char *ws = getenv("KILN_UNFUSED_WORKSPACE_MB");
         long mb = ws ? atol(ws) : 0;
         e.unfused_ws_bytes = (size_t)(mb > 0 ? mb : 4096) << 20;
@@ -119,6 +120,14 @@ extern "C" void kiln_cuda_attention_select(const kiln_cuda_provider *p, const ki
     } else if (force == KILN_ATTN_KERNEL_NONE && env->disable_flash) {
         why = "KILN_DISABLE_FLASH_ATTENTION";
     } else {
+        const char *dec = kiln_cuda_decode_blocker(d);
+        if (!dec[0] && (force == KILN_ATTN_KERNEL_DECODE || (force == KILN_ATTN_KERNEL_NONE && !env->disable_decode)) &&
+            kiln_cuda_decode_splits(p, d) > 0) {
+            out->kernel = KILN_ATTN_KERNEL_DECODE;
+            snprintf(out->name, sizeof out->name, "decode_splitkv<%s,hd%d,splits%d>", dtype_name(d->dtype), d->H,
+                     kiln_cuda_decode_splits(p, d));
+            return;
+        }
         if (force == KILN_ATTN_KERNEL_FLASH_SM90 || (force == KILN_ATTN_KERNEL_NONE && !env->disable_sm90)) {
             char name[96];
             if (kiln_cuda_sm90_supports(p, d, force == KILN_ATTN_KERNEL_FLASH_SM90, variant, name, sizeof name)) {
@@ -203,6 +212,7 @@ extern "C" kiln_status kiln_cuda_attention(kiln_cuda_provider *p, const kiln_cud
     fp.bias_sb = d.bias_sb, fp.bias_sn = d.bias_sn, fp.bias_ss = d.bias_ss;
     fp.inv_scale = 1.f / scale;
     const int variant = opts && opts->force != KILN_ATTN_KERNEL_NONE ? opts->flash_variant : 0;
+    if (c.kernel == KILN_ATTN_KERNEL_DECODE) return kiln_cuda_run_decode(p, &d, fp, c.name);
     if (c.kernel == KILN_ATTN_KERNEL_FLASH_SM90) return kiln_cuda_run_sm90(p, fp, d.dtype, c.variant, c.name);
     const kiln_flash::Variant *vs;
     int n = flash_variants(kiln_cuda_pad_head(d.H), &vs);
