@@ -10,6 +10,8 @@ cd "$(dirname "$0")/../.."
 BUILD=${KILN_BUILD_DIR:-build}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target kiln kiln_cuda kiln_cli
+# the attention sweep's binaries (bench_sweep, test_attention) as build-carry/attn.tar.xz
+KILN_BUILD_DIR="$BUILD" bash bench/attention/build_sweep.sh
 STAGE=$(mktemp -d)
 mkdir -p "$STAGE/kiln/lib"
 cp "$BUILD/libkiln.so" "$BUILD/libkiln_cuda.so" "$BUILD/kiln" "$STAGE/kiln/"
