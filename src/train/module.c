@@ -355,8 +355,8 @@ static kiln_status gather_feeds(kiln_train_module *m, kiln_session *s, size_t n_
     if (m->dev) {
         /* device copies current for a device session; host values current for a host one */
         KILN_TRY(kiln_module_push(m, e));
-        if (kiln_session_device(s)) KILN_TRY(m->dev->vt->sync(m->dev, e)); /* another session's stream reads them */
-        else KILN_TRY(kiln_ckpt_pull(m->ck, e));
+        if (!kiln_session_device(s)) KILN_TRY(kiln_ckpt_pull(m->ck, e));
+        else if (s != m->train) KILN_TRY(m->dev->vt->sync(m->dev, e)); /* another session's stream reads them */
     }
     for (size_t i = 0; i < n_in; i++) {
         if (!names[i]) return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input %zu has no name", i);

@@ -208,6 +208,21 @@ def test_nll_loss_grad(reduction, weighted, spatial, ignore):
     kiln_op("NLLLossGrad", ins, **attrs)
 
 
+@pytest.mark.parametrize("reduction,weighted,spatial,ignore", [
+    ("mean", False, False, None), ("sum", True, False, 2), ("none", True, True, None), ("mean", True, True, 0),
+])
+def test_nll_loss_forward(reduction, weighted, spatial, ignore):
+    N, C, D = 7, 5, 3
+    x_shape, t_shape = ((N, C, D), (N, D)) if spatial else ((N, C), (N,))
+    ins = [("x", rand(x_shape, low=-3, high=0)), ("t", rng.integers(0, C, t_shape).astype(np.int64))]
+    if weighted:
+        ins.append(("w", rng.uniform(0.2, 2.0, C).astype(np.float32)))
+    attrs = {"reduction": reduction}
+    if ignore is not None:
+        attrs["ignore_index"] = ignore
+    check("NegativeLogLikelihoodLoss", ins, attrs=attrs)
+
+
 def test_float64_stays_on_cpu_with_reason():
     why = cuda_available()
     if why:

@@ -198,9 +198,54 @@ __global__ void nll_grad_kernel(const float *__restrict__ g, int per_elem, int m
     }
 }
 
+template <typename I>
+__global__ void nll_loss_kernel(const float *__restrict__ x, const I *__restrict__ target,
+                                const float *__restrict__ w, int64_t N, int64_t C, int64_t D, int has_ii,
+                                int64_t ii, int red, float *__restrict__ y) {
+    __shared__ double ps[kThreads], pw[kThreads];
+    double sum = 0, wsum = 0;
+    for (int64_t i = threadIdx.x; i < N * D; i += blockDim.x) {
+        int64_t t = (int64_t)target[i], n = i / D, d = i % D;
+        double l = 0, wv = 0;
+        if (!(has_ii && t == ii) && t >= 0 && t < C) {
+            wv = w ? (double)w[t] : 1.0;
+            l = -(double)x[(n * C + t) * D + d] * wv;
+        }
+        if (red == 0) y[i] = (float)l;
+        sum += l;
+        wsum += wv;
+    }
+    if (red == 0) return;
+    ps[threadIdx.x] = sum;
+    pw[threadIdx.x] = wsum;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) {
+            ps[threadIdx.x] += ps[threadIdx.x + s];
+            pw[threadIdx.x] += pw[threadIdx.x + s];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) y[0] = (float)(red == 1 ? ps[0] : ps[0] / pw[0]);
+}
+
 } // namespace
 
 extern "C" {
+
+kiln_status kiln_cuda_nll_loss(void *stream, const float *x, const void *target, int target_dtype, const float *w,
+                               int64_t N, int64_t C, int64_t D, int has_ignore, int64_t ignore_index,
+                               int reduction, float *y) {
+    cudaStream_t st = (cudaStream_t)stream;
+    if (N * D <= 0 && reduction == 0) return KILN_OK;
+    if (target_dtype == KILN_DTYPE_INT64)
+        nll_loss_kernel<<<1, kThreads, 0, st>>>(x, (const int64_t *)target, w, N, C, D, has_ignore, ignore_index,
+                                                reduction, y);
+    else
+        nll_loss_kernel<<<1, kThreads, 0, st>>>(x, (const int32_t *)target, w, N, C, D, has_ignore, ignore_index,
+                                                reduction, y);
+    return kiln_cuda_check((int)cudaGetLastError(), "NegativeLogLikelihoodLoss kernel launch");
+}
 
 kiln_status kiln_cuda_unary_grad(void *stream, int kind, float alpha, float beta, const float *g, const float *t,
                                  float *y, int64_t n) {

@@ -68,6 +68,14 @@ kiln_status kiln_cuda_nll_grad(void *stream, const float *g, int per_elem, int m
                                int target_dtype, const float *w, int64_t N, int64_t C, int64_t D,
                                int64_t ignore_index, float *y);
 
+/* NegativeLogLikelihoodLoss (the forward loss the training graphs end with): loss[i] = -x[n, t, d] w[t]
+ * per target i = n * D + d (0 where t is ignore_index when has_ignore, or outside [0, C): the CPU
+ * provider reports those), then reduction 0 none (y [N*D]), 1 sum, 2 mean (sum / sum of the weights),
+ * in double in a fixed order. */
+kiln_status kiln_cuda_nll_loss(void *stream, const float *x, const void *target, int target_dtype, const float *w,
+                               int64_t N, int64_t C, int64_t D, int has_ignore, int64_t ignore_index,
+                               int reduction, float *y);
+
 /* SoftmaxGrad over [outer, n, inner] along n: log ? g - exp(y) sum(g) : y (g - sum(g y)). */
 kiln_status kiln_cuda_softmax_grad(void *stream, int log, const float *g, const float *y, float *x, int64_t outer,
                                    int64_t n, int64_t inner);

@@ -4,6 +4,8 @@
  * the output shapes before compute runs; the checks repeated here are those the CPU kernels make
  * at compute time (shapes that infer could not see).
  *
+ * Also the forward NegativeLogLikelihoodLoss every training graph's loss ends with (float32).
+ *
  * float32 only (the CPU kernels also take float64, which stays on the CPU). ConvGrad, MaxPoolGrad
  * and AveragePoolGrad have no CUDA kernel yet and run on the CPU. */
 #include "../cuda_ep.h"
@@ -626,6 +628,34 @@ static kiln_status nllgrad_compute(kiln_ctx *ctx) {
     return KILN_OK;
 }
 
+/* ---------------------------------------------------------------- NegativeLogLikelihoodLoss(input, target[, weight]) */
+
+static int nll_supports(const kiln_node *n, const kiln_graph_value *const *in, const kiln_graph_value *const *out,
+                        char *why, size_t cap) {
+    const char *red = kiln_attr_string(n, "reduction", "mean");
+    if (strcmp(red, "none") && strcmp(red, "sum") && strcmp(red, "mean")) {
+        snprintf(why, cap, "reduction '%s' is not none, sum or mean", red);
+        return 0;
+    }
+    return need_f32(n, in, 0x5u, why, cap);
+}
+
+static kiln_status nll_compute(kiln_ctx *ctx) {
+    kiln_tensor *x = kiln_input(ctx, 0), *t = kiln_input(ctx, 1), *y = kiln_output(ctx, 0);
+    kiln_tensor *w = ctx->n_in > 2 ? kiln_input(ctx, 2) : NULL;
+    const char *red = kiln_attr_string(ctx->node, "reduction", "mean");
+    if (!y) return KILN_OK;
+    int64_t N = x->dims[0], C = x->dims[1], D = 1;
+    for (int d = 2; d < x->rank; d++) D *= x->dims[d];
+    if (kiln_numel(t) != N * D) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "target does not match the input's shape");
+    if (w && kiln_numel(w) != C) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "input 'weights' must be 1-D of size C");
+    KILN_CUDA_TRY(ctx, kiln_cuda_nll_loss(stream_of(ctx), x->data, t->data, t->dtype, w ? w->data : NULL, N, C, D,
+                                          kiln_has_attr(ctx->node, "ignore_index"),
+                                          kiln_attr_int(ctx->node, "ignore_index", 0),
+                                          !strcmp(red, "none") ? 0 : !strcmp(red, "sum") ? 1 : 2, y->data));
+    return KILN_OK;
+}
+
 #define K(name, hosts, sup, fn) {"kiln", name, 1, hosts, sup##_supports, NULL, NULL, fn##_compute}
 
 const kiln_kernel kiln_cuda_kernels_grad[] = {
@@ -644,4 +674,5 @@ const kiln_kernel kiln_cuda_kernels_grad[] = {
     K("GatherGrad", 0, gathergrad, gathergrad),
     K("ConcatGrad", 0, g_only, concatgrad),
     K("NLLLossGrad", 0, nllgrad, nllgrad),
+    {"", "NegativeLogLikelihoodLoss", 12, 0, nll_supports, NULL, NULL, nll_compute},
     {0}};
