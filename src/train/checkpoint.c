@@ -62,6 +62,9 @@ static void clear_state(kiln_checkpoint *ck) {
 
 void kiln_checkpoint_free(kiln_checkpoint *ck) {
     if (!ck) return;
+    /* freed before a module training it on a device (the API says free it last; a garbage
+     * collector may not): that module must not write back into it when it closes */
+    if (ck->mirror) ck->mirror->ck = NULL;
     for (int i = 0; i < ck->n_params; i++) param_free(&ck->params[i]);
     free(ck->params);
     free(ck->optimizer);

@@ -128,7 +128,7 @@ static void dev_free(kiln_train_module *m, void **pp) {
 static void dev_release(kiln_train_module *m) {
     if (!m->dev) return;
     kiln_err e = {0};
-    if (m->ck->mirror == m) {
+    if (m->ck && m->ck->mirror == m) {
         kiln_ckpt_pull(m->ck, &e); /* a failure here leaves the last values pulled */
         m->ck->mirror = NULL;
     }
