@@ -93,6 +93,33 @@ def test_instancenorm_grad(shape):
             epsilon=1e-5, rtol=1e-4)
 
 
+# ---- ConvGrad (cuDNN) ----
+
+def _conv_out(x, w, strides, pads, dil):
+    nd = len(x.shape) - 2
+    return tuple((x.shape[2 + i] + 2 * pads[i] - dil[i] * (w.shape[2 + i] - 1) - 1) // strides[i] + 1
+                 for i in range(nd))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,group,strides,pads,dil", [
+    ((2, 3, 8, 8), (4, 3, 3, 3), 1, (1, 1), (1, 1), (1, 1)),
+    ((2, 4, 9, 7), (6, 2, 3, 2), 2, (2, 1), (1, 0), (1, 2)),
+    ((3, 2, 11), (5, 2, 3), 1, (2,), (1,), (1,)),          # 1-D
+    ((1, 2, 4, 5, 6), (3, 2, 2, 3, 2), 1, (1, 2, 1), (0, 1, 1), (1, 1, 1)),  # 3-D
+])
+def test_conv_grad(x_shape, w_shape, group, strides, pads, dil):
+    x, w = rand(x_shape), rand(w_shape)
+    y_shape = (x_shape[0], w_shape[0]) + _conv_out(x, w, strides, pads, dil)
+    kiln_op("ConvGrad", [("g", rand(y_shape)), ("x", x), ("w", w)], n_outputs=3, group=group, strides=list(strides),
+            pads=list(pads) * 2, dilations=list(dil), rtol=1e-4)
+
+
+def test_conv_grad_asymmetric_pads_stay_on_cpu():
+    x, w = rand((1, 2, 6, 6)), rand((3, 2, 3, 3))
+    check("ConvGrad", [("g", rand((1, 3, 5, 6))), ("x", x), ("w", w)], attrs={"pads": [0, 1, 1, 1]}, domain="kiln",
+          opset=1, n_outputs=3, expect_cuda=False)
+
+
 # ---- element-wise ----
 
 UNARY = [("relu", {}), ("leakyrelu", {"alpha": 0.1}), ("sigmoid", {}), ("tanh", {}), ("sqrt", {}), ("erf", {}),
@@ -245,7 +272,7 @@ E2E = {
              lambda r: r.integers(0, train_ref.V_, (train_ref.B_, train_ref.S_)), ([train_ref.B_, train_ref.S_], 3)),
 }
 # gradient ops without a CUDA kernel yet (they run on the CPU, with copies)
-CPU_GRADS = {"ConvGrad", "MaxPoolGrad", "AveragePoolGrad"}
+CPU_GRADS = {"MaxPoolGrad", "AveragePoolGrad"}
 
 
 def _artifacts(tmp_path, name, opt):
@@ -303,7 +330,7 @@ def test_training_on_cuda_matches_cpu(tmp_path, name, opt, hp):
     per_step = (mod_g.transfer_bytes() - before) / 17
     if name == "mlp":
         assert per_step <= 4, per_step  # every gradient is computed on the device: a step copies only the loss
-    else:  # at most the gradients of CPU nodes (ConvGrad) go up; never the parameters
+    else:  # at most the gradients of CPU nodes (MaxPoolGrad) go up; never the parameters
         assert per_step < sum(st_g.parameters[k].data.nbytes for k in trainable), per_step
     # the trained values come back to the checkpoint when read
     for k in trainable:

@@ -6,8 +6,8 @@
  *
  * Also the forward NegativeLogLikelihoodLoss every training graph's loss ends with (float32).
  *
- * float32 only (the CPU kernels also take float64, which stays on the CPU). ConvGrad, MaxPoolGrad
- * and AveragePoolGrad have no CUDA kernel yet and run on the CPU. */
+ * float32 only (the CPU kernels also take float64, which stays on the CPU). ConvGrad is in
+ * grad_conv.c (cuDNN); MaxPoolGrad and AveragePoolGrad have no CUDA kernel yet and run on the CPU. */
 #include "../cuda_ep.h"
 #include "../kernels/grad.h"
 
