@@ -120,6 +120,31 @@ def test_conv_grad_asymmetric_pads_stay_on_cpu():
           opset=1, n_outputs=3, expect_cuda=False)
 
 
+# ---- MaxPoolGrad, AveragePoolGrad ----
+
+@pytest.mark.parametrize("op", ["MaxPoolGrad", "AveragePoolGrad"])
+@pytest.mark.parametrize("x_shape,k,s,pads,dil,ceil,include_pad", [
+    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), 0, 0),
+    ((2, 3, 9, 7), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0, 1),
+    ((1, 2, 10, 9), (3, 2), (2, 3), (1, 0, 0, 1), (1, 1), 1, 0),   # asymmetric pads, ceil_mode
+    ((2, 2, 11), (3,), (1,), (1, 1), (2,), 0, 0),                  # 1-D, dilated (MaxPool)
+    ((1, 2, 5, 6, 4), (2, 3, 2), (1, 2, 2), (0, 1, 0, 0, 1, 1), (1, 1, 1), 0, 1),  # 3-D
+])
+def test_pool_grad(op, x_shape, k, s, pads, dil, ceil, include_pad):
+    from cuda_diff import _model
+    x = rand(x_shape)
+    attrs = dict(kernel_shape=list(k), strides=list(s), pads=list(pads), ceil_mode=ceil)
+    if op == "MaxPoolGrad":
+        x = x + np.arange(x.size, dtype=np.float32).reshape(x_shape) * 1e-3  # distinct maxima
+        attrs["dilations"] = list(dil)
+    else:
+        attrs["count_include_pad"] = include_pad
+    # the gradient has the forward's output shape, as kiln's CPU pooling gives it
+    fwd = _model(op[:-4], [("x", x)], attrs, "", None, 1, ())
+    y = kiln.InferenceSession(fwd, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    kiln_op(op, [("g", rand(y.shape)), ("x", x)], rtol=1e-5, **attrs)
+
+
 # ---- element-wise ----
 
 UNARY = [("relu", {}), ("leakyrelu", {"alpha": 0.1}), ("sigmoid", {}), ("tanh", {}), ("sqrt", {}), ("erf", {}),
@@ -272,7 +297,7 @@ E2E = {
              lambda r: r.integers(0, train_ref.V_, (train_ref.B_, train_ref.S_)), ([train_ref.B_, train_ref.S_], 3)),
 }
 # gradient ops without a CUDA kernel yet (they run on the CPU, with copies)
-CPU_GRADS = {"MaxPoolGrad", "AveragePoolGrad"}
+CPU_GRADS = set()
 
 
 def _artifacts(tmp_path, name, opt):
@@ -330,7 +355,7 @@ def test_training_on_cuda_matches_cpu(tmp_path, name, opt, hp):
     per_step = (mod_g.transfer_bytes() - before) / 17
     if name == "mlp":
         assert per_step <= 4, per_step  # every gradient is computed on the device: a step copies only the loss
-    else:  # at most the gradients of CPU nodes (MaxPoolGrad) go up; never the parameters
+    else:  # at most the gradients of CPU nodes go up; never the parameters
         assert per_step < sum(st_g.parameters[k].data.nbytes for k in trainable), per_step
     # the trained values come back to the checkpoint when read
     for k in trainable:

@@ -76,6 +76,19 @@ kiln_status kiln_cuda_nll_loss(void *stream, const float *x, const void *target,
                                int64_t N, int64_t C, int64_t D, int has_ignore, int64_t ignore_index,
                                int reduction, float *y);
 
+/* MaxPoolGrad / AveragePoolGrad over planes of nd (1..3) spatial dims: each X element gathers from
+ * the windows that hold it, in the forward's window order, so no two threads write one element
+ * and the sums run in the CPU's order. MaxPool's window maximum is found again from x (the first on
+ * ties); AveragePool divides by the window's valid taps, or with include_pad by its extent clipped
+ * to the padded input. Windows of at most KILN_CUDA_POOLGRAD_K taps per axis. */
+#define KILN_CUDA_POOLGRAD_K 32
+typedef struct kiln_cuda_poolgrad {
+    int nd, max, include_pad;
+    int64_t planes;
+    int64_t in[3], out[3], k[3], stride[3], dil[3], pad_b[3], pad_e[3];
+} kiln_cuda_poolgrad;
+kiln_status kiln_cuda_pool_grad(void *stream, const kiln_cuda_poolgrad *a, const float *dy, const float *x, float *dx);
+
 /* SoftmaxGrad over [outer, n, inner] along n: log ? g - exp(y) sum(g) : y (g - sum(g y)). */
 kiln_status kiln_cuda_softmax_grad(void *stream, int log, const float *g, const float *y, float *x, int64_t outer,
                                    int64_t n, int64_t inner);

@@ -167,6 +167,107 @@ __global__ void instancenorm_cols_kernel(const double *__restrict__ rows, float 
     }
 }
 
+/* The flat offset of window o's maximum in its plane (first on ties), or -1 for an empty window. */
+__device__ int64_t window_argmax(const kiln_cuda_poolgrad &a, const float *x, const int64_t *o) {
+    int64_t kidx[3] = {0, 0, 0}, ksize = 1, best_at = -1;
+    float best = 0.0f;
+    for (int d = 0; d < a.nd; d++) ksize *= a.k[d];
+    for (int64_t kk = 0; kk < ksize; kk++) {
+        int64_t off = 0;
+        bool ok = true;
+        for (int d = 0; d < a.nd; d++) {
+            int64_t i = o[d] * a.stride[d] - a.pad_b[d] + kidx[d] * a.dil[d];
+            if (i < 0 || i >= a.in[d]) {
+                ok = false;
+                break;
+            }
+            off = off * a.in[d] + i;
+        }
+        if (ok) {
+            float v = x[off];
+            if (best_at < 0 || v > best) {
+                best = v;
+                best_at = off;
+            }
+        }
+        for (int d = a.nd - 1; d >= 0; d--) {
+            if (++kidx[d] < a.k[d]) break;
+            kidx[d] = 0;
+        }
+    }
+    return best_at;
+}
+
+__global__ void pool_grad_kernel(kiln_cuda_poolgrad a, const float *__restrict__ dy, const float *__restrict__ x,
+                                 float *__restrict__ dx, int64_t total) {
+    int64_t in_size = 1, out_size = 1;
+    for (int d = 0; d < a.nd; d++) {
+        in_size *= a.in[d];
+        out_size *= a.out[d];
+    }
+    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t q = e / in_size, pos = e % in_size, idx[3] = {0, 0, 0};
+        for (int d = a.nd - 1; d >= 0; d--) {
+            idx[d] = pos % a.in[d];
+            pos /= a.in[d];
+        }
+        /* per axis, the windows holding this element, ascending */
+        int64_t cand[3][KILN_CUDA_POOLGRAD_K];
+        int n[3] = {1, 1, 1};
+        bool any = true;
+        for (int d = 0; d < a.nd; d++) {
+            n[d] = 0;
+            for (int64_t kd = a.k[d] - 1; kd >= 0; kd--) {
+                int64_t t = idx[d] + a.pad_b[d] - kd * a.dil[d];
+                if (t < 0 || t % a.stride[d]) continue;
+                int64_t o = t / a.stride[d];
+                if (o < a.out[d]) cand[d][n[d]++] = o;
+            }
+            if (!n[d]) any = false;
+        }
+        float acc = 0.0f;
+        if (any) {
+            const float *xp = x + q * in_size, *gp = dy + q * out_size;
+            int64_t self = e % in_size;
+            int c[3] = {0, 0, 0};
+            for (;;) {
+                int64_t o[3] = {0, 0, 0}, lin = 0;
+                for (int d = 0; d < a.nd; d++) {
+                    o[d] = cand[d][c[d]];
+                    lin = lin * a.out[d] + o[d];
+                }
+                float gv = gp[lin];
+                if (a.max) {
+                    if (window_argmax(a, xp, o) == self) acc += gv;
+                } else {
+                    int64_t div = 1;
+                    for (int d = 0; d < a.nd; d++) {
+                        int64_t lo = o[d] * a.stride[d] - a.pad_b[d], hi = lo + (a.k[d] - 1) * a.dil[d] + 1, taps;
+                        if (a.include_pad) {
+                            if (hi > a.in[d] + a.pad_e[d]) hi = a.in[d] + a.pad_e[d];
+                            taps = (hi - lo + a.dil[d] - 1) / a.dil[d];
+                        } else {
+                            int64_t k0 = 0, k1 = a.k[d];
+                            while (k0 < k1 && lo + k0 * a.dil[d] < 0) k0++;
+                            while (k1 > k0 && lo + (k1 - 1) * a.dil[d] >= a.in[d]) k1--;
+                            taps = k1 - k0;
+                        }
+                        div *= taps;
+                    }
+                    if (div > 0) acc += gv / (float)div;
+                }
+                int d = a.nd - 1;
+                for (; d >= 0; d--) {
+                    if (++c[d] < n[d]) break;
+                    c[d] = 0;
+                }
+                if (d < 0) break;
+            }
+        }
+        dx[e] = acc;
+    }
+}
+
 unsigned col_blocks(int64_t n) {
     int64_t b = (n + kThreads - 1) / kThreads;
     return (unsigned)(b < 1 ? 1 : b > (1 << 20) ? (1 << 20) : b);
@@ -225,6 +326,14 @@ kiln_status kiln_cuda_instancenorm_grad(void *stream, const float *g, const floa
     if (!ds && !db) return KILN_OK;
     instancenorm_cols_kernel<<<col_blocks(C), kThreads, 0, st>>>(rows, ds, db, N, C);
     return kiln_cuda_check((int)cudaGetLastError(), "InstanceNormGrad (parameters) kernel launch");
+}
+
+kiln_status kiln_cuda_pool_grad(void *stream, const kiln_cuda_poolgrad *a, const float *dy, const float *x, float *dx) {
+    int64_t total = a->planes;
+    for (int d = 0; d < a->nd; d++) total *= a->in[d];
+    if (total <= 0) return KILN_OK;
+    pool_grad_kernel<<<col_blocks(total), kThreads, 0, (cudaStream_t)stream>>>(*a, dy, x, dx, total);
+    return kiln_cuda_check((int)cudaGetLastError(), "pooling gradient kernel launch");
 }
 
 } // extern "C"

@@ -7,8 +7,9 @@
  * Also the forward NegativeLogLikelihoodLoss every training graph's loss ends with (float32).
  *
  * float32 only (the CPU kernels also take float64, which stays on the CPU). ConvGrad is in
- * grad_conv.c (cuDNN); MaxPoolGrad and AveragePoolGrad have no CUDA kernel yet and run on the CPU. */
+ * grad_conv.c (cuDNN). */
 #include "../cuda_ep.h"
+#include "../kernels/conv.h"
 #include "../kernels/grad.h"
 
 #include <cublas_v2.h>
@@ -628,6 +629,74 @@ static kiln_status nllgrad_compute(kiln_ctx *ctx) {
     return KILN_OK;
 }
 
+/* ---------------------------------------------------------------- MaxPoolGrad(dY, X), AveragePoolGrad(dY, X) */
+
+static int poolgrad_supports(const kiln_node *n, const kiln_graph_value *const *in, const kiln_graph_value *const *out,
+                             char *why, size_t cap) {
+    if (!need_f32(n, in, 3u, why, cap)) return 0;
+    int r = in[1] && in[1]->has_type ? in[1]->type.rank : -1;
+    if (r < 3 || r > 5) {
+        snprintf(why, cap, r < 0 ? "the rank of X is not known before running"
+                                 : "X has rank %d; the CUDA kernel takes 1-D to 3-D pooling", r);
+        return 0;
+    }
+    if (kiln_cuda_auto_pad(n) < 0) {
+        snprintf(why, cap, "auto_pad '%s' is not recognised", kiln_attr_string(n, "auto_pad", ""));
+        return 0;
+    }
+    int nk = 0;
+    const int64_t *ks = kiln_attr_ints(n, "kernel_shape", &nk);
+    for (int i = 0; ks && i < nk; i++)
+        if (ks[i] > KILN_CUDA_POOLGRAD_K) {
+            snprintf(why, cap, "a window of %lld taps; the CUDA kernel takes up to %d per axis", (long long)ks[i],
+                     KILN_CUDA_POOLGRAD_K);
+            return 0;
+        }
+    return 1;
+}
+
+static kiln_status poolgrad_run(kiln_ctx *ctx, int max) {
+    kiln_tensor *dy = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *dx = kiln_output(ctx, 0);
+    if (x->rank < 3 || x->rank > 5)
+        return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "X has rank %d; the CUDA kernel takes 3 to 5", x->rank);
+    int nd = x->rank - 2, nk = 0;
+    const int64_t *ks = kiln_attr_ints(ctx->node, "kernel_shape", &nk);
+    if (!ks || nk != nd) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "kernel_shape must have %d entries", nd);
+    kiln_cuda_window w;
+    char why[200];
+    if (!kiln_cuda_window_geom(ctx->node, nd, x->dims + 2, ks, 1, (int)kiln_attr_int(ctx->node, "ceil_mode", 0), &w,
+                               why, sizeof why))
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "%s", why);
+    if (dy->rank != x->rank || dy->dims[0] != x->dims[0] || dy->dims[1] != x->dims[1])
+        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's shape does not match the pooling's output");
+    kiln_cuda_poolgrad a;
+    memset(&a, 0, sizeof a);
+    a.nd = nd;
+    a.max = max;
+    a.include_pad = (int)kiln_attr_int(ctx->node, "count_include_pad", 0);
+    a.planes = x->dims[0] * x->dims[1];
+    for (int d = 0; d < nd; d++) {
+        if (dy->dims[d + 2] != w.out[d])
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient's spatial dim %d is %lld, the output's %lld",
+                             d, (long long)dy->dims[d + 2], (long long)w.out[d]);
+        if (ks[d] < 1 || ks[d] > KILN_CUDA_POOLGRAD_K || w.stride[d] < 1 || w.dil[d] < 1)
+            return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "window %lld, stride %lld, dilation %lld on axis %d",
+                             (long long)ks[d], (long long)w.stride[d], (long long)w.dil[d], d + 2);
+        a.in[d] = w.in[d];
+        a.out[d] = w.out[d];
+        a.k[d] = ks[d];
+        a.stride[d] = w.stride[d];
+        a.dil[d] = w.dil[d];
+        a.pad_b[d] = w.pad_b[d];
+        a.pad_e[d] = w.pad_e[d];
+    }
+    KILN_CUDA_TRY(ctx, kiln_cuda_pool_grad(stream_of(ctx), &a, dy->data, x->data, dx->data));
+    return KILN_OK;
+}
+
+static kiln_status maxpoolgrad_compute(kiln_ctx *ctx) { return poolgrad_run(ctx, 1); }
+static kiln_status avgpoolgrad_compute(kiln_ctx *ctx) { return poolgrad_run(ctx, 0); }
+
 /* ---------------------------------------------------------------- NegativeLogLikelihoodLoss(input, target[, weight]) */
 
 static int nll_supports(const kiln_node *n, const kiln_graph_value *const *in, const kiln_graph_value *const *out,
@@ -674,5 +743,7 @@ const kiln_kernel kiln_cuda_kernels_grad[] = {
     K("GatherGrad", 0, gathergrad, gathergrad),
     K("ConcatGrad", 0, g_only, concatgrad),
     K("NLLLossGrad", 0, nllgrad, nllgrad),
+    K("MaxPoolGrad", 0, poolgrad, maxpoolgrad),
+    K("AveragePoolGrad", 0, poolgrad, avgpoolgrad),
     {"", "NegativeLogLikelihoodLoss", 12, 0, nll_supports, NULL, NULL, nll_compute},
     {0}};
