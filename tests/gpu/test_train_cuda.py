@@ -359,6 +359,8 @@ def test_training_on_cuda_matches_cpu(tmp_path, name, opt, hp):
         assert per_step < sum(st_g.parameters[k].data.nbytes for k in trainable), per_step
     # the trained values come back to the checkpoint when read
     for k in trainable:
+        if k.endswith(".k.b"):
+            continue  # exact gradient 0 (softmax ignores a shift of every key): AdamW moves it by rounding noise
         a, b = st_g.parameters[k].data, st_c.parameters[k].data
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4 * max(np.abs(b).max(), 1e-6), err_msg=k)
     assert st_g.step == st_c.step == 20
@@ -379,8 +381,8 @@ def test_training_on_cuda_matches_cpu(tmp_path, name, opt, hp):
         assert back.parameters[k].data.tobytes() == st_g.parameters[k].data.tobytes()
     out = str(tmp_path / "trained.onnx")
     mod_g.export_model_for_inferencing(out, ["logits"])
-    got = kiln.InferenceSession(out).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, ec[1], rtol=1e-3, atol=1e-4)
+    got = kiln.InferenceSession(out).run(None, {"x": x})[0]  # the device-trained values, on the CPU
+    np.testing.assert_allclose(got, eg[1], rtol=1e-4, atol=1e-5 * max(np.abs(eg[1]).max(), 1e-6))
 
 
 def test_device_gradients_accumulate_and_checkpoint_writes_reach_the_device(tmp_path):
