@@ -179,6 +179,7 @@ def run_one(mname, oname, steps, threads, device, work, time_steps=60):
     opt = training.Optimizer(oname, module)
     module.train()
     kiln_providers = module.get_providers()
+    params_on = module.parameters_memory()  # "device" on CUDA: parameters, grads, optimizer state stay there
 
     model.to(tdev)  # after the export: the batches and weights above were made on the CPU
     topt = torch_opt(oname, model.parameters())
@@ -218,6 +219,7 @@ def run_one(mname, oname, steps, threads, device, work, time_steps=60):
     # alternating blocks of steps, each framework alone in its block (interleaving single steps
     # lets one's idle threads steal the other's cores), so a burst of load hits both alike
     t_times, k_times = [], []
+    xfer0 = module.transfer_bytes()
     feeds = [(x.numpy(), y.numpy().astype(np.int64)) for x, y in batches]
     on_dev = [(x.to(tdev), y.to(tdev)) for x, y in batches]
     for block in range(6):
@@ -239,7 +241,8 @@ def run_one(mname, oname, steps, threads, device, work, time_steps=60):
             k_times.append(time.perf_counter() - t0)
     return dict(model=mname, opt=oname, t_losses=t_losses, k_losses=k_losses, max_rel=float(rel.max()),
                 worst_step=int(rel.argmax()) + 1, param_err=worst_param, param_name=worst_name, export_err=exp_err,
-                exempt=exempt, torch_device=str(tdev), kiln_providers=kiln_providers,
+                exempt=exempt, torch_device=str(tdev), kiln_providers=kiln_providers, params_on=params_on,
+                xfer_per_step=(module.transfer_bytes() - xfer0) / max(len(k_times), 1),
                 t_ms=1e3 * float(np.median(t_times[1:])), k_ms=1e3 * float(np.median(k_times[1:])),
                 time_steps=len(t_times),
                 n_params=sum(p.numel() for p in model.parameters()))
@@ -289,9 +292,9 @@ def main():
     notes = []
     if args.device == "cuda":
         have = "CUDAExecutionProvider" in kiln.get_available_providers()
-        msg = ("--device cuda: kiln's training keeps parameters and gradients in host memory and its gradient "
-               "kernels are CPU kernels; the module asks for the CUDA provider (with the CPU as fallback) for the "
-               "forward ops it has. CUDA provider %s in this build."
+        msg = ("--device cuda: kiln's module runs the training model on the CUDA provider (CPU fallback for the ops "
+               "it lacks) and keeps parameters, gradients and optimizer state in device memory, the optimizer "
+               "stepping there. CUDA provider %s in this build."
                % ("available" if have else "NOT available (the session falls back to the CPU)"))
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = False  # float32 products, as kiln computes them
@@ -342,6 +345,10 @@ def main():
         "![loss curves](training_loss.png)" if plotted else "matplotlib is not installed, so no plot: see training_loss.csv"))
     buf.write("\nProviders kiln's training session used: %s; PyTorch device: %s.\n" % (
         ", ".join(results[0]["kiln_providers"]), results[0]["torch_device"]))
+    buf.write("kiln's parameters lived in %s memory; the module copied %s host<->device bytes per timed step "
+              "(the loss, and any gradient a CPU node computed).\n" % (
+                  results[0]["params_on"], ", ".join("%s/%s %.0f" % (r["model"], r["opt"], r["xfer_per_step"])
+                                                    for r in results)))
     ex = ["%s/%s %s %.1e" % (r["model"], r["opt"], n, e) for r in results for n, e in r["exempt"].items()]
     if ex:
         buf.write("\nLeft out of the parameter check: the attention key biases, whose exact gradient is 0 (softmax "

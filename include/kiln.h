@@ -302,6 +302,14 @@ volatile int *kiln_sigint_redirect(volatile int *flag);
 kiln_status kiln_value_to_device(kiln_session *s, const kiln_tensor_desc *host, kiln_value **out);
 /* A copy of v in host memory (v may be on the host or the device). */
 kiln_status kiln_value_to_host(const kiln_value *v, kiln_value **out);
+/* Raw memory of the session's device provider (what KILN_MEMORY_DEVICE inputs and bound outputs
+ * point to), for callers that keep state on the device across runs (the training module does).
+ * Each fails when the session has no device. kiln_session_device_copy copies bytes between host
+ * and device memory in either direction and waits for the copy; free(NULL) is a no-op. */
+kiln_status kiln_session_device_alloc(kiln_session *s, size_t bytes, void **out);
+void kiln_session_device_free(kiln_session *s, void *ptr);
+kiln_status kiln_session_device_copy(kiln_session *s, void *dst, kiln_memory dst_memory, const void *src,
+                                     kiln_memory src_memory, size_t bytes);
 
 /* Outputs. A sequence has kiln_value_sequence_length() items, each read with kiln_value_item (a
  * view that lives as long as the sequence, until the next kiln_value_item call of the thread). */
@@ -445,6 +453,14 @@ kiln_status kiln_train_module_get_grad(kiln_train_module *m, const char *name, k
  * checkpoint's current parameter values to path; n_out > 0 keeps only those graph outputs. */
 kiln_status kiln_train_module_export(kiln_train_module *m, const char *path, size_t n_out,
                                      const char *const *output_names);
+/* Where the module keeps the trainable parameters, their gradients and the optimizer state between
+ * steps: KILN_MEMORY_DEVICE when the training session has a device provider that can run the
+ * optimizer (they are then copied to the host only for get_grad, checkpoint reads and saves, and
+ * export), else KILN_MEMORY_HOST. */
+kiln_memory kiln_train_module_memory(const kiln_train_module *m);
+/* Bytes the module itself has copied between host and device memory since it opened (parameters,
+ * gradients, optimizer state and the loss; not the copies the session's placement makes). */
+uint64_t kiln_train_module_transfer_bytes(const kiln_train_module *m);
 
 /* The checkpoint's optimizer over the module's trainable parameters (float32), a fused kernel
  * with torch.optim's arithmetic, run on the training session's CPU threads. */

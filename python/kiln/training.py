@@ -67,6 +67,8 @@ _SIGS = {
     "kiln_train_module_lazy_reset_grad": (None, [_vp]),
     "kiln_train_module_get_grad": (_c_int, [_vp, _cp, _P(_lib.TensorDesc)]),
     "kiln_train_module_export": (_c_int, [_vp, _cp, _size_t, _P(_cp)]),
+    "kiln_train_module_memory": (_c_int, [_vp]),
+    "kiln_train_module_transfer_bytes": (ctypes.c_uint64, [_vp]),
     "kiln_optimizer_open": (_c_int, [_vp, _P(_vp)]),
     "kiln_optimizer_close": (None, [_vp]),
     "kiln_optimizer_step": (_c_int, [_vp]),
@@ -385,6 +387,16 @@ class Module:
         """Why a provider asked for was replaced by the CPU ("" when none was)."""
         lib = _lib_t()
         return lib.kiln_session_warning(lib.kiln_train_module_session(self._h, 0)).decode()
+
+    def parameters_memory(self):
+        """Where the parameters, gradients and optimizer state live between steps: "device" when
+        the training session runs on CUDA (they are copied to the host only when read), else "host"."""
+        return "device" if _lib_t().kiln_train_module_memory(self._h) == 1 else "host"
+
+    def transfer_bytes(self):
+        """Bytes the module has copied between host and device since it opened (parameters,
+        gradients, optimizer state, the loss); not the copies the session's placement makes."""
+        return int(_lib_t().kiln_train_module_transfer_bytes(self._h))
 
     def input_names(self, training=None):
         return list(self._in[0 if (self._training if training is None else training) else 1])

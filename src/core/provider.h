@@ -52,6 +52,20 @@ typedef struct kiln_claim {
     char why[200];
 } kiln_claim;
 
+/* One fused optimizer step over n float32 values in a provider's memory (train/optimizer.c). The
+ * scalars are worked out once on the host, as torch rounds them, so that every provider applies the
+ * same float32 arithmetic. */
+typedef struct kiln_optim_update {
+    int adamw;                 /* 1: AdamW with state m, v; 0: SGD with momentum buffer m (or NULL) */
+    float *param;
+    const float *grad;
+    float *m, *v;
+    int64_t n;
+    float decay, w1, b2, c2, bc2_sqrt, eps, neg_step; /* AdamW */
+    float wd, mom, keep, neg_lr;                      /* SGD */
+    int nesterov, first;                              /* SGD: first = the buffer starts as the gradient */
+} kiln_optim_update;
+
 typedef struct kiln_provider_vtable {
     /* ONNX Runtime's name for it ("CPUExecutionProvider", ...) */
     const char *name;
@@ -79,6 +93,12 @@ typedef struct kiln_provider_vtable {
     /* A line describing the device ("NVIDIA H100 80GB HBM3, compute 9.0, 132 SMs"). */
     const char *(*describe)(struct kiln_provider *p);
     void (*destroy)(struct kiln_provider *p);
+    /* Optional, for training with parameters and gradients in the provider's memory (NULL: the
+     * module keeps them on the host). Enqueued on the provider's stream like the copies. */
+    kiln_status (*fill_zero)(struct kiln_provider *p, void *dst, size_t bytes, kiln_err *e);
+    /* dst[i] += src[i] over n float32 values */
+    kiln_status (*accumulate_f32)(struct kiln_provider *p, float *dst, const float *src, int64_t n, kiln_err *e);
+    kiln_status (*optim_step)(struct kiln_provider *p, const kiln_optim_update *u, kiln_err *e);
 } kiln_provider_vtable;
 
 /* The base every provider struct starts with. */
@@ -99,7 +119,7 @@ typedef kiln_status (*kiln_provider_open_fn)(const kiln_provider_config *cfg, ki
                                              kiln_err *e);
 #define KILN_PROVIDER_ENTRY "kiln_provider_open"
 /* The version a library's kiln_provider_abi() must return to be loaded. */
-#define KILN_PROVIDER_ABI 1
+#define KILN_PROVIDER_ABI 2 /* 2: the training entries at the vtable's end */
 
 /* Looks a kernel up in a provider's table (terminated by a NULL name): the entry for (domain,
  * name) with the highest `since` not above opset. */

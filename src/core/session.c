@@ -1085,6 +1085,57 @@ kiln_status kiln_value_to_device(kiln_session *s, const kiln_tensor_desc *d, kil
     return KILN_OK;
 }
 
+kiln_provider *kiln_session_device(const kiln_session *s) { return s ? device_provider(s) : NULL; }
+
+static kiln_status no_device(const char *what, kiln_session *s) {
+    kiln_err e = {0};
+    kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "%s: %s", what, s ? "the session has no device provider" : "NULL session");
+    kiln_set_last_error(&e);
+    return e.code;
+}
+
+kiln_status kiln_session_device_alloc(kiln_session *s, size_t bytes, void **out) {
+    kiln_provider *p = kiln_session_device(s);
+    if (!out) return KILN_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!p) return no_device("kiln_session_device_alloc", s);
+    kiln_err e = {0};
+    if (p->vt->alloc(p, bytes, out, &e)) {
+        kiln_set_last_error(&e);
+        return e.code;
+    }
+    return KILN_OK;
+}
+
+void kiln_session_device_free(kiln_session *s, void *ptr) {
+    kiln_provider *p = kiln_session_device(s);
+    if (p && ptr) p->vt->free(p, ptr);
+}
+
+kiln_status kiln_session_device_copy(kiln_session *s, void *dst, kiln_memory dst_memory, const void *src,
+                                     kiln_memory src_memory, size_t bytes) {
+    kiln_provider *p = kiln_session_device(s);
+    if (!p) return no_device("kiln_session_device_copy", s);
+    kiln_err e = {0};
+    if (!bytes) return KILN_OK;
+    if (!dst || !src) {
+        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_session_device_copy: NULL pointer");
+        kiln_set_last_error(&e);
+        return e.code;
+    }
+    kiln_status st;
+    if (dst_memory == KILN_MEMORY_HOST && src_memory == KILN_MEMORY_HOST) {
+        memcpy(dst, src, bytes);
+        return KILN_OK;
+    }
+    if (dst_memory == KILN_MEMORY_HOST) st = p->vt->to_host(p, dst, src, bytes, &e);
+    else if (src_memory == KILN_MEMORY_HOST) st = p->vt->to_device(p, dst, src, bytes, &e);
+    else st = p->vt->copy(p, dst, src, bytes, &e);
+    if (!st) st = p->vt->sync(p, &e);
+    if (st) kiln_set_last_error(&e);
+    return st;
+}
+
 kiln_status kiln_value_to_host(const kiln_value *v, kiln_value **out) {
     kiln_err e = {0};
     if (!v || !out) return KILN_ERR_INVALID_ARGUMENT;

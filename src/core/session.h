@@ -182,4 +182,7 @@ void kiln_plan_free(kiln_plan *p);
 /* Static pass at open: kernel init, type/shape inference, constant folding, dead-node removal. */
 kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e);
 
+/* The session's device provider (the first after the CPU), or NULL: for the training module. */
+kiln_provider *kiln_session_device(const kiln_session *s);
+
 #endif

@@ -1,6 +1,7 @@
 /* The CUDA execution provider library's entry: libkiln loads libkiln_cuda.so when a session asks
  * for CUDA and calls kiln_provider_open, which starts the device and returns the vtable below. */
 #include "cuda_ep.h"
+#include "kernels/grad.h"
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -97,6 +98,26 @@ static kiln_status cuda_sync(kiln_provider *p, kiln_err *e) {
     return st ? fail_from_base(e, st) : KILN_OK;
 }
 
+/* ---- the training module's device steps ---- */
+
+static kiln_status cuda_fill_zero(kiln_provider *p, void *dst, size_t bytes, kiln_err *e) {
+    kiln_status st = bytes ? kiln_cuda_memset(((kiln_cuda_ep *)p)->cp, dst, 0, bytes) : KILN_OK;
+    return st ? fail_from_base(e, st) : KILN_OK;
+}
+
+static kiln_status cuda_accumulate_f32(kiln_provider *p, float *dst, const float *src, int64_t n, kiln_err *e) {
+    kiln_status st = kiln_cuda_accumulate_f32(kiln_cuda_stream(((kiln_cuda_ep *)p)->cp), dst, src, n);
+    return st ? fail_from_base(e, st) : KILN_OK;
+}
+
+static kiln_status cuda_optim_step(kiln_provider *p, const kiln_optim_update *u, kiln_err *e) {
+    kiln_cuda_optim k = {u->adamw, u->param, u->grad, u->m, u->v, u->n,
+                         u->decay, u->w1, u->b2, u->c2, u->bc2_sqrt, u->eps, u->neg_step,
+                         u->wd, u->mom, u->keep, u->neg_lr, u->nesterov, u->first};
+    kiln_status st = kiln_cuda_optim_step(kiln_cuda_stream(((kiln_cuda_ep *)p)->cp), &k);
+    return st ? fail_from_base(e, st) : KILN_OK;
+}
+
 static kiln_status cuda_capture_begin(kiln_provider *p, kiln_err *e) {
     cudaStream_t s = (cudaStream_t)kiln_cuda_stream(((kiln_cuda_ep *)p)->cp);
     kiln_status st = kiln_cuda_check((int)cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal),
@@ -175,6 +196,9 @@ static const kiln_provider_vtable cuda_vtable = {
     .graph_free = cuda_graph_free,
     .describe = cuda_describe,
     .destroy = cuda_destroy,
+    .fill_zero = cuda_fill_zero,
+    .accumulate_f32 = cuda_accumulate_f32,
+    .optim_step = cuda_optim_step,
 };
 
 KILN_EXPORT int kiln_provider_abi(void) { return KILN_PROVIDER_ABI; }

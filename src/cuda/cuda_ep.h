@@ -51,7 +51,7 @@ int kiln_cuda_need_same_type(const kiln_node *n, const kiln_graph_value *const *
 
 /* Kernel families (each table ends with an entry whose name is NULL). */
 #define KILN_CUDA_FAMILIES(X)                                                                       \
-    X(elementwise) X(norm) X(reduce) X(data) X(matmul) X(conv) X(attention) X(attention_onnx)
+    X(elementwise) X(norm) X(reduce) X(data) X(matmul) X(conv) X(attention) X(attention_onnx) X(grad) X(grad_conv)
 #define KILN_CUDA_DECLARE(f) extern const kiln_kernel kiln_cuda_kernels_##f[];
 KILN_CUDA_FAMILIES(KILN_CUDA_DECLARE)
 #undef KILN_CUDA_DECLARE

@@ -62,6 +62,9 @@ static void clear_state(kiln_checkpoint *ck) {
 
 void kiln_checkpoint_free(kiln_checkpoint *ck) {
     if (!ck) return;
+    /* freed before a module training it on a device (the API says free it last; a garbage
+     * collector may not): that module must not write back into it when it closes */
+    if (ck->mirror) ck->mirror->ck = NULL;
     for (int i = 0; i < ck->n_params; i++) param_free(&ck->params[i]);
     free(ck->params);
     free(ck->optimizer);
@@ -176,7 +179,8 @@ static kiln_status fail_last(kiln_err *e) {
 kiln_status kiln_checkpoint_set_optimizer(kiln_checkpoint *ck, const char *name) {
     kiln_err e = {0};
     if (!ck) return kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_checkpoint_set_optimizer: checkpoint is NULL"), fail_last(&e);
-    if (kiln_ckpt_set_optimizer_defaults(ck, name, &e)) return fail_last(&e);
+    if (kiln_ckpt_pull(ck, &e) || kiln_ckpt_set_optimizer_defaults(ck, name, &e)) return fail_last(&e);
+    kiln_ckpt_changed(ck);
     return KILN_OK;
 }
 
@@ -248,6 +252,12 @@ kiln_status kiln_checkpoint_add_param(kiln_checkpoint *ck, const char *name, con
         kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_checkpoint_add_param: NULL argument");
         return fail_last(&e);
     }
+    if (ck->mirror) {
+        /* the module's device copies are indexed by the parameters it was opened with */
+        kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "checkpoint: parameters cannot be added while a module trains "
+                  "them in device memory (close the module first)");
+        return fail_last(&e);
+    }
     if (!name[0] || strlen(name) > KILN_CKPT_NAME_MAX) {
         kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "checkpoint: a parameter name must have 1 to %d bytes",
                   KILN_CKPT_NAME_MAX);
@@ -298,6 +308,7 @@ kiln_status kiln_checkpoint_get_param(const kiln_checkpoint *ck, const char *nam
     if (!ck || !name || !out) return kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_checkpoint_get_param: NULL argument"), fail_last(&e);
     const kiln_ckpt_param *p = kiln_ckpt_find(ck, name);
     if (!p) return kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "checkpoint: no parameter '%s'", name), fail_last(&e);
+    if (kiln_ckpt_pull(ck, &e)) return fail_last(&e);
     out->dtype = (kiln_dtype)p->dtype;
     out->rank = p->rank;
     out->dims = p->dims;
@@ -323,7 +334,9 @@ kiln_status kiln_checkpoint_set_param(kiln_checkpoint *ck, const char *name, con
                          "checkpoint: parameter '%s' is %s; the new value must have its dtype and shape (in host memory)",
                          name, want), fail_last(&e);
     }
+    if (kiln_ckpt_pull(ck, &e)) return fail_last(&e);
     memcpy(p->data, value->data, p->nbytes);
+    kiln_ckpt_changed(ck);
     return KILN_OK;
 }
 
@@ -359,6 +372,7 @@ static void put_str(wbuf *b, const char *s) {
 kiln_status kiln_checkpoint_save(const kiln_checkpoint *ck, const char *path) {
     kiln_err e = {0};
     if (!ck || !path) return kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_checkpoint_save: NULL argument"), fail_last(&e);
+    if (kiln_ckpt_pull(ck, &e)) return fail_last(&e);
     wbuf b = {0};
     unsigned char header[CKPT_HEADER] = {0};
     put(&b, header, sizeof header); /* filled once the payload is known */

@@ -5,6 +5,7 @@
 #include "train/train.h"
 #include "core/graph.h"
 #include "core/session.h"
+#include "core/provider.h"
 #include "onnx/model_write.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +16,11 @@ static kiln_status fail_last(kiln_err *e) {
     return e->code;
 }
 
+static void dev_release(kiln_train_module *m);
+
 void kiln_train_module_close(kiln_train_module *m) {
     if (!m) return;
+    dev_release(m);
     if (m->grad)
         for (int i = 0; i < m->n_train; i++) free(m->grad[i]);
     free(m->grad);
@@ -109,6 +113,137 @@ static kiln_status find_trainable(kiln_train_module *m, const char *path, kiln_e
     return KILN_OK;
 }
 
+/* ---- device residency ----
+ * With a device provider that has the training entries (core/provider.h), the module keeps a device
+ * copy of every checkpoint parameter, feeds those to the sessions as device inputs, takes the
+ * gradient outputs on the device and accumulates them there, and the optimizer updates the copies
+ * in place. The checkpoint's host values are brought up to date only when read (kiln_ckpt_pull). */
+
+static void dev_free(kiln_train_module *m, void **pp) {
+    if (*pp) m->dev->vt->free(m->dev, *pp);
+    *pp = NULL;
+}
+
+/* Brings the trained values back to the checkpoint (when it can), then frees every device buffer. */
+static void dev_release(kiln_train_module *m) {
+    if (!m->dev) return;
+    kiln_err e = {0};
+    if (m->ck && m->ck->mirror == m) {
+        kiln_ckpt_pull(m->ck, &e); /* a failure here leaves the last values pulled */
+        m->ck->mirror = NULL;
+    }
+    for (int i = 0; m->dparam && i < m->n_dparam; i++) {
+        dev_free(m, &m->dparam[i]);
+        for (int k = 0; m->dstate && k < KILN_CKPT_MAX_STATE; k++) dev_free(m, &m->dstate[i * KILN_CKPT_MAX_STATE + k]);
+    }
+    for (int i = 0; i < m->n_train; i++) {
+        if (m->dgrad) dev_free(m, &m->dgrad[i]);
+        if (m->dscratch) dev_free(m, &m->dscratch[i]);
+    }
+    m->dev->vt->sync(m->dev, &e);
+    free(m->dparam);
+    free(m->dstate);
+    free(m->dgrad);
+    free(m->dscratch);
+    m->dparam = m->dstate = m->dgrad = m->dscratch = NULL;
+    m->dev = NULL;
+}
+
+static kiln_status dev_upload(kiln_train_module *m, void *dst, const void *src, size_t bytes, kiln_err *e) {
+    if (!bytes) return KILN_OK;
+    m->xfer_bytes += bytes;
+    return m->dev->vt->to_device(m->dev, dst, src, bytes, e);
+}
+
+static kiln_status dev_download(kiln_train_module *m, void *dst, const void *src, size_t bytes, kiln_err *e) {
+    if (!bytes) return KILN_OK;
+    m->xfer_bytes += bytes;
+    return m->dev->vt->to_host(m->dev, dst, src, bytes, e);
+}
+
+kiln_status kiln_module_push(kiln_train_module *m, kiln_err *e) {
+    if (!m->dev || !m->dev_stale) return KILN_OK;
+    kiln_checkpoint *ck = m->ck;
+    for (int i = 0; i < m->n_dparam; i++) {
+        KILN_TRY(dev_upload(m, m->dparam[i], ck->params[i].data, ck->params[i].nbytes, e));
+        /* the state may have been cleared or replaced: made again from the host on first use */
+        for (int k = 0; k < KILN_CKPT_MAX_STATE; k++) dev_free(m, &m->dstate[i * KILN_CKPT_MAX_STATE + k]);
+    }
+    KILN_TRY(m->dev->vt->sync(m->dev, e));
+    m->dev_stale = 0;
+    return KILN_OK;
+}
+
+kiln_status kiln_ckpt_pull(const kiln_checkpoint *ck, kiln_err *e) {
+    kiln_train_module *m = ck ? ck->mirror : NULL;
+    if (!m || !m->dev || !m->host_stale) return KILN_OK;
+    /* only the optimizer writes device copies: the trainable parameters and their state */
+    for (int i = 0; i < m->n_train; i++) {
+        kiln_ckpt_param *p = m->tp[i];
+        int idx = (int)(p - ck->params);
+        KILN_TRY(dev_download(m, p->data, m->dparam[idx], p->nbytes, e));
+        for (int k = 0; k < p->n_state; k++) {
+            void *d = m->dstate[idx * KILN_CKPT_MAX_STATE + k];
+            if (d) KILN_TRY(dev_download(m, p->state[k], d, p->nbytes, e));
+        }
+    }
+    KILN_TRY(m->dev->vt->sync(m->dev, e));
+    m->host_stale = 0;
+    return KILN_OK;
+}
+
+void kiln_ckpt_changed(kiln_checkpoint *ck) {
+    if (ck && ck->mirror) ck->mirror->dev_stale = 1;
+}
+
+float *kiln_module_dev_state(kiln_train_module *m, int i, const char *name, int *created, kiln_err *e) {
+    kiln_ckpt_param *p = m->tp[i];
+    /* the host slot decides whether the state exists (and holds its value when it was loaded) */
+    void *host = kiln_ckpt_state(p, name, created, e);
+    if (!host) return NULL;
+    int slot = 0;
+    while (slot < p->n_state && p->state[slot] != host) slot++;
+    if (slot == p->n_state) {
+        kiln_fail(e, KILN_ERR_RUNTIME, "optimizer: state '%s' of '%s' has no slot", name, p->name);
+        return NULL;
+    }
+    void **d = &m->dstate[(p - m->ck->params) * KILN_CKPT_MAX_STATE + slot];
+    if (!*d) {
+        if (m->dev->vt->alloc(m->dev, p->nbytes, d, e) || dev_upload(m, *d, host, p->nbytes, e)) return NULL;
+    }
+    return *d;
+}
+
+/* Takes the device path when the training session has a device provider that can run the
+ * optimizer; leaves the module on the host (dev NULL) otherwise. */
+static kiln_status dev_open(kiln_train_module *m, kiln_err *e) {
+    kiln_provider *dev = kiln_session_device(m->train);
+    if (!dev || dev->vt->host_memory || !dev->vt->fill_zero || !dev->vt->accumulate_f32 || !dev->vt->optim_step)
+        return KILN_OK;
+    if (m->ck->mirror)
+        return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "the checkpoint is already trained by another module on a "
+                         "device (close that module first)");
+    kiln_checkpoint *ck = m->ck;
+    m->dev = dev;
+    m->n_dparam = ck->n_params;
+    m->dparam = calloc((size_t)ck->n_params + 1, sizeof *m->dparam);
+    m->dstate = calloc(((size_t)ck->n_params + 1) * KILN_CKPT_MAX_STATE, sizeof *m->dstate);
+    m->dgrad = calloc((size_t)m->n_train + 1, sizeof *m->dgrad);
+    m->dscratch = calloc((size_t)m->n_train + 1, sizeof *m->dscratch);
+    if (!m->dparam || !m->dstate || !m->dgrad || !m->dscratch) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
+    for (int i = 0; i < ck->n_params; i++) KILN_TRY(dev->vt->alloc(dev, ck->params[i].nbytes, &m->dparam[i], e));
+    for (int i = 0; i < m->n_train; i++) KILN_TRY(dev->vt->alloc(dev, m->tp[i]->nbytes, &m->dgrad[i], e));
+    ck->mirror = m;
+    m->dev_stale = 1;
+    return kiln_module_push(m, e);
+}
+
+kiln_memory kiln_train_module_memory(const kiln_train_module *m) {
+    return m && m->dev ? KILN_MEMORY_DEVICE : KILN_MEMORY_HOST;
+}
+
+uint64_t kiln_train_module_transfer_bytes(const kiln_train_module *m) { return m ? m->xfer_bytes : 0; }
+
 kiln_status kiln_train_module_open(const char *training_model, const char *eval_model, kiln_checkpoint *ck,
                                    const kiln_options *opt, kiln_train_module **out) {
     kiln_err e = {0};
@@ -152,6 +287,7 @@ kiln_status kiln_train_module_open(const char *training_model, const char *eval_
         kiln_fail(&e, KILN_ERR_INVALID_MODEL, "%s has no output 'loss'", training_model);
         goto fail;
     }
+    if (dev_open(m, &e)) goto fail;
     if (eval_model) {
         if (open_session(eval_model, opt, &m->eval, &e)) goto fail;
         if (!session_output(m->eval, "loss")) {
@@ -216,6 +352,12 @@ static kiln_status gather_feeds(kiln_train_module *m, kiln_session *s, size_t n_
     if (n_in && (!names || !inputs)) return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input names or tensors are NULL");
     kiln_io_info info;
     size_t k = 0;
+    if (m->dev) {
+        /* device copies current for a device session; host values current for a host one */
+        KILN_TRY(kiln_module_push(m, e));
+        if (!kiln_session_device(s)) KILN_TRY(kiln_ckpt_pull(m->ck, e));
+        else if (s != m->train) KILN_TRY(m->dev->vt->sync(m->dev, e)); /* another session's stream reads them */
+    }
     for (size_t i = 0; i < n_in; i++) {
         if (!names[i]) return kiln_fail(e, KILN_ERR_INVALID_ARGUMENT, "input %zu has no name", i);
         if (kiln_ckpt_find(m->ck, names[i]))
@@ -239,7 +381,11 @@ static kiln_status gather_feeds(kiln_train_module *m, kiln_session *s, size_t n_
             continue;
         }
         (*fnames)[k] = p->name;
-        (*feeds)[k++] = (kiln_tensor_desc){(kiln_dtype)p->dtype, p->rank, p->dims, p->data, KILN_MEMORY_HOST};
+        if (m->dev && kiln_session_device(s))
+            (*feeds)[k++] = (kiln_tensor_desc){(kiln_dtype)p->dtype, p->rank, p->dims, m->dparam[p - m->ck->params],
+                                               KILN_MEMORY_DEVICE};
+        else
+            (*feeds)[k++] = (kiln_tensor_desc){(kiln_dtype)p->dtype, p->rank, p->dims, p->data, KILN_MEMORY_HOST};
     }
     *n_feeds = k;
     return KILN_OK;
@@ -249,14 +395,40 @@ static kiln_status run_failed(kiln_session *s, const char *what, kiln_err *e) {
     return kiln_fail(e, kiln_last_status() ? kiln_last_status() : KILN_ERR_RUNTIME, "%s: %s", what, kiln_last_error());
 }
 
-static int is_desc(const kiln_value *v, const kiln_ckpt_param *p) {
+static int is_desc(const kiln_value *v, const kiln_ckpt_param *p, int device_ok) {
     if (kiln_value_kind(v) != KILN_VALUE_TENSOR || kiln_value_dtype(v) != (kiln_dtype)p->dtype ||
-        kiln_value_rank(v) != p->rank || kiln_value_memory(v) != KILN_MEMORY_HOST)
+        kiln_value_rank(v) != p->rank || (!device_ok && kiln_value_memory(v) != KILN_MEMORY_HOST))
         return 0;
     const int64_t *d = kiln_value_dims(v);
     for (int i = 0; i < p->rank; i++)
         if (d[i] != p->dims[i]) return 0;
     return 1;
+}
+
+/* The step's outputs into the device gradients: a gradient computed on the device is copied or
+ * added there; one a CPU node computed (a host value) is uploaded first. One sync at the end, for
+ * the loss, also keeps the host sources alive until their copies are done. */
+static kiln_status device_accumulate(kiln_train_module *m, kiln_value **outs, float *loss, kiln_err *e) {
+    kiln_provider *dev = m->dev;
+    for (int i = 0; i < m->n_train; i++) {
+        const kiln_ckpt_param *p = m->tp[i];
+        const void *g = kiln_value_data(outs[i + 1]);
+        int on_dev = kiln_value_memory(outs[i + 1]) == KILN_MEMORY_DEVICE;
+        if (!p->nbytes) continue;
+        if (!m->grad_valid) {
+            KILN_TRY(on_dev ? dev->vt->copy(dev, m->dgrad[i], g, p->nbytes, e) : dev_upload(m, m->dgrad[i], g, p->nbytes, e));
+            continue;
+        }
+        if (!on_dev) {
+            if (!m->dscratch[i]) KILN_TRY(dev->vt->alloc(dev, p->nbytes, &m->dscratch[i], e));
+            KILN_TRY(dev_upload(m, m->dscratch[i], g, p->nbytes, e));
+            g = m->dscratch[i];
+        }
+        KILN_TRY(dev->vt->accumulate_f32(dev, m->dgrad[i], g, p->numel, e));
+    }
+    if (kiln_value_memory(outs[0]) == KILN_MEMORY_DEVICE) KILN_TRY(dev_download(m, loss, kiln_value_data(outs[0]), sizeof(float), e));
+    else *loss = *(const float *)kiln_value_data(outs[0]);
+    return dev->vt->sync(dev, e);
 }
 
 kiln_status kiln_train_step(kiln_train_module *m, size_t n_in, const char *const *in_names,
@@ -282,28 +454,34 @@ kiln_status kiln_train_step(kiln_train_module *m, size_t n_in, const char *const
         snprintf(gnames + (size_t)i * stride, stride, "%s_grad", m->tp[i]->name);
         onames[i + 1] = gnames + (size_t)i * stride;
     }
-    if (kiln_run(m->train, n_feeds, fnames, feeds, n_out, onames, outs) != KILN_OK) {
+    kiln_run_options ro = {0};
+    ro.outputs_on_device = m->dev != NULL;
+    if (kiln_run_with_options(m->train, &ro, n_feeds, fnames, feeds, n_out, onames, outs) != KILN_OK) {
         run_failed(m->train, "train step", &e);
         goto done;
     }
     if (kiln_value_kind(outs[0]) != KILN_VALUE_TENSOR || kiln_value_dtype(outs[0]) != KILN_DTYPE_FLOAT ||
-        kiln_value_nbytes(outs[0]) != sizeof(float) || kiln_value_memory(outs[0]) != KILN_MEMORY_HOST) {
+        kiln_value_nbytes(outs[0]) != sizeof(float) || (!m->dev && kiln_value_memory(outs[0]) != KILN_MEMORY_HOST)) {
         kiln_fail(&e, KILN_ERR_INVALID_MODEL, "train step: output 'loss' is not a float32 scalar");
         goto done;
     }
     for (int i = 0; i < m->n_train; i++)
-        if (!is_desc(outs[i + 1], m->tp[i])) {
+        if (!is_desc(outs[i + 1], m->tp[i], m->dev != NULL)) {
             kiln_fail(&e, KILN_ERR_INVALID_MODEL, "train step: gradient '%s' does not have its parameter's dtype and shape",
                       onames[i + 1]);
             goto done;
         }
-    *loss = *(const float *)kiln_value_data(outs[0]);
-    for (int i = 0; i < m->n_train; i++) {
-        const kiln_ckpt_param *p = m->tp[i];
-        const float *g = kiln_value_data(outs[i + 1]);
-        if (!m->grad_valid) memcpy(m->grad[i], g, p->nbytes);
-        else
-            for (int64_t j = 0; j < p->numel; j++) m->grad[i][j] += g[j];
+    if (m->dev) {
+        if (device_accumulate(m, outs, loss, &e)) goto done;
+    } else {
+        *loss = *(const float *)kiln_value_data(outs[0]);
+        for (int i = 0; i < m->n_train; i++) {
+            const kiln_ckpt_param *p = m->tp[i];
+            const float *g = kiln_value_data(outs[i + 1]);
+            if (!m->grad_valid) memcpy(m->grad[i], g, p->nbytes);
+            else
+                for (int64_t j = 0; j < p->numel; j++) m->grad[i][j] += g[j];
+        }
     }
     m->grad_valid = 1;
 done:
@@ -343,6 +521,9 @@ kiln_status kiln_train_module_get_grad(kiln_train_module *m, const char *name, k
     for (int i = 0; i < m->n_train; i++)
         if (!strcmp(m->tp[i]->name, name)) {
             if (!m->grad_valid) memset(m->grad[i], 0, m->tp[i]->nbytes);
+            else if (m->dev && (dev_download(m, m->grad[i], m->dgrad[i], m->tp[i]->nbytes, &e) ||
+                                m->dev->vt->sync(m->dev, &e)))
+                return fail_last(&e);
             *out = (kiln_tensor_desc){(kiln_dtype)m->tp[i]->dtype, m->tp[i]->rank, m->tp[i]->dims, m->grad[i],
                                       KILN_MEMORY_HOST};
             return KILN_OK;
@@ -370,6 +551,7 @@ kiln_status kiln_train_module_export(kiln_train_module *m, const char *path, siz
     }
     memcpy(inf, m->train_path, dir_len);
     strcpy(inf + dir_len, "inference_model.onnx");
+    if (kiln_ckpt_pull(m->ck, &e)) goto done;
     if (kiln_model_load_file(inf, &model, &e)) goto done;
     /* every checkpoint parameter that is an initializer of the inference model takes its value */
     kiln_graph *g = model->graph;

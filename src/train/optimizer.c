@@ -3,6 +3,7 @@
  * so that training matches PyTorch step for step. Big parameters are cut into chunks run on the
  * optimizer's thread pool. Also the linear-warmup learning-rate scheduler. */
 #include "train/train.h"
+#include "core/provider.h"
 #include "cpu/threadpool.h"
 #include <math.h>
 #include <stdlib.h>
@@ -44,21 +45,29 @@ static void run_chunks(kiln_threadpool *tp, int64_t n, kiln_pool_fn fn, void *ar
     else kiln_threadpool_run(tp, n, OPT_GRAIN, fn, arg);
 }
 
-void kiln_adamw_update(kiln_threadpool *tp, const kiln_adamw_hp *hp, float *param, const float *grad, float *m,
-                       float *v, int64_t n) {
+void kiln_adamw_scalars(const kiln_adamw_hp *hp, kiln_optim_update *u) {
     /* the scalars as torch computes them: Python floats (double), rounded to float32 when they
      * meet a float32 tensor */
     double bc1 = 1.0 - pow(hp->beta1, (double)hp->step);
     double bc2 = 1.0 - pow(hp->beta2, (double)hp->step);
+    u->adamw = 1;
+    u->decay = (float)(1.0 - hp->lr * hp->weight_decay);
+    u->w1 = (float)(1.0 - hp->beta1);
+    u->b2 = (float)hp->beta2;
+    u->c2 = (float)(1.0 - hp->beta2);
+    u->bc2_sqrt = (float)sqrt(bc2);
+    u->eps = (float)hp->eps;
+    u->neg_step = (float)(-(hp->lr / bc1));
+}
+
+void kiln_adamw_update(kiln_threadpool *tp, const kiln_adamw_hp *hp, float *param, const float *grad, float *m,
+                       float *v, int64_t n) {
+    kiln_optim_update u = {0};
+    kiln_adamw_scalars(hp, &u);
     adamw_job j = {
         .p = param, .m = m, .v = v, .g = grad,
-        .decay = (float)(1.0 - hp->lr * hp->weight_decay),
-        .w1 = (float)(1.0 - hp->beta1),
-        .b2 = (float)hp->beta2,
-        .c2 = (float)(1.0 - hp->beta2),
-        .bc2_sqrt = (float)sqrt(bc2),
-        .eps = (float)hp->eps,
-        .neg_step = (float)(-(hp->lr / bc1)),
+        .decay = u.decay, .w1 = u.w1, .b2 = u.b2, .c2 = u.c2, .bc2_sqrt = u.bc2_sqrt, .eps = u.eps,
+        .neg_step = u.neg_step,
     };
     run_chunks(tp, n, adamw_range, &j);
 }
@@ -85,12 +94,23 @@ static void sgd_range(void *arg, int64_t begin, int64_t end) {
     }
 }
 
+void kiln_sgd_scalars(const kiln_sgd_hp *hp, kiln_optim_update *u) {
+    u->adamw = 0;
+    u->wd = (float)hp->weight_decay;
+    u->mom = (float)hp->momentum;
+    u->keep = (float)(1.0 - hp->dampening);
+    u->neg_lr = (float)(-hp->lr);
+    u->nesterov = hp->nesterov;
+    u->first = hp->first;
+}
+
 void kiln_sgd_update(kiln_threadpool *tp, const kiln_sgd_hp *hp, float *param, const float *grad, float *buf,
                      int64_t n) {
+    kiln_optim_update u = {0};
+    kiln_sgd_scalars(hp, &u);
     sgd_job j = {
         .p = param, .buf = buf, .g = grad,
-        .wd = (float)hp->weight_decay, .mom = (float)hp->momentum, .keep = (float)(1.0 - hp->dampening),
-        .neg_lr = (float)(-hp->lr), .nesterov = hp->nesterov, .first = hp->first,
+        .wd = u.wd, .mom = u.mom, .keep = u.keep, .neg_lr = u.neg_lr, .nesterov = u.nesterov, .first = u.first,
         .has_buf = hp->momentum != 0.0 && buf != NULL,
     };
     run_chunks(tp, n, sgd_range, &j);
@@ -141,15 +161,61 @@ kiln_status kiln_optimizer_set_lr(kiln_optimizer *o, double lr) {
     return KILN_OK;
 }
 
+/* The step on the module's device: the same scalars, applied by the provider's kernel to the
+ * device copies; the checkpoint's host values are then stale until kiln_ckpt_pull. */
+static kiln_status device_step(kiln_optimizer *o, int64_t step, kiln_err *e) {
+    kiln_train_module *m = o->m;
+    kiln_checkpoint *ck = m->ck;
+    kiln_provider *dev = m->dev;
+    KILN_TRY(kiln_module_push(m, e));
+    if (!m->grad_valid)
+        for (int i = 0; i < m->n_train; i++) KILN_TRY(dev->vt->fill_zero(dev, m->dgrad[i], m->tp[i]->nbytes, e));
+    kiln_optim_update u = {0};
+    if (o->adamw) {
+        kiln_adamw_hp hp = {kiln_ckpt_hparam(ck, "lr", 1e-3), kiln_ckpt_hparam(ck, "beta1", 0.9),
+                            kiln_ckpt_hparam(ck, "beta2", 0.999), kiln_ckpt_hparam(ck, "eps", 1e-8),
+                            kiln_ckpt_hparam(ck, "weight_decay", 0.01), step};
+        kiln_adamw_scalars(&hp, &u);
+    } else {
+        kiln_sgd_hp hp = {kiln_ckpt_hparam(ck, "lr", 1e-3), kiln_ckpt_hparam(ck, "momentum", 0.0),
+                          kiln_ckpt_hparam(ck, "dampening", 0.0), kiln_ckpt_hparam(ck, "weight_decay", 0.0),
+                          kiln_ckpt_hparam(ck, "nesterov", 0.0) != 0.0, 0};
+        kiln_sgd_scalars(&hp, &u);
+    }
+    for (int i = 0; i < m->n_train; i++) {
+        kiln_ckpt_param *p = m->tp[i];
+        int created = 0;
+        u.param = m->dparam[p - ck->params];
+        u.grad = m->dgrad[i];
+        u.n = p->numel;
+        u.m = u.v = NULL;
+        if (o->adamw) {
+            if (!(u.m = kiln_module_dev_state(m, i, "m", NULL, e)) || !(u.v = kiln_module_dev_state(m, i, "v", NULL, e)))
+                return e->code;
+        } else if (u.mom != 0.0f) {
+            if (!(u.m = kiln_module_dev_state(m, i, "momentum", &created, e))) return e->code;
+        }
+        u.first = created;
+        KILN_TRY(dev->vt->optim_step(dev, &u, e));
+        m->host_stale = 1;
+    }
+    return KILN_OK;
+}
+
 kiln_status kiln_optimizer_step(kiln_optimizer *o) {
     kiln_err e = {0};
     if (!o) return kiln_fail(&e, KILN_ERR_INVALID_ARGUMENT, "kiln_optimizer_step: optimizer is NULL"), fail_last(&e);
     kiln_train_module *m = o->m;
     kiln_checkpoint *ck = m->ck;
+    int64_t step = ck->step + 1;
+    if (m->dev) {
+        if (device_step(o, step, &e)) return fail_last(&e);
+        ck->step = step;
+        return KILN_OK;
+    }
     /* a pending reset means no gradient has been computed since: the gradients are zero */
     if (!m->grad_valid)
         for (int i = 0; i < m->n_train; i++) memset(m->grad[i], 0, m->tp[i]->nbytes);
-    int64_t step = ck->step + 1;
     if (o->adamw) {
         kiln_adamw_hp hp = {kiln_ckpt_hparam(ck, "lr", 1e-3), kiln_ckpt_hparam(ck, "beta1", 0.9),
                             kiln_ckpt_hparam(ck, "beta2", 0.999), kiln_ckpt_hparam(ck, "eps", 1e-8),

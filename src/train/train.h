@@ -33,6 +33,7 @@ struct kiln_checkpoint {
     char *hp_key[KILN_CKPT_MAX_HPARAMS];
     double hp_val[KILN_CKPT_MAX_HPARAMS];
     int64_t step;                     /* optimizer steps taken */
+    struct kiln_train_module *mirror; /* a module holding device copies of the parameters, or NULL */
 };
 
 kiln_ckpt_param *kiln_ckpt_find(const kiln_checkpoint *ck, const char *name);
@@ -56,6 +57,16 @@ void kiln_adamw_update(struct kiln_threadpool *tp, const kiln_adamw_hp *hp, floa
 /* buf may be NULL when momentum is 0. With hp->first the buffer starts as a copy of the gradient. */
 void kiln_sgd_update(struct kiln_threadpool *tp, const kiln_sgd_hp *hp, float *param, const float *grad,
                      float *buf, int64_t n);
+/* The per-step scalars of those updates, as a provider's optim_step takes them (core/provider.h). */
+struct kiln_optim_update;
+void kiln_adamw_scalars(const kiln_adamw_hp *hp, struct kiln_optim_update *u);
+void kiln_sgd_scalars(const kiln_sgd_hp *hp, struct kiln_optim_update *u);
+
+/* Device residency (module.c). Checkpoint reads call kiln_ckpt_pull first, which brings the
+ * parameters and optimizer state a module trained on the device back to the host; checkpoint writes
+ * call kiln_ckpt_changed after, so that the module uploads them again before its next use. */
+kiln_status kiln_ckpt_pull(const kiln_checkpoint *ck, kiln_err *e);
+void kiln_ckpt_changed(kiln_checkpoint *ck);
 
 /* The train module (module.c): sessions over the training and eval models, fed the checkpoint's
  * parameters as inputs; gradient buffers it owns. */
@@ -68,7 +79,22 @@ struct kiln_train_module {
     float **grad;                     /* one buffer per trainable parameter */
     int grad_valid;                   /* 0: reset pending (lazy_reset_grad), the next step overwrites */
     struct kiln_threadpool *pool;     /* the training session's CPU pool */
+    /* Device residency: with dev set, every checkpoint parameter has a copy in dev's memory
+     * (dparam, by checkpoint index), and the gradients (dgrad, by trainable index) and optimizer
+     * state (dstate[index * KILN_CKPT_MAX_STATE + slot], made on first use) live there only. */
+    struct kiln_provider *dev;
+    void **dparam, **dgrad, **dscratch, **dstate;
+    int n_dparam;
+    int host_stale;                   /* the device's parameters / state are newer than the checkpoint's */
+    int dev_stale;                    /* the checkpoint changed: upload before the next use */
+    uint64_t xfer_bytes;              /* host <-> device bytes the module copied */
 };
+
+/* The device copy of trainable parameter i's state slot `name` (made and uploaded on first use),
+ * or NULL with e set; *created as kiln_ckpt_state's. */
+float *kiln_module_dev_state(kiln_train_module *m, int i, const char *name, int *created, kiln_err *e);
+/* Uploads the checkpoint when it changed since the module last used it. */
+kiln_status kiln_module_push(kiln_train_module *m, kiln_err *e);
 
 /* The optimizer (optimizer.c): the checkpoint's optimizer applied to the module's gradients. */
 struct kiln_optimizer {

@@ -8,6 +8,7 @@
 #include "core/provider.h"
 #include "ops/op.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +100,55 @@ static kiln_status f_copy(kiln_provider *p, void *dst, const void *src, size_t n
 }
 
 static kiln_status f_sync(kiln_provider *p, kiln_err *e) { return KILN_OK; }
+
+/* ---- the training module's device steps (the CPU optimizer's arithmetic, on checked blocks) ---- */
+
+static kiln_status f_fill_zero(kiln_provider *p, void *dst, size_t n, kiln_err *e) {
+    if (n && !owned((fake_dev *)p, dst, n)) return kiln_fail(e, KILN_ERR_RUNTIME, "fake device: zero fill of a host pointer");
+    if (n) memset(dst, 0, n);
+    return KILN_OK;
+}
+
+static kiln_status f_accumulate(kiln_provider *p, float *dst, const float *src, int64_t n, kiln_err *e) {
+    size_t b = (size_t)n * sizeof(float);
+    if (n && (!owned((fake_dev *)p, dst, b) || !owned((fake_dev *)p, src, b)))
+        return kiln_fail(e, KILN_ERR_RUNTIME, "fake device: accumulation with a host pointer");
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+    return KILN_OK;
+}
+
+static kiln_status f_optim_step(kiln_provider *p, const kiln_optim_update *u, kiln_err *e) {
+    fake_dev *d = (fake_dev *)p;
+    size_t b = (size_t)u->n * sizeof(float);
+    if (u->n && (!owned(d, u->param, b) || !owned(d, u->grad, b) || (u->m && !owned(d, u->m, b)) ||
+                 (u->v && !owned(d, u->v, b))))
+        return kiln_fail(e, KILN_ERR_RUNTIME, "fake device: optimizer step with a host pointer");
+    if (u->adamw && (!u->m || !u->v)) return kiln_fail(e, KILN_ERR_RUNTIME, "fake device: AdamW without its state");
+    for (int64_t i = 0; i < u->n; i++) {
+        float g = u->grad[i], pv = u->param[i];
+        if (u->adamw) {
+            pv = pv * u->decay;
+            float m = u->m[i];
+            m = u->w1 < 0.5f ? m + u->w1 * (g - m) : g - (g - m) * (1.0f - u->w1);
+            float v = u->v[i] * u->b2;
+            v = v + u->c2 * g * g;
+            float denom = sqrtf(v) / u->bc2_sqrt + u->eps;
+            pv = pv + u->neg_step * (m / denom);
+            u->m[i] = m;
+            u->v[i] = v;
+        } else {
+            if (u->wd != 0.0f) g = g + u->wd * pv;
+            if (u->m) {
+                float bb = u->first ? g : u->m[i] * u->mom + u->keep * g;
+                u->m[i] = bb;
+                g = u->nesterov ? g + u->mom * bb : bb;
+            }
+            pv = pv + u->neg_lr * g;
+        }
+        u->param[i] = pv;
+    }
+    return KILN_OK;
+}
 
 /* ---- kernels ---- */
 
@@ -218,6 +268,9 @@ static const kiln_provider_vtable vt = {
     .sync = f_sync,
     .describe = f_describe,
     .destroy = f_destroy,
+    .fill_zero = f_fill_zero,
+    .accumulate_f32 = f_accumulate,
+    .optim_step = f_optim_step,
 };
 
 EXPORT int kiln_provider_abi(void) { return KILN_PROVIDER_ABI; }
