@@ -98,6 +98,12 @@ static kiln_status map_file(loader *L, const char *path, int extra_flags, kiln_m
             close(fd);
             return kiln_fail(L->e, KILN_ERR_IO, "cannot map '%s': %s", path, strerror(errno));
         }
+#ifdef MADV_NOHUGEPAGE
+        /* Large page-cache folios would otherwise be mapped 2 MB at a time: touching one protobuf
+         * header between two released weights brought 2 MB of them back (14 MB of a 48 MB model
+         * stayed resident after every weight was handed back). An optimisation only. */
+        madvise(addr, (size_t)st.st_size, MADV_NOHUGEPAGE);
+#endif
     }
     close(fd);
     kiln_mapping *maps = realloc(m->maps, (size_t)(m->n_maps + 1) * sizeof *maps);
