@@ -982,7 +982,8 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
     if (!tmp) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
     int fold = s->opt.opt_level >= 1;
     kiln_err scratch;
-    for (int ni = 0; ni < g->n_nodes; ni++) {
+    /* every way out of a node's step, `continue` included, tells core/weights.c it is done */
+    for (int ni = 0; ni < g->n_nodes; kiln_weights_node_ready(s, g, ni++)) {
         kiln_node *n = &g->nodes[ni];
         if (!n->op || n->removed) continue;
         kiln_value *ins[64] = {0}, *outs[64] = {0}, outv[64];
@@ -1010,7 +1011,7 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
             outs[i] = n->out[i] >= 0 ? &outv[i] : NULL;
         }
         kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, s->tp, NULL, s->eps.ep[0], NULL};
-        if (n->op->init && !n->state) {
+        if (n->op->init && !n->state && !(s->defer_prepack && (n->op->flags & KILN_OP_PREPACK))) {
             kiln_status st = n->op->init(&ctx);
             if (st) {
                 kiln_err_prefix(&scratch, "node '%s' (%s, opset %d)", n->name, n->op_type, n->opset);

@@ -252,7 +252,9 @@ static kiln_status open_impl(kiln_model *m, const kiln_options *opt, int allow_m
         char *missing0 = NULL;
         kiln_status st = bind_kernels(s, m->graph, &missing0, &len0, &count0);
         free(missing0);
+        s->defer_prepack = 1;
         if (!st && !count0) st = prepare_recursive(s, m->graph, &e);
+        s->defer_prepack = 0;
         size_t n_rw = 0;
         if (!st) st = kiln_graph_optimize_for(m->graph, s->opt.opt_level, s->opt.verbose, s->eps.n > 1, &n_rw, &e);
         if (st) {
@@ -277,6 +279,9 @@ static kiln_status open_impl(kiln_model *m, const kiln_options *opt, int allow_m
     }
     if (!count) {
         kiln_session_place_args pa = {&s->eps, 0, 0, s->dcache, &s->holds};
+        /* a device provider may take a node whose CPU kernel packed its weight and read the
+         * original, and the optimised model is written from the originals: both wait for the end */
+        if (s->eps.n == 1 && !opt_path) kiln_weights_watch(s);
         kiln_status st = prepare_recursive(s, m->graph, &e);
         /* written before placement: constants are still on the host, copy nodes not yet in */
         if (!st && opt_path)
@@ -288,7 +293,7 @@ static kiln_status open_impl(kiln_model *m, const kiln_options *opt, int allow_m
         }
         s->copies = pa.copies;
         s->uploads = pa.uploads;
-        kiln_release_packed_weights(m);
+        kiln_release_packed_weights(s);
         if (kiln_capture_check(s, &e)) {
             kiln_session_close(s);
             return open_failed(&e, eo);
@@ -412,6 +417,7 @@ void kiln_session_close(kiln_session *s) {
     free(s->live);
     free(s->input_at);
     free(s->output_at);
+    free(s->weights);
     kiln_trace_free(&s->trace);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->err_mu);

@@ -62,7 +62,14 @@ typedef struct kiln_run_limits {
 } kiln_run_limits;
 
 /* Hands back the mapped pages of constants that every consumer packed at init (core/weights.c). */
-void kiln_release_packed_weights(kiln_model *m);
+void kiln_release_packed_weights(kiln_session *s);
+/* Before the main graph's last preparation: count each constant's consumers so that
+ * kiln_weights_node_ready can hand a constant back as soon as the last of them has packed it,
+ * rather than once every weight has been packed (then each would be resident twice at the peak).
+ * An optimisation only: without memory it watches nothing. kiln_release_packed_weights ends it. */
+void kiln_weights_watch(kiln_session *s);
+/* Node ni of graph g has been prepared (init, static inference or folding). */
+void kiln_weights_node_ready(kiln_session *s, const kiln_graph *g, int ni);
 
 /* Fills the limits of a run that starts now. */
 void kiln_run_limits_init(kiln_run_limits *lim, kiln_session *s, const kiln_run_options *ro);
@@ -112,6 +119,8 @@ struct kiln_session {
     _Atomic size_t mem_held;    /* bytes all runs hold against opt.memory_limit */
     size_t folded_nodes;
     size_t fused_nodes;         /* rewrites applied by kiln_graph_optimize */
+    int defer_prepack;          /* preparing before the fusions: KILN_OP_PREPACK inits wait */
+    struct kiln_weight_watch *weights; /* core/weights.c, during the last preparation only */
     char *missing_ops;          /* non-NULL: ops without a kernel, all named; running fails */
     /* public io info, filled at open */
     kiln_io_info *inputs, *outputs;

@@ -23,6 +23,9 @@
  * kiln_alloc_output() (infer still runs in static mode, where it may set rank -1).
  * KILN_OP_ALIAS: output 0 shares input 0's bytes (Reshape, Squeeze, Identity ...); compute is
  * then not called when the runtime could alias (it copies only when it must).
+ * KILN_OP_PREPACK: init only copies constant inputs into faster forms (kiln_input_packed); infer
+ * and compute work without it. The session then skips init in the pass before the fusions, whose
+ * rewrites would throw those copies away, so that each weight is packed once.
  *
  * Errors: return KILN_FAIL(ctx, code, "fmt", ...). The runtime prefixes the node name, op type and
  * opset, so say only what is wrong: "input 'B' has rank 3, expected 2".
@@ -56,7 +59,7 @@ typedef struct kiln_ctx {
 
 /* KILN_OP_SHAPE_ONLY: the op reads its input's shape, never its elements (Shape, Size): the input
  * may stay in any provider's memory. */
-enum { KILN_OP_DYNAMIC = 1, KILN_OP_ALIAS = 2, KILN_OP_SHAPE_ONLY = 4 };
+enum { KILN_OP_DYNAMIC = 1, KILN_OP_ALIAS = 2, KILN_OP_SHAPE_ONLY = 4, KILN_OP_PREPACK = 8 };
 
 typedef struct kiln_op {
     const char *domain;          /* "" = ai.onnx, "ai.onnx.ml", "com.microsoft" */

@@ -269,10 +269,10 @@ static kiln_status conv_compute(kiln_ctx *ctx) {
 }
 
 const kiln_op kiln_ops_conv[] = {
-    {"", "Conv", 1, 0, kconv_init_weight, conv_infer, conv_compute, kconv_fini_weight},
-    {"", "ConvTranspose", 1, 0, kconv_init_weight, kconvt_infer, kconvt_compute, kconv_fini_weight},
+    {"", "Conv", 1, KILN_OP_PREPACK, kconv_init_weight, conv_infer, conv_compute, kconv_fini_weight},
+    {"", "ConvTranspose", 1, KILN_OP_PREPACK, kconv_init_weight, kconvt_infer, kconvt_compute, kconv_fini_weight},
     {"", "ConvInteger", 10, 0, NULL, kconvint_infer, kconvint_compute, NULL},
     {"", "DeformConv", 19, 0, NULL, kdeform_infer, kdeform_compute, NULL},
-    {"com.microsoft", "FusedConv", 1, 0, kconv_init_weight, conv_infer, conv_compute, kconv_fini_weight},
+    {"com.microsoft", "FusedConv", 1, KILN_OP_PREPACK, kconv_init_weight, conv_infer, conv_compute, kconv_fini_weight},
     {0},
 };

@@ -571,10 +571,10 @@ static kiln_status fmm_compute(kiln_ctx *ctx) {
 }
 
 const kiln_op kiln_ops_matmul[] = {
-    {"", "MatMul", 1, 0, matmul_init, matmul_infer, matmul_compute, matmul_fini},
-    {"", "MatMulInteger", 10, 0, mmi_init, mmi_infer, mmi_compute, mmi_fini},
-    {"", "Gemm", 1, 0, kgemm_op_init, kgemm_op_infer, kgemm_op_compute, kgemm_op_fini},
+    {"", "MatMul", 1, KILN_OP_PREPACK, matmul_init, matmul_infer, matmul_compute, matmul_fini},
+    {"", "MatMulInteger", 10, KILN_OP_PREPACK, mmi_init, mmi_infer, mmi_compute, mmi_fini},
+    {"", "Gemm", 1, KILN_OP_PREPACK, kgemm_op_init, kgemm_op_infer, kgemm_op_compute, kgemm_op_fini},
     {"com.microsoft", "FusedMatMul", 1, 0, NULL, fmm_infer, fmm_compute, NULL},
-    {"kiln", "MatMulBias", 1, 0, matmul_init, mmb_infer, mmb_compute, matmul_fini},
+    {"kiln", "MatMulBias", 1, KILN_OP_PREPACK, matmul_init, mmb_infer, mmb_compute, matmul_fini},
     {0},
 };
