@@ -159,6 +159,12 @@ typedef struct kiln_options {
     const char *optimized_model_path;
     const char *optimized_model_external_data;
     size_t optimized_model_external_min_bytes;
+    /* 1: float32 MatMul, Gemm, FusedMatMul and GEMM-based Conv on the CPU round their operands to
+     * bfloat16 and sum in float32 (AVX512-BF16, or AMX-BF16 where present; KILN_NO_AMX=1 keeps
+     * AMX off); constant weights are rounded and packed once, at open. Outputs stay float32. On a
+     * CPU without AVX512-BF16 the session computes in float32 and kiln_session_warning() says so.
+     * Also set by the session config entry "kiln.cpu_bf16" = "1" (Python). */
+    int cpu_bf16;
 } kiln_options;
 
 typedef struct kiln_session kiln_session;

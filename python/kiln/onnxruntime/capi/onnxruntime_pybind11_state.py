@@ -450,6 +450,8 @@ class SessionOptions(_KilnSessionOptions):
                 opt.optimized_model_external_min_bytes = int(self._config.get(_EXT_MIN, "1024"))
         if self._severity() == 0:
             opt.verbose = 1
+        if str(self._config.get("kiln.cpu_bf16", "0")).strip().lower() in ("1", "true"):
+            opt.cpu_bf16 = 1
         return keep
 
     def _apply_model_config(self, text):
