@@ -80,9 +80,7 @@ kiln_status kgemm_op_init(kiln_ctx *ctx) {
         gemm_state *s = calloc(1, sizeof *s);
         if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory preparing B");
         ctx->state = s;
-        int taken;
-        return kmm_init_bf16(ctx, kiln_attr_int(ctx->node, "transB", 0) != 0, &s->b_src, &s->b_bf16,
-                             &taken);
+        return kmm_pack_b_bf16(ctx, kiln_attr_int(ctx->node, "transB", 0) != 0, &s->b_src, &s->b_bf16);
     }
     int half = kcvt_is_half(B->dtype);
     int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && kgemm_avx512_available();

@@ -56,10 +56,11 @@ kiln_status kbf16_gemm(kiln_ctx *ctx, const kbf16_src *a, const kbf16_src *b, in
 /* kgemm_batched's products (dtype FLOAT) in bfloat16. */
 kiln_status kbf16_batched(kiln_ctx *ctx, const kgemm_batch *b);
 
-/* MatMul-family helpers (matmul.c). kmm_init_bf16: a constant float32 2-D input 1 of a bfloat16
- * session packed into *dst (its data noted in *src), *taken = 1; else nothing and *taken = 0. */
+/* MatMul-family helpers (matmul.c). kmm_pack_b_bf16: from init, the constant float32 2-D input 1
+ * (op(B) = B, or B transposed with tb) packed into *dst, its data noted in *src (kiln_input_packed);
+ * kmm_run_bf16: kmm_run_float's float32 products in bfloat16. */
 struct kmm_plan_t;
-kiln_status kmm_init_bf16(kiln_ctx *ctx, int tb, const void **src, uint16_t **dst, int *taken);
+kiln_status kmm_pack_b_bf16(kiln_ctx *ctx, int tb, const void **src, uint16_t **dst);
 kiln_status kmm_run_bf16(kiln_ctx *ctx, const kiln_tensor *At, const kiln_tensor *Bt,
                          const struct kmm_plan_t *p, int ta, int tb, double alpha, const float *A,
                          const float *B, float *C);

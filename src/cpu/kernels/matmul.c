@@ -209,8 +209,8 @@ static kiln_status mm_inputs(kiln_ctx *ctx, kiln_tensor **A, kiln_tensor **B) {
 }
 
 /* A constant float32 weight of a bfloat16 session is kept only in its bfloat16 packing. */
-static kiln_status pack_b_bf16(kiln_ctx *ctx, const kiln_tensor *B, int tb, const void **src,
-                               uint16_t **dst) {
+kiln_status kmm_pack_b_bf16(kiln_ctx *ctx, int tb, const void **src, uint16_t **dst) {
+    const kiln_tensor *B = kiln_input(ctx, 1);
     int64_t K = B->dims[tb ? 1 : 0], N = B->dims[tb ? 0 : 1], n = kbf16_packed_b_size(K, N);
     if (!(*dst = kbf16_alloc(n)))
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing B as bfloat16");
@@ -220,13 +220,6 @@ static kiln_status pack_b_bf16(kiln_ctx *ctx, const kiln_tensor *B, int tb, cons
     return KILN_OK;
 }
 
-kiln_status kmm_init_bf16(kiln_ctx *ctx, int tb, const void **src, uint16_t **dst, int *taken) {
-    const kiln_tensor *B = kiln_input(ctx, 1);
-    *taken = B && B->data && kiln_shape_concrete(B) && B->rank == 2 &&
-             B->dtype == KILN_DTYPE_FLOAT && kbf16_on(ctx);
-    return *taken ? pack_b_bf16(ctx, B, tb, src, dst) : KILN_OK;
-}
-
 static kiln_status matmul_init(kiln_ctx *ctx) {
     kiln_tensor *B = kiln_input(ctx, 1);
     if (!B || !B->data || !kiln_shape_concrete(B)) return KILN_OK;
@@ -234,7 +227,7 @@ static kiln_status matmul_init(kiln_ctx *ctx) {
         mm_state *s = calloc(1, sizeof *s);
         if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory preparing B");
         ctx->state = s;
-        return pack_b_bf16(ctx, B, 0, &s->b_src, &s->b_bf16);
+        return kmm_pack_b_bf16(ctx, 0, &s->b_src, &s->b_bf16);
     }
     int half = kcvt_is_half(B->dtype);
     int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && B->rank == 2 && kgemm_avx512_available();
