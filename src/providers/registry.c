@@ -114,9 +114,6 @@ kiln_status kiln_providers_open(const kiln_options *opt, kiln_provider_set *set,
     set->ep[0] = &cpu->base;
     set->n = 1;
     cpu->bf16 = opt->cpu_bf16 && kbf16_available();
-    if (opt->cpu_bf16 && !cpu->bf16)
-        snprintf(set->warning, sizeof set->warning,
-                 "cpu_bf16: this CPU has no AVX512-BF16; computing in float32");
     set->tp = cpu->tp;
     set->threads = cpu->threads;
     unsigned unknown = opt->providers & ~(unsigned)KILN_PROVIDER_CPU;
@@ -139,6 +136,11 @@ kiln_status kiln_providers_open(const kiln_options *opt, kiln_provider_set *set,
             return e->code;
         }
         snprintf(set->warning, sizeof set->warning, "%s; falling back to CPUExecutionProvider", pe.msg);
+    }
+    if (opt->cpu_bf16 && !cpu->bf16) {
+        size_t l = strlen(set->warning);
+        snprintf(set->warning + l, sizeof set->warning - l,
+                 "%scpu_bf16: this CPU has no AVX512-BF16; computing in float32", l ? "; " : "");
     }
     return KILN_OK;
 }
