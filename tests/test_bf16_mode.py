@@ -469,3 +469,22 @@ def test_bad_inputs_fail_clearly():
     with pytest.raises(Exception, match="kiln.cpu_bf16.*0 or 1"):
         kort.InferenceSession(node_model("MatMul", [("a", a), ("b", rand(rng, (6, 3)))], ["y"]).SerializeToString(),
                               so, providers=["CPUExecutionProvider"])
+
+
+@need_bf16
+@pytest.mark.parametrize("as_,bs", [((3, 0), (0, 4)), ((0, 5), (5, 4)), ((2, 0, 5), (5, 3))])
+@pytest.mark.parametrize("const_b", [True, False])
+def test_empty_products(as_, bs, const_b):
+    """K = 0 gives zeros (C alone for Gemm), M = 0 an empty output, as in float32."""
+    rng = np.random.default_rng(17)
+    a, b = rand(rng, as_), rand(rng, bs)
+    m = node_model("MatMul", [("a", a), ("b", b)], ["y"], initializers={"b": b} if const_b else None)
+    got = run(m, {"a": a} if const_b else {"a": a, "b": b})[0]
+    want = np.matmul(a, b)
+    assert got.shape == want.shape and np.array_equal(got, want)
+    if len(as_) == 2:
+        c = rand(rng, (bs[1],))
+        m = node_model("Gemm", [("a", a), ("b", b), ("c", c)], ["y"], {"beta": 2.0},
+                       initializers={"b": b, "c": c} if const_b else {"c": c})
+        got = run(m, {"a": a} if const_b else {"a": a, "b": b})[0]
+        np.testing.assert_allclose(got, a @ b + 2.0 * c, rtol=1e-6, atol=1e-6)
