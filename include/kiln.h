@@ -168,6 +168,12 @@ typedef struct kiln_options {
      * copies of constants. 0 (default) auto: on with a device provider, off for CPU-only
      * sessions; 1 on; -1 off. */
     int specialize;
+    /* 1: float32 MatMul, Gemm, FusedMatMul and GEMM-based Conv on the CPU round their operands to
+     * bfloat16 and sum in float32 (AVX512-BF16, or AMX-BF16 where present; KILN_NO_AMX=1 keeps
+     * AMX off); constant weights are rounded and packed once, at open. Outputs stay float32. On a
+     * CPU without AVX512-BF16 the session computes in float32 and kiln_session_warning() says so.
+     * Also set by the session config entry "kiln.cpu_bf16" = "1" (Python). */
+    int cpu_bf16;
 } kiln_options;
 
 typedef struct kiln_session kiln_session;

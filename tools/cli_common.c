@@ -55,6 +55,10 @@ int cli_parse_session_opt(int argc, char **argv, int *i) {
         cli_opts.float16 = 1;
         return 1;
     }
+    if (!strcmp(a, "--bf16")) {
+        cli_opts.bf16 = 1;
+        return 1;
+    }
     if (!strcmp(a, "--memory-limit") && more) {
         char *end;
         double mb = strtod(argv[++*i], &end);
@@ -96,6 +100,7 @@ kiln_session *cli_open(const char *path, int threads, int allow_missing, int ver
     if (cli_opts.providers) opt.providers = cli_opts.providers;
     opt.graph_capture = cli_opts.graph_capture;
     opt.float16 = cli_opts.float16;
+    opt.cpu_bf16 = cli_opts.bf16;
     opt.dim_overrides = cli_opts.dims[0] ? cli_opts.dims : NULL;
     opt.memory_limit = cli_opts.memory_limit;
     opt.specialize = cli_opts.specialize;

@@ -34,6 +34,7 @@ static void usage(void) {
           "                 --cuda-graph (record and replay each input shape's device work; fail if the\n"
           "                  model cannot be recorded)  --no-cuda-graph (default: record when safe)\n"
           "                 --fp16 (run a float32 model in float16, float32 inputs and outputs)\n"
+          "                 --bf16 (CPU: float32 MatMul/Gemm/Conv in bfloat16 with float32 sums)\n"
           "                 --memory-limit MB (intermediate values of a run)  --timeout MS (per run)\n"
           "                 --specialize / --no-specialize (a session per input shape seen twice, its\n"
           "                  symbolic dims fixed; default: on with a device provider)\n",

@@ -180,7 +180,7 @@ class InferenceSession:
     """InferenceSession(path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2)"""
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2,
-                 verbose=False, provider_options=None, float16=False, specialize=None):
+                 verbose=False, provider_options=None, float16=False, specialize=None, bf16=False):
         lib = _L()
         self._lib = lib
         self._sess_options = sess_options
@@ -238,6 +238,8 @@ class InferenceSession:
         opt.dim_overrides = dims.encode() if dims else None
         opt.memory_limit = memory_limit
         opt.specialize = _specialize_option(sess_options, specialize)
+        # bf16=True or the session config entry "kiln.cpu_bf16" = "1": CPU products in bfloat16
+        opt.cpu_bf16 = int(bool(bf16))
         # options that only a kiln_options struct carries (initializers, the optimised model's path):
         # the SessionOptions fills them; what it returns keeps their memory alive while opening
         fill = getattr(sess_options, "_fill_kiln_options", None)

@@ -73,6 +73,10 @@ static const kiln_provider_vtable cpu_vtable = {
     .destroy = cpu_destroy,
 };
 
+int kiln_cpu_provider_bf16(const kiln_provider *p) {
+    return p && p->vt == &cpu_vtable && ((const kiln_cpu_provider *)p)->bf16;
+}
+
 kiln_status kiln_cpu_provider_open(int threads, kiln_cpu_provider **out, kiln_err *e) {
     *out = NULL;
     if (threads <= 0) {

@@ -10,9 +10,13 @@ typedef struct kiln_cpu_provider {
     kiln_threadpool *tp;
     int threads;
     char desc[64];
+    int bf16; /* kiln_options.cpu_bf16, where the CPU can (kernels/gemm_bf16.h) */
 } kiln_cpu_provider;
 
 /* threads <= 0: one per online core (at most 256). */
 kiln_status kiln_cpu_provider_open(int threads, kiln_cpu_provider **out, kiln_err *e);
+
+/* p is the CPU provider of a session that computes float32 products in bfloat16. */
+int kiln_cpu_provider_bf16(const kiln_provider *p);
 
 #endif

@@ -5,6 +5,7 @@
  * Libraries stay loaded once opened (unloading the CUDA runtime while its threads live is unsafe). */
 #include "registry.h"
 #include "../cpu/cpu_provider.h"
+#include "../cpu/kernels/gemm_bf16.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -112,6 +113,7 @@ kiln_status kiln_providers_open(const kiln_options *opt, kiln_provider_set *set,
     KILN_TRY(kiln_cpu_provider_open(opt->threads, &cpu, e));
     set->ep[0] = &cpu->base;
     set->n = 1;
+    cpu->bf16 = opt->cpu_bf16 && kbf16_available();
     set->tp = cpu->tp;
     set->threads = cpu->threads;
     unsigned unknown = opt->providers & ~(unsigned)KILN_PROVIDER_CPU;
@@ -134,6 +136,11 @@ kiln_status kiln_providers_open(const kiln_options *opt, kiln_provider_set *set,
             return e->code;
         }
         snprintf(set->warning, sizeof set->warning, "%s; falling back to CPUExecutionProvider", pe.msg);
+    }
+    if (opt->cpu_bf16 && !cpu->bf16) {
+        size_t l = strlen(set->warning);
+        snprintf(set->warning + l, sizeof set->warning - l,
+                 "%scpu_bf16: this CPU has no AVX512-BF16; computing in float32", l ? "; " : "");
     }
     return KILN_OK;
 }

@@ -3,6 +3,7 @@
  * float32 (a constant weight is converted once, at init). This file holds the conv family table. */
 #include "conv_util.h"
 #include "gemm_util.h"
+#include "gemm_bf16.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@ typedef struct conv_state {
     const void *w_src; /* the constant W seen at init */
     float *w_f32;      /* half-precision W converted once, or NULL */
     float *w_packed;   /* W packed for the AVX-512 product (Conv, FusedConv), or NULL */
+    uint16_t *w_bf16;  /* float32 W packed for the bfloat16 product (cpu_bf16), or NULL */
 } conv_state;
 
 static int conv_float_type(int dt) {
@@ -131,6 +133,19 @@ kiln_status kconv_init_weight(kiln_ctx *ctx) {
     kconv_geom g;
     int is_conv = !strcmp(ctx->node->op_type, "Conv") || !strcmp(ctx->node->op_type, "FusedConv");
     int64_t npk = 0;
+    if (is_conv && W->dtype == KILN_DTYPE_FLOAT && kbf16_on(ctx) && weight_geom(ctx, W, &g) &&
+        kconv_uses_gemm(&g)) {
+        conv_state *s = calloc(1, sizeof *s);
+        int64_t nb = kconv_bf16_weight_size(&g);
+        if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory preparing W");
+        ctx->state = s;
+        if (!(s->w_bf16 = kbf16_alloc(nb)))
+            return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing W as bfloat16");
+        kconv_pack_weight_bf16(&g, W->data, s->w_bf16);
+        s->w_src = W->data;
+        kiln_input_packed(ctx, 1, sizeof(uint16_t) * (size_t)nb, &s->w_src);
+        return KILN_OK;
+    }
     if (is_conv && (half || W->dtype == KILN_DTYPE_FLOAT) && weight_geom(ctx, W, &g) &&
         kconv_uses_gemm(&g))
         npk = kconv_packed_weight_size(&g);
@@ -159,6 +174,7 @@ void kconv_fini_weight(void *state) {
     if (!s) return;
     free(s->w_f32);
     free(s->w_packed);
+    free(s->w_bf16);
     free(s);
 }
 
@@ -234,6 +250,10 @@ static kiln_status conv_compute(kiln_ctx *ctx) {
     KILN_TRY(fused_act(ctx, &act));
     kiln_tensor *Z = ctx->n_in > 3 ? kiln_input(ctx, 3) : NULL;
     int dt = X->dtype;
+    const conv_state *cs = ctx->state;
+    if (dt == KILN_DTYPE_FLOAT && cs && cs->w_bf16 && cs->w_src == W->data)
+        return kconv_run_bf16(ctx, &g, X->data, cs->w_bf16, B ? B->data : NULL, Z ? Z->data : NULL,
+                              &act, Y->data);
     if (dt == KILN_DTYPE_FLOAT)
         return kconv_run_f32(ctx, &g, X->data, W->data, B ? B->data : NULL, Z ? Z->data : NULL,
                              &act, cached_packed(ctx, W), Y->data);

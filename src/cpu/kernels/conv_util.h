@@ -85,6 +85,13 @@ int64_t kconv_packed_weight_size(const kconv_geom *g);
 void kconv_pack_weight(const kconv_geom *g, const float *w, float *dst);
 kiln_status kconv_run_f64(kiln_ctx *ctx, const kconv_geom *g, const double *x, const double *w,
                           const double *bias, double *y);
+/* The float32 convolution with bfloat16 operands and float32 sums (kiln_options.cpu_bf16,
+ * conv_bf16.c): w packed once by kconv_pack_weight_bf16 into kconv_bf16_weight_size uint16
+ * values. Only where kconv_uses_gemm. */
+int64_t kconv_bf16_weight_size(const kconv_geom *g);
+void kconv_pack_weight_bf16(const kconv_geom *g, const float *w, uint16_t *dst);
+kiln_status kconv_run_bf16(kiln_ctx *ctx, const kconv_geom *g, const float *x, const uint16_t *w,
+                           const float *bias, const float *z, const kconv_act *act, float *y);
 
 /* Conv's checks of X, W, B (shared with ConvInteger); *shape_known = 0 when the output cannot
  * be inferred yet (static inference with unknown ranks). */

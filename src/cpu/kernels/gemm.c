@@ -1,6 +1,7 @@
 /* Gemm: Y = alpha * op(A) op(B) + beta * C, with C broadcast to [M, N] (optional from opset 11).
  * Float types use BLAS with Y pre-filled by beta*C; integer types use the integer product. */
 #include "gemm_util.h"
+#include "gemm_bf16.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@ typedef struct gemm_state {
     const void *b_src; /* the constant B seen at init */
     float *b_f32;      /* half-precision B converted once, or NULL */
     float *b_packed;   /* B (as op(B)) packed for the AVX-512 product, or NULL */
+    uint16_t *b_bf16;  /* float32 B (as op(B)) packed for the bfloat16 product, or NULL */
 } gemm_state;
 
 typedef struct gemm_dims {
@@ -74,6 +76,12 @@ static kiln_status gemm_check(kiln_ctx *ctx, gemm_dims *g) {
 kiln_status kgemm_op_init(kiln_ctx *ctx) {
     kiln_tensor *B = kiln_input(ctx, 1);
     if (!B || !B->data || !kiln_shape_concrete(B) || B->rank != 2) return KILN_OK;
+    if (B->dtype == KILN_DTYPE_FLOAT && kbf16_on(ctx)) {
+        gemm_state *s = calloc(1, sizeof *s);
+        if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory preparing B");
+        ctx->state = s;
+        return kmm_pack_b_bf16(ctx, kiln_attr_int(ctx->node, "transB", 0) != 0, &s->b_src, &s->b_bf16);
+    }
     int half = kcvt_is_half(B->dtype);
     int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && kgemm_avx512_available();
     if (!half && !pack) return KILN_OK;
@@ -104,6 +112,7 @@ void kgemm_op_fini(void *state) {
     if (!s) return;
     free(s->b_f32);
     free(s->b_packed);
+    free(s->b_bf16);
     free(s);
 }
 
@@ -199,6 +208,12 @@ kiln_status kgemm_op_compute(kiln_ctx *ctx) {
     const gemm_state *s = ctx->state;
     if (s && s->b_src != B->data) s = NULL;
     const float *bpk = s && K > 0 ? s->b_packed : NULL;
+    if (dt == KILN_DTYPE_FLOAT && ((s && s->b_bf16) || kbf16_on(ctx))) {
+        int has_c = fill_beta_c(C, g.beta, dt, C ? C->data : NULL, Y->data, M, N);
+        kbf16_src a = {NULL, 0, A->data, g.ta, lda}, b = {NULL, 0, B->data, g.tb, ldb};
+        if (s && s->b_bf16) b = (kbf16_src){s->b_bf16, 0, NULL, 0, 0};
+        return kbf16_gemm(ctx, &a, &b, M, N, K, g.alpha, has_c ? 1.0f : 0.0f, Y->data, N);
+    }
     if (dt == KILN_DTYPE_FLOAT) {
         int has_c = fill_beta_c(C, g.beta, dt, C ? C->data : NULL, Y->data, M, N);
         if (bpk)

@@ -5,6 +5,7 @@
  * operand's batch dimensions into M (one large product); otherwise the batch is a list of
  * products with broadcast offsets. float16/bfloat16 compute in float32. */
 #include "gemm_util.h"
+#include "gemm_bf16.h"
 #include "matmul_plan.h"
 #include "qgemm.h"
 #include <math.h>
@@ -154,12 +155,39 @@ kiln_status kmm_run_float(kiln_ctx *ctx, int dtype, const kiln_tensor *At, const
     return KILN_OK;
 }
 
+/* kmm_run_float's float32 products in bfloat16 (a session with cpu_bf16) */
+kiln_status kmm_run_bf16(kiln_ctx *ctx, const kiln_tensor *At, const kiln_tensor *Bt,
+                         const kmm_plan_t *p, int ta, int tb, double alpha, const float *A,
+                         const float *B, float *C) {
+    int64_t M = p->M, N = p->N, K = p->K;
+    int64_t lda = (ta && !p->a_vec) ? M : K, ldb = (tb && !p->b_vec) ? K : N;
+    if (p->count == 0 || M == 0 || N == 0) return KILN_OK;
+    if (p->b_batch == 1 && !ta && p->count == p->a_batch) {
+        kbf16_src a = {NULL, 0, A, 0, lda}, b = {NULL, 0, B, tb, ldb};
+        return kbf16_gemm(ctx, &a, &b, M * p->count, N, K, (float)alpha, 0.0f, C, N);
+    }
+    int64_t *offs;
+    KILN_TRY(kmm_batch_offsets(ctx, At, Bt, p, &offs));
+    int64_t n = p->count;
+    for (int64_t c = 0; c < n; c++) {
+        offs[c] *= M * K;
+        offs[n + c] *= K * N;
+        offs[2 * n + c] *= M * N;
+    }
+    kgemm_batch b = {KILN_DTYPE_FLOAT, ta, tb, M, N, K, lda, ldb, N, alpha, 0.0, A, B, C,
+                     n, offs, offs + n, offs + 2 * n};
+    kiln_status st = kbf16_batched(ctx, &b);
+    free(offs);
+    return st;
+}
+
 /* ---- MatMul ---- */
 
 typedef struct mm_state {
     const void *b_src; /* constant B as seen at init */
     float *b_f32;      /* half-precision B converted once to float32, or NULL */
     float *b_packed;   /* 2-D B packed for the AVX-512 product, or NULL */
+    uint16_t *b_bf16;  /* float32 2-D B rounded and packed for the bfloat16 product, or NULL */
 } mm_state;
 
 static int mm_dtype_ok(int dt) {
@@ -180,9 +208,27 @@ static kiln_status mm_inputs(kiln_ctx *ctx, kiln_tensor **A, kiln_tensor **B) {
     return KILN_OK;
 }
 
+/* A constant float32 weight of a bfloat16 session is kept only in its bfloat16 packing. */
+kiln_status kmm_pack_b_bf16(kiln_ctx *ctx, int tb, const void **src, uint16_t **dst) {
+    const kiln_tensor *B = kiln_input(ctx, 1);
+    int64_t K = B->dims[tb ? 1 : 0], N = B->dims[tb ? 0 : 1], n = kbf16_packed_b_size(K, N);
+    if (!(*dst = kbf16_alloc(n)))
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing B as bfloat16");
+    kbf16_pack_b(tb, K, N, B->data, B->dims[1], *dst);
+    *src = B->data;
+    kiln_input_packed(ctx, 1, sizeof(uint16_t) * (size_t)n, src);
+    return KILN_OK;
+}
+
 static kiln_status matmul_init(kiln_ctx *ctx) {
     kiln_tensor *B = kiln_input(ctx, 1);
     if (!B || !B->data || !kiln_shape_concrete(B)) return KILN_OK;
+    if (B->dtype == KILN_DTYPE_FLOAT && B->rank == 2 && kbf16_on(ctx)) {
+        mm_state *s = calloc(1, sizeof *s);
+        if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory preparing B");
+        ctx->state = s;
+        return kmm_pack_b_bf16(ctx, 0, &s->b_src, &s->b_bf16);
+    }
     int half = kcvt_is_half(B->dtype);
     int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && B->rank == 2 && kgemm_avx512_available();
     if (!half && !pack) return KILN_OK;
@@ -212,6 +258,7 @@ static void matmul_fini(void *state) {
     if (!s) return;
     free(s->b_f32);
     free(s->b_packed);
+    free(s->b_bf16);
     free(s);
 }
 
@@ -264,6 +311,12 @@ static kiln_status matmul_compute(kiln_ctx *ctx) {
     int dt = A->dtype;
     const mm_state *s = ctx->state;
     if (s && s->b_src != B->data) s = NULL;
+    if (s && s->b_bf16 && dt == KILN_DTYPE_FLOAT) {
+        kbf16_src a = {NULL, 0, A->data, 0, p.K}, b = {s->b_bf16, 0, NULL, 0, 0};
+        return kbf16_gemm(ctx, &a, &b, p.M * p.count, p.N, p.K, 1.0f, 0.0f, Y->data, p.N);
+    }
+    if (dt == KILN_DTYPE_FLOAT && kbf16_on(ctx))
+        return kmm_run_bf16(ctx, A, B, &p, 0, 0, 1.0, A->data, B->data, Y->data);
     if (s && s->b_packed && p.count * p.M > 0 && p.N > 0 && p.K > 0) {
         /* constant 2-D B, packed at init: A's rows (all batches) times it */
         int64_t M = p.M * p.count;
@@ -561,7 +614,9 @@ static kiln_status fmm_compute(kiln_ctx *ctx) {
     int trb = (int)kiln_attr_int(ctx->node, "transB", 0) && !p.b_vec;
     double alpha = kiln_attr_float(ctx->node, "alpha", 1.0f);
     kiln_status st;
-    if (kcvt_is_half(va.dtype))
+    if (va.dtype == KILN_DTYPE_FLOAT && kbf16_on(ctx))
+        st = kmm_run_bf16(ctx, &va, &vb, &p, tra, trb, alpha, va.data, vb.data, Y->data);
+    else if (kcvt_is_half(va.dtype))
         st = kmm_run_half(ctx, va.dtype, &va, &vb, &p, tra, trb, alpha, NULL, Y->data);
     else
         st = kmm_run_float(ctx, va.dtype, &va, &vb, &p, tra, trb, alpha, va.data, vb.data, Y->data);

@@ -302,7 +302,8 @@ def _refuse(what, why):
 # session config keys kiln acts on (ONNX Runtime's names)
 _EXT_FILE = "session.optimized_model_external_initializers_file_name"
 _EXT_MIN = "session.optimized_model_external_initializers_min_size_in_bytes"
-_KNOWN_CONFIG = {_EXT_FILE, _EXT_MIN, "kiln.specialize_shapes"}
+_CPU_BF16 = "kiln.cpu_bf16"  # "1": float32 products in bfloat16 on the CPU (kiln_options.cpu_bf16)
+_KNOWN_CONFIG = {_EXT_FILE, _EXT_MIN, _CPU_BF16, "kiln.specialize_shapes"}
 
 
 class SessionOptions(_KilnSessionOptions):
@@ -402,6 +403,8 @@ class SessionOptions(_KilnSessionOptions):
             if key not in _KNOWN_CONFIG:
                 raise _refuse("session config entry %r" % key, "kiln does not act on it (it acts on: %s)"
                               % ", ".join(sorted(_KNOWN_CONFIG)))
+        if str(self._config.get(_CPU_BF16, "0")).strip().lower() not in ("0", "1", "true", "false"):
+            raise _refuse("session config entry %r = %r" % (_CPU_BF16, self._config[_CPU_BF16]), "it takes 0 or 1")
         if _EXT_MIN in self._config:
             try:
                 if int(self._config[_EXT_MIN]) < 0:
@@ -450,6 +453,8 @@ class SessionOptions(_KilnSessionOptions):
                 opt.optimized_model_external_min_bytes = int(self._config.get(_EXT_MIN, "1024"))
         if self._severity() == 0:
             opt.verbose = 1
+        if str(self._config.get(_CPU_BF16, "0")).strip().lower() in ("1", "true"):
+            opt.cpu_bf16 = 1
         return keep
 
     def _apply_model_config(self, text):
