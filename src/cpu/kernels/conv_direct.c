@@ -313,6 +313,17 @@ static void compute_flat_run(void *arg, int64_t i0, int64_t i1) {
     }
 }
 
+static double item_cost(const void *arg, int64_t it) {
+    const djob *j = arg;
+    const dgeo *d = &j->d;
+    int64_t rb = it % j->row_items, p = (it / j->row_items) % j->panels;
+    int64_t mr = j->Mg - p * DMR < DMR ? j->Mg - p * DMR : DMR;
+    int64_t rows = d->flat ? d->chunks : d->OH;
+    int64_t r0 = rb * j->rows_per_item, r1 = r0 + j->rows_per_item < rows ? r0 + j->rows_per_item : rows;
+    int64_t lanes = d->flat ? DNR : (d->OW + DNR - 1) / DNR * DNR;
+    return r1 > r0 ? (double)((mr + 3) / 4 * 4) * (double)((r1 - r0) * lanes) * (double)j->K : 0;
+}
+
 kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
                              const float *bias, const float *z, const kconv_act *act, float *y) {
     djob j;
@@ -362,6 +373,9 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.row_items = (rows + j.rows_per_item - 1) / j.rows_per_item;
     double macs = (double)j.Mg * g->group * j.K * g->out_size;
     int64_t items = base_items * j.row_items;
+    if (kconv_debug_partition())
+        kconv_report_partition(d->flat ? "direct-flat-per-image" : "direct-per-image", g, nt,
+                               items, kpar_grain(items, macs / 100.0), item_cost, &j);
     for (int64_t n = 0; n < g->N; n++) {
         j.n = n;
         kiln_parallel_for(ctx, g->C, kpar_grain(g->C, (double)g->C * d->cs * 0.3), fill_run, &j);

@@ -205,6 +205,16 @@ static void tile_run(void *arg, int64_t i0, int64_t i1) {
     free(buf);
 }
 
+/* multiply-adds of item it as the kernels do them (rows in 4s, columns in 32s) */
+static double item_cost(const void *arg, int64_t it) {
+    const conv_job *j = arg;
+    int64_t mb = it % j->nmb, t = (it / j->nmb) % j->ntiles;
+    int64_t c0 = t * j->tile, c1 = c0 + j->tile < j->cols ? c0 + j->tile : j->cols;
+    int64_t m0 = mb * j->mblock, m1 = m0 + j->mblock < j->Mg ? m0 + j->mblock : j->Mg;
+    if (c0 >= c1 || m0 >= m1) return 0;
+    return (double)((m1 - m0 + 3) / 4 * 4) * (double)((c1 - c0 + 31) / 32 * 32) * (double)j->Kc;
+}
+
 typedef struct dw_job {
     const kconv_geom *g;
     const float *x, *w, *bias, *z;
@@ -465,7 +475,10 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
     }
     int64_t items = images * ntiles * j.nmb;
     double macs = (double)g->N * g->M * j.Kc * g->out_size;
-    kiln_parallel_for(ctx, items, kpar_grain(items, macs / 100.0), tile_run, &j);
+    int64_t grain = kpar_grain(items, macs / 100.0);
+    if (kconv_debug_partition())
+        kconv_report_partition(j.wpk ? "gemm-packed" : "gemm", g, nt, items, grain, item_cost, &j);
+    kiln_parallel_for(ctx, items, grain, tile_run, &j);
     free(packed);
     return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for im2col") : KILN_OK;
 }
