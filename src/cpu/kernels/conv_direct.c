@@ -8,6 +8,7 @@
 #include "conv_util.h"
 #include "gemm_util.h"
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,7 +101,8 @@ typedef struct djob {
     const kconv_act *act;
     float *y, *pad;
     const int64_t *offs;
-    int64_t n, Cg, Mg, K, panels, rows_per_item, row_items, wpk_group;
+    int64_t n, Cg, Mg, K, panels, wpk_group;
+    int64_t rows, row_items; /* an item's rows: block rb of row_items over rows (kconv_block_start) */
 } djob;
 
 /* x[j] -> phase (j + pl) & 1 at column (j + pl) >> 1 for columns below Lq: 32 inputs become 16
@@ -258,16 +260,17 @@ static void compute_run(void *arg, int64_t i0, int64_t i1) {
     const kconv_geom *g = j->g;
     for (int64_t it = i0; it < i1; it++) {
         int64_t rb = it % j->row_items, rest = it / j->row_items;
-        int64_t p = rest % j->panels, grp = rest / j->panels;
+        int64_t p = rest % j->panels, ig = rest / j->panels;
+        int64_t grp = ig % g->group, in = ig / g->group; /* image j->n + in, its group grp */
         int64_t m0 = p * DMR, mr = j->Mg - m0 < DMR ? j->Mg - m0 : DMR;
         const float *wg = j->wpk + grp * j->wpk_group;
         int64_t Mpad = j->panels * DMR;
         const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
-        const float *gx = j->pad + grp * j->Cg * d->cs;
-        float *yb = j->y + (j->n * g->M + grp * j->Mg + m0) * g->out_size;
-        int64_t oy0 = rb * j->rows_per_item, oy1 = oy0 + j->rows_per_item;
-        if (oy1 > d->OH) oy1 = d->OH;
-        for (int64_t oy = oy0; oy < oy1; oy++) {
+        const float *gx = j->pad + (in * g->C + grp * j->Cg) * d->cs;
+        float *yb = j->y + ((j->n + in) * g->M + grp * j->Mg + m0) * g->out_size;
+        int64_t r0 = kconv_block_start(rb, j->row_items, j->rows);
+        int64_t r1 = kconv_block_start(rb + 1, j->row_items, j->rows);
+        for (int64_t oy = r0; oy < r1; oy++) {
             const float *xrow = gx + oy * d->sh * d->rowlen;
             for (int64_t ox = 0; ox < d->OW; ox += DNR) {
                 int nr = (int)(d->OW - ox < DNR ? d->OW - ox : DNR);
@@ -321,16 +324,17 @@ static void compute_flat_run(void *arg, int64_t i0, int64_t i1) {
     float tile[DMR * DNR];
     for (int64_t it = i0; it < i1; it++) {
         int64_t rb = it % j->row_items, rest = it / j->row_items;
-        int64_t p = rest % j->panels, grp = rest / j->panels;
+        int64_t p = rest % j->panels, ig = rest / j->panels;
+        int64_t grp = ig % g->group, in = ig / g->group; /* image j->n + in, its group grp */
         int64_t m0 = p * DMR, mr = j->Mg - m0 < DMR ? j->Mg - m0 : DMR;
         const float *wg = j->wpk + grp * j->wpk_group;
         int64_t Mpad = j->panels * DMR;
         const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
-        const float *gx = j->pad + grp * j->Cg * d->cs;
-        float *yb = j->y + (j->n * g->M + grp * j->Mg + m0) * g->out_size;
-        int64_t c0 = rb * j->rows_per_item, c1 = c0 + j->rows_per_item;
-        if (c1 > d->chunks) c1 = d->chunks;
-        for (int64_t c = c0; c < c1; c++) {
+        const float *gx = j->pad + (in * g->C + grp * j->Cg) * d->cs;
+        float *yb = j->y + ((j->n + in) * g->M + grp * j->Mg + m0) * g->out_size;
+        int64_t r0 = kconv_block_start(rb, j->row_items, j->rows);
+        int64_t r1 = kconv_block_start(rb + 1, j->row_items, j->rows);
+        for (int64_t c = r0; c < r1; c++) {
             const float *xb = gx + c * DNR;
             if (mr > 8)
                 dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR);
@@ -348,8 +352,8 @@ static double item_cost(const void *arg, int64_t it) {
     const dgeo *d = &j->d;
     int64_t rb = it % j->row_items, p = (it / j->row_items) % j->panels;
     int64_t mr = j->Mg - p * DMR < DMR ? j->Mg - p * DMR : DMR;
-    int64_t rows = d->flat ? d->chunks : d->OH;
-    int64_t r0 = rb * j->rows_per_item, r1 = r0 + j->rows_per_item < rows ? r0 + j->rows_per_item : rows;
+    int64_t r0 = kconv_block_start(rb, j->row_items, j->rows);
+    int64_t r1 = kconv_block_start(rb + 1, j->row_items, j->rows);
     int64_t lanes = d->flat ? DNR : (d->OW + DNR - 1) / DNR * DNR;
     return r1 > r0 ? (double)((mr + 3) / 4 * 4) * (double)((r1 - r0) * lanes) * (double)j->K : 0;
 }
@@ -372,8 +376,15 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.panels = (j.Mg + DMR - 1) / DMR;
     j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
     const dgeo *d = &j.d;
+    /* Images go together, as many as a kept buffer holds (at batch 8 a per-image loop gave 16
+     * threads one image's items at a time, and two pool hand-offs per image). */
+    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = g->N;
+    if (nb * per_image + slack > PAD_CACHE_MAX) {
+        nb = (PAD_CACHE_MAX - slack) / per_image;
+        if (nb < 1) nb = 1;
+    }
     /* the padding: zero; flat chunks past the last row read up to a row and a chunk further */
-    int64_t npad = g->C * d->cs + d->rowlen + 2 * DNR;
+    int64_t npad = nb * per_image + slack;
     int own = 0;
     float *pad = cached_pad(g, d, npad);
     if (!pad) {
@@ -397,24 +408,33 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     }
     j.pad = pad;
     j.offs = offs;
-    /* output rows per item: enough items for every thread, each still a few rows of work */
+    /* Items: one 12-channel panel of one image and group over a block of output rows (flat: of
+     * 32-lane chunks); the planner picks the blocks. Nothing is repacked per item, so only the
+     * balance and a small cost per item count. */
     int nt = kiln_num_threads(ctx);
-    int64_t base_items = g->group * j.panels;
-    int64_t want = nt > 1 ? (4 * nt + base_items - 1) / base_items : 1;
-    int64_t rows = d->flat ? d->chunks : d->OH; /* flat: an item's "rows" are 32-lane chunks */
-    if (want > rows) want = rows;
-    j.rows_per_item = (rows + want - 1) / want;
-    j.row_items = (rows + j.rows_per_item - 1) / j.rows_per_item;
-    double macs = (double)j.Mg * g->group * j.K * g->out_size;
-    int64_t items = base_items * j.row_items;
-    if (kconv_debug_partition())
-        kconv_report_partition(d->flat ? "direct-flat-per-image" : "direct-per-image", g, nt,
-                               items, kpar_grain(items, macs / 100.0), item_cost, &j);
-    for (int64_t n = 0; n < g->N; n++) {
+    j.rows = d->flat ? d->chunks : d->OH;
+    double lanes = d->flat ? 1.0 : (double)((d->OW + DNR - 1) / DNR);
+    double macs = (double)j.Mg * g->group * j.K * g->out_size * nb;
+    int64_t last = j.Mg - (j.panels - 1) * DMR;
+    kconv_plan_in pi = {nb * g->group, j.panels, j.rows, j.panels, j.panels, 1,
+                        macs / 100.0 < KPAR_SERIAL_NS ? 1 : nt, (double)((last + 3) / 4 * 4) / DMR,
+                        1.0, lanes, 0.0, 0.0, 1000.0 / (12.0 * (double)j.K)};
+    j.row_items = kconv_plan_split(&pi).nc;
+    int64_t per_batch = g->group * j.panels * j.row_items;
+    for (int64_t n = 0; n < g->N; n += nb) {
+        int64_t cnt = g->N - n < nb ? g->N - n : nb, items = cnt * per_batch;
+        double work = macs / (double)nb * (double)cnt;
+        int64_t grain = kpar_grain(items, work / 100.0);
         j.n = n;
-        kiln_parallel_for(ctx, g->C, kpar_grain(g->C, (double)g->C * d->cs * 0.3), fill_run, &j);
-        kiln_parallel_for(ctx, items, kpar_grain(items, macs / 100.0),
-                          d->flat ? compute_flat_run : compute_run, &j);
+        if (kconv_debug_partition() && n == 0) {
+            char path[48];
+            snprintf(path, sizeof path, "%s%s", d->flat ? "direct-flat" : "direct-rows",
+                     nb < g->N ? "-per-image-group" : "");
+            kconv_report_partition(path, g, nt, items, grain, item_cost, &j);
+        }
+        kiln_parallel_for(ctx, cnt * g->C, kpar_grain(cnt * g->C, (double)cnt * per_image * 0.3),
+                          fill_run, &j);
+        kiln_parallel_for(ctx, items, grain, d->flat ? compute_flat_run : compute_run, &j);
     }
     if (own) free(pad);
     free(offs);
