@@ -376,9 +376,11 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.panels = (j.Mg + DMR - 1) / DMR;
     j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
     const dgeo *d = &j.d;
-    /* Images go together, as many as a kept buffer holds (at batch 8 a per-image loop gave 16
-     * threads one image's items at a time, and two pool hand-offs per image). */
-    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = g->N;
+    /* With threads, images go together, as many as a kept buffer holds (at batch 8 a per-image
+     * loop gave 16 threads one image's items at a time, and two pool hand-offs per image). One
+     * thread goes image by image: the copy it just made is still in its cache. */
+    int nt = kiln_num_threads(ctx);
+    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = nt > 1 ? g->N : 1;
     if (nb * per_image + slack > PAD_CACHE_MAX) {
         nb = (PAD_CACHE_MAX - slack) / per_image;
         if (nb < 1) nb = 1;
@@ -411,7 +413,6 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     /* Items: one 12-channel panel of one image and group over a block of output rows (flat: of
      * 32-lane chunks); the planner picks the blocks. Nothing is repacked per item, so only the
      * balance and a small cost per item count. */
-    int nt = kiln_num_threads(ctx);
     j.rows = d->flat ? d->chunks : d->OH;
     double lanes = d->flat ? 1.0 : (double)((d->OW + DNR - 1) / DNR);
     double macs = (double)j.Mg * g->group * j.K * g->out_size * nb;

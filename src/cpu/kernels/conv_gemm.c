@@ -242,7 +242,10 @@ static void for_segments(conv_job *j, int64_t it, segment_fn fn, void *arg) {
             nc = 1;
             r1 = min64(P, r0 + (b - a));
         } else {
-            nc = min64(min64((b - a) / P, Q - c), KCONV_TILE_COLS / KGEMM_NR);
+            /* whole columns left in this run and unit, in even products of at most a tile */
+            int64_t rem = min64((b - a) / P, Q - c), most = KCONV_TILE_COLS / KGEMM_NR;
+            int64_t parts = (rem + most - 1) / most;
+            nc = (rem + parts - 1) / parts;
             r1 = P;
         }
         fn(j, u, min64(j->cols, c * KGEMM_NR), min64(j->cols, (c + nc) * KGEMM_NR),
