@@ -53,15 +53,15 @@ def table(rows, batch):
         key = (r["path"], r["C"], r["in"], r["M"], r["out"], r["k"], r["group"])
         groups.setdefault(key, []).append(r)
     out = [f"\n### batch {batch}\n",
-           "| conv (C in -> M out, kernel s stride) | count | path | items | per thread | item MMAC min-max | balance |",
-           "|---|---|---|---|---|---|---|"]
+           "| conv (C in -> M out, kernel s stride) | count | path | items | per thread | item MMAC min-max | balance | inputs packed (x) |",
+           "|---|---|---|---|---|---|---|---|"]
     work = busy = 0.0
     for (path, C, sin, M, sout, k, grp), rs in groups.items():
         r = rs[0]
         g = "" if grp == "1" else f" g{grp}"
         out.append(f"| {C}x{sin} -> {M}x{sout}, {k}{g} | {len(rs)} | {path} | {r['items']} | "
                    f"{r['per_thread']} | {float(r['item_mmac_min']):.2f}-{float(r['item_mmac_max']):.2f} | "
-                   f"{float(r['balance']):.2f} |")
+                   f"{float(r['balance']):.2f} | {r.get('repack', '?')} |")
         # the convolution's multiply-adds, from its shape
         kk = 1
         for t in re.findall(r"(\d+)s\d+", k):
@@ -91,7 +91,8 @@ def main():
     lines = [f"## {a.title or os.path.basename(a.model)}: {a.threads} threads\n",
              "balance: the threads' mean busy time over the busiest thread's, replaying the pool's "
              "schedule (chunks in index order to the first free thread) with each item's "
-             "multiply-adds as the kernels run them (rows in 4s, columns in 32s).\n"]
+             "multiply-adds as the kernels run them (rows in 4s, columns in 32s). inputs packed: "
+             "how many times over the items pack (im2col or copy) the inputs; 1 = once.\n"]
     for b in a.batches:
         lines += table(collect(a.model, b, a.threads), b)
     text = "\n".join(lines) + "\n"

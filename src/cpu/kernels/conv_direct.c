@@ -431,7 +431,7 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
             char path[48];
             snprintf(path, sizeof path, "%s%s", d->flat ? "direct-flat" : "direct-rows",
                      nb < g->N ? "-per-image-group" : "");
-            kconv_report_partition(path, g, nt, items, grain, item_cost, &j);
+            kconv_report_partition(path, g, nt, items, grain, item_cost, &j, 1.0);
         }
         kiln_parallel_for(ctx, cnt * g->C, kpar_grain(cnt * g->C, (double)cnt * per_image * 0.3),
                           fill_run, &j);

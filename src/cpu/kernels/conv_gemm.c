@@ -278,6 +278,23 @@ static void segment_cost(conv_job *j, int64_t ng, int64_t c0, int64_t c1, int64_
     *(double *)arg += block_cost(j, c0, c1, m0, m1);
 }
 
+static void segment_cols(conv_job *j, int64_t ng, int64_t c0, int64_t c1, int64_t m0, int64_t m1,
+                         void *arg) {
+    (void)ng;
+    (void)m0;
+    (void)m1;
+    *(double *)arg += (double)(c1 - c0);
+}
+
+/* columns the items pack, over the columns there are: linear runs pack each column they touch,
+ * grid items each pack their tile */
+static double repack_factor(conv_job *j, int64_t items) {
+    double c = 0;
+    if (!j->linear) return (double)j->nmb;
+    for (int64_t it = 0; it < items; it++) for_segments(j, it, segment_cols, &c);
+    return c / ((double)j->units * (double)j->cols);
+}
+
 static double item_cost(const void *arg, int64_t it) {
     conv_job *j = (conv_job *)arg;
     double c = 0;
@@ -568,7 +585,7 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
     int64_t grain = kpar_grain(items, macs / 100.0);
     if (kconv_debug_partition())
         kconv_report_partition(j.linear ? "gemm-packed-linear" : "gemm", g, nt, items, grain,
-                               item_cost, &j);
+                               item_cost, &j, repack_factor(&j, items));
     kiln_parallel_for(ctx, items, grain, j.linear ? linear_run : tile_run, &j);
     free(packed);
     return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for im2col") : KILN_OK;

@@ -108,7 +108,7 @@ int kconv_debug_partition(void) {
  * free first) with each item's cost from item_cost, and prints one line. */
 void kconv_report_partition(const char *path, const kconv_geom *g, int nt, int64_t items,
                             int64_t grain, double (*item_cost)(const void *, int64_t),
-                            const void *arg) {
+                            const void *arg, double repack) {
     if (items <= 0) return;
     if (grain < 1) grain = 1;
     if (nt < 1) nt = 1;
@@ -144,8 +144,8 @@ void kconv_report_partition(const char *path, const kconv_geom *g, int nt, int64
     fprintf(stderr,
             "kiln-partition path=%s N=%lld C=%lld in=%s M=%lld out=%s k=%s group=%lld threads=%d "
             "items=%lld grain=%lld per_thread=%.1f item_mmac_min=%.3f item_mmac_max=%.3f "
-            "balance=%.3f\n",
+            "balance=%.3f repack=%.2f\n",
             path, (long long)g->N, (long long)g->C, sx, (long long)g->M, sy, sk,
             (long long)g->group, nt, (long long)items, (long long)grain, (double)items / nt,
-            lo / 1e6, hi / 1e6, span > 0 ? total / nt / span : 1.0);
+            lo / 1e6, hi / 1e6, span > 0 ? total / nt / span : 1.0, repack);
 }

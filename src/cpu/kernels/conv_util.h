@@ -105,11 +105,12 @@ kconv_plan kconv_plan_split(const kconv_plan_in *in);
 /* Block b of n over P panels starts at panel b * P / n (blocks differ by at most one panel). */
 static inline int64_t kconv_block_start(int64_t b, int64_t n, int64_t P) { return b * P / n; }
 /* KILN_DEBUG_PARTITION set: each convolution prints how its work was cut (stderr), with the
- * balance the pool's schedule gets from item_cost(arg, item). */
+ * balance the pool's schedule gets from item_cost(arg, item); repack: how many times over the
+ * items pack (im2col or copy) the inputs, 1 where they are packed once. */
 int kconv_debug_partition(void);
 void kconv_report_partition(const char *path, const kconv_geom *g, int nt, int64_t items,
                             int64_t grain, double (*item_cost)(const void *, int64_t),
-                            const void *arg);
+                            const void *arg, double repack);
 
 /* Conv's checks of X, W, B (shared with ConvInteger); *shape_known = 0 when the output cannot
  * be inferred yet (static inference with unknown ranks). */
