@@ -1,10 +1,10 @@
 /* Direct 2-D convolution for CPUs with AVX-512F ("implicit GEMM"): no im2col matrix. Each input
- * channel is copied once with its zero padding and split by horizontal stride phase, so that for
- * any output row and any kernel tap (c, ky, kx) the 32 input values under 32 consecutive output
- * pixels are one contiguous run. A register tile of 12 output channels x 32 pixels then sums
- * over all K = C/group * KH * KW taps, reading the input runs through a table of tap offsets and
- * the weights from the 12-channel panels the AVX-512 product packs (kgemm_avx512_pack_a). Work items are (image, group, channel panel,
- * output rows). */
+ * channel is copied once with its zero padding and split by stride phase, so that for any kernel
+ * tap (c, ky, kx) the input values under 32 consecutive outputs are one contiguous run (see
+ * flat_ok for the two layouts). A register tile of 12 output channels x 32 outputs then sums over
+ * all K = C/group * KH * KW taps, reading the input runs through a table of tap offsets and the
+ * weights from the 12-channel panels the AVX-512 product packs (kgemm_avx512_pack_a). Work items
+ * are (image, group, channel panel, block of output rows or 32-lane chunks). */
 #include "conv_util.h"
 #include "gemm_util.h"
 #include <pthread.h>

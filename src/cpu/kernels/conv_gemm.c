@@ -1,13 +1,12 @@
-/* Convolution as matrix products. The output positions are cut into column tiles; one
- * single-threaded product per tile (and per block of output channels when tiles alone cannot
- * feed every thread) turns it into outputs, and bias, residual and activation are applied while
- * the tile is still hot. Tiles are the unit of parallel work. With weights packed for the AVX-512
- * product, the im2col columns go straight into its panels a KC-deep slice at a time, so tiles
- * are wide (KCONV_TILE_COLS) and, on maps smaller than that at batch > 1, run on across images.
- * Without packing, a tile's im2col block is kept to about 256 KB. 1x1 convolutions with unit
- * strides and no padding read the input directly; strided ones read a subsampled copy.
- * Depthwise convolutions go to the direct kernels (conv_depthwise.c), stride-1 ones mostly to
- * conv_direct.c. */
+/* Convolution as matrix products. Bias, residual and activation are applied while an output
+ * tile is still hot. With weights packed for the AVX-512 product, the im2col columns go straight
+ * into its panels a KC-deep slice at a time, so products are wide (up to KCONV_TILE_COLS) and,
+ * on maps smaller than that at batch > 1, run on across images; the threads get equal runs of
+ * (column panel, row panel) pairs (for_segments). Without packing, output positions are cut into
+ * tiles whose im2col block is kept to about 256 KB, split further by output channels when tiles
+ * alone cannot feed every thread. 1x1 convolutions with unit strides and no padding read the
+ * input directly; strided ones read a subsampled copy. Depthwise convolutions go to the direct
+ * kernels (conv_depthwise.c), most others with windows to conv_direct.c. */
 #include "conv_util.h"
 #include "gemm_util.h"
 #include <cblas.h>
