@@ -27,6 +27,8 @@ typedef struct conv_job {
     int64_t cunit, cpan, ntiles, runit, rpan, nmb, tile;
     int linear;          /* linear items (see for_segments) instead of the grid */
     int64_t units, items; /* linear: units of rpan x cpan panels, cut into items */
+    float *bp;            /* or NULL: the inputs packed once for all items, unit u's columns at */
+    int64_t bp_npad;      /* bp + u * Kc * bp_npad, as kgemm_sgemm_avx512_packed_ab_epi reads */
     int64_t cols; /* columns a tile index runs over: N * out_size when span, else out_size */
     int span;     /* tiles run over the whole batch, so one product may cover several images */
     int pointwise;
@@ -113,6 +115,20 @@ static void pack_im2col_span(void *arg, int64_t p0, int64_t kc, int64_t j0, int6
 
 /* A tile whose columns cover parts of several images (small maps, batch > 1): one product into
  * tmp, then each image's part is copied to its place, where the residual and activation go. */
+/* Rows [m0, m0 + M) x columns [c0, c0 + N) of unit u's product into C, the inputs packed by
+ * pack_fn from ps, or read from j->bp when they were packed once for all items. */
+static int product(const conv_job *j, int64_t u, int64_t grp, panel_src *ps, kgemm_pack_b_fn pack_fn,
+                   int64_t c0, int64_t m0, int64_t M, int64_t N, float *C, int64_t ldc,
+                   const float *bias, const kgemm_epi *ep) {
+    const float *ap = j->wpk + grp * j->wpk_group;
+    if (j->bp)
+        return kgemm_sgemm_avx512_packed_ab_epi(ap, j->Mg, m0, M, N, j->Kc,
+                                                j->bp + u * j->Kc * j->bp_npad, j->bp_npad, c0, C,
+                                                ldc, bias, ep);
+    return kgemm_sgemm_avx512_packed_cb_epi(ap, j->Mg, m0, M, N, j->Kc, 1.0f, pack_fn, ps, 0.0f, C,
+                                            ldc, bias, ep);
+}
+
 static int span_tile(conv_job *j, int64_t grp, int64_t q0, int64_t q1, int64_t m0, int64_t m1) {
     const kconv_geom *g = j->g;
     int64_t nc = q1 - q0, os = g->out_size;
@@ -120,8 +136,7 @@ static int span_tile(conv_job *j, int64_t grp, int64_t q0, int64_t q1, int64_t m
     if (!tmp) return 0;
     panel_src ps = {g, j->x + grp * j->Cg * g->in_size, q0};
     const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
-    if (!kgemm_sgemm_avx512_packed_cb(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0, nc, j->Kc,
-                                      1.0f, pack_im2col_span, &ps, 0.0f, tmp, nc, bias)) {
+    if (!product(j, grp, grp, &ps, pack_im2col_span, q0, m0, m1 - m0, nc, tmp, nc, bias, NULL)) {
         free(tmp);
         return 0;
     }
@@ -167,11 +182,10 @@ static int block_run(conv_job *j, int64_t ng, int64_t key, int64_t c0, int64_t c
     const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
     kgemm_epi ep;
     int fused = j->wpk ? fuse_epi(j, n, grp, m0, p0, &ep) : 0;
-    if (!j->pointwise && j->wpk) {
+    if ((!j->pointwise || j->bp) && j->wpk) {
         panel_src ps = {g, xg, p0};
-        if (!kgemm_sgemm_avx512_packed_cb_epi(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0,
-                                              p1 - p0, j->Kc, 1.0f, pack_im2col, &ps, 0.0f, yg,
-                                              g->out_size, bias, &ep))
+        if (!product(j, ng, grp, &ps, pack_im2col, c0, m0, m1 - m0, p1 - p0, yg, g->out_size, bias,
+                     &ep))
             return 0; /* no packing buffers */
         epilogue_fused(j, n, grp, m0, m1, p0, p1, 0, fused);
         return 1;
@@ -260,6 +274,23 @@ static void segment_run(conv_job *j, int64_t ng, int64_t c0, int64_t c1, int64_t
     if (!j->failed && !block_run(j, ng, 0, c0, c1, m0, m1, NULL, &last_col)) j->failed = 1;
 }
 
+/* Packs the inputs once for all items: items are (unit, KC block, column panel). */
+static void prepack_run(void *arg, int64_t i0, int64_t i1) {
+    conv_job *j = arg;
+    const kconv_geom *g = j->g;
+    int64_t Q = j->cpan, nkb = (j->Kc + KGEMM_KC - 1) / KGEMM_KC;
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t q = it % Q, rest = it / Q, kb = rest % nkb, u = rest / nkb;
+        int64_t pc = kb * KGEMM_KC, kc = min64(KGEMM_KC, j->Kc - pc);
+        int64_t c0 = q * KGEMM_NR, nc = min64(KGEMM_NR, j->cols - c0);
+        int64_t grp = u % g->group, n = u / g->group;
+        float *dst = j->bp + u * j->Kc * j->bp_npad + pc * j->bp_npad + c0 * kc;
+        panel_src ps = {g, j->x + ((j->span ? 0 : n * g->C) + grp * j->Cg) * g->in_size, 0};
+        if (j->span) pack_im2col_span(&ps, pc, kc, c0, nc, dst);
+        else pack_im2col(&ps, pc, kc, c0, nc, dst);
+    }
+}
+
 static void linear_run(void *arg, int64_t i0, int64_t i1) {
     conv_job *j = arg;
     for (int64_t it = i0; it < i1; it++) for_segments(j, it, segment_run, NULL);
@@ -285,11 +316,12 @@ static void segment_cols(conv_job *j, int64_t ng, int64_t c0, int64_t c1, int64_
     *(double *)arg += (double)(c1 - c0);
 }
 
-/* columns the items pack, over the columns there are: linear runs pack each column they touch,
- * grid items each pack their tile */
+/* columns the items pack, over the columns there are: linear runs pack each column they touch
+ * (unless packed once for all), grid items each pack their tile */
 static double repack_factor(conv_job *j, int64_t items) {
     double c = 0;
     if (!j->linear) return (double)j->nmb;
+    if (j->bp) return 1.0;
     for (int64_t it = 0; it < items; it++) for_segments(j, it, segment_cols, &c);
     return c / ((double)j->units * (double)j->cols);
 }
@@ -543,6 +575,20 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
         j.rpan = P;
         j.ntiles = j.nmb = 1;
         j.tile = min64(j.cols, KCONV_TILE_COLS);
+        /* A run packs the inputs of every column it touches; when the runs are short next to
+         * the columns (small maps: 16 runs over the 2 column panels of a 7x7 map packed them 8
+         * times over), the columns are packed once, in parallel, and the runs read them. */
+        int64_t npad = Q * KGEMM_NR, nkb = (j.Kc + KGEMM_KC - 1) / KGEMM_KC;
+        if (items > 1 && 2 * items >= images * Q && (double)images * j.Kc * npad <= 16e6) {
+            j.bp = kgemm_alloc_packed(images * j.Kc * npad);
+            if (j.bp) {
+                j.bp_npad = npad;
+                int64_t n_pp = images * nkb * Q;
+                kiln_parallel_for(ctx, n_pp,
+                                  kpar_grain(n_pp, (double)images * j.Kc * npad * 0.5),
+                                  prepack_run, &j);
+            }
+        }
     } else {
         /* a tile's im2col block of about 256 KB stays in L2 */
         int64_t tile, ntiles;
@@ -586,6 +632,7 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
         kconv_report_partition(j.linear ? "gemm-packed-linear" : "gemm", g, nt, items, grain,
                                item_cost, &j, repack_factor(&j, items));
     kiln_parallel_for(ctx, items, grain, j.linear ? linear_run : tile_run, &j);
+    free(j.bp);
     free(packed);
     return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for im2col") : KILN_OK;
 }
