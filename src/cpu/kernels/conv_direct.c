@@ -1,13 +1,14 @@
 /* Direct 2-D convolution for CPUs with AVX-512F ("implicit GEMM"): no im2col matrix. Each input
- * channel is copied once with its zero padding and split by horizontal stride phase, so that for
- * any output row and any kernel tap (c, ky, kx) the 32 input values under 32 consecutive output
- * pixels are one contiguous run. A register tile of 12 output channels x 32 pixels then sums
- * over all K = C/group * KH * KW taps, reading the input runs through a table of tap offsets and
- * the weights from the 12-channel panels the AVX-512 product packs (kgemm_avx512_pack_a). Work items are (image, group, channel panel,
- * output rows). */
+ * channel is copied once with its zero padding and split by stride phase, so that for any kernel
+ * tap (c, ky, kx) the input values under 32 consecutive outputs are one contiguous run (see
+ * flat_ok for the two layouts). A register tile of 12 output channels x 32 outputs then sums over
+ * all K = C/group * KH * KW taps, reading the input runs through a table of tap offsets and the
+ * weights from the 12-channel panels the AVX-512 product packs (kgemm_avx512_pack_a). Work items
+ * are (image, group, channel panel, block of output rows or 32-lane chunks). */
 #include "conv_util.h"
 #include "gemm_util.h"
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,14 +18,26 @@
 #define DMR KGEMM_MR
 #define DNR 32
 
-/* Unit strides: the padded rows are laid end to end (no rounding), and the 32 lanes run over
- * consecutive positions of that flat map, across row ends. A tap is then one fixed offset for
- * every lane; the few lanes that land in the padding columns are computed and dropped. Small maps
- * (7x7, 14x14) keep most lanes busy this way, and need no im2col. */
+/* Flat layout: each channel's padded input is split by stride phase in both directions into
+ * sh x sw planes (plane (py, px) holds padded rows py, py + sh, ... and columns px, px + sw, ...),
+ * each of Hq rows of Lq laid end to end. Output (oy, ox) and tap (ky, kx) then read plane
+ * ((ky dh) % sh, (kx dw) % sw) at row oy + (ky dh) / sh, column ox + (kx dw) / sw: a strided
+ * convolution becomes a unit-stride one over the planes, and the 32 lanes run over consecutive
+ * positions oy * Lq + ox of that flat map, across row ends. A tap is one fixed offset for every
+ * lane; the few lanes that land in the padding columns are computed and dropped. Small maps (7x7,
+ * 14x14, also the stride-2 convolutions that make them) keep most lanes busy this way, where
+ * lanes along one output row would idle three quarters of a 7-wide row, and need no im2col. */
+#define FLAT_MAX_STRIDE 4
 static int flat_ok(const kconv_geom *g) {
-    for (int d = 0; d < g->nd; d++)
-        if (g->stride[d] != 1) return 0;
-    return 1;
+    int strided = 0;
+    for (int d = 0; d < g->nd; d++) {
+        if (g->stride[d] > FLAT_MAX_STRIDE) return 0;
+        if (g->stride[d] > 1) strided = 1;
+    }
+    /* Strided rows of 20 or more go lane by output row: ResNet's 56 -> 28 stride-2 3x3 ran 2.8
+     * ms flat against 2.3 along rows (1 thread, AVX-512 VM), while 14 -> 7 ran 2.0 flat, 2.4 as
+     * im2col products. */
+    return !strided || g->out[g->nd - 1] < 20;
 }
 
 int kconv_direct_ok(const kconv_geom *g) {
@@ -44,6 +57,7 @@ int kconv_direct_ok(const kconv_geom *g) {
 typedef struct dgeo {
     int64_t IH, IW, OH, OW, KH, KW, sh, sw, dh, dw, pt, pl;
     int64_t Hp, Lq, rowlen, cs; /* padded rows, phase row length, sw * Lq, channel stride */
+    int64_t Hq, plane;          /* flat: rows of a phase plane, and its size Hq * Lq */
     int flat;                   /* lanes over the flat padded map (see flat_ok) */
     int64_t chunks;             /* flat: 32-lane chunks covering OH rows of rowlen */
 } dgeo;
@@ -64,12 +78,19 @@ static void dgeo_make(const kconv_geom *g, dgeo *d) {
     d->pl = g->pad_b[L];
     d->Hp = (d->OH - 1) * d->sh + (d->KH - 1) * d->dh + 1;
     d->flat = flat_ok(g);
-    /* every tap reads [shift, shift + OW rounded up to 32) of its phase row; flat: the rows
-     * hold just the padded input, and reads run on into the next rows */
-    if (d->flat) d->Lq = d->OW + (d->KW - 1) * d->dw;
-    else d->Lq = (d->OW + DNR - 1) / DNR * DNR + ((d->KW - 1) * d->dw) / d->sw + 1;
-    d->rowlen = d->sw * d->Lq;
-    d->cs = d->Hp * d->rowlen;
+    if (d->flat) {
+        /* the planes hold just what the outputs read; reads run on into the next rows */
+        d->Lq = d->OW + ((d->KW - 1) * d->dw) / d->sw;
+        d->Hq = d->OH + ((d->KH - 1) * d->dh) / d->sh;
+        d->plane = d->Hq * d->Lq;
+        d->rowlen = d->Lq;
+        d->cs = d->sh * d->sw * d->plane;
+    } else {
+        /* every tap reads [shift, shift + OW rounded up to 32) of its phase row */
+        d->Lq = (d->OW + DNR - 1) / DNR * DNR + ((d->KW - 1) * d->dw) / d->sw + 1;
+        d->rowlen = d->sw * d->Lq;
+        d->cs = d->Hp * d->rowlen;
+    }
     d->chunks = (d->OH * d->rowlen + DNR - 1) / DNR;
 }
 
@@ -80,7 +101,8 @@ typedef struct djob {
     const kconv_act *act;
     float *y, *pad;
     const int64_t *offs;
-    int64_t n, Cg, Mg, K, panels, rows_per_item, row_items, wpk_group;
+    int64_t n, Cg, Mg, K, panels, wpk_group;
+    int64_t rows, row_items; /* an item's rows: block rb of row_items over rows (kconv_block_start) */
 } djob;
 
 /* x[j] -> phase (j + pl) & 1 at column (j + pl) >> 1 for columns below Lq: 32 inputs become 16
@@ -112,23 +134,32 @@ __attribute__((target("avx512f"))) static void split2(const float *x, int64_t IW
 static void fill_run(void *arg, int64_t c0, int64_t c1) {
     const djob *j = arg;
     const dgeo *d = &j->d;
-    for (int64_t c = c0; c < c1; c++) {
-        const float *xp = j->x + (j->n * j->g->C + c) * j->g->in_size;
-        float *cp = j->pad + c * d->cs;
-        for (int64_t r = 0; r < d->Hp; r++) {
-            int64_t iy = r - d->pt;
-            if (iy < 0 || iy >= d->IH) continue;
+    for (int64_t cc = c0; cc < c1; cc++) {
+        int64_t n = j->n + cc / j->g->C, c = cc % j->g->C; /* cc runs over the images' channels */
+        const float *xp = j->x + (n * j->g->C + c) * j->g->in_size;
+        float *cp = j->pad + cc * d->cs;
+        for (int64_t iy = 0; iy < d->IH; iy++) {
+            int64_t r = iy + d->pt;
+            float *ph[FLAT_MAX_STRIDE]; /* the rows the phases of this input row go to */
+            if (d->flat) {
+                int64_t py = r % d->sh, i = r / d->sh;
+                if (i >= d->Hq) continue;
+                for (int64_t q = 0; q < d->sw; q++)
+                    ph[q] = cp + (py * d->sw + q) * d->plane + i * d->Lq;
+            } else {
+                if (r >= d->Hp) continue;
+                for (int64_t q = 0; q < d->sw; q++) ph[q] = cp + r * d->rowlen + q * d->Lq;
+            }
             const float *xr = xp + iy * d->IW;
-            float *row = cp + r * d->rowlen;
             if (d->sw == 1) {
                 int64_t head = d->pl < d->Lq ? d->pl : d->Lq;
                 int64_t body = d->IW < d->Lq - head ? d->IW : d->Lq - head;
-                memcpy(row + head, xr, sizeof(float) * (size_t)body);
+                memcpy(ph[0] + head, xr, sizeof(float) * (size_t)body);
             } else if (d->sw == 2) {
-                split2(xr, d->IW, d->pl, d->Lq, row, row + d->Lq);
+                split2(xr, d->IW, d->pl, d->Lq, ph[0], ph[1]);
             } else {
                 for (int64_t q = 0; q < d->sw; q++) {
-                    float *o = row + q * d->Lq;
+                    float *o = ph[q];
                     int64_t first = d->pl - q, lo = first > 0 ? (first + d->sw - 1) / d->sw : 0;
                     int64_t hi = (d->IW + d->pl - q + d->sw - 1) / d->sw;
                     if (hi > d->Lq) hi = d->Lq;
@@ -206,7 +237,8 @@ static void pad_make_key(void) { pthread_key_create(&pad_tkey, pad_free); }
 
 static float *cached_pad(const kconv_geom *g, const dgeo *d, int64_t n) {
     if (n > PAD_CACHE_MAX) return NULL;
-    int64_t key[10] = {g->C, d->IH, d->IW, d->pt, d->pl, d->Hp, d->Lq, d->sw, d->cs, n};
+    int64_t key[10] = {g->C, d->IH, d->IW, d->pt, d->pl, d->flat ? d->Hq : d->Hp, d->Lq,
+                       d->sw * FLAT_MAX_STRIDE + d->sh, d->cs, n};
     if (pad_buf && pad_cap >= n && !memcmp(key, pad_key, sizeof key)) return pad_buf;
     if (!pad_buf || pad_cap < n) {
         pthread_once(&pad_once, pad_make_key);
@@ -228,16 +260,17 @@ static void compute_run(void *arg, int64_t i0, int64_t i1) {
     const kconv_geom *g = j->g;
     for (int64_t it = i0; it < i1; it++) {
         int64_t rb = it % j->row_items, rest = it / j->row_items;
-        int64_t p = rest % j->panels, grp = rest / j->panels;
+        int64_t p = rest % j->panels, ig = rest / j->panels;
+        int64_t grp = ig % g->group, in = ig / g->group; /* image j->n + in, its group grp */
         int64_t m0 = p * DMR, mr = j->Mg - m0 < DMR ? j->Mg - m0 : DMR;
         const float *wg = j->wpk + grp * j->wpk_group;
         int64_t Mpad = j->panels * DMR;
         const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
-        const float *gx = j->pad + grp * j->Cg * d->cs;
-        float *yb = j->y + (j->n * g->M + grp * j->Mg + m0) * g->out_size;
-        int64_t oy0 = rb * j->rows_per_item, oy1 = oy0 + j->rows_per_item;
-        if (oy1 > d->OH) oy1 = d->OH;
-        for (int64_t oy = oy0; oy < oy1; oy++) {
+        const float *gx = j->pad + (in * g->C + grp * j->Cg) * d->cs;
+        float *yb = j->y + ((j->n + in) * g->M + grp * j->Mg + m0) * g->out_size;
+        int64_t r0 = kconv_block_start(rb, j->row_items, j->rows);
+        int64_t r1 = kconv_block_start(rb + 1, j->row_items, j->rows);
+        for (int64_t oy = r0; oy < r1; oy++) {
             const float *xrow = gx + oy * d->sh * d->rowlen;
             for (int64_t ox = 0; ox < d->OW; ox += DNR) {
                 int nr = (int)(d->OW - ox < DNR ? d->OW - ox : DNR);
@@ -291,16 +324,17 @@ static void compute_flat_run(void *arg, int64_t i0, int64_t i1) {
     float tile[DMR * DNR];
     for (int64_t it = i0; it < i1; it++) {
         int64_t rb = it % j->row_items, rest = it / j->row_items;
-        int64_t p = rest % j->panels, grp = rest / j->panels;
+        int64_t p = rest % j->panels, ig = rest / j->panels;
+        int64_t grp = ig % g->group, in = ig / g->group; /* image j->n + in, its group grp */
         int64_t m0 = p * DMR, mr = j->Mg - m0 < DMR ? j->Mg - m0 : DMR;
         const float *wg = j->wpk + grp * j->wpk_group;
         int64_t Mpad = j->panels * DMR;
         const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
-        const float *gx = j->pad + grp * j->Cg * d->cs;
-        float *yb = j->y + (j->n * g->M + grp * j->Mg + m0) * g->out_size;
-        int64_t c0 = rb * j->rows_per_item, c1 = c0 + j->rows_per_item;
-        if (c1 > d->chunks) c1 = d->chunks;
-        for (int64_t c = c0; c < c1; c++) {
+        const float *gx = j->pad + (in * g->C + grp * j->Cg) * d->cs;
+        float *yb = j->y + ((j->n + in) * g->M + grp * j->Mg + m0) * g->out_size;
+        int64_t r0 = kconv_block_start(rb, j->row_items, j->rows);
+        int64_t r1 = kconv_block_start(rb + 1, j->row_items, j->rows);
+        for (int64_t c = r0; c < r1; c++) {
             const float *xb = gx + c * DNR;
             if (mr > 8)
                 dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR);
@@ -311,6 +345,17 @@ static void compute_flat_run(void *arg, int64_t i0, int64_t i1) {
             flat_scatter(j, tile, c * DNR, mr, yb);
         }
     }
+}
+
+static double item_cost(const void *arg, int64_t it) {
+    const djob *j = arg;
+    const dgeo *d = &j->d;
+    int64_t rb = it % j->row_items, p = (it / j->row_items) % j->panels;
+    int64_t mr = j->Mg - p * DMR < DMR ? j->Mg - p * DMR : DMR;
+    int64_t r0 = kconv_block_start(rb, j->row_items, j->rows);
+    int64_t r1 = kconv_block_start(rb + 1, j->row_items, j->rows);
+    int64_t lanes = d->flat ? DNR : (d->OW + DNR - 1) / DNR * DNR;
+    return r1 > r0 ? (double)((mr + 3) / 4 * 4) * (double)((r1 - r0) * lanes) * (double)j->K : 0;
 }
 
 kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
@@ -331,8 +376,17 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.panels = (j.Mg + DMR - 1) / DMR;
     j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
     const dgeo *d = &j.d;
+    /* With threads, images go together, as many as a kept buffer holds (at batch 8 a per-image
+     * loop gave 16 threads one image's items at a time, and two pool hand-offs per image). One
+     * thread goes image by image: the copy it just made is still in its cache. */
+    int nt = kiln_num_threads(ctx);
+    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = nt > 1 ? g->N : 1;
+    if (nb * per_image + slack > PAD_CACHE_MAX) {
+        nb = (PAD_CACHE_MAX - slack) / per_image;
+        if (nb < 1) nb = 1;
+    }
     /* the padding: zero; flat chunks past the last row read up to a row and a chunk further */
-    int64_t npad = g->C * d->cs + d->rowlen + 2 * DNR;
+    int64_t npad = nb * per_image + slack;
     int own = 0;
     float *pad = cached_pad(g, d, npad);
     if (!pad) {
@@ -347,26 +401,41 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     }
     for (int64_t k = 0; k < j.K; k++) {
         int64_t c = k / (d->KH * d->KW), t = k % (d->KH * d->KW), ky = t / d->KW, kx = t % d->KW;
-        int64_t dx = kx * d->dw;
-        offs[k] = c * d->cs + ky * d->dh * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
+        int64_t dx = kx * d->dw, dy = ky * d->dh;
+        if (d->flat)
+            offs[k] = c * d->cs + ((dy % d->sh) * d->sw + dx % d->sw) * d->plane +
+                      dy / d->sh * d->Lq + dx / d->sw;
+        else
+            offs[k] = c * d->cs + dy * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
     }
     j.pad = pad;
     j.offs = offs;
-    /* output rows per item: enough items for every thread, each still a few rows of work */
-    int nt = kiln_num_threads(ctx);
-    int64_t base_items = g->group * j.panels;
-    int64_t want = nt > 1 ? (4 * nt + base_items - 1) / base_items : 1;
-    int64_t rows = d->flat ? d->chunks : d->OH; /* flat: an item's "rows" are 32-lane chunks */
-    if (want > rows) want = rows;
-    j.rows_per_item = (rows + want - 1) / want;
-    j.row_items = (rows + j.rows_per_item - 1) / j.rows_per_item;
-    double macs = (double)j.Mg * g->group * j.K * g->out_size;
-    int64_t items = base_items * j.row_items;
-    for (int64_t n = 0; n < g->N; n++) {
+    /* Items: one 12-channel panel of one image and group over a block of output rows (flat: of
+     * 32-lane chunks); the planner picks the blocks. Nothing is repacked per item, so only the
+     * balance and a small cost per item count. */
+    j.rows = d->flat ? d->chunks : d->OH;
+    double lanes = d->flat ? 1.0 : (double)((d->OW + DNR - 1) / DNR);
+    double macs = (double)j.Mg * g->group * j.K * g->out_size * nb;
+    int64_t last = j.Mg - (j.panels - 1) * DMR;
+    kconv_plan_in pi = {nb * g->group, j.panels, j.rows, j.panels, j.panels, 1,
+                        macs / 100.0 < KPAR_SERIAL_NS ? 1 : nt, (double)((last + 3) / 4 * 4) / DMR,
+                        1.0, lanes, 0.0, 0.0, 1000.0 / (12.0 * (double)j.K)};
+    j.row_items = kconv_plan_split(&pi).nc;
+    int64_t per_batch = g->group * j.panels * j.row_items;
+    for (int64_t n = 0; n < g->N; n += nb) {
+        int64_t cnt = g->N - n < nb ? g->N - n : nb, items = cnt * per_batch;
+        double work = macs / (double)nb * (double)cnt;
+        int64_t grain = kpar_grain(items, work / 100.0);
         j.n = n;
-        kiln_parallel_for(ctx, g->C, kpar_grain(g->C, (double)g->C * d->cs * 0.3), fill_run, &j);
-        kiln_parallel_for(ctx, items, kpar_grain(items, macs / 100.0),
-                          d->flat ? compute_flat_run : compute_run, &j);
+        if (kconv_debug_partition() && n == 0) {
+            char path[48];
+            snprintf(path, sizeof path, "%s%s", d->flat ? "direct-flat" : "direct-rows",
+                     nb < g->N ? "-per-image-group" : "");
+            kconv_report_partition(path, g, nt, items, grain, item_cost, &j, 1.0);
+        }
+        kiln_parallel_for(ctx, cnt * g->C, kpar_grain(cnt * g->C, (double)cnt * per_image * 0.3),
+                          fill_run, &j);
+        kiln_parallel_for(ctx, items, grain, d->flat ? compute_flat_run : compute_run, &j);
     }
     if (own) free(pad);
     free(offs);

@@ -1,13 +1,12 @@
-/* Convolution as matrix products. The output positions are cut into column tiles; one
- * single-threaded product per tile (and per block of output channels when tiles alone cannot
- * feed every thread) turns it into outputs, and bias, residual and activation are applied while
- * the tile is still hot. Tiles are the unit of parallel work. With weights packed for the AVX-512
- * product, the im2col columns go straight into its panels a KC-deep slice at a time, so tiles
- * are wide (KCONV_TILE_COLS) and, on maps smaller than that at batch > 1, run on across images.
- * Without packing, a tile's im2col block is kept to about 256 KB. 1x1 convolutions with unit
- * strides and no padding read the input directly; strided ones read a subsampled copy.
- * Depthwise convolutions go to the direct kernels (conv_depthwise.c), stride-1 ones mostly to
- * conv_direct.c. */
+/* Convolution as matrix products. Bias, residual and activation are applied while an output
+ * tile is still hot. With weights packed for the AVX-512 product, the im2col columns go straight
+ * into its panels a KC-deep slice at a time, so products are wide (up to KCONV_TILE_COLS) and,
+ * on maps smaller than that at batch > 1, run on across images; the threads get equal runs of
+ * (column panel, row panel) pairs (for_segments). Without packing, output positions are cut into
+ * tiles whose im2col block is kept to about 256 KB, split further by output channels when tiles
+ * alone cannot feed every thread. 1x1 convolutions with unit strides and no padding read the
+ * input directly; strided ones read a subsampled copy. Depthwise convolutions go to the direct
+ * kernels (conv_depthwise.c), most others with windows to conv_direct.c. */
 #include "conv_util.h"
 #include "gemm_util.h"
 #include <cblas.h>
@@ -21,7 +20,15 @@ typedef struct conv_job {
     const float *wpk; /* weights packed per group for the AVX-512 product, or NULL */
     int64_t wpk_group;  /* floats per group in wpk */
     float *y;
-    int64_t Cg, Mg, Kc, tile, ntiles, mblock, nmb;
+    int64_t Cg, Mg, Kc;
+    /* column tile t of ntiles covers units [t * cpan / ntiles, (t + 1) * cpan / ntiles) of cunit
+     * columns, row block b of nmb likewise units of runit rows (see kconv_block_start); tile is
+     * the widest tile's width */
+    int64_t cunit, cpan, ntiles, runit, rpan, nmb, tile;
+    int linear;          /* linear items (see for_segments) instead of the grid */
+    int64_t units, items; /* linear: units of rpan x cpan panels, cut into items */
+    float *bp;            /* or NULL: the inputs packed once for all items, unit u's columns at */
+    int64_t bp_npad;      /* bp + u * Kc * bp_npad, as kgemm_sgemm_avx512_packed_ab_epi reads */
     int64_t cols; /* columns a tile index runs over: N * out_size when span, else out_size */
     int span;     /* tiles run over the whole batch, so one product may cover several images */
     int pointwise;
@@ -108,6 +115,20 @@ static void pack_im2col_span(void *arg, int64_t p0, int64_t kc, int64_t j0, int6
 
 /* A tile whose columns cover parts of several images (small maps, batch > 1): one product into
  * tmp, then each image's part is copied to its place, where the residual and activation go. */
+/* Rows [m0, m0 + M) x columns [c0, c0 + N) of unit u's product into C, the inputs packed by
+ * pack_fn from ps, or read from j->bp when they were packed once for all items. */
+static int product(const conv_job *j, int64_t u, int64_t grp, panel_src *ps, kgemm_pack_b_fn pack_fn,
+                   int64_t c0, int64_t m0, int64_t M, int64_t N, float *C, int64_t ldc,
+                   const float *bias, const kgemm_epi *ep) {
+    const float *ap = j->wpk + grp * j->wpk_group;
+    if (j->bp)
+        return kgemm_sgemm_avx512_packed_ab_epi(ap, j->Mg, m0, M, N, j->Kc,
+                                                j->bp + u * j->Kc * j->bp_npad, j->bp_npad, c0, C,
+                                                ldc, bias, ep);
+    return kgemm_sgemm_avx512_packed_cb_epi(ap, j->Mg, m0, M, N, j->Kc, 1.0f, pack_fn, ps, 0.0f, C,
+                                            ldc, bias, ep);
+}
+
 static int span_tile(conv_job *j, int64_t grp, int64_t q0, int64_t q1, int64_t m0, int64_t m1) {
     const kconv_geom *g = j->g;
     int64_t nc = q1 - q0, os = g->out_size;
@@ -115,8 +136,7 @@ static int span_tile(conv_job *j, int64_t grp, int64_t q0, int64_t q1, int64_t m
     if (!tmp) return 0;
     panel_src ps = {g, j->x + grp * j->Cg * g->in_size, q0};
     const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
-    if (!kgemm_sgemm_avx512_packed_cb(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0, nc, j->Kc,
-                                      1.0f, pack_im2col_span, &ps, 0.0f, tmp, nc, bias)) {
+    if (!product(j, grp, grp, &ps, pack_im2col_span, q0, m0, m1 - m0, nc, tmp, nc, bias, NULL)) {
         free(tmp);
         return 0;
     }
@@ -132,15 +152,74 @@ static int span_tile(conv_job *j, int64_t grp, int64_t q0, int64_t q1, int64_t m
     return 1;
 }
 
-/* Work item = (image unless span, group, column tile, row block). Row blocks only exist when
- * there are too few tiles to keep every thread busy; each then redoes its tile's im2col (cheap
- * next to the product it feeds). How the items are cut never changes what any output sums, or
- * in which order: results do not depend on the thread count. */
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static void item_bounds(const conv_job *j, int64_t t, int64_t mb, int64_t *c0, int64_t *c1,
+                        int64_t *m0, int64_t *m1) {
+    *c0 = min64(j->cols, j->cunit * kconv_block_start(t, j->ntiles, j->cpan));
+    *c1 = min64(j->cols, j->cunit * kconv_block_start(t + 1, j->ntiles, j->cpan));
+    *m0 = min64(j->Mg, j->runit * kconv_block_start(mb, j->nmb, j->rpan));
+    *m1 = min64(j->Mg, j->runit * kconv_block_start(mb + 1, j->nmb, j->rpan));
+}
+
+/* One product: rows [m0, m1) x columns [c0, c1) of unit ng (image x group, or the group when the
+ * columns span the batch); key identifies the columns for reusing an im2col block. 0: out of
+ * memory. */
+static int block_run(conv_job *j, int64_t ng, int64_t key, int64_t c0, int64_t c1, int64_t m0,
+                     int64_t m1, float *buf, int64_t *last_col) {
+    const kconv_geom *g = j->g;
+    int64_t grp = ng % g->group, n = ng / g->group;
+    if (c0 >= c1 || m0 >= m1) return 1;
+    int64_t p0 = c0, p1 = c1;
+    if (j->span) {
+        n = c0 / g->out_size;
+        if ((c1 - 1) / g->out_size != n) return span_tile(j, grp, c0, c1, m0, m1);
+        p0 = c0 - n * g->out_size;
+        p1 = c1 - n * g->out_size;
+    }
+    const float *xg = j->x + (n * g->C + grp * j->Cg) * g->in_size;
+    float *yg = j->y + (n * g->M + grp * j->Mg + m0) * g->out_size + p0;
+    const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
+    kgemm_epi ep;
+    int fused = j->wpk ? fuse_epi(j, n, grp, m0, p0, &ep) : 0;
+    if ((!j->pointwise || j->bp) && j->wpk) {
+        panel_src ps = {g, xg, p0};
+        if (!product(j, ng, grp, &ps, pack_im2col, c0, m0, m1 - m0, p1 - p0, yg, g->out_size, bias,
+                     &ep))
+            return 0; /* no packing buffers */
+        epilogue_fused(j, n, grp, m0, m1, p0, p1, 0, fused);
+        return 1;
+    }
+    const float *B;
+    int64_t ldb;
+    if (j->pointwise) {
+        B = xg + p0;
+        ldb = g->in_size;
+    } else {
+        if (key != *last_col) kconv_im2col_f32(g, j->Cg, xg, p0, p1, buf, p1 - p0);
+        *last_col = key;
+        B = buf;
+        ldb = p1 - p0;
+    }
+    if (!(j->wpk && kgemm_sgemm_avx512_packed_epi(j->wpk + grp * j->wpk_group, j->Mg, m0, 0,
+                                                  m1 - m0, p1 - p0, j->Kc, 1.0f, B, ldb, 0.0f,
+                                                  yg, g->out_size, bias, &ep))) {
+        kgemm_f32_serial_bias(0, 0, m1 - m0, p1 - p0, j->Kc, 1.0f,
+                              j->w + (grp * j->Mg + m0) * j->Kc, j->Kc, B, ldb, 0.0f, yg,
+                              g->out_size, bias);
+        fused = 0;
+    }
+    epilogue_fused(j, n, grp, m0, m1, p0, p1, 0, fused);
+    return 1;
+}
+
+/* Grid items (no AVX-512 packing) = (image, group, column tile, row block). Row blocks only exist
+ * when there are too few tiles to keep every thread busy; each then redoes its tile's im2col.
+ * How the items are cut never changes what any output sums, or in which order: results do not
+ * depend on the thread count. */
 static void tile_run(void *arg, int64_t i0, int64_t i1) {
     conv_job *j = arg;
-    const kconv_geom *g = j->g;
     float *buf = NULL;
-    /* with packed weights the im2col columns go straight into the product's panels */
     if (!j->pointwise && !j->wpk && !(buf = malloc(sizeof(float) * (size_t)(j->Kc * j->tile)))) {
         j->failed = 1;
         return;
@@ -148,61 +227,115 @@ static void tile_run(void *arg, int64_t i0, int64_t i1) {
     int64_t last_col = -1;
     for (int64_t it = i0; it < i1; it++) {
         int64_t mb = it % j->nmb, rest = it / j->nmb;
-        int64_t t = rest % j->ntiles, ng = rest / j->ntiles, grp = ng % g->group, n = ng / g->group;
-        int64_t c0 = t * j->tile, c1 = c0 + j->tile < j->cols ? c0 + j->tile : j->cols;
-        int64_t m0 = mb * j->mblock, m1 = m0 + j->mblock < j->Mg ? m0 + j->mblock : j->Mg;
-        if (c0 >= c1 || m0 >= m1) continue;
-        int64_t p0 = c0, p1 = c1;
-        if (j->span) {
-            n = c0 / g->out_size;
-            if ((c1 - 1) / g->out_size != n) {
-                if (!span_tile(j, grp, c0, c1, m0, m1)) {
-                    j->failed = 1;
-                    break;
-                }
-                continue;
-            }
-            p0 = c0 - n * g->out_size;
-            p1 = c1 - n * g->out_size;
-        }
-        const float *xg = j->x + (n * g->C + grp * j->Cg) * g->in_size;
-        float *yg = j->y + (n * g->M + grp * j->Mg + m0) * g->out_size + p0;
-        const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
-        kgemm_epi ep;
-        int fused = j->wpk ? fuse_epi(j, n, grp, m0, p0, &ep) : 0;
-        if (!j->pointwise && j->wpk) {
-            panel_src ps = {g, xg, p0};
-            if (kgemm_sgemm_avx512_packed_cb_epi(j->wpk + grp * j->wpk_group, j->Mg, m0, m1 - m0,
-                                                 p1 - p0, j->Kc, 1.0f, pack_im2col, &ps, 0.0f, yg,
-                                                 g->out_size, bias, &ep)) {
-                epilogue_fused(j, n, grp, m0, m1, p0, p1, 0, fused);
-                continue;
-            }
-            j->failed = 1; /* no packing buffers */
+        int64_t c0, c1, m0, m1;
+        item_bounds(j, rest % j->ntiles, mb, &c0, &c1, &m0, &m1);
+        if (!block_run(j, rest / j->ntiles, rest, c0, c1, m0, m1, buf, &last_col)) {
+            j->failed = 1;
             break;
         }
-        const float *B;
-        int64_t ldb;
-        if (j->pointwise) {
-            B = xg + p0;
-            ldb = g->in_size;
-        } else {
-            if (rest != last_col) kconv_im2col_f32(g, j->Cg, xg, p0, p1, buf, p1 - p0);
-            last_col = rest;
-            B = buf;
-            ldb = p1 - p0;
-        }
-        if (!(j->wpk && kgemm_sgemm_avx512_packed_epi(j->wpk + grp * j->wpk_group, j->Mg, m0, 0,
-                                                      m1 - m0, p1 - p0, j->Kc, 1.0f, B, ldb, 0.0f,
-                                                      yg, g->out_size, bias, &ep))) {
-            kgemm_f32_serial_bias(0, 0, m1 - m0, p1 - p0, j->Kc, 1.0f,
-                                  j->w + (grp * j->Mg + m0) * j->Kc, j->Kc, B, ldb, 0.0f, yg,
-                                  g->out_size, bias);
-            fused = 0;
-        }
-        epilogue_fused(j, n, grp, m0, m1, p0, p1, 0, fused);
     }
     free(buf);
+}
+
+/* Linear items (packed weights): the (column panel, row panel) pairs of all units, row panels
+ * inner, are cut into equal runs, one per item. A run is a few whole columns of every row and at
+ * most a partial column at each end, so every item does the same number of 12 x 32 kernel tiles
+ * (give or take the last, partial panels) and packs the inputs of only the columns it touches:
+ * an exact balanced split, where a grid of tiles x row blocks cannot divide, say, 49 column
+ * panels by 16 threads. Whole columns go as products of at most KCONV_TILE_COLS columns. */
+typedef void (*segment_fn)(conv_job *j, int64_t ng, int64_t c0, int64_t c1, int64_t m0,
+                           int64_t m1, void *arg);
+
+static void for_segments(conv_job *j, int64_t it, segment_fn fn, void *arg) {
+    int64_t P = j->rpan, Q = j->cpan, W = j->units * P * Q;
+    int64_t a = it * W / j->items, b = (it + 1) * W / j->items;
+    while (a < b) {
+        int64_t col = a / P, r0 = a - col * P, u = col / Q, c = col - u * Q, nc, r1;
+        if (r0 > 0 || b - a < P) {
+            nc = 1;
+            r1 = min64(P, r0 + (b - a));
+        } else {
+            /* whole columns left in this run and unit, in even products of at most a tile */
+            int64_t rem = min64((b - a) / P, Q - c), most = KCONV_TILE_COLS / KGEMM_NR;
+            int64_t parts = (rem + most - 1) / most;
+            nc = (rem + parts - 1) / parts;
+            r1 = P;
+        }
+        fn(j, u, min64(j->cols, c * KGEMM_NR), min64(j->cols, (c + nc) * KGEMM_NR),
+           r0 * KGEMM_MR, min64(j->Mg, r1 * KGEMM_MR), arg);
+        a += nc == 1 ? r1 - r0 : nc * P;
+    }
+}
+
+static void segment_run(conv_job *j, int64_t ng, int64_t c0, int64_t c1, int64_t m0, int64_t m1,
+                        void *arg) {
+    (void)arg;
+    int64_t last_col = -1;
+    if (!j->failed && !block_run(j, ng, 0, c0, c1, m0, m1, NULL, &last_col)) j->failed = 1;
+}
+
+/* Packs the inputs once for all items: items are (unit, KC block, column panel). */
+static void prepack_run(void *arg, int64_t i0, int64_t i1) {
+    conv_job *j = arg;
+    const kconv_geom *g = j->g;
+    int64_t Q = j->cpan, nkb = (j->Kc + KGEMM_KC - 1) / KGEMM_KC;
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t q = it % Q, rest = it / Q, kb = rest % nkb, u = rest / nkb;
+        int64_t pc = kb * KGEMM_KC, kc = min64(KGEMM_KC, j->Kc - pc);
+        int64_t c0 = q * KGEMM_NR, nc = min64(KGEMM_NR, j->cols - c0);
+        int64_t grp = u % g->group, n = u / g->group;
+        float *dst = j->bp + u * j->Kc * j->bp_npad + pc * j->bp_npad + c0 * kc;
+        panel_src ps = {g, j->x + ((j->span ? 0 : n * g->C) + grp * j->Cg) * g->in_size, 0};
+        if (j->span) pack_im2col_span(&ps, pc, kc, c0, nc, dst);
+        else pack_im2col(&ps, pc, kc, c0, nc, dst);
+    }
+}
+
+static void linear_run(void *arg, int64_t i0, int64_t i1) {
+    conv_job *j = arg;
+    for (int64_t it = i0; it < i1; it++) for_segments(j, it, segment_run, NULL);
+}
+
+/* multiply-adds as the kernels do them (rows in 4s, columns in 32s), for the partition report */
+static double block_cost(const conv_job *j, int64_t c0, int64_t c1, int64_t m0, int64_t m1) {
+    if (c0 >= c1 || m0 >= m1) return 0;
+    return (double)((m1 - m0 + 3) / 4 * 4) * (double)((c1 - c0 + 31) / 32 * 32) * (double)j->Kc;
+}
+
+static void segment_cost(conv_job *j, int64_t ng, int64_t c0, int64_t c1, int64_t m0, int64_t m1,
+                         void *arg) {
+    (void)ng;
+    *(double *)arg += block_cost(j, c0, c1, m0, m1);
+}
+
+static void segment_cols(conv_job *j, int64_t ng, int64_t c0, int64_t c1, int64_t m0, int64_t m1,
+                         void *arg) {
+    (void)ng;
+    (void)m0;
+    (void)m1;
+    *(double *)arg += (double)(c1 - c0);
+}
+
+/* columns the items pack, over the columns there are: linear runs pack each column they touch
+ * (unless packed once for all), grid items each pack their tile */
+static double repack_factor(conv_job *j, int64_t items) {
+    double c = 0;
+    if (!j->linear) return (double)j->nmb;
+    if (j->bp) return 1.0;
+    for (int64_t it = 0; it < items; it++) for_segments(j, it, segment_cols, &c);
+    return c / ((double)j->units * (double)j->cols);
+}
+
+static double item_cost(const void *arg, int64_t it) {
+    conv_job *j = (conv_job *)arg;
+    double c = 0;
+    if (j->linear) {
+        for_segments(j, it, segment_cost, &c);
+        return c;
+    }
+    int64_t c0, c1, m0, m1;
+    item_bounds(j, (it / j->nmb) % j->ntiles, it % j->nmb, &c0, &c1, &m0, &m1);
+    return block_cost(j, c0, c1, m0, m1);
 }
 
 typedef struct dw_job {
@@ -412,25 +545,53 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
         free(packed);
         return st;
     }
-    int64_t tile, ntiles, images;
+    int64_t images;
     if (j.wpk) {
-        /* The product packs a KC-deep slice of a tile's columns at a time, so a tile may be wide:
-         * each tile streams the whole weight matrix once, and wider tiles stream it fewer times.
-         * Maps smaller than a tile let a tile run on into the next image (span). */
+        /* The product packs a KC-deep slice of a tile's columns at a time, so a tile may be wide
+         * (up to KCONV_TILE_COLS): each tile streams the weights once. Maps smaller than a tile
+         * let a tile run on into the next image (span). Threads get linear items (see
+         * for_segments): a grid of tiles x row blocks both divides unevenly and makes every row
+         * block pack its columns' inputs again (one or two row panels' worth of work per column
+         * panel: at 16 threads it nearly doubled the work of a 7x7 map's convolution). */
         j.span = g->N > 1 && g->out_size < KCONV_TILE_COLS;
         j.cols = j.span ? g->N * g->out_size : g->out_size;
         images = j.span ? g->group : g->N * g->group;
-        ntiles = (j.cols + KCONV_TILE_COLS - 1) / KCONV_TILE_COLS;
-        /* too few tiles for the threads: narrower ones, down to a few kernel panels wide */
-        if (nt > 1 && images * ntiles < 2 * nt) {
-            int64_t want = (2 * nt + images - 1) / images, most = j.cols / (3 * KGEMM_NR);
-            if (want > most) want = most;
-            if (want > ntiles) ntiles = want;
+        int64_t P = (j.Mg + KGEMM_MR - 1) / KGEMM_MR, Q = (j.cols + KGEMM_NR - 1) / KGEMM_NR;
+        double macs = (double)g->N * g->M * j.Kc * g->out_size;
+        int64_t W = images * P * Q, items = 1;
+        if (nt > 1 && macs / 100.0 >= KPAR_SERIAL_NS) {
+            /* one run per thread; more (up to 4 each) while a run keeps 4 whole columns, so that
+             * a thread that starts late is made up for by the others */
+            int64_t per = W / ((int64_t)nt * 4 * P);
+            items = (int64_t)nt * (per < 1 ? 1 : per > 4 ? 4 : per);
+            if (items > W) items = W;
         }
-        tile = round_nr((j.cols + ntiles - 1) / ntiles);
-        if (tile > j.cols) tile = j.cols;
+        j.linear = 1;
+        j.units = images;
+        j.items = items;
+        j.cunit = KGEMM_NR;
+        j.cpan = Q;
+        j.runit = KGEMM_MR;
+        j.rpan = P;
+        j.ntiles = j.nmb = 1;
+        j.tile = min64(j.cols, KCONV_TILE_COLS);
+        /* A run packs the inputs of every column it touches; when the runs are short next to
+         * the columns (small maps: 16 runs over the 2 column panels of a 7x7 map packed them 8
+         * times over), the columns are packed once, in parallel, and the runs read them. */
+        int64_t npad = Q * KGEMM_NR, nkb = (j.Kc + KGEMM_KC - 1) / KGEMM_KC;
+        if (items > 1 && 2 * items >= images * Q && (double)images * j.Kc * npad <= 16e6) {
+            j.bp = kgemm_alloc_packed(images * j.Kc * npad);
+            if (j.bp) {
+                j.bp_npad = npad;
+                int64_t n_pp = images * nkb * Q;
+                kiln_parallel_for(ctx, n_pp,
+                                  kpar_grain(n_pp, (double)images * j.Kc * npad * 0.5),
+                                  prepack_run, &j);
+            }
+        }
     } else {
         /* a tile's im2col block of about 256 KB stays in L2 */
+        int64_t tile, ntiles;
         j.cols = g->out_size;
         images = g->N * g->group;
         tile = (64 * 1024) / j.Kc;
@@ -447,25 +608,31 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
             if ((g->out_size + best - 1) / best >= 48) ntiles = best;
         }
         tile = (g->out_size + ntiles - 1) / ntiles;
+        ntiles = (j.cols + tile - 1) / tile;
+        j.cunit = j.tile = tile;
+        j.cpan = j.ntiles = ntiles;
+        /* still too few items (small maps): also split the output channels, in 12-row panels */
+        int64_t mblock = j.Mg, nmb = 1;
+        double total = (double)g->N * g->M * j.Kc * g->out_size / 100.0;
+        if (nt > 1 && images * ntiles < 2 * nt && j.Mg >= 24 && total >= KPAR_SERIAL_NS) {
+            int64_t want = (2 * nt + images * ntiles - 1) / (images * ntiles);
+            int64_t mb = (j.Mg + want - 1) / want;
+            mb = (mb + 11) / 12 * 12;
+            if (mb < 24) mb = 24;
+            mblock = mb;
+            nmb = (j.Mg + mb - 1) / mb;
+        }
+        j.runit = mblock;
+        j.rpan = j.nmb = nmb;
     }
-    ntiles = (j.cols + tile - 1) / tile;
-    j.tile = tile;
-    j.ntiles = ntiles;
-    /* still too few items (small maps): also split the output channels, in whole 12-row panels */
-    j.nmb = 1;
-    j.mblock = j.Mg;
-    double total = (double)g->N * g->M * j.Kc * g->out_size / 100.0;
-    if (nt > 1 && images * ntiles < 2 * nt && j.Mg >= 24 && total >= KPAR_SERIAL_NS) {
-        int64_t want = (2 * nt + images * ntiles - 1) / (images * ntiles);
-        int64_t mb = (j.Mg + want - 1) / want;
-        mb = (mb + 11) / 12 * 12;
-        if (mb < 24) mb = 24;
-        j.mblock = mb;
-        j.nmb = (j.Mg + mb - 1) / mb;
-    }
-    int64_t items = images * ntiles * j.nmb;
+    int64_t items = j.linear ? j.items : images * j.ntiles * j.nmb;
     double macs = (double)g->N * g->M * j.Kc * g->out_size;
-    kiln_parallel_for(ctx, items, kpar_grain(items, macs / 100.0), tile_run, &j);
+    int64_t grain = kpar_grain(items, macs / 100.0);
+    if (kconv_debug_partition())
+        kconv_report_partition(j.linear ? "gemm-packed-linear" : "gemm", g, nt, items, grain,
+                               item_cost, &j, repack_factor(&j, items));
+    kiln_parallel_for(ctx, items, grain, j.linear ? linear_run : tile_run, &j);
+    free(j.bp);
     free(packed);
     return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for im2col") : KILN_OK;
 }

@@ -93,6 +93,32 @@ void kconv_pack_weight_bf16(const kconv_geom *g, const float *w, uint16_t *dst);
 kiln_status kconv_run_bf16(kiln_ctx *ctx, const kconv_geom *g, const float *x, const uint16_t *w,
                            const float *bias, const float *z, const kconv_act *act, float *y);
 
+/* Cutting a convolution into parallel items (conv_plan.c): units independent blocks (images,
+ * groups) of row_panels x col_units, split into nr row blocks x nc column tiles per unit, panels
+ * shared out evenly. Costs are in units of one row panel x one column unit of col_weight:
+ * last_row / last_col the weight of a partial last panel or unit (1: full); pack the extra cost
+ * per column unit that every row block repeats, stream per row panel that every column tile
+ * repeats, fixed per item. */
+typedef struct kconv_plan_in {
+    int64_t units, row_panels, col_units, nr_min, nr_max, nc_min;
+    int64_t threads;
+    double last_row, last_col, col_weight, pack, stream, fixed;
+} kconv_plan_in;
+typedef struct kconv_plan {
+    int64_t nr, nc, items;
+    double est, ideal; /* estimated run time and total work / threads, in cost units */
+} kconv_plan;
+kconv_plan kconv_plan_split(const kconv_plan_in *in);
+/* Block b of n over P panels starts at panel b * P / n (blocks differ by at most one panel). */
+static inline int64_t kconv_block_start(int64_t b, int64_t n, int64_t P) { return b * P / n; }
+/* KILN_DEBUG_PARTITION set: each convolution prints how its work was cut (stderr), with the
+ * balance the pool's schedule gets from item_cost(arg, item); repack: how many times over the
+ * items pack (im2col or copy) the inputs, 1 where they are packed once. */
+int kconv_debug_partition(void);
+void kconv_report_partition(const char *path, const kconv_geom *g, int nt, int64_t items,
+                            int64_t grain, double (*item_cost)(const void *, int64_t),
+                            const void *arg, double repack);
+
 /* Conv's checks of X, W, B (shared with ConvInteger); *shape_known = 0 when the output cannot
  * be inferred yet (static inference with unknown ranks). */
 /* The checks Conv and ConvTranspose share: group, ranks of X and W (fills g->group, g->nd);

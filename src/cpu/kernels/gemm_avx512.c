@@ -404,6 +404,15 @@ int kgemm_sgemm_avx512_packed_cb_epi(const float *Ap, int64_t Mfull, int64_t i0,
                      0, 0, beta, C, ldc, row_bias, ep);
 }
 
+int kgemm_sgemm_avx512_packed_ab_epi(const float *Ap, int64_t Mfull, int64_t i0, int64_t M,
+                                     int64_t N, int64_t K, const float *Bp, int64_t Npad,
+                                     int64_t j0, float *C, int64_t ldc, const float *row_bias,
+                                     const kgemm_epi *ep) {
+    int64_t Mpad = (Mfull + MR - 1) / MR * MR;
+    return gemm_core(Ap, Mpad, i0, 0, 0, M, N, K, 1.0f, NULL, 0, NULL, 0, NULL, NULL, Bp, Npad, j0,
+                     0.0f, C, ldc, row_bias, ep);
+}
+
 int64_t kgemm_avx512_packed_b_size(int64_t K, int64_t N) { return (N + NR - 1) / NR * NR * K; }
 
 void kgemm_avx512_pack_b(int tb, int64_t K, int64_t N, const float *B, int64_t ldb, float *dst) {
@@ -457,6 +466,12 @@ int kgemm_sgemm_avx512_packed_cb_epi(const float *Ap, int64_t Mfull, int64_t i0,
                                      int64_t N, int64_t K, float alpha, kgemm_pack_b_fn pack_fn,
                                      void *pack_arg, float beta, float *C, int64_t ldc,
                                      const float *row_bias, const kgemm_epi *ep) {
+    return 0;
+}
+int kgemm_sgemm_avx512_packed_ab_epi(const float *Ap, int64_t Mfull, int64_t i0, int64_t M,
+                                     int64_t N, int64_t K, const float *Bp, int64_t Npad,
+                                     int64_t j0, float *C, int64_t ldc, const float *row_bias,
+                                     const kgemm_epi *ep) {
     return 0;
 }
 int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,

@@ -86,6 +86,14 @@ int kgemm_sgemm_avx512_packed_cb_epi(const float *Ap, int64_t Mfull, int64_t i0,
                                      int64_t N, int64_t K, float alpha, kgemm_pack_b_fn pack_fn,
                                      void *pack_arg, float beta, float *C, int64_t ldc,
                                      const float *row_bias, const kgemm_epi *ep);
+/* Both packed: A as for kgemm_sgemm_avx512_packed, B as KC-deep blocks of Npad columns in
+ * KGEMM_NR-column panels (block at pc * Npad, panel of column j at + j * kc, as
+ * kgemm_avx512_pack_b lays them out), of which columns [j0, j0 + N) are taken (j0 a multiple of
+ * KGEMM_NR). Alpha 1, beta 0. */
+int kgemm_sgemm_avx512_packed_ab_epi(const float *Ap, int64_t Mfull, int64_t i0, int64_t M,
+                                     int64_t N, int64_t K, const float *Bp, int64_t Npad,
+                                     int64_t j0, float *C, int64_t ldc, const float *row_bias,
+                                     const kgemm_epi *ep);
 /* B packed once (a constant weight): kgemm_avx512_packed_b_size floats filled by
  * kgemm_avx512_pack_b (tb: B stored [N, K]); the product then takes columns [j0, j0 + N) of the
  * Nfull packed columns (j0 a multiple of KGEMM_NR). */
