@@ -191,7 +191,7 @@ int64_t kiln_threadpool_plan(int n_threads, int64_t n, int64_t grain) {
         int64_t down = nchunks - nchunks % n_threads;
         int64_t span_now = (nchunks + n_threads - 1) / n_threads * ((n + nchunks - 1) / nchunks);
         int64_t span_down = down / n_threads * ((n + down - 1) / down);
-        if (span_down <= span_now) nchunks = down;
+        if (span_down < span_now) nchunks = down; /* a tie keeps the finer chunks */
     }
     return nchunks < 1 ? 1 : nchunks;
 }
