@@ -133,28 +133,32 @@ typedef struct fill_job {
     int64_t N;
 } fill_job;
 
-/* Rows [i0, i1) of Y = beta * C broadcast: C is a scalar, a column, a row or a matrix. */
-static void fill_rows(void *arg, int64_t i0, int64_t i1) {
+/* Y[i0:i0+rows, j0:j0+cols] = beta * C broadcast: C is a scalar, a column, a row or a matrix. */
+static void fill_tile(void *arg, int64_t i0, int64_t rows, int64_t j0, int64_t cols) {
     const fill_job *f = arg;
     const kiln_tensor *C = f->C;
     int64_t N = f->N;
     int per_col = C->rank >= 1 && C->dims[C->rank - 1] != 1;
-    for (int64_t i = i0; i < i1; i++) {
-        int64_t k = c_index(C, i, 0);
+    for (int64_t i = i0; i < i0 + rows; i++) {
+        int64_t k = c_index(C, i, j0);
         if (f->dt == KILN_DTYPE_DOUBLE) {
             const double *c = (const double *)f->c + k;
-            double *y = (double *)f->y + i * N;
-            for (int64_t j = 0; j < N; j++) y[j] = f->beta * c[per_col ? j : 0];
+            double *y = (double *)f->y + i * N + j0;
+            for (int64_t j = 0; j < cols; j++) y[j] = f->beta * c[per_col ? j : 0];
         } else {
             const float *c = (const float *)f->c + k;
-            float *y = (float *)f->y + i * N, b = (float)f->beta;
-            if (per_col && b == 1.0f) memcpy(y, c, sizeof(float) * (size_t)N);
+            float *y = (float *)f->y + i * N + j0, b = (float)f->beta;
+            if (per_col && b == 1.0f) memcpy(y, c, sizeof(float) * (size_t)cols);
             else if (per_col)
-                for (int64_t j = 0; j < N; j++) y[j] = b * c[j];
+                for (int64_t j = 0; j < cols; j++) y[j] = b * c[j];
             else
-                for (int64_t j = 0; j < N; j++) y[j] = b * c[0];
+                for (int64_t j = 0; j < cols; j++) y[j] = b * c[0];
         }
     }
+}
+
+static void fill_rows(void *arg, int64_t i0, int64_t i1) {
+    fill_tile(arg, i0, i1 - i0, 0, ((const fill_job *)arg)->N);
 }
 
 /* Y (float or double) = beta * C broadcast; returns 0 when there is nothing to add. Spread over
@@ -228,6 +232,13 @@ kiln_status kgemm_op_compute(kiln_ctx *ctx) {
     const gemm_state *s = ctx->state;
     if (s && s->b_src != B->data) s = NULL;
     const float *bpk = s && K > 0 ? s->b_packed : NULL;
+    if (dt == KILN_DTYPE_FLOAT && bpk && C && g.beta != 0.0f && kiln_numel(C) > 0) {
+        /* each tile of the product sets its own bias first, while it is in that core's cache */
+        fill_job f = {C, dt, g.beta, C->data, Y->data, N};
+        kgemm_f32_bpacked_init(ctx, g.ta, M, N, K, g.alpha, A->data, lda, bpk, 1.0f, Y->data, N,
+                               fill_tile, &f);
+        return KILN_OK;
+    }
     if (dt == KILN_DTYPE_FLOAT) {
         int has_c = fill_beta_c(ctx, C, g.beta, dt, C ? C->data : NULL, Y->data, M, N);
         if (bpk)
