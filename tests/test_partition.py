@@ -204,3 +204,30 @@ def test_partition_report_runs():
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| attention_fused | Attention |" in r.stdout
     assert "| **all** |" in r.stdout
+
+
+# ---------------- kiln:MatMulBias (MatMul + Add fused): bias set per tile ----------------
+
+@pytest.mark.parametrize("shape", [(130, 70), (2, 65, 70), (1, 197, 64), (5, 70)])
+@pytest.mark.parametrize("N", [96, 33, 300])
+def test_matmul_bias_per_tile(shape, N):
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(N + len(shape))
+    K = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])],
+                          "mmb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    s = kiln.InferenceSession(m.SerializeToString(), threads=2)
+    # 2-D products fuse into Gemm (its bias goes in per tile too), batched ones into MatMulBias
+    assert [n["op_type"] for n in s.nodes()] == ["Gemm" if len(shape) == 2 else "MatMulBias"]
+    want = run_ort(m, {"x": x})[0]
+    base = run_kiln(m, {"x": x}, threads=1)[0]
+    assert_same(base, want, rtol=1e-4, atol=1e-4)
+    for t in (2, 3, 7):
+        np.testing.assert_array_equal(run_kiln(m, {"x": x}, threads=t)[0], base)
