@@ -129,7 +129,7 @@ def trace(blob, feeds, threads, runs=4):
     return [min((p[i] for p in per_run), key=span) for i in range(len(per_run[0]))]
 
 
-def report(lines, threads, title):
+def report(lines, threads, title, fork_us=3.0):
     nodes = collections.OrderedDict()
     for f in lines:
         name, op = f[1], f[2]
@@ -154,6 +154,17 @@ def report(lines, threads, title):
     if tot_p:
         print(f"| **all** | | | | | {tot_s:.0f} | {tot_p:.0f} | {tot_s / (threads * tot_p):.2f} |")
     print()
+    # a fork pays off when serial / T + fork < serial: about serial > fork. Flag loops that fork
+    # with less than 2 forks' worth of work, and serial loops with more than 20.
+    tiny = [(f[1], f[2], float(f[6].split("=")[1])) for f in lines
+            if int(f[5].split("=")[1]) > 1 and float(f[6].split("=")[1]) < 2 * fork_us]
+    big = [(f[1], f[2], float(f[6].split("=")[1])) for f in lines
+           if int(f[5].split("=")[1]) == 1 and float(f[6].split("=")[1]) > 20 * fork_us]
+    print(f"Loops that fork with under {2 * fork_us:g} us of work: {len(tiny)}"
+          + "".join(f"\n- {n} ({op}): {us:.1f} us" for n, op, us in tiny[:20]))
+    print(f"\nLoops that stay serial with over {20 * fork_us:g} us of work: {len(big)}"
+          + "".join(f"\n- {n} ({op}): {us:.1f} us" for n, op, us in big[:20]))
+    print()
 
 
 def main():
@@ -166,6 +177,8 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--model")
     ap.add_argument("--dim", action="append", default=[], help="symbolic dim=value")
+    ap.add_argument("--fork-us", type=float, default=3.0,
+                    help="cost of one parallel-for (bench/fork_cost.c) for the too-small/too-big lists")
     a = ap.parse_args()
     if a.model:
         blob, feeds = model_feeds(a.model, {k: int(v) for k, v in (x.split("=") for x in a.dim)})
@@ -175,7 +188,7 @@ def main():
         title = f"{a.synthetic} layer shapes, batch {a.batch}"
     else:
         ap.error("--model or --synthetic")
-    report(trace(blob, feeds, a.threads), a.threads, title)
+    report(trace(blob, feeds, a.threads), a.threads, title, a.fork_us)
 
 
 if __name__ == "__main__":
