@@ -7,6 +7,7 @@
 #include "attention_kernels.h"
 #include "attention_vecmath.h"
 #include "gemm_util.h"
+#include "../threadpool.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -267,18 +268,22 @@ kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p) {
                 job.qblocks = (p->S + bq - 1) / bq;
             }
         }
-        /* A causal block's cost grows with its last row (the keys it sees), up to qblocks times
-         * the first block's: handing out the costliest blocks first lets the cheap ones fill in
-         * the gaps at the end (longest-first scheduling) instead of one thread taking a long
-         * block while the others have finished. */
-        job.heavy_first = p->causal;
     }
     int64_t tasks = (heads * job.qblocks + job.per_task - 1) / job.per_task;
     /* Work-based grain: QK^T and PV are about S*T*(H+Hv) multiply-adds per head (~0.1 ns each
      * with the vector kernels, plus the softmax), so a tiny model's attention stays on the
      * calling thread instead of waiting for a worker on every layer. */
     double ns = (double)heads * p->S * p->T * (double)(p->H + p->Hv) * 0.1;
-    kiln_parallel_for(ctx, tasks, kpar_grain(tasks, ns), sdpa_range, &job);
+    int64_t grain = kpar_grain(tasks, ns);
+    /* A causal block's cost grows with its last row (the keys it sees), up to qblocks times the
+     * first block's: handing out the costliest blocks first lets the cheap ones fill the gaps at
+     * the end (longest-first scheduling) instead of one thread taking a long block while the
+     * others have finished. Only where the pool makes every block a chunk of its own: chunks of
+     * several consecutive items would pair costly blocks with costly ones (and lose the head
+     * each chunk's blocks share). */
+    job.heavy_first = job.per_task == 1 && p->causal && job.qblocks > 1 && grain == 1 &&
+                      threads > 1 && kiln_threadpool_plan((int)threads, tasks, 1) == tasks;
+    kiln_parallel_for(ctx, tasks, grain, sdpa_range, &job);
     if (atomic_load(&job.failed))
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for attention scratch");
     return KILN_OK;
