@@ -231,3 +231,47 @@ def test_matmul_bias_per_tile(shape, N):
     assert_same(base, want, rtol=1e-4, atol=1e-4)
     for t in (2, 3, 7):
         np.testing.assert_array_equal(run_kiln(m, {"x": x}, threads=t)[0], base)
+
+
+# ---------------- Cast to the input's own type: a view, or a threaded copy ----------------
+
+@pytest.mark.parametrize("internal", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 40, 40), (1, 12, 128, 128), (5,)])
+@pytest.mark.parametrize("op", ["Cast", "CastLike"])
+def test_same_type_cast(internal, shape, op):
+    """Softmax in float32 then .to(float32), as exporters write attention; the cast's output either
+    feeds another node (the runtime aliases it) or is a graph output (copied over the threads)."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(len(shape))
+    x = rng.standard_normal(shape).astype(np.float32)
+    like = np.zeros(1, np.float32)
+    cast = (helper.make_node("Cast", ["p"], ["c"], to=TensorProto.FLOAT) if op == "Cast"
+            else helper.make_node("CastLike", ["p", "like"], ["c"]))
+    nodes = [helper.make_node("Softmax", ["x"], ["p"], axis=-1), cast]
+    out = "c"
+    if internal:
+        nodes.append(helper.make_node("Add", ["c", "x"], ["y"]))
+        out = "y"
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))]
+    if op == "CastLike":
+        ins.append(helper.make_tensor_value_info("like", TensorProto.FLOAT, [1]))
+    g = helper.make_graph(nodes, "c", ins, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None),
+                                            helper.make_tensor_value_info("p", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    feeds = {"x": x, "like": like} if op == "CastLike" else {"x": x}
+    want = run_ort(m, feeds)
+    for t in (1, 2, 16):
+        got = run_kiln(m, feeds, threads=t)
+        for g_, w in zip(got, want):
+            assert_same(g_, w, rtol=1e-5, atol=1e-6)
+        # a view must not let the two outputs share bytes the caller could write through
+        assert not np.shares_memory(got[0], got[1])
+
+
+def test_same_type_cast_strings():
+    x = np.array(["a", "bc", ""], dtype=object)
+    from onnx import TensorProto
+    m = node_model("Cast", [("x", x)], ["y"], {"to": TensorProto.STRING}, opset=21)
+    got = run_kiln(m, {"x": x})[0]
+    assert list(got) == list(x)
