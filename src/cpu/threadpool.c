@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sched.h>
 #include <time.h>
 
@@ -45,23 +46,27 @@ struct kiln_threadpool {
      * by the release store that opens state, read by a worker after it joined (acquire) */
     kiln_pool_fn fn;
     void *arg;
-    int64_t n, chunk;
-    atomic_llong next;
-    atomic_uint state;
-    atomic_ulong job_id;     /* bumped per job: what spinning and sleeping workers watch */
-    atomic_int sleepers;     /* workers blocked on `wake` or about to be */
-    atomic_int caller_waits; /* the caller sleeps on `done` */
+    int64_t n, nchunks;
+    /* Each word that threads write during a job has a cache line of its own: every chunk claim
+     * writes `next` and every join and finish writes `state`, and sharing a line with the job
+     * description above (read before every chunk) or with job_id (read in every spinner's loop)
+     * made each of those writes a miss on every other core. */
+    _Alignas(64) atomic_llong next; /* the next chunk to claim */
+    _Alignas(64) atomic_uint state;
+    _Alignas(64) atomic_ulong job_id; /* bumped per job: what spinning and sleeping workers watch */
     atomic_int stop;
+    _Alignas(64) atomic_int sleepers; /* workers blocked on `wake` or about to be */
+    atomic_int caller_waits;          /* the caller sleeps on `done` */
 };
 
 static _Thread_local int in_pool_job;
 
 static void run_chunks(kiln_threadpool *tp) {
     for (;;) {
-        int64_t b = atomic_fetch_add(&tp->next, tp->chunk);
-        if (b >= tp->n) break;
-        int64_t e = b + tp->chunk < tp->n ? b + tp->chunk : tp->n;
-        tp->fn(tp->arg, b, e);
+        int64_t i = atomic_fetch_add(&tp->next, 1);
+        if (i >= tp->nchunks) break;
+        tp->fn(tp->arg, kiln_chunk_begin(tp->n, tp->nchunks, i),
+               kiln_chunk_begin(tp->n, tp->nchunks, i + 1));
     }
 }
 
@@ -129,8 +134,10 @@ static void *worker_main(void *p) {
 kiln_threadpool *kiln_threadpool_create(int n_threads) {
     if (n_threads < 1) n_threads = 1;
     if (n_threads > 0x7fff) n_threads = 0x7fff; /* ST_WANT's width */
-    kiln_threadpool *tp = calloc(1, sizeof *tp);
+    /* aligned as its cache-line members ask (sizeof is a multiple of the alignment) */
+    kiln_threadpool *tp = aligned_alloc(_Alignof(kiln_threadpool), sizeof *tp);
     if (!tp) return NULL;
+    memset(tp, 0, sizeof *tp);
     tp->n_threads = n_threads;
     pthread_mutex_init(&tp->mu, NULL);
     pthread_mutex_init(&tp->run_mu, NULL);
@@ -166,31 +173,44 @@ void kiln_threadpool_destroy(kiln_threadpool *tp) {
 
 int kiln_threadpool_size(const kiln_threadpool *tp) { return tp ? tp->n_threads : 1; }
 
-void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_pool_fn fn, void *arg) {
-    if (n <= 0) return;
+int64_t kiln_threadpool_plan(int n_threads, int64_t n, int64_t grain) {
     if (grain < 1) grain = 1;
-    /* serial when there is no pool, the work is small, or we are already inside a job */
-    if (!tp || tp->n_threads == 1 || n <= grain || in_pool_job) {
-        fn(arg, 0, n);
-        return;
-    }
+    if (n_threads <= 1 || n <= grain) return 1;
     /* about 4 chunks per thread balances uneven work without much counter traffic */
-    int64_t chunk = (n + tp->n_threads * 4 - 1) / (tp->n_threads * 4);
+    int64_t chunk = (n + n_threads * 4 - 1) / (n_threads * 4);
     if (chunk < grain) chunk = grain;
+    int64_t nchunks = n / chunk; /* floor: every chunk keeps at least `grain` items */
     /* Whole rounds of chunks: a count just above a multiple of the thread count leaves one
      * thread a last chunk while the others wait (3 chunks of 32K on 2 threads take as long as 4),
-     * so round the count down to a multiple and widen the chunks to match. */
-    int64_t nchunks = (n + chunk - 1) / chunk;
-    if (nchunks > tp->n_threads && nchunks % tp->n_threads) {
-        nchunks -= nchunks % tp->n_threads;
-        chunk = (n + nchunks - 1) / nchunks;
+     * so the count is rounded down to a multiple where that shortens the longest thread's share
+     * (rounds x largest chunk, in items). The chunks are cut evenly (sizes differ by one item at
+     * most). Before, a fixed chunk size was widened to fit the rounded count, which on small jobs
+     * left fewer chunks than threads (24 attention blocks on 16 threads: 12 chunks of 2), and
+     * rounding 60 single-item chunks down to 48 made 12 of them two items long. */
+    if (nchunks > n_threads && nchunks % n_threads) {
+        int64_t down = nchunks - nchunks % n_threads;
+        int64_t span_now = (nchunks + n_threads - 1) / n_threads * ((n + nchunks - 1) / nchunks);
+        int64_t span_down = down / n_threads * ((n + down - 1) / down);
+        if (span_down < span_now) nchunks = down; /* a tie keeps the finer chunks */
+    }
+    return nchunks < 1 ? 1 : nchunks;
+}
+
+void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_pool_fn fn, void *arg) {
+    if (n <= 0) return;
+    /* serial when there is no pool, the work is small, or we are already inside a job */
+    int64_t nchunks = tp && !in_pool_job ? kiln_threadpool_plan(tp->n_threads, n, grain) : 1;
+    if (nchunks == 1) {
+        fn(arg, 0, n);
+        return;
     }
     /* Another thread's job has the workers (concurrent runs of a session): this caller runs its
      * job alone, rather than wait for the pool and serialise the runs. The same chunks as on the
      * pool, so that a kernel's result never depends on which way its job went. */
     if (pthread_mutex_trylock(&tp->run_mu)) {
         in_pool_job = 1; /* calls nested in fn run inline too, without trying the lock again */
-        for (int64_t b = 0; b < n; b += chunk) fn(arg, b, b + chunk < n ? b + chunk : n);
+        for (int64_t i = 0; i < nchunks; i++)
+            fn(arg, kiln_chunk_begin(n, nchunks, i), kiln_chunk_begin(n, nchunks, i + 1));
         in_pool_job = 0;
         return;
     }
@@ -199,7 +219,7 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
     tp->fn = fn;
     tp->arg = arg;
     tp->n = n;
-    tp->chunk = chunk;
+    tp->nchunks = nchunks;
     atomic_store_explicit(&tp->next, 0, memory_order_relaxed);
     atomic_store_explicit(&tp->state, ST_OPEN | want << ST_WANT_SHIFT, memory_order_release);
     atomic_fetch_add(&tp->job_id, 1); /* seq_cst: see worker_main */

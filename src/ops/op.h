@@ -137,6 +137,10 @@ kiln_status kiln_check_dtype(kiln_ctx *ctx, const kiln_tensor *t, int input_inde
 typedef void (*kiln_range_fn)(void *arg, int64_t begin, int64_t end);
 void kiln_parallel_for(kiln_ctx *ctx, int64_t n, int64_t grain, kiln_range_fn fn, void *arg);
 int kiln_num_threads(const kiln_ctx *ctx);
+/* KILN_PARTITION=T (par_trace.c): loops run serially, each chunk timed, as if on T threads; one
+ * line per loop on stderr. 0 when unset. kiln_par_trace_run returns 1 when it ran the loop. */
+int kiln_par_trace_threads(void);
+int kiln_par_trace_run(kiln_ctx *ctx, int64_t n, int64_t grain, kiln_range_fn fn, void *arg);
 
 /* ---- registry (ops/registry.c) ---- */
 const kiln_op *kiln_find_op(const char *domain, const char *name, int opset);

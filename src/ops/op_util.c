@@ -323,7 +323,12 @@ kiln_status kiln_check_dtype(kiln_ctx *ctx, const kiln_tensor *t, int input_inde
 /* ---- threads ---- */
 
 void kiln_parallel_for(kiln_ctx *ctx, int64_t n, int64_t grain, kiln_range_fn fn, void *arg) {
+    if (kiln_par_trace_threads() && kiln_par_trace_run(ctx, n, grain, fn, arg)) return;
     kiln_threadpool_run(ctx ? ctx->tp : NULL, n, grain, fn, arg);
 }
 
-int kiln_num_threads(const kiln_ctx *ctx) { return ctx && ctx->tp ? kiln_threadpool_size(ctx->tp) : 1; }
+int kiln_num_threads(const kiln_ctx *ctx) {
+    int traced = kiln_par_trace_threads();
+    if (traced) return traced;
+    return ctx && ctx->tp ? kiln_threadpool_size(ctx->tp) : 1;
+}

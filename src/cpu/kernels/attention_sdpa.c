@@ -7,6 +7,7 @@
 #include "attention_kernels.h"
 #include "attention_vecmath.h"
 #include "gemm_util.h"
+#include "../threadpool.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -16,7 +17,7 @@
 
 /* Work sizes. With BLAS serial, a 64-row query block against 128-key tiles keeps the score block,
  * the K/V tiles and the accumulator in L2 while giving sgemm enough work per call. */
-enum { QBLOCK = 64, KTILE = 128 };
+enum { QBLOCK = 64, KTILE = 128, MIN_QBLOCK = 16 };
 
 typedef struct sdpa_job {
     const kattn_sdpa *p;
@@ -25,6 +26,7 @@ typedef struct sdpa_job {
     int avx512;        /* own block kernels instead of cblas_sgemm */
     int pack_k;        /* AVX-512 with enough query rows per block to pay for transposing K */
     int64_t per_task;  /* query blocks per work item (whole heads when there are many heads) */
+    int heavy_first;   /* items are single blocks, last (costliest causal) query blocks first */
     atomic_int failed; /* a worker could not allocate its scratch */
 } sdpa_job;
 
@@ -77,6 +79,10 @@ static void sdpa_block(const sdpa_job *job, int64_t task, float *scratch, row_wi
     const kattn_sdpa *p = job->p;
     const kattn_vec_ops *vo = kattn_vec();
     int64_t qb = task % job->qblocks, bn = task / job->qblocks;
+    if (job->heavy_first) { /* see kattn_run */
+        qb = job->qblocks - 1 - task / (p->B * p->N);
+        bn = task % (p->B * p->N);
+    }
     int64_t n = bn % p->N, b = bn / p->N;
     int64_t S = p->seq_len ? p->seq_len[b] : p->S;
     int64_t T = p->seq_len ? p->seq_len[b] : p->T;
@@ -246,12 +252,38 @@ kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p) {
      * keys once; otherwise split heads into query blocks to use every thread. */
     int64_t heads = p->B * p->N, threads = kiln_num_threads(ctx);
     job.per_task = heads >= 4 * threads ? job.qblocks : 1;
+    job.heavy_first = 0;
+    if (job.per_task == 1 && threads > 1 && p->S > 2 * MIN_QBLOCK && !p->qk_out) {
+        /* Few heads for the threads (BERT, ViT and GPT-2 at batch 1: 12 heads on 16 threads):
+         * items of 64 rows gave 24 (48 with ViT's 197 rows, a quarter of them 5 rows long), so
+         * most threads took two and some one. Cut each head into at least 3 * threads / heads
+         * blocks of equal height instead (multiples of 4 rows, the kernels' row blocks). */
+        int64_t want = (3 * threads + heads - 1) / heads;
+        if (want > job.qblocks) {
+            int64_t q = want, bq = (p->S + q - 1) / q;
+            if (bq < MIN_QBLOCK) bq = MIN_QBLOCK;
+            bq = (bq + 3) / 4 * 4;
+            if (bq < job.bq) {
+                job.bq = bq;
+                job.qblocks = (p->S + bq - 1) / bq;
+            }
+        }
+    }
     int64_t tasks = (heads * job.qblocks + job.per_task - 1) / job.per_task;
     /* Work-based grain: QK^T and PV are about S*T*(H+Hv) multiply-adds per head (~0.1 ns each
      * with the vector kernels, plus the softmax), so a tiny model's attention stays on the
      * calling thread instead of waiting for a worker on every layer. */
     double ns = (double)heads * p->S * p->T * (double)(p->H + p->Hv) * 0.1;
-    kiln_parallel_for(ctx, tasks, kpar_grain(tasks, ns), sdpa_range, &job);
+    int64_t grain = kpar_grain(tasks, ns);
+    /* A causal block's cost grows with its last row (the keys it sees), up to qblocks times the
+     * first block's: handing out the costliest blocks first lets the cheap ones fill the gaps at
+     * the end (longest-first scheduling) instead of one thread taking a long block while the
+     * others have finished. Only where the pool makes every block a chunk of its own: chunks of
+     * several consecutive items would pair costly blocks with costly ones (and lose the head
+     * each chunk's blocks share). */
+    job.heavy_first = job.per_task == 1 && p->causal && job.qblocks > 1 && grain == 1 &&
+                      threads > 1 && kiln_threadpool_plan((int)threads, tasks, 1) == tasks;
+    kiln_parallel_for(ctx, tasks, grain, sdpa_range, &job);
     if (atomic_load(&job.failed))
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for attention scratch");
     return KILN_OK;

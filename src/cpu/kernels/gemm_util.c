@@ -228,6 +228,8 @@ typedef struct bp_job {
     float alpha, beta;
     const float *A, *Bp;
     float *C;
+    kgemm_tile_init_fn c_init;
+    void *init_arg;
 } bp_job;
 
 static void bp_run(void *arg, int64_t t0, int64_t t1) {
@@ -237,6 +239,7 @@ static void bp_run(void *arg, int64_t t0, int64_t t1) {
         int64_t M = j->M - r0 < j->t.rb ? j->M - r0 : j->t.rb;
         int64_t N = j->N - c0 < j->t.cb ? j->N - c0 : j->t.cb;
         if (M <= 0 || N <= 0) continue;
+        if (j->c_init) j->c_init(j->init_arg, r0, M, c0, N);
         kgemm_sgemm_avx512_bpacked(j->ta, M, N, j->K, j->alpha, j->A + (j->ta ? r0 : r0 * j->lda),
                                    j->lda, j->Bp, j->N, c0, j->beta, j->C + r0 * j->ldc + c0, j->ldc);
     }
@@ -245,7 +248,13 @@ static void bp_run(void *arg, int64_t t0, int64_t t1) {
 void kgemm_f32_bpacked(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *Bp, float beta, float *C,
                        int64_t ldc) {
-    bp_job j = {ta, M, N, K, lda, ldc, {M, N, 1, 1}, alpha, beta, A, Bp, C};
+    kgemm_f32_bpacked_init(ctx, ta, M, N, K, alpha, A, lda, Bp, beta, C, ldc, NULL, NULL);
+}
+
+void kgemm_f32_bpacked_init(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, float alpha,
+                            const float *A, int64_t lda, const float *Bp, float beta, float *C,
+                            int64_t ldc, kgemm_tile_init_fn c_init, void *init_arg) {
+    bp_job j = {ta, M, N, K, lda, ldc, {M, N, 1, 1}, alpha, beta, A, Bp, C, c_init, init_arg};
     int nt = kiln_num_threads(ctx);
     double macs = (double)M * N * K;
     if (nt <= 1 || macs < PAR_MIN_FLOPS || (M < 24 && N < 2 * KGEMM_NR)) {

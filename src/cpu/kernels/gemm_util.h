@@ -109,6 +109,13 @@ int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float al
 void kgemm_f32_bpacked(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *Bp, float beta, float *C,
                        int64_t ldc);
+/* The same where each tile of C is first set by c_init(arg, r0, rows, c0, cols) (rows [r0, r0 +
+ * rows), columns [c0, c0 + cols)) on the thread that then computes it, while the tile is in its
+ * cache: Gemm's bias broadcast, which as a pass of its own over C cost a trip to memory. */
+typedef void (*kgemm_tile_init_fn)(void *arg, int64_t r0, int64_t rows, int64_t c0, int64_t cols);
+void kgemm_f32_bpacked_init(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t K, float alpha,
+                            const float *A, int64_t lda, const float *Bp, float beta, float *C,
+                            int64_t ldc, kgemm_tile_init_fn c_init, void *init_arg);
 /* kgemm_f32_serial plus row_bias[i] added to every element of row i (NULL: none); K > 0. */
 void kgemm_f32_serial_bias(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

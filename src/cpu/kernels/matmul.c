@@ -382,9 +382,32 @@ static void mmb_add_rows(void *arg, int64_t r0, int64_t r1) {
     }
 }
 
+/* Rows [r0, r0 + rows) x columns [c0, c0 + cols) of Y set to the bias (a tile's C before its
+ * product adds into it) */
+static void mmb_init_tile(void *arg, int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
+    const mmb_rows *a = arg;
+    for (int64_t r = r0; r < r0 + rows; r++)
+        memcpy((float *)a->y + r * a->n + c0, (const float *)a->bias + c0, sizeof(float) * (size_t)cols);
+}
+
 static kiln_status mmb_compute(kiln_ctx *ctx) {
-    KILN_TRY(matmul_compute(ctx));
+    kiln_tensor *A = kiln_input(ctx, 0), *B = kiln_input(ctx, 1);
     kiln_tensor *bias = kiln_input(ctx, 2), *Y = kiln_output(ctx, 0);
+    const mm_state *s = ctx->state;
+    if (Y && bias && A && B && Y->dtype == KILN_DTYPE_FLOAT && s && s->b_packed &&
+        s->b_src == B->data && bias->rank == 1) {
+        kmm_plan_t p;
+        KILN_TRY(kmm_plan(ctx, A, B, 0, 0, &p));
+        if (p.count * p.M > 0 && p.N > 0 && p.K > 0 && bias->dims[0] == p.N) {
+            /* the bias goes into each tile of the product while that tile is in its thread's
+             * cache, instead of a pass of its own over Y after the product */
+            mmb_rows a = {Y->data, bias->data, p.N, KILN_DTYPE_FLOAT};
+            kgemm_f32_bpacked_init(ctx, 0, p.M * p.count, p.N, p.K, 1.0f, A->data, p.K,
+                                   s->b_packed, 1.0f, Y->data, p.N, mmb_init_tile, &a);
+            return KILN_OK;
+        }
+    }
+    KILN_TRY(matmul_compute(ctx));
     if (!Y || !bias) return KILN_OK;
     int64_t n = bias->dims[0], total = kiln_numel(Y);
     if (total == 0 || n == 0) return KILN_OK;
