@@ -12,6 +12,8 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target kiln kiln_cuda kiln_cli
 # the attention sweep's binaries (bench_sweep, test_attention) as build-carry/attn.tar.xz
 KILN_BUILD_DIR="$BUILD" bash bench/attention/build_sweep.sh
+# the cost of one parallel-for (bench/fork_cost.c), run there against the carried libkiln
+cc -O2 -Isrc bench/fork_cost.c -L"$BUILD" -lkiln -lpthread -o build-carry/fork_cost
 STAGE=$(mktemp -d)
 mkdir -p "$STAGE/kiln/lib"
 cp "$BUILD/libkiln.so" "$BUILD/libkiln_cuda.so" "$BUILD/kiln" "$STAGE/kiln/"
