@@ -19,6 +19,19 @@ log() { echo "[s5 ${SECONDS}s] $*"; }
 source scripts/gpu/env.sh
 export PYTHONUNBUFFERED=1
 SUMMARY=()
+MC_PID=
+if [ -n "${PAR_MEMCHECK:-}" ]; then
+    # memcheck is correctness only: it runs beside the tests, and is waited for before any timing
+    log "memcheck in the background"
+    ( OUT="$OUT/memcheck" SHARDS=${SHARDS:-6} MC_TIMEOUT=${MC_TIMEOUT:-240} bash scripts/gpu/memcheck_all.sh \
+        > "$OUT/memcheck_summary.txt" 2>&1 ) &
+    MC_PID=$!
+fi
+wait_memcheck() {
+    [ -n "$MC_PID" ] || return 0
+    log "waiting for memcheck"; wait $MC_PID; MC_PID=
+    tail -14 "$OUT/memcheck_summary.txt"
+}
 for part in ${PARTS:-gputests}; do
     case $part in
     gputests)
@@ -33,12 +46,14 @@ for part in ${PARTS:-gputests}; do
                 | grep -iE "opened in|ms|specialis" | head -8
         done ;;
     train)
+        wait_memcheck
         log "train_bench --device cuda"
         timeout ${TRAIN_TIMEOUT:-150} python3 bench/train_bench.py --threads 16 --device cuda --out "$OUT/train_cuda" \
             > "$OUT/train_cuda.txt" 2>&1
         rc=$?; grep -E "^(mlp|cnn|bert) " "$OUT/train_cuda.txt"; grep -i "parameters" "$OUT/train_cuda.txt" | tail -2
         SUMMARY+=("train cuda rc=$rc") ;;
     gpumodels)
+        wait_memcheck
         log "gpu_models export"
         python3 bench/gpu_models/export.py --out /tmp/gpu_models --precisions fp16 fp32 --no-check > "$OUT/gm_export.log" 2>&1
         log "gpu_models run"
@@ -48,6 +63,7 @@ for part in ${PARTS:-gputests}; do
         grep -E "^\| |Geometric" "$OUT/gpu_models/results.md" 2>/dev/null | cut -d'|' -f2-13 | head -24
         SUMMARY+=("gpu_models rc=$rc") ;;
     sweep)
+        wait_memcheck
         log "attention sweep"
         OUT="$OUT/sweep" BUDGET_S=${SWEEP_BUDGET:-300} bash bench/attention/sweep.sh > "$OUT/sweep.log" 2>&1
         rc=$?; tail -40 "$OUT/sweep.log"; SUMMARY+=("sweep rc=$rc") ;;
@@ -56,6 +72,7 @@ for part in ${PARTS:-gputests}; do
         OUT="$OUT/memcheck" SHARDS=${SHARDS:-8} MC_TIMEOUT=${MC_TIMEOUT:-300} bash scripts/gpu/memcheck_all.sh 2>&1 | tail -14
         SUMMARY+=("memcheck: see above") ;;
     cpu)
+        wait_memcheck
         log "cpu models export"
         python3 bench/gpu_models/export.py --out /tmp/gpu_models --precisions fp32 --no-check \
             --models bert gpt2 vit resnet50 > "$OUT/cpu_export.log" 2>&1
@@ -68,11 +85,13 @@ for part in ${PARTS:-gputests}; do
         rc=$?; grep -E "threads: geometric|error" "$OUT/cpu_models.md" | head -12
         SUMMARY+=("cpu models rc=$rc") ;;
     profile)
+        wait_memcheck
         for g in gpt2_prefill resnet50; do
             timeout 70 python3 bench/op_profile.py --models /tmp/gpu_models --graph $g --batch ${PROF_BATCH:-8} \
                 --threads 1 16 --runs 3 --top 10 --nodes 12 > "$OUT/prof_$g.txt" 2>&1; head -14 "$OUT/prof_$g.txt"
         done ;;
     bf16)
+        wait_memcheck
         log "bf16 / AMX"
         grep -o -w -E "amx_bf16|amx_tile|avx512_bf16" /proc/cpuinfo | sort | uniq -c
         KILN_BUILD_DIR=$KILN_STAGE/kiln timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_bf16_mode.py \
@@ -84,5 +103,6 @@ for part in ${PARTS:-gputests}; do
         SUMMARY+=("bf16 accuracy rc=$?"); tail -20 "$OUT/bf16_accuracy.md" 2>/dev/null ;;
     esac
 done
+wait_memcheck
 log "done"
 printf '%s\n' "${SUMMARY[@]}"
