@@ -22,7 +22,9 @@ SECONDS=0
 log() { echo "[sweep ${SECONDS}s] $*"; }
 left() { echo $((BUDGET_S - SECONDS)); }
 
-if [ -f build-carry/kiln.tar.xz ]; then
+if [ -n "${KILN_LIBRARY:-}" ]; then
+    :  # already set up by the caller (scripts/gpu/env.sh)
+elif [ -f build-carry/kiln.tar.xz ]; then
     # shellcheck source=/dev/null
     source scripts/gpu/env.sh
 else

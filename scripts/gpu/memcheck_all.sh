@@ -7,7 +7,7 @@
 #   OUT=... SHARDS=6 bash scripts/gpu/memcheck_all.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-source scripts/gpu/env.sh
+[ -n "${KILN_LIBRARY:-}" ] || source scripts/gpu/env.sh
 OUT=${OUT:-/tmp/memcheck}; SHARDS=${SHARDS:-6}
 mkdir -p "$OUT"
 python3 -m pytest -q -p no:cacheprovider --collect-only ${MC_TESTS:-tests/gpu} 2>/dev/null | grep '::' > "$OUT/ids.txt"
