@@ -75,7 +75,83 @@ static inline rnn_v4f rnn_v4_tanh(rnn_v4f x) {
         }                                                                                           \
     }
 
-RNN_V4_APPLY(rnn_sigmoid_f32, rnn_v4_sigmoid)
-RNN_V4_APPLY(rnn_tanh_f32, rnn_v4_tanh)
+RNN_V4_APPLY(rnn_sigmoid4_f32, rnn_v4_sigmoid)
+RNN_V4_APPLY(rnn_tanh4_f32, rnn_v4_tanh)
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include "gemm_util.h"
+/* The same arithmetic 16 lanes at a time where the CPU has AVX-512F: the 4-lane form made the gate
+ * activations a sixth of a batch-8 bidirectional LSTM. Lane for lane the same steps, so both
+ * forms agree up to the contraction of multiply-adds. */
+typedef float rnn_v16f __attribute__((vector_size(64)));
+typedef int32_t rnn_v16i __attribute__((vector_size(64)));
+#define RNN_AVX512 __attribute__((target("avx512f"))) static inline
+
+RNN_AVX512 rnn_v16f rnn_v16_splat(float v) { return (rnn_v16f){0} + v; }
+
+RNN_AVX512 rnn_v16f rnn_v16_select(rnn_v16i mask, rnn_v16f a, rnn_v16f b) {
+    return (rnn_v16f)((mask & (rnn_v16i)a) | (~mask & (rnn_v16i)b));
+}
+
+RNN_AVX512 rnn_v16f rnn_v16_exp(rnn_v16f x) {
+    const rnn_v16f lo = rnn_v16_splat(-87.0f), hi = rnn_v16_splat(88.0f);
+    x = rnn_v16_select(x < lo, lo, x);
+    x = rnn_v16_select(x > hi, hi, x);
+    rnn_v16f t = x * rnn_v16_splat(1.44269504089f);
+    t += rnn_v16_select(t < rnn_v16_splat(0.0f), rnn_v16_splat(-0.5f), rnn_v16_splat(0.5f));
+    rnn_v16i ni = __builtin_convertvector(t, rnn_v16i);
+    rnn_v16f n = __builtin_convertvector(ni, rnn_v16f);
+    rnn_v16f r = x - n * rnn_v16_splat(0.693145751953125f) - n * rnn_v16_splat(1.428606765330187e-06f);
+    rnn_v16f p = rnn_v16_splat(1.0f / 720.0f);
+    p = p * r + rnn_v16_splat(1.0f / 120.0f);
+    p = p * r + rnn_v16_splat(1.0f / 24.0f);
+    p = p * r + rnn_v16_splat(1.0f / 6.0f);
+    p = p * r + rnn_v16_splat(0.5f);
+    p = p * r + rnn_v16_splat(1.0f);
+    p = p * r + rnn_v16_splat(1.0f);
+    rnn_v16i bits = (ni + 127) << 23;
+    return p * (rnn_v16f)bits;
+}
+
+RNN_AVX512 rnn_v16f rnn_v16_sigmoid(rnn_v16f x) {
+    const rnn_v16f one = rnn_v16_splat(1.0f);
+    return one / (one + rnn_v16_exp(-x));
+}
+
+RNN_AVX512 rnn_v16f rnn_v16_tanh(rnn_v16f x) {
+    const rnn_v16f one = rnn_v16_splat(1.0f), two = rnn_v16_splat(2.0f);
+    rnn_v16f big = one - two / (rnn_v16_exp(x * two) + one);
+    rnn_v16f x2 = x * x;
+    rnn_v16f small = x - x * x2 * rnn_v16_splat(1.0f / 3.0f);
+    return rnn_v16_select(x2 < rnn_v16_splat(0.0016f), small, big);
+}
+
+/* Whole 16-lane blocks of x[0..n); returns how many elements were done. */
+#define RNN_V16_APPLY(name, fn)                                                                     \
+    __attribute__((target("avx512f"))) static int64_t name(float *x, int64_t n) {                   \
+        int64_t k = 0;                                                                              \
+        for (; k + 16 <= n; k += 16) {                                                              \
+            rnn_v16f v;                                                                             \
+            memcpy(&v, x + k, sizeof v);                                                            \
+            v = fn(v);                                                                              \
+            memcpy(x + k, &v, sizeof v);                                                            \
+        }                                                                                           \
+        return k;                                                                                   \
+    }
+RNN_V16_APPLY(rnn_sigmoid16_f32, rnn_v16_sigmoid)
+RNN_V16_APPLY(rnn_tanh16_f32, rnn_v16_tanh)
+
+static inline void rnn_sigmoid_f32(float *x, int64_t n) {
+    int64_t k = n >= 16 && kgemm_avx512_available() ? rnn_sigmoid16_f32(x, n) : 0;
+    rnn_sigmoid4_f32(x + k, n - k);
+}
+static inline void rnn_tanh_f32(float *x, int64_t n) {
+    int64_t k = n >= 16 && kgemm_avx512_available() ? rnn_tanh16_f32(x, n) : 0;
+    rnn_tanh4_f32(x + k, n - k);
+}
+#else
+#define rnn_sigmoid_f32 rnn_sigmoid4_f32
+#define rnn_tanh_f32 rnn_tanh4_f32
+#endif
 
 #endif
