@@ -100,6 +100,8 @@ typedef struct RFN(rnn_dir) {
     RT *cd;          /* [B, H] LSTM cell state, updated in place (each unit by its own thread) */
     const float *Rp; /* Rd packed as the B operand of kgemm_sgemm_avx512_bpacked, or NULL */
     const float *Wp; /* Wd packed likewise (at init), or NULL */
+    const RT *bsum;  /* [GH] the biases folded into xw, or NULL when there are none */
+    int lstm_fused;  /* LSTM with the default activations: rnn_lstm_units_f32 does the gates */
 } RFN(rnn_dir);
 
 static void RFN(project_rows)(void *arg, int64_t r0, int64_t r1) {
@@ -110,13 +112,14 @@ static void RFN(project_rows)(void *arg, int64_t r0, int64_t r1) {
                                               s->GH, 0, 0.0f, s->xw + r0 * s->GH, s->GH)))
 #endif
         RFN(gemm_nt)(r1 - r0, s->GH, s->In, X + r0 * s->In, s->In, s->Wd, s->In, s->xw + r0 * s->GH, s->GH);
-    if (!s->Wb) return;
-    /* GRU's hidden-gate recurrent bias sits inside r (.) (...) with linear_before_reset, and is
-     * added after the recurrent product otherwise: keep it out of xw. */
-    const int64_t fold_r = s->c->cell == RNN_CELL_GRU ? 2 * s->H : s->GH;
+    if (!s->bsum) return;
     for (int64_t row = r0; row < r1; row++) {
+#if RPACK
+        kvec_add_f32(s->xw + row * s->GH, s->bsum, s->GH);
+#else
         RT *x = s->xw + row * s->GH;
-        for (int64_t k = 0; k < s->GH; k++) x[k] += s->Wb[k] + (k < fold_r ? s->Rb[k] : 0);
+        for (int64_t k = 0; k < s->GH; k++) x[k] += s->bsum[k];
+#endif
     }
 }
 
@@ -191,6 +194,15 @@ static void RFN(step_units)(void *arg, int64_t u0, int64_t u1) {
             RT *gi = g + u0, *go = g + H + u0, *gf = g + 2 * H + u0, *gc = g + 3 * H + u0;
             const RT *xi = x + u0, *xo = x + H + u0, *xf = x + 2 * H + u0, *xc = x + 3 * H + u0;
             RT *cb = s->cd + b * H + u0;
+#if RPACK && defined(RNN_HAVE_LSTM_UNITS16)
+            if (s->lstm_fused) {
+                const RT *P = s->Pd;
+                rnn_lstm_units_f32(gi, go, gf, gc, xi, xo, xf, xc, P ? P + u0 : NULL, P ? P + H + u0 : NULL,
+                                   P ? P + 2 * H + u0 : NULL, cb, hn, w);
+                RFN(write_y)(s, b, u0, w);
+                continue;
+            }
+#endif
             for (int64_t k = 0; k < w; k++) {
                 gi[k] += xi[k];
                 go[k] += xo[k];
@@ -241,7 +253,7 @@ static void RFN(step_units)(void *arg, int64_t u0, int64_t u1) {
 
 /* One direction's working buffers. */
 typedef struct RFN(rnn_bufs) {
-    RT *xw, *hr, *hbuf, *rh;
+    RT *xw, *hr, *hbuf, *rh, *bsum;
 } RFN(rnn_bufs);
 
 static int RFN(bufs_alloc)(RFN(rnn_bufs) *w, const rnn_job *j) {
@@ -250,10 +262,13 @@ static int RFN(bufs_alloc)(RFN(rnn_bufs) *w, const rnn_job *j) {
     w->hr = malloc((size_t)(B * GH) * sizeof(RT));
     w->hbuf = malloc((size_t)(B * H) * sizeof(RT));
     w->rh = j->cfg->cell == RNN_CELL_GRU ? malloc((size_t)(B * H) * sizeof(RT)) : NULL;
-    return w->xw && w->hr && w->hbuf && (j->cfg->cell != RNN_CELL_GRU || w->rh);
+    w->bsum = malloc((size_t)GH * sizeof(RT));
+    return w->xw && w->hr && w->hbuf && w->bsum && (j->cfg->cell != RNN_CELL_GRU || w->rh);
 }
 
-static void RFN(bufs_free)(RFN(rnn_bufs) *w) { free(w->xw), free(w->hr), free(w->hbuf), free(w->rh); }
+static void RFN(bufs_free)(RFN(rnn_bufs) *w) {
+    free(w->xw), free(w->hr), free(w->hbuf), free(w->rh), free(w->bsum);
+}
 
 /* Runs direction d: its projection and steps over the pool, or on the calling thread alone when
  * pool is 0 (the two directions then run side by side, one per thread). */
@@ -278,7 +293,18 @@ static void RFN(run_dir)(const rnn_job *j, int64_t d, const RFN(rnn_bufs) *w, in
     s.Pd = j->P ? (const RT *)j->P + d * 3 * H : NULL;
     s.xw = w->xw, s.hr = w->hr, s.rh = w->rh;
     s.cd = j->c ? (RT *)j->c + d * B * H : NULL;
+    if (s.Wb) {
+        /* GRU's hidden-gate recurrent bias sits inside r (.) (...) with linear_before_reset, and
+         * is added after the recurrent product otherwise: keep it out of xw. */
+        const int64_t fold_r = c->cell == RNN_CELL_GRU ? 2 * H : GH;
+        for (int64_t k = 0; k < GH; k++) w->bsum[k] = s.Wb[k] + (k < fold_r ? s.Rb[k] : 0);
+        s.bsum = w->bsum;
+    }
     if (!pool) unit_grain = H, row_grain = S * B;
+#if RPACK && defined(RNN_HAVE_LSTM_UNITS16)
+    s.lstm_fused = c->cell == RNN_CELL_LSTM && !s.clip && !c->input_forget && s.acts[0].kind == RNN_ACT_SIGMOID &&
+                   s.acts[1].kind == RNN_ACT_TANH && s.acts[2].kind == RNN_ACT_TANH && kgemm_avx512_available();
+#endif
 
 #if RPACK
     s.Wp = j->Wp[d];
