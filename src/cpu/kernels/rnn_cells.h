@@ -5,8 +5,9 @@
  *   RGEMM, RGEMV          cblas_sgemm / cblas_dgemm, cblas_sgemv / cblas_dgemv
  *   REXP, RTANH, RLOG1P   the matching libm functions
  *   RVEC_SIGMOID, RVEC_TANH   in-place array versions of the two default activations
- *   RPACK                 1 (float): R is packed once per run for kiln's AVX-512 product, which
- *                         then serves each step's recurrent product for all gates in one call
+ *   RPACK                 1 (float): W and R packed for kiln's AVX-512 product (at init when
+ *                         they are constants, else R once per run), so that the projection and
+ *                         each step's recurrent product for all gates read them without re-packing
  *
  * Per direction: one GEMM projects the input of every time step at once (X[S*B, I] x W^T), split
  * over kiln's threads by rows, with the biases that are added unconditionally folded in. Each
@@ -18,7 +19,9 @@
  * linear_before_reset, whose hidden gate needs r (.) H of every unit first). The hidden state
  * is double-buffered because every thread's GEMM reads all of it while units are rewritten.
  * A batch entry whose sequence has ended keeps its state, so the final state is its last valid
- * one. OpenBLAS itself runs single-threaded: kiln's pool provides the parallelism. */
+ * one. OpenBLAS itself runs single-threaded: kiln's pool provides the parallelism.
+ * When a step would split into at most two chunks anyway, a bidirectional node instead runs each
+ * direction whole (projection and steps) on a thread of its own, with its own buffers. */
 #include "rnn_common.h"
 #include <cblas.h>
 #include "gemm_util.h"
