@@ -323,3 +323,16 @@ def test_bad_inputs_fail_cleanly():
     m, feeds = build("RNN", S=3, B=2, I=3, H=4, seed=3, attrs={"activations": ["NoSuchAct"]})
     with pytest.raises(Exception, match="NoSuchAct"):
         run_kiln(m, feeds)
+
+
+@pytest.mark.parametrize("name,cut", [("W", (slice(None), slice(0, -1))), ("R", (slice(None), slice(None), slice(0, -1))),
+                                      ("W", (slice(0, 1),))])
+def test_bad_constant_weights_fail_cleanly(name, cut):
+    """Misshapen weights given as initializers (the ones packed at init) are named at run time, not
+    packed past their ends."""
+    m, feeds = build("LSTM", S=3, B=2, I=3, H=20, direction="bidirectional", as_initializers=True, seed=4)
+    for init in m.graph.initializer:
+        if init.name == name:
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(init)[cut]), name))
+    with pytest.raises(Exception, match=name):
+        run_kiln(m, feeds)
