@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from util import assert_same, check, node_model, rand, run_kiln, run_ort  # noqa: E402
@@ -261,6 +262,56 @@ def test_steps_split_over_threads_wide(cell):
     check(m, feeds, rtol=1e-4, atol=3e-4, threads=3)
 
 
+CELLS = [("LSTM", {}), ("GRU", {}), ("GRU", {"linear_before_reset": 1}), ("RNN", {})]
+
+
+@pytest.mark.parametrize("cell,attrs", CELLS)
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("B,H", [(1, 37), (5, 64), (3, 20)])
+def test_weights_packed_at_init(cell, attrs, direction, threads, B, H):
+    """W, R and B as initializers: W and R are packed once when the session is made (float, where
+    the CPU has AVX-512). Odd H leaves the LSTM gate pass a partial 16-unit block and the packed
+    panels a partial 32-column one; at 2 threads a bidirectional node runs its two directions
+    side by side. With sequence_lens (an ended and an empty entry) and initial states."""
+    lens = [7, 3, 0, 7, 1][:B]
+    m, feeds = build(cell, S=7, B=B, I=11, H=H, direction=direction, peep=cell == "LSTM",
+                     seq_lens=lens, attrs=attrs, as_initializers=True, seed=B * 100 + H)
+    check(m, feeds, rtol=1e-4, atol=2e-5, threads=threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("B", [1, 4])
+def test_lstm_default_gates_no_optional_inputs(threads, B):
+    """The one-pass gate math of the default activations, without peepholes, biases or initial
+    states (each a branch of it), weights packed at init, hidden size not a multiple of 16."""
+    m, feeds = build("LSTM", S=6, B=B, I=9, H=45, direction="bidirectional", bias=False, init_h=False,
+                     init_c=False, as_initializers=True, seed=17 + B)
+    check(m, feeds, rtol=1e-4, atol=2e-5, threads=threads)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_bidirectional_steps_split_over_threads(cell):
+    """Wide and batched enough at 3 threads that each step is split over the pool rather than the
+    directions running side by side; weights packed at init."""
+    m, feeds = build(cell, S=4, B=8, I=16, H=256, direction="bidirectional", seed=73, as_initializers=True,
+                     seq_lens=[4, 3, 0, 4, 1, 2, 4, 4])
+    feeds["initial_h"] = (feeds["initial_h"] * 0.5).astype(np.float32)
+    check(m, feeds, rtol=1e-4, atol=1e-4, threads=3)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("B", [1, 8])
+def test_lstm_bilstm_shape(threads, B):
+    """The shape of the benchmark's bidirectional LSTM (80 features, 256 units), fewer frames."""
+    m, feeds = build("LSTM", S=20, B=B, I=80, H=256, direction="bidirectional", init_h=False, init_c=False,
+                     as_initializers=True, seed=5 + B)
+    R = m.graph.initializer[1]  # scaled down: a chaotic map would amplify float rounding
+    assert R.name == "R"
+    R.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(R) * 0.1).astype(np.float32), "R"))
+    check(m, feeds, rtol=1e-4, atol=2e-5, threads=threads)
+
+
 def test_bad_inputs_fail_cleanly():
     m, feeds = build("LSTM", S=3, B=2, I=3, H=4, seed=1)
     feeds["W"] = feeds["W"][:, :-1, :]  # wrong number of gate rows
@@ -271,4 +322,17 @@ def test_bad_inputs_fail_cleanly():
         run_kiln(m, feeds)
     m, feeds = build("RNN", S=3, B=2, I=3, H=4, seed=3, attrs={"activations": ["NoSuchAct"]})
     with pytest.raises(Exception, match="NoSuchAct"):
+        run_kiln(m, feeds)
+
+
+@pytest.mark.parametrize("name,cut", [("W", (slice(None), slice(0, -1))), ("R", (slice(None), slice(None), slice(0, -1))),
+                                      ("W", (slice(0, 1),))])
+def test_bad_constant_weights_fail_cleanly(name, cut):
+    """Misshapen weights given as initializers (the ones packed at init) are named at run time, not
+    packed past their ends."""
+    m, feeds = build("LSTM", S=3, B=2, I=3, H=20, direction="bidirectional", as_initializers=True, seed=4)
+    for init in m.graph.initializer:
+        if init.name == name:
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(init)[cut]), name))
+    with pytest.raises(Exception, match=name):
         run_kiln(m, feeds)

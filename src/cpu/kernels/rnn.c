@@ -2,6 +2,7 @@
  * and float type into the time-major working buffers of rnn_cells.h and back. float16 and
  * bfloat16 run in float; double runs in double. */
 #include "rnn_common.h"
+#include "gemm_util.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,23 +61,68 @@ static const void *as_working(const kiln_tensor *t, int wdt, void **owned) {
     return buf;
 }
 
+/* What init keeps: the attributes, and float weights that are constants packed once for kiln's
+ * AVX-512 product, so that a run re-packs neither W for the input projection nor R for the
+ * recurrent steps (at batch 1 that packing cost as much as a tenth of the node). */
+typedef struct rnn_state {
+    rnn_cfg cfg;               /* first: get_cfg reads it through the state pointer */
+    const void *w_src, *r_src; /* the constants seen at init, to recognise them at run time */
+    float *wp, *rp;            /* packed W / R, one block of wp_len / rp_len floats per direction */
+    int64_t wp_len, rp_len;
+} rnn_state;
+
+static void rnn_fini(void *p) {
+    rnn_state *s = p;
+    if (!s) return;
+    free(s->wp);
+    free(s->rp);
+    free(s);
+}
+
 static kiln_status get_cfg(kiln_ctx *ctx, int cell, rnn_cfg *cfg) {
     if (ctx->state) {
-        *cfg = *(const rnn_cfg *)ctx->state;
+        *cfg = ((const rnn_state *)ctx->state)->cfg;
         return KILN_OK;
     }
     return kiln_rnn_parse_cfg(ctx, cell, cfg);
 }
 
+/* Packs constant float input idx ([D, GH, K]) direction by direction; NULL when it is not one,
+ * or is not shaped as cfg and the other weight say (compute then reports what is wrong). */
+static float *pack_weight(kiln_ctx *ctx, const rnn_cfg *cfg, int idx, int64_t GH, int64_t *len) {
+    const kiln_tensor *t = kiln_input(ctx, idx);
+    if (!t || !t->data || t->dtype != KILN_DTYPE_FLOAT || t->rank != 3 || t->dims[0] != cfg->dirs ||
+        t->dims[1] != GH || t->dims[2] <= 0)
+        return NULL;
+    const int64_t K = t->dims[2];
+    *len = kgemm_avx512_packed_b_size(K, GH);
+    float *p = kgemm_alloc_packed(*len * cfg->dirs);
+    if (!p) return NULL;
+    for (int64_t d = 0; d < cfg->dirs; d++)
+        kgemm_avx512_pack_b(1, K, GH, (const float *)t->data + d * GH * K, K, p + d * *len);
+    return p;
+}
+
 static kiln_status init_cell(kiln_ctx *ctx, int cell) {
-    rnn_cfg *cfg = malloc(sizeof *cfg);
-    if (!cfg) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
-    kiln_status st = kiln_rnn_parse_cfg(ctx, cell, cfg);
+    rnn_state *s = calloc(1, sizeof *s);
+    if (!s) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    kiln_status st = kiln_rnn_parse_cfg(ctx, cell, &s->cfg);
     if (st != KILN_OK) {
-        free(cfg);
+        free(s);
         return st;
     }
-    ctx->state = cfg;
+    ctx->state = s;
+    const kiln_tensor *R = kiln_input(ctx, 2);
+    if (!kgemm_avx512_available() || !R || R->rank != 3 || R->dims[2] <= 0) return KILN_OK;
+    const int64_t H = R->dims[2], GH = s->cfg.n_gates * H;
+    if (s->cfg.hidden >= 0 && s->cfg.hidden != H) return KILN_OK;
+    if ((s->wp = pack_weight(ctx, &s->cfg, 1, GH, &s->wp_len))) {
+        s->w_src = kiln_input(ctx, 1)->data;
+        /* the runtime may then drop W's original bytes and tells w_src where they went; R keeps
+         * its bytes (a node has one such note), so r_src stays valid as it is */
+        kiln_input_packed(ctx, 1, sizeof(float) * (size_t)(s->wp_len * s->cfg.dirs), &s->w_src);
+    }
+    if ((s->rp = pack_weight(ctx, &s->cfg, 2, GH, &s->rp_len))) s->r_src = R->data;
     return KILN_OK;
 }
 
@@ -112,6 +158,12 @@ static kiln_status compute_cell(kiln_ctx *ctx, int cell) {
     job.S = S, job.B = B, job.in_size = I, job.H = H, job.D = D;
     job.lens = lens;
     if (!lens) goto oom;
+    const rnn_state *ps = ctx->state;
+    if (ps && wdt == KILN_DTYPE_FLOAT)
+        for (int64_t d = 0; d < D; d++) {
+            if (ps->wp && kiln_input(ctx, 1)->data == ps->w_src) job.Wp[d] = ps->wp + d * ps->wp_len;
+            if (ps->rp && kiln_input(ctx, 2)->data == ps->r_src) job.Rp[d] = ps->rp + d * ps->rp_len;
+        }
 
     const kiln_tensor *sl = kiln_input(ctx, 4);
     for (int64_t b = 0; b < B; b++)
@@ -201,8 +253,8 @@ static kiln_status gru_compute(kiln_ctx *ctx) { return compute_cell(ctx, RNN_CEL
 /* One entry each serves every opset: the versions differ only in attributes (output_sequence
  * in 1, linear_before_reset from GRU-3, layout from 14) and in allowed types. */
 const kiln_op kiln_ops_rnn[] = {
-    {"", "RNN", 1, 0, rnn_init, rnn_infer, rnn_compute, free},
-    {"", "LSTM", 1, 0, lstm_init, lstm_infer, lstm_compute, free},
-    {"", "GRU", 1, 0, gru_init, gru_infer, gru_compute, free},
+    {"", "RNN", 1, KILN_OP_PREPACK, rnn_init, rnn_infer, rnn_compute, rnn_fini},
+    {"", "LSTM", 1, KILN_OP_PREPACK, lstm_init, lstm_infer, lstm_compute, rnn_fini},
+    {"", "GRU", 1, KILN_OP_PREPACK, gru_init, gru_infer, gru_compute, rnn_fini},
     {0},
 };

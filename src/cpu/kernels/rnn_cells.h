@@ -5,8 +5,9 @@
  *   RGEMM, RGEMV          cblas_sgemm / cblas_dgemm, cblas_sgemv / cblas_dgemv
  *   REXP, RTANH, RLOG1P   the matching libm functions
  *   RVEC_SIGMOID, RVEC_TANH   in-place array versions of the two default activations
- *   RPACK                 1 (float): R is packed once per run for kiln's AVX-512 product, which
- *                         then serves each step's recurrent product for all gates in one call
+ *   RPACK                 1 (float): W and R packed for kiln's AVX-512 product (at init when
+ *                         they are constants, else R once per run), so that the projection and
+ *                         each step's recurrent product for all gates read them without re-packing
  *
  * Per direction: one GEMM projects the input of every time step at once (X[S*B, I] x W^T), split
  * over kiln's threads by rows, with the biases that are added unconditionally folded in. Each
@@ -18,7 +19,9 @@
  * linear_before_reset, whose hidden gate needs r (.) H of every unit first). The hidden state
  * is double-buffered because every thread's GEMM reads all of it while units are rewritten.
  * A batch entry whose sequence has ended keeps its state, so the final state is its last valid
- * one. OpenBLAS itself runs single-threaded: kiln's pool provides the parallelism. */
+ * one. OpenBLAS itself runs single-threaded: kiln's pool provides the parallelism.
+ * When a step would split into at most two chunks anyway, a bidirectional node instead runs each
+ * direction whole (projection and steps) on a thread of its own, with its own buffers. */
 #include "rnn_common.h"
 #include <cblas.h>
 #include "gemm_util.h"
@@ -99,19 +102,27 @@ typedef struct RFN(rnn_dir) {
     RT *hnext;       /* [B, H] state after it */
     RT *cd;          /* [B, H] LSTM cell state, updated in place (each unit by its own thread) */
     const float *Rp; /* Rd packed as the B operand of kgemm_sgemm_avx512_bpacked, or NULL */
+    const float *Wp; /* Wd packed likewise (at init), or NULL */
+    const RT *bsum;  /* [GH] the biases folded into xw, or NULL when there are none */
+    int lstm_fused;  /* LSTM with the default activations: rnn_lstm_units_f32 does the gates */
 } RFN(rnn_dir);
 
 static void RFN(project_rows)(void *arg, int64_t r0, int64_t r1) {
     RFN(rnn_dir) *s = arg;
     const RT *X = (const RT *)s->j->X;
-    RFN(gemm_nt)(r1 - r0, s->GH, s->In, X + r0 * s->In, s->In, s->Wd, s->In, s->xw + r0 * s->GH, s->GH);
-    if (!s->Wb) return;
-    /* GRU's hidden-gate recurrent bias sits inside r (.) (...) with linear_before_reset, and is
-     * added after the recurrent product otherwise: keep it out of xw. */
-    const int64_t fold_r = s->c->cell == RNN_CELL_GRU ? 2 * s->H : s->GH;
+#if RPACK
+    if (!(s->Wp && kgemm_sgemm_avx512_bpacked(0, r1 - r0, s->GH, s->In, 1.0f, X + r0 * s->In, s->In, s->Wp,
+                                              s->GH, 0, 0.0f, s->xw + r0 * s->GH, s->GH)))
+#endif
+        RFN(gemm_nt)(r1 - r0, s->GH, s->In, X + r0 * s->In, s->In, s->Wd, s->In, s->xw + r0 * s->GH, s->GH);
+    if (!s->bsum) return;
     for (int64_t row = r0; row < r1; row++) {
+#if RPACK
+        kvec_add_f32(s->xw + row * s->GH, s->bsum, s->GH);
+#else
         RT *x = s->xw + row * s->GH;
-        for (int64_t k = 0; k < s->GH; k++) x[k] += s->Wb[k] + (k < fold_r ? s->Rb[k] : 0);
+        for (int64_t k = 0; k < s->GH; k++) x[k] += s->bsum[k];
+#endif
     }
 }
 
@@ -186,6 +197,15 @@ static void RFN(step_units)(void *arg, int64_t u0, int64_t u1) {
             RT *gi = g + u0, *go = g + H + u0, *gf = g + 2 * H + u0, *gc = g + 3 * H + u0;
             const RT *xi = x + u0, *xo = x + H + u0, *xf = x + 2 * H + u0, *xc = x + 3 * H + u0;
             RT *cb = s->cd + b * H + u0;
+#if RPACK && defined(RNN_HAVE_LSTM_UNITS16)
+            if (s->lstm_fused) {
+                const RT *P = s->Pd;
+                rnn_lstm_units_f32(gi, go, gf, gc, xi, xo, xf, xc, P ? P + u0 : NULL, P ? P + H + u0 : NULL,
+                                   P ? P + 2 * H + u0 : NULL, cb, hn, w);
+                RFN(write_y)(s, b, u0, w);
+                continue;
+            }
+#endif
             for (int64_t k = 0; k < w; k++) {
                 gi[k] += xi[k];
                 go[k] += xo[k];
@@ -234,21 +254,115 @@ static void RFN(step_units)(void *arg, int64_t u0, int64_t u1) {
     }
 }
 
+/* One direction's working buffers. */
+typedef struct RFN(rnn_bufs) {
+    RT *xw, *hr, *hbuf, *rh, *bsum;
+} RFN(rnn_bufs);
+
+static int RFN(bufs_alloc)(RFN(rnn_bufs) *w, const rnn_job *j) {
+    const int64_t S = j->S, B = j->B, H = j->H, GH = j->cfg->n_gates * H;
+    w->xw = malloc((size_t)(S > 0 ? S * B * GH : 1) * sizeof(RT));
+    w->hr = malloc((size_t)(B * GH) * sizeof(RT));
+    w->hbuf = malloc((size_t)(B * H) * sizeof(RT));
+    w->rh = j->cfg->cell == RNN_CELL_GRU ? malloc((size_t)(B * H) * sizeof(RT)) : NULL;
+    w->bsum = malloc((size_t)GH * sizeof(RT));
+    return w->xw && w->hr && w->hbuf && w->bsum && (j->cfg->cell != RNN_CELL_GRU || w->rh);
+}
+
+static void RFN(bufs_free)(RFN(rnn_bufs) *w) {
+    free(w->xw), free(w->hr), free(w->hbuf), free(w->rh), free(w->bsum);
+}
+
+/* Runs direction d: its projection and steps over the pool, or on the calling thread alone when
+ * pool is 0 (the two directions then run side by side, one per thread). */
+static void RFN(run_dir)(const rnn_job *j, int64_t d, const RFN(rnn_bufs) *w, int pool,
+                         int64_t unit_grain, int64_t row_grain) {
+    const rnn_cfg *c = j->cfg;
+    const int64_t S = j->S, B = j->B, H = j->H, D = j->D, G = c->n_gates, GH = G * H;
+    RFN(rnn_dir) s;
+    memset(&s, 0, sizeof s);
+    s.j = j, s.c = c;
+    s.S = S, s.B = B, s.In = j->in_size, s.H = H, s.D = D, s.G = G, s.GH = GH, s.d = d;
+    s.rev = D == 2 ? d == 1 : c->reverse;
+    s.clip = c->has_clip;
+    s.lim = (RT)c->clip;
+    s.gru_split = c->cell == RNN_CELL_GRU && !c->linear_before_reset;
+    s.acts = c->act[d];
+    s.Wd = (const RT *)j->W + d * GH * s.In;
+    s.Rd = (const RT *)j->R + d * GH * H;
+    s.Wb = j->bias ? (const RT *)j->bias + d * 2 * GH : NULL;
+    s.Rb = s.Wb ? s.Wb + GH : NULL;
+    s.Rbh = s.Rb && c->cell == RNN_CELL_GRU ? s.Rb + 2 * H : NULL;
+    s.Pd = j->P ? (const RT *)j->P + d * 3 * H : NULL;
+    s.xw = w->xw, s.hr = w->hr, s.rh = w->rh;
+    s.cd = j->c ? (RT *)j->c + d * B * H : NULL;
+    if (s.Wb) {
+        /* GRU's hidden-gate recurrent bias sits inside r (.) (...) with linear_before_reset, and
+         * is added after the recurrent product otherwise: keep it out of xw. */
+        const int64_t fold_r = c->cell == RNN_CELL_GRU ? 2 * H : GH;
+        for (int64_t k = 0; k < GH; k++) w->bsum[k] = s.Wb[k] + (k < fold_r ? s.Rb[k] : 0);
+        s.bsum = w->bsum;
+    }
+    if (!pool) unit_grain = H, row_grain = S * B;
+#if RPACK && defined(RNN_HAVE_LSTM_UNITS16)
+    s.lstm_fused = c->cell == RNN_CELL_LSTM && !s.clip && !c->input_forget && s.acts[0].kind == RNN_ACT_SIGMOID &&
+                   s.acts[1].kind == RNN_ACT_TANH && s.acts[2].kind == RNN_ACT_TANH && kgemm_avx512_available();
+#endif
+
+#if RPACK
+    s.Wp = j->Wp[d];
+#endif
+    if (pool) kiln_parallel_for(j->ctx, S * B, row_grain, RFN(project_rows), &s);
+    else if (S * B > 0) RFN(project_rows)(&s, 0, S * B);
+#if RPACK
+    /* one chunk does every unit of a step (unit_grain >= H): R packed at init, or once here */
+    float *Rp = NULL;
+    if (unit_grain >= H) {
+        if (j->Rp[d]) s.Rp = j->Rp[d];
+        else if (S > 1 && kgemm_avx512_available() && (Rp = kgemm_alloc_packed(kgemm_avx512_packed_b_size(H, GH))))
+            kgemm_avx512_pack_b(1, H, GH, s.Rd, H, Rp), s.Rp = Rp;
+    }
+#endif
+
+    RT *hd = (RT *)j->h + d * B * H;
+    s.hcur = hd;
+    s.hnext = w->hbuf;
+    for (int64_t t = 0; t < S; t++) {
+        s.t = t;
+        s.phase = 0;
+        if (pool) kiln_parallel_for(j->ctx, H, unit_grain, RFN(step_units), &s);
+        else RFN(step_units)(&s, 0, H);
+        if (s.gru_split) {
+            s.phase = 1;
+            if (pool) kiln_parallel_for(j->ctx, H, unit_grain, RFN(step_units), &s);
+            else RFN(step_units)(&s, 0, H);
+        }
+        RT *old = (RT *)s.hcur;
+        s.hcur = s.hnext;
+        s.hnext = old;
+    }
+    if (s.hcur != hd) memcpy(hd, s.hcur, (size_t)(B * H) * sizeof(RT));
+#if RPACK
+    free(Rp);
+#endif
+}
+
+typedef struct RFN(rnn_both) {
+    const rnn_job *j;
+    RFN(rnn_bufs) w[2];
+} RFN(rnn_both);
+
+static void RFN(dir_task)(void *arg, int64_t d0, int64_t d1) {
+    RFN(rnn_both) *a = arg;
+    for (int64_t d = d0; d < d1; d++) RFN(run_dir)(a->j, d, &a->w[d], 0, 0, 0);
+}
+
 int RFN(kiln_rnn_run_)(const rnn_job *j) {
     const rnn_cfg *c = j->cfg;
     const int64_t S = j->S, B = j->B, H = j->H, D = j->D;
-    const int64_t G = c->n_gates, GH = G * H;
+    const int64_t G = c->n_gates;
     if (B == 0 || H == 0) return 0; /* nothing to compute, outputs are empty */
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
-
-    RT *xw = malloc((size_t)(S > 0 ? S * B * GH : 1) * sizeof(RT));
-    RT *hr = malloc((size_t)(B * GH) * sizeof(RT));
-    RT *hbuf = malloc((size_t)(B * H) * sizeof(RT));
-    RT *rh = c->cell == RNN_CELL_GRU ? malloc((size_t)(B * H) * sizeof(RT)) : NULL;
-    if (!xw || !hr || !hbuf || (c->cell == RNN_CELL_GRU && !rh)) {
-        free(xw), free(hr), free(hbuf), free(rh);
-        return -1;
-    }
 
     const int64_t nth = kiln_num_threads(j->ctx);
     /* about one chunk per thread: each chunk re-packs its GEMM operands, so fewer is cheaper */
@@ -259,55 +373,25 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
     if (unit_grain < min_units) unit_grain = min_units;
     const int64_t row_grain = S * B / nth > 64 ? (S * B + nth - 1) / nth : 64;
 
-    for (int64_t d = 0; d < D; d++) {
-        RFN(rnn_dir) s;
-        memset(&s, 0, sizeof s);
-        s.j = j, s.c = c;
-        s.S = S, s.B = B, s.In = j->in_size, s.H = H, s.D = D, s.G = G, s.GH = GH, s.d = d;
-        s.rev = D == 2 ? d == 1 : c->reverse;
-        s.clip = c->has_clip;
-        s.lim = (RT)c->clip;
-        s.gru_split = c->cell == RNN_CELL_GRU && !c->linear_before_reset;
-        s.acts = c->act[d];
-        s.Wd = (const RT *)j->W + d * GH * s.In;
-        s.Rd = (const RT *)j->R + d * GH * H;
-        s.Wb = j->bias ? (const RT *)j->bias + d * 2 * GH : NULL;
-        s.Rb = s.Wb ? s.Wb + GH : NULL;
-        s.Rbh = s.Rb && c->cell == RNN_CELL_GRU ? s.Rb + 2 * H : NULL;
-        s.Pd = j->P ? (const RT *)j->P + d * 3 * H : NULL;
-        s.xw = xw, s.hr = hr, s.rh = rh;
-        s.cd = j->c ? (RT *)j->c + d * B * H : NULL;
-
-        kiln_parallel_for(j->ctx, S * B, row_grain, RFN(project_rows), &s);
-#if RPACK
-        /* one chunk does every unit of a step (unit_grain >= H): pack R once for its steps */
-        float *Rp = NULL;
-        if (S > 1 && unit_grain >= H && kgemm_avx512_available() &&
-            (Rp = kgemm_alloc_packed(kgemm_avx512_packed_b_size(H, GH))))
-            kgemm_avx512_pack_b(1, H, GH, s.Rd, H, Rp);
-        s.Rp = Rp;
-#endif
-
-        RT *hd = (RT *)j->h + d * B * H;
-        s.hcur = hd;
-        s.hnext = hbuf;
-        for (int64_t t = 0; t < S; t++) {
-            s.t = t;
-            s.phase = 0;
-            kiln_parallel_for(j->ctx, H, unit_grain, RFN(step_units), &s);
-            if (s.gru_split) {
-                s.phase = 1;
-                kiln_parallel_for(j->ctx, H, unit_grain, RFN(step_units), &s);
-            }
-            RT *old = (RT *)s.hcur;
-            s.hcur = s.hnext;
-            s.hnext = old;
-        }
-        if (s.hcur != hd) memcpy(hd, s.hcur, (size_t)(B * H) * sizeof(RT));
-#if RPACK
-        free(Rp);
-#endif
+    /* Two directions are independent: where a step would be split in at most two chunks, give
+     * each direction a thread for the whole run instead, one hand-off per node rather than one per
+     * step (bidirectional LSTM 256 at 2 threads: each step's pass over the pool cost more than it
+     * saved), and each thread keeps its direction's R in its own cache. */
+    const int64_t chunks = (H + unit_grain - 1) / unit_grain;
+    int rc = 0;
+    if (D == 2 && nth >= 2 && chunks <= 2) {
+        RFN(rnn_both) a = {.j = j};
+        if (RFN(bufs_alloc)(&a.w[0], j) && RFN(bufs_alloc)(&a.w[1], j)) kiln_parallel_for(j->ctx, 2, 1, RFN(dir_task), &a);
+        else rc = -1;
+        RFN(bufs_free)(&a.w[0]), RFN(bufs_free)(&a.w[1]);
+    } else {
+        RFN(rnn_bufs) w;
+        if (RFN(bufs_alloc)(&w, j))
+            for (int64_t d = 0; d < D; d++) RFN(run_dir)(j, d, &w, 1, unit_grain, row_grain);
+        else rc = -1;
+        RFN(bufs_free)(&w);
     }
+    if (rc) return rc;
 
     /* an entry with no steps reports zero states, as onnxruntime does, not its initial ones */
     for (int64_t d = 0; d < D; d++)
@@ -316,7 +400,6 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
             memset((RT *)j->h + (d * B + b) * H, 0, (size_t)H * sizeof(RT));
             if (j->c) memset((RT *)j->c + (d * B + b) * H, 0, (size_t)H * sizeof(RT));
         }
-    free(xw), free(hr), free(hbuf), free(rh);
     return 0;
 }
 

@@ -54,6 +54,9 @@ typedef struct rnn_job {
     void *h;                 /* [D, B, H]: initial state in, final state out */
     void *c;                 /* [D, B, H]: LSTM cell state in/out */
     void *Y;                 /* [S, D, B, H], zero-filled, or NULL when not wanted */
+    /* float only: W (tb) and R (tb) of direction d packed once at init as the B operand of
+     * kgemm_sgemm_avx512_bpacked, or NULL (R is then packed per run) */
+    const float *Wp[2], *Rp[2];
 } rnn_job;
 
 /* Reads the node's attributes into cfg, failing on unknown activations or directions. */

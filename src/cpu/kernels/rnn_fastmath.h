@@ -75,7 +75,138 @@ static inline rnn_v4f rnn_v4_tanh(rnn_v4f x) {
         }                                                                                           \
     }
 
-RNN_V4_APPLY(rnn_sigmoid_f32, rnn_v4_sigmoid)
-RNN_V4_APPLY(rnn_tanh_f32, rnn_v4_tanh)
+RNN_V4_APPLY(rnn_sigmoid4_f32, rnn_v4_sigmoid)
+RNN_V4_APPLY(rnn_tanh4_f32, rnn_v4_tanh)
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include "gemm_util.h"
+/* The same arithmetic 16 lanes at a time where the CPU has AVX-512F: the 4-lane form made the gate
+ * activations a sixth of a batch-8 bidirectional LSTM. Lane for lane the same steps, so both
+ * forms agree up to the contraction of multiply-adds. */
+typedef float rnn_v16f __attribute__((vector_size(64)));
+typedef int32_t rnn_v16i __attribute__((vector_size(64)));
+#define RNN_AVX512 __attribute__((target("avx512f"))) static inline
+
+RNN_AVX512 rnn_v16f rnn_v16_splat(float v) { return (rnn_v16f){0} + v; }
+
+RNN_AVX512 rnn_v16f rnn_v16_select(rnn_v16i mask, rnn_v16f a, rnn_v16f b) {
+    return (rnn_v16f)((mask & (rnn_v16i)a) | (~mask & (rnn_v16i)b));
+}
+
+RNN_AVX512 rnn_v16f rnn_v16_exp(rnn_v16f x) {
+    const rnn_v16f lo = rnn_v16_splat(-87.0f), hi = rnn_v16_splat(88.0f);
+    x = rnn_v16_select(x < lo, lo, x);
+    x = rnn_v16_select(x > hi, hi, x);
+    rnn_v16f t = x * rnn_v16_splat(1.44269504089f);
+    t += rnn_v16_select(t < rnn_v16_splat(0.0f), rnn_v16_splat(-0.5f), rnn_v16_splat(0.5f));
+    rnn_v16i ni = __builtin_convertvector(t, rnn_v16i);
+    rnn_v16f n = __builtin_convertvector(ni, rnn_v16f);
+    rnn_v16f r = x - n * rnn_v16_splat(0.693145751953125f) - n * rnn_v16_splat(1.428606765330187e-06f);
+    rnn_v16f p = rnn_v16_splat(1.0f / 720.0f);
+    p = p * r + rnn_v16_splat(1.0f / 120.0f);
+    p = p * r + rnn_v16_splat(1.0f / 24.0f);
+    p = p * r + rnn_v16_splat(1.0f / 6.0f);
+    p = p * r + rnn_v16_splat(0.5f);
+    p = p * r + rnn_v16_splat(1.0f);
+    p = p * r + rnn_v16_splat(1.0f);
+    rnn_v16i bits = (ni + 127) << 23;
+    return p * (rnn_v16f)bits;
+}
+
+RNN_AVX512 rnn_v16f rnn_v16_sigmoid(rnn_v16f x) {
+    const rnn_v16f one = rnn_v16_splat(1.0f);
+    return one / (one + rnn_v16_exp(-x));
+}
+
+RNN_AVX512 rnn_v16f rnn_v16_tanh(rnn_v16f x) {
+    const rnn_v16f one = rnn_v16_splat(1.0f), two = rnn_v16_splat(2.0f);
+    rnn_v16f big = one - two / (rnn_v16_exp(x * two) + one);
+    rnn_v16f x2 = x * x;
+    rnn_v16f small = x - x * x2 * rnn_v16_splat(1.0f / 3.0f);
+    return rnn_v16_select(x2 < rnn_v16_splat(0.0016f), small, big);
+}
+
+/* Whole 16-lane blocks of x[0..n); returns how many elements were done. */
+#define RNN_V16_APPLY(name, fn)                                                                     \
+    __attribute__((target("avx512f"))) static int64_t name(float *x, int64_t n) {                   \
+        int64_t k = 0;                                                                              \
+        for (; k + 16 <= n; k += 16) {                                                              \
+            rnn_v16f v;                                                                             \
+            memcpy(&v, x + k, sizeof v);                                                            \
+            v = fn(v);                                                                              \
+            memcpy(x + k, &v, sizeof v);                                                            \
+        }                                                                                           \
+        return k;                                                                                   \
+    }
+RNN_V16_APPLY(rnn_sigmoid16_f32, rnn_v16_sigmoid)
+RNN_V16_APPLY(rnn_tanh16_f32, rnn_v16_tanh)
+
+#define RNN_LD(v, ptr) memcpy(&v, (ptr) + k, sizeof v)
+/* One LSTM step for units [0, n) with the default activations (sigmoid, tanh, tanh), no clip and
+ * no coupled input-forget gate, in one pass: g* hold the recurrent products of gates i, o, f, c,
+ * x* the input projections, p* the peepholes (all NULL or none), c the cell state (updated), h
+ * the new hidden state; only whole 16-unit blocks (k from 0 in steps of 16, k + 16 <= n). */
+__attribute__((target("avx512f"))) static void
+rnn_lstm_block16_f32(const float *gi, const float *go, const float *gf, const float *gc, const float *xi,
+                     const float *xo, const float *xf, const float *xc, const float *pi, const float *po,
+                     const float *pf, float *c, float *h, int64_t n) {
+    for (int64_t k = 0; k + 16 <= n; k += 16) {
+        rnn_v16f i, o, f, g, x, cv;
+        RNN_LD(cv, c);
+        RNN_LD(i, gi), RNN_LD(x, xi), i += x;
+        RNN_LD(f, gf), RNN_LD(x, xf), f += x;
+        RNN_LD(g, gc), RNN_LD(x, xc), g += x;
+        RNN_LD(o, go), RNN_LD(x, xo), o += x;
+        if (pi) {
+            rnn_v16f q;
+            RNN_LD(q, pi), i += q * cv;
+            RNN_LD(q, pf), f += q * cv;
+        }
+        cv = rnn_v16_sigmoid(f) * cv + rnn_v16_sigmoid(i) * rnn_v16_tanh(g);
+        if (po) {
+            rnn_v16f q;
+            RNN_LD(q, po), o += q * cv;
+        }
+        rnn_v16f hv = rnn_v16_sigmoid(o) * rnn_v16_tanh(cv);
+        memcpy(c + k, &cv, sizeof cv);
+        memcpy(h + k, &hv, sizeof hv);
+    }
+}
+#undef RNN_LD
+
+/* rnn_lstm_block16_f32 for any n: the units past the last whole block go through a zero-padded
+ * block. The separate passes this replaces (adds, four activations, two products, a copy) each
+ * re-read the gates: at batch 8 they cost a sixth of the node. */
+static inline void rnn_lstm_units_f32(const float *gi, const float *go, const float *gf, const float *gc,
+                                      const float *xi, const float *xo, const float *xf, const float *xc,
+                                      const float *pi, const float *po, const float *pf, float *c, float *h,
+                                      int64_t n) {
+    rnn_lstm_block16_f32(gi, go, gf, gc, xi, xo, xf, xc, pi, po, pf, c, h, n);
+    const int64_t k = n / 16 * 16, r = n - k;
+    if (!r) return;
+    float t[13][16] = {{0}};
+    const float *src[11] = {gi, go, gf, gc, xi, xo, xf, xc, pi, po, pf};
+    for (int q = 0; q < 11; q++)
+        if (src[q]) memcpy(t[q], src[q] + k, (size_t)r * sizeof(float));
+    memcpy(t[11], c + k, (size_t)r * sizeof(float));
+    rnn_lstm_block16_f32(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], pi ? t[8] : NULL, po ? t[9] : NULL,
+                         pf ? t[10] : NULL, t[11], t[12], 16);
+    memcpy(c + k, t[11], (size_t)r * sizeof(float));
+    memcpy(h + k, t[12], (size_t)r * sizeof(float));
+}
+
+static inline void rnn_sigmoid_f32(float *x, int64_t n) {
+    int64_t k = n >= 16 && kgemm_avx512_available() ? rnn_sigmoid16_f32(x, n) : 0;
+    rnn_sigmoid4_f32(x + k, n - k);
+}
+static inline void rnn_tanh_f32(float *x, int64_t n) {
+    int64_t k = n >= 16 && kgemm_avx512_available() ? rnn_tanh16_f32(x, n) : 0;
+    rnn_tanh4_f32(x + k, n - k);
+}
+#define RNN_HAVE_LSTM_UNITS16 1
+#else
+#define rnn_sigmoid_f32 rnn_sigmoid4_f32
+#define rnn_tanh_f32 rnn_tanh4_f32
+#endif
 
 #endif
