@@ -180,9 +180,12 @@ static void fill_run(void *arg, int64_t c0, int64_t c1) {
 #define DROWS8(X) DROWS4(X) X(4) X(5) X(6) X(7)
 #define DROWS12(X) DROWS8(X) X(8) X(9) X(10) X(11)
 
+/* with z (laid out as y) the residual is added after the bias, and with relu y < 0 ? 0 : y
+ * follows (NaN and -0 stay), as the separate passes over y did */
 __attribute__((target("avx512f"))) static inline void dstore(__m512 (*acc)[2], float *y,
                                                              int64_t ys, const float *bias, int mr,
-                                                             int nr) {
+                                                             int nr, const float *z, int relu) {
+    const __m512 zero = _mm512_setzero_ps();
     __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
     __mmask16 m1 = (__mmask16)(nr <= 16 ? 0 : nr >= 32 ? 0xffff : (1u << (nr - 16)) - 1);
     for (int r = 0; r < mr; r++) {
@@ -191,6 +194,14 @@ __attribute__((target("avx512f"))) static inline void dstore(__m512 (*acc)[2], f
             __m512 b = _mm512_set1_ps(bias[r]);
             x = _mm512_add_ps(x, b);
             v = _mm512_add_ps(v, b);
+        }
+        if (z) {
+            x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m0, z + r * ys));
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m1, z + r * ys + 16));
+        }
+        if (relu) {
+            x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ), zero);
+            v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
         }
         _mm512_mask_storeu_ps(y + r * ys, m0, x);
         _mm512_mask_storeu_ps(y + r * ys + 16, m1, v);
@@ -202,7 +213,8 @@ __attribute__((target("avx512f"))) static inline void dstore(__m512 (*acc)[2], f
 #define DEFINE_DKERNEL(NAME, ROWS, FOR_ROWS)                                                       \
     __attribute__((target("avx512f"))) static void NAME(                                           \
         const float *wpk, int64_t Mpad, int64_t m0, const float *xb, const int64_t *offs,          \
-        int64_t K, float *y, int64_t ys, const float *bias, int mr, int nr) {                      \
+        int64_t K, float *y, int64_t ys, const float *bias, int mr, int nr, const float *z,        \
+        int relu) {                                                                                \
         FOR_ROWS(DACC_DECL)                                                                        \
         for (int64_t pc = 0; pc < K; pc += KGEMM_KC) {                                             \
             int64_t kc = K - pc < KGEMM_KC ? K - pc : KGEMM_KC;                                    \
@@ -217,7 +229,7 @@ __attribute__((target("avx512f"))) static inline void dstore(__m512 (*acc)[2], f
         }                                                                                          \
         __m512 acc[ROWS][2];                                                                       \
         FOR_ROWS(DACC_SAVE)                                                                        \
-        dstore(acc, y, ys, bias, mr, nr);                                                          \
+        dstore(acc, y, ys, bias, mr, nr, z, relu);                                                 \
     }
 DEFINE_DKERNEL(dkernel_12, 12, DROWS12)
 DEFINE_DKERNEL(dkernel_8, 8, DROWS8)
@@ -267,20 +279,27 @@ static void rows_item(const djob *j, int64_t it, int64_t r0, int64_t r1) {
     const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
     const float *gx = j->pad + (in * g->C + grp * j->Cg) * d->cs;
     float *yb = j->y + ((j->n + in) * g->M + grp * j->Mg + m0) * g->out_size;
+    /* no activation or Relu: the residual and Relu go in the kernel's store */
+    int act = j->act && j->act->kind != KACT_NONE, relu = act && j->act->kind == KACT_RELU;
+    int fused = !act || relu;
     for (int64_t oy = r0; oy < r1; oy++) {
         const float *xrow = gx + oy * d->sh * d->rowlen;
         for (int64_t ox = 0; ox < d->OW; ox += DNR) {
             int nr = (int)(d->OW - ox < DNR ? d->OW - ox : DNR);
             float *yt = yb + oy * d->OW + ox;
+            const float *zt = fused && j->z ? j->z + (yt - j->y) : NULL;
             const float *xb = xrow + ox;
             if (mr > 8)
-                dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr);
+                dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr,
+                          zt, relu);
             else if (mr > 4)
-                dkernel_8(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr);
+                dkernel_8(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr,
+                          zt, relu);
             else
-                dkernel_4(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr);
+                dkernel_4(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr,
+                          zt, relu);
         }
-        if (j->z || (j->act && j->act->kind != KACT_NONE))
+        if (!fused)
             for (int64_t r = 0; r < mr; r++) {
                 float *yr = yb + r * g->out_size + oy * d->OW;
                 if (j->z) kvec_add_f32(yr, j->z + (yb - j->y) + r * g->out_size + oy * d->OW, d->OW);
@@ -377,11 +396,11 @@ static void flat_item(const djob *j, int64_t it, int64_t r0, int64_t r1) {
     for (int64_t c = r0; c < r1; c++) {
         const float *xb = gx + c * DNR;
         if (mr > 8)
-            dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR);
+            dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR, NULL, 0);
         else if (mr > 4)
-            dkernel_8(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR);
+            dkernel_8(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR, NULL, 0);
         else
-            dkernel_4(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR);
+            dkernel_4(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR, NULL, 0);
         flat_scatter(j, tile, c * DNR, mr, yb);
     }
 }
