@@ -311,7 +311,8 @@ static void rows_item(const djob *j, int64_t it, int64_t r0, int64_t r1) {
 /* Calls fn(j, item, r, r + 1) for items [i0, i1) that each cover all rows (row_items 1), a row
  * at a time across the channel panels of one image and group: the panels then share the row's
  * inputs while they are in L1, where panel after panel streamed the whole map from L2 (a 3x3
- * convolution of 16 channels on 55x55, alone at one thread: 0.52 -> 0.44 ms). Every output is summed as before. */
+ * convolution of 16 channels on 55x55, alone at one thread: 0.52 -> 0.44 ms). Every output is
+ * summed as before. */
 static void rows_across_panels(const djob *j, int64_t i0, int64_t i1,
                                void (*fn)(const djob *, int64_t, int64_t, int64_t)) {
     for (int64_t it = i0; it < i1;) {
