@@ -84,7 +84,6 @@ static int head_split(opt_ctx *c, int x4, const int64_t *perm, attn_match *m, in
     kiln_node *rs = inner(c, tr->in[0], "Reshape");
     if (!rs || rs->n_in != 2) return 0;
     const kiln_tensor *f4 = opt_fact(c, tr->in[0]), *f3 = opt_fact(c, rs->in[0]);
-    if (f4->rank != 4 || f3->rank != 3 || f4->dims[2] <= 0 || f4->dims[3] <= 0) return 0;
     if (!same_dim(f3->dims[0], f4->dims[0]) || !same_dim(f3->dims[1], f4->dims[1]) ||
         f3->dims[2] != f4->dims[2] * f4->dims[3])
         return 0;
@@ -195,25 +194,36 @@ static int skip_identity_casts(opt_ctx *c, int *v, attn_match *m) {
     return 1;
 }
 
+/* verbose: why a softmax that looked like attention was left as it is */
+static kiln_status decline(opt_ctx *c, const kiln_node *sm, const char *why) {
+    if (c->verbose) fprintf(stderr, "kiln: self-attention at softmax '%s' declined: %s\n", sm->name, why);
+    return KILN_OK;
+}
+
 static int half_type(int dt) { return dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16; }
 
 /* The 4-D form (see the top): m holds the head merge (nodes 0 and 1) and the core through Q·Kᵀ. */
-static kiln_status fuse_bnsh(opt_ctx *c, attn_match *m, kiln_node *pv, int q4, int kt, int mask, int guarded,
-                             const kiln_tensor *fs) {
+static kiln_status fuse_bnsh(opt_ctx *c, attn_match *m, const kiln_node *sm, kiln_node *pv, int q4, int kt,
+                             int mask, int guarded, const kiln_tensor *fs) {
     static const int64_t swap_last[4] = {0, 1, 3, 2};
     kiln_node *trk = inner(c, kt, "Transpose");
-    if (!trk || !has_perm(trk, 4, swap_last) || !take(m, trk)) return KILN_OK;
+    if (!trk || !has_perm(trk, 4, swap_last) || !take(m, trk))
+        return decline(c, sm, "no head split of q, k, v and no key transpose of 4-D tensors");
     int k4 = trk->in[0], v4 = pv->in[1];
     const kiln_tensor *fq = opt_fact(c, q4), *fk = opt_fact(c, k4), *fv = opt_fact(c, v4);
-    if (fq->rank != 4 || fk->rank != 4 || fv->rank != 4 || fq->dims[1] <= 0 || fq->dims[3] <= 0) return KILN_OK;
-    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype)) return KILN_OK;
+    if (fq->rank != 4 || fk->rank != 4 || fv->rank != 4 || fq->dims[1] <= 0 || fq->dims[3] <= 0)
+        return decline(c, sm, "4-D q, k, v of unknown rank or unknown heads/head size");
+    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype))
+        return decline(c, sm, c->device ? "float32 on a device session" : "half type on the CPU");
     if (!opt_float_type(fq->dtype) || fk->dtype != fq->dtype || fv->dtype != fq->dtype ||
         !same_dim(fk->dims[0], fq->dims[0]) || !same_dim(fv->dims[0], fq->dims[0]) ||
         !same_dim(fk->dims[1], fq->dims[1]) || !same_dim(fv->dims[1], fq->dims[1]) ||
         !same_dim(fv->dims[2], fk->dims[2]) || !same_dim(fk->dims[3], fq->dims[3]))
-        return KILN_OK;
-    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype)) return KILN_OK;
-    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0)) return KILN_OK;
+        return decline(c, sm, "4-D q, k, v types or dimensions not provably matching");
+    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype))
+        return decline(c, sm, "mask shape not provably broadcasting onto the scores");
+    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0))
+        return decline(c, sm, "mask may mask whole rows and there is no NaN guard");
     kiln_attr *attrs = calloc(1, sizeof *attrs);
     if (!attrs || !opt_attr_float(&attrs[0], "scale", (float)m->scale)) {
         opt_attrs_free(attrs, attrs ? 1 : 0);
@@ -250,7 +260,7 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     kiln_node *sm = opt_producer(c, p, "Softmax");
     if (!sm || sm->n_in != 1 || !take(&m, sm)) return KILN_OK;
     int64_t axis = kiln_attr_int(sm, "axis", sm->opset < 13 ? 1 : -1);
-    if (axis != -1 && axis != 3) return KILN_OK;
+    if (axis != -1 && axis != 3) return decline(c, sm, "softmax not over the last axis");
 
     /* scores [+ mask] */
     int s = sm->in[0], mask = -1;
@@ -267,12 +277,12 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
                 s = add->in[k];
             }
         }
-        if (mask < 0 || !take(&m, add)) return KILN_OK;
+        if (mask < 0 || !take(&m, add)) return decline(c, sm, "the Add before softmax is not scores + mask");
     }
     const kiln_tensor *fs = opt_fact(c, s);
     strip_scale(c, &s, &m);
     kiln_node *qk = inner(c, s, "MatMul");
-    if (!qk || qk->n_in != 2 || !take(&m, qk)) return KILN_OK;
+    if (!qk || qk->n_in != 2 || !take(&m, qk)) return decline(c, sm, "no Q.K MatMul before softmax");
     int q4 = qk->in[0], kt = qk->in[1];
     strip_scale(c, &q4, &m);
     strip_scale(c, &kt, &m);
@@ -283,7 +293,7 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
         !key_transposed(c, kt, &m, &k3, &nk, &hk) ||
         !head_split(c, pv->in[1], heads_first, &m, &v3, &nv, &hv)) {
         m.n = core;
-        return fuse_bnsh(c, &m, pv, q4, kt, mask, guarded, fs);
+        return fuse_bnsh(c, &m, sm, pv, q4, kt, mask, guarded, fs);
     }
     const kiln_tensor *fq = opt_fact(c, q3), *fk = opt_fact(c, k3), *fv = opt_fact(c, v3);
     const kiln_tensor *fo = opt_fact(c, out->out[0]);
@@ -291,17 +301,20 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
      * the unfused MatMul path (bert_tiny_fused_fp16 0.203 -> 0.223 ms); the GPU's flash kernels
      * take float16/bfloat16 only. So a CPU session fuses float32 attention, a device session the
      * half types (its float32 attention stays as MatMul/Softmax, which the device runs). */
-    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype)) return KILN_OK;
+    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype))
+        return decline(c, sm, c->device ? "float32 on a device session" : "half type on the CPU");
     if (nq != nk || nk != nv || hq != hk || !opt_float_type(fq->dtype) || fk->dtype != fq->dtype ||
         fv->dtype != fq->dtype || !same_dim(fk->dims[0], fq->dims[0]) ||
         !same_dim(fv->dims[0], fq->dims[0]) || !same_dim(fv->dims[1], fk->dims[1]))
-        return KILN_OK;
+        return decline(c, sm, "q, k, v heads, types or dimensions not provably matching");
     /* the head merge's Reshape is absorbed when it gives the kernel's (B, S, N*Hv) output; any
      * other target shape (GPT-2 merges B and S for the next Gemm) stays, reading the output */
     int keep_reshape = fo->rank != 3 || !same_dim(fo->dims[0], fq->dims[0]) ||
                        !same_dim(fo->dims[1], fq->dims[1]) || fo->dims[2] != nq * hv;
-    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype)) return KILN_OK;
-    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0)) return KILN_OK;
+    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype))
+        return decline(c, sm, "mask shape not provably broadcasting onto the scores");
+    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0))
+        return decline(c, sm, "mask may mask whole rows and there is no NaN guard");
 
     kiln_attr *attrs = calloc(3, sizeof *attrs);
     if (!attrs || !opt_attr_int(&attrs[0], "q_num_heads", nq) ||
