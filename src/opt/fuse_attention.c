@@ -84,6 +84,7 @@ static int head_split(opt_ctx *c, int x4, const int64_t *perm, attn_match *m, in
     kiln_node *rs = inner(c, tr->in[0], "Reshape");
     if (!rs || rs->n_in != 2) return 0;
     const kiln_tensor *f4 = opt_fact(c, tr->in[0]), *f3 = opt_fact(c, rs->in[0]);
+    if (f4->rank != 4 || f3->rank != 3 || f4->dims[2] <= 0 || f4->dims[3] <= 0) return 0;
     if (!same_dim(f3->dims[0], f4->dims[0]) || !same_dim(f3->dims[1], f4->dims[1]) ||
         f3->dims[2] != f4->dims[2] * f4->dims[3])
         return 0;
@@ -237,8 +238,11 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     static const int64_t heads_first[4] = {0, 2, 1, 3};
     attn_match m = {{0}, 0, 1.0};
     if (out->n_in != 2 || out->n_out != 1 || !take(&m, out)) return KILN_OK;
-    kiln_node *tr = inner(c, out->in[0], "Transpose");
+    /* the head merge's Transpose may also be read by Shape nodes (GPT-2 computes the merge shape
+     * from it): then only the 4-D form, which keeps it, applies */
+    kiln_node *tr = opt_producer(c, out->in[0], "Transpose");
     if (!tr || !has_perm(tr, 4, heads_first) || !take(&m, tr)) return KILN_OK;
+    int tr_shared = !opt_private(c, out->in[0], 1);
     kiln_node *pv = inner(c, tr->in[0], "MatMul");
     if (!pv || pv->n_in != 2 || !take(&m, pv)) return KILN_OK;
 
@@ -289,7 +293,7 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
 
     int q3, k3, v3, core = m.n;
     int64_t nq, hq, nk, hk, nv, hv;
-    if (!head_split(c, q4, heads_first, &m, &q3, &nq, &hq) ||
+    if (tr_shared || !head_split(c, q4, heads_first, &m, &q3, &nq, &hq) ||
         !key_transposed(c, kt, &m, &k3, &nk, &hk) ||
         !head_split(c, pv->in[1], heads_first, &m, &v3, &nv, &hv)) {
         m.n = core;

@@ -253,6 +253,10 @@ void opt_sym_refine(opt_ctx *c, kiln_node *n) {
     else if (!strcmp(n->op_type, "Expand")) r = expand_dims(c, n, dims);
     else if (!strcmp(n->op_type, "Range")) r = range_dims(c, n, dims);
     else if (!strcmp(n->op_type, "Slice") && n->opset >= 10) r = slice_dims(c, n, dims);
+    else if (!strcmp(n->op_type, "Concat") && n->n_in == 1) { /* GPT-2's present key/value: a copy */
+        const kiln_tensor *fx = opt_fact(c, n->in[0]);
+        if ((r = fx->rank) > 0) memcpy(dims, fx->dims, (size_t)r * sizeof *dims);
+    }
     if (r < 0 || r > KILN_MAX_RANK || (f->t.rank >= 0 && f->t.rank != r)) return;
     /* keep what inference proved; fill only the dimensions it left unknown */
     if (f->t.rank == r)
