@@ -149,3 +149,21 @@ def test_decline_reason_in_verbose_log(capfd):
     assert "declined: mask shape" in log, log
     feeds = feeds_for("bert", 2, 6, 5)
     assert_same(s.run(None, feeds)[0], run_ort(m, feeds)[0], 1e-5, 1e-5)
+
+
+def test_mask_of_one_key_column_is_not_fused():
+    """A (B, 1, S, 1) mask broadcasts over the keys in Add; the kernel would read it as one column
+    padded with -inf, so it must stay unfused (and right)."""
+    m = model("bert")
+    m.graph.node.insert(0, const("ax13", np.array([1, 3], np.int64)))
+    for n in m.graph.node:
+        if n.op_type == "Concat" and n.output[0] == "mshape":
+            n.input[3] = "one"               # (B, 1, S, 1)
+        if n.op_type == "Unsqueeze" and n.output[0] == "mu":
+            n.input[1] = "ax13"              # mask (B, S) -> (B, 1, S, 1)
+    s = kiln.InferenceSession(m.SerializeToString(), threads=2)
+    assert "Attention" not in [n["op_type"] for n in s.nodes()]
+    rng = np.random.default_rng(3)
+    feeds = {"x": rand(rng, (2, 5, D)), "mask": np.ones((2, 5), np.int64)}
+    feeds["mask"][0, 2:] = 0
+    assert_same(s.run(None, feeds)[0], run_ort(m, feeds)[0], 1e-5, 1e-5)

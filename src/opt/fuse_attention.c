@@ -119,12 +119,13 @@ static int key_transposed(opt_ctx *c, int kt, attn_match *m, int *k3, int64_t *h
            head_split(c, r1->in[0], heads_first, m, k3, heads, head_size);
 }
 
-/* The additive mask broadcasts onto scores (B, N, S, L) without growing them. */
+/* The additive mask broadcasts onto scores (B, N, S, L) without growing them. Its last axis must be
+ * L itself: the kernel reads a shorter one as padded with -inf, where Add would broadcast a 1. */
 static int mask_fits(const kiln_tensor *fm, const kiln_tensor *fs, int dtype) {
     if (fm->rank < 1 || fm->rank > 4 || fs->rank != 4 || fm->dtype != dtype) return 0;
     for (int i = 0; i < fm->rank; i++) {
         int64_t d = fm->dims[fm->rank - 1 - i], s = fs->dims[3 - i];
-        if (d != 1 && !same_dim(d, s)) return 0;
+        if ((d != 1 || i == 0) && !same_dim(d, s)) return 0;
     }
     return 1;
 }
