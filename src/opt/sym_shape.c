@@ -54,6 +54,9 @@ int opt_sym_vec(opt_ctx *c, int v, int64_t *out, int depth) {
     if (v < 0 || depth > 12) return -1;
     int n = known_const(c, v, out);
     if (n >= 0) return n;
+    /* only scalars and vectors: their elements are what Gather and Concat index */
+    const kiln_tensor *fv = opt_fact(c, v);
+    if (fv->rank < 0 || fv->rank > 1) return -1;
     const kiln_graph_value *gv = &c->g->values[v];
     kiln_node *p = gv->producer >= 0 ? &c->g->nodes[gv->producer] : NULL;
     if (!p || p->removed || p->domain[0]) return -1;
@@ -90,8 +93,6 @@ int opt_sym_vec(opt_ctx *c, int v, int64_t *out, int depth) {
         !strcmp(op, "Identity") ||
         (!strcmp(op, "Cast") && (kiln_attr_int(p, "to", 0) == KILN_DTYPE_INT64 ||
                                  kiln_attr_int(p, "to", 0) == KILN_DTYPE_INT32))) {
-        const kiln_tensor *f = opt_fact(c, p->in[0]);
-        if (f->rank > 1) return -1;
         return opt_sym_vec(c, p->in[0], out, depth + 1);
     }
     if (!strcmp(op, "Concat")) {
