@@ -24,9 +24,11 @@ static int known_const(opt_ctx *c, int v, int64_t *out) {
 static int sized(int64_t d) { return d != KILN_DIM_UNKNOWN; }
 
 /* two-input elementwise ops on evaluated vectors (a one-element side broadcasts) */
-static int binary(opt_ctx *c, const kiln_node *n, int64_t *out, int depth) {
+static int eval(opt_ctx *c, int v, int64_t *out, int depth, int *budget);
+
+static int binary(opt_ctx *c, const kiln_node *n, int64_t *out, int depth, int *budget) {
     int64_t a[SYM_MAX], b[SYM_MAX];
-    int na = opt_sym_vec(c, n->in[0], a, depth + 1), nb = opt_sym_vec(c, n->in[1], b, depth + 1);
+    int na = eval(c, n->in[0], a, depth + 1, budget), nb = eval(c, n->in[1], b, depth + 1, budget);
     if (na < 0 || nb < 0 || (na != nb && na != 1 && nb != 1)) return -1;
     int len = na > nb ? na : nb;
     for (int i = 0; i < len; i++) {
@@ -50,8 +52,8 @@ static int binary(opt_ctx *c, const kiln_node *n, int64_t *out, int depth) {
     return len;
 }
 
-int opt_sym_vec(opt_ctx *c, int v, int64_t *out, int depth) {
-    if (v < 0 || depth > 12) return -1;
+static int eval(opt_ctx *c, int v, int64_t *out, int depth, int *budget) {
+    if (v < 0 || depth > 12 || --*budget < 0) return -1;
     int n = known_const(c, v, out);
     if (n >= 0) return n;
     /* only scalars and vectors: their elements are what Gather and Concat index */
@@ -79,7 +81,7 @@ int opt_sym_vec(opt_ctx *c, int v, int64_t *out, int depth) {
     }
     if (!strcmp(op, "Gather") && p->n_in == 2 && kiln_attr_int(p, "axis", 0) == 0) {
         int64_t data[SYM_MAX], idx[SYM_MAX];
-        int nd = opt_sym_vec(c, p->in[0], data, depth + 1), ni = known_const(c, p->in[1], idx);
+        int nd = eval(c, p->in[0], data, depth + 1, budget), ni = known_const(c, p->in[1], idx);
         if (nd < 0 || ni < 0) return -1;
         for (int i = 0; i < ni; i++) {
             int64_t j = idx[i] < 0 ? idx[i] + nd : idx[i];
@@ -93,13 +95,13 @@ int opt_sym_vec(opt_ctx *c, int v, int64_t *out, int depth) {
         !strcmp(op, "Identity") ||
         (!strcmp(op, "Cast") && (kiln_attr_int(p, "to", 0) == KILN_DTYPE_INT64 ||
                                  kiln_attr_int(p, "to", 0) == KILN_DTYPE_INT32))) {
-        return opt_sym_vec(c, p->in[0], out, depth + 1);
+        return eval(c, p->in[0], out, depth + 1, budget);
     }
     if (!strcmp(op, "Concat")) {
         int k = 0;
         for (int i = 0; i < p->n_in; i++) {
             int64_t part[SYM_MAX];
-            int np = opt_sym_vec(c, p->in[i], part, depth + 1);
+            int np = eval(c, p->in[i], part, depth + 1, budget);
             if (np < 0 || k + np > SYM_MAX) return -1;
             memcpy(out + k, part, (size_t)np * sizeof *part);
             k += np;
@@ -109,7 +111,7 @@ int opt_sym_vec(opt_ctx *c, int v, int64_t *out, int depth) {
     if (!strcmp(op, "ConstantOfShape")) {
         const kiln_tensor *val = kiln_attr_tensor(p, "value");
         int64_t shape[SYM_MAX], fill = 0;
-        int ns = opt_sym_vec(c, p->in[0], shape, depth + 1);
+        int ns = eval(c, p->in[0], shape, depth + 1, budget);
         if (ns != 1 || shape[0] < 0 || shape[0] > SYM_MAX) return -1;
         if (val) {
             if (kiln_numel(val) != 1 || !val->data ||
@@ -122,11 +124,11 @@ int opt_sym_vec(opt_ctx *c, int v, int64_t *out, int depth) {
         for (int64_t i = 0; i < shape[0]; i++) out[i] = fill;
         return (int)shape[0];
     }
-    if ((!strcmp(op, "Equal") || !strcmp(op, "Mul")) && p->n_in == 2) return binary(c, p, out, depth);
+    if ((!strcmp(op, "Equal") || !strcmp(op, "Mul")) && p->n_in == 2) return binary(c, p, out, depth, budget);
     if (!strcmp(op, "Where") && p->n_in == 3) {
         int64_t cond[SYM_MAX], a[SYM_MAX], b[SYM_MAX];
-        int nc = opt_sym_vec(c, p->in[0], cond, depth + 1), na = opt_sym_vec(c, p->in[1], a, depth + 1),
-            nb = opt_sym_vec(c, p->in[2], b, depth + 1);
+        int nc = eval(c, p->in[0], cond, depth + 1, budget), na = eval(c, p->in[1], a, depth + 1, budget),
+            nb = eval(c, p->in[2], b, depth + 1, budget);
         if (nc < 0 || na < 0 || nb < 0) return -1;
         int len = nc > na ? nc : na;
         if (nb > len) len = nb;
@@ -141,11 +143,17 @@ int opt_sym_vec(opt_ctx *c, int v, int64_t *out, int depth) {
     return -1;
 }
 
+/* Where branches three ways: a step budget keeps a deep or adversarial chain cheap. */
+int opt_sym_vec(opt_ctx *c, int v, int64_t *out) {
+    int budget = 256;
+    return eval(c, v, out, 0, &budget);
+}
+
 /* Reshape(x, s): 0 copies x's dimension (unless allowzero), -1 takes what is left once the
  * symbols and sizes both sides share are cancelled. */
 static int reshape_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
     int64_t s[SYM_MAX];
-    int r = n->n_in == 2 ? opt_sym_vec(c, n->in[1], s, 0) : -1;
+    int r = n->n_in == 2 ? opt_sym_vec(c, n->in[1], s) : -1;
     const kiln_tensor *fx = opt_fact(c, n->in[0]);
     if (r < 0 || fx->rank < 0) return -1;
     int allowzero = kiln_attr_int(n, "allowzero", 0) != 0, infer_at = -1;
@@ -190,7 +198,7 @@ static int reshape_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
 /* Expand(x, s): numpy broadcasting of x's static type with s. */
 static int expand_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
     int64_t s[SYM_MAX];
-    int r = n->n_in == 2 ? opt_sym_vec(c, n->in[1], s, 0) : -1;
+    int r = n->n_in == 2 ? opt_sym_vec(c, n->in[1], s) : -1;
     const kiln_tensor *fx = opt_fact(c, n->in[0]);
     if (r < 0 || fx->rank < 0) return -1;
     int out = r > fx->rank ? r : fx->rank;
@@ -212,7 +220,7 @@ static int expand_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
 static int range_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
     int64_t start[SYM_MAX], limit[SYM_MAX], delta[SYM_MAX];
     if (n->n_in != 3 || known_const(c, n->in[0], start) != 1 || known_const(c, n->in[2], delta) != 1 ||
-        start[0] != 0 || delta[0] != 1 || opt_sym_vec(c, n->in[1], limit, 0) != 1 || !sized(limit[0]))
+        start[0] != 0 || delta[0] != 1 || opt_sym_vec(c, n->in[1], limit) != 1 || !sized(limit[0]))
         return -1;
     dims[0] = limit[0];
     return 1;
@@ -225,7 +233,7 @@ static int slice_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
     const kiln_tensor *fx = opt_fact(c, n->in[0]);
     int64_t st[SYM_MAX], en[SYM_MAX], ax[SYM_MAX], sp[SYM_MAX];
     if (fx->rank < 0 || n->n_in < 3) return -1;
-    int ns = known_const(c, n->in[1], st), ne = opt_sym_vec(c, n->in[2], en, 0);
+    int ns = known_const(c, n->in[1], st), ne = opt_sym_vec(c, n->in[2], en);
     int na = n->n_in > 3 && n->in[3] >= 0 ? known_const(c, n->in[3], ax) : ns;
     int np = n->n_in > 4 && n->in[4] >= 0 ? known_const(c, n->in[4], sp) : ns;
     if (ns < 0 || ne != ns || na != ns || np != ns) return -1;

@@ -9,7 +9,7 @@
 
 /* The int64 values of v, each a known number (-1 and up) or a symbolic dimension
  * (KILN_DIM_SYM): their count, or -1 when v is not such a chain. */
-int opt_sym_vec(opt_ctx *c, int v, int64_t *out, int depth);
+int opt_sym_vec(opt_ctx *c, int v, int64_t *out);
 /* Completes the static type of n's output (Reshape, Expand, Range) where inference left it
  * unknown because a shape input is computed at run time. */
 void opt_sym_refine(opt_ctx *c, kiln_node *n);
