@@ -61,6 +61,16 @@ def model(form):
                   helper.make_node("Where", ["keep4", "zero", "lowest"], ["madd"]),
                   helper.make_node("Add", ["scs", "madd"], ["scm"])]
         scores = "scm"
+    elif form == "bert_legacy":  # older exports: (1 - mask) * -10000, (B, 1, 1, S)
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", "seq"]))
+        nodes += [const("ax12", np.array([1, 2], np.int64)), const("onef", np.array(1.0, np.float32)),
+                  const("big", np.array(-10000.0, np.float32)),
+                  helper.make_node("Unsqueeze", ["mask", "ax12"], ["mu"]),
+                  helper.make_node("Cast", ["mu"], ["mf"], to=TensorProto.FLOAT),
+                  helper.make_node("Sub", ["onef", "mf"], ["inv"]),
+                  helper.make_node("Mul", ["inv", "big"], ["madd"]),
+                  helper.make_node("Add", ["scs", "madd"], ["scm"])]
+        scores = "scm"
     elif form == "gpt2":  # causal: key j <= query i, from Range(0, S)
         nodes += [const("one_s", np.array(1, np.int64)), const("ax013", np.array([0, 1, 3], np.int64)),
                   const("ax012", np.array([0, 1, 2], np.int64)),
@@ -101,7 +111,7 @@ def model(form):
 def feeds_for(form, B, S, seed):
     rng = np.random.default_rng(seed)
     f = {"x": rand(rng, (B, S, D))}
-    if form == "bert":
+    if form in ("bert", "bert_legacy"):
         mask = np.ones((B, S), np.int64)
         mask[0, S // 2:] = 0        # padding
         if B > 1:
@@ -110,7 +120,7 @@ def feeds_for(form, B, S, seed):
     return f
 
 
-@pytest.mark.parametrize("form", ["bert", "gpt2", "vit"])
+@pytest.mark.parametrize("form", ["bert", "bert_legacy", "gpt2", "vit"])
 def test_symbolic_export_fuses_and_follows_the_dims(form):
     m = model(form)
     data = m.SerializeToString()
@@ -166,4 +176,20 @@ def test_mask_of_one_key_column_is_not_fused():
     rng = np.random.default_rng(3)
     feeds = {"x": rand(rng, (2, 5, D)), "mask": np.ones((2, 5), np.int64)}
     feeds["mask"][0, 2:] = 0
+    assert_same(s.run(None, feeds)[0], run_ort(m, feeds)[0], 1e-5, 1e-5)
+
+
+def test_mask_that_may_overflow_needs_the_guard(capfd):
+    """(1 - mask) * -3e38 with an int64 mask can reach -inf (mask values are not bounded to 0/1), so
+    without a NaN guard the fusion is declined, with the reason in the log."""
+    m = model("bert_legacy")
+    for n in m.graph.node:
+        if n.op_type == "Constant" and n.output[0] == "big":
+            n.attribute[0].t.CopyFrom(numpy_helper.from_array(np.array(-3e38, np.float32), "big"))
+    capfd.readouterr()
+    s = kiln.InferenceSession(m.SerializeToString(), threads=2, verbose=True)
+    log = capfd.readouterr().err
+    assert "Attention" not in [n["op_type"] for n in s.nodes()]
+    assert "no NaN guard" in log, log
+    feeds = feeds_for("bert_legacy", 2, 6, 9)
     assert_same(s.run(None, feeds)[0], run_ort(m, feeds)[0], 1e-5, 1e-5)

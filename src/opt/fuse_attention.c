@@ -143,27 +143,71 @@ static int mask_rows_finite(opt_ctx *c, int mask) {
     return row > 0;
 }
 
-/* Every value of the mask is finite whatever the inputs: a constant of finite values, or a view
- * (Expand, Reshape, Unsqueeze, Squeeze) or Where of such values. A finite mask cannot make a
- * whole softmax row -inf, so no NaN guard is needed (torch's exporter fills padding with the
- * type's lowest finite value, through Where(mask, 0, lowest)). */
-static int mask_values_finite(opt_ctx *c, int v, int depth) {
-    if (v < 0 || depth > 8) return 0;
+/* The largest finite value of a float type (0: not a float type). */
+static double float_limit(int dtype) {
+    switch (dtype) {
+    case KILN_DTYPE_FLOAT: return 3.4028234663852886e38;
+    case KILN_DTYPE_DOUBLE: return 1.7976931348623157e308;
+    case KILN_DTYPE_FLOAT16: return 65504.0;
+    case KILN_DTYPE_BFLOAT16: return 3.3895313892515355e38;
+    default: return 0.0;
+    }
+}
+
+static double mask_bound_of(opt_ctx *c, int v, int depth);
+
+/* A bound on |every value| of v whatever the inputs (HUGE_VAL: none known). A float value whose
+ * bound passes its type's largest value may be inf. */
+static double mask_bound(opt_ctx *c, int v, int depth) {
+    double b = mask_bound_of(c, v, depth), limit = float_limit(opt_fact(c, v)->dtype);
+    return limit > 0.0 && !(b <= limit) ? HUGE_VAL : b;
+}
+
+/* The mask's values: a constant, a view (Expand, Reshape, Unsqueeze, Squeeze) or Where of such
+ * values, an integer or boolean input cast to float, and the older BERT form (1 - mask) * -10000
+ * through Sub and Mul (whose rounding the small margin covers). */
+static double mask_bound_of(opt_ctx *c, int v, int depth) {
+    if (v < 0 || depth > 8) return HUGE_VAL;
     const kiln_tensor *t = opt_const(c, v);
     if (t) {
-        if (!opt_float_type(t->dtype)) return 0;
-        for (int64_t i = 0, n = kiln_numel(t); i < n; i++)
-            if (!isfinite(kiln_load_f64(t->dtype, t->data, i))) return 0;
-        return 1;
+        double b = 0.0;
+        for (int64_t i = 0, n = kiln_numel(t); i < n; i++) {
+            double x = fabs(kiln_load_f64(t->dtype, t->data, i));
+            if (!(x <= b)) b = x;
+            if (!isfinite(b)) return HUGE_VAL; /* NaN or inf */
+        }
+        return b;
     }
     static const char *views[] = {"Expand", "Reshape", "Unsqueeze", "Squeeze", NULL};
     for (int i = 0; views[i]; i++) {
         kiln_node *n = opt_producer(c, v, views[i]);
-        if (n) return mask_values_finite(c, n->in[0], depth + 1);
+        if (n) return mask_bound(c, n->in[0], depth + 1);
     }
-    kiln_node *w = opt_producer(c, v, "Where");
-    return w && w->n_in == 3 && mask_values_finite(c, w->in[1], depth + 1) &&
-           mask_values_finite(c, w->in[2], depth + 1);
+    kiln_node *n = opt_producer(c, v, "Cast");
+    if (n) {
+        int from = opt_fact(c, n->in[0])->dtype;
+        if (from == KILN_DTYPE_BOOL || from == KILN_DTYPE_UINT8 || from == KILN_DTYPE_INT8) return 255.0;
+        if (from == KILN_DTYPE_INT16 || from == KILN_DTYPE_UINT16 || from == KILN_DTYPE_INT32 ||
+            from == KILN_DTYPE_UINT32 || from == KILN_DTYPE_INT64)
+            return 0x1p64;
+        return opt_float_type(from) ? mask_bound(c, n->in[0], depth + 1) : HUGE_VAL;
+    }
+    if ((n = opt_producer(c, v, "Where")) && n->n_in == 3) {
+        double a = mask_bound(c, n->in[1], depth + 1), b = mask_bound(c, n->in[2], depth + 1);
+        return a > b ? a : b;
+    }
+    if ((n = opt_producer(c, v, "Sub")) && n->n_in == 2)
+        return (mask_bound(c, n->in[0], depth + 1) + mask_bound(c, n->in[1], depth + 1)) * (1.0 + 1e-6);
+    if ((n = opt_producer(c, v, "Mul")) && n->n_in == 2)
+        return mask_bound(c, n->in[0], depth + 1) * mask_bound(c, n->in[1], depth + 1) * (1.0 + 1e-6);
+    return HUGE_VAL;
+}
+
+/* Every value of the mask is finite whatever the inputs, so it cannot make a whole softmax row
+ * -inf and no NaN guard is needed (torch's exporter fills padding with the type's lowest finite
+ * value, through Where(mask, 0, lowest)). */
+static int mask_values_finite(opt_ctx *c, int v, int depth) {
+    return float_limit(opt_fact(c, v)->dtype) > 0.0 && mask_bound(c, v, depth) < HUGE_VAL;
 }
 
 /* Every value of type `from` survives a round trip through `to` (fp16/bf16 -> fp32 -> back). */
