@@ -119,12 +119,13 @@ static int key_transposed(opt_ctx *c, int kt, attn_match *m, int *k3, int64_t *h
            head_split(c, r1->in[0], heads_first, m, k3, heads, head_size);
 }
 
-/* The additive mask broadcasts onto scores (B, N, S, L) without growing them. */
+/* The additive mask broadcasts onto scores (B, N, S, L) without growing them. Its last axis must be
+ * L itself: the kernel reads a shorter one as padded with -inf, where Add would broadcast a 1. */
 static int mask_fits(const kiln_tensor *fm, const kiln_tensor *fs, int dtype) {
     if (fm->rank < 1 || fm->rank > 4 || fs->rank != 4 || fm->dtype != dtype) return 0;
     for (int i = 0; i < fm->rank; i++) {
         int64_t d = fm->dims[fm->rank - 1 - i], s = fs->dims[3 - i];
-        if (d != 1 && !same_dim(d, s)) return 0;
+        if ((d != 1 || i == 0) && !same_dim(d, s)) return 0;
     }
     return 1;
 }
@@ -142,27 +143,71 @@ static int mask_rows_finite(opt_ctx *c, int mask) {
     return row > 0;
 }
 
-/* Every value of the mask is finite whatever the inputs: a constant of finite values, or a view
- * (Expand, Reshape, Unsqueeze, Squeeze) or Where of such values. A finite mask cannot make a
- * whole softmax row -inf, so no NaN guard is needed (torch's exporter fills padding with the
- * type's lowest finite value, through Where(mask, 0, lowest)). */
-static int mask_values_finite(opt_ctx *c, int v, int depth) {
-    if (v < 0 || depth > 8) return 0;
+/* The largest finite value of a float type (0: not a float type). */
+static double float_limit(int dtype) {
+    switch (dtype) {
+    case KILN_DTYPE_FLOAT: return 3.4028234663852886e38;
+    case KILN_DTYPE_DOUBLE: return 1.7976931348623157e308;
+    case KILN_DTYPE_FLOAT16: return 65504.0;
+    case KILN_DTYPE_BFLOAT16: return 3.3895313892515355e38;
+    default: return 0.0;
+    }
+}
+
+static double mask_bound_of(opt_ctx *c, int v, int depth);
+
+/* A bound on |every value| of v whatever the inputs (HUGE_VAL: none known). A float value whose
+ * bound passes its type's largest value may be inf. */
+static double mask_bound(opt_ctx *c, int v, int depth) {
+    double b = mask_bound_of(c, v, depth), limit = float_limit(opt_fact(c, v)->dtype);
+    return limit > 0.0 && !(b <= limit) ? HUGE_VAL : b;
+}
+
+/* The mask's values: a constant, a view (Expand, Reshape, Unsqueeze, Squeeze) or Where of such
+ * values, an integer or boolean input cast to float, and the older BERT form (1 - mask) * -10000
+ * through Sub and Mul (whose rounding the small margin covers). */
+static double mask_bound_of(opt_ctx *c, int v, int depth) {
+    if (v < 0 || depth > 8) return HUGE_VAL;
     const kiln_tensor *t = opt_const(c, v);
     if (t) {
-        if (!opt_float_type(t->dtype)) return 0;
-        for (int64_t i = 0, n = kiln_numel(t); i < n; i++)
-            if (!isfinite(kiln_load_f64(t->dtype, t->data, i))) return 0;
-        return 1;
+        double b = 0.0;
+        for (int64_t i = 0, n = kiln_numel(t); i < n; i++) {
+            double x = fabs(kiln_load_f64(t->dtype, t->data, i));
+            if (!(x <= b)) b = x;
+            if (!isfinite(b)) return HUGE_VAL; /* NaN or inf */
+        }
+        return b;
     }
     static const char *views[] = {"Expand", "Reshape", "Unsqueeze", "Squeeze", NULL};
     for (int i = 0; views[i]; i++) {
         kiln_node *n = opt_producer(c, v, views[i]);
-        if (n) return mask_values_finite(c, n->in[0], depth + 1);
+        if (n) return mask_bound(c, n->in[0], depth + 1);
     }
-    kiln_node *w = opt_producer(c, v, "Where");
-    return w && w->n_in == 3 && mask_values_finite(c, w->in[1], depth + 1) &&
-           mask_values_finite(c, w->in[2], depth + 1);
+    kiln_node *n = opt_producer(c, v, "Cast");
+    if (n) {
+        int from = opt_fact(c, n->in[0])->dtype;
+        if (from == KILN_DTYPE_BOOL || from == KILN_DTYPE_UINT8 || from == KILN_DTYPE_INT8) return 255.0;
+        if (from == KILN_DTYPE_INT16 || from == KILN_DTYPE_UINT16 || from == KILN_DTYPE_INT32 ||
+            from == KILN_DTYPE_UINT32 || from == KILN_DTYPE_INT64)
+            return 0x1p64;
+        return opt_float_type(from) ? mask_bound(c, n->in[0], depth + 1) : HUGE_VAL;
+    }
+    if ((n = opt_producer(c, v, "Where")) && n->n_in == 3) {
+        double a = mask_bound(c, n->in[1], depth + 1), b = mask_bound(c, n->in[2], depth + 1);
+        return a > b ? a : b;
+    }
+    if ((n = opt_producer(c, v, "Sub")) && n->n_in == 2)
+        return (mask_bound(c, n->in[0], depth + 1) + mask_bound(c, n->in[1], depth + 1)) * (1.0 + 1e-6);
+    if ((n = opt_producer(c, v, "Mul")) && n->n_in == 2)
+        return mask_bound(c, n->in[0], depth + 1) * mask_bound(c, n->in[1], depth + 1) * (1.0 + 1e-6);
+    return HUGE_VAL;
+}
+
+/* Every value of the mask is finite whatever the inputs, so it cannot make a whole softmax row
+ * -inf and no NaN guard is needed (torch's exporter fills padding with the type's lowest finite
+ * value, through Where(mask, 0, lowest)). */
+static int mask_values_finite(opt_ctx *c, int v, int depth) {
+    return float_limit(opt_fact(c, v)->dtype) > 0.0 && mask_bound(c, v, depth) < HUGE_VAL;
 }
 
 /* Every value of type `from` survives a round trip through `to` (fp16/bf16 -> fp32 -> back). */
@@ -195,25 +240,36 @@ static int skip_identity_casts(opt_ctx *c, int *v, attn_match *m) {
     return 1;
 }
 
+/* verbose: why a softmax that looked like attention was left as it is */
+static kiln_status decline(opt_ctx *c, const kiln_node *sm, const char *why) {
+    if (c->verbose) fprintf(stderr, "kiln: self-attention at softmax '%s' declined: %s\n", sm->name, why);
+    return KILN_OK;
+}
+
 static int half_type(int dt) { return dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16; }
 
 /* The 4-D form (see the top): m holds the head merge (nodes 0 and 1) and the core through Q·Kᵀ. */
-static kiln_status fuse_bnsh(opt_ctx *c, attn_match *m, kiln_node *pv, int q4, int kt, int mask, int guarded,
-                             const kiln_tensor *fs) {
+static kiln_status fuse_bnsh(opt_ctx *c, attn_match *m, const kiln_node *sm, kiln_node *pv, int q4, int kt,
+                             int mask, int guarded, const kiln_tensor *fs) {
     static const int64_t swap_last[4] = {0, 1, 3, 2};
     kiln_node *trk = inner(c, kt, "Transpose");
-    if (!trk || !has_perm(trk, 4, swap_last) || !take(m, trk)) return KILN_OK;
+    if (!trk || !has_perm(trk, 4, swap_last) || !take(m, trk))
+        return decline(c, sm, "no head split of q, k, v and no key transpose of 4-D tensors");
     int k4 = trk->in[0], v4 = pv->in[1];
     const kiln_tensor *fq = opt_fact(c, q4), *fk = opt_fact(c, k4), *fv = opt_fact(c, v4);
-    if (fq->rank != 4 || fk->rank != 4 || fv->rank != 4 || fq->dims[1] <= 0 || fq->dims[3] <= 0) return KILN_OK;
-    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype)) return KILN_OK;
+    if (fq->rank != 4 || fk->rank != 4 || fv->rank != 4 || fq->dims[1] <= 0 || fq->dims[3] <= 0)
+        return decline(c, sm, "4-D q, k, v of unknown rank or unknown heads/head size");
+    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype))
+        return decline(c, sm, c->device ? "float32 on a device session" : "half type on the CPU");
     if (!opt_float_type(fq->dtype) || fk->dtype != fq->dtype || fv->dtype != fq->dtype ||
         !same_dim(fk->dims[0], fq->dims[0]) || !same_dim(fv->dims[0], fq->dims[0]) ||
         !same_dim(fk->dims[1], fq->dims[1]) || !same_dim(fv->dims[1], fq->dims[1]) ||
         !same_dim(fv->dims[2], fk->dims[2]) || !same_dim(fk->dims[3], fq->dims[3]))
-        return KILN_OK;
-    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype)) return KILN_OK;
-    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0)) return KILN_OK;
+        return decline(c, sm, "4-D q, k, v types or dimensions not provably matching");
+    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype))
+        return decline(c, sm, "mask shape not provably broadcasting onto the scores");
+    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0))
+        return decline(c, sm, "mask may mask whole rows and there is no NaN guard");
     kiln_attr *attrs = calloc(1, sizeof *attrs);
     if (!attrs || !opt_attr_float(&attrs[0], "scale", (float)m->scale)) {
         opt_attrs_free(attrs, attrs ? 1 : 0);
@@ -227,8 +283,11 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     static const int64_t heads_first[4] = {0, 2, 1, 3};
     attn_match m = {{0}, 0, 1.0};
     if (out->n_in != 2 || out->n_out != 1 || !take(&m, out)) return KILN_OK;
-    kiln_node *tr = inner(c, out->in[0], "Transpose");
+    /* the head merge's Transpose may also be read by Shape nodes (GPT-2 computes the merge shape
+     * from it): then only the 4-D form, which keeps it, applies */
+    kiln_node *tr = opt_producer(c, out->in[0], "Transpose");
     if (!tr || !has_perm(tr, 4, heads_first) || !take(&m, tr)) return KILN_OK;
+    int tr_shared = !opt_private(c, out->in[0], 1);
     kiln_node *pv = inner(c, tr->in[0], "MatMul");
     if (!pv || pv->n_in != 2 || !take(&m, pv)) return KILN_OK;
 
@@ -250,7 +309,7 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     kiln_node *sm = opt_producer(c, p, "Softmax");
     if (!sm || sm->n_in != 1 || !take(&m, sm)) return KILN_OK;
     int64_t axis = kiln_attr_int(sm, "axis", sm->opset < 13 ? 1 : -1);
-    if (axis != -1 && axis != 3) return KILN_OK;
+    if (axis != -1 && axis != 3) return decline(c, sm, "softmax not over the last axis");
 
     /* scores [+ mask] */
     int s = sm->in[0], mask = -1;
@@ -267,23 +326,23 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
                 s = add->in[k];
             }
         }
-        if (mask < 0 || !take(&m, add)) return KILN_OK;
+        if (mask < 0 || !take(&m, add)) return decline(c, sm, "the Add before softmax is not scores + mask");
     }
     const kiln_tensor *fs = opt_fact(c, s);
     strip_scale(c, &s, &m);
     kiln_node *qk = inner(c, s, "MatMul");
-    if (!qk || qk->n_in != 2 || !take(&m, qk)) return KILN_OK;
+    if (!qk || qk->n_in != 2 || !take(&m, qk)) return decline(c, sm, "no Q.K MatMul before softmax");
     int q4 = qk->in[0], kt = qk->in[1];
     strip_scale(c, &q4, &m);
     strip_scale(c, &kt, &m);
 
     int q3, k3, v3, core = m.n;
     int64_t nq, hq, nk, hk, nv, hv;
-    if (!head_split(c, q4, heads_first, &m, &q3, &nq, &hq) ||
+    if (tr_shared || !head_split(c, q4, heads_first, &m, &q3, &nq, &hq) ||
         !key_transposed(c, kt, &m, &k3, &nk, &hk) ||
         !head_split(c, pv->in[1], heads_first, &m, &v3, &nv, &hv)) {
         m.n = core;
-        return fuse_bnsh(c, &m, pv, q4, kt, mask, guarded, fs);
+        return fuse_bnsh(c, &m, sm, pv, q4, kt, mask, guarded, fs);
     }
     const kiln_tensor *fq = opt_fact(c, q3), *fk = opt_fact(c, k3), *fv = opt_fact(c, v3);
     const kiln_tensor *fo = opt_fact(c, out->out[0]);
@@ -291,17 +350,20 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
      * the unfused MatMul path (bert_tiny_fused_fp16 0.203 -> 0.223 ms); the GPU's flash kernels
      * take float16/bfloat16 only. So a CPU session fuses float32 attention, a device session the
      * half types (its float32 attention stays as MatMul/Softmax, which the device runs). */
-    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype)) return KILN_OK;
+    if (c->device ? !half_type(fq->dtype) : half_type(fq->dtype))
+        return decline(c, sm, c->device ? "float32 on a device session" : "half type on the CPU");
     if (nq != nk || nk != nv || hq != hk || !opt_float_type(fq->dtype) || fk->dtype != fq->dtype ||
         fv->dtype != fq->dtype || !same_dim(fk->dims[0], fq->dims[0]) ||
         !same_dim(fv->dims[0], fq->dims[0]) || !same_dim(fv->dims[1], fk->dims[1]))
-        return KILN_OK;
+        return decline(c, sm, "q, k, v heads, types or dimensions not provably matching");
     /* the head merge's Reshape is absorbed when it gives the kernel's (B, S, N*Hv) output; any
      * other target shape (GPT-2 merges B and S for the next Gemm) stays, reading the output */
     int keep_reshape = fo->rank != 3 || !same_dim(fo->dims[0], fq->dims[0]) ||
                        !same_dim(fo->dims[1], fq->dims[1]) || fo->dims[2] != nq * hv;
-    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype)) return KILN_OK;
-    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0)) return KILN_OK;
+    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype))
+        return decline(c, sm, "mask shape not provably broadcasting onto the scores");
+    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0))
+        return decline(c, sm, "mask may mask whole rows and there is no NaN guard");
 
     kiln_attr *attrs = calloc(3, sizeof *attrs);
     if (!attrs || !opt_attr_int(&attrs[0], "q_num_heads", nq) ||

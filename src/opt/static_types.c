@@ -5,6 +5,8 @@
  * shape still gets a rank. What cannot be inferred stays rank -1, and the passes then leave the
  * pattern alone. */
 #include "pattern.h"
+#include "sym_shape.h"
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,12 +99,34 @@ static void infer_node(opt_ctx *c, kiln_node *n) {
     for (int i = 0; i < n->n_out; i++) kiln_value_release(&outv[i]);
 }
 
+/* An unknown dimension is still one fixed size per run: naming it with a symbol of its own lets a
+ * fusion see that a value and what is computed from it (MatMul, Add, LayerNormalization, the
+ * Shape -> Gather chains of sym_shape.c) share it, where exporters left no type to say so. The
+ * names lie past the model's own symbols and are made only in the top graph, so that the values
+ * of a subgraph, numbered from 0 again, cannot take the same names. */
+#define FRESH_SYMBOLS (1 << 24)
+
+static void name_unknown_dims(opt_ctx *c, int v) {
+    if (c->parent || v < 0 || v >= c->n_tracked || v >= (INT32_MAX - FRESH_SYMBOLS) / KILN_MAX_RANK) return;
+    kiln_value *f = &c->facts[v];
+    if (f->kind != KILN_KIND_TENSOR) return;
+    for (int d = 0; d < f->t.rank; d++)
+        if (f->t.dims[d] == KILN_DIM_UNKNOWN) f->t.dims[d] = KILN_DIM_SYM(FRESH_SYMBOLS + v * KILN_MAX_RANK + d);
+}
+
 kiln_status opt_facts_build(opt_ctx *c) {
     kiln_graph *g = c->g;
     c->facts = calloc((size_t)(c->n_tracked ? c->n_tracked : 1), sizeof *c->facts);
     if (!c->facts) return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
-    for (int v = 0; v < c->n_tracked; v++) declared(&g->values[v], &c->facts[v]);
+    for (int v = 0; v < c->n_tracked; v++) {
+        declared(&g->values[v], &c->facts[v]);
+        if (g->values[v].producer < 0 && !g->values[v].is_const) name_unknown_dims(c, v);
+    }
     for (int i = 0; i < g->n_nodes; i++)
-        if (!g->nodes[i].removed) infer_node(c, &g->nodes[i]);
+        if (!g->nodes[i].removed) {
+            infer_node(c, &g->nodes[i]);
+            opt_sym_refine(c, &g->nodes[i]);
+            for (int k = 0; k < g->nodes[i].n_out; k++) name_unknown_dims(c, g->nodes[i].out[k]);
+        }
     return KILN_OK;
 }
