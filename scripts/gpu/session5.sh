@@ -55,10 +55,10 @@ for part in ${PARTS:-gputests}; do
     gpumodels)
         wait_memcheck
         log "gpu_models export"
-        python3 bench/gpu_models/export.py --out /tmp/gpu_models --precisions fp16 fp32 --no-check > "$OUT/gm_export.log" 2>&1
+        python3 bench/gpu_models/export.py --out /tmp/gpu_models --precisions ${GM_PRECISIONS:-fp16 fp32} --no-check > "$OUT/gm_export.log" 2>&1
         log "gpu_models run"
         timeout ${GM_TIMEOUT:-420} python3 bench/gpu_models/run.py --models /tmp/gpu_models --out "$OUT/gpu_models" \
-            --budget ${GM_BUDGET:-360} --target-s 0.25 --compile-timeout 80 > "$OUT/gpu_models.log" 2>&1
+            --budget ${GM_BUDGET:-360} --target-s 0.25 --compile-timeout ${GM_COMPILE_TIMEOUT:-80} ${GM_ARGS:-} > "$OUT/gpu_models.log" 2>&1
         rc=$?; tail -4 "$OUT/gpu_models.log"
         grep -E "^\| |Geometric" "$OUT/gpu_models/results.md" 2>/dev/null | cut -d'|' -f2-13 | head -24
         SUMMARY+=("gpu_models rc=$rc") ;;
