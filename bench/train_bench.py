@@ -291,6 +291,8 @@ def main():
     torch.set_num_threads(args.threads)
     notes = []
     if args.device == "cuda":
+        # the CUDA gradient kernels and device-resident module are opt-in until run on a GPU
+        os.environ.setdefault("KILN_CUDA_TRAINING", "1")
         have = "CUDAExecutionProvider" in kiln.get_available_providers()
         msg = ("--device cuda: kiln's module runs the training model on the CUDA provider (CPU fallback for the ops "
                "it lacks) and keeps parameters, gradients and optimizer state in device memory, the optimizer "

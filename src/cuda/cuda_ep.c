@@ -38,9 +38,29 @@ static kiln_status fail_from_base(kiln_err *e, kiln_status st) {
     return kiln_fail(e, st, "%s", kiln_cuda_last_error());
 }
 
+/* The training kernels (the kiln gradient ops, NegativeLogLikelihoodLoss, and the vtable's
+ * fill_zero / accumulate_f32 / optim_step that keep a train module on the device) have been
+ * compiled but not yet run on a GPU: until they are, they are taken only with KILN_CUDA_TRAINING=1,
+ * and training otherwise keeps its gradients on the host as before. */
+static int training_enabled(void) {
+    const char *v = getenv("KILN_CUDA_TRAINING");
+    return v && v[0] == '1';
+}
+
+static int is_training_kernel(const kiln_node *n) {
+    size_t len = strlen(n->op_type);
+    return (!strcmp(n->domain, "kiln") && len > 4 && !strcmp(n->op_type + len - 4, "Grad")) ||
+           (!n->domain[0] && !strcmp(n->op_type, "NegativeLogLikelihoodLoss"));
+}
+
 static void cuda_claim(kiln_provider *p, const kiln_graph *g, const kiln_node *n, kiln_claim *out) {
     (void)p;
     const kiln_kernel *k = kiln_kernel_find(kernel_tables(), n->domain, n->op_type, n->opset);
+    if (k && is_training_kernel(n) && !training_enabled()) {
+        snprintf(out->why, sizeof out->why, "the CUDA training kernels are experimental (not yet run on a "
+                 "GPU); KILN_CUDA_TRAINING=1 takes them");
+        return;
+    }
     if (!k) {
         snprintf(out->why, sizeof out->why, "no CUDA kernel for %s%s%s (opset %d)", n->domain,
                  n->domain[0] ? ":" : "", n->op_type, n->opset);
@@ -196,6 +216,26 @@ static const kiln_provider_vtable cuda_vtable = {
     .graph_free = cuda_graph_free,
     .describe = cuda_describe,
     .destroy = cuda_destroy,
+};
+
+/* the same with the training entries (KILN_CUDA_TRAINING=1) */
+static const kiln_provider_vtable cuda_training_vtable = {
+    .name = "CUDAExecutionProvider",
+    .short_name = "cuda",
+    .host_memory = 0,
+    .claim = cuda_claim,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .to_device = cuda_to_device,
+    .to_host = cuda_to_host,
+    .copy = cuda_copy,
+    .sync = cuda_sync,
+    .capture_begin = cuda_capture_begin,
+    .capture_end = cuda_capture_end,
+    .replay = cuda_replay,
+    .graph_free = cuda_graph_free,
+    .describe = cuda_describe,
+    .destroy = cuda_destroy,
     .fill_zero = cuda_fill_zero,
     .accumulate_f32 = cuda_accumulate_f32,
     .optim_step = cuda_optim_step,
@@ -244,7 +284,7 @@ KILN_EXPORT kiln_status kiln_provider_open(const kiln_provider_config *cfg, kiln
     *out = NULL;
     kiln_cuda_ep *c = calloc(1, sizeof *c);
     if (!c) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
-    c->base.vt = &cuda_vtable;
+    c->base.vt = training_enabled() ? &cuda_training_vtable : &cuda_vtable;
     kiln_status st = kiln_cuda_provider_create(cfg->device_id, &c->cp);
     const char *po = getenv("KILN_CUDA_PLACEMENT_ONLY");
     if (st && po && po[0] == '1') {
