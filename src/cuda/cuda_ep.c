@@ -6,6 +6,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,28 +219,16 @@ static const kiln_provider_vtable cuda_vtable = {
     .destroy = cuda_destroy,
 };
 
-/* the same with the training entries (KILN_CUDA_TRAINING=1) */
-static const kiln_provider_vtable cuda_training_vtable = {
-    .name = "CUDAExecutionProvider",
-    .short_name = "cuda",
-    .host_memory = 0,
-    .claim = cuda_claim,
-    .alloc = cuda_alloc,
-    .free = cuda_free,
-    .to_device = cuda_to_device,
-    .to_host = cuda_to_host,
-    .copy = cuda_copy,
-    .sync = cuda_sync,
-    .capture_begin = cuda_capture_begin,
-    .capture_end = cuda_capture_end,
-    .replay = cuda_replay,
-    .graph_free = cuda_graph_free,
-    .describe = cuda_describe,
-    .destroy = cuda_destroy,
-    .fill_zero = cuda_fill_zero,
-    .accumulate_f32 = cuda_accumulate_f32,
-    .optim_step = cuda_optim_step,
-};
+/* cuda_vtable plus the training entries (KILN_CUDA_TRAINING=1), filled once */
+static kiln_provider_vtable cuda_training_vtable;
+static pthread_once_t training_vtable_once = PTHREAD_ONCE_INIT;
+
+static void fill_training_vtable(void) {
+    cuda_training_vtable = cuda_vtable;
+    cuda_training_vtable.fill_zero = cuda_fill_zero;
+    cuda_training_vtable.accumulate_f32 = cuda_accumulate_f32;
+    cuda_training_vtable.optim_step = cuda_optim_step;
+}
 
 KILN_EXPORT int kiln_provider_abi(void) { return KILN_PROVIDER_ABI; }
 
@@ -284,7 +273,11 @@ KILN_EXPORT kiln_status kiln_provider_open(const kiln_provider_config *cfg, kiln
     *out = NULL;
     kiln_cuda_ep *c = calloc(1, sizeof *c);
     if (!c) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory");
-    c->base.vt = training_enabled() ? &cuda_training_vtable : &cuda_vtable;
+    c->base.vt = &cuda_vtable;
+    if (training_enabled()) {
+        pthread_once(&training_vtable_once, fill_training_vtable);
+        c->base.vt = &cuda_training_vtable;
+    }
     kiln_status st = kiln_cuda_provider_create(cfg->device_id, &c->cp);
     const char *po = getenv("KILN_CUDA_PLACEMENT_ONLY");
     if (st && po && po[0] == '1') {
