@@ -315,7 +315,10 @@ def test_concat(axis):
 
 
 @pytest.mark.parametrize("starts,ends,axes,steps", [([1], [3], [1], [1]), ([0, 1], [2, 10], [0, 2], [1, 2]),
-                                                    ([-1], [-5], [1], [-1]), ([3, 0], [0, 3], [2, 1], [-2, 1])])
+                                                    ([-1], [-5], [1], [-1]), ([3, 0], [0, 3], [2, 1], [-2, 1]),
+                                                    # a negative step from a start below -dim: Slice
+                                                    # clamps it to 0 and keeps one element
+                                                    ([-9], [-10], [2], [-1])])
 def test_slice(starts, ends, axes, steps):
     rng = np.random.default_rng(15)
     i64 = lambda v: np.array(v, dtype=np.int64)  # noqa: E731

@@ -127,6 +127,16 @@ kiln_status kiln_broadcast_shape(kiln_ctx *ctx, int n, const kiln_tensor *const 
                                  int64_t *dims);
 /* Reads an integer tensor (int32/int64) into out[] (at most max values); fails on other types. */
 kiln_status kiln_read_ints(kiln_ctx *ctx, const kiln_tensor *t, int64_t *out, int max, int *count);
+/* Slice's geometry (ops/slice_geom.c), for Slice and SliceGrad on every provider: per axis the
+ * first kept index, the step and the kept length; known[a] = 0 where static inference cannot tell
+ * the length yet. Lists come from inputs first_input..first_input+3 (starts, ends, axes, steps),
+ * or from attributes when attrs is set (Slice before opset 10). */
+typedef struct kiln_slice_geom {
+    int64_t start[KILN_MAX_RANK], step[KILN_MAX_RANK], len[KILN_MAX_RANK];
+    int known[KILN_MAX_RANK];
+} kiln_slice_geom;
+kiln_status kiln_slice_geometry(kiln_ctx *ctx, int first_input, int attrs, int rank, const int64_t *dims,
+                                kiln_slice_geom *g);
 /* Reads a scalar (or 1-element) numeric tensor as double. */
 kiln_status kiln_read_scalar(kiln_ctx *ctx, const kiln_tensor *t, double *out);
 /* Fails with "unsupported element type X for input i" unless t->dtype is one of the list. */

@@ -331,42 +331,10 @@ static kiln_status gathergrad_compute(kiln_ctx *ctx) {
 
 static kiln_status slicegrad_compute(kiln_ctx *ctx) {
     kiln_tensor *g = kiln_input(ctx, 0), *x = kiln_input(ctx, 1), *y = kiln_output(ctx, 0);
-    kiln_tensor *ts = kiln_input(ctx, 2), *te = kiln_input(ctx, 3);
-    kiln_tensor *ta = ctx->n_in > 4 ? kiln_input(ctx, 4) : NULL, *tp = ctx->n_in > 5 ? kiln_input(ctx, 5) : NULL;
-    int r = x->rank, ns, ne, na = 0, np = 0, dt = g->dtype;
-    int64_t s[KILN_MAX_RANK], e[KILN_MAX_RANK], axes[KILN_MAX_RANK], steps[KILN_MAX_RANK];
-    if (!ts || !te) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "missing starts or ends");
-    KILN_TRY(kiln_read_ints(ctx, ts, s, KILN_MAX_RANK, &ns));
-    KILN_TRY(kiln_read_ints(ctx, te, e, KILN_MAX_RANK, &ne));
-    if (ta) KILN_TRY(kiln_read_ints(ctx, ta, axes, KILN_MAX_RANK, &na));
-    if (tp) KILN_TRY(kiln_read_ints(ctx, tp, steps, KILN_MAX_RANK, &np));
-    if (ns != ne || (ta && na != ns) || (tp && np != ns))
-        return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "starts, ends, axes and steps differ in length");
-    int64_t start[KILN_MAX_RANK], step[KILN_MAX_RANK], cnt[KILN_MAX_RANK];
-    for (int d = 0; d < r; d++) {
-        start[d] = 0;
-        step[d] = 1;
-        cnt[d] = x->dims[d];
-    }
-    for (int i = 0; i < ns; i++) {
-        int ax;
-        KILN_TRY(kiln_norm_axis(ctx, ta ? axes[i] : i, r, "axes", &ax));
-        int64_t dim = x->dims[ax], st = tp ? steps[i] : 1, b = s[i], en = e[i];
-        if (st == 0) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "a step is 0");
-        if (b < 0) b += dim;
-        if (en < 0) en += dim;
-        if (st > 0) {
-            b = b < 0 ? 0 : b > dim ? dim : b;
-            en = en < 0 ? 0 : en > dim ? dim : en;
-            cnt[ax] = en > b ? (en - b + st - 1) / st : 0;
-        } else {
-            b = b < 0 ? -1 : b > dim - 1 ? dim - 1 : b;
-            en = en < -1 ? -1 : en > dim - 1 ? dim - 1 : en;
-            cnt[ax] = b > en ? (b - en - st - 1) / -st : 0;
-        }
-        start[ax] = b;
-        step[ax] = st;
-    }
+    int r = x->rank, dt = g->dtype;
+    kiln_slice_geom sg;
+    KILN_TRY(kiln_slice_geometry(ctx, 2, 0, r, x->dims, &sg));
+    const int64_t *start = sg.start, *step = sg.step, *cnt = sg.len;
     if (g->rank != r) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "the gradient has rank %d, X %d", g->rank, r);
     for (int d = 0; d < r; d++)
         if (g->dims[d] != cnt[d])

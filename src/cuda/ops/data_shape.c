@@ -1,7 +1,7 @@
 /* CUDA Slice, Pad, Expand, Tile and Trilu. Their shape-like inputs (Slice's starts / ends /
  * axes / steps, Pad's pads / constant_value / axes, Expand's shape, Tile's repeats, Trilu's k)
  * are host inputs: infer reads them to size the output, and compute reads them again here to
- * find where each output element comes from. Slice, Expand and Tile are one strided copy; Pad and
+ * find where each output element comes from (Slice's through ops/slice_geom.c, as the CPU does). Slice, Expand and Tile are one strided copy; Pad and
  * Trilu have their own kernels. */
 #include "data_internal.h"
 
@@ -33,49 +33,15 @@ int kiln_cuda_slice_supports(const kiln_node *n, const kiln_graph_value *const *
     return movable0(n, in, why, cap);
 }
 
-/* One of starts / axes / steps: an input (opset 10+) or an attribute (1-9). *n = -1: absent. */
-static kiln_status slice_list(kiln_ctx *ctx, int input, const char *attr, int64_t *vals, int *n) {
-    *n = -1;
-    if (ctx->opset < 10) {
-        if (!kiln_has_attr(ctx->node, attr)) return KILN_OK;
-        const int64_t *a = kiln_attr_ints(ctx->node, attr, n);
-        if (*n > KILN_MAX_RANK) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "'%s' has too many values", attr);
-        memcpy(vals, a, sizeof(int64_t) * (size_t)*n);
-        return KILN_OK;
-    }
-    kiln_tensor *t = kiln_input(ctx, input);
-    if (!t) return KILN_OK;
-    return kiln_cuda_data_ints(ctx, t, attr, vals, KILN_MAX_RANK, n);
-}
-
 kiln_status kiln_cuda_slice_compute(kiln_ctx *ctx) {
     kiln_tensor *x, *y = kiln_output(ctx, 0);
     size_t elem;
     KILN_TRY(input_elem(ctx, &x, &elem));
     if (!y || kiln_numel(y) <= 0) return KILN_OK;
     int r = x->rank;
-    int64_t starts[KILN_MAX_RANK], axes[KILN_MAX_RANK], steps[KILN_MAX_RANK];
-    int ns, na, nt;
-    KILN_TRY(slice_list(ctx, 1, "starts", starts, &ns));
-    KILN_TRY(slice_list(ctx, 3, "axes", axes, &na));
-    KILN_TRY(slice_list(ctx, 4, "steps", steps, &nt));
-    int64_t start[KILN_MAX_RANK], step[KILN_MAX_RANK];
-    for (int i = 0; i < r; i++) {
-        start[i] = 0;
-        step[i] = 1;
-    }
-    for (int i = 0; i < ns; i++) {
-        int a = i;
-        if (na >= 0) KILN_TRY(kiln_norm_axis(ctx, axes[i], r, "axes", &a));
-        if (a >= r) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "more starts than input dims");
-        int64_t st = nt >= 0 ? steps[i] : 1, d = x->dims[a], s = starts[i];
-        if (s < 0) s += d;
-        if (st > 0) s = s < 0 ? 0 : (s > d ? d : s);
-        else s = s < 0 ? 0 : (s > d - 1 ? d - 1 : s);
-        start[a] = s;
-        step[a] = st;
-    }
-    /* clamping as infer did: the output's dims say how many elements each axis keeps */
+    kiln_slice_geom sg;
+    KILN_TRY(kiln_slice_geometry(ctx, 1, ctx->opset < 10, r, x->dims, &sg));
+    const int64_t *start = sg.start, *step = sg.step;
     int64_t in_str[KILN_MAX_RANK], src_str[KILN_MAX_RANK], off = 0;
     kiln_strides(r, x->dims, in_str);
     for (int i = 0; i < r; i++) {
