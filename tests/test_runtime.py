@@ -41,7 +41,7 @@ def test_constant_folding_and_dead_nodes():
     np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
     st = s.plan_stats()
     assert st["folded_nodes"] == 4, st   # Add, Transpose, Shape folded; Relu dead
-    assert st["nodes"] == 3, st
+    assert st["nodes"] == 2, st          # MatMul, Sigmoid: Reshape(x, Shape(x)) is x itself
     s0 = kiln.InferenceSession(m.SerializeToString(), opt_level=0)
     np.testing.assert_allclose(s0.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
     assert s0.plan_stats()["folded_nodes"] == 0

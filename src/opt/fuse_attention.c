@@ -164,7 +164,7 @@ static double mask_bound(opt_ctx *c, int v, int depth) {
 }
 
 /* The mask's values: a constant, a view (Expand, Reshape, Unsqueeze, Squeeze) or Where of such
- * values, an integer or boolean input cast to float, and the older BERT form (1 - mask) * -10000
+ * values, a Transpose or Gather of them, an integer or boolean input cast to float, and the older BERT form (1 - mask) * -10000
  * through Sub and Mul (whose rounding the small margin covers). */
 static double mask_bound_of(opt_ctx *c, int v, int depth) {
     if (v < 0 || depth > 8) return HUGE_VAL;
@@ -178,7 +178,9 @@ static double mask_bound_of(opt_ctx *c, int v, int depth) {
         }
         return b;
     }
-    static const char *views[] = {"Expand", "Reshape", "Unsqueeze", "Squeeze", NULL};
+    /* views and Gather only move or pick values (T5's position bias is a Gather from its
+     * relative-position table, transposed and unsqueezed) */
+    static const char *views[] = {"Expand", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Gather", NULL};
     for (int i = 0; views[i]; i++) {
         kiln_node *n = opt_producer(c, v, views[i]);
         if (n) return mask_bound(c, n->in[0], depth + 1);
@@ -279,6 +281,18 @@ static kiln_status fuse_bnsh(opt_ctx *c, attn_match *m, const kiln_node *sm, kil
     return opt_replace(c, m->nodes + 2, m->n - 2, "", "Attention", 23, ins, mask >= 0 ? 4 : 3, &y, 1, attrs, 1);
 }
 
+/* A Reshape that provably keeps its input's 4-D shape (T5's exporter writes P.V through
+ * Reshape([B, -1, S, H]) before the head merge): skipped, and taken into the match. */
+static int skip_same_shape_reshape(opt_ctx *c, int v, attn_match *m) {
+    kiln_node *rs = inner(c, v, "Reshape");
+    if (!rs || rs->n_in != 2) return v;
+    const kiln_tensor *fo = opt_fact(c, v), *fi = opt_fact(c, rs->in[0]);
+    if (fo->rank != 4 || fi->rank != 4) return v;
+    for (int d = 0; d < 4; d++)
+        if (!same_dim(fo->dims[d], fi->dims[d])) return v;
+    return take(m, rs) ? rs->in[0] : v;
+}
+
 static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     static const int64_t heads_first[4] = {0, 2, 1, 3};
     attn_match m = {{0}, 0, 1.0};
@@ -288,7 +302,7 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     kiln_node *tr = opt_producer(c, out->in[0], "Transpose");
     if (!tr || !has_perm(tr, 4, heads_first) || !take(&m, tr)) return KILN_OK;
     int tr_shared = !opt_private(c, out->in[0], 1);
-    kiln_node *pv = inner(c, tr->in[0], "MatMul");
+    kiln_node *pv = inner(c, skip_same_shape_reshape(c, tr->in[0], &m), "MatMul");
     if (!pv || pv->n_in != 2 || !take(&m, pv)) return KILN_OK;
 
     /* probabilities, with or without the NaN guard */

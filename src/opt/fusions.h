@@ -16,6 +16,9 @@ kiln_status opt_fuse_gelu(opt_ctx *c);
 kiln_status opt_fuse_gelu_bias(opt_ctx *c);
 /* fuse_layernorm.c: Add [+ Add(bias)] + LayerNormalization -> SkipLayerNormalization. */
 kiln_status opt_fuse_skip_layernorm(opt_ctx *c);
+/* simplify.c: Reshapes that provably keep their input's shape are dropped (readers read the
+ * input), then nodes left with no readers. */
+kiln_status opt_drop_same_shape_reshapes(opt_ctx *c);
 /* fuse_attention.c: the exported self-attention subgraph (head split, Q.K^T, scale, mask,
  * Softmax, P.V, head merge) -> ONNX Attention (opset 23 kernel) on the 3-D projections. */
 kiln_status opt_fuse_attention(opt_ctx *c);

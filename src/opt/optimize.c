@@ -26,7 +26,7 @@ static const fusion_pass passes[] = {
     {opt_fuse_qdq, 2},
     {opt_fuse_conv_batchnorm, 2}, {opt_fuse_conv_add, 2},    {opt_fuse_conv_activation, 2},
     {opt_fuse_gelu, 2},           {opt_fuse_gelu_bias, 2},   {opt_fuse_skip_layernorm, 2},
-    {opt_fuse_attention, 2},      {opt_fuse_matmul_add, 2},  {opt_fuse_transpose_matmul, 2},
+    {opt_drop_same_shape_reshapes, 2}, {opt_fuse_attention, 2},      {opt_fuse_matmul_add, 2},  {opt_fuse_transpose_matmul, 2},
 };
 
 static kiln_status optimize_graph(kiln_graph *g, opt_ctx *parent, int level, int verbose, int device,

@@ -1,7 +1,7 @@
 /* Shapes computed at run time, read statically. Exporters with dynamic axes write a Reshape's or
  * Expand's target as Shape -> Gather -> Unsqueeze -> Concat chains (and torch's "expand with -1"
  * as Where(Equal(s, -1), 1, s)), so the kernels' static inference, which needs the shape's data,
- * leaves those outputs rank -1 and every fusion behind them declines. Here such a chain is
+ * leaves those outputs rank -1 and every fusion behind them declines (ConstantOfShape likewise). Here such a chain is
  * evaluated element by element, an element being a known size or a symbolic dimension of some
  * value's static type; the target then gives the output's static type in terms of the same
  * symbols (equal symbols are equal sizes at run time, so a fusion may rely on them). */
@@ -150,7 +150,8 @@ int opt_sym_vec(opt_ctx *c, int v, int64_t *out) {
 }
 
 /* Reshape(x, s): 0 copies x's dimension (unless allowzero), -1 takes what is left once the
- * symbols and sizes both sides share are cancelled. */
+ * symbols and sizes both sides share are cancelled: a size, or one symbol of x's when the sizes
+ * cancel exactly. */
 static int reshape_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
     int64_t s[SYM_MAX];
     int r = n->n_in == 2 ? opt_sym_vec(c, n->in[1], s) : -1;
@@ -184,13 +185,24 @@ static int reshape_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
             if (j == fx->rank) return -1;
             used[j] = 1;
         }
+        int64_t left_sym = 0; /* one input symbol no output symbol cancels */
         for (int j = 0; j < fx->rank; j++) {
             if (used[j]) continue;
+            if (KILN_DIM_IS_SYM(fx->dims[j]) && !left_sym) {
+                left_sym = fx->dims[j];
+                continue;
+            }
             if (fx->dims[j] < 0) return -1;
             in_known *= fx->dims[j];
         }
-        if (out_known <= 0 || in_known % out_known) return -1;
-        dims[infer_at] = in_known / out_known;
+        /* the head merge [B, S, N, H] -> [B, -1, N*H]: -1 is S when the known sizes cancel */
+        if (left_sym) {
+            if (in_known != out_known) return -1;
+            dims[infer_at] = left_sym;
+        } else {
+            if (out_known <= 0 || in_known % out_known) return -1;
+            dims[infer_at] = in_known / out_known;
+        }
     }
     return r;
 }
@@ -249,6 +261,17 @@ static int slice_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
     return fx->rank;
 }
 
+/* ConstantOfShape(s): s itself (T5 builds its relative-position buckets on one of these). */
+static int constant_of_shape_dims(opt_ctx *c, const kiln_node *n, int64_t *dims) {
+    int64_t s[SYM_MAX];
+    int r = n->n_in == 1 ? opt_sym_vec(c, n->in[0], s) : -1;
+    for (int i = 0; i < r; i++) {
+        if (!sized(s[i]) || s[i] == -1) return -1;
+        dims[i] = s[i];
+    }
+    return r;
+}
+
 void opt_sym_refine(opt_ctx *c, kiln_node *n) {
     if (n->domain[0] || n->n_out < 1 || n->out[0] < 0 || n->out[0] >= c->n_tracked) return;
     kiln_value *f = &c->facts[n->out[0]];
@@ -261,6 +284,7 @@ void opt_sym_refine(opt_ctx *c, kiln_node *n) {
     if (!strcmp(n->op_type, "Reshape")) r = reshape_dims(c, n, dims);
     else if (!strcmp(n->op_type, "Expand")) r = expand_dims(c, n, dims);
     else if (!strcmp(n->op_type, "Range")) r = range_dims(c, n, dims);
+    else if (!strcmp(n->op_type, "ConstantOfShape")) r = constant_of_shape_dims(c, n, dims);
     else if (!strcmp(n->op_type, "Slice") && n->opset >= 10) r = slice_dims(c, n, dims);
     else if (!strcmp(n->op_type, "Concat") && n->n_in == 1) { /* GPT-2's present key/value: a copy */
         const kiln_tensor *fx = opt_fact(c, n->in[0]);
