@@ -40,7 +40,7 @@ def node_times(path, runs):
     return {k: (float(np.median(v)) * len(v) / runs / 1e3, *info[k]) for k, v in durs.items()}
 
 
-def feeds_for(path, batch):
+def feeds_for(path, batch, seq=1):
     import onnx
     m = onnx.load(path, load_external_data=False)
     inits = {i.name for i in m.graph.initializer}
@@ -50,11 +50,16 @@ def feeds_for(path, batch):
         if i.name in inits:
             continue
         t = i.type.tensor_type
-        if t.elem_type != onnx.TensorProto.FLOAT:
-            raise SystemExit(f"input {i.name}: only float32 inputs are fed")
-        dims = [d.dim_value if d.HasField("dim_value") else (batch if k == 0 else 1)
+        dims = [d.dim_value if d.HasField("dim_value") else (batch if k == 0 else seq)
                 for k, d in enumerate(t.shape.dim)]
-        feeds[i.name] = rng.standard_normal(dims).astype(np.float32)
+        if t.elem_type == onnx.TensorProto.FLOAT:
+            feeds[i.name] = rng.standard_normal(dims).astype(np.float32)
+        elif t.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            # token ids in a small vocabulary; masks all ones (every position attends)
+            dt = np.int64 if t.elem_type == onnx.TensorProto.INT64 else np.int32
+            feeds[i.name] = (np.ones(dims, dt) if "mask" in i.name else rng.integers(0, 100, dims).astype(dt))
+        else:
+            raise SystemExit(f"input {i.name}: only float32 and integer inputs are fed")
     return feeds
 
 
@@ -63,9 +68,10 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seq", type=int, default=1, help="value of symbolic dims after the first (sequence length)")
     ap.add_argument("--runs", type=int, default=20)
     a = ap.parse_args()
-    feeds = feeds_for(a.model, a.batch)
+    feeds = feeds_for(a.model, a.batch, a.seq)
     tmp = tempfile.mkdtemp()
     sys.path.insert(0, os.path.join(ROOT, "python"))
     import kiln
