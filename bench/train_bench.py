@@ -291,8 +291,6 @@ def main():
     torch.set_num_threads(args.threads)
     notes = []
     if args.device == "cuda":
-        # the CUDA gradient kernels and device-resident module are opt-in until run on a GPU
-        os.environ.setdefault("KILN_CUDA_TRAINING", "1")
         have = "CUDAExecutionProvider" in kiln.get_available_providers()
         msg = ("--device cuda: kiln's module runs the training model on the CUDA provider (CPU fallback for the ops "
                "it lacks) and keeps parameters, gradients and optimizer state in device memory, the optimizer "
@@ -325,11 +323,10 @@ def main():
     buf = io.StringIO()
     buf.write("# Training: kiln against PyTorch (%s)\n\n" % args.device.upper())
     buf.write("`%s` on %s, %s, %d thread(s) for both (torch.set_num_threads), PyTorch %s, device %s, %d steps.\n"
-              "The machine's 2 cores are shared with other jobs (load average %.1f at the end): timings are "
-              "indicative.\n\n"
+              "The machine has %d CPU cores (load average %.1f at the end).\n\n"
               % (" ".join(["bench/train_bench.py"] + sys.argv[1:]), platform.processor() or platform.machine(),
                  platform.python_version(), args.threads, torch.__version__, args.device, args.steps,
-                 os.getloadavg()[0]))
+                 os.cpu_count() or 0, os.getloadavg()[0]))
     buf.write("Same initial weights (PyTorch's, exported with torch.onnx.export in eval mode), same batches, "
               "cross-entropy loss; AdamW lr 1e-3 weight_decay 0.01, SGD lr 0.05 momentum 0.9. "
               "Train step = forward + backward + optimizer step, timed after the checks: %d more steps each, "

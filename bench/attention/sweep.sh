@@ -19,8 +19,6 @@ SHAPES=${SHAPES:-$ROOT/bench/attention/sweep_shapes.csv}
 BIN=${SWEEP_BIN:-/tmp/kiln-attn/attn}
 mkdir -p "$OUT"
 SECONDS=0
-# the split-KV decode kernel is opt-in until it has run on a GPU (attention_dispatch.h)
-export KILN_ENABLE_DECODE_ATTENTION=${KILN_ENABLE_DECODE_ATTENTION:-1}
 log() { echo "[sweep ${SECONDS}s] $*"; }
 left() { echo $((BUDGET_S - SECONDS)); }
 

@@ -11,6 +11,10 @@
  *  - the first run of a key is remembered, the second opens the child (a one-off shape is not
  *    worth the compile); at most SPEC_MAX children, the least recently used idle one closed to
  *    make room (none idle: the run goes the generic way and the next one tries again);
+ *  - a key takes a full table's slot only after as many runs as evict_need, which starts at 2
+ *    and doubles with every child closed that way: shapes that cycle through more keys than
+ *    there are slots (a decoder's growing cache length, repeated per request) would otherwise
+ *    close and open a child on every run, each open costing far more than the run;
  *  - a child that fails to open, or whose run fails where the generic run then succeeds, marks
  *    its key "not specialised"; no run fails because of specialisation;
  *  - children borrow the parent's providers and its device-constant cache (devcache.h); what the
@@ -41,6 +45,7 @@ typedef struct spec_child {
 typedef struct spec_seen {
     char *key;
     int refused;
+    unsigned runs;      /* generic runs of this key so far */
     unsigned long used;
     struct spec_seen *next;
 } spec_seen;
@@ -61,6 +66,7 @@ struct kiln_spec_table {
     spec_use *uses;
     int *sym_of;         /* [k]: the model's symbol id */
     int conflict_logged;
+    unsigned evict_need; /* runs a key needs before it may take a busy table's slot */
 };
 
 static int spec_on(const kiln_session *s) {
@@ -319,11 +325,18 @@ kiln_session *kiln_spec_take(kiln_session *s, const kiln_value *slots) {
         pthread_mutex_unlock(&t->mu);
         return NULL;
     }
+    x->runs++;
     /* the second run of this shape: a slot, free or the least recently used idle child's */
     int slot = -1;
     for (int i = 0; i < SPEC_MAX && slot < 0; i++)
         if (!t->child[i].key) slot = i;
     int full = slot < 0;
+    if (!t->evict_need) t->evict_need = 2;
+    if (full && x->runs + 1 < t->evict_need) { /* not yet worth a slot another shape holds */
+        x->used = ++t->tick;
+        pthread_mutex_unlock(&t->mu);
+        return NULL;
+    }
     for (int i = 0; i < SPEC_MAX && full; i++) {
         spec_child *c = &t->child[i];
         if (c->s && !c->users && (slot < 0 || c->used < t->child[slot].used)) slot = i;
@@ -333,6 +346,7 @@ kiln_session *kiln_spec_take(kiln_session *s, const kiln_value *slots) {
         pthread_mutex_unlock(&t->mu);
         return NULL;
     }
+    if (full && t->evict_need < (1u << 20)) t->evict_need *= 2;
     spec_child victim = t->child[slot];
     spec_child *c = &t->child[slot];
     memset(c, 0, sizeof *c);

@@ -40,12 +40,13 @@ static kiln_status fail_from_base(kiln_err *e, kiln_status st) {
 }
 
 /* The training kernels (the kiln gradient ops, NegativeLogLikelihoodLoss, and the vtable's
- * fill_zero / accumulate_f32 / optim_step that keep a train module on the device) have been
- * compiled but not yet run on a GPU: until they are, they are taken only with KILN_CUDA_TRAINING=1,
- * and training otherwise keeps its gradients on the host as before. */
+ * fill_zero / accumulate_f32 / optim_step that keep a train module on the device) are on by
+ * default since their first GPU run (2026-12-06, H100: tests/gpu/test_train_cuda.py and
+ * bench/train_bench.py --device cuda matched PyTorch); KILN_CUDA_TRAINING=0 keeps gradients and
+ * the optimizer on the host, the path used before. */
 static int training_enabled(void) {
     const char *v = getenv("KILN_CUDA_TRAINING");
-    return v && v[0] == '1';
+    return !(v && v[0] == '0');
 }
 
 static int is_training_kernel(const kiln_node *n) {
@@ -58,8 +59,7 @@ static void cuda_claim(kiln_provider *p, const kiln_graph *g, const kiln_node *n
     (void)p;
     const kiln_kernel *k = kiln_kernel_find(kernel_tables(), n->domain, n->op_type, n->opset);
     if (k && is_training_kernel(n) && !training_enabled()) {
-        snprintf(out->why, sizeof out->why, "the CUDA training kernels are experimental (not yet run on a "
-                 "GPU); KILN_CUDA_TRAINING=1 takes them");
+        snprintf(out->why, sizeof out->why, "the CUDA training kernels are switched off (KILN_CUDA_TRAINING=0)");
         return;
     }
     if (!k) {

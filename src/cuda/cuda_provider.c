@@ -90,11 +90,20 @@ kiln_status kiln_cuda_provider_create(int device, kiln_cuda_provider **out) {
 
     /* a blocking stream: it waits for the legacy default stream, where torch and cupy queue the
      * work that fills device inputs handed to kiln, and that stream waits for it in turn */
-    kiln_status st = kiln_cuda_check(cudaStreamCreateWithFlags(&p->stream, cudaStreamDefault),
+    /* handles are stored only once created: a failed create (out of memory) may leave garbage in
+     * its output, which destroy would then hand back to the runtime (seen under compute-sanitizer:
+     * "invalid resource handle" from cudaStreamSynchronize on the failure path) */
+    cudaStream_t stream = NULL;
+    cublasHandle_t cublas = NULL;
+    kiln_status st = kiln_cuda_check(cudaStreamCreateWithFlags(&stream, cudaStreamDefault),
                                      "cudaStreamCreateWithFlags");
     if (st == KILN_OK) {
-        st = kiln_cublas_check(cublasCreate(&p->cublas), "cublasCreate");
-        if (st == KILN_OK) st = kiln_cublas_check(cublasSetStream(p->cublas, p->stream), "cublasSetStream");
+        p->stream = stream;
+        st = kiln_cublas_check(cublasCreate(&cublas), "cublasCreate");
+        if (st == KILN_OK) {
+            p->cublas = cublas;
+            st = kiln_cublas_check(cublasSetStream(p->cublas, p->stream), "cublasSetStream");
+        }
     }
     if (st != KILN_OK) {
         kiln_cuda_provider_destroy(p);

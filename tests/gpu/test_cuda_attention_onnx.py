@@ -1,13 +1,9 @@
 """ai.onnx Attention (opset 23), the op kiln's attention fusion writes, on the CUDA provider
 against the CPU provider: 3-D and 4-D inputs, grouped K/V heads, additive masks broadcast over
 batch/heads/rows, is_causal, scale; and what stays on the CPU."""
-import os
 
 import numpy as np
 import pytest
-
-# the split-KV decode kernel is opt-in until it has run on a GPU (attention_dispatch.h)
-os.environ["KILN_ENABLE_DECODE_ATTENTION"] = "1"
 
 from cuda_diff import BF16, F16, F32, check, rand
 

@@ -8,9 +8,6 @@ bfloat16 stays within cuda_diff's tolerances. Skips where the CUDA provider does
 import os
 import sys
 
-# the split-KV decode kernel is opt-in until it has run on a GPU (attention_dispatch.h)
-os.environ["KILN_ENABLE_DECODE_ATTENTION"] = "1"
-
 import numpy as np
 import pytest
 

@@ -8,9 +8,6 @@ Skips, with the reason, where kiln's CUDA provider does not run (no GPU or no li
 import os
 import sys
 
-# the CUDA training kernels are opt-in until they have run on a GPU (src/cuda/cuda_ep.c)
-os.environ["KILN_CUDA_TRAINING"] = "1"
-
 import numpy as np
 import pytest
 

@@ -318,7 +318,10 @@ static kiln_status skip_check(kiln_ctx *ctx, int simplified, kiln_tensor **in) {
             if (a >= 0 && b >= 0 && a != b && !(lead && a == 1)) ok = 0;
             if (a != 1) lead = 0;
         }
-        if (ok && k->dims[k->rank - 1] != h) ok = 0;
+        /* the hidden size is compared where both sides know it (static inference may know it from
+         * the skip alone, as exporters of GPT-2 leave the residual's last axis unnamed) */
+        int64_t kh = k->dims[k->rank - 1];
+        if (ok && kh >= 0 && h >= 0 && kh != h) ok = 0;
         if (!ok) {
             char b1[96], b2[96];
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
@@ -343,8 +346,13 @@ static kiln_status skip_infer(kiln_ctx *ctx, int simplified) {
         return KILN_OK;
     }
     static const int stats[] = {1, 2};
-    KILN_TRY(set_ln_outputs(ctx, x, x->rank - 1, 2, stats));
-    if (ctx->n_out > 3 && kiln_output(ctx, 3)) KILN_TRY(kiln_set_output_like(ctx, 3, x));
+    /* an unknown hidden size is gamma's (or the skip's) */
+    kiln_tensor shape = *x;
+    int64_t *h = &shape.dims[shape.rank - 1];
+    if (*h < 0 && in[2]->rank == 1 && in[2]->dims[0] >= 0) *h = in[2]->dims[0];
+    if (*h < 0 && in[1]->rank >= 1 && in[1]->dims[in[1]->rank - 1] >= 0) *h = in[1]->dims[in[1]->rank - 1];
+    KILN_TRY(set_ln_outputs(ctx, &shape, shape.rank - 1, 2, stats));
+    if (ctx->n_out > 3 && kiln_output(ctx, 3)) KILN_TRY(kiln_set_output_like(ctx, 3, &shape));
     return KILN_OK;
 }
 

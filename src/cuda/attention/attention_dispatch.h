@@ -34,8 +34,8 @@
  *  KILN_DISABLE_SM90_ATTENTION=1    never take the Hopper wgmma kernel
  *  KILN_ENABLE_SM90_ATTENTION=1     take the Hopper kernel for every head size it has
  *  KILN_FORCE_UNFUSED_ATTENTION=1   always take the unfused path
- *  KILN_ENABLE_DECODE_ATTENTION=1   take the split-KV decode kernel (opt-in: not yet run on a GPU)
- *  KILN_DISABLE_DECODE_ATTENTION=1  never take it (wins over the above)
+ *  KILN_DISABLE_DECODE_ATTENTION=1  never take the split-KV decode kernel (the default for the
+ *                                   shapes above since its first GPU run, 2026-12-06)
  *  KILN_ATTENTION_VERBOSE=1         one line per call naming the kernel that ran and why
  *  KILN_UNFUSED_WORKSPACE_MB=n      cap on the unfused score buffer (default 4096)
  */

@@ -78,8 +78,10 @@ extern "C" const kiln_attn_env *kiln_attn_env_get(void) {
         e.enable_sm90 = env_flag("KILN_ENABLE_SM90_ATTENTION");
         e.force_unfused = env_flag("KILN_FORCE_UNFUSED_ATTENTION");
         e.verbose = env_flag("KILN_ATTENTION_VERBOSE");
-        // The split-KV decode kernel is compiled but not yet run on a GPU: opt-in until it is.
-        e.disable_decode = !env_flag("KILN_ENABLE_DECODE_ATTENTION") || env_flag("KILN_DISABLE_DECODE_ATTENTION");
+        // The split-KV decode kernel is the default for one-token queries since its first GPU run
+        // (2026-12-06, H100: the attention-op and ONNX-attention tests); KILN_DISABLE_DECODE_ATTENTION=1
+        // sends them to the flash kernels instead.
+        e.disable_decode = env_flag("KILN_DISABLE_DECODE_ATTENTION");
         const char *ws = getenv("KILN_UNFUSED_WORKSPACE_MB");
         long mb = ws ? atol(ws) : 0;
         e.unfused_ws_bytes = (size_t)(mb > 0 ? mb : 4096) << 20;
