@@ -514,7 +514,285 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     return KILN_OK;
 }
 
+/* ---- Output channels in the lanes ----
+ * On small maps the 32 output positions of a register tile run over padding columns or a partial
+ * last chunk: a 7x7 map keeps 49 of 64 lanes busy, 14x14 196 of 224 (the flat layout above, or
+ * the product's 32-column panels for a 1x1 convolution). Here a vector holds 16 output channels of
+ * one position instead: a tile is 32 channels x up to 12 consecutive positions of one output row
+ * (24 accumulators), each tap one broadcast input value per position times two weight vectors,
+ * so lanes idle only where the channel count is not a multiple of 16 (ONNX Runtime's NCHWc
+ * kernels put channels in the lanes for the same reason). Inputs: a 1x1 convolution reads X
+ * where it lies; others read the padded copy above (a tap is again one offset for every
+ * position). Weights: kconv_pack_lanes, per group blocks of 32 channels (the last may hold 16),
+ * [tap][channel] inside a block. */
+#define LMB 32 /* channels per block */
+#define LNP 12 /* positions per tile, at most */
+
+static int64_t lanes_mpad(const kconv_geom *g) { return (g->M / g->group + 15) / 16 * 16; }
+
+int64_t kconv_lanes_weight_size(const kconv_geom *g) {
+    return g->group * lanes_mpad(g) * (g->C / g->group) * g->k_size;
+}
+
+/* Read from the product's packed panels (kconv_pack_weight), not from W: a constant W's pages
+ * were handed back once packed, and reading them here would fault them in again. */
+void kconv_pack_lanes(const kconv_geom *g, const float *wpk, float *dst) {
+    int64_t Mg = g->M / g->group, Kg = g->C / g->group * g->k_size, Mp = lanes_mpad(g);
+    int64_t M12 = (Mg + DMR - 1) / DMR * DMR, per = kgemm_avx512_packed_size(Mg, Kg);
+    for (int64_t grp = 0; grp < g->group; grp++) {
+        const float *wg = wpk + grp * per;
+        float *dg = dst + grp * Mp * Kg;
+        for (int64_t mb = 0; mb < Mp; mb += LMB) {
+            int64_t bw = Mp - mb < LMB ? Mp - mb : LMB;
+            float *d = dg + mb * Kg;
+            for (int64_t k = 0; k < Kg; k++) {
+                int64_t pc = k / KGEMM_KC * KGEMM_KC, kc = Kg - pc < KGEMM_KC ? Kg - pc : KGEMM_KC;
+                const float *blk = wg + pc * M12 + (k - pc) * DMR;
+                for (int64_t m = 0; m < bw; m++) {
+                    int64_t r = mb + m;
+                    d[k * bw + m] = r < Mg ? blk[r / DMR * DMR * kc + r % DMR] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+static int pointwise_geom(const kconv_geom *g) {
+    for (int d = 0; d < g->nd; d++)
+        if (g->k[d] != 1 || g->stride[d] != 1 || g->pad_b[d] || g->pad_e[d]) return 0;
+    return 1;
+}
+
+int kconv_lanes_ok(const kconv_geom *g) {
+    if (!kgemm_avx512_available() || g->nd < 1 || g->nd > 2) return 0;
+    int64_t Mg = g->M / g->group;
+    if (Mg < 16 || g->out_size < 1) return 0;
+    /* busy lanes of this layout against those of the one the convolution would take otherwise;
+     * it must win clearly, the positions' layouts being the better tuned on large maps */
+    double eff_ch = (double)Mg / (double)lanes_mpad(g), eff_pos;
+    if (pointwise_geom(g)) {
+        eff_pos = (double)g->out_size / (double)((g->out_size + DNR - 1) / DNR * DNR);
+    } else if (kconv_direct_ok(g)) {
+        dgeo d;
+        dgeo_make(g, &d);
+        eff_pos = d.flat ? (double)g->out_size / (double)(d.chunks * DNR)
+                         : (double)d.OW / (double)((d.OW + DNR - 1) / DNR * DNR);
+    } else {
+        return 0;
+    }
+    return eff_ch >= eff_pos + 0.05;
+}
+
+/* tile[i * 32 + m] = sum_k w[k][m] * xb[offs[k] + i], i < NP, m < 16 * MV */
+__attribute__((target("avx512f"), always_inline)) static inline void
+lanes_tile(const float *wb, int64_t K, const int64_t *offs, const float *xb, float *tile,
+           const int NP, const int MV) {
+    __m512 c0[LNP], c1[LNP];
+#pragma GCC unroll 12
+    for (int i = 0; i < NP; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const float *p = xb + offs[k];
+        __m512 w0 = _mm512_loadu_ps(wb), w1 = MV == 2 ? _mm512_loadu_ps(wb + 16) : w0;
+#pragma GCC unroll 12
+        for (int i = 0; i < NP; i++) {
+            __m512 a = _mm512_set1_ps(p[i]);
+            c0[i] = _mm512_fmadd_ps(a, w0, c0[i]);
+            if (MV == 2) c1[i] = _mm512_fmadd_ps(a, w1, c1[i]);
+        }
+        wb += 16 * MV;
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < NP; i++) {
+        _mm512_storeu_ps(tile + i * LMB, c0[i]);
+        if (MV == 2) _mm512_storeu_ps(tile + i * LMB + 16, c1[i]);
+    }
+}
+
+#define LANES_CASE(n)                                                                              \
+    case n:                                                                                        \
+        if (mv == 2) lanes_tile(wb, K, offs, xb, tile, n, 2);                                      \
+        else lanes_tile(wb, K, offs, xb, tile, n, 1);                                              \
+        break;
+__attribute__((target("avx512f"))) static void lanes_dispatch(const float *wb, int64_t K,
+                                                              const int64_t *offs, const float *xb,
+                                                              float *tile, int np, int mv) {
+    switch (np) {
+        LANES_CASE(1) LANES_CASE(2) LANES_CASE(3) LANES_CASE(4) LANES_CASE(5) LANES_CASE(6)
+        LANES_CASE(7) LANES_CASE(8) LANES_CASE(9) LANES_CASE(10) LANES_CASE(11) LANES_CASE(12)
+    default: break;
+    }
+}
+
+typedef struct ljob {
+    const kconv_geom *g;
+    const float *src;       /* X (1x1) or the padded copy of images [n0, n0 + count) */
+    const float *wl, *bias, *z;
+    const kconv_act *act;
+    float *y;
+    const int64_t *offs;    /* per tap, from a position's input */
+    int64_t n0, Mg, K, Mp, blocks, rows, rowlen, segs, rstride, img_stride, ch_stride;
+} ljob;
+
+/* items: (image, group, channel block, output row, row segment), the segment fastest */
+__attribute__((target("avx512f"))) static void lanes_run(void *arg, int64_t i0, int64_t i1) {
+    const ljob *j = arg;
+    const kconv_geom *g = j->g;
+    float tile[LNP * LMB];
+    int act = j->act && j->act->kind != KACT_NONE, relu = act && j->act->kind == KACT_RELU && !j->z;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t s = it % j->segs, rest = it / j->segs;
+        int64_t oy = rest % j->rows;
+        rest /= j->rows;
+        int64_t b = rest % j->blocks;
+        rest /= j->blocks;
+        int64_t grp = rest % g->group, in = rest / g->group;
+        int64_t x0 = s * j->rowlen / j->segs, x1 = (s + 1) * j->rowlen / j->segs;
+        int64_t mb = b * LMB, bw = j->Mp - mb < LMB ? j->Mp - mb : LMB, mv = bw / 16;
+        int64_t mr = j->Mg - mb < bw ? j->Mg - mb : bw, np = x1 - x0;
+        const float *xb = j->src + in * j->img_stride + grp * (g->C / g->group) * j->ch_stride +
+                          oy * j->rstride + x0;
+        const float *wb = j->wl + grp * j->Mp * j->K + mb * j->K;
+        lanes_dispatch(wb, j->K, j->offs, xb, tile, (int)np, (int)mv);
+        /* bias (and Relu when nothing comes between) on the channel vectors, then the tile goes
+         * to the output planes, transposed */
+        __m512 b0 = zero, b1 = zero;
+        if (j->bias) {
+            const float *bp = j->bias + grp * j->Mg + mb;
+            b0 = _mm512_maskz_loadu_ps((__mmask16)(mr >= 16 ? 0xffff : (1u << mr) - 1), bp);
+            if (mr > 16) b1 = _mm512_maskz_loadu_ps((__mmask16)(mr >= 32 ? 0xffff : (1u << (mr - 16)) - 1), bp + 16);
+        }
+        for (int64_t i = 0; i < np; i++)
+            for (int64_t v = 0; v < mv; v++) {
+                __m512 t = _mm512_add_ps(_mm512_loadu_ps(tile + i * LMB + 16 * v), v ? b1 : b0);
+                if (relu) t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ), zero);
+                _mm512_storeu_ps(tile + i * LMB + 16 * v, t);
+            }
+        int64_t n = j->n0 + in, p0 = oy * j->rowlen + x0;
+        for (int64_t m = 0; m < mr; m++) {
+            float *yr = j->y + (n * g->M + grp * j->Mg + mb + m) * g->out_size + p0;
+            for (int64_t i = 0; i < np; i++) yr[i] = tile[i * LMB + m];
+            if (j->z) kvec_add_f32(yr, j->z + (yr - j->y), np);
+            if (act && !relu) kconv_apply_act(j->act, yr, np);
+        }
+    }
+}
+
+static int64_t lanes_items(const ljob *j, int64_t images) {
+    return images * j->g->group * j->blocks * j->rows * j->segs;
+}
+
+static double lanes_cost(const void *arg, int64_t it) {
+    const ljob *j = arg;
+    int64_t s = it % j->segs, b = it / (j->segs * j->rows) % j->blocks;
+    int64_t np = (s + 1) * j->rowlen / j->segs - s * j->rowlen / j->segs;
+    int64_t bw = j->Mp - b * LMB < LMB ? j->Mp - b * LMB : LMB;
+    return (double)(bw * np * j->K);
+}
+
+static void lanes_parallel(kiln_ctx *ctx, ljob *lj, int64_t images, double macs, int report) {
+    int64_t items = lanes_items(lj, images), grain = kpar_grain(items, macs / 100.0);
+    if (report && kconv_debug_partition())
+        kconv_report_partition("direct-lanes", lj->g, kiln_num_threads(ctx), items, grain,
+                               lanes_cost, lj, 1.0);
+    kiln_parallel_for(ctx, items, grain, lanes_run, lj);
+}
+
+kiln_status kconv_lanes_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wl,
+                            const float *bias, const float *z, const kconv_act *act, float *y) {
+    ljob lj;
+    memset(&lj, 0, sizeof lj);
+    lj.g = g;
+    lj.wl = wl;
+    lj.bias = bias;
+    lj.z = z;
+    lj.act = act;
+    lj.y = y;
+    lj.Mg = g->M / g->group;
+    lj.Mp = lanes_mpad(g);
+    lj.blocks = (lj.Mp + LMB - 1) / LMB;
+    lj.K = g->C / g->group * g->k_size;
+    int nt = kiln_num_threads(ctx);
+    double macs_img = (double)lj.Mp * g->group * lj.K * g->out_size;
+    if (pointwise_geom(g)) {
+        /* X read in place: one "row" of all positions, a tap is a channel plane */
+        int64_t *offs = malloc(sizeof(int64_t) * (size_t)(lj.K > 0 ? lj.K : 1));
+        if (!offs) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for tap offsets");
+        for (int64_t k = 0; k < lj.K; k++) offs[k] = k * g->in_size;
+        lj.src = x;
+        lj.offs = offs;
+        lj.rows = 1;
+        lj.rowlen = g->out_size;
+        lj.img_stride = g->C * g->in_size;
+        lj.ch_stride = g->in_size;
+        lj.segs = (lj.rowlen + LNP - 1) / LNP;
+        lanes_parallel(ctx, &lj, g->N, macs_img * (double)g->N, 1);
+        free(offs);
+        return KILN_OK;
+    }
+    djob j;
+    memset(&j, 0, sizeof j);
+    j.g = g;
+    dgeo_make(g, &j.d);
+    j.x = x;
+    const dgeo *d = &j.d;
+    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = nt > 1 ? g->N : 1;
+    if (nb * per_image + slack > PAD_CACHE_MAX) {
+        nb = (PAD_CACHE_MAX - slack) / per_image;
+        if (nb < 1) nb = 1;
+    }
+    int64_t npad = nb * per_image + slack;
+    int own = 0;
+    float *pad = cached_pad(g, d, npad);
+    if (!pad) {
+        pad = calloc((size_t)npad, sizeof(float));
+        own = 1;
+    }
+    int64_t *offs = malloc(sizeof(int64_t) * (size_t)(lj.K > 0 ? lj.K : 1));
+    if (!pad || !offs) {
+        if (own) free(pad);
+        free(offs);
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
+    }
+    for (int64_t k = 0; k < lj.K; k++) {
+        int64_t c = k / (d->KH * d->KW), t = k % (d->KH * d->KW), ky = t / d->KW, kx = t % d->KW;
+        int64_t dx = kx * d->dw, dy = ky * d->dh;
+        if (d->flat)
+            offs[k] = c * d->cs + ((dy % d->sh) * d->sw + dx % d->sw) * d->plane +
+                      dy / d->sh * d->Lq + dx / d->sw;
+        else
+            offs[k] = c * d->cs + dy * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
+    }
+    j.pad = pad;
+    lj.src = pad;
+    lj.offs = offs;
+    lj.rows = d->OH;
+    lj.rowlen = d->OW;
+    lj.rstride = d->flat ? d->Lq : d->sh * d->rowlen;
+    lj.img_stride = per_image;
+    lj.ch_stride = d->cs;
+    lj.segs = (lj.rowlen + LNP - 1) / LNP;
+    for (int64_t n = 0; n < g->N; n += nb) {
+        int64_t cnt = g->N - n < nb ? g->N - n : nb;
+        j.n = n;
+        lj.n0 = n;
+        kiln_parallel_for(ctx, cnt * g->C, kpar_grain(cnt * g->C, (double)cnt * per_image * 0.3),
+                          fill_run, &j);
+        lanes_parallel(ctx, &lj, cnt, macs_img * (double)cnt, n == 0);
+    }
+    if (own) free(pad);
+    free(offs);
+    return KILN_OK;
+}
+
 #else
+int kconv_lanes_ok(const kconv_geom *g) { return 0; }
+int64_t kconv_lanes_weight_size(const kconv_geom *g) { return 0; }
+void kconv_pack_lanes(const kconv_geom *g, const float *w, float *dst) {}
+kiln_status kconv_lanes_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wl,
+                            const float *bias, const float *z, const kconv_act *act, float *y) {
+    return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "channel-lane convolution needs AVX-512");
+}
 int kconv_direct_ok(const kconv_geom *g) { return 0; }
 kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
                              const float *bias, const float *z, const kconv_act *act, float *y) {
