@@ -430,6 +430,51 @@ static double item_cost(const void *arg, int64_t it) {
     return r1 > r0 ? (double)((mr + 3) / 4 * 4) * (double)((r1 - r0) * lanes) * (double)j->K : 0;
 }
 
+/* The padded copy's buffer (j->pad; *own: to free after) for *nb images at a time, and the
+ * offset of every tap from a position's input (*offs, to free). With threads, images go together,
+ * as many as a kept buffer holds (at batch 8 a per-image loop gave 16 threads one image's items
+ * at a time, and two pool hand-offs per image). One thread goes image by image: the copy it just
+ * made is still in its cache. */
+static kiln_status padded_setup(kiln_ctx *ctx, djob *j, int nt, int64_t *nb_out, int *own,
+                                int64_t **offs_out) {
+    const kconv_geom *g = j->g;
+    const dgeo *d = &j->d;
+    int64_t K = g->C / g->group * g->k_size;
+    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = nt > 1 ? g->N : 1;
+    if (nb * per_image + slack > PAD_CACHE_MAX) {
+        nb = (PAD_CACHE_MAX - slack) / per_image;
+        if (nb < 1) nb = 1;
+    }
+    /* the padding: zero; flat chunks past the last row read up to a row and a chunk further */
+    int64_t npad = nb * per_image + slack;
+    *own = 0;
+    float *pad = cached_pad(g, d, npad);
+    if (!pad) {
+        pad = calloc((size_t)npad, sizeof(float));
+        *own = 1;
+    }
+    int64_t *offs = malloc(sizeof(int64_t) * (size_t)(K > 0 ? K : 1));
+    if (!pad || !offs) {
+        if (*own) free(pad);
+        free(offs);
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
+    }
+    for (int64_t k = 0; k < K; k++) {
+        int64_t c = k / (d->KH * d->KW), t = k % (d->KH * d->KW), ky = t / d->KW, kx = t % d->KW;
+        int64_t dx = kx * d->dw, dy = ky * d->dh;
+        if (d->flat)
+            offs[k] = c * d->cs + ((dy % d->sh) * d->sw + dx % d->sw) * d->plane +
+                      dy / d->sh * d->Lq + dx / d->sw;
+        else
+            offs[k] = c * d->cs + dy * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
+    }
+    j->pad = pad;
+    j->offs = offs;
+    *nb_out = nb;
+    *offs_out = offs;
+    return KILN_OK;
+}
+
 kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
                              const float *bias, const float *z, const kconv_act *act, float *y) {
     djob j;
@@ -448,40 +493,10 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.panels = (j.Mg + DMR - 1) / DMR;
     j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
     const dgeo *d = &j.d;
-    /* With threads, images go together, as many as a kept buffer holds (at batch 8 a per-image
-     * loop gave 16 threads one image's items at a time, and two pool hand-offs per image). One
-     * thread goes image by image: the copy it just made is still in its cache. */
     int nt = kiln_num_threads(ctx);
-    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = nt > 1 ? g->N : 1;
-    if (nb * per_image + slack > PAD_CACHE_MAX) {
-        nb = (PAD_CACHE_MAX - slack) / per_image;
-        if (nb < 1) nb = 1;
-    }
-    /* the padding: zero; flat chunks past the last row read up to a row and a chunk further */
-    int64_t npad = nb * per_image + slack;
-    int own = 0;
-    float *pad = cached_pad(g, d, npad);
-    if (!pad) {
-        pad = calloc((size_t)npad, sizeof(float));
-        own = 1;
-    }
-    int64_t *offs = malloc(sizeof(int64_t) * (size_t)(j.K > 0 ? j.K : 1));
-    if (!pad || !offs) {
-        if (own) free(pad);
-        free(offs);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
-    }
-    for (int64_t k = 0; k < j.K; k++) {
-        int64_t c = k / (d->KH * d->KW), t = k % (d->KH * d->KW), ky = t / d->KW, kx = t % d->KW;
-        int64_t dx = kx * d->dw, dy = ky * d->dh;
-        if (d->flat)
-            offs[k] = c * d->cs + ((dy % d->sh) * d->sw + dx % d->sw) * d->plane +
-                      dy / d->sh * d->Lq + dx / d->sw;
-        else
-            offs[k] = c * d->cs + dy * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
-    }
-    j.pad = pad;
-    j.offs = offs;
+    int64_t nb, *offs, per_image = g->C * d->cs;
+    int own;
+    KILN_TRY(padded_setup(ctx, &j, nt, &nb, &own, &offs));
     /* Items: one 12-channel panel of one image and group over a block of output rows (flat: of
      * 32-lane chunks); the planner picks the blocks. Nothing is repacked per item, so only the
      * balance and a small cost per item count. */
@@ -509,7 +524,7 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
                           fill_run, &j);
         kiln_parallel_for(ctx, items, grain, d->flat ? compute_flat_run : compute_run, &j);
     }
-    if (own) free(pad);
+    if (own) free(j.pad);
     free(offs);
     return KILN_OK;
 }
@@ -767,34 +782,10 @@ kiln_status kconv_lanes_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, 
     dgeo_make(g, &j.d);
     j.x = x;
     const dgeo *d = &j.d;
-    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = nt > 1 ? g->N : 1;
-    if (nb * per_image + slack > PAD_CACHE_MAX) {
-        nb = (PAD_CACHE_MAX - slack) / per_image;
-        if (nb < 1) nb = 1;
-    }
-    int64_t npad = nb * per_image + slack;
-    int own = 0;
-    float *pad = cached_pad(g, d, npad);
-    if (!pad) {
-        pad = calloc((size_t)npad, sizeof(float));
-        own = 1;
-    }
-    int64_t *offs = malloc(sizeof(int64_t) * (size_t)(lj.K > 0 ? lj.K : 1));
-    if (!pad || !offs) {
-        if (own) free(pad);
-        free(offs);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
-    }
-    for (int64_t k = 0; k < lj.K; k++) {
-        int64_t c = k / (d->KH * d->KW), t = k % (d->KH * d->KW), ky = t / d->KW, kx = t % d->KW;
-        int64_t dx = kx * d->dw, dy = ky * d->dh;
-        if (d->flat)
-            offs[k] = c * d->cs + ((dy % d->sh) * d->sw + dx % d->sw) * d->plane +
-                      dy / d->sh * d->Lq + dx / d->sw;
-        else
-            offs[k] = c * d->cs + dy * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
-    }
-    j.pad = pad;
+    int64_t nb, *offs, per_image = g->C * d->cs;
+    int own;
+    KILN_TRY(padded_setup(ctx, &j, nt, &nb, &own, &offs));
+    float *pad = j.pad;
     lj.src = pad;
     lj.offs = offs;
     lj.rows = d->OH;
