@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from util import assert_same, check, node_model, rand, run_kiln, run_ort  # noqa: E402
+import kiln  # noqa: E402
 
 F32, F16 = np.float32, np.float16
 MS = "com.microsoft"
@@ -326,3 +327,107 @@ def test_fused_store_nan(act, params, xs, ws, attrs):
     assert np.isnan(got).any()
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert_same(got, want.astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
+# ---- output channels in the lanes (small maps, many taps) ----
+
+LANES_CASES = [
+    # (x, w, attrs): each is checked to take the lanes path
+    ((1, 128, 7, 7), (32, 128, 3, 3), {"pads": [1, 1, 1, 1]}),            # DenseNet's 3x3 on 7x7
+    ((3, 96, 7, 7), (40, 96, 3, 3), {"pads": [1, 1, 1, 1]}),              # a 16-channel block, tail
+    ((2, 400, 7, 7), (45, 400, 1, 1), {}),                                # 1x1 read in place, odd
+    ((3, 96, 14, 14), (64, 48, 3, 3), {"group": 2, "pads": [1, 0, 2, 1]}),  # grouped, uneven pads
+    ((2, 64, 15, 15), (48, 64, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # strided flat
+    ((2, 256, 14, 13), (64, 256, 1, 1), {"strides": [2, 2]}),             # strided 1x1 (subsampled)
+    ((3, 80, 11), (64, 80, 5), {"pads": [2, 2]}),                         # 1-D
+    ((2, 96, 10, 10), (32, 96, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+]
+
+
+def lanes_paths(m, feeds, threads):
+    """The partition report's path names for one run of m (KILN_DEBUG_PARTITION in a child)."""
+    import subprocess
+    import tempfile
+    d = tempfile.mkdtemp()
+    mp, fp = os.path.join(d, "m.onnx"), os.path.join(d, "f.npz")
+    with open(mp, "wb") as f:
+        f.write(m.SerializeToString())
+    np.savez(fp, **feeds)
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from util import run_kiln;"
+            "z = np.load(sys.argv[3]); run_kiln(open(sys.argv[2], 'rb').read(), dict(z), threads=%d)" % threads)
+    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), mp, fp],
+                       env=dict(os.environ, KILN_DEBUG_PARTITION="1"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [kv.split("=", 1)[1] for ln in r.stderr.splitlines() if ln.startswith("kiln-partition ")
+            for kv in ln.split()[1:] if kv.startswith("path=")]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", LANES_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lanes(xs, ws, attrs, bias, threads):
+    rng = np.random.default_rng(91)
+    x, w = rand(rng, xs), rand(rng, ws, low=-1, high=1)
+    b = rand(rng, (ws[0],)) if bias else None
+    m, feeds = conv_model(x, w, b, attrs)
+    assert lanes_paths(m, feeds, threads) == ["direct-lanes"]
+    check(m, feeds, threads=threads, **tol(F32, int(np.prod(ws[1:]))))
+
+
+@pytest.mark.parametrize("act,params", ACTS)
+@pytest.mark.parametrize("xs,ws,attrs", LANES_CASES[1:3])
+@pytest.mark.parametrize("z", [False, True])
+def test_lanes_fused(act, params, xs, ws, attrs, z):
+    attrs = dict(attrs, activation=act)
+    if params:
+        attrs["activation_params"] = params
+    run_case(np.random.default_rng(92), xs, ws, attrs, op="FusedConv", z=z)
+
+
+def test_lanes_weight_as_input_and_repeat_runs():
+    """W as a graph input packs per call; a constant W packs once and serves later runs."""
+    rng = np.random.default_rng(93)
+    xs, ws, attrs = LANES_CASES[0]
+    for w_init in (False, True):
+        x, w, b = rand(rng, xs), rand(rng, ws, low=-1, high=1), rand(rng, (ws[0],))
+        m, feeds = conv_model(x, w, b, attrs, w_init=w_init)
+        want = run_ort(m, feeds)[0]
+        s = kiln.InferenceSession(m.SerializeToString(), threads=2)
+        for _ in range(3):
+            assert_same(s.run(None, feeds)[0], want, **tol(F32, int(np.prod(ws[1:]))))
+
+
+# ---- separable MaxPool / AveragePool ----
+
+SEP_POOL_CASES = [
+    ((2, 3, 56, 56), {"kernel_shape": [2, 2], "strides": [2, 2]}),        # DenseNet's transitions
+    ((1, 4, 37, 75), {"kernel_shape": [2, 2], "strides": [2, 2]}),        # odd sizes, tails
+    ((1, 3, 41, 53), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),     # stride 1
+    ((2, 2, 111, 111), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ((1, 3, 40, 70), {"kernel_shape": [3, 5], "strides": [3, 2], "pads": [1, 2, 2, 2]}),
+    ((2, 3, 90), {"kernel_shape": [4], "strides": [2], "pads": [1, 2]}),  # 1-D
+]
+
+
+@pytest.mark.parametrize("xs,attrs", SEP_POOL_CASES)
+@pytest.mark.parametrize("op,cip", [("MaxPool", 0), ("AveragePool", 0), ("AveragePool", 1)])
+def test_separable_pool(xs, attrs, op, cip):
+    x = rand(np.random.default_rng(94), xs)
+    a = dict(attrs, count_include_pad=cip) if op == "AveragePool" else attrs
+    check(node_model(op, [("x", x)], ["y"], a), {"x": x}, **(dict(rtol=0, atol=0) if op == "MaxPool" else dict(rtol=1e-5, atol=1e-6)))
+
+
+@pytest.mark.parametrize("xs,attrs", SEP_POOL_CASES[1:])
+def test_separable_maxpool_nan(xs, attrs):
+    """NaN and signed zeros: the separable path gives what the general (Indices) path gives."""
+    rng = np.random.default_rng(95)
+    x = rand(rng, xs)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, size=max(1, flat.size // 7), replace=False)] = np.nan
+    flat[rng.choice(flat.size, size=max(1, flat.size // 9), replace=False)] = -0.0
+    fast = run_kiln(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x})[0]
+    general = run_kiln(node_model("MaxPool", [("x", x)], ["y", ("i", np.int64)], attrs), {"x": x})[0]
+    assert np.isnan(fast).any() and not np.isnan(fast).all()
+    assert np.array_equal(np.isnan(fast), np.isnan(general))
+    assert np.array_equal(np.signbit(np.nan_to_num(fast)), np.signbit(np.nan_to_num(general)))
+    assert np.array_equal(np.nan_to_num(fast), np.nan_to_num(general))

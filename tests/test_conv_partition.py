@@ -168,8 +168,9 @@ import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
 from util import node_model, run_kiln
 rng = np.random.default_rng(0)
-for xs, ws, a in [((1, 64, 14, 14), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
-                  ((1, 64, 14, 14), (128, 64, 1, 1), {})]:
+for xs, ws, a in [((1, 64, 56, 56), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+                  ((1, 64, 28, 28), (128, 64, 1, 1), {}),
+                  ((1, 64, 14, 14), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]})]:
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
     m = node_model("Conv", [("x", x), ("w", w)], ["y"], a, initializers={"w": w})
@@ -181,7 +182,7 @@ for xs, ws, a in [((1, 64, 14, 14), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kiln-partition ")]
     paths = [dict(kv.split("=", 1) for kv in ln.split()[1:]) for ln in lines]
-    assert [p["path"] for p in paths] == ["direct-flat", "gemm-packed-linear"]
+    assert [p["path"] for p in paths] == ["direct-flat", "gemm-packed-linear", "direct-lanes"]
     for p in paths:
         assert p["threads"] == "16"
         assert int(p["items"]) >= 16

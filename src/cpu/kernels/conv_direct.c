@@ -430,6 +430,51 @@ static double item_cost(const void *arg, int64_t it) {
     return r1 > r0 ? (double)((mr + 3) / 4 * 4) * (double)((r1 - r0) * lanes) * (double)j->K : 0;
 }
 
+/* The padded copy's buffer (j->pad; *own: to free after) for *nb images at a time, and the
+ * offset of every tap from a position's input (*offs, to free). With threads, images go together,
+ * as many as a kept buffer holds (at batch 8 a per-image loop gave 16 threads one image's items
+ * at a time, and two pool hand-offs per image). One thread goes image by image: the copy it just
+ * made is still in its cache. */
+static kiln_status padded_setup(kiln_ctx *ctx, djob *j, int nt, int64_t *nb_out, int *own,
+                                int64_t **offs_out) {
+    const kconv_geom *g = j->g;
+    const dgeo *d = &j->d;
+    int64_t K = g->C / g->group * g->k_size;
+    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = nt > 1 ? g->N : 1;
+    if (nb * per_image + slack > PAD_CACHE_MAX) {
+        nb = (PAD_CACHE_MAX - slack) / per_image;
+        if (nb < 1) nb = 1;
+    }
+    /* the padding: zero; flat chunks past the last row read up to a row and a chunk further */
+    int64_t npad = nb * per_image + slack;
+    *own = 0;
+    float *pad = cached_pad(g, d, npad);
+    if (!pad) {
+        pad = calloc((size_t)npad, sizeof(float));
+        *own = 1;
+    }
+    int64_t *offs = malloc(sizeof(int64_t) * (size_t)(K > 0 ? K : 1));
+    if (!pad || !offs) {
+        if (*own) free(pad);
+        free(offs);
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
+    }
+    for (int64_t k = 0; k < K; k++) {
+        int64_t c = k / (d->KH * d->KW), t = k % (d->KH * d->KW), ky = t / d->KW, kx = t % d->KW;
+        int64_t dx = kx * d->dw, dy = ky * d->dh;
+        if (d->flat)
+            offs[k] = c * d->cs + ((dy % d->sh) * d->sw + dx % d->sw) * d->plane +
+                      dy / d->sh * d->Lq + dx / d->sw;
+        else
+            offs[k] = c * d->cs + dy * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
+    }
+    j->pad = pad;
+    j->offs = offs;
+    *nb_out = nb;
+    *offs_out = offs;
+    return KILN_OK;
+}
+
 kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
                              const float *bias, const float *z, const kconv_act *act, float *y) {
     djob j;
@@ -448,40 +493,10 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.panels = (j.Mg + DMR - 1) / DMR;
     j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
     const dgeo *d = &j.d;
-    /* With threads, images go together, as many as a kept buffer holds (at batch 8 a per-image
-     * loop gave 16 threads one image's items at a time, and two pool hand-offs per image). One
-     * thread goes image by image: the copy it just made is still in its cache. */
     int nt = kiln_num_threads(ctx);
-    int64_t slack = d->rowlen + 2 * DNR, per_image = g->C * d->cs, nb = nt > 1 ? g->N : 1;
-    if (nb * per_image + slack > PAD_CACHE_MAX) {
-        nb = (PAD_CACHE_MAX - slack) / per_image;
-        if (nb < 1) nb = 1;
-    }
-    /* the padding: zero; flat chunks past the last row read up to a row and a chunk further */
-    int64_t npad = nb * per_image + slack;
-    int own = 0;
-    float *pad = cached_pad(g, d, npad);
-    if (!pad) {
-        pad = calloc((size_t)npad, sizeof(float));
-        own = 1;
-    }
-    int64_t *offs = malloc(sizeof(int64_t) * (size_t)(j.K > 0 ? j.K : 1));
-    if (!pad || !offs) {
-        if (own) free(pad);
-        free(offs);
-        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
-    }
-    for (int64_t k = 0; k < j.K; k++) {
-        int64_t c = k / (d->KH * d->KW), t = k % (d->KH * d->KW), ky = t / d->KW, kx = t % d->KW;
-        int64_t dx = kx * d->dw, dy = ky * d->dh;
-        if (d->flat)
-            offs[k] = c * d->cs + ((dy % d->sh) * d->sw + dx % d->sw) * d->plane +
-                      dy / d->sh * d->Lq + dx / d->sw;
-        else
-            offs[k] = c * d->cs + dy * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
-    }
-    j.pad = pad;
-    j.offs = offs;
+    int64_t nb, *offs, per_image = g->C * d->cs;
+    int own;
+    KILN_TRY(padded_setup(ctx, &j, nt, &nb, &own, &offs));
     /* Items: one 12-channel panel of one image and group over a block of output rows (flat: of
      * 32-lane chunks); the planner picks the blocks. Nothing is repacked per item, so only the
      * balance and a small cost per item count. */
@@ -509,12 +524,297 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
                           fill_run, &j);
         kiln_parallel_for(ctx, items, grain, d->flat ? compute_flat_run : compute_run, &j);
     }
+    if (own) free(j.pad);
+    free(offs);
+    return KILN_OK;
+}
+
+/* ---- Output channels in the lanes ----
+ * On small maps the 32 output positions of a register tile run over padding columns or a partial
+ * last chunk: a 7x7 map keeps 49 of 64 lanes busy, 14x14 196 of 224 (the flat layout above, or
+ * the product's 32-column panels for a 1x1 convolution). Here a vector holds 16 output channels of
+ * one position instead: a tile is 32 channels x up to 12 consecutive positions of one output row
+ * (24 accumulators), each tap one broadcast input value per position times two weight vectors,
+ * so lanes idle only where the channel count is not a multiple of 16 (ONNX Runtime's NCHWc
+ * kernels put channels in the lanes for the same reason). Inputs: a 1x1 convolution reads X
+ * where it lies; others read the padded copy above (a tap is again one offset for every
+ * position). Weights: kconv_pack_lanes, per group blocks of 32 channels (the last may hold 16),
+ * [tap][channel] inside a block. */
+#define LMB 32 /* channels per block */
+#define LNP 12 /* positions per tile, at most */
+
+static int64_t lanes_mpad(const kconv_geom *g) { return (g->M / g->group + 15) / 16 * 16; }
+
+int64_t kconv_lanes_weight_size(const kconv_geom *g) {
+    return g->group * lanes_mpad(g) * (g->C / g->group) * g->k_size;
+}
+
+/* Read from the product's packed panels (kconv_pack_weight), not from W: a constant W's pages
+ * were handed back once packed, and reading them here would fault them in again. */
+void kconv_pack_lanes(const kconv_geom *g, const float *wpk, float *dst) {
+    int64_t Mg = g->M / g->group, Kg = g->C / g->group * g->k_size, Mp = lanes_mpad(g);
+    int64_t M12 = (Mg + DMR - 1) / DMR * DMR, per = kgemm_avx512_packed_size(Mg, Kg);
+    for (int64_t grp = 0; grp < g->group; grp++) {
+        const float *wg = wpk + grp * per;
+        float *dg = dst + grp * Mp * Kg;
+        for (int64_t mb = 0; mb < Mp; mb += LMB) {
+            int64_t bw = Mp - mb < LMB ? Mp - mb : LMB;
+            float *d = dg + mb * Kg;
+            for (int64_t k = 0; k < Kg; k++) {
+                int64_t pc = k / KGEMM_KC * KGEMM_KC, kc = Kg - pc < KGEMM_KC ? Kg - pc : KGEMM_KC;
+                const float *blk = wg + pc * M12 + (k - pc) * DMR;
+                for (int64_t m = 0; m < bw; m++) {
+                    int64_t r = mb + m;
+                    d[k * bw + m] = r < Mg ? blk[r / DMR * DMR * kc + r % DMR] : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+static int pointwise_geom(const kconv_geom *g) {
+    for (int d = 0; d < g->nd; d++)
+        if (g->k[d] != 1 || g->stride[d] != 1 || g->pad_b[d] || g->pad_e[d]) return 0;
+    return 1;
+}
+
+int kconv_lanes_ok(const kconv_geom *g) {
+    if (!kgemm_avx512_available() || g->nd < 1 || g->nd > 2) return 0;
+    int64_t Mg = g->M / g->group;
+    if (Mg < 16 || g->out_size < 1) return 0;
+    /* Time per output against the layout the convolution would take otherwise: taps over busy
+     * lanes, plus here a store (bias, transpose) that costs about as much as 32 taps (measured
+     * 20 to 30 at K = 48..512, one thread): a 1x1 of 48 channels on 13x13 runs 1.3x slower this
+     * way, one of 512 on 7x7 1.25x faster. */
+    double K = (double)(g->C / g->group * g->k_size);
+    double eff_ch = (double)Mg / (double)lanes_mpad(g), eff_pos;
+    if (pointwise_geom(g)) {
+        eff_pos = (double)g->out_size / (double)((g->out_size + DNR - 1) / DNR * DNR);
+    } else if (kconv_direct_ok(g)) {
+        dgeo d;
+        dgeo_make(g, &d);
+        eff_pos = d.flat ? (double)g->out_size / (double)(d.chunks * DNR)
+                         : (double)d.OW / (double)((d.OW + DNR - 1) / DNR * DNR);
+    } else {
+        return 0;
+    }
+    return (K + 32.0) / eff_ch < K / eff_pos;
+}
+
+/* tile[i * 32 + m] = sum_k w[k][m] * xb[offs[k] + i], i < NP, m < 16 * MV */
+__attribute__((target("avx512f"), always_inline)) static inline void
+lanes_tile(const float *wb, int64_t K, const int64_t *offs, const float *xb, float *tile,
+           const int NP, const int MV) {
+    __m512 c0[LNP], c1[LNP];
+#pragma GCC unroll 12
+    for (int i = 0; i < NP; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const float *p = xb + offs[k];
+        __m512 w0 = _mm512_loadu_ps(wb), w1 = MV == 2 ? _mm512_loadu_ps(wb + 16) : w0;
+#pragma GCC unroll 12
+        for (int i = 0; i < NP; i++) {
+            __m512 a = _mm512_set1_ps(p[i]);
+            c0[i] = _mm512_fmadd_ps(a, w0, c0[i]);
+            if (MV == 2) c1[i] = _mm512_fmadd_ps(a, w1, c1[i]);
+        }
+        wb += 16 * MV;
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < NP; i++) {
+        _mm512_storeu_ps(tile + i * LMB, c0[i]);
+        if (MV == 2) _mm512_storeu_ps(tile + i * LMB + 16, c1[i]);
+    }
+}
+
+#define LANES_CASE(n)                                                                              \
+    case n:                                                                                        \
+        if (mv == 2) lanes_tile(wb, K, offs, xb, tile, n, 2);                                      \
+        else lanes_tile(wb, K, offs, xb, tile, n, 1);                                              \
+        break;
+__attribute__((target("avx512f"))) static void lanes_dispatch(const float *wb, int64_t K,
+                                                              const int64_t *offs, const float *xb,
+                                                              float *tile, int np, int mv) {
+    switch (np) {
+        LANES_CASE(1) LANES_CASE(2) LANES_CASE(3) LANES_CASE(4) LANES_CASE(5) LANES_CASE(6)
+        LANES_CASE(7) LANES_CASE(8) LANES_CASE(9) LANES_CASE(10) LANES_CASE(11) LANES_CASE(12)
+    default: break;
+    }
+}
+
+/* r[c] = column c of the 16 x 16 block r (r[i] lane c <-> r[c] lane i) */
+__attribute__((target("avx512f"))) static inline void transpose16(__m512 *r) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[4i + j], 128-bit lane L: rows 4i..4i+3 of column 4L + j */
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+        __m512 w0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+        r[j] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+        r[4 + j] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+    }
+}
+
+typedef struct ljob {
+    const kconv_geom *g;
+    const float *src;       /* X (1x1) or the padded copy of images [n0, n0 + count) */
+    const float *wl, *bias, *z;
+    const kconv_act *act;
+    float *y;
+    const int64_t *offs;    /* per tap, from a position's input */
+    int64_t n0, Mg, K, Mp, blocks, rows, rowlen, segs, rstride, img_stride, ch_stride;
+} ljob;
+
+/* items: (image, group, channel block, output row, row segment), the segment fastest */
+__attribute__((target("avx512f"))) static void lanes_run(void *arg, int64_t i0, int64_t i1) {
+    const ljob *j = arg;
+    const kconv_geom *g = j->g;
+    float tile[LNP * LMB];
+    int act = j->act && j->act->kind != KACT_NONE, relu = act && j->act->kind == KACT_RELU && !j->z;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t s = it % j->segs, rest = it / j->segs;
+        int64_t oy = rest % j->rows;
+        rest /= j->rows;
+        int64_t b = rest % j->blocks;
+        rest /= j->blocks;
+        int64_t grp = rest % g->group, in = rest / g->group;
+        int64_t x0 = s * j->rowlen / j->segs, x1 = (s + 1) * j->rowlen / j->segs;
+        int64_t mb = b * LMB, bw = j->Mp - mb < LMB ? j->Mp - mb : LMB, mv = bw / 16;
+        int64_t mr = j->Mg - mb < bw ? j->Mg - mb : bw, np = x1 - x0;
+        const float *xb = j->src + in * j->img_stride + grp * (g->C / g->group) * j->ch_stride +
+                          oy * j->rstride + x0;
+        const float *wb = j->wl + grp * j->Mp * j->K + mb * j->K;
+        lanes_dispatch(wb, j->K, j->offs, xb, tile, (int)np, (int)mv);
+        /* bias (and Relu when nothing comes between) on the channel vectors, then each 16
+         * channels x 16 positions go to the output planes through one transpose */
+        int64_t n = j->n0 + in, p0 = oy * j->rowlen + x0;
+        __mmask16 st = (__mmask16)((1u << np) - 1);
+        for (int64_t v = 0; v < mv; v++) {
+            int64_t m0 = 16 * v, mc = mr - m0 < 16 ? mr - m0 : 16;
+            if (mc <= 0) break;
+            __m512 bv = j->bias ? _mm512_maskz_loadu_ps((__mmask16)((1u << mc) - 1),
+                                                        j->bias + grp * j->Mg + mb + m0)
+                                : zero;
+            __m512 r[16];
+            for (int64_t i = 0; i < 16; i++) {
+                __m512 t = i < np ? _mm512_add_ps(_mm512_loadu_ps(tile + i * LMB + m0), bv) : zero;
+                if (relu) t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ), zero);
+                r[i] = t;
+            }
+            transpose16(r);
+            for (int64_t m = 0; m < mc; m++) {
+                float *yr = j->y + (n * g->M + grp * j->Mg + mb + m0 + m) * g->out_size + p0;
+                _mm512_mask_storeu_ps(yr, st, r[m]);
+                if (j->z) kvec_add_f32(yr, j->z + (yr - j->y), np);
+                if (act && !relu) kconv_apply_act(j->act, yr, np);
+            }
+        }
+    }
+}
+
+static int64_t lanes_items(const ljob *j, int64_t images) {
+    return images * j->g->group * j->blocks * j->rows * j->segs;
+}
+
+static double lanes_cost(const void *arg, int64_t it) {
+    const ljob *j = arg;
+    int64_t s = it % j->segs, b = it / (j->segs * j->rows) % j->blocks;
+    int64_t np = (s + 1) * j->rowlen / j->segs - s * j->rowlen / j->segs;
+    int64_t bw = j->Mp - b * LMB < LMB ? j->Mp - b * LMB : LMB;
+    return (double)(bw * np * j->K);
+}
+
+static void lanes_parallel(kiln_ctx *ctx, ljob *lj, int64_t images, double macs, int report) {
+    int64_t items = lanes_items(lj, images), grain = kpar_grain(items, macs / 100.0);
+    if (report && kconv_debug_partition())
+        kconv_report_partition("direct-lanes", lj->g, kiln_num_threads(ctx), items, grain,
+                               lanes_cost, lj, 1.0);
+    kiln_parallel_for(ctx, items, grain, lanes_run, lj);
+}
+
+kiln_status kconv_lanes_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wl,
+                            const float *bias, const float *z, const kconv_act *act, float *y) {
+    ljob lj;
+    memset(&lj, 0, sizeof lj);
+    lj.g = g;
+    lj.wl = wl;
+    lj.bias = bias;
+    lj.z = z;
+    lj.act = act;
+    lj.y = y;
+    lj.Mg = g->M / g->group;
+    lj.Mp = lanes_mpad(g);
+    lj.blocks = (lj.Mp + LMB - 1) / LMB;
+    lj.K = g->C / g->group * g->k_size;
+    int nt = kiln_num_threads(ctx);
+    double macs_img = (double)lj.Mp * g->group * lj.K * g->out_size;
+    if (pointwise_geom(g)) {
+        /* X read in place: one "row" of all positions, a tap is a channel plane */
+        int64_t *offs = malloc(sizeof(int64_t) * (size_t)(lj.K > 0 ? lj.K : 1));
+        if (!offs) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for tap offsets");
+        for (int64_t k = 0; k < lj.K; k++) offs[k] = k * g->in_size;
+        lj.src = x;
+        lj.offs = offs;
+        lj.rows = 1;
+        lj.rowlen = g->out_size;
+        lj.img_stride = g->C * g->in_size;
+        lj.ch_stride = g->in_size;
+        lj.segs = (lj.rowlen + LNP - 1) / LNP;
+        lanes_parallel(ctx, &lj, g->N, macs_img * (double)g->N, 1);
+        free(offs);
+        return KILN_OK;
+    }
+    djob j;
+    memset(&j, 0, sizeof j);
+    j.g = g;
+    dgeo_make(g, &j.d);
+    j.x = x;
+    const dgeo *d = &j.d;
+    int64_t nb, *offs, per_image = g->C * d->cs;
+    int own;
+    KILN_TRY(padded_setup(ctx, &j, nt, &nb, &own, &offs));
+    float *pad = j.pad;
+    lj.src = pad;
+    lj.offs = offs;
+    lj.rows = d->OH;
+    lj.rowlen = d->OW;
+    lj.rstride = d->flat ? d->Lq : d->sh * d->rowlen;
+    lj.img_stride = per_image;
+    lj.ch_stride = d->cs;
+    lj.segs = (lj.rowlen + LNP - 1) / LNP;
+    for (int64_t n = 0; n < g->N; n += nb) {
+        int64_t cnt = g->N - n < nb ? g->N - n : nb;
+        j.n = n;
+        lj.n0 = n;
+        kiln_parallel_for(ctx, cnt * g->C, kpar_grain(cnt * g->C, (double)cnt * per_image * 0.3),
+                          fill_run, &j);
+        lanes_parallel(ctx, &lj, cnt, macs_img * (double)cnt, n == 0);
+    }
     if (own) free(pad);
     free(offs);
     return KILN_OK;
 }
 
 #else
+int kconv_lanes_ok(const kconv_geom *g) { return 0; }
+int64_t kconv_lanes_weight_size(const kconv_geom *g) { return 0; }
+void kconv_pack_lanes(const kconv_geom *g, const float *w, float *dst) {}
+kiln_status kconv_lanes_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wl,
+                            const float *bias, const float *z, const kconv_act *act, float *y) {
+    return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "channel-lane convolution needs AVX-512");
+}
 int kconv_direct_ok(const kconv_geom *g) { return 0; }
 kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
                              const float *bias, const float *z, const kconv_act *act, float *y) {

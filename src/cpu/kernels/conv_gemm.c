@@ -10,6 +10,7 @@
 #include "conv_util.h"
 #include "gemm_util.h"
 #include <cblas.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -404,7 +405,7 @@ int kconv_uses_gemm(const kconv_geom *g) {
 
 static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                            const float *bias, const float *z, const kconv_act *act,
-                           const float *w_packed, float *y);
+                           const float *w_packed, kconv_lazy_weights *w_lanes, float *y);
 
 /* A 1x1 convolution with strides and no padding (ResNet's downsampling shortcuts) reads every
  * stride-th input only. */
@@ -452,9 +453,9 @@ static void subsample_run(void *arg, int64_t q0, int64_t q1) {
 
 kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                           const float *bias, const float *z, const kconv_act *act,
-                          const float *w_packed, float *y) {
+                          const float *w_packed, kconv_lazy_weights *w_lanes, float *y) {
     if (g->N == 0 || g->M == 0 || g->out_size == 0 || !strided_pointwise(g))
-        return run_f32(ctx, g, x, w, bias, z, act, w_packed, y);
+        return run_f32(ctx, g, x, w, bias, z, act, w_packed, w_lanes, y);
     /* gather the inputs the strides pick into a dense map once, then run a plain 1x1 product
      * on it (the im2col or direct kernels would hop across channel planes for every tap) */
     kconv_geom gs = *g;
@@ -469,14 +470,30 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     sub_job sj = {g, x, xs};
     kiln_parallel_for(ctx, planes, kpar_grain(planes, (double)planes * g->out_size * 0.5),
                       subsample_run, &sj);
-    kiln_status st = run_f32(ctx, &gs, xs, w, bias, z, act, w_packed, y);
+    kiln_status st = run_f32(ctx, &gs, xs, w, bias, z, act, w_packed, w_lanes, y);
     free(xs);
     return st;
 }
 
+/* The lanes form of the weights: kept in *slot from the first call on (NULL slot: *own holds a
+ * copy for this call only); NULL when out of memory. */
+static const float *lanes_weights(const kconv_geom *g, const float *wpk, kconv_lazy_weights *slot,
+                                  float **own) {
+    float *wl = slot ? atomic_load(slot) : NULL;
+    if (wl) return wl;
+    float *fresh = kgemm_alloc_packed(kconv_lanes_weight_size(g));
+    if (!fresh) return NULL;
+    kconv_pack_lanes(g, wpk, fresh);
+    if (!slot) return *own = fresh;
+    float *expect = NULL;
+    if (atomic_compare_exchange_strong(slot, &expect, fresh)) return fresh;
+    free(fresh); /* another run filled it meanwhile */
+    return expect;
+}
+
 static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                            const float *bias, const float *z, const kconv_act *act,
-                           const float *w_packed, float *y) {
+                           const float *w_packed, kconv_lazy_weights *w_lanes, float *y) {
     if (g->N == 0 || g->M == 0 || g->out_size == 0) return KILN_OK;
     kgemm_blas_serial();
     int nt = kiln_num_threads(ctx);
@@ -539,6 +556,15 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
             w_packed = packed;
         }
         j.wpk = w_packed;
+    }
+    if (j.wpk && kconv_lanes_ok(g)) {
+        float *own = NULL;
+        const float *wl = lanes_weights(g, j.wpk, w_lanes, &own);
+        kiln_status st = wl ? kconv_lanes_f32(ctx, g, x, wl, bias, z, act, y)
+                            : KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
+        free(own);
+        free(packed);
+        return st;
     }
     if (j.wpk && kconv_direct_ok(g)) {
         kiln_status st = kconv_direct_f32(ctx, g, x, j.wpk, bias, z, act, y);

@@ -67,17 +67,31 @@ typedef struct kconv_act {
 enum { KACT_NONE, KACT_RELU, KACT_TANH, KACT_SIGMOID, KACT_LEAKY, KACT_CLIP, KACT_HSIGMOID };
 void kconv_apply_act(const kconv_act *act, float *y, int64_t n);
 
+/* Weights packed on first use and kept for later runs; concurrent runs may race to fill the
+ * slot (compare-and-swap: the loser frees its copy). */
+typedef _Atomic(float *) kconv_lazy_weights;
+
 /* Float convolution of the whole batch (x, w, bias, y all float32; z: optional residual added
  * before the activation, same shape as y). w_packed: the weights as kconv_pack_weight left
- * them (a constant weight packed once), or NULL. */
+ * them (a constant weight packed once), or NULL; w_lanes: where a constant weight keeps its
+ * kconv_pack_lanes form, or NULL (packed per call). */
 kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                           const float *bias, const float *z, const kconv_act *act,
-                          const float *w_packed, float *y);
+                          const float *w_packed, kconv_lazy_weights *w_lanes, float *y);
 /* Direct (im2col-free) 2-D convolution on AVX-512 with weights packed by kconv_pack_weight;
  * kconv_direct_ok says when it applies and pays. */
 int kconv_direct_ok(const kconv_geom *g);
 kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
                              const float *bias, const float *z, const kconv_act *act, float *y);
+/* Direct convolution with 16 output channels per vector (conv_direct.c), for small maps where
+ * the positions' layouts leave lanes idle; kconv_lanes_ok says when it applies and pays. Weights
+ * repacked by kconv_pack_lanes from kconv_pack_weight's panels into kconv_lanes_weight_size
+ * floats (64-byte aligned). */
+int kconv_lanes_ok(const kconv_geom *g);
+int64_t kconv_lanes_weight_size(const kconv_geom *g);
+void kconv_pack_lanes(const kconv_geom *g, const float *wpk, float *dst);
+kiln_status kconv_lanes_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wl,
+                            const float *bias, const float *z, const kconv_act *act, float *y);
 /* Whether the convolution goes through the matrix product (not the depthwise kernel), and the
  * packed form of its weights: kconv_packed_weight_size floats (0: no packing on this CPU). */
 int kconv_uses_gemm(const kconv_geom *g);

@@ -274,6 +274,120 @@ __attribute__((target("avx512f"))) static void winmax_avx512(const float *x, int
     }
 }
 #define HAVE_COLMAX_AVX512 1
+
+/* Separable float32 MaxPool and AveragePool (2-D or 1-D windows, no dilation, horizontal stride 1
+ * or 2): each input row is first reduced over the window's columns, once for every output row
+ * that reads it, then output rows reduce those over the window's rows. Where the per-tap path
+ * (winmax_nv) did kh * kw loads and blends per 16 outputs, this does about kw + kh / stride
+ * (DenseNet's 2x2 stride-2 AveragePools went through the scalar loops: 0.87 ms on 128 x 56 x 56,
+ * onnxruntime 0.06). Max keeps plane_f32's answer: the running max starts at -inf and max_ps
+ * drops NaN taps, so it is the largest number in the window, the earliest of equal zeros (rows
+ * first, as plane_f32 walks them); a window whose first tap is NaN then takes that NaN. Average
+ * sums each row left to right, then the rows, and divides (not a reciprocal multiply). */
+__attribute__((target("avx512f"))) static inline __m512 load_taps(const float *p, int s, int64_t n) {
+    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    if (s == 1) return _mm512_maskz_loadu_ps((__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1), p);
+    int64_t span = 2 * n - 1; /* stride 2 reads 2n - 1 floats */
+    __mmask16 lo = (__mmask16)(span >= 16 ? 0xffff : (1u << span) - 1);
+    __mmask16 hi = (__mmask16)(span <= 16 ? 0 : span >= 32 ? 0xffff : (1u << (span - 16)) - 1);
+    return _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo, p), ev, _mm512_maskz_loadu_ps(hi, p + 16));
+}
+
+/* outputs [oa, ob) of one input row reduced over the window's kw columns into h */
+__attribute__((target("avx512f"))) static void sep_row(const float *xr, int s, int64_t pb,
+                                                       int64_t kw, int64_t oa, int64_t ob,
+                                                       int is_max, float *h) {
+    for (int64_t o = oa; o < ob; o += 16) {
+        int64_t n = ob - o < 16 ? ob - o : 16;
+        const float *p = xr + o * s - pb;
+        __m512 acc = is_max ? _mm512_set1_ps(-INFINITY) : load_taps(p, s, n);
+        for (int64_t t = is_max ? 0 : 1; t < kw; t++) {
+            __m512 v = load_taps(p + t, s, n);
+            acc = is_max ? _mm512_max_ps(v, acc) : _mm512_add_ps(acc, v);
+        }
+        _mm512_mask_storeu_ps(h + (o - oa), (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1), acc);
+    }
+}
+
+/* one output of a 2-D plane the scalar way (border columns): plane_f32's rules */
+static float sep_one(const pool_job *j, const float *x, int64_t oh, int64_t ow) {
+    int64_t W = j->in[2], h0 = oh * j->s[1] - j->pb[1], w0 = ow * j->s[2] - j->pb[2];
+    int64_t hl = j->tlo[1][oh], hh = j->thi[1][oh], wl = j->tlo[2][ow], wh = j->thi[2][ow];
+    float best = 0.0f, sum = 0.0f;
+    int any = 0;
+    for (int64_t th = hl; th < hh; th++)
+        for (int64_t tw = wl; tw < wh; tw++) {
+            float v = x[(h0 + th) * W + w0 + tw];
+            if (!any || v > best) best = v;
+            any = 1;
+            sum += v;
+        }
+    if (j->c->kind == POOL_MAX) return best;
+    int64_t n = j->c->count_include_pad ? j->cnt_pad[1][oh] * j->cnt_pad[2][ow]
+                                        : (hh - hl) * (wh - wl);
+    return n > 0 ? sum / (float)n : 0.0f;
+}
+
+static int sep_ok(const pool_job *j) {
+    return (j->c->kind == POOL_MAX || j->c->kind == POOL_AVG) && j->dt == KILN_DTYPE_FLOAT &&
+           !j->idx && j->in[0] == 1 && j->out[0] == 1 && j->k[0] == 1 && j->dil[1] == 1 && j->dil[2] == 1 && j->s[2] <= 2 &&
+           kgemm_avx512_available();
+}
+
+/* Bytes of scratch plane_sep_f32 needs: the reduced rows, then a done flag per input row. */
+static size_t sep_scratch(const pool_job *j) {
+    return sizeof(float) * (size_t)(j->in[1] * j->out[2]) + (size_t)j->in[1] + 1;
+}
+
+__attribute__((target("avx512f"))) static void plane_sep_f32(const pool_job *j, int64_t q,
+                                                             float *hbuf) {
+    const float *x = (const float *)j->x + q * j->c->g.in_size;
+    float *y = (float *)j->y + q * j->c->g.out_size;
+    int64_t H = j->in[1], W = j->in[2], OH = j->out[1], OW = j->out[2];
+    int64_t S = j->s[2], PB = j->pb[2], KW = j->k[2];
+    int is_max = j->c->kind == POOL_MAX;
+    int64_t oa = (PB + S - 1) / S, ob = W - KW + PB >= 0 ? (W - KW + PB) / S + 1 : 0;
+    if (ob > OW) ob = OW;
+    if (oa > ob) oa = ob;
+    int64_t nv = ob - oa;
+    unsigned char *done = (unsigned char *)(hbuf + H * nv);
+    memset(done, 0, (size_t)H);
+    for (int64_t oh = 0; oh < OH; oh++) {
+        float *yr = y + oh * OW;
+        int64_t h0 = oh * j->s[1] - j->pb[1], hl = j->tlo[1][oh], hh = j->thi[1][oh];
+        if (hl >= hh) { /* no valid rows: 0, as plane_f32 */
+            memset(yr, 0, sizeof(float) * (size_t)OW);
+            continue;
+        }
+        for (int64_t th = hl; th < hh; th++) {
+            int64_t r = h0 + th;
+            if (!done[r] && nv > 0) {
+                sep_row(x + r * W, (int)S, PB, KW, oa, ob, is_max, hbuf + r * nv);
+                done[r] = 1;
+            }
+        }
+        float div = (float)((j->c->count_include_pad ? j->cnt_pad[1][oh] : hh - hl) * KW);
+        for (int64_t o = oa; o < ob; o += 16) {
+            int64_t n = ob - o < 16 ? ob - o : 16;
+            __mmask16 m = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1);
+            const float *h = hbuf + (h0 + hl) * nv + (o - oa);
+            __m512 acc = _mm512_maskz_loadu_ps(m, h); /* a max row is never NaN */
+            for (int64_t th = hl + 1; th < hh; th++) {
+                __m512 v = _mm512_maskz_loadu_ps(m, h + (th - hl) * nv);
+                acc = is_max ? _mm512_max_ps(v, acc) : _mm512_add_ps(acc, v);
+            }
+            if (is_max) {
+                __m512 f = load_taps(x + (h0 + hl) * W + o * S - PB, (int)S, n);
+                acc = _mm512_mask_mov_ps(acc, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), f);
+            } else {
+                acc = _mm512_div_ps(acc, _mm512_set1_ps(div));
+            }
+            _mm512_mask_storeu_ps(yr + o, m, acc);
+        }
+        for (int64_t ow = oa > 0 ? 0 : ob; ow < OW; ow = ow + 1 == oa ? ob : ow + 1)
+            yr[ow] = sep_one(j, x, oh, ow);
+    }
+}
 #endif
 
 static void colmax(float *r, const float *v, int64_t n) {
@@ -364,6 +478,16 @@ static int fast_max_ok(const pool_job *j) {
 
 static void pool_run(void *arg, int64_t q0, int64_t q1) {
     const pool_job *j = arg;
+#ifdef HAVE_COLMAX_AVX512
+    if (sep_ok(j)) {
+        float *hbuf = malloc(sep_scratch(j));
+        if (hbuf) {
+            for (int64_t q = q0; q < q1; q++) plane_sep_f32(j, q, hbuf);
+            free(hbuf);
+            return;
+        }
+    }
+#endif
     if (fast_max_ok(j)) {
         float *rowbuf = malloc(sizeof(float) * (size_t)j->in[2]);
         if (rowbuf) {
