@@ -37,6 +37,7 @@ namespace kiln_sm90 {
 struct TmaParams {
     Params p;
     CUtensorMap tq, tk, tv; // 64-byte aligned by type
+    int n_m, n_tiles;       // query blocks per head, tiles (read by TCfg::COUNTS_IN_PARAMS tiles)
 };
 
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
@@ -93,6 +94,13 @@ template <int HD, int BN, int MINB, int NWG, bool PERSIST> struct TCfg {
     static constexpr int CONS_REGS_RAW = ((CAP * THREADS - 128 * PROD_REGS) / (128 * NWG)) & ~7;
     static constexpr int CONS_REGS = CONS_REGS_RAW > 240 ? 240 : CONS_REGS_RAW;
     static_assert(128 * PROD_REGS + 128 * NWG * CONS_REGS <= CAP * THREADS, "register split fits the launch pool");
+    // Registers a consumer thread's O and S accumulators and P fragments hold through the key
+    // loop. Past 176 (head size 192 with BN 112, 256 with BN 80) the tile loop's two counts no
+    // longer fit beside them in 240 and ptxas spills them; such tiles read them from the parameter
+    // block (a constant-bank operand, no register). The tiles at or below it compute them, as
+    // they did when measured.
+    static constexpr int ACC_REGS = CB * 32 + BN / 2 + BN / 4;
+    static constexpr bool COUNTS_IN_PARAMS = ACC_REGS > 176;
     // 2 consumer warpgroups (BM 128) or 3 (BM 192; ping-pong then takes turns round-robin).
     static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
     static_assert(SMEM <= LIMIT, "fits in shared memory");
@@ -143,8 +151,8 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     auto v_empty = [&](int s) { return bars + 8 * (2 * QST + 3 * ST + s); };
 
     const int tid = threadIdx.x, wg = tid >> 7, wwarp = (tid >> 5) & 3, lane = tid & 31;
-    const int n_m = (p.S + BM - 1) / BM;
-    const int n_tiles = n_m * p.N * p.B; // the launcher checked it fits an int
+    const int n_m = C::COUNTS_IN_PARAMS ? tp.n_m : (p.S + BM - 1) / BM;
+    const int n_tiles = C::COUNTS_IN_PARAMS ? tp.n_tiles : n_m * p.N * p.B; // the launcher checked it fits an int
     // Round k of a persistent CTA takes tile k·G + c (k even) or k·G + G-1-c (k odd), G the grid,
     // c the CTA: a round's tiles are neighbours (same heads, K/V shared in L2), and under a causal
     // mask, where query block j costs j+1 key blocks, the snake pairs a long tile with a short
@@ -266,13 +274,13 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
             }
         };
         auto issue_pv = [&](int st) {
-            if constexpr (HD == 128) {
-                // One m64n128k16 per 16 keys instead of two m64n64k16: half the instructions, P
-                // sent to the tensor cores once. o[0], o[1] are the accumulator's two halves.
+            if constexpr (wide_pv<HD>()) {
+                // One m64nHDk16 per 16 keys instead of CB m64n64k16 (HD 128: measured faster): fewer
+                // instructions, P sent to the tensor cores once. o[0..CB-1] are the accumulator's chunks.
 #pragma unroll
                 for (int kk = 0; kk < BN / 16; ++kk) {
                     const uint64_t db = make_desc(sV + st * C::KV_BYTES + kk * (16 * 128), BN * 128, 1024);
-                    mma_rs_w128<E>(*reinterpret_cast<float(*)[64]>(&o[0][0]), pf[kk], db);
+                    mma_rs_wide<E, HD>(*reinterpret_cast<float(*)[HD / 2]>(&o[0][0]), pf[kk], db);
                 }
             } else {
                 issue_pv_chunks<E, HD, BN>(o, pf, sV + st * C::KV_BYTES);
@@ -402,6 +410,8 @@ cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream) {
     if (n_tiles > INT32_MAX) return tma_fallback(HD, f16, p, stream);
     TmaParams tp;
     tp.p = p;
+    tp.n_m = (p.S + C::BM - 1) / C::BM;
+    tp.n_tiles = (int)n_tiles;
     const int nkv = p.N / p.kv_group;
     if (!tma_make_map(&tp.tq, f16, p.q, p.H, p.S, p.N, p.B, p.q_ss, p.q_sn, p.q_sb, C::BM) ||
         !tma_make_map(&tp.tk, f16, p.k, p.H, p.T, nkv, p.B, p.k_ss, p.k_sn, p.k_sb, BN) ||
