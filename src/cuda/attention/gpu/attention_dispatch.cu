@@ -78,6 +78,7 @@ extern "C" const kiln_attn_env *kiln_attn_env_get(void) {
         e.enable_sm90 = env_flag("KILN_ENABLE_SM90_ATTENTION");
         e.force_unfused = env_flag("KILN_FORCE_UNFUSED_ATTENTION");
         e.verbose = env_flag("KILN_ATTENTION_VERBOSE");
+        e.enable_tma_tiles = env_flag("KILN_ENABLE_SM90_TMA_TILES");
         // The split-KV decode kernel is compiled but not yet run on a GPU: opt-in until it is.
         e.disable_decode = !env_flag("KILN_ENABLE_DECODE_ATTENTION") || env_flag("KILN_DISABLE_DECODE_ATTENTION");
         const char *ws = getenv("KILN_UNFUSED_WORKSPACE_MB");
