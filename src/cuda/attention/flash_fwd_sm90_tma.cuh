@@ -78,8 +78,13 @@ template <int HD, int BN, int MINB, int NWG, bool PERSIST> struct TCfg {
     // Persistent CTAs stage O in their own buffer (the next tile's Q is already loading into the
     // Q buffer) and double-buffer Q where shared memory allows, so the next tile's Q lands while
     // this tile's last P·V and epilogue run.
-    static constexpr int O_BYTES = PERSIST ? Q_BYTES : 0;
+    // Where even one Q buffer and an O buffer do not fit beside the K/V stages (head size 256),
+    // a persistent CTA stages O in the Q buffer instead (O_IN_Q): the next tile's Q then loads
+    // only after this tile's stores have read it, its first K/V blocks before that.
     static constexpr int LIMIT = 227 * 1024;
+    static constexpr bool O_IN_Q =
+        PERSIST && 2 * STAGES * KV_BYTES + 2 * Q_BYTES + 1024 + 8 * (2 + 4 * STAGES) > LIMIT;
+    static constexpr int O_BYTES = PERSIST && !O_IN_Q ? Q_BYTES : 0;
     static constexpr int FIXED = 2 * STAGES * KV_BYTES + O_BYTES + 1024;
     static constexpr int QST = PERSIST && FIXED + 2 * Q_BYTES + 8 * (4 + 4 * STAGES) <= LIMIT ? 2 : 1;
     static constexpr int BAR_BYTES = 8 * (2 * QST + 4 * STAGES);
@@ -141,7 +146,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     const uint32_t base = (raw + 1023u) & ~1023u; // the 128B swizzle repeats every 1024 bytes
     unsigned char *smem = smem_raw + (base - raw);
     const uint32_t sQ = base, sK = base + QST * C::Q_BYTES, sV = sK + ST * C::KV_BYTES;
-    const uint32_t sO = sV + ST * C::KV_BYTES; // persistent only (O_BYTES is 0 otherwise)
+    const uint32_t sO = sV + ST * C::KV_BYTES; // persistent only (O_BYTES is 0 otherwise, or O_IN_Q)
     const uint32_t bars = sO + C::O_BYTES;
     auto q_full = [&](int s) { return bars + 8 * s; };
     auto q_empty = [&](int s) { return bars + 8 * (QST + s); };
@@ -192,12 +197,16 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
                 int kv_limit;
                 const int n_blocks = key_blocks<BM, BN>(p, tl.m_block, tl.b, kv_limit);
                 const int qs = it % QST, quse = it / QST;
-                if (quse > 0) mbar_wait(q_empty(qs), (quse - 1) & 1);
-                mbar_expect_tx(q_full(qs), C::Q_BYTES); // a box counts its full size, zero-filled parts included
+                auto load_q = [&] {
+                    if (quse > 0) mbar_wait(q_empty(qs), (quse - 1) & 1);
+                    mbar_expect_tx(q_full(qs), C::Q_BYTES); // a box counts its full size, zero-filled parts included
 #pragma unroll
-                for (int c = 0; c < CB; ++c)
-                    tma_load_4d(sQ + qs * C::Q_BYTES + c * (BM * 128), &tp.tq, c * 64, tl.m_block * BM, tl.n, tl.b,
-                                q_full(qs));
+                    for (int c = 0; c < CB; ++c)
+                        tma_load_4d(sQ + qs * C::Q_BYTES + c * (BM * 128), &tp.tq, c * 64, tl.m_block * BM, tl.n,
+                                    tl.b, q_full(qs));
+                };
+                // O_IN_Q: Q waits for this CTA's previous epilogue, so K_0 and V_0 go first.
+                if (!C::O_IN_Q || n_blocks == 0) load_q();
                 for (int i = 0; i < n_blocks; ++i, ++ring) {
                     const int s = ring % ST, use = ring / ST, kb = n_blocks - 1 - i;
                     // K_i then V_i: the consumers need K_i first (S = Q·K_iᵀ) and V_i one step later.
@@ -211,6 +220,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
 #pragma unroll
                     for (int c = 0; c < CB; ++c)
                         tma_load_4d(sV + s * C::KV_BYTES + c * (BN * 128), &tp.tv, c * 64, kb * BN, nk, tl.b, v_full(s));
+                    if (C::O_IN_Q && i == 0) load_q();
                 }
             }
         }
@@ -314,7 +324,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
             wg_wait<0>();
             pin_s();
             release(k_empty(s0));
-            if (n_blocks == 1) release(q_empty(qs)); // its last Q·Kᵀ is done: the producer may refill Q
+            if (!C::O_IN_Q && n_blocks == 1) release(q_empty(qs)); // its last Q·Kᵀ is done: the producer may refill Q
             softmax(0, corr);
             pack_p();
             for (int i = 1; i < n_blocks; ++i) {
@@ -332,7 +342,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
                 wg_wait<1>();
                 pin_s();
                 release(k_empty(sk));
-                if (i == n_blocks - 1) release(q_empty(qs));
+                if (!C::O_IN_Q && i == n_blocks - 1) release(q_empty(qs));
                 softmax(i, corr);
                 wg_wait0_after<(HD >= 128)>(l_run[0] + l_run[1]);
                 pin_o();
@@ -351,19 +361,20 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
             pin_o();
             release(v_empty(sv));
             ring += n_blocks;
-        } else {
+        } else if constexpr (!C::O_IN_Q) {
             release(q_empty(qs));
         }
 
         // Epilogue, per warpgroup (its own 64 rows; barrier 5 + wg counts its 128 threads):
         // normalise, stage swizzled in shared memory, 16-byte coalesced stores. The staging
-        // buffer is the warpgroup's own Q rows (one tile per CTA) or the O buffer (persistent).
-        const uint32_t stage = PERSIST ? sO : sQt;
+        // buffer is the warpgroup's own Q rows (one tile per CTA, or O_IN_Q) or the O buffer
+        // (persistent).
+        const uint32_t stage = PERSIST && !C::O_IN_Q ? sO : sQt;
         unsigned char *so = smem + (stage - base);
         // Persistent: this warpgroup's stores of the previous tile have read the buffer. Otherwise:
         // every warp's Q·Kᵀ reads of these Q rows are done (the wgmmas are warpgroup-wide).
         named_sync(5 + wg, 128);
-        if constexpr (!PERSIST) fence_proxy_async(); // the Q bytes were last written by TMA
+        if constexpr (!PERSIST || C::O_IN_Q) fence_proxy_async(); // the Q bytes were last written by TMA
         stage_o<E, HD, BM>(so, o, l_run, wg * 64 + wwarp * 16 + (lane >> 2), col_lane);
         named_sync(5 + wg, 128);
         E *og = static_cast<E *>(p.o) + (int64_t)tl.b * p.o_sb + tl.n * p.o_sn;
@@ -376,6 +387,12 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
             if (row < p.S && c < hch)
                 *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) = *reinterpret_cast<const uint4 *>(
                     so + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+        }
+        if constexpr (C::O_IN_Q) {
+            // This warp's reads of the staged O are done (in registers, being stored): the
+            // producer may load the next Q over it (a TMA write: order it after them).
+            fence_proxy_async();
+            release(q_empty(qs));
         }
     }
     if constexpr (PP)
