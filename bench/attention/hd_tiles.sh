@@ -7,7 +7,8 @@
 #   3. per dtype, bench_sweep over hd_tiles_shapes.csv: the default, checked and timed, then every
 #      TMA tile of head sizes 96/192/256 forced (--variants), then the peers (cuDNN, FA2) on the
 #      same shapes (sweep_peers.py); bf16 gets what the budget leaves;
-#   4. compute-sanitizer memcheck on one small causal case per new tile;
+#   4. compute-sanitizer memcheck on one small causal case per new tile, and a multi-tile case per
+#      persistent one;
 #   5. the table (hd_tiles_table.py), printed last: per shape TFLOP/s of each tile and the peers
 #      and the winner, then each tile against the default per head size and the rule it implies.
 #
@@ -93,17 +94,23 @@ for dt in fp16 bf16; do
     head -1 "$OUT/peers_$dt.log"
 done
 
-# 4. compute-sanitizer memcheck: per new tile its causal S = L = 257 case (fp16).
-l=$(left)
-if [ -z "${SKIP_SANITIZER:-}" ] && [ -n "$HEADS" ] && [ "$l" -gt 25 ]; then
-    : > "$OUT/sanitizer.log"
-    for h in ${HEADS//,/ }; do
-        l=$(left)
-        [ "$l" -lt 15 ] && { log "sanitizer hd$h skipped (budget)"; continue; }
-        timeout $((l - 8)) compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_attention" --filter tma_ \
-            --filter "fp16 fmt=0 B=2 S=257 L=257 N=2 H=$h Hv=0 c=1 " >> "$OUT/sanitizer.log" 2>&1
-        log "sanitizer hd$h rc=$?: $(grep -E '^# [0-9]+ cases|ERROR SUMMARY' "$OUT/sanitizer.log" | tail -2 | tr '\n' ' ')"
-    done
+# 4. compute-sanitizer memcheck on the new tiles (the head sizes that did not hang): each tile's
+#    causal S = L = 257 case, then the persistent ones' multi-tile case (B=8 N=12: more tiles than
+#    SMs, so the Q/K/V rings and, at 256, O staged in Q carry over from tile to tile).
+OLD=()
+for h in 16 32 40 48 64 80 128 160; do OLD+=(--exclude "H=$h Hv"); done
+san() { # name, test_attention filters
+    local name=$1 l
+    shift
+    l=$(left)
+    if [ "$l" -lt 20 ]; then log "sanitizer $name skipped (budget)"; return; fi
+    timeout $((l - 10)) compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_attention" --filter tma_ \
+        "$@" "${OLD[@]}" "${EX[@]}" > "$OUT/sanitizer_$name.log" 2>&1
+    log "sanitizer $name rc=$?: $(grep -E '^# [0-9]+ cases|ERROR SUMMARY' "$OUT/sanitizer_$name.log" | tr '\n' ' ')"
+}
+if [ -z "${SKIP_SANITIZER:-}" ] && [ -n "$HEADS" ]; then
+    san small --filter "fp16 fmt=0 B=2 S=257 L=257 N=2 H=" --filter " Hv=0 c=1 "
+    san persist --filter persist --filter "fp16 fmt=0 B=8 S=300 L=300 N=12 H=" --filter " c=0 "
 else
     log "sanitizer skipped"
 fi
