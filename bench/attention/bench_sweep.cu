@@ -10,10 +10,15 @@
 // the mma.sync flash kernel is checked and timed too, forced, to show what the split buys.
 //
 //   bench_sweep --shapes FILE [--dtype fp16|bf16] [--json FILE] [--ids 1,2,...] [--check-only]
+//               [--variants SUBSTR [--variant-heads 96,192,...]]
 //
 // One JSON object per line (per shape) goes to --json; a line per shape to stdout. Exit status 1
-// when any shape failed its check (the rest still run).
+// when any shape failed its check (the rest still run). --variants: also check and time, forced,
+// every Hopper tile variant of the shape's head size whose name contains SUBSTR ("" = all),
+// limited to the (padded) head sizes of --variant-heads when given; one more line and JSON object
+// per variant, the object with "variant" set (sweep_report.py reads only the default's).
 #include "cuda/attention/attention_dispatch.h"
+#include "cuda/attention/attention_internal.h" // kiln_cuda_pad_head
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -142,7 +147,8 @@ struct Check {
 int main(int argc, char **argv) {
     const char *shapes_path = nullptr, *json = nullptr;
     std::string dtype = "fp16", ids;
-    bool check_only = false;
+    bool check_only = false, variants = false;
+    std::string var_only, var_heads;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (a == "--shapes" && i + 1 < argc) shapes_path = argv[++i];
@@ -150,13 +156,16 @@ int main(int argc, char **argv) {
         else if (a == "--json" && i + 1 < argc) json = argv[++i];
         else if (a == "--ids" && i + 1 < argc) ids = std::string(",") + argv[++i] + ",";
         else if (a == "--check-only") check_only = true;
+        else if (a == "--variants" && i + 1 < argc) variants = true, var_only = argv[++i];
+        else if (a == "--variant-heads" && i + 1 < argc) var_heads = std::string(",") + argv[++i] + ",";
         else {
             fprintf(stderr, "unknown argument %s\n", argv[i]);
             return 2;
         }
     }
     if (!shapes_path || (dtype != "fp16" && dtype != "bf16")) {
-        fprintf(stderr, "usage: bench_sweep --shapes FILE [--dtype fp16|bf16] [--json FILE] [--ids a,b] [--check-only]\n");
+        fprintf(stderr, "usage: bench_sweep --shapes FILE [--dtype fp16|bf16] [--json FILE] [--ids a,b] [--check-only] "
+                        "[--variants SUBSTR [--variant-heads a,b]]\n");
         return 2;
     }
     const int bf16 = dtype == "bf16";
@@ -273,10 +282,11 @@ int main(int argc, char **argv) {
 
         // One checked call of the kernel `force` picks (NONE = kiln's default).
         std::vector<uint16_t> host(nq + guard);
-        auto run_checked = [&](kiln_cuda_attn_kernel force, kiln_cuda_attn_choice *ch, Check *c) -> bool {
+        auto run_checked = [&](kiln_cuda_attn_kernel force, kiln_cuda_attn_choice *ch, Check *c,
+                               int variant = 0) -> bool {
             CUDA_OK(cudaMemsetAsync(dout, 0xFF, nq * 2, stream)); // NaN in fp16 and bf16
             CUDA_OK(cudaMemsetAsync(dout + nq, 0x5A, guard * 2, stream));
-            kiln_cuda_attn_opts o = {force, 0};
+            kiln_cuda_attn_opts o = {force, variant};
             if (kiln_cuda_attention(prov, &d, &o, ch) != KILN_OK || kiln_cuda_sync(prov) != KILN_OK) {
                 printf("%-4d %-7s kiln error: %s\n", sh.id, sh.kind.c_str(), kiln_cuda_last_error());
                 return false;
@@ -343,6 +353,42 @@ int main(int argc, char **argv) {
                     decode ? kiln_cuda_decode_splits(prov, &d) : 0, ms, pass ? "true" : "false", ck.err, ck.nan,
                     ck.guard, okf ? chf.name : "", ms_flash, passf ? "true" : "false", ckf.err);
             fflush(jf);
+        }
+        // The Hopper tile variants, forced (the default's own tile included, so each variant's
+        // row is timed the same way).
+        const int nvar = kiln_cuda_sm90_variants(H);
+        const bool heads_ok =
+            var_heads.empty() || var_heads.find("," + std::to_string(kiln_cuda_pad_head(H)) + ",") != std::string::npos;
+        for (int v = 0; variants && heads_ok && ok && !decode && v < nvar; ++v) {
+            const char *vn = kiln_cuda_sm90_variant_name(H, v);
+            if (!vn || !strstr(vn, var_only.c_str())) continue;
+            kiln_cuda_attn_choice chv;
+            Check ckv;
+            const bool okv = run_checked(KILN_ATTN_KERNEL_FLASH_SM90, &chv, &ckv, v) &&
+                             chv.kernel == KILN_ATTN_KERNEL_FLASH_SM90;
+            const bool passv = okv && ckv.err <= tol && !ckv.nan && !ckv.guard;
+            double msv = -1;
+            if (okv && !check_only) {
+                kiln_cuda_attn_opts o = {KILN_ATTN_KERNEL_FLASH_SM90, v};
+                msv = 1e3 * median_seconds([&] {
+                    if (kiln_cuda_attention(prov, &d, &o, nullptr) != KILN_OK) {
+                        fprintf(stderr, "kiln (variant %s) failed while timing: %s\n", vn, kiln_cuda_last_error());
+                        exit(1);
+                    }
+                });
+            }
+            failed += !passv;
+            printf("%-4d %-7s %-44s %-9.2e %-8s %-34s %9.4f %9s variant\n", sh.id, sh.kind.c_str(), shp, ckv.err,
+                   passv ? "ok" : "FAIL", okv ? chv.name : "error", msv, "");
+            fflush(stdout);
+            if (jf) {
+                fprintf(jf,
+                        "{\"id\": %d, \"dtype\": \"%s\", \"variant\": \"%s\", \"kernel\": \"%s\", \"ms\": %.6f, "
+                        "\"ok\": %s, \"err\": %.3e, \"nan\": %zu, \"guard\": %zu}\n",
+                        sh.id, dtype.c_str(), vn, okv ? chv.name : "error", msv, passv ? "true" : "false", ckv.err,
+                        ckv.nan, ckv.guard);
+                fflush(jf);
+            }
         }
         CUDA_OK(cudaDeviceSynchronize());
         for (void *p : bufs) CUDA_OK(cudaFree(p));

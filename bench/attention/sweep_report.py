@@ -96,7 +96,7 @@ def main():
             continue
         head = kl[0] if "device" in kl[0] else {}
         copy_gbs = head.get("copy_gbs") or 0.0
-        kiln = {x["id"]: x for x in kl if "id" in x}
+        kiln = {x["id"]: x for x in kl if "id" in x and "variant" not in x}  # not bench_sweep --variants rows
         peers = {}
         for x in load_jsonl(os.path.join(a.outdir, f"peers_{dt}.jsonl")):
             peers.setdefault(x["id"], {})[x["backend"]] = x

@@ -9,7 +9,8 @@
 //
 //   test_attention            all cases
 //   test_attention --quick    a few small cases (for compute-sanitizer)
-//   test_attention --filter S only cases whose name contains S
+//   test_attention --filter S only cases whose name contains S (repeated: contains every S)
+//   test_attention --exclude S not the cases whose name contains S (repeated: any S)
 #include "cuda/attention/attention_dispatch.h"
 
 #include <cuda_bf16.h>
@@ -540,7 +541,7 @@ static std::vector<Case> make_cases(bool quick) {
         // maps encode the views' strides), causal with S > L and S < L, key lengths (rows past the
         // limit are loaded and must be masked), odd lengths, and packed batches (which fall back
         // to the cp.async kernel).
-        for (int H : {16, 32, 40, 64, 80, 128, 160}) {
+        for (int H : {16, 32, 40, 64, 80, 96, 128, 160, 192, 256}) {
             const int nv = kiln_cuda_sm90_variants(H);
             for (int v = 0; v < nv; ++v) {
                 const char *vn = kiln_cuda_sm90_variant_name(H, v);
@@ -598,7 +599,7 @@ static std::vector<Case> make_cases(bool quick) {
         }
         // Grouped K/V heads (N / G of them, through kiln_cuda_attention): the default path, each
         // flash kind, the unfused path, and every sm90 tile with more tiles than SMs.
-        for (int H : {32, 64, 128})
+        for (int H : {32, 64, 96, 128, 192, 256})
             for (int G : {2, 4})
                 for (int causal = 0; causal < 2; ++causal) {
                     Case c;
@@ -718,12 +719,19 @@ static std::vector<Case> make_cases(bool quick) {
 
 int main(int argc, char **argv) {
     bool quick = false;
-    const char *filter = nullptr, *exclude = nullptr;
+    std::vector<const char *> filters, excludes;
     for (int i = 1; i < argc; ++i) {
         if (!strcmp(argv[i], "--quick")) quick = true;
-        else if (!strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
-        else if (!strcmp(argv[i], "--exclude") && i + 1 < argc) exclude = argv[++i];
+        else if (!strcmp(argv[i], "--filter") && i + 1 < argc) filters.push_back(argv[++i]);
+        else if (!strcmp(argv[i], "--exclude") && i + 1 < argc) excludes.push_back(argv[++i]);
     }
+    auto picked = [&](const std::string &name) {
+        for (const char *f : filters)
+            if (!strstr(name.c_str(), f)) return false;
+        for (const char *x : excludes)
+            if (strstr(name.c_str(), x)) return false;
+        return true;
+    };
     kiln_cuda_provider *prov;
     if (kiln_cuda_provider_create(0, &prov) != KILN_OK) {
         fprintf(stderr, "provider: %s\n", kiln_cuda_last_error());
@@ -734,8 +742,7 @@ int main(int argc, char **argv) {
     std::vector<Case> cs = make_cases(quick);
     int fails = 0, ran = 0;
     for (const Case &c : cs) {
-        if (filter && !strstr(c.name.c_str(), filter)) continue;
-        if (exclude && strstr(c.name.c_str(), exclude)) continue;
+        if (!picked(c.name)) continue;
         std::string msg;
         int bad = run_case(prov, c, &msg);
         ++ran;

@@ -71,13 +71,19 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint3
 
 template <typename E, int N>
 __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t db, int scale_d) {
-    static_assert(N == 64 || N == 128 || N == 176, "Q·Kᵀ tile widths with a wrapper");
+    static_assert(N == 64 || N == 80 || N == 96 || N == 112 || N == 128 || N == 176, "Q·Kᵀ tile widths with a wrapper");
     if constexpr (std::is_same<E, __half>::value) {
         if constexpr (N == 64) wgmma_ss_f16_n64(d, da, db, scale_d);
+        else if constexpr (N == 80) wgmma_ss_f16_n80(d, da, db, scale_d);
+        else if constexpr (N == 96) wgmma_ss_f16_n96(d, da, db, scale_d);
+        else if constexpr (N == 112) wgmma_ss_f16_n112(d, da, db, scale_d);
         else if constexpr (N == 128) wgmma_ss_f16_n128(d, da, db, scale_d);
         else wgmma_ss_f16_n176(d, da, db, scale_d);
     } else {
         if constexpr (N == 64) wgmma_ss_bf16_n64(d, da, db, scale_d);
+        else if constexpr (N == 80) wgmma_ss_bf16_n80(d, da, db, scale_d);
+        else if constexpr (N == 96) wgmma_ss_bf16_n96(d, da, db, scale_d);
+        else if constexpr (N == 112) wgmma_ss_bf16_n112(d, da, db, scale_d);
         else if constexpr (N == 128) wgmma_ss_bf16_n128(d, da, db, scale_d);
         else wgmma_ss_bf16_n176(d, da, db, scale_d);
     }
@@ -87,6 +93,25 @@ __device__ __forceinline__ void mma_ss(float (&d)[N / 2], uint64_t da, uint64_t 
 template <typename E> __device__ __forceinline__ void mma_rs_w128(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
     if constexpr (std::is_same<E, __half>::value) wgmma_rs_f16_w128(d, a, db);
     else wgmma_rs_bf16_w128(d, a, db);
+}
+
+// The same over a head of HD = 96, 128, 192 or 256 (wide_pv), the accumulator being the o[CB][32]
+// chunks seen as one array: the columns of chunk c are those of the wide accumulator's floats
+// 32c.., so no register moves. One instruction per 16 keys instead of CB, P sent once.
+template <int HD> __host__ __device__ constexpr bool wide_pv() { return HD == 96 || HD == 128 || HD == 192 || HD == 256; }
+template <typename E, int HD>
+__device__ __forceinline__ void mma_rs_wide(float (&d)[HD / 2], const uint32_t (&a)[4], uint64_t db) {
+    static_assert(wide_pv<HD>(), "head sizes with a wide P·V wrapper");
+    if constexpr (HD == 128) mma_rs_w128<E>(d, a, db);
+    else if constexpr (std::is_same<E, __half>::value) {
+        if constexpr (HD == 96) wgmma_rs_f16_w96(d, a, db);
+        else if constexpr (HD == 192) wgmma_rs_f16_w192(d, a, db);
+        else wgmma_rs_f16_w256(d, a, db);
+    } else {
+        if constexpr (HD == 96) wgmma_rs_bf16_w96(d, a, db);
+        else if constexpr (HD == 192) wgmma_rs_bf16_w192(d, a, db);
+        else wgmma_rs_bf16_w256(d, a, db);
+    }
 }
 
 template <typename E, int N>

@@ -37,6 +37,7 @@ namespace kiln_sm90 {
 struct TmaParams {
     Params p;
     CUtensorMap tq, tk, tv; // 64-byte aligned by type
+    int n_m, n_tiles;       // query blocks per head, tiles (read by TCfg::COUNTS_IN_PARAMS tiles)
 };
 
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
@@ -77,8 +78,13 @@ template <int HD, int BN, int MINB, int NWG, bool PERSIST> struct TCfg {
     // Persistent CTAs stage O in their own buffer (the next tile's Q is already loading into the
     // Q buffer) and double-buffer Q where shared memory allows, so the next tile's Q lands while
     // this tile's last P·V and epilogue run.
-    static constexpr int O_BYTES = PERSIST ? Q_BYTES : 0;
+    // Where even one Q buffer and an O buffer do not fit beside the K/V stages (head size 256),
+    // a persistent CTA stages O in the Q buffer instead (O_IN_Q): the next tile's Q then loads
+    // only after this tile's stores have read it, its first K/V blocks before that.
     static constexpr int LIMIT = 227 * 1024;
+    static constexpr bool O_IN_Q =
+        PERSIST && 2 * STAGES * KV_BYTES + 2 * Q_BYTES + 1024 + 8 * (2 + 4 * STAGES) > LIMIT;
+    static constexpr int O_BYTES = PERSIST && !O_IN_Q ? Q_BYTES : 0;
     static constexpr int FIXED = 2 * STAGES * KV_BYTES + O_BYTES + 1024;
     static constexpr int QST = PERSIST && FIXED + 2 * Q_BYTES + 8 * (4 + 4 * STAGES) <= LIMIT ? 2 : 1;
     static constexpr int BAR_BYTES = 8 * (2 * QST + 4 * STAGES);
@@ -93,6 +99,13 @@ template <int HD, int BN, int MINB, int NWG, bool PERSIST> struct TCfg {
     static constexpr int CONS_REGS_RAW = ((CAP * THREADS - 128 * PROD_REGS) / (128 * NWG)) & ~7;
     static constexpr int CONS_REGS = CONS_REGS_RAW > 240 ? 240 : CONS_REGS_RAW;
     static_assert(128 * PROD_REGS + 128 * NWG * CONS_REGS <= CAP * THREADS, "register split fits the launch pool");
+    // Registers a consumer thread's O and S accumulators and P fragments hold through the key
+    // loop. Past 176 (head size 192 with BN 112, 256 with BN 80) the tile loop's two counts no
+    // longer fit beside them in 240 and ptxas spills them; such tiles read them from the parameter
+    // block (a constant-bank operand, no register). The tiles at or below it compute them, as
+    // they did when measured.
+    static constexpr int ACC_REGS = CB * 32 + BN / 2 + BN / 4;
+    static constexpr bool COUNTS_IN_PARAMS = ACC_REGS > 176;
     // 2 consumer warpgroups (BM 128) or 3 (BM 192; ping-pong then takes turns round-robin).
     static_assert(NWG == 2 || NWG == 3, "two or three consumer warpgroups");
     static_assert(SMEM <= LIMIT, "fits in shared memory");
@@ -133,7 +146,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     const uint32_t base = (raw + 1023u) & ~1023u; // the 128B swizzle repeats every 1024 bytes
     unsigned char *smem = smem_raw + (base - raw);
     const uint32_t sQ = base, sK = base + QST * C::Q_BYTES, sV = sK + ST * C::KV_BYTES;
-    const uint32_t sO = sV + ST * C::KV_BYTES; // persistent only (O_BYTES is 0 otherwise)
+    const uint32_t sO = sV + ST * C::KV_BYTES; // persistent only (O_BYTES is 0 otherwise, or O_IN_Q)
     const uint32_t bars = sO + C::O_BYTES;
     auto q_full = [&](int s) { return bars + 8 * s; };
     auto q_empty = [&](int s) { return bars + 8 * (QST + s); };
@@ -143,8 +156,8 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     auto v_empty = [&](int s) { return bars + 8 * (2 * QST + 3 * ST + s); };
 
     const int tid = threadIdx.x, wg = tid >> 7, wwarp = (tid >> 5) & 3, lane = tid & 31;
-    const int n_m = (p.S + BM - 1) / BM;
-    const int n_tiles = n_m * p.N * p.B; // the launcher checked it fits an int
+    const int n_m = C::COUNTS_IN_PARAMS ? tp.n_m : (p.S + BM - 1) / BM;
+    const int n_tiles = C::COUNTS_IN_PARAMS ? tp.n_tiles : n_m * p.N * p.B; // the launcher checked it fits an int
     // Round k of a persistent CTA takes tile k·G + c (k even) or k·G + G-1-c (k odd), G the grid,
     // c the CTA: a round's tiles are neighbours (same heads, K/V shared in L2), and under a causal
     // mask, where query block j costs j+1 key blocks, the snake pairs a long tile with a short
@@ -184,12 +197,16 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
                 int kv_limit;
                 const int n_blocks = key_blocks<BM, BN>(p, tl.m_block, tl.b, kv_limit);
                 const int qs = it % QST, quse = it / QST;
-                if (quse > 0) mbar_wait(q_empty(qs), (quse - 1) & 1);
-                mbar_expect_tx(q_full(qs), C::Q_BYTES); // a box counts its full size, zero-filled parts included
+                auto load_q = [&] {
+                    if (quse > 0) mbar_wait(q_empty(qs), (quse - 1) & 1);
+                    mbar_expect_tx(q_full(qs), C::Q_BYTES); // a box counts its full size, zero-filled parts included
 #pragma unroll
-                for (int c = 0; c < CB; ++c)
-                    tma_load_4d(sQ + qs * C::Q_BYTES + c * (BM * 128), &tp.tq, c * 64, tl.m_block * BM, tl.n, tl.b,
-                                q_full(qs));
+                    for (int c = 0; c < CB; ++c)
+                        tma_load_4d(sQ + qs * C::Q_BYTES + c * (BM * 128), &tp.tq, c * 64, tl.m_block * BM, tl.n,
+                                    tl.b, q_full(qs));
+                };
+                // O_IN_Q: Q waits for this CTA's previous epilogue, so K_0 and V_0 go first.
+                if (!C::O_IN_Q || n_blocks == 0) load_q();
                 for (int i = 0; i < n_blocks; ++i, ++ring) {
                     const int s = ring % ST, use = ring / ST, kb = n_blocks - 1 - i;
                     // K_i then V_i: the consumers need K_i first (S = Q·K_iᵀ) and V_i one step later.
@@ -203,6 +220,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
 #pragma unroll
                     for (int c = 0; c < CB; ++c)
                         tma_load_4d(sV + s * C::KV_BYTES + c * (BN * 128), &tp.tv, c * 64, kb * BN, nk, tl.b, v_full(s));
+                    if (C::O_IN_Q && i == 0) load_q();
                 }
             }
         }
@@ -266,13 +284,13 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
             }
         };
         auto issue_pv = [&](int st) {
-            if constexpr (HD == 128) {
-                // One m64n128k16 per 16 keys instead of two m64n64k16: half the instructions, P
-                // sent to the tensor cores once. o[0], o[1] are the accumulator's two halves.
+            if constexpr (wide_pv<HD>()) {
+                // One m64nHDk16 per 16 keys instead of CB m64n64k16 (HD 128: measured faster): fewer
+                // instructions, P sent to the tensor cores once. o[0..CB-1] are the accumulator's chunks.
 #pragma unroll
                 for (int kk = 0; kk < BN / 16; ++kk) {
                     const uint64_t db = make_desc(sV + st * C::KV_BYTES + kk * (16 * 128), BN * 128, 1024);
-                    mma_rs_w128<E>(*reinterpret_cast<float(*)[64]>(&o[0][0]), pf[kk], db);
+                    mma_rs_wide<E, HD>(*reinterpret_cast<float(*)[HD / 2]>(&o[0][0]), pf[kk], db);
                 }
             } else {
                 issue_pv_chunks<E, HD, BN>(o, pf, sV + st * C::KV_BYTES);
@@ -306,7 +324,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
             wg_wait<0>();
             pin_s();
             release(k_empty(s0));
-            if (n_blocks == 1) release(q_empty(qs)); // its last Q·Kᵀ is done: the producer may refill Q
+            if (!C::O_IN_Q && n_blocks == 1) release(q_empty(qs)); // its last Q·Kᵀ is done: the producer may refill Q
             softmax(0, corr);
             pack_p();
             for (int i = 1; i < n_blocks; ++i) {
@@ -324,7 +342,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
                 wg_wait<1>();
                 pin_s();
                 release(k_empty(sk));
-                if (i == n_blocks - 1) release(q_empty(qs));
+                if (!C::O_IN_Q && i == n_blocks - 1) release(q_empty(qs));
                 softmax(i, corr);
                 wg_wait0_after<(HD >= 128)>(l_run[0] + l_run[1]);
                 pin_o();
@@ -343,19 +361,20 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
             pin_o();
             release(v_empty(sv));
             ring += n_blocks;
-        } else {
+        } else if constexpr (!C::O_IN_Q) {
             release(q_empty(qs));
         }
 
         // Epilogue, per warpgroup (its own 64 rows; barrier 5 + wg counts its 128 threads):
         // normalise, stage swizzled in shared memory, 16-byte coalesced stores. The staging
-        // buffer is the warpgroup's own Q rows (one tile per CTA) or the O buffer (persistent).
-        const uint32_t stage = PERSIST ? sO : sQt;
+        // buffer is the warpgroup's own Q rows (one tile per CTA, or O_IN_Q) or the O buffer
+        // (persistent).
+        const uint32_t stage = PERSIST && !C::O_IN_Q ? sO : sQt;
         unsigned char *so = smem + (stage - base);
         // Persistent: this warpgroup's stores of the previous tile have read the buffer. Otherwise:
         // every warp's Q·Kᵀ reads of these Q rows are done (the wgmmas are warpgroup-wide).
         named_sync(5 + wg, 128);
-        if constexpr (!PERSIST) fence_proxy_async(); // the Q bytes were last written by TMA
+        if constexpr (!PERSIST || C::O_IN_Q) fence_proxy_async(); // the Q bytes were last written by TMA
         stage_o<E, HD, BM>(so, o, l_run, wg * 64 + wwarp * 16 + (lane >> 2), col_lane);
         named_sync(5 + wg, 128);
         E *og = static_cast<E *>(p.o) + (int64_t)tl.b * p.o_sb + tl.n * p.o_sn;
@@ -368,6 +387,12 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
             if (row < p.S && c < hch)
                 *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) = *reinterpret_cast<const uint4 *>(
                     so + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+        }
+        if constexpr (C::O_IN_Q) {
+            // This warp's reads of the staged O are done (in registers, being stored): the
+            // producer may load the next Q over it (a TMA write: order it after them).
+            fence_proxy_async();
+            release(q_empty(qs));
         }
     }
     if constexpr (PP)
@@ -402,6 +427,8 @@ cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream) {
     if (n_tiles > INT32_MAX) return tma_fallback(HD, f16, p, stream);
     TmaParams tp;
     tp.p = p;
+    tp.n_m = (p.S + C::BM - 1) / C::BM;
+    tp.n_tiles = (int)n_tiles;
     const int nkv = p.N / p.kv_group;
     if (!tma_make_map(&tp.tq, f16, p.q, p.H, p.S, p.N, p.B, p.q_ss, p.q_sn, p.q_sb, C::BM) ||
         !tma_make_map(&tp.tk, f16, p.k, p.H, p.T, nkv, p.B, p.k_ss, p.k_sn, p.k_sb, BN) ||

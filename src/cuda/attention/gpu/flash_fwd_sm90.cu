@@ -39,12 +39,25 @@ int find_variant(const kiln_sm90::Variant *vs, int nv, const char *name) {
     return 0;
 }
 
+// The first TMA-fed tile of a list (0 when none).
+int first_tma(const kiln_sm90::Variant *vs, int nv) {
+    for (int i = 0; i < nv; ++i)
+        if (!strncmp(vs[i].name, "tma", 3)) return i;
+    return 0;
+}
+
 // The tile normal selection takes: the list's first entry, except at head size 64 where the
 // fastest tile depends on the mask and the query length (bench/attention/RESULTS.md, persistent
 // sweeps): under a causal mask the persistent BM 128 x BN 128 tile; otherwise BM 128 x BN 64
 // while a BM 192 tile would be mostly padding (S <= 256), the BM 192 tile above. Packed batches
 // run the first entry, the cp.async tile (the TMA kernel cannot map them).
+//
+// Head sizes 96, 192, 256 (issue 13): the TMA tiles follow the cp.async default in their lists,
+// opt-in (KILN_ENABLE_SM90_TMA_TILES=1) until measured; the rule is then the list's first TMA
+// entry, so the order there is the proposal (bench/attention/hd_tiles.sh measures every entry).
 int default_variant(int hd, int S, int causal, bool packed, const kiln_sm90::Variant *vs, int nv) {
+    if ((hd == 96 || hd == 192 || hd == 256) && !packed && kiln_attn_env_get()->enable_tma_tiles)
+        return first_tma(vs, nv);
     if (hd != 64 || packed) return 0;
     static const int small = find_variant(vs, nv, "tma_wg2_bn64_persist_pp");
     static const int large = find_variant(vs, nv, "tma_wg3_bn128_persist_pp");

@@ -20,6 +20,12 @@ int variants_hd160(const Variant **out) {
 
 static const Variant v192[] = {
     KILN_SM90_VARIANT(192, 64, 1, 2),
+    // TMA-fed, warp-specialised tiles (issue 13; flash_sm90_tma_g.cu), opt-in until measured
+    // against the default above (bench/attention/hd_tiles.sh): BN 112 and 96 one CTA per tile,
+    // BN 64 persistent.
+    KILN_SM90_TMA_VARIANT(192, 112, 1, true, "_pp"),
+    KILN_SM90_TMA_VARIANT(192, 96, 1, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_PERSIST(192, 64, 2, true, "_pp"),
 };
 int variants_hd192(const Variant **out) {
     *out = v192;
@@ -28,6 +34,13 @@ int variants_hd192(const Variant **out) {
 
 static const Variant v256[] = {
     KILN_SM90_VARIANT(256, 64, 1, 2),
+    // TMA-fed, warp-specialised tiles (issue 13; flash_sm90_tma_h.cu), opt-in until measured
+    // against the default above (bench/attention/hd_tiles.sh): BN 80 and 64, one CTA per tile,
+    // then the same persistent, staging O in the Q buffer.
+    KILN_SM90_TMA_VARIANT(256, 80, 1, true, "_pp"),
+    KILN_SM90_TMA_VARIANT(256, 64, 1, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_PERSIST(256, 80, 2, true, "_pp"),
+    KILN_SM90_TMA_VARIANT_PERSIST(256, 64, 2, true, "_pp"),
 };
 int variants_hd256(const Variant **out) {
     *out = v256;

@@ -10,10 +10,12 @@ RS: D(64×N) += A(registers, 4 × f16x2) · B(smem desc, MN-major)    — P·V (
 """
 import os
 
-SS_N = [64, 128, 176]
+# Q·Kᵀ key-tile widths (80/96/112: the head size 192 and 256 tiles, whose K/V stages must fit
+# shared memory beside a 48/64 KB Q tile).
+SS_N = [64, 80, 96, 112, 128, 176]
 RS_N = [16, 32, 48, 64]
 # P·V in one instruction over the whole head (the accumulator is the full N/2 floats).
-RS_WIDE_N = [128]
+RS_WIDE_N = [96, 128, 192, 256]
 DTYPES = {"f16": "__half", "bf16": "__nv_bfloat16"}
 
 
