@@ -64,7 +64,8 @@ typedef struct kconv_act {
     int kind;
     float a, b;
 } kconv_act;
-enum { KACT_NONE, KACT_RELU, KACT_TANH, KACT_SIGMOID, KACT_LEAKY, KACT_CLIP, KACT_HSIGMOID };
+enum { KACT_NONE, KACT_RELU, KACT_TANH, KACT_SIGMOID, KACT_LEAKY, KACT_CLIP, KACT_HSIGMOID,
+       KACT_HSWISH };
 void kconv_apply_act(const kconv_act *act, float *y, int64_t n);
 
 /* Float convolution of the whole batch (x, w, bias, y all float32; z: optional residual added
