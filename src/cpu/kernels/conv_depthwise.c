@@ -5,6 +5,7 @@
  * which also keeps small maps (7x7, 14x14) vectorised. An AVX2/FMA version is chosen at run time
  * where the CPU has it. */
 #include "conv_util.h"
+#include "gemm_util.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,11 +192,28 @@ __attribute__((target("avx2"))) static void copy_floats_avx2(float *d, const flo
         _mm256_maskstore_ps(d + i, m, _mm256_maskload_ps(s + i, m));
     }
 }
+
+/* AVX-512's masked store for the ragged end: AVX2's maskstore (vmaskmovps) is microcoded on AMD
+ * cores, tens of cycles per row, and was half the time of the 14x14 maps' plane path. */
+__attribute__((target("avx512f"))) static void copy_floats_avx512(float *d, const float *s,
+                                                                   int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(s + i));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(d + i, m, _mm512_maskz_loadu_ps(m, s + i));
+    }
+}
 #endif
 
-static inline void copy_floats(float *d, const float *s, int64_t n, int avx2) {
+/* simd: 0 scalar, 1 AVX2, 2 AVX-512 */
+static inline void copy_floats(float *d, const float *s, int64_t n, int simd) {
 #ifdef DW_HAVE_AVX2
-    if (avx2 && n <= 256) {
+    if (simd == 2 && n <= 256) {
+        copy_floats_avx512(d, s, n);
+        return;
+    }
+    if (simd == 1 && n <= 256) {
         copy_floats_avx2(d, s, n);
         return;
     }
@@ -235,7 +253,7 @@ __attribute__((target("avx2"))) static void split2_avx2(const float *x, int64_t 
 /* Copies one input plane into the padded, phase-split layout. Only input values are written:
  * the padding positions are the same for every plane and stay zero from the buffer's first
  * clearing. */
-static void dw_fill(const dw_plan *p, const float *x, float *P, int avx2) {
+static void dw_fill(const dw_plan *p, const float *x, float *P, int simd) {
     for (int64_t qy = 0; qy < p->sh; qy++)
         for (int64_t r = 0; r < p->Hq; r++) {
             int64_t iy = r * p->sh + qy - p->pt;
@@ -245,11 +263,11 @@ static void dw_fill(const dw_plan *p, const float *x, float *P, int avx2) {
                 float *d = P + qy * p->sub + r * p->Wq;
                 int64_t head = p->pl < p->Wq ? p->pl : p->Wq;
                 int64_t body = p->IW < p->Wq - head ? p->IW : p->Wq - head;
-                copy_floats(d + head, xr, body, avx2);
+                copy_floats(d + head, xr, body, simd);
                 continue;
             }
 #ifdef DW_HAVE_AVX2
-            if (p->sw == 2 && avx2) {
+            if (p->sw == 2 && simd) {
                 float *d0 = P + (qy * 2) * p->sub + r * p->Wq;
                 split2_avx2(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
                 continue;
@@ -268,8 +286,15 @@ static void dw_fill(const dw_plan *p, const float *x, float *P, int avx2) {
         }
 }
 
-int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
-                        float *y, int64_t q0, int64_t q1) {
+/* FusedConv's residual and activation over n outputs of one plane, while they are in cache */
+static void dw_epilogue(float *y, const float *z, const kconv_act *act, int64_t n) {
+    if (z) kvec_add_f32(y, z, n);
+    if (act && act->kind != KACT_NONE) kconv_apply_act(act, y, n);
+}
+
+/* Output planes [q0, q1) of the N * M, each with its epilogue. Returns -1 when out of memory. */
+static int dw_planes_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
+                         const float *z, const kconv_act *act, float *y, int64_t q0, int64_t q1) {
     dw_plan p;
     dw_make_plan(g, &p);
     int64_t mult = g->M / g->C, ntaps = p.KH * p.KW;
@@ -279,7 +304,7 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
     float *O = P + nP;
     const float **src = (const float **)(void *)(O + nO);
     dw_run_fn run = pick_run();
-    int avx2 = run != dw_run_plain; /* AVX-512 CPUs have AVX2 too */
+    int simd = run == dw_run_plain ? 0 : run == dw_run_avx2 ? 1 : 2; /* AVX-512 CPUs have AVX2 */
     int pitched_is_dense = p.Wq == p.OW;
     memset(P, 0, sizeof(float) * (size_t)nP); /* padding and slack, once for all planes */
     /* where each tap reads, relative to the plane copy: the same for every plane */
@@ -301,7 +326,7 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
         int64_t n = q / g->M, m = q % g->M, c = m / mult;
         const float *wp = w + m * ntaps;
         float *yp = y + q * g->out_size;
-        if (n * g->C + c != last_c) dw_fill(&p, x + (n * g->C + c) * g->in_size, P, avx2);
+        if (n * g->C + c != last_c) dw_fill(&p, x + (n * g->C + c) * g->in_size, P, simd);
         last_c = n * g->C + c;
         float b = bias ? bias[m] : 0.0f;
         if (pitched_is_dense) {
@@ -311,8 +336,9 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
         } else { /* small maps: one pitched run, then drop the throwaway columns */
             run((int)ntaps, src, wp, b, O, 1, p.pitched, 0, 0);
             for (int64_t oy = 0; oy < p.OH; oy++)
-                copy_floats(yp + oy * p.OW, O + oy * p.Wq, p.OW, avx2);
+                copy_floats(yp + oy * p.OW, O + oy * p.Wq, p.OW, simd);
         }
+        dw_epilogue(yp, z ? z + q * g->out_size : NULL, act, g->out_size);
     }
     free(P);
     return 0;
@@ -327,7 +353,7 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
  * as the taps themselves on AMD cores. AVX-512 only; one input channel per output
  * channel (multiplier 1). */
 #ifdef DW_HAVE_AVX2
-int kconv_dw_blocked_ok(const kconv_geom *g) {
+static int dw_blocked_ok(const kconv_geom *g) {
     if (!__builtin_cpu_supports("avx512f") || g->M != g->C || !kconv_depthwise_ok(g)) return 0;
     int L = g->nd - 1;
     /* lanes index whole planes through 32-bit offsets */
@@ -365,9 +391,12 @@ __attribute__((target("avx512f"), always_inline)) static inline void tr16x16(__m
     }
 }
 
-__attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g, const float *x,
-                                                           const float *w, const float *bias,
-                                                           float *y, int64_t b0, int64_t b1) {
+/* Blocks [b0, b1) of the N * ceil(C / 16) channel blocks, each with its epilogue. Returns -1 when
+ * out of memory. */
+__attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g, const float *x,
+                                                            const float *w, const float *bias,
+                                                            const float *z, const kconv_act *act,
+                                                            float *y, int64_t b0, int64_t b1) {
     dw_plan p;
     dw_make_plan(g, &p);
     int64_t Hp = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
@@ -455,14 +484,51 @@ __attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g,
             tr16x16(r);
             for (int64_t c = 0; c < lanes; c++) _mm512_mask_storeu_ps(yb + c * g->out_size + q, pm, r[c]);
         }
+        for (int64_t c = 0; (z || act) && c < lanes; c++) {
+            int64_t off = (n * g->M + c0 + c) * g->out_size;
+            dw_epilogue(y + off, z ? z + off : NULL, act, g->out_size);
+        }
     }
     free(P);
     return 0;
 }
 #else
-int kconv_dw_blocked_ok(const kconv_geom *g) { return 0; }
-int kconv_dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
-                         float *y, int64_t b0, int64_t b1) {
+static int dw_blocked_ok(const kconv_geom *g) { return 0; }
+static int dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
+                          const float *z, const kconv_act *act, float *y, int64_t b0, int64_t b1) {
     return -1;
 }
 #endif
+
+typedef struct dw_job {
+    const kconv_geom *g;
+    const float *x, *w, *bias, *z;
+    const kconv_act *act; /* NULL when there is none */
+    float *y;
+    volatile int failed;
+} dw_job;
+
+static void dw_blocked_run(void *arg, int64_t b0, int64_t b1) {
+    dw_job *j = arg;
+    if (dw_blocked_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, b0, b1)) j->failed = 1;
+}
+
+static void dw_planes_run(void *arg, int64_t q0, int64_t q1) {
+    dw_job *j = arg;
+    if (dw_planes_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, q0, q1)) j->failed = 1;
+}
+
+kiln_status kconv_depthwise_run(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
+                                const float *bias, const float *z, const kconv_act *act, float *y) {
+    dw_job j = {g, x, w, bias, z, act && act->kind != KACT_NONE ? act : NULL, y, 0};
+    int64_t planes = g->N * g->M;
+    double work = (double)planes * g->out_size * g->k_size;
+    if (dw_blocked_ok(g)) {
+        int64_t blocks = g->N * ((g->C + 15) / 16);
+        kiln_parallel_for(ctx, blocks, kpar_grain(blocks, work / 60.0), dw_blocked_run, &j);
+    } else {
+        kiln_parallel_for(ctx, planes, kpar_grain(planes, work / 20.0), dw_planes_run, &j);
+    }
+    return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory in depthwise conv")
+                    : KILN_OK;
+}
