@@ -23,6 +23,8 @@ CASES = [
     ((3, 17, 30, 29), (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),     # plane, stride 2
     ((1, 24, 28, 28), (5, 5), {"pads": [2, 2, 2, 2]}),                        # plane, pitched 28
     ((1, 9, 20, 21), (5, 5), {"strides": [2, 2], "pads": [2, 1, 2, 1]}),      # plane, asymmetric pads
+    ((1, 3, 67, 70), (3, 3), {"strides": [2, 2], "pads": [0, 1, 0, 1]}),      # plane, stride 2, pad 1 right only
+    ((1, 2, 41, 75), (5, 5), {"strides": [2, 2], "pads": [2, 2, 1, 1]}),      # plane, input longer than read
     ((1, 5, 33, 31), (3, 3), {"strides": [3, 3], "pads": [0, 1, 1, 0]}),      # plane, stride 3
     ((1, 6, 19, 40), (3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),    # plane, dilation
     ((3, 40, 14, 14), (3, 3), {"pads": [1, 1, 1, 1]}),                        # blocked, 14x14
@@ -105,7 +107,7 @@ def test_depthwise_fused(xs, ks, attrs, act, residual):
     assert s.plan_stats()["nodes"] == 2
 
 
-@pytest.mark.parametrize("xs,ks,attrs", CASES[:3] + CASES[6:9], ids=lambda v: str(v))
+@pytest.mark.parametrize("xs,ks,attrs", CASES[:3] + CASES[8:11], ids=lambda v: str(v))
 @pytest.mark.parametrize("mult", [1, 2])
 def test_depthwise_no_bias_and_multiplier(xs, ks, attrs, mult):
     """Without bias, and with two output channels per input channel (which the blocked kernel

@@ -248,6 +248,35 @@ __attribute__((target("avx2"))) static void split2_avx2(const float *x, int64_t 
         ((J & 1) ? d1 : d0)[J >> 1] = x[j];
     }
 }
+
+static inline __mmask16 first_lanes(int64_t n) {
+    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
+}
+
+/* The same with 32 inputs per step, one two-source permute per phase, and the ragged end by
+ * masks: the AVX2 version spent half the time of a stride-2 layer (56x56 and 112x112 maps) in
+ * its shuffles and scalar tail. */
+__attribute__((target("avx512f"))) static void split2_avx512(const float *x, int64_t IW,
+                                                            int64_t pl, int64_t Wq, float *d0,
+                                                            float *d1) {
+    int64_t j = 0;
+    if (pl & 1) {
+        if ((pl >> 1) < Wq) d1[pl >> 1] = x[0];
+        j = 1;
+    }
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int64_t col = (j + pl) >> 1; j < IW && col < Wq; j += 32, col += 16) {
+        int64_t left = IW - j, room = Wq - col;
+        __m512 a = _mm512_maskz_loadu_ps(first_lanes(left), x + j);
+        __m512 b = _mm512_maskz_loadu_ps(first_lanes(left - 16), x + j + 16);
+        int64_t ne = (left + 1) / 2, no = left / 2; /* columns of each phase these inputs hold */
+        _mm512_mask_storeu_ps(d0 + col, first_lanes(ne < room ? ne : room),
+                              _mm512_permutex2var_ps(a, ev, b));
+        _mm512_mask_storeu_ps(d1 + col, first_lanes(no < room ? no : room),
+                              _mm512_permutex2var_ps(a, od, b));
+    }
+}
 #endif
 
 /* Copies one input plane into the padded, phase-split layout. Only input values are written:
@@ -269,7 +298,8 @@ static void dw_fill(const dw_plan *p, const float *x, float *P, int simd) {
 #ifdef DW_HAVE_AVX2
             if (p->sw == 2 && simd) {
                 float *d0 = P + (qy * 2) * p->sub + r * p->Wq;
-                split2_avx2(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
+                if (simd == 2) split2_avx512(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
+                else split2_avx2(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
                 continue;
             }
 #endif
@@ -403,12 +433,14 @@ __attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g
     int64_t Wp = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
     int64_t ntaps = p.KH * p.KW, cblocks = (g->C + 15) / 16;
     int64_t opad = (g->out_size + 15) / 16 * 16;
-    float *P = aligned_alloc(64, sizeof(float) * (size_t)(Hp * Wp * 16 + ntaps * 16 + opad * 16));
+    /* the map, then 16 positions of slack for the interleave's whole-vector stores */
+    int64_t nmap = (Hp * Wp + 16) * 16;
+    float *P = aligned_alloc(64, sizeof(float) * (size_t)(nmap + ntaps * 16 + opad * 16));
     if (!P) return -1;
-    float *W16 = P + Hp * Wp * 16;
+    float *W16 = P + nmap;
     float *O = W16 + ntaps * 16; /* outputs, [position][16 channels], transposed back at the end */
     memset(O + g->out_size * 16, 0, sizeof(float) * (size_t)((opad - g->out_size) * 16));
-    memset(P, 0, sizeof(float) * (size_t)(Hp * Wp * 16)); /* the padding stays zero */
+    memset(P, 0, sizeof(float) * (size_t)nmap); /* the padding stays zero */
     int64_t toff[64];
     int use_toff = ntaps <= 64;
     for (int64_t ky = 0; ky < p.KH && use_toff; ky++)
@@ -433,8 +465,12 @@ __attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g
                     r[c] = c < lanes ? _mm512_maskz_loadu_ps(pm, xb + c * g->in_size + iy * p.IW + ix)
                                      : _mm512_setzero_ps();
                 tr16x16(r);
+                /* all 16 positions, a fixed run of stores (a loop to cnt became a rep movsq,
+                 * slow for short copies): past cnt the lanes were loaded as zeros, so the
+                 * extra stores only zero padding or positions of the next row, which the
+                 * next row writes later */
                 float *dst = P + (py * Wp + ix + p.pl) * 16;
-                for (int64_t k = 0; k < cnt; k++) _mm512_store_ps(dst + k * 16, r[k]);
+                for (int k = 0; k < 16; k++) _mm512_store_ps(dst + k * 16, r[k]);
             }
         }
         for (int64_t t0 = 0; t0 < ntaps; t0 += 16) { /* the block's taps, [tap][16 channels] */
