@@ -3,7 +3,8 @@ the plane kernel (large maps, strides 1/2/3, dilations, 1-D) and the 16-channel 
 (maps under 16 wide), odd channel counts and channel tails, asymmetric pads, kernels 3 and 5,
 batch 1 and 3, with and without bias, and the residual Add and activations that kiln fuses into
 the kernel (Relu, Clip, HardSigmoid, HardSwish): the graph is Conv [-> Add(z)] [-> activation],
-which kiln runs as one FusedConv and ORT (no optimisations) as separate nodes."""
+which kiln runs as one FusedConv and ORT (no optimisations) as separate nodes. Also the float32
+GlobalAveragePool of the squeeze-excite blocks."""
 import os
 import sys
 
@@ -135,3 +136,19 @@ def test_depthwise_same_bits_any_thread_count():
         outs = [kiln.InferenceSession(m.SerializeToString(), threads=t).run(None, feeds)[0] for t in (1, 2, 3)]
         for o in outs[1:]:
             assert np.array_equal(o, outs[0])
+
+
+# ---- the squeeze-excite pool: float32 GlobalAveragePool ----
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 5, 7, 7), (1, 4, 14, 14), (3, 2, 15), (1, 3, 63), (1, 2, 64),
+                                   (1, 2, 65), (2, 3, 5, 40), (1, 2, 56, 56), (1, 1, 300, 300)])
+def test_global_average_pool_vs_float64(shape):
+    """Plane means against numpy in float64 (ORT's float32 sum is no better an oracle): vector
+    bodies, masked tails, planes of one value, and a plane long enough to leave the fast path."""
+    from util import node_model
+    x = rand(np.random.default_rng(len(shape) * 1000 + shape[-1]), shape, low=-1, high=3)
+    m = node_model("GlobalAveragePool", [("x", x)], ["y"])
+    got = kiln.InferenceSession(m.SerializeToString(), threads=2).run(None, {"x": x})[0]
+    want = x.astype(np.float64).reshape(shape[0], shape[1], -1).mean(axis=2)
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=2e-6, atol=1e-6)
+    assert_same(got, run_ort(m, {"x": x})[0], rtol=1e-5, atol=1e-6)
