@@ -41,22 +41,27 @@ ACTS = [None, ("Relu", {}, []), ("Clip", {}, [0.0, 6.0]), ("HardSigmoid", {"alph
         ("HardSwish", {}, [])]
 
 
-def dw_model(xs, ks, attrs, bias, residual, act, mult=1):
-    """Conv(x, W[, B]) [+ z] [-> act], W and B initializers; returns the model and its feeds."""
-    rng = np.random.default_rng(hash((xs, ks, bias, residual, mult)) % 2**32)
+def dw_model(xs, ks, attrs, bias, residual, act, mult=1, dense_m=None):
+    """Conv(x, W[, B]) [+ z] [-> act], W and B initializers; returns the model and its feeds.
+    Depthwise (group = channels, mult outputs each), or dense_m output channels with group 1."""
+    rng = np.random.default_rng(hash((xs, ks, bias, residual, mult, dense_m)) % 2**32)
     C = xs[1]
-    M = C * mult
-    w = rand(rng, (M, 1) + tuple(ks), low=-1, high=1)
+    M = dense_m or C * mult
+    if dense_m:
+        attrs = dict(attrs, group=1)
+    w = rand(rng, (M, 1 if not dense_m else C) + tuple(ks), low=-1 if not dense_m else -0.3,
+             high=1 if not dense_m else 0.3)
     inits = [numpy_helper.from_array(w, "w")]
     conv_in = ["x", "w"]
     if bias:
         inits.append(numpy_helper.from_array(rand(rng, (M,)), "b"))
         conv_in.append("b")
     x = rand(rng, xs)
-    ref = run_ort(_graph([helper.make_node("Conv", conv_in, ["y"], group=C, kernel_shape=list(ks), **attrs)],
+    attrs = dict({"group": C}, **attrs)
+    ref = run_ort(_graph([helper.make_node("Conv", conv_in, ["y"], kernel_shape=list(ks), **attrs)],
                          xs, [], inits), {"x": x})[0]
     feeds = {"x": x}
-    nodes = [helper.make_node("Conv", conv_in, ["c"], group=C, kernel_shape=list(ks), **attrs)]
+    nodes = [helper.make_node("Conv", conv_in, ["c"], kernel_shape=list(ks), **attrs)]
     vis = []
     last = "c"
     if residual:
@@ -116,6 +121,23 @@ def test_depthwise_no_bias_and_multiplier(xs, ks, attrs, mult):
     m, feeds = dw_model(xs, ks, attrs, False, False, ("HardSwish", {}, []), mult=mult)
     got, want, _ = run_both(m, feeds, 2)
     assert_same(got, want, **tol(ks))
+
+
+# the product convolutions (1x1 and 3x3 through the packed-weight product, whose store applies
+# the residual and HardSwish), small maps across images at batch 3 and one image per product
+PRODUCT_CASES = [((1, 24, 14, 14), (1, 1), {}, 40), ((3, 40, 7, 7), (1, 1), {}, 96),
+                 ((1, 16, 30, 31), (1, 1), {}, 72), ((2, 9, 11, 13), (3, 3), {"pads": [1, 1, 1, 1]}, 33),
+                 ((1, 3, 40, 40), (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, 16)]
+
+
+@pytest.mark.parametrize("xs,ks,attrs,m", PRODUCT_CASES, ids=[str(c[0]) + "k" + str(c[1][0]) for c in PRODUCT_CASES])
+@pytest.mark.parametrize("residual", [False, True], ids=["", "z"])
+def test_product_conv_hardswish(xs, ks, attrs, m, residual):
+    m_, feeds = dw_model(xs, ks, attrs, True, residual, ("HardSwish", {}, []), dense_m=m)
+    for threads in (1, 2):
+        got, want, s = run_both(m_, feeds, threads)
+        assert_same(got, want, what=f"threads {threads}", rtol=1e-4, atol=1e-4)
+    assert s.plan_stats()["nodes"] == 2
 
 
 def test_depthwise_nan_passes_through_fused_activation():

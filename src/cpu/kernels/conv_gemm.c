@@ -45,8 +45,8 @@ static void epilogue(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int6
     epilogue_fused(j, n, grp, m0, m1, p0, p1, with_bias, 0);
 }
 
-/* The part of the epilogue the product's store can do (kgemm_epi): the residual, and Relu, Clip
- * or LeakyRelu after it. Returns what it took on: 0 nothing, 1 the residual, 2 both. */
+/* The part of the epilogue the product's store can do (kgemm_epi): the residual, and Relu, Clip,
+ * LeakyRelu or HardSwish after it. Returns what it took on: 0 nothing, 1 the residual, 2 both. */
 static int fuse_epi(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t p0,
                     kgemm_epi *ep) {
     const kconv_geom *g = j->g;
@@ -55,6 +55,7 @@ static int fuse_epi(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64
     if (kind == KACT_RELU) ep->act = KGEMM_EPI_RELU;
     else if (kind == KACT_CLIP) ep->act = KGEMM_EPI_CLIP;
     else if (kind == KACT_LEAKY) ep->act = KGEMM_EPI_LEAKY;
+    else if (kind == KACT_HSWISH) ep->act = KGEMM_EPI_HSWISH;
     else if (kind != KACT_NONE) fused = 1;
     if (j->act) {
         ep->a = j->act->a;
