@@ -432,23 +432,24 @@ static void hswish_split_fn(pbw *w, const void *arg) {
     }
 }
 
+/* A node written as two, joined by the value <name><suffix>: fn writes part 0, then part 1. */
+static void put_split(pbw *w, const kiln_graph *g, const kiln_node *n, const char *suffix,
+                      msg_fn fn) {
+    char product[512];
+    snprintf(product, sizeof product, "%s%s", n->name, suffix);
+    for (int part = 0; part < 2; part++) {
+        split_arg sa = {g, n, part, product};
+        put_msg(w, 1, fn, &sa);
+    }
+}
+
 static void put_node(pbw *w, const kiln_graph *g, const kiln_node *n) {
     if (hswish_conv(n)) {
-        char product[512];
-        snprintf(product, sizeof product, "%s_preact", n->name);
-        for (int part = 0; part < 2; part++) {
-            split_arg sa = {g, n, part, product};
-            put_msg(w, 1, hswish_split_fn, &sa);
-        }
+        put_split(w, g, n, "_preact", hswish_split_fn);
         return;
     }
     if (!strcmp(n->domain, "kiln") && !strcmp(n->op_type, "MatMulBias") && n->n_in == 3 && n->n_out == 1) {
-        char product[512];
-        snprintf(product, sizeof product, "%s_product", n->name);
-        for (int add = 0; add < 2; add++) {
-            split_arg sa = {g, n, add, product};
-            put_msg(w, 1, split_node_fn, &sa);
-        }
+        put_split(w, g, n, "_product", split_node_fn);
         return;
     }
     node_arg na = {g, n};
