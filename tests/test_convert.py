@@ -325,6 +325,29 @@ def test_optimize_writes_fusions(tmp_path):
             np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4, err_msg=f"{run.__name__} {k}")
 
 
+def test_optimize_splits_hardswish_conv(tmp_path):
+    """kiln fuses Conv + HardSwish into FusedConv, whose ORT kernel has no HardSwish: the writer
+    puts it back as FusedConv (no activation) + HardSwish, and ORT runs the file."""
+    name = "mobilenet_v3_small"
+    src = os.path.join(MODELS, name + ".onnx")
+    out = str(tmp_path / "opt.onnx")
+    convert(src, out, "--optimize")
+    m = onnx.load(out)
+    onnx.checker.check_model(m)
+    fused = [n for n in m.graph.node if n.op_type == "FusedConv"]
+    acts = [a.s.decode() for n in fused for a in n.attribute if a.name == "activation"]
+    assert fused and "HardSwish" not in acts
+    producer = {o: n for n in m.graph.node for o in n.output}
+    hs = [n for n in m.graph.node if n.op_type == "HardSwish"]
+    assert any(producer[n.input[0]].op_type == "FusedConv" for n in hs)
+    assert len(m.graph.node) < len(onnx.load(src).graph.node)
+    feeds, want = ref_data(name)
+    for run in (ort_outputs, kiln_outputs):
+        got = run(out, feeds)
+        for k in want:
+            assert rel_err(got[k], want[k]) < 1e-4, f"{run.__name__} {k}"
+
+
 def test_write_over_the_source(tmp_path):
     """The writer renames a finished file over the path: writing over the (mapped) source works."""
     src = str(tmp_path / "m.onnx")

@@ -689,7 +689,8 @@ def test_conv_add_broadcast_is_not_fused(capfd):
 
 
 ACTS = [("Relu", {}, []), ("Sigmoid", {}, []), ("Tanh", {}, []), ("LeakyRelu", {"alpha": 0.2}, []),
-        ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}, []), ("Clip", {}, ["lo", "hi"]), ("Clip", {}, ["", "hi"])]
+        ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}, []), ("Clip", {}, ["lo", "hi"]), ("Clip", {}, ["", "hi"]),
+        ("HardSwish", {}, [])]
 
 
 @pytest.mark.parametrize("act,attrs,extra", ACTS, ids=[a[0] + str(i) for i, a in enumerate(ACTS)])

@@ -170,7 +170,8 @@ def pool_inputs(rng, dt, shape, ys=0.02):
 
 @pytest.mark.parametrize("dt", Q8)
 @pytest.mark.parametrize("channels_last", [0, 1])
-@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 3, 40), (2, 4, 3, 5, 6), (3, 1, 9, 9), (1, 20, 32, 32)])
+@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (1, 3, 40), (2, 4, 3, 5, 6), (3, 1, 9, 9), (1, 20, 32, 32),
+                                   (2, 19, 7, 7), (1, 8, 14, 14), (1, 2, 131), (1, 3, 15)])
 def test_qlinear_global_average_pool(dt, channels_last, shape):
     rng = np.random.default_rng(17)
     for ys in [0.01, 0.05]:

@@ -396,14 +396,60 @@ static void split_node_fn(pbw *w, const void *arg) {
     }
 }
 
-static void put_node(pbw *w, const kiln_graph *g, const kiln_node *n) {
-    if (!strcmp(n->domain, "kiln") && !strcmp(n->op_type, "MatMulBias") && n->n_in == 3 && n->n_out == 1) {
-        char product[512];
-        snprintf(product, sizeof product, "%s_product", n->name);
-        for (int add = 0; add < 2; add++) {
-            split_arg sa = {g, n, add, product};
-            put_msg(w, 1, split_node_fn, &sa);
+/* com.microsoft FusedConv with a HardSwish activation (kiln's fusion; ORT's FusedConv has no
+ * HardSwish) is written as the FusedConv without its activation and a HardSwish after it. */
+static int hswish_conv(const kiln_node *n) {
+    if (strcmp(n->domain, "com.microsoft") || strcmp(n->op_type, "FusedConv") || n->n_out != 1)
+        return 0;
+    for (int k = 0; k < n->n_attrs; k++)
+        if (n->attrs[k].type == KILN_ATTR_STRING && !strcmp(n->attrs[k].name, "activation"))
+            return n->attrs[k].s && !strcmp(n->attrs[k].s, "HardSwish");
+    return 0;
+}
+
+static void hswish_split_fn(pbw *w, const void *arg) {
+    const split_arg *sa = arg;
+    const kiln_node *n = sa->n;
+    if (!sa->add) {
+        for (int k = 0; k < n->n_in; k++) put_str(w, 1, value_name(sa->g, n->in[k]));
+        put_str(w, 2, sa->product);
+        put_str(w, 3, n->name);
+        put_str(w, 4, n->op_type);
+        for (int k = 0; k < n->n_attrs; k++) {
+            const kiln_attr *a = &n->attrs[k];
+            if (a->type != KILN_ATTR_UNDEFINED && strcmp(a->name, "activation") &&
+                strcmp(a->name, "activation_params"))
+                put_msg(w, 5, attr_fn, a);
         }
+        put_str(w, 7, n->domain);
+    } else {
+        char name[512];
+        snprintf(name, sizeof name, "%s_hardswish", n->name);
+        put_str(w, 1, sa->product);
+        put_str(w, 2, value_name(sa->g, n->out[0]));
+        put_str(w, 3, name);
+        put_str(w, 4, "HardSwish");
+    }
+}
+
+/* A node written as two, joined by the value <name><suffix>: fn writes part 0, then part 1. */
+static void put_split(pbw *w, const kiln_graph *g, const kiln_node *n, const char *suffix,
+                      msg_fn fn) {
+    char product[512];
+    snprintf(product, sizeof product, "%s%s", n->name, suffix);
+    for (int part = 0; part < 2; part++) {
+        split_arg sa = {g, n, part, product};
+        put_msg(w, 1, fn, &sa);
+    }
+}
+
+static void put_node(pbw *w, const kiln_graph *g, const kiln_node *n) {
+    if (hswish_conv(n)) {
+        put_split(w, g, n, "_preact", hswish_split_fn);
+        return;
+    }
+    if (!strcmp(n->domain, "kiln") && !strcmp(n->op_type, "MatMulBias") && n->n_in == 3 && n->n_out == 1) {
+        put_split(w, g, n, "_product", split_node_fn);
         return;
     }
     node_arg na = {g, n};
@@ -550,6 +596,7 @@ static kiln_status gather_opsets(writer *wr, const kiln_graph *g) {
         const kiln_node *n = &g->nodes[i];
         if (n->removed) continue;
         KILN_TRY(need_opset(wr, n->domain, n->opset));
+        if (hswish_conv(n)) KILN_TRY(need_opset(wr, "", 14)); /* HardSwish */
         for (int k = 0; k < n->n_attrs; k++) {
             const kiln_attr *a = &n->attrs[k];
             if (a->g) KILN_TRY(gather_opsets(wr, a->g));

@@ -8,7 +8,8 @@
  * Conv + Add(residual of the output's shape) and Conv + activation -> com.microsoft FusedConv,
  * whose kernel adds the residual Z and applies the activation to each output tile while it is
  * still in cache. The activations are those the FusedConv kernel implements: Relu, Tanh,
- * Sigmoid, LeakyRelu, Clip, HardSigmoid (not HardSwish, which it lacks). */
+ * Sigmoid, LeakyRelu, Clip, HardSigmoid, and HardSwish (MobileNetV3's), which ORT's FusedConv
+ * lacks: a file kiln writes splits that one back into FusedConv + HardSwish (model_write.c). */
 #include "fusions.h"
 #include "../core/dtype.h"
 #include <float.h>
@@ -126,7 +127,9 @@ static int activation_of(opt_ctx *c, const kiln_node *act, float *params, int *n
     const char *op = act->op_type;
     *n_params = 0;
     if (act->domain[0]) return 0;
-    if (!strcmp(op, "Relu") || !strcmp(op, "Tanh") || !strcmp(op, "Sigmoid")) return act->n_in == 1;
+    if (!strcmp(op, "Relu") || !strcmp(op, "Tanh") || !strcmp(op, "Sigmoid") ||
+        !strcmp(op, "HardSwish"))
+        return act->n_in == 1;
     if (!strcmp(op, "LeakyRelu")) {
         params[(*n_params)++] = kiln_attr_float(act, "alpha", 0.01f);
         return act->n_in == 1;

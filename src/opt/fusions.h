@@ -6,7 +6,7 @@
 #include "pattern.h"
 
 /* fuse_conv.c: Conv + BatchNormalization -> Conv (folded weights); Conv + Add(residual) and
- * Conv + Relu/Clip/LeakyRelu/Sigmoid/Tanh/HardSigmoid -> com.microsoft FusedConv. */
+ * Conv + Relu/Clip/LeakyRelu/Sigmoid/Tanh/HardSigmoid/HardSwish -> com.microsoft FusedConv. */
 kiln_status opt_fuse_conv_batchnorm(opt_ctx *c);
 kiln_status opt_fuse_conv_add(opt_ctx *c);
 kiln_status opt_fuse_conv_activation(opt_ctx *c);

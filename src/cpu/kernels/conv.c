@@ -242,7 +242,9 @@ static kiln_status fused_act(kiln_ctx *ctx, kconv_act *act) {
         act->kind = KACT_HSIGMOID;
         act->a = np > 0 ? p[0] : 0.2f;
         act->b = np > 1 ? p[1] : 0.5f;
-    } else
+    } else if (!strcmp(name, "HardSwish")) /* kiln's own: ORT's FusedConv lacks it */
+        act->kind = KACT_HSWISH;
+    else
         return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "activation '%s' is not supported", name);
     return KILN_OK;
 }

@@ -5,6 +5,7 @@
  * which also keeps small maps (7x7, 14x14) vectorised. An AVX2/FMA version is chosen at run time
  * where the CPU has it. */
 #include "conv_util.h"
+#include "gemm_util.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,11 +192,28 @@ __attribute__((target("avx2"))) static void copy_floats_avx2(float *d, const flo
         _mm256_maskstore_ps(d + i, m, _mm256_maskload_ps(s + i, m));
     }
 }
+
+/* AVX-512's masked store for the ragged end: AVX2's maskstore (vmaskmovps) is microcoded on AMD
+ * cores, tens of cycles per row, and was half the time of the 14x14 maps' plane path. */
+__attribute__((target("avx512f"))) static void copy_floats_avx512(float *d, const float *s,
+                                                                   int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_loadu_ps(s + i));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(d + i, m, _mm512_maskz_loadu_ps(m, s + i));
+    }
+}
 #endif
 
-static inline void copy_floats(float *d, const float *s, int64_t n, int avx2) {
+/* simd: 0 scalar, 1 AVX2, 2 AVX-512 */
+static inline void copy_floats(float *d, const float *s, int64_t n, int simd) {
 #ifdef DW_HAVE_AVX2
-    if (avx2 && n <= 256) {
+    if (simd == 2 && n <= 256) {
+        copy_floats_avx512(d, s, n);
+        return;
+    }
+    if (simd == 1 && n <= 256) {
         copy_floats_avx2(d, s, n);
         return;
     }
@@ -230,12 +248,41 @@ __attribute__((target("avx2"))) static void split2_avx2(const float *x, int64_t 
         ((J & 1) ? d1 : d0)[J >> 1] = x[j];
     }
 }
+
+static inline __mmask16 first_lanes(int64_t n) {
+    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
+}
+
+/* The same with 32 inputs per step, one two-source permute per phase, and the ragged end by
+ * masks: the AVX2 version spent half the time of a stride-2 layer (56x56 and 112x112 maps) in
+ * its shuffles and scalar tail. */
+__attribute__((target("avx512f"))) static void split2_avx512(const float *x, int64_t IW,
+                                                            int64_t pl, int64_t Wq, float *d0,
+                                                            float *d1) {
+    int64_t j = 0;
+    if (pl & 1) {
+        if ((pl >> 1) < Wq) d1[pl >> 1] = x[0];
+        j = 1;
+    }
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int64_t col = (j + pl) >> 1; j < IW && col < Wq; j += 32, col += 16) {
+        int64_t left = IW - j, room = Wq - col;
+        __m512 a = _mm512_maskz_loadu_ps(first_lanes(left), x + j);
+        __m512 b = _mm512_maskz_loadu_ps(first_lanes(left - 16), x + j + 16);
+        int64_t ne = (left + 1) / 2, no = left / 2; /* columns of each phase these inputs hold */
+        _mm512_mask_storeu_ps(d0 + col, first_lanes(ne < room ? ne : room),
+                              _mm512_permutex2var_ps(a, ev, b));
+        _mm512_mask_storeu_ps(d1 + col, first_lanes(no < room ? no : room),
+                              _mm512_permutex2var_ps(a, od, b));
+    }
+}
 #endif
 
 /* Copies one input plane into the padded, phase-split layout. Only input values are written:
  * the padding positions are the same for every plane and stay zero from the buffer's first
  * clearing. */
-static void dw_fill(const dw_plan *p, const float *x, float *P, int avx2) {
+static void dw_fill(const dw_plan *p, const float *x, float *P, int simd) {
     for (int64_t qy = 0; qy < p->sh; qy++)
         for (int64_t r = 0; r < p->Hq; r++) {
             int64_t iy = r * p->sh + qy - p->pt;
@@ -245,13 +292,14 @@ static void dw_fill(const dw_plan *p, const float *x, float *P, int avx2) {
                 float *d = P + qy * p->sub + r * p->Wq;
                 int64_t head = p->pl < p->Wq ? p->pl : p->Wq;
                 int64_t body = p->IW < p->Wq - head ? p->IW : p->Wq - head;
-                copy_floats(d + head, xr, body, avx2);
+                copy_floats(d + head, xr, body, simd);
                 continue;
             }
 #ifdef DW_HAVE_AVX2
-            if (p->sw == 2 && avx2) {
+            if (p->sw == 2 && simd) {
                 float *d0 = P + (qy * 2) * p->sub + r * p->Wq;
-                split2_avx2(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
+                if (simd == 2) split2_avx512(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
+                else split2_avx2(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
                 continue;
             }
 #endif
@@ -268,8 +316,15 @@ static void dw_fill(const dw_plan *p, const float *x, float *P, int avx2) {
         }
 }
 
-int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
-                        float *y, int64_t q0, int64_t q1) {
+/* FusedConv's residual and activation over n outputs of one plane, while they are in cache */
+static void dw_epilogue(float *y, const float *z, const kconv_act *act, int64_t n) {
+    if (z) kvec_add_f32(y, z, n);
+    if (act && act->kind != KACT_NONE) kconv_apply_act(act, y, n);
+}
+
+/* Output planes [q0, q1) of the N * M, each with its epilogue. Returns -1 when out of memory. */
+static int dw_planes_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
+                         const float *z, const kconv_act *act, float *y, int64_t q0, int64_t q1) {
     dw_plan p;
     dw_make_plan(g, &p);
     int64_t mult = g->M / g->C, ntaps = p.KH * p.KW;
@@ -279,7 +334,7 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
     float *O = P + nP;
     const float **src = (const float **)(void *)(O + nO);
     dw_run_fn run = pick_run();
-    int avx2 = run != dw_run_plain; /* AVX-512 CPUs have AVX2 too */
+    int simd = run == dw_run_plain ? 0 : run == dw_run_avx2 ? 1 : 2; /* AVX-512 CPUs have AVX2 */
     int pitched_is_dense = p.Wq == p.OW;
     memset(P, 0, sizeof(float) * (size_t)nP); /* padding and slack, once for all planes */
     /* where each tap reads, relative to the plane copy: the same for every plane */
@@ -301,7 +356,7 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
         int64_t n = q / g->M, m = q % g->M, c = m / mult;
         const float *wp = w + m * ntaps;
         float *yp = y + q * g->out_size;
-        if (n * g->C + c != last_c) dw_fill(&p, x + (n * g->C + c) * g->in_size, P, avx2);
+        if (n * g->C + c != last_c) dw_fill(&p, x + (n * g->C + c) * g->in_size, P, simd);
         last_c = n * g->C + c;
         float b = bias ? bias[m] : 0.0f;
         if (pitched_is_dense) {
@@ -311,8 +366,9 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
         } else { /* small maps: one pitched run, then drop the throwaway columns */
             run((int)ntaps, src, wp, b, O, 1, p.pitched, 0, 0);
             for (int64_t oy = 0; oy < p.OH; oy++)
-                copy_floats(yp + oy * p.OW, O + oy * p.Wq, p.OW, avx2);
+                copy_floats(yp + oy * p.OW, O + oy * p.Wq, p.OW, simd);
         }
+        dw_epilogue(yp, z ? z + q * g->out_size : NULL, act, g->out_size);
     }
     free(P);
     return 0;
@@ -327,7 +383,7 @@ int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, con
  * as the taps themselves on AMD cores. AVX-512 only; one input channel per output
  * channel (multiplier 1). */
 #ifdef DW_HAVE_AVX2
-int kconv_dw_blocked_ok(const kconv_geom *g) {
+static int dw_blocked_ok(const kconv_geom *g) {
     if (!__builtin_cpu_supports("avx512f") || g->M != g->C || !kconv_depthwise_ok(g)) return 0;
     int L = g->nd - 1;
     /* lanes index whole planes through 32-bit offsets */
@@ -365,21 +421,26 @@ __attribute__((target("avx512f"), always_inline)) static inline void tr16x16(__m
     }
 }
 
-__attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g, const float *x,
-                                                           const float *w, const float *bias,
-                                                           float *y, int64_t b0, int64_t b1) {
+/* Blocks [b0, b1) of the N * ceil(C / 16) channel blocks, each with its epilogue. Returns -1 when
+ * out of memory. */
+__attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g, const float *x,
+                                                            const float *w, const float *bias,
+                                                            const float *z, const kconv_act *act,
+                                                            float *y, int64_t b0, int64_t b1) {
     dw_plan p;
     dw_make_plan(g, &p);
     int64_t Hp = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
     int64_t Wp = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
     int64_t ntaps = p.KH * p.KW, cblocks = (g->C + 15) / 16;
     int64_t opad = (g->out_size + 15) / 16 * 16;
-    float *P = aligned_alloc(64, sizeof(float) * (size_t)(Hp * Wp * 16 + ntaps * 16 + opad * 16));
+    /* the map, then 16 positions of slack for the interleave's whole-vector stores */
+    int64_t nmap = (Hp * Wp + 16) * 16;
+    float *P = aligned_alloc(64, sizeof(float) * (size_t)(nmap + ntaps * 16 + opad * 16));
     if (!P) return -1;
-    float *W16 = P + Hp * Wp * 16;
+    float *W16 = P + nmap;
     float *O = W16 + ntaps * 16; /* outputs, [position][16 channels], transposed back at the end */
     memset(O + g->out_size * 16, 0, sizeof(float) * (size_t)((opad - g->out_size) * 16));
-    memset(P, 0, sizeof(float) * (size_t)(Hp * Wp * 16)); /* the padding stays zero */
+    memset(P, 0, sizeof(float) * (size_t)nmap); /* the padding stays zero */
     int64_t toff[64];
     int use_toff = ntaps <= 64;
     for (int64_t ky = 0; ky < p.KH && use_toff; ky++)
@@ -404,8 +465,12 @@ __attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g,
                     r[c] = c < lanes ? _mm512_maskz_loadu_ps(pm, xb + c * g->in_size + iy * p.IW + ix)
                                      : _mm512_setzero_ps();
                 tr16x16(r);
+                /* all 16 positions, a fixed run of stores (a loop to cnt became a rep movsq,
+                 * slow for short copies): past cnt the lanes were loaded as zeros, so the
+                 * extra stores only zero padding or positions of the next row, which the
+                 * next row writes later */
                 float *dst = P + (py * Wp + ix + p.pl) * 16;
-                for (int64_t k = 0; k < cnt; k++) _mm512_store_ps(dst + k * 16, r[k]);
+                for (int k = 0; k < 16; k++) _mm512_store_ps(dst + k * 16, r[k]);
             }
         }
         for (int64_t t0 = 0; t0 < ntaps; t0 += 16) { /* the block's taps, [tap][16 channels] */
@@ -455,14 +520,51 @@ __attribute__((target("avx512f"))) int kconv_dw_blocked_f32(const kconv_geom *g,
             tr16x16(r);
             for (int64_t c = 0; c < lanes; c++) _mm512_mask_storeu_ps(yb + c * g->out_size + q, pm, r[c]);
         }
+        for (int64_t c = 0; (z || act) && c < lanes; c++) {
+            int64_t off = (n * g->M + c0 + c) * g->out_size;
+            dw_epilogue(y + off, z ? z + off : NULL, act, g->out_size);
+        }
     }
     free(P);
     return 0;
 }
 #else
-int kconv_dw_blocked_ok(const kconv_geom *g) { return 0; }
-int kconv_dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
-                         float *y, int64_t b0, int64_t b1) {
+static int dw_blocked_ok(const kconv_geom *g) { return 0; }
+static int dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
+                          const float *z, const kconv_act *act, float *y, int64_t b0, int64_t b1) {
     return -1;
 }
 #endif
+
+typedef struct dw_job {
+    const kconv_geom *g;
+    const float *x, *w, *bias, *z;
+    const kconv_act *act; /* NULL when there is none */
+    float *y;
+    volatile int failed;
+} dw_job;
+
+static void dw_blocked_run(void *arg, int64_t b0, int64_t b1) {
+    dw_job *j = arg;
+    if (dw_blocked_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, b0, b1)) j->failed = 1;
+}
+
+static void dw_planes_run(void *arg, int64_t q0, int64_t q1) {
+    dw_job *j = arg;
+    if (dw_planes_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, q0, q1)) j->failed = 1;
+}
+
+kiln_status kconv_depthwise_run(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
+                                const float *bias, const float *z, const kconv_act *act, float *y) {
+    dw_job j = {g, x, w, bias, z, act && act->kind != KACT_NONE ? act : NULL, y, 0};
+    int64_t planes = g->N * g->M;
+    double work = (double)planes * g->out_size * g->k_size;
+    if (dw_blocked_ok(g)) {
+        int64_t blocks = g->N * ((g->C + 15) / 16);
+        kiln_parallel_for(ctx, blocks, kpar_grain(blocks, work / 60.0), dw_blocked_run, &j);
+    } else {
+        kiln_parallel_for(ctx, planes, kpar_grain(planes, work / 20.0), dw_planes_run, &j);
+    }
+    return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory in depthwise conv")
+                    : KILN_OK;
+}

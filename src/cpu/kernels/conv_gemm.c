@@ -46,8 +46,8 @@ static void epilogue(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int6
     epilogue_fused(j, n, grp, m0, m1, p0, p1, with_bias, 0);
 }
 
-/* The part of the epilogue the product's store can do (kgemm_epi): the residual, and Relu, Clip
- * or LeakyRelu after it. Returns what it took on: 0 nothing, 1 the residual, 2 both. */
+/* The part of the epilogue the product's store can do (kgemm_epi): the residual, and Relu, Clip,
+ * LeakyRelu or HardSwish after it. Returns what it took on: 0 nothing, 1 the residual, 2 both. */
 static int fuse_epi(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64_t p0,
                     kgemm_epi *ep) {
     const kconv_geom *g = j->g;
@@ -56,6 +56,7 @@ static int fuse_epi(const conv_job *j, int64_t n, int64_t grp, int64_t m0, int64
     if (kind == KACT_RELU) ep->act = KGEMM_EPI_RELU;
     else if (kind == KACT_CLIP) ep->act = KGEMM_EPI_CLIP;
     else if (kind == KACT_LEAKY) ep->act = KGEMM_EPI_LEAKY;
+    else if (kind == KACT_HSWISH) ep->act = KGEMM_EPI_HSWISH;
     else if (kind != KACT_NONE) fused = 1;
     if (j->act) {
         ep->a = j->act->a;
@@ -339,49 +340,6 @@ static double item_cost(const void *arg, int64_t it) {
     return block_cost(j, c0, c1, m0, m1);
 }
 
-typedef struct dw_job {
-    const kconv_geom *g;
-    const float *x, *w, *bias, *z;
-    const kconv_act *act;
-    float *y;
-    volatile int failed;
-} dw_job;
-
-static void dw_post(const dw_job *j, int64_t q0, int64_t q1);
-
-static void dw_blocked_run(void *arg, int64_t b0, int64_t b1) {
-    dw_job *j = arg;
-    if (kconv_dw_blocked_f32(j->g, j->x, j->w, j->bias, j->y, b0, b1)) {
-        j->failed = 1;
-        return;
-    }
-    int64_t cb = (j->g->C + 15) / 16;
-    for (int64_t b = b0; b < b1; b++) {
-        int64_t n = b / cb, c0 = (b % cb) * 16, c1 = c0 + 16 < j->g->C ? c0 + 16 : j->g->C;
-        dw_post(j, n * j->g->M + c0, n * j->g->M + c1);
-    }
-}
-
-static void dw_run(void *arg, int64_t q0, int64_t q1) {
-    dw_job *j = arg;
-    if (kconv_depthwise_f32(j->g, j->x, j->w, j->bias, j->y, q0, q1)) {
-        j->failed = 1;
-        return;
-    }
-    dw_post(j, q0, q1);
-}
-
-/* residual and activation of output planes [q0, q1) */
-static void dw_post(const dw_job *j, int64_t q0, int64_t q1) {
-    if (!j->z && (!j->act || j->act->kind == KACT_NONE)) return;
-    int64_t os = j->g->out_size;
-    for (int64_t q = q0; q < q1; q++) {
-        float *yp = j->y + q * os;
-        if (j->z) kvec_add_f32(yp, j->z + q * os, os);
-        if (j->act) kconv_apply_act(j->act, yp, os);
-    }
-}
-
 int64_t kconv_packed_weight_size(const kconv_geom *g) {
     if (!kgemm_avx512_available()) return 0;
     int64_t Mg = g->M / g->group, Kc = g->C / g->group * g->k_size;
@@ -497,19 +455,7 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
     if (g->N == 0 || g->M == 0 || g->out_size == 0) return KILN_OK;
     kgemm_blas_serial();
     int nt = kiln_num_threads(ctx);
-    if (!kconv_uses_gemm(g)) {
-        dw_job j = {g, x, w, bias, z, act, y, 0};
-        int64_t planes = g->N * g->M;
-        double work = (double)planes * g->out_size * g->k_size;
-        if (kconv_dw_blocked_ok(g)) {
-            int64_t blocks = g->N * ((g->C + 15) / 16);
-            kiln_parallel_for(ctx, blocks, kpar_grain(blocks, work / 60.0), dw_blocked_run, &j);
-        } else {
-            kiln_parallel_for(ctx, planes, kpar_grain(planes, work / 20.0), dw_run, &j);
-        }
-        return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory in depthwise conv")
-                        : KILN_OK;
-    }
+    if (!kconv_uses_gemm(g)) return kconv_depthwise_run(ctx, g, x, w, bias, z, act, y);
     conv_job j;
     memset(&j, 0, sizeof j);
     j.g = g;

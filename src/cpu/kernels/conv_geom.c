@@ -119,6 +119,18 @@ __attribute__((target("avx512f"))) static int act_avx512(const kconv_act *act, f
     case KACT_RELU: break;
     case KACT_CLIP: lo = act->a; hi = act->b; break;
     case KACT_HSIGMOID: a = act->a; b = act->b; hi = 1.0f; break;
+    case KACT_HSWISH: {
+        /* x * clamp(x / 6 + 1/2, 0, 1); NaN passes through both max/min and the product */
+        __m512 s = _mm512_set1_ps(1.0f / 6), h = _mm512_set1_ps(0.5f), z = _mm512_setzero_ps(),
+               one = _mm512_set1_ps(1.0f);
+        for (int64_t i = 0; i < n; i += 16) {
+            __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(m, y + i);
+            __m512 t = _mm512_min_ps(one, _mm512_max_ps(z, _mm512_fmadd_ps(v, s, h)));
+            _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, t));
+        }
+        return 1;
+    }
     case KACT_LEAKY: {
         __m512 va = _mm512_set1_ps(act->a), z = _mm512_setzero_ps();
         int64_t i = 0;
@@ -179,6 +191,12 @@ void kconv_apply_act(const kconv_act *act, float *y, int64_t n) {
         for (int64_t i = 0; i < n; i++) {
             float v = act->a * y[i] + act->b;
             y[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+        }
+        break;
+    case KACT_HSWISH:
+        for (int64_t i = 0; i < n; i++) {
+            float v = y[i] * (1.0f / 6) + 0.5f;
+            y[i] *= v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; /* NaN stays NaN */
         }
         break;
     default:

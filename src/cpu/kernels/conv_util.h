@@ -47,25 +47,21 @@ void kconv_im2col_panels_f32(const kconv_geom *g, const float *x, int64_t col0, 
 void kconv_col2im_f32(const kconv_geom *g, const float *col, int64_t m0, int64_t m1, float *y);
 void kconv_col2im_f64(const kconv_geom *g, const double *col, int64_t m0, int64_t m1, double *y);
 
-/* Depthwise 2-D (or 1-D) convolution, one input channel per group: planes [q0, q1) of the
- * N * M output planes. bias may be NULL. Returns -1 when out of memory. */
-int kconv_depthwise_ok(const kconv_geom *g);
-int kconv_depthwise_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
-                         float *y, int64_t q0, int64_t q1);
-
-/* Depthwise on small maps with 16 channels per vector (AVX-512): blocks [b0, b1) of the
- * N * ceil(C / 16) channel blocks. Returns -1 when out of memory. */
-int kconv_dw_blocked_ok(const kconv_geom *g);
-int kconv_dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
-                         float *y, int64_t b0, int64_t b1);
-
 /* FusedConv's activation applied in place to n values. */
 typedef struct kconv_act {
     int kind;
     float a, b;
 } kconv_act;
-enum { KACT_NONE, KACT_RELU, KACT_TANH, KACT_SIGMOID, KACT_LEAKY, KACT_CLIP, KACT_HSIGMOID };
+enum { KACT_NONE, KACT_RELU, KACT_TANH, KACT_SIGMOID, KACT_LEAKY, KACT_CLIP, KACT_HSIGMOID,
+       KACT_HSWISH };
 void kconv_apply_act(const kconv_act *act, float *y, int64_t n);
+
+/* Depthwise 2-D (or 1-D) convolution, one input channel per group (conv_depthwise.c), of the
+ * whole batch: bias, residual z and activation (each may be NULL) applied to every plane while it
+ * is still in cache; threads over planes, or over 16-channel blocks on small maps. */
+int kconv_depthwise_ok(const kconv_geom *g);
+kiln_status kconv_depthwise_run(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
+                                const float *bias, const float *z, const kconv_act *act, float *y);
 
 /* Weights packed on first use and kept for later runs; concurrent runs may race to fill the
  * slot (compare-and-swap: the loser frees its copy). */

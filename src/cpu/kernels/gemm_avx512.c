@@ -147,6 +147,11 @@ __attribute__((target("avx512f"))) static inline __m512 epi_vec(const kgemm_epi 
     case KGEMM_EPI_LEAKY: /* x >= 0 ? x : a * x */
         return _mm512_mask_mov_ps(_mm512_mul_ps(x, _mm512_set1_ps(ep->a)),
                                   _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), x);
+    case KGEMM_EPI_HSWISH: { /* x * clamp(x / 6 + 1/2, 0, 1), as kconv_apply_act; NaN stays */
+        __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(1.0f / 6), _mm512_set1_ps(0.5f));
+        t = _mm512_min_ps(_mm512_set1_ps(1.0f), _mm512_max_ps(_mm512_setzero_ps(), t));
+        return _mm512_mul_ps(x, t);
+    }
     default:
         return x;
     }

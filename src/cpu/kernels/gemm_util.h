@@ -71,7 +71,7 @@ int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int
  * convolution's residual and activation, without another pass over C): C += Z (z: the element
  * matching C's [0, 0], row stride ldz; NULL: none), then the activation, with kconv_apply_act's
  * semantics (NaN stays NaN). */
-enum { KGEMM_EPI_NONE, KGEMM_EPI_RELU, KGEMM_EPI_CLIP, KGEMM_EPI_LEAKY };
+enum { KGEMM_EPI_NONE, KGEMM_EPI_RELU, KGEMM_EPI_CLIP, KGEMM_EPI_LEAKY, KGEMM_EPI_HSWISH };
 typedef struct kgemm_epi {
     const float *z;
     int64_t ldz;

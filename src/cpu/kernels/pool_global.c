@@ -37,6 +37,23 @@ __attribute__((target("avx2"))) static double sum_f32_avx2(const float *x, int64
     return (double)_mm_cvtss_f32(s4);
 }
 #define HAVE_SUM_AVX2 1
+
+/* The same with 16 lanes and one masked load for the tail: MobileNet's 7x7 planes are three
+ * full vectors and one lane, where the AVX2 version spent more on building masks and on its
+ * three partial loads than on the sum. */
+__attribute__((target("avx512f"))) static double sum_f32_avx512(const float *x, int64_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(x + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(x + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(x + i + 48));
+    }
+    for (; i + 16 <= n; i += 16) a1 = _mm512_add_ps(a1, _mm512_loadu_ps(x + i));
+    if (i < n) a2 = _mm512_add_ps(a2, _mm512_maskz_loadu_ps((__mmask16)((1u << (n - i)) - 1), x + i));
+    return (double)_mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
 #endif
 
 kiln_status kgpool_infer(kiln_ctx *ctx) {
@@ -64,7 +81,7 @@ typedef struct gjob {
     const void *x;
     void *y;
     int64_t size;
-    int avx2; /* checked once per op, not per plane */
+    int avx2, avx512; /* checked once per op, not per plane */
 } gjob;
 
 static double load(int dt, const void *x, int64_t i) {
@@ -93,7 +110,8 @@ static void grun(void *arg, int64_t q0, int64_t q1) {
         if (j->dt == KILN_DTYPE_FLOAT && j->kind == G_AVG) { /* the common case */
             const float *x = (const float *)j->x + b;
 #ifdef HAVE_SUM_AVX2
-            if (j->size <= (1 << 16) && j->avx2) acc = sum_f32_avx2(x, j->size);
+            if (j->size <= (1 << 16) && j->avx512) acc = sum_f32_avx512(x, j->size);
+            else if (j->size <= (1 << 16) && j->avx2) acc = sum_f32_avx2(x, j->size);
             else
 #endif
                 for (int64_t i = 0; i < j->size; i++) acc += x[i];
@@ -121,9 +139,10 @@ static void grun(void *arg, int64_t q0, int64_t q1) {
 static kiln_status gpool(kiln_ctx *ctx, int kind) {
     kiln_tensor *X = kiln_input(ctx, 0), *Y = kiln_output(ctx, 0);
     if (!Y) return KILN_OK;
-    gjob j = {kind, X->dtype, 2.0, X->data, Y->data, 1, 0};
+    gjob j = {kind, X->dtype, 2.0, X->data, Y->data, 1, 0, 0};
 #ifdef HAVE_SUM_AVX2
     j.avx2 = __builtin_cpu_supports("avx2");
+    j.avx512 = __builtin_cpu_supports("avx512f");
 #endif
     for (int i = 2; i < X->rank; i++) j.size *= X->dims[i];
     if (kind == G_LP) {

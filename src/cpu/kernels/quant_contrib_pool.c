@@ -53,11 +53,38 @@ static void qpool_out_dims(const qpool *p, const int64_t *out_sp, int64_t *dims)
 
 /* ---- global average ---- */
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+/* Sum of n 8-bit values (int8 when sgn, else uint8): a SAD against zero adds 8 bytes into each
+ * 64-bit lane, 32 bytes a step (int8 biased to uint8 by flipping the sign bit, 128 each taken off
+ * after). The element-wise loop cost 8x ORT's time on MobileNetV3's squeeze-excite pools. */
+__attribute__((target("avx2"))) static int64_t sum_q8_avx2(const uint8_t *x, int64_t n, int sgn) {
+    __m256i acc = _mm256_setzero_si256(), zero = _mm256_setzero_si256();
+    __m256i flip = _mm256_set1_epi8(sgn ? (char)0x80 : 0);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x + i)), flip);
+        acc = _mm256_add_epi64(acc, _mm256_sad_epu8(v, zero));
+    }
+    if (i + 16 <= n) {
+        __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(x + i)), _mm256_castsi256_si128(flip));
+        acc = _mm256_add_epi64(acc, _mm256_zextsi128_si256(_mm_sad_epu8(v, _mm_setzero_si128())));
+        i += 16;
+    }
+    __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    int64_t s = _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1) - (sgn ? 128 * i : 0);
+    for (; i < n; i++) s += sgn ? (int64_t)(int8_t)x[i] : (int64_t)x[i];
+    return s;
+}
+#define QPOOL_SUM_AVX2 1
+#endif
+
 typedef struct gap_job {
     const qpool *p;
     void *y;
     float scale;
     int32_t bias, lo, hi;
+    int avx2;
 } gap_job;
 
 /* One output per (batch, channel): the integer sum minus zp * image, requantised with
@@ -71,6 +98,12 @@ static void gap_range(void *arg, int64_t b, int64_t e) {
         int32_t acc = j->bias;
         if (p->channels_last) {
             for (int64_t s = 0; s < p->image; s++) acc += qc_q8(dt, p->x->data, (n * p->image + s) * p->C + c);
+#ifdef QPOOL_SUM_AVX2
+        } else if (j->avx2) { /* int32 wrap-around as the element-wise sum's */
+            int64_t s = sum_q8_avx2((const uint8_t *)p->x->data + nc * p->image, p->image,
+                                    dt == KILN_DTYPE_INT8);
+            acc = (int32_t)(uint32_t)((uint32_t)acc + (uint32_t)s);
+#endif
         } else {
             for (int64_t s = 0; s < p->image; s++) acc += qc_q8(dt, p->x->data, nc * p->image + s);
         }
@@ -79,7 +112,10 @@ static void gap_range(void *arg, int64_t b, int64_t e) {
 }
 
 static void gap_run(kiln_ctx *ctx, const qpool *p, void *y) {
-    gap_job j = {p, y, p->xs / (p->ys * (float)p->image), -p->xz * (int32_t)p->image, 0, 0};
+    gap_job j = {p, y, p->xs / (p->ys * (float)p->image), -p->xz * (int32_t)p->image, 0, 0, 0};
+#ifdef QPOOL_SUM_AVX2
+    j.avx2 = __builtin_cpu_supports("avx2");
+#endif
     qc_q8_range(p->x->dtype, &j.lo, &j.hi);
     kiln_parallel_for(ctx, p->N * p->C, 1 + 32768 / (p->image + 1), gap_range, &j);
 }

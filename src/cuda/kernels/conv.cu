@@ -67,6 +67,10 @@ __device__ __forceinline__ float activate(int act, float v, float a, float b) {
         float t = a * v + b;
         return t < 0.0f ? 0.0f : t > 1.0f ? 1.0f : t;
     }
+    case KILN_CUDA_ACT_HSWISH: {
+        float t = v * (1.0f / 6) + 0.5f;
+        return v * (t < 0.0f ? 0.0f : t > 1.0f ? 1.0f : t);
+    }
     default: return v;
     }
 }

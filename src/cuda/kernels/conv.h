@@ -20,7 +20,7 @@ extern "C" {
 /* Activations of com.microsoft FusedConv (same numbering as the CPU kernel's KACT_*). */
 enum {
     KILN_CUDA_ACT_NONE, KILN_CUDA_ACT_RELU, KILN_CUDA_ACT_TANH, KILN_CUDA_ACT_SIGMOID,
-    KILN_CUDA_ACT_LEAKY, KILN_CUDA_ACT_CLIP, KILN_CUDA_ACT_HSIGMOID
+    KILN_CUDA_ACT_LEAKY, KILN_CUDA_ACT_CLIP, KILN_CUDA_ACT_HSIGMOID, KILN_CUDA_ACT_HSWISH
 };
 
 /* y[n, m, s] = act(y[n, m, s] + bias[m] + z[n, m, s]) in float32, in place, over `planes`

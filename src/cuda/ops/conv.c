@@ -117,6 +117,8 @@ static int parse_act(const kiln_node *n, conv_act *act, char *why, size_t cap) {
         act->kind = KILN_CUDA_ACT_HSIGMOID;
         act->a = np > 0 ? p[0] : 0.2f;
         act->b = np > 1 ? p[1] : 0.5f;
+    } else if (!strcmp(name, "HardSwish")) {
+        act->kind = KILN_CUDA_ACT_HSWISH;
     } else {
         snprintf(why, cap, "FusedConv activation '%s' is not supported", name);
         return 0;
