@@ -84,13 +84,14 @@ def bundle(package_dir, libs_dir, elves):
     for path, runpath in list(elves.items()) + list(copies.items()):
         needed = subprocess.run([patchelf, "--print-needed", path], check=True, capture_output=True,
                                 text=True).stdout.split()
-        args = []
-        for soname in needed:
-            if soname in renames:
-                args += ["--replace-needed", soname, renames[soname]]
+        # one change per call: patchelf 0.14 (Debian 12's), given --replace-needed and --set-rpath
+        # together, wrote a renamed library's name into libkiln.so's RUNPATH once the file grew
+        edits = [["--replace-needed", soname, renames[soname]] for soname in needed if soname in renames]
         if path in copies:
-            args += ["--set-soname", os.path.basename(path)]
-        subprocess.check_call([patchelf, *args, "--set-rpath", ":".join(runpath), path])
+            edits.append(["--set-soname", os.path.basename(path)])
+        edits.append(["--set-rpath", ":".join(runpath)])
+        for edit in edits:
+            subprocess.check_call([patchelf, *edit, path])
     return sorted(renames.values())
 
 
