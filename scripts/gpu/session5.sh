@@ -21,7 +21,11 @@ export PYTHONUNBUFFERED=1
 SUMMARY=()
 MC_PID=
 if [ -n "${PAR_MEMCHECK:-}" ]; then
-    # memcheck is correctness only: it runs beside the tests, and is waited for before any timing
+    # memcheck is correctness only: it runs beside the tests, and is waited for before any timing.
+    # Seen 2026-12-06 on an H100 with SHARDS=6 beside the GPU tests: the sanitized processes ran
+    # out of device memory (cudaMalloc under memcheck) and the host out of threads (the test run
+    # aborted, "Resource temporarily unavailable"), so none of it was a usable result. Prefer
+    # PARTS=memcheck on its own with SHARDS=3.
     log "memcheck in the background"
     ( OUT="$OUT/memcheck" SHARDS=${SHARDS:-6} MC_TIMEOUT=${MC_TIMEOUT:-240} bash scripts/gpu/memcheck_all.sh \
         > "$OUT/memcheck_summary.txt" 2>&1 ) &
