@@ -148,3 +148,25 @@ def test_shape_read_as_a_whole_keeps_the_layer_unfused():
     feeds["mask"][1, 4:] = 0
     for got, want in zip(s.run(None, feeds), run_ort(m, feeds)):
         assert_same(got, want, 1e-5, 2e-6 * np.abs(want).max())
+
+
+def test_shape_read_moves_only_to_the_input_it_comes_from():
+    """Two inputs declare the same dimension name but are fed different sizes (neither kiln nor
+    onnxruntime requires them to agree): a length read off a tensor computed from the second input
+    must stay that input's, not the first's."""
+    nodes = [const("i0", np.array(0, np.int64)), const("i1", np.array(1, np.int64)),
+             helper.make_node("Relu", ["b"], ["rb"]),
+             helper.make_node("Shape", ["rb"], ["shp"]),
+             helper.make_node("Gather", ["shp", "i0"], ["len"], axis=0),
+             helper.make_node("Range", ["i0", "len", "i1"], ["y"]),
+             helper.make_node("Identity", ["a"], ["ya"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n"]),
+                                       helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n"])],
+                          [helper.make_empty_tensor_value_info("y"), helper.make_empty_tensor_value_info("ya")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    s = kiln.InferenceSession(m.SerializeToString(), threads=2)
+    feeds = {"a": np.ones(3, np.float32), "b": np.ones(5, np.float32)}
+    got, want = s.run(None, feeds), run_ort(m, feeds)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[0].shape == (5,)

@@ -4,9 +4,11 @@
  * input hide the MatMul it follows from the attention fusion, which needs that MatMul's result
  * to be read by the head merge alone. Likewise T5's first layer reads the sequence length off its
  * head-split query and key (Gather(Shape(q4), 2)) to size the relative position bias: that length
- * is a dimension of a graph input too, and reading it there leaves q4 and k4 to the fusion. */
+ * is a dimension of the graph input they are computed from, and reading it there leaves q4 and k4
+ * to the fusion. */
 #include "fusions.h"
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int same_dim(int64_t a, int64_t b) { return a == b && a != KILN_DIM_UNKNOWN; }
@@ -43,22 +45,56 @@ static void drop_dead(opt_ctx *c) {
     }
 }
 
-/* The graph input holding symbolic dimension d, and where: its value index (-1: none). */
-static int input_with_dim(opt_ctx *c, int64_t d, int64_t *at) {
+/* The graph input that v is computed from and that holds symbolic dimension d, and where: its
+ * value index; -1 when none, or when several of v's source inputs hold d. Inputs declared with
+ * one dimension name need not agree at run time (neither kiln nor onnxruntime enforces it), so
+ * the size is read only from an input v itself comes from. */
+static int source_input_with_dim(opt_ctx *c, int v, int64_t d, int64_t *at) {
     const kiln_graph *g = c->g;
-    for (int i = 0; i < g->n_inputs; i++) {
-        const kiln_tensor *f = opt_fact(c, g->inputs[i]);
-        for (int k = 0; k < f->rank; k++)
-            if (f->dims[k] == d) {
-                *at = k;
-                return g->inputs[i];
-            }
+    char *seen = calloc((size_t)g->n_values, 1);
+    int *stack = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
+    int found = -1, n = 0, ambiguous = 0;
+    if (!seen || !stack) {
+        free(seen);
+        free(stack);
+        return -1;
     }
-    return -1;
+    stack[n++] = v;
+    seen[v] = 1;
+    while (n > 0 && !ambiguous) {
+        int x = stack[--n];
+        const kiln_graph_value *gv = &g->values[x];
+        if (gv->producer < 0) {
+            const kiln_tensor *f = opt_fact(c, x);
+            for (int k = 0; !gv->is_const && k < f->rank; k++)
+                if (f->dims[k] == d) {
+                    if (found >= 0 && found != x) ambiguous = 1;
+                    found = x;
+                    *at = k;
+                    break;
+                }
+            continue;
+        }
+        const kiln_node *p = &g->nodes[gv->producer];
+        for (int k = 0; k < p->n_in; k++) {
+            int u = p->in[k];
+            if (u >= 0 && u < g->n_values && !seen[u]) {
+                seen[u] = 1;
+                stack[n++] = u;
+            }
+        }
+    }
+    free(seen);
+    free(stack);
+    if (ambiguous || found < 0) return -1;
+    for (int i = 0; i < g->n_inputs; i++)
+        if (g->inputs[i] == found) return found;
+    return -1; /* an outer value of a subgraph, not this graph's input */
 }
 
-/* Shape(v) read only by Gathers of one symbolic dimension each, all found in one graph input:
- * the Shape reads that input instead and each Gather the input's position of its dimension. */
+/* Shape(v) read only by Gathers of one symbolic dimension each, all found in one graph input v is
+ * computed from: the Shape reads that input instead and each Gather the input's position of its
+ * dimension. */
 static kiln_status shape_from_input(opt_ctx *c, kiln_node *shape, int *moved) {
     kiln_graph *g = c->g;
     int v = shape->in[0], sv = shape->out[0], src = -1;
@@ -80,8 +116,8 @@ static kiln_status shape_from_input(opt_ctx *c, kiln_node *shape, int *moved) {
             int64_t d = kiln_load_i64(ti->dtype, ti->data, 0);
             if (d < 0) d += fv->rank;
             if (d < 0 || d >= fv->rank || !KILN_DIM_IS_SYM(fv->dims[d])) return KILN_OK;
-            int64_t j;
-            int in = input_with_dim(c, fv->dims[d], &j);
+            int64_t j = 0;
+            int in = source_input_with_dim(c, v, fv->dims[d], &j);
             if (in < 0 || (src >= 0 && in != src)) return KILN_OK;
             src = in;
             at[readers] = j;
