@@ -99,7 +99,7 @@ static kiln_status shape_from_input(opt_ctx *c, kiln_node *shape, int *moved) {
     kiln_graph *g = c->g;
     int v = shape->in[0], sv = shape->out[0], src = -1;
     const kiln_tensor *fv = opt_fact(c, v);
-    if (fv->rank < 0 || sv < 0 || c->is_output[sv] || kiln_has_attr(shape, "start") || kiln_has_attr(shape, "end"))
+    if (fv->rank < 0 || sv < 0 || sv >= c->n_tracked || c->is_output[sv] || kiln_has_attr(shape, "start") || kiln_has_attr(shape, "end"))
         return KILN_OK;
     int readers = 0;
     int64_t at[KILN_MAX_RANK];
@@ -176,7 +176,7 @@ kiln_status opt_drop_same_shape_reshapes(opt_ctx *c) {
         for (int i = 0; i < g->n_nodes; i++) {
             kiln_node *n = &g->nodes[i];
             if (!n->removed && !n->domain[0] && !strcmp(n->op_type, "Shape") && n->n_in == 1 && n->n_out == 1 &&
-                c->g->values[n->in[0]].producer >= 0)
+                n->in[0] >= 0 && c->g->values[n->in[0]].producer >= 0)
                 KILN_TRY(shape_from_input(c, n, &dropped));
         }
     /* the Reshapes now read by nobody go with the shape arithmetic that fed them */
