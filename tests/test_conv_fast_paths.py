@@ -161,6 +161,39 @@ def test_fused_conv(act, params, xs, ws, attrs, z):
     run_case(np.random.default_rng(31), xs, ws, attrs, op="FusedConv", z=z)
 
 
+
+# ---- 1x1 convolutions of 1x1 maps (squeeze-excite): a dense layer over the packed weights ----
+# batches below, at and past the four images one pass takes; rows not a multiple of the 12-row
+# panels; depths past one 256-deep packed block; groups
+MATVEC_CASES = [
+    ((1, 960, 1, 1), (240, 960, 1, 1), {}),
+    ((3, 100, 1, 1), (37, 100, 1, 1), {}),
+    ((4, 300, 1, 1), (25, 300, 1, 1), {}),
+    ((9, 513, 1, 1), (130, 513, 1, 1), {}),
+    ((5, 64, 1, 1), (48, 32, 1, 1), {"group": 2}),
+    ((6, 40, 1), (13, 40, 1), {}),
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", MATVEC_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matvec(xs, ws, attrs, bias, threads):
+    run_case(np.random.default_rng(37), xs, ws, attrs, bias=bias, threads=threads)
+
+
+@pytest.mark.parametrize("act,params", [("Relu", None), ("HardSigmoid", [0.2, 0.5]), ("Clip", [-0.5, 0.6])])
+@pytest.mark.parametrize("z", [False, True])
+def test_matvec_fused(act, params, z):
+    attrs = {"activation": act, **({"activation_params": params} if params else {})}
+    run_case(np.random.default_rng(41), (7, 300, 1, 1), (50, 300, 1, 1), attrs, op="FusedConv", z=z)
+
+
+def test_matvec_weight_as_input():
+    """A W fed at run time is not packed: the matrix-vector fallback runs instead."""
+    run_case(np.random.default_rng(43), (5, 96, 1, 1), (20, 96, 1, 1), {}, w_init=False)
+
+
 def test_conv_add_relu_fused_graph():
     """Conv -> Add(residual) -> Relu as a model: kiln fuses it into FusedConv; ORT is the oracle."""
     rng = np.random.default_rng(41)

@@ -478,9 +478,10 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
         return KILN_OK;
     }
     if (j.pointwise && g->out_size == 1) {
-        /* 1x1 convolution of a 1x1 map (squeeze-excite blocks): a matrix-vector product per
-         * (image, group). sgemv streams the weights once; the tiled sgemm path would run its
-         * 12x32 kernels over a single output column. */
+        /* 1x1 convolution of a 1x1 map (squeeze-excite blocks): a dense layer. With packed
+         * weights, conv_matvec.c; otherwise a matrix-vector product per (image, group): the
+         * tiled sgemm path would run its 12x32 kernels over a single output column. */
+        if (kconv_matvec_f32(ctx, g, x, w_packed, bias, z, act, y)) return KILN_OK;
         for (int64_t n = 0; n < g->N; n++)
             for (int64_t grp = 0; grp < g->group; grp++) {
                 float *yg = y + n * g->M + grp * j.Mg;

@@ -74,6 +74,10 @@ typedef _Atomic(float *) kconv_lazy_weights;
 kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                           const float *bias, const float *z, const kconv_act *act,
                           const float *w_packed, kconv_lazy_weights *w_lanes, float *y);
+/* 1x1 convolution of a 1x1 map with weights packed by kconv_pack_weight, over the whole batch;
+ * 0 when it does not apply (no packed weights, no AVX-512), 1 when y is written. */
+int kconv_matvec_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
+                     const float *bias, const float *z, const kconv_act *act, float *y);
 /* Direct (im2col-free) 2-D convolution on AVX-512 with weights packed by kconv_pack_weight;
  * kconv_direct_ok says when it applies and pays. */
 int kconv_direct_ok(const kconv_geom *g);
