@@ -282,12 +282,14 @@ __attribute__((target("avx512f"))) static void split2_avx512(const float *x, int
 /* Copies one input plane into the padded, phase-split layout. Only input values are written:
  * the padding positions are the same for every plane and stay zero from the buffer's first
  * clearing. */
-static void dw_fill(const dw_plan *p, const float *x, float *P, int simd) {
+static void dw_fill(const dw_plan *p, const float *x, const float *next, float *P, int simd) {
     for (int64_t qy = 0; qy < p->sh; qy++)
         for (int64_t r = 0; r < p->Hq; r++) {
             int64_t iy = r * p->sh + qy - p->pt;
             if (iy < 0 || iy >= p->IH) continue;
             const float *xr = x + iy * p->IW;
+            if (next) /* the same row of the next plane, into L2 while this one is copied */
+                for (int64_t c = 0; c < p->IW; c += 16) __builtin_prefetch(next + iy * p->IW + c, 0, 2);
             if (p->sw == 1) {
                 float *d = P + qy * p->sub + r * p->Wq;
                 int64_t head = p->pl < p->Wq ? p->pl : p->Wq;
@@ -356,7 +358,12 @@ static int dw_planes_f32(const kconv_geom *g, const float *x, const float *w, co
         int64_t n = q / g->M, m = q % g->M, c = m / mult;
         const float *wp = w + m * ntaps;
         float *yp = y + q * g->out_size;
-        if (n * g->C + c != last_c) dw_fill(&p, x + (n * g->C + c) * g->in_size, P, simd);
+        if (n * g->C + c != last_c) {
+            /* the next plane this thread reads (its input channel, or the next one) */
+            int64_t nq = q + 1 < q1 ? q + 1 : -1, nc = nq < 0 ? -1 : nq / g->M * g->C + nq % g->M / mult;
+            const float *next = nc >= 0 && nc != n * g->C + c ? x + nc * g->in_size : NULL;
+            dw_fill(&p, x + (n * g->C + c) * g->in_size, next, P, simd);
+        }
         last_c = n * g->C + c;
         float b = bias ? bias[m] : 0.0f;
         if (pitched_is_dense) {
