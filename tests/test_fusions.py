@@ -755,6 +755,58 @@ def test_conv_batchnorm_then_relu_level3(capfd):
     assert (n1, n3) == (3, 1)
 
 
+BN_ACTS = [("Relu", {}, []), ("LeakyRelu", {"alpha": 0.1}, []), ("Clip", {}, ["lo", "hi"]),
+           ("HardSigmoid", {"alpha": 0.2, "beta": 0.5}, []), ("Sigmoid", {}, [])]
+
+
+@pytest.mark.parametrize("act,attrs,extra", BN_ACTS, ids=[a[0] for a in BN_ACTS])
+@pytest.mark.parametrize("shape", [(2, 6, 20, 19), (1, 40, 7, 7), (3, 5, 33)])
+def test_batchnorm_activation_as_depthwise_conv(act, attrs, extra, shape, capfd):
+    """DenseNet's pre-activation pair BN -> Relu (no Conv before it) becomes one 1x1 depthwise
+    FusedConv; large maps, small maps (the 16-channel blocked path's sizes) and 1-D maps."""
+    rng = np.random.default_rng(58)
+    C = shape[1]
+    nodes = [helper.make_node("BatchNormalization", ["x", "scale", "bnb", "mean", "var"], ["b"], epsilon=1e-3),
+             helper.make_node(act, ["b"] + extra, ["y"], **attrs)]
+    inits = dict(bn_inits(rng, C), lo=c(-0.3), hi=c(0.8))
+    inits = {k: v for k, v in inits.items() if k not in ("lo", "hi") or k in extra}
+    m = make_model(nodes, {"x": (F32, list(shape))}, ["y"], inits)
+    log = expect_fused(m, {"x": rand(rng, shape, low=-3, high=3)}, capfd, [f"{MS}:FusedConv"], rtol=1e-5, atol=1e-5)
+    assert "BatchNormalization Relu" in log or act != "Relu"
+
+
+def test_batchnorm_activation_then_conv(capfd):
+    """The DenseNet layer: Concat -> BN -> Relu -> 1x1 Conv, at batch 2."""
+    rng = np.random.default_rng(59)
+    nodes = [helper.make_node("Concat", ["x", "x2"], ["cat"], axis=1),
+             helper.make_node("BatchNormalization", ["cat", "scale", "bnb", "mean", "var"], ["b"]),
+             helper.make_node("Relu", ["b"], ["r"]),
+             helper.make_node("Conv", ["r", "W", "B"], ["y"], kernel_shape=[1, 1])]
+    inits = dict(conv_inits(rng, 12, 10, 1), **bn_inits(rng, 10))
+    m = make_model(nodes, {"x": (F32, ["n", 4, 17, 17]), "x2": (F32, ["n", 6, 17, 17])}, ["y"], inits)
+    feeds = {"x": rand(rng, (2, 4, 17, 17)), "x2": rand(rng, (2, 6, 17, 17))}
+    expect_fused(m, feeds, capfd, [f"{MS}:FusedConv"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["bn_output_read_outside", "rank5", "float16", "two_readers"])
+def test_batchnorm_activation_not_fused(case, capfd):
+    rng = np.random.default_rng(60)
+    dt = np.float16 if case == "float16" else F32
+    shape = (1, 4, 3, 5, 6) if case == "rank5" else (2, 4, 9, 9)
+    nodes = [helper.make_node("BatchNormalization", ["x", "scale", "bnb", "mean", "var"], ["b"]),
+             helper.make_node("Relu", ["b"], ["y"])]
+    outs = ["y"]
+    if case == "bn_output_read_outside":
+        outs.append("b")
+    if case == "two_readers":
+        nodes.append(helper.make_node("Sigmoid", ["b"], ["y2"]))
+        outs.append("y2")
+    inits = {k: v.astype(dt) for k, v in bn_inits(rng, 4).items()}
+    m = make_model(nodes, {"x": (dt, list(shape))}, outs, inits)
+    tol = dict(rtol=1e-2, atol=1e-2) if dt != F32 else dict(rtol=1e-5, atol=1e-5)
+    expect_unfused(m, {"x": rand(rng, shape).astype(dt)}, capfd, **tol)
+
+
 # ---------------------------------------------------------------- the shared models
 
 MODEL_CASES = [("bert_tiny", 1e-4, 1e-5, True), ("bert_tiny_fused", 1e-4, 1e-5, True),

@@ -9,7 +9,13 @@
  * whose kernel adds the residual Z and applies the activation to each output tile while it is
  * still in cache. The activations are those the FusedConv kernel implements: Relu, Tanh,
  * Sigmoid, LeakyRelu, Clip, HardSigmoid, and HardSwish (MobileNetV3's), which ORT's FusedConv
- * lacks: a file kiln writes splits that one back into FusedConv + HardSwish (model_write.c). */
+ * lacks: a file kiln writes splits that one back into FusedConv + HardSwish (model_write.c).
+ *
+ * BatchNormalization (inference form) + activation, not after a Conv (DenseNet's pre-activation
+ * layers: Concat -> BN -> Relu -> Conv) -> FusedConv, a 1x1 depthwise convolution with W[c] = s[c]
+ * and B[c] = b[c] - mean[c] * s[c] and the activation: one pass over the tensor instead of two
+ * (ONNX Runtime turns the same pair into one NCHWc convolution). CPU sessions only, 1-D and 2-D
+ * maps in float32, where the depthwise kernels take it. */
 #include "fusions.h"
 #include "../core/dtype.h"
 #include <float.h>
@@ -159,6 +165,80 @@ static int activation_of(opt_ctx *c, const kiln_node *act, float *params, int *n
     params[(*n_params)++] = lo;
     params[(*n_params)++] = hi;
     return 1;
+}
+
+static int activation_of(opt_ctx *c, const kiln_node *act, float *params, int *n_params);
+
+static kiln_status batchnorm_activation(opt_ctx *c, kiln_node *bn) {
+    if (bn->n_in != 5 || bn->n_out < 1 || bn->out[0] < 0 || !opt_only_first_output(c, bn)) return KILN_OK;
+    if (kiln_attr_int(bn, "training_mode", 0) || kiln_attr_int(bn, "spatial", 1) != 1) return KILN_OK;
+    int x = bn->in[0], y = bn->out[0];
+    const kiln_tensor *fx = opt_fact(c, x);
+    if (fx->dtype != KILN_DTYPE_FLOAT || (fx->rank != 3 && fx->rank != 4) || !opt_dim_known(fx->dims[1]) ||
+        fx->dims[1] < 1 || !opt_private(c, y, 1))
+        return KILN_OK;
+    kiln_node *act = NULL;
+    for (int i = 0; i < c->g->n_nodes && !act; i++) {
+        kiln_node *n = &c->g->nodes[i];
+        if (!n->removed && n->n_in >= 1 && n->in[0] == y) act = n;
+    }
+    float params[2];
+    int np;
+    if (!act || act->n_out != 1 || !activation_of(c, act, params, &np)) return KILN_OK;
+    int64_t m = fx->dims[1];
+    const kiln_tensor *p[4];
+    for (int k = 0; k < 4; k++)
+        if (!(p[k] = channel_param(c, bn->in[k + 1], KILN_DTYPE_FLOAT, m))) return KILN_OK;
+    double eps = kiln_attr_float(bn, "epsilon", 1e-5f);
+    int64_t wdims[4] = {m, 1, 1, 1};
+    kiln_tensor nw = {0}, nb = {0};
+    kiln_tensor_set_shape(&nw, KILN_DTYPE_FLOAT, fx->rank, wdims);
+    kiln_tensor_set_shape(&nb, KILN_DTYPE_FLOAT, 1, &m);
+    if (kiln_tensor_alloc(&nw, c->e)) return c->e->code;
+    if (kiln_tensor_alloc(&nb, c->e)) {
+        kiln_tensor_release(&nw);
+        return c->e->code;
+    }
+    for (int64_t o = 0; o < m; o++) {
+        double sc = kiln_load_f64(KILN_DTYPE_FLOAT, p[0]->data, o) /
+                    sqrt(kiln_load_f64(KILN_DTYPE_FLOAT, p[3]->data, o) + eps);
+        kiln_store_f64(KILN_DTYPE_FLOAT, nw.data, o, sc);
+        kiln_store_f64(KILN_DTYPE_FLOAT, nb.data, o, kiln_load_f64(KILN_DTYPE_FLOAT, p[1]->data, o) -
+                                                         kiln_load_f64(KILN_DTYPE_FLOAT, p[2]->data, o) * sc);
+    }
+    char name[512];
+    snprintf(name, sizeof name, "%s_as_conv_W", bn->name);
+    int wv = opt_add_const(c, name, &nw);
+    snprintf(name, sizeof name, "%s_as_conv_B", bn->name);
+    int bv = wv >= 0 ? opt_add_const(c, name, &nb) : -1;
+    kiln_tensor_release(&nw);
+    kiln_tensor_release(&nb);
+    if (wv < 0 || bv < 0) return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
+    int64_t ones[2] = {1, 1};
+    kiln_attr *attrs = calloc(4, sizeof *attrs);
+    int n_attrs = 0, ok = attrs != NULL;
+    if (ok) ok = opt_attr_int(&attrs[n_attrs++], "group", m);
+    if (ok) ok = opt_attr_ints(&attrs[n_attrs++], "kernel_shape", ones, fx->rank - 2);
+    if (ok) ok = opt_attr_string(&attrs[n_attrs++], "activation", act->op_type);
+    if (ok && np) ok = opt_attr_floats(&attrs[n_attrs++], "activation_params", params, np);
+    if (!ok) {
+        opt_attrs_free(attrs, n_attrs);
+        return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    int ins[3] = {x, wv, bv}, out = act->out[0];
+    kiln_node *pattern[2] = {bn, act};
+    return opt_replace(c, pattern, 2, "com.microsoft", "FusedConv", -1, ins, 3, &out, 1, attrs, n_attrs);
+}
+
+kiln_status opt_fuse_batchnorm_activation(opt_ctx *c) {
+    kiln_graph *g = c->g;
+    if (c->device) return KILN_OK;
+    for (int i = 0; i < g->n_nodes; i++) {
+        kiln_node *n = &g->nodes[i];
+        if (!n->removed && !n->domain[0] && !strcmp(n->op_type, "BatchNormalization"))
+            KILN_TRY(batchnorm_activation(c, n));
+    }
+    return KILN_OK;
 }
 
 kiln_status opt_fuse_conv_activation(opt_ctx *c) {

@@ -10,6 +10,9 @@
 kiln_status opt_fuse_conv_batchnorm(opt_ctx *c);
 kiln_status opt_fuse_conv_add(opt_ctx *c);
 kiln_status opt_fuse_conv_activation(opt_ctx *c);
+/* BatchNormalization + one of those activations -> FusedConv, a 1x1 depthwise convolution (CPU
+ * sessions). */
+kiln_status opt_fuse_batchnorm_activation(opt_ctx *c);
 /* fuse_gelu.c: the erf form -> Gelu, the tanh form -> FastGelu, then Add(bias) in front of
  * either -> BiasGelu / FastGelu with bias. */
 kiln_status opt_fuse_gelu(opt_ctx *c);

@@ -25,6 +25,7 @@ typedef struct fusion_pass {
 static const fusion_pass passes[] = {
     {opt_fuse_qdq, 2},
     {opt_fuse_conv_batchnorm, 2}, {opt_fuse_conv_add, 2},    {opt_fuse_conv_activation, 2},
+    {opt_fuse_batchnorm_activation, 2},
     {opt_fuse_gelu, 2},           {opt_fuse_gelu_bias, 2},   {opt_fuse_skip_layernorm, 2},
     {opt_drop_same_shape_reshapes, 2}, {opt_fuse_attention, 2},      {opt_fuse_matmul_add, 2},  {opt_fuse_transpose_matmul, 2},
 };

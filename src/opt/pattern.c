@@ -230,6 +230,14 @@ int opt_attr_floats(kiln_attr *a, const char *name, const float *v, int n) {
     return 1;
 }
 
+int opt_attr_ints(kiln_attr *a, const char *name, const int64_t *v, int n) {
+    if (!attr_named(a, name, KILN_ATTR_INTS)) return 0;
+    a->ints = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (!a->ints) return 0;
+    if (n) memcpy(a->ints, v, sizeof(int64_t) * (size_t)n);
+    a->n = n;
+    return 1;
+}
 
 void opt_attrs_free(kiln_attr *attrs, int n) {
     for (int i = 0; attrs && i < n; i++) kiln_attr_free(&attrs[i]);

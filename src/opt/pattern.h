@@ -66,6 +66,7 @@ int opt_attr_int(kiln_attr *a, const char *name, int64_t v);
 int opt_attr_float(kiln_attr *a, const char *name, float v);
 int opt_attr_string(kiln_attr *a, const char *name, const char *s);
 int opt_attr_floats(kiln_attr *a, const char *name, const float *v, int n);
+int opt_attr_ints(kiln_attr *a, const char *name, const int64_t *v, int n);
 void opt_attrs_free(kiln_attr *attrs, int n);
 /* Moves n's attributes into a new array with room for `extra` more (n keeps none). */
 kiln_status opt_attrs_take(opt_ctx *c, kiln_node *n, int extra, kiln_attr **out, int *count);

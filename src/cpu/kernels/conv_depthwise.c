@@ -543,6 +543,32 @@ static int dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, c
 }
 #endif
 
+/* A 1x1 window with unit strides and no padding: a per-channel scale and shift (BatchNormalization
+ * fused with its activation, opt/fuse_conv.c), one pass over each plane with no copy. */
+static int dw_pointwise(const kconv_geom *g) {
+    if (g->k_size != 1) return 0;
+    for (int d = 0; d < g->nd; d++)
+        if (g->stride[d] != 1 || g->pad_b[d] || g->pad_e[d]) return 0;
+    return 1;
+}
+
+static void dw_affine(const float *x, float w, float b, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * w + b;
+}
+
+#ifdef DW_HAVE_AVX2
+__attribute__((target("avx512f"))) static void dw_affine_avx512(const float *x, float w, float b,
+                                                                float *y, int64_t n) {
+    __m512 vw = _mm512_set1_ps(w), vb = _mm512_set1_ps(b);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(_mm512_loadu_ps(x + i), vw, vb));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), vw, vb));
+    }
+}
+#endif
+
 typedef struct dw_job {
     const kconv_geom *g;
     const float *x, *w, *bias, *z;
@@ -556,6 +582,21 @@ static void dw_blocked_run(void *arg, int64_t b0, int64_t b1) {
     if (dw_blocked_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, b0, b1)) j->failed = 1;
 }
 
+static void dw_pointwise_run(void *arg, int64_t q0, int64_t q1) {
+    dw_job *j = arg;
+    const kconv_geom *g = j->g;
+    int64_t mult = g->M / g->C, n = g->out_size;
+    void (*affine)(const float *, float, float, float *, int64_t) = dw_affine;
+#ifdef DW_HAVE_AVX2
+    if (__builtin_cpu_supports("avx512f")) affine = dw_affine_avx512;
+#endif
+    for (int64_t q = q0; q < q1; q++) {
+        int64_t m = q % g->M, c = q / g->M * g->C + m / mult;
+        affine(j->x + c * g->in_size, j->w[m], j->bias ? j->bias[m] : 0.0f, j->y + q * n, n);
+        dw_epilogue(j->y + q * n, j->z ? j->z + q * n : NULL, j->act, n);
+    }
+}
+
 static void dw_planes_run(void *arg, int64_t q0, int64_t q1) {
     dw_job *j = arg;
     if (dw_planes_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, q0, q1)) j->failed = 1;
@@ -566,7 +607,9 @@ kiln_status kconv_depthwise_run(kiln_ctx *ctx, const kconv_geom *g, const float 
     dw_job j = {g, x, w, bias, z, act && act->kind != KACT_NONE ? act : NULL, y, 0};
     int64_t planes = g->N * g->M;
     double work = (double)planes * g->out_size * g->k_size;
-    if (dw_blocked_ok(g)) {
+    if (dw_pointwise(g)) {
+        kiln_parallel_for(ctx, planes, kpar_grain(planes, (double)planes * g->out_size / 4.0), dw_pointwise_run, &j);
+    } else if (dw_blocked_ok(g)) {
         int64_t blocks = g->N * ((g->C + 15) / 16);
         kiln_parallel_for(ctx, blocks, kpar_grain(blocks, work / 60.0), dw_blocked_run, &j);
     } else {
