@@ -232,16 +232,16 @@ typedef struct tile_cfg {
 
 /* Tiles 0-3: the 2 x 2 float sums of a 32 x 32 block; 4-5: two 16-row A tiles of 32 k; 6-7: two
  * B tiles of 16 k-pairs x 16 columns. All are 16 rows of 64 bytes. */
-__attribute__((target("amx-tile"))) static void amx_config(void) {
-    tile_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
-    _tile_loadconfig(&cfg);
-}
+/* A constant in memory: built on the stack, GCC 12 dropped the stores of colsb and rows (it does
+ * not see ldtilecfg read them), and the garbage left in their place made ldtilecfg fault (#GP,
+ * a segfault on the first bfloat16 product of any AMX machine). */
+static const tile_cfg amx_cfg = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+__attribute__((target("amx-tile"))) static void amx_config(void) { _tile_loadconfig(&amx_cfg); }
 
 __attribute__((target("amx-tile"))) static void amx_release(void) { _tile_release(); }
 
