@@ -186,7 +186,7 @@ static kiln_status alloc_value(struct kiln_runner *r, int v, kiln_err *e) {
     }
     kiln_status st;
     if (!dev) {
-        st = kiln_tensor_alloc(t, e);
+        st = kiln_tensor_alloc_uninit(t, e); /* as in the arena, the kernel writes every element */
     } else {
         kiln_provider *p = r->s->eps.ep[dev];
         void *mem;

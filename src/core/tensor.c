@@ -76,7 +76,7 @@ void kiln_tensor_set_shape(kiln_tensor *t, int dtype, int rank, const int64_t *d
     for (int i = 0; i < rank && i < KILN_MAX_RANK; i++) t->dims[i] = dims[i];
 }
 
-kiln_status kiln_tensor_alloc(kiln_tensor *t, kiln_err *e) {
+static kiln_status tensor_alloc(kiln_tensor *t, int zero, kiln_err *e) {
     int64_t n = kiln_numel(t);
     if (n < 0) {
         if (t->rank >= 0 && kiln_checked_numel(t->rank, t->dims) == KILN_NUMEL_TOO_LARGE) {
@@ -92,12 +92,17 @@ kiln_status kiln_tensor_alloc(kiln_tensor *t, kiln_err *e) {
         return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %lld elements of %s", (long long)n,
                          kiln_dtype_name((kiln_dtype)t->dtype));
     /* one extra cache line keeps zero-sized tensors non-NULL and vector over-reads harmless */
-    void *p = calloc(1, bytes + 64);
+    void *p = zero || t->dtype == KILN_DTYPE_STRING ? calloc(1, bytes + 64) : malloc(bytes + 64);
     if (!p) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %zu bytes", bytes);
+    if (!zero && t->dtype != KILN_DTYPE_STRING && getenv("KILN_POISON_OUTPUTS")) memset(p, 0xff, bytes);
     t->data = p;
     t->owner = p;
     return KILN_OK;
 }
+
+kiln_status kiln_tensor_alloc(kiln_tensor *t, kiln_err *e) { return tensor_alloc(t, 1, e); }
+
+kiln_status kiln_tensor_alloc_uninit(kiln_tensor *t, kiln_err *e) { return tensor_alloc(t, 0, e); }
 
 kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src, kiln_err *e) {
     kiln_tensor t = *src;

@@ -85,6 +85,11 @@ int kiln_shape_equal(const kiln_tensor *a, const kiln_tensor *b);
 void kiln_tensor_set_shape(kiln_tensor *t, int dtype, int rank, const int64_t *dims);
 /* Allocates a zero-filled heap buffer for t's shape; t then owns it. */
 kiln_status kiln_tensor_alloc(kiln_tensor *t, kiln_err *e);
+/* The same without clearing the elements (strings are still cleared): for a kernel's output,
+ * which the kernel writes in full, as it does in the arena. KILN_POISON_OUTPUTS=1 fills them
+ * with 0xff bytes instead (NaN, -1), so that a test run shows any kernel that leaves some
+ * unwritten. */
+kiln_status kiln_tensor_alloc_uninit(kiln_tensor *t, kiln_err *e);
 /* Deep copy (src may alias anything; dst owns its copy). Strings are duplicated. */
 kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src, kiln_err *e);
 /* kiln_tensor_copy of a caller's host tensor: src's dtype may be KILN_DTYPE_SIZED_STRING (kiln_string

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from util import assert_same, np_to_onnx_dtype, rand, run_kiln, run_ort  # noqa: E402
+from util import assert_same, kiln, np_to_onnx_dtype, rand, run_kiln, run_ort  # noqa: E402
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 T = helper.make_tensor_value_info
@@ -322,6 +322,21 @@ def test_scan8_batched(lens):
     m = model([N("Scan", ins, ["s", "ys"], body=sum_body(), num_scan_inputs=1, directions=[1])], feeds,
               [T("s", F, None), T("ys", F, None)], opset=8)
     compare(m, feeds)
+
+
+
+def test_scan8_padding_is_zero_on_every_run():
+    """Positions past an entry's sequence length are zeros on later runs too, whose outputs come
+    from memory the earlier runs left behind (the arena is not cleared between runs)."""
+    rng = np.random.default_rng(55)
+    feeds = {"lens": np.array([1, 4, 2], np.int64), "s0": rand(rng, (3, 2)), "xs": rand(rng, (3, 4, 2))}
+    m = model([N("Scan", ["lens", "s0", "xs"], ["s", "ys"], body=sum_body(), num_scan_inputs=1, directions=[1]),
+                N("Mul", ["ys", "ys"], ["y2"])], feeds, [T("s", F, None), T("y2", F, None)], opset=8)
+    want = run_ort(m, feeds)
+    sess = kiln.InferenceSession(m.SerializeToString())
+    for run in range(3):
+        for i, (g, w) in enumerate(zip(sess.run(None, feeds), want)):
+            same_value(g, w, f"run {run} output {i}")
 
 
 def test_scan_mismatched_lengths_fail():

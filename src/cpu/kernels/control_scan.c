@@ -6,6 +6,7 @@
  *
  * Slices along a leading axis are handed to the body as views of the input; other axes are
  * gathered into one scratch buffer per scan input. */
+#include <string.h>
 #include "control_common.h"
 #include <stdio.h>
 
@@ -398,6 +399,18 @@ static kiln_status scan8(kiln_ctx *ctx, const scan_cfg *c, scan_frame *f) {
         free(init);
     }
     if (st) return st;
+    /* positions past an entry's sequence length are zeros (as onnxruntime gives); an output's
+     * memory is not cleared for us (the arena's is reused run after run) */
+    for (int k = 0; sl && k < c->K && c->N + k < ctx->n_out; k++) {
+        kiln_tensor *out = kiln_output(ctx, c->N + k);
+        if (!out || !out->data || !f->have_first[k] || out->dtype == KILN_DTYPE_STRING) continue;
+        size_t step = kiln_tensor_nbytes(&f->first[k]);
+        for (int64_t b = 0; b < B; b++) {
+            int64_t len = sl->dtype == KILN_DTYPE_INT64 ? ((const int64_t *)sl->data)[b]
+                                                        : ((const int32_t *)sl->data)[b];
+            if (len < T) memset((char *)out->data + (size_t)(b * T + len) * step, 0, (size_t)(T - len) * step);
+        }
+    }
     if (B == 0)
         for (int s = 0; s < c->N && s < ctx->n_out; s++) {
             if (!ctx->out[s]) continue;
