@@ -275,6 +275,18 @@ def test_activation_vs_ort(op, dt):
                 ortcheck(op, [("x", rand(rng, shape, dt, lo, hi))], attrs=a, opset=opset)
 
 
+@pytest.mark.parametrize("dt", [np.int32, np.int64, np.uint8])
+def test_shrink_integer_infinite_bias_saturates(dt):
+    """An infinite bias shifts integers past every value the type holds; the result saturates
+    through int64 rather than being undefined (fuzz_graph found the conversion), and values within
+    lambd stay 0."""
+    x = np.array([-9, -1, 0, 1, 9] if np.dtype(dt).kind == "i" else [200, 1, 0, 2, 9], dt)
+    m = node_model("Shrink", [("x", x)], ["y"], {"lambd": 2.0, "bias": float("inf")}, opset=9)
+    y = run_kiln(m, {"x": x})[0]
+    assert y.dtype == x.dtype and (y[1:4] == 0).all()
+    assert y[4] == np.array(np.iinfo(np.int64).min).astype(dt)
+
+
 def _np_act(op, a):
     al = a.get("alpha")
     if op == "Sigmoid":

@@ -112,6 +112,7 @@ def test_skip_layernorm(simplified):
 def test_skip_layernorm_errors():
     x = np.ones((2, 3, 4), F32)
     for k, g in [(np.ones((2, 3, 5), F32), np.ones((4,), F32)),
+                 (np.array(1.0, F32), np.ones((4,), F32)),  # a scalar skip (found by fuzz_graph)
                  (np.ones((3, 3, 4), F32), np.ones((4,), F32)),
                  (np.ones((2, 3, 4), F32), np.ones((5,), F32))]:
         m = node_model("SkipLayerNormalization", [("x", x), ("k", k), ("g", g)], ["y"],

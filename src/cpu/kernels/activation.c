@@ -77,8 +77,15 @@ EW_SINT_TYPES(RELU_I)
  * being undefined. */
 #define SHRINK_EXPR(x) ((x) < -(double)PA ? (x) + (double)PB : (x) > (double)PA ? (x) - (double)PB : 0.0)
 ACT_FLOAT(shrink, (float)SHRINK_EXPR(x), SHRINK_EXPR(x))
+/* a shift by an infinite or huge bias saturates instead of being undefined */
+static inline int64_t shrink_saturate(double v) {
+    if (v != v) return 0;
+    if (v <= -9223372036854775808.0) return INT64_MIN;
+    if (v >= 9223372036854775808.0) return INT64_MAX;
+    return (int64_t)v;
+}
 #define SHRINK_I(dt, T, UT, sfx)                                                                   \
-    EW_UN_ROW_P(shrink_##sfx, T, T, act_param, (T)(int64_t)SHRINK_EXPR((double)x))
+    EW_UN_ROW_P(shrink_##sfx, T, T, act_param, (T)shrink_saturate(SHRINK_EXPR((double)x)))
 #define SHRINK_E(dt, T, UT, sfx) [dt] = shrink_##sfx,
 EW_INT_TYPES(SHRINK_I)
 

@@ -320,7 +320,7 @@ static kiln_status skip_check(kiln_ctx *ctx, int simplified, kiln_tensor **in) {
         }
         /* the hidden size is compared where both sides know it (static inference may know it from
          * the skip alone, as exporters of GPT-2 leave the residual's last axis unnamed) */
-        int64_t kh = k->dims[k->rank - 1];
+        int64_t kh = k->rank >= 1 ? k->dims[k->rank - 1] : -1;
         if (ok && kh >= 0 && h >= 0 && kh != h) ok = 0;
         if (!ok) {
             char b1[96], b2[96];
