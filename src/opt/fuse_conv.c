@@ -38,6 +38,35 @@ static const kiln_tensor *channel_param(opt_ctx *c, int v, int dt, int64_t m) {
     return t && t->dtype == dt && kiln_numel(t) == m ? t : NULL;
 }
 
+/* New weight and bias tensors: W of w_rank dims, B of m elements, both of type dt. */
+static kiln_status alloc_folded(opt_ctx *c, int dt, int w_rank, const int64_t *w_dims, int64_t m,
+                                kiln_tensor *nw, kiln_tensor *nb) {
+    memset(nw, 0, sizeof *nw);
+    memset(nb, 0, sizeof *nb);
+    kiln_tensor_set_shape(nw, dt, w_rank, w_dims);
+    kiln_tensor_set_shape(nb, dt, 1, &m);
+    if (kiln_tensor_alloc(nw, c->e)) return c->e->code;
+    if (kiln_tensor_alloc(nb, c->e)) {
+        kiln_tensor_release(nw);
+        return c->e->code;
+    }
+    return KILN_OK;
+}
+
+/* Adds nw and nb (released here) as initializers "<node>_<tag>_W" and "_B". Adding values may
+ * move g->values: constants read from it before are not to be used after this. */
+static kiln_status add_folded(opt_ctx *c, const char *node, const char *tag, kiln_tensor *nw,
+                              kiln_tensor *nb, int *wv, int *bv) {
+    char name[512];
+    snprintf(name, sizeof name, "%s_%s_W", node, tag);
+    *wv = opt_add_const(c, name, nw);
+    snprintf(name, sizeof name, "%s_%s_B", node, tag);
+    *bv = *wv >= 0 ? opt_add_const(c, name, nb) : -1;
+    kiln_tensor_release(nw);
+    kiln_tensor_release(nb);
+    return *wv < 0 || *bv < 0 ? kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory") : KILN_OK;
+}
+
 static kiln_status fold_batchnorm(opt_ctx *c, kiln_node *bn) {
     if (bn->n_in != 5 || bn->n_out < 1 || bn->out[0] < 0 || !opt_only_first_output(c, bn)) return KILN_OK;
     if (kiln_attr_int(bn, "training_mode", 0) || kiln_attr_int(bn, "spatial", 1) != 1) return KILN_OK;
@@ -55,14 +84,8 @@ static kiln_status fold_batchnorm(opt_ctx *c, kiln_node *bn) {
         if (!(p[k] = channel_param(c, bn->in[k + 1], dt, m))) return KILN_OK;
     double eps = kiln_attr_float(bn, "epsilon", 1e-5f);
 
-    kiln_tensor nw = {0}, nb = {0};
-    kiln_tensor_set_shape(&nw, dt, w->rank, w->dims);
-    kiln_tensor_set_shape(&nb, dt, 1, &m);
-    if (kiln_tensor_alloc(&nw, c->e)) return c->e->code;
-    if (kiln_tensor_alloc(&nb, c->e)) {
-        kiln_tensor_release(&nw);
-        return c->e->code;
-    }
+    kiln_tensor nw, nb;
+    KILN_TRY(alloc_folded(c, dt, w->rank, w->dims, m, &nw, &nb));
     for (int64_t o = 0; o < m; o++) {
         double s = kiln_load_f64(dt, p[0]->data, o) / sqrt(kiln_load_f64(dt, p[3]->data, o) + eps);
         for (int64_t j = 0; j < per; j++)
@@ -71,15 +94,8 @@ static kiln_status fold_batchnorm(opt_ctx *c, kiln_node *bn) {
         kiln_store_f64(dt, nb.data, o, (bias - kiln_load_f64(dt, p[2]->data, o)) * s +
                                            kiln_load_f64(dt, p[1]->data, o));
     }
-    /* adding values may move g->values: w, b and p point into it and are not used after this */
-    char name[512];
-    snprintf(name, sizeof name, "%s_bn_folded_W", conv->name);
-    int wv = opt_add_const(c, name, &nw);
-    snprintf(name, sizeof name, "%s_bn_folded_B", conv->name);
-    int bv = wv >= 0 ? opt_add_const(c, name, &nb) : -1;
-    kiln_tensor_release(&nw);
-    kiln_tensor_release(&nb);
-    if (wv < 0 || bv < 0) return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
+    int wv, bv; /* w, b and p are not used after this */
+    KILN_TRY(add_folded(c, conv->name, "bn_folded", &nw, &nb, &wv, &bv));
     kiln_attr *attrs;
     int n_attrs;
     KILN_TRY(opt_attrs_take(c, conv, 0, &attrs, &n_attrs));
@@ -191,14 +207,8 @@ static kiln_status batchnorm_activation(opt_ctx *c, kiln_node *bn) {
         if (!(p[k] = channel_param(c, bn->in[k + 1], KILN_DTYPE_FLOAT, m))) return KILN_OK;
     double eps = kiln_attr_float(bn, "epsilon", 1e-5f);
     int64_t wdims[4] = {m, 1, 1, 1};
-    kiln_tensor nw = {0}, nb = {0};
-    kiln_tensor_set_shape(&nw, KILN_DTYPE_FLOAT, fx->rank, wdims);
-    kiln_tensor_set_shape(&nb, KILN_DTYPE_FLOAT, 1, &m);
-    if (kiln_tensor_alloc(&nw, c->e)) return c->e->code;
-    if (kiln_tensor_alloc(&nb, c->e)) {
-        kiln_tensor_release(&nw);
-        return c->e->code;
-    }
+    kiln_tensor nw, nb;
+    KILN_TRY(alloc_folded(c, KILN_DTYPE_FLOAT, fx->rank, wdims, m, &nw, &nb));
     for (int64_t o = 0; o < m; o++) {
         double sc = kiln_load_f64(KILN_DTYPE_FLOAT, p[0]->data, o) /
                     sqrt(kiln_load_f64(KILN_DTYPE_FLOAT, p[3]->data, o) + eps);
@@ -206,14 +216,8 @@ static kiln_status batchnorm_activation(opt_ctx *c, kiln_node *bn) {
         kiln_store_f64(KILN_DTYPE_FLOAT, nb.data, o, kiln_load_f64(KILN_DTYPE_FLOAT, p[1]->data, o) -
                                                          kiln_load_f64(KILN_DTYPE_FLOAT, p[2]->data, o) * sc);
     }
-    char name[512];
-    snprintf(name, sizeof name, "%s_as_conv_W", bn->name);
-    int wv = opt_add_const(c, name, &nw);
-    snprintf(name, sizeof name, "%s_as_conv_B", bn->name);
-    int bv = wv >= 0 ? opt_add_const(c, name, &nb) : -1;
-    kiln_tensor_release(&nw);
-    kiln_tensor_release(&nb);
-    if (wv < 0 || bv < 0) return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
+    int wv, bv;
+    KILN_TRY(add_folded(c, bn->name, "as_conv", &nw, &nb, &wv, &bv));
     int64_t ones[2] = {1, 1};
     kiln_attr *attrs = calloc(4, sizeof *attrs);
     int n_attrs = 0, ok = attrs != NULL;
