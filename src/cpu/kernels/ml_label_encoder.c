@@ -22,7 +22,9 @@ typedef struct le_state {
     int64_t idefault;
 } le_state;
 
-static const le_state *g_sort_state; /* qsort has no context argument; init runs serially */
+/* qsort has no context argument; per thread, because sessions open concurrently (a shape
+ * specialisation child opens on whichever thread ran the shape) */
+static _Thread_local const le_state *g_sort_state;
 
 static int key_cmp_num(double a, double b) {
     if (isnan(a) || isnan(b)) return isnan(a) - isnan(b); /* NaN sorts last and equals NaN */
