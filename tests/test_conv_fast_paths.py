@@ -44,6 +44,11 @@ def conv_model(x, w, b, attrs, op="Conv", z=None, w_init=True):
     return m, feeds
 
 
+def fused_attrs(attrs, act, params):
+    """attrs plus FusedConv's activation and its parameters (when it has any)."""
+    return dict(attrs, activation=act, **({"activation_params": params} if params else {}))
+
+
 def run_case(rng, xs, ws, attrs, bias=True, dt=F32, threads=2, op="Conv", z=False, w_init=True):
     x = rand(rng, xs, dt)
     w = rand(rng, ws, dt, low=-1, high=1)
@@ -155,10 +160,7 @@ FUSED_CASES = [
 @pytest.mark.parametrize("xs,ws,attrs", FUSED_CASES)
 @pytest.mark.parametrize("z", [False, True])
 def test_fused_conv(act, params, xs, ws, attrs, z):
-    attrs = dict(attrs, activation=act)
-    if params:
-        attrs["activation_params"] = params
-    run_case(np.random.default_rng(31), xs, ws, attrs, op="FusedConv", z=z)
+    run_case(np.random.default_rng(31), xs, ws, fused_attrs(attrs, act, params), op="FusedConv", z=z)
 
 
 
@@ -185,8 +187,8 @@ def test_matvec(xs, ws, attrs, bias, threads):
 @pytest.mark.parametrize("act,params", [("Relu", None), ("HardSigmoid", [0.2, 0.5]), ("Clip", [-0.5, 0.6])])
 @pytest.mark.parametrize("z", [False, True])
 def test_matvec_fused(act, params, z):
-    attrs = {"activation": act, **({"activation_params": params} if params else {})}
-    run_case(np.random.default_rng(41), (7, 300, 1, 1), (50, 300, 1, 1), attrs, op="FusedConv", z=z)
+    run_case(np.random.default_rng(41), (7, 300, 1, 1), (50, 300, 1, 1), fused_attrs({}, act, params),
+             op="FusedConv", z=z)
 
 
 def test_matvec_weight_as_input():
@@ -411,10 +413,7 @@ def test_lanes(xs, ws, attrs, bias, threads):
 @pytest.mark.parametrize("xs,ws,attrs", LANES_CASES[1:3])
 @pytest.mark.parametrize("z", [False, True])
 def test_lanes_fused(act, params, xs, ws, attrs, z):
-    attrs = dict(attrs, activation=act)
-    if params:
-        attrs["activation_params"] = params
-    run_case(np.random.default_rng(92), xs, ws, attrs, op="FusedConv", z=z)
+    run_case(np.random.default_rng(92), xs, ws, fused_attrs(attrs, act, params), op="FusedConv", z=z)
 
 
 def test_lanes_weight_as_input_and_repeat_runs():

@@ -5,6 +5,7 @@
 #include "provider.h"
 #include "dtype.h"
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -76,6 +77,16 @@ void kiln_tensor_set_shape(kiln_tensor *t, int dtype, int rank, const int64_t *d
     for (int i = 0; i < rank && i < KILN_MAX_RANK; i++) t->dims[i] = dims[i];
 }
 
+/* KILN_POISON_OUTPUTS (tensor.h), read once: this runs for every node output off the arena */
+static int poison_outputs(void) {
+    static _Atomic int cached = -1;
+    if (cached < 0) {
+        const char *v = getenv("KILN_POISON_OUTPUTS");
+        cached = v && *v && *v != '0';
+    }
+    return cached;
+}
+
 static kiln_status tensor_alloc(kiln_tensor *t, int zero, kiln_err *e) {
     int64_t n = kiln_numel(t);
     if (n < 0) {
@@ -94,7 +105,7 @@ static kiln_status tensor_alloc(kiln_tensor *t, int zero, kiln_err *e) {
     /* one extra cache line keeps zero-sized tensors non-NULL and vector over-reads harmless */
     void *p = zero || t->dtype == KILN_DTYPE_STRING ? calloc(1, bytes + 64) : malloc(bytes + 64);
     if (!p) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %zu bytes", bytes);
-    if (!zero && t->dtype != KILN_DTYPE_STRING && getenv("KILN_POISON_OUTPUTS")) memset(p, 0xff, bytes);
+    if (!zero && t->dtype != KILN_DTYPE_STRING && poison_outputs()) memset(p, 0xff, bytes);
     t->data = p;
     t->owner = p;
     return KILN_OK;

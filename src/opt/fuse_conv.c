@@ -183,24 +183,20 @@ static int activation_of(opt_ctx *c, const kiln_node *act, float *params, int *n
     return 1;
 }
 
-static int activation_of(opt_ctx *c, const kiln_node *act, float *params, int *n_params);
-
-static kiln_status batchnorm_activation(opt_ctx *c, kiln_node *bn) {
-    if (bn->n_in != 5 || bn->n_out < 1 || bn->out[0] < 0 || !opt_only_first_output(c, bn)) return KILN_OK;
-    if (kiln_attr_int(bn, "training_mode", 0) || kiln_attr_int(bn, "spatial", 1) != 1) return KILN_OK;
-    int x = bn->in[0], y = bn->out[0];
-    const kiln_tensor *fx = opt_fact(c, x);
-    if (fx->dtype != KILN_DTYPE_FLOAT || (fx->rank != 3 && fx->rank != 4) || !opt_dim_known(fx->dims[1]) ||
-        fx->dims[1] < 1 || !opt_private(c, y, 1))
-        return KILN_OK;
-    kiln_node *act = NULL;
-    for (int i = 0; i < c->g->n_nodes && !act; i++) {
-        kiln_node *n = &c->g->nodes[i];
-        if (!n->removed && n->n_in >= 1 && n->in[0] == y) act = n;
-    }
+/* Matched backwards from the activation, as the other fusions are. */
+static kiln_status batchnorm_activation(opt_ctx *c, kiln_node *act) {
     float params[2];
     int np;
-    if (!act || act->n_out != 1 || !activation_of(c, act, params, &np)) return KILN_OK;
+    if (act->n_out != 1 || act->n_in < 1 || !activation_of(c, act, params, &np)) return KILN_OK;
+    int y = act->in[0];
+    kiln_node *bn = opt_private(c, y, 1) ? opt_producer(c, y, "BatchNormalization") : NULL;
+    if (!bn || bn->n_in != 5 || !opt_only_first_output(c, bn)) return KILN_OK;
+    if (kiln_attr_int(bn, "training_mode", 0) || kiln_attr_int(bn, "spatial", 1) != 1) return KILN_OK;
+    int x = bn->in[0];
+    const kiln_tensor *fx = opt_fact(c, x);
+    if (fx->dtype != KILN_DTYPE_FLOAT || (fx->rank != 3 && fx->rank != 4) || !opt_dim_known(fx->dims[1]) ||
+        fx->dims[1] < 1)
+        return KILN_OK;
     int64_t m = fx->dims[1];
     const kiln_tensor *p[4];
     for (int k = 0; k < 4; k++)
@@ -239,8 +235,7 @@ kiln_status opt_fuse_batchnorm_activation(opt_ctx *c) {
     if (c->device) return KILN_OK;
     for (int i = 0; i < g->n_nodes; i++) {
         kiln_node *n = &g->nodes[i];
-        if (!n->removed && !n->domain[0] && !strcmp(n->op_type, "BatchNormalization"))
-            KILN_TRY(batchnorm_activation(c, n));
+        if (!n->removed) KILN_TRY(batchnorm_activation(c, n));
     }
     return KILN_OK;
 }

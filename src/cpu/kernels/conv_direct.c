@@ -746,18 +746,9 @@ static void lanes_parallel(kiln_ctx *ctx, ljob *lj, int64_t images, double macs,
 
 kiln_status kconv_lanes_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wl,
                             const float *bias, const float *z, const kconv_act *act, float *y) {
-    ljob lj;
-    memset(&lj, 0, sizeof lj);
-    lj.g = g;
-    lj.wl = wl;
-    lj.bias = bias;
-    lj.z = z;
-    lj.act = act;
-    lj.y = y;
-    lj.Mg = g->M / g->group;
-    lj.Mp = lanes_mpad(g);
+    ljob lj = {.g = g, .wl = wl, .bias = bias, .z = z, .act = act, .y = y, .Mg = g->M / g->group,
+               .Mp = lanes_mpad(g), .K = g->C / g->group * g->k_size};
     lj.blocks = (lj.Mp + LMB - 1) / LMB;
-    lj.K = g->C / g->group * g->k_size;
     int nt = kiln_num_threads(ctx);
     double macs_img = (double)lj.Mp * g->group * lj.K * g->out_size;
     if (pointwise_geom(g)) {

@@ -456,17 +456,8 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
     kgemm_blas_serial();
     int nt = kiln_num_threads(ctx);
     if (!kconv_uses_gemm(g)) return kconv_depthwise_run(ctx, g, x, w, bias, z, act, y);
-    conv_job j;
-    memset(&j, 0, sizeof j);
-    j.g = g;
-    j.x = x;
-    j.w = w;
-    j.bias = bias;
-    j.z = z;
-    j.act = act;
-    j.y = y;
-    j.Cg = g->C / g->group;
-    j.Mg = g->M / g->group;
+    conv_job j = {.g = g, .x = x, .w = w, .bias = bias, .z = z, .act = act, .y = y,
+                  .Cg = g->C / g->group, .Mg = g->M / g->group};
     j.Kc = j.Cg * g->k_size;
     j.pointwise = 1;
     for (int d = 0; d < g->nd; d++)
