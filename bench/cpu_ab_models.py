@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Writes the small models behind the A/B figures in bench/results/cpu_ab_2026-12-06.md (each timed
+with bench/kiln_ab.py, kiln build against kiln build or against onnxruntime, in alternating
+processes): single Conv nodes from bench/conv_bench.py's cases, BatchNormalization + Relu + 1x1
+Conv (DenseNet's pre-activation layer), and the stem Conv + Relu of SqueezeNet (a model whose
+output is [8, 64, 111, 111]).
+
+  python3 bench/cpu_ab_models.py --out /tmp/ab
+  python3 bench/kiln_ab.py /tmp/ab/mb3_se_1x1_960to240_b8.onnx --a OLD/libkiln.so --b build-cpu/libkiln.so --batch 8
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import conv_bench  # noqa: E402
+
+CONV_CASES = ["mb3_se_1x1_960to240_b8", "mb3_se_1x1_960to240_b1", "mb3_dw3x3s2_112_64_b8",
+              "mb3_dw5x5s2_56_72_b8", "mb_dw3x3_112_32_b8"]
+
+
+def bn_relu_conv(C, H, rng):
+    inits = [numpy_helper.from_array(rng.standard_normal(C).astype(np.float32), n) for n in ("s", "b", "m")]
+    inits.append(numpy_helper.from_array((rng.random(C) + 0.5).astype(np.float32), "v"))
+    inits.append(numpy_helper.from_array((rng.standard_normal((64, C, 1, 1)) * 0.1).astype(np.float32), "w"))
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["t"]),
+             helper.make_node("Relu", ["t"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, H, H])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def stem_relu():
+    data, _ = conv_bench.conv_model(conv_bench.CASES["sq_stem3x3s2_224_b8"])
+    m = onnx.load_from_string(data)
+    m.graph.node[0].output[0] = "c"
+    m.graph.node.append(helper.make_node("Relu", ["c"], ["y"]))
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="/tmp/ab")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    for c in CONV_CASES:
+        data, _ = conv_bench.conv_model(conv_bench.CASES[c])
+        with open(os.path.join(a.out, c + ".onnx"), "wb") as f:
+            f.write(data)
+    rng = np.random.default_rng(0)
+    for C, H in ((192, 56), (512, 14)):
+        onnx.save(bn_relu_conv(C, H, rng), os.path.join(a.out, f"bnrelu_{C}_{H}.onnx"))
+    onnx.save(stem_relu(), os.path.join(a.out, "sq_stem3x3s2_224_b8_relu.onnx"))
+    print("wrote", sorted(os.listdir(a.out)))
+
+
+if __name__ == "__main__":
+    main()
