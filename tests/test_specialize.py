@@ -144,6 +144,42 @@ def test_cycling_shapes_do_not_thrash(capfd):
     assert opened <= 8 + 4 and closed <= 4, (opened, closed)
 
 
+def test_dimension_with_many_sizes_leaves_the_key(capfd):
+    """A decoder's cache length takes a new size every step: once a dimension has taken more sizes
+    than the table has slots, the children keyed on it are closed and later runs specialise on the
+    other dimensions only (here batch), the growing one left symbolic in the child."""
+    m = small_model(("batch", "past", 4))
+    s, off = sess(m, verbose=True), sess(m, specialize=False)
+    rng = np.random.default_rng(8)
+    for past in range(1, 20):
+        x = rand(rng, 2, past, 4)
+        for _ in range(2):  # the second run of a size opens a child while 'past' is in the key
+            np.testing.assert_array_equal(s.run(None, {"x": x})[0], off.run(None, {"x": x})[0])
+        if past == 8:
+            assert s.kiln_specializations() == 8
+    err = capfd.readouterr().err
+    assert "dimension 'past' has taken more than 16 sizes" in err
+    assert "specialised for batch=2:" in err, err[-2000:]
+    assert s.kiln_specializations() == 1  # those keyed on past closed, one for batch=2
+    y = rand(rng, 3, 20, 4)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"x": y})[0], off.run(None, {"x": y})[0])
+    assert s.kiln_specializations() == 2
+    assert "specialised for batch=3:" in capfd.readouterr().err
+
+
+def test_every_dimension_out_of_the_key_runs_generic(capfd):
+    m = small_model(("n", 3, 4))
+    s, off = sess(m, verbose=True), sess(m, specialize=False)
+    rng = np.random.default_rng(9)
+    for n in list(range(1, 20)) * 2:
+        x = rand(rng, n, 3, 4)
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], off.run(None, {"x": x})[0])
+    assert s.kiln_specializations() == 0
+    err = capfd.readouterr().err
+    assert "dimension 'n' has taken more than 16 sizes" in err and "specialised for" not in err
+
+
 def test_conflicting_dims_run_generic(capfd):
     nodes = [helper.make_node("Concat", ["a", "b"], ["y"], axis=0)]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TP.FLOAT, ["n", 2]),

@@ -1011,7 +1011,9 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
             outs[i] = n->out[i] >= 0 ? &outv[i] : NULL;
         }
         kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, s->tp, NULL, s->eps.ep[0], NULL};
-        if (n->op->init && !n->state && !(s->defer_prepack && (n->op->flags & KILN_OP_PREPACK))) {
+        int prepack = n->op->flags & KILN_OP_PREPACK;
+        int want_init = s->prepack_placed ? prepack && n->ep == 0 : !(s->defer_prepack && prepack);
+        if (n->op->init && !n->state && want_init) {
             kiln_status st = n->op->init(&ctx);
             if (st) {
                 kiln_err_prefix(&scratch, "node '%s' (%s, opset %d)", n->name, n->op_type, n->opset);
@@ -1022,6 +1024,7 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
             n->state = ctx.state;
         }
         ctx.state = n->state;
+        if (s->prepack_placed) continue; /* the packing placement let through, nothing else */
         int can_fold = fold && !nondeterministic(n) && n->op->compute &&
                        (all_const || (is_shape_op(n) && shape_known));
         if (can_fold) {

@@ -282,11 +282,21 @@ static kiln_status open_impl(kiln_model *m, const kiln_options *opt, int allow_m
         /* a device provider may take a node whose CPU kernel packed its weight and read the
          * original, and the optimised model is written from the originals: both wait for the end */
         if (s->eps.n == 1 && !opt_path) kiln_weights_watch(s);
+        /* with a device provider, the CPU packs weights only for the nodes it is given: GPT-2's
+         * Gemms on a GPU would otherwise hold a float32 packed copy of every weight on the host
+         * (988 MB for the fp16 model) and pack it at every open */
+        s->defer_prepack = s->eps.n > 1;
         kiln_status st = prepare_recursive(s, m->graph, &e);
+        s->defer_prepack = 0;
         /* written before placement: constants are still on the host, copy nodes not yet in */
         if (!st && opt_path)
             st = kiln_model_write_ext(m, opt_path, opt_ext, s->opt.optimized_model_external_min_bytes, &e);
         if (!st) st = kiln_place(&pa, m->graph, &e);
+        if (!st && s->eps.n > 1) {
+            s->prepack_placed = 1;
+            st = prepare_recursive(s, m->graph, &e);
+            s->prepack_placed = 0;
+        }
         if (st) {
             kiln_session_close(s);
             return open_failed(&e, eo);

@@ -52,12 +52,21 @@ int first_tma(const kiln_sm90::Variant *vs, int nv) {
 // while a BM 192 tile would be mostly padding (S <= 256), the BM 192 tile above. Packed batches
 // run the first entry, the cp.async tile (the TMA kernel cannot map them).
 //
-// Head sizes 96, 192, 256 (issue 13): the TMA tiles follow the cp.async default in their lists,
-// opt-in (KILN_ENABLE_SM90_TMA_TILES=1) until measured; the rule is then the list's first TMA
-// entry, so the order there is the proposal (bench/attention/hd_tiles.sh measures every entry).
+// Head sizes 96, 192, 256 (issue 13): the TMA tiles follow the cp.async default in their lists.
+// Measured on the H100 (bench/attention/hd_tiles.sh, 16 shapes per head size, fp16 and bf16;
+// bench/results/attention/hd_tiles_2026-12-06.md), the list's first TMA entry beat the cp.async
+// tile on every row at 96 (1.68x geomean) and 192 (1.52x), as at 64 the small persistent tile
+// wins while the grid is short (S <= 512: 4 query tiles per head or fewer), the wide BN tile above.
+// Head size 256's tiles stay opt-in (KILN_ENABLE_SM90_TMA_TILES=1) until measured.
 int default_variant(int hd, int S, int causal, bool packed, const kiln_sm90::Variant *vs, int nv) {
-    if ((hd == 96 || hd == 192 || hd == 256) && !packed && kiln_attn_env_get()->enable_tma_tiles)
+    const bool tma_hd = hd == 96 || hd == 192 || (hd == 256 && kiln_attn_env_get()->enable_tma_tiles);
+    if (tma_hd && !packed) {
+        if (hd == 192 && S <= 512) {
+            const int v = find_variant(vs, nv, "tma_wg2_bn64_persist_pp");
+            if (v) return v;
+        }
         return first_tma(vs, nv);
+    }
     if (hd != 64 || packed) return 0;
     static const int small = find_variant(vs, nv, "tma_wg2_bn64_persist_pp");
     static const int large = find_variant(vs, nv, "tma_wg3_bn128_persist_pp");

@@ -20,9 +20,9 @@ int variants_hd160(const Variant **out) {
 
 static const Variant v192[] = {
     KILN_SM90_VARIANT(192, 64, 1, 2),
-    // TMA-fed, warp-specialised tiles (issue 13; flash_sm90_tma_g.cu), opt-in until measured
-    // against the default above (bench/attention/hd_tiles.sh): BN 112 and 96 one CTA per tile,
-    // BN 64 persistent.
+    // TMA-fed, warp-specialised tiles (issue 13; flash_sm90_tma_g.cu): BN 112 and 96 one CTA per
+    // tile, BN 64 persistent. Selection (default_variant) takes BN 112, and BN 64 persistent while
+    // S <= 512: each beat the cp.async tile on every row of hd_tiles.sh on the H100.
     KILN_SM90_TMA_VARIANT(192, 112, 1, true, "_pp"),
     KILN_SM90_TMA_VARIANT(192, 96, 1, true, "_pp"),
     KILN_SM90_TMA_VARIANT_PERSIST(192, 64, 2, true, "_pp"),
