@@ -381,7 +381,8 @@ int kiln_session_specializations(const kiln_session *s);
 kiln_status kiln_session_weight_stats(kiln_session *s, size_t *packed_bytes, size_t *released_bytes);
 
 /* Frees the memory plans and arenas kept for the input shapes run so far (ONNX Runtime's arena
- * shrinkage); the next run plans again. Waits for a run in flight. */
+ * shrinkage), and the large host blocks kiln keeps from released outputs for reuse (shared by
+ * every session of the process); the next run plans again. Waits for a run in flight. */
 void kiln_session_release_memory(kiln_session *s);
 
 

@@ -2,7 +2,7 @@
 # Issue 13's head size 96/192/256 TMA tiles in ONE device call (about 6 minutes on an H100):
 #   1. the new tiles' tests alone (test_attention, per head size, 40 s each: a hang costs that,
 #      not the call; a head size that hangs is left out of everything after), the env-gated rule
-#      (KILN_ENABLE_SM90_TMA_TILES=1) on the default-path cases of those head sizes;
+#      (default_variant in flash_fwd_sm90.cu) on the default-path cases of those head sizes;
 #   2. the whole test_attention suite;
 #   3. per dtype, bench_sweep over hd_tiles_shapes.csv: the default, checked and timed, then every
 #      TMA tile of head sizes 96/192/256 forced (--variants), then the peers (cuDNN, FA2) on the
@@ -64,15 +64,15 @@ for h in $TILE_HEADS; do
         HEADS="$HEADS${HEADS:+,}$h"
     fi
 done
-# The proposed rule through normal selection (KILN_ENABLE_SM90_TMA_TILES=1): default-path cases
+# The rule through normal selection (default_variant): default-path cases
 # (auto) of the head sizes that did not hang.
 for h in ${HEADS//,/ }; do
-    KILN_ENABLE_SM90_TMA_TILES=1 KILN_ATTENTION_VERBOSE=0 timeout 40 "$BIN/test_attention" --filter " auto " \
+    KILN_ATTENTION_VERBOSE=0 timeout 40 "$BIN/test_attention" --filter " auto " \
         --filter "H=$h Hv" > "$OUT/rule_hd$h.log" 2>&1
     log "rule hd$h rc=$?: $(tail -1 "$OUT/rule_hd$h.log") $(grep -m3 '^FAIL' "$OUT/rule_hd$h.log" | cut -c1-150)"
 done
 # ...and which tile it takes on a short and a long shape per head size (checked, not timed).
-[ -n "$HEADS" ] && KILN_ENABLE_SM90_TMA_TILES=1 timeout 40 "$BIN/bench_sweep" --shapes "$SHAPES" --check-only \
+[ -n "$HEADS" ] && timeout 40 "$BIN/bench_sweep" --shapes "$SHAPES" --check-only \
     $([ "$TILE_HEADS" = "96 192 256" ] && echo --ids 0,11,16,27,32,43) > "$OUT/rule_kernels.log" 2>&1
 log "rule kernels: $(awk '$1 ~ /^[0-9]+$/ {printf "%s %s %s; ", $1, $5, $6}' "$OUT/rule_kernels.log")"
 

@@ -5,6 +5,7 @@
 #include "../opt/optimize.h"
 #include "placement.h"
 #include "capture.h"
+#include "host_blocks.h"
 #include "dims.h"
 #include "specialize.h"
 #include <stdint.h>
@@ -1469,6 +1470,7 @@ kiln_status kiln_session_model_metadata(const kiln_session *s, kiln_model_metada
 
 void kiln_session_release_memory(kiln_session *s) {
     if (!s) return;
+    kiln_host_blocks_drop();
     /* plans that runs hold now are freed by the last of them; their contexts stay with them */
     kiln_plan *free_list = NULL;
     pthread_mutex_lock(&s->mu);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #endif
 #include "tensor.h"
+#include "host_blocks.h"
 #include "provider.h"
 #include "dtype.h"
 #include <stdio.h>
@@ -103,7 +104,10 @@ static kiln_status tensor_alloc(kiln_tensor *t, int zero, kiln_err *e) {
         return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %lld elements of %s", (long long)n,
                          kiln_dtype_name((kiln_dtype)t->dtype));
     /* one extra cache line keeps zero-sized tensors non-NULL and vector over-reads harmless */
-    void *p = zero || t->dtype == KILN_DTYPE_STRING ? calloc(1, bytes + 64) : malloc(bytes + 64);
+    int strings = t->dtype == KILN_DTYPE_STRING;
+    void *p = strings ? NULL : kiln_host_block_take(bytes + 64);
+    if (p && zero) memset(p, 0, bytes + 64);
+    if (!p) p = zero || strings ? calloc(1, bytes + 64) : malloc(bytes + 64);
     if (!p) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %zu bytes", bytes);
     if (!zero && t->dtype != KILN_DTYPE_STRING && poison_outputs()) memset(p, 0xff, bytes);
     t->data = p;
@@ -161,8 +165,10 @@ void kiln_tensor_release(kiln_tensor *t) {
         if (t->dtype == KILN_DTYPE_STRING && t->data == t->owner) {
             int64_t n = kiln_numel(t);
             kiln_strs_free(t->data, n);
+            free(t->owner);
+        } else if (!kiln_host_block_give(t->owner)) {
+            free(t->owner);
         }
-        free(t->owner);
     }
     t->owner = NULL;
     t->data = NULL;

@@ -33,9 +33,6 @@
  *  KILN_DISABLE_FLASH_ATTENTION=1   never take the flash kernels (either kind)
  *  KILN_DISABLE_SM90_ATTENTION=1    never take the Hopper wgmma kernel
  *  KILN_ENABLE_SM90_ATTENTION=1     take the Hopper kernel for every head size it has
- *  KILN_ENABLE_SM90_TMA_TILES=1     at head size 256 take the Hopper kernel's TMA tile (opt-in
- *                                   until bench/attention/hd_tiles.sh has measured it; 96 and
- *                                   192 take theirs by default)
  *  KILN_FORCE_UNFUSED_ATTENTION=1   always take the unfused path
  *  KILN_DISABLE_DECODE_ATTENTION=1  never take the split-KV decode kernel (the default for the
  *                                   shapes above since its first GPU run, 2026-12-06)

@@ -10,7 +10,7 @@ extern "C" {
 
 /* Settings read once from the environment. */
 typedef struct kiln_attn_env {
-    int disable_flash, disable_sm90, enable_sm90, force_unfused, verbose, disable_decode, enable_tma_tiles;
+    int disable_flash, disable_sm90, enable_sm90, force_unfused, verbose, disable_decode;
     size_t unfused_ws_bytes;
 } kiln_attn_env;
 const kiln_attn_env *kiln_attn_env_get(void);

@@ -78,7 +78,6 @@ extern "C" const kiln_attn_env *kiln_attn_env_get(void) {
         e.enable_sm90 = env_flag("KILN_ENABLE_SM90_ATTENTION");
         e.force_unfused = env_flag("KILN_FORCE_UNFUSED_ATTENTION");
         e.verbose = env_flag("KILN_ATTENTION_VERBOSE");
-        e.enable_tma_tiles = env_flag("KILN_ENABLE_SM90_TMA_TILES");
         // The split-KV decode kernel is the default for one-token queries since its first GPU run
         // (2026-12-06, H100: the attention-op and ONNX-attention tests); KILN_DISABLE_DECODE_ATTENTION=1
         // sends them to the flash kernels instead.

@@ -55,17 +55,14 @@ int first_tma(const kiln_sm90::Variant *vs, int nv) {
 // Head sizes 96, 192, 256 (issue 13): the TMA tiles follow the cp.async default in their lists.
 // Measured on the H100 (bench/attention/hd_tiles.sh, 16 shapes per head size, fp16 and bf16;
 // bench/results/attention/hd_tiles_2026-12-06.md), the list's first TMA entry beat the cp.async
-// tile on every row at 96 (1.68x geomean) and 192 (1.52x), as at 64 the small persistent tile
-// wins while the grid is short (S <= 512: 4 query tiles per head or fewer), the wide BN tile above.
-// Head size 256's tiles stay opt-in (KILN_ENABLE_SM90_TMA_TILES=1) until measured.
+// tile on every row: 1.68x geomean at 96, 1.52x at 192, 1.37x at 256. As at 64, a smaller BN
+// wins while the grid is short (S <= 512: 4 query tiles per head or fewer), where the wide tile
+// fell to 0.86x cuDNN at 256 under a causal mask.
 int default_variant(int hd, int S, int causal, bool packed, const kiln_sm90::Variant *vs, int nv) {
-    const bool tma_hd = hd == 96 || hd == 192 || (hd == 256 && kiln_attn_env_get()->enable_tma_tiles);
-    if (tma_hd && !packed) {
-        if (hd == 192 && S <= 512) {
-            const int v = find_variant(vs, nv, "tma_wg2_bn64_persist_pp");
-            if (v) return v;
-        }
-        return first_tma(vs, nv);
+    if ((hd == 96 || hd == 192 || hd == 256) && !packed) {
+        const char *short_grid = hd == 192 ? "tma_wg2_bn64_persist_pp" : hd == 256 ? "tma_wg2_bn64_occ1_pp" : nullptr;
+        const int v = short_grid && S <= 512 ? find_variant(vs, nv, short_grid) : 0;
+        return v ? v : first_tma(vs, nv);
     }
     if (hd != 64 || packed) return 0;
     static const int small = find_variant(vs, nv, "tma_wg2_bn64_persist_pp");

@@ -34,9 +34,9 @@ int variants_hd192(const Variant **out) {
 
 static const Variant v256[] = {
     KILN_SM90_VARIANT(256, 64, 1, 2),
-    // TMA-fed, warp-specialised tiles (issue 13; flash_sm90_tma_h.cu), opt-in until measured
-    // against the default above (bench/attention/hd_tiles.sh): BN 80 and 64, one CTA per tile,
-    // then the same persistent, staging O in the Q buffer.
+    // TMA-fed, warp-specialised tiles (issue 13; flash_sm90_tma_h.cu): BN 80 and 64, one CTA per
+    // tile, then the same persistent, staging O in the Q buffer. Selection (default_variant) takes
+    // BN 80, and BN 64 while S <= 512: each beat the cp.async tile on every row of hd_tiles.sh.
     KILN_SM90_TMA_VARIANT(256, 80, 1, true, "_pp"),
     KILN_SM90_TMA_VARIANT(256, 64, 1, true, "_pp"),
     KILN_SM90_TMA_VARIANT_PERSIST(256, 80, 2, true, "_pp"),
