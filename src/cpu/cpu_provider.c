@@ -8,9 +8,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 enum { HOST_ALIGN = 64 };
+/* Arenas of 4 MiB and more sit on 2 MiB boundaries and ask for transparent huge pages, as numpy
+ * does for its large arrays: where THP is "madvise" (Debian's default), a 4 KiB-page arena cost a
+ * MaxPool reading it 1.6x the time of the same MaxPool reading a numpy array (dTLB misses on
+ * strided rows). */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define HUGE_MIN ((size_t)4 << 20)
 
 static void cpu_claim(kiln_provider *p, const kiln_graph *g, const kiln_node *n, kiln_claim *out) {
     (void)p;
@@ -23,8 +30,13 @@ static void cpu_claim(kiln_provider *p, const kiln_graph *g, const kiln_node *n,
 static kiln_status cpu_alloc(kiln_provider *p, size_t bytes, void **out, kiln_err *e) {
     (void)p;
     *out = NULL;
-    if (posix_memalign(out, HOST_ALIGN, bytes ? bytes : HOST_ALIGN))
+    int huge = bytes >= HUGE_MIN && bytes <= SIZE_MAX - HUGE_PAGE;
+    if (huge) bytes = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    if (posix_memalign(out, huge ? HUGE_PAGE : HOST_ALIGN, bytes ? bytes : HOST_ALIGN))
         return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %zu bytes", bytes);
+#ifdef MADV_HUGEPAGE
+    if (huge) madvise(*out, bytes, MADV_HUGEPAGE); /* advice only: a refusal changes nothing */
+#endif
     return KILN_OK;
 }
 
