@@ -14,7 +14,9 @@ import pytest
 
 from util import ROOT
 
-BUILD = os.environ.get("KILN_BUILD_DIR", os.path.join(ROOT, "build"))
+# the folder of the libkiln the tests load (the GPU machine's staged build has no build folder)
+BUILD = os.environ.get("KILN_BUILD_DIR") or (os.path.dirname(os.environ["KILN_LIBRARY"]) if os.environ.get("KILN_LIBRARY")
+                                             else os.path.join(ROOT, "build"))
 
 FAKE_SRC = os.path.join(ROOT, "tests", "providers", "fake_device.c")
 

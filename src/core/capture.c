@@ -206,7 +206,7 @@ kiln_status kiln_capture_run(kiln_session *s, kiln_plan *p, kiln_arena_set *aren
                 dst->t.dev = dev;
             }
         } else {
-            st = kiln_tensor_alloc(&dst->t, e);
+            st = kiln_tensor_alloc_uninit(&dst->t, e); /* the copy writes every byte */
             if (!st && bytes) st = dev->vt->to_host(dev, dst->t.data, src->data, bytes, e);
         }
         if (st) {

@@ -474,7 +474,7 @@ static kiln_status take_output(struct kiln_runner *r, int v, kiln_value *dst, in
         *dst = *src;
         dst->t.owner = dst->t.data = NULL;
         dst->t.dev = NULL;
-        KILN_TRY(kiln_tensor_alloc(&dst->t, e));
+        KILN_TRY(kiln_tensor_alloc_uninit(&dst->t, e)); /* the copy writes every byte: no clearing */
         size_t bytes = kiln_tensor_nbytes(&src->t);
         kiln_status st = bytes ? p->vt->to_host(p, dst->t.data, src->t.data, bytes, e) : KILN_OK;
         if (!st) st = p->vt->sync(p, e);

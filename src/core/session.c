@@ -1165,7 +1165,7 @@ kiln_status kiln_value_to_host(const kiln_value *v, kiln_value **out) {
         *h = *v;
         h->t.data = h->t.owner = NULL;
         h->t.dev = NULL;
-        st = kiln_tensor_alloc(&h->t, &e);
+        st = kiln_tensor_alloc_uninit(&h->t, &e); /* the copy writes every byte */
         size_t bytes = kiln_tensor_nbytes(&v->t);
         if (!st && bytes) st = p->vt->to_host(p, h->t.data, v->t.data, bytes, &e);
         if (!st) st = p->vt->sync(p, &e);

@@ -123,7 +123,8 @@ kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src, kiln_err 
     kiln_tensor t = *src;
     t.owner = NULL;
     t.data = NULL;
-    KILN_TRY(kiln_tensor_alloc(&t, e));
+    /* every element is written below (strings are cleared by the allocation: a failed dup frees them) */
+    KILN_TRY(kiln_tensor_alloc_uninit(&t, e));
     int64_t n = kiln_numel(src);
     if (src->dtype == KILN_DTYPE_STRING) {
         char **d = t.data, *const *s = src->data;
@@ -134,8 +135,10 @@ kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src, kiln_err 
                 return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory copying strings");
             }
         }
-    } else if (n > 0 && src->data) {
-        memcpy(t.data, src->data, kiln_dtype_bytes(src->dtype, n));
+    } else if (n > 0) {
+        size_t bytes = kiln_dtype_bytes(src->dtype, n);
+        if (src->data) memcpy(t.data, src->data, bytes);
+        else memset(t.data, 0, bytes);
     }
     *dst = t;
     return KILN_OK;
