@@ -3,7 +3,8 @@
 with bench/kiln_ab.py, kiln build against kiln build or against onnxruntime, in alternating
 processes): single Conv nodes from bench/conv_bench.py's cases, BatchNormalization + Relu + 1x1
 Conv (DenseNet's pre-activation layer), and the stem Conv + Relu of SqueezeNet (a model whose
-output is [8, 64, 111, 111]).
+output is [8, 64, 111, 111]); from the third session, a model with 24 outputs of 786 KB (host
+block reuse) and Relu -> MaxPool 3x3/2 on [8, 64, 111, 111] (a pool reading an arena value).
 
   python3 bench/cpu_ab_models.py --out /tmp/ab
   python3 bench/kiln_ab.py /tmp/ab/mb3_se_1x1_960to240_b8.onnx --a OLD/libkiln.so --b build-cpu/libkiln.so --batch 8
@@ -21,7 +22,7 @@ sys.path.insert(0, HERE)
 import conv_bench  # noqa: E402
 
 CONV_CASES = ["mb3_se_1x1_960to240_b8", "mb3_se_1x1_960to240_b1", "mb3_dw3x3s2_112_64_b8",
-              "mb3_dw5x5s2_56_72_b8", "mb_dw3x3_112_32_b8"]
+              "mb3_dw5x5s2_56_72_b8", "mb_dw3x3_112_32_b8", "sq_stem3x3s2_224_b8"]
 
 
 def bn_relu_conv(C, H, rng):
@@ -45,6 +46,28 @@ def stem_relu():
     return m
 
 
+def model(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def many_outputs(n=24, shape=(1, 12, 512, 32)):
+    """x + i for i < n: n graph outputs of 786 KB each, like GPT-2's present K/V."""
+    inits = [numpy_helper.from_array(np.array(float(i), np.float32), "c%d" % i) for i in range(n)]
+    nodes = [helper.make_node("Add", ["x", "c%d" % i], ["y%d" % i]) for i in range(n)]
+    outs = [helper.make_tensor_value_info("y%d" % i, TensorProto.FLOAT, list(shape)) for i in range(n)]
+    return model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))], outs, inits)
+
+
+def relu_maxpool():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)]
+    return model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64, 111, 111])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/ab")
@@ -58,6 +81,8 @@ def main():
     for C, H in ((192, 56), (512, 14)):
         onnx.save(bn_relu_conv(C, H, rng), os.path.join(a.out, f"bnrelu_{C}_{H}.onnx"))
     onnx.save(stem_relu(), os.path.join(a.out, "sq_stem3x3s2_224_b8_relu.onnx"))
+    onnx.save(many_outputs(), os.path.join(a.out, "many_outputs_24x786k.onnx"))
+    onnx.save(relu_maxpool(), os.path.join(a.out, "relu_maxpool_64_111.onnx"))
     print("wrote", sorted(os.listdir(a.out)))
 
 
