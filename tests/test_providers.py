@@ -200,3 +200,39 @@ def test_available_providers_same_before_any_session():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("True"), out.stdout
+
+
+@pytest.mark.skipif(not os.path.exists(LIBCUDA), reason="a build without the CUDA provider library")
+def test_device_session_packs_weights_only_for_cpu_nodes(tmp_path):
+    """With a device provider the CPU packs weights after placement, for its own nodes only: a
+    MatMul the CUDA provider takes (placement-only mode, no GPU needed) holds no packed host copy,
+    while an LSTM left on the CPU still packs its weights."""
+    from onnx import TensorProto as TP, helper, numpy_helper
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((256, 256)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((1, 32, 8)).astype(np.float32), "lw"),
+             numpy_helper.from_array(rng.standard_normal((1, 32, 8)).astype(np.float32), "lr")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]),
+             helper.make_node("LSTM", ["s", "lw", "lr"], ["h"], hidden_size=8)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TP.FLOAT, [4, 256]),
+                                       helper.make_tensor_value_info("s", TP.FLOAT, [5, 2, 8])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None),
+                           helper.make_tensor_value_info("h", TP.FLOAT, None)], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = tmp_path / "mm_lstm.onnx"
+    path.write_bytes(m.SerializeToString())
+    env = dict(os.environ, KILN_CUDA_PLACEMENT_ONLY="1")
+
+    def info(*providers):
+        out = subprocess.run([os.path.join(BUILD, "kiln"), "info", str(path), *providers], capture_output=True,
+                             text=True, env=env)
+        hit = re.search(r"packed weights: (\d+) bytes", out.stdout)
+        assert hit, out.stdout + out.stderr
+        return int(hit.group(1)), out.stdout
+
+    cpu_bytes, _ = info()
+    cuda_bytes, text = info("--providers", "cuda,cpu")
+    assert re.search(r"^\s+\S+\s+MatMul\s+CUDAExecutionProvider", text, re.M), text
+    assert re.search(r"^\s+\S+\s+LSTM\s+CPUExecutionProvider", text, re.M), text
+    assert 0 < cuda_bytes and cpu_bytes - cuda_bytes >= 256 * 256 * 4, (cpu_bytes, cuda_bytes)

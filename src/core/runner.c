@@ -1011,8 +1011,9 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
             outs[i] = n->out[i] >= 0 ? &outv[i] : NULL;
         }
         kiln_ctx ctx = {n, n->opset, n->n_in, ins, n->n_out, outs, NULL, &scratch, 1, s->tp, NULL, s->eps.ep[0], NULL};
-        int prepack = n->op->flags & KILN_OP_PREPACK;
-        int want_init = s->prepack_placed ? prepack && n->ep == 0 : !(s->defer_prepack && prepack);
+        int only_packs = n->op->flags & KILN_OP_PREPACK;
+        int want_init = s->prepack == KILN_PREPACK_NOW || (!only_packs && s->prepack == KILN_PREPACK_DEFER) ||
+                        (only_packs && s->prepack == KILN_PREPACK_CPU_NODES && n->ep == 0);
         if (n->op->init && !n->state && want_init) {
             kiln_status st = n->op->init(&ctx);
             if (st) {
@@ -1024,7 +1025,7 @@ kiln_status kiln_graph_prepare(kiln_session *s, kiln_graph *g, kiln_err *e) {
             n->state = ctx.state;
         }
         ctx.state = n->state;
-        if (s->prepack_placed) continue; /* the packing placement let through, nothing else */
+        if (s->prepack == KILN_PREPACK_CPU_NODES) continue; /* that packing, nothing else */
         int can_fold = fold && !nondeterministic(n) && n->op->compute &&
                        (all_const || (is_shape_op(n) && shape_known));
         if (can_fold) {

@@ -253,9 +253,9 @@ static kiln_status open_impl(kiln_model *m, const kiln_options *opt, int allow_m
         char *missing0 = NULL;
         kiln_status st = bind_kernels(s, m->graph, &missing0, &len0, &count0);
         free(missing0);
-        s->defer_prepack = 1;
+        s->prepack = KILN_PREPACK_DEFER;
         if (!st && !count0) st = prepare_recursive(s, m->graph, &e);
-        s->defer_prepack = 0;
+        s->prepack = KILN_PREPACK_NOW;
         size_t n_rw = 0;
         if (!st) st = kiln_graph_optimize_for(m->graph, s->opt.opt_level, s->opt.verbose, s->eps.n > 1, &n_rw, &e);
         if (st) {
@@ -286,17 +286,17 @@ static kiln_status open_impl(kiln_model *m, const kiln_options *opt, int allow_m
         /* with a device provider, the CPU packs weights only for the nodes it is given: GPT-2's
          * Gemms on a GPU would otherwise hold a float32 packed copy of every weight on the host
          * (988 MB for the fp16 model) and pack it at every open */
-        s->defer_prepack = s->eps.n > 1;
+        s->prepack = s->eps.n > 1 ? KILN_PREPACK_DEFER : KILN_PREPACK_NOW;
         kiln_status st = prepare_recursive(s, m->graph, &e);
-        s->defer_prepack = 0;
+        s->prepack = KILN_PREPACK_NOW;
         /* written before placement: constants are still on the host, copy nodes not yet in */
         if (!st && opt_path)
             st = kiln_model_write_ext(m, opt_path, opt_ext, s->opt.optimized_model_external_min_bytes, &e);
         if (!st) st = kiln_place(&pa, m->graph, &e);
         if (!st && s->eps.n > 1) {
-            s->prepack_placed = 1;
+            s->prepack = KILN_PREPACK_CPU_NODES;
             st = prepare_recursive(s, m->graph, &e);
-            s->prepack_placed = 0;
+            s->prepack = KILN_PREPACK_NOW;
         }
         if (st) {
             kiln_session_close(s);

@@ -119,8 +119,9 @@ struct kiln_session {
     _Atomic size_t mem_held;    /* bytes all runs hold against opt.memory_limit */
     size_t folded_nodes;
     size_t fused_nodes;         /* rewrites applied by kiln_graph_optimize */
-    int defer_prepack;          /* preparing before the fusions or placement: KILN_OP_PREPACK inits wait */
-    int prepack_placed;         /* after placement: only the CPU's nodes' KILN_OP_PREPACK inits run */
+    /* which KILN_OP_PREPACK inits a preparation runs: all (KILN_PREPACK_NOW), none (before the
+     * fusions, or before placement with a device provider), or only the CPU's nodes' (after it) */
+    enum { KILN_PREPACK_NOW, KILN_PREPACK_DEFER, KILN_PREPACK_CPU_NODES } prepack;
     struct kiln_weight_watch *weights; /* core/weights.c, during the last preparation only */
     char *missing_ops;          /* non-NULL: ops without a kernel, all named; running fails */
     /* public io info, filled at open */

@@ -199,11 +199,13 @@ void kiln_spec_free(kiln_session *s) {
     s->spec = NULL;
 }
 
+/* Whether key ("a=1,b=2") gives name a size. */
 static int key_names(const char *key, const char *name) {
     size_t n = strlen(name);
-    for (const char *p = key; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+    for (const char *p = key;; p++) {
         if (!strncmp(p, name, n) && p[n] == '=') return 1;
-    return 0;
+        if (!(p = strchr(p, ','))) return 0;
+    }
 }
 
 /* Records the run's size of each symbol. One that passes SIZES_MAX distinct sizes leaves the keys,

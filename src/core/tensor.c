@@ -109,7 +109,7 @@ static kiln_status tensor_alloc(kiln_tensor *t, int zero, kiln_err *e) {
     if (p && zero) memset(p, 0, bytes + 64);
     if (!p) p = zero || strings ? calloc(1, bytes + 64) : malloc(bytes + 64);
     if (!p) return kiln_fail(e, KILN_ERR_NO_MEMORY, "out of memory allocating %zu bytes", bytes);
-    if (!zero && t->dtype != KILN_DTYPE_STRING && poison_outputs()) memset(p, 0xff, bytes);
+    if (!zero && !strings && poison_outputs()) memset(p, 0xff, bytes);
     t->data = p;
     t->owner = p;
     return KILN_OK;
