@@ -701,6 +701,17 @@ static std::vector<Case> make_cases(bool quick) {
         add_decode(f16, 2, 4, 1, 128, 4, 2004, 0, 1);
         add_decode(f16, 4, 16, 8, 64, 2, 1500, 1, 1);
         add_decode(f16, 1, 64, 64, 128, 1, 3000, 0, 0); // 64 rows per KV head: eight row groups
+        // The tensor-core kernel's edges: 7 and 20 rows (a part-filled 16-row group), head sizes
+        // padded to 64/128/256 (40, 112, 160, 200), caches shorter than one tile, and key
+        // lengths that end inside a slice.
+        add_decode(f16, 2, 14, 7, 128, 1, 4100, 1, 0);
+        add_decode(f16, 3, 10, 5, 64, 4, 2500, 1, 1);
+        add_decode(f16, 2, 8, 8, 40, 1, 3000, 1, 0);
+        add_decode(f16, 2, 8, 4, 112, 2, 1900, 0, 1);
+        add_decode(f16, 2, 8, 8, 160, 1, 6000, 1, 0);
+        add_decode(f16, 1, 16, 16, 200, 1, 9000, 0, 0);
+        add_decode(f16, 2, 8, 8, 128, 1, 5, 1, 0);
+        add_decode(f16, 2, 4, 4, 64, 3, 3, 0, 1);
         // Longer sequences: accumulation over many key blocks.
         {
             Case c;

@@ -24,7 +24,9 @@
  *  0. decode (split-KV, flash-decoding) when the query is a few rows per KV head against the
  *     keys: S <= KILN_DECODE_MAX_S, (N / N_kv)·S <= 64, no bias, no packed batches, H == H_v. It
  *     splits the keys over CTAs to fill the SMs and combines the partial results (workspace:
- *     kiln_cuda_decode_workspace bytes from offset 0, as the unfused path).
+ *     kiln_cuda_decode_workspace bytes from offset 0, as the unfused path). From 4 query rows per
+ *     KV head (GQA groups, speculative queries) its scores and output run on tensor cores
+ *     (decode_splitkv_mma), below that on CUDA cores.
  *  1. flash_sm90 (wgmma, sm_90a image, compute capability 9.0) for the head sizes where it is the
  *     measured default (or all, with KILN_ENABLE_SM90_ATTENTION=1), without an additive bias.
  *  2. flash (mma.sync, FlashAttention-2 style), any eligible case; it adds the bias to the scores.
@@ -36,6 +38,8 @@
  *  KILN_FORCE_UNFUSED_ATTENTION=1   always take the unfused path
  *  KILN_DISABLE_DECODE_ATTENTION=1  never take the split-KV decode kernel (the default for the
  *                                   shapes above since its first GPU run, 2026-12-06)
+ *  KILN_DECODE_KERNEL=simt|mma      run every decode shape on the CUDA-core or the tensor-core
+ *                                   decode kernel (A/B runs, tests of each)
  *  KILN_ATTENTION_VERBOSE=1         one line per call naming the kernel that ran and why
  *  KILN_UNFUSED_WORKSPACE_MB=n      cap on the unfused score buffer (default 4096)
  */
@@ -112,6 +116,7 @@ kiln_status kiln_cuda_attention(kiln_cuda_provider *p, const kiln_cuda_sdpa *d,
 const char *kiln_cuda_decode_blocker(const kiln_cuda_sdpa *d);
 size_t kiln_cuda_decode_workspace(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d);
 int kiln_cuda_decode_splits(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d);
+int kiln_cuda_decode_uses_mma(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d);
 
 /* ---- MultiHeadAttention formats ---- */
 typedef enum kiln_cuda_mha_format {

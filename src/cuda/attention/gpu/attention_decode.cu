@@ -15,8 +15,8 @@
 // are dot products reduced across the L lanes with shuffles (group_reduce), in the exp2 domain
 // (Q is pre-scaled by scale·log2 e), masked per row (key length, causal diagonal aligned
 // bottom-right as in flash_fwd.cuh), and turned into probabilities in shared memory by one warp per row.
+#include "../attention_decode.cuh"
 #include "../attention_internal.h"
-#include "../flash_fwd.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -25,16 +25,16 @@
 
 namespace {
 
+using kiln_decode::DecodeArgs;
+using kiln_decode::split_fn;
+
 constexpr int THREADS = 128;
 constexpr int MAX_SPLITS = 256; // combine keeps one weight per split in shared memory
 constexpr int MIN_KEYS_PER_SPLIT = 256;
-
-struct DecodeArgs {
-    kiln_flash::Params p;
-    float *part_o;  // (row, split, H) fp32, row = (b·N + n)·S + s; NULL with one split
-    float *part_ml; // (row, split, 2): running max (log2 units) and sum
-    int splits, chunk, rowgroups;
-};
+// From this many query rows per KV head on, the tensor-core kernel (attention_decode_mma.cu):
+// the CUDA-core kernel's 2·R·H FMAs per key outrun the memory system there. 0: only when
+// KILN_DECODE_KERNEL=mma asks, until the kernel has run on a GPU.
+constexpr int MMA_MIN_ROWS = 0;
 
 __device__ __forceinline__ void unpack8(const uint4 &u, float *f, __half) {
     const __half2 *h = reinterpret_cast<const __half2 *>(&u);
@@ -314,8 +314,6 @@ template <typename E> __global__ void __launch_bounds__(THREADS) decode_combine(
     }
 }
 
-typedef void (*split_fn)(const DecodeArgs);
-
 template <typename E> split_fn pick(int L, int M) {
 #define KILN_DECODE_CASE(LL, MM)                                                                                     \
     if (L == LL && M == MM) return decode_split<E, LL, MM>;
@@ -332,12 +330,14 @@ int lanes_for(int H) { return H <= 64 ? 8 : H <= 128 ? 16 : 32; }
 int rows_for(int R) { return R <= 1 ? 1 : R <= 2 ? 2 : R <= 4 ? 4 : 8; }
 
 struct Plan {
+    bool mma;         // the tensor-core kernel; else the CUDA-core one with L lanes and M rows
     int L, M, rowgroups, splits, chunk;
+    int threads, smem; // launch shape
     split_fn fn;
     size_t ws_bytes;
 };
 
-// Blocks per SM of each instantiation, asked once (benign race: every thread gets the same).
+// Blocks per SM of each CUDA-core instantiation, asked once (benign race: every thread gets the same).
 int occupancy(split_fn fn, int idx) {
     static int cache[2 * 3 * 4];
     if (!cache[idx]) {
@@ -353,48 +353,78 @@ int occupancy(split_fn fn, int idx) {
 
 int ceil_div(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
 
+// Which kernel: KILN_DECODE_KERNEL=simt|mma forces one (A/B runs and the tests of each);
+// otherwise the tensor cores from MMA_MIN_ROWS rows per KV head, where the device has them.
+bool want_mma(const kiln_cuda_provider *prov, int R) {
+    const kiln_attn_env *env = kiln_attn_env_get();
+    if (env->decode_kernel == 1) return false;
+    if (kiln_cuda_info(prov)->cc_major < 8) return false;
+    return env->decode_kernel == 2 || (MMA_MIN_ROWS > 0 && R >= MMA_MIN_ROWS);
+}
+
 // Splits: enough CTAs to fill every SM at the kernel's occupancy (the target), given the
 // B·N_kv·row-group CTAs there are without splitting, choosing the count whose last wave is
 // fullest; none when those CTAs already come within 80 % of the target; no slice shorter than
-// MIN_KEYS_PER_SPLIT keys per row group (the partial output and the combine pass then stay small
-// next to the K/V bytes) and at most MAX_SPLITS.
+// min_keys keys (the partial output and the combine pass then stay small next to the K/V
+// bytes) and at most MAX_SPLITS.
+int choose_splits(int64_t base, int64_t target, int T, int min_keys) {
+    int max_splits = ceil_div(T, min_keys);
+    if (max_splits > MAX_SPLITS) max_splits = MAX_SPLITS;
+    if (base * 5 >= target * 4 || max_splits <= 1) return 1;
+    // Wave efficiency (CTAs / slots filled in the last wave) of each count; the smallest count
+    // within 85 % of the best, since every split adds partial output and combine work.
+    float best = 0.f;
+    for (int s = 1; s <= max_splits; ++s) {
+        const double w = (double)base * s / target;
+        const float eff = (float)(w / ceil(w));
+        if (eff > best) best = eff;
+    }
+    for (int s = 1; s <= max_splits; ++s) {
+        const double w = (double)base * s / target;
+        if ((float)(w / ceil(w)) >= 0.85f * best) return s;
+    }
+    return 1;
+}
+
 bool plan_decode(const kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, Plan *pl) {
     const int nkv = d->N_kv ? d->N_kv : d->N;
     const int G = d->N / nkv, R = G * d->S;
-    pl->L = lanes_for(d->H);
-    pl->M = rows_for(R);
-    pl->rowgroups = ceil_div(R, pl->M);
     const bool bf = d->dtype == KILN_DTYPE_BFLOAT16;
-    pl->fn = bf ? pick<__nv_bfloat16>(pl->L, pl->M) : pick<__half>(pl->L, pl->M);
-    if (!pl->fn) return false;
-    const int li = pl->L == 8 ? 0 : pl->L == 16 ? 1 : 2, mi = pl->M == 1 ? 0 : pl->M == 2 ? 1 : pl->M == 4 ? 2 : 3;
-    const int occ = occupancy(pl->fn, (bf ? 12 : 0) + li * 4 + mi);
-    const int64_t target = (int64_t)kiln_cuda_info(prov)->sm_count * occ;
-    const int64_t base = (int64_t)d->B * nkv * pl->rowgroups;
     const int T = d->T > 0 ? d->T : 1;
-    int max_splits = ceil_div(T, (int64_t)MIN_KEYS_PER_SPLIT * pl->rowgroups);
-    if (max_splits > MAX_SPLITS) max_splits = MAX_SPLITS;
-    int splits = 1;
-    if (base * 5 < target * 4 && max_splits > 1) {
-        // Wave efficiency (CTAs / slots filled in the last wave) of each count; the smallest count
-        // within 85 % of the best, since every split adds partial output and combine work.
-        float best = 0.f;
-        for (int s = 1; s <= max_splits; ++s) {
-            const double w = (double)base * s / target;
-            const float eff = (float)(w / ceil(w));
-            if (eff > best) best = eff;
-        }
-        for (int s = 1; s <= max_splits; ++s) {
-            const double w = (double)base * s / target;
-            if ((float)(w / ceil(w)) >= 0.85f * best) {
-                splits = s;
-                break;
-            }
+    const int sms = kiln_cuda_info(prov)->sm_count;
+    int64_t target;
+    int tile; // keys the CTA takes per step: slices are whole multiples of it
+    pl->mma = false;
+    if (want_mma(prov, R)) {
+        const kiln_decode::MmaKernel k = kiln_decode::mma_kernel(d->H, bf);
+        if (k.fn) {
+            pl->mma = true;
+            pl->fn = k.fn;
+            pl->threads = k.threads, pl->smem = k.smem_bytes;
+            pl->L = pl->M = 0;
+            pl->rowgroups = ceil_div(R, kiln_decode::MMA_ROWS);
+            target = (int64_t)sms * k.blocks_per_sm;
+            tile = k.keys_per_round;
         }
     }
+    if (!pl->mma) {
+        pl->L = lanes_for(d->H);
+        pl->M = rows_for(R);
+        pl->rowgroups = ceil_div(R, pl->M);
+        pl->fn = bf ? pick<__nv_bfloat16>(pl->L, pl->M) : pick<__half>(pl->L, pl->M);
+        if (!pl->fn) return false;
+        pl->threads = THREADS, pl->smem = 0;
+        const int li = pl->L == 8 ? 0 : pl->L == 16 ? 1 : 2, mi = pl->M == 1 ? 0 : pl->M == 2 ? 1 : pl->M == 4 ? 2 : 3;
+        target = (int64_t)sms * occupancy(pl->fn, (bf ? 12 : 0) + li * 4 + mi);
+        tile = (THREADS / pl->L) * 8;
+    }
+    const int64_t base = (int64_t)d->B * nkv * pl->rowgroups;
+    // The CUDA-core kernel's row groups each re-read the slice, so their slices grow with them.
+    const int min_keys = pl->mma ? (tile > MIN_KEYS_PER_SPLIT ? tile : MIN_KEYS_PER_SPLIT)
+                                 : MIN_KEYS_PER_SPLIT * pl->rowgroups;
+    const int splits = choose_splits(base, target, T, min_keys);
     // Whole tiles per slice, then drop slices that would start past the end.
-    const int tk = (THREADS / pl->L) * 8;
-    pl->chunk = ceil_div(ceil_div(T, splits), tk) * tk;
+    pl->chunk = ceil_div(ceil_div(T, splits), tile) * tile;
     pl->splits = ceil_div(T, pl->chunk);
     if ((int64_t)pl->splits * pl->rowgroups > 0x7fffffff) return false;
     const int64_t rows = (int64_t)d->B * d->N * d->S;
@@ -426,6 +456,11 @@ extern "C" int kiln_cuda_decode_splits(const kiln_cuda_provider *p, const kiln_c
     return plan_decode(p, d, &pl) ? pl.splits : 0;
 }
 
+extern "C" int kiln_cuda_decode_uses_mma(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d) {
+    Plan pl;
+    return plan_decode(p, d, &pl) && pl.mma;
+}
+
 kiln_status kiln_cuda_run_decode(kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, const kiln_flash::Params &fp,
                                  const char *name) {
     Plan pl;
@@ -447,7 +482,7 @@ kiln_status kiln_cuda_run_decode(kiln_cuda_provider *prov, const kiln_cuda_sdpa 
     const int nkv = d->N_kv ? d->N_kv : d->N;
     cudaStream_t stream = (cudaStream_t)kiln_cuda_stream(prov);
     dim3 grid((unsigned)(pl.splits * pl.rowgroups), (unsigned)nkv, (unsigned)d->B);
-    pl.fn<<<grid, THREADS, 0, stream>>>(a);
+    pl.fn<<<grid, pl.threads, pl.smem, stream>>>(a);
     kiln_status st = kiln_cuda_check(cudaGetLastError(), name);
     if (st != KILN_OK || pl.splits == 1) return st;
     const int64_t rows = (int64_t)d->B * d->N * d->S;

@@ -82,6 +82,8 @@ extern "C" const kiln_attn_env *kiln_attn_env_get(void) {
         // (2026-12-06, H100: the attention-op and ONNX-attention tests); KILN_DISABLE_DECODE_ATTENTION=1
         // sends them to the flash kernels instead.
         e.disable_decode = env_flag("KILN_DISABLE_DECODE_ATTENTION");
+        const char *dk = getenv("KILN_DECODE_KERNEL");
+        e.decode_kernel = dk && !strcmp(dk, "simt") ? 1 : dk && !strcmp(dk, "mma") ? 2 : 0;
         const char *ws = getenv("KILN_UNFUSED_WORKSPACE_MB");
         long mb = ws ? atol(ws) : 0;
         e.unfused_ws_bytes = (size_t)(mb > 0 ? mb : 4096) << 20;
@@ -127,7 +129,8 @@ extern "C" void kiln_cuda_attention_select(const kiln_cuda_provider *p, const ki
         if (!dec[0] && (force == KILN_ATTN_KERNEL_DECODE || (force == KILN_ATTN_KERNEL_NONE && !env->disable_decode)) &&
             kiln_cuda_decode_splits(p, d) > 0) {
             out->kernel = KILN_ATTN_KERNEL_DECODE;
-            snprintf(out->name, sizeof out->name, "decode_splitkv<%s,hd%d,splits%d>", dtype_name(d->dtype), d->H,
+            snprintf(out->name, sizeof out->name, "decode_splitkv%s<%s,hd%d,splits%d>",
+                     kiln_cuda_decode_uses_mma(p, d) ? "_mma" : "", dtype_name(d->dtype), d->H,
                      kiln_cuda_decode_splits(p, d));
             return;
         }

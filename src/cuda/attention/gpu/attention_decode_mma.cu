@@ -1,0 +1,334 @@
+// Split-KV decode on tensor cores, for query heads that share a KV head (GQA/MQA) or short
+// speculative queries: the G·S query rows that read one KV head form the M side of
+// mma.m16n8k16.
+//
+// Why not the CUDA-core kernel (attention_decode.cu) here: it spends 2·R·H fp32 FMAs on every
+// key (scores and output, R = G·S rows). At 3 TB/s that is about 4.5·R TFLOP/s, past what the
+// CUDA cores give from R = 8 on, so GQA decode ran at a third of the copy bandwidth. The tensor
+// cores do the same work with room to spare, even with half of the 16 rows padding.
+//
+// One CTA owns 16 of those rows over one slice of the keys. Each warp streams its own key tiles
+// (every NW-th tile of the slice) through a private ring of STAGES K/V buffers filled by cp.async,
+// so warps never wait on each other and STAGES−1 tiles per warp are always in flight. A warp
+// keeps its own online-softmax state like one row block of flash_fwd.cuh; at the end the warps'
+// results are rescaled to the CTA's max and summed in shared memory, then written as the final
+// output (one split) or as the partial-result format decode_combine reads.
+#include "../attention_decode.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+
+namespace kiln_decode {
+namespace {
+
+using kiln_flash::cp_async16;
+using kiln_flash::cp_async_commit;
+using kiln_flash::ex2;
+using kiln_flash::ldsm_x4;
+using kiln_flash::ldsm_x4_t;
+using kiln_flash::Mma;
+using kiln_flash::smem_u32;
+
+template <int N> __device__ __forceinline__ void cp_async_wait_n() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void store_e(__half *p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store_e(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+template <int HD> struct MmaCfg {
+    static constexpr int BN = 32;              // keys per warp tile
+    static constexpr int NW = HD > 128 ? 2 : 4; // fewer warps where a ring of wide rows fills the SM
+    static constexpr int STAGES = 3;
+    static constexpr int LDS = HD + 8; // +16 bytes: ldmatrix rows land in distinct bank groups
+    static constexpr int RING = STAGES * 2 * BN * LDS; // elements per warp
+    static constexpr int SMEM = (MMA_ROWS * LDS + NW * RING) * 2;
+    static constexpr int MERGE_BYTES = (MMA_ROWS * HD + 2 * NW * MMA_ROWS + 2 * MMA_ROWS) * 4;
+    static_assert(MERGE_BYTES <= NW * RING * 2, "the merge buffers reuse the rings");
+    static_assert(HD % 16 == 0 && BN % 16 == 0, "whole mma tiles");
+};
+
+template <typename E, int HD> __device__ __forceinline__ void decode_mma_body(const DecodeArgs &a) {
+    using C = MmaCfg<HD>;
+    constexpr int BN = C::BN, NW = C::NW, ST = C::STAGES, LDS = C::LDS;
+    constexpr int NT = BN / 8, DT = HD / 8, THREADS = NW * 32;
+    constexpr uint32_t ES = sizeof(E);
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    E *sQ = reinterpret_cast<E *>(smem_raw);
+    E *rings = sQ + MMA_ROWS * LDS;
+
+    const kiln_flash::Params &p = a.p;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int rg = blockIdx.x % a.rowgroups, sp = blockIdx.x / a.rowgroups;
+    const int kvh = blockIdx.y, b = blockIdx.z;
+    const int S = p.S, G = p.kv_group, R = G * S;
+    const int hch = p.H / 8;
+    const int kv_limit = kiln_flash::key_limit(p, b, p.T);
+    const int causal_off = p.T - S;
+
+    // Tile row m is query row r = rg·16 + m: head kvh·G + r / S at position r % S.
+    const E *qb = static_cast<const E *>(p.q) + (int64_t)b * p.q_sb;
+    for (int i = tid; i < MMA_ROWS * (HD / 8); i += THREADS) {
+        const int m = i / (HD / 8), c = i % (HD / 8), r = rg * MMA_ROWS + m;
+        const bool ok = r < R && c < hch;
+        const E *src = ok ? qb + (int64_t)(kvh * G + r / S) * p.q_sn + (int64_t)(r % S) * p.q_ss + c * 8
+                          : static_cast<const E *>(p.q);
+        cp_async16(smem_u32(sQ + m * LDS + c * 8), src, ok ? 16 : 0);
+    }
+    cp_async_commit();
+
+    auto row_limit = [&](int m) {
+        const int r = rg * MMA_ROWS + m;
+        if (r >= R) return 0;
+        const int lim = p.causal ? min(kv_limit, r % S + causal_off + 1) : kv_limit;
+        return lim > 0 ? lim : 0;
+    };
+    int maxlim = 0;
+    for (int m = 0; m < MMA_ROWS; ++m) maxlim = max(maxlim, row_limit(m));
+    const int k_begin = sp * a.chunk;
+    const int k_end = min(k_begin + a.chunk, maxlim);
+    const int row_in_tile = lane >> 2; // and row_in_tile + 8
+    const int lim[2] = {min(row_limit(row_in_tile), k_end), min(row_limit(row_in_tile + 8), k_end)};
+
+    const int ntiles = k_end > k_begin ? (k_end - k_begin + BN - 1) / BN : 0;
+    const int count = ntiles > warp ? (ntiles - warp + NW - 1) / NW : 0;
+    E *ring = rings + warp * C::RING;
+    const E *kb = static_cast<const E *>(p.k) + (int64_t)b * p.k_sb + (int64_t)kvh * p.k_sn;
+    const E *vb = static_cast<const E *>(p.v) + (int64_t)b * p.v_sb + (int64_t)kvh * p.v_sn;
+    // Every call commits a group, empty past the warp's last tile, so the wait below always
+    // leaves exactly the ST − 1 newest groups pending.
+    auto issue = [&](int i) {
+        if (i < count) {
+            const int key0 = k_begin + (warp + i * NW) * BN;
+            E *sk = ring + (i % ST) * 2 * BN * LDS;
+            kiln_flash::load_tile<BN, HD, LDS, 32>(sk, kb + (int64_t)key0 * p.k_ss, p.k_ss, k_end - key0, hch,
+                                                   static_cast<const E *>(p.k), lane);
+            kiln_flash::load_tile<BN, HD, LDS, 32>(sk + BN * LDS, vb + (int64_t)key0 * p.v_ss, p.v_ss, k_end - key0,
+                                                   hch, static_cast<const E *>(p.v), lane);
+        }
+        cp_async_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < ST - 1; ++i) issue(i);
+    cp_async_wait_n<ST - 1>(); // the query group, the oldest, has landed
+    __syncthreads();           // ... for every thread's part of it
+
+    // ldmatrix lane addresses, as in flash_fwd.cuh.
+    const uint32_t q_lane = smem_u32(sQ + (lane & 15) * LDS + (lane >> 4) * 8);
+    const uint32_t k_lane = smem_u32(ring + ((lane & 7) + ((lane >> 4) << 3)) * LDS + ((lane >> 3) & 1) * 8);
+    const uint32_t v_lane =
+        smem_u32(ring + BN * LDS + ((lane & 7) + (((lane >> 3) & 1) << 3)) * LDS + (lane >> 4) * 8);
+    const float sl2 = p.scale_log2;
+
+    float acc_o[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; ++d)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_o[d][e] = 0.f;
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+
+    for (int i = 0; i < count; ++i) {
+        issue(i + ST - 1);
+        cp_async_wait_n<ST - 1>();
+        __syncwarp(); // every lane's copies of tile i are visible to the warp
+        const uint32_t soff = (uint32_t)((i % ST) * 2 * BN * LDS) * ES;
+        const int key0 = k_begin + (warp + i * NW) * BN;
+
+        float s[NT][4];
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[t][e] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < HD / 16; ++ks) {
+            uint32_t aq[4];
+            ldsm_x4(aq, q_lane + ks * 16 * ES);
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                uint32_t bk[4];
+                ldsm_x4(bk, k_lane + soff + (np * 16 * LDS + ks * 16) * ES);
+                Mma<E>::run(s[2 * np], aq, bk[0], bk[1]);
+                Mma<E>::run(s[2 * np + 1], aq, bk[2], bk[3]);
+            }
+        }
+        // Keys past a row's limit (key length, causal diagonal, end of this slice) and padding rows.
+        const int col0 = key0 + 2 * (lane & 3);
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 2; ++e)
+                    if (col0 + t * 8 + e >= lim[h]) s[t][2 * h + e] = -INFINITY;
+
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int t = 0; t < NT; ++t) mx = fmaxf(mx, fmaxf(s[t][2 * h], s[t][2 * h + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_run[h], mx * sl2);
+            // A row with nothing visible yet keeps max −inf; subtracting 0 instead avoids inf − inf.
+            const float m_use = m_new == -INFINITY ? 0.f : m_new;
+            const float corr = ex2(m_run[h] - m_use);
+            m_run[h] = m_new;
+            float sum = 0.f;
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const float pv = ex2(fmaf(s[t][2 * h + e], sl2, -m_use));
+                    s[t][2 * h + e] = pv;
+                    sum += pv;
+                }
+            l_run[h] = l_run[h] * corr + sum; // per lane; the quad is summed at the end
+#pragma unroll
+            for (int d = 0; d < DT; ++d) acc_o[d][2 * h] *= corr, acc_o[d][2 * h + 1] *= corr;
+        }
+
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            uint32_t ap[4];
+            ap[0] = Mma<E>::pack(s[2 * kk][0], s[2 * kk][1]);
+            ap[1] = Mma<E>::pack(s[2 * kk][2], s[2 * kk][3]);
+            ap[2] = Mma<E>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            ap[3] = Mma<E>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < HD / 16; ++dp) {
+                uint32_t bv[4];
+                ldsm_x4_t(bv, v_lane + soff + (kk * 16 * LDS + dp * 16) * ES);
+                Mma<E>::run(acc_o[2 * dp], ap, bv[0], bv[1]);
+                Mma<E>::run(acc_o[2 * dp + 1], ap, bv[2], bv[3]);
+            }
+        }
+        __syncwarp(); // the next iteration refills the stage just read
+    }
+
+    // Merge the warps: rescale each to the CTA's row max, sum in shared memory (the rings' space).
+    cp_async_wait_n<0>();
+    __syncthreads();
+    float *sO = reinterpret_cast<float *>(rings); // 16 × HD
+    float *sM = sO + MMA_ROWS * HD;               // NW × 16 per-warp row max
+    float *sL = sM + NW * MMA_ROWS;               // NW × 16 per-warp row sum
+    float *rowM = sL + NW * MMA_ROWS, *rowL = rowM + MMA_ROWS;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float l = l_run[h];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if ((lane & 3) == 0) {
+            sM[warp * MMA_ROWS + row_in_tile + 8 * h] = m_run[h];
+            sL[warp * MMA_ROWS + row_in_tile + 8 * h] = l;
+        }
+    }
+    __syncthreads();
+    if (tid < MMA_ROWS) {
+        float mx = -INFINITY, l = 0.f;
+        for (int w = 0; w < NW; ++w) mx = fmaxf(mx, sM[w * MMA_ROWS + tid]);
+        for (int w = 0; w < NW; ++w) {
+            const float mw = sM[w * MMA_ROWS + tid];
+            if (mw != -INFINITY) l += sL[w * MMA_ROWS + tid] * ex2(mw - mx);
+        }
+        rowM[tid] = mx, rowL[tid] = l;
+    }
+    __syncthreads();
+    float fac[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) fac[h] = m_run[h] == -INFINITY ? 0.f : ex2(m_run[h] - rowM[row_in_tile + 8 * h]);
+    // Warp by warp, in a fixed order, so the sums do not depend on scheduling.
+    for (int w = 0; w < NW; ++w) {
+        if (warp == w) {
+#pragma unroll
+            for (int d = 0; d < DT; ++d)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float *dst = sO + (row_in_tile + 8 * h) * HD + d * 8 + 2 * (lane & 3) + e;
+                        const float v = acc_o[d][2 * h + e] * fac[h];
+                        *dst = w == 0 ? v : *dst + v;
+                    }
+        }
+        __syncthreads();
+    }
+
+    const bool direct = a.splits == 1;
+    for (int i = tid; i < MMA_ROWS * HD; i += THREADS) {
+        const int m = i / HD, h = i % HD, r = rg * MMA_ROWS + m;
+        if (r >= R || h >= p.H) continue;
+        const int n = kvh * G + r / S, s = r % S;
+        const float o = sO[i];
+        if (direct) {
+            // A row that sees no key is written as zeros (l == 0).
+            const float l = rowL[m];
+            E *og = static_cast<E *>(p.o) + (int64_t)b * p.o_sb + (int64_t)n * p.o_sn + (int64_t)s * p.o_ss;
+            store_e(og + h, l > 0.f ? o / l : 0.f);
+        } else {
+            const int64_t row = ((int64_t)b * p.N + n) * S + s;
+            a.part_o[(row * a.splits + sp) * p.H + h] = o;
+            if (h == 0) {
+                a.part_ml[(row * a.splits + sp) * 2] = rowM[m];
+                a.part_ml[(row * a.splits + sp) * 2 + 1] = rowL[m];
+            }
+        }
+    }
+}
+
+template <typename E, int HD> __global__ void __launch_bounds__(MmaCfg<HD>::NW * 32) decode_mma(const DecodeArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap(); // cp.async, ldmatrix and bf16 mma need sm_80; mma_kernel reports none below
+#else
+    decode_mma_body<E, HD>(a);
+#endif
+}
+
+template <typename E, int HD> MmaKernel make_kernel() {
+    using C = MmaCfg<HD>;
+    MmaKernel k;
+    k.fn = decode_mma<E, HD>;
+    k.threads = C::NW * 32;
+    k.smem_bytes = C::SMEM;
+    k.keys_per_round = C::NW * C::BN;
+    k.blocks_per_sm = 0;
+    // Fails where the device offers less shared memory per block; the caller then keeps the
+    // CUDA-core kernel.
+    if (cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM) != cudaSuccess) {
+        cudaGetLastError();
+        k.fn = nullptr;
+        return k;
+    }
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k.fn, k.threads, k.smem_bytes) != cudaSuccess || n < 1) {
+        cudaGetLastError();
+        k.fn = nullptr;
+        return k;
+    }
+    k.blocks_per_sm = n;
+    return k;
+}
+
+} // namespace
+
+// Head sizes pad to 64, 128 or 256: padded columns are zero-filled in shared memory without
+// reading memory, and tensor-core time is not what bounds decoding.
+MmaKernel mma_kernel(int H, bool bf16) {
+    static MmaKernel cache[2][3];
+    static bool ready[2][3]; // benign race: every thread computes the same kernel
+    const int hi = H <= 64 ? 0 : H <= 128 ? 1 : H <= 256 ? 2 : -1;
+    if (hi < 0) return MmaKernel{};
+    const int bi = bf16 ? 1 : 0;
+    if (!ready[bi][hi]) {
+        if (bf16)
+            cache[bi][hi] = hi == 0   ? make_kernel<__nv_bfloat16, 64>()
+                            : hi == 1 ? make_kernel<__nv_bfloat16, 128>()
+                                      : make_kernel<__nv_bfloat16, 256>();
+        else
+            cache[bi][hi] = hi == 0 ? make_kernel<__half, 64>() : hi == 1 ? make_kernel<__half, 128>() : make_kernel<__half, 256>();
+        ready[bi][hi] = true;
+    }
+    return cache[bi][hi];
+}
+
+} // namespace kiln_decode
