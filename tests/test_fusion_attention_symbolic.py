@@ -138,32 +138,45 @@ def test_symbolic_export_fuses_and_follows_the_dims(form):
             assert_same(g, w, 1e-5, 1e-5, what=f"{form} output {k} at B={B} S={S}")
 
 
-def test_decline_reason_in_verbose_log(capfd):
-    """A mask of another sequence axis cannot be proven to fit the scores: not fused, and the
-    verbose log says why; the results stay right."""
+def other_length_mask_model():
+    """BERT's form with the mask expanded over its own length ("other"), not the scores': nothing
+    proves the two equal before a run."""
     m = model("bert")
     m.graph.input[1].type.tensor_type.shape.dim[1].dim_param = "other"
     for n in m.graph.node:  # expand over the mask's own length, not the scores'
         if n.op_type == "Concat" and n.output[0] == "mshape":
             n.input[3] = "ms1"
-    m.graph.node.extend([])
     extra = [helper.make_node("Shape", ["mask"], ["mshp"]),
              helper.make_node("Gather", ["mshp", "i1"], ["ms"], axis=0),
              helper.make_node("Unsqueeze", ["ms", "ax0"], ["ms1"])]
     for k, n in enumerate(extra):
         m.graph.node.insert(9 + k, n)
+    return m
+
+
+def test_mask_of_unproven_length_is_checked_at_run_time(capfd):
+    """A mask whose length is only known at run time fuses, with the sizes checked by Add's rules
+    when the node runs: the same results as onnxruntime where the lengths agree, and an error that
+    names the node where they do not (onnxruntime's Add fails there too)."""
+    m = other_length_mask_model()
     capfd.readouterr()
     s = kiln.InferenceSession(m.SerializeToString(), threads=2, verbose=True)
     log = capfd.readouterr().err
-    assert "Attention" not in [n["op_type"] for n in s.nodes()]
-    assert "declined: mask shape" in log, log
+    assert [n["op_type"] for n in s.nodes()].count("Attention") == 1
+    assert "checked at run time" in log, log
+    for B, S in [(2, 6), (1, 3)]:
+        feeds = feeds_for("bert", B, S, 5 + S)
+        assert_same(s.run(None, feeds)[0], run_ort(m, feeds)[0], 1e-5, 1e-5)
     feeds = feeds_for("bert", 2, 6, 5)
-    assert_same(s.run(None, feeds)[0], run_ort(m, feeds)[0], 1e-5, 1e-5)
+    feeds["mask"] = feeds["mask"][:, :4]
+    with pytest.raises(Exception):
+        run_ort(m, feeds)
+    with pytest.raises(kiln.KilnError, match=r"(?s)Attention.*does not broadcast onto the scores"):
+        s.run(None, feeds)
 
 
-def test_mask_of_one_key_column_is_not_fused():
-    """A (B, 1, S, 1) mask broadcasts over the keys in Add; the kernel would read it as one column
-    padded with -inf, so it must stay unfused (and right)."""
+def one_key_column_model():
+    """A (B, 1, S, 1) mask: Add broadcasts it over the keys."""
     m = model("bert")
     m.graph.node.insert(0, const("ax13", np.array([1, 3], np.int64)))
     for n in m.graph.node:
@@ -171,12 +184,96 @@ def test_mask_of_one_key_column_is_not_fused():
             n.input[3] = "one"               # (B, 1, S, 1)
         if n.op_type == "Unsqueeze" and n.output[0] == "mu":
             n.input[1] = "ax13"              # mask (B, S) -> (B, 1, S, 1)
-    s = kiln.InferenceSession(m.SerializeToString(), threads=2)
+    return m
+
+
+def test_mask_of_one_key_column_is_not_fused(capfd):
+    """The kernel would read a one-column mask as padded with -inf where Add broadcasts it, so it
+    stays unfused (and right), and the verbose log says why."""
+    m = one_key_column_model()
+    capfd.readouterr()
+    s = kiln.InferenceSession(m.SerializeToString(), threads=2, verbose=True)
+    log = capfd.readouterr().err
     assert "Attention" not in [n["op_type"] for n in s.nodes()]
+    assert "declined: mask shape" in log, log
     rng = np.random.default_rng(3)
     feeds = {"x": rand(rng, (2, 5, D)), "mask": np.ones((2, 5), np.int64)}
     feeds["mask"][0, 2:] = 0
     assert_same(s.run(None, feeds)[0], run_ort(m, feeds)[0], 1e-5, 1e-5)
+
+
+def gpt2_past_model():
+    """GPT-2 decoding as torch exports it with a KV cache: keys and values are Concat(past, new)
+    along the sequence (each sum a fresh symbol), and the causal mask over the past and new
+    positions is built from Shape ops, so none of its dims is known before a run."""
+    rng = np.random.default_rng(11)
+    nodes = [const("i0", np.array(0, np.int64)), const("i1", np.array(1, np.int64)),
+             const("i2", np.array(2, np.int64)), const("ax0", np.array([0], np.int64)),
+             const("m1", np.array([-1], np.int64)), const("hs", np.array([H], np.int64)),
+             const("scale", np.array(H ** -0.5, np.float32)), const("zero", np.array(0.0, np.float32)),
+             const("lowest", np.array(LOWEST, np.float32)), const("ax013", np.array([0, 1, 3], np.int64)),
+             const("ax012", np.array([0, 1, 2], np.int64)),
+             helper.make_node("Shape", ["x"], ["shp"]),
+             helper.make_node("Gather", ["shp", "i0"], ["b"], axis=0),
+             helper.make_node("Gather", ["shp", "i1"], ["s"], axis=0),
+             helper.make_node("Unsqueeze", ["b", "ax0"], ["b1"]),
+             helper.make_node("Unsqueeze", ["s", "ax0"], ["s1"]),
+             helper.make_node("Concat", ["b1", "s1", "m1", "hs"], ["split"], axis=0)]
+    inits = {}
+    for p in "qkv":
+        inits["w" + p] = rng.uniform(-0.5, 0.5, (D, D)).astype(np.float32)
+        nodes += [helper.make_node("MatMul", ["x", "w" + p], [p + "3"]),
+                  helper.make_node("Reshape", [p + "3", "split"], [p + "r"]),
+                  helper.make_node("Transpose", [p + "r"], [p + "4"], perm=[0, 2, 1, 3])]
+    nodes += [helper.make_node("Concat", ["past_k", "k4"], ["present_k"], axis=-2),
+              helper.make_node("Concat", ["past_v", "v4"], ["present_v"], axis=-2),
+              helper.make_node("Transpose", ["present_k"], ["kt"], perm=[0, 1, 3, 2]),
+              helper.make_node("MatMul", ["q4", "kt"], ["sc"]),
+              helper.make_node("Mul", ["sc", "scale"], ["scs"]),
+              # query i (position past + i) sees keys j <= past + i
+              helper.make_node("Shape", ["past_k"], ["pshp"]),
+              helper.make_node("Gather", ["pshp", "i2"], ["past"], axis=0),
+              helper.make_node("Add", ["past", "s"], ["total"]),
+              helper.make_node("Range", ["past", "total", "i1"], ["qpos"]),
+              helper.make_node("Range", ["i0", "total", "i1"], ["kpos"]),
+              helper.make_node("Unsqueeze", ["qpos", "ax013"], ["rows"]),
+              helper.make_node("Unsqueeze", ["kpos", "ax012"], ["cols"]),
+              helper.make_node("LessOrEqual", ["cols", "rows"], ["causal"]),
+              helper.make_node("Where", ["causal", "zero", "lowest"], ["madd"]),
+              helper.make_node("Add", ["scs", "madd"], ["scm"]),
+              helper.make_node("Softmax", ["scm"], ["p"], axis=-1),
+              helper.make_node("MatMul", ["p", "present_v"], ["o4"]),
+              helper.make_node("Transpose", ["o4"], ["o3"], perm=[0, 2, 1, 3]),
+              const("d", np.array([D], np.int64)),
+              helper.make_node("Concat", ["b1", "s1", "d"], ["merge"], axis=0),
+              helper.make_node("Reshape", ["o3", "merge"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", D]),
+              helper.make_tensor_value_info("past_k", TensorProto.FLOAT, ["batch", N, "past", H]),
+              helper.make_tensor_value_info("past_v", TensorProto.FLOAT, ["batch", N, "past", H])]
+    outs = [helper.make_empty_tensor_value_info(o) for o in ("y", "present_k", "present_v")]
+    g = helper.make_graph(nodes, "g", inputs, outs,
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_gpt2_with_kv_cache_fuses():
+    """Decode steps (one new token), a prompt with an empty cache and speculative steps: one fused
+    Attention, the same outputs and caches as onnxruntime at every past length."""
+    m = gpt2_past_model()
+    data = m.SerializeToString()
+    s = kiln.InferenceSession(data, threads=2)
+    ops = [n["op_type"] for n in s.nodes()]
+    assert ops.count("Attention") == 1 and "Softmax" not in ops, ops
+    rng = np.random.default_rng(21)
+    for B, S, P in [(1, 1, 7), (2, 1, 30), (3, 5, 0), (1, 3, 12), (2, 1, 1), (1, 1, 7)]:
+        feeds = {"x": rand(rng, (B, S, D)), "past_k": rand(rng, (B, N, P, H)),
+                 "past_v": rand(rng, (B, N, P, H))}
+        want = run_ort(m, feeds)
+        for k, (g, w) in enumerate(zip(s.run(None, feeds), want)):
+            assert g.shape == w.shape
+            assert_same(g, w, 1e-5, 1e-5, what=f"output {k} at B={B} S={S} past={P}")
 
 
 def test_mask_that_may_overflow_needs_the_guard(capfd):

@@ -130,6 +130,41 @@ static int mask_fits(const kiln_tensor *fm, const kiln_tensor *fs, int dtype) {
     return 1;
 }
 
+/* No dimension of the mask provably breaks Add's broadcast onto the scores: each is the scores'
+ * own, 1 (except the last: a single key column is no mask at all, and the kernel would read it
+ * as padded), or left unknown by symbolic dims that a run-time computed mask gets (GPT-2 with a
+ * KV cache builds its causal mask from Shape ops). The fused node then carries
+ * kiln_mask_broadcast=1 and the kernel checks the real sizes by Add's rules. */
+static int mask_may_fit(const kiln_tensor *fm, const kiln_tensor *fs, int dtype) {
+    if (fm->rank < 1 || fm->rank > 4 || fs->rank != 4 || fm->dtype != dtype) return 0;
+    for (int i = 0; i < fm->rank; i++) {
+        int64_t d = fm->dims[fm->rank - 1 - i], s = fs->dims[3 - i];
+        if (same_dim(d, s)) continue;
+        if (d == 1) {
+            if (i == 0) return 0;
+            continue;
+        }
+        if (opt_dim_known(d) && opt_dim_known(s)) return 0;
+    }
+    return 1;
+}
+
+/* Dimension `axis` of the 4-D values a and b is provably the same size: equal facts, or both
+ * Concats along that axis of pairwise equal parts. A KV cache's keys and values are each
+ * Concat(past, new), and inference gives each sum a fresh symbol, so their facts never match. */
+static int same_len(opt_ctx *c, int a, int b, int axis, int depth) {
+    const kiln_tensor *fa = opt_fact(c, a), *fb = opt_fact(c, b);
+    if (fa->rank != 4 || fb->rank != 4) return 0;
+    if (same_dim(fa->dims[axis], fb->dims[axis])) return 1;
+    kiln_node *ca = opt_producer(c, a, "Concat"), *cb = opt_producer(c, b, "Concat");
+    if (depth > 4 || !ca || !cb || ca->n_in != cb->n_in) return 0;
+    int64_t xa = kiln_attr_int(ca, "axis", 0), xb = kiln_attr_int(cb, "axis", 0);
+    if ((xa < 0 ? xa + 4 : xa) != axis || (xb < 0 ? xb + 4 : xb) != axis) return 0;
+    for (int i = 0; i < ca->n_in; i++)
+        if (!same_len(c, ca->in[i], cb->in[i], axis, depth + 1)) return 0;
+    return 1;
+}
+
 /* A constant mask leaves at least one finite score in every row (no all -inf softmax rows). */
 static int mask_rows_finite(opt_ctx *c, int mask) {
     const kiln_tensor *t = opt_const(c, mask);
@@ -248,6 +283,29 @@ static kiln_status decline(opt_ctx *c, const kiln_node *sm, const char *why) {
     return KILN_OK;
 }
 
+/* Whether the mask lets the pattern fuse: *checked -1 when declined (logged), 0 when its fit is
+ * proven, 1 when the kernel must check it (kiln_mask_broadcast, see mask_may_fit). */
+static kiln_status check_mask(opt_ctx *c, const kiln_node *sm, int mask, const kiln_tensor *fs, int dtype,
+                              int guarded, int *checked) {
+    *checked = 0;
+    if (mask < 0) return KILN_OK;
+    if (!mask_fits(opt_fact(c, mask), fs, dtype)) {
+        if (!mask_may_fit(opt_fact(c, mask), fs, dtype)) {
+            *checked = -1;
+            return decline(c, sm, "mask shape not provably broadcasting onto the scores");
+        }
+        *checked = 1;
+    }
+    if (!guarded && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0)) {
+        *checked = -1;
+        return decline(c, sm, "mask may mask whole rows and there is no NaN guard");
+    }
+    if (*checked && c->verbose)
+        fprintf(stderr, "kiln: self-attention at softmax '%s': mask dimensions symbolic, checked at run time\n",
+                sm->name);
+    return KILN_OK;
+}
+
 static int half_type(int dt) { return dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16; }
 
 /* The 4-D form (see the top): m holds the head merge (nodes 0 and 1) and the core through Q·Kᵀ. */
@@ -266,19 +324,20 @@ static kiln_status fuse_bnsh(opt_ctx *c, attn_match *m, const kiln_node *sm, kil
     if (!opt_float_type(fq->dtype) || fk->dtype != fq->dtype || fv->dtype != fq->dtype ||
         !same_dim(fk->dims[0], fq->dims[0]) || !same_dim(fv->dims[0], fq->dims[0]) ||
         !same_dim(fk->dims[1], fq->dims[1]) || !same_dim(fv->dims[1], fq->dims[1]) ||
-        !same_dim(fv->dims[2], fk->dims[2]) || !same_dim(fk->dims[3], fq->dims[3]))
+        !same_len(c, v4, k4, 2, 0) || !same_dim(fk->dims[3], fq->dims[3]))
         return decline(c, sm, "4-D q, k, v types or dimensions not provably matching");
-    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype))
-        return decline(c, sm, "mask shape not provably broadcasting onto the scores");
-    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0))
-        return decline(c, sm, "mask may mask whole rows and there is no NaN guard");
-    kiln_attr *attrs = calloc(1, sizeof *attrs);
-    if (!attrs || !opt_attr_float(&attrs[0], "scale", (float)m->scale)) {
-        opt_attrs_free(attrs, attrs ? 1 : 0);
+    int checked_mask;
+    KILN_TRY(check_mask(c, sm, mask, fs, fq->dtype, guarded, &checked_mask));
+    if (checked_mask < 0) return KILN_OK;
+    kiln_attr *attrs = calloc(2, sizeof *attrs);
+    if (!attrs || !opt_attr_float(&attrs[0], "scale", (float)m->scale) ||
+        (checked_mask && !opt_attr_int(&attrs[1], "kiln_mask_broadcast", 1))) {
+        opt_attrs_free(attrs, attrs ? 2 : 0);
         return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
     }
     int ins[4] = {q4, k4, v4, mask}, y = pv->out[0];
-    return opt_replace(c, m->nodes + 2, m->n - 2, "", "Attention", 23, ins, mask >= 0 ? 4 : 3, &y, 1, attrs, 1);
+    return opt_replace(c, m->nodes + 2, m->n - 2, "", "Attention", 23, ins, mask >= 0 ? 4 : 3, &y, 1, attrs,
+                       1 + checked_mask);
 }
 
 /* A Reshape that provably keeps its input's 4-D shape (T5's exporter writes P.V through
@@ -374,16 +433,16 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
      * other target shape (GPT-2 merges B and S for the next Gemm) stays, reading the output */
     int keep_reshape = fo->rank != 3 || !same_dim(fo->dims[0], fq->dims[0]) ||
                        !same_dim(fo->dims[1], fq->dims[1]) || fo->dims[2] != nq * hv;
-    if (mask >= 0 && !mask_fits(opt_fact(c, mask), fs, fq->dtype))
-        return decline(c, sm, "mask shape not provably broadcasting onto the scores");
-    if (!guarded && mask >= 0 && !mask_rows_finite(c, mask) && !mask_values_finite(c, mask, 0))
-        return decline(c, sm, "mask may mask whole rows and there is no NaN guard");
+    int checked_mask;
+    KILN_TRY(check_mask(c, sm, mask, fs, fq->dtype, guarded, &checked_mask));
+    if (checked_mask < 0) return KILN_OK;
 
-    kiln_attr *attrs = calloc(3, sizeof *attrs);
+    kiln_attr *attrs = calloc(4, sizeof *attrs);
     if (!attrs || !opt_attr_int(&attrs[0], "q_num_heads", nq) ||
         !opt_attr_int(&attrs[1], "kv_num_heads", nq) ||
-        !opt_attr_float(&attrs[2], "scale", (float)m.scale)) {
-        opt_attrs_free(attrs, attrs ? 3 : 0);
+        !opt_attr_float(&attrs[2], "scale", (float)m.scale) ||
+        (checked_mask && !opt_attr_int(&attrs[3], "kiln_mask_broadcast", 1))) {
+        opt_attrs_free(attrs, attrs ? 4 : 0);
         return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
     }
     int ins[4] = {q3, k3, v3, mask}, y = out->out[0];
@@ -391,14 +450,14 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
         char name[300];
         snprintf(name, sizeof name, "%s_attention", c->g->values[tr->out[0]].name);
         if ((y = opt_add_value(c, name)) < 0) {
-            opt_attrs_free(attrs, 3);
+            opt_attrs_free(attrs, 4);
             return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
         }
         opt_set_input(c, out, 0, y);
     }
     /* m.nodes[0] is the Reshape */
     return opt_replace(c, m.nodes + keep_reshape, m.n - keep_reshape, "", "Attention", 23, ins,
-                       mask >= 0 ? 4 : 3, &y, 1, attrs, 3);
+                       mask >= 0 ? 4 : 3, &y, 1, attrs, 3 + checked_mask);
 }
 
 kiln_status opt_fuse_attention(opt_ctx *c) {

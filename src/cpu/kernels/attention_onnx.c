@@ -18,6 +18,10 @@ typedef struct onnx_cfg {
     int causal, qk_mode;
     float scale, softcap;
     int64_t m_dims[4]; /* mask aligned to (B, Nq, S, T) */
+    /* kiln_mask_broadcast: the optimizer fused this node from Add(scores, mask) without proving
+     * the mask's sizes, so it follows Add's rules (a last axis of 1 broadcasts, a shorter one is
+     * an error) instead of the operator's padding with -inf */
+    int mask_add;
 } onnx_cfg;
 
 static kiln_tensor *out_or_null(kiln_ctx *ctx, int i) { return i < ctx->n_out ? kiln_output(ctx, i) : NULL; }
@@ -158,6 +162,13 @@ static kiln_status parse(kiln_ctx *ctx, onnx_cfg *c) {
                                  "attn_mask %s does not broadcast to (B, q_num_heads, S, T) = "
                                  "(%lld, %lld, %lld, %lld)", kattn_shape(m, b1, sizeof b1),
                                  (long long)c->B, (long long)c->Nq, (long long)c->S, (long long)c->T);
+        c->mask_add = kiln_attr_int(ctx->node, "kiln_mask_broadcast", 0) != 0;
+        if (c->mask_add && c->m_dims[3] != 1 && c->m_dims[3] != c->T)
+            return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
+                             "attn_mask %s does not broadcast onto the scores (B, q_num_heads, S, T) = "
+                             "(%lld, %lld, %lld, %lld) as the Add this node was fused from needs",
+                             kattn_shape(m, b1, sizeof b1), (long long)c->B, (long long)c->Nq,
+                             (long long)c->S, (long long)c->T);
         /* a shorter last dimension is padded with -inf (opset 24 wording, reference behaviour) */
         if (c->m_dims[3] > c->T)
             return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT,
@@ -287,7 +298,15 @@ static kiln_status run(kiln_ctx *ctx, const onnx_cfg *c, owned_bufs *o) {
             KILN_TRY(kattn_as_f32(ctx, m, &md, &tmp));
             keep(o, tmp);
         }
-        const int64_t *d = c->m_dims;
+        int64_t d[4] = {c->m_dims[0], c->m_dims[1], c->m_dims[2], c->m_dims[3]};
+        if (c->mask_add && d[3] == 1 && T > 1) { /* Add's broadcast over the keys */
+            float *a = scratch(ctx, o, n * T);
+            if (!a) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for attn_mask");
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < T; j++) a[i * T + j] = md[i];
+            md = a;
+            d[3] = T;
+        }
         int64_t ss = d[3], sn = d[2] * ss, sb = d[1] * sn;
         p.add[0] = (kattn_addend){md, d[0] == 1 ? 0 : sb, d[1] == 1 ? 0 : sn, d[2] == 1 ? 0 : ss, d[3]};
     }
