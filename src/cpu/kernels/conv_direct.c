@@ -459,15 +459,20 @@ static kiln_status padded_setup(kiln_ctx *ctx, djob *j, int nt, int64_t *nb_out,
         free(offs);
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the padded input");
     }
-    for (int64_t k = 0; k < K; k++) {
-        int64_t c = k / (d->KH * d->KW), t = k % (d->KH * d->KW), ky = t / d->KW, kx = t % d->KW;
-        int64_t dx = kx * d->dw, dy = ky * d->dh;
+    /* one channel's taps, then the other channels' as those plus c * cs: with divisions for
+     * every tap the table took 15 us a call at K = 1152, half the time of that 3x3 convolution
+     * of 128 -> 32 channels on a 7x7 map */
+    int64_t T = d->KH * d->KW;
+    for (int64_t t = 0; t < T && t < K; t++) {
+        int64_t dy = t / d->KW * d->dh, dx = t % d->KW * d->dw;
         if (d->flat)
-            offs[k] = c * d->cs + ((dy % d->sh) * d->sw + dx % d->sw) * d->plane +
-                      dy / d->sh * d->Lq + dx / d->sw;
+            offs[t] = ((dy % d->sh) * d->sw + dx % d->sw) * d->plane + dy / d->sh * d->Lq +
+                      dx / d->sw;
         else
-            offs[k] = c * d->cs + dy * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
+            offs[t] = dy * d->rowlen + (dx % d->sw) * d->Lq + dx / d->sw;
     }
+    for (int64_t k = T; k < K; k += T) /* K = C/group * T */
+        for (int64_t t = 0; t < T; t++) offs[k + t] = offs[t] + k / T * d->cs;
     j->pad = pad;
     j->offs = offs;
     *nb_out = nb;
