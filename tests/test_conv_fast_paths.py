@@ -369,13 +369,15 @@ def test_fused_store_nan(act, params, xs, ws, attrs):
 LANES_CASES = [
     # (x, w, attrs): each is checked to take the lanes path
     ((1, 128, 7, 7), (32, 128, 3, 3), {"pads": [1, 1, 1, 1]}),            # DenseNet's 3x3 on 7x7
-    ((3, 96, 7, 7), (40, 96, 3, 3), {"pads": [1, 1, 1, 1]}),              # a 16-channel block, tail
+    ((3, 128, 7, 7), (44, 128, 3, 3), {"pads": [1, 1, 1, 1]}),            # a 16-channel block, tail
     ((2, 400, 7, 7), (45, 400, 1, 1), {}),                                # 1x1 read in place, odd
     ((3, 96, 14, 14), (64, 48, 3, 3), {"group": 2, "pads": [1, 0, 2, 1]}),  # grouped, uneven pads
     ((2, 64, 15, 15), (48, 64, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # strided flat
     ((2, 256, 14, 13), (64, 256, 1, 1), {"strides": [2, 2]}),             # strided 1x1 (subsampled)
     ((3, 80, 11), (64, 80, 5), {"pads": [2, 2]}),                         # 1-D
     ((2, 96, 10, 10), (32, 96, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((1, 64, 30, 30), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),            # large map, full blocks
+    ((3, 48, 33, 29), (96, 48, 3, 3), {"pads": [1, 0, 2, 1]}),            # rows of 3 uneven tiles
 ]
 
 
