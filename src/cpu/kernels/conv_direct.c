@@ -235,6 +235,35 @@ DEFINE_DKERNEL(dkernel_12, 12, DROWS12)
 DEFINE_DKERNEL(dkernel_8, 8, DROWS8)
 DEFINE_DKERNEL(dkernel_4, 4, DROWS4)
 
+/* The same over 16 outputs (nr <= 16): the last chunk of a row whose width leaves 16 or fewer
+ * (112 = 3 x 32 + 16: the 7x7 and 3x3 stride-2 stems) ran the full 32 lanes for half of them. */
+#define DACC1_DECL(i) __m512 c##i##a = _mm512_setzero_ps();
+#define DACC1_STEP(i) c##i##a = _mm512_fmadd_ps(_mm512_set1_ps(ap[i]), b0, c##i##a);
+#define DACC1_SAVE(i) acc[i][0] = c##i##a; acc[i][1] = _mm512_setzero_ps();
+#define DEFINE_DKERNEL16(NAME, ROWS, FOR_ROWS)                                                     \
+    __attribute__((target("avx512f"))) static void NAME(                                           \
+        const float *wpk, int64_t Mpad, int64_t m0, const float *xb, const int64_t *offs,          \
+        int64_t K, float *y, int64_t ys, const float *bias, int mr, int nr, const float *z,        \
+        int relu) {                                                                                \
+        FOR_ROWS(DACC1_DECL)                                                                       \
+        for (int64_t pc = 0; pc < K; pc += KGEMM_KC) {                                             \
+            int64_t kc = K - pc < KGEMM_KC ? K - pc : KGEMM_KC;                                    \
+            const float *ap = wpk + pc * Mpad + m0 * kc;                                           \
+            const int64_t *ob = offs + pc;                                                         \
+            for (int64_t k = 0; k < kc; k++) {                                                     \
+                __m512 b0 = _mm512_loadu_ps(xb + ob[k]);                                           \
+                FOR_ROWS(DACC1_STEP)                                                               \
+                ap += DMR;                                                                         \
+            }                                                                                      \
+        }                                                                                          \
+        __m512 acc[ROWS][2];                                                                       \
+        FOR_ROWS(DACC1_SAVE)                                                                       \
+        dstore(acc, y, ys, bias, mr, nr, z, relu);                                                 \
+    }
+DEFINE_DKERNEL16(dkernel16_12, 12, DROWS12)
+DEFINE_DKERNEL16(dkernel16_8, 8, DROWS8)
+DEFINE_DKERNEL16(dkernel16_4, 4, DROWS4)
+
 /* The padded copy is kept by the calling thread between calls: a fresh one would fault in and
  * clear its pages every time, which costs as much as the product on small convolutions. Copies
  * only ever write input values, so a kept buffer whose layout matches (the same padding places)
@@ -289,7 +318,17 @@ static void rows_item(const djob *j, int64_t it, int64_t r0, int64_t r1) {
             float *yt = yb + oy * d->OW + ox;
             const float *zt = fused && j->z ? j->z + (yt - j->y) : NULL;
             const float *xb = xrow + ox;
-            if (mr > 8)
+            if (nr <= 16) {
+                if (mr > 8)
+                    dkernel16_12(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr,
+                                 nr, zt, relu);
+                else if (mr > 4)
+                    dkernel16_8(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr,
+                                nr, zt, relu);
+                else
+                    dkernel16_4(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr,
+                                nr, zt, relu);
+            } else if (mr > 8)
                 dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr, nr,
                           zt, relu);
             else if (mr > 4)
