@@ -4,7 +4,9 @@ with bench/kiln_ab.py, kiln build against kiln build or against onnxruntime, in 
 processes): single Conv nodes from bench/conv_bench.py's cases, BatchNormalization + Relu + 1x1
 Conv (DenseNet's pre-activation layer), and the stem Conv + Relu of SqueezeNet (a model whose
 output is [8, 64, 111, 111]); from the third session, a model with 24 outputs of 786 KB (host
-block reuse) and Relu -> MaxPool 3x3/2 on [8, 64, 111, 111] (a pool reading an arena value).
+block reuse) and Relu -> MaxPool 3x3/2 on [8, 64, 111, 111] (a pool reading an arena value);
+from the conv3x3 session, single Conv nodes of any batch (input x of [N, C, H, W]) with the shapes
+of DenseNet-121 (3x3 128 -> 32 at 56/28/14/7, the 7x7/2 stem), ResNet-50 and MobileNet/SqueezeNet.
 
   python3 bench/cpu_ab_models.py --out /tmp/ab
   python3 bench/kiln_ab.py /tmp/ab/mb3_se_1x1_960to240_b8.onnx --a OLD/libkiln.so --b build-cpu/libkiln.so --batch 8
@@ -46,6 +48,41 @@ def stem_relu():
     return m
 
 
+# name: (C, H, M, kernel, stride, pad, group)
+DYN_CONVS = {
+    "dn_3x3_128to32_56": (128, 56, 32, 3, 1, 1, 1),
+    "dn_3x3_128to32_28": (128, 28, 32, 3, 1, 1, 1),
+    "dn_3x3_128to32_14": (128, 14, 32, 3, 1, 1, 1),
+    "dn_3x3_128to32_7": (128, 7, 32, 3, 1, 1, 1),
+    "dn_stem7x7s2_224": (3, 224, 64, 7, 2, 3, 1),
+    "r50_3x3_64_56": (64, 56, 64, 3, 1, 1, 1),
+    "r50_3x3_128_28": (128, 28, 128, 3, 1, 1, 1),
+    "r50_3x3_256_14": (256, 14, 256, 3, 1, 1, 1),
+    "r50_3x3_512_7": (512, 7, 512, 3, 1, 1, 1),
+    "r50_3x3s2_128_56": (128, 56, 128, 3, 2, 1, 1),
+    "sq_expand3x3_16to64_55": (16, 55, 64, 3, 1, 1, 1),
+    "sq_expand3x3_64to256_13": (64, 13, 256, 3, 1, 1, 1),
+    "mb2_stem3x3s2_224": (3, 224, 32, 3, 2, 1, 1),
+    "yolo_3x3_32to64_s2_208": (32, 208, 64, 3, 2, 1, 1),
+    "unet_3x3_64to48_64": (64, 64, 48, 3, 1, 1, 1),
+    "vgg_3x3_64to128_112": (64, 112, 128, 3, 1, 1, 1),
+    "ssd_head_3x3_512to24_19": (512, 19, 24, 3, 1, 1, 1),
+    "ssd_head_3x3_256to16_5": (256, 5, 16, 3, 1, 1, 1),
+    "r50_3x3s2_256_28": (256, 28, 256, 3, 2, 1, 1),
+}
+
+
+def dyn_conv(C, H, M, k, s, p, g, rng):
+    """one Conv (random weights and bias) on x of [N, C, H, H], N left to the feed"""
+    w = (rng.standard_normal((M, C // g, k, k)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(M).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s],
+                            pads=[p] * 4, group=g)
+    return model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, H, H])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                 [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+
+
 def model(nodes, inputs, outputs, inits=()):
     g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -83,6 +120,8 @@ def main():
     onnx.save(stem_relu(), os.path.join(a.out, "sq_stem3x3s2_224_b8_relu.onnx"))
     onnx.save(many_outputs(), os.path.join(a.out, "many_outputs_24x786k.onnx"))
     onnx.save(relu_maxpool(), os.path.join(a.out, "relu_maxpool_64_111.onnx"))
+    for name, cs in DYN_CONVS.items():
+        onnx.save(dyn_conv(*cs, np.random.default_rng(1)), os.path.join(a.out, name + ".onnx"))
     print("wrote", sorted(os.listdir(a.out)))
 
 

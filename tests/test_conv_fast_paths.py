@@ -369,13 +369,15 @@ def test_fused_store_nan(act, params, xs, ws, attrs):
 LANES_CASES = [
     # (x, w, attrs): each is checked to take the lanes path
     ((1, 128, 7, 7), (32, 128, 3, 3), {"pads": [1, 1, 1, 1]}),            # DenseNet's 3x3 on 7x7
-    ((3, 96, 7, 7), (40, 96, 3, 3), {"pads": [1, 1, 1, 1]}),              # a 16-channel block, tail
+    ((3, 128, 7, 7), (44, 128, 3, 3), {"pads": [1, 1, 1, 1]}),            # a 16-channel block, tail
     ((2, 400, 7, 7), (45, 400, 1, 1), {}),                                # 1x1 read in place, odd
     ((3, 96, 14, 14), (64, 48, 3, 3), {"group": 2, "pads": [1, 0, 2, 1]}),  # grouped, uneven pads
     ((2, 64, 15, 15), (48, 64, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # strided flat
     ((2, 256, 14, 13), (64, 256, 1, 1), {"strides": [2, 2]}),             # strided 1x1 (subsampled)
     ((3, 80, 11), (64, 80, 5), {"pads": [2, 2]}),                         # 1-D
     ((2, 96, 10, 10), (32, 96, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((1, 64, 30, 30), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),            # large map, full blocks
+    ((3, 48, 33, 29), (96, 48, 3, 3), {"pads": [1, 0, 2, 1]}),            # rows of 3 uneven tiles
 ]
 
 
@@ -463,3 +465,34 @@ def test_separable_maxpool_nan(xs, attrs):
     assert np.array_equal(np.isnan(fast), np.isnan(general))
     assert np.array_equal(np.signbit(np.nan_to_num(fast)), np.signbit(np.nan_to_num(general)))
     assert np.array_equal(np.nan_to_num(fast), np.nan_to_num(general))
+
+
+# ---- direct rows: a last chunk of 16 or fewer outputs on the 16-wide kernels ----
+
+ROWS_TAIL_CASES = [
+    # (x, w, attrs): strided rows of 20 or more outputs go lane by output row (direct-rows)
+    ((1, 3, 21, 80), (20, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),  # 40 = 32 + 8
+    ((3, 5, 16, 96), (28, 5, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),   # 48 = 32 + 16
+    ((2, 4, 12, 48), (9, 4, 3, 3), {"strides": [2, 2], "pads": [0, 1, 1, 0]}),    # 24: one chunk
+    ((2, 6, 9, 70), (16, 3, 3, 5), {"strides": [2, 2], "group": 2, "pads": [1, 2, 1, 2]}),  # 35
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", ROWS_TAIL_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_tail(xs, ws, attrs, bias, threads):
+    rng = np.random.default_rng(95)
+    x, w = rand(rng, xs), rand(rng, ws, low=-1, high=1)
+    b = rand(rng, (ws[0],)) if bias else None
+    m, feeds = conv_model(x, w, b, attrs)
+    paths = lanes_paths(m, feeds, threads)
+    assert len(paths) == 1 and paths[0].startswith("direct-rows"), paths
+    check(m, feeds, threads=threads, **tol(F32, int(np.prod(ws[1:]))))
+
+
+@pytest.mark.parametrize("act,params", [("Relu", None), ("LeakyRelu", [0.1]), ("Clip", [-0.5, 0.6])])
+@pytest.mark.parametrize("xs,ws,attrs", ROWS_TAIL_CASES[:2])
+@pytest.mark.parametrize("z", [False, True])
+def test_rows_tail_fused(act, params, xs, ws, attrs, z):
+    run_case(np.random.default_rng(96), xs, ws, fused_attrs(attrs, act, params), op="FusedConv", z=z)

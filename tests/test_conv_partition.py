@@ -168,7 +168,7 @@ import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
 from util import node_model, run_kiln
 rng = np.random.default_rng(0)
-for xs, ws, a in [((1, 64, 56, 56), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
+for xs, ws, a in [((1, 64, 56, 56), (48, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # 4 panels of 12
                   ((1, 64, 28, 28), (128, 64, 1, 1), {}),
                   ((1, 64, 14, 14), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]})]:
     x = rng.standard_normal(xs).astype(np.float32)
@@ -186,5 +186,5 @@ for xs, ws, a in [((1, 64, 56, 56), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
     for p in paths:
         assert p["threads"] == "16"
         assert int(p["items"]) >= 16
-        # 42 items of 12 x 32 kernel tiles (and 4-row ones) cannot split 16 ways better than 0.78
+        # items of whole kernel tiles split 16 ways unevenly (56 lanes items of 14x14: 0.875)
         assert 0.75 <= float(p["balance"]) <= 1.0
