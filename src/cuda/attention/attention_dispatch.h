@@ -24,7 +24,7 @@
  *  0. decode (split-KV, flash-decoding) when the query is a few rows per KV head against the
  *     keys: S <= KILN_DECODE_MAX_S, (N / N_kv)·S <= 64, no bias, no packed batches, H == H_v. It
  *     splits the keys over CTAs to fill the SMs and combines the partial results (workspace:
- *     kiln_cuda_decode_workspace bytes from offset 0, as the unfused path). From 4 query rows per
+ *     kiln_cuda_decode_workspace bytes from offset 0, as the unfused path). From 3 query rows per
  *     KV head (GQA groups, speculative queries) its scores and output run on tensor cores
  *     (decode_splitkv_mma), below that on CUDA cores.
  *  1. flash_sm90 (wgmma, sm_90a image, compute capability 9.0) for the head sizes where it is the

@@ -32,9 +32,11 @@ constexpr int THREADS = 128;
 constexpr int MAX_SPLITS = 256; // combine keeps one weight per split in shared memory
 constexpr int MIN_KEYS_PER_SPLIT = 256;
 // From this many query rows per KV head on, the tensor-core kernel (attention_decode_mma.cu):
-// the CUDA-core kernel's 2·R·H FMAs per key outrun the memory system there. 0: only when
-// KILN_DECODE_KERNEL=mma asks, until the kernel has run on a GPU.
-constexpr int MMA_MIN_ROWS = 0;
+// the CUDA-core kernel's 2·R·H FMAs per key outrun the CUDA cores there. Measured on an H100
+// (bench/attention/decode_ab.sh, 51 shapes, fp16 and bf16): from 3 rows the tensor-core kernel
+// took 0.14-0.72x the time; at 1 or 2 rows the two were within about ±10% (hd64 favouring the
+// CUDA cores), so those stay on the kernel without padding rows.
+constexpr int MMA_MIN_ROWS = 3;
 
 __device__ __forceinline__ void unpack8(const uint4 &u, float *f, __half) {
     const __half2 *h = reinterpret_cast<const __half2 *>(&u);
@@ -359,7 +361,7 @@ bool want_mma(const kiln_cuda_provider *prov, int R) {
     const kiln_attn_env *env = kiln_attn_env_get();
     if (env->decode_kernel == 1) return false;
     if (kiln_cuda_info(prov)->cc_major < 8) return false;
-    return env->decode_kernel == 2 || (MMA_MIN_ROWS > 0 && R >= MMA_MIN_ROWS);
+    return env->decode_kernel == 2 || R >= MMA_MIN_ROWS;
 }
 
 // Splits: enough CTAs to fill every SM at the kernel's occupancy (the target), given the
