@@ -548,3 +548,12 @@ def test_maxpool_stride2_rows_after_relu():
         x = rand(rng, (n, 5, 37, 53))
         for threads in (1, 2):
             check(m, {"x": x}, rtol=0, atol=0, threads=threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_maxpool_stride2_rows_prefetch(threads):
+    """An input over 8 MB (rows are prefetched ahead, up to past its end): SqueezeNet's first pool
+    at batch 4."""
+    x = rand(np.random.default_rng(99), (4, 64, 111, 111))
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}
+    check(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x}, rtol=0, atol=0, threads=threads)
