@@ -5,7 +5,8 @@ processes): single Conv nodes from bench/conv_bench.py's cases, BatchNormalizati
 Conv (DenseNet's pre-activation layer), and the stem Conv + Relu of SqueezeNet (a model whose
 output is [8, 64, 111, 111]); from the third session, a model with 24 outputs of 786 KB (host
 block reuse) and Relu -> MaxPool 3x3/2 on [8, 64, 111, 111] (a pool reading an arena value); from
-the fourth, SqueezeNet's MaxPools alone and its 1x1 expand convs (+ Relu), batch dims symbolic.
+the fourth, SqueezeNet's MaxPools alone, its 1x1 expand convs (+ Relu), batch dims symbolic, and its head
+(sq_head_b8: the stem Conv + Relu, then MaxPool reading the 25 MB the conv wrote).
 
   python3 bench/cpu_ab_models.py --out /tmp/ab
   python3 bench/kiln_ab.py /tmp/ab/mb3_se_1x1_960to240_b8.onnx --a OLD/libkiln.so --b build-cpu/libkiln.so --batch 8
