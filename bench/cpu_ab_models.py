@@ -6,7 +6,9 @@ Conv (DenseNet's pre-activation layer), and the stem Conv + Relu of SqueezeNet (
 output is [8, 64, 111, 111]); from the third session, a model with 24 outputs of 786 KB (host
 block reuse) and Relu -> MaxPool 3x3/2 on [8, 64, 111, 111] (a pool reading an arena value);
 from the conv3x3 session, single Conv nodes of any batch (input x of [N, C, H, W]) with the shapes
-of DenseNet-121 (3x3 128 -> 32 at 56/28/14/7, the 7x7/2 stem), ResNet-50 and MobileNet/SqueezeNet.
+of DenseNet-121 (3x3 128 -> 32 at 56/28/14/7, the 7x7/2 stem), ResNet-50 and MobileNet/SqueezeNet;
+from the fourth, SqueezeNet's MaxPools alone, its 1x1 expand convs (+ Relu), batch dims symbolic,
+and its head (sq_head_b8: the stem Conv + Relu, then MaxPool reading the 25 MB the conv wrote).
 
   python3 bench/cpu_ab_models.py --out /tmp/ab
   python3 bench/kiln_ab.py /tmp/ab/mb3_se_1x1_960to240_b8.onnx --a OLD/libkiln.so --b build-cpu/libkiln.so --batch 8
@@ -90,6 +92,15 @@ def model(nodes, inputs, outputs, inits=()):
     return m
 
 
+def stem_relu_maxpool():
+    """SqueezeNet's head: the stem Conv + Relu, then MaxPool 3x3/2 reading the conv's 25 MB output"""
+    m = stem_relu()
+    m.graph.node[-1].output[0] = "r"
+    m.graph.node.append(helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                         ceil_mode=1))
+    return m
+
+
 def many_outputs(n=24, shape=(1, 12, 512, 32)):
     """x + i for i < n: n graph outputs of 786 KB each, like GPT-2's present K/V."""
     inits = [numpy_helper.from_array(np.array(float(i), np.float32), "c%d" % i) for i in range(n)]
@@ -105,6 +116,22 @@ def relu_maxpool():
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
 
 
+def maxpool(C, H):
+    """MaxPool 3x3/2 ceil_mode alone, SqueezeNet's three pools"""
+    nodes = [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)]
+    return model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", C, H, H])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+
+
+def expand1x1(C, M, H, rng):
+    """Conv 1x1 + Relu with few input channels: SqueezeNet's fire expand1x1 layers"""
+    inits = [numpy_helper.from_array((rng.standard_normal((M, C, 1, 1)) * 0.2).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(M).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    return model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", C, H, H])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/ab")
@@ -118,10 +145,15 @@ def main():
     for C, H in ((192, 56), (512, 14)):
         onnx.save(bn_relu_conv(C, H, rng), os.path.join(a.out, f"bnrelu_{C}_{H}.onnx"))
     onnx.save(stem_relu(), os.path.join(a.out, "sq_stem3x3s2_224_b8_relu.onnx"))
+    onnx.save(stem_relu_maxpool(), os.path.join(a.out, "sq_head_b8.onnx"))
     onnx.save(many_outputs(), os.path.join(a.out, "many_outputs_24x786k.onnx"))
     onnx.save(relu_maxpool(), os.path.join(a.out, "relu_maxpool_64_111.onnx"))
     for name, cs in DYN_CONVS.items():
         onnx.save(dyn_conv(*cs, np.random.default_rng(1)), os.path.join(a.out, name + ".onnx"))
+    for C, H in ((64, 111), (128, 55), (256, 27)):
+        onnx.save(maxpool(C, H), os.path.join(a.out, f"maxpool_{C}_{H}.onnx"))
+    for C, M, H in ((16, 64, 55), (32, 128, 27), (48, 192, 13), (64, 256, 13)):
+        onnx.save(expand1x1(C, M, H, rng), os.path.join(a.out, f"expand1x1_{C}to{M}_{H}.onnx"))
     print("wrote", sorted(os.listdir(a.out)))
 
 

@@ -69,6 +69,7 @@ SPAN_CASES = [
     # (x, w, attrs)
     ((3, 20, 7, 7), (30, 20, 1, 1), {}),                                   # 1x1 across images
     ((5, 33, 5, 9), (40, 33, 1, 1), {}),
+    ((3, 1024, 7, 7), (560, 1024, 1, 1), {}),                              # 1x1, weights > 2 MB
     ((4, 16, 7, 7), (24, 16, 3, 3), {"pads": [1, 1, 1, 1]}),               # 3x3 on small maps
     ((3, 13, 11, 13), (27, 13, 3, 3), {"pads": [1, 0, 2, 1]}),
     ((6, 8, 9, 6), (16, 8, 3, 3), {"dilations": [2, 1], "pads": [2, 1, 2, 1]}),
@@ -91,6 +92,28 @@ def test_span_tiles(xs, ws, attrs, bias):
 def test_weight_as_input(xs, ws, attrs):
     """W a graph input: packed per call instead of at load."""
     run_case(np.random.default_rng(5), xs, ws, attrs, w_init=False)
+
+
+# ---- 1x1 with few input channels (SqueezeNet's expand convs): per-image tiles, and GEMM blocks
+# shallow enough to walk their row panels outer (gemm_avx512.c, SHALLOW_KC) ----
+
+SHALLOW_CASES = [
+    ((8, 16, 13, 13), (64, 16, 1, 1)),
+    ((8, 48, 13, 13), (192, 48, 1, 1)),
+    ((3, 32, 27, 27), (128, 32, 1, 1)),
+    ((2, 16, 55, 55), (64, 16, 1, 1)),
+    ((1, 7, 19, 23), (37, 7, 1, 1)),
+    ((2, 32, 9, 61), (13, 32, 1, 1)),
+    ((1, 33, 20, 21), (50, 33, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("op", ["Conv", "FusedConv"])
+@pytest.mark.parametrize("xs,ws", SHALLOW_CASES)
+def test_pointwise_few_channels(xs, ws, op, threads):
+    attrs = fused_attrs({}, "Relu", None) if op == "FusedConv" else {}
+    run_case(np.random.default_rng(hash((xs, ws)) % 1000), xs, ws, attrs, threads=threads, op=op)
 
 
 # ---- strided 1x1 ----
@@ -496,3 +519,74 @@ def test_rows_tail(xs, ws, attrs, bias, threads):
 @pytest.mark.parametrize("z", [False, True])
 def test_rows_tail_fused(act, params, xs, ws, attrs, z):
     run_case(np.random.default_rng(96), xs, ws, fused_attrs(attrs, act, params), op="FusedConv", z=z)
+
+
+# ---- MaxPool, windows 2 or 3 wide at horizontal stride 2 (pool.c, plane_s2_f32) ----
+
+S2_POOL_CASES = [
+    ((2, 3, 111, 111), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),  # SqueezeNet
+    ((1, 2, 67, 67), {"kernel_shape": [3, 3], "strides": [2, 2]}),             # 33 outputs: tail of 1
+    ((2, 2, 65, 65), {"kernel_shape": [3, 3], "strides": [2, 2]}),             # 32: a full last chunk
+    ((1, 3, 33, 34), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),  # 16, ceil past W
+    ((1, 2, 112, 112), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 2, 41, 70), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 2, 1, 2], "ceil_mode": 1}),
+    ((2, 3, 56, 57), {"kernel_shape": [2, 2], "strides": [2, 2]}),             # kw 2, odd width
+    ((1, 2, 64, 64), {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 1, 0, 1]}),
+    ((1, 2, 31, 40), {"kernel_shape": [5, 3], "strides": [3, 2], "pads": [2, 1, 2, 1], "ceil_mode": 1}),
+    ((1, 2, 20, 35), {"kernel_shape": [1, 3], "strides": [1, 2]}),
+    ((1, 2, 30, 49), {"kernel_shape": [8, 2], "strides": [1, 2], "pads": [3, 0, 4, 1]}),  # 8 rows
+    ((1, 2, 30, 49), {"kernel_shape": [9, 3], "strides": [2, 2]}),             # 9 rows: separable path
+    ((1, 2, 30, 31), {"kernel_shape": [3, 3], "strides": [2, 2], "dilations": [2, 2]}),  # general path
+    ((1, 2, 7, 3), {"kernel_shape": [3, 3], "strides": [2, 2]}),               # one output
+    ((1, 2, 6, 4), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
+    ((3, 2, 90), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),       # 1-D
+    ((3, 2, 91), {"kernel_shape": [2], "strides": [2], "ceil_mode": 1}),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("xs,attrs", S2_POOL_CASES)
+def test_maxpool_stride2_rows(xs, attrs, threads):
+    x = rand(np.random.default_rng(96), xs)
+    check(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x}, rtol=0, atol=0, threads=threads)
+
+
+@pytest.mark.parametrize("xs,attrs", S2_POOL_CASES)
+def test_maxpool_stride2_rows_nan_zeros(xs, attrs):
+    """NaN and zeros of both signs (as after a Relu, many windows all zero): the same answer as the
+    general (Indices) path, sign of zero included."""
+    rng = np.random.default_rng(97)
+    x = rand(rng, xs)
+    x[x < 0.3] = 0.0
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, size=max(1, flat.size // 7), replace=False)] = -0.0
+    flat[rng.choice(flat.size, size=max(1, flat.size // 11), replace=False)] = np.nan
+    fast = run_kiln(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x})[0]
+    general = run_kiln(node_model("MaxPool", [("x", x)], ["y", ("i", np.int64)], attrs), {"x": x})[0]
+    assert np.isnan(fast).any() and not np.isnan(fast).all()
+    assert np.array_equal(np.isnan(fast), np.isnan(general))
+    assert np.array_equal(np.signbit(np.nan_to_num(fast)), np.signbit(np.nan_to_num(general)))
+    assert np.array_equal(np.nan_to_num(fast), np.nan_to_num(general))
+
+
+def test_maxpool_stride2_rows_after_relu():
+    """Relu then MaxPool 3x3/2 (SqueezeNet's head) at batch 1 and 4, against onnxruntime."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5, 37, 53])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(98)
+    for n in (1, 4):
+        x = rand(rng, (n, 5, 37, 53))
+        for threads in (1, 2):
+            check(m, {"x": x}, rtol=0, atol=0, threads=threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_maxpool_stride2_rows_prefetch(threads):
+    """An input over 8 MB (rows are prefetched ahead, up to past its end): SqueezeNet's first pool
+    at batch 4."""
+    x = rand(np.random.default_rng(99), (4, 64, 111, 111))
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}
+    check(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x}, rtol=0, atol=0, threads=threads)

@@ -433,6 +433,18 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     return st;
 }
 
+/* Whether a 1x1 convolution's tiles should run across images. A tile that does is computed into
+ * a scratch block, copied to each image's place and only then given its activation, and its
+ * inputs go through im2col; a per-image tile reads them in place and stores once, with the
+ * activation. That costs more than the padding of a map's last column panel (169 columns -> 192)
+ * unless the weights, streamed once per tile, are too big to stay in L2: at one thread
+ * SqueezeNet's 13x13 expand convs (48 -> 192, batch 8) took 0.33 ms spanning, 0.20 not;
+ * 1024 -> 256 at 14x14 7.4 and 6.2; at two threads, 2048 -> 512 at 7x7 (4 MB of weights)
+ * 3.2 spanning, 3.7 not. */
+static int pointwise_spans(const conv_job *j) {
+    return (double)j->Mg * j->Kc * j->g->group * sizeof(float) > 2.0 * 1024 * 1024;
+}
+
 /* The lanes form of the weights: kept in *slot from the first call on (NULL slot: *own holds a
  * copy for this call only); NULL when out of memory. */
 static const float *lanes_weights(const kconv_geom *g, const float *wpk, kconv_lazy_weights *slot,
@@ -517,7 +529,7 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
          * for_segments): a grid of tiles x row blocks both divides unevenly and makes every row
          * block pack its columns' inputs again (one or two row panels' worth of work per column
          * panel: at 16 threads it nearly doubled the work of a 7x7 map's convolution). */
-        j.span = g->N > 1 && g->out_size < KCONV_TILE_COLS;
+        j.span = g->N > 1 && g->out_size < KCONV_TILE_COLS && (!j.pointwise || pointwise_spans(&j));
         j.cols = j.span ? g->N * g->out_size : g->out_size;
         images = j.span ? g->group : g->N * g->group;
         int64_t P = (j.Mg + KGEMM_MR - 1) / KGEMM_MR, Q = (j.cols + KGEMM_NR - 1) / KGEMM_NR;
