@@ -18,8 +18,10 @@ def const(name, v):
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(v), name))
 
 
-def model(form):
-    rng = np.random.default_rng(7)
+def projections(seed):
+    """The constants, x's batch and sequence as run-time values (b, s, b1, s1), and Q/K/V projected
+    and split into heads (q, k, v + "r": (B, S, N, H)), as the exporter writes them."""
+    rng = np.random.default_rng(seed)
     nodes = [const("i0", np.array(0, np.int64)), const("i1", np.array(1, np.int64)),
              const("ax0", np.array([0], np.int64)), const("m1", np.array([-1], np.int64)),
              const("hs", np.array([H], np.int64)), const("scale", np.array(H ** -0.5, np.float32)),
@@ -35,6 +37,11 @@ def model(form):
         inits["w" + p] = rng.uniform(-0.5, 0.5, (D, D)).astype(np.float32)
         nodes += [helper.make_node("MatMul", ["x", "w" + p], [p + "3"]),
                   helper.make_node("Reshape", [p + "3", "split"], [p + "r"])]
+    return nodes, inits
+
+
+def model(form):
+    nodes, inits = projections(7)
     nodes += [helper.make_node("Transpose", ["qr"], ["q4"], perm=[0, 2, 1, 3]),
               helper.make_node("Transpose", ["vr"], ["v4"], perm=[0, 2, 1, 3])]
     outputs, k_t, v4 = ["y"], "kt", "v4"
@@ -206,25 +213,10 @@ def gpt2_past_model():
     """GPT-2 decoding as torch exports it with a KV cache: keys and values are Concat(past, new)
     along the sequence (each sum a fresh symbol), and the causal mask over the past and new
     positions is built from Shape ops, so none of its dims is known before a run."""
-    rng = np.random.default_rng(11)
-    nodes = [const("i0", np.array(0, np.int64)), const("i1", np.array(1, np.int64)),
-             const("i2", np.array(2, np.int64)), const("ax0", np.array([0], np.int64)),
-             const("m1", np.array([-1], np.int64)), const("hs", np.array([H], np.int64)),
-             const("scale", np.array(H ** -0.5, np.float32)), const("zero", np.array(0.0, np.float32)),
-             const("lowest", np.array(LOWEST, np.float32)), const("ax013", np.array([0, 1, 3], np.int64)),
-             const("ax012", np.array([0, 1, 2], np.int64)),
-             helper.make_node("Shape", ["x"], ["shp"]),
-             helper.make_node("Gather", ["shp", "i0"], ["b"], axis=0),
-             helper.make_node("Gather", ["shp", "i1"], ["s"], axis=0),
-             helper.make_node("Unsqueeze", ["b", "ax0"], ["b1"]),
-             helper.make_node("Unsqueeze", ["s", "ax0"], ["s1"]),
-             helper.make_node("Concat", ["b1", "s1", "m1", "hs"], ["split"], axis=0)]
-    inits = {}
-    for p in "qkv":
-        inits["w" + p] = rng.uniform(-0.5, 0.5, (D, D)).astype(np.float32)
-        nodes += [helper.make_node("MatMul", ["x", "w" + p], [p + "3"]),
-                  helper.make_node("Reshape", [p + "3", "split"], [p + "r"]),
-                  helper.make_node("Transpose", [p + "r"], [p + "4"], perm=[0, 2, 1, 3])]
+    nodes, inits = projections(11)
+    nodes += [const("i2", np.array(2, np.int64)), const("ax013", np.array([0, 1, 3], np.int64)),
+              const("ax012", np.array([0, 1, 2], np.int64))]
+    nodes += [helper.make_node("Transpose", [p + "r"], [p + "4"], perm=[0, 2, 1, 3]) for p in "qkv"]
     nodes += [helper.make_node("Concat", ["past_k", "k4"], ["present_k"], axis=-2),
               helper.make_node("Concat", ["past_v", "v4"], ["present_v"], axis=-2),
               helper.make_node("Transpose", ["present_k"], ["kt"], perm=[0, 1, 3, 2]),

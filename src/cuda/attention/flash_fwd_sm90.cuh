@@ -29,13 +29,10 @@ using kiln_flash::Params;
 using kiln_flash::batch_span;
 using kiln_flash::cp_async16;
 using kiln_flash::cp_async_commit;
+using kiln_flash::cp_async_wait;
 using kiln_flash::ex2;
 using kiln_flash::pow2_at_least;
 using kiln_flash::smem_u32;
-
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wg_wait() {

@@ -24,15 +24,12 @@ namespace {
 
 using kiln_flash::cp_async16;
 using kiln_flash::cp_async_commit;
+using kiln_flash::cp_async_wait;
 using kiln_flash::ex2;
 using kiln_flash::ldsm_x4;
 using kiln_flash::ldsm_x4_t;
 using kiln_flash::Mma;
 using kiln_flash::smem_u32;
-
-template <int N> __device__ __forceinline__ void cp_async_wait_n() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 __device__ __forceinline__ void store_e(__half *p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ void store_e(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
@@ -111,7 +108,7 @@ template <typename E, int HD> __device__ __forceinline__ void decode_mma_body(co
     };
 #pragma unroll
     for (int i = 0; i < ST - 1; ++i) issue(i);
-    cp_async_wait_n<ST - 1>(); // the query group, the oldest, has landed
+    cp_async_wait<ST - 1>(); // the query group, the oldest, has landed
     __syncthreads();           // ... for every thread's part of it
 
     // ldmatrix lane addresses, as in flash_fwd.cuh.
@@ -130,7 +127,7 @@ template <typename E, int HD> __device__ __forceinline__ void decode_mma_body(co
 
     for (int i = 0; i < count; ++i) {
         issue(i + ST - 1);
-        cp_async_wait_n<ST - 1>();
+        cp_async_wait<ST - 1>();
         __syncwarp(); // every lane's copies of tile i are visible to the warp
         const uint32_t soff = (uint32_t)((i % ST) * 2 * BN * LDS) * ES;
         const int key0 = k_begin + (warp + i * NW) * BN;
@@ -207,7 +204,7 @@ template <typename E, int HD> __device__ __forceinline__ void decode_mma_body(co
     }
 
     // Merge the warps: rescale each to the CTA's row max, sum in shared memory (the rings' space).
-    cp_async_wait_n<0>();
+    cp_async_wait<0>();
     __syncthreads();
     float *sO = reinterpret_cast<float *>(rings); // 16 × HD
     float *sM = sO + MMA_ROWS * HD;               // NW × 16 per-warp row max
