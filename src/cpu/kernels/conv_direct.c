@@ -208,61 +208,44 @@ __attribute__((target("avx512f"))) static inline void dstore(__m512 (*acc)[2], f
     }
 }
 
-/* y[r * ys + 0..nr) = bias[r] + sum_k w[m0 + r, k] * xb[offs[k] + 0..32), r < mr, with the
- * weights in the product's packed blocks (wpk, Mpad rows) */
-#define DEFINE_DKERNEL(NAME, ROWS, FOR_ROWS)                                                       \
+/* 16-output accumulators (nr <= 16), for the last chunk of a row whose width leaves 16 or fewer
+ * (112 = 3 x 32 + 16: the 7x7 and 3x3 stride-2 stems) ran the full 32 lanes for half of them. */
+#define DACC1_DECL(i) __m512 c##i##a = _mm512_setzero_ps();
+#define DACC1_STEP(i) c##i##a = _mm512_fmadd_ps(_mm512_set1_ps(ap[i]), b0, c##i##a);
+#define DACC1_SAVE(i) acc[i][0] = c##i##a; acc[i][1] = _mm512_setzero_ps();
+#define DLOAD32 __m512 b0 = _mm512_loadu_ps(p), b1 = _mm512_loadu_ps(p + 16), a; (void)a;
+#define DLOAD16 __m512 b0 = _mm512_loadu_ps(p);
+
+/* y[r * ys + 0..nr) = bias[r] + sum_k w[m0 + r, k] * xb[offs[k] + 0..nr), r < mr, nr <= 32 (ACC
+ * DACC, LOAD DLOAD32) or 16 (DACC1, DLOAD16), with the weights in the product's packed blocks
+ * (wpk, Mpad rows) */
+#define DEFINE_DKERNEL(NAME, ROWS, FOR_ROWS, ACC, LOAD)                                            \
     __attribute__((target("avx512f"))) static void NAME(                                           \
         const float *wpk, int64_t Mpad, int64_t m0, const float *xb, const int64_t *offs,          \
         int64_t K, float *y, int64_t ys, const float *bias, int mr, int nr, const float *z,        \
         int relu) {                                                                                \
-        FOR_ROWS(DACC_DECL)                                                                        \
+        FOR_ROWS(ACC##_DECL)                                                                       \
         for (int64_t pc = 0; pc < K; pc += KGEMM_KC) {                                             \
             int64_t kc = K - pc < KGEMM_KC ? K - pc : KGEMM_KC;                                    \
             const float *ap = wpk + pc * Mpad + m0 * kc;                                           \
             const int64_t *ob = offs + pc;                                                         \
             for (int64_t k = 0; k < kc; k++) {                                                     \
                 const float *p = xb + ob[k];                                                       \
-                __m512 b0 = _mm512_loadu_ps(p), b1 = _mm512_loadu_ps(p + 16), a;                   \
-                FOR_ROWS(DACC_STEP)                                                                \
+                LOAD                                                                               \
+                FOR_ROWS(ACC##_STEP)                                                               \
                 ap += DMR;                                                                         \
             }                                                                                      \
         }                                                                                          \
         __m512 acc[ROWS][2];                                                                       \
-        FOR_ROWS(DACC_SAVE)                                                                        \
+        FOR_ROWS(ACC##_SAVE)                                                                       \
         dstore(acc, y, ys, bias, mr, nr, z, relu);                                                 \
     }
-DEFINE_DKERNEL(dkernel_12, 12, DROWS12)
-DEFINE_DKERNEL(dkernel_8, 8, DROWS8)
-DEFINE_DKERNEL(dkernel_4, 4, DROWS4)
-
-/* The same over 16 outputs (nr <= 16): the last chunk of a row whose width leaves 16 or fewer
- * (112 = 3 x 32 + 16: the 7x7 and 3x3 stride-2 stems) ran the full 32 lanes for half of them. */
-#define DACC1_DECL(i) __m512 c##i##a = _mm512_setzero_ps();
-#define DACC1_STEP(i) c##i##a = _mm512_fmadd_ps(_mm512_set1_ps(ap[i]), b0, c##i##a);
-#define DACC1_SAVE(i) acc[i][0] = c##i##a; acc[i][1] = _mm512_setzero_ps();
-#define DEFINE_DKERNEL16(NAME, ROWS, FOR_ROWS)                                                     \
-    __attribute__((target("avx512f"))) static void NAME(                                           \
-        const float *wpk, int64_t Mpad, int64_t m0, const float *xb, const int64_t *offs,          \
-        int64_t K, float *y, int64_t ys, const float *bias, int mr, int nr, const float *z,        \
-        int relu) {                                                                                \
-        FOR_ROWS(DACC1_DECL)                                                                       \
-        for (int64_t pc = 0; pc < K; pc += KGEMM_KC) {                                             \
-            int64_t kc = K - pc < KGEMM_KC ? K - pc : KGEMM_KC;                                    \
-            const float *ap = wpk + pc * Mpad + m0 * kc;                                           \
-            const int64_t *ob = offs + pc;                                                         \
-            for (int64_t k = 0; k < kc; k++) {                                                     \
-                __m512 b0 = _mm512_loadu_ps(xb + ob[k]);                                           \
-                FOR_ROWS(DACC1_STEP)                                                               \
-                ap += DMR;                                                                         \
-            }                                                                                      \
-        }                                                                                          \
-        __m512 acc[ROWS][2];                                                                       \
-        FOR_ROWS(DACC1_SAVE)                                                                       \
-        dstore(acc, y, ys, bias, mr, nr, z, relu);                                                 \
-    }
-DEFINE_DKERNEL16(dkernel16_12, 12, DROWS12)
-DEFINE_DKERNEL16(dkernel16_8, 8, DROWS8)
-DEFINE_DKERNEL16(dkernel16_4, 4, DROWS4)
+DEFINE_DKERNEL(dkernel_12, 12, DROWS12, DACC, DLOAD32)
+DEFINE_DKERNEL(dkernel_8, 8, DROWS8, DACC, DLOAD32)
+DEFINE_DKERNEL(dkernel_4, 4, DROWS4, DACC, DLOAD32)
+DEFINE_DKERNEL(dkernel16_12, 12, DROWS12, DACC1, DLOAD16)
+DEFINE_DKERNEL(dkernel16_8, 8, DROWS8, DACC1, DLOAD16)
+DEFINE_DKERNEL(dkernel16_4, 4, DROWS4, DACC1, DLOAD16)
 
 /* The padded copy is kept by the calling thread between calls: a fresh one would fault in and
  * clear its pages every time, which costs as much as the product on small convolutions. Copies
