@@ -350,7 +350,7 @@ int main(int argc, char **argv) {
                     "\"err\": %.3e, \"nan\": %zu, \"guard\": %zu, \"flash_kernel\": \"%s\", \"flash_ms\": %.6f, "
                     "\"flash_ok\": %s, \"flash_err\": %.3e}\n",
                     sh.id, dtype.c_str(), ok ? ch.name : "error",
-                    decode ? kiln_cuda_decode_splits(prov, &d) : 0, ms, pass ? "true" : "false", ck.err, ck.nan,
+                    decode ? kiln_cuda_decode_splits(prov, &d, nullptr) : 0, ms, pass ? "true" : "false", ck.err, ck.nan,
                     ck.guard, okf ? chf.name : "", ms_flash, passf ? "true" : "false", ckf.err);
             fflush(jf);
         }

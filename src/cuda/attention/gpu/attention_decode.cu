@@ -453,14 +453,11 @@ extern "C" size_t kiln_cuda_decode_workspace(const kiln_cuda_provider *p, const 
     return plan_decode(p, d, &pl) ? pl.ws_bytes : 0;
 }
 
-extern "C" int kiln_cuda_decode_splits(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d) {
+extern "C" int kiln_cuda_decode_splits(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, int *tensor_cores) {
     Plan pl;
-    return plan_decode(p, d, &pl) ? pl.splits : 0;
-}
-
-extern "C" int kiln_cuda_decode_uses_mma(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d) {
-    Plan pl;
-    return plan_decode(p, d, &pl) && pl.mma;
+    const bool ok = plan_decode(p, d, &pl);
+    if (tensor_cores) *tensor_cores = ok && pl.mma;
+    return ok ? pl.splits : 0;
 }
 
 kiln_status kiln_cuda_run_decode(kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, const kiln_flash::Params &fp,

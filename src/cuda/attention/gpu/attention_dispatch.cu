@@ -126,12 +126,13 @@ extern "C" void kiln_cuda_attention_select(const kiln_cuda_provider *p, const ki
         why = "KILN_DISABLE_FLASH_ATTENTION";
     } else {
         const char *dec = kiln_cuda_decode_blocker(d);
-        if (!dec[0] && (force == KILN_ATTN_KERNEL_DECODE || (force == KILN_ATTN_KERNEL_NONE && !env->disable_decode)) &&
-            kiln_cuda_decode_splits(p, d) > 0) {
+        int splits = 0, tensor_cores = 0;
+        if (!dec[0] && (force == KILN_ATTN_KERNEL_DECODE || (force == KILN_ATTN_KERNEL_NONE && !env->disable_decode)))
+            splits = kiln_cuda_decode_splits(p, d, &tensor_cores);
+        if (splits > 0) {
             out->kernel = KILN_ATTN_KERNEL_DECODE;
-            snprintf(out->name, sizeof out->name, "decode_splitkv%s<%s,hd%d,splits%d>",
-                     kiln_cuda_decode_uses_mma(p, d) ? "_mma" : "", dtype_name(d->dtype), d->H,
-                     kiln_cuda_decode_splits(p, d));
+            snprintf(out->name, sizeof out->name, "decode_splitkv%s<%s,hd%d,splits%d>", tensor_cores ? "_mma" : "",
+                     dtype_name(d->dtype), d->H, splits);
             return;
         }
         if (force == KILN_ATTN_KERNEL_FLASH_SM90 || (force == KILN_ATTN_KERNEL_NONE && !env->disable_sm90)) {
