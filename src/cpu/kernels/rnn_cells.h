@@ -330,7 +330,14 @@ typedef struct RFN(rnn_plan) {
     const rnn_job *j;
     const float *Rp[2];
     int64_t blk_grain, row_grain;
+    rnn_claims *cl; /* the steps' chunks, claimed by the same threads pass after pass; or NULL */
 } RFN(rnn_plan);
+
+/* One pass of a step over the pool, in the plan's sticky chunks where it has them. */
+static void RFN(step_pass)(const RFN(rnn_plan) *pl, int64_t items, kiln_range_fn fn, void *arg) {
+    if (pl->cl) kiln_rnn_pass(pl->j->ctx, pl->cl, items, fn, arg);
+    else kiln_parallel_for(pl->j->ctx, items, pl->blk_grain, fn, arg);
+}
 
 /* Fills s for direction d with w's buffers (and w's folded biases). */
 static void RFN(dir_prepare)(const RFN(rnn_plan) *pl, int64_t d, const RFN(rnn_bufs) *w, RFN(rnn_dir) *sp) {
@@ -409,11 +416,11 @@ static void RFN(run_dir)(const RFN(rnn_plan) *pl, int64_t d, const RFN(rnn_bufs)
     for (int64_t t = 0; t < S; t++) {
         s.t = t;
         s.phase = 0;
-        if (pool) kiln_parallel_for(j->ctx, nb, pl->blk_grain, RFN(step_units), &s);
+        if (pool) RFN(step_pass)(pl, nb, RFN(step_units), &s);
         else RFN(step_units)(&s, 0, nb);
         if (s.gru_split) {
             s.phase = 1;
-            if (pool) kiln_parallel_for(j->ctx, nb, pl->blk_grain, RFN(step_units), &s);
+            if (pool) RFN(step_pass)(pl, nb, RFN(step_units), &s);
             else RFN(step_units)(&s, 0, nb);
         }
         RFN(dir_swap)(&s);
@@ -452,10 +459,10 @@ static void RFN(run_pair)(const RFN(rnn_plan) *pl, RFN(rnn_bufs) *w) {
     for (int64_t t = 0; t < S; t++) {
         p.s[0].t = p.s[1].t = t;
         p.s[0].phase = p.s[1].phase = 0;
-        kiln_parallel_for(j->ctx, 2 * p.n, pl->blk_grain, RFN(pair_units), &p);
+        RFN(step_pass)(pl, 2 * p.n, RFN(pair_units), &p);
         if (p.s[0].gru_split) {
             p.s[0].phase = p.s[1].phase = 1;
-            kiln_parallel_for(j->ctx, 2 * p.n, pl->blk_grain, RFN(pair_units), &p);
+            RFN(step_pass)(pl, 2 * p.n, RFN(pair_units), &p);
         }
         RFN(dir_swap)(&p.s[0]);
         RFN(dir_swap)(&p.s[1]);
@@ -471,6 +478,13 @@ typedef struct RFN(rnn_both) {
 static void RFN(dir_task)(void *arg, int64_t d0, int64_t d1) {
     RFN(rnn_both) *a = arg;
     for (int64_t d = d0; d < d1; d++) RFN(run_dir)(a->pl, d, &a->w[d], 0);
+}
+
+/* Sticky chunks for steps of `items` blocks cut by the plan's grain, as the pool would cut them
+ * (whole grains); without them (one chunk, or no memory) the steps use the pool's own claiming. */
+static void RFN(sticky)(RFN(rnn_plan) *pl, int64_t items) {
+    const int64_t nch = items / pl->blk_grain;
+    if (nch > 1) pl->cl = kiln_rnn_claims_new(nch);
 }
 
 int RFN(kiln_rnn_run_)(const rnn_job *j) {
@@ -536,18 +550,21 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
         RFN(rnn_bufs) w[2];
         memset(w, 0, sizeof w);
         pl.blk_grain = 2 * bk.nblk / nth > min_grain ? 2 * bk.nblk / nth : min_grain;
+        RFN(sticky)(&pl, 2 * bk.nblk);
         if (RFN(bufs_alloc)(&w[0], j) && RFN(bufs_alloc)(&w[1], j)) RFN(run_pair)(&pl, w);
         else rc = -1;
         RFN(bufs_free)(&w[0]), RFN(bufs_free)(&w[1]);
     } else {
         RFN(rnn_bufs) w;
         pl.blk_grain = grain;
+        if (nth >= 2) RFN(sticky)(&pl, bk.nblk);
         if (RFN(bufs_alloc)(&w, j))
             for (int64_t d = 0; d < D; d++) RFN(run_dir)(&pl, d, &w, 1);
         else rc = -1;
         RFN(bufs_free)(&w);
     }
     free(Rown);
+    kiln_rnn_claims_free(pl.cl);
     if (rc) return rc;
 
     /* an entry with no steps reports zero states, as onnxruntime does, not its initial ones */

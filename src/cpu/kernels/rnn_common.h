@@ -85,6 +85,13 @@ kiln_status kiln_rnn_parse_cfg(kiln_ctx *ctx, int cell, rnn_cfg *cfg);
 /* Validates every input against cfg and fills d; sets the outputs' shapes when set_outputs. */
 kiln_status kiln_rnn_check_inputs(kiln_ctx *ctx, const rnn_cfg *cfg, rnn_dims *d, int set_outputs);
 
+/* A step's passes over the pool, cut into n chunks that each thread tends to claim again on the
+ * next pass (rnn_sched.c): kiln_rnn_pass runs fn over [0, items) in those n chunks. */
+typedef struct rnn_claims rnn_claims;
+rnn_claims *kiln_rnn_claims_new(int64_t n); /* NULL when out of memory */
+void kiln_rnn_claims_free(rnn_claims *cl);
+void kiln_rnn_pass(kiln_ctx *ctx, rnn_claims *cl, int64_t items, kiln_range_fn fn, void *arg);
+
 /* Runs all directions; returns 0, or -1 when out of memory. rnn_cells.h instantiated in
  * rnn_cells_f32.c and rnn_cells_f64.c. */
 int kiln_rnn_run_f32(const rnn_job *job);
