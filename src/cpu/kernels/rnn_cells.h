@@ -112,9 +112,13 @@ typedef struct RFN(rnn_dir) {
     int64_t ld;      /* hr's row length */
 } RFN(rnn_dir);
 
-static void RFN(project_rows)(void *arg, int64_t r0, int64_t r1) {
+/* The input projection of row panels [p0, p1) of the S*B rows, KGEMM_MR rows a panel (the last may
+ * have fewer). Cut at the product's own panel boundaries, every row goes through the same kernel
+ * whatever the thread count, so the results do not depend on it. */
+static void RFN(project_rows)(void *arg, int64_t p0, int64_t p1) {
     RFN(rnn_dir) *s = arg;
     const RT *X = (const RT *)s->j->X;
+    const int64_t r0 = p0 * KGEMM_MR, r1 = p1 * KGEMM_MR < s->S * s->B ? p1 * KGEMM_MR : s->S * s->B;
 #if RPACK
     if (!(s->Wp && kgemm_sgemm_avx512_bpacked(0, r1 - r0, s->GH, s->In, 1.0f, X + r0 * s->In, s->In, s->Wp,
                                               s->GH, 0, 0.0f, s->xw + r0 * s->GH, s->GH)))
@@ -329,7 +333,7 @@ static void RFN(bufs_free)(RFN(rnn_bufs) *w) {
 typedef struct RFN(rnn_plan) {
     const rnn_job *j;
     const float *Rp[2];
-    int64_t blk_grain, row_grain;
+    int64_t blk_grain, row_grain; /* row_grain: in KGEMM_MR-row panels */
     rnn_claims *cl; /* the steps' chunks, claimed by the same threads pass after pass; or NULL */
 } RFN(rnn_plan);
 
@@ -403,16 +407,17 @@ static void RFN(dir_swap)(RFN(rnn_dir) *s) {
     s->hnext = old;
 }
 
-/* Runs direction d: its projection and steps over the pool, or on the calling thread alone when
- * pool is 0 (the two directions then run side by side, one per thread). */
-static void RFN(run_dir)(const RFN(rnn_plan) *pl, int64_t d, const RFN(rnn_bufs) *w, int pool) {
+/* Runs direction d: its projection (unless done already) and steps over the pool, or on the
+ * calling thread alone when pool is 0 (the two directions then run side by side, one per thread). */
+static void RFN(run_dir)(const RFN(rnn_plan) *pl, int64_t d, const RFN(rnn_bufs) *w, int pool, int projected) {
     const rnn_job *j = pl->j;
     const int64_t S = j->S, B = j->B;
     RFN(rnn_dir) s;
     RFN(dir_prepare)(pl, d, w, &s);
     const int64_t nb = s.bk.nblk;
-    if (pool) kiln_parallel_for(j->ctx, S * B, pl->row_grain, RFN(project_rows), &s);
-    else if (S * B > 0) RFN(project_rows)(&s, 0, S * B);
+    const int64_t np = (S * B + KGEMM_MR - 1) / KGEMM_MR;
+    if (!projected && pool) kiln_parallel_for(j->ctx, np, pl->row_grain, RFN(project_rows), &s);
+    else if (!projected && np > 0) RFN(project_rows)(&s, 0, np);
     for (int64_t t = 0; t < S; t++) {
         s.t = t;
         s.phase = 0;
@@ -433,7 +438,7 @@ static void RFN(run_dir)(const RFN(rnn_plan) *pl, int64_t d, const RFN(rnn_bufs)
  * of two and twice as many threads have work. */
 typedef struct RFN(rnn_pair) {
     RFN(rnn_dir) s[2];
-    int64_t n; /* rows (projection) or blocks (steps) per direction */
+    int64_t n; /* row panels (projection) or blocks (steps) per direction */
 } RFN(rnn_pair);
 
 static void RFN(pair_split)(RFN(rnn_pair) *p, int64_t i0, int64_t i1, void (*fn)(void *, int64_t, int64_t)) {
@@ -453,8 +458,8 @@ static void RFN(run_pair)(const RFN(rnn_plan) *pl, RFN(rnn_bufs) *w) {
     const int64_t S = j->S, B = j->B;
     RFN(rnn_pair) p;
     for (int d = 0; d < 2; d++) RFN(dir_prepare)(pl, d, &w[d], &p.s[d]);
-    p.n = S * B;
-    if (S * B > 0) kiln_parallel_for(j->ctx, 2 * S * B, pl->row_grain, RFN(pair_rows), &p);
+    p.n = (S * B + KGEMM_MR - 1) / KGEMM_MR;
+    if (p.n > 0) kiln_parallel_for(j->ctx, 2 * p.n, pl->row_grain, RFN(pair_rows), &p);
     p.n = p.s[0].bk.nblk;
     for (int64_t t = 0; t < S; t++) {
         p.s[0].t = p.s[1].t = t;
@@ -473,11 +478,22 @@ static void RFN(run_pair)(const RFN(rnn_plan) *pl, RFN(rnn_bufs) *w) {
 typedef struct RFN(rnn_both) {
     const RFN(rnn_plan) *pl;
     RFN(rnn_bufs) w[2];
+    int projected;
 } RFN(rnn_both);
 
 static void RFN(dir_task)(void *arg, int64_t d0, int64_t d1) {
     RFN(rnn_both) *a = arg;
-    for (int64_t d = d0; d < d1; d++) RFN(run_dir)(a->pl, d, &a->w[d], 0);
+    for (int64_t d = d0; d < d1; d++) RFN(run_dir)(a->pl, d, &a->w[d], 0, a->projected);
+}
+
+/* Both directions' projections in one pass over the pool, before they step side by side: with
+ * more threads than directions, the projection (at batch 1 a tenth of the node) need not wait
+ * for the two threads that then do the steps. */
+static void RFN(project_both)(const RFN(rnn_plan) *pl, RFN(rnn_bufs) *w) {
+    RFN(rnn_pair) p;
+    for (int d = 0; d < 2; d++) RFN(dir_prepare)(pl, d, &w[d], &p.s[d]);
+    p.n = (pl->j->S * pl->j->B + KGEMM_MR - 1) / KGEMM_MR;
+    if (p.n > 0) kiln_parallel_for(pl->j->ctx, 2 * p.n, pl->row_grain, RFN(pair_rows), &p);
 }
 
 /* Sticky chunks for steps of `items` blocks cut by the plan's grain, as the pool would cut them
@@ -533,7 +549,7 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
     const int64_t min_grain = pl.Rp[0] ? min_blk : min_blk > 32 ? min_blk : 32;
     int64_t grain = bk.nblk / nth > min_grain ? bk.nblk / nth : min_grain;
     const int64_t chunks = bk.nblk / grain; /* as the pool cuts: whole grains */
-    pl.row_grain = S * B / nth > 64 ? (S * B + nth - 1) / nth : 64;
+    pl.row_grain = ((S * B / nth > 64 ? (S * B + nth - 1) / nth : 64) + KGEMM_MR - 1) / KGEMM_MR;
 
     /* Two directions are independent: where a step would be split in at most two chunks, give
      * each direction a thread for the whole run instead, one hand-off per node rather than one per
@@ -542,8 +558,12 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
     int rc = 0;
     if (D == 2 && nth >= 2 && chunks <= 2) {
         RFN(rnn_both) a = {.pl = &pl};
-        if (RFN(bufs_alloc)(&a.w[0], j) && RFN(bufs_alloc)(&a.w[1], j)) kiln_parallel_for(j->ctx, 2, 1, RFN(dir_task), &a);
-        else rc = -1;
+        if (RFN(bufs_alloc)(&a.w[0], j) && RFN(bufs_alloc)(&a.w[1], j)) {
+            if (nth > 2) RFN(project_both)(&pl, a.w), a.projected = 1;
+            kiln_parallel_for(j->ctx, 2, 1, RFN(dir_task), &a);
+        } else {
+            rc = -1;
+        }
         RFN(bufs_free)(&a.w[0]), RFN(bufs_free)(&a.w[1]);
     } else if (D == 2 && nth >= 2) {
         /* both directions split over the pool in one pass per step: the grain for twice the items */
@@ -559,7 +579,7 @@ int RFN(kiln_rnn_run_)(const rnn_job *j) {
         pl.blk_grain = grain;
         if (nth >= 2) RFN(sticky)(&pl, bk.nblk);
         if (RFN(bufs_alloc)(&w, j))
-            for (int64_t d = 0; d < D; d++) RFN(run_dir)(&pl, d, &w, 1);
+            for (int64_t d = 0; d < D; d++) RFN(run_dir)(&pl, d, &w, 1, 0);
         else rc = -1;
         RFN(bufs_free)(&w);
     }
