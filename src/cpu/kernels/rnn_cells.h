@@ -10,21 +10,22 @@
  *                         each step's recurrent product for all gates read them without re-packing
  *
  * Per direction: one GEMM projects the input of every time step at once (X[S*B, I] x W^T), split
- * over kiln's threads by rows, with the biases that are added unconditionally folded in. Each
- * step then runs on the threads split by hidden unit: a thread multiplies the previous hidden
- * state by the rows of R that feed its units (one GEMM for all gates when it has all units, else
- * one per gate; a matrix-vector product per batch row when the batch is small, since a GEMM
- * re-packs all of R on every step for a single row) and does those units' gate
- * math for the whole batch, so a step needs one pass over the pool (two for GRU without
- * linear_before_reset, whose hidden gate needs r (.) H of every unit first). The hidden state
- * is double-buffered because every thread's GEMM reads all of it while units are rewritten.
- * A batch entry whose sequence has ended keeps its state, so the final state is its last valid
- * one. OpenBLAS itself runs single-threaded: kiln's pool provides the parallelism.
+ * over kiln's threads by row panels, with the biases that are added unconditionally folded in.
+ * Each step then runs on the threads split by blocks of hidden units: a thread multiplies the
+ * previous hidden state by the rows of R that feed its blocks, one product over R packed by
+ * rnn_pack.c (float with AVX-512: each block's gates side by side, so whole blocks are contiguous
+ * packed columns; elsewhere one product per gate, or one for all when it has every unit) and does
+ * those units' gate math for the whole batch, a block at a time while the products are in cache.
+ * A step needs one pass over the pool (two for GRU without linear_before_reset, whose hidden gate
+ * needs r (.) H of every unit first), and a thread claims the chunk it had on the last step
+ * (rnn_sched.c). The hidden state is double-buffered because every thread's product reads all of
+ * it while units are rewritten. A batch entry whose sequence has ended keeps its state, so the
+ * final state is its last valid one. OpenBLAS itself runs single-threaded: kiln's pool provides
+ * the parallelism.
  * When a step would split into at most two chunks anyway, a bidirectional node instead runs each
- * direction whole (projection and steps) on a thread of its own, with its own buffers; otherwise
- * its two directions step in lock step, one pass over the pool doing both directions' units
- * (half the hand-offs, twice the threads with work: a bidirectional LSTM of 256 units at batch 8
- * on 16 threads had 8 chunks per pass and 800 passes per run, and ran no faster than 1 thread). */
+ * direction's steps whole on a thread of its own, with its own buffers; otherwise its two
+ * directions step in lock step, one pass over the pool doing both directions' blocks (half the
+ * hand-offs, twice the threads with work). */
 #include "rnn_common.h"
 #include <cblas.h>
 #include "gemm_util.h"
