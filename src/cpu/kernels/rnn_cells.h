@@ -224,8 +224,9 @@ static void RFN(row_units)(RFN(rnn_dir) *s, int64_t b, int64_t u, int64_t w) {
         const RT *P = s->Pd;
 #if RPACK && defined(RNN_HAVE_LSTM_UNITS16)
         if (s->lstm_fused) {
-            rnn_lstm_units_f32(gi, go, gf, gc, xi, xo, xf, xc, P ? P + u : NULL, P ? P + H + u : NULL,
-                               P ? P + 2 * H + u : NULL, cb, hn, w);
+            /* blocks of 16 units: the next 16 units' gates are a block (n * U columns) further */
+            rnn_lstm_units_f32(gi, go, gf, gc, s->Rp ? s->bk.n * s->bk.U : 16, xi, xo, xf, xc,
+                               P ? P + u : NULL, P ? P + H + u : NULL, P ? P + 2 * H + u : NULL, cb, hn, w);
             RFN(write_y)(s, b, u, w);
             return;
         }
@@ -296,8 +297,10 @@ static void RFN(step_units)(void *arg, int64_t k0, int64_t k1) {
     RFN(rnn_dir) *s = arg;
     const int64_t H = s->H, U = s->bk.U;
     const int64_t u0 = k0 * U, u1 = k1 * U < H ? k1 * U : H;
-    /* the gate math may cover any run of units that stays inside a block of the layout */
-    const int64_t seg = s->Rp ? U : u1 - u0;
+    /* the gate math may cover any run of units that stays inside a block of the layout, except
+     * the fused LSTM gates, which step from block to block themselves: one call per batch row,
+     * as in the plain layout, rather than a call's set-up (pointers, length, tail) per 16 units */
+    const int64_t seg = !s->Rp || (s->lstm_fused && s->bk.U == 16) ? u1 - u0 : U;
     RFN(step_product)(s, k0, k1, u0, u1);
     for (int64_t b = 0; b < s->B; b++)
         for (int64_t u = u0; u < u1; u += seg) {
