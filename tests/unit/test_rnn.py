@@ -359,15 +359,15 @@ BLOCKED_CASES = [("LSTM", {}, True), ("LSTM", {"clip": 0.9}, True), ("LSTM", {"i
 
 @pytest.mark.parametrize("cell,attrs,peep", BLOCKED_CASES)
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
-@pytest.mark.parametrize("B,H", [(1, 37), (8, 100), (8, 256), (3, 48)])
+@pytest.mark.parametrize("B,H", [(1, 37), (8, 100), (8, 256), (3, 48), (2, 300)])
 @pytest.mark.parametrize("as_init", [False, True])
 def test_steps_split_by_unit_block_any_thread_count(cell, attrs, peep, direction, B, H, as_init):
     """The step product over R packed with each block of units' gates side by side (at init, or per
     run when R is an input): at 1, 2, 3 and 16 threads the chunks of whole blocks differ (16 threads
-    split the widest cases into 16), the results must not. Partial last blocks (37, 100), GRU's
-    separate hidden-gate product, the unfused LSTM gate math (clip, input_forget), ended and empty
-    entries, initial states and peepholes; each against onnxruntime, and the thread counts against
-    each other."""
+    split the widest cases into 16), the results must not. Partial last blocks (37, 100), R deeper
+    than one packed block of the product (300), GRU's separate hidden-gate product, the unfused
+    LSTM gate math (clip, input_forget), ended and empty entries, initial states and peepholes;
+    each against onnxruntime, and the thread counts against each other."""
     lens = ([5, 2, 0, 5, 1, 3, 4, 5] * 2)[:B]
     m, feeds = build(cell, S=5, B=B, I=13, H=H, direction=direction, peep=peep, seq_lens=lens, attrs=attrs,
                      as_initializers=as_init, seed=B * 1000 + H + len(attrs))
