@@ -351,3 +351,73 @@ def test_bad_constant_weights_fail_cleanly(name, cut):
             init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(init)[cut]), name))
     with pytest.raises(Exception, match=name):
         run_kiln(m, feeds)
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(l for l in f if l.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+# Float steps on AVX-512 use the blocked product, whose arithmetic does not depend on how a step
+# is cut: results are then bit-identical at any thread count. The portable products round
+# differently per cut, so elsewhere thread counts agree only to rounding.
+SAME_BITS = "avx512f" in _cpu_flags() and not os.environ.get("KILN_NO_AVX512")
+ACROSS_THREADS = dict(rtol=0, atol=0) if SAME_BITS else dict(rtol=1e-5, atol=2e-6)
+
+
+def check_thread_counts(m, feeds, atol):
+    """kiln at 1, 2, 3 and 16 threads against onnxruntime, and against each other."""
+    want = run_ort(m, feeds)
+    first = None
+    for threads in (1, 2, 3, 16):
+        got = run_kiln(m, feeds, threads=threads)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, what=f"output {i} at {threads} threads", rtol=1e-4, atol=atol)
+        if first is None:
+            first = got
+        else:  # the same products and gate math, only cut differently
+            for i, (g, f) in enumerate(zip(got, first)):
+                assert_same(g, f, what=f"output {i}, {threads} threads against 1", **ACROSS_THREADS)
+
+
+BLOCKED_CASES = [("LSTM", {}, True), ("LSTM", {"clip": 0.9}, True), ("LSTM", {"input_forget": 1}, False),
+                 ("GRU", {}, False), ("GRU", {"linear_before_reset": 1}, False), ("RNN", {}, False)]
+
+
+@pytest.mark.parametrize("cell,attrs,peep", BLOCKED_CASES)
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("B,H", [(1, 37), (8, 100), (8, 256), (3, 48), (2, 300)])
+@pytest.mark.parametrize("as_init", [False, True])
+def test_steps_split_by_unit_block_any_thread_count(cell, attrs, peep, direction, B, H, as_init):
+    """The step product over R packed with each block of units' gates side by side (at init, or per
+    run when R is an input): at 1, 2, 3 and 16 threads the chunks of whole blocks differ (16 threads
+    split the widest cases into 16), the results must not. Partial last blocks (37, 100), R deeper
+    than one packed block of the product (300), GRU's separate hidden-gate product, the unfused
+    LSTM gate math (clip, input_forget), ended and empty entries, initial states and peepholes;
+    each against onnxruntime, and the thread counts against each other."""
+    lens = ([5, 2, 0, 5, 1, 3, 4, 5] * 2)[:B]
+    m, feeds = build(cell, S=5, B=B, I=13, H=H, direction=direction, peep=peep, seq_lens=lens, attrs=attrs,
+                     as_initializers=as_init, seed=B * 1000 + H + len(attrs))
+    # wide maps of +-0.7 weights are chaotic and would amplify float rounding step by step
+    scale = 0.7 if H <= 48 else 0.15
+    if as_init:
+        R = next(i for i in m.graph.initializer if i.name == "R")
+        R.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(R) * scale).astype(np.float32), "R"))
+    else:
+        feeds["R"] = (feeds["R"] * scale).astype(np.float32)
+    check_thread_counts(m, feeds, atol=1e-4 if cell == "RNN" else 2e-5)
+
+
+@pytest.mark.parametrize("cell,attrs", [("LSTM", {}), ("GRU", {}), ("GRU", {"linear_before_reset": 1}), ("RNN", {})])
+@pytest.mark.parametrize("B,H", [(1, 64), (3, 64), (8, 96)])
+def test_projection_split_any_thread_count(cell, attrs, B, H):
+    """Sequences long enough that the input projection of every step at once is split over the
+    threads too (by row panels, both directions in one pass, also ahead of directions that then
+    step side by side): at 1, 2, 3 and 16 threads against onnxruntime, and against each other."""
+    m, feeds = build(cell, S=60, B=B, I=40, H=H, direction="bidirectional", peep=cell == "LSTM",
+                     seq_lens=[60, 31, 59, 60, 1, 17, 60, 45][:B], attrs=attrs, seed=B * 7 + H)
+    feeds["R"] = (feeds["R"] * 0.2).astype(np.float32)  # a tame map over 60 steps
+    check_thread_counts(m, feeds, atol=1e-4 if cell == "RNN" else 2e-5)

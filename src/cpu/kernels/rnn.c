@@ -87,19 +87,26 @@ static kiln_status get_cfg(kiln_ctx *ctx, int cell, rnn_cfg *cfg) {
     return kiln_rnn_parse_cfg(ctx, cell, cfg);
 }
 
-/* Packs constant float input idx ([D, GH, K]) direction by direction; NULL when it is not one,
- * or is not shaped as cfg and the other weight say (compute then reports what is wrong). */
+/* Packs constant float input idx ([D, GH, K]) direction by direction (R, idx 2, in the blocked
+ * layout of kiln_rnn_pack_r); NULL when it is not one, or is not shaped as cfg and the other
+ * weight say (compute then reports what is wrong). */
 static float *pack_weight(kiln_ctx *ctx, const rnn_cfg *cfg, int idx, int64_t GH, int64_t *len) {
     const kiln_tensor *t = kiln_input(ctx, idx);
     if (!t || !t->data || t->dtype != KILN_DTYPE_FLOAT || t->rank != 3 || t->dims[0] != cfg->dirs ||
         t->dims[1] != GH || t->dims[2] <= 0)
         return NULL;
     const int64_t K = t->dims[2];
-    *len = kgemm_avx512_packed_b_size(K, GH);
+    *len = idx == 2 ? kiln_rnn_packed_r_size(cfg, K) : kgemm_avx512_packed_b_size(K, GH);
     float *p = kgemm_alloc_packed(*len * cfg->dirs);
     if (!p) return NULL;
-    for (int64_t d = 0; d < cfg->dirs; d++)
-        kgemm_avx512_pack_b(1, K, GH, (const float *)t->data + d * GH * K, K, p + d * *len);
+    for (int64_t d = 0; d < cfg->dirs; d++) {
+        const float *src = (const float *)t->data + d * GH * K;
+        if (idx != 2) kgemm_avx512_pack_b(1, K, GH, src, K, p + d * *len);
+        else if (!kiln_rnn_pack_r(cfg, K, src, p + d * *len)) {
+            free(p);
+            return NULL;
+        }
+    }
     return p;
 }
 

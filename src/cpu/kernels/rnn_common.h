@@ -54,15 +54,43 @@ typedef struct rnn_job {
     void *h;                 /* [D, B, H]: initial state in, final state out */
     void *c;                 /* [D, B, H]: LSTM cell state in/out */
     void *Y;                 /* [S, D, B, H], zero-filled, or NULL when not wanted */
-    /* float only: W (tb) and R (tb) of direction d packed once at init as the B operand of
-     * kgemm_sgemm_avx512_bpacked, or NULL (R is then packed per run) */
+    /* float only: W of direction d packed once at init as the B operand of
+     * kgemm_sgemm_avx512_bpacked (tb), and R by kiln_rnn_pack_r; NULL: not a constant (R is then
+     * packed per run) */
     const float *Wp[2], *Rp[2];
 } rnn_job;
+
+/* How rnn_pack.c lays out R for the step product, and how a row of step products is laid out
+ * (float with AVX-512): the hidden units in blocks of U; block k holds the n gates of units
+ * [k*U, k*U + U) side by side, gate g at column (k*n + g)*U; units past H are zero rows. GRU
+ * without linear_before_reset then has its hidden gate (multiplied by r (.) H, not H, so a
+ * product of its own) at columns hcol + u. A step's share of whole blocks is one product over
+ * contiguous packed columns. */
+typedef struct rnn_blocks {
+    int64_t n;    /* gates in the step product: G, or 2 (z, r) for GRU without linear_before_reset */
+    int64_t U;    /* units per block */
+    int64_t nblk; /* blocks: H / U rounded up */
+    int64_t hpad; /* nblk * U */
+    int64_t hcol; /* the column of the separate hidden gate's unit 0, or -1 */
+    int64_t ld;   /* columns in all */
+} rnn_blocks;
+void kiln_rnn_blocks(const rnn_cfg *cfg, int64_t H, rnn_blocks *bk);
+/* floats in one direction's packed R */
+int64_t kiln_rnn_packed_r_size(const rnn_cfg *cfg, int64_t H);
+/* Packs one direction's R ([G*H, H]) into dst; 0 when out of memory. */
+int kiln_rnn_pack_r(const rnn_cfg *cfg, int64_t H, const float *R, float *dst);
 
 /* Reads the node's attributes into cfg, failing on unknown activations or directions. */
 kiln_status kiln_rnn_parse_cfg(kiln_ctx *ctx, int cell, rnn_cfg *cfg);
 /* Validates every input against cfg and fills d; sets the outputs' shapes when set_outputs. */
 kiln_status kiln_rnn_check_inputs(kiln_ctx *ctx, const rnn_cfg *cfg, rnn_dims *d, int set_outputs);
+
+/* A step's passes over the pool, cut into n chunks that each thread tends to claim again on the
+ * next pass (rnn_sched.c): kiln_rnn_pass runs fn over [0, items) in those n chunks. */
+typedef struct rnn_claims rnn_claims;
+rnn_claims *kiln_rnn_claims_new(int64_t n); /* NULL when out of memory */
+void kiln_rnn_claims_free(rnn_claims *cl);
+void kiln_rnn_pass(kiln_ctx *ctx, rnn_claims *cl, int64_t items, kiln_range_fn fn, void *arg);
 
 /* Runs all directions; returns 0, or -1 when out of memory. rnn_cells.h instantiated in
  * rnn_cells_f32.c and rnn_cells_f64.c. */

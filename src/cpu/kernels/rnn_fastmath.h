@@ -142,21 +142,24 @@ RNN_V16_APPLY(rnn_sigmoid16_f32, rnn_v16_sigmoid)
 RNN_V16_APPLY(rnn_tanh16_f32, rnn_v16_tanh)
 
 #define RNN_LD(v, ptr) memcpy(&v, (ptr) + k, sizeof v)
+#define RNN_LDG(v, ptr) memcpy(&v, (ptr) + kg, sizeof v)
 /* One LSTM step for units [0, n) with the default activations (sigmoid, tanh, tanh), no clip and
- * no coupled input-forget gate, in one pass: g* hold the recurrent products of gates i, o, f, c,
- * x* the input projections, p* the peepholes (all NULL or none), c the cell state (updated), h
- * the new hidden state; only whole 16-unit blocks (k from 0 in steps of 16, k + 16 <= n). */
+ * no coupled input-forget gate, in one pass: g* hold the recurrent products of gates i, o, f, c
+ * (units k to k + 15 at g* + k / 16 * gs: 16 when contiguous, wider when rnn_pack.c's blocks
+ * interleave the gates), x* the input projections, p* the peepholes (all NULL or none), c the
+ * cell state (updated), h the new hidden state; only whole 16-unit blocks (k from 0 in steps of
+ * 16, k + 16 <= n). */
 __attribute__((target("avx512f"))) static void
-rnn_lstm_block16_f32(const float *gi, const float *go, const float *gf, const float *gc, const float *xi,
-                     const float *xo, const float *xf, const float *xc, const float *pi, const float *po,
-                     const float *pf, float *c, float *h, int64_t n) {
-    for (int64_t k = 0; k + 16 <= n; k += 16) {
+rnn_lstm_block16_f32(const float *gi, const float *go, const float *gf, const float *gc, int64_t gs,
+                     const float *xi, const float *xo, const float *xf, const float *xc, const float *pi,
+                     const float *po, const float *pf, float *c, float *h, int64_t n) {
+    for (int64_t k = 0, kg = 0; k + 16 <= n; k += 16, kg += gs) {
         rnn_v16f i, o, f, g, x, cv;
         RNN_LD(cv, c);
-        RNN_LD(i, gi), RNN_LD(x, xi), i += x;
-        RNN_LD(f, gf), RNN_LD(x, xf), f += x;
-        RNN_LD(g, gc), RNN_LD(x, xc), g += x;
-        RNN_LD(o, go), RNN_LD(x, xo), o += x;
+        RNN_LDG(i, gi), RNN_LD(x, xi), i += x;
+        RNN_LDG(f, gf), RNN_LD(x, xf), f += x;
+        RNN_LDG(g, gc), RNN_LD(x, xc), g += x;
+        RNN_LDG(o, go), RNN_LD(x, xo), o += x;
         if (pi) {
             rnn_v16f q;
             RNN_LD(q, pi), i += q * cv;
@@ -173,23 +176,24 @@ rnn_lstm_block16_f32(const float *gi, const float *go, const float *gf, const fl
     }
 }
 #undef RNN_LD
+#undef RNN_LDG
 
 /* rnn_lstm_block16_f32 for any n: the units past the last whole block go through a zero-padded
  * block. The separate passes this replaces (adds, four activations, two products, a copy) each
  * re-read the gates: at batch 8 they cost a sixth of the node. */
 static inline void rnn_lstm_units_f32(const float *gi, const float *go, const float *gf, const float *gc,
-                                      const float *xi, const float *xo, const float *xf, const float *xc,
-                                      const float *pi, const float *po, const float *pf, float *c, float *h,
-                                      int64_t n) {
-    rnn_lstm_block16_f32(gi, go, gf, gc, xi, xo, xf, xc, pi, po, pf, c, h, n);
-    const int64_t k = n / 16 * 16, r = n - k;
+                                      int64_t gs, const float *xi, const float *xo, const float *xf,
+                                      const float *xc, const float *pi, const float *po, const float *pf,
+                                      float *c, float *h, int64_t n) {
+    rnn_lstm_block16_f32(gi, go, gf, gc, gs, xi, xo, xf, xc, pi, po, pf, c, h, n);
+    const int64_t k = n / 16 * 16, r = n - k, kg = n / 16 * gs;
     if (!r) return;
     float t[13][16] = {{0}};
     const float *src[11] = {gi, go, gf, gc, xi, xo, xf, xc, pi, po, pf};
     for (int q = 0; q < 11; q++)
-        if (src[q]) memcpy(t[q], src[q] + k, (size_t)r * sizeof(float));
+        if (src[q]) memcpy(t[q], src[q] + (q < 4 ? kg : k), (size_t)r * sizeof(float));
     memcpy(t[11], c + k, (size_t)r * sizeof(float));
-    rnn_lstm_block16_f32(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], pi ? t[8] : NULL, po ? t[9] : NULL,
+    rnn_lstm_block16_f32(t[0], t[1], t[2], t[3], 16, t[4], t[5], t[6], t[7], pi ? t[8] : NULL, po ? t[9] : NULL,
                          pf ? t[10] : NULL, t[11], t[12], 16);
     memcpy(c + k, t[11], (size_t)r * sizeof(float));
     memcpy(h + k, t[12], (size_t)r * sizeof(float));
