@@ -1,0 +1,16 @@
+// FP8 attention tile variants for head size 128 (a file per head size so that a parallel build
+// compiles them side by side). The first entry is the dispatcher's default.
+#include "../flash_fp8.cuh"
+
+namespace kiln_fp8 {
+
+static const Variant v128[] = {
+    KILN_FP8_VARIANT(128, 128, 64, 8),
+    KILN_FP8_VARIANT(128, 128, 64, 4),
+};
+int variants_hd128(const Variant **out) {
+    *out = v128;
+    return (int)(sizeof v128 / sizeof v128[0]);
+}
+
+} // namespace kiln_fp8

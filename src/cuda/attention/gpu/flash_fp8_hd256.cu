@@ -1,0 +1,16 @@
+// FP8 attention tile variants for head size 256 (a file per head size so that a parallel build
+// compiles them side by side). The first entry is the dispatcher's default.
+#include "../flash_fp8.cuh"
+
+namespace kiln_fp8 {
+
+static const Variant v256[] = {
+    KILN_FP8_VARIANT(256, 128, 64, 8),
+    KILN_FP8_VARIANT(256, 64, 64, 4),
+};
+int variants_hd256(const Variant **out) {
+    *out = v256;
+    return (int)(sizeof v256 / sizeof v256[0]);
+}
+
+} // namespace kiln_fp8

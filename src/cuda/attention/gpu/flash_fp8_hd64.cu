@@ -1,0 +1,16 @@
+// FP8 attention tile variants for head size 64 (a file per head size so that a parallel build
+// compiles them side by side). The first entry is the dispatcher's default.
+#include "../flash_fp8.cuh"
+
+namespace kiln_fp8 {
+
+static const Variant v64[] = {
+    KILN_FP8_VARIANT(64, 128, 64, 4),
+    KILN_FP8_VARIANT(64, 128, 128, 8),
+};
+int variants_hd64(const Variant **out) {
+    *out = v64;
+    return (int)(sizeof v64 / sizeof v64[0]);
+}
+
+} // namespace kiln_fp8
