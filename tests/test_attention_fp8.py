@@ -73,7 +73,7 @@ def fp8_model(shapes, N, attrs=None, scale_types=None, qtypes=None, drop_scale=N
     outs = ["y"] + ["pk", "pv"][: n_out - 1]
     a = {"num_heads": N}
     a.update(attrs or {})
-    nodes.append(helper.make_node("MultiHeadAttention", ins, outs, domain=MS, **a))
+    nodes.append(helper.make_node("MultiHeadAttention", ins, outs, domain=MS, name="attn", **a))
     g = helper.make_graph(nodes, "g", vis, [helper.make_tensor_value_info(o, out_type if o == "y" else E4M3, None)
                                             for o in outs], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)])
