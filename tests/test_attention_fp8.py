@@ -104,8 +104,13 @@ def feeds_for(rng, B, S, L, N, H, Hv, outliers=False):
     return f
 
 
+def bsd(x):
+    """(B, N, L, H) cached key/value -> (B, L, N·H); 3-D passes through."""
+    return x if x.ndim == 3 else x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1)
+
+
 def ref_for(f, N, scale, causal):
-    q, k, v = (quant(f["x" + t], f["s" + t]) for t in "qkv")
+    q, k, v = (bsd(quant(f["x" + t], f["s" + t])) for t in "qkv")
     H = q.shape[2] // N
     return sdpa_ref(q, k, v, N, scale if scale else 1.0 / np.sqrt(H), causal)
 
@@ -159,6 +164,18 @@ def test_e4m3_round_matches_kiln_quantizer():
     m.ir_version = 10
     got = run_kiln(m, {"x": x, "s": np.float32(1.0)})[0]
     np.testing.assert_array_equal(got, e4m3_round(x).astype(np.float32))
+
+
+def test_mha_fp8_cached_kv_4d():
+    rng = np.random.default_rng(21)
+    B, S, L, N, H = 2, 9, 23, 3, 32
+    shapes = {"q": [B, S, N * H], "k": [B, N, L, H], "v": [B, N, L, H]}
+    f = feeds_for(rng, B, S, L, N, H, H)
+    for t in "kv":
+        f["x" + t] = np.ascontiguousarray(f["x" + t].reshape(B, L, N, H).transpose(0, 2, 1, 3))
+    got = run_kiln(fp8_model(shapes, N), f)[0].astype(np.float64)
+    want = ref_for(f, N, 0.0, 0)
+    np.testing.assert_allclose(got, want, rtol=2.0 ** -10, atol=2.0 ** -10 * np.abs(want).max())
 
 
 def test_mha_fp8_outliers_and_tiny_scales():

@@ -253,7 +253,7 @@ static void throughput(int B, int S, int N, int H, int causal, FILE *jf) {
     }
     const double t16 = median_seconds([&] { kiln_cuda_mha_forward(prov, &a, nullptr, nullptr); });
     const double f8 = flops / t8[0] / 1e12, f8b = t8[1] > 0 ? flops / t8[1] / 1e12 : 0, f16 = flops / t16 / 1e12;
-    printf("perf,%d,%d,%d,%d,%d,%.1f,%.1f,%.1f,%.2f,%s,%s\n", B, S, N, H, causal, f8, f8b, f16, fmax(f8, f8b) / f16,
+    printf("perf,%d,%d,%d,%d,%d,%.1f,%.1f,%.1f,%.2f,\"%s\",\"%s\"\n", B, S, N, H, causal, f8, f8b, f16, fmax(f8, f8b) / f16,
            names.c_str(), ch.name);
     fflush(stdout);
     if (jf)

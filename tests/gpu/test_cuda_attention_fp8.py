@@ -59,6 +59,21 @@ def test_cuda_mha_fp8_vs_numpy(B, S, L, N, H, causal, out_type):
         assert rmse <= 0.02 * vrms, "run %d: rmse %.3g > 0.02 * rms(v) %.3g" % (attempt, rmse, vrms)
 
 
+def test_cuda_mha_fp8_cached_kv_4d():
+    B, S, L, N, H = 2, 50, 77, 2, 64
+    shapes = {"q": [B, S, N * H], "k": [B, N, L, H], "v": [B, N, L, H]}
+    m = F.fp8_model(shapes, N)
+    s = gpu_session(m)
+    assert dict(s.node_placement()).get("attn") == "CUDAExecutionProvider", s.placement_reason("attn")
+    f = F.feeds_for(np.random.default_rng(9), B, S, L, N, H, H)
+    for t in "kv":
+        f["x" + t] = np.ascontiguousarray(f["x" + t].reshape(B, L, N, H).transpose(0, 2, 1, 3))
+    want = F.ref_for(f, N, 0.0, 0)
+    got = np.asarray(s.run(None, f)[0]).astype(np.float64)
+    vmax = np.abs(F.quant(f["xv"], f["sv"])).max()
+    assert (np.abs(got - want) <= 0.07 * vmax + 2.0 ** -7 * np.abs(want)).all()
+
+
 def test_cuda_mha_fp8_unsupported_head_size_runs_on_cpu():
     B, S, L, N, H = 1, 8, 8, 2, 40
     m = F.fp8_model({"q": [B, S, N * H], "k": [B, L, N * H], "v": [B, L, N * H]}, N)
