@@ -8,7 +8,8 @@
 // Accuracy: random normal Q, K, V (and a set with outliers: 0.1 % of Q/K entries × 10), quantised
 // per tensor (scale = amax / 448). The reference is a float32 GPU kernel over the UNQUANTISED
 // inputs, so the numbers are the whole FP8 error (inputs and P); the fp16 kernel is measured on
-// the same inputs rounded to fp16. RMSE and max abs error of the output.
+// the same inputs rounded to fp16. RMSE and max abs error of the output; the FP8 kernel also
+// without its 2^8 factor on P (p_unscaled), to show what that scaling buys.
 //
 //   bench_fp8 [--quick] [--json FILE]     --quick: S = 1k and 4k only
 #include "cuda/attention/attention_dispatch.h"
@@ -176,6 +177,15 @@ static void accuracy(int B, int S, int N, int H, int causal, bool outliers, FILE
     CUDA_OK(cudaMemcpyAsync(got.data(), dout, n * 2, cudaMemcpyDeviceToHost, stream));
     CUDA_OK(cudaStreamSynchronize(stream));
     const Acc a8 = compare(got, ref);
+    // the same without the 2^8 factor on P: what the scaling buys
+    d.p_unscaled = 1;
+    if (kiln_cuda_attention_fp8(prov, &d) != KILN_OK) {
+        fprintf(stderr, "fp8 failed: %s\n", kiln_cuda_last_error());
+        exit(1);
+    }
+    CUDA_OK(cudaMemcpyAsync(got.data(), dout, n * 2, cudaMemcpyDeviceToHost, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+    const Acc a8u = compare(got, ref);
 
     kiln_cuda_mha_args a;
     memset(&a, 0, sizeof a);
@@ -189,14 +199,15 @@ static void accuracy(int B, int S, int N, int H, int causal, bool outliers, FILE
     CUDA_OK(cudaMemcpyAsync(got.data(), dout, n * 2, cudaMemcpyDeviceToHost, stream));
     CUDA_OK(cudaStreamSynchronize(stream));
     const Acc a16 = compare(got, ref);
-    printf("acc,%d,%d,%d,%d,%d,%s,%.3e,%.3e,%.3e,%.3e,%.3e\n", B, S, N, H, causal, outliers ? "outliers" : "normal",
-           a8.rmse, a8.maxerr, a16.rmse, a16.maxerr, a8.ref_rms);
+    printf("acc,%d,%d,%d,%d,%d,%s,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e\n", B, S, N, H, causal,
+           outliers ? "outliers" : "normal", a8.rmse, a8.maxerr, a16.rmse, a16.maxerr, a8.ref_rms, a8u.rmse, a8u.maxerr);
     if (jf)
         fprintf(jf,
                 "{\"kind\": \"accuracy\", \"B\": %d, \"S\": %d, \"N\": %d, \"H\": %d, \"causal\": %d, \"inputs\": \"%s\", "
-                "\"fp8_rmse\": %.4e, \"fp8_maxerr\": %.4e, \"fp16_rmse\": %.4e, \"fp16_maxerr\": %.4e, \"ref_rms\": %.4e}\n",
+                "\"fp8_rmse\": %.4e, \"fp8_maxerr\": %.4e, \"fp16_rmse\": %.4e, \"fp16_maxerr\": %.4e, \"ref_rms\": %.4e, "
+                "\"fp8_p_unscaled_rmse\": %.4e, \"fp8_p_unscaled_maxerr\": %.4e}\n",
                 B, S, N, H, causal, outliers ? "outliers" : "normal", a8.rmse, a8.maxerr, a16.rmse, a16.maxerr,
-                a8.ref_rms);
+                a8.ref_rms, a8u.rmse, a8u.maxerr);
     for (int i = 0; i < 3; ++i) cudaFree(df[i]), cudaFree(d8[i]), cudaFree(d16[i]);
     cudaFree(dref), cudaFree(dout), cudaFree(dsc);
 }
@@ -286,7 +297,8 @@ int main(int argc, char **argv) {
     printf("# bench_fp8 on %s (cc %d.%d)\n", info->name, info->cc_major, info->cc_minor);
     FILE *jf = json.empty() ? nullptr : fopen(json.c_str(), "w");
 
-    printf("acc,B,S,N,H,causal,inputs,fp8_rmse,fp8_maxerr,fp16_rmse,fp16_maxerr,ref_rms\n");
+    printf("acc,B,S,N,H,causal,inputs,fp8_rmse,fp8_maxerr,fp16_rmse,fp16_maxerr,ref_rms,fp8_p_unscaled_rmse,"
+           "fp8_p_unscaled_maxerr\n");
     const int heads[] = {64, 128, 256};
     for (int H : heads)
         for (int causal = 0; causal < 2; ++causal)

@@ -27,6 +27,7 @@ typedef struct kiln_cuda_sdpa_fp8 {
     void *out;                                  /* (b, n, s, h) at out + b*o_sb + n*o_sn + s*o_ss + h */
     int64_t o_sb, o_sn, o_ss;
     int variant;        /* tile variant (0 = default), for tests and benchmarks */
+    int p_unscaled;     /* ablation: round P to e4m3 without the 2^8 factor (benchmark only) */
 } kiln_cuda_sdpa_fp8;
 
 /* Why the FP8 kernel cannot run d on a device of compute capability cc_major.cc_minor; NULL when

@@ -1,5 +1,7 @@
 // FP8 (e4m3) attention forward, FlashAttention-2 style: mma.sync m16n8k32 e4m3 × e4m3 → fp32
-// (sm_89+), the same CTA/warp split, key order and online softmax as flash_fwd.cuh.
+// (sm_89+), the same CTA/warp split, key order and online softmax as flash_fwd.cuh. Native on Ada;
+// sm_90 runs this mma by way of the fp16 tensor-core path, so Hopper's FP8 rate needs a wgmma
+// kernel (docs/design.md, "FP8 attention"); this one is the portable, checked baseline.
 //
 // Operands. Q·Kᵀ takes Q and K as they are: both are K-major (head dimension contiguous), which
 // is what the row.col MMA wants. P·V needs V with the keys contiguous, so a prologue kernel
@@ -47,11 +49,12 @@ struct Params {
     float scale; // softmax scale, resolved (> 0)
     const float *q_scale, *k_scale, *v_scale;
     int causal;
+    float p_log2_scale; // P is rounded to e4m3 as P · 2^p_log2_scale (P_LOG2_SCALE; 0 for the ablation)
 };
 
 // Vᵀ's key padding: a multiple of every tile's BN, so the main loop reads whole tiles.
 constexpr int KEY_PAD = 128;
-constexpr float P_LOG2_SCALE = 8.f; // P is scaled by 2^8 before it becomes e4m3
+constexpr float P_LOG2_SCALE = 8.f; // the default p_log2_scale: P · 2^8 before it becomes e4m3
 
 // Key stored at position p (0..31) of a 32-key block of Vᵀ.
 __host__ __device__ constexpr int key_at(int p) {
@@ -237,7 +240,7 @@ __device__ __forceinline__ void flash_fp8_body(const Params &p) {
                 const float m_use = m_new == -INFINITY ? 0.f : m_new;
                 const float corr = ex2(m_run[mt][h] - m_use);
                 m_run[mt][h] = m_new;
-                const float bias = P_LOG2_SCALE - m_use;
+                const float bias = p.p_log2_scale - m_use;
                 float sum = 0.f;
 #pragma unroll
                 for (int t = 0; t < NT; ++t)

@@ -127,6 +127,7 @@ extern "C" int kiln_cuda_fp8_launch(const kiln_cuda_sdpa_fp8 *d, void *workspace
     p.scale = d->scale != 0.f ? d->scale : 1.f / sqrtf((float)d->H);
     p.q_scale = d->q_scale, p.k_scale = d->k_scale, p.v_scale = d->v_scale;
     p.causal = d->causal;
+    p.p_log2_scale = d->p_unscaled ? 0.f : kiln_fp8::P_LOG2_SCALE;
     if (name)
         snprintf(name, name_cap, "flash_fp8<%s,hd%d,%s>", d->out_dtype == KILN_DTYPE_FLOAT16 ? "fp16" : "bf16", HDP,
                  vs[vi].name);
