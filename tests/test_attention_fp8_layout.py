@@ -4,7 +4,8 @@ C/D), for one 16-row x 64-key block: the Q.K^T accumulators must hold S = Q K^T 
 layout says, and P packed from them into A registers, times V^T with the keys permuted by key_at
 (the prologue's order), must give P V. This runs without a GPU; it checks the index arithmetic
 (the expressions mirror the kernel's), not the hardware, which tests/gpu/test_attention_fp8.cu
-does."""
+does. The fp16-multiply variant (F16: each 8-bit register split into two f16x2 halves, one
+m16n8k32 as two m16n8k16 over relabelled k) is checked the same way."""
 import numpy as np
 
 
@@ -65,6 +66,52 @@ def test_fp8_attention_fragment_data_flow():
             mma(acc_o[2*dp], a, [bv[L][0] for L in range(32)], [bv[L][1] for L in range(32)])
             mma(acc_o[2*dp+1], a, [bv[L][2] for L in range(32)], [bv[L][3] for L in range(32)])
     O = P @ V
+    # F16 variant: lo/hi halves of a 4-byte register; m16n8k16 fp16 fragments (a0 row g k 2t..,
+    # a1 row g+8, a2 row g k 8+2t.., a3 row g+8; b0 k 2t.. col g, b1 k 8+2t..)
+    def lo(r): return r[0:2]
+    def hi(r): return r[2:4]
+    def mma16(acc, a, b0, b1):
+        A = np.zeros((16, 16)); B = np.zeros((16, 8))
+        for L in range(32):
+            g, t = L >> 2, L & 3
+            for e in range(2):
+                A[g, 2*t+e] = a[L][0][e]; A[g+8, 2*t+e] = a[L][1][e]
+                A[g, 8+2*t+e] = a[L][2][e]; A[g+8, 8+2*t+e] = a[L][3][e]
+                B[2*t+e, g] = b0[L][e]; B[8+2*t+e, g] = b1[L][e]
+        D = A @ B
+        for L in range(32):
+            g, t = L >> 2, L & 3
+            acc[L][0] += D[g, 2*t]; acc[L][1] += D[g, 2*t+1]; acc[L][2] += D[g+8, 2*t]; acc[L][3] += D[g+8, 2*t+1]
+    s16 = [[[0.0]*4 for _ in range(32)] for _ in range(NT)]
+    for ks in range(HD // 32):
+        a = ldsm_x4(Q, lambda L: (L & 15, (L >> 4) * 16 + ks * 32))
+        a16 = [[lo(a[L][0]), hi(a[L][0]), lo(a[L][1]), hi(a[L][1]), lo(a[L][2]), hi(a[L][2]), lo(a[L][3]),
+                hi(a[L][3])] for L in range(32)]
+        for np_ in range(NT // 2):
+            bk = ldsm_x4(K, lambda L: (np_ * 16 + (L & 7) + ((L >> 4) << 3), ((L >> 3) & 1) * 16 + ks * 32))
+            for j in range(2):
+                b16 = [[lo(bk[L][i]) if k % 2 == 0 else hi(bk[L][i]) for i in range(4) for k in range(2)]
+                       for L in range(32)]
+                mma16(s16[2*np_+j], [[a16[L][0], a16[L][2], a16[L][1], a16[L][3]] for L in range(32)],
+                      [b16[L][4*j] for L in range(32)], [b16[L][4*j+1] for L in range(32)])
+                mma16(s16[2*np_+j], [[a16[L][4], a16[L][6], a16[L][5], a16[L][7]] for L in range(32)],
+                      [b16[L][4*j+2] for L in range(32)], [b16[L][4*j+3] for L in range(32)])
+    assert s16 == acc_s
+    o16 = [[[0.0]*4 for _ in range(32)] for _ in range(HD // 8)]
+    for kk in range(BN // 32):
+        a = [[[[s16[4*kk+2*j][L][0], s16[4*kk+2*j][L][1]], [s16[4*kk+2*j][L][2], s16[4*kk+2*j][L][3]],
+               [s16[4*kk+2*j+1][L][0], s16[4*kk+2*j+1][L][1]], [s16[4*kk+2*j+1][L][2], s16[4*kk+2*j+1][L][3]]]
+              for j in range(2)] for L in range(32)]
+        for dp in range(HD // 16):
+            bv = ldsm_x4(Vt, lambda L: (dp * 16 + (L & 7) + ((L >> 4) << 3), ((L >> 3) & 1) * 16 + kk * 32))
+            for i in range(2):
+                for j in range(2):
+                    mma16(o16[2*dp+i], [a[L][j] for L in range(32)], [lo(bv[L][2*i+j]) for L in range(32)],
+                          [hi(bv[L][2*i+j]) for L in range(32)])
+    for d in range(HD // 8):
+        for L in range(32):
+            g, t = L >> 2, L & 3
+            assert o16[d][L] == [O[g, 8*d+2*t], O[g, 8*d+2*t+1], O[g+8, 8*d+2*t], O[g+8, 8*d+2*t+1]], (d, L)
     for d in range(HD // 8):
         for L in range(32):
             g, t = L >> 2, L & 3

@@ -13,7 +13,8 @@
 // |o - ref| <= 2^-4 · max|v| plus the subnormal floor of tiny probabilities and the output's
 // 16-bit rounding. The check uses 0.07 · max|v| + 2^-7 · |ref| per element, and, as a sharper
 // statistical check that catches any systematic error (a wrong key order gives errors of order
-// |v|), an RMS error below 0.02 · rms(v).
+// |v|), an RMS error below 0.02 · rms(v). The fp16-multiply variants keep P in fp16 and pass the
+// same bounds with room to spare. Every tile variant of every head size is run.
 //
 //   test_attention_fp8            all cases
 //   test_attention_fp8 --quick    a few small cases (for compute-sanitizer)
@@ -238,10 +239,11 @@ int main(int argc, char **argv) {
     cases.push_back({1, 2, 2, 37, 53, 64, 0, true, 0, false, false});
     cases.push_back({2, 2, 1, 64, 64, 128, 1, true, 0, false, false});
     cases.push_back({1, 1, 1, 70, 45, 256, 1, false, 0, false, true}); // S > T causal: first rows see nothing
+    cases.push_back({1, 2, 1, 40, 90, 128, 1, true, 2, true, false});  // the fp16-multiply variant
     if (!quick) {
         const int heads[] = {64, 128, 256, 48, 96, 160};
         for (int H : heads)
-            for (int var = 0; var < 2; ++var) {
+            for (int var = 0; var < kiln_cuda_fp8_variants(H); ++var) {
                 cases.push_back({2, 3, 3, 200, 333, H, 0, true, var, false, false});
                 cases.push_back({1, 4, 2, 257, 257, H, 1, var == 0, var, false, false});
             }

@@ -76,6 +76,28 @@ __device__ __forceinline__ uint32_t pack_e4m3(float x0, float x1, float x2, floa
     return (uint32_t)lo | ((uint32_t)hi << 16);
 }
 
+// Two e4m3 codes (low byte first) → f16x2, exactly (every e4m3 value is an fp16 value).
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint16_t x) {
+    uint32_t r;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"(x));
+    return r;
+}
+__device__ __forceinline__ uint32_t lo16(uint32_t r) { return e4m3x2_to_f16x2((uint16_t)(r & 0xFFFFu)); }
+__device__ __forceinline__ uint32_t hi16(uint32_t r) { return e4m3x2_to_f16x2((uint16_t)(r >> 16)); }
+
+// The F16 variants keep the e4m3 operands in memory and shared memory but multiply in fp16
+// (m16n8k16), converting each fragment once after ldmatrix: sm_90 has no native e4m3 mma.sync
+// and runs it through the fp16 path anyway, so this form lets the conversions be shared across
+// the MMAs that reuse a fragment, and P stays in fp16 (no e4m3 rounding). One m16n8k32 becomes two
+// m16n8k16 over a relabelled k: virtual k (2t, 2t+1) is real k (4t, 4t+1), the low half of the
+// 8-bit register, and virtual (8+2t, 9+2t) is real (4t+2, 4t+3), its high half; A and B are
+// relabelled alike, so the sums are unchanged.
+__device__ __forceinline__ void mma_f16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                        uint32_t b1) {
+    const uint32_t a[4] = {a0, a1, a2, a3};
+    kiln_flash::Mma<__half>::run(c, a, b0, b1);
+}
+
 template <typename O> struct Out;
 template <> struct Out<__half> {
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
@@ -104,7 +126,7 @@ template <int HD, int BM, int BN, int NW> struct Cfg {
     static_assert(BN % 32 == 0 && KEY_PAD % BN == 0, "BN is a multiple of 32 dividing KEY_PAD");
 };
 
-template <typename O, int HD, int BM, int BN, int NW>
+template <typename O, int HD, int BM, int BN, int NW, bool F16>
 __device__ __forceinline__ void flash_fp8_body(const Params &p) {
     using C = Cfg<HD, BM, BN, NW>;
     constexpr int MT = C::MT, LDQ = C::LDQ, LDV = C::LDV, THREADS = C::THREADS;
@@ -188,14 +210,37 @@ __device__ __forceinline__ void flash_fp8_body(const Params &p) {
             uint32_t a[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) ldsm_x4(a[mt], q_lane + mt * 16 * LDQ + ks * 32);
+            // F16: a16[mt] = lo/hi halves of a0..a3 (a16[2r] low, a16[2r + 1] high of register r)
+            uint32_t a16[MT][F16 ? 8 : 1];
+            if constexpr (F16) {
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int r = 0; r < 4; ++r) a16[mt][2 * r] = lo16(a[mt][r]), a16[mt][2 * r + 1] = hi16(a[mt][r]);
+            }
 #pragma unroll
             for (int np = 0; np < NT / 2; ++np) {
                 uint32_t bk[4];
                 ldsm_x4(bk, k_lane + np * 16 * LDQ + ks * 32);
+                if constexpr (F16) {
+                    uint32_t b16[8];
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-                    mma_e4m3(acc_s[mt][2 * np], a[mt], bk[0], bk[1]);
-                    mma_e4m3(acc_s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+                    for (int i = 0; i < 4; ++i) b16[2 * i] = lo16(bk[i]), b16[2 * i + 1] = hi16(bk[i]);
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                        for (int j = 0; j < 2; ++j) {
+                            mma_f16(acc_s[mt][2 * np + j], a16[mt][0], a16[mt][2], a16[mt][1], a16[mt][3], b16[4 * j],
+                                    b16[4 * j + 1]);
+                            mma_f16(acc_s[mt][2 * np + j], a16[mt][4], a16[mt][6], a16[mt][5], a16[mt][7],
+                                    b16[4 * j + 2], b16[4 * j + 3]);
+                        }
+                } else {
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) {
+                        mma_e4m3(acc_s[mt][2 * np], a[mt], bk[0], bk[1]);
+                        mma_e4m3(acc_s[mt][2 * np + 1], a[mt], bk[2], bk[3]);
+                    }
                 }
             }
         }
@@ -260,7 +305,35 @@ __device__ __forceinline__ void flash_fp8_body(const Params &p) {
 
         // O += P·V over 32-key steps; the four n-tiles of step kk are packed in Vᵀ's key order.
 #pragma unroll
-        for (int kk = 0; kk < BN / 32; ++kk) {
+        for (int kk = 0; kk < BN / 32 && F16; ++kk) {
+            // P in fp16, A fragments of the two k16 halves: keys (2t.., 8+2t..) then (16+2t.., 24+2t..)
+            uint32_t a[MT][2][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    const float(&s0)[4] = acc_s[mt][4 * kk + 2 * j], (&s1)[4] = acc_s[mt][4 * kk + 2 * j + 1];
+                    a[mt][j][0] = kiln_flash::Mma<__half>::pack(s0[0], s0[1]);
+                    a[mt][j][1] = kiln_flash::Mma<__half>::pack(s0[2], s0[3]);
+                    a[mt][j][2] = kiln_flash::Mma<__half>::pack(s1[0], s1[1]);
+                    a[mt][j][3] = kiln_flash::Mma<__half>::pack(s1[2], s1[3]);
+                }
+#pragma unroll
+            for (int dp = 0; dp < HD / 16; ++dp) {
+                uint32_t bv[4];
+                ldsm_x4(bv, v_lane + dp * 16 * LDV + kk * 32);
+#pragma unroll
+                for (int i = 0; i < 2; ++i) // n-tiles 2dp + i: registers bv[2i] (keys 0-15), bv[2i+1] (16-31)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) {
+                        const uint32_t b0 = lo16(bv[2 * i + j]), b1 = hi16(bv[2 * i + j]);
+#pragma unroll
+                        for (int mt = 0; mt < MT; ++mt) kiln_flash::Mma<__half>::run(acc_o[mt][2 * dp + i], a[mt][j], b0, b1);
+                    }
+            }
+        }
+#pragma unroll
+        for (int kk = 0; kk < BN / 32 && !F16; ++kk) {
             uint32_t a[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
@@ -307,20 +380,20 @@ __device__ __forceinline__ void flash_fp8_body(const Params &p) {
         }
 }
 
-template <typename O, int HD, int BM, int BN, int NW>
+template <typename O, int HD, int BM, int BN, int NW, bool F16>
 __global__ void __launch_bounds__(NW * 32, (Cfg<HD, BM, BN, NW>::MIN_BLOCKS))
     flash_fp8_kernel(const __grid_constant__ Params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
     __trap(); // e4m3 mma needs sm_89; the dispatcher never launches it below
 #else
-    flash_fp8_body<O, HD, BM, BN, NW>(p);
+    flash_fp8_body<O, HD, BM, BN, NW, F16>(p);
 #endif
 }
 
-template <typename O, int HD, int BM, int BN, int NW>
+template <typename O, int HD, int BM, int BN, int NW, bool F16>
 cudaError_t launch_fp8(const Params &p, cudaStream_t stream) {
     using C = Cfg<HD, BM, BN, NW>;
-    auto kern = flash_fp8_kernel<O, HD, BM, BN, NW>;
+    auto kern = flash_fp8_kernel<O, HD, BM, BN, NW, F16>;
     static bool attr_done = false;
     if (!attr_done) {
         cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
@@ -340,8 +413,12 @@ struct Variant {
 };
 
 #define KILN_FP8_VARIANT(HD, BM, BN, NW)                                                            \
-    {#BM "x" #BN "x" #NW "w", HD, BM, BN, NW, &launch_fp8<__half, HD, BM, BN, NW>,                  \
-     &launch_fp8<__nv_bfloat16, HD, BM, BN, NW>}
+    {#BM "x" #BN "x" #NW "w", HD, BM, BN, NW, &launch_fp8<__half, HD, BM, BN, NW, false>,           \
+     &launch_fp8<__nv_bfloat16, HD, BM, BN, NW, false>}
+// The same tile multiplying in fp16 (see mma_f16).
+#define KILN_FP8_VARIANT_F16(HD, BM, BN, NW)                                                        \
+    {#BM "x" #BN "x" #NW "w_f16mma", HD, BM, BN, NW, &launch_fp8<__half, HD, BM, BN, NW, true>,     \
+     &launch_fp8<__nv_bfloat16, HD, BM, BN, NW, true>}
 
 // Tile variants per padded head size (gpu/flash_fp8_hd*.cu); out[0] is the default.
 int variants_hd64(const Variant **out);

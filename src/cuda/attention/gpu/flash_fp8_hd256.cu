@@ -1,5 +1,6 @@
 // FP8 attention tile variants for head size 256 (a file per head size so that a parallel build
-// compiles them side by side). The first entry is the dispatcher's default.
+// compiles them side by side). The first entry is the dispatcher's default; the last multiplies in
+// fp16 (e4m3 kept in memory), for Hopper, where e4m3 mma.sync is not native.
 #include "../flash_fp8.cuh"
 
 namespace kiln_fp8 {
@@ -7,6 +8,7 @@ namespace kiln_fp8 {
 static const Variant v256[] = {
     KILN_FP8_VARIANT(256, 128, 64, 8),
     KILN_FP8_VARIANT(256, 64, 64, 4),
+    KILN_FP8_VARIANT_F16(256, 128, 64, 8),
 };
 int variants_hd256(const Variant **out) {
     *out = v256;
