@@ -117,3 +117,73 @@ def test_fp8_attention_fragment_data_flow():
             g, t = L >> 2, L & 3
             assert acc_o[d][L] == [O[g, 8*d+2*t], O[g, 8*d+2*t+1], O[g+8, 8*d+2*t], O[g+8, 8*d+2*t+1]], (d, L)
     pass
+
+
+def test_fp8_attention_wgmma_fragment_data_flow():
+    """The wgmma variant (src/cuda/attention/flash_fp8_sm90.cuh) for warpgroup 1 of a BM = 128 tile:
+    tiles stored as load_sw stores them (128-byte swizzle, 128-byte column blocks), read back
+    through the kernel's descriptor arithmetic (start address, SBO 1024, the hardware's XOR of
+    address bits 4-6 with bits 7-9), Q.K^T into the wgmma accumulator layout (PTX ISA / CUTLASS
+    CLayout_64xN), P packed as pack_p_e4m3 does into the 8-bit A layout (ALayout_64x32), V^T in
+    key_at order: the result must be P V in the accumulator layout."""
+    rng = np.random.default_rng(1)
+    HD, BN, BM, wg = 256, 128, 128, 1
+    def key_at(p): return (p & 16) + (((p & 3) >> 1) << 3) + 2 * ((p & 15) >> 2) + (p & 1)
+    Q = rng.integers(-3, 4, (BM, HD)).astype(np.float64)
+    K = rng.integers(-3, 4, (BN, HD)).astype(np.float64)
+    V = rng.integers(-3, 4, (BN, HD)).astype(np.float64)
+    Vt = np.zeros((HD, BN))
+    for pos in range(BN):
+        Vt[:, pos] = V[(pos & ~31) + key_at(pos & 31), :]
+
+    def store_sw(mat):  # load_sw: chunk c (16 bytes) of row r -> block c >> 3, chunk (c & 7) ^ (r & 7)
+        R, W = mat.shape
+        smem = np.full(R * 128 * ((W + 127) // 128), np.nan)
+        for r in range(R):
+            for byte in range(W):
+                c = byte // 16
+                smem[(c >> 3) * (R * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4) + byte % 16] = mat[r, byte]
+        return smem
+    def desc_read(smem, start, rows):  # K-major SW128 operand of rows x 32 bytes at start (SBO 1024)
+        out = np.zeros((rows, 32))
+        for i in range(rows):
+            for j in range(32):
+                a = start + (i // 8) * 1024 + (i % 8) * 128 + j
+                a ^= ((a >> 7) & 7) << 4
+                out[i, j] = smem[a]
+        return out
+    sQ, sK, sV = store_sw(Q), store_sw(K), store_sw(Vt)
+    # Q.K^T, one m64nBNk32 per 32 head bytes, as issue_qk
+    S = np.zeros((64, BN))
+    for ks in range(HD // 32):
+        A = desc_read(sQ, (ks >> 2) * (BM * 128) + wg * (64 * 128) + (ks & 3) * 32, 64)
+        B = desc_read(sK, (ks >> 2) * (BN * 128) + (ks & 3) * 32, BN)
+        S += A @ B.T
+    assert (S == Q[64 * wg:64 * wg + 64] @ K.T).all()
+    # accumulator layout: thread T (warp w, lane L) holds s[4j + 2h + e] = S[16w + L/4 + 8h, 8j + 2(L%4) + e]
+    def c_layout(M, n):
+        regs = np.zeros((128, n // 2))
+        for T in range(128):
+            w, L = T >> 5, T & 31
+            for j in range(n // 8):
+                for h in range(2):
+                    for e in range(2):
+                        regs[T, 4 * j + 2 * h + e] = M[16 * w + (L >> 2) + 8 * h, 8 * j + 2 * (L & 3) + e]
+        return regs
+    s = c_layout(S, BN)
+    # pack_p_e4m3: register v1 + 2 v2 of step kk, byte v0 from s[16kk + 8v2 + 2v1 + (v0 & 1) + 4 (v0 >> 1)]
+    O = np.zeros((64, HD))
+    for kk in range(BN // 32):
+        A = np.zeros((64, 32))
+        for T in range(128):
+            w, L = T >> 5, T & 31
+            for v2 in range(2):
+                for v1 in range(2):
+                    a = 16 * kk + 8 * v2 + 2 * v1
+                    byts = [s[T, a], s[T, a + 1], s[T, a + 4], s[T, a + 5]]
+                    for v0 in range(4):  # ALayout_64x32: row 16w + L/4 + 8 v1, k 4 (L%4) + v0 + 16 v2
+                        A[16 * w + (L >> 2) + 8 * v1, 4 * (L & 3) + v0 + 16 * v2] = byts[v0]
+        B = desc_read(sV, (kk >> 2) * (HD * 128) + (kk & 3) * 32, HD)  # issue_pv
+        O += A @ B.T
+    assert (O == S @ V).all()
+    assert (c_layout(O, HD) == c_layout(S @ V, HD)).all()

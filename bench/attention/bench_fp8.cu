@@ -3,7 +3,8 @@
 // Throughput: the FA3 grid (B·S = 16k tokens, N·H = 2048; S = 1k..16k; H = 64, 128, 256; causal
 // and not), timed as bench_timing.h's median_seconds. The FP8 time includes the Vᵀ prologue (it is
 // part of every call); each tile variant is timed: the default, the alternative tile and the
-// fp16-multiply one (e4m3 in memory, fp16 MMAs: sm_90 has no native e4m3 mma.sync). FLOPs =
+// fp16-multiply one (e4m3 in memory, fp16 MMAs: sm_90 has no native e4m3 mma.sync) and the wgmma
+// ones (sm_90 only; fp8_wgmma_tflops is the fastest, fp8_wgmma_each lists them all). FLOPs =
 // 4·B·N·S·T·H, halved when causal. kiln fp16 is the dispatcher's
 // normal choice (kiln_cuda_mha_forward, BSNH inputs), the same layout as the FP8 call.
 //
@@ -188,9 +189,9 @@ static void accuracy(int B, int S, int N, int H, int causal, bool outliers, FILE
     CUDA_OK(cudaMemcpyAsync(got.data(), dout, n * 2, cudaMemcpyDeviceToHost, stream));
     CUDA_OK(cudaStreamSynchronize(stream));
     const Acc a8u = compare(got, ref);
-    // the fp16-multiply variant (the last of the head size's list): P stays in fp16
+    // the fp16-multiply variant: P stays in fp16
     d.p_unscaled = 0;
-    d.variant = kiln_cuda_fp8_variants(H) - 1;
+    d.variant = kiln_cuda_fp8_variant_find(H, "f16mma", 0);
     if (kiln_cuda_attention_fp8(prov, &d) != KILN_OK) {
         fprintf(stderr, "fp8 failed: %s\n", kiln_cuda_last_error());
         exit(1);
@@ -198,6 +199,20 @@ static void accuracy(int B, int S, int N, int H, int causal, bool outliers, FILE
     CUDA_OK(cudaMemcpyAsync(got.data(), dout, n * 2, cudaMemcpyDeviceToHost, stream));
     CUDA_OK(cudaStreamSynchronize(stream));
     const Acc a8f = compare(got, ref);
+    // the first wgmma variant (sm_90 only; -1 elsewhere): same e4m3 P as the default, other order
+    Acc a8w = {-1, -1, 0};
+    d.variant = kiln_cuda_fp8_variant_find(H, "wgmma", 0);
+    if (d.variant >= 0) {
+        if (kiln_cuda_attention_fp8(prov, &d) == KILN_OK) {
+            CUDA_OK(cudaMemcpyAsync(got.data(), dout, n * 2, cudaMemcpyDeviceToHost, stream));
+            CUDA_OK(cudaStreamSynchronize(stream));
+            a8w = compare(got, ref);
+        } else {
+            fprintf(stderr, "fp8 wgmma not run: %s\n", kiln_cuda_last_error());
+            cudaGetLastError();
+        }
+    }
+    d.variant = 0;
 
     kiln_cuda_mha_args a;
     memset(&a, 0, sizeof a);
@@ -211,17 +226,17 @@ static void accuracy(int B, int S, int N, int H, int causal, bool outliers, FILE
     CUDA_OK(cudaMemcpyAsync(got.data(), dout, n * 2, cudaMemcpyDeviceToHost, stream));
     CUDA_OK(cudaStreamSynchronize(stream));
     const Acc a16 = compare(got, ref);
-    printf("acc,%d,%d,%d,%d,%d,%s,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e\n", B, S, N, H, causal,
+    printf("acc,%d,%d,%d,%d,%d,%s,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e,%.3e\n", B, S, N, H, causal,
            outliers ? "outliers" : "normal", a8.rmse, a8.maxerr, a16.rmse, a16.maxerr, a8.ref_rms, a8u.rmse, a8u.maxerr,
-           a8f.rmse, a8f.maxerr);
+           a8f.rmse, a8f.maxerr, a8w.rmse, a8w.maxerr);
     if (jf)
         fprintf(jf,
                 "{\"kind\": \"accuracy\", \"B\": %d, \"S\": %d, \"N\": %d, \"H\": %d, \"causal\": %d, \"inputs\": \"%s\", "
                 "\"fp8_rmse\": %.4e, \"fp8_maxerr\": %.4e, \"fp16_rmse\": %.4e, \"fp16_maxerr\": %.4e, \"ref_rms\": %.4e, "
                 "\"fp8_p_unscaled_rmse\": %.4e, \"fp8_p_unscaled_maxerr\": %.4e, \"fp8_f16mma_rmse\": %.4e, "
-                "\"fp8_f16mma_maxerr\": %.4e}\n",
+                "\"fp8_f16mma_maxerr\": %.4e, \"fp8_wgmma_rmse\": %.4e, \"fp8_wgmma_maxerr\": %.4e}\n",
                 B, S, N, H, causal, outliers ? "outliers" : "normal", a8.rmse, a8.maxerr, a16.rmse, a16.maxerr,
-                a8.ref_rms, a8u.rmse, a8u.maxerr, a8f.rmse, a8f.maxerr);
+                a8.ref_rms, a8u.rmse, a8u.maxerr, a8f.rmse, a8f.maxerr, a8w.rmse, a8w.maxerr);
     for (int i = 0; i < 3; ++i) cudaFree(df[i]), cudaFree(d8[i]), cudaFree(d16[i]);
     cudaFree(dref), cudaFree(dout), cudaFree(dsc);
 }
@@ -256,14 +271,31 @@ static void throughput(int B, int S, int N, int H, int causal, FILE *jf) {
     void *ws;
     CUDA_OK(cudaMalloc(&ws, kiln_cuda_fp8_workspace(&d)));
     char name[128] = "";
-    // every tile variant: [0] the default, [1] the alternative tile, [2] the fp16-multiply one
-    double t8[3] = {0, 0, 0};
-    std::string names;
-    for (int var = 0; var < kiln_cuda_fp8_variants(H) && var < 3; ++var) {
+    // every tile variant: t8[0] the default, [1] the alternative tile, [2] the fp16-multiply one,
+    // [3] the fastest wgmma one (sm_90 only; each is listed in wgmma_all)
+    double t8[4] = {0, 0, 0, 0};
+    std::string names, wgmma_all;
+    for (int var = 0; var < kiln_cuda_fp8_variants(H); ++var) {
+        const char *vn = kiln_cuda_fp8_variant_name(H, var);
+        const bool wg = strstr(vn, "wgmma") != nullptr;
+        const int slot = wg ? 3 : strstr(vn, "f16mma") ? 2 : var < 2 ? var : -1;
+        if (slot < 0) continue;
         d.variant = var;
-        CUDA_OK((cudaError_t)kiln_cuda_fp8_launch(&d, ws, stream, name, sizeof name));
-        names += (var ? "|" : "") + std::string(name);
-        t8[var] = median_seconds([&] { kiln_cuda_fp8_launch(&d, ws, stream, nullptr, 0); });
+        const cudaError_t e = (cudaError_t)kiln_cuda_fp8_launch(&d, ws, stream, name, sizeof name);
+        if (e != cudaSuccess) {
+            if (!wg) CUDA_OK(e);
+            fprintf(stderr, "%s not run: %s\n", vn, cudaGetErrorString(e));
+            cudaGetLastError();
+            continue;
+        }
+        names += (names.empty() ? "" : "|") + std::string(name);
+        const double t = median_seconds([&] { kiln_cuda_fp8_launch(&d, ws, stream, nullptr, 0); });
+        if (wg) {
+            char buf[160];
+            snprintf(buf, sizeof buf, "%s%s=%.1f", wgmma_all.empty() ? "" : "|", vn, flops / t / 1e12);
+            wgmma_all += buf;
+        }
+        if (t8[slot] == 0 || t < t8[slot]) t8[slot] = t;
     }
     CUDA_OK(cudaGetLastError());
 
@@ -279,16 +311,18 @@ static void throughput(int B, int S, int N, int H, int causal, FILE *jf) {
     }
     const double t16 = median_seconds([&] { kiln_cuda_mha_forward(prov, &a, nullptr, nullptr); });
     const double f8 = flops / t8[0] / 1e12, f8b = t8[1] > 0 ? flops / t8[1] / 1e12 : 0,
-                 f8h = t8[2] > 0 ? flops / t8[2] / 1e12 : 0, f16 = flops / t16 / 1e12;
-    printf("perf,%d,%d,%d,%d,%d,%.1f,%.1f,%.1f,%.2f,%.1f,\"%s\",\"%s\"\n", B, S, N, H, causal, f8, f8b, f16,
-           fmax(fmax(f8, f8b), f8h) / f16, f8h, names.c_str(), ch.name);
+                 f8h = t8[2] > 0 ? flops / t8[2] / 1e12 : 0, f8w = t8[3] > 0 ? flops / t8[3] / 1e12 : 0,
+                 f16 = flops / t16 / 1e12;
+    printf("perf,%d,%d,%d,%d,%d,%.1f,%.1f,%.1f,%.2f,%.1f,%.1f,\"%s\",\"%s\",\"%s\"\n", B, S, N, H, causal, f8, f8b,
+           f16, fmax(fmax(fmax(f8, f8b), f8h), f8w) / f16, f8h, f8w, names.c_str(), ch.name, wgmma_all.c_str());
     fflush(stdout);
     if (jf)
         fprintf(jf,
                 "{\"kind\": \"perf\", \"B\": %d, \"S\": %d, \"N\": %d, \"H\": %d, \"causal\": %d, \"fp8_tflops\": %.2f, "
-                "\"fp8_alt_tflops\": %.2f, \"fp8_f16mma_tflops\": %.2f, \"fp16_tflops\": %.2f, \"fp8_kernels\": \"%s\", "
+                "\"fp8_alt_tflops\": %.2f, \"fp8_f16mma_tflops\": %.2f, \"fp8_wgmma_tflops\": %.2f, \"fp16_tflops\": %.2f, "
+                "\"fp8_wgmma_each\": \"%s\", \"fp8_kernels\": \"%s\", "
                 "\"fp16_kernel\": \"%s\"}\n",
-                B, S, N, H, causal, f8, f8b, f8h, f16, names.c_str(), ch.name);
+                B, S, N, H, causal, f8, f8b, f8h, f8w, f16, wgmma_all.c_str(), names.c_str(), ch.name);
     for (int i = 0; i < 3; ++i) cudaFree(d8[i]), cudaFree(d16[i]);
     cudaFree(dout), cudaFree(dsc), cudaFree(ws);
 }
@@ -315,14 +349,14 @@ int main(int argc, char **argv) {
     FILE *jf = json.empty() ? nullptr : fopen(json.c_str(), "w");
 
     printf("acc,B,S,N,H,causal,inputs,fp8_rmse,fp8_maxerr,fp16_rmse,fp16_maxerr,ref_rms,fp8_p_unscaled_rmse,"
-           "fp8_p_unscaled_maxerr,fp8_f16mma_rmse,fp8_f16mma_maxerr\n");
+           "fp8_p_unscaled_maxerr,fp8_f16mma_rmse,fp8_f16mma_maxerr,fp8_wgmma_rmse,fp8_wgmma_maxerr\n");
     const int heads[] = {64, 128, 256};
     for (int H : heads)
         for (int causal = 0; causal < 2; ++causal)
             for (int outl = 0; outl < 2; ++outl) accuracy(1, 1024, 2, H, causal, outl != 0, jf);
 
-    printf("perf,B,S,N,H,causal,fp8_tflops,fp8_alt_tflops,fp16_tflops,best_fp8_over_fp16,fp8_f16mma_tflops,fp8_kernels,"
-           "fp16_kernel\n");
+    printf("perf,B,S,N,H,causal,fp8_tflops,fp8_alt_tflops,fp16_tflops,best_fp8_over_fp16,fp8_f16mma_tflops,fp8_wgmma_tflops,"
+           "fp8_kernels,fp16_kernel,fp8_wgmma_each\n");
     const int seqs_full[] = {1024, 2048, 4096, 8192, 16384}, seqs_quick[] = {1024, 4096};
     const int *seqs = quick ? seqs_quick : seqs_full;
     const int ns = quick ? 2 : 5;

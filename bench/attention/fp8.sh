@@ -67,10 +67,12 @@ log "bench_fp8 $quick rc=$rc_bench"
     echo "tests: kernel rc=$rc_test ($(tail -n 1 "$OUT/test_fp8.log")), pytest rc=$rc_py," \
          "memcheck rc=$rc_mc, bench rc=$rc_bench"
     echo "-- accuracy vs float32 on unquantised inputs (B=1 S=1024 N=2; output rms in the last column)"
-    awk -F, '$1 == "acc" && $2 != "B" { printf "H=%-3s causal=%s %-8s fp8 rmse %.2e max %.2e (P unscaled %.2e, f16mma %.2e) | fp16 rmse %.2e max %.2e | ref rms %.2e\n", $5, $6, $7, $8, $9, $13, $15, $10, $11, $12 }' "$OUT/bench_fp8.csv"
+    awk -F, '$1 == "acc" && $2 != "B" { printf "H=%-3s causal=%s %-8s fp8 rmse %.2e max %.2e (P unscaled %.2e, f16mma %.2e, wgmma %.2e max %.2e) | fp16 rmse %.2e max %.2e | ref rms %.2e\n", $5, $6, $7, $8, $9, $13, $15, $17, $18, $10, $11, $12 }' "$OUT/bench_fp8.csv"
     echo "-- TFLOP/s (FA3 grid: B*S = 16k, N*H = 2048; fp8 includes the V transpose)"
-    printf "%-4s %-6s %6s %8s %8s %8s %8s %7s\n" H causal S fp8_v0 fp8_v1 f16mma fp16 best/16
-    awk -F, '$1 == "perf" && $2 != "B" { printf "%-4s %-6s %6s %8.1f %8.1f %8.1f %8.1f %7.2f\n", $5, $6, $3, $7, $8, $11, $9, $10 }' "$OUT/bench_fp8.csv"
+    printf "%-4s %-6s %6s %8s %8s %8s %8s %8s %7s\n" H causal S fp8_v0 fp8_v1 f16mma wgmma fp16 best/16
+    awk -F, '$1 == "perf" && $2 != "B" { printf "%-4s %-6s %6s %8.1f %8.1f %8.1f %8.1f %8.1f %7.2f\n", $5, $6, $3, $7, $8, $11, $12, $9, $10 }' "$OUT/bench_fp8.csv"
+    echo "-- each wgmma variant (TFLOP/s)"
+    grep '^perf,[0-9]' "$OUT/bench_fp8.csv" | awk -F'"' '{ split($1, f, ","); printf "H=%-3s causal=%s S=%-5s %s\n", f[5], f[6], f[3], $6 }'
 } > "$OUT/summary.txt"
 cat "$OUT/summary.txt"
 log "done"

@@ -240,10 +240,30 @@ int main(int argc, char **argv) {
     cases.push_back({2, 2, 1, 64, 64, 128, 1, true, 0, false, false});
     cases.push_back({1, 1, 1, 70, 45, 256, 1, false, 0, false, true}); // S > T causal: first rows see nothing
     cases.push_back({1, 2, 1, 40, 90, 128, 1, true, 2, true, false});  // the fp16-multiply variant
+    // The wgmma variants (sm_90a code) run on compute capability 9.0 only: elsewhere they are
+    // skipped here, and their launch fails rather than trap.
+    const bool sm90 = prop.major == 9 && prop.minor == 0;
+    auto usable = [&](int H, int var) { return sm90 || !strstr(kiln_cuda_fp8_variant_name(H, var), "wgmma"); };
+    if (sm90) {
+        // every wgmma variant: several key blocks (the K/Vᵀ double buffer wraps), both masks, S > T
+        const int wheads[] = {64, 128, 256};
+        for (int H : wheads)
+            for (int var = kiln_cuda_fp8_variant_find(H, "wgmma", 0); var >= 0;
+                 var = kiln_cuda_fp8_variant_find(H, "wgmma", var + 1)) {
+                cases.push_back({1, 2, 1, 150, 300, H, 1, true, var, false, false});
+                cases.push_back({1, 1, 1, 70, 45, H, 1, false, var, true, true});
+                if (!quick) {
+                    cases.push_back({2, 2, 2, 600, 1100, H, 0, true, var, false, false});
+                    cases.push_back({1, 2, 1, 700, 700, H, 1, false, var, true, false});
+                    cases.push_back({1, 8, 2, 1, 777, H, 0, true, var, false, true}); // decode-like: one row
+                }
+            }
+    }
     if (!quick) {
         const int heads[] = {64, 128, 256, 48, 96, 160};
         for (int H : heads)
             for (int var = 0; var < kiln_cuda_fp8_variants(H); ++var) {
+                if (!usable(H, var)) continue;
                 cases.push_back({2, 3, 3, 200, 333, H, 0, true, var, false, false});
                 cases.push_back({1, 4, 2, 257, 257, H, 1, var == 0, var, false, false});
             }

@@ -6,7 +6,8 @@
  * float32 scalars, out float16 or bfloat16. Causal masking is bottom-right aligned as in
  * kiln_cuda_attention. No masks, bias, packed batches or KV cache. Before the attention a prologue
  * kernel writes Vᵀ (keys permuted within 32-key blocks) into `workspace`
- * (kiln_cuda_fp8_workspace bytes). Runs on sm_89 and newer (mma.sync e4m3). */
+ * (kiln_cuda_fp8_workspace bytes). Runs on sm_89 and newer (mma.sync e4m3); the wgmma variants
+ * on sm_90 only. KILN_FP8_VARIANT=name makes kiln_cuda_attention_fp8 use that variant. */
 #ifndef KILN_CUDA_ATTENTION_FP8_H
 #define KILN_CUDA_ATTENTION_FP8_H
 
@@ -26,7 +27,7 @@ typedef struct kiln_cuda_sdpa_fp8 {
     const float *q_scale, *k_scale, *v_scale;  /* device, one float each */
     void *out;                                  /* (b, n, s, h) at out + b*o_sb + n*o_sn + s*o_ss + h */
     int64_t o_sb, o_sn, o_ss;
-    int variant;        /* tile variant (0 = default), for tests and benchmarks */
+    int variant;        /* tile variant (0 = default, or KILN_FP8_VARIANT's), for tests and benchmarks */
     int p_unscaled;     /* ablation: round P to e4m3 without the 2^8 factor (benchmark only) */
 } kiln_cuda_sdpa_fp8;
 
@@ -40,6 +41,10 @@ size_t kiln_cuda_fp8_workspace(const kiln_cuda_sdpa_fp8 *d);
 int kiln_cuda_fp8_launch(const kiln_cuda_sdpa_fp8 *d, void *workspace, void *stream, char *name, size_t name_cap);
 /* Number of tile variants for head size H (0: none). */
 int kiln_cuda_fp8_variants(int H);
+/* Name of variant i for head size H (NULL if none), e.g. "128x64x4w_f16mma", "wgmma_wg2_bn128_occ1". */
+const char *kiln_cuda_fp8_variant_name(int H, int i);
+/* Index of the first variant from `from` on whose name contains part; -1 if none. */
+int kiln_cuda_fp8_variant_find(int H, const char *part, int from);
 
 /* Provider form: checks, takes the workspace and launches; fails with the blocker's reason. */
 kiln_status kiln_cuda_attention_fp8(kiln_cuda_provider *p, const kiln_cuda_sdpa_fp8 *d);

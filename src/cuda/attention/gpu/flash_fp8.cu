@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 namespace {
@@ -68,6 +69,20 @@ __global__ void __launch_bounds__(256) fp8_transpose_v(const uint8_t *__restrict
 extern "C" int kiln_cuda_fp8_variants(int H) {
     const kiln_fp8::Variant *vs;
     return variants_for(H, &vs);
+}
+
+extern "C" const char *kiln_cuda_fp8_variant_name(int H, int i) {
+    const kiln_fp8::Variant *vs;
+    const int nv = variants_for(H, &vs);
+    return i >= 0 && i < nv ? vs[i].name : nullptr;
+}
+
+extern "C" int kiln_cuda_fp8_variant_find(int H, const char *part, int from) {
+    const kiln_fp8::Variant *vs;
+    const int nv = variants_for(H, &vs);
+    for (int i = from < 0 ? 0 : from; part && i < nv; ++i)
+        if (strstr(vs[i].name, part)) return i;
+    return -1;
 }
 
 extern "C" const char *kiln_cuda_fp8_blocker(const kiln_cuda_sdpa_fp8 *d, int cc_major, int cc_minor) {
@@ -139,8 +154,19 @@ extern "C" kiln_status kiln_cuda_attention_fp8(kiln_cuda_provider *prov, const k
     const kiln_cuda_device_info *info = kiln_cuda_info(prov);
     const char *why = kiln_cuda_fp8_blocker(d, info->cc_major, info->cc_minor);
     if (why) return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "FP8 attention: %s", why);
+    // KILN_FP8_VARIANT=name picks a tile variant by its exact name (e.g. wgmma_wg2_bn128_occ1) for
+    // the head sizes that have it, so a model can be run on a candidate before it becomes the
+    // default; explicit variants (tests, benchmarks) are left alone.
+    kiln_cuda_sdpa_fp8 dv = *d;
+    const char *want = getenv("KILN_FP8_VARIANT");
+    if (want && *want && dv.variant == 0) {
+        const kiln_fp8::Variant *vs;
+        const int nv = variants_for(dv.H, &vs);
+        for (int i = 0; i < nv; ++i)
+            if (!strcmp(vs[i].name, want)) dv.variant = i;
+    }
     void *ws;
-    kiln_status s = kiln_cuda_workspace(prov, kiln_cuda_fp8_workspace(d), &ws);
+    kiln_status s = kiln_cuda_workspace(prov, kiln_cuda_fp8_workspace(&dv), &ws);
     if (s != KILN_OK) return s;
-    return kiln_cuda_check(kiln_cuda_fp8_launch(d, ws, kiln_cuda_stream(prov), nullptr, 0), "FP8 attention");
+    return kiln_cuda_check(kiln_cuda_fp8_launch(&dv, ws, kiln_cuda_stream(prov), nullptr, 0), "FP8 attention");
 }
