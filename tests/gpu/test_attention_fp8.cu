@@ -253,8 +253,8 @@ int main(int argc, char **argv) {
                 cases.push_back({1, 2, 1, 150, 300, H, 1, true, var, false, false});
                 cases.push_back({1, 1, 1, 70, 45, H, 1, false, var, true, true});
                 if (!quick) {
-                    cases.push_back({2, 2, 2, 600, 1100, H, 0, true, var, false, false});
-                    cases.push_back({1, 2, 1, 700, 700, H, 1, false, var, true, false});
+                    cases.push_back({2, 2, 2, 300, 700, H, 0, true, var, false, false});
+                    cases.push_back({1, 2, 1, 450, 450, H, 1, false, var, true, false});
                     cases.push_back({1, 8, 2, 1, 777, H, 0, true, var, false, true}); // decode-like: one row
                 }
             }
