@@ -59,6 +59,44 @@ def test_cuda_mha_fp8_vs_numpy(B, S, L, N, H, causal, out_type):
         assert rmse <= 0.02 * vrms, "run %d: rmse %.3g > 0.02 * rms(v) %.3g" % (attempt, rmse, vrms)
 
 
+def _compute_capability():
+    try:
+        import subprocess
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.split()
+        return out[0] if out else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# The Hopper wgmma variants, chosen through KILN_FP8_VARIANT (read at each call, so setting it
+# here reaches the provider): sm_90a code, compute capability 9.0 only.
+@pytest.mark.parametrize("variant", ["wgmma_wg2_bn128_occ1", "wgmma_wg2_bn64_occ1"])
+@pytest.mark.parametrize("B,S,L,N,H,causal", [(2, 37, 91, 2, 64, 0), (2, 300, 300, 2, 128, 1),
+                                              (1, 200, 457, 1, 256, 0), (1, 333, 333, 2, 256, 1),
+                                              (1, 64, 1000, 2, 96, 0)])
+def test_cuda_mha_fp8_wgmma_vs_numpy(monkeypatch, variant, B, S, L, N, H, causal):
+    if _compute_capability() != "9.0":
+        pytest.skip("the wgmma FP8 variants need compute capability 9.0")
+    if variant == "wgmma_wg2_bn64_occ1" and H <= 128:
+        pytest.skip("the 64-key wgmma tile exists for head size 256 only (an unknown name means the default)")
+    monkeypatch.setenv("KILN_FP8_VARIANT", variant)
+    rng = np.random.default_rng(hash((B, S, L, N, H, causal, variant)) & 0xFFFF)
+    m = F.fp8_model({"q": [B, S, N * H], "k": [B, L, N * H], "v": [B, L, N * H]}, N,
+                    attrs={"unidirectional": causal}, out_type=TensorProto.FLOAT16)
+    s = gpu_session(m)
+    assert dict(s.node_placement()).get("attn") == "CUDAExecutionProvider"
+    f = F.feeds_for(rng, B, S, L, N, H, H, outliers=True)
+    want = F.ref_for(f, N, 0.0, causal)
+    vmax = np.abs(F.quant(f["xv"], f["sv"])).max()
+    vrms = np.sqrt(np.mean(F.quant(f["xv"], f["sv"]) ** 2))
+    got = np.asarray(s.run(None, f)[0]).astype(np.float64)
+    assert not np.isnan(got).any()
+    err = np.abs(got - want)
+    assert (err <= 0.07 * vmax + 2.0 ** -7 * np.abs(want)).all(), "max error %.3g" % err.max()
+    assert np.sqrt(np.mean(err ** 2)) <= 0.02 * vrms
+
+
 def test_cuda_mha_fp8_cached_kv_4d():
     B, S, L, N, H = 2, 50, 77, 2, 64
     shapes = {"q": [B, S, N * H], "k": [B, N, L, H], "v": [B, N, L, H]}
