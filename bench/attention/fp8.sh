@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # FP8 (e4m3) attention forward (issue 13, item 4) in ONE device call, under 240 s:
 #   1. the kernel tests (test_attention_fp8: float64 oracle on the dequantised inputs, poisoned
-#      output and guard zone, head sizes 48..256, causal, GQA, S != T, both tile variants)
+#      output and guard zone, head sizes 48..256, causal, GQA, S != T, every tile variant: on an
+#      H100 also the wgmma ones, wgmma_wg2_bn*, which run on compute capability 9.0 only)
 #   2. the ONNX-level tests: tests/gpu/test_cuda_attention_fp8.py (the node on CUDA) and
 #      tests/test_attention_fp8.py (the CPU reference path and the error cases)
 #   3. compute-sanitizer memcheck over the kernel tests' small cases (--quick)
 #   4. bench_fp8: accuracy vs float32 on unquantised inputs (normal, outliers) and TFLOP/s at
-#      S = 1k..16k, H = 64/128/256, causal and not, next to kiln's fp16 kernels
+#      S = 1k..16k, H = 64/128/256, causal and not, next to kiln's fp16 kernels (column wgmma: the
+#      fastest wgmma variant; each one is listed after the table)
 # The binaries come from bench/attention/build_sweep.sh (run by scripts/gpu/stage.sh on the build
 # machine, packed in build-carry/attn.tar.xz): the GPU machine needs no compiler.
 #
