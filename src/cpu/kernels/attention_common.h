@@ -160,6 +160,16 @@ kiln_status kattn_ms_rotary_compute(kiln_ctx *ctx);
 kiln_status kattn_gqa_infer(kiln_ctx *ctx);
 kiln_status kattn_gqa_compute(kiln_ctx *ctx);
 
+/* ---- FP8 (float8e4m3fn) MultiHeadAttention (attention_fp8.c) ---- */
+int kattn_is_fp8(int dtype);
+/* Checks the FP8 form of the node (types, scale inputs 10-12, what FP8 does not support) and
+ * gives the output element type (attribute output_dtype: float16 or bfloat16). */
+kiln_status kattn_mha_fp8_check(kiln_ctx *ctx, int *out_dtype);
+/* The three scales when they are host-readable (else 0), each checked finite and positive. */
+kiln_status kattn_mha_fp8_scales(kiln_ctx *ctx, float sc[3]);
+/* Dequantises query/key/value and runs f32_compute (the float32 operator) on a shadow context. */
+kiln_status kattn_mha_fp8_compute(kiln_ctx *ctx, kiln_status (*f32_compute)(kiln_ctx *));
+
 /* Rotates, in place, the first rd entries of each head vector of x laid out (B, S, N, H)
  * contiguous: pairs (i, i + rd/2), or (2i, 2i + 1) when interleaved, by the angle whose cosine
  * and sine are row pos[b*S + s] of cosc / sinc ((rows, rd/2), positions already checked). */

@@ -34,12 +34,17 @@ static kiln_status parse(kiln_ctx *ctx, mha_cfg *c) {
     c->rpb = kiln_input(ctx, IN_RPB);
     c->past_k = kiln_input(ctx, IN_PAST_K);
     c->past_v = kiln_input(ctx, IN_PAST_V);
-    for (int i = MHA_INPUTS; i < ctx->n_in; i++)
-        if (kiln_input(ctx, i))
-            return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED,
-                             "MultiHeadAttention input %d is not supported (inputs 0-7 are)", i);
-    static const int fl_idx[] = {IN_Q, IN_K, IN_V, IN_BIAS, IN_RPB, IN_PAST_K, IN_PAST_V};
-    KILN_TRY(kattn_check_float_inputs(ctx, fl_idx, 7, &c->dtype));
+    if (kattn_is_fp8(t->dtype)) {
+        /* FP8: c->dtype is the output's type; the data is dequantised before parse() meets it */
+        KILN_TRY(kattn_mha_fp8_check(ctx, &c->dtype));
+    } else {
+        for (int i = MHA_INPUTS; i < ctx->n_in; i++)
+            if (kiln_input(ctx, i))
+                return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED,
+                                 "MultiHeadAttention input %d is not supported (inputs 0-7 are)", i);
+        static const int fl_idx[] = {IN_Q, IN_K, IN_V, IN_BIAS, IN_RPB, IN_PAST_K, IN_PAST_V};
+        KILN_TRY(kattn_check_float_inputs(ctx, fl_idx, 7, &c->dtype));
+    }
 
     int64_t N = kiln_attr_int(node, "num_heads", 0);
     if (N <= 0) return KILN_FAIL(ctx, KILN_ERR_INVALID_ARGUMENT, "num_heads must be > 0, got %lld", (long long)N);
@@ -188,7 +193,9 @@ static kiln_status parse(kiln_ctx *ctx, mha_cfg *c) {
 kiln_status kattn_mha_infer(kiln_ctx *ctx) {
     static const int ins[] = {IN_Q, IN_K, IN_V, IN_BIAS, IN_MASK, IN_RPB, IN_PAST_K, IN_PAST_V};
     const kiln_tensor *q = kiln_input(ctx, IN_Q);
-    if (kattn_static_unknown(ctx, ins, 8, q ? q->dtype : KILN_DTYPE_FLOAT)) return KILN_OK;
+    int odt = q ? q->dtype : KILN_DTYPE_FLOAT;
+    if (q && kattn_is_fp8(q->dtype)) KILN_TRY(kattn_mha_fp8_check(ctx, &odt));
+    if (kattn_static_unknown(ctx, ins, 8, odt)) return KILN_OK;
     mha_cfg c;
     KILN_TRY(parse(ctx, &c));
     int64_t od[3] = {c.B, c.S, c.Dv};
@@ -230,6 +237,8 @@ static kiln_status cache_kv(kiln_ctx *ctx, kattn_view *v, const kiln_tensor *pas
 }
 
 kiln_status kattn_mha_compute(kiln_ctx *ctx) {
+    const kiln_tensor *q0 = kiln_input(ctx, IN_Q);
+    if (q0 && kattn_is_fp8(q0->dtype)) return kattn_mha_fp8_compute(ctx, kattn_mha_compute);
     if (kattn_has_half(ctx)) return kattn_compute_as_f32(ctx, kattn_mha_compute);
     mha_cfg c;
     KILN_TRY(parse(ctx, &c));

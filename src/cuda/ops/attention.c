@@ -273,6 +273,8 @@ static void mha_sdpa(const mha_plan *m, char *base, kiln_cuda_sdpa *d, kiln_cuda
 }
 
 static kiln_status mha_compute(kiln_ctx *ctx) {
+    const kiln_tensor *q0 = kiln_input(ctx, 0);
+    if (q0 && q0->dtype == KILN_DTYPE_FLOAT8E4M3FN) return kattn_cuda_mha_fp8_compute(ctx);
     mha_plan m;
     KILN_TRY(mha_plan_make(ctx, &m));
     kiln_cuda_sdpa d;

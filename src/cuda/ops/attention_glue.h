@@ -11,6 +11,11 @@ const kiln_type *kattn_cuda_type(const kiln_node *n, const kiln_graph_value *con
 /* supports() of MultiHeadAttention, PackedMultiHeadAttention and Attention (attention_supports.c). */
 int kattn_cuda_mha_supports(const kiln_node *n, const kiln_graph_value *const *in,
                             const kiln_graph_value *const *out, char *why, size_t cap);
+/* The FP8 (float8e4m3fn) form of MultiHeadAttention (attention_fp8.c); mha_supports / the MHA
+ * compute hand over to these when query is float8e4m3fn. */
+int kattn_cuda_mha_fp8_supports(const kiln_node *n, const kiln_graph_value *const *in,
+                                const kiln_graph_value *const *out, char *why, size_t cap);
+kiln_status kattn_cuda_mha_fp8_compute(kiln_ctx *ctx);
 int kattn_cuda_packed_mha_supports(const kiln_node *n, const kiln_graph_value *const *in,
                                    const kiln_graph_value *const *out, char *why, size_t cap);
 int kattn_cuda_attention_supports(const kiln_node *n, const kiln_graph_value *const *in,

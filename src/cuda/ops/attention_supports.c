@@ -35,6 +35,7 @@ static int need_int32(const kiln_node *n, const kiln_graph_value *const *in, int
 
 int kattn_cuda_mha_supports(const kiln_node *n, const kiln_graph_value *const *in,
                         const kiln_graph_value *const *out, char *why, size_t cap) {
+    if (kiln_cuda_in_dtype(in, 0) == KILN_DTYPE_FLOAT8E4M3FN) return kattn_cuda_mha_fp8_supports(n, in, out, why, cap);
     /* float inputs: query, key, value, bias, relative_position_bias, past_key, past_value */
     if (!need_half(n, in, 0xEF, why, cap)) return 0;
     for (int i = 8; i < n->n_in; i++)

@@ -1,0 +1,21 @@
+// FP8 attention tile variants for head size 128 (a file per head size so that a parallel build
+// compiles them side by side). The first entry is the dispatcher's default; the _f16mma one multiplies
+// in fp16 (e4m3 kept in memory), for Hopper, where e4m3 mma.sync is not native; the wgmma_ ones
+// (flash_fp8_sm90.cuh, sm_90 only: elsewhere their launch fails) come last.
+#include "../flash_fp8.cuh"
+#include "../flash_fp8_sm90.cuh"
+
+namespace kiln_fp8 {
+
+static const Variant v128[] = {
+    KILN_FP8_VARIANT(128, 128, 64, 8),
+    KILN_FP8_VARIANT(128, 128, 64, 4),
+    KILN_FP8_VARIANT_F16(128, 128, 64, 4),
+    KILN_FP8_VARIANT_WGMMA(128, 128, 2, 1),
+};
+int variants_hd128(const Variant **out) {
+    *out = v128;
+    return (int)(sizeof v128 / sizeof v128[0]);
+}
+
+} // namespace kiln_fp8

@@ -1,0 +1,22 @@
+// FP8 attention tile variants for head size 256 (a file per head size so that a parallel build
+// compiles them side by side). The first entry is the dispatcher's default; the _f16mma one multiplies
+// in fp16 (e4m3 kept in memory), for Hopper, where e4m3 mma.sync is not native; the wgmma_ ones
+// (flash_fp8_sm90.cuh, sm_90 only: elsewhere their launch fails) come last.
+#include "../flash_fp8.cuh"
+#include "../flash_fp8_sm90.cuh"
+
+namespace kiln_fp8 {
+
+static const Variant v256[] = {
+    KILN_FP8_VARIANT(256, 128, 64, 8),
+    KILN_FP8_VARIANT(256, 64, 64, 4),
+    KILN_FP8_VARIANT_F16(256, 128, 64, 8),
+    KILN_FP8_VARIANT_WGMMA(256, 64, 2, 1),
+    KILN_FP8_VARIANT_WGMMA(256, 128, 2, 1),
+};
+int variants_hd256(const Variant **out) {
+    *out = v256;
+    return (int)(sizeof v256 / sizeof v256[0]);
+}
+
+} // namespace kiln_fp8
