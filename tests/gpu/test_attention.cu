@@ -337,6 +337,10 @@ static int run_case(kiln_cuda_provider *prov, const Case &c, std::string *msg) {
         d.out = out;
         d.o_sb = (int64_t)S * N * Hv, d.o_sn = Hv, d.o_ss = (int64_t)N * Hv;
         d.key_lens = a.key_lens;
+        if (c.bias) { // (B, N, S, T) as the reference reads it
+            d.bias = a.bias;
+            d.bias_ss = L, d.bias_sn = (int64_t)S * L, d.bias_sb = (int64_t)N * S * L;
+        }
         st = kiln_cuda_attention(prov, &d, &opts, &ch);
     } else {
         st = kiln_cuda_mha_forward(prov, &a, &opts, &ch);
@@ -461,9 +465,10 @@ static std::vector<Case> make_cases(bool quick) {
     // entry (K/V (B, L, N_kv, H)) and MultiHeadAttention's past/present (BNSH), with key lengths
     // (0 = all keys, 1, T, random), forced onto the decode kernel; one split (direct write) and many
     // (combine pass).
-    auto add_decode = [&](bool f16, int B, int N, int G, int H, int S, int T, int key_lens, int causal) {
+    auto add_decode = [&](bool f16, int B, int N, int G, int H, int S, int T, int key_lens, int causal,
+                          int bias = 0) {
         Case c;
-        c.f16 = f16, c.B = B, c.N = N, c.H = H, c.key_lens = key_lens, c.causal = causal;
+        c.f16 = f16, c.B = B, c.N = N, c.H = H, c.key_lens = key_lens, c.causal = causal, c.bias = bias;
         c.force = KILN_ATTN_KERNEL_DECODE;
         if (G > 1) {
             c.kv_group = G, c.S = S, c.L = T;
@@ -477,6 +482,7 @@ static std::vector<Case> make_cases(bool quick) {
             add_decode(f16, 2, 4, 2, 64, 1, 1000, 1, 0);
             add_decode(f16, 2, 4, 1, 128, 1, 200, 1, 0);
             add_decode(f16, 2, 8, 4, 128, 3, 777, 1, 1);
+            add_decode(f16, 2, 8, 4, 128, 1, 1500, 1, 0, 1);
         }
     }
     if (quick) {
@@ -712,6 +718,16 @@ static std::vector<Case> make_cases(bool quick) {
         add_decode(f16, 1, 16, 16, 200, 1, 9000, 0, 0);
         add_decode(f16, 2, 8, 8, 128, 1, 5, 1, 0);
         add_decode(f16, 2, 4, 4, 64, 3, 3, 0, 1);
+        // An additive bias (B, N, S, T) on the scores, on both kernels: one and two rows per KV
+        // head (CUDA cores, padded lanes at 80), grouped and speculative rows (tensor cores),
+        // with key lengths, the causal diagonal, one split and many.
+        add_decode(f16, 2, 4, 1, 64, 1, 1000, 1, 0, 1);
+        add_decode(f16, 2, 4, 2, 80, 1, 700, 1, 0, 1);
+        add_decode(f16, 2, 8, 4, 128, 1, 3000, 1, 0, 1);
+        add_decode(f16, 2, 4, 1, 128, 4, 2004, 0, 1, 1);
+        add_decode(f16, 3, 8, 8, 64, 1, 4099, 0, 0, 1);
+        add_decode(f16, 1, 16, 16, 256, 1, 9000, 1, 0, 1);
+        add_decode(f16, 2, 8, 8, 128, 1, 5, 1, 0, 1);
         // Longer sequences: accumulation over many key blocks.
         {
             Case c;

@@ -439,7 +439,7 @@ def _attention_case(B, S, Di, N, H, kind=F16, mask=None, past_len=0, uni=0, rpb=
 
 
 @pytest.mark.parametrize("case", ["plain", "lens", "uni", "past_decode", "past_prefill_uni", "rpb",
-                                  "mask2d_fallback", "bf16"])
+                                  "past_decode_rpb", "mask2d_fallback", "bf16"])
 def test_attention(case, capfd):
     B, S, Di, N, H = 2, 64, 256, 4, 64
     kw = {}
@@ -451,6 +451,8 @@ def test_attention(case, capfd):
         S, kw["past_len"], kw["uni"] = 1, 40, 1
     elif case == "past_prefill_uni":
         S, kw["past_len"], kw["uni"] = 6, 40, 1
+    elif case == "past_decode_rpb":  # one token, a cache and an additive bias: the decode kernel
+        S, kw["past_len"], kw["uni"], kw["rpb"] = 1, 300, 1, True
     elif case == "rpb":
         kw["rpb"] = True
     elif case == "mask2d_fallback":
@@ -470,6 +472,9 @@ def test_attention(case, capfd):
         assert not kernels(err), err
     elif case in ("plain", "uni", "bf16", "past_prefill_uni", "rpb"):
         assert ran_flash(err), err
+    if case == "past_decode_rpb":
+        ks = kernels(err)
+        assert ks and all(k.startswith("decode_splitkv") for k in ks), err
 
 
 def test_attention_fp16_vs_ort_float32(capfd):

@@ -22,8 +22,9 @@
  *  16-byte aligned pointers and strides, compute capability >= 8.0, no additive bias with packed
  *  batches.
  *  0. decode (split-KV, flash-decoding) when the query is a few rows per KV head against the
- *     keys: S <= KILN_DECODE_MAX_S, (N / N_kv)·S <= 64, no bias, no packed batches, H == H_v. It
- *     splits the keys over CTAs to fill the SMs and combines the partial results (workspace:
+ *     keys: S <= KILN_DECODE_MAX_S, (N / N_kv)·S <= 64, no packed batches, H == H_v; an additive
+ *     bias is added to the scores as flash adds it. It splits the keys over CTAs to fill the SMs
+ *     and combines the partial results (workspace:
  *     kiln_cuda_decode_workspace bytes from offset 0, as the unfused path). From 3 query rows per
  *     KV head (GQA groups, speculative queries) its scores and output run on tensor cores
  *     (decode_splitkv_mma), below that on CUDA cores.

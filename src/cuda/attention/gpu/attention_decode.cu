@@ -107,6 +107,7 @@ template <typename E, int L, int M> __global__ void __launch_bounds__(THREADS) d
     __shared__ float sp_[M][TK];              // scores, then probabilities
     __shared__ float s_m[M], s_l[M], s_alpha[M];
     __shared__ int s_lim[M];
+    __shared__ const E *s_bias[M]; // the row's additive scores over the keys, or NULL
     __shared__ __align__(16) float red[KG][HP]; // cross-key-group reduction of the output
 
     const int kv_limit = kiln_flash::key_limit(p, b, p.T);
@@ -121,7 +122,12 @@ template <typename E, int L, int M> __global__ void __launch_bounds__(THREADS) d
             if (lim < 0) lim = 0;
         }
         maxlim = max(maxlim, lim);
-        if (tid == 0) s_lim[m] = lim, s_m[m] = -INFINITY, s_l[m] = 0.f;
+        if (tid == 0) {
+            s_lim[m] = lim, s_m[m] = -INFINITY, s_l[m] = 0.f;
+            s_bias[m] = p.bias && r < R ? static_cast<const E *>(p.bias) + (int64_t)b * p.bias_sb +
+                                              (int64_t)(kvh * G + r / S) * p.bias_sn + (int64_t)(r % S) * p.bias_ss
+                                        : nullptr;
+        }
     }
     const E *qg = static_cast<const E *>(p.q) + (int64_t)b * p.q_sb;
     for (int i = tid; i < M * HP; i += THREADS) {
@@ -176,7 +182,12 @@ template <typename E, int L, int M> __global__ void __launch_bounds__(THREADS) d
             }
             int row;
             const float d = group_reduce<L, M>(dots, c, row);
-            if (c % (L / M) == 0) sp_[row][kidx] = key < k_end && key < s_lim[row] ? d : -INFINITY;
+            if (c % (L / M) == 0) {
+                const bool vis = key < k_end && key < s_lim[row];
+                // Scores are in log2 units here (Q carries scale·log2 e), so the bias takes log2 e.
+                const float bias = vis && s_bias[row] ? load1(s_bias[row] + key) * 1.4426950408889634f : 0.f;
+                sp_[row][kidx] = vis ? d + bias : -INFINITY;
+            }
         }
         __syncthreads();
         // Online softmax over the tile, one warp per row.
@@ -442,7 +453,6 @@ extern "C" const char *kiln_cuda_decode_blocker(const kiln_cuda_sdpa *d) {
     if (nkv <= 0 || d->N % nkv) return "head counts";
     if ((int64_t)(d->N / nkv) * d->S > 64) return "more than 64 query rows per KV head";
     if (d->cu_seqlens_q || d->cu_seqlens_k) return "packed batches";
-    if (d->bias) return "additive bias";
     if (d->H != d->Hv || d->H % 8 || d->H > 256) return "head size";
     if (d->dtype != KILN_DTYPE_FLOAT16 && d->dtype != KILN_DTYPE_BFLOAT16) return "dtype";
     return "";

@@ -87,6 +87,16 @@ template <typename E, int HD> __device__ __forceinline__ void decode_mma_body(co
     const int k_end = min(k_begin + a.chunk, maxlim);
     const int row_in_tile = lane >> 2; // and row_in_tile + 8
     const int lim[2] = {min(row_limit(row_in_tile), k_end), min(row_limit(row_in_tile + 8), k_end)};
+    // Each of the lane's two rows' additive scores over the keys (GPT-2's causal mask exported as
+    // a bias, relative positions), in the units of Q·Kᵀ like flash_fwd.cuh's; NULL without one.
+    const E *brow[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int r = rg * MMA_ROWS + row_in_tile + 8 * h;
+        brow[h] = p.bias && r < R ? static_cast<const E *>(p.bias) + (int64_t)b * p.bias_sb +
+                                        (int64_t)(kvh * G + r / S) * p.bias_sn + (int64_t)(r % S) * p.bias_ss
+                                  : nullptr;
+    }
 
     const int ntiles = k_end > k_begin ? (k_end - k_begin + BN - 1) / BN : 0;
     const int count = ntiles > warp ? (ntiles - warp + NW - 1) / NW : 0;
@@ -149,15 +159,19 @@ template <typename E, int HD> __device__ __forceinline__ void decode_mma_body(co
                 Mma<E>::run(s[2 * np + 1], aq, bk[2], bk[3]);
             }
         }
-        // Keys past a row's limit (key length, causal diagonal, end of this slice) and padding rows.
+        // Keys past a row's limit (key length, causal diagonal, end of this slice) and padding rows;
+        // the bias is read only where the key is visible.
         const int col0 = key0 + 2 * (lane & 3);
 #pragma unroll
         for (int t = 0; t < NT; ++t)
 #pragma unroll
             for (int h = 0; h < 2; ++h)
 #pragma unroll
-                for (int e = 0; e < 2; ++e)
-                    if (col0 + t * 8 + e >= lim[h]) s[t][2 * h + e] = -INFINITY;
+                for (int e = 0; e < 2; ++e) {
+                    const int col = col0 + t * 8 + e;
+                    if (col >= lim[h]) s[t][2 * h + e] = -INFINITY;
+                    else if (brow[h]) s[t][2 * h + e] += kiln_flash::to_f32(brow[h][col]) * p.inv_scale;
+                }
 
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
