@@ -295,6 +295,27 @@ def test_mha_relative_position_bias_flash(bdim, capfd):
     assert ran_flash(err), err
 
 
+@pytest.mark.parametrize("bdim", [1, 2])
+def test_mha_decode_with_bias_takes_the_decode_kernel(bdim, capfd):
+    """One query token against a cache, with an additive bias (GPT-2's causal mask as exported,
+    relative positions): the split-KV decode kernel adds it to the scores as flash does."""
+    B, P, N, H = 2, 300, 4, 64
+    q, k, v = rnd(B, 1, N * H), rnd(B, 1, N * H), rnd(B, 1, N * H)
+    pk, pv, rpb = rnd(B, N, P, H), rnd(B, N, P, H), rnd(bdim, N, 1, P + 1)
+    m = make_model("MultiHeadAttention", [("q", None, q.shape), ("k", None, k.shape), ("v", None, v.shape),
+                                          ("", None, None), ("", None, None), ("rpb", None, rpb.shape),
+                                          ("pk", None, pk.shape), ("pv", None, pv.shape)],
+                   [("out", None)], {"num_heads": N})
+    feeds = {n: feed(x, F16) for n, x in (("q", q), ("k", k), ("v", v), ("rpb", rpb), ("pk", pk), ("pv", pv))}
+    (out,), err = run_kiln(m, feeds, capfd)
+    K = np.concatenate([quant(pk, F16), bnsh(quant(k, F16), N)], 2)
+    V = np.concatenate([quant(pv, F16), bnsh(quant(v, F16), N)], 2)
+    ref = ref_sdpa(bnsh(quant(q, F16), N), K, V, H ** -0.5, bias=quant(rpb, F16))
+    assert rel_err(out, ref) <= TOL[F16]
+    ks = kernels(err)
+    assert ks and all(k.startswith("decode_splitkv") for k in ks), err
+
+
 def test_mha_2d_mask_falls_back(capfd):
     B, S, L, N, H = 2, 24, 32, 2, 64
     q, k, v = rnd(B, S, N * H), rnd(B, L, N * H), rnd(B, L, N * H)
@@ -439,7 +460,7 @@ def _attention_case(B, S, Di, N, H, kind=F16, mask=None, past_len=0, uni=0, rpb=
 
 
 @pytest.mark.parametrize("case", ["plain", "lens", "uni", "past_decode", "past_prefill_uni", "rpb",
-                                  "past_decode_rpb", "mask2d_fallback", "bf16"])
+                                  "mask2d_fallback", "bf16"])
 def test_attention(case, capfd):
     B, S, Di, N, H = 2, 64, 256, 4, 64
     kw = {}
@@ -451,8 +472,6 @@ def test_attention(case, capfd):
         S, kw["past_len"], kw["uni"] = 1, 40, 1
     elif case == "past_prefill_uni":
         S, kw["past_len"], kw["uni"] = 6, 40, 1
-    elif case == "past_decode_rpb":  # one token, a cache and an additive bias: the decode kernel
-        S, kw["past_len"], kw["uni"], kw["rpb"] = 1, 300, 1, True
     elif case == "rpb":
         kw["rpb"] = True
     elif case == "mask2d_fallback":
@@ -472,9 +491,6 @@ def test_attention(case, capfd):
         assert not kernels(err), err
     elif case in ("plain", "uni", "bf16", "past_prefill_uni", "rpb"):
         assert ran_flash(err), err
-    if case == "past_decode_rpb":
-        ks = kernels(err)
-        assert ks and all(k.startswith("decode_splitkv") for k in ks), err
 
 
 def test_attention_fp16_vs_ort_float32(capfd):

@@ -154,16 +154,22 @@ extern "C" kiln_status kiln_cuda_attention_fp8(kiln_cuda_provider *prov, const k
     const kiln_cuda_device_info *info = kiln_cuda_info(prov);
     const char *why = kiln_cuda_fp8_blocker(d, info->cc_major, info->cc_minor);
     if (why) return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "FP8 attention: %s", why);
-    // KILN_FP8_VARIANT=name picks a tile variant by its exact name (e.g. wgmma_wg2_bn128_occ1) for
-    // the head sizes that have it, so a model can be run on a candidate before it becomes the
-    // default; explicit variants (tests, benchmarks) are left alone.
+    // Explicit variants (tests, benchmarks) are left alone. Otherwise KILN_FP8_VARIANT=name picks a
+    // tile by its exact name (e.g. mma_... to compare) for the head sizes that have it; else, on
+    // Hopper, the wgmma tile: e4m3 mma.sync is not native there (it runs through fp16), and on an
+    // H100 (bench/attention/fp8.sh, S = 1k..16k, H = 64/128/256, causal and not) the wgmma tile
+    // ran 1.2-3.2x the best mma.sync tile on every row, the 128-key one ahead of the 64-key one at 256.
+    // Ada (8.9) keeps the native mma.sync tile.
     kiln_cuda_sdpa_fp8 dv = *d;
     const char *want = getenv("KILN_FP8_VARIANT");
-    if (want && *want && dv.variant == 0) {
+    if (dv.variant == 0 && want && *want) {
         const kiln_fp8::Variant *vs;
         const int nv = variants_for(dv.H, &vs);
         for (int i = 0; i < nv; ++i)
             if (!strcmp(vs[i].name, want)) dv.variant = i;
+    } else if (dv.variant == 0 && info->cc_major == 9) {
+        const int wi = kiln_cuda_fp8_variant_find(dv.H, "wgmma_wg2_bn128", 0);
+        if (wi >= 0) dv.variant = wi;
     }
     void *ws;
     kiln_status s = kiln_cuda_workspace(prov, kiln_cuda_fp8_workspace(&dv), &ws);
