@@ -371,10 +371,7 @@ static int dw_planes_f32(const kconv_geom *g, const float *x, const float *w, co
         float b = bias ? bias[m] : 0.0f;
         if (pitched_is_dense) {
             run((int)ntaps, src, wp, b, yp, 1, p.pitched, 0, 0);
-        } else if (p.OW >= 48) {
-            /* rows long enough for three or four accumulators: write each in place. A 28-wide
-             * row ran as two vectors, two dependent FMA chains through every tap (5x5 on 28x28
-             * at half the speed of the pitched run below) */
+        } else if (p.OW >= 24) { /* rows long enough to vectorise: write each in place */
             run((int)ntaps, src, wp, b, yp, p.OH, p.OW, p.Wq, p.OW);
         } else { /* small maps: one pitched run, then drop the throwaway columns */
             run((int)ntaps, src, wp, b, O, 1, p.pitched, 0, 0);
