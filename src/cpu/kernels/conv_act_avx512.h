@@ -1,5 +1,5 @@
-/* FusedConv's piecewise-linear activations on a register of 16 outputs, for kernels that still
- * hold their results in registers (channel-lane tiles before their transpose). Calling
+/* FusedConv's piecewise-linear activations on a register of 16 outputs, for kernels that apply
+ * them on the way out of a transpose (channel-lane tiles, 16-channel depthwise blocks). Calling
  * kconv_apply_act once per output row instead cost as much as the product itself where rows are
  * short: a 7x7 map's 160 -> 960 expansion with HardSwish spent 30% of its time there. Same
  * formulas as conv_geom.c's vector loop, so a value does not depend on which path it took. */

@@ -12,8 +12,6 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define DW_HAVE_AVX2 1
-#endif
-#if defined(__GNUC__) && defined(__x86_64__)
 #include "conv_act_avx512.h"
 #endif
 
