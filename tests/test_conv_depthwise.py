@@ -160,6 +160,54 @@ def test_depthwise_same_bits_any_thread_count():
             assert np.array_equal(o, outs[0])
 
 
+# the blocked kernel's row bands: with fewer 16-channel blocks than two per thread (batch 1 on
+# many threads) it also cuts the output rows; every band interleaves its own input rows (pads,
+# strides and dilation at the band edges), and no thread count changes a value
+BAND_CASES = [
+    ((1, 200, 14, 14), (3, 3), {"pads": [1, 1, 1, 1]}),
+    ((1, 40, 14, 14), (5, 5), {"strides": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((1, 33, 15, 13), (3, 3), {"pads": [0, 1, 2, 1]}),
+    ((2, 20, 11, 9), (3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((1, 17, 7, 7), (5, 5), {"pads": [2, 2, 2, 2]}),
+    ((1, 48, 28, 28), (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+]
+
+
+@pytest.mark.parametrize("xs,ks,attrs", BAND_CASES, ids=[f"{c[0]}k{c[1][0]}" for c in BAND_CASES])
+@pytest.mark.parametrize("act", [None, ("HardSwish", {}, []), ("Relu", {}, [])], ids=lambda a: a[0] if a else "none")
+@pytest.mark.parametrize("residual", [False, True], ids=["", "z"])
+def test_depthwise_row_bands(xs, ks, attrs, act, residual):
+    m, feeds = dw_model(xs, ks, attrs, True, residual, act)
+    outs = []
+    for threads in (1, 2, 3, 16):
+        got, want, _ = run_both(m, feeds, threads)
+        assert_same(got, want, what=f"threads {threads}", **tol(ks))
+        outs.append(got)
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+
+
+def test_depthwise_row_bands_are_used():
+    """At 16 threads a 200-channel 14x14 layer (13 blocks) runs in more items than blocks."""
+    import subprocess
+    m, feeds = dw_model((1, 200, 14, 14), (3, 3), {"pads": [1, 1, 1, 1]}, True, False, None)
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[3]); from util import run_kiln;"
+            "run_kiln(open(sys.argv[1], 'rb').read(), {'x': np.load(sys.argv[2])}, threads=16)")
+    import tempfile
+    d = tempfile.mkdtemp()
+    mp, xp = os.path.join(d, "m.onnx"), os.path.join(d, "x.npy")
+    open(mp, "wb").write(m.SerializeToString())
+    np.save(xp, feeds["x"])
+    r = subprocess.run([sys.executable, "-c", code, mp, xp, os.path.dirname(os.path.abspath(__file__))],
+                       capture_output=True, text=True,
+                       env=dict(os.environ, KILN_DEBUG_PARTITION="1"))
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "path=depthwise-blocked" in ln]
+    assert len(lines) == 1
+    items = int(lines[0].split("items=")[1].split()[0])
+    assert items > 13
+
+
 # ---- the squeeze-excite pool: float32 GlobalAveragePool ----
 
 @pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 5, 7, 7), (1, 4, 14, 14), (3, 2, 15), (1, 3, 63), (1, 2, 64),

@@ -454,6 +454,56 @@ def test_lanes_weight_as_input_and_repeat_runs():
             assert_same(s.run(None, feeds)[0], want, **tol(F32, int(np.prod(ws[1:]))))
 
 
+# MobileNetV3's expansions and projections on 7x7 and 14x14 maps, as graphs (Conv [-> Add z]
+# [-> activation]) that kiln fuses: the channel-lane kernel applies the activation to its channel
+# vectors before the transpose where no residual comes between, after the store where one does.
+# ORT's FusedConv has no HardSwish, so ORT runs the unfused graph.
+LANES_ACT_CASES = [
+    ((1, 160, 7, 7), (960, 160, 1, 1), {}),
+    ((3, 256, 7, 7), (200, 256, 1, 1), {}),                                # a 16-channel last block
+    ((2, 480, 14, 14), (112, 480, 1, 1), {}),
+    ((2, 64, 13, 11), (48, 64, 3, 3), {"pads": [1, 1, 1, 1]}),           # padded copy, 3x3
+]
+GRAPH_ACTS = [("HardSwish", {}), ("HardSigmoid", {"alpha": 0.2, "beta": 0.5}), ("Relu", {}),
+              ("LeakyRelu", {"alpha": 0.1}), ("Sigmoid", {})]
+
+
+def conv_act_graph(rng, xs, ws, attrs, act, residual):
+    x, w, b = rand(rng, xs), rand(rng, ws, low=-0.5, high=0.5), rand(rng, (ws[0],))
+    ys = run_ort(*conv_model(x, w, b, attrs))[0].shape
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, xs)]
+    feeds, last = {"x": x}, "c"
+    if residual:
+        feeds["z"] = rand(rng, ys)
+        inputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ys))
+        nodes.append(helper.make_node("Add", ["c", "z"], ["s"]))
+        last = "s"
+    nodes.append(helper.make_node(act[0], [last], ["y"], **act[1]))
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m, feeds
+
+
+@pytest.mark.parametrize("xs,ws,attrs", LANES_ACT_CASES)
+@pytest.mark.parametrize("act", GRAPH_ACTS, ids=lambda a: a[0])
+@pytest.mark.parametrize("residual", [False, True], ids=["", "z"])
+def test_lanes_activation_graph(xs, ws, attrs, act, residual):
+    m, feeds = conv_act_graph(np.random.default_rng(94), xs, ws, attrs, act, residual)
+    assert lanes_paths(m, feeds, 2) == ["direct-lanes"]
+    want = run_ort(m, feeds)[0]
+    outs = []
+    for threads in (1, 2, 3, 16):
+        s = kiln.InferenceSession(m.SerializeToString(), threads=threads)
+        outs.append(s.run(None, feeds)[0])
+        assert_same(outs[-1], want, what=f"threads {threads}", rtol=1e-4, atol=1e-4)
+        assert s.plan_stats()["nodes"] == 1  # Conv, Add and the activation ran as one node
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+
+
 # ---- separable MaxPool / AveragePool ----
 
 SEP_POOL_CASES = [

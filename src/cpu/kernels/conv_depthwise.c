@@ -12,6 +12,7 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define DW_HAVE_AVX2 1
+#include "conv_act_avx512.h"
 #endif
 
 int kconv_depthwise_ok(const kconv_geom *g) {
@@ -428,12 +429,14 @@ __attribute__((target("avx512f"), always_inline)) static inline void tr16x16(__m
     }
 }
 
-/* Blocks [b0, b1) of the N * ceil(C / 16) channel blocks, each with its epilogue. Returns -1 when
- * out of memory. */
+/* Items [b0, b1) of the N * ceil(C / 16) channel blocks, each cut into rsplit bands of output
+ * rows (item = block * rsplit + band), with their epilogue. A band interleaves only the input
+ * rows its outputs read. Returns -1 when out of memory. */
 __attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g, const float *x,
                                                             const float *w, const float *bias,
                                                             const float *z, const kconv_act *act,
-                                                            float *y, int64_t b0, int64_t b1) {
+                                                            float *y, int64_t rsplit, int64_t b0,
+                                                            int64_t b1) {
     dw_plan p;
     dw_make_plan(g, &p);
     int64_t Hp = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
@@ -442,18 +445,24 @@ __attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g
     int64_t opad = (g->out_size + 15) / 16 * 16;
     /* the map, then 16 positions of slack for the interleave's whole-vector stores */
     int64_t nmap = (Hp * Wp + 16) * 16;
-    float *P = aligned_alloc(64, sizeof(float) * (size_t)(nmap + ntaps * 16 + opad * 16));
+    /* a band's last 16 positions may start anywhere: 16 more positions of slack */
+    float *P = aligned_alloc(64, sizeof(float) * (size_t)(nmap + ntaps * 16 + (opad + 16) * 16));
     if (!P) return -1;
     float *W16 = P + nmap;
     float *O = W16 + ntaps * 16; /* outputs, [position][16 channels], transposed back at the end */
-    memset(O + g->out_size * 16, 0, sizeof(float) * (size_t)((opad - g->out_size) * 16));
+    memset(O + g->out_size * 16, 0, sizeof(float) * (size_t)((opad + 16 - g->out_size) * 16));
     memset(P, 0, sizeof(float) * (size_t)nmap); /* the padding stays zero */
     int64_t toff[64];
     int use_toff = ntaps <= 64;
+    kconv_actv av = kconv_actv_make(act);
+    int act_regs = act && av.mode != KACTV_OTHER && av.mode != KACTV_NONE;
+    int act_after = act && av.mode == KACTV_OTHER;
     for (int64_t ky = 0; ky < p.KH && use_toff; ky++)
         for (int64_t kx = 0; kx < p.KW; kx++)
             toff[ky * p.KW + kx] = ((ky * p.dh) * Wp + kx * p.dw) * 16;
-    for (int64_t b = b0; b < b1; b++) {
+    for (int64_t it = b0; it < b1; it++) {
+        int64_t b = it / rsplit, band = it % rsplit;
+        int64_t oy0 = band * p.OH / rsplit, oy1 = (band + 1) * p.OH / rsplit;
         int64_t n = b / cblocks, c0 = (b % cblocks) * 16;
         int64_t lanes = g->C - c0 < 16 ? g->C - c0 : 16;
         __mmask16 lm = (__mmask16)(lanes >= 16 ? 0xffff : (1u << lanes) - 1);
@@ -461,7 +470,10 @@ __attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g
         float *yb = y + (n * g->M + c0) * g->out_size;
         /* interleave: 16 pixels of a row from each of the 16 planes, transposed in registers */
         int64_t iw = p.IW < Wp - p.pl ? p.IW : Wp - p.pl;
-        for (int64_t iy = 0; iy < p.IH; iy++) {
+        int64_t iy0 = oy0 * p.sh - p.pt, iy1 = (oy1 - 1) * p.sh + (p.KH - 1) * p.dh - p.pt + 1;
+        if (iy0 < 0) iy0 = 0;
+        if (iy1 > p.IH) iy1 = p.IH;
+        for (int64_t iy = iy0; iy < iy1; iy++) {
             int64_t py = iy + p.pt;
             if (py >= Hp) break;
             for (int64_t ix = 0; ix < iw; ix += 16) {
@@ -491,8 +503,22 @@ __attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g
             for (int64_t k = 0; k < cnt; k++) _mm512_store_ps(W16 + (t0 + k) * 16, r[k]);
         }
         __m512 vb = bias ? _mm512_maskz_loadu_ps(lm, bias + c0) : _mm512_setzero_ps();
-        for (int64_t oy = 0; oy < p.OH; oy++) {
+        /* The next block's planes are one contiguous run of NCHW input; fetched while this block
+         * computes, its interleave no longer waits on memory (at batch 8 the layer's input is
+         * past L2, and the 16 plane-strided loads of a row missed in turn: a sixth of the time). */
+        const float *nx = band == rsplit - 1 && it + 1 < b1
+                              ? x + ((b + 1) / cblocks * g->C + (b + 1) % cblocks * 16) * g->in_size
+                              : NULL;
+        int64_t nlines = 0, pf_per_row = 0, pf = 0;
+        if (nx) {
+            int64_t nl = g->C - (b + 1) % cblocks * 16 < 16 ? g->C - (b + 1) % cblocks * 16 : 16;
+            nlines = (nl * g->in_size * (int64_t)sizeof(float) + 63) / 64;
+            pf_per_row = (nlines + (oy1 - oy0) - 1) / (oy1 - oy0);
+        }
+        for (int64_t oy = oy0; oy < oy1; oy++) {
             const float *prow = P + (oy * p.sh) * Wp * 16;
+            for (int64_t e = pf + pf_per_row; pf < e && pf < nlines; pf++)
+                _mm_prefetch((const char *)nx + pf * 64, _MM_HINT_T0);
             int64_t ox = 0;
             /* 4 positions at a time, so four independent FMA chains; the last group of a row
              * repeats its final position (same value written twice) rather than falling back to
@@ -519,17 +545,26 @@ __attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g
                 _mm512_store_ps(orow + x3 * 16, a3);
             }
         }
-        for (int64_t q = 0; q < g->out_size; q += 16) {
-            int64_t cnt = g->out_size - q < 16 ? g->out_size - q : 16;
+        int64_t q1 = oy1 * p.OW;
+        for (int64_t q = oy0 * p.OW; q < q1; q += 16) {
+            int64_t cnt = q1 - q < 16 ? q1 - q : 16;
             __mmask16 pm = (__mmask16)(cnt >= 16 ? 0xffff : (1u << cnt) - 1);
             __m512 r[16];
             for (int k = 0; k < 16; k++) r[k] = _mm512_load_ps(O + (q + k) * 16);
             tr16x16(r);
-            for (int64_t c = 0; c < lanes; c++) _mm512_mask_storeu_ps(yb + c * g->out_size + q, pm, r[c]);
+            /* residual and activation on the registers on their way out, rather than a second
+             * pass over each plane (a call per 196-value plane of a 14x14 map) */
+            for (int64_t c = 0; c < lanes; c++) {
+                float *yc = yb + c * g->out_size + q;
+                __m512 v = r[c];
+                if (z) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(pm, z + (yc - y)));
+                if (act_regs) v = kconv_actv_apply(&av, v);
+                _mm512_mask_storeu_ps(yc, pm, v);
+            }
         }
-        for (int64_t c = 0; (z || act) && c < lanes; c++) {
-            int64_t off = (n * g->M + c0 + c) * g->out_size;
-            dw_epilogue(y + off, z ? z + off : NULL, act, g->out_size);
+        for (int64_t c = 0; act_after && c < lanes; c++) {
+            int64_t off = (n * g->M + c0 + c) * g->out_size + oy0 * p.OW;
+            dw_epilogue(y + off, NULL, act, (oy1 - oy0) * p.OW);
         }
     }
     free(P);
@@ -538,7 +573,8 @@ __attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g
 #else
 static int dw_blocked_ok(const kconv_geom *g) { return 0; }
 static int dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
-                          const float *z, const kconv_act *act, float *y, int64_t b0, int64_t b1) {
+                          const float *z, const kconv_act *act, float *y, int64_t rsplit, int64_t b0,
+                          int64_t b1) {
     return -1;
 }
 #endif
@@ -574,12 +610,13 @@ typedef struct dw_job {
     const float *x, *w, *bias, *z;
     const kconv_act *act; /* NULL when there is none */
     float *y;
+    int64_t rsplit; /* row bands per channel block (blocked kernel) */
     volatile int failed;
 } dw_job;
 
 static void dw_blocked_run(void *arg, int64_t b0, int64_t b1) {
     dw_job *j = arg;
-    if (dw_blocked_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, b0, b1)) j->failed = 1;
+    if (dw_blocked_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, j->rsplit, b0, b1)) j->failed = 1;
 }
 
 static void dw_pointwise_run(void *arg, int64_t q0, int64_t q1) {
@@ -602,18 +639,57 @@ static void dw_planes_run(void *arg, int64_t q0, int64_t q1) {
     if (dw_planes_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, q0, q1)) j->failed = 1;
 }
 
+/* per-item work for the partition report: a plane, or a block of up to 16 planes */
+static double dw_plane_cost(const void *arg, int64_t it) {
+    const kconv_geom *g = ((const dw_job *)arg)->g;
+    (void)it;
+    return (double)g->out_size * g->k_size;
+}
+
+static double dw_block_cost(const void *arg, int64_t it) {
+    const dw_job *j = arg;
+    const kconv_geom *g = j->g;
+    int64_t cb = (g->C + 15) / 16, c0 = it / j->rsplit % cb * 16;
+    return (double)(g->C - c0 < 16 ? g->C - c0 : 16) * g->out_size * g->k_size / (double)j->rsplit;
+}
+
+static void dw_report(kiln_ctx *ctx, const char *path, const dw_job *j, int64_t items,
+                      int64_t grain, double (*cost)(const void *, int64_t)) {
+    if (kconv_debug_partition())
+        kconv_report_partition(path, j->g, kiln_num_threads(ctx), items, grain, cost, j, 1.0);
+}
+
 kiln_status kconv_depthwise_run(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                                 const float *bias, const float *z, const kconv_act *act, float *y) {
-    dw_job j = {g, x, w, bias, z, act && act->kind != KACT_NONE ? act : NULL, y, 0};
+    dw_job j = {g, x, w, bias, z, act && act->kind != KACT_NONE ? act : NULL, y, 1, 0};
     int64_t planes = g->N * g->M;
     double work = (double)planes * g->out_size * g->k_size;
+    /* Serial time estimates (ns) for the pool's grain, from MobileNetV3's layers at one thread
+     * (AVX-512 VM): the blocked kernel runs about 8 multiply-adds per ns with its transposes, not
+     * the 60 assumed before (a 14x14 layer of 208 channels, 46 us, was cut into 4 chunks and
+     * left 12 of 16 threads idle at batch 1); the plane kernel about 20, plus the copy of every
+     * input value (the whole input of a stride-2 layer, four times its output). */
+    double plane_ns = work / 20.0 + (double)g->N * g->C * g->in_size * 0.25;
     if (dw_pointwise(g)) {
         kiln_parallel_for(ctx, planes, kpar_grain(planes, (double)planes * g->out_size / 4.0), dw_pointwise_run, &j);
     } else if (dw_blocked_ok(g)) {
-        int64_t blocks = g->N * ((g->C + 15) / 16);
-        kiln_parallel_for(ctx, blocks, kpar_grain(blocks, work / 60.0), dw_blocked_run, &j);
+        /* Fewer channel blocks than two per thread (batch 1 on many threads: 13 blocks of a
+         * 208-channel layer for 16 threads) also cut the rows into bands, of two rows at least:
+         * a band repeats only its kernel's extra input rows. */
+        int64_t blocks = g->N * ((g->C + 15) / 16), nt = kiln_num_threads(ctx);
+        int64_t OH = g->nd == 2 ? g->out[0] : 1;
+        if (blocks < 2 * nt && OH >= 4) {
+            j.rsplit = (2 * nt + blocks - 1) / blocks;
+            if (j.rsplit > OH / 2) j.rsplit = OH / 2;
+        }
+        int64_t items = blocks * j.rsplit;
+        int64_t grain = kpar_grain(items, work / 8.0);
+        dw_report(ctx, "depthwise-blocked", &j, items, grain, dw_block_cost);
+        kiln_parallel_for(ctx, items, grain, dw_blocked_run, &j);
     } else {
-        kiln_parallel_for(ctx, planes, kpar_grain(planes, work / 20.0), dw_planes_run, &j);
+        int64_t grain = kpar_grain(planes, plane_ns);
+        dw_report(ctx, "depthwise-planes", &j, planes, grain, dw_plane_cost);
+        kiln_parallel_for(ctx, planes, grain, dw_planes_run, &j);
     }
     return j.failed ? KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory in depthwise conv")
                     : KILN_OK;

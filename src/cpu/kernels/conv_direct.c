@@ -14,6 +14,7 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
+#include "conv_act_avx512.h"
 
 #define DMR KGEMM_MR
 #define DNR 32
@@ -716,7 +717,11 @@ __attribute__((target("avx512f"))) static void lanes_run(void *arg, int64_t i0, 
     const ljob *j = arg;
     const kconv_geom *g = j->g;
     float tile[LNP * LMB];
-    int act = j->act && j->act->kind != KACT_NONE, relu = act && j->act->kind == KACT_RELU && !j->z;
+    /* residual and activation on the transposed registers on their way out: a call per output
+     * channel and tile (12 values) cost as much as the product where the rows are short */
+    kconv_actv av = kconv_actv_make(j->act);
+    int act_regs = av.mode != KACTV_OTHER && av.mode != KACTV_NONE;
+    int act_after = av.mode == KACTV_OTHER;
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t it = i0; it < i1; it++) {
         int64_t s = it % j->segs, rest = it / j->segs;
@@ -732,8 +737,8 @@ __attribute__((target("avx512f"))) static void lanes_run(void *arg, int64_t i0, 
                           oy * j->rstride + x0;
         const float *wb = j->wl + grp * j->Mp * j->K + mb * j->K;
         lanes_dispatch(wb, j->K, j->offs, xb, tile, (int)np, (int)mv);
-        /* bias (and Relu when nothing comes between) on the channel vectors, then each 16
-         * channels x 16 positions go to the output planes through one transpose */
+        /* bias on the channel vectors, then each 16 channels x 16 positions go to the output
+         * planes through one transpose */
         int64_t n = j->n0 + in, p0 = oy * j->rowlen + x0;
         __mmask16 st = (__mmask16)((1u << np) - 1);
         for (int64_t v = 0; v < mv; v++) {
@@ -744,16 +749,16 @@ __attribute__((target("avx512f"))) static void lanes_run(void *arg, int64_t i0, 
                                 : zero;
             __m512 r[16];
             for (int64_t i = 0; i < 16; i++) {
-                __m512 t = i < np ? _mm512_add_ps(_mm512_loadu_ps(tile + i * LMB + m0), bv) : zero;
-                if (relu) t = _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(t, zero, _CMP_LT_OQ), zero);
-                r[i] = t;
+                r[i] = i < np ? _mm512_add_ps(_mm512_loadu_ps(tile + i * LMB + m0), bv) : zero;
             }
             transpose16(r);
             for (int64_t m = 0; m < mc; m++) {
                 float *yr = j->y + (n * g->M + grp * j->Mg + mb + m0 + m) * g->out_size + p0;
-                _mm512_mask_storeu_ps(yr, st, r[m]);
-                if (j->z) kvec_add_f32(yr, j->z + (yr - j->y), np);
-                if (act && !relu) kconv_apply_act(j->act, yr, np);
+                __m512 v = r[m];
+                if (j->z) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(st, j->z + (yr - j->y)));
+                if (act_regs) v = kconv_actv_apply(&av, v);
+                _mm512_mask_storeu_ps(yr, st, v);
+                if (act_after) kconv_apply_act(j->act, yr, np);
             }
         }
     }

@@ -169,7 +169,9 @@ static int have_avx512(void) {
 
 void kconv_apply_act(const kconv_act *act, float *y, int64_t n) {
 #ifdef KCONV_ACT_SIMD
-    if (n >= 16 && have_avx512() && act_avx512(act, y, n)) return;
+    /* masked vectors from the first value on: the direct and channel-lane kernels apply it to
+     * output rows of 7 to 14 values, where the scalar loop cost as much as the product */
+    if (n >= 1 && have_avx512() && act_avx512(act, y, n)) return;
 #endif
     switch (act->kind) {
     case KACT_RELU:
