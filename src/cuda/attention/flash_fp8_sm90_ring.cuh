@@ -46,7 +46,67 @@ template <int HD, int BN, int NWG, int ST> struct RingCfg {
     static_assert(SMEM <= 227 * 1024, "the ring must fit one SM's shared memory");
 };
 
-template <typename O, int HD, int BN, int NWG, int ST>
+// 2^x on the FMA pipe, for the share of the softmax exponentials that EMU moves off the MUFU
+// (16 lanes per clock per SM, while the FP8 tensor cores finish a 128 × 128 × 128 block in about
+// the time the MUFU needs for its 16k exponentials). Round x to n + f, |f| <= 1/2, by the 1.5·2^23
+// trick, a degree-3 fit of 2^f (relative error 2.2e-4, far below the e4m3 rounding of P that
+// follows), and n added to the exponent field: the low bits of the rounded float are n, and
+// shifting by 23 drops the rest. x is clamped to -126 so that the result stays a normal float:
+// masked keys (-inf) give 2^-126 instead of 0, which rounds to 0 in e4m3 and is nothing next to l
+// (>= 1 from the row's maximum).
+__device__ __forceinline__ float ex2_fma(float x) {
+    x = fmaxf(x, -126.f);
+    const float j = x + 12582912.f;
+    const float f = x - (j - 12582912.f);
+    float q = fmaf(0.05286743491888046f, f, 0.2421518862247467f);
+    q = fmaf(q, f, 0.6935867667198181f);
+    q = fmaf(q, f, 0.9999627470970154f);
+    return __int_as_float(__float_as_int(q) + (__float_as_int(j) << 23));
+}
+
+// softmax_fp8 with the exponentials of n-tiles t (t % 4 < EMU) from ex2_fma. The row maximum keeps
+// MUFU's exact ex2 for the correction factor.
+template <int BN, int EMU>
+__device__ __forceinline__ void softmax_fp8_emu(float (&s)[BN / 2], float (&m_run)[2], float (&l_run)[2],
+                                                float (&corr)[2], float sl2, float p_log2, bool need_mask,
+                                                const int (&lim)[2], int col_lane) {
+    constexpr int NT = BN / 8;
+    if (need_mask) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int t = 0; t < NT; ++t)
+#pragma unroll
+                for (int e = 0; e < 2; ++e)
+                    if (t * 8 + col_lane + e >= lim[h]) s[4 * t + 2 * h + e] = -INFINITY;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) mx = fmaxf(mx, fmaxf(s[4 * t + 2 * h], s[4 * t + 2 * h + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[h], mx * sl2);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;
+        corr[h] = ex2(m_run[h] - m_use);
+        m_run[h] = m_new;
+        const float bias = p_log2 - m_use;
+        float sum = 0.f;
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const float x = fmaf(s[4 * t + 2 * h + e], sl2, bias);
+                const float pv = (t & 3) < EMU ? ex2_fma(x) : ex2(x);
+                s[4 * t + 2 * h + e] = pv;
+                sum += pv;
+            }
+        l_run[h] = l_run[h] * corr[h] + sum;
+    }
+}
+
+template <typename O, int HD, int BN, int NWG, int ST, int EMU>
 __device__ __forceinline__ void flash_fp8_ring_body(const Params &p) {
     using C = RingCfg<HD, BN, NWG, ST>;
     constexpr int BM = C::BM, THREADS = C::THREADS, OCB = C::OCB;
@@ -149,7 +209,8 @@ __device__ __forceinline__ void flash_fp8_ring_body(const Params &p) {
 #pragma unroll
         for (int h = 0; h < 2; ++h)
             lim[h] = (p.causal ? min(seqlen_k, row0 + 8 * h + causal_off + 1) : seqlen_k) - kb * BN;
-        softmax_fp8<BN>(s, m_run, l_run, corr, sl2, p_log2, need_mask, lim, col_lane);
+        if constexpr (EMU == 0) softmax_fp8<BN>(s, m_run, l_run, corr, sl2, p_log2, need_mask, lim, col_lane);
+        else softmax_fp8_emu<BN, EMU>(s, m_run, l_run, corr, sl2, p_log2, need_mask, lim, col_lane);
     };
     auto pack_p = [&] { pack_p_e4m3<BN>(pf, s); };
 
@@ -230,19 +291,19 @@ __device__ __forceinline__ void flash_fp8_ring_body(const Params &p) {
     }
 }
 
-template <typename O, int HD, int BN, int NWG, int ST, int MINB>
+template <typename O, int HD, int BN, int NWG, int ST, int EMU, int MINB>
 __global__ void __launch_bounds__(128 * NWG, MINB) flash_fp8_ring_kernel(const __grid_constant__ Params p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    flash_fp8_ring_body<O, HD, BN, NWG, ST>(p);
+    flash_fp8_ring_body<O, HD, BN, NWG, ST, EMU>(p);
 #elif defined(__CUDA_ARCH__)
     __trap();
 #endif
 }
 
-template <typename O, int HD, int BN, int NWG, int ST, int MINB>
+template <typename O, int HD, int BN, int NWG, int ST, int EMU, int MINB>
 cudaError_t launch_fp8_ring(const Params &p, cudaStream_t stream) {
     using C = RingCfg<HD, BN, NWG, ST>;
-    auto kern = flash_fp8_ring_kernel<O, HD, BN, NWG, ST, MINB>;
+    auto kern = flash_fp8_ring_kernel<O, HD, BN, NWG, ST, EMU, MINB>;
     static int state = 0; // as launch_fp8_sm90: refuse, not trap, off compute capability 9.0
     if (state == 0) {
         int dev = 0, major = 0, minor = 0;
@@ -264,9 +325,14 @@ cudaError_t launch_fp8_ring(const Params &p, cudaStream_t stream) {
     return cudaGetLastError();
 }
 
-// Name: as KILN_FP8_VARIANT_WGMMA's plus "_st" and the ring depth.
+// Name: as KILN_FP8_VARIANT_WGMMA's plus "_st" and the ring depth; "_emu" and the n-tiles of
+// every 4 whose exponentials run on the FMA pipe.
 #define KILN_FP8_VARIANT_WGMMA_RING(HD, BN, NWG, ST, MINB)                                          \
     {"wgmma_wg" #NWG "_bn" #BN "_st" #ST "_occ" #MINB, HD, 64 * NWG, BN, 4 * NWG,                   \
-     &launch_fp8_ring<__half, HD, BN, NWG, ST, MINB>, &launch_fp8_ring<__nv_bfloat16, HD, BN, NWG, ST, MINB>}
+     &launch_fp8_ring<__half, HD, BN, NWG, ST, 0, MINB>, &launch_fp8_ring<__nv_bfloat16, HD, BN, NWG, ST, 0, MINB>}
+#define KILN_FP8_VARIANT_WGMMA_RING_EMU(HD, BN, NWG, ST, EMU, MINB)                                 \
+    {"wgmma_wg" #NWG "_bn" #BN "_st" #ST "_emu" #EMU "_occ" #MINB, HD, 64 * NWG, BN, 4 * NWG,       \
+     &launch_fp8_ring<__half, HD, BN, NWG, ST, EMU, MINB>,                                           \
+     &launch_fp8_ring<__nv_bfloat16, HD, BN, NWG, ST, EMU, MINB>}
 
 } // namespace kiln_fp8

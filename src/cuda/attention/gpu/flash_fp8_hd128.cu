@@ -16,6 +16,8 @@ static const Variant v128[] = {
     KILN_FP8_VARIANT_WGMMA_RING(128, 128, 2, 3, 1),
     KILN_FP8_VARIANT_WGMMA_RING(128, 128, 3, 3, 1),
     KILN_FP8_VARIANT_WGMMA_RING(128, 64, 3, 3, 1),
+    KILN_FP8_VARIANT_WGMMA_RING_EMU(128, 128, 2, 3, 1, 1),
+    KILN_FP8_VARIANT_WGMMA_RING_EMU(128, 128, 2, 3, 2, 1),
 };
 int variants_hd128(const Variant **out) {
     *out = v128;

@@ -16,6 +16,7 @@ static const Variant v256[] = {
     KILN_FP8_VARIANT_WGMMA(256, 128, 2, 1),
     KILN_FP8_VARIANT_WGMMA_RING(256, 64, 2, 3, 1),
     KILN_FP8_VARIANT_WGMMA_RING(256, 128, 2, 3, 1),
+    KILN_FP8_VARIANT_WGMMA_RING_EMU(256, 128, 2, 3, 1, 1),
 };
 int variants_hd256(const Variant **out) {
     *out = v256;

@@ -15,6 +15,8 @@ static const Variant v64[] = {
     KILN_FP8_VARIANT_WGMMA(64, 128, 2, 1),
     KILN_FP8_VARIANT_WGMMA_RING(64, 128, 2, 3, 1),
     KILN_FP8_VARIANT_WGMMA_RING(64, 128, 3, 3, 1),
+    KILN_FP8_VARIANT_WGMMA_RING_EMU(64, 128, 2, 3, 1, 1),
+    KILN_FP8_VARIANT_WGMMA_RING_EMU(64, 128, 2, 3, 2, 1),
 };
 int variants_hd64(const Variant **out) {
     *out = v64;
