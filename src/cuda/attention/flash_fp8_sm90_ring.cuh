@@ -61,7 +61,7 @@ __device__ __forceinline__ float ex2_fma(float x) {
     float q = fmaf(0.05286743491888046f, f, 0.2421518862247467f);
     q = fmaf(q, f, 0.6935867667198181f);
     q = fmaf(q, f, 0.9999627470970154f);
-    return __int_as_float(__float_as_int(q) + (__float_as_int(j) << 23));
+    return __uint_as_float(__float_as_uint(q) + (__float_as_uint(j) << 23)); // unsigned: the shift wraps by design
 }
 
 // softmax_fp8 with the exponentials of n-tiles t (t % 4 < EMU) from ex2_fma. The row maximum keeps
