@@ -187,3 +187,27 @@ def test_fp8_attention_wgmma_fragment_data_flow():
         O += A @ B.T
     assert (O == S @ V).all()
     assert (c_layout(O, HD) == c_layout(S @ V, HD)).all()
+
+
+def test_fp8_ring_ex2_fma():
+    """ex2_fma (src/cuda/attention/flash_fp8_sm90_ring.cuh), step by step in float32: the rounding
+    by 1.5 * 2^23, the degree-3 fit and the exponent added by shifting the rounded float's bits
+    must give 2^x to well under e4m3's rounding, and a normal float near 2^-126 for masked keys."""
+    f32 = np.float32
+    c = [f32(0.05286743491888046), f32(0.2421518862247467), f32(0.6935867667198181), f32(0.9999627470970154)]
+    x = np.concatenate([np.linspace(-140, 12, 400001, dtype=np.float32), np.float32([-np.inf, 0, 8, -126])])
+    xc = np.maximum(x, f32(-126))
+    M = f32(12582912.0)
+    j = xc + M
+    f = xc - (j - M)
+    assert np.abs(f).max() <= 0.5
+    q = c[0] * f + c[1]
+    q = q * f + c[2]
+    q = q * f + c[3]
+    bits = (q.view(np.uint32).astype(np.uint64) + (j.view(np.uint32).astype(np.uint64) << 23)) & 0xFFFFFFFF
+    r = bits.astype(np.uint32).view(np.float32)
+    live = x > -120
+    assert np.abs(r[live] / np.exp2(x[live].astype(np.float64)) - 1).max() < 3e-4
+    dead = x < -126
+    assert (r[dead] > 0).all() and (r[dead] < 1.2e-38).all()
+    assert np.isfinite(r).all()

@@ -2,7 +2,7 @@
 # FP8 (e4m3) attention forward (issue 13, item 4) in ONE device call, under 240 s:
 #   1. the kernel tests (test_attention_fp8: float64 oracle on the dequantised inputs, poisoned
 #      output and guard zone, head sizes 48..256, causal, GQA, S != T, every tile variant: on an
-#      H100 also the wgmma ones, wgmma_wg2_bn*, which run on compute capability 9.0 only)
+#      H100 also the wgmma ones, wgmma_wg*, which run on compute capability 9.0 only)
 #   2. the ONNX-level tests: tests/gpu/test_cuda_attention_fp8.py (the node on CUDA) and
 #      tests/test_attention_fp8.py (the CPU reference path and the error cases)
 #   3. compute-sanitizer memcheck over the kernel tests' small cases (--quick)

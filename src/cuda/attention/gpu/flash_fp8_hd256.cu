@@ -4,6 +4,7 @@
 // (flash_fp8_sm90.cuh, sm_90 only: elsewhere their launch fails) come last.
 #include "../flash_fp8.cuh"
 #include "../flash_fp8_sm90.cuh"
+#include "../flash_fp8_sm90_ring.cuh"
 
 namespace kiln_fp8 {
 
@@ -13,6 +14,9 @@ static const Variant v256[] = {
     KILN_FP8_VARIANT_F16(256, 128, 64, 8),
     KILN_FP8_VARIANT_WGMMA(256, 64, 2, 1),
     KILN_FP8_VARIANT_WGMMA(256, 128, 2, 1),
+    KILN_FP8_VARIANT_WGMMA_RING(256, 64, 2, 3, 1),
+    KILN_FP8_VARIANT_WGMMA_RING(256, 128, 2, 3, 1),
+    KILN_FP8_VARIANT_WGMMA_RING_EMU(256, 128, 2, 3, 1, 1),
 };
 int variants_hd256(const Variant **out) {
     *out = v256;

@@ -4,6 +4,7 @@
 // (flash_fp8_sm90.cuh, sm_90 only: elsewhere their launch fails) come last.
 #include "../flash_fp8.cuh"
 #include "../flash_fp8_sm90.cuh"
+#include "../flash_fp8_sm90_ring.cuh"
 
 namespace kiln_fp8 {
 
@@ -12,6 +13,10 @@ static const Variant v64[] = {
     KILN_FP8_VARIANT(64, 128, 128, 8),
     KILN_FP8_VARIANT_F16(64, 128, 64, 4),
     KILN_FP8_VARIANT_WGMMA(64, 128, 2, 1),
+    KILN_FP8_VARIANT_WGMMA_RING(64, 128, 2, 3, 1),
+    KILN_FP8_VARIANT_WGMMA_RING(64, 128, 3, 3, 1),
+    KILN_FP8_VARIANT_WGMMA_RING_EMU(64, 128, 2, 3, 1, 1),
+    KILN_FP8_VARIANT_WGMMA_RING_EMU(64, 128, 2, 3, 2, 1),
 };
 int variants_hd64(const Variant **out) {
     *out = v64;
