@@ -159,6 +159,10 @@ extern "C" kiln_status kiln_cuda_attention_fp8(kiln_cuda_provider *prov, const k
     // Hopper, the wgmma tile: e4m3 mma.sync is not native there (it runs through fp16), and on an
     // H100 (bench/attention/fp8.sh, S = 1k..16k, H = 64/128/256, causal and not) the wgmma tile
     // ran 1.2-3.2x the best mma.sync tile on every row, the 128-key one ahead of the 64-key one at 256.
+    // At head size 64 the 3-stage ring (loads two key blocks ahead, one barrier per block) ran
+    // 1.03-1.14x the 2-stage tile on all ten timed rows of a second run: a block's multiply-adds
+    // there are too few to cover the load latency. At 128 and 256 the ring ran 0.93-1.02x,
+    // and the 2-stage tile, with fewer registers and less shared memory, stays.
     // Ada (8.9) keeps the native mma.sync tile.
     kiln_cuda_sdpa_fp8 dv = *d;
     const char *want = getenv("KILN_FP8_VARIANT");
@@ -168,7 +172,8 @@ extern "C" kiln_status kiln_cuda_attention_fp8(kiln_cuda_provider *prov, const k
         for (int i = 0; i < nv; ++i)
             if (!strcmp(vs[i].name, want)) dv.variant = i;
     } else if (dv.variant == 0 && info->cc_major == 9) {
-        const int wi = kiln_cuda_fp8_variant_find(dv.H, "wgmma_wg2_bn128", 0);
+        const int wi = kiln_cuda_fp8_variant_find(dv.H, pad_head(dv.H) == 64 ? "wgmma_wg2_bn128_st3_occ1"
+                                                                               : "wgmma_wg2_bn128_occ1", 0);
         if (wi >= 0) dv.variant = wi;
     }
     void *ws;
