@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Table of decode_cfg.sh's runs: per shape, the CUDA-core kernel and each tensor-core
-configuration (µs) next to cuDNN, then per configuration the geomean against cuDNN, the rows below
-0.9x and the checks that failed; the rule column takes the CUDA-core kernel below 3 query rows per
-KV head, as the dispatch does.
+"""Table of the decode trial (2026-12-06): per shape, the CUDA-core kernel and each tensor-core
+tile configuration (µs) next to cuDNN, then per configuration the geomean against cuDNN, the rows
+below 0.9x and the checks that failed; the rule column takes the CUDA-core kernel below 3 query
+rows per KV head, as the dispatch does. The runs came from bench/attention/decode_cfg.sh at commit
+112e436; the trial's knobs went with it once measured (docs/design.md, "Attention").
 
-  python3 bench/attention/decode_cfg_table.py DIR    # DIR: decode_cfg.sh's work folder
+  python3 bench/attention/decode_cfg_table.py bench/results/attention/decode_cfg_2026-12-06
 """
 import glob
 import json

@@ -12,8 +12,6 @@ struct kiln_cuda_provider {
     cublasHandle_t cublas;
     void *ws;
     size_t ws_bytes;
-    unsigned *counters; /* zero between kernels: kiln_cuda_counters */
-    size_t n_counters;
     /* Outgrown workspaces stay allocated until the provider goes: a recorded CUDA graph may still
      * point at one. Growth at least doubles, so these hold less than the current buffer. */
     void *retired[48];
@@ -119,7 +117,6 @@ void kiln_cuda_provider_destroy(kiln_cuda_provider *p) {
     if (!p) return;
     if (p->stream) cudaStreamSynchronize(p->stream);
     if (p->ws) cudaFree(p->ws);
-    if (p->counters) cudaFree(p->counters);
     for (int i = 0; i < p->n_retired; i++) cudaFree(p->retired[i]);
     if (p->cublas) cublasDestroy(p->cublas);
     if (p->stream) cudaStreamDestroy(p->stream);
@@ -169,36 +166,6 @@ kiln_status kiln_cuda_workspace(kiln_cuda_provider *p, size_t bytes, void **out)
     p->ws = fresh;
     p->ws_bytes = bytes;
     *out = p->ws;
-    return KILN_OK;
-}
-
-kiln_status kiln_cuda_counters(kiln_cuda_provider *p, size_t n, unsigned **out) {
-    if (!p) return kiln_cuda_fail(KILN_ERR_NO_PROVIDER, "no CUDA device (placement only)");
-    if (n <= p->n_counters && p->counters) {
-        *out = p->counters;
-        return KILN_OK;
-    }
-    if (n < 2 * p->n_counters) n = 2 * p->n_counters;
-    void *fresh = NULL;
-    kiln_status st = kiln_cuda_malloc(p, n * sizeof(unsigned), &fresh);
-    if (st != KILN_OK) return st;
-    /* on the stream, so that a recorded graph zeroes them too before its first use */
-    cudaError_t e = cudaMemsetAsync(fresh, 0, n * sizeof(unsigned), p->stream);
-    if (e != cudaSuccess) {
-        cudaFree(fresh);
-        return kiln_cuda_check(e, "cudaMemsetAsync counters");
-    }
-    if (p->counters) {
-        if (p->n_retired < (int)(sizeof p->retired / sizeof p->retired[0])) {
-            p->retired[p->n_retired++] = p->counters;
-        } else {
-            CK(cudaStreamSynchronize(p->stream), "cudaStreamSynchronize");
-            cudaFree(p->counters);
-        }
-    }
-    p->counters = fresh;
-    p->n_counters = n;
-    *out = p->counters;
     return KILN_OK;
 }
 

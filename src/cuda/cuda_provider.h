@@ -46,10 +46,6 @@ void kiln_cuda_free(kiln_cuda_provider *p, void *ptr);
  * provider. Grows (at least doubling; an outgrown buffer is kept until the provider goes, since
  * recorded graphs may use it), never shrinks. */
 kiln_status kiln_cuda_workspace(kiln_cuda_provider *p, size_t bytes, void **out);
-/* At least n counters in device memory that are zero whenever no kernel runs: a kernel that
- * counts in them (the last of a grid's blocks to finish, say) sets them back to zero before it
- * ends. Grows like the workspace; the first use is zeroed on the stream. */
-kiln_status kiln_cuda_counters(kiln_cuda_provider *p, size_t n, unsigned **out);
 
 /* Copies on the provider's stream. The _sync variants wait for the stream afterwards. */
 kiln_status kiln_cuda_h2d(kiln_cuda_provider *p, void *dst, const void *src, size_t bytes);

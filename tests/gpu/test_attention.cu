@@ -342,8 +342,8 @@ static int run_case(kiln_cuda_provider *prov, const Case &c, std::string *msg) {
         *msg = std::string("asked for ") + kname(c.force) + " but ran " + ch.name;
         return 1;
     }
-    // Decode again into a poisoned buffer: the splits' completion counters must be back at zero
-    // and the combine's sums in a fixed order, so the second output is bit for bit the first.
+    // Decode again into a poisoned buffer: the splits and their combine sum in a fixed order, so
+    // the second output is bit for bit the first.
     size_t rerun_bad = 0;
     if (ch.kernel == KILN_ATTN_KERNEL_DECODE && G > 1) {
         std::vector<uint16_t> first(out_elems);

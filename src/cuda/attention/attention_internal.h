@@ -12,7 +12,6 @@ extern "C" {
 typedef struct kiln_attn_env {
     int disable_flash, disable_sm90, enable_sm90, force_unfused, verbose, disable_decode;
     int decode_kernel; /* KILN_DECODE_KERNEL: 0 by rule, 1 CUDA cores ("simt"), 2 tensor cores ("mma") */
-    int decode_combine_kernel; /* KILN_DECODE_COMBINE=kernel: a second kernel combines the splits */
     size_t unfused_ws_bytes;
 } kiln_attn_env;
 const kiln_attn_env *kiln_attn_env_get(void);

@@ -22,7 +22,6 @@
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 namespace {
 
@@ -30,8 +29,7 @@ using kiln_decode::DecodeArgs;
 using kiln_decode::split_fn;
 
 constexpr int THREADS = 128;
-using kiln_decode::MAX_SPLITS;
-using kiln_decode::store_out;
+constexpr int MAX_SPLITS = 256; // combine keeps one weight per split in shared memory
 constexpr int MIN_KEYS_PER_SPLIT = 256;
 // From this many query rows per KV head on, the tensor-core kernel (attention_decode_mma.cu):
 // the CUDA-core kernel's 2·R·H FMAs per key outrun the CUDA cores there. Measured on an H100
@@ -58,6 +56,8 @@ __device__ __forceinline__ void unpack8(const uint4 &u, float *f, __nv_bfloat16)
 }
 __device__ __forceinline__ float load1(const __half *p) { return __half2float(*p); }
 __device__ __forceinline__ float load1(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store1(__half *p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store1(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 
 // Streaming loads: the cache is read once per step, keep it out of L1.
 __device__ __forceinline__ uint4 ld_stream(const void *p) {
@@ -258,7 +258,7 @@ template <typename E, int L, int M> __global__ void __launch_bounds__(THREADS) d
                 if (direct) {
                     // A row that sees no key is written as zeros (l == 0).
                     E *og = static_cast<E *>(p.o) + (int64_t)b * p.o_sb + (int64_t)n * p.o_sn + (int64_t)s * p.o_ss;
-                    store_out(og + h, l > 0.f ? o / l : 0.f);
+                    store1(og + h, l > 0.f ? o / l : 0.f);
                 } else {
                     a.part_o[(row * a.splits + sp) * p.H + h] = o;
                 }
@@ -269,11 +269,6 @@ template <typename E, int L, int M> __global__ void __launch_bounds__(THREADS) d
             }
         }
         __syncthreads();
-    }
-    if (!direct && a.counters) {
-        static_assert(KG * HP >= (THREADS / 32) * MAX_SPLITS, "red holds the combine's weights");
-        __shared__ unsigned s_last;
-        kiln_decode::combine_if_last<E>(a, b, kvh, rg, M, &red[0][0], &s_last);
     }
 }
 
@@ -328,7 +323,7 @@ template <typename E> __global__ void __launch_bounds__(THREADS) decode_combine(
     for (int h = tid; h < p.H; h += THREADS) {
         float o = 0.f;
         for (int i = 0; i < ns; ++i) o += w[i] * po[(int64_t)i * p.H + h];
-        store_out(og + h, o * inv);
+        store1(og + h, o * inv);
     }
 }
 
@@ -397,14 +392,9 @@ int choose_splits(int64_t base, int64_t target, int T, int min_keys) {
         const float eff = (float)(w / ceil(w));
         if (eff > best) best = eff;
     }
-    static float keep = -1.f; // benign race: every thread reads the same value
-    if (keep < 0.f) {
-        const char *e = getenv("KILN_DECODE_WAVE_EFF");
-        keep = e ? (float)atof(e) : 0.85f;
-    }
     for (int s = 1; s <= max_splits; ++s) {
         const double w = (double)base * s / target;
-        if ((float)(w / ceil(w)) >= keep * best) return s;
+        if ((float)(w / ceil(w)) >= 0.85f * best) return s;
     }
     return 1;
 }
@@ -490,8 +480,6 @@ kiln_status kiln_cuda_run_decode(kiln_cuda_provider *prov, const kiln_cuda_sdpa 
     a.chunk = pl.chunk;
     a.rowgroups = pl.rowgroups;
     a.part_o = a.part_ml = nullptr;
-    a.counters = nullptr;
-    const int nkv = d->N_kv ? d->N_kv : d->N;
     if (pl.splits > 1) {
         void *ws;
         kiln_status st = kiln_cuda_workspace(prov, pl.ws_bytes, &ws);
@@ -499,16 +487,13 @@ kiln_status kiln_cuda_run_decode(kiln_cuda_provider *prov, const kiln_cuda_sdpa 
         const size_t rows = (size_t)d->B * d->N * d->S;
         a.part_o = static_cast<float *>(ws);
         a.part_ml = a.part_o + rows * pl.splits * d->H;
-        if (!kiln_attn_env_get()->decode_combine_kernel) {
-            st = kiln_cuda_counters(prov, (size_t)d->B * nkv * pl.rowgroups, &a.counters);
-            if (st != KILN_OK) return st;
-        }
     }
+    const int nkv = d->N_kv ? d->N_kv : d->N;
     cudaStream_t stream = (cudaStream_t)kiln_cuda_stream(prov);
     dim3 grid((unsigned)(pl.splits * pl.rowgroups), (unsigned)nkv, (unsigned)d->B);
     pl.fn<<<grid, pl.threads, pl.smem, stream>>>(a);
     kiln_status st = kiln_cuda_check(cudaGetLastError(), name);
-    if (st != KILN_OK || pl.splits == 1 || a.counters) return st;
+    if (st != KILN_OK || pl.splits == 1) return st;
     const int64_t rows = (int64_t)d->B * d->N * d->S;
     if (rows > 0x7fffffff) return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "%s: too many rows", name);
     if (d->dtype == KILN_DTYPE_BFLOAT16)

@@ -18,7 +18,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
-#include <stdlib.h>
 
 namespace kiln_decode {
 namespace {
@@ -32,16 +31,13 @@ using kiln_flash::ldsm_x4_t;
 using kiln_flash::Mma;
 using kiln_flash::smem_u32;
 
+__device__ __forceinline__ void store_e(__half *p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store_e(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 
-// Tile shapes under trial (KILN_DECODE_MMA_CFG=0..3, A/B runs only): V selects keys per warp
-// tile, warps and ring depth. 0: 32 keys, 4 warps, 3 stages (one CTA per SM at head size 128);
-// 1: 32 keys, half the warps (two CTAs per SM); 2: 16 keys, 4 stages (three CTAs per SM);
-// 3: 16 keys, 6 stages (one CTA per SM, five tiles in flight per warp).
-template <int HD, int V> struct MmaCfg {
-    static constexpr int BN = V >= 2 ? 16 : 32; // keys per warp tile
-    // fewer warps where a ring of wide rows fills the SM
-    static constexpr int NW = V == 1 ? (HD > 128 ? 1 : 2) : (HD > 128 ? 2 : 4);
-    static constexpr int STAGES = V == 3 ? 6 : V == 2 ? 4 : 3;
+template <int HD> struct MmaCfg {
+    static constexpr int BN = 32;              // keys per warp tile
+    static constexpr int NW = HD > 128 ? 2 : 4; // fewer warps where a ring of wide rows fills the SM
+    static constexpr int STAGES = 3;
     static constexpr int LDS = HD + 8; // +16 bytes: ldmatrix rows land in distinct bank groups
     static constexpr int RING = STAGES * 2 * BN * LDS; // elements per warp
     static constexpr int SMEM = (MMA_ROWS * LDS + NW * RING) * 2;
@@ -50,8 +46,8 @@ template <int HD, int V> struct MmaCfg {
     static_assert(HD % 16 == 0 && BN % 16 == 0, "whole mma tiles");
 };
 
-template <typename E, int HD, int V> __device__ __forceinline__ void decode_mma_body(const DecodeArgs &a) {
-    using C = MmaCfg<HD, V>;
+template <typename E, int HD> __device__ __forceinline__ void decode_mma_body(const DecodeArgs &a) {
+    using C = MmaCfg<HD>;
     constexpr int BN = C::BN, NW = C::NW, ST = C::STAGES, LDS = C::LDS;
     constexpr int NT = BN / 8, DT = HD / 8, THREADS = NW * 32;
     constexpr uint32_t ES = sizeof(E);
@@ -279,7 +275,7 @@ template <typename E, int HD, int V> __device__ __forceinline__ void decode_mma_
             // A row that sees no key is written as zeros (l == 0).
             const float l = rowL[m];
             E *og = static_cast<E *>(p.o) + (int64_t)b * p.o_sb + (int64_t)n * p.o_sn + (int64_t)s * p.o_ss;
-            store_out(og + h, l > 0.f ? o / l : 0.f);
+            store_e(og + h, l > 0.f ? o / l : 0.f);
         } else {
             const int64_t row = ((int64_t)b * p.N + n) * S + s;
             a.part_o[(row * a.splits + sp) * p.H + h] = o;
@@ -289,27 +285,20 @@ template <typename E, int HD, int V> __device__ __forceinline__ void decode_mma_
             }
         }
     }
-    if (!direct && a.counters) {
-        static_assert(NW * MAX_SPLITS * 4 <= NW * C::RING * 2, "the combine's weights reuse the rings");
-        __shared__ unsigned s_last;
-        // the barrier inside comes before the weights overwrite sO
-        combine_if_last<E>(a, b, kvh, rg, MMA_ROWS, reinterpret_cast<float *>(rings), &s_last);
-    }
 }
 
-template <typename E, int HD, int V>
-__global__ void __launch_bounds__(MmaCfg<HD, V>::NW * 32) decode_mma(const DecodeArgs a) {
+template <typename E, int HD> __global__ void __launch_bounds__(MmaCfg<HD>::NW * 32) decode_mma(const DecodeArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     __trap(); // cp.async, ldmatrix and bf16 mma need sm_80; mma_kernel reports none below
 #else
-    decode_mma_body<E, HD, V>(a);
+    decode_mma_body<E, HD>(a);
 #endif
 }
 
-template <typename E, int HD, int V> MmaKernel make_kernel() {
-    using C = MmaCfg<HD, V>;
+template <typename E, int HD> MmaKernel make_kernel() {
+    using C = MmaCfg<HD>;
     MmaKernel k;
-    k.fn = decode_mma<E, HD, V>;
+    k.fn = decode_mma<E, HD>;
     k.threads = C::NW * 32;
     k.smem_bytes = C::SMEM;
     k.keys_per_round = C::NW * C::BN;
@@ -335,14 +324,6 @@ template <typename E, int HD, int V> MmaKernel make_kernel() {
 
 // Head sizes pad to 64, 128 or 256: padded columns are zero-filled in shared memory without
 // reading memory, and tensor-core time is not what bounds decoding.
-template <typename E, int V> MmaKernel make_for(int hi) {
-    return hi == 0 ? make_kernel<E, 64, V>() : hi == 1 ? make_kernel<E, 128, V>() : make_kernel<E, 256, V>();
-}
-
-template <typename E> MmaKernel make_cfg(int hi, int v) {
-    return v == 1 ? make_for<E, 1>(hi) : v == 2 ? make_for<E, 2>(hi) : v == 3 ? make_for<E, 3>(hi) : make_for<E, 0>(hi);
-}
-
 MmaKernel mma_kernel(int H, bool bf16) {
     static MmaKernel cache[2][3];
     static bool ready[2][3]; // benign race: every thread computes the same kernel
@@ -350,9 +331,12 @@ MmaKernel mma_kernel(int H, bool bf16) {
     if (hi < 0) return MmaKernel{};
     const int bi = bf16 ? 1 : 0;
     if (!ready[bi][hi]) {
-        const char *e = getenv("KILN_DECODE_MMA_CFG");
-        const int v = e ? atoi(e) : 0;
-        cache[bi][hi] = bf16 ? make_cfg<__nv_bfloat16>(hi, v) : make_cfg<__half>(hi, v);
+        if (bf16)
+            cache[bi][hi] = hi == 0   ? make_kernel<__nv_bfloat16, 64>()
+                            : hi == 1 ? make_kernel<__nv_bfloat16, 128>()
+                                      : make_kernel<__nv_bfloat16, 256>();
+        else
+            cache[bi][hi] = hi == 0 ? make_kernel<__half, 64>() : hi == 1 ? make_kernel<__half, 128>() : make_kernel<__half, 256>();
         ready[bi][hi] = true;
     }
     return cache[bi][hi];

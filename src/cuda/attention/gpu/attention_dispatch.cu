@@ -84,8 +84,6 @@ extern "C" const kiln_attn_env *kiln_attn_env_get(void) {
         e.disable_decode = env_flag("KILN_DISABLE_DECODE_ATTENTION");
         const char *dk = getenv("KILN_DECODE_KERNEL");
         e.decode_kernel = dk && !strcmp(dk, "simt") ? 1 : dk && !strcmp(dk, "mma") ? 2 : 0;
-        const char *dc = getenv("KILN_DECODE_COMBINE");
-        e.decode_combine_kernel = dc && !strcmp(dc, "kernel");
         const char *ws = getenv("KILN_UNFUSED_WORKSPACE_MB");
         long mb = ws ? atol(ws) : 0;
         e.unfused_ws_bytes = (size_t)(mb > 0 ? mb : 4096) << 20;
