@@ -420,8 +420,32 @@ def test_attention_scaled_scores_no_mask_no_guard(capfd):
 def test_attention_causal_constant_mask_gpt2_merge(capfd):
     """A constant causal mask needs no NaN guard; the 2-D head merge Reshape stays after the node."""
     m, feeds = attention_model(mask="causal", guard=False, out_2d=True, scale="none")
-    n1, n3, _ = run_levels(m, feeds, capfd, ["Attention"], level=3, rtol=1e-5, atol=1e-5)
+    n1, n3, log = run_levels(m, feeds, capfd, ["Attention"], level=3, rtol=1e-5, atol=1e-5)
     assert n3 == 2
+    assert "constant causal mask -> is_causal" in log, log
+
+
+@pytest.mark.parametrize("change", ["masked_too_weakly", "diagonal_masked", "one_more_key", "batch_slice_differs"])
+def test_attention_constant_mask_not_quite_causal_is_kept(change, capfd):
+    """Only an exactly causal constant (0 on and below the diagonal, -1e4 or less above, every
+    slice alike) becomes is_causal; anything else stays an additive mask of the fused node."""
+    B, S = 2, 6
+    m, feeds = attention_model(B=B, S=S, mask="causal", guard=False, scale="none")
+    mask = np.triu(np.full((S, S), -np.inf, np.float32), 1)[None, None].repeat(B, 0)
+    if change == "masked_too_weakly":
+        mask[:, :, 0, 3] = -100.0  # exp(-100) is not 0 next to a score of order 1
+    elif change == "diagonal_masked":
+        mask[:, :, 4, 4] = -1e5
+    elif change == "one_more_key":
+        mask[:, :, 2, 3] = 0.0
+    else:
+        mask[1, :, 3, 1] = -1e5
+    for init in m.graph.initializer:
+        if init.name == "mask":
+            init.CopyFrom(numpy_helper.from_array(mask, "mask"))
+    n1, n2, log = run_levels(m, feeds, capfd, ["Attention"], level=2, rtol=1e-5, atol=1e-5)
+    assert "is_causal" not in log, log
+    assert n2 == 1, (n1, n2, log)
 
 
 @pytest.mark.parametrize("mask", ["causal", "padding_where"])
@@ -459,6 +483,7 @@ def test_attention_gpt2_present_outputs(mask, capfd):
     m = make_model(nodes, inputs, ["y", "present_k", "present_v"], inits)
     n1, n2, log = run_levels(m, feeds, capfd, ["Attention"], level=2, rtol=1e-5, atol=1e-5)
     assert n2 == n1 - 5, (n1, n2, log)  # Transpose, MatMul, Mul, Add, Softmax, MatMul become one
+    assert ("constant causal mask -> is_causal" in log) == (mask == "causal"), log
 
 
 def test_attention_finite_padding_mask_needs_no_guard(capfd):

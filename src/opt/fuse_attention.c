@@ -178,6 +178,27 @@ static int mask_rows_finite(opt_ctx *c, int mask) {
     return row > 0;
 }
 
+/* A constant mask that is exactly a causal one on square scores (S == T known): 0 where key j <=
+ * query i, and at most MASKED elsewhere, every slice alike. The kernels' own causal masking then
+ * gives the same softmax: a visible diagonal keeps every row finite, and exp of a score pushed
+ * down by 1e4 or more is 0 in float32. Exporters write GPT-2's mask this way (Where over a
+ * Range comparison, folded to a constant once the dimensions are fixed); the flash kernels run
+ * causal attention without reading a bias, which they otherwise stream tile by tile. */
+#define MASKED (-1e4)
+static int mask_is_causal(opt_ctx *c, int mask, const kiln_tensor *fs) {
+    const kiln_tensor *t = opt_const(c, mask);
+    if (!t || t->rank < 2 || t->rank > 4 || fs->rank != 4 || !opt_float_type(t->dtype)) return 0;
+    int64_t S = fs->dims[2], T = fs->dims[3];
+    if (S <= 0 || S != T || t->dims[t->rank - 1] != T || t->dims[t->rank - 2] != S) return 0;
+    int64_t n = kiln_numel(t);
+    for (int64_t k = 0; k < n; k++) {
+        int64_t j = k % T, i = (k / T) % S;
+        double v = kiln_load_f64(t->dtype, t->data, k);
+        if (j <= i ? v != 0.0 : !(v <= MASKED)) return 0;
+    }
+    return 1;
+}
+
 /* The largest finite value of a float type (0: not a float type). */
 static double float_limit(int dtype) {
     switch (dtype) {
@@ -306,6 +327,14 @@ static kiln_status check_mask(opt_ctx *c, const kiln_node *sm, int mask, const k
     return KILN_OK;
 }
 
+/* Drops a constant causal mask (mask_is_causal) for the is_causal attribute: 1 when dropped. */
+static int causal_mask(opt_ctx *c, const kiln_node *sm, int *mask, const kiln_tensor *fs) {
+    if (*mask < 0 || !mask_is_causal(c, *mask, fs)) return 0;
+    if (c->verbose) fprintf(stderr, "kiln: self-attention at softmax '%s': constant causal mask -> is_causal\n", sm->name);
+    *mask = -1;
+    return 1;
+}
+
 static int half_type(int dt) { return dt == KILN_DTYPE_FLOAT16 || dt == KILN_DTYPE_BFLOAT16; }
 
 /* The 4-D form (see the top): m holds the head merge (nodes 0 and 1) and the core through Q·Kᵀ. */
@@ -326,18 +355,19 @@ static kiln_status fuse_bnsh(opt_ctx *c, attn_match *m, const kiln_node *sm, kil
         !same_dim(fk->dims[1], fq->dims[1]) || !same_dim(fv->dims[1], fq->dims[1]) ||
         !same_len(c, v4, k4, 2, 0) || !same_dim(fk->dims[3], fq->dims[3]))
         return decline(c, sm, "4-D q, k, v types or dimensions not provably matching");
-    int checked_mask;
+    int checked_mask, causal = causal_mask(c, sm, &mask, fs);
     KILN_TRY(check_mask(c, sm, mask, fs, fq->dtype, guarded, &checked_mask));
     if (checked_mask < 0) return KILN_OK;
     kiln_attr *attrs = calloc(2, sizeof *attrs);
     if (!attrs || !opt_attr_float(&attrs[0], "scale", (float)m->scale) ||
-        (checked_mask && !opt_attr_int(&attrs[1], "kiln_mask_broadcast", 1))) {
+        (checked_mask && !opt_attr_int(&attrs[1], "kiln_mask_broadcast", 1)) ||
+        (causal && !opt_attr_int(&attrs[1], "is_causal", 1))) {
         opt_attrs_free(attrs, attrs ? 2 : 0);
         return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
     }
     int ins[4] = {q4, k4, v4, mask}, y = pv->out[0];
     return opt_replace(c, m->nodes + 2, m->n - 2, "", "Attention", 23, ins, mask >= 0 ? 4 : 3, &y, 1, attrs,
-                       1 + checked_mask);
+                       1 + checked_mask + causal);
 }
 
 /* A Reshape that provably keeps its input's 4-D shape (T5's exporter writes P.V through
@@ -433,7 +463,7 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
      * other target shape (GPT-2 merges B and S for the next Gemm) stays, reading the output */
     int keep_reshape = fo->rank != 3 || !same_dim(fo->dims[0], fq->dims[0]) ||
                        !same_dim(fo->dims[1], fq->dims[1]) || fo->dims[2] != nq * hv;
-    int checked_mask;
+    int checked_mask, causal = causal_mask(c, sm, &mask, fs);
     KILN_TRY(check_mask(c, sm, mask, fs, fq->dtype, guarded, &checked_mask));
     if (checked_mask < 0) return KILN_OK;
 
@@ -441,7 +471,8 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     if (!attrs || !opt_attr_int(&attrs[0], "q_num_heads", nq) ||
         !opt_attr_int(&attrs[1], "kv_num_heads", nq) ||
         !opt_attr_float(&attrs[2], "scale", (float)m.scale) ||
-        (checked_mask && !opt_attr_int(&attrs[3], "kiln_mask_broadcast", 1))) {
+        (checked_mask && !opt_attr_int(&attrs[3], "kiln_mask_broadcast", 1)) ||
+        (causal && !opt_attr_int(&attrs[3], "is_causal", 1))) {
         opt_attrs_free(attrs, attrs ? 4 : 0);
         return kiln_fail(c->e, KILN_ERR_NO_MEMORY, "out of memory");
     }
@@ -457,7 +488,7 @@ static kiln_status fuse_one(opt_ctx *c, kiln_node *out) {
     }
     /* m.nodes[0] is the Reshape */
     return opt_replace(c, m.nodes + keep_reshape, m.n - keep_reshape, "", "Attention", 23, ins,
-                       mask >= 0 ? 4 : 3, &y, 1, attrs, 3 + checked_mask);
+                       mask >= 0 ? 4 : 3, &y, 1, attrs, 3 + checked_mask + causal);
 }
 
 kiln_status opt_fuse_attention(opt_ctx *c) {
