@@ -544,6 +544,12 @@ static std::vector<Case> make_cases(bool quick) {
                 add(c);
                 c.causal = 1;
                 add(c);
+                // An additive (B, N, S, T) bias, read where each key block's scores are: causal,
+                // then keys past per-batch lengths with S != L and partial blocks.
+                c.bias = 1;
+                add(c);
+                c.causal = 0, c.S = 150, c.L = 260, c.key_lens = 1;
+                add(c);
             }
         }
         // The TMA-fed sm90 variants (opt-in until measured): every strided format (their tensor

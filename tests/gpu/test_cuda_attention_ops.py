@@ -246,7 +246,7 @@ def test_attention_past_present_unidirectional(dt, S, P):
 
 @pytest.mark.parametrize("dt", HALF)
 def test_attention_variants(dt):
-    attention(dt, 2, 32, 64, 2, 32, rpb=True)                  # additive bias (the mma.sync flash kernel)
+    attention(dt, 2, 32, 64, 2, 32, rpb=True)                  # additive bias (a flash kernel)
     attention(dt, 2, 32, 64, 2, 32, Dv=48)                     # unfused: H_v != H
     attention(dt, 2, 32, 64, 2, 32, bias=False, const_w=False, scale=0.3)
     attention(dt, 2, 20, 64, 2, 32, present=True)              # present without past

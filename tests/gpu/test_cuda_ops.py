@@ -281,7 +281,8 @@ def test_mha_past_present(S, capfd):
 
 @pytest.mark.parametrize("bdim", [1, 2])
 def test_mha_relative_position_bias_flash(bdim, capfd):
-    """An additive bias over (B or 1, N, S, T): the mma.sync flash kernel adds it to the scores."""
+    """An additive bias over (B or 1, N, S, T): the flash kernels (on Hopper the wgmma one) add it to
+    the scores."""
     B, S, L, N, H = 2, 48, 48, 4, 64
     q, k, v, rpb = rnd(B, S, N * H), rnd(B, L, N * H), rnd(B, L, N * H), rnd(bdim, N, S, L)
     m = make_model("MultiHeadAttention", [("q", None, q.shape), ("k", None, k.shape), ("v", None, v.shape),

@@ -210,6 +210,33 @@ template <int HD, int CB> __device__ __forceinline__ void pin_acc(float (&o)[CB]
             if (c * 64 + (i >> 2) * 8 < HD) pin(o[c][i]);
 }
 
+// The additive bias (b, n, row, key) of the thread's rows row0 and row0 + 8 over key block kb,
+// added to the raw scores in the units of Q·Kᵀ as flash_fwd.cuh adds it. Keys at or past kv_limit
+// are left alone (the mask takes them) and rows at or past seqlen_q read nothing. The values are
+// read from global memory where the scores wait: BERT's padding mask and GPT-2's causal mask
+// arrive as such a bias, and the rows of one key block share it, so it is an L1 hit after the
+// first warp.
+template <typename E, int BN>
+__device__ __forceinline__ void add_bias(float (&s)[BN / 2], const Params &p, int b, int n, int kb, int kv_limit,
+                                         int row0, int seqlen_q, int col_lane) {
+    constexpr int NT = BN / 8;
+    const E *base = static_cast<const E *>(p.bias) + (int64_t)b * p.bias_sb + (int64_t)n * p.bias_sn;
+    const int col0 = kb * BN + col_lane;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int row = row0 + 8 * h;
+        if (row >= seqlen_q) continue;
+        const E *brow = base + (int64_t)row * p.bias_ss;
+#pragma unroll
+        for (int t = 0; t < NT; ++t)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int col = col0 + t * 8 + e;
+                if (col < kv_limit) s[4 * t + 2 * h + e] += kiln_flash::to_f32(brow[col]) * p.inv_scale;
+            }
+    }
+}
+
 // softmax_block for key block kb of query block m_block: masks keys at or past kv_limit and, when
 // causal, past each row's diagonal (row0: the thread's first row; causal_off = T - S).
 template <int BM, int BN>
@@ -378,6 +405,7 @@ __device__ __forceinline__ void flash_sm90_body(const Params &p) {
     // Masks block i's scores, updates the running max/sum, leaves exp'd scores in s and returns
     // the factor the older accumulator must be scaled by.
     auto softmax = [&](int i, float (&corr)[2]) {
+        if (p.bias) add_bias<E, BN>(s, p, b, n, blk(i), kv_limit, row0, seqlen_q, col_lane);
         softmax_key_block<BM, BN>(s, m_run, l_run, corr, sl2, p.causal, blk(i), kv_limit, m_block, row0, causal_off,
                                   col_lane);
     };

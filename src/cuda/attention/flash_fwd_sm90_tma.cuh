@@ -300,6 +300,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
         auto pin_o = [&] { pin_acc<HD>(o); };
         auto softmax = [&](int i, float (&corr)[2]) {
             // last key block first, as in the cp.async kernel
+            if (p.bias) add_bias<E, BN>(s, p, tl.b, tl.n, n_blocks - 1 - i, kv_limit, row0, p.S, col_lane);
             softmax_key_block<BM, BN>(s, m_run, l_run, corr, sl2, p.causal, n_blocks - 1 - i, kv_limit, m_block, row0,
                                       causal_off, col_lane);
         };

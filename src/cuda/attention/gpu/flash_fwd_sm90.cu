@@ -86,10 +86,6 @@ int kiln_cuda_sm90_supports(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d
         snprintf(name, n, "not sm_90");
         return 0;
     }
-    if (d->bias) { // the mma.sync kernel adds it
-        snprintf(name, n, "additive bias");
-        return 0;
-    }
     const int hd = kiln_cuda_pad_head(d->H);
     const kiln_sm90::Variant *vs;
     const int nv = sm90_variants(hd, &vs);
