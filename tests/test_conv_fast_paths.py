@@ -460,8 +460,8 @@ def test_lanes_weight_as_input_and_repeat_runs():
 # ORT's FusedConv has no HardSwish, so ORT runs the unfused graph.
 LANES_ACT_CASES = [
     ((1, 160, 7, 7), (960, 160, 1, 1), {}),
-    ((3, 256, 7, 7), (200, 256, 1, 1), {}),                                # a 16-channel last block
-    ((2, 480, 14, 14), (112, 480, 1, 1), {}),
+    ((1, 256, 7, 7), (200, 256, 1, 1), {}),                                # a 16-channel last block
+    ((1, 480, 14, 14), (112, 480, 1, 1), {}),                              # (batch > 1: span_direct)
     ((2, 64, 13, 11), (48, 64, 3, 3), {"pads": [1, 1, 1, 1]}),           # padded copy, 3x3
 ]
 GRAPH_ACTS = [("HardSwish", {}), ("HardSigmoid", {"alpha": 0.2, "beta": 0.5}), ("Relu", {}),
@@ -502,6 +502,48 @@ def test_lanes_activation_graph(xs, ws, attrs, act, residual):
         assert s.plan_stats()["nodes"] == 1  # Conv, Add and the activation ran as one node
     for o in outs[1:]:
         assert np.array_equal(o, outs[0])
+
+
+# 1x1 convolutions at batch > 1 on maps of 32 to 511 positions: the product's tiles run across
+# images and store each image's columns in place (conv_gemm.c, span_direct), splitting the stores
+# of a tile across a boundary; with K over 256 the partial sums are stored and reloaded split too.
+SPAN_DIRECT_CASES = [
+    ((4, 300, 6, 9), (50, 300, 1, 1), {}),                # 54 positions, K in two blocks, M % 12
+    ((5, 48, 13, 13), (200, 48, 1, 1), {}),               # SqueezeNet's 13x13
+    ((2, 33, 8, 4), (17, 33, 1, 1), {}),                  # a map of exactly one column panel
+    ((3, 16, 5, 7), (24, 16, 1, 1), {}),                  # 35 positions
+    ((3, 64, 7, 7), (96, 16, 1, 1), {"group": 4}),        # grouped
+    ((8, 256, 14, 14), (64, 256, 1, 1), {}),              # ResNet's 14x14 at batch 8
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", SPAN_DIRECT_CASES)
+@pytest.mark.parametrize("act", [("Relu", {}), ("Sigmoid", {}), ("HardSwish", {})], ids=lambda a: a[0])
+@pytest.mark.parametrize("residual", [False, True], ids=["", "z"])
+def test_span_direct(xs, ws, attrs, act, residual):
+    m, feeds = conv_act_graph(np.random.default_rng(95), xs, ws, attrs, act, residual)
+    assert lanes_paths(m, feeds, 2) == ["gemm-packed-linear"]
+    want = run_ort(m, feeds)[0]
+    outs = []
+    for threads in (1, 2, 3):
+        s = kiln.InferenceSession(m.SerializeToString(), threads=threads)
+        outs.append(s.run(None, feeds)[0])
+        assert_same(outs[-1], want, what=f"threads {threads}", rtol=1e-4, atol=1e-4)
+        assert s.plan_stats()["nodes"] == 1
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("xs,ws,attrs", SPAN_DIRECT_CASES[:3])
+@pytest.mark.parametrize("w_init", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_span_direct_plain(xs, ws, attrs, w_init, bias):
+    rng = np.random.default_rng(96)
+    x, w = rand(rng, xs), rand(rng, ws, low=-1, high=1)
+    b = rand(rng, (ws[0],)) if bias else None
+    m, feeds = conv_model(x, w, b, attrs, w_init=w_init)
+    for threads in (1, 2):
+        check(m, feeds, threads=threads, **tol(F32, int(np.prod(ws[1:]))))
 
 
 # ---- separable MaxPool / AveragePool ----

@@ -156,6 +156,30 @@ static int span_tile(conv_job *j, int64_t grp, int64_t q0, int64_t q1, int64_t m
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* The same tile stored in place: the product writes each image's columns where they belong (the
+ * epilogue's runs, one per image), adding the residual and activation on the way. */
+static int span_direct(conv_job *j, int64_t grp, int64_t q0, int64_t q1, int64_t m0, int64_t m1) {
+    const kconv_geom *g = j->g;
+    int64_t os = g->out_size, n = q0 / os, p = q0 - n * os;
+    panel_src ps = {g, j->x + grp * j->Cg * g->in_size, q0};
+    const float *bias = j->bias ? j->bias + grp * j->Mg + m0 : NULL;
+    kgemm_epi ep;
+    int fused = fuse_epi(j, n, grp, m0, p, &ep);
+    ep.period = os;
+    ep.phase = p;
+    ep.jump = (g->M - 1) * os;
+    float *yg = j->y + (n * g->M + grp * j->Mg + m0) * os + p;
+    if (!product(j, grp, grp, &ps, pack_im2col_span, q0, m0, m1 - m0, q1 - q0, yg, os, bias, &ep))
+        return 0;
+    if (fused < 2) /* what the store could not apply, image by image */
+        for (int64_t q = q0; q < q1;) {
+            int64_t ni = q / os, pi = q - ni * os, len = min64(os - pi, q1 - q);
+            epilogue_fused(j, ni, grp, m0, m1, pi, pi + len, 0, fused);
+            q += len;
+        }
+    return 1;
+}
+
 static void item_bounds(const conv_job *j, int64_t t, int64_t mb, int64_t *c0, int64_t *c1,
                         int64_t *m0, int64_t *m1) {
     *c0 = min64(j->cols, j->cunit * kconv_block_start(t, j->ntiles, j->cpan));
@@ -175,7 +199,10 @@ static int block_run(conv_job *j, int64_t ng, int64_t key, int64_t c0, int64_t c
     int64_t p0 = c0, p1 = c1;
     if (j->span) {
         n = c0 / g->out_size;
-        if ((c1 - 1) / g->out_size != n) return span_tile(j, grp, c0, c1, m0, m1);
+        if ((c1 - 1) / g->out_size != n) {
+            if (!j->wpk || g->out_size < KGEMM_NR) return span_tile(j, grp, c0, c1, m0, m1);
+            return span_direct(j, grp, c0, c1, m0, m1);
+        }
         p0 = c0 - n * g->out_size;
         p1 = c1 - n * g->out_size;
     }
@@ -433,15 +460,17 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     return st;
 }
 
-/* Whether a 1x1 convolution's tiles should run across images. A tile that does is computed into
- * a scratch block, copied to each image's place and only then given its activation, and its
- * inputs go through im2col; a per-image tile reads them in place and stores once, with the
- * activation. That costs more than the padding of a map's last column panel (169 columns -> 192)
- * unless the weights, streamed once per tile, are too big to stay in L2: at one thread
- * SqueezeNet's 13x13 expand convs (48 -> 192, batch 8) took 0.33 ms spanning, 0.20 not;
- * 1024 -> 256 at 14x14 7.4 and 6.2; at two threads, 2048 -> 512 at 7x7 (4 MB of weights)
- * 3.2 spanning, 3.7 not. */
+/* Whether a 1x1 convolution's tiles should run across images. On maps of a column panel or more,
+ * a tile across two images stores each image's columns in place (span_direct): nothing is
+ * wasted on the padding of each image's last column panel (196 columns of a 14x14 map take 224,
+ * 49 of a 7x7 map 64). Smaller maps go through a scratch block (span_tile), copied to each
+ * image's place and only then given its activation, and their inputs through im2col; that costs
+ * more than the padding unless the weights, streamed once per tile, are too big to stay in L2:
+ * at one thread SqueezeNet's 13x13 expand convs (48 -> 192, batch 8) took 0.33 ms spanning
+ * through the scratch block, 0.20 not; 1024 -> 256 at 14x14 7.4 and 6.2; at two threads,
+ * 2048 -> 512 at 7x7 (4 MB of weights) 3.2 spanning, 3.7 not. */
 static int pointwise_spans(const conv_job *j) {
+    if (j->wpk && j->g->out_size >= KGEMM_NR) return 1;
     return (double)j->Mg * j->Kc * j->g->group * sizeof(float) > 2.0 * 1024 * 1024;
 }
 

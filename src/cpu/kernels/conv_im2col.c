@@ -172,6 +172,18 @@ __attribute__((target("avx512f"))) void kconv_im2col_panels_f32(const kconv_geom
     plane_strides(g->in, nd, ist);
     plane_strides(g->out, nd, ost);
     int64_t P0 = col0 + j0;
+    int pointwise = 1;
+    for (int d = 0; d < nd; d++)
+        if (g->k[d] != 1 || g->stride[d] != 1 || g->pad_b[d] || g->pad_e[d]) pointwise = 0;
+    if (pointwise) { /* positions are the input's, contiguous: one run per channel */
+        for (int64_t r = 0; r < kc; r++) {
+            float *drow = dst + r * KGEMM_NR;
+            panel_segment(drow, kc * KGEMM_NR, dcol, nc, x + (k0 + r) * g->in_size, P0, 1, 0, nc);
+            if (pad_to > dcol + nc)
+                panel_segment(drow, kc * KGEMM_NR, dcol + nc, pad_to - dcol - nc, NULL, 0, 1, 0, 0);
+        }
+        return;
+    }
     for (int d = 0; d < nd; d++) start[d] = (P0 / ost[d]) % g->out[d];
     int64_t c = k0 / g->k_size, rem = k0 % g->k_size;
     for (int d = nd - 1; d >= 0; d--) {

@@ -69,36 +69,42 @@ static void pack_a_block(int ta, const float *A, int64_t lda, int64_t i0, int64_
     }
 }
 
-/* B rows [p0, p0+kc) x cols [j0, j0+nc) into 32-column panels (zero columns past nc). */
+/* B rows [p0, p0+kc) x cols [j0, j0+nc) into 32-column panels (zero columns past nc). Row-major
+ * B is read one row at a time, left to right: panel by panel, the copy hopped across kc rows
+ * for 128 bytes each, more streams than the hardware prefetcher follows when B is a 1x1
+ * convolution's input out of cache (256 -> 64 channels on 56x56, batch 8, one thread: 9.2 ->
+ * 8.4 ms with the residual; no change at 64 or 128 rows). */
 __attribute__((target("avx512f"))) static void pack_b_block(int tb, const float *B, int64_t ldb,
                                                             int64_t p0, int64_t kc, int64_t j0,
                                                             int64_t nc, float *dst) {
+    if (!tb) {
+        int64_t full = nc / NR * NR, rest = nc - full;
+        __mmask16 m0 = (__mmask16)(rest >= 16 ? 0xffff : (1u << rest) - 1);
+        __mmask16 m1 = (__mmask16)(rest <= 16 ? 0 : (1u << (rest - 16)) - 1);
+        for (int64_t k = 0; k < kc; k++) {
+            const float *src = B + (p0 + k) * ldb + j0;
+            float *d = dst + k * NR;
+            int64_t jp = 0;
+            for (; jp < full; jp += NR) {
+                _mm512_storeu_ps(d + jp * kc, _mm512_loadu_ps(src + jp));
+                _mm512_storeu_ps(d + jp * kc + 16, _mm512_loadu_ps(src + jp + 16));
+            }
+            if (rest) {
+                _mm512_storeu_ps(d + jp * kc, _mm512_maskz_loadu_ps(m0, src + jp));
+                _mm512_storeu_ps(d + jp * kc + 16, _mm512_maskz_loadu_ps(m1, src + jp + 16));
+            }
+        }
+        return;
+    }
     for (int64_t jp = 0; jp < nc; jp += NR) {
         int64_t cols = nc - jp < NR ? nc - jp : NR;
         float *d = dst + jp * kc;
-        if (!tb) {
-            const float *src = B + p0 * ldb + j0 + jp;
-            if (cols == NR) {
-                for (int64_t k = 0; k < kc; k++) {
-                    _mm512_storeu_ps(d + k * NR, _mm512_loadu_ps(src + k * ldb));
-                    _mm512_storeu_ps(d + k * NR + 16, _mm512_loadu_ps(src + k * ldb + 16));
-                }
-            } else {
-                __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xffff : (1u << cols) - 1);
-                __mmask16 m1 = (__mmask16)(cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
-                for (int64_t k = 0; k < kc; k++) {
-                    _mm512_storeu_ps(d + k * NR, _mm512_maskz_loadu_ps(m0, src + k * ldb));
-                    _mm512_storeu_ps(d + k * NR + 16, _mm512_maskz_loadu_ps(m1, src + k * ldb + 16));
-                }
-            }
-        } else {
-            for (int64_t c = 0; c < cols; c++) {
-                const float *src = B + (j0 + jp + c) * ldb + p0;
-                for (int64_t k = 0; k < kc; k++) d[k * NR + c] = src[k];
-            }
-            for (int64_t c = cols; c < NR; c++)
-                for (int64_t k = 0; k < kc; k++) d[k * NR + c] = 0.0f;
+        for (int64_t c = 0; c < cols; c++) {
+            const float *src = B + (j0 + jp + c) * ldb + p0;
+            for (int64_t k = 0; k < kc; k++) d[k * NR + c] = src[k];
         }
+        for (int64_t c = cols; c < NR; c++)
+            for (int64_t k = 0; k < kc; k++) d[k * NR + c] = 0.0f;
     }
 }
 
@@ -114,7 +120,8 @@ __attribute__((target("avx512f"))) static void pack_b_block(int tb, const float 
 #define DEFINE_KERNEL(NAME, ROWS, FOR_ROWS)                                                        \
     __attribute__((target("avx512f"))) static void NAME(                                           \
         int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float alpha,          \
-        float beta, const float *bias, int mr, int nr, const kgemm_epi *ep, const float *z) {      \
+        float beta, const float *bias, int mr, int nr, const kgemm_epi *ep, const float *z,        \
+        int split, int64_t jump) {                                                                 \
         FOR_ROWS(ACC_DECL)                                                                         \
         for (int64_t k = 0; k < kc; k++) {                                                         \
             __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16), a;                       \
@@ -125,7 +132,8 @@ __attribute__((target("avx512f"))) static void pack_b_block(int tb, const float 
         }                                                                                          \
         __m512 acc[ROWS][2];                                                                       \
         FOR_ROWS(ACC_SAVE)                                                                         \
-        store_tile(acc, C, ldc, alpha, beta, bias, mr, nr, ep, z, kc <= PREFETCH_C_KC);            \
+        store_tile(acc, C, ldc, alpha, beta, bias, mr, nr, ep, z, kc <= PREFETCH_C_KC, split,      \
+                   jump);                                                                          \
     }
 #define ROWS4(X) X(0) X(1) X(2) X(3)
 #define ROWS8(X) ROWS4(X) X(4) X(5) X(6) X(7)
@@ -163,15 +171,74 @@ __attribute__((target("avx512f"))) static inline __m512 epi_vec(const kgemm_epi 
  * tile two column panels later writes. SqueezeNet at batch 8, one thread, in the model: the
  * 55x55 expand1x1 pair (16 -> 64) 1.55 -> 1.14 ms (and 1.58 -> 1.16 in a second run), the 27x27
  * pair 0.90 -> 0.86. Deeper tiles (its squeeze convs, K 128 to 512) were left out: not measured
- * apart from the noise there. */
+ * apart from the noise there. A fused residual z is read as late, 12 rows at a time, by demand
+ * loads that wait on memory in turn: it is fetched two panels ahead at every depth (ResNet's
+ * 64 -> 256 1x1 on 56x56 with its residual and Relu, batch 8, one thread: 12.7 -> 9.8 ms). */
 enum { PREFETCH_C_KC = 64, PREFETCH_C_AHEAD = 64 };
+
+/* The 16 lanes of the vector holding columns [c0, c0 + 16) that lie below column n. */
+static inline __mmask16 lanes_below(int n, int c0) {
+    return (__mmask16)(n - c0 >= 16 ? 0xffff : n <= c0 ? 0 : (1u << (n - c0)) - 1);
+}
+
+/* An x vector of C, z or (from, to) across a run boundary: lanes in lo from p, the others from
+ * p + jump (see kgemm_epi's runs). Masked-off lanes are never touched. */
+__attribute__((target("avx512f"))) static inline __m512 load_split(const float *p, int64_t jump,
+                                                                   __mmask16 m, __mmask16 lo) {
+    return _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(m & lo, p), m & (__mmask16)~lo, p + jump);
+}
+
+__attribute__((target("avx512f"))) static inline void store_split(float *p, int64_t jump,
+                                                                  __mmask16 m, __mmask16 lo,
+                                                                  __m512 v) {
+    _mm512_mask_storeu_ps(p, m & lo, v);
+    _mm512_mask_storeu_ps(p + jump, m & (__mmask16)~lo, v);
+}
+
+/* store_tile for a tile whose columns from split on belong to the next run (jump floats on) */
+__attribute__((target("avx512f"))) static void store_tile_split(
+    __m512 (*acc)[2], float *C, int64_t ldc, float alpha, float beta, const float *bias, int mr,
+    int nr, const kgemm_epi *ep, const float *z, int split, int64_t jump) {
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    __mmask16 m0 = lanes_below(nr, 0), m1 = lanes_below(nr, 16);
+    __mmask16 lo0 = lanes_below(split, 0), lo1 = lanes_below(split, 16);
+    for (int r = 0; r < mr; r++) {
+        float *c = C + r * ldc;
+        __m512 x = _mm512_mul_ps(acc[r][0], va), y = _mm512_mul_ps(acc[r][1], va);
+        if (beta != 0.0f) {
+            x = _mm512_fmadd_ps(vb, load_split(c, jump, m0, lo0), x);
+            y = _mm512_fmadd_ps(vb, load_split(c + 16, jump, m1, lo1), y);
+        }
+        if (bias) {
+            __m512 bb = _mm512_set1_ps(bias[r]);
+            x = _mm512_add_ps(x, bb);
+            y = _mm512_add_ps(y, bb);
+        }
+        if (ep) {
+            if (z) {
+                const float *zr = z + r * ep->ldz;
+                x = _mm512_add_ps(x, load_split(zr, jump, m0, lo0));
+                y = _mm512_add_ps(y, load_split(zr + 16, jump, m1, lo1));
+            }
+            x = epi_vec(ep, x, NULL, m0);
+            y = epi_vec(ep, y, NULL, m1);
+        }
+        store_split(c, jump, m0, lo0, x);
+        store_split(c + 16, jump, m1, lo1, y);
+    }
+}
 
 __attribute__((target("avx512f"))) static inline void store_tile(__m512 (*acc)[2], float *C,
                                                                  int64_t ldc, float alpha,
                                                                  float beta, const float *bias,
                                                                  int mr, int nr,
                                                                  const kgemm_epi *ep,
-                                                                 const float *z, int prefetch) {
+                                                                 const float *z, int prefetch,
+                                                                 int split, int64_t jump) {
+    if (split < nr) {
+        store_tile_split(acc, C, ldc, alpha, beta, bias, mr, nr, ep, z, split, jump);
+        return;
+    }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1);
     __mmask16 m1 = (__mmask16)(nr <= 16 ? 0 : nr >= 32 ? 0xffff : (1u << (nr - 16)) - 1);
@@ -198,6 +265,11 @@ __attribute__((target("avx512f"))) static inline void store_tile(__m512 (*acc)[2
             _mm_prefetch((const char *)(c + PREFETCH_C_AHEAD), _MM_HINT_ET0);
             _mm_prefetch((const char *)(c + PREFETCH_C_AHEAD + 16), _MM_HINT_ET0);
         }
+        if (z) { /* the residual the tile two panels on adds (see PREFETCH_C_AHEAD) */
+            const float *zn = z + r * ep->ldz + PREFETCH_C_AHEAD;
+            _mm_prefetch((const char *)zn, _MM_HINT_T0);
+            _mm_prefetch((const char *)(zn + 16), _MM_HINT_T0);
+        }
     }
 }
 
@@ -215,7 +287,8 @@ DEFINE_KERNEL(kernel_4x32, 4, ROWS4)
 __attribute__((target("avx512f"))) static void kernel_1x32(int64_t kc, const float *Ap, const float *Bp,
                                                            float *C, int64_t ldc, float alpha, float beta,
                                                            const float *bias, int mr, int nr,
-                                                           const kgemm_epi *ep, const float *z) {
+                                                           const kgemm_epi *ep, const float *z,
+                                                           int split, int64_t jump) {
     ROWS4(ACC_DECL)
     __m512 x;
     int64_t k = 0;
@@ -233,7 +306,7 @@ __attribute__((target("avx512f"))) static void kernel_1x32(int64_t kc, const flo
     __m512 acc[1][2];
     acc[0][0] = _mm512_add_ps(_mm512_add_ps(c0a, c1a), _mm512_add_ps(c2a, c3a));
     acc[0][1] = _mm512_add_ps(_mm512_add_ps(c0b, c1b), _mm512_add_ps(c2b, c3b));
-    store_tile(acc, C, ldc, alpha, beta, bias, mr, nr, ep, z, 0);
+    store_tile(acc, C, ldc, alpha, beta, bias, mr, nr, ep, z, 0, split, jump);
 }
 
 /* The same kernels reading A where it lies (row-major, lda) instead of from a packed panel. With B
@@ -260,7 +333,7 @@ __attribute__((target("avx512f"))) static void kernel_1x32(int64_t kc, const flo
         }                                                                                          \
         __m512 acc[ROWS][2];                                                                       \
         FOR_ROWS(ACC_SAVE)                                                                         \
-        store_tile(acc, C, ldc, alpha, beta, NULL, mr, nr, NULL, NULL, 0);                         \
+        store_tile(acc, C, ldc, alpha, beta, NULL, mr, nr, NULL, NULL, 0, NR, 0);                  \
     }
 DEFINE_KERNEL_U(kernel_u12x32, 12, ROWS12)
 DEFINE_KERNEL_U(kernel_u8x32, 8, ROWS8)
@@ -291,7 +364,7 @@ __attribute__((target("avx512f"))) static void kernel_u1x32(int64_t kc, const fl
     __m512 acc[1][2];
     acc[0][0] = _mm512_add_ps(_mm512_add_ps(c0a, c1a), _mm512_add_ps(c2a, c3a));
     acc[0][1] = _mm512_add_ps(_mm512_add_ps(c0b, c1b), _mm512_add_ps(c2b, c3b));
-    store_tile(acc, C, ldc, alpha, beta, NULL, mr, nr, NULL, NULL, 0);
+    store_tile(acc, C, ldc, alpha, beta, NULL, mr, nr, NULL, NULL, 0, NR, 0);
 }
 
 /* C = alpha * A . B + beta * C with B packed whole (Npad columns, this product's start at column
@@ -333,6 +406,8 @@ typedef struct block_tiles {
     const float *bias;
     const kgemm_epi *ep;
     const float *z;
+    const kgemm_epi *runs; /* column runs (kgemm_epi's period), or NULL */
+    int64_t col0;          /* the product's column at this block's column 0 */
 } block_tiles;
 
 /* The tile of row panel ir and column panel jr of an mc x nc block. */
@@ -343,10 +418,20 @@ static void block_tile(const block_tiles *t, int64_t ir, int64_t jr, int64_t mc,
     float *c = t->c + ir * t->ldc + jr;
     const float *rb = t->bias ? t->bias + ir : NULL;
     const float *z = t->z ? t->z + ir * t->ep->ldz + jr : NULL;
-    if (mr > 8) kernel_12x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z);
-    else if (mr > 4) kernel_8x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z);
-    else if (mr > 1) kernel_4x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z);
-    else kernel_1x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z);
+    int split = NR;
+    int64_t jump = 0;
+    if (t->runs) { /* earlier runs move the tile on; a boundary inside it splits its stores */
+        int64_t q = t->runs->phase + t->col0 + jr, run = q / t->runs->period;
+        jump = t->runs->jump;
+        c += run * jump;
+        if (z) z += run * jump;
+        int64_t left = t->runs->period - q % t->runs->period;
+        if (left < NR) split = (int)left;
+    }
+    if (mr > 8) kernel_12x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z, split, jump);
+    else if (mr > 4) kernel_8x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z, split, jump);
+    else if (mr > 1) kernel_4x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z, split, jump);
+    else kernel_1x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z, split, jump);
 }
 
 /* Blocks at most SHALLOW_KC deep, of at most SHALLOW_B packed floats of B, walk their row panels
@@ -359,6 +444,15 @@ static void block_tile(const block_tiles *t, int64_t ir, int64_t jr, int64_t mc,
  * (16 -> 64, 194 KB of B) were no faster this way, 1.38 -> 1.42 and 1.58 -> 1.95, so they keep
  * the usual order. */
 enum { SHALLOW_KC = 32, SHALLOW_B = 32 * 1024 };
+
+/* Products with an epilogue (the convolutions') walk row panels outer at any depth while the B
+ * block fits in L2 with room to spare (at most ROWS_OUTER_B floats, 512 KB): C and the residual
+ * are then written and read as 12 rows, left to right, which the prefetchers follow, where
+ * column panels outer touch every row of the MC band for 128 bytes and move on. B is read from
+ * L2 once per row panel instead of once per block; the L2 keeps up. 1x1 convolutions with their
+ * residual, batch 8, one thread (with the residual prefetch): 64 -> 256 on 56x56 9.8 -> 8.2 ms,
+ * 128 -> 512 on 28x28 7.4 -> 6.6, 256 -> 64 on 56x56 8.9 -> 8.4. */
+enum { ROWS_OUTER_B = 128 * 1024 };
 
 /* ap_all: A packed whole by kgemm_avx512_pack_a (Mpad rows), of which rows [i0, i0 + M) are
  * wanted; NULL: pack A (ta, lda) block by block here. */
@@ -389,8 +483,10 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
                     apk = pack_a;
                 }
                 block_tiles tb = {kc, apk, bpk, C + ic * ldc + jc, ldc, alpha, bet, bias ? bias + ic : NULL,
-                                  ep, ep && ep->z ? ep->z + ic * ep->ldz + jc : NULL};
-                if (kc <= SHALLOW_KC && kc * nc <= SHALLOW_B) { /* row panels outer: see SHALLOW_KC */
+                                  ep, ep && ep->z ? ep->z + ic * ep->ldz + jc : NULL,
+                                  epi && epi->period ? epi : NULL, jc};
+                if ((kc <= SHALLOW_KC && kc * nc <= SHALLOW_B) || (epi && kc * nc <= ROWS_OUTER_B)) {
+                    /* row panels outer: see SHALLOW_KC and ROWS_OUTER_B */
                     for (int64_t ir = 0; ir < mc; ir += MR)
                         for (int64_t jr = 0; jr < nc; jr += NR) block_tile(&tb, ir, jr, mc, nc);
                 } else {

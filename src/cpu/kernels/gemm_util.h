@@ -77,6 +77,11 @@ typedef struct kgemm_epi {
     int64_t ldz;
     int act;    /* KGEMM_EPI_* */
     float a, b; /* Clip's bounds; LeakyRelu's slope in a */
+    /* Columns in runs (a convolution's images side by side in one product): column j lies in run
+     * (phase + j) / period, and each run starts jump floats further on in C (and z) than the
+     * column count alone says; a tile across a boundary splits its stores. period 0: one run;
+     * else at least KGEMM_NR (a tile crosses one boundary at most). Applies at every K block. */
+    int64_t period, phase, jump;
 } kgemm_epi;
 int kgemm_sgemm_avx512_packed_epi(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,
                                   int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
