@@ -10,14 +10,7 @@
 #include <stdlib.h>
 #include <vector>
 
-#define CUDA_OK(x)                                                                                  \
-    do {                                                                                            \
-        cudaError_t e_ = (x);                                                                       \
-        if (e_ != cudaSuccess) {                                                                    \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));    \
-            exit(2);                                                                                \
-        }                                                                                           \
-    } while (0)
+#include "../../tests/gpu/cuda_check.h"
 
 // Standard-normal-ish values (sum of four uniforms, rescaled), never zero-filled buffers.
 __global__ void fill_random(uint16_t *p, size_t n, uint32_t seed, int bf16) {

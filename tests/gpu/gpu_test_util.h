@@ -9,14 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define CUDA_OK(x)                                                                                  \
-    do {                                                                                            \
-        cudaError_t e_ = (x);                                                                       \
-        if (e_ != cudaSuccess) {                                                                    \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));    \
-            exit(2);                                                                                \
-        }                                                                                           \
-    } while (0)
+#include "cuda_check.h"
 
 #ifndef GPU_TEST_SEED
 #define GPU_TEST_SEED 0x9E3779B97F4A7C15ull
