@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import node_profile as npf  # noqa: E402
 
-NP_TYPES = {1: np.float32, 10: np.float16, 7: np.int64, 6: np.int32, 9: np.bool_, 16: np.float32}
+NP_TYPES = {1: np.float32, 10: np.float16, 7: np.int64, 6: np.int32, 9: np.bool_}  # numpy has no bfloat16
 
 
 def feeds(model_path, dims, seed=0):
@@ -45,7 +45,8 @@ def feeds(model_path, dims, seed=0):
                 sys.exit("%s: give --dim %s=N" % (vi.name, d.dim_param))
         dt = NP_TYPES.get(tt.elem_type)
         if dt is None:
-            sys.exit("%s: element type %d" % (vi.name, tt.elem_type))
+            sys.exit("%s: element type %d has no random feed here (float32/16, int32/64, bool)"
+                     % (vi.name, tt.elem_type))
         if "mask" in vi.name:
             out[vi.name] = np.ones(shape, dt)
         elif np.issubdtype(dt, np.integer):
