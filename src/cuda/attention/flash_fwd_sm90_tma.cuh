@@ -136,7 +136,7 @@ template <int BM, int BN> __device__ __forceinline__ int key_blocks(const Params
 
 // Named barriers: 0 is __syncthreads, 2 + w the ping-pong turn of consumer warpgroup w (2..4),
 // 5 + w warpgroup w's epilogue (5..7).
-template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST>
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST, bool BIAS>
 __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
     const Params &p = tp.p;
     using C = TCfg<HD, BN, MINB, NWG, PERSIST>;
@@ -300,7 +300,7 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
         auto pin_o = [&] { pin_acc<HD>(o); };
         auto softmax = [&](int i, float (&corr)[2]) {
             // last key block first, as in the cp.async kernel
-            if (p.bias) add_bias<E, BN>(s, p, tl.b, tl.n, n_blocks - 1 - i, kv_limit, row0, p.S, col_lane);
+            if constexpr (BIAS) add_bias<E, BN>(s, p, tl.b, tl.n, n_blocks - 1 - i, kv_limit, row0, p.S, col_lane);
             softmax_key_block<BM, BN>(s, m_run, l_run, corr, sl2, p.causal, n_blocks - 1 - i, kv_limit, m_block, row0,
                                       causal_off, col_lane);
         };
@@ -400,10 +400,10 @@ __device__ __forceinline__ void flash_sm90_tma_body(const TmaParams &tp) {
         if (pp_open && wg == 0) named_sync(2, 256); // the last warpgroup's final arrive
 }
 
-template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST>
+template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST, bool BIAS>
 __global__ void __launch_bounds__(128 * (NWG + 1), MINB) flash_sm90_tma_kernel(const __grid_constant__ TmaParams tp) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    flash_sm90_tma_body<E, HD, BN, MINB, NWG, PP, PERSIST>(tp);
+    flash_sm90_tma_body<E, HD, BN, MINB, NWG, PP, PERSIST, BIAS>(tp);
 #elif defined(__CUDA_ARCH__)
     __trap();
 #endif
@@ -435,12 +435,13 @@ cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream) {
         !tma_make_map(&tp.tk, f16, p.k, p.H, p.T, nkv, p.B, p.k_ss, p.k_sn, p.k_sb, BN) ||
         !tma_make_map(&tp.tv, f16, p.v, p.H, p.T, nkv, p.B, p.v_ss, p.v_sn, p.v_sb, BN))
         return tma_fallback(HD, f16, p, stream);
-    auto kern = flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP, PERSIST>;
-    static bool attr_done = false;
-    if (!attr_done) {
+    auto kern = p.bias ? flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP, PERSIST, true>
+                       : flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP, PERSIST, false>;
+    static bool attr_done[2] = {false, false};
+    if (!attr_done[p.bias != nullptr]) {
         cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
         if (e != cudaSuccess) return e;
-        attr_done = true;
+        attr_done[p.bias != nullptr] = true;
     }
     // Persistent: one CTA per SM slot walks the tiles (snake order, see first_tile). Under a
     // causal mask the snake only evens the CTAs out when a head has few query blocks and each CTA
@@ -458,7 +459,7 @@ cudaError_t launch_sm90_tma(const Params &p, cudaStream_t stream) {
 }
 
 template <typename E, int HD, int BN, int MINB, int NWG, bool PP, bool PERSIST> const void *tma_probe() {
-    return (const void *)&flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP, PERSIST>;
+    return (const void *)&flash_sm90_tma_kernel<E, HD, BN, MINB, NWG, PP, PERSIST, false>;
 }
 
 // Explicit instantiation of one tile, both element types (gpu/flash_sm90_tma_*.cu).
