@@ -214,7 +214,8 @@ static void release_root(struct kiln_runner *r, int v) {
     if (--r->remaining[v] > 0) return;
     if (r->rec && r->rec[v].def >= 0) r->rec[v].last = r->step;
     uncharge_value(r, v);
-    kiln_value_release(&r->vals[v]);
+    if (r->rec) kiln_value_release_uncached(&r->vals[v]);
+    else kiln_value_release(&r->vals[v]);
 }
 
 static int root_of(struct kiln_runner *r, int v) {
@@ -439,7 +440,8 @@ static void runner_free(struct kiln_runner *r) {
         for (int v = 0; v < r->g->n_values; v++)
             if (is_managed(r, v)) {
                 uncharge_value(r, v);
-                kiln_value_release(&r->vals[v]);
+                if (r->rec) kiln_value_release_uncached(&r->vals[v]);
+                else kiln_value_release(&r->vals[v]);
             }
     free(r->charged);
     if (r->frame) return; /* the arrays stay with the frame for its next call */

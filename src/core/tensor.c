@@ -161,7 +161,7 @@ kiln_status kiln_tensor_import(kiln_tensor *dst, const kiln_tensor *src, const c
     return KILN_OK;
 }
 
-void kiln_tensor_release(kiln_tensor *t) {
+static void tensor_release(kiln_tensor *t, int cache) {
     if (t->owner && t->dev) {
         t->dev->vt->free(t->dev, t->owner);
     } else if (t->owner) {
@@ -169,7 +169,7 @@ void kiln_tensor_release(kiln_tensor *t) {
             int64_t n = kiln_numel(t);
             kiln_strs_free(t->data, n);
             free(t->owner);
-        } else if (!kiln_host_block_give(t->owner)) {
+        } else if (!cache || !kiln_host_block_give(t->owner)) {
             free(t->owner);
         }
     }
@@ -177,6 +177,8 @@ void kiln_tensor_release(kiln_tensor *t) {
     t->data = NULL;
     t->dev = NULL;
 }
+
+void kiln_tensor_release(kiln_tensor *t) { tensor_release(t, 1); }
 
 void kiln_strides(int rank, const int64_t *dims, int64_t *strides) {
     int64_t s = 1;
@@ -202,10 +204,10 @@ const char *kiln_shape_str(const kiln_tensor *t, char *buf, size_t n) {
     return buf;
 }
 
-void kiln_value_release(kiln_value *v) {
+static void value_release(kiln_value *v, int cache) {
     if (!v) return;
-    kiln_tensor_release(&v->t);
-    for (int i = 0; i < v->seq_len; i++) kiln_tensor_release(&v->seq[i]);
+    tensor_release(&v->t, cache);
+    for (int i = 0; i < v->seq_len; i++) tensor_release(&v->seq[i], cache);
     free(v->seq);
     v->seq = NULL;
     v->seq_len = 0;
@@ -214,6 +216,10 @@ void kiln_value_release(kiln_value *v) {
     v->maps = NULL;
     v->n_maps = 0;
 }
+
+void kiln_value_release(kiln_value *v) { value_release(v, 1); }
+
+void kiln_value_release_uncached(kiln_value *v) { value_release(v, 0); }
 
 kiln_status kiln_value_copy(kiln_value *dst, const kiln_value *src, kiln_err *e) {
     kiln_value v = *src;
