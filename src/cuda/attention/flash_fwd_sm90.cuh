@@ -20,7 +20,6 @@
 #include "flash_fwd.cuh"
 #include "wgmma_ops.cuh"
 
-#include <stdint.h>
 #include <type_traits>
 
 namespace kiln_sm90 {
@@ -217,37 +216,12 @@ template <int HD, int CB> __device__ __forceinline__ void pin_acc(float (&o)[CB]
 // read from global memory where the scores wait; the CTA's rows share them, so after the first
 // warp they come from L1. Only the kernels instantiated with BIAS call it: a run-time branch in
 // the one kernel cost about 3% on shapes without a bias (H100, 24 sweep rows).
-__device__ __forceinline__ float2 load_pair(const __half *p) { return __half22float2(*reinterpret_cast<const __half2 *>(p)); }
-__device__ __forceinline__ float2 load_pair(const __nv_bfloat16 *p) {
-    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
-}
-
 template <typename E, int BN>
 __device__ __forceinline__ void add_bias(float (&s)[BN / 2], const Params &p, int b, int n, int kb, int kv_limit,
                                          int row0, int seqlen_q, int col_lane) {
     constexpr int NT = BN / 8;
     const E *base = static_cast<const E *>(p.bias) + (int64_t)b * p.bias_sb + (int64_t)n * p.bias_sn;
     const int col0 = kb * BN + col_lane;
-    if (p.bias_ss == 0) {
-        // One row for every query (a key padding mask, BERT's (B, 1, 1, T)): each value serves both
-        // of the thread's rows, read two keys at a time where the row is 4-byte aligned (col0 is
-        // even). Rows past seqlen_q get it too; they are never stored.
-        const bool pairs = (reinterpret_cast<uintptr_t>(base) & 3) == 0;
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-            const int col = col0 + t * 8;
-            float2 v = make_float2(0.f, 0.f);
-            if (pairs && col + 1 < kv_limit) {
-                v = load_pair(base + col);
-            } else {
-                if (col < kv_limit) v.x = kiln_flash::to_f32(base[col]);
-                if (col + 1 < kv_limit) v.y = kiln_flash::to_f32(base[col + 1]);
-            }
-            v.x *= p.inv_scale, v.y *= p.inv_scale;
-            s[4 * t] += v.x, s[4 * t + 1] += v.y, s[4 * t + 2] += v.x, s[4 * t + 3] += v.y;
-        }
-        return;
-    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         const int row = row0 + 8 * h;
