@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU-machine call for the CPU figures at 1, 4 and 16 threads (its 16-core Sapphire Rapids):
-#   1. A/B of two kiln builds at 16 threads (bench/kiln_ab.py), when build-carry/ab holds
-#      libkiln_a.so (before) and libkiln_b.so (after), built here with the same dependencies;
+#   1. A/B of kiln builds (bench/kiln_ab.py) named in AB, from build-carry/ab/libkiln_X.so
+#      (built here with the same dependencies as the staged build);
 #   2. bench/cpu_models/run.py over the CNNs at 1/4/16 threads, batch 1 and 8 (the staged build);
 #   3. per-node profiles at 16 threads (bench/cpu_models/profile16.sh, SPECS).
 # Prepare with scripts/gpu/stage.sh; carry build-carry. Results under $OUT/scaling.
@@ -20,13 +20,17 @@ python3 bench/cpu_models/export.py --out /tmp/cpu_models --models squeezenet den
 python3 bench/gpu_models/export.py --out /tmp/gpu_models --models resnet50 --precisions fp32 --no-check \
     --device cpu >> "$OUT/export.log" 2>&1
 log "exported"
-if [ -f build-carry/ab/libkiln_a.so ] && [ -f build-carry/ab/libkiln_b.so ]; then
-    for spec in ${AB_SPECS:-resnet50.fp32.onnx:1 resnet50.fp32.onnx:8 squeezenet.onnx:8}; do
-        m=${spec%%:*}; b=${spec##*:}
+# AB: "A B model batch threads" rows, ';'-separated; A and B name build-carry/ab/libkiln_A.so
+AB=${AB:-"a b resnet50.fp32.onnx 1 16;a b resnet50.fp32.onnx 8 16;a b squeezenet.onnx 8 16"}
+if [ -d build-carry/ab ]; then
+    IFS=';' read -ra rows <<< "$AB"
+    for row in "${rows[@]}"; do
+        read -r A B m b t <<< "$row"
         path=/tmp/cpu_models/$m; [ -f "$path" ] || path=/tmp/gpu_models/$m
-        timeout 120 python3 bench/kiln_ab.py "$path" --a "$PWD/build-carry/ab/libkiln_a.so" \
-            --b "$PWD/build-carry/ab/libkiln_b.so" --batch "$b" --threads 16 --rounds 3 2>&1 | tail -1
-    done | tee "$OUT/ab16.txt"
+        echo -n "$A->$B: "
+        timeout 120 python3 bench/kiln_ab.py "$path" --a "$PWD/build-carry/ab/libkiln_$A.so" \
+            --b "$PWD/build-carry/ab/libkiln_$B.so" --batch "$b" --threads "$t" --rounds 3 2>&1 | tail -1
+    done | tee "$OUT/ab.txt"
     log "A/B done"
 fi
 timeout ${RUN_S:-300} python3 bench/cpu_models/run.py --threads ${THREADS_LIST:-1 4 16} --batches 1 8 \
