@@ -78,27 +78,6 @@ int kiln_host_block_give(void *p) {
     return 1;
 }
 
-unsigned long kiln_host_blocks_mark(void) {
-    pthread_mutex_lock(&mu);
-    unsigned long t = ticks;
-    pthread_mutex_unlock(&mu);
-    return t;
-}
-
-void kiln_host_blocks_drop_since(unsigned long mark) {
-    void *gone[BLOCKS];
-    int n = 0;
-    pthread_mutex_lock(&mu);
-    for (int i = 0; i < BLOCKS; i++)
-        if (cache[i].p && cache[i].tick > mark) {
-            gone[n++] = cache[i].p;
-            held -= cache[i].size;
-            cache[i].p = NULL;
-        }
-    pthread_mutex_unlock(&mu);
-    for (int i = 0; i < n; i++) free(gone[i]);
-}
-
 void kiln_host_blocks_drop(void) {
     pthread_mutex_lock(&mu);
     for (int i = 0; i < BLOCKS; i++) {

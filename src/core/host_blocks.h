@@ -16,11 +16,5 @@ void *kiln_host_block_take(size_t bytes);
 int kiln_host_block_give(void *p);
 /* Frees every cached block (kiln_session_release_memory). */
 void kiln_host_blocks_drop(void);
-/* A mark for kiln_host_blocks_drop_since: blocks given after it are newer. */
-unsigned long kiln_host_blocks_mark(void);
-/* Frees the cached blocks given after mark. A run that records a plan frees its intermediate
- * values on the heap; its later runs use the plan's arena instead, so those blocks would only
- * add to the process's peak memory (squeezenet at batch 8: 61 MB). */
-void kiln_host_blocks_drop_since(unsigned long mark);
 
 #endif

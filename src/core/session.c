@@ -715,7 +715,6 @@ static kiln_status run_values(kiln_session *s, const kiln_run_options *ro, int n
         if (!planned) rec = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *rec);
     }
     int replayed = 0;
-    unsigned long blocks_mark = rec ? kiln_host_blocks_mark() : 0;
     int traced = atomic_load_explicit(&s->root->tracing, memory_order_relaxed);
     double run_t0 = traced ? kiln_trace_now() : 0;
     lim.rc = kiln_run_ctx_take(s);
@@ -727,7 +726,6 @@ static kiln_status run_values(kiln_session *s, const kiln_run_options *ro, int n
     kiln_run_limits_end(&lim);
     if (plan) plan_give(s, plan, arena);
     if (!st && rec) {
-        kiln_host_blocks_drop_since(blocks_mark); /* before the arena is made: not both at the peak */
         kiln_plan *p = kiln_plan_make(s, g, rec, sig);
         if (p) {
             if (s->opt.verbose)

@@ -106,7 +106,7 @@ void kiln_value_release(kiln_value *v);            /* releases content, keeps th
 /* The same, but large host blocks go straight back to the allocator, not to the block cache
  * (core/host_blocks.h): the run that records a plan frees its intermediate values so, as later
  * runs use the plan's arena and would never take them (DenseNet-121 at batch 8 peaked at 318 MB
- * with them cached, 171 MB without). */
+ * with them cached, 201 MB without). */
 void kiln_value_release_uncached(kiln_value *v);
 /* Key and value types a map may have (onnxruntime's: int64 or string keys; float, double, int64
  * or string values). */
