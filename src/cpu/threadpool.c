@@ -1,4 +1,5 @@
 #include "threadpool.h"
+#include "pool_trace.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -47,6 +48,7 @@ struct kiln_threadpool {
     kiln_pool_fn fn;
     void *arg;
     int64_t n, nchunks;
+    int64_t trace_job; /* KILN_POOL_TRACE's number for this job */
     /* Each word that threads write during a job has a cache line of its own: every chunk claim
      * writes `next` and every join and finish writes `state`, and sharing a line with the job
      * description above (read before every chunk) or with job_id (read in every spinner's loop)
@@ -65,8 +67,10 @@ static void run_chunks(kiln_threadpool *tp) {
     for (;;) {
         int64_t i = atomic_fetch_add(&tp->next, 1);
         if (i >= tp->nchunks) break;
+        int64_t t0 = kiln_pool_trace_on ? kiln_pool_trace_now() : 0;
         tp->fn(tp->arg, kiln_chunk_begin(tp->n, tp->nchunks, i),
                kiln_chunk_begin(tp->n, tp->nchunks, i + 1));
+        if (kiln_pool_trace_on) kiln_pool_trace_chunk(tp->trace_job, t0, kiln_pool_trace_now());
     }
 }
 
@@ -132,6 +136,7 @@ static void *worker_main(void *p) {
 }
 
 kiln_threadpool *kiln_threadpool_create(int n_threads) {
+    kiln_pool_trace_init();
     if (n_threads < 1) n_threads = 1;
     if (n_threads > 0x7fff) n_threads = 0x7fff; /* ST_WANT's width */
     /* aligned as its cache-line members ask (sizeof is a multiple of the alignment) */
@@ -201,6 +206,14 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
     /* serial when there is no pool, the work is small, or we are already inside a job */
     int64_t nchunks = tp && !in_pool_job ? kiln_threadpool_plan(tp->n_threads, n, grain) : 1;
     if (nchunks == 1) {
+        if (kiln_pool_trace_on && !in_pool_job) {
+            int64_t t0 = kiln_pool_trace_now(), job = kiln_pool_trace_job(n, 1, t0);
+            fn(arg, 0, n);
+            int64_t t1 = kiln_pool_trace_now();
+            kiln_pool_trace_chunk(job, t0, t1);
+            kiln_pool_trace_job_done(job, t1);
+            return;
+        }
         fn(arg, 0, n);
         return;
     }
@@ -220,6 +233,7 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
     tp->arg = arg;
     tp->n = n;
     tp->nchunks = nchunks;
+    tp->trace_job = kiln_pool_trace_on ? kiln_pool_trace_job(n, nchunks, kiln_pool_trace_now()) : -1;
     atomic_store_explicit(&tp->next, 0, memory_order_relaxed);
     atomic_store_explicit(&tp->state, ST_OPEN | want << ST_WANT_SHIFT, memory_order_release);
     atomic_fetch_add(&tp->job_id, 1); /* seq_cst: see worker_main */
@@ -257,5 +271,6 @@ void kiln_threadpool_run(kiln_threadpool *tp, int64_t n, int64_t grain, kiln_poo
             pthread_mutex_unlock(&tp->mu);
         }
     }
+    if (kiln_pool_trace_on) kiln_pool_trace_job_done(tp->trace_job, kiln_pool_trace_now());
     pthread_mutex_unlock(&tp->run_mu);
 }

@@ -1,6 +1,7 @@
 /* The helpers kernels use (declared in op.h): inputs, outputs, attributes, shapes, threads. */
 #include "op.h"
 #include "../core/session.h"
+#include "../cpu/pool_trace.h"
 #include "../cpu/threadpool.h"
 #include <stdarg.h>
 #include <stdio.h>
@@ -324,6 +325,7 @@ kiln_status kiln_check_dtype(kiln_ctx *ctx, const kiln_tensor *t, int input_inde
 
 void kiln_parallel_for(kiln_ctx *ctx, int64_t n, int64_t grain, kiln_range_fn fn, void *arg) {
     if (kiln_par_trace_threads() && kiln_par_trace_run(ctx, n, grain, fn, arg)) return;
+    if (kiln_pool_trace_on) kiln_pool_trace_label(ctx && ctx->node ? ctx->node->name : NULL);
     kiln_threadpool_run(ctx ? ctx->tp : NULL, n, grain, fn, arg);
 }
 
