@@ -483,9 +483,11 @@ def test_outputs_own_their_memory(path):
     x = np.arange(1000, dtype=np.float32)
     s = open_session(identity_model(np.float32, [1000]), path)
     y = s.run(None, {"x": x})[0]
-    assert y.flags.writeable and y.flags.owndata == (path == "ctypes")
+    # kiln's buffer, handed over without a copy on both paths (the ctypes path copied it once
+    # more: 0.6 ms a run for a 3 MB output)
+    assert y.flags.writeable and not y.flags.owndata
     if path == "native":
-        assert type(y.base).__name__ == "PyCapsule"       # kiln's buffer, handed over without a copy
+        assert type(y.base).__name__ == "PyCapsule"
     y[:] = -1                                              # writing it touches neither x nor later runs
     np.testing.assert_array_equal(x, np.arange(1000))
     np.testing.assert_array_equal(s.run(None, {"x": x})[0], x)
@@ -595,3 +597,4 @@ def test_no_leak_over_many_runs(path):
     gc.collect()
     grown = rss_bytes() - before
     assert grown < 24 << 20, "resident memory grew by %.1f MiB over 1000 runs" % (grown / 2 ** 20)
+
