@@ -25,6 +25,7 @@ WORKER = r'''
 import json, os, sys, time
 import numpy as np
 target, batch, threads, engine, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
+clock = time.process_time if sys.argv[7] == "cpu" else time.perf_counter
 sys.path.insert(0, os.path.join(sys.argv[6], "python")); sys.path.insert(0, os.path.join(sys.argv[6], "bench"))
 if target.endswith(".onnx"):
     import node_profile
@@ -46,9 +47,9 @@ for _ in range(3):
     y = s.run(None, feeds)[0]
 ts, end = [], time.perf_counter() + seconds
 while time.perf_counter() < end or len(ts) < 5:
-    t0 = time.perf_counter()
+    t0 = clock()
     s.run(None, feeds)
-    ts.append(time.perf_counter() - t0)
+    ts.append(clock() - t0)
 y = np.asarray(y, dtype=np.float64)
 print(json.dumps({"ms": float(np.median(ts) * 1e3), "runs": len(ts), "sum": float(np.sum(y)),
                   "absmax": float(np.max(np.abs(y)))}))
@@ -78,6 +79,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=0.6)
+    ap.add_argument("--cpu", action="store_true",
+                    help="time each run by the process's CPU time instead of the wall clock: on a "
+                         "shared machine a one-thread run's CPU time leaves out the time it waited "
+                         "for a core (meaningless with more threads than cores)")
     ap.add_argument("--json", help="append one line of results to this file")
     a = ap.parse_args()
     vs = [parse_variant(v) for v in a.variant]
@@ -90,7 +95,7 @@ def main():
             if lib:
                 env["KILN_LIBRARY"] = lib
             p = subprocess.run([sys.executable, "-c", WORKER, a.target, str(a.batch), str(a.threads), engine,
-                                str(a.seconds), ROOT], env=env, capture_output=True, text=True)
+                                str(a.seconds), ROOT, "cpu" if a.cpu else "wall"], env=env, capture_output=True, text=True)
             if p.returncode:
                 print(f"{name}: failed: {(p.stderr.strip().splitlines() or ['?'])[-1][:200]}", file=sys.stderr)
                 continue
