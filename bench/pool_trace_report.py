@@ -10,6 +10,8 @@ on; the report covers the timed runs only and splits their wall time into:
   fork     from a job's opening to the mean start of its workers' first chunks;
   wait     the rest of the job's time: imbalance, and the caller waiting for the slowest chunk.
 
+Per node, "lost" is its time in jobs minus its work/T: what a perfect pool would not spend.
+
 Per node (top --top by time in its jobs): its jobs, their wall time, chunk work, and the threads
 that took part. --compare-threads 1 also runs the model on one thread and prints, per node, the
 work at T threads over the work at one (above 1: each thread computes slower with T busy, from
@@ -130,11 +132,12 @@ def main():
               f"{(tot1['work_par'] + tot1['work_serial']) / len(w1) / 1e6:.3f} ms there against "
               f"{(tot['work_par'] + tot['work_serial']) / R / 1e6:.3f} ms summed over the {a.threads} threads")
     print()
-    print("| node | jobs | ms in jobs | work ms | work/T ms | threads/job |" + (" work vs 1 |" if ref else ""))
-    print("|---|---|---|---|---|---|" + ("---|" if ref else ""))
+    print("| node | jobs | ms in jobs | work ms | work/T ms | lost ms | threads/job |" + (" work vs 1 |" if ref else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if ref else ""))
     for label, n in sorted(per_node.items(), key=lambda kv: -kv[1]["time"])[:a.top]:
         row = (f"| {label[-48:]} | {n['jobs'] / R:.0f} | {ms(n['time']):.3f} | {ms(n['work']):.3f} | "
-               f"{ms(n['work'] / a.threads):.3f} | {n['threads'] / max(1, n['jobs']):.1f} |")
+               f"{ms(n['work'] / a.threads):.3f} | {ms(n['time'] - n['work'] / a.threads):.3f} | "
+               f"{n['threads'] / max(1, n['jobs']):.1f} |")
         if ref:
             r1 = ref.get(label)
             row += f" {n['work'] / r1['work']:.2f} |" if r1 and r1["work"] else " - |"
