@@ -88,3 +88,17 @@ def test_report_splits_the_wall_time(tmp_path):
     names = {n.name for n in onnx.load(str(model)).graph.node}
     assert rows and set(rows) <= names, r.stdout
     assert {n for n in names if n.startswith("matmul")} <= set(rows), r.stdout
+
+
+def test_unwritable_trace_path_is_reported_and_the_run_is_unharmed(tmp_path):
+    model = named_model(tmp_path)
+    out = tmp_path / "y.npy"
+    bad = tmp_path / "no_such_dir" / "trace.txt"
+    r = subprocess.run([sys.executable, "-c", PROBE, ROOT, str(model), "2", str(out)],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(quiet_numpy_env(), KILN_POOL_TRACE=str(bad)))
+    assert r.returncode == 0, r.stderr
+    assert "KILN_POOL_TRACE: cannot write " + str(bad) in r.stderr
+    assert not bad.exists()
+    x = np.random.default_rng(5).standard_normal((384, 384)).astype(np.float32)
+    assert_same(np.load(out), run_ort(onnx.load(str(model)), {"x": x})[0], rtol=1e-4, atol=1e-4)
