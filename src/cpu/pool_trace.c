@@ -45,16 +45,15 @@ static void write_trace(void) {
     int64_t nj = atomic_load(&n_jobs), nc = atomic_load(&n_chunks);
     if (nj > MAX_JOBS) nj = MAX_JOBS;
     if (nc > MAX_CHUNKS) nc = MAX_CHUNKS;
-    int64_t base = 0; /* absolute CLOCK_MONOTONIC, to line up with the caller's own clock */
-    fprintf(f, "# kiln pool trace: J job items chunks open_ns done_ns label / C job thread begin_ns end_ns\n");
+    fprintf(f, "# kiln pool trace (CLOCK_MONOTONIC ns): J job items chunks open_ns done_ns label / C job thread begin_ns end_ns\n");
     for (int64_t i = 0; i < nj; i++)
         fprintf(f, "J %lld %lld %lld %lld %lld %s\n", (long long)i, (long long)jobs[i].n,
-                (long long)jobs[i].chunks, (long long)(jobs[i].t_open - base),
-                (long long)(jobs[i].t_done ? jobs[i].t_done - base : -1),
+                (long long)jobs[i].chunks, (long long)jobs[i].t_open,
+                (long long)(jobs[i].t_done ? jobs[i].t_done : -1),
                 jobs[i].label[0] ? jobs[i].label : "-");
     for (int64_t i = 0; i < nc; i++)
         fprintf(f, "C %d %d %lld %lld\n", chunks[i].job, chunks[i].thread,
-                (long long)(chunks[i].t0 - base), (long long)(chunks[i].t1 - base));
+                (long long)chunks[i].t0, (long long)chunks[i].t1);
     fclose(f);
 }
 
