@@ -13,13 +13,14 @@ OUT=${OUT:-out}/trace
 mkdir -p "$OUT"
 source scripts/gpu/env.sh
 SECONDS=0
+python3 -c "import kiln._lib as l; print(\"kiln._native:\", l.load_native())" 2>&1 | tee "$OUT/native.txt"
 build-carry/fork_cost 1 4 16 > "$OUT/fork_cost.txt" 2>&1
 tail -4 "$OUT/fork_cost.txt"
 python3 bench/gpu_models/export.py --out /tmp/gpu_models --models resnet50 --precisions fp32 --no-check \
     --device cpu > "$OUT/export.log" 2>&1
 python3 bench/cpu_models/export.py --out /tmp/cpu_models --models squeezenet >> "$OUT/export.log" 2>&1
 echo "[trace ${SECONDS}s] exported"
-for spec in ${SPECS:-resnet50.fp32:1:15 squeezenet:1:30 resnet50.fp32:8:4}; do
+for spec in ${SPECS:-resnet50.fp32:1:15 squeezenet:1:30 resnet50.fp32:8:4 squeezenet:8:10}; do
     IFS=: read -r m b r <<< "$spec"
     p=/tmp/cpu_models/$m.onnx; [ -f "$p" ] || p=/tmp/gpu_models/$m.onnx
     timeout 60 python3 bench/pool_trace_report.py "$p" --threads 16 --batch "$b" --runs "$r" \
