@@ -446,3 +446,187 @@ def test_qdq_add_mul_pool_fused_and_exact(tmp_path):
     got, want = run_both(path, shapes)
     assert np.unique(want).size > 20
     np.testing.assert_array_equal(got, want)
+
+
+# ---- exact numpy oracles: onnxruntime's AVX2 u8 x s8 kernels sum pairs of products in saturating
+# int16 (vpmaddubsw), so on CPUs without VNNI it is no oracle for those types. These tests check
+# kiln against int64 numpy sums (and float32 numpy requantisation, the same operations in the same
+# order as onnxruntime's MlasRequantizeOutput) on whatever kernel the CPU selects; the child-process
+# test below repeats them on the AVX2 loops (KILN_NO_AVX512=1) and the portable ones (KILN_NO_VNNI=1).
+
+def np_matmul_int(a, b, za=0, zb=0):
+    """(a - za) @ (b - zb) in int64, wrapped to int32 as the ops' int32 accumulators"""
+    za = np.asarray(za, np.int64)
+    return ((a.astype(np.int64) - za) @ (b.astype(np.int64) - np.asarray(zb, np.int64))).astype(np.int32)
+
+
+def np_conv_int(x, w, xz, wz, strides=(1, 1), pads=(0, 0, 0, 0), dil=(1, 1), group=1):
+    """int64 sums of (x - xz)(w - wz[m]) of a 2-D convolution (padding reads as xz)"""
+    N, C, H, W = x.shape
+    M, Cg, KH, KW = w.shape
+    xp = np.pad(x.astype(np.int64) - int(xz), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    wd = w.astype(np.int64) - np.asarray(wz, np.int64).reshape(-1, 1, 1, 1)
+    OH = (H + pads[0] + pads[2] - dil[0] * (KH - 1) - 1) // strides[0] + 1
+    OW = (W + pads[1] + pads[3] - dil[1] * (KW - 1) - 1) // strides[1] + 1
+    y = np.zeros((N, M, OH, OW), np.int64)
+    Mg = M // group
+    for g in range(group):
+        xs = xp[:, g * Cg:(g + 1) * Cg]
+        for kh in range(KH):
+            for kw in range(KW):
+                r0, c0 = kh * dil[0], kw * dil[1]
+                patch = xs[:, :, r0:r0 + strides[0] * (OH - 1) + 1:strides[0], c0:c0 + strides[1] * (OW - 1) + 1:strides[1]]
+                y[:, g * Mg:(g + 1) * Mg] += np.einsum("nchw,mc->nmhw", patch, wd[g * Mg:(g + 1) * Mg, :, kh, kw])
+    return y
+
+
+def np_requant(acc, mult, zp, dt):
+    """float32(acc) * mult, clamped to the type's range less zp, rounded half to even, plus zp"""
+    lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+    r = acc.astype(np.int32).astype(np.float32) * mult.astype(np.float32)
+    r = np.minimum(np.maximum(r, np.float32(lo - int(zp))), np.float32(hi - int(zp)))
+    return (np.rint(r).astype(np.int32) + int(zp)).astype(dt)
+
+
+EXACT_MM_SHAPES = [(1, 1, 1), (1, 3, 17), (5, 13, 33), (7, 33, 15), (13, 63, 70), (50, 130, 129),
+                   (6, 256, 64), (2, 5, 1000)]  # (M, K, N): K, M and N tails around 2, 4, 6, 8, 16
+
+
+def assert_equal_int(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, want.shape, got.dtype, want.dtype)
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, f"{len(bad)} of {got.size} differ, first at {bad[0]}: {got[tuple(bad[0])]} != {want[tuple(bad[0])]}"
+
+
+@pytest.mark.parametrize("adt,bdt", [(U8, S8), (U8, U8), (S8, S8), (S8, U8)])
+@pytest.mark.parametrize("mkn", EXACT_MM_SHAPES)
+@pytest.mark.parametrize("zps", ["none", "tensor", "column"])
+@pytest.mark.parametrize("const_b", [False, True])
+def test_matmul_integer_exact(adt, bdt, mkn, zps, const_b):
+    M, K, N = mkn
+    a, b = qrand(adt, (M, K)), qrand(bdt, (K, N))
+    inputs = [("a", a), ("b", b)]
+    za, zb = 0, 0
+    if zps != "none":
+        za, zb = zp(adt), zp(bdt, N) if zps == "column" else zp(bdt)
+        inputs += [("za", za), ("zb", zb)]
+    m, feeds = model("MatMulInteger", inputs, const=("b", "zb") if const_b else (), opset=10)
+    want = np_matmul_int(a, b, za, zb)
+    assert np.unique(want).size > min(want.size // 2, 10), "the sums should vary"
+    assert_equal_int(run_kiln(m, feeds)[0], want)
+
+
+def test_matmul_integer_extreme_values_exact():
+    """The largest products (255 x -128, 255 x 127) over a long odd K: nothing may saturate."""
+    a = np.full((7, 1027), 255, U8)
+    b = np.where(RNG.random((1027, 21)) < 0.5, -128, 127).astype(S8)
+    b[:, 0], b[:, 20] = -128, 127
+    m, feeds = model("MatMulInteger", [("a", a), ("b", b)], const=("b",), opset=10)
+    got = run_kiln(m, feeds)[0]
+    assert_equal_int(got, np_matmul_int(a, b))
+    assert got[0, 0] == 255 * -128 * 1027 and got[6, 20] == 255 * 127 * 1027
+
+
+EXACT_CONV_CASES = [  # x shape, w shape, strides, pads, dilations, group
+    ((1, 3, 17, 19), (8, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    ((2, 16, 9, 9), (24, 16, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    ((1, 7, 10, 11), (13, 7, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    ((1, 8, 14, 14), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8),
+    ((1, 24, 37, 35), (24, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 24),
+    ((2, 12, 15, 13), (12, 1, 5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 12),
+    ((1, 6, 19, 21), (6, 1, 3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 6),
+    ((1, 9, 12, 12), (18, 3, 3, 3), (1, 1), (1, 0, 1, 2), (1, 1), 3),
+    ((1, 70, 5, 5), (33, 70, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("xdt,wdt", [(U8, S8), (U8, U8), (S8, S8)])
+@pytest.mark.parametrize("case", EXACT_CONV_CASES)
+def test_conv_integer_exact(xdt, wdt, case):
+    x_shape, w_shape, strides, pads, dil, group = case
+    x, w, xz, wz = qrand(xdt, x_shape), qrand(wdt, w_shape), zp(xdt), zp(wdt)
+    attrs = {"strides": list(strides), "pads": list(pads), "dilations": list(dil), "group": group}
+    m, feeds = model("ConvInteger", [("x", x), ("w", w), ("xz", xz), ("wz", wz)], const=("w", "wz"),
+                     attrs=attrs, opset=10)
+    assert_equal_int(run_kiln(m, feeds)[0], np_conv_int(x, w, xz, wz, strides, pads, dil, group).astype(np.int32))
+
+
+@pytest.mark.parametrize("xdt,wdt", [(U8, S8), (S8, S8)])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("case", EXACT_CONV_CASES)
+def test_qlinear_conv_exact(xdt, wdt, per_channel, case):
+    x_shape, w_shape, strides, pads, dil, group = case
+    inputs = qconv_inputs(xdt, wdt, x_shape, w_shape, per_channel)
+    d = dict(inputs)
+    attrs = {"strides": list(strides), "pads": list(pads), "dilations": list(dil), "group": group}
+    m, feeds = model("QLinearConv", inputs, const=("w", "ws", "wz", "b"), attrs=attrs, opset=10)
+    acc = np_conv_int(d["x"], d["w"], d["xz"], d["wz"] if per_channel else np.full(w_shape[0], d["wz"]),
+                      strides, pads, dil, group) + d["b"].astype(np.int64).reshape(1, -1, 1, 1)
+    ws = np.broadcast_to(d["ws"], (w_shape[0],)).astype(np.float32)
+    mult = (np.float32(d["xs"]) * ws / np.float32(d["ys"])).astype(np.float32).reshape(1, -1, 1, 1)
+    want = np_requant(acc, mult, d["yz"], xdt)
+    assert np.mean((want != np.iinfo(xdt).min) & (want != np.iinfo(xdt).max)) > 0.2
+    assert_equal_int(run_kiln(m, feeds)[0], want)
+
+
+@pytest.mark.parametrize("adt,bdt", [(U8, S8), (U8, U8), (S8, S8)])
+@pytest.mark.parametrize("mkn", EXACT_MM_SHAPES[1:])
+@pytest.mark.parametrize("per_col", [False, True])
+def test_qlinear_matmul_exact(adt, bdt, mkn, per_col):
+    M, K, N = mkn
+    inputs = qmm_inputs(adt, bdt, (M, K), (K, N), per_col=per_col)
+    d = dict(inputs)
+    m, feeds = model("QLinearMatMul", inputs, const=("b", "bs", "bz"), opset=10)
+    acc = np_matmul_int(d["a"], d["b"], d["az"], d["bz"]).astype(np.int64)
+    mult = (np.float32(d["as"]) * np.broadcast_to(d["bs"], (N,)).astype(np.float32) / np.float32(d["ys"]))
+    want = np_requant(acc, mult.astype(np.float32).reshape(1, -1), d["yz"], adt)
+    assert_equal_int(run_kiln(m, feeds)[0], want)
+
+
+@pytest.mark.parametrize("dt", [U8, S8])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 31, 1000, 70001])
+def test_quantize_dequantize_exact(dt, n):
+    """QuantizeLinear (float to 8 bits: x / scale, clamp, round half to even, + zp) and
+    DequantizeLinear ((x - zp) * scale) against the same float32 steps in numpy."""
+    x = (RNG.standard_normal(n) * 3).astype(np.float32)
+    x[:: 7] = np.float32(0.5) * RNG.integers(-40, 40, size=x[:: 7].shape)  # exact halves: ties
+    if n > 3:
+        x[1], x[2], x[3] = np.nan, 1e9, -1e9
+    scale, z = np.float32(0.5 if n % 2 else 0.037), zp(dt)
+    m, feeds = model("QuantizeLinear", [("x", x), ("s", f32(scale)), ("z", z)], opset=13)
+    lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+    with np.errstate(invalid="ignore"):
+        v = np.maximum(x / scale, np.float32(lo - int(z)))  # NaN takes the low end
+    v = np.where(np.isnan(x), np.float32(lo - int(z)), np.minimum(v, np.float32(hi - int(z))))
+    want = (np.rint(v).astype(np.int32) + int(z)).astype(dt)
+    assert_equal_int(run_kiln(m, feeds)[0], want)
+    q = qrand(dt, (n,))
+    m, feeds = model("DequantizeLinear", [("q", q), ("s", f32(scale)), ("z", z)], opset=13)
+    want = (q.astype(np.float32) - np.float32(int(z))) * scale
+    assert_equal_int(run_kiln(m, feeds)[0], want.astype(np.float32))
+
+
+@pytest.mark.parametrize("n", [5, 8, 17, 4099, 200003])
+def test_dynamic_quantize_linear_exact(n):
+    x = (RNG.standard_normal(n) * 2 + 0.3).astype(np.float32)
+    m = node_model("DynamicQuantizeLinear", [("x", x)], ["y", "ys", "yz"], opset=11)
+    y, ys, yz = run_kiln(m, {"x": x})
+    lo, hi = min(np.float32(0), x.min()), max(np.float32(0), x.max())
+    scale = np.float32((hi - lo) / np.float32(255))
+    z = np.clip(np.rint(np.float32(0) - lo / scale), 0, 255)
+    v = np.minimum(np.maximum(x / scale, np.float32(0 - z)), np.float32(255 - z))
+    assert ys == scale and yz == z
+    assert_equal_int(y, (np.rint(v) + z).astype(U8))
+
+
+def test_exact_oracles_on_every_kernel(tmp_path):
+    """The numpy-oracle tests above on the AVX2 loops (KILN_NO_AVX512=1: what a CPU without
+    AVX-512 runs, forced on one with it) and on the portable loops (KILN_NO_VNNI=1)."""
+    for env_var in ("KILN_NO_AVX512", "KILN_NO_VNNI"):
+        env = dict(os.environ, **{env_var: "1"})
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                            os.path.abspath(__file__), "-k", "exact and not on_every_kernel and not fused"],
+                           cwd=os.path.dirname(os.path.abspath(__file__)), env=env, capture_output=True,
+                           text=True, timeout=900)
+        assert r.returncode == 0 and " passed" in r.stdout and "skipped" not in r.stdout, env_var + r.stdout[-3000:]

@@ -1,8 +1,10 @@
-/* The 8-bit integer matrix product of qgemm.h: packing, the register kernels (AVX-512 VNNI and
- * portable), the parallel driver with its zero-point corrections, and the requantising
- * epilogues. */
+/* The 8-bit integer matrix product of qgemm.h: packing, the register kernels (AVX-512 VNNI,
+ * AVX2 in qgemm_avx2.c, and portable), the parallel driver with its zero-point corrections, and
+ * the requantising epilogues. */
 #include "qgemm.h"
 #include "gemm_util.h"
+#include "qgemm_avx2.h"
+#include "quant_isa.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,32 +27,22 @@ int kqg_have_vnni(void) {
         int v = 0;
 #ifdef KQG_X86
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512vnni");
+        v = kq_use_avx512() && __builtin_cpu_supports("avx512vnni");
 #endif
-        const char *env = getenv("KILN_NO_VNNI");
-        if (env && *env && *env != '0') v = 0;
         cached = v;
     }
     return cached;
 }
 
-/* The AVX-512 packing, correction and epilogue loops; KILN_NO_VNNI turns them off too, so that
- * the tests reach every portable loop. */
-static int have_avx512(void) {
+int kqg_have_avx2(void) {
     static int cached = -1;
-    if (cached < 0) {
-        int v = 0;
-#ifdef KQG_X86
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-#endif
-        const char *env = getenv("KILN_NO_VNNI");
-        if (env && *env && *env != '0') v = 0;
-        cached = v;
-    }
+    if (cached < 0) cached = !kqg_have_vnni() && kq_use_avx2();
     return cached;
 }
+
+/* The AVX-512 packing, correction and epilogue loops; KILN_NO_VNNI turns them off too, so that
+ * the tests reach every portable loop, and KILN_NO_AVX512 so that they reach the AVX2 ones. */
+static int have_avx512(void) { return kq_use_avx512(); }
 
 /* ---- packing ---- */
 
@@ -59,9 +51,10 @@ kiln_status kqg_a_init(kiln_ctx *ctx, kqg_a *a, int64_t M, int64_t K) {
     a->M = M;
     a->K = K;
     a->K4 = (K + 3) / 4;
-    a->data = aligned_alloc(64, (size_t)((M * a->K4 * 4 + 63) / 64 * 64 + 64));
+    if (kqg_have_avx2()) a->wide = aligned_alloc(64, (size_t)((M * a->K4 * 8 + 63) / 64 * 64 + 64));
+    else a->data = aligned_alloc(64, (size_t)((M * a->K4 * 4 + 63) / 64 * 64 + 64));
     a->rowsum = malloc(sizeof(int32_t) * (size_t)(M + 1));
-    if (!a->data || !a->rowsum) {
+    if (!(a->data || a->wide) || !a->rowsum) {
         kqg_a_free(a);
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing an 8-bit matrix");
     }
@@ -70,8 +63,10 @@ kiln_status kqg_a_init(kiln_ctx *ctx, kqg_a *a, int64_t M, int64_t K) {
 
 void kqg_a_free(kqg_a *a) {
     free(a->data);
+    free(a->wide);
     free(a->rowsum);
     a->data = NULL;
+    a->wide = NULL;
     a->rowsum = NULL;
 }
 
@@ -107,6 +102,12 @@ AVX512 static void pack_a_rows_avx512(const pack_a_job *j, int64_t r0, int64_t r
 static void pack_a_rows(void *arg, int64_t r0, int64_t r1) {
     const pack_a_job *j = arg;
 #ifdef KQG_X86
+    if (kqg_have_avx2()) { /* before AVX-512: the AVX2 kernel reads the int16 copy only */
+        int64_t Kp = j->a->K4 * 4;
+        for (int64_t r = r0; r < r1; r++)
+            j->a->rowsum[r] = kqg_avx2_pack_a_row(j->src + r * j->lda, j->a->K, Kp, j->flip, j->a->wide + r * Kp);
+        return;
+    }
     if (have_avx512()) {
         pack_a_rows_avx512(j, r0, r1);
         return;
@@ -141,8 +142,9 @@ kiln_status kqg_b_init(kiln_ctx *ctx, kqg_b *b, int64_t K, int64_t N) {
     b->K4 = (K + 3) / 4;
     b->np = (N + KQG_NR - 1) / KQG_NR;
     b->data = aligned_alloc(64, (size_t)(b->np * b->K4 * 64 + 64));
+    if (kqg_have_avx2()) b->wide = aligned_alloc(64, (size_t)(b->np * b->K4 * 128 + 64));
     b->colsum = malloc(sizeof(int32_t) * (size_t)(b->np * KQG_NR + 1));
-    if (!b->data || !b->colsum) {
+    if (!b->data || !b->colsum || (kqg_have_avx2() && !b->wide)) {
         kqg_b_free(b);
         return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing an 8-bit matrix");
     }
@@ -151,8 +153,10 @@ kiln_status kqg_b_init(kiln_ctx *ctx, kqg_b *b, int64_t K, int64_t N) {
 
 void kqg_b_free(kqg_b *b) {
     free(b->data);
+    free(b->wide);
     free(b->colsum);
     b->data = NULL;
+    b->wide = NULL;
     b->colsum = NULL;
 }
 
@@ -223,6 +227,12 @@ static void pack_b_panels(void *arg, int64_t q0, int64_t q1) {
                     if (k < K && c < nc) v = (j->trans ? j->src[n * ldb + k] : j->src[k * ldb + n]) ^ flip;
                     d[k4 * 64 + c * 4 + t] = v;
                 }
+#ifdef KQG_X86
+        if (b->wide) { /* widened while the panel is still in cache */
+            kqg_avx2_widen_panel((const int8_t *)d, K4, b->wide + q * K4 * 64, b->colsum + n0);
+            continue;
+        }
+#endif
         panel_colsum((const int8_t *)d, K4, b->colsum + n0);
     }
 }
@@ -315,6 +325,10 @@ static void correct_row(int32_t *row, int64_t n, const uint32_t *colterm, const 
         correct_row_avx512(row, n, colterm, zb, rs);
         return;
     }
+    if (kq_use_avx2()) {
+        kqg_avx2_correct_row(row, n, colterm, zb, rs);
+        return;
+    }
 #endif
     for (int64_t c = 0; c < n; c++)
         row[c] = (int32_t)((uint32_t)row[c] + colterm[c] - (zb ? zb[c] * rs : 0u));
@@ -324,7 +338,7 @@ typedef struct gemm_job {
     const kqg_a *a;
     const kqg_b *b;
     const int32_t *za, *zb;
-    int za_rows, zb_cols, vnni;
+    int za_rows, zb_cols, vnni, avx2;
     kqg_epi_fn epi;
     void *arg;
     int64_t nmb; /* row blocks per column block */
@@ -344,7 +358,16 @@ static void gemm_blocks(void *arg, int64_t t0, int64_t t1) {
         int64_t mc = A->M - m0 < MB ? A->M - m0 : MB, nc = B->N - n0 < NB ? B->N - n0 : NB;
         int np = (int)((nc + KQG_NR - 1) / KQG_NR);
         const int8_t *bp = B->data + (n0 / KQG_NR) * ps;
-        for (int64_t i = 0; i < mc; i += MR) {
+#ifdef KQG_X86
+        /* panel by panel, so that one panel of int16 B stays in L1 over the block's rows */
+        for (int q = 0; j->avx2 && q < np; q++)
+            for (int64_t i = 0; i < mc; i += KQG_AVX2_MR) {
+                int mr = mc - i < KQG_AVX2_MR ? (int)(mc - i) : KQG_AVX2_MR;
+                kqg_avx2_tile(mr, A->K4 * 2, A->wide + (m0 + i) * lda, lda, B->wide + (n0 / KQG_NR + q) * ps,
+                              tile + i * NB + q * KQG_NR, NB);
+            }
+#endif
+        for (int64_t i = 0; i < mc && !j->avx2; i += MR) {
             int mr = mc - i < MR ? (int)(mc - i) : MR;
             const uint8_t *ap = A->data + (m0 + i) * lda;
 #ifdef KQG_X86
@@ -382,10 +405,10 @@ static void gemm_blocks(void *arg, int64_t t0, int64_t t1) {
 void kqg_gemm(kiln_ctx *ctx, const kqg_a *a, const kqg_b *b, const int32_t *za, int za_rows,
               const int32_t *zb, int zb_cols, kqg_epi_fn epi, void *arg) {
     if (a->M <= 0 || b->N <= 0) return;
-    gemm_job j = {a, b, za, zb, za_rows, zb_cols, kqg_have_vnni(), epi, arg, (a->M + MB - 1) / MB};
+    gemm_job j = {a, b, za, zb, za_rows, zb_cols, kqg_have_vnni(), kqg_have_avx2(), epi, arg, (a->M + MB - 1) / MB};
     int64_t nnb = (b->N + NB - 1) / NB, tasks = nnb * j.nmb;
-    /* about 100 multiply-adds per ns with VNNI on one core, 2 without */
-    double ns = (double)a->M * (double)b->N * (double)(a->K4 * 4) / (j.vnni ? 100.0 : 2.0);
+    /* about 100 multiply-adds per ns with VNNI on one core, 30 with AVX2, 2 portable */
+    double ns = (double)a->M * (double)b->N * (double)(a->K4 * 4) / (j.vnni ? 100.0 : j.avx2 ? 30.0 : 2.0);
     kiln_parallel_for(ctx, tasks, kpar_grain(tasks, ns), gemm_blocks, &j);
 }
 
@@ -439,6 +462,10 @@ void kqg_requant_row(const int32_t *acc, int64_t n, const float *scale_v, float 
         requant_row_avx512(acc, n, scale_v, scale_s, bias_v, bias_s, zp, s8, y, lo, hi);
         return;
     }
+    if (kq_use_avx2()) {
+        kqg_avx2_requant_row(acc, n, scale_v, scale_s, bias_v, bias_s, zp, s8, y, lo, hi);
+        return;
+    }
 #endif
     for (int64_t j = 0; j < n; j++) {
         int32_t q = requant1(acc[j], bias_v ? bias_v[j] : bias_s, scale_v ? scale_v[j] : scale_s, lo, hi, zp);
@@ -452,6 +479,10 @@ void kqg_scale_row(const int32_t *acc, int64_t n, const float *scale_v, float sc
 #ifdef KQG_X86
     if (have_avx512()) {
         scale_row_avx512(acc, n, scale_v, scale_s, bias_v, y);
+        return;
+    }
+    if (kq_use_avx2()) {
+        kqg_avx2_scale_row(acc, n, scale_v, scale_s, bias_v, y);
         return;
     }
 #endif

@@ -18,20 +18,27 @@
 
 #define KQG_NR 16 /* columns of a packed B panel: one zmm of int32 sums */
 
-/* A packed: M rows of K4 * 4 bytes (K padded with zeros), each row value + off as uint8. */
+/* A packed: M rows of K4 * 4 bytes (K padded with zeros), each row value + off as uint8. Where
+ * the AVX2 kernel runs (kqg_have_avx2), the same values are stored widened to int16 in `wide`
+ * instead (M rows of K4 * 4), and data is NULL. */
 typedef struct kqg_a {
     int64_t M, K, K4;
     uint8_t *data;
+    int16_t *wide;
     int32_t *rowsum; /* sum of each row's stored bytes */
     int32_t off;     /* 0 for uint8 sources, 128 for int8 */
 } kqg_a;
 
 /* B packed: ceil(N / 16) panels; panel q holds, for each group of 4 rows k4, the 16 columns'
  * 4 bytes (column j's rows 4 k4 .. 4 k4 + 3 at q * K4 * 64 + k4 * 64 + j * 4), value - off as
- * int8; padding (rows past K, columns past N) is 0. */
+ * int8; padding (rows past K, columns past N) is 0. For the AVX2 kernel `wide` holds the same
+ * values as int16, panel q at q * K4 * 64: for each pair of rows p, the 16 columns' 2 values
+ * (column j's rows 2 p, 2 p + 1 at p * 32 + j * 2), so that one vpmaddwd multiplies a broadcast
+ * pair of A with 8 columns; NULL elsewhere. */
 typedef struct kqg_b {
     int64_t K, N, K4, np;
     int8_t *data;
+    int16_t *wide;
     int32_t *colsum; /* np * 16 sums of each column's stored bytes */
     int32_t off;     /* 0 for int8 sources, 128 for uint8 */
 } kqg_b;
@@ -39,6 +46,9 @@ typedef struct kqg_b {
 /* 1 when the CPU runs the VNNI kernel (KILN_NO_VNNI=1 forces the portable kernels, the AVX-512
  * packing and epilogue loops included, for tests). */
 int kqg_have_vnni(void);
+/* 1 when the AVX2 kernel (int16 products summed in pairs by vpmaddwd) runs instead: AVX2 and FMA
+ * without VNNI, or KILN_NO_AVX512=1 (see quant_isa.h). */
+int kqg_have_avx2(void);
 
 kiln_status kqg_a_init(kiln_ctx *ctx, kqg_a *a, int64_t M, int64_t K);
 void kqg_a_free(kqg_a *a);

@@ -4,6 +4,8 @@
  * have one row, run a direct kernel instead. */
 #include "qgemm.h"
 #include "gemm_util.h"
+#include "qgemm_avx2.h"
+#include "quant_isa.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,16 +186,8 @@ AVX512 static void widen_row_avx512(int16_t *d, const uint8_t *x, int64_t n, int
     }
 }
 
-static int dw_avx512(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        const char *env = getenv("KILN_NO_VNNI"); /* the portable loops, for tests */
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && !(env && *env && *env != '0');
-    }
-    return cached;
-}
+/* KILN_NO_VNNI: the portable loops, for tests; KILN_NO_AVX512: the AVX2 ones (quant_isa.h) */
+static int dw_avx512(void) { return kq_use_avx512(); }
 #endif
 
 static void dw_channels(void *arg, int64_t begin, int64_t end) {
@@ -230,7 +224,7 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
             toff[kh * KW + kw] = (((r % sh) * sw + col % sw) * Hq + r / sh) * Wq + col / sw;
         }
 #ifdef KQC_X86
-    int vec = dw_avx512();
+    int vec = dw_avx512(), avx2 = !vec && kq_use_avx2();
 #endif
     memset(buf, 0, sizeof(int16_t) * (size_t)nbuf);
     for (int64_t t = 0; t < ntaps; t++) src[t] = buf + toff[t];
@@ -250,6 +244,10 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
 #ifdef KQC_X86
                 if (vec && sw == 1) {
                     widen_row_avx512(d, xr, IW, j->xz, j->s8);
+                    continue;
+                }
+                if (avx2 && sw == 1) {
+                    kqg_avx2_widen_row(d, xr, IW, j->xz, j->s8);
                     continue;
                 }
                 if (vec && sw == 2) { /* both phases in one pass */
@@ -272,6 +270,8 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
 #ifdef KQC_X86
         if (vec) {
             dw_row_avx512(acc, nflat, (int)ntaps, src, wt);
+        } else if (avx2) {
+            kqg_avx2_dw_row(acc, nflat, (int)ntaps, src, wt);
         } else
 #endif
         {

@@ -2,6 +2,7 @@
  * 8/16/32-bit integers, packed 4- and 2-bit integers, float8 and float4 codes) and
  * DynamicQuantizeLinear. The table of the whole quant family is at the end of this file. */
 #include "quant_elem.h"
+#include "quant_isa.h"
 #include "quant_kernels.h"
 #include <float.h>
 #include <stdlib.h>
@@ -205,22 +206,53 @@ __attribute__((target("avx512f,avx512bw"))) static void quant_f32_8bit_avx512(co
     }
 }
 
-static int quant_avx512(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+/* KILN_NO_AVX512 / KILN_NO_VNNI switch these off as they do the other 8-bit loops (quant_isa.h) */
+static int quant_avx512(void) { return kq_use_avx512(); }
+
+/* 8 codes within the output type's range, as int32, to 8 bytes */
+KQ_AVX2 static inline __m128i quant_codes_to_bytes(__m256i q, int is_s8) {
+    __m256i w = _mm256_packs_epi32(q, q); /* lane-wise: [q0-3 q0-3 | q4-7 q4-7] as int16 */
+    __m256i b = is_s8 ? _mm256_packs_epi16(w, w) : _mm256_packus_epi16(w, w);
+    return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)));
+}
+
+/* The AVX-512 loop's steps eight at a time; the tail goes through a padded copy. */
+KQ_AVX2 static void quant_f32_8bit_avx2(const quant_job *j, int64_t begin, int64_t end, int is_s8) {
+    const float *x = (const float *)j->x->data;
+    const float scale = qe_load_f32(j->scale->dtype, j->scale->data, 0), zp = quant_zp(j, 0);
+    const __m256 vs = _mm256_set1_ps(scale), va = _mm256_set1_ps(j->lo - zp), vb = _mm256_set1_ps(j->hi - zp);
+    const __m256i vz = _mm256_set1_epi32((int32_t)zp);
+    uint8_t *y = (uint8_t *)j->y->data;
+    for (int64_t i = begin; i < end; i += 8) {
+        float tail[8] = {0};
+        const float *src = x + i;
+        int64_t r = end - i < 8 ? end - i : 8;
+        if (r < 8) {
+            memcpy(tail, src, sizeof(float) * (size_t)r);
+            src = tail;
+        }
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(src), vs);
+        v = _mm256_min_ps(_mm256_max_ps(v, va), vb); /* MAXPS gives its second operand for NaN */
+        __m128i q = quant_codes_to_bytes(_mm256_add_epi32(_mm256_cvtps_epi32(v), vz), is_s8);
+        if (r == 8) {
+            _mm_storel_epi64((__m128i *)(y + i), q);
+        } else {
+            uint8_t out[16];
+            _mm_storeu_si128((__m128i *)out, q);
+            memcpy(y + i, out, (size_t)r);
+        }
     }
-    return cached;
 }
 
 static void quant_range_f32_u8(void *arg, int64_t begin, int64_t end) {
     if (quant_avx512()) quant_f32_8bit_avx512(arg, begin, end);
+    else if (kq_use_avx2()) quant_f32_8bit_avx2(arg, begin, end, 0);
     else quant_range_f32_u8_c(arg, begin, end);
 }
 
 static void quant_range_f32_i8(void *arg, int64_t begin, int64_t end) {
     if (quant_avx512()) quant_f32_8bit_avx512(arg, begin, end);
+    else if (kq_use_avx2()) quant_f32_8bit_avx2(arg, begin, end, 1);
     else quant_range_f32_i8_c(arg, begin, end);
 }
 #else
@@ -321,14 +353,20 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) static void dequant_8bit_av
     }
 }
 
-static int dequant_avx512(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl");
+static int dequant_avx512(void) { return kq_use_avx512(); }
+
+/* The same eight at a time (a subtraction, then a product: nothing to contract into an FMA) */
+KQ_AVX2 static void dequant_8bit_avx2(const void *xp, int is_s8, float z, float s, float *y, int64_t begin,
+                                      int64_t end) {
+    const __m256 vz = _mm256_set1_ps(z), vs = _mm256_set1_ps(s);
+    const uint8_t *x = xp;
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(x + i));
+        __m256i v = is_s8 ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(v), vz), vs));
     }
-    return cached;
+    for (; i < end; i++) y[i] = ((float)(is_s8 ? (int32_t)(int8_t)x[i] : (int32_t)x[i]) - z) * s;
 }
 #endif
 
@@ -343,6 +381,10 @@ static void dequant_range(void *arg, int64_t begin, int64_t end) {
 #if defined(__GNUC__) && defined(__x86_64__)
         if (dequant_avx512()) {
             dequant_8bit_avx512(j->x->data, xdt == KILN_DTYPE_INT8, z, s, y, begin, end);
+            return;
+        }
+        if (kq_use_avx2()) {
+            dequant_8bit_avx2(j->x->data, xdt == KILN_DTYPE_INT8, z, s, y, begin, end);
             return;
         }
 #endif
@@ -517,12 +559,42 @@ __attribute__((target("avx512f"))) static void minmax_avx512(const float *x, int
     *lo = a;
     *hi = b;
 }
+
+/* NaN elements yield the running value (MINPS/MAXPS return their second operand), and no lane
+ * ever holds -0.0, so the lanes combine in any order to the scalar loop's result. */
+KQ_AVX2 static void minmax_avx2(const float *x, int64_t n, float *lo, float *hi) {
+    __m256 l = _mm256_setzero_ps(), h = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        l = _mm256_min_ps(v, l);
+        h = _mm256_max_ps(v, h);
+    }
+    float ls[8], hs[8];
+    _mm256_storeu_ps(ls, l);
+    _mm256_storeu_ps(hs, h);
+    float a = 0.0f, b = 0.0f;
+    for (int k = 0; k < 8; k++) {
+        a = ls[k] < a ? ls[k] : a;
+        b = hs[k] > b ? hs[k] : b;
+    }
+    for (; i < n; i++) {
+        a = x[i] < a ? x[i] : a;
+        b = x[i] > b ? x[i] : b;
+    }
+    *lo = a;
+    *hi = b;
+}
 #endif
 
 void kiln_quant_minmax(const float *x, int64_t n, float *lo, float *hi) {
 #if defined(__GNUC__) && defined(__x86_64__)
     if (quant_avx512()) {
         minmax_avx512(x, n, lo, hi);
+        return;
+    }
+    if (kq_use_avx2()) {
+        minmax_avx2(x, n, lo, hi);
         return;
     }
 #endif

@@ -1,0 +1,213 @@
+/* The AVX2 loops of the 8-bit integer kernels; see qgemm_avx2.h for why the products are formed
+ * from int16 with vpmaddwd. */
+#include "qgemm_avx2.h"
+#include "qgemm.h"
+#include "quant_isa.h"
+#include <string.h>
+
+#ifdef KQ_X86
+#include <immintrin.h>
+
+/* ---- packing ---- */
+
+KQ_AVX2 int32_t kqg_avx2_pack_a_row(const uint8_t *src, int64_t K, int64_t Kp, uint8_t flip, int16_t *dst) {
+    const __m128i fl = _mm_set1_epi8((char)flip), zero = _mm_setzero_si128();
+    __m128i sum = zero;
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + k)), fl);
+        _mm256_storeu_si256((__m256i *)(dst + k), _mm256_cvtepu8_epi16(v));
+        sum = _mm_add_epi64(sum, _mm_sad_epu8(v, zero));
+    }
+    int32_t s = (int32_t)(_mm_cvtsi128_si64(sum) + _mm_extract_epi64(sum, 1));
+    for (; k < K; k++) {
+        uint8_t v = src[k] ^ flip;
+        dst[k] = v;
+        s += v;
+    }
+    for (; k < Kp; k++) dst[k] = 0;
+    return s;
+}
+
+/* The 32 bytes of 8 columns x 4 rows ([column][row]) as two vectors of 8 columns x 2 rows in
+ * int16: rows 0-1 to w0, rows 2-3 to w1. */
+KQ_AVX2 static inline void widen_group8(const int8_t *p, int16_t *w0, int16_t *w1) {
+    /* within each 128-bit lane: rows 0-1 of its 4 columns, then rows 2-3 */
+    const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                           0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+    __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)p), split);
+    v = _mm256_permute4x64_epi64(v, 0xd8); /* 64-bit quarters 0, 2, 1, 3: rows 0-1 low, 2-3 high */
+    _mm256_storeu_si256((__m256i *)w0, _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)));
+    _mm256_storeu_si256((__m256i *)w1, _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)));
+}
+
+KQ_AVX2 void kqg_avx2_widen_panel(const int8_t *panel, int64_t K4, int16_t *wide, int32_t *colsum) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (int64_t k4 = 0; k4 < K4; k4++) {
+        int16_t *w = wide + k4 * 64; /* pairs 2 k4 and 2 k4 + 1 */
+        widen_group8(panel + k4 * 64, w, w + 32);
+        widen_group8(panel + k4 * 64 + 32, w + 16, w + 48);
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)w), ones));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 32)), ones));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 16)), ones));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(w + 48)), ones));
+    }
+    _mm256_storeu_si256((__m256i *)colsum, s0);
+    _mm256_storeu_si256((__m256i *)(colsum + 8), s1);
+}
+
+/* ---- register tile ---- */
+
+static inline __attribute__((always_inline)) KQ_AVX2 void
+tile_body(const int mr, int64_t K2, const int16_t *a, int64_t lda, const int16_t *b, int32_t *c, int64_t ldc) {
+    __m256i acc[KQG_AVX2_MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    for (int64_t p = 0; p < K2; p++) {
+        __m256i b0 = _mm256_load_si256((const __m256i *)(b + p * 32));
+        __m256i b1 = _mm256_load_si256((const __m256i *)(b + p * 32 + 16));
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) {
+            int32_t pair;
+            memcpy(&pair, a + i * lda + 2 * p, 4);
+            __m256i av = _mm256_set1_epi32(pair);
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(av, b0));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(av, b1));
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) {
+        _mm256_storeu_si256((__m256i *)(c + i * ldc), acc[i][0]);
+        _mm256_storeu_si256((__m256i *)(c + i * ldc + 8), acc[i][1]);
+    }
+}
+
+#define TILE(m)                                                                                     \
+    KQ_AVX2 static void tile_##m(int64_t K2, const int16_t *a, int64_t lda, const int16_t *b,       \
+                                 int32_t *c, int64_t ldc) {                                         \
+        tile_body(m, K2, a, lda, b, c, ldc);                                                        \
+    }
+TILE(1) TILE(2) TILE(3) TILE(4) TILE(5) TILE(6)
+
+typedef void (*tile_fn)(int64_t, const int16_t *, int64_t, const int16_t *, int32_t *, int64_t);
+static const tile_fn tiles[KQG_AVX2_MR] = {tile_1, tile_2, tile_3, tile_4, tile_5, tile_6};
+
+void kqg_avx2_tile(int mr, int64_t K2, const int16_t *a, int64_t lda, const int16_t *b, int32_t *c,
+                   int64_t ldc) {
+    tiles[mr - 1](K2, a, lda, b, c, ldc);
+}
+
+/* ---- corrections and epilogues; tails go through a padded copy of 8 lanes so that every
+ * element takes the same vector steps ---- */
+
+KQ_AVX2 void kqg_avx2_correct_row(int32_t *row, int64_t n, const uint32_t *colterm, const uint32_t *zb,
+                                  uint32_t rs) {
+    const __m256i vr = _mm256_set1_epi32((int32_t)rs);
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        __m256i v = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(row + c)),
+                                     _mm256_loadu_si256((const __m256i *)(colterm + c)));
+        if (zb) v = _mm256_sub_epi32(v, _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(zb + c)), vr));
+        _mm256_storeu_si256((__m256i *)(row + c), v);
+    }
+    for (; c < n; c++) row[c] = (int32_t)((uint32_t)row[c] + colterm[c] - (zb ? zb[c] * rs : 0u));
+}
+
+/* 8 int32 codes, each within the output type's range, to 8 bytes */
+KQ_AVX2 static inline __m128i codes_to_bytes(__m256i q, int is_s8) {
+    __m256i w = _mm256_packs_epi32(q, q); /* lane-wise: [q0-3 q0-3 | q4-7 q4-7] as int16 */
+    __m256i b = is_s8 ? _mm256_packs_epi16(w, w) : _mm256_packus_epi16(w, w);
+    return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)));
+}
+
+KQ_AVX2 static inline __m128i requant8(const int32_t *acc, const float *scale_v, __m256 vs, const int32_t *bias_v,
+                                       __m256i vb, __m256 vlo, __m256 vhi, __m256i vz, int is_s8) {
+    __m256i v = _mm256_loadu_si256((const __m256i *)acc);
+    v = _mm256_add_epi32(v, bias_v ? _mm256_loadu_si256((const __m256i *)bias_v) : vb);
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), scale_v ? _mm256_loadu_ps(scale_v) : vs);
+    f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi); /* max(NaN, lo) = lo, as the scalar r > lo ? r : lo */
+    return codes_to_bytes(_mm256_add_epi32(_mm256_cvtps_epi32(f), vz), is_s8);
+}
+
+KQ_AVX2 void kqg_avx2_requant_row(const int32_t *acc, int64_t n, const float *scale_v, float scale_s,
+                                  const int32_t *bias_v, int32_t bias_s, int32_t zp, int is_s8, void *y,
+                                  float lo, float hi) {
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi), vs = _mm256_set1_ps(scale_s);
+    const __m256i vb = _mm256_set1_epi32(bias_s), vz = _mm256_set1_epi32(zp);
+    uint8_t *out = y;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm_storel_epi64((__m128i *)(out + j), requant8(acc + j, scale_v ? scale_v + j : NULL, vs,
+                                                        bias_v ? bias_v + j : NULL, vb, vlo, vhi, vz, is_s8));
+    if (j < n) {
+        int32_t ta[8] = {0}, tb[8] = {0};
+        float ts[8] = {0};
+        uint8_t tq[8];
+        int64_t r = n - j;
+        memcpy(ta, acc + j, sizeof(int32_t) * (size_t)r);
+        if (scale_v) memcpy(ts, scale_v + j, sizeof(float) * (size_t)r);
+        if (bias_v) memcpy(tb, bias_v + j, sizeof(int32_t) * (size_t)r);
+        _mm_storel_epi64((__m128i *)tq, requant8(ta, scale_v ? ts : NULL, vs, bias_v ? tb : NULL, vb, vlo, vhi, vz, is_s8));
+        memcpy(out + j, tq, (size_t)r);
+    }
+}
+
+/* Plain AVX2 without FMA: the product and the bias must stay two roundings, as in the scalar loop
+ * (-std=gnu11 lets the compiler contract a multiply and an add where FMA is enabled). */
+__attribute__((target("avx2"))) void kqg_avx2_scale_row(const int32_t *acc, int64_t n, const float *scale_v,
+                                                         float scale_s, const float *bias_v, float *y) {
+    const __m256 vs = _mm256_set1_ps(scale_s);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(acc + j))),
+                                 scale_v ? _mm256_loadu_ps(scale_v + j) : vs);
+        if (bias_v) f = _mm256_add_ps(f, _mm256_loadu_ps(bias_v + j));
+        _mm256_storeu_ps(y + j, f);
+    }
+    for (; j < n; j++) {
+        float v = (float)acc[j] * (scale_v ? scale_v[j] : scale_s);
+        y[j] = bias_v ? v + bias_v[j] : v;
+    }
+}
+
+/* ---- depthwise convolution ---- */
+
+/* Two taps at a time: their int16 inputs interleaved in pairs and multiplied by the pair of
+ * weights with vpmaddwd (unpack works within 128-bit lanes, so the sums come out as columns
+ * 0-3, 8-11 and 4-7, 12-15, put back in order by the permutes). x - xz and w - wz stay within
+ * +-255: the int32 sums are exact. */
+KQ_AVX2 void kqg_avx2_dw_row(int32_t *acc, int64_t n, int ntaps, const int16_t *const *src, const int32_t *wt) {
+    int64_t o = 0;
+    for (; o + 16 <= n; o += 16) {
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        for (int t = 0; t < ntaps; t += 2) {
+            __m256i a = _mm256_loadu_si256((const __m256i *)(src[t] + o));
+            __m256i b = t + 1 < ntaps ? _mm256_loadu_si256((const __m256i *)(src[t + 1] + o)) : _mm256_setzero_si256();
+            int32_t w1 = t + 1 < ntaps ? wt[t + 1] : 0;
+            __m256i w = _mm256_set1_epi32((int32_t)(((uint32_t)w1 << 16) | ((uint32_t)wt[t] & 0xffffu)));
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), w));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), w));
+        }
+        _mm256_storeu_si256((__m256i *)(acc + o), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(acc + o + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+    for (; o < n; o++) {
+        int32_t a = 0;
+        for (int t = 0; t < ntaps; t++) a += wt[t] * src[t][o];
+        acc[o] = a;
+    }
+}
+
+KQ_AVX2 void kqg_avx2_widen_row(int16_t *d, const uint8_t *x, int64_t n, int32_t xz, int s8) {
+    const __m256i vz = _mm256_set1_epi16((short)xz);
+    int64_t o = 0;
+    for (; o + 16 <= n; o += 16) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(x + o));
+        __m256i v = s8 ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b);
+        _mm256_storeu_si256((__m256i *)(d + o), _mm256_sub_epi16(v, vz));
+    }
+    for (; o < n; o++) d[o] = (int16_t)((s8 ? (int32_t)(int8_t)x[o] : (int32_t)x[o]) - xz);
+}
+
+#endif
