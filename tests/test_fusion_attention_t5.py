@@ -120,8 +120,10 @@ def test_t5_layers_fuse_and_follow_the_dims():
         feeds = {"x": rand(rng, (B, S, D)), "mask": mask}
         got, want = fused.run(None, feeds)[0], run_ort(m, feeds)[0]
         assert got.shape == want.shape
-        # two layers without normalisation: outputs reach tens, so the bound scales with them
-        assert_same(got, want, 1e-5, 2e-6 * np.abs(want).max(), what=f"T5 output at B={B} S={S}")
+        # two layers without normalisation: outputs reach tens, so the bound scales with them.
+        # 1e-5 of the largest: on a CPU without AVX-512 the products run in OpenBLAS or kiln's
+        # AVX2 kernels, whose sums in another order land up to 5e-6 of it from onnxruntime's
+        assert_same(got, want, 1e-5, 1e-5 * np.abs(want).max(), what=f"T5 output at B={B} S={S}")
 
 
 def test_shape_reads_move_to_the_input(capfd):
@@ -147,7 +149,7 @@ def test_shape_read_as_a_whole_keeps_the_layer_unfused():
     feeds = {"x": rand(rng, (2, 7, D)), "mask": np.ones((2, 7), np.int64)}
     feeds["mask"][1, 4:] = 0
     for got, want in zip(s.run(None, feeds), run_ort(m, feeds)):
-        assert_same(got, want, 1e-5, 2e-6 * np.abs(want).max())
+        assert_same(got, want, 1e-5, 1e-5 * np.abs(want).max())  # as above
 
 
 def test_shape_read_moves_only_to_the_input_it_comes_from():
