@@ -164,6 +164,24 @@ def test_concat(dt, axis):
     check_op("Concat", ins, {"axis": axis}, opset=13)
 
 
+@pytest.mark.parametrize("threads", [1, 3, 16])
+@pytest.mark.parametrize("dt", [np.float32, np.float16, np.int64, np.uint8, np.bool_])
+def test_concat_one_job(dt, threads):
+    """Concats large enough to be shared out as one job over the output (CNN channel joins:
+    SqueezeNet's two parts, DenseNet's many), units cutting across parts and rows: batches of
+    several rows, a part of zero channels, 40 thin parts, parts of odd byte lengths."""
+    rng = rng_for("concat_one_job", dt, threads)
+    cases = [([(2, 64, 27, 27), (2, 64, 27, 27)], 1),
+             ([(3, 5, 33, 31), (3, 0, 33, 31), (3, 7, 33, 31), (3, 1, 33, 31)], 1),
+             ([(2, 3 + i % 4, 17, 19) for i in range(40)], 1),
+             ([(4, 1000, 3), (4, 777, 3)], 1),
+             ([(5, 300, 77), (2, 300, 77)], 0)]
+    for shapes, axis in cases:
+        ins = [("x%d" % i, data(rng, sh, dt)) for i, sh in enumerate(shapes)]
+        want = np.concatenate([a for _, a in ins], axis=axis)
+        check_op("Concat", ins, {"axis": axis}, threads=threads, want=[want], rtol=0, atol=0)
+
+
 def test_concat_misc():
     rng = rng_for("concat_misc")
     a, b = data(rng, (2, 0, 3)), data(rng, (2, 5, 3))

@@ -2,6 +2,7 @@
  * copied with the strided engine (contiguous runs become memcpy, big copies are threaded). */
 #include "cpu/kernels/tensor_common.h"
 #include "cpu/kernels/tensor_ops.h"
+#include <stdlib.h>
 
 static int64_t axis_attr(kiln_ctx *ctx, int64_t dflt) { return kiln_attr_int(ctx->node, "axis", dflt); }
 
@@ -57,6 +58,61 @@ kiln_status kiln_tk_concat_infer(kiln_ctx *ctx) {
     return kiln_set_output(ctx, 0, first->dtype, rank, out);
 }
 
+/* The output read as rows of out_row elements, each the inputs' parts side by side; units of
+ * UNIT elements of the output in order, so one job covers every input. A copy per input was a
+ * job per input: at 16 threads SqueezeNet's eight two-input Concats spent more time handing out
+ * and waiting on their 16 jobs than copying (0.3 of its 1.8 ms at batch 1). */
+typedef struct concat_job {
+    char *y;
+    const char **src;
+    int64_t *start; /* n + 1 offsets of the parts inside a row */
+    int n;
+    int64_t out_row, total, unit;
+    size_t elem;
+} concat_job;
+
+static void concat_units(void *arg, int64_t u0, int64_t u1) {
+    const concat_job *j = arg;
+    int64_t a = u0 * j->unit, b = u1 * j->unit < j->total ? u1 * j->unit : j->total;
+    int i = 0;
+    while (a < b) {
+        int64_t row = a / j->out_row, c = a % j->out_row;
+        while (c >= j->start[i + 1]) i++;
+        while (c < j->start[i]) i--;
+        int64_t part = j->start[i + 1] - j->start[i], take = j->start[i + 1] - c;
+        if (take > b - a) take = b - a;
+        memcpy(j->y + (size_t)a * j->elem, j->src[i] + (size_t)(row * part + c - j->start[i]) * j->elem,
+               (size_t)take * j->elem);
+        a += take;
+        if (c + take == j->out_row) i = 0;
+    }
+}
+
+static kiln_status concat_one_job(kiln_ctx *ctx, kiln_tensor *y, size_t elem, int axis, int64_t outer,
+                                  int64_t inner, int64_t out_row) {
+    concat_job j = {.y = y->data, .n = ctx->n_in, .out_row = out_row, .elem = elem};
+    j.src = malloc(sizeof(*j.src) * (size_t)ctx->n_in);
+    j.start = malloc(sizeof(*j.start) * (size_t)(ctx->n_in + 1));
+    if (!j.src || !j.start) {
+        free(j.src);
+        free(j.start);
+        return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    j.start[0] = 0;
+    for (int i = 0; i < ctx->n_in; i++) {
+        kiln_tensor *t = kiln_input(ctx, i);
+        j.src[i] = t->data;
+        j.start[i + 1] = j.start[i] + t->dims[axis] * inner;
+    }
+    j.total = outer * out_row;
+    j.unit = (int64_t)(16384 / elem);
+    if (j.unit < 1) j.unit = 1;
+    kiln_tk_parallel(ctx, (j.total + j.unit - 1) / j.unit, (double)(j.unit * (int64_t)elem), concat_units, &j);
+    free(j.src);
+    free(j.start);
+    return KILN_OK;
+}
+
 kiln_status kiln_tk_concat_compute(kiln_ctx *ctx) {
     kiln_tensor *y = kiln_output(ctx, 0);
     if (!y) return KILN_OK;
@@ -66,7 +122,13 @@ kiln_status kiln_tk_concat_compute(kiln_ctx *ctx) {
     KILN_TRY(kiln_norm_axis(ctx, axis_attr(ctx, 1), y->rank, "axis", &axis));
     int64_t outer = kiln_dims_numel(axis, y->dims);
     int64_t inner = kiln_dims_numel(y->rank - axis - 1, y->dims + axis + 1);
-    int64_t out_row = y->dims[axis] * inner, offset = 0;
+    int64_t out_row = y->dims[axis] * inner, offset = 0, sum = 0;
+    for (int i = 0; i < ctx->n_in; i++) sum += kiln_input(ctx, i)->dims[axis] * inner;
+    if (sum != out_row) return KILN_FAIL(ctx, KILN_ERR_RUNTIME, "the inputs do not fill the output");
+    /* rows of at least 256 bytes a part on average: shorter ones are the strided engine's */
+    if (y->dtype != KILN_DTYPE_STRING && out_row > 0 && ctx->n_in > 1 &&
+        (double)out_row * (double)elem >= 256.0 * ctx->n_in)
+        return concat_one_job(ctx, y, elem, axis, outer, inner, out_row);
     for (int i = 0; i < ctx->n_in; i++) {
         kiln_tensor *t = kiln_input(ctx, i);
         int64_t part = t->dims[axis] * inner;
