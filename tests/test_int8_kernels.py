@@ -1,6 +1,10 @@
 """The 8-bit integer kernels (src/cpu/kernels/qgemm*.c: AVX-512 VNNI where the CPU has it, a
 portable loop elsewhere) behind MatMulInteger, QLinearMatMul, ConvInteger and QLinearConv, against
-onnxruntime: outputs must be bit-exact. Shapes cover K not a multiple of 4 or 64, M = 1, N past
+exact numpy references (int8_oracle: int64 sums, float32 requantisation rounded half to even) and,
+where its integer products are exact, onnxruntime: outputs must be bit-exact. onnxruntime's u8 x s8
+kernels on x86 without VNNI saturate pairs of products at int16 (vpmaddubsw), so there it is not an
+oracle for u8 x s8; int8_oracle.ORT_U8S8_EXACT only decides whether onnxruntime is checked as well,
+never what kiln is checked against. Shapes cover K not a multiple of 4 or 64, M = 1, N past
 several 64-column blocks, batches, and constant weights (packed once at session creation) next to
 weights fed at run time. The portable kernel is checked in a child process with KILN_NO_VNNI=1."""
 import os
@@ -13,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from util import node_model, run_kiln, run_ort  # noqa: E402
+from int8_oracle import exact_run, ort_exact_for  # noqa: E402
 
 RNG = np.random.default_rng(20261205)
 U8, S8 = np.uint8, np.int8
@@ -33,14 +38,25 @@ def f32(v):
     return np.array(v, np.float32)
 
 
-def compare(model, feeds):
-    got = run_kiln(model, feeds)
-    want = run_ort(model, feeds)
+def _same(got, want, who):
+    assert len(got) == len(want), (len(got), len(want))
     for g, w in zip(got, want):
         g, w = np.asarray(g), np.asarray(w)
-        assert g.dtype == w.dtype and g.shape == w.shape, (g.dtype, w.dtype, g.shape, w.shape)
+        assert g.dtype == w.dtype and g.shape == w.shape, (who, g.dtype, w.dtype, g.shape, w.shape)
         bad = np.argwhere(g != w)
-        assert bad.size == 0, f"{len(bad)} of {g.size} differ, first at {bad[0]}: {g[tuple(bad[0])]} != {w[tuple(bad[0])]}"
+        assert bad.size == 0, \
+            f"vs {who}: {len(bad)} of {g.size} differ, first at {bad[0]}: {g[tuple(bad[0])]} != {w[tuple(bad[0])]}"
+
+
+def compare(model, feeds):
+    """kiln against the exact numpy oracle, and against onnxruntime too where onnxruntime's integer
+    products are exact (all but u8 x s8 on x86 without VNNI: see int8_oracle)."""
+    got = run_kiln(model, feeds)
+    want, products = exact_run(model, feeds)
+    assert products, "no integer product was checked"
+    _same(got, want, "numpy")
+    if ort_exact_for(products):
+        _same(got, run_ort(model, feeds), "onnxruntime")
     return got
 
 
@@ -358,12 +374,27 @@ def kiln_ops_after_fusion(path, tmp_path):
 
 
 def run_both(path, shapes):
+    """kiln's output and the exact reference: onnxruntime's fused graph (saved from its graph
+    optimiser, which fuses the same patterns as kiln) run by int8_oracle.exact_run, i.e. its
+    integer products in exact numpy and every other node by onnxruntime. Where onnxruntime's
+    products are exact (see int8_oracle), its own fused run must give the same output too."""
     import onnxruntime as ort
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
     import kiln
     feeds = {k: RNG.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
-    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    opt = path + ".ort_opt.onnx"
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = opt
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    want, products = exact_run(opt, feeds)
+    want = want[0]
+    assert products, "onnxruntime's fused graph has no integer product"
     got = kiln.InferenceSession(path, threads=2).run(None, feeds)[0]
+    if ort_exact_for(products):
+        np.testing.assert_array_equal(
+            got, ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)[0],
+            err_msg="vs onnxruntime")
     return got, want
 
 

@@ -3,7 +3,15 @@ GlobalAveragePool/AveragePool, QGemm, DynamicQuantizeMatMul, MatMulIntegerToFloa
 the com.microsoft QuantizeLinear/DequantizeLinear) against onnxruntime on fresh random inputs, plus
 models quantised end to end by onnxruntime.quantization.
 
-Integer outputs must equal onnxruntime's exactly, and so must the outputs of QOperator models
+The oracle for every integer product (QGemm, MatMulIntegerToFloat, DynamicQuantizeMatMul,
+QAttention's projection, the QLinearConv / QLinearMatMul / MatMulInteger of quantised models) is
+exact numpy (int8_oracle: int64 sums, float32 requantisation rounded half to even); the other
+nodes are computed by onnxruntime. onnxruntime's own u8 x s8 products saturate pairs at int16 on
+x86 without VNNI (vpmaddubsw), so it is a second oracle for them only where they are exact
+(int8_oracle.ORT_U8S8_EXACT, which decides that and nothing else). Ops without integer products
+are checked against onnxruntime alone, which is exact for them.
+
+Integer outputs must equal the oracle's exactly, and so must the outputs of QOperator models
 (integers up to the final DequantizeLinear). Float outputs (QGemm without y_scale,
 MatMulIntegerToFloat, DynamicQuantizeMatMul, QAttention, dynamically quantised models) must agree
 within FLOAT_RTOL relative plus FLOAT_ATOL times the largest reference magnitude. Models that keep
@@ -16,6 +24,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from int8_oracle import EXACT_OPS, exact_run, ort_exact_for
 from util import kiln, node_model, run_kiln, run_ort
 
 MS = "com.microsoft"
@@ -33,20 +42,41 @@ def f32(v):
     return np.array(v, np.float32)
 
 
-def compare(model, feeds):
-    want = run_ort(model, feeds)
-    got = run_kiln(model, feeds)
+def has_integer_product(model):
+    return any(((n.domain if n.domain != "ai.onnx" else ""), n.op_type) in EXACT_OPS for n in model.graph.node)
+
+
+def oracles(model, feeds):
+    """[(name, outputs)]: exact numpy (int8_oracle.exact_run) for models with integer products,
+    plus onnxruntime where its products are exact; onnxruntime alone for the other ops."""
+    if not has_integer_product(model):
+        return [("onnxruntime", run_ort(model, feeds))]
+    want, products = exact_run(model, feeds)
+    assert products, "no integer product was checked"
+    res = [("numpy", want)]
+    if ort_exact_for(products):
+        res.append(("onnxruntime", run_ort(model, feeds)))
+    return res
+
+
+def same_outputs(got, want, who):
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         g, w = np.asarray(g), np.asarray(w)
         assert g.dtype == w.dtype and g.shape == w.shape, f"output {i}: {g.dtype}{g.shape} vs {w.dtype}{w.shape}"
         if w.dtype.kind in "iu":
             bad = int((g != w).sum())
-            assert bad == 0, f"output {i}: {bad} of {w.size} integers differ"
+            assert bad == 0, f"output {i} vs {who}: {bad} of {w.size} integers differ"
         else:
             scale = float(np.abs(w).max()) if w.size else 0.0
             np.testing.assert_allclose(g, w, rtol=FLOAT_RTOL, atol=FLOAT_ATOL * max(scale, 1.0),
-                                       err_msg=f"output {i}")
+                                       err_msg=f"output {i} vs {who}")
+
+
+def compare(model, feeds):
+    got = run_kiln(model, feeds)
+    for who, want in oracles(model, feeds):
+        same_outputs(got, want, who)
     return got
 
 
@@ -535,16 +565,20 @@ def ops_of(model):
 
 
 def compare_model(qm, kind, shapes, rng, exact):
+    """Against oracles(): the model's integer products in exact numpy, its other nodes by
+    onnxruntime, and onnxruntime's whole run too where its products are exact."""
     for _ in range(2):
         feeds = model_feeds(kind, shapes, rng)
-        want = run_ort(qm, feeds)[0]
         got = run_kiln(qm, feeds)[0]
-        assert got.shape == want.shape and got.dtype == want.dtype
-        if exact:
-            np.testing.assert_array_equal(got, want)
-        else:
-            np.testing.assert_allclose(got, want, rtol=FLOAT_RTOL,
-                                       atol=FLOAT_ATOL * max(1.0, float(np.abs(want).max())))
+        for who, want in oracles(qm, feeds):
+            want = want[0]
+            assert got.shape == want.shape and got.dtype == want.dtype
+            if exact:
+                np.testing.assert_array_equal(got, want, err_msg=f"vs {who}")
+            else:
+                np.testing.assert_allclose(got, want, rtol=FLOAT_RTOL,
+                                           atol=FLOAT_ATOL * max(1.0, float(np.abs(want).max())),
+                                           err_msg=f"vs {who}")
 
 
 TYPES = [("QUInt8", "QUInt8"), ("QUInt8", "QInt8"), ("QInt8", "QInt8")]
@@ -708,7 +742,9 @@ def test_mobilenet_v3_small_qoperator(tmp_path):
     qm = onnx.load(dst)
     assert {MS + ":QLinearAdd", MS + ":QLinearMul", MS + ":QLinearGlobalAveragePool", MS + ":QGemm"} <= ops_of(qm)
     for feeds in (base, _jitter(base, rng)):
-        np.testing.assert_array_equal(run_kiln(qm, feeds)[0], run_ort(qm, feeds)[0])
+        got = run_kiln(qm, feeds)[0]
+        for who, want in oracles(qm, feeds):
+            np.testing.assert_array_equal(got, want[0], err_msg=f"vs {who}")
 
 
 @pytest.mark.parametrize("kind", ["qoperator", "qdq", "dynamic"])
@@ -730,7 +766,8 @@ def test_bert_tiny_quantized(tmp_path, kind):
     qm = onnx.load(dst)
     if kind == "qoperator":
         assert {MS + ":QGemm", MS + ":QLinearAdd", MS + ":QLinearSoftmax"} <= ops_of(qm), ops_of(qm)
-    want = run_ort(qm, base)
     got = run_kiln(qm, base)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=0, atol=1e-3 * float(np.abs(w).max()))
+    for who, want in oracles(qm, base):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-3 * float(np.abs(w).max()), err_msg=f"vs {who}")
