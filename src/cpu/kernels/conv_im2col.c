@@ -184,6 +184,12 @@ __attribute__((target("avx2,fma"))) static void panel_segment_avx2(float *drow, 
             __m256 v = _mm256_setzero_ps();
             if (b > a && sw == 1 && a == 0 && b == 8) {
                 v = _mm256_loadu_ps(src + (base + t0));
+            } else if (b > a && sw == 2 && a == 0 && b == 8) {
+                /* even elements 0..14 of two overlapping loads (0..7 and 7..14, nothing past the
+                 * last one read): gathers cost several times more on the AMD cores */
+                const float *p = src + (base + 2 * t0);
+                __m256 mix = _mm256_blend_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 7), 0xaa);
+                v = _mm256_permutevar8x32_ps(mix, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
             } else if (b > a) {
                 __m256i ld = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)a), lane),
                                                  _mm256_cmpgt_epi32(_mm256_set1_epi32((int)b), lane));
