@@ -46,7 +46,7 @@ void kgemm_batched(kiln_ctx *ctx, const kgemm_batch *b);
  * check for code with AVX-512 intrinsics of its own. KILN_NO_AVX512=1 makes an AVX-512 machine
  * take the AVX2 kernels; KILN_NO_AVX2=1 turns the AVX2 engine off (the OpenBLAS fallback).
  * kgemm_sgemm_avx512 is used by kgemm_f32_serial where available; returns 0 when it could not
- * run (no buffers), leaving the work to the caller. */
+ * run (no buffers, no engine), leaving the work to the caller. */
 int kgemm_avx512_available(void);
 int kgemm_packed_available(void);
 int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
