@@ -273,7 +273,9 @@ def test_option_off_is_float32_bitwise():
     cfg = kort.InferenceSession(data, so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert np.array_equal(cfg.view(np.uint32), want.view(np.uint32))
     ref = run_ort(m, feeds)[0]
-    np.testing.assert_allclose(want, ref, rtol=1e-4, atol=1e-4)
+    # outputs reach ~1e3 and some cancel to below 1: float32 rounding of the large terms alone
+    # (either runtime's summation order) leaves a few 1e-4 there, so atol follows the scale
+    np.testing.assert_allclose(want, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
 
 
 @need_bf16

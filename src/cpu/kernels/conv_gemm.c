@@ -1,5 +1,5 @@
 /* Convolution as matrix products. Bias, residual and activation are applied while an output
- * tile is still hot. With weights packed for the AVX-512 product, the im2col columns go straight
+ * tile is still hot. With weights packed for the packed (AVX-512 or AVX2) product, the im2col columns go straight
  * into its panels a KC-deep slice at a time, so products are wide (up to KCONV_TILE_COLS) and,
  * on maps smaller than that at batch > 1, run on across images; the threads get equal runs of
  * (column panel, row panel) pairs (for_segments). Without packing, output positions are cut into
@@ -18,7 +18,7 @@ typedef struct conv_job {
     const kconv_geom *g;
     const float *x, *w, *bias, *z;
     const kconv_act *act;
-    const float *wpk; /* weights packed per group for the AVX-512 product, or NULL */
+    const float *wpk; /* weights packed per group for the packed product, or NULL */
     int64_t wpk_group;  /* floats per group in wpk */
     float *y;
     int64_t Cg, Mg, Kc;
@@ -242,7 +242,7 @@ static int block_run(conv_job *j, int64_t ng, int64_t key, int64_t c0, int64_t c
     return 1;
 }
 
-/* Grid items (no AVX-512 packing) = (image, group, column tile, row block). Row blocks only exist
+/* Grid items (no packed product) = (image, group, column tile, row block). Row blocks only exist
  * when there are too few tiles to keep every thread busy; each then redoes its tile's im2col.
  * How the items are cut never changes what any output sums, or in which order: results do not
  * depend on the thread count. */
@@ -368,7 +368,7 @@ static double item_cost(const void *arg, int64_t it) {
 }
 
 int64_t kconv_packed_weight_size(const kconv_geom *g) {
-    if (!kgemm_avx512_available()) return 0;
+    if (!kgemm_packed_available()) return 0;
     int64_t Mg = g->M / g->group, Kc = g->C / g->group * g->k_size;
     return g->group * kgemm_avx512_packed_size(Mg, Kc);
 }
@@ -526,7 +526,7 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
         return KILN_OK;
     }
     float *packed = NULL;
-    if (kgemm_avx512_available() && j.Mg > 1 && g->out_size > 1) {
+    if (kgemm_packed_available() && j.Mg > 1 && g->out_size > 1) {
         j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.Kc);
         if (!w_packed) {
             packed = kgemm_alloc_packed(j.wpk_group * g->group);

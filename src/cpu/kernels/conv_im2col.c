@@ -129,7 +129,7 @@ DEFINE_COL2IM(kconv_col2im_f64, double)
  * value t is src[base + t * sw] when lo <= t < hi, else zero (src NULL: all zero). Each
  * 16-lane step is one masked load or gather and one masked store; masked-off lanes are never
  * read, so the window may hang over the row's ends. */
-__attribute__((target("avx512f"))) static void panel_segment(float *drow, int64_t pstride,
+__attribute__((target("avx512f"))) static void panel_segment_avx512(float *drow, int64_t pstride,
                                                              int64_t col, int64_t len,
                                                              const float *src, int64_t base,
                                                              int64_t sw, int64_t lo, int64_t hi) {
@@ -162,11 +162,61 @@ __attribute__((target("avx512f"))) static void panel_segment(float *drow, int64_
     }
 }
 
-__attribute__((target("avx512f"))) void kconv_im2col_panels_f32(const kconv_geom *g, const float *x,
-                                                                int64_t col0, int64_t k0,
-                                                                int64_t kc, int64_t j0,
-                                                                int64_t nc, float *dst,
-                                                                int64_t dcol, int64_t pad_to) {
+/* panel_segment_avx512 for CPUs with AVX2 only (the packed product's AVX2 kernels), 8 lanes a
+ * step: masked loads, or gathers for strided windows. */
+__attribute__((target("avx2,fma"))) static void panel_segment_avx2(float *drow, int64_t pstride,
+                                                                   int64_t col, int64_t len,
+                                                                   const float *src, int64_t base,
+                                                                   int64_t sw, int64_t lo,
+                                                                   int64_t hi) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t t = 0;
+    while (t < len) {
+        int64_t c = col + t, off = c % KGEMM_NR;
+        int64_t n = KGEMM_NR - off < len - t ? KGEMM_NR - off : len - t;
+        float *d = drow + (c / KGEMM_NR) * pstride + off;
+        for (int64_t u = 0; u < n; u += 8) {
+            int64_t m = n - u < 8 ? n - u : 8, t0 = t + u, a = 0, b = 0;
+            if (src) { /* valid lanes [a, b) */
+                a = lo - t0 < 0 ? 0 : lo - t0;
+                b = hi - t0 > m ? m : hi - t0;
+            }
+            __m256 v = _mm256_setzero_ps();
+            if (b > a && sw == 1 && a == 0 && b == 8) {
+                v = _mm256_loadu_ps(src + (base + t0));
+            } else if (b > a && sw == 2 && a == 0 && b == 8) {
+                /* even elements 0..14 of two overlapping loads (0..7 and 7..14, nothing past the
+                 * last one read): gathers cost several times more on the AMD cores */
+                const float *p = src + (base + 2 * t0);
+                __m256 mix = _mm256_blend_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 7), 0xaa);
+                v = _mm256_permutevar8x32_ps(mix, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+            } else if (b > a) {
+                __m256i ld = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)a), lane),
+                                                 _mm256_cmpgt_epi32(_mm256_set1_epi32((int)b), lane));
+                if (sw == 1) {
+                    v = _mm256_maskload_ps(src + (base + t0), ld);
+                } else {
+                    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)(base + t0 * sw)),
+                                                   _mm256_mullo_epi32(lane, _mm256_set1_epi32((int)sw)));
+                    v = _mm256_mask_i32gather_ps(v, src, idx, _mm256_castsi256_ps(ld), 4);
+                }
+            }
+            if (m == 8) _mm256_storeu_ps(d + u, v);
+            else _mm256_maskstore_ps(d + u, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)m), lane), v);
+        }
+        t += n;
+    }
+}
+
+typedef void (*panel_segment_fn)(float *drow, int64_t pstride, int64_t col, int64_t len,
+                                 const float *src, int64_t base, int64_t sw, int64_t lo, int64_t hi);
+
+/* Runs wherever the packed product does (kgemm_packed_available): AVX-512 or AVX2 stores. */
+void kconv_im2col_panels_f32(const kconv_geom *g, const float *x, int64_t col0, int64_t k0,
+                             int64_t kc, int64_t j0, int64_t nc, float *dst, int64_t dcol,
+                             int64_t pad_to) {
+    panel_segment_fn panel_segment =
+        kgemm_avx512_available() ? panel_segment_avx512 : panel_segment_avx2;
     int nd = g->nd, L = nd - 1;
     int64_t ist[KCONV_MAX_ND], ost[KCONV_MAX_ND], start[KCONV_MAX_ND], kidx[KCONV_MAX_ND];
     plane_strides(g->in, nd, ist);

@@ -8,7 +8,7 @@
 typedef struct gemm_state {
     const void *b_src; /* the constant B seen at init */
     float *b_f32;      /* half-precision B converted once, or NULL */
-    float *b_packed;   /* B (as op(B)) packed for the AVX-512 product, or NULL */
+    float *b_packed;   /* B (as op(B)) packed for the packed product, or NULL */
     uint16_t *b_bf16;  /* float32 B (as op(B)) packed for the bfloat16 product, or NULL */
 } gemm_state;
 
@@ -83,7 +83,7 @@ kiln_status kgemm_op_init(kiln_ctx *ctx) {
         return kmm_pack_b_bf16(ctx, kiln_attr_int(ctx->node, "transB", 0) != 0, &s->b_src, &s->b_bf16);
     }
     int half = kcvt_is_half(B->dtype);
-    int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && kgemm_avx512_available();
+    int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && kgemm_packed_available();
     if (!half && !pack) return KILN_OK;
     gemm_state *s = calloc(1, sizeof *s);
     int64_t n = kiln_numel(B);

@@ -1,8 +1,11 @@
-/* Single-precision GEMM for CPUs with AVX-512F. The OpenBLAS that Debian ships (0.3.21) runs its
- * AVX2 kernels on CPUs it does not know (recent AMD EPYC among them), at about half of what
- * those cores can do; this kernel closes that gap. Classic blocking: a KC x NC block of B is
- * packed into 32-column panels, an MC x KC block of A into 12-row panels, and a 12 x 32 register
- * tile (24 zmm accumulators) walks the panels. Single-threaded: callers split the work. */
+/* Single-precision GEMM for CPUs with AVX-512F, and its driver, shared with the AVX2+FMA kernels
+ * of gemm_avx2.c. The OpenBLAS that Debian ships (0.3.21) runs its AVX2 kernels on CPUs it does
+ * not know (recent AMD EPYC among them), at about half of what those cores can do; this kernel
+ * closes that gap. Classic blocking: a KC x NC block of B is packed into 32-column panels, an
+ * MC x KC block of A into 12-row panels, and a 12 x 32 register tile (24 zmm accumulators) walks
+ * the panels. Single-threaded: callers split the work. Without AVX-512 the same driver, packed
+ * formats and blocking run gemm_avx2.c's tile (four 6 x 16 ymm quarters) and B packing: one
+ * packed weight layout for both, and the epilogue and run-splitting logic written once. */
 #include "gemm_util.h"
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,16 +20,39 @@
 #define MC 192
 #define NC 3072
 
+static int env_on(const char *name);
+
 int kgemm_avx512_available(void) {
     static _Atomic int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("avx512f") ? 1 : 0;
-        const char *env = getenv("KILN_NO_AVX512");
-        if (env && *env && *env != '0') cached = 0;
+        if (env_on("KILN_NO_AVX512")) cached = 0;
     }
     return cached;
 }
+
+/* The tile kernels the driver runs: AVX-512 where present, else AVX2+FMA (see the header). */
+typedef void (*tile_fn)(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
+                        float alpha, float beta, const float *bias, int mr, int nr,
+                        const kgemm_epi *ep, const float *z, int split, int64_t jump);
+typedef void (*tile_rows_fn)(int64_t kc, const float *A, int64_t lda, const float *Bp, float *C,
+                             int64_t ldc, float alpha, float beta, int mr, int nr);
+typedef void (*pack_b_fn)(int tb, const float *B, int64_t ldb, int64_t p0, int64_t kc,
+                          int64_t j0, int64_t nc, float *dst);
+typedef struct packed_engine {
+    tile_fn tile;
+    tile_rows_fn tile_rows;
+    pack_b_fn pack_b;
+} packed_engine;
+static const packed_engine *engine(void);
+
+static int env_on(const char *name) {
+    const char *env = getenv(name);
+    return env && *env && *env != '0';
+}
+
+int kgemm_packed_available(void) { return engine() != NULL; }
 
 /* One thread's packing buffers (3.3 MB), kept for the thread's life: every product needs them,
  * and a fresh allocation of that size per call would fault in new pages each time. */
@@ -74,7 +100,7 @@ static void pack_a_block(int ta, const float *A, int64_t lda, int64_t i0, int64_
  * for 128 bytes each, more streams than the hardware prefetcher follows when B is a 1x1
  * convolution's input out of cache (256 -> 64 channels on 56x56, batch 8, one thread: 9.2 ->
  * 8.4 ms with the residual; no change at 64 or 128 rows). */
-__attribute__((target("avx512f"))) static void pack_b_block(int tb, const float *B, int64_t ldb,
+__attribute__((target("avx512f"))) static void pack_b_block_avx512(int tb, const float *B, int64_t ldb,
                                                             int64_t p0, int64_t kc, int64_t j0,
                                                             int64_t nc, float *dst) {
     if (!tb) {
@@ -367,12 +393,47 @@ __attribute__((target("avx512f"))) static void kernel_u1x32(int64_t kc, const fl
     store_tile(acc, C, ldc, alpha, beta, NULL, mr, nr, NULL, NULL, 0, NR, 0);
 }
 
+/* The AVX-512 kernel for a tile's row count (the panels are 12 rows; shorter variants skip the
+ * zero rows of a short last panel). */
+static void tile_avx512(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                        float alpha, float beta, const float *rb, int mr, int nr,
+                        const kgemm_epi *ep, const float *z, int split, int64_t jump) {
+    if (mr > 8) kernel_12x32(kc, ap, bp, c, ldc, alpha, beta, rb, mr, nr, ep, z, split, jump);
+    else if (mr > 4) kernel_8x32(kc, ap, bp, c, ldc, alpha, beta, rb, mr, nr, ep, z, split, jump);
+    else if (mr > 1) kernel_4x32(kc, ap, bp, c, ldc, alpha, beta, rb, mr, nr, ep, z, split, jump);
+    else kernel_1x32(kc, ap, bp, c, ldc, alpha, beta, rb, mr, nr, ep, z, split, jump);
+}
+
+static void tile_rows_avx512(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
+                             int64_t ldc, float alpha, float beta, int mr, int nr) {
+    if (mr > 8) kernel_u12x32(kc, a, lda, bp, c, ldc, alpha, beta, mr, nr);
+    else if (mr > 4) kernel_u8x32(kc, a, lda, bp, c, ldc, alpha, beta, mr, nr);
+    else if (mr > 1) kernel_u4x32(kc, a, lda, bp, c, ldc, alpha, beta, mr, nr);
+    else kernel_u1x32(kc, a, lda, bp, c, ldc, alpha, beta, mr, nr);
+}
+
+static const packed_engine engine_avx512 = {tile_avx512, tile_rows_avx512, pack_b_block_avx512};
+static const packed_engine engine_avx2 = {kgemm_avx2_tile, kgemm_avx2_tile_rows,
+                                          kgemm_avx2_pack_b_block};
+
+/* AVX-512 first; the AVX2 kernels where it is missing (or KILN_NO_AVX512 hides it) unless
+ * KILN_NO_AVX2 is set, which leaves callers their OpenBLAS fallbacks; NULL: no engine. */
+static const packed_engine *engine(void) {
+    static _Atomic int cached = -1; /* 0 none, 1 AVX-512, 2 AVX2 */
+    if (cached < 0)
+        cached = kgemm_avx512_available()                          ? 1
+                 : kgemm_avx2_available() && !env_on("KILN_NO_AVX2") ? 2
+                                                                     : 0;
+    return cached == 1 ? &engine_avx512 : cached == 2 ? &engine_avx2 : NULL;
+}
+
 /* C = alpha * A . B + beta * C with B packed whole (Npad columns, this product's start at column
  * j0) and A row-major, read in place. For each KC-deep slice, a 32-column panel of B (32 KB) stays
  * in L1/L2 while every row block of an MC-high band of A passes over it. */
 static void gemm_bp_direct(int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                            int64_t lda, const float *bp_all, int64_t Npad, int64_t j0, float beta,
                            float *C, int64_t ldc) {
+    tile_rows_fn tile_rows = engine()->tile_rows;
     for (int64_t pc = 0; pc < K; pc += KC) {
         int64_t kc = K - pc < KC ? K - pc : KC;
         float bet = pc == 0 ? beta : 1.0f;
@@ -386,10 +447,7 @@ static void gemm_bp_direct(int64_t M, int64_t N, int64_t K, float alpha, const f
                     int mr = (int)(mc - ir < MR ? mc - ir : MR);
                     const float *a = A + (ic + ir) * lda + pc;
                     float *c = C + (ic + ir) * ldc + jr;
-                    if (mr > 8) kernel_u12x32(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
-                    else if (mr > 4) kernel_u8x32(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
-                    else if (mr > 1) kernel_u4x32(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
-                    else kernel_u1x32(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
+                    tile_rows(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
                 }
             }
         }
@@ -408,6 +466,7 @@ typedef struct block_tiles {
     const float *z;
     const kgemm_epi *runs; /* column runs (kgemm_epi's period), or NULL */
     int64_t col0;          /* the product's column at this block's column 0 */
+    tile_fn tile;
 } block_tiles;
 
 /* The tile of row panel ir and column panel jr of an mc x nc block. */
@@ -428,10 +487,7 @@ static void block_tile(const block_tiles *t, int64_t ir, int64_t jr, int64_t mc,
         int64_t left = t->runs->period - q % t->runs->period;
         if (left < NR) split = (int)left;
     }
-    if (mr > 8) kernel_12x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z, split, jump);
-    else if (mr > 4) kernel_8x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z, split, jump);
-    else if (mr > 1) kernel_4x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z, split, jump);
-    else kernel_1x32(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z, split, jump);
+    t->tile(kc, ap, bp, c, t->ldc, t->alpha, t->beta, rb, mr, nr, t->ep, z, split, jump);
 }
 
 /* Blocks at most SHALLOW_KC deep, of at most SHALLOW_B packed floats of B, walk their row panels
@@ -461,7 +517,8 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
                      const float *B, int64_t ldb, kgemm_pack_b_fn pack_fn, void *pack_arg,
                      const float *bp_all, int64_t Npad, int64_t j0, float beta, float *C,
                      int64_t ldc, const float *row_bias, const kgemm_epi *epi) {
-    if (!ensure_buffers()) return 0;
+    const packed_engine *eng = engine();
+    if (!eng || !ensure_buffers()) return 0;
     for (int64_t jc = 0; jc < N; jc += NC) {
         int64_t nc = N - jc < NC ? N - jc : NC;
         for (int64_t pc = 0; pc < K; pc += KC) {
@@ -472,7 +529,7 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
             const float *bpk = pack_b;
             if (bp_all) bpk = bp_all + pc * Npad + (j0 + jc) * kc;
             else if (pack_fn) pack_fn(pack_arg, pc, kc, jc, nc, pack_b);
-            else pack_b_block(tb, B, ldb, pc, kc, jc, nc, pack_b);
+            else eng->pack_b(tb, B, ldb, pc, kc, jc, nc, pack_b);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = M - ic < MC ? M - ic : MC;
                 const float *apk;
@@ -484,7 +541,7 @@ static int gemm_core(const float *ap_all, int64_t Mpad, int64_t i0, int ta, int 
                 }
                 block_tiles tb = {kc, apk, bpk, C + ic * ldc + jc, ldc, alpha, bet, bias ? bias + ic : NULL,
                                   ep, ep && ep->z ? ep->z + ic * ep->ldz + jc : NULL,
-                                  epi && epi->period ? epi : NULL, jc};
+                                  epi && epi->period ? epi : NULL, jc, eng->tile};
                 if ((kc <= SHALLOW_KC && kc * nc <= SHALLOW_B) || (epi && kc * nc <= ROWS_OUTER_B)) {
                     /* row panels outer: see SHALLOW_KC and ROWS_OUTER_B */
                     for (int64_t ir = 0; ir < mc; ir += MR)
@@ -563,7 +620,7 @@ void kgemm_avx512_pack_b(int tb, int64_t K, int64_t N, const float *B, int64_t l
     int64_t Npad = (N + NR - 1) / NR * NR;
     for (int64_t pc = 0; pc < K; pc += KC) {
         int64_t kc = K - pc < KC ? K - pc : KC;
-        pack_b_block(tb, B, ldb, pc, kc, 0, N, dst + pc * Npad);
+        engine()->pack_b(tb, B, ldb, pc, kc, 0, N, dst + pc * Npad);
     }
 }
 
@@ -571,7 +628,7 @@ int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float al
                                const float *A, int64_t lda, const float *Bp, int64_t Nfull,
                                int64_t j0, float beta, float *C, int64_t ldc) {
     int64_t Npad = (Nfull + NR - 1) / NR * NR;
-    if (!ta && M > 0 && N > 0 && K > 0) {
+    if (!ta && M > 0 && N > 0 && K > 0 && engine()) {
         gemm_bp_direct(M, N, K, alpha, A, lda, Bp, Npad, j0, beta, C, ldc);
         return 1;
     }
@@ -581,6 +638,7 @@ int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float al
 
 #else
 int kgemm_avx512_available(void) { return 0; }
+int kgemm_packed_available(void) { return 0; }
 int64_t kgemm_avx512_packed_b_size(int64_t K, int64_t N) { return K * N; }
 void kgemm_avx512_pack_b(int tb, int64_t K, int64_t N, const float *B, int64_t ldb, float *dst) {}
 int kgemm_sgemm_avx512_bpacked(int ta, int64_t M, int64_t N, int64_t K, float alpha,

@@ -39,15 +39,22 @@ typedef struct kgemm_batch {
 } kgemm_batch;
 void kgemm_batched(kiln_ctx *ctx, const kgemm_batch *b);
 
-/* The AVX-512 sgemm (gemm_avx512.c), used by kgemm_f32_serial where the CPU has AVX-512F;
- * returns 0 when it could not run (no buffers), leaving the work to the caller. */
+/* The packed sgemm engine (gemm_avx512.c's driver): AVX-512F kernels where the CPU has them,
+ * else AVX2+FMA ones (gemm_avx2.c) with the same packed formats and epilogues, so the entry
+ * points below keep their kgemm_*avx512* names on either. kgemm_packed_available() says whether
+ * they run at all (callers that only use them check this); kgemm_avx512_available() stays the
+ * check for code with AVX-512 intrinsics of its own. KILN_NO_AVX512=1 makes an AVX-512 machine
+ * take the AVX2 kernels; KILN_NO_AVX2=1 turns the AVX2 engine off (the OpenBLAS fallback).
+ * kgemm_sgemm_avx512 is used by kgemm_f32_serial where available; returns 0 when it could not
+ * run (no buffers, no engine), leaving the work to the caller. */
 int kgemm_avx512_available(void);
+int kgemm_packed_available(void);
 int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                        float *C, int64_t ldc, const float *row_bias);
 /* A packed once for many products (a constant weight): kgemm_avx512_packed_size floats, filled
  * by kgemm_avx512_pack_a; the product then takes rows [i0, i0 + M) of the Mfull packed rows
- * (i0 a multiple of 12). Only where kgemm_avx512_available(). */
+ * (i0 a multiple of 12). Only where kgemm_packed_available(). */
 #define KGEMM_MR 12  /* rows of a packed A panel */
 #define KGEMM_KC 256 /* depth of a packed A block: block b holds k in [b*KC, b*KC + KC) for all
                       * rows, at b * KC * Mpad (Mpad = M rounded up to MR); row panel i0 of it
@@ -125,6 +132,18 @@ void kgemm_f32_bpacked_init(kiln_ctx *ctx, int ta, int64_t M, int64_t N, int64_t
 void kgemm_f32_serial_bias(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                            float *C, int64_t ldc, const float *row_bias);
+
+/* The AVX2+FMA kernels the engine runs without AVX-512 (gemm_avx2.c; internal to the engine):
+ * one register tile of packed A and B with gemm_avx512.c's store semantics, the same reading
+ * rows of A in place (lda), and the packing of a block of B into KGEMM_NR-column panels. */
+int kgemm_avx2_available(void);
+void kgemm_avx2_tile(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
+                     float alpha, float beta, const float *bias, int mr, int nr,
+                     const kgemm_epi *ep, const float *z, int split, int64_t jump);
+void kgemm_avx2_tile_rows(int64_t kc, const float *A, int64_t lda, const float *Bp, float *C,
+                          int64_t ldc, float alpha, float beta, int mr, int nr);
+void kgemm_avx2_pack_b_block(int tb, const float *B, int64_t ldb, int64_t p0, int64_t kc,
+                             int64_t j0, int64_t nc, float *dst);
 
 /* Integer row-major C[M,N] = A[M,K] B[K,N] (strides given) for INT32/INT64/UINT32/UINT64, with
  * two's-complement wrap-around like the fixed-width arithmetic of other runtimes. */

@@ -186,7 +186,7 @@ kiln_status kmm_run_bf16(kiln_ctx *ctx, const kiln_tensor *At, const kiln_tensor
 typedef struct mm_state {
     const void *b_src; /* constant B as seen at init */
     float *b_f32;      /* half-precision B converted once to float32, or NULL */
-    float *b_packed;   /* 2-D B packed for the AVX-512 product, or NULL */
+    float *b_packed;   /* 2-D B packed for the packed product, or NULL */
     uint16_t *b_bf16;  /* float32 2-D B rounded and packed for the bfloat16 product, or NULL */
 } mm_state;
 
@@ -230,7 +230,7 @@ static kiln_status matmul_init(kiln_ctx *ctx) {
         return kmm_pack_b_bf16(ctx, 0, &s->b_src, &s->b_bf16);
     }
     int half = kcvt_is_half(B->dtype);
-    int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && B->rank == 2 && kgemm_avx512_available();
+    int pack = (half || B->dtype == KILN_DTYPE_FLOAT) && B->rank == 2 && kgemm_packed_available();
     if (!half && !pack) return KILN_OK;
     mm_state *s = calloc(1, sizeof *s);
     int64_t n = kiln_numel(B);

@@ -120,7 +120,7 @@ static kiln_status init_cell(kiln_ctx *ctx, int cell) {
     }
     ctx->state = s;
     const kiln_tensor *R = kiln_input(ctx, 2);
-    if (!kgemm_avx512_available() || !R || R->rank != 3 || R->dims[2] <= 0) return KILN_OK;
+    if (!kgemm_packed_available() || !R || R->rank != 3 || R->dims[2] <= 0) return KILN_OK;
     const int64_t H = R->dims[2], GH = s->cfg.n_gates * H;
     if (s->cfg.hidden >= 0 && s->cfg.hidden != H) return KILN_OK;
     if ((s->wp = pack_weight(ctx, &s->cfg, 1, GH, &s->wp_len))) {
@@ -129,7 +129,10 @@ static kiln_status init_cell(kiln_ctx *ctx, int cell) {
          * its bytes (a node has one such note), so r_src stays valid as it is */
         kiln_input_packed(ctx, 1, sizeof(float) * (size_t)(s->wp_len * s->cfg.dirs), &s->w_src);
     }
-    if ((s->rp = pack_weight(ctx, &s->cfg, 2, GH, &s->rp_len))) s->r_src = R->data;
+    /* W's projection runs on either packed engine; R's blocked recurrent product only where the
+     * steps use it (rnn_cells.h: AVX-512), so R is not packed for nothing on AVX2 */
+    if (kgemm_avx512_available() && (s->rp = pack_weight(ctx, &s->cfg, 2, GH, &s->rp_len)))
+        s->r_src = R->data;
     return KILN_OK;
 }
 
