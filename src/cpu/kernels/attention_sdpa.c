@@ -253,7 +253,10 @@ kiln_status kattn_run(kiln_ctx *ctx, const kattn_sdpa *p) {
     int64_t heads = p->B * p->N, threads = kiln_num_threads(ctx);
     job.per_task = heads >= 4 * threads ? job.qblocks : 1;
     job.heavy_first = 0;
-    if (job.per_task == 1 && threads > 1 && p->S > 2 * MIN_QBLOCK && !p->qk_out) {
+    /* Only with the block kernels above: cblas_sgemm's sums for a row depend on how many rows
+     * its call has (OpenBLAS takes other kernels for the leftover rows), so without AVX-512 the
+     * blocks keep one height at every thread count and the output its bits. */
+    if (job.per_task == 1 && threads > 1 && p->S > 2 * MIN_QBLOCK && !p->qk_out && job.avx512) {
         /* Few heads for the threads (BERT, ViT and GPT-2 at batch 1: 12 heads on 16 threads):
          * items of 64 rows gave 24 (48 with ViT's 197 rows, a quarter of them 5 rows long), so
          * most threads took two and some one. Cut each head into at least 3 * threads / heads
