@@ -97,3 +97,20 @@ def rand(rng, shape, dtype=np.float32, low=-2.0, high=2.0):
         lo = 0 if dt.kind == "u" else int(low * 10)
         return rng.integers(lo, int(high * 10) + 1, size=shape).astype(dt)
     return rng.uniform(low, high, size=shape).astype(dt)
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+# Kernels with AVX-512 code paths (channel-lane and blocked convolutions, blocked depthwise) are
+# taken only where the CPU has AVX-512F and KILN_NO_AVX512 is unset; tests that assert which of
+# those paths ran ask this first (their numerical checks run on every CPU).
+HAS_AVX512 = "avx512f" in _cpu_flags() and not os.environ.get("KILN_NO_AVX512", "").strip("0")
