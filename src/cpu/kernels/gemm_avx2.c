@@ -7,10 +7,12 @@
  * It is computed as four 6 x 16 quarters instead: 12 accumulators, two B vectors and one
  * broadcast A value, 15 registers. Per tap a quarter does 12 FMAs against 2 vector loads and 6
  * broadcasts (loads too), which keeps both FMA pipes fed without exceeding two loads a cycle;
- * a 12 x 8 strip would need 13 loads for its 12 FMAs. A quarter over rows past mr is skipped,
- * as is one over columns past nr, so short panels cost what they hold. Each quarter streams its
- * half of the B panel (64 bytes a tap, one cache line) and its half of the A panel: the two
- * quarters sharing a B half run back to back, while that half is still in L1. */
+ * a 12 x 8 strip would need 13 loads for its 12 FMAs. Quarters over columns past nr are
+ * skipped, a short panel's rows are split evenly between its two row quarters, and a column tail
+ * of at most 8 runs as one such 12 x 8 strip, so short panels cost about what they hold (see
+ * tile). Each quarter streams its half of the B panel (64 bytes a tap, one cache line) and its
+ * rows of the A panel: the two quarters sharing a B half run back to back, while that half is
+ * still in L1. */
 #include "gemm_util.h"
 #include <string.h>
 
