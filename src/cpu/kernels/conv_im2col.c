@@ -201,7 +201,10 @@ __attribute__((target("avx2,fma"))) static void panel_segment_avx2(float *drow, 
                     v = _mm256_mask_i32gather_ps(v, src, idx, _mm256_castsi256_ps(ld), 4);
                 }
             }
-            if (m == 8) _mm256_storeu_ps(d + u, v);
+            /* Masked stores are slow on the AMD cores; lanes past m that stay inside this panel
+             * row are columns a later call or step writes (columns are filled in increasing
+             * order, the tail by pad_to), so a full store may run over them. */
+            if (m == 8 || off + u + 8 <= KGEMM_NR) _mm256_storeu_ps(d + u, v);
             else _mm256_maskstore_ps(d + u, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)m), lane), v);
         }
         t += n;

@@ -7,11 +7,14 @@
  * It is computed as four 6 x 16 quarters instead: 12 accumulators, two B vectors and one
  * broadcast A value, 15 registers. Per tap a quarter does 12 FMAs against 2 vector loads and 6
  * broadcasts (loads too), which keeps both FMA pipes fed without exceeding two loads a cycle;
- * a 12 x 8 strip would need 13 loads for its 12 FMAs. A quarter over rows past mr is skipped,
- * as is one over columns past nr, so short panels cost what they hold. Each quarter streams its
- * half of the B panel (64 bytes a tap, one cache line) and its half of the A panel: the two
- * quarters sharing a B half run back to back, while that half is still in L1. */
+ * a 12 x 8 strip would need 13 loads for its 12 FMAs. Quarters over columns past nr are
+ * skipped, a short panel's rows are split evenly between its two row quarters, and a column tail
+ * of at most 8 runs as one such 12 x 8 strip, so short panels cost about what they hold (see
+ * tile). Each quarter streams its half of the B panel (64 bytes a tap, one cache line) and its
+ * rows of the A panel: the two quarters sharing a B half run back to back, while that half is
+ * still in L1. */
 #include "gemm_util.h"
+#include <string.h>
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
@@ -182,6 +185,47 @@ AVX2_FN static void quarter(int rows, int packed, int64_t kc, const float *a, in
 #undef Q_CASE
 }
 
+/* A narrow column tail (at most 8 columns left): all rows of the panel against one vector of B,
+ * 12 accumulators, instead of quarters that would compute 16 columns for the few stored
+ * (DenseNet's 3x3 convolutions on 7x7 and 14x14 maps end their 49 or 196 columns so). */
+#define S_ROW(i)                                                                                   \
+    if (ROWS > (i)) {                                                                              \
+        x = _mm256_broadcast_ss(a + (i) * rs);                                                     \
+        t##i = _mm256_fmadd_ps(x, b, t##i);                                                        \
+    }
+#define S_SAVE(i)                                                                                  \
+    if (ROWS > (i)) acc[i][0] = t##i;
+AVX2_INLINE void strip_sums(const int ROWS, int64_t kc, const float *a, int64_t rs, int64_t ks,
+                            const float *Bp, __m256 (*acc)[2]) {
+    __m256 t0 = _mm256_setzero_ps(), t1 = t0, t2 = t0, t3 = t0, t4 = t0, t5 = t0, t6 = t0, t7 = t0;
+    __m256 t8 = t0, t9 = t0, t10 = t0, t11 = t0, x;
+    for (int64_t k = 0; k < kc; k++) {
+        __m256 b = _mm256_loadu_ps(Bp);
+        S_ROW(0) S_ROW(1) S_ROW(2) S_ROW(3) S_ROW(4) S_ROW(5)
+        S_ROW(6) S_ROW(7) S_ROW(8) S_ROW(9) S_ROW(10) S_ROW(11)
+        a += ks;
+        Bp += NR;
+    }
+    S_SAVE(0) S_SAVE(1) S_SAVE(2) S_SAVE(3) S_SAVE(4) S_SAVE(5)
+    S_SAVE(6) S_SAVE(7) S_SAVE(8) S_SAVE(9) S_SAVE(10) S_SAVE(11)
+}
+
+AVX2_FN static void strip(int rows, int packed, int64_t kc, const float *a, int64_t lda,
+                          const float *Bp, __m256 (*acc)[2]) {
+#define S_CASE(n)                                                                                  \
+    case n:                                                                                        \
+        if (packed) strip_sums(n, kc, a, 1, MR, Bp, acc);                                          \
+        else strip_sums(n, kc, a, lda, 1, Bp, acc);                                                \
+        break;
+    switch (rows) {
+        S_CASE(1) S_CASE(2) S_CASE(3) S_CASE(4) S_CASE(5) S_CASE(6)
+        S_CASE(7) S_CASE(8) S_CASE(9) S_CASE(10) S_CASE(11) S_CASE(12)
+    default:
+        break;
+    }
+#undef S_CASE
+}
+
 /* One row against all 32 columns (a batch-1 recurrent step, a single token against packed
  * weights): a 1-row quarter would leave two accumulators waiting out each FMA's latency, so two
  * taps at a time go to separate sets of four. */
@@ -222,12 +266,24 @@ AVX2_FN static void tile(int packed, int64_t kc, const float *a, int64_t lda, co
         if (o->nr > QCOLS) store_quarter(o, acc + 1, 0, 1, QCOLS);
         return;
     }
-    for (int c0 = 0; c0 < o->nr; c0 += QCOLS)
-        for (int r0 = 0; r0 < mr; r0 += QROWS) {
-            int rows = mr - r0 < QROWS ? mr - r0 : QROWS;
-            quarter(rows, packed, kc, packed ? a + r0 : a + r0 * lda, lda, Bp + c0, acc);
-            store_quarter(o, acc, r0, rows, c0);
+    /* Panels of 7 to 11 rows split evenly (8: 4 + 4, not 6 + 2): a quarter of one or two rows
+     * has too few accumulators to hide the FMA latency. */
+    int top = mr > QROWS ? (mr + 1) / 2 : mr;
+    for (int c0 = 0; c0 < o->nr; c0 += QCOLS) {
+        if (o->nr - c0 <= 8) {
+            __m256 s[MR][2];
+            memset(s, 0, sizeof s);
+            strip(mr, packed, kc, a, lda, Bp + c0, s);
+            store_quarter(o, s, 0, mr, c0);
+            continue;
         }
+        quarter(top, packed, kc, a, lda, Bp + c0, acc);
+        store_quarter(o, acc, 0, top, c0);
+        if (mr > top) {
+            quarter(mr - top, packed, kc, packed ? a + top : a + top * lda, lda, Bp + c0, acc);
+            store_quarter(o, acc, top, mr - top, c0);
+        }
+    }
 }
 
 void kgemm_avx2_tile(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
