@@ -76,7 +76,12 @@ def sources(a):
             yield "int8", name, path, int8_bench.feeds_of(name)
     if a.gpu_models:
         import cpu_scaling
+        with open(os.path.join(a.gpu_models, "manifest.json")) as f:
+            exported = json.load(f)["graphs"]
         for graph in ("bert", "gpt2_prefill", "vit", "resnet50"):
+            if graph not in exported:  # a folder exported with --models for some of them
+                print("%s: not in %s, left out" % (graph, a.gpu_models))
+                continue
             spec = cpu_scaling.ROWS[graph]
             yield "large", graph, None, (lambda b, g=graph, s=spec: cpu_scaling.feeds_for(a.gpu_models, g, b, s.get("seq")))
 

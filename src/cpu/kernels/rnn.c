@@ -129,9 +129,8 @@ static kiln_status init_cell(kiln_ctx *ctx, int cell) {
          * its bytes (a node has one such note), so r_src stays valid as it is */
         kiln_input_packed(ctx, 1, sizeof(float) * (size_t)(s->wp_len * s->cfg.dirs), &s->w_src);
     }
-    /* W's projection runs on either packed engine; R's blocked recurrent product only where the
-     * steps use it (rnn_cells.h: AVX-512), so R is not packed for nothing on AVX2 */
-    if (kgemm_avx512_available() && (s->rp = pack_weight(ctx, &s->cfg, 2, GH, &s->rp_len)))
+    /* W's projection and R's blocked recurrent product run on either packed engine */
+    if (kgemm_packed_available() && (s->rp = pack_weight(ctx, &s->cfg, 2, GH, &s->rp_len)))
         s->r_src = R->data;
     return KILN_OK;
 }
