@@ -25,24 +25,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from util import cpu_flags
+
 MS = "com.microsoft"
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _ort_u8s8_exact():
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return True  # ARM's MLAS kernels widen to 16 bits or use sdot/udot/usmmla: exact
-    flags = _cpu_flags()
+    flags = cpu_flags()
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 

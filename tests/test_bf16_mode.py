@@ -21,23 +21,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from util import kiln, node_model, rand, run_ort  # noqa: E402
+from util import cpu_flags, kiln, node_model, rand, run_ort  # noqa: E402
 
 F32 = np.float32
 MS = "com.microsoft"
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 FLAGS = cpu_flags()

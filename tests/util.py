@@ -99,7 +99,8 @@ def rand(rng, shape, dtype=np.float32, low=-2.0, high=2.0):
     return rng.uniform(low, high, size=shape).astype(dt)
 
 
-def _cpu_flags():
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -113,4 +114,4 @@ def _cpu_flags():
 # Kernels with AVX-512 code paths (channel-lane and blocked convolutions, blocked depthwise) are
 # taken only where the CPU has AVX-512F and KILN_NO_AVX512 is unset; tests that assert which of
 # those paths ran ask this first (their numerical checks run on every CPU).
-HAS_AVX512 = "avx512f" in _cpu_flags() and not os.environ.get("KILN_NO_AVX512", "").strip("0")
+HAS_AVX512 = "avx512f" in cpu_flags() and not os.environ.get("KILN_NO_AVX512", "").strip("0")
