@@ -211,11 +211,6 @@ static int have_avx512(void) {
     return cached;
 }
 
-static int have_avx2_fma(void) {
-    static _Atomic int cached = -1;
-    if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
-    return cached;
-}
 #define KCONV_ACT_SIMD 1
 #endif
 
@@ -224,7 +219,7 @@ void kconv_apply_act(const kconv_act *act, float *y, int64_t n) {
     /* masked vectors from the first value on: the direct and channel-lane kernels apply it to
      * output rows of 7 to 14 values, where the scalar loop cost as much as the product */
     if (n >= 1 && have_avx512() && act_avx512(act, y, n)) return;
-    if (n >= 1 && have_avx2_fma() && act_avx2(act, y, n)) return;
+    if (n >= 1 && kgemm_avx2_available() && act_avx2(act, y, n)) return;
 #endif
     switch (act->kind) {
     case KACT_RELU:

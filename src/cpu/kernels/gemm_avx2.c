@@ -322,21 +322,17 @@ AVX2_FN void kgemm_avx2_pack_b_block(int tb, const float *B, int64_t ldb, int64_
         }
         return;
     }
-    for (int64_t jp = 0; jp < nc; jp += NR) {
-        int64_t cols = nc - jp < NR ? nc - jp : NR;
-        float *d = dst + jp * kc;
-        for (int64_t c = 0; c < cols; c++) {
-            const float *src = B + (j0 + jp + c) * ldb + p0;
-            for (int64_t k = 0; k < kc; k++) d[k * NR + c] = src[k];
-        }
-        for (int64_t c = cols; c < NR; c++)
-            for (int64_t k = 0; k < kc; k++) d[k * NR + c] = 0.0f;
-    }
+    kgemm_pack_bt_block(B, ldb, p0, kc, j0, nc, dst);
 }
 
+/* cached: FusedConv's activations and the pools ask per output row */
 int kgemm_avx2_available(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    static _Atomic int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
 }
 #else
 int kgemm_avx2_available(void) { return 0; }

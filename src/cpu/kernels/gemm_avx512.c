@@ -122,16 +122,7 @@ __attribute__((target("avx512f"))) static void pack_b_block_avx512(int tb, const
         }
         return;
     }
-    for (int64_t jp = 0; jp < nc; jp += NR) {
-        int64_t cols = nc - jp < NR ? nc - jp : NR;
-        float *d = dst + jp * kc;
-        for (int64_t c = 0; c < cols; c++) {
-            const float *src = B + (j0 + jp + c) * ldb + p0;
-            for (int64_t k = 0; k < kc; k++) d[k * NR + c] = src[k];
-        }
-        for (int64_t c = cols; c < NR; c++)
-            for (int64_t k = 0; k < kc; k++) d[k * NR + c] = 0.0f;
-    }
+    kgemm_pack_bt_block(B, ldb, p0, kc, j0, nc, dst);
 }
 
 /* C[0..mr, 0..nr) = alpha * (Ap . Bp) + beta * C (+ bias[r]) over kc steps; beta == 0 never

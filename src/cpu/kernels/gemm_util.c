@@ -479,3 +479,20 @@ const char *kgemm_dims_str(int rank, const int64_t *dims, char *buf, size_t n) {
     if (o < n) snprintf(buf + o, n - o, "]");
     return buf;
 }
+
+/* The transposed-B half of both engines' pack_b_block: column c of the block is row j0 + c of
+ * B, read along k, so there is nothing to vectorise on the load side. */
+void kgemm_pack_bt_block(const float *B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
+                         int64_t nc, float *dst) {
+    const int64_t NR = KGEMM_NR;
+    for (int64_t jp = 0; jp < nc; jp += NR) {
+        int64_t cols = nc - jp < NR ? nc - jp : NR;
+        float *d = dst + jp * kc;
+        for (int64_t c = 0; c < cols; c++) {
+            const float *src = B + (j0 + jp + c) * ldb + p0;
+            for (int64_t k = 0; k < kc; k++) d[k * NR + c] = src[k];
+        }
+        for (int64_t c = cols; c < NR; c++)
+            for (int64_t k = 0; k < kc; k++) d[k * NR + c] = 0.0f;
+    }
+}

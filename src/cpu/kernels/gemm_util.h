@@ -137,6 +137,10 @@ void kgemm_f32_serial_bias(int ta, int tb, int64_t M, int64_t N, int64_t K, floa
  * one register tile of packed A and B with gemm_avx512.c's store semantics, the same reading
  * rows of A in place (lda), and the packing of a block of B into KGEMM_NR-column panels. */
 int kgemm_avx2_available(void);
+/* B^T rows [j0, j0+nc) x cols [p0, p0+kc) into KGEMM_NR-column panels (zero columns past nc):
+ * both engines' packing of a transposed B (plain C) */
+void kgemm_pack_bt_block(const float *B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0,
+                         int64_t nc, float *dst);
 void kgemm_avx2_tile(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
                      float alpha, float beta, const float *bias, int mr, int nr,
                      const kgemm_epi *ep, const float *z, int split, int64_t jump);

@@ -608,7 +608,8 @@ __attribute__((target("avx2"))) static void plane_sep_f32_avx2(const pool_job *j
                 done[r] = 1;
             }
         }
-        __m256 div = _mm256_set1_ps((float)((j->c->count_include_pad ? j->cnt_pad[1][oh] : hh - hl) * KW));
+        int64_t rows = j->c->count_include_pad ? j->cnt_pad[1][oh] : hh - hl;
+        __m256 div = _mm256_set1_ps((float)(rows * KW));
         for (int64_t o = oa; o < ob; o += 8) {
             int64_t n = ob - o < 8 ? ob - o : 8;
             const float *h = hbuf + (h0 + hl) * nv + (o - oa);
@@ -631,11 +632,9 @@ __attribute__((target("avx2"))) static void plane_sep_f32_avx2(const pool_job *j
 }
 
 static int sep_avx2_ok(const pool_job *j) {
-    static _Atomic int cpu = -1;
-    if (cpu < 0) cpu = __builtin_cpu_supports("avx2") ? 1 : 0;
     return (j->c->kind == POOL_MAX || j->c->kind == POOL_AVG) && j->dt == KILN_DTYPE_FLOAT &&
            !j->idx && j->in[0] == 1 && j->out[0] == 1 && j->k[0] == 1 && j->dil[1] == 1 &&
-           j->dil[2] == 1 && j->s[2] <= 2 && cpu && !kgemm_avx512_available();
+           j->dil[2] == 1 && j->s[2] <= 2 && kgemm_avx2_available() && !kgemm_avx512_available();
 }
 #endif
 
