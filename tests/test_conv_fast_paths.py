@@ -12,18 +12,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from util import HAS_AVX512, assert_same, check, node_model, rand, run_kiln, run_ort  # noqa: E402
+from util import on_this_cpu, assert_same, check, node_model, rand, run_kiln, run_ort  # noqa: E402
 import kiln  # noqa: E402
 
 F32, F16 = np.float32, np.float16
 MS = "com.microsoft"
-
-
-# The direct and channel-lane kernels (conv_direct.c) need AVX-512; without it the packed product
-# (gemm_avx2.c's kernels) runs the same convolutions, reported as one path (util.HAS_AVX512).
-def on_this_cpu(path):
-    """path where the CPU has AVX-512, else the packed product's path name."""
-    return path if HAS_AVX512 else "gemm-packed-linear"
 
 
 def tol(dt, k=1):

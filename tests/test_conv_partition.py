@@ -12,14 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from util import HAS_AVX512, assert_same, node_model, rand, run_kiln, run_ort  # noqa: E402
-
-
-# The direct and channel-lane kernels (conv_direct.c) need AVX-512; without it the packed product
-# (gemm_avx2.c's kernels) runs the same convolutions, reported as one path (util.HAS_AVX512).
-def on_this_cpu(path):
-    """path where the CPU has AVX-512, else the packed product's path name."""
-    return path if HAS_AVX512 else "gemm-packed-linear"
+from util import on_this_cpu, assert_same, node_model, rand, run_kiln, run_ort  # noqa: E402
 
 
 MS = "com.microsoft"

@@ -115,3 +115,13 @@ def cpu_flags():
 # taken only where the CPU has AVX-512F and KILN_NO_AVX512 is unset; tests that assert which of
 # those paths ran ask this first (their numerical checks run on every CPU).
 HAS_AVX512 = "avx512f" in cpu_flags() and not os.environ.get("KILN_NO_AVX512", "").strip("0")
+# The packed float product and the direct and channel-lane convolutions (conv_direct.c) run on
+# AVX-512 or on AVX2 + FMA (KILN_NO_AVX2 turns the AVX2 tier off); without either a convolution
+# takes im2col and OpenBLAS ("gemm").
+HAS_PACKED = HAS_AVX512 or ({"avx2", "fma"} <= cpu_flags() and
+                            not os.environ.get("KILN_NO_AVX2", "").strip("0"))
+
+
+def on_this_cpu(path):
+    """The path a convolution that takes `path` where the packed engine runs takes on this CPU."""
+    return path if HAS_PACKED else "gemm"

@@ -15,6 +15,7 @@
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #include "conv_act_avx512.h"
+#include "conv_direct_isa.h"
 
 #define DMR KGEMM_MR
 #define DNR 32
@@ -42,7 +43,7 @@ static int flat_ok(const kconv_geom *g) {
 }
 
 int kconv_direct_ok(const kconv_geom *g) {
-    if (!kgemm_avx512_available() || g->nd < 1 || g->nd > 2) return 0;
+    if (!kgemm_packed_available() || g->nd < 1 || g->nd > 2) return 0;
     int L = g->nd - 1;
     int pointwise = 1;
     for (int d = 0; d < g->nd; d++)
@@ -105,6 +106,7 @@ typedef struct djob {
     int64_t n, Cg, Mg, K, panels, wpk_group;
     int64_t rows, row_items; /* an item's rows: block rb of row_items over rows (kconv_block_start) */
     int clear;               /* fill_run zeroes each plane before copying (a new padded layout) */
+    int avx512;              /* the AVX-512 tiles; else conv_direct_avx2.c's */
 } djob;
 
 /* x[j] -> phase (j + pl) & 1 at column (j + pl) >> 1 for columns below Lq: 32 inputs become 16
@@ -125,6 +127,15 @@ __attribute__((target("avx512f"))) static void split2(const float *x, int64_t IW
         _mm512_storeu_ps(d1 + col, _mm512_permutex2var_ps(a, od, b));
     }
     for (; j < IW; j++) {
+        int64_t J = j + pl;
+        if ((J >> 1) >= Lq) break;
+        ((J & 1) ? d1 : d0)[J >> 1] = x[j];
+    }
+}
+
+/* split2 without AVX-512: the same placement, a value at a time */
+static void split2_plain(const float *x, int64_t IW, int64_t pl, int64_t Lq, float *d0, float *d1) {
+    for (int64_t j = 0; j < IW; j++) {
         int64_t J = j + pl;
         if ((J >> 1) >= Lq) break;
         ((J & 1) ? d1 : d0)[J >> 1] = x[j];
@@ -159,7 +170,8 @@ static void fill_run(void *arg, int64_t c0, int64_t c1) {
                 int64_t body = d->IW < d->Lq - head ? d->IW : d->Lq - head;
                 memcpy(ph[0] + head, xr, sizeof(float) * (size_t)body);
             } else if (d->sw == 2) {
-                split2(xr, d->IW, d->pl, d->Lq, ph[0], ph[1]);
+                if (j->avx512) split2(xr, d->IW, d->pl, d->Lq, ph[0], ph[1]);
+                else split2_plain(xr, d->IW, d->pl, d->Lq, ph[0], ph[1]);
             } else {
                 for (int64_t q = 0; q < d->sw; q++) {
                     float *o = ph[q];
@@ -308,7 +320,10 @@ static void rows_item(const djob *j, int64_t it, int64_t r0, int64_t r1) {
             float *yt = yb + oy * d->OW + ox;
             const float *zt = fused && j->z ? j->z + (yt - j->y) : NULL;
             const float *xb = xrow + ox;
-            if (nr <= 16) {
+            if (!j->avx512)
+                kconv_dtile_avx2(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr,
+                                 nr, zt, relu);
+            else if (nr <= 16) {
                 if (mr > 8)
                     dkernel16_12(wg, Mpad, m0, xb, j->offs, j->K, yt, g->out_size, bias, (int)mr,
                                  nr, zt, relu);
@@ -389,6 +404,10 @@ __attribute__((target("avx512f"))) static void flat_scatter(const djob *j, const
         for (int64_t r = 0; r < mr; r++) {
             float *yr = yb + r * g->out_size + oy * d->OW + ox;
             const float *tr = tile + r * DNR + (f - f0);
+            if (inline_ok && !j->avx512) {
+                kconv_seg_store_avx2(yr, tr, j->z ? j->z + (yr - j->y) : NULL, len, relu);
+                continue;
+            }
             if (inline_ok) {
                 const float *zr = j->z ? j->z + (yr - j->y) : NULL;
                 for (int64_t i = 0; i < len; i += 16) {
@@ -425,7 +444,10 @@ static void flat_item(const djob *j, int64_t it, int64_t r0, int64_t r1) {
     float *yb = j->y + ((j->n + in) * g->M + grp * j->Mg + m0) * g->out_size;
     for (int64_t c = r0; c < r1; c++) {
         const float *xb = gx + c * DNR;
-        if (mr > 8)
+        if (!j->avx512)
+            kconv_dtile_avx2(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR, NULL,
+                             0);
+        else if (mr > 8)
             dkernel_12(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR, NULL, 0);
         else if (mr > 4)
             dkernel_8(wg, Mpad, m0, xb, j->offs, j->K, tile, DNR, bias, (int)mr, DNR, NULL, 0);
@@ -527,6 +549,7 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
     j.K = j.Cg * g->k_size;
     j.panels = (j.Mg + DMR - 1) / DMR;
     j.wpk_group = kgemm_avx512_packed_size(j.Mg, j.K);
+    j.avx512 = kgemm_avx512_available();
     const dgeo *d = &j.d;
     int nt = kiln_num_threads(ctx);
     int64_t nb, *offs, per_image = g->C * d->cs;
@@ -615,7 +638,7 @@ static int pointwise_geom(const kconv_geom *g) {
 }
 
 int kconv_lanes_ok(const kconv_geom *g) {
-    if (!kgemm_avx512_available() || g->nd < 1 || g->nd > 2) return 0;
+    if (!kgemm_packed_available() || g->nd < 1 || g->nd > 2) return 0;
     int64_t Mg = g->M / g->group;
     if (Mg < 16 || g->out_size < 1) return 0;
     /* Time per output against the layout the convolution would take otherwise: taps over busy
@@ -733,10 +756,61 @@ typedef struct ljob {
     int64_t n0, Mg, K, Mp, blocks, rows, rowlen, segs, rstride, img_stride, ch_stride;
 } ljob;
 
-/* items: (image, group, channel block, output row, row segment), the segment fastest */
+/* Item it of a lanes job: (image, group, channel block, output row, row segment), the segment
+ * fastest. */
+typedef struct litem {
+    int64_t in, grp, mb, bw, mr, np, p0;
+    const float *xb, *wb;
+} litem;
+
+static litem lanes_item(const ljob *j, int64_t it) {
+    const kconv_geom *g = j->g;
+    litem t;
+    int64_t s = it % j->segs, rest = it / j->segs;
+    int64_t oy = rest % j->rows;
+    rest /= j->rows;
+    int64_t b = rest % j->blocks;
+    rest /= j->blocks;
+    t.grp = rest % g->group;
+    t.in = rest / g->group;
+    int64_t x0 = s * j->rowlen / j->segs, x1 = (s + 1) * j->rowlen / j->segs;
+    t.mb = b * LMB;
+    t.bw = j->Mp - t.mb < LMB ? j->Mp - t.mb : LMB;
+    t.mr = j->Mg - t.mb < t.bw ? j->Mg - t.mb : t.bw;
+    t.np = x1 - x0;
+    t.p0 = oy * j->rowlen + x0;
+    t.xb = j->src + t.in * j->img_stride + t.grp * (g->C / g->group) * j->ch_stride +
+           oy * j->rstride + x0;
+    t.wb = j->wl + t.grp * j->Mp * j->K + t.mb * j->K;
+    return t;
+}
+
+/* the AVX2 tiles (conv_direct_avx2.c) over items [i0, i1) */
+static void lanes_run_avx2(const ljob *j, int64_t i0, int64_t i1) {
+    const kconv_geom *g = j->g;
+    float tile[LNP * LMB];
+    kconv_actv av = kconv_actv_make(j->act);
+    int act_after = av.mode == KACTV_OTHER;
+    for (int64_t it = i0; it < i1; it++) {
+        litem t = lanes_item(j, it);
+        kconv_lanes_tile_avx2(t.wb, j->K, j->offs, t.xb, tile, (int)t.np, (int)t.bw);
+        int64_t at = ((j->n0 + t.in) * g->M + t.grp * j->Mg + t.mb) * g->out_size + t.p0;
+        kconv_lanes_store_avx2(tile, (int)t.np, (int)t.mr,
+                               j->bias ? j->bias + t.grp * j->Mg + t.mb : NULL, j->y + at,
+                               g->out_size, j->z ? j->z + at : NULL, &av);
+        if (act_after)
+            for (int64_t m = 0; m < t.mr; m++)
+                kconv_apply_act(j->act, j->y + at + m * g->out_size, t.np);
+    }
+}
+
 __attribute__((target("avx512f"))) static void lanes_run(void *arg, int64_t i0, int64_t i1) {
     const ljob *j = arg;
     const kconv_geom *g = j->g;
+    if (!kgemm_avx512_available()) {
+        lanes_run_avx2(j, i0, i1);
+        return;
+    }
     float tile[LNP * LMB];
     /* residual and activation on the transposed registers on their way out: a call per output
      * channel and tile (12 values) cost as much as the product where the rows are short */
@@ -745,22 +819,12 @@ __attribute__((target("avx512f"))) static void lanes_run(void *arg, int64_t i0, 
     int act_after = av.mode == KACTV_OTHER;
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t it = i0; it < i1; it++) {
-        int64_t s = it % j->segs, rest = it / j->segs;
-        int64_t oy = rest % j->rows;
-        rest /= j->rows;
-        int64_t b = rest % j->blocks;
-        rest /= j->blocks;
-        int64_t grp = rest % g->group, in = rest / g->group;
-        int64_t x0 = s * j->rowlen / j->segs, x1 = (s + 1) * j->rowlen / j->segs;
-        int64_t mb = b * LMB, bw = j->Mp - mb < LMB ? j->Mp - mb : LMB, mv = bw / 16;
-        int64_t mr = j->Mg - mb < bw ? j->Mg - mb : bw, np = x1 - x0;
-        const float *xb = j->src + in * j->img_stride + grp * (g->C / g->group) * j->ch_stride +
-                          oy * j->rstride + x0;
-        const float *wb = j->wl + grp * j->Mp * j->K + mb * j->K;
-        lanes_dispatch(wb, j->K, j->offs, xb, tile, (int)np, (int)mv);
+        litem t = lanes_item(j, it);
+        int64_t grp = t.grp, mb = t.mb, mr = t.mr, np = t.np, mv = t.bw / 16;
+        lanes_dispatch(t.wb, j->K, j->offs, t.xb, tile, (int)np, (int)mv);
         /* bias on the channel vectors, then each 16 channels x 16 positions go to the output
          * planes through one transpose */
-        int64_t n = j->n0 + in, p0 = oy * j->rowlen + x0;
+        int64_t n = j->n0 + t.in, p0 = t.p0;
         __mmask16 st = (__mmask16)((1u << np) - 1);
         for (int64_t v = 0; v < mv; v++) {
             int64_t m0 = 16 * v, mc = mr - m0 < 16 ? mr - m0 : 16;
@@ -833,6 +897,7 @@ kiln_status kconv_lanes_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, 
     j.g = g;
     dgeo_make(g, &j.d);
     j.x = x;
+    j.avx512 = kgemm_avx512_available();
     const dgeo *d = &j.d;
     int64_t nb, *offs, per_image = g->C * d->cs;
     int own;
