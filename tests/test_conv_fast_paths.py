@@ -250,7 +250,12 @@ def test_float16(xs, ws, attrs):
 
 @pytest.mark.parametrize("xs,ws,attrs", [SPAN_CASES[2], SPAN_CASES[6], SPAN_CASES[9], STRIDED_CASES[0],
                                          ((2, 1, 4000), (64, 1, 400), {"strides": [160]}),
-                                         ((2, 16, 40, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]})])
+                                         ((2, 16, 40, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+                                         # channel lanes: segments and tap blocks vary with threads
+                                         ((1, 128, 7, 7), (32, 128, 3, 3), {"pads": [1, 1, 1, 1]}),
+                                         ((3, 128, 7, 7), (44, 128, 3, 3), {"pads": [1, 1, 1, 1]}),
+                                         ((2, 400, 7, 7), (45, 400, 1, 1), {}),
+                                         ((1, 64, 14, 14), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]})])
 def test_same_bits_any_thread_count(xs, ws, attrs):
     rng = np.random.default_rng(61)
     x = rand(rng, xs)

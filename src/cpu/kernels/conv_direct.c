@@ -42,7 +42,24 @@ static int flat_ok(const kconv_geom *g) {
     return !strided || g->out[g->nd - 1] < 20;
 }
 
+/* KILN_NO_CONV_DIRECT=1 / KILN_NO_CONV_LANES=1 turn the direct or the channel-lane tiles off,
+ * for A/B runs against the product over im2col panels (bench/variants_ab.py) */
+static int switched_off(const char *name, _Atomic int *cached) {
+    if (*cached < 0) {
+        const char *e = getenv(name);
+        *cached = e && *e && strcmp(e, "0") ? 1 : 0;
+    }
+    return *cached;
+}
+
+static int direct_geom_ok(const kconv_geom *g);
+
 int kconv_direct_ok(const kconv_geom *g) {
+    static _Atomic int off = -1;
+    return !switched_off("KILN_NO_CONV_DIRECT", &off) && direct_geom_ok(g);
+}
+
+static int direct_geom_ok(const kconv_geom *g) {
     if (!kgemm_packed_available() || g->nd < 1 || g->nd > 2) return 0;
     int L = g->nd - 1;
     int pointwise = 1;
@@ -638,6 +655,8 @@ static int pointwise_geom(const kconv_geom *g) {
 }
 
 int kconv_lanes_ok(const kconv_geom *g) {
+    static _Atomic int off = -1;
+    if (switched_off("KILN_NO_CONV_LANES", &off)) return 0;
     if (!kgemm_packed_available() || g->nd < 1 || g->nd > 2) return 0;
     int64_t Mg = g->M / g->group;
     if (Mg < 16 || g->out_size < 1) return 0;
@@ -655,7 +674,7 @@ int kconv_lanes_ok(const kconv_geom *g) {
         int64_t cols = g->out_size;
         if (g->N > 1 && g->out_size >= DNR && g->out_size < KCONV_TILE_COLS) cols *= g->N;
         eff_pos = (double)cols / (double)((cols + DNR - 1) / DNR * DNR);
-    } else if (kconv_direct_ok(g)) {
+    } else if (direct_geom_ok(g)) {
         dgeo d;
         dgeo_make(g, &d);
         eff_pos = d.flat ? (double)g->out_size / (double)(d.chunks * DNR)
@@ -754,13 +773,14 @@ typedef struct ljob {
     float *y;
     const int64_t *offs;    /* per tap, from a position's input */
     int64_t n0, Mg, K, Mp, blocks, rows, rowlen, segs, rstride, img_stride, ch_stride;
+    int64_t ow; /* AVX2 tiles: positions per output row (their segments run across rows) */
 } ljob;
 
 /* Item it of a lanes job: (image, group, channel block, output row, row segment), the segment
  * fastest. */
 typedef struct litem {
     int64_t in, grp, mb, bw, mr, np, p0;
-    const float *xb, *wb;
+    const float *xg, *xb, *wb; /* the image and group's inputs; the segment's first position's */
 } litem;
 
 static litem lanes_item(const ljob *j, int64_t it) {
@@ -779,8 +799,8 @@ static litem lanes_item(const ljob *j, int64_t it) {
     t.mr = j->Mg - t.mb < t.bw ? j->Mg - t.mb : t.bw;
     t.np = x1 - x0;
     t.p0 = oy * j->rowlen + x0;
-    t.xb = j->src + t.in * j->img_stride + t.grp * (g->C / g->group) * j->ch_stride +
-           oy * j->rstride + x0;
+    t.xg = j->src + t.in * j->img_stride + t.grp * (g->C / g->group) * j->ch_stride;
+    t.xb = t.xg + oy * j->rstride + x0;
     t.wb = j->wl + t.grp * j->Mp * j->K + t.mb * j->K;
     return t;
 }
@@ -793,7 +813,12 @@ static void lanes_run_avx2(const ljob *j, int64_t i0, int64_t i1) {
     int act_after = av.mode == KACTV_OTHER;
     for (int64_t it = i0; it < i1; it++) {
         litem t = lanes_item(j, it);
-        kconv_lanes_tile_avx2(t.wb, j->K, j->offs, t.xb, tile, (int)t.np, (int)t.bw);
+        const float *in_at[LNP];
+        for (int64_t i = 0; i < t.np; i++) {
+            int64_t p = t.p0 + i;
+            in_at[i] = t.xg + p / j->ow * j->rstride + p % j->ow;
+        }
+        kconv_lanes_tile_avx2(t.wb, j->K, j->offs, in_at, tile, (int)t.np, (int)t.bw);
         int64_t at = ((j->n0 + t.in) * g->M + t.grp * j->Mg + t.mb) * g->out_size + t.p0;
         kconv_lanes_store_avx2(tile, (int)t.np, (int)t.mr,
                                j->bias ? j->bias + t.grp * j->Mg + t.mb : NULL, j->y + at,
@@ -862,6 +887,21 @@ static double lanes_cost(const void *arg, int64_t it) {
 }
 
 static void lanes_parallel(kiln_ctx *ctx, ljob *lj, int64_t images, double macs, int report) {
+    if (!kgemm_avx512_available()) {
+        /* The AVX2 tiles' segments span rows, so their count is free: at least 6 positions
+         * each (12 accumulators), and up to 4 items a thread where a map is small (a 14x14
+         * map of 64 channels made 34 items of 12 for 16 threads) */
+        if (lj->rows > 1) {
+            lj->ow = lj->rowlen;
+            lj->rowlen *= lj->rows;
+            lj->rows = 1;
+        }
+        int64_t lo = (lj->rowlen + LNP - 1) / LNP, hi = (lj->rowlen + 5) / 6;
+        int64_t others = images * lj->g->group * lj->blocks;
+        int64_t want = (4 * (int64_t)kiln_num_threads(ctx) + others - 1) / others;
+        lj->segs = want < lo ? lo : want > hi ? hi : want;
+    }
+    if (!lj->ow) lj->ow = lj->rowlen;
     int64_t items = lanes_items(lj, images), grain = kpar_grain(items, macs / 100.0);
     if (report && kconv_debug_partition())
         kconv_report_partition("direct-lanes", lj->g, kiln_num_threads(ctx), items, grain,

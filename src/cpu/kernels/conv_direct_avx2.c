@@ -8,8 +8,10 @@
  *   most 8 positions. Each output is the same FMA chain over the taps, in the same order, as in
  *   the AVX-512 tiles, so both tiers give the same bits.
  * - Channel-lane tiles (up to 32 channels x 12 positions): 16 channels (two vectors) x up to 6
- *   positions at a time, 12 accumulators again; the positions of a longer segment are split into
- *   two near-equal groups, since a group of 1 would do 2 FMAs per 3 loads.
+ *   positions at a time, 12 accumulators again (32 channels x 3 positions would need 17
+ *   registers). A segment's positions may span output rows, each read from its own row's input
+ *   (at[i]), so a 7x7 map makes groups of 5 and 6, not 4 and 3: under about 10 accumulators a
+ *   pass waits on its FMA chains.
  *
  * Ragged ends are stored in 4/2/1-float pieces: AVX2's masked loads and stores (vmaskmovps) are
  * microcoded on AMD cores, and a 7x7 map ends every row with one. */
@@ -229,19 +231,29 @@ AVX2_FN void kconv_seg_store_avx2(float *y, const float *t, const float *z, int6
 
 /* ---- channel-lane tiles ---- */
 
-/* tile[i * 32 + 0..16) = sum_k wb[k * bw + 0..16) * xb[offs[k] + i], i < NP */
-AVX2_INLINE void lanes_group(const int NP, const float *wb, int64_t bw, int64_t K,
-                             const int64_t *offs, const float *xb, float *tile) {
+/* Taps per pass: each pass (16 channels x up to 6 positions) rereads its block's weights, so the
+ * taps go in blocks whose weights (16 KB at 32 channels) stay in L1 across the passes; a 3x3 of
+ * 512 channels has 590 KB of weights per 32-channel block, which four passes streamed from L3. */
+#define LANES_KB 128
+
+/* tile[i * 32 + 0..16) (+)= sum over taps [k0, k1) of wb[k * bw + 0..16) * at[i][offs[k]], i < NP */
+AVX2_INLINE void lanes_group(const int NP, const float *wb, int64_t bw, int64_t k0, int64_t k1,
+                             const int64_t *offs, const float *const *at, float *tile) {
     __m256 c0[6], c1[6];
+    const float *p[6];
 #pragma GCC unroll 6
-    for (int i = 0; i < NP; i++) c0[i] = c1[i] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < K; k++) {
-        const float *p = xb + offs[k];
+    for (int i = 0; i < NP; i++) {
+        p[i] = at[i];
+        c0[i] = k0 ? _mm256_loadu_ps(tile + i * LANES_BLOCK) : _mm256_setzero_ps();
+        c1[i] = k0 ? _mm256_loadu_ps(tile + i * LANES_BLOCK + 8) : _mm256_setzero_ps();
+    }
+    wb += k0 * bw;
+    for (int64_t k = k0; k < k1; k++) {
+        int64_t o = offs[k];
         __m256 w0 = _mm256_loadu_ps(wb), w1 = _mm256_loadu_ps(wb + 8);
-        _mm_prefetch((const char *)(wb + 8 * bw), _MM_HINT_T0);
 #pragma GCC unroll 6
         for (int i = 0; i < NP; i++) {
-            __m256 a = _mm256_broadcast_ss(p + i);
+            __m256 a = _mm256_broadcast_ss(p[i] + o);
             c0[i] = _mm256_fmadd_ps(a, w0, c0[i]);
             c1[i] = _mm256_fmadd_ps(a, w1, c1[i]);
         }
@@ -254,10 +266,10 @@ AVX2_INLINE void lanes_group(const int NP, const float *wb, int64_t bw, int64_t 
     }
 }
 
-AVX2_FN static void lanes_positions(int np, const float *wb, int64_t bw, int64_t K,
-                                    const int64_t *offs, const float *xb, float *tile) {
+AVX2_FN static void lanes_positions(int np, const float *wb, int64_t bw, int64_t k0, int64_t k1,
+                                    const int64_t *offs, const float *const *at, float *tile) {
 #define LG_CASE(n)                                                                                 \
-    case n: lanes_group(n, wb, bw, K, offs, xb, tile); break;
+    case n: lanes_group(n, wb, bw, k0, k1, offs, at, tile); break;
     switch (np) {
         LG_CASE(1) LG_CASE(2) LG_CASE(3) LG_CASE(4) LG_CASE(5) LG_CASE(6)
     default: break;
@@ -265,14 +277,18 @@ AVX2_FN static void lanes_positions(int np, const float *wb, int64_t bw, int64_t
 #undef LG_CASE
 }
 
-void kconv_lanes_tile_avx2(const float *wb, int64_t K, const int64_t *offs, const float *xb,
-                           float *tile, int np, int bw) {
+void kconv_lanes_tile_avx2(const float *wb, int64_t K, const int64_t *offs,
+                           const float *const *at, float *tile, int np, int bw) {
+    /* two near-equal groups: a group of 1 or 2 would wait on its few FMA chains */
     int first = np <= 6 ? np : (np + 1) / 2;
-    for (int h = 0; h < bw; h += 16) {
-        lanes_positions(first, wb + h, bw, K, offs, xb, tile + h);
-        if (np > first)
-            lanes_positions(np - first, wb + h, bw, K, offs, xb + first,
-                            tile + first * LANES_BLOCK + h);
+    for (int64_t k0 = 0; k0 < K; k0 += LANES_KB) {
+        int64_t k1 = K - k0 < LANES_KB ? K : k0 + LANES_KB;
+        for (int h = 0; h < bw; h += 16) {
+            lanes_positions(first, wb + h, bw, k0, k1, offs, at, tile + h);
+            if (np > first)
+                lanes_positions(np - first, wb + h, bw, k0, k1, offs, at + first,
+                                tile + first * LANES_BLOCK + h);
+        }
     }
 }
 

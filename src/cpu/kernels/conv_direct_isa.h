@@ -14,9 +14,10 @@ void kconv_dtile_avx2(const float *wpk, int64_t Mpad, int64_t m0, const float *x
                       int mr, int nr, const float *z, int relu);
 /* y[0..n) = t[0..n) (+ z) (Relu) */
 void kconv_seg_store_avx2(float *y, const float *t, const float *z, int64_t n, int relu);
-/* tile[i * 32 + m] = sum_k wb[k * bw + m] * xb[offs[k] + i], i < np (<= 12), m < bw (16 or 32) */
-void kconv_lanes_tile_avx2(const float *wb, int64_t K, const int64_t *offs, const float *xb,
-                           float *tile, int np, int bw);
+/* tile[i * 32 + m] = sum_k wb[k * bw + m] * at[i][offs[k]], i < np (<= 12), m < bw (16 or 32):
+ * position i reads its inputs from at[i] */
+void kconv_lanes_tile_avx2(const float *wb, int64_t K, const int64_t *offs,
+                           const float *const *at, float *tile, int np, int bw);
 /* y[m * ys + i] = act(tile[i * 32 + m] + bias[m] (+ z[m * ys + i])), m < mr, i < np */
 void kconv_lanes_store_avx2(const float *tile, int np, int mr, const float *bias, float *y,
                             int64_t ys, const float *z, const kconv_actv *av);
