@@ -176,21 +176,40 @@ __attribute__((target("avx2"))) void kqg_avx2_scale_row(const int32_t *acc, int6
 /* Two taps at a time: their int16 inputs interleaved in pairs and multiplied by the pair of
  * weights with vpmaddwd (unpack works within 128-bit lanes, so the sums come out as columns
  * 0-3, 8-11 and 4-7, 12-15, put back in order by the permutes). x - xz and w - wz stay within
- * +-255: the int32 sums are exact. */
+ * +-255: the int32 sums are exact. The weight pairs are made once per call, not per block. */
+KQ_AVX2 static inline void dw_block16(int32_t *acc, int64_t o, int npairs, const int16_t *const *src,
+                                      const int32_t *wp, int odd_last) {
+    __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+    int full = npairs - odd_last;
+    for (int q = 0; q < full; q++) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(src[2 * q] + o));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(src[2 * q + 1] + o));
+        __m256i w = _mm256_set1_epi32(wp[q]);
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), w));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), w));
+    }
+    if (odd_last) { /* the last tap alone: its partner's weight is 0, any input will do */
+        __m256i a = _mm256_loadu_si256((const __m256i *)(src[2 * full] + o));
+        __m256i w = _mm256_set1_epi32(wp[full]);
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, a), w));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, a), w));
+    }
+    _mm256_storeu_si256((__m256i *)(acc + o), _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256((__m256i *)(acc + o + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+#define DW_MAXPAIRS 64 /* 11 x 11 kernels; larger ones take the scalar loop */
+
 KQ_AVX2 void kqg_avx2_dw_row(int32_t *acc, int64_t n, int ntaps, const int16_t *const *src, const int32_t *wt) {
+    int32_t wp[DW_MAXPAIRS];
+    int npairs = (ntaps + 1) / 2;
     int64_t o = 0;
-    for (; o + 16 <= n; o += 16) {
-        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-        for (int t = 0; t < ntaps; t += 2) {
-            __m256i a = _mm256_loadu_si256((const __m256i *)(src[t] + o));
-            __m256i b = t + 1 < ntaps ? _mm256_loadu_si256((const __m256i *)(src[t + 1] + o)) : _mm256_setzero_si256();
-            int32_t w1 = t + 1 < ntaps ? wt[t + 1] : 0;
-            __m256i w = _mm256_set1_epi32((int32_t)(((uint32_t)w1 << 16) | ((uint32_t)wt[t] & 0xffffu)));
-            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), w));
-            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), w));
+    if (npairs <= DW_MAXPAIRS) {
+        for (int q = 0; q < npairs; q++) {
+            uint32_t w1 = 2 * q + 1 < ntaps ? (uint32_t)wt[2 * q + 1] : 0u;
+            wp[q] = (int32_t)((w1 << 16) | ((uint32_t)wt[2 * q] & 0xffffu));
         }
-        _mm256_storeu_si256((__m256i *)(acc + o), _mm256_permute2x128_si256(lo, hi, 0x20));
-        _mm256_storeu_si256((__m256i *)(acc + o + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+        for (; o + 16 <= n; o += 16) dw_block16(acc, o, npairs, src, wp, ntaps & 1);
     }
     for (; o < n; o++) {
         int32_t a = 0;
@@ -199,15 +218,97 @@ KQ_AVX2 void kqg_avx2_dw_row(int32_t *acc, int64_t n, int ntaps, const int16_t *
     }
 }
 
+/* ---- widening the depthwise input rows. Rows shorter than a vector are done with two
+ * overlapping narrower ones, which store the same values twice, so that nothing is read or
+ * written outside the row: 7- and 14-wide maps no longer go through scalar loops. ---- */
+
+KQ_AVX2 static inline __m128i widen_bytes8(__m128i b, __m128i vz, int s8) {
+    return _mm_sub_epi16(s8 ? _mm_cvtepi8_epi16(b) : _mm_cvtepu8_epi16(b), vz);
+}
+
+KQ_AVX2 static inline void widen16(int16_t *d, const uint8_t *x, __m256i vz, int s8) {
+    __m128i b = _mm_loadu_si128((const __m128i *)x);
+    __m256i v = s8 ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b);
+    _mm256_storeu_si256((__m256i *)d, _mm256_sub_epi16(v, vz));
+}
+
+KQ_AVX2 static inline void widen8(int16_t *d, const uint8_t *x, __m128i vz, int s8) {
+    _mm_storeu_si128((__m128i *)d, widen_bytes8(_mm_loadl_epi64((const __m128i *)x), vz, s8));
+}
+
+KQ_AVX2 static inline void widen4(int16_t *d, const uint8_t *x, __m128i vz, int s8) {
+    int32_t v;
+    memcpy(&v, x, 4);
+    _mm_storel_epi64((__m128i *)d, widen_bytes8(_mm_cvtsi32_si128(v), vz, s8));
+}
+
 KQ_AVX2 void kqg_avx2_widen_row(int16_t *d, const uint8_t *x, int64_t n, int32_t xz, int s8) {
     const __m256i vz = _mm256_set1_epi16((short)xz);
-    int64_t o = 0;
-    for (; o + 16 <= n; o += 16) {
-        __m128i b = _mm_loadu_si128((const __m128i *)(x + o));
-        __m256i v = s8 ? _mm256_cvtepi8_epi16(b) : _mm256_cvtepu8_epi16(b);
-        _mm256_storeu_si256((__m256i *)(d + o), _mm256_sub_epi16(v, vz));
+    const __m128i vz4 = _mm256_castsi256_si128(vz);
+    if (n >= 16) {
+        int64_t o = 0;
+        for (; o + 16 <= n; o += 16) widen16(d + o, x + o, vz, s8);
+        if (o < n) widen16(d + n - 16, x + n - 16, vz, s8);
+    } else if (n >= 8) {
+        widen8(d, x, vz4, s8);
+        widen8(d + n - 8, x + n - 8, vz4, s8);
+    } else if (n >= 4) {
+        widen4(d, x, vz4, s8);
+        widen4(d + n - 4, x + n - 4, vz4, s8);
+    } else {
+        for (int64_t o = 0; o < n; o++) d[o] = (int16_t)((s8 ? (int32_t)(int8_t)x[o] : (int32_t)x[o]) - xz);
     }
-    for (; o < n; o++) d[o] = (int16_t)((s8 ? (int32_t)(int8_t)x[o] : (int32_t)x[o]) - xz);
+}
+
+/* even bytes to the low 8, odd ones to the high 8 */
+#define EVEN_ODD_BYTES _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)
+
+/* x[i, i + 32) split by parity into 16 + 16 int16 at ev[i / 2], od[i / 2] (i even) */
+KQ_AVX2 static inline void split32(int16_t *ev, int16_t *od, const uint8_t *x, __m256i vz, int s8) {
+    __m128i a = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)x), EVEN_ODD_BYTES);
+    __m128i b = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(x + 16)), EVEN_ODD_BYTES);
+    __m128i e = _mm_unpacklo_epi64(a, b), o = _mm_unpackhi_epi64(a, b);
+    __m256i ve = s8 ? _mm256_cvtepi8_epi16(e) : _mm256_cvtepu8_epi16(e);
+    __m256i vo = s8 ? _mm256_cvtepi8_epi16(o) : _mm256_cvtepu8_epi16(o);
+    _mm256_storeu_si256((__m256i *)ev, _mm256_sub_epi16(ve, vz));
+    _mm256_storeu_si256((__m256i *)od, _mm256_sub_epi16(vo, vz));
+}
+
+KQ_AVX2 static inline void split16(int16_t *ev, int16_t *od, const uint8_t *x, __m128i vz, int s8) {
+    __m128i a = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)x), EVEN_ODD_BYTES);
+    _mm_storeu_si128((__m128i *)ev, widen_bytes8(a, vz, s8));
+    _mm_storeu_si128((__m128i *)od, widen_bytes8(_mm_srli_si128(a, 8), vz, s8));
+}
+
+KQ_AVX2 static inline void split8(int16_t *ev, int16_t *od, const uint8_t *x, __m128i vz, int s8) {
+    /* bytes 0-7 only: evens to 0-3, odds to 8-11 */
+    __m128i a = _mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)x), EVEN_ODD_BYTES);
+    __m128i v = widen_bytes8(_mm_unpacklo_epi32(a, _mm_srli_si128(a, 8)), vz, s8);
+    _mm_storel_epi64((__m128i *)ev, v);
+    _mm_storel_epi64((__m128i *)od, _mm_srli_si128(v, 8));
+}
+
+/* One width for the whole row: blocks of w bytes, then one more ending within a byte of the end
+ * (its start kept even, so that the parities stay), and the last byte alone when that left it. */
+KQ_AVX2 void kqg_avx2_widen_split2(int16_t *ev, int16_t *od, const uint8_t *x, int64_t n, int32_t xz, int s8) {
+    const __m256i vz = _mm256_set1_epi16((short)xz);
+    const __m128i vz8 = _mm256_castsi256_si128(vz);
+    int64_t w = n >= 32 ? 32 : n >= 16 ? 16 : n >= 8 ? 8 : 0, i = 0;
+    if (w) {
+        for (;; i += w) {
+            if (i + w > n) i = (n - w) & ~(int64_t)1;
+            if (w == 32) split32(ev + i / 2, od + i / 2, x + i, vz, s8);
+            else if (w == 16) split16(ev + i / 2, od + i / 2, x + i, vz8, s8);
+            else split8(ev + i / 2, od + i / 2, x + i, vz8, s8);
+            if (i + w >= n - 1) break;
+        }
+        i += w;
+    }
+    for (; i < n; i++) {
+        int16_t v = (int16_t)((s8 ? (int32_t)(int8_t)x[i] : (int32_t)x[i]) - xz);
+        if (i & 1) od[i / 2] = v;
+        else ev[i / 2] = v;
+    }
 }
 
 #endif

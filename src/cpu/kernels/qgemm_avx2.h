@@ -35,8 +35,12 @@ void kqg_avx2_scale_row(const int32_t *acc, int64_t n, const float *scale_v, flo
                         const float *bias_v, float *y);
 
 /* Depthwise convolution (qgemm_conv.c): acc[o] = sum over taps t < ntaps of wt[t] * src[t][o],
- * o < n; and d[o] = x[o] - xz as int16. */
+ * o < n, in blocks of 16 (a ragged end is finished by a scalar loop: callers with room in src and
+ * acc pass n rounded up instead); d[o] = x[o] - xz as int16; and ev[k] = x[2 k] - xz,
+ * od[k] = x[2 k + 1] - xz (stride-2 phases). The widening loops touch only the n bytes of x and
+ * the elements of d, ev, od they define. */
 void kqg_avx2_dw_row(int32_t *acc, int64_t n, int ntaps, const int16_t *const *src, const int32_t *wt);
 void kqg_avx2_widen_row(int16_t *d, const uint8_t *x, int64_t n, int32_t xz, int s8);
+void kqg_avx2_widen_split2(int16_t *ev, int16_t *od, const uint8_t *x, int64_t n, int32_t xz, int s8);
 
 #endif
