@@ -121,15 +121,33 @@ KQ_AVX2 static inline __m128i codes_to_bytes(__m256i q, int is_s8) {
     return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)));
 }
 
-KQ_AVX2 static inline __m128i requant8(const int32_t *acc, const float *scale_v, __m256 vs, const int32_t *bias_v,
-                                       __m256i vb, __m256 vlo, __m256 vhi, __m256i vz, int is_s8) {
+/* 32 codes to 32 bytes with three packs and one permute instead of eight and four: the packs
+ * interleave the four vectors by 128-bit lane, the permute puts the 4-byte groups back */
+KQ_AVX2 static inline __m256i codes32_to_bytes(__m256i q0, __m256i q1, __m256i q2, __m256i q3, int is_s8) {
+    __m256i w01 = _mm256_packs_epi32(q0, q1), w23 = _mm256_packs_epi32(q2, q3);
+    __m256i b = is_s8 ? _mm256_packs_epi16(w01, w23) : _mm256_packus_epi16(w01, w23);
+    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* the int32 codes of acc[0, 8), before packing */
+KQ_AVX2 static inline __m256i requant_codes(const int32_t *acc, const float *scale_v, __m256 vs, const int32_t *bias_v,
+                                            __m256i vb, __m256 vlo, __m256 vhi, __m256i vz) {
     __m256i v = _mm256_loadu_si256((const __m256i *)acc);
     v = _mm256_add_epi32(v, bias_v ? _mm256_loadu_si256((const __m256i *)bias_v) : vb);
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), scale_v ? _mm256_loadu_ps(scale_v) : vs);
     f = _mm256_min_ps(_mm256_max_ps(f, vlo), vhi); /* max(NaN, lo) = lo, as the scalar r > lo ? r : lo */
-    return codes_to_bytes(_mm256_add_epi32(_mm256_cvtps_epi32(f), vz), is_s8);
+    return _mm256_add_epi32(_mm256_cvtps_epi32(f), vz);
 }
 
+KQ_AVX2 static inline __m128i requant8(const int32_t *acc, const float *scale_v, __m256 vs, const int32_t *bias_v,
+                                       __m256i vb, __m256 vlo, __m256 vhi, __m256i vz, int is_s8) {
+    return codes_to_bytes(requant_codes(acc, scale_v, vs, bias_v, vb, vlo, vhi, vz), is_s8);
+}
+
+#define AT(p, j) ((p) ? (p) + (j) : NULL)
+
+/* Rows of 8 or more end with one block of 8 that overlaps the one before (the same codes are
+ * stored twice); only shorter rows go through a padded copy. */
 KQ_AVX2 void kqg_avx2_requant_row(const int32_t *acc, int64_t n, const float *scale_v, float scale_s,
                                   const int32_t *bias_v, int32_t bias_s, int32_t zp, int is_s8, void *y,
                                   float lo, float hi) {
@@ -137,10 +155,20 @@ KQ_AVX2 void kqg_avx2_requant_row(const int32_t *acc, int64_t n, const float *sc
     const __m256i vb = _mm256_set1_epi32(bias_s), vz = _mm256_set1_epi32(zp);
     uint8_t *out = y;
     int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m256i q[4];
+        for (int k = 0; k < 4; k++)
+            q[k] = requant_codes(acc + j + 8 * k, AT(scale_v, j + 8 * k), vs, AT(bias_v, j + 8 * k), vb, vlo, vhi, vz);
+        _mm256_storeu_si256((__m256i *)(out + j), codes32_to_bytes(q[0], q[1], q[2], q[3], is_s8));
+    }
     for (; j + 8 <= n; j += 8)
-        _mm_storel_epi64((__m128i *)(out + j), requant8(acc + j, scale_v ? scale_v + j : NULL, vs,
-                                                        bias_v ? bias_v + j : NULL, vb, vlo, vhi, vz, is_s8));
-    if (j < n) {
+        _mm_storel_epi64((__m128i *)(out + j),
+                         requant8(acc + j, AT(scale_v, j), vs, AT(bias_v, j), vb, vlo, vhi, vz, is_s8));
+    if (j < n && n >= 8) {
+        j = n - 8;
+        _mm_storel_epi64((__m128i *)(out + j),
+                         requant8(acc + j, AT(scale_v, j), vs, AT(bias_v, j), vb, vlo, vhi, vz, is_s8));
+    } else if (j < n) {
         int32_t ta[8] = {0}, tb[8] = {0};
         float ts[8] = {0};
         uint8_t tq[8];
