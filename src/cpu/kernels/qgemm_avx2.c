@@ -98,6 +98,42 @@ void kqg_avx2_tile(int mr, int64_t K2, const int16_t *a, int64_t lda, const int1
     tiles[mr - 1](K2, a, lda, b, c, ldc);
 }
 
+/* ---- one column: dot products of rows ---- */
+
+/* the 8 sums of the 8 int32 lanes of each v[i], in order */
+KQ_AVX2 static inline __m256i hsum8(const __m256i v[8]) {
+    __m256i s01 = _mm256_hadd_epi32(v[0], v[1]), s23 = _mm256_hadd_epi32(v[2], v[3]);
+    __m256i s45 = _mm256_hadd_epi32(v[4], v[5]), s67 = _mm256_hadd_epi32(v[6], v[7]);
+    __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
+    /* each lane now holds half of every row's sum: rows 0-3 then 4-7 per 128-bit lane */
+    return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                            _mm256_permute2x128_si256(s0123, s4567, 0x31));
+}
+
+KQ_AVX2 void kqg_avx2_gemv(const int16_t *a, int64_t M, int64_t Kp, const int16_t *x, int32_t *acc) {
+    int64_t m = 0;
+    for (; m + 8 <= M; m += 8) {
+        __m256i s[8];
+        for (int i = 0; i < 8; i++) s[i] = _mm256_setzero_si256();
+        for (int64_t k = 0; k < Kp; k += 16) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(x + k));
+            for (int i = 0; i < 8; i++)
+                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(a + (m + i) * Kp + k)), xv));
+        }
+        _mm256_storeu_si256((__m256i *)(acc + m), hsum8(s));
+    }
+    for (; m < M; m++) {
+        __m256i s = _mm256_setzero_si256();
+        for (int64_t k = 0; k < Kp; k += 16)
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(a + m * Kp + k)),
+                                                      _mm256_loadu_si256((const __m256i *)(x + k))));
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+        acc[m] = _mm_cvtsi128_si32(h);
+    }
+}
+
 /* ---- corrections and epilogues; tails go through a padded copy of 8 lanes so that every
  * element takes the same vector steps ---- */
 

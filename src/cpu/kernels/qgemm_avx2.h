@@ -23,6 +23,11 @@ void kqg_avx2_widen_panel(const int8_t *panel, int64_t K4, int16_t *wide, int32_
 void kqg_avx2_tile(int mr, int64_t K2, const int16_t *a, int64_t lda, const int16_t *b, int32_t *c,
                    int64_t ldc);
 
+/* acc[m] = sum over k < Kp of a[m * Kp + k] * x[k], m < M (Kp a multiple of 4). Reads a and x in
+ * whole blocks of 16: x must hold zeros up to Kp rounded up to 16, and a that many elements past
+ * its last row. */
+void kqg_avx2_gemv(const int16_t *a, int64_t M, int64_t Kp, const int16_t *x, int32_t *acc);
+
 /* row[c] += colterm[c] - zb[c] * rs modulo 2^32 (zb NULL: all zero) */
 void kqg_avx2_correct_row(int32_t *row, int64_t n, const uint32_t *colterm, const uint32_t *zb,
                           uint32_t rs);

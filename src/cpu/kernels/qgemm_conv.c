@@ -327,6 +327,16 @@ kiln_status kqg_conv_run(kiln_ctx *ctx, const kqg_conv_geom *g, const kqg_conv_w
     int direct = 1; /* 1x1, stride 1, no padding: the input planes are the im2col matrix */
     for (int d = 0; d < g->nsp; d++)
         direct &= g->k[d] == 1 && g->stride[d] == 1 && g->pad_lo[d] == 0 && g->out_sp[d] == g->in_sp[d];
+    if (direct && P == 1 && kqg_have_avx2()) { /* squeeze-excite 1x1 maps: one column each */
+        for (int64_t n = 0; n < g->N; n++)
+            for (int64_t gr = 0; gr < g->group; gr++) {
+                epi_wrap ew = {epi, arg, n, gr * Mg};
+                int r = kqg_gemv(ctx, &w->a[gr], wz ? (wz_per_ch ? wz + gr * Mg : wz) : NULL, wz_per_ch, xdt,
+                                 (const uint8_t *)x + n * g->C + gr * Cg, xz, conv_epi, &ew);
+                if (r < 0) return KILN_ERR_NO_MEMORY;
+            }
+        return KILN_OK;
+    }
     kqg_b B;
     KILN_TRY(kqg_b_init(ctx, &B, Kg, P));
     uint8_t *col = direct ? NULL : malloc((size_t)(Kg * P + 1));
