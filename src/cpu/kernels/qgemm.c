@@ -199,6 +199,12 @@ static void pack_b_panels(void *arg, int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
         uint8_t *d = (uint8_t *)b->data + q * K4 * 64;
         int64_t n0 = q * KQG_NR, nc = N - n0 < KQG_NR ? N - n0 : KQG_NR;
+#ifdef KQG_X86
+        if (b->wide && !j->trans) { /* the AVX2 kernel reads only the int16 copy */
+            kqg_avx2_pack_b_panel(j->src + n0, ldb, K, K4, (int)nc, flip, b->wide + q * K4 * 64, b->colsum + n0);
+            continue;
+        }
+#endif
         int64_t k4 = 0;
 #if defined(KQG_X86) && defined(__SSE2__)
         if (!j->trans && nc == KQG_NR) { /* four rows of 16 columns -> 16 columns of 4 rows */

@@ -57,6 +57,55 @@ KQ_AVX2 void kqg_avx2_widen_panel(const int8_t *panel, int64_t K4, int16_t *wide
     _mm256_storeu_si256((__m256i *)(colsum + 8), s1);
 }
 
+/* 16 columns of two rows, already flipped, as 32 int16 (column-major pairs) plus their sums */
+KQ_AVX2 static inline void pack_pair16(__m128i r0, __m128i r1, int16_t *w, __m256i *s0, __m256i *s1) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i lo = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(r0, r1));
+    __m256i hi = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(r0, r1));
+    _mm256_store_si256((__m256i *)w, lo);
+    _mm256_store_si256((__m256i *)(w + 16), hi);
+    *s0 = _mm256_add_epi32(*s0, _mm256_madd_epi16(lo, ones));
+    *s1 = _mm256_add_epi32(*s1, _mm256_madd_epi16(hi, ones));
+}
+
+/* a partial panel's row: the first nc bytes flipped, the rest 0 (padding columns are not flipped) */
+static inline __m128i partial_row(const uint8_t *src, int nc, uint8_t flip) {
+    uint8_t t[16] = {0};
+    for (int c = 0; c < nc; c++) t[c] = src[c] ^ flip;
+    __m128i v;
+    memcpy(&v, t, 16);
+    return v;
+}
+
+/* Two rows per step instead of the four-row int8 transpose plus a second pass to widen it. */
+KQ_AVX2 void kqg_avx2_pack_b_panel(const uint8_t *src, int64_t ldb, int64_t K, int64_t K4, int nc, uint8_t flip,
+                                   int16_t *wide, int32_t *colsum) {
+    const __m128i fl = _mm_set1_epi8((char)flip), zero = _mm_setzero_si128();
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    int64_t p = 0;
+    if (nc == 16) {
+        for (; 2 * p + 1 < K; p++) {
+            __m128i r0 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + 2 * p * ldb)), fl);
+            __m128i r1 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + (2 * p + 1) * ldb)), fl);
+            pack_pair16(r0, r1, wide + p * 32, &s0, &s1);
+        }
+        if (2 * p < K) {
+            pack_pair16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + 2 * p * ldb)), fl), zero,
+                        wide + p * 32, &s0, &s1);
+            p++;
+        }
+    } else {
+        for (; 2 * p < K; p++) {
+            __m128i r0 = partial_row(src + 2 * p * ldb, nc, flip);
+            __m128i r1 = 2 * p + 1 < K ? partial_row(src + (2 * p + 1) * ldb, nc, flip) : zero;
+            pack_pair16(r0, r1, wide + p * 32, &s0, &s1);
+        }
+    }
+    for (; p < 2 * K4; p++) memset(wide + p * 32, 0, 64);
+    _mm256_storeu_si256((__m256i *)colsum, s0);
+    _mm256_storeu_si256((__m256i *)(colsum + 8), s1);
+}
+
 /* ---- register tile ---- */
 
 static inline __attribute__((always_inline)) KQ_AVX2 void

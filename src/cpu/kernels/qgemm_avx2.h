@@ -18,6 +18,12 @@ int32_t kqg_avx2_pack_a_row(const uint8_t *src, int64_t K, int64_t Kp, uint8_t f
  * panel's 16 column sums. */
 void kqg_avx2_widen_panel(const int8_t *panel, int64_t K4, int16_t *wide, int32_t *colsum);
 
+/* One panel of an untransposed B (rows k < K of src, ldb apart; its first nc <= 16 columns, the
+ * others 0) straight into the int16 layout above, without the int8 panel: each bytes ^ flip as
+ * int8, pairs of rows interleaved, 0 past K up to 4 K4 rows; and the panel's 16 column sums. */
+void kqg_avx2_pack_b_panel(const uint8_t *src, int64_t ldb, int64_t K, int64_t K4, int nc, uint8_t flip,
+                           int16_t *wide, int32_t *colsum);
+
 /* c[i * ldc + j] = sum over k of a[i * lda + k] * column j of the wide panel b, for rows
  * i < mr (1 .. KQG_AVX2_MR), all 16 columns, K2 pairs of rows. */
 void kqg_avx2_tile(int mr, int64_t K2, const int16_t *a, int64_t lda, const int16_t *b, int32_t *c,
