@@ -240,11 +240,12 @@ KQ_AVX2 void kqg_avx2_requant_row(const int32_t *acc, int64_t n, const float *sc
     const __m256i vb = _mm256_set1_epi32(bias_s), vz = _mm256_set1_epi32(zp);
     uint8_t *out = y;
     int64_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        __m256i q[4];
-        for (int k = 0; k < 4; k++)
-            q[k] = requant_codes(acc + j + 8 * k, AT(scale_v, j + 8 * k), vs, AT(bias_v, j + 8 * k), vb, vlo, vhi, vz);
-        _mm256_storeu_si256((__m256i *)(out + j), codes32_to_bytes(q[0], q[1], q[2], q[3], is_s8));
+    for (; j + 32 <= n; j += 32) { /* four named vectors: an array of them went through the stack */
+        __m256i q0 = requant_codes(acc + j, AT(scale_v, j), vs, AT(bias_v, j), vb, vlo, vhi, vz);
+        __m256i q1 = requant_codes(acc + j + 8, AT(scale_v, j + 8), vs, AT(bias_v, j + 8), vb, vlo, vhi, vz);
+        __m256i q2 = requant_codes(acc + j + 16, AT(scale_v, j + 16), vs, AT(bias_v, j + 16), vb, vlo, vhi, vz);
+        __m256i q3 = requant_codes(acc + j + 24, AT(scale_v, j + 24), vs, AT(bias_v, j + 24), vb, vlo, vhi, vz);
+        _mm256_storeu_si256((__m256i *)(out + j), codes32_to_bytes(q0, q1, q2, q3, is_s8));
     }
     for (; j + 8 <= n; j += 8)
         _mm_storel_epi64((__m128i *)(out + j),
