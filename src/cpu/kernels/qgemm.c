@@ -199,6 +199,12 @@ static void pack_b_panels(void *arg, int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
         uint8_t *d = (uint8_t *)b->data + q * K4 * 64;
         int64_t n0 = q * KQG_NR, nc = N - n0 < KQG_NR ? N - n0 : KQG_NR;
+#ifdef KQG_X86
+        if (b->wide && !j->trans) { /* the AVX2 kernel reads only the int16 copy */
+            kqg_avx2_pack_b_panel(j->src + n0, ldb, K, K4, (int)nc, flip, b->wide + q * K4 * 64, b->colsum + n0);
+            continue;
+        }
+#endif
         int64_t k4 = 0;
 #if defined(KQG_X86) && defined(__SSE2__)
         if (!j->trans && nc == KQG_NR) { /* four rows of 16 columns -> 16 columns of 4 rows */
@@ -410,6 +416,39 @@ void kqg_gemm(kiln_ctx *ctx, const kqg_a *a, const kqg_b *b, const int32_t *za, 
     /* about 100 multiply-adds per ns with VNNI on one core, 30 with AVX2, 2 portable */
     double ns = (double)a->M * (double)b->N * (double)(a->K4 * 4) / (j.vnni ? 100.0 : j.avx2 ? 30.0 : 2.0);
     kiln_parallel_for(ctx, tasks, kpar_grain(tasks, ns), gemm_blocks, &j);
+}
+
+/* A's stored rows are w + off (qgemm.h), widened; so sum_k (w - za)(x - xz) =
+ * sum_k stored * (x - xz) - (za + off) * sum_k (x - xz), all modulo 2^32 like the tiles. */
+int kqg_gemv(kiln_ctx *ctx, const kqg_a *a, const int32_t *za, int za_rows, int xdt, const void *x,
+             int32_t xz, kqg_epi_fn epi, void *arg) {
+    if (!kqg_have_avx2() || !a->wide) return 0;
+    int64_t Kp = a->K4 * 4, Kv = (Kp + 15) / 16 * 16, M = a->M;
+    int16_t *xd = calloc((size_t)Kv, sizeof(int16_t));
+    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(M + 1));
+    if (!xd || !acc) {
+        free(xd);
+        free(acc);
+        KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for an 8-bit product");
+        return -1;
+    }
+    uint32_t xsum = 0;
+    for (int64_t k = 0; k < a->K; k++) {
+        int32_t v = (xdt == KILN_DTYPE_INT8 ? (int32_t)((const int8_t *)x)[k] : (int32_t)((const uint8_t *)x)[k]) - xz;
+        xd[k] = (int16_t)v;
+        xsum += (uint32_t)v;
+    }
+#ifdef KQG_X86
+    kqg_avx2_gemv(a->wide, M, Kp, xd, acc);
+#endif
+    for (int64_t m = 0; m < M; m++) {
+        uint32_t z = (uint32_t)(za ? za[za_rows ? m : 0] : 0) + (uint32_t)a->off;
+        acc[m] = (int32_t)((uint32_t)acc[m] - z * xsum);
+    }
+    epi(arg, 0, 0, M, 1, acc, 1);
+    free(xd);
+    free(acc);
+    return 1;
 }
 
 /* ---- epilogues ---- */

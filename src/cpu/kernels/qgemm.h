@@ -70,6 +70,13 @@ typedef void (*kqg_epi_fn)(void *arg, int64_t m0, int64_t n0, int64_t mc, int64_
 void kqg_gemm(kiln_ctx *ctx, const kqg_a *a, const kqg_b *b, const int32_t *za, int za_rows,
               const int32_t *zb, int zb_cols, kqg_epi_fn epi, void *arg);
 
+/* The same product for a single column b (x[k], k < K, of type xdt, zero point xz) where the
+ * AVX2 kernel packs A (kqg_have_avx2): one dot product per row instead of a 16-column panel
+ * that is mostly padding. Hands every row to epi at once (m0 = n0 = 0, nc = 1, ld = 1). Returns 0
+ * without calling epi when the AVX2 kernel is not the one in use. */
+int kqg_gemv(kiln_ctx *ctx, const kqg_a *a, const int32_t *za, int za_rows, int xdt, const void *x,
+             int32_t xz, kqg_epi_fn epi, void *arg);
+
 /* Epilogue pieces. y[j] = saturate(round_half_even(clamp(float(acc[j] + bias) * scale)) + zp)
  * as onnxruntime's MlasRequantizeOutput (the clamp to [lo - zp, hi - zp] comes before rounding,
  * a NaN product takes the low end). scale: per element (scale_v[j]) or scale_s when scale_v is

@@ -197,9 +197,11 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
     int64_t KH = g->k[0], KW = g->k[1], sh = g->stride[0], sw = g->stride[1];
     int64_t dh = g->dil[0], dwl = g->dil[1], pt = g->pad_lo[0], pl = g->pad_lo[1];
     int64_t P = g->out_size, Hq = j->Hq, Wq = j->Wq, ntaps = KH * KW;
-    /* the flat runs below read up to Wq past the last phase plane: the slack, kept 0 */
-    int64_t plane = Hq * Wq, nflat = OH * Wq, nbuf = sh * sw * plane + Wq + 64;
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(nflat + ntaps + 1));
+    /* the flat runs below read up to Wq past the last phase plane, and the AVX2 loop whole
+     * blocks of 16 (nvec) past their start: the slack, kept 0 */
+    int64_t plane = Hq * Wq, nflat = OH * Wq, nvec = (nflat + 15) / 16 * 16;
+    int64_t nbuf = sh * sw * plane + Wq + 64 + 16;
+    int32_t *acc = malloc(sizeof(int32_t) * (size_t)(nvec + ntaps + 1));
     int16_t *buf = malloc(sizeof(int16_t) * (size_t)nbuf);
     const int16_t **src = malloc(sizeof(int16_t *) * (size_t)(ntaps + 1));
     int64_t *toff = malloc(sizeof(int64_t) * (size_t)(ntaps + 2 * sw + 1));
@@ -211,7 +213,7 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
         free(toff);
         return;
     }
-    int32_t *wt = acc + nflat;
+    int32_t *wt = acc + nvec;
     int64_t *ph_first = toff + ntaps, *ph_index = ph_first + sw; /* per column phase: first input
                                                                    * column, its index in the phase */
     for (int64_t p = 0; p < sw; p++) {
@@ -250,9 +252,10 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
                     kqg_avx2_widen_row(d, xr, IW, j->xz, j->s8);
                     continue;
                 }
-                if (vec && sw == 2) { /* both phases in one pass */
+                if ((vec || avx2) && sw == 2) { /* both phases in one pass */
                     int16_t *other = rows + (1 - p) * plane + (iw0 + 1 + pl) / 2;
-                    widen_split2_avx512(d, other, xr + iw0, IW - iw0, j->xz, j->s8);
+                    if (vec) widen_split2_avx512(d, other, xr + iw0, IW - iw0, j->xz, j->s8);
+                    else kqg_avx2_widen_split2(d, other, xr + iw0, IW - iw0, j->xz, j->s8);
                     if (iw0 == 1) /* column 0 is the other phase's first element */
                         rows[(pl % 2) * plane + pl / 2] =
                             (int16_t)((j->s8 ? (int32_t)(int8_t)xr[0] : (int32_t)xr[0]) - j->xz);
@@ -271,7 +274,7 @@ static void dw_channels(void *arg, int64_t begin, int64_t end) {
         if (vec) {
             dw_row_avx512(acc, nflat, (int)ntaps, src, wt);
         } else if (avx2) {
-            kqg_avx2_dw_row(acc, nflat, (int)ntaps, src, wt);
+            kqg_avx2_dw_row(acc, nvec, (int)ntaps, src, wt); /* whole blocks: see nbuf */
         } else
 #endif
         {
@@ -324,6 +327,16 @@ kiln_status kqg_conv_run(kiln_ctx *ctx, const kqg_conv_geom *g, const kqg_conv_w
     int direct = 1; /* 1x1, stride 1, no padding: the input planes are the im2col matrix */
     for (int d = 0; d < g->nsp; d++)
         direct &= g->k[d] == 1 && g->stride[d] == 1 && g->pad_lo[d] == 0 && g->out_sp[d] == g->in_sp[d];
+    if (direct && P == 1 && kqg_have_avx2()) { /* squeeze-excite 1x1 maps: one column each */
+        for (int64_t n = 0; n < g->N; n++)
+            for (int64_t gr = 0; gr < g->group; gr++) {
+                epi_wrap ew = {epi, arg, n, gr * Mg};
+                int r = kqg_gemv(ctx, &w->a[gr], wz ? (wz_per_ch ? wz + gr * Mg : wz) : NULL, wz_per_ch, xdt,
+                                 (const uint8_t *)x + n * g->C + gr * Cg, xz, conv_epi, &ew);
+                if (r < 0) return KILN_ERR_NO_MEMORY;
+            }
+        return KILN_OK;
+    }
     kqg_b B;
     KILN_TRY(kqg_b_init(ctx, &B, Kg, P));
     uint8_t *col = direct ? NULL : malloc((size_t)(Kg * P + 1));
