@@ -361,10 +361,13 @@ def _cpu_flags():
         return set()
 
 
-# Float steps on AVX-512 use the blocked product, whose arithmetic does not depend on how a step
-# is cut: results are then bit-identical at any thread count. The portable products round
-# differently per cut, so elsewhere thread counts agree only to rounding.
-SAME_BITS = "avx512f" in _cpu_flags() and not os.environ.get("KILN_NO_AVX512")
+# Float steps use the blocked product wherever the packed engine runs (AVX-512, or AVX2+FMA),
+# whose arithmetic does not depend on how a step is cut, nor does the gate math of whole blocks:
+# results are then bit-identical at any thread count. The portable products round differently
+# per cut, so elsewhere thread counts agree only to rounding.
+_ON = lambda k: os.environ.get(k, "").strip("0") != ""  # noqa: E731
+SAME_BITS = ("avx512f" in _cpu_flags() and not _ON("KILN_NO_AVX512")) or (
+    {"avx2", "fma"} <= _cpu_flags() and not _ON("KILN_NO_AVX2"))
 ACROSS_THREADS = dict(rtol=0, atol=0) if SAME_BITS else dict(rtol=1e-5, atol=2e-6)
 
 

@@ -5,7 +5,7 @@
  *   RGEMM, RGEMV          cblas_sgemm / cblas_dgemm, cblas_sgemv / cblas_dgemv
  *   REXP, RTANH, RLOG1P   the matching libm functions
  *   RVEC_SIGMOID, RVEC_TANH   in-place array versions of the two default activations
- *   RPACK                 1 (float): W and R packed for kiln's AVX-512 product (at init when
+ *   RPACK                 1 (float): W and R packed for kiln's packed product (at init when
  *                         they are constants, else R once per run), so that the projection and
  *                         each step's recurrent product for all gates read them without re-packing
  *
@@ -13,9 +13,11 @@
  * over kiln's threads by row panels, with the biases that are added unconditionally folded in.
  * Each step then runs on the threads split by blocks of hidden units: a thread multiplies the
  * previous hidden state by the rows of R that feed its blocks, one product over R packed by
- * rnn_pack.c (float with AVX-512: each block's gates side by side, so whole blocks are contiguous
- * packed columns; elsewhere one product per gate, or one for all when it has every unit) and does
- * those units' gate math for the whole batch, a block at a time while the products are in cache.
+ * rnn_pack.c (float where the packed product runs, AVX-512 or AVX2: each block's gates side by
+ * side, so whole blocks are contiguous packed columns; elsewhere one product per gate, or one for
+ * all when it has every unit) and does those units' gate math for the whole batch, a block at a
+ * time while the products are in cache (the default LSTM gates in one pass, 16 lanes on AVX-512,
+ * 8 on AVX2: rnn_fastmath.h).
  * A step needs one pass over the pool (two for GRU without linear_before_reset, whose hidden gate
  * needs r (.) H of every unit first), and a thread claims the chunk it had on the last step
  * (rnn_sched.c). The hidden state is double-buffered because every thread's product reads all of
@@ -378,7 +380,7 @@ static void RFN(dir_prepare)(const RFN(rnn_plan) *pl, int64_t d, const RFN(rnn_b
     }
 #if RPACK && defined(RNN_HAVE_LSTM_UNITS16)
     s.lstm_fused = c->cell == RNN_CELL_LSTM && !s.clip && !c->input_forget && s.acts[0].kind == RNN_ACT_SIGMOID &&
-                   s.acts[1].kind == RNN_ACT_TANH && s.acts[2].kind == RNN_ACT_TANH && kgemm_avx512_available();
+                   s.acts[1].kind == RNN_ACT_TANH && s.acts[2].kind == RNN_ACT_TANH && rnn_lstm_fused_ok();
 #endif
 #if RPACK
     s.Wp = j->Wp[d];
