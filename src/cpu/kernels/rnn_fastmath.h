@@ -15,6 +15,43 @@
 #include <stdint.h>
 #include <string.h>
 
+/* exp, sigmoid and tanh on one vector width V (rnn_V##_splat and rnn_V##_select defined first):
+ * one text for every width, so a lane's value is the same steps whichever width computed it (up
+ * to the contraction of multiply-adds, which the target decides). */
+#define RNN_DEFINE_VMATH(V, ATTR)                                                                  \
+    ATTR rnn_##V##f rnn_##V##_exp(rnn_##V##f x) {                                                  \
+        const rnn_##V##f lo = rnn_##V##_splat(-87.0f), hi = rnn_##V##_splat(88.0f);               \
+        x = rnn_##V##_select(x < lo, lo, x);                                                       \
+        x = rnn_##V##_select(x > hi, hi, x);                                                       \
+        rnn_##V##f t = x * rnn_##V##_splat(1.44269504089f);                                        \
+        t += rnn_##V##_select(t < rnn_##V##_splat(0.0f), rnn_##V##_splat(-0.5f),                   \
+                              rnn_##V##_splat(0.5f));                                              \
+        rnn_##V##i ni = __builtin_convertvector(t, rnn_##V##i); /* truncation after +-0.5 */      \
+        rnn_##V##f n = __builtin_convertvector(ni, rnn_##V##f);                                    \
+        rnn_##V##f r = x - n * rnn_##V##_splat(0.693145751953125f) -                               \
+                       n * rnn_##V##_splat(1.428606765330187e-06f);                                \
+        rnn_##V##f p = rnn_##V##_splat(1.0f / 720.0f);                                             \
+        p = p * r + rnn_##V##_splat(1.0f / 120.0f);                                                \
+        p = p * r + rnn_##V##_splat(1.0f / 24.0f);                                                 \
+        p = p * r + rnn_##V##_splat(1.0f / 6.0f);                                                  \
+        p = p * r + rnn_##V##_splat(0.5f);                                                         \
+        p = p * r + rnn_##V##_splat(1.0f);                                                         \
+        p = p * r + rnn_##V##_splat(1.0f);                                                         \
+        rnn_##V##i bits = (ni + 127) << 23;                                                        \
+        return p * (rnn_##V##f)bits;                                                               \
+    }                                                                                              \
+    ATTR rnn_##V##f rnn_##V##_sigmoid(rnn_##V##f x) {                                              \
+        const rnn_##V##f one = rnn_##V##_splat(1.0f);                                              \
+        return one / (one + rnn_##V##_exp(-x));                                                    \
+    }                                                                                              \
+    ATTR rnn_##V##f rnn_##V##_tanh(rnn_##V##f x) {                                                 \
+        const rnn_##V##f one = rnn_##V##_splat(1.0f), two = rnn_##V##_splat(2.0f);                 \
+        rnn_##V##f big = one - two / (rnn_##V##_exp(x * two) + one);                               \
+        rnn_##V##f x2 = x * x;                                                                     \
+        rnn_##V##f small = x - x * x2 * rnn_##V##_splat(1.0f / 3.0f);                              \
+        return rnn_##V##_select(x2 < rnn_##V##_splat(0.0016f), small, big);                        \
+    }
+
 typedef float rnn_v4f __attribute__((vector_size(16)));
 typedef int32_t rnn_v4i __attribute__((vector_size(16)));
 
@@ -24,40 +61,7 @@ static inline rnn_v4f rnn_v4_select(rnn_v4i mask, rnn_v4f a, rnn_v4f b) {
     return (rnn_v4f)((mask & (rnn_v4i)a) | (~mask & (rnn_v4i)b));
 }
 
-static inline rnn_v4f rnn_v4_exp(rnn_v4f x) {
-    const rnn_v4f lo = rnn_v4_splat(-87.0f), hi = rnn_v4_splat(88.0f);
-    x = rnn_v4_select(x < lo, lo, x);
-    x = rnn_v4_select(x > hi, hi, x);
-    rnn_v4f t = x * rnn_v4_splat(1.44269504089f);
-    t += rnn_v4_select(t < rnn_v4_splat(0.0f), rnn_v4_splat(-0.5f), rnn_v4_splat(0.5f));
-    rnn_v4i ni = __builtin_convertvector(t, rnn_v4i); /* truncation after +-0.5: nearest */
-    rnn_v4f n = __builtin_convertvector(ni, rnn_v4f);
-    /* ln2 in two parts so n * ln2_hi is exact */
-    rnn_v4f r = x - n * rnn_v4_splat(0.693145751953125f) - n * rnn_v4_splat(1.428606765330187e-06f);
-    rnn_v4f p = rnn_v4_splat(1.0f / 720.0f);
-    p = p * r + rnn_v4_splat(1.0f / 120.0f);
-    p = p * r + rnn_v4_splat(1.0f / 24.0f);
-    p = p * r + rnn_v4_splat(1.0f / 6.0f);
-    p = p * r + rnn_v4_splat(0.5f);
-    p = p * r + rnn_v4_splat(1.0f);
-    p = p * r + rnn_v4_splat(1.0f);
-    rnn_v4i bits = (ni + 127) << 23;
-    return p * (rnn_v4f)bits;
-}
-
-static inline rnn_v4f rnn_v4_sigmoid(rnn_v4f x) {
-    const rnn_v4f one = rnn_v4_splat(1.0f);
-    return one / (one + rnn_v4_exp(-x));
-}
-
-static inline rnn_v4f rnn_v4_tanh(rnn_v4f x) {
-    const rnn_v4f one = rnn_v4_splat(1.0f), two = rnn_v4_splat(2.0f);
-    rnn_v4f big = one - two / (rnn_v4_exp(x * two) + one);
-    rnn_v4f x2 = x * x;
-    rnn_v4f small = x - x * x2 * rnn_v4_splat(1.0f / 3.0f);
-    rnn_v4i is_small = (x2 < rnn_v4_splat(0.0016f));
-    return rnn_v4_select(is_small, small, big);
-}
+RNN_DEFINE_VMATH(v4, static inline)
 
 /* Applies f in place to x[0..n), the tail through a padded lane block. */
 #define RNN_V4_APPLY(name, fn)                                                                      \
@@ -95,38 +99,7 @@ RNN_AVX512 rnn_v16f rnn_v16_select(rnn_v16i mask, rnn_v16f a, rnn_v16f b) {
     return (rnn_v16f)((mask & (rnn_v16i)a) | (~mask & (rnn_v16i)b));
 }
 
-RNN_AVX512 rnn_v16f rnn_v16_exp(rnn_v16f x) {
-    const rnn_v16f lo = rnn_v16_splat(-87.0f), hi = rnn_v16_splat(88.0f);
-    x = rnn_v16_select(x < lo, lo, x);
-    x = rnn_v16_select(x > hi, hi, x);
-    rnn_v16f t = x * rnn_v16_splat(1.44269504089f);
-    t += rnn_v16_select(t < rnn_v16_splat(0.0f), rnn_v16_splat(-0.5f), rnn_v16_splat(0.5f));
-    rnn_v16i ni = __builtin_convertvector(t, rnn_v16i);
-    rnn_v16f n = __builtin_convertvector(ni, rnn_v16f);
-    rnn_v16f r = x - n * rnn_v16_splat(0.693145751953125f) - n * rnn_v16_splat(1.428606765330187e-06f);
-    rnn_v16f p = rnn_v16_splat(1.0f / 720.0f);
-    p = p * r + rnn_v16_splat(1.0f / 120.0f);
-    p = p * r + rnn_v16_splat(1.0f / 24.0f);
-    p = p * r + rnn_v16_splat(1.0f / 6.0f);
-    p = p * r + rnn_v16_splat(0.5f);
-    p = p * r + rnn_v16_splat(1.0f);
-    p = p * r + rnn_v16_splat(1.0f);
-    rnn_v16i bits = (ni + 127) << 23;
-    return p * (rnn_v16f)bits;
-}
-
-RNN_AVX512 rnn_v16f rnn_v16_sigmoid(rnn_v16f x) {
-    const rnn_v16f one = rnn_v16_splat(1.0f);
-    return one / (one + rnn_v16_exp(-x));
-}
-
-RNN_AVX512 rnn_v16f rnn_v16_tanh(rnn_v16f x) {
-    const rnn_v16f one = rnn_v16_splat(1.0f), two = rnn_v16_splat(2.0f);
-    rnn_v16f big = one - two / (rnn_v16_exp(x * two) + one);
-    rnn_v16f x2 = x * x;
-    rnn_v16f small = x - x * x2 * rnn_v16_splat(1.0f / 3.0f);
-    return rnn_v16_select(x2 < rnn_v16_splat(0.0016f), small, big);
-}
+RNN_DEFINE_VMATH(v16, RNN_AVX512)
 
 /* Whole 16-lane blocks of x[0..n); returns how many elements were done. */
 #define RNN_V16_APPLY(name, fn)                                                                     \
@@ -215,38 +188,7 @@ RNN_AVX2 rnn_v8f rnn_v8_select(rnn_v8i mask, rnn_v8f a, rnn_v8f b) {
     return (rnn_v8f)((mask & (rnn_v8i)a) | (~mask & (rnn_v8i)b));
 }
 
-RNN_AVX2 rnn_v8f rnn_v8_exp(rnn_v8f x) {
-    const rnn_v8f lo = rnn_v8_splat(-87.0f), hi = rnn_v8_splat(88.0f);
-    x = rnn_v8_select(x < lo, lo, x);
-    x = rnn_v8_select(x > hi, hi, x);
-    rnn_v8f t = x * rnn_v8_splat(1.44269504089f);
-    t += rnn_v8_select(t < rnn_v8_splat(0.0f), rnn_v8_splat(-0.5f), rnn_v8_splat(0.5f));
-    rnn_v8i ni = __builtin_convertvector(t, rnn_v8i); /* truncation after +-0.5: nearest */
-    rnn_v8f n = __builtin_convertvector(ni, rnn_v8f);
-    rnn_v8f r = x - n * rnn_v8_splat(0.693145751953125f) - n * rnn_v8_splat(1.428606765330187e-06f);
-    rnn_v8f p = rnn_v8_splat(1.0f / 720.0f);
-    p = p * r + rnn_v8_splat(1.0f / 120.0f);
-    p = p * r + rnn_v8_splat(1.0f / 24.0f);
-    p = p * r + rnn_v8_splat(1.0f / 6.0f);
-    p = p * r + rnn_v8_splat(0.5f);
-    p = p * r + rnn_v8_splat(1.0f);
-    p = p * r + rnn_v8_splat(1.0f);
-    rnn_v8i bits = (ni + 127) << 23;
-    return p * (rnn_v8f)bits;
-}
-
-RNN_AVX2 rnn_v8f rnn_v8_sigmoid(rnn_v8f x) {
-    const rnn_v8f one = rnn_v8_splat(1.0f);
-    return one / (one + rnn_v8_exp(-x));
-}
-
-RNN_AVX2 rnn_v8f rnn_v8_tanh(rnn_v8f x) {
-    const rnn_v8f one = rnn_v8_splat(1.0f), two = rnn_v8_splat(2.0f);
-    rnn_v8f big = one - two / (rnn_v8_exp(x * two) + one);
-    rnn_v8f x2 = x * x;
-    rnn_v8f small = x - x * x2 * rnn_v8_splat(1.0f / 3.0f);
-    return rnn_v8_select(x2 < rnn_v8_splat(0.0016f), small, big);
-}
+RNN_DEFINE_VMATH(v8, RNN_AVX2)
 
 /* Whole 8-lane blocks of x[0..n); returns how many elements were done. */
 #define RNN_V8_APPLY(name, fn)                                                                      \
