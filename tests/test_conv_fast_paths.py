@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from util import HAS_AVX512, on_this_cpu, assert_same, check, node_model, rand, run_kiln, run_ort  # noqa: E402
+from util import HAS_AVX512, on_this_cpu, run_in_child, assert_same, check, node_model, rand, run_kiln, run_ort  # noqa: E402
 import kiln  # noqa: E402
 
 F32, F16 = np.float32, np.float16
@@ -410,21 +410,8 @@ LANES_CASES = [
 
 
 def lanes_paths(m, feeds, threads):
-    """The partition report's path names for one run of m (KILN_DEBUG_PARTITION in a child)."""
-    import subprocess
-    import tempfile
-    d = tempfile.mkdtemp()
-    mp, fp = os.path.join(d, "m.onnx"), os.path.join(d, "f.npz")
-    with open(mp, "wb") as f:
-        f.write(m.SerializeToString())
-    np.savez(fp, **feeds)
-    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from util import run_kiln;"
-            "z = np.load(sys.argv[3]); run_kiln(open(sys.argv[2], 'rb').read(), dict(z), threads=%d)" % threads)
-    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), mp, fp],
-                       env=dict(os.environ, KILN_DEBUG_PARTITION="1"), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return [kv.split("=", 1)[1] for ln in r.stderr.splitlines() if ln.startswith("kiln-partition ")
-            for kv in ln.split()[1:] if kv.startswith("path=")]
+    """The partition report's path names for one run of m."""
+    return run_in_child(m, feeds, {}, threads)[1]
 
 
 @pytest.mark.parametrize("xs,ws,attrs", LANES_CASES)
@@ -693,23 +680,6 @@ def test_maxpool_stride2_rows_prefetch(threads):
 # with KILN_NO_AVX512=1. Only a CPU with both tiers can compare them (the GPU machine's
 # Sapphire Rapids, scripts/gpu/cpu_isa_tests.sh).
 
-def outputs_in_child(m, feeds, env, threads):
-    import subprocess
-    import tempfile
-    d = tempfile.mkdtemp()
-    mp, fp, op = (os.path.join(d, n) for n in ("m.onnx", "f.npz", "o.npz"))
-    with open(mp, "wb") as f:
-        f.write(m.SerializeToString())
-    np.savez(fp, **feeds)
-    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from util import run_kiln;"
-            "z = np.load(sys.argv[3]); np.savez(sys.argv[4], *run_kiln(open(sys.argv[2], 'rb').read(), dict(z),"
-            " threads=%d))" % threads)
-    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), mp, fp, op],
-                       env=dict(os.environ, **env), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return np.load(op)["arr_0"]
-
-
 @pytest.mark.skipif(not HAS_AVX512, reason="needs a CPU with both the AVX-512 and the AVX2 tier")
 @pytest.mark.parametrize("xs,ws,attrs", LANES_CASES[:5] + [((2, 16, 40, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
                                                          ((1, 24, 30, 61), (13, 24, 3, 3), {"strides": [1, 2]})])
@@ -717,7 +687,7 @@ def test_tiers_same_bits(xs, ws, attrs):
     rng = np.random.default_rng(97)
     x, w, b = rand(rng, xs), rand(rng, ws, low=-1, high=1), rand(rng, (ws[0],))
     m, feeds = conv_model(x, w, b, dict(attrs, activation="Relu"), op="FusedConv")
-    a = outputs_in_child(m, feeds, {}, 2)
-    v = outputs_in_child(m, feeds, {"KILN_NO_AVX512": "1"}, 2)
+    a = run_in_child(m, feeds, {}, 2)[0][0]
+    v = run_in_child(m, feeds, {"KILN_NO_AVX512": "1"}, 2)[0][0]
     assert np.array_equal(a.view(np.uint32), v.view(np.uint32))
     assert_same(a, run_ort(m, feeds)[0], **tol(F32, int(np.prod(ws[1:]))))

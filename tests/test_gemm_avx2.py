@@ -6,16 +6,14 @@ data. The shapes leave tails of the register tile (rows not a multiple of 6 or 1
 Clip, LeakyRelu, HardSwish, residual). Child processes check that KILN_NO_AVX512 (the AVX2 engine
 on an AVX-512 machine) and KILN_NO_AVX2 (no engine without AVX-512) give the same answers."""
 import os
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from util import assert_same, node_model, rand, run_kiln, run_ort  # noqa: E402
+from util import assert_same, node_model, rand, run_in_child, run_kiln, run_ort  # noqa: E402
 
 MS = "com.microsoft"
 
@@ -38,23 +36,7 @@ def tol(k):
     return dict(rtol=1e-4, atol=3e-6 * np.sqrt(k) + 1e-5)
 
 
-def in_child(m, feeds, env, threads=1):
-    """kiln's outputs and partition report for one run of m in a child with env added."""
-    d = tempfile.mkdtemp()
-    mp, fp, op = (os.path.join(d, n) for n in ("m.onnx", "f.npz", "o.npz"))
-    with open(mp, "wb") as f:
-        f.write(m.SerializeToString())
-    np.savez(fp, **feeds)
-    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from util import run_kiln;"
-            "z = np.load(sys.argv[3]); o = run_kiln(open(sys.argv[2], 'rb').read(), dict(z), threads=%d);"
-            "np.savez(sys.argv[4], *o)" % threads)
-    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), mp, fp, op],
-                       env=dict(os.environ, KILN_DEBUG_PARTITION="1", **env), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    outs = np.load(op)
-    paths = [kv.split("=", 1)[1] for ln in r.stderr.splitlines() if ln.startswith("kiln-partition ")
-             for kv in ln.split()[1:] if kv.startswith("path=")]
-    return [outs["arr_%d" % i] for i in range(len(outs.files))], paths
+in_child = run_in_child
 
 
 # ---- convolutions (packed weights, im2col panels packed by the product) ----

@@ -125,3 +125,26 @@ HAS_PACKED = HAS_AVX512 or ({"avx2", "fma"} <= cpu_flags() and
 def on_this_cpu(path):
     """The path a convolution that takes `path` where the packed engine runs takes on this CPU."""
     return path if HAS_PACKED else "gemm"
+
+
+def run_in_child(m, feeds, env, threads=1):
+    """kiln's outputs and the partition report's paths (KILN_DEBUG_PARTITION) for one run of
+    model m in a child process with env added: switches such as KILN_NO_AVX512 are read once per
+    process."""
+    import subprocess
+    import tempfile
+    d = tempfile.mkdtemp()
+    mp, fp, op = (os.path.join(d, n) for n in ("m.onnx", "f.npz", "o.npz"))
+    with open(mp, "wb") as f:
+        f.write(m.SerializeToString())
+    np.savez(fp, **feeds)
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from util import run_kiln;"
+            "z = np.load(sys.argv[3]); o = run_kiln(open(sys.argv[2], 'rb').read(), dict(z), threads=%d);"
+            "np.savez(sys.argv[4], *o)" % threads)
+    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), mp, fp, op],
+                       env=dict(os.environ, KILN_DEBUG_PARTITION="1", **env), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    outs = np.load(op)
+    paths = [kv.split("=", 1)[1] for ln in r.stderr.splitlines() if ln.startswith("kiln-partition ")
+             for kv in ln.split()[1:] if kv.startswith("path=")]
+    return [outs["arr_%d" % i] for i in range(len(outs.files))], paths
