@@ -400,8 +400,23 @@ static void compute_run(void *arg, int64_t i0, int64_t i1) {
 
 /* Flat chunk [f0, f0 + 32) of mr output channels, computed into tile (32 floats a row), goes to
  * its (row, column) places in y; residual and activation follow there. */
-__attribute__((target("avx512f"))) static void flat_scatter(const djob *j, const float *tile,
-                                                           int64_t f0, int64_t mr, float *yb) {
+/* y[0..n) = t[0..n) (+ z) (Relu: y < 0 ? 0 : y, as kconv_apply_act: NaN and -0 stay) */
+__attribute__((target("avx512f"))) static void seg_store_avx512(float *y, const float *t,
+                                                               const float *z, int64_t n,
+                                                               int relu) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, t + i);
+        if (z) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, z + i));
+        if (relu) v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+/* Not itself compiled for AVX-512: it runs on AVX2 CPUs too, where an AVX-512 function's code
+ * may use AVX-512 registers anywhere (the sanitizer build did, before any branch on the tier). */
+static void flat_scatter(const djob *j, const float *tile, int64_t f0, int64_t mr, float *yb) {
     const dgeo *d = &j->d;
     const kconv_geom *g = j->g;
     int act = j->act && j->act->kind != KACT_NONE;
@@ -409,7 +424,6 @@ __attribute__((target("avx512f"))) static void flat_scatter(const djob *j, const
      * row segment cost a third as much as the 3x3 product of 16 channels itself) */
     int relu = act && j->act->kind == KACT_RELU;
     int inline_ok = !act || relu;
-    const __m512 zero = _mm512_setzero_ps();
     int64_t end = f0 + DNR < d->OH * d->rowlen ? f0 + DNR : d->OH * d->rowlen;
     for (int64_t f = f0; f < end;) {
         int64_t oy = f / d->rowlen, ox = f - oy * d->rowlen;
@@ -421,20 +435,10 @@ __attribute__((target("avx512f"))) static void flat_scatter(const djob *j, const
         for (int64_t r = 0; r < mr; r++) {
             float *yr = yb + r * g->out_size + oy * d->OW + ox;
             const float *tr = tile + r * DNR + (f - f0);
-            if (inline_ok && !j->avx512) {
-                kconv_seg_store_avx2(yr, tr, j->z ? j->z + (yr - j->y) : NULL, len, relu);
-                continue;
-            }
             if (inline_ok) {
                 const float *zr = j->z ? j->z + (yr - j->y) : NULL;
-                for (int64_t i = 0; i < len; i += 16) {
-                    __mmask16 m = (__mmask16)(len - i >= 16 ? 0xffff : (1u << (len - i)) - 1);
-                    __m512 v = _mm512_maskz_loadu_ps(m, tr + i);
-                    if (zr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, zr + i));
-                    /* y < 0 ? 0 : y, as kconv_apply_act: NaN and -0 stay */
-                    if (relu) v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
-                    _mm512_mask_storeu_ps(yr + i, m, v);
-                }
+                if (j->avx512) seg_store_avx512(yr, tr, zr, len, relu);
+                else kconv_seg_store_avx2(yr, tr, zr, len, relu);
                 continue;
             }
             memcpy(yr, tr, sizeof(float) * (size_t)len);
@@ -829,13 +833,9 @@ static void lanes_run_avx2(const ljob *j, int64_t i0, int64_t i1) {
     }
 }
 
-__attribute__((target("avx512f"))) static void lanes_run(void *arg, int64_t i0, int64_t i1) {
-    const ljob *j = arg;
+__attribute__((target("avx512f"))) static void lanes_run_avx512(const ljob *j, int64_t i0,
+                                                               int64_t i1) {
     const kconv_geom *g = j->g;
-    if (!kgemm_avx512_available()) {
-        lanes_run_avx2(j, i0, i1);
-        return;
-    }
     float tile[LNP * LMB];
     /* residual and activation on the transposed registers on their way out: a call per output
      * channel and tile (12 values) cost as much as the product where the rows are short */
@@ -872,6 +872,12 @@ __attribute__((target("avx512f"))) static void lanes_run(void *arg, int64_t i0, 
             }
         }
     }
+}
+
+/* a plain function: an AVX-512 one may use AVX-512 registers before any branch on the tier */
+static void lanes_run(void *arg, int64_t i0, int64_t i1) {
+    if (kgemm_avx512_available()) lanes_run_avx512(arg, i0, i1);
+    else lanes_run_avx2(arg, i0, i1);
 }
 
 static int64_t lanes_items(const ljob *j, int64_t images) {

@@ -33,8 +33,8 @@ AVX2_INLINE __m128 load4_part(const float *p, int n) {
     switch (n) {
     case 0: return _mm_setzero_ps();
     case 1: return _mm_load_ss(p);
-    case 2: return _mm_castpd_ps(_mm_load_sd((const double *)p));
-    case 3: return _mm_movelh_ps(_mm_castpd_ps(_mm_load_sd((const double *)p)), _mm_load_ss(p + 2));
+    case 2: return _mm_castsi128_ps(_mm_loadl_epi64((const __m128i_u *)p)); /* unaligned-safe */
+    case 3: return _mm_movelh_ps(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i_u *)p)), _mm_load_ss(p + 2));
     default: return _mm_loadu_ps(p);
     }
 }
@@ -58,7 +58,7 @@ AVX2_INLINE void store_part(float *p, __m256 v, int n) {
         n -= 4;
     }
     if (n >= 2) {
-        _mm_storel_pi((__m64 *)p, q);
+        _mm_storel_epi64((__m128i_u *)p, _mm_castps_si128(q));
         q = _mm_movehl_ps(q, q);
         p += 2;
         n -= 2;
