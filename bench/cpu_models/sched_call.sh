@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One GPU-machine call on its 16-core CPU: how a convolution's work is handed to 16 threads.
 # bench/variants_ab.py times the staged build under several settings (VARIANTS) next to
-# onnxruntime, each in processes of its own, on single Conv nodes (CASES, 16 threads; the 3x3
-# ones also at 1 thread as the scaling reference) and on whole CNNs (MODELS, 16 threads).
+# onnxruntime, each in processes of its own, on single Conv nodes (CASES, THREADS threads, 16
+# unless set; the 3x3 ones also at 1 thread as the scaling reference) and on whole CNNs (MODELS,
+# "model:batch" or "model:batch:threads").
 # Prepare with scripts/gpu/stage.sh; carry build-carry. Results under $OUT/sched.
 #
 #   VARIANTS="base=- ort=ort" bash bench/cpu_models/sched_call.sh
@@ -29,20 +30,21 @@ if [ -n "${ONE_THREAD-r50_3x3_56_64_b1 r50_3x3_14_256_b1 r50_3x3_7_512_b1 r50_st
     log "one-thread reference done"
 fi
 for c in $CASES; do
-    timeout 60 python3 bench/variants_ab.py "$c" --threads 16 --rounds ${ROUNDS:-2} --seconds 0.3 \
+    timeout 60 python3 bench/variants_ab.py "$c" --threads "${THREADS:-16}" --rounds ${ROUNDS:-2} --seconds 0.3 \
         $(vargs "$VARIANTS") --json "$OUT/sched.jsonl"
 done 2>&1 | tee "$OUT/convs.txt"
 log "conv cases done"
 if [ -n "${MODELS-resnet50.fp32.onnx:1 resnet50.fp32.onnx:8 squeezenet.onnx:1 squeezenet.onnx:8 densenet121.onnx:8}" ]; then
-    python3 bench/cpu_models/export.py --out /tmp/cpu_models --models squeezenet densenet121 \
+    python3 bench/cpu_models/export.py --out /tmp/cpu_models --models ${EXPORT:-squeezenet densenet121} \
         > "$OUT/export.log" 2>&1
     python3 bench/gpu_models/export.py --out /tmp/gpu_models --models resnet50 --precisions fp32 \
         --no-check --device cpu >> "$OUT/export.log" 2>&1
     log "exported"
     for spec in ${MODELS-resnet50.fp32.onnx:1 resnet50.fp32.onnx:8 squeezenet.onnx:1 squeezenet.onnx:8 densenet121.onnx:8}; do
-        m=${spec%%:*}; b=${spec##*:}
+        IFS=: read -r m b t <<< "$spec"
         path=/tmp/cpu_models/$m; [ -f "$path" ] || path=/tmp/gpu_models/$m
-        timeout 120 python3 bench/variants_ab.py "$path" --batch "$b" --threads 16 --rounds ${ROUNDS:-2} \
+        timeout 120 python3 bench/variants_ab.py "$path" --batch "$b" --threads "${t:-${THREADS:-16}}" \
+            --rounds ${ROUNDS:-2} \
             --seconds 0.6 $(vargs "$MODEL_VARIANTS") --json "$OUT/sched.jsonl"
     done 2>&1 | tee "$OUT/models.txt"
     log "models done"
