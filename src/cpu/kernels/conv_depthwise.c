@@ -11,6 +11,7 @@
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
+#include "avx2_part.h"
 #define DW_HAVE_AVX2 1
 #include "conv_act_avx512.h"
 #endif
@@ -66,12 +67,10 @@ __attribute__((target("avx2,fma"))) static void dw_row_avx2(int nt, const float 
             if (v > 2) a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 16), a2);
             if (v > 3) a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 24), a3);
         }
-        float tmp[32];
-        _mm256_storeu_ps(tmp, a0);
-        _mm256_storeu_ps(tmp + 8, a1);
-        _mm256_storeu_ps(tmp + 16, a2);
-        _mm256_storeu_ps(tmp + 24, a3);
-        memcpy(out + i, tmp, sizeof(float) * (size_t)r);
+        kavx2_store_part(out + i, a0, r);
+        if (v > 1) kavx2_store_part(out + i + 8, a1, r - 8);
+        if (v > 2) kavx2_store_part(out + i + 16, a2, r - 16);
+        if (v > 3) kavx2_store_part(out + i + 24, a3, r - 24);
     }
 }
 
@@ -187,15 +186,10 @@ static void dw_make_plan(const kconv_geom *g, dw_plan *p) {
 __attribute__((target("avx2"))) static void copy_floats_avx2(float *d, const float *s, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(s + i));
-    if (i < n) {
-        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)),
-                                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        _mm256_maskstore_ps(d + i, m, _mm256_maskload_ps(s + i, m));
-    }
+    if (i < n) kavx2_store_part(d + i, kavx2_load_part(s + i, n - i), n - i);
 }
 
-/* AVX-512's masked store for the ragged end: AVX2's maskstore (vmaskmovps) is microcoded on AMD
- * cores, tens of cycles per row, and was half the time of the 14x14 maps' plane path. */
+/* AVX-512's masked store for the ragged end (AVX2's: avx2_part.h) */
 __attribute__((target("avx512f"))) static void copy_floats_avx512(float *d, const float *s,
                                                                    int64_t n) {
     int64_t i = 0;

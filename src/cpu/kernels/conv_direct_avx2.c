@@ -22,49 +22,12 @@
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #include "conv_direct_isa.h"
+#include "avx2_part.h"
 
 #define AVX2_FN __attribute__((target("avx2,fma")))
 #define AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
 #define MR KGEMM_MR
 #define LANES_BLOCK 32 /* channels per block of the lanes layout (conv_direct.c LMB) */
-
-/* n (0..4) floats from p, the rest zero, without touching p[n..4) */
-AVX2_INLINE __m128 load4_part(const float *p, int n) {
-    switch (n) {
-    case 0: return _mm_setzero_ps();
-    case 1: return _mm_load_ss(p);
-    case 2: return _mm_castsi128_ps(_mm_loadl_epi64((const __m128i_u *)p)); /* unaligned-safe */
-    case 3: return _mm_movelh_ps(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i_u *)p)), _mm_load_ss(p + 2));
-    default: return _mm_loadu_ps(p);
-    }
-}
-
-AVX2_INLINE __m256 load_part(const float *p, int n) {
-    if (n >= 8) return _mm256_loadu_ps(p);
-    if (n <= 4) return _mm256_castps128_ps256(load4_part(p, n));
-    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(p)), load4_part(p + 4, n - 4), 1);
-}
-
-AVX2_INLINE void store_part(float *p, __m256 v, int n) {
-    if (n >= 8) {
-        _mm256_storeu_ps(p, v);
-        return;
-    }
-    __m128 q = _mm256_castps256_ps128(v);
-    if (n >= 4) {
-        _mm_storeu_ps(p, q);
-        q = _mm256_extractf128_ps(v, 1);
-        p += 4;
-        n -= 4;
-    }
-    if (n >= 2) {
-        _mm_storel_epi64((__m128i_u *)p, _mm_castps_si128(q));
-        q = _mm_movehl_ps(q, q);
-        p += 2;
-        n -= 2;
-    }
-    if (n) _mm_store_ss(p, q);
-}
 
 /* x < 0 ? 0 : x: NaN and -0 stay, as in kconv_apply_act */
 AVX2_INLINE __m256 relu8(__m256 x) {
@@ -105,9 +68,9 @@ typedef struct dout {
 
 AVX2_INLINE void dstore_vec(const dout *o, int r, int c, __m256 v, int n) {
     if (o->bias) v = _mm256_add_ps(v, _mm256_set1_ps(o->bias[r]));
-    if (o->z) v = _mm256_add_ps(v, load_part(o->z + r * o->ys + c, n));
+    if (o->z) v = _mm256_add_ps(v, kavx2_load_part(o->z + r * o->ys + c, n));
     if (o->relu) v = relu8(v);
-    store_part(o->y + r * o->ys + c, v, n);
+    kavx2_store_part(o->y + r * o->ys + c, v, n);
 }
 
 /* Sums over all K taps of ROWS weight rows (the packed panel at m0, from row r0 on) against the
@@ -222,10 +185,10 @@ void kconv_dtile_avx2(const float *wpk, int64_t Mpad, int64_t m0, const float *x
 AVX2_FN void kconv_seg_store_avx2(float *y, const float *t, const float *z, int64_t n, int relu) {
     for (int64_t i = 0; i < n; i += 8) {
         int m = n - i < 8 ? (int)(n - i) : 8;
-        __m256 v = load_part(t + i, m);
-        if (z) v = _mm256_add_ps(v, load_part(z + i, m));
+        __m256 v = kavx2_load_part(t + i, m);
+        if (z) v = _mm256_add_ps(v, kavx2_load_part(z + i, m));
         if (relu) v = relu8(v);
-        store_part(y + i, v, m);
+        kavx2_store_part(y + i, v, m);
     }
 }
 
@@ -316,7 +279,7 @@ AVX2_FN void kconv_lanes_store_avx2(const float *tile, int np, int mr, const flo
                                     float *y, int64_t ys, const float *z, const kconv_actv *av) {
     for (int m0 = 0; m0 < mr; m0 += 8) {
         int mc = mr - m0 < 8 ? mr - m0 : 8;
-        __m256 bv = bias ? load_part(bias + m0, mc) : _mm256_setzero_ps();
+        __m256 bv = bias ? kavx2_load_part(bias + m0, mc) : _mm256_setzero_ps();
         for (int q0 = 0; q0 < np; q0 += 8) {
             int nq = np - q0 < 8 ? np - q0 : 8;
             __m256 r[8];
@@ -327,9 +290,9 @@ AVX2_FN void kconv_lanes_store_avx2(const float *tile, int np, int mr, const flo
             for (int m = 0; m < mc; m++) {
                 int64_t at = (int64_t)(m0 + m) * ys + q0;
                 __m256 v = r[m];
-                if (z) v = _mm256_add_ps(v, load_part(z + at, nq));
+                if (z) v = _mm256_add_ps(v, kavx2_load_part(z + at, nq));
                 v = actv8(av, v);
-                store_part(y + at, v, nq);
+                kavx2_store_part(y + at, v, nq);
             }
         }
     }

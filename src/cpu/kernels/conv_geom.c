@@ -108,6 +108,7 @@ kiln_status kconv_window(kiln_ctx *ctx, kconv_geom *g, int use_dilations, int ce
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
+#include "avx2_part.h"
 /* The piecewise-linear activations as max/min/fma over 16 lanes: FusedConv applies them to each
  * output tile while it is still in cache, so they must cost no more than the separate vectorised
  * Relu/Clip/HardSigmoid kernels they replace. y = min(max(a*y + b, lo), hi) covers Relu
@@ -162,12 +163,8 @@ __attribute__((target("avx512f"))) static int act_avx512(const kconv_act *act, f
 /* The same formulas over 8 lanes for CPUs without AVX-512 (AMD before Zen 4, Intel client
  * parts). The scalar loops below branch on each value's sign, and on random-signed outputs a
  * mispredicted branch every other value made a FusedConv's Relu cost 30% of MobileNetV3 here.
- * FMA as in the 16-lane loop, so both paths give the same values. Tails go through the lane
- * mask of maskload/maskstore, which touch no memory past n. */
-__attribute__((target("avx2,fma"))) static inline __m256i tail_mask8(int64_t left) {
-    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 8 ? left : 8)), idx);
-}
+ * FMA as in the 16-lane loop, so both paths give the same values. Tails in pieces
+ * (avx2_part.h), which touch no memory past n. */
 
 __attribute__((target("avx2,fma"))) static int act_avx2(const kconv_act *act, float *y, int64_t n) {
     float a = 1.0f, b = 0.0f, lo = 0.0f, hi = INFINITY;
@@ -185,9 +182,7 @@ __attribute__((target("avx2,fma"))) static int act_avx2(const kconv_act *act, fl
                  sixth = _mm256_set1_ps(1.0f / 6), half = _mm256_set1_ps(0.5f);
     int affine = act->kind == KACT_HSIGMOID, relu = act->kind == KACT_RELU;
     for (int64_t i = 0; i < n; i += 8) {
-        int full = n - i >= 8;
-        __m256i m = full ? _mm256_set1_epi32(-1) : tail_mask8(n - i);
-        __m256 v = full ? _mm256_loadu_ps(y + i) : _mm256_maskload_ps(y + i, m);
+        __m256 v = kavx2_load_part(y + i, n - i);
         if (mode == 1) {
             /* NaN passes through both max/min (second operand) and the product */
             __m256 t = _mm256_min_ps(one, _mm256_max_ps(z, _mm256_fmadd_ps(v, sixth, half)));
@@ -199,8 +194,7 @@ __attribute__((target("avx2,fma"))) static int act_avx2(const kconv_act *act, fl
             if (affine) v = _mm256_fmadd_ps(va, v, vb);
             v = relu ? _mm256_max_ps(vlo, v) : _mm256_min_ps(vhi, _mm256_max_ps(vlo, v));
         }
-        if (full) _mm256_storeu_ps(y + i, v);
-        else _mm256_maskstore_ps(y + i, m, v);
+        kavx2_store_part(y + i, v, n - i);
     }
     return 1;
 }

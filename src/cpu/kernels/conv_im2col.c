@@ -123,6 +123,7 @@ DEFINE_COL2IM(kconv_col2im_f64, double)
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
+#include "avx2_part.h"
 #include "gemm_util.h"
 
 /* Writes len values of one im2col row into the panel layout, starting at local column col:
@@ -205,7 +206,7 @@ __attribute__((target("avx2,fma"))) static void panel_segment_avx2(float *drow, 
              * row are columns a later call or step writes (columns are filled in increasing
              * order, the tail by pad_to), so a full store may run over them. */
             if (m == 8 || off + u + 8 <= KGEMM_NR) _mm256_storeu_ps(d + u, v);
-            else _mm256_maskstore_ps(d + u, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)m), lane), v);
+            else kavx2_store_part(d + u, v, m);
         }
         t += n;
     }

@@ -18,6 +18,7 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
+#include "avx2_part.h"
 
 #define MR KGEMM_MR
 #define NR KGEMM_NR
@@ -81,8 +82,8 @@ AVX2_INLINE void store_cols(float *p, int64_t jump, const vec_cols *v, __m256 x)
         _mm256_storeu_ps(p, x);
         return;
     }
-    _mm256_maskstore_ps(p, v->lo, x);
-    if (v->local < v->valid) _mm256_maskstore_ps(p + jump, v->hi, x);
+    kavx2_store_part(p, x, v->local);
+    if (v->local < v->valid) kavx2_store_range(p + jump, x, v->local, v->valid);
 }
 
 /* the activation of kgemm_epi on one vector, NaN kept as the AVX-512 kernels keep it */

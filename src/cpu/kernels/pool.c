@@ -183,6 +183,7 @@ DEFINE_POOL_PLANE(plane_u8, uint8_t, int)
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
+#include "avx2_part.h"
 /* r[i] = v[i] where v[i] > r[i] or r[i] is NaN (a column's first NaN gives way to any number) */
 __attribute__((target("avx512f"))) static void colmax_avx512(float *r, const float *v, int64_t n) {
     int64_t i = 0;
@@ -544,7 +545,8 @@ __attribute__((target("avx512f"))) static void plane_s2_f32(const pool_job *j, i
  * which otherwise took plane_max_f32's scalar window loops: SqueezeNet's three 3x3 stride-2
  * pools cost 6.4 ms of its 25 at one thread on an EPYC with AVX2 (onnxruntime: 0.2). Same
  * order of operations as the 16-lane version, so the same values, NaN and zeros included.
- * Tails load and store through maskload/maskstore, which touch no memory past the mask. */
+ * Tails load through maskload (fast on AMD cores, unlike its store) and store in pieces
+ * (avx2_part.h); neither touches memory past the tail. */
 __attribute__((target("avx2"))) static inline __m256i mask8(int64_t n) {
     __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 0 ? 0 : n > 8 ? 8 : n)), idx);
@@ -562,8 +564,7 @@ __attribute__((target("avx2"))) static inline __m256 load_taps8(const float *p, 
 }
 
 __attribute__((target("avx2"))) static inline void store8(float *p, __m256 v, int64_t n) {
-    if (n >= 8) _mm256_storeu_ps(p, v);
-    else _mm256_maskstore_ps(p, mask8(n), v);
+    kavx2_store_part(p, v, n);
 }
 
 __attribute__((target("avx2"))) static void sep_row_avx2(const float *xr, int s, int64_t pb,
