@@ -13,7 +13,7 @@
 #include <immintrin.h>
 #include "avx2_part.h"
 #define DW_HAVE_AVX2 1
-#include "conv_act_avx512.h"
+#include "conv_act_avx2.h"
 #endif
 
 int kconv_depthwise_ok(const kconv_geom *g) {
@@ -36,25 +36,16 @@ static void dw_run_plain(int nt, const float *const *src, const float *wt, float
 }
 
 #ifdef DW_HAVE_AVX2
-/* FusedConv's Relu or HardSwish on the row's sums before they are stored, with the formulas of
- * kconv_apply_act's AVX2 loop (the same bits): as a separate pass over each plane it took 3.5%
- * of MobileNetV3-Large at one thread on the EPYC VM. */
-enum { DW_ACT_NONE, DW_ACT_RELU, DW_ACT_HSWISH };
-
-__attribute__((target("avx2,fma"), always_inline)) static inline __m256 dw_act8(__m256 v, int mode) {
-    const __m256 zero = _mm256_setzero_ps();
-    if (mode == DW_ACT_RELU) return _mm256_max_ps(zero, v); /* NaN (second operand) stays */
-    if (mode == DW_ACT_HSWISH) {
-        __m256 t = _mm256_fmadd_ps(v, _mm256_set1_ps(1.0f / 6), _mm256_set1_ps(0.5f));
-        return _mm256_mul_ps(v, _mm256_min_ps(_mm256_set1_ps(1.0f), _mm256_max_ps(zero, t)));
-    }
-    return v;
-}
-
-/* mode is a constant at every call (inlined), so each activation gets its own loop */
+/* FusedConv's activation on the row's sums before they are stored, instead of a second pass over
+ * each plane (3.5% of MobileNetV3-Large at one thread on the EPYC VM); kconv_actv_apply8 keeps
+ * kconv_apply_act's formulas, so the values are the same. */
+/* mode (KACTV_*, the activation p's) is a constant at every call (inlined), so each activation
+ * gets its own loop */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 dw_row_avx2(int nt, const float *const *src, int64_t ro, const float *wt, __m256 vb, float *out,
-            int64_t n, const int mode) {
+            int64_t n, const kconv_actv *p, const int mode) {
+    kconv_actv a = *p;
+    a.mode = mode;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
         __m256 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
@@ -66,10 +57,10 @@ dw_row_avx2(int nt, const float *const *src, int64_t ro, const float *wt, __m256
             a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 16), a2);
             a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 24), a3);
         }
-        _mm256_storeu_ps(out + i, dw_act8(a0, mode));
-        _mm256_storeu_ps(out + i + 8, dw_act8(a1, mode));
-        _mm256_storeu_ps(out + i + 16, dw_act8(a2, mode));
-        _mm256_storeu_ps(out + i + 24, dw_act8(a3, mode));
+        _mm256_storeu_ps(out + i, kconv_actv_apply8(&a, a0));
+        _mm256_storeu_ps(out + i + 8, kconv_actv_apply8(&a, a1));
+        _mm256_storeu_ps(out + i + 16, kconv_actv_apply8(&a, a2));
+        _mm256_storeu_ps(out + i + 24, kconv_actv_apply8(&a, a3));
     }
     if (i < n) { /* the last 1..31 outputs: up to four independent accumulators, not one chain */
         int64_t r = n - i;
@@ -83,10 +74,10 @@ dw_row_avx2(int nt, const float *const *src, int64_t ro, const float *wt, __m256
             if (v > 2) a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 16), a2);
             if (v > 3) a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 24), a3);
         }
-        kavx2_store_part(out + i, dw_act8(a0, mode), r);
-        if (v > 1) kavx2_store_part(out + i + 8, dw_act8(a1, mode), r - 8);
-        if (v > 2) kavx2_store_part(out + i + 16, dw_act8(a2, mode), r - 16);
-        if (v > 3) kavx2_store_part(out + i + 24, dw_act8(a3, mode), r - 24);
+        kavx2_store_part(out + i, kconv_actv_apply8(&a, a0), r);
+        if (v > 1) kavx2_store_part(out + i + 8, kconv_actv_apply8(&a, a1), r - 8);
+        if (v > 2) kavx2_store_part(out + i + 16, kconv_actv_apply8(&a, a2), r - 16);
+        if (v > 3) kavx2_store_part(out + i + 24, kconv_actv_apply8(&a, a3), r - 24);
     }
 }
 
@@ -94,23 +85,25 @@ __attribute__((target("avx2,fma"))) static void dw_run_avx2(int nt, const float 
                                                              const float *wt, float bias,
                                                              float *out, int64_t rows, int64_t n,
                                                              int64_t ldi, int64_t ldo) {
+    static const kconv_actv none = {KACTV_NONE, 0, 1.0f, 0.0f, 0.0f, INFINITY};
     __m256 vb = _mm256_set1_ps(bias);
     for (int64_t r = 0; r < rows; r++)
-        dw_row_avx2(nt, src, r * ldi, wt, vb, out + r * ldo, n, DW_ACT_NONE);
+        dw_row_avx2(nt, src, r * ldi, wt, vb, out + r * ldo, n, &none, KACTV_NONE);
 }
 
-/* dw_run_avx2 with the activation mode (DW_ACT_*) applied before each store */
+/* dw_run_avx2 with activation p (not KACTV_OTHER) applied before each store */
 __attribute__((target("avx2,fma"))) static void dw_run_avx2_act(int nt, const float *const *src,
                                                                  const float *wt, float bias,
                                                                  float *out, int64_t rows,
                                                                  int64_t n, int64_t ldi,
-                                                                 int64_t ldo, int mode) {
+                                                                 int64_t ldo, const kconv_actv *p) {
     __m256 vb = _mm256_set1_ps(bias);
     for (int64_t r = 0; r < rows; r++) {
-        if (mode == DW_ACT_RELU) dw_row_avx2(nt, src, r * ldi, wt, vb, out + r * ldo, n, DW_ACT_RELU);
-        else if (mode == DW_ACT_HSWISH)
-            dw_row_avx2(nt, src, r * ldi, wt, vb, out + r * ldo, n, DW_ACT_HSWISH);
-        else dw_row_avx2(nt, src, r * ldi, wt, vb, out + r * ldo, n, DW_ACT_NONE);
+        float *o = out + r * ldo;
+        if (p->mode == KACTV_CLAMP) dw_row_avx2(nt, src, r * ldi, wt, vb, o, n, p, KACTV_CLAMP);
+        else if (p->mode == KACTV_HSWISH) dw_row_avx2(nt, src, r * ldi, wt, vb, o, n, p, KACTV_HSWISH);
+        else if (p->mode == KACTV_LEAKY) dw_row_avx2(nt, src, r * ldi, wt, vb, o, n, p, KACTV_LEAKY);
+        else dw_row_avx2(nt, src, r * ldi, wt, vb, o, n, p, KACTV_NONE);
     }
 }
 #endif
@@ -365,11 +358,10 @@ static int dw_planes_f32(const kconv_geom *g, const float *x, const float *w, co
     dw_run_fn run = pick_run();
     int simd = run == dw_run_plain ? 0 : run == dw_run_avx2 ? 1 : 2; /* AVX-512 CPUs have AVX2 */
     int pitched_is_dense = p.Wq == p.OW;
-    int mode = -1; /* an activation the AVX2 rows apply themselves (as kconv_apply_act would) */
+    int fused = 0; /* the AVX2 rows apply the activation themselves (as kconv_apply_act would) */
 #ifdef DW_HAVE_AVX2
-    if (run == dw_run_avx2 && kgemm_avx2_available() && !z && act)
-        mode = act->kind == KACT_NONE ? DW_ACT_NONE : act->kind == KACT_RELU ? DW_ACT_RELU
-             : act->kind == KACT_HSWISH ? DW_ACT_HSWISH : -1;
+    kconv_actv av = kconv_actv_make(act);
+    fused = run == dw_run_avx2 && kgemm_avx2_available() && !z && av.mode != KACTV_OTHER;
 #endif
     memset(P, 0, sizeof(float) * (size_t)nP); /* padding and slack, once for all planes */
     /* where each tap reads, relative to the plane copy: the same for every plane */
@@ -406,14 +398,14 @@ static int dw_planes_f32(const kconv_geom *g, const float *x, const float *w, co
         int64_t rows = in_rows ? p.OH : 1, len = in_rows ? p.OW : p.pitched;
         int64_t ldi = in_rows ? p.Wq : 0, ldo = in_rows ? p.OW : 0;
 #ifdef DW_HAVE_AVX2
-        if (mode >= 0) dw_run_avx2_act((int)ntaps, src, wp, b, dst, rows, len, ldi, ldo, mode);
+        if (fused) dw_run_avx2_act((int)ntaps, src, wp, b, dst, rows, len, ldi, ldo, &av);
         else
 #endif
             run((int)ntaps, src, wp, b, dst, rows, len, ldi, ldo);
         if (dst == O)
             for (int64_t oy = 0; oy < p.OH; oy++)
                 copy_floats(yp + oy * p.OW, O + oy * p.Wq, p.OW, simd);
-        if (mode < 0) dw_epilogue(yp, z ? z + q * g->out_size : NULL, act, g->out_size);
+        if (!fused) dw_epilogue(yp, z ? z + q * g->out_size : NULL, act, g->out_size);
     }
     free(P);
     return 0;

@@ -23,6 +23,7 @@
 #include <immintrin.h>
 #include "conv_direct_isa.h"
 #include "avx2_part.h"
+#include "conv_act_avx2.h"
 
 #define AVX2_FN __attribute__((target("avx2,fma")))
 #define AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
@@ -33,26 +34,6 @@
 AVX2_INLINE __m256 relu8(__m256 x) {
     __m256 zero = _mm256_setzero_ps();
     return _mm256_blendv_ps(x, zero, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
-}
-
-/* kconv_actv_apply on 8 lanes (the same formulas; max/min take the value second so NaN passes) */
-AVX2_INLINE __m256 actv8(const kconv_actv *p, __m256 v) {
-    switch (p->mode) {
-    case KACTV_CLAMP:
-        if (p->affine) v = _mm256_fmadd_ps(_mm256_set1_ps(p->a), v, _mm256_set1_ps(p->b));
-        v = _mm256_max_ps(_mm256_set1_ps(p->lo), v);
-        return p->hi == INFINITY ? v : _mm256_min_ps(_mm256_set1_ps(p->hi), v);
-    case KACTV_HSWISH: {
-        __m256 t = _mm256_fmadd_ps(v, _mm256_set1_ps(1.0f / 6), _mm256_set1_ps(0.5f));
-        t = _mm256_min_ps(_mm256_set1_ps(1.0f), _mm256_max_ps(_mm256_setzero_ps(), t));
-        return _mm256_mul_ps(v, t);
-    }
-    case KACTV_LEAKY: {
-        __m256 neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
-        return _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(p->a)), neg);
-    }
-    default: return v;
-    }
 }
 
 /* ---- direct tiles ---- */
@@ -291,7 +272,7 @@ AVX2_FN void kconv_lanes_store_avx2(const float *tile, int np, int mr, const flo
                 int64_t at = (int64_t)(m0 + m) * ys + q0;
                 __m256 v = r[m];
                 if (z) v = _mm256_add_ps(v, kavx2_load_part(z + at, nq));
-                v = actv8(av, v);
+                v = kconv_actv_apply8(av, v);
                 kavx2_store_part(y + at, v, nq);
             }
         }

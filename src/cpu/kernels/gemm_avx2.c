@@ -87,9 +87,9 @@ AVX2_INLINE void store_cols(float *p, int64_t jump, const vec_cols *v, __m256 x)
 }
 
 /* the activation of kgemm_epi on one vector, NaN kept as the AVX-512 kernels keep it */
-AVX2_INLINE __m256 act_vec(const kgemm_epi *ep, __m256 x) {
+AVX2_INLINE __m256 act_vec_as(int act, const kgemm_epi *ep, __m256 x) {
     __m256 zero = _mm256_setzero_ps();
-    switch (ep->act) {
+    switch (act) {
     case KGEMM_EPI_RELU: /* x < 0 ? 0 : x */
         return _mm256_blendv_ps(x, zero, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
     case KGEMM_EPI_CLIP: { /* x < a ? a : x > b ? b : x */
@@ -109,6 +109,9 @@ AVX2_INLINE __m256 act_vec(const kgemm_epi *ep, __m256 x) {
         return x;
     }
 }
+
+/* act_vec_as with ep's own activation (act_vec_as with a constant folds the switch away) */
+AVX2_INLINE __m256 act_vec(const kgemm_epi *ep, __m256 x) { return act_vec_as(ep->act, ep, x); }
 
 /* alpha * sum (+ beta * C) (+ bias) (+ z, activation) for one vector of row r */
 AVX2_INLINE __m256 finish_vec(const tile_out *o, __m256 sum, const float *c, const float *zr,
@@ -130,7 +133,6 @@ AVX2_INLINE __m256 finish_vec(const tile_out *o, __m256 sum, const float *c, con
  * most of its time on those branches. Same operations in the same order. */
 AVX2_INLINE void store_whole(const tile_out *o, __m256 (*acc)[2], int r0, int rows, int c0,
                              const int ACT, const int HAS_Z) {
-    const __m256 zero = _mm256_setzero_ps();
     for (int r = 0; r < rows; r++) {
         int row = r0 + r;
         float *c = o->C + row * o->ldc + c0;
@@ -145,17 +147,9 @@ AVX2_INLINE void store_whole(const tile_out *o, __m256 (*acc)[2], int r0, int ro
             x = _mm256_add_ps(x, _mm256_loadu_ps(zr));
             y = _mm256_add_ps(y, _mm256_loadu_ps(zr + 8));
         }
-        if (ACT == KGEMM_EPI_RELU) {
-            x = _mm256_blendv_ps(x, zero, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
-            y = _mm256_blendv_ps(y, zero, _mm256_cmp_ps(y, zero, _CMP_LT_OQ));
-        } else if (ACT == KGEMM_EPI_HSWISH) { /* as act_vec */
-            const __m256 sixth = _mm256_set1_ps(1.0f / 6), half = _mm256_set1_ps(0.5f),
-                         one = _mm256_set1_ps(1.0f);
-            x = _mm256_mul_ps(x, _mm256_min_ps(one, _mm256_max_ps(zero, _mm256_fmadd_ps(x, sixth, half))));
-            y = _mm256_mul_ps(y, _mm256_min_ps(one, _mm256_max_ps(zero, _mm256_fmadd_ps(y, sixth, half))));
-        } else if (ACT != KGEMM_EPI_NONE) {
-            x = act_vec(o->ep, x);
-            y = act_vec(o->ep, y);
+        if (ACT != KGEMM_EPI_NONE) {
+            x = act_vec_as(ACT, o->ep, x);
+            y = act_vec_as(ACT, o->ep, y);
         }
         _mm256_storeu_ps(c, x);
         _mm256_storeu_ps(c + 8, y);
@@ -174,8 +168,11 @@ AVX2_FN static void store_quarter(const tile_out *o, __m256 (*acc)[2], int r0, i
         else if (act == KGEMM_EPI_RELU && !z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_RELU, 0);
         else if (act == KGEMM_EPI_RELU) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_RELU, 1);
         else if (act == KGEMM_EPI_HSWISH && !z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_HSWISH, 0);
-        else if (z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_CLIP, 1); /* any other: act_vec */
-        else store_whole(o, acc, r0, rows, c0, KGEMM_EPI_CLIP, 0);
+        else if (act == KGEMM_EPI_HSWISH) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_HSWISH, 1);
+        else if (act == KGEMM_EPI_CLIP && !z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_CLIP, 0);
+        else if (act == KGEMM_EPI_CLIP) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_CLIP, 1);
+        else if (!z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_LEAKY, 0);
+        else store_whole(o, acc, r0, rows, c0, KGEMM_EPI_LEAKY, 1);
         return;
     }
     for (int r = 0; r < rows; r++) {
