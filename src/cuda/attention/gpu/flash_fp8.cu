@@ -1,6 +1,7 @@
 // Host side of the FP8 attention (attention_fp8.h): checks, the Vᵀ prologue, tile selection.
 #include "../attention_fp8.h"
 #include "../flash_fp8.cuh"
+#include "../flash_fp8_sm90_tma.cuh"
 
 #include <math.h>
 #include <stdio.h>
@@ -65,6 +66,29 @@ __global__ void __launch_bounds__(256) fp8_transpose_v(const uint8_t *__restrict
 }
 
 } // namespace
+
+namespace kiln_fp8 {
+
+bool tma_map_u8(CUtensorMap *m, const void *ptr, int64_t d0, int64_t rows, int64_t heads, int64_t batches,
+                int64_t s1, int64_t s2, int64_t s3, int box_rows) {
+    PFN_cuTensorMapEncodeTiled_v12000 enc = kiln_sm90::tma_encoder();
+    if (!enc || d0 <= 0 || rows <= 0 || heads <= 0 || batches <= 0) return false;
+    const cuuint64_t dims[4] = {(cuuint64_t)d0, (cuuint64_t)rows, (cuuint64_t)heads, (cuuint64_t)batches};
+    // A single-entry dimension's stride is never used: a zero or unaligned one becomes legal.
+    int64_t st[3] = {s1, s2, s3};
+    const int64_t n_of[3] = {rows, heads, batches};
+    for (int i = 0; i < 3; ++i)
+        if (n_of[i] == 1 && (st[i] <= 0 || st[i] % 16)) st[i] = 16;
+    const cuuint64_t strides[3] = {(cuuint64_t)st[0], (cuuint64_t)st[1], (cuuint64_t)st[2]};
+    const cuuint32_t box[4] = {128, (cuuint32_t)box_rows, 1, 1};
+    const cuuint32_t estr[4] = {1, 1, 1, 1};
+    CUresult r = enc(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 4, const_cast<void *>(ptr), dims, strides, box, estr,
+                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS;
+}
+
+} // namespace kiln_fp8
 
 extern "C" int kiln_cuda_fp8_variants(int H) {
     const kiln_fp8::Variant *vs;
@@ -172,9 +196,10 @@ extern "C" kiln_status kiln_cuda_attention_fp8(kiln_cuda_provider *prov, const k
         for (int i = 0; i < nv; ++i)
             if (!strcmp(vs[i].name, want)) dv.variant = i;
     } else if (dv.variant == 0 && info->cc_major == 9) {
-        const int wi = kiln_cuda_fp8_variant_find(dv.H, pad_head(dv.H) == 64 ? "wgmma_wg2_bn128_st3_occ1"
-                                                                               : "wgmma_wg2_bn128_occ1", 0);
-        if (wi >= 0) dv.variant = wi;
+        const kiln_fp8::Variant *vs;
+        const int nv = variants_for(dv.H, &vs);
+        for (int i = 0; i < nv; ++i)
+            if (!strcmp(vs[i].name, "wgmma_tma_bn128_st2_pp1")) dv.variant = i;
     }
     void *ws;
     kiln_status s = kiln_cuda_workspace(prov, kiln_cuda_fp8_workspace(&dv), &ws);

@@ -5,6 +5,7 @@
 #include "../flash_fp8.cuh"
 #include "../flash_fp8_sm90.cuh"
 #include "../flash_fp8_sm90_ring.cuh"
+#include "../flash_fp8_sm90_tma.cuh"
 
 namespace kiln_fp8 {
 
@@ -17,6 +18,8 @@ static const Variant v256[] = {
     KILN_FP8_VARIANT_WGMMA_RING(256, 64, 2, 3, 1),
     KILN_FP8_VARIANT_WGMMA_RING(256, 128, 2, 3, 1),
     KILN_FP8_VARIANT_WGMMA_RING_EMU(256, 128, 2, 3, 1, 1),
+    KILN_FP8_VARIANT_TMA(256, 128, 2, 1),
+    KILN_FP8_VARIANT_TMA(256, 128, 2, 0),
 };
 int variants_hd256(const Variant **out) {
     *out = v256;

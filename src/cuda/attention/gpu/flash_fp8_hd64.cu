@@ -5,6 +5,7 @@
 #include "../flash_fp8.cuh"
 #include "../flash_fp8_sm90.cuh"
 #include "../flash_fp8_sm90_ring.cuh"
+#include "../flash_fp8_sm90_tma.cuh"
 
 namespace kiln_fp8 {
 
@@ -17,6 +18,9 @@ static const Variant v64[] = {
     KILN_FP8_VARIANT_WGMMA_RING(64, 128, 3, 3, 1),
     KILN_FP8_VARIANT_WGMMA_RING_EMU(64, 128, 2, 3, 1, 1),
     KILN_FP8_VARIANT_WGMMA_RING_EMU(64, 128, 2, 3, 2, 1),
+    KILN_FP8_VARIANT_TMA(64, 128, 2, 1),
+    KILN_FP8_VARIANT_TMA(64, 128, 3, 1),
+    KILN_FP8_VARIANT_TMA_EMU(64, 128, 2, 1, 1),
 };
 int variants_hd64(const Variant **out) {
     *out = v64;
