@@ -1,14 +1,24 @@
 """Plots bench_fp8's throughput rows (bench/attention/fp8.sh writes bench_fp8.csv): TFLOP/s of the
 FP8 wgmma tile, the best FP8 mma.sync tile and kiln's fp16 kernel against the sequence length, one
-panel per head size and mask.
+panel per head size and mask. From the JSON lines (bench_fp8.jsonl) it also draws the named wgmma
+variants given after the output file (e.g. the TMA default and the cp.async tile it replaced).
 
   python3 bench/attention/fp8_plot.py bench/results/attention/fp8_2026-12-06/bench_fp8.csv OUT.png
+  python3 bench/attention/fp8_plot.py bench_fp8.jsonl OUT.png wgmma_tma_bn128_st2_pp1 wgmma_wg2_bn128_occ1
 """
 import csv
+import json
 import sys
 
 
 def rows(path):
+    if path.endswith(".jsonl"):
+        for line in open(path):
+            r = json.loads(line)
+            if r.get("kind") == "perf":
+                each = dict(kv.split("=") for kv in r.get("fp8_wgmma_each", "").split("|") if "=" in kv)
+                yield {**{k: str(v) for k, v in r.items()}, **{"each:" + k: v for k, v in each.items()}}
+        return
     with open(path) as f:
         lines = [ln for ln in f if not ln.startswith("#")]
     head = None
@@ -23,7 +33,7 @@ def main():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    src, out = sys.argv[1], sys.argv[2]
+    src, out, named = sys.argv[1], sys.argv[2], sys.argv[3:]
     data = list(rows(src))
     panels = sorted({(int(r["H"]), int(r["causal"])) for r in data})
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharey=True)
@@ -31,7 +41,9 @@ def main():
         rs = sorted((r for r in data if int(r["H"]) == h and int(r["causal"]) == c), key=lambda r: int(r["S"]))
         s = [int(r["S"]) for r in rs]
         mma = [max(float(r["fp8_tflops"]), float(r["fp8_alt_tflops"]), float(r["fp8_f16mma_tflops"])) for r in rs]
-        ax.plot(s, [float(r["fp8_wgmma_tflops"]) for r in rs], "o-", label="kiln FP8 wgmma")
+        ax.plot(s, [float(r["fp8_wgmma_tflops"]) for r in rs], "o-", label="kiln FP8 wgmma (best tile)")
+        for i, v in enumerate(named):
+            ax.plot(s, [float(r.get("each:" + v, "nan")) for r in rs], "x:" if i else "d-", label=v, ms=4)
         ax.plot(s, mma, "s--", label="kiln FP8 mma.sync (best)")
         ax.plot(s, [float(r["fp16_tflops"]) for r in rs], "^-", label="kiln fp16")
         ax.set_xscale("log", base=2)
@@ -40,7 +52,9 @@ def main():
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("TFLOP/s")
     axes[0].legend(fontsize=7)
-    fig.suptitle("FP8 (e4m3) attention forward, %s" % open(src).readline().strip("# \n"), fontsize=9)
+    first = open(src).readline()
+    title = json.loads(first).get("device", "") if first.startswith("{") else first.strip("# \n")
+    fig.suptitle("FP8 (e4m3) attention forward, %s" % title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 

@@ -180,13 +180,11 @@ extern "C" kiln_status kiln_cuda_attention_fp8(kiln_cuda_provider *prov, const k
     if (why) return kiln_cuda_fail(KILN_ERR_NOT_IMPLEMENTED, "FP8 attention: %s", why);
     // Explicit variants (tests, benchmarks) are left alone. Otherwise KILN_FP8_VARIANT=name picks a
     // tile by its exact name (e.g. mma_... to compare) for the head sizes that have it; else, on
-    // Hopper, the wgmma tile: e4m3 mma.sync is not native there (it runs through fp16), and on an
-    // H100 (bench/attention/fp8.sh, S = 1k..16k, H = 64/128/256, causal and not) the wgmma tile
-    // ran 1.2-3.2x the best mma.sync tile on every row, the 128-key one ahead of the 64-key one at 256.
-    // At head size 64 the 3-stage ring (loads two key blocks ahead, one barrier per block) ran
-    // 1.03-1.14x the 2-stage tile on all ten timed rows of a second run: a block's multiply-adds
-    // there are too few to cover the load latency. At 128 and 256 the ring ran 0.93-1.02x,
-    // and the 2-stage tile, with fewer registers and less shared memory, stays.
+    // Hopper, the warp-specialised TMA tile with ping-pong (flash_fp8_sm90_tma.cuh): e4m3 mma.sync
+    // is not native there, the wgmma tiles ran 1.2-3.2x the best mma.sync tile on every row, and
+    // the TMA tile 1.18x the best cp.async wgmma tile at head sizes 64, 128 and 256 alike
+    // (geomean of S = 1k..16k, causal and not; H100, bench/attention/fp8.sh, 2026-12-07). Its
+    // siblings were within 2.3% (pp0 and 3 stages at 128), so one tile serves every head size.
     // Ada (8.9) keeps the native mma.sync tile.
     kiln_cuda_sdpa_fp8 dv = *d;
     const char *want = getenv("KILN_FP8_VARIANT");
