@@ -3,19 +3,20 @@
 # with the environment variable $VAR set to each of $VALUES in turn ("-" leaves it unset), and
 # cuDNN on the same rows in the same call. Every run checks its outputs first (bench_sweep).
 #
-#   VAR=KILN_DECODE_WAVES VALUES="- 2 4" bash bench/attention/decode_env_ab.sh
+#   VAR=KILN_DECODE_KERNEL VALUES="- simt mma" bash bench/attention/decode_env_ab.sh
 #                                  # on the GPU machine, carry the build-carry tarballs
 #
 # Results under $OUT: kiln_<value>.jsonl, peers.jsonl, table.txt (the table printed last).
-# Used for the L2-prefetch trial (VAR=KILN_DECODE_PREFETCH, since removed) and KILN_DECODE_WAVES.
+# Used for the L2-prefetch and split-waves trials (KILN_DECODE_PREFETCH, KILN_DECODE_WAVES: both
+# lost and were removed, bench/results/attention/decode_*_2026-12-07/); a trial adds its variable.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 OUT=${OUT:-$ROOT/out/decode_env_ab}
 DTYPE=${DTYPE:-fp16}
 IDS=${IDS:-$(seq -s, 0 30)}
-VAR=${VAR:-KILN_DECODE_WAVES}
-VALUES=${VALUES:-- 2 4}
+VAR=${VAR:-KILN_DECODE_KERNEL}
+VALUES=${VALUES:-- simt mma}
 SHAPES=${SHAPES:-$ROOT/bench/attention/sweep_shapes.csv}
 BIN=${SWEEP_BIN:-/tmp/kiln-attn/attn}
 mkdir -p "$OUT"

@@ -53,7 +53,8 @@ def main():
     axes[0].set_ylabel("TFLOP/s")
     axes[0].legend(fontsize=7)
     first = open(src).readline()
-    title = json.loads(first).get("device", "") if first.startswith("{") else first.strip("# \n")
+    # bench_fp8's JSON lines carry no device name: the results folder names the run instead
+    title = src.rsplit("/", 2)[-2] if first.startswith("{") and "/" in src else first.strip("# \n")
     fig.suptitle("FP8 (e4m3) attention forward, %s" % title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
