@@ -1,6 +1,6 @@
 """Depthwise convolution (one input channel per group) against onnxruntime on fresh random data:
-the plane kernel (large maps, strides 1/2/3, dilations, 1-D) and the 16-channel blocked kernel
-(maps under 16 wide), odd channel counts and channel tails, asymmetric pads, kernels 3 and 5,
+the plane kernel (large maps, strides 1/2/3, dilations, 1-D) and the blocked kernel (maps under 16
+wide; 16 channels per vector on AVX-512, 8 on AVX2), odd channel counts and channel tails, asymmetric pads, kernels 3 and 5,
 batch 1 and 3, with and without bias, and the residual Add and activations that kiln fuses into
 the kernel (Relu, Clip, HardSigmoid, HardSwish): the graph is Conv [-> Add(z)] [-> activation],
 which kiln runs as one FusedConv and ORT (no optimisations) as separate nodes. Also the float32
@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from util import HAS_AVX512, assert_same, kiln, rand, run_ort  # noqa: E402
+from util import HAS_AVX512, HAS_PACKED, assert_same, kiln, rand, run_ort  # noqa: E402
 
 F32 = np.float32
 
@@ -160,7 +160,7 @@ def test_depthwise_same_bits_any_thread_count():
             assert np.array_equal(o, outs[0])
 
 
-# the blocked kernel's row bands: with fewer 16-channel blocks than two per thread (batch 1 on
+# the blocked kernel's row bands: with fewer channel blocks than two per thread (batch 1 on
 # many threads) it also cuts the output rows; every band interleaves its own input rows (pads,
 # strides and dilation at the band edges), and no thread count changes a value
 BAND_CASES = [
@@ -187,12 +187,13 @@ def test_depthwise_row_bands(xs, ks, attrs, act, residual):
         assert np.array_equal(o, outs[0])
 
 
-@pytest.mark.skipif(not HAS_AVX512, reason="the blocked depthwise kernel is AVX-512 code; this CPU "
-                    "runs the 8-lane plane kernel, checked against onnxruntime above")
+@pytest.mark.skipif(not HAS_PACKED, reason="the blocked depthwise kernel is AVX-512 or AVX2 code; this "
+                    "CPU runs the plane kernel, checked against onnxruntime above")
 def test_depthwise_row_bands_are_used():
-    """At 16 threads a 200-channel 14x14 layer (13 blocks) runs in more items than blocks."""
+    """At 16 threads a 200-channel 14x14 layer (13 blocks of 16 channels on AVX-512, 25 of 8 on
+    AVX2) runs in more items than blocks. A 5x5 window: AVX2 takes the blocked kernel from 16 taps."""
     import subprocess
-    m, feeds = dw_model((1, 200, 14, 14), (3, 3), {"pads": [1, 1, 1, 1]}, True, False, None)
+    m, feeds = dw_model((1, 200, 14, 14), (5, 5), {"pads": [2, 2, 2, 2]}, True, False, None)
     code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[3]); from util import run_kiln;"
             "run_kiln(open(sys.argv[1], 'rb').read(), {'x': np.load(sys.argv[2])}, threads=16)")
     import tempfile
@@ -207,7 +208,8 @@ def test_depthwise_row_bands_are_used():
     lines = [ln for ln in r.stderr.splitlines() if "path=depthwise-blocked" in ln]
     assert len(lines) == 1
     items = int(lines[0].split("items=")[1].split()[0])
-    assert items > 13
+    blocks = (200 + 15) // 16 if HAS_AVX512 else (200 + 7) // 8
+    assert items > blocks
 
 
 # ---- the squeeze-excite pool: float32 GlobalAveragePool ----

@@ -411,17 +411,32 @@ static int dw_planes_f32(const kconv_geom *g, const float *x, const float *w, co
     return 0;
 }
 
-/* ---- small maps: 16 channels per vector ----
- * On 7x7 or 14x14 maps a plane is too short to fill vectors well, so blocks of 16 channels are
- * interleaved into a padded [Hp][Wp][16] copy and every output position of the block becomes one
- * 16-lane vector: 4 positions at a time sum all taps into a [position][16] buffer, and the 16
- * planes are written back from it. Both interleavings are 16x16 register transposes (tr16x16);
- * they replaced one gather per input and one scatter per output position, which cost as much
- * as the taps themselves on AMD cores. AVX-512 only; one input channel per output
- * channel (multiplier 1). */
+/* ---- small maps: a vector of channels per position ----
+ * On 7x7 or 14x14 maps a plane is too short to fill vectors well, so blocks of VL channels (16
+ * with AVX-512, 8 with AVX2) are interleaved into a padded [Hp][Wp][VL] copy and every output
+ * position of the block becomes one vector: 4 positions at a time sum all taps into a
+ * [position][VL] buffer, and the VL planes are written back from it. Both interleavings are
+ * register transposes (tr16x16, tr8x8); they replaced one gather per input and one scatter per
+ * output position, which cost as much as the taps themselves on AMD cores. One input channel per
+ * output channel (multiplier 1). The kernel itself: conv_depthwise_blocked.h. */
 #ifdef DW_HAVE_AVX2
+/* lanes per vector of the blocked kernel on this CPU (KILN_NO_AVX512 takes the AVX2 one), 0
+ * without one or with KILN_NO_DW_BLOCKED=1 */
+static int dw_blocked_lanes(void) {
+    static _Atomic int off = -1;
+    if (kconv_switched_off("KILN_NO_DW_BLOCKED", &off)) return 0;
+    if (kgemm_avx512_available()) return 16;
+    return kgemm_avx2_available() ? 8 : 0;
+}
+
 static int dw_blocked_ok(const kconv_geom *g) {
-    if (!__builtin_cpu_supports("avx512f") || g->M != g->C || !kconv_depthwise_ok(g)) return 0;
+    int vl = dw_blocked_lanes();
+    if (!vl || g->M != g->C || !kconv_depthwise_ok(g)) return 0;
+    /* With 8 lanes the two transposes weigh more against the taps: on the AVX2 EPYC VM (1 thread,
+     * bench/variants_ab.py) the blocked kernel took 0.65-0.8x the plane kernel's time with 5x5
+     * windows (14 -> 7 stride 2 at 672 channels, 7x7 at 960) but 1.0-1.35x with 3x3 ones (7x7
+     * at 960, 14x14 at 672, 28 -> 14 stride 2 at 240). */
+    if (vl == 8 && g->k_size < 16) return 0;
     int L = g->nd - 1;
     /* lanes index whole planes through 32-bit offsets */
     if ((double)g->in_size * 16 > 2e9 || (double)g->out_size * 16 > 2e9) return 0;
@@ -458,148 +473,90 @@ __attribute__((target("avx512f"), always_inline)) static inline void tr16x16(__m
     }
 }
 
-/* Items [b0, b1) of the N * ceil(C / 16) channel blocks, each cut into rsplit bands of output
- * rows (item = block * rsplit + band), with their epilogue. A band interleaves only the input
- * rows its outputs read. Returns -1 when out of memory. */
-__attribute__((target("avx512f"))) static int dw_blocked_f32(const kconv_geom *g, const float *x,
-                                                            const float *w, const float *bias,
-                                                            const float *z, const kconv_act *act,
-                                                            float *y, int64_t rsplit, int64_t b0,
-                                                            int64_t b1) {
-    dw_plan p;
-    dw_make_plan(g, &p);
-    int64_t Hp = (p.OH - 1) * p.sh + (p.KH - 1) * p.dh + 1;
-    int64_t Wp = (p.OW - 1) * p.sw + (p.KW - 1) * p.dw + 1;
-    int64_t ntaps = p.KH * p.KW, cblocks = (g->C + 15) / 16;
-    int64_t opad = (g->out_size + 15) / 16 * 16;
-    /* the map, then 16 positions of slack for the interleave's whole-vector stores */
-    int64_t nmap = (Hp * Wp + 16) * 16;
-    /* a band's last 16 positions may start anywhere: 16 more positions of slack */
-    float *P = aligned_alloc(64, sizeof(float) * (size_t)(nmap + ntaps * 16 + (opad + 16) * 16));
-    if (!P) return -1;
-    float *W16 = P + nmap;
-    float *O = W16 + ntaps * 16; /* outputs, [position][16 channels], transposed back at the end */
-    memset(O + g->out_size * 16, 0, sizeof(float) * (size_t)((opad + 16 - g->out_size) * 16));
-    memset(P, 0, sizeof(float) * (size_t)nmap); /* the padding stays zero */
-    int64_t toff[64];
-    int use_toff = ntaps <= 64;
-    kconv_actv av = kconv_actv_make(act);
-    int act_regs = act && av.mode != KACTV_OTHER && av.mode != KACTV_NONE;
-    int act_after = act && av.mode == KACTV_OTHER;
-    for (int64_t ky = 0; ky < p.KH && use_toff; ky++)
-        for (int64_t kx = 0; kx < p.KW; kx++)
-            toff[ky * p.KW + kx] = ((ky * p.dh) * Wp + kx * p.dw) * 16;
-    for (int64_t it = b0; it < b1; it++) {
-        int64_t b = it / rsplit, band = it % rsplit;
-        int64_t oy0 = band * p.OH / rsplit, oy1 = (band + 1) * p.OH / rsplit;
-        int64_t n = b / cblocks, c0 = (b % cblocks) * 16;
-        int64_t lanes = g->C - c0 < 16 ? g->C - c0 : 16;
-        __mmask16 lm = (__mmask16)(lanes >= 16 ? 0xffff : (1u << lanes) - 1);
-        const float *xb = x + (n * g->C + c0) * g->in_size;
-        float *yb = y + (n * g->M + c0) * g->out_size;
-        /* interleave: 16 pixels of a row from each of the 16 planes, transposed in registers */
-        int64_t iw = p.IW < Wp - p.pl ? p.IW : Wp - p.pl;
-        int64_t iy0 = oy0 * p.sh - p.pt, iy1 = (oy1 - 1) * p.sh + (p.KH - 1) * p.dh - p.pt + 1;
-        if (iy0 < 0) iy0 = 0;
-        if (iy1 > p.IH) iy1 = p.IH;
-        for (int64_t iy = iy0; iy < iy1; iy++) {
-            int64_t py = iy + p.pt;
-            if (py >= Hp) break;
-            for (int64_t ix = 0; ix < iw; ix += 16) {
-                int64_t cnt = iw - ix < 16 ? iw - ix : 16;
-                __mmask16 pm = (__mmask16)(cnt >= 16 ? 0xffff : (1u << cnt) - 1);
-                __m512 r[16];
-                for (int c = 0; c < 16; c++)
-                    r[c] = c < lanes ? _mm512_maskz_loadu_ps(pm, xb + c * g->in_size + iy * p.IW + ix)
-                                     : _mm512_setzero_ps();
-                tr16x16(r);
-                /* all 16 positions, a fixed run of stores (a loop to cnt became a rep movsq,
-                 * slow for short copies): past cnt the lanes were loaded as zeros, so the
-                 * extra stores only zero padding or positions of the next row, which the
-                 * next row writes later */
-                float *dst = P + (py * Wp + ix + p.pl) * 16;
-                for (int k = 0; k < 16; k++) _mm512_store_ps(dst + k * 16, r[k]);
-            }
-        }
-        for (int64_t t0 = 0; t0 < ntaps; t0 += 16) { /* the block's taps, [tap][16 channels] */
-            int64_t cnt = ntaps - t0 < 16 ? ntaps - t0 : 16;
-            __mmask16 tm = (__mmask16)(cnt >= 16 ? 0xffff : (1u << cnt) - 1);
-            __m512 r[16];
-            for (int c = 0; c < 16; c++)
-                r[c] = c < lanes ? _mm512_maskz_loadu_ps(tm, w + (c0 + c) * ntaps + t0)
-                                 : _mm512_setzero_ps();
-            tr16x16(r);
-            for (int64_t k = 0; k < cnt; k++) _mm512_store_ps(W16 + (t0 + k) * 16, r[k]);
-        }
-        __m512 vb = bias ? _mm512_maskz_loadu_ps(lm, bias + c0) : _mm512_setzero_ps();
-        /* The next block's planes are one contiguous run of NCHW input; fetched while this block
-         * computes, its interleave no longer waits on memory (at batch 8 the layer's input is
-         * past L2, and the 16 plane-strided loads of a row missed in turn: a sixth of the time). */
-        const float *nx = band == rsplit - 1 && it + 1 < b1
-                              ? x + ((b + 1) / cblocks * g->C + (b + 1) % cblocks * 16) * g->in_size
-                              : NULL;
-        int64_t nlines = 0, pf_per_row = 0, pf = 0;
-        if (nx) {
-            int64_t nl = g->C - (b + 1) % cblocks * 16 < 16 ? g->C - (b + 1) % cblocks * 16 : 16;
-            nlines = (nl * g->in_size * (int64_t)sizeof(float) + 63) / 64;
-            pf_per_row = (nlines + (oy1 - oy0) - 1) / (oy1 - oy0);
-        }
-        for (int64_t oy = oy0; oy < oy1; oy++) {
-            const float *prow = P + (oy * p.sh) * Wp * 16;
-            for (int64_t e = pf + pf_per_row; pf < e && pf < nlines; pf++)
-                _mm_prefetch((const char *)nx + pf * 64, _MM_HINT_T0);
-            int64_t ox = 0;
-            /* 4 positions at a time, so four independent FMA chains; the last group of a row
-             * repeats its final position (same value written twice) rather than falling back to
-             * one chain, which is latency-bound on the 7- and 14-wide maps */
-            for (; ox < p.OW; ox += 4) {
-                int64_t x1 = ox + 1 < p.OW ? ox + 1 : p.OW - 1, x2 = ox + 2 < p.OW ? ox + 2 : p.OW - 1;
-                int64_t x3 = ox + 3 < p.OW ? ox + 3 : p.OW - 1;
-                __m512 a0 = vb, a1 = vb, a2 = vb, a3 = vb;
-                const float *s0 = prow + ox * p.sw * 16, *s1 = prow + x1 * p.sw * 16;
-                const float *s2 = prow + x2 * p.sw * 16, *s3 = prow + x3 * p.sw * 16;
-                for (int64_t t = 0; t < ntaps; t++) {
-                    int64_t o = use_toff ? toff[t]
-                                         : (((t / p.KW) * p.dh) * Wp + (t % p.KW) * p.dw) * 16;
-                    __m512 wv = _mm512_load_ps(W16 + t * 16);
-                    a0 = _mm512_fmadd_ps(wv, _mm512_load_ps(s0 + o), a0);
-                    a1 = _mm512_fmadd_ps(wv, _mm512_load_ps(s1 + o), a1);
-                    a2 = _mm512_fmadd_ps(wv, _mm512_load_ps(s2 + o), a2);
-                    a3 = _mm512_fmadd_ps(wv, _mm512_load_ps(s3 + o), a3);
-                }
-                float *orow = O + oy * p.OW * 16;
-                _mm512_store_ps(orow + ox * 16, a0);
-                _mm512_store_ps(orow + x1 * 16, a1);
-                _mm512_store_ps(orow + x2 * 16, a2);
-                _mm512_store_ps(orow + x3 * 16, a3);
-            }
-        }
-        int64_t q1 = oy1 * p.OW;
-        for (int64_t q = oy0 * p.OW; q < q1; q += 16) {
-            int64_t cnt = q1 - q < 16 ? q1 - q : 16;
-            __mmask16 pm = (__mmask16)(cnt >= 16 ? 0xffff : (1u << cnt) - 1);
-            __m512 r[16];
-            for (int k = 0; k < 16; k++) r[k] = _mm512_load_ps(O + (q + k) * 16);
-            tr16x16(r);
-            /* residual and activation on the registers on their way out, rather than a second
-             * pass over each plane (a call per 196-value plane of a 14x14 map) */
-            for (int64_t c = 0; c < lanes; c++) {
-                float *yc = yb + c * g->out_size + q;
-                __m512 v = r[c];
-                if (z) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(pm, z + (yc - y)));
-                if (act_regs) v = kconv_actv_apply(&av, v);
-                _mm512_mask_storeu_ps(yc, pm, v);
-            }
-        }
-        for (int64_t c = 0; act_after && c < lanes; c++) {
-            int64_t off = (n * g->M + c0 + c) * g->out_size + oy0 * p.OW;
-            dw_epilogue(y + off, NULL, act, (oy1 - oy0) * p.OW);
-        }
+/* r[0..8) (8 rows of 8 floats) transposed in registers, the same way on 256 bits */
+__attribute__((target("avx2"), always_inline)) static inline void tr8x8(__m256 *r) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
-    free(P);
-    return 0;
+    for (int g = 0; g < 2; g++) {
+        __m256 a0 = t[4 * g], a1 = t[4 * g + 1], a2 = t[4 * g + 2], a3 = t[4 * g + 3];
+        u[4 * g] = _mm256_shuffle_ps(a0, a2, 0x44);
+        u[4 * g + 1] = _mm256_shuffle_ps(a0, a2, 0xEE);
+        u[4 * g + 2] = _mm256_shuffle_ps(a1, a3, 0x44);
+        u[4 * g + 3] = _mm256_shuffle_ps(a1, a3, 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+        r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+    }
+}
+
+#define DWB_NAME dw_blocked16_avx512
+#define DWB_TARGET __attribute__((target("avx512f")))
+#define DWB_VL 16
+#define DWB_VEC __m512
+#define DWB_ZERO() _mm512_setzero_ps()
+#define DWB_LOAD(p) _mm512_load_ps(p)
+#define DWB_STORE(p, v) _mm512_store_ps(p, v)
+#define DWB_LOADN(p, n) _mm512_maskz_loadu_ps(first_lanes(n), p)
+#define DWB_STOREN(p, v, n) _mm512_mask_storeu_ps(p, first_lanes(n), v)
+#define DWB_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define DWB_ADD(a, b) _mm512_add_ps(a, b)
+#define DWB_TRANSPOSE(r) tr16x16(r)
+#define DWB_ACT(av, v) kconv_actv_apply(av, v)
+#include "conv_depthwise_blocked.h"
+#undef DWB_NAME
+#undef DWB_TARGET
+#undef DWB_VL
+#undef DWB_VEC
+#undef DWB_ZERO
+#undef DWB_LOAD
+#undef DWB_STORE
+#undef DWB_LOADN
+#undef DWB_STOREN
+#undef DWB_FMA
+#undef DWB_ADD
+#undef DWB_TRANSPOSE
+#undef DWB_ACT
+
+#define DWB_NAME dw_blocked8_avx2
+#define DWB_TARGET __attribute__((target("avx2,fma")))
+#define DWB_VL 8
+#define DWB_VEC __m256
+#define DWB_ZERO() _mm256_setzero_ps()
+#define DWB_LOAD(p) _mm256_load_ps(p)
+#define DWB_STORE(p, v) _mm256_store_ps(p, v)
+#define DWB_LOADN(p, n) kavx2_load_part(p, n)
+#define DWB_STOREN(p, v, n) kavx2_store_part(p, v, n)
+#define DWB_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define DWB_ADD(a, b) _mm256_add_ps(a, b)
+#define DWB_TRANSPOSE(r) tr8x8(r)
+#define DWB_ACT(av, v) kconv_actv_apply8(av, v)
+#include "conv_depthwise_blocked.h"
+#undef DWB_NAME
+#undef DWB_TARGET
+#undef DWB_VL
+#undef DWB_VEC
+#undef DWB_ZERO
+#undef DWB_LOAD
+#undef DWB_STORE
+#undef DWB_LOADN
+#undef DWB_STOREN
+#undef DWB_FMA
+#undef DWB_ADD
+#undef DWB_TRANSPOSE
+#undef DWB_ACT
+
+static int dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
+                          const float *z, const kconv_act *act, float *y, int64_t rsplit, int64_t b0,
+                          int64_t b1) {
+    return dw_blocked_lanes() == 16 ? dw_blocked16_avx512(g, x, w, bias, z, act, y, rsplit, b0, b1)
+                                    : dw_blocked8_avx2(g, x, w, bias, z, act, y, rsplit, b0, b1);
 }
 #else
+static int dw_blocked_lanes(void) { return 0; }
 static int dw_blocked_ok(const kconv_geom *g) { return 0; }
 static int dw_blocked_f32(const kconv_geom *g, const float *x, const float *w, const float *bias,
                           const float *z, const kconv_act *act, float *y, int64_t rsplit, int64_t b0,
@@ -668,7 +625,7 @@ static void dw_planes_run(void *arg, int64_t q0, int64_t q1) {
     if (dw_planes_f32(j->g, j->x, j->w, j->bias, j->z, j->act, j->y, q0, q1)) j->failed = 1;
 }
 
-/* per-item work for the partition report: a plane, or a block of up to 16 planes */
+/* per-item work for the partition report: a plane, or a block of up to VL planes */
 static double dw_plane_cost(const void *arg, int64_t it) {
     const kconv_geom *g = ((const dw_job *)arg)->g;
     (void)it;
@@ -678,8 +635,8 @@ static double dw_plane_cost(const void *arg, int64_t it) {
 static double dw_block_cost(const void *arg, int64_t it) {
     const dw_job *j = arg;
     const kconv_geom *g = j->g;
-    int64_t cb = (g->C + 15) / 16, c0 = it / j->rsplit % cb * 16;
-    return (double)(g->C - c0 < 16 ? g->C - c0 : 16) * g->out_size * g->k_size / (double)j->rsplit;
+    int64_t vl = dw_blocked_lanes(), cb = (g->C + vl - 1) / vl, c0 = it / j->rsplit % cb * vl;
+    return (double)(g->C - c0 < vl ? g->C - c0 : vl) * g->out_size * g->k_size / (double)j->rsplit;
 }
 
 static void dw_report(kiln_ctx *ctx, const char *path, const dw_job *j, int64_t items,
@@ -705,7 +662,7 @@ kiln_status kconv_depthwise_run(kiln_ctx *ctx, const kconv_geom *g, const float 
         /* Fewer channel blocks than two per thread (batch 1 on many threads: 13 blocks of a
          * 208-channel layer for 16 threads) also cut the rows into bands, of two rows at least:
          * a band repeats only its kernel's extra input rows. */
-        int64_t blocks = g->N * ((g->C + 15) / 16), nt = kiln_num_threads(ctx);
+        int64_t vl = dw_blocked_lanes(), blocks = g->N * ((g->C + vl - 1) / vl), nt = kiln_num_threads(ctx);
         int64_t OH = g->nd == 2 ? g->out[0] : 1;
         if (blocks < 2 * nt && OH >= 4) {
             j.rsplit = (2 * nt + blocks - 1) / blocks;

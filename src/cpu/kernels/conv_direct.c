@@ -44,7 +44,7 @@ static int flat_ok(const kconv_geom *g) {
 
 /* KILN_NO_CONV_DIRECT=1 / KILN_NO_CONV_LANES=1 turn the direct or the channel-lane tiles off,
  * for A/B runs against the product over im2col panels (bench/variants_ab.py) */
-static int switched_off(const char *name, _Atomic int *cached) {
+int kconv_switched_off(const char *name, _Atomic int *cached) {
     if (*cached < 0) {
         const char *e = getenv(name);
         *cached = e && *e && strcmp(e, "0") ? 1 : 0;
@@ -56,7 +56,7 @@ static int direct_geom_ok(const kconv_geom *g);
 
 int kconv_direct_ok(const kconv_geom *g) {
     static _Atomic int off = -1;
-    return !switched_off("KILN_NO_CONV_DIRECT", &off) && direct_geom_ok(g);
+    return !kconv_switched_off("KILN_NO_CONV_DIRECT", &off) && direct_geom_ok(g);
 }
 
 static int direct_geom_ok(const kconv_geom *g) {
@@ -660,7 +660,7 @@ static int pointwise_geom(const kconv_geom *g) {
 
 int kconv_lanes_ok(const kconv_geom *g) {
     static _Atomic int off = -1;
-    if (switched_off("KILN_NO_CONV_LANES", &off)) return 0;
+    if (kconv_switched_off("KILN_NO_CONV_LANES", &off)) return 0;
     if (!kgemm_packed_available() || g->nd < 1 || g->nd > 2) return 0;
     int64_t Mg = g->M / g->group;
     if (Mg < 16 || g->out_size < 1) return 0;

@@ -129,6 +129,9 @@ static inline int64_t kconv_block_start(int64_t b, int64_t n, int64_t P) { retur
  * balance the pool's schedule gets from item_cost(arg, item); repack: how many times over the
  * items pack (im2col or copy) the inputs, 1 where they are packed once. */
 int kconv_debug_partition(void);
+/* 1 when the environment variable `name` is set and not "0" (A/B switches such as
+ * KILN_NO_CONV_LANES), read once into *cached (initialised to -1) */
+int kconv_switched_off(const char *name, _Atomic int *cached);
 void kconv_report_partition(const char *path, const kconv_geom *g, int nt, int64_t items,
                             int64_t grain, double (*item_cost)(const void *, int64_t),
                             const void *arg, double repack);
