@@ -122,6 +122,66 @@ template <int BN> __device__ __forceinline__ void pack_p_e4m3(uint32_t (&pf)[BN 
             }
 }
 
+// Epilogue, first half: O · v_scale / l of the thread's rows r0 and r0 + 8 as 16-bit O into the
+// swizzled tile at so (rows of 128 bytes, BM rows per 64-column block).
+template <typename O, int OCB, int BM>
+__device__ __forceinline__ void stage_o_fp8(unsigned char *so, const float (&o)[OCB][32], const float (&l_run)[2],
+                                            float vs, int r0, int col_lane) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float l = l_run[h];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = l > 0.f ? vs / l : 0.f;
+        const int r = r0 + 8 * h;
+#pragma unroll
+        for (int c = 0; c < OCB; ++c)
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                unsigned char *dst = so + c * (BM * 128) + r * 128 + ((t ^ (r & 7)) << 4) + col_lane * 2;
+                *reinterpret_cast<uint32_t *>(dst) = Out<O>::pack(o[c][4 * t + 2 * h] * inv, o[c][4 * t + 2 * h + 1] * inv);
+            }
+    }
+}
+
+// Epilogue, second half: tile rows [r_begin, r_begin + rows) of query block m_block of (b, n), read
+// back from the staged tile and written with 16-byte stores by nthreads threads (t: this one).
+template <typename O, int HD, int BM>
+__device__ __forceinline__ void store_o_fp8(const Params &p, int b, int n, int m_block, const unsigned char *so,
+                                            int r_begin, int rows, int t, int nthreads) {
+    O *og = static_cast<O *>(p.o) + (int64_t)b * p.o_sb + (int64_t)n * p.o_sn;
+    constexpr int CH = HD / 8;
+    const int och = p.H / 8;
+#pragma unroll 4
+    for (int idx = t; idx < rows * CH; idx += nthreads) {
+        const int r = r_begin + idx / CH, c = idx % CH;
+        const int row = m_block * BM + r;
+        if (row < p.S && c < och)
+            *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) =
+                *reinterpret_cast<const uint4 *>(so + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+    }
+}
+
+// sm_90a code runs on compute capability 9.0 only: elsewhere the launch fails instead of trapping.
+// state: 0 unchecked, 1 runnable (shared memory attribute set), 2 not on this device.
+template <typename K> cudaError_t sm90_ready(K kern, int smem, int &state) {
+    if (state == 0) {
+        int dev = 0, major = 0, minor = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        if (e != cudaSuccess) return e;
+        if (major != 9 || minor != 0) {
+            state = 2;
+        } else {
+            e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+            if (e != cudaSuccess) return e;
+            state = 1;
+        }
+    }
+    return state == 2 ? cudaErrorInvalidDeviceFunction : cudaSuccess;
+}
+
 template <typename O, int HD, int BN, int NWG>
 __device__ __forceinline__ void flash_fp8_sm90_body(const Params &p) {
     using C = Sm90Cfg<HD, BN, NWG>;
@@ -278,35 +338,10 @@ __device__ __forceinline__ void flash_fp8_sm90_body(const Params &p) {
     cp_async_wait<0>();
     __syncthreads();
     fence_proxy_async();
-    const float vs = __ldg(p.v_scale);
     const int r0 = wg * 64 + wwarp * 16 + (lane >> 2);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        float l = l_run[h];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = l > 0.f ? vs / l : 0.f;
-        const int r = r0 + 8 * h;
-#pragma unroll
-        for (int c = 0; c < OCB; ++c)
-#pragma unroll
-            for (int t = 0; t < 8; ++t) {
-                unsigned char *dst = smem + c * (BM * 128) + r * 128 + ((t ^ (r & 7)) << 4) + col_lane * 2;
-                *reinterpret_cast<uint32_t *>(dst) = Out<O>::pack(o[c][4 * t + 2 * h] * inv, o[c][4 * t + 2 * h + 1] * inv);
-            }
-    }
+    stage_o_fp8<O, OCB, BM>(smem, o, l_run, __ldg(p.v_scale), r0, col_lane);
     __syncthreads();
-    O *og = static_cast<O *>(p.o) + (int64_t)b * p.o_sb + (int64_t)n * p.o_sn;
-    constexpr int CH = HD / 8;
-    const int och = p.H / 8;
-#pragma unroll 4
-    for (int idx = tid; idx < BM * CH; idx += THREADS) {
-        const int r = idx / CH, c = idx - r * CH;
-        const int row = m_block * BM + r;
-        if (row < seqlen_q && c < och)
-            *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) = *reinterpret_cast<const uint4 *>(
-                smem + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
-    }
+    store_o_fp8<O, HD, BM>(p, b, n, m_block, smem, 0, BM, tid, THREADS);
 }
 
 template <typename O, int HD, int BN, int NWG, int MINB>
@@ -322,23 +357,9 @@ template <typename O, int HD, int BN, int NWG, int MINB>
 cudaError_t launch_fp8_sm90(const Params &p, cudaStream_t stream) {
     using C = Sm90Cfg<HD, BN, NWG>;
     auto kern = flash_fp8_sm90_kernel<O, HD, BN, NWG, MINB>;
-    static int state = 0; // 0: unchecked, 1: runnable, 2: not on this device
-    if (state == 0) {
-        // sm_90a code runs on compute capability 9.0 only; anywhere else fail instead of trapping
-        int dev = 0, major = 0, minor = 0;
-        cudaError_t e = cudaGetDevice(&dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-        if (e != cudaSuccess) return e;
-        if (major != 9 || minor != 0) {
-            state = 2;
-        } else {
-            e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-            if (e != cudaSuccess) return e;
-            state = 1;
-        }
-    }
-    if (state == 2) return cudaErrorInvalidDeviceFunction;
+    static int state = 0;
+    const cudaError_t ready = sm90_ready(kern, C::SMEM, state);
+    if (ready != cudaSuccess) return ready;
     dim3 grid((p.S + C::BM - 1) / C::BM, p.N, p.B);
     kern<<<grid, C::THREADS, C::SMEM, stream>>>(p);
     return cudaGetLastError();

@@ -260,35 +260,10 @@ __device__ __forceinline__ void flash_fp8_ring_body(const Params &p) {
     cp_async_wait<0>();
     __syncthreads();
     fence_proxy_async();
-    const float vs = __ldg(p.v_scale);
     const int r0 = wg * 64 + wwarp * 16 + (lane >> 2);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        float l = l_run[h];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = l > 0.f ? vs / l : 0.f;
-        const int r = r0 + 8 * h;
-#pragma unroll
-        for (int c = 0; c < OCB; ++c)
-#pragma unroll
-            for (int t = 0; t < 8; ++t) {
-                unsigned char *dst = smem + c * (BM * 128) + r * 128 + ((t ^ (r & 7)) << 4) + col_lane * 2;
-                *reinterpret_cast<uint32_t *>(dst) = Out<O>::pack(o[c][4 * t + 2 * h] * inv, o[c][4 * t + 2 * h + 1] * inv);
-            }
-    }
+    stage_o_fp8<O, OCB, BM>(smem, o, l_run, __ldg(p.v_scale), r0, col_lane);
     __syncthreads();
-    O *og = static_cast<O *>(p.o) + (int64_t)b * p.o_sb + (int64_t)n * p.o_sn;
-    constexpr int CH = HD / 8;
-    const int och = p.H / 8;
-#pragma unroll 4
-    for (int idx = tid; idx < BM * CH; idx += THREADS) {
-        const int r = idx / CH, c = idx - r * CH;
-        const int row = m_block * BM + r;
-        if (row < seqlen_q && c < och)
-            *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) = *reinterpret_cast<const uint4 *>(
-                smem + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
-    }
+    store_o_fp8<O, HD, BM>(p, b, n, m_block, smem, 0, BM, tid, THREADS);
 }
 
 template <typename O, int HD, int BN, int NWG, int ST, int EMU, int MINB>
@@ -304,22 +279,9 @@ template <typename O, int HD, int BN, int NWG, int ST, int EMU, int MINB>
 cudaError_t launch_fp8_ring(const Params &p, cudaStream_t stream) {
     using C = RingCfg<HD, BN, NWG, ST>;
     auto kern = flash_fp8_ring_kernel<O, HD, BN, NWG, ST, EMU, MINB>;
-    static int state = 0; // as launch_fp8_sm90: refuse, not trap, off compute capability 9.0
-    if (state == 0) {
-        int dev = 0, major = 0, minor = 0;
-        cudaError_t e = cudaGetDevice(&dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-        if (e != cudaSuccess) return e;
-        if (major != 9 || minor != 0) {
-            state = 2;
-        } else {
-            e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-            if (e != cudaSuccess) return e;
-            state = 1;
-        }
-    }
-    if (state == 2) return cudaErrorInvalidDeviceFunction;
+    static int state = 0;
+    const cudaError_t ready = sm90_ready(kern, C::SMEM, state);
+    if (ready != cudaSuccess) return ready;
     dim3 grid((p.S + C::BM - 1) / C::BM, p.N, p.B);
     kern<<<grid, C::THREADS, C::SMEM, stream>>>(p);
     return cudaGetLastError();

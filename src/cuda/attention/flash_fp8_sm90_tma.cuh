@@ -226,36 +226,10 @@ __device__ __forceinline__ void flash_fp8_tma_body(const TmaParams8 &tp) {
 
     // Epilogue, per warpgroup: O · v_scale / l into its 64 rows of the swizzled O buffer, then
     // 16-byte coalesced stores of those rows.
-    const float vs = __ldg(p.v_scale);
-    const int r0 = wg * 64 + wwarp * 16 + (lane >> 2);
     unsigned char *so = smem + (sO - base);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        float l = l_run[h];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = l > 0.f ? vs / l : 0.f;
-        const int r = r0 + 8 * h;
-#pragma unroll
-        for (int c = 0; c < OCB; ++c)
-#pragma unroll
-            for (int t = 0; t < 8; ++t) {
-                unsigned char *dst = so + c * (BM * 128) + r * 128 + ((t ^ (r & 7)) << 4) + col_lane * 2;
-                *reinterpret_cast<uint32_t *>(dst) = Out<O>::pack(o[c][4 * t + 2 * h] * inv, o[c][4 * t + 2 * h + 1] * inv);
-            }
-    }
+    stage_o_fp8<O, OCB, BM>(so, o, l_run, __ldg(p.v_scale), wg * 64 + wwarp * 16 + (lane >> 2), col_lane);
     named_sync(5 + wg, 128);
-    O *og = static_cast<O *>(p.o) + (int64_t)b * p.o_sb + (int64_t)n * p.o_sn;
-    constexpr int CH = HD / 8;
-    const int och = p.H / 8;
-#pragma unroll 4
-    for (int idx = tid & 127; idx < 64 * CH; idx += 128) {
-        const int r = wg * 64 + idx / CH, c = idx % CH;
-        const int row = m_block * BM + r;
-        if (row < seqlen_q && c < och)
-            *reinterpret_cast<uint4 *>(og + (int64_t)row * p.o_ss + c * 8) =
-                *reinterpret_cast<const uint4 *>(so + (c >> 3) * (BM * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
-    }
+    store_o_fp8<O, HD, BM>(p, b, n, m_block, so, wg * 64, 64, tid & 127, 128);
 }
 
 template <typename O, int HD, int BN, int ST, bool PP, int EMU>
@@ -271,22 +245,9 @@ template <typename O, int HD, int BN, int ST, bool PP, int EMU>
 cudaError_t launch_fp8_tma(const Params &p, cudaStream_t stream) {
     using C = TmaCfg8<HD, BN, ST>;
     auto kern = flash_fp8_tma_kernel<O, HD, BN, ST, PP, EMU>;
-    static int state = 0; // 0: unchecked, 1: runnable, 2: not on this device
-    if (state == 0) {
-        int dev = 0, major = 0, minor = 0;
-        cudaError_t e = cudaGetDevice(&dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-        if (e != cudaSuccess) return e;
-        if (major != 9 || minor != 0) {
-            state = 2;
-        } else {
-            e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM);
-            if (e != cudaSuccess) return e;
-            state = 1;
-        }
-    }
-    if (state == 2) return cudaErrorInvalidDeviceFunction;
+    static int state = 0;
+    const cudaError_t ready = sm90_ready(kern, C::SMEM, state);
+    if (ready != cudaSuccess) return ready;
     TmaParams8 tp;
     tp.p = p;
     const int nkv = p.N / p.kv_group;
