@@ -6,7 +6,11 @@
 #   VAR=KILN_DECODE_KERNEL VALUES="- simt mma" bash bench/attention/decode_env_ab.sh
 #                                  # on the GPU machine, carry the build-carry tarballs
 #
-# Results under $OUT: kiln_<value>.jsonl, peers.jsonl, table.txt (the table printed last).
+# A value with "=" in it is a comma-separated list of assignments instead, e.g.
+#   VAR=KILN_DECODE_STREAMK VALUES="0 1 KILN_DECODE_STREAMK=1,KILN_DECODE_KERNEL=mma"
+# and is labelled with "=" and "," turned into "-" and "_".
+#
+# Results under $OUT: kiln_<label>.jsonl, peers.jsonl, table.txt (the table printed last).
 # Used for the L2-prefetch and split-waves trials (KILN_DECODE_PREFETCH, KILN_DECODE_WAVES: both
 # lost and were removed, bench/results/attention/decode_*_2026-12-07/); a trial adds its variable.
 set -uo pipefail
@@ -22,16 +26,27 @@ BIN=${SWEEP_BIN:-/tmp/kiln-attn/attn}
 mkdir -p "$OUT"
 [ -n "${KILN_LIBRARY:-}" ] || source scripts/gpu/env.sh
 [ -x "$BIN/bench_sweep" ] || { mkdir -p /tmp/kiln-attn && tar -C /tmp/kiln-attn -xJf build-carry/attn.tar.xz; }
+LABELS=()
 for d in $VALUES; do
-    if [ "$d" = - ]; then envset=(env -u "$VAR"); else envset=(env "$VAR=$d"); fi
+    label=$d
+    if [ "$d" = - ]; then
+        envset=(env -u "$VAR")
+    elif [[ "$d" == *=* ]]; then
+        IFS=, read -ra assign <<< "$d"
+        envset=(env "${assign[@]}")
+        label=$(printf %s "$d" | tr '=,' '-_')
+    else
+        envset=(env "$VAR=$d")
+    fi
+    LABELS+=("$label")
     "${envset[@]}" timeout 120 "$BIN/bench_sweep" --shapes "$SHAPES" --dtype "$DTYPE" --ids "$IDS" \
-        --json "$OUT/kiln_$d.jsonl" > "$OUT/kiln_$d.log" 2>&1
+        --json "$OUT/kiln_$label.jsonl" > "$OUT/kiln_$label.log" 2>&1
     echo "$VAR=$d rc=$?"
 done
 timeout 150 python3 bench/attention/sweep_peers.py --shapes "$SHAPES" --dtype "$DTYPE" --backends cudnn --ids "$IDS" \
     --json "$OUT/peers.jsonl" > "$OUT/peers.log" 2>&1
 echo "cudnn rc=$?"
-python3 - "$OUT" $VALUES <<'EOF' | tee "$OUT/table.txt"
+python3 - "$OUT" "${LABELS[@]}" <<'EOF' | tee "$OUT/table.txt"
 import json, math, os, sys
 out, ds = sys.argv[1], sys.argv[2:]
 def load(path):

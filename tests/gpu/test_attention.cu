@@ -727,6 +727,13 @@ static std::vector<Case> make_cases(bool quick) {
         add_decode(f16, 1, 16, 16, 200, 1, 9000, 0, 0);
         add_decode(f16, 2, 8, 8, 128, 1, 5, 1, 0);
         add_decode(f16, 2, 4, 4, 64, 3, 3, 0, 1);
+        // Stream-K share-out: many units of a few rounds each, so CTAs cross from one unit (and
+        // one batch's key length) into the next mid-ring; two row groups with the causal diagonal;
+        // a bias at head size 256.
+        add_decode(f16, 5, 12, 4, 128, 1, 3001, 1, 0);
+        add_decode(f16, 3, 12, 6, 64, 3, 2222, 1, 1);
+        add_decode(f16, 2, 16, 8, 256, 2, 1234, 0, 1, 1);
+        add_decode(f16, 7, 6, 3, 96, 1, 777, 1, 0);
         // An additive bias (B, N, S, T) on the scores, on both kernels: one and two rows per KV
         // head (CUDA cores, padded lanes at 80), grouped and speculative rows (tensor cores),
         // with key lengths, the causal diagonal, one split and many.

@@ -112,12 +112,13 @@ kiln_status kiln_cuda_attention(kiln_cuda_provider *p, const kiln_cuda_sdpa *d,
 
 /* The split-KV decode kernel: the most query rows it takes; why it cannot run d ("" when it can,
  * apart from the flash kernels' common conditions); the workspace it takes from offset 0 and the
- * number of key splits it would use on p (0 when it has no plan), with *tensor_cores (may be NULL)
- * set when the plan runs on the tensor-core kernel. */
+ * number of key splits it would use on p (0 when it has no plan; with the stream-K share-out, the
+ * number of CTAs), with *kind (may be NULL) set to 0 for the CUDA-core kernel, 1 for the
+ * tensor-core kernel's splits and 2 for its stream-K share-out. */
 #define KILN_DECODE_MAX_S 4
 const char *kiln_cuda_decode_blocker(const kiln_cuda_sdpa *d);
 size_t kiln_cuda_decode_workspace(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d);
-int kiln_cuda_decode_splits(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, int *tensor_cores);
+int kiln_cuda_decode_splits(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, int *kind);
 
 /* ---- MultiHeadAttention formats ---- */
 typedef enum kiln_cuda_mha_format {

@@ -12,6 +12,7 @@ extern "C" {
 typedef struct kiln_attn_env {
     int disable_flash, disable_sm90, enable_sm90, force_unfused, verbose, disable_decode;
     int decode_kernel; /* KILN_DECODE_KERNEL: 0 by rule, 1 CUDA cores ("simt"), 2 tensor cores ("mma") */
+    int decode_streamk; /* KILN_DECODE_STREAMK: the tensor-core decode kernel's share-out, -1 by rule, 0 split, 1 stream-K */
     size_t unfused_ws_bytes;
 } kiln_attn_env;
 const kiln_attn_env *kiln_attn_env_get(void);

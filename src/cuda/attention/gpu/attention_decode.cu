@@ -29,7 +29,8 @@ using kiln_decode::DecodeArgs;
 using kiln_decode::split_fn;
 
 constexpr int THREADS = 128;
-constexpr int MAX_SPLITS = 256; // combine keeps one weight per split in shared memory
+constexpr int MAX_SPLITS = 256; // slices of one unit in the split plan
+constexpr int MAX_PARTS = 2048; // combine keeps one weight per partial result in shared memory
 constexpr int MIN_KEYS_PER_SPLIT = 256;
 // From this many query rows per KV head on, the tensor-core kernel (attention_decode_mma.cu):
 // the CUDA-core kernel's 2·R·H FMAs per key outrun the CUDA cores there. Measured on an H100
@@ -279,11 +280,17 @@ template <typename E> __global__ void __launch_bounds__(THREADS) decode_combine(
     const int s = (int)(row % p.S);
     const int64_t bn = row / p.S;
     const int n = (int)(bn % p.N), b = (int)(bn / p.N);
-    const int tid = threadIdx.x, ns = a.splits;
-    __shared__ float w[MAX_SPLITS];
+    const int tid = threadIdx.x;
+    int ns = a.splits; // this row's partial results, at a stride of a.splits
+    if (a.streamk) {
+        const int G = p.kv_group, r = (n % G) * p.S + s;
+        ns = kiln_decode::stream_parts(a, ((int64_t)b * (p.N / G) + n / G) * a.rowgroups + r / kiln_decode::MMA_ROWS);
+    }
+    __shared__ float w[MAX_PARTS];
     __shared__ float red[THREADS / 32];
+    __shared__ float4 red4[THREADS];
     __shared__ float s_max, s_sum;
-    const float *ml = a.part_ml + row * ns * 2;
+    const float *ml = a.part_ml + row * a.splits * 2;
 
     float mx = -INFINITY;
     for (int i = tid; i < ns; i += THREADS)
@@ -318,12 +325,29 @@ template <typename E> __global__ void __launch_bounds__(THREADS) decode_combine(
     }
     __syncthreads();
     const float total = s_sum, inv = total > 0.f ? 1.f / total : 0.f;
-    const float *po = a.part_o + row * ns * p.H;
-    E *og = static_cast<E *>(p.o) + (int64_t)b * p.o_sb + (int64_t)n * p.o_sn + (int64_t)s * p.o_ss;
-    for (int h = tid; h < p.H; h += THREADS) {
-        float o = 0.f;
-        for (int i = 0; i < ns; ++i) o += w[i] * po[(int64_t)i * p.H + h];
-        store1(og + h, o * inv);
+    // Threads as groups of H / 4 lanes, each lane four columns, each group every groups-th partial
+    // result, so many partials are read with many loads in flight; then the groups are summed in a
+    // fixed order.
+    const float *po = a.part_o + row * a.splits * p.H;
+    const int lanes = p.H / 4, groups = THREADS / lanes; // H % 8 == 0 and H <= 256: lanes <= 64
+    const int c4 = tid % lanes, grp = tid / lanes;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (grp < groups)
+        for (int i = grp; i < ns; i += groups) {
+            const float4 v = *reinterpret_cast<const float4 *>(po + (int64_t)i * p.H + 4 * c4);
+            const float wi = w[i];
+            acc.x += wi * v.x, acc.y += wi * v.y, acc.z += wi * v.z, acc.w += wi * v.w;
+        }
+    red4[tid] = acc;
+    __syncthreads();
+    if (tid < lanes) {
+        float4 o = red4[tid];
+        for (int g = 1; g < groups; ++g) {
+            const float4 v = red4[g * lanes + tid];
+            o.x += v.x, o.y += v.y, o.z += v.z, o.w += v.w;
+        }
+        E *og = static_cast<E *>(p.o) + (int64_t)b * p.o_sb + (int64_t)n * p.o_sn + (int64_t)s * p.o_ss + 4 * tid;
+        store1(og, o.x * inv), store1(og + 1, o.y * inv), store1(og + 2, o.z * inv), store1(og + 3, o.w * inv);
     }
 }
 
@@ -345,6 +369,9 @@ int rows_for(int R) { return R <= 1 ? 1 : R <= 2 ? 2 : R <= 4 ? 4 : 8; }
 struct Plan {
     bool mma;         // the tensor-core kernel; else the CUDA-core one with L lanes and M rows
     int L, M, rowgroups, splits, chunk;
+    bool streamk;     // the tensor-core kernel's stream-K share-out (splits: partials per row)
+    int ctas, rounds_per_unit, parts_per_cta;
+    int64_t total_rounds;
     int threads, smem; // launch shape
     split_fn fn;
     size_t ws_bytes;
@@ -399,6 +426,40 @@ int choose_splits(int64_t base, int64_t target, int T, int min_keys) {
     return 1;
 }
 
+// The tensor-core kernel shares its work out stream-K where the split plan's ctas CTAs leave SM
+// slots idle in their last wave (wave efficiency under 0.95): few units (batch x KV heads) whose
+// slices do not divide into the SMs, as in single-sequence decoding. Measured on an H100 against
+// the split plan (bench/attention/decode_streamk.sh, 2026-12-07, 51 decode layouts): at wave
+// efficiency 0.36-0.91 (15 layouts) stream-K took 0.76-1.11x the split plan's time, 0.95x
+// geomean (1 x 2048 keys, 32/8 heads: 19.7 -> 15.0 us; 1 x 4096: 20.1 -> 17.3); with full waves
+// (efficiency 0.97) it took 0.90-1.15x, so those keep the split plan.
+// KILN_DECODE_STREAMK=0|1 forces one (A/B runs and the tests of each).
+bool want_streamk(int64_t ctas, int64_t target) {
+    const int s = kiln_attn_env_get()->decode_streamk;
+    if (s >= 0) return s != 0;
+    const int64_t waves = (ctas + target - 1) / target;
+    return (double)ctas < 0.95 * (double)(waves * target);
+}
+
+// Stream-K: target CTAs (one per SM slot) share units · rounds_per_unit rounds evenly. Each unit
+// then has a partial result per warp of every CTA that touches it: at most ceil(rounds per unit /
+// shortest share) + 1 CTAs. False where that passes what the combine pass holds.
+bool plan_streamk(Plan *pl, int64_t units, int64_t target, int warps) {
+    const int64_t total = units * pl->rounds_per_unit;
+    const int64_t ctas = target < total ? target : total;
+    if (ctas < 1 || ctas > 0x7fffffff) return false;
+    const int64_t shortest = total / ctas;
+    const int64_t parts = ((pl->rounds_per_unit + shortest - 1) / shortest + 1) * warps;
+    if (parts > MAX_PARTS) return false;
+    pl->streamk = true;
+    pl->ctas = (int)ctas;
+    pl->total_rounds = total;
+    pl->parts_per_cta = warps;
+    pl->splits = (int)parts;
+    pl->chunk = 0;
+    return true;
+}
+
 bool plan_decode(const kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, Plan *pl) {
     const int nkv = d->N_kv ? d->N_kv : d->N;
     const int G = d->N / nkv, R = G * d->S;
@@ -407,7 +468,9 @@ bool plan_decode(const kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, Plan *
     const int sms = kiln_cuda_info(prov)->sm_count;
     int64_t target;
     int tile; // keys the CTA takes per step: slices are whole multiples of it
-    pl->mma = false;
+    pl->mma = pl->streamk = false;
+    pl->ctas = pl->rounds_per_unit = pl->parts_per_cta = 0;
+    pl->total_rounds = 0;
     if (want_mma(prov, R)) {
         const kiln_decode::MmaKernel k = kiln_decode::mma_kernel(d->H, bf);
         if (k.fn) {
@@ -432,6 +495,11 @@ bool plan_decode(const kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, Plan *
         tile = (THREADS / pl->L) * 8;
     }
     const int64_t base = (int64_t)d->B * nkv * pl->rowgroups;
+    const int64_t rows = (int64_t)d->B * d->N * d->S;
+    if (pl->mma) {
+        pl->rounds_per_unit = ceil_div(T, tile);
+        if (base * pl->rounds_per_unit > 0x7fffffff) return false; // the kernel counts rounds in int
+    }
     // The CUDA-core kernel's row groups each re-read the slice, so their slices grow with them.
     const int min_keys = pl->mma ? (tile > MIN_KEYS_PER_SPLIT ? tile : MIN_KEYS_PER_SPLIT)
                                  : MIN_KEYS_PER_SPLIT * pl->rowgroups;
@@ -439,8 +507,11 @@ bool plan_decode(const kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, Plan *
     // Whole tiles per slice, then drop slices that would start past the end.
     pl->chunk = ceil_div(ceil_div(T, splits), tile) * tile;
     pl->splits = ceil_div(T, pl->chunk);
+    if (pl->mma && want_streamk(base * pl->splits, target) && plan_streamk(pl, base, target, pl->threads / 32)) {
+        pl->ws_bytes = (size_t)rows * pl->splits * (d->H + 2) * sizeof(float);
+        return true;
+    }
     if ((int64_t)pl->splits * pl->rowgroups > 0x7fffffff) return false;
-    const int64_t rows = (int64_t)d->B * d->N * d->S;
     pl->ws_bytes = pl->splits > 1 ? (size_t)rows * pl->splits * (d->H + 2) * sizeof(float) : 0;
     return true;
 }
@@ -463,11 +534,11 @@ extern "C" size_t kiln_cuda_decode_workspace(const kiln_cuda_provider *p, const 
     return plan_decode(p, d, &pl) ? pl.ws_bytes : 0;
 }
 
-extern "C" int kiln_cuda_decode_splits(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, int *tensor_cores) {
+extern "C" int kiln_cuda_decode_splits(const kiln_cuda_provider *p, const kiln_cuda_sdpa *d, int *kind) {
     Plan pl;
     const bool ok = plan_decode(p, d, &pl);
-    if (tensor_cores) *tensor_cores = ok && pl.mma;
-    return ok ? pl.splits : 0;
+    if (kind) *kind = !ok ? 0 : pl.streamk ? 2 : pl.mma ? 1 : 0;
+    return !ok ? 0 : pl.streamk ? pl.ctas : pl.splits;
 }
 
 kiln_status kiln_cuda_run_decode(kiln_cuda_provider *prov, const kiln_cuda_sdpa *d, const kiln_flash::Params &fp,
@@ -479,6 +550,11 @@ kiln_status kiln_cuda_run_decode(kiln_cuda_provider *prov, const kiln_cuda_sdpa 
     a.splits = pl.splits;
     a.chunk = pl.chunk;
     a.rowgroups = pl.rowgroups;
+    a.streamk = pl.streamk;
+    a.rounds_per_unit = pl.rounds_per_unit;
+    a.ctas = pl.ctas;
+    a.parts_per_cta = pl.parts_per_cta;
+    a.total_rounds = pl.total_rounds;
     a.part_o = a.part_ml = nullptr;
     if (pl.splits > 1) {
         void *ws;
@@ -490,7 +566,8 @@ kiln_status kiln_cuda_run_decode(kiln_cuda_provider *prov, const kiln_cuda_sdpa 
     }
     const int nkv = d->N_kv ? d->N_kv : d->N;
     cudaStream_t stream = (cudaStream_t)kiln_cuda_stream(prov);
-    dim3 grid((unsigned)(pl.splits * pl.rowgroups), (unsigned)nkv, (unsigned)d->B);
+    const dim3 grid = pl.streamk ? dim3((unsigned)pl.ctas)
+                                 : dim3((unsigned)(pl.splits * pl.rowgroups), (unsigned)nkv, (unsigned)d->B);
     pl.fn<<<grid, pl.threads, pl.smem, stream>>>(a);
     kiln_status st = kiln_cuda_check(cudaGetLastError(), name);
     if (st != KILN_OK || pl.splits == 1) return st;

@@ -84,6 +84,8 @@ extern "C" const kiln_attn_env *kiln_attn_env_get(void) {
         e.disable_decode = env_flag("KILN_DISABLE_DECODE_ATTENTION");
         const char *dk = getenv("KILN_DECODE_KERNEL");
         e.decode_kernel = dk && !strcmp(dk, "simt") ? 1 : dk && !strcmp(dk, "mma") ? 2 : 0;
+        const char *sk = getenv("KILN_DECODE_STREAMK");
+        e.decode_streamk = sk && sk[0] ? atoi(sk) != 0 : -1;
         const char *ws = getenv("KILN_UNFUSED_WORKSPACE_MB");
         long mb = ws ? atol(ws) : 0;
         e.unfused_ws_bytes = (size_t)(mb > 0 ? mb : 4096) << 20;
@@ -126,13 +128,13 @@ extern "C" void kiln_cuda_attention_select(const kiln_cuda_provider *p, const ki
         why = "KILN_DISABLE_FLASH_ATTENTION";
     } else {
         const char *dec = kiln_cuda_decode_blocker(d);
-        int splits = 0, tensor_cores = 0;
+        int splits = 0, kind = 0;
         if (!dec[0] && (force == KILN_ATTN_KERNEL_DECODE || (force == KILN_ATTN_KERNEL_NONE && !env->disable_decode)))
-            splits = kiln_cuda_decode_splits(p, d, &tensor_cores);
+            splits = kiln_cuda_decode_splits(p, d, &kind);
         if (splits > 0) {
             out->kernel = KILN_ATTN_KERNEL_DECODE;
-            snprintf(out->name, sizeof out->name, "decode_splitkv%s<%s,hd%d,splits%d>", tensor_cores ? "_mma" : "",
-                     dtype_name(d->dtype), d->H, splits);
+            snprintf(out->name, sizeof out->name, "decode_splitkv%s<%s,hd%d,%s%d>", kind ? "_mma" : "",
+                     dtype_name(d->dtype), d->H, kind == 2 ? "streamk" : "splits", splits);
             return;
         }
         if (force == KILN_ATTN_KERNEL_FLASH_SM90 || (force == KILN_ATTN_KERNEL_NONE && !env->disable_sm90)) {
