@@ -27,8 +27,10 @@ DWB_TARGET static int DWB_NAME(const kconv_geom *g, const float *x, const float 
     int64_t opad = (g->out_size + VL - 1) / VL * VL;
     /* the map, then VL positions of slack for the interleave's whole-vector stores */
     int64_t nmap = (Hp * Wp + VL) * VL;
-    /* a band's last VL positions may start anywhere: VL more positions of slack */
-    float *P = aligned_alloc(64, sizeof(float) * (size_t)(nmap + ntaps * VL + (opad + VL) * VL));
+    /* a band's last VL positions may start anywhere: VL more positions of slack; C11's
+     * aligned_alloc takes whole multiples of the alignment (8 lanes are 32 bytes) */
+    size_t bytes = sizeof(float) * (size_t)(nmap + ntaps * VL + (opad + VL) * VL);
+    float *P = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!P) return -1;
     float *WB = P + nmap;
     float *O = WB + ntaps * VL; /* outputs, [position][VL channels], transposed back at the end */
