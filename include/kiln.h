@@ -174,6 +174,13 @@ typedef struct kiln_options {
      * CPU without AVX512-BF16 the session computes in float32 and kiln_session_warning() says so.
      * Also set by the session config entry "kiln.cpu_bf16" = "1" (Python). */
     int cpu_bf16;
+    /* 0 (default): float32 3x3 stride-1 convolutions on the CPU may run as Winograd F(4x4, 3x3)
+     * where it pays (fewer multiplications; results differ from direct sums by about 1e-5 of
+     * the output's scale, against 1e-6, and a NaN or infinity in an input reaches every output of
+     * the 4x4 tiles whose windows hold it); -1: never, every convolution sums its taps directly.
+     * Also set by the session config entry "kiln.cpu_winograd" = "0" (Python), or
+     * KILN_NO_WINOGRAD=1 for the whole process. */
+    int cpu_winograd;
 } kiln_options;
 
 typedef struct kiln_session kiln_session;

@@ -53,9 +53,9 @@ def node_model(op_type, inputs, outputs, attrs=None, opset=18, domain="", initia
     return m
 
 
-def run_kiln(model, feeds, threads=2, output_names=None):
+def run_kiln(model, feeds, threads=2, output_names=None, **session_kw):
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    s = kiln.InferenceSession(data, threads=threads)
+    s = kiln.InferenceSession(data, threads=threads, **session_kw)
     return s.run(output_names, feeds)
 
 
@@ -78,10 +78,10 @@ def assert_same(got, want, rtol=1e-5, atol=1e-6, what="output"):
         np.testing.assert_array_equal(got, want, err_msg=what)
 
 
-def check(model, feeds, rtol=1e-5, atol=1e-6, threads=2):
+def check(model, feeds, rtol=1e-5, atol=1e-6, threads=2, **session_kw):
     """Runs model on kiln and onnxruntime with the same feeds and compares every output."""
     want = run_ort(model, feeds)
-    got = run_kiln(model, feeds, threads=threads)
+    got = run_kiln(model, feeds, threads=threads, **session_kw)
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         assert_same(g, w, rtol, atol, what=f"output {i}")

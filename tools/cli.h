@@ -21,13 +21,14 @@ unsigned cli_parse_providers(const char *list);
 /* Session options shared by run, info and bench: --providers LIST, --free-dim NAME=N (repeatable:
  * fixes a symbolic dimension), --cuda-graph (graph capture), --fp16 (run float32 in float16),
  * --memory-limit MB (a run's intermediate values), --timeout MS (each run; cli_opts.run),
- * --bf16 (float32 products in bfloat16 on the CPU),
+ * --bf16 (float32 products in bfloat16 on the CPU), --no-winograd (3x3 convolutions sum directly),
  * --[no-]specialize (shape-specialised children; kiln_options.specialize). */
 typedef struct cli_session_opts {
     unsigned providers;
     int graph_capture, float16;
     int specialize;           /* --specialize 1, --no-specialize -1, else 0 (auto) */
     int bf16;                 /* --bf16: kiln_options.cpu_bf16 */
+    int no_winograd;          /* --no-winograd: kiln_options.cpu_winograd = -1 */
     char dims[1024];
     size_t memory_limit;      /* --memory-limit MB */
     kiln_run_options run;     /* --timeout MS */

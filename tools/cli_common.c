@@ -59,6 +59,10 @@ int cli_parse_session_opt(int argc, char **argv, int *i) {
         cli_opts.bf16 = 1;
         return 1;
     }
+    if (!strcmp(a, "--no-winograd")) {
+        cli_opts.no_winograd = 1;
+        return 1;
+    }
     if (!strcmp(a, "--memory-limit") && more) {
         char *end;
         double mb = strtod(argv[++*i], &end);
@@ -101,6 +105,7 @@ kiln_session *cli_open(const char *path, int threads, int allow_missing, int ver
     opt.graph_capture = cli_opts.graph_capture;
     opt.float16 = cli_opts.float16;
     opt.cpu_bf16 = cli_opts.bf16;
+    opt.cpu_winograd = cli_opts.no_winograd ? -1 : 0;
     opt.dim_overrides = cli_opts.dims[0] ? cli_opts.dims : NULL;
     opt.memory_limit = cli_opts.memory_limit;
     opt.specialize = cli_opts.specialize;

@@ -35,6 +35,7 @@ static void usage(void) {
           "                  model cannot be recorded)  --no-cuda-graph (default: record when safe)\n"
           "                 --fp16 (run a float32 model in float16, float32 inputs and outputs)\n"
           "                 --bf16 (CPU: float32 MatMul/Gemm/Conv in bfloat16 with float32 sums)\n"
+          "                 --no-winograd (CPU: 3x3 convolutions sum their taps directly)\n"
           "                 --memory-limit MB (intermediate values of a run)  --timeout MS (per run)\n"
           "                 --specialize / --no-specialize (a session per input shape seen twice, its\n"
           "                  symbolic dims fixed; default: on with a device provider)\n",

@@ -80,7 +80,7 @@ class Options(ctypes.Structure):
                 ("initializers", ctypes.POINTER(TensorDesc)), ("optimized_model_path", ctypes.c_char_p),
                 ("optimized_model_external_data", ctypes.c_char_p),
                 ("optimized_model_external_min_bytes", ctypes.c_size_t), ("specialize", ctypes.c_int),
-                ("cpu_bf16", ctypes.c_int)]
+                ("cpu_bf16", ctypes.c_int), ("cpu_winograd", ctypes.c_int)]
 
 
 class ModelMetadata(ctypes.Structure):

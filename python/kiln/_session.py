@@ -196,7 +196,8 @@ class InferenceSession:
     """InferenceSession(path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2)"""
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, threads=None, opt_level=2,
-                 verbose=False, provider_options=None, float16=False, specialize=None, bf16=False):
+                 verbose=False, provider_options=None, float16=False, specialize=None, bf16=False,
+                 winograd=True):
         lib = _L()
         self._lib = lib
         self._sess_options = sess_options
@@ -256,6 +257,8 @@ class InferenceSession:
         opt.specialize = _specialize_option(sess_options, specialize)
         # bf16=True or the session config entry "kiln.cpu_bf16" = "1": CPU products in bfloat16
         opt.cpu_bf16 = int(bool(bf16))
+        # winograd=False or the config entry "kiln.cpu_winograd" = "0": 3x3 convolutions sum directly
+        opt.cpu_winograd = 0 if winograd else -1
         # options that only a kiln_options struct carries (initializers, the optimised model's path):
         # the SessionOptions fills them; what it returns keeps their memory alive while opening
         fill = getattr(sess_options, "_fill_kiln_options", None)

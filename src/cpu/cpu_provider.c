@@ -89,6 +89,10 @@ int kiln_cpu_provider_bf16(const kiln_provider *p) {
     return p && p->vt == &cpu_vtable && ((const kiln_cpu_provider *)p)->bf16;
 }
 
+int kiln_cpu_provider_no_winograd(const kiln_provider *p) {
+    return p && p->vt == &cpu_vtable && ((const kiln_cpu_provider *)p)->no_winograd;
+}
+
 kiln_status kiln_cpu_provider_open(int threads, kiln_cpu_provider **out, kiln_err *e) {
     *out = NULL;
     if (threads <= 0) {

@@ -11,6 +11,7 @@ typedef struct kiln_cpu_provider {
     int threads;
     char desc[64];
     int bf16; /* kiln_options.cpu_bf16, where the CPU can (kernels/gemm_bf16.h) */
+    int no_winograd; /* kiln_options.cpu_winograd < 0 (kernels/conv_winograd.c) */
 } kiln_cpu_provider;
 
 /* threads <= 0: one per online core (at most 256). */
@@ -18,5 +19,7 @@ kiln_status kiln_cpu_provider_open(int threads, kiln_cpu_provider **out, kiln_er
 
 /* p is the CPU provider of a session that computes float32 products in bfloat16. */
 int kiln_cpu_provider_bf16(const kiln_provider *p);
+/* p is the CPU provider of a session opened with cpu_winograd < 0. */
+int kiln_cpu_provider_no_winograd(const kiln_provider *p);
 
 #endif

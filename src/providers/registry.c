@@ -114,6 +114,7 @@ kiln_status kiln_providers_open(const kiln_options *opt, kiln_provider_set *set,
     set->ep[0] = &cpu->base;
     set->n = 1;
     cpu->bf16 = opt->cpu_bf16 && kbf16_available();
+    cpu->no_winograd = opt->cpu_winograd < 0;
     set->tp = cpu->tp;
     set->threads = cpu->threads;
     unsigned unknown = opt->providers & ~(unsigned)KILN_PROVIDER_CPU;

@@ -13,7 +13,7 @@ typedef struct conv_state {
     float *w_f32;      /* half-precision W converted once, or NULL */
     float *w_packed;   /* W packed for the AVX-512 product (Conv, FusedConv), or NULL */
     uint16_t *w_bf16;  /* float32 W packed for the bfloat16 product (cpu_bf16), or NULL */
-    kconv_lazy_weights w_lanes; /* W with output channels in the lanes, packed on first use */
+    kconv_lazy_forms forms;    /* W's other forms (output channels in the lanes, Winograd) */
 } conv_state;
 
 static int conv_float_type(int dt) {
@@ -177,7 +177,8 @@ void kconv_fini_weight(void *state) {
     free(s->w_f32);
     free(s->w_packed);
     free(s->w_bf16);
-    free(atomic_load(&s->w_lanes));
+    free(atomic_load(&s->forms.lanes));
+    free(atomic_load(&s->forms.wino));
     free(s);
 }
 
@@ -186,9 +187,9 @@ static const float *cached_packed(kiln_ctx *ctx, const kiln_tensor *W) {
     return s && s->w_src == W->data ? s->w_packed : NULL;
 }
 
-static kconv_lazy_weights *lanes_slot(kiln_ctx *ctx, const kiln_tensor *W) {
+static kconv_lazy_forms *forms_slot(kiln_ctx *ctx, const kiln_tensor *W) {
     conv_state *s = ctx->state;
-    return s && s->w_src == W->data && s->w_packed ? &s->w_lanes : NULL;
+    return s && s->w_src == W->data && s->w_packed ? &s->forms : NULL;
 }
 
 const float *kconv_cached_weight(kiln_ctx *ctx, const kiln_tensor *W) {
@@ -266,7 +267,7 @@ static kiln_status conv_compute(kiln_ctx *ctx) {
                               &act, Y->data);
     if (dt == KILN_DTYPE_FLOAT)
         return kconv_run_f32(ctx, &g, X->data, W->data, B ? B->data : NULL, Z ? Z->data : NULL,
-                             &act, cached_packed(ctx, W), lanes_slot(ctx, W), Y->data);
+                             &act, cached_packed(ctx, W), forms_slot(ctx, W), Y->data);
     if (dt == KILN_DTYPE_DOUBLE) {
         KILN_TRY(kconv_run_f64(ctx, &g, X->data, W->data, B ? B->data : NULL, Y->data));
         int64_t n = kiln_numel(Y);
@@ -292,7 +293,7 @@ static kiln_status conv_compute(kiln_ctx *ctx) {
     if (B) kcvt_to_f32(ctx, dt, B->data, b, nb);
     if (Z) kcvt_to_f32(ctx, dt, Z->data, z, nz);
     kiln_status st = kconv_run_f32(ctx, &g, x, w, B ? b : NULL, Z ? z : NULL, &act,
-                                   cached_packed(ctx, W), lanes_slot(ctx, W), y);
+                                   cached_packed(ctx, W), forms_slot(ctx, W), y);
     if (st == KILN_OK) kcvt_from_f32(ctx, dt, y, Y->data, ny);
     free(buf);
     return st;

@@ -390,7 +390,7 @@ int kconv_uses_gemm(const kconv_geom *g) {
 
 static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                            const float *bias, const float *z, const kconv_act *act,
-                           const float *w_packed, kconv_lazy_weights *w_lanes, float *y);
+                           const float *w_packed, kconv_lazy_forms *forms, float *y);
 
 /* A 1x1 convolution with strides and no padding (ResNet's downsampling shortcuts) reads every
  * stride-th input only. */
@@ -438,9 +438,9 @@ static void subsample_run(void *arg, int64_t q0, int64_t q1) {
 
 kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                           const float *bias, const float *z, const kconv_act *act,
-                          const float *w_packed, kconv_lazy_weights *w_lanes, float *y) {
+                          const float *w_packed, kconv_lazy_forms *forms, float *y) {
     if (g->N == 0 || g->M == 0 || g->out_size == 0 || !strided_pointwise(g))
-        return run_f32(ctx, g, x, w, bias, z, act, w_packed, w_lanes, y);
+        return run_f32(ctx, g, x, w, bias, z, act, w_packed, forms, y);
     /* gather the inputs the strides pick into a dense map once, then run a plain 1x1 product
      * on it (the im2col or direct kernels would hop across channel planes for every tap) */
     kconv_geom gs = *g;
@@ -455,7 +455,7 @@ kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, co
     sub_job sj = {g, x, xs};
     kiln_parallel_for(ctx, planes, kpar_grain(planes, (double)planes * g->out_size * 0.5),
                       subsample_run, &sj);
-    kiln_status st = run_f32(ctx, &gs, xs, w, bias, z, act, w_packed, w_lanes, y);
+    kiln_status st = run_f32(ctx, &gs, xs, w, bias, z, act, w_packed, forms, y);
     free(xs);
     return st;
 }
@@ -474,15 +474,17 @@ static int pointwise_spans(const conv_job *j) {
     return (double)j->Mg * j->Kc * j->g->group * sizeof(float) > 2.0 * 1024 * 1024;
 }
 
-/* The lanes form of the weights: kept in *slot from the first call on (NULL slot: *own holds a
- * copy for this call only); NULL when out of memory. */
-static const float *lanes_weights(const kconv_geom *g, const float *wpk, kconv_lazy_weights *slot,
-                                  float **own) {
+/* Another form of the weights, made from the packed ones by pack into size(g) floats: kept in
+ * *slot from the first call on (NULL slot: *own holds a copy for this call only); NULL when out
+ * of memory. */
+static const float *lazy_form(const kconv_geom *g, const float *wpk, kconv_lazy_weights *slot,
+                              float **own, int64_t (*size)(const kconv_geom *),
+                              void (*pack)(const kconv_geom *, const float *, float *)) {
     float *wl = slot ? atomic_load(slot) : NULL;
     if (wl) return wl;
-    float *fresh = kgemm_alloc_packed(kconv_lanes_weight_size(g));
+    float *fresh = kgemm_alloc_packed(size(g));
     if (!fresh) return NULL;
-    kconv_pack_lanes(g, wpk, fresh);
+    pack(g, wpk, fresh);
     if (!slot) return *own = fresh;
     float *expect = NULL;
     if (atomic_compare_exchange_strong(slot, &expect, fresh)) return fresh;
@@ -492,7 +494,7 @@ static const float *lanes_weights(const kconv_geom *g, const float *wpk, kconv_l
 
 static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                            const float *bias, const float *z, const kconv_act *act,
-                           const float *w_packed, kconv_lazy_weights *w_lanes, float *y) {
+                           const float *w_packed, kconv_lazy_forms *forms, float *y) {
     if (g->N == 0 || g->M == 0 || g->out_size == 0) return KILN_OK;
     kgemm_blas_serial();
     int nt = kiln_num_threads(ctx);
@@ -536,9 +538,20 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
         }
         j.wpk = w_packed;
     }
+    if (j.wpk && kconv_winograd_ok(ctx, g)) {
+        float *own = NULL;
+        const float *wu = lazy_form(g, j.wpk, forms ? &forms->wino : NULL, &own,
+                                    kconv_winograd_weight_size, kconv_winograd_pack);
+        kiln_status st = wu ? kconv_winograd_f32(ctx, g, x, wu, bias, z, act, y)
+                            : KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
+        free(own);
+        free(packed);
+        return st;
+    }
     if (j.wpk && kconv_lanes_ok(g)) {
         float *own = NULL;
-        const float *wl = lanes_weights(g, j.wpk, w_lanes, &own);
+        const float *wl = lazy_form(g, j.wpk, forms ? &forms->lanes : NULL, &own,
+                                    kconv_lanes_weight_size, kconv_pack_lanes);
         kiln_status st = wl ? kconv_lanes_f32(ctx, g, x, wl, bias, z, act, y)
                             : KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
         free(own);

@@ -67,13 +67,19 @@ kiln_status kconv_depthwise_run(kiln_ctx *ctx, const kconv_geom *g, const float 
  * slot (compare-and-swap: the loser frees its copy). */
 typedef _Atomic(float *) kconv_lazy_weights;
 
+/* Other forms of a constant weight, each made on first use by the kernel that reads it. */
+typedef struct kconv_lazy_forms {
+    kconv_lazy_weights lanes; /* kconv_pack_lanes */
+    kconv_lazy_weights wino;  /* kconv_winograd_pack */
+} kconv_lazy_forms;
+
 /* Float convolution of the whole batch (x, w, bias, y all float32; z: optional residual added
  * before the activation, same shape as y). w_packed: the weights as kconv_pack_weight left
- * them (a constant weight packed once), or NULL; w_lanes: where a constant weight keeps its
- * kconv_pack_lanes form, or NULL (packed per call). */
+ * them (a constant weight packed once), or NULL; forms: where a constant weight keeps its other
+ * forms, or NULL (made per call). */
 kiln_status kconv_run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                           const float *bias, const float *z, const kconv_act *act,
-                          const float *w_packed, kconv_lazy_weights *w_lanes, float *y);
+                          const float *w_packed, kconv_lazy_forms *forms, float *y);
 /* 1x1 convolution of a 1x1 map with weights packed by kconv_pack_weight, over the whole batch;
  * 0 when it does not apply (no packed weights, no AVX-512), 1 when y is written. */
 int kconv_matvec_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wpk,
@@ -92,6 +98,14 @@ int64_t kconv_lanes_weight_size(const kconv_geom *g);
 void kconv_pack_lanes(const kconv_geom *g, const float *wpk, float *dst);
 kiln_status kconv_lanes_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wl,
                             const float *bias, const float *z, const kconv_act *act, float *y);
+/* 3x3 stride-1 convolution by Winograd F(4x4, 3x3) (conv_winograd.c): kconv_winograd_ok says
+ * when it applies and pays; its weights (kconv_winograd_weight_size floats, 64-byte aligned) are
+ * made by kconv_winograd_pack from kconv_pack_weight's panels. */
+int kconv_winograd_ok(const kiln_ctx *ctx, const kconv_geom *g);
+int64_t kconv_winograd_weight_size(const kconv_geom *g);
+void kconv_winograd_pack(const kconv_geom *g, const float *wpk, float *dst);
+kiln_status kconv_winograd_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wu,
+                               const float *bias, const float *z, const kconv_act *act, float *y);
 /* Whether the convolution goes through the matrix product (not the depthwise kernel), and the
  * packed form of its weights: kconv_packed_weight_size floats (0: no packing on this CPU). */
 int kconv_uses_gemm(const kconv_geom *g);

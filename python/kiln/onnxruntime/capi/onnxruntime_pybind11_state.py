@@ -303,7 +303,8 @@ def _refuse(what, why):
 _EXT_FILE = "session.optimized_model_external_initializers_file_name"
 _EXT_MIN = "session.optimized_model_external_initializers_min_size_in_bytes"
 _CPU_BF16 = "kiln.cpu_bf16"  # "1": float32 products in bfloat16 on the CPU (kiln_options.cpu_bf16)
-_KNOWN_CONFIG = {_EXT_FILE, _EXT_MIN, _CPU_BF16, "kiln.specialize_shapes"}
+_CPU_WINOGRAD = "kiln.cpu_winograd"  # "0": 3x3 convolutions sum directly (kiln_options.cpu_winograd)
+_KNOWN_CONFIG = {_EXT_FILE, _EXT_MIN, _CPU_BF16, _CPU_WINOGRAD, "kiln.specialize_shapes"}
 
 
 class SessionOptions(_KilnSessionOptions):
@@ -455,6 +456,8 @@ class SessionOptions(_KilnSessionOptions):
             opt.verbose = 1
         if str(self._config.get(_CPU_BF16, "0")).strip().lower() in ("1", "true"):
             opt.cpu_bf16 = 1
+        if str(self._config.get(_CPU_WINOGRAD, "1")).strip().lower() in ("0", "false"):
+            opt.cpu_winograd = -1
         return keep
 
     def _apply_model_config(self, text):

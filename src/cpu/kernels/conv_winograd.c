@@ -1,0 +1,381 @@
+/* 3x3 stride-1 convolutions by Winograd's minimal filtering, F(4x4, 3x3) (Lavin and Gray, 2015).
+ *
+ * Each 4x4 block of outputs ("tile") of one output channel is A^T [sum_c U_c (.) V_c] A, where
+ * V_c = B^T d_c B transforms the tile's 6x6 input window of channel c and U_c = G g_c G^T the
+ * 3x3 weights. Per tile that is 36 products over the channels instead of 16 x 9: the 36
+ * elementwise sums are 36 matrix products U_e [M x C] . V_e [C x tiles], which run on the packed
+ * product engine (gemm_avx512.c, or its AVX2 kernels) with both operands packed.
+ *
+ * Why: a direct 3x3 convolution already runs the FMA units near their peak (ORT's NCHWc kernels
+ * at 94% on the 2-core EPYC, kiln's at 82%), so only fewer multiplications make it faster.
+ *
+ * A run is cut into blocks of tiles that keep V and the products' results (P) within a few MB:
+ *   1. V: per channel and group of 8 tiles, the 6 window rows of each tile are loaded as one
+ *      vector per tile and transposed, so that each of the 36 transformed values is a vector over
+ *      the 8 tiles, stored straight into the product's packed column panels;
+ *   2. P_e = U_e . V_e, split over (e, row blocks, column blocks);
+ *   3. per output channel and group of 8 tiles: A^T P A, the bias, the residual and the
+ *      activation, transposed back into rows of 4 outputs per tile.
+ * The transforms are AVX2+FMA code on both instruction-set tiers; on AVX-512 only the product
+ * is wider.
+ *
+ * Weights: U is 36/9 = 4x the size of W. It is made on first use from the packed weights (the
+ * model file's copy was handed back), and only for layers the rule takes (kconv_winograd_ok).
+ *
+ * Accuracy: the transforms' constants (1/4, 1/6, 1/24, 4, 5, 8) round in float32, so the
+ * outputs differ from a direct sum by a few units in the last place of the larger terms
+ * (tests/test_conv_winograd.py bounds it against float64). KILN_NO_WINOGRAD=1 turns it off. */
+#include "conv_util.h"
+#include "gemm_util.h"
+#include "../cpu_provider.h"
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#include "avx2_part.h"
+#include "conv_act_avx2.h"
+
+#define WG_FN __attribute__((target("avx2,fma")))
+#define WG_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
+#define NE 36            /* transformed values per tile (6 x 6) */
+#define LANES 8          /* tiles per vector */
+#define SCRATCH (8 << 20) /* bytes of V and P per block of tiles */
+
+/* Transformed weights larger than this are streamed from memory on every run and no longer pay
+ * (512 -> 512 channels: 37 MB against 9.4 MB of direct weights). */
+#define WEIGHT_CAP (10 << 20)
+
+static int64_t packed_rows(int64_t M) { return (M + KGEMM_MR - 1) / KGEMM_MR * KGEMM_MR; }
+
+/* tiles per image (rows, columns) */
+static void tile_grid(const kconv_geom *g, int64_t *th, int64_t *tw) {
+    *th = (g->out[0] + 3) / 4;
+    *tw = (g->out[1] + 3) / 4;
+}
+
+int kconv_winograd_ok(const kiln_ctx *ctx, const kconv_geom *g) {
+    static _Atomic int off = -1;
+    if (kconv_switched_off("KILN_NO_WINOGRAD", &off)) return 0;
+    if (!ctx || !ctx->ep || kiln_cpu_provider_no_winograd(ctx->ep)) return 0;
+    if (!kgemm_packed_available() || !kgemm_avx2_available()) return 0;
+    if (g->nd != 2 || g->group != 1 || g->k[0] != 3 || g->k[1] != 3) return 0;
+    for (int d = 0; d < 2; d++)
+        if (g->stride[d] != 1 || g->dil[d] != 1) return 0;
+    /* the transforms cost per channel what the products cost per channel pair */
+    if (g->C < 16 || g->M < 16) return 0;
+    if ((double)NE * packed_rows(g->M) * g->C * sizeof(float) > WEIGHT_CAP) return 0;
+    int64_t th, tw;
+    tile_grid(g, &th, &tw);
+    /* outputs computed past the map's edge (a 7x7 map takes 8x8) */
+    if (16.0 * th * tw > 1.4 * (double)g->out_size) return 0;
+    /* The product pads its columns (tiles) to panels of 32, and each U_e is read once per block
+     * of tiles. On the AVX2 EPYC (1 thread, bench/variants_ab.py, cases wg_* and r50_* of
+     * bench/conv_bench.py): from 32 tiles it won on every shape tried, 1.08-2.2x (least with 24
+     * input channels); at 16 tiles it won from 32768 channel pairs (256 -> 128 on 16x16 1.55x,
+     * 256 -> 256 on 14x14 1.27x) and lost below (128 -> 128 on 14x14 even, 64 -> 64 0.78x);
+     * under 16 tiles it lost 1.6-4x. */
+    int64_t tiles = g->N * th * tw;
+    return tiles >= 32 || (tiles >= 16 && g->C * g->M >= 32768);
+}
+
+int64_t kconv_winograd_weight_size(const kconv_geom *g) {
+    return NE * kgemm_avx512_packed_size(g->M, g->C);
+}
+
+/* element (m, k) of an M x K matrix in kgemm_avx512_pack_a's layout */
+static int64_t packed_a_at(int64_t Mpad, int64_t K, int64_t m, int64_t k) {
+    int64_t pc = k / KGEMM_KC * KGEMM_KC, kc = K - pc < KGEMM_KC ? K - pc : KGEMM_KC;
+    return pc * Mpad + m / KGEMM_MR * KGEMM_MR * kc + (k - pc) * KGEMM_MR + m % KGEMM_MR;
+}
+
+/* U_e = (G g G^T)_e for every (m, c), each e packed as the product's A [M x C]; g read from the
+ * weights as kconv_pack_weight packed them ([M x 9C]). Computed in double. */
+void kconv_winograd_pack(const kconv_geom *g, const float *wpk, float *dst) {
+    static const double G[6][3] = {{0.25, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    int64_t M = g->M, C = g->C, Mpad = packed_rows(M), per = kgemm_avx512_packed_size(M, C);
+    memset(dst, 0, sizeof(float) * (size_t)(NE * per));
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t c = 0; c < C; c++) {
+            double w[3][3], t[6][3];
+            for (int i = 0; i < 9; i++) w[i / 3][i % 3] = wpk[packed_a_at(Mpad, 9 * C, m, 9 * c + i)];
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * w[0][j] + G[i][1] * w[1][j] + G[i][2] * w[2][j];
+            int64_t at = packed_a_at(Mpad, C, m, c);
+            for (int i = 0; i < 6; i++)
+                for (int k = 0; k < 6; k++)
+                    dst[(i * 6 + k) * per + at] =
+                        (float)(t[i][0] * G[k][0] + t[i][1] * G[k][1] + t[i][2] * G[k][2]);
+        }
+}
+
+typedef struct wg_job {
+    const kconv_geom *g;
+    const float *x, *wu, *bias, *z;
+    const kconv_act *act;
+    kconv_actv av;
+    float *y;
+    int64_t C, M, IH, IW, OH, OW, pt, pl, th, tw, tiles_img;
+    int64_t ublk;             /* floats per U_e */
+    float *V, *P;             /* 36 x packed [C x tpad]; 36 x [M x tpad] */
+    int64_t t0, tb, tpad, groups; /* the current block: tiles [t0, t0 + tb), groups of 8 */
+    int64_t rb, cb;           /* the products' row and column blocks */
+} wg_job;
+
+/* where tile lane l of group gi lies: image, first input row and column (may be in the padding) */
+typedef struct wg_lanes {
+    int64_t n[LANES], oy[LANES], ox[LANES];
+    int valid;
+} wg_lanes;
+
+static void lanes_of(const wg_job *j, int64_t gi, wg_lanes *L) {
+    int64_t first = j->t0 + gi * LANES, end = j->t0 + j->tb;
+    L->valid = (int)(end - first < LANES ? end - first : LANES);
+    for (int l = 0; l < LANES; l++) {
+        int64_t t = first + (l < L->valid ? l : L->valid - 1);
+        int64_t r = t % j->tiles_img;
+        L->n[l] = t / j->tiles_img;
+        L->oy[l] = r / j->tw * 4;
+        L->ox[l] = r % j->tw * 4;
+    }
+}
+
+/* columns x0 .. x0 + 5 of row yy of a plane, zero outside it (8 lanes; 6 and 7 are not used) */
+WG_INLINE __m256 window_row(const float *plane, int64_t yy, int64_t x0, int64_t IH, int64_t IW) {
+    if (yy < 0 || yy >= IH) return _mm256_setzero_ps();
+    const float *row = plane + yy * IW;
+    if (x0 >= 0 && x0 + 8 <= IW) return _mm256_loadu_ps(row + x0);
+    float tmp[8] = {0};
+    for (int k = 0; k < 6; k++)
+        if (x0 + k >= 0 && x0 + k < IW) tmp[k] = row[x0 + k];
+    return _mm256_loadu_ps(tmp);
+}
+
+/* out[j] = lane j of r[0..7], for j < 6: an 8x8 transpose without its last two rows */
+WG_INLINE void transpose8x6(const __m256 r[8], __m256 out[6]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    out[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    out[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    out[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    out[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    out[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    out[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+}
+
+/* o = B^T d for one column of six values (strided by s in d and o) */
+WG_INLINE void bt6(const __m256 *d, int s, __m256 *o, int so) {
+    __m256 four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(-5.0f), mfour = _mm256_set1_ps(-4.0f);
+    __m256 d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s], d5 = d[5 * s];
+    __m256 a = _mm256_fmadd_ps(mfour, d2, d4), b = _mm256_fmadd_ps(mfour, d1, d3);
+    __m256 c = _mm256_sub_ps(d4, d2), e = _mm256_sub_ps(d3, d1);
+    e = _mm256_add_ps(e, e);
+    o[0] = _mm256_fmadd_ps(four, d0, _mm256_fmadd_ps(five, d2, d4));
+    o[so] = _mm256_add_ps(a, b);
+    o[2 * so] = _mm256_sub_ps(a, b);
+    o[3 * so] = _mm256_add_ps(c, e);
+    o[4 * so] = _mm256_sub_ps(c, e);
+    o[5 * so] = _mm256_fmadd_ps(four, d1, _mm256_fmadd_ps(five, d3, d5));
+}
+
+/* where column col of channel c lands in a packed [C x tpad] block (kgemm_avx512_pack_b) */
+static int64_t packed_b_at(int64_t C, int64_t tpad, int64_t c, int64_t col) {
+    int64_t pc = c / KGEMM_KC * KGEMM_KC, kc = C - pc < KGEMM_KC ? C - pc : KGEMM_KC;
+    return pc * tpad + col / KGEMM_NR * KGEMM_NR * kc + (c - pc) * KGEMM_NR + col % KGEMM_NR;
+}
+
+/* items: group-major, channel-minor (a chunk reuses its lanes' positions) */
+static WG_FN void input_run(void *arg, int64_t i0, int64_t i1) {
+    const wg_job *j = arg;
+    wg_lanes L;
+    int64_t have = -1, vstride = j->C * j->tpad;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t gi = i / j->C, c = i % j->C;
+        if (gi != have) {
+            lanes_of(j, gi, &L);
+            have = gi;
+        }
+        __m256 d[36], s[36];
+        for (int r = 0; r < 6; r++) {
+            __m256 rows[8];
+            for (int l = 0; l < LANES; l++) {
+                const float *plane = j->x + (L.n[l] * j->C + c) * j->IH * j->IW;
+                rows[l] = window_row(plane, L.oy[l] - j->pt + r, L.ox[l] - j->pl, j->IH, j->IW);
+            }
+            transpose8x6(rows, d + r * 6);
+        }
+        for (int k = 0; k < 6; k++) bt6(d + k, 6, s + k, 6);     /* down the columns */
+        for (int r = 0; r < 6; r++) bt6(s + r * 6, 1, d + r * 6, 1); /* along the rows */
+        float *dst = j->V + packed_b_at(j->C, j->tpad, c, gi * LANES);
+        for (int e = 0; e < NE; e++) _mm256_storeu_ps(dst + e * vstride, d[e]);
+    }
+}
+
+static void product_run(void *arg, int64_t i0, int64_t i1) {
+    const wg_job *j = arg;
+    int64_t rp = (j->M + KGEMM_MR - 1) / KGEMM_MR, cp = j->tpad / KGEMM_NR;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t e = i / (j->rb * j->cb), rest = i % (j->rb * j->cb);
+        int64_t r = rest / j->cb, q = rest % j->cb;
+        int64_t m0 = kconv_block_start(r, j->rb, rp) * KGEMM_MR;
+        int64_t m1 = kconv_block_start(r + 1, j->rb, rp) * KGEMM_MR;
+        int64_t c0 = kconv_block_start(q, j->cb, cp) * KGEMM_NR;
+        int64_t c1 = kconv_block_start(q + 1, j->cb, cp) * KGEMM_NR;
+        if (m1 > j->M) m1 = j->M;
+        if (m1 <= m0 || c1 <= c0) continue;
+        float *out = j->P + e * j->M * j->tpad + m0 * j->tpad + c0;
+        kgemm_sgemm_avx512_packed_ab_epi(j->wu + e * j->ublk, j->M, m0, m1 - m0, c1 - c0, j->C,
+                                         j->V + e * j->C * j->tpad, j->tpad, c0, out, j->tpad,
+                                         NULL, NULL);
+    }
+}
+
+/* o = A^T m for one column of six values */
+WG_INLINE void at6(const __m256 *m, int s, __m256 *o, int so) {
+    __m256 p = _mm256_add_ps(m[s], m[2 * s]), q = _mm256_sub_ps(m[s], m[2 * s]);
+    __m256 r = _mm256_add_ps(m[3 * s], m[4 * s]), t = _mm256_sub_ps(m[3 * s], m[4 * s]);
+    o[0] = _mm256_add_ps(_mm256_add_ps(m[0], p), r);
+    o[so] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), t, q);
+    o[2 * so] = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), r, p);
+    o[3 * so] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), t, q), m[5 * s]);
+}
+
+/* one output row of a lane's tile: n floats of v's half h (0: low) to y, with the residual */
+WG_INLINE void store_tile_row(const wg_job *j, __m256 v, int h, float *yrow, const float *zrow,
+                              int64_t n) {
+    __m128 q = h ? _mm256_extractf128_ps(v, 1) : _mm256_castps256_ps128(v);
+    if (zrow) {
+        q = _mm_add_ps(q, kavx2_load4_part(zrow, (int)n));
+        if (j->av.mode != KACTV_NONE && j->av.mode != KACTV_OTHER)
+            q = _mm256_castps256_ps128(kconv_actv_apply8(&j->av, _mm256_castps128_ps256(q)));
+    }
+    kavx2_store_part(yrow, _mm256_castps128_ps256(q), n);
+    if (j->av.mode == KACTV_OTHER) kconv_apply_act(j->act, yrow, n);
+}
+
+/* items: group-major, output-channel-minor */
+static WG_FN void output_run(void *arg, int64_t i0, int64_t i1) {
+    const wg_job *j = arg;
+    wg_lanes L;
+    int64_t have = -1, pstride = j->M * j->tpad;
+    int act_early = !j->z && j->av.mode != KACTV_NONE && j->av.mode != KACTV_OTHER;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t gi = i / j->M, m = i % j->M;
+        if (gi != have) {
+            lanes_of(j, gi, &L);
+            have = gi;
+        }
+        const float *src = j->P + m * j->tpad + gi * LANES;
+        __m256 v[36], t[24], o[16];
+        for (int e = 0; e < NE; e++) v[e] = _mm256_loadu_ps(src + e * pstride);
+        for (int k = 0; k < 6; k++) at6(v + k, 6, t + k, 6);      /* t: 4 rows x 6 */
+        for (int r = 0; r < 4; r++) at6(t + r * 6, 1, o + r * 4, 1); /* o: 4 x 4 */
+        __m256 b = _mm256_set1_ps(j->bias ? j->bias[m] : 0.0f);
+        for (int k = 0; k < 16; k++) {
+            o[k] = _mm256_add_ps(o[k], b);
+            if (act_early) o[k] = kconv_actv_apply8(&j->av, o[k]);
+        }
+        for (int r = 0; r < 4; r++) {
+            __m256 *w = o + r * 4;
+            __m256 a = _mm256_unpacklo_ps(w[0], w[1]), bb = _mm256_unpackhi_ps(w[0], w[1]);
+            __m256 c = _mm256_unpacklo_ps(w[2], w[3]), d = _mm256_unpackhi_ps(w[2], w[3]);
+            __m256 e4[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xEE),
+                            _mm256_shuffle_ps(bb, d, 0x44), _mm256_shuffle_ps(bb, d, 0xEE)};
+            for (int l = 0; l < L.valid; l++) {
+                int64_t oy = L.oy[l] + r, ox = L.ox[l];
+                if (oy >= j->OH) continue;
+                int64_t n = j->OW - ox < 4 ? j->OW - ox : 4;
+                int64_t off = ((L.n[l] * j->M + m) * j->OH + oy) * j->OW + ox;
+                store_tile_row(j, e4[l & 3], l >> 2, j->y + off, j->z ? j->z + off : NULL, n);
+            }
+        }
+    }
+}
+
+/* KILN_DEBUG_PARTITION: the products' items, in multiply-adds */
+static double product_cost(const void *arg, int64_t i) {
+    const wg_job *j = arg;
+    int64_t rp = (j->M + KGEMM_MR - 1) / KGEMM_MR, cp = j->tpad / KGEMM_NR;
+    int64_t rest = i % (j->rb * j->cb), r = rest / j->cb, q = rest % j->cb;
+    int64_t rows = (kconv_block_start(r + 1, j->rb, rp) - kconv_block_start(r, j->rb, rp)) * KGEMM_MR;
+    int64_t cols = (kconv_block_start(q + 1, j->cb, cp) - kconv_block_start(q, j->cb, cp)) * KGEMM_NR;
+    return (double)rows * cols * j->C;
+}
+
+/* column and row blocks of the products: enough items for every thread, splitting the side
+ * with more panels */
+static void product_split(wg_job *j, int nt) {
+    int64_t rp = (j->M + KGEMM_MR - 1) / KGEMM_MR, cp = j->tpad / KGEMM_NR;
+    j->rb = j->cb = 1;
+    while (NE * j->rb * j->cb < 3 * (int64_t)nt) {
+        int64_t rows = (rp + j->rb - 1) / j->rb, cols = (cp + j->cb - 1) / j->cb;
+        if (rows <= 1 && cols <= 1) break;
+        if (cols >= 2 * rows || rows <= 2) j->cb++;
+        else j->rb++;
+        if (j->cb > cp) j->cb = cp;
+        if (j->rb > rp) j->rb = rp;
+    }
+}
+
+kiln_status kconv_winograd_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wu,
+                               const float *bias, const float *z, const kconv_act *act, float *y) {
+    wg_job j = {.g = g, .x = x, .wu = wu, .bias = bias, .z = z, .act = act, .y = y,
+                .C = g->C, .M = g->M, .IH = g->in[0], .IW = g->in[1], .OH = g->out[0],
+                .OW = g->out[1], .pt = g->pad_b[0], .pl = g->pad_b[1]};
+    j.av = kconv_actv_make(act);
+    tile_grid(g, &j.th, &j.tw);
+    j.tiles_img = j.th * j.tw;
+    j.ublk = kgemm_avx512_packed_size(j.M, j.C);
+    int64_t tiles = g->N * j.tiles_img;
+    int64_t per_tile = NE * (j.C + j.M) * (int64_t)sizeof(float);
+    int64_t block = SCRATCH / per_tile / KGEMM_NR * KGEMM_NR;
+    if (block < KGEMM_NR) block = KGEMM_NR;
+    if (block >= tiles) block = tiles;
+    int64_t tpad_max = (block + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR;
+    float *buf = kgemm_alloc_packed(NE * (j.C + j.M) * tpad_max);
+    if (!buf) return KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory for the Winograd transforms");
+    j.V = buf;
+    j.P = buf + NE * j.C * tpad_max;
+    int nt = kiln_num_threads(ctx);
+    for (j.t0 = 0; j.t0 < tiles; j.t0 += block) {
+        j.tb = tiles - j.t0 < block ? tiles - j.t0 : block;
+        j.tpad = (j.tb + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR;
+        j.groups = (j.tb + LANES - 1) / LANES;
+        /* columns past the last group are read by the product's last panel: keep them finite */
+        for (int64_t col = j.groups * LANES; col < j.tpad; col += LANES)
+            for (int64_t e = 0; e < NE; e++)
+                for (int64_t c = 0; c < j.C; c++)
+                    memset(j.V + e * j.C * j.tpad + packed_b_at(j.C, j.tpad, c, col), 0,
+                           sizeof(float) * LANES);
+        int64_t n1 = j.groups * j.C, n3 = j.groups * j.M;
+        kiln_parallel_for(ctx, n1, kpar_grain(n1, (double)n1 * 150.0), input_run, &j);
+        product_split(&j, nt);
+        if (j.t0 == 0 && kconv_debug_partition())
+            kconv_report_partition("winograd", g, nt, NE * j.rb * j.cb, 1, product_cost, &j, 1.0);
+        kiln_parallel_for(ctx, NE * j.rb * j.cb, 1, product_run, &j);
+        kiln_parallel_for(ctx, n3, kpar_grain(n3, (double)n3 * 120.0), output_run, &j);
+    }
+    free(buf);
+    return KILN_OK;
+}
+
+#else
+int kconv_winograd_ok(const kiln_ctx *ctx, const kconv_geom *g) { return 0; }
+int64_t kconv_winograd_weight_size(const kconv_geom *g) { return 0; }
+void kconv_winograd_pack(const kconv_geom *g, const float *wpk, float *dst) {}
+kiln_status kconv_winograd_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *wu,
+                               const float *bias, const float *z, const kconv_act *act, float *y) {
+    return KILN_FAIL(ctx, KILN_ERR_NOT_IMPLEMENTED, "Winograd convolution needs x86-64 with AVX2");
+}
+#endif
