@@ -130,6 +130,8 @@ typedef struct wg_job {
 /* where tile lane l of group gi lies: image, first input row and column (may be in the padding) */
 typedef struct wg_lanes {
     int64_t n[LANES], oy[LANES], ox[LANES];
+    int64_t out[LANES];  /* the tile's first output in y, channel 0 */
+    int64_t cols[LANES]; /* its outputs per row inside the map (4 but at the right edge) */
     int valid;
 } wg_lanes;
 
@@ -142,18 +144,30 @@ static void lanes_of(const wg_job *j, int64_t gi, wg_lanes *L) {
         L->n[l] = t / j->tiles_img;
         L->oy[l] = r / j->tw * 4;
         L->ox[l] = r % j->tw * 4;
+        L->out[l] = (L->n[l] * j->M * j->OH + L->oy[l]) * j->OW + L->ox[l];
+        L->cols[l] = j->OW - L->ox[l] < 4 ? j->OW - L->ox[l] : 4;
     }
 }
 
-/* columns x0 .. x0 + 5 of row yy of a plane, zero outside it (8 lanes; 6 and 7 are not used) */
+/* lane k takes lane k - s, lanes under s are zero (s = 1..7) */
+static const int32_t shift_index[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7};
+
+/* columns x0 .. x0 + 5 of row yy of a plane, zero outside it (8 lanes; 6 and 7 are not used, so
+ * they may hold the next row's first values). Edges load pieces (avx2_part.h) rather than going
+ * through a buffer on the stack, whose scalar stores stall the vector load after them. */
 WG_INLINE __m256 window_row(const float *plane, int64_t yy, int64_t x0, int64_t IH, int64_t IW) {
     if (yy < 0 || yy >= IH) return _mm256_setzero_ps();
     const float *row = plane + yy * IW;
-    if (x0 >= 0 && x0 + 8 <= IW) return _mm256_loadu_ps(row + x0);
-    float tmp[8] = {0};
-    for (int k = 0; k < 6; k++)
-        if (x0 + k >= 0 && x0 + k < IW) tmp[k] = row[x0 + k];
-    return _mm256_loadu_ps(tmp);
+    if (x0 >= 0) {
+        if (x0 + 8 <= IW || (x0 + 6 <= IW && yy + 1 < IH)) return _mm256_loadu_ps(row + x0);
+        return kavx2_load_part(row + x0, IW - x0);
+    }
+    int64_t sh = -x0;
+    if (sh >= 8) return _mm256_setzero_ps();
+    __m256 v = kavx2_load_part(row, IW < 8 - sh ? IW : 8 - sh);
+    __m256i idx = _mm256_loadu_si256((const __m256i *)(shift_index + 8 - sh));
+    __m256i keep = _mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)sh - 1));
+    return _mm256_and_ps(_mm256_permutevar8x32_ps(v, idx), _mm256_castsi256_ps(keep));
 }
 
 /* out[j] = lane j of r[0..7], for j < 6: an 8x8 transpose without its last two rows */
@@ -195,30 +209,38 @@ static int64_t packed_b_at(int64_t C, int64_t tpad, int64_t c, int64_t col) {
     return pc * tpad + col / KGEMM_NR * KGEMM_NR * kc + (c - pc) * KGEMM_NR + col % KGEMM_NR;
 }
 
-/* items: group-major, channel-minor (a chunk reuses its lanes' positions) */
+/* One channel of one group of 8 tiles into V. */
+WG_INLINE void input_group(const wg_job *j, const wg_lanes *L, int64_t gi, int64_t c, int64_t vstride) {
+    __m256 d[36], s[36];
+    for (int r = 0; r < 6; r++) {
+        __m256 rows[8];
+        for (int l = 0; l < LANES; l++)
+            rows[l] = window_row(j->x + (L->n[l] * j->C + c) * j->IH * j->IW, L->oy[l] - j->pt + r,
+                                 L->ox[l] - j->pl, j->IH, j->IW);
+        transpose8x6(rows, d + r * 6);
+    }
+    for (int k = 0; k < 6; k++) bt6(d + k, 6, s + k, 6);         /* down the columns */
+    for (int r = 0; r < 6; r++) bt6(s + r * 6, 1, d + r * 6, 1); /* along the rows */
+    float *dst = j->V + packed_b_at(j->C, j->tpad, c, gi * LANES);
+    for (int e = 0; e < NE; e++) _mm256_storeu_ps(dst + e * vstride, d[e]);
+}
+
+/* items: pairs of groups (16 tiles, whole cache lines of V) major, channels minor (a chunk
+ * reuses its lanes' positions) */
 static WG_FN void input_run(void *arg, int64_t i0, int64_t i1) {
     const wg_job *j = arg;
-    wg_lanes L;
+    wg_lanes L[2];
     int64_t have = -1, vstride = j->C * j->tpad;
     for (int64_t i = i0; i < i1; i++) {
-        int64_t gi = i / j->C, c = i % j->C;
-        if (gi != have) {
-            lanes_of(j, gi, &L);
-            have = gi;
+        int64_t pair = i / j->C, c = i % j->C;
+        int two = pair * 2 + 1 < j->groups;
+        if (pair != have) {
+            lanes_of(j, pair * 2, &L[0]);
+            if (two) lanes_of(j, pair * 2 + 1, &L[1]);
+            have = pair;
         }
-        __m256 d[36], s[36];
-        for (int r = 0; r < 6; r++) {
-            __m256 rows[8];
-            for (int l = 0; l < LANES; l++) {
-                const float *plane = j->x + (L.n[l] * j->C + c) * j->IH * j->IW;
-                rows[l] = window_row(plane, L.oy[l] - j->pt + r, L.ox[l] - j->pl, j->IH, j->IW);
-            }
-            transpose8x6(rows, d + r * 6);
-        }
-        for (int k = 0; k < 6; k++) bt6(d + k, 6, s + k, 6);     /* down the columns */
-        for (int r = 0; r < 6; r++) bt6(s + r * 6, 1, d + r * 6, 1); /* along the rows */
-        float *dst = j->V + packed_b_at(j->C, j->tpad, c, gi * LANES);
-        for (int e = 0; e < NE; e++) _mm256_storeu_ps(dst + e * vstride, d[e]);
+        input_group(j, &L[0], pair * 2, c, vstride);
+        if (two) input_group(j, &L[1], pair * 2 + 1, c, vstride);
     }
 }
 
@@ -264,42 +286,49 @@ WG_INLINE void store_tile_row(const wg_job *j, __m256 v, int h, float *yrow, con
     if (j->av.mode == KACTV_OTHER) kconv_apply_act(j->act, yrow, n);
 }
 
-/* items: group-major, output-channel-minor */
+/* One output channel of one group of 8 tiles from P into y. */
+WG_INLINE void output_group(const wg_job *j, const wg_lanes *L, int64_t gi, int64_t m, int act_early) {
+    const float *src = j->P + m * j->tpad + gi * LANES;
+    int64_t pstride = j->M * j->tpad, plane = j->OH * j->OW;
+    __m256 v[36], t[24], o[16];
+    for (int e = 0; e < NE; e++) v[e] = _mm256_loadu_ps(src + e * pstride);
+    for (int k = 0; k < 6; k++) at6(v + k, 6, t + k, 6);         /* t: 4 rows x 6 */
+    for (int r = 0; r < 4; r++) at6(t + r * 6, 1, o + r * 4, 1); /* o: 4 x 4 */
+    __m256 b = _mm256_set1_ps(j->bias ? j->bias[m] : 0.0f);
+    for (int k = 0; k < 16; k++) {
+        o[k] = _mm256_add_ps(o[k], b);
+        if (act_early) o[k] = kconv_actv_apply8(&j->av, o[k]);
+    }
+    for (int r = 0; r < 4; r++) {
+        __m256 *w = o + r * 4;
+        __m256 a = _mm256_unpacklo_ps(w[0], w[1]), bb = _mm256_unpackhi_ps(w[0], w[1]);
+        __m256 c = _mm256_unpacklo_ps(w[2], w[3]), d = _mm256_unpackhi_ps(w[2], w[3]);
+        __m256 e4[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xEE),
+                        _mm256_shuffle_ps(bb, d, 0x44), _mm256_shuffle_ps(bb, d, 0xEE)};
+        for (int l = 0; l < L->valid; l++) {
+            if (L->oy[l] + r >= j->OH) continue;
+            int64_t off = L->out[l] + m * plane + r * j->OW;
+            store_tile_row(j, e4[l & 3], l >> 2, j->y + off, j->z ? j->z + off : NULL, L->cols[l]);
+        }
+    }
+}
+
+/* items: pairs of groups (whole cache lines of P) major, output channels minor */
 static WG_FN void output_run(void *arg, int64_t i0, int64_t i1) {
     const wg_job *j = arg;
-    wg_lanes L;
-    int64_t have = -1, pstride = j->M * j->tpad;
+    wg_lanes L[2];
+    int64_t have = -1;
     int act_early = !j->z && j->av.mode != KACTV_NONE && j->av.mode != KACTV_OTHER;
     for (int64_t i = i0; i < i1; i++) {
-        int64_t gi = i / j->M, m = i % j->M;
-        if (gi != have) {
-            lanes_of(j, gi, &L);
-            have = gi;
+        int64_t pair = i / j->M, m = i % j->M;
+        int two = pair * 2 + 1 < j->groups;
+        if (pair != have) {
+            lanes_of(j, pair * 2, &L[0]);
+            if (two) lanes_of(j, pair * 2 + 1, &L[1]);
+            have = pair;
         }
-        const float *src = j->P + m * j->tpad + gi * LANES;
-        __m256 v[36], t[24], o[16];
-        for (int e = 0; e < NE; e++) v[e] = _mm256_loadu_ps(src + e * pstride);
-        for (int k = 0; k < 6; k++) at6(v + k, 6, t + k, 6);      /* t: 4 rows x 6 */
-        for (int r = 0; r < 4; r++) at6(t + r * 6, 1, o + r * 4, 1); /* o: 4 x 4 */
-        __m256 b = _mm256_set1_ps(j->bias ? j->bias[m] : 0.0f);
-        for (int k = 0; k < 16; k++) {
-            o[k] = _mm256_add_ps(o[k], b);
-            if (act_early) o[k] = kconv_actv_apply8(&j->av, o[k]);
-        }
-        for (int r = 0; r < 4; r++) {
-            __m256 *w = o + r * 4;
-            __m256 a = _mm256_unpacklo_ps(w[0], w[1]), bb = _mm256_unpackhi_ps(w[0], w[1]);
-            __m256 c = _mm256_unpacklo_ps(w[2], w[3]), d = _mm256_unpackhi_ps(w[2], w[3]);
-            __m256 e4[4] = {_mm256_shuffle_ps(a, c, 0x44), _mm256_shuffle_ps(a, c, 0xEE),
-                            _mm256_shuffle_ps(bb, d, 0x44), _mm256_shuffle_ps(bb, d, 0xEE)};
-            for (int l = 0; l < L.valid; l++) {
-                int64_t oy = L.oy[l] + r, ox = L.ox[l];
-                if (oy >= j->OH) continue;
-                int64_t n = j->OW - ox < 4 ? j->OW - ox : 4;
-                int64_t off = ((L.n[l] * j->M + m) * j->OH + oy) * j->OW + ox;
-                store_tile_row(j, e4[l & 3], l >> 2, j->y + off, j->z ? j->z + off : NULL, n);
-            }
-        }
+        output_group(j, &L[0], pair * 2, m, act_early);
+        if (two) output_group(j, &L[1], pair * 2 + 1, m, act_early);
     }
 }
 
@@ -358,7 +387,7 @@ kiln_status kconv_winograd_f32(kiln_ctx *ctx, const kconv_geom *g, const float *
                 for (int64_t c = 0; c < j.C; c++)
                     memset(j.V + e * j.C * j.tpad + packed_b_at(j.C, j.tpad, c, col), 0,
                            sizeof(float) * LANES);
-        int64_t n1 = j.groups * j.C, n3 = j.groups * j.M;
+        int64_t n1 = (j.groups + 1) / 2 * j.C, n3 = (j.groups + 1) / 2 * j.M;
         kiln_parallel_for(ctx, n1, kpar_grain(n1, (double)n1 * 150.0), input_run, &j);
         product_split(&j, nt);
         if (j.t0 == 0 && kconv_debug_partition())
