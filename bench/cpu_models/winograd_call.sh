@@ -18,6 +18,7 @@ source scripts/gpu/env.sh
 export PYTHONUNBUFFERED=1
 SECONDS=0
 log() { echo "[winograd ${SECONDS}s] $*"; }
+lscpu > "$OUT/lscpu.txt" 2>&1; grep -m1 "Model name" "$OUT/lscpu.txt"
 if [ "${TESTS:-1}" = 1 ]; then
     OUT=$OUT ISA_MODES="avx512 avx2" ISA_TIMEOUT=${ISA_TIMEOUT:-150} ISA_TEST_FILES="tests/test_conv_winograd.py
         tests/test_conv_depthwise.py tests/test_conv_partition.py::test_partition_report
