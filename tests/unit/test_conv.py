@@ -47,7 +47,9 @@ def compare(op, inputs, attrs, dt, opset=18, threads=2, domain=""):
             return
         assert_same(got, want, **tol(dt))
     else:
-        check(m, feeds, threads=threads, **tol(dt))
+        # direct sums (3x3 stride-1 cases with enough tiles would take Winograd, whose error
+        # bounds test_conv_winograd.py holds)
+        check(m, feeds, threads=threads, winograd=False, **tol(dt))
 
 
 # ---------------- Conv ----------------
