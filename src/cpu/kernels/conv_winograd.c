@@ -69,16 +69,17 @@ int kconv_winograd_ok(const kiln_ctx *ctx, const kconv_geom *g) {
     if ((double)NE * packed_rows(g->M) * g->C * sizeof(float) > WEIGHT_CAP) return 0;
     int64_t th, tw;
     tile_grid(g, &th, &tw);
-    /* outputs computed past the map's edge (a 7x7 map takes 8x8) */
-    if (16.0 * th * tw > 1.4 * (double)g->out_size) return 0;
-    /* The product pads its columns (tiles) to panels of 32, and each U_e is read once per block
-     * of tiles. On the AVX2 EPYC (1 thread, bench/variants_ab.py, cases wg_* and r50_* of
-     * bench/conv_bench.py): from 32 tiles it won on every shape tried, 1.08-2.2x (least with 24
-     * input channels); at 16 tiles it won from 32768 channel pairs (256 -> 128 on 16x16 1.55x,
-     * 256 -> 256 on 14x14 1.27x) and lost below (128 -> 128 on 14x14 even, 64 -> 64 0.78x);
-     * under 16 tiles it lost 1.6-4x. */
-    int64_t tiles = g->N * th * tw;
-    return tiles >= 32 || (tiles >= 16 && g->C * g->M >= 32768);
+    /* Multiplications saved: 9 per output against 36 per tile, with the tiles padded to the
+     * product's panels of 32 and the outputs past the map's edge counted (a 14x14 map takes 16
+     * tiles and computes 32: 1.53; 28x28 at batch 1, 49 tiles in 64 columns: 3.06). On the AVX2
+     * EPYC (1 thread, bench/variants_ab.py, cases wg_*, r50_*, sq_* and dn_* of
+     * bench/conv_bench.py, the rule relaxed) every shape with 2.5 or more won, 1.16-2.2x (least
+     * with 16 input channels); at 1.5-2.5 only those with 32768 channel pairs or more won (256 ->
+     * 128 on 16x16 1.55x, 256 -> 256 on 14x14 1.27x; 128 -> 128 on 14x14 even, 64 -> 64 0.78x);
+     * below 1.5 all lost (0.25-0.87x). */
+    int64_t tiles = g->N * th * tw, cols = (tiles + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR;
+    double saved = 9.0 * (double)(g->N * g->out_size) / (NE * (double)cols);
+    return saved >= 2.5 || (saved >= 1.5 && g->C * g->M >= 32768);
 }
 
 int64_t kconv_winograd_weight_size(const kconv_geom *g) {
