@@ -671,6 +671,11 @@ int kconv_lanes_ok(const kconv_geom *g) {
     double K = (double)(g->C / g->group * g->k_size);
     double eff_ch = (double)Mg / (double)lanes_mpad(g), eff_pos;
     if (pointwise_geom(g)) {
+        /* With 8 lanes the product won or tied on every 1x1 shape timed (AVX2 EPYC, 1 thread,
+         * bench/variants_ab.py, r50_1x1_* and pw_1x1_* of bench/conv_bench.py): 0.82-0.97x the
+         * lanes' time on ResNet-50's 14x14 and 7x7 layers, 0.85-1.02x on MobileNetV3's and
+         * SqueezeNet's, one at 1.05x (672 -> 112 on 14x14). */
+        if (!kgemm_avx512_available()) return 0;
         /* at batch > 1 the product's tiles run across images and store in place on maps of a
          * column panel up to a tile (conv_gemm.c, span_direct): only the batch's last panel is
          * partial. 14x14, batch 8, one thread, with the residual: 256 -> 1024 7.6 ms here, 6.4
