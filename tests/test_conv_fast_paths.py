@@ -696,7 +696,8 @@ def test_maxpool_stride2_rows_prefetch(threads):
 # Sapphire Rapids, scripts/gpu/cpu_isa_tests.sh).
 
 @pytest.mark.skipif(not HAS_AVX512, reason="needs a CPU with both the AVX-512 and the AVX2 tier")
-@pytest.mark.parametrize("xs,ws,attrs", LANES_CASES[:5] + [((2, 16, 40, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+# (not LANES_CASES[2], a 1x1: the AVX2 tier sends 1x1 convolutions to the product, not the lanes)
+@pytest.mark.parametrize("xs,ws,attrs", LANES_CASES[:2] + LANES_CASES[3:5] + [((2, 16, 40, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
                                                          ((1, 24, 30, 61), (13, 24, 3, 3), {"strides": [1, 2]})])
 def test_tiers_same_bits(xs, ws, attrs):
     rng = np.random.default_rng(97)

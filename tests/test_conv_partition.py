@@ -188,8 +188,8 @@ for xs, ws, a in [((1, 64, 56, 56), (48, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # 
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kiln-partition ")]
     paths = [dict(kv.split("=", 1) for kv in ln.split()[1:]) for ln in lines]
-    # 64 -> 48 on 56x56 takes Winograd F(4x4, 3x3): 196 tiles
-    assert [p["path"] for p in paths] == [on_this_cpu(p) for p in ("winograd", "gemm-packed-linear", "direct-lanes")]
+    # (64 -> 48 on 56x56 at 16 threads: too little work per thread for Winograd, conv_winograd.c)
+    assert [p["path"] for p in paths] == [on_this_cpu(p) for p in ("direct-flat", "gemm-packed-linear", "direct-lanes")]
     for p in paths:
         assert p["threads"] == "16"
         assert int(p["items"]) >= 16

@@ -4,7 +4,9 @@ counts off the register and panel sizes (17, 19, 40, 300: two depth blocks of th
 tiles than one block of scratch holds, and the 16-tile rule; the fused residual and activations
 against onnxruntime; the same bits at any thread count and on both instruction-set tiers; W as a
 graph input; concurrent first runs (the transformed weights are made on first use); and the
-switches that turn it off (winograd=False, the config entry "kiln.cpu_winograd", --no-winograd).
+switches that turn it off (winograd=False, the config entry "kiln.cpu_winograd", --no-winograd);
+the rule's choice of form by thread count. KILN_WINOGRAD_FORM=fused|steps forces either form, so
+each case is checked in both.
 The partition report (KILN_DEBUG_PARTITION) shows which path each convolution took."""
 import os
 import subprocess
@@ -71,12 +73,17 @@ def rel_err(got, want):
 WINO_REL = 4e-5
 
 
+FORMS = {"fused": "winograd-fused", "steps": "winograd"}
+
+
 @needs_packed
+@pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("xs,M,pads", CASES, ids=[f"{c[0]}to{c[1]}" for c in CASES])
-def test_against_float64(xs, M, pads):
+def test_against_float64(xs, M, pads, form):
+    """Each case in both forms (KILN_WINOGRAD_FORM forces one where Winograd applies)."""
     x, w, b, m = make_case(xs, M, pads, 11)
-    outs, paths = run_in_child(m, {"x": x}, {}, threads=2)
-    assert is_winograd(paths)
+    outs, paths = run_in_child(m, {"x": x}, {"KILN_WINOGRAD_FORM": form}, threads=2)
+    assert paths == [FORMS[form]]
     ref = conv_ref(x, w, b, pads)
     assert outs[0].shape == ref.shape
     assert np.all(np.isfinite(outs[0]))
@@ -142,38 +149,49 @@ def fused_model(xs, M, pads, residual, act, seed):
 
 
 @needs_packed
+@pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("act", ACTS, ids=lambda a: a[0] if a else "none")
 @pytest.mark.parametrize("residual", [False, True], ids=["", "z"])
 @pytest.mark.parametrize("xs,M,pads", [CASES[1], CASES[3]], ids=["odd", "300ch"])
-def test_fused_residual_and_activation(xs, M, pads, residual, act):
+def test_fused_residual_and_activation(xs, M, pads, residual, act, form):
     m, feeds = fused_model(xs, M, pads, residual, act, 21)
     want = run_ort(m, feeds)[0]
-    outs, paths = run_in_child(m, feeds, {}, threads=2)
-    assert is_winograd(paths)
+    outs, paths = run_in_child(m, feeds, {"KILN_WINOGRAD_FORM": form}, threads=2)
+    assert paths == [FORMS[form]]
     scale = float(np.max(np.abs(want)))
     assert_same(outs[0], want, rtol=1e-3, atol=WINO_REL * max(scale, 1.0) * 4)
 
 
 @needs_packed
-def test_both_forms_are_used():
-    """588 tiles run as fused blocks on 1 to 9 threads (19 blocks) and as three steps on 16; 90
-    tiles (3 blocks) as three steps on 2."""
-    for case, threads, want in ((CASES[4], 1, "winograd-fused"), (CASES[4], 16, "winograd"),
-                                (CASES[2], 2, "winograd")):
+def test_rule_picks_the_form_by_threads():
+    """By the rule: one thread takes fused blocks; 128 channels on 28x28 at 2 threads (2 blocks)
+    the three steps; 64 on 56x56 at 16 threads (12 tiles a thread) and 588 tiles of 64 -> 64 at
+    16 threads (19 blocks, 150k tiles x channel pairs a thread) the direct kernels."""
+    for case, threads, want in ((CASES[4], 1, "winograd-fused"), (((1, 128, 28, 28), 128, [1, 1, 1, 1]), 2, "winograd"),
+                                (CASES[0], 16, None), (CASES[4], 16, None)):
         x, w, b, m = make_case(*case, 13)
         outs, paths = run_in_child(m, {"x": x}, {}, threads=threads)
-        assert paths == [want], (case, threads, paths)
+        assert len(paths) == 1, paths
+        if want:
+            assert paths == [want], (case, threads, paths)
+        else:
+            assert not is_winograd(paths), (case, threads, paths)
         assert rel_err(outs[0], conv_ref(x, w, b, case[2])) < WINO_REL
 
 
 @needs_packed
-def test_same_bits_any_thread_count():
+def test_same_bits_any_thread_count_and_form():
     """Which thread takes which tiles, channels and product blocks, and whether a thread takes a
-    block through all three steps or the steps run one after the other, never changes a value."""
-    for xs, M, pads in (CASES[1], CASES[3], CASES[4]):
+    block through all three steps or the steps run one after the other, never changes a value.
+    (2, 128, 56, 56) in steps at 16 threads spans two blocks of scratch."""
+    for xs, M, pads in (CASES[1], CASES[3], ((2, 128, 56, 56), 128, [1, 1, 1, 1])):
         m, feeds = fused_model(xs, M, pads, True, ("Relu", {}, []), 31)
-        s = [kiln.InferenceSession(m.SerializeToString(), threads=t) for t in (1, 2, 3, 16)]
-        outs = [si.run(None, feeds)[0] for si in s]
+        outs = []
+        for form in FORMS:
+            for t in (1, 3, 16):
+                o, paths = run_in_child(m, feeds, {"KILN_WINOGRAD_FORM": form}, threads=t)
+                assert paths == [FORMS[form]]
+                outs.append(o[0])
         for o in outs[1:]:
             assert np.array_equal(o.view(np.uint32), outs[0].view(np.uint32))
 
@@ -182,11 +200,12 @@ def test_same_bits_any_thread_count():
 def test_tiers_same_bits():
     """The transforms are the same AVX2 code on both tiers and the two products sum each output
     with the same FMA chain, so KILN_NO_AVX512=1 gives the same bits."""
-    for xs, M, pads in (CASES[1], CASES[3]):
+    for (xs, M, pads), form in ((CASES[1], "fused"), (CASES[3], "steps")):
         m, feeds = fused_model(xs, M, pads, True, ("HardSwish", {}, []), 41)
-        a, pa = run_in_child(m, feeds, {}, 2)
-        v, pv = run_in_child(m, feeds, {"KILN_NO_AVX512": "1"}, 2)
-        assert pa == pv and is_winograd(pa)
+        env = {"KILN_WINOGRAD_FORM": form}
+        a, pa = run_in_child(m, feeds, env, 2)
+        v, pv = run_in_child(m, feeds, dict(env, KILN_NO_AVX512="1"), 2)
+        assert pa == pv == [FORMS[form]]
         assert np.array_equal(a[0].view(np.uint32), v[0].view(np.uint32))
 
 
@@ -287,8 +306,8 @@ def test_nan_reaches_its_tiles():
     xs, M, pads = CASES[2]
     x, w, b, m = make_case(xs, M, pads, 91)
     x[0, 3, 7, 9] = np.nan
-    got = run_kiln(m, {"x": x})[0]
-    direct = run_kiln(m, {"x": x}, winograd=False)[0]
+    got = run_kiln(m, {"x": x}, threads=1)[0]
+    direct = run_kiln(m, {"x": x}, threads=1, winograd=False)[0]
     assert np.all(np.isnan(got)[np.isnan(direct)])
     assert np.all(np.isfinite(got[1:]))
     assert np.isnan(got).sum() <= M * 8 * 8

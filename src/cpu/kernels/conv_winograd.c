@@ -56,6 +56,35 @@ static void tile_grid(const kconv_geom *g, int64_t *th, int64_t *tw) {
     *tw = (g->out[1] + 3) / 4;
 }
 
+#define BLOCK KGEMM_NR /* tiles per fused block: one column panel of the product */
+#define MCHUNK 48      /* output channels per pass over a fused block (4 row panels) */
+#define FUSED_SCRATCH (2 << 20)
+
+/* KILN_WINOGRAD_FORM=fused or =steps forces the form (tests, A/B runs) wherever Winograd
+ * applies at all; 0 when unset (the rule decides) */
+enum { FORM_RULE, FORM_FUSED, FORM_STEPS };
+static int forced_form(void) {
+    static _Atomic int cached = -1;
+    if (cached < 0) {
+        const char *e = getenv("KILN_WINOGRAD_FORM");
+        cached = e && !strcmp(e, "fused") ? FORM_FUSED : e && !strcmp(e, "steps") ? FORM_STEPS : FORM_RULE;
+    }
+    return cached;
+}
+
+static int fused_fits(const kconv_geom *g) {
+    return (int64_t)sizeof(float) * NE * (g->C + MCHUNK) * BLOCK <= FUSED_SCRATCH;
+}
+
+/* Whether nt threads take blocks of tiles through all three steps (see fused_run): enough blocks
+ * for every thread, and a block's V and P within a thread's scratch. */
+static int fused_form(const kconv_geom *g, int64_t tiles, int nt) {
+    int f = forced_form();
+    if (f != FORM_RULE) return f == FORM_FUSED && fused_fits(g);
+    int64_t blocks = (tiles + BLOCK - 1) / BLOCK;
+    return (nt == 1 || blocks >= 2 * (int64_t)nt) && fused_fits(g);
+}
+
 int kconv_winograd_ok(const kiln_ctx *ctx, const kconv_geom *g) {
     static _Atomic int off = -1;
     if (kconv_switched_off("KILN_NO_WINOGRAD", &off)) return 0;
@@ -79,7 +108,16 @@ int kconv_winograd_ok(const kiln_ctx *ctx, const kconv_geom *g) {
      * below 1.5 all lost (0.25-0.87x). */
     int64_t tiles = g->N * th * tw, cols = (tiles + KGEMM_NR - 1) / KGEMM_NR * KGEMM_NR;
     double saved = 9.0 * (double)(g->N * g->out_size) / (NE * (double)cols);
-    return saved >= 2.5 || (saved >= 1.5 && g->C * g->M >= 32768);
+    if (!(saved >= 2.5 || (saved >= 1.5 && g->C * g->M >= 32768))) return 0;
+    /* Run as three steps over all threads, each step a fork and join with V and P passing
+     * through memory between them: on the 16-core Sapphire Rapids at 16 threads that lost to the
+     * direct kernels where each thread's share was small (ResNet-50's 64 channels on 56x56 at
+     * batch 1: 0.43 against 0.35 ms; 256 on 14x14 0.52 against 0.37) and won from about 200k
+     * tiles x channel pairs per thread (128 on 28x28 at batch 8: 3.1 against 5.1 ms; on the EPYC
+     * at 2 threads, 128 on 28x28 at batch 1: 0.81 against 1.39). */
+    int nt = kiln_num_threads(ctx);
+    return forced_form() != FORM_RULE || fused_form(g, tiles, nt) ||
+           (double)tiles * g->C * g->M / nt >= 200000.0;
 }
 
 int64_t kconv_winograd_weight_size(const kconv_geom *g) {
@@ -347,10 +385,6 @@ static WG_FN void output_run(void *arg, int64_t i0, int64_t i1) {
  * steps, its V and P in its own scratch: they stay in its cache instead of passing through
  * memory between the steps (on the 2-core EPYC the strided stores into V and loads from P had
  * taken a third of the time). */
-#define BLOCK KGEMM_NR /* tiles per block: one column panel of the product */
-#define MCHUNK 48      /* output channels per pass over the block (4 row panels) */
-#define FUSED_SCRATCH (2 << 20)
-
 /* One thread's scratch for the fused blocks, kept for the thread's life (as the product's packing
  * buffers are): allocating it per call would fault its pages in every time. */
 static _Thread_local float *scratch;
@@ -453,8 +487,7 @@ kiln_status kconv_winograd_f32(kiln_ctx *ctx, const kconv_geom *g, const float *
     j.tiles = tiles;
     int nt = kiln_num_threads(ctx);
     int64_t blocks = (tiles + BLOCK - 1) / BLOCK;
-    if ((nt == 1 || blocks >= 2 * (int64_t)nt) &&
-        fused_floats(&j) * (int64_t)sizeof(float) <= FUSED_SCRATCH) {
+    if (fused_form(g, tiles, nt)) {
         if (kconv_debug_partition())
             kconv_report_partition("winograd-fused", g, nt, blocks, 1, block_cost, &j, 1.0);
         kiln_parallel_for(ctx, blocks, 1, fused_run, &j);
