@@ -20,9 +20,10 @@ SECONDS=0
 log() { echo "[winograd ${SECONDS}s] $*"; }
 lscpu > "$OUT/lscpu.txt" 2>&1; grep -m1 "Model name" "$OUT/lscpu.txt"
 if [ "${TESTS:-1}" = 1 ]; then
-    OUT=$OUT ISA_MODES="avx512 avx2" ISA_TIMEOUT=${ISA_TIMEOUT:-150} ISA_TEST_FILES="tests/test_conv_winograd.py
-        tests/test_conv_depthwise.py tests/test_conv_partition.py::test_partition_report
-        tests/test_conv_fast_paths.py::test_tiers_same_bits" bash scripts/gpu/cpu_isa_tests.sh
+    OUT=$OUT ISA_MODES=${ISA_MODES:-"avx512 avx2"} ISA_TIMEOUT=${ISA_TIMEOUT:-150} \
+        ISA_TEST_FILES=${WG_TEST_FILES:-"tests/test_conv_winograd.py tests/test_conv_depthwise.py
+        tests/test_conv_partition.py::test_partition_report tests/test_conv_fast_paths.py::test_tiers_same_bits"} \
+        bash scripts/gpu/cpu_isa_tests.sh
     log "tests done"
 fi
 V="--variant wino=- --variant direct=-,KILN_NO_WINOGRAD=1 --variant ort=ort"
@@ -30,7 +31,7 @@ CASES=${CASES:-"r50_3x3_56_64_b1 r50_3x3_28_128_b1 r50_3x3_14_256_b1 r50_3x3_56_
     r50_3x3_14_256_b8 wg_3x3_20_96to160_b1 wg_3x3_112_24to64_b1 wg_3x3_16_256to128_b1 wg_3x3_14_128_b8
     dn_3x3_28_128to32_b8 sq_fire_expand3x3_27_32to128_b8"}
 for c in $CASES; do
-    timeout 60 python3 bench/variants_ab.py "$c" --threads 16 --rounds 2 --seconds 0.3 $V --json "$OUT/ab.jsonl"
+    timeout 60 python3 bench/variants_ab.py "$c" --threads 16 --rounds ${ROUNDS:-2} --seconds 0.3 $V --json "$OUT/ab.jsonl"
 done 2>&1 | grep -v "^ *$" | tee "$OUT/convs16.txt"
 log "16-thread convs done"
 for c in ${ONE:-r50_3x3_56_64_b1 r50_3x3_28_128_b1 r50_3x3_14_256_b1 wg_3x3_20_96to160_b1 wg_3x3_112_24to64_b1}; do
@@ -45,7 +46,7 @@ for spec in ${MODELS:-resnet50.fp32.onnx:1:16 resnet50.fp32.onnx:8:16 densenet12
         resnet50.fp32.onnx:1:4 resnet50.fp32.onnx:8:1}; do
     IFS=: read -r m b t <<< "$spec"
     path=/tmp/cpu_models/$m; [ -f "$path" ] || path=/tmp/gpu_models/$m
-    timeout 120 python3 bench/variants_ab.py "$path" --batch "$b" --threads "$t" --rounds 2 --seconds 0.6 $V \
+    timeout 120 python3 bench/variants_ab.py "$path" --batch "$b" --threads "$t" --rounds ${ROUNDS:-2} --seconds 0.6 $V \
         --json "$OUT/ab.jsonl"
 done 2>&1 | grep -v "^ *$" | tee "$OUT/models.txt"
 log "models done"
