@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from util import HAS_AVX512, HAS_PACKED, assert_same, node_model, rand, run_in_child, run_kiln, run_ort  # noqa: E402
+from test_conv_depthwise import dw_model  # noqa: E402
 import kiln  # noqa: E402
 
 F32 = np.float32
@@ -115,37 +116,10 @@ ACTS = [None, ("Relu", {}, []), ("Clip", {}, [0.0, 6.0]), ("HardSwish", {}, []),
         ("Sigmoid", {}, [])]
 
 
-def fused_model(xs, M, pads, residual, act, seed):
-    """Conv [+ z] [-> act], which kiln runs as one FusedConv node and ORT (no optimisations) as
-    separate nodes"""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(seed)
-    x = rand(rng, xs)
-    w = rand(rng, (M, xs[1], 3, 3), low=-0.5, high=0.5)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(rand(rng, (M,)), "b")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=pads)]
-    feeds, ins, last = {"x": x}, [helper.make_tensor_value_info("x", TensorProto.FLOAT, xs)], "c"
-    ref_shape = (xs[0], M, xs[2] + pads[0] + pads[2] - 2, xs[3] + pads[1] + pads[3] - 2)
-    if residual:
-        feeds["z"] = rand(rng, ref_shape)
-        ins.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ref_shape))
-        nodes.append(helper.make_node("Add", [last, "z"], ["s"]))
-        last = "s"
-    if act:
-        name, kw, bounds = act
-        args = [last]
-        for i, v in enumerate(bounds):
-            inits.append(numpy_helper.from_array(np.array(v, F32), f"bound{i}"))
-            args.append(f"bound{i}")
-        nodes.append(helper.make_node(name, args, ["a"], **kw))
-        last = "a"
-    nodes.append(helper.make_node("Identity", [last], ["y"]))
-    g = helper.make_graph(nodes, "wg", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                          initializer=inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m, feeds
+def fused_model(xs, M, pads, residual, act):
+    """Conv [+ z] [-> act] with M output channels (test_conv_depthwise's graph), which kiln runs
+    as one FusedConv node and ORT (no optimisations) as separate nodes"""
+    return dw_model(xs, (3, 3), {"pads": pads}, True, residual, act, dense_m=M)
 
 
 @needs_packed
@@ -154,7 +128,7 @@ def fused_model(xs, M, pads, residual, act, seed):
 @pytest.mark.parametrize("residual", [False, True], ids=["", "z"])
 @pytest.mark.parametrize("xs,M,pads", [CASES[1], CASES[3]], ids=["odd", "300ch"])
 def test_fused_residual_and_activation(xs, M, pads, residual, act, form):
-    m, feeds = fused_model(xs, M, pads, residual, act, 21)
+    m, feeds = fused_model(xs, M, pads, residual, act)
     want = run_ort(m, feeds)[0]
     outs, paths = run_in_child(m, feeds, {"KILN_WINOGRAD_FORM": form}, threads=2)
     assert paths == [FORMS[form]]
@@ -185,7 +159,7 @@ def test_same_bits_any_thread_count_and_form():
     block through all three steps or the steps run one after the other, never changes a value.
     (2, 128, 56, 56) in steps at 16 threads spans two blocks of scratch."""
     for xs, M, pads in (CASES[1], CASES[3], ((2, 128, 56, 56), 128, [1, 1, 1, 1])):
-        m, feeds = fused_model(xs, M, pads, True, ("Relu", {}, []), 31)
+        m, feeds = fused_model(xs, M, pads, True, ("Relu", {}, []))
         outs = []
         for form in FORMS:
             for t in (1, 3, 16):
@@ -201,7 +175,7 @@ def test_tiers_same_bits():
     """The transforms are the same AVX2 code on both tiers and the two products sum each output
     with the same FMA chain, so KILN_NO_AVX512=1 gives the same bits."""
     for (xs, M, pads), form in ((CASES[1], "fused"), (CASES[3], "steps")):
-        m, feeds = fused_model(xs, M, pads, True, ("HardSwish", {}, []), 41)
+        m, feeds = fused_model(xs, M, pads, True, ("HardSwish", {}, []))
         env = {"KILN_WINOGRAD_FORM": form}
         a, pa = run_in_child(m, feeds, env, 2)
         v, pv = run_in_child(m, feeds, dict(env, KILN_NO_AVX512="1"), 2)
