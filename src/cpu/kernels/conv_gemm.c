@@ -492,6 +492,27 @@ static const float *lazy_form(const kconv_geom *g, const float *wpk, kconv_lazy_
     return expect;
 }
 
+/* A kernel that reads its own form of the packed weights (Winograd's, the channel lanes'). */
+typedef struct form_kernel {
+    int64_t (*size)(const kconv_geom *);
+    void (*pack)(const kconv_geom *, const float *, float *);
+    kiln_status (*run)(kiln_ctx *, const kconv_geom *, const float *x, const float *w,
+                       const float *bias, const float *z, const kconv_act *, float *y);
+} form_kernel;
+
+/* j's convolution through kernel k with its form of the weights (kept in slot, or made for this
+ * call); frees packed, the weights packed for this call only */
+static kiln_status run_form(kiln_ctx *ctx, const conv_job *j, kconv_lazy_weights *slot,
+                            const form_kernel *k, float *packed) {
+    float *own = NULL;
+    const float *wf = lazy_form(j->g, j->wpk, slot, &own, k->size, k->pack);
+    kiln_status st = wf ? k->run(ctx, j->g, j->x, wf, j->bias, j->z, j->act, j->y)
+                        : KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
+    free(own);
+    free(packed);
+    return st;
+}
+
 static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                            const float *bias, const float *z, const kconv_act *act,
                            const float *w_packed, kconv_lazy_forms *forms, float *y) {
@@ -539,24 +560,13 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
         j.wpk = w_packed;
     }
     if (j.wpk && kconv_winograd_ok(ctx, g)) {
-        float *own = NULL;
-        const float *wu = lazy_form(g, j.wpk, forms ? &forms->wino : NULL, &own,
-                                    kconv_winograd_weight_size, kconv_winograd_pack);
-        kiln_status st = wu ? kconv_winograd_f32(ctx, g, x, wu, bias, z, act, y)
-                            : KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
-        free(own);
-        free(packed);
-        return st;
+        static const form_kernel wino = {kconv_winograd_weight_size, kconv_winograd_pack,
+                                         kconv_winograd_f32};
+        return run_form(ctx, &j, forms ? &forms->wino : NULL, &wino, packed);
     }
     if (j.wpk && kconv_lanes_ok(g)) {
-        float *own = NULL;
-        const float *wl = lazy_form(g, j.wpk, forms ? &forms->lanes : NULL, &own,
-                                    kconv_lanes_weight_size, kconv_pack_lanes);
-        kiln_status st = wl ? kconv_lanes_f32(ctx, g, x, wl, bias, z, act, y)
-                            : KILN_FAIL(ctx, KILN_ERR_NO_MEMORY, "out of memory packing weights");
-        free(own);
-        free(packed);
-        return st;
+        static const form_kernel lanes = {kconv_lanes_weight_size, kconv_pack_lanes, kconv_lanes_f32};
+        return run_form(ctx, &j, forms ? &forms->lanes : NULL, &lanes, packed);
     }
     if (j.wpk && kconv_direct_ok(g)) {
         kiln_status st = kconv_direct_f32(ctx, g, x, j.wpk, bias, z, act, y);
