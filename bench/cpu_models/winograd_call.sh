@@ -34,16 +34,18 @@ for c in $CASES; do
     timeout 60 python3 bench/variants_ab.py "$c" --threads 16 --rounds ${ROUNDS:-2} --seconds 0.3 $V --json "$OUT/ab.jsonl"
 done 2>&1 | grep -v "^ *$" | tee "$OUT/convs16.txt"
 log "16-thread convs done"
-for c in ${ONE:-r50_3x3_56_64_b1 r50_3x3_28_128_b1 r50_3x3_14_256_b1 wg_3x3_20_96to160_b1 wg_3x3_112_24to64_b1}; do
+for c in ${ONE-r50_3x3_56_64_b1 r50_3x3_28_128_b1 r50_3x3_14_256_b1 wg_3x3_20_96to160_b1 wg_3x3_112_24to64_b1}; do
     timeout 60 python3 bench/variants_ab.py "$c" --threads 1 --rounds 1 --seconds 0.3 $V --json "$OUT/ab.jsonl"
 done 2>&1 | grep -v "^ *$" | tee "$OUT/convs1.txt"
 log "1-thread convs done"
+MODELS=${MODELS-"resnet50.fp32.onnx:1:16 resnet50.fp32.onnx:8:16 densenet121.onnx:8:16 squeezenet.onnx:8:16
+        resnet50.fp32.onnx:1:4 resnet50.fp32.onnx:8:1"}
+[ -z "$MODELS" ] && exit 0
 python3 bench/cpu_models/export.py --out /tmp/cpu_models --models squeezenet densenet121 > "$OUT/export.log" 2>&1
 python3 bench/gpu_models/export.py --out /tmp/gpu_models --models resnet50 --precisions fp32 --no-check \
     --device cpu >> "$OUT/export.log" 2>&1
 log "exported"
-for spec in ${MODELS:-resnet50.fp32.onnx:1:16 resnet50.fp32.onnx:8:16 densenet121.onnx:8:16 squeezenet.onnx:8:16
-        resnet50.fp32.onnx:1:4 resnet50.fp32.onnx:8:1}; do
+for spec in $MODELS; do
     IFS=: read -r m b t <<< "$spec"
     path=/tmp/cpu_models/$m; [ -f "$path" ] || path=/tmp/gpu_models/$m
     timeout 120 python3 bench/variants_ab.py "$path" --batch "$b" --threads "$t" --rounds ${ROUNDS:-2} --seconds 0.6 $V \
