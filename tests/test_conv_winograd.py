@@ -250,6 +250,20 @@ def test_switches_turn_it_off():
     assert np.array_equal(outs[0], direct)
 
 
+def test_config_entry_bad_value():
+    """kiln.cpu_winograd takes 0 or 1 (and true/false); anything else is refused by name."""
+    from kiln import onnxruntime as kort
+    x, w, b, m = make_case(*CASES[2], 72)
+    so = kort.SessionOptions()
+    so.add_session_config_entry("kiln.cpu_winograd", "maybe")
+    with pytest.raises(Exception) as e:
+        kort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    assert "kiln.cpu_winograd" in str(e.value) and "0 or 1" in str(e.value)
+    so.add_session_config_entry("kiln.cpu_winograd", "true")
+    s = kort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    assert s.run(None, {"x": x})[0].shape == (3, 19, 18, 21)
+
+
 @needs_packed
 def test_cli_no_winograd(tmp_path):
     """kiln run --no-winograd: the CLI's switch reaches the kernel (the partition report)."""

@@ -74,8 +74,11 @@ static int forced_form(void) {
     return cached;
 }
 
+/* floats of a thread's scratch for the fused form: V and P of one block */
+static int64_t fused_floats(int64_t C) { return NE * (C + MCHUNK) * BLOCK; }
+
 static int fused_fits(const kconv_geom *g) {
-    return (int64_t)sizeof(float) * NE * (g->C + MCHUNK) * BLOCK <= FUSED_SCRATCH;
+    return (int64_t)sizeof(float) * fused_floats(g->C) <= FUSED_SCRATCH;
 }
 
 /* Whether nt threads take blocks of tiles through all three steps (see fused_run): enough blocks
@@ -408,11 +411,10 @@ static float *thread_scratch(int64_t n) {
     return p;
 }
 
-static int64_t fused_floats(const wg_job *j) { return NE * (j->C + MCHUNK) * BLOCK; }
 
 static WG_FN void fused_run(void *arg, int64_t b0, int64_t b1) {
     wg_job *j = arg;
-    float *V = thread_scratch(fused_floats(j));
+    float *V = thread_scratch(fused_floats(j->C));
     if (!V) {
         atomic_store(&j->failed, 1);
         return;

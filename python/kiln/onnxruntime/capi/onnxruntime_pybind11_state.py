@@ -404,8 +404,9 @@ class SessionOptions(_KilnSessionOptions):
             if key not in _KNOWN_CONFIG:
                 raise _refuse("session config entry %r" % key, "kiln does not act on it (it acts on: %s)"
                               % ", ".join(sorted(_KNOWN_CONFIG)))
-        if str(self._config.get(_CPU_BF16, "0")).strip().lower() not in ("0", "1", "true", "false"):
-            raise _refuse("session config entry %r = %r" % (_CPU_BF16, self._config[_CPU_BF16]), "it takes 0 or 1")
+        for key in (_CPU_BF16, _CPU_WINOGRAD):
+            if str(self._config.get(key, "0")).strip().lower() not in ("0", "1", "true", "false"):
+                raise _refuse("session config entry %r = %r" % (key, self._config[key]), "it takes 0 or 1")
         if _EXT_MIN in self._config:
             try:
                 if int(self._config[_EXT_MIN]) < 0:
