@@ -279,7 +279,7 @@ def test_cli_no_winograd(tmp_path):
     env = dict(os.environ, KILN_DEBUG_PARTITION="1")
     paths = []
     for extra in ([], ["--no-winograd"]):
-        r = subprocess.run([exe, "run", str(p), "--input", "x=%s" % (tmp_path / "x.npy"), "--threads", "2"] + extra, env=env, capture_output=True, text=True)
+        r = subprocess.run([exe, "run", str(p), "--input", "x=%s" % (tmp_path / "x.npy"), "--threads", "2"] + extra, env=env, capture_output=True, text=True, cwd=tmp_path)  # outputs land in cwd
         assert r.returncode == 0, r.stderr
         paths.append([kv.split("=", 1)[1] for ln in r.stderr.splitlines() if ln.startswith("kiln-partition ")
                       for kv in ln.split()[1:] if kv.startswith("path=")])
