@@ -640,14 +640,11 @@ void kconv_pack_lanes(const kconv_geom *g, const float *wpk, float *dst) {
         for (int64_t mb = 0; mb < Mp; mb += LMB) {
             int64_t bw = Mp - mb < LMB ? Mp - mb : LMB;
             float *d = dg + mb * Kg;
-            for (int64_t k = 0; k < Kg; k++) {
-                int64_t pc = k / KGEMM_KC * KGEMM_KC, kc = Kg - pc < KGEMM_KC ? Kg - pc : KGEMM_KC;
-                const float *blk = wg + pc * M12 + (k - pc) * DMR;
+            for (int64_t k = 0; k < Kg; k++)
                 for (int64_t m = 0; m < bw; m++) {
                     int64_t r = mb + m;
-                    d[k * bw + m] = r < Mg ? blk[r / DMR * DMR * kc + r % DMR] : 0.0f;
+                    d[k * bw + m] = r < Mg ? wg[kgemm_packed_a_at(M12, Kg, r, k)] : 0.0f;
                 }
-            }
         }
     }
 }

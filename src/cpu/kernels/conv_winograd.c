@@ -129,12 +129,6 @@ int64_t kconv_winograd_weight_size(const kconv_geom *g) {
     return NE * kgemm_avx512_packed_size(g->M, g->C);
 }
 
-/* element (m, k) of an M x K matrix in kgemm_avx512_pack_a's layout */
-static int64_t packed_a_at(int64_t Mpad, int64_t K, int64_t m, int64_t k) {
-    int64_t pc = k / KGEMM_KC * KGEMM_KC, kc = K - pc < KGEMM_KC ? K - pc : KGEMM_KC;
-    return pc * Mpad + m / KGEMM_MR * KGEMM_MR * kc + (k - pc) * KGEMM_MR + m % KGEMM_MR;
-}
-
 /* U_e = (G g G^T)_e for every (m, c), each e packed as the product's A [M x C]; g read from the
  * weights as kconv_pack_weight packed them ([M x 9C]). Computed in double. */
 void kconv_winograd_pack(const kconv_geom *g, const float *wpk, float *dst) {
@@ -149,10 +143,10 @@ void kconv_winograd_pack(const kconv_geom *g, const float *wpk, float *dst) {
     for (int64_t m = 0; m < M; m++)
         for (int64_t c = 0; c < C; c++) {
             double w[3][3], t[6][3];
-            for (int i = 0; i < 9; i++) w[i / 3][i % 3] = wpk[packed_a_at(Mpad, 9 * C, m, 9 * c + i)];
+            for (int i = 0; i < 9; i++) w[i / 3][i % 3] = wpk[kgemm_packed_a_at(Mpad, 9 * C, m, 9 * c + i)];
             for (int i = 0; i < 6; i++)
                 for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * w[0][j] + G[i][1] * w[1][j] + G[i][2] * w[2][j];
-            int64_t at = packed_a_at(Mpad, C, m, c);
+            int64_t at = kgemm_packed_a_at(Mpad, C, m, c);
             for (int i = 0; i < 6; i++)
                 for (int k = 0; k < 6; k++)
                     dst[(i * 6 + k) * per + at] =
@@ -252,12 +246,6 @@ WG_INLINE void bt6(const __m256 *d, int s, __m256 *o, int so) {
     o[5 * so] = _mm256_fmadd_ps(four, d1, _mm256_fmadd_ps(five, d3, d5));
 }
 
-/* where column col of channel c lands in a packed [C x tpad] block (kgemm_avx512_pack_b) */
-static int64_t packed_b_at(int64_t C, int64_t tpad, int64_t c, int64_t col) {
-    int64_t pc = c / KGEMM_KC * KGEMM_KC, kc = C - pc < KGEMM_KC ? C - pc : KGEMM_KC;
-    return pc * tpad + col / KGEMM_NR * KGEMM_NR * kc + (c - pc) * KGEMM_NR + col % KGEMM_NR;
-}
-
 /* One channel of one group of 8 tiles into column col of V (36 packed [C x tpad] blocks). */
 WG_INLINE void input_group(const wg_job *j, const wg_lanes *L, float *V, int64_t tpad, int64_t col,
                            int64_t c) {
@@ -272,7 +260,7 @@ WG_INLINE void input_group(const wg_job *j, const wg_lanes *L, float *V, int64_t
     }
     for (int k = 0; k < 6; k++) bt6(d + k, 6, s + k, 6);         /* down the columns */
     for (int r = 0; r < 6; r++) bt6(s + r * 6, 1, d + r * 6, 1); /* along the rows */
-    float *dst = V + packed_b_at(j->C, tpad, c, col);
+    float *dst = V + kgemm_packed_b_at(j->C, tpad, c, col);
     for (int e = 0; e < NE; e++) _mm256_storeu_ps(dst + e * vstride, d[e]);
 }
 
@@ -430,7 +418,7 @@ static WG_FN void fused_run(void *arg, int64_t b0, int64_t b1) {
             for (int g = 0; g < groups; g++) input_group(j, &L[g], V, BLOCK, g * LANES, c);
             for (int g = groups; g < BLOCK / LANES; g++) /* the panel's unused columns */
                 for (int e = 0; e < NE; e++)
-                    memset(V + e * j->C * BLOCK + packed_b_at(j->C, BLOCK, c, g * LANES), 0,
+                    memset(V + e * j->C * BLOCK + kgemm_packed_b_at(j->C, BLOCK, c, g * LANES), 0,
                            sizeof(float) * LANES);
         }
         for (int64_t m0 = 0; m0 < j->M; m0 += MCHUNK) {
@@ -516,7 +504,7 @@ kiln_status kconv_winograd_f32(kiln_ctx *ctx, const kconv_geom *g, const float *
         for (int64_t col = j.groups * LANES; col < j.tpad; col += LANES)
             for (int64_t e = 0; e < NE; e++)
                 for (int64_t c = 0; c < j.C; c++)
-                    memset(j.V + e * j.C * j.tpad + packed_b_at(j.C, j.tpad, c, col), 0,
+                    memset(j.V + e * j.C * j.tpad + kgemm_packed_b_at(j.C, j.tpad, c, col), 0,
                            sizeof(float) * LANES);
         int64_t n1 = (j.groups + 1) / 2 * j.C, n3 = (j.groups + 1) / 2 * j.M;
         kiln_parallel_for(ctx, n1, kpar_grain(n1, (double)n1 * 150.0), input_run, &j);

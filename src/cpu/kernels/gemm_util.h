@@ -60,6 +60,13 @@ int kgemm_sgemm_avx512(int ta, int tb, int64_t M, int64_t N, int64_t K, float al
                       * rows, at b * KC * Mpad (Mpad = M rounded up to MR); row panel i0 of it
                       * (i0 a multiple of MR) at + i0 * kc, tap k of the panel at + k * MR */
 int64_t kgemm_avx512_packed_size(int64_t M, int64_t K);
+/* Where element (m, k) of an M x K matrix lies in kgemm_avx512_pack_a's layout (Mpad: M rounded
+ * up to KGEMM_MR), for code that reads or writes packed operands itself (kgemm_packed_b_at, with
+ * KGEMM_NR below, does the same for kgemm_avx512_pack_b's). */
+static inline int64_t kgemm_packed_a_at(int64_t Mpad, int64_t K, int64_t m, int64_t k) {
+    int64_t pc = k / KGEMM_KC * KGEMM_KC, kc = K - pc < KGEMM_KC ? K - pc : KGEMM_KC;
+    return pc * Mpad + m / KGEMM_MR * KGEMM_MR * kc + (k - pc) * KGEMM_MR + m % KGEMM_MR;
+}
 void kgemm_avx512_pack_a(int ta, int64_t M, int64_t K, const float *A, int64_t lda, float *dst);
 int kgemm_sgemm_avx512_packed(const float *Ap, int64_t Mfull, int64_t i0, int tb, int64_t M,
                               int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
@@ -69,6 +76,11 @@ int kgemm_sgemm_avx512_packed(const float *Ap, int64_t Mfull, int64_t i0, int tb
  * [p0, p0 + kc) x columns [j0, j0 + nc) of B as KGEMM_NR-column panels (panel q at
  * dst + q * KGEMM_NR * kc, row k of it at + k * KGEMM_NR, zero columns past nc). */
 #define KGEMM_NR 32
+/* element (k, j) of a K x N matrix in kgemm_avx512_pack_b's layout (Npad: N rounded up to NR) */
+static inline int64_t kgemm_packed_b_at(int64_t K, int64_t Npad, int64_t k, int64_t j) {
+    int64_t pc = k / KGEMM_KC * KGEMM_KC, kc = K - pc < KGEMM_KC ? K - pc : KGEMM_KC;
+    return pc * Npad + j / KGEMM_NR * KGEMM_NR * kc + (k - pc) * KGEMM_NR + j % KGEMM_NR;
+}
 typedef void (*kgemm_pack_b_fn)(void *arg, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
                                 float *dst);
 int kgemm_sgemm_avx512_packed_cb(const float *Ap, int64_t Mfull, int64_t i0, int64_t M, int64_t N,
