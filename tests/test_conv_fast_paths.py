@@ -689,6 +689,25 @@ def test_maxpool_stride2_rows_prefetch(threads):
     check(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x}, rtol=0, atol=0, threads=threads)
 
 
+@pytest.mark.parametrize("xs,attrs", S2_POOL_CASES[:9])
+def test_maxpool_stride2_rows_same_bits_across_paths(xs, attrs):
+    """NaN, both zeros and numbers through two stride-2 row paths that must agree bit for bit: on
+    an AVX-512 CPU its plane_s2 against the AVX2 tier's (KILN_NO_AVX512=1); on an AVX2 CPU the
+    8-lane plane_s2 against the separable AVX2 path (KILN_NO_POOL_S2=1)."""
+    rng = np.random.default_rng(101)
+    x = rand(rng, xs)
+    x[x < 0.3] = 0.0
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, size=max(1, flat.size // 7), replace=False)] = -0.0
+    flat[rng.choice(flat.size, size=max(1, flat.size // 11), replace=False)] = np.nan
+    m, feeds = node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x}
+    other = {"KILN_NO_AVX512": "1"} if HAS_AVX512 else {"KILN_NO_POOL_S2": "1"}
+    a = run_in_child(m, feeds, {}, 2)[0][0]
+    b = run_in_child(m, feeds, other, 2)[0][0]
+    assert np.isnan(a).any() and not np.isnan(a).all()
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
 # ---- the AVX-512 and AVX2 tiers give the same bits ----
 # Both tiers sum each output of a direct or channel-lane tile with the same FMA chain in the same
 # tap order (docs/design.md, "Instruction sets"), so an AVX-512 machine must get identical outputs

@@ -330,6 +330,32 @@ static float sep_one(const pool_job *j, const float *x, int64_t oh, int64_t ow) 
     return n > 0 ? sum / (float)n : 0.0f;
 }
 
+/* sep_one for MaxPool: the border columns of every output row of a stride-2 plane (ResNet's
+ * padded 3x3/2 stem pool: 1 of 56 outputs a row), where sep_one's running sum (a dependent add
+ * per tap) took a third of the plane's time on the EPYC VM. */
+static float sep_one_max(const pool_job *j, const float *x, int64_t oh, int64_t ow) {
+    int64_t W = j->in[2], h0 = oh * j->s[1] - j->pb[1], w0 = ow * j->s[2] - j->pb[2];
+    int64_t hl = j->tlo[1][oh], hh = j->thi[1][oh], wl = j->tlo[2][ow], wh = j->thi[2][ow];
+    if (hl >= hh || wl >= wh) return 0.0f;
+    const float *r = x + (h0 + hl) * W + w0;
+    float best = r[wl];
+    for (int64_t th = hl; th < hh; th++, r += W)
+        for (int64_t tw = th == hl ? wl + 1 : wl; tw < wh; tw++)
+            if (r[tw] > best) best = r[tw];
+    return best;
+}
+
+/* The border outputs of a plane (windows reaching past the row: columns [0, oa) and [ob, OW) of
+ * every output row), after its vector part. Computed inside the row loop, right after the row's
+ * vector stores, each of these scalar windows took about 140 ns on the EPYC VM: ResNet's padded
+ * 112 -> 56 stem pool 0.61 ms a plane set, 0.23 with this pass after the loop (1 thread). */
+static void border_cols(const pool_job *j, const float *x, float *y, int64_t oa, int64_t ob, int is_max) {
+    int64_t OH = j->out[1], OW = j->out[2];
+    for (int64_t oh = 0; oh < OH; oh++)
+        for (int64_t ow = oa > 0 ? 0 : ob; ow < OW; ow = ow + 1 == oa ? ob : ow + 1)
+            y[oh * OW + ow] = is_max ? sep_one_max(j, x, oh, ow) : sep_one(j, x, oh, ow);
+}
+
 static int sep_ok(const pool_job *j) {
     return (j->c->kind == POOL_MAX || j->c->kind == POOL_AVG) && j->dt == KILN_DTYPE_FLOAT &&
            !j->idx && j->in[0] == 1 && j->out[0] == 1 && j->k[0] == 1 && j->dil[1] == 1 && j->dil[2] == 1 && j->s[2] <= 2 &&
@@ -386,9 +412,8 @@ __attribute__((target("avx512f"))) static void plane_sep_f32(const pool_job *j, 
             }
             _mm512_mask_storeu_ps(yr + o, m, acc);
         }
-        for (int64_t ow = oa > 0 ? 0 : ob; ow < OW; ow = ow + 1 == oa ? ob : ow + 1)
-            yr[ow] = sep_one(j, x, oh, ow);
     }
+    border_cols(j, x, y, oa, ob, is_max);
 }
 
 /* MaxPool windows 2 or 3 columns wide at horizontal stride 2 (the 3x3/2 pools of SqueezeNet and
@@ -473,10 +498,14 @@ static void prefetch_ahead(const float *row, int64_t n) {
     for (; a < end; a += 64) __builtin_prefetch((const void *)a, 0, 2);
 }
 
-static int s2_ok(const pool_job *j) {
-    return sep_ok(j) && j->c->kind == POOL_MAX && j->s[2] == 2 && (j->k[2] == 2 || j->k[2] == 3) &&
-           j->k[1] <= S2_MAX_KH;
+/* the window shapes plane_s2_f32 (and plane_s2_f32_avx2) take, whatever the instruction set */
+static int s2_shape_ok(const pool_job *j) {
+    return j->c->kind == POOL_MAX && j->dt == KILN_DTYPE_FLOAT && !j->idx && j->in[0] == 1 &&
+           j->out[0] == 1 && j->k[0] == 1 && j->dil[1] == 1 && j->dil[2] == 1 && j->s[2] == 2 &&
+           (j->k[2] == 2 || j->k[2] == 3) && j->k[1] <= S2_MAX_KH;
 }
+
+static int s2_ok(const pool_job *j) { return sep_ok(j) && s2_shape_ok(j); }
 
 /* Floats from one reduced row to the next: whole cache lines, so no store to them is split. */
 static int64_t s2_stride(const pool_job *j) { return (j->out[2] + 15) / 16 * 16; }
@@ -524,9 +553,8 @@ plane_s2_kw(const pool_job *j, int64_t q, float *ring, const int kw, const int p
             _mm512_storeu_ps(yr + o, vmax_s2(rows, hh - hl, o - oa, first + 2 * o, 0xffff, 0xffff, 0x7fff));
         if (o < ob)
             _mm512_mask_storeu_ps(yr + o, mt, vmax_s2(rows, hh - hl, o - oa, first + 2 * o, mt, ft0, ft1));
-        for (int64_t ow = oa > 0 ? 0 : ob; ow < OW; ow = ow + 1 == oa ? ob : ow + 1)
-            yr[ow] = sep_one(j, x, oh, ow);
     }
+    border_cols(j, x, y, oa, ob, 1);
 }
 
 __attribute__((target("avx512f"))) static void plane_s2_f32(const pool_job *j, int64_t q,
@@ -627,9 +655,108 @@ __attribute__((target("avx2"))) static void plane_sep_f32_avx2(const pool_job *j
             }
             store8(yr + o, acc, n);
         }
-        for (int64_t ow = oa > 0 ? 0 : ob; ow < OW; ow = ow + 1 == oa ? ob : ow + 1)
-            yr[ow] = sep_one(j, x, oh, ow);
     }
+    border_cols(j, x, y, oa, ob, is_max);
+}
+
+/* plane_s2_f32 over 8 lanes (row_s2's scheme): a chunk of 8 outputs loads its 16 input columns
+ * once and picks the first tap from the even lanes, the second from the odd ones, the third from
+ * the even lanes moved down by one with the next column in the last lane; the separable AVX2 path
+ * loaded and shuffled every tap again and kept every reduced row of the plane (SqueezeNet's first
+ * pool, 111 x 111 planes: 24 KB of them) where this keeps a ring of kh rows in L1. The same order
+ * of max operations as row_s2 and vmax_s2, so the same bits as the AVX-512 path. */
+__attribute__((target("avx2"), always_inline)) static inline __m256 evens8(__m256 a, __m256 b) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+}
+
+__attribute__((target("avx2"), always_inline)) static inline __m256 odds8(__m256 a, __m256 b) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
+__attribute__((target("avx2"), always_inline)) static inline void
+row_s2_avx2(const float *xr, int64_t pb, const int kw, int64_t oa, int64_t ob, float *h) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    const __m256i down1 = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
+    const float *p = xr + 2 * oa - pb;
+    int64_t nv = ob - oa, i = 0;
+    for (; i + 8 <= nv; i += 8, p += 16) {
+        __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8), e = evens8(a, b);
+        __m256 acc = _mm256_max_ps(odds8(a, b), _mm256_max_ps(e, ninf));
+        if (kw == 3) /* column 16 is the last window's third tap: inside the row */
+            acc = _mm256_max_ps(_mm256_blend_ps(_mm256_permutevar8x32_ps(e, down1), _mm256_broadcast_ss(p + 16), 0x80),
+                                acc);
+        _mm256_storeu_ps(h + i, acc);
+    }
+    if (i < nv) { /* n < 8 outputs read columns [0, 2n) (kw 2) or [0, 2n] (kw 3) */
+        int64_t n = nv - i, span = 2 * n + (kw == 3);
+        __m256 a = kavx2_load_part(p, span), b = kavx2_load_part(p + 8, span - 8), e = evens8(a, b);
+        __m256 acc = _mm256_max_ps(odds8(a, b), _mm256_max_ps(e, ninf));
+        if (kw == 3) acc = _mm256_max_ps(_mm256_permutevar8x32_ps(e, down1), acc);
+        _mm256_storeu_ps(h + i, acc); /* the ring's rows have room for whole vectors */
+    }
+}
+
+__attribute__((target("avx2"), always_inline)) static inline void
+plane_s2_kw_avx2(const pool_job *j, int64_t q, float *ring, const int kw, const int prefetch) {
+    const float *x = (const float *)j->x + q * j->c->g.in_size;
+    float *y = (float *)j->y + q * j->c->g.out_size;
+    int64_t W = j->in[2], OH = j->out[1], OW = j->out[2], KH = j->k[1], PB = j->pb[2];
+    int64_t oa = (PB + 1) / 2, ob = W - kw + PB >= 0 ? (W - kw + PB) / 2 + 1 : 0;
+    if (ob > OW) ob = OW;
+    if (oa > ob) oa = ob;
+    int64_t nv = ob - oa;
+    int64_t *held = (int64_t *)(ring + KH * s2_stride(j));
+    for (int64_t i = 0; i < KH; i++) held[i] = -1;
+    for (int64_t oh = 0; oh < OH; oh++) {
+        float *yr = y + oh * OW;
+        int64_t h0 = oh * j->s[1] - j->pb[1], hl = j->tlo[1][oh], hh = j->thi[1][oh];
+        if (hl >= hh) { /* no valid rows: 0, as plane_f32 */
+            memset(yr, 0, sizeof(float) * (size_t)OW);
+            continue;
+        }
+        float *rows[S2_MAX_KH];
+        for (int64_t r = h0 + hl; r < h0 + hh; r++) {
+            float *h = ring + (r % KH) * s2_stride(j);
+            if (held[r % KH] != r && nv > 0) {
+                row_s2_avx2(x + r * W, PB, kw, oa, ob, h);
+                if (prefetch) prefetch_ahead(x + r * W, W);
+                held[r % KH] = r;
+            }
+            rows[r - h0 - hl] = h;
+        }
+        /* the window's first tap decides NaN: columns [0, 2n - 1) from its row */
+        const float *first = x + (h0 + hl) * W - PB;
+        for (int64_t o = oa; o < ob; o += 8) {
+            int64_t n = ob - o < 8 ? ob - o : 8, i = o - oa;
+            __m256 acc = _mm256_loadu_ps(rows[0] + i);
+            for (int64_t r = 1; r < hh - hl; r++) acc = _mm256_max_ps(_mm256_loadu_ps(rows[r] + i), acc);
+            const float *f = first + 2 * o;
+            __m256 t = evens8(kavx2_load_part(f, 2 * n - 1), kavx2_load_part(f + 8, 2 * n - 9));
+            kavx2_store_part(yr + o, _mm256_blendv_ps(acc, t, _mm256_cmp_ps(t, t, _CMP_UNORD_Q)), n);
+        }
+    }
+    border_cols(j, x, y, oa, ob, 1);
+}
+
+__attribute__((target("avx2"))) static void plane_s2_f32_avx2(const pool_job *j, int64_t q,
+                                                              float *ring) {
+    if (j->k[2] == 3) {
+        if (j->prefetch) plane_s2_kw_avx2(j, q, ring, 3, 1);
+        else plane_s2_kw_avx2(j, q, ring, 3, 0);
+    } else {
+        if (j->prefetch) plane_s2_kw_avx2(j, q, ring, 2, 1);
+        else plane_s2_kw_avx2(j, q, ring, 2, 0);
+    }
+}
+
+/* KILN_NO_POOL_S2=1: the separable AVX2 path instead, for A/B runs (bench/variants_ab.py) */
+static int pool_s2_avx2_off(void) {
+    static _Atomic int off = -1;
+    if (off < 0) {
+        const char *e = getenv("KILN_NO_POOL_S2");
+        off = e && *e && strcmp(e, "0") ? 1 : 0;
+    }
+    return off;
 }
 
 static int sep_avx2_ok(const pool_job *j) {
@@ -745,6 +872,14 @@ static void pool_run(void *arg, int64_t q0, int64_t q1) {
         if (hbuf) {
             for (int64_t q = q0; q < q1; q++) plane_sep_f32(j, q, hbuf);
             free(hbuf);
+            return;
+        }
+    }
+    if (sep_avx2_ok(j) && s2_shape_ok(j) && !pool_s2_avx2_off()) {
+        float *ring = aligned_alloc(64, s2_scratch(j));
+        if (ring) {
+            for (int64_t q = q0; q < q1; q++) plane_s2_f32_avx2(j, q, ring);
+            free(ring);
             return;
         }
     }
