@@ -299,3 +299,27 @@ def test_nan_reaches_its_tiles():
     assert np.all(np.isnan(got)[np.isnan(direct)])
     assert np.all(np.isfinite(got[1:]))
     assert np.isnan(got).sum() <= M * 8 * 8
+
+
+@needs_packed
+def test_session_budget_for_transformed_weights():
+    """Six 256 -> 256 convolutions on 14x14, each taken by the rule, whose transformed weights (9.4
+    MB each) would pass the session's budget of 32 MB (KILN_CPU_WINOGRAD_BUDGET): the first three
+    keep them, the last three keep the direct kernels; the output matches float64 sums."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(71)
+    x = rand(rng, (1, 256, 14, 14))
+    ws = [rand(rng, (256, 256, 3, 3), low=-0.06, high=0.06) for _ in range(6)]
+    names = ["x"] + ["h%d" % i for i in range(1, 6)] + ["y"]
+    nodes = [helper.make_node("Conv", [names[i], "w%d" % i], [names[i + 1]], pads=[1, 1, 1, 1]) for i in range(6)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(w, "w%d" % i) for i, w in enumerate(ws)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    outs, paths = run_in_child(m, {"x": x}, {}, threads=2)
+    assert len(paths) == 6 and all(p in FORMS.values() for p in paths[:3]), paths
+    assert not any(p in FORMS.values() for p in paths[3:]), paths
+    want = x
+    for w in ws:
+        want = conv_ref(want, w, None, [1, 1, 1, 1])
+    assert rel_err(outs[0], want) < WINO_REL

@@ -9,6 +9,7 @@
  * kernels (conv_depthwise.c), most others with windows to conv_direct.c. */
 #include "conv_util.h"
 #include "gemm_util.h"
+#include "../cpu_provider.h"
 #include <cblas.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -513,6 +514,14 @@ static kiln_status run_form(kiln_ctx *ctx, const conv_job *j, kconv_lazy_weights
     return st;
 }
 
+/* A node's Winograd weights, kept for the session's life, must fit its budget
+ * (kiln_cpu_provider_reserve_winograd) when first made; weights made per call need none. (Two
+ * runs making the same node's weights at once both reserve: the budget errs low.) */
+static int winograd_weights_ok(kiln_ctx *ctx, const kconv_geom *g, kconv_lazy_forms *forms) {
+    if (!forms || atomic_load(&forms->wino)) return 1;
+    return kiln_cpu_provider_reserve_winograd(ctx->ep, (long long)(kconv_winograd_weight_size(g) * (int64_t)sizeof(float)));
+}
+
 static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, const float *w,
                            const float *bias, const float *z, const kconv_act *act,
                            const float *w_packed, kconv_lazy_forms *forms, float *y) {
@@ -559,7 +568,7 @@ static kiln_status run_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x, c
         }
         j.wpk = w_packed;
     }
-    if (j.wpk && kconv_winograd_ok(ctx, g)) {
+    if (j.wpk && kconv_winograd_ok(ctx, g) && winograd_weights_ok(ctx, g, forms)) {
         static const form_kernel wino = {kconv_winograd_weight_size, kconv_winograd_pack,
                                          kconv_winograd_f32};
         return run_form(ctx, &j, forms ? &forms->wino : NULL, &wino, packed);
