@@ -413,6 +413,10 @@ LANES_CASES = [
     ((2, 96, 10, 10), (32, 96, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
     ((1, 64, 30, 30), (64, 64, 3, 3), {"pads": [1, 1, 1, 1]}),            # large map, full blocks
     ((3, 48, 33, 29), (96, 48, 3, 3), {"pads": [1, 0, 2, 1]}),            # rows of 3 uneven tiles
+    # blocks of weights past 256 KB: on AVX2, items of many positions with the taps outer (spans)
+    ((1, 256, 7, 7), (40, 256, 3, 3), {"pads": [1, 1, 1, 1]}),            # one span, 16-channel tail
+    ((2, 240, 14, 15), (48, 240, 3, 3), {"pads": [1, 0, 2, 1]}),          # 210 positions: two spans
+    ((1, 512, 9, 9), (70, 512, 3, 3), {"pads": [1, 1, 1, 1]}),            # ResNet's 512 channels
 ]
 
 
@@ -439,6 +443,19 @@ def test_lanes(xs, ws, attrs, bias, threads):
     m, feeds = conv_model(x, w, b, attrs)
     assert lanes_paths(m, feeds, threads) == [lanes_expected(ws)]
     check(m, feeds, threads=threads, **tol(F32, int(np.prod(ws[1:]))))
+
+
+@pytest.mark.parametrize("xs,ws,attrs", LANES_CASES[-3:])
+def test_lanes_spans_same_bits_as_tiles(xs, ws, attrs):
+    """The AVX2 tiles' spans (taps outer, positions inner) sum each output in the same order as
+    the tiles of 12 positions (KILN_NO_LANES_SPAN=1): the same bits, with a residual and Relu."""
+    rng = np.random.default_rng(94)
+    x, w, b = rand(rng, xs), rand(rng, ws, low=-1, high=1), rand(rng, (ws[0],))
+    m, feeds = conv_model(x, w, b, dict(attrs, activation="Relu"), op="FusedConv")
+    a = run_in_child(m, feeds, {"KILN_NO_WINOGRAD": "1"}, 2)[0][0]
+    v = run_in_child(m, feeds, {"KILN_NO_WINOGRAD": "1", "KILN_NO_LANES_SPAN": "1"}, 2)[0][0]
+    assert np.array_equal(a.view(np.uint32), v.view(np.uint32))
+    assert_same(a, run_ort(m, feeds)[0], **tol(F32, int(np.prod(ws[1:]))))
 
 
 @pytest.mark.parametrize("act,params", ACTS)

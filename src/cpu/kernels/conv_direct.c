@@ -622,6 +622,7 @@ kiln_status kconv_direct_f32(kiln_ctx *ctx, const kconv_geom *g, const float *x,
  * [tap][channel] inside a block. */
 #define LMB 32 /* channels per block */
 #define LNP 12 /* positions per tile, at most */
+#define LSPAN 192 /* positions per item of the AVX2 tiles' spans (ljob.span), at most */
 
 static int64_t lanes_mpad(const kconv_geom *g) { return (g->M / g->group + 15) / 16 * 16; }
 
@@ -780,6 +781,7 @@ typedef struct ljob {
     const int64_t *offs;    /* per tap, from a position's input */
     int64_t n0, Mg, K, Mp, blocks, rows, rowlen, segs, rstride, img_stride, ch_stride;
     int64_t ow; /* AVX2 tiles: positions per output row (their segments run across rows) */
+    int span;   /* AVX2 tiles: items of up to LSPAN positions, the taps outer (lanes_parallel) */
 } ljob;
 
 /* Item it of a lanes job: (image, group, channel block, output row, row segment), the segment
@@ -814,17 +816,18 @@ static litem lanes_item(const ljob *j, int64_t it) {
 /* the AVX2 tiles (conv_direct_avx2.c) over items [i0, i1) */
 static void lanes_run_avx2(const ljob *j, int64_t i0, int64_t i1) {
     const kconv_geom *g = j->g;
-    float tile[LNP * LMB];
+    float tile[LSPAN * LMB];
     kconv_actv av = kconv_actv_make(j->act);
     int act_after = av.mode == KACTV_OTHER;
     for (int64_t it = i0; it < i1; it++) {
         litem t = lanes_item(j, it);
-        const float *in_at[LNP];
+        const float *in_at[LSPAN];
         for (int64_t i = 0; i < t.np; i++) {
             int64_t p = t.p0 + i;
             in_at[i] = t.xg + p / j->ow * j->rstride + p % j->ow;
         }
-        kconv_lanes_tile_avx2(t.wb, j->K, j->offs, in_at, tile, (int)t.np, (int)t.bw);
+        if (j->span) kconv_lanes_span_avx2(t.wb, j->K, j->offs, in_at, tile, (int)t.np, (int)t.bw);
+        else kconv_lanes_tile_avx2(t.wb, j->K, j->offs, in_at, tile, (int)t.np, (int)t.bw);
         int64_t at = ((j->n0 + t.in) * g->M + t.grp * j->Mg + t.mb) * g->out_size + t.p0;
         kconv_lanes_store_avx2(tile, (int)t.np, (int)t.mr,
                                j->bias ? j->bias + t.grp * j->Mg + t.mb : NULL, j->y + at,
@@ -894,6 +897,8 @@ static double lanes_cost(const void *arg, int64_t it) {
     return (double)(bw * np * j->K);
 }
 
+static _Atomic int lanes_span_off = -1;
+
 static void lanes_parallel(kiln_ctx *ctx, ljob *lj, int64_t images, double macs, int report) {
     if (!kgemm_avx512_available()) {
         /* The AVX2 tiles' segments span rows, so their count is free: at least 6 positions
@@ -907,6 +912,16 @@ static void lanes_parallel(kiln_ctx *ctx, ljob *lj, int64_t images, double macs,
         int64_t lo = (lj->rowlen + LNP - 1) / LNP, hi = (lj->rowlen + 5) / 6;
         int64_t others = images * lj->g->group * lj->blocks;
         int64_t want = (4 * (int64_t)kiln_num_threads(ctx) + others - 1) / others;
+        /* A block's weights past 256 KB (half this EPYC's L2) take the spans: at most LSPAN
+         * positions an item, 12 at least, about two items a thread. 3x3 of 512 channels on
+         * 7x7, one thread (bench/variants_ab.py r50_3x3_7_512_b1): see kconv_lanes_span_avx2. */
+        lj->span = !kconv_switched_off("KILN_NO_LANES_SPAN", &lanes_span_off) &&
+                   (double)lj->K * LMB * sizeof(float) > 256.0 * 1024 && lj->rowlen > LNP;
+        if (lj->span) {
+            lo = (lj->rowlen + LSPAN - 1) / LSPAN;
+            hi = lj->rowlen / LNP > lo ? lj->rowlen / LNP : lo;
+            want = (2 * (int64_t)kiln_num_threads(ctx) + others - 1) / others;
+        }
         lj->segs = want < lo ? lo : want > hi ? hi : want;
     }
     if (!lj->ow) lj->ow = lj->rowlen;

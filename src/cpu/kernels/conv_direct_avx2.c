@@ -278,6 +278,24 @@ void kconv_lanes_tile_avx2(const float *wb, int64_t K, const int64_t *offs,
     }
 }
 
+/* Where a 32-channel block's weights outgrow L2 (a 3x3 of 512 channels: 590 KB, past the EPYC
+ * VM's 512 KB), kconv_lanes_tile_avx2's tiles of 12 positions streamed all of them from L3 once
+ * per tile (five times per block on a 7x7 map); here each block of LANES_KB taps passes over all
+ * the positions, in groups of 5 or 6, while it is in L1. Each output gets the same FMA chain in
+ * the same tap order, so the same bits. */
+void kconv_lanes_span_avx2(const float *wb, int64_t K, const int64_t *offs,
+                           const float *const *at, float *tile, int np, int bw) {
+    int groups = (np + 5) / 6;
+    for (int64_t k0 = 0; k0 < K; k0 += LANES_KB) {
+        int64_t k1 = K - k0 < LANES_KB ? K : k0 + LANES_KB;
+        for (int h = 0; h < bw; h += 16)
+            for (int gi = 0; gi < groups; gi++) {
+                int a = gi * np / groups, b = (gi + 1) * np / groups;
+                lanes_positions(b - a, wb + h, bw, k0, k1, offs, at + a, tile + a * LANES_BLOCK + h);
+            }
+    }
+}
+
 /* r[c] = column c of the 8 x 8 block r */
 AVX2_INLINE void transpose8(__m256 *r) {
     __m256 t[8], u[8];

@@ -18,6 +18,10 @@ void kconv_seg_store_avx2(float *y, const float *t, const float *z, int64_t n, i
  * position i reads its inputs from at[i] */
 void kconv_lanes_tile_avx2(const float *wb, int64_t K, const int64_t *offs,
                            const float *const *at, float *tile, int np, int bw);
+/* kconv_lanes_tile_avx2 for any number of positions (tile: np x 32), the taps in blocks outer and
+ * the positions inner, so that each block of weights is read once from beyond L1 */
+void kconv_lanes_span_avx2(const float *wb, int64_t K, const int64_t *offs,
+                           const float *const *at, float *tile, int np, int bw);
 /* y[m * ys + i] = act(tile[i * 32 + m] + bias[m] (+ z[m * ys + i])), m < mr, i < np */
 void kconv_lanes_store_avx2(const float *tile, int np, int mr, const float *bias, float *y,
                             int64_t ys, const float *z, const kconv_actv *av);
