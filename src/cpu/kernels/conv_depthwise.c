@@ -6,6 +6,7 @@
  * where the CPU has it. */
 #include "conv_util.h"
 #include "gemm_util.h"
+#include "conv_split.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -242,61 +243,7 @@ static inline void copy_floats(float *d, const float *s, int64_t n, int simd) {
 }
 
 #ifdef DW_HAVE_AVX2
-/* Writes x[j] to phase (j + pl) & 1 at column (j + pl) >> 1, for the columns below Wq; the other
- * columns keep the zeros the buffer started with. */
-__attribute__((target("avx2"))) static void split2_avx2(const float *x, int64_t IW, int64_t pl,
-                                                        int64_t Wq, float *d0, float *d1) {
-    int64_t j = 0;
-    if (pl & 1) { /* x[0] lands in phase 1: start the pairs at x[1] */
-        if ((pl >> 1) < Wq) d1[pl >> 1] = x[0];
-        j = 1;
-    }
-    /* pairs (x[j], x[j+1]) -> d0[col], d1[col], col = (j + pl) / 2 */
-    int64_t col = (j + pl) >> 1;
-    for (; j + 16 <= IW && col + 8 <= Wq; j += 16, col += 8) {
-        __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + 8);
-        __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-        __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-        ev = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8));
-        od = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8));
-        _mm256_storeu_ps(d0 + col, ev);
-        _mm256_storeu_ps(d1 + col, od);
-    }
-    for (; j < IW; j++) {
-        int64_t J = j + pl;
-        if ((J >> 1) >= Wq) break;
-        ((J & 1) ? d1 : d0)[J >> 1] = x[j];
-    }
-}
-
-static inline __mmask16 first_lanes(int64_t n) {
-    return (__mmask16)(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
-}
-
-/* The same with 32 inputs per step, one two-source permute per phase, and the ragged end by
- * masks: the AVX2 version spent half the time of a stride-2 layer (56x56 and 112x112 maps) in
- * its shuffles and scalar tail. */
-__attribute__((target("avx512f"))) static void split2_avx512(const float *x, int64_t IW,
-                                                            int64_t pl, int64_t Wq, float *d0,
-                                                            float *d1) {
-    int64_t j = 0;
-    if (pl & 1) {
-        if ((pl >> 1) < Wq) d1[pl >> 1] = x[0];
-        j = 1;
-    }
-    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    for (int64_t col = (j + pl) >> 1; j < IW && col < Wq; j += 32, col += 16) {
-        int64_t left = IW - j, room = Wq - col;
-        __m512 a = _mm512_maskz_loadu_ps(first_lanes(left), x + j);
-        __m512 b = _mm512_maskz_loadu_ps(first_lanes(left - 16), x + j + 16);
-        int64_t ne = (left + 1) / 2, no = left / 2; /* columns of each phase these inputs hold */
-        _mm512_mask_storeu_ps(d0 + col, first_lanes(ne < room ? ne : room),
-                              _mm512_permutex2var_ps(a, ev, b));
-        _mm512_mask_storeu_ps(d1 + col, first_lanes(no < room ? no : room),
-                              _mm512_permutex2var_ps(a, od, b));
-    }
-}
+static inline __mmask16 first_lanes(int64_t n) { return kconv_split_lanes(n); }
 #endif
 
 /* Copies one input plane into the padded, phase-split layout. Only input values are written:
@@ -320,8 +267,8 @@ static void dw_fill(const dw_plan *p, const float *x, const float *next, float *
 #ifdef DW_HAVE_AVX2
             if (p->sw == 2 && simd) {
                 float *d0 = P + (qy * 2) * p->sub + r * p->Wq;
-                if (simd == 2) split2_avx512(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
-                else split2_avx2(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
+                if (simd == 2) kconv_split2_avx512(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
+                else kconv_split2_avx2(xr, p->IW, p->pl, p->Wq, d0, d0 + p->sub);
                 continue;
             }
 #endif

@@ -7,6 +7,7 @@
  * are (image, group, channel panel, block of output rows or 32-lane chunks). */
 #include "conv_util.h"
 #include "gemm_util.h"
+#include "conv_split.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,39 +127,6 @@ typedef struct djob {
     int avx512;              /* the AVX-512 tiles; else conv_direct_avx2.c's */
 } djob;
 
-/* x[j] -> phase (j + pl) & 1 at column (j + pl) >> 1 for columns below Lq: 32 inputs become 16
- * even and 16 odd outputs per step. */
-__attribute__((target("avx512f"))) static void split2(const float *x, int64_t IW, int64_t pl,
-                                                      int64_t Lq, float *d0, float *d1) {
-    const __m512i ev = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i od = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    int64_t j = 0;
-    if (pl & 1) { /* x[0] lands in phase 1: start the pairs at x[1] */
-        if ((pl >> 1) < Lq) d1[pl >> 1] = x[0];
-        j = 1;
-    }
-    int64_t col = (j + pl) >> 1;
-    for (; j + 32 <= IW && col + 16 <= Lq; j += 32, col += 16) {
-        __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + 16);
-        _mm512_storeu_ps(d0 + col, _mm512_permutex2var_ps(a, ev, b));
-        _mm512_storeu_ps(d1 + col, _mm512_permutex2var_ps(a, od, b));
-    }
-    for (; j < IW; j++) {
-        int64_t J = j + pl;
-        if ((J >> 1) >= Lq) break;
-        ((J & 1) ? d1 : d0)[J >> 1] = x[j];
-    }
-}
-
-/* split2 without AVX-512: the same placement, a value at a time */
-static void split2_plain(const float *x, int64_t IW, int64_t pl, int64_t Lq, float *d0, float *d1) {
-    for (int64_t j = 0; j < IW; j++) {
-        int64_t J = j + pl;
-        if ((J >> 1) >= Lq) break;
-        ((J & 1) ? d1 : d0)[J >> 1] = x[j];
-    }
-}
-
 /* Copies channels [c0, c1) of image n into the padded layout. Only input values are written: the
  * padding sits at the same places for every image and stays zero from the buffer's clearing. */
 static void fill_run(void *arg, int64_t c0, int64_t c1) {
@@ -187,8 +155,12 @@ static void fill_run(void *arg, int64_t c0, int64_t c1) {
                 int64_t body = d->IW < d->Lq - head ? d->IW : d->Lq - head;
                 memcpy(ph[0] + head, xr, sizeof(float) * (size_t)body);
             } else if (d->sw == 2) {
-                if (j->avx512) split2(xr, d->IW, d->pl, d->Lq, ph[0], ph[1]);
-                else split2_plain(xr, d->IW, d->pl, d->Lq, ph[0], ph[1]);
+#if defined(__GNUC__) && defined(__x86_64__)
+                if (j->avx512) kconv_split2_avx512(xr, d->IW, d->pl, d->Lq, ph[0], ph[1]);
+                else if (kgemm_avx2_available()) kconv_split2_avx2(xr, d->IW, d->pl, d->Lq, ph[0], ph[1]);
+                else
+#endif
+                    kconv_split2_plain(xr, d->IW, d->pl, d->Lq, ph[0], ph[1]);
             } else {
                 for (int64_t q = 0; q < d->sw; q++) {
                     float *o = ph[q];
