@@ -132,12 +132,16 @@ AVX2_INLINE __m256 finish_vec(const tile_out *o, __m256 sum, const float *c, con
  * tested alpha, beta, bias, residual and the activation's kind for every vector, and perf put
  * most of its time on those branches. Same operations in the same order. */
 AVX2_INLINE void store_whole(const tile_out *o, __m256 (*acc)[2], int r0, int rows, int c0,
-                             const int ACT, const int HAS_Z) {
+                             const int ACT, const int HAS_Z, const int ADD_C) {
     for (int r = 0; r < rows; r++) {
         int row = r0 + r;
         float *c = o->C + row * o->ldc + c0;
         const float *zr = HAS_Z ? o->z + row * o->ep->ldz + c0 : NULL;
         __m256 x = acc[r][0], y = acc[r][1];
+        if (ADD_C) { /* beta 1: finish_vec's fma(1, C, x) is C + x, rounded once */
+            x = _mm256_add_ps(_mm256_loadu_ps(c), x);
+            y = _mm256_add_ps(_mm256_loadu_ps(c + 8), y);
+        }
         if (o->bias) {
             __m256 b = _mm256_set1_ps(o->bias[row]);
             x = _mm256_add_ps(x, b);
@@ -158,21 +162,29 @@ AVX2_INLINE void store_whole(const tile_out *o, __m256 (*acc)[2], int r0, int ro
     }
 }
 
-/* Rows [r0, r0 + rows) x columns [c0, c0 + 16) of the tile from the quarter's sums. */
+/* Rows [r0, r0 + rows) x columns [c0, c0 + 16) of the tile from the quarter's sums. Beta 1 is a
+ * deep product's later blocks of taps (K past KGEMM_KC: SqueezeNet's 512 -> 1000 classifier),
+ * which took the general loop's tests for every vector too. */
 AVX2_FN static void store_quarter(const tile_out *o, __m256 (*acc)[2], int r0, int rows, int c0) {
     vec_cols v0 = cols_at(o, c0), v1 = cols_at(o, c0 + 8);
-    if (v0.local == 8 && v1.local == 8 && o->alpha == 1.0f && o->beta == 0.0f) {
-        int act = o->ep ? o->ep->act : KGEMM_EPI_NONE, z = o->ep && o->z;
-        if (act == KGEMM_EPI_NONE && !z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_NONE, 0);
-        else if (act == KGEMM_EPI_NONE) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_NONE, 1);
-        else if (act == KGEMM_EPI_RELU && !z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_RELU, 0);
-        else if (act == KGEMM_EPI_RELU) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_RELU, 1);
-        else if (act == KGEMM_EPI_HSWISH && !z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_HSWISH, 0);
-        else if (act == KGEMM_EPI_HSWISH) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_HSWISH, 1);
-        else if (act == KGEMM_EPI_CLIP && !z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_CLIP, 0);
-        else if (act == KGEMM_EPI_CLIP) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_CLIP, 1);
-        else if (!z) store_whole(o, acc, r0, rows, c0, KGEMM_EPI_LEAKY, 0);
-        else store_whole(o, acc, r0, rows, c0, KGEMM_EPI_LEAKY, 1);
+    if (v0.local == 8 && v1.local == 8 && o->alpha == 1.0f && (o->beta == 0.0f || o->beta == 1.0f)) {
+        int act = o->ep ? o->ep->act : KGEMM_EPI_NONE, z = o->ep && o->z, add = o->beta == 1.0f;
+#define SW(A, Z)                                                                                   \
+    do {                                                                                           \
+        if (add) store_whole(o, acc, r0, rows, c0, A, Z, 1);                                       \
+        else store_whole(o, acc, r0, rows, c0, A, Z, 0);                                           \
+    } while (0)
+        if (act == KGEMM_EPI_NONE && !z) SW(KGEMM_EPI_NONE, 0);
+        else if (act == KGEMM_EPI_NONE) SW(KGEMM_EPI_NONE, 1);
+        else if (act == KGEMM_EPI_RELU && !z) SW(KGEMM_EPI_RELU, 0);
+        else if (act == KGEMM_EPI_RELU) SW(KGEMM_EPI_RELU, 1);
+        else if (act == KGEMM_EPI_HSWISH && !z) SW(KGEMM_EPI_HSWISH, 0);
+        else if (act == KGEMM_EPI_HSWISH) SW(KGEMM_EPI_HSWISH, 1);
+        else if (act == KGEMM_EPI_CLIP && !z) SW(KGEMM_EPI_CLIP, 0);
+        else if (act == KGEMM_EPI_CLIP) SW(KGEMM_EPI_CLIP, 1);
+        else if (!z) SW(KGEMM_EPI_LEAKY, 0);
+        else SW(KGEMM_EPI_LEAKY, 1);
+#undef SW
         return;
     }
     for (int r = 0; r < rows; r++) {
