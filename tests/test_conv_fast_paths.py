@@ -449,11 +449,16 @@ def test_lanes(xs, ws, attrs, bias, threads):
 def test_lanes_spans_same_bits_as_tiles(xs, ws, attrs):
     """The AVX2 tiles' spans (taps outer, positions inner) sum each output in the same order as
     the tiles of 12 positions (KILN_NO_LANES_SPAN=1): the same bits, with a residual and Relu."""
-    rng = np.random.default_rng(94)
+    same_bits_with(np.random.default_rng(94), xs, ws, attrs, {"KILN_NO_LANES_SPAN": "1"})
+
+
+def same_bits_with(rng, xs, ws, attrs, env):
+    """FusedConv (bias, Relu) on fresh data in two child processes, the second with env: the same
+    bits, and both close to onnxruntime (the Winograd path off in both)."""
     x, w, b = rand(rng, xs), rand(rng, ws, low=-1, high=1), rand(rng, (ws[0],))
     m, feeds = conv_model(x, w, b, dict(attrs, activation="Relu"), op="FusedConv")
     a = run_in_child(m, feeds, {"KILN_NO_WINOGRAD": "1"}, 2)[0][0]
-    v = run_in_child(m, feeds, {"KILN_NO_WINOGRAD": "1", "KILN_NO_LANES_SPAN": "1"}, 2)[0][0]
+    v = run_in_child(m, feeds, dict(env, KILN_NO_WINOGRAD="1"), 2)[0][0]
     assert np.array_equal(a.view(np.uint32), v.view(np.uint32))
     assert_same(a, run_ort(m, feeds)[0], **tol(F32, int(np.prod(ws[1:]))))
 
@@ -665,16 +670,21 @@ def test_maxpool_stride2_rows(xs, attrs, threads):
     check(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x}, rtol=0, atol=0, threads=threads)
 
 
-@pytest.mark.parametrize("xs,attrs", S2_POOL_CASES)
-def test_maxpool_stride2_rows_nan_zeros(xs, attrs):
-    """NaN and zeros of both signs (as after a Relu, many windows all zero): the same answer as the
-    general (Indices) path, sign of zero included."""
-    rng = np.random.default_rng(97)
+def nan_zero_input(rng, xs):
+    """Numbers with many +0 (as after a Relu, whole windows of zeros), some -0 and some NaN."""
     x = rand(rng, xs)
     x[x < 0.3] = 0.0
     flat = x.reshape(-1)
     flat[rng.choice(flat.size, size=max(1, flat.size // 7), replace=False)] = -0.0
     flat[rng.choice(flat.size, size=max(1, flat.size // 11), replace=False)] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("xs,attrs", S2_POOL_CASES)
+def test_maxpool_stride2_rows_nan_zeros(xs, attrs):
+    """NaN and zeros of both signs (as after a Relu, many windows all zero): the same answer as the
+    general (Indices) path, sign of zero included."""
+    x = nan_zero_input(np.random.default_rng(97), xs)
     fast = run_kiln(node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x})[0]
     general = run_kiln(node_model("MaxPool", [("x", x)], ["y", ("i", np.int64)], attrs), {"x": x})[0]
     assert np.isnan(fast).any() and not np.isnan(fast).all()
@@ -711,12 +721,7 @@ def test_maxpool_stride2_rows_same_bits_across_paths(xs, attrs):
     """NaN, both zeros and numbers through two stride-2 row paths that must agree bit for bit: on
     an AVX-512 CPU its plane_s2 against the AVX2 tier's (KILN_NO_AVX512=1); on an AVX2 CPU the
     8-lane plane_s2 against the separable AVX2 path (KILN_NO_POOL_S2=1)."""
-    rng = np.random.default_rng(101)
-    x = rand(rng, xs)
-    x[x < 0.3] = 0.0
-    flat = x.reshape(-1)
-    flat[rng.choice(flat.size, size=max(1, flat.size // 7), replace=False)] = -0.0
-    flat[rng.choice(flat.size, size=max(1, flat.size // 11), replace=False)] = np.nan
+    x = nan_zero_input(np.random.default_rng(101), xs)
     m, feeds = node_model("MaxPool", [("x", x)], ["y"], attrs), {"x": x}
     other = {"KILN_NO_AVX512": "1"} if HAS_AVX512 else {"KILN_NO_POOL_S2": "1"}
     a = run_in_child(m, feeds, {}, 2)[0][0]
@@ -736,10 +741,4 @@ def test_maxpool_stride2_rows_same_bits_across_paths(xs, attrs):
 @pytest.mark.parametrize("xs,ws,attrs", LANES_CASES[:2] + LANES_CASES[3:5] + [((2, 16, 40, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
                                                          ((1, 24, 30, 61), (13, 24, 3, 3), {"strides": [1, 2]})])
 def test_tiers_same_bits(xs, ws, attrs):
-    rng = np.random.default_rng(97)
-    x, w, b = rand(rng, xs), rand(rng, ws, low=-1, high=1), rand(rng, (ws[0],))
-    m, feeds = conv_model(x, w, b, dict(attrs, activation="Relu"), op="FusedConv")
-    a = run_in_child(m, feeds, {"KILN_NO_WINOGRAD": "1"}, 2)[0][0]
-    v = run_in_child(m, feeds, {"KILN_NO_AVX512": "1", "KILN_NO_WINOGRAD": "1"}, 2)[0][0]
-    assert np.array_equal(a.view(np.uint32), v.view(np.uint32))
-    assert_same(a, run_ort(m, feeds)[0], **tol(F32, int(np.prod(ws[1:]))))
+    same_bits_with(np.random.default_rng(97), xs, ws, attrs, {"KILN_NO_AVX512": "1"})

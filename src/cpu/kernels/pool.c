@@ -516,46 +516,29 @@ static size_t s2_scratch(const pool_job *j) {
     return (sizeof(float) * (size_t)s2_stride(j) + 64) * (size_t)j->k[1];
 }
 
+/* outputs [oa, ob) of output row yr from its nr reduced rows (S2_OUT of pool_s2_plane.h) */
 __attribute__((target("avx512f"), always_inline)) static inline void
-plane_s2_kw(const pool_job *j, int64_t q, float *ring, const int kw, const int prefetch) {
-    const float *x = (const float *)j->x + q * j->c->g.in_size;
-    float *y = (float *)j->y + q * j->c->g.out_size;
-    int64_t W = j->in[2], OH = j->out[1], OW = j->out[2], KH = j->k[1], PB = j->pb[2];
-    int64_t oa = (PB + 1) / 2, ob = W - kw + PB >= 0 ? (W - kw + PB) / 2 + 1 : 0;
-    if (ob > OW) ob = OW;
-    if (oa > ob) oa = ob;
-    int64_t nv = ob - oa, tail = nv % 16;
+out_row_s2(float *yr, float *const *rows, int64_t nr, const float *first, int64_t oa, int64_t ob) {
+    int64_t tail = (ob - oa) % 16;
     __mmask16 mt = (__mmask16)((1u << tail) - 1);
     uint64_t mft = tail ? (1ull << (2 * tail - 1)) - 1 : 0; /* columns [0, 2 tail - 1) */
-    __mmask16 ft0 = (__mmask16)mft, ft1 = (__mmask16)(mft >> 16);
-    int64_t *held = (int64_t *)(ring + KH * s2_stride(j));
-    for (int64_t i = 0; i < KH; i++) held[i] = -1;
-    for (int64_t oh = 0; oh < OH; oh++) {
-        float *yr = y + oh * OW;
-        int64_t h0 = oh * j->s[1] - j->pb[1], hl = j->tlo[1][oh], hh = j->thi[1][oh];
-        if (hl >= hh) { /* no valid rows: 0, as plane_f32 */
-            memset(yr, 0, sizeof(float) * (size_t)OW);
-            continue;
-        }
-        float *rows[S2_MAX_KH];
-        for (int64_t r = h0 + hl; r < h0 + hh; r++) {
-            float *h = ring + (r % KH) * s2_stride(j);
-            if (held[r % KH] != r && nv > 0) {
-                row_s2(x + r * W, PB, kw, oa, ob, h);
-                if (prefetch) prefetch_ahead(x + r * W, W);
-                held[r % KH] = r;
-            }
-            rows[r - h0 - hl] = h;
-        }
-        const float *first = x + (h0 + hl) * W - PB;
-        int64_t o = oa;
-        for (; o + 16 <= ob; o += 16)
-            _mm512_storeu_ps(yr + o, vmax_s2(rows, hh - hl, o - oa, first + 2 * o, 0xffff, 0xffff, 0x7fff));
-        if (o < ob)
-            _mm512_mask_storeu_ps(yr + o, mt, vmax_s2(rows, hh - hl, o - oa, first + 2 * o, mt, ft0, ft1));
-    }
-    border_cols(j, x, y, oa, ob, 1);
+    int64_t o = oa;
+    for (; o + 16 <= ob; o += 16)
+        _mm512_storeu_ps(yr + o, vmax_s2(rows, nr, o - oa, first + 2 * o, 0xffff, 0xffff, 0x7fff));
+    if (o < ob)
+        _mm512_mask_storeu_ps(yr + o, mt, vmax_s2(rows, nr, o - oa, first + 2 * o, mt, (__mmask16)mft,
+                                                  (__mmask16)(mft >> 16)));
 }
+
+#define S2_PLANE plane_s2_kw
+#define S2_TARGET __attribute__((target("avx512f")))
+#define S2_ROW(xr, pb, kw, oa, ob, h) row_s2(xr, pb, kw, oa, ob, h)
+#define S2_OUT(yr, rows, nr, first, oa, ob) out_row_s2(yr, rows, nr, first, oa, ob)
+#include "pool_s2_plane.h"
+#undef S2_PLANE
+#undef S2_TARGET
+#undef S2_ROW
+#undef S2_OUT
 
 __attribute__((target("avx512f"))) static void plane_s2_f32(const pool_job *j, int64_t q,
                                                             float *ring) {
@@ -696,47 +679,29 @@ row_s2_avx2(const float *xr, int64_t pb, const int kw, int64_t oa, int64_t ob, f
     }
 }
 
+/* outputs [oa, ob) of output row yr from its nr reduced rows; the window's first tap decides NaN:
+ * columns [0, 2n - 1) of its row */
 __attribute__((target("avx2"), always_inline)) static inline void
-plane_s2_kw_avx2(const pool_job *j, int64_t q, float *ring, const int kw, const int prefetch) {
-    const float *x = (const float *)j->x + q * j->c->g.in_size;
-    float *y = (float *)j->y + q * j->c->g.out_size;
-    int64_t W = j->in[2], OH = j->out[1], OW = j->out[2], KH = j->k[1], PB = j->pb[2];
-    int64_t oa = (PB + 1) / 2, ob = W - kw + PB >= 0 ? (W - kw + PB) / 2 + 1 : 0;
-    if (ob > OW) ob = OW;
-    if (oa > ob) oa = ob;
-    int64_t nv = ob - oa;
-    int64_t *held = (int64_t *)(ring + KH * s2_stride(j));
-    for (int64_t i = 0; i < KH; i++) held[i] = -1;
-    for (int64_t oh = 0; oh < OH; oh++) {
-        float *yr = y + oh * OW;
-        int64_t h0 = oh * j->s[1] - j->pb[1], hl = j->tlo[1][oh], hh = j->thi[1][oh];
-        if (hl >= hh) { /* no valid rows: 0, as plane_f32 */
-            memset(yr, 0, sizeof(float) * (size_t)OW);
-            continue;
-        }
-        float *rows[S2_MAX_KH];
-        for (int64_t r = h0 + hl; r < h0 + hh; r++) {
-            float *h = ring + (r % KH) * s2_stride(j);
-            if (held[r % KH] != r && nv > 0) {
-                row_s2_avx2(x + r * W, PB, kw, oa, ob, h);
-                if (prefetch) prefetch_ahead(x + r * W, W);
-                held[r % KH] = r;
-            }
-            rows[r - h0 - hl] = h;
-        }
-        /* the window's first tap decides NaN: columns [0, 2n - 1) from its row */
-        const float *first = x + (h0 + hl) * W - PB;
-        for (int64_t o = oa; o < ob; o += 8) {
-            int64_t n = ob - o < 8 ? ob - o : 8, i = o - oa;
-            __m256 acc = _mm256_loadu_ps(rows[0] + i);
-            for (int64_t r = 1; r < hh - hl; r++) acc = _mm256_max_ps(_mm256_loadu_ps(rows[r] + i), acc);
-            const float *f = first + 2 * o;
-            __m256 t = evens8(kavx2_load_part(f, 2 * n - 1), kavx2_load_part(f + 8, 2 * n - 9));
-            kavx2_store_part(yr + o, _mm256_blendv_ps(acc, t, _mm256_cmp_ps(t, t, _CMP_UNORD_Q)), n);
-        }
+out_row_s2_avx2(float *yr, float *const *rows, int64_t nr, const float *first, int64_t oa, int64_t ob) {
+    for (int64_t o = oa; o < ob; o += 8) {
+        int64_t n = ob - o < 8 ? ob - o : 8, i = o - oa;
+        __m256 acc = _mm256_loadu_ps(rows[0] + i);
+        for (int64_t r = 1; r < nr; r++) acc = _mm256_max_ps(_mm256_loadu_ps(rows[r] + i), acc);
+        const float *f = first + 2 * o;
+        __m256 t = evens8(kavx2_load_part(f, 2 * n - 1), kavx2_load_part(f + 8, 2 * n - 9));
+        kavx2_store_part(yr + o, _mm256_blendv_ps(acc, t, _mm256_cmp_ps(t, t, _CMP_UNORD_Q)), n);
     }
-    border_cols(j, x, y, oa, ob, 1);
 }
+
+#define S2_PLANE plane_s2_kw_avx2
+#define S2_TARGET __attribute__((target("avx2")))
+#define S2_ROW(xr, pb, kw, oa, ob, h) row_s2_avx2(xr, pb, kw, oa, ob, h)
+#define S2_OUT(yr, rows, nr, first, oa, ob) out_row_s2_avx2(yr, rows, nr, first, oa, ob)
+#include "pool_s2_plane.h"
+#undef S2_PLANE
+#undef S2_TARGET
+#undef S2_ROW
+#undef S2_OUT
 
 __attribute__((target("avx2"))) static void plane_s2_f32_avx2(const pool_job *j, int64_t q,
                                                               float *ring) {
