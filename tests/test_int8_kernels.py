@@ -1,6 +1,6 @@
-"""The 8-bit integer kernels (src/cpu/kernels/qgemm*.c: AVX-512 VNNI where the CPU has it, a
-portable loop elsewhere) behind MatMulInteger, QLinearMatMul, ConvInteger and QLinearConv, against
-exact numpy references (int8_oracle: int64 sums, float32 requantisation rounded half to even) and,
+"""The 8-bit integer kernels (src/cpu/kernels/qgemm*.c: AMX-INT8 tiles and AVX-512 VNNI where the
+CPU has them, AVX2, a portable loop elsewhere) behind MatMulInteger, QLinearMatMul, ConvInteger and
+QLinearConv, against exact numpy references (int8_oracle: int64 sums, float32 requantisation rounded half to even) and,
 where its integer products are exact, onnxruntime: outputs must be bit-exact. onnxruntime's u8 x s8
 kernels on x86 without VNNI saturate pairs of products at int16 (vpmaddubsw), so there it is not an
 oracle for u8 x s8; int8_oracle.ORT_U8S8_EXACT only decides whether onnxruntime is checked as well,
@@ -71,6 +71,8 @@ MM_SHAPES = [  # (a shape, b shape)
     ((1, 7), (7, 5)), ((1, 64), (64, 1000)), ((3, 1), (1, 17)), ((5, 13), (13, 33)),
     ((13, 65), (65, 70)), ((50, 130), (130, 129)), ((2, 9, 31), (31, 48)),
     ((2, 3, 4, 20), (20, 16)), ((7, 768), (768, 96)),
+    # the AMX-INT8 blocks' edges: 32 + 16 + 1 rows, K a multiple of 64 and not, one and two panels
+    ((96, 64), (64, 80)), ((33, 300), (300, 48)), ((130, 257), (257, 100)),
 ]
 
 
@@ -188,6 +190,7 @@ CONV_CASES = [  # x shape, w shape, attrs
     ((1, 6, 40), (10, 6, 5), {"strides": [3], "pads": [2, 1]}),
     ((1, 3, 5, 6, 7), (4, 3, 2, 3, 2), {"pads": [1, 0, 1, 0, 1, 1]}),
     ((1, 70, 5, 5), (33, 70, 3, 3), {}),
+    ((1, 64, 12, 12), (48, 64, 3, 3), {"pads": [1, 1, 1, 1]}),
 ]
 
 

@@ -420,25 +420,47 @@ static const packed_engine *engine(void) {
 
 /* C = alpha * A . B + beta * C with B packed whole (Npad columns, this product's start at column
  * j0) and A row-major, read in place. For each KC-deep slice, a 32-column panel of B (32 KB) stays
- * in L1/L2 while every row block of an MC-high band of A passes over it. */
+ * in L1/L2 while every row block of an MC-high band of A passes over it. The columns go in chunks
+ * whose C block (mc x nc) stays in L2 across the KC slices: one pass over all N columns per slice
+ * wrote C out to L3 and read it back K / KC times (BERT's 128 x 768 -> 3072 at one thread: C is
+ * 1.5 MB). KILN_BP_CHUNK_KB sets the block's size (0: no chunks), for A/B runs. */
+enum { BP_CHUNK_BYTES = 128 * 1024 };
+static int64_t bp_chunk_bytes(void) {
+    static _Atomic int64_t cached = -1;
+    if (cached < 0) {
+        const char *e = getenv("KILN_BP_CHUNK_KB");
+        cached = e && *e ? (int64_t)atoll(e) * 1024 : BP_CHUNK_BYTES;
+    }
+    return cached;
+}
+
 static void gemm_bp_direct(int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                            int64_t lda, const float *bp_all, int64_t Npad, int64_t j0, float beta,
                            float *C, int64_t ldc) {
     tile_rows_fn tile_rows = engine()->tile_rows;
-    for (int64_t pc = 0; pc < K; pc += KC) {
-        int64_t kc = K - pc < KC ? K - pc : KC;
-        float bet = pc == 0 ? beta : 1.0f;
-        const float *bpk = bp_all + pc * Npad + j0 * kc;
-        for (int64_t ic = 0; ic < M; ic += MC) {
-            int64_t mc = M - ic < MC ? M - ic : MC;
-            for (int64_t jr = 0; jr < N; jr += NR) {
-                int nr = (int)(N - jr < NR ? N - jr : NR);
-                const float *bp = bpk + jr * kc;
-                for (int64_t ir = 0; ir < mc; ir += MR) {
-                    int mr = (int)(mc - ir < MR ? mc - ir : MR);
-                    const float *a = A + (ic + ir) * lda + pc;
-                    float *c = C + (ic + ir) * ldc + jr;
-                    tile_rows(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
+    int64_t chunk_bytes = bp_chunk_bytes();
+    for (int64_t ic = 0; ic < M; ic += MC) {
+        int64_t mc = M - ic < MC ? M - ic : MC;
+        int64_t ncb = N;
+        if (chunk_bytes > 0 && K > KC) {
+            ncb = chunk_bytes / (mc * (int64_t)sizeof(float)) / NR * NR;
+            if (ncb < NR) ncb = NR;
+        }
+        for (int64_t jc = 0; jc < N; jc += ncb) {
+            int64_t nc = N - jc < ncb ? N - jc : ncb;
+            for (int64_t pc = 0; pc < K; pc += KC) {
+                int64_t kc = K - pc < KC ? K - pc : KC;
+                float bet = pc == 0 ? beta : 1.0f;
+                const float *bpk = bp_all + pc * Npad + j0 * kc;
+                for (int64_t jr = jc; jr < jc + nc; jr += NR) {
+                    int nr = (int)(jc + nc - jr < NR ? jc + nc - jr : NR);
+                    const float *bp = bpk + jr * kc;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        int mr = (int)(mc - ir < MR ? mc - ir : MR);
+                        const float *a = A + (ic + ir) * lda + pc;
+                        float *c = C + (ic + ir) * ldc + jr;
+                        tile_rows(kc, a, lda, bp, c, ldc, alpha, bet, mr, nr);
+                    }
                 }
             }
         }

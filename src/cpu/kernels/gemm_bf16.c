@@ -4,6 +4,7 @@
  * a 32 x 32 block of four 16 x 16 tiles. Every output element sums its K in the same order
  * whatever the blocking of rows and columns, so results do not depend on the thread count. */
 #include "gemm_bf16.h"
+#include "amx.h"
 #include "../cpu_provider.h"
 #include <pthread.h>
 #include <stdio.h>
@@ -12,8 +13,6 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #define KBF16_X86 1
 #endif
 
@@ -57,23 +56,10 @@ int kbf16_available(void) {
     return cached;
 }
 
-/* AMX-BF16 and AMX-TILE: CPUID.(7,0):EDX bits 22 and 24. The OS must also grant the tile data
- * state to the process (arch_prctl below); without that the first tile instruction faults. */
-static int cpu_has_amx(void) {
-    unsigned a, b, c, d;
-    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-    return (d >> 22 & 1) && (d >> 24 & 1);
-}
-
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
-
 int kbf16_amx_active(void) {
     static _Atomic int cached = -1;
     if (cached < 0) {
-        int ok = kbf16_available() && !env_set("KILN_NO_AMX") && cpu_has_amx();
-        if (ok && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0) ok = 0;
-        cached = ok;
+        cached = kbf16_available() && kamx_usable(KAMX_BF16);
     }
     return cached;
 }
@@ -224,27 +210,6 @@ DEFINE_BKERNEL(bkernel_1, 1, BR1)
 
 /* ---- AMX-BF16 ---- */
 
-typedef struct tile_cfg {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_cfg;
-
-/* Tiles 0-3: the 2 x 2 float sums of a 32 x 32 block; 4-5: two 16-row A tiles of 32 k; 6-7: two
- * B tiles of 16 k-pairs x 16 columns. All are 16 rows of 64 bytes. */
-/* A constant in memory: built on the stack, GCC 12 dropped the stores of colsb and rows (it does
- * not see ldtilecfg read them), and the garbage left in their place made ldtilecfg fault (#GP,
- * a segfault on the first bfloat16 product of any AMX machine). */
-static const tile_cfg amx_cfg = {
-    .palette = 1,
-    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
-    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
-};
-
-__attribute__((target("amx-tile"))) static void amx_config(void) { _tile_loadconfig(&amx_cfg); }
-
-__attribute__((target("amx-tile"))) static void amx_release(void) { _tile_release(); }
-
 /* A: 32 rows (row stride lda bf16 values) of kcp = 2 * npair values, kcp a multiple of 32;
  * Bp: one panel. Sums into tmp, then C = alpha * sums + beta * C on rows < mr, columns < nr. */
 __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_block(
@@ -336,7 +301,7 @@ int kbf16_gemm_serial(const kbf16_src *a, const kbf16_src *b, int64_t M, int64_t
     }
     if (!ensure_buffers()) return 0;
     int amx = kbf16_amx_active();
-    if (amx) amx_config();
+    if (amx) kamx_load_16x64();
     int64_t Kp = kbf16_kpad(K);
     for (int64_t jc = 0; jc < N; jc += NC) {
         int64_t nc = N - jc < NC ? N - jc : NC;
@@ -391,7 +356,7 @@ int kbf16_gemm_serial(const kbf16_src *a, const kbf16_src *b, int64_t M, int64_t
             }
         }
     }
-    if (amx) amx_release();
+    if (amx) kamx_release();
     return 1;
 }
 

@@ -4,6 +4,8 @@
 #include "qgemm.h"
 #include "gemm_util.h"
 #include "qgemm_avx2.h"
+#include "qgemm_amx.h"
+#include "amx.h"
 #include "quant_isa.h"
 #include <math.h>
 #include <stdlib.h>
@@ -344,7 +346,7 @@ typedef struct gemm_job {
     const kqg_a *a;
     const kqg_b *b;
     const int32_t *za, *zb;
-    int za_rows, zb_cols, vnni, avx2;
+    int za_rows, zb_cols, vnni, avx2, amx;
     kqg_epi_fn epi;
     void *arg;
     int64_t nmb; /* row blocks per column block */
@@ -354,6 +356,7 @@ static void gemm_blocks(void *arg, int64_t t0, int64_t t1) {
     const gemm_job *j = arg;
     const kqg_a *A = j->a;
     const kqg_b *B = j->b;
+    if (j->amx) kamx_load_16x64();
     _Alignas(64) int32_t tile[MB * NB];
     uint32_t zbv[NB], csv[NB], colterm[NB];
     int64_t lda = A->K4 * 4, ps = B->K4 * 64;
@@ -373,7 +376,15 @@ static void gemm_blocks(void *arg, int64_t t0, int64_t t1) {
                               tile + i * NB + q * KQG_NR, NB);
             }
 #endif
-        for (int64_t i = 0; i < mc && !j->avx2; i += MR) {
+        int64_t i0 = 0; /* rows the tile unit did */
+        if (j->amx) {
+            for (; i0 + 16 <= mc; i0 += mc - i0 >= 32 ? 32 : 16)
+                for (int q = 0; q < np; q += 2)
+                    kqg_amx_block(mc - i0 >= 32 ? 32 : 16, np - q >= 2 ? 2 : 1, A->K4,
+                                  A->data + (m0 + i0) * lda, lda, bp + q * ps, ps,
+                                  tile + i0 * NB + q * KQG_NR, NB);
+        }
+        for (int64_t i = i0; i < mc && !j->avx2; i += MR) {
             int mr = mc - i < MR ? (int)(mc - i) : MR;
             const uint8_t *ap = A->data + (m0 + i) * lda;
 #ifdef KQG_X86
@@ -406,12 +417,15 @@ static void gemm_blocks(void *arg, int64_t t0, int64_t t1) {
         }
         j->epi(j->arg, m0, n0, mc, nc, tile, NB);
     }
+    if (j->amx) kamx_release();
 }
 
 void kqg_gemm(kiln_ctx *ctx, const kqg_a *a, const kqg_b *b, const int32_t *za, int za_rows,
               const int32_t *zb, int zb_cols, kqg_epi_fn epi, void *arg) {
     if (a->M <= 0 || b->N <= 0) return;
-    gemm_job j = {a, b, za, zb, za_rows, zb_cols, kqg_have_vnni(), kqg_have_avx2(), epi, arg, (a->M + MB - 1) / MB};
+    int vnni = kqg_have_vnni();
+    gemm_job j = {a,    b,    za,  zb,  za_rows, zb_cols, vnni, kqg_have_avx2(), vnni && kqg_have_amx(),
+                  epi, arg, (a->M + MB - 1) / MB};
     int64_t nnb = (b->N + NB - 1) / NB, tasks = nnb * j.nmb;
     /* about 100 multiply-adds per ns with VNNI on one core, 30 with AVX2, 2 portable */
     double ns = (double)a->M * (double)b->N * (double)(a->K4 * 4) / (j.vnni ? 100.0 : j.avx2 ? 30.0 : 2.0);
