@@ -29,7 +29,7 @@ clock = time.process_time if sys.argv[7] == "cpu" else time.perf_counter
 sys.path.insert(0, os.path.join(sys.argv[6], "python")); sys.path.insert(0, os.path.join(sys.argv[6], "bench"))
 if target.endswith(".onnx"):
     import node_profile
-    model, feeds = target, node_profile.feeds_for(target, batch)
+    model, feeds = target, node_profile.feeds_for(target, batch, int(sys.argv[8]))
 else:
     import conv_bench
     model, feeds = conv_bench.conv_model(conv_bench.CASES[target])
@@ -77,6 +77,7 @@ def main():
     ap.add_argument("--variant", action="append", required=True)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seq", type=int, default=1, help="value of a model's symbolic dims after the first")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=0.6)
     ap.add_argument("--cpu", action="store_true",
@@ -95,7 +96,7 @@ def main():
             if lib:
                 env["KILN_LIBRARY"] = lib
             p = subprocess.run([sys.executable, "-c", WORKER, a.target, str(a.batch), str(a.threads), engine,
-                                str(a.seconds), ROOT, "cpu" if a.cpu else "wall"], env=env, capture_output=True, text=True)
+                                str(a.seconds), ROOT, "cpu" if a.cpu else "wall", str(a.seq)], env=env, capture_output=True, text=True)
             if p.returncode:
                 print(f"{name}: failed: {(p.stderr.strip().splitlines() or ['?'])[-1][:200]}", file=sys.stderr)
                 continue

@@ -37,7 +37,7 @@ log "int8 models built"
 ab() { timeout ${AB_S:-120} python3 bench/variants_ab.py "$@" 2>&1 | grep -E " (amx|vnni|ort|chunks|whole) " | tee -a "$OUT/ab.txt"; }
 for spec in ${INT8_ROWS:-"bert_dyn:8:1 bert_dyn:1:1 bert_dyn:8:16 mnv3_qdq:8:1 mnv3_qop:8:1"}; do
     IFS=: read -r m b t <<< "$spec"
-    ab /tmp/int8_models/$m.onnx --batch "$b" --threads "$t" --rounds 3 --seconds 1 \
+    ab /tmp/int8_models/$m.onnx --batch "$b" --threads "$t" --seq 128 --rounds 3 --seconds 1 \
         --variant amx=- --variant vnni=-,KILN_NO_AMX=1 --variant ort=ort --json "$OUT/ab.jsonl"
 done
 log "int8 done"
