@@ -4,8 +4,8 @@
 
 #include <stdint.h>
 
-/* 1 where the CPU has AMX-INT8, the OS grants the tiles and neither KILN_NO_AMX nor a switch
- * that leaves VNNI out is set (the caller checks kqg_have_vnni too). */
+/* 1 where KILN_AMX_INT8=1 asks for the tiles, the CPU has AMX-INT8, the OS grants the tiles and
+ * KILN_NO_AMX is not set (the caller checks kqg_have_vnni too). */
 int kqg_have_amx(void);
 
 /* c[i * ldc + j] = dot(row i of a, column j) for rows i < rows (16 or 32) and the 16 or 32
