@@ -424,7 +424,7 @@ void kqg_gemm(kiln_ctx *ctx, const kqg_a *a, const kqg_b *b, const int32_t *za, 
               const int32_t *zb, int zb_cols, kqg_epi_fn epi, void *arg) {
     if (a->M <= 0 || b->N <= 0) return;
     int vnni = kqg_have_vnni();
-    gemm_job j = {a,    b,    za,  zb,  za_rows, zb_cols, vnni, kqg_have_avx2(), vnni && kqg_have_amx(),
+    gemm_job j = {a, b, za, zb, za_rows, zb_cols, vnni, kqg_have_avx2(), vnni && kqg_have_amx(),
                   epi, arg, (a->M + MB - 1) / MB};
     int64_t nnb = (b->N + NB - 1) / NB, tasks = nnb * j.nmb;
     /* about 100 multiply-adds per ns with VNNI on one core, 30 with AVX2, 2 portable */
