@@ -374,9 +374,8 @@ __attribute__((target("avx512f"))) static void plane_sep_f32(const pool_job *j, 
     int64_t H = j->in[1], W = j->in[2], OH = j->out[1], OW = j->out[2];
     int64_t S = j->s[2], PB = j->pb[2], KW = j->k[2];
     int is_max = j->c->kind == POOL_MAX;
-    int64_t oa = (PB + S - 1) / S, ob = W - KW + PB >= 0 ? (W - KW + PB) / S + 1 : 0;
-    if (ob > OW) ob = OW;
-    if (oa > ob) oa = ob;
+    int64_t oa, ob;
+    kpool_inner_cols(W, KW, S, PB, OW, &oa, &ob);
     int64_t nv = ob - oa;
     unsigned char *done = (unsigned char *)(hbuf + H * nv);
     memset(done, 0, (size_t)H);
@@ -600,9 +599,8 @@ __attribute__((target("avx2"))) static void plane_sep_f32_avx2(const pool_job *j
     int64_t H = j->in[1], W = j->in[2], OH = j->out[1], OW = j->out[2];
     int64_t S = j->s[2], PB = j->pb[2], KW = j->k[2];
     int is_max = j->c->kind == POOL_MAX;
-    int64_t oa = (PB + S - 1) / S, ob = W - KW + PB >= 0 ? (W - KW + PB) / S + 1 : 0;
-    if (ob > OW) ob = OW;
-    if (oa > ob) oa = ob;
+    int64_t oa, ob;
+    kpool_inner_cols(W, KW, S, PB, OW, &oa, &ob);
     int64_t nv = ob - oa;
     unsigned char *done = (unsigned char *)(hbuf + H * nv);
     memset(done, 0, (size_t)H);

@@ -15,9 +15,8 @@ S2_PLANE(const pool_job *j, int64_t q, float *ring, const int kw, const int pref
     const float *x = (const float *)j->x + q * j->c->g.in_size;
     float *y = (float *)j->y + q * j->c->g.out_size;
     int64_t W = j->in[2], OH = j->out[1], OW = j->out[2], KH = j->k[1], PB = j->pb[2];
-    int64_t oa = (PB + 1) / 2, ob = W - kw + PB >= 0 ? (W - kw + PB) / 2 + 1 : 0;
-    if (ob > OW) ob = OW;
-    if (oa > ob) oa = ob;
+    int64_t oa, ob;
+    kpool_inner_cols(W, kw, 2, PB, OW, &oa, &ob);
     int64_t nv = ob - oa;
     int64_t *held = (int64_t *)(ring + KH * s2_stride(j));
     for (int64_t i = 0; i < KH; i++) held[i] = -1;
