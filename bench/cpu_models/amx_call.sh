@@ -41,18 +41,7 @@ for spec in ${INT8_ROWS:-"bert_dyn:8:1 bert_dyn:1:1 bert_dyn:8:16 mnv3_qdq:8:1 m
         --variant amx=-,KILN_AMX_INT8=1 --variant vnni=- --variant ort=ort --json "$OUT/ab.jsonl"
 done
 log "int8 done"
-mkdir -p /tmp/mm
-python3 - <<'PY'
-import numpy as np, onnx
-from onnx import helper, TensorProto, numpy_helper
-for M, K, N in [(128, 768, 3072), (1024, 768, 3072), (128, 3072, 768), (1024, 3072, 768)]:
-    W = (np.random.default_rng(1).standard_normal((K, N)) * 0.02).astype(np.float32)
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])],
-                          [numpy_helper.from_array(W, "W")])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), f"/tmp/mm/mm_{M}_{K}_{N}.onnx")
-PY
+python3 bench/matmul_models.py --out /tmp/mm > /dev/null
 for m in /tmp/mm/*.onnx; do
     ab "$m" --threads 1 --rounds 3 --seconds 1 --variant chunks=- --variant whole=-,KILN_BP_CHUNK_KB=0 \
         --variant ort=ort --json "$OUT/ab.jsonl"
